@@ -158,6 +158,8 @@ pub enum Criterion {
     Missing {
         /// Parameter code.
         code: String,
+        /// Parameter type (selects the index table).
+        kind: SearchParamType,
         /// True: the parameter has no value.
         missing: bool,
     },
@@ -594,7 +596,7 @@ pub fn parse_criterion(defs: &Definitions, resource_type: &str, name: &str, valu
                 "false" => false,
                 _ => return Err(invalid(name, "true or false")),
             };
-            return Ok(Criterion::Missing { code: code.to_string(), missing });
+            return Ok(Criterion::Missing { code: code.to_string(), kind: def.kind, missing });
         }
     }
     let any_of = split_escaped(value, ',')

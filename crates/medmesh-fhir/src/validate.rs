@@ -298,6 +298,9 @@ impl Validator<'_> {
             return;
         }
         let Some((t, id)) = crate::index::split_reference(reference) else {
+            if reference.contains("://") {
+                return; // any absolute URL is a valid reference, RESTful shape or not
+            }
             self.issue(IssueType::Value, &format!("{loc}.reference"), "a reference is Type/id, an absolute URL, #id or urn:uuid".into());
             return;
         };

@@ -1,1 +1,233 @@
-//! placeholder
+//! The record store port: what the application needs from a database, and nothing of how.
+//!
+//! Adapters (SQLite, PostgreSQL) live in `medmesh-store-sql`. Bodies are opaque bytes produced
+//! by a [`BodyCodec`]; the store never parses them, and search runs on index rows only.
+
+use async_trait::async_trait;
+use medmesh_audit::AuditEntry;
+use medmesh_fhir::index::IndexRow;
+use medmesh_fhir::search::{Include, SearchQuery};
+
+/// A resource version as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredVersion {
+    /// Resource type.
+    pub resource_type: String,
+    /// Logical id.
+    pub id: String,
+    /// Version number, from 1.
+    pub version: i64,
+    /// When this version was written, microseconds since the epoch.
+    pub last_updated: i64,
+    /// True for a deletion tombstone.
+    pub deleted: bool,
+    /// The encoded body (empty for tombstones).
+    pub body: Vec<u8>,
+}
+
+/// The head of a resource's history, read inside a write transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionHead {
+    /// Current version.
+    pub version: i64,
+    /// Whether the current version is a tombstone.
+    pub deleted: bool,
+}
+
+/// A version to write, with its index rows.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// Resource type.
+    pub resource_type: String,
+    /// Logical id.
+    pub id: String,
+    /// The new version number (head + 1, or 1).
+    pub version: i64,
+    /// Write time, microseconds.
+    pub last_updated: i64,
+    /// A tombstone.
+    pub deleted: bool,
+    /// Encoded body.
+    pub body: Vec<u8>,
+    /// Search index rows (empty for tombstones).
+    pub index: Vec<IndexRow>,
+}
+
+/// Which history to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryScope {
+    /// One resource.
+    Instance(String, String),
+    /// One type.
+    Type(String),
+    /// Everything.
+    System,
+}
+
+/// A history request.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    /// Whose history.
+    pub scope: HistoryScope,
+    /// Only versions written at or after this time (micros).
+    pub since: Option<i64>,
+    /// Only versions current at this time (micros): written at or before it.
+    pub at: Option<i64>,
+    /// Page size.
+    pub count: u32,
+    /// Opaque cursor from a previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of history, newest first.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// The versions.
+    pub versions: Vec<StoredVersion>,
+    /// Total versions matching.
+    pub total: u64,
+    /// Cursor for the next page.
+    pub next: Option<String>,
+}
+
+/// A page of search matches.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    /// Matches, as (type, id), in order.
+    pub matches: Vec<(String, String)>,
+    /// Total matches, when requested.
+    pub total: Option<u64>,
+    /// Cursor for the next page.
+    pub next: Option<String>,
+}
+
+/// Bulk export job state, persisted so jobs survive a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportJob {
+    /// Job id.
+    pub id: String,
+    /// `queued`, `running`, `complete`, `failed` or `cancelled`.
+    pub state: String,
+    /// The kick-off request, as JSON (types, since, filters, level, group).
+    pub request: String,
+    /// The result manifest outputs, as JSON, when complete.
+    pub output: Option<String>,
+    /// A safe error message, when failed.
+    pub error: Option<String>,
+    /// Created, micros.
+    pub created: i64,
+    /// Last change, micros.
+    pub updated: i64,
+}
+
+/// Errors from a store adapter. Messages are for logs, never for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer got there first (unique or version conflict).
+    #[error("conflicting concurrent write")]
+    Conflict,
+    /// The database is unavailable or failed.
+    #[error("database error: {0}")]
+    Backend(String),
+    /// A cursor that this store did not issue.
+    #[error("invalid paging cursor")]
+    BadCursor,
+}
+
+/// Turns resource JSON into stored bytes and back. The encryption issue plugs in here; the
+/// associated data binds a body to its type, id and version.
+pub trait BodyCodec: Send + Sync + 'static {
+    /// Encodes a body for storage.
+    ///
+    /// # Errors
+    /// If encoding fails.
+    fn encode(&self, resource_type: &str, id: &str, version: i64, json: &[u8]) -> Result<Vec<u8>, CodecError>;
+    /// Decodes a stored body.
+    ///
+    /// # Errors
+    /// If the bytes are not a body this codec wrote for that type, id and version.
+    fn decode(&self, resource_type: &str, id: &str, version: i64, stored: &[u8]) -> Result<Vec<u8>, CodecError>;
+}
+
+/// A body that cannot be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("body codec failure: {0}")]
+pub struct CodecError(pub String);
+
+/// Stores bodies as they are. The default until encryption at rest lands.
+#[derive(Debug, Clone, Default)]
+pub struct PlainCodec;
+
+impl BodyCodec for PlainCodec {
+    fn encode(&self, _: &str, _: &str, _: i64, json: &[u8]) -> Result<Vec<u8>, CodecError> {
+        Ok(json.to_vec())
+    }
+    fn decode(&self, _: &str, _: &str, _: i64, stored: &[u8]) -> Result<Vec<u8>, CodecError> {
+        Ok(stored.to_vec())
+    }
+}
+
+/// A paging request for search.
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    /// Page size.
+    pub count: u32,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Whether to count all matches.
+    pub with_total: bool,
+}
+
+/// The record store port.
+#[async_trait]
+pub trait RecordStore: Send + Sync + 'static {
+    /// Starts a write transaction.
+    async fn begin(&self) -> Result<Box<dyn RecordTx>, StoreError>;
+    /// The current version of a resource, tombstones included.
+    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError>;
+    /// One version of a resource.
+    async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<StoredVersion>, StoreError>;
+    /// Current versions of several resources (missing and deleted ones are left out).
+    async fn read_many(&self, keys: &[(String, String)]) -> Result<Vec<StoredVersion>, StoreError>;
+    /// History, newest first.
+    async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError>;
+    /// Runs a search.
+    async fn search(&self, query: &SearchQuery, page: &PageRequest) -> Result<SearchPage, StoreError>;
+    /// Targets of `include` from the given resources.
+    async fn include_targets(&self, from: &[(String, String)], include: &Include) -> Result<Vec<(String, String)>, StoreError>;
+    /// Resources that refer to the given ones through `include` (a `_revinclude`).
+    async fn revinclude_sources(&self, to: &[(String, String)], include: &Include) -> Result<Vec<(String, String)>, StoreError>;
+    /// Resources in a patient's compartment (and the patient), after `cursor`, in a stable order.
+    async fn compartment_page(&self, patient_id: &str, links: &[(String, Vec<String>)], since: Option<i64>, types: &[String], count: u32, cursor: Option<&str>) -> Result<SearchPage, StoreError>;
+    /// Appends audit entries for reads, durably, before the response leaves.
+    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
+    /// Number of audit entries (for tests and health).
+    async fn audit_count(&self) -> Result<u64, StoreError>;
+    /// The active token-signing key `(kid, secret)`, created on first use.
+    async fn signing_key(&self, new_kid: &str, new_secret: [u8; 32], now: i64) -> Result<(String, [u8; 32]), StoreError>;
+    /// Saves an export job.
+    async fn put_export_job(&self, job: &ExportJob) -> Result<(), StoreError>;
+    /// Reads an export job.
+    async fn export_job(&self, id: &str) -> Result<Option<ExportJob>, StoreError>;
+    /// Jobs left queued or running (to resume after a restart).
+    async fn unfinished_export_jobs(&self) -> Result<Vec<ExportJob>, StoreError>;
+    /// All ids of a type with versions changed since `since`, for export, in pages.
+    async fn export_page(&self, resource_type: &str, since: Option<i64>, after_rid: i64, count: u32) -> Result<(Vec<StoredVersion>, i64), StoreError>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A write transaction. Dropping it without commit rolls back.
+#[async_trait]
+pub trait RecordTx: Send {
+    /// The head of a resource, locked for update where the database supports it.
+    async fn head(&mut self, resource_type: &str, id: &str) -> Result<Option<VersionHead>, StoreError>;
+    /// Ids matching a search, inside the transaction (conditional create, update, delete).
+    async fn search_ids(&mut self, query: &SearchQuery, limit: u32) -> Result<Vec<(String, String)>, StoreError>;
+    /// Writes a version: history row, current row and index rows.
+    async fn put(&mut self, version: NewVersion) -> Result<(), StoreError>;
+    /// Appends an audit entry in this transaction.
+    async fn append_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Commits.
+    async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}

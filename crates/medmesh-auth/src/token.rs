@@ -1,0 +1,170 @@
+//! Signed access tokens: EdDSA (Ed25519) JWTs, verified against a key set.
+
+use std::fmt;
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// The audience every medmesh access token carries.
+pub const AUDIENCE: &str = "medmesh-fhir";
+
+/// A signing key's id (`kid`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KeyId(pub String);
+
+/// An Ed25519 token-signing key. Debug output never shows the secret.
+#[derive(Clone)]
+pub struct TokenSigningKey {
+    /// The key id.
+    pub id: KeyId,
+    secret: [u8; 32],
+}
+
+impl fmt::Debug for TokenSigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSigningKey").field("id", &self.id).field("secret", &"[redacted]").finish()
+    }
+}
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject: the user or client.
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Token id.
+    pub jti: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    /// Patient context, for patient-level scopes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+}
+
+/// Why a token was refused. Deliberately coarse: the client learns only that it failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Signature, algorithm, key, audience, issuer or time checks failed.
+    #[error("the access token is invalid or expired")]
+    Invalid,
+    /// The key could not be used to sign.
+    #[error("the signing key is unusable")]
+    Signing,
+}
+
+impl TokenSigningKey {
+    /// Builds a key from its 32-byte secret.
+    pub fn from_secret(id: KeyId, secret: [u8; 32]) -> Self {
+        Self { id, secret }
+    }
+    /// The 32-byte secret, for storage (wrapped by the key hierarchy in a later issue).
+    pub fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+    /// The public half.
+    pub fn verifying_key(&self) -> TokenVerifyingKey {
+        TokenVerifyingKey { id: self.id.clone(), public: SigningKey::from_bytes(&self.secret).verifying_key().to_bytes() }
+    }
+    /// Signs claims as a compact JWT.
+    ///
+    /// # Errors
+    /// If the key cannot be encoded.
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, TokenError> {
+        let der = SigningKey::from_bytes(&self.secret).to_pkcs8_der().map_err(|_| TokenError::Signing)?;
+        let key = EncodingKey::from_ed_der(der.as_bytes());
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.id.0.clone());
+        jsonwebtoken::encode(&header, claims, &key).map_err(|_| TokenError::Signing)
+    }
+}
+
+/// A public key that verifies tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenVerifyingKey {
+    /// The key id.
+    pub id: KeyId,
+    /// The Ed25519 public key.
+    pub public: [u8; 32],
+}
+
+/// Verifies a compact JWT against the given keys, issuer and audience at time `now` (seconds).
+///
+/// Only EdDSA is accepted; `alg: none`, HMAC and unknown `kid`s are refused.
+///
+/// # Errors
+/// [`TokenError::Invalid`] for any failure.
+pub fn verify(token: &str, keys: &[TokenVerifyingKey], issuer: &str, now: i64) -> Result<AccessClaims, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+    if header.alg != Algorithm::EdDSA {
+        return Err(TokenError::Invalid);
+    }
+    let kid = header.kid.ok_or(TokenError::Invalid)?;
+    let key = keys.iter().find(|k| k.id.0 == kid).ok_or(TokenError::Invalid)?;
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_issuer(&[issuer]);
+    validation.validate_nbf = true;
+    validation.leeway = 30;
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
+    let data = jsonwebtoken::decode::<AccessClaims>(token, &DecodingKey::from_ed_der(&key.public), &validation)
+        .map_err(|_| TokenError::Invalid)?;
+    // jsonwebtoken checks exp and nbf against the system clock; check again against ours.
+    let c = data.claims;
+    if c.exp + 30 < now || c.nbf - 30 > now {
+        return Err(TokenError::Invalid);
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(now: i64) -> AccessClaims {
+        AccessClaims { iss: "urn:test".into(), sub: "admin".into(), aud: AUDIENCE.into(), exp: now + 60, iat: now, nbf: now, jti: "j".into(), scope: "system/*.*".into(), patient: None }
+    }
+
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    #[test]
+    fn signs_and_verifies() {
+        let k = TokenSigningKey::from_secret(KeyId("k1".into()), [7; 32]);
+        let t = k.sign(&claims(now())).unwrap();
+        assert_eq!(verify(&t, &[k.verifying_key()], "urn:test", now()).unwrap().sub, "admin");
+        assert!(!format!("{k:?}").contains('7'));
+    }
+
+    #[test]
+    fn refuses_bad_tokens() {
+        let k = TokenSigningKey::from_secret(KeyId("k1".into()), [7; 32]);
+        let other = TokenSigningKey::from_secret(KeyId("k1".into()), [8; 32]);
+        let n = now();
+        let keys = [k.verifying_key()];
+        assert!(verify(&other.sign(&claims(n)).unwrap(), &keys, "urn:test", n).is_err(), "wrong key");
+        assert!(verify(&k.sign(&claims(n - 3600)).unwrap(), &keys, "urn:test", n).is_err(), "expired");
+        assert!(verify(&k.sign(&claims(n)).unwrap(), &keys, "urn:other", n).is_err(), "issuer");
+        let mut c = claims(n);
+        c.aud = "x".into();
+        assert!(verify(&k.sign(&c).unwrap(), &keys, "urn:test", n).is_err(), "audience");
+        let unknown = TokenSigningKey::from_secret(KeyId("k2".into()), [7; 32]);
+        assert!(verify(&unknown.sign(&claims(n)).unwrap(), &keys, "urn:test", n).is_err(), "kid");
+        // alg: none
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","kid":"k1"}"#), b64.encode(serde_json::to_vec(&claims(n)).unwrap()));
+        assert!(verify(&none, &keys, "urn:test", n).is_err(), "alg none");
+    }
+}

@@ -1,0 +1,70 @@
+//! The PostgreSQL backend: a connection pool; row locks order concurrent writers.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use medmesh_store::StoreError;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::exec::{Exec, map_err, postgres as run};
+use crate::sql::{Col, Dialect, Row, Sql};
+use crate::store::Backend;
+
+/// PostgreSQL connections.
+#[derive(Debug, Clone)]
+pub struct PgBackend {
+    pool: PgPool,
+}
+
+impl PgBackend {
+    /// Connects and runs the PostgreSQL migrations.
+    ///
+    /// # Errors
+    /// If the server is unreachable or the migrations fail.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url).map_err(map_err)?;
+        let pool = PgPoolOptions::new().max_connections(max_connections).connect_with(options).await.map_err(map_err)?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Exec for PoolConnection<Postgres> {
+    async fn fetch(&mut self, sql: Sql, cols: &[Col]) -> Result<Vec<Row>, StoreError> {
+        run::fetch_on(self, sql, cols).await
+    }
+    async fn execute(&mut self, sql: Sql) -> Result<u64, StoreError> {
+        run::execute_on(self, sql).await
+    }
+}
+
+#[async_trait]
+impl Exec for Transaction<'static, Postgres> {
+    async fn fetch(&mut self, sql: Sql, cols: &[Col]) -> Result<Vec<Row>, StoreError> {
+        run::fetch_on(self, sql, cols).await
+    }
+    async fn execute(&mut self, sql: Sql) -> Result<u64, StoreError> {
+        run::execute_on(self, sql).await
+    }
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    type Conn = PoolConnection<Postgres>;
+    type Tx = Transaction<'static, Postgres>;
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+    async fn conn(&self) -> Result<Self::Conn, StoreError> {
+        self.pool.acquire().await.map_err(map_err)
+    }
+    async fn begin(&self) -> Result<Self::Tx, StoreError> {
+        self.pool.begin().await.map_err(map_err)
+    }
+    async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
+        tx.commit().await.map_err(map_err)
+    }
+}

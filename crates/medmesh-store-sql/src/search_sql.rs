@@ -1,0 +1,415 @@
+//! Turns a [`SearchQuery`] into SQL over the index tables. Shared by both dialects.
+//!
+//! Every criterion becomes `alias.rid [NOT] IN (SELECT rid FROM idx_* WHERE ...)`, so criteria
+//! compose freely (AND across parameters, OR across values) and recurse for chains and `_has`.
+
+use medmesh_fhir::SearchParamType;
+use medmesh_fhir::search::{Criterion, Prefix, SearchQuery, SortKey, StringMatch, UriMatch, ValuePredicate};
+use medmesh_store::StoreError;
+
+use crate::sql::{Dialect, Sql, like_escape};
+
+/// Which index table holds a parameter type.
+pub fn table_for(kind: SearchParamType) -> &'static str {
+    match kind {
+        SearchParamType::String => "idx_string",
+        SearchParamType::Token | SearchParamType::Composite | SearchParamType::Special => "idx_token",
+        SearchParamType::Date => "idx_date",
+        SearchParamType::Number | SearchParamType::Quantity => "idx_quantity",
+        SearchParamType::Reference => "idx_reference",
+        SearchParamType::Uri => "idx_uri",
+    }
+}
+
+fn table_for_predicate(p: &ValuePredicate) -> &'static str {
+    match p {
+        ValuePredicate::String { .. } => "idx_string",
+        ValuePredicate::Token { .. } | ValuePredicate::TokenText(_) | ValuePredicate::Composite(_) => "idx_token",
+        ValuePredicate::Date { .. } => "idx_date",
+        ValuePredicate::Quantity { .. } => "idx_quantity",
+        ValuePredicate::Reference { .. } | ValuePredicate::ReferenceIdentifier { .. } => "idx_reference",
+        ValuePredicate::Uri { .. } => "idx_uri",
+    }
+}
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+fn now_micros() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+/// Appends the SQL for one value predicate on index alias `x`.
+fn predicate(sql: &mut Sql, x: &str, p: &ValuePredicate) {
+    match p {
+        ValuePredicate::String { value, mode } => match mode {
+            StringMatch::Exact => {
+                sql.push(&format!("{x}.exact = ")).str(value);
+            }
+            StringMatch::StartsWith => {
+                sql.push(&format!("{x}.norm LIKE ")).str(&format!("{}%", like_escape(value))).push(" ESCAPE '\\'");
+            }
+            StringMatch::Contains => {
+                sql.push(&format!("{x}.norm LIKE ")).str(&format!("%{}%", like_escape(value))).push(" ESCAPE '\\'");
+            }
+        },
+        ValuePredicate::Token { system, code } => {
+            sql.push("(1=1");
+            if let Some(c) = code {
+                sql.push(&format!(" AND {x}.code = ")).str(c);
+            }
+            match system {
+                None => {}
+                Some(None) => {
+                    sql.push(&format!(" AND {x}.system IS NULL"));
+                }
+                Some(Some(s)) => {
+                    sql.push(&format!(" AND {x}.system = ")).str(s);
+                }
+            }
+            sql.push(")");
+        }
+        ValuePredicate::TokenText(t) => {
+            sql.push(&format!("{x}.text LIKE ")).str(&format!("{}%", like_escape(t))).push(" ESCAPE '\\'");
+        }
+        ValuePredicate::Date { prefix, lo, hi } => {
+            let (lo, hi) = (*lo, *hi);
+            match prefix {
+                Prefix::Eq => {
+                    sql.push(&format!("({x}.lo >= ")).int(lo).push(&format!(" AND {x}.hi <= ")).int(hi).push(")");
+                }
+                Prefix::Ne => {
+                    sql.push(&format!("NOT ({x}.lo >= ")).int(lo).push(&format!(" AND {x}.hi <= ")).int(hi).push(")");
+                }
+                Prefix::Gt => {
+                    sql.push(&format!("{x}.hi > ")).int(hi);
+                }
+                Prefix::Lt => {
+                    sql.push(&format!("{x}.lo < ")).int(lo);
+                }
+                Prefix::Ge => {
+                    sql.push(&format!("{x}.hi > ")).int(lo);
+                }
+                Prefix::Le => {
+                    sql.push(&format!("{x}.lo < ")).int(hi);
+                }
+                Prefix::Sa => {
+                    sql.push(&format!("{x}.lo >= ")).int(hi);
+                }
+                Prefix::Eb => {
+                    sql.push(&format!("{x}.hi <= ")).int(lo);
+                }
+                Prefix::Ap => {
+                    // Approximately: within 10% of the distance from now, and at least a day.
+                    let w = ((now_micros() - lo).abs() / 10).max(DAY_MICROS);
+                    sql.push(&format!("({x}.lo < ")).int(hi.saturating_add(w)).push(&format!(" AND {x}.hi > ")).int(lo.saturating_sub(w)).push(")");
+                }
+            }
+        }
+        ValuePredicate::Quantity { prefix, value, lo, hi, system, code } => {
+            sql.push("(");
+            match prefix {
+                Prefix::Eq => {
+                    sql.push(&format!("{x}.lo >= ")).float(*lo).push(&format!(" AND {x}.hi < ")).float(*hi);
+                }
+                Prefix::Ne => {
+                    sql.push(&format!("NOT ({x}.lo >= ")).float(*lo).push(&format!(" AND {x}.hi < ")).float(*hi).push(")");
+                }
+                Prefix::Gt => {
+                    sql.push(&format!("{x}.hi > ")).float(*value);
+                }
+                Prefix::Lt => {
+                    sql.push(&format!("{x}.lo < ")).float(*value);
+                }
+                Prefix::Ge => {
+                    sql.push(&format!("{x}.hi >= ")).float(*value);
+                }
+                Prefix::Le => {
+                    sql.push(&format!("{x}.lo <= ")).float(*value);
+                }
+                Prefix::Sa => {
+                    sql.push(&format!("{x}.lo > ")).float(*value);
+                }
+                Prefix::Eb => {
+                    sql.push(&format!("{x}.hi < ")).float(*value);
+                }
+                Prefix::Ap => {
+                    let w = (value.abs() * 0.1).max(hi - lo);
+                    sql.push(&format!("{x}.lo <= ")).float(value + w).push(&format!(" AND {x}.hi >= ")).float(value - w);
+                }
+            }
+            if let Some(s) = system {
+                sql.push(&format!(" AND {x}.system = ")).str(s);
+            }
+            if let Some(c) = code {
+                sql.push(&format!(" AND {x}.code = ")).str(c);
+            }
+            sql.push(")");
+        }
+        ValuePredicate::Reference { target_type, id, url } => {
+            sql.push("(");
+            let mut local = false;
+            if let Some(i) = id {
+                sql.push(&format!("({x}.target_id = ")).str(i);
+                if let Some(t) = target_type {
+                    sql.push(&format!(" AND {x}.target_type = ")).str(t);
+                }
+                sql.push(")");
+                local = true;
+            }
+            if let Some(u) = url {
+                if local {
+                    sql.push(" OR ");
+                }
+                sql.push(&format!("{x}.url = ")).str(u);
+            }
+            if !local && url.is_none() {
+                sql.push("1=0");
+            }
+            sql.push(")");
+        }
+        ValuePredicate::ReferenceIdentifier { system, value } => {
+            sql.push(&format!("({x}.ident_value = ")).str(value);
+            if let Some(s) = system {
+                sql.push(&format!(" AND {x}.ident_system = ")).str(s);
+            }
+            sql.push(")");
+        }
+        ValuePredicate::Uri { value, mode } => match mode {
+            UriMatch::Exact => {
+                sql.push(&format!("{x}.uri = ")).str(value);
+            }
+            UriMatch::Below => {
+                sql.push(&format!("{x}.uri LIKE ")).str(&format!("{}%", like_escape(value))).push(" ESCAPE '\\'");
+            }
+            UriMatch::Above => {
+                sql.push("substr(").str(value).push(&format!(", 1, length({x}.uri)) = {x}.uri"));
+            }
+        },
+        ValuePredicate::Composite(_) => {
+            sql.push("1=0");
+        }
+    }
+}
+
+/// How the criterion's resource type is constrained in its subqueries.
+#[derive(Clone, Copy)]
+enum TypeRef<'a> {
+    /// A known type, bound as a value.
+    Known(&'a str),
+    /// The type of the outer alias's row (a chain with several possible targets).
+    Outer,
+}
+
+fn push_type(sql: &mut Sql, x: &str, outer: &str, t: TypeRef<'_>) {
+    match t {
+        TypeRef::Known(rt) => {
+            sql.push(&format!("{x}.res_type = ")).str(rt);
+        }
+        TypeRef::Outer => {
+            sql.push(&format!("{x}.res_type = {outer}.res_type"));
+        }
+    }
+}
+
+/// Appends SQL for a criterion on the `resources` alias `r`.
+fn criterion(sql: &mut Sql, r: &str, t: TypeRef<'_>, c: &Criterion, depth: usize) -> Result<(), StoreError> {
+    if depth > 8 {
+        return Err(StoreError::Backend("search nesting too deep".into()));
+    }
+    let x = format!("x{depth}");
+    match c {
+        Criterion::Any => {
+            sql.push("1=1");
+        }
+        Criterion::Param { code, kind, any_of, negate } => {
+            sql.push("(");
+            for (i, p) in any_of.iter().enumerate() {
+                if i > 0 {
+                    sql.push(if *negate { " AND " } else { " OR " });
+                }
+                if let ValuePredicate::Composite(parts) = p {
+                    sql.push(&format!("{r}.rid {}IN (SELECT c0.rid FROM ", if *negate { "NOT " } else { "" }));
+                    for (n, (_, cp)) in parts.iter().enumerate() {
+                        if n == 0 {
+                            sql.push(&format!("{} c0", table_for_predicate(cp)));
+                        } else {
+                            sql.push(&format!(" JOIN {} c{n} ON c{n}.rid = c0.rid AND c{n}.grp = c0.grp", table_for_predicate(cp)));
+                        }
+                    }
+                    sql.push(" WHERE ");
+                    push_type(sql, "c0", r, t);
+                    for (n, (pcode, cp)) in parts.iter().enumerate() {
+                        sql.push(&format!(" AND c{n}.param = ")).str(pcode).push(" AND ");
+                        predicate(sql, &format!("c{n}"), cp);
+                    }
+                    sql.push(")");
+                    continue;
+                }
+                let table = if *kind == SearchParamType::Composite { table_for_predicate(p) } else { table_for(*kind) };
+                sql.push(&format!("{r}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE ", if *negate { "NOT " } else { "" }));
+                push_type(sql, &x, r, t);
+                sql.push(&format!(" AND {x}.param = ")).str(code).push(" AND ");
+                predicate(sql, &x, p);
+                sql.push(")");
+            }
+            sql.push(")");
+        }
+        Criterion::Missing { code, kind, missing } => {
+            let (table, param) = if *kind == SearchParamType::Composite { ("idx_token", format!("{code}#0")) } else { (table_for(*kind), code.clone()) };
+            sql.push(&format!("{r}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE ", if *missing { "NOT " } else { "" }));
+            push_type(sql, &x, r, t);
+            sql.push(&format!(" AND {x}.param = ")).str(&param).push(")");
+        }
+        Criterion::Chain { code, target_types, inner } => {
+            let tr = format!("t{depth}");
+            sql.push(&format!("{r}.rid IN (SELECT {x}.rid FROM idx_reference {x} JOIN resources {tr} ON {tr}.res_type = {x}.target_type AND {tr}.res_id = {x}.target_id WHERE "));
+            push_type(sql, &x, r, t);
+            sql.push(&format!(" AND {x}.param = ")).str(code).push(&format!(" AND {tr}.deleted = 0 AND {tr}.res_type IN ("));
+            sql.str_list(target_types).push(") AND ");
+            let inner_t = match target_types.as_slice() {
+                [one] => TypeRef::Known(one),
+                _ => TypeRef::Outer,
+            };
+            criterion(sql, &tr, inner_t, inner, depth + 1)?;
+            sql.push(")");
+        }
+        Criterion::Has { source_type, code, inner } => {
+            let s = format!("s{depth}");
+            let g = format!("g{depth}");
+            sql.push(&format!("{r}.rid IN (SELECT {g}.rid FROM idx_reference {x} JOIN resources {s} ON {s}.rid = {x}.rid JOIN resources {g} ON {g}.res_type = {x}.target_type AND {g}.res_id = {x}.target_id WHERE {x}.res_type = "));
+            sql.str(source_type).push(&format!(" AND {x}.param = ")).str(code).push(&format!(" AND {s}.deleted = 0 AND "));
+            push_type(sql, &g, r, t);
+            sql.push(" AND ");
+            criterion(sql, &s, TypeRef::Known(source_type), inner, depth + 1)?;
+            sql.push(")");
+        }
+    }
+    Ok(())
+}
+
+/// The WHERE clause (without the keyword) for a query's criteria on alias `r`.
+pub fn where_clause(sql: &mut Sql, q: &SearchQuery) -> Result<(), StoreError> {
+    sql.push("r.res_type = ").str(&q.resource_type).push(" AND r.deleted = 0");
+    for c in &q.criteria {
+        sql.push(" AND ");
+        criterion(sql, "r", TypeRef::Known(&q.resource_type), c, 0)?;
+    }
+    Ok(())
+}
+
+fn sort_expr(sql: &mut Sql, key: &SortKey) {
+    match key.code.as_str() {
+        "_id" => {
+            sql.push("r.res_id");
+        }
+        "_lastUpdated" => {
+            sql.push("r.last_updated");
+        }
+        _ => {
+            let agg = if key.descending { "MAX" } else { "MIN" };
+            let col = match key.kind {
+                SearchParamType::String => "norm",
+                SearchParamType::Date => {
+                    if key.descending {
+                        "hi"
+                    } else {
+                        "lo"
+                    }
+                }
+                SearchParamType::Number | SearchParamType::Quantity => "lo",
+                SearchParamType::Reference => "target_id",
+                SearchParamType::Uri => "uri",
+                _ => "code",
+            };
+            sql.push(&format!("(SELECT {agg}(o.{col}) FROM {} o WHERE o.rid = r.rid AND o.param = ", table_for(key.kind))).str(&key.code).push(")");
+        }
+    }
+}
+
+/// A paging position: keyset on `rid` for the default order, offset for explicit sorts. Both
+/// carry the snapshot (the highest `rid` at the first page) so later inserts never shift pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// After this rid.
+    After {
+        /// The last rid of the previous page.
+        rid: i64,
+        /// Highest rid at the first page.
+        snapshot: i64,
+    },
+    /// Skip this many.
+    Offset {
+        /// Rows to skip.
+        offset: i64,
+        /// Highest rid at the first page.
+        snapshot: i64,
+    },
+}
+
+impl Cursor {
+    /// Encodes the cursor for a URL.
+    pub fn encode(self) -> String {
+        match self {
+            Cursor::After { rid, snapshot } => format!("k{rid}.{snapshot}"),
+            Cursor::Offset { offset, snapshot } => format!("o{offset}.{snapshot}"),
+        }
+    }
+    /// Parses a cursor.
+    pub fn decode(s: &str) -> Result<Self, StoreError> {
+        let (kind, rest) = s.split_at_checked(1).ok_or(StoreError::BadCursor)?;
+        let (a, b) = rest.split_once('.').ok_or(StoreError::BadCursor)?;
+        let a: i64 = a.parse().map_err(|_| StoreError::BadCursor)?;
+        let snapshot: i64 = b.parse().map_err(|_| StoreError::BadCursor)?;
+        match kind {
+            "k" => Ok(Cursor::After { rid: a, snapshot }),
+            "o" if a >= 0 => Ok(Cursor::Offset { offset: a, snapshot }),
+            _ => Err(StoreError::BadCursor),
+        }
+    }
+}
+
+/// Builds the page query: selects `rid, res_type, res_id`, `count + 1` rows to detect a next page.
+pub fn page_query(d: Dialect, q: &SearchQuery, count: u32, cursor: Option<Cursor>, snapshot: i64) -> Result<Sql, StoreError> {
+    let mut sql = Sql::new(d, "SELECT r.rid, r.res_type, r.res_id FROM resources r WHERE ");
+    where_clause(&mut sql, q)?;
+    sql.push(" AND r.rid <= ").int(snapshot);
+    if let Some(Cursor::After { rid, .. }) = cursor {
+        sql.push(" AND r.rid > ").int(rid);
+    }
+    sql.push(" ORDER BY ");
+    for key in &q.sort {
+        // NULLs last in both directions, portably.
+        sort_expr(&mut sql, key);
+        sql.push(" IS NULL, ");
+        sort_expr(&mut sql, key);
+        sql.push(if key.descending { " DESC, " } else { " ASC, " });
+    }
+    sql.push("r.rid ASC LIMIT ").int(i64::from(count) + 1);
+    if let Some(Cursor::Offset { offset, .. }) = cursor {
+        sql.push(" OFFSET ").int(offset);
+    }
+    Ok(sql)
+}
+
+/// Builds the count query.
+pub fn count_query(d: Dialect, q: &SearchQuery, snapshot: i64) -> Result<Sql, StoreError> {
+    let mut sql = Sql::new(d, "SELECT COUNT(*) FROM resources r WHERE ");
+    where_clause(&mut sql, q)?;
+    sql.push(" AND r.rid <= ").int(snapshot);
+    Ok(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        for c in [Cursor::After { rid: 5, snapshot: 9 }, Cursor::Offset { offset: 20, snapshot: 100 }] {
+            assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+        }
+        for bad in ["", "x1.2", "k1", "o-1.2", "kA.2"] {
+            assert!(Cursor::decode(bad).is_err(), "{bad}");
+        }
+    }
+}
