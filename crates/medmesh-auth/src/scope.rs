@@ -30,7 +30,13 @@ pub struct Permissions {
 
 impl Permissions {
     /// All five.
-    pub const ALL: Self = Self { create: true, read: true, update: true, delete: true, search: true };
+    pub const ALL: Self = Self {
+        create: true,
+        read: true,
+        update: true,
+        delete: true,
+        search: true,
+    };
 }
 
 /// One parsed clinical scope.
@@ -77,8 +83,17 @@ impl Scope {
             return Err(err());
         }
         let permissions = match perms {
-            "read" => Permissions { read: true, search: true, ..Permissions::default() },
-            "write" => Permissions { create: true, update: true, delete: true, ..Permissions::default() },
+            "read" => Permissions {
+                read: true,
+                search: true,
+                ..Permissions::default()
+            },
+            "write" => Permissions {
+                create: true,
+                update: true,
+                delete: true,
+                ..Permissions::default()
+            },
             "*" => Permissions::ALL,
             v2 => {
                 // v2: a non-empty subsequence of "cruds", in that order.
@@ -104,12 +119,19 @@ impl Scope {
                 p
             }
         };
-        Ok(Self { context, resource_type: (rt != "*").then(|| rt.to_string()), permissions, restriction })
+        Ok(Self {
+            context,
+            resource_type: (rt != "*").then(|| rt.to_string()),
+            permissions,
+            restriction,
+        })
     }
 
     /// Whether this scope covers `resource_type`.
     pub fn covers_type(&self, resource_type: &str) -> bool {
-        self.resource_type.as_deref().is_none_or(|t| t == resource_type)
+        self.resource_type
+            .as_deref()
+            .is_none_or(|t| t == resource_type)
     }
 }
 
@@ -121,12 +143,22 @@ impl fmt::Display for Scope {
             ScopeContext::System => "system",
         };
         let p = self.permissions;
-        let perms: String = [(p.create, 'c'), (p.read, 'r'), (p.update, 'u'), (p.delete, 'd'), (p.search, 's')]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, c)| *c)
-            .collect();
-        write!(f, "{ctx}/{}.{perms}", self.resource_type.as_deref().unwrap_or("*"))?;
+        let perms: String = [
+            (p.create, 'c'),
+            (p.read, 'r'),
+            (p.update, 'u'),
+            (p.delete, 'd'),
+            (p.search, 's'),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, c)| *c)
+        .collect();
+        write!(
+            f,
+            "{ctx}/{}.{perms}",
+            self.resource_type.as_deref().unwrap_or("*")
+        )?;
         if let Some((k, v)) = &self.restriction {
             write!(f, "?{k}={v}")?;
         }
@@ -137,7 +169,9 @@ impl fmt::Display for Scope {
 /// Parses a space-separated scope string, keeping clinical scopes and skipping others
 /// (`openid`, `launch/patient`, `offline_access`...).
 pub fn parse_scopes(s: &str) -> Vec<Scope> {
-    s.split_whitespace().filter_map(|t| Scope::parse(t).ok()).collect()
+    s.split_whitespace()
+        .filter_map(|t| Scope::parse(t).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -152,9 +186,22 @@ mod tests {
         assert!(s.permissions.read && s.permissions.search && !s.permissions.create);
         let s = Scope::parse("user/Observation.rs?category=laboratory").unwrap();
         assert_eq!(s.resource_type.as_deref(), Some("Observation"));
-        assert_eq!(s.restriction, Some(("category".into(), "laboratory".into())));
-        assert_eq!(Scope::parse("system/*.*").unwrap().permissions, Permissions::ALL);
-        for bad in ["patient/*.rr", "patient/*.sr", "patient/*.", "admin/*.read", "patient/Obs-1.read", "openid"] {
+        assert_eq!(
+            s.restriction,
+            Some(("category".into(), "laboratory".into()))
+        );
+        assert_eq!(
+            Scope::parse("system/*.*").unwrap().permissions,
+            Permissions::ALL
+        );
+        for bad in [
+            "patient/*.rr",
+            "patient/*.sr",
+            "patient/*.",
+            "admin/*.read",
+            "patient/Obs-1.read",
+            "openid",
+        ] {
             assert!(Scope::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_scopes("openid fhirUser system/Patient.rs").len(), 1);

@@ -24,7 +24,10 @@ pub struct TokenSigningKey {
 
 impl fmt::Debug for TokenSigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenSigningKey").field("id", &self.id).field("secret", &"[redacted]").finish()
+        f.debug_struct("TokenSigningKey")
+            .field("id", &self.id)
+            .field("secret", &"[redacted]")
+            .finish()
     }
 }
 
@@ -74,14 +77,21 @@ impl TokenSigningKey {
     }
     /// The public half.
     pub fn verifying_key(&self) -> TokenVerifyingKey {
-        TokenVerifyingKey { id: self.id.clone(), public: SigningKey::from_bytes(&self.secret).verifying_key().to_bytes() }
+        TokenVerifyingKey {
+            id: self.id.clone(),
+            public: SigningKey::from_bytes(&self.secret)
+                .verifying_key()
+                .to_bytes(),
+        }
     }
     /// Signs claims as a compact JWT.
     ///
     /// # Errors
     /// If the key cannot be encoded.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, TokenError> {
-        let der = SigningKey::from_bytes(&self.secret).to_pkcs8_der().map_err(|_| TokenError::Signing)?;
+        let der = SigningKey::from_bytes(&self.secret)
+            .to_pkcs8_der()
+            .map_err(|_| TokenError::Signing)?;
         let key = EncodingKey::from_ed_der(der.as_bytes());
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.id.0.clone());
@@ -104,21 +114,33 @@ pub struct TokenVerifyingKey {
 ///
 /// # Errors
 /// [`TokenError::Invalid`] for any failure.
-pub fn verify(token: &str, keys: &[TokenVerifyingKey], issuer: &str, now: i64) -> Result<AccessClaims, TokenError> {
+pub fn verify(
+    token: &str,
+    keys: &[TokenVerifyingKey],
+    issuer: &str,
+    now: i64,
+) -> Result<AccessClaims, TokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
     if header.alg != Algorithm::EdDSA {
         return Err(TokenError::Invalid);
     }
     let kid = header.kid.ok_or(TokenError::Invalid)?;
-    let key = keys.iter().find(|k| k.id.0 == kid).ok_or(TokenError::Invalid)?;
+    let key = keys
+        .iter()
+        .find(|k| k.id.0 == kid)
+        .ok_or(TokenError::Invalid)?;
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.set_audience(&[AUDIENCE]);
     validation.set_issuer(&[issuer]);
     validation.validate_nbf = true;
     validation.leeway = 30;
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
-    let data = jsonwebtoken::decode::<AccessClaims>(token, &DecodingKey::from_ed_der(&key.public), &validation)
-        .map_err(|_| TokenError::Invalid)?;
+    let data = jsonwebtoken::decode::<AccessClaims>(
+        token,
+        &DecodingKey::from_ed_der(&key.public),
+        &validation,
+    )
+    .map_err(|_| TokenError::Invalid)?;
     // jsonwebtoken checks exp and nbf against the system clock; check again against ours.
     let c = data.claims;
     if c.exp + 30 < now || c.nbf - 30 > now {
@@ -132,7 +154,17 @@ mod tests {
     use super::*;
 
     fn claims(now: i64) -> AccessClaims {
-        AccessClaims { iss: "urn:test".into(), sub: "admin".into(), aud: AUDIENCE.into(), exp: now + 60, iat: now, nbf: now, jti: "j".into(), scope: "system/*.*".into(), patient: None }
+        AccessClaims {
+            iss: "urn:test".into(),
+            sub: "admin".into(),
+            aud: AUDIENCE.into(),
+            exp: now + 60,
+            iat: now,
+            nbf: now,
+            jti: "j".into(),
+            scope: "system/*.*".into(),
+            patient: None,
+        }
     }
 
     fn now() -> i64 {
@@ -143,7 +175,12 @@ mod tests {
     fn signs_and_verifies() {
         let k = TokenSigningKey::from_secret(KeyId("k1".into()), [7; 32]);
         let t = k.sign(&claims(now())).unwrap();
-        assert_eq!(verify(&t, &[k.verifying_key()], "urn:test", now()).unwrap().sub, "admin");
+        assert_eq!(
+            verify(&t, &[k.verifying_key()], "urn:test", now())
+                .unwrap()
+                .sub,
+            "admin"
+        );
         assert!(!format!("{k:?}").contains('7'));
     }
 
@@ -153,18 +190,37 @@ mod tests {
         let other = TokenSigningKey::from_secret(KeyId("k1".into()), [8; 32]);
         let n = now();
         let keys = [k.verifying_key()];
-        assert!(verify(&other.sign(&claims(n)).unwrap(), &keys, "urn:test", n).is_err(), "wrong key");
-        assert!(verify(&k.sign(&claims(n - 3600)).unwrap(), &keys, "urn:test", n).is_err(), "expired");
-        assert!(verify(&k.sign(&claims(n)).unwrap(), &keys, "urn:other", n).is_err(), "issuer");
+        assert!(
+            verify(&other.sign(&claims(n)).unwrap(), &keys, "urn:test", n).is_err(),
+            "wrong key"
+        );
+        assert!(
+            verify(&k.sign(&claims(n - 3600)).unwrap(), &keys, "urn:test", n).is_err(),
+            "expired"
+        );
+        assert!(
+            verify(&k.sign(&claims(n)).unwrap(), &keys, "urn:other", n).is_err(),
+            "issuer"
+        );
         let mut c = claims(n);
         c.aud = "x".into();
-        assert!(verify(&k.sign(&c).unwrap(), &keys, "urn:test", n).is_err(), "audience");
+        assert!(
+            verify(&k.sign(&c).unwrap(), &keys, "urn:test", n).is_err(),
+            "audience"
+        );
         let unknown = TokenSigningKey::from_secret(KeyId("k2".into()), [7; 32]);
-        assert!(verify(&unknown.sign(&claims(n)).unwrap(), &keys, "urn:test", n).is_err(), "kid");
+        assert!(
+            verify(&unknown.sign(&claims(n)).unwrap(), &keys, "urn:test", n).is_err(),
+            "kid"
+        );
         // alg: none
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let none = format!("{}.{}.", b64.encode(r#"{"alg":"none","kid":"k1"}"#), b64.encode(serde_json::to_vec(&claims(n)).unwrap()));
+        let none = format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","kid":"k1"}"#),
+            b64.encode(serde_json::to_vec(&claims(n)).unwrap())
+        );
         assert!(verify(&none, &keys, "urn:test", n).is_err(), "alg none");
     }
 }

@@ -24,7 +24,9 @@ fn micros(dt: OffsetDateTime) -> i64 {
 }
 
 fn num(s: &str, digits: usize) -> Option<u32> {
-    (s.len() == digits && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+    (s.len() == digits && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
 }
 
 fn parse_offset(s: &str) -> Option<UtcOffset> {
@@ -54,8 +56,14 @@ pub fn parse_range(s: &str) -> Option<DateRange> {
     };
     let mut it = date_part.split('-');
     let year = num(it.next()?, 4)? as i32;
-    let month = it.next().map(|m| num(m, 2)).map_or(Some(None), |m| m.map(Some))?;
-    let day = it.next().map(|d| num(d, 2)).map_or(Some(None), |d| d.map(Some))?;
+    let month = it
+        .next()
+        .map(|m| num(m, 2))
+        .map_or(Some(None), |m| m.map(Some))?;
+    let day = it
+        .next()
+        .map(|d| num(d, 2))
+        .map_or(Some(None), |d| d.map(Some))?;
     if it.next().is_some() {
         return None;
     }
@@ -64,18 +72,31 @@ pub fn parse_range(s: &str) -> Option<DateRange> {
         (None, None, None) => {
             let lo = Date::from_calendar_date(year, Month::January, 1).ok()?;
             let hi = Date::from_calendar_date(year + 1, Month::January, 1).ok()?;
-            Some(DateRange { lo: day_micros(lo), hi: day_micros(hi) })
+            Some(DateRange {
+                lo: day_micros(lo),
+                hi: day_micros(hi),
+            })
         }
         (Some(m), None, None) => {
             let lo = Date::from_calendar_date(year, month_of(m)?, 1).ok()?;
-            let (ny, nm) = if m == 12 { (year + 1, 1) } else { (year, m + 1) };
+            let (ny, nm) = if m == 12 {
+                (year + 1, 1)
+            } else {
+                (year, m + 1)
+            };
             let hi = Date::from_calendar_date(ny, month_of(nm)?, 1).ok()?;
-            Some(DateRange { lo: day_micros(lo), hi: day_micros(hi) })
+            Some(DateRange {
+                lo: day_micros(lo),
+                hi: day_micros(hi),
+            })
         }
         (Some(m), Some(d), None) => {
             let lo = Date::from_calendar_date(year, month_of(m)?, d as u8).ok()?;
             let hi = lo.next_day()?;
-            Some(DateRange { lo: day_micros(lo), hi: day_micros(hi) })
+            Some(DateRange {
+                lo: day_micros(lo),
+                hi: day_micros(hi),
+            })
         }
         (Some(m), Some(d), Some(t)) => {
             let date = Date::from_calendar_date(year, month_of(m)?, d as u8).ok()?;
@@ -83,7 +104,9 @@ pub fn parse_range(s: &str) -> Option<DateRange> {
             let (clock, tz) = t.split_at(tz_at);
             let offset = parse_offset(tz)?;
             let (hms, frac) = match clock.split_once('.') {
-                Some((hms, f)) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => (hms, Some(f)),
+                Some((hms, f)) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => {
+                    (hms, Some(f))
+                }
                 Some(_) => return None,
                 None => (clock, None),
             };
@@ -108,7 +131,10 @@ pub fn parse_range(s: &str) -> Option<DateRange> {
                     let digits = f.len().min(6) as u32;
                     let value: i64 = f[..digits as usize].parse().ok()?;
                     let unit = 10i64.pow(6 - digits);
-                    return Some(DateRange { lo: lo + value * unit, hi: lo + value * unit + unit });
+                    return Some(DateRange {
+                        lo: lo + value * unit,
+                        hi: lo + value * unit + unit,
+                    });
                 }
                 (None, true) => 1_000_000,
                 (None, false) => 60_000_000,
@@ -165,7 +191,16 @@ mod tests {
 
     #[test]
     fn rejects_invalid_values() {
-        for bad in ["2024-13", "2023-02-29", "24-01-01", "2024-01-01T25:00:00Z", "2024-01-01T10:00:00", "x", "2024-1-1", "2024-01-01T10:00:00.Z"] {
+        for bad in [
+            "2024-13",
+            "2023-02-29",
+            "24-01-01",
+            "2024-01-01T25:00:00Z",
+            "2024-01-01T10:00:00",
+            "x",
+            "2024-1-1",
+            "2024-01-01T10:00:00.Z",
+        ] {
             assert_eq!(parse_range(bad), None, "{bad}");
         }
     }

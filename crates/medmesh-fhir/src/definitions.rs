@@ -16,7 +16,8 @@ use crate::fhirpath::{self, Expr};
 const STRUCTURE_DEFINITIONS: &[u8] = include_bytes!("../definitions/structure-definitions.json.gz");
 const SEARCH_PARAMETERS: &[u8] = include_bytes!("../definitions/search-parameters.json.gz");
 const VALUE_SETS: &[u8] = include_bytes!("../definitions/valuesets-required.json.gz");
-const PATIENT_COMPARTMENT: &[u8] = include_bytes!("../definitions/compartmentdefinition-patient.json.gz");
+const PATIENT_COMPARTMENT: &[u8] =
+    include_bytes!("../definitions/compartmentdefinition-patient.json.gz");
 
 /// What a StructureDefinition describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,7 +315,10 @@ impl Definitions {
             let mut children: HashMap<String, Vec<String>> = HashMap::new();
             for el in sd.snapshot.element {
                 if let Some((parent, name)) = el.path.rsplit_once('.') {
-                    children.entry(parent.to_string()).or_default().push(name.to_string());
+                    children
+                        .entry(parent.to_string())
+                        .or_default()
+                        .push(name.to_string());
                 }
                 let max = match el.max.as_deref() {
                     Some("*") | None => None,
@@ -347,7 +351,13 @@ impl Definitions {
             let _ = sd.name;
             types.insert(
                 name.clone(),
-                TypeDef { name, kind, is_abstract: sd.r#abstract, elements, children },
+                TypeDef {
+                    name,
+                    kind,
+                    is_abstract: sd.r#abstract,
+                    elements,
+                    children,
+                },
             );
         }
         resource_types.sort();
@@ -355,7 +365,13 @@ impl Definitions {
         let search_params = Self::load_search_params(&resource_types)?;
         let value_sets = Self::load_value_sets()?;
         let patient_compartment = Self::load_compartment()?;
-        Ok(Self { types, resource_types, search_params, value_sets, patient_compartment })
+        Ok(Self {
+            types,
+            resource_types,
+            search_params,
+            value_sets,
+            patient_compartment,
+        })
     }
 
     fn load_search_params(
@@ -369,15 +385,28 @@ impl Definitions {
             .collect();
         let mut out: HashMap<String, BTreeMap<String, SearchParamDef>> = HashMap::new();
         for RawEntry { resource: sp } in &raw.entry {
-            let Some(kind) = SearchParamType::parse(&sp.kind) else { continue };
+            let Some(kind) = SearchParamType::parse(&sp.kind) else {
+                continue;
+            };
             let components: Vec<CompositeComponent> = sp
                 .component
                 .iter()
                 .filter_map(|c| {
-                    let kind = by_url.get(&c.definition).and_then(|k| SearchParamType::parse(k))?;
+                    let kind = by_url
+                        .get(&c.definition)
+                        .and_then(|k| SearchParamType::parse(k))?;
                     let expression = fhirpath::parse(&c.expression).ok()?;
-                    let code = c.definition.rsplit('-').next().unwrap_or_default().to_string();
-                    Some(CompositeComponent { kind, code, expression })
+                    let code = c
+                        .definition
+                        .rsplit('-')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    Some(CompositeComponent {
+                        kind,
+                        code,
+                        expression,
+                    })
                 })
                 .collect();
             let bases: Vec<String> = sp
@@ -398,7 +427,11 @@ impl Definitions {
                     .as_deref()
                     .map(|e| fhirpath::narrow_to_type(e, &base))
                     .unwrap_or_default();
-                let expression = if text.is_empty() { None } else { fhirpath::parse(&text).ok() };
+                let expression = if text.is_empty() {
+                    None
+                } else {
+                    fhirpath::parse(&text).ok()
+                };
                 out.entry(base).or_default().insert(
                     sp.code.clone(),
                     SearchParamDef {
@@ -431,14 +464,19 @@ impl Definitions {
             }
         }
         for RawEntry { resource } in raw.entry {
-            let url = resource.get("url").and_then(|u| u.as_str()).unwrap_or_default().to_string();
+            let url = resource
+                .get("url")
+                .and_then(|u| u.as_str())
+                .unwrap_or_default()
+                .to_string();
             match resource.get("resourceType").and_then(|r| r.as_str()) {
                 Some("CodeSystem") => {
                     let mut codes = HashSet::new();
                     if let Some(c) = resource.get("concept") {
                         walk(c, &mut codes);
                     }
-                    let complete = resource.get("content").and_then(|c| c.as_str()) == Some("complete");
+                    let complete =
+                        resource.get("content").and_then(|c| c.as_str()) == Some("complete");
                     systems.insert(url, (codes, complete));
                 }
                 Some("ValueSet") => value_sets.push((url, resource)),
@@ -477,8 +515,15 @@ impl Definitions {
     fn load_compartment() -> Result<BTreeMap<String, Vec<String>>, DefinitionsError> {
         let raw: serde_json::Value = serde_json::from_slice(&gunzip(PATIENT_COMPARTMENT)?)?;
         let mut out = BTreeMap::new();
-        for r in raw.get("resource").and_then(|r| r.as_array()).into_iter().flatten() {
-            let Some(code) = r.get("code").and_then(|c| c.as_str()) else { continue };
+        for r in raw
+            .get("resource")
+            .and_then(|r| r.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let Some(code) = r.get("code").and_then(|c| c.as_str()) else {
+                continue;
+            };
             let params: Vec<String> = r
                 .get("param")
                 .and_then(|p| p.as_array())
@@ -495,7 +540,9 @@ impl Definitions {
 
     /// Whether `name` is a concrete R4 resource type.
     pub fn is_resource_type(&self, name: &str) -> bool {
-        self.resource_types.binary_search_by(|t| t.as_str().cmp(name)).is_ok()
+        self.resource_types
+            .binary_search_by(|t| t.as_str().cmp(name))
+            .is_ok()
     }
 
     /// Every concrete resource type, sorted.
@@ -536,17 +583,28 @@ mod tests {
     #[test]
     fn loads_all_r4_resource_types_and_params() {
         let d = definitions().unwrap();
-        assert_eq!(d.resource_types().len(), 147, "R4 4.0.1 defines 147 concrete resource types");
+        assert_eq!(
+            d.resource_types().len(),
+            147,
+            "R4 4.0.1 defines 147 concrete resource types"
+        );
         assert!(d.is_resource_type("Patient"));
         assert!(!d.is_resource_type("DomainResource"));
         let family = d.search_param("Patient", "family").unwrap();
         assert_eq!(family.kind, SearchParamType::String);
         assert_eq!(family.expression_text, "Patient.name.family");
         assert!(d.search_param("Observation", "_id").is_some());
-        let cvq = d.search_param("Observation", "code-value-quantity").unwrap();
+        let cvq = d
+            .search_param("Observation", "code-value-quantity")
+            .unwrap();
         assert_eq!(cvq.components.len(), 2);
-        assert_eq!(d.patient_compartment()["Observation"], vec!["subject", "performer"]);
-        let gender = d.value_set("http://hl7.org/fhir/ValueSet/administrative-gender").unwrap();
+        assert_eq!(
+            d.patient_compartment()["Observation"],
+            vec!["subject", "performer"]
+        );
+        let gender = d
+            .value_set("http://hl7.org/fhir/ValueSet/administrative-gender")
+            .unwrap();
         assert!(gender.complete && gender.contains("female") && !gender.contains("f"));
     }
 }

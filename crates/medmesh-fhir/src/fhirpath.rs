@@ -82,7 +82,10 @@ fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
             while i < b.len() && b[i].is_ascii_digit() {
                 i += 1;
             }
-            let n = s[start..i].parse().map_err(|_| ParseError { pos: start, message: "number".into() })?;
+            let n = s[start..i].parse().map_err(|_| ParseError {
+                pos: start,
+                message: "number".into(),
+            })?;
             out.push((start, Tok::Num(n)));
         } else if c == b'\'' {
             let start = i;
@@ -93,7 +96,10 @@ fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
                 i += 1;
             }
             if i >= b.len() {
-                return Err(ParseError { pos: start, message: "unterminated string".into() });
+                return Err(ParseError {
+                    pos: start,
+                    message: "unterminated string".into(),
+                });
             }
             i += 1;
             out.push((start, Tok::Str(lit)));
@@ -108,7 +114,12 @@ fn tokenize(s: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
                 (b']', _) => "]",
                 (b'=', _) => "=",
                 (b',', _) => ",",
-                _ => return Err(ParseError { pos: i, message: format!("unexpected '{}'", c as char) }),
+                _ => {
+                    return Err(ParseError {
+                        pos: i,
+                        message: format!("unexpected '{}'", c as char),
+                    });
+                }
             };
             out.push((i, Tok::Sym(sym)));
             i += sym.len();
@@ -130,7 +141,10 @@ impl Parser {
         self.toks.get(self.pos).map_or(usize::MAX, |t| t.0)
     }
     fn err<T>(&self, message: &str) -> Result<T, ParseError> {
-        Err(ParseError { pos: self.at(), message: message.into() })
+        Err(ParseError {
+            pos: self.at(),
+            message: message.into(),
+        })
     }
     fn eat_sym(&mut self, s: &str) -> bool {
         if matches!(self.peek(), Some(Tok::Sym(x)) if *x == s) {
@@ -158,7 +172,11 @@ impl Parser {
         }
     }
     fn expect(&mut self, s: &str) -> Result<(), ParseError> {
-        if self.eat_sym(s) { Ok(()) } else { self.err(&format!("expected '{s}'")) }
+        if self.eat_sym(s) {
+            Ok(())
+        } else {
+            self.err(&format!("expected '{s}'"))
+        }
     }
 
     // Precedence, lowest first: and, (= !=), |, (is as), postfix.
@@ -271,7 +289,10 @@ impl Parser {
 /// # Errors
 /// When the expression uses syntax outside the subset.
 pub fn parse(src: &str) -> Result<Expr, ParseError> {
-    let mut p = Parser { toks: tokenize(src)?, pos: 0 };
+    let mut p = Parser {
+        toks: tokenize(src)?,
+        pos: 0,
+    };
     let e = p.and()?;
     if p.pos != p.toks.len() {
         return p.err("trailing input");
@@ -409,7 +430,9 @@ fn eval<'a>(expr: &Expr, ctx: &[Node<'a>]) -> Vec<Node<'a>> {
         Expr::Member(target, name) => {
             let mut out = Vec::new();
             for n in eval(target, ctx) {
-                let Node::Json(Value::Object(map), _) = n else { continue };
+                let Node::Json(Value::Object(map), _) = n else {
+                    continue;
+                };
                 if let Some(v) = map.get(name.as_str()) {
                     push_flat(&mut out, v, None);
                 } else {
@@ -480,7 +503,11 @@ fn eval<'a>(expr: &Expr, ctx: &[Node<'a>]) -> Vec<Node<'a>> {
             let (l, r) = (eval(a, ctx), eval(b, ctx));
             match (l.as_slice(), r.as_slice()) {
                 ([x], [y]) => match literal_eq(x, y) {
-                    Some(eq) => vec![Node::Bool(if matches!(expr, Expr::Eq(..)) { eq } else { !eq })],
+                    Some(eq) => vec![Node::Bool(if matches!(expr, Expr::Eq(..)) {
+                        eq
+                    } else {
+                        !eq
+                    })],
                     None => Vec::new(),
                 },
                 _ => Vec::new(),
@@ -503,7 +530,12 @@ mod tests {
         for t in d.resource_types() {
             for p in d.search_params(t).into_iter().flat_map(|m| m.values()) {
                 if !p.expression_text.is_empty() {
-                    assert!(p.expression.is_some(), "{t}.{} = {}", p.code, p.expression_text);
+                    assert!(
+                        p.expression.is_some(),
+                        "{t}.{} = {}",
+                        p.code,
+                        p.expression_text
+                    );
                     count += 1;
                 }
             }
@@ -542,10 +574,19 @@ mod tests {
 
     #[test]
     fn narrows_shared_expressions() {
-        assert_eq!(narrow_to_type("Patient.name | Person.name", "Person"), "Person.name");
-        assert_eq!(narrow_to_type("(A.value as Quantity) | (B.x as Range)", "B"), "(B.x as Range)");
+        assert_eq!(
+            narrow_to_type("Patient.name | Person.name", "Person"),
+            "Person.name"
+        );
+        assert_eq!(
+            narrow_to_type("(A.value as Quantity) | (B.x as Range)", "B"),
+            "(B.x as Range)"
+        );
         assert_eq!(narrow_to_type("Resource.id", "Patient"), "Resource.id");
-        assert_eq!(reference_type("http://h/fhir/Patient/1/_history/2"), Some("Patient"));
+        assert_eq!(
+            reference_type("http://h/fhir/Patient/1/_history/2"),
+            Some("Patient")
+        );
         assert_eq!(reference_type("urn:uuid:1"), None);
     }
 }

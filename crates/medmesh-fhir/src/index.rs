@@ -83,7 +83,10 @@ pub struct IndexRow {
 
 /// Lower-cases and strips accents, so `Mejía` matches `mejia`.
 pub fn normalize(s: &str) -> String {
-    s.nfd().filter(|c| !is_combining_mark(*c)).flat_map(char::to_lowercase).collect()
+    s.nfd()
+        .filter(|c| !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 fn opt_str(v: &Value, key: &str) -> Option<String> {
@@ -92,7 +95,10 @@ fn opt_str(v: &Value, key: &str) -> Option<String> {
 
 fn push_string(out: &mut Vec<IndexValue>, s: &str) {
     if !s.trim().is_empty() {
-        out.push(IndexValue::String { norm: normalize(s), exact: s.to_string() });
+        out.push(IndexValue::String {
+            norm: normalize(s),
+            exact: s.to_string(),
+        });
     }
 }
 
@@ -102,7 +108,15 @@ fn string_values(node: &Node<'_>, out: &mut Vec<IndexValue>) {
         Value::String(s) => push_string(out, s),
         Value::Object(map) => {
             // HumanName and Address: every textual part is searchable.
-            for key in ["family", "text", "city", "district", "state", "postalCode", "country"] {
+            for key in [
+                "family",
+                "text",
+                "city",
+                "district",
+                "state",
+                "postalCode",
+                "country",
+            ] {
                 if let Some(s) = map.get(key).and_then(Value::as_str) {
                     push_string(out, s);
                 }
@@ -130,19 +144,35 @@ fn coding_token(c: &Value) -> IndexValue {
 fn token_values(node: &Node<'_>, out: &mut Vec<IndexValue>) {
     let Some(v) = node.json() else {
         if let Node::Bool(b) = node {
-            out.push(IndexValue::Token { system: None, code: Some(b.to_string()), text: None });
+            out.push(IndexValue::Token {
+                system: None,
+                code: Some(b.to_string()),
+                text: None,
+            });
         }
         return;
     };
     match v {
-        Value::String(s) => out.push(IndexValue::Token { system: None, code: Some(s.clone()), text: None }),
-        Value::Bool(b) => out.push(IndexValue::Token { system: None, code: Some(b.to_string()), text: None }),
+        Value::String(s) => out.push(IndexValue::Token {
+            system: None,
+            code: Some(s.clone()),
+            text: None,
+        }),
+        Value::Bool(b) => out.push(IndexValue::Token {
+            system: None,
+            code: Some(b.to_string()),
+            text: None,
+        }),
         Value::Object(map) => {
             if let Some(codings) = map.get("coding").and_then(Value::as_array) {
                 // CodeableConcept
                 out.extend(codings.iter().map(coding_token));
                 if let Some(t) = map.get("text").and_then(Value::as_str) {
-                    out.push(IndexValue::Token { system: None, code: None, text: Some(normalize(t)) });
+                    out.push(IndexValue::Token {
+                        system: None,
+                        code: None,
+                        text: Some(normalize(t)),
+                    });
                 }
             } else if map.contains_key("code") {
                 out.push(coding_token(v));
@@ -156,12 +186,27 @@ fn token_values(node: &Node<'_>, out: &mut Vec<IndexValue>) {
                 // ContactPoint.system is a kind of contact (a closed code list), not a
                 // namespace: index telecom values without a system.
                 let is_contact_kind = map.get("system").and_then(Value::as_str).is_some_and(|s| {
-                    matches!(s, "phone" | "fax" | "email" | "pager" | "url" | "sms" | "other")
+                    matches!(
+                        s,
+                        "phone" | "fax" | "email" | "pager" | "url" | "sms" | "other"
+                    )
                 });
-                let system = if is_contact_kind { None } else { opt_str(v, "system") };
-                out.push(IndexValue::Token { system, code: opt_str(v, "value"), text });
+                let system = if is_contact_kind {
+                    None
+                } else {
+                    opt_str(v, "system")
+                };
+                out.push(IndexValue::Token {
+                    system,
+                    code: opt_str(v, "value"),
+                    text,
+                });
             } else if let Some(t) = map.get("text").and_then(Value::as_str) {
-                out.push(IndexValue::Token { system: None, code: None, text: Some(normalize(t)) });
+                out.push(IndexValue::Token {
+                    system: None,
+                    code: None,
+                    text: Some(normalize(t)),
+                });
             }
         }
         _ => {}
@@ -178,12 +223,25 @@ fn date_values(node: &Node<'_>, out: &mut Vec<IndexValue>) {
         }
         Value::Object(map) => {
             if map.contains_key("start") || map.contains_key("end") {
-                let lo = map.get("start").and_then(Value::as_str).and_then(datetime::parse_range);
-                let hi = map.get("end").and_then(Value::as_str).and_then(datetime::parse_range);
-                out.push(IndexValue::Date { lo: lo.map_or(MIN_MICROS, |r| r.lo), hi: hi.map_or(MAX_MICROS, |r| r.hi) });
+                let lo = map
+                    .get("start")
+                    .and_then(Value::as_str)
+                    .and_then(datetime::parse_range);
+                let hi = map
+                    .get("end")
+                    .and_then(Value::as_str)
+                    .and_then(datetime::parse_range);
+                out.push(IndexValue::Date {
+                    lo: lo.map_or(MIN_MICROS, |r| r.lo),
+                    hi: hi.map_or(MAX_MICROS, |r| r.hi),
+                });
             } else if let Some(events) = map.get("event").and_then(Value::as_array) {
                 // Timing
-                for e in events.iter().filter_map(Value::as_str).filter_map(datetime::parse_range) {
+                for e in events
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(datetime::parse_range)
+                {
                     out.push(IndexValue::Date { lo: e.lo, hi: e.hi });
                 }
             }
@@ -201,25 +259,48 @@ fn quantity_values(node: &Node<'_>, out: &mut Vec<IndexValue>) {
     match v {
         Value::Number(n) => {
             if let Some(x) = n.as_f64() {
-                out.push(IndexValue::Quantity { lo: x, hi: x, system: None, code: None });
+                out.push(IndexValue::Quantity {
+                    lo: x,
+                    hi: x,
+                    system: None,
+                    code: None,
+                });
             }
         }
         Value::Object(map) => {
             if let Some(x) = map.get("value").and_then(number) {
-                let (system, code) = if let Some(cur) = map.get("currency").and_then(Value::as_str) {
-                    (Some("urn:iso:std:iso:4217".to_string()), Some(cur.to_string()))
+                let (system, code) = if let Some(cur) = map.get("currency").and_then(Value::as_str)
+                {
+                    (
+                        Some("urn:iso:std:iso:4217".to_string()),
+                        Some(cur.to_string()),
+                    )
                 } else {
-                    (opt_str(v, "system"), opt_str(v, "code").or_else(|| opt_str(v, "unit")))
+                    (
+                        opt_str(v, "system"),
+                        opt_str(v, "code").or_else(|| opt_str(v, "unit")),
+                    )
                 };
-                out.push(IndexValue::Quantity { lo: x, hi: x, system, code });
+                out.push(IndexValue::Quantity {
+                    lo: x,
+                    hi: x,
+                    system,
+                    code,
+                });
             } else if map.contains_key("low") || map.contains_key("high") {
                 // Range
                 let low = map.get("low");
                 let high = map.get("high");
                 let q = low.or(high);
                 out.push(IndexValue::Quantity {
-                    lo: low.and_then(|l| l.get("value")).and_then(number).unwrap_or(f64::MIN),
-                    hi: high.and_then(|h| h.get("value")).and_then(number).unwrap_or(f64::MAX),
+                    lo: low
+                        .and_then(|l| l.get("value"))
+                        .and_then(number)
+                        .unwrap_or(f64::MIN),
+                    hi: high
+                        .and_then(|h| h.get("value"))
+                        .and_then(number)
+                        .unwrap_or(f64::MAX),
                     system: q.and_then(|q| opt_str(q, "system")),
                     code: q.and_then(|q| opt_str(q, "code").or_else(|| opt_str(q, "unit"))),
                 });
@@ -310,7 +391,11 @@ fn extract_param(def: &SearchParamDef, resource: &Value, out: &mut Vec<IndexRow>
             for (c, comp) in def.components.iter().enumerate() {
                 let comp_nodes = fhirpath::evaluate(&comp.expression, element);
                 for value in values_of(comp.kind, &comp_nodes) {
-                    out.push(IndexRow { param: format!("{}#{c}", def.code), group: i as u32 + 1, value });
+                    out.push(IndexRow {
+                        param: format!("{}#{c}", def.code),
+                        group: i as u32 + 1,
+                        value,
+                    });
                 }
             }
         }
@@ -320,7 +405,11 @@ fn extract_param(def: &SearchParamDef, resource: &Value, out: &mut Vec<IndexRow>
     for value in values_of(def.kind, &nodes) {
         if !seen.contains(&value) {
             seen.push(value.clone());
-            out.push(IndexRow { param: def.code.clone(), group: 0, value });
+            out.push(IndexRow {
+                param: def.code.clone(),
+                group: 0,
+                value,
+            });
         }
     }
 }
@@ -328,7 +417,9 @@ fn extract_param(def: &SearchParamDef, resource: &Value, out: &mut Vec<IndexRow>
 /// Extracts every index row for a resource.
 pub fn extract(defs: &Definitions, resource: &Value) -> Vec<IndexRow> {
     let mut out = Vec::new();
-    let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else { return out };
+    let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
+        return out;
+    };
     for def in defs.search_params(rt).into_iter().flat_map(|m| m.values()) {
         extract_param(def, resource, &mut out);
     }
@@ -342,7 +433,11 @@ mod tests {
 
     fn rows_for(resource: &Value, param: &str) -> Vec<IndexValue> {
         let d = crate::definitions().unwrap();
-        extract(d, resource).into_iter().filter(|r| r.param == param).map(|r| r.value).collect()
+        extract(d, resource)
+            .into_iter()
+            .filter(|r| r.param == param)
+            .map(|r| r.value)
+            .collect()
     }
 
     #[test]
@@ -353,12 +448,27 @@ mod tests {
             "gender": "male", "birthDate": "1970-05",
             "generalPractitioner": [{"reference": "Practitioner/d1"}]});
         let fam = rows_for(&p, "family");
-        assert_eq!(fam, vec![IndexValue::String { norm: "mejia".into(), exact: "Mejía".into() }]);
+        assert_eq!(
+            fam,
+            vec![IndexValue::String {
+                norm: "mejia".into(),
+                exact: "Mejía".into()
+            }]
+        );
         assert_eq!(rows_for(&p, "name").len(), 3);
-        assert!(matches!(&rows_for(&p, "identifier")[0], IndexValue::Token { system: Some(s), code: Some(c), .. } if s == "urn:s" && c == "42"));
-        assert!(matches!(&rows_for(&p, "_id")[0], IndexValue::Token { code: Some(c), .. } if c == "p1"));
-        assert!(matches!(&rows_for(&p, "general-practitioner")[0], IndexValue::Reference { target_type: Some(t), target_id: Some(i), .. } if t == "Practitioner" && i == "d1"));
-        assert!(matches!(rows_for(&p, "birthdate")[0], IndexValue::Date { .. }));
+        assert!(
+            matches!(&rows_for(&p, "identifier")[0], IndexValue::Token { system: Some(s), code: Some(c), .. } if s == "urn:s" && c == "42")
+        );
+        assert!(
+            matches!(&rows_for(&p, "_id")[0], IndexValue::Token { code: Some(c), .. } if c == "p1")
+        );
+        assert!(
+            matches!(&rows_for(&p, "general-practitioner")[0], IndexValue::Reference { target_type: Some(t), target_id: Some(i), .. } if t == "Practitioner" && i == "d1")
+        );
+        assert!(matches!(
+            rows_for(&p, "birthdate")[0],
+            IndexValue::Date { .. }
+        ));
     }
 
     #[test]
@@ -367,9 +477,14 @@ mod tests {
             "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
             "valueQuantity": {"value": 180.5, "unit": "cm", "system": "http://unitsofmeasure.org", "code": "cm"}});
         let d = crate::definitions().unwrap();
-        let rows: Vec<_> = extract(d, &o).into_iter().filter(|r| r.param.starts_with("code-value-quantity")).collect();
+        let rows: Vec<_> = extract(d, &o)
+            .into_iter()
+            .filter(|r| r.param.starts_with("code-value-quantity"))
+            .collect();
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(|r| r.group == 1));
-        assert!(matches!(rows_for(&o, "value-quantity")[0], IndexValue::Quantity { lo, .. } if lo == 180.5));
+        assert!(
+            matches!(rows_for(&o, "value-quantity")[0], IndexValue::Quantity { lo, .. } if lo == 180.5)
+        );
     }
 }

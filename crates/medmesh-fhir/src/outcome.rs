@@ -93,15 +93,30 @@ pub struct Issue {
 impl Issue {
     /// An error issue.
     pub fn error(code: IssueType, diagnostics: impl Into<String>) -> Self {
-        Self { severity: Severity::Error, code, diagnostics: diagnostics.into(), expression: None }
+        Self {
+            severity: Severity::Error,
+            code,
+            diagnostics: diagnostics.into(),
+            expression: None,
+        }
     }
     /// A warning issue.
     pub fn warning(code: IssueType, diagnostics: impl Into<String>) -> Self {
-        Self { severity: Severity::Warning, code, diagnostics: diagnostics.into(), expression: None }
+        Self {
+            severity: Severity::Warning,
+            code,
+            diagnostics: diagnostics.into(),
+            expression: None,
+        }
     }
     /// An information issue.
     pub fn information(diagnostics: impl Into<String>) -> Self {
-        Self { severity: Severity::Information, code: IssueType::Informational, diagnostics: diagnostics.into(), expression: None }
+        Self {
+            severity: Severity::Information,
+            code: IssueType::Informational,
+            diagnostics: diagnostics.into(),
+            expression: None,
+        }
     }
     /// Sets the FHIRPath location.
     pub fn at(mut self, location: &str) -> Self {

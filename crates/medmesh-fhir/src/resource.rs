@@ -36,7 +36,11 @@ pub struct ResourceId(String);
 impl ResourceId {
     /// Checks the id's format.
     pub fn parse(id: &str) -> Option<Self> {
-        let ok = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         ok.then(|| Self(id.to_string()))
     }
     /// Wraps an id the server generated.
@@ -70,7 +74,10 @@ pub fn parse_json_object(body: &[u8]) -> Result<Value, Issue> {
         Issue::error(IssueType::Structure, reason)
     })?;
     if !v.is_object() {
-        return Err(Issue::error(IssueType::Structure, "the body must be a JSON object"));
+        return Err(Issue::error(
+            IssueType::Structure,
+            "the body must be a JSON object",
+        ));
     }
     Ok(v)
 }
@@ -86,7 +93,10 @@ pub fn stamp(resource: &mut Value, id: &str, version: i64, last_updated: &str) {
         }
         if let Some(m) = meta.as_object_mut() {
             m.insert("versionId".into(), Value::String(version.to_string()));
-            m.insert("lastUpdated".into(), Value::String(last_updated.to_string()));
+            m.insert(
+                "lastUpdated".into(),
+                Value::String(last_updated.to_string()),
+            );
         }
         // Keep `resourceType` first, as FHIR clients expect to see it there.
         if let Some(rt) = obj.shift_remove("resourceType") {
@@ -103,10 +113,15 @@ pub fn stamp(resource: &mut Value, id: &str, version: i64, last_updated: &str) {
 /// # Errors
 /// A malformed patch, or one whose operations do not apply.
 pub fn apply_json_patch(resource: &Value, patch: &Value) -> Result<Value, Issue> {
-    let patch: json_patch::Patch = serde_json::from_value(patch.clone())
-        .map_err(|_| Issue::error(IssueType::Structure, "the body is not a JSON Patch document"))?;
+    let patch: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|_| {
+        Issue::error(
+            IssueType::Structure,
+            "the body is not a JSON Patch document",
+        )
+    })?;
     let mut out = resource.clone();
-    json_patch::patch(&mut out, &patch).map_err(|e| Issue::error(IssueType::Value, format!("the patch does not apply: {e}")))?;
+    json_patch::patch(&mut out, &patch)
+        .map_err(|e| Issue::error(IssueType::Value, format!("the patch does not apply: {e}")))?;
     Ok(out)
 }
 
@@ -121,9 +136,19 @@ fn subsetted(v: &mut Value) {
 }
 
 /// Shapes a resource for `_summary` and `_elements`.
-pub fn shape(defs: &Definitions, resource: &Value, summary: Option<SummaryMode>, elements: &[String]) -> Value {
-    let Some(obj) = resource.as_object() else { return resource.clone() };
-    let rt = obj.get("resourceType").and_then(Value::as_str).unwrap_or_default();
+pub fn shape(
+    defs: &Definitions,
+    resource: &Value,
+    summary: Option<SummaryMode>,
+    elements: &[String],
+) -> Value {
+    let Some(obj) = resource.as_object() else {
+        return resource.clone();
+    };
+    let rt = obj
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let always = ["resourceType", "id", "meta"];
     let mut out = match summary {
         Some(SummaryMode::True) => {
@@ -133,10 +158,15 @@ pub fn shape(defs: &Definitions, resource: &Value, summary: Option<SummaryMode>,
                     always.contains(&k.as_str())
                         || td.is_some_and(|td| {
                             let base = k.trim_start_matches('_');
-                            td.elements.get(&format!("{rt}.{base}")).is_some_and(|e| e.is_summary)
+                            td.elements
+                                .get(&format!("{rt}.{base}"))
+                                .is_some_and(|e| e.is_summary)
                                 || td.children.get(rt).into_iter().flatten().any(|c| {
                                     c.strip_suffix("[x]").is_some_and(|b| base.starts_with(b))
-                                        && td.elements.get(&format!("{rt}.{c}")).is_some_and(|e| e.is_summary)
+                                        && td
+                                            .elements
+                                            .get(&format!("{rt}.{c}"))
+                                            .is_some_and(|e| e.is_summary)
                                 })
                         })
                 })
@@ -148,10 +178,21 @@ pub fn shape(defs: &Definitions, resource: &Value, summary: Option<SummaryMode>,
             .filter(|(k, _)| always.contains(&k.as_str()) || k.as_str() == "text")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        Some(SummaryMode::Data) => obj.iter().filter(|(k, _)| k.as_str() != "text").map(|(k, v)| (k.clone(), v.clone())).collect(),
+        Some(SummaryMode::Data) => obj
+            .iter()
+            .filter(|(k, _)| k.as_str() != "text")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         _ if !elements.is_empty() => obj
             .iter()
-            .filter(|(k, _)| always.contains(&k.as_str()) || elements.iter().any(|e| e == k.trim_start_matches('_') || k.strip_prefix(e.as_str()).is_some_and(|s| s.starts_with(|c: char| c.is_ascii_uppercase()))))
+            .filter(|(k, _)| {
+                always.contains(&k.as_str())
+                    || elements.iter().any(|e| {
+                        e == k.trim_start_matches('_')
+                            || k.strip_prefix(e.as_str())
+                                .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_uppercase()))
+                    })
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         _ => return resource.clone(),
@@ -172,7 +213,11 @@ mod tests {
         assert!(ResourceId::parse("abc-1.2").is_some());
         assert!(ResourceId::parse("a/b").is_none());
         assert!(ResourceId::parse(&"x".repeat(65)).is_none());
-        let p = apply_json_patch(&json!({"resourceType": "Patient", "active": true}), &json!([{"op": "replace", "path": "/active", "value": false}])).unwrap();
+        let p = apply_json_patch(
+            &json!({"resourceType": "Patient", "active": true}),
+            &json!([{"op": "replace", "path": "/active", "value": false}]),
+        )
+        .unwrap();
         assert_eq!(p["active"], false);
         assert!(apply_json_patch(&p, &json!([{"op": "remove", "path": "/nope"}])).is_err());
     }
@@ -182,7 +227,12 @@ mod tests {
         let d = crate::definitions().unwrap();
         let p = json!({"resourceType": "Patient", "id": "1", "meta": {}, "text": {"status": "generated", "div": "<div/>"}, "name": [{"family": "X"}], "photo": [{"title": "x"}], "deceasedBoolean": false});
         let s = shape(d, &p, Some(SummaryMode::True), &[]);
-        assert!(s.get("name").is_some() && s.get("photo").is_none() && s.get("text").is_none() && s.get("deceasedBoolean").is_some());
+        assert!(
+            s.get("name").is_some()
+                && s.get("photo").is_none()
+                && s.get("text").is_none()
+                && s.get("deceasedBoolean").is_some()
+        );
         let e = shape(d, &p, None, &["photo".to_string()]);
         assert!(e.get("photo").is_some() && e.get("name").is_none());
         assert_eq!(e["meta"]["tag"][0]["code"], "SUBSETTED");

@@ -295,8 +295,18 @@ pub enum SearchError {
 
 /// Result parameters that are not criteria.
 const CONTROL_PARAMS: &[&str] = &[
-    "_sort", "_count", "_include", "_revinclude", "_total", "_summary", "_elements", "_page", "_format", "_pretty",
-    "_contained", "_containedType",
+    "_sort",
+    "_count",
+    "_include",
+    "_revinclude",
+    "_total",
+    "_summary",
+    "_elements",
+    "_page",
+    "_format",
+    "_pretty",
+    "_contained",
+    "_containedType",
 ];
 
 /// Splits on unescaped `sep`, unescaping `\,` `\|` `\$` `\\`.
@@ -328,7 +338,10 @@ pub fn split_escaped(s: &str, sep: char) -> Vec<String> {
 }
 
 fn invalid(param: &str, reason: impl Into<String>) -> SearchError {
-    SearchError::InvalidValue { param: param.to_string(), reason: reason.into() }
+    SearchError::InvalidValue {
+        param: param.to_string(),
+        reason: reason.into(),
+    }
 }
 
 fn decimal_range(param: &str, s: &str) -> Result<(f64, f64, f64), SearchError> {
@@ -338,13 +351,22 @@ fn decimal_range(param: &str, s: &str) -> Result<(f64, f64, f64), SearchError> {
     }
     // Implicit precision: "100" matches [99.5, 100.5); "1e2" matches [50, 150).
     let mantissa = s.split(['e', 'E']).next().unwrap_or(s);
-    let exp: i32 = s.split(['e', 'E']).nth(1).and_then(|e| e.parse().ok()).unwrap_or(0);
+    let exp: i32 = s
+        .split(['e', 'E'])
+        .nth(1)
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(0);
     let decimals = mantissa.split_once('.').map_or(0, |(_, f)| f.len() as i32);
     let half = 0.5 * 10f64.powi(exp - decimals);
     Ok((value, value - half, value + half))
 }
 
-fn parse_value(param: &str, kind: SearchParamType, modifier: Option<&str>, raw: &str) -> Result<ValuePredicate, SearchError> {
+fn parse_value(
+    param: &str,
+    kind: SearchParamType,
+    modifier: Option<&str>,
+    raw: &str,
+) -> Result<ValuePredicate, SearchError> {
     Ok(match kind {
         SearchParamType::String => {
             let mode = match modifier {
@@ -352,7 +374,11 @@ fn parse_value(param: &str, kind: SearchParamType, modifier: Option<&str>, raw: 
                 Some("contains") => StringMatch::Contains,
                 _ => StringMatch::StartsWith,
             };
-            let value = if mode == StringMatch::Exact { raw.to_string() } else { normalize(raw) };
+            let value = if mode == StringMatch::Exact {
+                raw.to_string()
+            } else {
+                normalize(raw)
+            };
             ValuePredicate::String { value, mode }
         }
         SearchParamType::Token => {
@@ -361,7 +387,10 @@ fn parse_value(param: &str, kind: SearchParamType, modifier: Option<&str>, raw: 
             }
             let parts = split_escaped(raw, '|');
             match parts.as_slice() {
-                [code] => ValuePredicate::Token { system: None, code: Some(code.clone()) },
+                [code] => ValuePredicate::Token {
+                    system: None,
+                    code: Some(code.clone()),
+                },
                 [system, code] => ValuePredicate::Token {
                     system: Some((!system.is_empty()).then(|| system.clone())),
                     code: (!code.is_empty()).then(|| code.clone()),
@@ -371,31 +400,60 @@ fn parse_value(param: &str, kind: SearchParamType, modifier: Option<&str>, raw: 
         }
         SearchParamType::Date => {
             let (prefix, v) = Prefix::split(raw);
-            let r = datetime::parse_range(v).ok_or_else(|| invalid(param, "not a valid FHIR date"))?;
-            ValuePredicate::Date { prefix, lo: r.lo, hi: r.hi }
+            let r =
+                datetime::parse_range(v).ok_or_else(|| invalid(param, "not a valid FHIR date"))?;
+            ValuePredicate::Date {
+                prefix,
+                lo: r.lo,
+                hi: r.hi,
+            }
         }
         SearchParamType::Number => {
             let (prefix, v) = Prefix::split(raw);
             let (value, lo, hi) = decimal_range(param, v)?;
-            ValuePredicate::Quantity { prefix, value, lo, hi, system: None, code: None }
+            ValuePredicate::Quantity {
+                prefix,
+                value,
+                lo,
+                hi,
+                system: None,
+                code: None,
+            }
         }
         SearchParamType::Quantity => {
             let (prefix, v) = Prefix::split(raw);
             let parts = split_escaped(v, '|');
             let (num, system, code) = match parts.as_slice() {
                 [n] => (n.as_str(), None, None),
-                [n, s, c] => (n.as_str(), (!s.is_empty()).then(|| s.clone()), (!c.is_empty()).then(|| c.clone())),
+                [n, s, c] => (
+                    n.as_str(),
+                    (!s.is_empty()).then(|| s.clone()),
+                    (!c.is_empty()).then(|| c.clone()),
+                ),
                 _ => return Err(invalid(param, "a quantity is [prefix]number|system|code")),
             };
             let (value, lo, hi) = decimal_range(param, num)?;
-            ValuePredicate::Quantity { prefix, value, lo, hi, system, code }
+            ValuePredicate::Quantity {
+                prefix,
+                value,
+                lo,
+                hi,
+                system,
+                code,
+            }
         }
         SearchParamType::Reference => {
             if modifier == Some("identifier") {
                 let parts = split_escaped(raw, '|');
                 return Ok(match parts.as_slice() {
-                    [v] => ValuePredicate::ReferenceIdentifier { system: None, value: v.clone() },
-                    [s, v] => ValuePredicate::ReferenceIdentifier { system: (!s.is_empty()).then(|| s.clone()), value: v.clone() },
+                    [v] => ValuePredicate::ReferenceIdentifier {
+                        system: None,
+                        value: v.clone(),
+                    },
+                    [s, v] => ValuePredicate::ReferenceIdentifier {
+                        system: (!s.is_empty()).then(|| s.clone()),
+                        value: v.clone(),
+                    },
                     _ => return Err(invalid(param, "an identifier is [system|]value")),
                 });
             }
@@ -407,10 +465,20 @@ fn parse_value(param: &str, kind: SearchParamType, modifier: Option<&str>, raw: 
                     url: Some(raw.split('|').next().unwrap_or(raw).to_string()),
                 }
             } else if let Some((t, id)) = raw.split_once('/') {
-                ValuePredicate::Reference { target_type: Some(t.to_string()), id: Some(id.to_string()), url: None }
+                ValuePredicate::Reference {
+                    target_type: Some(t.to_string()),
+                    id: Some(id.to_string()),
+                    url: None,
+                }
             } else {
-                let target_type = modifier.filter(|m| m.starts_with(|c: char| c.is_ascii_uppercase())).map(str::to_string);
-                ValuePredicate::Reference { target_type, id: Some(raw.to_string()), url: None }
+                let target_type = modifier
+                    .filter(|m| m.starts_with(|c: char| c.is_ascii_uppercase()))
+                    .map(str::to_string);
+                ValuePredicate::Reference {
+                    target_type,
+                    id: Some(raw.to_string()),
+                    url: None,
+                }
             }
         }
         SearchParamType::Uri => {
@@ -419,10 +487,16 @@ fn parse_value(param: &str, kind: SearchParamType, modifier: Option<&str>, raw: 
                 Some("below") => UriMatch::Below,
                 _ => UriMatch::Exact,
             };
-            ValuePredicate::Uri { value: raw.to_string(), mode }
+            ValuePredicate::Uri {
+                value: raw.to_string(),
+                mode,
+            }
         }
         SearchParamType::Composite | SearchParamType::Special => {
-            return Err(invalid(param, "composite values are parsed by their components"));
+            return Err(invalid(
+                param,
+                "composite values are parsed by their components",
+            ));
         }
     })
 }
@@ -454,13 +528,17 @@ pub fn parse_query(
     if !defs.is_resource_type(resource_type) {
         return Err(SearchError::UnknownType(resource_type.to_string()));
     }
-    let mut q = SearchQuery { resource_type: resource_type.to_string(), ..SearchQuery::default() };
+    let mut q = SearchQuery {
+        resource_type: resource_type.to_string(),
+        ..SearchQuery::default()
+    };
     for (name, value) in params {
         let result = parse_one(defs, &mut q, name, value);
         match result {
             Ok(()) => {}
             Err(SearchError::UnknownParameter(p)) if handling == Handling::Lenient => {
-                q.ignored.push((p, "unknown or unsupported search parameter".into()));
+                q.ignored
+                    .push((p, "unknown or unsupported search parameter".into()));
             }
             Err(e) => return Err(e),
         }
@@ -468,11 +546,18 @@ pub fn parse_query(
     Ok(q)
 }
 
-fn parse_one(defs: &Definitions, q: &mut SearchQuery, name: &str, value: &str) -> Result<(), SearchError> {
+fn parse_one(
+    defs: &Definitions,
+    q: &mut SearchQuery,
+    name: &str,
+    value: &str,
+) -> Result<(), SearchError> {
     let rt = q.resource_type.clone();
     match name {
         "_count" => {
-            let n: u32 = value.parse().map_err(|_| invalid(name, "not a whole number"))?;
+            let n: u32 = value
+                .parse()
+                .map_err(|_| invalid(name, "not a whole number"))?;
             q.count = Some(n);
         }
         "_page" => q.page = Some(value.to_string()),
@@ -493,34 +578,72 @@ fn parse_one(defs: &Definitions, q: &mut SearchQuery, name: &str, value: &str) -
                 _ => return Err(invalid(name, "true, text, data, count or false")),
             })
         }
-        "_elements" => q.elements.extend(value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty())),
+        "_elements" => q.elements.extend(
+            value
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
+        ),
         "_sort" => {
             for key in value.split(',').filter(|k| !k.is_empty()) {
                 let (descending, code) = match key.strip_prefix('-') {
                     Some(c) => (true, c),
                     None => (false, key),
                 };
-                let def = defs.search_param(&rt, code).ok_or_else(|| SearchError::UnknownParameter(format!("_sort={code}")))?;
-                if matches!(def.kind, SearchParamType::Composite | SearchParamType::Special) {
+                let def = defs
+                    .search_param(&rt, code)
+                    .ok_or_else(|| SearchError::UnknownParameter(format!("_sort={code}")))?;
+                if matches!(
+                    def.kind,
+                    SearchParamType::Composite | SearchParamType::Special
+                ) {
                     return Err(SearchError::UnknownParameter(format!("_sort={code}")));
                 }
-                q.sort.push(SortKey { code: code.to_string(), kind: def.kind, descending });
+                q.sort.push(SortKey {
+                    code: code.to_string(),
+                    kind: def.kind,
+                    descending,
+                });
             }
         }
-        "_include" | "_revinclude" | "_include:iterate" | "_revinclude:iterate" | "_include:recurse" | "_revinclude:recurse" => {
+        "_include"
+        | "_revinclude"
+        | "_include:iterate"
+        | "_revinclude:iterate"
+        | "_include:recurse"
+        | "_revinclude:recurse" => {
             let iterate = name.contains(':');
             let parts: Vec<&str> = value.split(':').collect();
             let inc = match parts.as_slice() {
-                ["*"] => Include { source_type: rt.clone(), param: "*".into(), target_type: None, iterate },
+                ["*"] => Include {
+                    source_type: rt.clone(),
+                    param: "*".into(),
+                    target_type: None,
+                    iterate,
+                },
                 [src, p] | [src, p, _] => {
-                    if !defs.is_resource_type(src) || (*p != "*" && defs.search_param(src, p).is_none_or(|d| d.kind != SearchParamType::Reference)) {
+                    if !defs.is_resource_type(src)
+                        || (*p != "*"
+                            && defs
+                                .search_param(src, p)
+                                .is_none_or(|d| d.kind != SearchParamType::Reference))
+                    {
                         return Err(SearchError::UnknownParameter(format!("{name}={value}")));
                     }
-                    Include { source_type: src.to_string(), param: p.to_string(), target_type: parts.get(2).map(|t| t.to_string()), iterate }
+                    Include {
+                        source_type: src.to_string(),
+                        param: p.to_string(),
+                        target_type: parts.get(2).map(|t| t.to_string()),
+                        iterate,
+                    }
                 }
                 _ => return Err(invalid(name, "Type:param[:target]")),
             };
-            if name.starts_with("_include") { q.includes.push(inc) } else { q.revincludes.push(inc) }
+            if name.starts_with("_include") {
+                q.includes.push(inc)
+            } else {
+                q.revincludes.push(inc)
+            }
         }
         _ if CONTROL_PARAMS.contains(&name) => {}
         _ => {
@@ -535,21 +658,34 @@ fn parse_one(defs: &Definitions, q: &mut SearchQuery, name: &str, value: &str) -
 }
 
 /// Parses `name=value` as a criterion on `resource_type` (recursively for chains and `_has`).
-pub fn parse_criterion(defs: &Definitions, resource_type: &str, name: &str, value: &str) -> Result<Criterion, SearchError> {
+pub fn parse_criterion(
+    defs: &Definitions,
+    resource_type: &str,
+    name: &str,
+    value: &str,
+) -> Result<Criterion, SearchError> {
     let unknown = || SearchError::UnknownParameter(name.to_string());
     if let Some(rest) = name.strip_prefix("_has:") {
         // _has:Type:param:rest
         let mut it = rest.splitn(3, ':');
-        let (Some(src), Some(code), Some(inner)) = (it.next(), it.next(), it.next()) else { return Err(unknown()) };
+        let (Some(src), Some(code), Some(inner)) = (it.next(), it.next(), it.next()) else {
+            return Err(unknown());
+        };
         if !defs.is_resource_type(src) {
             return Err(unknown());
         }
         let def = defs.search_param(src, code).ok_or_else(unknown)?;
-        if def.kind != SearchParamType::Reference || !(def.targets.is_empty() || def.targets.iter().any(|t| t == resource_type)) {
+        if def.kind != SearchParamType::Reference
+            || !(def.targets.is_empty() || def.targets.iter().any(|t| t == resource_type))
+        {
             return Err(unknown());
         }
         let inner = parse_criterion(defs, src, inner, value)?;
-        return Ok(Criterion::Has { source_type: src.to_string(), code: code.to_string(), inner: Box::new(inner) });
+        return Ok(Criterion::Has {
+            source_type: src.to_string(),
+            code: code.to_string(),
+            inner: Box::new(inner),
+        });
     }
     // Chain: `param[:Type].rest`
     if let Some((head, rest)) = name.split_once('.') {
@@ -576,7 +712,11 @@ pub fn parse_criterion(defs: &Definitions, resource_type: &str, name: &str, valu
             }
         }
         let inner = inner_crit.ok_or_else(unknown)?;
-        return Ok(Criterion::Chain { code: code.to_string(), target_types: viable, inner: Box::new(inner) });
+        return Ok(Criterion::Chain {
+            code: code.to_string(),
+            target_types: viable,
+            inner: Box::new(inner),
+        });
     }
     let (code, modifier) = match name.split_once(':') {
         Some((c, m)) => (c, Some(m)),
@@ -596,7 +736,11 @@ pub fn parse_criterion(defs: &Definitions, resource_type: &str, name: &str, valu
                 "false" => false,
                 _ => return Err(invalid(name, "true or false")),
             };
-            return Ok(Criterion::Missing { code: code.to_string(), kind: def.kind, missing });
+            return Ok(Criterion::Missing {
+                code: code.to_string(),
+                kind: def.kind,
+                missing,
+            });
         }
     }
     let any_of = split_escaped(value, ',')
@@ -606,23 +750,44 @@ pub fn parse_criterion(defs: &Definitions, resource_type: &str, name: &str, valu
     if any_of.is_empty() || value.is_empty() {
         return Err(invalid(name, "empty value"));
     }
-    Ok(Criterion::Param { code: code.to_string(), kind: def.kind, any_of, negate: modifier == Some("not") })
+    Ok(Criterion::Param {
+        code: code.to_string(),
+        kind: def.kind,
+        any_of,
+        negate: modifier == Some("not"),
+    })
 }
 
-fn parse_param_value(def: &SearchParamDef, name: &str, modifier: Option<&str>, v: &str) -> Result<ValuePredicate, SearchError> {
+fn parse_param_value(
+    def: &SearchParamDef,
+    name: &str,
+    modifier: Option<&str>,
+    v: &str,
+) -> Result<ValuePredicate, SearchError> {
     if def.kind != SearchParamType::Composite {
         return parse_value(name, def.kind, modifier, v);
     }
     let parts = split_escaped(v, '$');
     if parts.len() != def.components.len() {
-        return Err(invalid(name, format!("a composite value has {} parts joined by $", def.components.len())));
+        return Err(invalid(
+            name,
+            format!(
+                "a composite value has {} parts joined by $",
+                def.components.len()
+            ),
+        ));
     }
     let comps = def
         .components
         .iter()
         .zip(parts.iter())
         .enumerate()
-        .map(|(i, (c, p))| Ok((format!("{}#{i}", def.code), parse_value(name, c.kind, None, p)?)))
+        .map(|(i, (c, p))| {
+            Ok((
+                format!("{}#{i}", def.code),
+                parse_value(name, c.kind, None, p)?,
+            ))
+        })
         .collect::<Result<Vec<_>, SearchError>>()?;
     Ok(ValuePredicate::Composite(comps))
 }
@@ -631,38 +796,94 @@ fn parse_param_value(def: &SearchParamDef, name: &str, modifier: Option<&str>, v
 mod tests {
     use super::*;
 
-    fn q(rt: &str, params: &[(&str, &str)], handling: Handling) -> Result<SearchQuery, SearchError> {
+    fn q(
+        rt: &str,
+        params: &[(&str, &str)],
+        handling: Handling,
+    ) -> Result<SearchQuery, SearchError> {
         let d = crate::definitions().unwrap();
-        let p: Vec<(String, String)> = params.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let p: Vec<(String, String)> = params
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
         parse_query(d, rt, &p, handling)
     }
 
     #[test]
     fn parses_types_modifiers_and_prefixes() {
-        let s = q("Observation", &[("code", "http://loinc.org|8302-2,x"), ("date", "ge2020-01"), ("value-quantity", "lt5.4|http://unitsofmeasure.org|mg"), ("subject:Patient", "p1")], Handling::Strict).unwrap();
+        let s = q(
+            "Observation",
+            &[
+                ("code", "http://loinc.org|8302-2,x"),
+                ("date", "ge2020-01"),
+                ("value-quantity", "lt5.4|http://unitsofmeasure.org|mg"),
+                ("subject:Patient", "p1"),
+            ],
+            Handling::Strict,
+        )
+        .unwrap();
         assert_eq!(s.criteria.len(), 4);
         assert!(matches!(&s.criteria[0], Criterion::Param { any_of, .. } if any_of.len() == 2));
-        assert!(matches!(&s.criteria[1], Criterion::Param { any_of, .. } if matches!(any_of[0], ValuePredicate::Date { prefix: Prefix::Ge, .. })));
-        assert!(matches!(&s.criteria[2], Criterion::Param { any_of, .. } if matches!(&any_of[0], ValuePredicate::Quantity { prefix: Prefix::Lt, lo, hi, .. } if (*lo - 5.35).abs() < 1e-9 && (*hi - 5.45).abs() < 1e-9)));
-        assert!(matches!(&s.criteria[3], Criterion::Param { any_of, .. } if matches!(&any_of[0], ValuePredicate::Reference { target_type: Some(t), .. } if t == "Patient")));
+        assert!(
+            matches!(&s.criteria[1], Criterion::Param { any_of, .. } if matches!(any_of[0], ValuePredicate::Date { prefix: Prefix::Ge, .. }))
+        );
+        assert!(
+            matches!(&s.criteria[2], Criterion::Param { any_of, .. } if matches!(&any_of[0], ValuePredicate::Quantity { prefix: Prefix::Lt, lo, hi, .. } if (*lo - 5.35).abs() < 1e-9 && (*hi - 5.45).abs() < 1e-9))
+        );
+        assert!(
+            matches!(&s.criteria[3], Criterion::Param { any_of, .. } if matches!(&any_of[0], ValuePredicate::Reference { target_type: Some(t), .. } if t == "Patient"))
+        );
     }
 
     #[test]
     fn parses_chains_has_and_composites() {
-        let s = q("Observation", &[("subject:Patient.name", "smith"), ("code-value-quantity", "http://loinc.org|8302-2$gt100")], Handling::Strict).unwrap();
-        assert!(matches!(&s.criteria[0], Criterion::Chain { target_types, .. } if target_types == &vec!["Patient".to_string()]));
-        assert!(matches!(&s.criteria[1], Criterion::Param { any_of, .. } if matches!(&any_of[0], ValuePredicate::Composite(c) if c.len() == 2)));
-        let s = q("Patient", &[("_has:Observation:patient:code", "1234")], Handling::Strict).unwrap();
-        assert!(matches!(&s.criteria[0], Criterion::Has { source_type, .. } if source_type == "Observation"));
+        let s = q(
+            "Observation",
+            &[
+                ("subject:Patient.name", "smith"),
+                ("code-value-quantity", "http://loinc.org|8302-2$gt100"),
+            ],
+            Handling::Strict,
+        )
+        .unwrap();
+        assert!(
+            matches!(&s.criteria[0], Criterion::Chain { target_types, .. } if target_types == &vec!["Patient".to_string()])
+        );
+        assert!(
+            matches!(&s.criteria[1], Criterion::Param { any_of, .. } if matches!(&any_of[0], ValuePredicate::Composite(c) if c.len() == 2))
+        );
+        let s = q(
+            "Patient",
+            &[("_has:Observation:patient:code", "1234")],
+            Handling::Strict,
+        )
+        .unwrap();
+        assert!(
+            matches!(&s.criteria[0], Criterion::Has { source_type, .. } if source_type == "Observation")
+        );
     }
 
     #[test]
     fn unknown_parameters_follow_handling() {
-        assert_eq!(q("Patient", &[("nonsense", "1")], Handling::Strict), Err(SearchError::UnknownParameter("nonsense".into())));
-        let s = q("Patient", &[("nonsense", "1"), ("family", "x")], Handling::Lenient).unwrap();
+        assert_eq!(
+            q("Patient", &[("nonsense", "1")], Handling::Strict),
+            Err(SearchError::UnknownParameter("nonsense".into()))
+        );
+        let s = q(
+            "Patient",
+            &[("nonsense", "1"), ("family", "x")],
+            Handling::Lenient,
+        )
+        .unwrap();
         assert_eq!(s.ignored.len(), 1);
         assert_eq!(s.criteria.len(), 1);
-        assert!(matches!(q("Patient", &[("birthdate", "notadate")], Handling::Lenient), Err(SearchError::InvalidValue { .. })));
-        assert!(matches!(q("Patient", &[("family:below", "x")], Handling::Strict), Err(SearchError::UnknownParameter(_))));
+        assert!(matches!(
+            q("Patient", &[("birthdate", "notadate")], Handling::Lenient),
+            Err(SearchError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            q("Patient", &[("family:below", "x")], Handling::Strict),
+            Err(SearchError::UnknownParameter(_))
+        ));
     }
 }

@@ -24,12 +24,21 @@ pub struct Actor {
 impl Actor {
     /// The node operator acting through the local CLI (`medmesh import`), with full system scope.
     pub fn local_operator() -> Self {
-        Self { subject: "local-cli".into(), scopes: vec![system_all()], patient: None }
+        Self {
+            subject: "local-cli".into(),
+            scopes: vec![system_all()],
+            patient: None,
+        }
     }
 }
 
 fn system_all() -> Scope {
-    Scope { context: ScopeContext::System, resource_type: None, permissions: medmesh_auth::Permissions::ALL, restriction: None }
+    Scope {
+        context: ScopeContext::System,
+        resource_type: None,
+        permissions: medmesh_auth::Permissions::ALL,
+        restriction: None,
+    }
 }
 
 /// What the actor wants to do.
@@ -103,7 +112,12 @@ impl Pdp {
     ///
     /// # Errors
     /// [`Denied`] with the reason.
-    pub fn authorize(&self, actor: &Actor, action: Action, resource_type: Option<&str>) -> Result<Grant, Denied> {
+    pub fn authorize(
+        &self,
+        actor: &Actor,
+        action: Action,
+        resource_type: Option<&str>,
+    ) -> Result<Grant, Denied> {
         let permits = |s: &Scope| {
             let p = s.permissions;
             let allowed = match action {
@@ -114,16 +128,31 @@ impl Pdp {
                 Action::Delete => p.delete,
                 Action::Export => p.read && p.search,
             };
-            allowed && resource_type.map_or(s.resource_type.is_none(), |t| s.covers_type(t)) && s.restriction.is_none()
+            allowed
+                && resource_type.map_or(s.resource_type.is_none(), |t| s.covers_type(t))
+                && s.restriction.is_none()
         };
         // Patient-context scopes need compartment enforcement on every channel, which arrives
         // with SMART login; until then they are refused rather than over-granted.
-        let usable = actor.scopes.iter().filter(|s| s.context != ScopeContext::Patient);
+        let usable = actor
+            .scopes
+            .iter()
+            .filter(|s| s.context != ScopeContext::Patient);
         let granted = usable.clone().any(permits);
         if granted {
-            Ok(Grant { action, resource_type: resource_type.map(str::to_string), subject: actor.subject.clone() })
+            Ok(Grant {
+                action,
+                resource_type: resource_type.map(str::to_string),
+                subject: actor.subject.clone(),
+            })
         } else {
-            Err(Denied { reason: format!("no scope permits {} on {}", action.code(), resource_type.unwrap_or("*")) })
+            Err(Denied {
+                reason: format!(
+                    "no scope permits {} on {}",
+                    action.code(),
+                    resource_type.unwrap_or("*")
+                ),
+            })
         }
     }
 }
@@ -134,19 +163,52 @@ mod tests {
     use medmesh_auth::parse_scopes;
 
     fn actor(scopes: &str) -> Actor {
-        Actor { subject: "u".into(), scopes: parse_scopes(scopes), patient: None }
+        Actor {
+            subject: "u".into(),
+            scopes: parse_scopes(scopes),
+            patient: None,
+        }
     }
 
     #[test]
     fn scopes_decide() {
         let pdp = Pdp;
-        assert!(pdp.authorize(&actor("system/*.*"), Action::Delete, Some("Patient")).is_ok());
-        assert!(pdp.authorize(&actor("system/Patient.rs"), Action::Read, Some("Patient")).is_ok());
-        assert!(pdp.authorize(&actor("system/Patient.rs"), Action::Read, Some("Observation")).is_err());
-        assert!(pdp.authorize(&actor("system/Patient.rs"), Action::Create, Some("Patient")).is_err());
-        assert!(pdp.authorize(&actor("system/Patient.rs"), Action::Export, None).is_err());
-        assert!(pdp.authorize(&actor("system/*.rs"), Action::Export, None).is_ok());
-        assert!(pdp.authorize(&actor("patient/*.*"), Action::Read, Some("Patient")).is_err(), "patient context not yet enforced: refuse");
-        assert!(pdp.authorize(&actor("openid"), Action::Read, Some("Patient")).is_err());
+        assert!(
+            pdp.authorize(&actor("system/*.*"), Action::Delete, Some("Patient"))
+                .is_ok()
+        );
+        assert!(
+            pdp.authorize(&actor("system/Patient.rs"), Action::Read, Some("Patient"))
+                .is_ok()
+        );
+        assert!(
+            pdp.authorize(
+                &actor("system/Patient.rs"),
+                Action::Read,
+                Some("Observation")
+            )
+            .is_err()
+        );
+        assert!(
+            pdp.authorize(&actor("system/Patient.rs"), Action::Create, Some("Patient"))
+                .is_err()
+        );
+        assert!(
+            pdp.authorize(&actor("system/Patient.rs"), Action::Export, None)
+                .is_err()
+        );
+        assert!(
+            pdp.authorize(&actor("system/*.rs"), Action::Export, None)
+                .is_ok()
+        );
+        assert!(
+            pdp.authorize(&actor("patient/*.*"), Action::Read, Some("Patient"))
+                .is_err(),
+            "patient context not yet enforced: refuse"
+        );
+        assert!(
+            pdp.authorize(&actor("openid"), Action::Read, Some("Patient"))
+                .is_err()
+        );
     }
 }

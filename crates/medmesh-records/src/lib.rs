@@ -1,1 +1,74 @@
-//! placeholder
+//! The application service for FHIR records: every interaction, over the store port and the
+//! policy decision point, with an audit entry for each.
+//!
+//! Inbound adapters (the HTTP server, the `medmesh import` CLI) call this crate; it calls the
+//! domain crates and the ports, and never touches HTTP or SQL itself.
+
+pub mod bundle;
+pub mod context;
+pub mod error;
+pub mod everything;
+pub mod export;
+pub mod import;
+pub mod service;
+
+pub use bundle::ReturnPreference;
+pub use context::{Clock, IdSource, MonotonicClock, RequestContext, SystemClock, UuidIds};
+pub use error::RecordError;
+pub use service::{ReadOutcome, RecordService, WriteOutcome, WriteStatus};
+
+use medmesh_fhir::{Issue, IssueType};
+
+/// The one mapping from a record error to an HTTP status and the issues a client may see.
+/// Store failures and corrupt bodies say nothing of their cause; the caller logs it.
+pub fn status_of(err: &RecordError) -> (u16, Vec<Issue>) {
+    match err {
+        RecordError::NotFound => (
+            404,
+            vec![Issue::error(IssueType::NotFound, "resource not found")],
+        ),
+        RecordError::Gone { .. } => (
+            410,
+            vec![Issue::error(IssueType::Deleted, "resource deleted")],
+        ),
+        RecordError::Invalid(issues) => {
+            let structural = issues.iter().all(|i| {
+                matches!(i.code, IssueType::Structure | IssueType::NotSupported)
+                    && i.expression.is_none()
+            });
+            (if structural { 400 } else { 422 }, issues.clone())
+        }
+        RecordError::UnknownType => (
+            404,
+            vec![Issue::error(
+                IssueType::NotSupported,
+                "unknown resource type",
+            )],
+        ),
+        RecordError::PreconditionFailed(m) => {
+            (412, vec![Issue::error(IssueType::Conflict, m.clone())])
+        }
+        RecordError::MultipleMatches => (
+            412,
+            vec![Issue::error(
+                IssueType::MultipleMatches,
+                "the conditional request matched more than one resource",
+            )],
+        ),
+        RecordError::Conflict(m) => (409, vec![Issue::error(IssueType::Conflict, m.clone())]),
+        RecordError::Forbidden => (
+            403,
+            vec![Issue::error(IssueType::Forbidden, "access denied")],
+        ),
+        RecordError::NotSupported(m) => {
+            (400, vec![Issue::error(IssueType::NotSupported, m.clone())])
+        }
+        RecordError::Store(_) | RecordError::Corrupt => (
+            500,
+            vec![Issue::error(
+                IssueType::Exception,
+                "internal error; see the server log for this operation id",
+            )],
+        ),
+    }
+}

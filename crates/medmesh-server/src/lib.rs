@@ -1,1 +1,188 @@
-//! placeholder
+//! The HTTP adapter: the FHIR REST API on axum.
+//!
+//! Routes map to thin handlers ([`handlers`]); authentication yields the request context
+//! ([`auth`]); every error leaves through one mapping to an OperationOutcome ([`response`]).
+
+pub mod auth;
+pub mod capability;
+pub mod files;
+pub mod handlers;
+pub mod response;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::request::Parts;
+use axum::http::{HeaderName, Request, header};
+use axum::routing::{get, post};
+use medmesh_records::RecordService;
+use medmesh_records::export::ExportFiles;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use auth::TokenVerifier;
+
+/// Shared state of the HTTP adapter.
+#[derive(Clone)]
+pub struct AppState {
+    /// The record service.
+    pub records: Arc<RecordService>,
+    /// Token verification.
+    pub verifier: Arc<TokenVerifier>,
+    /// Export output files.
+    pub export_files: Arc<dyn ExportFiles>,
+    /// The CapabilityStatement, built once.
+    pub capability: Arc<Value>,
+    /// Public base URL (`http://host:port/fhir`); when `None`, taken from the Host header.
+    pub public_base_url: Option<String>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    export_queue: mpsc::UnboundedSender<String>,
+}
+
+impl AppState {
+    /// The FHIR base URL for this request.
+    pub fn base_url(&self, parts: &Parts) -> String {
+        if let Some(b) = &self.public_base_url {
+            return b.clone();
+        }
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}/fhir")
+    }
+    /// Queues an export job for the worker.
+    pub fn enqueue_export(&self, job: String) {
+        if self.export_queue.send(job).is_err() {
+            tracing::error!("the export worker has stopped; the job stays queued until restart");
+        }
+    }
+}
+
+/// What the server needs at start.
+pub struct ServerConfig {
+    /// Public base URL, if fixed.
+    pub public_base_url: Option<String>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Version string for the CapabilityStatement.
+    pub software_version: String,
+}
+
+/// Builds the state and starts the export worker (resuming unfinished jobs).
+pub async fn build_state(
+    records: Arc<RecordService>,
+    verifier: TokenVerifier,
+    export_files: Arc<dyn ExportFiles>,
+    config: ServerConfig,
+) -> AppState {
+    let capability = capability::capability_statement(
+        records.definitions(),
+        config.public_base_url.as_deref().unwrap_or(""),
+        &config.software_version,
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let worker_records = records.clone();
+    let worker_files = export_files.clone();
+    tokio::spawn(async move {
+        while let Some(job) = rx.recv().await {
+            if let Err(e) = worker_records.run_export(&job, &worker_files).await {
+                tracing::error!(job = %job, error = %e, "export job failed");
+            }
+        }
+    });
+    match records.unfinished_exports().await {
+        Ok(jobs) => {
+            for j in jobs {
+                tracing::info!(job = %j, "resuming export job");
+                let _ = tx.send(j);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot list unfinished export jobs"),
+    }
+    AppState {
+        records,
+        verifier: Arc::new(verifier),
+        export_files,
+        capability: Arc::new(capability),
+        public_base_url: config.public_base_url,
+        max_body_bytes: config.max_body_bytes,
+        export_queue: tx,
+    }
+}
+
+/// The router with every route and layer.
+pub fn router(state: AppState) -> Router {
+    use handlers::*;
+    let request_id = HeaderName::from_static("x-request-id");
+    let fhir = Router::new()
+        .route("/metadata", get(metadata))
+        .route("/", post(root_post))
+        .route("/_history", get(system_history))
+        .route(
+            "/{rt}",
+            get(type_get)
+                .post(type_post)
+                .put(type_put)
+                .delete(type_delete),
+        )
+        .route("/{rt}/_search", post(type_search_post))
+        .route("/{rt}/_history", get(type_history))
+        .route(
+            "/{rt}/{id}",
+            get(instance_get)
+                .put(instance_put)
+                .patch(instance_patch)
+                .delete(instance_delete),
+        )
+        .route("/{rt}/{id}/{op}", get(instance_op))
+        .route("/{rt}/{id}/_history/{vid}", get(vread))
+        .layer(axum::middleware::from_fn(negotiate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/fhir", fhir)
+        .with_state(state)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                // The operation id goes in every log line; the URL does not (it may carry
+                // search values, which can be PHI).
+                let op = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                tracing::info_span!("request", operation_id = %op, method = %req.method())
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Serves until `shutdown` resolves.
+///
+/// # Errors
+/// If the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Default largest body: 32 MiB.
+pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// How long a request may run before it is cut off.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);

@@ -27,7 +27,9 @@ pub fn map_err(e: sqlx::Error) -> StoreError {
 
 macro_rules! exec_for {
     ($db:ty, $row:ty, $conn:ty) => {
-        fn bind_all<'q>(sql: &'q Sql) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
+        fn bind_all<'q>(
+            sql: &'q Sql,
+        ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
             let mut q = sqlx::query::<$db>(AssertSqlSafe(sql.text.clone()));
             for a in &sql.args {
                 q = match a {
@@ -57,14 +59,25 @@ macro_rules! exec_for {
         }
 
         /// Runs a query on a connection.
-        pub async fn fetch_on(conn: &mut $conn, sql: Sql, cols: &[Col]) -> Result<Vec<Row>, StoreError> {
-            let rows = bind_all(&sql).fetch_all(&mut *conn).await.map_err(map_err)?;
+        pub async fn fetch_on(
+            conn: &mut $conn,
+            sql: Sql,
+            cols: &[Col],
+        ) -> Result<Vec<Row>, StoreError> {
+            let rows = bind_all(&sql)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map_err)?;
             rows.iter().map(|r| decode(r, cols)).collect()
         }
 
         /// Runs a statement on a connection.
         pub async fn execute_on(conn: &mut $conn, sql: Sql) -> Result<u64, StoreError> {
-            Ok(bind_all(&sql).execute(&mut *conn).await.map_err(map_err)?.rows_affected())
+            Ok(bind_all(&sql)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?
+                .rows_affected())
         }
     };
 }
@@ -72,7 +85,11 @@ macro_rules! exec_for {
 /// SQLite execution.
 pub mod sqlite {
     use super::*;
-    exec_for!(sqlx::Sqlite, sqlx::sqlite::SqliteRow, sqlx::SqliteConnection);
+    exec_for!(
+        sqlx::Sqlite,
+        sqlx::sqlite::SqliteRow,
+        sqlx::SqliteConnection
+    );
 }
 
 /// PostgreSQL execution.

@@ -21,20 +21,35 @@ use medmesh_store::{RecordStore, StoreError};
 ///
 /// # Errors
 /// If the database cannot be opened or migrated.
-pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Arc<dyn RecordStore>, StoreError> {
+pub async fn open(
+    database_url: Option<&str>,
+    data_dir: &Path,
+) -> Result<Arc<dyn RecordStore>, StoreError> {
     match database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(store::SqlStore::new(postgres::PgBackend::open(url, 16).await?)))
+            Ok(Arc::new(store::SqlStore::new(
+                postgres::PgBackend::open(url, 16).await?,
+            )))
         }
         Some(url) => {
-            let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).ok_or_else(|| {
-                StoreError::Backend("database URL must start with postgres:// or sqlite://".into())
-            })?;
-            Ok(Arc::new(store::SqlStore::new(sqlite::SqliteBackend::open(Path::new(path)).await?)))
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .ok_or_else(|| {
+                    StoreError::Backend(
+                        "database URL must start with postgres:// or sqlite://".into(),
+                    )
+                })?;
+            Ok(Arc::new(store::SqlStore::new(
+                sqlite::SqliteBackend::open(Path::new(path)).await?,
+            )))
         }
         None => {
-            std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Backend(format!("cannot create data directory: {e}")))?;
-            Ok(Arc::new(store::SqlStore::new(sqlite::SqliteBackend::open(&data_dir.join("medmesh.db")).await?)))
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| StoreError::Backend(format!("cannot create data directory: {e}")))?;
+            Ok(Arc::new(store::SqlStore::new(
+                sqlite::SqliteBackend::open(&data_dir.join("medmesh.db")).await?,
+            )))
         }
     }
 }

@@ -25,8 +25,15 @@ impl PgBackend {
     /// If the server is unreachable or the migrations fail.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(map_err)?;
-        let pool = PgPoolOptions::new().max_connections(max_connections).connect_with(options).await.map_err(map_err)?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await.map_err(|e| StoreError::Backend(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options)
+            .await
+            .map_err(map_err)?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Self { pool })
     }
 }

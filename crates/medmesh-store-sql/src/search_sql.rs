@@ -4,7 +4,9 @@
 //! compose freely (AND across parameters, OR across values) and recurse for chains and `_has`.
 
 use medmesh_fhir::SearchParamType;
-use medmesh_fhir::search::{Criterion, Prefix, SearchQuery, SortKey, StringMatch, UriMatch, ValuePredicate};
+use medmesh_fhir::search::{
+    Criterion, Prefix, SearchQuery, SortKey, StringMatch, UriMatch, ValuePredicate,
+};
 use medmesh_store::StoreError;
 
 use crate::sql::{Dialect, Sql, like_escape};
@@ -13,7 +15,9 @@ use crate::sql::{Dialect, Sql, like_escape};
 pub fn table_for(kind: SearchParamType) -> &'static str {
     match kind {
         SearchParamType::String => "idx_string",
-        SearchParamType::Token | SearchParamType::Composite | SearchParamType::Special => "idx_token",
+        SearchParamType::Token | SearchParamType::Composite | SearchParamType::Special => {
+            "idx_token"
+        }
         SearchParamType::Date => "idx_date",
         SearchParamType::Number | SearchParamType::Quantity => "idx_quantity",
         SearchParamType::Reference => "idx_reference",
@@ -24,10 +28,14 @@ pub fn table_for(kind: SearchParamType) -> &'static str {
 fn table_for_predicate(p: &ValuePredicate) -> &'static str {
     match p {
         ValuePredicate::String { .. } => "idx_string",
-        ValuePredicate::Token { .. } | ValuePredicate::TokenText(_) | ValuePredicate::Composite(_) => "idx_token",
+        ValuePredicate::Token { .. }
+        | ValuePredicate::TokenText(_)
+        | ValuePredicate::Composite(_) => "idx_token",
         ValuePredicate::Date { .. } => "idx_date",
         ValuePredicate::Quantity { .. } => "idx_quantity",
-        ValuePredicate::Reference { .. } | ValuePredicate::ReferenceIdentifier { .. } => "idx_reference",
+        ValuePredicate::Reference { .. } | ValuePredicate::ReferenceIdentifier { .. } => {
+            "idx_reference"
+        }
         ValuePredicate::Uri { .. } => "idx_uri",
     }
 }
@@ -46,10 +54,14 @@ fn predicate(sql: &mut Sql, x: &str, p: &ValuePredicate) {
                 sql.push(&format!("{x}.exact = ")).str(value);
             }
             StringMatch::StartsWith => {
-                sql.push(&format!("{x}.norm LIKE ")).str(&format!("{}%", like_escape(value))).push(" ESCAPE '\\'");
+                sql.push(&format!("{x}.norm LIKE "))
+                    .str(&format!("{}%", like_escape(value)))
+                    .push(" ESCAPE '\\'");
             }
             StringMatch::Contains => {
-                sql.push(&format!("{x}.norm LIKE ")).str(&format!("%{}%", like_escape(value))).push(" ESCAPE '\\'");
+                sql.push(&format!("{x}.norm LIKE "))
+                    .str(&format!("%{}%", like_escape(value)))
+                    .push(" ESCAPE '\\'");
             }
         },
         ValuePredicate::Token { system, code } => {
@@ -69,16 +81,26 @@ fn predicate(sql: &mut Sql, x: &str, p: &ValuePredicate) {
             sql.push(")");
         }
         ValuePredicate::TokenText(t) => {
-            sql.push(&format!("{x}.text LIKE ")).str(&format!("{}%", like_escape(t))).push(" ESCAPE '\\'");
+            sql.push(&format!("{x}.text LIKE "))
+                .str(&format!("{}%", like_escape(t)))
+                .push(" ESCAPE '\\'");
         }
         ValuePredicate::Date { prefix, lo, hi } => {
             let (lo, hi) = (*lo, *hi);
             match prefix {
                 Prefix::Eq => {
-                    sql.push(&format!("({x}.lo >= ")).int(lo).push(&format!(" AND {x}.hi <= ")).int(hi).push(")");
+                    sql.push(&format!("({x}.lo >= "))
+                        .int(lo)
+                        .push(&format!(" AND {x}.hi <= "))
+                        .int(hi)
+                        .push(")");
                 }
                 Prefix::Ne => {
-                    sql.push(&format!("NOT ({x}.lo >= ")).int(lo).push(&format!(" AND {x}.hi <= ")).int(hi).push(")");
+                    sql.push(&format!("NOT ({x}.lo >= "))
+                        .int(lo)
+                        .push(&format!(" AND {x}.hi <= "))
+                        .int(hi)
+                        .push(")");
                 }
                 Prefix::Gt => {
                     sql.push(&format!("{x}.hi > ")).int(hi);
@@ -101,18 +123,36 @@ fn predicate(sql: &mut Sql, x: &str, p: &ValuePredicate) {
                 Prefix::Ap => {
                     // Approximately: within 10% of the distance from now, and at least a day.
                     let w = ((now_micros() - lo).abs() / 10).max(DAY_MICROS);
-                    sql.push(&format!("({x}.lo < ")).int(hi.saturating_add(w)).push(&format!(" AND {x}.hi > ")).int(lo.saturating_sub(w)).push(")");
+                    sql.push(&format!("({x}.lo < "))
+                        .int(hi.saturating_add(w))
+                        .push(&format!(" AND {x}.hi > "))
+                        .int(lo.saturating_sub(w))
+                        .push(")");
                 }
             }
         }
-        ValuePredicate::Quantity { prefix, value, lo, hi, system, code } => {
+        ValuePredicate::Quantity {
+            prefix,
+            value,
+            lo,
+            hi,
+            system,
+            code,
+        } => {
             sql.push("(");
             match prefix {
                 Prefix::Eq => {
-                    sql.push(&format!("{x}.lo >= ")).float(*lo).push(&format!(" AND {x}.hi < ")).float(*hi);
+                    sql.push(&format!("{x}.lo >= "))
+                        .float(*lo)
+                        .push(&format!(" AND {x}.hi < "))
+                        .float(*hi);
                 }
                 Prefix::Ne => {
-                    sql.push(&format!("NOT ({x}.lo >= ")).float(*lo).push(&format!(" AND {x}.hi < ")).float(*hi).push(")");
+                    sql.push(&format!("NOT ({x}.lo >= "))
+                        .float(*lo)
+                        .push(&format!(" AND {x}.hi < "))
+                        .float(*hi)
+                        .push(")");
                 }
                 Prefix::Gt => {
                     sql.push(&format!("{x}.hi > ")).float(*value);
@@ -134,7 +174,10 @@ fn predicate(sql: &mut Sql, x: &str, p: &ValuePredicate) {
                 }
                 Prefix::Ap => {
                     let w = (value.abs() * 0.1).max(hi - lo);
-                    sql.push(&format!("{x}.lo <= ")).float(value + w).push(&format!(" AND {x}.hi >= ")).float(value - w);
+                    sql.push(&format!("{x}.lo <= "))
+                        .float(value + w)
+                        .push(&format!(" AND {x}.hi >= "))
+                        .float(value - w);
                 }
             }
             if let Some(s) = system {
@@ -145,7 +188,11 @@ fn predicate(sql: &mut Sql, x: &str, p: &ValuePredicate) {
             }
             sql.push(")");
         }
-        ValuePredicate::Reference { target_type, id, url } => {
+        ValuePredicate::Reference {
+            target_type,
+            id,
+            url,
+        } => {
             sql.push("(");
             let mut local = false;
             if let Some(i) = id {
@@ -179,10 +226,14 @@ fn predicate(sql: &mut Sql, x: &str, p: &ValuePredicate) {
                 sql.push(&format!("{x}.uri = ")).str(value);
             }
             UriMatch::Below => {
-                sql.push(&format!("{x}.uri LIKE ")).str(&format!("{}%", like_escape(value))).push(" ESCAPE '\\'");
+                sql.push(&format!("{x}.uri LIKE "))
+                    .str(&format!("{}%", like_escape(value)))
+                    .push(" ESCAPE '\\'");
             }
             UriMatch::Above => {
-                sql.push("substr(").str(value).push(&format!(", 1, length({x}.uri)) = {x}.uri"));
+                sql.push("substr(")
+                    .str(value)
+                    .push(&format!(", 1, length({x}.uri)) = {x}.uri"));
             }
         },
         ValuePredicate::Composite(_) => {
@@ -212,7 +263,13 @@ fn push_type(sql: &mut Sql, x: &str, outer: &str, t: TypeRef<'_>) {
 }
 
 /// Appends SQL for a criterion on the `resources` alias `r`.
-fn criterion(sql: &mut Sql, r: &str, t: TypeRef<'_>, c: &Criterion, depth: usize) -> Result<(), StoreError> {
+fn criterion(
+    sql: &mut Sql,
+    r: &str,
+    t: TypeRef<'_>,
+    c: &Criterion,
+    depth: usize,
+) -> Result<(), StoreError> {
     if depth > 8 {
         return Err(StoreError::Backend("search nesting too deep".into()));
     }
@@ -221,50 +278,91 @@ fn criterion(sql: &mut Sql, r: &str, t: TypeRef<'_>, c: &Criterion, depth: usize
         Criterion::Any => {
             sql.push("1=1");
         }
-        Criterion::Param { code, kind, any_of, negate } => {
+        Criterion::Param {
+            code,
+            kind,
+            any_of,
+            negate,
+        } => {
             sql.push("(");
             for (i, p) in any_of.iter().enumerate() {
                 if i > 0 {
                     sql.push(if *negate { " AND " } else { " OR " });
                 }
                 if let ValuePredicate::Composite(parts) = p {
-                    sql.push(&format!("{r}.rid {}IN (SELECT c0.rid FROM ", if *negate { "NOT " } else { "" }));
+                    sql.push(&format!(
+                        "{r}.rid {}IN (SELECT c0.rid FROM ",
+                        if *negate { "NOT " } else { "" }
+                    ));
                     for (n, (_, cp)) in parts.iter().enumerate() {
                         if n == 0 {
                             sql.push(&format!("{} c0", table_for_predicate(cp)));
                         } else {
-                            sql.push(&format!(" JOIN {} c{n} ON c{n}.rid = c0.rid AND c{n}.grp = c0.grp", table_for_predicate(cp)));
+                            sql.push(&format!(
+                                " JOIN {} c{n} ON c{n}.rid = c0.rid AND c{n}.grp = c0.grp",
+                                table_for_predicate(cp)
+                            ));
                         }
                     }
                     sql.push(" WHERE ");
                     push_type(sql, "c0", r, t);
                     for (n, (pcode, cp)) in parts.iter().enumerate() {
-                        sql.push(&format!(" AND c{n}.param = ")).str(pcode).push(" AND ");
+                        sql.push(&format!(" AND c{n}.param = "))
+                            .str(pcode)
+                            .push(" AND ");
                         predicate(sql, &format!("c{n}"), cp);
                     }
                     sql.push(")");
                     continue;
                 }
-                let table = if *kind == SearchParamType::Composite { table_for_predicate(p) } else { table_for(*kind) };
-                sql.push(&format!("{r}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE ", if *negate { "NOT " } else { "" }));
+                let table = if *kind == SearchParamType::Composite {
+                    table_for_predicate(p)
+                } else {
+                    table_for(*kind)
+                };
+                sql.push(&format!(
+                    "{r}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE ",
+                    if *negate { "NOT " } else { "" }
+                ));
                 push_type(sql, &x, r, t);
-                sql.push(&format!(" AND {x}.param = ")).str(code).push(" AND ");
+                sql.push(&format!(" AND {x}.param = "))
+                    .str(code)
+                    .push(" AND ");
                 predicate(sql, &x, p);
                 sql.push(")");
             }
             sql.push(")");
         }
-        Criterion::Missing { code, kind, missing } => {
-            let (table, param) = if *kind == SearchParamType::Composite { ("idx_token", format!("{code}#0")) } else { (table_for(*kind), code.clone()) };
-            sql.push(&format!("{r}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE ", if *missing { "NOT " } else { "" }));
+        Criterion::Missing {
+            code,
+            kind,
+            missing,
+        } => {
+            let (table, param) = if *kind == SearchParamType::Composite {
+                ("idx_token", format!("{code}#0"))
+            } else {
+                (table_for(*kind), code.clone())
+            };
+            sql.push(&format!(
+                "{r}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE ",
+                if *missing { "NOT " } else { "" }
+            ));
             push_type(sql, &x, r, t);
-            sql.push(&format!(" AND {x}.param = ")).str(&param).push(")");
+            sql.push(&format!(" AND {x}.param = "))
+                .str(&param)
+                .push(")");
         }
-        Criterion::Chain { code, target_types, inner } => {
+        Criterion::Chain {
+            code,
+            target_types,
+            inner,
+        } => {
             let tr = format!("t{depth}");
             sql.push(&format!("{r}.rid IN (SELECT {x}.rid FROM idx_reference {x} JOIN resources {tr} ON {tr}.res_type = {x}.target_type AND {tr}.res_id = {x}.target_id WHERE "));
             push_type(sql, &x, r, t);
-            sql.push(&format!(" AND {x}.param = ")).str(code).push(&format!(" AND {tr}.deleted = 0 AND {tr}.res_type IN ("));
+            sql.push(&format!(" AND {x}.param = "))
+                .str(code)
+                .push(&format!(" AND {tr}.deleted = 0 AND {tr}.res_type IN ("));
             sql.str_list(target_types).push(") AND ");
             let inner_t = match target_types.as_slice() {
                 [one] => TypeRef::Known(one),
@@ -273,11 +371,18 @@ fn criterion(sql: &mut Sql, r: &str, t: TypeRef<'_>, c: &Criterion, depth: usize
             criterion(sql, &tr, inner_t, inner, depth + 1)?;
             sql.push(")");
         }
-        Criterion::Has { source_type, code, inner } => {
+        Criterion::Has {
+            source_type,
+            code,
+            inner,
+        } => {
             let s = format!("s{depth}");
             let g = format!("g{depth}");
             sql.push(&format!("{r}.rid IN (SELECT {g}.rid FROM idx_reference {x} JOIN resources {s} ON {s}.rid = {x}.rid JOIN resources {g} ON {g}.res_type = {x}.target_type AND {g}.res_id = {x}.target_id WHERE {x}.res_type = "));
-            sql.str(source_type).push(&format!(" AND {x}.param = ")).str(code).push(&format!(" AND {s}.deleted = 0 AND "));
+            sql.str(source_type)
+                .push(&format!(" AND {x}.param = "))
+                .str(code)
+                .push(&format!(" AND {s}.deleted = 0 AND "));
             push_type(sql, &g, r, t);
             sql.push(" AND ");
             criterion(sql, &s, TypeRef::Known(source_type), inner, depth + 1)?;
@@ -289,7 +394,9 @@ fn criterion(sql: &mut Sql, r: &str, t: TypeRef<'_>, c: &Criterion, depth: usize
 
 /// The WHERE clause (without the keyword) for a query's criteria on alias `r`.
 pub fn where_clause(sql: &mut Sql, q: &SearchQuery) -> Result<(), StoreError> {
-    sql.push("r.res_type = ").str(&q.resource_type).push(" AND r.deleted = 0");
+    sql.push("r.res_type = ")
+        .str(&q.resource_type)
+        .push(" AND r.deleted = 0");
     for c in &q.criteria {
         sql.push(" AND ");
         criterion(sql, "r", TypeRef::Known(&q.resource_type), c, 0)?;
@@ -321,7 +428,12 @@ fn sort_expr(sql: &mut Sql, key: &SortKey) {
                 SearchParamType::Uri => "uri",
                 _ => "code",
             };
-            sql.push(&format!("(SELECT {agg}(o.{col}) FROM {} o WHERE o.rid = r.rid AND o.param = ", table_for(key.kind))).str(&key.code).push(")");
+            sql.push(&format!(
+                "(SELECT {agg}(o.{col}) FROM {} o WHERE o.rid = r.rid AND o.param = ",
+                table_for(key.kind)
+            ))
+            .str(&key.code)
+            .push(")");
         }
     }
 }
@@ -362,15 +474,27 @@ impl Cursor {
         let snapshot: i64 = b.parse().map_err(|_| StoreError::BadCursor)?;
         match kind {
             "k" => Ok(Cursor::After { rid: a, snapshot }),
-            "o" if a >= 0 => Ok(Cursor::Offset { offset: a, snapshot }),
+            "o" if a >= 0 => Ok(Cursor::Offset {
+                offset: a,
+                snapshot,
+            }),
             _ => Err(StoreError::BadCursor),
         }
     }
 }
 
 /// Builds the page query: selects `rid, res_type, res_id`, `count + 1` rows to detect a next page.
-pub fn page_query(d: Dialect, q: &SearchQuery, count: u32, cursor: Option<Cursor>, snapshot: i64) -> Result<Sql, StoreError> {
-    let mut sql = Sql::new(d, "SELECT r.rid, r.res_type, r.res_id FROM resources r WHERE ");
+pub fn page_query(
+    d: Dialect,
+    q: &SearchQuery,
+    count: u32,
+    cursor: Option<Cursor>,
+    snapshot: i64,
+) -> Result<Sql, StoreError> {
+    let mut sql = Sql::new(
+        d,
+        "SELECT r.rid, r.res_type, r.res_id FROM resources r WHERE ",
+    );
     where_clause(&mut sql, q)?;
     sql.push(" AND r.rid <= ").int(snapshot);
     if let Some(Cursor::After { rid, .. }) = cursor {
@@ -405,7 +529,16 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
-        for c in [Cursor::After { rid: 5, snapshot: 9 }, Cursor::Offset { offset: 20, snapshot: 100 }] {
+        for c in [
+            Cursor::After {
+                rid: 5,
+                snapshot: 9,
+            },
+            Cursor::Offset {
+                offset: 20,
+                snapshot: 100,
+            },
+        ] {
             assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
         }
         for bad in ["", "x1.2", "k1", "o-1.2", "kA.2"] {

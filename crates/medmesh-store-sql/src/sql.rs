@@ -132,7 +132,11 @@ pub struct Sql {
 impl Sql {
     /// Starts a statement.
     pub fn new(dialect: Dialect, init: &str) -> Self {
-        Self { dialect, text: init.to_string(), args: Vec::new() }
+        Self {
+            dialect,
+            text: init.to_string(),
+            args: Vec::new(),
+        }
     }
     /// The dialect.
     pub fn dialect(&self) -> Dialect {

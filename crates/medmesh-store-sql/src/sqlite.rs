@@ -46,8 +46,14 @@ impl SqliteBackend {
             .connect_with(options)
             .await
             .map_err(map_err)?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await.map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(Self { pool, writer: Arc::new(Semaphore::new(1)) })
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Self {
+            pool,
+            writer: Arc::new(Semaphore::new(1)),
+        })
     }
 }
 
@@ -88,9 +94,21 @@ impl Backend for SqliteBackend {
         self.pool.acquire().await.map_err(map_err)
     }
     async fn begin(&self) -> Result<Self::Tx, StoreError> {
-        let permit = self.writer.clone().acquire_owned().await.map_err(|e| StoreError::Backend(e.to_string()))?;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
-        Ok(SqliteTx { tx, _permit: permit })
+        let permit = self
+            .writer
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        Ok(SqliteTx {
+            tx,
+            _permit: permit,
+        })
     }
     async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
         tx.tx.commit().await.map_err(map_err)

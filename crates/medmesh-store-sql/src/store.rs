@@ -7,8 +7,8 @@ use medmesh_audit::AuditEntry;
 use medmesh_fhir::index::{IndexRow, IndexValue};
 use medmesh_fhir::search::{Include, SearchQuery};
 use medmesh_store::{
-    ExportJob, HistoryPage, HistoryQuery, HistoryScope, NewVersion, PageRequest, RecordStore, RecordTx, SearchPage,
-    StoreError, StoredVersion, VersionHead,
+    ExportJob, HistoryPage, HistoryQuery, HistoryScope, NewVersion, PageRequest, RecordStore,
+    RecordTx, SearchPage, StoreError, StoredVersion, VersionHead,
 };
 
 use crate::exec::Exec;
@@ -41,7 +41,9 @@ pub struct SqlStore<B: Backend> {
 impl<B: Backend> SqlStore<B> {
     /// Wraps a backend.
     pub fn new(backend: B) -> Self {
-        Self { backend: Arc::new(backend) }
+        Self {
+            backend: Arc::new(backend),
+        }
     }
     fn sql(&self, init: &str) -> Sql {
         Sql::new(self.backend.dialect(), init)
@@ -62,59 +64,119 @@ fn version_from(mut row: Row) -> Result<StoredVersion, StoreError> {
 }
 
 fn keys_from(rows: Vec<Row>, type_col: usize) -> Result<Vec<(String, String)>, StoreError> {
-    rows.into_iter().map(|r| Ok((r.string(type_col)?, r.string(type_col + 1)?))).collect()
+    rows.into_iter()
+        .map(|r| Ok((r.string(type_col)?, r.string(type_col + 1)?)))
+        .collect()
 }
 
 async fn max_rid(conn: &mut impl Exec, d: Dialect) -> Result<i64, StoreError> {
-    let rows = conn.fetch(Sql::new(d, "SELECT MAX(rid) FROM resources"), &[Col::OptI64]).await?;
-    Ok(rows.first().map(|r| r.opt_i64(0)).transpose()?.flatten().unwrap_or(0))
+    let rows = conn
+        .fetch(
+            Sql::new(d, "SELECT MAX(rid) FROM resources"),
+            &[Col::OptI64],
+        )
+        .await?;
+    Ok(rows
+        .first()
+        .map(|r| r.opt_i64(0))
+        .transpose()?
+        .flatten()
+        .unwrap_or(0))
 }
 
 /// Runs a search page on any executor (the pool, or a transaction for conditional writes).
-async fn run_search(conn: &mut impl Exec, d: Dialect, query: &SearchQuery, page: &PageRequest) -> Result<SearchPage, StoreError> {
+async fn run_search(
+    conn: &mut impl Exec,
+    d: Dialect,
+    query: &SearchQuery,
+    page: &PageRequest,
+) -> Result<SearchPage, StoreError> {
     let cursor = page.cursor.as_deref().map(Cursor::decode).transpose()?;
     let snapshot = match cursor {
         Some(Cursor::After { snapshot, .. } | Cursor::Offset { snapshot, .. }) => snapshot,
         None => max_rid(conn, d).await?,
     };
     let total = if page.with_total {
-        let rows = conn.fetch(search_sql::count_query(d, query, snapshot)?, &[Col::I64]).await?;
-        Some(rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0).max(0) as u64)
+        let rows = conn
+            .fetch(search_sql::count_query(d, query, snapshot)?, &[Col::I64])
+            .await?;
+        Some(
+            rows.first()
+                .map(|r| r.i64(0))
+                .transpose()?
+                .unwrap_or(0)
+                .max(0) as u64,
+        )
     } else {
         None
     };
     if page.count == 0 {
-        return Ok(SearchPage { matches: Vec::new(), total, next: None });
+        return Ok(SearchPage {
+            matches: Vec::new(),
+            total,
+            next: None,
+        });
     }
-    let rows = conn.fetch(search_sql::page_query(d, query, page.count, cursor, snapshot)?, &[Col::I64, Col::Str, Col::Str]).await?;
+    let rows = conn
+        .fetch(
+            search_sql::page_query(d, query, page.count, cursor, snapshot)?,
+            &[Col::I64, Col::Str, Col::Str],
+        )
+        .await?;
     let has_more = rows.len() > page.count as usize;
     let rows: Vec<Row> = rows.into_iter().take(page.count as usize).collect();
     let next = if has_more {
         Some(if query.sort.is_empty() {
             let last = rows.last().map(|r| r.i64(0)).transpose()?.unwrap_or(0);
-            Cursor::After { rid: last, snapshot }.encode()
+            Cursor::After {
+                rid: last,
+                snapshot,
+            }
+            .encode()
         } else {
             let offset = match cursor {
                 Some(Cursor::Offset { offset, .. }) => offset,
                 _ => 0,
             };
-            Cursor::Offset { offset: offset + i64::from(page.count), snapshot }.encode()
+            Cursor::Offset {
+                offset: offset + i64::from(page.count),
+                snapshot,
+            }
+            .encode()
         })
     } else {
         None
     };
-    Ok(SearchPage { matches: keys_from(rows, 1)?, total, next })
+    Ok(SearchPage {
+        matches: keys_from(rows, 1)?,
+        total,
+        next,
+    })
 }
 
 fn audit_insert(d: Dialect, entries: &[AuditEntry]) -> Sql {
-    let mut sql = Sql::new(d, "INSERT INTO audit_log (time_micros, operation_id, actor, action, resource_type, resource_ids, outcome, source_ip) VALUES ");
+    let mut sql = Sql::new(
+        d,
+        "INSERT INTO audit_log (time_micros, operation_id, actor, action, resource_type, resource_ids, outcome, source_ip) VALUES ",
+    );
     for (i, e) in entries.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
         }
-        sql.push("(").int(e.time_micros).push(", ").str(&e.operation_id).push(", ").str(&e.actor).push(", ").str(&e.action).push(", ");
+        sql.push("(")
+            .int(e.time_micros)
+            .push(", ")
+            .str(&e.operation_id)
+            .push(", ")
+            .str(&e.actor)
+            .push(", ")
+            .str(&e.action)
+            .push(", ");
         sql.bind(Arg::OptStr(e.resource_type.clone())).push(", ");
-        sql.str(&serde_json::to_string(&e.resource_ids).unwrap_or_else(|_| "[]".into())).push(", ").str(e.outcome.code()).push(", ");
+        sql.str(&serde_json::to_string(&e.resource_ids).unwrap_or_else(|_| "[]".into()))
+            .push(", ")
+            .str(e.outcome.code())
+            .push(", ");
         sql.bind(Arg::OptStr(e.source_ip.clone())).push(")");
     }
     sql
@@ -124,21 +186,48 @@ fn audit_insert(d: Dialect, entries: &[AuditEntry]) -> Sql {
 impl<B: Backend> RecordStore for SqlStore<B> {
     async fn begin(&self) -> Result<Box<dyn RecordTx>, StoreError> {
         let tx = self.backend.begin().await?;
-        Ok(Box::new(SqlTx::<B> { tx, dialect: self.backend.dialect(), pending: Vec::new() }))
+        Ok(Box::new(SqlTx::<B> {
+            tx,
+            dialect: self.backend.dialect(),
+            pending: Vec::new(),
+        }))
     }
 
-    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError> {
+    async fn read(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredVersion>, StoreError> {
         let mut sql = self.sql("SELECT v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.body FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.res_type = ");
         sql.str(resource_type).push(" AND r.res_id = ").str(id);
         let mut conn = self.backend.conn().await?;
-        conn.fetch(sql, &VERSION_COLS).await?.into_iter().next().map(version_from).transpose()
+        conn.fetch(sql, &VERSION_COLS)
+            .await?
+            .into_iter()
+            .next()
+            .map(version_from)
+            .transpose()
     }
 
-    async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<StoredVersion>, StoreError> {
+    async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<StoredVersion>, StoreError> {
         let mut sql = self.sql("SELECT res_type, res_id, version, last_updated, deleted, body FROM resource_versions WHERE res_type = ");
-        sql.str(resource_type).push(" AND res_id = ").str(id).push(" AND version = ").int(version);
+        sql.str(resource_type)
+            .push(" AND res_id = ")
+            .str(id)
+            .push(" AND version = ")
+            .int(version);
         let mut conn = self.backend.conn().await?;
-        conn.fetch(sql, &VERSION_COLS).await?.into_iter().next().map(version_from).transpose()
+        conn.fetch(sql, &VERSION_COLS)
+            .await?
+            .into_iter()
+            .next()
+            .map(version_from)
+            .transpose()
     }
 
     async fn read_many(&self, keys: &[(String, String)]) -> Result<Vec<StoredVersion>, StoreError> {
@@ -150,7 +239,11 @@ impl<B: Backend> RecordStore for SqlStore<B> {
                 if i > 0 {
                     sql.push(" OR ");
                 }
-                sql.push("(r.res_type = ").str(t).push(" AND r.res_id = ").str(id).push(")");
+                sql.push("(r.res_type = ")
+                    .str(t)
+                    .push(" AND r.res_id = ")
+                    .str(id)
+                    .push(")");
             }
             sql.push(")");
             for row in conn.fetch(sql, &VERSION_COLS).await? {
@@ -158,7 +251,10 @@ impl<B: Backend> RecordStore for SqlStore<B> {
             }
         }
         // Keep the caller's order.
-        out.sort_by_key(|v| keys.iter().position(|(t, id)| *t == v.resource_type && *id == v.id));
+        out.sort_by_key(|v| {
+            keys.iter()
+                .position(|(t, id)| *t == v.resource_type && *id == v.id)
+        });
         Ok(out)
     }
 
@@ -166,7 +262,10 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         let filter = |sql: &mut Sql| {
             match &q.scope {
                 HistoryScope::Instance(t, id) => {
-                    sql.push(" AND v.res_type = ").str(t).push(" AND v.res_id = ").str(id);
+                    sql.push(" AND v.res_type = ")
+                        .str(t)
+                        .push(" AND v.res_id = ")
+                        .str(id);
                 }
                 HistoryScope::Type(t) => {
                     sql.push(" AND v.res_type = ").str(t);
@@ -185,14 +284,25 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         let mut conn = self.backend.conn().await?;
         let mut count = self.sql("SELECT COUNT(*) FROM resource_versions v WHERE 1=1");
         filter(&mut count);
-        let total = conn.fetch(count, &[Col::I64]).await?.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0).max(0) as u64;
+        let total = conn
+            .fetch(count, &[Col::I64])
+            .await?
+            .first()
+            .map(|r| r.i64(0))
+            .transpose()?
+            .unwrap_or(0)
+            .max(0) as u64;
         let mut sql = self.sql("SELECT v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.body, v.seq FROM resource_versions v WHERE 1=1");
         filter(&mut sql);
         if let Some(c) = &q.cursor {
-            let before: i64 = c.strip_prefix('h').and_then(|s| s.parse().ok()).ok_or(StoreError::BadCursor)?;
+            let before: i64 = c
+                .strip_prefix('h')
+                .and_then(|s| s.parse().ok())
+                .ok_or(StoreError::BadCursor)?;
             sql.push(" AND v.seq < ").int(before);
         }
-        sql.push(" ORDER BY v.seq DESC LIMIT ").int(i64::from(q.count) + 1);
+        sql.push(" ORDER BY v.seq DESC LIMIT ")
+            .int(i64::from(q.count) + 1);
         let mut cols = VERSION_COLS.to_vec();
         cols.push(Col::I64);
         let rows = conn.fetch(sql, &cols).await?;
@@ -203,15 +313,27 @@ impl<B: Backend> RecordStore for SqlStore<B> {
             last_seq = row.i64(6)?;
             versions.push(version_from(row)?);
         }
-        Ok(HistoryPage { versions, total, next: has_more.then(|| format!("h{last_seq}")) })
+        Ok(HistoryPage {
+            versions,
+            total,
+            next: has_more.then(|| format!("h{last_seq}")),
+        })
     }
 
-    async fn search(&self, query: &SearchQuery, page: &PageRequest) -> Result<SearchPage, StoreError> {
+    async fn search(
+        &self,
+        query: &SearchQuery,
+        page: &PageRequest,
+    ) -> Result<SearchPage, StoreError> {
         let mut conn = self.backend.conn().await?;
         run_search(&mut conn, self.backend.dialect(), query, page).await
     }
 
-    async fn include_targets(&self, from: &[(String, String)], include: &Include) -> Result<Vec<(String, String)>, StoreError> {
+    async fn include_targets(
+        &self,
+        from: &[(String, String)],
+        include: &Include,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         if from.is_empty() {
             return Ok(Vec::new());
         }
@@ -224,7 +346,11 @@ impl<B: Backend> RecordStore for SqlStore<B> {
             sql.push(" AND t.res_type = ").str(tt);
         }
         sql.push(" AND s.res_id IN (");
-        let ids: Vec<String> = from.iter().filter(|(t, _)| *t == include.source_type).map(|(_, id)| id.clone()).collect();
+        let ids: Vec<String> = from
+            .iter()
+            .filter(|(t, _)| *t == include.source_type)
+            .map(|(_, id)| id.clone())
+            .collect();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -233,7 +359,11 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         keys_from(conn.fetch(sql, &[Col::Str, Col::Str]).await?, 0)
     }
 
-    async fn revinclude_sources(&self, to: &[(String, String)], include: &Include) -> Result<Vec<(String, String)>, StoreError> {
+    async fn revinclude_sources(
+        &self,
+        to: &[(String, String)],
+        include: &Include,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         if to.is_empty() {
             return Ok(Vec::new());
         }
@@ -247,26 +377,49 @@ impl<B: Backend> RecordStore for SqlStore<B> {
             if i > 0 {
                 sql.push(" OR ");
             }
-            sql.push("(x.target_id = ").str(id).push(" AND x.target_type = ").str(t).push(")");
+            sql.push("(x.target_id = ")
+                .str(id)
+                .push(" AND x.target_type = ")
+                .str(t)
+                .push(")");
         }
         sql.push(")");
         let mut conn = self.backend.conn().await?;
         keys_from(conn.fetch(sql, &[Col::Str, Col::Str]).await?, 0)
     }
 
-    async fn compartment_page(&self, patient_id: &str, links: &[(String, Vec<String>)], since: Option<i64>, types: &[String], count: u32, cursor: Option<&str>) -> Result<SearchPage, StoreError> {
+    async fn compartment_page(
+        &self,
+        patient_id: &str,
+        links: &[(String, Vec<String>)],
+        since: Option<i64>,
+        types: &[String],
+        count: u32,
+        cursor: Option<&str>,
+    ) -> Result<SearchPage, StoreError> {
         let after: i64 = match cursor {
-            Some(c) => c.strip_prefix('c').and_then(|s| s.parse().ok()).ok_or(StoreError::BadCursor)?,
+            Some(c) => c
+                .strip_prefix('c')
+                .and_then(|s| s.parse().ok())
+                .ok_or(StoreError::BadCursor)?,
             None => 0,
         };
-        let mut sql = self.sql("SELECT r.rid, r.res_type, r.res_id FROM resources r WHERE r.deleted = 0 AND r.rid > ");
-        sql.int(after).push(" AND ((r.res_type = 'Patient' AND r.res_id = ").str(patient_id);
+        let mut sql = self.sql(
+            "SELECT r.rid, r.res_type, r.res_id FROM resources r WHERE r.deleted = 0 AND r.rid > ",
+        );
+        sql.int(after)
+            .push(" AND ((r.res_type = 'Patient' AND r.res_id = ")
+            .str(patient_id);
         sql.push(") OR r.rid IN (SELECT x.rid FROM idx_reference x WHERE x.target_type = 'Patient' AND x.target_id = ").str(patient_id).push(" AND (");
         for (i, (t, params)) in links.iter().enumerate() {
             if i > 0 {
                 sql.push(" OR ");
             }
-            sql.push("(x.res_type = ").str(t).push(" AND x.param IN (").str_list(params).push("))");
+            sql.push("(x.res_type = ")
+                .str(t)
+                .push(" AND x.param IN (")
+                .str_list(params)
+                .push("))");
         }
         if links.is_empty() {
             sql.push("1=0");
@@ -283,8 +436,19 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         let rows = conn.fetch(sql, &[Col::I64, Col::Str, Col::Str]).await?;
         let has_more = rows.len() > count as usize;
         let rows: Vec<Row> = rows.into_iter().take(count as usize).collect();
-        let next = if has_more { rows.last().map(|r| r.i64(0)).transpose()?.map(|rid| format!("c{rid}")) } else { None };
-        Ok(SearchPage { matches: keys_from(rows, 1)?, total: None, next })
+        let next = if has_more {
+            rows.last()
+                .map(|r| r.i64(0))
+                .transpose()?
+                .map(|rid| format!("c{rid}"))
+        } else {
+            None
+        };
+        Ok(SearchPage {
+            matches: keys_from(rows, 1)?,
+            total: None,
+            next,
+        })
     }
 
     async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
@@ -293,23 +457,43 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         }
         let mut tx = self.backend.begin().await?;
         for chunk in entries.chunks(100) {
-            tx.execute(audit_insert(self.backend.dialect(), chunk)).await?;
+            tx.execute(audit_insert(self.backend.dialect(), chunk))
+                .await?;
         }
         B::commit(tx).await
     }
 
     async fn audit_count(&self) -> Result<u64, StoreError> {
         let mut conn = self.backend.conn().await?;
-        let rows = conn.fetch(self.sql("SELECT COUNT(*) FROM audit_log"), &[Col::I64]).await?;
-        Ok(rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0).max(0) as u64)
+        let rows = conn
+            .fetch(self.sql("SELECT COUNT(*) FROM audit_log"), &[Col::I64])
+            .await?;
+        Ok(rows
+            .first()
+            .map(|r| r.i64(0))
+            .transpose()?
+            .unwrap_or(0)
+            .max(0) as u64)
     }
 
-    async fn signing_key(&self, new_kid: &str, new_secret: [u8; 32], now: i64) -> Result<(String, [u8; 32]), StoreError> {
-        let select = || self.sql("SELECT kid, secret FROM signing_keys WHERE active = 1 ORDER BY created_micros DESC LIMIT 1");
+    async fn signing_key(
+        &self,
+        new_kid: &str,
+        new_secret: [u8; 32],
+        now: i64,
+    ) -> Result<(String, [u8; 32]), StoreError> {
+        let select = || {
+            self.sql("SELECT kid, secret FROM signing_keys WHERE active = 1 ORDER BY created_micros DESC LIMIT 1")
+        };
         let decode = |mut rows: Vec<Row>| -> Result<Option<(String, [u8; 32])>, StoreError> {
-            let Some(row) = rows.first_mut() else { return Ok(None) };
+            let Some(row) = rows.first_mut() else {
+                return Ok(None);
+            };
             let kid = row.string(0)?;
-            let secret: [u8; 32] = row.take_bytes(1)?.try_into().map_err(|_| StoreError::Backend("malformed signing key".into()))?;
+            let secret: [u8; 32] = row
+                .take_bytes(1)?
+                .try_into()
+                .map_err(|_| StoreError::Backend("malformed signing key".into()))?;
             Ok(Some((kid, secret)))
         };
         let mut conn = self.backend.conn().await?;
@@ -321,8 +505,14 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         if let Some(k) = decode(tx.fetch(select(), &[Col::Str, Col::Bytes]).await?)? {
             return Ok(k);
         }
-        let mut ins = self.sql("INSERT INTO signing_keys (kid, secret, created_micros, active) VALUES (");
-        ins.str(new_kid).push(", ").bind(Arg::Bytes(new_secret.to_vec())).push(", ").int(now).push(", 1)");
+        let mut ins =
+            self.sql("INSERT INTO signing_keys (kid, secret, created_micros, active) VALUES (");
+        ins.str(new_kid)
+            .push(", ")
+            .bind(Arg::Bytes(new_secret.to_vec()))
+            .push(", ")
+            .int(now)
+            .push(", 1)");
         tx.execute(ins).await?;
         B::commit(tx).await?;
         Ok((new_kid.to_string(), new_secret))
@@ -334,8 +524,16 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         del.str(&job.id);
         tx.execute(del).await?;
         let mut ins = self.sql("INSERT INTO export_jobs (id, state, request, output, error, created, updated) VALUES (");
-        ins.str(&job.id).push(", ").str(&job.state).push(", ").str(&job.request).push(", ");
-        ins.bind(Arg::OptStr(job.output.clone())).push(", ").bind(Arg::OptStr(job.error.clone())).push(", ");
+        ins.str(&job.id)
+            .push(", ")
+            .str(&job.state)
+            .push(", ")
+            .str(&job.request)
+            .push(", ");
+        ins.bind(Arg::OptStr(job.output.clone()))
+            .push(", ")
+            .bind(Arg::OptStr(job.error.clone()))
+            .push(", ");
         ins.int(job.created).push(", ").int(job.updated).push(")");
         tx.execute(ins).await?;
         B::commit(tx).await
@@ -352,10 +550,20 @@ impl<B: Backend> RecordStore for SqlStore<B> {
     async fn unfinished_export_jobs(&self) -> Result<Vec<ExportJob>, StoreError> {
         let sql = self.sql("SELECT id, state, request, output, error, created, updated FROM export_jobs WHERE state IN ('queued', 'running') ORDER BY created");
         let mut conn = self.backend.conn().await?;
-        conn.fetch(sql, &JOB_COLS).await?.into_iter().map(job_from).collect()
+        conn.fetch(sql, &JOB_COLS)
+            .await?
+            .into_iter()
+            .map(job_from)
+            .collect()
     }
 
-    async fn export_page(&self, resource_type: &str, since: Option<i64>, after_rid: i64, count: u32) -> Result<(Vec<StoredVersion>, i64), StoreError> {
+    async fn export_page(
+        &self,
+        resource_type: &str,
+        since: Option<i64>,
+        after_rid: i64,
+        count: u32,
+    ) -> Result<(Vec<StoredVersion>, i64), StoreError> {
         let mut sql = self.sql("SELECT v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.body, r.rid FROM resources r JOIN resource_versions v ON v.rid = r.rid AND v.version = r.version WHERE r.deleted = 0 AND r.res_type = ");
         sql.str(resource_type).push(" AND r.rid > ").int(after_rid);
         if let Some(s) = since {
@@ -376,14 +584,32 @@ impl<B: Backend> RecordStore for SqlStore<B> {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.backend.conn().await?;
-        conn.fetch(self.sql("SELECT 1"), &[Col::I64]).await.map(|_| ())
+        conn.fetch(self.sql("SELECT 1"), &[Col::I64])
+            .await
+            .map(|_| ())
     }
 }
 
-const JOB_COLS: [Col; 7] = [Col::Str, Col::Str, Col::Str, Col::OptStr, Col::OptStr, Col::I64, Col::I64];
+const JOB_COLS: [Col; 7] = [
+    Col::Str,
+    Col::Str,
+    Col::Str,
+    Col::OptStr,
+    Col::OptStr,
+    Col::I64,
+    Col::I64,
+];
 
 fn job_from(r: Row) -> Result<ExportJob, StoreError> {
-    Ok(ExportJob { id: r.string(0)?, state: r.string(1)?, request: r.string(2)?, output: r.opt_string(3)?, error: r.opt_string(4)?, created: r.i64(5)?, updated: r.i64(6)? })
+    Ok(ExportJob {
+        id: r.string(0)?,
+        state: r.string(1)?,
+        request: r.string(2)?,
+        output: r.opt_string(3)?,
+        error: r.opt_string(4)?,
+        created: r.i64(5)?,
+        updated: r.i64(6)?,
+    })
 }
 
 /// A write transaction. Index rows are buffered and written in batches at commit (or before a
@@ -394,7 +620,14 @@ struct SqlTx<B: Backend> {
     pending: Vec<(i64, String, IndexRow)>,
 }
 
-const INDEX_TABLES: [&str; 6] = ["idx_string", "idx_token", "idx_date", "idx_quantity", "idx_reference", "idx_uri"];
+const INDEX_TABLES: [&str; 6] = [
+    "idx_string",
+    "idx_token",
+    "idx_date",
+    "idx_quantity",
+    "idx_reference",
+    "idx_uri",
+];
 
 fn table_of(v: &IndexValue) -> usize {
     match v {
@@ -408,23 +641,61 @@ fn table_of(v: &IndexValue) -> usize {
 }
 
 fn push_index_values(sql: &mut Sql, rid: i64, rt: &str, row: &IndexRow) {
-    sql.push("(").int(rid).push(", ").str(rt).push(", ").str(&row.param).push(", ").int(i64::from(row.group));
+    sql.push("(")
+        .int(rid)
+        .push(", ")
+        .str(rt)
+        .push(", ")
+        .str(&row.param)
+        .push(", ")
+        .int(i64::from(row.group));
     match &row.value {
         IndexValue::String { norm, exact } => {
             sql.push(", ").str(norm).push(", ").str(exact);
         }
         IndexValue::Token { system, code, text } => {
-            sql.push(", ").bind(Arg::OptStr(system.clone())).push(", ").bind(Arg::OptStr(code.clone())).push(", ").bind(Arg::OptStr(text.clone()));
+            sql.push(", ")
+                .bind(Arg::OptStr(system.clone()))
+                .push(", ")
+                .bind(Arg::OptStr(code.clone()))
+                .push(", ")
+                .bind(Arg::OptStr(text.clone()));
         }
         IndexValue::Date { lo, hi } => {
             sql.push(", ").int(*lo).push(", ").int(*hi);
         }
-        IndexValue::Quantity { lo, hi, system, code } => {
-            sql.push(", ").float(*lo).push(", ").float(*hi).push(", ").bind(Arg::OptStr(system.clone())).push(", ").bind(Arg::OptStr(code.clone()));
+        IndexValue::Quantity {
+            lo,
+            hi,
+            system,
+            code,
+        } => {
+            sql.push(", ")
+                .float(*lo)
+                .push(", ")
+                .float(*hi)
+                .push(", ")
+                .bind(Arg::OptStr(system.clone()))
+                .push(", ")
+                .bind(Arg::OptStr(code.clone()));
         }
-        IndexValue::Reference { target_type, target_id, url, identifier_system, identifier_value } => {
-            sql.push(", ").bind(Arg::OptStr(target_type.clone())).push(", ").bind(Arg::OptStr(target_id.clone())).push(", ").bind(Arg::OptStr(url.clone()));
-            sql.push(", ").bind(Arg::OptStr(identifier_system.clone())).push(", ").bind(Arg::OptStr(identifier_value.clone()));
+        IndexValue::Reference {
+            target_type,
+            target_id,
+            url,
+            identifier_system,
+            identifier_value,
+        } => {
+            sql.push(", ")
+                .bind(Arg::OptStr(target_type.clone()))
+                .push(", ")
+                .bind(Arg::OptStr(target_id.clone()))
+                .push(", ")
+                .bind(Arg::OptStr(url.clone()));
+            sql.push(", ")
+                .bind(Arg::OptStr(identifier_system.clone()))
+                .push(", ")
+                .bind(Arg::OptStr(identifier_value.clone()));
         }
         IndexValue::Uri { uri } => {
             sql.push(", ").str(uri);
@@ -449,11 +720,17 @@ impl<B: Backend> SqlTx<B> {
         }
         let pending = std::mem::take(&mut self.pending);
         for (t, table) in INDEX_TABLES.iter().enumerate() {
-            let rows: Vec<&(i64, String, IndexRow)> = pending.iter().filter(|(_, _, r)| table_of(&r.value) == t).collect();
+            let rows: Vec<&(i64, String, IndexRow)> = pending
+                .iter()
+                .filter(|(_, _, r)| table_of(&r.value) == t)
+                .collect();
             // Fixed chunk size keeps the number of distinct statements (and prepared-statement
             // cache entries) small.
             for chunk in rows.chunks(64) {
-                let mut sql = Sql::new(self.dialect, &format!("INSERT INTO {table} {} VALUES ", INDEX_COLUMNS[t]));
+                let mut sql = Sql::new(
+                    self.dialect,
+                    &format!("INSERT INTO {table} {} VALUES ", INDEX_COLUMNS[t]),
+                );
                 for (i, (rid, rt, row)) in chunk.iter().enumerate() {
                     if i > 0 {
                         sql.push(", ");
@@ -469,31 +746,93 @@ impl<B: Backend> SqlTx<B> {
 
 #[async_trait]
 impl<B: Backend> RecordTx for SqlTx<B> {
-    async fn head(&mut self, resource_type: &str, id: &str) -> Result<Option<VersionHead>, StoreError> {
-        let mut sql = Sql::new(self.dialect, "SELECT version, deleted FROM resources WHERE res_type = ");
-        sql.str(resource_type).push(" AND res_id = ").str(id).push(self.dialect.for_update());
+    async fn head(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<VersionHead>, StoreError> {
+        let mut sql = Sql::new(
+            self.dialect,
+            "SELECT version, deleted FROM resources WHERE res_type = ",
+        );
+        sql.str(resource_type)
+            .push(" AND res_id = ")
+            .str(id)
+            .push(self.dialect.for_update());
         let rows = self.tx.fetch(sql, &[Col::I64, Col::I64]).await?;
-        rows.first().map(|r| Ok(VersionHead { version: r.i64(0)?, deleted: r.i64(1)? != 0 })).transpose()
+        rows.first()
+            .map(|r| {
+                Ok(VersionHead {
+                    version: r.i64(0)?,
+                    deleted: r.i64(1)? != 0,
+                })
+            })
+            .transpose()
     }
 
-    async fn search_ids(&mut self, query: &SearchQuery, limit: u32) -> Result<Vec<(String, String)>, StoreError> {
+    async fn search_ids(
+        &mut self,
+        query: &SearchQuery,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         self.flush().await?;
-        let page = PageRequest { count: limit, cursor: None, with_total: false };
-        Ok(run_search(&mut self.tx, self.dialect, query, &page).await?.matches)
+        let page = PageRequest {
+            count: limit,
+            cursor: None,
+            with_total: false,
+        };
+        Ok(run_search(&mut self.tx, self.dialect, query, &page)
+            .await?
+            .matches)
     }
 
     async fn put(&mut self, v: NewVersion) -> Result<(), StoreError> {
         let d = self.dialect;
         let rid = if v.version == 1 {
-            let mut sql = Sql::new(d, "INSERT INTO resources (res_type, res_id, version, last_updated, deleted) VALUES (");
-            sql.str(&v.resource_type).push(", ").str(&v.id).push(", ").int(v.version).push(", ").int(v.last_updated).push(", ").int(i64::from(v.deleted)).push(") RETURNING rid");
-            self.tx.fetch(sql, &[Col::I64]).await?.first().map(|r| r.i64(0)).transpose()?.ok_or(StoreError::Conflict)?
+            let mut sql = Sql::new(
+                d,
+                "INSERT INTO resources (res_type, res_id, version, last_updated, deleted) VALUES (",
+            );
+            sql.str(&v.resource_type)
+                .push(", ")
+                .str(&v.id)
+                .push(", ")
+                .int(v.version)
+                .push(", ")
+                .int(v.last_updated)
+                .push(", ")
+                .int(i64::from(v.deleted))
+                .push(") RETURNING rid");
+            self.tx
+                .fetch(sql, &[Col::I64])
+                .await?
+                .first()
+                .map(|r| r.i64(0))
+                .transpose()?
+                .ok_or(StoreError::Conflict)?
         } else {
             // Guarded by the previous version, so a lost race is a conflict, never an overwrite.
             let mut sql = Sql::new(d, "UPDATE resources SET version = ");
-            sql.int(v.version).push(", last_updated = ").int(v.last_updated).push(", deleted = ").int(i64::from(v.deleted));
-            sql.push(" WHERE res_type = ").str(&v.resource_type).push(" AND res_id = ").str(&v.id).push(" AND version = ").int(v.version - 1).push(" RETURNING rid");
-            let rid = self.tx.fetch(sql, &[Col::I64]).await?.first().map(|r| r.i64(0)).transpose()?.ok_or(StoreError::Conflict)?;
+            sql.int(v.version)
+                .push(", last_updated = ")
+                .int(v.last_updated)
+                .push(", deleted = ")
+                .int(i64::from(v.deleted));
+            sql.push(" WHERE res_type = ")
+                .str(&v.resource_type)
+                .push(" AND res_id = ")
+                .str(&v.id)
+                .push(" AND version = ")
+                .int(v.version - 1)
+                .push(" RETURNING rid");
+            let rid = self
+                .tx
+                .fetch(sql, &[Col::I64])
+                .await?
+                .first()
+                .map(|r| r.i64(0))
+                .transpose()?
+                .ok_or(StoreError::Conflict)?;
             self.flush().await?;
             for table in INDEX_TABLES {
                 let mut del = Sql::new(d, &format!("DELETE FROM {table} WHERE rid = "));
@@ -502,17 +841,36 @@ impl<B: Backend> RecordTx for SqlTx<B> {
             }
             rid
         };
-        let mut sql = Sql::new(d, "INSERT INTO resource_versions (rid, res_type, res_id, version, last_updated, deleted, body) VALUES (");
-        sql.int(rid).push(", ").str(&v.resource_type).push(", ").str(&v.id).push(", ").int(v.version).push(", ").int(v.last_updated).push(", ").int(i64::from(v.deleted)).push(", ").bind(Arg::Bytes(v.body));
+        let mut sql = Sql::new(
+            d,
+            "INSERT INTO resource_versions (rid, res_type, res_id, version, last_updated, deleted, body) VALUES (",
+        );
+        sql.int(rid)
+            .push(", ")
+            .str(&v.resource_type)
+            .push(", ")
+            .str(&v.id)
+            .push(", ")
+            .int(v.version)
+            .push(", ")
+            .int(v.last_updated)
+            .push(", ")
+            .int(i64::from(v.deleted))
+            .push(", ")
+            .bind(Arg::Bytes(v.body));
         sql.push(")");
         self.tx.execute(sql).await?;
         let rt = v.resource_type;
-        self.pending.extend(v.index.into_iter().map(|row| (rid, rt.clone(), row)));
+        self.pending
+            .extend(v.index.into_iter().map(|row| (rid, rt.clone(), row)));
         Ok(())
     }
 
     async fn append_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.tx.execute(audit_insert(self.dialect, std::slice::from_ref(entry))).await.map(|_| ())
+        self.tx
+            .execute(audit_insert(self.dialect, std::slice::from_ref(entry)))
+            .await
+            .map(|_| ())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {

@@ -141,12 +141,24 @@ pub trait BodyCodec: Send + Sync + 'static {
     ///
     /// # Errors
     /// If encoding fails.
-    fn encode(&self, resource_type: &str, id: &str, version: i64, json: &[u8]) -> Result<Vec<u8>, CodecError>;
+    fn encode(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+        json: &[u8],
+    ) -> Result<Vec<u8>, CodecError>;
     /// Decodes a stored body.
     ///
     /// # Errors
     /// If the bytes are not a body this codec wrote for that type, id and version.
-    fn decode(&self, resource_type: &str, id: &str, version: i64, stored: &[u8]) -> Result<Vec<u8>, CodecError>;
+    fn decode(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+        stored: &[u8],
+    ) -> Result<Vec<u8>, CodecError>;
 }
 
 /// A body that cannot be encoded or decoded.
@@ -184,27 +196,61 @@ pub trait RecordStore: Send + Sync + 'static {
     /// Starts a write transaction.
     async fn begin(&self) -> Result<Box<dyn RecordTx>, StoreError>;
     /// The current version of a resource, tombstones included.
-    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError>;
+    async fn read(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredVersion>, StoreError>;
     /// One version of a resource.
-    async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<StoredVersion>, StoreError>;
+    async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<StoredVersion>, StoreError>;
     /// Current versions of several resources (missing and deleted ones are left out).
     async fn read_many(&self, keys: &[(String, String)]) -> Result<Vec<StoredVersion>, StoreError>;
     /// History, newest first.
     async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError>;
     /// Runs a search.
-    async fn search(&self, query: &SearchQuery, page: &PageRequest) -> Result<SearchPage, StoreError>;
+    async fn search(
+        &self,
+        query: &SearchQuery,
+        page: &PageRequest,
+    ) -> Result<SearchPage, StoreError>;
     /// Targets of `include` from the given resources.
-    async fn include_targets(&self, from: &[(String, String)], include: &Include) -> Result<Vec<(String, String)>, StoreError>;
+    async fn include_targets(
+        &self,
+        from: &[(String, String)],
+        include: &Include,
+    ) -> Result<Vec<(String, String)>, StoreError>;
     /// Resources that refer to the given ones through `include` (a `_revinclude`).
-    async fn revinclude_sources(&self, to: &[(String, String)], include: &Include) -> Result<Vec<(String, String)>, StoreError>;
+    async fn revinclude_sources(
+        &self,
+        to: &[(String, String)],
+        include: &Include,
+    ) -> Result<Vec<(String, String)>, StoreError>;
     /// Resources in a patient's compartment (and the patient), after `cursor`, in a stable order.
-    async fn compartment_page(&self, patient_id: &str, links: &[(String, Vec<String>)], since: Option<i64>, types: &[String], count: u32, cursor: Option<&str>) -> Result<SearchPage, StoreError>;
+    async fn compartment_page(
+        &self,
+        patient_id: &str,
+        links: &[(String, Vec<String>)],
+        since: Option<i64>,
+        types: &[String],
+        count: u32,
+        cursor: Option<&str>,
+    ) -> Result<SearchPage, StoreError>;
     /// Appends audit entries for reads, durably, before the response leaves.
     async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
     /// Number of audit entries (for tests and health).
     async fn audit_count(&self) -> Result<u64, StoreError>;
     /// The active token-signing key `(kid, secret)`, created on first use.
-    async fn signing_key(&self, new_kid: &str, new_secret: [u8; 32], now: i64) -> Result<(String, [u8; 32]), StoreError>;
+    async fn signing_key(
+        &self,
+        new_kid: &str,
+        new_secret: [u8; 32],
+        now: i64,
+    ) -> Result<(String, [u8; 32]), StoreError>;
     /// Saves an export job.
     async fn put_export_job(&self, job: &ExportJob) -> Result<(), StoreError>;
     /// Reads an export job.
@@ -212,7 +258,13 @@ pub trait RecordStore: Send + Sync + 'static {
     /// Jobs left queued or running (to resume after a restart).
     async fn unfinished_export_jobs(&self) -> Result<Vec<ExportJob>, StoreError>;
     /// All ids of a type with versions changed since `since`, for export, in pages.
-    async fn export_page(&self, resource_type: &str, since: Option<i64>, after_rid: i64, count: u32) -> Result<(Vec<StoredVersion>, i64), StoreError>;
+    async fn export_page(
+        &self,
+        resource_type: &str,
+        since: Option<i64>,
+        after_rid: i64,
+        count: u32,
+    ) -> Result<(Vec<StoredVersion>, i64), StoreError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -221,9 +273,17 @@ pub trait RecordStore: Send + Sync + 'static {
 #[async_trait]
 pub trait RecordTx: Send {
     /// The head of a resource, locked for update where the database supports it.
-    async fn head(&mut self, resource_type: &str, id: &str) -> Result<Option<VersionHead>, StoreError>;
+    async fn head(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<VersionHead>, StoreError>;
     /// Ids matching a search, inside the transaction (conditional create, update, delete).
-    async fn search_ids(&mut self, query: &SearchQuery, limit: u32) -> Result<Vec<(String, String)>, StoreError>;
+    async fn search_ids(
+        &mut self,
+        query: &SearchQuery,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, StoreError>;
     /// Writes a version: history row, current row and index rows.
     async fn put(&mut self, version: NewVersion) -> Result<(), StoreError>;
     /// Appends an audit entry in this transaction.

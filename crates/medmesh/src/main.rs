@@ -1,1 +1,384 @@
-fn main() {}
+//! `medmesh`: one binary. `serve` runs a node, `import` loads FHIR files, `admin token`
+//! mints an access token.
+
+mod config;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use medmesh_auth::{AccessClaims, KeyId, TokenSigningKey, token::AUDIENCE};
+use medmesh_policy::Actor;
+use medmesh_records::import::{ImportFailure, ImportSummary};
+use medmesh_records::{MonotonicClock, RecordService, RequestContext, SystemClock, UuidIds};
+use medmesh_store::{PlainCodec, RecordStore};
+
+use crate::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "medmesh",
+    version,
+    about = "A FHIR R4 node for sharing medical records, with the patient in control"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct StoreArgs {
+    /// Data directory (SQLite file, export files).
+    #[arg(long, env = "MEDMESH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://...); without it, SQLite in the data directory.
+    #[arg(long, env = "MEDMESH_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Settings file (TOML).
+    #[arg(long, env = "MEDMESH_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on.
+        #[arg(long, env = "MEDMESH_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Load FHIR Bundles, resources and NDJSON files (or folders of them) into the store.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Print a signed access token.
+    Token {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// SMART scopes, e.g. 'system/*.*'.
+        #[arg(long)]
+        scope: String,
+        /// Lifetime, e.g. 1h or 30m.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        /// Subject the token speaks for.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// Patient context, for patient/ scopes.
+        #[arg(long)]
+        patient: Option<String>,
+    },
+}
+
+fn load_config(store: &StoreArgs, listen: Option<std::net::SocketAddr>) -> anyhow::Result<Config> {
+    Config::load(&Overrides {
+        data_dir: store.data_dir.clone(),
+        listen,
+        database_url: store.database_url.clone(),
+        config: store.config.clone(),
+    })
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn RecordStore>> {
+    medmesh_store_sql::open(
+        cfg.database_url.as_ref().map(|s| s.0.as_str()),
+        &cfg.data_dir,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))
+}
+
+fn record_service(store: Arc<dyn RecordStore>) -> anyhow::Result<Arc<RecordService>> {
+    let defs = medmesh_fhir::definitions().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Arc::new(RecordService::new(
+        store,
+        Arc::new(PlainCodec),
+        defs,
+        Arc::new(MonotonicClock::new(SystemClock)),
+        Arc::new(UuidIds),
+    )))
+}
+
+fn now_micros() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+/// The node's token-signing key, created on first use and kept in the store (so every replica
+/// on one database shares it).
+async fn signing_key(store: &Arc<dyn RecordStore>) -> anyhow::Result<TokenSigningKey> {
+    let secret: [u8; 32] = rand::random();
+    let kid = uuid::Uuid::new_v4().to_string();
+    let (kid, secret) = store
+        .signing_key(&kid, secret, now_micros())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load the signing key: {e}"))?;
+    Ok(TokenSigningKey::from_secret(KeyId(kid), secret))
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let key = signing_key(&store).await?;
+    let records = record_service(store)?;
+    let verifier = medmesh_server::TokenVerifier {
+        keys: vec![key.verifying_key()],
+        issuer: cfg.issuer.clone(),
+    };
+    let files = Arc::new(medmesh_server::files::LocalExportFiles::new(
+        cfg.data_dir.join("exports"),
+    ));
+    let state = medmesh_server::build_state(
+        records,
+        verifier,
+        files,
+        medmesh_server::ServerConfig {
+            public_base_url: cfg.public_base_url.clone(),
+            max_body_bytes: cfg.max_body_bytes,
+            software_version: env!("CARGO_PKG_VERSION").into(),
+        },
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), postgres = cfg.database_url.is_some(), "medmesh is serving FHIR at http://{addr}/fhir");
+    println!("medmesh listening on http://{addr}");
+    medmesh_server::serve(listener, state, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}
+
+fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("cannot read folder {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            out.extend(collect_files(&entries)?);
+        } else if p.is_file() {
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
+            if matches!(ext, "json" | "ndjson") {
+                out.push(p.clone());
+            } else if paths.contains(p) {
+                bail!("{}: not a .json or .ndjson file", p.display());
+            }
+        } else {
+            bail!("{}: no such file or folder", p.display());
+        }
+    }
+    Ok(out)
+}
+
+async fn import_file(
+    records: &RecordService,
+    ctx: &RequestContext,
+    path: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> ImportSummary {
+    let name = path.display().to_string();
+    let fail = |reason: String| ImportSummary {
+        counts: BTreeMap::new(),
+        failures: vec![ImportFailure {
+            file: name.clone(),
+            entry: None,
+            reason,
+        }],
+    };
+    let bytes = match tokio::fs::read(path).await {
+        Ok(b) => b,
+        Err(e) => return fail(format!("cannot read: {e}")),
+    };
+    if path.extension().is_some_and(|e| e == "ndjson") {
+        return records
+            .import_ndjson(ctx, &name, &String::from_utf8_lossy(&bytes), progress)
+            .await;
+    }
+    match medmesh_fhir::resource::parse_json_object(&bytes) {
+        Ok(doc) => {
+            let s = records.import_json(ctx, &name, doc).await;
+            progress(s.total());
+            s
+        }
+        Err(issue) => fail(issue.diagnostics),
+    }
+}
+
+async fn import(cfg: Config, paths: Vec<PathBuf>) -> anyhow::Result<bool> {
+    let files = collect_files(&paths)?;
+    let store = open_store(&cfg).await?;
+    let records = record_service(store)?;
+    let ctx = RequestContext {
+        actor: Actor::local_operator(),
+        operation_id: format!("import-{}", uuid::Uuid::new_v4()),
+        source_ip: None,
+        base_url: String::new(),
+    };
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = indicatif::ProgressBar::new(total_bytes);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg} ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let done = AtomicU64::new(0);
+    let progress = |n: u64| {
+        let d = done.fetch_add(n, Ordering::Relaxed) + n;
+        let rate = d as f64 / started.elapsed().as_secs_f64().max(0.001);
+        bar.set_message(format!("{d} resources, {rate:.0}/s"));
+    };
+    let mut summary = ImportSummary::default();
+    let mut retry = Vec::new();
+    for f in &files {
+        let s = import_file(&records, &ctx, f, &progress).await;
+        bar.inc(std::fs::metadata(f).map(|m| m.len()).unwrap_or(0));
+        // A bundle whose conditional reference points at data in a later file gets a second try.
+        if s.failures
+            .iter()
+            .any(|x| x.reason.contains("matched nothing"))
+        {
+            retry.push(f.clone());
+        } else {
+            summary.merge(s);
+        }
+    }
+    for f in &retry {
+        summary.merge(import_file(&records, &ctx, f, &progress).await);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "Imported {} resources from {} files in {:.1}s ({:.0} resources/s)",
+        summary.total(),
+        files.len(),
+        secs,
+        summary.total() as f64 / secs.max(0.001)
+    );
+    for (t, n) in &summary.counts {
+        println!("  {t:<32} {n}");
+    }
+    if !summary.failures.is_empty() {
+        println!("{} failures:", summary.failures.len());
+        for f in &summary.failures {
+            match f.entry {
+                Some(e) => println!("  {} entry {e}: {}", f.file, f.reason),
+                None => println!("  {}: {}", f.file, f.reason),
+            }
+        }
+    }
+    Ok(summary.failures.is_empty())
+}
+
+async fn admin_token(
+    cfg: Config,
+    scope: String,
+    ttl: Duration,
+    user: String,
+    patient: Option<String>,
+) -> anyhow::Result<()> {
+    if medmesh_auth::parse_scopes(&scope).is_empty() {
+        bail!(
+            "--scope must hold at least one SMART scope such as 'system/*.*' or 'user/Patient.rs'"
+        );
+    }
+    let store = open_store(&cfg).await?;
+    let key = signing_key(&store).await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+    let claims = AccessClaims {
+        iss: cfg.issuer,
+        sub: user,
+        aud: AUDIENCE.into(),
+        exp: now + ttl,
+        iat: now,
+        nbf: now,
+        jti: uuid::Uuid::new_v4().to_string(),
+        scope,
+        patient,
+    };
+    println!("{}", key.sign(&claims).map_err(|e| anyhow::anyhow!("{e}"))?);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = run(cli).await;
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("medmesh: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    match cli.command {
+        Command::Serve { store, listen } => {
+            let cfg = load_config(&store, listen)?;
+            init_logging(&cfg.log);
+            serve(cfg).await?;
+            Ok(true)
+        }
+        Command::Import { store, paths } => {
+            let cfg = load_config(&store, None)?;
+            init_logging(&cfg.log);
+            import(cfg, paths).await
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Token {
+                    store,
+                    scope,
+                    ttl,
+                    user,
+                    patient,
+                },
+        } => {
+            let cfg = load_config(&store, None)?;
+            init_logging("warn");
+            admin_token(cfg, scope, ttl.into(), user, patient).await?;
+            Ok(true)
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The errors of record interactions. The HTTP adapter maps each to a status and an
+//! OperationOutcome; internal detail stays in logs.
+
+use medmesh_fhir::search::SearchError;
+use medmesh_fhir::{Issue, IssueType};
+use medmesh_store::StoreError;
+
+/// Why an interaction failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// No such resource (or the actor may not know it exists).
+    #[error("resource not found")]
+    NotFound,
+    /// The resource was deleted.
+    #[error("resource deleted")]
+    Gone {
+        /// The tombstone's version.
+        version: i64,
+    },
+    /// The request is malformed or the resource invalid.
+    #[error("invalid request")]
+    Invalid(Vec<Issue>),
+    /// The resource type is not known.
+    #[error("unknown resource type")]
+    UnknownType,
+    /// `If-Match` did not match the current version.
+    #[error("version conflict")]
+    PreconditionFailed(String),
+    /// A conditional operation matched more than one resource.
+    #[error("multiple matches")]
+    MultipleMatches,
+    /// A concurrent write got there first.
+    #[error("conflict")]
+    Conflict(String),
+    /// The policy decision point refused.
+    #[error("forbidden")]
+    Forbidden,
+    /// The operation is not supported.
+    #[error("not supported")]
+    NotSupported(String),
+    /// The database failed; details are logged, never returned.
+    #[error("store failure: {0}")]
+    Store(StoreError),
+    /// A stored body could not be decoded.
+    #[error("stored body unreadable")]
+    Corrupt,
+}
+
+impl RecordError {
+    /// An invalid request with one issue.
+    pub fn invalid(code: IssueType, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![Issue::error(code, message)])
+    }
+}
+
+impl From<StoreError> for RecordError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => {
+                Self::Conflict("a concurrent write changed this resource; retry".into())
+            }
+            StoreError::BadCursor => {
+                Self::invalid(IssueType::Value, "the paging cursor is invalid")
+            }
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl From<SearchError> for RecordError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::UnknownType(_) => Self::UnknownType,
+            SearchError::UnknownParameter(_) => {
+                Self::invalid(IssueType::NotSupported, e.to_string())
+            }
+            SearchError::InvalidValue { .. } => Self::invalid(IssueType::Value, e.to_string()),
+        }
+    }
+}
+
+impl From<Issue> for RecordError {
+    fn from(i: Issue) -> Self {
+        Self::Invalid(vec![i])
+    }
+}

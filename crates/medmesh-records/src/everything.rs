@@ -1,0 +1,142 @@
+//! `Patient/[id]/$everything`: the patient and everything in their compartment, paged.
+//!
+//! Pages walk the compartment in storage order with a keyset cursor, so a patient with 100k
+//! resources costs one index range scan per page, never a full materialization.
+
+use medmesh_audit::Outcome;
+use medmesh_fhir::datetime::{self, format_instant};
+use medmesh_fhir::{IssueType, SearchParamType, fhirpath, index};
+use medmesh_policy::Action;
+use serde_json::{Value, json};
+
+use crate::bundle::with_query;
+use crate::context::RequestContext;
+use crate::error::RecordError;
+use crate::service::{DEFAULT_COUNT, MAX_COUNT, RecordService};
+
+impl RecordService {
+    /// Whether a resource's clinical date (its `date` search parameter, where the type has one)
+    /// overlaps `[start, end)`. Resources without one are kept.
+    fn in_care_period(&self, r: &Value, start: Option<i64>, end: Option<i64>) -> bool {
+        let Some(rt) = r.get("resourceType").and_then(Value::as_str) else {
+            return true;
+        };
+        let Some(def) = self
+            .defs
+            .search_param(rt, "date")
+            .filter(|d| d.kind == SearchParamType::Date)
+        else {
+            return true;
+        };
+        let Some(expr) = &def.expression else {
+            return true;
+        };
+        let values = index::values_of(SearchParamType::Date, &fhirpath::evaluate(expr, r));
+        if values.is_empty() {
+            return true;
+        }
+        values.iter().any(|v| match v {
+            index::IndexValue::Date { lo, hi } => {
+                start.is_none_or(|s| *hi > s) && end.is_none_or(|e| *lo < e)
+            }
+            _ => true,
+        })
+    }
+
+    /// `GET Patient/[id]/$everything`.
+    pub async fn everything(
+        &self,
+        ctx: &RequestContext,
+        patient_id: &str,
+        params: &[(String, String)],
+    ) -> Result<Value, RecordError> {
+        self.authorize(ctx, Action::Read, Some("Patient")).await?;
+        let bad =
+            |p: &str| RecordError::invalid(IssueType::Value, format!("invalid value for {p}"));
+        let (mut since, mut start, mut end, mut types, mut count, mut cursor) =
+            (None, None, None, Vec::new(), DEFAULT_COUNT, None);
+        for (k, v) in params {
+            match k.as_str() {
+                "_since" => since = Some(datetime::parse_range(v).ok_or_else(|| bad("_since"))?.lo),
+                "start" => start = Some(datetime::parse_range(v).ok_or_else(|| bad("start"))?.lo),
+                "end" => end = Some(datetime::parse_range(v).ok_or_else(|| bad("end"))?.hi),
+                "_type" => types.extend(v.split(',').map(str::to_string)),
+                "_count" => {
+                    count = v
+                        .parse::<u32>()
+                        .map_err(|_| bad("_count"))?
+                        .clamp(1, MAX_COUNT)
+                }
+                "_page" => cursor = Some(v.clone()),
+                "_format" | "_pretty" => {}
+                other => {
+                    return Err(RecordError::invalid(
+                        IssueType::NotSupported,
+                        format!("unknown $everything parameter '{other}'"),
+                    ));
+                }
+            }
+        }
+        match self.store.read("Patient", patient_id).await? {
+            Some(p) if !p.deleted => {}
+            _ => return Err(RecordError::NotFound),
+        }
+        // Only types the actor may read are included.
+        let links: Vec<(String, Vec<String>)> = self
+            .defs
+            .patient_compartment()
+            .iter()
+            .filter(|(t, _)| types.is_empty() || types.contains(t))
+            .filter(|(t, _)| {
+                self.pdp
+                    .authorize(&ctx.actor, Action::Read, Some(t))
+                    .is_ok()
+            })
+            .map(|(t, p)| (t.clone(), p.clone()))
+            .collect();
+        let mut type_filter = types.clone();
+        if !types.is_empty() && !types.iter().any(|t| t == "Patient") {
+            type_filter.retain(|t| t != "Patient");
+        }
+        let page = self
+            .store
+            .compartment_page(
+                patient_id,
+                &links,
+                since,
+                &type_filter,
+                count,
+                cursor.as_deref(),
+            )
+            .await?;
+        let found = self.store.read_many(&page.matches).await?;
+        let mut entries = Vec::new();
+        let mut ids = Vec::new();
+        for v in &found {
+            let r = self.decode(v)?;
+            if (start.is_some() || end.is_some()) && !self.in_care_period(&r, start, end) {
+                continue;
+            }
+            ids.push(format!("{}/{}", v.resource_type, v.id));
+            entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url, v.resource_type, v.id), "resource": r, "search": {"mode": "match"}}));
+        }
+        self.store
+            .append_audit(&[self.entry(ctx, "everything", Some("Patient"), ids, Outcome::Success)])
+            .await?;
+        let path = format!("{}/Patient/{patient_id}/$everything", ctx.base_url);
+        let kept: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| k != "_page")
+            .cloned()
+            .collect();
+        let mut links = vec![json!({"relation": "self", "url": with_query(&path, &kept)})];
+        if let Some(next) = page.next {
+            let mut p = kept;
+            p.push(("_page".into(), next));
+            links.push(json!({"relation": "next", "url": with_query(&path, &p)}));
+        }
+        Ok(
+            json!({"resourceType": "Bundle", "id": self.ids.new_id(), "meta": {"lastUpdated": format_instant(self.now())}, "type": "searchset", "link": links, "entry": entries}),
+        )
+    }
+}

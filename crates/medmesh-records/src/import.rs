@@ -1,0 +1,317 @@
+//! Importing FHIR files: Bundles (transaction, batch or collection), single resources and
+//! NDJSON. Each Bundle is one atomic transaction; a failure is recorded and the import goes on.
+//!
+//! Re-importing the same data must not duplicate it. Entries that create (`POST`) without an
+//! `ifNoneExist` are made idempotent: a resource with an identifier becomes a conditional
+//! create on its first identifier; one without becomes an update of the id in its
+//! `urn:uuid:` full URL, and identical updates write nothing.
+
+use std::collections::BTreeMap;
+
+use medmesh_fhir::resource::ResourceId;
+use serde_json::{Value, json};
+
+use crate::bundle::ReturnPreference;
+use crate::context::RequestContext;
+use crate::error::RecordError;
+use crate::service::RecordService;
+
+/// One failed unit of an import.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportFailure {
+    /// The file.
+    pub file: String,
+    /// The entry (Bundle entry index or NDJSON line, from 1 for lines), when known.
+    pub entry: Option<usize>,
+    /// Why (safe to print: no resource content).
+    pub reason: String,
+}
+
+/// The tally of an import.
+#[derive(Debug, Clone, Default)]
+pub struct ImportSummary {
+    /// Resources written or matched, per type.
+    pub counts: BTreeMap<String, u64>,
+    /// Failures.
+    pub failures: Vec<ImportFailure>,
+}
+
+impl ImportSummary {
+    /// Total resources imported.
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+    /// Adds another summary.
+    pub fn merge(&mut self, other: ImportSummary) {
+        for (k, v) in other.counts {
+            *self.counts.entry(k).or_default() += v;
+        }
+        self.failures.extend(other.failures);
+    }
+}
+
+fn escape_token(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace(',', "\\,")
+        .replace('$', "\\$")
+}
+
+fn percent(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// Makes a transaction's creating entries idempotent (see the module docs).
+pub fn make_idempotent(bundle: &mut Value) {
+    let Some(entries) = bundle.get_mut("entry").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for e in entries {
+        let is_post = e.pointer("/request/method").and_then(Value::as_str) == Some("POST");
+        if !is_post || e.pointer("/request/ifNoneExist").is_some() {
+            continue;
+        }
+        let ident = e.pointer("/resource/identifier/0").cloned();
+        let system = ident
+            .as_ref()
+            .and_then(|i| i.get("system"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let value = ident
+            .as_ref()
+            .and_then(|i| i.get("value"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let (Some(s), Some(v)) = (system, value) {
+            e["request"]["ifNoneExist"] = json!(format!(
+                "identifier={}",
+                percent(&format!("{}|{}", escape_token(&s), escape_token(&v)))
+            ));
+            continue;
+        }
+        let uuid = e
+            .get("fullUrl")
+            .and_then(Value::as_str)
+            .and_then(|f| f.strip_prefix("urn:uuid:"))
+            .map(str::to_string);
+        let rt = e
+            .pointer("/resource/resourceType")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let (Some(id), Some(rt)) = (uuid.filter(|u| ResourceId::parse(u).is_some()), rt) {
+            e["request"] = json!({"method": "PUT", "url": format!("{rt}/{id}")});
+            e["resource"]["id"] = json!(id);
+        }
+    }
+}
+
+/// Turns a collection Bundle, or a single resource, into a transaction.
+fn as_transaction(doc: Value) -> Value {
+    let rt = doc
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let resources: Vec<(Option<String>, Value)> = if rt == "Bundle" {
+        doc.get("entry")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                Some((
+                    e.get("fullUrl").and_then(Value::as_str).map(str::to_string),
+                    e.get("resource")?.clone(),
+                ))
+            })
+            .collect()
+    } else {
+        vec![(None, doc)]
+    };
+    let entries: Vec<Value> = resources
+        .into_iter()
+        .map(|(full_url, r)| {
+            let t = r
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let request = match r.get("id").and_then(Value::as_str) {
+                Some(id) => json!({"method": "PUT", "url": format!("{t}/{id}")}),
+                None => json!({"method": "POST", "url": t}),
+            };
+            let mut e = json!({"resource": r, "request": request});
+            if let Some(f) = full_url {
+                e["fullUrl"] = json!(f);
+            }
+            e
+        })
+        .collect();
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+fn count_types(bundle: &Value, summary: &mut ImportSummary) {
+    for e in bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(t) = e.pointer("/resource/resourceType").and_then(Value::as_str) {
+            *summary.counts.entry(t.to_string()).or_default() += 1;
+        }
+    }
+}
+
+/// A short, PHI-free description of an import error, with the failing entry if known.
+fn describe(err: &RecordError) -> (Option<usize>, String) {
+    let (status, issues) = crate::status_of(err);
+    let entry = issues.iter().find_map(|i| {
+        i.expression
+            .as_deref()?
+            .strip_prefix("Bundle.entry[")?
+            .split(']')
+            .next()?
+            .parse()
+            .ok()
+    });
+    let text = issues.iter().map(|i| match &i.expression {
+        Some(e) => format!("{} ({e})", i.diagnostics),
+        None => i.diagnostics.clone(),
+    });
+    (
+        entry,
+        format!("HTTP {status}: {}", text.collect::<Vec<_>>().join("; ")),
+    )
+}
+
+impl RecordService {
+    /// Imports one JSON document (Bundle or resource) as one atomic transaction.
+    pub async fn import_json(&self, ctx: &RequestContext, file: &str, doc: Value) -> ImportSummary {
+        let mut summary = ImportSummary::default();
+        let kind = doc.get("type").and_then(Value::as_str);
+        let is_bundle = doc.get("resourceType").and_then(Value::as_str) == Some("Bundle");
+        let mut tx_bundle = if is_bundle && matches!(kind, Some("transaction" | "batch")) {
+            let mut b = doc;
+            b["type"] = json!("transaction");
+            b
+        } else {
+            as_transaction(doc)
+        };
+        make_idempotent(&mut tx_bundle);
+        match self
+            .transaction(ctx, &tx_bundle, ReturnPreference::Minimal)
+            .await
+        {
+            Ok(_) => count_types(&tx_bundle, &mut summary),
+            Err(e) => {
+                if let RecordError::Store(inner) = &e {
+                    tracing::warn!(operation_id = %ctx.operation_id, error = %inner, "import transaction failed in the store");
+                }
+                let (entry, reason) = describe(&e);
+                summary.failures.push(ImportFailure {
+                    file: file.to_string(),
+                    entry,
+                    reason,
+                });
+            }
+        }
+        summary
+    }
+
+    /// Imports NDJSON lines in chunks, each chunk one transaction; a failing chunk is retried
+    /// line by line so one bad line fails alone.
+    pub async fn import_ndjson(
+        &self,
+        ctx: &RequestContext,
+        file: &str,
+        text: &str,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> ImportSummary {
+        let mut summary = ImportSummary::default();
+        let mut chunk: Vec<(usize, Value)> = Vec::new();
+        let lines: Vec<(usize, &str)> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.trim()))
+            .filter(|(_, l)| !l.is_empty())
+            .collect();
+        let mut pending = Vec::new();
+        for (n, line) in lines {
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) if v.is_object() => pending.push((n, v)),
+                _ => summary.failures.push(ImportFailure {
+                    file: file.into(),
+                    entry: Some(n),
+                    reason: "line is not a JSON object".into(),
+                }),
+            }
+        }
+        for item in pending {
+            chunk.push(item);
+            if chunk.len() == 500 {
+                self.import_chunk(
+                    ctx,
+                    file,
+                    std::mem::take(&mut chunk),
+                    &mut summary,
+                    progress,
+                )
+                .await;
+            }
+        }
+        if !chunk.is_empty() {
+            self.import_chunk(ctx, file, chunk, &mut summary, progress)
+                .await;
+        }
+        summary
+    }
+
+    async fn import_chunk(
+        &self,
+        ctx: &RequestContext,
+        file: &str,
+        chunk: Vec<(usize, Value)>,
+        summary: &mut ImportSummary,
+        progress: &(dyn Fn(u64) + Sync),
+    ) {
+        let collection = json!({"resourceType": "Bundle", "type": "collection", "entry": chunk.iter().map(|(_, r)| json!({"resource": r})).collect::<Vec<_>>()});
+        let s = self.import_json(ctx, file, collection).await;
+        if s.failures.is_empty() {
+            progress(s.total());
+            summary.merge(s);
+            return;
+        }
+        for (n, r) in chunk {
+            let mut one = self.import_json(ctx, file, r).await;
+            for f in &mut one.failures {
+                f.entry = Some(n);
+            }
+            progress(one.total());
+            summary.merge(one);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn posts_become_idempotent() {
+        let mut b = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:0b8e0f3a-1111-4c5e-9a2b-000000000001", "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:s", "value": "a|b"}]}, "request": {"method": "POST", "url": "Patient"}},
+            {"fullUrl": "urn:uuid:0b8e0f3a-1111-4c5e-9a2b-000000000002", "resource": {"resourceType": "Observation"}, "request": {"method": "POST", "url": "Observation"}},
+            {"resource": {"resourceType": "Observation"}, "request": {"method": "POST", "url": "Observation", "ifNoneExist": "x=1"}}
+        ]});
+        make_idempotent(&mut b);
+        assert_eq!(
+            b["entry"][0]["request"]["ifNoneExist"],
+            "identifier=urn%3As%7Ca%5C%7Cb"
+        );
+        assert_eq!(
+            b["entry"][1]["request"],
+            json!({"method": "PUT", "url": "Observation/0b8e0f3a-1111-4c5e-9a2b-000000000002"})
+        );
+        assert_eq!(b["entry"][2]["request"]["ifNoneExist"], "x=1");
+    }
+}

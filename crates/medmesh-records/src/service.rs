@@ -1,0 +1,941 @@
+//! The record service: every FHIR interaction, over the store port, behind the PDP.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use medmesh_audit::{AuditEntry, Outcome};
+use medmesh_fhir::datetime::{self, format_instant};
+use medmesh_fhir::search::{self, Handling, Include, SearchQuery, SummaryMode, TotalMode};
+use medmesh_fhir::{Definitions, Issue, IssueType, index, operation_outcome, resource, validate};
+use medmesh_policy::{Action, Grant, Pdp};
+use medmesh_store::{
+    BodyCodec, HistoryQuery, HistoryScope, NewVersion, PageRequest, RecordStore, RecordTx,
+    StoredVersion, VersionHead,
+};
+use serde_json::{Value, json};
+
+use crate::bundle::{self, encode_query};
+use crate::context::{Clock, IdSource, RequestContext};
+use crate::error::RecordError;
+
+/// Default page size for search and history.
+pub const DEFAULT_COUNT: u32 = 20;
+/// Largest page size served.
+pub const MAX_COUNT: u32 = 1000;
+
+/// The result of a write.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    /// The resource as stored (with id and meta), or `None` for a deletion.
+    pub resource: Option<Value>,
+    /// Resource type.
+    pub resource_type: String,
+    /// Logical id.
+    pub id: String,
+    /// Version written (or found).
+    pub version: i64,
+    /// When, micros.
+    pub last_updated: i64,
+    /// What happened.
+    pub status: WriteStatus,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteStatus {
+    /// A new resource.
+    Created,
+    /// A new version.
+    Updated,
+    /// The update was identical to the current version; nothing was written.
+    Unchanged,
+    /// A conditional create found an existing match.
+    Existing,
+    /// A deletion (or nothing to delete).
+    Deleted,
+}
+
+/// A resource as read.
+#[derive(Debug, Clone)]
+pub struct ReadOutcome {
+    /// The resource, with meta.
+    pub resource: Value,
+    /// Version.
+    pub version: i64,
+    /// Last updated, micros.
+    pub last_updated: i64,
+}
+
+/// The record service.
+pub struct RecordService {
+    pub(crate) store: Arc<dyn RecordStore>,
+    pub(crate) codec: Arc<dyn BodyCodec>,
+    pub(crate) pdp: Pdp,
+    pub(crate) defs: &'static Definitions,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) ids: Arc<dyn IdSource>,
+}
+
+impl std::fmt::Debug for RecordService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordService").finish_non_exhaustive()
+    }
+}
+
+/// Where a conditional URL's query starts: `Patient?identifier=x` or `identifier=x`.
+pub fn split_conditional(url: &str) -> (Option<&str>, &str) {
+    match url.split_once('?') {
+        Some((t, q)) => (Some(t).filter(|t| !t.is_empty()), q),
+        None => (None, url),
+    }
+}
+
+/// Decodes a URL query string into pairs.
+pub fn parse_query_string(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let dec = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+/// Canonical content of a resource for change detection: without `meta.versionId`/`lastUpdated`.
+fn content_key(v: &Value) -> Value {
+    let mut c = v.clone();
+    if let Some(meta) = c.get_mut("meta").and_then(Value::as_object_mut) {
+        meta.remove("versionId");
+        meta.remove("lastUpdated");
+        if meta.is_empty() {
+            c.as_object_mut().map(|o| o.remove("meta"));
+        }
+    }
+    c
+}
+
+impl RecordService {
+    /// Assembles the service from its ports.
+    pub fn new(
+        store: Arc<dyn RecordStore>,
+        codec: Arc<dyn BodyCodec>,
+        defs: &'static Definitions,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+    ) -> Self {
+        Self {
+            store,
+            codec,
+            pdp: Pdp,
+            defs,
+            clock,
+            ids,
+        }
+    }
+
+    /// The definitions in use.
+    pub fn definitions(&self) -> &'static Definitions {
+        self.defs
+    }
+
+    /// The store (for health checks).
+    pub fn store(&self) -> &Arc<dyn RecordStore> {
+        &self.store
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_micros()
+    }
+
+    pub(crate) fn entry(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        rt: Option<&str>,
+        ids: Vec<String>,
+        outcome: Outcome,
+    ) -> AuditEntry {
+        AuditEntry {
+            time_micros: self.now(),
+            operation_id: ctx.operation_id.clone(),
+            actor: ctx.actor.subject.clone(),
+            action: action.to_string(),
+            resource_type: rt.map(str::to_string),
+            resource_ids: ids,
+            outcome,
+            source_ip: ctx.source_ip.clone(),
+        }
+    }
+
+    /// Asks the PDP; a denial is audited and becomes [`RecordError::Forbidden`].
+    pub(crate) async fn authorize(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        rt: Option<&str>,
+    ) -> Result<Grant, RecordError> {
+        match self.pdp.authorize(&ctx.actor, action, rt) {
+            Ok(g) => Ok(g),
+            Err(denied) => {
+                tracing::info!(operation_id = %ctx.operation_id, reason = %denied.reason, "access denied");
+                self.store
+                    .append_audit(&[self.entry(
+                        ctx,
+                        action.code(),
+                        rt,
+                        Vec::new(),
+                        Outcome::Denied,
+                    )])
+                    .await?;
+                Err(RecordError::Forbidden)
+            }
+        }
+    }
+
+    pub(crate) fn check_type(&self, rt: &str) -> Result<(), RecordError> {
+        if self.defs.is_resource_type(rt) {
+            Ok(())
+        } else {
+            Err(RecordError::UnknownType)
+        }
+    }
+
+    pub(crate) fn decode(&self, v: &StoredVersion) -> Result<Value, RecordError> {
+        let bytes = self
+            .codec
+            .decode(&v.resource_type, &v.id, v.version, &v.body)
+            .map_err(|_| RecordError::Corrupt)?;
+        serde_json::from_slice(&bytes).map_err(|_| RecordError::Corrupt)
+    }
+
+    /// Checks a resource body against its type and the definitions.
+    pub(crate) fn check_resource(&self, rt: &str, resource: &Value) -> Result<(), RecordError> {
+        let actual = resource.get("resourceType").and_then(Value::as_str);
+        if actual != Some(rt) {
+            return Err(RecordError::Invalid(vec![
+                Issue::error(IssueType::Invalid, format!("resourceType must be {rt}"))
+                    .at(&format!("{rt}.resourceType")),
+            ]));
+        }
+        let issues = validate::validate(self.defs, resource);
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(RecordError::Invalid(issues))
+        }
+    }
+
+    /// Writes one version inside `tx`: stamps meta, indexes, encodes and stores.
+    pub(crate) async fn write_version(
+        &self,
+        tx: &mut dyn RecordTx,
+        _grant: &Grant,
+        rt: &str,
+        id: &str,
+        mut body: Value,
+        head: Option<VersionHead>,
+    ) -> Result<WriteOutcome, RecordError> {
+        let version = head.map_or(1, |h| h.version + 1);
+        let now = self.now();
+        resource::stamp(&mut body, id, version, &format_instant(now));
+        let index = index::extract(self.defs, &body);
+        let json = serde_json::to_vec(&body).map_err(|_| RecordError::Corrupt)?;
+        let stored = self
+            .codec
+            .encode(rt, id, version, &json)
+            .map_err(|_| RecordError::Corrupt)?;
+        tx.put(NewVersion {
+            resource_type: rt.to_string(),
+            id: id.to_string(),
+            version,
+            last_updated: now,
+            deleted: false,
+            body: stored,
+            index,
+        })
+        .await?;
+        let status = if head.is_some_and(|h| !h.deleted) {
+            WriteStatus::Updated
+        } else {
+            WriteStatus::Created
+        };
+        Ok(WriteOutcome {
+            resource: Some(body),
+            resource_type: rt.to_string(),
+            id: id.to_string(),
+            version,
+            last_updated: now,
+            status,
+        })
+    }
+
+    pub(crate) async fn tombstone(
+        &self,
+        tx: &mut dyn RecordTx,
+        rt: &str,
+        id: &str,
+        head: VersionHead,
+    ) -> Result<WriteOutcome, RecordError> {
+        let version = head.version + 1;
+        let now = self.now();
+        tx.put(NewVersion {
+            resource_type: rt.to_string(),
+            id: id.to_string(),
+            version,
+            last_updated: now,
+            deleted: true,
+            body: Vec::new(),
+            index: Vec::new(),
+        })
+        .await?;
+        Ok(WriteOutcome {
+            resource: None,
+            resource_type: rt.to_string(),
+            id: id.to_string(),
+            version,
+            last_updated: now,
+            status: WriteStatus::Deleted,
+        })
+    }
+
+    /// Parses a conditional query for `rt`, strictly (an unknown parameter must never widen a
+    /// conditional match to everything).
+    pub(crate) fn conditional_query(
+        &self,
+        rt: &str,
+        query: &str,
+    ) -> Result<SearchQuery, RecordError> {
+        let params = parse_query_string(query);
+        if params.is_empty() {
+            return Err(RecordError::invalid(
+                IssueType::Invalid,
+                "a conditional operation needs search parameters",
+            ));
+        }
+        Ok(search::parse_query(
+            self.defs,
+            rt,
+            &params,
+            Handling::Strict,
+        )?)
+    }
+
+    /// Finds matches of a conditional query inside a transaction (at most 2, to tell one from many).
+    pub(crate) async fn conditional_matches(
+        &self,
+        tx: &mut dyn RecordTx,
+        rt: &str,
+        query: &str,
+    ) -> Result<Vec<String>, RecordError> {
+        let q = self.conditional_query(rt, query)?;
+        Ok(tx
+            .search_ids(&q, 2)
+            .await?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect())
+    }
+
+    /// `POST /Type` (with optional `If-None-Exist`).
+    pub async fn create(
+        &self,
+        ctx: &RequestContext,
+        rt: &str,
+        body: Value,
+        if_none_exist: Option<&str>,
+    ) -> Result<WriteOutcome, RecordError> {
+        self.check_type(rt)?;
+        let grant = self.authorize(ctx, Action::Create, Some(rt)).await?;
+        self.check_resource(rt, &body)?;
+        let mut tx = self.store.begin().await?;
+        if let Some(cond) = if_none_exist {
+            let (_, q) = split_conditional(cond);
+            match self
+                .conditional_matches(tx.as_mut(), rt, q)
+                .await?
+                .as_slice()
+            {
+                [] => {}
+                [id] => {
+                    drop(tx);
+                    let found = self.read(ctx, rt, id).await?;
+                    return Ok(WriteOutcome {
+                        resource: Some(found.resource),
+                        resource_type: rt.into(),
+                        id: id.clone(),
+                        version: found.version,
+                        last_updated: found.last_updated,
+                        status: WriteStatus::Existing,
+                    });
+                }
+                _ => return Err(RecordError::MultipleMatches),
+            }
+        }
+        let id = self.ids.new_id();
+        let out = self
+            .write_version(tx.as_mut(), &grant, rt, &id, body, None)
+            .await?;
+        tx.append_audit(&self.entry(ctx, "create", Some(rt), vec![id], Outcome::Success))
+            .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// `GET /Type/id`.
+    pub async fn read(
+        &self,
+        ctx: &RequestContext,
+        rt: &str,
+        id: &str,
+    ) -> Result<ReadOutcome, RecordError> {
+        self.check_type(rt)?;
+        self.authorize(ctx, Action::Read, Some(rt)).await?;
+        let found = self.store.read(rt, id).await?;
+        let outcome = match &found {
+            Some(v) if !v.deleted => Outcome::Success,
+            _ => Outcome::Failed,
+        };
+        // The audit entry is durable before the response leaves; if it cannot be written the
+        // read fails closed.
+        self.store
+            .append_audit(&[self.entry(ctx, "read", Some(rt), vec![id.to_string()], outcome)])
+            .await?;
+        match found {
+            None => Err(RecordError::NotFound),
+            Some(v) if v.deleted => Err(RecordError::Gone { version: v.version }),
+            Some(v) => Ok(ReadOutcome {
+                resource: self.decode(&v)?,
+                version: v.version,
+                last_updated: v.last_updated,
+            }),
+        }
+    }
+
+    /// `GET /Type/id/_history/vid`.
+    pub async fn vread(
+        &self,
+        ctx: &RequestContext,
+        rt: &str,
+        id: &str,
+        version: &str,
+    ) -> Result<ReadOutcome, RecordError> {
+        self.check_type(rt)?;
+        self.authorize(ctx, Action::Read, Some(rt)).await?;
+        let version: i64 = version.parse().map_err(|_| RecordError::NotFound)?;
+        let found = self.store.vread(rt, id, version).await?;
+        self.store
+            .append_audit(&[self.entry(
+                ctx,
+                "vread",
+                Some(rt),
+                vec![id.to_string()],
+                if found.is_some() {
+                    Outcome::Success
+                } else {
+                    Outcome::Failed
+                },
+            )])
+            .await?;
+        match found {
+            None => Err(RecordError::NotFound),
+            Some(v) if v.deleted => Err(RecordError::Gone { version: v.version }),
+            Some(v) => Ok(ReadOutcome {
+                resource: self.decode(&v)?,
+                version: v.version,
+                last_updated: v.last_updated,
+            }),
+        }
+    }
+
+    /// `PUT /Type/id`: update, or create with the client's id.
+    pub async fn update(
+        &self,
+        ctx: &RequestContext,
+        rt: &str,
+        id: &str,
+        body: Value,
+        if_match: Option<i64>,
+    ) -> Result<WriteOutcome, RecordError> {
+        self.check_type(rt)?;
+        if resource::ResourceId::parse(id).is_none() {
+            return Err(RecordError::invalid(
+                IssueType::Value,
+                "the id in the URL is not a valid FHIR id",
+            ));
+        }
+        if body.get("id").and_then(Value::as_str) != Some(id) {
+            return Err(RecordError::Invalid(vec![
+                Issue::error(
+                    IssueType::Invalid,
+                    "the resource id must match the id in the URL",
+                )
+                .at(&format!("{rt}.id")),
+            ]));
+        }
+        let grant = self.authorize(ctx, Action::Update, Some(rt)).await?;
+        self.check_resource(rt, &body)?;
+        let mut tx = self.store.begin().await?;
+        let out = self
+            .update_in_tx(ctx, tx.as_mut(), &grant, rt, id, body, if_match)
+            .await?;
+        if out.status != WriteStatus::Unchanged {
+            tx.append_audit(&self.entry(
+                ctx,
+                "update",
+                Some(rt),
+                vec![id.to_string()],
+                Outcome::Success,
+            ))
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn update_in_tx(
+        &self,
+        ctx: &RequestContext,
+        tx: &mut dyn RecordTx,
+        grant: &Grant,
+        rt: &str,
+        id: &str,
+        body: Value,
+        if_match: Option<i64>,
+    ) -> Result<WriteOutcome, RecordError> {
+        let head = tx.head(rt, id).await?;
+        match (head, if_match) {
+            (Some(h), Some(v)) if h.version != v => {
+                return Err(RecordError::PreconditionFailed(format!(
+                    "the current version is {}",
+                    h.version
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(RecordError::PreconditionFailed(
+                    "the resource does not exist".into(),
+                ));
+            }
+            (None, None) | (Some(VersionHead { deleted: true, .. }), None) => {
+                // Update as create needs create permission too.
+                self.authorize(ctx, Action::Create, Some(rt)).await?;
+            }
+            _ => {}
+        }
+        if let Some(h) = head.filter(|h| !h.deleted) {
+            // An identical update writes nothing (no new version), so re-imports are idempotent.
+            if let Some(current) = self.store.vread(rt, id, h.version).await? {
+                let current = self.decode(&current)?;
+                if content_key(&current) == content_key(&body) {
+                    let last = current
+                        .pointer("/meta/lastUpdated")
+                        .and_then(Value::as_str)
+                        .and_then(datetime::parse_range)
+                        .map_or(0, |r| r.lo);
+                    return Ok(WriteOutcome {
+                        resource: Some(current),
+                        resource_type: rt.into(),
+                        id: id.into(),
+                        version: h.version,
+                        last_updated: last,
+                        status: WriteStatus::Unchanged,
+                    });
+                }
+            }
+        }
+        self.write_version(tx, grant, rt, id, body, head).await
+    }
+
+    /// `PUT /Type?query`: conditional update.
+    pub async fn conditional_update(
+        &self,
+        ctx: &RequestContext,
+        rt: &str,
+        query: &str,
+        mut body: Value,
+    ) -> Result<WriteOutcome, RecordError> {
+        self.check_type(rt)?;
+        let grant = self.authorize(ctx, Action::Update, Some(rt)).await?;
+        self.check_resource(rt, &body)?;
+        let mut tx = self.store.begin().await?;
+        let matches = self.conditional_matches(tx.as_mut(), rt, query).await?;
+        let id = match matches.as_slice() {
+            [] => body
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| self.ids.new_id()),
+            [id] => {
+                if body
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|b| b != id)
+                {
+                    return Err(RecordError::invalid(
+                        IssueType::Invalid,
+                        "the resource id does not match the resource found",
+                    ));
+                }
+                id.clone()
+            }
+            _ => return Err(RecordError::MultipleMatches),
+        };
+        if let Some(o) = body.as_object_mut() {
+            o.insert("id".into(), Value::String(id.clone()));
+        }
+        let out = self
+            .update_in_tx(ctx, tx.as_mut(), &grant, rt, &id, body, None)
+            .await?;
+        if out.status != WriteStatus::Unchanged {
+            tx.append_audit(&self.entry(ctx, "update", Some(rt), vec![id], Outcome::Success))
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    /// `PATCH /Type/id` with a JSON Patch.
+    pub async fn patch(
+        &self,
+        ctx: &RequestContext,
+        rt: &str,
+        id: &str,
+        patch: &Value,
+        if_match: Option<i64>,
+    ) -> Result<WriteOutcome, RecordError> {
+        self.check_type(rt)?;
+        let grant = self.authorize(ctx, Action::Update, Some(rt)).await?;
+        let current = self.store.read(rt, id).await?;
+        let current = match current {
+            None => return Err(RecordError::NotFound),
+            Some(v) if v.deleted => return Err(RecordError::Gone { version: v.version }),
+            Some(v) => v,
+        };
+        if if_match.is_some_and(|m| m != current.version) {
+            return Err(RecordError::PreconditionFailed(format!(
+                "the current version is {}",
+                current.version
+            )));
+        }
+        let patched = resource::apply_json_patch(&self.decode(&current)?, patch)?;
+        if patched.get("id").and_then(Value::as_str) != Some(id)
+            || patched.get("resourceType").and_then(Value::as_str) != Some(rt)
+        {
+            return Err(RecordError::invalid(
+                IssueType::Invalid,
+                "a patch may not change the id or resourceType",
+            ));
+        }
+        self.check_resource(rt, &patched)?;
+        let mut tx = self.store.begin().await?;
+        // Patch applies to the version read; a concurrent write in between is a conflict.
+        let out = self
+            .update_in_tx(
+                ctx,
+                tx.as_mut(),
+                &grant,
+                rt,
+                id,
+                patched,
+                Some(current.version),
+            )
+            .await?;
+        if out.status != WriteStatus::Unchanged {
+            tx.append_audit(&self.entry(
+                ctx,
+                "patch",
+                Some(rt),
+                vec![id.to_string()],
+                Outcome::Success,
+            ))
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    /// `DELETE /Type/id`: writes a versioned tombstone. Deleting what is absent succeeds.
+    pub async fn delete(
+        &self,
+        ctx: &RequestContext,
+        rt: &str,
+        id: &str,
+    ) -> Result<WriteOutcome, RecordError> {
+        self.check_type(rt)?;
+        self.authorize(ctx, Action::Delete, Some(rt)).await?;
+        let mut tx = self.store.begin().await?;
+        let out = self.delete_in_tx(tx.as_mut(), rt, id).await?;
+        tx.append_audit(&self.entry(
+            ctx,
+            "delete",
+            Some(rt),
+            vec![id.to_string()],
+            Outcome::Success,
+        ))
+        .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(crate) async fn delete_in_tx(
+        &self,
+        tx: &mut dyn RecordTx,
+        rt: &str,
+        id: &str,
+    ) -> Result<WriteOutcome, RecordError> {
+        match tx.head(rt, id).await? {
+            Some(h) if !h.deleted => self.tombstone(tx, rt, id, h).await,
+            h => Ok(WriteOutcome {
+                resource: None,
+                resource_type: rt.into(),
+                id: id.into(),
+                version: h.map_or(0, |h| h.version),
+                last_updated: self.now(),
+                status: WriteStatus::Deleted,
+            }),
+        }
+    }
+
+    /// `DELETE /Type?query`: deletes the one match (412 for several).
+    pub async fn conditional_delete(
+        &self,
+        ctx: &RequestContext,
+        rt: &str,
+        query: &str,
+    ) -> Result<WriteOutcome, RecordError> {
+        self.check_type(rt)?;
+        self.authorize(ctx, Action::Delete, Some(rt)).await?;
+        let mut tx = self.store.begin().await?;
+        let matches = self.conditional_matches(tx.as_mut(), rt, query).await?;
+        let out = match matches.as_slice() {
+            [] => {
+                return Ok(WriteOutcome {
+                    resource: None,
+                    resource_type: rt.into(),
+                    id: String::new(),
+                    version: 0,
+                    last_updated: self.now(),
+                    status: WriteStatus::Deleted,
+                });
+            }
+            [id] => self.delete_in_tx(tx.as_mut(), rt, id).await?,
+            _ => return Err(RecordError::MultipleMatches),
+        };
+        tx.append_audit(&self.entry(
+            ctx,
+            "delete",
+            Some(rt),
+            vec![out.id.clone()],
+            Outcome::Success,
+        ))
+        .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// `GET /Type?...` and `POST /Type/_search`: a searchset Bundle.
+    pub async fn search(
+        &self,
+        ctx: &RequestContext,
+        rt: &str,
+        params: &[(String, String)],
+        handling: Handling,
+    ) -> Result<Value, RecordError> {
+        self.check_type(rt)?;
+        self.authorize(ctx, Action::Search, Some(rt)).await?;
+        let q = search::parse_query(self.defs, rt, params, handling)?;
+        let summary_count = q.summary == Some(SummaryMode::Count);
+        let count = if summary_count {
+            0
+        } else {
+            q.count.unwrap_or(DEFAULT_COUNT).min(MAX_COUNT)
+        };
+        let page = PageRequest {
+            count,
+            cursor: q.page.clone(),
+            with_total: q.total != TotalMode::None || summary_count,
+        };
+        let result = self.store.search(&q, &page).await?;
+        let matches = self.store.read_many(&result.matches).await?;
+        let mut seen: HashSet<(String, String)> = result.matches.iter().cloned().collect();
+        let included = self.includes(ctx, &q, &result.matches, &mut seen).await?;
+
+        let mut entries = Vec::new();
+        let mut returned_ids = Vec::new();
+        for v in &matches {
+            let r = resource::shape(self.defs, &self.decode(v)?, q.summary, &q.elements);
+            returned_ids.push(format!("{}/{}", v.resource_type, v.id));
+            entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url, v.resource_type, v.id), "resource": r, "search": {"mode": "match"}}));
+        }
+        for v in &included {
+            let r = resource::shape(self.defs, &self.decode(v)?, q.summary, &q.elements);
+            returned_ids.push(format!("{}/{}", v.resource_type, v.id));
+            entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url, v.resource_type, v.id), "resource": r, "search": {"mode": "include"}}));
+        }
+        if !q.ignored.is_empty() {
+            let issues: Vec<Issue> = q
+                .ignored
+                .iter()
+                .map(|(p, why)| {
+                    Issue::warning(
+                        IssueType::NotSupported,
+                        format!("parameter '{p}' was ignored: {why}"),
+                    )
+                })
+                .collect();
+            entries.push(
+                json!({"resource": operation_outcome(&issues), "search": {"mode": "outcome"}}),
+            );
+        }
+        self.store
+            .append_audit(&[self.entry(ctx, "search", Some(rt), returned_ids, Outcome::Success)])
+            .await?;
+
+        let base = format!("{}/{}", ctx.base_url, rt);
+        let mut applied = q.applied.clone();
+        if !applied.iter().any(|(k, _)| k == "_count") {
+            applied.push(("_count".into(), count.to_string()));
+        }
+        let mut links =
+            vec![json!({"relation": "self", "url": format!("{base}?{}", encode_query(&applied))})];
+        if let Some(next) = &result.next {
+            let mut p = applied.clone();
+            p.push(("_page".into(), next.clone()));
+            links.push(json!({"relation": "next", "url": format!("{base}?{}", encode_query(&p))}));
+        }
+        let mut b = json!({"resourceType": "Bundle", "id": self.ids.new_id(), "meta": {"lastUpdated": format_instant(self.now())}, "type": "searchset", "link": links, "entry": entries});
+        if let Some(t) = result.total {
+            b["total"] = json!(t);
+        }
+        Ok(b)
+    }
+
+    /// Resolves `_include` and `_revinclude` (with `:iterate`), only for types the actor may read.
+    async fn includes(
+        &self,
+        ctx: &RequestContext,
+        q: &SearchQuery,
+        matches: &[(String, String)],
+        seen: &mut HashSet<(String, String)>,
+    ) -> Result<Vec<StoredVersion>, RecordError> {
+        let mut out_keys: Vec<(String, String)> = Vec::new();
+        let mut frontier: Vec<(String, String)> = matches.to_vec();
+        for round in 0..4 {
+            let mut found: Vec<(String, String)> = Vec::new();
+            let active = |inc: &&Include| round == 0 || inc.iterate;
+            for inc in q.includes.iter().filter(active) {
+                found.extend(self.store.include_targets(&frontier, inc).await?);
+            }
+            for inc in q.revincludes.iter().filter(active) {
+                found.extend(self.store.revinclude_sources(&frontier, inc).await?);
+            }
+            let mut fresh = Vec::new();
+            for k in found {
+                // Only what the actor may read leaves the server.
+                if self
+                    .pdp
+                    .authorize(&ctx.actor, Action::Read, Some(&k.0))
+                    .is_ok()
+                    && seen.insert(k.clone())
+                {
+                    fresh.push(k);
+                }
+            }
+            if fresh.is_empty() {
+                break;
+            }
+            out_keys.extend(fresh.iter().cloned());
+            frontier = fresh;
+        }
+        Ok(self.store.read_many(&out_keys).await?)
+    }
+
+    /// History at instance, type or system level.
+    pub async fn history(
+        &self,
+        ctx: &RequestContext,
+        scope: HistoryScope,
+        params: &[(String, String)],
+    ) -> Result<Value, RecordError> {
+        let rt = match &scope {
+            HistoryScope::Instance(t, _) | HistoryScope::Type(t) => {
+                self.check_type(t)?;
+                Some(t.clone())
+            }
+            HistoryScope::System => None,
+        };
+        self.authorize(ctx, Action::Read, rt.as_deref()).await?;
+        let mut q = HistoryQuery {
+            scope: scope.clone(),
+            since: None,
+            at: None,
+            count: DEFAULT_COUNT,
+            cursor: None,
+        };
+        let bad =
+            |p: &str| RecordError::invalid(IssueType::Value, format!("invalid value for {p}"));
+        for (k, v) in params {
+            match k.as_str() {
+                "_since" => {
+                    q.since = Some(datetime::parse_range(v).ok_or_else(|| bad("_since"))?.lo)
+                }
+                "_at" => q.at = Some(datetime::parse_range(v).ok_or_else(|| bad("_at"))?.hi - 1),
+                "_count" => q.count = v.parse::<u32>().map_err(|_| bad("_count"))?.min(MAX_COUNT),
+                "_page" => q.cursor = Some(v.clone()),
+                "_format" | "_pretty" => {}
+                other => {
+                    return Err(RecordError::invalid(
+                        IssueType::NotSupported,
+                        format!("unknown history parameter '{other}'"),
+                    ));
+                }
+            }
+        }
+        let page = self.store.history(&q).await?;
+        let mut entries = Vec::new();
+        let mut ids = Vec::new();
+        for v in &page.versions {
+            ids.push(format!(
+                "{}/{}/_history/{}",
+                v.resource_type, v.id, v.version
+            ));
+            let mut e = json!({
+                "fullUrl": format!("{}/{}/{}", ctx.base_url, v.resource_type, v.id),
+                "request": {"method": if v.deleted { "DELETE" } else if v.version == 1 { "POST" } else { "PUT" },
+                            "url": if v.version == 1 && !v.deleted { v.resource_type.clone() } else { format!("{}/{}", v.resource_type, v.id) }},
+                "response": {"status": if v.deleted { "204" } else if v.version == 1 { "201" } else { "200" },
+                             "etag": format!("W/\"{}\"", v.version), "lastModified": format_instant(v.last_updated)},
+            });
+            if !v.deleted {
+                e["resource"] = self.decode(v)?;
+            }
+            entries.push(e);
+        }
+        self.store
+            .append_audit(&[self.entry(ctx, "history", rt.as_deref(), ids, Outcome::Success)])
+            .await?;
+        let path = match &scope {
+            HistoryScope::Instance(t, id) => format!("{}/{t}/{id}/_history", ctx.base_url),
+            HistoryScope::Type(t) => format!("{}/{t}/_history", ctx.base_url),
+            HistoryScope::System => format!("{}/_history", ctx.base_url),
+        };
+        let kept: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| k != "_page")
+            .cloned()
+            .collect();
+        let mut links = vec![json!({"relation": "self", "url": bundle::with_query(&path, &kept)})];
+        if let Some(next) = page.next {
+            let mut p = kept.clone();
+            p.push(("_page".into(), next));
+            links.push(json!({"relation": "next", "url": bundle::with_query(&path, &p)}));
+        }
+        Ok(
+            json!({"resourceType": "Bundle", "id": self.ids.new_id(), "type": "history", "total": page.total, "link": links, "entry": entries}),
+        )
+    }
+}

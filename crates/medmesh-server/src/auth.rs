@@ -1,0 +1,81 @@
+//! Authentication: the bearer token becomes a [`RequestContext`] (the actor the PDP judges).
+//!
+//! Handlers cannot reach the record service without this extractor's output, so every `/fhir`
+//! request is authenticated. SMART login replaces how tokens are issued, not this check.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header;
+use axum::http::request::Parts;
+use medmesh_auth::{TokenVerifyingKey, parse_scopes, token};
+use medmesh_policy::Actor;
+use medmesh_records::RequestContext;
+use tower_http::request_id::RequestId;
+
+use crate::AppState;
+use crate::response::ApiError;
+
+/// Verifies access tokens.
+#[derive(Debug, Clone)]
+pub struct TokenVerifier {
+    /// Keys whose tokens are accepted.
+    pub keys: Vec<TokenVerifyingKey>,
+    /// The expected issuer.
+    pub issuer: String,
+}
+
+/// An authenticated request.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub RequestContext);
+
+/// The request's operation id (from `X-Request-Id`, generated when absent).
+pub fn operation_id(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_default()
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or_else(ApiError::unauthorized)?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = token::verify(
+            token.trim(),
+            &state.verifier.keys,
+            &state.verifier.issuer,
+            now,
+        )
+        .map_err(|_| ApiError::unauthorized())?;
+        let source_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(Self(RequestContext {
+            actor: Actor {
+                subject: claims.sub,
+                scopes: parse_scopes(&claims.scope),
+                patient: claims.patient,
+            },
+            operation_id: operation_id(parts),
+            source_ip,
+            base_url: state.base_url(parts),
+        }))
+    }
+}

@@ -1,0 +1,91 @@
+//! The CapabilityStatement, generated from the same definitions the server runs on, so it
+//! lists exactly the types, search parameters and operations that work.
+
+use medmesh_fhir::{Definitions, SearchParamType};
+use serde_json::{Value, json};
+
+/// Builds the CapabilityStatement.
+pub fn capability_statement(defs: &Definitions, base_url: &str, software_version: &str) -> Value {
+    let interactions = [
+        "read",
+        "vread",
+        "update",
+        "patch",
+        "delete",
+        "history-instance",
+        "history-type",
+        "create",
+        "search-type",
+    ];
+    let resources: Vec<Value> = defs
+        .resource_types()
+        .iter()
+        .map(|t| {
+            let params = defs.search_params(t).into_iter().flat_map(|m| m.values());
+            let supported: Vec<Value> = params
+                .clone()
+                .filter(|p| p.kind != SearchParamType::Special && (p.expression.is_some() || p.code == "_id"))
+                .map(|p| json!({"name": p.code, "definition": p.url, "type": p.kind.code()}))
+                .collect();
+            let includes: Vec<String> = params.clone().filter(|p| p.kind == SearchParamType::Reference && p.expression.is_some()).map(|p| format!("{t}:{}", p.code)).collect();
+            let mut rev: Vec<String> = Vec::new();
+            for other in defs.resource_types() {
+                for p in defs.search_params(other).into_iter().flat_map(|m| m.values()) {
+                    if p.kind == SearchParamType::Reference && p.expression.is_some() && (p.targets.is_empty() || p.targets.iter().any(|x| x == t)) {
+                        rev.push(format!("{other}:{}", p.code));
+                    }
+                }
+            }
+            let mut r = json!({
+                "type": t,
+                "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
+                "interaction": interactions.iter().map(|i| json!({"code": i})).collect::<Vec<_>>(),
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "referencePolicy": ["literal", "logical"],
+                "searchInclude": includes,
+                "searchRevInclude": rev,
+                "searchParam": supported,
+            });
+            if t == "Patient" {
+                r["operation"] = json!([
+                    {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"},
+                    {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"}
+                ]);
+            }
+            if t == "Group" {
+                r["operation"] = json!([{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}]);
+            }
+            r
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-24",
+        "publisher": "medmesh",
+        "kind": "instance",
+        "software": {"name": "medmesh", "version": software_version},
+        "implementation": {"description": "medmesh FHIR R4 node", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "security": {"description": "Every request needs an OAuth2 bearer token (EdDSA-signed JWT) carrying SMART scopes."},
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "searchParam": [
+                {"name": "_count", "type": "number"}, {"name": "_sort", "type": "string"}, {"name": "_include", "type": "string"},
+                {"name": "_revinclude", "type": "string"}, {"name": "_total", "type": "token"}, {"name": "_summary", "type": "token"},
+                {"name": "_elements", "type": "string"}
+            ],
+            "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]
+        }]
+    })
+}

@@ -1,0 +1,535 @@
+//! Thin handlers: extract, call the record service, render.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use medmesh_fhir::datetime::format_http_date;
+use medmesh_fhir::resource::parse_json_object;
+use medmesh_fhir::search::Handling;
+use medmesh_fhir::{Issue, IssueType};
+use medmesh_records::export::{ExportLevel, ExportStatus};
+use medmesh_records::service::parse_query_string;
+use medmesh_records::{ReadOutcome, RecordError, ReturnPreference, WriteOutcome, WriteStatus};
+use medmesh_store::HistoryScope;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::auth::Authenticated;
+use crate::response::{ApiError, fhir_json, outcome, set_header};
+
+type ApiResult = Result<Response, ApiError>;
+
+/// What the `Prefer` header asks for.
+#[derive(Debug, Default, Clone, Copy)]
+struct Prefer {
+    ret: Option<ReturnPreference>,
+    handling: Handling,
+    respond_async: bool,
+}
+
+fn prefer(headers: &HeaderMap) -> Prefer {
+    let mut p = Prefer::default();
+    for v in headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        for part in v.split([',', ';']).map(str::trim) {
+            match part {
+                "return=minimal" => p.ret = Some(ReturnPreference::Minimal),
+                "return=representation" => p.ret = Some(ReturnPreference::Representation),
+                "return=OperationOutcome" => p.ret = Some(ReturnPreference::OperationOutcome),
+                "handling=strict" => p.handling = Handling::Strict,
+                "handling=lenient" => p.handling = Handling::Lenient,
+                "respond-async" => p.respond_async = true,
+                _ => {}
+            }
+        }
+    }
+    p
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    match headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request("If-Match must be an ETag such as W/\"1\"")),
+    }
+}
+
+/// Reads a body within the configured limit; a larger one is 413.
+async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError> {
+    let (parts, body) = req.into_parts();
+    let ct = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.is_empty() && !ct.contains("json") && !ct.contains("x-www-form-urlencoded") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueType::NotSupported,
+            "only JSON (application/fhir+json) is supported",
+        ));
+    }
+    axum::body::to_bytes(body, state.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                IssueType::TooLong,
+                format!(
+                    "the body exceeds the limit of {} bytes",
+                    state.max_body_bytes
+                ),
+            )
+        })
+}
+
+async fn read_resource(state: &AppState, req: Request) -> Result<Value, ApiError> {
+    let bytes = read_body(state, req).await?;
+    parse_json_object(&bytes).map_err(|i| ApiError::from(RecordError::Invalid(vec![i])))
+}
+
+fn read_response(r: ReadOutcome) -> Response {
+    let mut resp = fhir_json(StatusCode::OK, &r.resource);
+    set_header(
+        resp.headers_mut(),
+        header::ETAG,
+        &format!("W/\"{}\"", r.version),
+    );
+    set_header(
+        resp.headers_mut(),
+        header::LAST_MODIFIED,
+        &format_http_date(r.last_updated),
+    );
+    resp
+}
+
+fn write_response(
+    ctx: &medmesh_records::RequestContext,
+    out: WriteOutcome,
+    pref: Prefer,
+) -> Response {
+    let status = match out.status {
+        WriteStatus::Created => StatusCode::CREATED,
+        WriteStatus::Deleted => StatusCode::NO_CONTENT,
+        _ => StatusCode::OK,
+    };
+    if out.status == WriteStatus::Deleted {
+        return status.into_response();
+    }
+    let mut resp = match (
+        pref.ret.unwrap_or(ReturnPreference::Representation),
+        &out.resource,
+    ) {
+        (ReturnPreference::Representation, Some(r)) => fhir_json(status, r),
+        (ReturnPreference::OperationOutcome, _) => outcome(
+            status,
+            &[Issue::information(format!(
+                "{} {}/{} version {}",
+                match out.status {
+                    WriteStatus::Created => "created",
+                    WriteStatus::Unchanged => "unchanged",
+                    WriteStatus::Existing => "found",
+                    _ => "updated",
+                },
+                out.resource_type,
+                out.id,
+                out.version
+            ))],
+        ),
+        _ => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = status;
+            r
+        }
+    };
+    let h = resp.headers_mut();
+    set_header(
+        h,
+        header::LOCATION,
+        &format!(
+            "{}/{}/{}/_history/{}",
+            ctx.base_url, out.resource_type, out.id, out.version
+        ),
+    );
+    set_header(h, header::ETAG, &format!("W/\"{}\"", out.version));
+    set_header(
+        h,
+        header::LAST_MODIFIED,
+        &format_http_date(out.last_updated),
+    );
+    resp
+}
+
+/// `GET /healthz`: 200 once the store answers.
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    match state.records.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response()
+        }
+    }
+}
+
+/// `GET /fhir/metadata`.
+pub async fn metadata(State(state): State<AppState>) -> Response {
+    fhir_json(StatusCode::OK, &state.capability)
+}
+
+/// `POST /fhir`: transaction or batch.
+pub async fn root_post(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult {
+    let bundle = read_resource(&state, req).await?;
+    let pref = prefer(&headers);
+    let out = state
+        .records
+        .process_bundle(&ctx, bundle, pref.ret.unwrap_or_default())
+        .await?;
+    Ok(fhir_json(StatusCode::OK, &out))
+}
+
+/// `GET /fhir/_history`.
+pub async fn system_history(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let params = parse_query_string(q.as_deref().unwrap_or_default());
+    Ok(fhir_json(
+        StatusCode::OK,
+        &state
+            .records
+            .history(&ctx, HistoryScope::System, &params)
+            .await?,
+    ))
+}
+
+/// `GET /fhir/$export` and `GET /fhir/[type]?...`.
+pub async fn type_get(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(rt): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    let params = parse_query_string(q.as_deref().unwrap_or_default());
+    if rt == "$export" {
+        return export_kickoff(&state, &ctx, ExportLevel::System, &params, &headers).await;
+    }
+    let bundle = state
+        .records
+        .search(&ctx, &rt, &params, prefer(&headers).handling)
+        .await?;
+    Ok(fhir_json(StatusCode::OK, &bundle))
+}
+
+async fn export_kickoff(
+    state: &AppState,
+    ctx: &medmesh_records::RequestContext,
+    level: ExportLevel,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+) -> ApiResult {
+    if !prefer(headers).respond_async {
+        return Err(ApiError::bad_request(
+            "$export requires the header Prefer: respond-async",
+        ));
+    }
+    let job = state.records.export_kickoff(ctx, level, params).await?;
+    state.enqueue_export(job.clone());
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::ACCEPTED;
+    set_header(
+        r.headers_mut(),
+        header::CONTENT_LOCATION,
+        &format!("{}/$export-poll-status/{job}", ctx.base_url),
+    );
+    Ok(r)
+}
+
+/// `POST /fhir/[type]`: create.
+pub async fn type_post(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(rt): Path<String>,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult {
+    let body = read_resource(&state, req).await?;
+    let ine = headers
+        .get("if-none-exist")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let out = state
+        .records
+        .create(&ctx, &rt, body, ine.as_deref())
+        .await?;
+    Ok(write_response(&ctx, out, prefer(&headers)))
+}
+
+/// `PUT /fhir/[type]?query`: conditional update.
+pub async fn type_put(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(rt): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult {
+    let q = q
+        .filter(|q| !q.is_empty())
+        .ok_or_else(|| ApiError::bad_request("a conditional update needs search parameters"))?;
+    let body = read_resource(&state, req).await?;
+    let out = state
+        .records
+        .conditional_update(&ctx, &rt, &q, body)
+        .await?;
+    Ok(write_response(&ctx, out, prefer(&headers)))
+}
+
+/// `DELETE /fhir/[type]?query`: conditional delete.
+pub async fn type_delete(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(rt): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let q = q
+        .filter(|q| !q.is_empty())
+        .ok_or_else(|| ApiError::bad_request("a conditional delete needs search parameters"))?;
+    let out = state.records.conditional_delete(&ctx, &rt, &q).await?;
+    Ok(write_response(&ctx, out, Prefer::default()))
+}
+
+/// `POST /fhir/[type]/_search`: parameters in the form body and the URL.
+pub async fn type_search_post(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(rt): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult {
+    let body = read_body(&state, req).await?;
+    let mut params = parse_query_string(q.as_deref().unwrap_or_default());
+    params.extend(parse_query_string(&String::from_utf8_lossy(&body)));
+    Ok(fhir_json(
+        StatusCode::OK,
+        &state
+            .records
+            .search(&ctx, &rt, &params, prefer(&headers).handling)
+            .await?,
+    ))
+}
+
+/// `GET /fhir/[type]/_history`.
+pub async fn type_history(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(rt): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let params = parse_query_string(q.as_deref().unwrap_or_default());
+    Ok(fhir_json(
+        StatusCode::OK,
+        &state
+            .records
+            .history(&ctx, HistoryScope::Type(rt), &params)
+            .await?,
+    ))
+}
+
+/// `GET /fhir/[type]/[id]`: read; also the export status and Patient-level kick-off.
+pub async fn instance_get(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path((rt, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    if rt == "$export-poll-status" {
+        return match state.records.export_status(&ctx, &id).await? {
+            ExportStatus::InProgress(state_name) => {
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = StatusCode::ACCEPTED;
+                set_header(
+                    r.headers_mut(),
+                    "x-progress"
+                        .parse()
+                        .map_err(|_| ApiError::bad_request("header"))?,
+                    &state_name,
+                );
+                set_header(r.headers_mut(), header::RETRY_AFTER, "1");
+                Ok(r)
+            }
+            ExportStatus::Complete(manifest) => {
+                let mut r = fhir_json(StatusCode::OK, &manifest);
+                set_header(r.headers_mut(), header::CONTENT_TYPE, "application/json");
+                Ok(r)
+            }
+            ExportStatus::Failed(msg) => Ok(outcome(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &[Issue::error(IssueType::Exception, msg)],
+            )),
+        };
+    }
+    if rt == "Patient" && id == "$export" {
+        let params = parse_query_string(q.as_deref().unwrap_or_default());
+        return export_kickoff(&state, &ctx, ExportLevel::Patient, &params, &headers).await;
+    }
+    Ok(read_response(state.records.read(&ctx, &rt, &id).await?))
+}
+
+/// `PUT /fhir/[type]/[id]`: update or create with a client id.
+pub async fn instance_put(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path((rt, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult {
+    let body = read_resource(&state, req).await?;
+    let out = state
+        .records
+        .update(&ctx, &rt, &id, body, if_match(&headers)?)
+        .await?;
+    Ok(write_response(&ctx, out, prefer(&headers)))
+}
+
+/// `PATCH /fhir/[type]/[id]` with `application/json-patch+json`.
+pub async fn instance_patch(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path((rt, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/json-patch+json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueType::NotSupported,
+            "PATCH takes application/json-patch+json",
+        ));
+    }
+    let bytes = read_body(&state, req).await?;
+    let patch: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| ApiError::bad_request("the patch is not valid JSON"))?;
+    let out = state
+        .records
+        .patch(&ctx, &rt, &id, &patch, if_match(&headers)?)
+        .await?;
+    Ok(write_response(&ctx, out, prefer(&headers)))
+}
+
+/// `DELETE /fhir/[type]/[id]`; also cancels an export job.
+pub async fn instance_delete(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path((rt, id)): Path<(String, String)>,
+) -> ApiResult {
+    if rt == "$export-poll-status" {
+        state
+            .records
+            .export_cancel(&ctx, &id, &state.export_files)
+            .await?;
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    let out = state.records.delete(&ctx, &rt, &id).await?;
+    Ok(write_response(&ctx, out, Prefer::default()))
+}
+
+/// `GET /fhir/[type]/[id]/_history`, `Patient/[id]/$everything`, `Group/[id]/$export` and
+/// export file downloads.
+pub async fn instance_op(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path((rt, id, op)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    let params = parse_query_string(q.as_deref().unwrap_or_default());
+    match (rt.as_str(), op.as_str()) {
+        ("$export-file", name) => {
+            let bytes = state
+                .records
+                .export_file(&ctx, &id, name, &state.export_files)
+                .await?;
+            Ok(([(header::CONTENT_TYPE, "application/fhir+ndjson")], bytes).into_response())
+        }
+        (_, "_history") => Ok(fhir_json(
+            StatusCode::OK,
+            &state
+                .records
+                .history(&ctx, HistoryScope::Instance(rt, id), &params)
+                .await?,
+        )),
+        ("Patient", "$everything") => Ok(fhir_json(
+            StatusCode::OK,
+            &state.records.everything(&ctx, &id, &params).await?,
+        )),
+        ("Group", "$export") => {
+            export_kickoff(&state, &ctx, ExportLevel::Group(id), &params, &headers).await
+        }
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            IssueType::NotSupported,
+            "unknown operation",
+        )),
+    }
+}
+
+/// `GET /fhir/[type]/[id]/_history/[vid]`.
+pub async fn vread(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path((rt, id, vid)): Path<(String, String, String)>,
+) -> ApiResult {
+    Ok(read_response(
+        state.records.vread(&ctx, &rt, &id, &vid).await?,
+    ))
+}
+
+/// Rejects requests for XML (406) before they reach a handler.
+pub async fn negotiate(req: Request, next: axum::middleware::Next) -> Response {
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = req
+        .uri()
+        .query()
+        .map(parse_query_string)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(k, _)| k == "_format")
+        .map(|(_, v)| v);
+    let wants_xml = |s: &str| s.contains("xml") && !s.contains("json") && !s.contains("*/*");
+    if wants_xml(accept) || format.as_deref().is_some_and(|f| f.contains("xml")) {
+        return outcome(
+            StatusCode::NOT_ACCEPTABLE,
+            &[Issue::error(
+                IssueType::NotSupported,
+                "only JSON is supported: use application/fhir+json",
+            )],
+        );
+    }
+    next.run(req).await
+}

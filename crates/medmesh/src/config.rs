@@ -1,0 +1,150 @@
+//! Configuration: one typed struct. Defaults, then the TOML file (`--config`), then
+//! `MEDMESH_*` environment variables and command-line flags (clap reads both).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// A secret string (a database URL may hold a password). Debug never shows it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The settings file. Every field is optional; unknown fields are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where the SQLite file and other node data live. Default `./medmesh-data`.
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: Option<SocketAddr>,
+    /// `postgres://...` to run on PostgreSQL; unset for SQLite in the data dir.
+    pub database_url: Option<Secret>,
+    /// Public FHIR base URL behind a proxy, e.g. `https://ehr.example.org/fhir`. Default: from
+    /// the request's Host header.
+    pub public_base_url: Option<String>,
+    /// Issuer named in access tokens. Default `medmesh`.
+    pub issuer: Option<String>,
+    /// Largest request body in bytes. Default 32 MiB.
+    pub max_body_bytes: Option<usize>,
+    /// Log filter (tracing syntax). Default `info`.
+    pub log: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// PostgreSQL URL, if any.
+    pub database_url: Option<Secret>,
+    /// Public base URL, if fixed.
+    pub public_base_url: Option<String>,
+    /// Token issuer.
+    pub issuer: String,
+    /// Body limit.
+    pub max_body_bytes: usize,
+    /// Log filter.
+    pub log: String,
+}
+
+/// Values given on the command line or in `MEDMESH_*` variables; they override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--data-dir` / `MEDMESH_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen` / `MEDMESH_LISTEN`.
+    pub listen: Option<SocketAddr>,
+    /// `--database-url` / `MEDMESH_DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// `--config` / `MEDMESH_CONFIG`.
+    pub config: Option<PathBuf>,
+}
+
+impl Config {
+    /// Resolves the configuration.
+    ///
+    /// # Errors
+    /// An unreadable or invalid settings file.
+    pub fn load(o: &Overrides) -> anyhow::Result<Self> {
+        let file = match &o.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Ok(Self {
+            data_dir: o
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("medmesh-data")),
+            listen: o
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            database_url: o.database_url.clone().map(Secret).or(file.database_url),
+            public_base_url: env("MEDMESH_PUBLIC_BASE_URL").or(file.public_base_url),
+            issuer: env("MEDMESH_ISSUER")
+                .or(file.issuer)
+                .unwrap_or_else(|| "medmesh".into()),
+            max_body_bytes: env("MEDMESH_MAX_BODY_BYTES")
+                .and_then(|v| v.parse().ok())
+                .or(file.max_body_bytes)
+                .unwrap_or(medmesh_server::DEFAULT_MAX_BODY),
+            log: env("MEDMESH_LOG")
+                .or(file.log)
+                .unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+fn read_file(p: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(p)
+        .with_context(|| format!("cannot read config file {}", p.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_and_secrets_are_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, "data_dir = \"/x\"\nlisten = \"127.0.0.1:9\"\ndatabase_url = \"postgres://u:hunter2@h/db\"\n").unwrap();
+        let c = Config::load(&Overrides {
+            config: Some(p.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/x"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let c = Config::load(&Overrides {
+            config: Some(p),
+            data_dir: Some("/y".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/y"));
+        std::fs::write(dir.path().join("bad.toml"), "nonsense = 1").unwrap();
+        assert!(
+            Config::load(&Overrides {
+                config: Some(dir.path().join("bad.toml")),
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+}
