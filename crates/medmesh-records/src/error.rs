@@ -20,6 +20,9 @@ pub enum RecordError {
     /// The request is malformed or the resource invalid.
     #[error("invalid request")]
     Invalid(Vec<Issue>),
+    /// The request breaks a basic rule of the API (400), such as an id that differs from the URL.
+    #[error("bad request")]
+    BadRequest(Vec<Issue>),
     /// The resource type is not known.
     #[error("unknown resource type")]
     UnknownType,

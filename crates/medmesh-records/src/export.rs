@@ -182,6 +182,9 @@ impl RecordService {
         let Some(mut job) = self.store.export_job(job_id).await? else {
             return Err(RecordError::NotFound);
         };
+        if job.state == "cancelled" {
+            return Ok(());
+        }
         let req: ExportRequest =
             serde_json::from_str(&job.request).map_err(|_| RecordError::Corrupt)?;
         job.state = "running".into();

@@ -31,13 +31,17 @@ pub fn status_of(err: &RecordError) -> (u16, Vec<Issue>) {
             410,
             vec![Issue::error(IssueType::Deleted, "resource deleted")],
         ),
-        RecordError::Invalid(issues) => {
-            let structural = issues.iter().all(|i| {
-                matches!(i.code, IssueType::Structure | IssueType::NotSupported)
-                    && i.expression.is_none()
-            });
-            (if structural { 400 } else { 422 }, issues.clone())
-        }
+        // Content that parses but breaks the definitions is 422 and names where; a request that
+        // could not be understood at all is 400.
+        RecordError::Invalid(issues) => (
+            if issues.iter().any(|i| i.expression.is_some()) {
+                422
+            } else {
+                400
+            },
+            issues.clone(),
+        ),
+        RecordError::BadRequest(issues) => (400, issues.clone()),
         RecordError::UnknownType => (
             404,
             vec![Issue::error(

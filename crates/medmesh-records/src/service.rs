@@ -469,7 +469,7 @@ impl RecordService {
             ));
         }
         if body.get("id").and_then(Value::as_str) != Some(id) {
-            return Err(RecordError::Invalid(vec![
+            return Err(RecordError::BadRequest(vec![
                 Issue::error(
                     IssueType::Invalid,
                     "the resource id must match the id in the URL",

@@ -147,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(negotiate));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/fhir/", post(handlers::root_post))
         .nest("/fhir", fhir)
         .with_state(state)
         .layer(

@@ -519,24 +519,23 @@ impl<B: Backend> RecordStore for SqlStore<B> {
     }
 
     async fn put_export_job(&self, job: &ExportJob) -> Result<(), StoreError> {
-        let mut tx = self.backend.begin().await?;
-        let mut del = self.sql("DELETE FROM export_jobs WHERE id = ");
-        del.str(&job.id);
-        tx.execute(del).await?;
-        let mut ins = self.sql("INSERT INTO export_jobs (id, state, request, output, error, created, updated) VALUES (");
-        ins.str(&job.id)
+        // An upsert that never leaves `cancelled`: a cancel is final even when the worker
+        // saves its progress afterwards.
+        let mut sql = self.sql("INSERT INTO export_jobs (id, state, request, output, error, created, updated) VALUES (");
+        sql.str(&job.id)
             .push(", ")
             .str(&job.state)
             .push(", ")
             .str(&job.request)
             .push(", ");
-        ins.bind(Arg::OptStr(job.output.clone()))
+        sql.bind(Arg::OptStr(job.output.clone()))
             .push(", ")
             .bind(Arg::OptStr(job.error.clone()))
             .push(", ");
-        ins.int(job.created).push(", ").int(job.updated).push(")");
-        tx.execute(ins).await?;
-        B::commit(tx).await
+        sql.int(job.created).push(", ").int(job.updated).push(")");
+        sql.push(" ON CONFLICT (id) DO UPDATE SET state = excluded.state, output = excluded.output, error = excluded.error, updated = excluded.updated WHERE export_jobs.state <> 'cancelled'");
+        let mut conn = self.backend.conn().await?;
+        conn.execute(sql).await.map(|_| ())
     }
 
     async fn export_job(&self, id: &str) -> Result<Option<ExportJob>, StoreError> {
@@ -584,7 +583,7 @@ impl<B: Backend> RecordStore for SqlStore<B> {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.backend.conn().await?;
-        conn.fetch(self.sql("SELECT 1"), &[Col::I64])
+        conn.fetch(self.sql("SELECT CAST(1 AS BIGINT)"), &[Col::I64])
             .await
             .map(|_| ())
     }

@@ -1,0 +1,346 @@
+//! Spawns the real `medmesh` binary on port 0 with a fresh store, and talks HTTP to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+/// Which database a node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A running node.
+pub struct Node {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: tempfile::TempDir,
+    pub db_url: Option<String>,
+    pg_name: Option<String>,
+    pub client: reqwest::Client,
+    pub token: String,
+}
+
+pub fn shared_testdata(dir: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata")
+        .join(dir);
+    assert!(
+        p.is_dir(),
+        "shared test data missing at {}: clone the project beside ../shared",
+        p.display()
+    );
+    p
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("MEDMESH_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn psql(db: &str, sql: &str) -> Output {
+    let out = Command::new("psql")
+        .args([
+            &format!("{}/{db}", pg_admin_url()),
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAtc",
+            sql,
+        ])
+        .output()
+        .expect("psql must be installed for the PostgreSQL tests");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Node {
+    pub async fn start(db: Db) -> Node {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let (db_url, pg_name) = match db {
+            Db::Sqlite => (None, None),
+            Db::Postgres => {
+                let name = format!("medmesh_test_{}", uuid::Uuid::new_v4().simple());
+                psql("postgres", &format!("CREATE DATABASE {name}"));
+                (Some(format!("{}/{name}", pg_admin_url())), Some(name))
+            }
+        };
+        let mut node = Node {
+            child: None,
+            base: String::new(),
+            data_dir,
+            db_url,
+            pg_name,
+            client: reqwest::Client::new(),
+            token: String::new(),
+        };
+        node.spawn().await;
+        node.token = node.mint_token("system/*.*");
+        node
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_medmesh"));
+        c.env_remove("MEDMESH_DATABASE_URL")
+            .env_remove("MEDMESH_DATA_DIR")
+            .env("MEDMESH_LOG", "warn,medmesh=info");
+        c
+    }
+
+    /// The store arguments every command of this node takes.
+    pub fn store_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--data-dir".to_string(),
+            self.data_dir.path().display().to_string(),
+        ];
+        if let Some(u) = &self.db_url {
+            a.push("--database-url".into());
+            a.push(u.clone());
+        }
+        a
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.path().join("node.log"))
+            .expect("log file");
+        let mut child = self
+            .command()
+            .arg("serve")
+            .args(self.store_args())
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn medmesh");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("medmesh listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("node did not start; log: {}", self.log()));
+        self.base = url;
+        self.child = Some(child);
+        // Poll for readiness.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+            {
+                if r.status() == StatusCode::OK {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "node never became healthy");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the node (as a crash would) and starts it again on the same store.
+    pub async fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn().await;
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// Runs a CLI command against this node's store.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let (cmd, rest) = args.split_at(if args.first() == Some(&"admin") { 2 } else { 1 });
+        self.command()
+            .args(cmd)
+            .args(self.store_args())
+            .args(rest)
+            .output()
+            .expect("run medmesh")
+    }
+
+    pub fn mint_token(&self, scope: &str) -> String {
+        let out = self.cli(&["admin", "token", "--scope", scope]);
+        assert!(
+            out.status.success(),
+            "admin token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/fhir/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, HeaderMap, Value) {
+        let r = req.send().await.expect("request");
+        let status = r.status();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, headers, body)
+    }
+
+    pub fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        req.bearer_auth(&self.token)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Value) {
+        self.send(self.auth(self.client.get(self.url(path)))).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, HeaderMap, Value) {
+        self.send(
+            self.auth(self.client.post(self.url(path)))
+                .header("content-type", "application/fhir+json")
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (StatusCode, HeaderMap, Value) {
+        self.send(
+            self.auth(self.client.put(self.url(path)))
+                .header("content-type", "application/fhir+json")
+                .json(body),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, HeaderMap, Value) {
+        self.send(self.auth(self.client.delete(self.url(path))))
+            .await
+    }
+
+    /// Searches and returns the Bundle, asserting 200.
+    pub async fn search(&self, query: &str) -> Value {
+        let (s, _, b) = self.get(query).await;
+        assert_eq!(s, StatusCode::OK, "{query}: {b}");
+        b
+    }
+
+    /// `total` of a search.
+    pub async fn total(&self, query: &str) -> u64 {
+        let b = self.search(query).await;
+        b["total"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no total for {query}: {b}"))
+    }
+
+    /// Ids of the `match` entries of a search.
+    pub async fn ids(&self, query: &str) -> Vec<String> {
+        let b = self.search(query).await;
+        matches(&b)
+    }
+
+    /// Imports files with the CLI.
+    pub fn import(&self, paths: &[PathBuf]) -> Output {
+        let mut args = vec!["import".to_string()];
+        args.extend(self.store_args());
+        args.extend(paths.iter().map(|p| p.display().to_string()));
+        self.command().args(&args).output().expect("import")
+    }
+
+    /// Loads the shared Synthea sample (information bundles first).
+    pub fn load_synthea(&self) {
+        let dir = shared_testdata("fhir-r4-synthea-smart-generated-sample-data");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort_by_key(|p| {
+            (
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains("Information")),
+                p.clone(),
+            )
+        });
+        let out = self.import(&files);
+        assert!(
+            out.status.success(),
+            "import failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Ids of a Bundle's `match` entries.
+pub fn matches(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["search"]["mode"] == "match")
+                .filter_map(|e| e["resource"]["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(name) = &self.pg_name {
+            let _ = Command::new("psql")
+                .args([
+                    &format!("{}/postgres", pg_admin_url()),
+                    "-qAtc",
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ])
+                .output();
+        }
+    }
+}
+
+/// Runs each named test function on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::harness::Node::start($crate::harness::Db::Sqlite).await).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::harness::Node::start($crate::harness::Db::Postgres).await).await
+                }
+            }
+        )*
+    };
+}

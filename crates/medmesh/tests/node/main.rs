@@ -1,0 +1,12 @@
+//! The integration suite of the `medmesh` binary: each test spawns the real node on port 0
+//! with a fresh store, once on SQLite and once on PostgreSQL, and drives it over HTTP and the
+//! CLI.
+
+mod harness;
+
+mod bad_input;
+mod bundles;
+mod data;
+mod export;
+mod interactions;
+mod search;
