@@ -315,15 +315,15 @@ pub fn split_escaped(s: &str, sep: char) -> Vec<String> {
     let mut chars = s.chars().peekable();
     while let Some(c) = chars.next() {
         if c == '\\' {
-            if let Some(&n) = chars.peek() {
-                if n == sep {
-                    // keep escaped separators escaped for a later split on another separator
-                    if let Some(last) = out.last_mut() {
-                        last.push(n);
-                    }
-                    chars.next();
-                    continue;
+            if let Some(&n) = chars.peek()
+                && n == sep
+            {
+                // keep escaped separators escaped for a later split on another separator
+                if let Some(last) = out.last_mut() {
+                    last.push(n);
                 }
+                chars.next();
+                continue;
             }
             if let Some(last) = out.last_mut() {
                 last.push(c);

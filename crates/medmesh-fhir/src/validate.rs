@@ -130,14 +130,14 @@ impl Validator<'_> {
         } else {
             location_prefix.to_string()
         };
-        if let Some(id) = obj.get("id") {
-            if !id.as_str().is_some_and(is_id) {
-                self.issue(
-                    IssueType::Value,
-                    &format!("{loc}.id"),
-                    "id must be 1-64 characters of A-Z a-z 0-9 - .".into(),
-                );
-            }
+        if let Some(id) = obj.get("id")
+            && !id.as_str().is_some_and(is_id)
+        {
+            self.issue(
+                IssueType::Value,
+                &format!("{loc}.id"),
+                "id must be 1-64 characters of A-Z a-z 0-9 - .".into(),
+            );
         }
         self.object(td, rt, obj, &loc, depth, true);
     }
@@ -318,14 +318,14 @@ impl Validator<'_> {
                 vec![(here.clone(), value)]
             }
         };
-        if let Some(max) = el.max {
-            if items.len() > max as usize {
-                self.issue(
-                    IssueType::Structure,
-                    &here,
-                    format!("{key} allows at most {max} values"),
-                );
-            }
+        if let Some(max) = el.max
+            && items.len() > max as usize
+        {
+            self.issue(
+                IssueType::Structure,
+                &here,
+                format!("{key} allows at most {max} values"),
+            );
         }
         let type_code = match choice_type {
             Some(t) => t.to_string(),
@@ -443,21 +443,21 @@ impl Validator<'_> {
                     "xhtml" => s.trim_start().starts_with("<div"),
                     _ => !s.is_empty(),
                 };
-                if ok && type_code == "code" {
-                    if let Some(vs) = el
+                if ok
+                    && type_code == "code"
+                    && let Some(vs) = el
                         .required_binding
                         .as_deref()
                         .and_then(|u| self.defs.value_set(u))
-                    {
-                        if vs.complete && !vs.contains(s) {
-                            let url = el.required_binding.clone().unwrap_or_default();
-                            self.issue(
-                                IssueType::CodeInvalid,
-                                loc,
-                                format!("'{s}' is not in the required value set {url}"),
-                            );
-                        }
-                    }
+                    && vs.complete
+                    && !vs.contains(s)
+                {
+                    let url = el.required_binding.clone().unwrap_or_default();
+                    self.issue(
+                        IssueType::CodeInvalid,
+                        loc,
+                        format!("'{s}' is not in the required value set {url}"),
+                    );
                 }
                 ok
             }

@@ -1,5 +1,7 @@
 //! Validation and index extraction over the public sample data in `../shared/testdata`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
+
 use std::path::PathBuf;
 
 use medmesh_fhir::{definitions, index, validate};

@@ -163,10 +163,10 @@ fn parse_entries(bundle: &Value) -> Result<Vec<Entry>, RecordError> {
 fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
     match v {
         Value::Object(o) => {
-            if let Some(Value::String(r)) = o.get_mut("reference") {
-                if let Some(to) = map.get(r.as_str()) {
-                    *r = to.clone();
-                }
+            if let Some(Value::String(r)) = o.get_mut("reference")
+                && let Some(to) = map.get(r.as_str())
+            {
+                *r = to.clone();
             }
             for (_, child) in o.iter_mut() {
                 rewrite_references(child, map);
@@ -181,10 +181,11 @@ fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
 fn conditional_references(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(o) => {
-            if let Some(Value::String(r)) = o.get("reference") {
-                if r.contains('?') && !r.contains("://") {
-                    out.push(r.clone());
-                }
+            if let Some(Value::String(r)) = o.get("reference")
+                && r.contains('?')
+                && !r.contains("://")
+            {
+                out.push(r.clone());
             }
             o.values().for_each(|c| conditional_references(c, out));
         }

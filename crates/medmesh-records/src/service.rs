@@ -497,6 +497,7 @@ impl RecordService {
         Ok(out)
     }
 
+    #[allow(clippy::too_many_arguments)] // the write pipeline needs each of these, and they differ in kind
     pub(crate) async fn update_in_tx(
         &self,
         ctx: &RequestContext,

@@ -78,6 +78,25 @@ async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError> {
             "only JSON (application/fhir+json) is supported",
         ));
     }
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IssueType::TooLong,
+            format!(
+                "the body exceeds the limit of {} bytes",
+                state.max_body_bytes
+            ),
+        )
+    };
+    // Refuse on the declared length before reading a byte of it.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes) {
+        return Err(too_large());
+    }
     axum::body::to_bytes(body, state.max_body_bytes)
         .await
         .map_err(|_| {

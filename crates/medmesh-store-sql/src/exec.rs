@@ -17,10 +17,10 @@ pub trait Exec: Send {
 
 /// Maps driver errors: unique violations, serialization failures and deadlocks are conflicts.
 pub fn map_err(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        if db.is_unique_violation() || matches!(db.code().as_deref(), Some("40001" | "40P01")) {
-            return StoreError::Conflict;
-        }
+    if let sqlx::Error::Database(db) = &e
+        && (db.is_unique_violation() || matches!(db.code().as_deref(), Some("40001" | "40P01")))
+    {
+        return StoreError::Conflict;
     }
     StoreError::Backend(e.to_string())
 }

@@ -31,9 +31,7 @@ async fn transaction_resolves_references_atomically(node: Node) {
     let obs_loc = e[0]["response"]["location"].as_str().unwrap();
     let pat_loc = e[1]["response"]["location"].as_str().unwrap();
     let pat_id = pat_loc.split('/').nth(1).unwrap();
-    let (_, _, obs) = node
-        .get(&obs_loc.split("/_history").next().unwrap().to_string())
-        .await;
+    let (_, _, obs) = node.get(obs_loc.split("/_history").next().unwrap()).await;
     assert_eq!(
         obs["subject"]["reference"],
         format!("Patient/{pat_id}"),

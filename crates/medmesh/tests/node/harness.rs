@@ -146,10 +146,9 @@ impl Node {
                 .get(format!("{}/healthz", self.base))
                 .send()
                 .await
+                && r.status() == StatusCode::OK
             {
-                if r.status() == StatusCode::OK {
-                    break;
-                }
+                break;
             }
             assert!(Instant::now() < deadline, "node never became healthy");
             tokio::time::sleep(Duration::from_millis(20)).await;

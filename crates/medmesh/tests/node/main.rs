@@ -2,6 +2,8 @@
 //! with a fresh store, once on SQLite and once on PostgreSQL, and drives it over HTTP and the
 //! CLI.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
+
 mod harness;
 
 mod bad_input;
