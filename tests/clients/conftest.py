@@ -1,0 +1,57 @@
+"""Starts the real medmesh binary (MEDMESH_BIN) on port 0 with a fresh store per test module."""
+
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+import requests
+
+BIN = os.environ.get("MEDMESH_BIN", "target/debug/medmesh")
+PG = os.environ.get("MEDMESH_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432")
+
+
+class Node:
+    def __init__(self, db):
+        self.dir = tempfile.TemporaryDirectory()
+        self.args = ["--data-dir", self.dir.name]
+        self.pg_name = None
+        if db == "postgres":
+            self.pg_name = f"medmesh_py_{uuid.uuid4().hex}"
+            subprocess.run(["psql", f"{PG}/postgres", "-qAtc", f"CREATE DATABASE {self.pg_name}"], check=True)
+            self.args += ["--database-url", f"{PG}/{self.pg_name}"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDMESH_")}
+        env["MEDMESH_LOG"] = "warn"
+        self.env = env
+        self.proc = subprocess.Popen([BIN, "serve", *self.args, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True, env=env)
+        line = self.proc.stdout.readline()
+        assert line.startswith("medmesh listening on "), f"node did not start: {line!r}"
+        self.base = line.split(" on ", 1)[1].strip()
+        self.url = f"{self.base}/fhir"
+        deadline = time.time() + 30
+        while True:
+            try:
+                if requests.get(f"{self.base}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.time() < deadline, "node never became healthy"
+            time.sleep(0.02)
+        out = subprocess.run([BIN, "admin", "token", *self.args, "--scope", "system/*.*"], capture_output=True, text=True, env=env, check=True)
+        self.token = out.stdout.strip()
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        if self.pg_name:
+            subprocess.run(["psql", f"{PG}/postgres", "-qAtc", f"DROP DATABASE IF EXISTS {self.pg_name} WITH (FORCE)"], check=False)
+        self.dir.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def node(request):
+    n = Node(request.param)
+    yield n
+    n.close()
