@@ -120,8 +120,14 @@ impl RecordService {
             ids.push(format!("{}/{}", v.resource_type, v.id));
             entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url, v.resource_type, v.id), "resource": r, "search": {"mode": "match"}}));
         }
-        self.store
-            .append_audit(&[self.entry(ctx, "everything", Some("Patient"), ids, Outcome::Success)])
+        self.audit
+            .append(vec![self.entry(
+                ctx,
+                "everything",
+                Some("Patient"),
+                ids,
+                Outcome::Success,
+            )])
             .await?;
         let path = format!("{}/Patient/{patient_id}/$everything", ctx.base_url);
         let kept: Vec<(String, String)> = params

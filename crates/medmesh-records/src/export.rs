@@ -148,8 +148,14 @@ impl RecordService {
             updated: now,
         };
         self.store.put_export_job(&job).await?;
-        self.store
-            .append_audit(&[self.entry(ctx, "export", None, vec![id.clone()], Outcome::Success)])
+        self.audit
+            .append(vec![self.entry(
+                ctx,
+                "export",
+                None,
+                vec![id.clone()],
+                Outcome::Success,
+            )])
             .await?;
         Ok(id)
     }
@@ -513,8 +519,8 @@ impl RecordService {
         {
             return Err(RecordError::NotFound);
         }
-        self.store
-            .append_audit(&[self.entry(
+        self.audit
+            .append(vec![self.entry(
                 ctx,
                 "export-download",
                 None,

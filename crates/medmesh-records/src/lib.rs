@@ -4,6 +4,7 @@
 //! Inbound adapters (the HTTP server, the `medmesh import` CLI) call this crate; it calls the
 //! domain crates and the ports, and never touches HTTP or SQL itself.
 
+pub mod audit_writer;
 pub mod bundle;
 pub mod context;
 pub mod error;

@@ -74,6 +74,7 @@ pub struct RecordService {
     pub(crate) defs: &'static Definitions,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: Arc<dyn IdSource>,
+    pub(crate) audit: crate::audit_writer::AuditWriter,
 }
 
 impl std::fmt::Debug for RecordService {
@@ -128,6 +129,7 @@ impl RecordService {
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
     ) -> Self {
+        let audit = crate::audit_writer::AuditWriter::start(store.clone());
         Self {
             store,
             codec,
@@ -135,6 +137,7 @@ impl RecordService {
             defs,
             clock,
             ids,
+            audit,
         }
     }
 
@@ -183,8 +186,8 @@ impl RecordService {
             Ok(g) => Ok(g),
             Err(denied) => {
                 tracing::info!(operation_id = %ctx.operation_id, reason = %denied.reason, "access denied");
-                self.store
-                    .append_audit(&[self.entry(
+                self.audit
+                    .append(vec![self.entry(
                         ctx,
                         action.code(),
                         rt,
@@ -402,8 +405,14 @@ impl RecordService {
         };
         // The audit entry is durable before the response leaves; if it cannot be written the
         // read fails closed.
-        self.store
-            .append_audit(&[self.entry(ctx, "read", Some(rt), vec![id.to_string()], outcome)])
+        self.audit
+            .append(vec![self.entry(
+                ctx,
+                "read",
+                Some(rt),
+                vec![id.to_string()],
+                outcome,
+            )])
             .await?;
         match found {
             None => Err(RecordError::NotFound),
@@ -428,8 +437,8 @@ impl RecordService {
         self.authorize(ctx, Action::Read, Some(rt)).await?;
         let version: i64 = version.parse().map_err(|_| RecordError::NotFound)?;
         let found = self.store.vread(rt, id, version).await?;
-        self.store
-            .append_audit(&[self.entry(
+        self.audit
+            .append(vec![self.entry(
                 ctx,
                 "vread",
                 Some(rt),
@@ -792,8 +801,14 @@ impl RecordService {
                 json!({"resource": operation_outcome(&issues), "search": {"mode": "outcome"}}),
             );
         }
-        self.store
-            .append_audit(&[self.entry(ctx, "search", Some(rt), returned_ids, Outcome::Success)])
+        self.audit
+            .append(vec![self.entry(
+                ctx,
+                "search",
+                Some(rt),
+                returned_ids,
+                Outcome::Success,
+            )])
             .await?;
 
         let base = format!("{}/{}", ctx.base_url, rt);
@@ -916,8 +931,14 @@ impl RecordService {
             }
             entries.push(e);
         }
-        self.store
-            .append_audit(&[self.entry(ctx, "history", rt.as_deref(), ids, Outcome::Success)])
+        self.audit
+            .append(vec![self.entry(
+                ctx,
+                "history",
+                rt.as_deref(),
+                ids,
+                Outcome::Success,
+            )])
             .await?;
         let path = match &scope {
             HistoryScope::Instance(t, id) => format!("{}/{t}/{id}/_history", ctx.base_url),
