@@ -388,9 +388,18 @@ fn extract_param(def: &SearchParamDef, resource: &Value, out: &mut Vec<IndexRow>
     if def.kind == SearchParamType::Composite {
         for (i, node) in nodes.iter().enumerate() {
             let Some(element) = node.json() else { continue };
-            for (c, comp) in def.components.iter().enumerate() {
-                let comp_nodes = fhirpath::evaluate(&comp.expression, element);
-                for value in values_of(comp.kind, &comp_nodes) {
+            let parts: Vec<Vec<IndexValue>> = def
+                .components
+                .iter()
+                .map(|comp| values_of(comp.kind, &fhirpath::evaluate(&comp.expression, element)))
+                .collect();
+            // A composite matches only elements that have every component, so an element
+            // missing one is not indexed at all.
+            if parts.iter().any(Vec::is_empty) {
+                continue;
+            }
+            for (c, values) in parts.into_iter().enumerate() {
+                for value in values {
                     out.push(IndexRow {
                         param: format!("{}#{c}", def.code),
                         group: i as u32 + 1,
@@ -481,7 +490,11 @@ mod tests {
             .into_iter()
             .filter(|r| r.param.starts_with("code-value-quantity"))
             .collect();
-        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows.len(),
+            2,
+            "only code-value-quantity: the other code-value-* lack their value"
+        );
         assert!(rows.iter().all(|r| r.group == 1));
         assert!(
             matches!(rows_for(&o, "value-quantity")[0], IndexValue::Quantity { lo, .. } if lo == 180.5)

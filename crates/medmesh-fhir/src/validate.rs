@@ -373,12 +373,7 @@ impl Validator<'_> {
         depth: usize,
     ) {
         match type_code {
-            "BackboneElement" | "Element"
-                if td
-                    .elements
-                    .keys()
-                    .any(|k| k.starts_with(&format!("{}.", el.path))) =>
-            {
+            "BackboneElement" | "Element" if td.children.contains_key(&el.path) => {
                 match item.as_object() {
                     Some(o) => self.object(td, &el.path, o, loc, depth + 1, false),
                     None => self.issue(IssueType::Structure, loc, "must be an object".into()),

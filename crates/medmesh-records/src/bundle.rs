@@ -90,6 +90,21 @@ fn entry_error(index: usize, message: impl Into<String>) -> RecordError {
     ])
 }
 
+/// Re-roots issue locations at the entry: `Patient.gender` becomes
+/// `Bundle.entry[3].resource.gender`.
+fn locate(index: usize, issues: Vec<Issue>) -> RecordError {
+    RecordError::Invalid(
+        issues
+            .into_iter()
+            .map(|i| {
+                let at = i.expression.clone().unwrap_or_default();
+                let rest = at.split_once('.').map_or(at.as_str(), |x| x.1).to_string();
+                i.at(&format!("Bundle.entry[{index}].resource.{rest}"))
+            })
+            .collect(),
+    )
+}
+
 fn parse_etag(s: &str) -> Option<i64> {
     s.trim()
         .trim_start_matches("W/")
@@ -286,6 +301,25 @@ impl RecordService {
             let g = self.authorize(ctx, action, Some(&t)).await?;
             grants.insert((t, action), g);
         }
+        // Validate every resource before taking the database's write lock. Resolving
+        // `urn:uuid:` and conditional references later cannot make a valid resource invalid.
+        for e in entries
+            .iter()
+            .filter(|e| matches!(e.method, Method::Post | Method::Put))
+        {
+            let (t, url_id, _) = split_url(&e.url);
+            if let Some(id) = &url_id
+                && resource::ResourceId::parse(id).is_none()
+            {
+                return Err(entry_error(e.index, "request.url holds an invalid id"));
+            }
+            if let Some(body) = &e.resource {
+                self.check_resource(&t, body).map_err(|err| match err {
+                    RecordError::Invalid(i) => locate(e.index, i),
+                    other => other,
+                })?;
+            }
+        }
         let mut tx = self.store.begin().await?;
         let mut results: Vec<Option<Value>> = vec![None; entries.len()];
         let mut id_map: HashMap<String, String> = HashMap::new();
@@ -375,6 +409,14 @@ impl RecordService {
             put_ids.insert(e.index, id);
         }
 
+        // Read the heads of every PUT target in one round trip.
+        let put_keys: Vec<(String, String)> = entries
+            .iter()
+            .filter(|e| e.method == Method::Put)
+            .filter_map(|e| Some((split_url(&e.url).0, put_ids.get(&e.index)?.clone())))
+            .collect();
+        tx.prefetch_heads(&put_keys).await?;
+
         // 3. Resolve conditional references, then rewrite all references.
         let mut conditional = Vec::new();
         for e in &entries {
@@ -424,21 +466,6 @@ impl RecordService {
         {
             let (t, url_id, _) = split_url(&e.url);
             let mut body = e.resource.clone().unwrap_or(Value::Null);
-            let loc = |issues: Vec<Issue>| {
-                RecordError::Invalid(
-                    issues
-                        .into_iter()
-                        .map(|i| {
-                            let at = i.expression.clone().unwrap_or_default();
-                            i.at(&format!(
-                                "Bundle.entry[{}].resource.{}",
-                                e.index,
-                                at.split_once('.').map_or(at.as_str(), |x| x.1)
-                            ))
-                        })
-                        .collect(),
-                )
-            };
             let out = match e.method {
                 Method::Post => {
                     let id = post_ids.get(&e.index).cloned().unwrap_or_default();
@@ -457,10 +484,6 @@ impl RecordService {
                             status: WriteStatus::Existing,
                         }
                     } else {
-                        self.check_resource(&t, &body).map_err(|err| match err {
-                            RecordError::Invalid(i) => loc(i),
-                            o => o,
-                        })?;
                         let g = grants
                             .get(&(t.clone(), Action::Create))
                             .ok_or(RecordError::Forbidden)?;
@@ -481,10 +504,6 @@ impl RecordService {
                         }
                         o.insert("id".into(), Value::String(id.clone()));
                     }
-                    self.check_resource(&t, &body).map_err(|err| match err {
-                        RecordError::Invalid(i) => loc(i),
-                        o => o,
-                    })?;
                     let g = grants
                         .get(&(t.clone(), Action::Update))
                         .ok_or(RecordError::Forbidden)?;

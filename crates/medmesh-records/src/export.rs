@@ -320,6 +320,7 @@ impl RecordService {
                                             count: 500,
                                             cursor: cursor.clone(),
                                             with_total: false,
+                                            snapshot: true,
                                         },
                                     )
                                     .await?;
@@ -397,6 +398,7 @@ impl RecordService {
                                                 count: 1,
                                                 cursor: None,
                                                 with_total: false,
+                                                snapshot: true,
                                             },
                                         )
                                         .await?

@@ -336,6 +336,7 @@ impl RecordService {
         query: &str,
     ) -> Result<Vec<String>, RecordError> {
         let q = self.conditional_query(rt, query)?;
+        tx.lock_condition(&format!("{rt}?{query}")).await?;
         Ok(tx
             .search_ids(&q, 2)
             .await?
@@ -768,6 +769,7 @@ impl RecordService {
             count,
             cursor: q.page.clone(),
             with_total: q.total != TotalMode::None || summary_count,
+            snapshot: true,
         };
         let result = self.store.search(&q, &page).await?;
         let matches = self.store.read_many(&result.matches).await?;

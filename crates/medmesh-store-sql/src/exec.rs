@@ -27,17 +27,17 @@ pub fn map_err(e: sqlx::Error) -> StoreError {
 
 macro_rules! exec_for {
     ($db:ty, $row:ty, $conn:ty) => {
-        fn bind_all<'q>(
-            sql: &'q Sql,
-        ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments> {
-            let mut q = sqlx::query::<$db>(AssertSqlSafe(sql.text.clone()));
-            for a in &sql.args {
+        fn bind_all(
+            sql: Sql,
+        ) -> sqlx::query::Query<'static, $db, <$db as sqlx::Database>::Arguments> {
+            let mut q = sqlx::query::<$db>(AssertSqlSafe(sql.text));
+            for a in sql.args {
                 q = match a {
-                    Arg::I64(v) => q.bind(*v),
-                    Arg::F64(v) => q.bind(*v),
-                    Arg::Str(v) => q.bind(v.clone()),
-                    Arg::OptStr(v) => q.bind(v.clone()),
-                    Arg::Bytes(v) => q.bind(v.clone()),
+                    Arg::I64(v) => q.bind(v),
+                    Arg::F64(v) => q.bind(v),
+                    Arg::Str(v) => q.bind(v),
+                    Arg::OptStr(v) => q.bind(v),
+                    Arg::Bytes(v) => q.bind(v),
                 };
             }
             q
@@ -64,16 +64,13 @@ macro_rules! exec_for {
             sql: Sql,
             cols: &[Col],
         ) -> Result<Vec<Row>, StoreError> {
-            let rows = bind_all(&sql)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(map_err)?;
+            let rows = bind_all(sql).fetch_all(&mut *conn).await.map_err(map_err)?;
             rows.iter().map(|r| decode(r, cols)).collect()
         }
 
         /// Runs a statement on a connection.
         pub async fn execute_on(conn: &mut $conn, sql: Sql) -> Result<u64, StoreError> {
-            Ok(bind_all(&sql)
+            Ok(bind_all(sql)
                 .execute(&mut *conn)
                 .await
                 .map_err(map_err)?

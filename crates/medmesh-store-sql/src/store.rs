@@ -94,6 +94,8 @@ async fn run_search(
     let cursor = page.cursor.as_deref().map(Cursor::decode).transpose()?;
     let snapshot = match cursor {
         Some(Cursor::After { snapshot, .. } | Cursor::Offset { snapshot, .. }) => snapshot,
+        // Conditional matches inside a write transaction never page: no snapshot needed.
+        None if !page.snapshot => i64::MAX,
         None => max_rid(conn, d).await?,
     };
     let total = if page.with_total {
@@ -190,6 +192,10 @@ impl<B: Backend> RecordStore for SqlStore<B> {
             tx,
             dialect: self.backend.dialect(),
             pending: Vec::new(),
+            creates: Vec::new(),
+            created: Default::default(),
+            audit: Vec::new(),
+            known_heads: Default::default(),
         }))
     }
 
@@ -616,7 +622,16 @@ fn job_from(r: Row) -> Result<ExportJob, StoreError> {
 struct SqlTx<B: Backend> {
     tx: B::Tx,
     dialect: Dialect,
+    /// Index rows waiting for the next flush.
     pending: Vec<(i64, String, IndexRow)>,
+    /// New resources waiting for the next flush, written as multi-row inserts.
+    creates: Vec<NewVersion>,
+    /// `(type, id)` of the buffered creates.
+    created: std::collections::HashSet<(String, String)>,
+    /// Audit entries of this transaction, written in batches before commit.
+    audit: Vec<AuditEntry>,
+    /// Heads read ahead by `prefetch_heads` (`None`: no such resource).
+    known_heads: std::collections::HashMap<(String, String), Option<VersionHead>>,
 }
 
 const INDEX_TABLES: [&str; 6] = [
@@ -712,8 +727,14 @@ const INDEX_COLUMNS: [&str; 6] = [
     "(rid, res_type, param, grp, uri)",
 ];
 
+/// Resources per multi-row insert. Fixed, so the statements (and prepared-statement cache
+/// entries) stay few.
+const CHUNK: usize = 64;
+
 impl<B: Backend> SqlTx<B> {
+    /// Writes buffered creates, then buffered index rows.
     async fn flush(&mut self) -> Result<(), StoreError> {
+        self.flush_creates().await?;
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -723,9 +744,7 @@ impl<B: Backend> SqlTx<B> {
                 .iter()
                 .filter(|(_, _, r)| table_of(&r.value) == t)
                 .collect();
-            // Fixed chunk size keeps the number of distinct statements (and prepared-statement
-            // cache entries) small.
-            for chunk in rows.chunks(64) {
+            for chunk in rows.chunks(CHUNK) {
                 let mut sql = Sql::new(
                     self.dialect,
                     &format!("INSERT INTO {table} {} VALUES ", INDEX_COLUMNS[t]),
@@ -741,6 +760,77 @@ impl<B: Backend> SqlTx<B> {
         }
         Ok(())
     }
+
+    /// Inserts buffered new resources: current rows (returning their rids), then version rows.
+    async fn flush_creates(&mut self) -> Result<(), StoreError> {
+        if self.creates.is_empty() {
+            return Ok(());
+        }
+        let mut creates = std::mem::take(&mut self.creates);
+        self.created.clear();
+        while !creates.is_empty() {
+            let rest = creates.split_off(creates.len().min(CHUNK));
+            let chunk = std::mem::replace(&mut creates, rest);
+            let mut sql = Sql::new(
+                self.dialect,
+                "INSERT INTO resources (res_type, res_id, version, last_updated, deleted) VALUES ",
+            );
+            for (i, v) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .str(&v.resource_type)
+                    .push(", ")
+                    .str(&v.id)
+                    .push(", ")
+                    .int(v.version)
+                    .push(", ")
+                    .int(v.last_updated)
+                    .push(", ")
+                    .int(i64::from(v.deleted))
+                    .push(")");
+            }
+            sql.push(" RETURNING rid, res_type, res_id");
+            let rows = self.tx.fetch(sql, &[Col::I64, Col::Str, Col::Str]).await?;
+            let mut rids = std::collections::HashMap::with_capacity(rows.len());
+            for r in &rows {
+                rids.insert((r.string(1)?, r.string(2)?), r.i64(0)?);
+            }
+            let mut sql = Sql::new(
+                self.dialect,
+                "INSERT INTO resource_versions (rid, res_type, res_id, version, last_updated, deleted, body) VALUES ",
+            );
+            for (i, v) in chunk.into_iter().enumerate() {
+                let rid = *rids
+                    .get(&(v.resource_type.clone(), v.id.clone()))
+                    .ok_or(StoreError::Conflict)?;
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .int(rid)
+                    .push(", ")
+                    .str(&v.resource_type)
+                    .push(", ")
+                    .str(&v.id)
+                    .push(", ")
+                    .int(v.version)
+                    .push(", ")
+                    .int(v.last_updated)
+                    .push(", ")
+                    .int(i64::from(v.deleted))
+                    .push(", ")
+                    .bind(Arg::Bytes(v.body))
+                    .push(")");
+                let rt = v.resource_type;
+                self.pending
+                    .extend(v.index.into_iter().map(|row| (rid, rt.clone(), row)));
+            }
+            self.tx.execute(sql).await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -750,6 +840,21 @@ impl<B: Backend> RecordTx for SqlTx<B> {
         resource_type: &str,
         id: &str,
     ) -> Result<Option<VersionHead>, StoreError> {
+        if self
+            .created
+            .contains(&(resource_type.to_string(), id.to_string()))
+        {
+            return Ok(Some(VersionHead {
+                version: 1,
+                deleted: false,
+            }));
+        }
+        if let Some(known) = self
+            .known_heads
+            .remove(&(resource_type.to_string(), id.to_string()))
+        {
+            return Ok(known);
+        }
         let mut sql = Sql::new(
             self.dialect,
             "SELECT version, deleted FROM resources WHERE res_type = ",
@@ -769,6 +874,57 @@ impl<B: Backend> RecordTx for SqlTx<B> {
             .transpose()
     }
 
+    async fn lock_condition(&mut self, key: &str) -> Result<(), StoreError> {
+        match self.dialect {
+            // SQLite already runs one writer at a time.
+            Dialect::Sqlite => Ok(()),
+            Dialect::Postgres => {
+                let mut sql = Sql::new(
+                    self.dialect,
+                    "SELECT pg_advisory_xact_lock(hashtextextended(",
+                );
+                sql.str(key).push(", 0))");
+                self.tx.execute(sql).await.map(|_| ())
+            }
+        }
+    }
+
+    async fn prefetch_heads(&mut self, keys: &[(String, String)]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(CHUNK) {
+            let mut sql = Sql::new(
+                self.dialect,
+                "SELECT res_type, res_id, version, deleted FROM resources WHERE ",
+            );
+            for (i, (t, id)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                sql.push("(res_type = ")
+                    .str(t)
+                    .push(" AND res_id = ")
+                    .str(id)
+                    .push(")");
+            }
+            sql.push(self.dialect.for_update());
+            for (t, id) in chunk {
+                self.known_heads.insert((t.clone(), id.clone()), None);
+            }
+            for r in self
+                .tx
+                .fetch(sql, &[Col::Str, Col::Str, Col::I64, Col::I64])
+                .await?
+            {
+                let head = VersionHead {
+                    version: r.i64(2)?,
+                    deleted: r.i64(3)? != 0,
+                };
+                self.known_heads
+                    .insert((r.string(0)?, r.string(1)?), Some(head));
+            }
+        }
+        Ok(())
+    }
+
     async fn search_ids(
         &mut self,
         query: &SearchQuery,
@@ -779,6 +935,7 @@ impl<B: Backend> RecordTx for SqlTx<B> {
             count: limit,
             cursor: None,
             with_total: false,
+            snapshot: false,
         };
         Ok(run_search(&mut self.tx, self.dialect, query, &page)
             .await?
@@ -787,59 +944,48 @@ impl<B: Backend> RecordTx for SqlTx<B> {
 
     async fn put(&mut self, v: NewVersion) -> Result<(), StoreError> {
         let d = self.dialect;
-        let rid = if v.version == 1 {
-            let mut sql = Sql::new(
-                d,
-                "INSERT INTO resources (res_type, res_id, version, last_updated, deleted) VALUES (",
-            );
-            sql.str(&v.resource_type)
-                .push(", ")
-                .str(&v.id)
-                .push(", ")
-                .int(v.version)
-                .push(", ")
-                .int(v.last_updated)
-                .push(", ")
-                .int(i64::from(v.deleted))
-                .push(") RETURNING rid");
-            self.tx
-                .fetch(sql, &[Col::I64])
-                .await?
-                .first()
-                .map(|r| r.i64(0))
-                .transpose()?
-                .ok_or(StoreError::Conflict)?
-        } else {
-            // Guarded by the previous version, so a lost race is a conflict, never an overwrite.
-            let mut sql = Sql::new(d, "UPDATE resources SET version = ");
-            sql.int(v.version)
-                .push(", last_updated = ")
-                .int(v.last_updated)
-                .push(", deleted = ")
-                .int(i64::from(v.deleted));
-            sql.push(" WHERE res_type = ")
-                .str(&v.resource_type)
-                .push(" AND res_id = ")
-                .str(&v.id)
-                .push(" AND version = ")
-                .int(v.version - 1)
-                .push(" RETURNING rid");
-            let rid = self
-                .tx
-                .fetch(sql, &[Col::I64])
-                .await?
-                .first()
-                .map(|r| r.i64(0))
-                .transpose()?
-                .ok_or(StoreError::Conflict)?;
-            self.flush().await?;
-            for table in INDEX_TABLES {
-                let mut del = Sql::new(d, &format!("DELETE FROM {table} WHERE rid = "));
-                del.int(rid);
-                self.tx.execute(del).await?;
+        if v.version == 1 {
+            let key = (v.resource_type.clone(), v.id.clone());
+            if !self.created.insert(key) {
+                return Err(StoreError::Conflict);
             }
-            rid
-        };
+            self.creates.push(v);
+            if self.creates.len() >= 4 * CHUNK {
+                self.flush_creates().await?;
+            }
+            return Ok(());
+        }
+        // An update of a resource created earlier in this transaction needs its row first.
+        self.flush().await?;
+        self.known_heads
+            .remove(&(v.resource_type.clone(), v.id.clone()));
+        // Guarded by the previous version, so a lost race is a conflict, never an overwrite.
+        let mut sql = Sql::new(d, "UPDATE resources SET version = ");
+        sql.int(v.version)
+            .push(", last_updated = ")
+            .int(v.last_updated)
+            .push(", deleted = ")
+            .int(i64::from(v.deleted));
+        sql.push(" WHERE res_type = ")
+            .str(&v.resource_type)
+            .push(" AND res_id = ")
+            .str(&v.id)
+            .push(" AND version = ")
+            .int(v.version - 1)
+            .push(" RETURNING rid");
+        let rid = self
+            .tx
+            .fetch(sql, &[Col::I64])
+            .await?
+            .first()
+            .map(|r| r.i64(0))
+            .transpose()?
+            .ok_or(StoreError::Conflict)?;
+        for table in INDEX_TABLES {
+            let mut del = Sql::new(d, &format!("DELETE FROM {table} WHERE rid = "));
+            del.int(rid);
+            self.tx.execute(del).await?;
+        }
         let mut sql = Sql::new(
             d,
             "INSERT INTO resource_versions (rid, res_type, res_id, version, last_updated, deleted, body) VALUES (",
@@ -856,8 +1002,8 @@ impl<B: Backend> RecordTx for SqlTx<B> {
             .push(", ")
             .int(i64::from(v.deleted))
             .push(", ")
-            .bind(Arg::Bytes(v.body));
-        sql.push(")");
+            .bind(Arg::Bytes(v.body))
+            .push(")");
         self.tx.execute(sql).await?;
         let rt = v.resource_type;
         self.pending
@@ -866,14 +1012,16 @@ impl<B: Backend> RecordTx for SqlTx<B> {
     }
 
     async fn append_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
-        self.tx
-            .execute(audit_insert(self.dialect, std::slice::from_ref(entry)))
-            .await
-            .map(|_| ())
+        self.audit.push(entry.clone());
+        Ok(())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.flush().await?;
+        // The audit entries commit in the same transaction as the data they describe.
+        for chunk in std::mem::take(&mut self.audit).chunks(100) {
+            self.tx.execute(audit_insert(self.dialect, chunk)).await?;
+        }
         B::commit(self.tx).await
     }
 }

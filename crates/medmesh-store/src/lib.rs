@@ -188,6 +188,9 @@ pub struct PageRequest {
     pub cursor: Option<String>,
     /// Whether to count all matches.
     pub with_total: bool,
+    /// Whether to pin a snapshot so later pages ignore newer rows (false only for one-off
+    /// lookups that never page).
+    pub snapshot: bool,
 }
 
 /// The record store port.
@@ -278,6 +281,12 @@ pub trait RecordTx: Send {
         resource_type: &str,
         id: &str,
     ) -> Result<Option<VersionHead>, StoreError>;
+    /// Reads the heads of many resources at once (locking them like [`RecordTx::head`]), so
+    /// later `head` calls for them need no round trip.
+    async fn prefetch_heads(&mut self, keys: &[(String, String)]) -> Result<(), StoreError>;
+    /// Serializes transactions that use the same conditional criteria (`key`) until commit, so
+    /// two concurrent conditional creates cannot both find nothing and both create.
+    async fn lock_condition(&mut self, key: &str) -> Result<(), StoreError>;
     /// Ids matching a search, inside the transaction (conditional create, update, delete).
     async fn search_ids(
         &mut self,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use futures::StreamExt;
 use medmesh_auth::{AccessClaims, KeyId, TokenSigningKey, token::AUDIENCE};
 use medmesh_policy::Actor;
 use medmesh_records::import::{ImportFailure, ImportSummary};
@@ -18,6 +19,11 @@ use medmesh_records::{MonotonicClock, RecordService, RequestContext, SystemClock
 use medmesh_store::{PlainCodec, RecordStore};
 
 use crate::config::{Config, Overrides};
+
+/// mimalloc: FHIR processing allocates many small JSON values, and glibc's allocator spent a
+/// third of import CPU time on them (see bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +66,9 @@ enum Command {
         /// Files or folders.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Files worked on at once: one parses and validates while another writes.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
     },
     /// Administration.
     Admin {
@@ -236,7 +245,7 @@ async fn import_file(
     }
 }
 
-async fn import(cfg: Config, paths: Vec<PathBuf>) -> anyhow::Result<bool> {
+async fn import(cfg: Config, paths: Vec<PathBuf>, jobs: u16) -> anyhow::Result<bool> {
     let files = collect_files(&paths)?;
     let store = open_store(&cfg).await?;
     let records = record_service(store)?;
@@ -267,19 +276,28 @@ async fn import(cfg: Config, paths: Vec<PathBuf>) -> anyhow::Result<bool> {
     };
     let mut summary = ImportSummary::default();
     let mut retry = Vec::new();
-    for f in &files {
-        let s = import_file(&records, &ctx, f, &progress).await;
-        bar.inc(std::fs::metadata(f).map(|m| m.len()).unwrap_or(0));
+    let mut results = futures::stream::iter(files.iter())
+        .map(|f| {
+            let (records, ctx, progress, bar) = (&records, &ctx, &progress, &bar);
+            async move {
+                let s = import_file(records, ctx, f, progress).await;
+                bar.inc(std::fs::metadata(f).map(|m| m.len()).unwrap_or(0));
+                (f.clone(), s)
+            }
+        })
+        .buffer_unordered(usize::from(jobs));
+    while let Some((f, s)) = results.next().await {
         // A bundle whose conditional reference points at data in a later file gets a second try.
         if s.failures
             .iter()
             .any(|x| x.reason.contains("matched nothing"))
         {
-            retry.push(f.clone());
+            retry.push(f);
         } else {
             summary.merge(s);
         }
     }
+    drop(results);
     for f in &retry {
         summary.merge(import_file(&records, &ctx, f, &progress).await);
     }
@@ -360,10 +378,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             serve(cfg).await?;
             Ok(true)
         }
-        Command::Import { store, paths } => {
+        Command::Import { store, paths, jobs } => {
             let cfg = load_config(&store, None)?;
             init_logging(&cfg.log);
-            import(cfg, paths).await
+            import(cfg, paths, jobs).await
         }
         Command::Admin {
             command:

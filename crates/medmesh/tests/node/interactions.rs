@@ -245,6 +245,40 @@ async fn conditional_operations_and_patch(node: Node) {
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::OK));
     assert_eq!(a["id"], b["id"], "conditional create finds the first");
 
+    // Concurrent conditional creates of the same identity: one creates, the others find it.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let req = node
+            .auth(node.client.post(node.url("Patient")))
+            .header("if-none-exist", "identifier=urn:test:mrn|mrn-Race")
+            .json(&patient("Race"));
+        tasks.push(tokio::spawn(
+            async move { req.send().await.map(|r| r.status()) },
+        ));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        node.total("Patient?identifier=urn:test:mrn|mrn-Race").await,
+        1
+    );
+
     // Conditional update: by identifier.
     let mut p = patient("Cond");
     p["gender"] = json!("unknown");
