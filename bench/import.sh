@@ -11,9 +11,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"; psql "${PG:-postgres://postgres@127.0.0.1:5432}/postgres" -qAtc "DROP DATABASE IF EXISTS medmesh_bench_import WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
 python3 bench/replicate_synthea.py "$copies" "$work/data"
 echo "== SQLite"
-MEDMESH_LOG=warn "$bin" import --data-dir "$work/sqlite" "$work/data" | head -1
+MEDMESH_LOG=warn "$bin" import --data-dir "$work/sqlite" "$work/data" | grep Imported
 pg=${PG:-postgres://postgres@127.0.0.1:5432}
 psql "$pg/postgres" -qAtc "DROP DATABASE IF EXISTS medmesh_bench_import WITH (FORCE)" >/dev/null
 psql "$pg/postgres" -qAtc "CREATE DATABASE medmesh_bench_import" >/dev/null
 echo "== PostgreSQL"
-MEDMESH_LOG=warn "$bin" import --data-dir "$work/pg" --database-url "$pg/medmesh_bench_import" "$work/data" | head -1
+MEDMESH_LOG=warn "$bin" import --data-dir "$work/pg" --database-url "$pg/medmesh_bench_import" "$work/data" | grep Imported

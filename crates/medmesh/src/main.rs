@@ -20,6 +20,15 @@ use medmesh_store::{PlainCodec, RecordStore};
 
 use crate::config::{Config, Overrides};
 
+/// Writes a line to stdout. A closed pipe (`medmesh import ... | head`) ends the output
+/// quietly instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// mimalloc: FHIR processing allocates many small JSON values, and glibc's allocator spent a
 /// third of import CPU time on them (see bench/README.md).
 #[global_allocator]
@@ -179,7 +188,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), postgres = cfg.database_url.is_some(), "medmesh is serving FHIR at http://{addr}/fhir");
-    println!("medmesh listening on http://{addr}");
+    outln!("medmesh listening on http://{addr}");
     medmesh_server::serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
     })
@@ -303,7 +312,7 @@ async fn import(cfg: Config, paths: Vec<PathBuf>, jobs: u16) -> anyhow::Result<b
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "Imported {} resources from {} files in {:.1}s ({:.0} resources/s)",
         summary.total(),
         files.len(),
@@ -311,14 +320,14 @@ async fn import(cfg: Config, paths: Vec<PathBuf>, jobs: u16) -> anyhow::Result<b
         summary.total() as f64 / secs.max(0.001)
     );
     for (t, n) in &summary.counts {
-        println!("  {t:<32} {n}");
+        outln!("  {t:<32} {n}");
     }
     if !summary.failures.is_empty() {
-        println!("{} failures:", summary.failures.len());
+        outln!("{} failures:", summary.failures.len());
         for f in &summary.failures {
             match f.entry {
-                Some(e) => println!("  {} entry {e}: {}", f.file, f.reason),
-                None => println!("  {}: {}", f.file, f.reason),
+                Some(e) => outln!("  {} entry {e}: {}", f.file, f.reason),
+                None => outln!("  {}: {}", f.file, f.reason),
             }
         }
     }
@@ -352,7 +361,7 @@ async fn admin_token(
         scope,
         patient,
     };
-    println!("{}", key.sign(&claims).map_err(|e| anyhow::anyhow!("{e}"))?);
+    outln!("{}", key.sign(&claims).map_err(|e| anyhow::anyhow!("{e}"))?);
     Ok(())
 }
 
