@@ -2,12 +2,12 @@
 # Authenticated read and search throughput under 64 connections (wrk), on a store of 1M+
 # resources built by replicating the Synthea patients with new ids.
 #   bench/read-search.sh [DB] [COPIES] [SECONDS]
-#   DB: sqlite (default) or postgres; COPIES default 1040 (~1.0M resources); SECONDS default 20.
+#   DB: sqlite (default) or postgres; COPIES default 1160 (~1.01M resources); SECONDS default 20.
 # Needs a release build, wrk (apt-get install wrk), and for postgres a server on 127.0.0.1:5432.
 # The store is kept in bench/.store-$DB between runs (delete it to rebuild).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-db=${1:-sqlite}; copies=${2:-1040}; secs=${3:-20}
+db=${1:-sqlite}; copies=${2:-1160}; secs=${3:-20}
 bin=target/release/medmesh
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }

@@ -215,8 +215,10 @@ pub struct Include {
 pub enum TotalMode {
     /// No total.
     None,
-    /// An exact count (the default here: counts are cheap on the index).
+    /// A total when it costs nothing: a first page that holds every match (the default).
     #[default]
+    WhenFree,
+    /// An exact count (`_total=accurate`, and `estimate`, which is answered exactly).
     Accurate,
 }
 

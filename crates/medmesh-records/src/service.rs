@@ -400,16 +400,28 @@ impl RecordService {
         self.check_type(rt)?;
         self.authorize(ctx, Action::Read, Some(rt)).await?;
         let found = self.store.read(rt, id).await?;
-        let outcome = match &found {
-            Some(v) if !v.deleted => Outcome::Success,
-            _ => Outcome::Failed,
+        self.audited_read(ctx, "read", rt, id, found).await
+    }
+
+    /// Audits a read and answers it. The audit entry is durable before the response leaves;
+    /// if it cannot be written the read fails closed.
+    async fn audited_read(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        rt: &str,
+        id: &str,
+        found: Option<StoredVersion>,
+    ) -> Result<ReadOutcome, RecordError> {
+        let outcome = if found.as_ref().is_some_and(|v| !v.deleted) {
+            Outcome::Success
+        } else {
+            Outcome::Failed
         };
-        // The audit entry is durable before the response leaves; if it cannot be written the
-        // read fails closed.
         self.audit
             .append(vec![self.entry(
                 ctx,
-                "read",
+                action,
                 Some(rt),
                 vec![id.to_string()],
                 outcome,
@@ -438,28 +450,7 @@ impl RecordService {
         self.authorize(ctx, Action::Read, Some(rt)).await?;
         let version: i64 = version.parse().map_err(|_| RecordError::NotFound)?;
         let found = self.store.vread(rt, id, version).await?;
-        self.audit
-            .append(vec![self.entry(
-                ctx,
-                "vread",
-                Some(rt),
-                vec![id.to_string()],
-                if found.is_some() {
-                    Outcome::Success
-                } else {
-                    Outcome::Failed
-                },
-            )])
-            .await?;
-        match found {
-            None => Err(RecordError::NotFound),
-            Some(v) if v.deleted => Err(RecordError::Gone { version: v.version }),
-            Some(v) => Ok(ReadOutcome {
-                resource: self.decode(&v)?,
-                version: v.version,
-                last_updated: v.last_updated,
-            }),
-        }
+        self.audited_read(ctx, "vread", rt, id, found).await
     }
 
     /// `PUT /Type/id`: update, or create with the client's id.
@@ -768,7 +759,7 @@ impl RecordService {
         let page = PageRequest {
             count,
             cursor: q.page.clone(),
-            with_total: q.total != TotalMode::None || summary_count,
+            with_total: q.total == TotalMode::Accurate || summary_count || count == 0,
             snapshot: true,
         };
         let result = self.store.search(&q, &page).await?;
@@ -826,7 +817,12 @@ impl RecordService {
             links.push(json!({"relation": "next", "url": format!("{base}?{}", encode_query(&p))}));
         }
         let mut b = json!({"resourceType": "Bundle", "id": self.ids.new_id(), "meta": {"lastUpdated": format_instant(self.now())}, "type": "searchset", "link": links, "entry": entries});
-        if let Some(t) = result.total {
+        // Without `_total=accurate`, a total is given only when it is free: the first page
+        // holds every match. Counting large results on every page is left to clients that ask.
+        let free_total =
+            (q.total == TotalMode::WhenFree && q.page.is_none() && result.next.is_none())
+                .then_some(result.matches.len() as u64);
+        if let Some(t) = result.total.or(free_total) {
             b["total"] = json!(t);
         }
         Ok(b)

@@ -392,14 +392,101 @@ fn criterion(
     Ok(())
 }
 
+/// How well a criterion narrows the search when it drives the query (lower is better), or
+/// `None` when it cannot drive (negations, `:missing`).
+fn driver_rank(c: &Criterion) -> Option<u8> {
+    match c {
+        Criterion::Param { negate: true, .. } | Criterion::Missing { .. } | Criterion::Any => None,
+        Criterion::Param { kind, any_of, .. } => Some(match kind {
+            SearchParamType::Reference => 0,
+            SearchParamType::Token
+                if any_of
+                    .iter()
+                    .any(|p| matches!(p, ValuePredicate::TokenText(_))) =>
+            {
+                3
+            }
+            SearchParamType::Token | SearchParamType::Uri => 1,
+            SearchParamType::String | SearchParamType::Composite => 2,
+            _ => 4,
+        }),
+        Criterion::Chain { .. } | Criterion::Has { .. } => Some(3),
+    }
+}
+
+/// A criterion checked row by row through the `rid` index of its table (used for every
+/// criterion but the one that drives the query).
+fn correlated(sql: &mut Sql, c: &Criterion, rt: &str) -> Result<bool, StoreError> {
+    let (table, code, preds, negate) = match c {
+        Criterion::Param {
+            code,
+            kind,
+            any_of,
+            negate,
+        } if *kind != SearchParamType::Composite => {
+            (table_for(*kind), code.as_str(), Some(any_of), *negate)
+        }
+        Criterion::Missing {
+            code,
+            kind,
+            missing,
+        } if *kind != SearchParamType::Composite => {
+            (table_for(*kind), code.as_str(), None, *missing)
+        }
+        _ => return Ok(false),
+    };
+    let _ = rt;
+    sql.push(if negate {
+        "NOT EXISTS (SELECT 1 FROM "
+    } else {
+        "EXISTS (SELECT 1 FROM "
+    });
+    sql.push(&format!("{table} c WHERE c.rid = r.rid AND c.param = "))
+        .str(code);
+    if let Some(preds) = preds {
+        sql.push(" AND (");
+        for (i, p) in preds.iter().enumerate() {
+            if i > 0 {
+                sql.push(" OR ");
+            }
+            predicate(sql, "c", p);
+        }
+        sql.push(")");
+    }
+    sql.push(")");
+    Ok(true)
+}
+
 /// The WHERE clause (without the keyword) for a query's criteria on alias `r`.
+///
+/// The most selective positive criterion drives the query as `r.rid IN (subquery)`; the others
+/// are checked per candidate row. Without a driver the type's rows are scanned.
 pub fn where_clause(sql: &mut Sql, q: &SearchQuery) -> Result<(), StoreError> {
-    sql.push("r.res_type = ")
-        .str(&q.resource_type)
-        .push(" AND r.deleted = 0");
-    for c in &q.criteria {
+    let rt = q.resource_type.as_str();
+    let driver = q
+        .criteria
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| driver_rank(c).map(|r| (r, i)))
+        .min()
+        .map(|(_, i)| i);
+    match driver {
+        Some(d) => {
+            criterion(sql, "r", TypeRef::Known(rt), &q.criteria[d], 0)?;
+            sql.push(" AND r.deleted = 0");
+        }
+        None => {
+            sql.push("r.res_type = ").str(rt).push(" AND r.deleted = 0");
+        }
+    }
+    for (i, c) in q.criteria.iter().enumerate() {
+        if Some(i) == driver {
+            continue;
+        }
         sql.push(" AND ");
-        criterion(sql, "r", TypeRef::Known(&q.resource_type), c, 0)?;
+        if !correlated(sql, c, rt)? {
+            criterion(sql, "r", TypeRef::Known(rt), c, 0)?;
+        }
     }
     Ok(())
 }

@@ -634,6 +634,28 @@ struct SqlTx<B: Backend> {
     known_heads: std::collections::HashMap<(String, String), Option<VersionHead>>,
 }
 
+/// The `INSERT INTO resource_versions` column list.
+const VERSION_INSERT: &str = "INSERT INTO resource_versions (rid, res_type, res_id, version, last_updated, deleted, body) VALUES ";
+
+/// Appends one `resource_versions` row's values, consuming the body.
+fn push_version_row(sql: &mut Sql, rid: i64, v: &NewVersion, body: Vec<u8>) {
+    sql.push("(")
+        .int(rid)
+        .push(", ")
+        .str(&v.resource_type)
+        .push(", ")
+        .str(&v.id)
+        .push(", ")
+        .int(v.version)
+        .push(", ")
+        .int(v.last_updated)
+        .push(", ")
+        .int(i64::from(v.deleted))
+        .push(", ")
+        .bind(Arg::Bytes(body))
+        .push(")");
+}
+
 const INDEX_TABLES: [&str; 6] = [
     "idx_string",
     "idx_token",
@@ -797,32 +819,16 @@ impl<B: Backend> SqlTx<B> {
             for r in &rows {
                 rids.insert((r.string(1)?, r.string(2)?), r.i64(0)?);
             }
-            let mut sql = Sql::new(
-                self.dialect,
-                "INSERT INTO resource_versions (rid, res_type, res_id, version, last_updated, deleted, body) VALUES ",
-            );
-            for (i, v) in chunk.into_iter().enumerate() {
+            let mut sql = Sql::new(self.dialect, VERSION_INSERT);
+            for (i, mut v) in chunk.into_iter().enumerate() {
                 let rid = *rids
                     .get(&(v.resource_type.clone(), v.id.clone()))
                     .ok_or(StoreError::Conflict)?;
                 if i > 0 {
                     sql.push(", ");
                 }
-                sql.push("(")
-                    .int(rid)
-                    .push(", ")
-                    .str(&v.resource_type)
-                    .push(", ")
-                    .str(&v.id)
-                    .push(", ")
-                    .int(v.version)
-                    .push(", ")
-                    .int(v.last_updated)
-                    .push(", ")
-                    .int(i64::from(v.deleted))
-                    .push(", ")
-                    .bind(Arg::Bytes(v.body))
-                    .push(")");
+                let body = std::mem::take(&mut v.body);
+                push_version_row(&mut sql, rid, &v, body);
                 let rt = v.resource_type;
                 self.pending
                     .extend(v.index.into_iter().map(|row| (rid, rt.clone(), row)));
@@ -986,24 +992,10 @@ impl<B: Backend> RecordTx for SqlTx<B> {
             del.int(rid);
             self.tx.execute(del).await?;
         }
-        let mut sql = Sql::new(
-            d,
-            "INSERT INTO resource_versions (rid, res_type, res_id, version, last_updated, deleted, body) VALUES (",
-        );
-        sql.int(rid)
-            .push(", ")
-            .str(&v.resource_type)
-            .push(", ")
-            .str(&v.id)
-            .push(", ")
-            .int(v.version)
-            .push(", ")
-            .int(v.last_updated)
-            .push(", ")
-            .int(i64::from(v.deleted))
-            .push(", ")
-            .bind(Arg::Bytes(v.body))
-            .push(")");
+        let mut v = v;
+        let body = std::mem::take(&mut v.body);
+        let mut sql = Sql::new(d, VERSION_INSERT);
+        push_version_row(&mut sql, rid, &v, body);
         self.tx.execute(sql).await?;
         let rt = v.resource_type;
         self.pending

@@ -248,9 +248,10 @@ impl Node {
         b
     }
 
-    /// `total` of a search.
+    /// `total` of a search (asking for an accurate total).
     pub async fn total(&self, query: &str) -> u64 {
-        let b = self.search(query).await;
+        let sep = if query.contains('?') { '&' } else { '?' };
+        let b = self.search(&format!("{query}{sep}_total=accurate")).await;
         b["total"]
             .as_u64()
             .unwrap_or_else(|| panic!("no total for {query}: {b}"))

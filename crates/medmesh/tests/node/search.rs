@@ -332,7 +332,7 @@ async fn search_paging_totals_and_shaping(node: Node) {
     }
     // Walk the pages of a search while writes happen between them: no duplicates, no gaps.
     let mut seen = Vec::new();
-    let mut url = node.url("Observation?_count=10");
+    let mut url = node.url("Observation?_count=10&_total=accurate");
     let mut pages = 0;
     loop {
         let (s, _, b) = node.send(node.auth(node.client.get(&url))).await;
@@ -381,7 +381,20 @@ async fn search_paging_totals_and_shaping(node: Node) {
         StatusCode::BAD_REQUEST
     );
 
-    // _total=none, _summary=count, _summary=true, _elements.
+    // _total: free when one page holds every match, counted on request, never with none.
+    assert_eq!(node.search("Patient").await["total"], 2);
+    assert!(
+        node.search("Observation?_count=5")
+            .await
+            .get("total")
+            .is_none(),
+        "a total would cost a count"
+    );
+    assert_eq!(
+        node.search("Observation?_count=5&_total=accurate").await["total"],
+        32,
+        "29 plus 3 written while paging"
+    );
     assert!(
         node.search("Patient?_total=none")
             .await
