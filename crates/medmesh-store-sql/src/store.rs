@@ -410,13 +410,27 @@ impl<B: Backend> RecordStore for SqlStore<B> {
                 .ok_or(StoreError::BadCursor)?,
             None => 0,
         };
-        let mut sql = self.sql(
-            "SELECT r.rid, r.res_type, r.res_id FROM resources r WHERE r.deleted = 0 AND r.rid > ",
-        );
-        sql.int(after)
-            .push(" AND ((r.res_type = 'Patient' AND r.res_id = ")
-            .str(patient_id);
-        sql.push(") OR r.rid IN (SELECT x.rid FROM idx_reference x WHERE x.target_type = 'Patient' AND x.target_id = ").str(patient_id).push(" AND (");
+        let mut conn = self.backend.conn().await?;
+        let mut matches = Vec::new();
+        // The patient comes first, on the first page.
+        if cursor.is_none() && (types.is_empty() || types.iter().any(|t| t == "Patient")) {
+            let mut sql = self.sql("SELECT res_type, res_id, last_updated FROM resources WHERE deleted = 0 AND res_type = 'Patient' AND res_id = ");
+            sql.str(patient_id);
+            for r in conn.fetch(sql, &[Col::Str, Col::Str, Col::I64]).await? {
+                if since.is_none_or(|s| r.i64(2).is_ok_and(|t| t >= s)) {
+                    matches.push((r.string(0)?, r.string(1)?));
+                }
+            }
+        }
+        // The patient counts toward the page size.
+        let limit = count.saturating_sub(matches.len() as u32);
+        // The compartment, walked in rid order on the (target_id, target_type, rid) index, so a
+        // page reads its own rows only, however large the compartment.
+        let mut sql = self.sql("SELECT k.rid, r.res_type, r.res_id, r.last_updated FROM (SELECT x.rid AS rid FROM idx_reference x WHERE x.target_id = ");
+        sql.str(patient_id)
+            .push(" AND x.target_type = 'Patient' AND x.rid > ")
+            .int(after)
+            .push(" AND (");
         for (i, (t, params)) in links.iter().enumerate() {
             if i > 0 {
                 sql.push(" OR ");
@@ -430,28 +444,28 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         if links.is_empty() {
             sql.push("1=0");
         }
-        sql.push(")))");
+        sql.push(")");
         if !types.is_empty() {
-            sql.push(" AND r.res_type IN (").str_list(types).push(")");
+            sql.push(" AND x.res_type IN (").str_list(types).push(")");
         }
-        if let Some(s) = since {
-            sql.push(" AND r.last_updated >= ").int(s);
+        sql.push(" GROUP BY x.rid ORDER BY x.rid LIMIT ")
+            .int(i64::from(limit) + 1);
+        sql.push(") k JOIN resources r ON r.rid = k.rid WHERE r.deleted = 0 ORDER BY k.rid");
+        let rows = conn
+            .fetch(sql, &[Col::I64, Col::Str, Col::Str, Col::I64])
+            .await?;
+        let has_more = rows.len() > limit as usize;
+        let rows: Vec<Row> = rows.into_iter().take(limit as usize).collect();
+        let last = rows.last().map(|r| r.i64(0)).transpose()?.unwrap_or(after);
+        let next = has_more.then(|| format!("c{last}"));
+        for r in rows {
+            // `_since` filters here, after paging, so a page may hold fewer than `count`.
+            if since.is_none_or(|s| r.i64(3).is_ok_and(|t| t >= s)) {
+                matches.push((r.string(1)?, r.string(2)?));
+            }
         }
-        sql.push(" ORDER BY r.rid LIMIT ").int(i64::from(count) + 1);
-        let mut conn = self.backend.conn().await?;
-        let rows = conn.fetch(sql, &[Col::I64, Col::Str, Col::Str]).await?;
-        let has_more = rows.len() > count as usize;
-        let rows: Vec<Row> = rows.into_iter().take(count as usize).collect();
-        let next = if has_more {
-            rows.last()
-                .map(|r| r.i64(0))
-                .transpose()?
-                .map(|rid| format!("c{rid}"))
-        } else {
-            None
-        };
         Ok(SearchPage {
-            matches: keys_from(rows, 1)?,
+            matches,
             total: None,
             next,
         })
