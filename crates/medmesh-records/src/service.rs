@@ -484,18 +484,7 @@ impl RecordService {
         let out = self
             .update_in_tx(ctx, tx.as_mut(), &grant, rt, id, body, if_match)
             .await?;
-        if out.status != WriteStatus::Unchanged {
-            tx.append_audit(&self.entry(
-                ctx,
-                "update",
-                Some(rt),
-                vec![id.to_string()],
-                Outcome::Success,
-            ))
-            .await?;
-            tx.commit().await?;
-        }
-        Ok(out)
+        self.commit_write(ctx, tx, "update", out).await
     }
 
     #[allow(clippy::too_many_arguments)] // the write pipeline needs each of these, and they differ in kind
@@ -592,9 +581,27 @@ impl RecordService {
         let out = self
             .update_in_tx(ctx, tx.as_mut(), &grant, rt, &id, body, None)
             .await?;
+        self.commit_write(ctx, tx, "update", out).await
+    }
+
+    /// Ends a single-resource write: audits and commits it, unless it changed nothing (then
+    /// the transaction is dropped, which rolls back nothing but the row locks).
+    async fn commit_write(
+        &self,
+        ctx: &RequestContext,
+        mut tx: Box<dyn RecordTx>,
+        action: &str,
+        out: WriteOutcome,
+    ) -> Result<WriteOutcome, RecordError> {
         if out.status != WriteStatus::Unchanged {
-            tx.append_audit(&self.entry(ctx, "update", Some(rt), vec![id], Outcome::Success))
-                .await?;
+            tx.append_audit(&self.entry(
+                ctx,
+                action,
+                Some(&out.resource_type),
+                vec![out.id.clone()],
+                Outcome::Success,
+            ))
+            .await?;
             tx.commit().await?;
         }
         Ok(out)
@@ -646,18 +653,7 @@ impl RecordService {
                 Some(current.version),
             )
             .await?;
-        if out.status != WriteStatus::Unchanged {
-            tx.append_audit(&self.entry(
-                ctx,
-                "patch",
-                Some(rt),
-                vec![id.to_string()],
-                Outcome::Success,
-            ))
-            .await?;
-            tx.commit().await?;
-        }
-        Ok(out)
+        self.commit_write(ctx, tx, "patch", out).await
     }
 
     /// `DELETE /Type/id`: writes a versioned tombstone. Deleting what is absent succeeds.
