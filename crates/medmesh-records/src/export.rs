@@ -32,6 +32,11 @@ pub trait ExportFiles: Send + Sync + 'static {
     async fn remove_job(&self, job: &str) -> Result<(), String>;
 }
 
+/// A failure of the export-files port, logged with the job; the client sees an internal error.
+fn files_error(e: String) -> RecordError {
+    RecordError::Store(medmesh_store::StoreError::Backend(e))
+}
+
 /// Which resources an export covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExportLevel {
@@ -196,10 +201,7 @@ impl RecordService {
         job.state = "running".into();
         job.updated = self.now();
         self.store.put_export_job(&job).await?;
-        files
-            .remove_job(job_id)
-            .await
-            .map_err(|e| RecordError::Store(medmesh_store::StoreError::Backend(e)))?;
+        files.remove_job(job_id).await.map_err(files_error)?;
         let result = self.write_export(&req, job_id, files).await;
         let mut job = self
             .store
@@ -293,12 +295,11 @@ impl RecordService {
                     )?);
             }
         }
-        let io = |e: String| RecordError::Store(medmesh_store::StoreError::Backend(e));
         let mut write = async |t: &str, body: &[u8]| -> Result<(), RecordError> {
             files
                 .append(job_id, &format!("{t}.ndjson"), body)
                 .await
-                .map_err(io)?;
+                .map_err(files_error)?;
             *counts.entry(t.to_string()).or_default() += 1;
             Ok(())
         };
@@ -498,10 +499,7 @@ impl RecordService {
         job.state = "cancelled".into();
         job.updated = self.now();
         self.store.put_export_job(&job).await?;
-        files
-            .remove_job(job_id)
-            .await
-            .map_err(|e| RecordError::Store(medmesh_store::StoreError::Backend(e)))?;
+        files.remove_job(job_id).await.map_err(files_error)?;
         Ok(())
     }
 
@@ -533,7 +531,7 @@ impl RecordService {
         files
             .read(job_id, name)
             .await
-            .map_err(|e| RecordError::Store(medmesh_store::StoreError::Backend(e)))?
+            .map_err(files_error)?
             .ok_or(RecordError::NotFound)
     }
 

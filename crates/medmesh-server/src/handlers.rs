@@ -386,9 +386,7 @@ pub async fn instance_get(
                 *r.status_mut() = StatusCode::ACCEPTED;
                 set_header(
                     r.headers_mut(),
-                    "x-progress"
-                        .parse()
-                        .map_err(|_| ApiError::bad_request("header"))?,
+                    axum::http::HeaderName::from_static("x-progress"),
                     &state_name,
                 );
                 set_header(r.headers_mut(), header::RETRY_AFTER, "1");

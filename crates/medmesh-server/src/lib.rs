@@ -11,7 +11,6 @@ pub mod response;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::http::request::Parts;
@@ -184,6 +183,3 @@ pub async fn serve(
 
 /// Default largest body: 32 MiB.
 pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
-
-/// How long a request may run before it is cut off.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);

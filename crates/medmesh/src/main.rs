@@ -15,7 +15,7 @@ use futures::StreamExt;
 use medmesh_auth::{AccessClaims, KeyId, TokenSigningKey, token::AUDIENCE};
 use medmesh_policy::Actor;
 use medmesh_records::import::{ImportFailure, ImportSummary};
-use medmesh_records::{MonotonicClock, RecordService, RequestContext, SystemClock, UuidIds};
+use medmesh_records::{Clock, MonotonicClock, RecordService, RequestContext, SystemClock, UuidIds};
 use medmesh_store::{PlainCodec, RecordStore};
 
 use crate::config::{Config, Overrides};
@@ -145,17 +145,13 @@ fn record_service(store: Arc<dyn RecordStore>) -> anyhow::Result<Arc<RecordServi
     )))
 }
 
-fn now_micros() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
-}
-
 /// The node's token-signing key, created on first use and kept in the store (so every replica
 /// on one database shares it).
 async fn signing_key(store: &Arc<dyn RecordStore>) -> anyhow::Result<TokenSigningKey> {
     let secret: [u8; 32] = rand::random();
     let kid = uuid::Uuid::new_v4().to_string();
     let (kid, secret) = store
-        .signing_key(&kid, secret, now_micros())
+        .signing_key(&kid, secret, SystemClock.now_micros())
         .await
         .map_err(|e| anyhow::anyhow!("cannot load the signing key: {e}"))?;
     Ok(TokenSigningKey::from_secret(KeyId(kid), secret))

@@ -295,6 +295,16 @@ impl Node {
     }
 }
 
+/// The URL of a Bundle's `next` link, if any.
+pub fn next_link(bundle: &Value) -> Option<String> {
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == "next")?["url"]
+        .as_str()
+        .map(str::to_string)
+}
+
 /// Ids of a Bundle's `match` entries.
 pub fn matches(bundle: &Value) -> Vec<String> {
     bundle["entry"]

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::Node;
+use crate::harness::{Node, next_link};
 use crate::on_both_databases;
 
 fn patient(family: &str) -> Value {
@@ -387,15 +387,7 @@ async fn history_levels_and_filters(node: Node) {
     // Paging with _count.
     let (_, _, p1) = node.get("_history?_count=2").await;
     assert_eq!(p1["entry"].as_array().unwrap().len(), 2);
-    let next = p1["link"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["relation"] == "next")
-        .unwrap()["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let next = next_link(&p1).unwrap();
     let (s, _, p2) = node.send(node.auth(node.client.get(next))).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(p2["entry"].as_array().unwrap().len(), 1);

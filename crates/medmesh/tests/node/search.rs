@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Node, matches};
+use crate::harness::{Node, matches, next_link};
 use crate::on_both_databases;
 
 /// A small world: two patients, observations, an organization, a practitioner.
@@ -345,13 +345,8 @@ async fn search_paging_totals_and_shaping(node: Node) {
             &json!({"resourceType": "Observation", "status": "final", "code": {"text": "late"}}),
         )
         .await;
-        match b["link"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["relation"] == "next")
-        {
-            Some(l) => url = l["url"].as_str().unwrap().to_string(),
+        match next_link(&b) {
+            Some(next) => url = next,
             None => break,
         }
     }
@@ -365,15 +360,7 @@ async fn search_paging_totals_and_shaping(node: Node) {
         .search("Observation?_sort=-value-quantity&_count=2")
         .await;
     assert_eq!(matches(&b), vec!["o3", "o2"]);
-    let next = b["link"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["relation"] == "next")
-        .unwrap()["url"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let next = next_link(&b).unwrap();
     let (_, _, b2) = node.send(node.auth(node.client.get(next))).await;
     assert_eq!(matches(&b2)[..2], ["o1".to_string(), "o4".to_string()]);
     assert_eq!(
@@ -480,13 +467,7 @@ async fn patient_everything(node: Node) {
     );
     let b = node.search("Patient/p1/$everything?_count=2").await;
     assert_eq!(b["entry"].as_array().unwrap().len(), 2);
-    assert!(
-        b["link"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["relation"] == "next")
-    );
+    assert!(next_link(&b).is_some());
     let b = node
         .search("Patient/p1/$everything?_type=Observation")
         .await;
