@@ -48,7 +48,8 @@ pub struct AuditEntry {
     pub action: String,
     /// Resource type, if one.
     pub resource_type: Option<String>,
-    /// Resource id(s), if any: for searches, the ids returned.
+    /// What was touched: resource references (`Type/id`, or `Type/id/_history/v`); for
+    /// searches, every resource returned. Other objects (an export job) by their bare id.
     pub resource_ids: Vec<String>,
     /// How it ended.
     pub outcome: Outcome,
@@ -69,7 +70,13 @@ impl AuditEntry {
         let entities: Vec<Value> = self
             .resource_ids
             .iter()
-            .map(|id| json!({"what": {"reference": format!("{}/{}", self.resource_type.as_deref().unwrap_or("Resource"), id)}}))
+            .map(|id| {
+                if id.contains('/') {
+                    json!({"what": {"reference": id}})
+                } else {
+                    json!({"what": {"identifier": {"value": id}}})
+                }
+            })
             .collect();
         json!({
             "resourceType": "AuditEvent",
@@ -84,5 +91,32 @@ impl AuditEntry {
             "entity": entities,
             "extension": [{"url": "urn:medmesh:operation-id", "valueString": self.operation_id}],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entities_are_references_or_identifiers() {
+        let e = AuditEntry {
+            time_micros: 0,
+            operation_id: "op".into(),
+            actor: "u".into(),
+            action: "search".into(),
+            resource_type: Some("Observation".into()),
+            resource_ids: vec!["Observation/o1".into(), "Patient/p1".into(), "job-1".into()],
+            outcome: Outcome::Success,
+            source_ip: None,
+        };
+        let v = e.to_audit_event("2026-01-01T00:00:00Z");
+        assert_eq!(v["entity"][0]["what"]["reference"], "Observation/o1");
+        assert_eq!(
+            v["entity"][1]["what"]["reference"], "Patient/p1",
+            "an included resource keeps its own type"
+        );
+        assert_eq!(v["entity"][2]["what"]["identifier"]["value"], "job-1");
+        assert_eq!(v["action"], "R");
     }
 }

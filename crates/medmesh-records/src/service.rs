@@ -155,6 +155,7 @@ impl RecordService {
         self.clock.now_micros()
     }
 
+    /// An audit entry for this request. Ids are normalised to `Type/id` references.
     pub(crate) fn entry(
         &self,
         ctx: &RequestContext,
@@ -169,7 +170,15 @@ impl RecordService {
             actor: ctx.actor.subject.clone(),
             action: action.to_string(),
             resource_type: rt.map(str::to_string),
-            resource_ids: ids,
+            // Every entry names resources the same way, `Type/id`, whether the caller had a
+            // bare id (read, write) or a reference already (search, history, $everything).
+            resource_ids: ids
+                .into_iter()
+                .map(|id| match rt {
+                    Some(t) if !id.contains('/') => format!("{t}/{id}"),
+                    _ => id,
+                })
+                .collect(),
             outcome,
             source_ip: ctx.source_ip.clone(),
         }
