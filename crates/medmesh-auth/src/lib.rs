@@ -1,7 +1,11 @@
-//! The identity domain: SMART scopes, access-token claims and signatures. No I/O.
+//! The identity domain: roles, SMART scopes and their algebra, credentials (passwords, TOTP,
+//! PKCE, throttling), access-token claims and signatures. No I/O.
 
+pub mod credentials;
+pub mod role;
 pub mod scope;
 pub mod token;
 
+pub use role::{Role, Verification, narrow};
 pub use scope::{Permissions, Scope, ScopeContext, parse_scopes};
 pub use token::{AccessClaims, KeyId, TokenError, TokenSigningKey, TokenVerifyingKey};

@@ -127,6 +127,38 @@ impl Scope {
         })
     }
 
+    /// The scope that permits exactly what both `self` and `other` permit, if anything.
+    pub fn intersect(&self, other: &Scope) -> Option<Scope> {
+        if self.context != other.context {
+            return None;
+        }
+        let resource_type = match (&self.resource_type, &other.resource_type) {
+            (Some(a), Some(b)) if a != b => return None,
+            (Some(a), _) | (None, Some(a)) => Some(a.clone()),
+            (None, None) => None,
+        };
+        let restriction = match (&self.restriction, &other.restriction) {
+            // Two different restrictions cannot be expressed as one scope: permit nothing.
+            (Some(a), Some(b)) if a != b => return None,
+            (Some(a), _) | (None, Some(a)) => Some(a.clone()),
+            (None, None) => None,
+        };
+        let (a, b) = (self.permissions, other.permissions);
+        let permissions = Permissions {
+            create: a.create && b.create,
+            read: a.read && b.read,
+            update: a.update && b.update,
+            delete: a.delete && b.delete,
+            search: a.search && b.search,
+        };
+        (permissions != Permissions::default()).then_some(Scope {
+            context: self.context,
+            resource_type,
+            permissions,
+            restriction,
+        })
+    }
+
     /// Whether this scope covers `resource_type`.
     pub fn covers_type(&self, resource_type: &str) -> bool {
         self.resource_type

@@ -53,6 +53,42 @@ pub struct AccessClaims {
     /// Patient context, for patient-level scopes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient: Option<String>,
+    /// The user's role (`patient`, `practitioner`...); absent for backend services and the
+    /// node CLI. A patient is confined to their own record whatever the scopes say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The OAuth client the token was issued to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// SMART `fhirUser`: the user's FHIR resource, e.g. `Practitioner/123`.
+    #[serde(default, rename = "fhirUser", skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
+}
+
+/// The claims of an OpenID Connect `id_token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject (the user id).
+    pub sub: String,
+    /// Audience: the client id.
+    pub aud: String,
+    /// Expiry.
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+    /// When the user authenticated.
+    pub auth_time: i64,
+    /// The client's nonce, echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// SMART `fhirUser`.
+    #[serde(default, rename = "fhirUser", skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
+    /// The user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_username: Option<String>,
 }
 
 /// Why a token was refused. Deliberately coarse: the client learns only that it failed.
@@ -84,11 +120,19 @@ impl TokenSigningKey {
                 .to_bytes(),
         }
     }
-    /// Signs claims as a compact JWT.
+    /// Signs access-token claims as a compact JWT.
     ///
     /// # Errors
     /// If the key cannot be encoded.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, TokenError> {
+        self.sign_claims(claims)
+    }
+
+    /// Signs any claims (an `id_token`, say) as a compact EdDSA JWT with this key's `kid`.
+    ///
+    /// # Errors
+    /// If the key cannot be encoded.
+    pub fn sign_claims<T: Serialize>(&self, claims: &T) -> Result<String, TokenError> {
         let der = SigningKey::from_bytes(&self.secret)
             .to_pkcs8_der()
             .map_err(|_| TokenError::Signing)?;
@@ -106,6 +150,91 @@ pub struct TokenVerifyingKey {
     pub id: KeyId,
     /// The Ed25519 public key.
     pub public: [u8; 32],
+}
+
+impl TokenVerifyingKey {
+    /// The key as a JSON Web Key (RFC 8037 OKP), for the JWKS endpoint.
+    pub fn to_jwk(&self) -> serde_json::Value {
+        use base64::Engine;
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.public),
+            "kid": self.id.0,
+            "use": "sig",
+            "alg": "EdDSA",
+        })
+    }
+}
+
+/// Algorithms accepted from keys we did not make (client assertions, external providers).
+/// HMAC is never accepted: a public key must not double as a shared secret.
+pub const ASYMMETRIC_ALGORITHMS: [Algorithm; 7] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Verifies a JWT signed by a key in `jwks` (a JSON Web Key Set), checking the algorithm
+/// against [`ASYMMETRIC_ALGORITHMS`] and the key's own, the issuer when given, the audience,
+/// and the time at `now` (seconds, 60 s leeway). Returns the claims as JSON.
+///
+/// # Errors
+/// [`TokenError::Invalid`] for any failure.
+pub fn verify_with_jwks(
+    token: &str,
+    jwks: &serde_json::Value,
+    issuer: Option<&str>,
+    audience: &str,
+    now: i64,
+) -> Result<serde_json::Value, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+    if !ASYMMETRIC_ALGORITHMS.contains(&header.alg) {
+        return Err(TokenError::Invalid);
+    }
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(jwks.clone()).map_err(|_| TokenError::Invalid)?;
+    let jwk = match &header.kid {
+        Some(kid) => set.find(kid),
+        // Without a kid, only a single-key set is unambiguous.
+        None if set.keys.len() == 1 => set.keys.first(),
+        None => None,
+    }
+    .ok_or(TokenError::Invalid)?;
+    // The key's own algorithm, when it names one, must be the header's.
+    if let Some(key_alg) = &jwk.common.key_algorithm
+        && key_alg.to_string() != format!("{:?}", header.alg)
+    {
+        return Err(TokenError::Invalid);
+    }
+    let key = DecodingKey::from_jwk(jwk).map_err(|_| TokenError::Invalid)?;
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&[audience]);
+    if let Some(iss) = issuer {
+        validation.set_issuer(&[iss]);
+    }
+    validation.validate_nbf = true;
+    validation.leeway = 60;
+    validation.set_required_spec_claims(&["exp", "aud"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+        .map_err(|_| TokenError::Invalid)?;
+    let claims = data.claims;
+    let exp = claims
+        .get("exp")
+        .and_then(serde_json::Value::as_i64)
+        .ok_or(TokenError::Invalid)?;
+    let nbf = claims
+        .get("nbf")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(i64::MIN);
+    if exp + 60 < now || nbf.saturating_sub(60) > now {
+        return Err(TokenError::Invalid);
+    }
+    Ok(claims)
 }
 
 /// Verifies a compact JWT against the given keys, issuer and audience at time `now` (seconds).
@@ -164,6 +293,9 @@ mod tests {
             jti: "j".into(),
             scope: "system/*.*".into(),
             patient: None,
+            role: None,
+            client_id: None,
+            fhir_user: None,
         }
     }
 

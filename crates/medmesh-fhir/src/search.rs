@@ -184,6 +184,17 @@ pub enum Criterion {
     },
     /// Matches any resource (used when a chained inner parameter is ignored).
     Any,
+    /// Confines a search to one patient's compartment: resources that link to the patient
+    /// through one of `params`, and with `include_self` the Patient resource itself. Added by
+    /// the record service for patient-context grants, never parsed from a query.
+    Compartment {
+        /// The patient's id.
+        patient_id: String,
+        /// The compartment's linking reference parameters for the searched type.
+        params: Vec<String>,
+        /// Whether the patient resource itself matches (Patient searches).
+        include_self: bool,
+    },
 }
 
 /// A sort key.

@@ -8,7 +8,7 @@
 //! relationship, security label and break-glass rules plug in here (issue: consent and trust
 //! network), without changing any caller.
 
-use medmesh_auth::{Scope, ScopeContext};
+use medmesh_auth::{Role, Scope, ScopeContext};
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,8 +17,10 @@ pub struct Actor {
     pub subject: String,
     /// Granted scopes.
     pub scopes: Vec<Scope>,
-    /// Patient context, for patient-level scopes.
+    /// Patient context, for patient-level scopes; for a patient user, their own record.
     pub patient: Option<String>,
+    /// The user's role; `None` for backend services and the node CLI.
+    pub role: Option<Role>,
 }
 
 impl Actor {
@@ -28,6 +30,7 @@ impl Actor {
             subject: "local-cli".into(),
             scopes: vec![system_all()],
             patient: None,
+            role: None,
         }
     }
 }
@@ -73,11 +76,17 @@ impl Action {
 }
 
 /// A permit for one action on one resource type. Only the PDP makes these.
+///
+/// A grant may be narrower than the action on the whole type: confined to one patient's
+/// compartment, or to resources matching a granular scope's filter. The record service
+/// applies both on every channel (read, search, includes, history, `$everything`, export).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     action: Action,
     resource_type: Option<String>,
     subject: String,
+    compartment: Option<String>,
+    filters: Vec<(String, String)>,
 }
 
 impl Grant {
@@ -92,6 +101,19 @@ impl Grant {
     /// Who it was granted to.
     pub fn subject(&self) -> &str {
         &self.subject
+    }
+    /// The patient whose compartment the grant is confined to, if any.
+    pub fn compartment(&self) -> Option<&str> {
+        self.compartment.as_deref()
+    }
+    /// Granular-scope filters (`category=laboratory`): a resource must match one of them.
+    /// Empty: no filter.
+    pub fn filters(&self) -> &[(String, String)] {
+        &self.filters
+    }
+    /// Whether the grant reaches every resource of its type.
+    pub fn is_unrestricted(&self) -> bool {
+        self.compartment.is_none() && self.filters.is_empty()
     }
 }
 
@@ -128,32 +150,56 @@ impl Pdp {
                 Action::Delete => p.delete,
                 Action::Export => p.read && p.search,
             };
-            allowed
-                && resource_type.map_or(s.resource_type.is_none(), |t| s.covers_type(t))
-                && s.restriction.is_none()
+            allowed && resource_type.map_or(s.resource_type.is_none(), |t| s.covers_type(t))
         };
-        // Patient-context scopes need compartment enforcement on every channel, which arrives
-        // with SMART login; until then they are refused rather than over-granted.
-        let usable = actor
-            .scopes
-            .iter()
-            .filter(|s| s.context != ScopeContext::Patient);
-        let granted = usable.clone().any(permits);
-        if granted {
-            Ok(Grant {
-                action,
-                resource_type: resource_type.map(str::to_string),
-                subject: actor.subject.clone(),
-            })
-        } else {
-            Err(Denied {
-                reason: format!(
-                    "no scope permits {} on {}",
-                    action.code(),
-                    resource_type.unwrap_or("*")
-                ),
-            })
+        let deny = |why: &str| Denied {
+            reason: format!(
+                "{why}: {} on {}",
+                action.code(),
+                resource_type.unwrap_or("*")
+            ),
+        };
+        let permitting: Vec<&Scope> = actor.scopes.iter().filter(|s| permits(s)).collect();
+        if permitting.is_empty() {
+            return Err(deny("no scope permits"));
         }
+        // A patient user is confined to their own record whatever the scopes say; anyone
+        // else is confined only when nothing but patient-context scopes permit the action.
+        let confined = actor.role == Some(Role::Patient)
+            || permitting
+                .iter()
+                .all(|s| s.context == ScopeContext::Patient);
+        let compartment = if confined {
+            Some(
+                actor
+                    .patient
+                    .clone()
+                    .ok_or_else(|| deny("patient scope without a patient context"))?,
+            )
+        } else {
+            None
+        };
+        // The scopes the grant rests on: all of them when confined, else the unconfined ones.
+        let used: Vec<&Scope> = permitting
+            .into_iter()
+            .filter(|s| confined || s.context != ScopeContext::Patient)
+            .collect();
+        let filters = if used.iter().any(|s| s.restriction.is_none()) {
+            Vec::new()
+        } else {
+            let mut f: Vec<(String, String)> =
+                used.iter().filter_map(|s| s.restriction.clone()).collect();
+            f.sort();
+            f.dedup();
+            f
+        };
+        Ok(Grant {
+            action,
+            resource_type: resource_type.map(str::to_string),
+            subject: actor.subject.clone(),
+            compartment,
+            filters,
+        })
     }
 }
 
@@ -167,6 +213,7 @@ mod tests {
             subject: "u".into(),
             scopes: parse_scopes(scopes),
             patient: None,
+            role: None,
         }
     }
 
@@ -204,7 +251,38 @@ mod tests {
         assert!(
             pdp.authorize(&actor("patient/*.*"), Action::Read, Some("Patient"))
                 .is_err(),
-            "patient context not yet enforced: refuse"
+            "a patient scope without a patient context"
+        );
+        let mut p = actor("patient/*.rs user/Organization.rs");
+        p.patient = Some("p1".into());
+        let g = pdp
+            .authorize(&p, Action::Read, Some("Observation"))
+            .unwrap();
+        assert_eq!(g.compartment(), Some("p1"));
+        let g = pdp
+            .authorize(&p, Action::Read, Some("Organization"))
+            .unwrap();
+        assert!(g.is_unrestricted(), "a user scope is not confined");
+        p.role = Some(Role::Patient);
+        let g = pdp
+            .authorize(&p, Action::Read, Some("Organization"))
+            .unwrap();
+        assert_eq!(
+            g.compartment(),
+            Some("p1"),
+            "a patient user is always confined"
+        );
+        let mut lab = actor(
+            "patient/Observation.rs?category=laboratory patient/Observation.rs?category=vital-signs",
+        );
+        lab.patient = Some("p1".into());
+        let g = pdp
+            .authorize(&lab, Action::Search, Some("Observation"))
+            .unwrap();
+        assert_eq!(g.filters().len(), 2);
+        assert!(
+            pdp.authorize(&lab, Action::Create, Some("Observation"))
+                .is_err()
         );
         assert!(
             pdp.authorize(&actor("openid"), Action::Read, Some("Patient"))

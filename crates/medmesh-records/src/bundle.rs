@@ -329,10 +329,13 @@ impl RecordService {
         // 1. Deletes.
         for e in entries.iter().filter(|e| e.method == Method::Delete) {
             let (t, id, query) = split_url(&e.url);
+            let g = grants
+                .get(&(t.clone(), Action::Delete))
+                .ok_or(RecordError::Forbidden)?;
             let out = match (id, query) {
-                (Some(id), None) => self.delete_in_tx(tx.as_mut(), &t, &id).await?,
+                (Some(id), None) => self.delete_in_tx(tx.as_mut(), g, &t, &id).await?,
                 (None, Some(q)) => match self
-                    .conditional_matches(tx.as_mut(), &t, &q)
+                    .conditional_matches(tx.as_mut(), g, &t, &q)
                     .await?
                     .as_slice()
                 {
@@ -344,7 +347,7 @@ impl RecordService {
                         last_updated: self.now(),
                         status: WriteStatus::Deleted,
                     },
-                    [id] => self.delete_in_tx(tx.as_mut(), &t, id).await?,
+                    [id] => self.delete_in_tx(tx.as_mut(), g, &t, id).await?,
                     _ => return Err(RecordError::MultipleMatches),
                 },
                 _ => return Err(entry_error(e.index, "DELETE needs Type/id or Type?query")),
@@ -361,8 +364,11 @@ impl RecordService {
             let id = match &e.if_none_exist {
                 Some(cond) => {
                     let (_, q) = split_conditional(cond);
+                    let g = grants
+                        .get(&(t.clone(), Action::Create))
+                        .ok_or(RecordError::Forbidden)?;
                     match self
-                        .conditional_matches(tx.as_mut(), &t, q)
+                        .conditional_matches(tx.as_mut(), g, &t, q)
                         .await?
                         .as_slice()
                     {
@@ -384,10 +390,13 @@ impl RecordService {
         let mut put_ids: HashMap<usize, String> = HashMap::new();
         for e in entries.iter().filter(|e| e.method == Method::Put) {
             let (t, id, query) = split_url(&e.url);
+            let g = grants
+                .get(&(t.clone(), Action::Update))
+                .ok_or(RecordError::Forbidden)?;
             let id = match (id, query) {
                 (Some(id), None) => id,
                 (None, Some(q)) => match self
-                    .conditional_matches(tx.as_mut(), &t, &q)
+                    .conditional_matches(tx.as_mut(), g, &t, &q)
                     .await?
                     .as_slice()
                 {
@@ -436,8 +445,10 @@ impl RecordService {
                     format!("conditional reference to unknown type '{t}'"),
                 )
             })?;
+            // Resolving a conditional reference is a search: it needs that permission.
+            let g = self.authorize(ctx, Action::Search, Some(t)).await?;
             match self
-                .conditional_matches(tx.as_mut(), t, q)
+                .conditional_matches(tx.as_mut(), &g, t, q)
                 .await?
                 .as_slice()
             {

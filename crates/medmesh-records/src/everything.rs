@@ -50,7 +50,11 @@ impl RecordService {
         patient_id: &str,
         params: &[(String, String)],
     ) -> Result<Value, RecordError> {
-        self.authorize(ctx, Action::Read, Some("Patient")).await?;
+        let grant = self.authorize(ctx, Action::Read, Some("Patient")).await?;
+        // A confined actor reaches their own patient only; anyone else's answers as absent.
+        if grant.compartment().is_some_and(|p| p != patient_id) {
+            return Err(RecordError::NotFound);
+        }
         let bad =
             |p: &str| RecordError::invalid(IssueType::Value, format!("invalid value for {p}"));
         let (mut since, mut start, mut end, mut types, mut count, mut cursor) =
@@ -115,6 +119,13 @@ impl RecordService {
         for v in &found {
             let r = self.decode(v)?;
             if (start.is_some() || end.is_some()) && !self.in_care_period(&r, start, end) {
+                continue;
+            }
+            // Granular scopes (`patient/Observation.rs?category=...`) limit within a type.
+            let reach = self
+                .pdp
+                .authorize(&ctx.actor, Action::Read, Some(&v.resource_type));
+            if !reach.is_ok_and(|g| self.admits(&g, &v.resource_type, &r)) {
                 continue;
             }
             ids.push(format!("{}/{}", v.resource_type, v.id));

@@ -67,6 +67,12 @@ pub struct ExportRequest {
     pub scopes: String,
     /// Transaction time, micros: the export reflects data up to here.
     pub transaction_time: i64,
+    /// The patient a confined actor's export is limited to.
+    #[serde(default)]
+    pub patient: Option<String>,
+    /// The actor's role code, to rebuild the same actor on resume.
+    #[serde(default)]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +108,8 @@ impl RecordService {
                 .collect::<Vec<_>>()
                 .join(" "),
             transaction_time: self.now(),
+            patient: None,
+            role: ctx.actor.role.map(|r| r.code().to_string()),
         };
         for (k, v) in params {
             match k.as_str() {
@@ -138,7 +146,20 @@ impl RecordService {
             search::parse_query(self.defs, t, &parse_query_string(q), Handling::Strict)?;
         }
         for t in self.export_types(&req) {
-            self.authorize(ctx, Action::Export, Some(&t)).await?;
+            let grant = self.authorize(ctx, Action::Export, Some(&t)).await?;
+            // A patient-confined actor may export their own compartment only, through the
+            // Patient-level export; granular filters do not apply to bulk files.
+            if !grant.filters().is_empty() {
+                return Err(RecordError::Forbidden);
+            }
+            if let Some(p) = grant.compartment() {
+                if req.level != ExportLevel::Patient
+                    || req.patient.as_deref().is_some_and(|q| q != p)
+                {
+                    return Err(RecordError::Forbidden);
+                }
+                req.patient = Some(p.to_string());
+            }
         }
         let id = self.ids.new_id();
         req.request_url = format!("{}/$export", ctx.base_url);
@@ -232,6 +253,7 @@ impl RecordService {
     async fn patients_of(&self, req: &ExportRequest) -> Result<Option<Vec<String>>, RecordError> {
         Ok(match &req.level {
             ExportLevel::System => None,
+            ExportLevel::Patient if req.patient.is_some() => req.patient.clone().map(|p| vec![p]),
             ExportLevel::Patient => {
                 let mut ids = Vec::new();
                 let mut after = 0;
@@ -564,6 +586,7 @@ pub fn job_actor(req_json: &str) -> Option<Actor> {
     Some(Actor {
         subject: req.subject,
         scopes: medmesh_auth::parse_scopes(&req.scopes),
-        patient: None,
+        patient: req.patient,
+        role: req.role.and_then(|r| r.parse().ok()),
     })
 }

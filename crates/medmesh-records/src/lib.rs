@@ -6,6 +6,7 @@
 
 pub mod audit_writer;
 pub mod bundle;
+mod confine;
 pub mod context;
 pub mod error;
 pub mod everything;

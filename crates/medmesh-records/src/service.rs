@@ -246,12 +246,14 @@ impl RecordService {
     pub(crate) async fn write_version(
         &self,
         tx: &mut dyn RecordTx,
-        _grant: &Grant,
+        grant: &Grant,
         rt: &str,
         id: &str,
         mut body: Value,
         head: Option<VersionHead>,
     ) -> Result<WriteOutcome, RecordError> {
+        self.check_write_reach(grant, rt, id, head, Some(&body))
+            .await?;
         let version = head.map_or(1, |h| h.version + 1);
         let now = self.now();
         resource::stamp(&mut body, id, version, &format_instant(now));
@@ -286,13 +288,48 @@ impl RecordService {
         })
     }
 
+    /// A restricted grant may write only inside its reach: the new content must be within
+    /// it (else 403: the actor knows what they sent), and so must the version it replaces
+    /// (else 404: they may not learn that it exists).
+    async fn check_write_reach(
+        &self,
+        grant: &Grant,
+        rt: &str,
+        id: &str,
+        head: Option<VersionHead>,
+        new_body: Option<&Value>,
+    ) -> Result<(), RecordError> {
+        if grant.is_unrestricted() {
+            return Ok(());
+        }
+        if let Some(h) = head.filter(|h| !h.deleted) {
+            let current = self
+                .store
+                .vread(rt, id, h.version)
+                .await?
+                .ok_or(RecordError::NotFound)?;
+            if !self.admits(grant, rt, &self.decode(&current)?) {
+                return Err(RecordError::NotFound);
+            }
+        }
+        if let Some(b) = new_body
+            && !self.admits(grant, rt, b)
+        {
+            return Err(RecordError::Forbidden);
+        }
+        Ok(())
+    }
+
     pub(crate) async fn tombstone(
         &self,
         tx: &mut dyn RecordTx,
+        grant: &Grant,
         rt: &str,
         id: &str,
         head: VersionHead,
     ) -> Result<WriteOutcome, RecordError> {
+        self.check_write_reach(grant, rt, id, Some(head), None)
+            .await?;
         let version = head.version + 1;
         let now = self.now();
         tx.put(NewVersion {
@@ -341,10 +378,12 @@ impl RecordService {
     pub(crate) async fn conditional_matches(
         &self,
         tx: &mut dyn RecordTx,
+        grant: &Grant,
         rt: &str,
         query: &str,
     ) -> Result<Vec<String>, RecordError> {
-        let q = self.conditional_query(rt, query)?;
+        let mut q = self.conditional_query(rt, query)?;
+        self.confine_query(grant, &mut q)?;
         tx.lock_condition(&format!("{rt}?{query}")).await?;
         Ok(tx
             .search_ids(&q, 2)
@@ -369,7 +408,7 @@ impl RecordService {
         if let Some(cond) = if_none_exist {
             let (_, q) = split_conditional(cond);
             match self
-                .conditional_matches(tx.as_mut(), rt, q)
+                .conditional_matches(tx.as_mut(), &grant, rt, q)
                 .await?
                 .as_slice()
             {
@@ -407,9 +446,9 @@ impl RecordService {
         id: &str,
     ) -> Result<ReadOutcome, RecordError> {
         self.check_type(rt)?;
-        self.authorize(ctx, Action::Read, Some(rt)).await?;
+        let grant = self.authorize(ctx, Action::Read, Some(rt)).await?;
         let found = self.store.read(rt, id).await?;
-        self.audited_read(ctx, "read", rt, id, found).await
+        self.audited_read(ctx, &grant, "read", rt, id, found).await
     }
 
     /// Audits a read and answers it. The audit entry is durable before the response leaves;
@@ -417,15 +456,39 @@ impl RecordService {
     async fn audited_read(
         &self,
         ctx: &RequestContext,
+        grant: &Grant,
         action: &str,
         rt: &str,
         id: &str,
         found: Option<StoredVersion>,
     ) -> Result<ReadOutcome, RecordError> {
-        let outcome = if found.as_ref().is_some_and(|v| !v.deleted) {
-            Outcome::Success
-        } else {
-            Outcome::Failed
+        // What the grant does not reach answers as absent (404, never 403), and a restricted
+        // grant cannot tell whose a tombstone was, so it sees deleted resources as absent too.
+        let mut hidden = false;
+        let result = match found {
+            None => Err(RecordError::NotFound),
+            Some(v) if v.deleted && grant.is_unrestricted() => {
+                Err(RecordError::Gone { version: v.version })
+            }
+            Some(v) if v.deleted => Err(RecordError::NotFound),
+            Some(v) => {
+                let resource = self.decode(&v)?;
+                if self.admits(grant, rt, &resource) {
+                    Ok(ReadOutcome {
+                        resource,
+                        version: v.version,
+                        last_updated: v.last_updated,
+                    })
+                } else {
+                    hidden = true;
+                    Err(RecordError::NotFound)
+                }
+            }
+        };
+        let outcome = match &result {
+            Ok(_) => Outcome::Success,
+            Err(_) if hidden => Outcome::Denied,
+            Err(_) => Outcome::Failed,
         };
         self.audit
             .append(vec![self.entry(
@@ -436,15 +499,7 @@ impl RecordService {
                 outcome,
             )])
             .await?;
-        match found {
-            None => Err(RecordError::NotFound),
-            Some(v) if v.deleted => Err(RecordError::Gone { version: v.version }),
-            Some(v) => Ok(ReadOutcome {
-                resource: self.decode(&v)?,
-                version: v.version,
-                last_updated: v.last_updated,
-            }),
-        }
+        result
     }
 
     /// `GET /Type/id/_history/vid`.
@@ -456,10 +511,10 @@ impl RecordService {
         version: &str,
     ) -> Result<ReadOutcome, RecordError> {
         self.check_type(rt)?;
-        self.authorize(ctx, Action::Read, Some(rt)).await?;
+        let grant = self.authorize(ctx, Action::Read, Some(rt)).await?;
         let version: i64 = version.parse().map_err(|_| RecordError::NotFound)?;
         let found = self.store.vread(rt, id, version).await?;
-        self.audited_read(ctx, "vread", rt, id, found).await
+        self.audited_read(ctx, &grant, "vread", rt, id, found).await
     }
 
     /// `PUT /Type/id`: update, or create with the client's id.
@@ -562,7 +617,9 @@ impl RecordService {
         let grant = self.authorize(ctx, Action::Update, Some(rt)).await?;
         self.check_resource(rt, &body)?;
         let mut tx = self.store.begin().await?;
-        let matches = self.conditional_matches(tx.as_mut(), rt, query).await?;
+        let matches = self
+            .conditional_matches(tx.as_mut(), &grant, rt, query)
+            .await?;
         let id = match matches.as_slice() {
             [] => body
                 .get("id")
@@ -673,9 +730,9 @@ impl RecordService {
         id: &str,
     ) -> Result<WriteOutcome, RecordError> {
         self.check_type(rt)?;
-        self.authorize(ctx, Action::Delete, Some(rt)).await?;
+        let grant = self.authorize(ctx, Action::Delete, Some(rt)).await?;
         let mut tx = self.store.begin().await?;
-        let out = self.delete_in_tx(tx.as_mut(), rt, id).await?;
+        let out = self.delete_in_tx(tx.as_mut(), &grant, rt, id).await?;
         tx.append_audit(&self.entry(
             ctx,
             "delete",
@@ -691,11 +748,12 @@ impl RecordService {
     pub(crate) async fn delete_in_tx(
         &self,
         tx: &mut dyn RecordTx,
+        grant: &Grant,
         rt: &str,
         id: &str,
     ) -> Result<WriteOutcome, RecordError> {
         match tx.head(rt, id).await? {
-            Some(h) if !h.deleted => self.tombstone(tx, rt, id, h).await,
+            Some(h) if !h.deleted => self.tombstone(tx, grant, rt, id, h).await,
             h => Ok(WriteOutcome {
                 resource: None,
                 resource_type: rt.into(),
@@ -715,9 +773,11 @@ impl RecordService {
         query: &str,
     ) -> Result<WriteOutcome, RecordError> {
         self.check_type(rt)?;
-        self.authorize(ctx, Action::Delete, Some(rt)).await?;
+        let grant = self.authorize(ctx, Action::Delete, Some(rt)).await?;
         let mut tx = self.store.begin().await?;
-        let matches = self.conditional_matches(tx.as_mut(), rt, query).await?;
+        let matches = self
+            .conditional_matches(tx.as_mut(), &grant, rt, query)
+            .await?;
         let out = match matches.as_slice() {
             [] => {
                 return Ok(WriteOutcome {
@@ -729,7 +789,7 @@ impl RecordService {
                     status: WriteStatus::Deleted,
                 });
             }
-            [id] => self.delete_in_tx(tx.as_mut(), rt, id).await?,
+            [id] => self.delete_in_tx(tx.as_mut(), &grant, rt, id).await?,
             _ => return Err(RecordError::MultipleMatches),
         };
         tx.append_audit(&self.entry(
@@ -753,8 +813,9 @@ impl RecordService {
         handling: Handling,
     ) -> Result<Value, RecordError> {
         self.check_type(rt)?;
-        self.authorize(ctx, Action::Search, Some(rt)).await?;
-        let q = search::parse_query(self.defs, rt, params, handling)?;
+        let grant = self.authorize(ctx, Action::Search, Some(rt)).await?;
+        let mut q = search::parse_query(self.defs, rt, params, handling)?;
+        self.confine_query(&grant, &mut q)?;
         let summary_count = q.summary == Some(SummaryMode::Count);
         let count = if summary_count {
             0
@@ -841,7 +902,7 @@ impl RecordService {
         matches: &[(String, String)],
         seen: &mut HashSet<(String, String)>,
     ) -> Result<Vec<StoredVersion>, RecordError> {
-        let mut out_keys: Vec<(String, String)> = Vec::new();
+        let mut out: Vec<StoredVersion> = Vec::new();
         let mut frontier: Vec<(String, String)> = matches.to_vec();
         for round in 0..4 {
             let mut found: Vec<(String, String)> = Vec::new();
@@ -852,25 +913,37 @@ impl RecordService {
             for inc in q.revincludes.iter().filter(active) {
                 found.extend(self.store.revinclude_sources(&frontier, inc).await?);
             }
-            let mut fresh = Vec::new();
+            let mut candidates = Vec::new();
             for k in found {
-                // Only what the actor may read leaves the server.
-                if self
-                    .pdp
-                    .authorize(&ctx.actor, Action::Read, Some(&k.0))
-                    .is_ok()
-                    && seen.insert(k.clone())
-                {
-                    fresh.push(k);
+                if seen.insert(k.clone()) {
+                    candidates.push(k);
                 }
+            }
+            // Only what the actor may read leaves the server, and only what they may read
+            // leads on to further includes.
+            let mut fresh = Vec::new();
+            for v in self.store.read_many(&candidates).await? {
+                let Ok(grant) =
+                    self.pdp
+                        .authorize(&ctx.actor, Action::Read, Some(&v.resource_type))
+                else {
+                    continue;
+                };
+                if v.deleted || !self.admits(&grant, &v.resource_type, &self.decode(&v)?) {
+                    continue;
+                }
+                fresh.push(v);
             }
             if fresh.is_empty() {
                 break;
             }
-            out_keys.extend(fresh.iter().cloned());
-            frontier = fresh;
+            frontier = fresh
+                .iter()
+                .map(|v| (v.resource_type.clone(), v.id.clone()))
+                .collect();
+            out.extend(fresh);
         }
-        Ok(self.store.read_many(&out_keys).await?)
+        Ok(out)
     }
 
     /// History at instance, type or system level.
@@ -887,7 +960,7 @@ impl RecordService {
             }
             HistoryScope::System => None,
         };
-        self.authorize(ctx, Action::Read, rt.as_deref()).await?;
+        let grant = self.authorize(ctx, Action::Read, rt.as_deref()).await?;
         let mut q = HistoryQuery {
             scope: scope.clone(),
             since: None,
@@ -918,6 +991,22 @@ impl RecordService {
         let mut entries = Vec::new();
         let mut ids = Vec::new();
         for v in &page.versions {
+            let body = if v.deleted {
+                None
+            } else {
+                Some(self.decode(v)?)
+            };
+            // A restricted grant sees only versions it reaches (tombstones carry no content
+            // to judge, so they are left out).
+            if !grant.is_unrestricted()
+                && !body.as_ref().is_some_and(|b| {
+                    self.pdp
+                        .authorize(&ctx.actor, Action::Read, Some(&v.resource_type))
+                        .is_ok_and(|g| self.admits(&g, &v.resource_type, b))
+                })
+            {
+                continue;
+            }
             ids.push(format!(
                 "{}/{}/_history/{}",
                 v.resource_type, v.id, v.version
@@ -929,8 +1018,8 @@ impl RecordService {
                 "response": {"status": if v.deleted { "204" } else if v.version == 1 { "201" } else { "200" },
                              "etag": format!("W/\"{}\"", v.version), "lastModified": format_instant(v.last_updated)},
             });
-            if !v.deleted {
-                e["resource"] = self.decode(v)?;
+            if let Some(b) = body {
+                e["resource"] = b;
             }
             entries.push(e);
         }
@@ -959,8 +1048,11 @@ impl RecordService {
             p.push(("_page".into(), next));
             links.push(json!({"relation": "next", "url": bundle::with_query(&path, &p)}));
         }
-        Ok(
-            json!({"resourceType": "Bundle", "id": self.ids.new_id(), "type": "history", "total": page.total, "link": links, "entry": entries}),
-        )
+        let mut b = json!({"resourceType": "Bundle", "id": self.ids.new_id(), "type": "history", "link": links, "entry": entries});
+        // The store's total counts every version; a restricted grant must not learn it.
+        if grant.is_unrestricted() {
+            b["total"] = json!(page.total);
+        }
+        Ok(b)
     }
 }

@@ -46,6 +46,7 @@ fn ctx(scopes: &str) -> RequestContext {
             subject: "tester".into(),
             scopes: parse_scopes(scopes),
             patient: None,
+            role: None,
         },
         operation_id: "op-1".into(),
         source_ip: None,

@@ -72,6 +72,7 @@ impl FromRequestParts<AppState> for Authenticated {
                 subject: claims.sub,
                 scopes: parse_scopes(&claims.scope),
                 patient: claims.patient,
+                role: claims.role.as_deref().and_then(|r| r.parse().ok()),
             },
             operation_id: operation_id(parts),
             source_ip,

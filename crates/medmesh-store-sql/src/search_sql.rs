@@ -278,6 +278,34 @@ fn criterion(
         Criterion::Any => {
             sql.push("1=1");
         }
+        Criterion::Compartment {
+            patient_id,
+            params,
+            include_self,
+        } => {
+            sql.push("(");
+            if params.is_empty() {
+                sql.push("1=0");
+            } else {
+                sql.push(&format!(
+                    "{r}.rid IN (SELECT {x}.rid FROM idx_reference {x} WHERE "
+                ));
+                push_type(sql, &x, r, t);
+                sql.push(&format!(" AND {x}.param IN ("))
+                    .str_list(params)
+                    .push(&format!(
+                        ") AND {x}.target_type = 'Patient' AND {x}.target_id = "
+                    ))
+                    .str(patient_id)
+                    .push(")");
+            }
+            if *include_self {
+                sql.push(&format!(" OR {r}.rid IN (SELECT p{depth}.rid FROM resources p{depth} WHERE p{depth}.res_type = 'Patient' AND p{depth}.res_id = "))
+                    .str(patient_id)
+                    .push(")");
+            }
+            sql.push(")");
+        }
         Criterion::Param {
             code,
             kind,
@@ -411,6 +439,8 @@ fn driver_rank(c: &Criterion) -> Option<u8> {
             _ => 4,
         }),
         Criterion::Chain { .. } | Criterion::Has { .. } => Some(3),
+        // One patient's compartment is small: drive by it.
+        Criterion::Compartment { .. } => Some(0),
     }
 }
 

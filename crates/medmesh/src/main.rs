@@ -356,6 +356,9 @@ async fn admin_token(
         jti: uuid::Uuid::new_v4().to_string(),
         scope,
         patient,
+        role: None,
+        client_id: None,
+        fhir_user: None,
     };
     outln!("{}", key.sign(&claims).map_err(|e| anyhow::anyhow!("{e}"))?);
     Ok(())

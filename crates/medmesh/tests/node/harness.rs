@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -20,9 +21,9 @@ pub enum Db {
 pub struct Node {
     child: Option<Child>,
     pub base: String,
-    pub data_dir: tempfile::TempDir,
+    pub data_dir: Arc<tempfile::TempDir>,
     pub db_url: Option<String>,
-    pg_name: Option<String>,
+    pg: Option<Arc<PgDatabase>>,
     pub client: reqwest::Client,
     pub token: String,
 }
@@ -37,6 +38,23 @@ pub fn shared_testdata(dir: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// A PostgreSQL database made for one test, dropped when the last node using it goes.
+struct PgDatabase {
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &format!("{}/postgres", pg_admin_url()),
+                "-qAtc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
 }
 
 fn pg_admin_url() -> String {
@@ -66,20 +84,23 @@ fn psql(db: &str, sql: &str) -> Output {
 impl Node {
     pub async fn start(db: Db) -> Node {
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let (db_url, pg_name) = match db {
+        let (db_url, pg) = match db {
             Db::Sqlite => (None, None),
             Db::Postgres => {
                 let name = format!("medmesh_test_{}", uuid::Uuid::new_v4().simple());
                 psql("postgres", &format!("CREATE DATABASE {name}"));
-                (Some(format!("{}/{name}", pg_admin_url())), Some(name))
+                (
+                    Some(format!("{}/{name}", pg_admin_url())),
+                    Some(Arc::new(PgDatabase { name })),
+                )
             }
         };
         let mut node = Node {
             child: None,
             base: String::new(),
-            data_dir,
+            data_dir: Arc::new(data_dir),
             db_url,
-            pg_name,
+            pg,
             client: reqwest::Client::new(),
             token: String::new(),
         };
@@ -190,6 +211,20 @@ impl Node {
             .expect("utf8")
             .trim()
             .to_string()
+    }
+
+    /// The same running node and store, seen through another access token. The view does
+    /// not own the process: the original node stops it.
+    pub fn with_token(&self, token: &str) -> Node {
+        Node {
+            child: None,
+            base: self.base.clone(),
+            data_dir: self.data_dir.clone(),
+            db_url: self.db_url.clone(),
+            pg: self.pg.clone(),
+            client: self.client.clone(),
+            token: token.to_string(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -323,15 +358,6 @@ impl Drop for Node {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
-        }
-        if let Some(name) = &self.pg_name {
-            let _ = Command::new("psql")
-                .args([
-                    &format!("{}/postgres", pg_admin_url()),
-                    "-qAtc",
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                ])
-                .output();
         }
     }
 }

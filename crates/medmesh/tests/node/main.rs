@@ -11,4 +11,5 @@ mod bundles;
 mod data;
 mod export;
 mod interactions;
+mod patient_scopes;
 mod search;

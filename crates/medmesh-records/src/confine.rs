@@ -1,0 +1,132 @@
+//! Applies a grant's limits to data: a patient-context grant reaches only that patient's
+//! compartment, and a granular scope (`?category=laboratory`) only matching resources.
+//!
+//! Two halves that must agree: [`RecordService::admits`] judges one resource in memory (reads,
+//! includes, history, writes), and [`RecordService::confine_query`] adds the same limits to
+//! a search so paging and `_total` count only what the actor may see.
+
+use medmesh_fhir::index::{self, IndexValue};
+use medmesh_fhir::search::{self, Criterion, SearchQuery};
+use medmesh_policy::Grant;
+use serde_json::Value;
+
+use crate::{RecordError, RecordService};
+
+/// Types outside the Patient compartment that hold no patient data: a patient-confined actor
+/// may read them (the practitioner who wrote a note, the medication prescribed). Any other
+/// type outside the compartment (Bundle, Binary, Device...) is refused, since it may carry
+/// some patient's data without naming them in a compartment parameter.
+const SHARED_TYPES: &[&str] = &[
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Location",
+    "HealthcareService",
+    "Endpoint",
+    "Medication",
+    "MedicationKnowledge",
+    "Substance",
+    "ValueSet",
+    "CodeSystem",
+    "ConceptMap",
+    "NamingSystem",
+    "StructureDefinition",
+    "SearchParameter",
+    "OperationDefinition",
+    "CapabilityStatement",
+    "Questionnaire",
+    "PlanDefinition",
+    "ActivityDefinition",
+    "Library",
+    "Measure",
+    "ObservationDefinition",
+    "SpecimenDefinition",
+];
+
+fn token_matches(filter: &str, value: &IndexValue) -> bool {
+    let IndexValue::Token { system, code, .. } = value else {
+        return false;
+    };
+    match filter.split_once('|') {
+        None => code.as_deref() == Some(filter),
+        Some(("", c)) => system.is_none() && code.as_deref() == Some(c),
+        Some((s, "")) => system.as_deref() == Some(s),
+        Some((s, c)) => system.as_deref() == Some(s) && code.as_deref() == Some(c),
+    }
+}
+
+impl RecordService {
+    /// Whether a resource lies within what `grant` reaches.
+    pub(crate) fn admits(&self, grant: &Grant, rt: &str, resource: &Value) -> bool {
+        if grant.is_unrestricted() {
+            return true;
+        }
+        let rows = index::extract(self.defs, resource);
+        if let Some(patient) = grant.compartment() {
+            let links = self.defs.patient_compartment().get(rt);
+            let linked = links.is_some_and(|params| {
+                rows.iter().any(|r| {
+                    params.contains(&r.param)
+                        && matches!(&r.value, IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. }
+                            if t == "Patient" && id == patient)
+                })
+            });
+            let itself =
+                rt == "Patient" && resource.get("id").and_then(Value::as_str) == Some(patient);
+            let member = if links.is_some() {
+                linked || itself
+            } else {
+                SHARED_TYPES.contains(&rt)
+            };
+            if !member {
+                return false;
+            }
+        }
+        grant.filters().is_empty()
+            || grant.filters().iter().any(|(param, value)| {
+                rows.iter().any(|r| {
+                    &r.param == param && value.split(',').any(|v| token_matches(v, &r.value))
+                })
+            })
+    }
+
+    /// Adds the grant's limits to a search on `q.resource_type`.
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`] when the filters cannot be expressed as one criterion
+    /// (granular scopes on different parameters for one type).
+    pub(crate) fn confine_query(
+        &self,
+        grant: &Grant,
+        q: &mut SearchQuery,
+    ) -> Result<(), RecordError> {
+        let rt = q.resource_type.clone();
+        if let Some(patient) = grant.compartment() {
+            let criterion = match self.defs.patient_compartment().get(&rt) {
+                Some(params) => Some(Criterion::Compartment {
+                    patient_id: patient.to_string(),
+                    params: params.clone(),
+                    include_self: rt == "Patient",
+                }),
+                None if SHARED_TYPES.contains(&rt.as_str()) => None,
+                // Outside the compartment and not shareable: nothing matches.
+                None => Some(Criterion::Compartment {
+                    patient_id: patient.to_string(),
+                    params: Vec::new(),
+                    include_self: false,
+                }),
+            };
+            q.criteria.extend(criterion);
+        }
+        if let Some((param, _)) = grant.filters().first() {
+            if grant.filters().iter().any(|(p, _)| p != param) {
+                return Err(RecordError::Forbidden);
+            }
+            let values: Vec<&str> = grant.filters().iter().map(|(_, v)| v.as_str()).collect();
+            let c = search::parse_criterion(self.defs, &rt, param, &values.join(","))
+                .map_err(|_| RecordError::Forbidden)?;
+            q.criteria.push(c);
+        }
+        Ok(())
+    }
+}
