@@ -186,6 +186,15 @@ impl Totp {
         Ok(Self { inner })
     }
 
+    /// The generator an enrolment URI describes (what an authenticator app does on a scan).
+    ///
+    /// # Errors
+    /// A malformed URI.
+    pub fn from_enrolment_uri(uri: &str) -> Result<Self, CredentialError> {
+        let inner = totp_rs::Totp::from_url_unchecked(uri).map_err(|_| CredentialError::Totp)?;
+        Ok(Self { inner })
+    }
+
     /// The `otpauth://` URI for enrolment (shown as a QR code).
     ///
     /// # Errors

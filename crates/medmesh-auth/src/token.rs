@@ -246,7 +246,7 @@ pub fn verify_with_jwks(
 pub fn verify(
     token: &str,
     keys: &[TokenVerifyingKey],
-    issuer: &str,
+    issuers: &[&str],
     now: i64,
 ) -> Result<AccessClaims, TokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
@@ -260,7 +260,7 @@ pub fn verify(
         .ok_or(TokenError::Invalid)?;
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.set_audience(&[AUDIENCE]);
-    validation.set_issuer(&[issuer]);
+    validation.set_issuer(issuers);
     validation.validate_nbf = true;
     validation.leeway = 30;
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
@@ -308,7 +308,7 @@ mod tests {
         let k = TokenSigningKey::from_secret(KeyId("k1".into()), [7; 32]);
         let t = k.sign(&claims(now())).unwrap();
         assert_eq!(
-            verify(&t, &[k.verifying_key()], "urn:test", now())
+            verify(&t, &[k.verifying_key()], &["urn:test"], now())
                 .unwrap()
                 .sub,
             "admin"
@@ -323,26 +323,26 @@ mod tests {
         let n = now();
         let keys = [k.verifying_key()];
         assert!(
-            verify(&other.sign(&claims(n)).unwrap(), &keys, "urn:test", n).is_err(),
+            verify(&other.sign(&claims(n)).unwrap(), &keys, &["urn:test"], n).is_err(),
             "wrong key"
         );
         assert!(
-            verify(&k.sign(&claims(n - 3600)).unwrap(), &keys, "urn:test", n).is_err(),
+            verify(&k.sign(&claims(n - 3600)).unwrap(), &keys, &["urn:test"], n).is_err(),
             "expired"
         );
         assert!(
-            verify(&k.sign(&claims(n)).unwrap(), &keys, "urn:other", n).is_err(),
+            verify(&k.sign(&claims(n)).unwrap(), &keys, &["urn:other"], n).is_err(),
             "issuer"
         );
         let mut c = claims(n);
         c.aud = "x".into();
         assert!(
-            verify(&k.sign(&c).unwrap(), &keys, "urn:test", n).is_err(),
+            verify(&k.sign(&c).unwrap(), &keys, &["urn:test"], n).is_err(),
             "audience"
         );
         let unknown = TokenSigningKey::from_secret(KeyId("k2".into()), [7; 32]);
         assert!(
-            verify(&unknown.sign(&claims(n)).unwrap(), &keys, "urn:test", n).is_err(),
+            verify(&unknown.sign(&claims(n)).unwrap(), &keys, &["urn:test"], n).is_err(),
             "kid"
         );
         // alg: none
@@ -353,6 +353,6 @@ mod tests {
             b64.encode(r#"{"alg":"none","kid":"k1"}"#),
             b64.encode(serde_json::to_vec(&claims(n)).unwrap())
         );
-        assert!(verify(&none, &keys, "urn:test", n).is_err(), "alg none");
+        assert!(verify(&none, &keys, &["urn:test"], n).is_err(), "alg none");
     }
 }

@@ -28,7 +28,10 @@ impl IdSource for SeqIds {
 
 async fn service() -> (Arc<RecordService>, Arc<dyn RecordStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = medmesh_store_sql::open(None, dir.path()).await.unwrap();
+    let store = medmesh_store_sql::open(None, dir.path())
+        .await
+        .unwrap()
+        .records;
     let clock = Arc::new(StepClock(AtomicI64::new(1_700_000_000_000_000)));
     let svc = RecordService::new(
         store.clone(),

@@ -8,22 +8,13 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
-use medmesh_auth::{TokenVerifyingKey, parse_scopes, token};
+use medmesh_auth::parse_scopes;
 use medmesh_policy::Actor;
 use medmesh_records::RequestContext;
 use tower_http::request_id::RequestId;
 
 use crate::AppState;
 use crate::response::ApiError;
-
-/// Verifies access tokens.
-#[derive(Debug, Clone)]
-pub struct TokenVerifier {
-    /// Keys whose tokens are accepted.
-    pub keys: Vec<TokenVerifyingKey>,
-    /// The expected issuer.
-    pub issuer: String,
-}
 
 /// An authenticated request.
 #[derive(Debug, Clone)]
@@ -55,14 +46,10 @@ impl FromRequestParts<AppState> for Authenticated {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .ok_or_else(ApiError::unauthorized)?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let claims = token::verify(
-            token.trim(),
-            &state.verifier.keys,
-            &state.verifier.issuer,
-            now,
-        )
-        .map_err(|_| ApiError::unauthorized())?;
+        let claims = state
+            .identity
+            .verify_access(token.trim())
+            .map_err(|_| ApiError::unauthorized())?;
         let source_ip = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

@@ -7,7 +7,9 @@ pub mod auth;
 pub mod capability;
 pub mod files;
 pub mod handlers;
+pub mod oauth;
 pub mod response;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use axum::Router;
 use axum::http::request::Parts;
 use axum::http::{HeaderName, Request, header};
 use axum::routing::{get, post};
+use medmesh_identity::IdentityService;
 use medmesh_records::RecordService;
 use medmesh_records::export::ExportFiles;
 use serde_json::Value;
@@ -24,15 +27,13 @@ use tokio::sync::mpsc;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use auth::TokenVerifier;
-
 /// Shared state of the HTTP adapter.
 #[derive(Clone)]
 pub struct AppState {
     /// The record service.
     pub records: Arc<RecordService>,
-    /// Token verification.
-    pub verifier: Arc<TokenVerifier>,
+    /// Identity: login, sessions, the authorization server, token verification.
+    pub identity: Arc<IdentityService>,
     /// Export output files.
     pub export_files: Arc<dyn ExportFiles>,
     /// The CapabilityStatement, built once.
@@ -57,6 +58,23 @@ impl AppState {
             .unwrap_or("localhost");
         format!("http://{host}/fhir")
     }
+    /// The FHIR base URL for a request's headers (the `aud` SMART apps name).
+    pub fn fhir_base(&self, headers: &axum::http::HeaderMap) -> String {
+        if let Some(b) = &self.public_base_url {
+            return b.clone();
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}/fhir")
+    }
+
+    /// External sign-in providers offered on the login page: `(id, display name)`.
+    pub fn login_providers(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Queues an export job for the worker.
     pub fn enqueue_export(&self, job: String) {
         if self.export_queue.send(job).is_err() {
@@ -78,7 +96,7 @@ pub struct ServerConfig {
 /// Builds the state and starts the export worker (resuming unfinished jobs).
 pub async fn build_state(
     records: Arc<RecordService>,
-    verifier: TokenVerifier,
+    identity: Arc<IdentityService>,
     export_files: Arc<dyn ExportFiles>,
     config: ServerConfig,
 ) -> AppState {
@@ -106,9 +124,22 @@ pub async fn build_state(
         }
         Err(e) => tracing::error!(error = %e, "cannot list unfinished export jobs"),
     }
+    // Keys and revocations are reloaded every minute, so replicas pick up a rotation or a
+    // revocation made elsewhere.
+    let refresher = identity.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = refresher.refresh_keys().await {
+                tracing::error!(error = %e, "cannot refresh signing keys");
+            }
+        }
+    });
     AppState {
         records,
-        verifier: Arc::new(verifier),
+        identity,
         export_files,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
@@ -146,6 +177,39 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(negotiate));
     Router::new()
         .route("/healthz", get(healthz))
+        .route(
+            "/.well-known/smart-configuration",
+            get(oauth::smart_configuration),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(oauth::openid_configuration),
+        )
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            get(oauth::smart_configuration),
+        )
+        .route("/oauth/jwks", get(oauth::jwks))
+        .route(
+            "/oauth/authorize",
+            get(oauth::authorize).post(oauth::authorize_decision),
+        )
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/oauth/revoke", post(oauth::revoke))
+        .route("/oauth/register", post(oauth::register))
+        .route("/login", get(web::login_form).post(web::login_submit))
+        .route("/login/code", post(web::login_code))
+        .route("/logout", post(web::logout))
+        .route(
+            "/register",
+            get(web::register_form).post(web::register_submit),
+        )
+        .route("/account/sessions", get(web::sessions))
+        .route("/account/sessions/end", post(web::end_session))
+        .route("/api/account", get(web::account))
+        .route("/api/account/link", post(web::link_patient))
+        .route("/api/invitations", post(web::create_invitation))
         .route("/fhir/", post(handlers::root_post))
         .nest("/fhir", fhir)
         .with_state(state)

@@ -37,6 +37,7 @@ macro_rules! exec_for {
                     Arg::F64(v) => q.bind(v),
                     Arg::Str(v) => q.bind(v),
                     Arg::OptStr(v) => q.bind(v),
+                    Arg::OptI64(v) => q.bind(v),
                     Arg::Bytes(v) => q.bind(v),
                 };
             }

@@ -1,10 +1,11 @@
-//! SQLite and PostgreSQL adapters for the record store port.
+//! SQLite and PostgreSQL adapters for the record and identity store ports.
 //!
 //! All SQL of medmesh lives in this crate. Statements are built once ([`sql`],
 //! [`search_sql`], [`store`]) and run by either backend ([`sqlite`], [`postgres`]); each
 //! backend has its own migrations under `migrations/`.
 
 pub mod exec;
+pub mod identity;
 pub mod postgres;
 pub mod search_sql;
 pub mod sql;
@@ -14,22 +15,34 @@ pub mod store;
 use std::path::Path;
 use std::sync::Arc;
 
-use medmesh_store::{RecordStore, StoreError};
+use medmesh_store::{IdentityStore, RecordStore, StoreError};
+
+/// Both ports, served by one database.
+#[derive(Clone)]
+pub struct Stores {
+    /// Clinical records, audit, export jobs.
+    pub records: Arc<dyn RecordStore>,
+    /// Accounts, sessions, OAuth state, signing keys.
+    pub identity: Arc<dyn IdentityStore>,
+}
+
+fn stores<B: store::Backend>(backend: B) -> Stores {
+    let s = Arc::new(store::SqlStore::new(backend));
+    Stores {
+        records: s.clone(),
+        identity: s,
+    }
+}
 
 /// Opens the store: PostgreSQL when `database_url` is given, else SQLite at
 /// `data_dir/medmesh.db`.
 ///
 /// # Errors
 /// If the database cannot be opened or migrated.
-pub async fn open(
-    database_url: Option<&str>,
-    data_dir: &Path,
-) -> Result<Arc<dyn RecordStore>, StoreError> {
+pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Stores, StoreError> {
     match database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(store::SqlStore::new(
-                postgres::PgBackend::open(url, 16).await?,
-            )))
+            Ok(stores(postgres::PgBackend::open(url, 16).await?))
         }
         Some(url) => {
             let path = url
@@ -40,16 +53,14 @@ pub async fn open(
                         "database URL must start with postgres:// or sqlite://".into(),
                     )
                 })?;
-            Ok(Arc::new(store::SqlStore::new(
-                sqlite::SqliteBackend::open(Path::new(path)).await?,
-            )))
+            Ok(stores(sqlite::SqliteBackend::open(Path::new(path)).await?))
         }
         None => {
             std::fs::create_dir_all(data_dir)
                 .map_err(|e| StoreError::Backend(format!("cannot create data directory: {e}")))?;
-            Ok(Arc::new(store::SqlStore::new(
+            Ok(stores(
                 sqlite::SqliteBackend::open(&data_dir.join("medmesh.db")).await?,
-            )))
+            ))
         }
     }
 }

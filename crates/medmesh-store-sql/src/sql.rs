@@ -39,6 +39,8 @@ pub enum Arg {
     Str(String),
     /// Nullable text.
     OptStr(Option<String>),
+    /// Nullable integer.
+    OptI64(Option<i64>),
     /// Bytes.
     Bytes(Vec<u8>),
 }

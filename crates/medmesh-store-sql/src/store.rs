@@ -45,8 +45,16 @@ impl<B: Backend> SqlStore<B> {
             backend: Arc::new(backend),
         }
     }
-    fn sql(&self, init: &str) -> Sql {
+    pub(crate) fn sql(&self, init: &str) -> Sql {
         Sql::new(self.backend.dialect(), init)
+    }
+
+    pub(crate) fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.backend.dialect()
     }
 }
 
@@ -494,48 +502,6 @@ impl<B: Backend> RecordStore for SqlStore<B> {
             .transpose()?
             .unwrap_or(0)
             .max(0) as u64)
-    }
-
-    async fn signing_key(
-        &self,
-        new_kid: &str,
-        new_secret: [u8; 32],
-        now: i64,
-    ) -> Result<(String, [u8; 32]), StoreError> {
-        let select = || {
-            self.sql("SELECT kid, secret FROM signing_keys WHERE active = 1 ORDER BY created_micros DESC LIMIT 1")
-        };
-        let decode = |mut rows: Vec<Row>| -> Result<Option<(String, [u8; 32])>, StoreError> {
-            let Some(row) = rows.first_mut() else {
-                return Ok(None);
-            };
-            let kid = row.string(0)?;
-            let secret: [u8; 32] = row
-                .take_bytes(1)?
-                .try_into()
-                .map_err(|_| StoreError::Backend("malformed signing key".into()))?;
-            Ok(Some((kid, secret)))
-        };
-        let mut conn = self.backend.conn().await?;
-        if let Some(k) = decode(conn.fetch(select(), &[Col::Str, Col::Bytes]).await?)? {
-            return Ok(k);
-        }
-        drop(conn);
-        let mut tx = self.backend.begin().await?;
-        if let Some(k) = decode(tx.fetch(select(), &[Col::Str, Col::Bytes]).await?)? {
-            return Ok(k);
-        }
-        let mut ins =
-            self.sql("INSERT INTO signing_keys (kid, secret, created_micros, active) VALUES (");
-        ins.str(new_kid)
-            .push(", ")
-            .bind(Arg::Bytes(new_secret.to_vec()))
-            .push(", ")
-            .int(now)
-            .push(", 1)");
-        tx.execute(ins).await?;
-        B::commit(tx).await?;
-        Ok((new_kid.to_string(), new_secret))
     }
 
     async fn put_export_job(&self, job: &ExportJob) -> Result<(), StoreError> {

@@ -3,6 +3,13 @@
 //! Adapters (SQLite, PostgreSQL) live in `medmesh-store-sql`. Bodies are opaque bytes produced
 //! by a [`BodyCodec`]; the store never parses them, and search runs on index rows only.
 
+pub mod identity;
+
+pub use identity::{
+    AuthCodeRecord, ClientRecord, IdentityStore, InviteRecord, KeyRecord, RefreshRecord,
+    SessionRecord, UserRecord,
+};
+
 use async_trait::async_trait;
 use medmesh_audit::AuditEntry;
 use medmesh_fhir::index::IndexRow;
@@ -247,13 +254,6 @@ pub trait RecordStore: Send + Sync + 'static {
     async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
     /// Number of audit entries (for tests and health).
     async fn audit_count(&self) -> Result<u64, StoreError>;
-    /// The active token-signing key `(kid, secret)`, created on first use.
-    async fn signing_key(
-        &self,
-        new_kid: &str,
-        new_secret: [u8; 32],
-        now: i64,
-    ) -> Result<(String, [u8; 32]), StoreError>;
     /// Saves an export job.
     async fn put_export_job(&self, job: &ExportJob) -> Result<(), StoreError>;
     /// Reads an export job.

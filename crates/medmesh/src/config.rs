@@ -38,6 +38,14 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Log filter (tracing syntax). Default `info`.
     pub log: Option<String>,
+    /// Access-token lifetime in seconds. Default 300.
+    pub access_token_ttl: Option<i64>,
+    /// Seconds a signing key signs before the next takes over. Default 604800 (7 days).
+    pub key_rotation: Option<i64>,
+    /// Whether patients may create accounts without an invitation. Default false.
+    pub allow_self_registration: Option<bool>,
+    /// Whether anyone may register OAuth clients (RFC 7591). Default false: admins only.
+    pub open_client_registration: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -57,6 +65,14 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Log filter.
     pub log: String,
+    /// Access-token lifetime, seconds.
+    pub access_token_ttl: i64,
+    /// Signing-key rotation interval, seconds.
+    pub key_rotation: i64,
+    /// Patient self-registration.
+    pub allow_self_registration: bool,
+    /// Open dynamic client registration.
+    pub open_client_registration: bool,
 }
 
 /// Values given on the command line or in `MEDMESH_*` variables; they override the file.
@@ -105,6 +121,24 @@ impl Config {
             log: env("MEDMESH_LOG")
                 .or(file.log)
                 .unwrap_or_else(|| "info".into()),
+            access_token_ttl: env("MEDMESH_ACCESS_TOKEN_TTL")
+                .and_then(|v| v.parse().ok())
+                .or(file.access_token_ttl)
+                .unwrap_or(300)
+                .clamp(30, 3600),
+            key_rotation: env("MEDMESH_KEY_ROTATION")
+                .and_then(|v| v.parse().ok())
+                .or(file.key_rotation)
+                .unwrap_or(7 * 86_400)
+                .max(60),
+            allow_self_registration: env("MEDMESH_ALLOW_SELF_REGISTRATION")
+                .map(|v| v == "true" || v == "1")
+                .or(file.allow_self_registration)
+                .unwrap_or(false),
+            open_client_registration: env("MEDMESH_OPEN_CLIENT_REGISTRATION")
+                .map(|v| v == "true" || v == "1")
+                .or(file.open_client_registration)
+                .unwrap_or(false),
         })
     }
 }

@@ -1,5 +1,5 @@
 //! `medmesh`: one binary. `serve` runs a node, `import` loads FHIR files, `admin token`
-//! mints an access token.
+//! mints an access token, `admin create-user` creates an account.
 
 mod config;
 
@@ -12,11 +12,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
-use medmesh_auth::{AccessClaims, KeyId, TokenSigningKey, token::AUDIENCE};
+use medmesh_auth::Role;
+use medmesh_identity::accounts::NewUser;
+use medmesh_identity::oauth::IssuedGrant;
+use medmesh_identity::{IdentityConfig, IdentityService, OsRandom};
 use medmesh_policy::Actor;
 use medmesh_records::import::{ImportFailure, ImportSummary};
-use medmesh_records::{Clock, MonotonicClock, RecordService, RequestContext, SystemClock, UuidIds};
+use medmesh_records::{MonotonicClock, RecordService, RequestContext, SystemClock, UuidIds};
 use medmesh_store::{PlainCodec, RecordStore};
+use medmesh_store_sql::Stores;
 
 use crate::config::{Config, Overrides};
 
@@ -105,6 +109,29 @@ enum AdminCommand {
         #[arg(long)]
         patient: Option<String>,
     },
+    /// Create an account. The password is read from stdin (one line).
+    CreateUser {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// patient, practitioner, org-admin, researcher or node-admin.
+        #[arg(long)]
+        role: String,
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// The Patient resource id a patient account is linked to.
+        #[arg(long)]
+        patient: Option<String>,
+        /// The Practitioner resource id a practitioner account is linked to.
+        #[arg(long)]
+        practitioner: Option<String>,
+        /// Organization id.
+        #[arg(long)]
+        organization: Option<String>,
+        /// Practitioner verification status: unverified (default), verified or suspended.
+        #[arg(long, default_value = "unverified")]
+        verification: String,
+    },
 }
 
 fn load_config(store: &StoreArgs, listen: Option<std::net::SocketAddr>) -> anyhow::Result<Config> {
@@ -125,7 +152,7 @@ fn init_logging(filter: &str) {
         .init();
 }
 
-async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn RecordStore>> {
+async fn open_store(cfg: &Config) -> anyhow::Result<Stores> {
     medmesh_store_sql::open(
         cfg.database_url.as_ref().map(|s| s.0.as_str()),
         &cfg.data_dir,
@@ -145,32 +172,51 @@ fn record_service(store: Arc<dyn RecordStore>) -> anyhow::Result<Arc<RecordServi
     )))
 }
 
-/// The node's token-signing key, created on first use and kept in the store (so every replica
-/// on one database shares it).
-async fn signing_key(store: &Arc<dyn RecordStore>) -> anyhow::Result<TokenSigningKey> {
-    let secret: [u8; 32] = rand::random();
-    let kid = uuid::Uuid::new_v4().to_string();
-    let (kid, secret) = store
-        .signing_key(&kid, secret, SystemClock.now_micros())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot load the signing key: {e}"))?;
-    Ok(TokenSigningKey::from_secret(KeyId(kid), secret))
+/// The identity service for an issuer. Signing keys live in the store, so every replica on
+/// one database (and the CLI) signs and verifies with the same rotating keys.
+async fn identity_service(
+    stores: &Stores,
+    cfg: &Config,
+    issuer: String,
+) -> anyhow::Result<Arc<IdentityService>> {
+    let mut ic = IdentityConfig::new(issuer);
+    ic.extra_issuers = vec![cfg.issuer.clone()];
+    ic.access_ttl = cfg.access_token_ttl;
+    ic.key_rotation = cfg.key_rotation;
+    ic.allow_self_registration = cfg.allow_self_registration;
+    ic.open_client_registration = cfg.open_client_registration;
+    IdentityService::start(
+        stores.identity.clone(),
+        ic,
+        Arc::new(MonotonicClock::new(SystemClock)),
+        Arc::new(OsRandom),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start identity: {e}"))
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let store = open_store(&cfg).await?;
-    let key = signing_key(&store).await?;
-    let records = record_service(store)?;
-    let verifier = medmesh_server::TokenVerifier {
-        keys: vec![key.verifying_key()],
-        issuer: cfg.issuer.clone(),
+    let stores = open_store(&cfg).await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    // The authorization server's issuer is the node's public origin.
+    let issuer = match &cfg.public_base_url {
+        Some(b) => b
+            .trim_end_matches('/')
+            .trim_end_matches("/fhir")
+            .to_string(),
+        None => format!("http://{addr}"),
     };
+    let identity = identity_service(&stores, &cfg, issuer).await?;
+    let records = record_service(stores.records.clone())?;
     let files = Arc::new(medmesh_server::files::LocalExportFiles::new(
         cfg.data_dir.join("exports"),
     ));
     let state = medmesh_server::build_state(
         records,
-        verifier,
+        identity,
         files,
         medmesh_server::ServerConfig {
             public_base_url: cfg.public_base_url.clone(),
@@ -179,10 +225,6 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         },
     )
     .await;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), postgres = cfg.database_url.is_some(), "medmesh is serving FHIR at http://{addr}/fhir");
     outln!("medmesh listening on http://{addr}");
     medmesh_server::serve(listener, state, async {
@@ -252,8 +294,8 @@ async fn import_file(
 
 async fn import(cfg: Config, paths: Vec<PathBuf>, jobs: u16) -> anyhow::Result<bool> {
     let files = collect_files(&paths)?;
-    let store = open_store(&cfg).await?;
-    let records = record_service(store)?;
+    let stores = open_store(&cfg).await?;
+    let records = record_service(stores.records)?;
     let ctx = RequestContext {
         actor: Actor::local_operator(),
         operation_id: format!("import-{}", uuid::Uuid::new_v4()),
@@ -330,6 +372,8 @@ async fn import(cfg: Config, paths: Vec<PathBuf>, jobs: u16) -> anyhow::Result<b
     Ok(summary.failures.is_empty())
 }
 
+/// Mints a token. With `--user NAME` naming an account, the token speaks for that account:
+/// its id, role and FHIR user, with the scopes cut to what the role allows.
 async fn admin_token(
     cfg: Config,
     scope: String,
@@ -342,25 +386,87 @@ async fn admin_token(
             "--scope must hold at least one SMART scope such as 'system/*.*' or 'user/Patient.rs'"
         );
     }
-    let store = open_store(&cfg).await?;
-    let key = signing_key(&store).await?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
-    let claims = AccessClaims {
-        iss: cfg.issuer,
-        sub: user,
-        aud: AUDIENCE.into(),
-        exp: now + ttl,
-        iat: now,
-        nbf: now,
-        jti: uuid::Uuid::new_v4().to_string(),
-        scope,
-        patient,
-        role: None,
-        client_id: None,
-        fhir_user: None,
+    let stores = open_store(&cfg).await?;
+    let identity = identity_service(&stores, &cfg, cfg.issuer.clone()).await?;
+    let account = stores
+        .identity
+        .user_by_username(&user)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let grant = match account {
+        Some(u) => {
+            let requested: Vec<String> = scope.split_whitespace().map(str::to_string).collect();
+            let scope = medmesh_identity::oauth::scopes_for_user(&u, &requested).join(" ");
+            if medmesh_auth::parse_scopes(&scope).is_empty() {
+                bail!("the role '{}' allows none of those scopes", u.role);
+            }
+            IssuedGrant {
+                subject: u.id.clone(),
+                scope,
+                patient: if u.role == "patient" {
+                    u.patient_id.clone()
+                } else {
+                    patient
+                },
+                role: Some(u.role.clone()),
+                client_id: None,
+                fhir_user: medmesh_identity::oauth::fhir_user_of(&u),
+                ttl: Some(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2)),
+            }
+        }
+        None => IssuedGrant {
+            subject: user,
+            scope,
+            patient,
+            role: None,
+            client_id: None,
+            fhir_user: None,
+            ttl: Some(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2)),
+        },
     };
-    outln!("{}", key.sign(&claims).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let (token, _) = identity
+        .mint_access(&grant)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    outln!("{token}");
+    Ok(())
+}
+
+/// Creates an account, reading the password from stdin.
+async fn create_user(cfg: Config, new: NewUser) -> anyhow::Result<()> {
+    let stores = open_store(&cfg).await?;
+    // The linked records must exist.
+    let records = record_service(stores.records.clone())?;
+    for (rt, id) in [
+        ("Patient", &new.patient_id),
+        ("Practitioner", &new.practitioner_id),
+    ] {
+        if let Some(id) = id
+            && records
+                .store()
+                .read(rt, id)
+                .await
+                .ok()
+                .flatten()
+                .is_none_or(|v| v.deleted)
+        {
+            bail!("{rt}/{id} does not exist; create it first");
+        }
+    }
+    let identity = identity_service(&stores, &cfg, cfg.issuer.clone()).await?;
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("cannot read the password from stdin")?;
+    let mut new = new;
+    new.password = password.trim_end_matches(['\r', '\n']).to_string();
+    let created = identity
+        .create_user(new)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    outln!("{}", created.id);
+    if let Some(uri) = created.totp_uri {
+        outln!("{uri}");
+    }
     Ok(())
 }
 
@@ -404,6 +510,41 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let cfg = load_config(&store, None)?;
             init_logging("warn");
             admin_token(cfg, scope, ttl.into(), user, patient).await?;
+            Ok(true)
+        }
+        Command::Admin {
+            command:
+                AdminCommand::CreateUser {
+                    store,
+                    role,
+                    username,
+                    patient,
+                    practitioner,
+                    organization,
+                    verification,
+                },
+        } => {
+            let cfg = load_config(&store, None)?;
+            init_logging("warn");
+            let role: Role = role.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}; one of patient, practitioner, org-admin, researcher, node-admin"
+                )
+            })?;
+            let verification = verification.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            create_user(
+                cfg,
+                NewUser {
+                    role: Some(role),
+                    username,
+                    password: String::new(),
+                    patient_id: patient,
+                    practitioner_id: practitioner,
+                    organization,
+                    verification,
+                },
+            )
+            .await?;
             Ok(true)
         }
     }

@@ -117,6 +117,13 @@ impl Node {
         c
     }
 
+    /// The binary with one extra environment variable.
+    pub fn command_with_env(&self, key: &str, value: &str) -> Command {
+        let mut c = self.command();
+        c.env(key, value);
+        c
+    }
+
     /// The store arguments every command of this node takes.
     pub fn store_args(&self) -> Vec<String> {
         let mut a = vec![
@@ -198,6 +205,29 @@ impl Node {
             .args(rest)
             .output()
             .expect("run medmesh")
+    }
+
+    /// Runs a CLI command with `input` on stdin.
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let (cmd, rest) = args.split_at(if args.first() == Some(&"admin") { 2 } else { 1 });
+        let mut child = self
+            .command()
+            .args(cmd)
+            .args(self.store_args())
+            .args(rest)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run medmesh");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait")
     }
 
     pub fn mint_token(&self, scope: &str) -> String {

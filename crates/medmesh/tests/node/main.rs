@@ -10,6 +10,7 @@ mod bad_input;
 mod bundles;
 mod data;
 mod export;
+mod identity;
 mod interactions;
 mod patient_scopes;
 mod search;

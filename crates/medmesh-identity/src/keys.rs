@@ -1,0 +1,198 @@
+//! Signing keys that rotate, and access-token verification.
+//!
+//! The newest key signs. A key stops signing when a newer one exists, and stays published in
+//! the JWKS until every token it signed has expired. Replicas share keys through the store
+//! and reload them periodically, and at once on an unknown `kid`.
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+
+use medmesh_auth::token::{self, AUDIENCE};
+use medmesh_auth::{AccessClaims, KeyId, TokenError, TokenSigningKey, TokenVerifyingKey};
+use medmesh_store::KeyRecord;
+use serde_json::{Value, json};
+
+use crate::{IdentityError, IdentityService};
+
+#[derive(Default)]
+struct Ring {
+    signing: Option<TokenSigningKey>,
+    verifying: Vec<TokenVerifyingKey>,
+    revoked: HashSet<String>,
+    loaded_at: i64,
+}
+
+/// The cached keys and revoked token ids.
+#[derive(Default)]
+pub struct KeyRing {
+    ring: RwLock<Ring>,
+}
+
+/// Which keys to keep: the newest always; an older one while tokens it signed may live.
+pub fn keep_key(index: usize, keys: &[KeyRecord], now_micros: i64, access_ttl: i64) -> bool {
+    match index.checked_sub(1).and_then(|i| keys.get(i)) {
+        None => true,
+        // Retired when its successor appeared; its last token expires access_ttl later.
+        Some(successor) => successor.created + (access_ttl + 120) * 1_000_000 > now_micros,
+    }
+}
+
+impl IdentityService {
+    /// Loads keys and revocations from the store, creating or rotating the signing key when
+    /// due, and pruning keys no token can need.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn refresh_keys(&self) -> Result<(), IdentityError> {
+        let now = self.now();
+        let now_micros = self.clock.now_micros();
+        let mut keys = self.store.signing_keys().await?;
+        let due = keys
+            .first()
+            .is_none_or(|k| k.created + self.config.key_rotation * 1_000_000 <= now_micros);
+        if due {
+            let mut secret = [0u8; 32];
+            self.random.fill(&mut secret);
+            let k = KeyRecord {
+                kid: self.new_id(),
+                secret: secret.to_vec(),
+                created: now_micros,
+            };
+            self.store.add_signing_key(&k).await?;
+            keys = self.store.signing_keys().await?;
+        }
+        let keep: Vec<&KeyRecord> = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| keep_key(*i, &keys, now_micros, self.config.access_ttl))
+            .map(|(_, k)| k)
+            .collect();
+        if keep.len() < keys.len()
+            && let Some(oldest_kept) = keep.last()
+        {
+            self.store.prune_signing_keys(oldest_kept.created).await?;
+        }
+        let to_key = |k: &KeyRecord| -> Option<TokenSigningKey> {
+            let secret: [u8; 32] = k.secret.clone().try_into().ok()?;
+            Some(TokenSigningKey::from_secret(KeyId(k.kid.clone()), secret))
+        };
+        let signing = keep.first().and_then(|k| to_key(k));
+        let verifying = keep
+            .iter()
+            .filter_map(|k| to_key(k).map(|s| s.verifying_key()))
+            .collect();
+        let revoked = self.store.revoked_jtis(now).await?.into_iter().collect();
+        let mut ring = self
+            .keys
+            .ring
+            .write()
+            .map_err(|_| IdentityError::Internal)?;
+        *ring = Ring {
+            signing,
+            verifying,
+            revoked,
+            loaded_at: now,
+        };
+        Ok(())
+    }
+
+    /// Signs claims with the current key.
+    pub(crate) fn sign<T: serde::Serialize>(&self, claims: &T) -> Result<String, IdentityError> {
+        let ring = self.keys.ring.read().map_err(|_| IdentityError::Internal)?;
+        let key = ring.signing.as_ref().ok_or(IdentityError::Internal)?;
+        key.sign_claims(claims).map_err(|_| IdentityError::Internal)
+    }
+
+    /// The public keys, as a JWKS document.
+    pub fn jwks(&self) -> Value {
+        let keys: Vec<Value> = self
+            .keys
+            .ring
+            .read()
+            .map(|r| r.verifying.iter().map(TokenVerifyingKey::to_jwk).collect())
+            .unwrap_or_default();
+        json!({ "keys": keys })
+    }
+
+    /// Verifies an access token: signature by a published key, issuer, audience, time, and
+    /// not revoked. This is the per-request check, so it touches no storage.
+    ///
+    /// # Errors
+    /// [`TokenError::Invalid`].
+    pub fn verify_access(&self, jwt: &str) -> Result<AccessClaims, TokenError> {
+        let ring = self.keys.ring.read().map_err(|_| TokenError::Invalid)?;
+        let mut issuers: Vec<&str> = vec![self.config.issuer.as_str()];
+        issuers.extend(self.config.extra_issuers.iter().map(String::as_str));
+        let claims = token::verify(jwt, &ring.verifying, &issuers, self.now())?;
+        if ring.revoked.contains(&claims.jti) {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
+    }
+
+    /// Whether the key cache is older than `max_age` seconds (the server reloads it then).
+    pub fn keys_stale(&self, max_age: i64) -> bool {
+        self.keys
+            .ring
+            .read()
+            .map(|r| self.now() - r.loaded_at >= max_age)
+            .unwrap_or(true)
+    }
+
+    /// Mints an access token (the CLI's `admin token`, and the token endpoint).
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn mint_access(
+        &self,
+        grant: &crate::oauth::IssuedGrant,
+    ) -> Result<(String, AccessClaims), IdentityError> {
+        let now = self.now();
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: grant.subject.clone(),
+            aud: AUDIENCE.into(),
+            exp: now + grant.ttl.unwrap_or(self.config.access_ttl),
+            iat: now,
+            nbf: now,
+            jti: self.new_id(),
+            scope: grant.scope.clone(),
+            patient: grant.patient.clone(),
+            role: grant.role.clone(),
+            client_id: grant.client_id.clone(),
+            fhir_user: grant.fhir_user.clone(),
+        };
+        Ok((self.sign(&claims)?, claims))
+    }
+
+    /// Revokes an access token by id until it expires, on this node at once and on others
+    /// at their next key refresh.
+    pub(crate) async fn revoke_access(&self, jti: &str, exp: i64) -> Result<(), IdentityError> {
+        self.store.revoke_jti(jti, exp).await?;
+        if let Ok(mut r) = self.keys.ring.write() {
+            r.revoked.insert(jti.to_string());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_keys_stay_until_their_tokens_expire() {
+        let k = |created: i64| KeyRecord {
+            kid: created.to_string(),
+            secret: vec![],
+            created,
+        };
+        let s = 1_000_000;
+        let keys = vec![k(1000 * s), k(500 * s), k(100 * s)];
+        // Key 1 retired at t=1000 s; with a 300 s token life it is needed until 1420 s.
+        assert!(keep_key(0, &keys, 5000 * s, 300));
+        assert!(keep_key(1, &keys, 1400 * s, 300));
+        assert!(!keep_key(1, &keys, 1500 * s, 300));
+        assert!(!keep_key(2, &keys, 1000 * s, 300));
+    }
+}

@@ -1,0 +1,388 @@
+//! The OAuth2 / SMART endpoints: discovery, JWKS, authorize (with the consent screen),
+//! token, introspection, revocation and registration.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::Form;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use base64::Engine;
+use medmesh_identity::IdentityError;
+use medmesh_identity::oauth::{AuthorizeError, AuthorizeRequest, ClientAuth, Registration};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::web::{SignedIn, csrf_refusal, message};
+
+fn oauth_error(e: &IdentityError) -> Response {
+    let status = match e {
+        IdentityError::InvalidClient => StatusCode::UNAUTHORIZED,
+        IdentityError::Store(_) | IdentityError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        IdentityError::Throttled(_) => StatusCode::SERVICE_UNAVAILABLE,
+        IdentityError::Forbidden => StatusCode::FORBIDDEN,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({"error": e.oauth_code(), "error_description": e.to_string()})),
+    )
+        .into_response()
+}
+
+fn no_store(v: Value) -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(v),
+    )
+        .into_response()
+}
+
+/// `GET /.well-known/smart-configuration`.
+pub async fn smart_configuration(State(state): State<AppState>) -> Json<Value> {
+    Json(state.identity.smart_configuration())
+}
+
+/// `GET /.well-known/openid-configuration`.
+pub async fn openid_configuration(State(state): State<AppState>) -> Json<Value> {
+    Json(state.identity.openid_configuration())
+}
+
+/// `GET /oauth/jwks`.
+pub async fn jwks(State(state): State<AppState>) -> Json<Value> {
+    Json(state.identity.jwks())
+}
+
+fn endpoint(state: &AppState, path: &str) -> String {
+    format!(
+        "{}{path}",
+        state.identity.config().issuer.trim_end_matches('/')
+    )
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage<'a> {
+    client_name: &'a str,
+    username: &'a str,
+    csrf: &'a str,
+    request: &'a str,
+    scopes: Vec<(String, String)>,
+    pick_patient: bool,
+    launch_patient: &'a str,
+}
+
+/// Words for a scope on the consent screen.
+fn describe(scope: &str) -> String {
+    match scope {
+        "openid" | "fhirUser" | "profile" => "Know who you are".into(),
+        "offline_access" => "Keep access after you close the app".into(),
+        "online_access" => "Keep access while you are signed in".into(),
+        "launch/patient" | "launch" => "Know which patient record is open".into(),
+        s => match medmesh_auth::Scope::parse(s) {
+            Ok(sc) => {
+                let p = sc.permissions;
+                let what = sc
+                    .resource_type
+                    .clone()
+                    .unwrap_or_else(|| "all record types".into());
+                let mut verbs = Vec::new();
+                if p.read || p.search {
+                    verbs.push("read");
+                }
+                if p.create || p.update {
+                    verbs.push("add and change");
+                }
+                if p.delete {
+                    verbs.push("delete");
+                }
+                let whose = match sc.context {
+                    medmesh_auth::ScopeContext::Patient => "one patient's",
+                    medmesh_auth::ScopeContext::User => "the records you can see:",
+                    medmesh_auth::ScopeContext::System => "all",
+                };
+                let filter = sc
+                    .restriction
+                    .map(|(k, v)| format!(" ({k} {v})"))
+                    .unwrap_or_default();
+                format!("{} {whose} {what}{filter}", verbs.join(", "))
+            }
+            Err(_) => "Other access".into(),
+        },
+    }
+}
+
+fn authorize_failure(e: AuthorizeError) -> Response {
+    match e {
+        AuthorizeError::Page(m) => {
+            message(StatusCode::BAD_REQUEST, "This app's request is invalid", &m)
+        }
+        AuthorizeError::Redirect {
+            redirect_uri,
+            error,
+            description,
+            state,
+        } => {
+            let Ok(mut u) = url::Url::parse(&redirect_uri) else {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    "This app's request is invalid",
+                    "bad redirect URI",
+                );
+            };
+            u.query_pairs_mut()
+                .append_pair("error", error)
+                .append_pair("error_description", &description);
+            if let Some(s) = state {
+                u.query_pairs_mut().append_pair("state", &s);
+            }
+            Redirect::to(u.as_str()).into_response()
+        }
+    }
+}
+
+fn encode_request(params: &HashMap<String, String>) -> String {
+    let v = serde_json::to_vec(params).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+}
+
+fn decode_request(s: &str) -> Option<HashMap<String, String>> {
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+async fn validated(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<AuthorizeRequest, Response> {
+    let fhir_base = state.fhir_base(headers);
+    state
+        .identity
+        .authorize_request(params, &fhir_base)
+        .await
+        .map_err(authorize_failure)
+}
+
+/// `GET /oauth/authorize`: validates, then shows the consent screen (signing in first).
+pub async fn authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+    signed_in: Result<SignedIn, Response>,
+) -> Response {
+    let req = match validated(&state, &params, &headers).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let SignedIn(session) = match signed_in {
+        Ok(s) => s,
+        Err(login_redirect) => return login_redirect,
+    };
+    let granted = medmesh_identity::oauth::scopes_for_user(&session.user, &req.scope);
+    let scopes: Vec<(String, String)> = granted.iter().map(|s| (s.clone(), describe(s))).collect();
+    let pick_patient =
+        session.user.role != "patient" && granted.iter().any(|s| s.starts_with("patient/"));
+    let page = ConsentPage {
+        client_name: &req.client.name,
+        username: &session.user.username,
+        csrf: &session.csrf,
+        request: &encode_request(&params),
+        scopes,
+        pick_patient,
+        launch_patient: req.launch_patient.as_deref().unwrap_or(""),
+    };
+    match page.render() {
+        Ok(html) => (
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (header::X_FRAME_OPTIONS, "DENY"),
+            ],
+            Html(html),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// `POST /oauth/authorize`: the consent decision. Scopes arrive as repeated `scope` fields.
+pub async fn authorize_decision(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SignedIn(session): SignedIn,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let one = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    if let Some(r) = csrf_refusal(&session, one("csrf").as_deref()) {
+        return r;
+    }
+    let Some(params) = one("request").as_deref().and_then(decode_request) else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "This app's request is invalid",
+            "the request was lost; start again from the app",
+        );
+    };
+    let req = match validated(&state, &params, &headers).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    if one("decision").as_deref() != Some("allow") {
+        return authorize_failure(AuthorizeError::Redirect {
+            redirect_uri: req.redirect_uri,
+            error: "access_denied",
+            description: "the user denied access".into(),
+            state: req.state,
+        });
+    }
+    let approved: Vec<String> = form
+        .iter()
+        .filter(|(n, _)| n == "scope")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let patient = one("patient").filter(|p| !p.trim().is_empty());
+    match state
+        .identity
+        .approve(&session.user, session.auth_time, &req, &approved, patient)
+        .await
+    {
+        Ok(url) => Redirect::to(&url).into_response(),
+        Err(e) => authorize_failure(AuthorizeError::Redirect {
+            redirect_uri: req.redirect_uri,
+            error: e.oauth_code(),
+            description: e.to_string(),
+            state: req.state,
+        }),
+    }
+}
+
+fn client_auth(headers: &HeaderMap, form: &HashMap<String, String>) -> ClientAuth {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            let (id, secret) = s.split_once(':')?;
+            let dec = |x: &str| {
+                percent_encoding::percent_decode_str(x)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            Some((dec(id), dec(secret)))
+        });
+    let get = |k: &str| form.get(k).filter(|v| !v.is_empty()).cloned();
+    ClientAuth {
+        client_id: basic
+            .as_ref()
+            .map(|b| b.0.clone())
+            .or_else(|| get("client_id")),
+        client_secret: basic.map(|b| b.1).or_else(|| get("client_secret")),
+        assertion_type: get("client_assertion_type"),
+        assertion: get("client_assertion"),
+    }
+}
+
+/// `POST /oauth/token`.
+pub async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let auth = client_auth(&headers, &form);
+    match state
+        .identity
+        .token(&form, &auth, &endpoint(&state, "/oauth/token"))
+        .await
+    {
+        Ok(t) => no_store(serde_json::to_value(t).unwrap_or_default()),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+/// `POST /oauth/introspect`.
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let auth = client_auth(&headers, &form);
+    let token = form.get("token").cloned().unwrap_or_default();
+    match state
+        .identity
+        .introspect(&token, &auth, &endpoint(&state, "/oauth/introspect"))
+        .await
+    {
+        Ok(v) => no_store(v),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+/// `POST /oauth/revoke`.
+pub async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let auth = client_auth(&headers, &form);
+    let token = form.get("token").cloned().unwrap_or_default();
+    match state
+        .identity
+        .revoke(&token, &auth, &endpoint(&state, "/oauth/revoke"))
+        .await
+    {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+/// `POST /oauth/register` (RFC 7591): open when the node allows it, else for node admins
+/// (a session, or a bearer token with `system/*` scope from `medmesh admin token`).
+pub async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    signed_in: Result<SignedIn, Response>,
+    Json(reg): Json<Registration>,
+) -> Response {
+    let admin_session = signed_in.is_ok_and(|SignedIn(s)| {
+        s.user.role == "node-admin"
+            && headers.get("x-csrf-token").and_then(|v| v.to_str().ok()) == Some(s.csrf.as_str())
+    });
+    let admin_token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|t| state.identity.verify_access(t.trim()).ok())
+        .is_some_and(|c| {
+            c.role.is_none()
+                && c.client_id.is_none()
+                && c.scope
+                    .split_whitespace()
+                    .any(|s| s == "system/*.*" || s == "system/*.cruds")
+        });
+    if !(state.identity.config().open_client_registration || admin_session || admin_token) {
+        return oauth_error(&IdentityError::Forbidden);
+    }
+    match state.identity.register_client(reg).await {
+        Ok(v) => (
+            StatusCode::CREATED,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(v),
+        )
+            .into_response(),
+        Err(e) => oauth_error(&e),
+    }
+}

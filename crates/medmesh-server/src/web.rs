@@ -1,0 +1,620 @@
+//! Browser login: the sign-in pages (password, then TOTP), sessions with HttpOnly, Secure,
+//! SameSite cookies and CSRF tokens, session listing, logout, registration and invitations.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use medmesh_identity::IdentityError;
+use medmesh_identity::accounts::{LoginStep, Session};
+use serde::Deserialize;
+use subtle_eq::ct_eq;
+
+use crate::AppState;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "medmesh_session";
+/// The pre-login CSRF cookie (double-submit, so a login form cannot be posted cross-site).
+pub const LOGIN_CSRF_COOKIE: &str = "medmesh_login_csrf";
+
+mod subtle_eq {
+    /// Constant-time string comparison for CSRF tokens.
+    pub fn ct_eq(a: &str, b: &str) -> bool {
+        a.len() == b.len()
+            && a.bytes()
+                .zip(b.bytes())
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0
+    }
+}
+
+/// A cookie from the request.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn set_cookie(name: &str, value: &str, max_age: i64) -> (header::HeaderName, HeaderValue) {
+    let v = format!("{name}={value}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={max_age}");
+    (
+        header::SET_COOKIE,
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("")),
+    )
+}
+
+fn page<T: Template>(status: StatusCode, t: &T) -> Response {
+    match t.render() {
+        Ok(html) => (
+            status,
+            [
+                (header::CACHE_CONTROL, "no-store"),
+                (header::X_FRAME_OPTIONS, "DENY"),
+            ],
+            Html(html),
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    message: &'a str,
+}
+
+/// A plain page with a title and a message.
+pub fn message(status: StatusCode, title: &str, message: &str) -> Response {
+    page(status, &MessagePage { title, message })
+}
+
+/// Maps identity errors to pages: safe messages only.
+pub fn error_page(e: &IdentityError) -> Response {
+    let status = match e {
+        IdentityError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+        IdentityError::NotSignedIn => StatusCode::UNAUTHORIZED,
+        IdentityError::Forbidden => StatusCode::FORBIDDEN,
+        IdentityError::NotFound => StatusCode::NOT_FOUND,
+        IdentityError::Store(_) | IdentityError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    message(status, "Something went wrong", &e.to_string())
+}
+
+/// The peer's IP address (the socket's, never a spoofable forwarding header).
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+                .unwrap_or_default(),
+        ))
+    }
+}
+
+/// A signed-in browser user. Extracting it fails with a redirect to the login page.
+pub struct SignedIn(pub Session);
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let login = || {
+            let next = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            let mut u = url::form_urlencoded::Serializer::new(String::new());
+            u.append_pair("next", next);
+            Redirect::to(&format!("/login?{}", u.finish())).into_response()
+        };
+        let c = cookie(&parts.headers, SESSION_COOKIE).ok_or_else(login)?;
+        state
+            .identity
+            .session(&c)
+            .await
+            .map(Self)
+            .map_err(|_| login())
+    }
+}
+
+/// Checks a form's CSRF token against the session's: `None` when it matches, else the 403
+/// page to answer with.
+pub fn csrf_refusal(session: &Session, form_token: Option<&str>) -> Option<Response> {
+    match form_token {
+        Some(t) if ct_eq(t, &session.csrf) => None,
+        _ => Some(message(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "The form was stale or did not come from this site. Go back, reload and try again.",
+        )),
+    }
+}
+
+/// Only local paths may follow a login, never another site.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/account/sessions".into(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    error: Option<&'a str>,
+    csrf: &'a str,
+    next: &'a str,
+    providers: Vec<(String, String)>,
+}
+
+/// `GET /login`.
+pub async fn login_form(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let csrf = state.identity.new_csrf_token();
+    let next = safe_next(q.get("next").map(String::as_str));
+    let mut r = page(
+        StatusCode::OK,
+        &LoginPage {
+            error: None,
+            csrf: &csrf,
+            next: &next,
+            providers: state.login_providers(),
+        },
+    );
+    let (k, v) = set_cookie(LOGIN_CSRF_COOKIE, &csrf, 600);
+    r.headers_mut().append(k, v);
+    r
+}
+
+/// The login form.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    username: String,
+    password: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    next: String,
+}
+
+#[derive(Template)]
+#[template(path = "code.html")]
+struct CodePage<'a> {
+    error: Option<&'a str>,
+    csrf: &'a str,
+    next: &'a str,
+    qr_svg: Option<String>,
+    enrol_uri: &'a str,
+}
+
+fn qr_svg(uri: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
+    Some(
+        code.render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(200, 200)
+            .build(),
+    )
+}
+
+/// `POST /login`.
+pub async fn login_submit(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let next = safe_next(Some(&f.next));
+    let pre = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    if pre.is_empty() || !ct_eq(&pre, &f.csrf) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "The sign-in form was stale or did not come from this site. Reload it and try again.",
+        );
+    }
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match state
+        .identity
+        .login_password(&f.username, &f.password, &ip, ua)
+        .await
+    {
+        Ok(LoginStep::Done { cookie }) => {
+            let mut r = Redirect::to(&next).into_response();
+            let (k, v) = set_cookie(SESSION_COOKIE, &cookie, state.identity.config().session_ttl);
+            r.headers_mut().append(k, v);
+            r
+        }
+        Ok(LoginStep::NeedCode { cookie, enrol_uri }) => {
+            let uri = enrol_uri.unwrap_or_default();
+            let mut r = page(
+                StatusCode::OK,
+                &CodePage {
+                    error: None,
+                    csrf: &f.csrf,
+                    next: &next,
+                    qr_svg: if uri.is_empty() { None } else { qr_svg(&uri) },
+                    enrol_uri: &uri,
+                },
+            );
+            let (k, v) = set_cookie(SESSION_COOKIE, &cookie, 300);
+            r.headers_mut().append(k, v);
+            r
+        }
+        Err(e) => {
+            let status = if matches!(e, IdentityError::Throttled(_)) {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            page(
+                status,
+                &LoginPage {
+                    error: Some(&e.to_string()),
+                    csrf: &f.csrf,
+                    next: &next,
+                    providers: state.login_providers(),
+                },
+            )
+        }
+    }
+}
+
+/// The second-factor form.
+#[derive(Deserialize)]
+pub struct CodeForm {
+    code: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    next: String,
+}
+
+#[derive(Template)]
+#[template(path = "recovery.html")]
+struct RecoveryPage<'a> {
+    codes: &'a [String],
+    next: &'a str,
+}
+
+/// `POST /login/code`.
+pub async fn login_code(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(f): Form<CodeForm>,
+) -> Response {
+    let next = safe_next(Some(&f.next));
+    let pre = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    if pre.is_empty() || !ct_eq(&pre, &f.csrf) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "The form was stale or did not come from this site.",
+        );
+    }
+    let Some(c) = cookie(&headers, SESSION_COOKIE) else {
+        return Redirect::to("/login").into_response();
+    };
+    match state.identity.login_code(&c, &f.code, &ip).await {
+        Ok(done) => {
+            let mut r = if done.recovery_codes.is_empty() {
+                Redirect::to(&next).into_response()
+            } else {
+                page(
+                    StatusCode::OK,
+                    &RecoveryPage {
+                        codes: &done.recovery_codes,
+                        next: &next,
+                    },
+                )
+            };
+            let (k, v) = set_cookie(
+                SESSION_COOKIE,
+                &done.cookie,
+                state.identity.config().session_ttl,
+            );
+            r.headers_mut().append(k, v);
+            let (k, v) = set_cookie(LOGIN_CSRF_COOKIE, "", 0);
+            r.headers_mut().append(k, v);
+            r
+        }
+        Err(IdentityError::NotSignedIn) => Redirect::to("/login").into_response(),
+        Err(e) => {
+            let status = if matches!(e, IdentityError::Throttled(_)) {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            page(
+                status,
+                &CodePage {
+                    error: Some(&e.to_string()),
+                    csrf: &f.csrf,
+                    next: &next,
+                    qr_svg: None,
+                    enrol_uri: "",
+                },
+            )
+        }
+    }
+}
+
+/// A form holding only a CSRF token (and maybe a handle).
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    handle: Option<String>,
+}
+
+/// `POST /logout`.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SignedIn(s): SignedIn,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&s, f.csrf.as_deref()) {
+        return r;
+    }
+    if let Some(c) = cookie(&headers, SESSION_COOKIE)
+        && let Err(e) = state.identity.logout(&c).await
+    {
+        return error_page(&e);
+    }
+    let mut r = message(StatusCode::OK, "Signed out", "You are signed out.");
+    let (k, v) = set_cookie(SESSION_COOKIE, "", 0);
+    r.headers_mut().append(k, v);
+    r
+}
+
+struct SessionRow {
+    signed_in: String,
+    user_agent: String,
+    ip: String,
+    handle: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "sessions.html")]
+struct SessionsPage<'a> {
+    sessions: Vec<SessionRow>,
+    csrf: &'a str,
+}
+
+/// `GET /account/sessions`.
+pub async fn sessions(State(state): State<AppState>, SignedIn(s): SignedIn) -> Response {
+    match state.identity.sessions_of(&s.user.id).await {
+        Ok(list) => {
+            let rows = list
+                .into_iter()
+                .map(|r| SessionRow {
+                    signed_in: time::OffsetDateTime::from_unix_timestamp(r.auth_time)
+                        .ok()
+                        .and_then(|t| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .ok()
+                        })
+                        .unwrap_or_default(),
+                    current: r.handle == s.handle,
+                    user_agent: r.user_agent,
+                    ip: r.ip,
+                    handle: r.handle,
+                })
+                .collect();
+            page(
+                StatusCode::OK,
+                &SessionsPage {
+                    sessions: rows,
+                    csrf: &s.csrf,
+                },
+            )
+        }
+        Err(e) => error_page(&e),
+    }
+}
+
+/// `POST /account/sessions/end`.
+pub async fn end_session(
+    State(state): State<AppState>,
+    SignedIn(s): SignedIn,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = csrf_refusal(&s, f.csrf.as_deref()) {
+        return r;
+    }
+    match state
+        .identity
+        .end_session(&s.user.id, f.handle.as_deref().unwrap_or_default())
+        .await
+    {
+        Ok(()) => Redirect::to("/account/sessions").into_response(),
+        Err(e) => error_page(&e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "register.html")]
+struct RegisterPage<'a> {
+    error: Option<&'a str>,
+    csrf: &'a str,
+}
+
+/// `GET /register`.
+pub async fn register_form(State(state): State<AppState>) -> Response {
+    let csrf = state.identity.new_csrf_token();
+    let mut r = page(
+        StatusCode::OK,
+        &RegisterPage {
+            error: None,
+            csrf: &csrf,
+        },
+    );
+    let (k, v) = set_cookie(LOGIN_CSRF_COOKIE, &csrf, 600);
+    r.headers_mut().append(k, v);
+    r
+}
+
+/// The registration form.
+#[derive(Deserialize)]
+pub struct RegisterForm {
+    #[serde(default)]
+    invitation: String,
+    username: String,
+    password: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /register`: redeems an invitation, or self-registers a patient where allowed.
+pub async fn register_submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<RegisterForm>,
+) -> Response {
+    let pre = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    if pre.is_empty() || !ct_eq(&pre, &f.csrf) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "The form was stale or did not come from this site.",
+        );
+    }
+    let result = if f.invitation.trim().is_empty() {
+        state.identity.self_register(&f.username, &f.password).await
+    } else {
+        state
+            .identity
+            .accept_invite(&f.invitation, &f.username, &f.password)
+            .await
+    };
+    match result {
+        Ok(_) => message(
+            StatusCode::CREATED,
+            "Account created",
+            "Your account is ready. Sign in to continue.",
+        ),
+        Err(e) => {
+            let status = if matches!(e, IdentityError::Store(_) | IdentityError::Internal) {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            page(
+                status,
+                &RegisterPage {
+                    error: Some(&e.to_string()),
+                    csrf: &f.csrf,
+                },
+            )
+        }
+    }
+}
+
+/// `POST /api/invitations` (JSON, session plus `X-CSRF-Token`): an org admin invites a
+/// practitioner, a practitioner invites a patient. Answers the one-time code.
+pub async fn create_invitation(
+    State(state): State<AppState>,
+    SignedIn(s): SignedIn,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    if let Some(r) = csrf_refusal(
+        &s,
+        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
+    ) {
+        return r;
+    }
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    };
+    let Some(role) = field("role").and_then(|r| r.parse().ok()) else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "role is missing or unknown",
+        );
+    };
+    match state
+        .identity
+        .invite(&s.user, role, field("patient"), field("practitioner"))
+        .await
+    {
+        Ok(code) => (
+            StatusCode::CREATED,
+            axum::Json(serde_json::json!({"code": code})),
+        )
+            .into_response(),
+        Err(e) => error_page(&e),
+    }
+}
+
+/// `POST /api/account/link` (JSON, session plus `X-CSRF-Token`): a patient links their
+/// account to their Patient record with a one-time code.
+pub async fn link_patient(
+    State(state): State<AppState>,
+    SignedIn(s): SignedIn,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    if let Some(r) = csrf_refusal(
+        &s,
+        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
+    ) {
+        return r;
+    }
+    let code = body
+        .get("code")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default();
+    match state.identity.link_patient(&s.user, code).await {
+        Ok(p) => axum::Json(serde_json::json!({"patient": p})).into_response(),
+        Err(e) => error_page(&e),
+    }
+}
+
+/// `GET /api/account` (session): who is signed in, and the CSRF token for API calls.
+pub async fn account(SignedIn(s): SignedIn) -> Response {
+    axum::Json(serde_json::json!({
+        "id": s.user.id,
+        "username": s.user.username,
+        "role": s.user.role,
+        "verification": s.user.verification,
+        "patient": s.user.patient_id,
+        "practitioner": s.user.practitioner_id,
+        "csrf": s.csrf,
+    }))
+    .into_response()
+}
