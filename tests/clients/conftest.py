@@ -14,7 +14,7 @@ PG = os.environ.get("MEDMESH_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432
 
 
 class Node:
-    def __init__(self, db):
+    def __init__(self, db, listen="127.0.0.1:0", extra_args=()):
         self.dir = tempfile.TemporaryDirectory()
         self.args = ["--data-dir", self.dir.name]
         self.pg_name = None
@@ -25,7 +25,8 @@ class Node:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDMESH_")}
         env["MEDMESH_LOG"] = "warn"
         self.env = env
-        self.proc = subprocess.Popen([BIN, "serve", *self.args, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True, env=env)
+        self.args += list(extra_args)
+        self.proc = subprocess.Popen([BIN, "serve", *self.args, "--listen", listen], stdout=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline()
         assert line.startswith("medmesh listening on "), f"node did not start: {line!r}"
         self.base = line.split(" on ", 1)[1].strip()

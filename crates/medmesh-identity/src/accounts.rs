@@ -251,7 +251,7 @@ impl IdentityService {
         }
     }
 
-    async fn open_session(
+    pub(crate) async fn open_session(
         &self,
         user: &UserRecord,
         ip: &str,

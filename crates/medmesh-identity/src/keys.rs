@@ -26,6 +26,11 @@ struct Ring {
 #[derive(Default)]
 pub struct KeyRing {
     ring: RwLock<Ring>,
+    verified: token::VerifiedTokens,
+}
+
+fn verifying_ids(keys: &[TokenVerifyingKey]) -> Vec<String> {
+    keys.iter().map(|k| k.id.0.clone()).collect()
 }
 
 /// Which keys to keep: the newest always; an older one while tokens it signed may live.
@@ -77,7 +82,7 @@ impl IdentityService {
             Some(TokenSigningKey::from_secret(KeyId(k.kid.clone()), secret))
         };
         let signing = keep.first().and_then(|k| to_key(k));
-        let verifying = keep
+        let verifying: Vec<TokenVerifyingKey> = keep
             .iter()
             .filter_map(|k| to_key(k).map(|s| s.verifying_key()))
             .collect();
@@ -87,6 +92,11 @@ impl IdentityService {
             .ring
             .write()
             .map_err(|_| IdentityError::Internal)?;
+        // A dropped key's tokens must stop verifying at once, cached or not.
+        let kept = verifying_ids(&verifying);
+        if ring.verifying.iter().any(|k| !kept.contains(&k.id.0)) {
+            self.keys.verified.clear();
+        }
         *ring = Ring {
             signing,
             verifying,
@@ -123,7 +133,10 @@ impl IdentityService {
         let ring = self.keys.ring.read().map_err(|_| TokenError::Invalid)?;
         let mut issuers: Vec<&str> = vec![self.config.issuer.as_str()];
         issuers.extend(self.config.extra_issuers.iter().map(String::as_str));
-        let claims = token::verify(jwt, &ring.verifying, &issuers, self.now())?;
+        let claims = self
+            .keys
+            .verified
+            .verify(jwt, &ring.verifying, &issuers, self.now())?;
         if ring.revoked.contains(&claims.jti) {
             return Err(TokenError::Invalid);
         }

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod error;
+pub mod external;
 pub mod keys;
 pub mod oauth;
 pub mod random;
@@ -43,6 +44,8 @@ pub struct IdentityConfig {
     pub allow_self_registration: bool,
     /// Whether anyone may register OAuth clients (RFC 7591). Default false: admins register.
     pub open_client_registration: bool,
+    /// External OpenID Connect providers.
+    pub external: Vec<external::ExternalProvider>,
     /// argon2id cost. Default: OWASP's recommendation.
     pub hash_cost: HashCost,
     /// The password policy.
@@ -62,6 +65,7 @@ impl IdentityConfig {
             key_rotation: 7 * 86_400,
             allow_self_registration: false,
             open_client_registration: false,
+            external: Vec::new(),
             hash_cost: HashCost::default(),
             password_policy: PasswordPolicy::default(),
         }

@@ -46,21 +46,35 @@ impl FromRequestParts<AppState> for Authenticated {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .ok_or_else(ApiError::unauthorized)?;
-        let claims = state
-            .identity
-            .verify_access(token.trim())
-            .map_err(|_| ApiError::unauthorized())?;
-        let source_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        Ok(Self(RequestContext {
-            actor: Actor {
+        let token = token.trim();
+        let actor = match state.identity.verify_access(token) {
+            Ok(claims) => Actor {
                 subject: claims.sub,
                 scopes: parse_scopes(&claims.scope),
                 patient: claims.patient,
                 role: claims.role.as_deref().and_then(|r| r.parse().ok()),
             },
+            // Not ours: perhaps a configured external provider's access token.
+            Err(_) => {
+                let ext = state
+                    .external
+                    .api_actor(&state.identity, token)
+                    .await
+                    .ok_or_else(ApiError::unauthorized)?;
+                Actor {
+                    subject: ext.subject,
+                    scopes: parse_scopes(&ext.scope),
+                    patient: ext.patient,
+                    role: ext.role,
+                }
+            }
+        };
+        let source_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(Self(RequestContext {
+            actor,
             operation_id: operation_id(parts),
             source_ip,
             base_url: state.base_url(parts),

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod capability;
+pub mod external;
 pub mod files;
 pub mod handlers;
 pub mod oauth;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub records: Arc<RecordService>,
     /// Identity: login, sessions, the authorization server, token verification.
     pub identity: Arc<IdentityService>,
+    /// External OpenID Connect providers.
+    pub external: Arc<external::ExternalLogin>,
     /// Export output files.
     pub export_files: Arc<dyn ExportFiles>,
     /// The CapabilityStatement, built once.
@@ -72,7 +75,7 @@ impl AppState {
 
     /// External sign-in providers offered on the login page: `(id, display name)`.
     pub fn login_providers(&self) -> Vec<(String, String)> {
-        Vec::new()
+        self.external.list()
     }
 
     /// Queues an export job for the worker.
@@ -137,9 +140,13 @@ pub async fn build_state(
             }
         }
     });
+    let external = Arc::new(external::ExternalLogin::new(
+        identity.config().external.clone(),
+    ));
     AppState {
         records,
         identity,
+        external,
         export_files,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
@@ -200,6 +207,8 @@ pub fn router(state: AppState) -> Router {
         .route("/oauth/register", post(oauth::register))
         .route("/login", get(web::login_form).post(web::login_submit))
         .route("/login/code", post(web::login_code))
+        .route("/login/external/{id}", get(external::start))
+        .route("/login/external/{id}/callback", get(external::callback))
         .route("/logout", post(web::logout))
         .route(
             "/register",

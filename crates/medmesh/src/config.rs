@@ -46,6 +46,37 @@ pub struct FileConfig {
     pub allow_self_registration: Option<bool>,
     /// Whether anyone may register OAuth clients (RFC 7591). Default false: admins only.
     pub open_client_registration: Option<bool>,
+    /// External OpenID Connect providers (`[[oidc]]` tables). Default none.
+    #[serde(default)]
+    pub oidc: Vec<OidcConfig>,
+}
+
+/// One external OpenID Connect provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Short id, used in URLs: `/login/external/{id}`.
+    pub id: String,
+    /// Shown on the login page. Default: the id.
+    pub name: Option<String>,
+    /// Issuer URL, e.g. `https://kc.example.org/realms/hospital`.
+    pub issuer: String,
+    /// Our client id at the provider.
+    pub client_id: String,
+    /// Our client secret at the provider.
+    pub client_secret: Secret,
+    /// Dotted path to the role claim. Default `realm_access.roles` (Keycloak realm roles).
+    pub role_claim: Option<String>,
+    /// Provider role to medmesh role (`patient`, `practitioner`, `org-admin`, `researcher`).
+    pub role_map: std::collections::BTreeMap<String, String>,
+    /// Claim holding the user name. Default `preferred_username`.
+    pub username_claim: Option<String>,
+    /// Claim holding `Patient/x` or `Practitioner/y`, to link the account. Default none.
+    pub fhir_user_claim: Option<String>,
+    /// Accept this provider's access tokens on the FHIR API when their `aud` holds this.
+    pub api_audience: Option<String>,
+    /// The most a provider API token may grant. Default `user/*.cruds patient/*.cruds`.
+    pub api_scope_ceiling: Option<String>,
 }
 
 /// The resolved configuration.
@@ -73,6 +104,8 @@ pub struct Config {
     pub allow_self_registration: bool,
     /// Open dynamic client registration.
     pub open_client_registration: bool,
+    /// External OpenID Connect providers.
+    pub oidc: Vec<OidcConfig>,
 }
 
 /// Values given on the command line or in `MEDMESH_*` variables; they override the file.
@@ -139,6 +172,7 @@ impl Config {
                 .map(|v| v == "true" || v == "1")
                 .or(file.open_client_registration)
                 .unwrap_or(false),
+            oidc: file.oidc,
         })
     }
 }

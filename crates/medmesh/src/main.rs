@@ -185,6 +185,44 @@ async fn identity_service(
     ic.key_rotation = cfg.key_rotation;
     ic.allow_self_registration = cfg.allow_self_registration;
     ic.open_client_registration = cfg.open_client_registration;
+    for o in &cfg.oidc {
+        let mut role_map = std::collections::BTreeMap::new();
+        for (theirs, ours) in &o.role_map {
+            let role: Role = ours
+                .parse()
+                .map_err(|e| anyhow::anyhow!("[[oidc]] {}: {e}", o.id))?;
+            if role == Role::NodeAdmin {
+                bail!(
+                    "[[oidc]] {}: node-admin cannot come from an external provider",
+                    o.id
+                );
+            }
+            role_map.insert(theirs.clone(), role);
+        }
+        ic.external
+            .push(medmesh_identity::external::ExternalProvider {
+                id: o.id.clone(),
+                name: o.name.clone().unwrap_or_else(|| o.id.clone()),
+                issuer: o.issuer.trim_end_matches('/').to_string(),
+                client_id: o.client_id.clone(),
+                client_secret: o.client_secret.0.clone(),
+                role_claim: o
+                    .role_claim
+                    .clone()
+                    .unwrap_or_else(|| "realm_access.roles".into()),
+                role_map,
+                username_claim: o
+                    .username_claim
+                    .clone()
+                    .unwrap_or_else(|| "preferred_username".into()),
+                fhir_user_claim: o.fhir_user_claim.clone(),
+                api_audience: o.api_audience.clone(),
+                api_scope_ceiling: o
+                    .api_scope_ceiling
+                    .clone()
+                    .unwrap_or_else(|| "user/*.cruds patient/*.cruds".into()),
+            });
+    }
     IdentityService::start(
         stores.identity.clone(),
         ic,
