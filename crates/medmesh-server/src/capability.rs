@@ -5,7 +5,12 @@ use medmesh_fhir::{Definitions, SearchParamType};
 use serde_json::{Value, json};
 
 /// Builds the CapabilityStatement.
-pub fn capability_statement(defs: &Definitions, base_url: &str, software_version: &str) -> Value {
+pub fn capability_statement(
+    defs: &Definitions,
+    base_url: &str,
+    software_version: &str,
+    oauth_issuer: &str,
+) -> Value {
     let interactions = [
         "read",
         "vread",
@@ -77,7 +82,21 @@ pub fn capability_statement(defs: &Definitions, base_url: &str, software_version
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
-            "security": {"description": "Every request needs an OAuth2 bearer token (EdDSA-signed JWT) carrying SMART scopes."},
+            "security": {
+                "cors": false,
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+                "description": "Every request needs an OAuth2 bearer token carrying SMART scopes (SMART App Launch 2.x; see /.well-known/smart-configuration).",
+                "extension": [{
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [
+                        {"url": "authorize", "valueUri": format!("{oauth_issuer}/oauth/authorize")},
+                        {"url": "token", "valueUri": format!("{oauth_issuer}/oauth/token")},
+                        {"url": "register", "valueUri": format!("{oauth_issuer}/oauth/register")},
+                        {"url": "revoke", "valueUri": format!("{oauth_issuer}/oauth/revoke")},
+                        {"url": "introspect", "valueUri": format!("{oauth_issuer}/oauth/introspect")}
+                    ]
+                }]
+            },
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "searchParam": [

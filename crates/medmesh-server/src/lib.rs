@@ -107,6 +107,7 @@ pub async fn build_state(
         records.definitions(),
         config.public_base_url.as_deref().unwrap_or(""),
         &config.software_version,
+        identity.config().issuer.trim_end_matches('/'),
     );
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let worker_records = records.clone();

@@ -1251,7 +1251,94 @@ async fn roles_cap_scopes_and_invitations_create_accounts(node: Node) {
     assert!(page.contains("<svg"), "enrolment at first login");
 }
 
+async fn a_practitioner_picks_the_launch_patient(node: Node) {
+    seed_people(&node).await;
+    let (_, totp) = create_user(
+        &node,
+        "practitioner",
+        "drpick",
+        &["--practitioner", "dr1", "--verification", "verified"],
+    );
+    let client = register(
+        &node,
+        json!({"client_name": "Clinic app", "redirect_uris": [REDIRECT]}),
+    )
+    .await;
+    let id = client["client_id"].as_str().unwrap();
+    let mut b = Browser::new(&node);
+    b.login("drpick", totp.as_deref()).await;
+    let exchange = |code: String, verifier: String| {
+        let node = &node;
+        async move {
+            token_request(
+                node,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", REDIRECT),
+                    ("client_id", id),
+                    ("code_verifier", &verifier),
+                ],
+            )
+            .await
+        }
+    };
+    // Standalone launch: the practitioner picks p2 on the consent screen.
+    let (verifier, challenge) = pkce();
+    let q = authorize(
+        &mut b,
+        &node,
+        id,
+        "launch/patient patient/*.rs",
+        &challenge,
+        &["launch/patient", "patient/*.rs"],
+        Some("p2"),
+    )
+    .await;
+    let (s, t) = exchange(q["code"].clone(), verifier).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["patient"], "p2");
+    let access = t["access_token"].as_str().unwrap();
+    assert_eq!(
+        fhir_get(&node, access, "Observation/o2").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        fhir_get(&node, access, "Observation/o1").await,
+        StatusCode::NOT_FOUND
+    );
+    // Without a patient, patient scopes cannot be granted.
+    let (_, challenge) = pkce();
+    let mut u = url::Url::parse(&format!("{}/oauth/authorize", node.base)).unwrap();
+    u.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("scope", "patient/*.rs")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    let (_, _, page) = b.get(u.as_str()).await;
+    let (csrf, request) = (hidden(&page, "csrf"), hidden(&page, "request"));
+    let (s, h, _) = b
+        .post(
+            "/oauth/authorize",
+            &[
+                ("csrf", &csrf),
+                ("request", &request),
+                ("decision", "allow"),
+                ("scope", "patient/*.rs"),
+            ],
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(
+        query_of(h[LOCATION].to_str().unwrap())["error"],
+        "invalid_request"
+    );
+}
+
 on_both_databases!(
+    a_practitioner_picks_the_launch_patient,
     login_needs_password_and_a_fresh_totp_code,
     csrf_tokens_are_required,
     brute_force_hits_the_throttle,
