@@ -5,6 +5,7 @@
 //! includes, history, writes), and [`RecordService::confine_query`] adds the same limits to
 //! a search so paging and `_total` count only what the actor may see.
 
+use medmesh_auth::role::DIRECTORY_TYPES;
 use medmesh_fhir::index::{self, IndexValue};
 use medmesh_fhir::search::{self, Criterion, SearchQuery};
 use medmesh_policy::Grant;
@@ -12,17 +13,12 @@ use serde_json::Value;
 
 use crate::{RecordError, RecordService};
 
-/// Types outside the Patient compartment that hold no patient data: a patient-confined actor
-/// may read them (the practitioner who wrote a note, the medication prescribed). Any other
-/// type outside the compartment (Bundle, Binary, Device...) is refused, since it may carry
-/// some patient's data without naming them in a compartment parameter.
-const SHARED_TYPES: &[&str] = &[
-    "Organization",
-    "Practitioner",
-    "PractitionerRole",
-    "Location",
-    "HealthcareService",
-    "Endpoint",
+/// Definitional types outside the Patient compartment. With the directory types
+/// (`medmesh_auth::role::DIRECTORY_TYPES`) they hold no patient data, so a patient-confined
+/// actor may read them (the practitioner who wrote a note, the medication prescribed). Any
+/// other type outside the compartment (Bundle, Binary, Device...) is refused, since it may
+/// carry some patient's data without naming them in a compartment parameter.
+const DEFINITIONAL_TYPES: &[&str] = &[
     "Medication",
     "MedicationKnowledge",
     "Substance",
@@ -42,6 +38,10 @@ const SHARED_TYPES: &[&str] = &[
     "ObservationDefinition",
     "SpecimenDefinition",
 ];
+
+fn shared_type(rt: &str) -> bool {
+    DIRECTORY_TYPES.contains(&rt) || DEFINITIONAL_TYPES.contains(&rt)
+}
 
 fn token_matches(filter: &str, value: &IndexValue) -> bool {
     let IndexValue::Token { system, code, .. } = value else {
@@ -76,7 +76,7 @@ impl RecordService {
             let member = if links.is_some() {
                 linked || itself
             } else {
-                SHARED_TYPES.contains(&rt)
+                shared_type(rt)
             };
             if !member {
                 return false;
@@ -108,7 +108,7 @@ impl RecordService {
                     params: params.clone(),
                     include_self: rt == "Patient",
                 }),
-                None if SHARED_TYPES.contains(&rt.as_str()) => None,
+                None if shared_type(&rt) => None,
                 // Outside the compartment and not shareable: nothing matches.
                 None => Some(Criterion::Compartment {
                     patient_id: patient.to_string(),

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::AppState;
-use crate::web::{ClientIp, SESSION_COOKIE, cookie, message};
+use crate::web::{ClientIp, SESSION_COOKIE, cookie, message, set_cookie_at};
 
 /// The short-lived cookie that carries state, nonce and PKCE verifier across the redirect.
 const FLOW_COOKIE: &str = "medmesh_oidc";
@@ -251,13 +251,8 @@ pub async fn start(
             .as_bytes(),
     );
     let mut r = Redirect::to(url.as_str()).into_response();
-    if let Ok(v) = format!(
-        "{FLOW_COOKIE}={flow}; Path=/login/external; HttpOnly; Secure; SameSite=Lax; Max-Age=600"
-    )
-    .parse()
-    {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
+    let (k, v) = set_cookie_at(FLOW_COOKIE, &flow, "/login/external", 600);
+    r.headers_mut().append(k, v);
     r
 }
 
@@ -366,17 +361,11 @@ pub async fn callback(
         Ok(session) => {
             let mut r = Redirect::to(&field("next")).into_response();
             let ttl = state.identity.config().session_ttl;
-            for c in [
-                format!(
-                    "{SESSION_COOKIE}={session}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={ttl}"
-                ),
-                format!(
-                    "{FLOW_COOKIE}=; Path=/login/external; HttpOnly; Secure; SameSite=Lax; Max-Age=0"
-                ),
+            for (k, v) in [
+                set_cookie_at(SESSION_COOKIE, &session, "/", ttl),
+                set_cookie_at(FLOW_COOKIE, "", "/login/external", 0),
             ] {
-                if let Ok(v) = c.parse() {
-                    r.headers_mut().append(header::SET_COOKIE, v);
-                }
+                r.headers_mut().append(k, v);
             }
             r
         }

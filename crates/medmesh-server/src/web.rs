@@ -46,7 +46,18 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 fn set_cookie(name: &str, value: &str, max_age: i64) -> (header::HeaderName, HeaderValue) {
-    let v = format!("{name}={value}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={max_age}");
+    set_cookie_at(name, value, "/", max_age)
+}
+
+/// A `Set-Cookie` header: HttpOnly, Secure, SameSite=Lax, on `path`.
+pub fn set_cookie_at(
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: i64,
+) -> (header::HeaderName, HeaderValue) {
+    let v =
+        format!("{name}={value}; Path={path}; HttpOnly; Secure; SameSite=Lax; Max-Age={max_age}");
     (
         header::SET_COOKIE,
         HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("")),
@@ -153,6 +164,28 @@ pub fn csrf_refusal(session: &Session, form_token: Option<&str>) -> Option<Respo
     }
 }
 
+/// Checks a pre-session form's token against the login CSRF cookie (double submit).
+fn login_csrf_refusal(headers: &HeaderMap, form_token: &str) -> Option<Response> {
+    let pre = cookie(headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
+    if !pre.is_empty() && ct_eq(&pre, form_token) {
+        return None;
+    }
+    Some(message(
+        StatusCode::FORBIDDEN,
+        "Request refused",
+        "The form was stale or did not come from this site. Reload it and try again.",
+    ))
+}
+
+/// 429 while throttled, else 401: a failed login step.
+fn login_failure_status(e: &IdentityError) -> StatusCode {
+    if matches!(e, IdentityError::Throttled(_)) {
+        StatusCode::TOO_MANY_REQUESTS
+    } else {
+        StatusCode::UNAUTHORIZED
+    }
+}
+
 /// Only local paths may follow a login, never another site.
 fn safe_next(next: Option<&str>) -> String {
     match next {
@@ -229,13 +262,8 @@ pub async fn login_submit(
     Form(f): Form<LoginForm>,
 ) -> Response {
     let next = safe_next(Some(&f.next));
-    let pre = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
-    if pre.is_empty() || !ct_eq(&pre, &f.csrf) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "The sign-in form was stale or did not come from this site. Reload it and try again.",
-        );
+    if let Some(r) = login_csrf_refusal(&headers, &f.csrf) {
+        return r;
     }
     let ua = headers
         .get(header::USER_AGENT)
@@ -269,11 +297,7 @@ pub async fn login_submit(
             r
         }
         Err(e) => {
-            let status = if matches!(e, IdentityError::Throttled(_)) {
-                StatusCode::TOO_MANY_REQUESTS
-            } else {
-                StatusCode::UNAUTHORIZED
-            };
+            let status = login_failure_status(&e);
             page(
                 status,
                 &LoginPage {
@@ -312,13 +336,8 @@ pub async fn login_code(
     Form(f): Form<CodeForm>,
 ) -> Response {
     let next = safe_next(Some(&f.next));
-    let pre = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
-    if pre.is_empty() || !ct_eq(&pre, &f.csrf) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "The form was stale or did not come from this site.",
-        );
+    if let Some(r) = login_csrf_refusal(&headers, &f.csrf) {
+        return r;
     }
     let Some(c) = cookie(&headers, SESSION_COOKIE) else {
         return Redirect::to("/login").into_response();
@@ -348,11 +367,7 @@ pub async fn login_code(
         }
         Err(IdentityError::NotSignedIn) => Redirect::to("/login").into_response(),
         Err(e) => {
-            let status = if matches!(e, IdentityError::Throttled(_)) {
-                StatusCode::TOO_MANY_REQUESTS
-            } else {
-                StatusCode::UNAUTHORIZED
-            };
+            let status = login_failure_status(&e);
             page(
                 status,
                 &CodePage {
@@ -502,13 +517,8 @@ pub async fn register_submit(
     headers: HeaderMap,
     Form(f): Form<RegisterForm>,
 ) -> Response {
-    let pre = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
-    if pre.is_empty() || !ct_eq(&pre, &f.csrf) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "The form was stale or did not come from this site.",
-        );
+    if let Some(r) = login_csrf_refusal(&headers, &f.csrf) {
+        return r;
     }
     let result = if f.invitation.trim().is_empty() {
         state.identity.self_register(&f.username, &f.password).await

@@ -466,6 +466,31 @@ async fn authorize(
     query_of(loc)
 }
 
+/// The whole code flow for a public client: PKCE, consent keeping `keep`, token exchange.
+async fn code_flow(
+    b: &mut Browser,
+    node: &Node,
+    client_id: &str,
+    scope: &str,
+    keep: &[&str],
+) -> Value {
+    let (verifier, challenge) = pkce();
+    let q = authorize(b, node, client_id, scope, &challenge, keep, None).await;
+    let (s, t) = token_request(
+        node,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", REDIRECT),
+            ("client_id", client_id),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    t
+}
+
 async fn token_request(node: &Node, form: &[(&str, &str)]) -> (StatusCode, Value) {
     let r = reqwest::Client::new()
         .post(format!("{}/oauth/token", node.base))
@@ -684,29 +709,15 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(node: Node) {
     let id = client["client_id"].as_str().unwrap();
     let mut b = Browser::new(&node);
     b.login("pat", None).await;
-    let (verifier, challenge) = pkce();
-    let q = authorize(
+    let t = code_flow(
         &mut b,
         &node,
         id,
         "offline_access patient/Patient.rs patient/Observation.rs",
-        &challenge,
         &[
             "offline_access",
             "patient/Patient.rs",
             "patient/Observation.rs",
-        ],
-        None,
-    )
-    .await;
-    let (_, t) = token_request(
-        &node,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &q["code"]),
-            ("redirect_uri", REDIRECT),
-            ("client_id", id),
-            ("code_verifier", &verifier),
         ],
     )
     .await;
@@ -730,29 +741,15 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(node: Node) {
     );
 
     // r1 was consumed by that attempt only if it passed scope checks; take a fresh pair.
-    let (verifier, challenge) = pkce();
-    let q = authorize(
+    let t = code_flow(
         &mut b,
         &node,
         id,
         "offline_access patient/Patient.rs patient/Observation.rs",
-        &challenge,
         &[
             "offline_access",
             "patient/Patient.rs",
             "patient/Observation.rs",
-        ],
-        None,
-    )
-    .await;
-    let (_, t) = token_request(
-        &node,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &q["code"]),
-            ("redirect_uri", REDIRECT),
-            ("client_id", id),
-            ("code_verifier", &verifier),
         ],
     )
     .await;
@@ -798,26 +795,12 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family(node: Node) {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "the family is revoked");
     // Without offline_access or online_access there is no refresh token.
-    let (verifier, challenge) = pkce();
-    let q = authorize(
+    let t = code_flow(
         &mut b,
         &node,
         id,
         "patient/Patient.rs",
-        &challenge,
         &["patient/Patient.rs"],
-        None,
-    )
-    .await;
-    let (_, t) = token_request(
-        &node,
-        &[
-            ("grant_type", "authorization_code"),
-            ("code", &q["code"]),
-            ("redirect_uri", REDIRECT),
-            ("client_id", id),
-            ("code_verifier", &verifier),
-        ],
     )
     .await;
     assert!(t.get("refresh_token").is_none(), "{t}");
