@@ -22,6 +22,10 @@ pub struct NewUser {
     pub patient_id: Option<String>,
     /// Practitioner to link (practitioners).
     pub practitioner_id: Option<String>,
+    /// PractitionerRole to link (practitioners).
+    pub practitioner_role_id: Option<String>,
+    /// Specialty code (practitioners), e.g. SNOMED CT `394579002` (cardiology).
+    pub specialty: Option<String>,
     /// Organization.
     pub organization: Option<String>,
     /// Verification status (practitioners).
@@ -136,9 +140,9 @@ impl IdentityService {
             totp_last_step: None,
             patient_id: new.patient_id,
             practitioner_id: new.practitioner_id,
-            practitioner_role_id: None,
+            practitioner_role_id: new.practitioner_role_id,
             verification: new.verification.code().into(),
-            specialty: None,
+            specialty: new.specialty,
             organization: new.organization,
             external_subject: None,
             disabled: false,
@@ -503,8 +507,69 @@ impl IdentityService {
             practitioner_id: inv.practitioner_id,
             organization: inv.organization,
             verification: Verification::Unverified,
+            ..NewUser::default()
         })
         .await
+    }
+
+    /// Starts optional TOTP enrolment (patients): a new secret, not yet required at login.
+    /// Returns the `otpauth://` URI.
+    ///
+    /// # Errors
+    /// [`IdentityError::InvalidRequest`] when TOTP is already on.
+    pub async fn start_totp(&self, user: &UserRecord) -> Result<String, IdentityError> {
+        if user.totp_confirmed {
+            return Err(IdentityError::InvalidRequest(
+                "two-factor sign-in is already on".into(),
+            ));
+        }
+        let mut seed = [0u8; 20];
+        self.random.fill(&mut seed);
+        let mut u = user.clone();
+        u.totp_secret = Some(seed.to_vec());
+        self.store.update_user(&u).await?;
+        self.totp_of(&u)
+            .and_then(|t| t.enrolment_uri().ok())
+            .ok_or(IdentityError::Internal)
+    }
+
+    /// Confirms TOTP enrolment with a first code; from then on login asks for a code.
+    /// Returns the recovery codes (shown once).
+    ///
+    /// # Errors
+    /// [`IdentityError::BadSecondFactor`] for a wrong code.
+    pub async fn confirm_totp(
+        &self,
+        user_id: &str,
+        code: &str,
+    ) -> Result<Vec<String>, IdentityError> {
+        let mut user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(IdentityError::NotFound)?;
+        let totp = self
+            .totp_of(&user)
+            .ok_or_else(|| IdentityError::InvalidRequest("start enrolment first".into()))?;
+        let now = u64::try_from(self.now()).unwrap_or(0);
+        let step = totp
+            .check(
+                code,
+                now,
+                user.totp_last_step.and_then(|s| u64::try_from(s).ok()),
+            )
+            .ok_or(IdentityError::BadSecondFactor)?;
+        if !self
+            .store
+            .claim_totp_step(&user.id, i64::try_from(step).unwrap_or(i64::MAX))
+            .await?
+        {
+            return Err(IdentityError::BadSecondFactor);
+        }
+        user.totp_confirmed = true;
+        user.totp_last_step = i64::try_from(step).ok();
+        self.store.update_user(&user).await?;
+        self.new_recovery_codes(&user.id).await
     }
 
     /// Self-registration of a patient account, where the node allows it. The account is

@@ -63,8 +63,9 @@ pub struct AuthorizeRequest {
     pub code_challenge: String,
     /// OpenID nonce.
     pub nonce: Option<String>,
-    /// EHR launch context (`launch` parameter): a patient id from the portal.
-    pub launch_patient: Option<String>,
+    /// EHR launch context: the portal's opaque `launch` parameter, verified, gives the user
+    /// it was made for and the patient open in the portal.
+    pub launch: Option<LaunchContext>,
 }
 
 /// An `/authorize` failure: shown on a page when the redirect URI cannot be trusted, else
@@ -123,6 +124,25 @@ pub struct ClientAuth {
     /// `client_assertion` (a JWT).
     pub assertion: Option<String>,
 }
+
+/// An EHR launch context, made by the portal for one user and one open patient record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LaunchContext {
+    /// The user it was made for.
+    #[serde(rename = "sub")]
+    pub user_id: String,
+    /// The patient open in the portal.
+    pub patient: String,
+    /// Expiry.
+    pub exp: i64,
+    /// Audience: always [`LAUNCH_AUDIENCE`].
+    pub aud: String,
+    /// Issuer.
+    pub iss: String,
+}
+
+/// The audience of launch contexts, so no access token can pass for one.
+pub const LAUNCH_AUDIENCE: &str = "medmesh-launch";
 
 /// Non-clinical scope tokens the server understands.
 pub const OTHER_SCOPES: [&str; 8] = [
@@ -328,7 +348,7 @@ impl IdentityService {
             state,
             code_challenge,
             nonce: get("nonce"),
-            launch_patient: get("launch"),
+            launch: get("launch").and_then(|l| self.verify_launch(&l)),
         })
     }
 
@@ -368,7 +388,13 @@ impl IdentityService {
         // consent issue decides which they may pick); an EHR launch brings one.
         let patient = match user.role.as_str() {
             "patient" => user.patient_id.clone(),
-            _ => patient.or_else(|| req.launch_patient.clone()),
+            // A launch context counts only for the user the portal made it for.
+            _ => patient.or_else(|| {
+                req.launch
+                    .as_ref()
+                    .filter(|l| l.user_id == user.id)
+                    .map(|l| l.patient.clone())
+            }),
         };
         let wants_patient = scope.iter().any(|s| s.starts_with("patient/"));
         if wants_patient && patient.is_none() {
@@ -785,6 +811,34 @@ impl IdentityService {
             self.revoke_access(&c.jti, c.exp).await?;
         }
         Ok(())
+    }
+
+    /// Makes an EHR launch context (the portal's "open this app for this patient"). It is a
+    /// short-lived token signed by the node, opaque to the app.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn make_launch(&self, user: &UserRecord, patient: &str) -> Result<String, IdentityError> {
+        self.sign(&LaunchContext {
+            user_id: user.id.clone(),
+            patient: patient.to_string(),
+            exp: self.now() + 300,
+            aud: LAUNCH_AUDIENCE.into(),
+            iss: self.config.issuer.clone(),
+        })
+    }
+
+    fn verify_launch(&self, launch: &str) -> Option<LaunchContext> {
+        let jwks = self.jwks();
+        let claims = verify_with_jwks(
+            launch,
+            &jwks,
+            Some(&self.config.issuer),
+            LAUNCH_AUDIENCE,
+            self.now(),
+        )
+        .ok()?;
+        serde_json::from_value(claims).ok()
     }
 
     /// `/.well-known/smart-configuration`.

@@ -198,7 +198,11 @@ pub async fn authorize(
         request: &encode_request(&params),
         scopes,
         pick_patient,
-        launch_patient: req.launch_patient.as_deref().unwrap_or(""),
+        launch_patient: req
+            .launch
+            .as_ref()
+            .filter(|l| l.user_id == session.user.id)
+            .map_or("", |l| l.patient.as_str()),
     };
     match page.render() {
         Ok(html) => (

@@ -565,12 +565,7 @@ pub async fn create_invitation(
     ) {
         return r;
     }
-    let field = |k: &str| {
-        body.get(k)
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_string)
-    };
-    let Some(role) = field("role").and_then(|r| r.parse().ok()) else {
+    let Some(role) = field(&body, "role").and_then(|r| r.parse().ok()) else {
         return message(
             StatusCode::BAD_REQUEST,
             "Bad request",
@@ -579,7 +574,12 @@ pub async fn create_invitation(
     };
     match state
         .identity
-        .invite(&s.user, role, field("patient"), field("practitioner"))
+        .invite(
+            &s.user,
+            role,
+            field(&body, "patient"),
+            field(&body, "practitioner"),
+        )
         .await
     {
         Ok(code) => (
@@ -627,4 +627,118 @@ pub async fn account(SignedIn(s): SignedIn) -> Response {
         "csrf": s.csrf,
     }))
     .into_response()
+}
+
+/// Reads a JSON field from a body.
+fn field(body: &serde_json::Value, k: &str) -> Option<String> {
+    body.get(k)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+}
+
+/// `POST /api/users/{id}/verification` (session plus `X-CSRF-Token`), body
+/// `{"status": "verified" | "suspended" | "unverified"}`: an org admin of the practitioner's
+/// organization, or a node admin, sets a practitioner's verification status.
+pub async fn set_verification(
+    State(state): State<AppState>,
+    SignedIn(s): SignedIn,
+    headers: HeaderMap,
+    axum::extract::Path(user_id): axum::extract::Path<String>,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    if let Some(r) = csrf_refusal(
+        &s,
+        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
+    ) {
+        return r;
+    }
+    let Some(status) = field(&body, "status").and_then(|v| v.parse().ok()) else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "status must be verified, suspended or unverified",
+        );
+    };
+    match state
+        .identity
+        .set_verification(&s.user, &user_id, status)
+        .await
+    {
+        Ok(()) => axum::Json(serde_json::json!({"id": user_id, "verification": status.code()}))
+            .into_response(),
+        Err(e) => error_page(&e),
+    }
+}
+
+/// `POST /api/account/totp` (session plus `X-CSRF-Token`): starts optional two-factor
+/// sign-in for a patient; answers the `otpauth://` URI and its QR code (SVG).
+pub async fn start_totp(
+    State(state): State<AppState>,
+    SignedIn(s): SignedIn,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = csrf_refusal(
+        &s,
+        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
+    ) {
+        return r;
+    }
+    match state.identity.start_totp(&s.user).await {
+        Ok(uri) => {
+            axum::Json(serde_json::json!({"uri": uri, "qr_svg": qr_svg(&uri)})).into_response()
+        }
+        Err(e) => error_page(&e),
+    }
+}
+
+/// `POST /api/account/totp/confirm` (session plus `X-CSRF-Token`), body `{"code": "123456"}`:
+/// turns two-factor sign-in on; answers the recovery codes, shown once.
+pub async fn confirm_totp(
+    State(state): State<AppState>,
+    SignedIn(s): SignedIn,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    if let Some(r) = csrf_refusal(
+        &s,
+        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
+    ) {
+        return r;
+    }
+    match state
+        .identity
+        .confirm_totp(&s.user.id, &field(&body, "code").unwrap_or_default())
+        .await
+    {
+        Ok(codes) => axum::Json(serde_json::json!({"recovery_codes": codes})).into_response(),
+        Err(e) => error_page(&e),
+    }
+}
+
+/// `POST /api/launch` (session plus `X-CSRF-Token`), body `{"patient": "id"}`: the portal's
+/// EHR launch. Answers an opaque `launch` value for the app's authorize request; it names
+/// the signed-in user and the open patient, and lives five minutes.
+pub async fn make_launch(
+    State(state): State<AppState>,
+    SignedIn(s): SignedIn,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<serde_json::Value>,
+) -> Response {
+    if let Some(r) = csrf_refusal(
+        &s,
+        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
+    ) {
+        return r;
+    }
+    let Some(patient) = field(&body, "patient") else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "patient is required",
+        );
+    };
+    match state.identity.make_launch(&s.user, &patient) {
+        Ok(launch) => axum::Json(serde_json::json!({"launch": launch})).into_response(),
+        Err(e) => error_page(&e),
+    }
 }

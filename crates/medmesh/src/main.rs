@@ -125,6 +125,12 @@ enum AdminCommand {
         /// The Practitioner resource id a practitioner account is linked to.
         #[arg(long)]
         practitioner: Option<String>,
+        /// The PractitionerRole resource id (practitioners).
+        #[arg(long)]
+        practitioner_role: Option<String>,
+        /// Specialty code (practitioners), e.g. SNOMED CT 394579002 (cardiology).
+        #[arg(long)]
+        specialty: Option<String>,
         /// Organization id.
         #[arg(long)]
         organization: Option<String>,
@@ -558,6 +564,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     username,
                     patient,
                     practitioner,
+                    practitioner_role,
+                    specialty,
                     organization,
                     verification,
                 },
@@ -578,6 +586,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     password: String::new(),
                     patient_id: patient,
                     practitioner_id: practitioner,
+                    practitioner_role_id: practitioner_role,
+                    specialty,
                     organization,
                     verification,
                 },

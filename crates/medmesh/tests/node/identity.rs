@@ -1290,6 +1290,45 @@ async fn a_practitioner_picks_the_launch_patient(node: Node) {
         fhir_get(&node, access, "Observation/o1").await,
         StatusCode::NOT_FOUND
     );
+    // EHR launch: the portal makes a launch context for the open patient; the app passes it.
+    let (s, l) = api_post(&mut b, "/api/launch", json!({"patient": "p1"})).await;
+    assert_eq!(s, StatusCode::OK);
+    let launch = l["launch"].as_str().unwrap().to_string();
+    let (verifier, challenge) = pkce();
+    let mut u = url::Url::parse(&format!("{}/oauth/authorize", node.base)).unwrap();
+    u.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", id)
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("scope", "launch patient/*.rs")
+        .append_pair("launch", &launch)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    let (_, _, page) = b.get(u.as_str()).await;
+    assert!(
+        page.contains("value=\"p1\""),
+        "the launch patient is preset"
+    );
+    let (csrf, request) = (hidden(&page, "csrf"), hidden(&page, "request"));
+    let (_, h, _) = b
+        .post(
+            "/oauth/authorize",
+            &[
+                ("csrf", &csrf),
+                ("request", &request),
+                ("decision", "allow"),
+                ("scope", "launch"),
+                ("scope", "patient/*.rs"),
+            ],
+        )
+        .await;
+    let q = query_of(h[LOCATION].to_str().unwrap());
+    let (_, t) = exchange(q["code"].clone(), verifier).await;
+    assert_eq!(t["patient"], "p1", "{t}");
+    // A forged launch value is ignored.
+    u.query_pairs_mut().append_pair("launch", "forged");
+    assert_eq!(b.get(u.as_str()).await.0, StatusCode::OK);
+
     // Without a patient, patient scopes cannot be granted.
     let (_, challenge) = pkce();
     let mut u = url::Url::parse(&format!("{}/oauth/authorize", node.base)).unwrap();
@@ -1320,7 +1359,133 @@ async fn a_practitioner_picks_the_launch_patient(node: Node) {
     );
 }
 
+/// A JSON call with the session cookie and its CSRF token.
+async fn api_post(b: &mut Browser, path: &str, body: Value) -> (StatusCode, Value) {
+    let csrf = b.account().await["csrf"].as_str().unwrap().to_string();
+    let r = b
+        .http
+        .post(format!("{}{path}", b.base))
+        .header("cookie", b.cookie_header())
+        .header("x-csrf-token", csrf)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn org_admins_verify_their_practitioners(node: Node) {
+    seed_people(&node).await;
+    let (_, totp) = create_user(&node, "org-admin", "orgadmin", &["--organization", "org1"]);
+    let (ours, _) = create_user(
+        &node,
+        "practitioner",
+        "drours",
+        &[
+            "--practitioner",
+            "dr1",
+            "--organization",
+            "org1",
+            "--specialty",
+            "394579002",
+        ],
+    );
+    let (theirs, _) = create_user(
+        &node,
+        "practitioner",
+        "drtheirs",
+        &["--practitioner", "dr1", "--organization", "org2"],
+    );
+    let token_for = |user: &str| {
+        let out = node.cli(&[
+            "admin",
+            "token",
+            "--user",
+            user,
+            "--scope",
+            "user/Observation.rs",
+        ]);
+        out.status
+            .success()
+            .then(|| String::from_utf8(out.stdout).unwrap().trim().to_string())
+    };
+    assert!(
+        token_for("drours").is_none(),
+        "unverified: no clinical scope"
+    );
+    let mut admin = Browser::new(&node);
+    admin.login("orgadmin", totp.as_deref()).await;
+    let (s, body) = api_post(
+        &mut admin,
+        &format!("/api/users/{ours}/verification"),
+        json!({"status": "verified"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let t = token_for("drours").expect("verified: clinical scopes");
+    assert_eq!(fhir_get(&node, &t, "Observation/o1").await, StatusCode::OK);
+    let (s, _) = api_post(
+        &mut admin,
+        &format!("/api/users/{theirs}/verification"),
+        json!({"status": "verified"}),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "another organization's practitioner"
+    );
+    // Suspension takes the access away again.
+    api_post(
+        &mut admin,
+        &format!("/api/users/{ours}/verification"),
+        json!({"status": "suspended"}),
+    )
+    .await;
+    assert!(token_for("drours").is_none());
+}
+
+async fn a_patient_can_turn_on_two_factor(node: Node) {
+    seed_people(&node).await;
+    create_user(&node, "patient", "pat", &["--patient", "p1"]);
+    let mut b = Browser::new(&node);
+    b.login("pat", None).await;
+    let (s, started) = api_post(&mut b, "/api/account/totp", json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    let uri = started["uri"].as_str().unwrap().to_string();
+    assert!(started["qr_svg"].as_str().unwrap().contains("<svg"));
+    // Until confirmed, the password alone still signs in.
+    let mut other = Browser::new(&node);
+    assert_eq!(
+        other.password("pat", PASSWORD).await.0,
+        StatusCode::SEE_OTHER
+    );
+    let (s, _) = api_post(
+        &mut b,
+        "/api/account/totp/confirm",
+        json!({"code": "000000"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a wrong code");
+    let (s, done) = api_post(
+        &mut b,
+        "/api/account/totp/confirm",
+        json!({"code": code_for(&uri, 0)}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{done}");
+    assert_eq!(done["recovery_codes"].as_array().unwrap().len(), 10);
+    // From now on a code is needed.
+    let mut next = Browser::new(&node);
+    let (s, page) = next.password("pat", PASSWORD).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(page.contains("Enter your code"));
+}
+
 on_both_databases!(
+    org_admins_verify_their_practitioners,
+    a_patient_can_turn_on_two_factor,
     a_practitioner_picks_the_launch_patient,
     login_needs_password_and_a_fresh_totp_code,
     csrf_tokens_are_required,
