@@ -111,12 +111,14 @@ impl ExternalLogin {
         Ok(m)
     }
 
-    /// The provider's keys, cached five minutes; `fresh` forces a reload (a rotated key).
+    /// The provider's keys, cached five minutes. `fresh` asks for a reload (a rotated key),
+    /// at most every 30 seconds, so tokens with bad signatures cannot make the node hammer
+    /// the provider.
     async fn jwks(&self, p: &Provider, fresh: bool) -> Result<Value, ProviderError> {
-        if !fresh
-            && let Ok(c) = p.cache.read()
+        let max_age = if fresh { 30 } else { 300 };
+        if let Ok(c) = p.cache.read()
             && let Some((k, at)) = &c.jwks
-            && now() - at < 300
+            && now() - at < max_age
         {
             return Ok(k.clone());
         }
