@@ -2,6 +2,8 @@
 //! transaction as the data. The entry never holds clinical content: who, what (type and id),
 //! when, how it went, and the request id. The tamper-evident Merkle log builds on these rows.
 
+pub mod merkle;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
