@@ -1,8 +1,8 @@
 //! Accounts, login (password, then TOTP), throttling, sessions, invitations.
 
 use medmesh_auth::credentials::{
-    self, ThrottlePolicy, Totp, hash_password, normalize_recovery_code, recovery_code,
-    secret_digest, verify_password,
+    ThrottlePolicy, Totp, hash_password, normalize_recovery_code, recovery_code, secret_digest,
+    verify_password,
 };
 use medmesh_auth::{Role, Verification};
 use medmesh_store::{InviteRecord, SessionRecord, StoreError, UserRecord};
@@ -647,12 +647,4 @@ impl IdentityService {
         self.store.update_user(&user).await?;
         Ok(())
     }
-
-    /// The current TOTP code of a user (for tests and for operators' break-fix tooling).
-    pub fn totp_code_for(&self, user: &UserRecord, unix_seconds: u64) -> Option<String> {
-        self.totp_of(user).map(|t| t.code_at(unix_seconds))
-    }
 }
-
-/// Re-exported for callers that only need the policy check.
-pub use credentials::PasswordPolicy;

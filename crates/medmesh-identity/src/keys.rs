@@ -19,7 +19,6 @@ struct Ring {
     signing: Option<TokenSigningKey>,
     verifying: Vec<TokenVerifyingKey>,
     revoked: HashSet<String>,
-    loaded_at: i64,
 }
 
 /// The cached keys and revoked token ids.
@@ -101,7 +100,6 @@ impl IdentityService {
             signing,
             verifying,
             revoked,
-            loaded_at: now,
         };
         Ok(())
     }
@@ -141,15 +139,6 @@ impl IdentityService {
             return Err(TokenError::Invalid);
         }
         Ok(claims)
-    }
-
-    /// Whether the key cache is older than `max_age` seconds (the server reloads it then).
-    pub fn keys_stale(&self, max_age: i64) -> bool {
-        self.keys
-            .ring
-            .read()
-            .map(|r| self.now() - r.loaded_at >= max_age)
-            .unwrap_or(true)
     }
 
     /// Mints an access token (the CLI's `admin token`, and the token endpoint).

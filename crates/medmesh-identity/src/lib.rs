@@ -120,11 +120,6 @@ impl IdentityService {
         &self.config
     }
 
-    /// The store (for the CLI).
-    pub fn store(&self) -> &Arc<dyn IdentityStore> {
-        &self.store
-    }
-
     /// Now, in seconds.
     pub fn now(&self) -> i64 {
         self.clock.now_micros() / 1_000_000

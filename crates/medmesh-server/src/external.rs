@@ -3,7 +3,7 @@
 //! id tokens and, where configured, its access tokens on the FHIR API.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -379,6 +379,3 @@ pub async fn callback(
         Err(e) => crate::web::error_page(&e),
     }
 }
-
-/// Shared handle.
-pub type SharedExternal = Arc<ExternalLogin>;

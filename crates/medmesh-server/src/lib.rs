@@ -51,15 +51,7 @@ pub struct AppState {
 impl AppState {
     /// The FHIR base URL for this request.
     pub fn base_url(&self, parts: &Parts) -> String {
-        if let Some(b) = &self.public_base_url {
-            return b.clone();
-        }
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
-        format!("http://{host}/fhir")
+        self.fhir_base(&parts.headers)
     }
     /// The FHIR base URL for a request's headers (the `aud` SMART apps name).
     pub fn fhir_base(&self, headers: &axum::http::HeaderMap) -> String {
