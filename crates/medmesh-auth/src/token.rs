@@ -237,6 +237,17 @@ pub fn verify_with_jwks(
     Ok(claims)
 }
 
+/// The claims of a compact JWT, without any verification: only for choosing which keys to
+/// verify it with (a client assertion's client, a provider's issuer). Never trust the result.
+pub fn unverified_claims(token: &str) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Verifies a compact JWT against the given keys, issuer and audience at time `now` (seconds).
 ///
 /// Only EdDSA is accepted; `alg: none`, HMAC and unknown `kid`s are refused.

@@ -1,7 +1,7 @@
 //! The OAuth2 authorization server for SMART App Launch 2.x.
 
 use medmesh_auth::credentials::{pkce_s256_matches, secret_digest};
-use medmesh_auth::token::{IdTokenClaims, verify_with_jwks};
+use medmesh_auth::token::{IdTokenClaims, unverified_claims, verify_with_jwks};
 use medmesh_auth::{Role, Scope, ScopeContext, Verification, narrow, parse_scopes};
 use medmesh_store::{AuthCodeRecord, ClientRecord, RefreshRecord, StoreError, UserRecord};
 use serde_json::{Value, json};
@@ -446,15 +446,7 @@ impl IdentityService {
             }
             // The client is named by the assertion's iss and sub; read them before verifying
             // to find its keys, then verify everything.
-            let unverified = assertion.split('.').nth(1).and_then(|p| {
-                use base64::Engine;
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(p)
-                    .ok()
-            });
-            let claims: Value = unverified
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or(IdentityError::InvalidClient)?;
+            let claims = unverified_claims(assertion).ok_or(IdentityError::InvalidClient)?;
             let client_id = claims
                 .get("iss")
                 .and_then(Value::as_str)

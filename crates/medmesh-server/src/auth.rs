@@ -3,9 +3,7 @@
 //! Handlers cannot reach the record service without this extractor's output, so every `/fhir`
 //! request is authenticated. SMART login replaces how tokens are issued, not this check.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use medmesh_auth::parse_scopes;
@@ -69,10 +67,7 @@ impl FromRequestParts<AppState> for Authenticated {
                 }
             }
         };
-        let source_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+        let source_ip = crate::web::peer_ip(parts);
         Ok(Self(RequestContext {
             actor,
             operation_id: operation_id(parts),

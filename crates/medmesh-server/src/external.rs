@@ -158,13 +158,7 @@ impl ExternalLogin {
         token: &str,
     ) -> Option<ExternalActor> {
         // Peek at the unverified issuer only to pick the provider; everything is verified.
-        let payload = token.split('.').nth(1)?;
-        let claims: Value = serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(payload)
-                .ok()?,
-        )
-        .ok()?;
+        let claims = medmesh_auth::token::unverified_claims(token)?;
         let iss = claims.get("iss").and_then(Value::as_str)?;
         let p = self
             .providers

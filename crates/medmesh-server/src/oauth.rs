@@ -15,7 +15,7 @@ use medmesh_identity::oauth::{AuthorizeError, AuthorizeRequest, ClientAuth, Regi
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::web::{SignedIn, csrf_refusal, message};
+use crate::web::{SignedIn, csrf_refusal, header_csrf_refusal, message};
 
 fn oauth_error(e: &IdentityError) -> Response {
     let status = match e {
@@ -362,8 +362,7 @@ pub async fn register(
     Json(reg): Json<Registration>,
 ) -> Response {
     let admin_session = signed_in.is_ok_and(|SignedIn(s)| {
-        s.user.role == "node-admin"
-            && headers.get("x-csrf-token").and_then(|v| v.to_str().ok()) == Some(s.csrf.as_str())
+        s.user.role == "node-admin" && header_csrf_refusal(&s, &headers).is_none()
     });
     let admin_token = headers
         .get(header::AUTHORIZATION)

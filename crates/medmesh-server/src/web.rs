@@ -111,13 +111,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
-                .unwrap_or_default(),
-        ))
+        Ok(Self(peer_ip(parts).unwrap_or_default()))
     }
 }
 
@@ -162,6 +156,22 @@ pub fn csrf_refusal(session: &Session, form_token: Option<&str>) -> Option<Respo
             "The form was stale or did not come from this site. Go back, reload and try again.",
         )),
     }
+}
+
+/// [`csrf_refusal`] for JSON calls, which send the token in `X-CSRF-Token`.
+pub fn header_csrf_refusal(session: &Session, headers: &HeaderMap) -> Option<Response> {
+    csrf_refusal(
+        session,
+        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// The peer's IP address: the socket's, never a spoofable forwarding header.
+pub fn peer_ip(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
 }
 
 /// Checks a pre-session form's token against the login CSRF cookie (double submit).
@@ -559,10 +569,7 @@ pub async fn create_invitation(
     headers: HeaderMap,
     axum::Json(body): axum::Json<serde_json::Value>,
 ) -> Response {
-    if let Some(r) = csrf_refusal(
-        &s,
-        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
-    ) {
+    if let Some(r) = header_csrf_refusal(&s, &headers) {
         return r;
     }
     let Some(role) = field(&body, "role").and_then(|r| r.parse().ok()) else {
@@ -599,10 +606,7 @@ pub async fn link_patient(
     headers: HeaderMap,
     axum::Json(body): axum::Json<serde_json::Value>,
 ) -> Response {
-    if let Some(r) = csrf_refusal(
-        &s,
-        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
-    ) {
+    if let Some(r) = header_csrf_refusal(&s, &headers) {
         return r;
     }
     let code = body
@@ -646,10 +650,7 @@ pub async fn set_verification(
     axum::extract::Path(user_id): axum::extract::Path<String>,
     axum::Json(body): axum::Json<serde_json::Value>,
 ) -> Response {
-    if let Some(r) = csrf_refusal(
-        &s,
-        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
-    ) {
+    if let Some(r) = header_csrf_refusal(&s, &headers) {
         return r;
     }
     let Some(status) = field(&body, "status").and_then(|v| v.parse().ok()) else {
@@ -677,10 +678,7 @@ pub async fn start_totp(
     SignedIn(s): SignedIn,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = csrf_refusal(
-        &s,
-        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
-    ) {
+    if let Some(r) = header_csrf_refusal(&s, &headers) {
         return r;
     }
     match state.identity.start_totp(&s.user).await {
@@ -699,10 +697,7 @@ pub async fn confirm_totp(
     headers: HeaderMap,
     axum::Json(body): axum::Json<serde_json::Value>,
 ) -> Response {
-    if let Some(r) = csrf_refusal(
-        &s,
-        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
-    ) {
+    if let Some(r) = header_csrf_refusal(&s, &headers) {
         return r;
     }
     match state
@@ -724,10 +719,7 @@ pub async fn make_launch(
     headers: HeaderMap,
     axum::Json(body): axum::Json<serde_json::Value>,
 ) -> Response {
-    if let Some(r) = csrf_refusal(
-        &s,
-        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
-    ) {
+    if let Some(r) = header_csrf_refusal(&s, &headers) {
         return r;
     }
     let Some(patient) = field(&body, "patient") else {
