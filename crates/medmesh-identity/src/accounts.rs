@@ -164,6 +164,28 @@ impl IdentityService {
         Totp::new(user.totp_secret.as_deref()?, "medmesh", &user.username).ok()
     }
 
+    /// Checks a TOTP code and claims its time step. Returns the step, or `None` for a wrong
+    /// or replayed code. The store's conditional update is the real replay guard: it holds
+    /// across replicas.
+    async fn claim_totp(
+        &self,
+        user: &UserRecord,
+        totp: &Totp,
+        code: &str,
+    ) -> Result<Option<i64>, IdentityError> {
+        let now = u64::try_from(self.now()).unwrap_or(0);
+        let last = user.totp_last_step.and_then(|s| u64::try_from(s).ok());
+        let Some(step) = totp.check(code, now, last) else {
+            return Ok(None);
+        };
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        Ok(self
+            .store
+            .claim_totp_step(&user.id, step)
+            .await?
+            .then_some(step))
+    }
+
     /// Refuses when either throttle key is cooling down.
     async fn check_throttle(&self, keys: &[(String, ThrottlePolicy)]) -> Result<(), IdentityError> {
         let now = self.now();
@@ -313,25 +335,13 @@ impl IdentityService {
         let keys = Self::throttle_keys(&user.username, ip);
         self.check_throttle(&keys).await?;
         let totp = self.totp_of(&user).ok_or(IdentityError::Internal)?;
-        let ok = match totp.check(
-            code,
-            u64::try_from(now).unwrap_or(0),
-            user.totp_last_step.and_then(|s| u64::try_from(s).ok()),
-        ) {
-            // The store's conditional update is the real replay guard (it holds across replicas).
-            Some(step) => {
-                self.store
-                    .claim_totp_step(&user.id, i64::try_from(step).unwrap_or(i64::MAX))
-                    .await?
-            }
-            None => {
-                user.totp_confirmed
-                    && self
-                        .store
-                        .use_recovery_code(&user.id, &secret_digest(&normalize_recovery_code(code)))
-                        .await?
-            }
-        };
+        let claimed = self.claim_totp(&user, &totp, code).await?;
+        let ok = claimed.is_some()
+            || (user.totp_confirmed
+                && self
+                    .store
+                    .use_recovery_code(&user.id, &secret_digest(&normalize_recovery_code(code)))
+                    .await?);
         if !ok {
             self.record_failure(&keys).await?;
             return Err(IdentityError::BadSecondFactor);
@@ -339,10 +349,9 @@ impl IdentityService {
         self.store.clear_throttle(&keys[0].0).await?;
         let mut recovery_codes = Vec::new();
         if !user.totp_confirmed {
+            // Unconfirmed accounts have no recovery codes: the code was a TOTP code.
             user.totp_confirmed = true;
-            if let Some(fresh) = self.store.user_by_id(&user.id).await? {
-                user.totp_last_step = fresh.totp_last_step;
-            }
+            user.totp_last_step = claimed;
             self.store.update_user(&user).await?;
             recovery_codes = self.new_recovery_codes(&user.id).await?;
         }
@@ -551,23 +560,12 @@ impl IdentityService {
         let totp = self
             .totp_of(&user)
             .ok_or_else(|| IdentityError::InvalidRequest("start enrolment first".into()))?;
-        let now = u64::try_from(self.now()).unwrap_or(0);
-        let step = totp
-            .check(
-                code,
-                now,
-                user.totp_last_step.and_then(|s| u64::try_from(s).ok()),
-            )
-            .ok_or(IdentityError::BadSecondFactor)?;
-        if !self
-            .store
-            .claim_totp_step(&user.id, i64::try_from(step).unwrap_or(i64::MAX))
+        let step = self
+            .claim_totp(&user, &totp, code)
             .await?
-        {
-            return Err(IdentityError::BadSecondFactor);
-        }
+            .ok_or(IdentityError::BadSecondFactor)?;
         user.totp_confirmed = true;
-        user.totp_last_step = i64::try_from(step).ok();
+        user.totp_last_step = Some(step);
         self.store.update_user(&user).await?;
         self.new_recovery_codes(&user.id).await
     }

@@ -3,10 +3,12 @@
 //! Pages walk the compartment in storage order with a keyset cursor, so a patient with 100k
 //! resources costs one index range scan per page, never a full materialization.
 
+use std::collections::HashMap;
+
 use medmesh_audit::Outcome;
 use medmesh_fhir::datetime::{self, format_instant};
 use medmesh_fhir::{IssueType, SearchParamType, fhirpath, index};
-use medmesh_policy::Action;
+use medmesh_policy::{Action, Grant};
 use serde_json::{Value, json};
 
 use crate::bundle::with_query;
@@ -85,17 +87,24 @@ impl RecordService {
             Some(p) if !p.deleted => {}
             _ => return Err(RecordError::NotFound),
         }
-        // Only types the actor may read are included.
+        // Only types the actor may read are included; their grants also judge each resource.
+        let grants: HashMap<&String, Grant> = self
+            .defs
+            .patient_compartment()
+            .keys()
+            .filter(|t| types.is_empty() || types.contains(t))
+            .filter_map(|t| {
+                self.pdp
+                    .authorize(&ctx.actor, Action::Read, Some(t))
+                    .ok()
+                    .map(|g| (t, g))
+            })
+            .collect();
         let links: Vec<(String, Vec<String>)> = self
             .defs
             .patient_compartment()
             .iter()
-            .filter(|(t, _)| types.is_empty() || types.contains(t))
-            .filter(|(t, _)| {
-                self.pdp
-                    .authorize(&ctx.actor, Action::Read, Some(t))
-                    .is_ok()
-            })
+            .filter(|(t, _)| grants.contains_key(t))
             .map(|(t, p)| (t.clone(), p.clone()))
             .collect();
         let mut type_filter = types.clone();
@@ -122,10 +131,8 @@ impl RecordService {
                 continue;
             }
             // Granular scopes (`patient/Observation.rs?category=...`) limit within a type.
-            let reach = self
-                .pdp
-                .authorize(&ctx.actor, Action::Read, Some(&v.resource_type));
-            if !reach.is_ok_and(|g| self.admits(&g, &v.resource_type, &r)) {
+            let reach = grants.get(&v.resource_type);
+            if !reach.is_some_and(|g| self.admits(g, &v.resource_type, &r)) {
                 continue;
             }
             ids.push(format!("{}/{}", v.resource_type, v.id));
