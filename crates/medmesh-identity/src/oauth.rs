@@ -833,8 +833,9 @@ impl IdentityService {
         serde_json::from_value(claims).ok()
     }
 
-    /// `/.well-known/smart-configuration`.
-    pub fn smart_configuration(&self) -> Value {
+    /// What both discovery documents say: the issuer, the endpoints, and how clients
+    /// authenticate and prove possession.
+    fn discovery_common(&self) -> Value {
         let i = self.config.issuer.trim_end_matches('/');
         json!({
             "issuer": i,
@@ -844,38 +845,41 @@ impl IdentityService {
             "introspection_endpoint": format!("{i}/oauth/introspect"),
             "revocation_endpoint": format!("{i}/oauth/revoke"),
             "registration_endpoint": format!("{i}/oauth/register"),
-            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
+        })
+    }
+
+    fn discovery_with(&self, specific: Value) -> Value {
+        let mut doc = self.discovery_common();
+        if let (Some(d), Value::Object(extra)) = (doc.as_object_mut(), specific) {
+            d.extend(extra);
+        }
+        doc
+    }
+
+    /// `/.well-known/smart-configuration`.
+    pub fn smart_configuration(&self) -> Value {
+        self.discovery_with(json!({
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "PS256", "PS384", "ES256", "ES384", "EdDSA"],
             "scopes_supported": ["openid", "fhirUser", "profile", "launch", "launch/patient", "offline_access", "online_access",
                                  "patient/*.cruds", "user/*.cruds", "system/*.cruds", "patient/*.read", "user/*.read", "system/*.read"],
-            "response_types_supported": ["code"],
-            "code_challenge_methods_supported": ["S256"],
             "capabilities": ["launch-ehr", "launch-standalone", "client-public", "client-confidential-symmetric",
                              "client-confidential-asymmetric", "context-ehr-patient", "context-standalone-patient",
                              "permission-offline", "permission-online", "permission-patient", "permission-user",
                              "permission-v1", "permission-v2", "sso-openid-connect", "authorize-post"],
-        })
+        }))
     }
 
     /// `/.well-known/openid-configuration`.
     pub fn openid_configuration(&self) -> Value {
-        let i = self.config.issuer.trim_end_matches('/');
-        json!({
-            "issuer": i,
-            "authorization_endpoint": format!("{i}/oauth/authorize"),
-            "token_endpoint": format!("{i}/oauth/token"),
-            "jwks_uri": format!("{i}/oauth/jwks"),
-            "registration_endpoint": format!("{i}/oauth/register"),
-            "introspection_endpoint": format!("{i}/oauth/introspect"),
-            "revocation_endpoint": format!("{i}/oauth/revoke"),
-            "response_types_supported": ["code"],
+        self.discovery_with(json!({
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["EdDSA"],
             "scopes_supported": ["openid", "fhirUser", "profile", "offline_access", "online_access"],
-            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
-            "code_challenge_methods_supported": ["S256"],
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "fhirUser", "preferred_username"],
-        })
+        }))
     }
 }
