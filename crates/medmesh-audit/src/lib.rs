@@ -1,8 +1,15 @@
 //! Audit entries. Every access to clinical data produces one; writes commit theirs in the same
 //! transaction as the data. The entry never holds clinical content: who, what (type and id),
-//! when, how it went, and the request id. The tamper-evident Merkle log builds on these rows.
+//! when, how it went, and the request id.
+//!
+//! The log is a Merkle tree ([`merkle`]) whose heads are signed as checkpoints
+//! ([`checkpoint`]); [`verify`] re-derives it from storage. Each entry's leaf is its canonical
+//! JSON ([`AuditEntry::to_leaf`]), which is also what storage keeps, so the bytes a patient is
+//! shown are the bytes that were hashed.
 
+pub mod checkpoint;
 pub mod merkle;
+pub mod verify;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -57,16 +64,72 @@ pub struct AuditEntry {
     pub outcome: Outcome,
     /// Source IP, when over the network.
     pub source_ip: Option<String>,
+    /// The patients whose data the access touched (or would have), for their own log view.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patients: Vec<String>,
+    /// Purpose of use (`TREAT`, `ETREAT`, `HRESCH`, `HPAYMT`), when one was declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// What the access rested on: `CareTeam/ct1`, `Consent/c1`, `ServiceRequest/r1`,
+    /// `break-glass/<id>`. Empty for the patient's own access and for system actors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub basis: Vec<String>,
+    /// Why it was denied, in terms safe to log (no PHI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl AuditEntry {
+    /// A new entry with the required fields; the optional ones start empty.
+    pub fn new(
+        time_micros: i64,
+        operation_id: &str,
+        actor: &str,
+        action: &str,
+        outcome: Outcome,
+    ) -> Self {
+        Self {
+            time_micros,
+            operation_id: operation_id.to_string(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            resource_type: None,
+            resource_ids: Vec::new(),
+            outcome,
+            source_ip: None,
+            patients: Vec::new(),
+            purpose: None,
+            basis: Vec::new(),
+            reason: None,
+        }
+    }
+
+    /// Whether the access was made under break-glass.
+    pub fn is_break_glass(&self) -> bool {
+        self.basis.iter().any(|b| b.starts_with("break-glass/"))
+    }
+
+    /// The canonical bytes: the Merkle leaf, and what storage keeps.
+    pub fn to_leaf(&self) -> Vec<u8> {
+        // Serializing a struct of strings, numbers and vectors cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads an entry back from its leaf bytes.
+    ///
+    /// # Errors
+    /// When the bytes are not an entry.
+    pub fn from_leaf(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
     /// Renders the entry as a FHIR AuditEvent in the shape of IHE BALP.
     pub fn to_audit_event(&self, recorded: &str) -> Value {
         let action = match self.action.as_str() {
             "create" => "C",
             "update" | "patch" => "U",
             "delete" => "D",
-            "read" | "search" | "export" | "history" => "R",
+            "read" | "vread" | "search" | "export" | "history" | "everything" => "R",
             _ => "E",
         };
         let entities: Vec<Value> = self
@@ -80,6 +143,26 @@ impl AuditEntry {
                 }
             })
             .collect();
+        let mut extension =
+            vec![json!({"url": "urn:medmesh:operation-id", "valueString": self.operation_id})];
+        extension.extend(
+            self.basis
+                .iter()
+                .map(|b| json!({"url": "urn:medmesh:access-basis", "valueString": b})),
+        );
+        if let Some(r) = &self.reason {
+            extension.push(json!({"url": "urn:medmesh:denial-reason", "valueString": r}));
+        }
+        let purpose: Vec<Value> = self
+            .purpose
+            .iter()
+            .map(|p| json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": p}]}))
+            .collect();
+        let mut entities = entities;
+        entities.extend(self.patients.iter().map(|p| {
+            json!({"what": {"reference": format!("Patient/{p}")},
+                   "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}})
+        }));
         json!({
             "resourceType": "AuditEvent",
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
@@ -87,11 +170,12 @@ impl AuditEntry {
             "action": action,
             "recorded": recorded,
             "outcome": self.outcome.fhir(),
+            "purposeOfEvent": purpose,
             "agent": [{"who": {"identifier": {"value": self.actor}}, "requestor": true,
                        "network": self.source_ip.as_ref().map(|ip| json!({"address": ip, "type": "2"}))}],
             "source": {"observer": {"display": "medmesh"}},
             "entity": entities,
-            "extension": [{"url": "urn:medmesh:operation-id", "valueString": self.operation_id}],
+            "extension": extension,
         })
     }
 }
@@ -102,16 +186,10 @@ mod tests {
 
     #[test]
     fn entities_are_references_or_identifiers() {
-        let e = AuditEntry {
-            time_micros: 0,
-            operation_id: "op".into(),
-            actor: "u".into(),
-            action: "search".into(),
-            resource_type: Some("Observation".into()),
-            resource_ids: vec!["Observation/o1".into(), "Patient/p1".into(), "job-1".into()],
-            outcome: Outcome::Success,
-            source_ip: None,
-        };
+        let mut e = AuditEntry::new(0, "op", "u", "search", Outcome::Success);
+        e.resource_type = Some("Observation".into());
+        e.resource_ids = vec!["Observation/o1".into(), "Patient/p1".into(), "job-1".into()];
+        assert_eq!(AuditEntry::from_leaf(&e.to_leaf()).unwrap(), e);
         let v = e.to_audit_event("2026-01-01T00:00:00Z");
         assert_eq!(v["entity"][0]["what"]["reference"], "Observation/o1");
         assert_eq!(

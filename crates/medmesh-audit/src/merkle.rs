@@ -200,6 +200,87 @@ pub fn nodes_needed(
     wanted
 }
 
+/// The right edge of a tree: the roots of its perfect subtrees, largest first (one per set
+/// bit of the size). Enough to append leaves and to compute the root, in `O(log n)` memory,
+/// which is what the writer keeps between appends and what `audit verify` streams with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    peaks: Vec<Hash>,
+}
+
+impl Frontier {
+    /// The frontier of the empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds a frontier from its size and concatenated peaks (as stored).
+    ///
+    /// # Errors
+    /// [`MerkleError::OutOfRange`] when the peaks do not fit the size.
+    pub fn from_bytes(size: u64, peaks: &[u8]) -> Result<Self, MerkleError> {
+        if peaks.len() != 32 * size.count_ones() as usize {
+            return Err(MerkleError::OutOfRange);
+        }
+        let peaks = peaks
+            .chunks_exact(32)
+            .map(|c| {
+                let mut h = [0u8; 32];
+                h.copy_from_slice(c);
+                h
+            })
+            .collect();
+        Ok(Self { size, peaks })
+    }
+
+    /// The peaks, concatenated (for storage).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.peaks.concat()
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf hash. Returns the hashes of the nodes it completes, in the order of
+    /// [`nodes_completed_by`]: the leaf first, then each parent it closes.
+    pub fn push(&mut self, leaf: Hash) -> Vec<Hash> {
+        let mut completed = vec![leaf];
+        let mut hash = leaf;
+        let mut index = self.size;
+        while index % 2 == 1 {
+            // A set low bit means a left sibling peak of the same size is waiting.
+            let Some(left) = self.peaks.pop() else { break };
+            hash = node_hash(&left, &hash);
+            completed.push(hash);
+            index /= 2;
+        }
+        self.peaks.push(hash);
+        self.size += 1;
+        completed
+    }
+
+    /// The tree head: RFC 9162's MTH over all leaves; `None` for the empty tree.
+    pub fn root(&self) -> Option<Hash> {
+        let mut peaks = self.peaks.iter().rev();
+        let mut acc = *peaks.next()?;
+        for p in peaks {
+            acc = node_hash(p, &acc);
+        }
+        Some(acc)
+    }
+}
+
+/// Where a stored node lives when each leaf row keeps the nodes it completed: node
+/// `(level, index)` was completed by its subtree's last leaf, at position `level` of that
+/// leaf's list. Returns `(leaf, position)`.
+pub fn home_of(node: NodeId) -> (u64, usize) {
+    let (level, index) = node;
+    (((index + 1) << level) - 1, level as usize)
+}
+
 /// Checks that `entry` is leaf `index` of the tree with `root` and `size`, using `proof`.
 ///
 /// # Errors
@@ -319,6 +400,29 @@ mod tests {
         assert!(wanted.len() <= 2 * 10 * 10, "O(log² n)");
         let subset: HashMap<NodeId, Hash> = wanted.iter().map(|id| (*id, nodes[id])).collect();
         assert!(inclusion_proof(123, 1000, &mut lookup(&subset)).is_ok());
+    }
+
+    #[test]
+    fn the_frontier_agrees_with_the_node_store() {
+        for n in 1..130usize {
+            let e = entries(n);
+            let nodes = build(&e);
+            let mut f = Frontier::new();
+            for (i, x) in e.iter().enumerate() {
+                let completed = f.push(leaf_hash(x));
+                let ids = nodes_completed_by(i as u64);
+                assert_eq!(completed.len(), ids.len());
+                for (id, h) in ids.iter().zip(&completed) {
+                    assert_eq!(nodes[id], *h);
+                    assert_eq!(home_of(*id), (i as u64, id.0 as usize));
+                }
+            }
+            assert_eq!(f.root(), Some(root(n as u64, &mut lookup(&nodes)).unwrap()));
+            let again = Frontier::from_bytes(f.size(), &f.to_bytes()).unwrap();
+            assert_eq!(again, f);
+        }
+        assert_eq!(Frontier::new().root(), None);
+        assert!(Frontier::from_bytes(3, &[0u8; 32]).is_err());
     }
 
     proptest! {

@@ -117,6 +117,20 @@ impl Grant {
     }
 }
 
+/// A permit to read audit entries: one patient's, or (node operators) the whole log.
+/// Only the PDP makes these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditView {
+    patient: Option<String>,
+}
+
+impl AuditView {
+    /// The patient whose entries may be read; `None` for the whole log.
+    pub fn patient(&self) -> Option<&str> {
+        self.patient.as_deref()
+    }
+}
+
 /// A denial, with the reason (for the audit log; clients see only a generic message).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("access denied: {reason}")]
@@ -130,6 +144,43 @@ pub struct Denied {
 pub struct Pdp;
 
 impl Pdp {
+    /// Decides whether `actor` may read the audit entries of `patient` (`None`: the whole
+    /// log). A patient reads their own; node operators (node admins, system scopes on
+    /// AuditEvent) read anyone's. Everyone else is refused, practitioners included: who
+    /// looked at a record is the patient's to see.
+    ///
+    /// # Errors
+    /// [`Denied`].
+    pub fn authorize_audit_view(
+        &self,
+        actor: &Actor,
+        patient: Option<&str>,
+    ) -> Result<AuditView, Denied> {
+        let reads_audit = actor
+            .scopes
+            .iter()
+            .any(|s| s.permissions.read && s.covers_type("AuditEvent"));
+        let operator = actor.role == Some(Role::NodeAdmin)
+            || (actor.role.is_none()
+                && actor.scopes.iter().any(|s| {
+                    s.context == ScopeContext::System
+                        && s.permissions.read
+                        && s.covers_type("AuditEvent")
+                }));
+        let own = actor.role == Some(Role::Patient)
+            && patient.is_some()
+            && actor.patient.as_deref() == patient;
+        if reads_audit && (operator || own) {
+            Ok(AuditView {
+                patient: patient.map(str::to_string),
+            })
+        } else {
+            Err(Denied {
+                reason: "audit entries are for the patient and node operators".into(),
+            })
+        }
+    }
+
     /// Decides whether `actor` may do `action` on `resource_type` (`None`: every type).
     ///
     /// # Errors

@@ -56,6 +56,34 @@ fn token_matches(filter: &str, value: &IndexValue) -> bool {
 }
 
 impl RecordService {
+    /// The patients whose compartment a resource is in (for audit entries and the PDP).
+    pub(crate) fn compartment_owners(&self, rt: &str, resource: &Value) -> Vec<String> {
+        if rt == "Patient" {
+            return resource
+                .get("id")
+                .and_then(Value::as_str)
+                .map(|id| vec![id.to_string()])
+                .unwrap_or_default();
+        }
+        let Some(params) = self.defs.patient_compartment().get(rt) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = index::extract_params(self.defs, resource, params)
+            .into_iter()
+            .filter_map(|r| match r.value {
+                IndexValue::Reference {
+                    target_type: Some(t),
+                    target_id: Some(id),
+                    ..
+                } if t == "Patient" => Some(id),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Whether a resource lies within what `grant` reaches.
     pub(crate) fn admits(&self, grant: &Grant, rt: &str, resource: &Value) -> bool {
         if grant.is_unrestricted() {

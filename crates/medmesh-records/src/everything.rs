@@ -138,15 +138,9 @@ impl RecordService {
             ids.push(format!("{}/{}", v.resource_type, v.id));
             entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url, v.resource_type, v.id), "resource": r, "search": {"mode": "match"}}));
         }
-        self.audit
-            .append(vec![self.entry(
-                ctx,
-                "everything",
-                Some("Patient"),
-                ids,
-                Outcome::Success,
-            )])
-            .await?;
+        let mut entry = self.entry(ctx, "everything", Some("Patient"), ids, Outcome::Success);
+        entry.patients = vec![patient_id.to_string()];
+        self.audit.append(vec![entry]).await?;
         let path = format!("{}/Patient/{patient_id}/$everything", ctx.base_url);
         let kept: Vec<(String, String)> = params
             .iter()

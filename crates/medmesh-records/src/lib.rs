@@ -4,6 +4,7 @@
 //! Inbound adapters (the HTTP server, the `medmesh import` CLI) call this crate; it calls the
 //! domain crates and the ports, and never touches HTTP or SQL itself.
 
+pub mod audit_log;
 pub mod audit_writer;
 pub mod bundle;
 mod confine;
@@ -14,6 +15,7 @@ pub mod export;
 pub mod import;
 pub mod service;
 
+pub use audit_log::{AuditLogError, AuditLogService, PatientLog, ProvenEntry, verify_log};
 pub use bundle::ReturnPreference;
 pub use context::{Clock, IdSource, MonotonicClock, RequestContext, SystemClock, UuidIds};
 pub use error::RecordError;

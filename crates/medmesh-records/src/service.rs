@@ -155,6 +155,24 @@ impl RecordService {
         self.clock.now_micros()
     }
 
+    /// The injected clock's time, microseconds (for entries written outside this service).
+    pub fn now_micros(&self) -> i64 {
+        self.clock.now_micros()
+    }
+
+    /// The policy decision point, for capabilities outside the FHIR API (the audit log).
+    pub fn pdp(&self) -> &Pdp {
+        &self.pdp
+    }
+
+    /// Appends audit entries through the group-commit writer; durable when this returns.
+    ///
+    /// # Errors
+    /// When the entries could not be committed (the caller must fail closed).
+    pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), RecordError> {
+        Ok(self.audit.append(entries).await?)
+    }
+
     /// An audit entry for this request. Ids are normalised to `Type/id` references.
     pub(crate) fn entry(
         &self,
@@ -181,6 +199,10 @@ impl RecordService {
                 .collect(),
             outcome,
             source_ip: ctx.source_ip.clone(),
+            patients: Vec::new(),
+            purpose: None,
+            basis: Vec::new(),
+            reason: None,
         }
     }
 
@@ -432,8 +454,13 @@ impl RecordService {
         let out = self
             .write_version(tx.as_mut(), &grant, rt, &id, body, None)
             .await?;
-        tx.append_audit(&self.entry(ctx, "create", Some(rt), vec![id], Outcome::Success))
-            .await?;
+        let mut entry = self.entry(ctx, "create", Some(rt), vec![id], Outcome::Success);
+        entry.patients = out
+            .resource
+            .as_ref()
+            .map(|r| self.compartment_owners(rt, r))
+            .unwrap_or_default();
+        tx.append_audit(&entry).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -465,6 +492,7 @@ impl RecordService {
         // What the grant does not reach answers as absent (404, never 403), and a restricted
         // grant cannot tell whose a tombstone was, so it sees deleted resources as absent too.
         let mut hidden = false;
+        let mut patients = Vec::new();
         let result = match found {
             None => Err(RecordError::NotFound),
             Some(v) if v.deleted && grant.is_unrestricted() => {
@@ -473,6 +501,7 @@ impl RecordService {
             Some(v) if v.deleted => Err(RecordError::NotFound),
             Some(v) => {
                 let resource = self.decode(&v)?;
+                patients = self.compartment_owners(rt, &resource);
                 if self.admits(grant, rt, &resource) {
                     Ok(ReadOutcome {
                         resource,
@@ -490,15 +519,9 @@ impl RecordService {
             Err(_) if hidden => Outcome::Denied,
             Err(_) => Outcome::Failed,
         };
-        self.audit
-            .append(vec![self.entry(
-                ctx,
-                action,
-                Some(rt),
-                vec![id.to_string()],
-                outcome,
-            )])
-            .await?;
+        let mut entry = self.entry(ctx, action, Some(rt), vec![id.to_string()], outcome);
+        entry.patients = patients;
+        self.audit.append(vec![entry]).await?;
         result
     }
 
@@ -660,14 +683,19 @@ impl RecordService {
         out: WriteOutcome,
     ) -> Result<WriteOutcome, RecordError> {
         if out.status != WriteStatus::Unchanged {
-            tx.append_audit(&self.entry(
+            let mut entry = self.entry(
                 ctx,
                 action,
                 Some(&out.resource_type),
                 vec![out.id.clone()],
                 Outcome::Success,
-            ))
-            .await?;
+            );
+            entry.patients = out
+                .resource
+                .as_ref()
+                .map(|r| self.compartment_owners(&out.resource_type, r))
+                .unwrap_or_default();
+            tx.append_audit(&entry).await?;
             tx.commit().await?;
         }
         Ok(out)
@@ -835,6 +863,12 @@ impl RecordService {
 
         let mut entries = Vec::new();
         let mut returned_ids = Vec::new();
+        let mut patients = Vec::new();
+        for v in matches.iter().chain(&included) {
+            patients.extend(self.compartment_owners(&v.resource_type, &self.decode(v)?));
+        }
+        patients.sort();
+        patients.dedup();
         for v in &matches {
             let r = resource::shape(self.defs, &self.decode(v)?, q.summary, &q.elements);
             returned_ids.push(format!("{}/{}", v.resource_type, v.id));
@@ -860,15 +894,9 @@ impl RecordService {
                 json!({"resource": operation_outcome(&issues), "search": {"mode": "outcome"}}),
             );
         }
-        self.audit
-            .append(vec![self.entry(
-                ctx,
-                "search",
-                Some(rt),
-                returned_ids,
-                Outcome::Success,
-            )])
-            .await?;
+        let mut entry = self.entry(ctx, "search", Some(rt), returned_ids, Outcome::Success);
+        entry.patients = patients;
+        self.audit.append(vec![entry]).await?;
 
         let base = format!("{}/{}", ctx.base_url, rt);
         let mut applied = q.applied.clone();

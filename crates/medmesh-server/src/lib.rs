@@ -3,6 +3,7 @@
 //! Routes map to thin handlers ([`handlers`]); authentication yields the request context
 //! ([`auth`]); every error leaves through one mapping to an OperationOutcome ([`response`]).
 
+pub mod audit;
 pub mod auth;
 pub mod capability;
 pub mod external;
@@ -20,8 +21,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, Request, header};
 use axum::routing::{get, post};
 use medmesh_identity::IdentityService;
-use medmesh_records::RecordService;
 use medmesh_records::export::ExportFiles;
+use medmesh_records::{AuditLogService, RecordService};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub external: Arc<external::ExternalLogin>,
     /// Export output files.
     pub export_files: Arc<dyn ExportFiles>,
+    /// The audit log's checkpoints and proofs.
+    pub audit_log: Arc<AuditLogService>,
     /// The CapabilityStatement, built once.
     pub capability: Arc<Value>,
     /// Public base URL (`http://host:port/fhir`); when `None`, taken from the Host header.
@@ -86,6 +89,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Version string for the CapabilityStatement.
     pub software_version: String,
+    /// Seconds between signed audit checkpoints (0: only on demand).
+    pub audit_checkpoint_interval: u64,
 }
 
 /// Builds the state and starts the export worker (resuming unfinished jobs).
@@ -93,6 +98,7 @@ pub async fn build_state(
     records: Arc<RecordService>,
     identity: Arc<IdentityService>,
     export_files: Arc<dyn ExportFiles>,
+    audit_log: Arc<AuditLogService>,
     config: ServerConfig,
 ) -> AppState {
     let capability = capability::capability_statement(
@@ -133,6 +139,19 @@ pub async fn build_state(
             }
         }
     });
+    if config.audit_checkpoint_interval > 0 {
+        let signer = audit_log.clone();
+        let every = std::time::Duration::from_secs(config.audit_checkpoint_interval);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = signer.checkpoint_now().await {
+                    tracing::error!(error = %e, "cannot sign an audit checkpoint");
+                }
+            }
+        });
+    }
     let external = Arc::new(external::ExternalLogin::new(
         identity.config().external.clone(),
     ));
@@ -141,6 +160,7 @@ pub async fn build_state(
         identity,
         external,
         export_files,
+        audit_log,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
         max_body_bytes: config.max_body_bytes,
@@ -216,6 +236,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/account/totp", post(web::start_totp))
         .route("/api/account/totp/confirm", post(web::confirm_totp))
         .route("/api/launch", post(web::make_launch))
+        .route(
+            "/api/audit/checkpoint",
+            get(audit::latest_checkpoint).post(audit::sign_checkpoint),
+        )
+        .route("/api/audit/key", get(audit::log_key))
+        .route("/api/audit/consistency", get(audit::consistency))
+        .route("/api/audit/entries/{index}/proof", get(audit::entry_proof))
+        .route("/api/patients/{id}/audit", get(audit::patient_log))
         .route("/fhir/", post(handlers::root_post))
         .nest("/fhir", fhir)
         .with_state(state)

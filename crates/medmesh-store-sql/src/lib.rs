@@ -4,6 +4,7 @@
 //! [`search_sql`], [`store`]) and run by either backend ([`sqlite`], [`postgres`]); each
 //! backend has its own migrations under `migrations/`.
 
+pub mod audit_log;
 pub mod exec;
 pub mod identity;
 pub mod postgres;
@@ -15,7 +16,7 @@ pub mod store;
 use std::path::Path;
 use std::sync::Arc;
 
-use medmesh_store::{IdentityStore, RecordStore, StoreError};
+use medmesh_store::{AuditLogStore, IdentityStore, RecordStore, StoreError};
 
 /// Both ports, served by one database.
 #[derive(Clone)]
@@ -24,14 +25,18 @@ pub struct Stores {
     pub records: Arc<dyn RecordStore>,
     /// Accounts, sessions, OAuth state, signing keys.
     pub identity: Arc<dyn IdentityStore>,
+    /// The audit log's tree, checkpoints and key.
+    pub audit: Arc<dyn AuditLogStore>,
 }
 
-fn stores<B: store::Backend>(backend: B) -> Stores {
+async fn stores<B: store::Backend>(backend: B) -> Result<Stores, StoreError> {
     let s = Arc::new(store::SqlStore::new(backend));
-    Stores {
+    s.upgrade_audit_v1().await?;
+    Ok(Stores {
         records: s.clone(),
-        identity: s,
-    }
+        identity: s.clone(),
+        audit: s,
+    })
 }
 
 /// Opens the store: PostgreSQL when `database_url` is given, else SQLite at
@@ -42,7 +47,7 @@ fn stores<B: store::Backend>(backend: B) -> Stores {
 pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Stores, StoreError> {
     match database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(stores(postgres::PgBackend::open(url, 16).await?))
+            stores(postgres::PgBackend::open(url, 16).await?).await
         }
         Some(url) => {
             let path = url
@@ -53,14 +58,12 @@ pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Stores,
                         "database URL must start with postgres:// or sqlite://".into(),
                     )
                 })?;
-            Ok(stores(sqlite::SqliteBackend::open(Path::new(path)).await?))
+            stores(sqlite::SqliteBackend::open(Path::new(path)).await?).await
         }
         None => {
             std::fs::create_dir_all(data_dir)
                 .map_err(|e| StoreError::Backend(format!("cannot create data directory: {e}")))?;
-            Ok(stores(
-                sqlite::SqliteBackend::open(&data_dir.join("medmesh.db")).await?,
-            ))
+            stores(sqlite::SqliteBackend::open(&data_dir.join("medmesh.db")).await?).await
         }
     }
 }

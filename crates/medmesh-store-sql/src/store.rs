@@ -164,34 +164,6 @@ async fn run_search(
     })
 }
 
-fn audit_insert(d: Dialect, entries: &[AuditEntry]) -> Sql {
-    let mut sql = Sql::new(
-        d,
-        "INSERT INTO audit_log (time_micros, operation_id, actor, action, resource_type, resource_ids, outcome, source_ip) VALUES ",
-    );
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(")
-            .int(e.time_micros)
-            .push(", ")
-            .str(&e.operation_id)
-            .push(", ")
-            .str(&e.actor)
-            .push(", ")
-            .str(&e.action)
-            .push(", ");
-        sql.bind(Arg::OptStr(e.resource_type.clone())).push(", ");
-        sql.str(&serde_json::to_string(&e.resource_ids).unwrap_or_else(|_| "[]".into()))
-            .push(", ")
-            .str(e.outcome.code())
-            .push(", ");
-        sql.bind(Arg::OptStr(e.source_ip.clone())).push(")");
-    }
-    sql
-}
-
 #[async_trait]
 impl<B: Backend> RecordStore for SqlStore<B> {
     async fn begin(&self) -> Result<Box<dyn RecordTx>, StoreError> {
@@ -484,24 +456,12 @@ impl<B: Backend> RecordStore for SqlStore<B> {
             return Ok(());
         }
         let mut tx = self.backend.begin().await?;
-        for chunk in entries.chunks(100) {
-            tx.execute(audit_insert(self.backend.dialect(), chunk))
-                .await?;
-        }
+        crate::audit_log::append_leaves(&mut tx, self.backend.dialect(), entries).await?;
         B::commit(tx).await
     }
 
     async fn audit_count(&self) -> Result<u64, StoreError> {
-        let mut conn = self.backend.conn().await?;
-        let rows = conn
-            .fetch(self.sql("SELECT COUNT(*) FROM audit_log"), &[Col::I64])
-            .await?;
-        Ok(rows
-            .first()
-            .map(|r| r.i64(0))
-            .transpose()?
-            .unwrap_or(0)
-            .max(0) as u64)
+        Ok(medmesh_store::AuditLogStore::log_head(self).await?.size)
     }
 
     async fn put_export_job(&self, job: &ExportJob) -> Result<(), StoreError> {
@@ -991,9 +951,9 @@ impl<B: Backend> RecordTx for SqlTx<B> {
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.flush().await?;
         // The audit entries commit in the same transaction as the data they describe.
-        for chunk in std::mem::take(&mut self.audit).chunks(100) {
-            self.tx.execute(audit_insert(self.dialect, chunk)).await?;
-        }
+        // Last, so the head row (which serializes appends) is locked only briefly.
+        let entries = std::mem::take(&mut self.audit);
+        crate::audit_log::append_leaves(&mut self.tx, self.dialect, &entries).await?;
         B::commit(self.tx).await
     }
 }

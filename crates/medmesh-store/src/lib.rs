@@ -3,7 +3,10 @@
 //! Adapters (SQLite, PostgreSQL) live in `medmesh-store-sql`. Bodies are opaque bytes produced
 //! by a [`BodyCodec`]; the store never parses them, and search runs on index rows only.
 
+pub mod audit_log;
 pub mod identity;
+
+pub use audit_log::{AuditLogStore, LogHead, LogKeyRecord, LoggedEntry, StoredCheckpoint};
 
 pub use identity::{
     AuthCodeRecord, ClientRecord, IdentityStore, InviteRecord, KeyRecord, RefreshRecord,

@@ -46,6 +46,11 @@ pub struct FileConfig {
     pub allow_self_registration: Option<bool>,
     /// Whether anyone may register OAuth clients (RFC 7591). Default false: admins only.
     pub open_client_registration: Option<bool>,
+    /// The audit log's name in signed checkpoints. Default: the node's public host plus
+    /// `/audit`. Changing it starts a new signing key (old checkpoints still verify).
+    pub audit_origin: Option<String>,
+    /// Seconds between signed audit checkpoints. Default 60; 0 signs only on demand.
+    pub audit_checkpoint_interval: Option<u64>,
     /// External OpenID Connect providers (`[[oidc]]` tables). Default none.
     #[serde(default)]
     pub oidc: Vec<OidcConfig>,
@@ -104,6 +109,10 @@ pub struct Config {
     pub allow_self_registration: bool,
     /// Open dynamic client registration.
     pub open_client_registration: bool,
+    /// Audit log name.
+    pub audit_origin: Option<String>,
+    /// Seconds between audit checkpoints (0: on demand only).
+    pub audit_checkpoint_interval: u64,
     /// External OpenID Connect providers.
     pub oidc: Vec<OidcConfig>,
 }
@@ -172,6 +181,11 @@ impl Config {
                 .map(|v| v == "true" || v == "1")
                 .or(file.open_client_registration)
                 .unwrap_or(false),
+            audit_origin: env("MEDMESH_AUDIT_ORIGIN").or(file.audit_origin),
+            audit_checkpoint_interval: env("MEDMESH_AUDIT_CHECKPOINT_INTERVAL")
+                .and_then(|v| v.parse().ok())
+                .or(file.audit_checkpoint_interval)
+                .unwrap_or(60),
             oidc: file.oidc,
         })
     }

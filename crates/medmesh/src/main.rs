@@ -18,7 +18,9 @@ use medmesh_identity::oauth::IssuedGrant;
 use medmesh_identity::{IdentityConfig, IdentityService, OsRandom};
 use medmesh_policy::Actor;
 use medmesh_records::import::{ImportFailure, ImportSummary};
-use medmesh_records::{MonotonicClock, RecordService, RequestContext, SystemClock, UuidIds};
+use medmesh_records::{
+    AuditLogService, MonotonicClock, RecordService, RequestContext, SystemClock, UuidIds,
+};
 use medmesh_store::{PlainCodec, RecordStore};
 use medmesh_store_sql::Stores;
 
@@ -87,6 +89,31 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Re-derive the whole Merkle tree from storage and check every signed checkpoint.
+    /// Exits 0 only if the whole log checks out; otherwise names the first bad entry and
+    /// exits 1.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Check checkpoints with this key only (signed-note verifier key, as served at
+        /// /api/audit/key), instead of the keys stored beside the log. Repeatable.
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+    },
+    /// Sign a checkpoint of the current tree now and print it.
+    Checkpoint {
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -253,8 +280,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             .to_string(),
         None => format!("http://{addr}"),
     };
-    let identity = identity_service(&stores, &cfg, issuer).await?;
+    let identity = identity_service(&stores, &cfg, issuer.clone()).await?;
     let records = record_service(stores.records.clone())?;
+    let origin = cfg.audit_origin.clone().unwrap_or_else(|| {
+        let host = issuer
+            .split_once("://")
+            .map_or(issuer.as_str(), |(_, h)| h)
+            .trim_end_matches('/');
+        format!("{host}/audit")
+    });
+    let audit_log = audit_log_service(&stores, &cfg, &origin).await?;
     let files = Arc::new(medmesh_server::files::LocalExportFiles::new(
         cfg.data_dir.join("exports"),
     ));
@@ -262,10 +297,12 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         records,
         identity,
         files,
+        audit_log,
         medmesh_server::ServerConfig {
             public_base_url: cfg.public_base_url.clone(),
             max_body_bytes: cfg.max_body_bytes,
             software_version: env!("CARGO_PKG_VERSION").into(),
+            audit_checkpoint_interval: cfg.audit_checkpoint_interval,
         },
     )
     .await;
@@ -276,6 +313,77 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// The origin (log name) when no server address is known: the configured one, else the
+/// public base URL's host, else the listen address.
+fn cli_origin(cfg: &Config) -> String {
+    cfg.audit_origin.clone().unwrap_or_else(|| {
+        let host = cfg
+            .public_base_url
+            .as_deref()
+            .and_then(|u| u.split_once("://"))
+            .and_then(|(_, rest)| rest.split('/').next())
+            .map_or_else(|| cfg.listen.to_string(), str::to_string);
+        format!("{host}/audit")
+    })
+}
+
+async fn audit_log_service(
+    stores: &Stores,
+    cfg: &Config,
+    origin: &str,
+) -> anyhow::Result<Arc<AuditLogService>> {
+    let _ = cfg;
+    let mut secret = [0u8; 32];
+    medmesh_identity::Random::fill(&OsRandom, &mut secret);
+    let log = AuditLogService::open(
+        stores.audit.clone(),
+        origin,
+        secret,
+        Arc::new(MonotonicClock::new(SystemClock)),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open the audit log: {e}"))?;
+    Ok(Arc::new(log))
+}
+
+async fn audit_verify(cfg: Config, trusted_keys: &[String]) -> anyhow::Result<bool> {
+    let trusted = trusted_keys
+        .iter()
+        .map(|k| {
+            medmesh_audit::checkpoint::LogVerifierKey::from_note_key(k).map_err(|_| {
+                anyhow::anyhow!("--trusted-key: expected name+hash+base64 Ed25519 key")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stores = open_store(&cfg).await?;
+    let started = Instant::now();
+    let report = medmesh_records::verify_log(stores.audit.as_ref(), &trusted, |_| {})
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the audit log: {e}"))?;
+    match report {
+        Ok(r) => {
+            let secs = started.elapsed().as_secs_f64();
+            outln!(
+                "audit log OK: {} entries, {} signed checkpoints, root {} ({:.2}s, {:.0} entries/s)",
+                r.entries,
+                r.checkpoints,
+                r.root.map(hex_hash).unwrap_or_else(|| "(empty)".into()),
+                secs,
+                r.entries as f64 / secs.max(1e-9)
+            );
+            Ok(true)
+        }
+        Err(problem) => {
+            eprintln!("audit log FAILED: {problem}");
+            Ok(false)
+        }
+    }
+}
+
+fn hex_hash(h: [u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -534,6 +642,30 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let cfg = load_config(&store, listen)?;
             init_logging(&cfg.log);
             serve(cfg).await?;
+            Ok(true)
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    store,
+                    trusted_keys,
+                },
+        } => {
+            let cfg = load_config(&store, None)?;
+            init_logging("warn");
+            audit_verify(cfg, &trusted_keys).await
+        }
+        Command::Audit {
+            command: AuditCommand::Checkpoint { store },
+        } => {
+            let cfg = load_config(&store, None)?;
+            init_logging("warn");
+            let stores = open_store(&cfg).await?;
+            let log = audit_log_service(&stores, &cfg, &cli_origin(&cfg)).await?;
+            match log.checkpoint_now().await? {
+                Some(c) => outln!("{}", c.text),
+                None => outln!("the log is empty; nothing to sign"),
+            }
             Ok(true)
         }
         Command::Import { store, paths, jobs } => {

@@ -196,9 +196,38 @@ impl Node {
         std::fs::read_to_string(self.data_dir.path().join("node.log")).unwrap_or_default()
     }
 
+    /// Whether this node runs on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.db_url.is_some()
+    }
+
+    /// Runs SQL statements directly on the node's database, behind its back (tamper tests).
+    pub async fn raw_sql(&self, sql: &str) {
+        use sqlx::Connection;
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match &self.db_url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::raw_sql(sql).execute(&mut c).await.expect("raw sql");
+            }
+            None => {
+                let path = self.data_dir.path().join("medmesh.db");
+                let mut c =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .expect("connect");
+                sqlx::raw_sql(sql).execute(&mut c).await.expect("raw sql");
+            }
+        }
+    }
+
     /// Runs a CLI command against this node's store.
     pub fn cli(&self, args: &[&str]) -> Output {
-        let (cmd, rest) = args.split_at(if args.first() == Some(&"admin") { 2 } else { 1 });
+        let (cmd, rest) = args.split_at(if matches!(args.first(), Some(&"admin" | &"audit")) {
+            2
+        } else {
+            1
+        });
         self.command()
             .args(cmd)
             .args(self.store_args())
@@ -210,7 +239,11 @@ impl Node {
     /// Runs a CLI command with `input` on stdin.
     pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
-        let (cmd, rest) = args.split_at(if args.first() == Some(&"admin") { 2 } else { 1 });
+        let (cmd, rest) = args.split_at(if matches!(args.first(), Some(&"admin" | &"audit")) {
+            2
+        } else {
+            1
+        });
         let mut child = self
             .command()
             .args(cmd)
@@ -277,6 +310,24 @@ impl Node {
 
     pub fn auth(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         req.bearer_auth(&self.token)
+    }
+
+    /// A URL outside the FHIR base (`/api/...`).
+    pub fn root_url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    /// GET on a path outside the FHIR base, with this node's token.
+    pub async fn get_raw(&self, path: &str) -> (StatusCode, HeaderMap, Value) {
+        self.send(self.auth(self.client.get(self.root_url(path))))
+            .await
+    }
+
+    /// POST JSON on a path outside the FHIR base, with this node's token.
+    #[allow(dead_code)] // used by the consent tests that follow
+    pub async fn post_raw(&self, path: &str, body: &Value) -> (StatusCode, HeaderMap, Value) {
+        self.send(self.auth(self.client.post(self.root_url(path))).json(body))
+            .await
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Value) {

@@ -1,0 +1,310 @@
+//! Signed tree heads, as C2SP checkpoints (the signed-note format of Go's checksum database,
+//! Sigstore and the transparency-log witness network), so an independent witness can
+//! cosign them without knowing medmesh.
+//!
+//! ```text
+//! medmesh.example.org/audit          <- origin: names the log
+//! 1234                               <- tree size
+//! 5O4RFqzv1Z2z...=                   <- base64 RFC 9162 root hash
+//! timestamp 1764028800000000         <- extension line: signing time, microseconds
+//!
+//! — medmesh.example.org/audit AbCd...  <- key name, base64(key hash(4) || Ed25519 signature(64))
+//! ```
+//!
+//! The signature covers the text above the blank line. The key hash is the first four bytes
+//! of `SHA-256(name || "\n" || 0x01 || public key)`, as the signed-note spec defines for Ed25519.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use crate::merkle::Hash;
+
+/// The em dash that starts a signature line.
+const SIG_PREFIX: &str = "\u{2014} ";
+
+/// A tree head: what a checkpoint commits to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeHead {
+    /// The log's name.
+    pub origin: String,
+    /// Number of entries.
+    pub size: u64,
+    /// RFC 9162 root hash.
+    pub root: Hash,
+    /// When it was signed, microseconds since the epoch.
+    pub timestamp_micros: i64,
+}
+
+/// A failure to read or check a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointError {
+    /// Not a checkpoint.
+    #[error("malformed checkpoint")]
+    Malformed,
+    /// No signature by the expected key, or a signature that does not verify.
+    #[error("checkpoint signature does not verify")]
+    BadSignature,
+}
+
+impl TreeHead {
+    /// The signed body text.
+    pub fn body(&self) -> String {
+        format!(
+            "{}\n{}\n{}\ntimestamp {}\n",
+            self.origin,
+            self.size,
+            B64.encode(self.root),
+            self.timestamp_micros
+        )
+    }
+
+    /// Parses a body (the text above the blank line).
+    fn parse_body(body: &str) -> Result<Self, CheckpointError> {
+        let mut lines = body
+            .strip_suffix('\n')
+            .ok_or(CheckpointError::Malformed)?
+            .split('\n');
+        let origin = lines
+            .next()
+            .filter(|o| !o.is_empty())
+            .ok_or(CheckpointError::Malformed)?;
+        let size = lines
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or(CheckpointError::Malformed)?;
+        let root: Hash = lines
+            .next()
+            .and_then(|r| B64.decode(r).ok())
+            .and_then(|r| r.try_into().ok())
+            .ok_or(CheckpointError::Malformed)?;
+        let timestamp_micros = lines
+            .next()
+            .and_then(|l| l.strip_prefix("timestamp "))
+            .and_then(|t| t.parse().ok())
+            .ok_or(CheckpointError::Malformed)?;
+        Ok(Self {
+            origin: origin.to_string(),
+            size,
+            root,
+            timestamp_micros,
+        })
+    }
+}
+
+/// The log's Ed25519 key, named as signed notes name keys.
+#[derive(Clone)]
+pub struct LogSigner {
+    name: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for LogSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogSigner")
+            .field("name", &self.name)
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+/// The 4-byte key hash signed notes use to pick a key.
+fn key_hash(name: &str, public: &VerifyingKey) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update(b"\n\x01");
+    h.update(public.as_bytes());
+    let d = h.finalize();
+    [d[0], d[1], d[2], d[3]]
+}
+
+impl LogSigner {
+    /// A signer from a 32-byte Ed25519 secret.
+    pub fn new(name: &str, secret: [u8; 32]) -> Self {
+        Self {
+            name: name.to_string(),
+            key: SigningKey::from_bytes(&secret),
+        }
+    }
+
+    /// The matching verifier.
+    pub fn verifier(&self) -> LogVerifierKey {
+        LogVerifierKey {
+            name: self.name.clone(),
+            key: self.key.verifying_key(),
+        }
+    }
+
+    /// Signs a tree head; returns the checkpoint text.
+    pub fn sign(&self, head: &TreeHead) -> String {
+        let body = head.body();
+        let sig = self.key.sign(body.as_bytes());
+        let mut blob = key_hash(&self.name, &self.key.verifying_key()).to_vec();
+        blob.extend_from_slice(&sig.to_bytes());
+        format!("{body}\n{SIG_PREFIX}{} {}\n", self.name, B64.encode(blob))
+    }
+}
+
+/// A public key that checks checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogVerifierKey {
+    name: String,
+    key: VerifyingKey,
+}
+
+impl LogVerifierKey {
+    /// From a name and a 32-byte public key.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Malformed`] for an invalid key.
+    pub fn new(name: &str, public: &[u8]) -> Result<Self, CheckpointError> {
+        let bytes: [u8; 32] = public.try_into().map_err(|_| CheckpointError::Malformed)?;
+        Ok(Self {
+            name: name.to_string(),
+            key: VerifyingKey::from_bytes(&bytes).map_err(|_| CheckpointError::Malformed)?,
+        })
+    }
+
+    /// Parses the signed-note verifier-key text form, checking its key hash.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Malformed`].
+    pub fn from_note_key(text: &str) -> Result<Self, CheckpointError> {
+        // Names cannot hold '+', base64 can: split from the left.
+        let mut parts = text.splitn(3, '+');
+        let (Some(name), Some(_), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(CheckpointError::Malformed);
+        };
+        let raw = B64.decode(key).map_err(|_| CheckpointError::Malformed)?;
+        let Some((1, public)) = raw.split_first() else {
+            return Err(CheckpointError::Malformed);
+        };
+        let parsed = Self::new(name, public)?;
+        if parsed.to_note_key() == text {
+            Ok(parsed)
+        } else {
+            Err(CheckpointError::Malformed)
+        }
+    }
+
+    /// The key in the signed-note verifier-key text form: `name+hash+base64(0x01 || key)`.
+    pub fn to_note_key(&self) -> String {
+        let mut k = vec![1u8];
+        k.extend_from_slice(self.key.as_bytes());
+        format!(
+            "{}+{}+{}",
+            self.name,
+            hex_lower(&key_hash(&self.name, &self.key)),
+            B64.encode(k)
+        )
+    }
+
+    /// The key's name (the log's origin).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The raw public key.
+    pub fn public_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
+    /// Checks a checkpoint's signature by this key and returns its tree head.
+    ///
+    /// # Errors
+    /// [`CheckpointError`].
+    pub fn open(&self, checkpoint: &str) -> Result<TreeHead, CheckpointError> {
+        let (body, sigs) = checkpoint
+            .split_once("\n\n")
+            .ok_or(CheckpointError::Malformed)?;
+        let body = format!("{body}\n");
+        let head = TreeHead::parse_body(&body)?;
+        let want = key_hash(&self.name, &self.key);
+        for line in sigs.lines() {
+            let Some(rest) = line.strip_prefix(SIG_PREFIX) else {
+                return Err(CheckpointError::Malformed);
+            };
+            let Some((name, blob)) = rest.rsplit_once(' ') else {
+                return Err(CheckpointError::Malformed);
+            };
+            let blob = B64.decode(blob).map_err(|_| CheckpointError::Malformed)?;
+            if name != self.name || blob.len() != 68 || blob[..4] != want {
+                continue; // another key's signature (a witness cosignature)
+            }
+            let sig = Signature::from_slice(&blob[4..]).map_err(|_| CheckpointError::Malformed)?;
+            return self
+                .key
+                .verify(body.as_bytes(), &sig)
+                .map(|()| head)
+                .map_err(|_| CheckpointError::BadSignature);
+        }
+        Err(CheckpointError::BadSignature)
+    }
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head() -> TreeHead {
+        TreeHead {
+            origin: "node.example/audit".into(),
+            size: 42,
+            root: [9; 32],
+            timestamp_micros: 1_700_000_000_000_000,
+        }
+    }
+
+    #[test]
+    fn a_signed_checkpoint_opens_with_its_key_only() {
+        let signer = LogSigner::new("node.example/audit", [1; 32]);
+        let cp = signer.sign(&head());
+        assert!(cp.starts_with("node.example/audit\n42\n"));
+        assert_eq!(signer.verifier().open(&cp), Ok(head()));
+        let other = LogSigner::new("node.example/audit", [2; 32]);
+        assert_eq!(
+            other.verifier().open(&cp),
+            Err(CheckpointError::BadSignature)
+        );
+        let forged = cp.replacen("\n42\n", "\n43\n", 1);
+        assert_eq!(
+            signer.verifier().open(&forged),
+            Err(CheckpointError::BadSignature)
+        );
+        let note_key = signer.verifier().to_note_key();
+        assert!(note_key.starts_with("node.example/audit+"));
+        assert_eq!(
+            LogVerifierKey::from_note_key(&note_key),
+            Ok(signer.verifier())
+        );
+        assert!(LogVerifierKey::from_note_key(&note_key.replacen("+", "+0", 1)).is_err());
+    }
+
+    #[test]
+    fn note_keys_with_plus_signs_in_their_base64_parse() {
+        for seed in 0..64u8 {
+            let k = LogSigner::new("n/audit", [seed; 32]).verifier();
+            assert_eq!(LogVerifierKey::from_note_key(&k.to_note_key()), Ok(k));
+        }
+    }
+
+    #[test]
+    fn a_witness_cosignature_is_skipped_not_rejected() {
+        let signer = LogSigner::new("node.example/audit", [1; 32]);
+        let witness = LogSigner::new("witness.example", [3; 32]);
+        let cp = signer.sign(&head());
+        let cosig = witness.sign(&head());
+        let sig_line = cosig
+            .rsplit_once("\n\n")
+            .map(|(_, s)| s)
+            .unwrap_or_default();
+        let both = format!("{cp}{sig_line}");
+        assert_eq!(signer.verifier().open(&both), Ok(head()));
+        assert_eq!(witness.verifier().open(&both), Ok(head()));
+    }
+}

@@ -1,0 +1,317 @@
+//! The audit log's read side: signed checkpoints, inclusion and consistency proofs, a
+//! patient's own entries with proofs, and the full re-derivation `medmesh audit verify` runs.
+//! Appends happen with the data (see [`crate::audit_writer`] and `RecordTx::append_audit`).
+
+use std::sync::Arc;
+
+use medmesh_audit::AuditEntry;
+use medmesh_audit::checkpoint::{LogSigner, LogVerifierKey, TreeHead};
+use medmesh_audit::merkle::{self, Frontier, Hash, MerkleError, NodeId};
+use medmesh_audit::verify::{LogProblem, LogVerifier, VerifyReport};
+use medmesh_store::{AuditLogStore, LogKeyRecord, StoreError, StoredCheckpoint};
+
+use crate::context::Clock;
+
+/// Rows read per page while verifying.
+const VERIFY_PAGE: u32 = 20_000;
+
+/// A failure of the audit log service.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditLogError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A proof was asked for sizes or an index the log does not have.
+    #[error("no such tree size or entry")]
+    OutOfRange,
+    /// The stored tree lacks a node a proof needs (the log is damaged; run `audit verify`).
+    #[error("the stored tree is damaged")]
+    Damaged,
+}
+
+impl From<MerkleError> for AuditLogError {
+    fn from(e: MerkleError) -> Self {
+        match e {
+            MerkleError::OutOfRange => Self::OutOfRange,
+            MerkleError::MissingNode(..) | MerkleError::Invalid => Self::Damaged,
+        }
+    }
+}
+
+/// One of a patient's entries, with its proof against a checkpoint.
+#[derive(Debug, Clone)]
+pub struct ProvenEntry {
+    /// Leaf index.
+    pub index: u64,
+    /// The entry's exact bytes (what was hashed).
+    pub leaf: Vec<u8>,
+    /// The entry, decoded.
+    pub entry: AuditEntry,
+    /// Inclusion proof (RFC 9162 audit path, leaf side first).
+    pub proof: Vec<Hash>,
+}
+
+/// A page of a patient's log.
+#[derive(Debug, Clone)]
+pub struct PatientLog {
+    /// The checkpoint every proof is against.
+    pub checkpoint: StoredCheckpoint,
+    /// Its tree head.
+    pub head: TreeHead,
+    /// Entries, newest first.
+    pub entries: Vec<ProvenEntry>,
+}
+
+/// The audit log service.
+pub struct AuditLogService {
+    store: Arc<dyn AuditLogStore>,
+    signer: LogSigner,
+    origin: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for AuditLogService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLogService")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLogService {
+    /// Opens the log named `origin`: loads its signing key, or stores `fresh_secret` as the
+    /// key if this origin has none yet (so every replica ends up with the same key).
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub async fn open(
+        store: Arc<dyn AuditLogStore>,
+        origin: &str,
+        fresh_secret: [u8; 32],
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AuditLogError> {
+        let candidate = LogSigner::new(origin, fresh_secret);
+        let record = store
+            .log_key(
+                &LogKeyRecord {
+                    name: origin.to_string(),
+                    secret: fresh_secret,
+                    public: candidate.verifier().public_bytes(),
+                },
+                clock.now_micros(),
+            )
+            .await?;
+        Ok(Self {
+            store,
+            signer: LogSigner::new(origin, record.secret),
+            origin: origin.to_string(),
+            clock,
+        })
+    }
+
+    /// The key that verifies this log's checkpoints.
+    pub fn verifier_key(&self) -> LogVerifierKey {
+        self.signer.verifier()
+    }
+
+    /// Signs a checkpoint of the current tree, unless the newest one already covers it.
+    /// Returns the newest checkpoint. Called at the configured interval and on demand.
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub async fn checkpoint_now(&self) -> Result<Option<StoredCheckpoint>, AuditLogError> {
+        let head = self.store.log_head().await?;
+        let latest = self.store.checkpoint(None).await?;
+        if latest.as_ref().is_some_and(|c| c.size >= head.size) || head.size == 0 {
+            return Ok(latest);
+        }
+        let frontier = Frontier::from_bytes(head.size, &head.peaks)?;
+        let root = frontier.root().ok_or(AuditLogError::Damaged)?;
+        let now = self.clock.now_micros();
+        let text = self.signer.sign(&TreeHead {
+            origin: self.origin.clone(),
+            size: head.size,
+            root,
+            timestamp_micros: now,
+        });
+        self.store
+            .put_checkpoint(&StoredCheckpoint {
+                size: head.size,
+                text,
+                signed_micros: now,
+            })
+            .await?;
+        // Another replica may have signed the same size first; theirs is the one kept.
+        Ok(self.store.checkpoint(Some(head.size)).await?)
+    }
+
+    /// The newest checkpoint.
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub async fn latest(&self) -> Result<Option<StoredCheckpoint>, AuditLogError> {
+        Ok(self.store.checkpoint(None).await?)
+    }
+
+    /// The checkpoint at exactly `size`.
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub async fn checkpoint_at(
+        &self,
+        size: u64,
+    ) -> Result<Option<StoredCheckpoint>, AuditLogError> {
+        Ok(self.store.checkpoint(Some(size)).await?)
+    }
+
+    async fn with_nodes<T>(
+        &self,
+        run: impl Fn(&mut dyn FnMut(NodeId) -> Result<Hash, MerkleError>) -> Result<T, MerkleError>,
+    ) -> Result<T, AuditLogError> {
+        let wanted = merkle::nodes_needed(|n| run(n).map(|_| ()));
+        let nodes = self.store.log_nodes(&wanted).await?;
+        let mut lookup = |id: NodeId| {
+            nodes
+                .get(&id)
+                .copied()
+                .ok_or(MerkleError::MissingNode(id.0, id.1))
+        };
+        Ok(run(&mut lookup)?)
+    }
+
+    async fn check_size(&self, size: u64) -> Result<(), AuditLogError> {
+        if size == 0 || size > self.store.log_head().await?.size {
+            return Err(AuditLogError::OutOfRange);
+        }
+        Ok(())
+    }
+
+    /// The inclusion proof of entry `index` in the tree of `size` entries.
+    ///
+    /// # Errors
+    /// [`AuditLogError::OutOfRange`] for an index or size the log does not have.
+    pub async fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, AuditLogError> {
+        self.check_size(size).await?;
+        self.with_nodes(|n| merkle::inclusion_proof(index, size, n))
+            .await
+    }
+
+    /// The consistency proof from the tree of `old_size` entries to the tree of `new_size`.
+    ///
+    /// # Errors
+    /// [`AuditLogError::OutOfRange`] unless `0 < old_size <= new_size <= current size`.
+    pub async fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<Hash>, AuditLogError> {
+        self.check_size(new_size).await?;
+        self.with_nodes(|n| merkle::consistency_proof(old_size, new_size, n))
+            .await
+    }
+
+    /// A patient's own entries, newest first, each with an inclusion proof against one
+    /// checkpoint (signed now if the newest does not cover them yet).
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub async fn patient_log(
+        &self,
+        patient_id: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Option<PatientLog>, AuditLogError> {
+        let rows = self
+            .store
+            .log_entries_for_patient(patient_id, before, limit)
+            .await?;
+        let newest = rows.first().map_or(0, |r| r.index + 1);
+        let mut checkpoint = self.store.checkpoint(None).await?;
+        if checkpoint.as_ref().is_none_or(|c| c.size < newest) {
+            checkpoint = self.checkpoint_now().await?;
+        }
+        let Some(checkpoint) = checkpoint else {
+            return Ok(None);
+        };
+        let head = self
+            .signer
+            .verifier()
+            .open(&checkpoint.text)
+            .map_err(|_| AuditLogError::Damaged)?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in rows {
+            let entry = AuditEntry::from_leaf(&r.entry).map_err(|_| AuditLogError::Damaged)?;
+            let proof = self.inclusion_proof(r.index, head.size).await?;
+            entries.push(ProvenEntry {
+                index: r.index,
+                leaf: r.entry,
+                entry,
+                proof,
+            });
+        }
+        Ok(Some(PatientLog {
+            checkpoint,
+            head,
+            entries,
+        }))
+    }
+}
+
+/// Re-derives the whole log from storage and checks every checkpoint (`medmesh audit
+/// verify`). `trusted` pins the keys to check checkpoints with; empty means the keys stored
+/// beside the log (which someone able to rewrite the database could also replace).
+///
+/// # Errors
+/// `Ok(Err(problem))` names the first problem; `Err` is a storage failure.
+pub async fn verify_log(
+    store: &dyn AuditLogStore,
+    trusted: &[LogVerifierKey],
+    mut progress: impl FnMut(u64),
+) -> Result<Result<VerifyReport, LogProblem>, StoreError> {
+    let keys = if trusted.is_empty() {
+        store
+            .log_public_keys()
+            .await?
+            .into_iter()
+            .filter_map(|(name, public)| LogVerifierKey::new(&name, &public).ok())
+            .collect()
+    } else {
+        trusted.to_vec()
+    };
+    let checkpoints: Vec<(u64, String)> = store
+        .checkpoints()
+        .await?
+        .into_iter()
+        .map(|c| (c.size, c.text))
+        .collect();
+    // Read the head first: entries appended while verifying are beyond it and not checked.
+    let head = store.log_head().await?;
+    let mut verifier = match LogVerifier::new(&keys, &checkpoints) {
+        Ok(v) => v,
+        Err(p) => return Ok(Err(p)),
+    };
+    let mut next = 0;
+    loop {
+        let page = store.log_entries(next, VERIFY_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        let after = last.index + 1;
+        for row in page.into_iter().take_while(|r| r.index < head.size) {
+            if let Err(p) = verifier.feed(row.index, &row.entry, &row.nodes) {
+                return Ok(Err(p));
+            }
+        }
+        progress(after.min(head.size));
+        if after >= head.size {
+            break;
+        }
+        next = after;
+    }
+    // Rows past the head are fine only if a concurrent append has since moved the head over
+    // them; a row no head covers was inserted behind the writer's back.
+    if let Some(extra) = store.log_entries(head.size, 1).await?.first()
+        && store.log_head().await?.size <= extra.index
+    {
+        return Ok(Err(LogProblem::Inserted(extra.index)));
+    }
+    Ok(verifier.finish(head.size, &head.peaks))
+}

@@ -1,0 +1,253 @@
+//! The audit log API: checkpoints, the log key, consistency proofs, and a patient's own log
+//! with inclusion proofs. Proof formats are in `docs/audit.md`.
+//!
+//! Checkpoints, the key and consistency proofs hold hashes only, so they are public: anyone
+//! holding an old checkpoint (a witness, a regulator) can check the log only grew. Entries
+//! name who looked at whose record, so they need the PDP's [`medmesh_policy::AuditView`].
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use medmesh_audit::{AuditEntry, Outcome};
+use medmesh_fhir::outcome::IssueType;
+use medmesh_records::AuditLogError;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Authenticated;
+use crate::response::ApiError;
+
+impl From<AuditLogError> for ApiError {
+    fn from(e: AuditLogError) -> Self {
+        match e {
+            AuditLogError::OutOfRange => Self::new(
+                StatusCode::BAD_REQUEST,
+                IssueType::Invalid,
+                "no such tree size or entry",
+            ),
+            AuditLogError::Damaged => {
+                tracing::error!("the audit tree is damaged; run `medmesh audit verify`");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    IssueType::Exception,
+                    "internal error",
+                )
+            }
+            AuditLogError::Store(inner) => medmesh_records::RecordError::Store(inner).into(),
+        }
+    }
+}
+
+fn b64_list(hashes: &[[u8; 32]]) -> Vec<String> {
+    hashes.iter().map(|h| B64.encode(h)).collect()
+}
+
+fn checkpoint_text(text: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// `GET /api/audit/checkpoint`: the newest signed checkpoint (C2SP format, text/plain).
+pub async fn latest_checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.audit_log.latest().await? {
+        Some(c) => Ok(checkpoint_text(c.text)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            IssueType::NotFound,
+            "no checkpoint has been signed yet",
+        )),
+    }
+}
+
+/// `POST /api/audit/checkpoint`: signs a checkpoint of the current tree now (any
+/// authenticated caller; it is idempotent and cheap) and returns it.
+pub async fn sign_checkpoint(
+    State(state): State<AppState>,
+    Authenticated(_ctx): Authenticated,
+) -> Result<Response, ApiError> {
+    match state.audit_log.checkpoint_now().await? {
+        Some(c) => Ok(checkpoint_text(c.text)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            IssueType::NotFound,
+            "the log is empty",
+        )),
+    }
+}
+
+/// `GET /api/audit/key`: the key checkpoints are signed with.
+pub async fn log_key(State(state): State<AppState>) -> Response {
+    let key = state.audit_log.verifier_key();
+    axum::Json(json!({
+        "name": key.name(),
+        "algorithm": "Ed25519",
+        "publicKey": B64.encode(key.public_bytes()),
+        "noteVerifierKey": key.to_note_key(),
+    }))
+    .into_response()
+}
+
+/// Query of `GET /api/audit/consistency`.
+#[derive(Debug, Deserialize)]
+pub struct ConsistencyQuery {
+    from: u64,
+    to: Option<u64>,
+}
+
+/// `GET /api/audit/consistency?from=N[&to=M]`: the RFC 9162 consistency proof from tree
+/// size N to M (default: the newest checkpoint's size).
+pub async fn consistency(
+    State(state): State<AppState>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Response, ApiError> {
+    let latest = state.audit_log.latest().await?;
+    let to = match (q.to, &latest) {
+        (Some(t), _) => t,
+        (None, Some(c)) => c.size,
+        (None, None) => return Err(AuditLogError::OutOfRange.into()),
+    };
+    let proof = state.audit_log.consistency_proof(q.from, to).await?;
+    Ok(axum::Json(json!({
+        "from": q.from,
+        "to": to,
+        "proof": b64_list(&proof),
+        "checkpoint": latest.filter(|c| c.size == to).map(|c| c.text),
+    }))
+    .into_response())
+}
+
+/// Query of `GET /api/audit/entries/{index}/proof`.
+#[derive(Debug, Deserialize)]
+pub struct InclusionQuery {
+    size: Option<u64>,
+}
+
+/// `GET /api/audit/entries/{index}/proof[?size=M]`: node operators only; the inclusion proof
+/// of any entry.
+pub async fn entry_proof(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(index): Path<u64>,
+    Query(q): Query<InclusionQuery>,
+) -> Result<Response, ApiError> {
+    state
+        .records
+        .pdp()
+        .authorize_audit_view(&ctx.actor, None)
+        .map_err(|_| not_found())?;
+    let checkpoint = match q.size {
+        Some(s) => state.audit_log.checkpoint_at(s).await?,
+        None => state.audit_log.checkpoint_now().await?,
+    }
+    .ok_or(AuditLogError::OutOfRange)?;
+    let proof = state
+        .audit_log
+        .inclusion_proof(index, checkpoint.size)
+        .await?;
+    Ok(axum::Json(json!({
+        "index": index,
+        "size": checkpoint.size,
+        "proof": b64_list(&proof),
+        "checkpoint": checkpoint.text,
+    }))
+    .into_response())
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        IssueType::NotFound,
+        "no such patient log",
+    )
+}
+
+/// Query of `GET /api/patients/{id}/audit`.
+#[derive(Debug, Deserialize)]
+pub struct PatientLogQuery {
+    before: Option<u64>,
+    #[serde(rename = "_count")]
+    count: Option<u32>,
+}
+
+/// `GET /api/patients/{id}/audit`: who accessed this patient's record, when, why and on
+/// what basis, newest first, each entry with its exact leaf bytes and an inclusion proof
+/// against the returned checkpoint. The patient themselves, or node operators.
+pub async fn patient_log(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(patient): Path<String>,
+    Query(q): Query<PatientLogQuery>,
+) -> Result<Response, ApiError> {
+    let view = state
+        .records
+        .pdp()
+        .authorize_audit_view(&ctx.actor, Some(&patient));
+    // Reading the log is itself an access to the patient's record, and is logged (after the
+    // page is read, so a page never proves its own reading).
+    let mut entry = AuditEntry::new(
+        state.records.now_micros(),
+        &ctx.operation_id,
+        &ctx.actor.subject,
+        "read-audit-log",
+        if view.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Denied
+        },
+    );
+    entry.source_ip = ctx.source_ip.clone();
+    entry.patients = vec![patient.clone()];
+    let Ok(view) = view else {
+        state.records.append_audit(vec![entry]).await?;
+        return Err(not_found());
+    };
+    let count = q.count.unwrap_or(50).clamp(1, 500);
+    let log = state
+        .audit_log
+        .patient_log(view.patient().unwrap_or(&patient), q.before, count)
+        .await?;
+    state.records.append_audit(vec![entry]).await?;
+    let Some(log) = log else {
+        return Ok(axum::Json(json!({"entries": []})).into_response());
+    };
+    let entries: Vec<Value> = log
+        .entries
+        .iter()
+        .map(|e| {
+            json!({
+                "index": e.index,
+                "leaf": B64.encode(&e.leaf),
+                "proof": b64_list(&e.proof),
+                "breakGlass": e.entry.is_break_glass(),
+                "entry": e.entry,
+                "auditEvent": e.entry.to_audit_event(&rfc3339(e.entry.time_micros)),
+            })
+        })
+        .collect();
+    let next = log
+        .entries
+        .last()
+        .filter(|_| log.entries.len() as u32 == count)
+        .map(|e| e.index);
+    Ok(axum::Json(json!({
+        "patient": patient,
+        "checkpoint": log.checkpoint.text,
+        "treeSize": log.head.size,
+        "rootHash": B64.encode(log.head.root),
+        "entries": entries,
+        "nextBefore": next,
+    }))
+    .into_response())
+}
+
+fn rfc3339(micros: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}

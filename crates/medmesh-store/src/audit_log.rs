@@ -1,0 +1,94 @@
+//! The audit log port: the Merkle-tree rows, the writer's head, signed checkpoints and the
+//! log-signing key. Appends go through [`crate::RecordStore::append_audit`] and
+//! [`crate::RecordTx::append_audit`], so an entry commits with what it describes; this trait
+//! is the read side (proofs, the patient's log, `audit verify`) plus checkpoint keeping.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use medmesh_audit::merkle::{Hash, NodeId};
+
+use crate::StoreError;
+
+/// One stored leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEntry {
+    /// Leaf index, from 0.
+    pub index: u64,
+    /// The entry's canonical bytes (the hashed leaf).
+    pub entry: Vec<u8>,
+    /// The node hashes appending it completed, leaf hash first.
+    pub nodes: Vec<u8>,
+}
+
+/// The writer's head: size and frontier peaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogHead {
+    /// Number of leaves.
+    pub size: u64,
+    /// The frontier's peaks, concatenated.
+    pub peaks: Vec<u8>,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Tree size it covers.
+    pub size: u64,
+    /// The checkpoint text (C2SP signed note).
+    pub text: String,
+    /// When it was signed, microseconds.
+    pub signed_micros: i64,
+}
+
+/// A log-signing key as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LogKeyRecord {
+    /// The key name (the log's origin).
+    pub name: String,
+    /// Ed25519 secret.
+    pub secret: [u8; 32],
+    /// Ed25519 public key.
+    pub public: [u8; 32],
+}
+
+impl std::fmt::Debug for LogKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogKeyRecord")
+            .field("name", &self.name)
+            .field("secret", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+/// The audit log's storage.
+#[async_trait]
+pub trait AuditLogStore: Send + Sync + 'static {
+    /// The writer's head.
+    async fn log_head(&self) -> Result<LogHead, StoreError>;
+    /// Stored hashes of the given nodes (missing ones are absent from the map).
+    async fn log_nodes(&self, nodes: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError>;
+    /// Leaves `from..`, at most `limit`, in order.
+    async fn log_entries(&self, from: u64, limit: u32) -> Result<Vec<LoggedEntry>, StoreError>;
+    /// The leaves that concern a patient, newest first, below `before` if given.
+    async fn log_entries_for_patient(
+        &self,
+        patient_id: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<LoggedEntry>, StoreError>;
+    /// Keeps a checkpoint (a second one at the same size is ignored).
+    async fn put_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), StoreError>;
+    /// Every checkpoint, by size.
+    async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError>;
+    /// The checkpoint at exactly `size`, or the newest one when `None`.
+    async fn checkpoint(&self, size: Option<u64>) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// The log key named `candidate.name`, creating it from `candidate` if there is none.
+    async fn log_key(
+        &self,
+        candidate: &LogKeyRecord,
+        now_micros: i64,
+    ) -> Result<LogKeyRecord, StoreError>;
+    /// Every log key's name and public key (for verification).
+    async fn log_public_keys(&self) -> Result<Vec<(String, [u8; 32])>, StoreError>;
+}
