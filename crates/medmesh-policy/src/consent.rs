@@ -285,7 +285,7 @@ pub fn is_label_system(system: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 

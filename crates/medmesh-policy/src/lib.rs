@@ -8,6 +8,10 @@
 //! relationship, security label and break-glass rules plug in here (issue: consent and trust
 //! network), without changing any caller.
 
+pub mod access;
+pub mod consent;
+pub mod labels;
+
 use medmesh_auth::{Role, Scope, ScopeContext};
 
 /// Who is asking.

@@ -1,0 +1,546 @@
+//! The trust network and what it opens: care relationships derived from FHIR resources
+//! (edges), and a practitioner's compiled access to one patient ([`PatientAccess`]).
+//!
+//! Edges are derived when a resource is written ([`edges_from`]) and stored relationally,
+//! replaced whenever their source resource changes:
+//!
+//! | source | edge |
+//! |---|---|
+//! | `CareTeam` (active) | each participant member → the team's patient |
+//! | `Patient.generalPractitioner` | the GP (practitioner or organization) → the patient |
+//! | `Task` (accepted, in progress) focused on a referral `ServiceRequest` | the owner → the patient |
+//! | `Encounter` with a `serviceProvider` | the organization → the patient, until the end plus the window |
+//! | `Consent` (patient-privacy, active) | each actor a permit names → the patient (a consent edge) |
+//! | break-glass declaration | the practitioner → the patient, for a few hours |
+//!
+//! A practitioner's principals are their own reference, their organizations, and (found by a
+//! recursive query over `CareTeam` edges) every care team they belong to, directly or through
+//! another team or organization.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::consent::{Access, ConsentRule, Provision, parse_consent};
+
+/// What kind of relationship an edge is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EdgeKind {
+    /// A member of the patient's CareTeam.
+    CareTeam,
+    /// The patient's general practitioner.
+    GeneralPractitioner,
+    /// An accepted referral.
+    Referral,
+    /// An encounter at the organization, within the window.
+    Encounter,
+    /// A consent that permits the actor.
+    Consent,
+    /// A sharing rule: only resources written later and tagged for the actor.
+    Shared,
+    /// A declared emergency.
+    BreakGlass,
+}
+
+impl EdgeKind {
+    /// A stable code (stored).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::CareTeam => "care-team",
+            Self::GeneralPractitioner => "general-practitioner",
+            Self::Referral => "referral",
+            Self::Encounter => "encounter",
+            Self::Consent => "consent",
+            Self::Shared => "shared",
+            Self::BreakGlass => "break-glass",
+        }
+    }
+
+    /// Parses a stored code.
+    pub fn parse(code: &str) -> Option<Self> {
+        Some(match code {
+            "care-team" => Self::CareTeam,
+            "general-practitioner" => Self::GeneralPractitioner,
+            "referral" => Self::Referral,
+            "encounter" => Self::Encounter,
+            "consent" => Self::Consent,
+            "shared" => Self::Shared,
+            "break-glass" => Self::BreakGlass,
+            _ => return None,
+        })
+    }
+
+    /// Whether the edge is a care relationship (opens the record at the normal level).
+    pub fn is_care(self) -> bool {
+        !matches!(self, Self::Consent | Self::Shared)
+    }
+}
+
+/// One edge of the trust graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edge {
+    /// The patient id.
+    pub patient: String,
+    /// Who it opens to: `Practitioner/x`, `Organization/o`, `CareTeam/c`.
+    pub principal: String,
+    /// What kind.
+    pub kind: EdgeKind,
+    /// The resource it comes from (`CareTeam/c`, `Task/t`, `Consent/k`), or
+    /// `break-glass/<id>`.
+    pub source: String,
+    /// From when, microseconds (0: always).
+    pub since: i64,
+    /// Until when, microseconds; `None`: open.
+    pub until: Option<i64>,
+    /// Safe detail: the referrer for a referral, the reason for break-glass.
+    pub detail: Option<String>,
+}
+
+impl Edge {
+    /// Whether the edge holds at `now`.
+    pub fn holds_at(&self, now: i64) -> bool {
+        self.since <= now && self.until.is_none_or(|u| now < u)
+    }
+}
+
+fn reference(v: Option<&Value>) -> Option<String> {
+    v?.get("reference")?.as_str().map(str::to_string)
+}
+
+fn patient_of(v: Option<&Value>) -> Option<String> {
+    reference(v)?.strip_prefix("Patient/").map(str::to_string)
+}
+
+fn period(v: Option<&Value>) -> (i64, Option<i64>) {
+    let at = |k: &str| {
+        v.and_then(|p| p.get(k))
+            .and_then(Value::as_str)
+            .and_then(medmesh_fhir::datetime::parse_range)
+    };
+    (at("start").map_or(0, |r| r.lo), at("end").map(|r| r.hi))
+}
+
+/// The edges a resource creates. `encounter_window` (microseconds) is how long after an
+/// encounter its organization keeps access.
+pub fn edges_from(resource: &Value, encounter_window: i64) -> Vec<Edge> {
+    let rt = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let id = resource.get("id").and_then(Value::as_str).unwrap_or_default();
+    let source = format!("{rt}/{id}");
+    let status = resource.get("status").and_then(Value::as_str);
+    let edge = |patient: &str, principal: String, kind, (since, until), detail| Edge {
+        patient: patient.to_string(),
+        principal,
+        kind,
+        source: source.clone(),
+        since,
+        until,
+        detail,
+    };
+    let mut out = Vec::new();
+    match rt {
+        "CareTeam" if matches!(status, None | Some("active")) => {
+            if let Some(p) = patient_of(resource.get("subject")) {
+                let when = period(resource.get("period"));
+                for m in resource
+                    .get("participant")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(member) = reference(m.get("member")) {
+                        out.push(edge(&p, member, EdgeKind::CareTeam, when, None));
+                    }
+                }
+            }
+        }
+        "Patient" => {
+            for gp in resource
+                .get("generalPractitioner")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(r) = reference(Some(gp)) {
+                    out.push(edge(id, r, EdgeKind::GeneralPractitioner, (0, None), None));
+                }
+            }
+        }
+        "Task" if matches!(status, Some("accepted" | "in-progress")) => {
+            let focus = reference(resource.get("focus")).unwrap_or_default();
+            if let (Some(p), Some(owner), true) = (
+                patient_of(resource.get("for")),
+                reference(resource.get("owner")),
+                focus.starts_with("ServiceRequest/"),
+            ) {
+                let requester = reference(resource.get("requester"));
+                out.push(edge(
+                    &p,
+                    owner,
+                    EdgeKind::Referral,
+                    (0, None),
+                    Some(format!("{focus} from {}", requester.unwrap_or_default())),
+                ));
+            }
+        }
+        "Encounter" if !matches!(status, Some("cancelled" | "entered-in-error")) => {
+            if let (Some(p), Some(org)) = (
+                patient_of(resource.get("subject")),
+                reference(resource.get("serviceProvider")),
+            ) {
+                let (start, end) = period(resource.get("period"));
+                let until = end.unwrap_or(start).saturating_add(encounter_window);
+                out.push(edge(&p, org, EdgeKind::Encounter, (start, Some(until)), None));
+            }
+        }
+        "Consent" => {
+            if let Some(c) = parse_consent(resource) {
+                let mut permitted = Vec::new();
+                c.root.permitted_actors(&mut permitted);
+                permitted.sort();
+                permitted.dedup();
+                for a in permitted {
+                    out.push(edge(&c.patient, a, EdgeKind::Consent, (0, None), None));
+                }
+                let mut rules = Vec::new();
+                c.root.sharing_rules(&mut rules);
+                let mut shared: Vec<String> =
+                    rules.iter().flat_map(|r| r.actors.iter().cloned()).collect();
+                shared.sort();
+                shared.dedup();
+                for a in shared {
+                    out.push(edge(&c.patient, a, EdgeKind::Shared, (0, None), None));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// A practitioner as the consent rules see them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Principal {
+    /// `Practitioner/x`.
+    pub practitioner: Option<String>,
+    /// Every reference that stands for them: their own, their organizations', and the care
+    /// teams they belong to.
+    pub references: Vec<String>,
+}
+
+/// Why a patient's data is open to an actor, and how far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientAccess {
+    patient: String,
+    principal: Principal,
+    edges: Vec<Edge>,
+    consents: Vec<ConsentRule>,
+    purpose: String,
+    now: i64,
+    care: bool,
+}
+
+impl PatientAccess {
+    /// Compiles access to `patient` from the edges that reach the actor (already filtered to
+    /// their principals) and the patient's consents. `None` when nothing opens it.
+    pub fn compile(
+        patient: &str,
+        principal: &Principal,
+        edges: Vec<Edge>,
+        consents: Vec<ConsentRule>,
+        now: i64,
+    ) -> Option<Self> {
+        let edges: Vec<Edge> = edges
+            .into_iter()
+            .filter(|e| e.patient == patient && e.holds_at(now))
+            .collect();
+        if edges.is_empty() {
+            return None;
+        }
+        let care = edges.iter().any(|e| e.kind.is_care());
+        let purpose = if edges
+            .iter()
+            .all(|e| e.kind == EdgeKind::BreakGlass || !e.kind.is_care())
+            && edges.iter().any(|e| e.kind == EdgeKind::BreakGlass)
+        {
+            "ETREAT"
+        } else {
+            "TREAT"
+        };
+        Some(Self {
+            patient: patient.to_string(),
+            principal: principal.clone(),
+            edges,
+            consents: consents.into_iter().filter(|c| c.patient == patient).collect(),
+            purpose: purpose.to_string(),
+            now,
+            care,
+        })
+    }
+
+    /// The patient.
+    pub fn patient(&self) -> &str {
+        &self.patient
+    }
+
+    /// What the access rests on: edge sources and consents, for the audit entry.
+    pub fn basis(&self) -> Vec<String> {
+        let mut b: Vec<String> = self.edges.iter().map(|e| e.source.clone()).collect();
+        b.sort();
+        b.dedup();
+        b
+    }
+
+    /// The purpose of use the access runs under (`TREAT`, or `ETREAT` for break-glass only).
+    pub fn purpose(&self) -> &str {
+        &self.purpose
+    }
+
+    /// Whether a break-glass declaration is part of the basis.
+    pub fn break_glass(&self) -> bool {
+        self.edges.iter().any(|e| e.kind == EdgeKind::BreakGlass)
+    }
+
+    /// Whether only sharing rules open this patient (then only tagged resources are seen).
+    pub fn shared_only(&self) -> bool {
+        !self.care && !self.edges.iter().any(|e| e.kind == EdgeKind::Consent)
+    }
+
+    fn rulings(&self, rt: &str, label: Option<&str>) -> (bool, Option<(bool, bool)>) {
+        let access = Access {
+            principals: &self.principal.references,
+            practitioner: self.principal.practitioner.as_deref(),
+            resource_type: rt,
+            label,
+            purpose: &self.purpose,
+            now: self.now,
+        };
+        let mut denied = false;
+        let mut permit: Option<(bool, bool)> = None;
+        for c in &self.consents {
+            match Provision::evaluate(&c.root, &access) {
+                Some(r) if !r.permit => denied = true,
+                Some(r) => {
+                    let (p, l) = permit.unwrap_or((false, false));
+                    permit = Some((p || r.names_practitioner, l || r.names_label));
+                }
+                None => {}
+            }
+        }
+        (denied, permit)
+    }
+
+    /// Whether unlabelled data of `rt` is visible (tagged data aside).
+    pub fn type_visible(&self, rt: &str) -> bool {
+        let (denied, permit) = self.rulings(rt, None);
+        !denied && (self.care || permit.is_some())
+    }
+
+    /// Whether data of `rt` carrying `label` is visible as far as that label goes.
+    /// R needs a consent that covers it (or break-glass); V a consent naming the
+    /// practitioner; a sensitivity label a consent naming the label.
+    pub fn label_visible(&self, rt: &str, label: &str) -> bool {
+        let (denied, permit) = self.rulings(rt, Some(label));
+        if denied {
+            return false;
+        }
+        match label {
+            "R" => permit.is_some() || self.break_glass(),
+            "V" => permit.is_some_and(|(named, _)| named),
+            _ => permit.is_some_and(|(_, named)| named),
+        }
+    }
+
+    /// Whether a resource of `rt` with `labels` (restricted ones, see
+    /// [`crate::labels::labels_of`]) is visible; `tagged` says whether it carries a
+    /// shared-with tag for one of the actor's principals.
+    pub fn admits(&self, rt: &str, labels: &[String], tagged: bool) -> bool {
+        let base = if self.shared_only() {
+            tagged && !self.rulings(rt, None).0
+        } else {
+            self.type_visible(rt) || (tagged && !self.rulings(rt, None).0)
+        };
+        base && labels.iter().all(|l| self.label_visible(rt, l))
+    }
+
+    /// The restricted labels hidden for `rt` (for search), out of `universe`.
+    pub fn hidden_labels(&self, rt: &str, universe: &[String]) -> Vec<String> {
+        universe
+            .iter()
+            .filter(|l| !self.label_visible(rt, l))
+            .cloned()
+            .collect()
+    }
+
+    /// The edges behind the access.
+    pub fn edges(&self) -> &[Edge] {
+        &self.edges
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::tests::consent;
+    use crate::labels::restricted_labels;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn dr(x: &str) -> Principal {
+        Principal {
+            practitioner: Some(format!("Practitioner/{x}")),
+            references: vec![format!("Practitioner/{x}"), "Organization/h".into()],
+        }
+    }
+
+    fn care_team() -> Vec<Edge> {
+        edges_from(
+            &json!({"resourceType": "CareTeam", "id": "ct", "status": "active",
+                "subject": {"reference": "Patient/p"},
+                "participant": [{"member": {"reference": "Practitioner/x"}}]}),
+            0,
+        )
+    }
+
+    #[test]
+    fn edges_come_from_care_teams_referrals_encounters_and_consents() {
+        assert_eq!(care_team()[0].principal, "Practitioner/x");
+        let task = json!({"resourceType": "Task", "id": "t", "status": "requested",
+            "focus": {"reference": "ServiceRequest/r"}, "for": {"reference": "Patient/p"},
+            "owner": {"reference": "Practitioner/card"}, "requester": {"reference": "Practitioner/gp"}});
+        assert!(edges_from(&task, 0).is_empty(), "not yet accepted");
+        let mut accepted = task.clone();
+        accepted["status"] = json!("accepted");
+        let e = edges_from(&accepted, 0);
+        assert_eq!((e[0].kind, e[0].principal.as_str()), (EdgeKind::Referral, "Practitioner/card"));
+        let enc = json!({"resourceType": "Encounter", "id": "e", "status": "finished",
+            "subject": {"reference": "Patient/p"}, "serviceProvider": {"reference": "Organization/h"},
+            "period": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}});
+        let e = edges_from(&enc, 1_000);
+        // The end is the instant after the last second the period names.
+        assert_eq!(e[0].until, Some(1_767_312_001_000_000 + 1_000));
+    }
+
+    #[test]
+    fn a_care_relationship_opens_normal_data_only() {
+        let a = PatientAccess::compile("p", &dr("x"), care_team(), vec![], 10).unwrap();
+        assert!(a.admits("Observation", &[], false));
+        for l in ["R", "V", "PSY"] {
+            assert!(!a.admits("Observation", &[l.to_string()], false), "{l}");
+        }
+        assert!(PatientAccess::compile("p", &dr("y"), vec![], vec![], 10).is_none());
+    }
+
+    #[test]
+    fn consents_narrow_and_widen() {
+        // Permit Dr x R and PSY data, deny them Condition.
+        let c = consent(json!({"type": "permit",
+            "actor": [{"reference": {"reference": "Practitioner/x"}}],
+            "securityLabel": [{"code": "R"}, {"code": "PSY"}],
+            "provision": [{"type": "deny", "class": [{"code": "Condition"}]}]}));
+        let a = PatientAccess::compile("p", &dr("x"), care_team(), vec![c.clone()], 10).unwrap();
+        assert!(a.admits("Observation", &["PSY".into()], false));
+        assert!(a.admits("Observation", &["R".into(), "PSY".into()], false));
+        assert!(!a.admits("Observation", &["HIV".into()], false));
+        assert!(!a.admits("Observation", &["V".into()], false), "V needs... the practitioner named with V");
+        // The deny exception only applies where its parent matched (labelled data).
+        assert!(!a.admits("Condition", &["PSY".into()], false));
+        // A deny for everyone closes even a care relationship.
+        let deny = consent(json!({"type": "deny"}));
+        let a = PatientAccess::compile("p", &dr("x"), care_team(), vec![deny], 10).unwrap();
+        assert!(!a.admits("Observation", &[], false));
+    }
+
+    #[test]
+    fn break_glass_opens_normal_and_restricted_but_not_sensitive() {
+        let bg = Edge {
+            patient: "p".into(),
+            principal: "Practitioner/er".into(),
+            kind: EdgeKind::BreakGlass,
+            source: "break-glass/1".into(),
+            since: 0,
+            until: Some(100),
+            detail: Some("unconscious".into()),
+        };
+        let a = PatientAccess::compile("p", &dr("er"), vec![bg.clone()], vec![], 10).unwrap();
+        assert_eq!(a.purpose(), "ETREAT");
+        assert!(a.admits("Observation", &["R".into()], false));
+        assert!(!a.admits("Observation", &["PSY".into()], false));
+        assert!(PatientAccess::compile("p", &dr("er"), vec![bg], vec![], 100).is_none(), "expired");
+    }
+
+    fn arb_label() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["R", "V", "PSY", "HIV", "SEX"]).prop_map(str::to_string)
+    }
+
+    fn arb_provision(depth: u32) -> BoxedStrategy<Value> {
+        let leaf = (
+            any::<bool>(),
+            prop::option::of(prop::sample::select(vec!["Practitioner/x", "Practitioner/y", "Organization/h"])),
+            prop::option::of(prop::sample::select(vec!["Observation", "Condition"])),
+            prop::option::of(arb_label()),
+        )
+            .prop_map(|(permit, actor, class, label)| {
+                let mut p = json!({"type": if permit { "permit" } else { "deny" }});
+                if let Some(a) = actor {
+                    p["actor"] = json!([{"reference": {"reference": a}}]);
+                }
+                if let Some(c) = class {
+                    p["class"] = json!([{"code": c}]);
+                }
+                if let Some(l) = label {
+                    p["securityLabel"] = json!([{"code": l}]);
+                }
+                p
+            });
+        if depth == 0 {
+            leaf.boxed()
+        } else {
+            (leaf, prop::collection::vec(arb_provision(depth - 1), 0..3))
+                .prop_map(|(mut p, nested)| {
+                    if !nested.is_empty() {
+                        p["provision"] = json!(nested);
+                    }
+                    p
+                })
+                .boxed()
+        }
+    }
+
+    proptest! {
+        /// What search is confined to (visible type, hidden labels) agrees with the
+        /// per-resource decision, for random consents and resources.
+        #[test]
+        fn search_confinement_agrees_with_the_decision(
+            provisions in prop::collection::vec(arb_provision(2), 0..4),
+            care in any::<bool>(),
+            rt in prop::sample::select(vec!["Observation", "Condition"]),
+            labels in prop::collection::btree_set(arb_label(), 0..3),
+        ) {
+            let consents: Vec<ConsentRule> = provisions.into_iter().map(consent).collect();
+            let mut edges = if care { care_team() } else { Vec::new() };
+            for c in &consents {
+                let mut e = edges_from(&json!({"resourceType": "Consent", "id": "c1", "status": "active",
+                    "scope": {"coding": [{"code": "patient-privacy"}]},
+                    "patient": {"reference": "Patient/p"}}), 0);
+                edges.append(&mut e);
+                let mut permitted = Vec::new();
+                c.root.permitted_actors(&mut permitted);
+                for a in permitted {
+                    edges.push(Edge { patient: "p".into(), principal: a, kind: EdgeKind::Consent,
+                        source: c.reference.clone(), since: 0, until: None, detail: None });
+                }
+            }
+            let me = dr("x");
+            edges.retain(|e| me.references.contains(&e.principal));
+            let labels: Vec<String> = labels.into_iter().collect();
+            if let Some(a) = PatientAccess::compile("p", &me, edges, consents, 10) {
+                let hidden = a.hidden_labels(rt, &restricted_labels());
+                let by_search = a.type_visible(rt) && labels.iter().all(|l| !hidden.contains(l));
+                prop_assert_eq!(by_search, a.admits(rt, &labels, false));
+            }
+        }
+    }
+}
