@@ -104,6 +104,12 @@ impl AuditEntry {
         }
     }
 
+    /// The same entry with a denial reason.
+    pub fn with_reason(mut self, reason: &str) -> Self {
+        self.reason = Some(reason.to_string());
+        self
+    }
+
     /// Whether the access was made under break-glass.
     pub fn is_break_glass(&self) -> bool {
         self.basis.iter().any(|b| b.starts_with("break-glass/"))

@@ -184,12 +184,16 @@ pub enum Criterion {
     },
     /// Matches any resource (used when a chained inner parameter is ignored).
     Any,
+    /// Matches when every criterion of one of the groups matches. Added by the record service
+    /// to confine a practitioner's search to what each patient's consent opens; never
+    /// parsed from a query.
+    AnyOf(Vec<Vec<Criterion>>),
     /// Confines a search to one patient's compartment: resources that link to the patient
     /// through one of `params`, and with `include_self` the Patient resource itself. Added by
     /// the record service for patient-context grants, never parsed from a query.
     Compartment {
-        /// The patient's id.
-        patient_id: String,
+        /// The patients' ids (a resource in any of their compartments matches).
+        patient_ids: Vec<String>,
         /// The compartment's linking reference parameters for the searched type.
         params: Vec<String>,
         /// Whether the patient resource itself matches (Patient searches).

@@ -89,6 +89,33 @@ pub struct SecondFactorDone {
 }
 
 impl IdentityService {
+    /// A practitioner account as the PDP needs it, read fresh on every request so that a
+    /// suspension or a new organization takes effect at once. `None` for other accounts and
+    /// for practitioners not linked to a Practitioner resource.
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub async fn clinician(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<medmesh_policy::Clinician>, IdentityError> {
+        let Some(u) = self.store.user_by_id(user_id).await? else {
+            return Ok(None);
+        };
+        if u.role != "practitioner" {
+            return Ok(None);
+        }
+        Ok(u.practitioner_id.map(|p| medmesh_policy::Clinician {
+            practitioner: format!("Practitioner/{p}"),
+            organizations: u
+                .organization
+                .iter()
+                .map(|o| format!("Organization/{o}"))
+                .collect(),
+            verified: u.verification == "verified" && !u.disabled,
+        }))
+    }
+
     /// Creates an account.
     ///
     /// # Errors

@@ -42,6 +42,7 @@ fn bench(c: &mut Criterion) {
             scopes: parse_scopes(&c.scope),
             patient: c.patient,
             role: c.role.as_deref().and_then(|r| r.parse().ok()),
+            clinician: None,
         };
         black_box(
             pdp.authorize(&actor, Action::Search, Some("Observation"))
@@ -69,6 +70,7 @@ fn bench(c: &mut Criterion) {
                     scopes: parse_scopes(&c.scope),
                     patient: c.patient,
                     role: c.role.as_deref().and_then(|r| r.parse().ok()),
+                    clinician: None,
                 };
                 black_box(
                     pdp.authorize(&actor, Action::Search, Some("Observation"))

@@ -127,7 +127,10 @@ pub fn edges_from(resource: &Value, encounter_window: i64) -> Vec<Edge> {
         .get("resourceType")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let id = resource.get("id").and_then(Value::as_str).unwrap_or_default();
+    let id = resource
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let source = format!("{rt}/{id}");
     let status = resource.get("status").and_then(Value::as_str);
     let edge = |patient: &str, principal: String, kind, (since, until), detail| Edge {
@@ -192,7 +195,13 @@ pub fn edges_from(resource: &Value, encounter_window: i64) -> Vec<Edge> {
             ) {
                 let (start, end) = period(resource.get("period"));
                 let until = end.unwrap_or(start).saturating_add(encounter_window);
-                out.push(edge(&p, org, EdgeKind::Encounter, (start, Some(until)), None));
+                out.push(edge(
+                    &p,
+                    org,
+                    EdgeKind::Encounter,
+                    (start, Some(until)),
+                    None,
+                ));
             }
         }
         "Consent" => {
@@ -206,8 +215,10 @@ pub fn edges_from(resource: &Value, encounter_window: i64) -> Vec<Edge> {
                 }
                 let mut rules = Vec::new();
                 c.root.sharing_rules(&mut rules);
-                let mut shared: Vec<String> =
-                    rules.iter().flat_map(|r| r.actors.iter().cloned()).collect();
+                let mut shared: Vec<String> = rules
+                    .iter()
+                    .flat_map(|r| r.actors.iter().cloned())
+                    .collect();
                 shared.sort();
                 shared.dedup();
                 for a in shared {
@@ -273,7 +284,10 @@ impl PatientAccess {
             patient: patient.to_string(),
             principal: principal.clone(),
             edges,
-            consents: consents.into_iter().filter(|c| c.patient == patient).collect(),
+            consents: consents
+                .into_iter()
+                .filter(|c| c.patient == patient)
+                .collect(),
             purpose: purpose.to_string(),
             now,
             care,
@@ -336,6 +350,12 @@ impl PatientAccess {
     pub fn type_visible(&self, rt: &str) -> bool {
         let (denied, permit) = self.rulings(rt, None);
         !denied && (self.care || permit.is_some())
+    }
+
+    /// Whether resources of `rt` tagged as shared with the actor are open (no consent
+    /// denies the type).
+    pub fn tagged_visible(&self, rt: &str) -> bool {
+        !self.rulings(rt, None).0
     }
 
     /// Whether data of `rt` carrying `label` is visible as far as that label goes.
@@ -414,7 +434,10 @@ mod tests {
         let mut accepted = task.clone();
         accepted["status"] = json!("accepted");
         let e = edges_from(&accepted, 0);
-        assert_eq!((e[0].kind, e[0].principal.as_str()), (EdgeKind::Referral, "Practitioner/card"));
+        assert_eq!(
+            (e[0].kind, e[0].principal.as_str()),
+            (EdgeKind::Referral, "Practitioner/card")
+        );
         let enc = json!({"resourceType": "Encounter", "id": "e", "status": "finished",
             "subject": {"reference": "Patient/p"}, "serviceProvider": {"reference": "Organization/h"},
             "period": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}});
@@ -444,7 +467,10 @@ mod tests {
         assert!(a.admits("Observation", &["PSY".into()], false));
         assert!(a.admits("Observation", &["R".into(), "PSY".into()], false));
         assert!(!a.admits("Observation", &["HIV".into()], false));
-        assert!(!a.admits("Observation", &["V".into()], false), "V needs... the practitioner named with V");
+        assert!(
+            !a.admits("Observation", &["V".into()], false),
+            "V needs... the practitioner named with V"
+        );
         // The deny exception only applies where its parent matched (labelled data).
         assert!(!a.admits("Condition", &["PSY".into()], false));
         // A deny for everyone closes even a care relationship.
@@ -468,7 +494,10 @@ mod tests {
         assert_eq!(a.purpose(), "ETREAT");
         assert!(a.admits("Observation", &["R".into()], false));
         assert!(!a.admits("Observation", &["PSY".into()], false));
-        assert!(PatientAccess::compile("p", &dr("er"), vec![bg], vec![], 100).is_none(), "expired");
+        assert!(
+            PatientAccess::compile("p", &dr("er"), vec![bg], vec![], 100).is_none(),
+            "expired"
+        );
     }
 
     fn arb_label() -> impl Strategy<Value = String> {
@@ -478,7 +507,11 @@ mod tests {
     fn arb_provision(depth: u32) -> BoxedStrategy<Value> {
         let leaf = (
             any::<bool>(),
-            prop::option::of(prop::sample::select(vec!["Practitioner/x", "Practitioner/y", "Organization/h"])),
+            prop::option::of(prop::sample::select(vec![
+                "Practitioner/x",
+                "Practitioner/y",
+                "Organization/h",
+            ])),
             prop::option::of(prop::sample::select(vec!["Observation", "Condition"])),
             prop::option::of(arb_label()),
         )

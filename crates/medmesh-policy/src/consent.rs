@@ -185,7 +185,10 @@ pub fn parse_consent(resource: &Value) -> Option<ConsentRule> {
         .and_then(Value::as_str)?
         .strip_prefix("Patient/")?
         .to_string();
-    let id = resource.get("id").and_then(Value::as_str).unwrap_or_default();
+    let id = resource
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     Some(ConsentRule {
         reference: format!("Consent/{id}"),
         patient,
@@ -223,9 +226,7 @@ impl Provision {
             names_practitioner: a
                 .practitioner
                 .is_some_and(|p| self.actors.iter().any(|x| x == p)),
-            names_label: a
-                .label
-                .is_some_and(|l| self.labels.iter().any(|x| x == l)),
+            names_label: a.label.is_some_and(|l| self.labels.iter().any(|x| x == l)),
         })
     }
 
@@ -268,7 +269,8 @@ pub fn shared_with(
             let fits = r.in_period(now)
                 && (r.classes.is_empty() || r.classes.iter().any(|x| x == resource_type))
                 && (r.codes.is_empty() || r.codes.iter().any(|x| categories.contains(x)))
-                && (r.authors.is_empty() || author.is_some_and(|a| r.authors.iter().any(|x| x == a)));
+                && (r.authors.is_empty()
+                    || author.is_some_and(|a| r.authors.iter().any(|x| x == a)));
             if fits {
                 out.extend(r.actors.iter().cloned());
             }
@@ -316,7 +318,12 @@ pub(crate) mod tests {
         let x = vec!["Practitioner/x".to_string()];
         let r = c.root.evaluate(&access(&x, "Observation", None)).unwrap();
         assert!(r.permit && r.names_practitioner);
-        assert!(!c.root.evaluate(&access(&x, "Condition", Some("PSY"))).unwrap().permit);
+        assert!(
+            !c.root
+                .evaluate(&access(&x, "Condition", Some("PSY")))
+                .unwrap()
+                .permit
+        );
         let y = vec!["Practitioner/y".to_string()];
         assert_eq!(c.root.evaluate(&access(&y, "Observation", None)), None);
     }
@@ -348,7 +355,13 @@ pub(crate) mod tests {
             vec!["Practitioner/x"]
         );
         assert_eq!(
-            shared_with(std::slice::from_ref(&c), "Observation", &lab, Some("Practitioner/a"), 0),
+            shared_with(
+                std::slice::from_ref(&c),
+                "Observation",
+                &lab,
+                Some("Practitioner/a"),
+                0
+            ),
             vec!["Practitioner/gp", "Practitioner/x"]
         );
         assert!(shared_with(&[c], "Condition", &[], None, 0).is_empty());

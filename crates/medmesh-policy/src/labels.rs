@@ -71,9 +71,10 @@ pub fn add_labels(resource: &mut Value, labels: &[String]) {
     };
     for l in labels {
         let coding = coding_of(l);
-        if !list.iter().any(|c| {
-            c.get("system") == coding.get("system") && c.get("code") == coding.get("code")
-        }) {
+        if !list
+            .iter()
+            .any(|c| c.get("system") == coding.get("system") && c.get("code") == coding.get("code"))
+        {
             list.push(coding);
         }
     }
@@ -110,11 +111,7 @@ pub fn default_label_rules() -> Vec<LabelRule> {
             &["B20", "B21", "B22", "B23", "B24", "Z21"],
             "HIV",
         ),
-        rule(
-            "http://hl7.org/fhir/sid/icd-10-cm",
-            &["B20", "Z21"],
-            "HIV",
-        ),
+        rule("http://hl7.org/fhir/sid/icd-10-cm", &["B20", "Z21"], "HIV"),
     ]
 }
 

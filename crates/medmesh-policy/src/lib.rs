@@ -12,7 +12,84 @@ pub mod access;
 pub mod consent;
 pub mod labels;
 
+use std::sync::Arc;
+
+use medmesh_auth::role::DIRECTORY_TYPES;
 use medmesh_auth::{Role, Scope, ScopeContext};
+
+use crate::access::{Edge, PatientAccess, Principal};
+use crate::consent::ConsentRule;
+
+/// Definitional types outside the Patient compartment. With the directory types they hold
+/// no patient data, so anyone with a scope for them may read them (the practitioner who wrote
+/// a note, the medication prescribed). Any other type outside the compartment (Bundle,
+/// Binary, Device...) is treated as clinical, since it may carry some patient's data without
+/// naming them in a compartment parameter.
+pub const DEFINITIONAL_TYPES: &[&str] = &[
+    "Medication",
+    "MedicationKnowledge",
+    "Substance",
+    "ValueSet",
+    "CodeSystem",
+    "ConceptMap",
+    "NamingSystem",
+    "StructureDefinition",
+    "SearchParameter",
+    "OperationDefinition",
+    "CapabilityStatement",
+    "Questionnaire",
+    "PlanDefinition",
+    "ActivityDefinition",
+    "Library",
+    "Measure",
+    "ObservationDefinition",
+    "SpecimenDefinition",
+];
+
+/// Whether a type holds no patient data (directory and definitional types).
+pub fn is_shared_type(rt: &str) -> bool {
+    DIRECTORY_TYPES.contains(&rt) || DEFINITIONAL_TYPES.contains(&rt)
+}
+
+/// A practitioner as their account describes them, looked up on every request so a
+/// suspension takes effect at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clinician {
+    /// `Practitioner/x`.
+    pub practitioner: String,
+    /// `Organization/o` they work for.
+    pub organizations: Vec<String>,
+    /// Whether their organization has verified them (and not suspended them).
+    pub verified: bool,
+}
+
+/// The patients a practitioner's grant reaches, each with its compiled access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// Per patient.
+    pub patients: Vec<PatientAccess>,
+    /// Every reference that stands for the actor (for shared-with tags).
+    pub principals: Vec<String>,
+}
+
+impl Reach {
+    /// The access to one patient, if any.
+    pub fn patient(&self, id: &str) -> Option<&PatientAccess> {
+        self.patients.iter().find(|p| p.patient() == id)
+    }
+}
+
+/// What the store found around an actor: principals, edges, and the consents of the
+/// patients the edges lead to.
+#[derive(Debug, Clone, Default)]
+pub struct ReachFacts {
+    /// Principals (own reference, organizations, care teams).
+    pub principals: Vec<String>,
+    /// Edges to them.
+    pub edges: Vec<Edge>,
+    /// The patients' consents.
+    pub consents: Vec<ConsentRule>,
+}
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +102,8 @@ pub struct Actor {
     pub patient: Option<String>,
     /// The user's role; `None` for backend services and the node CLI.
     pub role: Option<Role>,
+    /// For a practitioner user: who they are, where they work, whether verified.
+    pub clinician: Option<Clinician>,
 }
 
 impl Actor {
@@ -35,7 +114,18 @@ impl Actor {
             scopes: vec![system_all()],
             patient: None,
             role: None,
+            clinician: None,
         }
+    }
+
+    /// The references the trust graph starts from: the practitioner and their organizations.
+    pub fn seeds(&self) -> Vec<String> {
+        self.clinician
+            .iter()
+            .flat_map(|c| {
+                std::iter::once(c.practitioner.clone()).chain(c.organizations.iter().cloned())
+            })
+            .collect()
     }
 }
 
@@ -91,6 +181,7 @@ pub struct Grant {
     subject: String,
     compartment: Option<String>,
     filters: Vec<(String, String)>,
+    reach: Option<Arc<Reach>>,
 }
 
 impl Grant {
@@ -115,9 +206,14 @@ impl Grant {
     pub fn filters(&self) -> &[(String, String)] {
         &self.filters
     }
+    /// The patients a practitioner's grant reaches (care relationships and consents), or
+    /// `None` when the grant is not confined that way.
+    pub fn reach(&self) -> Option<&Reach> {
+        self.reach.as_deref()
+    }
     /// Whether the grant reaches every resource of its type.
     pub fn is_unrestricted(&self) -> bool {
-        self.compartment.is_none() && self.filters.is_empty()
+        self.compartment.is_none() && self.filters.is_empty() && self.reach.is_none()
     }
 }
 
@@ -248,13 +344,117 @@ impl Pdp {
             f.dedup();
             f
         };
+        // Roles without a care role see no clinical data, whatever their scopes.
+        let clinical = resource_type.is_none_or(|t| !is_shared_type(t));
+        if clinical {
+            match actor.role {
+                Some(Role::OrgAdmin | Role::Researcher) => {
+                    return Err(deny("no clinical access for this role"));
+                }
+                Some(Role::Practitioner)
+                    if !actor.clinician.as_ref().is_some_and(|c| c.verified) =>
+                {
+                    return Err(deny("practitioner not verified"));
+                }
+                _ => {}
+            }
+        }
         Ok(Grant {
             action,
             resource_type: resource_type.map(str::to_string),
             subject: actor.subject.clone(),
             compartment,
             filters,
+            reach: None,
         })
+    }
+
+    /// An unrestricted grant for the node's own bookkeeping after a domain check has passed
+    /// (accepting a referral updates the Task on the owner's behalf). Never for a request's
+    /// own access: callers obtain those through [`Pdp::authorize`].
+    pub fn internal_grant(&self, resource_type: &str) -> Grant {
+        Grant {
+            action: Action::Update,
+            resource_type: Some(resource_type.to_string()),
+            subject: "medmesh".into(),
+            compartment: None,
+            filters: Vec::new(),
+            reach: None,
+        }
+    }
+
+    /// Decides whether `actor` may review break-glass declarations: org admins and node
+    /// operators.
+    ///
+    /// # Errors
+    /// [`Denied`].
+    pub fn authorize_review(&self, actor: &Actor) -> Result<(), Denied> {
+        let operator = actor.role.is_none()
+            && actor
+                .scopes
+                .iter()
+                .any(|s| s.context == ScopeContext::System && s.permissions.read);
+        if matches!(actor.role, Some(Role::OrgAdmin | Role::NodeAdmin)) || operator {
+            Ok(())
+        } else {
+            Err(Denied {
+                reason: "break-glass review is for administrators".into(),
+            })
+        }
+    }
+
+    /// Whether a grant for `resource_type` must be confined to the actor's care
+    /// relationships and the patients' consents (practitioners, on clinical types).
+    pub fn needs_reach(&self, actor: &Actor, resource_type: Option<&str>) -> bool {
+        actor.role == Some(Role::Practitioner) && resource_type.is_none_or(|t| !is_shared_type(t))
+    }
+
+    /// Confines a grant to the patients the facts open, each as far as their consents and
+    /// labels allow. A patient-context grant keeps only its patient.
+    pub fn confine_to_reach(
+        &self,
+        mut grant: Grant,
+        actor: &Actor,
+        facts: ReachFacts,
+        now: i64,
+    ) -> Grant {
+        let principal = Principal {
+            practitioner: actor.clinician.as_ref().map(|c| c.practitioner.clone()),
+            references: facts.principals.clone(),
+        };
+        let mut patients: Vec<String> = facts.edges.iter().map(|e| e.patient.clone()).collect();
+        patients.sort();
+        patients.dedup();
+        if let Some(only) = &grant.compartment {
+            patients.retain(|p| p == only);
+        }
+        let compiled = patients
+            .iter()
+            .filter_map(|p| {
+                PatientAccess::compile(
+                    p,
+                    &principal,
+                    facts
+                        .edges
+                        .iter()
+                        .filter(|e| &e.patient == p)
+                        .cloned()
+                        .collect(),
+                    facts
+                        .consents
+                        .iter()
+                        .filter(|c| &c.patient == p)
+                        .cloned()
+                        .collect(),
+                    now,
+                )
+            })
+            .collect();
+        grant.reach = Some(Arc::new(Reach {
+            patients: compiled,
+            principals: facts.principals,
+        }));
+        grant
     }
 }
 
@@ -269,6 +469,7 @@ mod tests {
             scopes: parse_scopes(scopes),
             patient: None,
             role: None,
+            clinician: None,
         }
     }
 

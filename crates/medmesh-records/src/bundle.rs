@@ -498,7 +498,7 @@ impl RecordService {
                         let g = grants
                             .get(&(t.clone(), Action::Create))
                             .ok_or(RecordError::Forbidden)?;
-                        self.write_version(tx.as_mut(), g, &t, &id, body, None)
+                        self.write_version(ctx, tx.as_mut(), g, &t, &id, body, None)
                             .await?
                     }
                 }

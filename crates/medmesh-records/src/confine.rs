@@ -5,43 +5,20 @@
 //! includes, history, writes), and [`RecordService::confine_query`] adds the same limits to
 //! a search so paging and `_total` count only what the actor may see.
 
-use medmesh_auth::role::DIRECTORY_TYPES;
 use medmesh_fhir::index::{self, IndexValue};
 use medmesh_fhir::search::{self, Criterion, SearchQuery};
-use medmesh_policy::Grant;
+use medmesh_policy::consent::SHARED_WITH;
+use medmesh_policy::labels::restricted_labels;
+use medmesh_policy::{Grant, Reach};
 use serde_json::Value;
 
 use crate::{RecordError, RecordService};
 
-/// Definitional types outside the Patient compartment. With the directory types
-/// (`medmesh_auth::role::DIRECTORY_TYPES`) they hold no patient data, so a patient-confined
-/// actor may read them (the practitioner who wrote a note, the medication prescribed). Any
-/// other type outside the compartment (Bundle, Binary, Device...) is refused, since it may
-/// carry some patient's data without naming them in a compartment parameter.
-const DEFINITIONAL_TYPES: &[&str] = &[
-    "Medication",
-    "MedicationKnowledge",
-    "Substance",
-    "ValueSet",
-    "CodeSystem",
-    "ConceptMap",
-    "NamingSystem",
-    "StructureDefinition",
-    "SearchParameter",
-    "OperationDefinition",
-    "CapabilityStatement",
-    "Questionnaire",
-    "PlanDefinition",
-    "ActivityDefinition",
-    "Library",
-    "Measure",
-    "ObservationDefinition",
-    "SpecimenDefinition",
-];
+use medmesh_policy::is_shared_type as shared_type;
 
-fn shared_type(rt: &str) -> bool {
-    DIRECTORY_TYPES.contains(&rt) || DEFINITIONAL_TYPES.contains(&rt)
-}
+/// A search group's limits: whether the type is open (else only shared-with tags), and
+/// the labels hidden.
+type GroupLimits = (bool, Vec<String>);
 
 fn token_matches(filter: &str, value: &IndexValue) -> bool {
     let IndexValue::Token { system, code, .. } = value else {
@@ -110,12 +87,65 @@ impl RecordService {
                 return false;
             }
         }
-        grant.filters().is_empty()
+        let filtered = grant.filters().is_empty()
             || grant.filters().iter().any(|(param, value)| {
                 rows.iter().any(|r| {
                     &r.param == param && value.split(',').any(|v| token_matches(v, &r.value))
                 })
-            })
+            });
+        filtered && self.reach_admits(grant, rt, resource)
+    }
+
+    /// The search form of a practitioner's reach: for each patient, their compartment
+    /// without the labels hidden from the actor; where the type is closed (or only sharing
+    /// rules open the patient), only resources tagged as shared with the actor. Patients
+    /// with the same limits share one group.
+    fn reach_criterion(&self, reach: &Reach, rt: &str) -> Result<Criterion, RecordError> {
+        let Some(params) = self.defs.patient_compartment().get(rt) else {
+            // Clinical but outside the compartment: nothing can be attributed, nothing shown.
+            return Ok(Criterion::AnyOf(Vec::new()));
+        };
+        let universe = restricted_labels();
+        // (type open, hidden labels) -> patients with exactly those limits.
+        let mut groups: Vec<(GroupLimits, Vec<String>)> = Vec::new();
+        for a in &reach.patients {
+            let open = !a.shared_only() && a.type_visible(rt);
+            if !open && !a.tagged_visible(rt) {
+                continue;
+            }
+            let key = (open, a.hidden_labels(rt, &universe));
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, patients)) => patients.push(a.patient().to_string()),
+                None => groups.push((key, vec![a.patient().to_string()])),
+            }
+        }
+        let tags: Vec<String> = reach
+            .principals
+            .iter()
+            .map(|p| format!("{SHARED_WITH}|{p}"))
+            .collect();
+        let mut out = Vec::new();
+        for ((open, hidden), patients) in groups {
+            let mut group = vec![Criterion::Compartment {
+                patient_ids: patients,
+                params: params.clone(),
+                include_self: rt == "Patient",
+            }];
+            if !hidden.is_empty() {
+                group.push(
+                    search::parse_criterion(self.defs, rt, "_security:not", &hidden.join(","))
+                        .map_err(|_| RecordError::Forbidden)?,
+                );
+            }
+            if !open {
+                group.push(
+                    search::parse_criterion(self.defs, rt, "_tag", &tags.join(","))
+                        .map_err(|_| RecordError::Forbidden)?,
+                );
+            }
+            out.push(group);
+        }
+        Ok(Criterion::AnyOf(out))
     }
 
     /// Adds the grant's limits to a search on `q.resource_type`.
@@ -132,19 +162,24 @@ impl RecordService {
         if let Some(patient) = grant.compartment() {
             let criterion = match self.defs.patient_compartment().get(&rt) {
                 Some(params) => Some(Criterion::Compartment {
-                    patient_id: patient.to_string(),
+                    patient_ids: vec![patient.to_string()],
                     params: params.clone(),
                     include_self: rt == "Patient",
                 }),
                 None if shared_type(&rt) => None,
                 // Outside the compartment and not shareable: nothing matches.
                 None => Some(Criterion::Compartment {
-                    patient_id: patient.to_string(),
+                    patient_ids: vec![patient.to_string()],
                     params: Vec::new(),
                     include_self: false,
                 }),
             };
             q.criteria.extend(criterion);
+        }
+        if let Some(reach) = grant.reach()
+            && !shared_type(&rt)
+        {
+            q.criteria.push(self.reach_criterion(reach, &rt)?);
         }
         if let Some((param, _)) = grant.filters().first() {
             if grant.filters().iter().any(|(p, _)| p != param) {

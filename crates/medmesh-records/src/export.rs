@@ -588,5 +588,9 @@ pub fn job_actor(req_json: &str) -> Option<Actor> {
         scopes: medmesh_auth::parse_scopes(&req.scopes),
         patient: req.patient,
         role: req.role.and_then(|r| r.parse().ok()),
+        // A practitioner's job runs without their clinician record, so the PDP refuses its
+        // clinical types: practitioners export through `$everything` of patients they care
+        // for, not bulk export.
+        clinician: None,
     })
 }

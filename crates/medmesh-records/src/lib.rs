@@ -14,6 +14,7 @@ pub mod everything;
 pub mod export;
 pub mod import;
 pub mod service;
+pub mod trust;
 
 pub use audit_log::{AuditLogError, AuditLogService, PatientLog, ProvenEntry, verify_log};
 pub use bundle::ReturnPreference;

@@ -1,6 +1,6 @@
 //! The record service: every FHIR interaction, over the store port, behind the PDP.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use medmesh_audit::{AuditEntry, Outcome};
@@ -75,6 +75,7 @@ pub struct RecordService {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: Arc<dyn IdSource>,
     pub(crate) audit: crate::audit_writer::AuditWriter,
+    pub(crate) trust: crate::trust::TrustConfig,
 }
 
 impl std::fmt::Debug for RecordService {
@@ -138,7 +139,14 @@ impl RecordService {
             clock,
             ids,
             audit,
+            trust: crate::trust::TrustConfig::default(),
         }
+    }
+
+    /// Sets the trust settings (break-glass duration, encounter window, label rules).
+    pub fn with_trust(mut self, trust: crate::trust::TrustConfig) -> Self {
+        self.trust = trust;
+        self
     }
 
     /// The definitions in use.
@@ -214,21 +222,51 @@ impl RecordService {
         rt: Option<&str>,
     ) -> Result<Grant, RecordError> {
         match self.pdp.authorize(&ctx.actor, action, rt) {
+            Ok(g) if self.pdp.needs_reach(&ctx.actor, rt) => {
+                let facts = self.reach_facts(&ctx.actor).await?;
+                Ok(self.pdp.confine_to_reach(g, &ctx.actor, facts, self.now()))
+            }
             Ok(g) => Ok(g),
             Err(denied) => {
                 tracing::info!(operation_id = %ctx.operation_id, reason = %denied.reason, "access denied");
                 self.audit
-                    .append(vec![self.entry(
-                        ctx,
-                        action.code(),
-                        rt,
-                        Vec::new(),
-                        Outcome::Denied,
-                    )])
+                    .append(vec![
+                        self.entry(ctx, action.code(), rt, Vec::new(), Outcome::Denied)
+                            .with_reason(&denied.reason),
+                    ])
                     .await?;
                 Err(RecordError::Forbidden)
             }
         }
+    }
+
+    /// Grants for several types at once, without auditing refusals (they judge resources
+    /// pulled in by another, audited, interaction: includes, history, `$everything`). The
+    /// same PDP and the same reach as [`Self::authorize`]; the trust facts are read once.
+    pub(crate) async fn quiet_grants(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        types: &[String],
+    ) -> Result<HashMap<String, Grant>, RecordError> {
+        let mut facts = None;
+        let mut out = HashMap::new();
+        for t in types {
+            let Ok(g) = self.pdp.authorize(&ctx.actor, action, Some(t)) else {
+                continue;
+            };
+            let g = if self.pdp.needs_reach(&ctx.actor, Some(t)) {
+                if facts.is_none() {
+                    facts = Some(self.reach_facts(&ctx.actor).await?);
+                }
+                let f = facts.clone().unwrap_or_default();
+                self.pdp.confine_to_reach(g, &ctx.actor, f, self.now())
+            } else {
+                g
+            };
+            out.insert(t.clone(), g);
+        }
+        Ok(out)
     }
 
     pub(crate) fn check_type(&self, rt: &str) -> Result<(), RecordError> {
@@ -265,8 +303,13 @@ impl RecordService {
     }
 
     /// Writes one version inside `tx`: stamps meta, indexes, encodes and stores.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request, its transaction and grant, and the version being written"
+    )]
     pub(crate) async fn write_version(
         &self,
+        ctx: &RequestContext,
         tx: &mut dyn RecordTx,
         grant: &Grant,
         rt: &str,
@@ -276,6 +319,7 @@ impl RecordService {
     ) -> Result<WriteOutcome, RecordError> {
         self.check_write_reach(grant, rt, id, head, Some(&body))
             .await?;
+        self.apply_write_policy(ctx, rt, &mut body).await?;
         let version = head.map_or(1, |h| h.version + 1);
         let now = self.now();
         resource::stamp(&mut body, id, version, &format_instant(now));
@@ -295,6 +339,7 @@ impl RecordService {
             index,
         })
         .await?;
+        self.update_policy_facts(tx, rt, id, Some(&body)).await?;
         let status = if head.is_some_and(|h| !h.deleted) {
             WriteStatus::Updated
         } else {
@@ -364,6 +409,7 @@ impl RecordService {
             index: Vec::new(),
         })
         .await?;
+        self.update_policy_facts(tx, rt, id, None).await?;
         Ok(WriteOutcome {
             resource: None,
             resource_type: rt.to_string(),
@@ -452,7 +498,7 @@ impl RecordService {
         }
         let id = self.ids.new_id();
         let out = self
-            .write_version(tx.as_mut(), &grant, rt, &id, body, None)
+            .write_version(ctx, tx.as_mut(), &grant, rt, &id, body, None)
             .await?;
         let mut entry = self.entry(ctx, "create", Some(rt), vec![id], Outcome::Success);
         entry.patients = out
@@ -521,6 +567,7 @@ impl RecordService {
         };
         let mut entry = self.entry(ctx, action, Some(rt), vec![id.to_string()], outcome);
         entry.patients = patients;
+        self.annotate(&mut entry, grant);
         self.audit.append(vec![entry]).await?;
         result
     }
@@ -625,7 +672,7 @@ impl RecordService {
                 }
             }
         }
-        self.write_version(tx, grant, rt, id, body, head).await
+        self.write_version(ctx, tx, grant, rt, id, body, head).await
     }
 
     /// `PUT /Type?query`: conditional update.
@@ -896,6 +943,7 @@ impl RecordService {
         }
         let mut entry = self.entry(ctx, "search", Some(rt), returned_ids, Outcome::Success);
         entry.patients = patients;
+        self.annotate(&mut entry, &grant);
         self.audit.append(vec![entry]).await?;
 
         let base = format!("{}/{}", ctx.base_url, rt);
@@ -950,14 +998,16 @@ impl RecordService {
             // Only what the actor may read leaves the server, and only what they may read
             // leads on to further includes.
             let mut fresh = Vec::new();
-            for v in self.store.read_many(&candidates).await? {
-                let Ok(grant) =
-                    self.pdp
-                        .authorize(&ctx.actor, Action::Read, Some(&v.resource_type))
-                else {
+            let versions = self.store.read_many(&candidates).await?;
+            let mut types: Vec<String> = versions.iter().map(|v| v.resource_type.clone()).collect();
+            types.sort();
+            types.dedup();
+            let grants = self.quiet_grants(ctx, Action::Read, &types).await?;
+            for v in versions {
+                let Some(grant) = grants.get(&v.resource_type) else {
                     continue;
                 };
-                if v.deleted || !self.admits(&grant, &v.resource_type, &self.decode(&v)?) {
+                if v.deleted || !self.admits(grant, &v.resource_type, &self.decode(&v)?) {
                     continue;
                 }
                 fresh.push(v);
@@ -1018,6 +1068,18 @@ impl RecordService {
         let page = self.store.history(&q).await?;
         let mut entries = Vec::new();
         let mut ids = Vec::new();
+        let mut types: Vec<String> = page
+            .versions
+            .iter()
+            .map(|v| v.resource_type.clone())
+            .collect();
+        types.sort();
+        types.dedup();
+        let grants = if grant.is_unrestricted() {
+            HashMap::new()
+        } else {
+            self.quiet_grants(ctx, Action::Read, &types).await?
+        };
         for v in &page.versions {
             let body = if v.deleted {
                 None
@@ -1028,9 +1090,9 @@ impl RecordService {
             // to judge, so they are left out).
             if !grant.is_unrestricted()
                 && !body.as_ref().is_some_and(|b| {
-                    self.pdp
-                        .authorize(&ctx.actor, Action::Read, Some(&v.resource_type))
-                        .is_ok_and(|g| self.admits(&g, &v.resource_type, b))
+                    grants
+                        .get(&v.resource_type)
+                        .is_some_and(|g| self.admits(g, &v.resource_type, b))
                 })
             {
                 continue;

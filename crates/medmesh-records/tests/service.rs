@@ -50,6 +50,7 @@ fn ctx(scopes: &str) -> RequestContext {
             scopes: parse_scopes(scopes),
             patient: None,
             role: None,
+            clinician: None,
         },
         operation_id: "op-1".into(),
         source_ip: None,

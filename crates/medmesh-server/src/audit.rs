@@ -251,3 +251,134 @@ fn rfc3339(micros: i64) -> String {
         })
         .unwrap_or_default()
 }
+
+/// Body of `POST /api/patients/{id}/break-glass`.
+#[derive(Debug, Deserialize)]
+pub struct BreakGlassRequest {
+    reason: String,
+}
+
+/// `POST /api/patients/{id}/break-glass` `{"reason": "..."}`: a verified practitioner with no
+/// care relationship declares an emergency. Answers 201 with the access's id and end.
+pub async fn break_glass(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(patient): Path<String>,
+    axum::Json(body): axum::Json<BreakGlassRequest>,
+) -> Result<Response, ApiError> {
+    let edge = state
+        .records
+        .declare_break_glass(&ctx, &patient, &body.reason)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "id": edge.source,
+            "patient": edge.patient,
+            "practitioner": edge.principal,
+            "until": edge.until.map(rfc3339),
+        })),
+    )
+        .into_response())
+}
+
+/// `POST /api/referrals/{task}/accept`: the practitioner a referral Task names as owner
+/// accepts it, which opens the patient's record to them under the patient's consents.
+pub async fn accept_referral(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(task): Path<String>,
+) -> Result<Response, ApiError> {
+    state.records.accept_referral(&ctx, &task).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /api/patients/{id}/access`: who can see this patient's data and why: every edge of
+/// the trust graph to them (care team, GP, referral, encounter, consent, sharing rule,
+/// break-glass), with its source resource and period. The patient, or node operators.
+pub async fn access_map(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(patient): Path<String>,
+) -> Result<Response, ApiError> {
+    state
+        .records
+        .pdp()
+        .authorize_audit_view(&ctx.actor, Some(&patient))
+        .map_err(|_| not_found())?;
+    let lines: Vec<Value> = state
+        .records
+        .access_map(&patient)
+        .await?
+        .into_iter()
+        .map(|l| {
+            let e = l.edge;
+            json!({
+                "who": e.principal,
+                "why": e.kind,
+                "source": e.source,
+                "since": (e.since > 0).then(|| rfc3339(e.since)),
+                "until": e.until.map(rfc3339),
+                "active": l.active,
+                // A break-glass reason is for reviewers; the referral detail names the
+                // referring request.
+                "detail": if e.kind == medmesh_policy::access::EdgeKind::Referral { e.detail } else { None },
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"patient": patient, "access": lines})).into_response())
+}
+
+/// `GET /api/break-glass`: the review queue of emergency accesses, newest first, with the
+/// declared reasons. Org admins and node operators.
+pub async fn break_glass_queue(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+) -> Result<Response, ApiError> {
+    state
+        .records
+        .pdp()
+        .authorize_review(&ctx.actor)
+        .map_err(|_| not_found())?;
+    let items: Vec<Value> = state
+        .records
+        .break_glass_queue(0)
+        .await?
+        .into_iter()
+        .map(|e| {
+            json!({
+                "id": e.source,
+                "patient": e.patient,
+                "practitioner": e.principal,
+                "declared": rfc3339(e.since),
+                "until": e.until.map(rfc3339),
+                "reason": e.detail,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"breakGlass": items})).into_response())
+}
+
+/// `GET /api/patients/{id}/notifications`: the patient's notifications, newest first.
+pub async fn notifications(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(patient): Path<String>,
+) -> Result<Response, ApiError> {
+    state
+        .records
+        .pdp()
+        .authorize_audit_view(&ctx.actor, Some(&patient))
+        .map_err(|_| not_found())?;
+    let items: Vec<Value> = state
+        .records
+        .notifications(&patient)
+        .await?
+        .into_iter()
+        .map(|n| {
+            json!({"id": n.id, "kind": n.kind, "message": n.message,
+                   "created": rfc3339(n.created_micros), "read": n.read_micros.is_some()})
+        })
+        .collect();
+    Ok(axum::Json(json!({"notifications": items})).into_response())
+}

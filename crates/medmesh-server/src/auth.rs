@@ -45,12 +45,13 @@ impl FromRequestParts<AppState> for Authenticated {
             })
             .ok_or_else(ApiError::unauthorized)?;
         let token = token.trim();
-        let actor = match state.identity.verify_access(token) {
+        let mut actor = match state.identity.verify_access(token) {
             Ok(claims) => Actor {
                 subject: claims.sub,
                 scopes: parse_scopes(&claims.scope),
                 patient: claims.patient,
                 role: claims.role.as_deref().and_then(|r| r.parse().ok()),
+                clinician: None,
             },
             // Not ours: perhaps a configured external provider's access token.
             Err(_) => {
@@ -64,9 +65,20 @@ impl FromRequestParts<AppState> for Authenticated {
                     scopes: parse_scopes(&ext.scope),
                     patient: ext.patient,
                     role: ext.role,
+                    clinician: None,
                 }
             }
         };
+        if actor.role == Some(medmesh_auth::Role::Practitioner) {
+            actor.clinician = state
+                .identity
+                .clinician(&actor.subject)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot read the practitioner's account");
+                    ApiError::unauthorized()
+                })?;
+        }
         let source_ip = crate::web::peer_ip(parts);
         Ok(Self(RequestContext {
             actor,

@@ -244,6 +244,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/audit/consistency", get(audit::consistency))
         .route("/api/audit/entries/{index}/proof", get(audit::entry_proof))
         .route("/api/patients/{id}/audit", get(audit::patient_log))
+        .route("/api/patients/{id}/access", get(audit::access_map))
+        .route("/api/patients/{id}/break-glass", post(audit::break_glass))
+        .route(
+            "/api/patients/{id}/notifications",
+            get(audit::notifications),
+        )
+        .route("/api/referrals/{task}/accept", post(audit::accept_referral))
+        .route("/api/break-glass", get(audit::break_glass_queue))
         .route("/fhir/", post(handlers::root_post))
         .nest("/fhir", fhir)
         .with_state(state)

@@ -7,6 +7,7 @@
 pub mod audit_log;
 pub mod exec;
 pub mod identity;
+pub mod policy;
 pub mod postgres;
 pub mod search_sql;
 pub mod sql;

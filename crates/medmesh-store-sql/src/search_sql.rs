@@ -279,12 +279,12 @@ fn criterion(
             sql.push("1=1");
         }
         Criterion::Compartment {
-            patient_id,
+            patient_ids,
             params,
             include_self,
         } => {
             sql.push("(");
-            if params.is_empty() {
+            if params.is_empty() || patient_ids.is_empty() {
                 sql.push("1=0");
             } else {
                 sql.push(&format!(
@@ -294,15 +294,38 @@ fn criterion(
                 sql.push(&format!(" AND {x}.param IN ("))
                     .str_list(params)
                     .push(&format!(
-                        ") AND {x}.target_type = 'Patient' AND {x}.target_id = "
+                        ") AND {x}.target_type = 'Patient' AND {x}.target_id IN ("
                     ))
-                    .str(patient_id)
-                    .push(")");
+                    .str_list(patient_ids)
+                    .push("))");
             }
-            if *include_self {
-                sql.push(&format!(" OR {r}.rid IN (SELECT p{depth}.rid FROM resources p{depth} WHERE p{depth}.res_type = 'Patient' AND p{depth}.res_id = "))
-                    .str(patient_id)
-                    .push(")");
+            if *include_self && !patient_ids.is_empty() {
+                sql.push(&format!(" OR {r}.rid IN (SELECT p{depth}.rid FROM resources p{depth} WHERE p{depth}.res_type = 'Patient' AND p{depth}.res_id IN ("))
+                    .str_list(patient_ids)
+                    .push("))");
+            }
+            sql.push(")");
+        }
+        Criterion::AnyOf(groups) => {
+            sql.push("(");
+            if groups.is_empty() {
+                sql.push("1=0");
+            }
+            for (i, group) in groups.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                sql.push("(");
+                if group.is_empty() {
+                    sql.push("1=1");
+                }
+                for (j, c) in group.iter().enumerate() {
+                    if j > 0 {
+                        sql.push(" AND ");
+                    }
+                    criterion(sql, r, t, c, depth + 1)?;
+                }
+                sql.push(")");
             }
             sql.push(")");
         }
@@ -441,6 +464,11 @@ fn driver_rank(c: &Criterion) -> Option<u8> {
         Criterion::Chain { .. } | Criterion::Has { .. } => Some(3),
         // One patient's compartment is small: drive by it.
         Criterion::Compartment { .. } => Some(0),
+        // A practitioner's patients, each confined: selective when every group is.
+        Criterion::AnyOf(groups) => groups
+            .iter()
+            .all(|g| g.iter().any(|c| matches!(c, Criterion::Compartment { .. })))
+            .then_some(0),
     }
 }
 

@@ -6,9 +6,10 @@ use async_trait::async_trait;
 use medmesh_audit::AuditEntry;
 use medmesh_fhir::index::{IndexRow, IndexValue};
 use medmesh_fhir::search::{Include, SearchQuery};
+use medmesh_policy::access::Edge;
 use medmesh_store::{
-    ExportJob, HistoryPage, HistoryQuery, HistoryScope, NewVersion, PageRequest, RecordStore,
-    RecordTx, SearchPage, StoreError, StoredVersion, VersionHead,
+    ExportJob, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Notification, PageRequest,
+    RecordStore, RecordTx, SearchPage, StoreError, StoredVersion, VersionHead,
 };
 
 use crate::exec::Exec;
@@ -533,6 +534,35 @@ impl<B: Backend> RecordStore for SqlStore<B> {
             .await
             .map(|_| ())
     }
+
+    async fn reach(
+        &self,
+        seeds: &[String],
+        now: i64,
+    ) -> Result<(Vec<String>, Vec<Edge>), StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::policy::reach(&mut conn, self.dialect(), seeds, now).await
+    }
+
+    async fn patient_edges(&self, patient_id: &str) -> Result<Vec<Edge>, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::policy::patient_edges(&mut conn, self.dialect(), patient_id).await
+    }
+
+    async fn consents_of(&self, patient_ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::policy::consents_of(&mut conn, self.dialect(), patient_ids).await
+    }
+
+    async fn break_glass_since(&self, since: i64) -> Result<Vec<Edge>, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::policy::break_glass_since(&mut conn, self.dialect(), since).await
+    }
+
+    async fn notifications(&self, patient_id: &str) -> Result<Vec<Notification>, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::policy::notifications(&mut conn, self.dialect(), patient_id).await
+    }
 }
 
 const JOB_COLS: [Col; 7] = [
@@ -946,6 +976,19 @@ impl<B: Backend> RecordTx for SqlTx<B> {
     async fn append_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
         self.audit.push(entry.clone());
         Ok(())
+    }
+
+    async fn replace_policy_facts(
+        &mut self,
+        source: &str,
+        edges: &[Edge],
+        consent: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        crate::policy::replace_facts(&mut self.tx, self.dialect, source, edges, consent).await
+    }
+
+    async fn notify(&mut self, notification: &Notification) -> Result<(), StoreError> {
+        crate::policy::insert_notification(&mut self.tx, self.dialect, notification).await
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use medmesh_audit::AuditEntry;
 use medmesh_fhir::index::IndexRow;
 use medmesh_fhir::search::{Include, SearchQuery};
+use medmesh_policy::access::Edge;
 
 /// A resource version as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -273,6 +274,39 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<(Vec<StoredVersion>, i64), StoreError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The trust graph around an actor: every principal reachable from `seeds` through
+    /// care-team membership (a recursive query: teams in teams, organizations in teams), and
+    /// every edge to one of them that holds at `now`.
+    async fn reach(
+        &self,
+        seeds: &[String],
+        now: i64,
+    ) -> Result<(Vec<String>, Vec<Edge>), StoreError>;
+    /// Every edge to a patient (for the patient's access map).
+    async fn patient_edges(&self, patient_id: &str) -> Result<Vec<Edge>, StoreError>;
+    /// The active privacy Consents (JSON) of these patients.
+    async fn consents_of(&self, patient_ids: &[String]) -> Result<Vec<String>, StoreError>;
+    /// Break-glass edges declared since `since` (the review queue).
+    async fn break_glass_since(&self, since: i64) -> Result<Vec<Edge>, StoreError>;
+    /// A patient's notifications, newest first.
+    async fn notifications(&self, patient_id: &str) -> Result<Vec<Notification>, StoreError>;
+}
+
+/// A notification to a patient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// Id.
+    pub id: String,
+    /// Recipient patient.
+    pub patient_id: String,
+    /// Kind (`break-glass`).
+    pub kind: String,
+    /// Text, free of clinical content.
+    pub message: String,
+    /// When, microseconds.
+    pub created_micros: i64,
+    /// When read, if read.
+    pub read_micros: Option<i64>,
 }
 
 /// A write transaction. Dropping it without commit rolls back.
@@ -300,6 +334,16 @@ pub trait RecordTx: Send {
     async fn put(&mut self, version: NewVersion) -> Result<(), StoreError>;
     /// Appends an audit entry in this transaction.
     async fn append_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Replaces the policy facts derived from `source` (a resource reference): its edges,
+    /// and its consent (`(patient, JSON)`) if it is an active privacy Consent.
+    async fn replace_policy_facts(
+        &mut self,
+        source: &str,
+        edges: &[Edge],
+        consent: Option<(&str, &str)>,
+    ) -> Result<(), StoreError>;
+    /// Queues a notification in this transaction.
+    async fn notify(&mut self, notification: &Notification) -> Result<(), StoreError>;
     /// Commits.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }

@@ -324,7 +324,6 @@ impl Node {
     }
 
     /// POST JSON on a path outside the FHIR base, with this node's token.
-    #[allow(dead_code)] // used by the consent tests that follow
     pub async fn post_raw(&self, path: &str, body: &Value) -> (StatusCode, HeaderMap, Value) {
         self.send(self.auth(self.client.post(self.root_url(path))).json(body))
             .await

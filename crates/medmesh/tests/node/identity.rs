@@ -201,6 +201,16 @@ async fn seed_people(node: &Node) {
     .await;
     node.put("Observation/o1", &json!({"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/p1"}})).await;
     node.put("Observation/o2", &json!({"resourceType": "Observation", "id": "o2", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/p2"}})).await;
+    // dr1 cares for both (the consent issue's care relationship; see consent.rs).
+    for p in ["p1", "p2"] {
+        node.put(
+            &format!("CareTeam/ct-{p}"),
+            &json!({"resourceType": "CareTeam", "id": format!("ct-{p}"), "status": "active",
+                    "subject": {"reference": format!("Patient/{p}")},
+                    "participant": [{"member": {"reference": "Practitioner/dr1"}}]}),
+        )
+        .await;
+    }
 }
 
 async fn login_needs_password_and_a_fresh_totp_code(node: Node) {

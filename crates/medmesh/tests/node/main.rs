@@ -9,6 +9,7 @@ mod harness;
 mod audit_log;
 mod bad_input;
 mod bundles;
+mod consent;
 mod data;
 mod export;
 mod identity;

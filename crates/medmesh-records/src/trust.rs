@@ -1,0 +1,383 @@
+//! The trust network in the record service: reading the facts the PDP reasons over, keeping
+//! them in step with writes (edges, consents, derived labels, sharing tags), and the
+//! operations on the network itself: break-glass, accepting a referral, and the patient's
+//! access map.
+
+use medmesh_audit::{AuditEntry, Outcome};
+use medmesh_policy::access::{Edge, EdgeKind, edges_from};
+use medmesh_policy::consent::{SHARED_WITH, parse_consent, shared_with};
+use medmesh_policy::labels::{add_labels, derive_labels, labels_of};
+use medmesh_policy::{Actor, Grant, ReachFacts};
+use medmesh_store::{Notification, RecordTx};
+use serde_json::{Value, json};
+
+use crate::context::RequestContext;
+use crate::{RecordError, RecordService};
+
+/// How long a break-glass declaration lasts when not configured: 4 hours.
+pub const DEFAULT_BREAK_GLASS_MICROS: i64 = 4 * 3600 * 1_000_000;
+/// How long an encounter keeps its organization's access when not configured: 90 days.
+pub const DEFAULT_ENCOUNTER_WINDOW_MICROS: i64 = 90 * 86_400 * 1_000_000;
+
+/// Trust settings.
+#[derive(Debug, Clone)]
+pub struct TrustConfig {
+    /// Break-glass duration, microseconds.
+    pub break_glass_micros: i64,
+    /// Encounter window, microseconds.
+    pub encounter_window_micros: i64,
+    /// Label derivation rules.
+    pub label_rules: Vec<medmesh_policy::labels::LabelRule>,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        Self {
+            break_glass_micros: DEFAULT_BREAK_GLASS_MICROS,
+            encounter_window_micros: DEFAULT_ENCOUNTER_WINDOW_MICROS,
+            label_rules: medmesh_policy::labels::default_label_rules(),
+        }
+    }
+}
+
+/// One line of a patient's access map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLine {
+    /// The edge.
+    pub edge: Edge,
+    /// Whether it holds now.
+    pub active: bool,
+}
+
+fn categories(resource: &Value) -> Vec<String> {
+    resource
+        .get("category")
+        .map(|c| match c {
+            Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        })
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|cc| {
+            cc.get("coding")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("code").and_then(Value::as_str).map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+impl RecordService {
+    /// Reads what the PDP needs about a practitioner: their principals, the edges to them,
+    /// and the consents of the patients those edges lead to. Read on every request: a
+    /// revoked consent or a suspended account counts from the next request.
+    pub(crate) async fn reach_facts(&self, actor: &Actor) -> Result<ReachFacts, RecordError> {
+        let (principals, edges) = self.store.reach(&actor.seeds(), self.now()).await?;
+        let mut patients: Vec<String> = edges.iter().map(|e| e.patient.clone()).collect();
+        patients.sort();
+        patients.dedup();
+        let consents = self
+            .store
+            .consents_of(&patients)
+            .await?
+            .iter()
+            .filter_map(|body| serde_json::from_str::<Value>(body).ok())
+            .filter_map(|v| parse_consent(&v))
+            .collect();
+        Ok(ReachFacts {
+            principals,
+            edges,
+            consents,
+        })
+    }
+
+    /// Whether a reach-confined grant admits a resource: a shared type always; otherwise a
+    /// patient whose compartment holds it must be open to the actor for its type and labels.
+    pub(crate) fn reach_admits(&self, grant: &Grant, rt: &str, resource: &Value) -> bool {
+        let Some(reach) = grant.reach() else {
+            return true;
+        };
+        if medmesh_policy::is_shared_type(rt) {
+            return true;
+        }
+        let labels = labels_of(resource);
+        let tagged = resource
+            .pointer("/meta/tag")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                t.get("system").and_then(Value::as_str) == Some(SHARED_WITH)
+                    && t.get("code")
+                        .and_then(Value::as_str)
+                        .is_some_and(|c| reach.principals.iter().any(|p| p == c))
+            });
+        self.compartment_owners(rt, resource)
+            .iter()
+            .filter_map(|p| reach.patient(p))
+            .any(|a| a.admits(rt, &labels, tagged))
+    }
+
+    /// Stamps what policy derives from a resource about to be written: labels from the
+    /// configured rules, and shared-with tags from the patients' sharing rules.
+    pub(crate) async fn apply_write_policy(
+        &self,
+        ctx: &RequestContext,
+        rt: &str,
+        body: &mut Value,
+    ) -> Result<(), RecordError> {
+        add_labels(body, &derive_labels(&self.trust.label_rules, body));
+        let owners = self.compartment_owners(rt, body);
+        if owners.is_empty() {
+            return Ok(());
+        }
+        let consents: Vec<_> = self
+            .store
+            .consents_of(&owners)
+            .await?
+            .iter()
+            .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+            .filter_map(|v| parse_consent(&v))
+            .collect();
+        let author = ctx
+            .actor
+            .clinician
+            .as_ref()
+            .map(|c| c.practitioner.as_str());
+        let shared = shared_with(&consents, rt, &categories(body), author, self.now());
+        if shared.is_empty() {
+            return Ok(());
+        }
+        if let Some(obj) = body.as_object_mut() {
+            let meta = obj.entry("meta").or_insert_with(|| json!({}));
+            if let Some(meta) = meta.as_object_mut() {
+                let tags = meta.entry("tag").or_insert_with(|| json!([]));
+                if let Some(list) = tags.as_array_mut() {
+                    for s in shared {
+                        let tag = json!({"system": SHARED_WITH, "code": s});
+                        if !list.contains(&tag) {
+                            list.push(tag);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the policy facts a written (or deleted: `None`) resource contributes.
+    pub(crate) async fn update_policy_facts(
+        &self,
+        tx: &mut dyn RecordTx,
+        rt: &str,
+        id: &str,
+        body: Option<&Value>,
+    ) -> Result<(), RecordError> {
+        if !matches!(
+            rt,
+            "CareTeam" | "Patient" | "Task" | "Encounter" | "Consent"
+        ) {
+            return Ok(());
+        }
+        let source = format!("{rt}/{id}");
+        let edges = body
+            .map(|b| edges_from(b, self.trust.encounter_window_micros))
+            .unwrap_or_default();
+        let consent = body.and_then(parse_consent);
+        let text = body.filter(|_| consent.is_some()).map(Value::to_string);
+        tx.replace_policy_facts(
+            &source,
+            &edges,
+            consent
+                .as_ref()
+                .zip(text.as_deref())
+                .map(|(c, t)| (c.patient.as_str(), t)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Adds to an audit entry what a reach-confined access rested on.
+    pub(crate) fn annotate(&self, entry: &mut AuditEntry, grant: &Grant) {
+        let Some(reach) = grant.reach() else {
+            return;
+        };
+        let mut basis = Vec::new();
+        let mut purpose = None;
+        for p in &entry.patients {
+            if let Some(a) = reach.patient(p) {
+                basis.extend(a.basis());
+                if a.break_glass() || purpose.is_none() {
+                    purpose = Some(a.purpose().to_string());
+                }
+            }
+        }
+        basis.sort();
+        basis.dedup();
+        entry.basis = basis;
+        entry.purpose = purpose.or_else(|| Some("TREAT".into()));
+    }
+
+    /// A verified practitioner declares an emergency: time-boxed access to the patient,
+    /// flagged on every access, notified to the patient, listed for review. The reason is
+    /// kept for the reviewers, never in the audit log or the notification.
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`] unless the actor is a verified practitioner.
+    pub async fn declare_break_glass(
+        &self,
+        ctx: &RequestContext,
+        patient_id: &str,
+        reason: &str,
+    ) -> Result<Edge, RecordError> {
+        let clinician = ctx
+            .actor
+            .clinician
+            .as_ref()
+            .filter(|c| c.verified && ctx.actor.role == Some(medmesh_auth::Role::Practitioner));
+        let now = self.now();
+        let mut entry = AuditEntry::new(
+            now,
+            &ctx.operation_id,
+            &ctx.actor.subject,
+            "break-glass",
+            Outcome::Denied,
+        );
+        entry.source_ip = ctx.source_ip.clone();
+        entry.patients = vec![patient_id.to_string()];
+        entry.purpose = Some("ETREAT".into());
+        let (Some(clinician), false) = (clinician, reason.trim().is_empty()) else {
+            self.audit
+                .append(vec![entry.with_reason(
+                    "break-glass needs a verified practitioner and a reason",
+                )])
+                .await?;
+            return Err(RecordError::Forbidden);
+        };
+        let id = self.ids.new_id();
+        let edge = Edge {
+            patient: patient_id.to_string(),
+            principal: clinician.practitioner.clone(),
+            kind: EdgeKind::BreakGlass,
+            source: format!("break-glass/{id}"),
+            since: now,
+            until: Some(now + self.trust.break_glass_micros),
+            detail: Some(reason.chars().take(500).collect()),
+        };
+        let mut tx = self.store.begin().await?;
+        tx.replace_policy_facts(&edge.source, std::slice::from_ref(&edge), None)
+            .await?;
+        tx.notify(&Notification {
+            id: self.ids.new_id(),
+            patient_id: patient_id.to_string(),
+            kind: "break-glass".into(),
+            message: format!(
+                "{} declared an emergency and may see your record until {}",
+                clinician.practitioner,
+                medmesh_fhir::datetime::format_instant(now + self.trust.break_glass_micros)
+            ),
+            created_micros: now,
+            read_micros: None,
+        })
+        .await?;
+        entry.outcome = Outcome::Success;
+        entry.basis = vec![edge.source.clone()];
+        tx.append_audit(&entry).await?;
+        tx.commit().await?;
+        Ok(edge)
+    }
+
+    /// The practitioner a referral Task names as owner accepts it: the Task becomes
+    /// `accepted`, which creates the referral edge (under the patient's consents, which still
+    /// apply on every access).
+    ///
+    /// # Errors
+    /// [`RecordError::NotFound`] unless the actor owns a requested referral Task with that id.
+    pub async fn accept_referral(
+        &self,
+        ctx: &RequestContext,
+        task_id: &str,
+    ) -> Result<(), RecordError> {
+        let me = ctx
+            .actor
+            .clinician
+            .as_ref()
+            .filter(|c| c.verified)
+            .map(|c| c.practitioner.clone());
+        let mut tx = self.store.begin().await?;
+        let head = tx.head("Task", task_id).await?;
+        let current = match head.filter(|h| !h.deleted) {
+            Some(h) => self.store.vread("Task", task_id, h.version).await?,
+            None => None,
+        };
+        let mut task = match current {
+            Some(v) => self.decode(&v)?,
+            None => return Err(RecordError::NotFound),
+        };
+        let owner = task.pointer("/owner/reference").and_then(Value::as_str);
+        let requested = task.get("status").and_then(Value::as_str) == Some("requested");
+        let referral = task
+            .pointer("/focus/reference")
+            .and_then(Value::as_str)
+            .is_some_and(|f| f.starts_with("ServiceRequest/"));
+        if me.is_none() || owner != me.as_deref() || !requested || !referral {
+            return Err(RecordError::NotFound);
+        }
+        task["status"] = json!("accepted");
+        let grant = self.pdp.internal_grant("Task");
+        let out = self
+            .write_version(ctx, tx.as_mut(), &grant, "Task", task_id, task, head)
+            .await?;
+        let mut entry = self.entry(
+            ctx,
+            "accept-referral",
+            Some("Task"),
+            vec![task_id.to_string()],
+            Outcome::Success,
+        );
+        entry.patients = out
+            .resource
+            .as_ref()
+            .map(|r| self.compartment_owners("Task", r))
+            .unwrap_or_default();
+        tx.append_audit(&entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Who can see a patient's data and why: every edge, current or past.
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub async fn access_map(&self, patient_id: &str) -> Result<Vec<AccessLine>, RecordError> {
+        let now = self.now();
+        Ok(self
+            .store
+            .patient_edges(patient_id)
+            .await?
+            .into_iter()
+            .map(|edge| AccessLine {
+                active: edge.holds_at(now),
+                edge,
+            })
+            .collect())
+    }
+
+    /// Break-glass declarations since `since`, for review.
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub async fn break_glass_queue(&self, since: i64) -> Result<Vec<Edge>, RecordError> {
+        Ok(self.store.break_glass_since(since).await?)
+    }
+
+    /// A patient's notifications.
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub async fn notifications(&self, patient_id: &str) -> Result<Vec<Notification>, RecordError> {
+        Ok(self.store.notifications(patient_id).await?)
+    }
+}
