@@ -285,6 +285,7 @@ pub async fn login_submit(
         .await
     {
         Ok(LoginStep::Done { cookie }) => {
+            audit_login(&state, &headers, &ip, "login", Some(&cookie), true).await;
             let mut r = Redirect::to(&next).into_response();
             let (k, v) = set_cookie(SESSION_COOKIE, &cookie, state.identity.config().session_ttl);
             r.headers_mut().append(k, v);
@@ -307,6 +308,7 @@ pub async fn login_submit(
             r
         }
         Err(e) => {
+            audit_login(&state, &headers, &ip, "login", None, false).await;
             let status = login_failure_status(&e);
             page(
                 status,
@@ -338,6 +340,53 @@ struct RecoveryPage<'a> {
     next: &'a str,
 }
 
+/// Audits a login step. The actor is the account id once known, else `anonymous` (a
+/// username may identify a patient, so it is never logged). A failure to write the entry is
+/// logged; the login page still answers, since no clinical data is at stake.
+async fn audit_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: &str,
+    step: &str,
+    cookie: Option<&str>,
+    ok: bool,
+) {
+    let user = match cookie {
+        Some(c) => state.identity.session(c).await.ok().map(|s| s.user.id),
+        None => None,
+    };
+    let op = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let mut e = medmesh_audit::AuditEntry::new(
+        state.records.now_micros(),
+        op,
+        user.as_deref().unwrap_or("anonymous"),
+        step,
+        if ok {
+            medmesh_audit::Outcome::Success
+        } else {
+            medmesh_audit::Outcome::Failed
+        },
+    );
+    e.source_ip = Some(ip.to_string()).filter(|i| !i.is_empty());
+    if let Some(patient) = match cookie {
+        Some(c) => state
+            .identity
+            .session(c)
+            .await
+            .ok()
+            .and_then(|s| s.user.patient_id),
+        None => None,
+    } {
+        e.patients = vec![patient];
+    }
+    if let Err(err) = state.records.append_audit(vec![e]).await {
+        tracing::error!(error = %err, "cannot audit a login");
+    }
+}
+
 /// `POST /login/code`.
 pub async fn login_code(
     State(state): State<AppState>,
@@ -354,6 +403,15 @@ pub async fn login_code(
     };
     match state.identity.login_code(&c, &f.code, &ip).await {
         Ok(done) => {
+            audit_login(
+                &state,
+                &headers,
+                &ip,
+                "login-second-factor",
+                Some(&done.cookie),
+                true,
+            )
+            .await;
             let mut r = if done.recovery_codes.is_empty() {
                 Redirect::to(&next).into_response()
             } else {
@@ -377,6 +435,7 @@ pub async fn login_code(
         }
         Err(IdentityError::NotSignedIn) => Redirect::to("/login").into_response(),
         Err(e) => {
+            audit_login(&state, &headers, &ip, "login-second-factor", None, false).await;
             let status = login_failure_status(&e);
             page(
                 status,

@@ -51,6 +51,14 @@ pub struct FileConfig {
     pub audit_origin: Option<String>,
     /// Seconds between signed audit checkpoints. Default 60; 0 signs only on demand.
     pub audit_checkpoint_interval: Option<u64>,
+    /// Minutes a break-glass declaration lasts. Default 240 (4 hours).
+    pub break_glass_minutes: Option<i64>,
+    /// Days after an encounter that its organization keeps access. Default 90.
+    pub encounter_window_days: Option<i64>,
+    /// Security-label derivation rules (`[[label_rule]]` tables). Default: ICD-10 F codes
+    /// get PSY, ICD-10 HIV codes get HIV. Giving any replaces the defaults.
+    #[serde(default)]
+    pub label_rule: Vec<medmesh_policy::labels::LabelRule>,
     /// External OpenID Connect providers (`[[oidc]]` tables). Default none.
     #[serde(default)]
     pub oidc: Vec<OidcConfig>,
@@ -113,6 +121,12 @@ pub struct Config {
     pub audit_origin: Option<String>,
     /// Seconds between audit checkpoints (0: on demand only).
     pub audit_checkpoint_interval: u64,
+    /// Break-glass duration, minutes.
+    pub break_glass_minutes: i64,
+    /// Encounter window, days.
+    pub encounter_window_days: i64,
+    /// Label derivation rules.
+    pub label_rules: Vec<medmesh_policy::labels::LabelRule>,
     /// External OpenID Connect providers.
     pub oidc: Vec<OidcConfig>,
 }
@@ -186,6 +200,21 @@ impl Config {
                 .and_then(|v| v.parse().ok())
                 .or(file.audit_checkpoint_interval)
                 .unwrap_or(60),
+            break_glass_minutes: env("MEDMESH_BREAK_GLASS_MINUTES")
+                .and_then(|v| v.parse().ok())
+                .or(file.break_glass_minutes)
+                .unwrap_or(240)
+                .clamp(5, 7 * 24 * 60),
+            encounter_window_days: env("MEDMESH_ENCOUNTER_WINDOW_DAYS")
+                .and_then(|v| v.parse().ok())
+                .or(file.encounter_window_days)
+                .unwrap_or(90)
+                .clamp(0, 3650),
+            label_rules: if file.label_rule.is_empty() {
+                medmesh_policy::labels::default_label_rules()
+            } else {
+                file.label_rule
+            },
             oidc: file.oidc,
         })
     }

@@ -194,15 +194,22 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Stores> {
     .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))
 }
 
-fn record_service(store: Arc<dyn RecordStore>) -> anyhow::Result<Arc<RecordService>> {
+fn record_service(store: Arc<dyn RecordStore>, cfg: &Config) -> anyhow::Result<Arc<RecordService>> {
     let defs = medmesh_fhir::definitions().map_err(|e| anyhow::anyhow!(e))?;
-    Ok(Arc::new(RecordService::new(
-        store,
-        Arc::new(PlainCodec),
-        defs,
-        Arc::new(MonotonicClock::new(SystemClock)),
-        Arc::new(UuidIds),
-    )))
+    Ok(Arc::new(
+        RecordService::new(
+            store,
+            Arc::new(PlainCodec),
+            defs,
+            Arc::new(MonotonicClock::new(SystemClock)),
+            Arc::new(UuidIds),
+        )
+        .with_trust(medmesh_records::trust::TrustConfig {
+            break_glass_micros: cfg.break_glass_minutes * 60 * 1_000_000,
+            encounter_window_micros: cfg.encounter_window_days * 86_400 * 1_000_000,
+            label_rules: cfg.label_rules.clone(),
+        }),
+    ))
 }
 
 /// The identity service for an issuer. Signing keys live in the store, so every replica on
@@ -281,7 +288,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         None => format!("http://{addr}"),
     };
     let identity = identity_service(&stores, &cfg, issuer.clone()).await?;
-    let records = record_service(stores.records.clone())?;
+    let records = record_service(stores.records.clone(), &cfg)?;
     let origin = cfg.audit_origin.clone().unwrap_or_else(|| {
         let host = issuer
             .split_once("://")
@@ -447,7 +454,7 @@ async fn import_file(
 async fn import(cfg: Config, paths: Vec<PathBuf>, jobs: u16) -> anyhow::Result<bool> {
     let files = collect_files(&paths)?;
     let stores = open_store(&cfg).await?;
-    let records = record_service(stores.records)?;
+    let records = record_service(stores.records, &cfg)?;
     let ctx = RequestContext {
         actor: Actor::local_operator(),
         operation_id: format!("import-{}", uuid::Uuid::new_v4()),
@@ -587,7 +594,7 @@ async fn admin_token(
 async fn create_user(cfg: Config, new: NewUser) -> anyhow::Result<()> {
     let stores = open_store(&cfg).await?;
     // The linked records must exist.
-    let records = record_service(stores.records.clone())?;
+    let records = record_service(stores.records.clone(), &cfg)?;
     for (rt, id) in [
         ("Patient", &new.patient_id),
         ("Practitioner", &new.practitioner_id),

@@ -370,6 +370,20 @@ async fn csrf_tokens_are_required(node: Node) {
         StatusCode::OK,
         "still signed in"
     );
+    // The login is in the patient's audit log, under their account id.
+    let (s, _, log) = node.get_raw("/api/patients/p1/audit").await;
+    assert_eq!(s, StatusCode::OK, "{log}");
+    let account: Value = serde_json::from_str(&b.get("/api/account").await.2).unwrap();
+    assert!(
+        log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["entry"]["action"] == "login"
+                && e["entry"]["actor"] == account["id"]
+                && e["entry"]["outcome"] == "Success"),
+        "{log}"
+    );
 }
 
 async fn brute_force_hits_the_throttle(node: Node) {
