@@ -160,3 +160,255 @@ async fn concurrent_reads_share_audit_commits() {
         "no entry lost in group commit"
     );
 }
+
+mod no_leaks {
+    //! The no-leak property: for random care relationships, consents and labelled
+    //! resources, nothing a practitioner reads, searches (with `_total`) or gets from
+    //! `$everything` holds a resource the PDP's per-resource decision denies; and everything
+    //! it permits is found.
+
+    use super::*;
+    use medmesh_policy::access::{PatientAccess, Principal, edges_from};
+    use medmesh_policy::consent::parse_consent;
+    use medmesh_policy::labels::labels_of;
+    use medmesh_policy::{Clinician, ReachFacts};
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn practitioner() -> RequestContext {
+        RequestContext {
+            actor: Actor {
+                subject: "dr".into(),
+                scopes: parse_scopes("user/*.cruds"),
+                patient: None,
+                role: Some(medmesh_auth::Role::Practitioner),
+                clinician: Some(Clinician {
+                    practitioner: "Practitioner/x".into(),
+                    organizations: vec!["Organization/h".into()],
+                    verified: true,
+                }),
+            },
+            operation_id: "op".into(),
+            source_ip: None,
+            base_url: "http://test/fhir".into(),
+        }
+    }
+
+    fn provision() -> impl Strategy<Value = Value> {
+        (
+            any::<bool>(),
+            prop::sample::select(vec![None, Some("Practitioner/x"), Some("Organization/h"), Some("Practitioner/y")]),
+            prop::sample::select(vec![None, Some("Observation"), Some("Condition")]),
+            prop::sample::select(vec![None, Some("R"), Some("V"), Some("PSY"), Some("HIV")]),
+        )
+            .prop_map(|(permit, actor, class, label)| {
+                let mut p = json!({"type": if permit { "permit" } else { "deny" }});
+                if let Some(a) = actor {
+                    p["actor"] = json!([{"role": {"coding": [{"code": "PRCP"}]}, "reference": {"reference": a}}]);
+                }
+                if let Some(c) = class {
+                    p["class"] = json!([{"system": "http://hl7.org/fhir/resource-types", "code": c}]);
+                }
+                if let Some(l) = label {
+                    p["securityLabel"] = json!([{"code": l}]);
+                }
+                p
+            })
+    }
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        care: [bool; 2],
+        consents: Vec<(usize, Value)>,
+        resources: Vec<(usize, bool, Vec<&'static str>)>,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        (
+            any::<[bool; 2]>(),
+            prop::collection::vec((0usize..2, provision()), 0..4),
+            prop::collection::vec(
+                (
+                    0usize..2,
+                    any::<bool>(),
+                    prop::sample::subsequence(vec!["R", "V", "PSY", "HIV"], 0..3),
+                ),
+                1..7,
+            ),
+        )
+            .prop_map(|(care, consents, resources)| Case {
+                care,
+                consents,
+                resources,
+            })
+    }
+
+    async fn run(c: Case) {
+        let (svc, _store, _dir) = service().await;
+        let admin = ctx("system/*.*");
+        let mut written: Vec<Value> = Vec::new();
+        let mut put = |v: Value| written.push(v);
+        for p in 0..2 {
+            put(json!({"resourceType": "Patient", "id": format!("p{p}")}));
+            if c.care[p] {
+                put(
+                    json!({"resourceType": "CareTeam", "id": format!("ct{p}"), "status": "active",
+                    "subject": {"reference": format!("Patient/p{p}")},
+                    "participant": [{"member": {"reference": "Practitioner/x"}}]}),
+                );
+            }
+        }
+        for (i, (p, provision)) in c.consents.iter().enumerate() {
+            put(
+                json!({"resourceType": "Consent", "id": format!("k{i}"), "status": "active",
+                "scope": {"coding": [{"code": "patient-privacy"}]},
+                "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+                "patient": {"reference": format!("Patient/p{p}")}, "provision": provision}),
+            );
+        }
+        for (i, (p, condition, labels)) in c.resources.iter().enumerate() {
+            let security: Vec<Value> = labels
+                .iter()
+                .map(|l| {
+                    let system = if matches!(*l, "R" | "V") {
+                        "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+                    } else {
+                        "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+                    };
+                    json!({"system": system, "code": l})
+                })
+                .collect();
+            let mut r = if *condition {
+                json!({"resourceType": "Condition", "subject": {"reference": format!("Patient/p{p}")}})
+            } else {
+                json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                       "subject": {"reference": format!("Patient/p{p}")}})
+            };
+            r["id"] = json!(format!("r{i}"));
+            if !security.is_empty() {
+                r["meta"] = json!({"security": security});
+            }
+            put(r);
+        }
+        for v in &written {
+            let rt = v["resourceType"].as_str().unwrap();
+            let id = v["id"].as_str().unwrap();
+            svc.update(&admin, rt, id, v.clone(), None).await.unwrap();
+        }
+        // The oracle: the PDP's decision per resource, from the same facts.
+        let mut edges = Vec::new();
+        let mut consents = Vec::new();
+        for v in &written {
+            edges.extend(edges_from(v, 0));
+            consents.extend(parse_consent(v));
+        }
+        let principal = Principal {
+            practitioner: Some("Practitioner/x".into()),
+            references: vec!["Organization/h".into(), "Practitioner/x".into()],
+        };
+        edges.retain(|e| principal.references.contains(&e.principal));
+        let facts = ReachFacts {
+            principals: principal.references.clone(),
+            edges,
+            consents,
+        };
+        let allowed = |v: &Value| -> bool {
+            let rt = v["resourceType"].as_str().unwrap();
+            let patient = if rt == "Patient" {
+                v["id"].as_str().unwrap().to_string()
+            } else {
+                v["subject"]["reference"].as_str().unwrap()[8..].to_string()
+            };
+            PatientAccess::compile(
+                &patient,
+                &principal,
+                facts.edges.clone(),
+                facts.consents.clone(),
+                1_700_000_000_000_000,
+            )
+            .is_some_and(|a| a.admits(rt, &labels_of(v), false))
+        };
+        let dr = practitioner();
+        for v in written.iter().filter(|v| {
+            matches!(
+                v["resourceType"].as_str(),
+                Some("Patient" | "Observation" | "Condition")
+            )
+        }) {
+            let rt = v["resourceType"].as_str().unwrap();
+            let id = v["id"].as_str().unwrap();
+            let read = svc.read(&dr, rt, id).await;
+            assert_eq!(read.is_ok(), allowed(v), "read {rt}/{id}: {c:?}");
+            if let Err(e) = read {
+                assert!(matches!(e, RecordError::NotFound), "a denial answers 404");
+            }
+        }
+        for rt in ["Observation", "Condition", "Patient"] {
+            let bundle = svc
+                .search(
+                    &dr,
+                    rt,
+                    &[("_total".into(), "accurate".into())],
+                    medmesh_fhir::search::Handling::Lenient,
+                )
+                .await
+                .unwrap();
+            let mut got: Vec<String> = bundle["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+                .collect();
+            got.sort();
+            let mut want: Vec<String> = written
+                .iter()
+                .filter(|v| v["resourceType"] == rt && allowed(v))
+                .map(|v| v["id"].as_str().unwrap().to_string())
+                .collect();
+            want.sort();
+            assert_eq!(got, want, "search {rt}: {c:?}");
+            assert_eq!(bundle["total"], json!(want.len()), "_total {rt}");
+        }
+        for p in 0..2 {
+            let visible_patient = allowed(
+                &written[written
+                    .iter()
+                    .position(|v| v["id"] == format!("p{p}"))
+                    .unwrap()],
+            );
+            match svc.everything(&dr, &format!("p{p}"), &[]).await {
+                Ok(bundle) => {
+                    assert!(visible_patient);
+                    for e in bundle["entry"].as_array().into_iter().flatten() {
+                        let r = &written
+                            .iter()
+                            .find(|v| v["id"] == e["resource"]["id"])
+                            .unwrap();
+                        if matches!(
+                            r["resourceType"].as_str(),
+                            Some("Observation" | "Condition")
+                        ) {
+                            assert!(allowed(r), "$everything leaked {}: {c:?}", r["id"]);
+                        }
+                    }
+                }
+                Err(e) => {
+                    assert!(!visible_patient, "{e:?}");
+                    assert!(matches!(e, RecordError::NotFound));
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+        #[test]
+        fn no_response_holds_a_resource_the_pdp_denies(c in case()) {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(run(c));
+        }
+    }
+}
