@@ -36,6 +36,7 @@ fn bench(c: &mut Criterion) {
                     "securityLabel": [{"code": "R"}, {"code": "PSY"}],
                     "provision": [{"type": "deny", "securityLabel": [{"code": "HIV"}]}]}}),
             )
+            .map(std::sync::Arc::new)
             .unwrap()
         })
         .collect();

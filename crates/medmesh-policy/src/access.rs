@@ -17,6 +17,8 @@
 //! recursive query over `CareTeam` edges) every care team they belong to, directly or through
 //! another team or organization.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -247,7 +249,7 @@ pub struct PatientAccess {
     patient: String,
     principal: Principal,
     edges: Vec<Edge>,
-    consents: Vec<ConsentRule>,
+    consents: Vec<Arc<ConsentRule>>,
     purpose: String,
     now: i64,
     care: bool,
@@ -259,13 +261,14 @@ impl PatientAccess {
     pub fn compile(
         patient: &str,
         principal: &Principal,
-        edges: Vec<Edge>,
-        consents: Vec<ConsentRule>,
+        edges: &[Edge],
+        consents: &[Arc<ConsentRule>],
         now: i64,
     ) -> Option<Self> {
         let edges: Vec<Edge> = edges
-            .into_iter()
+            .iter()
             .filter(|e| e.patient == patient && e.holds_at(now))
+            .cloned()
             .collect();
         if edges.is_empty() {
             return None;
@@ -285,8 +288,9 @@ impl PatientAccess {
             principal: principal.clone(),
             edges,
             consents: consents
-                .into_iter()
+                .iter()
                 .filter(|c| c.patient == patient)
+                .cloned()
                 .collect(),
             purpose: purpose.to_string(),
             now,
@@ -448,12 +452,12 @@ mod tests {
 
     #[test]
     fn a_care_relationship_opens_normal_data_only() {
-        let a = PatientAccess::compile("p", &dr("x"), care_team(), vec![], 10).unwrap();
+        let a = PatientAccess::compile("p", &dr("x"), &care_team(), &[], 10).unwrap();
         assert!(a.admits("Observation", &[], false));
         for l in ["R", "V", "PSY"] {
             assert!(!a.admits("Observation", &[l.to_string()], false), "{l}");
         }
-        assert!(PatientAccess::compile("p", &dr("y"), vec![], vec![], 10).is_none());
+        assert!(PatientAccess::compile("p", &dr("y"), &[], &[], 10).is_none());
     }
 
     #[test]
@@ -463,7 +467,8 @@ mod tests {
             "actor": [{"reference": {"reference": "Practitioner/x"}}],
             "securityLabel": [{"code": "R"}, {"code": "PSY"}],
             "provision": [{"type": "deny", "class": [{"code": "Condition"}]}]}));
-        let a = PatientAccess::compile("p", &dr("x"), care_team(), vec![c.clone()], 10).unwrap();
+        let a = PatientAccess::compile("p", &dr("x"), &care_team(), &[Arc::new(c.clone())], 10)
+            .unwrap();
         assert!(a.admits("Observation", &["PSY".into()], false));
         assert!(a.admits("Observation", &["R".into(), "PSY".into()], false));
         assert!(!a.admits("Observation", &["HIV".into()], false));
@@ -475,7 +480,7 @@ mod tests {
         assert!(!a.admits("Condition", &["PSY".into()], false));
         // A deny for everyone closes even a care relationship.
         let deny = consent(json!({"type": "deny"}));
-        let a = PatientAccess::compile("p", &dr("x"), care_team(), vec![deny], 10).unwrap();
+        let a = PatientAccess::compile("p", &dr("x"), &care_team(), &[Arc::new(deny)], 10).unwrap();
         assert!(!a.admits("Observation", &[], false));
     }
 
@@ -490,12 +495,12 @@ mod tests {
             until: Some(100),
             detail: Some("unconscious".into()),
         };
-        let a = PatientAccess::compile("p", &dr("er"), vec![bg.clone()], vec![], 10).unwrap();
+        let a = PatientAccess::compile("p", &dr("er"), std::slice::from_ref(&bg), &[], 10).unwrap();
         assert_eq!(a.purpose(), "ETREAT");
         assert!(a.admits("Observation", &["R".into()], false));
         assert!(!a.admits("Observation", &["PSY".into()], false));
         assert!(
-            PatientAccess::compile("p", &dr("er"), vec![bg], vec![], 100).is_none(),
+            PatientAccess::compile("p", &dr("er"), &[bg], &[], 100).is_none(),
             "expired"
         );
     }
@@ -569,7 +574,8 @@ mod tests {
             let me = dr("x");
             edges.retain(|e| me.references.contains(&e.principal));
             let labels: Vec<String> = labels.into_iter().collect();
-            if let Some(a) = PatientAccess::compile("p", &me, edges, consents, 10) {
+            let consents: Vec<Arc<ConsentRule>> = consents.into_iter().map(Arc::new).collect();
+            if let Some(a) = PatientAccess::compile("p", &me, &edges, &consents, 10) {
                 let hidden = a.hidden_labels(rt, &restricted_labels());
                 let by_search = a.type_visible(rt) && labels.iter().all(|l| !hidden.contains(l));
                 prop_assert_eq!(by_search, a.admits(rt, &labels, false));

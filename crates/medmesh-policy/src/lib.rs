@@ -87,8 +87,8 @@ pub struct ReachFacts {
     pub principals: Vec<String>,
     /// Edges to them.
     pub edges: Vec<Edge>,
-    /// The patients' consents.
-    pub consents: Vec<ConsentRule>,
+    /// The patients' consents (shared, not copied, into each patient's access).
+    pub consents: Vec<Arc<ConsentRule>>,
 }
 
 /// Who is asking.
@@ -431,23 +431,7 @@ impl Pdp {
         let compiled = patients
             .iter()
             .filter_map(|p| {
-                PatientAccess::compile(
-                    p,
-                    &principal,
-                    facts
-                        .edges
-                        .iter()
-                        .filter(|e| &e.patient == p)
-                        .cloned()
-                        .collect(),
-                    facts
-                        .consents
-                        .iter()
-                        .filter(|c| &c.patient == p)
-                        .cloned()
-                        .collect(),
-                    now,
-                )
+                PatientAccess::compile(p, &principal, &facts.edges, &facts.consents, now)
             })
             .collect();
         grant.reach = Some(Arc::new(Reach {

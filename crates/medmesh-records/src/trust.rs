@@ -85,6 +85,7 @@ impl RecordService {
             .iter()
             .filter_map(|body| serde_json::from_str::<Value>(body).ok())
             .filter_map(|v| parse_consent(&v))
+            .map(std::sync::Arc::new)
             .collect();
         Ok(ReachFacts {
             principals,

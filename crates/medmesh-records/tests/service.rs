@@ -300,7 +300,7 @@ mod no_leaks {
         let mut consents = Vec::new();
         for v in &written {
             edges.extend(edges_from(v, 0));
-            consents.extend(parse_consent(v));
+            consents.extend(parse_consent(v).map(std::sync::Arc::new));
         }
         let principal = Principal {
             practitioner: Some("Practitioner/x".into()),
@@ -322,8 +322,8 @@ mod no_leaks {
             PatientAccess::compile(
                 &patient,
                 &principal,
-                facts.edges.clone(),
-                facts.consents.clone(),
+                &facts.edges,
+                &facts.consents,
                 1_700_000_000_000_000,
             )
             .is_some_and(|a| a.admits(rt, &labels_of(v), false))
