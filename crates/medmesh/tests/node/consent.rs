@@ -355,6 +355,20 @@ async fn the_clinical_story(node: Node) {
                 .iter()
                 .any(|x| x.as_str() == Some(&format!("Task/{task}")))))
     );
+
+    // The patient labels their own data: R hides it from the GP (their consent covers PSY
+    // only), while break-glass covers R.
+    let (_, _, mut bp) = patient.get("Observation/bp").await;
+    bp["meta"]["security"] = json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]);
+    let (s, _, b) = patient.put("Observation/bp", &bp).await;
+    assert!(s.is_success(), "{b}");
+    assert_eq!(gp.get("Observation/bp").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(gp.total("Observation?subject=Patient/pat").await, 0);
+    assert_eq!(
+        er.get("Observation/bp").await.0,
+        StatusCode::OK,
+        "break-glass covers R"
+    );
 }
 
 async fn care_teams_and_sharing_rules_open_the_record(node: Node) {
