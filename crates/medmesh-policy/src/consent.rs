@@ -254,8 +254,8 @@ impl Provision {
 /// The principals a newly written resource is shared with, by the patient's sharing rules:
 /// for each rule that matches its type, category and author (the writer's practitioner
 /// reference), the rule's actors.
-pub fn shared_with(
-    consents: &[ConsentRule],
+pub fn shared_with<'a>(
+    consents: impl IntoIterator<Item = &'a ConsentRule>,
     resource_type: &str,
     categories: &[String],
     author: Option<&str>,
@@ -351,7 +351,7 @@ pub(crate) mod tests {
                            {"url": DATA_AUTHOR, "valueReference": {"reference": "Practitioner/a"}}]}]}));
         let lab = vec!["laboratory".to_string()];
         assert_eq!(
-            shared_with(std::slice::from_ref(&c), "Observation", &lab, None, 0),
+            shared_with([&c], "Observation", &lab, None, 0),
             vec!["Practitioner/x"]
         );
         assert_eq!(
@@ -364,6 +364,6 @@ pub(crate) mod tests {
             ),
             vec!["Practitioner/gp", "Practitioner/x"]
         );
-        assert!(shared_with(&[c], "Condition", &[], None, 0).is_empty());
+        assert!(shared_with([&c], "Condition", &[], None, 0).is_empty());
     }
 }

@@ -84,7 +84,7 @@ fn bench(c: &mut Criterion) {
     });
     let started = Instant::now();
     let report = rt
-        .block_on(verify_log(stores.audit.as_ref(), &[], |_| {}))
+        .block_on(verify_log(stores.audit.as_ref(), &[]))
         .unwrap()
         .unwrap();
     let secs = started.elapsed().as_secs_f64();

@@ -911,21 +911,18 @@ impl RecordService {
         let mut entries = Vec::new();
         let mut returned_ids = Vec::new();
         let mut patients = Vec::new();
-        for v in matches.iter().chain(&included) {
-            patients.extend(self.compartment_owners(&v.resource_type, &self.decode(v)?));
+        let modes = std::iter::repeat_n("match", matches.len())
+            .chain(std::iter::repeat_n("include", included.len()));
+        // Each body is decoded once: for the audit entry's patients and for the Bundle.
+        for (v, mode) in matches.iter().chain(&included).zip(modes) {
+            let decoded = self.decode(v)?;
+            patients.extend(self.compartment_owners(&v.resource_type, &decoded));
+            let r = resource::shape(self.defs, &decoded, q.summary, &q.elements);
+            returned_ids.push(format!("{}/{}", v.resource_type, v.id));
+            entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url, v.resource_type, v.id), "resource": r, "search": {"mode": mode}}));
         }
         patients.sort();
         patients.dedup();
-        for v in &matches {
-            let r = resource::shape(self.defs, &self.decode(v)?, q.summary, &q.elements);
-            returned_ids.push(format!("{}/{}", v.resource_type, v.id));
-            entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url, v.resource_type, v.id), "resource": r, "search": {"mode": "match"}}));
-        }
-        for v in &included {
-            let r = resource::shape(self.defs, &self.decode(v)?, q.summary, &q.elements);
-            returned_ids.push(format!("{}/{}", v.resource_type, v.id));
-            entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url, v.resource_type, v.id), "resource": r, "search": {"mode": "include"}}));
-        }
         if !q.ignored.is_empty() {
             let issues: Vec<Issue> = q
                 .ignored

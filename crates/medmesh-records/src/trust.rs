@@ -5,7 +5,7 @@
 
 use medmesh_audit::{AuditEntry, Outcome};
 use medmesh_policy::access::{Edge, EdgeKind, edges_from};
-use medmesh_policy::consent::{SHARED_WITH, parse_consent, shared_with};
+use medmesh_policy::consent::{ConsentRule, SHARED_WITH, parse_consent, shared_with};
 use medmesh_policy::labels::{add_labels, derive_labels, labels_of};
 use medmesh_policy::{Actor, Grant, ReachFacts};
 use medmesh_store::{Notification, RecordTx};
@@ -70,6 +70,22 @@ fn categories(resource: &Value) -> Vec<String> {
 }
 
 impl RecordService {
+    /// The active privacy consents of these patients, parsed.
+    async fn consents_of(
+        &self,
+        patients: &[String],
+    ) -> Result<Vec<std::sync::Arc<ConsentRule>>, RecordError> {
+        Ok(self
+            .store
+            .consents_of(patients)
+            .await?
+            .iter()
+            .filter_map(|body| serde_json::from_str::<Value>(body).ok())
+            .filter_map(|v| parse_consent(&v))
+            .map(std::sync::Arc::new)
+            .collect())
+    }
+
     /// Reads what the PDP needs about a practitioner: their principals, the edges to them,
     /// and the consents of the patients those edges lead to. Read on every request: a
     /// revoked consent or a suspended account counts from the next request.
@@ -78,15 +94,7 @@ impl RecordService {
         let mut patients: Vec<String> = edges.iter().map(|e| e.patient.clone()).collect();
         patients.sort();
         patients.dedup();
-        let consents = self
-            .store
-            .consents_of(&patients)
-            .await?
-            .iter()
-            .filter_map(|body| serde_json::from_str::<Value>(body).ok())
-            .filter_map(|v| parse_consent(&v))
-            .map(std::sync::Arc::new)
-            .collect();
+        let consents = self.consents_of(&patients).await?;
         Ok(ReachFacts {
             principals,
             edges,
@@ -134,20 +142,19 @@ impl RecordService {
         if owners.is_empty() {
             return Ok(());
         }
-        let consents: Vec<_> = self
-            .store
-            .consents_of(&owners)
-            .await?
-            .iter()
-            .filter_map(|b| serde_json::from_str::<Value>(b).ok())
-            .filter_map(|v| parse_consent(&v))
-            .collect();
+        let consents = self.consents_of(&owners).await?;
         let author = ctx
             .actor
             .clinician
             .as_ref()
             .map(|c| c.practitioner.as_str());
-        let shared = shared_with(&consents, rt, &categories(body), author, self.now());
+        let shared = shared_with(
+            consents.iter().map(|c| &**c),
+            rt,
+            &categories(body),
+            author,
+            self.now(),
+        );
         if shared.is_empty() {
             return Ok(());
         }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use medmesh_audit::{AuditEntry, Outcome};
+use medmesh_fhir::datetime::format_instant;
 use medmesh_fhir::outcome::IssueType;
 use medmesh_records::AuditLogError;
 use serde::Deserialize;
@@ -155,6 +156,20 @@ pub async fn entry_proof(
     .into_response())
 }
 
+/// The PDP's permit to see one patient's oversight data (log, access map, notifications);
+/// a refusal answers as if there were nothing there.
+fn patient_view(
+    state: &AppState,
+    ctx: &medmesh_records::RequestContext,
+    patient: &str,
+) -> Result<medmesh_policy::AuditView, ApiError> {
+    state
+        .records
+        .pdp()
+        .authorize_audit_view(&ctx.actor, Some(patient))
+        .map_err(|_| not_found())
+}
+
 fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -222,7 +237,7 @@ pub async fn patient_log(
                 "proof": b64_list(&e.proof),
                 "breakGlass": e.entry.is_break_glass(),
                 "entry": e.entry,
-                "auditEvent": e.entry.to_audit_event(&rfc3339(e.entry.time_micros)),
+                "auditEvent": e.entry.to_audit_event(&format_instant(e.entry.time_micros)),
             })
         })
         .collect();
@@ -240,16 +255,6 @@ pub async fn patient_log(
         "nextBefore": next,
     }))
     .into_response())
-}
-
-fn rfc3339(micros: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// Body of `POST /api/patients/{id}/break-glass`.
@@ -276,7 +281,7 @@ pub async fn break_glass(
             "id": edge.source,
             "patient": edge.patient,
             "practitioner": edge.principal,
-            "until": edge.until.map(rfc3339),
+            "until": edge.until.map(format_instant),
         })),
     )
         .into_response())
@@ -301,11 +306,7 @@ pub async fn access_map(
     Authenticated(ctx): Authenticated,
     Path(patient): Path<String>,
 ) -> Result<Response, ApiError> {
-    state
-        .records
-        .pdp()
-        .authorize_audit_view(&ctx.actor, Some(&patient))
-        .map_err(|_| not_found())?;
+    patient_view(&state, &ctx, &patient)?;
     let lines: Vec<Value> = state
         .records
         .access_map(&patient)
@@ -317,8 +318,8 @@ pub async fn access_map(
                 "who": e.principal,
                 "why": e.kind,
                 "source": e.source,
-                "since": (e.since > 0).then(|| rfc3339(e.since)),
-                "until": e.until.map(rfc3339),
+                "since": (e.since > 0).then(|| format_instant(e.since)),
+                "until": e.until.map(format_instant),
                 "active": l.active,
                 // A break-glass reason is for reviewers; the referral detail names the
                 // referring request.
@@ -350,8 +351,8 @@ pub async fn break_glass_queue(
                 "id": e.source,
                 "patient": e.patient,
                 "practitioner": e.principal,
-                "declared": rfc3339(e.since),
-                "until": e.until.map(rfc3339),
+                "declared": format_instant(e.since),
+                "until": e.until.map(format_instant),
                 "reason": e.detail,
             })
         })
@@ -365,11 +366,7 @@ pub async fn notifications(
     Authenticated(ctx): Authenticated,
     Path(patient): Path<String>,
 ) -> Result<Response, ApiError> {
-    state
-        .records
-        .pdp()
-        .authorize_audit_view(&ctx.actor, Some(&patient))
-        .map_err(|_| not_found())?;
+    patient_view(&state, &ctx, &patient)?;
     let items: Vec<Value> = state
         .records
         .notifications(&patient)
@@ -377,7 +374,7 @@ pub async fn notifications(
         .into_iter()
         .map(|n| {
             json!({"id": n.id, "kind": n.kind, "message": n.message,
-                   "created": rfc3339(n.created_micros), "read": n.read_micros.is_some()})
+                   "created": format_instant(n.created_micros), "read": n.read_micros.is_some()})
         })
         .collect();
     Ok(axum::Json(json!({"notifications": items})).into_response())

@@ -351,8 +351,9 @@ async fn audit_login(
     cookie: Option<&str>,
     ok: bool,
 ) {
+    // One session read gives both the account and its patient.
     let user = match cookie {
-        Some(c) => state.identity.session(c).await.ok().map(|s| s.user.id),
+        Some(c) => state.identity.session(c).await.ok().map(|s| s.user),
         None => None,
     };
     let op = headers
@@ -362,7 +363,7 @@ async fn audit_login(
     let mut e = medmesh_audit::AuditEntry::new(
         state.records.now_micros(),
         op,
-        user.as_deref().unwrap_or("anonymous"),
+        user.as_ref().map_or("anonymous", |u| u.id.as_str()),
         step,
         if ok {
             medmesh_audit::Outcome::Success
@@ -371,17 +372,7 @@ async fn audit_login(
         },
     );
     e.source_ip = Some(ip.to_string()).filter(|i| !i.is_empty());
-    if let Some(patient) = match cookie {
-        Some(c) => state
-            .identity
-            .session(c)
-            .await
-            .ok()
-            .and_then(|s| s.user.patient_id),
-        None => None,
-    } {
-        e.patients = vec![patient];
-    }
+    e.patients = user.and_then(|u| u.patient_id).into_iter().collect();
     if let Err(err) = state.records.append_audit(vec![e]).await {
         tracing::error!(error = %err, "cannot audit a login");
     }

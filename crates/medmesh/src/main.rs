@@ -280,23 +280,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     // The authorization server's issuer is the node's public origin.
-    let issuer = match &cfg.public_base_url {
-        Some(b) => b
-            .trim_end_matches('/')
-            .trim_end_matches("/fhir")
-            .to_string(),
-        None => format!("http://{addr}"),
-    };
+    let issuer = public_origin(&cfg, addr);
     let identity = identity_service(&stores, &cfg, issuer.clone()).await?;
     let records = record_service(stores.records.clone(), &cfg)?;
-    let origin = cfg.audit_origin.clone().unwrap_or_else(|| {
-        let host = issuer
-            .split_once("://")
-            .map_or(issuer.as_str(), |(_, h)| h)
-            .trim_end_matches('/');
-        format!("{host}/audit")
-    });
-    let audit_log = audit_log_service(&stores, &cfg, &origin).await?;
+    let audit_log = audit_log_service(&stores, &audit_origin(&cfg, &issuer)).await?;
     let files = Arc::new(medmesh_server::files::LocalExportFiles::new(
         cfg.data_dir.join("exports"),
     ));
@@ -322,26 +309,31 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The origin (log name) when no server address is known: the configured one, else the
-/// public base URL's host, else the listen address.
-fn cli_origin(cfg: &Config) -> String {
+/// The node's public origin: the public base URL without `/fhir`, else `http://` and the
+/// address served on.
+fn public_origin(cfg: &Config, addr: std::net::SocketAddr) -> String {
+    match &cfg.public_base_url {
+        Some(b) => b
+            .trim_end_matches('/')
+            .trim_end_matches("/fhir")
+            .to_string(),
+        None => format!("http://{addr}"),
+    }
+}
+
+/// The audit log's name: the configured one, else the public origin without its scheme,
+/// plus `/audit`. `serve` and the CLI derive it the same way, so both sign with one key.
+fn audit_origin(cfg: &Config, public_origin: &str) -> String {
     cfg.audit_origin.clone().unwrap_or_else(|| {
-        let host = cfg
-            .public_base_url
-            .as_deref()
-            .and_then(|u| u.split_once("://"))
-            .and_then(|(_, rest)| rest.split('/').next())
-            .map_or_else(|| cfg.listen.to_string(), str::to_string);
+        let host = public_origin
+            .split_once("://")
+            .map_or(public_origin, |(_, h)| h)
+            .trim_end_matches('/');
         format!("{host}/audit")
     })
 }
 
-async fn audit_log_service(
-    stores: &Stores,
-    cfg: &Config,
-    origin: &str,
-) -> anyhow::Result<Arc<AuditLogService>> {
-    let _ = cfg;
+async fn audit_log_service(stores: &Stores, origin: &str) -> anyhow::Result<Arc<AuditLogService>> {
     let mut secret = [0u8; 32];
     medmesh_identity::Random::fill(&OsRandom, &mut secret);
     let log = AuditLogService::open(
@@ -366,7 +358,7 @@ async fn audit_verify(cfg: Config, trusted_keys: &[String]) -> anyhow::Result<bo
         .collect::<anyhow::Result<Vec<_>>>()?;
     let stores = open_store(&cfg).await?;
     let started = Instant::now();
-    let report = medmesh_records::verify_log(stores.audit.as_ref(), &trusted, |_| {})
+    let report = medmesh_records::verify_log(stores.audit.as_ref(), &trusted)
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the audit log: {e}"))?;
     match report {
@@ -668,7 +660,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let cfg = load_config(&store, None)?;
             init_logging("warn");
             let stores = open_store(&cfg).await?;
-            let log = audit_log_service(&stores, &cfg, &cli_origin(&cfg)).await?;
+            let origin = audit_origin(&cfg, &public_origin(&cfg, cfg.listen));
+            let log = audit_log_service(&stores, &origin).await?;
             match log.checkpoint_now().await? {
                 Some(c) => outln!("{}", c.text),
                 None => outln!("the log is empty; nothing to sign"),

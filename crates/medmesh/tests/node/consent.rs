@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::audit_log::{account_token, check_patient_log};
-use crate::harness::Node;
+use crate::harness::{Node, ids_of};
 use crate::on_both_databases;
 
 const SCOPE: &str = "user/*.cruds";
@@ -68,23 +68,6 @@ async fn seed(node: &Node) {
     .await;
 }
 
-fn ids(bundle: &Value) -> Vec<String> {
-    let mut v: Vec<String> = bundle["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            Some(format!(
-                "{}/{}",
-                e["resource"]["resourceType"].as_str()?,
-                e["resource"]["id"].as_str()?
-            ))
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// Every channel answers as if the patient's data did not exist.
 async fn sees_nothing(dr: &Node) {
     for path in [
@@ -106,18 +89,18 @@ async fn sees_nothing(dr: &Node) {
         let (s, _, b) = dr.get(q).await;
         assert_eq!(s, StatusCode::OK, "{q}: {b}");
         assert_eq!(b["total"], 0, "{q}: {b}");
-        assert!(ids(&b).is_empty(), "{q}");
+        assert!(ids_of(&b).is_empty(), "{q}");
     }
     // Includes cannot pull the patient in through a resource the actor may see.
     let b = dr
         .search("Practitioner?_revinclude=Observation:performer")
         .await;
     assert!(
-        !ids(&b).iter().any(|i| i.starts_with("Observation/")),
+        !ids_of(&b).iter().any(|i| i.starts_with("Observation/")),
         "{b}"
     );
     let (_, _, hist) = dr.get("Observation/_history").await;
-    assert!(ids(&hist).is_empty(), "{hist}");
+    assert!(ids_of(&hist).is_empty(), "{hist}");
     let (s, _, _) = dr.get("Patient/pat/$everything").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
@@ -207,8 +190,8 @@ async fn the_clinical_story(node: Node) {
     );
     assert_eq!(card.total("Condition?_total=accurate").await, 0);
     let everything = card.search("Patient/pat/$everything").await;
-    assert!(ids(&everything).contains(&"Observation/bp".to_string()));
-    assert!(!ids(&everything).contains(&"Condition/dep".to_string()));
+    assert!(ids_of(&everything).contains(&"Observation/bp".to_string()));
+    assert!(!ids_of(&everything).contains(&"Condition/dep".to_string()));
     sees_nothing(&stranger).await;
 
     // The patient sees who has access and why.

@@ -421,6 +421,24 @@ pub fn next_link(bundle: &Value) -> Option<String> {
 }
 
 /// Ids of a Bundle's `match` entries.
+/// Every entry of a Bundle as `Type/id`, sorted.
+pub fn ids_of(bundle: &Value) -> Vec<String> {
+    let mut v: Vec<String> = bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some(format!(
+                "{}/{}",
+                e["resource"]["resourceType"].as_str()?,
+                e["resource"]["id"].as_str()?
+            ))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 pub fn matches(bundle: &Value) -> Vec<String> {
     bundle["entry"]
         .as_array()

@@ -5,7 +5,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Node, matches};
+use crate::harness::{Node, ids_of, matches};
 use crate::on_both_databases;
 
 fn obs(id: &str, patient: &str, category: &str, extra: Value) -> Value {
@@ -83,23 +83,6 @@ fn as_patient(node: &Node, scope: &str, patient: &str) -> Node {
         String::from_utf8_lossy(&out.stderr)
     );
     node.with_token(String::from_utf8(out.stdout).unwrap().trim())
-}
-
-fn ids_of(bundle: &Value) -> Vec<String> {
-    let mut v: Vec<String> = bundle["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            Some(format!(
-                "{}/{}",
-                e["resource"]["resourceType"].as_str()?,
-                e["resource"]["id"].as_str()?
-            ))
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 async fn reads_and_searches_stay_in_the_compartment(node: Node) {
