@@ -149,6 +149,64 @@ fn day_micros(d: Date) -> i64 {
     micros(PrimitiveDateTime::new(d, Time::MIDNIGHT).assume_utc())
 }
 
+/// A calendar period that a date range covers exactly: a year, a month or a day (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalendarSpan {
+    /// A whole year.
+    Year(i32),
+    /// A whole month.
+    Month(i32, u8),
+    /// One day.
+    Day(i32, u8, u8),
+}
+
+impl CalendarSpan {
+    /// The span a `[lo, hi)` range covers, when it is exactly a year, month or day, as
+    /// [`parse_range`] gives for `YYYY`, `YYYY-MM` and `YYYY-MM-DD`.
+    pub fn of_range(lo: i64, hi: i64) -> Option<Self> {
+        let start = OffsetDateTime::from_unix_timestamp_nanos(i128::from(lo) * 1000).ok()?;
+        if start.time() != Time::MIDNIGHT {
+            return None;
+        }
+        let d = start.date();
+        let (y, m, day) = (d.year(), u8::from(d.month()), d.day());
+        let candidates = [
+            CalendarSpan::Day(y, m, day),
+            CalendarSpan::Month(y, m),
+            CalendarSpan::Year(y),
+        ];
+        candidates
+            .into_iter()
+            .filter(|c| match c {
+                CalendarSpan::Day(..) => true,
+                CalendarSpan::Month(..) => day == 1,
+                CalendarSpan::Year(..) => day == 1 && m == 1,
+            })
+            .find(|c| parse_range(&c.to_string()).is_some_and(|r| r.lo == lo && r.hi == hi))
+    }
+
+    /// This span and the coarser ones that contain it: a day gives its day, month and year.
+    pub fn with_coarser(self) -> Vec<CalendarSpan> {
+        match self {
+            CalendarSpan::Year(_) => vec![self],
+            CalendarSpan::Month(y, _) => vec![self, CalendarSpan::Year(y)],
+            CalendarSpan::Day(y, m, _) => {
+                vec![self, CalendarSpan::Month(y, m), CalendarSpan::Year(y)]
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for CalendarSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CalendarSpan::Year(y) => write!(f, "{y:04}"),
+            CalendarSpan::Month(y, m) => write!(f, "{y:04}-{m:02}"),
+            CalendarSpan::Day(y, m, d) => write!(f, "{y:04}-{m:02}-{d:02}"),
+        }
+    }
+}
+
 /// Formats microseconds since the epoch as a FHIR instant (`2024-01-02T03:04:05.678Z`).
 pub fn format_instant(micros_since_epoch: i64) -> String {
     let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros_since_epoch) * 1000)
@@ -171,6 +229,26 @@ pub fn format_http_date(micros_since_epoch: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn calendar_spans_round_trip_dates_of_each_precision() {
+        for s in [
+            "1980",
+            "1980-05",
+            "1980-05-17",
+            "2024-02-29",
+            "1999-12",
+            "1999-12-31",
+        ] {
+            let r = parse_range(s).unwrap();
+            assert_eq!(CalendarSpan::of_range(r.lo, r.hi).unwrap().to_string(), s);
+        }
+        let r = parse_range("1980-05-17T10:00:00Z").unwrap();
+        assert_eq!(CalendarSpan::of_range(r.lo, r.hi), None);
+        let day = CalendarSpan::Day(1980, 5, 17).with_coarser();
+        let names: Vec<String> = day.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["1980-05-17", "1980-05", "1980"]);
+    }
+
     use super::*;
 
     #[test]

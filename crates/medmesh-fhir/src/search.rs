@@ -57,6 +57,9 @@ pub enum StringMatch {
     Exact,
     /// Case and accent insensitive substring (`:contains`).
     Contains,
+    /// Equality with a blind-index token on the normalized column. Never parsed: the record
+    /// service turns a prefix search on a blinded parameter into this.
+    Blind,
 }
 
 /// How a URI value matches.

@@ -320,7 +320,7 @@ impl RecordService {
                 })?;
             }
         }
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut results: Vec<Option<Value>> = vec![None; entries.len()];
         let mut id_map: HashMap<String, String> = HashMap::new();
         let mut audit_ids: Vec<(String, String, &str)> = Vec::new();
@@ -333,9 +333,9 @@ impl RecordService {
                 .get(&(t.clone(), Action::Delete))
                 .ok_or(RecordError::Forbidden)?;
             let out = match (id, query) {
-                (Some(id), None) => self.delete_in_tx(tx.as_mut(), g, &t, &id).await?,
+                (Some(id), None) => self.delete_in_tx(&mut tx, g, &t, &id).await?,
                 (None, Some(q)) => match self
-                    .conditional_matches(tx.as_mut(), g, &t, &q)
+                    .conditional_matches(&mut tx, g, &t, &q)
                     .await?
                     .as_slice()
                 {
@@ -347,7 +347,7 @@ impl RecordService {
                         last_updated: self.now(),
                         status: WriteStatus::Deleted,
                     },
-                    [id] => self.delete_in_tx(tx.as_mut(), g, &t, id).await?,
+                    [id] => self.delete_in_tx(&mut tx, g, &t, id).await?,
                     _ => return Err(RecordError::MultipleMatches),
                 },
                 _ => return Err(entry_error(e.index, "DELETE needs Type/id or Type?query")),
@@ -368,7 +368,7 @@ impl RecordService {
                         .get(&(t.clone(), Action::Create))
                         .ok_or(RecordError::Forbidden)?;
                     match self
-                        .conditional_matches(tx.as_mut(), g, &t, q)
+                        .conditional_matches(&mut tx, g, &t, q)
                         .await?
                         .as_slice()
                     {
@@ -396,7 +396,7 @@ impl RecordService {
             let id = match (id, query) {
                 (Some(id), None) => id,
                 (None, Some(q)) => match self
-                    .conditional_matches(tx.as_mut(), g, &t, &q)
+                    .conditional_matches(&mut tx, g, &t, &q)
                     .await?
                     .as_slice()
                 {
@@ -448,7 +448,7 @@ impl RecordService {
             // Resolving a conditional reference is a search: it needs that permission.
             let g = self.authorize(ctx, Action::Search, Some(t)).await?;
             match self
-                .conditional_matches(tx.as_mut(), &g, t, q)
+                .conditional_matches(&mut tx, &g, t, q)
                 .await?
                 .as_slice()
             {
@@ -487,7 +487,7 @@ impl RecordService {
                             .await?
                             .ok_or(RecordError::NotFound)?;
                         WriteOutcome {
-                            resource: Some(self.decode(&v)?),
+                            resource: Some(self.decode(&v).await?),
                             resource_type: t.clone(),
                             id: found.clone(),
                             version: v.version,
@@ -498,7 +498,7 @@ impl RecordService {
                         let g = grants
                             .get(&(t.clone(), Action::Create))
                             .ok_or(RecordError::Forbidden)?;
-                        self.write_version(ctx, tx.as_mut(), g, &t, &id, body, None)
+                        self.write_version(ctx, &mut tx, g, &t, &id, body, None)
                             .await?
                     }
                 }
@@ -518,7 +518,7 @@ impl RecordService {
                     let g = grants
                         .get(&(t.clone(), Action::Update))
                         .ok_or(RecordError::Forbidden)?;
-                    self.update_in_tx(ctx, tx.as_mut(), g, &t, &id, body, e.if_match)
+                    self.update_in_tx(ctx, &mut tx, g, &t, &id, body, e.if_match)
                         .await?
                 }
                 _ => {
@@ -529,12 +529,12 @@ impl RecordService {
                         .await?
                         .filter(|v| !v.deleted)
                         .ok_or(RecordError::NotFound)?;
-                    let patched = resource::apply_json_patch(&self.decode(&current)?, &body)?;
+                    let patched = resource::apply_json_patch(&self.decode(&current).await?, &body)?;
                     self.check_resource(&t, &patched)?;
                     let g = grants
                         .get(&(t.clone(), Action::Update))
                         .ok_or(RecordError::Forbidden)?;
-                    self.update_in_tx(ctx, tx.as_mut(), g, &t, &id, patched, Some(current.version))
+                    self.update_in_tx(ctx, &mut tx, g, &t, &id, patched, Some(current.version))
                         .await?
                 }
             };

@@ -33,6 +33,15 @@ fn token_matches(filter: &str, value: &IndexValue) -> bool {
 }
 
 impl RecordService {
+    /// Whose key seals a resource: its patient (the first, if it names several), else the
+    /// node's records key.
+    pub(crate) fn key_owner(&self, rt: &str, resource: &Value) -> String {
+        self.compartment_owners(rt, resource)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| crate::at_rest::NODE_RECORDS_OWNER.to_string())
+    }
+
     /// The patients whose compartment a resource is in (for audit entries and the PDP).
     pub(crate) fn compartment_owners(&self, rt: &str, resource: &Value) -> Vec<String> {
         if rt == "Patient" {

@@ -47,6 +47,24 @@ pub enum RecordError {
     /// A stored body could not be decoded.
     #[error("stored body unreadable")]
     Corrupt,
+    /// The data was erased: its patient's key is destroyed.
+    #[error("data erased")]
+    Erased,
+    /// The key-encryption key or key store failed; details are logged, never returned.
+    #[error("key service failure: {0}")]
+    Keys(String),
+}
+
+impl From<crate::at_rest::AtRestError> for RecordError {
+    fn from(e: crate::at_rest::AtRestError) -> Self {
+        use crate::at_rest::AtRestError;
+        match e {
+            AtRestError::Erased => RecordError::Erased,
+            AtRestError::Corrupt => RecordError::Corrupt,
+            AtRestError::Store(s) => RecordError::from(s),
+            AtRestError::Kek(k) => RecordError::Keys(k.to_string()),
+        }
+    }
 }
 
 impl RecordError {

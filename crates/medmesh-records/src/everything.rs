@@ -85,7 +85,7 @@ impl RecordService {
         }
         match self.store.read("Patient", patient_id).await? {
             // A practitioner's grant must reach the patient themself, or the record is absent.
-            Some(p) if !p.deleted && self.admits(&grant, "Patient", &self.decode(&p)?) => {}
+            Some(p) if !p.deleted && self.admits(&grant, "Patient", &self.decode(&p).await?) => {}
             _ => return Err(RecordError::NotFound),
         }
         // Only types the actor may read are included; their grants also judge each resource.
@@ -129,7 +129,7 @@ impl RecordService {
         let mut entries = Vec::new();
         let mut ids = Vec::new();
         for v in &found {
-            let r = self.decode(v)?;
+            let r = self.decode(v).await?;
             if (start.is_some() || end.is_some()) && !self.in_care_period(&r, start, end) {
                 continue;
             }

@@ -143,7 +143,9 @@ impl RecordService {
         }
         for f in &req.type_filters {
             let (t, q) = f.split_once('?').ok_or_else(|| bad("_typeFilter"))?;
-            search::parse_query(self.defs, t, &parse_query_string(q), Handling::Strict)?;
+            let mut q =
+                search::parse_query(self.defs, t, &parse_query_string(q), Handling::Strict)?;
+            self.blind(&mut q)?;
         }
         for t in self.export_types(&req) {
             let grant = self.authorize(ctx, Action::Export, Some(&t)).await?;
@@ -274,7 +276,7 @@ impl RecordService {
                     .await?
                     .filter(|v| !v.deleted)
                     .ok_or(RecordError::NotFound)?;
-                let g = self.decode(&g)?;
+                let g = self.decode(&g).await?;
                 let members = g
                     .get("member")
                     .and_then(Value::as_array)
@@ -306,15 +308,10 @@ impl RecordService {
         let mut filters: BTreeMap<String, Vec<SearchQuery>> = BTreeMap::new();
         for f in &req.type_filters {
             if let Some((t, q)) = f.split_once('?') {
-                filters
-                    .entry(t.to_string())
-                    .or_default()
-                    .push(search::parse_query(
-                        self.defs,
-                        t,
-                        &parse_query_string(q),
-                        Handling::Strict,
-                    )?);
+                let mut q =
+                    search::parse_query(self.defs, t, &parse_query_string(q), Handling::Strict)?;
+                self.blind(&mut q)?;
+                filters.entry(t.to_string()).or_default().push(q);
             }
         }
         let mut write = async |t: &str, body: &[u8]| -> Result<(), RecordError> {
@@ -349,7 +346,7 @@ impl RecordService {
                                     .await?;
                                 for v in self.store.read_many(&page.matches).await? {
                                     if in_window(&v) {
-                                        let line = self.ndjson_line(&v)?;
+                                        let line = self.ndjson_line(&v).await?;
                                         write(t, &line).await?;
                                     }
                                 }
@@ -368,7 +365,7 @@ impl RecordService {
                             break;
                         }
                         for v in page.iter().filter(|v| in_window(v)) {
-                            let line = self.ndjson_line(v)?;
+                            let line = self.ndjson_line(v).await?;
                             write(t, &line).await?;
                         }
                         after = last;
@@ -436,7 +433,7 @@ impl RecordService {
                                     continue;
                                 }
                             }
-                            let line = self.ndjson_line(&v)?;
+                            let line = self.ndjson_line(&v).await?;
                             write(&v.resource_type, &line).await?;
                         }
                         match page.next {
@@ -457,8 +454,9 @@ impl RecordService {
             .collect())
     }
 
-    fn ndjson_line(&self, v: &medmesh_store::StoredVersion) -> Result<Vec<u8>, RecordError> {
-        let mut line = serde_json::to_vec(&self.decode(v)?).map_err(|_| RecordError::Corrupt)?;
+    async fn ndjson_line(&self, v: &medmesh_store::StoredVersion) -> Result<Vec<u8>, RecordError> {
+        let mut line =
+            serde_json::to_vec(&self.decode(v).await?).map_err(|_| RecordError::Corrupt)?;
         line.push(b'\n');
         Ok(line)
     }

@@ -4,8 +4,10 @@
 //! Inbound adapters (the HTTP server, the `medmesh import` CLI) call this crate; it calls the
 //! domain crates and the ports, and never touches HTTP or SQL itself.
 
+pub mod at_rest;
 pub mod audit_log;
 pub mod audit_writer;
+pub mod blind;
 pub mod bundle;
 mod confine;
 pub mod context;
@@ -13,6 +15,7 @@ pub mod error;
 pub mod everything;
 pub mod export;
 pub mod import;
+pub mod keys_admin;
 pub mod service;
 pub mod trust;
 
@@ -72,7 +75,14 @@ pub fn status_of(err: &RecordError) -> (u16, Vec<Issue>) {
         RecordError::NotSupported(m) => {
             (400, vec![Issue::error(IssueType::NotSupported, m.clone())])
         }
-        RecordError::Store(_) | RecordError::Corrupt => (
+        RecordError::Erased => (
+            410,
+            vec![Issue::error(
+                IssueType::Deleted,
+                "this record was erased at the patient's request",
+            )],
+        ),
+        RecordError::Store(_) | RecordError::Corrupt | RecordError::Keys(_) => (
             500,
             vec![Issue::error(
                 IssueType::Exception,

@@ -9,11 +9,11 @@ use medmesh_fhir::search::{self, Handling, Include, SearchQuery, SummaryMode, To
 use medmesh_fhir::{Definitions, Issue, IssueType, index, operation_outcome, resource, validate};
 use medmesh_policy::{Action, Grant, Pdp};
 use medmesh_store::{
-    BodyCodec, HistoryQuery, HistoryScope, NewVersion, PageRequest, RecordStore, RecordTx,
-    StoredVersion, VersionHead,
+    HistoryQuery, HistoryScope, NewVersion, PageRequest, RecordStore, StoredVersion, VersionHead,
 };
 use serde_json::{Value, json};
 
+use crate::at_rest::{AtRest, WriteTx, body_context};
 use crate::bundle::{self, encode_query};
 use crate::context::{Clock, IdSource, RequestContext};
 use crate::error::RecordError;
@@ -69,7 +69,8 @@ pub struct ReadOutcome {
 /// The record service.
 pub struct RecordService {
     pub(crate) store: Arc<dyn RecordStore>,
-    pub(crate) codec: Arc<dyn BodyCodec>,
+    /// Encryption at rest; `None` stores bodies and index values in clear.
+    pub(crate) at_rest: Option<Arc<AtRest>>,
     pub(crate) pdp: Pdp,
     pub(crate) defs: &'static Definitions,
     pub(crate) clock: Arc<dyn Clock>,
@@ -125,7 +126,6 @@ impl RecordService {
     /// Assembles the service from its ports.
     pub fn new(
         store: Arc<dyn RecordStore>,
-        codec: Arc<dyn BodyCodec>,
         defs: &'static Definitions,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdSource>,
@@ -133,13 +133,68 @@ impl RecordService {
         let audit = crate::audit_writer::AuditWriter::start(store.clone());
         Self {
             store,
-            codec,
+            at_rest: None,
             pdp: Pdp,
             defs,
             clock,
             ids,
             audit,
             trust: crate::trust::TrustConfig::default(),
+        }
+    }
+
+    /// Turns on encryption at rest: bodies sealed under per-patient keys, identifying
+    /// index values blinded.
+    pub fn with_encryption(mut self, at_rest: Arc<AtRest>) -> Self {
+        self.at_rest = Some(at_rest);
+        self
+    }
+
+    /// The key ring, when encryption at rest is on.
+    pub fn at_rest(&self) -> Option<&Arc<AtRest>> {
+        self.at_rest.as_ref()
+    }
+
+    /// Starts a write transaction.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx, RecordError> {
+        Ok(WriteTx::new(
+            self.store.begin().await?,
+            self.at_rest.clone(),
+        ))
+    }
+
+    /// Blinds a query's identifying values when encryption at rest is on.
+    pub(crate) fn blind(&self, q: &mut SearchQuery) -> Result<(), RecordError> {
+        if let Some(a) = &self.at_rest {
+            a.blind_index().blind_query(q)?;
+        }
+        Ok(())
+    }
+
+    /// Seals text stored outside a resource body (a consent, a break-glass reason) under
+    /// `owner`'s key.
+    pub(crate) async fn seal_text(
+        &self,
+        tx: &mut WriteTx,
+        owner: &str,
+        context: &str,
+        text: String,
+    ) -> Result<String, RecordError> {
+        match &self.at_rest {
+            Some(a) => Ok(a.seal_text_in(tx, owner, context, &text).await?),
+            None => Ok(text),
+        }
+    }
+
+    /// Opens text sealed by [`Self::seal_text`].
+    pub(crate) async fn open_text(
+        &self,
+        context: &str,
+        text: String,
+    ) -> Result<String, RecordError> {
+        match &self.at_rest {
+            Some(a) => Ok(a.open_text(context, &text).await?),
+            None => Ok(text),
         }
     }
 
@@ -277,12 +332,16 @@ impl RecordService {
         }
     }
 
-    pub(crate) fn decode(&self, v: &StoredVersion) -> Result<Value, RecordError> {
-        let bytes = self
-            .codec
-            .decode(&v.resource_type, &v.id, v.version, &v.body)
-            .map_err(|_| RecordError::Corrupt)?;
-        serde_json::from_slice(&bytes).map_err(|_| RecordError::Corrupt)
+    pub(crate) async fn decode(&self, v: &StoredVersion) -> Result<Value, RecordError> {
+        match &self.at_rest {
+            Some(a) => {
+                let bytes = a
+                    .open(&body_context(&v.resource_type, &v.id, v.version), &v.body)
+                    .await?;
+                serde_json::from_slice(&bytes).map_err(|_| RecordError::Corrupt)
+            }
+            None => serde_json::from_slice(&v.body).map_err(|_| RecordError::Corrupt),
+        }
     }
 
     /// Checks a resource body against its type and the definitions.
@@ -310,7 +369,7 @@ impl RecordService {
     pub(crate) async fn write_version(
         &self,
         ctx: &RequestContext,
-        tx: &mut dyn RecordTx,
+        tx: &mut WriteTx,
         grant: &Grant,
         rt: &str,
         id: &str,
@@ -325,10 +384,16 @@ impl RecordService {
         resource::stamp(&mut body, id, version, &format_instant(now));
         let index = index::extract(self.defs, &body);
         let json = serde_json::to_vec(&body).map_err(|_| RecordError::Corrupt)?;
-        let stored = self
-            .codec
-            .encode(rt, id, version, &json)
-            .map_err(|_| RecordError::Corrupt)?;
+        let (stored, index) = match &self.at_rest {
+            Some(a) => {
+                let owner = self.key_owner(rt, &body);
+                let sealed = a
+                    .seal_in(tx, &owner, &body_context(rt, id, version), &json)
+                    .await?;
+                (sealed, a.blind_index().blind_rows(rt, index))
+            }
+            None => (json, index),
+        };
         tx.put(NewVersion {
             resource_type: rt.to_string(),
             id: id.to_string(),
@@ -375,7 +440,7 @@ impl RecordService {
                 .vread(rt, id, h.version)
                 .await?
                 .ok_or(RecordError::NotFound)?;
-            if !self.admits(grant, rt, &self.decode(&current)?) {
+            if !self.admits(grant, rt, &self.decode(&current).await?) {
                 return Err(RecordError::NotFound);
             }
         }
@@ -389,7 +454,7 @@ impl RecordService {
 
     pub(crate) async fn tombstone(
         &self,
-        tx: &mut dyn RecordTx,
+        tx: &mut WriteTx,
         grant: &Grant,
         rt: &str,
         id: &str,
@@ -445,13 +510,14 @@ impl RecordService {
     /// Finds matches of a conditional query inside a transaction (at most 2, to tell one from many).
     pub(crate) async fn conditional_matches(
         &self,
-        tx: &mut dyn RecordTx,
+        tx: &mut WriteTx,
         grant: &Grant,
         rt: &str,
         query: &str,
     ) -> Result<Vec<String>, RecordError> {
         let mut q = self.conditional_query(rt, query)?;
         self.confine_query(grant, &mut q)?;
+        self.blind(&mut q)?;
         tx.lock_condition(&format!("{rt}?{query}")).await?;
         Ok(tx
             .search_ids(&q, 2)
@@ -472,11 +538,11 @@ impl RecordService {
         self.check_type(rt)?;
         let grant = self.authorize(ctx, Action::Create, Some(rt)).await?;
         self.check_resource(rt, &body)?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Some(cond) = if_none_exist {
             let (_, q) = split_conditional(cond);
             match self
-                .conditional_matches(tx.as_mut(), &grant, rt, q)
+                .conditional_matches(&mut tx, &grant, rt, q)
                 .await?
                 .as_slice()
             {
@@ -498,7 +564,7 @@ impl RecordService {
         }
         let id = self.ids.new_id();
         let out = self
-            .write_version(ctx, tx.as_mut(), &grant, rt, &id, body, None)
+            .write_version(ctx, &mut tx, &grant, rt, &id, body, None)
             .await?;
         let mut entry = self.entry(ctx, "create", Some(rt), vec![id], Outcome::Success);
         entry.patients = out
@@ -546,7 +612,7 @@ impl RecordService {
             }
             Some(v) if v.deleted => Err(RecordError::NotFound),
             Some(v) => {
-                let resource = self.decode(&v)?;
+                let resource = self.decode(&v).await?;
                 patients = self.compartment_owners(rt, &resource);
                 if self.admits(grant, rt, &resource) {
                     Ok(ReadOutcome {
@@ -614,9 +680,9 @@ impl RecordService {
         }
         let grant = self.authorize(ctx, Action::Update, Some(rt)).await?;
         self.check_resource(rt, &body)?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin_write().await?;
         let out = self
-            .update_in_tx(ctx, tx.as_mut(), &grant, rt, id, body, if_match)
+            .update_in_tx(ctx, &mut tx, &grant, rt, id, body, if_match)
             .await?;
         self.commit_write(ctx, tx, "update", out).await
     }
@@ -625,7 +691,7 @@ impl RecordService {
     pub(crate) async fn update_in_tx(
         &self,
         ctx: &RequestContext,
-        tx: &mut dyn RecordTx,
+        tx: &mut WriteTx,
         grant: &Grant,
         rt: &str,
         id: &str,
@@ -654,7 +720,7 @@ impl RecordService {
         if let Some(h) = head.filter(|h| !h.deleted) {
             // An identical update writes nothing (no new version), so re-imports are idempotent.
             if let Some(current) = self.store.vread(rt, id, h.version).await? {
-                let current = self.decode(&current)?;
+                let current = self.decode(&current).await?;
                 if content_key(&current) == content_key(&body) {
                     let last = current
                         .pointer("/meta/lastUpdated")
@@ -686,10 +752,8 @@ impl RecordService {
         self.check_type(rt)?;
         let grant = self.authorize(ctx, Action::Update, Some(rt)).await?;
         self.check_resource(rt, &body)?;
-        let mut tx = self.store.begin().await?;
-        let matches = self
-            .conditional_matches(tx.as_mut(), &grant, rt, query)
-            .await?;
+        let mut tx = self.begin_write().await?;
+        let matches = self.conditional_matches(&mut tx, &grant, rt, query).await?;
         let id = match matches.as_slice() {
             [] => body
                 .get("id")
@@ -715,7 +779,7 @@ impl RecordService {
             o.insert("id".into(), Value::String(id.clone()));
         }
         let out = self
-            .update_in_tx(ctx, tx.as_mut(), &grant, rt, &id, body, None)
+            .update_in_tx(ctx, &mut tx, &grant, rt, &id, body, None)
             .await?;
         self.commit_write(ctx, tx, "update", out).await
     }
@@ -725,7 +789,7 @@ impl RecordService {
     async fn commit_write(
         &self,
         ctx: &RequestContext,
-        mut tx: Box<dyn RecordTx>,
+        mut tx: WriteTx,
         action: &str,
         out: WriteOutcome,
     ) -> Result<WriteOutcome, RecordError> {
@@ -771,7 +835,7 @@ impl RecordService {
                 current.version
             )));
         }
-        let patched = resource::apply_json_patch(&self.decode(&current)?, patch)?;
+        let patched = resource::apply_json_patch(&self.decode(&current).await?, patch)?;
         if patched.get("id").and_then(Value::as_str) != Some(id)
             || patched.get("resourceType").and_then(Value::as_str) != Some(rt)
         {
@@ -781,18 +845,10 @@ impl RecordService {
             ));
         }
         self.check_resource(rt, &patched)?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Patch applies to the version read; a concurrent write in between is a conflict.
         let out = self
-            .update_in_tx(
-                ctx,
-                tx.as_mut(),
-                &grant,
-                rt,
-                id,
-                patched,
-                Some(current.version),
-            )
+            .update_in_tx(ctx, &mut tx, &grant, rt, id, patched, Some(current.version))
             .await?;
         self.commit_write(ctx, tx, "patch", out).await
     }
@@ -806,8 +862,8 @@ impl RecordService {
     ) -> Result<WriteOutcome, RecordError> {
         self.check_type(rt)?;
         let grant = self.authorize(ctx, Action::Delete, Some(rt)).await?;
-        let mut tx = self.store.begin().await?;
-        let out = self.delete_in_tx(tx.as_mut(), &grant, rt, id).await?;
+        let mut tx = self.begin_write().await?;
+        let out = self.delete_in_tx(&mut tx, &grant, rt, id).await?;
         tx.append_audit(&self.entry(
             ctx,
             "delete",
@@ -822,7 +878,7 @@ impl RecordService {
 
     pub(crate) async fn delete_in_tx(
         &self,
-        tx: &mut dyn RecordTx,
+        tx: &mut WriteTx,
         grant: &Grant,
         rt: &str,
         id: &str,
@@ -849,10 +905,8 @@ impl RecordService {
     ) -> Result<WriteOutcome, RecordError> {
         self.check_type(rt)?;
         let grant = self.authorize(ctx, Action::Delete, Some(rt)).await?;
-        let mut tx = self.store.begin().await?;
-        let matches = self
-            .conditional_matches(tx.as_mut(), &grant, rt, query)
-            .await?;
+        let mut tx = self.begin_write().await?;
+        let matches = self.conditional_matches(&mut tx, &grant, rt, query).await?;
         let out = match matches.as_slice() {
             [] => {
                 return Ok(WriteOutcome {
@@ -864,7 +918,7 @@ impl RecordService {
                     status: WriteStatus::Deleted,
                 });
             }
-            [id] => self.delete_in_tx(tx.as_mut(), &grant, rt, id).await?,
+            [id] => self.delete_in_tx(&mut tx, &grant, rt, id).await?,
             _ => return Err(RecordError::MultipleMatches),
         };
         tx.append_audit(&self.entry(
@@ -891,6 +945,7 @@ impl RecordService {
         let grant = self.authorize(ctx, Action::Search, Some(rt)).await?;
         let mut q = search::parse_query(self.defs, rt, params, handling)?;
         self.confine_query(&grant, &mut q)?;
+        self.blind(&mut q)?;
         let summary_count = q.summary == Some(SummaryMode::Count);
         let count = if summary_count {
             0
@@ -915,7 +970,7 @@ impl RecordService {
             .chain(std::iter::repeat_n("include", included.len()));
         // Each body is decoded once: for the audit entry's patients and for the Bundle.
         for (v, mode) in matches.iter().chain(&included).zip(modes) {
-            let decoded = self.decode(v)?;
+            let decoded = self.decode(v).await?;
             patients.extend(self.compartment_owners(&v.resource_type, &decoded));
             let r = resource::shape(self.defs, &decoded, q.summary, &q.elements);
             returned_ids.push(format!("{}/{}", v.resource_type, v.id));
@@ -1004,7 +1059,7 @@ impl RecordService {
                 let Some(grant) = grants.get(&v.resource_type) else {
                     continue;
                 };
-                if v.deleted || !self.admits(grant, &v.resource_type, &self.decode(&v)?) {
+                if v.deleted || !self.admits(grant, &v.resource_type, &self.decode(&v).await?) {
                     continue;
                 }
                 fresh.push(v);
@@ -1081,7 +1136,12 @@ impl RecordService {
             let body = if v.deleted {
                 None
             } else {
-                Some(self.decode(v)?)
+                match self.decode(v).await {
+                    Ok(b) => Some(b),
+                    // An erased patient's past versions are gone: left out of history.
+                    Err(RecordError::Erased) => continue,
+                    Err(e) => return Err(e),
+                }
             };
             // A restricted grant sees only versions it reaches (tombstones carry no content
             // to judge, so they are left out).

@@ -3,12 +3,13 @@
 //! operations on the network itself: break-glass, accepting a referral, and the patient's
 //! access map.
 
+use crate::at_rest::WriteTx;
 use medmesh_audit::{AuditEntry, Outcome};
 use medmesh_policy::access::{Edge, EdgeKind, edges_from};
 use medmesh_policy::consent::{ConsentRule, SHARED_WITH, parse_consent, shared_with};
 use medmesh_policy::labels::{add_labels, derive_labels, labels_of};
 use medmesh_policy::{Actor, Grant, ReachFacts};
-use medmesh_store::{Notification, RecordTx};
+use medmesh_store::Notification;
 use serde_json::{Value, json};
 
 use crate::context::RequestContext;
@@ -69,21 +70,29 @@ fn categories(resource: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The AEAD context of a stored consent: bound to its patient, so a consent row moved to
+/// another patient does not open.
+pub(crate) fn consent_context(patient: &str) -> String {
+    format!("Consent-of/Patient/{patient}")
+}
+
 impl RecordService {
     /// The active privacy consents of these patients, parsed.
     async fn consents_of(
         &self,
         patients: &[String],
     ) -> Result<Vec<std::sync::Arc<ConsentRule>>, RecordError> {
-        Ok(self
-            .store
-            .consents_of(patients)
-            .await?
-            .iter()
-            .filter_map(|body| serde_json::from_str::<Value>(body).ok())
-            .filter_map(|v| parse_consent(&v))
-            .map(std::sync::Arc::new)
-            .collect())
+        let mut out = Vec::new();
+        for (patient, body) in self.store.consents_of(patients).await? {
+            let body = self.open_text(&consent_context(&patient), body).await?;
+            if let Some(rule) = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| parse_consent(&v))
+            {
+                out.push(std::sync::Arc::new(rule));
+            }
+        }
+        Ok(out)
     }
 
     /// Reads what the PDP needs about a practitioner: their principals, the edges to them,
@@ -178,7 +187,7 @@ impl RecordService {
     /// Replaces the policy facts a written (or deleted: `None`) resource contributes.
     pub(crate) async fn update_policy_facts(
         &self,
-        tx: &mut dyn RecordTx,
+        tx: &mut WriteTx,
         rt: &str,
         id: &str,
         body: Option<&Value>,
@@ -193,15 +202,19 @@ impl RecordService {
         let edges = body
             .map(|b| edges_from(b, self.trust.encounter_window_micros))
             .unwrap_or_default();
-        let consent = body.and_then(parse_consent);
-        let text = body.filter(|_| consent.is_some()).map(Value::to_string);
+        let consent = match (body, body.and_then(parse_consent)) {
+            (Some(b), Some(c)) => {
+                let sealed = self
+                    .seal_text(tx, &c.patient, &consent_context(&c.patient), b.to_string())
+                    .await?;
+                Some((c.patient, sealed))
+            }
+            _ => None,
+        };
         tx.replace_policy_facts(
             &source,
             &edges,
-            consent
-                .as_ref()
-                .zip(text.as_deref())
-                .map(|(c, t)| (c.patient.as_str(), t)),
+            consent.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
         )
         .await?;
         Ok(())
@@ -272,9 +285,21 @@ impl RecordService {
             source: format!("break-glass/{id}"),
             since: now,
             until: Some(now + self.trust.break_glass_micros),
-            detail: Some(reason.chars().take(500).collect()),
+            detail: None,
         };
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin_write().await?;
+        // The reason is free text a clinician typed: it may name the patient, so it is
+        // sealed under the patient's key like their records.
+        let mut edge = edge;
+        edge.detail = Some(
+            self.seal_text(
+                &mut tx,
+                patient_id,
+                &edge.source,
+                reason.chars().take(500).collect(),
+            )
+            .await?,
+        );
         tx.replace_policy_facts(&edge.source, std::slice::from_ref(&edge), None)
             .await?;
         tx.notify(&Notification {
@@ -314,14 +339,14 @@ impl RecordService {
             .as_ref()
             .filter(|c| c.verified)
             .map(|c| c.practitioner.clone());
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin_write().await?;
         let head = tx.head("Task", task_id).await?;
         let current = match head.filter(|h| !h.deleted) {
             Some(h) => self.store.vread("Task", task_id, h.version).await?,
             None => None,
         };
         let mut task = match current {
-            Some(v) => self.decode(&v)?,
+            Some(v) => self.decode(&v).await?,
             None => return Err(RecordError::NotFound),
         };
         let owner = task.pointer("/owner/reference").and_then(Value::as_str);
@@ -336,7 +361,7 @@ impl RecordService {
         task["status"] = json!("accepted");
         let grant = self.pdp.internal_grant("Task");
         let out = self
-            .write_version(ctx, tx.as_mut(), &grant, "Task", task_id, task, head)
+            .write_version(ctx, &mut tx, &grant, "Task", task_id, task, head)
             .await?;
         let mut entry = self.entry(
             ctx,
@@ -361,16 +386,29 @@ impl RecordService {
     /// When storage fails.
     pub async fn access_map(&self, patient_id: &str) -> Result<Vec<AccessLine>, RecordError> {
         let now = self.now();
-        Ok(self
-            .store
-            .patient_edges(patient_id)
-            .await?
-            .into_iter()
-            .map(|edge| AccessLine {
+        let mut out = Vec::new();
+        for edge in self.store.patient_edges(patient_id).await? {
+            let edge = self.open_edge(edge).await?;
+            out.push(AccessLine {
                 active: edge.holds_at(now),
                 edge,
-            })
-            .collect())
+            });
+        }
+        Ok(out)
+    }
+
+    /// Opens a break-glass edge's sealed reason (gone, if the patient was erased).
+    async fn open_edge(&self, mut edge: Edge) -> Result<Edge, RecordError> {
+        if edge.kind == EdgeKind::BreakGlass
+            && let Some(d) = edge.detail.take()
+        {
+            edge.detail = match self.open_text(&edge.source, d).await {
+                Ok(reason) => Some(reason),
+                Err(RecordError::Erased) => None,
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(edge)
     }
 
     /// Break-glass declarations since `since`, for review.
@@ -378,7 +416,11 @@ impl RecordService {
     /// # Errors
     /// When storage fails.
     pub async fn break_glass_queue(&self, since: i64) -> Result<Vec<Edge>, RecordError> {
-        Ok(self.store.break_glass_since(since).await?)
+        let mut out = Vec::new();
+        for edge in self.store.break_glass_since(since).await? {
+            out.push(self.open_edge(edge).await?);
+        }
+        Ok(out)
     }
 
     /// A patient's notifications.

@@ -73,7 +73,9 @@ impl From<RecordError> for ApiError {
             // to the client.
             tracing::error!(error = %inner, "store failure");
         } else if matches!(e, RecordError::Corrupt) {
-            tracing::error!("a stored body failed to decode");
+            tracing::error!("stored data failed to decode or authenticate");
+        } else if let RecordError::Keys(inner) = &e {
+            tracing::error!(error = %inner, "key service failure");
         }
         let (status, issues) = status_of(&e);
         let mut out = Self {

@@ -218,11 +218,11 @@ const CLIENT_TYPES: [Col; 8] = [
 ];
 
 impl<B: Backend> SqlStore<B> {
-    async fn fetch(&self, sql: Sql, cols: &[Col]) -> Result<Vec<Row>, StoreError> {
+    pub(crate) async fn fetch(&self, sql: Sql, cols: &[Col]) -> Result<Vec<Row>, StoreError> {
         self.backend().conn().await?.fetch(sql, cols).await
     }
 
-    async fn execute(&self, sql: Sql) -> Result<u64, StoreError> {
+    pub(crate) async fn execute(&self, sql: Sql) -> Result<u64, StoreError> {
         self.backend().conn().await?.execute(sql).await
     }
 

@@ -7,6 +7,7 @@
 pub mod audit_log;
 pub mod exec;
 pub mod identity;
+pub mod keys;
 pub mod policy;
 pub mod postgres;
 pub mod search_sql;
@@ -17,7 +18,7 @@ pub mod store;
 use std::path::Path;
 use std::sync::Arc;
 
-use medmesh_store::{AuditLogStore, IdentityStore, RecordStore, StoreError};
+use medmesh_store::{AuditLogStore, IdentityStore, KeyStore, RecordStore, StoreError};
 
 /// Both ports, served by one database.
 #[derive(Clone)]
@@ -28,6 +29,8 @@ pub struct Stores {
     pub identity: Arc<dyn IdentityStore>,
     /// The audit log's tree, checkpoints and key.
     pub audit: Arc<dyn AuditLogStore>,
+    /// Wrapped data-encryption keys.
+    pub keys: Arc<dyn KeyStore>,
 }
 
 async fn stores<B: store::Backend>(backend: B) -> Result<Stores, StoreError> {
@@ -36,7 +39,8 @@ async fn stores<B: store::Backend>(backend: B) -> Result<Stores, StoreError> {
     Ok(Stores {
         records: s.clone(),
         identity: s.clone(),
-        audit: s,
+        audit: s.clone(),
+        keys: s,
     })
 }
 

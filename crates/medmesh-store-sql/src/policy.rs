@@ -184,16 +184,19 @@ pub(crate) async fn consents_of(
     conn: &mut (impl Exec + ?Sized),
     d: Dialect,
     patients: &[String],
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<(String, String)>, StoreError> {
     if patients.is_empty() {
         return Ok(Vec::new());
     }
-    let mut sql = Sql::new(d, "SELECT body FROM policy_consents WHERE patient_id IN (");
+    let mut sql = Sql::new(
+        d,
+        "SELECT patient_id, body FROM policy_consents WHERE patient_id IN (",
+    );
     sql.str_list(patients).push(") ORDER BY source");
-    conn.fetch(sql, &[Col::Str])
+    conn.fetch(sql, &[Col::Str, Col::Str])
         .await?
         .into_iter()
-        .map(|r| r.string(0))
+        .map(|r| Ok((r.string(0)?, r.string(1)?)))
         .collect()
 }
 

@@ -58,6 +58,9 @@ fn predicate(sql: &mut Sql, x: &str, p: &ValuePredicate) {
                     .str(&format!("{}%", like_escape(value)))
                     .push(" ESCAPE '\\'");
             }
+            StringMatch::Blind => {
+                sql.push(&format!("{x}.norm = ")).str(value);
+            }
             StringMatch::Contains => {
                 sql.push(&format!("{x}.norm LIKE "))
                     .str(&format!("%{}%", like_escape(value)))

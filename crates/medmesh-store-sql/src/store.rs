@@ -9,7 +9,8 @@ use medmesh_fhir::search::{Include, SearchQuery};
 use medmesh_policy::access::Edge;
 use medmesh_store::{
     ExportJob, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Notification, PageRequest,
-    RecordStore, RecordTx, SearchPage, StoreError, StoredVersion, VersionHead,
+    RecordStore, RecordTx, SearchPage, StoreError, StoredBody, StoredVersion, VersionHead,
+    WrappedKeyRecord,
 };
 
 use crate::exec::Exec;
@@ -549,7 +550,10 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         crate::policy::patient_edges(&mut conn, self.dialect(), patient_id).await
     }
 
-    async fn consents_of(&self, patient_ids: &[String]) -> Result<Vec<String>, StoreError> {
+    async fn consents_of(
+        &self,
+        patient_ids: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
         let mut conn = self.backend.conn().await?;
         crate::policy::consents_of(&mut conn, self.dialect(), patient_ids).await
     }
@@ -562,6 +566,51 @@ impl<B: Backend> RecordStore for SqlStore<B> {
     async fn notifications(&self, patient_id: &str) -> Result<Vec<Notification>, StoreError> {
         let mut conn = self.backend.conn().await?;
         crate::policy::notifications(&mut conn, self.dialect(), patient_id).await
+    }
+
+    async fn bodies_after(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredBody>, StoreError> {
+        let mut sql = self.sql(
+            "SELECT v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.body, v.seq, \
+             CAST(CASE WHEN r.version = v.version THEN 1 ELSE 0 END AS BIGINT) \
+             FROM resource_versions v JOIN resources r ON r.rid = v.rid \
+             WHERE v.deleted = 0 AND v.seq > ",
+        );
+        sql.int(after_seq)
+            .push(" ORDER BY v.seq LIMIT ")
+            .int(i64::from(limit));
+        let mut cols = VERSION_COLS.to_vec();
+        cols.extend([Col::I64, Col::I64]);
+        let rows = self.backend.conn().await?.fetch(sql, &cols).await?;
+        rows.into_iter()
+            .map(|r| {
+                let seq = r.i64(6)?;
+                let current = r.i64(7)? != 0;
+                Ok(StoredBody {
+                    seq,
+                    current,
+                    version: version_from(r)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn consent_rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = self
+            .backend
+            .conn()
+            .await?
+            .fetch(
+                self.sql("SELECT source, patient_id, body FROM policy_consents ORDER BY source"),
+                &[Col::Str, Col::Str, Col::Str],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.string(0)?, r.string(1)?, r.string(2)?)))
+            .collect()
     }
 }
 
@@ -989,6 +1038,70 @@ impl<B: Backend> RecordTx for SqlTx<B> {
 
     async fn notify(&mut self, notification: &Notification) -> Result<(), StoreError> {
         crate::policy::insert_notification(&mut self.tx, self.dialect, notification).await
+    }
+
+    async fn rewrite_body(&mut self, seq: i64, body: Vec<u8>) -> Result<(), StoreError> {
+        let mut sql = Sql::new(self.dialect, "UPDATE resource_versions SET body = ");
+        sql.bind(Arg::Bytes(body)).push(" WHERE seq = ").int(seq);
+        self.tx.execute(sql).await.map(|_| ())
+    }
+
+    async fn reindex_current(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+        index: Vec<IndexRow>,
+    ) -> Result<bool, StoreError> {
+        self.flush().await?;
+        let mut sql = Sql::new(self.dialect, "SELECT rid FROM resources WHERE res_type = ");
+        sql.str(resource_type)
+            .push(" AND res_id = ")
+            .str(id)
+            .push(" AND version = ")
+            .int(version)
+            .push(" AND deleted = 0")
+            .push(self.dialect.for_update());
+        let Some(rid) = self
+            .tx
+            .fetch(sql, &[Col::I64])
+            .await?
+            .first()
+            .map(|r| r.i64(0))
+            .transpose()?
+        else {
+            return Ok(false);
+        };
+        for table in INDEX_TABLES {
+            let mut del = Sql::new(self.dialect, &format!("DELETE FROM {table} WHERE rid = "));
+            del.int(rid);
+            self.tx.execute(del).await?;
+        }
+        let rt = resource_type.to_string();
+        self.pending
+            .extend(index.into_iter().map(|row| (rid, rt.clone(), row)));
+        Ok(true)
+    }
+
+    async fn active_data_key(
+        &mut self,
+        owner: &str,
+    ) -> Result<Option<WrappedKeyRecord>, StoreError> {
+        crate::keys::active_key_in(&mut self.tx, self.dialect, owner).await
+    }
+
+    async fn insert_data_key(&mut self, key: &WrappedKeyRecord) -> Result<(), StoreError> {
+        crate::keys::insert_key_in(&mut self.tx, self.dialect, key).await
+    }
+
+    async fn destroy_data_keys(&mut self, owner: &str, now: i64) -> Result<u64, StoreError> {
+        crate::keys::destroy_in(&mut self.tx, self.dialect, owner, now).await
+    }
+
+    async fn rewrite_consent(&mut self, source: &str, body: &str) -> Result<(), StoreError> {
+        let mut sql = Sql::new(self.dialect, "UPDATE policy_consents SET body = ");
+        sql.str(body).push(" WHERE source = ").str(source);
+        self.tx.execute(sql).await.map(|_| ())
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {

@@ -1,12 +1,15 @@
 //! The record store port: what the application needs from a database, and nothing of how.
 //!
-//! Adapters (SQLite, PostgreSQL) live in `medmesh-store-sql`. Bodies are opaque bytes produced
-//! by a [`BodyCodec`]; the store never parses them, and search runs on index rows only.
+//! Adapters (SQLite, PostgreSQL) live in `medmesh-store-sql`. Bodies are opaque bytes (sealed
+//! envelopes when encryption at rest is on); the store never parses them, and search runs on
+//! index rows only.
 
 pub mod audit_log;
 pub mod identity;
+pub mod keys;
 
 pub use audit_log::{AuditLogStore, LogHead, LogKeyRecord, LoggedEntry, StoredCheckpoint};
+pub use keys::{KekError, KekProvider, KeyState, KeyStore, StoredBody, WrappedKeyRecord};
 
 pub use identity::{
     AuthCodeRecord, ClientRecord, IdentityStore, InviteRecord, KeyRecord, RefreshRecord,
@@ -145,51 +148,6 @@ pub enum StoreError {
     BadCursor,
 }
 
-/// Turns resource JSON into stored bytes and back. The encryption issue plugs in here; the
-/// associated data binds a body to its type, id and version.
-pub trait BodyCodec: Send + Sync + 'static {
-    /// Encodes a body for storage.
-    ///
-    /// # Errors
-    /// If encoding fails.
-    fn encode(
-        &self,
-        resource_type: &str,
-        id: &str,
-        version: i64,
-        json: &[u8],
-    ) -> Result<Vec<u8>, CodecError>;
-    /// Decodes a stored body.
-    ///
-    /// # Errors
-    /// If the bytes are not a body this codec wrote for that type, id and version.
-    fn decode(
-        &self,
-        resource_type: &str,
-        id: &str,
-        version: i64,
-        stored: &[u8],
-    ) -> Result<Vec<u8>, CodecError>;
-}
-
-/// A body that cannot be encoded or decoded.
-#[derive(Debug, thiserror::Error)]
-#[error("body codec failure: {0}")]
-pub struct CodecError(pub String);
-
-/// Stores bodies as they are. The default until encryption at rest lands.
-#[derive(Debug, Clone, Default)]
-pub struct PlainCodec;
-
-impl BodyCodec for PlainCodec {
-    fn encode(&self, _: &str, _: &str, _: i64, json: &[u8]) -> Result<Vec<u8>, CodecError> {
-        Ok(json.to_vec())
-    }
-    fn decode(&self, _: &str, _: &str, _: i64, stored: &[u8]) -> Result<Vec<u8>, CodecError> {
-        Ok(stored.to_vec())
-    }
-}
-
 /// A paging request for search.
 #[derive(Debug, Clone)]
 pub struct PageRequest {
@@ -284,12 +242,21 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<(Vec<String>, Vec<Edge>), StoreError>;
     /// Every edge to a patient (for the patient's access map).
     async fn patient_edges(&self, patient_id: &str) -> Result<Vec<Edge>, StoreError>;
-    /// The active privacy Consents (JSON) of these patients.
-    async fn consents_of(&self, patient_ids: &[String]) -> Result<Vec<String>, StoreError>;
+    /// The active privacy Consents of these patients, as `(patient, stored body)`.
+    async fn consents_of(
+        &self,
+        patient_ids: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError>;
     /// Break-glass edges declared since `since` (the review queue).
     async fn break_glass_since(&self, since: i64) -> Result<Vec<Edge>, StoreError>;
     /// A patient's notifications, newest first.
     async fn notifications(&self, patient_id: &str) -> Result<Vec<Notification>, StoreError>;
+    /// Stored versions (tombstones left out) after row `after_seq`, in row order: what
+    /// full re-encryption walks.
+    async fn bodies_after(&self, after_seq: i64, limit: u32)
+    -> Result<Vec<StoredBody>, StoreError>;
+    /// Every stored consent row, as `(source, patient, body)`.
+    async fn consent_rows(&self) -> Result<Vec<(String, String, String)>, StoreError>;
 }
 
 /// A notification to a patient.
@@ -344,6 +311,29 @@ pub trait RecordTx: Send {
     ) -> Result<(), StoreError>;
     /// Queues a notification in this transaction.
     async fn notify(&mut self, notification: &Notification) -> Result<(), StoreError>;
+    /// Replaces the body of stored row `seq` (re-encryption; the content is unchanged).
+    async fn rewrite_body(&mut self, seq: i64, body: Vec<u8>) -> Result<(), StoreError>;
+    /// Replaces a resource's index rows if `version` is still its current version (a newer
+    /// version wrote its own). Returns whether it did.
+    async fn reindex_current(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+        index: Vec<IndexRow>,
+    ) -> Result<bool, StoreError>;
+    /// Replaces a stored consent's body (re-encryption).
+    async fn rewrite_consent(&mut self, source: &str, body: &str) -> Result<(), StoreError>;
+    /// The owner's active data key, as this transaction sees it.
+    async fn active_data_key(
+        &mut self,
+        owner: &str,
+    ) -> Result<Option<WrappedKeyRecord>, StoreError>;
+    /// Inserts an active data key unless the owner already has one (then it does nothing:
+    /// read the winner with [`RecordTx::active_data_key`]).
+    async fn insert_data_key(&mut self, key: &WrappedKeyRecord) -> Result<(), StoreError>;
+    /// Destroys every data key of an owner (erasure), in this transaction.
+    async fn destroy_data_keys(&mut self, owner: &str, now: i64) -> Result<u64, StoreError>;
     /// Commits.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }

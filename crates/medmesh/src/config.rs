@@ -55,6 +55,13 @@ pub struct FileConfig {
     pub break_glass_minutes: Option<i64>,
     /// Days after an encounter that its organization keeps access. Default 90.
     pub encounter_window_days: Option<i64>,
+    /// Encrypt record bodies under per-patient keys and store identifying search values as
+    /// blind indexes. Default true. A database keeps the choice it was created with;
+    /// turning it off is for benchmarks on throwaway data.
+    pub encryption_at_rest: Option<bool>,
+    /// The key-encryption-key file (mode 0600). Default `<data_dir>/master.key`, created at
+    /// first start. With PostgreSQL replicas, every replica needs the same file.
+    pub master_key_file: Option<PathBuf>,
     /// Security-label derivation rules (`[[label_rule]]` tables). Default: ICD-10 F codes
     /// get PSY, ICD-10 HIV codes get HIV. Giving any replaces the defaults.
     #[serde(default)]
@@ -125,6 +132,10 @@ pub struct Config {
     pub break_glass_minutes: i64,
     /// Encounter window, days.
     pub encounter_window_days: i64,
+    /// Encryption at rest.
+    pub encryption_at_rest: bool,
+    /// The KEK file.
+    pub master_key_file: PathBuf,
     /// Label derivation rules.
     pub label_rules: Vec<medmesh_policy::labels::LabelRule>,
     /// External OpenID Connect providers.
@@ -155,12 +166,21 @@ impl Config {
             None => FileConfig::default(),
         };
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let data_dir = o
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("medmesh-data"));
         Ok(Self {
-            data_dir: o
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("medmesh-data")),
+            encryption_at_rest: env("MEDMESH_ENCRYPTION_AT_REST")
+                .map(|v| v == "true" || v == "1")
+                .or(file.encryption_at_rest)
+                .unwrap_or(true),
+            master_key_file: env("MEDMESH_MASTER_KEY_FILE")
+                .map(PathBuf::from)
+                .or(file.master_key_file)
+                .unwrap_or_else(|| data_dir.join("master.key")),
+            data_dir,
             listen: o
                 .listen
                 .or(file.listen)

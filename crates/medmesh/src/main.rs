@@ -21,7 +21,6 @@ use medmesh_records::import::{ImportFailure, ImportSummary};
 use medmesh_records::{
     AuditLogService, MonotonicClock, RecordService, RequestContext, SystemClock, UuidIds,
 };
-use medmesh_store::{PlainCodec, RecordStore};
 use medmesh_store_sql::Stores;
 
 use crate::config::{Config, Overrides};
@@ -34,6 +33,8 @@ macro_rules! outln {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
+
+mod keys;
 
 /// mimalloc: FHIR processing allocates many small JSON values, and glibc's allocator spent a
 /// third of import CPU time on them (see bench/README.md).
@@ -95,6 +96,43 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Encryption keys: status, KEK rotation, full re-encryption.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Show the KEKs in the key file, how many data keys each wraps, and re-encryption
+    /// progress.
+    Status {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Put a new KEK in the key file and re-wrap every data key under it (online; the data
+    /// is not re-encrypted). Then remove the old KEK, unless --keep-old.
+    Rotate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Keep older KEKs in the file (replicas still have the old file): remove them later
+        /// with `medmesh keys retire`.
+        #[arg(long)]
+        keep_old: bool,
+    },
+    /// Remove older KEKs from the key file, once no data key is wrapped under them.
+    Retire {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Re-encrypt everything under fresh data keys and rebuild the blind indexes. Resumable:
+    /// run it again after an interruption. Also seals a database written before encryption
+    /// at rest (then with every node stopped).
+    Reencrypt {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,6 +157,18 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum AdminCommand {
+    /// Erase a patient: delete every resource in their compartment, destroy their data
+    /// keys (audited), then rotate the KEK so that copies of those keys in backups are
+    /// useless too.
+    ErasePatient {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The Patient resource id.
+        patient: String,
+        /// The same id again, to confirm.
+        #[arg(long)]
+        confirm: String,
+    },
     /// Print a signed access token.
     Token {
         #[command(flatten)]
@@ -194,22 +244,33 @@ async fn open_store(cfg: &Config) -> anyhow::Result<Stores> {
     .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))
 }
 
-fn record_service(store: Arc<dyn RecordStore>, cfg: &Config) -> anyhow::Result<Arc<RecordService>> {
+async fn record_service(stores: &Stores, cfg: &Config) -> anyhow::Result<Arc<RecordService>> {
+    let ring = keys::open_key_ring(stores, cfg, keys::Sealing::Normal).await?;
+    record_service_with(stores, cfg, ring.as_ref())
+}
+
+/// The record service, sealing with `ring` when encryption at rest is on.
+fn record_service_with(
+    stores: &Stores,
+    cfg: &Config,
+    ring: Option<&keys::KeyRing>,
+) -> anyhow::Result<Arc<RecordService>> {
     let defs = medmesh_fhir::definitions().map_err(|e| anyhow::anyhow!(e))?;
-    Ok(Arc::new(
-        RecordService::new(
-            store,
-            Arc::new(PlainCodec),
-            defs,
-            Arc::new(MonotonicClock::new(SystemClock)),
-            Arc::new(UuidIds),
-        )
-        .with_trust(medmesh_records::trust::TrustConfig {
-            break_glass_micros: cfg.break_glass_minutes * 60 * 1_000_000,
-            encounter_window_micros: cfg.encounter_window_days * 86_400 * 1_000_000,
-            label_rules: cfg.label_rules.clone(),
-        }),
-    ))
+    let mut svc = RecordService::new(
+        stores.records.clone(),
+        defs,
+        Arc::new(MonotonicClock::new(SystemClock)),
+        Arc::new(UuidIds),
+    )
+    .with_trust(medmesh_records::trust::TrustConfig {
+        break_glass_micros: cfg.break_glass_minutes * 60 * 1_000_000,
+        encounter_window_micros: cfg.encounter_window_days * 86_400 * 1_000_000,
+        label_rules: cfg.label_rules.clone(),
+    });
+    if let Some(r) = ring {
+        svc = svc.with_encryption(r.at_rest.clone());
+    }
+    Ok(Arc::new(svc))
 }
 
 /// The identity service for an issuer. Signing keys live in the store, so every replica on
@@ -282,7 +343,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // The authorization server's issuer is the node's public origin.
     let issuer = public_origin(&cfg, addr);
     let identity = identity_service(&stores, &cfg, issuer.clone()).await?;
-    let records = record_service(stores.records.clone(), &cfg)?;
+    let records = record_service(&stores, &cfg).await?;
     let audit_log = audit_log_service(&stores, &audit_origin(&cfg, &issuer)).await?;
     let files = Arc::new(medmesh_server::files::LocalExportFiles::new(
         cfg.data_dir.join("exports"),
@@ -446,7 +507,7 @@ async fn import_file(
 async fn import(cfg: Config, paths: Vec<PathBuf>, jobs: u16) -> anyhow::Result<bool> {
     let files = collect_files(&paths)?;
     let stores = open_store(&cfg).await?;
-    let records = record_service(stores.records, &cfg)?;
+    let records = record_service(&stores, &cfg).await?;
     let ctx = RequestContext {
         actor: Actor::local_operator(),
         operation_id: format!("import-{}", uuid::Uuid::new_v4()),
@@ -586,7 +647,7 @@ async fn admin_token(
 async fn create_user(cfg: Config, new: NewUser) -> anyhow::Result<()> {
     let stores = open_store(&cfg).await?;
     // The linked records must exist.
-    let records = record_service(stores.records.clone(), &cfg)?;
+    let records = record_service(&stores, &cfg).await?;
     for (rt, id) in [
         ("Patient", &new.patient_id),
         ("Practitioner", &new.practitioner_id),
@@ -666,6 +727,44 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 Some(c) => outln!("{}", c.text),
                 None => outln!("the log is empty; nothing to sign"),
             }
+            Ok(true)
+        }
+        Command::Keys { command } => {
+            let (store, sealing) = match &command {
+                KeysCommand::Reencrypt { store } => (store, keys::Sealing::Migrating),
+                KeysCommand::Status { store }
+                | KeysCommand::Rotate { store, .. }
+                | KeysCommand::Retire { store } => (store, keys::Sealing::Normal),
+            };
+            let cfg = load_config(store, None)?;
+            init_logging("warn");
+            let stores = open_store(&cfg).await?;
+            let ring = keys::open_key_ring(&stores, &cfg, sealing).await?;
+            let records = record_service_with(&stores, &cfg, ring.as_ref())?;
+            match command {
+                KeysCommand::Status { .. } => keys::status(&records, ring).await?,
+                KeysCommand::Rotate { keep_old, .. } => {
+                    keys::rotate(&records, ring, keep_old).await?
+                }
+                KeysCommand::Retire { .. } => keys::retire_old(&records, ring).await?,
+                KeysCommand::Reencrypt { .. } => keys::reencrypt(&records, ring, &stores).await?,
+            }
+            Ok(true)
+        }
+        Command::Admin {
+            command:
+                AdminCommand::ErasePatient {
+                    store,
+                    patient,
+                    confirm,
+                },
+        } => {
+            let cfg = load_config(&store, None)?;
+            init_logging("warn");
+            let stores = open_store(&cfg).await?;
+            let ring = keys::open_key_ring(&stores, &cfg, keys::Sealing::Normal).await?;
+            let records = record_service_with(&stores, &cfg, ring.as_ref())?;
+            keys::erase_patient(&records, ring, &patient, &confirm).await?;
             Ok(true)
         }
         Command::Import { store, paths, jobs } => {

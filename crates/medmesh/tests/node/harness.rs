@@ -26,6 +26,8 @@ pub struct Node {
     pg: Option<Arc<PgDatabase>>,
     pub client: reqwest::Client,
     pub token: String,
+    /// Extra environment for every command of this node.
+    env: Vec<(String, String)>,
 }
 
 pub fn shared_testdata(dir: &str) -> PathBuf {
@@ -83,6 +85,33 @@ fn psql(db: &str, sql: &str) -> Output {
 
 impl Node {
     pub async fn start(db: Db) -> Node {
+        Self::start_with_env(db, &[]).await
+    }
+
+    /// A node on an existing SQLite data directory (a restored backup).
+    pub async fn start_on(dir: tempfile::TempDir) -> Node {
+        Self::start_on_dir(Arc::new(dir)).await
+    }
+
+    /// A node on an existing, shared SQLite data directory.
+    pub async fn start_on_dir(dir: Arc<tempfile::TempDir>) -> Node {
+        let mut node = Node {
+            child: None,
+            base: String::new(),
+            data_dir: dir,
+            db_url: None,
+            pg: None,
+            client: reqwest::Client::new(),
+            token: String::new(),
+            env: Vec::new(),
+        };
+        node.spawn().await;
+        node.token = node.mint_token("system/*.*");
+        node
+    }
+
+    /// A fresh node with extra environment variables.
+    pub async fn start_with_env(db: Db, env: &[(&str, &str)]) -> Node {
         let data_dir = tempfile::tempdir().expect("tempdir");
         let (db_url, pg) = match db {
             Db::Sqlite => (None, None),
@@ -103,18 +132,54 @@ impl Node {
             pg,
             client: reqwest::Client::new(),
             token: String::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         node.spawn().await;
         node.token = node.mint_token("system/*.*");
         node
     }
 
+    /// Every node of the suite logs at debug level, and its log is searched for patients'
+    /// identifying values when it stops (see `Drop`).
     fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_medmesh"));
         c.env_remove("MEDMESH_DATABASE_URL")
             .env_remove("MEDMESH_DATA_DIR")
-            .env("MEDMESH_LOG", "warn,medmesh=info");
+            .env_remove("MEDMESH_ENCRYPTION_AT_REST")
+            .env("MEDMESH_LOG", "debug");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         c
+    }
+
+    /// Reads one integer with SQL, straight from the node's database.
+    pub async fn sql_i64(&self, sql: &str) -> i64 {
+        use sqlx::Connection;
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match &self.db_url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("sql")
+            }
+            None => {
+                let path = self.data_dir.path().join("medmesh.db");
+                let mut c =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .expect("connect");
+                sqlx::query_scalar(sql)
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("sql")
+            }
+        }
     }
 
     /// The binary with one extra environment variable.
@@ -223,7 +288,7 @@ impl Node {
 
     /// Runs a CLI command against this node's store.
     pub fn cli(&self, args: &[&str]) -> Output {
-        let (cmd, rest) = args.split_at(if matches!(args.first(), Some(&"admin" | &"audit")) {
+        let (cmd, rest) = args.split_at(if matches!(args.first(), Some(&"admin" | &"audit" | &"keys")) {
             2
         } else {
             1
@@ -239,7 +304,7 @@ impl Node {
     /// Runs a CLI command with `input` on stdin.
     pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
-        let (cmd, rest) = args.split_at(if matches!(args.first(), Some(&"admin" | &"audit")) {
+        let (cmd, rest) = args.split_at(if matches!(args.first(), Some(&"admin" | &"audit" | &"keys")) {
             2
         } else {
             1
@@ -287,6 +352,7 @@ impl Node {
             pg: self.pg.clone(),
             client: self.client.clone(),
             token: token.to_string(),
+            env: self.env.clone(),
         }
     }
 
@@ -401,6 +467,8 @@ impl Node {
             )
         });
         let out = self.import(&files);
+        assert_no_phi(&String::from_utf8_lossy(&out.stderr), "the import's log");
+        assert_no_phi(&String::from_utf8_lossy(&out.stdout), "the import's output");
         assert!(
             out.status.success(),
             "import failed: {}\n{}",
@@ -453,10 +521,90 @@ pub fn matches(bundle: &Value) -> Vec<String> {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = c.kill();
+        let _ = c.wait();
+        // No patient's identifying values in the (debug-level) log.
+        if !std::thread::panicking() {
+            assert_no_phi(&self.log(), "the node's log");
         }
+    }
+}
+
+/// Identifying values of the shared Synthea patients: family and given names, phones,
+/// address lines and identifier values. Values that are also a practitioner's or an
+/// organization's name are left out: the directory is public and indexed in clear.
+pub fn synthea_secrets() -> Vec<String> {
+    static SECRETS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    SECRETS
+        .get_or_init(|| {
+            let dir = shared_testdata("fhir-r4-synthea-smart-generated-sample-data");
+            let mut patients = Vec::new();
+            let mut directory = std::collections::HashSet::new();
+            for f in std::fs::read_dir(dir).expect("dir") {
+                let b: Value =
+                    serde_json::from_slice(&std::fs::read(f.expect("entry").path()).expect("read"))
+                        .expect("json");
+                for e in b["entry"].as_array().into_iter().flatten() {
+                    let r = &e["resource"];
+                    let strings = |v: &Value| -> Vec<String> {
+                        v.as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|s| s.as_str().map(str::to_string))
+                            .collect()
+                    };
+                    match r["resourceType"].as_str() {
+                        Some("Patient") => {
+                            for n in r["name"].as_array().into_iter().flatten() {
+                                patients.extend(n["family"].as_str().map(str::to_string));
+                                patients.extend(strings(&n["given"]));
+                            }
+                            for t in r["telecom"].as_array().into_iter().flatten() {
+                                patients.extend(t["value"].as_str().map(str::to_string));
+                            }
+                            for a in r["address"].as_array().into_iter().flatten() {
+                                patients.extend(strings(&a["line"]));
+                            }
+                            for i in r["identifier"].as_array().into_iter().flatten() {
+                                patients.extend(i["value"].as_str().map(str::to_string));
+                            }
+                        }
+                        Some("Practitioner" | "Organization") => {
+                            let text = r["name"].to_string().to_lowercase();
+                            directory.extend(
+                                text.split(|c: char| !c.is_alphanumeric())
+                                    .filter(|w| !w.is_empty())
+                                    .map(str::to_string),
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            patients.sort();
+            patients.dedup();
+            patients.retain(|p| !directory.contains(&p.to_lowercase()));
+            patients
+        })
+        .clone()
+}
+
+/// Fails if `text` holds any of the Synthea patients' identifying values. Short values are
+/// matched as whole words, long ones anywhere.
+pub fn assert_no_phi(text: &str, what: &str) {
+    let lower = text.to_lowercase();
+    let words: std::collections::HashSet<&str> =
+        text.split(|c: char| !c.is_alphanumeric()).collect();
+    for s in synthea_secrets() {
+        let hit = if s.len() >= 5 {
+            text.contains(&s) || lower.contains(&s.to_lowercase())
+        } else {
+            words.contains(s.as_str())
+        };
+        assert!(!hit, "{what} holds a patient's identifying value {s:?}");
     }
 }
 

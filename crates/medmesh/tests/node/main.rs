@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod at_rest;
 mod audit_log;
 mod bad_input;
 mod bundles;

@@ -1,0 +1,18 @@
+//! The cryptographic core of medmesh. Pure: keys come in as bytes and randomness through the
+//! [`Random`] port, so every function here is deterministic under test.
+//!
+//! - [`envelope`]: AES-256-GCM envelopes for record bodies and other stored bytes, each
+//!   naming the data key it was sealed with.
+//! - [`keys`]: data-encryption keys (DEKs) and the key-encryption key (KEK) that wraps them.
+//! - [`blind`]: keyed HMAC blind indexes, so identifying values can be searched without
+//!   being stored.
+
+pub mod blind;
+pub mod envelope;
+pub mod keys;
+pub mod random;
+
+pub use blind::BlindIndexKey;
+pub use envelope::{Envelope, EnvelopeError};
+pub use keys::{DataKey, Kek, KekId, KeyId, WrapError};
+pub use random::{OsRandom, Random};

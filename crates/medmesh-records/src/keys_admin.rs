@@ -1,0 +1,346 @@
+//! Key operations on a running node's data: re-wrapping every data key under a new KEK,
+//! full re-encryption (resumable), and erasure of a patient by destroying their keys.
+
+use std::collections::HashMap;
+
+use medmesh_audit::Outcome;
+use medmesh_crypto::KeyId;
+use medmesh_fhir::index;
+use medmesh_policy::Action;
+use medmesh_store::KeyState;
+use serde_json::Value;
+
+use crate::at_rest::{AtRest, body_context};
+use crate::context::RequestContext;
+use crate::trust::consent_context;
+use crate::{RecordError, RecordService};
+
+/// The re-encryption job's name in `key_jobs`.
+pub const REENCRYPT_JOB: &str = "reencrypt";
+/// Rows re-encrypted per transaction.
+const BATCH: u32 = 200;
+
+/// What a re-wrap did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// Keys re-wrapped under the current KEK.
+    pub rewrapped: u64,
+    /// Keys already under it.
+    pub current: u64,
+}
+
+/// What a re-encryption did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReencryptReport {
+    /// Stored versions sealed again.
+    pub bodies: u64,
+    /// Of them, plaintext bodies sealed for the first time.
+    pub from_plaintext: u64,
+    /// Current versions whose index rows were rebuilt.
+    pub reindexed: u64,
+    /// Consents and break-glass reasons sealed again.
+    pub texts: u64,
+    /// Owners given a new data key.
+    pub new_keys: u64,
+    /// Whether it resumed an interrupted run.
+    pub resumed: bool,
+}
+
+/// What an erasure did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErasureReport {
+    /// Resources deleted (current versions that were live).
+    pub resources: u64,
+    /// Data keys destroyed.
+    pub keys: u64,
+}
+
+fn at_rest(svc: &RecordService) -> Result<&std::sync::Arc<AtRest>, RecordError> {
+    svc.at_rest
+        .as_ref()
+        .ok_or_else(|| RecordError::NotSupported("encryption at rest is off on this node".into()))
+}
+
+impl RecordService {
+    /// Re-wraps every live data key under the KEK provider's current KEK. The data is not
+    /// touched: each key is unwrapped with its old KEK and wrapped again.
+    ///
+    /// # Errors
+    /// When a key cannot be unwrapped (its KEK is missing) or the store fails.
+    pub async fn rewrap_all_keys(&self) -> Result<RewrapReport, RecordError> {
+        let a = at_rest(self)?;
+        let current = a.kek().current_kek();
+        let mut report = RewrapReport::default();
+        let mut after: Option<String> = None;
+        loop {
+            let page = a.key_store().live_keys_page(after.as_deref(), 500).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key_id.clone());
+            for k in page {
+                let (Some(old), Some(wrapped)) = (&k.kek_id, &k.wrapped) else {
+                    continue;
+                };
+                if *old == current {
+                    report.current += 1;
+                    continue;
+                }
+                let id: KeyId = k.key_id.parse().map_err(|_| RecordError::Corrupt)?;
+                let dek = a
+                    .kek()
+                    .unwrap(old, wrapped, &id, &k.owner)
+                    .await
+                    .map_err(|e| RecordError::Keys(e.to_string()))?;
+                let (new, rewrapped) = a
+                    .kek()
+                    .wrap(&dek, &id, &k.owner)
+                    .await
+                    .map_err(|e| RecordError::Keys(e.to_string()))?;
+                if a.key_store()
+                    .rewrap(&k.key_id, old, &new, &rewrapped, self.now())
+                    .await?
+                {
+                    report.rewrapped += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// How many live data keys each KEK wraps.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn keys_per_kek(&self) -> Result<Vec<(String, u64)>, RecordError> {
+        Ok(at_rest(self)?.key_store().keys_per_kek().await?)
+    }
+
+    /// The re-encryption job's saved cursor and state.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn reencrypt_state(&self) -> Result<Option<(i64, String)>, RecordError> {
+        Ok(at_rest(self)?.key_store().job_cursor(REENCRYPT_JOB).await?)
+    }
+
+    /// Seals every stored version again, each owner under a fresh data key, rebuilds the
+    /// current versions' (blinded) index rows, and seals consents and break-glass reasons
+    /// again. Plaintext bodies from before encryption at rest are sealed for the first time.
+    ///
+    /// Resumable: progress is saved after every batch, and a later call carries on from
+    /// there, reusing the keys the interrupted run made. `progress` hears the rows done.
+    ///
+    /// # Errors
+    /// When the store or the KEK fails; the saved cursor stays where it was.
+    pub async fn reencrypt(
+        &self,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<ReencryptReport, RecordError> {
+        let a = at_rest(self)?;
+        let keys = a.key_store();
+        let mut report = ReencryptReport::default();
+        let (mut cursor, started) = match keys.job_cursor(REENCRYPT_JOB).await? {
+            Some((c, state)) if state.starts_with("running:") => {
+                report.resumed = true;
+                let started = state["running:".len()..].parse::<i64>().unwrap_or(0);
+                (c, started)
+            }
+            _ => {
+                // On the key ring's clock: it is compared with key creation times.
+                let now = a.now_micros();
+                keys.save_job_cursor(REENCRYPT_JOB, 0, &format!("running:{now}"), now)
+                    .await?;
+                (0, now)
+            }
+        };
+        let state = format!("running:{started}");
+        // Owners whose key this run has replaced (read back from the store on resume).
+        let mut fresh: HashMap<String, bool> = HashMap::new();
+        loop {
+            let rows = self.store.bodies_after(cursor, BATCH).await?;
+            let Some(last) = rows.last() else { break };
+            let last_seq = last.seq;
+            // Open everything and give owners their new keys first: a key store write
+            // inside the data transaction would wait on it (SQLite has one writer).
+            let mut opened = Vec::with_capacity(rows.len());
+            for row in rows {
+                let v = &row.version;
+                let ctx = body_context(&v.resource_type, &v.id, v.version);
+                let plain = match a.open(&ctx, &v.body).await {
+                    Ok(p) => p,
+                    // Erased: nothing left to re-encrypt.
+                    Err(crate::at_rest::AtRestError::Erased) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                if !medmesh_crypto::Envelope::is_envelope(&v.body) {
+                    report.from_plaintext += 1;
+                }
+                let json: Value =
+                    serde_json::from_slice(&plain).map_err(|_| RecordError::Corrupt)?;
+                let owner = self.key_owner(&v.resource_type, &json);
+                self.fresh_key(a, &owner, started, &mut fresh, &mut report)
+                    .await?;
+                opened.push((row, ctx, plain, json, owner));
+            }
+            let mut tx = self.begin_write().await?;
+            for (row, ctx, plain, json, owner) in opened {
+                let v = &row.version;
+                let sealed = a.seal_in(&mut tx, &owner, &ctx, &plain).await?;
+                tx.rewrite_body(row.seq, sealed).await?;
+                report.bodies += 1;
+                if row.current {
+                    let rows = a
+                        .blind_index()
+                        .blind_rows(&v.resource_type, index::extract(self.defs, &json));
+                    if tx
+                        .reindex_current(&v.resource_type, &v.id, v.version, rows)
+                        .await?
+                    {
+                        report.reindexed += 1;
+                    }
+                }
+            }
+            tx.commit().await?;
+            cursor = last_seq;
+            keys.save_job_cursor(REENCRYPT_JOB, cursor, &state, self.now())
+                .await?;
+            progress(report.bodies);
+        }
+        self.reseal_texts(a, started, &mut fresh, &mut report)
+            .await?;
+        keys.save_job_cursor(REENCRYPT_JOB, cursor, "done", self.now())
+            .await?;
+        Ok(report)
+    }
+
+    /// Gives `owner` a new active key, once per run.
+    async fn fresh_key(
+        &self,
+        a: &AtRest,
+        owner: &str,
+        started: i64,
+        fresh: &mut HashMap<String, bool>,
+        report: &mut ReencryptReport,
+    ) -> Result<(), RecordError> {
+        if fresh.contains_key(owner) {
+            return Ok(());
+        }
+        let current = a.key_store().active_key(owner).await?;
+        // A key made since the run started is this run's (a resumed run reuses it).
+        if !current.is_some_and(|k| k.created_micros >= started && k.state == KeyState::Active) {
+            a.replace_key(owner).await?;
+            report.new_keys += 1;
+        }
+        fresh.insert(owner.to_string(), true);
+        Ok(())
+    }
+
+    /// Seals consents and break-glass reasons again under their patients' current keys.
+    async fn reseal_texts(
+        &self,
+        a: &AtRest,
+        started: i64,
+        fresh: &mut HashMap<String, bool>,
+        report: &mut ReencryptReport,
+    ) -> Result<(), RecordError> {
+        let mut consents = Vec::new();
+        for (source, patient, body) in self.store.consent_rows().await? {
+            let ctx = consent_context(&patient);
+            let plain = match a.open_text(&ctx, &body).await {
+                Ok(p) => p,
+                Err(crate::at_rest::AtRestError::Erased) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            self.fresh_key(a, &patient, started, fresh, report).await?;
+            consents.push((source, patient, ctx, plain));
+        }
+        let mut reasons = Vec::new();
+        for edge in self.store.break_glass_since(i64::MIN).await? {
+            let Some(detail) = &edge.detail else { continue };
+            let plain = match a.open_text(&edge.source, detail).await {
+                Ok(p) => p,
+                Err(crate::at_rest::AtRestError::Erased) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            self.fresh_key(a, &edge.patient, started, fresh, report)
+                .await?;
+            reasons.push((edge, plain));
+        }
+        let mut tx = self.begin_write().await?;
+        for (source, patient, ctx, plain) in consents {
+            let sealed = a.seal_text_in(&mut tx, &patient, &ctx, &plain).await?;
+            tx.rewrite_consent(&source, &sealed).await?;
+            report.texts += 1;
+        }
+        for (mut edge, plain) in reasons {
+            edge.detail = Some(
+                a.seal_text_in(&mut tx, &edge.patient, &edge.source, &plain)
+                    .await?,
+            );
+            tx.replace_policy_facts(&edge.source.clone(), std::slice::from_ref(&edge), None)
+                .await?;
+            report.texts += 1;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Erases a patient: deletes every resource in their compartment and destroys their
+    /// data keys, in one audited transaction. Every stored version of their data, in this
+    /// database and in its backups, becomes unreadable once the KEK that wrapped those keys
+    /// is also rotated away (the CLI does that next).
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`] unless the actor holds `system/*` write access; store or
+    /// key failures.
+    pub async fn erase_patient(
+        &self,
+        ctx: &RequestContext,
+        patient_id: &str,
+    ) -> Result<ErasureReport, RecordError> {
+        let a = at_rest(self)?;
+        let grant = self.authorize(ctx, Action::Delete, Some("Patient")).await?;
+        if !grant.is_unrestricted() {
+            return Err(RecordError::Forbidden);
+        }
+        let links: Vec<(String, Vec<String>)> = self
+            .defs
+            .patient_compartment()
+            .iter()
+            .map(|(t, p)| (t.clone(), p.clone()))
+            .collect();
+        let mut targets = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .compartment_page(patient_id, &links, None, &[], 1000, cursor.as_deref())
+                .await?;
+            targets.extend(page.matches);
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        let mut tx = self.begin_write().await?;
+        let mut report = ErasureReport::default();
+        let mut erased = Vec::new();
+        for (rt, id) in &targets {
+            if let Some(head) = tx.head(rt, id).await?
+                && !head.deleted
+            {
+                self.tombstone(&mut tx, &grant, rt, id, head).await?;
+                report.resources += 1;
+                erased.push(format!("{rt}/{id}"));
+            }
+        }
+        report.keys = tx.destroy_data_keys(patient_id, self.now()).await?;
+        let mut entry = self.entry(ctx, "erase", Some("Patient"), erased, Outcome::Success);
+        entry.patients = vec![patient_id.to_string()];
+        entry.reason = Some("erasure at the patient's request".into());
+        tx.append_audit(&entry).await?;
+        tx.commit().await?;
+        a.forget(patient_id);
+        a.announce_erasure().await?;
+        Ok(report)
+    }
+}

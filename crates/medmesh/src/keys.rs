@@ -1,0 +1,268 @@
+//! Encryption at rest from the command line: opening the key ring for `serve` and the other
+//! commands, and `medmesh keys ...` / `medmesh admin erase-patient`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use medmesh_crypto::OsRandom;
+use medmesh_keys::{KeyFile, LocalKek};
+use medmesh_records::at_rest::AtRest;
+use medmesh_records::{MonotonicClock, RecordService, RequestContext, SystemClock};
+use medmesh_store::KekProvider;
+use medmesh_store_sql::Stores;
+
+use crate::config::Config;
+
+/// The key job that marks a database being sealed for the first time.
+const LEGACY_JOB: &str = "legacy-migration";
+
+/// How a command opens the key ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sealing {
+    /// Serving, importing, administering: the database must be fully sealed.
+    Normal,
+    /// `keys reencrypt`: plaintext bodies from before encryption at rest may be opened.
+    Migrating,
+}
+
+/// The key ring, and the key file behind it, when encryption at rest is on.
+pub(crate) struct KeyRing {
+    pub(crate) at_rest: Arc<AtRest>,
+    pub(crate) kek: Arc<LocalKek>,
+}
+
+/// Opens the key ring as the configuration says, after checking the database agrees.
+pub(crate) async fn open_key_ring(
+    stores: &Stores,
+    cfg: &Config,
+    sealing: Sealing,
+) -> anyhow::Result<Option<KeyRing>> {
+    let initialized = AtRest::is_initialized(stores.keys.as_ref())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the key store: {e}"))?;
+    let has_records = !stores
+        .records
+        .bodies_after(0, 1)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the store: {e}"))?
+        .is_empty();
+    if !cfg.encryption_at_rest {
+        if initialized {
+            bail!(
+                "this database is encrypted at rest; it cannot be opened with encryption_at_rest = false"
+            );
+        }
+        return Ok(None);
+    }
+    let migrating = stores
+        .keys
+        .job_cursor(LEGACY_JOB)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the key store: {e}"))?
+        .is_some_and(|(_, state)| state == "running");
+    if sealing == Sealing::Normal && ((!initialized && has_records) || migrating) {
+        bail!(
+            "this database holds records written without encryption at rest; stop every node and run `medmesh keys reencrypt` once to seal them (or set encryption_at_rest = false)"
+        );
+    }
+    if initialized && !cfg.master_key_file.exists() {
+        bail!(
+            "the key file {} is missing: this database's data keys cannot be unwrapped without it (set master_key_file or MEDMESH_MASTER_KEY_FILE)",
+            cfg.master_key_file.display()
+        );
+    }
+    if sealing == Sealing::Migrating && !initialized && has_records {
+        stores
+            .keys
+            .save_job_cursor(LEGACY_JOB, 0, "running", 0)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot write the key store: {e}"))?;
+    }
+    let file = KeyFile::open_or_create(&cfg.master_key_file, &OsRandom)
+        .context("cannot open the key-encryption-key file")?;
+    let kek = Arc::new(LocalKek::new(file, Arc::new(OsRandom)));
+    let mut at_rest = AtRest::load(
+        stores.keys.clone(),
+        kek.clone(),
+        Arc::new(OsRandom),
+        Arc::new(MonotonicClock::new(SystemClock)),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open the data keys: {e}"))?;
+    if sealing == Sealing::Migrating {
+        at_rest = at_rest.accepting_plaintext();
+    }
+    Ok(Some(KeyRing {
+        at_rest: Arc::new(at_rest),
+        kek,
+    }))
+}
+
+fn local_ctx(what: &str) -> RequestContext {
+    RequestContext {
+        actor: medmesh_policy::Actor::local_operator(),
+        operation_id: format!("{what}-{}", uuid::Uuid::new_v4()),
+        source_ip: None,
+        base_url: String::new(),
+    }
+}
+
+fn ring(ring: Option<KeyRing>) -> anyhow::Result<KeyRing> {
+    ring.ok_or_else(|| anyhow::anyhow!("encryption at rest is off (encryption_at_rest = false)"))
+}
+
+/// `keys status`.
+pub(crate) async fn status(records: &RecordService, ring: Option<KeyRing>) -> anyhow::Result<()> {
+    let ring = self::ring(ring)?;
+    let ids = ring.kek.file().ids();
+    outln!("key file: {}", ring.kek.file().path().display());
+    for (i, id) in ids.iter().enumerate() {
+        outln!("  KEK {id}{}", if i == 0 { " (current)" } else { " (old)" });
+    }
+    for (kek, n) in records.keys_per_kek().await? {
+        outln!("data keys wrapped under {kek}: {n}");
+    }
+    match records.reencrypt_state().await? {
+        Some((cursor, state)) => outln!("re-encryption: {state} (row {cursor})"),
+        None => outln!("re-encryption: never run"),
+    }
+    Ok(())
+}
+
+/// Re-wraps every data key under the current KEK, then (unless `keep_old`) removes older
+/// KEKs from the file once no data key is wrapped under them. Returns whether it removed
+/// them.
+async fn rewrap_and_retire(
+    records: &RecordService,
+    ring: &KeyRing,
+    keep_old: bool,
+) -> anyhow::Result<bool> {
+    let report = records.rewrap_all_keys().await?;
+    outln!(
+        "re-wrapped {} data keys under KEK {} ({} already were)",
+        report.rewrapped,
+        ring.kek.current_kek(),
+        report.current
+    );
+    if keep_old {
+        outln!(
+            "older KEKs kept in the key file; run `medmesh keys retire` once every replica has the new file"
+        );
+        return Ok(false);
+    }
+    retire(records, ring).await
+}
+
+/// Removes older KEKs if nothing is wrapped under them. A node that read the key file just
+/// before the rotation may still be wrapping one new key under the old KEK: wait a moment,
+/// re-wrap stragglers, and check again before removing.
+async fn retire(records: &RecordService, ring: &KeyRing) -> anyhow::Result<bool> {
+    let current = ring.kek.current_kek();
+    for attempt in 0..3 {
+        let stragglers: u64 = records
+            .keys_per_kek()
+            .await?
+            .into_iter()
+            .filter(|(k, _)| *k != current && !k.is_empty())
+            .map(|(_, n)| n)
+            .sum();
+        if stragglers == 0 && attempt > 0 {
+            let removed = ring.kek.file().retire_old()?;
+            for id in &removed {
+                outln!("removed old KEK {id} from the key file");
+            }
+            return Ok(true);
+        }
+        if stragglers > 0 {
+            records.rewrap_all_keys().await?;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    bail!(
+        "data keys are still being wrapped under an old KEK; is a node running with an old copy of the key file?"
+    )
+}
+
+/// `keys rotate`.
+pub(crate) async fn rotate(
+    records: &RecordService,
+    ring: Option<KeyRing>,
+    keep_old: bool,
+) -> anyhow::Result<()> {
+    let ring = self::ring(ring)?;
+    let new = ring.kek.file().add_current(&OsRandom)?;
+    outln!(
+        "new KEK {new} written to {}",
+        ring.kek.file().path().display()
+    );
+    rewrap_and_retire(records, &ring, keep_old).await?;
+    Ok(())
+}
+
+/// `keys retire`.
+pub(crate) async fn retire_old(
+    records: &RecordService,
+    ring: Option<KeyRing>,
+) -> anyhow::Result<()> {
+    let ring = self::ring(ring)?;
+    retire(records, &ring).await?;
+    Ok(())
+}
+
+/// `keys reencrypt`.
+pub(crate) async fn reencrypt(
+    records: &RecordService,
+    ring: Option<KeyRing>,
+    stores: &Stores,
+) -> anyhow::Result<()> {
+    let _ring = self::ring(ring)?;
+    let bar = indicatif::ProgressBar::new_spinner();
+    let report = records
+        .reencrypt(&|n| bar.set_message(format!("{n} versions sealed")))
+        .await?;
+    bar.finish_and_clear();
+    stores
+        .keys
+        .save_job_cursor(LEGACY_JOB, 0, "done", 0)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot write the key store: {e}"))?;
+    outln!(
+        "{}sealed {} stored versions ({} were plaintext), rebuilt the index of {}, sealed {} consents and reasons, {} new data keys",
+        if report.resumed { "resumed; " } else { "" },
+        report.bodies,
+        report.from_plaintext,
+        report.reindexed,
+        report.texts,
+        report.new_keys
+    );
+    Ok(())
+}
+
+/// `admin erase-patient`.
+pub(crate) async fn erase_patient(
+    records: &RecordService,
+    ring: Option<KeyRing>,
+    patient: &str,
+    confirm: &str,
+) -> anyhow::Result<()> {
+    let ring = self::ring(ring)?;
+    if patient != confirm {
+        bail!("to erase Patient/{patient}, repeat its id: --confirm {patient}");
+    }
+    let report = records
+        .erase_patient(&local_ctx("erase"), patient)
+        .await
+        .map_err(|e| anyhow::anyhow!("erasure failed: {e}"))?;
+    outln!(
+        "erased Patient/{patient}: {} resources deleted, {} data keys destroyed",
+        report.resources,
+        report.keys
+    );
+    // The destroyed keys' wrapped bytes may survive in backups and free pages: rotating the
+    // KEK away makes them useless.
+    let new = ring.kek.file().add_current(&OsRandom)?;
+    outln!("new KEK {new}; re-wrapping every other data key under it");
+    rewrap_and_retire(records, &ring, false).await?;
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! Encryption at rest, end to end: the Synthea sample goes in through `medmesh import`, and
+//! neither the SQLite file (with its WAL) nor a `pg_dump` of PostgreSQL holds any patient's
+//! name, phone, address line or identifier. Then the key commands: rotation, erasure (a
+//! backup taken before it no longer opens the erased data), and re-encryption.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+
+use crate::harness::{Node, synthea_secrets};
+use crate::on_both_databases;
+
+/// Whether `hay` holds `needle` as stored in clear. Values of five characters or more are
+/// looked for anywhere (as written and lower-cased, the index's normal form); shorter ones
+/// only as JSON strings (`"Liz"`), since three random bytes turn up by chance in a few
+/// megabytes of ciphertext. The index columns are also checked exactly, in SQL.
+fn holds(hay: &[u8], needle: &str) -> bool {
+    let find = |n: &[u8]| hay.windows(n.len()).any(|w| w == n);
+    if needle.len() >= 5 {
+        find(needle.as_bytes()) || find(needle.to_lowercase().as_bytes())
+    } else {
+        find(format!("\"{needle}\"").as_bytes())
+    }
+}
+
+fn database_bytes(node: &Node) -> Vec<(String, Vec<u8>)> {
+    match &node.db_url {
+        None => ["medmesh.db", "medmesh.db-wal"]
+            .iter()
+            .filter_map(|f| {
+                let p = node.data_dir.path().join(f);
+                std::fs::read(&p).ok().map(|b| (f.to_string(), b))
+            })
+            .collect(),
+        Some(url) => {
+            let out = Command::new("pg_dump")
+                .args(["--no-owner", "--data-only", url])
+                .output()
+                .expect("pg_dump must be installed for the PostgreSQL tests");
+            assert!(
+                out.status.success(),
+                "pg_dump: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            vec![("pg_dump".to_string(), out.stdout)]
+        }
+    }
+}
+
+async fn a_stolen_database_reveals_no_patient(node: Node) {
+    node.load_synthea();
+    let secrets = synthea_secrets();
+    assert!(
+        secrets.len() > 60,
+        "the sample's patients give many values to look for"
+    );
+    // The node still answers from the blinded index.
+    assert_eq!(node.total("Patient?family=Conn").await, 1);
+    assert_eq!(node.total("Patient?family=conn").await, 1);
+    assert_eq!(node.total("Patient?given=liz").await, 1);
+    assert_eq!(node.total("Patient?identifier=999-34-1238").await, 1);
+    assert_eq!(node.total("Patient?telecom=555-175-3568").await, 1);
+    assert_eq!(node.total("Patient?address-city=Beverly").await, 1);
+    assert_eq!(node.total("Encounter?patient.family=Conn").await > 0, true);
+    let files = database_bytes(&node);
+    assert!(files.iter().map(|(_, b)| b.len()).sum::<usize>() > 100_000);
+    for (name, bytes) in &files {
+        for s in &secrets {
+            assert!(!holds(bytes, s), "{s:?} found in clear in {name}");
+        }
+    }
+    // Exactly, column by column: no index row holds a value in clear.
+    for s in &secrets {
+        let lower = s.to_lowercase().replace('\'', "''");
+        let exact = s.replace('\'', "''");
+        node.raw_sql(&format!(
+            "CREATE TABLE IF NOT EXISTS leak_check (n INTEGER); \
+             INSERT INTO leak_check SELECT COUNT(*) FROM idx_string WHERE norm = '{lower}' OR exact = '{exact}'; \
+             INSERT INTO leak_check SELECT COUNT(*) FROM idx_token WHERE code = '{exact}' OR text = '{lower}'; \
+             INSERT INTO leak_check SELECT COUNT(*) FROM idx_reference WHERE ident_value = '{exact}';"
+        ))
+        .await;
+    }
+    assert_eq!(
+        node.sql_i64("SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM leak_check")
+            .await,
+        0,
+        "an index row holds an identifying value in clear"
+    );
+}
+
+async fn key_rotation_is_online_and_erasure_reaches_backups(node: Node) {
+    let (s, _, p) = node
+        .post(
+            "Patient",
+            &serde_json::json!({"resourceType": "Patient", "name": [{"family": "Erasmus", "given": ["Tobias"]}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let pid = p["id"].as_str().unwrap().to_string();
+    let (s, _, o) = node
+        .post(
+            "Observation",
+            &serde_json::json!({"resourceType": "Observation", "status": "final", "code": {"text": "pulse"},
+                                "subject": {"reference": format!("Patient/{pid}")}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let oid = o["id"].as_str().unwrap().to_string();
+    let (s, _, keep) = node
+        .post(
+            "Patient",
+            &serde_json::json!({"resourceType": "Patient", "gender": "female"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let keep = keep["id"].as_str().unwrap().to_string();
+
+    // Rotation while the node serves: every data key is re-wrapped, the old KEK goes.
+    let before = std::fs::read_to_string(node.data_dir.path().join("master.key")).unwrap();
+    let out = node.cli(&["keys", "rotate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = std::fs::read_to_string(node.data_dir.path().join("master.key")).unwrap();
+    assert_ne!(before, after);
+    assert_eq!(
+        after
+            .lines()
+            .filter(|l| l.starts_with("medmesh-kek"))
+            .count(),
+        1
+    );
+    let status = node.cli(&["keys", "status"]);
+    let status = String::from_utf8_lossy(&status.stdout).to_string();
+    assert_eq!(
+        status.matches("data keys wrapped under").count(),
+        1,
+        "{status}"
+    );
+    assert_eq!(node.get(&format!("Patient/{pid}")).await.0, StatusCode::OK);
+    assert_eq!(node.total("Patient?family=erasm").await, 1);
+
+    // A backup taken now, with the key file of the day.
+    let backup = tempfile::tempdir().unwrap();
+    if node.db_url.is_none() {
+        node.raw_sql(&format!(
+            "VACUUM INTO '{}'",
+            backup.path().join("medmesh.db").display()
+        ))
+        .await;
+        std::fs::copy(
+            node.data_dir.path().join("master.key"),
+            backup.path().join("master.key"),
+        )
+        .unwrap();
+    }
+
+    // Erasure needs the id twice.
+    let refused = node.cli(&["admin", "erase-patient", &pid, "--confirm", "someone-else"]);
+    assert!(!refused.status.success());
+    let out = node.cli(&["admin", "erase-patient", &pid, "--confirm", &pid]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2 resources deleted, 1 data keys destroyed"),
+        "{text}"
+    );
+    assert_eq!(
+        node.get(&format!("Observation/{oid}")).await.0,
+        StatusCode::GONE
+    );
+    // The serving node learns of the erasure within a second (it drops its cached keys).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (s, _, _) = node.get(&format!("Patient/{pid}/_history/1")).await;
+        if s == StatusCode::GONE {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "old versions still readable: {s}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(node.get(&format!("Patient/{keep}")).await.0, StatusCode::OK);
+    assert_eq!(node.total("Patient?family=erasm").await, 0);
+    // The erasure is audited.
+    let log = node.get_raw(&format!("/api/patients/{pid}/audit")).await;
+    assert!(log.2.to_string().contains("\"erase\""), "{}", log.2);
+
+    // The backup, opened with today's key file: the KEK that wrapped its keys (the erased
+    // patient's among them) is gone, so nothing in it opens. Keeping a backup readable
+    // means keeping that day's key file, and erasure reaches the backup when it expires.
+    if node.db_url.is_none() {
+        std::fs::copy(
+            node.data_dir.path().join("master.key"),
+            backup.path().join("master.key"),
+        )
+        .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_medmesh"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(backup.path())
+            .env("MEDMESH_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot open the data keys"), "{err}");
+    }
+}
+
+on_both_databases!(
+    a_stolen_database_reveals_no_patient,
+    key_rotation_is_online_and_erasure_reaches_backups,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_encryption_is_sealed_by_reencrypt() {
+    let node = Node::start_with_env(
+        crate::harness::Db::Sqlite,
+        &[("MEDMESH_ENCRYPTION_AT_REST", "false")],
+    )
+    .await;
+    let (s, _, p) = node
+        .post(
+            "Patient",
+            &serde_json::json!({"resourceType": "Patient", "name": [{"family": "Plaintextova"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let pid = p["id"].as_str().unwrap().to_string();
+    let db = node.data_dir.clone();
+    drop(node);
+    let raw = [
+        std::fs::read(db.path().join("medmesh.db")).unwrap(),
+        std::fs::read(db.path().join("medmesh.db-wal")).unwrap_or_default(),
+    ]
+    .concat();
+    assert!(holds(&raw, "Plaintextova"));
+    // With encryption on, the node refuses to serve next to clear records...
+    let refused = Command::new(env!("CARGO_BIN_EXE_medmesh"))
+        .args([
+            "serve",
+            "--data-dir",
+            &db.path().display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("MEDMESH_ENCRYPTION_AT_REST")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("medmesh keys reencrypt"));
+    // ... until they are sealed.
+    let out = Command::new(env!("CARGO_BIN_EXE_medmesh"))
+        .args([
+            "keys",
+            "reencrypt",
+            "--data-dir",
+            &db.path().display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(1 were plaintext)"));
+    let node = Node::start_on_dir(db).await;
+    assert_eq!(node.total("Patient?family=plaintext").await, 1);
+    assert_eq!(node.get(&format!("Patient/{pid}")).await.0, StatusCode::OK);
+    node.raw_sql("VACUUM").await;
+    let raw = std::fs::read(node.data_dir.path().join("medmesh.db")).unwrap();
+    assert!(!holds(&raw, "Plaintextova"));
+}
