@@ -369,6 +369,46 @@ impl AtRest {
         ))
     }
 
+    /// Seals bytes under `owner`'s key outside any write transaction (export files). Never
+    /// call it while this task holds a write transaction: creating the key writes to the
+    /// store, and SQLite has one writer.
+    ///
+    /// # Errors
+    /// When the key cannot be read, created or unwrapped.
+    pub async fn seal_detached(
+        &self,
+        owner: &str,
+        context: &str,
+        plain: &[u8],
+    ) -> Result<Vec<u8>, AtRestError> {
+        self.check_erasures().await?;
+        let (id, key) = match self.cached_owner_key(owner) {
+            Some(found) => found,
+            None => {
+                let record = match self.keys.active_key(owner).await? {
+                    Some(r) => r,
+                    None => {
+                        let (fresh, _, _) = self.new_key_record(owner).await?;
+                        self.keys.insert_active_key(&fresh).await?
+                    }
+                };
+                let id: KeyId = record.key_id.parse().map_err(|_| AtRestError::Corrupt)?;
+                let key = self.unwrap_record(&record).await?;
+                let mut memo = KeyMemo::new();
+                memo.insert(owner.to_string(), (id, key.clone()));
+                self.remember(memo);
+                (id, key)
+            }
+        };
+        Ok(Envelope::seal(
+            &key,
+            &id,
+            context.as_bytes(),
+            plain,
+            self.random.as_ref(),
+        ))
+    }
+
     /// Seals text for a text column: `mm1:` and the envelope in base64.
     ///
     /// # Errors

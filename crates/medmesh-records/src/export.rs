@@ -32,6 +32,13 @@ pub trait ExportFiles: Send + Sync + 'static {
     async fn remove_job(&self, job: &str) -> Result<(), String>;
 }
 
+/// Owner of the key that seals export files (they hold many patients' records).
+pub const EXPORT_KEY_OWNER: &str = "node:exports";
+
+fn export_context(job_id: &str, name: &str) -> String {
+    format!("export/{job_id}/{name}")
+}
+
 /// A failure of the export-files port, logged with the job; the client sees an internal error.
 fn files_error(e: String) -> RecordError {
     RecordError::Store(medmesh_store::StoreError::Backend(e))
@@ -315,8 +322,10 @@ impl RecordService {
             }
         }
         let mut write = async |t: &str, body: &[u8]| -> Result<(), RecordError> {
+            let name = format!("{t}.ndjson");
+            let stored = self.seal_export_line(job_id, &name, body).await?;
             files
-                .append(job_id, &format!("{t}.ndjson"), body)
+                .append(job_id, &name, &stored)
                 .await
                 .map_err(files_error)?;
             *counts.entry(t.to_string()).or_default() += 1;
@@ -548,11 +557,56 @@ impl RecordService {
                 Outcome::Success,
             )])
             .await?;
-        files
+        let stored = files
             .read(job_id, name)
             .await
             .map_err(files_error)?
-            .ok_or(RecordError::NotFound)
+            .ok_or(RecordError::NotFound)?;
+        self.open_export_file(job_id, name, &stored).await
+    }
+
+    /// An export line as stored: in clear without encryption at rest, else a frame of a
+    /// 4-byte big-endian length and an envelope under the node's export key.
+    async fn seal_export_line(
+        &self,
+        job_id: &str,
+        name: &str,
+        line: &[u8],
+    ) -> Result<Vec<u8>, RecordError> {
+        let Some(a) = &self.at_rest else {
+            return Ok(line.to_vec());
+        };
+        let sealed = a
+            .seal_detached(EXPORT_KEY_OWNER, &export_context(job_id, name), line)
+            .await?;
+        let len = u32::try_from(sealed.len()).map_err(|_| RecordError::Corrupt)?;
+        let mut out = len.to_be_bytes().to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens an export file written by [`Self::seal_export_line`].
+    async fn open_export_file(
+        &self,
+        job_id: &str,
+        name: &str,
+        stored: &[u8],
+    ) -> Result<Vec<u8>, RecordError> {
+        let Some(a) = &self.at_rest else {
+            return Ok(stored.to_vec());
+        };
+        let context = export_context(job_id, name);
+        let mut out = Vec::with_capacity(stored.len());
+        let mut rest = stored;
+        while !rest.is_empty() {
+            let (len, tail) = rest.split_at_checked(4).ok_or(RecordError::Corrupt)?;
+            let len = u32::from_be_bytes(len.try_into().map_err(|_| RecordError::Corrupt)?);
+            let len = usize::try_from(len).map_err(|_| RecordError::Corrupt)?;
+            let (frame, tail) = tail.split_at_checked(len).ok_or(RecordError::Corrupt)?;
+            out.extend_from_slice(&a.open(&context, frame).await?);
+            rest = tail;
+        }
+        Ok(out)
     }
 
     /// Job ids left queued or running, to resume at start-up.

@@ -87,6 +87,24 @@ async fn a_stolen_database_reveals_no_patient(node: Node) {
         0,
         "an index row holds an identifying value in clear"
     );
+    // Bulk export files on disk are sealed too; the download is plain NDJSON.
+    let status = crate::export::kickoff(&node, "Patient/$export?_type=Patient").await;
+    let manifest = crate::export::wait_for(&node, &status).await;
+    let url = crate::export::output(&manifest, "Patient").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(crate::export::lines(&node, &url).await.len(), 8);
+    let mut on_disk = Vec::new();
+    for job in std::fs::read_dir(node.data_dir.path().join("exports")).unwrap() {
+        for f in std::fs::read_dir(job.unwrap().path()).unwrap() {
+            on_disk.extend(std::fs::read(f.unwrap().path()).unwrap());
+        }
+    }
+    assert!(on_disk.len() > 1000);
+    for s in &secrets {
+        assert!(!holds(&on_disk, s), "{s:?} in clear in an export file");
+    }
 }
 
 async fn key_rotation_is_online_and_erasure_reaches_backups(node: Node) {
@@ -183,7 +201,10 @@ async fn key_rotation_is_online_and_erasure_reaches_backups(node: Node) {
         if s == StatusCode::GONE {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "old versions still readable: {s}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old versions still readable: {s}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(node.get(&format!("Patient/{keep}")).await.0, StatusCode::OK);

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::harness::Node;
 use crate::on_both_databases;
 
-async fn kickoff(node: &Node, path: &str) -> String {
+pub(crate) async fn kickoff(node: &Node, path: &str) -> String {
     let r = node
         .auth(node.client.get(node.url(path)))
         .header("prefer", "respond-async")
@@ -18,7 +18,7 @@ async fn kickoff(node: &Node, path: &str) -> String {
     h["content-location"].to_str().unwrap().to_string()
 }
 
-async fn wait_for(node: &Node, status_url: &str) -> Value {
+pub(crate) async fn wait_for(node: &Node, status_url: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (s, _, b) = node.send(node.auth(node.client.get(status_url))).await;
@@ -32,7 +32,7 @@ async fn wait_for(node: &Node, status_url: &str) -> Value {
     }
 }
 
-async fn lines(node: &Node, url: &str) -> Vec<Value> {
+pub(crate) async fn lines(node: &Node, url: &str) -> Vec<Value> {
     let r = node.auth(node.client.get(url)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     r.text()
@@ -43,7 +43,7 @@ async fn lines(node: &Node, url: &str) -> Vec<Value> {
         .collect()
 }
 
-fn output<'a>(manifest: &'a Value, t: &str) -> Option<&'a Value> {
+pub(crate) fn output<'a>(manifest: &'a Value, t: &str) -> Option<&'a Value> {
     manifest["output"]
         .as_array()
         .unwrap()

@@ -288,11 +288,13 @@ impl Node {
 
     /// Runs a CLI command against this node's store.
     pub fn cli(&self, args: &[&str]) -> Output {
-        let (cmd, rest) = args.split_at(if matches!(args.first(), Some(&"admin" | &"audit" | &"keys")) {
-            2
-        } else {
-            1
-        });
+        let (cmd, rest) = args.split_at(
+            if matches!(args.first(), Some(&"admin" | &"audit" | &"keys")) {
+                2
+            } else {
+                1
+            },
+        );
         self.command()
             .args(cmd)
             .args(self.store_args())
@@ -304,11 +306,13 @@ impl Node {
     /// Runs a CLI command with `input` on stdin.
     pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
-        let (cmd, rest) = args.split_at(if matches!(args.first(), Some(&"admin" | &"audit" | &"keys")) {
-            2
-        } else {
-            1
-        });
+        let (cmd, rest) = args.split_at(
+            if matches!(args.first(), Some(&"admin" | &"audit" | &"keys")) {
+                2
+            } else {
+                1
+            },
+        );
         let mut child = self
             .command()
             .args(cmd)

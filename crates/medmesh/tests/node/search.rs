@@ -55,6 +55,13 @@ async fn seed(node: &Node) -> (String, String) {
     let rv = json!({"resourceType": "RiskAssessment", "id": "ra1", "status": "final", "subject": {"reference": "Patient/p1"},
         "prediction": [{"probabilityDecimal": 0.25}]});
     node.put("RiskAssessment/ra1", &rv).await;
+    // Dates of day and year precision on a parameter kept in clear (birth dates are blinded).
+    for (id, pat, when) in [("im1", "p1", "1970-05-15"), ("im2", "p2", "1990")] {
+        let im = json!({"resourceType": "Immunization", "id": id, "status": "completed",
+            "vaccineCode": {"text": "measles"}, "patient": {"reference": format!("Patient/{pat}")},
+            "occurrenceDateTime": when});
+        node.put(&format!("Immunization/{id}"), &im).await;
+    }
     ("p1".into(), "p2".into())
 }
 
@@ -74,7 +81,14 @@ async fn search_types_modifiers_and_prefixes(node: Node) {
     );
     assert!(node.ids("Patient?family:exact=mejia").await.is_empty());
     assert_eq!(node.ids("Patient?family:exact=Mejía").await, vec!["p1"]);
-    assert_eq!(node.ids("Patient?family:contains=ji").await, vec!["p1"]);
+    assert_eq!(
+        node.ids("Practitioner?family:contains=ous").await,
+        vec!["dr1"]
+    );
+    // Patients' names are blind indexes: a substring cannot be looked up.
+    let (s, _, oo) = node.get("Patient?family:contains=ji").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{oo}");
+    assert!(oo.to_string().contains("blind index"));
     assert_eq!(node.ids("Patient?address-city=spring").await, vec!["p1"]);
     assert_eq!(
         sorted(node.ids("Patient?family=smith,mejia").await),
@@ -109,21 +123,34 @@ async fn search_types_modifiers_and_prefixes(node: Node) {
     );
     assert_eq!(node.total("Observation?code:text=body").await, 4);
     // date: prefixes on ranges.
-    assert_eq!(node.ids("Patient?birthdate=1970").await, vec!["p1"]);
-    assert_eq!(node.ids("Patient?birthdate=1970-05-15").await, vec!["p1"]);
-    assert_eq!(node.ids("Patient?birthdate=lt1980").await, vec!["p1"]);
+    assert_eq!(node.ids("Immunization?date=1970").await, vec!["im1"]);
+    assert_eq!(node.ids("Immunization?date=1970-05-15").await, vec!["im1"]);
+    assert_eq!(node.ids("Immunization?date=lt1980").await, vec!["im1"]);
     assert_eq!(
-        node.ids("Patient?birthdate=ge1990-06").await,
-        vec!["p2"],
+        node.ids("Immunization?date=ge1990-06").await,
+        vec!["im2"],
         "1990 overlaps June 1990 onwards"
     );
-    assert_eq!(node.ids("Patient?birthdate=sa1980").await, vec!["p2"]);
-    assert_eq!(node.ids("Patient?birthdate=eb1980").await, vec!["p1"]);
+    assert_eq!(node.ids("Immunization?date=sa1980").await, vec!["im2"]);
+    assert_eq!(node.ids("Immunization?date=eb1980").await, vec!["im1"]);
     assert_eq!(
-        sorted(node.ids("Patient?birthdate=ne1970-05-15").await),
-        vec!["p2"]
+        sorted(node.ids("Immunization?date=ne1970-05-15").await),
+        vec!["im2"]
     );
-    assert_eq!(node.ids("Patient?birthdate=ap1970-05-20").await, vec!["p1"]);
+    assert_eq!(
+        node.ids("Immunization?date=ap1970-05-20").await,
+        vec!["im1"]
+    );
+    // Birth dates are blinded: a year, a month or a day match; comparisons are refused.
+    assert_eq!(node.ids("Patient?birthdate=1970").await, vec!["p1"]);
+    assert_eq!(node.ids("Patient?birthdate=1970-05").await, vec!["p1"]);
+    assert_eq!(node.ids("Patient?birthdate=1970-05-15").await, vec!["p1"]);
+    assert_eq!(node.ids("Patient?birthdate=1990").await, vec!["p2"]);
+    assert!(node.ids("Patient?birthdate=1990-06").await.is_empty());
+    assert_eq!(
+        node.get("Patient?birthdate=lt1980").await.0,
+        StatusCode::BAD_REQUEST
+    );
     assert_eq!(
         sorted(
             node.ids("Observation?date=gt2021-01-01&date=lt2022-12-31")
@@ -320,8 +347,13 @@ async fn search_chains_has_includes_and_sort(node: Node) {
         node.ids("Observation?_sort=date,-value-quantity").await,
         vec!["o1", "o2", "o3", "o4"]
     );
-    assert_eq!(node.ids("Patient?_sort=family").await, vec!["p1", "p2"]);
-    assert_eq!(node.ids("Patient?_sort=-family").await, vec!["p2", "p1"]);
+    assert_eq!(node.ids("Patient?_sort=gender").await, vec!["p1", "p2"]);
+    assert_eq!(node.ids("Patient?_sort=-gender").await, vec!["p2", "p1"]);
+    // A blind index has no order.
+    assert_eq!(
+        node.get("Patient?_sort=family").await.0,
+        StatusCode::BAD_REQUEST
+    );
     assert_eq!(node.ids("Patient?_sort=-_id").await, vec!["p2", "p1"]);
 }
 
@@ -459,6 +491,7 @@ async fn patient_everything(node: Node) {
     assert_eq!(
         ids,
         vec![
+            "Immunization/im1",
             "Observation/o1",
             "Observation/o2",
             "Patient/p1",
