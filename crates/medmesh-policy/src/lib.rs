@@ -231,6 +231,20 @@ impl AuditView {
     }
 }
 
+/// A permit to change a patient's notification inbox (mark items read): the patient's own.
+/// Only the PDP makes these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxOwner {
+    patient: String,
+}
+
+impl InboxOwner {
+    /// The patient whose inbox it is.
+    pub fn patient(&self) -> &str {
+        &self.patient
+    }
+}
+
 /// A denial, with the reason (for the audit log; clients see only a generic message).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("access denied: {reason}")]
@@ -277,6 +291,23 @@ impl Pdp {
         } else {
             Err(Denied {
                 reason: "audit entries are for the patient and node operators".into(),
+            })
+        }
+    }
+
+    /// Decides whether `actor` may change `patient`'s inbox: only the patient themself.
+    /// Operators may read it (through [`Self::authorize_audit_view`]) but not mark it read.
+    ///
+    /// # Errors
+    /// [`Denied`].
+    pub fn authorize_inbox(&self, actor: &Actor, patient: &str) -> Result<InboxOwner, Denied> {
+        if actor.role == Some(Role::Patient) && actor.patient.as_deref() == Some(patient) {
+            Ok(InboxOwner {
+                patient: patient.to_string(),
+            })
+        } else {
+            Err(Denied {
+                reason: "only the patient marks their notifications read".into(),
             })
         }
     }

@@ -423,6 +423,26 @@ impl RecordService {
         Ok(out)
     }
 
+    /// Marks one of the patient's notifications read.
+    ///
+    /// # Errors
+    /// [`RecordError::NotFound`] when the patient has no such notification.
+    pub async fn mark_notification_read(
+        &self,
+        inbox: &medmesh_policy::InboxOwner,
+        id: &str,
+    ) -> Result<(), RecordError> {
+        if self
+            .store
+            .mark_notification_read(inbox.patient(), id, self.now())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(RecordError::NotFound)
+        }
+    }
+
     /// A patient's notifications.
     ///
     /// # Errors

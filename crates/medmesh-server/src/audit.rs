@@ -379,3 +379,19 @@ pub async fn notifications(
         .collect();
     Ok(axum::Json(json!({"notifications": items})).into_response())
 }
+
+/// `POST /api/patients/{id}/notifications/{nid}/read`: the patient marks a notification read
+/// (204). Only the patient themself; anyone else gets 404.
+pub async fn mark_notification_read(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path((patient, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let inbox = state
+        .records
+        .pdp()
+        .authorize_inbox(&ctx.actor, &patient)
+        .map_err(|_| not_found())?;
+    state.records.mark_notification_read(&inbox, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

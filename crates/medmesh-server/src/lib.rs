@@ -250,6 +250,10 @@ pub fn router(state: AppState) -> Router {
             "/api/patients/{id}/notifications",
             get(audit::notifications),
         )
+        .route(
+            "/api/patients/{id}/notifications/{nid}/read",
+            post(audit::mark_notification_read),
+        )
         .route("/api/referrals/{task}/accept", post(audit::accept_referral))
         .route("/api/break-glass", get(audit::break_glass_queue))
         .route("/fhir/", post(handlers::root_post))

@@ -568,6 +568,21 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         crate::policy::notifications(&mut conn, self.dialect(), patient_id).await
     }
 
+    async fn mark_notification_read(
+        &self,
+        patient_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut sql = self.sql("UPDATE notifications SET read_micros = COALESCE(read_micros, ");
+        sql.int(now)
+            .push(") WHERE id = ")
+            .str(id)
+            .push(" AND patient_id = ")
+            .str(patient_id);
+        Ok(self.backend.conn().await?.execute(sql).await? == 1)
+    }
+
     async fn bodies_after(
         &self,
         after_seq: i64,

@@ -251,6 +251,14 @@ pub trait RecordStore: Send + Sync + 'static {
     async fn break_glass_since(&self, since: i64) -> Result<Vec<Edge>, StoreError>;
     /// A patient's notifications, newest first.
     async fn notifications(&self, patient_id: &str) -> Result<Vec<Notification>, StoreError>;
+    /// Marks a patient's notification read (once; later calls keep the first time).
+    /// Returns false when the patient has no such notification.
+    async fn mark_notification_read(
+        &self,
+        patient_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
     /// Stored versions (tombstones left out) after row `after_seq`, in row order: what
     /// full re-encryption walks.
     async fn bodies_after(&self, after_seq: i64, limit: u32)

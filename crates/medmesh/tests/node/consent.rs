@@ -304,6 +304,30 @@ async fn the_clinical_story(node: Node) {
     // The patient is notified, and sees the flagged access in their log with a valid proof.
     let (_, _, inbox) = patient.get_raw("/api/patients/pat/notifications").await;
     assert_eq!(inbox["notifications"][0]["kind"], "break-glass", "{inbox}");
+    assert_eq!(inbox["notifications"][0]["read"], false);
+    // The patient marks it read; nobody else can, and unknown ids are 404.
+    let nid = inbox["notifications"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mark = format!("/api/patients/pat/notifications/{nid}/read");
+    assert_eq!(
+        er.post_raw(&mark, &json!({})).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        patient.post_raw(&mark, &json!({})).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        patient
+            .post_raw("/api/patients/pat/notifications/nope/read", &json!({}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, _, inbox) = patient.get_raw("/api/patients/pat/notifications").await;
+    assert_eq!(inbox["notifications"][0]["read"], true, "{inbox}");
     assert!(
         !inbox.to_string().contains("unconscious"),
         "the reason is not PHI-free; it stays with reviewers"

@@ -88,11 +88,6 @@ impl Node {
         Self::start_with_env(db, &[]).await
     }
 
-    /// A node on an existing SQLite data directory (a restored backup).
-    pub async fn start_on(dir: tempfile::TempDir) -> Node {
-        Self::start_on_dir(Arc::new(dir)).await
-    }
-
     /// A node on an existing, shared SQLite data directory.
     pub async fn start_on_dir(dir: Arc<tempfile::TempDir>) -> Node {
         let mut node = Node {
