@@ -56,6 +56,7 @@ pub enum AtRestError {
 
 struct CachedKey {
     key: DataKey,
+    owner: String,
     loaded: i64,
 }
 
@@ -252,8 +253,15 @@ impl AtRest {
             *c = KeyCache::default();
         }
         for (owner, (id, key)) in memo {
-            c.by_owner.insert(owner, (id, now));
-            c.by_id.insert(id, CachedKey { key, loaded: now });
+            c.by_owner.insert(owner.clone(), (id, now));
+            c.by_id.insert(
+                id,
+                CachedKey {
+                    key,
+                    owner,
+                    loaded: now,
+                },
+            );
         }
     }
 
@@ -271,10 +279,8 @@ impl AtRest {
     /// Forgets an owner's keys (after erasure).
     pub fn forget(&self, owner: &str) {
         let mut c = self.cache();
-        if let Some((id, _)) = c.by_owner.remove(owner) {
-            c.by_id.remove(&id);
-        }
-        c.by_id.clear();
+        c.by_owner.remove(owner);
+        c.by_id.retain(|_, k| k.owner != owner);
     }
 
     /// Drops every cached key if an erasure happened since the epoch was last read (at most
@@ -450,6 +456,7 @@ impl AtRest {
             id,
             CachedKey {
                 key: key.clone(),
+                owner: record.owner.clone(),
                 loaded: now,
             },
         );
