@@ -6,13 +6,17 @@
 //! - [`keys`]: data-encryption keys (DEKs) and the key-encryption key (KEK) that wraps them.
 //! - [`blind`]: keyed HMAC blind indexes, so identifying values can be searched without
 //!   being stored.
+//! - [`signing`]: users' Ed25519 keys and detached signatures over an upload's digest and
+//!   claims.
 
 pub mod blind;
 pub mod envelope;
 pub mod keys;
 pub mod random;
+pub mod signing;
 
 pub use blind::BlindIndexKey;
 pub use envelope::{Envelope, EnvelopeError};
 pub use keys::{DataKey, Kek, KekId, KeyId, WrapError};
 pub use random::{OsRandom, Random};
+pub use signing::{SignatureError, UploadClaims, UploadSignature, UserPublicKey, UserSigningKey};
