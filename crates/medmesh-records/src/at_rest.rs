@@ -94,6 +94,9 @@ pub struct WriteTx {
     inner: Box<dyn RecordTx>,
     memo: KeyMemo,
     at_rest: Option<Arc<AtRest>>,
+    /// Committed consents read during this transaction, by patients: what sharing rules
+    /// apply to its writes. Consents it writes itself take effect from the next one.
+    pub(crate) consents: HashMap<Vec<String>, Vec<Arc<medmesh_policy::consent::ConsentRule>>>,
 }
 
 impl Deref for WriteTx {
@@ -116,6 +119,7 @@ impl WriteTx {
             inner,
             memo: HashMap::new(),
             at_rest,
+            consents: HashMap::new(),
         }
     }
 

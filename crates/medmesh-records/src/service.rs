@@ -378,7 +378,7 @@ impl RecordService {
     ) -> Result<WriteOutcome, RecordError> {
         self.check_write_reach(grant, rt, id, head, Some(&body))
             .await?;
-        self.apply_write_policy(ctx, rt, &mut body).await?;
+        self.apply_write_policy(ctx, tx, rt, &mut body).await?;
         let version = head.map_or(1, |h| h.version + 1);
         let now = self.now();
         resource::stamp(&mut body, id, version, &format_instant(now));

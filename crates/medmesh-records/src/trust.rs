@@ -143,6 +143,7 @@ impl RecordService {
     pub(crate) async fn apply_write_policy(
         &self,
         ctx: &RequestContext,
+        tx: &mut WriteTx,
         rt: &str,
         body: &mut Value,
     ) -> Result<(), RecordError> {
@@ -151,7 +152,16 @@ impl RecordService {
         if owners.is_empty() {
             return Ok(());
         }
-        let consents = self.consents_of(&owners).await?;
+        // Read once per transaction and patient: an import writes a whole bundle of one
+        // patient's resources in one transaction, and this read was one query per resource.
+        let consents = match tx.consents.get(&owners) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.consents_of(&owners).await?;
+                tx.consents.insert(owners.clone(), c.clone());
+                c
+            }
+        };
         let author = ctx
             .actor
             .clinician
