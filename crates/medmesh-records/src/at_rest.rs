@@ -162,14 +162,7 @@ impl AtRest {
             accept_plaintext: false,
             epoch: Mutex::new((i64::MIN, None)),
         };
-        let record = match ring.keys.active_key(BLIND_INDEX_OWNER).await? {
-            Some(r) => r,
-            None => {
-                let fresh = ring.new_key_record(BLIND_INDEX_OWNER).await?.0;
-                ring.keys.insert_active_key(&fresh).await?
-            }
-        };
-        let key = ring.unwrap_record(&record).await?;
+        let (_, key) = ring.owner_key_outside_tx(BLIND_INDEX_OWNER).await?;
         ring.blind = BlindIndex::new(BlindIndexKey::from_bytes(*key.expose_bytes()));
         Ok(ring)
     }
@@ -215,27 +208,20 @@ impl AtRest {
     }
 
     /// A new data key for `owner`, wrapped under the current KEK.
-    async fn new_key_record(
-        &self,
-        owner: &str,
-    ) -> Result<(WrappedKeyRecord, KeyId, DataKey), AtRestError> {
+    async fn new_key_record(&self, owner: &str) -> Result<WrappedKeyRecord, AtRestError> {
         let key = DataKey::random(self.random.as_ref());
         let id = KeyId::random(self.random.as_ref());
         let (kek_id, wrapped) = self.kek.wrap(&key, &id, owner).await?;
         let now = self.clock.now_micros();
-        Ok((
-            WrappedKeyRecord {
-                key_id: id.to_string(),
-                owner: owner.to_string(),
-                kek_id: Some(kek_id),
-                wrapped: Some(wrapped),
-                state: KeyState::Active,
-                created_micros: now,
-                changed_micros: now,
-            },
-            id,
-            key,
-        ))
+        Ok(WrappedKeyRecord {
+            key_id: id.to_string(),
+            owner: owner.to_string(),
+            kek_id: Some(kek_id),
+            wrapped: Some(wrapped),
+            state: KeyState::Active,
+            created_micros: now,
+            changed_micros: now,
+        })
     }
 
     async fn unwrap_record(&self, r: &WrappedKeyRecord) -> Result<DataKey, AtRestError> {
@@ -274,7 +260,7 @@ impl AtRest {
     /// # Errors
     /// When the KEK or the store fails.
     pub async fn replace_key(&self, owner: &str) -> Result<(), AtRestError> {
-        let (record, _, _) = self.new_key_record(owner).await?;
+        let record = self.new_key_record(owner).await?;
         self.keys.replace_active_key(&record).await?;
         self.forget(owner);
         Ok(())
@@ -344,7 +330,7 @@ impl AtRest {
         let record = match tx.active_data_key(owner).await? {
             Some(r) => r,
             None => {
-                let (fresh, _, _) = self.new_key_record(owner).await?;
+                let fresh = self.new_key_record(owner).await?;
                 tx.insert_data_key(&fresh).await?;
                 // Another writer may have won the race: whichever key is active is the one.
                 tx.active_data_key(owner)
@@ -370,13 +356,7 @@ impl AtRest {
         plain: &[u8],
     ) -> Result<Vec<u8>, AtRestError> {
         let (id, key) = self.key_in(tx, owner).await?;
-        Ok(Envelope::seal(
-            &key,
-            &id,
-            context.as_bytes(),
-            plain,
-            self.random.as_ref(),
-        ))
+        Ok(self.seal_with(&id, &key, context, plain))
     }
 
     /// Seals bytes under `owner`'s key outside any write transaction (export files). Never
@@ -395,28 +375,29 @@ impl AtRest {
         let (id, key) = match self.cached_owner_key(owner) {
             Some(found) => found,
             None => {
-                let record = match self.keys.active_key(owner).await? {
-                    Some(r) => r,
-                    None => {
-                        let (fresh, _, _) = self.new_key_record(owner).await?;
-                        self.keys.insert_active_key(&fresh).await?
-                    }
-                };
-                let id: KeyId = record.key_id.parse().map_err(|_| AtRestError::Corrupt)?;
-                let key = self.unwrap_record(&record).await?;
-                let mut memo = KeyMemo::new();
-                memo.insert(owner.to_string(), (id, key.clone()));
-                self.remember(memo);
-                (id, key)
+                let found = self.owner_key_outside_tx(owner).await?;
+                self.remember(KeyMemo::from([(owner.to_string(), found.clone())]));
+                found
             }
         };
-        Ok(Envelope::seal(
-            &key,
-            &id,
-            context.as_bytes(),
-            plain,
-            self.random.as_ref(),
-        ))
+        Ok(self.seal_with(&id, &key, context, plain))
+    }
+
+    /// The owner's active key, read (or created) through the key store's own connection.
+    async fn owner_key_outside_tx(&self, owner: &str) -> Result<(KeyId, DataKey), AtRestError> {
+        let record = match self.keys.active_key(owner).await? {
+            Some(r) => r,
+            None => {
+                let fresh = self.new_key_record(owner).await?;
+                self.keys.insert_active_key(&fresh).await?
+            }
+        };
+        let id: KeyId = record.key_id.parse().map_err(|_| AtRestError::Corrupt)?;
+        Ok((id, self.unwrap_record(&record).await?))
+    }
+
+    fn seal_with(&self, id: &KeyId, key: &DataKey, context: &str, plain: &[u8]) -> Vec<u8> {
+        Envelope::seal(key, id, context.as_bytes(), plain, self.random.as_ref())
     }
 
     /// Seals text for a text column: `mm1:` and the envelope in base64.

@@ -1,7 +1,7 @@
 //! Key operations on a running node's data: re-wrapping every data key under a new KEK,
 //! full re-encryption (resumable), and erasure of a patient by destroying their keys.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use medmesh_audit::Outcome;
 use medmesh_crypto::KeyId;
@@ -59,6 +59,17 @@ fn at_rest(svc: &RecordService) -> Result<&std::sync::Arc<AtRest>, RecordError> 
     svc.at_rest
         .as_ref()
         .ok_or_else(|| RecordError::NotSupported("encryption at rest is off on this node".into()))
+}
+
+/// What sealed data holds, or `None` when its patient was erased (nothing to re-encrypt).
+fn unless_erased<T>(
+    opened: Result<T, crate::at_rest::AtRestError>,
+) -> Result<Option<T>, RecordError> {
+    match opened {
+        Ok(v) => Ok(Some(v)),
+        Err(crate::at_rest::AtRestError::Erased) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl RecordService {
@@ -154,7 +165,7 @@ impl RecordService {
         };
         let state = format!("running:{started}");
         // Owners whose key this run has replaced (read back from the store on resume).
-        let mut fresh: HashMap<String, bool> = HashMap::new();
+        let mut fresh: HashSet<String> = HashSet::new();
         loop {
             let rows = self.store.bodies_after(cursor, BATCH).await?;
             let Some(last) = rows.last() else { break };
@@ -165,11 +176,8 @@ impl RecordService {
             for row in rows {
                 let v = &row.version;
                 let ctx = body_context(&v.resource_type, &v.id, v.version);
-                let plain = match a.open(&ctx, &v.body).await {
-                    Ok(p) => p,
-                    // Erased: nothing left to re-encrypt.
-                    Err(crate::at_rest::AtRestError::Erased) => continue,
-                    Err(e) => return Err(e.into()),
+                let Some(plain) = unless_erased(a.open(&ctx, &v.body).await)? else {
+                    continue;
                 };
                 if !medmesh_crypto::Envelope::is_envelope(&v.body) {
                     report.from_plaintext += 1;
@@ -218,10 +226,10 @@ impl RecordService {
         a: &AtRest,
         owner: &str,
         started: i64,
-        fresh: &mut HashMap<String, bool>,
+        fresh: &mut HashSet<String>,
         report: &mut ReencryptReport,
     ) -> Result<(), RecordError> {
-        if fresh.contains_key(owner) {
+        if fresh.contains(owner) {
             return Ok(());
         }
         let current = a.key_store().active_key(owner).await?;
@@ -230,7 +238,7 @@ impl RecordService {
             a.replace_key(owner).await?;
             report.new_keys += 1;
         }
-        fresh.insert(owner.to_string(), true);
+        fresh.insert(owner.to_string());
         Ok(())
     }
 
@@ -239,16 +247,14 @@ impl RecordService {
         &self,
         a: &AtRest,
         started: i64,
-        fresh: &mut HashMap<String, bool>,
+        fresh: &mut HashSet<String>,
         report: &mut ReencryptReport,
     ) -> Result<(), RecordError> {
         let mut consents = Vec::new();
         for (source, patient, body) in self.store.consent_rows().await? {
             let ctx = consent_context(&patient);
-            let plain = match a.open_text(&ctx, &body).await {
-                Ok(p) => p,
-                Err(crate::at_rest::AtRestError::Erased) => continue,
-                Err(e) => return Err(e.into()),
+            let Some(plain) = unless_erased(a.open_text(&ctx, &body).await)? else {
+                continue;
             };
             self.fresh_key(a, &patient, started, fresh, report).await?;
             consents.push((source, patient, ctx, plain));
@@ -256,10 +262,8 @@ impl RecordService {
         let mut reasons = Vec::new();
         for edge in self.store.break_glass_since(i64::MIN).await? {
             let Some(detail) = &edge.detail else { continue };
-            let plain = match a.open_text(&edge.source, detail).await {
-                Ok(p) => p,
-                Err(crate::at_rest::AtRestError::Erased) => continue,
-                Err(e) => return Err(e.into()),
+            let Some(plain) = unless_erased(a.open_text(&edge.source, detail).await)? else {
+                continue;
             };
             self.fresh_key(a, &edge.patient, started, fresh, report)
                 .await?;

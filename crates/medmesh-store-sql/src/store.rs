@@ -783,6 +783,20 @@ const INDEX_COLUMNS: [&str; 6] = [
     "(rid, res_type, param, grp, uri)",
 ];
 
+/// Deletes a resource's index rows from every index table.
+async fn delete_index_rows(
+    tx: &mut (impl Exec + ?Sized),
+    d: Dialect,
+    rid: i64,
+) -> Result<(), StoreError> {
+    for table in INDEX_TABLES {
+        let mut del = Sql::new(d, &format!("DELETE FROM {table} WHERE rid = "));
+        del.int(rid);
+        tx.execute(del).await?;
+    }
+    Ok(())
+}
+
 /// Resources per multi-row insert. Fixed, so the statements (and prepared-statement cache
 /// entries) stay few.
 const CHUNK: usize = 64;
@@ -1021,11 +1035,7 @@ impl<B: Backend> RecordTx for SqlTx<B> {
             .map(|r| r.i64(0))
             .transpose()?
             .ok_or(StoreError::Conflict)?;
-        for table in INDEX_TABLES {
-            let mut del = Sql::new(d, &format!("DELETE FROM {table} WHERE rid = "));
-            del.int(rid);
-            self.tx.execute(del).await?;
-        }
+        delete_index_rows(&mut self.tx, d, rid).await?;
         let mut v = v;
         let body = std::mem::take(&mut v.body);
         let mut sql = Sql::new(d, VERSION_INSERT);
@@ -1087,11 +1097,7 @@ impl<B: Backend> RecordTx for SqlTx<B> {
         else {
             return Ok(false);
         };
-        for table in INDEX_TABLES {
-            let mut del = Sql::new(self.dialect, &format!("DELETE FROM {table} WHERE rid = "));
-            del.int(rid);
-            self.tx.execute(del).await?;
-        }
+        delete_index_rows(&mut self.tx, self.dialect, rid).await?;
         let rt = resource_type.to_string();
         self.pending
             .extend(index.into_iter().map(|row| (rid, rt.clone(), row)));
