@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 /// The audience every medmesh access token carries.
 pub const AUDIENCE: &str = "medmesh-fhir";
 
+/// The audience of a download link's ticket: it opens one document and nothing else.
+pub const DOWNLOAD_AUDIENCE: &str = "medmesh-download";
+
 /// A signing key's id (`kid`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KeyId(pub String);
@@ -260,6 +263,20 @@ pub fn verify(
     issuers: &[&str],
     now: i64,
 ) -> Result<AccessClaims, TokenError> {
+    verify_for(token, keys, issuers, AUDIENCE, now)
+}
+
+/// As [`verify`], for tokens of another audience ([`DOWNLOAD_AUDIENCE`]).
+///
+/// # Errors
+/// [`TokenError::Invalid`] for any failure.
+pub fn verify_for(
+    token: &str,
+    keys: &[TokenVerifyingKey],
+    issuers: &[&str],
+    audience: &str,
+    now: i64,
+) -> Result<AccessClaims, TokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
     if header.alg != Algorithm::EdDSA {
         return Err(TokenError::Invalid);
@@ -270,7 +287,7 @@ pub fn verify(
         .find(|k| k.id.0 == kid)
         .ok_or(TokenError::Invalid)?;
     let mut validation = Validation::new(Algorithm::EdDSA);
-    validation.set_audience(&[AUDIENCE]);
+    validation.set_audience(&[audience]);
     validation.set_issuer(issuers);
     validation.validate_nbf = true;
     validation.leeway = 30;

@@ -8,14 +8,19 @@
 //!   being stored.
 //! - [`signing`]: users' Ed25519 keys and detached signatures over an upload's digest and
 //!   claims.
+//! - [`stream`]: documents sealed chunk by chunk (STREAM over AES-256-GCM).
+//! - [`content_id`]: SHA-256 content ids written as CIDv1.
 
 pub mod blind;
+pub mod content_id;
 pub mod envelope;
 pub mod keys;
 pub mod random;
 pub mod signing;
+pub mod stream;
 
 pub use blind::BlindIndexKey;
+pub use content_id::{ContentHasher, ContentId};
 pub use envelope::{Envelope, EnvelopeError};
 pub use keys::{DataKey, Kek, KekId, KeyId, WrapError};
 pub use random::{OsRandom, Random};

@@ -297,6 +297,10 @@ fn gunzip(bytes: &[u8]) -> Result<Vec<u8>, std::io::Error> {
     Ok(out)
 }
 
+/// The node's own search parameter putting a Binary in its patient's compartment.
+pub const BINARY_PATIENT_URL: &str = "https://medmesh.dev/fhir/SearchParameter/Binary-patient";
+const BINARY_PATIENT_EXPRESSION: &str = "Binary.securityContext";
+
 impl Definitions {
     fn load() -> Result<Self, DefinitionsError> {
         let sds: RawBundle<RawSd> = serde_json::from_slice(&gunzip(STRUCTURE_DEFINITIONS)?)?;
@@ -362,9 +366,27 @@ impl Definitions {
         }
         resource_types.sort();
 
-        let search_params = Self::load_search_params(&resource_types)?;
+        let mut search_params = Self::load_search_params(&resource_types)?;
         let value_sets = Self::load_value_sets()?;
-        let patient_compartment = Self::load_compartment()?;
+        let mut patient_compartment = Self::load_compartment()?;
+        // R4 leaves Binary outside the Patient compartment and without search parameters, so
+        // a document's bytes would belong to nobody. Its `securityContext` says whose they
+        // are (R5 adds the same parameter); it joins the compartment through it.
+        if let Ok(expression) = fhirpath::parse(BINARY_PATIENT_EXPRESSION) {
+            search_params.entry("Binary".into()).or_default().insert(
+                "patient".into(),
+                SearchParamDef {
+                    code: "patient".into(),
+                    url: BINARY_PATIENT_URL.into(),
+                    kind: SearchParamType::Reference,
+                    expression: Some(expression),
+                    expression_text: BINARY_PATIENT_EXPRESSION.into(),
+                    targets: vec!["Patient".into()],
+                    components: Vec::new(),
+                },
+            );
+            patient_compartment.insert("Binary".into(), vec!["patient".into()]);
+        }
         Ok(Self {
             types,
             resource_types,

@@ -50,6 +50,8 @@ pub enum IssueType {
     Transient,
     /// Duplicate.
     Duplicate,
+    /// A security problem (a signature that does not verify).
+    Security,
 }
 
 impl IssueType {
@@ -73,6 +75,7 @@ impl IssueType {
             Self::Informational => "informational",
             Self::Transient => "transient",
             Self::Duplicate => "duplicate",
+            Self::Security => "security",
         }
     }
 }

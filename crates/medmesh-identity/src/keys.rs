@@ -167,6 +167,53 @@ impl IdentityService {
         Ok((self.sign(&claims)?, claims))
     }
 
+    /// Mints a download ticket: a JWT for [`medmesh_auth::token::DOWNLOAD_AUDIENCE`] that
+    /// names one document (`scope` is `download:Binary/<id>`) and lives `ttl` seconds. It is
+    /// no access token: the FHIR API refuses it.
+    ///
+    /// # Errors
+    /// When signing fails.
+    pub fn mint_download(
+        &self,
+        subject: &str,
+        binary_id: &str,
+        practitioner: Option<String>,
+        patient: Option<String>,
+        ttl: i64,
+    ) -> Result<(String, i64), IdentityError> {
+        let now = self.now();
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: subject.to_string(),
+            aud: medmesh_auth::token::DOWNLOAD_AUDIENCE.into(),
+            exp: now + ttl,
+            iat: now,
+            nbf: now,
+            jti: self.new_id(),
+            scope: format!("download:Binary/{binary_id}"),
+            patient,
+            role: None,
+            client_id: None,
+            fhir_user: practitioner,
+        };
+        Ok((self.sign(&claims)?, claims.exp))
+    }
+
+    /// Verifies a download ticket.
+    ///
+    /// # Errors
+    /// [`TokenError::Invalid`].
+    pub fn verify_download(&self, jwt: &str) -> Result<AccessClaims, TokenError> {
+        let ring = self.keys.ring.read().map_err(|_| TokenError::Invalid)?;
+        medmesh_auth::token::verify_for(
+            jwt,
+            &ring.verifying,
+            &[self.config.issuer.as_str()],
+            medmesh_auth::token::DOWNLOAD_AUDIENCE,
+            self.now(),
+        )
+    }
+
     /// Revokes an access token by id until it expires, on this node at once and on others
     /// at their next key refresh.
     pub(crate) async fn revoke_access(&self, jti: &str, exp: i64) -> Result<(), IdentityError> {

@@ -29,7 +29,8 @@ pub const CACHE_TTL_MICROS: i64 = 300_000_000;
 /// Cached keys at most; the cache is cleared when it grows past this.
 const CACHE_MAX: usize = 100_000;
 /// Text prefix of sealed values stored in text columns (consents).
-const TEXT_PREFIX: &str = "mm1:";
+/// The prefix of sealed text in a text column.
+pub const TEXT_PREFIX: &str = "mm1:";
 /// The key-job row whose value changes at every erasure: nodes that see it change drop
 /// their cached keys.
 pub const ERASURE_EPOCH: &str = "erasure-epoch";
@@ -359,6 +360,29 @@ impl AtRest {
         Ok(self.seal_with(&id, &key, context, plain))
     }
 
+    /// The owner's active key outside any write transaction (blobs, export files), created
+    /// if the owner has none. Never call it while this task holds a write transaction: see
+    /// [`Self::seal_detached`].
+    ///
+    /// # Errors
+    /// When the key cannot be read, created or unwrapped.
+    pub async fn owner_key(&self, owner: &str) -> Result<(KeyId, DataKey), AtRestError> {
+        self.check_erasures().await?;
+        match self.cached_owner_key(owner) {
+            Some(found) => Ok(found),
+            None => {
+                let found = self.owner_key_outside_tx(owner).await?;
+                self.remember(KeyMemo::from([(owner.to_string(), found.clone())]));
+                Ok(found)
+            }
+        }
+    }
+
+    /// The randomness source (nonces for blob streams).
+    pub fn random(&self) -> &dyn Random {
+        self.random.as_ref()
+    }
+
     /// Seals bytes under `owner`'s key outside any write transaction (export files). Never
     /// call it while this task holds a write transaction: creating the key writes to the
     /// store, and SQLite has one writer.
@@ -371,15 +395,7 @@ impl AtRest {
         context: &str,
         plain: &[u8],
     ) -> Result<Vec<u8>, AtRestError> {
-        self.check_erasures().await?;
-        let (id, key) = match self.cached_owner_key(owner) {
-            Some(found) => found,
-            None => {
-                let found = self.owner_key_outside_tx(owner).await?;
-                self.remember(KeyMemo::from([(owner.to_string(), found.clone())]));
-                found
-            }
-        };
+        let (id, key) = self.owner_key(owner).await?;
         Ok(self.seal_with(&id, &key, context, plain))
     }
 
@@ -416,7 +432,10 @@ impl AtRest {
     }
 
     /// A data key by id: from the cache, else the store (and the KEK).
-    async fn key_by_id(&self, id: KeyId) -> Result<DataKey, AtRestError> {
+    ///
+    /// # Errors
+    /// [`AtRestError::Erased`] when it was destroyed.
+    pub async fn key_by_id(&self, id: KeyId) -> Result<DataKey, AtRestError> {
         self.check_erasures().await?;
         let now = self.clock.now_micros();
         if let Some(k) = self.cache().by_id.get(&id)

@@ -116,6 +116,13 @@ impl BlindIndex {
             .clone()
     }
 
+    /// A keyed tag of `value` in `domain` (`blob-owner`, `blob`): names that reveal nothing
+    /// to whoever can list the blob store, not even which documents are equal across
+    /// patients.
+    pub fn tag(&self, domain: &str, value: &str) -> String {
+        self.blinder(&format!("@{domain}")).exact(value)
+    }
+
     /// Blinds the index rows of a resource of type `rt`.
     pub fn blind_rows(&self, rt: &str, rows: Vec<IndexRow>) -> Vec<IndexRow> {
         let mut out = Vec::with_capacity(rows.len());

@@ -53,6 +53,28 @@ pub enum RecordError {
     /// The key-encryption key or key store failed; details are logged, never returned.
     #[error("key service failure: {0}")]
     Keys(String),
+    /// An upload's content is not of a type the vault accepts, or not what it claims.
+    #[error("unsupported media type")]
+    UnsupportedMedia(String),
+    /// An upload is larger than the vault accepts.
+    #[error("too large")]
+    TooLarge(String),
+    /// An upload's signature does not verify, or names other claims.
+    #[error("signature does not verify")]
+    BadSignature(String),
+    /// The blob store failed, or stored bytes do not match their digest; details are
+    /// logged, never returned.
+    #[error("blob store failure: {0}")]
+    Blobs(String),
+}
+
+impl From<medmesh_store::BlobError> for RecordError {
+    fn from(e: medmesh_store::BlobError) -> Self {
+        match e {
+            medmesh_store::BlobError::NotFound => Self::Blobs("a blob is missing".into()),
+            medmesh_store::BlobError::Backend(m) => Self::Blobs(m),
+        }
+    }
 }
 
 impl From<crate::at_rest::AtRestError> for RecordError {

@@ -17,7 +17,9 @@ pub mod export;
 pub mod import;
 pub mod keys_admin;
 pub mod service;
+pub mod sniff;
 pub mod trust;
+pub mod vault;
 
 pub use audit_log::{AuditLogError, AuditLogService, PatientLog, ProvenEntry, verify_log};
 pub use bundle::ReturnPreference;
@@ -82,7 +84,15 @@ pub fn status_of(err: &RecordError) -> (u16, Vec<Issue>) {
                 "this record was erased at the patient's request",
             )],
         ),
-        RecordError::Store(_) | RecordError::Corrupt | RecordError::Keys(_) => (
+        RecordError::UnsupportedMedia(m) => {
+            (415, vec![Issue::error(IssueType::NotSupported, m.clone())])
+        }
+        RecordError::TooLarge(m) => (413, vec![Issue::error(IssueType::TooLong, m.clone())]),
+        RecordError::BadSignature(m) => (422, vec![Issue::error(IssueType::Security, m.clone())]),
+        RecordError::Store(_)
+        | RecordError::Corrupt
+        | RecordError::Keys(_)
+        | RecordError::Blobs(_) => (
             500,
             vec![Issue::error(
                 IssueType::Exception,

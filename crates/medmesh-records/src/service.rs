@@ -77,6 +77,10 @@ pub struct RecordService {
     pub(crate) ids: Arc<dyn IdSource>,
     pub(crate) audit: crate::audit_writer::AuditWriter,
     pub(crate) trust: crate::trust::TrustConfig,
+    /// Where documents' bytes are kept; `None` turns the vault off.
+    pub(crate) blobs: Option<Arc<dyn medmesh_store::BlobStore>>,
+    /// The largest document accepted.
+    pub(crate) max_document_bytes: u64,
 }
 
 impl std::fmt::Debug for RecordService {
@@ -140,6 +144,8 @@ impl RecordService {
             ids,
             audit,
             trust: crate::trust::TrustConfig::default(),
+            blobs: None,
+            max_document_bytes: 0,
         }
     }
 
@@ -592,7 +598,7 @@ impl RecordService {
 
     /// Audits a read and answers it. The audit entry is durable before the response leaves;
     /// if it cannot be written the read fails closed.
-    async fn audited_read(
+    pub(crate) async fn audited_read(
         &self,
         ctx: &RequestContext,
         grant: &Grant,

@@ -458,6 +458,16 @@ impl RecordService {
     /// # Errors
     /// When storage fails.
     pub async fn notifications(&self, patient_id: &str) -> Result<Vec<Notification>, RecordError> {
-        Ok(self.store.notifications(patient_id).await?)
+        let mut list = self.store.notifications(patient_id).await?;
+        // Messages that name a document are sealed under the patient's key.
+        for n in &mut list {
+            if n.message.starts_with(crate::at_rest::TEXT_PREFIX) {
+                let sealed = std::mem::take(&mut n.message);
+                n.message = self
+                    .open_text(&format!("notification/{}", n.id), sealed)
+                    .await?;
+            }
+        }
+        Ok(list)
     }
 }

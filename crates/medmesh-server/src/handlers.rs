@@ -287,6 +287,9 @@ pub async fn type_post(
     headers: HeaderMap,
     req: Request,
 ) -> ApiResult {
+    if rt == "Binary" && !crate::documents::is_json_body(&headers) {
+        return crate::documents::binary_upload(&state, &ctx, req).await;
+    }
     let body = read_resource(&state, req).await?;
     let ine = headers
         .get("if-none-exist")
@@ -406,6 +409,9 @@ pub async fn instance_get(
     if rt == "Patient" && id == "$export" {
         let params = parse_query_string(q.as_deref().unwrap_or_default());
         return export_kickoff(&state, &ctx, ExportLevel::Patient, &params, &headers).await;
+    }
+    if rt == "Binary" && !crate::documents::wants_resource(&headers) {
+        return crate::documents::binary_download(&state, &ctx, &id).await;
     }
     Ok(read_response(state.records.read(&ctx, &rt, &id).await?))
 }
@@ -539,7 +545,9 @@ pub async fn negotiate(req: Request, next: axum::middleware::Next) -> Response {
         .find(|(k, _)| k == "_format")
         .map(|(_, v)| v);
     let wants_xml = |s: &str| s.contains("xml") && !s.contains("json") && !s.contains("*/*");
-    if wants_xml(accept) || format.as_deref().is_some_and(|f| f.contains("xml")) {
+    // A Binary's bytes are whatever type the document is (a CDA is XML).
+    let binary = req.uri().path().starts_with("/Binary/");
+    if !binary && wants_xml(accept) || format.as_deref().is_some_and(|f| f.contains("xml")) {
         return outcome(
             StatusCode::NOT_ACCEPTABLE,
             &[Issue::error(

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod capability;
+pub mod documents;
 pub mod external;
 pub mod files;
 pub mod handlers;
@@ -256,6 +257,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/referrals/{task}/accept", post(audit::accept_referral))
         .route("/api/break-glass", get(audit::break_glass_queue))
+        // The vault checks sizes itself, while streaming; axum's 2 MiB default would cut it.
+        .route(
+            "/api/documents",
+            post(documents::documents_post).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/api/documents/{id}/link", get(documents::document_link))
+        .route("/api/blobs/{ticket}", get(documents::blob_get))
         .route("/fhir/", post(handlers::root_post))
         .nest("/fhir", fhir)
         .with_state(state)

@@ -76,6 +76,8 @@ impl From<RecordError> for ApiError {
             tracing::error!("stored data failed to decode or authenticate");
         } else if let RecordError::Keys(inner) = &e {
             tracing::error!(error = %inner, "key service failure");
+        } else if let RecordError::Blobs(inner) = &e {
+            tracing::error!(error = %inner, "blob store failure");
         }
         let (status, issues) = status_of(&e);
         let mut out = Self {

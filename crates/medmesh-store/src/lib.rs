@@ -5,10 +5,12 @@
 //! index rows only.
 
 pub mod audit_log;
+pub mod blobs;
 pub mod identity;
 pub mod keys;
 
 pub use audit_log::{AuditLogStore, LogHead, LogKeyRecord, LoggedEntry, StoredCheckpoint};
+pub use blobs::{BlobError, BlobStore, BlobStream, BlobUpload};
 pub use keys::{KekError, KekProvider, KeyState, KeyStore, StoredBody, WrappedKeyRecord};
 
 pub use identity::{

@@ -62,6 +62,19 @@ pub struct FileConfig {
     /// The key-encryption-key file (mode 0600). Default `<data_dir>/master.key`, created at
     /// first start. With PostgreSQL replicas, every replica needs the same file.
     pub master_key_file: Option<PathBuf>,
+    /// Where document bytes are kept: a folder (default `<data_dir>/blobs`) or
+    /// `s3://bucket` for an S3-compatible store (then the `s3_*` settings apply).
+    pub blob_store: Option<String>,
+    /// S3 endpoint for a non-AWS store (`http://127.0.0.1:9000`). Default: AWS.
+    pub s3_endpoint: Option<String>,
+    /// S3 region. Default `us-east-1`.
+    pub s3_region: Option<String>,
+    /// S3 access key id.
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key.
+    pub s3_secret_access_key: Option<Secret>,
+    /// The largest document accepted, bytes. Default 4 GiB.
+    pub max_document_bytes: Option<u64>,
     /// Security-label derivation rules (`[[label_rule]]` tables). Default: ICD-10 F codes
     /// get PSY, ICD-10 HIV codes get HIV. Giving any replaces the defaults.
     #[serde(default)]
@@ -136,10 +149,23 @@ pub struct Config {
     pub encryption_at_rest: bool,
     /// The KEK file.
     pub master_key_file: PathBuf,
+    /// Where document bytes are kept.
+    pub blob_store: BlobStoreConfig,
+    /// The largest document accepted.
+    pub max_document_bytes: u64,
     /// Label derivation rules.
     pub label_rules: Vec<medmesh_policy::labels::LabelRule>,
     /// External OpenID Connect providers.
     pub oidc: Vec<OidcConfig>,
+}
+
+/// Where document bytes are kept.
+#[derive(Debug, Clone)]
+pub enum BlobStoreConfig {
+    /// A local folder.
+    Folder(PathBuf),
+    /// An S3-compatible bucket.
+    S3(medmesh_blobs::S3Settings),
 }
 
 /// Values given on the command line or in `MEDMESH_*` variables; they override the file.
@@ -171,6 +197,7 @@ impl Config {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("medmesh-data"));
+        let blob_dir = data_dir.join("blobs");
         Ok(Self {
             encryption_at_rest: env("MEDMESH_ENCRYPTION_AT_REST")
                 .map(|v| v == "true" || v == "1")
@@ -230,6 +257,29 @@ impl Config {
                 .or(file.encounter_window_days)
                 .unwrap_or(90)
                 .clamp(0, 3650),
+            blob_store: match env("MEDMESH_BLOB_STORE").or(file.blob_store) {
+                Some(url) if url.starts_with("s3://") => {
+                    BlobStoreConfig::S3(medmesh_blobs::S3Settings {
+                        bucket: url.trim_start_matches("s3://").trim_end_matches('/').into(),
+                        endpoint: env("MEDMESH_S3_ENDPOINT").or(file.s3_endpoint),
+                        region: env("MEDMESH_S3_REGION")
+                            .or(file.s3_region)
+                            .unwrap_or_else(|| "us-east-1".into()),
+                        access_key_id: env("MEDMESH_S3_ACCESS_KEY_ID")
+                            .or(file.s3_access_key_id)
+                            .unwrap_or_default(),
+                        secret_access_key: env("MEDMESH_S3_SECRET_ACCESS_KEY")
+                            .or(file.s3_secret_access_key.map(|s| s.0))
+                            .unwrap_or_default(),
+                    })
+                }
+                Some(folder) => BlobStoreConfig::Folder(PathBuf::from(folder)),
+                None => BlobStoreConfig::Folder(blob_dir),
+            },
+            max_document_bytes: env("MEDMESH_MAX_DOCUMENT_BYTES")
+                .and_then(|v| v.parse().ok())
+                .or(file.max_document_bytes)
+                .unwrap_or(4 << 30),
             label_rules: if file.label_rule.is_empty() {
                 medmesh_policy::labels::default_label_rules()
             } else {

@@ -270,6 +270,12 @@ fn record_service_with(
     if let Some(r) = ring {
         svc = svc.with_encryption(r.at_rest.clone());
     }
+    let blobs = match &cfg.blob_store {
+        config::BlobStoreConfig::Folder(dir) => medmesh_blobs::ObjectBlobStore::local(dir),
+        config::BlobStoreConfig::S3(s3) => medmesh_blobs::ObjectBlobStore::s3(s3),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot open the blob store: {e}"))?;
+    svc = svc.with_blobs(Arc::new(blobs), cfg.max_document_bytes);
     Ok(Arc::new(svc))
 }
 

@@ -12,6 +12,7 @@ mod bad_input;
 mod bundles;
 mod consent;
 mod data;
+mod documents;
 mod export;
 mod identity;
 mod interactions;

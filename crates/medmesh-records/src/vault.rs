@@ -1,0 +1,812 @@
+//! The document vault: PDFs, lab reports, photos and X-rays, streamed in and out.
+//!
+//! An upload is streamed through three things at once: a SHA-256 hasher (the content id),
+//! the type sniffer (its first 8 KiB), and the patient's blob sealer (64 KiB STREAM
+//! chunks). Sealed bytes go to the blob store as they come, so memory stays bounded
+//! whatever the size. The blob's name is a keyed tag of the patient and the content id, so
+//! a patient's identical uploads are kept once and the store's listing reveals nothing.
+//!
+//! Each upload becomes a FHIR `Binary` (the bytes' metadata: type, size, content id, in the
+//! patient's compartment through `securityContext`) and a `DocumentReference` pointing at it,
+//! plus a `Provenance` carrying the uploader's signature when there is one. Every open is a
+//! PDP-checked read, audited in the same transaction as a notification to the patient
+//! ("Dr Jane Smith opened your document "MRI report"").
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use medmesh_audit::{AuditEntry, Outcome};
+use medmesh_crypto::stream::{HEADER, StreamOpener, StreamSealer, key_id_of};
+use medmesh_crypto::{ContentHasher, ContentId, UploadClaims, UploadSignature, UserPublicKey};
+use medmesh_fhir::IssueType;
+use medmesh_policy::Action;
+use medmesh_store::{BlobStore, Notification};
+use serde_json::{Value, json};
+
+use crate::sniff::{SNIFF_BYTES, sniff};
+use crate::{RecordError, RecordService, RequestContext};
+
+/// `Binary.meta` extension: the content id (CIDv1 of the SHA-256).
+pub const EXT_CONTENT_ID: &str = "https://medmesh.dev/fhir/StructureDefinition/content-id";
+/// `Binary.meta` extension: the size in bytes.
+pub const EXT_SIZE: &str = "https://medmesh.dev/fhir/StructureDefinition/content-size";
+/// `Binary.meta` extension: the document's title, for the patient's notifications.
+pub const EXT_TITLE: &str = "https://medmesh.dev/fhir/StructureDefinition/document-title";
+/// `Provenance` extension: the exact signed claims text (base64).
+pub const EXT_SIGNED_CLAIMS: &str = "https://medmesh.dev/fhir/StructureDefinition/signed-claims";
+/// `Provenance.signature.sigFormat` of an upload signature.
+pub const SIG_FORMAT: &str = "application/vnd.medmesh.upload-v1+ed25519";
+
+/// Sealed bytes gathered before each write to the blob store.
+const WRITE_BYTES: usize = 1024 * 1024;
+/// Decrypted chunks queued towards a slow client.
+const DOWNLOAD_QUEUE: usize = 8;
+/// The AAD context of a patient's blobs.
+fn blob_context(owner: &str) -> String {
+    format!("blob:{owner}")
+}
+
+/// What the uploader says about a document.
+#[derive(Debug, Clone, Default)]
+pub struct NewDocument {
+    /// Whose document it is (a Patient id).
+    pub patient: String,
+    /// The content type the client sent (`None`: sniffed).
+    pub content_type: Option<String>,
+    /// A title (`DocumentReference.description`).
+    pub title: Option<String>,
+    /// The document type, `system|code` (LOINC `18748-4` is a diagnostic imaging report).
+    pub doc_type: Option<String>,
+    /// A detached signature over the content and these claims.
+    pub signature: Option<SignedClaims>,
+}
+
+/// The signature part of an upload: the signature and the claims the client signed,
+/// besides the digest, the author and the patient, which the node fills in itself.
+#[derive(Debug, Clone)]
+pub struct SignedClaims {
+    /// The signature, base64.
+    pub signature: String,
+    /// The signer's public key, base64 (it must be registered to the uploader).
+    pub public_key: String,
+    /// When it was signed (FHIR instant).
+    pub time: String,
+    /// The device or software.
+    pub device: String,
+}
+
+/// A stored document.
+#[derive(Debug, Clone)]
+pub struct StoredDocument {
+    /// The Binary resource (metadata; no `data`).
+    pub binary: Value,
+    /// The DocumentReference id.
+    pub document_reference_id: String,
+    /// The Provenance id, for a signed upload.
+    pub provenance_id: Option<String>,
+    /// The content id.
+    pub content_id: ContentId,
+    /// Size in bytes.
+    pub size: u64,
+    /// The sniffed content type.
+    pub content_type: String,
+    /// Whether the patient already had these exact bytes (stored once).
+    pub deduplicated: bool,
+}
+
+/// A document being downloaded.
+pub struct Download {
+    /// The content type.
+    pub content_type: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The content id.
+    pub content_id: ContentId,
+    /// The bytes, decrypted as they stream; an error ends the stream early (a truncated
+    /// response), never with wrong bytes: the last chunk is held back until the whole
+    /// content's digest is checked.
+    pub body: BoxStream<'static, Result<Bytes, RecordError>>,
+}
+
+impl std::fmt::Debug for Download {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Download")
+            .field("content_type", &self.content_type)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a download link stands for: the PDP's answer when the link was made.
+#[derive(Debug, Clone)]
+pub struct LinkGrant {
+    /// The Binary.
+    pub binary_id: String,
+    /// Who asked for the link.
+    pub subject: String,
+    /// Their practitioner reference, if any (for the notification).
+    pub practitioner: Option<String>,
+    /// The patient they act for, if a patient user.
+    pub patient: Option<String>,
+}
+
+fn meta_ext<'a>(binary: &'a Value, url: &str) -> Option<&'a Value> {
+    binary
+        .pointer("/meta/extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(url))
+}
+
+fn blob_facts(binary: &Value) -> Result<(ContentId, u64, String), RecordError> {
+    let cid = meta_ext(binary, EXT_CONTENT_ID)
+        .and_then(|e| e.get("valueString"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or(RecordError::NotSupported(
+            "this Binary holds its data inline; read it as JSON".into(),
+        ))?;
+    let size = meta_ext(binary, EXT_SIZE)
+        .and_then(|e| e.get("valueString"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or(RecordError::Corrupt)?;
+    let ct = binary
+        .get("contentType")
+        .and_then(Value::as_str)
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    Ok((cid, size, ct))
+}
+
+fn patient_of(binary: &Value) -> Option<String> {
+    binary
+        .pointer("/securityContext/reference")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("Patient/"))
+        .map(str::to_string)
+}
+
+/// Who an actor is, as an author reference.
+fn author_of(ctx: &RequestContext) -> String {
+    if let Some(c) = &ctx.actor.clinician {
+        return c.practitioner.clone();
+    }
+    if ctx.actor.role == Some(medmesh_auth::Role::Patient)
+        && let Some(p) = &ctx.actor.patient
+    {
+        return format!("Patient/{p}");
+    }
+    ctx.actor.subject.clone()
+}
+
+fn too_large(limit: u64) -> RecordError {
+    RecordError::TooLarge(format!("documents are limited to {limit} bytes"))
+}
+
+impl RecordService {
+    /// Adds the blob store; without one, the vault answers "not supported".
+    pub fn with_blobs(mut self, blobs: Arc<dyn BlobStore>, max_document_bytes: u64) -> Self {
+        self.blobs = Some(blobs);
+        self.max_document_bytes = max_document_bytes;
+        self
+    }
+
+    fn blob_store(&self) -> Result<&Arc<dyn BlobStore>, RecordError> {
+        self.blobs
+            .as_ref()
+            .ok_or_else(|| RecordError::NotSupported("this node has no document store".into()))
+    }
+
+    /// The blob store's folder for a patient, and a blob's name in it.
+    fn blob_names(&self, owner: &str, cid: &ContentId) -> (String, String) {
+        match &self.at_rest {
+            Some(a) => {
+                let folder = format!("blobs/{}", a.blind_index().tag("blob-owner", owner));
+                let name = format!(
+                    "{folder}/{}",
+                    a.blind_index().tag("blob", &format!("{owner}\n{cid}"))
+                );
+                (folder, name)
+            }
+            // Without encryption at rest nothing is keyed; names still hide the patient id.
+            None => {
+                let folder = format!("blobs/{}", ContentId::of(owner.as_bytes()).hex());
+                let name = format!(
+                    "{folder}/{}",
+                    ContentId::of(format!("{owner}\n{cid}").as_bytes()).hex()
+                );
+                (folder, name)
+            }
+        }
+    }
+
+    /// The grant to write a document for `patient`, checked before a byte is read.
+    async fn document_grant(&self, ctx: &RequestContext, patient: &str) -> Result<(), RecordError> {
+        for rt in ["Binary", "DocumentReference"] {
+            let grant = self.authorize(ctx, Action::Create, Some(rt)).await?;
+            let probe = json!({
+                "resourceType": rt,
+                "securityContext": {"reference": format!("Patient/{patient}")},
+                "subject": {"reference": format!("Patient/{patient}")},
+                "status": "current",
+                "content": [{"attachment": {}}],
+            });
+            if !self.admits(&grant, rt, &probe) {
+                self.audit
+                    .append(vec![
+                        self.entry(ctx, "create", Some(rt), Vec::new(), Outcome::Denied)
+                            .with_reason("the patient is outside the actor's reach"),
+                    ])
+                    .await?;
+                return Err(RecordError::Forbidden);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a document streamed from a client.
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`] before reading a byte when the actor may not write
+    /// documents for the patient; [`RecordError::UnsupportedMedia`] when the content is not
+    /// an accepted type or not what it claims; [`RecordError::TooLarge`];
+    /// [`RecordError::BadSignature`]; [`RecordError::Blobs`] when the store fails.
+    pub async fn upload_document<S, E>(
+        &self,
+        ctx: &RequestContext,
+        doc: NewDocument,
+        body: S,
+    ) -> Result<StoredDocument, RecordError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let blobs = self.blob_store()?.clone();
+        if doc.patient.is_empty() || doc.patient.contains('/') {
+            return Err(RecordError::invalid(
+                IssueType::Required,
+                "say whose document this is: a Patient id",
+            ));
+        }
+        self.document_grant(ctx, &doc.patient).await?;
+        let staging = format!("staging/{}", self.ids.new_id());
+        let mut upload = blobs.upload(&staging).await?;
+        let streamed = self.stream_into(&mut *upload, &doc, body).await;
+        let (cid, size, content_type) = match streamed {
+            Ok(done) => done,
+            Err(e) => {
+                upload.abort().await;
+                return Err(e);
+            }
+        };
+        upload.finish().await?;
+        let verified = match self.check_signature(ctx, &doc, &cid) {
+            Ok(v) => v,
+            Err(e) => {
+                blobs.delete(&staging).await?;
+                return Err(e);
+            }
+        };
+        let (_, name) = self.blob_names(&doc.patient, &cid);
+        let deduplicated = blobs.exists(&name).await?;
+        if deduplicated {
+            blobs.delete(&staging).await?;
+        } else {
+            blobs.rename(&staging, &name).await?;
+        }
+        self.record_document(ctx, doc, cid, size, content_type, deduplicated, verified)
+            .await
+    }
+
+    /// Streams the body into `upload`, sealed, returning its content id, size and type.
+    async fn stream_into<S, E>(
+        &self,
+        upload: &mut dyn medmesh_store::BlobUpload,
+        doc: &NewDocument,
+        mut body: S,
+    ) -> Result<(ContentId, u64, String), RecordError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut out = Vec::with_capacity(WRITE_BYTES + medmesh_crypto::stream::FRAME);
+        let mut sealer = match &self.at_rest {
+            Some(a) => {
+                let (id, key) = a.owner_key(&doc.patient).await?;
+                let context = blob_context(&doc.patient);
+                Some(StreamSealer::start(
+                    &key,
+                    &id,
+                    context.as_bytes(),
+                    a.random(),
+                    &mut out,
+                ))
+            }
+            None => None,
+        };
+        let mut hasher = ContentHasher::default();
+        let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
+        let mut content_type: Option<String> = None;
+        let sniff_now = |head: &[u8]| {
+            sniff(head, doc.content_type.as_deref())
+                .map_err(|e| RecordError::UnsupportedMedia(e.to_string()))
+        };
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(|e| {
+                RecordError::invalid(IssueType::Structure, format!("the upload broke off: {e}"))
+            })?;
+            if hasher.len() + piece.len() as u64 > self.max_document_bytes {
+                return Err(too_large(self.max_document_bytes));
+            }
+            if content_type.is_none() {
+                let take = (SNIFF_BYTES - head.len()).min(piece.len());
+                head.extend_from_slice(&piece[..take]);
+                if head.len() == SNIFF_BYTES {
+                    content_type = Some(sniff_now(&head)?);
+                }
+            }
+            hasher.update(&piece);
+            match &mut sealer {
+                Some(s) => s
+                    .push(&piece, &mut out)
+                    .map_err(|_| RecordError::Keys("blob sealing failed".into()))?,
+                None => out.extend_from_slice(&piece),
+            }
+            if out.len() >= WRITE_BYTES {
+                upload.write(Bytes::from(std::mem::take(&mut out))).await?;
+            }
+        }
+        let content_type = match content_type {
+            Some(t) => t,
+            None if hasher.is_empty() => {
+                return Err(RecordError::invalid(
+                    IssueType::Required,
+                    "the document is empty",
+                ));
+            }
+            None => sniff_now(&head)?,
+        };
+        if let Some(s) = sealer {
+            s.finish(&mut out)
+                .map_err(|_| RecordError::Keys("blob sealing failed".into()))?;
+        }
+        if !out.is_empty() {
+            upload.write(Bytes::from(out)).await?;
+        }
+        let size = hasher.len();
+        Ok((hasher.finish(), size, content_type))
+    }
+
+    /// Checks an upload's signature against the uploader's registered key; returns the
+    /// claims and the signature to keep in the Provenance.
+    fn check_signature(
+        &self,
+        ctx: &RequestContext,
+        doc: &NewDocument,
+        cid: &ContentId,
+    ) -> Result<Option<(UploadClaims, String)>, RecordError> {
+        let Some(s) = &doc.signature else {
+            return Ok(None);
+        };
+        let bad = |m: &str| RecordError::BadSignature(m.to_string());
+        let key = UserPublicKey::from_base64(&s.public_key)
+            .map_err(|_| bad("the public key is malformed"))?;
+        let signature = UploadSignature::from_base64(&s.signature)
+            .map_err(|_| bad("the signature is malformed"))?;
+        let claims = UploadClaims {
+            sha256: cid.0,
+            author: author_of(ctx),
+            patient: format!("Patient/{}", doc.patient),
+            time: s.time.clone(),
+            device: s.device.clone(),
+            doc_type: doc.doc_type.clone().unwrap_or_else(|| "unknown".into()),
+        };
+        key.verify(&claims, &signature).map_err(|_| {
+            bad("the signature does not verify for this content, author, patient, time, device and type")
+        })?;
+        Ok(Some((claims, s.signature.clone())))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn record_document(
+        &self,
+        ctx: &RequestContext,
+        doc: NewDocument,
+        cid: ContentId,
+        size: u64,
+        content_type: String,
+        deduplicated: bool,
+        signed: Option<(UploadClaims, String)>,
+    ) -> Result<StoredDocument, RecordError> {
+        let patient_ref = format!("Patient/{}", doc.patient);
+        let now = medmesh_fhir::datetime::format_instant(self.now());
+        let title = doc.title.clone().unwrap_or_else(|| "document".into());
+        let binary_id = self.ids.new_id();
+        let docref_id = self.ids.new_id();
+        let binary = json!({
+            "resourceType": "Binary",
+            "meta": {"extension": [
+                {"url": EXT_CONTENT_ID, "valueString": cid.to_string()},
+                {"url": EXT_SIZE, "valueString": size.to_string()},
+                {"url": EXT_TITLE, "valueString": title},
+            ]},
+            "contentType": content_type,
+            "securityContext": {"reference": patient_ref},
+        });
+        let mut attachment = json!({
+            "contentType": content_type,
+            "url": format!("Binary/{binary_id}"),
+            "title": title,
+            "creation": now,
+        });
+        // Attachment.size is an unsignedInt (below 2^31); larger sizes stay on the Binary.
+        if let Ok(s) = i32::try_from(size) {
+            attachment["size"] = json!(s);
+        }
+        let mut docref = json!({
+            "resourceType": "DocumentReference",
+            "identifier": [{"system": "urn:ietf:rfc:3986", "value": format!("urn:cid:{cid}")}],
+            "status": "current",
+            "subject": {"reference": patient_ref},
+            "date": now,
+            "description": title,
+            "content": [{"attachment": attachment}],
+        });
+        if let Some((system, code)) = doc.doc_type.as_deref().and_then(|t| t.split_once('|')) {
+            docref["type"] = json!({"coding": [{"system": system, "code": code}]});
+        }
+        let author = author_of(ctx);
+        if author.contains('/') {
+            docref["author"] = json!([{"reference": author}]);
+        }
+        let mut writes = vec![
+            ("Binary", binary_id.clone(), binary),
+            ("DocumentReference", docref_id.clone(), docref),
+        ];
+        let provenance_id = signed.as_ref().map(|_| self.ids.new_id());
+        if let (Some((claims, signature)), Some(pid)) = (&signed, &provenance_id) {
+            let text = claims
+                .signed_bytes()
+                .map_err(|e| RecordError::BadSignature(e.to_string()))?;
+            writes.push((
+                "Provenance",
+                pid.clone(),
+                json!({
+                    "resourceType": "Provenance",
+                    "extension": [{"url": EXT_SIGNED_CLAIMS, "valueBase64Binary": STANDARD.encode(text)}],
+                    "target": [
+                        {"reference": format!("DocumentReference/{docref_id}")},
+                        {"reference": format!("Binary/{binary_id}")},
+                        {"reference": patient_ref},
+                    ],
+                    "occurredDateTime": claims.time,
+                    "recorded": now,
+                    "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE"}]},
+                    "agent": [{
+                        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
+                        "who": {"reference": claims.author},
+                    }, {
+                        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler"}]},
+                        "who": {"display": claims.device},
+                    }],
+                    "signature": [{
+                        "type": [{"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.1", "display": "Author's Signature"}],
+                        "when": claims.time,
+                        "who": {"reference": claims.author},
+                        "targetFormat": "text/plain",
+                        "sigFormat": SIG_FORMAT,
+                        "data": signature,
+                    }],
+                }),
+            ));
+        }
+        let mut tx = self.begin_write().await?;
+        let mut stored_binary = Value::Null;
+        for (rt, id, body) in writes {
+            let grant = self.authorize(ctx, Action::Create, Some(rt)).await?;
+            self.check_resource(rt, &body)?;
+            let out = self
+                .write_version(ctx, &mut tx, &grant, rt, &id, body, None)
+                .await?;
+            let mut entry = self.entry(ctx, "create", Some(rt), vec![id], Outcome::Success);
+            entry.patients = vec![doc.patient.clone()];
+            tx.append_audit(&entry).await?;
+            if rt == "Binary" {
+                stored_binary = out.resource.unwrap_or(Value::Null);
+            }
+        }
+        tx.commit().await?;
+        Ok(StoredDocument {
+            binary: stored_binary,
+            document_reference_id: docref_id,
+            provenance_id,
+            content_id: cid,
+            size,
+            content_type,
+            deduplicated,
+        })
+    }
+
+    /// Opens a document for download: a PDP-checked read of its Binary, audited together
+    /// with a notification to the patient.
+    ///
+    /// # Errors
+    /// [`RecordError::NotFound`] when it does not exist or the actor may not see it.
+    pub async fn open_document(
+        &self,
+        ctx: &RequestContext,
+        binary_id: &str,
+    ) -> Result<Download, RecordError> {
+        self.blob_store()?;
+        let grant = self.authorize(ctx, Action::Read, Some("Binary")).await?;
+        let found = self.store.read("Binary", binary_id).await?;
+        let binary = match &found {
+            Some(v) if !v.deleted => {
+                let resource = self.decode(v).await?;
+                self.admits(&grant, "Binary", &resource).then_some(resource)
+            }
+            _ => None,
+        };
+        let Some(binary) = binary else {
+            // Absent or out of reach: the ordinary read path audits and answers 404.
+            self.audited_read(ctx, &grant, "read", "Binary", binary_id, found)
+                .await?;
+            return Err(RecordError::NotFound);
+        };
+        let mut entry = self.entry(
+            ctx,
+            "read",
+            Some("Binary"),
+            vec![binary_id.to_string()],
+            Outcome::Success,
+        );
+        self.annotate(&mut entry, &grant);
+        let practitioner = ctx.actor.clinician.as_ref().map(|c| c.practitioner.clone());
+        self.audited_open(entry, binary, practitioner, ctx.actor.patient.clone())
+            .await
+    }
+
+    /// Opens a document through a download link (the PDP judged the link's maker when it
+    /// was made; it is short-lived).
+    ///
+    /// # Errors
+    /// [`RecordError::NotFound`] when the document is gone.
+    pub async fn open_linked_document(
+        &self,
+        link: &LinkGrant,
+        operation_id: &str,
+    ) -> Result<Download, RecordError> {
+        let found = self.store.read("Binary", &link.binary_id).await?;
+        let Some(v) = found.filter(|v| !v.deleted) else {
+            return Err(RecordError::NotFound);
+        };
+        let binary = self.decode(&v).await?;
+        let mut entry = AuditEntry::new(
+            self.now(),
+            operation_id,
+            &link.subject,
+            "read",
+            Outcome::Success,
+        );
+        entry.resource_type = Some("Binary".into());
+        entry.resource_ids = vec![format!("Binary/{}", link.binary_id)];
+        entry.basis = vec!["download-link".into()];
+        self.audited_open(
+            entry,
+            binary,
+            link.practitioner.clone(),
+            link.patient.clone(),
+        )
+        .await
+    }
+
+    /// Checks that `ctx` may read the Binary (for a download link), auditing the refusal.
+    ///
+    /// # Errors
+    /// [`RecordError::NotFound`] as for a read.
+    pub async fn link_grant(
+        &self,
+        ctx: &RequestContext,
+        binary_id: &str,
+    ) -> Result<LinkGrant, RecordError> {
+        self.blob_store()?;
+        let grant = self.authorize(ctx, Action::Read, Some("Binary")).await?;
+        let found = self.store.read("Binary", binary_id).await?;
+        let visible = match &found {
+            Some(v) if !v.deleted => {
+                let resource = self.decode(v).await?;
+                self.admits(&grant, "Binary", &resource)
+            }
+            _ => false,
+        };
+        if !visible {
+            self.audited_read(ctx, &grant, "link", "Binary", binary_id, found)
+                .await?;
+            return Err(RecordError::NotFound);
+        }
+        Ok(LinkGrant {
+            binary_id: binary_id.to_string(),
+            subject: ctx.actor.subject.clone(),
+            practitioner: ctx.actor.clinician.as_ref().map(|c| c.practitioner.clone()),
+            patient: ctx.actor.patient.clone(),
+        })
+    }
+
+    /// Writes the open's audit entry and the patient's notification in one transaction,
+    /// then starts the download.
+    async fn audited_open(
+        &self,
+        mut entry: AuditEntry,
+        binary: Value,
+        practitioner: Option<String>,
+        actor_patient: Option<String>,
+    ) -> Result<Download, RecordError> {
+        let (cid, size, content_type) = blob_facts(&binary)?;
+        let patient = patient_of(&binary).ok_or(RecordError::Corrupt)?;
+        entry.patients = vec![patient.clone()];
+        let title = meta_ext(&binary, EXT_TITLE)
+            .and_then(|e| e.get("valueString"))
+            .and_then(Value::as_str)
+            .unwrap_or("a document")
+            .to_string();
+        let who = match &practitioner {
+            Some(p) => self.display_name(p).await,
+            None => None,
+        };
+        let mut tx = self.begin_write().await?;
+        tx.append_audit(&entry).await?;
+        // The patient's own opens are in their audit log; they need no notification.
+        if actor_patient.as_deref() != Some(patient.as_str()) {
+            let id = self.ids.new_id();
+            let message = format!(
+                "{} opened your document \u{201c}{title}\u{201d}",
+                who.as_deref()
+                    .unwrap_or("Someone with access to your record")
+            );
+            let message = self
+                .seal_text(&mut tx, &patient, &format!("notification/{id}"), message)
+                .await?;
+            tx.notify(&Notification {
+                id,
+                patient_id: patient.clone(),
+                kind: "document-opened".into(),
+                message,
+                created_micros: entry.time_micros,
+                read_micros: None,
+            })
+            .await?;
+        }
+        tx.commit().await?;
+        let body = self.stream_blob(&patient, cid).await?;
+        Ok(Download {
+            content_type,
+            size,
+            content_id: cid,
+            body,
+        })
+    }
+
+    /// A practitioner's name for a notification (`Dr Jane Smith`), if it can be read.
+    async fn display_name(&self, reference: &str) -> Option<String> {
+        let (rt, id) = reference.split_once('/')?;
+        let v = self.store.read(rt, id).await.ok()??;
+        let r = self.decode(&v).await.ok()?;
+        let name = r.get("name")?.as_array()?.first()?;
+        if let Some(text) = name.get("text").and_then(Value::as_str) {
+            return Some(text.to_string());
+        }
+        let part = |k: &str| -> Vec<String> {
+            name.get(k)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut words = part("prefix");
+        words.extend(part("given"));
+        words.extend(
+            name.get("family")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        );
+        (!words.is_empty()).then(|| words.join(" "))
+    }
+
+    /// Streams and opens a patient's blob, checking its digest before the last chunk leaves.
+    async fn stream_blob(
+        &self,
+        owner: &str,
+        cid: ContentId,
+    ) -> Result<BoxStream<'static, Result<Bytes, RecordError>>, RecordError> {
+        let (_, name) = self.blob_names(owner, &cid);
+        let mut source = self.blob_store()?.read(&name).await?;
+        let at_rest = self.at_rest.clone();
+        let context = blob_context(owner);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, RecordError>>(DOWNLOAD_QUEUE);
+        tokio::spawn(async move {
+            let result = pump_blob(&mut source, at_rest, &context, cid, &tx).await;
+            if let Err(e) = result {
+                tracing::error!(error = %e, "a document download failed part-way");
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed())
+    }
+}
+
+/// Reads a blob, opens it chunk by chunk and sends the plaintext on, holding back the last
+/// piece until the whole content's digest matches `cid`.
+async fn pump_blob(
+    source: &mut medmesh_store::BlobStream,
+    at_rest: Option<Arc<crate::at_rest::AtRest>>,
+    context: &str,
+    cid: ContentId,
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, RecordError>>,
+) -> Result<(), RecordError> {
+    let mut header: Vec<u8> = Vec::new();
+    let mut opener: Option<StreamOpener> = None;
+    let mut hasher = ContentHasher::default();
+    let mut held: Option<Bytes> = None;
+    let mut out = Vec::new();
+    while let Some(piece) = source.next().await {
+        let mut piece = piece?;
+        if let Some(a) = &at_rest
+            && opener.is_none()
+        {
+            let take = (HEADER - header.len()).min(piece.len());
+            header.extend_from_slice(&piece[..take]);
+            piece = piece.slice(take..);
+            if header.len() < HEADER {
+                continue;
+            }
+            let id = key_id_of(&header).map_err(|_| RecordError::Corrupt)?;
+            let key = a.key_by_id(id).await?;
+            opener = Some(
+                StreamOpener::start(&key, &header, context.as_bytes())
+                    .map_err(|_| RecordError::Corrupt)?,
+            );
+        }
+        match &mut opener {
+            Some(o) => o.push(&piece, &mut out).map_err(|_| RecordError::Corrupt)?,
+            None => out.extend_from_slice(&piece),
+        }
+        if out.is_empty() {
+            continue;
+        }
+        let plain = Bytes::from(std::mem::take(&mut out));
+        hasher.update(&plain);
+        if let Some(prev) = held.replace(plain)
+            && tx.send(Ok(prev)).await.is_err()
+        {
+            return Ok(()); // the client went away
+        }
+    }
+    match opener {
+        Some(o) => o.finish(&mut out).map_err(|_| RecordError::Corrupt)?,
+        None if at_rest.is_some() => return Err(RecordError::Corrupt),
+        None => {}
+    }
+    hasher.update(&out);
+    if hasher.finish() != cid {
+        return Err(RecordError::Blobs(
+            "a document's bytes do not match its content id".into(),
+        ));
+    }
+    for last in [held, Some(Bytes::from(out))].into_iter().flatten() {
+        if !last.is_empty() && tx.send(Ok(last)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! The document vault over HTTP: raw `POST /fhir/Binary`, multipart `POST /api/documents`,
+//! streamed `GET /fhir/Binary/{id}`, and short-lived download links.
+//!
+//! Bodies stream straight through to the record service, never buffered whole. Download
+//! links carry a signed ticket in the path (`/api/blobs/{ticket}`): it opens one document
+//! for five minutes, so a browser can fetch without a bearer token in the URL or the logs.
+
+use axum::body::Body;
+use axum::extract::{Multipart, Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures::TryStreamExt;
+use medmesh_fhir::IssueType;
+use medmesh_records::vault::{Download, LinkGrant, NewDocument, SignedClaims, StoredDocument};
+use medmesh_records::{RecordError, RequestContext};
+use serde_json::json;
+
+use crate::AppState;
+use crate::auth::{Authenticated, operation_id};
+use crate::response::{ApiError, fhir_json, set_header};
+
+/// How long a download link works.
+pub const LINK_SECONDS: i64 = 300;
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// Whose document: `X-Security-Context: Patient/123` (FHIR's header for Binary), else the
+/// patient user themself.
+fn patient_from(
+    ctx: &RequestContext,
+    security_context: Option<String>,
+) -> Result<String, ApiError> {
+    match security_context {
+        Some(r) => r
+            .strip_prefix("Patient/")
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::bad_request("X-Security-Context must be Patient/<id>")),
+        None => ctx.actor.patient.clone().ok_or_else(|| {
+            ApiError::bad_request("say whose document this is: X-Security-Context: Patient/<id>")
+        }),
+    }
+}
+
+/// Signature claims from `X-Medmesh-Signature`, `-Signing-Key`, `-Signed-At`, `-Device`.
+fn signature_from(headers: &HeaderMap) -> Result<Option<SignedClaims>, ApiError> {
+    let Some(signature) = header_text(headers, "x-medmesh-signature") else {
+        return Ok(None);
+    };
+    let need = |n: &str| {
+        header_text(headers, n)
+            .ok_or_else(|| ApiError::bad_request(format!("a signed upload needs the {n} header")))
+    };
+    Ok(Some(SignedClaims {
+        signature,
+        public_key: need("x-medmesh-signing-key")?,
+        time: need("x-medmesh-signed-at")?,
+        device: need("x-medmesh-device")?,
+    }))
+}
+
+/// Whether the client asked for the resource (JSON) rather than the bytes.
+pub fn wants_resource(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("fhir+json") || a.contains("application/json"))
+}
+
+/// Whether a request body is FHIR JSON (a Binary resource) rather than raw content.
+pub fn is_json_body(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|c| c.contains("fhir+json") || c.starts_with("application/json"))
+}
+
+fn created(ctx: &RequestContext, stored: &StoredDocument) -> Response {
+    let id = stored
+        .binary
+        .get("id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let mut r = fhir_json(StatusCode::CREATED, &stored.binary);
+    set_header(
+        r.headers_mut(),
+        header::LOCATION,
+        &format!("{}/Binary/{id}", ctx.base_url),
+    );
+    set_header(
+        r.headers_mut(),
+        HeaderName::from_static("x-content-id"),
+        &stored.content_id.to_string(),
+    );
+    r
+}
+
+/// `POST /fhir/Binary` with raw content: the vault.
+pub async fn binary_upload(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let headers = req.headers().clone();
+    let doc = NewDocument {
+        patient: patient_from(ctx, header_text(&headers, "x-security-context"))?,
+        content_type: header_text(&headers, "content-type"),
+        title: header_text(&headers, "x-medmesh-title"),
+        doc_type: header_text(&headers, "x-medmesh-document-type"),
+        signature: signature_from(&headers)?,
+    };
+    let body = req.into_body().into_data_stream();
+    let stored = state.records.upload_document(ctx, doc, body).await?;
+    Ok(created(ctx, &stored))
+}
+
+/// `POST /api/documents` (multipart/form-data): fields `patient`, `title`, `type`
+/// (`system|code`), optionally `signature`, `signing_key`, `signed_at`, `device`, and last
+/// the `file`. Answers 201 with the Binary and DocumentReference ids.
+pub async fn documents_post(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    mut form: Multipart,
+) -> Result<Response, ApiError> {
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let bad_form = |_| ApiError::bad_request("the multipart body is malformed");
+    while let Some(field) = form.next_field().await.map_err(bad_form)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name != "file" {
+            let value = field.text().await.map_err(bad_form)?;
+            fields.push((name, value));
+            continue;
+        }
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let signature = match get("signature") {
+            None => None,
+            Some(signature) => {
+                let need = |k: &str| {
+                    get(k).ok_or_else(|| {
+                        ApiError::bad_request(format!("a signed upload needs the {k} field"))
+                    })
+                };
+                Some(SignedClaims {
+                    signature,
+                    public_key: need("signing_key")?,
+                    time: need("signed_at")?,
+                    device: need("device")?,
+                })
+            }
+        };
+        let patient = match get("patient") {
+            Some(p) => patient_from(
+                &ctx,
+                Some(format!("Patient/{}", p.trim_start_matches("Patient/"))),
+            )?,
+            None => patient_from(&ctx, None)?,
+        };
+        let doc = NewDocument {
+            patient,
+            content_type: field.content_type().map(str::to_string),
+            title: get("title").or_else(|| field.file_name().map(str::to_string)),
+            doc_type: get("type"),
+            signature,
+        };
+        let stored = state.records.upload_document(&ctx, doc, field).await?;
+        let mut r = axum::Json(json!({
+            "binary": stored.binary.get("id"),
+            "documentReference": stored.document_reference_id,
+            "provenance": stored.provenance_id,
+            "contentId": stored.content_id.to_string(),
+            "size": stored.size,
+            "contentType": stored.content_type,
+            "deduplicated": stored.deduplicated,
+        }))
+        .into_response();
+        *r.status_mut() = StatusCode::CREATED;
+        return Ok(r);
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        IssueType::Required,
+        "the form has no file field (it must come last)",
+    ))
+}
+
+fn download_response(d: Download) -> Response {
+    let mut r = Response::new(Body::from_stream(
+        d.body.map_err(|e| std::io::Error::other(e.to_string())),
+    ));
+    let h = r.headers_mut();
+    set_header(h, header::CONTENT_TYPE, &d.content_type);
+    set_header(h, header::CONTENT_LENGTH, &d.size.to_string());
+    set_header(h, header::CACHE_CONTROL, "no-store");
+    set_header(
+        h,
+        HeaderName::from_static("x-content-type-options"),
+        "nosniff",
+    );
+    set_header(
+        h,
+        HeaderName::from_static("x-content-id"),
+        &d.content_id.to_string(),
+    );
+    // RFC 9530: the digest of the bytes, so a client can check them too.
+    set_header(
+        h,
+        HeaderName::from_static("repr-digest"),
+        &format!("sha-256=:{}:", STANDARD.encode(d.content_id.0)),
+    );
+    r
+}
+
+/// `GET /fhir/Binary/{id}` asking for the bytes.
+pub async fn binary_download(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: &str,
+) -> Result<Response, ApiError> {
+    Ok(download_response(
+        state.records.open_document(ctx, id).await?,
+    ))
+}
+
+/// `GET /api/documents/{binary id}/link`: a download link valid for five minutes.
+pub async fn document_link(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let grant = state.records.link_grant(&ctx, &id).await?;
+    let (ticket, expires) = state
+        .identity
+        .mint_download(
+            &grant.subject,
+            &grant.binary_id,
+            grant.practitioner,
+            grant.patient,
+            LINK_SECONDS,
+        )
+        .map_err(|_| ApiError::from(RecordError::Keys("cannot sign a download link".into())))?;
+    let base = ctx.base_url.trim_end_matches("/fhir");
+    Ok(axum::Json(json!({
+        "url": format!("{base}/api/blobs/{ticket}"),
+        "expires": medmesh_fhir::datetime::format_instant(expires * 1_000_000),
+    }))
+    .into_response())
+}
+
+/// `GET /api/blobs/{ticket}`: a download link.
+pub async fn blob_get(
+    State(state): State<AppState>,
+    Path(ticket): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, _) = req.into_parts();
+    let gone = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            IssueType::NotFound,
+            "this download link is invalid or has expired",
+        )
+    };
+    let claims = state
+        .identity
+        .verify_download(&ticket)
+        .map_err(|_| gone())?;
+    let binary_id = claims
+        .scope
+        .strip_prefix("download:Binary/")
+        .ok_or_else(gone)?
+        .to_string();
+    let link = LinkGrant {
+        binary_id,
+        subject: claims.sub,
+        practitioner: claims.fhir_user,
+        patient: claims.patient,
+    };
+    let d = state
+        .records
+        .open_linked_document(&link, &operation_id(&parts))
+        .await?;
+    Ok(download_response(d))
+}
