@@ -412,3 +412,95 @@ async fn the_vault_round_trip(node: Node) {
 }
 
 on_both_databases!(the_vault_round_trip);
+
+/// Bytes of the large-document test: `MEDMESH_TEST_DOCUMENT_BYTES`, default 2 GiB.
+fn large_document_bytes() -> u64 {
+    std::env::var("MEDMESH_TEST_DOCUMENT_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2 << 30)
+}
+
+/// A generated PDF-looking document of `len` bytes, in 1 MiB pieces, never whole in memory.
+/// Every piece is one pattern with its index stamped in, so no two pieces are equal.
+fn generated_document(len: u64) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    const PIECE: u64 = 1 << 20;
+    let pattern: Vec<u8> = (0..PIECE).map(|j| (j % 251) as u8).collect();
+    futures::stream::iter((0..len.div_ceil(PIECE)).map(move |i| {
+        let n = PIECE.min(len - i * PIECE) as usize;
+        let mut piece = pattern[..n].to_vec();
+        let stamp = i.to_le_bytes();
+        let at = 16.min(n);
+        piece[..at].copy_from_slice(&[stamp, stamp][..].concat()[..at]);
+        if i == 0 {
+            piece[..9].copy_from_slice(b"%PDF-1.7\n");
+        }
+        Ok(piece)
+    }))
+}
+
+/// A 2 GB document goes up and comes back down through the node with its memory bounded:
+/// the node's peak resident memory grows by less than 64 MiB.
+async fn a_large_document_streams_in_bounded_memory(node: Node) {
+    use futures::StreamExt;
+    seed(&node).await;
+    let me = patient(&node);
+    let len = large_document_bytes();
+    let mut expected = Sha256::new();
+    let mut pieces = Box::pin(generated_document(len));
+    while let Some(p) = pieces.next().await {
+        expected.update(p.unwrap());
+    }
+    let expected = expected.finalize().to_vec();
+    let before = node.peak_rss();
+
+    let r = me
+        .auth(me.client.post(me.url("Binary")))
+        .header("content-type", "application/pdf")
+        .header("content-length", len.to_string())
+        .body(reqwest::Body::wrap_stream(generated_document(len)))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let binary: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{binary}");
+    assert!(
+        binary["meta"]["extension"]
+            .to_string()
+            .contains(&medmesh_crypto_cid(&expected)),
+        "{binary}"
+    );
+    let id = binary["id"].as_str().unwrap();
+
+    let r = me
+        .auth(me.client.get(me.url(&format!("Binary/{id}"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"], len.to_string().as_str());
+    let mut got = Sha256::new();
+    let mut n = 0u64;
+    let mut body = r.bytes_stream();
+    while let Some(piece) = body.next().await {
+        let piece = piece.unwrap();
+        n += piece.len() as u64;
+        got.update(&piece);
+    }
+    assert_eq!(n, len);
+    assert_eq!(got.finalize().to_vec(), expected);
+
+    let grown = node.peak_rss().saturating_sub(before);
+    eprintln!(
+        "a {len}-byte document moved up and down; the node's peak memory grew {} KiB",
+        grown >> 10
+    );
+    assert!(
+        grown < 64 << 20,
+        "moving {len} bytes grew the node's peak memory by {} MiB",
+        grown >> 20
+    );
+}
+
+on_both_databases!(a_large_document_streams_in_bounded_memory);
