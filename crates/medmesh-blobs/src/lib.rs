@@ -1,8 +1,9 @@
 //! The blob store adapter: [`medmesh_store::BlobStore`] over the `object_store` crate, on a
 //! local folder (the default) or an S3-compatible bucket (AWS S3, MinIO, Ceph, moto).
 //!
-//! Uploads stream through `object_store`'s buffered multipart writer with a 5 MiB part size
-//! (S3's minimum) and two parts in flight, so an upload of any size holds about 15 MiB.
+//! Uploads stream through `object_store`'s buffered multipart writer with two parts in
+//! flight: 5 MiB parts on S3 (its minimum part size), so an upload of any size holds about
+//! 15 MiB, and 1 MiB parts in a local folder, which has no minimum.
 
 use std::sync::Arc;
 
@@ -17,8 +18,10 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 
-/// S3 part size, and the writer's buffer.
-const PART_BYTES: usize = 5 * 1024 * 1024;
+/// S3 part size, and the writer's buffer: S3 refuses smaller parts but the last.
+const S3_PART_BYTES: usize = 5 * 1024 * 1024;
+/// Part size in a local folder.
+const LOCAL_PART_BYTES: usize = 1024 * 1024;
 /// Parts uploaded at once.
 const PARTS_IN_FLIGHT: usize = 2;
 
@@ -54,6 +57,7 @@ impl std::fmt::Debug for S3Settings {
 pub struct ObjectBlobStore {
     store: Arc<dyn ObjectStore>,
     kind: &'static str,
+    part_bytes: usize,
 }
 
 fn backend(e: object_store::Error) -> BlobError {
@@ -81,6 +85,7 @@ impl ObjectBlobStore {
         Ok(Self {
             store: Arc::new(store),
             kind: "local",
+            part_bytes: LOCAL_PART_BYTES,
         })
     }
 
@@ -102,6 +107,7 @@ impl ObjectBlobStore {
         Ok(Self {
             store: Arc::new(b.build().map_err(backend)?),
             kind: "s3",
+            part_bytes: S3_PART_BYTES,
         })
     }
 
@@ -138,7 +144,7 @@ impl BlobUpload for Upload {
 #[async_trait]
 impl BlobStore for ObjectBlobStore {
     async fn upload(&self, name: &str) -> Result<Box<dyn BlobUpload>, BlobError> {
-        let writer = BufWriter::with_capacity(self.store.clone(), path(name)?, PART_BYTES)
+        let writer = BufWriter::with_capacity(self.store.clone(), path(name)?, self.part_bytes)
             .with_max_concurrency(PARTS_IN_FLIGHT);
         Ok(Box::new(Upload { writer }))
     }

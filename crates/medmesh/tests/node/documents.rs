@@ -493,8 +493,10 @@ async fn a_large_document_streams_in_bounded_memory(node: Node) {
 
     let grown = node.peak_rss().saturating_sub(before);
     eprintln!(
-        "a {len}-byte document moved up and down; the node's peak memory grew {} KiB",
-        grown >> 10
+        "a {len}-byte document moved up and down; the node's peak memory grew {} KiB (from {} to {} KiB)",
+        grown >> 10,
+        before >> 10,
+        node.peak_rss() >> 10
     );
     assert!(
         grown < 64 << 20,
