@@ -14,7 +14,7 @@ PG = os.environ.get("MEDMESH_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432
 
 
 class Node:
-    def __init__(self, db, listen="127.0.0.1:0", extra_args=()):
+    def __init__(self, db, listen="127.0.0.1:0", extra_args=(), extra_env=None):
         self.dir = tempfile.TemporaryDirectory()
         self.args = ["--data-dir", self.dir.name]
         self.pg_name = None
@@ -24,6 +24,7 @@ class Node:
             self.args += ["--database-url", f"{PG}/{self.pg_name}"]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDMESH_")}
         env["MEDMESH_LOG"] = "warn"
+        env.update(extra_env or {})
         self.env = env
         self.args += list(extra_args)
         self.proc = subprocess.Popen([BIN, "serve", *self.args, "--listen", listen], stdout=subprocess.PIPE, text=True, env=env)

@@ -94,6 +94,9 @@ impl ObjectBlobStore {
     /// # Errors
     /// When the settings are incomplete.
     pub fn s3(settings: &S3Settings) -> Result<Self, BlobError> {
+        // The S3 client's TLS runs on the process's one rustls provider, ring (see
+        // Cargo.toml). Installing it twice is harmless: the second call is refused.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&settings.bucket)
             .with_region(&settings.region)
