@@ -9,6 +9,7 @@
 //! - [`signing`]: users' Ed25519 keys and detached signatures over an upload's digest and
 //!   claims.
 //! - [`stream`]: documents sealed chunk by chunk (STREAM over AES-256-GCM).
+//! - [`sealing`]: end-to-end sealed documents (HPKE-wrapped content keys).
 //! - [`content_id`]: SHA-256 content ids written as CIDv1.
 
 pub mod blind;
@@ -16,6 +17,7 @@ pub mod content_id;
 pub mod envelope;
 pub mod keys;
 pub mod random;
+pub mod sealing;
 pub mod signing;
 pub mod stream;
 
@@ -24,4 +26,6 @@ pub use content_id::{ContentHasher, ContentId};
 pub use envelope::{Envelope, EnvelopeError};
 pub use keys::{DataKey, Kek, KekId, KeyId, WrapError};
 pub use random::{OsRandom, Random};
-pub use signing::{SignatureError, UploadClaims, UploadSignature, UserPublicKey, UserSigningKey};
+pub use signing::{
+    KeyStatement, SignatureError, UploadClaims, UploadSignature, UserPublicKey, UserSigningKey,
+};

@@ -84,6 +84,97 @@ impl UploadClaims {
     }
 }
 
+/// A key directory entry: "this public key, of this kind, is this owner's", signed by the
+/// owner's Ed25519 signing key (a signing key signs its own entry, which proves possession).
+/// The signed text is line-based like the upload claims:
+///
+/// ```text
+/// medmesh-key v1
+/// owner <reference>
+/// kind <signing|sealing|recovery>
+/// key <base64 public key>
+/// time <FHIR instant>
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStatement {
+    /// Whose key: `Patient/x`, `Practitioner/y`.
+    pub owner: String,
+    /// `signing` (Ed25519), `sealing` or `recovery` (X25519).
+    pub kind: String,
+    /// The public key, base64.
+    pub key: String,
+    /// When it was made (FHIR instant).
+    pub time: String,
+}
+
+impl KeyStatement {
+    /// The exact bytes that are signed.
+    ///
+    /// # Errors
+    /// [`SignatureError::BadClaim`] for an empty field or one with a line break.
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, SignatureError> {
+        let fields: [(&'static str, &str); 4] = [
+            ("owner", &self.owner),
+            ("kind", &self.kind),
+            ("key", &self.key),
+            ("time", &self.time),
+        ];
+        let mut out = String::from("medmesh-key v1\n");
+        for (name, value) in fields {
+            if value.is_empty() || value.contains(['\n', '\r']) {
+                return Err(SignatureError::BadClaim(name));
+            }
+            out.push_str(name);
+            out.push(' ');
+            out.push_str(value);
+            out.push('\n');
+        }
+        Ok(out.into_bytes())
+    }
+}
+
+impl UploadClaims {
+    /// Parses the signed text back into claims (offline verification reads it from a
+    /// Provenance). Only text that [`Self::signed_bytes`] would produce is accepted.
+    ///
+    /// # Errors
+    /// [`SignatureError::Malformed`].
+    pub fn parse(text: &[u8]) -> Result<Self, SignatureError> {
+        let text = std::str::from_utf8(text).map_err(|_| SignatureError::Malformed)?;
+        let mut lines = text
+            .strip_suffix('\n')
+            .ok_or(SignatureError::Malformed)?
+            .split('\n');
+        if lines.next() != Some("medmesh-upload v1") {
+            return Err(SignatureError::Malformed);
+        }
+        let mut field = |name: &str| -> Result<String, SignatureError> {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix(name))
+                .and_then(|l| l.strip_prefix(' '))
+                .map(str::to_string)
+                .ok_or(SignatureError::Malformed)
+        };
+        let sha256: [u8; 32] = hex::decode(field("sha256")?)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or(SignatureError::Malformed)?;
+        let claims = Self {
+            sha256,
+            author: field("author")?,
+            patient: field("patient")?,
+            time: field("time")?,
+            device: field("device")?,
+            doc_type: field("type")?,
+        };
+        if lines.next().is_some() || claims.signed_bytes()? != text.as_bytes() {
+            return Err(SignatureError::Malformed);
+        }
+        Ok(claims)
+    }
+}
+
 /// A user's Ed25519 signing key. Zeroed on drop; Debug shows only the public key.
 pub struct UserSigningKey {
     secret: Zeroizing<[u8; 32]>,
@@ -118,6 +209,16 @@ impl UserSigningKey {
     /// The public half.
     pub fn public(&self) -> UserPublicKey {
         UserPublicKey(self.key.verifying_key())
+    }
+
+    /// Signs a key directory entry.
+    ///
+    /// # Errors
+    /// [`SignatureError::BadClaim`] when the statement cannot be put in the signed text.
+    pub fn sign_statement(&self, st: &KeyStatement) -> Result<UploadSignature, SignatureError> {
+        Ok(UploadSignature(
+            self.key.sign(&st.signed_bytes()?).to_bytes(),
+        ))
     }
 
     /// Signs an upload's claims.
@@ -180,7 +281,23 @@ impl UserPublicKey {
     }
 }
 
-/// A detached Ed25519 signature over an upload's claims.
+impl UserPublicKey {
+    /// Verifies a key directory entry's signature.
+    ///
+    /// # Errors
+    /// [`SignatureError::Invalid`] when it does not verify.
+    pub fn verify_statement(
+        &self,
+        st: &KeyStatement,
+        signature: &UploadSignature,
+    ) -> Result<(), SignatureError> {
+        self.0
+            .verify_strict(&st.signed_bytes()?, &Signature::from_bytes(&signature.0))
+            .map_err(|_| SignatureError::Invalid)
+    }
+}
+
+/// A detached Ed25519 signature over an upload's claims or a key statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploadSignature(pub [u8; 64]);
 
@@ -251,6 +368,43 @@ mod tests {
         let pk = UserPublicKey::from_base64(&key.public().to_base64()).unwrap();
         pk.verify(&c, &back).unwrap();
         assert!(!format!("{key:?}").contains(&hex::encode(key.expose_secret())));
+    }
+
+    #[test]
+    fn signed_text_parses_back_and_nothing_else_does() {
+        let c = claims(b"x", "Patient/p1");
+        let text = c.signed_bytes().unwrap();
+        assert_eq!(UploadClaims::parse(&text).unwrap(), c);
+        let mut extra = text.clone();
+        extra.extend_from_slice(b"more stuff\n");
+        assert_eq!(UploadClaims::parse(&extra), Err(SignatureError::Malformed));
+        assert_eq!(
+            UploadClaims::parse(b"medmesh-upload v1\n"),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn key_statements_bind_owner_kind_and_key() {
+        let key = UserSigningKey::from_secret([3; 32]);
+        let st = KeyStatement {
+            owner: "Patient/p1".into(),
+            kind: "sealing".into(),
+            key: "AAAA".into(),
+            time: "2026-11-25T10:00:00Z".into(),
+        };
+        let sig = key.sign_statement(&st).unwrap();
+        key.public().verify_statement(&st, &sig).unwrap();
+        let moved = KeyStatement {
+            owner: "Patient/p2".into(),
+            ..st.clone()
+        };
+        assert_eq!(
+            key.public().verify_statement(&moved, &sig),
+            Err(SignatureError::Invalid)
+        );
+        // A statement signature is no upload signature: the texts differ in their first line.
+        assert!(!st.signed_bytes().unwrap().starts_with(b"medmesh-upload"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod blind;
 pub mod bundle;
 mod confine;
 pub mod context;
+pub mod directory;
 pub mod error;
 pub mod everything;
 pub mod export;

@@ -3,6 +3,10 @@
 //! the vault accepts and against what the client claimed. A file that claims to be a PDF
 //! but is an executable is refused, whatever its name or header says.
 
+/// The type of an end-to-end sealed document: ciphertext the node cannot read, recognised
+/// by the sealed-stream header (`mmb\x01`).
+pub const SEALED_TYPE: &str = "application/vnd.medmesh.sealed";
+
 /// Bytes looked at; every signature checked lies within them.
 pub const SNIFF_BYTES: usize = 8 * 1024;
 
@@ -33,7 +37,11 @@ const TEXT_TYPES: &[&str] = &[
 
 /// Every type the vault accepts.
 pub fn allowed_types() -> impl Iterator<Item = &'static str> {
-    BINARY_TYPES.iter().chain(TEXT_TYPES).copied()
+    BINARY_TYPES
+        .iter()
+        .chain(TEXT_TYPES)
+        .copied()
+        .chain([SEALED_TYPE])
 }
 
 /// Why content was refused; the message is safe to return (it names types, not content).
@@ -88,6 +96,16 @@ pub fn sniff(head: &[u8], claimed: Option<&str>) -> Result<String, SniffError> {
     let claimed = claimed
         .map(essence)
         .filter(|c| !c.is_empty() && c != "application/octet-stream");
+    if claimed.as_deref() == Some(SEALED_TYPE) {
+        return if head.starts_with(&medmesh_crypto::stream::MAGIC) {
+            Ok(SEALED_TYPE.to_string())
+        } else {
+            Err(SniffError::Mismatch {
+                claimed: SEALED_TYPE.into(),
+                found: "data without the sealed-document header".into(),
+            })
+        };
+    }
     let found = signature_type(head);
     match (found, claimed) {
         (Some(f), Some(c)) if f == c || (f == "image/heif" && c == "image/heic") => Ok(c),

@@ -38,6 +38,12 @@ pub const EXT_SIZE: &str = "https://medmesh.dev/fhir/StructureDefinition/content
 pub const EXT_TITLE: &str = "https://medmesh.dev/fhir/StructureDefinition/document-title";
 /// `Provenance` extension: the exact signed claims text (base64).
 pub const EXT_SIGNED_CLAIMS: &str = "https://medmesh.dev/fhir/StructureDefinition/signed-claims";
+/// `Binary.meta` extension of a sealed document: its document key id (hex), from the sealed
+/// header, which HPKE binds every wrapped key to. Public, like the header itself.
+pub const EXT_SEALED_ID: &str = "https://medmesh.dev/fhir/StructureDefinition/sealed-document-id";
+/// `Provenance.signature` extension: the signer's Ed25519 public key (base64), for offline
+/// verification.
+pub const EXT_SIGNING_KEY: &str = "https://medmesh.dev/fhir/StructureDefinition/signing-key";
 /// `Provenance.signature.sigFormat` of an upload signature.
 pub const SIG_FORMAT: &str = "application/vnd.medmesh.upload-v1+ed25519";
 
@@ -63,6 +69,9 @@ pub struct NewDocument {
     pub doc_type: Option<String>,
     /// A detached signature over the content and these claims.
     pub signature: Option<SignedClaims>,
+    /// For an end-to-end sealed document: its content key wrapped for each recipient key,
+    /// as `(recipient key id, base64(enc).base64(ciphertext))`. Empty for an ordinary one.
+    pub sealed_keys: Vec<(String, String)>,
 }
 
 /// The signature part of an upload: the signature and the claims the client signed,
@@ -77,6 +86,22 @@ pub struct SignedClaims {
     pub time: String,
     /// The device or software.
     pub device: String,
+}
+
+/// What the streamed upload produced.
+struct Stored {
+    cid: ContentId,
+    size: u64,
+    content_type: String,
+    deduplicated: bool,
+    sealed_id: Option<String>,
+}
+
+/// A signature that verified against a registered key.
+struct VerifiedUpload {
+    claims: UploadClaims,
+    signature: String,
+    public_key: String,
 }
 
 /// A stored document.
@@ -163,7 +188,21 @@ fn blob_facts(binary: &Value) -> Result<(ContentId, u64, String), RecordError> {
     Ok((cid, size, ct))
 }
 
-fn patient_of(binary: &Value) -> Option<String> {
+/// A sealed document's key id (hex), as recorded on its Binary.
+pub(crate) fn sealed_id_of(binary: &Value) -> Option<String> {
+    meta_ext(binary, EXT_SEALED_ID)
+        .and_then(|e| e.get("valueString"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Whether a Binary holds an end-to-end sealed document.
+pub(crate) fn is_sealed(binary: &Value) -> bool {
+    binary.get("contentType").and_then(Value::as_str) == Some(crate::sniff::SEALED_TYPE)
+}
+
+/// The patient id a Binary belongs to.
+pub(crate) fn patient_of(binary: &Value) -> Option<String> {
     binary
         .pointer("/securityContext/reference")
         .and_then(Value::as_str)
@@ -172,7 +211,7 @@ fn patient_of(binary: &Value) -> Option<String> {
 }
 
 /// Who an actor is, as an author reference.
-fn author_of(ctx: &RequestContext) -> String {
+pub(crate) fn author_of(ctx: &RequestContext) -> String {
     if let Some(c) = &ctx.actor.clinician {
         return c.practitioner.clone();
     }
@@ -274,10 +313,25 @@ impl RecordService {
             ));
         }
         self.document_grant(ctx, &doc.patient).await?;
+        let sealed_for = if doc.sealed_keys.is_empty() {
+            Vec::new()
+        } else {
+            self.check_new_sealed_keys(ctx, &doc.sealed_keys).await?
+        };
+        let claimed_sealed = doc
+            .content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with(crate::sniff::SEALED_TYPE));
+        if claimed_sealed == sealed_for.is_empty() {
+            return Err(RecordError::invalid(
+                IssueType::Required,
+                "a sealed document (application/vnd.medmesh.sealed) comes with its wrapped keys, and only it does",
+            ));
+        }
         let staging = format!("staging/{}", self.ids.new_id());
         let mut upload = blobs.upload(&staging).await?;
         let streamed = self.stream_into(&mut *upload, &doc, body).await;
-        let (cid, size, content_type) = match streamed {
+        let (cid, size, content_type, sealed_id) = match streamed {
             Ok(done) => done,
             Err(e) => {
                 upload.abort().await;
@@ -285,7 +339,7 @@ impl RecordService {
             }
         };
         upload.finish().await?;
-        let verified = match self.check_signature(ctx, &doc, &cid) {
+        let verified = match self.check_signature(ctx, &doc, &cid).await {
             Ok(v) => v,
             Err(e) => {
                 blobs.delete(&staging).await?;
@@ -299,8 +353,20 @@ impl RecordService {
         } else {
             blobs.rename(&staging, &name).await?;
         }
-        self.record_document(ctx, doc, cid, size, content_type, deduplicated, verified)
-            .await
+        self.record_document(
+            ctx,
+            doc,
+            Stored {
+                cid,
+                size,
+                content_type,
+                deduplicated,
+                sealed_id,
+            },
+            verified,
+            sealed_for,
+        )
+        .await
     }
 
     /// Streams the body into `upload`, sealed, returning its content id, size and type.
@@ -309,7 +375,7 @@ impl RecordService {
         upload: &mut dyn medmesh_store::BlobUpload,
         doc: &NewDocument,
         mut body: S,
-    ) -> Result<(ContentId, u64, String), RecordError>
+    ) -> Result<(ContentId, u64, String, Option<String>), RecordError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
@@ -379,23 +445,41 @@ impl RecordService {
             upload.write(Bytes::from(out)).await?;
         }
         let size = hasher.len();
-        Ok((hasher.finish(), size, content_type))
+        let sealed_id = if content_type == crate::sniff::SEALED_TYPE {
+            let id = key_id_of(&head).map_err(|_| {
+                RecordError::UnsupportedMedia("the sealed document is cut short".into())
+            })?;
+            Some(hex::encode(id.0))
+        } else {
+            None
+        };
+        Ok((hasher.finish(), size, content_type, sealed_id))
     }
 
     /// Checks an upload's signature against the uploader's registered key; returns the
     /// claims and the signature to keep in the Provenance.
-    fn check_signature(
+    async fn check_signature(
         &self,
         ctx: &RequestContext,
         doc: &NewDocument,
         cid: &ContentId,
-    ) -> Result<Option<(UploadClaims, String)>, RecordError> {
+    ) -> Result<Option<VerifiedUpload>, RecordError> {
         let Some(s) = &doc.signature else {
             return Ok(None);
         };
         let bad = |m: &str| RecordError::BadSignature(m.to_string());
         let key = UserPublicKey::from_base64(&s.public_key)
             .map_err(|_| bad("the public key is malformed"))?;
+        // The key must be one the author published in the directory, and not revoked.
+        let registered = self
+            .store
+            .user_key(&crate::directory::key_id("signing", &s.public_key))
+            .await?;
+        if !registered.is_some_and(|k| k.revoked_micros.is_none() && k.owner == author_of(ctx)) {
+            return Err(bad(
+                "the signing key is not one of your registered, live signing keys",
+            ));
+        }
         let signature = UploadSignature::from_base64(&s.signature)
             .map_err(|_| bad("the signature is malformed"))?;
         let claims = UploadClaims {
@@ -409,26 +493,34 @@ impl RecordService {
         key.verify(&claims, &signature).map_err(|_| {
             bad("the signature does not verify for this content, author, patient, time, device and type")
         })?;
-        Ok(Some((claims, s.signature.clone())))
+        Ok(Some(VerifiedUpload {
+            claims,
+            signature: s.signature.trim().to_string(),
+            public_key: key.to_base64(),
+        }))
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn record_document(
         &self,
         ctx: &RequestContext,
         doc: NewDocument,
-        cid: ContentId,
-        size: u64,
-        content_type: String,
-        deduplicated: bool,
-        signed: Option<(UploadClaims, String)>,
+        stored: Stored,
+        signed: Option<VerifiedUpload>,
+        sealed_for: Vec<(medmesh_store::UserKey, String)>,
     ) -> Result<StoredDocument, RecordError> {
+        let Stored {
+            cid,
+            size,
+            content_type,
+            deduplicated,
+            sealed_id,
+        } = stored;
         let patient_ref = format!("Patient/{}", doc.patient);
         let now = medmesh_fhir::datetime::format_instant(self.now());
         let title = doc.title.clone().unwrap_or_else(|| "document".into());
         let binary_id = self.ids.new_id();
         let docref_id = self.ids.new_id();
-        let binary = json!({
+        let mut binary = json!({
             "resourceType": "Binary",
             "meta": {"extension": [
                 {"url": EXT_CONTENT_ID, "valueString": cid.to_string()},
@@ -438,6 +530,9 @@ impl RecordService {
             "contentType": content_type,
             "securityContext": {"reference": patient_ref},
         });
+        if let (Some(id), Some(ext)) = (&sealed_id, binary["meta"]["extension"].as_array_mut()) {
+            ext.push(json!({"url": EXT_SEALED_ID, "valueString": id}));
+        }
         let mut attachment = json!({
             "contentType": content_type,
             "url": format!("Binary/{binary_id}"),
@@ -469,7 +564,15 @@ impl RecordService {
             ("DocumentReference", docref_id.clone(), docref),
         ];
         let provenance_id = signed.as_ref().map(|_| self.ids.new_id());
-        if let (Some((claims, signature)), Some(pid)) = (&signed, &provenance_id) {
+        if let (
+            Some(VerifiedUpload {
+                claims,
+                signature,
+                public_key,
+            }),
+            Some(pid),
+        ) = (&signed, &provenance_id)
+        {
             let text = claims
                 .signed_bytes()
                 .map_err(|e| RecordError::BadSignature(e.to_string()))?;
@@ -501,6 +604,7 @@ impl RecordService {
                         "targetFormat": "text/plain",
                         "sigFormat": SIG_FORMAT,
                         "data": signature,
+                        "extension": [{"url": EXT_SIGNING_KEY, "valueBase64Binary": public_key}],
                     }],
                 }),
             ));
@@ -519,6 +623,18 @@ impl RecordService {
             if rt == "Binary" {
                 stored_binary = out.resource.unwrap_or(Value::Null);
             }
+        }
+        let me = author_of(ctx);
+        for (key, wrapped) in sealed_for {
+            tx.put_sealed_key(&medmesh_store::SealedKey {
+                document_id: binary_id.clone(),
+                recipient_key_id: key.key_id,
+                recipient: key.owner,
+                wrapped,
+                added_by: me.clone(),
+                added_micros: self.now(),
+            })
+            .await?;
         }
         tx.commit().await?;
         Ok(StoredDocument {

@@ -68,6 +68,24 @@ fn signature_from(headers: &HeaderMap) -> Result<Option<SignedClaims>, ApiError>
     }))
 }
 
+/// Wrapped keys of a sealed upload: `key-id:wrapped` items separated by commas or white
+/// space (`X-Medmesh-Sealed-Keys`, or the form's `sealed_keys` field).
+fn sealed_keys_from(text: Option<String>) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.split_once(':')
+                .map(|(k, w)| (k.to_string(), w.to_string()))
+                .ok_or_else(|| {
+                    ApiError::bad_request("sealed keys are key-id:wrapped items, comma-separated")
+                })
+        })
+        .collect()
+}
+
 /// Whether the client asked for the resource (JSON) rather than the bytes.
 pub fn wants_resource(headers: &HeaderMap) -> bool {
     headers
@@ -117,6 +135,7 @@ pub async fn binary_upload(
         title: header_text(&headers, "x-medmesh-title"),
         doc_type: header_text(&headers, "x-medmesh-document-type"),
         signature: signature_from(&headers)?,
+        sealed_keys: sealed_keys_from(header_text(&headers, "x-medmesh-sealed-keys"))?,
     };
     let body = req.into_body().into_data_stream();
     let stored = state.records.upload_document(ctx, doc, body).await?;
@@ -124,8 +143,8 @@ pub async fn binary_upload(
 }
 
 /// `POST /api/documents` (multipart/form-data): fields `patient`, `title`, `type`
-/// (`system|code`), optionally `signature`, `signing_key`, `signed_at`, `device`, and last
-/// the `file`. Answers 201 with the Binary and DocumentReference ids.
+/// (`system|code`), optionally `signature`, `signing_key`, `signed_at`, `device`, and for a
+/// sealed document `sealed_keys`, and last the `file`. Answers 201 with the Binary and DocumentReference ids.
 pub async fn documents_post(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
@@ -176,6 +195,7 @@ pub async fn documents_post(
             title: get("title").or_else(|| field.file_name().map(str::to_string)),
             doc_type: get("type"),
             signature,
+            sealed_keys: sealed_keys_from(get("sealed_keys"))?,
         };
         let stored = state.records.upload_document(&ctx, doc, field).await?;
         let mut r = axum::Json(json!({

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod auth;
 pub mod capability;
+pub mod directory;
 pub mod documents;
 pub mod external;
 pub mod files;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::request::Parts;
 use axum::http::{HeaderName, Request, header};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use medmesh_identity::IdentityService;
 use medmesh_records::export::ExportFiles;
 use medmesh_records::{AuditLogService, RecordService};
@@ -264,6 +265,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/documents/{id}/link", get(documents::document_link))
         .route("/api/blobs/{ticket}", get(documents::blob_get))
+        .route(
+            "/api/keys",
+            post(directory::register_key).get(directory::list_keys),
+        )
+        .route("/api/keys/{key}", delete(directory::revoke_key))
+        .route(
+            "/api/sealed/{binary}/keys",
+            get(directory::my_sealed_keys).post(directory::share_sealed),
+        )
+        .route(
+            "/api/sealed/{binary}/keys/{recipient}",
+            delete(directory::revoke_sealed),
+        )
         .route("/fhir/", post(handlers::root_post))
         .nest("/fhir", fhir)
         .with_state(state)

@@ -5,6 +5,7 @@
 //! backend has its own migrations under `migrations/`.
 
 pub mod audit_log;
+mod directory;
 pub mod exec;
 pub mod identity;
 pub mod keys;

@@ -9,8 +9,8 @@ use medmesh_fhir::search::{Include, SearchQuery};
 use medmesh_policy::access::Edge;
 use medmesh_store::{
     ExportJob, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Notification, PageRequest,
-    RecordStore, RecordTx, SearchPage, StoreError, StoredBody, StoredVersion, VersionHead,
-    WrappedKeyRecord,
+    RecordStore, RecordTx, SealedKey, SearchPage, StoreError, StoredBody, StoredVersion, UserKey,
+    VersionHead, WrappedKeyRecord,
 };
 
 use crate::exec::Exec;
@@ -613,6 +613,21 @@ impl<B: Backend> RecordStore for SqlStore<B> {
             .collect()
     }
 
+    async fn user_keys(&self, owner: &str) -> Result<Vec<UserKey>, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::directory::user_keys(&mut conn, self.dialect(), owner).await
+    }
+
+    async fn user_key(&self, key_id: &str) -> Result<Option<UserKey>, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::directory::user_key_by_id(&mut conn, self.dialect(), key_id).await
+    }
+
+    async fn sealed_keys(&self, document_id: &str) -> Result<Vec<SealedKey>, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::directory::sealed_keys(&mut conn, self.dialect(), document_id).await
+    }
+
     async fn consent_rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
         let rows = self
             .backend
@@ -1063,6 +1078,37 @@ impl<B: Backend> RecordTx for SqlTx<B> {
 
     async fn notify(&mut self, notification: &Notification) -> Result<(), StoreError> {
         crate::policy::insert_notification(&mut self.tx, self.dialect, notification).await
+    }
+
+    async fn put_user_key(&mut self, key: &UserKey) -> Result<(), StoreError> {
+        crate::directory::put_user_key(&mut self.tx, self.dialect, key).await
+    }
+
+    async fn revoke_user_key(
+        &mut self,
+        owner: &str,
+        key_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        crate::directory::revoke_user_key(&mut self.tx, self.dialect, owner, key_id, now).await
+    }
+
+    async fn put_sealed_key(&mut self, key: &SealedKey) -> Result<(), StoreError> {
+        crate::directory::put_sealed_key(&mut self.tx, self.dialect, key).await
+    }
+
+    async fn delete_sealed_key(
+        &mut self,
+        document_id: &str,
+        recipient_key_id: &str,
+    ) -> Result<bool, StoreError> {
+        crate::directory::delete_sealed_key(
+            &mut self.tx,
+            self.dialect,
+            document_id,
+            recipient_key_id,
+        )
+        .await
     }
 
     async fn rewrite_body(&mut self, seq: i64, body: Vec<u8>) -> Result<(), StoreError> {

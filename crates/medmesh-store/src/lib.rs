@@ -6,11 +6,13 @@
 
 pub mod audit_log;
 pub mod blobs;
+pub mod directory;
 pub mod identity;
 pub mod keys;
 
 pub use audit_log::{AuditLogStore, LogHead, LogKeyRecord, LoggedEntry, StoredCheckpoint};
 pub use blobs::{BlobError, BlobStore, BlobStream, BlobUpload};
+pub use directory::{SealedKey, UserKey};
 pub use keys::{KekError, KekProvider, KeyState, KeyStore, StoredBody, WrappedKeyRecord};
 
 pub use identity::{
@@ -267,6 +269,12 @@ pub trait RecordStore: Send + Sync + 'static {
     -> Result<Vec<StoredBody>, StoreError>;
     /// Every stored consent row, as `(source, patient, body)`.
     async fn consent_rows(&self) -> Result<Vec<(String, String, String)>, StoreError>;
+    /// An owner's keys in the directory, revoked ones included, oldest first.
+    async fn user_keys(&self, owner: &str) -> Result<Vec<UserKey>, StoreError>;
+    /// A directory key by id.
+    async fn user_key(&self, key_id: &str) -> Result<Option<UserKey>, StoreError>;
+    /// The wrapped content keys of a sealed document.
+    async fn sealed_keys(&self, document_id: &str) -> Result<Vec<SealedKey>, StoreError>;
 }
 
 /// A notification to a patient.
@@ -321,6 +329,23 @@ pub trait RecordTx: Send {
     ) -> Result<(), StoreError>;
     /// Queues a notification in this transaction.
     async fn notify(&mut self, notification: &Notification) -> Result<(), StoreError>;
+    /// Publishes a key in the directory (a key already there is left as it is).
+    async fn put_user_key(&mut self, key: &UserKey) -> Result<(), StoreError>;
+    /// Revokes a directory key of `owner`. Returns false when the owner has no such live key.
+    async fn revoke_user_key(
+        &mut self,
+        owner: &str,
+        key_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Adds (or replaces) a sealed document's wrapped key for one recipient key.
+    async fn put_sealed_key(&mut self, key: &SealedKey) -> Result<(), StoreError>;
+    /// Removes a sealed document's wrapped key. Returns whether there was one.
+    async fn delete_sealed_key(
+        &mut self,
+        document_id: &str,
+        recipient_key_id: &str,
+    ) -> Result<bool, StoreError>;
     /// Replaces the body of stored row `seq` (re-encryption; the content is unchanged).
     async fn rewrite_body(&mut self, seq: i64, body: Vec<u8>) -> Result<(), StoreError>;
     /// Replaces a resource's index rows if `version` is still its current version (a newer

@@ -34,6 +34,7 @@ macro_rules! outln {
     }};
 }
 
+mod doc;
 mod keys;
 
 /// mimalloc: FHIR processing allocates many small JSON values, and glibc's allocator spent a
@@ -96,10 +97,155 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Documents from your own device: signed uploads and end-to-end sealed documents, against
+    /// a running node (your private keys stay in your key file).
+    Doc {
+        #[command(subcommand)]
+        command: DocCommand,
+    },
+    /// Verify a downloaded document against its Provenance, offline: its SHA-256, and the
+    /// Ed25519 signature over the digest, author, patient, time, device and type. Exits 0
+    /// when it verifies, 1 when it does not.
+    Verify {
+        /// The document's bytes (for a sealed document, the sealed bytes as stored).
+        file: PathBuf,
+        /// The Provenance resource (JSON) that carries the signature.
+        #[arg(long)]
+        provenance: PathBuf,
+        /// Expect this signing key (base64), instead of the one the Provenance names.
+        #[arg(long)]
+        key: Option<String>,
+    },
     /// Encryption keys: status, KEK rotation, full re-encryption.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+/// Where a `doc` command finds the node, and who it is there.
+#[derive(clap::Args, Clone)]
+struct NodeArgs {
+    /// The node's address (`http://127.0.0.1:8080`).
+    #[arg(long, env = "MEDMESH_NODE", default_value = "http://127.0.0.1:8080")]
+    node: String,
+    /// A bearer token for the node (better in MEDMESH_TOKEN than on the command line).
+    #[arg(long, env = "MEDMESH_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+/// What a `doc` upload says about the document.
+#[derive(clap::Args, Clone)]
+struct UploadArgs {
+    /// Whose document (a Patient id).
+    #[arg(long)]
+    patient: String,
+    /// A title (the node can read it; leave it out for a sealed document you want untitled).
+    #[arg(long)]
+    title: Option<String>,
+    /// The document type, `system|code` (default LOINC 34133-9, summary of episode note).
+    #[arg(long = "type")]
+    doc_type: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DocCommand {
+    /// Make a key file: an Ed25519 signing key and an X25519 sealing key (mode 0600), and
+    /// with --recovery-file a recovery key in a file of its own, to keep offline.
+    Keygen {
+        /// The key file to create.
+        #[arg(long, env = "MEDMESH_KEY_FILE")]
+        key_file: PathBuf,
+        /// Whose keys: Patient/<id> or Practitioner/<id>.
+        #[arg(long)]
+        owner: String,
+        /// Also make a recovery key in this file.
+        #[arg(long)]
+        recovery_file: Option<PathBuf>,
+    },
+    /// Publish your public keys in the node's directory, each in a statement signed by your
+    /// signing key.
+    Register {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Your key file.
+        #[arg(long, env = "MEDMESH_KEY_FILE")]
+        key_file: PathBuf,
+        /// Also publish this recovery key (the file can go offline afterwards).
+        #[arg(long)]
+        recovery_file: Option<PathBuf>,
+    },
+    /// Upload a document signed by you (not sealed: the node can read it).
+    Upload {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long, env = "MEDMESH_KEY_FILE")]
+        key_file: PathBuf,
+        #[command(flatten)]
+        meta: UploadArgs,
+        /// Its content type (default: the node recognises it).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Seal a document for yourself, the patient and each --to, sign it and upload it. The
+    /// node stores ciphertext it cannot open. Prints the Binary id.
+    Seal {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long, env = "MEDMESH_KEY_FILE")]
+        key_file: PathBuf,
+        #[command(flatten)]
+        meta: UploadArgs,
+        /// Also seal for this owner (`Practitioner/gp`); repeatable.
+        #[arg(long)]
+        to: Vec<String>,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Share a sealed document with another owner's sealing keys (you must hold a key).
+    Share {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long, env = "MEDMESH_KEY_FILE")]
+        key_file: PathBuf,
+        /// The sealed document's Binary id.
+        binary: String,
+        /// Who gets it (`Practitioner/gp`).
+        #[arg(long)]
+        to: String,
+    },
+    /// Revoke an owner's keys from a sealed document (the patient, or whoever shared).
+    Revoke {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The sealed document's Binary id.
+        binary: String,
+        /// Whose keys to remove (`Practitioner/gp`).
+        #[arg(long)]
+        from: String,
+    },
+    /// Download and open a sealed document; the output appears only once it authenticates.
+    Open {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Your key file, or a recovery-key file.
+        #[arg(long, env = "MEDMESH_KEY_FILE")]
+        key_file: PathBuf,
+        /// The sealed document's Binary id.
+        binary: String,
+        /// Where to write it (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Download a document and its Provenance and verify the signature, and that the key is
+    /// the author's in the directory. Exits 1 when it does not verify.
+    Verify {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The Binary id.
+        binary: String,
     },
 }
 
@@ -702,8 +848,114 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Runs a `doc` command.
+async fn run_doc(command: DocCommand) -> anyhow::Result<bool> {
+    let client = |n: &NodeArgs| doc::NodeClient::new(&n.node, &n.token);
+    let meta = |m: UploadArgs, content_type: Option<String>| doc::UploadMeta {
+        patient: m.patient,
+        title: m.title,
+        doc_type: m.doc_type,
+        content_type,
+    };
+    match command {
+        DocCommand::Keygen {
+            key_file,
+            owner,
+            recovery_file,
+        } => doc::keygen(&key_file, &owner, recovery_file.as_deref())?,
+        DocCommand::Register {
+            node,
+            key_file,
+            recovery_file,
+        } => {
+            let recovery = recovery_file
+                .as_deref()
+                .map(doc::KeyFile::read)
+                .transpose()?;
+            doc::register(
+                &client(&node)?,
+                &doc::KeyFile::read(&key_file)?,
+                recovery.as_ref(),
+            )
+            .await?;
+        }
+        DocCommand::Upload {
+            node,
+            key_file,
+            meta: m,
+            content_type,
+            file,
+        } => {
+            doc::upload(
+                &client(&node)?,
+                &doc::KeyFile::read(&key_file)?,
+                &file,
+                &meta(m, content_type),
+            )
+            .await?;
+        }
+        DocCommand::Seal {
+            node,
+            key_file,
+            meta: m,
+            to,
+            file,
+        } => {
+            doc::seal(
+                &client(&node)?,
+                &doc::KeyFile::read(&key_file)?,
+                &file,
+                &meta(m, None),
+                &to,
+            )
+            .await?;
+        }
+        DocCommand::Share {
+            node,
+            key_file,
+            binary,
+            to,
+        } => {
+            doc::share(
+                &client(&node)?,
+                &doc::KeyFile::read(&key_file)?,
+                &binary,
+                &to,
+            )
+            .await?
+        }
+        DocCommand::Revoke { node, binary, from } => {
+            return doc::revoke(&client(&node)?, &binary, &from).await;
+        }
+        DocCommand::Open {
+            node,
+            key_file,
+            binary,
+            out,
+        } => {
+            doc::open(
+                &client(&node)?,
+                &doc::KeyFile::read(&key_file)?,
+                &binary,
+                &out,
+            )
+            .await?
+        }
+        DocCommand::Verify { node, binary } => {
+            return doc::verify_remote(&client(&node)?, &binary).await;
+        }
+    }
+    Ok(true)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
+        Command::Doc { command } => run_doc(command).await,
+        Command::Verify {
+            file,
+            provenance,
+            key,
+        } => doc::verify_file(&file, &provenance, key.as_deref()).await,
         Command::Serve { store, listen } => {
             let cfg = load_config(&store, listen)?;
             init_logging(&cfg.log);

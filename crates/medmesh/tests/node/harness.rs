@@ -315,6 +315,39 @@ impl Node {
             .expect("run medmesh")
     }
 
+    /// Runs `medmesh doc ...` against this node with `token` (in MEDMESH_TOKEN, as a user
+    /// would), from `cwd`.
+    pub fn doc(&self, token: &str, cwd: &std::path::Path, args: &[&str]) -> Output {
+        self.command()
+            .current_dir(cwd)
+            .env("MEDMESH_TOKEN", token)
+            .env("MEDMESH_NODE", &self.base)
+            .arg("doc")
+            .args(args)
+            .output()
+            .expect("run medmesh doc")
+    }
+
+    /// Every data key row, as `(key id, owner, wrapped bytes)`, read behind the node's back.
+    pub async fn data_key_rows(&self) -> Vec<(String, String, Vec<u8>)> {
+        use sqlx::Connection;
+        let sql = "SELECT key_id, owner, wrapped FROM data_keys";
+        match &self.db_url {
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+                sqlx::query_as(sql).fetch_all(&mut c).await.expect("sql")
+            }
+            None => {
+                let path = self.data_dir.path().join("medmesh.db");
+                let mut c =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .expect("connect");
+                sqlx::query_as(sql).fetch_all(&mut c).await.expect("sql")
+            }
+        }
+    }
+
     /// Runs a CLI command with `input` on stdin.
     pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;

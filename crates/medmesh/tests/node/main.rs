@@ -17,4 +17,5 @@ mod export;
 mod identity;
 mod interactions;
 mod patient_scopes;
+mod sealed;
 mod search;

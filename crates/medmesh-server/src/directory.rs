@@ -1,0 +1,158 @@
+//! The key directory and sealed documents' keys over HTTP:
+//!
+//! - `POST /api/keys` publishes one of the caller's public keys (a signed statement);
+//! - `GET /api/keys?owner=Practitioner/gp` lists an owner's entries, for clients to verify;
+//! - `DELETE /api/keys/{key id}` revokes one of the caller's keys;
+//! - `GET /api/sealed/{binary}/keys` gives the caller's wrapped keys of a sealed document;
+//! - `POST /api/sealed/{binary}/keys` shares it with another recipient key;
+//! - `DELETE /api/sealed/{binary}/keys/{recipient key id}` revokes a share.
+//!
+//! Handlers extract, call the record service (which asks the PDP and audits), and render.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use medmesh_records::directory::NewKey;
+use medmesh_store::{SealedKey, UserKey};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::Authenticated;
+use crate::response::ApiError;
+
+fn key_json(k: &UserKey) -> Value {
+    json!({
+        "keyId": k.key_id,
+        "owner": k.owner,
+        "kind": k.kind,
+        "publicKey": k.public_key,
+        "time": k.statement_time,
+        "signature": k.signature,
+        "revoked": k.revoked_micros.is_some(),
+    })
+}
+
+fn sealed_json(k: &SealedKey) -> Value {
+    json!({
+        "recipientKeyId": k.recipient_key_id,
+        "recipient": k.recipient,
+        "wrapped": k.wrapped,
+        "addedBy": k.added_by,
+    })
+}
+
+/// Body of `POST /api/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRequest {
+    kind: String,
+    public_key: String,
+    time: String,
+    signature: String,
+}
+
+/// `POST /api/keys`.
+pub async fn register_key(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    body: Result<axum::Json<KeyRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let axum::Json(req) =
+        body.map_err(|_| ApiError::bad_request("expected JSON: kind, publicKey, time, signature"))?;
+    let key = state
+        .records
+        .register_key(
+            &ctx,
+            NewKey {
+                kind: req.kind,
+                public_key: req.public_key,
+                time: req.time,
+                signature: req.signature,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(key_json(&key))).into_response())
+}
+
+/// Query of `GET /api/keys`.
+#[derive(Debug, Deserialize)]
+pub struct OwnerQuery {
+    owner: String,
+}
+
+/// `GET /api/keys?owner=...`: public keys, so any signed-in caller may read them.
+pub async fn list_keys(
+    State(state): State<AppState>,
+    Authenticated(_ctx): Authenticated,
+    Query(q): Query<OwnerQuery>,
+) -> Result<Response, ApiError> {
+    let keys = state.records.directory(&q.owner).await?;
+    Ok(axum::Json(json!({
+        "owner": q.owner,
+        "keys": keys.iter().map(key_json).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// `DELETE /api/keys/{key id}`.
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(key_id): Path<String>,
+) -> Result<Response, ApiError> {
+    state.records.revoke_key(&ctx, &key_id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /api/sealed/{binary}/keys`.
+pub async fn my_sealed_keys(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(binary): Path<String>,
+) -> Result<Response, ApiError> {
+    let (document_key_id, keys) = state.records.my_sealed_keys(&ctx, &binary).await?;
+    Ok(axum::Json(json!({
+        "document": binary,
+        "documentKeyId": document_key_id,
+        "keys": keys.iter().map(sealed_json).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// Body of `POST /api/sealed/{binary}/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareRequest {
+    recipient_key_id: String,
+    wrapped: String,
+}
+
+/// `POST /api/sealed/{binary}/keys`.
+pub async fn share_sealed(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(binary): Path<String>,
+    body: Result<axum::Json<ShareRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let axum::Json(req) =
+        body.map_err(|_| ApiError::bad_request("expected JSON: recipientKeyId, wrapped"))?;
+    let key = state
+        .records
+        .share_sealed(&ctx, &binary, &req.recipient_key_id, &req.wrapped)
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(sealed_json(&key))).into_response())
+}
+
+/// `DELETE /api/sealed/{binary}/keys/{recipient key id}`.
+pub async fn revoke_sealed(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path((binary, recipient)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    state
+        .records
+        .revoke_sealed(&ctx, &binary, &recipient)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,813 @@
+//! `medmesh doc ...` and `medmesh verify`: the client side of signed uploads and end-to-end
+//! sealed documents, run against a node over HTTP. Private keys stay in the user's key file
+//! (mode 0600) on their device; the node sees public keys, signatures, wrapped keys and
+//! ciphertext only.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures::StreamExt;
+use medmesh_crypto::sealing::{ContentKey, SealingPublicKey, SealingSecretKey, WrappedKey};
+use medmesh_crypto::stream::HEADER;
+use medmesh_crypto::{
+    KeyId, KeyStatement, OsRandom, UploadClaims, UploadSignature, UserPublicKey, UserSigningKey,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+/// The sealed-document media type (as the node knows it).
+const SEALED_TYPE: &str = "application/vnd.medmesh.sealed";
+/// What every signature of this client names as its device.
+fn device() -> String {
+    format!("medmesh-cli {}", env!("CARGO_PKG_VERSION"))
+}
+/// The document type of uploads that name none.
+const DEFAULT_TYPE: &str = "http://loinc.org|34133-9";
+
+/// A user's keys as kept in their key file.
+pub struct KeyFile {
+    /// Whose keys (`Patient/x`, `Practitioner/y`).
+    pub owner: String,
+    /// The Ed25519 signing key (absent in a recovery-key file).
+    pub signing: Option<UserSigningKey>,
+    /// X25519 keys that open sealed documents, with their directory kind.
+    pub opening: Vec<(&'static str, SealingSecretKey)>,
+}
+
+fn b64_32(s: &str) -> anyhow::Result<[u8; 32]> {
+    STANDARD
+        .decode(s.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .context("a key in the key file is damaged")
+}
+
+impl KeyFile {
+    /// Reads a key file (user keys, or a recovery key).
+    ///
+    /// # Errors
+    /// When it is missing, readable by others, or damaged.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("cannot read the key file {}", path.display()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            bail!(
+                "the key file {} is readable by others; chmod 600 it",
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(path).context("cannot read the key file")?;
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        if header != "medmesh-user-key v1" && header != "medmesh-recovery-key v1" {
+            bail!("{} is not a medmesh key file", path.display());
+        }
+        let mut out = KeyFile {
+            owner: String::new(),
+            signing: None,
+            opening: Vec::new(),
+        };
+        for line in lines {
+            match line.split_once(' ') {
+                Some(("owner", v)) => out.owner = v.trim().to_string(),
+                Some(("signing", v)) => out.signing = Some(UserSigningKey::from_secret(b64_32(v)?)),
+                Some(("sealing", v)) => out
+                    .opening
+                    .push(("sealing", SealingSecretKey::from_seed(b64_32(v)?))),
+                Some(("recovery", v)) => out
+                    .opening
+                    .push(("recovery", SealingSecretKey::from_seed(b64_32(v)?))),
+                _ if line.trim().is_empty() => {}
+                _ => bail!(
+                    "the key file {} has a line it does not know",
+                    path.display()
+                ),
+            }
+        }
+        if !out.owner.starts_with("Patient/") && !out.owner.starts_with("Practitioner/") {
+            bail!("the key file names no owner (Patient/... or Practitioner/...)");
+        }
+        Ok(out)
+    }
+
+    fn signing(&self) -> anyhow::Result<&UserSigningKey> {
+        self.signing
+            .as_ref()
+            .context("this is a recovery-key file; it opens documents but cannot sign")
+    }
+}
+
+/// Writes a new file with mode 0600, refusing to overwrite one.
+fn write_secret_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// `medmesh doc keygen`: a signing and a sealing key in a new key file, and optionally a
+/// recovery key in a file of its own (to keep offline).
+pub fn keygen(key_file: &Path, owner: &str, recovery_file: Option<&Path>) -> anyhow::Result<()> {
+    if !owner.starts_with("Patient/") && !owner.starts_with("Practitioner/") {
+        bail!("--owner must be Patient/<id> or Practitioner/<id>");
+    }
+    let r = OsRandom;
+    let signing = UserSigningKey::generate(&r);
+    let sealing = SealingSecretKey::generate(&r);
+    write_secret_file(
+        key_file,
+        &format!(
+            "medmesh-user-key v1\nowner {owner}\nsigning {}\nsealing {}\n",
+            STANDARD.encode(signing.expose_secret()),
+            STANDARD.encode(sealing.expose_seed()),
+        ),
+    )?;
+    println!("signing key {}", signing.public().to_base64());
+    println!("sealing key {}", sealing.public().to_base64());
+    if let Some(path) = recovery_file {
+        let recovery = SealingSecretKey::generate(&r);
+        write_secret_file(
+            path,
+            &format!(
+                "medmesh-recovery-key v1\nowner {owner}\nrecovery {}\n",
+                STANDARD.encode(recovery.expose_seed())
+            ),
+        )?;
+        println!("recovery key {}", recovery.public().to_base64());
+    }
+    Ok(())
+}
+
+/// A node and the token to talk to it.
+pub struct NodeClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+fn now_instant() -> String {
+    time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+/// A failed response's OperationOutcome text (or its status), for the error message.
+async fn failure(r: reqwest::Response) -> anyhow::Error {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    let text = body["issue"][0]["diagnostics"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| status.to_string());
+    anyhow::anyhow!("the node refused: {text} ({status})")
+}
+
+impl NodeClient {
+    /// A client for `node` (`http://host:port`) with a bearer token.
+    pub fn new(node: &str, token: &str) -> anyhow::Result<Self> {
+        if token.trim().is_empty() {
+            bail!("a token is needed: --token or MEDMESH_TOKEN");
+        }
+        Ok(Self {
+            base: node.trim_end_matches('/').to_string(),
+            token: token.trim().to_string(),
+            http: reqwest::Client::builder()
+                .build()
+                .context("cannot build the HTTP client")?,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .context("cannot reach the node")?;
+        if !r.status().is_success() {
+            return Err(failure(r).await);
+        }
+        r.json().await.context("the node sent malformed JSON")
+    }
+
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .context("cannot reach the node")?;
+        if !r.status().is_success() {
+            return Err(failure(r).await);
+        }
+        Ok(r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// An owner's live keys of a kind, each checked against the owner's signing keys (a
+    /// signing key against itself): entries whose statement does not verify are left out.
+    async fn verified_keys(
+        &self,
+        owner: &str,
+        kinds: &[&str],
+    ) -> anyhow::Result<Vec<(String, String, String)>> {
+        let listing = self.get_json(&format!("api/keys?owner={owner}")).await?;
+        let entries: Vec<&Value> = listing["keys"]
+            .as_array()
+            .map(|a| a.iter().filter(|k| k["revoked"] == false).collect())
+            .unwrap_or_default();
+        let statement = |k: &Value| KeyStatement {
+            owner: owner.to_string(),
+            kind: k["kind"].as_str().unwrap_or_default().to_string(),
+            key: k["publicKey"].as_str().unwrap_or_default().to_string(),
+            time: k["time"].as_str().unwrap_or_default().to_string(),
+        };
+        let sig =
+            |k: &Value| UploadSignature::from_base64(k["signature"].as_str().unwrap_or_default());
+        let signers: Vec<UserPublicKey> = entries
+            .iter()
+            .filter(|k| k["kind"] == "signing")
+            .filter_map(|k| {
+                let pk = UserPublicKey::from_base64(k["publicKey"].as_str()?).ok()?;
+                pk.verify_statement(&statement(k), &sig(k).ok()?).ok()?;
+                Some(pk)
+            })
+            .collect();
+        Ok(entries
+            .iter()
+            .filter(|k| kinds.contains(&k["kind"].as_str().unwrap_or_default()))
+            .filter(|k| {
+                sig(k).is_ok_and(|s| {
+                    signers
+                        .iter()
+                        .any(|pk| pk.verify_statement(&statement(k), &s).is_ok())
+                })
+            })
+            .filter_map(|k| {
+                Some((
+                    k["keyId"].as_str()?.to_string(),
+                    k["kind"].as_str()?.to_string(),
+                    k["publicKey"].as_str()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
+    /// The content key of a sealed document, unwrapped with one of the key file's keys.
+    async fn content_key(
+        &self,
+        keys: &KeyFile,
+        binary: &str,
+    ) -> anyhow::Result<(KeyId, ContentKey)> {
+        let mine = self.get_json(&format!("api/sealed/{binary}/keys")).await?;
+        let document: [u8; 16] = mine["documentKeyId"]
+            .as_str()
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| b.try_into().ok())
+            .context("the node sent no document key id")?;
+        let document = KeyId(document);
+        for k in mine["keys"].as_array().into_iter().flatten() {
+            let Ok(wrapped) = WrappedKey::from_text(k["wrapped"].as_str().unwrap_or_default())
+            else {
+                continue;
+            };
+            for (_, secret) in &keys.opening {
+                if let Ok(key) = secret.unwrap(&wrapped, &document) {
+                    return Ok((document, key));
+                }
+            }
+        }
+        bail!("none of the keys in the key file opens this document")
+    }
+}
+
+/// Hashes a file as it streams.
+async fn sha256_file(path: &Path) -> anyhow::Result<([u8; 32], u64)> {
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((h.finalize().into(), total))
+}
+
+/// A file as a request body, read as it is sent.
+async fn file_body(path: &Path) -> anyhow::Result<reqwest::Body> {
+    let f = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let stream = futures::stream::unfold(f, |mut f| async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(buf), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    });
+    Ok(reqwest::Body::wrap_stream(stream))
+}
+
+/// What an upload says about itself.
+pub struct UploadMeta {
+    /// Whose document (a Patient id).
+    pub patient: String,
+    /// Title (the node sees it).
+    pub title: Option<String>,
+    /// `system|code`.
+    pub doc_type: Option<String>,
+    /// The content type, for a plain upload (`None`: the node sniffs it).
+    pub content_type: Option<String>,
+}
+
+/// Signs `path`'s digest with the claims, and posts it as a Binary.
+async fn signed_post(
+    node: &NodeClient,
+    keys: &KeyFile,
+    path: &Path,
+    meta: &UploadMeta,
+    content_type: &str,
+    sealed_keys: Option<String>,
+) -> anyhow::Result<Value> {
+    let (digest, _) = sha256_file(path).await?;
+    let claims = UploadClaims {
+        sha256: digest,
+        author: keys.owner.clone(),
+        patient: format!("Patient/{}", meta.patient),
+        time: now_instant(),
+        device: device(),
+        doc_type: meta.doc_type.clone().unwrap_or_else(|| DEFAULT_TYPE.into()),
+    };
+    let signing = keys.signing()?;
+    let signature = signing.sign(&claims).context("cannot sign these claims")?;
+    let mut req = node
+        .http
+        .post(node.url("fhir/Binary"))
+        .bearer_auth(&node.token)
+        .header("content-type", content_type)
+        .header("x-security-context", format!("Patient/{}", meta.patient))
+        .header("x-medmesh-document-type", &claims.doc_type)
+        .header("x-medmesh-signature", signature.to_base64())
+        .header("x-medmesh-signing-key", signing.public().to_base64())
+        .header("x-medmesh-signed-at", &claims.time)
+        .header("x-medmesh-device", &claims.device);
+    if let Some(t) = &meta.title {
+        req = req.header("x-medmesh-title", t);
+    }
+    if let Some(k) = sealed_keys {
+        req = req.header("x-medmesh-sealed-keys", k);
+    }
+    let r = req
+        .body(file_body(path).await?)
+        .send()
+        .await
+        .context("cannot reach the node")?;
+    if !r.status().is_success() {
+        return Err(failure(r).await);
+    }
+    r.json().await.context("the node sent malformed JSON")
+}
+
+/// `medmesh doc register`: publishes the key file's public keys (and a recovery key's).
+pub async fn register(
+    node: &NodeClient,
+    keys: &KeyFile,
+    recovery: Option<&KeyFile>,
+) -> anyhow::Result<()> {
+    let signing = keys.signing()?;
+    let mut items: Vec<(&str, String)> = vec![("signing", signing.public().to_base64())];
+    for (kind, k) in keys
+        .opening
+        .iter()
+        .chain(recovery.iter().flat_map(|r| r.opening.iter()))
+    {
+        items.push((kind, k.public().to_base64()));
+    }
+    for (kind, public_key) in items {
+        let st = KeyStatement {
+            owner: keys.owner.clone(),
+            kind: kind.to_string(),
+            key: public_key.clone(),
+            time: now_instant(),
+        };
+        let sig = signing
+            .sign_statement(&st)
+            .context("cannot sign the key statement")?;
+        let out = node
+            .send_json(
+                reqwest::Method::POST,
+                "api/keys",
+                &json!({"kind": kind, "publicKey": public_key, "time": st.time, "signature": sig.to_base64()}),
+            )
+            .await?;
+        println!("{kind} key {}", out["keyId"].as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// `medmesh doc upload`: a signed (not sealed) upload.
+pub async fn upload(
+    node: &NodeClient,
+    keys: &KeyFile,
+    path: &Path,
+    meta: &UploadMeta,
+) -> anyhow::Result<()> {
+    let ct = meta
+        .content_type
+        .clone()
+        .unwrap_or_else(|| "application/octet-stream".into());
+    let binary = signed_post(node, keys, path, meta, &ct, None).await?;
+    println!("{}", binary["id"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+/// `medmesh doc seal`: seals `path` for the uploader, the patient (sealing and recovery
+/// keys) and every `--to` owner, signs the sealed bytes and uploads them. Prints the Binary
+/// id.
+pub async fn seal(
+    node: &NodeClient,
+    keys: &KeyFile,
+    path: &Path,
+    meta: &UploadMeta,
+    to: &[String],
+) -> anyhow::Result<()> {
+    let patient_ref = format!("Patient/{}", meta.patient);
+    let mut recipients = Vec::new();
+    let mut owners = vec![keys.owner.clone(), patient_ref];
+    owners.extend(to.iter().cloned());
+    owners.sort();
+    owners.dedup();
+    for owner in &owners {
+        let found = node.verified_keys(owner, &["sealing", "recovery"]).await?;
+        if found.is_empty() {
+            bail!("{owner} has no verified sealing key in the directory");
+        }
+        recipients.extend(found);
+    }
+    let r = OsRandom;
+    let document = KeyId::random(&r);
+    let content = ContentKey::generate(&r);
+    let mut wrapped = Vec::new();
+    for (key_id, _, public_key) in &recipients {
+        let pk = SealingPublicKey::from_base64(public_key).context("a directory key is damaged")?;
+        let w = content
+            .wrap_for(&pk, &document, &r)
+            .context("cannot wrap the content key")?;
+        wrapped.push(format!("{key_id}:{}", w.to_text()));
+    }
+    // Seal into a temporary file beside nothing readable: it holds ciphertext only.
+    let sealed = tempfile::NamedTempFile::new().context("cannot make a temporary file")?;
+    {
+        let mut input = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mut out_file = std::io::BufWriter::new(sealed.as_file());
+        let mut out = Vec::new();
+        let mut sealer = content.seal_stream(&document, &r, &mut out);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = input.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            sealer.push(&buf[..n], &mut out).context("sealing failed")?;
+            out_file.write_all(&out)?;
+            out.clear();
+        }
+        sealer.finish(&mut out).context("sealing failed")?;
+        out_file.write_all(&out)?;
+        out_file.flush()?;
+    }
+    let binary = signed_post(
+        node,
+        keys,
+        sealed.path(),
+        meta,
+        SEALED_TYPE,
+        Some(wrapped.join(",")),
+    )
+    .await?;
+    println!("{}", binary["id"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+/// `medmesh doc open`: downloads a sealed document and opens it into `out` (written only
+/// once the whole document has authenticated).
+pub async fn open(
+    node: &NodeClient,
+    keys: &KeyFile,
+    binary: &str,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let (_, content) = node.content_key(keys, binary).await?;
+    let r = node
+        .http
+        .get(node.url(&format!("fhir/Binary/{binary}")))
+        .bearer_auth(&node.token)
+        .send()
+        .await
+        .context("cannot reach the node")?;
+    if !r.status().is_success() {
+        return Err(failure(r).await);
+    }
+    let partial = PathBuf::from(format!("{}.partial", out.display()));
+    let result = async {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        let mut header = Vec::with_capacity(HEADER);
+        let mut opener = None;
+        let mut plain = Vec::new();
+        let mut body = r.bytes_stream();
+        while let Some(piece) = body.next().await {
+            let mut piece = &piece.context("the download broke off")?[..];
+            if opener.is_none() {
+                let take = (HEADER - header.len()).min(piece.len());
+                header.extend_from_slice(&piece[..take]);
+                piece = &piece[take..];
+                if header.len() < HEADER {
+                    continue;
+                }
+                opener = Some(
+                    content
+                        .open_stream(&header)
+                        .context("this is no sealed document")?,
+                );
+            }
+            if let Some(o) = opener.as_mut() {
+                o.push(piece, &mut plain)
+                    .context("the sealed document does not authenticate")?;
+                w.write_all(&plain)?;
+                plain.clear();
+            }
+        }
+        opener
+            .context("the sealed document is cut short")?
+            .finish(&mut plain)
+            .context("the sealed document does not authenticate")?;
+        w.write_all(&plain)?;
+        w.flush()?;
+        std::fs::rename(&partial, out)?;
+        anyhow::Ok(())
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+/// `medmesh doc share`: wraps the document's content key for `to`'s verified sealing keys.
+pub async fn share(
+    node: &NodeClient,
+    keys: &KeyFile,
+    binary: &str,
+    to: &str,
+) -> anyhow::Result<()> {
+    let (document, content) = node.content_key(keys, binary).await?;
+    let targets = node.verified_keys(to, &["sealing"]).await?;
+    if targets.is_empty() {
+        bail!("{to} has no verified sealing key in the directory");
+    }
+    let r = OsRandom;
+    for (key_id, _, public_key) in targets {
+        let pk =
+            SealingPublicKey::from_base64(&public_key).context("a directory key is damaged")?;
+        let w = content
+            .wrap_for(&pk, &document, &r)
+            .context("cannot wrap the content key")?;
+        node.send_json(
+            reqwest::Method::POST,
+            &format!("api/sealed/{binary}/keys"),
+            &json!({"recipientKeyId": key_id, "wrapped": w.to_text()}),
+        )
+        .await?;
+        println!("shared with {to} (key {key_id})");
+    }
+    Ok(())
+}
+
+/// `medmesh doc revoke`: removes every wrapped key `from` holds for the document.
+pub async fn revoke(node: &NodeClient, binary: &str, from: &str) -> anyhow::Result<bool> {
+    let listing = node.get_json(&format!("api/keys?owner={from}")).await?;
+    let mut revoked = 0;
+    for k in listing["keys"].as_array().into_iter().flatten() {
+        let Some(id) = k["keyId"].as_str() else {
+            continue;
+        };
+        if k["kind"] == "signing" {
+            continue;
+        }
+        let r = node
+            .http
+            .delete(node.url(&format!("api/sealed/{binary}/keys/{id}")))
+            .bearer_auth(&node.token)
+            .send()
+            .await
+            .context("cannot reach the node")?;
+        match r.status() {
+            s if s.is_success() => revoked += 1,
+            reqwest::StatusCode::NOT_FOUND => {}
+            _ => return Err(failure(r).await),
+        }
+    }
+    if revoked == 0 {
+        eprintln!("medmesh: {from} holds no key for this document");
+        return Ok(false);
+    }
+    println!("revoked {revoked} key(s) of {from}; what they already downloaded stays with them");
+    Ok(true)
+}
+
+/// What offline verification found.
+pub struct Verified {
+    /// The claims the signature covers.
+    pub claims: UploadClaims,
+    /// The signer's public key.
+    pub key: String,
+}
+
+/// Checks `file` against a Provenance's signature: the digest, then the Ed25519 signature
+/// over the claims, with the key in the Provenance or the pinned `expected_key`.
+///
+/// # Errors
+/// When anything does not match; the message says what.
+pub async fn verify_offline(
+    file: &Path,
+    provenance: &Value,
+    expected_key: Option<&str>,
+) -> anyhow::Result<Verified> {
+    if provenance["resourceType"] != "Provenance" {
+        bail!("the provenance file holds no Provenance resource");
+    }
+    let claims_text = provenance["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["url"] == medmesh_records::vault::EXT_SIGNED_CLAIMS)
+        .and_then(|e| e["valueBase64Binary"].as_str())
+        .and_then(|b| STANDARD.decode(b).ok())
+        .context("the Provenance carries no signed claims")?;
+    let sig = provenance["signature"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["sigFormat"] == medmesh_records::vault::SIG_FORMAT)
+        .context("the Provenance carries no medmesh upload signature")?;
+    let signature = UploadSignature::from_base64(sig["data"].as_str().unwrap_or_default())
+        .ok()
+        .context("the signature is malformed")?;
+    let key_text = match expected_key {
+        Some(k) => k.to_string(),
+        None => sig["extension"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["url"] == medmesh_records::vault::EXT_SIGNING_KEY)
+            .and_then(|e| e["valueBase64Binary"].as_str())
+            .context("the Provenance names no signing key; pass --key")?
+            .to_string(),
+    };
+    let key = UserPublicKey::from_base64(&key_text)
+        .ok()
+        .context("the signing key is malformed")?;
+    let claims = UploadClaims::parse(&claims_text)
+        .ok()
+        .context("the signed claims are malformed")?;
+    let (digest, _) = sha256_file(file).await?;
+    if digest != claims.sha256 {
+        bail!("the file's SHA-256 is not the signed one: the file was changed");
+    }
+    key.verify(&claims, &signature)
+        .ok()
+        .context("the signature does not verify for these claims and key")?;
+    Ok(Verified {
+        claims,
+        key: key.to_base64(),
+    })
+}
+
+fn print_verified(v: &Verified) {
+    println!(
+        "verified: {} signed SHA-256 {} for {} at {} on {} (type {}), key {}",
+        v.claims.author,
+        hex::encode(v.claims.sha256),
+        v.claims.patient,
+        v.claims.time,
+        v.claims.device,
+        v.claims.doc_type,
+        v.key
+    );
+}
+
+/// `medmesh verify FILE --provenance P`.
+pub async fn verify_file(
+    file: &Path,
+    provenance: &Path,
+    key: Option<&str>,
+) -> anyhow::Result<bool> {
+    let p: Value = serde_json::from_slice(
+        &std::fs::read(provenance)
+            .with_context(|| format!("cannot read {}", provenance.display()))?,
+    )
+    .context("the provenance file is not JSON")?;
+    match verify_offline(file, &p, key).await {
+        Ok(v) => {
+            print_verified(&v);
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!("medmesh: NOT verified: {e:#}");
+            Ok(false)
+        }
+    }
+}
+
+/// `medmesh doc verify BINARY`: downloads the bytes and their Provenance and verifies
+/// them, and that the signing key is the author's in the directory.
+pub async fn verify_remote(node: &NodeClient, binary: &str) -> anyhow::Result<bool> {
+    let bundle = node
+        .get_json(&format!("fhir/Provenance?target=Binary/{binary}"))
+        .await?;
+    let Some(provenance) = bundle["entry"][0].get("resource").cloned() else {
+        eprintln!("medmesh: NOT verified: this document has no signature");
+        return Ok(false);
+    };
+    let r = node
+        .http
+        .get(node.url(&format!("fhir/Binary/{binary}")))
+        .bearer_auth(&node.token)
+        .send()
+        .await
+        .context("cannot reach the node")?;
+    if !r.status().is_success() {
+        return Err(failure(r).await);
+    }
+    let tmp = tempfile::NamedTempFile::new().context("cannot make a temporary file")?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file());
+        let mut body = r.bytes_stream();
+        while let Some(piece) = body.next().await {
+            w.write_all(&piece.context("the download broke off")?)?;
+        }
+        w.flush()?;
+    }
+    let v = match verify_offline(tmp.path(), &provenance, None).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("medmesh: NOT verified: {e:#}");
+            return Ok(false);
+        }
+    };
+    let signers = node.verified_keys(&v.claims.author, &["signing"]).await?;
+    if !signers.iter().any(|(_, _, pk)| *pk == v.key) {
+        eprintln!(
+            "medmesh: NOT verified: the signing key is not {}'s in the directory",
+            v.claims.author
+        );
+        return Ok(false);
+    }
+    print_verified(&v);
+    Ok(true)
+}
