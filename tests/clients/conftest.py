@@ -27,7 +27,11 @@ class Node:
         env.update(extra_env or {})
         self.env = env
         self.args += list(extra_args)
-        self.proc = subprocess.Popen([BIN, "serve", *self.args, "--listen", listen], stdout=subprocess.PIPE, text=True, env=env)
+        self.listen = listen
+        self._spawn()
+
+    def _spawn(self):
+        self.proc = subprocess.Popen([BIN, "serve", *self.args, "--listen", self.listen], stdout=subprocess.PIPE, text=True, env=self.env)
         line = self.proc.stdout.readline()
         assert line.startswith("medmesh listening on "), f"node did not start: {line!r}"
         self.base = line.split(" on ", 1)[1].strip()
@@ -41,8 +45,19 @@ class Node:
                 pass
             assert time.time() < deadline, "node never became healthy"
             time.sleep(0.02)
-        out = subprocess.run([BIN, "admin", "token", *self.args, "--scope", "system/*.*"], capture_output=True, text=True, env=env, check=True)
+        out = subprocess.run([BIN, "admin", "token", *self.args, "--scope", "system/*.*"], capture_output=True, text=True, env=self.env, check=True)
         self.token = out.stdout.strip()
+
+    def restart(self, **env):
+        """Stops the node and starts it again on the same store, with changed environment."""
+        self.proc.kill()
+        self.proc.wait()
+        self.env.update(env)
+        self._spawn()
+
+    def cli(self, *args, **env):
+        """Runs a medmesh command against this node's store."""
+        return subprocess.run([BIN, *args, *self.args], capture_output=True, text=True, env={**self.env, **env})
 
     def close(self):
         self.proc.kill()

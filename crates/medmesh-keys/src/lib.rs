@@ -10,6 +10,9 @@
 //! medmesh-kek v1 <kek id> <base64 key>
 //! ```
 
+pub mod kms;
+pub use kms::{KmsKek, KmsSettings};
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

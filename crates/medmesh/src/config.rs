@@ -62,6 +62,17 @@ pub struct FileConfig {
     /// The key-encryption-key file (mode 0600). Default `<data_dir>/master.key`, created at
     /// first start. With PostgreSQL replicas, every replica needs the same file.
     pub master_key_file: Option<PathBuf>,
+    /// Keep the key-encryption key in AWS KMS (or a KMS-compatible service) instead of
+    /// the key file: the KMS key id, ARN or alias. Default: unset (the key file).
+    pub kms_key_id: Option<String>,
+    /// KMS endpoint for a non-AWS service. Default: AWS in `kms_region`.
+    pub kms_endpoint: Option<String>,
+    /// KMS region. Default `us-east-1`.
+    pub kms_region: Option<String>,
+    /// KMS access key id.
+    pub kms_access_key_id: Option<String>,
+    /// KMS secret access key.
+    pub kms_secret_access_key: Option<Secret>,
     /// Where document bytes are kept: a folder (default `<data_dir>/blobs`) or
     /// `s3://bucket` for an S3-compatible store (then the `s3_*` settings apply).
     pub blob_store: Option<String>,
@@ -149,6 +160,8 @@ pub struct Config {
     pub encryption_at_rest: bool,
     /// The KEK file.
     pub master_key_file: PathBuf,
+    /// The KMS key that holds the KEK, when not the key file.
+    pub kms: Option<medmesh_keys::KmsSettings>,
     /// Where document bytes are kept.
     pub blob_store: BlobStoreConfig,
     /// The largest document accepted.
@@ -257,6 +270,21 @@ impl Config {
                 .or(file.encounter_window_days)
                 .unwrap_or(90)
                 .clamp(0, 3650),
+            kms: env("MEDMESH_KMS_KEY_ID").or(file.kms_key_id).map(|key_id| {
+                medmesh_keys::KmsSettings {
+                    key_id,
+                    endpoint: env("MEDMESH_KMS_ENDPOINT").or(file.kms_endpoint),
+                    region: env("MEDMESH_KMS_REGION")
+                        .or(file.kms_region)
+                        .unwrap_or_else(|| "us-east-1".into()),
+                    access_key_id: env("MEDMESH_KMS_ACCESS_KEY_ID")
+                        .or(file.kms_access_key_id)
+                        .unwrap_or_default(),
+                    secret_access_key: env("MEDMESH_KMS_SECRET_ACCESS_KEY")
+                        .or(file.kms_secret_access_key.map(|s| s.0))
+                        .unwrap_or_default(),
+                }
+            }),
             blob_store: match env("MEDMESH_BLOB_STORE").or(file.blob_store) {
                 Some(url) if url.starts_with("s3://") => {
                     BlobStoreConfig::S3(medmesh_blobs::S3Settings {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use medmesh_crypto::OsRandom;
-use medmesh_keys::{KeyFile, LocalKek};
+use medmesh_keys::{KeyFile, KmsKek, LocalKek};
 use medmesh_records::at_rest::AtRest;
 use medmesh_records::{MonotonicClock, RecordService, RequestContext, SystemClock};
 use medmesh_store::KekProvider;
@@ -26,10 +26,41 @@ pub(crate) enum Sealing {
     Migrating,
 }
 
-/// The key ring, and the key file behind it, when encryption at rest is on.
+/// The key ring, and the KEK behind it, when encryption at rest is on.
 pub(crate) struct KeyRing {
     pub(crate) at_rest: Arc<AtRest>,
-    pub(crate) kek: Arc<LocalKek>,
+    pub(crate) kek: Kek,
+}
+
+/// Where the key-encryption key is: the local key file, or an external key service.
+pub(crate) enum Kek {
+    /// The 0600 key file.
+    File(Arc<LocalKek>),
+    /// AWS KMS or a KMS-compatible service.
+    Kms(Arc<KmsKek>),
+}
+
+impl Kek {
+    fn provider(&self) -> Arc<dyn KekProvider> {
+        match self {
+            Self::File(k) => k.clone(),
+            Self::Kms(k) => k.clone(),
+        }
+    }
+
+    fn current_kek(&self) -> String {
+        self.provider().current_kek()
+    }
+
+    /// The key file, for the commands that write KEKs into it.
+    fn file(&self) -> anyhow::Result<&KeyFile> {
+        match self {
+            Self::File(k) => Ok(k.file()),
+            Self::Kms(_) => bail!(
+                "the key-encryption key is in KMS: make a new KMS key, set kms_key_id to it and run `medmesh keys rotate`; then schedule the old key's deletion in KMS"
+            ),
+        }
+    }
 }
 
 /// Opens the key ring as the configuration says, after checking the database agrees.
@@ -66,6 +97,27 @@ pub(crate) async fn open_key_ring(
             "this database holds records written without encryption at rest; stop every node and run `medmesh keys reencrypt` once to seal them (or set encryption_at_rest = false)"
         );
     }
+    if let Some(kms) = &cfg.kms {
+        let kek =
+            Arc::new(KmsKek::new(kms.clone()).map_err(|e| anyhow::anyhow!("cannot use KMS: {e}"))?);
+        let at_rest = AtRest::load(
+            stores.keys.clone(),
+            kek.clone(),
+            Arc::new(OsRandom),
+            Arc::new(MonotonicClock::new(SystemClock)),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the data keys: {e}"))?;
+        let at_rest = if sealing == Sealing::Migrating {
+            at_rest.accepting_plaintext()
+        } else {
+            at_rest
+        };
+        return Ok(Some(KeyRing {
+            at_rest: Arc::new(at_rest),
+            kek: Kek::Kms(kek),
+        }));
+    }
     if initialized && !cfg.master_key_file.exists() {
         bail!(
             "the key file {} is missing: this database's data keys cannot be unwrapped without it (set master_key_file or MEDMESH_MASTER_KEY_FILE)",
@@ -95,7 +147,7 @@ pub(crate) async fn open_key_ring(
     }
     Ok(Some(KeyRing {
         at_rest: Arc::new(at_rest),
-        kek,
+        kek: Kek::File(kek),
     }))
 }
 
@@ -115,10 +167,14 @@ fn ring(ring: Option<KeyRing>) -> anyhow::Result<KeyRing> {
 /// `keys status`.
 pub(crate) async fn status(records: &RecordService, ring: Option<KeyRing>) -> anyhow::Result<()> {
     let ring = self::ring(ring)?;
-    let ids = ring.kek.file().ids();
-    outln!("key file: {}", ring.kek.file().path().display());
-    for (i, id) in ids.iter().enumerate() {
-        outln!("  KEK {id}{}", if i == 0 { " (current)" } else { " (old)" });
+    match &ring.kek {
+        Kek::File(k) => {
+            outln!("key file: {}", k.file().path().display());
+            for (i, id) in k.file().ids().iter().enumerate() {
+                outln!("  KEK {id}{}", if i == 0 { " (current)" } else { " (old)" });
+            }
+        }
+        Kek::Kms(k) => outln!("KEK in KMS: {} (current)", k.current_kek()),
     }
     for (kek, n) in records.keys_per_kek().await? {
         outln!("data keys wrapped under {kek}: {n}");
@@ -168,7 +224,7 @@ async fn retire(records: &RecordService, ring: &KeyRing) -> anyhow::Result<bool>
             .map(|(_, n)| n)
             .sum();
         if stragglers == 0 && attempt > 0 {
-            let removed = ring.kek.file().retire_old()?;
+            let removed = ring.kek.file()?.retire_old()?;
             for id in &removed {
                 outln!("removed old KEK {id} from the key file");
             }
@@ -191,11 +247,18 @@ pub(crate) async fn rotate(
     keep_old: bool,
 ) -> anyhow::Result<()> {
     let ring = self::ring(ring)?;
-    let new = ring.kek.file().add_current(&OsRandom)?;
-    outln!(
-        "new KEK {new} written to {}",
-        ring.kek.file().path().display()
-    );
+    if let Kek::Kms(_) = &ring.kek {
+        // KMS rotates its own key material; a new key (kms_key_id) takes over by re-wrapping.
+        outln!(
+            "re-wrapping every data key under {}",
+            ring.kek.current_kek()
+        );
+        records.rewrap_all_keys().await?;
+        return Ok(());
+    }
+    let file = ring.kek.file()?;
+    let new = file.add_current(&OsRandom)?;
+    outln!("new KEK {new} written to {}", file.path().display());
     rewrap_and_retire(records, &ring, keep_old).await?;
     Ok(())
 }
@@ -261,7 +324,14 @@ pub(crate) async fn erase_patient(
     );
     // The destroyed keys' wrapped bytes may survive in backups and free pages: rotating the
     // KEK away makes them useless.
-    let new = ring.kek.file().add_current(&OsRandom)?;
+    if let Kek::Kms(k) = &ring.kek {
+        outln!(
+            "the KEK is in KMS ({}): for the erasure to reach backups, make a new KMS key, set kms_key_id to it, run `medmesh keys rotate`, then schedule the old key's deletion",
+            k.current_kek()
+        );
+        return Ok(());
+    }
+    let new = ring.kek.file()?.add_current(&OsRandom)?;
     outln!("new KEK {new}; re-wrapping every other data key under it");
     rewrap_and_retire(records, &ring, false).await?;
     Ok(())
