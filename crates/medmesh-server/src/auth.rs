@@ -2,6 +2,11 @@
 //!
 //! Handlers cannot reach the record service without this extractor's output, so every `/fhir`
 //! request is authenticated. SMART login replaces how tokens are issued, not this check.
+//!
+//! The node's own pages call the same API with the browser's session cookie instead of a
+//! token. Such a request must also carry the session's CSRF token in `X-CSRF-Token`, whatever
+//! its method, so no other site can make a signed-in browser call the API; the actor is the
+//! session's account with its role's full scope ceiling (the pages are a first-party client).
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -42,8 +47,10 @@ impl FromRequestParts<AppState> for Authenticated {
             .and_then(|v| {
                 v.strip_prefix("Bearer ")
                     .or_else(|| v.strip_prefix("bearer "))
-            })
-            .ok_or_else(ApiError::unauthorized)?;
+            });
+        let Some(token) = token else {
+            return session_actor(parts, state).await.map(Self);
+        };
         let token = token.trim();
         let mut actor = match state.identity.verify_access(token) {
             Ok(claims) => Actor {
@@ -79,12 +86,53 @@ impl FromRequestParts<AppState> for Authenticated {
                     ApiError::unauthorized()
                 })?;
         }
-        let source_ip = crate::web::peer_ip(parts);
-        Ok(Self(RequestContext {
-            actor,
-            operation_id: operation_id(parts),
-            source_ip,
-            base_url: state.base_url(parts),
-        }))
+        Ok(Self(context(parts, state, actor)))
     }
+}
+
+fn context(parts: &Parts, state: &AppState, actor: Actor) -> RequestContext {
+    RequestContext {
+        actor,
+        operation_id: operation_id(parts),
+        source_ip: crate::web::peer_ip(parts),
+        base_url: state.base_url(parts),
+    }
+}
+
+/// The actor of a request that carries the node's session cookie and the session's CSRF
+/// token; 401 without a live session, 403 when the CSRF token is missing or wrong.
+async fn session_actor(parts: &Parts, state: &AppState) -> Result<RequestContext, ApiError> {
+    let cookie = crate::web::cookie(&parts.headers, crate::web::SESSION_COOKIE)
+        .ok_or_else(ApiError::unauthorized)?;
+    let session = state
+        .identity
+        .session(&cookie)
+        .await
+        .map_err(|_| ApiError::unauthorized())?;
+    if crate::web::header_csrf_refusal(&session, &parts.headers).is_some() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            medmesh_fhir::IssueType::Forbidden,
+            "a request made with the session cookie needs the session's X-CSRF-Token",
+        ));
+    }
+    let user = session.user;
+    let role: medmesh_auth::Role = user.role.parse().map_err(|_| ApiError::unauthorized())?;
+    let verification = user.verification.parse().unwrap_or_default();
+    let clinician = if role == medmesh_auth::Role::Practitioner {
+        state.identity.clinician(&user.id).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot read the practitioner's account");
+            ApiError::unauthorized()
+        })?
+    } else {
+        None
+    };
+    let actor = Actor {
+        subject: user.id,
+        scopes: role.ceiling(verification),
+        patient: user.patient_id,
+        role: Some(role),
+        clinician,
+    };
+    Ok(context(parts, state, actor))
 }

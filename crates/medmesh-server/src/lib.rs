@@ -230,6 +230,7 @@ pub fn router(state: AppState) -> Router {
             get(web::register_form).post(web::register_submit),
         )
         .route("/account/sessions", get(web::sessions))
+        .route("/account/documents", get(web::documents))
         .route("/account/sessions/end", post(web::end_session))
         .route("/api/account", get(web::account))
         .route("/api/account/link", post(web::link_patient))

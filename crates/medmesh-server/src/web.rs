@@ -784,3 +784,35 @@ pub async fn make_launch(
         Err(e) => error_page(&e),
     }
 }
+
+#[derive(Template)]
+#[template(path = "documents.html")]
+struct DocumentsPage<'a> {
+    owner: String,
+    patient: String,
+    csrf: &'a str,
+}
+
+/// `GET /account/documents`: signed uploads from the browser, with a signing key that the
+/// page keeps non-extractable in WebCrypto (see the template's script).
+pub async fn documents(SignedIn(s): SignedIn) -> Response {
+    let owner = match (&s.user.patient_id, &s.user.practitioner_id) {
+        (Some(p), _) => format!("Patient/{p}"),
+        (None, Some(p)) => format!("Practitioner/{p}"),
+        (None, None) => {
+            return message(
+                StatusCode::FORBIDDEN,
+                "Not for this account",
+                "Signed documents are uploaded by patients and practitioners.",
+            );
+        }
+    };
+    page(
+        StatusCode::OK,
+        &DocumentsPage {
+            owner,
+            patient: s.user.patient_id.clone().unwrap_or_default(),
+            csrf: &s.csrf,
+        },
+    )
+}

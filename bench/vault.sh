@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The document vault's streaming, measured against a plain `cp` of the same file on the same
+# disk, in one run:
+#   - upload: `curl --data-binary @FILE` to POST /fhir/Binary (hashed, sniffed, sealed in
+#     64 KiB AES-256-GCM chunks, written to the local blob folder), then `sync`;
+#   - download: GET /fhir/Binary/{id} to a file (opened chunk by chunk, digest checked before
+#     the last chunk leaves), then `sync`;
+#   - cp FILE COPY, then `sync`;
+#   - the node's peak resident memory (VmHWM) before and after.
+#   bench/vault.sh [MEGABYTES] [ROUNDS]   (default 2048 MB, 3 rounds)
+# Needs a release build (cargo build --release) and curl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mb=${1:-2048}
+rounds=${2:-3}
+bin=$PWD/target/release/medmesh
+[ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+command -v curl >/dev/null || { echo "curl is required" >&2; exit 1; }
+
+work=$(mktemp -d -p "${BENCH_DIR:-$PWD/target}")
+node_pid=
+cleanup() { [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+# A PDF-looking file of random bytes (so nothing compresses or dedupes).
+{ printf '%%PDF-1.7\n'; head -c "$((mb * 1024 * 1024 - 9))" /dev/urandom; } > "$work/doc.pdf"
+size=$(stat -c %s "$work/doc.pdf")
+
+export MEDMESH_LOG=warn
+"$bin" serve --data-dir "$work/node" --listen 127.0.0.1:0 > "$work/serve.out" 2> "$work/serve.err" &
+node_pid=$!
+for _ in $(seq 1 300); do grep -q "listening on" "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+base=$(sed -n 's/^medmesh listening on //p' "$work/serve.out")
+[ -n "$base" ] || { cat "$work/serve.err" >&2; exit 1; }
+token=$("$bin" admin token --data-dir "$work/node" --scope 'system/*.*')
+curl -sf -H "Authorization: Bearer $token" -H 'content-type: application/fhir+json' \
+    -X PUT "$base/fhir/Patient/bench" -d '{"resourceType":"Patient","id":"bench"}' > /dev/null
+hwm() { awk '/VmHWM/ {print $2}' "/proc/$node_pid/status"; }
+secs() { python3 -c "import time; print(time.monotonic())"; }
+mbps() { python3 -c "print(f'{$size / ($2 - $1) / 1e6:.0f}')"; }
+
+echo "file: $size bytes; node peak memory at start: $(( $(hwm) / 1024 )) MiB"
+for r in $(seq 1 "$rounds"); do
+    sync
+    t0=$(secs); cp "$work/doc.pdf" "$work/copy.pdf"; sync; t1=$(secs)
+    rm -f "$work/copy.pdf"; sync
+    # A distinct first line each round, so no upload is deduplicated against the last.
+    printf '%%PDF-1.7\n%% round %s\n' "$r" | dd of="$work/doc.pdf" conv=notrunc status=none
+    t2=$(secs)
+    id=$(curl -sf -H "Authorization: Bearer $token" -H 'content-type: application/pdf' \
+        -H 'x-security-context: Patient/bench' --data-binary @"$work/doc.pdf" "$base/fhir/Binary" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    sync; t3=$(secs)
+    curl -sf -H "Authorization: Bearer $token" -o "$work/down.pdf" "$base/fhir/Binary/$id"
+    sync; t4=$(secs)
+    cmp -s "$work/doc.pdf" "$work/down.pdf" || { echo "the download differs" >&2; exit 1; }
+    rm -f "$work/down.pdf"
+    cp_rate=$(mbps "$t0" "$t1"); up=$(mbps "$t2" "$t3"); down=$(mbps "$t3" "$t4")
+    python3 -c "print(f'round $r: cp {$cp_rate} MB/s  upload {$up} MB/s ({$up/$cp_rate:.2f} of cp)  download {$down} MB/s ({$down/$cp_rate:.2f} of cp)')"
+done
+echo "node peak memory after: $(( $(hwm) / 1024 )) MiB"
