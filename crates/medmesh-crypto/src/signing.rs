@@ -26,6 +26,22 @@ use zeroize::Zeroizing;
 
 use crate::random::{Random, array};
 
+/// A signed text: its first line, then one `name value` line per field. A field that is
+/// empty or holds a line break would make the text ambiguous, so it is refused.
+fn signed_text(first: &str, fields: &[(&'static str, &str)]) -> Result<Vec<u8>, SignatureError> {
+    let mut out = format!("{first}\n");
+    for (name, value) in fields {
+        if value.is_empty() || value.contains(['\n', '\r']) {
+            return Err(SignatureError::BadClaim(name));
+        }
+        out.push_str(name);
+        out.push(' ');
+        out.push_str(value);
+        out.push('\n');
+    }
+    Ok(out.into_bytes())
+}
+
 /// What an upload claims, and the digest of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadClaims {
@@ -63,24 +79,18 @@ impl UploadClaims {
     /// # Errors
     /// [`SignatureError::BadClaim`] for an empty claim or one with a line break.
     pub fn signed_bytes(&self) -> Result<Vec<u8>, SignatureError> {
-        let fields: [(&'static str, &str); 5] = [
-            ("author", &self.author),
-            ("patient", &self.patient),
-            ("time", &self.time),
-            ("device", &self.device),
-            ("type", &self.doc_type),
-        ];
-        let mut out = format!("medmesh-upload v1\nsha256 {}\n", hex::encode(self.sha256));
-        for (name, value) in fields {
-            if value.is_empty() || value.contains(['\n', '\r']) {
-                return Err(SignatureError::BadClaim(name));
-            }
-            out.push_str(name);
-            out.push(' ');
-            out.push_str(value);
-            out.push('\n');
-        }
-        Ok(out.into_bytes())
+        let digest = hex::encode(self.sha256);
+        signed_text(
+            "medmesh-upload v1",
+            &[
+                ("sha256", &digest),
+                ("author", &self.author),
+                ("patient", &self.patient),
+                ("time", &self.time),
+                ("device", &self.device),
+                ("type", &self.doc_type),
+            ],
+        )
     }
 }
 
@@ -113,23 +123,15 @@ impl KeyStatement {
     /// # Errors
     /// [`SignatureError::BadClaim`] for an empty field or one with a line break.
     pub fn signed_bytes(&self) -> Result<Vec<u8>, SignatureError> {
-        let fields: [(&'static str, &str); 4] = [
-            ("owner", &self.owner),
-            ("kind", &self.kind),
-            ("key", &self.key),
-            ("time", &self.time),
-        ];
-        let mut out = String::from("medmesh-key v1\n");
-        for (name, value) in fields {
-            if value.is_empty() || value.contains(['\n', '\r']) {
-                return Err(SignatureError::BadClaim(name));
-            }
-            out.push_str(name);
-            out.push(' ');
-            out.push_str(value);
-            out.push('\n');
-        }
-        Ok(out.into_bytes())
+        signed_text(
+            "medmesh-key v1",
+            &[
+                ("owner", &self.owner),
+                ("kind", &self.kind),
+                ("key", &self.key),
+                ("time", &self.time),
+            ],
+        )
     }
 }
 

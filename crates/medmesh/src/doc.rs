@@ -197,6 +197,21 @@ impl NodeClient {
         format!("{}/{}", self.base, path.trim_start_matches('/'))
     }
 
+    /// Starts downloading a Binary's bytes (an audited open on the node).
+    async fn download(&self, binary: &str) -> anyhow::Result<reqwest::Response> {
+        let r = self
+            .http
+            .get(self.url(&format!("fhir/Binary/{binary}")))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .context("cannot reach the node")?;
+        if !r.status().is_success() {
+            return Err(failure(r).await);
+        }
+        Ok(r)
+    }
+
     async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
         let r = self
             .http
@@ -538,16 +553,7 @@ pub async fn open(
     out: &Path,
 ) -> anyhow::Result<()> {
     let (_, content) = node.content_key(keys, binary).await?;
-    let r = node
-        .http
-        .get(node.url(&format!("fhir/Binary/{binary}")))
-        .bearer_auth(&node.token)
-        .send()
-        .await
-        .context("cannot reach the node")?;
-    if !r.status().is_success() {
-        return Err(failure(r).await);
-    }
+    let r = node.download(binary).await?;
     let partial = PathBuf::from(format!("{}.partial", out.display()));
     let result = async {
         let file = std::fs::OpenOptions::new()
@@ -774,16 +780,7 @@ pub async fn verify_remote(node: &NodeClient, binary: &str) -> anyhow::Result<bo
         eprintln!("medmesh: NOT verified: this document has no signature");
         return Ok(false);
     };
-    let r = node
-        .http
-        .get(node.url(&format!("fhir/Binary/{binary}")))
-        .bearer_auth(&node.token)
-        .send()
-        .await
-        .context("cannot reach the node")?;
-    if !r.status().is_success() {
-        return Err(failure(r).await);
-    }
+    let r = node.download(binary).await?;
     let tmp = tempfile::NamedTempFile::new().context("cannot make a temporary file")?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file());

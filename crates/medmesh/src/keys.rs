@@ -97,33 +97,22 @@ pub(crate) async fn open_key_ring(
             "this database holds records written without encryption at rest; stop every node and run `medmesh keys reencrypt` once to seal them (or set encryption_at_rest = false)"
         );
     }
-    if let Some(kms) = &cfg.kms {
-        let kek =
-            Arc::new(KmsKek::new(kms.clone()).map_err(|e| anyhow::anyhow!("cannot use KMS: {e}"))?);
-        let at_rest = AtRest::load(
-            stores.keys.clone(),
-            kek.clone(),
-            Arc::new(OsRandom),
-            Arc::new(MonotonicClock::new(SystemClock)),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot open the data keys: {e}"))?;
-        let at_rest = if sealing == Sealing::Migrating {
-            at_rest.accepting_plaintext()
-        } else {
-            at_rest
-        };
-        return Ok(Some(KeyRing {
-            at_rest: Arc::new(at_rest),
-            kek: Kek::Kms(kek),
-        }));
-    }
-    if initialized && !cfg.master_key_file.exists() {
-        bail!(
-            "the key file {} is missing: this database's data keys cannot be unwrapped without it (set master_key_file or MEDMESH_MASTER_KEY_FILE)",
-            cfg.master_key_file.display()
-        );
-    }
+    let kek = match &cfg.kms {
+        Some(kms) => Kek::Kms(Arc::new(
+            KmsKek::new(kms.clone()).map_err(|e| anyhow::anyhow!("cannot use KMS: {e}"))?,
+        )),
+        None => {
+            if initialized && !cfg.master_key_file.exists() {
+                bail!(
+                    "the key file {} is missing: this database's data keys cannot be unwrapped without it (set master_key_file or MEDMESH_MASTER_KEY_FILE)",
+                    cfg.master_key_file.display()
+                );
+            }
+            let file = KeyFile::open_or_create(&cfg.master_key_file, &OsRandom)
+                .context("cannot open the key-encryption-key file")?;
+            Kek::File(Arc::new(LocalKek::new(file, Arc::new(OsRandom))))
+        }
+    };
     if sealing == Sealing::Migrating && !initialized && has_records {
         stores
             .keys
@@ -131,12 +120,9 @@ pub(crate) async fn open_key_ring(
             .await
             .map_err(|e| anyhow::anyhow!("cannot write the key store: {e}"))?;
     }
-    let file = KeyFile::open_or_create(&cfg.master_key_file, &OsRandom)
-        .context("cannot open the key-encryption-key file")?;
-    let kek = Arc::new(LocalKek::new(file, Arc::new(OsRandom)));
     let mut at_rest = AtRest::load(
         stores.keys.clone(),
-        kek.clone(),
+        kek.provider(),
         Arc::new(OsRandom),
         Arc::new(MonotonicClock::new(SystemClock)),
     )
@@ -147,7 +133,7 @@ pub(crate) async fn open_key_ring(
     }
     Ok(Some(KeyRing {
         at_rest: Arc::new(at_rest),
-        kek: Kek::File(kek),
+        kek,
     }))
 }
 

@@ -70,6 +70,30 @@ fn keys_for(node: &Node, who: &Node, dir: &Path, owner: &str, recovery: bool) ->
     key_file
 }
 
+/// The upload headers a Provenance's signature was made with, for the given signature, key
+/// and patient (to replay it, or forge it).
+fn signed_headers(prov: &Value, sig: &str, key: &str, patient: &str) -> Vec<(String, String)> {
+    let claims = STANDARD
+        .decode(prov["extension"][0]["valueBase64Binary"].as_str().unwrap())
+        .unwrap();
+    let claims = String::from_utf8(claims).unwrap();
+    let line = |name: &str| {
+        claims
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap()
+            .to_string()
+    };
+    vec![
+        ("x-security-context".into(), format!("Patient/{patient}")),
+        ("x-medmesh-document-type".into(), line("type")),
+        ("x-medmesh-signature".into(), sig.to_string()),
+        ("x-medmesh-signing-key".into(), key.to_string()),
+        ("x-medmesh-signed-at".into(), line("time")),
+        ("x-medmesh-device".into(), line("device")),
+    ]
+}
+
 async fn provenance_of(who: &Node, binary: &str) -> Value {
     let b = who
         .search(&format!("Provenance?target=Binary/{binary}"))
@@ -174,35 +198,6 @@ async fn signed_uploads_verify_and_forgeries_fail(node: Node) {
     );
 
     // Online, the node refuses the same forgeries before storing anything.
-    let claims = STANDARD
-        .decode(prov["extension"][0]["valueBase64Binary"].as_str().unwrap())
-        .unwrap();
-    let claims = String::from_utf8(claims).unwrap();
-    let line = |name: &str| {
-        claims
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap()
-            .to_string()
-    };
-    let sig = prov["signature"][0]["data"].as_str().unwrap().to_string();
-    let key = prov["signature"][0]["extension"][0]["valueBase64Binary"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let headers = |sig: &str, key: &str, patient: &str| {
-        vec![
-            (
-                "x-security-context".to_string(),
-                format!("Patient/{patient}"),
-            ),
-            ("x-medmesh-document-type".to_string(), line("type")),
-            ("x-medmesh-signature".to_string(), sig.to_string()),
-            ("x-medmesh-signing-key".to_string(), key.to_string()),
-            ("x-medmesh-signed-at".to_string(), line("time")),
-            ("x-medmesh-device".to_string(), line("device")),
-        ]
-    };
     let send = |who: &Node, body: Vec<u8>, h: Vec<(String, String)>| {
         let who = who.with_token(&who.token);
         async move {
@@ -210,6 +205,12 @@ async fn signed_uploads_verify_and_forgeries_fail(node: Node) {
             upload_raw(&who, body, "application/pdf", &h).await
         }
     };
+    let sig = prov["signature"][0]["data"].as_str().unwrap().to_string();
+    let key = prov["signature"][0]["extension"][0]["valueBase64Binary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let headers = |sig: &str, key: &str, patient: &str| signed_headers(&prov, sig, key, patient);
     let original = pdf_bytes("signed");
     let (s, _, _) = send(&me, original.clone(), headers(&sig, &key, "pat")).await;
     assert_eq!(
@@ -224,34 +225,10 @@ async fn signed_uploads_verify_and_forgeries_fail(node: Node) {
     let (s, _, _) = send(&me, original.clone(), headers(gp_sig, &key, "pat")).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "swapped signature");
     // The GP replays their own signature onto another patient's document.
-    let gp_claims = String::from_utf8(
-        STANDARD
-            .decode(
-                gp_prov["extension"][0]["valueBase64Binary"]
-                    .as_str()
-                    .unwrap(),
-            )
-            .unwrap(),
-    )
-    .unwrap();
-    let gp_line = |name: &str| {
-        gp_claims
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap()
-            .to_string()
-    };
     let gp_key_b64 = gp_prov["signature"][0]["extension"][0]["valueBase64Binary"]
         .as_str()
         .unwrap();
-    let replay = vec![
-        ("x-security-context".to_string(), "Patient/pat2".to_string()),
-        ("x-medmesh-document-type".to_string(), gp_line("type")),
-        ("x-medmesh-signature".to_string(), gp_sig.to_string()),
-        ("x-medmesh-signing-key".to_string(), gp_key_b64.to_string()),
-        ("x-medmesh-signed-at".to_string(), gp_line("time")),
-        ("x-medmesh-device".to_string(), gp_line("device")),
-    ];
+    let replay = signed_headers(&gp_prov, gp_sig, gp_key_b64, "pat2");
     let (s, _, oo) = send(&gp, pdf_bytes("by the GP"), replay).await;
     assert_eq!(
         s,
