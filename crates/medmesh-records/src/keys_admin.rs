@@ -42,6 +42,8 @@ pub struct ReencryptReport {
     pub texts: u64,
     /// Owners given a new data key.
     pub new_keys: u64,
+    /// Document blobs sealed again under their patient's new key.
+    pub blobs: u64,
     /// Whether it resumed an interrupted run.
     pub resumed: bool,
 }
@@ -189,6 +191,11 @@ impl RecordService {
                     .await?;
                 opened.push((row, ctx, plain, json, owner));
             }
+            let binaries: Vec<Value> = opened
+                .iter()
+                .filter(|(row, _, _, _, _)| row.current && row.version.resource_type == "Binary")
+                .map(|(_, _, _, json, _)| json.clone())
+                .collect();
             let mut tx = self.begin_write().await?;
             for (row, ctx, plain, json, owner) in opened {
                 let v = &row.version;
@@ -208,6 +215,12 @@ impl RecordService {
                 }
             }
             tx.commit().await?;
+            // Document blobs follow their Binary (outside the transaction: blob I/O).
+            for json in &binaries {
+                if self.reseal_blob(json).await? {
+                    report.blobs += 1;
+                }
+            }
             cursor = last_seq;
             keys.save_job_cursor(REENCRYPT_JOB, cursor, &state, self.now())
                 .await?;

@@ -88,6 +88,71 @@ pub struct SignedClaims {
     pub device: String,
 }
 
+/// Writes a patient's blob sealed (or plain, without encryption at rest) to a blob upload,
+/// gathering [`WRITE_BYTES`] of sealed bytes per write.
+struct SealedWriter<'a> {
+    upload: &'a mut dyn medmesh_store::BlobUpload,
+    sealer: Option<StreamSealer>,
+    out: Vec<u8>,
+}
+
+impl<'a> SealedWriter<'a> {
+    /// Starts a blob for `owner`, under their active data key.
+    async fn start(
+        service: &RecordService,
+        upload: &'a mut dyn medmesh_store::BlobUpload,
+        owner: &str,
+    ) -> Result<Self, RecordError> {
+        let mut out = Vec::with_capacity(WRITE_BYTES + medmesh_crypto::stream::FRAME);
+        let sealer = match &service.at_rest {
+            Some(a) => {
+                let (id, key) = a.owner_key(owner).await?;
+                let context = blob_context(owner);
+                Some(StreamSealer::start(
+                    &key,
+                    &id,
+                    context.as_bytes(),
+                    a.random(),
+                    &mut out,
+                ))
+            }
+            None => None,
+        };
+        Ok(Self {
+            upload,
+            sealer,
+            out,
+        })
+    }
+
+    async fn write(&mut self, piece: &[u8]) -> Result<(), RecordError> {
+        match &mut self.sealer {
+            Some(s) => s
+                .push(piece, &mut self.out)
+                .map_err(|_| RecordError::Keys("blob sealing failed".into()))?,
+            None => self.out.extend_from_slice(piece),
+        }
+        if self.out.len() >= WRITE_BYTES {
+            self.upload
+                .write(Bytes::from(std::mem::take(&mut self.out)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Seals the last chunk and writes what is left; the caller finishes the upload.
+    async fn finish(mut self) -> Result<(), RecordError> {
+        if let Some(s) = self.sealer.take() {
+            s.finish(&mut self.out)
+                .map_err(|_| RecordError::Keys("blob sealing failed".into()))?;
+        }
+        if !self.out.is_empty() {
+            self.upload.write(Bytes::from(self.out)).await?;
+        }
+        Ok(())
+    }
+}
+
 /// What the streamed upload produced.
 struct Stored {
     cid: ContentId,
@@ -380,21 +445,7 @@ impl RecordService {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let mut out = Vec::with_capacity(WRITE_BYTES + medmesh_crypto::stream::FRAME);
-        let mut sealer = match &self.at_rest {
-            Some(a) => {
-                let (id, key) = a.owner_key(&doc.patient).await?;
-                let context = blob_context(&doc.patient);
-                Some(StreamSealer::start(
-                    &key,
-                    &id,
-                    context.as_bytes(),
-                    a.random(),
-                    &mut out,
-                ))
-            }
-            None => None,
-        };
+        let mut writer = SealedWriter::start(self, upload, &doc.patient).await?;
         let mut hasher = ContentHasher::default();
         let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
         let mut content_type: Option<String> = None;
@@ -417,15 +468,7 @@ impl RecordService {
                 }
             }
             hasher.update(&piece);
-            match &mut sealer {
-                Some(s) => s
-                    .push(&piece, &mut out)
-                    .map_err(|_| RecordError::Keys("blob sealing failed".into()))?,
-                None => out.extend_from_slice(&piece),
-            }
-            if out.len() >= WRITE_BYTES {
-                upload.write(Bytes::from(std::mem::take(&mut out))).await?;
-            }
+            writer.write(&piece).await?;
         }
         let content_type = match content_type {
             Some(t) => t,
@@ -437,13 +480,7 @@ impl RecordService {
             }
             None => sniff_now(&head)?,
         };
-        if let Some(s) = sealer {
-            s.finish(&mut out)
-                .map_err(|_| RecordError::Keys("blob sealing failed".into()))?;
-        }
-        if !out.is_empty() {
-            upload.write(Bytes::from(out)).await?;
-        }
+        writer.finish().await?;
         let size = hasher.len();
         let sealed_id = if content_type == crate::sniff::SEALED_TYPE {
             let id = key_id_of(&head).map_err(|_| {
@@ -805,6 +842,61 @@ impl RecordService {
             content_id: cid,
             body,
         })
+    }
+
+    /// Seals a Binary's blob again under its patient's active data key, if another key sealed
+    /// it (`keys reencrypt`). Returns whether it did. Binaries sharing one blob re-seal it
+    /// once: the second finds it under the active key already. The new blob is written
+    /// under `staging/` and renamed over the old one only once complete and digest-checked.
+    ///
+    /// # Errors
+    /// When the blob store or the keys fail; a missing blob is logged and skipped.
+    pub(crate) async fn reseal_blob(&self, binary: &Value) -> Result<bool, RecordError> {
+        let (Some(blobs), Some(a)) = (&self.blobs, &self.at_rest) else {
+            return Ok(false);
+        };
+        let (Ok((cid, _, _)), Some(owner)) = (blob_facts(binary), patient_of(binary)) else {
+            return Ok(false); // an ordinary Binary, its data inline
+        };
+        let (_, name) = self.blob_names(&owner, &cid);
+        let mut head = Vec::with_capacity(HEADER);
+        let mut source = match blobs.read(&name).await {
+            Ok(s) => s,
+            Err(medmesh_store::BlobError::NotFound) => {
+                tracing::warn!("a Binary's blob is missing; nothing to re-seal");
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        while head.len() < HEADER {
+            match source.next().await {
+                Some(piece) => head.extend_from_slice(&piece?),
+                None => break,
+            }
+        }
+        drop(source);
+        let (active, _) = a.owner_key(&owner).await?;
+        if key_id_of(&head).map_err(|_| RecordError::Corrupt)? == active {
+            return Ok(false);
+        }
+        let mut plain = self.stream_blob(&owner, cid).await?;
+        let staging = format!("staging/{}", self.ids.new_id());
+        let mut upload = blobs.upload(&staging).await?;
+        let copied = async {
+            let mut writer = SealedWriter::start(self, &mut *upload, &owner).await?;
+            while let Some(piece) = plain.next().await {
+                writer.write(&piece?).await?;
+            }
+            writer.finish().await
+        }
+        .await;
+        if let Err(e) = copied {
+            upload.abort().await;
+            return Err(e);
+        }
+        upload.finish().await?;
+        blobs.rename(&staging, &name).await?;
+        Ok(true)
     }
 
     /// A practitioner's name for a notification (`Dr Jane Smith`), if it can be read.

@@ -277,12 +277,13 @@ pub(crate) async fn reencrypt(
         .await
         .map_err(|e| anyhow::anyhow!("cannot write the key store: {e}"))?;
     outln!(
-        "{}sealed {} stored versions ({} were plaintext), rebuilt the index of {}, sealed {} consents and reasons, {} new data keys",
+        "{}sealed {} stored versions ({} were plaintext), rebuilt the index of {}, sealed {} consents and reasons and {} document blobs, {} new data keys",
         if report.resumed { "resumed; " } else { "" },
         report.bodies,
         report.from_plaintext,
         report.reindexed,
         report.texts,
+        report.blobs,
         report.new_keys
     );
     Ok(())

@@ -506,3 +506,48 @@ async fn a_large_document_streams_in_bounded_memory(node: Node) {
 }
 
 on_both_databases!(a_large_document_streams_in_bounded_memory);
+
+/// `keys reencrypt` seals document blobs again under the patient's fresh key, while the
+/// node serves; a blob two Binaries share is sealed once, and both still download whole.
+async fn reencryption_reseals_document_blobs(node: Node) {
+    seed(&node).await;
+    let me = patient(&node);
+    let pdf = pdf_bytes("reencrypt");
+    let (_, _, first) = upload_raw(&me, pdf.clone(), "application/pdf", &[]).await;
+    let (_, _, second) = upload_raw(&me, pdf.clone(), "application/pdf", &[]).await;
+    let blobs_dir = node.data_dir.path().join("blobs");
+    let files = files_under(&blobs_dir);
+    assert_eq!(files.len(), 1);
+    // The sealed header: magic, then the 16-byte id of the data key that sealed it.
+    let key_of = |f: &Path| std::fs::read(f).unwrap()[4..20].to_vec();
+    let before = key_of(&files[0]);
+
+    let out = node.cli(&["keys", "reencrypt"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("and 1 document blobs"), "{said}");
+    let files = files_under(&blobs_dir);
+    assert_eq!(files.len(), 1, "no staging copy is left: {files:?}");
+    assert_ne!(
+        key_of(&files[0]),
+        before,
+        "the blob is sealed under a new key"
+    );
+    for b in [&first, &second] {
+        let id = b["id"].as_str().unwrap();
+        let (s, _, got) = get_bytes(&me, &me.url(&format!("Binary/{id}")), true).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(got, pdf);
+    }
+    // Every run gives every owner a fresh key, so a second run seals the blob once more.
+    let after_first = key_of(&files_under(&blobs_dir)[0]);
+    let out = node.cli(&["keys", "reencrypt"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("and 1 document blobs"));
+    assert_ne!(key_of(&files_under(&blobs_dir)[0]), after_first);
+}
+
+on_both_databases!(reencryption_reseals_document_blobs);
