@@ -253,6 +253,17 @@ fn blob_facts(binary: &Value) -> Result<(ContentId, u64, String), RecordError> {
     Ok((cid, size, ct))
 }
 
+/// Decodes a FHIR `base64Binary`, which may hold white space and may leave out padding.
+fn decode_base64_binary(data: &str) -> Result<Vec<u8>, RecordError> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let compact: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    LENIENT.decode(compact).map_err(|_| RecordError::Corrupt)
+}
+
 /// A sealed document's key id (hex), as recorded on its Binary.
 pub(crate) fn sealed_id_of(binary: &Value) -> Option<String> {
     meta_ext(binary, EXT_SEALED_ID)
@@ -799,9 +810,26 @@ impl RecordService {
         practitioner: Option<String>,
         actor_patient: Option<String>,
     ) -> Result<Download, RecordError> {
-        let (cid, size, content_type) = blob_facts(&binary)?;
-        let patient = patient_of(&binary).ok_or(RecordError::Corrupt)?;
-        entry.patients = vec![patient.clone()];
+        // A Binary written as FHIR JSON holds its bytes inline in `data`: served decoded, as
+        // FHIR's Binary read asks, and audited the same way.
+        let inline = match binary.get("data").and_then(Value::as_str) {
+            Some(data) if blob_facts(&binary).is_err() => Some(decode_base64_binary(data)?),
+            _ => None,
+        };
+        let (cid, size, content_type) = match &inline {
+            Some(bytes) => (
+                ContentId::of(bytes),
+                bytes.len() as u64,
+                binary
+                    .get("contentType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("application/octet-stream")
+                    .to_string(),
+            ),
+            None => blob_facts(&binary)?,
+        };
+        let patient = patient_of(&binary);
+        entry.patients = patient.iter().cloned().collect();
         let title = meta_ext(&binary, EXT_TITLE)
             .and_then(|e| e.get("valueString"))
             .and_then(Value::as_str)
@@ -813,8 +841,11 @@ impl RecordService {
         };
         let mut tx = self.begin_write().await?;
         tx.append_audit(&entry).await?;
-        // The patient's own opens are in their audit log; they need no notification.
-        if actor_patient.as_deref() != Some(patient.as_str()) {
+        // The patient's own opens are in their audit log; they need no notification. A
+        // Binary outside every patient's compartment notifies nobody.
+        if let Some(patient) = patient.as_deref()
+            && actor_patient.as_deref() != Some(patient)
+        {
             let id = self.ids.new_id();
             let message = format!(
                 "{} opened your document \u{201c}{title}\u{201d}",
@@ -822,11 +853,11 @@ impl RecordService {
                     .unwrap_or("Someone with access to your record")
             );
             let message = self
-                .seal_text(&mut tx, &patient, &format!("notification/{id}"), message)
+                .seal_text(&mut tx, patient, &format!("notification/{id}"), message)
                 .await?;
             tx.notify(&Notification {
                 id,
-                patient_id: patient.clone(),
+                patient_id: patient.to_string(),
                 kind: "document-opened".into(),
                 message,
                 created_micros: entry.time_micros,
@@ -835,7 +866,13 @@ impl RecordService {
             .await?;
         }
         tx.commit().await?;
-        let body = self.stream_blob(&patient, cid).await?;
+        let body = match (inline, patient) {
+            (Some(bytes), _) => {
+                futures::stream::once(async move { Ok(Bytes::from(bytes)) }).boxed()
+            }
+            (None, Some(patient)) => self.stream_blob(&patient, cid).await?,
+            (None, None) => return Err(RecordError::Corrupt),
+        };
         Ok(Download {
             content_type,
             size,

@@ -170,8 +170,32 @@ async fn official_examples_round_trip(node: Node) {
             s == StatusCode::CREATED || s == StatusCode::OK,
             "{name}: {s} {stored}"
         );
-        let (s, _, read) = node.get(&format!("{rt}/{id}")).await;
+        // A Binary read answers its bytes unless FHIR JSON is asked for.
+        let (s, _, read) = node
+            .send(
+                node.auth(node.client.get(node.url(&format!("{rt}/{id}"))))
+                    .header("accept", "application/fhir+json"),
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "{name}");
+        if rt == "Binary" {
+            let (s, h, raw) =
+                crate::documents::get_bytes(&node, &node.url(&format!("Binary/{id}")), true).await;
+            assert_eq!(s, StatusCode::OK, "{name}: the bytes");
+            assert_eq!(h["content-type"], r["contentType"].as_str().unwrap());
+            // base64Binary may hold white space.
+            let data: String = r["data"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .filter(|c| !c.is_ascii_whitespace())
+                .collect();
+            use base64::Engine;
+            let expected = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap();
+            assert_eq!(raw, expected, "{name}: the decoded bytes");
+        }
         // Everything the example said is still there, unchanged, apart from meta.
         let mut expected = r.clone();
         let mut got = read.clone();
