@@ -167,8 +167,19 @@ mod tests {
             "text/plain"
         );
         assert_eq!(sniff(b"a,b\n1,2\n", None).unwrap(), "text/plain");
+        // PostScript sent as a zip: the bytes contradict the claim. Unclaimed, it is simply
+        // not a type the vault takes.
         assert!(matches!(
-            sniff(b"%!PS", Some("application/zip")),
+            sniff(b"%!PS-Adobe-3.0\n", Some("application/zip")),
+            Err(SniffError::Mismatch { .. })
+        ));
+        assert!(matches!(
+            sniff(b"%!PS-Adobe-3.0\n", None),
+            Err(SniffError::NotAllowed(_))
+        ));
+        // A type outside the list, claimed for text, is refused too.
+        assert!(matches!(
+            sniff(b"plain words", Some("application/x-sh")),
             Err(SniffError::NotAllowed(_))
         ));
         let mut dicom = vec![0u8; 128];
