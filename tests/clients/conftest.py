@@ -67,6 +67,25 @@ class Node:
         self.dir.cleanup()
 
 
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A real AWS API server (moto in server mode) on loopback, for S3 and KMS."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def aws_client(service, endpoint):
+    """A boto3 client for `service` on the moto server, with the tests' credentials."""
+    import boto3
+
+    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="medmesh", aws_secret_access_key="medmesh-secret")
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def node(request):
     n = Node(request.param)

@@ -5,25 +5,17 @@ service is unreachable the node fails closed instead of serving anything."""
 
 import os
 
-import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
-from conftest import Node
+from conftest import Node, aws_client
 
 CREDS = {"MEDMESH_KMS_ACCESS_KEY_ID": "medmesh", "MEDMESH_KMS_SECRET_ACCESS_KEY": "medmesh-secret", "MEDMESH_KMS_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="module")
-def kms():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client("kms", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="medmesh", aws_secret_access_key="medmesh-secret")
-    yield endpoint, client
-    server.stop()
+def kms(moto_endpoint):
+    return moto_endpoint, aws_client("kms", moto_endpoint)
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgres"])

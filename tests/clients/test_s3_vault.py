@@ -7,33 +7,20 @@ uploads are stored once; no staging object is left behind."""
 import hashlib
 import os
 
-import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
-from conftest import Node
+from conftest import Node, aws_client
 
 BUCKET = "medmesh-vault-test"
 MARKER = b"S3-VAULT-MARKER-91c2"
 
 
 @pytest.fixture(scope="module")
-def s3():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="medmesh",
-        aws_secret_access_key="medmesh-secret",
-    )
+def s3(moto_endpoint):
+    client = aws_client("s3", moto_endpoint)
     client.create_bucket(Bucket=BUCKET)
-    yield endpoint, client
-    server.stop()
+    return moto_endpoint, client
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

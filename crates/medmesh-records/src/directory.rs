@@ -16,7 +16,6 @@ use medmesh_audit::Outcome;
 use medmesh_crypto::sealing::{SealingPublicKey, WrappedKey};
 use medmesh_crypto::{KeyStatement, UploadSignature, UserPublicKey};
 use medmesh_fhir::IssueType;
-use medmesh_policy::Action;
 use medmesh_store::{SealedKey, UserKey};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -223,23 +222,8 @@ impl RecordService {
         binary_id: &str,
         action: &str,
     ) -> Result<(medmesh_policy::Grant, Value), RecordError> {
-        let grant = self.authorize(ctx, Action::Read, Some("Binary")).await?;
-        let found = self.store.read("Binary", binary_id).await?;
-        let visible = match &found {
-            Some(v) if !v.deleted => {
-                let resource = self.decode(v).await?;
-                self.admits(&grant, "Binary", &resource).then_some(resource)
-            }
-            _ => None,
-        };
-        match visible {
-            Some(b) if crate::vault::is_sealed(&b) => Ok((grant, b)),
-            _ => {
-                self.audited_read(ctx, &grant, action, "Binary", binary_id, found)
-                    .await?;
-                Err(RecordError::NotFound)
-            }
-        }
+        self.visible_binary(ctx, binary_id, action, crate::vault::is_sealed)
+            .await
     }
 
     /// The wrapped keys of a sealed document meant for the actor's own keys, and the

@@ -224,33 +224,36 @@ pub struct LinkGrant {
     pub patient: Option<String>,
 }
 
-fn meta_ext<'a>(binary: &'a Value, url: &str) -> Option<&'a Value> {
+/// The `valueString` of one of a Binary's `meta` extensions.
+fn meta_string<'a>(binary: &'a Value, url: &str) -> Option<&'a str> {
     binary
         .pointer("/meta/extension")?
         .as_array()?
         .iter()
-        .find(|e| e.get("url").and_then(Value::as_str) == Some(url))
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(url))?
+        .get("valueString")?
+        .as_str()
+}
+
+/// A Binary's content type (`application/octet-stream` when it names none).
+fn content_type_of(binary: &Value) -> String {
+    binary
+        .get("contentType")
+        .and_then(Value::as_str)
+        .unwrap_or("application/octet-stream")
+        .to_string()
 }
 
 fn blob_facts(binary: &Value) -> Result<(ContentId, u64, String), RecordError> {
-    let cid = meta_ext(binary, EXT_CONTENT_ID)
-        .and_then(|e| e.get("valueString"))
-        .and_then(Value::as_str)
+    let cid = meta_string(binary, EXT_CONTENT_ID)
         .and_then(|s| s.parse().ok())
         .ok_or(RecordError::NotSupported(
             "this Binary holds its data inline; read it as JSON".into(),
         ))?;
-    let size = meta_ext(binary, EXT_SIZE)
-        .and_then(|e| e.get("valueString"))
-        .and_then(Value::as_str)
+    let size = meta_string(binary, EXT_SIZE)
         .and_then(|s| s.parse().ok())
         .ok_or(RecordError::Corrupt)?;
-    let ct = binary
-        .get("contentType")
-        .and_then(Value::as_str)
-        .unwrap_or("application/octet-stream")
-        .to_string();
-    Ok((cid, size, ct))
+    Ok((cid, size, content_type_of(binary)))
 }
 
 /// Decodes a FHIR `base64Binary`, which may hold white space and may leave out padding.
@@ -266,10 +269,7 @@ fn decode_base64_binary(data: &str) -> Result<Vec<u8>, RecordError> {
 
 /// A sealed document's key id (hex), as recorded on its Binary.
 pub(crate) fn sealed_id_of(binary: &Value) -> Option<String> {
-    meta_ext(binary, EXT_SEALED_ID)
-        .and_then(|e| e.get("valueString"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
+    meta_string(binary, EXT_SEALED_ID).map(str::to_string)
 }
 
 /// Whether a Binary holds an end-to-end sealed document.
@@ -317,26 +317,21 @@ impl RecordService {
             .ok_or_else(|| RecordError::NotSupported("this node has no document store".into()))
     }
 
-    /// The blob store's folder for a patient, and a blob's name in it.
-    fn blob_names(&self, owner: &str, cid: &ContentId) -> (String, String) {
+    /// A patient's blob's name in the store: `blobs/<patient tag>/<blob tag>`.
+    fn blob_name(&self, owner: &str, cid: &ContentId) -> String {
+        let blob = format!("{owner}\n{cid}");
         match &self.at_rest {
-            Some(a) => {
-                let folder = format!("blobs/{}", a.blind_index().tag("blob-owner", owner));
-                let name = format!(
-                    "{folder}/{}",
-                    a.blind_index().tag("blob", &format!("{owner}\n{cid}"))
-                );
-                (folder, name)
-            }
+            Some(a) => format!(
+                "blobs/{}/{}",
+                a.blind_index().tag("blob-owner", owner),
+                a.blind_index().tag("blob", &blob)
+            ),
             // Without encryption at rest nothing is keyed; names still hide the patient id.
-            None => {
-                let folder = format!("blobs/{}", ContentId::of(owner.as_bytes()).hex());
-                let name = format!(
-                    "{folder}/{}",
-                    ContentId::of(format!("{owner}\n{cid}").as_bytes()).hex()
-                );
-                (folder, name)
-            }
+            None => format!(
+                "blobs/{}/{}",
+                ContentId::of(owner.as_bytes()).hex(),
+                ContentId::of(blob.as_bytes()).hex()
+            ),
         }
     }
 
@@ -422,7 +417,7 @@ impl RecordService {
                 return Err(e);
             }
         };
-        let (_, name) = self.blob_names(&doc.patient, &cid);
+        let name = self.blob_name(&doc.patient, &cid);
         let deduplicated = blobs.exists(&name).await?;
         if deduplicated {
             blobs.delete(&staging).await?;
@@ -707,21 +702,9 @@ impl RecordService {
         binary_id: &str,
     ) -> Result<Download, RecordError> {
         self.blob_store()?;
-        let grant = self.authorize(ctx, Action::Read, Some("Binary")).await?;
-        let found = self.store.read("Binary", binary_id).await?;
-        let binary = match &found {
-            Some(v) if !v.deleted => {
-                let resource = self.decode(v).await?;
-                self.admits(&grant, "Binary", &resource).then_some(resource)
-            }
-            _ => None,
-        };
-        let Some(binary) = binary else {
-            // Absent or out of reach: the ordinary read path audits and answers 404.
-            self.audited_read(ctx, &grant, "read", "Binary", binary_id, found)
-                .await?;
-            return Err(RecordError::NotFound);
-        };
+        let (grant, binary) = self
+            .visible_binary(ctx, binary_id, "read", |_| true)
+            .await?;
         let mut entry = self.entry(
             ctx,
             "read",
@@ -779,26 +762,43 @@ impl RecordService {
         binary_id: &str,
     ) -> Result<LinkGrant, RecordError> {
         self.blob_store()?;
-        let grant = self.authorize(ctx, Action::Read, Some("Binary")).await?;
-        let found = self.store.read("Binary", binary_id).await?;
-        let visible = match &found {
-            Some(v) if !v.deleted => {
-                let resource = self.decode(v).await?;
-                self.admits(&grant, "Binary", &resource)
-            }
-            _ => false,
-        };
-        if !visible {
-            self.audited_read(ctx, &grant, "link", "Binary", binary_id, found)
-                .await?;
-            return Err(RecordError::NotFound);
-        }
+        self.visible_binary(ctx, binary_id, "link", |_| true)
+            .await?;
         Ok(LinkGrant {
             binary_id: binary_id.to_string(),
             subject: ctx.actor.subject.clone(),
             practitioner: ctx.actor.clinician.as_ref().map(|c| c.practitioner.clone()),
             patient: ctx.actor.patient.clone(),
         })
+    }
+
+    /// A Binary the actor may read and `wanted` accepts, with the grant it was read under.
+    /// Anything else (absent, deleted, out of reach, not wanted) goes through the ordinary
+    /// read path, which audits it as `action`, and answers 404.
+    pub(crate) async fn visible_binary(
+        &self,
+        ctx: &RequestContext,
+        binary_id: &str,
+        action: &str,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Result<(medmesh_policy::Grant, Value), RecordError> {
+        let grant = self.authorize(ctx, Action::Read, Some("Binary")).await?;
+        let found = self.store.read("Binary", binary_id).await?;
+        let visible = match &found {
+            Some(v) if !v.deleted => {
+                let resource = self.decode(v).await?;
+                (self.admits(&grant, "Binary", &resource) && wanted(&resource)).then_some(resource)
+            }
+            _ => None,
+        };
+        match visible {
+            Some(binary) => Ok((grant, binary)),
+            None => {
+                self.audited_read(ctx, &grant, action, "Binary", binary_id, found)
+                    .await?;
+                Err(RecordError::NotFound)
+            }
+        }
     }
 
     /// Writes the open's audit entry and the patient's notification in one transaction,
@@ -812,27 +812,26 @@ impl RecordService {
     ) -> Result<Download, RecordError> {
         // A Binary written as FHIR JSON holds its bytes inline in `data`: served decoded, as
         // FHIR's Binary read asks, and audited the same way.
-        let inline = match binary.get("data").and_then(Value::as_str) {
-            Some(data) if blob_facts(&binary).is_err() => Some(decode_base64_binary(data)?),
-            _ => None,
-        };
-        let (cid, size, content_type) = match &inline {
-            Some(bytes) => (
-                ContentId::of(bytes),
-                bytes.len() as u64,
-                binary
-                    .get("contentType")
-                    .and_then(Value::as_str)
-                    .unwrap_or("application/octet-stream")
-                    .to_string(),
-            ),
-            None => blob_facts(&binary)?,
+        let (cid, size, content_type, inline) = match (
+            blob_facts(&binary),
+            binary.get("data").and_then(Value::as_str),
+        ) {
+            (Ok((cid, size, ct)), _) => (cid, size, ct, None),
+            (Err(_), Some(data)) => {
+                let bytes = decode_base64_binary(data)?;
+                let size = bytes.len() as u64;
+                (
+                    ContentId::of(&bytes),
+                    size,
+                    content_type_of(&binary),
+                    Some(bytes),
+                )
+            }
+            (Err(e), None) => return Err(e),
         };
         let patient = patient_of(&binary);
         entry.patients = patient.iter().cloned().collect();
-        let title = meta_ext(&binary, EXT_TITLE)
-            .and_then(|e| e.get("valueString"))
-            .and_then(Value::as_str)
+        let title = meta_string(&binary, EXT_TITLE)
             .unwrap_or("a document")
             .to_string();
         let who = match &practitioner {
@@ -895,7 +894,7 @@ impl RecordService {
         let (Ok((cid, _, _)), Some(owner)) = (blob_facts(binary), patient_of(binary)) else {
             return Ok(false); // an ordinary Binary, its data inline
         };
-        let (_, name) = self.blob_names(&owner, &cid);
+        let name = self.blob_name(&owner, &cid);
         let mut head = Vec::with_capacity(HEADER);
         let mut source = match blobs.read(&name).await {
             Ok(s) => s,
@@ -971,7 +970,7 @@ impl RecordService {
         owner: &str,
         cid: ContentId,
     ) -> Result<BoxStream<'static, Result<Bytes, RecordError>>, RecordError> {
-        let (_, name) = self.blob_names(owner, &cid);
+        let name = self.blob_name(owner, &cid);
         let mut source = self.blob_store()?.read(&name).await?;
         let at_rest = self.at_rest.clone();
         let context = blob_context(owner);

@@ -51,21 +51,39 @@ fn patient_from(
     }
 }
 
-/// Signature claims from `X-Medmesh-Signature`, `-Signing-Key`, `-Signed-At`, `-Device`.
-fn signature_from(headers: &HeaderMap) -> Result<Option<SignedClaims>, ApiError> {
-    let Some(signature) = header_text(headers, "x-medmesh-signature") else {
+/// A signed upload's signature parts, read by `get` under `names` (signature, signing key,
+/// signed-at, device): `None` without a signature, 400 when one comes without the rest.
+fn signed_claims(
+    get: impl Fn(&str) -> Option<String>,
+    names: [&str; 4],
+    kind: &str,
+) -> Result<Option<SignedClaims>, ApiError> {
+    let Some(signature) = get(names[0]) else {
         return Ok(None);
     };
     let need = |n: &str| {
-        header_text(headers, n)
-            .ok_or_else(|| ApiError::bad_request(format!("a signed upload needs the {n} header")))
+        get(n).ok_or_else(|| ApiError::bad_request(format!("a signed upload needs the {n} {kind}")))
     };
     Ok(Some(SignedClaims {
         signature,
-        public_key: need("x-medmesh-signing-key")?,
-        time: need("x-medmesh-signed-at")?,
-        device: need("x-medmesh-device")?,
+        public_key: need(names[1])?,
+        time: need(names[2])?,
+        device: need(names[3])?,
     }))
+}
+
+/// Signature claims from `X-Medmesh-Signature`, `-Signing-Key`, `-Signed-At`, `-Device`.
+fn signature_from(headers: &HeaderMap) -> Result<Option<SignedClaims>, ApiError> {
+    signed_claims(
+        |n| header_text(headers, n),
+        [
+            "x-medmesh-signature",
+            "x-medmesh-signing-key",
+            "x-medmesh-signed-at",
+            "x-medmesh-device",
+        ],
+        "header",
+    )
 }
 
 /// Wrapped keys of a sealed upload: `key-id:wrapped` items separated by commas or white
@@ -166,22 +184,11 @@ pub async fn documents_post(
                 .map(|(_, v)| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
-        let signature = match get("signature") {
-            None => None,
-            Some(signature) => {
-                let need = |k: &str| {
-                    get(k).ok_or_else(|| {
-                        ApiError::bad_request(format!("a signed upload needs the {k} field"))
-                    })
-                };
-                Some(SignedClaims {
-                    signature,
-                    public_key: need("signing_key")?,
-                    time: need("signed_at")?,
-                    device: need("device")?,
-                })
-            }
-        };
+        let signature = signed_claims(
+            get,
+            ["signature", "signing_key", "signed_at", "device"],
+            "field",
+        )?;
         let patient = match get("patient") {
             Some(p) => patient_from(
                 &ctx,

@@ -290,6 +290,22 @@ async fn sealed_documents_between_two_users(node: Node) {
     let stranger_key = keys_for(&node, &stranger, d, "Practitioner/stranger", false);
     let secret = "HIV-1/2 antibody test: NEGATIVE. Private note SEALED-MARKER-55e1.\n";
     std::fs::write(d.join("result.txt"), secret).unwrap();
+    // `who` opens the sealed document `id` with `key` into `out`, and gets the secret back.
+    let opens = |who: &Node, key: &str, id: &str, out: &str, what: &str| {
+        ok(
+            &node.doc(
+                &who.token,
+                d,
+                &["open", "--key-file", key, id, "--out", out],
+            ),
+            what,
+        );
+        assert_eq!(
+            std::fs::read_to_string(d.join(out)).unwrap(),
+            secret,
+            "{what}"
+        );
+    };
 
     // Sealing for someone with no published key is refused before anything is sent.
     let out = node.doc(
@@ -329,18 +345,7 @@ async fn sealed_documents_between_two_users(node: Node) {
     );
 
     // The GP opens it; the signature over the sealed bytes verifies.
-    ok(
-        &node.doc(
-            &gp.token,
-            d,
-            &["open", "--key-file", &gp_key, &id, "--out", "gp-copy.txt"],
-        ),
-        "the GP opens",
-    );
-    assert_eq!(
-        std::fs::read_to_string(d.join("gp-copy.txt")).unwrap(),
-        secret
-    );
+    opens(&gp, &gp_key, &id, "gp-copy.txt", "the GP opens");
     let out = ok(&node.doc(&gp.token, d, &["verify", &id]), "doc verify");
     assert!(out.starts_with("verified: Patient/pat"), "{out}");
 
@@ -462,39 +467,22 @@ async fn sealed_documents_between_two_users(node: Node) {
         ),
         "doc share",
     );
-    ok(
-        &node.doc(
-            &gp.token,
-            d,
-            &["open", "--key-file", &gp_key, &id, "--out", "gp-back.txt"],
-        ),
+    opens(
+        &gp,
+        &gp_key,
+        &id,
+        "gp-back.txt",
         "the GP opens after the share",
-    );
-    assert_eq!(
-        std::fs::read_to_string(d.join("gp-back.txt")).unwrap(),
-        secret
     );
 
     // The patient's device key is lost: the recovery key opens the document.
     std::fs::remove_file(d.join(&pat_key)).unwrap();
-    ok(
-        &node.doc(
-            &me.token,
-            d,
-            &[
-                "open",
-                "--key-file",
-                "Patient-pat.recovery",
-                &id,
-                "--out",
-                "recovered.txt",
-            ],
-        ),
+    opens(
+        &me,
+        "Patient-pat.recovery",
+        &id,
+        "recovered.txt",
         "opening with the recovery key",
-    );
-    assert_eq!(
-        std::fs::read_to_string(d.join("recovered.txt")).unwrap(),
-        secret
     );
 
     // A sealed upload must carry wrapped keys, one of them the uploader's own.
