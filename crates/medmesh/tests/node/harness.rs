@@ -42,6 +42,28 @@ pub fn shared_testdata(dir: &str) -> PathBuf {
     p
 }
 
+/// Runs `$body` with `$c` bound to a fresh connection to the node's own database, whichever
+/// it is: the body is written once and compiled for both connection types.
+macro_rules! on_connection {
+    ($node:expr, |$c:ident| $body:expr) => {{
+        use sqlx::Connection;
+        match &$node.db_url {
+            Some(url) => {
+                let mut $c = sqlx::PgConnection::connect(url).await.expect("connect");
+                $body
+            }
+            None => {
+                let path = $node.data_dir.path().join("medmesh.db");
+                let mut $c =
+                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                        .await
+                        .expect("connect");
+                $body
+            }
+        }
+    }};
+}
+
 /// A PostgreSQL database made for one test, dropped when the last node using it goes.
 struct PgDatabase {
     name: String,
@@ -153,28 +175,11 @@ impl Node {
 
     /// Reads one integer with SQL, straight from the node's database.
     pub async fn sql_i64(&self, sql: &str) -> i64 {
-        use sqlx::Connection;
         let sql = sqlx::AssertSqlSafe(sql.to_string());
-        match &self.db_url {
-            Some(url) => {
-                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect("sql")
-            }
-            None => {
-                let path = self.data_dir.path().join("medmesh.db");
-                let mut c =
-                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                        .await
-                        .expect("connect");
-                sqlx::query_scalar(sql)
-                    .fetch_one(&mut c)
-                    .await
-                    .expect("sql")
-            }
-        }
+        on_connection!(self, |c| sqlx::query_scalar(sql)
+            .fetch_one(&mut c)
+            .await
+            .expect("sql"))
     }
 
     /// The binary with one extra environment variable.
@@ -280,22 +285,10 @@ impl Node {
 
     /// Runs SQL statements directly on the node's database, behind its back (tamper tests).
     pub async fn raw_sql(&self, sql: &str) {
-        use sqlx::Connection;
         let sql = sqlx::AssertSqlSafe(sql.to_string());
-        match &self.db_url {
-            Some(url) => {
-                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
-                sqlx::raw_sql(sql).execute(&mut c).await.expect("raw sql");
-            }
-            None => {
-                let path = self.data_dir.path().join("medmesh.db");
-                let mut c =
-                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                        .await
-                        .expect("connect");
-                sqlx::raw_sql(sql).execute(&mut c).await.expect("raw sql");
-            }
-        }
+        on_connection!(self, |c| {
+            sqlx::raw_sql(sql).execute(&mut c).await.expect("raw sql");
+        })
     }
 
     /// Runs a CLI command against this node's store.
@@ -330,22 +323,11 @@ impl Node {
 
     /// Every data key row, as `(key id, owner, wrapped bytes)`, read behind the node's back.
     pub async fn data_key_rows(&self) -> Vec<(String, String, Vec<u8>)> {
-        use sqlx::Connection;
         let sql = "SELECT key_id, owner, wrapped FROM data_keys";
-        match &self.db_url {
-            Some(url) => {
-                let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
-                sqlx::query_as(sql).fetch_all(&mut c).await.expect("sql")
-            }
-            None => {
-                let path = self.data_dir.path().join("medmesh.db");
-                let mut c =
-                    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-                        .await
-                        .expect("connect");
-                sqlx::query_as(sql).fetch_all(&mut c).await.expect("sql")
-            }
-        }
+        on_connection!(self, |c| sqlx::query_as(sql)
+            .fetch_all(&mut c)
+            .await
+            .expect("sql"))
     }
 
     /// Runs a CLI command with `input` on stdin.
