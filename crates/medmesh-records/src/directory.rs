@@ -319,6 +319,39 @@ impl RecordService {
         Ok(key)
     }
 
+    /// Everyone who holds a key to a sealed document (recipient, key, who shared it, when):
+    /// for the document's patient only. Audited as a read.
+    ///
+    /// # Errors
+    /// [`RecordError::NotFound`] when it is out of reach; [`RecordError::Forbidden`] for
+    /// anyone but the patient.
+    pub async fn sealed_shares(
+        &self,
+        ctx: &RequestContext,
+        binary_id: &str,
+    ) -> Result<Vec<SealedKey>, RecordError> {
+        let (grant, binary) = self.readable_sealed(ctx, binary_id, "read").await?;
+        let patient = crate::vault::patient_of(&binary);
+        let is_patient = patient.as_deref().map(|p| format!("Patient/{p}")) == Some(author_of(ctx));
+        let outcome = if is_patient {
+            Outcome::Success
+        } else {
+            Outcome::Denied
+        };
+        let mut entry = self.entry(ctx, "read", Some("Binary"), vec![binary_id.into()], outcome);
+        entry.patients = patient.into_iter().collect();
+        entry.basis.push("sealed-shares".into());
+        self.annotate(&mut entry, &grant);
+        if !is_patient {
+            entry.reason = Some("only the patient sees who holds a sealed document's keys".into());
+        }
+        self.audit.append(vec![entry]).await?;
+        if !is_patient {
+            return Err(RecordError::Forbidden);
+        }
+        Ok(self.store.sealed_keys(binary_id).await?)
+    }
+
     /// Revokes a recipient's wrapped key of a sealed document: for the document's patient,
     /// or whoever added that share. What the recipient already downloaded stays with them.
     ///

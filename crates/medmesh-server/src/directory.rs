@@ -5,7 +5,8 @@
 //! - `DELETE /api/keys/{key id}` revokes one of the caller's keys;
 //! - `GET /api/sealed/{binary}/keys` gives the caller's wrapped keys of a sealed document;
 //! - `POST /api/sealed/{binary}/keys` shares it with another recipient key;
-//! - `DELETE /api/sealed/{binary}/keys/{recipient key id}` revokes a share.
+//! - `DELETE /api/sealed/{binary}/keys/{recipient key id}` revokes a share;
+//! - `GET /api/sealed/{binary}/shares` lists who holds a key, for the document's patient.
 //!
 //! Handlers extract, call the record service (which asks the PDP and audits), and render.
 
@@ -116,6 +117,20 @@ pub async fn my_sealed_keys(
         "document": binary,
         "documentKeyId": document_key_id,
         "keys": keys.iter().map(sealed_json).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// `GET /api/sealed/{binary}/shares`.
+pub async fn sealed_shares(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(binary): Path<String>,
+) -> Result<Response, ApiError> {
+    let keys = state.records.sealed_shares(&ctx, &binary).await?;
+    Ok(axum::Json(json!({
+        "document": binary,
+        "shares": keys.iter().map(sealed_json).collect::<Vec<_>>(),
     }))
     .into_response())
 }

@@ -275,6 +275,7 @@ pub fn router(state: AppState) -> Router {
             "/api/sealed/{binary}/keys",
             get(directory::my_sealed_keys).post(directory::share_sealed),
         )
+        .route("/api/sealed/{binary}/shares", get(directory::sealed_shares))
         .route(
             "/api/sealed/{binary}/keys/{recipient}",
             delete(directory::revoke_sealed),

@@ -634,6 +634,22 @@ pub async fn share(
     Ok(())
 }
 
+/// `medmesh doc shares`: who holds a key to the document (for its patient).
+pub async fn shares(node: &NodeClient, binary: &str) -> anyhow::Result<()> {
+    let listing = node
+        .get_json(&format!("api/sealed/{binary}/shares"))
+        .await?;
+    for k in listing["shares"].as_array().into_iter().flatten() {
+        println!(
+            "{} (key {}), shared by {}",
+            k["recipient"].as_str().unwrap_or_default(),
+            k["recipientKeyId"].as_str().unwrap_or_default(),
+            k["addedBy"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// `medmesh doc revoke`: removes every wrapped key `from` holds for the document.
 pub async fn revoke(node: &NodeClient, binary: &str, from: &str) -> anyhow::Result<bool> {
     let listing = node.get_json(&format!("api/keys?owner={from}")).await?;

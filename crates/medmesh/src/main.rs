@@ -216,6 +216,13 @@ enum DocCommand {
         #[arg(long)]
         to: String,
     },
+    /// List who holds a key to a sealed document (its patient only).
+    Shares {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The sealed document's Binary id.
+        binary: String,
+    },
     /// Revoke an owner's keys from a sealed document (the patient, or whoever shared).
     Revoke {
         #[command(flatten)]
@@ -924,6 +931,7 @@ async fn run_doc(command: DocCommand) -> anyhow::Result<bool> {
             )
             .await?
         }
+        DocCommand::Shares { node, binary } => doc::shares(&client(&node)?, &binary).await?,
         DocCommand::Revoke { node, binary, from } => {
             return doc::revoke(&client(&node)?, &binary, &from).await;
         }

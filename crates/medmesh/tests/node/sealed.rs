@@ -398,6 +398,15 @@ async fn sealed_documents_between_two_users(node: Node) {
         }
     }
 
+    // The patient sees who holds a key: themself (sealing and recovery keys) and the GP.
+    let holders = ok(&node.doc(&me.token, d, &["shares", &id]), "doc shares");
+    assert_eq!(holders.lines().count(), 3, "{holders}");
+    assert_eq!(holders.matches("Patient/pat (key").count(), 2, "{holders}");
+    assert!(holders.contains("Practitioner/gp (key"), "{holders}");
+    // Nobody else may ask.
+    let (s, _, _) = gp.get_raw(&format!("/api/sealed/{id}/shares")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
     // The patient revokes the GP: the GP's next open fails; the revocation is audited.
     let out = ok(
         &node.doc(&me.token, d, &["revoke", &id, "--from", "Practitioner/gp"]),
@@ -410,6 +419,8 @@ async fn sealed_documents_between_two_users(node: Node) {
         &["open", "--key-file", &gp_key, &id, "--out", "gp-again.txt"],
     );
     failed_any(&out, "the GP opens after revocation");
+    let holders = ok(&node.doc(&me.token, d, &["shares", &id]), "doc shares");
+    assert!(!holders.contains("Practitioner/gp"), "{holders}");
     let (_, _, log) = me.get_raw("/api/patients/pat/audit").await;
     assert!(
         log["entries"]
