@@ -182,9 +182,42 @@ pub const ASYMMETRIC_ALGORITHMS: [Algorithm; 7] = [
     Algorithm::EdDSA,
 ];
 
+/// How the node judges a token's times: the clock skew it forgives, and the longest life a
+/// token may have left. A token whose `exp` lies further ahead than that is refused however
+/// it was signed, so a leaked signing key or a careless `--ttl` cannot mint a key for years.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenTimes {
+    /// Seconds of clock skew forgiven on `exp` and `nbf`.
+    pub leeway: i64,
+    /// The most seconds a token may still live (`exp - now`).
+    pub max_lifetime: i64,
+}
+
+impl Default for TokenTimes {
+    fn default() -> Self {
+        Self {
+            leeway: 5,
+            max_lifetime: 86_400,
+        }
+    }
+}
+
+impl TokenTimes {
+    /// Whether a token expiring at `exp`, valid from `nbf`, is good at `now` (seconds).
+    pub fn admits(&self, exp: i64, nbf: i64, now: i64) -> bool {
+        exp.saturating_add(self.leeway) >= now
+            && nbf.saturating_sub(self.leeway) <= now
+            && exp.saturating_sub(now) <= self.max_lifetime.saturating_add(self.leeway)
+    }
+
+    fn leeway_u64(&self) -> u64 {
+        u64::try_from(self.leeway).unwrap_or(0)
+    }
+}
+
 /// Verifies a JWT signed by a key in `jwks` (a JSON Web Key Set), checking the algorithm
 /// against [`ASYMMETRIC_ALGORITHMS`] and the key's own, the issuer when given, the audience,
-/// and the time at `now` (seconds, 60 s leeway). Returns the claims as JSON.
+/// and the time at `now` (seconds) under `times`. Returns the claims as JSON.
 ///
 /// # Errors
 /// [`TokenError::Invalid`] for any failure.
@@ -194,6 +227,7 @@ pub fn verify_with_jwks(
     issuer: Option<&str>,
     audience: &str,
     now: i64,
+    times: TokenTimes,
 ) -> Result<serde_json::Value, TokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
     if !ASYMMETRIC_ALGORITHMS.contains(&header.alg) {
@@ -221,7 +255,7 @@ pub fn verify_with_jwks(
         validation.set_issuer(&[iss]);
     }
     validation.validate_nbf = true;
-    validation.leeway = 60;
+    validation.leeway = times.leeway_u64();
     validation.set_required_spec_claims(&["exp", "aud"]);
     let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
         .map_err(|_| TokenError::Invalid)?;
@@ -234,7 +268,7 @@ pub fn verify_with_jwks(
         .get("nbf")
         .and_then(serde_json::Value::as_i64)
         .unwrap_or(i64::MIN);
-    if exp + 60 < now || nbf.saturating_sub(60) > now {
+    if !times.admits(exp, nbf, now) {
         return Err(TokenError::Invalid);
     }
     Ok(claims)
@@ -262,8 +296,9 @@ pub fn verify(
     keys: &[TokenVerifyingKey],
     issuers: &[&str],
     now: i64,
+    times: TokenTimes,
 ) -> Result<AccessClaims, TokenError> {
-    verify_for(token, keys, issuers, AUDIENCE, now)
+    verify_for(token, keys, issuers, AUDIENCE, now, times)
 }
 
 /// As [`verify`], for tokens of another audience ([`DOWNLOAD_AUDIENCE`]).
@@ -276,6 +311,7 @@ pub fn verify_for(
     issuers: &[&str],
     audience: &str,
     now: i64,
+    times: TokenTimes,
 ) -> Result<AccessClaims, TokenError> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
     if header.alg != Algorithm::EdDSA {
@@ -290,7 +326,7 @@ pub fn verify_for(
     validation.set_audience(&[audience]);
     validation.set_issuer(issuers);
     validation.validate_nbf = true;
-    validation.leeway = 30;
+    validation.leeway = times.leeway_u64();
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
     let data = jsonwebtoken::decode::<AccessClaims>(
         token,
@@ -300,7 +336,7 @@ pub fn verify_for(
     .map_err(|_| TokenError::Invalid)?;
     // jsonwebtoken checks exp and nbf against the system clock; check again against ours.
     let c = data.claims;
-    if c.exp + 30 < now || c.nbf - 30 > now {
+    if !times.admits(c.exp, c.nbf, now) {
         return Err(TokenError::Invalid);
     }
     Ok(c)
@@ -329,17 +365,18 @@ impl VerifiedTokens {
         keys: &[TokenVerifyingKey],
         issuers: &[&str],
         now: i64,
+        times: TokenTimes,
     ) -> Result<AccessClaims, TokenError> {
         if let Ok(map) = self.map.read()
             && let Some(c) = map.get(token)
         {
-            return if c.exp + 30 >= now && c.nbf - 30 <= now {
+            return if times.admits(c.exp, c.nbf, now) {
                 Ok(c.clone())
             } else {
                 Err(TokenError::Invalid)
             };
         }
-        let claims = verify(token, keys, issuers, now)?;
+        let claims = verify(token, keys, issuers, now, times)?;
         if let Ok(mut map) = self.map.write() {
             if map.len() >= VERIFIED_CAPACITY {
                 map.clear();
@@ -361,6 +398,35 @@ impl VerifiedTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const T: TokenTimes = TokenTimes {
+        leeway: 5,
+        max_lifetime: 86_400,
+    };
+
+    #[test]
+    fn leeway_is_small_and_far_expiries_are_refused() {
+        let k = TokenSigningKey::from_secret(KeyId("k1".into()), [7; 32]);
+        let keys = [k.verifying_key()];
+        let n = now();
+        // Expired 20 s ago: within the old 30 s leeway, outside the default 5 s.
+        let mut c = claims(n);
+        c.exp = n - 20;
+        assert!(verify(&k.sign(&c).unwrap(), &keys, &["urn:test"], n, T).is_err());
+        let generous = TokenTimes { leeway: 30, ..T };
+        assert!(verify(&k.sign(&c).unwrap(), &keys, &["urn:test"], n, generous).is_ok());
+        // A hundred-year token is refused however well it is signed.
+        c.exp = n + 100 * 365 * 86_400;
+        assert!(verify(&k.sign(&c).unwrap(), &keys, &["urn:test"], n, T).is_err());
+        let cache = VerifiedTokens::default();
+        assert!(
+            cache
+                .verify(&k.sign(&c).unwrap(), &keys, &["urn:test"], n, T)
+                .is_err()
+        );
+        c.exp = n + 86_400;
+        assert!(verify(&k.sign(&c).unwrap(), &keys, &["urn:test"], n, T).is_ok());
+    }
 
     fn claims(now: i64) -> AccessClaims {
         AccessClaims {
@@ -388,7 +454,7 @@ mod tests {
         let k = TokenSigningKey::from_secret(KeyId("k1".into()), [7; 32]);
         let t = k.sign(&claims(now())).unwrap();
         assert_eq!(
-            verify(&t, &[k.verifying_key()], &["urn:test"], now())
+            verify(&t, &[k.verifying_key()], &["urn:test"], now(), T)
                 .unwrap()
                 .sub,
             "admin"
@@ -403,14 +469,14 @@ mod tests {
         let cache = VerifiedTokens::default();
         let n = now();
         let t = k.sign(&claims(n)).unwrap();
-        assert!(cache.verify(&t, &keys, &["urn:test"], n).is_ok());
-        assert!(cache.verify(&t, &keys, &["urn:test"], n).is_ok(), "hit");
+        assert!(cache.verify(&t, &keys, &["urn:test"], n, T).is_ok());
+        assert!(cache.verify(&t, &keys, &["urn:test"], n, T).is_ok(), "hit");
         assert!(
-            cache.verify(&t, &keys, &["urn:test"], n + 3600).is_err(),
+            cache.verify(&t, &keys, &["urn:test"], n + 3600, T).is_err(),
             "expired while cached"
         );
         let forged = format!("{}x", t);
-        assert!(cache.verify(&forged, &keys, &["urn:test"], n).is_err());
+        assert!(cache.verify(&forged, &keys, &["urn:test"], n, T).is_err());
     }
 
     #[test]
@@ -425,7 +491,7 @@ mod tests {
             &EncodingKey::from_secret(&k.verifying_key().public),
         )
         .unwrap();
-        assert!(verify(&t, &[k.verifying_key()], &["urn:test"], n).is_err());
+        assert!(verify(&t, &[k.verifying_key()], &["urn:test"], n, T).is_err());
         let mut future = claims(n);
         future.nbf = n + 600;
         assert!(
@@ -433,7 +499,8 @@ mod tests {
                 &k.sign(&future).unwrap(),
                 &[k.verifying_key()],
                 &["urn:test"],
-                n
+                n,
+                T
             )
             .is_err(),
             "not yet valid"
@@ -447,26 +514,40 @@ mod tests {
         let n = now();
         let keys = [k.verifying_key()];
         assert!(
-            verify(&other.sign(&claims(n)).unwrap(), &keys, &["urn:test"], n).is_err(),
+            verify(&other.sign(&claims(n)).unwrap(), &keys, &["urn:test"], n, T).is_err(),
             "wrong key"
         );
         assert!(
-            verify(&k.sign(&claims(n - 3600)).unwrap(), &keys, &["urn:test"], n).is_err(),
+            verify(
+                &k.sign(&claims(n - 3600)).unwrap(),
+                &keys,
+                &["urn:test"],
+                n,
+                T
+            )
+            .is_err(),
             "expired"
         );
         assert!(
-            verify(&k.sign(&claims(n)).unwrap(), &keys, &["urn:other"], n).is_err(),
+            verify(&k.sign(&claims(n)).unwrap(), &keys, &["urn:other"], n, T).is_err(),
             "issuer"
         );
         let mut c = claims(n);
         c.aud = "x".into();
         assert!(
-            verify(&k.sign(&c).unwrap(), &keys, &["urn:test"], n).is_err(),
+            verify(&k.sign(&c).unwrap(), &keys, &["urn:test"], n, T).is_err(),
             "audience"
         );
         let unknown = TokenSigningKey::from_secret(KeyId("k2".into()), [7; 32]);
         assert!(
-            verify(&unknown.sign(&claims(n)).unwrap(), &keys, &["urn:test"], n).is_err(),
+            verify(
+                &unknown.sign(&claims(n)).unwrap(),
+                &keys,
+                &["urn:test"],
+                n,
+                T
+            )
+            .is_err(),
             "kid"
         );
         // alg: none
@@ -477,6 +558,9 @@ mod tests {
             b64.encode(r#"{"alg":"none","kid":"k1"}"#),
             b64.encode(serde_json::to_vec(&claims(n)).unwrap())
         );
-        assert!(verify(&none, &keys, &["urn:test"], n).is_err(), "alg none");
+        assert!(
+            verify(&none, &keys, &["urn:test"], n, T).is_err(),
+            "alg none"
+        );
     }
 }

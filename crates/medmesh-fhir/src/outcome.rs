@@ -52,6 +52,8 @@ pub enum IssueType {
     Duplicate,
     /// A security problem (a signature that does not verify).
     Security,
+    /// The request would cost more than the server allows (`too-costly`).
+    TooCostly,
 }
 
 impl IssueType {
@@ -76,6 +78,7 @@ impl IssueType {
             Self::Transient => "transient",
             Self::Duplicate => "duplicate",
             Self::Security => "security",
+            Self::TooCostly => "too-costly",
         }
     }
 }

@@ -82,6 +82,49 @@ pub fn parse_json_object(body: &[u8]) -> Result<Value, Issue> {
     Ok(v)
 }
 
+/// An upper bound on the JSON values in `body`, counted without parsing: every object,
+/// array and comma-separated member outside strings. Parsing costs memory per value, not per
+/// byte (a 31 MB body of tiny objects took 2.3 GB as a `Value`), so a body is judged by
+/// this count before it is parsed.
+pub fn json_value_count(body: &[u8]) -> usize {
+    let mut count = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' | b',' => count += 1,
+            _ => {}
+        }
+    }
+    count
+}
+
+/// As [`parse_json_object`], refusing a body of more than `max_values` JSON values (see
+/// [`json_value_count`]) before parsing it.
+///
+/// # Errors
+/// Malformed JSON, a body that is not an object, or one with too many values.
+pub fn parse_json_object_bounded(body: &[u8], max_values: usize) -> Result<Value, Issue> {
+    if json_value_count(body) > max_values {
+        return Err(Issue::error(
+            IssueType::TooCostly,
+            format!("the body holds more than {max_values} JSON values (max_json_values)"),
+        ));
+    }
+    parse_json_object(body)
+}
+
 /// Sets `id`, `meta.versionId` and `meta.lastUpdated`, keeping other meta (tags, profiles,
 /// security labels).
 pub fn stamp(resource: &mut Value, id: &str, version: i64, last_updated: &str) {
@@ -133,6 +176,23 @@ fn subsetted(v: &mut Value) {
             a.push(tag);
         }
     }
+}
+
+/// The definition of a top-level element of `rt` named as it appears in JSON (a choice
+/// element `valueQuantity` is `value[x]`).
+fn top_level_def<'a>(
+    defs: &'a Definitions,
+    rt: &str,
+    name: &str,
+) -> Option<&'a crate::definitions::ElementDef> {
+    let td = defs.type_def(rt)?;
+    td.elements.get(&format!("{rt}.{name}")).or_else(|| {
+        td.children.get(rt).into_iter().flatten().find_map(|c| {
+            c.strip_suffix("[x]")
+                .filter(|b| name.starts_with(b))
+                .and_then(|_| td.elements.get(&format!("{rt}.{c}")))
+        })
+    })
 }
 
 /// Shapes a resource for `_summary` and `_elements`.
@@ -187,6 +247,9 @@ pub fn shape(
             .iter()
             .filter(|(k, _)| {
                 always.contains(&k.as_str())
+                    // Mandatory elements stay (FHIR's rule for `_elements`): without them an
+                    // Observation has no `status` or `code` and is no valid R4 resource.
+                    || top_level_def(defs, rt, k.trim_start_matches('_')).is_some_and(|e| e.min > 0)
                     || elements.iter().any(|e| {
                         e == k.trim_start_matches('_')
                             || k.strip_prefix(e.as_str())
@@ -207,6 +270,33 @@ pub fn shape(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn elements_keep_what_is_mandatory() {
+        let defs = crate::definitions().unwrap();
+        let obs = serde_json::json!({"resourceType": "Observation", "id": "o", "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": "Patient/p"}, "valueString": "v",
+            "note": [{"text": "n"}]});
+        let shaped = shape(defs, &obs, None, &["subject".to_string()]);
+        for kept in ["status", "code", "subject", "id"] {
+            assert!(shaped.get(kept).is_some(), "{kept}: {shaped}");
+        }
+        assert!(shaped.get("valueString").is_none() && shaped.get("note").is_none());
+    }
+
+    #[test]
+    fn values_are_counted_outside_strings() {
+        assert_eq!(json_value_count(br#"{"a":1}"#), 2);
+        assert_eq!(json_value_count(br#"{"a":"x,{[","b":[1,2]}"#), 5);
+        assert_eq!(json_value_count(br#"{"a":"q\",{"}"#), 2);
+        let many = format!(
+            r#"{{"name":[{}]}}"#,
+            vec![r#"{"given":["a"]}"#; 1000].join(",")
+        );
+        assert!(json_value_count(many.as_bytes()) >= 3000);
+        assert!(parse_json_object_bounded(many.as_bytes(), 2000).is_err());
+        assert!(parse_json_object_bounded(many.as_bytes(), 4000).is_ok());
+    }
 
     #[test]
     fn ids_and_patch() {

@@ -124,7 +124,7 @@ impl IdentityService {
         let role = new
             .role
             .ok_or_else(|| IdentityError::InvalidRequest("a role is required".into()))?;
-        let username = new.username.trim().to_string();
+        let username = login_name(&new.username).to_string();
         if username.is_empty()
             || username.len() > 64
             || !username
@@ -237,6 +237,8 @@ impl IdentityService {
         Ok(())
     }
 
+    /// The throttle's keys for a login attempt. `username` is already [`login_name`]d, so
+    /// every spelling that reaches an account shares that account's budget.
     fn throttle_keys(username: &str, ip: &str) -> Vec<(String, ThrottlePolicy)> {
         vec![
             (
@@ -249,6 +251,8 @@ impl IdentityService {
 
     /// First login step: user name and password.
     ///
+    /// The name is taken as [`login_name`] makes it.
+    ///
     /// # Errors
     /// [`IdentityError::BadCredentials`] (for an unknown user too, after the same work), or
     /// [`IdentityError::Throttled`].
@@ -259,9 +263,12 @@ impl IdentityService {
         ip: &str,
         user_agent: &str,
     ) -> Result<LoginStep, IdentityError> {
+        // One normalisation serves the throttle and the lookup: were they to differ, each
+        // spelling that still finds the account (" bob", "bob ") would get a fresh budget.
+        let username = login_name(username);
         let keys = Self::throttle_keys(username, ip);
         self.check_throttle(&keys).await?;
-        let user = self.store.user_by_username(username.trim()).await?;
+        let user = self.store.user_by_username(username).await?;
         let hash = user
             .as_ref()
             .and_then(|u| u.password_hash.clone())
@@ -672,4 +679,10 @@ impl IdentityService {
         self.store.update_user(&user).await?;
         Ok(())
     }
+}
+
+/// A user name as typed at login or creation, in the one form the node stores, looks up and
+/// throttles: surrounding white space is not part of it.
+pub fn login_name(typed: &str) -> &str {
+    typed.trim()
 }

@@ -131,10 +131,13 @@ impl IdentityService {
         let ring = self.keys.ring.read().map_err(|_| TokenError::Invalid)?;
         let mut issuers: Vec<&str> = vec![self.config.issuer.as_str()];
         issuers.extend(self.config.extra_issuers.iter().map(String::as_str));
-        let claims = self
-            .keys
-            .verified
-            .verify(jwt, &ring.verifying, &issuers, self.now())?;
+        let claims = self.keys.verified.verify(
+            jwt,
+            &ring.verifying,
+            &issuers,
+            self.now(),
+            self.config.token_times,
+        )?;
         if ring.revoked.contains(&claims.jti) {
             return Err(TokenError::Invalid);
         }
@@ -144,12 +147,21 @@ impl IdentityService {
     /// Mints an access token (the CLI's `admin token`, and the token endpoint).
     ///
     /// # Errors
-    /// When signing fails.
+    /// When signing fails, or the grant asks for a life longer than the node accepts.
     pub fn mint_access(
         &self,
         grant: &crate::oauth::IssuedGrant,
     ) -> Result<(String, AccessClaims), IdentityError> {
         let now = self.now();
+        if grant
+            .ttl
+            .is_some_and(|t| t > self.config.token_times.max_lifetime)
+        {
+            return Err(IdentityError::InvalidRequest(format!(
+                "a token may live at most {} seconds (max_token_lifetime)",
+                self.config.token_times.max_lifetime
+            )));
+        }
         let claims = AccessClaims {
             iss: self.config.issuer.clone(),
             sub: grant.subject.clone(),
@@ -211,6 +223,7 @@ impl IdentityService {
             &[self.config.issuer.as_str()],
             medmesh_auth::token::DOWNLOAD_AUDIENCE,
             self.now(),
+            self.config.token_times,
         )
     }
 

@@ -50,6 +50,8 @@ pub struct IdentityConfig {
     pub hash_cost: HashCost,
     /// The password policy.
     pub password_policy: PasswordPolicy,
+    /// Clock skew forgiven on tokens, and the longest life a token may have.
+    pub token_times: medmesh_auth::token::TokenTimes,
 }
 
 impl IdentityConfig {
@@ -65,6 +67,7 @@ impl IdentityConfig {
             key_rotation: 7 * 86_400,
             allow_self_registration: false,
             open_client_registration: false,
+            token_times: medmesh_auth::token::TokenTimes::default(),
             external: Vec::new(),
             hash_cost: HashCost::default(),
             password_policy: PasswordPolicy::default(),

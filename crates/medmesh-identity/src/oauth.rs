@@ -461,9 +461,15 @@ impl IdentityService {
                 .as_deref()
                 .and_then(|j| serde_json::from_str(j).ok())
                 .ok_or(IdentityError::InvalidClient)?;
-            let verified =
-                verify_with_jwks(assertion, &jwks, Some(client_id), endpoint, self.now())
-                    .map_err(|_| IdentityError::InvalidClient)?;
+            let verified = verify_with_jwks(
+                assertion,
+                &jwks,
+                Some(client_id),
+                endpoint,
+                self.now(),
+                self.config.token_times,
+            )
+            .map_err(|_| IdentityError::InvalidClient)?;
             let exp = verified
                 .get("exp")
                 .and_then(Value::as_i64)
@@ -828,6 +834,7 @@ impl IdentityService {
             Some(&self.config.issuer),
             LAUNCH_AUDIENCE,
             self.now(),
+            self.config.token_times,
         )
         .ok()?;
         serde_json::from_value(claims).ok()

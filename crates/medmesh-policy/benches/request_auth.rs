@@ -54,7 +54,13 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             authorize(
                 cache
-                    .verify(black_box(&jwt), &verifying, &["https://node.example"], now)
+                    .verify(
+                        black_box(&jwt),
+                        &verifying,
+                        &["https://node.example"],
+                        now,
+                        token::TokenTimes::default(),
+                    )
                     .unwrap(),
             )
         })
@@ -63,8 +69,14 @@ fn bench(c: &mut Criterion) {
         "first request: token signature verify + scope parse + PDP",
         |b| {
             b.iter(|| {
-                let c = token::verify(black_box(&jwt), &verifying, &["https://node.example"], now)
-                    .unwrap();
+                let c = token::verify(
+                    black_box(&jwt),
+                    &verifying,
+                    &["https://node.example"],
+                    now,
+                    token::TokenTimes::default(),
+                )
+                .unwrap();
                 let actor = Actor {
                     subject: c.sub,
                     scopes: parse_scopes(&c.scope),

@@ -7,7 +7,9 @@
 //!   `:exact`), `telecom`, `phone`, `email` (exact), and `birthdate` (a year, a month or a
 //!   day, exactly);
 //! - on every type: `identifier` (exact, any or a given system), and the identifier of a
-//!   logical reference (`subject:identifier=`).
+//!   logical reference (`subject:identifier=`);
+//! - every string parameter of a type in the patient compartment (free text such as
+//!   `DocumentReference.description` or `Observation.value-string`), prefix and `:exact`.
 //!
 //! Systems (`http://hl7.org/fhir/sid/us-ssn`) stay in clear, so `identifier=system|` works.
 
@@ -55,12 +57,35 @@ enum Blinding {
     Date,
 }
 
+/// Whether a parameter is free text on a resource that holds a patient's data: every string
+/// parameter of a type in the patient compartment (`DocumentReference.description`,
+/// `Observation.value-string`...). Such text can say anything about the patient ("MRI report
+/// Tamatha Witting", "Patient is homeless"), so it is never kept in clear.
+fn is_patient_free_text(resource_type: &str, code: &str) -> bool {
+    let Ok(defs) = medmesh_fhir::definitions() else {
+        return false;
+    };
+    if !defs.patient_compartment().contains_key(resource_type) {
+        return false;
+    }
+    // A composite's string component (`code-value-string#1`) holds the same free text.
+    match code.split_once('#') {
+        Some((composite, i)) => defs
+            .search_param(resource_type, composite)
+            .and_then(|d| d.components.get(i.parse::<usize>().ok()?))
+            .is_some_and(|c| c.kind == SearchParamType::String),
+        None => defs
+            .search_param(resource_type, code)
+            .is_some_and(|d| d.kind == SearchParamType::String),
+    }
+}
+
 fn blinding(resource_type: &str, code: &str) -> Option<Blinding> {
     if code == "identifier" {
         return Some(Blinding::Token);
     }
     if !PERSON_TYPES.contains(&resource_type) {
-        return None;
+        return is_patient_free_text(resource_type, code).then_some(Blinding::String);
     }
     if PERSON_STRINGS.contains(&code) {
         Some(Blinding::String)
@@ -233,6 +258,9 @@ impl BlindIndex {
                 for p in any_of.iter_mut() {
                     self.blind_reference_identifier(p);
                 }
+                for p in any_of.iter_mut() {
+                    self.blind_composite(types, p)?;
+                }
                 if let Some(how) = self.common_blinding(types, code)? {
                     for p in any_of.iter_mut() {
                         *p = self.blind_predicate(code, how, p)?;
@@ -286,6 +314,19 @@ impl BlindIndex {
             ));
         }
         Ok(first)
+    }
+
+    /// Blinds the components of a composite value that are stored blinded (the free-text
+    /// string of `code-value-string`).
+    fn blind_composite(&self, types: &[&str], p: &mut ValuePredicate) -> Result<(), SearchError> {
+        if let ValuePredicate::Composite(components) = p {
+            for (component, value) in components.iter_mut() {
+                if let Some(how) = self.common_blinding(types, component)? {
+                    *value = self.blind_predicate(component, how, value)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn blind_reference_identifier(&self, p: &mut ValuePredicate) {
@@ -532,5 +573,20 @@ mod tests {
             )
             .unwrap()
         );
+    }
+}
+
+#[cfg(test)]
+mod free_text_tests {
+    use super::*;
+
+    #[test]
+    fn free_text_of_patient_data_is_blinded() {
+        assert!(is_patient_free_text("DocumentReference", "description"));
+        assert!(is_patient_free_text("Observation", "value-string"));
+        assert!(is_patient_free_text("Observation", "code-value-string#1"));
+        assert!(!is_patient_free_text("Observation", "code-value-string#0"));
+        assert!(!is_patient_free_text("Practitioner", "name"));
+        assert!(!is_patient_free_text("Organization", "name"));
     }
 }

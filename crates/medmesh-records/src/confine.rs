@@ -70,6 +70,57 @@ impl RecordService {
         out
     }
 
+    /// Every patient whose compartment a resource enters, through any of the
+    /// CompartmentDefinition's paths: a Patient's own id and its `link`s included. A write
+    /// that names another patient on any of them puts itself into that patient's record.
+    pub(crate) fn compartments_entered(&self, rt: &str, resource: &Value) -> Vec<String> {
+        let mut out = if rt == "Patient" {
+            resource
+                .get("id")
+                .and_then(Value::as_str)
+                .map(|id| vec![id.to_string()])
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if let Some(params) = self.defs.patient_compartment().get(rt) {
+            out.extend(
+                index::extract_params(self.defs, resource, params)
+                    .into_iter()
+                    .filter_map(|r| match r.value {
+                        IndexValue::Reference {
+                            target_type: Some(t),
+                            target_id: Some(id),
+                            ..
+                        } if t == "Patient" => Some(id),
+                        _ => None,
+                    }),
+            );
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether a write under `grant` stays in the grant's compartment: a patient-context
+    /// grant may not put a resource into another patient's record (an Observation
+    /// performed by them, a CareTeam naming them, a Patient linked to them). The resource
+    /// must be in the grant's compartment, and in no other.
+    pub(crate) fn write_stays_in_compartment(
+        &self,
+        grant: &Grant,
+        rt: &str,
+        resource: &Value,
+    ) -> bool {
+        match grant.compartment() {
+            Some(patient) => self
+                .compartments_entered(rt, resource)
+                .iter()
+                .all(|p| p == patient),
+            None => true,
+        }
+    }
+
     /// Whether a resource lies within what `grant` reaches.
     pub(crate) fn admits(&self, grant: &Grant, rt: &str, resource: &Value) -> bool {
         if grant.is_unrestricted() {

@@ -118,6 +118,8 @@ impl From<SearchError> for RecordError {
                 Self::invalid(IssueType::NotSupported, e.to_string())
             }
             SearchError::InvalidValue { .. } => Self::invalid(IssueType::Value, e.to_string()),
+            SearchError::Unsupported(_) => Self::invalid(IssueType::NotSupported, e.to_string()),
+            SearchError::TooComplex { .. } => Self::invalid(IssueType::TooCostly, e.to_string()),
         }
     }
 }

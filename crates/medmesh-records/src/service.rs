@@ -18,6 +18,10 @@ use crate::bundle::{self, encode_query};
 use crate::context::{Clock, IdSource, RequestContext};
 use crate::error::RecordError;
 
+/// The most search-index entries one resource version may have (blind-index prefix tokens
+/// included). A Synthea patient's largest resource has a few hundred.
+pub const MAX_INDEX_ROWS: usize = 20_000;
+
 /// Default page size for search and history.
 pub const DEFAULT_COUNT: u32 = 20;
 /// Largest page size served.
@@ -288,17 +292,50 @@ impl RecordService {
                 Ok(self.pdp.confine_to_reach(g, &ctx.actor, facts, self.now()))
             }
             Ok(g) => Ok(g),
-            Err(denied) => {
-                tracing::info!(operation_id = %ctx.operation_id, reason = %denied.reason, "access denied");
-                self.audit
-                    .append(vec![
-                        self.entry(ctx, action.code(), rt, Vec::new(), Outcome::Denied)
-                            .with_reason(&denied.reason),
-                    ])
-                    .await?;
-                Err(RecordError::Forbidden)
+            Err(denied) => self.refuse(ctx, action, rt, &denied.reason).await,
+        }
+    }
+
+    /// Audits a refusal and answers 403.
+    async fn refuse<T>(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        rt: Option<&str>,
+        reason: &str,
+    ) -> Result<T, RecordError> {
+        tracing::info!(operation_id = %ctx.operation_id, reason = %reason, "access denied");
+        self.audit
+            .append(vec![
+                self.entry(ctx, action.code(), rt, Vec::new(), Outcome::Denied)
+                    .with_reason(reason),
+            ])
+            .await?;
+        Err(RecordError::Forbidden)
+    }
+
+    /// Judges a write by its scopes alone, before its body is read: an actor whose scopes
+    /// allow none of `actions` on `rt` is refused (and the refusal audited) without the node
+    /// reading, let alone parsing, what they sent. Passing only lets the request go on: the
+    /// write is judged again, in full, with its content.
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`].
+    pub async fn precheck_write(
+        &self,
+        ctx: &RequestContext,
+        actions: &[Action],
+        rt: &str,
+    ) -> Result<(), RecordError> {
+        let mut reason = String::new();
+        for action in actions {
+            match self.pdp.authorize(&ctx.actor, *action, Some(rt)) {
+                Ok(_) => return Ok(()),
+                Err(denied) => reason = denied.reason,
             }
         }
+        let first = actions.first().copied().unwrap_or(Action::Create);
+        self.refuse(ctx, first, Some(rt), &reason).await
     }
 
     /// Grants for several types at once, without auditing refusals (they judge resources
@@ -368,6 +405,8 @@ impl RecordService {
     }
 
     /// Writes one version inside `tx`: stamps meta, indexes, encodes and stores.
+    ///
+    /// A resource whose index would exceed [`MAX_INDEX_ROWS`] entries is refused.
     #[expect(
         clippy::too_many_arguments,
         reason = "the request, its transaction and grant, and the version being written"
@@ -400,6 +439,16 @@ impl RecordService {
             }
             None => (json, index),
         };
+        if index.len() > MAX_INDEX_ROWS {
+            // A body within the size bounds can still fan out: 60,000 given names become
+            // millions of blind-index prefix tokens, all written under the write lock.
+            return Err(RecordError::invalid(
+                IssueType::TooCostly,
+                format!(
+                    "the resource has more searchable values than one resource may ({MAX_INDEX_ROWS} index entries)"
+                ),
+            ));
+        }
         tx.put(NewVersion {
             resource_type: rt.to_string(),
             id: id.to_string(),
@@ -451,7 +500,7 @@ impl RecordService {
             }
         }
         if let Some(b) = new_body
-            && !self.admits(grant, rt, b)
+            && !(self.admits(grant, rt, b) && self.write_stays_in_compartment(grant, rt, b))
         {
             return Err(RecordError::Forbidden);
         }
@@ -947,9 +996,63 @@ impl RecordService {
         params: &[(String, String)],
         handling: Handling,
     ) -> Result<Value, RecordError> {
+        self.search_in(ctx, None, rt, params, handling).await
+    }
+
+    /// A compartment search, `GET /Patient/[id]/[type]?...`: the search of `rt`, limited to
+    /// the patient's compartment (FHIR's CompartmentDefinition for Patient). The PDP judges
+    /// it as any search of `rt`; the compartment only narrows it further.
+    ///
+    /// # Errors
+    /// As [`Self::search`]; 400 for a compartment other than Patient, or a type outside it.
+    pub async fn compartment_search(
+        &self,
+        ctx: &RequestContext,
+        compartment: &str,
+        id: &str,
+        rt: &str,
+        params: &[(String, String)],
+        handling: Handling,
+    ) -> Result<Value, RecordError> {
+        if compartment != "Patient" {
+            return Err(RecordError::invalid(
+                IssueType::NotSupported,
+                format!("compartment searches are supported for Patient, not {compartment}"),
+            ));
+        }
+        self.check_type(rt)?;
+        if rt != "Patient" && !self.defs.patient_compartment().contains_key(rt) {
+            return Err(RecordError::invalid(
+                IssueType::NotSupported,
+                format!("{rt} is not in the Patient compartment"),
+            ));
+        }
+        self.search_in(ctx, Some(id), rt, params, handling).await
+    }
+
+    async fn search_in(
+        &self,
+        ctx: &RequestContext,
+        patient_compartment: Option<&str>,
+        rt: &str,
+        params: &[(String, String)],
+        handling: Handling,
+    ) -> Result<Value, RecordError> {
         self.check_type(rt)?;
         let grant = self.authorize(ctx, Action::Search, Some(rt)).await?;
         let mut q = search::parse_query(self.defs, rt, params, handling)?;
+        if let Some(patient) = patient_compartment {
+            q.criteria.push(search::Criterion::Compartment {
+                patient_ids: vec![patient.to_string()],
+                params: self
+                    .defs
+                    .patient_compartment()
+                    .get(rt)
+                    .cloned()
+                    .unwrap_or_default(),
+                include_self: rt == "Patient",
+            });
+        }
         self.confine_query(&grant, &mut q)?;
         self.blind(&mut q)?;
         let summary_count = q.summary == Some(SummaryMode::Count);
@@ -984,17 +1087,24 @@ impl RecordService {
         }
         patients.sort();
         patients.dedup();
-        if !q.ignored.is_empty() {
-            let issues: Vec<Issue> = q
-                .ignored
-                .iter()
-                .map(|(p, why)| {
-                    Issue::warning(
-                        IssueType::NotSupported,
-                        format!("parameter '{p}' was ignored: {why}"),
-                    )
-                })
-                .collect();
+        let mut issues: Vec<Issue> = q
+            .ignored
+            .iter()
+            .map(|(p, why)| {
+                Issue::warning(
+                    IssueType::NotSupported,
+                    format!("parameter '{p}' was ignored: {why}"),
+                )
+            })
+            .collect();
+        if q.count.is_some_and(|c| c > MAX_COUNT) {
+            // Said, not silent: a client that asked for more per page must know it got fewer.
+            issues.push(Issue::warning(
+                IssueType::TooCostly,
+                format!("_count was lowered to {MAX_COUNT}, the most one page holds"),
+            ));
+        }
+        if !issues.is_empty() {
             entries.push(
                 json!({"resource": operation_outcome(&issues), "search": {"mode": "outcome"}}),
             );
@@ -1004,13 +1114,27 @@ impl RecordService {
         self.annotate(&mut entry, &grant);
         self.audit.append(vec![entry]).await?;
 
-        let base = format!("{}/{}", ctx.base_url, rt);
-        let mut applied = q.applied.clone();
-        if !applied.iter().any(|(k, _)| k == "_count") {
-            applied.push(("_count".into(), count.to_string()));
+        let base = match patient_compartment {
+            Some(p) => format!("{}/Patient/{p}/{rt}", ctx.base_url),
+            None => format!("{}/{}", ctx.base_url, rt),
+        };
+        // Links name the page size actually used, and each page names its own cursor, so a
+        // page's `self` is that page (page 2's once equalled page 1's).
+        let mut applied: Vec<(String, String)> = q
+            .applied
+            .iter()
+            .filter(|(k, _)| k != "_count")
+            .cloned()
+            .collect();
+        applied.push(("_count".into(), count.to_string()));
+        let mut this_page = applied.clone();
+        if let Some(cursor) = &q.page {
+            this_page.push(("_page".into(), cursor.clone()));
         }
-        let mut links =
-            vec![json!({"relation": "self", "url": format!("{base}?{}", encode_query(&applied))})];
+        let mut links = vec![
+            json!({"relation": "self", "url": format!("{base}?{}", encode_query(&this_page))}),
+            json!({"relation": "first", "url": format!("{base}?{}", encode_query(&applied))}),
+        ];
         if let Some(next) = &result.next {
             let mut p = applied.clone();
             p.push(("_page".into(), next.clone()));

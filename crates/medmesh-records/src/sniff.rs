@@ -76,6 +76,61 @@ fn signature_type(head: &[u8]) -> Option<&'static str> {
     infer::get(head).map(|t| t.mime_type())
 }
 
+/// Whether a type is one the vault accepts at all (the allow-list every path checks).
+fn is_allowed(content_type: &str) -> bool {
+    BINARY_TYPES.contains(&content_type) || TEXT_TYPES.contains(&content_type)
+}
+
+fn is_xml(content_type: &str) -> bool {
+    matches!(content_type, "application/xml" | "text/xml")
+}
+
+/// Whether XML text is an XHTML document: its root element is `html`. A browser renders
+/// such a file as a web page whatever it was sent as, so the vault refuses it.
+fn is_xhtml(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head);
+    let mut rest = text.trim_start_matches('\u{feff}').trim_start();
+    // Skip the prolog: declarations, processing instructions, comments and the doctype.
+    loop {
+        if let Some(r) = rest.strip_prefix("<?") {
+            rest = r
+                .split_once("?>")
+                .map_or("", |(_, after)| after)
+                .trim_start();
+        } else if let Some(r) = rest.strip_prefix("<!--") {
+            rest = r
+                .split_once("-->")
+                .map_or("", |(_, after)| after)
+                .trim_start();
+        } else if let Some(r) = rest.strip_prefix("<!") {
+            if r.get(..7)
+                .is_some_and(|d| d.eq_ignore_ascii_case("doctype"))
+                && r[7..]
+                    .trim_start()
+                    .get(..4)
+                    .is_some_and(|n| n.eq_ignore_ascii_case("html"))
+            {
+                return true;
+            }
+            rest = r
+                .split_once('>')
+                .map_or("", |(_, after)| after)
+                .trim_start();
+        } else {
+            break;
+        }
+    }
+    let Some(element) = rest.strip_prefix('<') else {
+        return false;
+    };
+    let name: String = element
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '>' && *c != '/')
+        .collect();
+    let local = name.rsplit(':').next().unwrap_or_default();
+    local.eq_ignore_ascii_case("html")
+}
+
 fn looks_like_text(head: &[u8]) -> bool {
     if head.contains(&0) {
         return false;
@@ -107,8 +162,28 @@ pub fn sniff(head: &[u8], claimed: Option<&str>) -> Result<String, SniffError> {
         };
     }
     let found = signature_type(head);
+    // Whatever the bytes and the claim agree on, only listed types are taken: `infer` knows
+    // HTML, executables and archives, and a matching claim must not let them in.
+    if let Some(f) = found.filter(|f| !is_allowed(f)) {
+        return Err(match claimed {
+            Some(c) if c != f => SniffError::Mismatch {
+                claimed: c,
+                found: f.to_string(),
+            },
+            _ => SniffError::NotAllowed(f.to_string()),
+        });
+    }
+    if claimed.as_deref().is_some_and(is_xml) && is_xhtml(head) {
+        return Err(SniffError::NotAllowed("application/xhtml+xml".into()));
+    }
     match (found, claimed) {
+        (Some(f), Some(c)) if !is_allowed(&c) => Err(SniffError::NotAllowed(if f == c {
+            c
+        } else {
+            f.to_string()
+        })),
         (Some(f), Some(c)) if f == c || (f == "image/heif" && c == "image/heic") => Ok(c),
+        (Some(f), Some(c)) if is_xml(f) && is_xml(&c) && looks_like_text(head) => Ok(c),
         (Some(f), Some(c)) => Err(SniffError::Mismatch {
             claimed: c,
             found: f.to_string(),
@@ -189,6 +264,44 @@ mod tests {
             "application/dicom"
         );
         // A UTF-8 character cut by the window is still text.
+        let cut = &"ü".as_bytes()[..1];
+        assert!(looks_like_text(&[b"abc", cut].concat()));
+    }
+
+    #[test]
+    fn markup_a_browser_would_run_is_refused_whatever_the_claim() {
+        let html = b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>";
+        for claim in [
+            Some("text/html"),
+            None,
+            Some("text/plain"),
+            Some("text/xml"),
+        ] {
+            assert!(sniff(html, claim).is_err(), "{claim:?}");
+        }
+        let xhtml = b"<?xml version=\"1.0\"?>\n<!-- note -->\n<html xmlns=\"http://www.w3.org/1999/xhtml\"><body><script>alert(1)</script></body></html>";
+        for claim in ["text/xml", "application/xml"] {
+            assert_eq!(
+                sniff(xhtml, Some(claim)),
+                Err(SniffError::NotAllowed("application/xhtml+xml".into())),
+                "{claim}"
+            );
+        }
+        let prefixed = b"<x:html xmlns:x=\"http://www.w3.org/1999/xhtml\"/>";
+        assert!(sniff(prefixed, Some("application/xml")).is_err());
+        // Other XML (a CDA document, FHIR XML) is still a document.
+        let cda = b"<?xml version=\"1.0\"?><ClinicalDocument xmlns=\"urn:hl7-org:v3\"><title>x</title></ClinicalDocument>";
+        assert_eq!(sniff(cda, Some("text/xml")).unwrap(), "text/xml");
+        assert_eq!(
+            sniff(cda, Some("application/xml")).unwrap(),
+            "application/xml"
+        );
+        // An executable that is what it claims to be is still not on the list.
+        let elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0";
+        assert!(matches!(
+            sniff(elf, Some("application/x-executable")),
+            Err(SniffError::NotAllowed(_))
+        ));
         let cut = &"ü".as_bytes()[..1];
         assert!(looks_like_text(&[b"abc", cut].concat()));
     }

@@ -76,7 +76,12 @@ pub fn capability_statement(
         "publisher": "medmesh",
         "kind": "instance",
         "software": {"name": "medmesh", "version": software_version},
-        "implementation": {"description": "medmesh FHIR R4 node", "url": base_url},
+        "implementation": if base_url.is_empty() {
+            // Filled in per request from the Host header; an empty url is invalid FHIR.
+            json!({"description": "medmesh FHIR R4 node"})
+        } else {
+            json!({"description": "medmesh FHIR R4 node", "url": base_url})
+        },
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],
@@ -98,6 +103,7 @@ pub fn capability_statement(
                 }]
             },
             "resource": resources,
+            "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "searchParam": [
                 {"name": "_count", "type": "number"}, {"name": "_sort", "type": "string"}, {"name": "_include", "type": "string"},

@@ -225,6 +225,53 @@ pub async fn documents_post(
     ))
 }
 
+/// Types a browser may show in its own tab: it renders them itself and runs no script from
+/// them. Everything else is a download.
+fn shown_inline(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "application/pdf"
+            | "image/jpeg"
+            | "image/png"
+            | "image/gif"
+            | "image/webp"
+            | "image/tiff"
+            | "image/heif"
+            | "image/heic"
+    )
+}
+
+/// The headers every vault response carries, whichever route served it: documents come from
+/// patients and outside systems, and are served from the node's own origin, so nothing in
+/// them may run as the node's page (no script, no plugin, no sniffing into HTML).
+fn harden_document_headers(h: &mut HeaderMap, content_type: &str) {
+    set_header(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "sandbox; default-src 'none'",
+    );
+    set_header(
+        h,
+        HeaderName::from_static("x-content-type-options"),
+        "nosniff",
+    );
+    set_header(
+        h,
+        header::CONTENT_DISPOSITION,
+        if shown_inline(content_type) {
+            "inline"
+        } else {
+            "attachment"
+        },
+    );
+}
+
 fn download_response(d: Download) -> Response {
     let mut r = Response::new(Body::from_stream(
         d.body.map_err(|e| std::io::Error::other(e.to_string())),
@@ -233,11 +280,7 @@ fn download_response(d: Download) -> Response {
     set_header(h, header::CONTENT_TYPE, &d.content_type);
     set_header(h, header::CONTENT_LENGTH, &d.size.to_string());
     set_header(h, header::CACHE_CONTROL, "no-store");
-    set_header(
-        h,
-        HeaderName::from_static("x-content-type-options"),
-        "nosniff",
-    );
+    harden_document_headers(h, &d.content_type);
     set_header(
         h,
         HeaderName::from_static("x-content-id"),

@@ -35,6 +35,7 @@ struct Provider {
 pub struct ExternalLogin {
     providers: Vec<Provider>,
     http: reqwest::Client,
+    token_times: medmesh_auth::token::TokenTimes,
 }
 
 /// A provider could not be reached or answered nonsense. Logged; users see a generic page.
@@ -48,8 +49,12 @@ fn now() -> i64 {
 
 impl ExternalLogin {
     /// Wraps the configured providers.
-    pub fn new(providers: Vec<ExternalProvider>) -> Self {
+    pub fn new(
+        providers: Vec<ExternalProvider>,
+        token_times: medmesh_auth::token::TokenTimes,
+    ) -> Self {
         Self {
+            token_times,
             providers: providers
                 .into_iter()
                 .map(|config| Provider {
@@ -144,6 +149,7 @@ impl ExternalLogin {
                 Some(p.config.issuer.trim_end_matches('/')),
                 audience,
                 now(),
+                self.token_times,
             ) {
                 return Some(c);
             }

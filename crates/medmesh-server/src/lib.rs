@@ -11,11 +11,11 @@ pub mod documents;
 pub mod external;
 pub mod files;
 pub mod handlers;
+pub mod listener;
 pub mod oauth;
 pub mod response;
 pub mod web;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -48,10 +48,37 @@ pub struct AppState {
     pub capability: Arc<Value>,
     /// Public base URL (`http://host:port/fhir`); when `None`, taken from the Host header.
     pub public_base_url: Option<String>,
-    /// Largest request body accepted.
-    pub max_body_bytes: usize,
+    /// Bounds on request bodies.
+    pub body_limits: BodyLimits,
+    /// Permits to parse a large JSON body: parsing costs memory in proportion to the body,
+    /// so only a few large ones are parsed at once and the rest wait their turn.
+    pub parse_permits: Arc<tokio::sync::Semaphore>,
     export_queue: mpsc::UnboundedSender<String>,
 }
+
+/// Bounds on what one request body may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// Bytes (413 past it).
+    pub max_body_bytes: usize,
+    /// JSON values: objects, arrays and members (400 `too-costly` past it).
+    pub max_json_values: usize,
+    /// Entries of one Bundle posted to `/fhir` (400 `too-costly` past it).
+    pub max_bundle_entries: usize,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY,
+            max_json_values: 200_000,
+            max_bundle_entries: 1000,
+        }
+    }
+}
+
+/// Bodies at least this large wait for a parse permit.
+pub const LARGE_BODY: usize = 1024 * 1024;
 
 impl AppState {
     /// The FHIR base URL for this request.
@@ -87,8 +114,8 @@ impl AppState {
 pub struct ServerConfig {
     /// Public base URL, if fixed.
     pub public_base_url: Option<String>,
-    /// Largest request body.
-    pub max_body_bytes: usize,
+    /// Bounds on request bodies.
+    pub body_limits: BodyLimits,
     /// Version string for the CapabilityStatement.
     pub software_version: String,
     /// Seconds between signed audit checkpoints (0: only on demand).
@@ -156,6 +183,7 @@ pub async fn build_state(
     }
     let external = Arc::new(external::ExternalLogin::new(
         identity.config().external.clone(),
+        identity.config().token_times,
     ));
     AppState {
         records,
@@ -165,7 +193,12 @@ pub async fn build_state(
         audit_log,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
-        max_body_bytes: config.max_body_bytes,
+        body_limits: config.body_limits,
+        // As many large parses at once as there are cores: more would not finish sooner,
+        // only hold more memory.
+        parse_permits: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+        )),
         export_queue: tx,
     }
 }
@@ -307,13 +340,12 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: listener::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    listener::serve_bounded(listener, router(state), limits, shutdown).await
 }
 
-/// Default largest body: 32 MiB.
-pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
+/// Default largest body: 8 MiB, in line with what hosted FHIR servers take (a Synthea
+/// patient's whole history is about 1 MB; documents have their own, streamed limit).
+pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;

@@ -25,12 +25,14 @@ fn oauth_error(e: &IdentityError) -> Response {
         IdentityError::Forbidden => StatusCode::FORBIDDEN,
         _ => StatusCode::BAD_REQUEST,
     };
-    (
+    let mut r = (
         status,
         [(header::CACHE_CONTROL, "no-store")],
         Json(json!({"error": e.oauth_code(), "error_description": e.to_string()})),
     )
-        .into_response()
+        .into_response();
+    crate::web::retry_after(e, &mut r);
+    r
 }
 
 fn no_store(v: Value) -> Response {

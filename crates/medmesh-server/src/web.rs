@@ -101,7 +101,20 @@ pub fn error_page(e: &IdentityError) -> Response {
         IdentityError::Store(_) | IdentityError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     };
-    message(status, "Something went wrong", &e.to_string())
+    let mut r = message(status, "Something went wrong", &e.to_string());
+    retry_after(e, &mut r);
+    r
+}
+
+/// A throttled answer says when to come back (RFC 9110 `Retry-After`, in seconds).
+pub fn retry_after(e: &IdentityError, response: &mut Response) {
+    if let IdentityError::Throttled(wait) = e {
+        crate::response::set_header(
+            response.headers_mut(),
+            axum::http::header::RETRY_AFTER,
+            &(*wait).max(1).to_string(),
+        );
+    }
 }
 
 /// The peer's IP address (the socket's, never a spoofable forwarding header).
@@ -310,7 +323,7 @@ pub async fn login_submit(
         Err(e) => {
             audit_login(&state, &headers, &ip, "login", None, false).await;
             let status = login_failure_status(&e);
-            page(
+            let mut r = page(
                 status,
                 &LoginPage {
                     error: Some(&e.to_string()),
@@ -318,7 +331,9 @@ pub async fn login_submit(
                     next: &next,
                     providers: state.login_providers(),
                 },
-            )
+            );
+            retry_after(&e, &mut r);
+            r
         }
     }
 }
@@ -428,7 +443,7 @@ pub async fn login_code(
         Err(e) => {
             audit_login(&state, &headers, &ip, "login-second-factor", None, false).await;
             let status = login_failure_status(&e);
-            page(
+            let mut r = page(
                 status,
                 &CodePage {
                     error: Some(&e.to_string()),
@@ -437,7 +452,9 @@ pub async fn login_code(
                     qr_svg: None,
                     enrol_uri: "",
                 },
-            )
+            );
+            retry_after(&e, &mut r);
+            r
         }
     }
 }

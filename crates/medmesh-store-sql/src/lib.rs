@@ -51,9 +51,30 @@ async fn stores<B: store::Backend>(backend: B) -> Result<Stores, StoreError> {
 /// # Errors
 /// If the database cannot be opened or migrated.
 pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Stores, StoreError> {
+    open_with(database_url, data_dir, &StoreOptions::default()).await
+}
+
+/// How the store bounds the work it is given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    /// The longest one statement may run on PostgreSQL before the server cancels it (a
+    /// serving node sets it; offline commands such as `audit verify` need none). SQLite has
+    /// no such setting: searches are bounded before they reach it.
+    pub statement_timeout: Option<std::time::Duration>,
+}
+
+/// As [`open`], with bounds on the work the store accepts.
+///
+/// # Errors
+/// If the database cannot be opened or migrated.
+pub async fn open_with(
+    database_url: Option<&str>,
+    data_dir: &Path,
+    options: &StoreOptions,
+) -> Result<Stores, StoreError> {
     match database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            stores(postgres::PgBackend::open(url, 16).await?).await
+            stores(postgres::PgBackend::open(url, 16, options.statement_timeout).await?).await
         }
         Some(url) => {
             let path = url

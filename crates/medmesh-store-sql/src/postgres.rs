@@ -1,6 +1,7 @@
 //! The PostgreSQL backend: a connection pool; row locks order concurrent writers.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use medmesh_store::StoreError;
@@ -23,17 +24,52 @@ impl PgBackend {
     ///
     /// # Errors
     /// If the server is unreachable or the migrations fail.
-    pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+    pub async fn open(
+        url: &str,
+        max_connections: u32,
+        statement_timeout: Option<Duration>,
+    ) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url).map_err(map_err)?;
+        // Migrations may take long on a big database: they run on a connection of their
+        // own, without the serving pool's statement timeout.
+        {
+            let migrator = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .map_err(map_err)?;
+            sqlx::migrate!("./migrations/postgres")
+                .run(&migrator)
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            migrator.close().await;
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if let Some(t) = statement_timeout {
+                        // No statement outlives its bound: a costly search is cancelled by
+                        // the server itself, even when the node that sent it is gone.
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "SET statement_timeout = {}",
+                            t.as_millis()
+                        )))
+                        .execute(&mut *conn)
+                        .await?;
+                        // PostgreSQL 14 and later also notice a client that went away in
+                        // mid-statement (a request dropped when its client disconnected).
+                        // Older servers lack the setting; the timeout still bounds them.
+                        let _ = sqlx::query("SET client_connection_check_interval = 1000")
+                            .execute(&mut *conn)
+                            .await;
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(map_err)?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Self { pool })
     }
 }

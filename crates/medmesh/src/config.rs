@@ -86,6 +86,26 @@ pub struct FileConfig {
     pub s3_secret_access_key: Option<Secret>,
     /// The largest document accepted, bytes. Default 4 GiB.
     pub max_document_bytes: Option<u64>,
+    /// Connections held open at once; past it a new one gets 503. Default 2048.
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers (also closes idle keep-alive
+    /// connections). Default 10.
+    pub header_read_timeout: Option<u64>,
+    /// Seconds a connection may move no byte before it is closed. Default 60.
+    pub idle_timeout: Option<u64>,
+    /// Seconds shutdown waits for requests in flight. Default 30.
+    pub drain_timeout: Option<u64>,
+    /// Seconds one database statement may run (PostgreSQL) before it is cancelled. Default 30.
+    pub statement_timeout: Option<u64>,
+    /// Entries one Bundle may hold on the API. Default 1000.
+    pub max_bundle_entries: Option<usize>,
+    /// JSON values (objects, arrays, strings, numbers...) one body may hold. Default 200000.
+    pub max_json_values: Option<usize>,
+    /// Seconds of clock skew allowed when checking a token's times. Default 5.
+    pub token_leeway: Option<i64>,
+    /// The longest lifetime a token may have (from now to its `exp`), seconds. Longer ones
+    /// are refused, and `admin token` will not mint them. Default 86400 (one day).
+    pub max_token_lifetime: Option<i64>,
     /// Security-label derivation rules (`[[label_rule]]` tables). Default: ICD-10 F codes
     /// get PSY, ICD-10 HIV codes get HIV. Giving any replaces the defaults.
     #[serde(default)]
@@ -166,6 +186,18 @@ pub struct Config {
     pub blob_store: BlobStoreConfig,
     /// The largest document accepted.
     pub max_document_bytes: u64,
+    /// Connection bounds.
+    pub connections: medmesh_server::listener::ConnectionLimits,
+    /// Statement timeout (PostgreSQL).
+    pub statement_timeout: std::time::Duration,
+    /// Entries one Bundle may hold on the API.
+    pub max_bundle_entries: usize,
+    /// JSON values one body may hold.
+    pub max_json_values: usize,
+    /// Allowed clock skew on token times, seconds.
+    pub token_leeway: i64,
+    /// Longest token lifetime, seconds.
+    pub max_token_lifetime: i64,
     /// Label derivation rules.
     pub label_rules: Vec<medmesh_policy::labels::LabelRule>,
     /// External OpenID Connect providers.
@@ -308,6 +340,36 @@ impl Config {
                 .and_then(|v| v.parse().ok())
                 .or(file.max_document_bytes)
                 .unwrap_or(4 << 30),
+            connections: medmesh_server::listener::ConnectionLimits {
+                max_connections: setting(env("MEDMESH_MAX_CONNECTIONS"), file.max_connections)
+                    .unwrap_or(2048)
+                    .max(1),
+                header_read_timeout: seconds(
+                    setting(env("MEDMESH_HEADER_READ_TIMEOUT"), file.header_read_timeout),
+                    10,
+                ),
+                idle_timeout: seconds(setting(env("MEDMESH_IDLE_TIMEOUT"), file.idle_timeout), 60),
+                drain_timeout: seconds(
+                    setting(env("MEDMESH_DRAIN_TIMEOUT"), file.drain_timeout),
+                    30,
+                ),
+            },
+            statement_timeout: seconds(
+                setting(env("MEDMESH_STATEMENT_TIMEOUT"), file.statement_timeout),
+                30,
+            ),
+            max_bundle_entries: setting(env("MEDMESH_MAX_BUNDLE_ENTRIES"), file.max_bundle_entries)
+                .unwrap_or(1000)
+                .max(1),
+            max_json_values: setting(env("MEDMESH_MAX_JSON_VALUES"), file.max_json_values)
+                .unwrap_or(200_000)
+                .max(100),
+            token_leeway: setting(env("MEDMESH_TOKEN_LEEWAY"), file.token_leeway)
+                .unwrap_or(5)
+                .clamp(0, 300),
+            max_token_lifetime: setting(env("MEDMESH_MAX_TOKEN_LIFETIME"), file.max_token_lifetime)
+                .unwrap_or(86_400)
+                .clamp(60, 30 * 86_400),
             label_rules: if file.label_rule.is_empty() {
                 medmesh_policy::labels::default_label_rules()
             } else {
@@ -316,6 +378,16 @@ impl Config {
             oidc: file.oidc,
         })
     }
+}
+
+/// A numeric setting: the environment variable when it parses, else the file's value.
+fn setting<T: std::str::FromStr>(env: Option<String>, file: Option<T>) -> Option<T> {
+    env.and_then(|v| v.trim().parse().ok()).or(file)
+}
+
+/// A duration setting in whole seconds (at least one).
+fn seconds(value: Option<u64>, default: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(value.unwrap_or(default).max(1))
 }
 
 fn read_file(p: &Path) -> anyhow::Result<FileConfig> {

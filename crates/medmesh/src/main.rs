@@ -389,12 +389,44 @@ fn init_logging(filter: &str) {
 }
 
 async fn open_store(cfg: &Config) -> anyhow::Result<Stores> {
-    medmesh_store_sql::open(
+    open_store_with(cfg, &medmesh_store_sql::StoreOptions::default()).await
+}
+
+async fn open_store_with(
+    cfg: &Config,
+    options: &medmesh_store_sql::StoreOptions,
+) -> anyhow::Result<Stores> {
+    medmesh_store_sql::open_with(
         cfg.database_url.as_ref().map(|s| s.0.as_str()),
         &cfg.data_dir,
+        options,
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what service managers and orchestrators send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down: no new connections; draining requests in flight");
 }
 
 async fn record_service(stores: &Stores, cfg: &Config) -> anyhow::Result<Arc<RecordService>> {
@@ -442,6 +474,10 @@ async fn identity_service(
     let mut ic = IdentityConfig::new(issuer);
     ic.extra_issuers = vec![cfg.issuer.clone()];
     ic.access_ttl = cfg.access_token_ttl;
+    ic.token_times = medmesh_auth::token::TokenTimes {
+        leeway: cfg.token_leeway,
+        max_lifetime: cfg.max_token_lifetime,
+    };
     ic.key_rotation = cfg.key_rotation;
     ic.allow_self_registration = cfg.allow_self_registration;
     ic.open_client_registration = cfg.open_client_registration;
@@ -494,7 +530,13 @@ async fn identity_service(
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let stores = open_store(&cfg).await?;
+    let stores = open_store_with(
+        &cfg,
+        &medmesh_store_sql::StoreOptions {
+            statement_timeout: Some(cfg.statement_timeout),
+        },
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -511,10 +553,14 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         records,
         identity,
         files,
-        audit_log,
+        audit_log.clone(),
         medmesh_server::ServerConfig {
             public_base_url: cfg.public_base_url.clone(),
-            max_body_bytes: cfg.max_body_bytes,
+            body_limits: medmesh_server::BodyLimits {
+                max_body_bytes: cfg.max_body_bytes,
+                max_json_values: cfg.max_json_values,
+                max_bundle_entries: cfg.max_bundle_entries,
+            },
             software_version: env!("CARGO_PKG_VERSION").into(),
             audit_checkpoint_interval: cfg.audit_checkpoint_interval,
         },
@@ -522,10 +568,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     .await;
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), postgres = cfg.database_url.is_some(), "medmesh is serving FHIR at http://{addr}/fhir");
     outln!("medmesh listening on http://{addr}");
-    medmesh_server::serve(listener, state, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    medmesh_server::serve(listener, state, cfg.connections, shutdown_signal()).await?;
+    // Every entry is already committed with its data; a last signed checkpoint covers the
+    // newest of them, so the log's head is signed when the node stops.
+    if let Err(e) = audit_log.checkpoint_now().await {
+        tracing::error!(error = %e, "cannot sign the final audit checkpoint");
+    }
+    tracing::info!("medmesh stopped");
     Ok(())
 }
 

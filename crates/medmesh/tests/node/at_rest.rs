@@ -49,7 +49,8 @@ fn database_bytes(node: &Node) -> Vec<(String, Vec<u8>)> {
 
 async fn a_stolen_database_reveals_no_patient(node: Node) {
     node.load_synthea();
-    let secrets = synthea_secrets();
+    let mut secrets = synthea_secrets();
+    secrets.extend(["MRI report Tamatha Witting", "Patient is homeless"].map(String::from));
     assert!(
         secrets.len() > 60,
         "the sample's patients give many values to look for"
@@ -62,7 +63,49 @@ async fn a_stolen_database_reveals_no_patient(node: Node) {
     assert_eq!(node.total("Patient?telecom=555-175-3568").await, 1);
     assert_eq!(node.total("Patient?address-city=Beverly").await, 1);
     assert!(node.total("Encounter?patient.family=Conn").await > 0);
+    // Free text written about a patient is identifying too: it is blind-indexed like a name.
+    let conn = node.ids("Patient?family=Conn").await.remove(0);
+    let free_text = ["MRI report Tamatha Witting", "Patient is homeless"];
+    let (s, _, b) = node
+        .post(
+            "DocumentReference",
+            &serde_json::json!({"resourceType": "DocumentReference", "status": "current",
+                "subject": {"reference": format!("Patient/{conn}")},
+                "description": free_text[0],
+                "content": [{"attachment": {"contentType": "text/plain", "data": "eA=="}}]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let (s, _, b) = node
+        .post(
+            "Observation",
+            &serde_json::json!({"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "71802-3"}]},
+                "subject": {"reference": format!("Patient/{conn}")},
+                "valueString": free_text[1]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    assert_eq!(
+        node.total("DocumentReference?description=MRI%20rep").await,
+        1
+    );
+    assert_eq!(
+        node.total("Observation?value-string:exact=Patient%20is%20homeless")
+            .await,
+        1
+    );
+    assert_eq!(
+        node.total("Observation?code-value-string=http://loinc.org|71802-3$Patient%20is")
+            .await,
+        1
+    );
     let files = database_bytes(&node);
+    for (name, bytes) in &files {
+        for t in free_text {
+            assert!(!holds(bytes, t), "{t:?} found in clear in {name}");
+        }
+    }
     assert!(files.iter().map(|(_, b)| b.len()).sum::<usize>() > 100_000);
     for (name, bytes) in &files {
         for s in &secrets {

@@ -257,6 +257,17 @@ impl Node {
         self.spawn().await;
     }
 
+    /// Sends SIGTERM, as a service manager does, and waits for the node to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("a running node");
+        let sent = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        c.wait().expect("wait for the node")
+    }
+
     /// The node process's id (for reading its memory from /proc).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("a running node").id()

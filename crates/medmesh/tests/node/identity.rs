@@ -403,6 +403,24 @@ async fn brute_force_hits_the_throttle(node: Node) {
         "even the right password waits: {page}"
     );
     assert!(page.contains("try again in"));
+    // Every spelling that reaches the account shares its budget: white space around the
+    // name once bought a fresh one (and logged in while the account was locked).
+    for spelling in [" pat", "pat ", "\tpat", " pat\n"] {
+        let (s, page) = b.password(spelling, PASSWORD).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{spelling:?}: {page}");
+    }
+    // The 429 says when to come back.
+    let (_, _, page) = b.get("/login").await;
+    let csrf = hidden(&page, "csrf");
+    let (s, h, _) = b
+        .post(
+            "/login",
+            &[("username", "pat"), ("password", PASSWORD), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&wait), "{wait}");
     // An unknown user name gets the same answer as a wrong password.
     assert_eq!(
         b.password("nobody", "wrong password here").await.0,
@@ -659,6 +677,7 @@ async fn smart_code_flow_with_pkce(node: Node) {
         Some(&node.base),
         id,
         now,
+        medmesh_auth::token::TokenTimes::default(),
     )
     .unwrap();
     assert_eq!(idt["fhirUser"], "Patient/p1");

@@ -14,6 +14,7 @@ mod consent;
 mod data;
 mod documents;
 mod export;
+mod hardening;
 mod identity;
 mod interactions;
 mod patient_scopes;
