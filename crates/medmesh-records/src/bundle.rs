@@ -238,6 +238,16 @@ fn response_entry(base: &str, out: &WriteOutcome, pref: ReturnPreference) -> Val
             }
             ReturnPreference::Minimal => {}
         }
+        // Said in the entry, so a client (and `medmesh import`) can tell a write that changed
+        // nothing from one that made a new version.
+        let unchanged = match out.status {
+            WriteStatus::Unchanged => Some("unchanged: identical to the stored version"),
+            WriteStatus::Existing => Some("unchanged: matched an existing resource"),
+            _ => None,
+        };
+        if let Some(why) = unchanged {
+            e["response"]["outcome"] = operation_outcome(&[Issue::information(why)]);
+        }
     }
     e
 }

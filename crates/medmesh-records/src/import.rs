@@ -32,6 +32,16 @@ pub struct ImportFailure {
 pub struct ImportSummary {
     /// Resources written or matched, per type.
     pub counts: BTreeMap<String, u64>,
+    /// Resources created.
+    pub created: u64,
+    /// Resources that got a new version.
+    pub updated: u64,
+    /// Resources already stored as they are (a re-import).
+    pub unchanged: u64,
+    /// Each entry's `fullUrl` in the file, and the `Type/id` the node stores it under: an
+    /// import assigns its own ids (transaction semantics), so a Synthea file's UUID is not
+    /// the stored id.
+    pub ids: Vec<(String, String)>,
     /// Failures.
     pub failures: Vec<ImportFailure>,
 }
@@ -46,6 +56,10 @@ impl ImportSummary {
         for (k, v) in other.counts {
             *self.counts.entry(k).or_default() += v;
         }
+        self.created += other.created;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.ids.extend(other.ids);
         self.failures.extend(other.failures);
     }
 }
@@ -149,15 +163,43 @@ fn as_transaction(doc: Value) -> Value {
     json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 }
 
-fn count_types(bundle: &Value, summary: &mut ImportSummary) {
-    for e in bundle
-        .get("entry")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+/// Tallies a committed transaction: types from the request, and from each response entry
+/// whether it created, updated or left a resource unchanged, and where it went.
+fn tally(bundle: &Value, response: &Value, summary: &mut ImportSummary) {
+    let requests = bundle.get("entry").and_then(Value::as_array);
+    let responses = response.get("entry").and_then(Value::as_array);
+    let pairs = requests.into_iter().flatten().zip(
+        responses
+            .into_iter()
+            .flatten()
+            .map(Some)
+            .chain(std::iter::repeat(None)),
+    );
+    for (e, r) in pairs {
         if let Some(t) = e.pointer("/resource/resourceType").and_then(Value::as_str) {
             *summary.counts.entry(t.to_string()).or_default() += 1;
+        }
+        let Some(r) = r else { continue };
+        let status = r
+            .pointer("/response/status")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let unchanged = r
+            .pointer("/response/outcome/issue/0/diagnostics")
+            .and_then(Value::as_str)
+            .is_some_and(|d| d.starts_with("unchanged"));
+        match (status, unchanged) {
+            (s, _) if s.starts_with("201") => summary.created += 1,
+            (_, true) => summary.unchanged += 1,
+            (s, false) if s.starts_with("200") => summary.updated += 1,
+            _ => {}
+        }
+        if let (Some(full_url), Some(location)) = (
+            e.get("fullUrl").and_then(Value::as_str),
+            r.pointer("/response/location").and_then(Value::as_str),
+        ) {
+            let stored = location.split("/_history/").next().unwrap_or(location);
+            summary.ids.push((full_url.to_string(), stored.to_string()));
         }
     }
 }
@@ -202,7 +244,7 @@ impl RecordService {
             .transaction(ctx, &tx_bundle, ReturnPreference::Minimal)
             .await
         {
-            Ok(_) => count_types(&tx_bundle, &mut summary),
+            Ok(response) => tally(&tx_bundle, &response, &mut summary),
             Err(e) => {
                 if let RecordError::Store(inner) = &e {
                     tracing::warn!(operation_id = %ctx.operation_id, error = %inner, "import transaction failed in the store");

@@ -10,6 +10,7 @@ pub fn capability_statement(
     base_url: &str,
     software_version: &str,
     oauth_issuer: &str,
+    cors: bool,
 ) -> Value {
     let interactions = [
         "read",
@@ -88,7 +89,7 @@ pub fn capability_statement(
         "rest": [{
             "mode": "server",
             "security": {
-                "cors": false,
+                "cors": cors,
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
                 "description": "Every request needs an OAuth2 bearer token carrying SMART scopes (SMART App Launch 2.x; see /.well-known/smart-configuration).",
                 "extension": [{

@@ -50,6 +50,9 @@ pub struct AppState {
     pub public_base_url: Option<String>,
     /// Bounds on request bodies.
     pub body_limits: BodyLimits,
+    /// Origins whose browser apps may call the FHIR API, the token endpoint and discovery
+    /// (CORS); `*` for any. Empty: none.
+    pub cors_allowed_origins: Vec<String>,
     /// Permits to parse a large JSON body: parsing costs memory in proportion to the body,
     /// so only a few large ones are parsed at once and the rest wait their turn.
     pub parse_permits: Arc<tokio::sync::Semaphore>,
@@ -116,6 +119,8 @@ pub struct ServerConfig {
     pub public_base_url: Option<String>,
     /// Bounds on request bodies.
     pub body_limits: BodyLimits,
+    /// Origins allowed to call cross-origin (CORS).
+    pub cors_allowed_origins: Vec<String>,
     /// Version string for the CapabilityStatement.
     pub software_version: String,
     /// Seconds between signed audit checkpoints (0: only on demand).
@@ -135,6 +140,7 @@ pub async fn build_state(
         config.public_base_url.as_deref().unwrap_or(""),
         &config.software_version,
         identity.config().issuer.trim_end_matches('/'),
+        !config.cors_allowed_origins.is_empty(),
     );
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let worker_records = records.clone();
@@ -194,6 +200,7 @@ pub async fn build_state(
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
         body_limits: config.body_limits,
+        cors_allowed_origins: config.cors_allowed_origins,
         // As many large parses at once as there are cores: more would not finish sooner,
         // only hold more memory.
         parse_permits: Arc::new(tokio::sync::Semaphore::new(
@@ -201,6 +208,52 @@ pub async fn build_state(
         )),
         export_queue: tx,
     }
+}
+
+/// CORS for the routes browser apps on other origins call: the configured origins (`*` for
+/// any), bearer tokens only (no credentials), and the FHIR headers they need.
+fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("if-none-exist"),
+            HeaderName::from_static("prefer"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LAST_MODIFIED,
+            header::CONTENT_LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-progress"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// The router with every route and layer.
@@ -230,8 +283,10 @@ pub fn router(state: AppState) -> Router {
         .route("/{rt}/{id}/{op}", get(instance_op))
         .route("/{rt}/{id}/_history/{vid}", get(vread))
         .layer(axum::middleware::from_fn(negotiate));
-    Router::new()
-        .route("/healthz", get(healthz))
+    // What a SMART app running in a browser on another origin calls: discovery, the token
+    // endpoint and the FHIR API. Cookies are never allowed cross-origin.
+    let cors = cors_layer(&state.cors_allowed_origins);
+    let cross_origin = Router::new()
         .route(
             "/.well-known/smart-configuration",
             get(oauth::smart_configuration),
@@ -245,11 +300,15 @@ pub fn router(state: AppState) -> Router {
             get(oauth::smart_configuration),
         )
         .route("/oauth/jwks", get(oauth::jwks))
+        .route("/oauth/token", post(oauth::token))
+        .layer(cors.clone());
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(cross_origin)
         .route(
             "/oauth/authorize",
             get(oauth::authorize).post(oauth::authorize_decision),
         )
-        .route("/oauth/token", post(oauth::token))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/register", post(oauth::register))
@@ -314,8 +373,13 @@ pub fn router(state: AppState) -> Router {
             delete(directory::revoke_sealed),
         )
         .route("/fhir/", post(handlers::root_post))
-        .nest("/fhir", fhir)
+        .nest("/fhir", fhir.layer(cors.clone()))
+        .route("/", get(front_door))
+        .fallback(not_found)
         .with_state(state)
+        // A method a route does not take: axum answers an empty 405; give it a body. (Not
+        // `method_not_allowed_fallback`: it would replace the CORS layer's preflight answers.)
+        .layer(axum::middleware::from_fn(explain_method_not_allowed))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 // The operation id goes in every log line; the URL does not (it may carry
@@ -331,6 +395,81 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// `GET /`: people are sent to sign in (and on to their account); programs find the FHIR
+/// base in the `Link` header.
+async fn front_door() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut r = axum::response::Redirect::to("/login").into_response();
+    response::set_header(
+        r.headers_mut(),
+        header::LINK,
+        "</fhir/metadata>; rel=\"service-desc\", </.well-known/smart-configuration>; rel=\"describedby\"",
+    );
+    r
+}
+
+/// The JSON (or, under `/fhir`, OperationOutcome) answer for a path or method the node does
+/// not serve: never an empty body.
+fn unserved(
+    uri: &axum::http::Uri,
+    status: axum::http::StatusCode,
+    message: &str,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path() == "/fhir" || uri.path().starts_with("/fhir/") {
+        return response::outcome(
+            status,
+            &[medmesh_fhir::Issue::error(
+                if status == axum::http::StatusCode::NOT_FOUND {
+                    medmesh_fhir::IssueType::NotFound
+                } else {
+                    medmesh_fhir::IssueType::NotSupported
+                },
+                message,
+            )],
+        );
+    }
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "error": if status == axum::http::StatusCode::NOT_FOUND { "not_found" } else { "method_not_allowed" },
+            "message": message,
+            "fhir": "/fhir/metadata",
+        })),
+    )
+        .into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    unserved(
+        &uri,
+        axum::http::StatusCode::NOT_FOUND,
+        "no such endpoint on this node",
+    )
+}
+
+async fn explain_method_not_allowed(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let uri = req.uri().clone();
+    let r = next.run(req).await;
+    if r.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED
+        && !r.headers().contains_key(header::CONTENT_TYPE)
+    {
+        let mut explained = unserved(
+            &uri,
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "this endpoint does not take that method",
+        );
+        if let Some(allow) = r.headers().get(header::ALLOW) {
+            explained.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        return explained;
+    }
+    r
 }
 
 /// Serves until `shutdown` resolves.

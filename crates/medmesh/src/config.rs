@@ -106,6 +106,10 @@ pub struct FileConfig {
     /// The longest lifetime a token may have (from now to its `exp`), seconds. Longer ones
     /// are refused, and `admin token` will not mint them. Default 86400 (one day).
     pub max_token_lifetime: Option<i64>,
+    /// Origins whose browser apps may call the FHIR API, the token endpoint and discovery
+    /// documents (CORS), e.g. `["https://app.example.org"]`; `["*"]` for any. Default none.
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
     /// Security-label derivation rules (`[[label_rule]]` tables). Default: ICD-10 F codes
     /// get PSY, ICD-10 HIV codes get HIV. Giving any replaces the defaults.
     #[serde(default)]
@@ -198,6 +202,8 @@ pub struct Config {
     pub token_leeway: i64,
     /// Longest token lifetime, seconds.
     pub max_token_lifetime: i64,
+    /// CORS origins.
+    pub cors_allowed_origins: Vec<String>,
     /// Label derivation rules.
     pub label_rules: Vec<medmesh_policy::labels::LabelRule>,
     /// External OpenID Connect providers.
@@ -370,6 +376,14 @@ impl Config {
             max_token_lifetime: setting(env("MEDMESH_MAX_TOKEN_LIFETIME"), file.max_token_lifetime)
                 .unwrap_or(86_400)
                 .clamp(60, 30 * 86_400),
+            cors_allowed_origins: match env("MEDMESH_CORS_ALLOWED_ORIGINS") {
+                Some(list) => list
+                    .split(',')
+                    .map(|o| o.trim().to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+                None => file.cors_allowed_origins,
+            },
             label_rules: if file.label_rule.is_empty() {
                 medmesh_policy::labels::default_label_rules()
             } else {

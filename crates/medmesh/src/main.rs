@@ -3,7 +3,6 @@
 
 mod config;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +85,10 @@ enum Command {
         /// Files worked on at once: one parses and validates while another writes.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
         jobs: u16,
+        /// Write a JSON object mapping each entry's `fullUrl` to the `Type/id` it is stored
+        /// under (import assigns ids, as a FHIR transaction does).
+        #[arg(long, value_name = "FILE")]
+        id_map: Option<PathBuf>,
     },
     /// Administration.
     Admin {
@@ -349,7 +352,8 @@ enum AdminCommand {
         /// Login name.
         #[arg(long)]
         username: String,
-        /// The Patient resource id a patient account is linked to.
+        /// The Patient a patient account is linked to: its id, or `identifier=SYSTEM|VALUE`
+        /// (for records imported from files, whose ids the node assigned).
         #[arg(long)]
         patient: Option<String>,
         /// The Practitioner resource id a practitioner account is linked to.
@@ -561,6 +565,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 max_json_values: cfg.max_json_values,
                 max_bundle_entries: cfg.max_bundle_entries,
             },
+            cors_allowed_origins: cfg.cors_allowed_origins.clone(),
             software_version: env!("CARGO_PKG_VERSION").into(),
             audit_checkpoint_interval: cfg.audit_checkpoint_interval,
         },
@@ -686,12 +691,12 @@ async fn import_file(
 ) -> ImportSummary {
     let name = path.display().to_string();
     let fail = |reason: String| ImportSummary {
-        counts: BTreeMap::new(),
         failures: vec![ImportFailure {
             file: name.clone(),
             entry: None,
             reason,
         }],
+        ..ImportSummary::default()
     };
     let bytes = match tokio::fs::read(path).await {
         Ok(b) => b,
@@ -712,7 +717,12 @@ async fn import_file(
     }
 }
 
-async fn import(cfg: Config, paths: Vec<PathBuf>, jobs: u16) -> anyhow::Result<bool> {
+async fn import(
+    cfg: Config,
+    paths: Vec<PathBuf>,
+    jobs: u16,
+    id_map: Option<PathBuf>,
+) -> anyhow::Result<bool> {
     let files = collect_files(&paths)?;
     let stores = open_store(&cfg).await?;
     let records = record_service(&stores, &cfg).await?;
@@ -777,6 +787,22 @@ async fn import(cfg: Config, paths: Vec<PathBuf>, jobs: u16) -> anyhow::Result<b
         secs,
         summary.total() as f64 / secs.max(0.001)
     );
+    outln!(
+        "  created {}, updated {}, unchanged {}",
+        summary.created,
+        summary.updated,
+        summary.unchanged
+    );
+    if let Some(path) = &id_map {
+        let map: serde_json::Map<String, serde_json::Value> = summary
+            .ids
+            .iter()
+            .map(|(from, to)| (from.clone(), serde_json::Value::String(to.clone())))
+            .collect();
+        std::fs::write(path, serde_json::to_vec_pretty(&map)?)
+            .with_context(|| format!("cannot write the id map to {}", path.display()))?;
+        outln!("  id map: {} entries in {}", map.len(), path.display());
+    }
     for (t, n) in &summary.counts {
         outln!("  {t:<32} {n}");
     }
@@ -851,11 +877,57 @@ async fn admin_token(
     Ok(())
 }
 
+/// The one Patient with an identifier (`SYSTEM|VALUE`, or a bare value): how an account is
+/// linked to a record imported from a file, whose ids the node assigned.
+async fn patient_by_identifier(
+    records: &RecordService,
+    identifier: &str,
+) -> anyhow::Result<String> {
+    let ctx = RequestContext {
+        actor: Actor::local_operator(),
+        operation_id: format!("create-user-{}", uuid::Uuid::new_v4()),
+        source_ip: None,
+        base_url: String::new(),
+    };
+    let bundle = records
+        .search(
+            &ctx,
+            "Patient",
+            &[
+                ("identifier".to_string(), identifier.to_string()),
+                ("_count".to_string(), "2".to_string()),
+            ],
+            medmesh_fhir::search::Handling::Strict,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot search for the patient: {e}"))?;
+    let ids: Vec<String> = bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["search"]["mode"] == "match")
+        .filter_map(|e| e["resource"]["id"].as_str().map(str::to_string))
+        .collect();
+    match ids.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no Patient has that identifier"),
+        _ => bail!("several Patients have that identifier; name one by id"),
+    }
+}
+
 /// Creates an account, reading the password from stdin.
 async fn create_user(cfg: Config, new: NewUser) -> anyhow::Result<()> {
     let stores = open_store(&cfg).await?;
     // The linked records must exist.
     let records = record_service(&stores, &cfg).await?;
+    let mut new = new;
+    if let Some(wanted) = new
+        .patient_id
+        .as_deref()
+        .and_then(|p| p.strip_prefix("identifier="))
+    {
+        new.patient_id = Some(patient_by_identifier(&records, wanted).await?);
+    }
     for (rt, id) in [
         ("Patient", &new.patient_id),
         ("Practitioner", &new.practitioner_id),
@@ -877,7 +949,6 @@ async fn create_user(cfg: Config, new: NewUser) -> anyhow::Result<()> {
     std::io::stdin()
         .read_line(&mut password)
         .context("cannot read the password from stdin")?;
-    let mut new = new;
     new.password = password.trim_end_matches(['\r', '\n']).to_string();
     let created = identity
         .create_user(new)
@@ -1082,10 +1153,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             keys::erase_patient(&records, ring, &patient, &confirm).await?;
             Ok(true)
         }
-        Command::Import { store, paths, jobs } => {
+        Command::Import {
+            store,
+            paths,
+            jobs,
+            id_map,
+        } => {
             let cfg = load_config(&store, None)?;
             init_logging(&cfg.log);
-            import(cfg, paths, jobs).await
+            import(cfg, paths, jobs, id_map).await
         }
         Command::Admin {
             command:

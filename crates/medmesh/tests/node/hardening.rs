@@ -445,3 +445,303 @@ async fn a_patient_cannot_write_into_another_patients_record(node: Node) {
 }
 
 on_both_databases!(a_patient_cannot_write_into_another_patients_record);
+
+async fn outside_clients_get_conformant_answers(node: Node) {
+    for id in ["p1", "p2"] {
+        let (s, _, b) = node
+            .put(
+                &format!("Patient/{id}"),
+                &json!({"resourceType": "Patient", "id": id}),
+            )
+            .await;
+        assert!(s.is_success(), "{b}");
+        for n in 0..3 {
+            let (s, _, b) = node
+                .post(
+                    "Observation",
+                    &json!({"resourceType": "Observation", "status": "final",
+                            "code": {"text": format!("obs {n}")},
+                            "subject": {"reference": format!("Patient/{id}")},
+                            "note": [{"text": "x"}]}),
+                )
+                .await;
+            assert!(s.is_success(), "{b}");
+        }
+    }
+    // Compartment search, advertised in the CapabilityStatement.
+    let b = node.search("Patient/p1/Observation").await;
+    assert_eq!(b["entry"].as_array().unwrap().len(), 3, "{b}");
+    assert!(
+        b["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["resource"]["subject"]["reference"] == "Patient/p1")
+    );
+    let (s, _, b) = node.get("Patient/p1/Practitioner").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    // _elements keeps the mandatory elements.
+    let b = node.search("Observation?_elements=subject&_count=1").await;
+    let o = &b["entry"][0]["resource"];
+    assert!(
+        o["status"].is_string() && o["code"].is_object() && o["subject"].is_object(),
+        "{o}"
+    );
+    assert!(o.get("note").is_none(), "{o}");
+    // Paging: each page's self link is itself, with first and next links.
+    let page1 = node.search("Observation?_count=2").await;
+    let link = |b: &serde_json::Value, rel: &str| {
+        b["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == rel)
+            .map(|l| l["url"].as_str().unwrap().to_string())
+    };
+    let next = link(&page1, "next").expect("a next link");
+    let first = link(&page1, "first").expect("a first link");
+    let page2: serde_json::Value = node
+        .client
+        .get(&next)
+        .bearer_auth(&node.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(link(&page2, "self"), link(&page1, "self"));
+    assert_eq!(link(&page2, "self").as_deref(), Some(next.as_str()));
+    assert_eq!(link(&page2, "first").as_deref(), Some(first.as_str()));
+    // A page size past the cap is said so, not silently cut.
+    let big = node.search("Observation?_count=5000").await;
+    let outcome = big["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .expect("an outcome entry");
+    assert!(
+        outcome["resource"]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("_count was lowered to 1000")
+    );
+    // The CapabilityStatement is valid (a real implementation.url), and can be asked for small.
+    let (s, _, cap) = node.get("metadata").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        cap["implementation"]["url"],
+        node.url("").trim_end_matches('/')
+    );
+    assert_eq!(
+        cap["rest"][0]["compartment"][0],
+        "http://hl7.org/fhir/CompartmentDefinition/patient"
+    );
+    let (s, _, small) = node.get("metadata?_elements=fhirVersion,format").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(small["fhirVersion"], "4.0.1");
+    assert!(small.get("rest").is_none());
+    assert!(small.to_string().len() < 2000);
+    let (s, _, summary) = node.get("metadata?_summary=true").await;
+    assert_eq!(s, StatusCode::OK, "{summary}");
+}
+
+on_both_databases!(outside_clients_get_conformant_answers);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_and_unserved_paths_answer_in_json() {
+    let node = Node::start_with_env(
+        crate::harness::Db::Sqlite,
+        &[("MEDMESH_CORS_ALLOWED_ORIGINS", "https://app.example.org")],
+    )
+    .await;
+    // A browser's preflight from an allowed origin, for the FHIR API and the token endpoint.
+    for path in [
+        "/fhir/Patient",
+        "/oauth/token",
+        "/.well-known/smart-configuration",
+    ] {
+        let r = node
+            .client
+            .request(reqwest::Method::OPTIONS, node.root_url(path))
+            .header("origin", "https://app.example.org")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        assert_eq!(
+            r.headers()["access-control-allow-origin"],
+            "https://app.example.org",
+            "{path}"
+        );
+        assert!(
+            r.headers()
+                .get("access-control-allow-credentials")
+                .is_none()
+        );
+    }
+    // Another origin gets no grant.
+    let r = node
+        .client
+        .get(node.url("metadata"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    let (s, _, cap) = node.get("metadata").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(cap["rest"][0]["security"]["cors"], true);
+    // Paths and methods the node does not serve answer JSON, never an empty body.
+    let (s, h, b) = node.get_raw("/no/such/thing").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(h["content-type"].to_str().unwrap().contains("json"));
+    assert_eq!(b["error"], "not_found");
+    let r = node
+        .client
+        .delete(node.root_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let b: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(b["error"], "method_not_allowed");
+    let (s, _, b) = node.get("Patient/p1/_nope").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(b["resourceType"], "OperationOutcome");
+    // The front door leads to sign-in, and tells programs where the FHIR API is.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(node.root_url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection());
+    assert_eq!(r.headers()["location"], "/login");
+    assert!(
+        r.headers()["link"]
+            .to_str()
+            .unwrap()
+            .contains("/fhir/metadata")
+    );
+}
+
+/// The `created N, updated N, unchanged N` line of `medmesh import`.
+fn tally(output: &str) -> (usize, usize, usize) {
+    let line = output
+        .lines()
+        .find(|l| l.trim_start().starts_with("created "))
+        .expect("a tally line");
+    let n: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (n[0], n[1], n[2])
+}
+
+async fn imports_say_what_they_did_and_where_it_went(node: Node) {
+    let dir = crate::harness::shared_testdata("fhir-r4-synthea-smart-generated-sample-data");
+    let file = dir.join("Liz_Conn_27c911c6-f045-4ffa-af5d-6eba57ac94b2.json");
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let patient_entry = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "Patient")
+        .unwrap();
+    let full_url = patient_entry["fullUrl"].as_str().unwrap().to_string();
+    let identifier = &patient_entry["resource"]["identifier"][0];
+    let entries = bundle["entry"].as_array().unwrap().len();
+    // Practitioners and organizations first, as a real load does.
+    for info in std::fs::read_dir(&dir).unwrap() {
+        let p = info.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .contains("Information")
+        {
+            assert!(node.import(&[p]).status.success());
+        }
+    }
+    let map_file = node.data_dir.path().join("ids.json");
+    let out = node
+        .command()
+        .arg("import")
+        .args(node.store_args())
+        .args(["--id-map", map_file.to_str().unwrap()])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    // The patient's file names a few practitioners and organizations already loaded: those
+    // are matched, not created again.
+    let (created, updated, unchanged) = tally(&text);
+    assert_eq!(created + unchanged, entries, "{text}");
+    assert!(created > entries / 2 && updated == 0, "{text}");
+    let map: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&map_file).unwrap()).unwrap();
+    let stored = map[&full_url]
+        .as_str()
+        .expect("the patient's fullUrl is mapped");
+    let (s, _, p) = node.get(stored).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(p["identifier"][0], *identifier);
+    // A re-import changes nothing, and says so.
+    let out = node.import(std::slice::from_ref(&file));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(tally(&text), (0, 0, entries), "{text}");
+    // An account is linked by the identifier in the file, not the id the node assigned.
+    let wanted = format!(
+        "identifier={}|{}",
+        identifier["system"].as_str().unwrap(),
+        identifier["value"].as_str().unwrap()
+    );
+    let out = node.cli_stdin(
+        &[
+            "admin",
+            "create-user",
+            "--role",
+            "patient",
+            "--username",
+            "liz",
+            "--patient",
+            &wanted,
+        ],
+        "a long enough passphrase\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = node.cli(&["admin", "token", "--scope", "patient/*.rs", "--user", "liz"]);
+    let liz = node.with_token(String::from_utf8(token.stdout).unwrap().trim());
+    let (s, _, me) = liz.get(stored).await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    let out = node.cli_stdin(
+        &[
+            "admin",
+            "create-user",
+            "--role",
+            "patient",
+            "--username",
+            "nobody",
+            "--patient",
+            "identifier=urn:none|none",
+        ],
+        "a long enough passphrase\n",
+    );
+    assert!(!out.status.success());
+}
+
+on_both_databases!(imports_say_what_they_did_and_where_it_went);

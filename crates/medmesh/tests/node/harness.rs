@@ -161,7 +161,7 @@ impl Node {
 
     /// Every node of the suite logs at debug level, and its log is searched for patients'
     /// identifying values when it stops (see `Drop`).
-    fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_medmesh"));
         c.env_remove("MEDMESH_DATABASE_URL")
             .env_remove("MEDMESH_DATA_DIR")
