@@ -254,4 +254,21 @@ impl<B: Backend> KeyStore for SqlStore<B> {
             .int(now);
         self.execute(sql).await.map(|_| ())
     }
+
+    async fn purge_replaced_data(&self) -> Result<(), StoreError> {
+        let statements: &[&str] = match self.dialect() {
+            // Checkpoint first so the vacuum sees every page; truncate after so the WAL
+            // (which the vacuum wrote through) keeps no copy of the old pages either.
+            Dialect::Sqlite => &[
+                "PRAGMA wal_checkpoint(TRUNCATE)",
+                "VACUUM",
+                "PRAGMA wal_checkpoint(TRUNCATE)",
+            ],
+            Dialect::Postgres => &["VACUUM"],
+        };
+        for statement in statements {
+            self.execute(self.sql(statement)).await?;
+        }
+        Ok(())
+    }
 }

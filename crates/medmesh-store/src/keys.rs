@@ -104,6 +104,10 @@ pub trait KeyStore: Send + Sync + 'static {
         state: &str,
         now: i64,
     ) -> Result<(), StoreError>;
+    /// Rewrites the database so that data replaced by re-encryption leaves no copy in its
+    /// files: SQLite checkpoints its WAL, vacuums (dropping free pages) and truncates the
+    /// WAL; PostgreSQL vacuums (its heap files keep dead row versions until `VACUUM FULL`).
+    async fn purge_replaced_data(&self) -> Result<(), StoreError>;
 }
 
 /// A stored body to re-encrypt: its row, and what it is.

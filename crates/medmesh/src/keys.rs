@@ -276,6 +276,12 @@ pub(crate) async fn reencrypt(
         .save_job_cursor(LEGACY_JOB, 0, "done", 0)
         .await
         .map_err(|e| anyhow::anyhow!("cannot write the key store: {e}"))?;
+    // The versions just replaced must not survive in free pages or the WAL.
+    stores
+        .keys
+        .purge_replaced_data()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot compact the database after re-encryption: {e}"))?;
     outln!(
         "{}sealed {} stored versions ({} were plaintext), rebuilt the index of {}, sealed {} consents and reasons and {} document blobs, {} new data keys",
         if report.resumed { "resumed; " } else { "" },
