@@ -68,6 +68,16 @@ pub enum LogProblem {
     /// The stored head (the writer's frontier) disagrees with the rows.
     #[error("the stored tree head does not match the entries")]
     HeadMismatch,
+    /// What is stored beside the entries (the patients' index, the actor and time columns)
+    /// disagrees with the hashed entries: an access hidden from a patient's log, or a list
+    /// that shows another actor or time than the entry says.
+    #[error("{count} stored rows disagree with the entries they derive from: {}", .differences.join("; "))]
+    DerivedRows {
+        /// How many differences were found.
+        count: u64,
+        /// The first of them, each naming its entry (never a patient id).
+        differences: Vec<String>,
+    },
 }
 
 /// What a successful verification covered.

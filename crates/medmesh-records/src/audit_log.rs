@@ -8,7 +8,7 @@ use medmesh_audit::AuditEntry;
 use medmesh_audit::checkpoint::{LogSigner, LogVerifierKey, TreeHead};
 use medmesh_audit::merkle::{self, Frontier, Hash, MerkleError, NodeId};
 use medmesh_audit::verify::{LogProblem, LogVerifier, VerifyReport};
-use medmesh_store::{AuditLogStore, LogKeyRecord, StoreError, StoredCheckpoint};
+use medmesh_store::{AuditLogStore, DerivedRow, LogKeyRecord, StoreError, StoredCheckpoint};
 
 use crate::context::Clock;
 
@@ -300,10 +300,13 @@ pub async fn verify_log(
         Err(p) => return Ok(Err(p)),
     };
     let mut next = 0;
+    let mut derived = DerivedCheck::default();
     loop {
         let page = store.log_entries(next, VERIFY_PAGE).await?;
         let Some(last) = page.last() else { break };
         let after = last.index + 1;
+        let beside = store.derived_rows(next, after.min(head.size)).await?;
+        derived.compare(&page, head.size, beside);
         for row in page.into_iter().take_while(|r| r.index < head.size) {
             if let Err(p) = verifier.feed(row.index, &row.entry, &row.nodes) {
                 return Ok(Err(p));
@@ -314,6 +317,16 @@ pub async fn verify_log(
         }
         next = after;
     }
+    // Patient rows naming entries the log does not have (past its end).
+    for row in store.derived_rows(head.size, u64::MAX >> 2).await? {
+        if row.time_micros.is_none() && !row.patients.is_empty() {
+            derived.differ(format!(
+                "entry {} is not in the log but {} patient row(s) name it",
+                row.index,
+                row.patients.len()
+            ));
+        }
+    }
     // Rows past the head are fine only if a concurrent append has since moved the head over
     // them; a row no head covers was inserted behind the writer's back.
     if let Some(extra) = store.log_entries(head.size, 1).await?.first()
@@ -321,5 +334,82 @@ pub async fn verify_log(
     {
         return Ok(Err(LogProblem::Inserted(extra.index)));
     }
-    Ok(verifier.finish(head.size, &head.peaks))
+    let structure = verifier.finish(head.size, &head.peaks);
+    Ok(match structure {
+        Ok(report) if derived.count == 0 => Ok(report),
+        Ok(_) => Err(LogProblem::DerivedRows {
+            count: derived.count,
+            differences: derived.differences,
+        }),
+        Err(p) => Err(p),
+    })
+}
+
+/// Differences between the hashed entries and what is stored beside them.
+#[derive(Debug, Default)]
+struct DerivedCheck {
+    count: u64,
+    differences: Vec<String>,
+}
+
+/// Differences listed by name at most; the rest are counted.
+const DIFFERENCES_LISTED: usize = 20;
+
+impl DerivedCheck {
+    fn differ(&mut self, what: String) {
+        self.count += 1;
+        if self.differences.len() < DIFFERENCES_LISTED {
+            self.differences.push(what);
+        }
+    }
+
+    /// Re-derives each entry's columns and patient rows and compares them with `beside`.
+    fn compare(&mut self, page: &[medmesh_store::LoggedEntry], end: u64, beside: Vec<DerivedRow>) {
+        let mut stored: std::collections::HashMap<u64, DerivedRow> =
+            beside.into_iter().map(|r| (r.index, r)).collect();
+        for row in page.iter().take_while(|r| r.index < end) {
+            let Ok(entry) = AuditEntry::from_leaf(&row.entry) else {
+                // An entry that does not parse is caught by its hash, or was never ours.
+                self.differ(format!("entry {} does not parse", row.index));
+                continue;
+            };
+            let found = stored.remove(&row.index).unwrap_or_default();
+            if found.time_micros != Some(entry.time_micros) {
+                self.differ(format!(
+                    "entry {}: the time column differs from the entry",
+                    row.index
+                ));
+            }
+            if found.actor.as_deref() != Some(entry.actor.as_str()) {
+                self.differ(format!(
+                    "entry {}: the actor column differs from the entry",
+                    row.index
+                ));
+            }
+            let mut expected = entry.patients.clone();
+            expected.sort();
+            expected.dedup();
+            let missing = expected
+                .iter()
+                .filter(|p| !found.patients.contains(p))
+                .count();
+            let extra = found
+                .patients
+                .iter()
+                .filter(|p| !expected.contains(p))
+                .count();
+            if missing > 0 {
+                self.differ(format!(
+                    "entry {}: {missing} patient row(s) missing (hidden from a patient's log)",
+                    row.index
+                ));
+            }
+            if extra > 0 {
+                self.differ(format!(
+                    "entry {}: {extra} patient row(s) the entry does not name",
+                    row.index
+                ));
+            }
+        }
+    }
 }

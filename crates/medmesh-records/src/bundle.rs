@@ -333,7 +333,9 @@ impl RecordService {
         let mut tx = self.begin_write().await?;
         let mut results: Vec<Option<Value>> = vec![None; entries.len()];
         let mut id_map: HashMap<String, String> = HashMap::new();
-        let mut audit_ids: Vec<(String, String, &str)> = Vec::new();
+        // Each write's audit entry names the patients whose record it touched, so it appears
+        // in their logs (an import's entries once named none).
+        let mut audit_ids: Vec<(String, String, &str, Vec<String>)> = Vec::new();
         entries.sort_by_key(|e| (e.method, e.index));
 
         // 1. Deletes.
@@ -362,7 +364,8 @@ impl RecordService {
                 },
                 _ => return Err(entry_error(e.index, "DELETE needs Type/id or Type?query")),
             };
-            audit_ids.push((t, out.id.clone(), "delete"));
+            let patients = self.written_patients(&out);
+            audit_ids.push((t, out.id.clone(), "delete", patients));
             results[e.index] = Some(response_entry(&ctx.base_url, &out, pref));
         }
 
@@ -555,14 +558,16 @@ impl RecordService {
                 _ => "patch",
             };
             if !action.is_empty() {
-                audit_ids.push((t.clone(), out.id.clone(), action));
+                let patients = self.written_patients(&out);
+                audit_ids.push((t.clone(), out.id.clone(), action, patients));
             }
             results[e.index] = Some(response_entry(&ctx.base_url, &out, pref));
         }
 
-        for (t, id, action) in &audit_ids {
-            tx.append_audit(&self.entry(ctx, action, Some(t), vec![id.clone()], Outcome::Success))
-                .await?;
+        for (t, id, action, patients) in audit_ids {
+            let mut entry = self.entry(ctx, action, Some(&t), vec![id], Outcome::Success);
+            entry.patients = patients;
+            tx.append_audit(&entry).await?;
         }
         tx.commit().await?;
         // 5. Reads come last, so they see the transaction's writes.
@@ -572,6 +577,14 @@ impl RecordService {
         Ok(
             json!({"resourceType": "Bundle", "id": self.ids.new_id(), "type": "transaction-response", "entry": results.into_iter().map(|r| r.unwrap_or(Value::Null)).collect::<Vec<_>>()}),
         )
+    }
+
+    /// The patients whose compartment a written resource is in.
+    fn written_patients(&self, out: &WriteOutcome) -> Vec<String> {
+        out.resource
+            .as_ref()
+            .map(|r| self.compartment_owners(&out.resource_type, r))
+            .unwrap_or_default()
     }
 
     async fn read_entry(&self, ctx: &RequestContext, url: &str) -> Result<Value, RecordError> {

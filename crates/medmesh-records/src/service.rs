@@ -660,6 +660,13 @@ impl RecordService {
         // grant cannot tell whose a tombstone was, so it sees deleted resources as absent too.
         let mut hidden = false;
         let mut patients = Vec::new();
+        // An id that names no resource is whatever the client typed (`Patient/Witting`):
+        // it stays out of the log, which records only that a read of the type failed.
+        let logged_ids = if found.is_some() {
+            vec![id.to_string()]
+        } else {
+            Vec::new()
+        };
         let result = match found {
             None => Err(RecordError::NotFound),
             Some(v) if v.deleted && grant.is_unrestricted() => {
@@ -686,7 +693,7 @@ impl RecordService {
             Err(_) if hidden => Outcome::Denied,
             Err(_) => Outcome::Failed,
         };
-        let mut entry = self.entry(ctx, action, Some(rt), vec![id.to_string()], outcome);
+        let mut entry = self.entry(ctx, action, Some(rt), logged_ids, outcome);
         entry.patients = patients;
         self.annotate(&mut entry, grant);
         self.audit.append(vec![entry]).await?;

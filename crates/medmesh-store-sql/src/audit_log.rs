@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use medmesh_audit::AuditEntry;
 use medmesh_audit::merkle::{Frontier, Hash, NodeId, home_of, leaf_hash};
 use medmesh_store::{
-    AuditLogStore, LogHead, LogKeyRecord, LoggedEntry, StoreError, StoredCheckpoint,
+    AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, StoreError, StoredCheckpoint,
 };
 
 use crate::exec::Exec;
@@ -245,6 +245,48 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
             .into_iter()
             .map(entry_from)
             .collect()
+    }
+
+    async fn derived_rows(&self, from: u64, to: u64) -> Result<Vec<DerivedRow>, StoreError> {
+        let (lo, hi) = (i64_of(from)?, i64_of(to)?);
+        let mut conn = self.backend().conn().await?;
+        let mut sql =
+            self.sql("SELECT leaf_index, time_micros, actor FROM audit_log WHERE leaf_index >= ");
+        sql.int(lo)
+            .push(" AND leaf_index < ")
+            .int(hi)
+            .push(" ORDER BY leaf_index");
+        let mut rows: std::collections::BTreeMap<u64, DerivedRow> =
+            std::collections::BTreeMap::new();
+        for r in conn.fetch(sql, &[Col::I64, Col::I64, Col::Str]).await? {
+            let index = u64_of(r.i64(0)?)?;
+            rows.insert(
+                index,
+                DerivedRow {
+                    index,
+                    time_micros: Some(r.i64(1)?),
+                    actor: Some(r.string(2)?),
+                    patients: Vec::new(),
+                },
+            );
+        }
+        let mut sql =
+            self.sql("SELECT leaf_index, patient_id FROM audit_patient WHERE leaf_index >= ");
+        sql.int(lo)
+            .push(" AND leaf_index < ")
+            .int(hi)
+            .push(" ORDER BY leaf_index, patient_id");
+        for r in conn.fetch(sql, &[Col::I64, Col::Str]).await? {
+            let index = u64_of(r.i64(0)?)?;
+            rows.entry(index)
+                .or_insert_with(|| DerivedRow {
+                    index,
+                    ..DerivedRow::default()
+                })
+                .patients
+                .push(r.string(1)?);
+        }
+        Ok(rows.into_values().collect())
     }
 
     async fn log_entries_for_patient(

@@ -21,6 +21,20 @@ pub struct LoggedEntry {
     pub nodes: Vec<u8>,
 }
 
+/// The columns and rows stored beside one leaf that a reader trusts without hashing: a
+/// patient's log is found through `patients`, lists show `actor` and `time_micros`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DerivedRow {
+    /// Leaf index.
+    pub index: u64,
+    /// The `time_micros` column (`None`: no log row at this index).
+    pub time_micros: Option<i64>,
+    /// The `actor` column.
+    pub actor: Option<String>,
+    /// The patients whose log lists this leaf (`audit_patient`), sorted.
+    pub patients: Vec<String>,
+}
+
 /// The writer's head: size and frontier peaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogHead {
@@ -70,6 +84,10 @@ pub trait AuditLogStore: Send + Sync + 'static {
     async fn log_nodes(&self, nodes: &[NodeId]) -> Result<HashMap<NodeId, Hash>, StoreError>;
     /// Leaves `from..`, at most `limit`, in order.
     async fn log_entries(&self, from: u64, limit: u32) -> Result<Vec<LoggedEntry>, StoreError>;
+    /// What is stored beside the leaves `from..to` and derived from them (the `time_micros`
+    /// and `actor` columns, the `audit_patient` rows), in leaf order, for the verifier to
+    /// re-derive. A leaf index without a log row appears too, if patient rows name it.
+    async fn derived_rows(&self, from: u64, to: u64) -> Result<Vec<DerivedRow>, StoreError>;
     /// The leaves that concern a patient, newest first, below `before` if given.
     async fn log_entries_for_patient(
         &self,

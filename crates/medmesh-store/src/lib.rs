@@ -10,7 +10,9 @@ pub mod directory;
 pub mod identity;
 pub mod keys;
 
-pub use audit_log::{AuditLogStore, LogHead, LogKeyRecord, LoggedEntry, StoredCheckpoint};
+pub use audit_log::{
+    AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, StoredCheckpoint,
+};
 pub use blobs::{BlobError, BlobStore, BlobStream, BlobUpload};
 pub use directory::{SealedKey, UserKey};
 pub use keys::{KekError, KekProvider, KeyState, KeyStore, StoredBody, WrappedKeyRecord};

@@ -192,7 +192,7 @@ async fn patients_read_their_own_log_with_proofs(node: Node) {
     );
 }
 
-fn verify(node: &Node) -> (bool, String) {
+pub fn verify(node: &Node) -> (bool, String) {
     let out = node.cli(&["audit", "verify"]);
     let text = format!(
         "{}{}",
