@@ -128,6 +128,11 @@ impl LogSigner {
         }
     }
 
+    /// The secret, for sealing it at rest again (`keys reencrypt`). Never log it.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.key.to_bytes()
+    }
+
     /// The matching verifier.
     pub fn verifier(&self) -> LogVerifierKey {
         LogVerifierKey {

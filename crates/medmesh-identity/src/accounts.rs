@@ -147,18 +147,19 @@ impl IdentityService {
         self.random.fill(&mut salt);
         let hash = hash_password(&new.password, &salt, self.config.hash_cost)
             .map_err(|_| IdentityError::Internal)?;
+        let id = self.new_id();
         let (totp_secret, totp_uri) = if role.requires_totp() {
             let mut seed = [0u8; 20];
             self.random.fill(&mut seed);
             let uri = Totp::new(&seed, "medmesh", &username)
                 .and_then(|t| t.enrolment_uri())
                 .map_err(|_| IdentityError::Internal)?;
-            (Some(seed.to_vec()), Some(uri))
+            (Some(self.seal_totp(&id, &seed).await?), Some(uri))
         } else {
             (None, None)
         };
         let user = UserRecord {
-            id: self.new_id(),
+            id,
             username,
             role: role.code().into(),
             password_hash: Some(hash),
@@ -186,9 +187,34 @@ impl IdentityService {
         })
     }
 
-    /// The TOTP generator for a user, if enrolled.
-    fn totp_of(&self, user: &UserRecord) -> Option<Totp> {
-        Totp::new(user.totp_secret.as_deref()?, "medmesh", &user.username).ok()
+    /// The TOTP generator for a user, if enrolled (the seed is stored sealed).
+    async fn totp_of(&self, user: &UserRecord) -> Result<Option<Totp>, IdentityError> {
+        let Some(stored) = user.totp_secret.as_deref() else {
+            return Ok(None);
+        };
+        let seed = self
+            .open_secret(&crate::secrets::totp_context(&user.id), stored)
+            .await?;
+        Ok(Totp::new(&seed, "medmesh", &user.username).ok())
+    }
+
+    /// A fresh TOTP seed sealed for `user_id`, and the enrolment URI it gives.
+    async fn new_totp(
+        &self,
+        user_id: &str,
+        username: &str,
+    ) -> Result<(Vec<u8>, String), IdentityError> {
+        let mut seed = [0u8; 20];
+        self.random.fill(&mut seed);
+        let uri = Totp::new(&seed, "medmesh", username)
+            .and_then(|t| t.enrolment_uri())
+            .map_err(|_| IdentityError::Internal)?;
+        Ok((self.seal_totp(user_id, &seed).await?, uri))
+    }
+
+    async fn seal_totp(&self, user_id: &str, seed: &[u8]) -> Result<Vec<u8>, IdentityError> {
+        self.seal_secret(&crate::secrets::totp_context(user_id), seed)
+            .await
     }
 
     /// Checks a TOTP code and claims its time step. Returns the step, or `None` for a wrong
@@ -291,14 +317,16 @@ impl IdentityService {
         let mut enrol_uri = None;
         if needs_code && user.totp_secret.is_none() {
             // A role that must use TOTP but never enrolled: enrol now, before the session.
-            let mut seed = [0u8; 20];
-            self.random.fill(&mut seed);
+            let (sealed, uri) = self.new_totp(&user.id, &user.username).await?;
             let mut u = user.clone();
-            u.totp_secret = Some(seed.to_vec());
+            u.totp_secret = Some(sealed);
             self.store.update_user(&u).await?;
-            enrol_uri = self.totp_of(&u).and_then(|t| t.enrolment_uri().ok());
+            enrol_uri = Some(uri);
         } else if needs_code && !user.totp_confirmed {
-            enrol_uri = self.totp_of(&user).and_then(|t| t.enrolment_uri().ok());
+            enrol_uri = self
+                .totp_of(&user)
+                .await?
+                .and_then(|t| t.enrolment_uri().ok());
         }
         let cookie = self
             .open_session(&user, ip, user_agent, !needs_code)
@@ -368,7 +396,7 @@ impl IdentityService {
             .ok_or(IdentityError::NotSignedIn)?;
         let keys = Self::throttle_keys(&user.username, ip);
         self.check_throttle(&keys).await?;
-        let totp = self.totp_of(&user).ok_or(IdentityError::Internal)?;
+        let totp = self.totp_of(&user).await?.ok_or(IdentityError::Internal)?;
         let claimed = self.claim_totp(&user, &totp, code).await?;
         let ok = claimed.is_some()
             || (user.totp_confirmed
@@ -566,14 +594,11 @@ impl IdentityService {
                 "two-factor sign-in is already on".into(),
             ));
         }
-        let mut seed = [0u8; 20];
-        self.random.fill(&mut seed);
+        let (sealed, uri) = self.new_totp(&user.id, &user.username).await?;
         let mut u = user.clone();
-        u.totp_secret = Some(seed.to_vec());
+        u.totp_secret = Some(sealed);
         self.store.update_user(&u).await?;
-        self.totp_of(&u)
-            .and_then(|t| t.enrolment_uri().ok())
-            .ok_or(IdentityError::Internal)
+        Ok(uri)
     }
 
     /// Confirms TOTP enrolment with a first code; from then on login asks for a code.
@@ -593,6 +618,7 @@ impl IdentityService {
             .ok_or(IdentityError::NotFound)?;
         let totp = self
             .totp_of(&user)
+            .await?
             .ok_or_else(|| IdentityError::InvalidRequest("start enrolment first".into()))?;
         let step = self
             .claim_totp(&user, &totp, code)

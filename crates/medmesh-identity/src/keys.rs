@@ -57,9 +57,13 @@ impl IdentityService {
         if due {
             let mut secret = [0u8; 32];
             self.random.fill(&mut secret);
+            let kid = self.new_id();
+            let sealed = self
+                .seal_secret(&crate::secrets::signing_key_context(&kid), &secret)
+                .await?;
             let k = KeyRecord {
-                kid: self.new_id(),
-                secret: secret.to_vec(),
+                kid,
+                secret: sealed,
                 created: now_micros,
             };
             self.store.add_signing_key(&k).await?;
@@ -76,15 +80,19 @@ impl IdentityService {
         {
             self.store.prune_signing_keys(oldest_kept.created).await?;
         }
-        let to_key = |k: &KeyRecord| -> Option<TokenSigningKey> {
-            let secret: [u8; 32] = k.secret.clone().try_into().ok()?;
-            Some(TokenSigningKey::from_secret(KeyId(k.kid.clone()), secret))
-        };
-        let signing = keep.first().and_then(|k| to_key(k));
-        let verifying: Vec<TokenVerifyingKey> = keep
-            .iter()
-            .filter_map(|k| to_key(k).map(|s| s.verifying_key()))
-            .collect();
+        // Secrets are stored sealed under the KEK; each is opened for the ring in memory.
+        let mut opened: Vec<TokenSigningKey> = Vec::with_capacity(keep.len());
+        for k in &keep {
+            let secret = self
+                .open_secret(&crate::secrets::signing_key_context(&k.kid), &k.secret)
+                .await?;
+            if let Ok(secret) = <[u8; 32]>::try_from(secret) {
+                opened.push(TokenSigningKey::from_secret(KeyId(k.kid.clone()), secret));
+            }
+        }
+        let verifying: Vec<TokenVerifyingKey> =
+            opened.iter().map(TokenSigningKey::verifying_key).collect();
+        let signing = opened.into_iter().next();
         let revoked = self.store.revoked_jtis(now).await?.into_iter().collect();
         let mut ring = self
             .keys

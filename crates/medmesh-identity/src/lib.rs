@@ -12,6 +12,7 @@ pub mod external;
 pub mod keys;
 pub mod oauth;
 pub mod random;
+pub mod secrets;
 
 pub use error::IdentityError;
 pub use random::{OsRandom, Random};
@@ -83,6 +84,7 @@ pub struct IdentityService {
     random: Arc<dyn Random>,
     keys: keys::KeyRing,
     dummy_hash: String,
+    secrets: Option<Arc<dyn medmesh_store::SecretSealer>>,
 }
 
 impl std::fmt::Debug for IdentityService {
@@ -103,6 +105,7 @@ impl IdentityService {
         config: IdentityConfig,
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
+        secrets: Option<Arc<dyn medmesh_store::SecretSealer>>,
     ) -> Result<Arc<Self>, IdentityError> {
         let dummy_hash = medmesh_auth::credentials::dummy_hash(config.hash_cost)
             .map_err(|_| IdentityError::Internal)?;
@@ -113,6 +116,7 @@ impl IdentityService {
             random,
             keys: keys::KeyRing::default(),
             dummy_hash,
+            secrets,
         });
         svc.refresh_keys().await?;
         Ok(svc)

@@ -69,6 +69,7 @@ fn bench(c: &mut Criterion) {
             "bench/audit",
             [7; 32],
             Arc::new(SystemClock),
+            None,
         )
         .await
         .unwrap();

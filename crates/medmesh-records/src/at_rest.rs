@@ -14,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use medmesh_crypto::{BlindIndexKey, DataKey, Envelope, KeyId, Random};
 use medmesh_store::{
-    KekError, KekProvider, KeyState, KeyStore, RecordTx, StoreError, WrappedKeyRecord,
+    KekError, KekProvider, KeyState, KeyStore, RecordTx, SecretSealer, StoreError, WrappedKeyRecord,
 };
 
 use crate::blind::BlindIndex;
@@ -24,6 +24,8 @@ use crate::context::Clock;
 pub const NODE_RECORDS_OWNER: &str = "node:records";
 /// Owner of the blind-index key.
 pub const BLIND_INDEX_OWNER: &str = "node:blind-index";
+/// Owner of the key that seals the node's own secrets (signing keys, TOTP seeds).
+pub const NODE_SECRETS_OWNER: &str = "node:secrets";
 /// How long an unwrapped data key stays cached (five minutes).
 pub const CACHE_TTL_MICROS: i64 = 300_000_000;
 /// Cached keys at most; the cache is cleared when it grows past this.
@@ -497,5 +499,32 @@ impl AtRest {
         let sealed = STANDARD.decode(b64).map_err(|_| AtRestError::Corrupt)?;
         let plain = self.open(context, &sealed).await?;
         String::from_utf8(plain).map_err(|_| AtRestError::Corrupt)
+    }
+}
+
+fn secret_failure(e: AtRestError) -> KekError {
+    match e {
+        AtRestError::Kek(k) => k,
+        AtRestError::Erased | AtRestError::Corrupt => KekError::Unauthentic,
+        AtRestError::Store(s) => KekError::Service(s.to_string()),
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretSealer for AtRest {
+    async fn seal_secret(&self, context: &str, secret: &[u8]) -> Result<Vec<u8>, KekError> {
+        self.seal_detached(NODE_SECRETS_OWNER, context, secret)
+            .await
+            .map_err(secret_failure)
+    }
+
+    async fn open_secret(&self, context: &str, stored: &[u8]) -> Result<Option<Vec<u8>>, KekError> {
+        if Envelope::key_id(stored).is_none() {
+            return Ok(None);
+        }
+        self.open(context, stored)
+            .await
+            .map(Some)
+            .map_err(secret_failure)
     }
 }

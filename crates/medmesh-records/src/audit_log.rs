@@ -8,7 +8,9 @@ use medmesh_audit::AuditEntry;
 use medmesh_audit::checkpoint::{LogSigner, LogVerifierKey, TreeHead};
 use medmesh_audit::merkle::{self, Frontier, Hash, MerkleError, NodeId};
 use medmesh_audit::verify::{LogProblem, LogVerifier, VerifyReport};
-use medmesh_store::{AuditLogStore, DerivedRow, LogKeyRecord, StoreError, StoredCheckpoint};
+use medmesh_store::{
+    AuditLogStore, DerivedRow, LogKeyRecord, SecretSealer, StoreError, StoredCheckpoint,
+};
 
 use crate::context::Clock;
 
@@ -27,6 +29,9 @@ pub enum AuditLogError {
     /// The stored tree lacks a node a proof needs (the log is damaged; run `audit verify`).
     #[error("the stored tree is damaged")]
     Damaged,
+    /// The log's signing key cannot be sealed or opened (the key-encryption key).
+    #[error("the log key cannot be opened: {0}")]
+    Key(String),
 }
 
 impl From<MerkleError> for AuditLogError {
@@ -68,6 +73,31 @@ pub struct AuditLogService {
     signer: LogSigner,
     origin: String,
     clock: Arc<dyn Clock>,
+    secrets: Option<Arc<dyn SecretSealer>>,
+}
+
+/// What a log key's sealed secret is bound to.
+fn log_key_context(origin: &str) -> String {
+    format!("audit-key/{origin}")
+}
+
+/// Opens a stored log key: sealed, or (stored before keys were sealed) as it is.
+async fn open_log_secret(
+    secrets: Option<&dyn SecretSealer>,
+    context: &str,
+    stored: &[u8],
+) -> Result<[u8; 32], AuditLogError> {
+    let plain = match secrets {
+        Some(s) => s
+            .open_secret(context, stored)
+            .await
+            .map_err(|e| AuditLogError::Key(e.to_string()))?
+            .unwrap_or_else(|| stored.to_vec()),
+        None => stored.to_vec(),
+    };
+    plain
+        .try_into()
+        .map_err(|_| AuditLogError::Key("the stored log key is not 32 bytes".into()))
 }
 
 impl std::fmt::Debug for AuditLogService {
@@ -84,29 +114,64 @@ impl AuditLogService {
     ///
     /// # Errors
     /// When storage fails.
+    ///
+    /// With `secrets`, the key is stored sealed under the KEK (a copy of the database alone
+    /// cannot sign checkpoints); a key stored before that is used as it is until
+    /// [`Self::reseal_key`] seals it.
     pub async fn open(
         store: Arc<dyn AuditLogStore>,
         origin: &str,
         fresh_secret: [u8; 32],
         clock: Arc<dyn Clock>,
+        secrets: Option<Arc<dyn SecretSealer>>,
     ) -> Result<Self, AuditLogError> {
         let candidate = LogSigner::new(origin, fresh_secret);
+        let context = log_key_context(origin);
+        let stored_candidate = match &secrets {
+            Some(s) => s
+                .seal_secret(&context, &fresh_secret)
+                .await
+                .map_err(|e| AuditLogError::Key(e.to_string()))?,
+            None => fresh_secret.to_vec(),
+        };
         let record = store
             .log_key(
                 &LogKeyRecord {
                     name: origin.to_string(),
-                    secret: fresh_secret,
+                    secret: stored_candidate,
                     public: candidate.verifier().public_bytes(),
                 },
                 clock.now_micros(),
             )
             .await?;
+        let secret = open_log_secret(secrets.as_deref(), &context, &record.secret).await?;
         Ok(Self {
             store,
-            signer: LogSigner::new(origin, record.secret),
+            signer: LogSigner::new(origin, secret),
             origin: origin.to_string(),
             clock,
+            secrets,
         })
+    }
+
+    /// Seals this log's key again under the sealer's current key (`keys reencrypt`), a
+    /// key stored in clear before secrets were sealed included.
+    ///
+    /// # Errors
+    /// When the store or the sealer fails.
+    pub async fn reseal_key(&self) -> Result<(), AuditLogError> {
+        let Some(sealer) = &self.secrets else {
+            return Ok(());
+        };
+        let context = log_key_context(&self.origin);
+        let sealed = sealer
+            .seal_secret(&context, &self.signer.secret_bytes())
+            .await
+            .map_err(|e| AuditLogError::Key(e.to_string()))?;
+        self.store
+            .replace_log_key_secret(&self.origin, &sealed)
+            .await?;
+        Ok(())
     }
 
     /// The key that verifies this log's checkpoints.

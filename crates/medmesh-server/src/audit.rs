@@ -38,6 +38,7 @@ impl From<AuditLogError> for ApiError {
                 )
             }
             AuditLogError::Store(inner) => medmesh_records::RecordError::Store(inner).into(),
+            AuditLogError::Key(inner) => medmesh_records::RecordError::Keys(inner).into(),
         }
     }
 }

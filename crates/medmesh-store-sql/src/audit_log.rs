@@ -396,9 +396,18 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
         let public = row.take_bytes(1)?;
         Ok(LogKeyRecord {
             name: candidate.name.clone(),
-            secret: secret.try_into().map_err(|_| corrupt("bad log key"))?,
+            secret,
             public: public.try_into().map_err(|_| corrupt("bad log key"))?,
         })
+    }
+
+    async fn replace_log_key_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError> {
+        let mut sql = self.sql("UPDATE audit_keys SET secret = ");
+        sql.bind(Arg::Bytes(secret.to_vec()))
+            .push(" WHERE name = ")
+            .str(name);
+        let mut conn = self.backend().conn().await?;
+        conn.execute(sql).await.map(|_| ())
     }
 
     async fn log_public_keys(&self) -> Result<Vec<(String, [u8; 32])>, StoreError> {

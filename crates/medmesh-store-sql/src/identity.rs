@@ -622,6 +622,25 @@ impl<B: Backend> IdentityStore for SqlStore<B> {
         .await
     }
 
+    async fn replace_signing_key_secret(&self, kid: &str, secret: &[u8]) -> Result<(), StoreError> {
+        let mut sql = self.sql("UPDATE signing_keys SET secret = ");
+        sql.bind(Arg::Bytes(secret.to_vec()))
+            .push(" WHERE kid = ")
+            .str(kid);
+        self.execute(sql).await.map(|_| ())
+    }
+
+    async fn users_with_totp(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let sql = self.sql(&format!(
+            "SELECT {USER_COLS} FROM users WHERE LENGTH(totp_secret) > 0 ORDER BY id"
+        ));
+        self.fetch(sql, &USER_TYPES)
+            .await?
+            .into_iter()
+            .map(user_from)
+            .collect()
+    }
+
     async fn prune_signing_keys(&self, before: i64) -> Result<(), StoreError> {
         let mut sql = self.sql("DELETE FROM signing_keys WHERE created_micros < ");
         sql.int(before).push(

@@ -60,8 +60,8 @@ pub struct StoredCheckpoint {
 pub struct LogKeyRecord {
     /// The key name (the log's origin).
     pub name: String,
-    /// Ed25519 secret.
-    pub secret: [u8; 32],
+    /// The Ed25519 secret as stored: sealed under the KEK when encryption at rest is on.
+    pub secret: Vec<u8>,
     /// Ed25519 public key.
     pub public: [u8; 32],
 }
@@ -107,6 +107,8 @@ pub trait AuditLogStore: Send + Sync + 'static {
         candidate: &LogKeyRecord,
         now_micros: i64,
     ) -> Result<LogKeyRecord, StoreError>;
+    /// Replaces a log key's stored (sealed) secret: `keys reencrypt`.
+    async fn replace_log_key_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError>;
     /// Every log key's name and public key (for verification).
     async fn log_public_keys(&self) -> Result<Vec<(String, [u8; 32])>, StoreError>;
 }

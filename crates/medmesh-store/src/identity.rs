@@ -271,6 +271,10 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
     /// Adds a signing key.
     async fn add_signing_key(&self, k: &KeyRecord) -> Result<(), StoreError>;
+    /// Replaces a signing key's stored (sealed) secret: `keys reencrypt`.
+    async fn replace_signing_key_secret(&self, kid: &str, secret: &[u8]) -> Result<(), StoreError>;
+    /// Every account with a TOTP seed (for re-sealing them).
+    async fn users_with_totp(&self) -> Result<Vec<UserRecord>, StoreError>;
     /// Removes keys created before `before` (micros), except the newest.
     async fn prune_signing_keys(&self, before: i64) -> Result<(), StoreError>;
 

@@ -143,6 +143,19 @@ pub trait KekProvider: Send + Sync + 'static {
     ) -> Result<medmesh_crypto::DataKey, KekError>;
 }
 
+/// Seals the node's own secrets (the token-signing keys, the audit log's checkpoint key,
+/// users' TOTP seeds) under a data key wrapped by the KEK, so that a copy of the database
+/// alone opens none of them. `keys rotate` re-wraps that data key with every other;
+/// `keys reencrypt` re-seals the secrets under a fresh one.
+#[async_trait::async_trait]
+pub trait SecretSealer: Send + Sync + 'static {
+    /// Seals `secret`, bound to `context` (what it is and whose: `signing-key/<kid>`).
+    async fn seal_secret(&self, context: &str, secret: &[u8]) -> Result<Vec<u8>, KekError>;
+    /// Opens a sealed secret. `Ok(None)`: the bytes are not sealed at all (written before
+    /// secrets were sealed); the caller may use them as they are until they are re-sealed.
+    async fn open_secret(&self, context: &str, stored: &[u8]) -> Result<Option<Vec<u8>>, KekError>;
+}
+
 /// Why a KEK operation failed. No key material is ever in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum KekError {

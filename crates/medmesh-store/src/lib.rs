@@ -15,7 +15,9 @@ pub use audit_log::{
 };
 pub use blobs::{BlobError, BlobStore, BlobStream, BlobUpload};
 pub use directory::{SealedKey, UserKey};
-pub use keys::{KekError, KekProvider, KeyState, KeyStore, StoredBody, WrappedKeyRecord};
+pub use keys::{
+    KekError, KekProvider, KeyState, KeyStore, SecretSealer, StoredBody, WrappedKeyRecord,
+};
 
 pub use identity::{
     AuthCodeRecord, ClientRecord, IdentityStore, InviteRecord, KeyRecord, RefreshRecord,

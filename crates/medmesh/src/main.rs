@@ -20,6 +20,7 @@ use medmesh_records::import::{ImportFailure, ImportSummary};
 use medmesh_records::{
     AuditLogService, MonotonicClock, RecordService, RequestContext, SystemClock, UuidIds,
 };
+use medmesh_store::SecretSealer;
 use medmesh_store_sql::Stores;
 
 use crate::config::{Config, Overrides};
@@ -468,12 +469,14 @@ fn record_service_with(
     Ok(Arc::new(svc))
 }
 
-/// The identity service for an issuer. Signing keys live in the store, so every replica on
-/// one database (and the CLI) signs and verifies with the same rotating keys.
-async fn identity_service(
+/// The identity service for an issuer. Signing keys live in the store (sealed by `secrets`),
+/// so every replica on one database (and the CLI) signs and verifies with the same rotating
+/// keys.
+async fn identity_service_with(
     stores: &Stores,
     cfg: &Config,
     issuer: String,
+    secrets: Option<Arc<dyn SecretSealer>>,
 ) -> anyhow::Result<Arc<IdentityService>> {
     let mut ic = IdentityConfig::new(issuer);
     ic.extra_issuers = vec![cfg.issuer.clone()];
@@ -528,9 +531,26 @@ async fn identity_service(
         ic,
         Arc::new(MonotonicClock::new(SystemClock)),
         Arc::new(OsRandom),
+        secrets,
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot start identity: {e}"))
+}
+
+/// What seals the node's own secrets (signing keys, TOTP seeds, the audit log's key): the
+/// key ring, when encryption at rest is on.
+fn secret_sealer(ring: Option<&keys::KeyRing>) -> Option<Arc<dyn SecretSealer>> {
+    ring.map(|r| r.at_rest.clone() as Arc<dyn SecretSealer>)
+}
+
+/// The identity service, opening the key ring for its secrets.
+async fn identity_service(
+    stores: &Stores,
+    cfg: &Config,
+    issuer: String,
+) -> anyhow::Result<Arc<IdentityService>> {
+    let ring = keys::open_key_ring(stores, cfg, keys::Sealing::Normal).await?;
+    identity_service_with(stores, cfg, issuer, secret_sealer(ring.as_ref())).await
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
@@ -547,9 +567,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // The authorization server's issuer is the node's public origin.
     let issuer = public_origin(&cfg, addr);
-    let identity = identity_service(&stores, &cfg, issuer.clone()).await?;
-    let records = record_service(&stores, &cfg).await?;
-    let audit_log = audit_log_service(&stores, &audit_origin(&cfg, &issuer)).await?;
+    let ring = keys::open_key_ring(&stores, &cfg, keys::Sealing::Normal).await?;
+    let sealer = secret_sealer(ring.as_ref());
+    let identity = identity_service_with(&stores, &cfg, issuer.clone(), sealer.clone()).await?;
+    let records = record_service_with(&stores, &cfg, ring.as_ref())?;
+    let audit_log = audit_log_service(&stores, &audit_origin(&cfg, &issuer), sealer).await?;
     let files = Arc::new(medmesh_server::files::LocalExportFiles::new(
         cfg.data_dir.join("exports"),
     ));
@@ -607,7 +629,11 @@ fn audit_origin(cfg: &Config, public_origin: &str) -> String {
     })
 }
 
-async fn audit_log_service(stores: &Stores, origin: &str) -> anyhow::Result<Arc<AuditLogService>> {
+async fn audit_log_service(
+    stores: &Stores,
+    origin: &str,
+    secrets: Option<Arc<dyn SecretSealer>>,
+) -> anyhow::Result<Arc<AuditLogService>> {
     let mut secret = [0u8; 32];
     medmesh_identity::Random::fill(&OsRandom, &mut secret);
     let log = AuditLogService::open(
@@ -615,10 +641,44 @@ async fn audit_log_service(stores: &Stores, origin: &str) -> anyhow::Result<Arc<
         origin,
         secret,
         Arc::new(MonotonicClock::new(SystemClock)),
+        secrets,
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot open the audit log: {e}"))?;
     Ok(Arc::new(log))
+}
+
+/// After `keys reencrypt`: seals the node's own secrets again under a fresh data key
+/// (signing keys, TOTP seeds, every audit log key), those stored in clear before included.
+async fn reseal_node_secrets(stores: &Stores, cfg: &Config) -> anyhow::Result<()> {
+    let Some(ring) = keys::open_key_ring(stores, cfg, keys::Sealing::Normal).await? else {
+        return Ok(());
+    };
+    ring.at_rest
+        .replace_key(medmesh_records::at_rest::NODE_SECRETS_OWNER)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot make a fresh key for the node's secrets: {e}"))?;
+    let sealer = secret_sealer(Some(&ring));
+    let identity = identity_service_with(stores, cfg, cfg.issuer.clone(), sealer.clone()).await?;
+    let mut resealed = identity
+        .reseal_secrets()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot re-seal the signing keys and TOTP seeds: {e}"))?;
+    let names = stores
+        .audit
+        .log_public_keys()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the audit log keys: {e}"))?;
+    for (name, _) in names {
+        audit_log_service(stores, &name, sealer.clone())
+            .await?
+            .reseal_key()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot re-seal an audit log key: {e}"))?;
+        resealed += 1;
+    }
+    outln!("re-sealed {resealed} node secrets (signing keys, TOTP seeds, audit log keys)");
+    Ok(())
 }
 
 async fn audit_verify(cfg: Config, trusted_keys: &[String]) -> anyhow::Result<bool> {
@@ -1108,7 +1168,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             init_logging("warn");
             let stores = open_store(&cfg).await?;
             let origin = audit_origin(&cfg, &public_origin(&cfg, cfg.listen));
-            let log = audit_log_service(&stores, &origin).await?;
+            let ring = keys::open_key_ring(&stores, &cfg, keys::Sealing::Normal).await?;
+            let log = audit_log_service(&stores, &origin, secret_sealer(ring.as_ref())).await?;
             match log.checkpoint_now().await? {
                 Some(c) => outln!("{}", c.text),
                 None => outln!("the log is empty; nothing to sign"),
@@ -1133,7 +1194,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     keys::rotate(&records, ring, keep_old).await?
                 }
                 KeysCommand::Retire { .. } => keys::retire_old(&records, ring).await?,
-                KeysCommand::Reencrypt { .. } => keys::reencrypt(&records, ring, &stores).await?,
+                KeysCommand::Reencrypt { .. } => {
+                    keys::reencrypt(&records, ring, &stores).await?;
+                    reseal_node_secrets(&stores, &cfg).await?;
+                }
             }
             Ok(true)
         }

@@ -47,7 +47,62 @@ fn database_bytes(node: &Node) -> Vec<(String, Vec<u8>)> {
     }
 }
 
+/// Rows of `table` whose `column` is not an envelope (`mm\x01`, key id, nonce, sealed 32
+/// bytes or fewer and the tag): secrets stored in clear.
+async fn unsealed_secrets(node: &Node, table: &str, column: &str) -> i64 {
+    let prefix = if node.is_postgres() {
+        format!("substring({column} from 1 for 3) <> '\\x6d6d01'::bytea")
+    } else {
+        format!("substr({column}, 1, 3) <> X'6D6D01'")
+    };
+    node.sql_i64(&format!(
+        "SELECT COUNT(*) FROM {table} WHERE LENGTH({column}) > 0 AND ({prefix} OR LENGTH({column}) < 60)"
+    ))
+    .await
+}
+
+/// The node's own secrets are sealed under the KEK: token-signing keys, the audit log's key
+/// and TOTP seeds. A copy of the database once minted a `system/*.*` token for the node.
+pub async fn assert_node_secrets_sealed(node: &Node) {
+    for (table, column) in [
+        ("signing_keys", "secret"),
+        ("audit_keys", "secret"),
+        ("users", "totp_secret"),
+    ] {
+        let rows = node
+            .sql_i64(&format!(
+                "SELECT COUNT(*) FROM {table} WHERE LENGTH({column}) > 0"
+            ))
+            .await;
+        assert!(rows > 0, "{table} has no {column} to check");
+        assert_eq!(
+            unsealed_secrets(node, table, column).await,
+            0,
+            "{table}.{column} holds a secret in clear"
+        );
+    }
+}
+
 async fn a_stolen_database_reveals_no_patient(node: Node) {
+    // A practitioner (TOTP required) and a signed checkpoint, so every kind of node secret
+    // is in the database.
+    let out = node.cli_stdin(
+        &[
+            "admin",
+            "create-user",
+            "--role",
+            "node-admin",
+            "--username",
+            "root",
+        ],
+        "a long enough passphrase\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_node_secrets_sealed(&node).await;
     node.load_synthea();
     let mut secrets = synthea_secrets();
     secrets.extend(["MRI report Tamatha Witting", "Patient is homeless"].map(String::from));
@@ -335,6 +390,7 @@ async fn a_database_from_before_encryption_is_sealed_by_reencrypt() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("(1 were plaintext)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-sealed"));
     // Reencrypt leaves no copy behind: not in the main file, its free pages or the WAL,
     // read straight after it exits, with nothing else touching the files.
     for file in ["medmesh.db", "medmesh.db-wal", "medmesh.db-shm"] {
@@ -344,4 +400,15 @@ async fn a_database_from_before_encryption_is_sealed_by_reencrypt() {
     let node = Node::start_on_dir(db).await;
     assert_eq!(node.total("Patient?family=plaintext").await, 1);
     assert_eq!(node.get(&format!("Patient/{pid}")).await.0, StatusCode::OK);
+    // The signing key and the audit key written in clear before encryption are sealed now,
+    // and still work: the token above verified; a checkpoint signs.
+    for (table, column) in [("signing_keys", "secret"), ("audit_keys", "secret")] {
+        assert_eq!(unsealed_secrets(&node, table, column).await, 0, "{table}");
+    }
+    let r = node
+        .auth(node.client.post(node.root_url("/api/audit/checkpoint")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }
