@@ -111,3 +111,55 @@ impl Backend for PgBackend {
         tx.commit().await.map_err(map_err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// The PostgreSQL the suite runs against (`scripts/test` sets it; this is its default).
+    fn admin_url() -> String {
+        std::env::var("MEDMESH_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_statement_outlives_the_timeout() {
+        let name = format!("medmesh_timeout_{}", uuid::Uuid::new_v4().simple());
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("{}/postgres", admin_url()))
+            .await
+            .expect("PostgreSQL must be running for the store tests");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", admin_url());
+        let backend = PgBackend::open(&url, 2, Some(Duration::from_millis(300)))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = sqlx::query("SELECT pg_sleep(5)")
+            .execute(&backend.pool)
+            .await
+            .expect_err("the statement must be cancelled");
+        assert!(err.to_string().contains("statement timeout"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        // Without a timeout (offline commands), the same connection settings run long
+        // statements to the end.
+        let offline = PgBackend::open(&url, 1, None).await.unwrap();
+        sqlx::query("SELECT pg_sleep(0.5)")
+            .execute(&offline.pool)
+            .await
+            .unwrap();
+        backend.pool.close().await;
+        offline.pool.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        .unwrap();
+    }
+}
