@@ -377,9 +377,10 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(front_door))
         .fallback(not_found)
         .with_state(state)
-        // A method a route does not take: axum answers an empty 405; give it a body. (Not
-        // `method_not_allowed_fallback`: it would replace the CORS layer's preflight answers.)
-        .layer(axum::middleware::from_fn(explain_method_not_allowed))
+        // Every answer gets `nosniff`, and a method a route does not take a body (axum
+        // answers an empty 405; `method_not_allowed_fallback` would replace the CORS layer's
+        // preflight answers).
+        .layer(axum::middleware::from_fn(finish_response))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 // The operation id goes in every log line; the URL does not (it may carry
@@ -450,12 +451,20 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
     )
 }
 
-async fn explain_method_not_allowed(
+async fn finish_response(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let uri = req.uri().clone();
-    let r = next.run(req).await;
+    let mut r = next.run(req).await;
+    // No response of the node is ever to be sniffed into another type (a JSON body holding
+    // a patient's text rendered as HTML, say).
+    if !r.headers().contains_key("x-content-type-options") {
+        r.headers_mut().insert(
+            HeaderName::from_static("x-content-type-options"),
+            axum::http::HeaderValue::from_static("nosniff"),
+        );
+    }
     if r.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED
         && !r.headers().contains_key(header::CONTENT_TYPE)
     {

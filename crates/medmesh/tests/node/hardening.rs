@@ -601,6 +601,7 @@ async fn cors_and_unserved_paths_answer_in_json() {
     // Paths and methods the node does not serve answer JSON, never an empty body.
     let (s, h, b) = node.get_raw("/no/such/thing").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(h["x-content-type-options"], "nosniff");
     assert!(h["content-type"].to_str().unwrap().contains("json"));
     assert_eq!(b["error"], "not_found");
     let r = node
