@@ -98,15 +98,15 @@ def tiny_objects(size):
     return head + item * n + b'{"given":["a"]}]}'
 
 
-def memory(binary, concurrent):
+def memory(binary, parallel):
     body = tiny_objects(31 * 1024 * 1024)
     with tempfile.TemporaryDirectory() as d:
         # The same byte limit for both builds, so the difference is the parser's bound.
         proc, base, tok = start(binary, d, {"MEDMESH_MAX_BODY_BYTES": str(32 * 1024 * 1024)})
         try:
             before = peak_rss_mib(proc.pid)
-            with concurrent.futures.ThreadPoolExecutor(concurrent) as ex:
-                results = list(ex.map(lambda _: request("POST", f"{base}/fhir/Patient", tok, body), range(concurrent)))
+            with concurrent.futures.ThreadPoolExecutor(parallel) as ex:
+                results = list(ex.map(lambda _: request("POST", f"{base}/fhir/Patient", tok, body), range(parallel)))
             return before, peak_rss_mib(proc.pid), [r[0] for r in results], max(r[1] for r in results)
         finally:
             proc.terminate()
@@ -142,18 +142,18 @@ def main():
     old, new = sys.argv[1], sys.argv[2]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    rows = []
+    def row(*cells):
+        print(" | ".join(cells), flush=True)
+
     for label, b in (("before", old), ("after", new)):
         for repeats in (160, 320):
             status, secs = search(b, repeats)
-            rows.append((label, f"PostgreSQL search, {repeats} x family=", f"{status} in {secs:.2f} s"))
+            row(label, f"PostgreSQL search, {repeats} x family=", f"{status} in {secs:.2f} s")
         for n in (1, 4):
             before, peak, statuses, secs = memory(b, n)
-            rows.append((label, f"{n} x 31 MB body of tiny objects", f"{statuses}, peak RSS {before:.0f} -> {peak:.0f} MiB, {secs:.1f} s"))
+            row(label, f"{n} x 31 MB body of tiny objects", f"{statuses}, peak RSS {before:.0f} -> {peak:.0f} MiB, {secs:.1f} s")
         opened, at_once, h1, later, h2 = connections(b, 5000)
-        rows.append((label, f"{opened} idle connections", f"node fds {at_once} (healthz {h1}); after 13 s: {later} (healthz {h2})"))
-    for r in rows:
-        print(" | ".join(r))
+        row(label, f"{opened} idle connections", f"node fds {at_once} (healthz {h1}); after 13 s: {later} (healthz {h2})")
 
 
 if __name__ == "__main__":

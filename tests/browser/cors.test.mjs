@@ -3,16 +3,13 @@
 // the browser itself. Real binary, real Debian chromium (playwright-core), loopback only.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS, cli, startNode } from './harness.mjs';
 
-const BIN = process.env.MEDMESH_BIN ?? 'target/debug/medmesh';
-const CHROMIUM = process.env.MEDMESH_CHROMIUM ?? '/usr/bin/chromium';
 
 // The app's page: a script (served as a file, not inline) that calls the node.
 const APP_PAGE = '<!doctype html><html lang="en"><title>app</title><script src="/app.js"></script></html>';
@@ -50,29 +47,6 @@ function serveApp() {
   });
 }
 
-async function startNode(dir, env) {
-  const proc = spawn(BIN, ['serve', '--data-dir', dir, '--listen', '127.0.0.1:0'], {
-    env: { ...process.env, MEDMESH_LOG: 'warn', ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const lines = createInterface({ input: proc.stdout });
-  const base = await new Promise((resolve, reject) => {
-    proc.on('exit', (code) => reject(new Error(`the node exited (${code})`)));
-    lines.on('line', (l) => {
-      if (l.startsWith('medmesh listening on ')) resolve(l.slice('medmesh listening on '.length).trim());
-    });
-  });
-  for (;;) {
-    try {
-      if ((await fetch(`${base}/healthz`)).status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return { proc, base };
-}
-
 test('a browser app on an allowed origin calls the FHIR API; another origin is blocked', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'medmesh-cors-'));
   const allowed = await serveApp();
@@ -83,16 +57,10 @@ test('a browser app on an allowed origin calls the FHIR API; another origin is b
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: CHROMIUM_ARGS,
   });
   try {
-    const out = spawnSync(BIN, ['admin', 'token', '--scope', 'system/*.*'], {
-      encoding: 'utf8',
-      env: { ...process.env, MEDMESH_LOG: 'warn', MEDMESH_DATA_DIR: dir },
-    });
-    assert.equal(out.status, 0, out.stderr);
-    const token = out.stdout.trim();
+    const token = cli(dir, ['admin', 'token', '--scope', 'system/*.*']);
 
     const page = await browser.newPage();
     await page.goto(`${allowedOrigin}/`);

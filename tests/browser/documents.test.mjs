@@ -4,56 +4,19 @@
 // binary, real Debian chromium (playwright-core), loopback only.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS, cli, startNode } from './harness.mjs';
 
-const BIN = process.env.MEDMESH_BIN ?? 'target/debug/medmesh';
-const CHROMIUM = process.env.MEDMESH_CHROMIUM ?? '/usr/bin/chromium';
 const PASSWORD = 'a long enough passphrase';
-
-function cli(dir, args, input, env = {}) {
-  const out = spawnSync(BIN, args, {
-    input,
-    encoding: 'utf8',
-    env: { ...process.env, MEDMESH_LOG: 'warn', MEDMESH_DATA_DIR: dir, ...env },
-  });
-  assert.equal(out.status, 0, `medmesh ${args.join(' ')}: ${out.stderr}`);
-  return out.stdout.trim();
-}
-
-async function startNode(dir) {
-  const proc = spawn(BIN, ['serve', '--data-dir', dir, '--listen', '127.0.0.1:0'], {
-    env: { ...process.env, MEDMESH_LOG: 'warn' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const lines = createInterface({ input: proc.stdout });
-  const base = await new Promise((resolve, reject) => {
-    proc.on('exit', (code) => reject(new Error(`the node exited (${code})`)));
-    lines.on('line', (l) => {
-      if (l.startsWith('medmesh listening on ')) resolve(l.slice('medmesh listening on '.length).trim());
-    });
-  });
-  for (;;) {
-    try {
-      if ((await fetch(`${base}/healthz`)).status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return { proc, base };
-}
 
 const launch = (profile) =>
   chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: CHROMIUM_ARGS,
   });
 
 test('the browser signs uploads with a key it cannot export', async () => {

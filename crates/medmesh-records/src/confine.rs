@@ -51,10 +51,18 @@ impl RecordService {
                 .map(|id| vec![id.to_string()])
                 .unwrap_or_default();
         }
+        let mut out = self.linked_patients(rt, resource);
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The patients a resource links to through its type's patient-compartment parameters.
+    fn linked_patients(&self, rt: &str, resource: &Value) -> Vec<String> {
         let Some(params) = self.defs.patient_compartment().get(rt) else {
             return Vec::new();
         };
-        let mut out: Vec<String> = index::extract_params(self.defs, resource, params)
+        index::extract_params(self.defs, resource, params)
             .into_iter()
             .filter_map(|r| match r.value {
                 IndexValue::Reference {
@@ -64,10 +72,7 @@ impl RecordService {
                 } if t == "Patient" => Some(id),
                 _ => None,
             })
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+            .collect()
     }
 
     /// Every patient whose compartment a resource enters, through any of the
@@ -83,20 +88,7 @@ impl RecordService {
         } else {
             Vec::new()
         };
-        if let Some(params) = self.defs.patient_compartment().get(rt) {
-            out.extend(
-                index::extract_params(self.defs, resource, params)
-                    .into_iter()
-                    .filter_map(|r| match r.value {
-                        IndexValue::Reference {
-                            target_type: Some(t),
-                            target_id: Some(id),
-                            ..
-                        } if t == "Patient" => Some(id),
-                        _ => None,
-                    }),
-            );
-        }
+        out.extend(self.linked_patients(rt, resource));
         out.sort();
         out.dedup();
         out

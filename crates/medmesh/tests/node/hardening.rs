@@ -374,6 +374,19 @@ async fn tokens_past_the_lifetime_cap_are_refused(node: Node) {
 
 on_both_databases!(tokens_past_the_lifetime_cap_are_refused);
 
+/// Patients with these ids, created through the API.
+async fn put_patients(node: &Node, ids: &[&str]) {
+    for id in ids {
+        let (s, _, b) = node
+            .put(
+                &format!("Patient/{id}"),
+                &json!({"resourceType": "Patient", "id": id}),
+            )
+            .await;
+        assert!(s.is_success(), "{b}");
+    }
+}
+
 /// A token for one patient's compartment, minted by the CLI.
 fn patient_context_token(node: &Node, patient: &str) -> Node {
     let out = node.cli(&[
@@ -393,15 +406,7 @@ fn patient_context_token(node: &Node, patient: &str) -> Node {
 }
 
 async fn a_patient_cannot_write_into_another_patients_record(node: Node) {
-    for id in ["p1", "p2"] {
-        let (s, _, b) = node
-            .put(
-                &format!("Patient/{id}"),
-                &json!({"resourceType": "Patient", "id": id}),
-            )
-            .await;
-        assert!(s.is_success(), "{b}");
-    }
+    put_patients(&node, &["p1", "p2"]).await;
     let p1 = patient_context_token(&node, "p1");
     let observation = |performer: &str| {
         json!({"resourceType": "Observation", "status": "final", "code": {"text": "mood"},
@@ -447,14 +452,8 @@ async fn a_patient_cannot_write_into_another_patients_record(node: Node) {
 on_both_databases!(a_patient_cannot_write_into_another_patients_record);
 
 async fn outside_clients_get_conformant_answers(node: Node) {
+    put_patients(&node, &["p1", "p2"]).await;
     for id in ["p1", "p2"] {
-        let (s, _, b) = node
-            .put(
-                &format!("Patient/{id}"),
-                &json!({"resourceType": "Patient", "id": id}),
-            )
-            .await;
-        assert!(s.is_success(), "{b}");
         for n in 0..3 {
             let (s, _, b) = node
                 .post(
@@ -749,14 +748,8 @@ on_both_databases!(imports_say_what_they_did_and_where_it_went);
 
 async fn audit_verify_rederives_every_row_beside_the_log(node: Node) {
     use crate::audit_log::verify;
+    put_patients(&node, &["p1", "p2"]).await;
     for id in ["p1", "p2"] {
-        let (s, _, b) = node
-            .put(
-                &format!("Patient/{id}"),
-                &json!({"resourceType": "Patient", "id": id}),
-            )
-            .await;
-        assert!(s.is_success(), "{b}");
         assert_eq!(node.get(&format!("Patient/{id}")).await.0, StatusCode::OK);
     }
     // A transaction (what `medmesh import` runs) names the patients it wrote for.

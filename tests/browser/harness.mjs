@@ -1,0 +1,48 @@
+// What every browser test shares: the binary, Debian chromium, the CLI, and a node started on
+// port 0 and polled until it is healthy.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+
+export const BIN = process.env.MEDMESH_BIN ?? 'target/debug/medmesh';
+export const CHROMIUM = process.env.MEDMESH_CHROMIUM ?? '/usr/bin/chromium';
+
+// Chromium's flags for this machine: no sandbox as root, and no background traffic (the
+// network is closed).
+export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+// Runs `medmesh ARGS` against the node's data directory; returns its stdout.
+export function cli(dir, args, input, env = {}) {
+  const out = spawnSync(BIN, args, {
+    input,
+    encoding: 'utf8',
+    env: { ...process.env, MEDMESH_LOG: 'warn', MEDMESH_DATA_DIR: dir, ...env },
+  });
+  assert.equal(out.status, 0, `medmesh ${args.join(' ')}: ${out.stderr}`);
+  return out.stdout.trim();
+}
+
+// Starts `medmesh serve` on a free port and waits until /healthz answers.
+export async function startNode(dir, env = {}) {
+  const proc = spawn(BIN, ['serve', '--data-dir', dir, '--listen', '127.0.0.1:0'], {
+    env: { ...process.env, MEDMESH_LOG: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: proc.stdout });
+  const base = await new Promise((resolve, reject) => {
+    proc.on('exit', (code) => reject(new Error(`the node exited (${code})`)));
+    lines.on('line', (l) => {
+      if (l.startsWith('medmesh listening on ')) resolve(l.slice('medmesh listening on '.length).trim());
+    });
+  });
+  for (;;) {
+    try {
+      if ((await fetch(`${base}/healthz`)).status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { proc, base };
+}
