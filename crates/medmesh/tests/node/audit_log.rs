@@ -35,7 +35,7 @@ pub async fn log_key(node: &Node) -> LogVerifierKey {
     LogVerifierKey::from_note_key(key["noteVerifierKey"].as_str().unwrap()).unwrap()
 }
 
-async fn sign_checkpoint(node: &Node) -> String {
+pub async fn sign_checkpoint(node: &Node) -> String {
     let r = node
         .auth(node.client.post(node.root_url("/api/audit/checkpoint")))
         .send()

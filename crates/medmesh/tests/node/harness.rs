@@ -530,7 +530,19 @@ pub fn next_link(bundle: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Ids of a Bundle's `match` entries.
+/// The diagnostics of a search Bundle's `outcome` entry (panics when it has none).
+pub fn outcome_diagnostics(bundle: &Value) -> String {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .expect("an outcome entry")["resource"]["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Every entry of a Bundle as `Type/id`, sorted.
 pub fn ids_of(bundle: &Value) -> Vec<String> {
     let mut v: Vec<String> = bundle["entry"]
@@ -549,6 +561,7 @@ pub fn ids_of(bundle: &Value) -> Vec<String> {
     v
 }
 
+/// Ids of a Bundle's `match` entries.
 pub fn matches(bundle: &Value) -> Vec<String> {
     bundle["entry"]
         .as_array()
