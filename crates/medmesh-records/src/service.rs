@@ -1142,6 +1142,13 @@ impl RecordService {
             json!({"relation": "self", "url": format!("{base}?{}", encode_query(&this_page))}),
             json!({"relation": "first", "url": format!("{base}?{}", encode_query(&applied))}),
         ];
+        if let Some(previous) = &result.previous {
+            let mut p = applied.clone();
+            p.push(("_page".into(), previous.clone()));
+            links.push(
+                json!({"relation": "previous", "url": format!("{base}?{}", encode_query(&p))}),
+            );
+        }
         if let Some(next) = &result.next {
             let mut p = applied.clone();
             p.push(("_page".into(), next.clone()));

@@ -597,6 +597,13 @@ pub enum Cursor {
         /// Highest rid at the first page.
         snapshot: i64,
     },
+    /// Before this rid: the page before a keyset page, read backwards.
+    Before {
+        /// The first rid of the page after.
+        rid: i64,
+        /// Highest rid at the first page.
+        snapshot: i64,
+    },
     /// Skip this many.
     Offset {
         /// Rows to skip.
@@ -611,6 +618,7 @@ impl Cursor {
     pub fn encode(self) -> String {
         match self {
             Cursor::After { rid, snapshot } => format!("k{rid}.{snapshot}"),
+            Cursor::Before { rid, snapshot } => format!("b{rid}.{snapshot}"),
             Cursor::Offset { offset, snapshot } => format!("o{offset}.{snapshot}"),
         }
     }
@@ -622,6 +630,7 @@ impl Cursor {
         let snapshot: i64 = b.parse().map_err(|_| StoreError::BadCursor)?;
         match kind {
             "k" => Ok(Cursor::After { rid: a, snapshot }),
+            "b" => Ok(Cursor::Before { rid: a, snapshot }),
             "o" if a >= 0 => Ok(Cursor::Offset {
                 offset: a,
                 snapshot,
@@ -647,6 +656,14 @@ pub fn page_query(
     sql.push(" AND r.rid <= ").int(snapshot);
     if let Some(Cursor::After { rid, .. }) = cursor {
         sql.push(" AND r.rid > ").int(rid);
+    }
+    if let Some(Cursor::Before { rid, .. }) = cursor {
+        // Backwards from the page after; the caller puts the rows back in order.
+        sql.push(" AND r.rid < ")
+            .int(rid)
+            .push(" ORDER BY r.rid DESC LIMIT ")
+            .int(i64::from(count) + 1);
+        return Ok(sql);
     }
     sql.push(" ORDER BY ");
     for key in &q.sort {
@@ -685,6 +702,10 @@ mod tests {
             Cursor::Offset {
                 offset: 20,
                 snapshot: 100,
+            },
+            Cursor::Before {
+                rid: 7,
+                snapshot: 9,
             },
         ] {
             assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);

@@ -103,7 +103,11 @@ async fn run_search(
 ) -> Result<SearchPage, StoreError> {
     let cursor = page.cursor.as_deref().map(Cursor::decode).transpose()?;
     let snapshot = match cursor {
-        Some(Cursor::After { snapshot, .. } | Cursor::Offset { snapshot, .. }) => snapshot,
+        Some(
+            Cursor::After { snapshot, .. }
+            | Cursor::Before { snapshot, .. }
+            | Cursor::Offset { snapshot, .. },
+        ) => snapshot,
         // Conditional matches inside a write transaction never page: no snapshot needed.
         None if !page.snapshot => i64::MAX,
         None => max_rid(conn, d).await?,
@@ -127,6 +131,7 @@ async fn run_search(
             matches: Vec::new(),
             total,
             next: None,
+            previous: None,
         });
     }
     let rows = conn
@@ -136,7 +141,49 @@ async fn run_search(
         )
         .await?;
     let has_more = rows.len() > page.count as usize;
-    let rows: Vec<Row> = rows.into_iter().take(page.count as usize).collect();
+    let mut rows: Vec<Row> = rows.into_iter().take(page.count as usize).collect();
+    if let Some(Cursor::Before { rid, .. }) = cursor {
+        // Read backwards: put the page in order. There is a next page (the one this came
+        // from), and a previous one when more rows lay before.
+        rows.reverse();
+        let first = rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(rid);
+        return Ok(SearchPage {
+            matches: keys_from(rows, 1)?,
+            total,
+            next: Some(
+                Cursor::After {
+                    rid: rid - 1,
+                    snapshot,
+                }
+                .encode(),
+            ),
+            previous: has_more.then(|| {
+                Cursor::Before {
+                    rid: first,
+                    snapshot,
+                }
+                .encode()
+            }),
+        });
+    }
+    let previous = match cursor {
+        // The rows at or before the cursor's rid.
+        Some(Cursor::After { rid, .. }) => Some(
+            Cursor::Before {
+                rid: rid + 1,
+                snapshot,
+            }
+            .encode(),
+        ),
+        Some(Cursor::Offset { offset, .. }) if offset > 0 => Some(
+            Cursor::Offset {
+                offset: (offset - i64::from(page.count)).max(0),
+                snapshot,
+            }
+            .encode(),
+        ),
+        _ => None,
+    };
     let next = if has_more {
         Some(if query.sort.is_empty() {
             let last = rows.last().map(|r| r.i64(0)).transpose()?.unwrap_or(0);
@@ -163,6 +210,7 @@ async fn run_search(
         matches: keys_from(rows, 1)?,
         total,
         next,
+        previous,
     })
 }
 
@@ -450,6 +498,8 @@ impl<B: Backend> RecordStore for SqlStore<B> {
             matches,
             total: None,
             next,
+            // This listing runs forward only.
+            previous: None,
         })
     }
 

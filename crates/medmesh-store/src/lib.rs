@@ -121,6 +121,8 @@ pub struct SearchPage {
     pub total: Option<u64>,
     /// Cursor for the next page.
     pub next: Option<String>,
+    /// Cursor for the previous page (`None` on the first).
+    pub previous: Option<String>,
 }
 
 /// Bulk export job state, persisted so jobs survive a restart.

@@ -499,19 +499,47 @@ async fn outside_clients_get_conformant_answers(node: Node) {
     };
     let next = link(&page1, "next").expect("a next link");
     let first = link(&page1, "first").expect("a first link");
-    let page2: serde_json::Value = node
-        .client
-        .get(&next)
-        .bearer_auth(&node.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fetch = |url: String| {
+        let req = node.client.get(url).bearer_auth(&node.token);
+        async move {
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let page2 = fetch(next.clone()).await;
     assert_ne!(link(&page2, "self"), link(&page1, "self"));
     assert_eq!(link(&page2, "self").as_deref(), Some(next.as_str()));
     assert_eq!(link(&page2, "first").as_deref(), Some(first.as_str()));
+    // `previous` leads back to the same page, for the default order (keyset) and for an
+    // explicit sort (offset); the first page has none.
+    for query in ["Observation?_count=2", "Observation?_count=2&_sort=code"] {
+        let page1 = node.search(query).await;
+        assert!(link(&page1, "previous").is_none());
+        let page2 = fetch(link(&page1, "next").unwrap()).await;
+        let page3 = fetch(link(&page2, "next").unwrap()).await;
+        let back2 = fetch(link(&page3, "previous").unwrap()).await;
+        assert_eq!(
+            crate::harness::ids_of(&back2),
+            crate::harness::ids_of(&page2),
+            "{query}"
+        );
+        let back1 = fetch(link(&back2, "previous").unwrap()).await;
+        assert_eq!(
+            crate::harness::ids_of(&back1),
+            crate::harness::ids_of(&page1),
+            "{query}"
+        );
+        let forward = fetch(link(&back1, "next").unwrap()).await;
+        assert_eq!(
+            crate::harness::ids_of(&forward),
+            crate::harness::ids_of(&page2),
+            "{query}"
+        );
+    }
     // A page size past the cap is said so, not silently cut.
     let big = node.search("Observation?_count=5000").await;
     assert!(crate::harness::outcome_diagnostics(&big).contains("_count was lowered to 1000"));
