@@ -11,7 +11,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::exec::{Exec, map_err, postgres as run};
 use crate::sql::{Col, Dialect, Row, Sql};
-use crate::store::Backend;
+use crate::store::{Backend, StatementGuard};
 
 /// PostgreSQL connections.
 #[derive(Debug, Clone)]
@@ -110,6 +110,34 @@ impl Backend for PgBackend {
     async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
         tx.commit().await.map_err(map_err)
     }
+
+    async fn statement_guard(
+        &self,
+        conn: &mut Self::Conn,
+    ) -> Result<Option<StatementGuard>, StoreError> {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut **conn)
+            .await
+            .map_err(map_err)?;
+        Ok(Some(cancel_guard(self.pool.clone(), pid)))
+    }
+}
+
+/// Cancels backend `pid`'s statement through another connection when dropped unfinished.
+/// sqlx would otherwise wait for the statement to end before reusing its connection, and
+/// PostgreSQL would run it to the statement timeout for a client already gone.
+fn cancel_guard(pool: PgPool, pid: i32) -> StatementGuard {
+    StatementGuard::new(move || {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tracing::debug!("cancelling a statement whose request ended");
+                let _ = sqlx::query("SELECT pg_cancel_backend($1)")
+                    .bind(pid)
+                    .execute(&pool)
+                    .await;
+            });
+        }
+    })
 }
 
 #[cfg(test)]
@@ -124,7 +152,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn no_statement_outlives_the_timeout() {
+    async fn no_statement_outlives_the_timeout_or_its_request() {
         let name = format!("medmesh_timeout_{}", uuid::Uuid::new_v4().simple());
         let admin = PgPoolOptions::new()
             .max_connections(1)
@@ -153,6 +181,44 @@ mod tests {
             .execute(&offline.pool)
             .await
             .unwrap();
+        // A statement whose request is dropped is cancelled at once, not run to the timeout.
+        let slow = PgBackend::open(&url, 2, Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        let mut conn = slow.conn().await.unwrap();
+        let guard = slow.statement_guard(&mut conn).await.unwrap().unwrap();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        let request = async move {
+            let _guard = guard;
+            sqlx::query("SELECT pg_sleep(30)").execute(&mut *conn).await
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), request)
+                .await
+                .is_err()
+        );
+        let dropped = std::time::Instant::now();
+        loop {
+            let running: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE '%pg_sleep(30)%'",
+            )
+            .bind(pid)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+            if running == 0 {
+                break;
+            }
+            assert!(
+                dropped.elapsed() < Duration::from_secs(5),
+                "the dropped statement kept running"
+            );
+            tokio::task::yield_now().await;
+        }
+        slow.pool.close().await;
         backend.pool.close().await;
         offline.pool.close().await;
         sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -32,6 +32,44 @@ pub trait Backend: Send + Sync + 'static {
     async fn begin(&self) -> Result<Self::Tx, StoreError>;
     /// Commits.
     async fn commit(tx: Self::Tx) -> Result<(), StoreError>;
+    /// A guard that cancels the statement `conn` is about to run if the guard is dropped
+    /// before [`StatementGuard::finished`]: a request dropped mid-search (its client gone,
+    /// its connection timed out) takes its statement with it. `None` where a dropped future
+    /// already ends the statement (SQLite runs it on the caller's task).
+    async fn statement_guard(
+        &self,
+        _conn: &mut Self::Conn,
+    ) -> Result<Option<StatementGuard>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// Cancels a server-side statement when dropped unfinished (see
+/// [`Backend::statement_guard`]).
+pub struct StatementGuard {
+    cancel: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl StatementGuard {
+    /// A guard that runs `cancel` if dropped unfinished.
+    pub fn new(cancel: impl FnOnce() + Send + 'static) -> Self {
+        Self {
+            cancel: Some(Box::new(cancel)),
+        }
+    }
+
+    /// The statement ended by itself: nothing to cancel.
+    pub fn finished(mut self) {
+        self.cancel = None;
+    }
+}
+
+impl Drop for StatementGuard {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.cancel.take() {
+            cancel();
+        }
+    }
 }
 
 /// The record store over a backend.
@@ -362,7 +400,12 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         page: &PageRequest,
     ) -> Result<SearchPage, StoreError> {
         let mut conn = self.backend.conn().await?;
-        run_search(&mut conn, self.backend.dialect(), query, page).await
+        let guard = self.backend.statement_guard(&mut conn).await?;
+        let page = run_search(&mut conn, self.backend.dialect(), query, page).await;
+        if let Some(g) = guard {
+            g.finished();
+        }
+        page
     }
 
     async fn include_targets(
