@@ -97,4 +97,11 @@ write("search-parameters.json.gz", {"resourceType": "Bundle", "type": "collectio
 cd = load("compartmentdefinition-patient.json")
 cd.pop("text", None)
 write("compartmentdefinition-patient.json.gz", cd)
+# The other R4 compartments (Encounter, Practitioner, RelatedPerson, Device) ship inside
+# profiles-resources.json.
+for e in load("profiles-resources.json")["entry"]:
+    r = e["resource"]
+    if r.get("resourceType") == "CompartmentDefinition" and r.get("id") != "patient":
+        r.pop("text", None)
+        write(f"compartmentdefinition-{r['id']}.json.gz", r)
 print(f"{len(sds)} structure definitions, {len(wanted)} value sets/code systems, {len(params)} search parameters")

@@ -18,6 +18,25 @@ const SEARCH_PARAMETERS: &[u8] = include_bytes!("../definitions/search-parameter
 const VALUE_SETS: &[u8] = include_bytes!("../definitions/valuesets-required.json.gz");
 const PATIENT_COMPARTMENT: &[u8] =
     include_bytes!("../definitions/compartmentdefinition-patient.json.gz");
+/// The other R4 compartments, by the resource type that defines each.
+const OTHER_COMPARTMENTS: [(&str, &[u8]); 4] = [
+    (
+        "Encounter",
+        include_bytes!("../definitions/compartmentdefinition-encounter.json.gz"),
+    ),
+    (
+        "Practitioner",
+        include_bytes!("../definitions/compartmentdefinition-practitioner.json.gz"),
+    ),
+    (
+        "RelatedPerson",
+        include_bytes!("../definitions/compartmentdefinition-relatedPerson.json.gz"),
+    ),
+    (
+        "Device",
+        include_bytes!("../definitions/compartmentdefinition-device.json.gz"),
+    ),
+];
 
 /// What a StructureDefinition describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +195,7 @@ pub struct Definitions {
     search_params: HashMap<String, BTreeMap<String, SearchParamDef>>,
     value_sets: HashMap<String, ValueSetCodes>,
     patient_compartment: BTreeMap<String, Vec<String>>,
+    other_compartments: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
 /// The codes a required value set allows.
@@ -368,7 +388,11 @@ impl Definitions {
 
         let mut search_params = Self::load_search_params(&resource_types)?;
         let value_sets = Self::load_value_sets()?;
-        let mut patient_compartment = Self::load_compartment()?;
+        let mut patient_compartment = Self::load_compartment(PATIENT_COMPARTMENT)?;
+        let mut other_compartments = BTreeMap::new();
+        for (code, bytes) in OTHER_COMPARTMENTS {
+            other_compartments.insert(code.to_string(), Self::load_compartment(bytes)?);
+        }
         // R4 leaves Binary outside the Patient compartment and without search parameters, so
         // a document's bytes would belong to nobody. Its `securityContext` says whose they
         // are (R5 adds the same parameter); it joins the compartment through it.
@@ -393,6 +417,7 @@ impl Definitions {
             search_params,
             value_sets,
             patient_compartment,
+            other_compartments,
         })
     }
 
@@ -534,8 +559,8 @@ impl Definitions {
         Ok(out)
     }
 
-    fn load_compartment() -> Result<BTreeMap<String, Vec<String>>, DefinitionsError> {
-        let raw: serde_json::Value = serde_json::from_slice(&gunzip(PATIENT_COMPARTMENT)?)?;
+    fn load_compartment(bytes: &[u8]) -> Result<BTreeMap<String, Vec<String>>, DefinitionsError> {
+        let raw: serde_json::Value = serde_json::from_slice(&gunzip(bytes)?)?;
         let mut out = BTreeMap::new();
         for r in raw
             .get("resource")
@@ -595,6 +620,22 @@ impl Definitions {
     /// For each resource type in the Patient compartment, the parameters linking it to the patient.
     pub fn patient_compartment(&self) -> &BTreeMap<String, Vec<String>> {
         &self.patient_compartment
+    }
+
+    /// A compartment by the type that defines it (`Patient`, `Encounter`, `Practitioner`,
+    /// `RelatedPerson`, `Device`): for each member type, the parameters linking it to the
+    /// compartment's resource (`{def}` means the resource itself).
+    pub fn compartment(&self, code: &str) -> Option<&BTreeMap<String, Vec<String>>> {
+        if code == "Patient" {
+            Some(&self.patient_compartment)
+        } else {
+            self.other_compartments.get(code)
+        }
+    }
+
+    /// The types that define a compartment.
+    pub fn compartment_types(&self) -> impl Iterator<Item = &str> {
+        std::iter::once("Patient").chain(self.other_compartments.keys().map(String::as_str))
     }
 }
 

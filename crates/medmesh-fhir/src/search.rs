@@ -191,11 +191,14 @@ pub enum Criterion {
     /// to confine a practitioner's search to what each patient's consent opens; never
     /// parsed from a query.
     AnyOf(Vec<Vec<Criterion>>),
-    /// Confines a search to one patient's compartment: resources that link to the patient
-    /// through one of `params`, and with `include_self` the Patient resource itself. Added by
-    /// the record service for patient-context grants, never parsed from a query.
+    /// Confines a search to a compartment: resources that link to its owner (a Patient,
+    /// or an Encounter, Practitioner, RelatedPerson or Device) through one of `params`, and
+    /// with `include_self` the owner itself. Added by the record service (patient-context
+    /// grants, compartment searches), never parsed from a query.
     Compartment {
-        /// The patients' ids (a resource in any of their compartments matches).
+        /// The type of the compartment's owner.
+        owner_type: String,
+        /// The owners' ids (a resource in any of their compartments matches).
         patient_ids: Vec<String>,
         /// The compartment's linking reference parameters for the searched type.
         params: Vec<String>,

@@ -179,6 +179,7 @@ impl RecordService {
         let mut out = Vec::new();
         for ((open, hidden), patients) in groups {
             let mut group = vec![Criterion::Compartment {
+                owner_type: "Patient".into(),
                 patient_ids: patients,
                 params: params.clone(),
                 include_self: rt == "Patient",
@@ -214,6 +215,7 @@ impl RecordService {
         if let Some(patient) = grant.compartment() {
             let criterion = match self.defs.patient_compartment().get(&rt) {
                 Some(params) => Some(Criterion::Compartment {
+                    owner_type: "Patient".into(),
                     patient_ids: vec![patient.to_string()],
                     params: params.clone(),
                     include_self: rt == "Patient",
@@ -221,6 +223,7 @@ impl RecordService {
                 None if shared_type(&rt) => None,
                 // Outside the compartment and not shareable: nothing matches.
                 None => Some(Criterion::Compartment {
+                    owner_type: "Patient".into(),
                     patient_ids: vec![patient.to_string()],
                     params: Vec::new(),
                     include_self: false,

@@ -1006,12 +1006,13 @@ impl RecordService {
         self.search_in(ctx, None, rt, params, handling).await
     }
 
-    /// A compartment search, `GET /Patient/[id]/[type]?...`: the search of `rt`, limited to
-    /// the patient's compartment (FHIR's CompartmentDefinition for Patient). The PDP judges
-    /// it as any search of `rt`; the compartment only narrows it further.
+    /// A compartment search, `GET /[Compartment]/[id]/[type]?...`: the search of `rt`,
+    /// limited to the compartment of `compartment/id` (R4's CompartmentDefinitions for
+    /// Patient, Encounter, Practitioner, RelatedPerson and Device). The PDP judges it as any
+    /// search of `rt`; the compartment only narrows it further.
     ///
     /// # Errors
-    /// As [`Self::search`]; 400 for a compartment other than Patient, or a type outside it.
+    /// As [`Self::search`]; 400 for a type that defines no compartment, or one outside it.
     pub async fn compartment_search(
         &self,
         ctx: &RequestContext,
@@ -1021,26 +1022,42 @@ impl RecordService {
         params: &[(String, String)],
         handling: Handling,
     ) -> Result<Value, RecordError> {
-        if compartment != "Patient" {
-            return Err(RecordError::invalid(
+        let members = self.defs.compartment(compartment).ok_or_else(|| {
+            RecordError::invalid(
                 IssueType::NotSupported,
-                format!("compartment searches are supported for Patient, not {compartment}"),
-            ));
-        }
+                format!("{compartment} defines no compartment"),
+            )
+        })?;
         self.check_type(rt)?;
-        if rt != "Patient" && !self.defs.patient_compartment().contains_key(rt) {
+        let links: Vec<String> = members
+            .get(rt)
+            .into_iter()
+            .flatten()
+            .filter(|p| p.as_str() != "{def}")
+            .cloned()
+            .collect();
+        let include_self = rt == compartment;
+        if links.is_empty() && !include_self {
             return Err(RecordError::invalid(
                 IssueType::NotSupported,
-                format!("{rt} is not in the Patient compartment"),
+                format!("{rt} is not in the {compartment} compartment"),
             ));
         }
-        self.search_in(ctx, Some(id), rt, params, handling).await
+        let within = search::Criterion::Compartment {
+            owner_type: compartment.to_string(),
+            patient_ids: vec![id.to_string()],
+            params: links,
+            include_self,
+        };
+        let base = format!("{compartment}/{id}/{rt}");
+        self.search_in(ctx, Some((base, within)), rt, params, handling)
+            .await
     }
 
     async fn search_in(
         &self,
         ctx: &RequestContext,
-        patient_compartment: Option<&str>,
+        within: Option<(String, search::Criterion)>,
         rt: &str,
         params: &[(String, String)],
         handling: Handling,
@@ -1048,18 +1065,13 @@ impl RecordService {
         self.check_type(rt)?;
         let grant = self.authorize(ctx, Action::Search, Some(rt)).await?;
         let mut q = search::parse_query(self.defs, rt, params, handling)?;
-        if let Some(patient) = patient_compartment {
-            q.criteria.push(search::Criterion::Compartment {
-                patient_ids: vec![patient.to_string()],
-                params: self
-                    .defs
-                    .patient_compartment()
-                    .get(rt)
-                    .cloned()
-                    .unwrap_or_default(),
-                include_self: rt == "Patient",
-            });
-        }
+        let path = match within {
+            Some((path, compartment)) => {
+                q.criteria.push(compartment);
+                path
+            }
+            None => rt.to_string(),
+        };
         self.confine_query(&grant, &mut q)?;
         self.blind(&mut q)?;
         let summary_count = q.summary == Some(SummaryMode::Count);
@@ -1121,10 +1133,7 @@ impl RecordService {
         self.annotate(&mut entry, &grant);
         self.audit.append(vec![entry]).await?;
 
-        let base = match patient_compartment {
-            Some(p) => format!("{}/Patient/{p}/{rt}", ctx.base_url),
-            None => format!("{}/{}", ctx.base_url, rt),
-        };
+        let base = format!("{}/{path}", ctx.base_url);
         // Links name the page size actually used, and each page names its own cursor, so a
         // page's `self` is that page (page 2's once equalled page 1's).
         let mut applied: Vec<(String, String)> = q

@@ -104,7 +104,13 @@ pub fn capability_statement(
                 }]
             },
             "resource": resources,
-            "compartment": ["http://hl7.org/fhir/CompartmentDefinition/patient"],
+            "compartment": [
+                "http://hl7.org/fhir/CompartmentDefinition/patient",
+                "http://hl7.org/fhir/CompartmentDefinition/encounter",
+                "http://hl7.org/fhir/CompartmentDefinition/relatedPerson",
+                "http://hl7.org/fhir/CompartmentDefinition/practitioner",
+                "http://hl7.org/fhir/CompartmentDefinition/device"
+            ],
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             "searchParam": [
                 {"name": "_count", "type": "number"}, {"name": "_sort", "type": "string"}, {"name": "_include", "type": "string"},

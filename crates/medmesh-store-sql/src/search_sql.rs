@@ -282,6 +282,7 @@ fn criterion(
             sql.push("1=1");
         }
         Criterion::Compartment {
+            owner_type,
             patient_ids,
             params,
             include_self,
@@ -296,14 +297,16 @@ fn criterion(
                 push_type(sql, &x, r, t);
                 sql.push(&format!(" AND {x}.param IN ("))
                     .str_list(params)
-                    .push(&format!(
-                        ") AND {x}.target_type = 'Patient' AND {x}.target_id IN ("
-                    ))
+                    .push(&format!(") AND {x}.target_type = "))
+                    .str(owner_type)
+                    .push(&format!(" AND {x}.target_id IN ("))
                     .str_list(patient_ids)
                     .push("))");
             }
             if *include_self && !patient_ids.is_empty() {
-                sql.push(&format!(" OR {r}.rid IN (SELECT p{depth}.rid FROM resources p{depth} WHERE p{depth}.res_type = 'Patient' AND p{depth}.res_id IN ("))
+                sql.push(&format!(" OR {r}.rid IN (SELECT p{depth}.rid FROM resources p{depth} WHERE p{depth}.res_type = "))
+                    .str(owner_type)
+                    .push(&format!(" AND p{depth}.res_id IN ("))
                     .str_list(patient_ids)
                     .push("))");
             }

@@ -479,6 +479,43 @@ async fn outside_clients_get_conformant_answers(node: Node) {
     );
     let (s, _, b) = node.get("Patient/p1/Practitioner").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    // Every R4 compartment: an Encounter's, a Practitioner's.
+    let (s, _, b) = node
+        .put(
+            "Encounter/e1",
+            &json!({"resourceType": "Encounter", "id": "e1", "status": "finished",
+                    "class": {"code": "AMB"}, "subject": {"reference": "Patient/p1"}}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let (s, _, b) = node
+        .post(
+            "Observation",
+            &json!({"resourceType": "Observation", "status": "final", "code": {"text": "bp"},
+                    "subject": {"reference": "Patient/p1"},
+                    "encounter": {"reference": "Encounter/e1"},
+                    "performer": [{"reference": "Practitioner/dr1"}]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let in_encounter = node.search("Encounter/e1/Observation").await;
+    assert_eq!(
+        crate::harness::ids_of(&in_encounter).len(),
+        1,
+        "{in_encounter}"
+    );
+    let by_practitioner = node.search("Practitioner/dr1/Observation").await;
+    assert_eq!(
+        crate::harness::ids_of(&by_practitioner).len(),
+        1,
+        "{by_practitioner}"
+    );
+    assert_eq!(
+        crate::harness::ids_of(&node.search("Encounter/e1/Encounter").await).len(),
+        1
+    );
+    let (s, _, b) = node.get("Basic/x/Observation").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     // _elements keeps the mandatory elements.
     let b = node.search("Observation?_elements=subject&_count=1").await;
     let o = &b["entry"][0]["resource"];
@@ -554,6 +591,7 @@ async fn outside_clients_get_conformant_answers(node: Node) {
         cap["rest"][0]["compartment"][0],
         "http://hl7.org/fhir/CompartmentDefinition/patient"
     );
+    assert_eq!(cap["rest"][0]["compartment"].as_array().unwrap().len(), 5);
     let (s, _, small) = node.get("metadata?_elements=fhirVersion,format").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(small["fhirVersion"], "4.0.1");
