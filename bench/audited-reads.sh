@@ -3,7 +3,8 @@
 # build (before consent and the Merkle log), in one run, on the same data and machine.
 #   bench/audited-reads.sh [REV] [COPIES] [SECONDS]
 #   REV: the foundation's commit (default 1bd0e80); COPIES of the Synthea patients (default
-#   100, ~87k resources); SECONDS per wrk run (default 20).
+#   100, ~87k resources); SECONDS per wrk run (default 20). BASELINE_BIN=path compares
+#   against that binary instead (for example the previous main's release build).
 # Builds REV in a git worktree under bench/.foundation (once), imports the same data into a
 # fresh SQLite store per binary, then runs `GET /fhir/Patient/[id]` under 64 connections with
 # wrk against each, one after the other. Needs wrk (apt-get install wrk).
@@ -12,7 +13,9 @@ cd "$(dirname "$0")/.."
 rev=${1:-1bd0e80}; copies=${2:-100}; secs=${3:-20}
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
 cargo build --release -q
-if [ ! -x bench/.foundation/target/release/medmesh ]; then
+# BASELINE_BIN: an already built binary to compare against instead of building REV.
+baseline=${BASELINE_BIN:-bench/.foundation/target/release/medmesh}
+if [ -z "${BASELINE_BIN:-}" ] && [ ! -x "$baseline" ]; then
     git worktree add -f bench/.foundation "$rev" >/dev/null 2>&1 || true
     (cd bench/.foundation && git checkout -q "$rev" && cargo build --release -q)
 fi
@@ -32,7 +35,7 @@ run() {
     kill $node; wait $node 2>/dev/null || true
     echo "$name $rps"
 }
-foundation=$(run foundation bench/.foundation/target/release/medmesh)
+foundation=$(run foundation "$baseline")
 current=$(run current target/release/medmesh)
 echo "read GET /fhir/Patient/[id], 64 connections, ${secs}s, SQLite, $copies Synthea copies"
 echo "$foundation req/s"
