@@ -109,8 +109,9 @@ async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError> {
 /// of tiny objects took 2.3 GB.
 async fn read_resource(state: &AppState, req: Request) -> Result<Value, ApiError> {
     let bytes = read_body(state, req).await?;
+    let large = bytes.len() >= crate::LARGE_BODY;
     let _permit =
-        if bytes.len() >= crate::LARGE_BODY {
+        if large {
             Some(
                 state.parse_permits.acquire().await.map_err(|_| {
                     ApiError::from(RecordError::NotSupported("shutting down".into()))
@@ -120,7 +121,7 @@ async fn read_resource(state: &AppState, req: Request) -> Result<Value, ApiError
             None
         };
     let max_values = state.body_limits.max_json_values;
-    let parsed = if bytes.len() >= crate::LARGE_BODY {
+    let parsed = if large {
         // Off the async workers: a large parse takes long enough to stall other requests.
         tokio::task::spawn_blocking(move || parse_json_object_bounded(&bytes, max_values))
             .await

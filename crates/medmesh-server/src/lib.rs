@@ -413,13 +413,9 @@ async fn front_door() -> axum::response::Response {
 
 /// The JSON (or, under `/fhir`, OperationOutcome) answer for a path or method the node does
 /// not serve: never an empty body.
-fn unserved(
-    uri: &axum::http::Uri,
-    status: axum::http::StatusCode,
-    message: &str,
-) -> axum::response::Response {
+fn unserved(fhir: bool, status: axum::http::StatusCode, message: &str) -> axum::response::Response {
     use axum::response::IntoResponse;
-    if uri.path() == "/fhir" || uri.path().starts_with("/fhir/") {
+    if fhir {
         return response::outcome(
             status,
             &[medmesh_fhir::Issue::error(
@@ -443,9 +439,14 @@ fn unserved(
         .into_response()
 }
 
+/// Whether a path is under the FHIR API (its errors are OperationOutcomes).
+fn is_fhir_path(path: &str) -> bool {
+    path == "/fhir" || path.starts_with("/fhir/")
+}
+
 async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
     unserved(
-        &uri,
+        is_fhir_path(uri.path()),
         axum::http::StatusCode::NOT_FOUND,
         "no such endpoint on this node",
     )
@@ -455,7 +456,9 @@ async fn finish_response(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let uri = req.uri().clone();
+    // Only a flag outlives the request: this runs on every request, and the path matters
+    // only for the rare 405.
+    let fhir = is_fhir_path(req.uri().path());
     let mut r = next.run(req).await;
     // No response of the node is ever to be sniffed into another type (a JSON body holding
     // a patient's text rendered as HTML, say).
@@ -469,7 +472,7 @@ async fn finish_response(
         && !r.headers().contains_key(header::CONTENT_TYPE)
     {
         let mut explained = unserved(
-            &uri,
+            fhir,
             axum::http::StatusCode::METHOD_NOT_ALLOWED,
             "this endpoint does not take that method",
         );
