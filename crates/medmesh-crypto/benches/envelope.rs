@@ -3,6 +3,8 @@
 //! `bench/aead.sh` runs this beside `openssl speed -evp aes-256-gcm`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
+// A benchmark times itself with the wall clock.
+#![allow(clippy::disallowed_methods)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use medmesh_crypto::{BlindIndexKey, DataKey, Envelope, KeyId, OsRandom};

@@ -1,28 +1,7 @@
-//! Randomness, injected so tests can be deterministic.
+//! Randomness, injected so tests can be deterministic: the kernel's port, re-exported for
+//! the cryptographic core.
 
-/// A source of random bytes.
-pub trait Random: Send + Sync + 'static {
-    /// Fills `buf`.
-    fn fill(&self, buf: &mut [u8]);
-}
-
-/// The operating system's generator (through `rand`'s thread-local CSPRNG, seeded by the OS).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct OsRandom;
-
-impl Random for OsRandom {
-    fn fill(&self, buf: &mut [u8]) {
-        use rand::RngCore;
-        rand::rng().fill_bytes(buf);
-    }
-}
-
-/// Draws an array of random bytes.
-pub fn array<const N: usize>(random: &dyn Random) -> [u8; N] {
-    let mut out = [0u8; N];
-    random.fill(&mut out);
-    out
-}
+pub use medmesh_kernel::random::{OsRandom, Random, array};
 
 #[cfg(test)]
 pub(crate) mod testing {

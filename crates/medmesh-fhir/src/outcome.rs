@@ -54,6 +54,8 @@ pub enum IssueType {
     Security,
     /// The request would cost more than the server allows (`too-costly`).
     TooCostly,
+    /// Too many requests: wait before trying again (`throttled`).
+    Throttled,
 }
 
 impl IssueType {
@@ -79,6 +81,7 @@ impl IssueType {
             Self::Duplicate => "duplicate",
             Self::Security => "security",
             Self::TooCostly => "too-costly",
+            Self::Throttled => "throttled",
         }
     }
 }

@@ -656,7 +656,8 @@ impl IdentityService {
     /// invitation issued by a practitioner).
     ///
     /// # Errors
-    /// [`IdentityError::InvalidGrant`] for a bad code.
+    /// [`IdentityError::InvalidGrant`] for a bad code; [`IdentityError::AlreadyLinked`] when
+    /// the account has a patient record already (the code is not spent).
     pub async fn link_patient(
         &self,
         user: &UserRecord,
@@ -664,6 +665,9 @@ impl IdentityService {
     ) -> Result<String, IdentityError> {
         if user.role != Role::Patient.code() {
             return Err(IdentityError::Forbidden);
+        }
+        if user.patient_id.is_some() {
+            return Err(IdentityError::AlreadyLinked);
         }
         let inv = self
             .store

@@ -20,6 +20,10 @@ pub enum IdentityError {
     /// The user name is taken.
     #[error("that user name is taken")]
     UsernameTaken,
+    /// The account is already linked to a patient record; linking it to another would hand
+    /// one person's account another's record.
+    #[error("this account is already linked to a patient record")]
+    AlreadyLinked,
     /// A request parameter is missing or wrong (`invalid_request`).
     #[error("{0}")]
     InvalidRequest(String),

@@ -20,7 +20,7 @@ pub use random::{OsRandom, Random};
 use std::sync::Arc;
 
 use medmesh_auth::credentials::{HashCost, PasswordPolicy};
-use medmesh_records::context::Clock;
+use medmesh_kernel::Clock;
 use medmesh_store::IdentityStore;
 
 /// Identity settings.
@@ -130,6 +130,12 @@ impl IdentityService {
     /// Now, in seconds.
     pub fn now(&self) -> i64 {
         self.clock.now_micros() / 1_000_000
+    }
+
+    /// The injected clock, shared with the adapters that check times (external providers'
+    /// tokens and cached metadata).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     fn random_token(&self, bytes: usize) -> String {

@@ -4,6 +4,8 @@
 //! `cargo bench -p medmesh-policy --bench consent_decision`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+// A benchmark makes its own actors and reads the wall clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::hint::black_box;
 
@@ -49,7 +51,7 @@ fn bench(c: &mut Criterion) {
         until: None,
         detail: None,
     }];
-    let actor = Actor {
+    let actor = Actor::from_verified_token(medmesh_kernel::VerifiedIdentity {
         subject: "u".into(),
         scopes: parse_scopes("user/*.cruds"),
         patient: None,
@@ -59,7 +61,7 @@ fn bench(c: &mut Criterion) {
             organizations: vec!["Organization/h".into()],
             verified: true,
         }),
-    };
+    });
     let facts = ReachFacts {
         principals: vec![
             "Practitioner/x".into(),

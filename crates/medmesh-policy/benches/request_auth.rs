@@ -4,6 +4,8 @@
 //! `cargo bench -p medmesh-policy --bench request_auth`
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+// A benchmark makes its own actors and reads the wall clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::hint::black_box;
 
@@ -37,13 +39,13 @@ fn bench(c: &mut Criterion) {
     let jwt = keys[2].sign(&claims).unwrap();
     let pdp = Pdp;
     let authorize = |c: AccessClaims| {
-        let actor = Actor {
+        let actor = Actor::from_verified_token(medmesh_kernel::VerifiedIdentity {
             subject: c.sub,
             scopes: parse_scopes(&c.scope),
             patient: c.patient,
             role: c.role.as_deref().and_then(|r| r.parse().ok()),
             clinician: None,
-        };
+        });
         black_box(
             pdp.authorize(&actor, Action::Search, Some("Observation"))
                 .unwrap(),
@@ -77,13 +79,13 @@ fn bench(c: &mut Criterion) {
                     token::TokenTimes::default(),
                 )
                 .unwrap();
-                let actor = Actor {
+                let actor = Actor::from_verified_token(medmesh_kernel::VerifiedIdentity {
                     subject: c.sub,
                     scopes: parse_scopes(&c.scope),
                     patient: c.patient,
                     role: c.role.as_deref().and_then(|r| r.parse().ok()),
                     clinician: None,
-                };
+                });
                 black_box(
                     pdp.authorize(&actor, Action::Search, Some("Observation"))
                         .unwrap(),

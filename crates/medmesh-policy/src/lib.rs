@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use medmesh_auth::role::DIRECTORY_TYPES;
 use medmesh_auth::{Role, Scope, ScopeContext};
+pub use medmesh_kernel::{Actor, Clinician};
 
 use crate::access::{Edge, PatientAccess, Principal};
 use crate::consent::ConsentRule;
@@ -51,18 +52,6 @@ pub fn is_shared_type(rt: &str) -> bool {
     DIRECTORY_TYPES.contains(&rt) || DEFINITIONAL_TYPES.contains(&rt)
 }
 
-/// A practitioner as their account describes them, looked up on every request so a
-/// suspension takes effect at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Clinician {
-    /// `Practitioner/x`.
-    pub practitioner: String,
-    /// `Organization/o` they work for.
-    pub organizations: Vec<String>,
-    /// Whether their organization has verified them (and not suspended them).
-    pub verified: bool,
-}
-
 /// The patients a practitioner's grant reaches, each with its compiled access.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reach {
@@ -89,53 +78,6 @@ pub struct ReachFacts {
     pub edges: Vec<Edge>,
     /// The patients' consents (shared, not copied, into each patient's access).
     pub consents: Vec<Arc<ConsentRule>>,
-}
-
-/// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// Subject id (user, client, or `local-cli`).
-    pub subject: String,
-    /// Granted scopes.
-    pub scopes: Vec<Scope>,
-    /// Patient context, for patient-level scopes; for a patient user, their own record.
-    pub patient: Option<String>,
-    /// The user's role; `None` for backend services and the node CLI.
-    pub role: Option<Role>,
-    /// For a practitioner user: who they are, where they work, whether verified.
-    pub clinician: Option<Clinician>,
-}
-
-impl Actor {
-    /// The node operator acting through the local CLI (`medmesh import`), with full system scope.
-    pub fn local_operator() -> Self {
-        Self {
-            subject: "local-cli".into(),
-            scopes: vec![system_all()],
-            patient: None,
-            role: None,
-            clinician: None,
-        }
-    }
-
-    /// The references the trust graph starts from: the practitioner and their organizations.
-    pub fn seeds(&self) -> Vec<String> {
-        self.clinician
-            .iter()
-            .flat_map(|c| {
-                std::iter::once(c.practitioner.clone()).chain(c.organizations.iter().cloned())
-            })
-            .collect()
-    }
-}
-
-fn system_all() -> Scope {
-    Scope {
-        context: ScopeContext::System,
-        resource_type: None,
-        permissions: medmesh_auth::Permissions::ALL,
-        restriction: None,
-    }
 }
 
 /// What the actor wants to do.
@@ -218,7 +160,11 @@ impl Grant {
 }
 
 /// A permit to read audit entries: one patient's, or (node operators) the whole log.
-/// Only the PDP makes these.
+/// Only the PDP makes these; no other crate can:
+///
+/// ```compile_fail
+/// let forged = medmesh_policy::AuditView { patient: None };
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditView {
     patient: Option<String>,
@@ -232,10 +178,36 @@ impl AuditView {
 }
 
 /// A permit to change a patient's notification inbox (mark items read): the patient's own.
-/// Only the PDP makes these.
+/// Only the PDP makes these:
+///
+/// ```compile_fail
+/// let forged = medmesh_policy::InboxOwner { patient: "p1".into() };
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboxOwner {
     patient: String,
+}
+
+/// A permit to read the break-glass review queue, with the declared reasons: org admins and
+/// node operators. Only the PDP makes these:
+///
+/// ```compile_fail
+/// let forged = medmesh_policy::ReviewRight { _private: () };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewRight {
+    _private: (),
+}
+
+/// A permit to administer the node's encryption keys (rewrap, re-encrypt, report): the
+/// local operator of the CLI only. Only the PDP makes these:
+///
+/// ```compile_fail
+/// let forged = medmesh_policy::KeyAdmin { _private: () };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAdmin {
+    _private: (),
 }
 
 impl InboxOwner {
@@ -271,19 +243,18 @@ impl Pdp {
         patient: Option<&str>,
     ) -> Result<AuditView, Denied> {
         let reads_audit = actor
-            .scopes
+            .scopes()
             .iter()
             .any(|s| s.permissions.read && s.covers_type("AuditEvent"));
-        let operator = actor.role == Some(Role::NodeAdmin)
-            || (actor.role.is_none()
-                && actor.scopes.iter().any(|s| {
+        let operator = actor.role() == Some(Role::NodeAdmin)
+            || (actor.role().is_none()
+                && actor.scopes().iter().any(|s| {
                     s.context == ScopeContext::System
                         && s.permissions.read
                         && s.covers_type("AuditEvent")
                 }));
-        let own = actor.role == Some(Role::Patient)
-            && patient.is_some()
-            && actor.patient.as_deref() == patient;
+        let own =
+            actor.role() == Some(Role::Patient) && patient.is_some() && actor.patient() == patient;
         if reads_audit && (operator || own) {
             Ok(AuditView {
                 patient: patient.map(str::to_string),
@@ -301,7 +272,7 @@ impl Pdp {
     /// # Errors
     /// [`Denied`].
     pub fn authorize_inbox(&self, actor: &Actor, patient: &str) -> Result<InboxOwner, Denied> {
-        if actor.role == Some(Role::Patient) && actor.patient.as_deref() == Some(patient) {
+        if actor.role() == Some(Role::Patient) && actor.patient() == Some(patient) {
             Ok(InboxOwner {
                 patient: patient.to_string(),
             })
@@ -341,21 +312,21 @@ impl Pdp {
                 resource_type.unwrap_or("*")
             ),
         };
-        let permitting: Vec<&Scope> = actor.scopes.iter().filter(|s| permits(s)).collect();
+        let permitting: Vec<&Scope> = actor.scopes().iter().filter(|s| permits(s)).collect();
         if permitting.is_empty() {
             return Err(deny("no scope permits"));
         }
         // A patient user is confined to their own record whatever the scopes say; anyone
         // else is confined only when nothing but patient-context scopes permit the action.
-        let confined = actor.role == Some(Role::Patient)
+        let confined = actor.role() == Some(Role::Patient)
             || permitting
                 .iter()
                 .all(|s| s.context == ScopeContext::Patient);
         let compartment = if confined {
             Some(
                 actor
-                    .patient
-                    .clone()
+                    .patient()
+                    .map(str::to_string)
                     .ok_or_else(|| deny("patient scope without a patient context"))?,
             )
         } else {
@@ -378,13 +349,11 @@ impl Pdp {
         // Roles without a care role see no clinical data, whatever their scopes.
         let clinical = resource_type.is_none_or(|t| !is_shared_type(t));
         if clinical {
-            match actor.role {
+            match actor.role() {
                 Some(Role::OrgAdmin | Role::Researcher) => {
                     return Err(deny("no clinical access for this role"));
                 }
-                Some(Role::Practitioner)
-                    if !actor.clinician.as_ref().is_some_and(|c| c.verified) =>
-                {
+                Some(Role::Practitioner) if !actor.clinician().is_some_and(|c| c.verified) => {
                     return Err(deny("practitioner not verified"));
                 }
                 _ => {}
@@ -393,7 +362,7 @@ impl Pdp {
         Ok(Grant {
             action,
             resource_type: resource_type.map(str::to_string),
-            subject: actor.subject.clone(),
+            subject: actor.subject().to_string(),
             compartment,
             filters,
             reach: None,
@@ -419,14 +388,14 @@ impl Pdp {
     ///
     /// # Errors
     /// [`Denied`].
-    pub fn authorize_review(&self, actor: &Actor) -> Result<(), Denied> {
-        let operator = actor.role.is_none()
+    pub fn authorize_review(&self, actor: &Actor) -> Result<ReviewRight, Denied> {
+        let operator = actor.role().is_none()
             && actor
-                .scopes
+                .scopes()
                 .iter()
                 .any(|s| s.context == ScopeContext::System && s.permissions.read);
-        if matches!(actor.role, Some(Role::OrgAdmin | Role::NodeAdmin)) || operator {
-            Ok(())
+        if matches!(actor.role(), Some(Role::OrgAdmin | Role::NodeAdmin)) || operator {
+            Ok(ReviewRight { _private: () })
         } else {
             Err(Denied {
                 reason: "break-glass review is for administrators".into(),
@@ -434,10 +403,32 @@ impl Pdp {
         }
     }
 
+    /// Decides whether `actor` may administer the node's encryption keys: only an actor with
+    /// no role and full system scope, which the CLI's local operator is and no signed-in user
+    /// is.
+    ///
+    /// # Errors
+    /// [`Denied`].
+    pub fn authorize_key_admin(&self, actor: &Actor) -> Result<KeyAdmin, Denied> {
+        let full_system = actor.scopes().iter().any(|s| {
+            s.context == ScopeContext::System
+                && s.resource_type.is_none()
+                && s.restriction.is_none()
+                && s.permissions == medmesh_auth::Permissions::ALL
+        });
+        if actor.role().is_none() && full_system {
+            Ok(KeyAdmin { _private: () })
+        } else {
+            Err(Denied {
+                reason: "key administration is for the node's operator".into(),
+            })
+        }
+    }
+
     /// Whether a grant for `resource_type` must be confined to the actor's care
     /// relationships and the patients' consents (practitioners, on clinical types).
     pub fn needs_reach(&self, actor: &Actor, resource_type: Option<&str>) -> bool {
-        actor.role == Some(Role::Practitioner) && resource_type.is_none_or(|t| !is_shared_type(t))
+        actor.role() == Some(Role::Practitioner) && resource_type.is_none_or(|t| !is_shared_type(t))
     }
 
     /// Confines a grant to the patients the facts open, each as far as their consents and
@@ -450,7 +441,7 @@ impl Pdp {
         now: i64,
     ) -> Grant {
         let principal = Principal {
-            practitioner: actor.clinician.as_ref().map(|c| c.practitioner.clone()),
+            practitioner: actor.clinician().map(|c| c.practitioner.clone()),
             references: facts.principals.clone(),
         };
         let mut patients: Vec<String> = facts.edges.iter().map(|e| e.patient.clone()).collect();
@@ -479,13 +470,18 @@ mod tests {
     use medmesh_auth::parse_scopes;
 
     fn actor(scopes: &str) -> Actor {
-        Actor {
+        actor_as(scopes, None, None)
+    }
+
+    #[allow(clippy::disallowed_methods)] // A test's actor.
+    fn actor_as(scopes: &str, patient: Option<&str>, role: Option<Role>) -> Actor {
+        Actor::from_verified_token(medmesh_kernel::VerifiedIdentity {
             subject: "u".into(),
             scopes: parse_scopes(scopes),
-            patient: None,
-            role: None,
+            patient: patient.map(str::to_string),
+            role,
             clinician: None,
-        }
+        })
     }
 
     #[test]
@@ -524,8 +520,7 @@ mod tests {
                 .is_err(),
             "a patient scope without a patient context"
         );
-        let mut p = actor("patient/*.rs user/Organization.rs");
-        p.patient = Some("p1".into());
+        let p = actor_as("patient/*.rs user/Organization.rs", Some("p1"), None);
         let g = pdp
             .authorize(&p, Action::Read, Some("Observation"))
             .unwrap();
@@ -534,7 +529,11 @@ mod tests {
             .authorize(&p, Action::Read, Some("Organization"))
             .unwrap();
         assert!(g.is_unrestricted(), "a user scope is not confined");
-        p.role = Some(Role::Patient);
+        let p = actor_as(
+            "patient/*.rs user/Organization.rs",
+            Some("p1"),
+            Some(Role::Patient),
+        );
         let g = pdp
             .authorize(&p, Action::Read, Some("Organization"))
             .unwrap();
@@ -543,10 +542,11 @@ mod tests {
             Some("p1"),
             "a patient user is always confined"
         );
-        let mut lab = actor(
+        let lab = actor_as(
             "patient/Observation.rs?category=laboratory patient/Observation.rs?category=vital-signs",
+            Some("p1"),
+            None,
         );
-        lab.patient = Some("p1".into());
         let g = pdp
             .authorize(&lab, Action::Search, Some("Observation"))
             .unwrap();

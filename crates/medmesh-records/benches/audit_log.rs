@@ -6,6 +6,8 @@
 //! writer makes them, and kept in `target/audit-bench-<N>/` for later runs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// A benchmark times itself with the wall clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::sync::Arc;
 use std::time::Instant;

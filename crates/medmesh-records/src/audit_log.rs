@@ -12,7 +12,10 @@ use medmesh_store::{
     AuditLogStore, DerivedRow, LogKeyRecord, SecretSealer, StoreError, StoredCheckpoint,
 };
 
-use crate::context::Clock;
+use crate::context::{Clock, RequestContext};
+use crate::{RecordError, RecordService};
+use medmesh_audit::Outcome;
+use medmesh_policy::AuditView;
 
 /// Rows read per page while verifying.
 const VERIFY_PAGE: u32 = 20_000;
@@ -32,6 +35,66 @@ pub enum AuditLogError {
     /// The log's signing key cannot be sealed or opened (the key-encryption key).
     #[error("the log key cannot be opened: {0}")]
     Key(String),
+}
+
+impl From<AuditLogError> for RecordError {
+    fn from(e: AuditLogError) -> Self {
+        match e {
+            AuditLogError::Store(inner) => RecordError::Store(inner),
+            AuditLogError::OutOfRange => RecordError::BadRequest(vec![medmesh_fhir::Issue::error(
+                medmesh_fhir::IssueType::Invalid,
+                "no such tree size or entry",
+            )]),
+            AuditLogError::Damaged => {
+                tracing::error!("the audit tree is damaged; run `medmesh audit verify`");
+                RecordError::Corrupt
+            }
+            AuditLogError::Key(inner) => RecordError::Keys(inner),
+        }
+    }
+}
+
+impl RecordService {
+    /// One page of a patient's access log for `ctx`: who accessed the record, when, why and
+    /// on what basis, each entry with its inclusion proof. The reading is itself an access
+    /// to the record and is audited, permitted or denied (after the page is read, so a page
+    /// never proves its own reading).
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`] when the PDP refuses (audited); store failures.
+    pub async fn read_patient_log(
+        &self,
+        ctx: &RequestContext,
+        log: &AuditLogService,
+        patient: &str,
+        before: Option<u64>,
+        limit: u32,
+    ) -> Result<Option<PatientLog>, RecordError> {
+        let view = self.audit_view(ctx, Some(patient));
+        let mut entry = AuditEntry::new(
+            self.now(),
+            ctx.operation_id().as_str(),
+            ctx.actor().subject(),
+            "read-audit-log",
+            if view.is_ok() {
+                Outcome::Success
+            } else {
+                Outcome::Denied
+            },
+        );
+        entry.source_ip = ctx.source_ip().map(str::to_string);
+        entry.patients = vec![patient.to_string()];
+        let view = match view {
+            Ok(v) => v,
+            Err(e) => {
+                self.append_audit(vec![entry]).await?;
+                return Err(e);
+            }
+        };
+        let page = log.patient_log(&view, before, limit).await?;
+        self.append_audit(vec![entry]).await?;
+        Ok(page)
+    }
 }
 
 impl From<MerkleError> for AuditLogError {
@@ -276,16 +339,28 @@ impl AuditLogService {
     }
 
     /// A patient's own entries, newest first, each with an inclusion proof against one
-    /// checkpoint (signed now if the newest does not cover them yet).
+    /// checkpoint (signed now if the newest does not cover them yet). The PDP's
+    /// [`AuditView`] of that patient is the permission; [`RecordService::read_patient_log`]
+    /// asks for it and audits the reading.
+    ///
+    /// ```compile_fail
+    /// # async fn f(log: &medmesh_records::AuditLogService) {
+    /// log.patient_log("p1", None, 50).await;
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// When storage fails.
     pub async fn patient_log(
         &self,
-        patient_id: &str,
+        view: &AuditView,
         before: Option<u64>,
         limit: u32,
     ) -> Result<Option<PatientLog>, AuditLogError> {
+        // A view of the whole log names no patient: there is no patient page to show.
+        let Some(patient_id) = view.patient() else {
+            return Ok(None);
+        };
         let rows = self
             .store
             .log_entries_for_patient(patient_id, before, limit)

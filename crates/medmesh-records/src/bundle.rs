@@ -366,7 +366,7 @@ impl RecordService {
             };
             let patients = self.written_patients(&out);
             audit_ids.push((t, out.id.clone(), "delete", patients));
-            results[e.index] = Some(response_entry(&ctx.base_url, &out, pref));
+            results[e.index] = Some(response_entry(ctx.base_url(), &out, pref));
         }
 
         // 2. Assign ids: POSTs get new ids (or the match of ifNoneExist); PUTs keep theirs.
@@ -561,7 +561,7 @@ impl RecordService {
                 let patients = self.written_patients(&out);
                 audit_ids.push((t.clone(), out.id.clone(), action, patients));
             }
-            results[e.index] = Some(response_entry(&ctx.base_url, &out, pref));
+            results[e.index] = Some(response_entry(ctx.base_url(), &out, pref));
         }
 
         for (t, id, action, patients) in audit_ids {
@@ -652,7 +652,7 @@ impl RecordService {
                     (Method::Get, _, _) => return self.read_entry(ctx, &e.url).await,
                     _ => return Err(entry_error(e.index, "unsupported request in batch entry")),
                 };
-                Ok(response_entry(&ctx.base_url, &w, pref))
+                Ok(response_entry(ctx.base_url(), &w, pref))
             }
             .await;
             out.push(match r {

@@ -110,7 +110,7 @@ impl RecordService {
         let key = UserKey {
             key_id: key_id(&new.kind, &new.public_key),
             owner,
-            account_id: ctx.actor.subject.clone(),
+            account_id: ctx.actor().subject().to_string(),
             kind: new.kind,
             public_key: statement.key,
             statement_time: new.time,
@@ -136,7 +136,11 @@ impl RecordService {
     ///
     /// # Errors
     /// When storage fails.
-    pub async fn live_keys(&self, owner: &str, kind: &str) -> Result<Vec<UserKey>, RecordError> {
+    pub(crate) async fn live_keys(
+        &self,
+        owner: &str,
+        kind: &str,
+    ) -> Result<Vec<UserKey>, RecordError> {
         Ok(self
             .store
             .user_keys(owner)
@@ -146,11 +150,16 @@ impl RecordService {
             .collect())
     }
 
-    /// The directory's entries for an owner, revoked ones included (public keys only).
+    /// The directory's entries for an owner, revoked ones included. Public keys only, so any
+    /// authenticated caller may read them; the context is what proves authentication.
     ///
     /// # Errors
     /// When storage fails.
-    pub async fn directory(&self, owner: &str) -> Result<Vec<UserKey>, RecordError> {
+    pub async fn directory(
+        &self,
+        _ctx: &RequestContext,
+        owner: &str,
+    ) -> Result<Vec<UserKey>, RecordError> {
         Ok(self.store.user_keys(owner).await?)
     }
 

@@ -139,12 +139,12 @@ impl RecordService {
                 continue;
             }
             ids.push(format!("{}/{}", v.resource_type, v.id));
-            entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url, v.resource_type, v.id), "resource": r, "search": {"mode": "match"}}));
+            entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url(), v.resource_type, v.id), "resource": r, "search": {"mode": "match"}}));
         }
         let mut entry = self.entry(ctx, "everything", Some("Patient"), ids, Outcome::Success);
         entry.patients = vec![patient_id.to_string()];
         self.audit.append(vec![entry]).await?;
-        let path = format!("{}/Patient/{patient_id}/$everything", ctx.base_url);
+        let path = format!("{}/Patient/{patient_id}/$everything", ctx.base_url());
         let kept: Vec<(String, String)> = params
             .iter()
             .filter(|(k, _)| k != "_page")

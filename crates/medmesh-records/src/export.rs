@@ -106,17 +106,17 @@ impl RecordService {
             since: None,
             type_filters: Vec::new(),
             request_url: String::new(),
-            subject: ctx.actor.subject.clone(),
+            subject: ctx.actor().subject().to_string(),
             scopes: ctx
-                .actor
-                .scopes
+                .actor()
+                .scopes()
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(" "),
             transaction_time: self.now(),
             patient: None,
-            role: ctx.actor.role.map(|r| r.code().to_string()),
+            role: ctx.actor().role().map(|r| r.code().to_string()),
         };
         for (k, v) in params {
             match k.as_str() {
@@ -171,7 +171,7 @@ impl RecordService {
             }
         }
         let id = self.ids.new_id();
-        req.request_url = format!("{}/$export", ctx.base_url);
+        req.request_url = format!("{}/$export", ctx.base_url());
         let now = self.now();
         let job = ExportJob {
             id: id.clone(),
@@ -488,7 +488,7 @@ impl RecordService {
                     "transactionTime": format_instant(req.transaction_time),
                     "request": req.request_url,
                     "requiresAccessToken": true,
-                    "output": outputs.iter().map(|o| json!({"type": o.resource_type, "url": format!("{}/$export-file/{job_id}/{}", ctx.base_url, o.name), "count": o.count})).collect::<Vec<_>>(),
+                    "output": outputs.iter().map(|o| json!({"type": o.resource_type, "url": format!("{}/$export-file/{job_id}/{}", ctx.base_url(), o.name), "count": o.count})).collect::<Vec<_>>(),
                     "error": [],
                 }))
             }
@@ -511,7 +511,7 @@ impl RecordService {
         let req: ExportRequest =
             serde_json::from_str(&job.request).map_err(|_| RecordError::Corrupt)?;
         // Only the requester can see a job (others learn nothing of its existence).
-        if req.subject != ctx.actor.subject {
+        if req.subject != ctx.actor().subject() {
             return Err(RecordError::NotFound);
         }
         Ok(job)
@@ -635,14 +635,19 @@ pub enum ExportStatus {
 /// The actor a resumed job runs as (its scopes were checked at kick-off).
 pub fn job_actor(req_json: &str) -> Option<Actor> {
     let req: ExportRequest = serde_json::from_str(req_json).ok()?;
-    Some(Actor {
-        subject: req.subject,
-        scopes: medmesh_auth::parse_scopes(&req.scopes),
-        patient: req.patient,
-        role: req.role.and_then(|r| r.parse().ok()),
-        // A practitioner's job runs without their clinician record, so the PDP refuses its
-        // clinical types: practitioners export through `$everything` of patients they care
-        // for, not bulk export.
-        clinician: None,
-    })
+    // The job continues the request that started it, whose token was verified then; the
+    // job was stored with the scopes that token carried.
+    #[allow(clippy::disallowed_methods)]
+    Some(Actor::from_verified_token(
+        medmesh_kernel::VerifiedIdentity {
+            subject: req.subject,
+            scopes: medmesh_auth::parse_scopes(&req.scopes),
+            patient: req.patient,
+            role: req.role.and_then(|r| r.parse().ok()),
+            // A practitioner's job runs without their clinician record, so the PDP refuses its
+            // clinical types: practitioners export through `$everything` of patients they care
+            // for, not bulk export.
+            clinician: None,
+        },
+    ))
 }

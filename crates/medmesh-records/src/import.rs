@@ -247,7 +247,7 @@ impl RecordService {
             Ok(response) => tally(&tx_bundle, &response, &mut summary),
             Err(e) => {
                 if let RecordError::Store(inner) = &e {
-                    tracing::warn!(operation_id = %ctx.operation_id, error = %inner, "import transaction failed in the store");
+                    tracing::warn!(operation_id = %ctx.operation_id(), error = %inner, "import transaction failed in the store");
                 }
                 let (entry, reason) = describe(&e);
                 summary.failures.push(ImportFailure {

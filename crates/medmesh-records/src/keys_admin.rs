@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use medmesh_audit::Outcome;
 use medmesh_crypto::KeyId;
 use medmesh_fhir::index;
-use medmesh_policy::Action;
+use medmesh_policy::{Action, KeyAdmin};
 use medmesh_store::KeyState;
 use serde_json::Value;
 
@@ -78,9 +78,17 @@ impl RecordService {
     /// Re-wraps every live data key under the KEK provider's current KEK. The data is not
     /// touched: each key is unwrapped with its old KEK and wrapped again.
     ///
+    /// The PDP's [`KeyAdmin`] (the CLI's operator) is the permission:
+    ///
+    /// ```compile_fail
+    /// # async fn f(svc: &medmesh_records::RecordService) {
+    /// svc.rewrap_all_keys().await;
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// When a key cannot be unwrapped (its KEK is missing) or the store fails.
-    pub async fn rewrap_all_keys(&self) -> Result<RewrapReport, RecordError> {
+    pub async fn rewrap_all_keys(&self, _admin: &KeyAdmin) -> Result<RewrapReport, RecordError> {
         let a = at_rest(self)?;
         let current = a.kek().current_kek();
         let mut report = RewrapReport::default();
@@ -123,7 +131,7 @@ impl RecordService {
     ///
     /// # Errors
     /// When the store fails.
-    pub async fn keys_per_kek(&self) -> Result<Vec<(String, u64)>, RecordError> {
+    pub async fn keys_per_kek(&self, _admin: &KeyAdmin) -> Result<Vec<(String, u64)>, RecordError> {
         Ok(at_rest(self)?.key_store().keys_per_kek().await?)
     }
 
@@ -131,7 +139,10 @@ impl RecordService {
     ///
     /// # Errors
     /// When the store fails.
-    pub async fn reencrypt_state(&self) -> Result<Option<(i64, String)>, RecordError> {
+    pub async fn reencrypt_state(
+        &self,
+        _admin: &KeyAdmin,
+    ) -> Result<Option<(i64, String)>, RecordError> {
         Ok(at_rest(self)?.key_store().job_cursor(REENCRYPT_JOB).await?)
     }
 
@@ -146,6 +157,7 @@ impl RecordService {
     /// When the store or the KEK fails; the saved cursor stays where it was.
     pub async fn reencrypt(
         &self,
+        _admin: &KeyAdmin,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<ReencryptReport, RecordError> {
         let a = at_rest(self)?;

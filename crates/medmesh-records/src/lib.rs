@@ -24,9 +24,11 @@ pub mod vault;
 
 pub use audit_log::{AuditLogError, AuditLogService, PatientLog, ProvenEntry, verify_log};
 pub use bundle::ReturnPreference;
-pub use context::{Clock, IdSource, MonotonicClock, RequestContext, SystemClock, UuidIds};
+pub use context::{
+    Clock, IdSource, MonotonicClock, OperationId, RequestContext, SystemClock, UuidIds,
+};
 pub use error::RecordError;
-pub use service::{ReadOutcome, RecordService, WriteOutcome, WriteStatus};
+pub use service::{ReadOutcome, RecordService, SignInEvent, WriteOutcome, WriteStatus};
 
 use medmesh_fhir::{Issue, IssueType};
 

@@ -7,7 +7,7 @@ use medmesh_audit::{AuditEntry, Outcome};
 use medmesh_fhir::datetime::{self, format_instant};
 use medmesh_fhir::search::{self, Handling, Include, SearchQuery, SummaryMode, TotalMode};
 use medmesh_fhir::{Definitions, Issue, IssueType, index, operation_outcome, resource, validate};
-use medmesh_policy::{Action, Grant, Pdp};
+use medmesh_policy::{Action, AuditView, Grant, InboxOwner, KeyAdmin, Pdp, ReviewRight};
 use medmesh_store::{
     HistoryQuery, HistoryScope, NewVersion, PageRequest, RecordStore, StoredVersion, VersionHead,
 };
@@ -130,6 +130,23 @@ fn content_key(v: &Value) -> Value {
     c
 }
 
+/// One sign-in step, for [`RecordService::audit_sign_in`].
+#[derive(Debug, Clone, Copy)]
+pub struct SignInEvent<'a> {
+    /// The request's operation id.
+    pub operation_id: &'a medmesh_kernel::OperationId,
+    /// The account, when known.
+    pub subject: Option<&'a str>,
+    /// The account's patient record, if any.
+    pub patient: Option<&'a str>,
+    /// `login-password`, `login-totp`...
+    pub step: &'a str,
+    /// Whether the step succeeded.
+    pub succeeded: bool,
+    /// The client's address.
+    pub source_ip: Option<&'a str>,
+}
+
 impl RecordService {
     /// Assembles the service from its ports.
     pub fn new(
@@ -219,9 +236,12 @@ impl RecordService {
         self.defs
     }
 
-    /// The store (for health checks).
-    pub fn store(&self) -> &Arc<dyn RecordStore> {
-        &self.store
+    /// Whether the store answers (for health checks); reads no data.
+    ///
+    /// # Errors
+    /// When the store cannot be reached.
+    pub async fn ping(&self) -> Result<(), RecordError> {
+        Ok(self.store.ping().await?)
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -233,17 +253,81 @@ impl RecordService {
         self.clock.now_micros()
     }
 
-    /// The policy decision point, for capabilities outside the FHIR API (the audit log).
-    pub fn pdp(&self) -> &Pdp {
-        &self.pdp
+    /// Appends audit entries through the group-commit writer; durable when this returns.
+    pub(crate) async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), RecordError> {
+        Ok(self.audit.append(entries).await?)
     }
 
-    /// Appends audit entries through the group-commit writer; durable when this returns.
+    /// Asks the PDP for the right to see one patient's oversight data (access log, access
+    /// map, notifications), or with `None` the whole log (node operators).
     ///
     /// # Errors
-    /// When the entries could not be committed (the caller must fail closed).
-    pub async fn append_audit(&self, entries: Vec<AuditEntry>) -> Result<(), RecordError> {
-        Ok(self.audit.append(entries).await?)
+    /// [`RecordError::Forbidden`] when the PDP refuses.
+    pub fn audit_view(
+        &self,
+        ctx: &RequestContext,
+        patient: Option<&str>,
+    ) -> Result<AuditView, RecordError> {
+        self.pdp
+            .authorize_audit_view(ctx.actor(), patient)
+            .map_err(|_| RecordError::Forbidden)
+    }
+
+    /// Asks the PDP for the right to review break-glass declarations.
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`] when the PDP refuses.
+    pub fn review_right(&self, ctx: &RequestContext) -> Result<ReviewRight, RecordError> {
+        self.pdp
+            .authorize_review(ctx.actor())
+            .map_err(|_| RecordError::Forbidden)
+    }
+
+    /// Asks the PDP for the right to change a patient's notification inbox.
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`] when the PDP refuses.
+    pub fn inbox_owner(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+    ) -> Result<InboxOwner, RecordError> {
+        self.pdp
+            .authorize_inbox(ctx.actor(), patient)
+            .map_err(|_| RecordError::Forbidden)
+    }
+
+    /// Asks the PDP for the right to administer the node's encryption keys.
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`] when the PDP refuses.
+    pub fn key_admin(&self, ctx: &RequestContext) -> Result<KeyAdmin, RecordError> {
+        self.pdp
+            .authorize_key_admin(ctx.actor())
+            .map_err(|_| RecordError::Forbidden)
+    }
+
+    /// Records a sign-in step (password, second factor, OIDC callback) in the audit log:
+    /// who (or `anonymous`), which step, whether it succeeded, and the account's patient, so
+    /// the patient sees sign-ins to their account beside reads of their record.
+    ///
+    /// # Errors
+    /// When the entry could not be committed.
+    pub async fn audit_sign_in(&self, sign_in: SignInEvent<'_>) -> Result<(), RecordError> {
+        let mut e = AuditEntry::new(
+            self.now(),
+            sign_in.operation_id.as_str(),
+            sign_in.subject.unwrap_or("anonymous"),
+            sign_in.step,
+            if sign_in.succeeded {
+                Outcome::Success
+            } else {
+                Outcome::Failed
+            },
+        );
+        e.source_ip = sign_in.source_ip.map(str::to_string);
+        e.patients = sign_in.patient.map(str::to_string).into_iter().collect();
+        self.append_audit(vec![e]).await
     }
 
     /// An audit entry for this request. Ids are normalised to `Type/id` references.
@@ -257,8 +341,8 @@ impl RecordService {
     ) -> AuditEntry {
         AuditEntry {
             time_micros: self.now(),
-            operation_id: ctx.operation_id.clone(),
-            actor: ctx.actor.subject.clone(),
+            operation_id: ctx.operation_id().to_string(),
+            actor: ctx.actor().subject().to_string(),
             action: action.to_string(),
             resource_type: rt.map(str::to_string),
             // Every entry names resources the same way, `Type/id`, whether the caller had a
@@ -271,7 +355,7 @@ impl RecordService {
                 })
                 .collect(),
             outcome,
-            source_ip: ctx.source_ip.clone(),
+            source_ip: ctx.source_ip().map(str::to_string),
             patients: Vec::new(),
             purpose: None,
             basis: Vec::new(),
@@ -286,10 +370,10 @@ impl RecordService {
         action: Action,
         rt: Option<&str>,
     ) -> Result<Grant, RecordError> {
-        match self.pdp.authorize(&ctx.actor, action, rt) {
-            Ok(g) if self.pdp.needs_reach(&ctx.actor, rt) => {
-                let facts = self.reach_facts(&ctx.actor).await?;
-                Ok(self.pdp.confine_to_reach(g, &ctx.actor, facts, self.now()))
+        match self.pdp.authorize(ctx.actor(), action, rt) {
+            Ok(g) if self.pdp.needs_reach(ctx.actor(), rt) => {
+                let facts = self.reach_facts(ctx.actor()).await?;
+                Ok(self.pdp.confine_to_reach(g, ctx.actor(), facts, self.now()))
             }
             Ok(g) => Ok(g),
             Err(denied) => self.refuse(ctx, action, rt, &denied.reason).await,
@@ -304,7 +388,7 @@ impl RecordService {
         rt: Option<&str>,
         reason: &str,
     ) -> Result<T, RecordError> {
-        tracing::info!(operation_id = %ctx.operation_id, reason = %reason, "access denied");
+        tracing::info!(operation_id = %ctx.operation_id(), reason = %reason, "access denied");
         self.audit
             .append(vec![
                 self.entry(ctx, action.code(), rt, Vec::new(), Outcome::Denied)
@@ -329,7 +413,7 @@ impl RecordService {
     ) -> Result<(), RecordError> {
         let mut reason = String::new();
         for action in actions {
-            match self.pdp.authorize(&ctx.actor, *action, Some(rt)) {
+            match self.pdp.authorize(ctx.actor(), *action, Some(rt)) {
                 Ok(_) => return Ok(()),
                 Err(denied) => reason = denied.reason,
             }
@@ -350,15 +434,15 @@ impl RecordService {
         let mut facts = None;
         let mut out = HashMap::new();
         for t in types {
-            let Ok(g) = self.pdp.authorize(&ctx.actor, action, Some(t)) else {
+            let Ok(g) = self.pdp.authorize(ctx.actor(), action, Some(t)) else {
                 continue;
             };
-            let g = if self.pdp.needs_reach(&ctx.actor, Some(t)) {
+            let g = if self.pdp.needs_reach(ctx.actor(), Some(t)) {
                 if facts.is_none() {
-                    facts = Some(self.reach_facts(&ctx.actor).await?);
+                    facts = Some(self.reach_facts(ctx.actor()).await?);
                 }
                 let f = facts.clone().unwrap_or_default();
-                self.pdp.confine_to_reach(g, &ctx.actor, f, self.now())
+                self.pdp.confine_to_reach(g, ctx.actor(), f, self.now())
             } else {
                 g
             };
@@ -1102,7 +1186,7 @@ impl RecordService {
             patients.extend(self.compartment_owners(&v.resource_type, &decoded));
             let r = resource::shape(self.defs, &decoded, q.summary, &q.elements);
             returned_ids.push(format!("{}/{}", v.resource_type, v.id));
-            entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url, v.resource_type, v.id), "resource": r, "search": {"mode": mode}}));
+            entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url(), v.resource_type, v.id), "resource": r, "search": {"mode": mode}}));
         }
         patients.sort();
         patients.dedup();
@@ -1133,7 +1217,7 @@ impl RecordService {
         self.annotate(&mut entry, &grant);
         self.audit.append(vec![entry]).await?;
 
-        let base = format!("{}/{path}", ctx.base_url);
+        let base = format!("{}/{path}", ctx.base_url());
         // Links name the page size actually used, and each page names its own cursor, so a
         // page's `self` is that page (page 2's once equalled page 1's).
         let mut applied: Vec<(String, String)> = q
@@ -1312,7 +1396,7 @@ impl RecordService {
                 v.resource_type, v.id, v.version
             ));
             let mut e = json!({
-                "fullUrl": format!("{}/{}/{}", ctx.base_url, v.resource_type, v.id),
+                "fullUrl": format!("{}/{}/{}", ctx.base_url(), v.resource_type, v.id),
                 "request": {"method": if v.deleted { "DELETE" } else if v.version == 1 { "POST" } else { "PUT" },
                             "url": if v.version == 1 && !v.deleted { v.resource_type.clone() } else { format!("{}/{}", v.resource_type, v.id) }},
                 "response": {"status": if v.deleted { "204" } else if v.version == 1 { "201" } else { "200" },
@@ -1333,9 +1417,9 @@ impl RecordService {
             )])
             .await?;
         let path = match &scope {
-            HistoryScope::Instance(t, id) => format!("{}/{t}/{id}/_history", ctx.base_url),
-            HistoryScope::Type(t) => format!("{}/{t}/_history", ctx.base_url),
-            HistoryScope::System => format!("{}/_history", ctx.base_url),
+            HistoryScope::Instance(t, id) => format!("{}/{t}/{id}/_history", ctx.base_url()),
+            HistoryScope::Type(t) => format!("{}/{t}/_history", ctx.base_url()),
+            HistoryScope::System => format!("{}/_history", ctx.base_url()),
         };
         let kept: Vec<(String, String)> = params
             .iter()

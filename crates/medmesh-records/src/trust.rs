@@ -8,7 +8,7 @@ use medmesh_audit::{AuditEntry, Outcome};
 use medmesh_policy::access::{Edge, EdgeKind, edges_from};
 use medmesh_policy::consent::{ConsentRule, SHARED_WITH, parse_consent, shared_with};
 use medmesh_policy::labels::{add_labels, derive_labels, labels_of};
-use medmesh_policy::{Actor, Grant, ReachFacts};
+use medmesh_policy::{Actor, AuditView, Grant, ReachFacts, ReviewRight};
 use medmesh_store::Notification;
 use serde_json::{Value, json};
 
@@ -162,11 +162,7 @@ impl RecordService {
                 c
             }
         };
-        let author = ctx
-            .actor
-            .clinician
-            .as_ref()
-            .map(|c| c.practitioner.as_str());
+        let author = ctx.actor().clinician().map(|c| c.practitioner.as_str());
         let shared = shared_with(
             consents.iter().map(|c| &**c),
             rt,
@@ -264,19 +260,18 @@ impl RecordService {
         reason: &str,
     ) -> Result<Edge, RecordError> {
         let clinician = ctx
-            .actor
-            .clinician
-            .as_ref()
-            .filter(|c| c.verified && ctx.actor.role == Some(medmesh_auth::Role::Practitioner));
+            .actor()
+            .clinician()
+            .filter(|c| c.verified && ctx.actor().role() == Some(medmesh_auth::Role::Practitioner));
         let now = self.now();
         let mut entry = AuditEntry::new(
             now,
-            &ctx.operation_id,
-            &ctx.actor.subject,
+            ctx.operation_id().as_str(),
+            ctx.actor().subject(),
             "break-glass",
             Outcome::Denied,
         );
-        entry.source_ip = ctx.source_ip.clone();
+        entry.source_ip = ctx.source_ip().map(str::to_string);
         entry.patients = vec![patient_id.to_string()];
         entry.purpose = Some("ETREAT".into());
         let (Some(clinician), false) = (clinician, reason.trim().is_empty()) else {
@@ -344,9 +339,8 @@ impl RecordService {
         task_id: &str,
     ) -> Result<(), RecordError> {
         let me = ctx
-            .actor
-            .clinician
-            .as_ref()
+            .actor()
+            .clinician()
             .filter(|c| c.verified)
             .map(|c| c.practitioner.clone());
         let mut tx = self.begin_write().await?;
@@ -390,11 +384,19 @@ impl RecordService {
         Ok(())
     }
 
-    /// Who can see a patient's data and why: every edge, current or past.
+    /// Who can see a patient's data and why: every edge, current or past. The PDP's
+    /// [`AuditView`] of that patient is the permission; without one this does not compile:
+    ///
+    /// ```compile_fail
+    /// # async fn f(svc: &medmesh_records::RecordService) {
+    /// svc.access_map("Patient/p1").await;
+    /// # }
+    /// ```
     ///
     /// # Errors
-    /// When storage fails.
-    pub async fn access_map(&self, patient_id: &str) -> Result<Vec<AccessLine>, RecordError> {
+    /// When storage fails; [`RecordError::NotFound`] for a view of the whole log.
+    pub async fn access_map(&self, view: &AuditView) -> Result<Vec<AccessLine>, RecordError> {
+        let patient_id = view.patient().ok_or(RecordError::NotFound)?;
         let now = self.now();
         let mut out = Vec::new();
         for edge in self.store.patient_edges(patient_id).await? {
@@ -421,11 +423,22 @@ impl RecordService {
         Ok(edge)
     }
 
-    /// Break-glass declarations since `since`, for review.
+    /// Break-glass declarations since `since`, for review; the PDP's [`ReviewRight`] is the
+    /// permission:
+    ///
+    /// ```compile_fail
+    /// # async fn f(svc: &medmesh_records::RecordService) {
+    /// svc.break_glass_queue(0).await;
+    /// # }
+    /// ```
     ///
     /// # Errors
     /// When storage fails.
-    pub async fn break_glass_queue(&self, since: i64) -> Result<Vec<Edge>, RecordError> {
+    pub async fn break_glass_queue(
+        &self,
+        _right: &ReviewRight,
+        since: i64,
+    ) -> Result<Vec<Edge>, RecordError> {
         let mut out = Vec::new();
         for edge in self.store.break_glass_since(since).await? {
             out.push(self.open_edge(edge).await?);
@@ -453,11 +466,18 @@ impl RecordService {
         }
     }
 
-    /// A patient's notifications.
+    /// A patient's notifications; the PDP's [`AuditView`] of that patient is the permission:
+    ///
+    /// ```compile_fail
+    /// # async fn f(svc: &medmesh_records::RecordService) {
+    /// svc.notifications("p1").await;
+    /// # }
+    /// ```
     ///
     /// # Errors
-    /// When storage fails.
-    pub async fn notifications(&self, patient_id: &str) -> Result<Vec<Notification>, RecordError> {
+    /// When storage fails; [`RecordError::NotFound`] for a view of the whole log.
+    pub async fn notifications(&self, view: &AuditView) -> Result<Vec<Notification>, RecordError> {
+        let patient_id = view.patient().ok_or(RecordError::NotFound)?;
         let mut list = self.store.notifications(patient_id).await?;
         // Messages that name a document are sealed under the patient's key.
         for n in &mut list {

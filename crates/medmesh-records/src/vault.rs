@@ -288,15 +288,15 @@ pub(crate) fn patient_of(binary: &Value) -> Option<String> {
 
 /// Who an actor is, as an author reference.
 pub(crate) fn author_of(ctx: &RequestContext) -> String {
-    if let Some(c) = &ctx.actor.clinician {
+    if let Some(c) = ctx.actor().clinician() {
         return c.practitioner.clone();
     }
-    if ctx.actor.role == Some(medmesh_auth::Role::Patient)
-        && let Some(p) = &ctx.actor.patient
+    if ctx.actor().role() == Some(medmesh_auth::Role::Patient)
+        && let Some(p) = ctx.actor().patient()
     {
         return format!("Patient/{p}");
     }
-    ctx.actor.subject.clone()
+    ctx.actor().subject().to_string()
 }
 
 fn too_large(limit: u64) -> RecordError {
@@ -713,9 +713,14 @@ impl RecordService {
             Outcome::Success,
         );
         self.annotate(&mut entry, &grant);
-        let practitioner = ctx.actor.clinician.as_ref().map(|c| c.practitioner.clone());
-        self.audited_open(entry, binary, practitioner, ctx.actor.patient.clone())
-            .await
+        let practitioner = ctx.actor().clinician().map(|c| c.practitioner.clone());
+        self.audited_open(
+            entry,
+            binary,
+            practitioner,
+            ctx.actor().patient().map(str::to_string),
+        )
+        .await
     }
 
     /// Opens a document through a download link (the PDP judged the link's maker when it
@@ -726,7 +731,7 @@ impl RecordService {
     pub async fn open_linked_document(
         &self,
         link: &LinkGrant,
-        operation_id: &str,
+        operation_id: &medmesh_kernel::OperationId,
     ) -> Result<Download, RecordError> {
         let found = self.store.read("Binary", &link.binary_id).await?;
         let Some(v) = found.filter(|v| !v.deleted) else {
@@ -735,7 +740,7 @@ impl RecordService {
         let binary = self.decode(&v).await?;
         let mut entry = AuditEntry::new(
             self.now(),
-            operation_id,
+            operation_id.as_str(),
             &link.subject,
             "read",
             Outcome::Success,
@@ -766,9 +771,9 @@ impl RecordService {
             .await?;
         Ok(LinkGrant {
             binary_id: binary_id.to_string(),
-            subject: ctx.actor.subject.clone(),
-            practitioner: ctx.actor.clinician.as_ref().map(|c| c.practitioner.clone()),
-            patient: ctx.actor.patient.clone(),
+            subject: ctx.actor().subject().to_string(),
+            practitioner: ctx.actor().clinician().map(|c| c.practitioner.clone()),
+            patient: ctx.actor().patient().map(str::to_string),
         })
     }
 

@@ -1,18 +1,20 @@
 //! The record service over the real SQLite adapter, with an injected clock and id source.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
+// Tests make their own actors and read the wall clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use medmesh_auth::parse_scopes;
 use medmesh_crypto::OsRandom;
-use medmesh_policy::Actor;
+use medmesh_kernel::{Actor, OperationId, VerifiedIdentity};
 use medmesh_records::at_rest::AtRest;
 use medmesh_records::{
     Clock, IdSource, RecordError, RecordService, RequestContext, ReturnPreference,
 };
-use medmesh_store::RecordStore;
+use medmesh_store::AuditLogStore;
 use serde_json::json;
 
 struct StepClock(AtomicI64);
@@ -28,10 +30,30 @@ impl IdSource for SeqIds {
     }
 }
 
-async fn service() -> (Arc<RecordService>, Arc<dyn RecordStore>, tempfile::TempDir) {
+async fn service() -> (
+    Arc<RecordService>,
+    Arc<dyn AuditLogStore>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (svc, stores) = service_at(dir.path(), true, false).await;
-    (svc, stores.records, dir)
+    (svc, stores.audit, dir)
+}
+
+/// How many entries the audit log holds.
+async fn audit_count(log: &Arc<dyn AuditLogStore>) -> u64 {
+    log.log_head().await.unwrap().size
+}
+
+/// The PDP's key-administration permit, as the CLI's operator.
+fn key_admin(svc: &RecordService) -> medmesh_policy::KeyAdmin {
+    svc.key_admin(&RequestContext::new(
+        Actor::local_operator(),
+        OperationId::new("op"),
+        None,
+        "",
+    ))
+    .unwrap()
 }
 
 /// A service on the SQLite store in `dir`, sealing under a key file there when `encrypted`.
@@ -70,18 +92,18 @@ async fn service_at(
 }
 
 fn ctx(scopes: &str) -> RequestContext {
-    RequestContext {
-        actor: Actor {
+    RequestContext::new(
+        Actor::from_verified_token(VerifiedIdentity {
             subject: "tester".into(),
             scopes: parse_scopes(scopes),
             patient: None,
             role: None,
             clinician: None,
-        },
-        operation_id: "op-1".into(),
-        source_ip: None,
-        base_url: "http://test/fhir".into(),
-    }
+        }),
+        OperationId::new("op-1"),
+        None,
+        "http://test/fhir",
+    )
 }
 
 #[tokio::test]
@@ -116,13 +138,13 @@ async fn every_access_is_audited_and_failures_leave_nothing() {
     .await
     .unwrap();
     assert_eq!(
-        store.audit_count().await.unwrap(),
+        audit_count(&store).await,
         1,
         "the write's entry commits with it"
     );
     svc.read(&admin, "Patient", "id-1").await.unwrap();
     assert_eq!(
-        store.audit_count().await.unwrap(),
+        audit_count(&store).await,
         2,
         "a read's entry is durable before it returns"
     );
@@ -134,17 +156,13 @@ async fn every_access_is_audited_and_failures_leave_nothing() {
     )
     .await
     .unwrap();
-    assert_eq!(store.audit_count().await.unwrap(), 3);
+    assert_eq!(audit_count(&store).await, 3);
     let narrow = ctx("system/Observation.rs");
     assert!(matches!(
         svc.read(&narrow, "Patient", "id-1").await,
         Err(RecordError::Forbidden)
     ));
-    assert_eq!(
-        store.audit_count().await.unwrap(),
-        4,
-        "denials are audited too"
-    );
+    assert_eq!(audit_count(&store).await, 4, "denials are audited too");
     // A failing transaction writes neither data nor audit entries.
     let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
@@ -154,7 +172,7 @@ async fn every_access_is_audited_and_failures_leave_nothing() {
             .await
             .is_err()
     );
-    assert_eq!(store.audit_count().await.unwrap(), 4);
+    assert_eq!(audit_count(&store).await, 4);
     let page = svc
         .search(&admin, "Patient", &[], Default::default())
         .await
@@ -181,7 +199,7 @@ async fn concurrent_reads_share_audit_commits() {
         t.await.unwrap().unwrap();
     }
     assert_eq!(
-        store.audit_count().await.unwrap(),
+        audit_count(&store).await,
         201,
         "no entry lost in group commit"
     );
@@ -202,8 +220,8 @@ mod no_leaks {
     use serde_json::Value;
 
     fn practitioner() -> RequestContext {
-        RequestContext {
-            actor: Actor {
+        RequestContext::new(
+            Actor::from_verified_session(VerifiedIdentity {
                 subject: "dr".into(),
                 scopes: parse_scopes("user/*.cruds"),
                 patient: None,
@@ -213,11 +231,11 @@ mod no_leaks {
                     organizations: vec!["Organization/h".into()],
                     verified: true,
                 }),
-            },
-            operation_id: "op".into(),
-            source_ip: None,
-            base_url: "http://test/fhir".into(),
-        }
+            }),
+            OperationId::new("op"),
+            None,
+            "http://test/fhir",
+        )
     }
 
     fn provision() -> impl Strategy<Value = Value> {
@@ -684,7 +702,10 @@ async fn reencryption_seals_plaintext_and_rebuilds_blind_indexes_resumably() {
     assert!(contains(&bodies, "Quixotely"));
 
     let (sealer, _) = service_at(dir.path(), true, true).await;
-    let report = sealer.reencrypt(&|_| {}).await.unwrap();
+    let report = sealer
+        .reencrypt(&key_admin(&sealer), &|_| {})
+        .await
+        .unwrap();
     assert_eq!(report.bodies, 2);
     assert_eq!(report.from_plaintext, 2);
     assert_eq!(report.reindexed, 2);
@@ -700,7 +721,10 @@ async fn reencryption_seals_plaintext_and_rebuilds_blind_indexes_resumably() {
         }
     }
     // A second run re-seals under fresh keys again; the data still reads and searches.
-    let again = sealer.reencrypt(&|_| {}).await.unwrap();
+    let again = sealer
+        .reencrypt(&key_admin(&sealer), &|_| {})
+        .await
+        .unwrap();
     assert!(!again.resumed);
     assert_eq!(again.from_plaintext, 0);
     assert_eq!(
@@ -725,7 +749,10 @@ async fn reencryption_seals_plaintext_and_rebuilds_blind_indexes_resumably() {
     .execute(&mut conn)
     .await
     .unwrap();
-    let resumed = sealer.reencrypt(&|_| {}).await.unwrap();
+    let resumed = sealer
+        .reencrypt(&key_admin(&sealer), &|_| {})
+        .await
+        .unwrap();
     assert!(resumed.resumed);
     assert_eq!(resumed.bodies, 1);
     // Keys made since the interrupted run began are that run's: none are made again.
@@ -745,4 +772,54 @@ async fn reencryption_seals_plaintext_and_rebuilds_blind_indexes_resumably() {
         .await
         .unwrap();
     assert_eq!(found["entry"].as_array().map(Vec::len), Some(1));
+}
+
+/// Oversight data and key administration need a permit that only the PDP issues; a clinician
+/// gets none, and their attempt to read a patient's access log is itself audited as denied.
+#[tokio::test]
+async fn oversight_and_key_administration_need_the_pdps_permit() {
+    let (svc, log_store, dir) = service().await;
+    let log = medmesh_records::AuditLogService::open(
+        log_store.clone(),
+        "test",
+        [7; 32],
+        Arc::new(medmesh_records::SystemClock),
+        None,
+    )
+    .await
+    .unwrap();
+    let clinician = ctx("user/*.cruds");
+    assert!(matches!(
+        svc.audit_view(&clinician, Some("p1")),
+        Err(RecordError::Forbidden)
+    ));
+    assert!(matches!(
+        svc.review_right(&clinician),
+        Err(RecordError::Forbidden)
+    ));
+    assert!(matches!(
+        svc.inbox_owner(&clinician, "p1"),
+        Err(RecordError::Forbidden)
+    ));
+    assert!(matches!(
+        svc.key_admin(&clinician),
+        Err(RecordError::Forbidden)
+    ));
+    let before = audit_count(&log_store).await;
+    assert!(matches!(
+        svc.read_patient_log(&clinician, &log, "p1", None, 10).await,
+        Err(RecordError::Forbidden)
+    ));
+    assert_eq!(
+        audit_count(&log_store).await,
+        before + 1,
+        "the denied reading is in the log"
+    );
+    // The operator is given each permit.
+    let _ = key_admin(&svc);
+    let operator = RequestContext::new(Actor::local_operator(), OperationId::new("op"), None, "");
+    assert!(svc.review_right(&operator).is_ok());
+    let view = svc.audit_view(&operator, Some("p1")).unwrap();
+    assert!(svc.access_map(&view).await.unwrap().is_empty());
+    drop(dir);
 }

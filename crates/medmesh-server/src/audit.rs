@@ -5,15 +5,15 @@
 //! holding an old checkpoint (a witness, a regulator) can check the log only grew. Entries
 //! name who looked at whose record, so they need the PDP's [`medmesh_policy::AuditView`].
 
-use axum::extract::{Path, Query, State};
+use crate::api::{ApiJson, ApiPath, ApiQuery};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use medmesh_audit::{AuditEntry, Outcome};
 use medmesh_fhir::datetime::format_instant;
 use medmesh_fhir::outcome::IssueType;
-use medmesh_records::AuditLogError;
+use medmesh_records::{AuditLogError, RecordError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -23,23 +23,7 @@ use crate::response::ApiError;
 
 impl From<AuditLogError> for ApiError {
     fn from(e: AuditLogError) -> Self {
-        match e {
-            AuditLogError::OutOfRange => Self::new(
-                StatusCode::BAD_REQUEST,
-                IssueType::Invalid,
-                "no such tree size or entry",
-            ),
-            AuditLogError::Damaged => {
-                tracing::error!("the audit tree is damaged; run `medmesh audit verify`");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    IssueType::Exception,
-                    "internal error",
-                )
-            }
-            AuditLogError::Store(inner) => medmesh_records::RecordError::Store(inner).into(),
-            AuditLogError::Key(inner) => medmesh_records::RecordError::Keys(inner).into(),
-        }
+        RecordError::from(e).into()
     }
 }
 
@@ -102,7 +86,7 @@ pub struct ConsistencyQuery {
 /// size N to M (default: the newest checkpoint's size).
 pub async fn consistency(
     State(state): State<AppState>,
-    Query(q): Query<ConsistencyQuery>,
+    ApiQuery(q): ApiQuery<ConsistencyQuery>,
 ) -> Result<Response, ApiError> {
     let latest = state.audit_log.latest().await?;
     let to = match (q.to, &latest) {
@@ -131,14 +115,10 @@ pub struct InclusionQuery {
 pub async fn entry_proof(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path(index): Path<u64>,
-    Query(q): Query<InclusionQuery>,
+    ApiPath(index): ApiPath<u64>,
+    ApiQuery(q): ApiQuery<InclusionQuery>,
 ) -> Result<Response, ApiError> {
-    state
-        .records
-        .pdp()
-        .authorize_audit_view(&ctx.actor, None)
-        .map_err(|_| not_found())?;
+    state.records.audit_view(&ctx, None).map_err(hidden)?;
     let checkpoint = match q.size {
         Some(s) => state.audit_log.checkpoint_at(s).await?,
         None => state.audit_log.checkpoint_now().await?,
@@ -157,18 +137,13 @@ pub async fn entry_proof(
     .into_response())
 }
 
-/// The PDP's permit to see one patient's oversight data (log, access map, notifications);
-/// a refusal answers as if there were nothing there.
-fn patient_view(
-    state: &AppState,
-    ctx: &medmesh_records::RequestContext,
-    patient: &str,
-) -> Result<medmesh_policy::AuditView, ApiError> {
-    state
-        .records
-        .pdp()
-        .authorize_audit_view(&ctx.actor, Some(patient))
-        .map_err(|_| not_found())
+/// A refusal of oversight data answers as if there were nothing there, so a caller cannot
+/// learn which patients exist.
+fn hidden(e: RecordError) -> ApiError {
+    match e {
+        RecordError::Forbidden => not_found(),
+        other => other.into(),
+    }
 }
 
 fn not_found() -> ApiError {
@@ -193,38 +168,15 @@ pub struct PatientLogQuery {
 pub async fn patient_log(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path(patient): Path<String>,
-    Query(q): Query<PatientLogQuery>,
+    ApiPath(patient): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PatientLogQuery>,
 ) -> Result<Response, ApiError> {
-    let view = state
-        .records
-        .pdp()
-        .authorize_audit_view(&ctx.actor, Some(&patient));
-    // Reading the log is itself an access to the patient's record, and is logged (after the
-    // page is read, so a page never proves its own reading).
-    let mut entry = AuditEntry::new(
-        state.records.now_micros(),
-        &ctx.operation_id,
-        &ctx.actor.subject,
-        "read-audit-log",
-        if view.is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::Denied
-        },
-    );
-    entry.source_ip = ctx.source_ip.clone();
-    entry.patients = vec![patient.clone()];
-    let Ok(view) = view else {
-        state.records.append_audit(vec![entry]).await?;
-        return Err(not_found());
-    };
     let count = q.count.unwrap_or(50).clamp(1, 500);
     let log = state
-        .audit_log
-        .patient_log(view.patient().unwrap_or(&patient), q.before, count)
-        .await?;
-    state.records.append_audit(vec![entry]).await?;
+        .records
+        .read_patient_log(&ctx, &state.audit_log, &patient, q.before, count)
+        .await
+        .map_err(hidden)?;
     let Some(log) = log else {
         return Ok(axum::Json(json!({"entries": []})).into_response());
     };
@@ -269,8 +221,8 @@ pub struct BreakGlassRequest {
 pub async fn break_glass(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path(patient): Path<String>,
-    axum::Json(body): axum::Json<BreakGlassRequest>,
+    ApiPath(patient): ApiPath<String>,
+    ApiJson(body): ApiJson<BreakGlassRequest>,
 ) -> Result<Response, ApiError> {
     let edge = state
         .records
@@ -293,7 +245,7 @@ pub async fn break_glass(
 pub async fn accept_referral(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path(task): Path<String>,
+    ApiPath(task): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     state.records.accept_referral(&ctx, &task).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -305,12 +257,15 @@ pub async fn accept_referral(
 pub async fn access_map(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path(patient): Path<String>,
+    ApiPath(patient): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    patient_view(&state, &ctx, &patient)?;
+    let view = state
+        .records
+        .audit_view(&ctx, Some(&patient))
+        .map_err(hidden)?;
     let lines: Vec<Value> = state
         .records
-        .access_map(&patient)
+        .access_map(&view)
         .await?
         .into_iter()
         .map(|l| {
@@ -337,14 +292,10 @@ pub async fn break_glass_queue(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
 ) -> Result<Response, ApiError> {
-    state
-        .records
-        .pdp()
-        .authorize_review(&ctx.actor)
-        .map_err(|_| not_found())?;
+    let right = state.records.review_right(&ctx).map_err(hidden)?;
     let items: Vec<Value> = state
         .records
-        .break_glass_queue(0)
+        .break_glass_queue(&right, 0)
         .await?
         .into_iter()
         .map(|e| {
@@ -365,12 +316,15 @@ pub async fn break_glass_queue(
 pub async fn notifications(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path(patient): Path<String>,
+    ApiPath(patient): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    patient_view(&state, &ctx, &patient)?;
+    let view = state
+        .records
+        .audit_view(&ctx, Some(&patient))
+        .map_err(hidden)?;
     let items: Vec<Value> = state
         .records
-        .notifications(&patient)
+        .notifications(&view)
         .await?
         .into_iter()
         .map(|n| {
@@ -386,13 +340,9 @@ pub async fn notifications(
 pub async fn mark_notification_read(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path((patient, id)): Path<(String, String)>,
+    ApiPath((patient, id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let inbox = state
-        .records
-        .pdp()
-        .authorize_inbox(&ctx.actor, &patient)
-        .map_err(|_| not_found())?;
+    let inbox = state.records.inbox_owner(&ctx, &patient).map_err(hidden)?;
     state.records.mark_notification_read(&inbox, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

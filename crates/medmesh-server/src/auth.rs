@@ -12,8 +12,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use medmesh_auth::parse_scopes;
-use medmesh_policy::Actor;
-use medmesh_records::RequestContext;
+use medmesh_kernel::{Actor, OperationId, RequestContext, VerifiedIdentity};
 use tower_http::request_id::RequestId;
 
 use crate::AppState;
@@ -24,13 +23,14 @@ use crate::response::ApiError;
 pub struct Authenticated(pub RequestContext);
 
 /// The request's operation id (from `X-Request-Id`, generated when absent).
-pub fn operation_id(parts: &Parts) -> String {
-    parts
-        .extensions
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_default()
+pub fn operation_id(parts: &Parts) -> OperationId {
+    OperationId::new(
+        parts
+            .extensions
+            .get::<RequestId>()
+            .and_then(|id| id.header_value().to_str().ok())
+            .unwrap_or_default(),
+    )
 }
 
 impl FromRequestParts<AppState> for Authenticated {
@@ -52,8 +52,8 @@ impl FromRequestParts<AppState> for Authenticated {
             return session_actor(parts, state).await.map(Self);
         };
         let token = token.trim();
-        let mut actor = match state.identity.verify_access(token) {
-            Ok(claims) => Actor {
+        let mut who = match state.identity.verify_access(token) {
+            Ok(claims) => VerifiedIdentity {
                 subject: claims.sub,
                 scopes: parse_scopes(&claims.scope),
                 patient: claims.patient,
@@ -67,7 +67,7 @@ impl FromRequestParts<AppState> for Authenticated {
                     .api_actor(&state.identity, token)
                     .await
                     .ok_or_else(ApiError::unauthorized)?;
-                Actor {
+                VerifiedIdentity {
                     subject: ext.subject,
                     scopes: parse_scopes(&ext.scope),
                     patient: ext.patient,
@@ -76,27 +76,26 @@ impl FromRequestParts<AppState> for Authenticated {
                 }
             }
         };
-        if actor.role == Some(medmesh_auth::Role::Practitioner) {
-            actor.clinician = state
-                .identity
-                .clinician(&actor.subject)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "cannot read the practitioner's account");
-                    ApiError::unauthorized()
-                })?;
+        if who.role == Some(medmesh_auth::Role::Practitioner) {
+            who.clinician = state.identity.clinician(&who.subject).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot read the practitioner's account");
+                ApiError::unauthorized()
+            })?;
         }
+        // The token was verified above, by this node or by a configured provider.
+        #[allow(clippy::disallowed_methods)]
+        let actor = Actor::from_verified_token(who);
         Ok(Self(context(parts, state, actor)))
     }
 }
 
 fn context(parts: &Parts, state: &AppState, actor: Actor) -> RequestContext {
-    RequestContext {
+    RequestContext::new(
         actor,
-        operation_id: operation_id(parts),
-        source_ip: crate::web::peer_ip(parts),
-        base_url: state.base_url(parts),
-    }
+        operation_id(parts),
+        crate::web::peer_ip(parts),
+        state.base_url(parts),
+    )
 }
 
 /// The actor of a request that carries the node's session cookie and the session's CSRF
@@ -127,12 +126,14 @@ async fn session_actor(parts: &Parts, state: &AppState) -> Result<RequestContext
     } else {
         None
     };
-    let actor = Actor {
+    // The session was looked up by its cookie and its CSRF token checked above.
+    #[allow(clippy::disallowed_methods)]
+    let actor = Actor::from_verified_session(VerifiedIdentity {
         subject: user.id,
         scopes: role.ceiling(verification),
         patient: user.patient_id,
         role: Some(role),
         clinician,
-    };
+    });
     Ok(context(parts, state, actor))
 }

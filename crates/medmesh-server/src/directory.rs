@@ -10,7 +10,8 @@
 //!
 //! Handlers extract, call the record service (which asks the PDP and audits), and render.
 
-use axum::extract::{Path, Query, State};
+use crate::api::{ApiJson, ApiPath, ApiQuery};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use medmesh_records::directory::NewKey;
@@ -57,10 +58,8 @@ pub struct KeyRequest {
 pub async fn register_key(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    body: Result<axum::Json<KeyRequest>, axum::extract::rejection::JsonRejection>,
+    ApiJson(req): ApiJson<KeyRequest>,
 ) -> Result<Response, ApiError> {
-    let axum::Json(req) =
-        body.map_err(|_| ApiError::bad_request("expected JSON: kind, publicKey, time, signature"))?;
     let key = state
         .records
         .register_key(
@@ -85,10 +84,10 @@ pub struct OwnerQuery {
 /// `GET /api/keys?owner=...`: public keys, so any signed-in caller may read them.
 pub async fn list_keys(
     State(state): State<AppState>,
-    Authenticated(_ctx): Authenticated,
-    Query(q): Query<OwnerQuery>,
+    Authenticated(ctx): Authenticated,
+    ApiQuery(q): ApiQuery<OwnerQuery>,
 ) -> Result<Response, ApiError> {
-    let keys = state.records.directory(&q.owner).await?;
+    let keys = state.records.directory(&ctx, &q.owner).await?;
     Ok(axum::Json(json!({
         "owner": q.owner,
         "keys": keys.iter().map(key_json).collect::<Vec<_>>(),
@@ -100,7 +99,7 @@ pub async fn list_keys(
 pub async fn revoke_key(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path(key_id): Path<String>,
+    ApiPath(key_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     state.records.revoke_key(&ctx, &key_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -110,7 +109,7 @@ pub async fn revoke_key(
 pub async fn my_sealed_keys(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path(binary): Path<String>,
+    ApiPath(binary): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let (document_key_id, keys) = state.records.my_sealed_keys(&ctx, &binary).await?;
     Ok(axum::Json(json!({
@@ -125,7 +124,7 @@ pub async fn my_sealed_keys(
 pub async fn sealed_shares(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path(binary): Path<String>,
+    ApiPath(binary): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let keys = state.records.sealed_shares(&ctx, &binary).await?;
     Ok(axum::Json(json!({
@@ -147,11 +146,9 @@ pub struct ShareRequest {
 pub async fn share_sealed(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path(binary): Path<String>,
-    body: Result<axum::Json<ShareRequest>, axum::extract::rejection::JsonRejection>,
+    ApiPath(binary): ApiPath<String>,
+    ApiJson(req): ApiJson<ShareRequest>,
 ) -> Result<Response, ApiError> {
-    let axum::Json(req) =
-        body.map_err(|_| ApiError::bad_request("expected JSON: recipientKeyId, wrapped"))?;
     let key = state
         .records
         .share_sealed(&ctx, &binary, &req.recipient_key_id, &req.wrapped)
@@ -163,7 +160,7 @@ pub async fn share_sealed(
 pub async fn revoke_sealed(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path((binary, recipient)): Path<(String, String)>,
+    ApiPath((binary, recipient)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     state
         .records

@@ -5,8 +5,9 @@
 //! links carry a signed ticket in the path (`/api/blobs/{ticket}`): it opens one document
 //! for five minutes, so a browser can fetch without a bearer token in the URL or the logs.
 
+use crate::api::ApiPath;
 use axum::body::Body;
-use axum::extract::{Multipart, Path, Request, State};
+use axum::extract::{Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -45,7 +46,7 @@ fn patient_from(
             .filter(|id| !id.is_empty() && !id.contains('/'))
             .map(str::to_string)
             .ok_or_else(|| ApiError::bad_request("X-Security-Context must be Patient/<id>")),
-        None => ctx.actor.patient.clone().ok_or_else(|| {
+        None => ctx.actor().patient().map(str::to_string).ok_or_else(|| {
             ApiError::bad_request("say whose document this is: X-Security-Context: Patient/<id>")
         }),
     }
@@ -130,7 +131,7 @@ fn created(ctx: &RequestContext, stored: &StoredDocument) -> Response {
     set_header(
         r.headers_mut(),
         header::LOCATION,
-        &format!("{}/Binary/{id}", ctx.base_url),
+        &format!("{}/Binary/{id}", ctx.base_url()),
     );
     set_header(
         r.headers_mut(),
@@ -166,8 +167,15 @@ pub async fn binary_upload(
 pub async fn documents_post(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    mut form: Multipart,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, ApiError> {
+    let mut form = form.map_err(|_| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            medmesh_fhir::IssueType::NotSupported,
+            "the body must be multipart/form-data",
+        )
+    })?;
     let mut fields: Vec<(String, String)> = Vec::new();
     let bad_form = |_| ApiError::bad_request("the multipart body is malformed");
     while let Some(field) = form.next_field().await.map_err(bad_form)? {
@@ -310,7 +318,7 @@ pub async fn binary_download(
 pub async fn document_link(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let grant = state.records.link_grant(&ctx, &id).await?;
     let (ticket, expires) = state
@@ -323,7 +331,7 @@ pub async fn document_link(
             LINK_SECONDS,
         )
         .map_err(|_| ApiError::from(RecordError::Keys("cannot sign a download link".into())))?;
-    let base = ctx.base_url.trim_end_matches("/fhir");
+    let base = ctx.base_url().trim_end_matches("/fhir");
     Ok(axum::Json(json!({
         "url": format!("{base}/api/blobs/{ticket}"),
         "expires": medmesh_fhir::datetime::format_instant(expires * 1_000_000),
@@ -334,7 +342,7 @@ pub async fn document_link(
 /// `GET /api/blobs/{ticket}`: a download link.
 pub async fn blob_get(
     State(state): State<AppState>,
-    Path(ticket): Path<String>,
+    ApiPath(ticket): ApiPath<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, _) = req.into_parts();

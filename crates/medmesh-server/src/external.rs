@@ -36,6 +36,7 @@ pub struct ExternalLogin {
     providers: Vec<Provider>,
     http: reqwest::Client,
     token_times: medmesh_auth::token::TokenTimes,
+    clock: std::sync::Arc<dyn medmesh_kernel::Clock>,
 }
 
 /// A provider could not be reached or answered nonsense. Logged; users see a generic page.
@@ -43,18 +44,20 @@ pub struct ExternalLogin {
 #[error("identity provider error: {0}")]
 pub struct ProviderError(String);
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 impl ExternalLogin {
+    fn now(&self) -> i64 {
+        self.clock.now_secs()
+    }
+
     /// Wraps the configured providers.
     pub fn new(
         providers: Vec<ExternalProvider>,
         token_times: medmesh_auth::token::TokenTimes,
+        clock: std::sync::Arc<dyn medmesh_kernel::Clock>,
     ) -> Self {
         Self {
             token_times,
+            clock,
             providers: providers
                 .into_iter()
                 .map(|config| Provider {
@@ -98,7 +101,7 @@ impl ExternalLogin {
     async fn metadata(&self, p: &Provider) -> Result<Value, ProviderError> {
         if let Ok(c) = p.cache.read()
             && let Some((m, at)) = &c.metadata
-            && now() - at < 3600
+            && self.now() - at < 3600
         {
             return Ok(m.clone());
         }
@@ -111,7 +114,7 @@ impl ExternalLogin {
             return Err(ProviderError("discovery names another issuer".into()));
         }
         if let Ok(mut c) = p.cache.write() {
-            c.metadata = Some((m.clone(), now()));
+            c.metadata = Some((m.clone(), self.now()));
         }
         Ok(m)
     }
@@ -123,7 +126,7 @@ impl ExternalLogin {
         let max_age = if fresh { 30 } else { 300 };
         if let Ok(c) = p.cache.read()
             && let Some((k, at)) = &c.jwks
-            && now() - at < max_age
+            && self.now() - at < max_age
         {
             return Ok(k.clone());
         }
@@ -134,7 +137,7 @@ impl ExternalLogin {
             .ok_or_else(|| ProviderError("no jwks_uri".into()))?;
         let k = self.fetch_json(url).await?;
         if let Ok(mut c) = p.cache.write() {
-            c.jwks = Some((k.clone(), now()));
+            c.jwks = Some((k.clone(), self.now()));
         }
         Ok(k)
     }
@@ -148,7 +151,7 @@ impl ExternalLogin {
                 &keys,
                 Some(p.config.issuer.trim_end_matches('/')),
                 audience,
-                now(),
+                self.now(),
                 self.token_times,
             ) {
                 return Some(c);
@@ -376,6 +379,6 @@ pub async fn callback(
             "No access",
             "Your account at the provider has no role that this node recognises.",
         ),
-        Err(e) => crate::web::error_page(&e),
+        Err(e) => crate::web::PageError::from(e).into_response(),
     }
 }

@@ -192,7 +192,10 @@ fn write_response(
         header::LOCATION,
         &format!(
             "{}/{}/{}/_history/{}",
-            ctx.base_url, out.resource_type, out.id, out.version
+            ctx.base_url(),
+            out.resource_type,
+            out.id,
+            out.version
         ),
     );
     set_header(h, header::ETAG, &format!("W/\"{}\"", out.version));
@@ -206,7 +209,7 @@ fn write_response(
 
 /// `GET /healthz`: 200 once the store answers.
 pub async fn healthz(State(state): State<AppState>) -> Response {
-    match state.records.store().ping().await {
+    match state.records.ping().await {
         Ok(()) => (StatusCode::OK, "ok").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "health check failed");
@@ -346,7 +349,7 @@ async fn export_kickoff(
     set_header(
         r.headers_mut(),
         header::CONTENT_LOCATION,
-        &format!("{}/$export-poll-status/{job}", ctx.base_url),
+        &format!("{}/$export-poll-status/{job}", ctx.base_url()),
     );
     Ok(r)
 }

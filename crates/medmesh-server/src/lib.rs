@@ -3,6 +3,8 @@
 //! Routes map to thin handlers ([`handlers`]); authentication yields the request context
 //! ([`auth`]); every error leaves through one mapping to an OperationOutcome ([`response`]).
 
+pub mod account_api;
+pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod capability;
@@ -190,6 +192,7 @@ pub async fn build_state(
     let external = Arc::new(external::ExternalLogin::new(
         identity.config().external.clone(),
         identity.config().token_times,
+        identity.clock(),
     ));
     AppState {
         records,
@@ -324,13 +327,16 @@ pub fn router(state: AppState) -> Router {
         .route("/account/sessions", get(web::sessions))
         .route("/account/documents", get(web::documents))
         .route("/account/sessions/end", post(web::end_session))
-        .route("/api/account", get(web::account))
-        .route("/api/account/link", post(web::link_patient))
-        .route("/api/invitations", post(web::create_invitation))
-        .route("/api/users/{id}/verification", post(web::set_verification))
-        .route("/api/account/totp", post(web::start_totp))
-        .route("/api/account/totp/confirm", post(web::confirm_totp))
-        .route("/api/launch", post(web::make_launch))
+        .route("/api/account", get(account_api::account))
+        .route("/api/account/link", post(account_api::link_patient))
+        .route("/api/invitations", post(account_api::create_invitation))
+        .route(
+            "/api/users/{id}/verification",
+            post(account_api::set_verification),
+        )
+        .route("/api/account/totp", post(account_api::start_totp))
+        .route("/api/account/totp/confirm", post(account_api::confirm_totp))
+        .route("/api/launch", post(account_api::make_launch))
         .route(
             "/api/audit/checkpoint",
             get(audit::latest_checkpoint).post(audit::sign_checkpoint),

@@ -17,22 +17,60 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::web::{SignedIn, csrf_refusal, header_csrf_refusal, message};
 
-fn oauth_error(e: &IdentityError) -> Response {
-    let status = match e {
-        IdentityError::InvalidClient => StatusCode::UNAUTHORIZED,
-        IdentityError::Store(_) | IdentityError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        IdentityError::Throttled(_) => StatusCode::SERVICE_UNAVAILABLE,
-        IdentityError::Forbidden => StatusCode::FORBIDDEN,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    let mut r = (
-        status,
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({"error": e.oauth_code(), "error_description": e.to_string()})),
-    )
-        .into_response();
-    crate::web::retry_after(e, &mut r);
-    r
+/// An OAuth endpoint's failure, answered in RFC 6749 section 5.2 form: `{"error",
+/// "error_description"}`, never cached. The token, introspection, revocation and
+/// registration endpoints answer only this way; the authorize endpoint redirects instead.
+#[derive(Debug)]
+pub struct OAuthError(IdentityError);
+
+impl From<IdentityError> for OAuthError {
+    fn from(e: IdentityError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = match e {
+            IdentityError::InvalidClient => StatusCode::UNAUTHORIZED,
+            IdentityError::Store(_) | IdentityError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            IdentityError::Throttled(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IdentityError::Forbidden => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        if let IdentityError::Store(inner) = &e {
+            tracing::error!(error = %inner, "identity store failure");
+        }
+        // Store and internal failures describe themselves generically ("storage failure").
+        let mut r = (
+            status,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(json!({"error": e.oauth_code(), "error_description": e.to_string()})),
+        )
+            .into_response();
+        crate::web::retry_after(&e, &mut r);
+        r
+    }
+}
+
+/// A form body of an OAuth endpoint; one that is not `application/x-www-form-urlencoded`
+/// is `invalid_request`.
+pub struct OAuthForm(pub HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for OAuthForm {
+    type Rejection = OAuthError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, OAuthError> {
+        Form::<HashMap<String, String>>::from_request(req, state)
+            .await
+            .map(|Form(f)| Self(f))
+            .map_err(|_| {
+                OAuthError(IdentityError::InvalidRequest(
+                    "the body must be an application/x-www-form-urlencoded form".into(),
+                ))
+            })
+    }
 }
 
 fn no_store(v: Value) -> Response {
@@ -306,53 +344,44 @@ fn client_auth(headers: &HeaderMap, form: &HashMap<String, String>) -> ClientAut
 pub async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
+    OAuthForm(form): OAuthForm,
+) -> Result<Response, OAuthError> {
     let auth = client_auth(&headers, &form);
-    match state
+    let t = state
         .identity
         .token(&form, &auth, &endpoint(&state, "/oauth/token"))
-        .await
-    {
-        Ok(t) => no_store(serde_json::to_value(t).unwrap_or_default()),
-        Err(e) => oauth_error(&e),
-    }
+        .await?;
+    Ok(no_store(serde_json::to_value(t).unwrap_or_default()))
 }
 
 /// `POST /oauth/introspect`.
 pub async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
+    OAuthForm(form): OAuthForm,
+) -> Result<Response, OAuthError> {
     let auth = client_auth(&headers, &form);
     let token = form.get("token").cloned().unwrap_or_default();
-    match state
+    let v = state
         .identity
         .introspect(&token, &auth, &endpoint(&state, "/oauth/introspect"))
-        .await
-    {
-        Ok(v) => no_store(v),
-        Err(e) => oauth_error(&e),
-    }
+        .await?;
+    Ok(no_store(v))
 }
 
 /// `POST /oauth/revoke`.
 pub async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
+    OAuthForm(form): OAuthForm,
+) -> Result<Response, OAuthError> {
     let auth = client_auth(&headers, &form);
     let token = form.get("token").cloned().unwrap_or_default();
-    match state
+    state
         .identity
         .revoke(&token, &auth, &endpoint(&state, "/oauth/revoke"))
-        .await
-    {
-        Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => oauth_error(&e),
-    }
+        .await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 /// `POST /oauth/register` (RFC 7591): open when the node allows it, else for node admins
@@ -361,8 +390,13 @@ pub async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
     signed_in: Result<SignedIn, Response>,
-    Json(reg): Json<Registration>,
-) -> Response {
+    reg: Result<Json<Registration>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, OAuthError> {
+    let Json(reg) = reg.map_err(|_| {
+        OAuthError(IdentityError::InvalidRequest(
+            "the registration must be a JSON client metadata document".into(),
+        ))
+    })?;
     let admin_session = signed_in.is_ok_and(|SignedIn(s)| {
         s.user.role == "node-admin" && header_csrf_refusal(&s, &headers).is_none()
     });
@@ -379,15 +413,13 @@ pub async fn register(
                     .any(|s| s == "system/*.*" || s == "system/*.cruds")
         });
     if !(state.identity.config().open_client_registration || admin_session || admin_token) {
-        return oauth_error(&IdentityError::Forbidden);
+        return Err(IdentityError::Forbidden.into());
     }
-    match state.identity.register_client(reg).await {
-        Ok(v) => (
-            StatusCode::CREATED,
-            [(header::CACHE_CONTROL, "no-store")],
-            Json(v),
-        )
-            .into_response(),
-        Err(e) => oauth_error(&e),
-    }
+    let v = state.identity.register_client(reg).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(v),
+    )
+        .into_response())
 }

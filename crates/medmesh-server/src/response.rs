@@ -64,6 +64,20 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, IssueType::Invalid, message)
     }
+    /// 500 that says nothing of its cause (the caller has logged it).
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            IssueType::Exception,
+            "internal error; see the server log for this operation id",
+        )
+    }
+    /// Adds a header to the answer.
+    #[must_use]
+    pub fn with_header(mut self, name: HeaderName, value: String) -> Self {
+        self.extra.push((name, value));
+        self
+    }
 }
 
 impl From<RecordError> for ApiError {

@@ -91,19 +91,68 @@ pub fn message(status: StatusCode, title: &str, message: &str) -> Response {
     page(status, &MessagePage { title, message })
 }
 
-/// Maps identity errors to pages: safe messages only.
-pub fn error_page(e: &IdentityError) -> Response {
-    let status = match e {
-        IdentityError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-        IdentityError::NotSignedIn => StatusCode::UNAUTHORIZED,
-        IdentityError::Forbidden => StatusCode::FORBIDDEN,
-        IdentityError::NotFound => StatusCode::NOT_FOUND,
-        IdentityError::Store(_) | IdentityError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    let mut r = message(status, "Something went wrong", &e.to_string());
-    retry_after(e, &mut r);
-    r
+/// A failure as the HTML pages tell it: a status, a title and a message safe to show, on
+/// the node's message page. The JSON API's counterpart is [`crate::response::ApiError`];
+/// the OAuth endpoints' is [`crate::oauth::OAuthError`].
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+    retry_after: Option<i64>,
+}
+
+impl PageError {
+    /// A page error with its own words.
+    pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            title,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<IdentityError> for PageError {
+    fn from(e: IdentityError) -> Self {
+        let status = match e {
+            IdentityError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            IdentityError::NotSignedIn => StatusCode::UNAUTHORIZED,
+            IdentityError::Forbidden => StatusCode::FORBIDDEN,
+            IdentityError::NotFound => StatusCode::NOT_FOUND,
+            IdentityError::UsernameTaken | IdentityError::AlreadyLinked => StatusCode::CONFLICT,
+            IdentityError::Store(_) | IdentityError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        if let IdentityError::Store(inner) = &e {
+            tracing::error!(error = %inner, "identity store failure");
+        }
+        Self {
+            status,
+            title: "Something went wrong",
+            // Identity messages are written to be shown: no secrets, no PHI.
+            detail: e.to_string(),
+            retry_after: match e {
+                IdentityError::Throttled(wait) => Some(wait.max(1)),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let mut r = message(self.status, self.title, &self.detail);
+        if let Some(wait) = self.retry_after {
+            crate::response::set_header(
+                r.headers_mut(),
+                axum::http::header::RETRY_AFTER,
+                &wait.to_string(),
+            );
+        }
+        r
+    }
 }
 
 /// A throttled answer says when to come back (RFC 9110 `Retry-After`, in seconds).
@@ -268,7 +317,7 @@ struct CodePage<'a> {
     enrol_uri: &'a str,
 }
 
-fn qr_svg(uri: &str) -> Option<String> {
+pub(crate) fn qr_svg(uri: &str) -> Option<String> {
     let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;
     Some(
         code.render::<qrcode::render::svg::Color<'_>>()
@@ -371,24 +420,21 @@ async fn audit_login(
         Some(c) => state.identity.session(c).await.ok().map(|s| s.user),
         None => None,
     };
-    let op = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let mut e = medmesh_audit::AuditEntry::new(
-        state.records.now_micros(),
-        op,
-        user.as_ref().map_or("anonymous", |u| u.id.as_str()),
-        step,
-        if ok {
-            medmesh_audit::Outcome::Success
-        } else {
-            medmesh_audit::Outcome::Failed
-        },
+    let op = medmesh_kernel::OperationId::new(
+        headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
     );
-    e.source_ip = Some(ip.to_string()).filter(|i| !i.is_empty());
-    e.patients = user.and_then(|u| u.patient_id).into_iter().collect();
-    if let Err(err) = state.records.append_audit(vec![e]).await {
+    let sign_in = medmesh_records::SignInEvent {
+        operation_id: &op,
+        subject: user.as_ref().map(|u| u.id.as_str()),
+        patient: user.as_ref().and_then(|u| u.patient_id.as_deref()),
+        step,
+        succeeded: ok,
+        source_ip: Some(ip).filter(|i| !i.is_empty()),
+    };
+    if let Err(err) = state.records.audit_sign_in(sign_in).await {
         tracing::error!(error = %err, "cannot audit a login");
     }
 }
@@ -481,7 +527,7 @@ pub async fn logout(
     if let Some(c) = cookie(&headers, SESSION_COOKIE)
         && let Err(e) = state.identity.logout(&c).await
     {
-        return error_page(&e);
+        return PageError::from(e).into_response();
     }
     let mut r = message(StatusCode::OK, "Signed out", "You are signed out.");
     let (k, v) = set_cookie(SESSION_COOKIE, "", 0);
@@ -532,7 +578,7 @@ pub async fn sessions(State(state): State<AppState>, SignedIn(s): SignedIn) -> R
                 },
             )
         }
-        Err(e) => error_page(&e),
+        Err(e) => PageError::from(e).into_response(),
     }
 }
 
@@ -551,7 +597,7 @@ pub async fn end_session(
         .await
     {
         Ok(()) => Redirect::to("/account/sessions").into_response(),
-        Err(e) => error_page(&e),
+        Err(e) => PageError::from(e).into_response(),
     }
 }
 
@@ -625,180 +671,6 @@ pub async fn register_submit(
                 },
             )
         }
-    }
-}
-
-/// `POST /api/invitations` (JSON, session plus `X-CSRF-Token`): an org admin invites a
-/// practitioner, a practitioner invites a patient. Answers the one-time code.
-pub async fn create_invitation(
-    State(state): State<AppState>,
-    SignedIn(s): SignedIn,
-    headers: HeaderMap,
-    axum::Json(body): axum::Json<serde_json::Value>,
-) -> Response {
-    if let Some(r) = header_csrf_refusal(&s, &headers) {
-        return r;
-    }
-    let Some(role) = field(&body, "role").and_then(|r| r.parse().ok()) else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "role is missing or unknown",
-        );
-    };
-    match state
-        .identity
-        .invite(
-            &s.user,
-            role,
-            field(&body, "patient"),
-            field(&body, "practitioner"),
-        )
-        .await
-    {
-        Ok(code) => (
-            StatusCode::CREATED,
-            axum::Json(serde_json::json!({"code": code})),
-        )
-            .into_response(),
-        Err(e) => error_page(&e),
-    }
-}
-
-/// `POST /api/account/link` (JSON, session plus `X-CSRF-Token`): a patient links their
-/// account to their Patient record with a one-time code.
-pub async fn link_patient(
-    State(state): State<AppState>,
-    SignedIn(s): SignedIn,
-    headers: HeaderMap,
-    axum::Json(body): axum::Json<serde_json::Value>,
-) -> Response {
-    if let Some(r) = header_csrf_refusal(&s, &headers) {
-        return r;
-    }
-    let code = body
-        .get("code")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_default();
-    match state.identity.link_patient(&s.user, code).await {
-        Ok(p) => axum::Json(serde_json::json!({"patient": p})).into_response(),
-        Err(e) => error_page(&e),
-    }
-}
-
-/// `GET /api/account` (session): who is signed in, and the CSRF token for API calls.
-pub async fn account(SignedIn(s): SignedIn) -> Response {
-    axum::Json(serde_json::json!({
-        "id": s.user.id,
-        "username": s.user.username,
-        "role": s.user.role,
-        "verification": s.user.verification,
-        "patient": s.user.patient_id,
-        "practitioner": s.user.practitioner_id,
-        "csrf": s.csrf,
-    }))
-    .into_response()
-}
-
-/// Reads a JSON field from a body.
-fn field(body: &serde_json::Value, k: &str) -> Option<String> {
-    body.get(k)
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_string)
-}
-
-/// `POST /api/users/{id}/verification` (session plus `X-CSRF-Token`), body
-/// `{"status": "verified" | "suspended" | "unverified"}`: an org admin of the practitioner's
-/// organization, or a node admin, sets a practitioner's verification status.
-pub async fn set_verification(
-    State(state): State<AppState>,
-    SignedIn(s): SignedIn,
-    headers: HeaderMap,
-    axum::extract::Path(user_id): axum::extract::Path<String>,
-    axum::Json(body): axum::Json<serde_json::Value>,
-) -> Response {
-    if let Some(r) = header_csrf_refusal(&s, &headers) {
-        return r;
-    }
-    let Some(status) = field(&body, "status").and_then(|v| v.parse().ok()) else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "status must be verified, suspended or unverified",
-        );
-    };
-    match state
-        .identity
-        .set_verification(&s.user, &user_id, status)
-        .await
-    {
-        Ok(()) => axum::Json(serde_json::json!({"id": user_id, "verification": status.code()}))
-            .into_response(),
-        Err(e) => error_page(&e),
-    }
-}
-
-/// `POST /api/account/totp` (session plus `X-CSRF-Token`): starts optional two-factor
-/// sign-in for a patient; answers the `otpauth://` URI and its QR code (SVG).
-pub async fn start_totp(
-    State(state): State<AppState>,
-    SignedIn(s): SignedIn,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(r) = header_csrf_refusal(&s, &headers) {
-        return r;
-    }
-    match state.identity.start_totp(&s.user).await {
-        Ok(uri) => {
-            axum::Json(serde_json::json!({"uri": uri, "qr_svg": qr_svg(&uri)})).into_response()
-        }
-        Err(e) => error_page(&e),
-    }
-}
-
-/// `POST /api/account/totp/confirm` (session plus `X-CSRF-Token`), body `{"code": "123456"}`:
-/// turns two-factor sign-in on; answers the recovery codes, shown once.
-pub async fn confirm_totp(
-    State(state): State<AppState>,
-    SignedIn(s): SignedIn,
-    headers: HeaderMap,
-    axum::Json(body): axum::Json<serde_json::Value>,
-) -> Response {
-    if let Some(r) = header_csrf_refusal(&s, &headers) {
-        return r;
-    }
-    match state
-        .identity
-        .confirm_totp(&s.user.id, &field(&body, "code").unwrap_or_default())
-        .await
-    {
-        Ok(codes) => axum::Json(serde_json::json!({"recovery_codes": codes})).into_response(),
-        Err(e) => error_page(&e),
-    }
-}
-
-/// `POST /api/launch` (session plus `X-CSRF-Token`), body `{"patient": "id"}`: the portal's
-/// EHR launch. Answers an opaque `launch` value for the app's authorize request; it names
-/// the signed-in user and the open patient, and lives five minutes.
-pub async fn make_launch(
-    State(state): State<AppState>,
-    SignedIn(s): SignedIn,
-    headers: HeaderMap,
-    axum::Json(body): axum::Json<serde_json::Value>,
-) -> Response {
-    if let Some(r) = header_csrf_refusal(&s, &headers) {
-        return r;
-    }
-    let Some(patient) = field(&body, "patient") else {
-        return message(
-            StatusCode::BAD_REQUEST,
-            "Bad request",
-            "patient is required",
-        );
-    };
-    match state.identity.make_launch(&s.user, &patient) {
-        Ok(launch) => axum::Json(serde_json::json!({"launch": launch})).into_response(),
-        Err(e) => error_page(&e),
     }
 }
 

@@ -19,6 +19,8 @@ pub mod store;
 use std::path::Path;
 use std::sync::Arc;
 
+use medmesh_kernel::{Clock, SystemClock};
+
 use medmesh_store::{AuditLogStore, IdentityStore, KeyStore, RecordStore, StoreError};
 
 /// Both ports, served by one database.
@@ -34,8 +36,11 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
 }
 
-async fn stores<B: store::Backend>(backend: B) -> Result<Stores, StoreError> {
-    let s = Arc::new(store::SqlStore::new(backend));
+async fn stores<B: store::Backend>(
+    backend: B,
+    clock: Arc<dyn Clock>,
+) -> Result<Stores, StoreError> {
+    let s = Arc::new(store::SqlStore::new(backend, clock));
     s.upgrade_audit_v1().await?;
     Ok(Stores {
         records: s.clone(),
@@ -54,13 +59,32 @@ pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Stores,
     open_with(database_url, data_dir, &StoreOptions::default()).await
 }
 
-/// How the store bounds the work it is given.
-#[derive(Debug, Clone, Copy, Default)]
+/// How the store bounds the work it is given, and the clock it reads.
+#[derive(Clone)]
 pub struct StoreOptions {
     /// The longest one statement may run on PostgreSQL before the server cancels it (a
     /// serving node sets it; offline commands such as `audit verify` need none). SQLite has
     /// no such setting: searches are bounded before they reach it.
     pub statement_timeout: Option<std::time::Duration>,
+    /// The clock relative search prefixes (`ap`) are measured from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            statement_timeout: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("statement_timeout", &self.statement_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// As [`open`], with bounds on the work the store accepts.
@@ -74,7 +98,11 @@ pub async fn open_with(
 ) -> Result<Stores, StoreError> {
     match database_url {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            stores(postgres::PgBackend::open(url, 16, options.statement_timeout).await?).await
+            stores(
+                postgres::PgBackend::open(url, 16, options.statement_timeout).await?,
+                options.clock.clone(),
+            )
+            .await
         }
         Some(url) => {
             let path = url
@@ -85,12 +113,20 @@ pub async fn open_with(
                         "database URL must start with postgres:// or sqlite://".into(),
                     )
                 })?;
-            stores(sqlite::SqliteBackend::open(Path::new(path)).await?).await
+            stores(
+                sqlite::SqliteBackend::open(Path::new(path)).await?,
+                options.clock.clone(),
+            )
+            .await
         }
         None => {
             std::fs::create_dir_all(data_dir)
                 .map_err(|e| StoreError::Backend(format!("cannot create data directory: {e}")))?;
-            stores(sqlite::SqliteBackend::open(&data_dir.join("medmesh.db")).await?).await
+            stores(
+                sqlite::SqliteBackend::open(&data_dir.join("medmesh.db")).await?,
+                options.clock.clone(),
+            )
+            .await
         }
     }
 }

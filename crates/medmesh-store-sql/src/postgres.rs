@@ -143,6 +143,7 @@ fn cancel_guard(pool: PgPool, pid: i32) -> StatementGuard {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    #![allow(clippy::disallowed_methods)] // Database names and deadlines of a test against a real server.
     use super::*;
 
     /// The PostgreSQL the suite runs against (`scripts/test` sets it; this is its default).

@@ -42,12 +42,9 @@ fn table_for_predicate(p: &ValuePredicate) -> &'static str {
 
 const DAY_MICROS: i64 = 86_400_000_000;
 
-fn now_micros() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
-}
-
 /// Appends the SQL for one value predicate on index alias `x`.
-fn predicate(sql: &mut Sql, x: &str, p: &ValuePredicate) {
+/// `now` is the injected clock's time, which the `ap` (approximately) prefix is measured from.
+fn predicate(sql: &mut Sql, x: &str, p: &ValuePredicate, now: i64) {
     match p {
         ValuePredicate::String { value, mode } => match mode {
             StringMatch::Exact => {
@@ -125,7 +122,7 @@ fn predicate(sql: &mut Sql, x: &str, p: &ValuePredicate) {
                 }
                 Prefix::Ap => {
                     // Approximately: within 10% of the distance from now, and at least a day.
-                    let w = ((now_micros() - lo).abs() / 10).max(DAY_MICROS);
+                    let w = ((now - lo).abs() / 10).max(DAY_MICROS);
                     sql.push(&format!("({x}.lo < "))
                         .int(hi.saturating_add(w))
                         .push(&format!(" AND {x}.hi > "))
@@ -272,6 +269,7 @@ fn criterion(
     t: TypeRef<'_>,
     c: &Criterion,
     depth: usize,
+    now: i64,
 ) -> Result<(), StoreError> {
     if depth > 8 {
         return Err(StoreError::Backend("search nesting too deep".into()));
@@ -329,7 +327,7 @@ fn criterion(
                     if j > 0 {
                         sql.push(" AND ");
                     }
-                    criterion(sql, r, t, c, depth + 1)?;
+                    criterion(sql, r, t, c, depth + 1, now)?;
                 }
                 sql.push(")");
             }
@@ -367,7 +365,7 @@ fn criterion(
                         sql.push(&format!(" AND c{n}.param = "))
                             .str(pcode)
                             .push(" AND ");
-                        predicate(sql, &format!("c{n}"), cp);
+                        predicate(sql, &format!("c{n}"), cp, now);
                     }
                     sql.push(")");
                     continue;
@@ -385,7 +383,7 @@ fn criterion(
                 sql.push(&format!(" AND {x}.param = "))
                     .str(code)
                     .push(" AND ");
-                predicate(sql, &x, p);
+                predicate(sql, &x, p, now);
                 sql.push(")");
             }
             sql.push(")");
@@ -425,7 +423,7 @@ fn criterion(
                 [one] => TypeRef::Known(one),
                 _ => TypeRef::Outer,
             };
-            criterion(sql, &tr, inner_t, inner, depth + 1)?;
+            criterion(sql, &tr, inner_t, inner, depth + 1, now)?;
             sql.push(")");
         }
         Criterion::Has {
@@ -442,7 +440,7 @@ fn criterion(
                 .push(&format!(" AND {s}.deleted = 0 AND "));
             push_type(sql, &g, r, t);
             sql.push(" AND ");
-            criterion(sql, &s, TypeRef::Known(source_type), inner, depth + 1)?;
+            criterion(sql, &s, TypeRef::Known(source_type), inner, depth + 1, now)?;
             sql.push(")");
         }
     }
@@ -480,7 +478,7 @@ fn driver_rank(c: &Criterion) -> Option<u8> {
 
 /// A criterion checked row by row through the `rid` index of its table (used for every
 /// criterion but the one that drives the query).
-fn correlated(sql: &mut Sql, c: &Criterion, rt: &str) -> Result<bool, StoreError> {
+fn correlated(sql: &mut Sql, c: &Criterion, rt: &str, now: i64) -> Result<bool, StoreError> {
     let (table, code, preds, negate) = match c {
         Criterion::Param {
             code,
@@ -513,7 +511,7 @@ fn correlated(sql: &mut Sql, c: &Criterion, rt: &str) -> Result<bool, StoreError
             if i > 0 {
                 sql.push(" OR ");
             }
-            predicate(sql, "c", p);
+            predicate(sql, "c", p, now);
         }
         sql.push(")");
     }
@@ -525,7 +523,7 @@ fn correlated(sql: &mut Sql, c: &Criterion, rt: &str) -> Result<bool, StoreError
 ///
 /// The most selective positive criterion drives the query as `r.rid IN (subquery)`; the others
 /// are checked per candidate row. Without a driver the type's rows are scanned.
-pub fn where_clause(sql: &mut Sql, q: &SearchQuery) -> Result<(), StoreError> {
+pub fn where_clause(sql: &mut Sql, q: &SearchQuery, now: i64) -> Result<(), StoreError> {
     let rt = q.resource_type.as_str();
     let driver = q
         .criteria
@@ -536,7 +534,7 @@ pub fn where_clause(sql: &mut Sql, q: &SearchQuery) -> Result<(), StoreError> {
         .map(|(_, i)| i);
     match driver {
         Some(d) => {
-            criterion(sql, "r", TypeRef::Known(rt), &q.criteria[d], 0)?;
+            criterion(sql, "r", TypeRef::Known(rt), &q.criteria[d], 0, now)?;
             sql.push(" AND r.deleted = 0");
         }
         None => {
@@ -548,8 +546,8 @@ pub fn where_clause(sql: &mut Sql, q: &SearchQuery) -> Result<(), StoreError> {
             continue;
         }
         sql.push(" AND ");
-        if !correlated(sql, c, rt)? {
-            criterion(sql, "r", TypeRef::Known(rt), c, 0)?;
+        if !correlated(sql, c, rt, now)? {
+            criterion(sql, "r", TypeRef::Known(rt), c, 0, now)?;
         }
     }
     Ok(())
@@ -650,12 +648,13 @@ pub fn page_query(
     count: u32,
     cursor: Option<Cursor>,
     snapshot: i64,
+    now: i64,
 ) -> Result<Sql, StoreError> {
     let mut sql = Sql::new(
         d,
         "SELECT r.rid, r.res_type, r.res_id FROM resources r WHERE ",
     );
-    where_clause(&mut sql, q)?;
+    where_clause(&mut sql, q, now)?;
     sql.push(" AND r.rid <= ").int(snapshot);
     if let Some(Cursor::After { rid, .. }) = cursor {
         sql.push(" AND r.rid > ").int(rid);
@@ -684,9 +683,14 @@ pub fn page_query(
 }
 
 /// Builds the count query.
-pub fn count_query(d: Dialect, q: &SearchQuery, snapshot: i64) -> Result<Sql, StoreError> {
+pub fn count_query(
+    d: Dialect,
+    q: &SearchQuery,
+    snapshot: i64,
+    now: i64,
+) -> Result<Sql, StoreError> {
     let mut sql = Sql::new(d, "SELECT COUNT(*) FROM resources r WHERE ");
-    where_clause(&mut sql, q)?;
+    where_clause(&mut sql, q, now)?;
     sql.push(" AND r.rid <= ").int(snapshot);
     Ok(sql)
 }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use medmesh_audit::AuditEntry;
 use medmesh_fhir::index::{IndexRow, IndexValue};
 use medmesh_fhir::search::{Include, SearchQuery};
+use medmesh_kernel::Clock;
 use medmesh_policy::access::Edge;
 use medmesh_store::{
     ExportJob, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Notification, PageRequest,
@@ -73,16 +74,26 @@ impl Drop for StatementGuard {
 }
 
 /// The record store over a backend.
-#[derive(Debug)]
 pub struct SqlStore<B: Backend> {
     backend: Arc<B>,
+    /// The injected clock: relative search prefixes (`ap`) are measured from its time.
+    clock: Arc<dyn Clock>,
+}
+
+impl<B: Backend + std::fmt::Debug> std::fmt::Debug for SqlStore<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<B: Backend> SqlStore<B> {
     /// Wraps a backend.
-    pub fn new(backend: B) -> Self {
+    pub fn new(backend: B, clock: Arc<dyn Clock>) -> Self {
         Self {
             backend: Arc::new(backend),
+            clock,
         }
     }
     pub(crate) fn sql(&self, init: &str) -> Sql {
@@ -138,6 +149,7 @@ async fn run_search(
     d: Dialect,
     query: &SearchQuery,
     page: &PageRequest,
+    now: i64,
 ) -> Result<SearchPage, StoreError> {
     let cursor = page.cursor.as_deref().map(Cursor::decode).transpose()?;
     let snapshot = match cursor {
@@ -152,7 +164,10 @@ async fn run_search(
     };
     let total = if page.with_total {
         let rows = conn
-            .fetch(search_sql::count_query(d, query, snapshot)?, &[Col::I64])
+            .fetch(
+                search_sql::count_query(d, query, snapshot, now)?,
+                &[Col::I64],
+            )
             .await?;
         Some(
             rows.first()
@@ -174,7 +189,7 @@ async fn run_search(
     }
     let rows = conn
         .fetch(
-            search_sql::page_query(d, query, page.count, cursor, snapshot)?,
+            search_sql::page_query(d, query, page.count, cursor, snapshot, now)?,
             &[Col::I64, Col::Str, Col::Str],
         )
         .await?;
@@ -257,6 +272,7 @@ impl<B: Backend> RecordStore for SqlStore<B> {
     async fn begin(&self) -> Result<Box<dyn RecordTx>, StoreError> {
         let tx = self.backend.begin().await?;
         Ok(Box::new(SqlTx::<B> {
+            now: self.clock.now_micros(),
             tx,
             dialect: self.backend.dialect(),
             pending: Vec::new(),
@@ -401,7 +417,14 @@ impl<B: Backend> RecordStore for SqlStore<B> {
     ) -> Result<SearchPage, StoreError> {
         let mut conn = self.backend.conn().await?;
         let guard = self.backend.statement_guard(&mut conn).await?;
-        let page = run_search(&mut conn, self.backend.dialect(), query, page).await;
+        let page = run_search(
+            &mut conn,
+            self.backend.dialect(),
+            query,
+            page,
+            self.clock.now_micros(),
+        )
+        .await;
         if let Some(g) = guard {
             g.finished();
         }
@@ -553,10 +576,6 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         let mut tx = self.backend.begin().await?;
         crate::audit_log::append_leaves(&mut tx, self.backend.dialect(), entries).await?;
         B::commit(tx).await
-    }
-
-    async fn audit_count(&self) -> Result<u64, StoreError> {
-        Ok(medmesh_store::AuditLogStore::log_head(self).await?.size)
     }
 
     async fn put_export_job(&self, job: &ExportJob) -> Result<(), StoreError> {
@@ -764,6 +783,8 @@ fn job_from(r: Row) -> Result<ExportJob, StoreError> {
 struct SqlTx<B: Backend> {
     tx: B::Tx,
     dialect: Dialect,
+    /// The clock's time when the transaction began (for conditional matches' `ap`).
+    now: i64,
     /// Index rows waiting for the next flush.
     pending: Vec<(i64, String, IndexRow)>,
     /// New resources waiting for the next flush, written as multi-row inserts.
@@ -1099,9 +1120,11 @@ impl<B: Backend> RecordTx for SqlTx<B> {
             with_total: false,
             snapshot: false,
         };
-        Ok(run_search(&mut self.tx, self.dialect, query, &page)
-            .await?
-            .matches)
+        Ok(
+            run_search(&mut self.tx, self.dialect, query, &page, self.now)
+                .await?
+                .matches,
+        )
     }
 
     async fn put(&mut self, v: NewVersion) -> Result<(), StoreError> {

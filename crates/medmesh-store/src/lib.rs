@@ -224,8 +224,6 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<SearchPage, StoreError>;
     /// Appends audit entries for reads, durably, before the response leaves.
     async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
-    /// Number of audit entries (for tests and health).
-    async fn audit_count(&self) -> Result<u64, StoreError>;
     /// Saves an export job.
     async fn put_export_job(&self, job: &ExportJob) -> Result<(), StoreError>;
     /// Reads an export job.

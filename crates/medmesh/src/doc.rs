@@ -157,7 +157,9 @@ pub struct NodeClient {
 }
 
 fn now_instant() -> String {
-    time::OffsetDateTime::now_utc()
+    use medmesh_kernel::Clock;
+    time::OffsetDateTime::from_unix_timestamp(medmesh_kernel::SystemClock.now_secs())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
         .replace_nanosecond(0)
         .ok()
         .and_then(|t| {

@@ -137,13 +137,21 @@ pub(crate) async fn open_key_ring(
     }))
 }
 
-fn local_ctx(what: &str) -> RequestContext {
-    RequestContext {
-        actor: medmesh_policy::Actor::local_operator(),
-        operation_id: format!("{what}-{}", uuid::Uuid::new_v4()),
-        source_ip: None,
-        base_url: String::new(),
-    }
+/// The context of a CLI command: the local operator, under an operation id naming the
+/// command.
+#[allow(clippy::disallowed_methods)] // The CLI acts as the node's operator.
+pub(crate) fn local_ctx(what: &str) -> RequestContext {
+    RequestContext::new(
+        medmesh_policy::Actor::local_operator(),
+        medmesh_kernel::OperationId::new(format!("{what}-{}", uuid::Uuid::new_v4())),
+        None,
+        String::new(),
+    )
+}
+
+/// The PDP's permit for key administration, which it gives the CLI's local operator.
+fn admin(records: &RecordService) -> anyhow::Result<medmesh_policy::KeyAdmin> {
+    Ok(records.key_admin(&local_ctx("keys"))?)
 }
 
 fn ring(ring: Option<KeyRing>) -> anyhow::Result<KeyRing> {
@@ -162,10 +170,10 @@ pub(crate) async fn status(records: &RecordService, ring: Option<KeyRing>) -> an
         }
         Kek::Kms(k) => outln!("KEK in KMS: {} (current)", k.current_kek()),
     }
-    for (kek, n) in records.keys_per_kek().await? {
+    for (kek, n) in records.keys_per_kek(&admin(records)?).await? {
         outln!("data keys wrapped under {kek}: {n}");
     }
-    match records.reencrypt_state().await? {
+    match records.reencrypt_state(&admin(records)?).await? {
         Some((cursor, state)) => outln!("re-encryption: {state} (row {cursor})"),
         None => outln!("re-encryption: never run"),
     }
@@ -180,7 +188,7 @@ async fn rewrap_and_retire(
     ring: &KeyRing,
     keep_old: bool,
 ) -> anyhow::Result<bool> {
-    let report = records.rewrap_all_keys().await?;
+    let report = records.rewrap_all_keys(&admin(records)?).await?;
     outln!(
         "re-wrapped {} data keys under KEK {} ({} already were)",
         report.rewrapped,
@@ -203,7 +211,7 @@ async fn retire(records: &RecordService, ring: &KeyRing) -> anyhow::Result<bool>
     let current = ring.kek.current_kek();
     for attempt in 0..3 {
         let stragglers: u64 = records
-            .keys_per_kek()
+            .keys_per_kek(&admin(records)?)
             .await?
             .into_iter()
             .filter(|(k, _)| *k != current && !k.is_empty())
@@ -217,7 +225,7 @@ async fn retire(records: &RecordService, ring: &KeyRing) -> anyhow::Result<bool>
             return Ok(true);
         }
         if stragglers > 0 {
-            records.rewrap_all_keys().await?;
+            records.rewrap_all_keys(&admin(records)?).await?;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -239,7 +247,7 @@ pub(crate) async fn rotate(
             "re-wrapping every data key under {}",
             ring.kek.current_kek()
         );
-        records.rewrap_all_keys().await?;
+        records.rewrap_all_keys(&admin(records)?).await?;
         return Ok(());
     }
     let file = ring.kek.file()?;
@@ -268,7 +276,9 @@ pub(crate) async fn reencrypt(
     let _ring = self::ring(ring)?;
     let bar = indicatif::ProgressBar::new_spinner();
     let report = records
-        .reencrypt(&|n| bar.set_message(format!("{n} versions sealed")))
+        .reencrypt(&admin(records)?, &|n| {
+            bar.set_message(format!("{n} versions sealed"))
+        })
         .await?;
     bar.finish_and_clear();
     stores

@@ -15,7 +15,6 @@ use medmesh_auth::Role;
 use medmesh_identity::accounts::NewUser;
 use medmesh_identity::oauth::IssuedGrant;
 use medmesh_identity::{IdentityConfig, IdentityService, OsRandom};
-use medmesh_policy::Actor;
 use medmesh_records::import::{ImportFailure, ImportSummary};
 use medmesh_records::{
     AuditLogService, MonotonicClock, RecordService, RequestContext, SystemClock, UuidIds,
@@ -558,6 +557,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         &cfg,
         &medmesh_store_sql::StoreOptions {
             statement_timeout: Some(cfg.statement_timeout),
+            ..Default::default()
         },
     )
     .await?;
@@ -691,6 +691,7 @@ async fn audit_verify(cfg: Config, trusted_keys: &[String]) -> anyhow::Result<bo
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let stores = open_store(&cfg).await?;
+    #[allow(clippy::disallowed_methods)] // A stopwatch for the report, not a time of record.
     let started = Instant::now();
     let report = medmesh_records::verify_log(stores.audit.as_ref(), &trusted)
         .await
@@ -786,12 +787,7 @@ async fn import(
     let files = collect_files(&paths)?;
     let stores = open_store(&cfg).await?;
     let records = record_service(&stores, &cfg).await?;
-    let ctx = RequestContext {
-        actor: Actor::local_operator(),
-        operation_id: format!("import-{}", uuid::Uuid::new_v4()),
-        source_ip: None,
-        base_url: String::new(),
-    };
+    let ctx = keys::local_ctx("import");
     let total_bytes: u64 = files
         .iter()
         .filter_map(|f| std::fs::metadata(f).ok())
@@ -804,6 +800,7 @@ async fn import(
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    #[allow(clippy::disallowed_methods)] // A stopwatch for the report, not a time of record.
     let started = Instant::now();
     let done = AtomicU64::new(0);
     let progress = |n: u64| {
@@ -943,12 +940,7 @@ async fn patient_by_identifier(
     records: &RecordService,
     identifier: &str,
 ) -> anyhow::Result<String> {
-    let ctx = RequestContext {
-        actor: Actor::local_operator(),
-        operation_id: format!("create-user-{}", uuid::Uuid::new_v4()),
-        source_ip: None,
-        base_url: String::new(),
-    };
+    let ctx = keys::local_ctx("create-user");
     let bundle = records
         .search(
             &ctx,
@@ -992,14 +984,12 @@ async fn create_user(cfg: Config, new: NewUser) -> anyhow::Result<()> {
         ("Patient", &new.patient_id),
         ("Practitioner", &new.practitioner_id),
     ] {
+        // Read as the operator, through the PDP and the audit log like any read.
         if let Some(id) = id
             && records
-                .store()
-                .read(rt, id)
+                .read(&keys::local_ctx("create-user"), rt, id)
                 .await
-                .ok()
-                .flatten()
-                .is_none_or(|v| v.deleted)
+                .is_err()
         {
             bail!("{rt}/{id} does not exist; create it first");
         }

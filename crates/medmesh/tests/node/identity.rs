@@ -233,8 +233,8 @@ async fn login_needs_password_and_a_fresh_totp_code(node: Node) {
     );
     assert_eq!(
         b.get("/api/account").await.0,
-        StatusCode::SEE_OTHER,
-        "pending session is not signed in"
+        StatusCode::UNAUTHORIZED,
+        "pending session is not signed in (a JSON route answers 401, not a redirect)"
     );
     // The code completes it; the first time shows recovery codes.
     let csrf = hidden(&page, "csrf");
@@ -315,8 +315,8 @@ async fn login_needs_password_and_a_fresh_totp_code(node: Node) {
     old.cookies.insert("medmesh_session".into(), cookie);
     assert_eq!(
         old.get("/api/account").await.0,
-        StatusCode::SEE_OTHER,
-        "an ended session"
+        StatusCode::UNAUTHORIZED,
+        "an ended session (a JSON route answers 401, not a redirect)"
     );
     // Logout revokes.
     let (s, _, _) = b2.post("/logout", &[("csrf", &csrf)]).await;
@@ -1526,7 +1526,297 @@ async fn a_patient_can_turn_on_two_factor(node: Node) {
     assert!(page.contains("Enter your code"));
 }
 
+/// One call of the JSON API as a test describes it.
+struct Call {
+    method: reqwest::Method,
+    path: String,
+    /// Send the browser's session cookie.
+    cookie: bool,
+    /// Send the session's CSRF token.
+    csrf: bool,
+    /// A bearer token instead of a session.
+    bearer: Option<String>,
+    /// The body and its content type.
+    body: Option<(&'static str, String)>,
+    /// A path or method the node does not serve: its JSON is the router's own, not an
+    /// OperationOutcome.
+    unserved: bool,
+}
+
+impl Call {
+    fn new(method: reqwest::Method, path: &str) -> Self {
+        Self {
+            method,
+            path: path.to_string(),
+            cookie: false,
+            csrf: false,
+            bearer: None,
+            body: None,
+            unserved: false,
+        }
+    }
+    fn unserved(mut self) -> Self {
+        self.unserved = true;
+        self
+    }
+    fn session(mut self) -> Self {
+        self.cookie = true;
+        self.csrf = true;
+        self
+    }
+    fn cookie_only(mut self) -> Self {
+        self.cookie = true;
+        self
+    }
+    fn bearer(mut self, token: &str) -> Self {
+        self.bearer = Some(token.to_string());
+        self
+    }
+    fn json(mut self, body: &str) -> Self {
+        self.body = Some(("application/json", body.to_string()));
+        self
+    }
+    fn text(mut self, body: &str) -> Self {
+        self.body = Some(("text/plain", body.to_string()));
+        self
+    }
+}
+
+/// Sends `call` and checks that the answer has `want` status and a JSON body (an
+/// OperationOutcome for a failure); returns the body.
+async fn expect_json(b: &Browser, csrf: &str, call: Call, want: StatusCode) -> Value {
+    let what = format!(
+        "{} {} {:?}",
+        call.method,
+        call.path,
+        call.body.as_ref().map(|b| &b.1)
+    );
+    let unserved = call.unserved;
+    let mut r = b
+        .http
+        .request(call.method, format!("{}{}", b.base, call.path));
+    if call.cookie {
+        r = r.header("cookie", b.cookie_header());
+    }
+    if call.csrf {
+        r = r.header("x-csrf-token", csrf);
+    }
+    if let Some(t) = call.bearer {
+        r = r.bearer_auth(t);
+    }
+    if let Some((kind, body)) = call.body {
+        r = r.header("content-type", kind).body(body);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status();
+    let kind = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let text = r.text().await.unwrap();
+    assert_eq!(status, want, "{what}: {text}");
+    assert!(kind.contains("json"), "{what} answered {kind}: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: {text}"));
+    if !status.is_success() && !unserved {
+        assert_eq!(body["resourceType"], "OperationOutcome", "{what}: {text}");
+    }
+    body
+}
+
+/// Every JSON route answers JSON whatever goes wrong: a missing session or token (401), a
+/// missing CSRF token or a refusal (403), a malformed body, query or path (400), an unknown
+/// target (404) and a conflict (409); none answers an HTML page or a redirect to /login.
+async fn json_routes_answer_json_on_every_failure(node: Node) {
+    use reqwest::Method;
+    seed_people(&node).await;
+    let (_, admin_totp) = create_user(&node, "org-admin", "orgadmin", &["--organization", "org1"]);
+    create_user(&node, "patient", "pat", &["--patient", "p1"]);
+    let clinician = {
+        let out = node.cli(&["admin", "token", "--scope", "user/*.cruds"]);
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let mut patient = Browser::new(&node);
+    patient.login("pat", None).await;
+    let pcsrf = patient.account().await["csrf"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut admin = Browser::new(&node);
+    admin.login("orgadmin", admin_totp.as_deref()).await;
+    let acsrf = admin.account().await["csrf"].as_str().unwrap().to_string();
+    let (u, b, p) = (StatusCode::UNAUTHORIZED, StatusCode::BAD_REQUEST, &patient);
+
+    // The account API the pages call with the session.
+    for (method, path) in [
+        (Method::GET, "/api/account"),
+        (Method::POST, "/api/account/link"),
+        (Method::POST, "/api/invitations"),
+        (Method::POST, "/api/users/u1/verification"),
+        (Method::POST, "/api/account/totp"),
+        (Method::POST, "/api/account/totp/confirm"),
+        (Method::POST, "/api/launch"),
+    ] {
+        expect_json(p, &pcsrf, Call::new(method.clone(), path).json("{}"), u).await;
+        if method == Method::POST {
+            let no_csrf = Call::new(method, path).cookie_only().json("{}");
+            expect_json(p, &pcsrf, no_csrf, StatusCode::FORBIDDEN).await;
+        }
+    }
+    for path in [
+        "/api/account/link",
+        "/api/invitations",
+        "/api/account/totp/confirm",
+        "/api/launch",
+    ] {
+        expect_json(
+            p,
+            &pcsrf,
+            Call::new(Method::POST, path).session().json("{"),
+            b,
+        )
+        .await;
+        expect_json(
+            p,
+            &pcsrf,
+            Call::new(Method::POST, path).session().json("{}"),
+            b,
+        )
+        .await;
+        let not_json = Call::new(Method::POST, path).session().text("code");
+        expect_json(p, &pcsrf, not_json, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    }
+    let bad_role = Call::new(Method::POST, "/api/invitations")
+        .session()
+        .json(r#"{"role":"wizard"}"#);
+    expect_json(p, &pcsrf, bad_role, b).await;
+    let link_as_admin = Call::new(Method::POST, "/api/account/link")
+        .session()
+        .json(r#"{"code":"x"}"#);
+    expect_json(&admin, &acsrf, link_as_admin, StatusCode::FORBIDDEN).await;
+    let bad_status = Call::new(Method::POST, "/api/users/u1/verification")
+        .session()
+        .json(r#"{"status":"maybe"}"#);
+    expect_json(&admin, &acsrf, bad_status, b).await;
+    let unknown_user = Call::new(Method::POST, "/api/users/no-such-user/verification")
+        .session()
+        .json(r#"{"status":"verified"}"#);
+    expect_json(&admin, &acsrf, unknown_user, StatusCode::NOT_FOUND).await;
+    expect_json(
+        p,
+        &pcsrf,
+        Call::new(Method::GET, "/api/account").session(),
+        StatusCode::OK,
+    )
+    .await;
+
+    // Oversight, break-glass, referrals, documents and keys: bearer token or session.
+    for (method, path) in [
+        (Method::GET, "/api/patients/p1/audit"),
+        (Method::GET, "/api/patients/p1/access"),
+        (Method::GET, "/api/patients/p1/notifications"),
+        (Method::POST, "/api/patients/p1/notifications/n1/read"),
+        (Method::POST, "/api/patients/p1/break-glass"),
+        (Method::POST, "/api/referrals/t1/accept"),
+        (Method::GET, "/api/break-glass"),
+        (Method::POST, "/api/audit/checkpoint"),
+        (Method::GET, "/api/audit/entries/0/proof"),
+        (Method::POST, "/api/documents"),
+        (Method::GET, "/api/documents/b1/link"),
+        (Method::GET, "/api/keys?owner=Patient/p1"),
+        (Method::POST, "/api/keys"),
+        (Method::DELETE, "/api/keys/k1"),
+        (Method::GET, "/api/sealed/b1/keys"),
+        (Method::GET, "/api/sealed/b1/shares"),
+    ] {
+        expect_json(p, &pcsrf, Call::new(method, path).json("{}"), u).await;
+    }
+    let t = clinician.as_str();
+    for path in [
+        "/api/patients/p1/audit",
+        "/api/patients/p1/access",
+        "/api/patients/p1/notifications",
+    ] {
+        // Oversight data a caller may not see answers as if there were none.
+        expect_json(
+            p,
+            &pcsrf,
+            Call::new(Method::GET, path).bearer(t),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    }
+    let read = Call::new(Method::POST, "/api/patients/p1/notifications/n1/read").session();
+    expect_json(p, &pcsrf, read, StatusCode::NOT_FOUND).await;
+    let queue = Call::new(Method::GET, "/api/break-glass").session();
+    expect_json(p, &pcsrf, queue, StatusCode::NOT_FOUND).await;
+    let glass = Call::new(Method::POST, "/api/patients/p1/break-glass")
+        .bearer(t)
+        .json("[1]");
+    expect_json(p, &pcsrf, glass, b).await;
+    let referral = Call::new(Method::POST, "/api/referrals/no-such-task/accept").bearer(t);
+    expect_json(p, &pcsrf, referral, StatusCode::NOT_FOUND).await;
+    let proof = Call::new(Method::GET, "/api/audit/entries/abc/proof").bearer(t);
+    expect_json(p, &pcsrf, proof, b).await;
+    let consistency = Call::new(Method::GET, "/api/audit/consistency?from=abc");
+    expect_json(p, &pcsrf, consistency, b).await;
+    let upload = Call::new(Method::POST, "/api/documents")
+        .bearer(t)
+        .json("{}");
+    expect_json(p, &pcsrf, upload, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    let link = Call::new(Method::GET, "/api/documents/no-such-binary/link").bearer(t);
+    expect_json(p, &pcsrf, link, StatusCode::NOT_FOUND).await;
+    let no_owner = Call::new(Method::GET, "/api/keys").bearer(t);
+    expect_json(p, &pcsrf, no_owner, b).await;
+    let bad_key = Call::new(Method::POST, "/api/keys")
+        .session()
+        .json(r#"{"kind":"signing"}"#);
+    expect_json(p, &pcsrf, bad_key, b).await;
+    let revoke = Call::new(Method::DELETE, "/api/keys/no-such-key").session();
+    expect_json(p, &pcsrf, revoke, StatusCode::NOT_FOUND).await;
+    let shares = Call::new(Method::GET, "/api/sealed/no-such-binary/shares").session();
+    expect_json(p, &pcsrf, shares, StatusCode::NOT_FOUND).await;
+
+    // An account linked to a patient record cannot be linked to another one.
+    let relink = Call::new(Method::POST, "/api/account/link")
+        .session()
+        .json(r#"{"code":"x"}"#);
+    expect_json(p, &pcsrf, relink, StatusCode::CONFLICT).await;
+    // Registering a key is idempotent; its JSON answer is checked too.
+    let signing = medmesh_crypto::UserSigningKey::generate(&medmesh_crypto::OsRandom);
+    let public = signing.public().to_base64();
+    let statement = medmesh_crypto::KeyStatement {
+        owner: "Patient/p1".into(),
+        kind: "signing".into(),
+        key: public.clone(),
+        time: "2026-01-01T00:00:00Z".into(),
+    };
+    let signature = signing.sign_statement(&statement).unwrap().to_base64();
+    let body = json!({"kind": "signing", "publicKey": public, "time": statement.time, "signature": signature}).to_string();
+    let register = || Call::new(Method::POST, "/api/keys").session().json(&body);
+    expect_json(p, &pcsrf, register(), StatusCode::CREATED).await;
+    expect_json(p, &pcsrf, register(), StatusCode::CREATED).await;
+
+    // Paths and methods the API does not serve.
+    expect_json(
+        p,
+        &pcsrf,
+        Call::new(Method::GET, "/api/no-such-route").unserved(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    expect_json(
+        p,
+        &pcsrf,
+        Call::new(Method::PUT, "/api/account").unserved(),
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+    .await;
+}
+
 on_both_databases!(
+    json_routes_answer_json_on_every_failure,
     org_admins_verify_their_practitioners,
     a_patient_can_turn_on_two_factor,
     a_practitioner_picks_the_launch_patient,

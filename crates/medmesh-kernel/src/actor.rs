@@ -1,0 +1,149 @@
+//! Who is asking.
+
+use medmesh_auth::{Permissions, Role, Scope, ScopeContext};
+
+/// A practitioner as their account describes them, looked up on every request so a
+/// suspension takes effect at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clinician {
+    /// `Practitioner/x`.
+    pub practitioner: String,
+    /// `Organization/o` they work for.
+    pub organizations: Vec<String>,
+    /// Whether their organization has verified them (and not suspended them).
+    pub verified: bool,
+}
+
+/// What a verified credential (an access token or a session) says about its holder. It grants
+/// nothing by itself: only [`Actor::from_verified_token`] and [`Actor::from_verified_session`]
+/// turn it into an actor, and those are called only where the credential was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedIdentity {
+    /// Subject id (user or client).
+    pub subject: String,
+    /// Granted scopes.
+    pub scopes: Vec<Scope>,
+    /// Patient context, for patient-level scopes; for a patient user, their own record.
+    pub patient: Option<String>,
+    /// The user's role; `None` for backend services.
+    pub role: Option<Role>,
+    /// For a practitioner user: who they are, where they work, whether verified.
+    pub clinician: Option<Clinician>,
+}
+
+/// Who is asking: the one input of every decision the policy decision point makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    subject: String,
+    scopes: Vec<Scope>,
+    patient: Option<String>,
+    role: Option<Role>,
+    clinician: Option<Clinician>,
+}
+
+impl Actor {
+    /// The holder of an access token this node (or a trusted external provider) signed and
+    /// that was verified just now.
+    pub fn from_verified_token(who: VerifiedIdentity) -> Self {
+        Self::from(who)
+    }
+
+    /// The account behind a live session whose cookie (and, for the API, CSRF token) was
+    /// checked just now.
+    pub fn from_verified_session(who: VerifiedIdentity) -> Self {
+        Self::from(who)
+    }
+
+    /// The node operator acting through the local CLI (`medmesh import`), with full system
+    /// scope. Only the binary's commands act as the operator; no network request does.
+    pub fn local_operator() -> Self {
+        Self {
+            subject: "local-cli".into(),
+            scopes: vec![Scope {
+                context: ScopeContext::System,
+                resource_type: None,
+                permissions: Permissions::ALL,
+                restriction: None,
+            }],
+            patient: None,
+            role: None,
+            clinician: None,
+        }
+    }
+
+    fn from(who: VerifiedIdentity) -> Self {
+        Self {
+            subject: who.subject,
+            scopes: who.scopes,
+            patient: who.patient,
+            role: who.role,
+            clinician: who.clinician,
+        }
+    }
+
+    /// Subject id (user, client, or `local-cli`).
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// Granted scopes.
+    pub fn scopes(&self) -> &[Scope] {
+        &self.scopes
+    }
+
+    /// Patient context, for patient-level scopes; for a patient user, their own record.
+    pub fn patient(&self) -> Option<&str> {
+        self.patient.as_deref()
+    }
+
+    /// The user's role; `None` for backend services and the node CLI.
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    /// For a practitioner user: who they are, where they work, whether verified.
+    pub fn clinician(&self) -> Option<&Clinician> {
+        self.clinician.as_ref()
+    }
+
+    /// The references the trust graph starts from: the practitioner and their organizations.
+    pub fn seeds(&self) -> Vec<String> {
+        self.clinician
+            .iter()
+            .flat_map(|c| {
+                std::iter::once(c.practitioner.clone()).chain(c.organizations.iter().cloned())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)] // Tests make their own actors.
+    use super::*;
+
+    #[test]
+    fn the_local_operator_has_system_scope_and_no_role() {
+        let op = Actor::local_operator();
+        assert_eq!(op.subject(), "local-cli");
+        assert_eq!(op.role(), None);
+        assert_eq!(op.patient(), None);
+        assert!(matches!(op.scopes()[0].context, ScopeContext::System));
+    }
+
+    #[test]
+    fn seeds_are_the_practitioner_then_their_organizations() {
+        let a = Actor::from_verified_session(VerifiedIdentity {
+            subject: "u1".into(),
+            scopes: vec![],
+            patient: None,
+            role: Some(Role::Practitioner),
+            clinician: Some(Clinician {
+                practitioner: "Practitioner/p".into(),
+                organizations: vec!["Organization/o".into()],
+                verified: true,
+            }),
+        });
+        assert_eq!(a.seeds(), ["Practitioner/p", "Organization/o"]);
+    }
+}
