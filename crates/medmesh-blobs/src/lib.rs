@@ -4,6 +4,13 @@
 //! Uploads stream through `object_store`'s buffered multipart writer with two parts in
 //! flight: 5 MiB parts on S3 (its minimum part size), so an upload of any size holds about
 //! 15 MiB, and 1 MiB parts in a local folder, which has no minimum.
+//!
+//! Bulk-export output goes to a local folder through [`LocalExportFiles`], the
+//! [`medmesh_store::ExportFiles`] adapter.
+
+pub mod export_files;
+
+pub use export_files::LocalExportFiles;
 
 use std::sync::Arc;
 

@@ -62,9 +62,9 @@ impl AuditWriter {
         self.queue
             .send((entries, ack))
             .await
-            .map_err(|_| StoreError::Backend("audit writer stopped".into()))?;
+            .map_err(|_| StoreError::Invalid("audit writer stopped".into()))?;
         done.await
-            .map_err(|_| StoreError::Backend("audit writer stopped".into()))?
-            .map_err(StoreError::Backend)
+            .map_err(|_| StoreError::Invalid("audit writer stopped".into()))?
+            .map_err(|msg| StoreError::Backend(msg.into()))
     }
 }

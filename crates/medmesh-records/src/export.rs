@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use medmesh_audit::Outcome;
 use medmesh_fhir::IssueType;
 use medmesh_fhir::datetime::{self, format_instant};
@@ -21,16 +20,7 @@ use crate::context::RequestContext;
 use crate::error::RecordError;
 use crate::service::{RecordService, parse_query_string};
 
-/// Where export files go: a folder by default, object storage at scale.
-#[async_trait]
-pub trait ExportFiles: Send + Sync + 'static {
-    /// Appends bytes to a job's file.
-    async fn append(&self, job: &str, name: &str, bytes: &[u8]) -> Result<(), String>;
-    /// Reads a job's file.
-    async fn read(&self, job: &str, name: &str) -> Result<Option<Vec<u8>>, String>;
-    /// Removes all of a job's files.
-    async fn remove_job(&self, job: &str) -> Result<(), String>;
-}
+pub use medmesh_store::{ExportFiles, ExportFilesError};
 
 /// Owner of the key that seals export files (they hold many patients' records).
 pub const EXPORT_KEY_OWNER: &str = "node:exports";
@@ -40,8 +30,8 @@ fn export_context(job_id: &str, name: &str) -> String {
 }
 
 /// A failure of the export-files port, logged with the job; the client sees an internal error.
-fn files_error(e: String) -> RecordError {
-    RecordError::Store(medmesh_store::StoreError::Backend(e))
+fn files_error(e: ExportFilesError) -> RecordError {
+    RecordError::Store(medmesh_store::StoreError::backend(e))
 }
 
 /// Which resources an export covers.

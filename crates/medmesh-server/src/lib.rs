@@ -7,11 +7,10 @@ pub mod account_api;
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod capability;
+pub mod capability_statement;
 pub mod directory;
 pub mod documents;
 pub mod external;
-pub mod files;
 pub mod handlers;
 pub mod listener;
 pub mod oauth;
@@ -25,8 +24,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderName, Request, header};
 use axum::routing::{delete, get, post};
 use medmesh_identity::IdentityService;
-use medmesh_records::export::ExportFiles;
 use medmesh_records::{AuditLogService, RecordService};
+use medmesh_store::ExportFiles;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -137,7 +136,7 @@ pub async fn build_state(
     audit_log: Arc<AuditLogService>,
     config: ServerConfig,
 ) -> AppState {
-    let capability = capability::capability_statement(
+    let capability = capability_statement::capability_statement(
         records.definitions(),
         config.public_base_url.as_deref().unwrap_or(""),
         &config.software_version,

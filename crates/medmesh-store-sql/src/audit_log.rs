@@ -19,7 +19,7 @@ use crate::store::{Backend, SqlStore};
 const INSERT_CHUNK: usize = 200;
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Backend(format!("audit log: {what}"))
+    StoreError::Invalid(format!("audit log: {what}"))
 }
 
 fn u64_of(v: i64) -> Result<u64, StoreError> {

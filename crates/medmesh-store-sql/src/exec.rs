@@ -22,7 +22,7 @@ pub fn map_err(e: sqlx::Error) -> StoreError {
     {
         return StoreError::Conflict;
     }
-    StoreError::Backend(e.to_string())
+    StoreError::backend(e)
 }
 
 macro_rules! exec_for {

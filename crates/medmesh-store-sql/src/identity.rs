@@ -439,8 +439,7 @@ impl<B: Backend> IdentityStore for SqlStore<B> {
     }
 
     async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
-        let uris = serde_json::to_string(&c.redirect_uris)
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let uris = serde_json::to_string(&c.redirect_uris).map_err(StoreError::backend)?;
         self.insert(
             "oauth_clients",
             "client_id, name, kind, secret_hash, redirect_uris, jwks, scope, created",
@@ -470,7 +469,7 @@ impl<B: Backend> IdentityStore for SqlStore<B> {
             kind: r.string(2)?,
             secret_hash: r.opt_string(3)?,
             redirect_uris: serde_json::from_str(&r.string(4)?)
-                .map_err(|_| StoreError::Backend("malformed redirect URIs".into()))?,
+                .map_err(|_| StoreError::Invalid("malformed redirect URIs".into()))?,
             jwks: r.opt_string(5)?,
             scope: r.string(6)?,
             created: r.i64(7)?,

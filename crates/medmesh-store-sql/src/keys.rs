@@ -21,7 +21,7 @@ const KEY_COLS: [Col; 7] = [
 
 fn key_from(mut r: Row) -> Result<WrappedKeyRecord, StoreError> {
     let state = KeyState::parse(&r.string(4)?)
-        .ok_or_else(|| StoreError::Backend("data_keys: unknown state".into()))?;
+        .ok_or_else(|| StoreError::Invalid("data_keys: unknown state".into()))?;
     let wrapped = r.take_bytes(3)?;
     Ok(WrappedKeyRecord {
         key_id: r.string(0)?,

@@ -109,7 +109,7 @@ pub async fn open_with(
                 .strip_prefix("sqlite://")
                 .or_else(|| url.strip_prefix("sqlite:"))
                 .ok_or_else(|| {
-                    StoreError::Backend(
+                    StoreError::Invalid(
                         "database URL must start with postgres:// or sqlite://".into(),
                     )
                 })?;
@@ -120,8 +120,7 @@ pub async fn open_with(
             .await
         }
         None => {
-            std::fs::create_dir_all(data_dir)
-                .map_err(|e| StoreError::Backend(format!("cannot create data directory: {e}")))?;
+            std::fs::create_dir_all(data_dir).map_err(StoreError::backend)?;
             stores(
                 sqlite::SqliteBackend::open(&data_dir.join("medmesh.db")).await?,
                 options.clock.clone(),

@@ -41,7 +41,7 @@ impl PgBackend {
             sqlx::migrate!("./migrations/postgres")
                 .run(&migrator)
                 .await
-                .map_err(|e| StoreError::Backend(e.to_string()))?;
+                .map_err(StoreError::backend)?;
             migrator.close().await;
         }
         let pool = PgPoolOptions::new()

@@ -272,7 +272,7 @@ fn criterion(
     now: i64,
 ) -> Result<(), StoreError> {
     if depth > 8 {
-        return Err(StoreError::Backend("search nesting too deep".into()));
+        return Err(StoreError::Invalid("search nesting too deep".into()));
     }
     let x = format!("x{depth}");
     match c {

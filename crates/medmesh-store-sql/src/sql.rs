@@ -80,7 +80,7 @@ pub enum Cell {
 pub struct Row(pub Vec<Cell>);
 
 fn bad_col(i: usize) -> StoreError {
-    StoreError::Backend(format!("unexpected column type at {i}"))
+    StoreError::Invalid(format!("unexpected column type at {i}"))
 }
 
 impl Row {

@@ -54,7 +54,7 @@ impl SqliteBackend {
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(StoreError::backend)?;
         // Give the query planner fresh statistics (cheap: it only analyzes what changed).
         sqlx::query("PRAGMA optimize=0x10002")
             .execute(&pool)
@@ -109,7 +109,7 @@ impl Backend for SqliteBackend {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+            .map_err(StoreError::backend)?;
         let tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")

@@ -8,10 +8,11 @@ use medmesh_fhir::index::{IndexRow, IndexValue};
 use medmesh_fhir::search::{Include, SearchQuery};
 use medmesh_kernel::Clock;
 use medmesh_policy::access::Edge;
+use medmesh_store::prelude::*;
 use medmesh_store::{
     ExportJob, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Notification, PageRequest,
-    RecordStore, RecordTx, SealedKey, SearchPage, StoreError, StoredBody, StoredVersion, UserKey,
-    VersionHead, WrappedKeyRecord,
+    SealedKey, SearchPage, StoreError, StoredBody, StoredVersion, UserKey, VersionHead,
+    WrappedKeyRecord,
 };
 
 use crate::exec::Exec;
@@ -268,7 +269,7 @@ async fn run_search(
 }
 
 #[async_trait]
-impl<B: Backend> RecordStore for SqlStore<B> {
+impl<B: Backend> ResourceStore for SqlStore<B> {
     async fn begin(&self) -> Result<Box<dyn RecordTx>, StoreError> {
         let tx = self.backend.begin().await?;
         Ok(Box::new(SqlTx::<B> {
@@ -578,6 +579,114 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         B::commit(tx).await
     }
 
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.backend.conn().await?;
+        conn.fetch(self.sql("SELECT CAST(1 AS BIGINT)"), &[Col::I64])
+            .await
+            .map(|_| ())
+    }
+
+    async fn bodies_after(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredBody>, StoreError> {
+        let mut sql = self.sql(
+            "SELECT v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.body, v.seq, \
+             CAST(CASE WHEN r.version = v.version THEN 1 ELSE 0 END AS BIGINT) \
+             FROM resource_versions v JOIN resources r ON r.rid = v.rid \
+             WHERE v.deleted = 0 AND v.seq > ",
+        );
+        sql.int(after_seq)
+            .push(" ORDER BY v.seq LIMIT ")
+            .int(i64::from(limit));
+        let mut cols = VERSION_COLS.to_vec();
+        cols.extend([Col::I64, Col::I64]);
+        let rows = self.backend.conn().await?.fetch(sql, &cols).await?;
+        rows.into_iter()
+            .map(|r| {
+                let seq = r.i64(6)?;
+                let current = r.i64(7)? != 0;
+                Ok(StoredBody {
+                    seq,
+                    current,
+                    version: version_from(r)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl<B: Backend> TrustEdgeStore for SqlStore<B> {
+    async fn reach(
+        &self,
+        seeds: &[String],
+        now: i64,
+    ) -> Result<(Vec<String>, Vec<Edge>), StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::policy::reach(&mut conn, self.dialect(), seeds, now).await
+    }
+
+    async fn patient_edges(&self, patient_id: &str) -> Result<Vec<Edge>, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::policy::patient_edges(&mut conn, self.dialect(), patient_id).await
+    }
+
+    async fn consents_of(
+        &self,
+        patient_ids: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::policy::consents_of(&mut conn, self.dialect(), patient_ids).await
+    }
+
+    async fn break_glass_since(&self, since: i64) -> Result<Vec<Edge>, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::policy::break_glass_since(&mut conn, self.dialect(), since).await
+    }
+
+    async fn consent_rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = self
+            .backend
+            .conn()
+            .await?
+            .fetch(
+                self.sql("SELECT source, patient_id, body FROM policy_consents ORDER BY source"),
+                &[Col::Str, Col::Str, Col::Str],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.string(0)?, r.string(1)?, r.string(2)?)))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl<B: Backend> NotificationStore for SqlStore<B> {
+    async fn notifications(&self, patient_id: &str) -> Result<Vec<Notification>, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::policy::notifications(&mut conn, self.dialect(), patient_id).await
+    }
+
+    async fn mark_notification_read(
+        &self,
+        patient_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut sql = self.sql("UPDATE notifications SET read_micros = COALESCE(read_micros, ");
+        sql.int(now)
+            .push(") WHERE id = ")
+            .str(id)
+            .push(" AND patient_id = ")
+            .str(patient_id);
+        Ok(self.backend.conn().await?.execute(sql).await? == 1)
+    }
+}
+
+#[async_trait]
+impl<B: Backend> ExportJobStore for SqlStore<B> {
     async fn put_export_job(&self, job: &ExportJob) -> Result<(), StoreError> {
         // An upsert that never leaves `cancelled`: a cancel is final even when the worker
         // saves its progress afterwards.
@@ -640,91 +749,10 @@ impl<B: Backend> RecordStore for SqlStore<B> {
         }
         Ok((out, last))
     }
+}
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.backend.conn().await?;
-        conn.fetch(self.sql("SELECT CAST(1 AS BIGINT)"), &[Col::I64])
-            .await
-            .map(|_| ())
-    }
-
-    async fn reach(
-        &self,
-        seeds: &[String],
-        now: i64,
-    ) -> Result<(Vec<String>, Vec<Edge>), StoreError> {
-        let mut conn = self.backend.conn().await?;
-        crate::policy::reach(&mut conn, self.dialect(), seeds, now).await
-    }
-
-    async fn patient_edges(&self, patient_id: &str) -> Result<Vec<Edge>, StoreError> {
-        let mut conn = self.backend.conn().await?;
-        crate::policy::patient_edges(&mut conn, self.dialect(), patient_id).await
-    }
-
-    async fn consents_of(
-        &self,
-        patient_ids: &[String],
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let mut conn = self.backend.conn().await?;
-        crate::policy::consents_of(&mut conn, self.dialect(), patient_ids).await
-    }
-
-    async fn break_glass_since(&self, since: i64) -> Result<Vec<Edge>, StoreError> {
-        let mut conn = self.backend.conn().await?;
-        crate::policy::break_glass_since(&mut conn, self.dialect(), since).await
-    }
-
-    async fn notifications(&self, patient_id: &str) -> Result<Vec<Notification>, StoreError> {
-        let mut conn = self.backend.conn().await?;
-        crate::policy::notifications(&mut conn, self.dialect(), patient_id).await
-    }
-
-    async fn mark_notification_read(
-        &self,
-        patient_id: &str,
-        id: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let mut sql = self.sql("UPDATE notifications SET read_micros = COALESCE(read_micros, ");
-        sql.int(now)
-            .push(") WHERE id = ")
-            .str(id)
-            .push(" AND patient_id = ")
-            .str(patient_id);
-        Ok(self.backend.conn().await?.execute(sql).await? == 1)
-    }
-
-    async fn bodies_after(
-        &self,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredBody>, StoreError> {
-        let mut sql = self.sql(
-            "SELECT v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.body, v.seq, \
-             CAST(CASE WHEN r.version = v.version THEN 1 ELSE 0 END AS BIGINT) \
-             FROM resource_versions v JOIN resources r ON r.rid = v.rid \
-             WHERE v.deleted = 0 AND v.seq > ",
-        );
-        sql.int(after_seq)
-            .push(" ORDER BY v.seq LIMIT ")
-            .int(i64::from(limit));
-        let mut cols = VERSION_COLS.to_vec();
-        cols.extend([Col::I64, Col::I64]);
-        let rows = self.backend.conn().await?.fetch(sql, &cols).await?;
-        rows.into_iter()
-            .map(|r| {
-                let seq = r.i64(6)?;
-                let current = r.i64(7)? != 0;
-                Ok(StoredBody {
-                    seq,
-                    current,
-                    version: version_from(r)?,
-                })
-            })
-            .collect()
-    }
-
+#[async_trait]
+impl<B: Backend> KeyDirectoryStore for SqlStore<B> {
     async fn user_keys(&self, owner: &str) -> Result<Vec<UserKey>, StoreError> {
         let mut conn = self.backend.conn().await?;
         crate::directory::user_keys(&mut conn, self.dialect(), owner).await
@@ -738,21 +766,6 @@ impl<B: Backend> RecordStore for SqlStore<B> {
     async fn sealed_keys(&self, document_id: &str) -> Result<Vec<SealedKey>, StoreError> {
         let mut conn = self.backend.conn().await?;
         crate::directory::sealed_keys(&mut conn, self.dialect(), document_id).await
-    }
-
-    async fn consent_rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
-        let rows = self
-            .backend
-            .conn()
-            .await?
-            .fetch(
-                self.sql("SELECT source, patient_id, body FROM policy_consents ORDER BY source"),
-                &[Col::Str, Col::Str, Col::Str],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.string(0)?, r.string(1)?, r.string(2)?)))
-            .collect()
     }
 }
 
@@ -1017,7 +1030,7 @@ impl<B: Backend> SqlTx<B> {
 }
 
 #[async_trait]
-impl<B: Backend> RecordTx for SqlTx<B> {
+impl<B: Backend> ResourceTx for SqlTx<B> {
     async fn head(
         &mut self,
         resource_type: &str,
@@ -1183,50 +1196,6 @@ impl<B: Backend> RecordTx for SqlTx<B> {
         Ok(())
     }
 
-    async fn replace_policy_facts(
-        &mut self,
-        source: &str,
-        edges: &[Edge],
-        consent: Option<(&str, &str)>,
-    ) -> Result<(), StoreError> {
-        crate::policy::replace_facts(&mut self.tx, self.dialect, source, edges, consent).await
-    }
-
-    async fn notify(&mut self, notification: &Notification) -> Result<(), StoreError> {
-        crate::policy::insert_notification(&mut self.tx, self.dialect, notification).await
-    }
-
-    async fn put_user_key(&mut self, key: &UserKey) -> Result<(), StoreError> {
-        crate::directory::put_user_key(&mut self.tx, self.dialect, key).await
-    }
-
-    async fn revoke_user_key(
-        &mut self,
-        owner: &str,
-        key_id: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        crate::directory::revoke_user_key(&mut self.tx, self.dialect, owner, key_id, now).await
-    }
-
-    async fn put_sealed_key(&mut self, key: &SealedKey) -> Result<(), StoreError> {
-        crate::directory::put_sealed_key(&mut self.tx, self.dialect, key).await
-    }
-
-    async fn delete_sealed_key(
-        &mut self,
-        document_id: &str,
-        recipient_key_id: &str,
-    ) -> Result<bool, StoreError> {
-        crate::directory::delete_sealed_key(
-            &mut self.tx,
-            self.dialect,
-            document_id,
-            recipient_key_id,
-        )
-        .await
-    }
-
     async fn rewrite_body(&mut self, seq: i64, body: Vec<u8>) -> Result<(), StoreError> {
         let mut sql = Sql::new(self.dialect, "UPDATE resource_versions SET body = ");
         sql.bind(Arg::Bytes(body)).push(" WHERE seq = ").int(seq);
@@ -1265,7 +1234,69 @@ impl<B: Backend> RecordTx for SqlTx<B> {
             .extend(index.into_iter().map(|row| (rid, rt.clone(), row)));
         Ok(true)
     }
+}
 
+#[async_trait]
+impl<B: Backend> TrustTx for SqlTx<B> {
+    async fn replace_policy_facts(
+        &mut self,
+        source: &str,
+        edges: &[Edge],
+        consent: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        crate::policy::replace_facts(&mut self.tx, self.dialect, source, edges, consent).await
+    }
+
+    async fn rewrite_consent(&mut self, source: &str, body: &str) -> Result<(), StoreError> {
+        let mut sql = Sql::new(self.dialect, "UPDATE policy_consents SET body = ");
+        sql.str(body).push(" WHERE source = ").str(source);
+        self.tx.execute(sql).await.map(|_| ())
+    }
+}
+
+#[async_trait]
+impl<B: Backend> NotificationTx for SqlTx<B> {
+    async fn notify(&mut self, notification: &Notification) -> Result<(), StoreError> {
+        crate::policy::insert_notification(&mut self.tx, self.dialect, notification).await
+    }
+}
+
+#[async_trait]
+impl<B: Backend> KeyDirectoryTx for SqlTx<B> {
+    async fn put_user_key(&mut self, key: &UserKey) -> Result<(), StoreError> {
+        crate::directory::put_user_key(&mut self.tx, self.dialect, key).await
+    }
+
+    async fn revoke_user_key(
+        &mut self,
+        owner: &str,
+        key_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        crate::directory::revoke_user_key(&mut self.tx, self.dialect, owner, key_id, now).await
+    }
+
+    async fn put_sealed_key(&mut self, key: &SealedKey) -> Result<(), StoreError> {
+        crate::directory::put_sealed_key(&mut self.tx, self.dialect, key).await
+    }
+
+    async fn delete_sealed_key(
+        &mut self,
+        document_id: &str,
+        recipient_key_id: &str,
+    ) -> Result<bool, StoreError> {
+        crate::directory::delete_sealed_key(
+            &mut self.tx,
+            self.dialect,
+            document_id,
+            recipient_key_id,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl<B: Backend> DataKeyTx for SqlTx<B> {
     async fn active_data_key(
         &mut self,
         owner: &str,
@@ -1280,13 +1311,10 @@ impl<B: Backend> RecordTx for SqlTx<B> {
     async fn destroy_data_keys(&mut self, owner: &str, now: i64) -> Result<u64, StoreError> {
         crate::keys::destroy_in(&mut self.tx, self.dialect, owner, now).await
     }
+}
 
-    async fn rewrite_consent(&mut self, source: &str, body: &str) -> Result<(), StoreError> {
-        let mut sql = Sql::new(self.dialect, "UPDATE policy_consents SET body = ");
-        sql.str(body).push(" WHERE source = ").str(source);
-        self.tx.execute(sql).await.map(|_| ())
-    }
-
+#[async_trait]
+impl<B: Backend> RecordTx for SqlTx<B> {
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.flush().await?;
         // The audit entries commit in the same transaction as the data they describe.

@@ -7,14 +7,24 @@
 pub mod audit_log;
 pub mod blobs;
 pub mod directory;
+pub mod export_files;
 pub mod identity;
 pub mod keys;
+
+/// The store's role traits, for `use medmesh_store::prelude::*` where a caller uses several.
+pub mod prelude {
+    pub use crate::{
+        DataKeyTx, ExportJobStore, KeyDirectoryStore, KeyDirectoryTx, NotificationStore,
+        NotificationTx, RecordStore, RecordTx, ResourceStore, ResourceTx, TrustEdgeStore, TrustTx,
+    };
+}
 
 pub use audit_log::{
     AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, StoredCheckpoint,
 };
 pub use blobs::{BlobError, BlobStore, BlobStream, BlobUpload};
 pub use directory::{SealedKey, UserKey};
+pub use export_files::{ExportFiles, ExportFilesError};
 pub use keys::{
     KekError, KekProvider, KeyState, KeyStore, SecretSealer, StoredBody, WrappedKeyRecord,
 };
@@ -150,12 +160,24 @@ pub enum StoreError {
     /// Another writer got there first (unique or version conflict).
     #[error("conflicting concurrent write")]
     Conflict,
-    /// The database is unavailable or failed.
+    /// The database (or the driver, or the disk under it) failed; the driver's error is the
+    /// source, for the log.
     #[error("database error: {0}")]
-    Backend(String),
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The store cannot do what was asked, or found its own data not as it wrote it; the
+    /// text says what, for the log.
+    #[error("store: {0}")]
+    Invalid(String),
     /// A cursor that this store did not issue.
     #[error("invalid paging cursor")]
     BadCursor,
+}
+
+impl StoreError {
+    /// A driver or I/O failure, keeping it as the source.
+    pub fn backend(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(source))
+    }
 }
 
 /// A paging request for search.
@@ -172,9 +194,10 @@ pub struct PageRequest {
     pub snapshot: bool,
 }
 
-/// The record store port.
 #[async_trait]
-pub trait RecordStore: Send + Sync + 'static {
+/// Resources: reads, history, search, the compartment, write transactions, and the read
+/// audit entries that must be durable before a response leaves.
+pub trait ResourceStore: Send + Sync + 'static {
     /// Starts a write transaction.
     async fn begin(&self) -> Result<Box<dyn RecordTx>, StoreError>;
     /// The current version of a resource, tombstones included.
@@ -224,22 +247,18 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<SearchPage, StoreError>;
     /// Appends audit entries for reads, durably, before the response leaves.
     async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
-    /// Saves an export job.
-    async fn put_export_job(&self, job: &ExportJob) -> Result<(), StoreError>;
-    /// Reads an export job.
-    async fn export_job(&self, id: &str) -> Result<Option<ExportJob>, StoreError>;
-    /// Jobs left queued or running (to resume after a restart).
-    async fn unfinished_export_jobs(&self) -> Result<Vec<ExportJob>, StoreError>;
-    /// All ids of a type with versions changed since `since`, for export, in pages.
-    async fn export_page(
-        &self,
-        resource_type: &str,
-        since: Option<i64>,
-        after_rid: i64,
-        count: u32,
-    ) -> Result<(Vec<StoredVersion>, i64), StoreError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Stored versions (tombstones left out) after row `after_seq`, in row order: what
+    /// full re-encryption walks.
+    async fn bodies_after(&self, after_seq: i64, limit: u32)
+    -> Result<Vec<StoredBody>, StoreError>;
+}
+
+#[async_trait]
+/// The trust network: care-relationship edges, consents and break-glass declarations,
+/// which the PDP's reach is compiled from.
+pub trait TrustEdgeStore: Send + Sync + 'static {
     /// The trust graph around an actor: every principal reachable from `seeds` through
     /// care-team membership (a recursive query: teams in teams, organizations in teams), and
     /// every edge to one of them that holds at `now`.
@@ -257,6 +276,13 @@ pub trait RecordStore: Send + Sync + 'static {
     ) -> Result<Vec<(String, String)>, StoreError>;
     /// Break-glass edges declared since `since` (the review queue).
     async fn break_glass_since(&self, since: i64) -> Result<Vec<Edge>, StoreError>;
+    /// Every stored consent row, as `(source, patient, body)`.
+    async fn consent_rows(&self) -> Result<Vec<(String, String, String)>, StoreError>;
+}
+
+#[async_trait]
+/// Patients' notification inboxes.
+pub trait NotificationStore: Send + Sync + 'static {
     /// A patient's notifications, newest first.
     async fn notifications(&self, patient_id: &str) -> Result<Vec<Notification>, StoreError>;
     /// Marks a patient's notification read (once; later calls keep the first time).
@@ -267,18 +293,48 @@ pub trait RecordStore: Send + Sync + 'static {
         id: &str,
         now: i64,
     ) -> Result<bool, StoreError>;
-    /// Stored versions (tombstones left out) after row `after_seq`, in row order: what
-    /// full re-encryption walks.
-    async fn bodies_after(&self, after_seq: i64, limit: u32)
-    -> Result<Vec<StoredBody>, StoreError>;
-    /// Every stored consent row, as `(source, patient, body)`.
-    async fn consent_rows(&self) -> Result<Vec<(String, String, String)>, StoreError>;
+}
+
+#[async_trait]
+/// Bulk-export jobs and the pages they read.
+pub trait ExportJobStore: Send + Sync + 'static {
+    /// Saves an export job.
+    async fn put_export_job(&self, job: &ExportJob) -> Result<(), StoreError>;
+    /// Reads an export job.
+    async fn export_job(&self, id: &str) -> Result<Option<ExportJob>, StoreError>;
+    /// Jobs left queued or running (to resume after a restart).
+    async fn unfinished_export_jobs(&self) -> Result<Vec<ExportJob>, StoreError>;
+    /// All ids of a type with versions changed since `since`, for export, in pages.
+    async fn export_page(
+        &self,
+        resource_type: &str,
+        since: Option<i64>,
+        after_rid: i64,
+        count: u32,
+    ) -> Result<(Vec<StoredVersion>, i64), StoreError>;
+}
+
+#[async_trait]
+/// The key directory (users' public keys) and the wrapped keys of sealed documents.
+pub trait KeyDirectoryStore: Send + Sync + 'static {
     /// An owner's keys in the directory, revoked ones included, oldest first.
     async fn user_keys(&self, owner: &str) -> Result<Vec<UserKey>, StoreError>;
     /// A directory key by id.
     async fn user_key(&self, key_id: &str) -> Result<Option<UserKey>, StoreError>;
     /// The wrapped content keys of a sealed document.
     async fn sealed_keys(&self, document_id: &str) -> Result<Vec<SealedKey>, StoreError>;
+}
+
+/// Everything the record service needs from a database: one adapter implements every role
+/// (the SQL adapter does, for SQLite and PostgreSQL), and any type that does is one.
+pub trait RecordStore:
+    ResourceStore + TrustEdgeStore + NotificationStore + ExportJobStore + KeyDirectoryStore
+{
+}
+
+impl<T> RecordStore for T where
+    T: ResourceStore + TrustEdgeStore + NotificationStore + ExportJobStore + KeyDirectoryStore
+{
 }
 
 /// A notification to a patient.
@@ -298,9 +354,10 @@ pub struct Notification {
     pub read_micros: Option<i64>,
 }
 
-/// A write transaction. Dropping it without commit rolls back.
 #[async_trait]
-pub trait RecordTx: Send {
+/// Resource writes inside a transaction: heads, conditional locks, versions, index rows,
+/// re-encryption rewrites, and the audit entry that commits with them.
+pub trait ResourceTx: Send {
     /// The head of a resource, locked for update where the database supports it.
     async fn head(
         &mut self,
@@ -323,6 +380,22 @@ pub trait RecordTx: Send {
     async fn put(&mut self, version: NewVersion) -> Result<(), StoreError>;
     /// Appends an audit entry in this transaction.
     async fn append_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Replaces the body of stored row `seq` (re-encryption; the content is unchanged).
+    async fn rewrite_body(&mut self, seq: i64, body: Vec<u8>) -> Result<(), StoreError>;
+    /// Replaces a resource's index rows if `version` is still its current version (a newer
+    /// version wrote its own). Returns whether it did.
+    async fn reindex_current(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+        index: Vec<IndexRow>,
+    ) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+/// Trust-network facts derived from a written resource, in its transaction.
+pub trait TrustTx: Send {
     /// Replaces the policy facts derived from `source` (a resource reference): its edges,
     /// and its consent (`(patient, JSON)`) if it is an active privacy Consent.
     async fn replace_policy_facts(
@@ -331,8 +404,20 @@ pub trait RecordTx: Send {
         edges: &[Edge],
         consent: Option<(&str, &str)>,
     ) -> Result<(), StoreError>;
+    /// Replaces a stored consent's body (re-encryption).
+    async fn rewrite_consent(&mut self, source: &str, body: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+/// Notifications queued in the transaction that causes them.
+pub trait NotificationTx: Send {
     /// Queues a notification in this transaction.
     async fn notify(&mut self, notification: &Notification) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+/// Key-directory and sealed-key writes, in a transaction.
+pub trait KeyDirectoryTx: Send {
     /// Publishes a key in the directory (a key already there is left as it is).
     async fn put_user_key(&mut self, key: &UserKey) -> Result<(), StoreError>;
     /// Revokes a directory key of `owner`. Returns false when the owner has no such live key.
@@ -350,19 +435,11 @@ pub trait RecordTx: Send {
         document_id: &str,
         recipient_key_id: &str,
     ) -> Result<bool, StoreError>;
-    /// Replaces the body of stored row `seq` (re-encryption; the content is unchanged).
-    async fn rewrite_body(&mut self, seq: i64, body: Vec<u8>) -> Result<(), StoreError>;
-    /// Replaces a resource's index rows if `version` is still its current version (a newer
-    /// version wrote its own). Returns whether it did.
-    async fn reindex_current(
-        &mut self,
-        resource_type: &str,
-        id: &str,
-        version: i64,
-        index: Vec<IndexRow>,
-    ) -> Result<bool, StoreError>;
-    /// Replaces a stored consent's body (re-encryption).
-    async fn rewrite_consent(&mut self, source: &str, body: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+/// Data keys created or destroyed in the transaction whose data they seal.
+pub trait DataKeyTx: Send {
     /// The owner's active data key, as this transaction sees it.
     async fn active_data_key(
         &mut self,
@@ -373,6 +450,11 @@ pub trait RecordTx: Send {
     async fn insert_data_key(&mut self, key: &WrappedKeyRecord) -> Result<(), StoreError>;
     /// Destroys every data key of an owner (erasure), in this transaction.
     async fn destroy_data_keys(&mut self, owner: &str, now: i64) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+/// A write transaction over every role. Dropping it without commit rolls back.
+pub trait RecordTx: ResourceTx + TrustTx + NotificationTx + KeyDirectoryTx + DataKeyTx {
     /// Commits.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }

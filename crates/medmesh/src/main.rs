@@ -572,7 +572,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let identity = identity_service_with(&stores, &cfg, issuer.clone(), sealer.clone()).await?;
     let records = record_service_with(&stores, &cfg, ring.as_ref())?;
     let audit_log = audit_log_service(&stores, &audit_origin(&cfg, &issuer), sealer).await?;
-    let files = Arc::new(medmesh_server::files::LocalExportFiles::new(
+    let files = Arc::new(medmesh_blobs::LocalExportFiles::new(
         cfg.data_dir.join("exports"),
     ));
     let state = medmesh_server::build_state(
