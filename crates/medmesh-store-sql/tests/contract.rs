@@ -1,0 +1,431 @@
+//! The store contract: one story per port, run against every adapter (SQLite and PostgreSQL
+//! today). A third backend is added by making `open_*` for it and passing this suite, as
+//! atuin's `tests-database` does for its `Database` trait.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
+// Fresh database names come from v4 UUIDs.
+#![allow(clippy::disallowed_methods)]
+
+use medmesh_audit::{AuditEntry, Outcome};
+use medmesh_fhir::search::{Handling, parse_query};
+use medmesh_policy::access::{Edge, EdgeKind};
+use medmesh_store::{
+    ExportJob, HistoryQuery, HistoryScope, KeyState, NewVersion, Notification, PageRequest,
+    SealedKey, UserKey, UserRecord, WrappedKeyRecord,
+};
+use medmesh_store_sql::{StoreOptions, Stores};
+use serde_json::json;
+
+/// A fresh SQLite store in a temporary folder (kept alive with the stores).
+async fn sqlite() -> (Stores, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = medmesh_store_sql::open_with(None, dir.path(), &StoreOptions::default())
+        .await
+        .unwrap();
+    (stores, dir)
+}
+
+/// A fresh PostgreSQL database on the suite's server.
+async fn postgres() -> Stores {
+    let admin = std::env::var("MEDMESH_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("medmesh_contract_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("{admin}/postgres"))
+        .await
+        .expect("PostgreSQL must be running for the contract suite");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let url = format!("{admin}/{name}");
+    medmesh_store_sql::open_with(
+        Some(&url),
+        std::path::Path::new("."),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Runs each story on both adapters.
+macro_rules! contract {
+    ($($story:ident),* $(,)?) => {
+        $(
+            mod $story {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let (stores, _dir) = super::sqlite().await;
+                    super::$story(stores).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$story(super::postgres().await).await;
+                }
+            }
+        )*
+    };
+}
+
+fn entry(op: &str, patient: &str) -> AuditEntry {
+    let mut e = AuditEntry::new(1_000, op, "tester", "create", Outcome::Success);
+    e.patients = vec![patient.to_string()];
+    e
+}
+
+fn version(rt: &str, id: &str, v: i64, at: i64, body: serde_json::Value) -> NewVersion {
+    let defs = medmesh_fhir::definitions::definitions().unwrap();
+    NewVersion {
+        resource_type: rt.into(),
+        id: id.into(),
+        version: v,
+        last_updated: at,
+        deleted: false,
+        index: medmesh_fhir::index::extract(defs, &body),
+        body: serde_json::to_vec(&body).unwrap(),
+    }
+}
+
+/// Resources: a write commits its version, index rows and audit entry together; a dropped
+/// transaction leaves nothing; reads, versions, history and search see what was committed.
+async fn resource_store(stores: Stores) {
+    let s = stores.records.clone();
+    s.ping().await.unwrap();
+    let before = stores.audit.log_head().await.unwrap().size;
+    let patient = json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Quill"}]});
+    let mut tx = s.begin().await.unwrap();
+    assert_eq!(tx.head("Patient", "p1").await.unwrap(), None);
+    tx.put(version("Patient", "p1", 1, 10, patient.clone()))
+        .await
+        .unwrap();
+    tx.append_audit(&entry("op-1", "p1")).await.unwrap();
+    tx.commit().await.unwrap();
+    // Rolled back: dropped without commit.
+    let mut tx = s.begin().await.unwrap();
+    tx.put(version(
+        "Patient",
+        "p2",
+        1,
+        11,
+        json!({"resourceType": "Patient", "id": "p2"}),
+    ))
+    .await
+    .unwrap();
+    tx.append_audit(&entry("op-2", "p2")).await.unwrap();
+    drop(tx);
+    assert!(s.read("Patient", "p2").await.unwrap().is_none());
+    assert_eq!(stores.audit.log_head().await.unwrap().size, before + 1);
+
+    let mut tx = s.begin().await.unwrap();
+    let head = tx.head("Patient", "p1").await.unwrap().unwrap();
+    assert_eq!((head.version, head.deleted), (1, false));
+    let renamed = json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Quillon"}]});
+    tx.put(version("Patient", "p1", 2, 20, renamed))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let current = s.read("Patient", "p1").await.unwrap().unwrap();
+    assert_eq!((current.version, current.last_updated), (2, 20));
+    let first = s.vread("Patient", "p1", 1).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&first.body).unwrap(),
+        patient
+    );
+    let history = s
+        .history(&HistoryQuery {
+            scope: HistoryScope::Instance("Patient".into(), "p1".into()),
+            since: None,
+            at: None,
+            count: 10,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        history
+            .versions
+            .iter()
+            .map(|v| v.version)
+            .collect::<Vec<_>>(),
+        [2, 1]
+    );
+
+    let defs = medmesh_fhir::definitions::definitions().unwrap();
+    let page = |family: &str| {
+        parse_query(
+            defs,
+            "Patient",
+            &[("family".to_string(), family.to_string())],
+            Handling::Strict,
+        )
+        .unwrap()
+    };
+    let request = PageRequest {
+        count: 10,
+        cursor: None,
+        with_total: true,
+        snapshot: true,
+    };
+    let found = s.search(&page("quillon"), &request).await.unwrap();
+    assert_eq!(found.matches, [("Patient".to_string(), "p1".to_string())]);
+    assert_eq!(found.total, Some(1));
+    let old = s.search(&page("quilt"), &request).await.unwrap();
+    assert!(
+        old.matches.is_empty(),
+        "only the current version is indexed"
+    );
+    let many = s
+        .read_many(&[
+            ("Patient".into(), "p1".into()),
+            ("Patient".into(), "p2".into()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(many.len(), 1);
+}
+
+/// The trust network: the edges a resource contributes replace its earlier ones; the reach
+/// of a practitioner holds the edges to them that hold now; break-glass is queued.
+async fn trust_edge_store(stores: Stores) {
+    let s = stores.records.clone();
+    let edge = |kind: EdgeKind, source: &str, until: Option<i64>| Edge {
+        patient: "p1".into(),
+        principal: "Practitioner/dr".into(),
+        kind,
+        source: source.into(),
+        since: 0,
+        until,
+        detail: None,
+    };
+    let mut tx = s.begin().await.unwrap();
+    tx.replace_policy_facts(
+        "CareTeam/ct",
+        &[edge(EdgeKind::CareTeam, "CareTeam/ct", None)],
+        None,
+    )
+    .await
+    .unwrap();
+    tx.replace_policy_facts(
+        "break-glass/bg1",
+        &[edge(EdgeKind::BreakGlass, "break-glass/bg1", Some(5_000))],
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.patient_edges("p1").await.unwrap().len(), 2);
+    let (_, now) = s.reach(&["Practitioner/dr".into()], 1_000).await.unwrap();
+    assert_eq!(now.len(), 2);
+    let (_, later) = s.reach(&["Practitioner/dr".into()], 10_000).await.unwrap();
+    assert_eq!(later.len(), 1, "the break-glass access ended");
+    assert_eq!(s.break_glass_since(0).await.unwrap().len(), 1);
+    // The care team is rewritten without the practitioner: their edge goes.
+    let mut tx = s.begin().await.unwrap();
+    tx.replace_policy_facts("CareTeam/ct", &[], None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.patient_edges("p1").await.unwrap().len(), 1);
+}
+
+/// Notifications: queued in a transaction, listed newest first, read once.
+async fn notification_store(stores: Stores) {
+    let s = stores.records.clone();
+    let note = |id: &str, at: i64| Notification {
+        id: id.into(),
+        patient_id: "p1".into(),
+        kind: "break-glass".into(),
+        message: "someone opened your record".into(),
+        created_micros: at,
+        read_micros: None,
+    };
+    let mut tx = s.begin().await.unwrap();
+    tx.notify(&note("n1", 10)).await.unwrap();
+    tx.notify(&note("n2", 20)).await.unwrap();
+    tx.commit().await.unwrap();
+    let list = s.notifications("p1").await.unwrap();
+    assert_eq!(
+        list.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+        ["n2", "n1"]
+    );
+    assert!(s.mark_notification_read("p1", "n1", 30).await.unwrap());
+    assert!(s.mark_notification_read("p1", "n1", 40).await.unwrap());
+    assert!(
+        !s.mark_notification_read("p2", "n1", 50).await.unwrap(),
+        "not their inbox"
+    );
+    let read = s.notifications("p1").await.unwrap();
+    assert_eq!(read[1].read_micros, Some(30), "the first reading is kept");
+    assert!(s.notifications("p2").await.unwrap().is_empty());
+}
+
+/// Export jobs: saved, updated, and found again after a restart while unfinished.
+async fn export_job_store(stores: Stores) {
+    let s = stores.records.clone();
+    let mut job = ExportJob {
+        id: "job-1".into(),
+        state: "queued".into(),
+        request: "{}".into(),
+        output: None,
+        error: None,
+        created: 1,
+        updated: 1,
+    };
+    s.put_export_job(&job).await.unwrap();
+    assert_eq!(s.export_job("job-1").await.unwrap(), Some(job.clone()));
+    assert_eq!(s.unfinished_export_jobs().await.unwrap().len(), 1);
+    job.state = "complete".into();
+    job.output = Some("[]".into());
+    job.updated = 2;
+    s.put_export_job(&job).await.unwrap();
+    assert!(s.unfinished_export_jobs().await.unwrap().is_empty());
+    assert_eq!(s.export_job("job-1").await.unwrap(), Some(job));
+    assert_eq!(s.export_job("job-2").await.unwrap(), None);
+}
+
+/// The key directory: a key published twice stays one; revocation is by its owner only;
+/// a sealed document's wrapped keys are added, replaced and removed.
+async fn key_directory_store(stores: Stores) {
+    let s = stores.records.clone();
+    let key = UserKey {
+        key_id: "k1".into(),
+        owner: "Patient/p1".into(),
+        account_id: "u1".into(),
+        kind: "signing".into(),
+        public_key: "pk".into(),
+        statement_time: "2026-01-01T00:00:00Z".into(),
+        signature: "sig".into(),
+        created_micros: 1,
+        revoked_micros: None,
+    };
+    let mut tx = s.begin().await.unwrap();
+    tx.put_user_key(&key).await.unwrap();
+    tx.put_user_key(&key).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        s.user_keys("Patient/p1").await.unwrap(),
+        std::slice::from_ref(&key)
+    );
+    let mut tx = s.begin().await.unwrap();
+    assert!(!tx.revoke_user_key("Patient/p2", "k1", 5).await.unwrap());
+    assert!(tx.revoke_user_key("Patient/p1", "k1", 5).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(
+        s.user_key("k1").await.unwrap().unwrap().revoked_micros,
+        Some(5)
+    );
+
+    let sealed = SealedKey {
+        document_id: "b1".into(),
+        recipient_key_id: "k1".into(),
+        recipient: "Patient/p1".into(),
+        wrapped: "enc.ct".into(),
+        added_by: "Patient/p1".into(),
+        added_micros: 1,
+    };
+    let mut tx = s.begin().await.unwrap();
+    tx.put_sealed_key(&sealed).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.sealed_keys("b1").await.unwrap(), [sealed]);
+    let mut tx = s.begin().await.unwrap();
+    assert!(tx.delete_sealed_key("b1", "k1").await.unwrap());
+    assert!(!tx.delete_sealed_key("b1", "k1").await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(s.sealed_keys("b1").await.unwrap().is_empty());
+}
+
+/// Data keys: one active key per owner, whoever inserts first wins; erasure destroys them.
+async fn key_store(stores: Stores) {
+    let record = |id: &str| WrappedKeyRecord {
+        key_id: id.into(),
+        owner: "p1".into(),
+        kek_id: Some("kek-1".into()),
+        wrapped: Some(vec![1, 2, 3]),
+        state: KeyState::Active,
+        created_micros: 1,
+        changed_micros: 1,
+    };
+    let mut tx = stores.records.begin().await.unwrap();
+    tx.insert_data_key(&record("aa")).await.unwrap();
+    tx.insert_data_key(&record("bb")).await.unwrap();
+    assert_eq!(
+        tx.active_data_key("p1").await.unwrap().unwrap().key_id,
+        "aa"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        stores.keys.active_key("p1").await.unwrap().unwrap().key_id,
+        "aa"
+    );
+    assert_eq!(stores.keys.destroy_keys("p1", 9).await.unwrap(), 1);
+    let gone = stores.keys.key("aa").await.unwrap().unwrap();
+    assert_eq!((gone.state, gone.wrapped), (KeyState::Destroyed, None));
+    assert!(stores.keys.active_key("p1").await.unwrap().is_none());
+}
+
+/// Accounts: a user name is taken once; a user is found by id and name.
+async fn identity_store(stores: Stores) {
+    let user = UserRecord {
+        id: "u1".into(),
+        username: "quill".into(),
+        role: "patient".into(),
+        password_hash: None,
+        totp_secret: None,
+        totp_confirmed: false,
+        totp_last_step: None,
+        patient_id: Some("p1".into()),
+        practitioner_id: None,
+        practitioner_role_id: None,
+        verification: "unverified".into(),
+        specialty: None,
+        organization: None,
+        external_subject: None,
+        disabled: false,
+        created: 1,
+    };
+    stores.identity.insert_user(&user).await.unwrap();
+    let again = UserRecord {
+        id: "u2".into(),
+        ..user.clone()
+    };
+    assert!(matches!(
+        stores.identity.insert_user(&again).await,
+        Err(medmesh_store::StoreError::Conflict)
+    ));
+    assert!(stores.identity.user_by_id("u1").await.unwrap() == Some(user.clone()));
+    assert!(stores.identity.user_by_username("quill").await.unwrap() == Some(user));
+    // A TOTP step is claimed once.
+    assert!(stores.identity.claim_totp_step("u1", 7).await.unwrap());
+    assert!(!stores.identity.claim_totp_step("u1", 7).await.unwrap());
+}
+
+/// The audit log: entries appended outside a write are durable and counted; a patient's
+/// entries are found by patient.
+async fn audit_log_store(stores: Stores) {
+    let before = stores.audit.log_head().await.unwrap().size;
+    stores
+        .records
+        .append_audit(&[entry("op-a", "p1"), entry("op-b", "p2")])
+        .await
+        .unwrap();
+    assert_eq!(stores.audit.log_head().await.unwrap().size, before + 2);
+    let mine = stores
+        .audit
+        .log_entries_for_patient("p1", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+}
+
+contract!(
+    resource_store,
+    trust_edge_store,
+    notification_store,
+    export_job_store,
+    key_directory_store,
+    key_store,
+    identity_store,
+    audit_log_store,
+);
