@@ -124,15 +124,15 @@ pub struct ServerConfig {
     pub cors_allowed_origins: Vec<String>,
     /// Version string for the CapabilityStatement.
     pub software_version: String,
-    /// Seconds between signed audit checkpoints (0: only on demand).
-    pub audit_checkpoint_interval: u64,
 }
 
-/// Builds the state and starts the export worker (resuming unfinished jobs).
-pub async fn build_state(
+/// Builds the server's state. The background workers are the binary's to start; the
+/// export worker's queue comes in as `export_queue`.
+pub fn build_state(
     records: Arc<RecordService>,
     identity: Arc<IdentityService>,
     export_files: Arc<dyn ExportFiles>,
+    export_queue: mpsc::UnboundedSender<String>,
     audit_log: Arc<AuditLogService>,
     config: ServerConfig,
 ) -> AppState {
@@ -143,51 +143,6 @@ pub async fn build_state(
         identity.config().issuer.trim_end_matches('/'),
         !config.cors_allowed_origins.is_empty(),
     );
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    let worker_records = records.clone();
-    let worker_files = export_files.clone();
-    tokio::spawn(async move {
-        while let Some(job) = rx.recv().await {
-            if let Err(e) = worker_records.run_export(&job, &worker_files).await {
-                tracing::error!(job = %job, error = %e, "export job failed");
-            }
-        }
-    });
-    match records.unfinished_exports().await {
-        Ok(jobs) => {
-            for j in jobs {
-                tracing::info!(job = %j, "resuming export job");
-                let _ = tx.send(j);
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot list unfinished export jobs"),
-    }
-    // Keys and revocations are reloaded every minute, so replicas pick up a rotation or a
-    // revocation made elsewhere.
-    let refresher = identity.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if let Err(e) = refresher.refresh_keys().await {
-                tracing::error!(error = %e, "cannot refresh signing keys");
-            }
-        }
-    });
-    if config.audit_checkpoint_interval > 0 {
-        let signer = audit_log.clone();
-        let every = std::time::Duration::from_secs(config.audit_checkpoint_interval);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if let Err(e) = signer.checkpoint_now().await {
-                    tracing::error!(error = %e, "cannot sign an audit checkpoint");
-                }
-            }
-        });
-    }
     let external = Arc::new(external::ExternalLogin::new(
         identity.config().external.clone(),
         identity.config().token_times,
@@ -208,7 +163,7 @@ pub async fn build_state(
         parse_permits: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         )),
-        export_queue: tx,
+        export_queue,
     }
 }
 

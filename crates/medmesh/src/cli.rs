@@ -1,0 +1,337 @@
+//! The command line: every command and its arguments (clap).
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "medmesh",
+    version,
+    about = "A FHIR R4 node for sharing medical records, with the patient in control"
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub(crate) struct StoreArgs {
+    /// Data directory (SQLite file, export files).
+    #[arg(long, env = "MEDMESH_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://...); without it, SQLite in the data directory.
+    #[arg(long, env = "MEDMESH_DATABASE_URL", hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// Settings file (TOML).
+    #[arg(long, env = "MEDMESH_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run a node.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on.
+        #[arg(long, env = "MEDMESH_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Load FHIR Bundles, resources and NDJSON files (or folders of them) into the store.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Files worked on at once: one parses and validates while another writes.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
+        /// Write a JSON object mapping each entry's `fullUrl` to the `Type/id` it is stored
+        /// under (import assigns ids, as a FHIR transaction does).
+        #[arg(long, value_name = "FILE")]
+        id_map: Option<PathBuf>,
+    },
+    /// Administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Documents from your own device: signed uploads and end-to-end sealed documents, against
+    /// a running node (your private keys stay in your key file).
+    Doc {
+        #[command(subcommand)]
+        command: DocCommand,
+    },
+    /// Verify a downloaded document against its Provenance, offline: its SHA-256, and the
+    /// Ed25519 signature over the digest, author, patient, time, device and type. Exits 0
+    /// when it verifies, 1 when it does not.
+    Verify {
+        /// The document's bytes (for a sealed document, the sealed bytes as stored).
+        file: PathBuf,
+        /// The Provenance resource (JSON) that carries the signature.
+        #[arg(long)]
+        provenance: PathBuf,
+        /// Expect this signing key (base64), instead of the one the Provenance names.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Encryption keys: status, KEK rotation, full re-encryption.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// Where a `doc` command finds the node, and who it is there.
+#[derive(clap::Args, Clone)]
+pub(crate) struct NodeArgs {
+    /// The node's address (`http://127.0.0.1:8080`).
+    #[arg(long, env = "MEDMESH_NODE", default_value = "http://127.0.0.1:8080")]
+    pub(crate) node: String,
+    /// A bearer token for the node (better in MEDMESH_TOKEN than on the command line).
+    #[arg(long, env = "MEDMESH_TOKEN", hide_env_values = true)]
+    pub(crate) token: String,
+}
+
+/// What a `doc` upload says about the document.
+#[derive(clap::Args, Clone)]
+pub(crate) struct UploadArgs {
+    /// Whose document (a Patient id).
+    #[arg(long)]
+    pub(crate) patient: String,
+    /// A title (the node can read it; leave it out for a sealed document you want untitled).
+    #[arg(long)]
+    pub(crate) title: Option<String>,
+    /// The document type, `system|code` (default LOINC 34133-9, summary of episode note).
+    #[arg(long = "type")]
+    pub(crate) doc_type: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum DocCommand {
+    /// Make a key file: an Ed25519 signing key and an X25519 sealing key (mode 0600), and
+    /// with --recovery-file a recovery key in a file of its own, to keep offline.
+    Keygen {
+        /// The key file to create.
+        #[arg(long, env = "MEDMESH_KEY_FILE")]
+        key_file: PathBuf,
+        /// Whose keys: Patient/<id> or Practitioner/<id>.
+        #[arg(long)]
+        owner: String,
+        /// Also make a recovery key in this file.
+        #[arg(long)]
+        recovery_file: Option<PathBuf>,
+    },
+    /// Publish your public keys in the node's directory, each in a statement signed by your
+    /// signing key.
+    Register {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Your key file.
+        #[arg(long, env = "MEDMESH_KEY_FILE")]
+        key_file: PathBuf,
+        /// Also publish this recovery key (the file can go offline afterwards).
+        #[arg(long)]
+        recovery_file: Option<PathBuf>,
+    },
+    /// Upload a document signed by you (not sealed: the node can read it).
+    Upload {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long, env = "MEDMESH_KEY_FILE")]
+        key_file: PathBuf,
+        #[command(flatten)]
+        meta: UploadArgs,
+        /// Its content type (default: the node recognises it).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Seal a document for yourself, the patient and each --to, sign it and upload it. The
+    /// node stores ciphertext it cannot open. Prints the Binary id.
+    Seal {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long, env = "MEDMESH_KEY_FILE")]
+        key_file: PathBuf,
+        #[command(flatten)]
+        meta: UploadArgs,
+        /// Also seal for this owner (`Practitioner/gp`); repeatable.
+        #[arg(long)]
+        to: Vec<String>,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Share a sealed document with another owner's sealing keys (you must hold a key).
+    Share {
+        #[command(flatten)]
+        node: NodeArgs,
+        #[arg(long, env = "MEDMESH_KEY_FILE")]
+        key_file: PathBuf,
+        /// The sealed document's Binary id.
+        binary: String,
+        /// Who gets it (`Practitioner/gp`).
+        #[arg(long)]
+        to: String,
+    },
+    /// List who holds a key to a sealed document (its patient only).
+    Shares {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The sealed document's Binary id.
+        binary: String,
+    },
+    /// Revoke an owner's keys from a sealed document (the patient, or whoever shared).
+    Revoke {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The sealed document's Binary id.
+        binary: String,
+        /// Whose keys to remove (`Practitioner/gp`).
+        #[arg(long)]
+        from: String,
+    },
+    /// Download and open a sealed document; the output appears only once it authenticates.
+    Open {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Your key file, or a recovery-key file.
+        #[arg(long, env = "MEDMESH_KEY_FILE")]
+        key_file: PathBuf,
+        /// The sealed document's Binary id.
+        binary: String,
+        /// Where to write it (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Download a document and its Provenance and verify the signature, and that the key is
+    /// the author's in the directory. Exits 1 when it does not verify.
+    Verify {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The Binary id.
+        binary: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Show the KEKs in the key file, how many data keys each wraps, and re-encryption
+    /// progress.
+    Status {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Put a new KEK in the key file and re-wrap every data key under it (online; the data
+    /// is not re-encrypted). Then remove the old KEK, unless --keep-old.
+    Rotate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Keep older KEKs in the file (replicas still have the old file): remove them later
+        /// with `medmesh keys retire`.
+        #[arg(long)]
+        keep_old: bool,
+    },
+    /// Remove older KEKs from the key file, once no data key is wrapped under them.
+    Retire {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Re-encrypt everything under fresh data keys and rebuild the blind indexes. Resumable:
+    /// run it again after an interruption. Also seals a database written before encryption
+    /// at rest (then with every node stopped).
+    Reencrypt {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Re-derive the whole Merkle tree from storage and check every signed checkpoint.
+    /// Exits 0 only if the whole log checks out; otherwise names the first bad entry and
+    /// exits 1.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Check checkpoints with this key only (signed-note verifier key, as served at
+        /// /api/audit/key), instead of the keys stored beside the log. Repeatable.
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+    },
+    /// Sign a checkpoint of the current tree now and print it.
+    Checkpoint {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Erase a patient: delete every resource in their compartment, destroy their data
+    /// keys (audited), then rotate the KEK so that copies of those keys in backups are
+    /// useless too.
+    ErasePatient {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The Patient resource id.
+        patient: String,
+        /// The same id again, to confirm.
+        #[arg(long)]
+        confirm: String,
+    },
+    /// Print a signed access token.
+    Token {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// SMART scopes, e.g. 'system/*.*'.
+        #[arg(long)]
+        scope: String,
+        /// Lifetime, e.g. 1h or 30m.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        /// Subject the token speaks for.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// Patient context, for patient/ scopes.
+        #[arg(long)]
+        patient: Option<String>,
+    },
+    /// Create an account. The password is read from stdin (one line).
+    CreateUser {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// patient, practitioner, org-admin, researcher or node-admin.
+        #[arg(long)]
+        role: String,
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// The Patient a patient account is linked to: its id, or `identifier=SYSTEM|VALUE`
+        /// (for records imported from files, whose ids the node assigned).
+        #[arg(long)]
+        patient: Option<String>,
+        /// The Practitioner resource id a practitioner account is linked to.
+        #[arg(long)]
+        practitioner: Option<String>,
+        /// The PractitionerRole resource id (practitioners).
+        #[arg(long)]
+        practitioner_role: Option<String>,
+        /// Specialty code (practitioners), e.g. SNOMED CT 394579002 (cardiology).
+        #[arg(long)]
+        specialty: Option<String>,
+        /// Organization id.
+        #[arg(long)]
+        organization: Option<String>,
+        /// Practitioner verification status: unverified (default), verified or suspended.
+        #[arg(long, default_value = "unverified")]
+        verification: String,
+    },
+}

@@ -1,0 +1,13 @@
+//! One module per command group; `main.rs` dispatches to them.
+
+pub(crate) mod admin;
+pub(crate) mod audit;
+pub(crate) mod doc_command;
+pub(crate) mod import;
+pub(crate) mod serve;
+
+pub(crate) use admin::*;
+pub(crate) use audit::*;
+pub(crate) use doc_command::*;
+pub(crate) use import::*;
+pub(crate) use serve::*;

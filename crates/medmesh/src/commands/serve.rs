@@ -1,0 +1,66 @@
+//! `medmesh serve`: the node.
+
+use crate::config::Config;
+use crate::wiring::*;
+use crate::{keys, workers};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let stores = open_store_with(
+        &cfg,
+        &medmesh_store_sql::StoreOptions {
+            statement_timeout: Some(cfg.statement_timeout),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    // The authorization server's issuer is the node's public origin.
+    let issuer = public_origin(&cfg, addr);
+    let ring = keys::open_key_ring(&stores, &cfg, keys::Sealing::Normal).await?;
+    let sealer = secret_sealer(ring.as_ref());
+    let identity = identity_service_with(&stores, &cfg, issuer.clone(), sealer.clone()).await?;
+    let records = record_service_with(&stores, &cfg, ring.as_ref())?;
+    let audit_log = audit_log_service(&stores, &audit_origin(&cfg, &issuer), sealer).await?;
+    let files = Arc::new(medmesh_blobs::LocalExportFiles::new(
+        cfg.data_dir.join("exports"),
+    ));
+    let export_queue = workers::start_export_worker(records.clone(), files.clone()).await;
+    workers::start_key_refresher(identity.clone());
+    workers::start_checkpointer(
+        audit_log.clone(),
+        Duration::from_secs(cfg.audit_checkpoint_interval),
+    );
+    let state = medmesh_server::build_state(
+        records,
+        identity,
+        files,
+        export_queue,
+        audit_log.clone(),
+        medmesh_server::ServerConfig {
+            public_base_url: cfg.public_base_url.clone(),
+            body_limits: medmesh_server::BodyLimits {
+                max_body_bytes: cfg.max_body_bytes,
+                max_json_values: cfg.max_json_values,
+                max_bundle_entries: cfg.max_bundle_entries,
+            },
+            cors_allowed_origins: cfg.cors_allowed_origins.clone(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+        },
+    );
+    tracing::info!(%addr, data_dir = %cfg.data_dir.display(), postgres = cfg.database_url.is_some(), "medmesh is serving FHIR at http://{addr}/fhir");
+    outln!("medmesh listening on http://{addr}");
+    medmesh_server::serve(listener, state, cfg.connections, shutdown_signal()).await?;
+    // Every entry is already committed with its data; a last signed checkpoint covers the
+    // newest of them, so the log's head is signed when the node stops.
+    if let Err(e) = audit_log.checkpoint_now().await {
+        tracing::error!(error = %e, "cannot sign the final audit checkpoint");
+    }
+    tracing::info!("medmesh stopped");
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! Wiring: configuration, logging, and the services a command needs, built from the
+//! configured store, key ring and clock.
+
+use crate::cli::*;
+use crate::config::{Config, Overrides};
+use crate::keys;
+use anyhow::bail;
+use medmesh_auth::Role;
+use medmesh_identity::{IdentityConfig, IdentityService, OsRandom};
+use medmesh_records::{AuditLogService, MonotonicClock, RecordService, SystemClock, UuidIds};
+use medmesh_store::SecretSealer;
+use medmesh_store_sql::Stores;
+use std::sync::Arc;
+
+pub(crate) fn load_config(
+    store: &StoreArgs,
+    listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Config> {
+    Config::load(&Overrides {
+        data_dir: store.data_dir.clone(),
+        listen,
+        database_url: store.database_url.clone(),
+        config: store.config.clone(),
+    })
+}
+
+pub(crate) fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub(crate) async fn open_store(cfg: &Config) -> anyhow::Result<Stores> {
+    open_store_with(cfg, &medmesh_store_sql::StoreOptions::default()).await
+}
+
+pub(crate) async fn open_store_with(
+    cfg: &Config,
+    options: &medmesh_store_sql::StoreOptions,
+) -> anyhow::Result<Stores> {
+    medmesh_store_sql::open_with(
+        cfg.database_url.as_ref().map(|s| s.0.as_str()),
+        &cfg.data_dir,
+        options,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what service managers and orchestrators send).
+pub(crate) async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down: no new connections; draining requests in flight");
+}
+
+pub(crate) async fn record_service(
+    stores: &Stores,
+    cfg: &Config,
+) -> anyhow::Result<Arc<RecordService>> {
+    let ring = keys::open_key_ring(stores, cfg, keys::Sealing::Normal).await?;
+    record_service_with(stores, cfg, ring.as_ref())
+}
+
+/// The record service, sealing with `ring` when encryption at rest is on.
+pub(crate) fn record_service_with(
+    stores: &Stores,
+    cfg: &Config,
+    ring: Option<&keys::KeyRing>,
+) -> anyhow::Result<Arc<RecordService>> {
+    let defs = medmesh_fhir::definitions().map_err(|e| anyhow::anyhow!(e))?;
+    let mut svc = RecordService::new(
+        stores.records.clone(),
+        defs,
+        Arc::new(MonotonicClock::new(SystemClock)),
+        Arc::new(UuidIds),
+    )
+    .with_trust(medmesh_records::trust::TrustConfig {
+        break_glass_micros: cfg.break_glass_minutes * 60 * 1_000_000,
+        encounter_window_micros: cfg.encounter_window_days * 86_400 * 1_000_000,
+        label_rules: cfg.label_rules.clone(),
+    });
+    if let Some(r) = ring {
+        svc = svc.with_encryption(r.at_rest.clone());
+    }
+    let blobs = match &cfg.blob_store {
+        crate::config::BlobStoreConfig::Folder(dir) => medmesh_blobs::ObjectBlobStore::local(dir),
+        crate::config::BlobStoreConfig::S3(s3) => medmesh_blobs::ObjectBlobStore::s3(s3),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot open the blob store: {e}"))?;
+    svc = svc.with_blobs(Arc::new(blobs), cfg.max_document_bytes);
+    Ok(Arc::new(svc))
+}
+
+/// The identity service for an issuer. Signing keys live in the store (sealed by `secrets`),
+/// so every replica on one database (and the CLI) signs and verifies with the same rotating
+/// keys.
+pub(crate) async fn identity_service_with(
+    stores: &Stores,
+    cfg: &Config,
+    issuer: String,
+    secrets: Option<Arc<dyn SecretSealer>>,
+) -> anyhow::Result<Arc<IdentityService>> {
+    let mut ic = IdentityConfig::new(issuer);
+    ic.extra_issuers = vec![cfg.issuer.clone()];
+    ic.access_ttl = cfg.access_token_ttl;
+    ic.token_times = medmesh_auth::token::TokenTimes {
+        leeway: cfg.token_leeway,
+        max_lifetime: cfg.max_token_lifetime,
+    };
+    ic.key_rotation = cfg.key_rotation;
+    ic.allow_self_registration = cfg.allow_self_registration;
+    ic.open_client_registration = cfg.open_client_registration;
+    for o in &cfg.oidc {
+        let mut role_map = std::collections::BTreeMap::new();
+        for (theirs, ours) in &o.role_map {
+            let role: Role = ours
+                .parse()
+                .map_err(|e| anyhow::anyhow!("[[oidc]] {}: {e}", o.id))?;
+            if role == Role::NodeAdmin {
+                bail!(
+                    "[[oidc]] {}: node-admin cannot come from an external provider",
+                    o.id
+                );
+            }
+            role_map.insert(theirs.clone(), role);
+        }
+        ic.external
+            .push(medmesh_identity::external::ExternalProvider {
+                id: o.id.clone(),
+                name: o.name.clone().unwrap_or_else(|| o.id.clone()),
+                issuer: o.issuer.trim_end_matches('/').to_string(),
+                client_id: o.client_id.clone(),
+                client_secret: o.client_secret.0.clone(),
+                role_claim: o
+                    .role_claim
+                    .clone()
+                    .unwrap_or_else(|| "realm_access.roles".into()),
+                role_map,
+                username_claim: o
+                    .username_claim
+                    .clone()
+                    .unwrap_or_else(|| "preferred_username".into()),
+                fhir_user_claim: o.fhir_user_claim.clone(),
+                api_audience: o.api_audience.clone(),
+                api_scope_ceiling: o
+                    .api_scope_ceiling
+                    .clone()
+                    .unwrap_or_else(|| "user/*.cruds patient/*.cruds".into()),
+            });
+    }
+    IdentityService::start(
+        stores.identity.clone(),
+        ic,
+        Arc::new(MonotonicClock::new(SystemClock)),
+        Arc::new(OsRandom),
+        secrets,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start identity: {e}"))
+}
+
+/// What seals the node's own secrets (signing keys, TOTP seeds, the audit log's key): the
+/// key ring, when encryption at rest is on.
+pub(crate) fn secret_sealer(ring: Option<&keys::KeyRing>) -> Option<Arc<dyn SecretSealer>> {
+    ring.map(|r| r.at_rest.clone() as Arc<dyn SecretSealer>)
+}
+
+/// The identity service, opening the key ring for its secrets.
+pub(crate) async fn identity_service(
+    stores: &Stores,
+    cfg: &Config,
+    issuer: String,
+) -> anyhow::Result<Arc<IdentityService>> {
+    let ring = keys::open_key_ring(stores, cfg, keys::Sealing::Normal).await?;
+    identity_service_with(stores, cfg, issuer, secret_sealer(ring.as_ref())).await
+}
+
+/// The node's public origin: the public base URL without `/fhir`, else `http://` and the
+/// address served on.
+pub(crate) fn public_origin(cfg: &Config, addr: std::net::SocketAddr) -> String {
+    match &cfg.public_base_url {
+        Some(b) => b
+            .trim_end_matches('/')
+            .trim_end_matches("/fhir")
+            .to_string(),
+        None => format!("http://{addr}"),
+    }
+}
+
+/// The audit log's name: the configured one, else the public origin without its scheme,
+/// plus `/audit`. `serve` and the CLI derive it the same way, so both sign with one key.
+pub(crate) fn audit_origin(cfg: &Config, public_origin: &str) -> String {
+    cfg.audit_origin.clone().unwrap_or_else(|| {
+        let host = public_origin
+            .split_once("://")
+            .map_or(public_origin, |(_, h)| h)
+            .trim_end_matches('/');
+        format!("{host}/audit")
+    })
+}
+
+pub(crate) async fn audit_log_service(
+    stores: &Stores,
+    origin: &str,
+    secrets: Option<Arc<dyn SecretSealer>>,
+) -> anyhow::Result<Arc<AuditLogService>> {
+    let mut secret = [0u8; 32];
+    medmesh_identity::Random::fill(&OsRandom, &mut secret);
+    let log = AuditLogService::open(
+        stores.audit.clone(),
+        origin,
+        secret,
+        Arc::new(MonotonicClock::new(SystemClock)),
+        secrets,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open the audit log: {e}"))?;
+    Ok(Arc::new(log))
+}

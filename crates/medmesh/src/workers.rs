@@ -1,0 +1,70 @@
+//! The node's background workers, started by `medmesh serve` beside the HTTP server: the
+//! bulk-export worker (which resumes unfinished jobs first), the signing-key refresher and
+//! the audit checkpointer. Each logs a failure and carries on; none holds request state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use medmesh_identity::IdentityService;
+use medmesh_records::{AuditLogService, RecordService};
+use medmesh_store::ExportFiles;
+use tokio::sync::mpsc;
+
+/// Starts the export worker and queues the jobs a previous run left unfinished. Returns the
+/// queue the HTTP server hands new jobs to.
+pub async fn start_export_worker(
+    records: Arc<RecordService>,
+    files: Arc<dyn ExportFiles>,
+) -> mpsc::UnboundedSender<String> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let worker_records = records.clone();
+    tokio::spawn(async move {
+        while let Some(job) = rx.recv().await {
+            if let Err(e) = worker_records.run_export(&job, &files).await {
+                tracing::error!(job = %job, error = %e, "export job failed");
+            }
+        }
+    });
+    match records.unfinished_exports().await {
+        Ok(jobs) => {
+            for j in jobs {
+                tracing::info!(job = %j, "resuming export job");
+                let _ = tx.send(j);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot list unfinished export jobs"),
+    }
+    tx
+}
+
+/// Reloads signing keys and revocations every minute, so replicas pick up a rotation or a
+/// revocation made elsewhere.
+pub fn start_key_refresher(identity: Arc<IdentityService>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = identity.refresh_keys().await {
+                tracing::error!(error = %e, "cannot refresh signing keys");
+            }
+        }
+    });
+}
+
+/// Signs an audit checkpoint every `every` (none when zero: checkpoints are then signed on
+/// demand and at shutdown).
+pub fn start_checkpointer(audit_log: Arc<AuditLogService>, every: Duration) {
+    if every.is_zero() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = audit_log.checkpoint_now().await {
+                tracing::error!(error = %e, "cannot sign an audit checkpoint");
+            }
+        }
+    });
+}
