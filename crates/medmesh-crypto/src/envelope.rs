@@ -8,7 +8,7 @@
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 
-use crate::keys::{DataKey, KeyId};
+use crate::data_keys::{DataKey, KeyId};
 use crate::random::{Random, array};
 
 /// The first bytes of every envelope (version 1).

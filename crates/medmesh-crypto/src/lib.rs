@@ -3,7 +3,7 @@
 //!
 //! - [`envelope`]: AES-256-GCM envelopes for record bodies and other stored bytes, each
 //!   naming the data key it was sealed with.
-//! - [`keys`]: data-encryption keys (DEKs) and the key-encryption key (KEK) that wraps them.
+//! - [`data_keys`]: data-encryption keys (DEKs) and the key-encryption key (KEK) that wraps them.
 //! - [`blind`]: keyed HMAC blind indexes, so identifying values can be searched without
 //!   being stored.
 //! - [`signing`]: users' Ed25519 keys and detached signatures over an upload's digest and
@@ -14,8 +14,8 @@
 
 pub mod blind;
 pub mod content_id;
+pub mod data_keys;
 pub mod envelope;
-pub mod keys;
 pub mod random;
 pub mod sealing;
 pub mod signing;
@@ -23,8 +23,8 @@ pub mod stream;
 
 pub use blind::BlindIndexKey;
 pub use content_id::{ContentHasher, ContentId};
+pub use data_keys::{DataKey, Kek, KekId, KeyId, WrapError};
 pub use envelope::{Envelope, EnvelopeError};
-pub use keys::{DataKey, Kek, KekId, KeyId, WrapError};
 pub use random::{OsRandom, Random};
 pub use signing::{
     KeyStatement, SignatureError, UploadClaims, UploadSignature, UserPublicKey, UserSigningKey,

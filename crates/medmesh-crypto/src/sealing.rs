@@ -21,7 +21,7 @@ use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use zeroize::Zeroizing;
 
-use crate::keys::{DataKey, KeyId};
+use crate::data_keys::{DataKey, KeyId};
 use crate::random::{Random, array};
 use crate::stream::{StreamError, StreamOpener, StreamSealer};
 

@@ -20,7 +20,7 @@ use aead_stream::{DecryptorBE32, EncryptorBE32};
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{KeyInit, Payload};
 
-use crate::keys::{DataKey, KeyId};
+use crate::data_keys::{DataKey, KeyId};
 use crate::random::{Random, array};
 
 /// The first bytes of every sealed blob (version 1).

@@ -9,10 +9,10 @@
 pub mod accounts;
 pub mod error;
 pub mod external;
-pub mod keys;
 pub mod oauth;
 pub mod random;
 pub mod secrets;
+pub mod signing_keys;
 
 pub use error::IdentityError;
 pub use random::{OsRandom, Random};
@@ -82,7 +82,7 @@ pub struct IdentityService {
     config: IdentityConfig,
     clock: Arc<dyn Clock>,
     random: Arc<dyn Random>,
-    keys: keys::KeyRing,
+    keys: signing_keys::KeyRing,
     dummy_hash: String,
     secrets: Option<Arc<dyn medmesh_store::SecretSealer>>,
 }
@@ -114,7 +114,7 @@ impl IdentityService {
             config,
             clock,
             random,
-            keys: keys::KeyRing::default(),
+            keys: signing_keys::KeyRing::default(),
             dummy_hash,
             secrets,
         });

@@ -72,8 +72,8 @@ async fn service_at(
     );
     if encrypted {
         let file =
-            medmesh_keys::KeyFile::open_or_create(&dir.join("master.key"), &OsRandom).unwrap();
-        let kek = Arc::new(medmesh_keys::LocalKek::new(file, Arc::new(OsRandom)));
+            medmesh_kek::KeyFile::open_or_create(&dir.join("master.key"), &OsRandom).unwrap();
+        let kek = Arc::new(medmesh_kek::LocalKek::new(file, Arc::new(OsRandom)));
         // The key ring has its own clock, so the service's stepping clock stays predictable.
         let mut at_rest = AtRest::load(
             stores.keys.clone(),

@@ -5,10 +5,10 @@
 //! backend has its own migrations under `migrations/`.
 
 pub mod audit_log;
+pub mod data_keys;
 mod directory;
 pub mod exec;
 pub mod identity;
-pub mod keys;
 pub mod policy;
 pub mod postgres;
 pub mod search_sql;

@@ -1301,15 +1301,15 @@ impl<B: Backend> DataKeyTx for SqlTx<B> {
         &mut self,
         owner: &str,
     ) -> Result<Option<WrappedKeyRecord>, StoreError> {
-        crate::keys::active_key_in(&mut self.tx, self.dialect, owner).await
+        crate::data_keys::active_key_in(&mut self.tx, self.dialect, owner).await
     }
 
     async fn insert_data_key(&mut self, key: &WrappedKeyRecord) -> Result<(), StoreError> {
-        crate::keys::insert_key_in(&mut self.tx, self.dialect, key).await
+        crate::data_keys::insert_key_in(&mut self.tx, self.dialect, key).await
     }
 
     async fn destroy_data_keys(&mut self, owner: &str, now: i64) -> Result<u64, StoreError> {
-        crate::keys::destroy_in(&mut self.tx, self.dialect, owner, now).await
+        crate::data_keys::destroy_in(&mut self.tx, self.dialect, owner, now).await
     }
 }
 

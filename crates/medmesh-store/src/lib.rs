@@ -6,10 +6,10 @@
 
 pub mod audit_log;
 pub mod blobs;
+pub mod data_keys;
 pub mod directory;
 pub mod export_files;
 pub mod identity;
-pub mod keys;
 
 /// The store's role traits, for `use medmesh_store::prelude::*` where a caller uses several.
 pub mod prelude {
@@ -23,11 +23,11 @@ pub use audit_log::{
     AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, StoredCheckpoint,
 };
 pub use blobs::{BlobError, BlobStore, BlobStream, BlobUpload};
-pub use directory::{SealedKey, UserKey};
-pub use export_files::{ExportFiles, ExportFilesError};
-pub use keys::{
+pub use data_keys::{
     KekError, KekProvider, KeyState, KeyStore, SecretSealer, StoredBody, WrappedKeyRecord,
 };
+pub use directory::{SealedKey, UserKey};
+pub use export_files::{ExportFiles, ExportFilesError};
 
 pub use identity::{
     AuthCodeRecord, ClientRecord, IdentityStore, InviteRecord, KeyRecord, RefreshRecord,

@@ -185,7 +185,7 @@ pub struct Config {
     /// The KEK file.
     pub master_key_file: PathBuf,
     /// The KMS key that holds the KEK, when not the key file.
-    pub kms: Option<medmesh_keys::KmsSettings>,
+    pub kms: Option<medmesh_kek::KmsSettings>,
     /// Where document bytes are kept.
     pub blob_store: BlobStoreConfig,
     /// The largest document accepted.
@@ -309,7 +309,7 @@ impl Config {
                 .unwrap_or(90)
                 .clamp(0, 3650),
             kms: env("MEDMESH_KMS_KEY_ID").or(file.kms_key_id).map(|key_id| {
-                medmesh_keys::KmsSettings {
+                medmesh_kek::KmsSettings {
                     key_id,
                     endpoint: env("MEDMESH_KMS_ENDPOINT").or(file.kms_endpoint),
                     region: env("MEDMESH_KMS_REGION")

@@ -23,7 +23,6 @@ macro_rules! outln {
 mod cli;
 mod commands;
 mod doc;
-mod keys;
 mod wiring;
 mod workers;
 

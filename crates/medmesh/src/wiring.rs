@@ -2,8 +2,8 @@
 //! configured store, key ring and clock.
 
 use crate::cli::*;
+use crate::commands::keys;
 use crate::config::{Config, Overrides};
-use crate::keys;
 use anyhow::bail;
 use medmesh_auth::Role;
 use medmesh_identity::{IdentityConfig, IdentityService, OsRandom};

@@ -1,7 +1,7 @@
 //! `medmesh admin ...`: tokens and accounts.
 
+use crate::commands::keys;
 use crate::config::Config;
-use crate::keys;
 use crate::wiring::*;
 use anyhow::{Context, bail};
 use medmesh_identity::accounts::NewUser;

@@ -1,8 +1,8 @@
 //! `medmesh audit ...`: verifying the log, and resealing the node's secrets after
 //! re-encryption.
 
+use crate::commands::keys;
 use crate::config::Config;
-use crate::keys;
 use crate::wiring::*;
 use medmesh_store_sql::Stores;
 use std::time::Instant;

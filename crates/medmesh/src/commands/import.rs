@@ -1,8 +1,8 @@
 //! `medmesh import`: FHIR files (Bundles, NDJSON, single resources) loaded through the
 //! records service as the local operator.
 
+use crate::commands::keys;
 use crate::config::Config;
-use crate::keys;
 use crate::wiring::*;
 use anyhow::{Context, bail};
 use futures::StreamExt;

@@ -4,6 +4,7 @@ pub(crate) mod admin;
 pub(crate) mod audit;
 pub(crate) mod doc_command;
 pub(crate) mod import;
+pub(crate) mod keys;
 pub(crate) mod serve;
 
 pub(crate) use admin::*;
