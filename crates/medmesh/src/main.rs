@@ -2,7 +2,7 @@
 //! mints an access token, `admin create-user` creates an account.
 //!
 //! The command line is defined in `cli.rs`, the services are built in `wiring.rs`, each
-//! command group lives in `commands/` (and `keys.rs`), the background workers `serve` starts
+//! command group lives in `commands/`, the background workers `serve` starts
 //! in `workers.rs`, and the document client in `doc.rs`.
 
 mod config;
