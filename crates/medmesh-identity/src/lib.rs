@@ -129,7 +129,7 @@ impl IdentityService {
 
     /// Now, in seconds.
     pub fn now(&self) -> i64 {
-        self.clock.now_micros() / 1_000_000
+        self.clock.now_secs()
     }
 
     /// The injected clock, shared with the adapters that check times (external providers'

@@ -61,12 +61,6 @@ impl<C: Clock> Clock for MonotonicClock<C> {
     }
 }
 
-impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
-    fn now_micros(&self) -> i64 {
-        (**self).now_micros()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,18 +71,12 @@ impl RecordService {
         limit: u32,
     ) -> Result<Option<PatientLog>, RecordError> {
         let view = self.audit_view(ctx, Some(patient));
-        let mut entry = AuditEntry::new(
-            self.now(),
-            ctx.operation_id().as_str(),
-            ctx.actor().subject(),
-            "read-audit-log",
-            if view.is_ok() {
-                Outcome::Success
-            } else {
-                Outcome::Denied
-            },
-        );
-        entry.source_ip = ctx.source_ip().map(str::to_string);
+        let outcome = if view.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Denied
+        };
+        let mut entry = self.entry(ctx, "read-audit-log", None, Vec::new(), outcome);
         entry.patients = vec![patient.to_string()];
         let view = match view {
             Ok(v) => v,

@@ -93,12 +93,8 @@ impl FromRequestParts<AppState> for ApiSession {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let SessionForCsrf(session) = SessionForCsrf::from_request_parts(parts, state).await?;
-        if crate::web::header_csrf_refusal(&session, &parts.headers).is_some() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                IssueType::Forbidden,
-                "a request made with the session cookie needs the session's X-CSRF-Token",
-            ));
+        if !crate::web::header_csrf_matches(&session, &parts.headers) {
+            return Err(ApiError::csrf_required());
         }
         Ok(Self(session))
     }
@@ -140,20 +136,21 @@ fn not_signed_in() -> ApiError {
 /// (no secrets, no PHI); internal failures say nothing and are logged.
 impl From<IdentityError> for ApiError {
     fn from(e: IdentityError) -> Self {
-        let (status, code) = match &e {
-            IdentityError::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, IssueType::Throttled),
-            IdentityError::NotSignedIn => (StatusCode::UNAUTHORIZED, IssueType::Login),
-            IdentityError::Forbidden => (StatusCode::FORBIDDEN, IssueType::Forbidden),
-            IdentityError::NotFound => (StatusCode::NOT_FOUND, IssueType::NotFound),
-            IdentityError::UsernameTaken => (StatusCode::CONFLICT, IssueType::Duplicate),
-            IdentityError::AlreadyLinked => (StatusCode::CONFLICT, IssueType::Conflict),
+        let code = match &e {
+            IdentityError::Throttled(_) => IssueType::Throttled,
+            IdentityError::NotSignedIn => IssueType::Login,
+            IdentityError::Forbidden => IssueType::Forbidden,
+            IdentityError::NotFound => IssueType::NotFound,
+            IdentityError::UsernameTaken => IssueType::Duplicate,
+            IdentityError::AlreadyLinked => IssueType::Conflict,
             IdentityError::Store(inner) => {
                 tracing::error!(error = %inner, "identity store failure");
                 return Self::internal();
             }
             IdentityError::Internal => return Self::internal(),
-            _ => (StatusCode::BAD_REQUEST, IssueType::Invalid),
+            _ => IssueType::Invalid,
         };
+        let status = crate::response::identity_status(&e);
         let mut out = Self::new(status, code, e.to_string());
         if let IdentityError::Throttled(wait) = e {
             out = out.with_header(axum::http::header::RETRY_AFTER, (wait.max(1)).to_string());

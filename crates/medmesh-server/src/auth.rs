@@ -108,12 +108,8 @@ async fn session_actor(parts: &Parts, state: &AppState) -> Result<RequestContext
         .session(&cookie)
         .await
         .map_err(|_| ApiError::unauthorized())?;
-    if crate::web::header_csrf_refusal(&session, &parts.headers).is_some() {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            medmesh_fhir::IssueType::Forbidden,
-            "a request made with the session cookie needs the session's X-CSRF-Token",
-        ));
+    if !crate::web::header_csrf_matches(&session, &parts.headers) {
+        return Err(ApiError::csrf_required());
     }
     let user = session.user;
     let role: medmesh_auth::Role = user.role.parse().map_err(|_| ApiError::unauthorized())?;

@@ -15,7 +15,7 @@ use medmesh_identity::oauth::{AuthorizeError, AuthorizeRequest, ClientAuth, Regi
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::web::{SignedIn, csrf_refusal, header_csrf_refusal, message};
+use crate::web::{SignedIn, csrf_refusal, header_csrf_matches, message};
 
 /// An OAuth endpoint's failure, answered in RFC 6749 section 5.2 form: `{"error",
 /// "error_description"}`, never cached. The token, introspection, revocation and
@@ -397,9 +397,8 @@ pub async fn register(
             "the registration must be a JSON client metadata document".into(),
         ))
     })?;
-    let admin_session = signed_in.is_ok_and(|SignedIn(s)| {
-        s.user.role == "node-admin" && header_csrf_refusal(&s, &headers).is_none()
-    });
+    let admin_session = signed_in
+        .is_ok_and(|SignedIn(s)| s.user.role == "node-admin" && header_csrf_matches(&s, &headers));
     let admin_token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -32,6 +32,21 @@ pub fn set_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
+/// The HTTP status of an identity failure, one table for every audience that shows one (the
+/// JSON API and the pages; the OAuth endpoints answer in RFC 6749 terms instead).
+pub fn identity_status(e: &medmesh_identity::IdentityError) -> StatusCode {
+    use medmesh_identity::IdentityError as E;
+    match e {
+        E::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+        E::NotSignedIn => StatusCode::UNAUTHORIZED,
+        E::Forbidden => StatusCode::FORBIDDEN,
+        E::NotFound => StatusCode::NOT_FOUND,
+        E::UsernameTaken | E::AlreadyLinked => StatusCode::CONFLICT,
+        E::Store(_) | E::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
 /// An error on its way to a client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -63,6 +78,14 @@ impl ApiError {
     /// 400 for a malformed request.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, IssueType::Invalid, message)
+    }
+    /// 403 for a call made with the session cookie but without the session's CSRF token.
+    pub fn csrf_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            "a request made with the session cookie needs the session's X-CSRF-Token",
+        )
     }
     /// 500 that says nothing of its cause (the caller has logged it).
     pub fn internal() -> Self {

@@ -116,15 +116,7 @@ impl PageError {
 
 impl From<IdentityError> for PageError {
     fn from(e: IdentityError) -> Self {
-        let status = match e {
-            IdentityError::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-            IdentityError::NotSignedIn => StatusCode::UNAUTHORIZED,
-            IdentityError::Forbidden => StatusCode::FORBIDDEN,
-            IdentityError::NotFound => StatusCode::NOT_FOUND,
-            IdentityError::UsernameTaken | IdentityError::AlreadyLinked => StatusCode::CONFLICT,
-            IdentityError::Store(_) | IdentityError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
-        };
+        let status = crate::response::identity_status(&e);
         if let IdentityError::Store(inner) = &e {
             tracing::error!(error = %inner, "identity store failure");
         }
@@ -220,12 +212,15 @@ pub fn csrf_refusal(session: &Session, form_token: Option<&str>) -> Option<Respo
     }
 }
 
-/// [`csrf_refusal`] for JSON calls, which send the token in `X-CSRF-Token`.
-pub fn header_csrf_refusal(session: &Session, headers: &HeaderMap) -> Option<Response> {
-    csrf_refusal(
-        session,
-        headers.get("x-csrf-token").and_then(|v| v.to_str().ok()),
-    )
+/// Whether a JSON call carries the session's CSRF token in `X-CSRF-Token` (compared in
+/// constant time). The JSON API answers a mismatch with [`ApiError::csrf_required`].
+///
+/// [`ApiError::csrf_required`]: crate::response::ApiError::csrf_required
+pub fn header_csrf_matches(session: &Session, headers: &HeaderMap) -> bool {
+    headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| ct_eq(t, &session.csrf))
 }
 
 /// The peer's IP address: the socket's, never a spoofable forwarding header.
