@@ -39,7 +39,7 @@ impl RecordService {
         self.compartment_owners(rt, resource)
             .into_iter()
             .next()
-            .unwrap_or_else(|| crate::at_rest::NODE_RECORDS_OWNER.to_string())
+            .unwrap_or_else(|| medmesh_at_rest::NODE_RECORDS_OWNER.to_string())
     }
 
     /// The patients whose compartment a resource is in (for audit entries and the PDP).

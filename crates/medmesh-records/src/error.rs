@@ -77,9 +77,9 @@ impl From<medmesh_store::BlobError> for RecordError {
     }
 }
 
-impl From<crate::at_rest::AtRestError> for RecordError {
-    fn from(e: crate::at_rest::AtRestError) -> Self {
-        use crate::at_rest::AtRestError;
+impl From<medmesh_at_rest::AtRestError> for RecordError {
+    fn from(e: medmesh_at_rest::AtRestError) -> Self {
+        use medmesh_at_rest::AtRestError;
         match e {
             AtRestError::Erased => RecordError::Erased,
             AtRestError::Corrupt => RecordError::Corrupt,

@@ -10,7 +10,7 @@ use medmesh_policy::{Action, KeyAdmin};
 use medmesh_store::KeyState;
 use serde_json::Value;
 
-use crate::at_rest::{AtRest, body_context};
+use medmesh_at_rest::{AtRest, body_context};
 use crate::context::RequestContext;
 use crate::trust::consent_context;
 use crate::{RecordError, RecordService};
@@ -65,11 +65,11 @@ fn at_rest(svc: &RecordService) -> Result<&std::sync::Arc<AtRest>, RecordError> 
 
 /// What sealed data holds, or `None` when its patient was erased (nothing to re-encrypt).
 fn unless_erased<T>(
-    opened: Result<T, crate::at_rest::AtRestError>,
+    opened: Result<T, medmesh_at_rest::AtRestError>,
 ) -> Result<Option<T>, RecordError> {
     match opened {
         Ok(v) => Ok(Some(v)),
-        Err(crate::at_rest::AtRestError::Erased) => Ok(None),
+        Err(medmesh_at_rest::AtRestError::Erased) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

@@ -4,10 +4,8 @@
 //! Inbound adapters (the HTTP server, the `medmesh import` CLI) call this crate; it calls the
 //! domain crates and the ports, and never touches HTTP or SQL itself.
 
-pub mod at_rest;
 pub mod audit_log;
 pub mod audit_writer;
-pub mod blind;
 pub mod bundle;
 mod confine;
 pub mod context;

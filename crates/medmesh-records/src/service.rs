@@ -13,7 +13,7 @@ use medmesh_store::{
 };
 use serde_json::{Value, json};
 
-use crate::at_rest::{AtRest, WriteTx, body_context};
+use medmesh_at_rest::{AtRest, WriteTx, body_context};
 use crate::bundle::{self, encode_query};
 use crate::context::{Clock, IdSource, RequestContext};
 use crate::error::RecordError;

@@ -3,7 +3,7 @@
 //! operations on the network itself: break-glass, accepting a referral, and the patient's
 //! access map.
 
-use crate::at_rest::WriteTx;
+use medmesh_at_rest::WriteTx;
 use medmesh_audit::{AuditEntry, Outcome};
 use medmesh_policy::access::{Edge, EdgeKind, edges_from};
 use medmesh_policy::consent::{ConsentRule, SHARED_WITH, parse_consent, shared_with};
@@ -481,7 +481,7 @@ impl RecordService {
         let mut list = self.store.notifications(patient_id).await?;
         // Messages that name a document are sealed under the patient's key.
         for n in &mut list {
-            if n.message.starts_with(crate::at_rest::TEXT_PREFIX) {
+            if n.message.starts_with(medmesh_at_rest::TEXT_PREFIX) {
                 let sealed = std::mem::take(&mut n.message);
                 n.message = self
                     .open_text(&format!("notification/{}", n.id), sealed)

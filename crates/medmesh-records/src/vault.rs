@@ -998,7 +998,7 @@ impl RecordService {
 /// piece until the whole content's digest matches `cid`.
 async fn pump_blob(
     source: &mut medmesh_store::BlobStream,
-    at_rest: Option<Arc<crate::at_rest::AtRest>>,
+    at_rest: Option<Arc<medmesh_at_rest::AtRest>>,
     context: &str,
     cid: ContentId,
     tx: &tokio::sync::mpsc::Sender<Result<Bytes, RecordError>>,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use medmesh_auth::parse_scopes;
 use medmesh_crypto::OsRandom;
 use medmesh_kernel::{Actor, OperationId, VerifiedIdentity};
-use medmesh_records::at_rest::AtRest;
+use medmesh_at_rest::AtRest;
 use medmesh_records::{
     Clock, IdSource, RecordError, RecordService, RequestContext, ReturnPreference,
 };

@@ -14,7 +14,7 @@ pub(crate) async fn reseal_node_secrets(stores: &Stores, cfg: &Config) -> anyhow
         return Ok(());
     };
     ring.at_rest
-        .replace_key(medmesh_records::at_rest::NODE_SECRETS_OWNER)
+        .replace_key(medmesh_at_rest::NODE_SECRETS_OWNER)
         .await
         .map_err(|e| anyhow::anyhow!("cannot make a fresh key for the node's secrets: {e}"))?;
     let sealer = secret_sealer(Some(&ring));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use medmesh_crypto::OsRandom;
 use medmesh_kek::{KeyFile, KmsKek, LocalKek};
-use medmesh_records::at_rest::AtRest;
+use medmesh_at_rest::AtRest;
 use medmesh_records::{MonotonicClock, RecordService, RequestContext, SystemClock};
 use medmesh_store::KekProvider;
 use medmesh_store_sql::Stores;

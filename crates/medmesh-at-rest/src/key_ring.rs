@@ -17,8 +17,8 @@ use medmesh_store::{
     KekError, KekProvider, KeyState, KeyStore, RecordTx, SecretSealer, StoreError, WrappedKeyRecord,
 };
 
-use crate::blind::BlindIndex;
-use crate::context::Clock;
+use crate::blind_index::BlindIndex;
+use medmesh_kernel::Clock;
 
 /// Owner of the key that seals resources outside every patient's compartment.
 pub const NODE_RECORDS_OWNER: &str = "node:records";
@@ -98,8 +98,10 @@ pub struct WriteTx {
     memo: KeyMemo,
     at_rest: Option<Arc<AtRest>>,
     /// Committed consents read during this transaction, by patients: what sharing rules
-    /// apply to its writes. Consents it writes itself take effect from the next one.
-    pub(crate) consents: HashMap<Vec<String>, Vec<Arc<medmesh_policy::consent::ConsentRule>>>,
+    /// apply to its writes. Consents it writes itself take effect from the next one. The
+    /// record service fills it; it rides here so one transaction value carries all a write
+    /// has read.
+    pub consents: HashMap<Vec<String>, Vec<Arc<medmesh_policy::consent::ConsentRule>>>,
 }
 
 impl Deref for WriteTx {
