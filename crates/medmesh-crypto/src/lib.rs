@@ -20,6 +20,7 @@ pub mod random;
 pub mod sealing;
 pub mod signing;
 pub mod stream;
+pub mod wire;
 
 pub use blind::BlindIndexKey;
 pub use content_id::{ContentHasher, ContentId};

@@ -4,28 +4,23 @@
 //! Inbound adapters (the HTTP server, the `medmesh import` CLI) call this crate; it calls the
 //! domain crates and the ports, and never touches HTTP or SQL itself.
 
-pub mod audit_log;
 pub mod audit_writer;
 pub mod bundle;
 mod confine;
 pub mod context;
-pub mod directory;
 pub mod error;
 pub mod everything;
-pub mod export;
 pub mod import;
-pub mod keys_admin;
+pub mod policy_facts;
+pub mod record_core;
 pub mod service;
-pub mod sniff;
-pub mod trust;
-pub mod vault;
 
-pub use audit_log::{AuditLogError, AuditLogService, PatientLog, ProvenEntry, verify_log};
 pub use bundle::ReturnPreference;
 pub use context::{
     Clock, IdSource, MonotonicClock, OperationId, RequestContext, SystemClock, UuidIds,
 };
 pub use error::RecordError;
+pub use record_core::RecordCore;
 pub use service::{ReadOutcome, RecordService, SignInEvent, WriteOutcome, WriteStatus};
 
 use medmesh_fhir::{Issue, IssueType};

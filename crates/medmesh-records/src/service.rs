@@ -13,10 +13,10 @@ use medmesh_store::{
 };
 use serde_json::{Value, json};
 
-use medmesh_at_rest::{AtRest, WriteTx, body_context};
 use crate::bundle::{self, encode_query};
 use crate::context::{Clock, IdSource, RequestContext};
 use crate::error::RecordError;
+use medmesh_at_rest::{AtRest, WriteTx, body_context};
 
 /// The most search-index entries one resource version may have (blind-index prefix tokens
 /// included). A Synthea patient's largest resource has a few hundred.
@@ -80,11 +80,7 @@ pub struct RecordService {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: Arc<dyn IdSource>,
     pub(crate) audit: crate::audit_writer::AuditWriter,
-    pub(crate) trust: crate::trust::TrustConfig,
-    /// Where documents' bytes are kept; `None` turns the vault off.
-    pub(crate) blobs: Option<Arc<dyn medmesh_store::BlobStore>>,
-    /// The largest document accepted.
-    pub(crate) max_document_bytes: u64,
+    pub(crate) trust: crate::policy_facts::TrustConfig,
 }
 
 impl std::fmt::Debug for RecordService {
@@ -164,9 +160,7 @@ impl RecordService {
             clock,
             ids,
             audit,
-            trust: crate::trust::TrustConfig::default(),
-            blobs: None,
-            max_document_bytes: 0,
+            trust: crate::policy_facts::TrustConfig::default(),
         }
     }
 
@@ -226,7 +220,7 @@ impl RecordService {
     }
 
     /// Sets the trust settings (break-glass duration, encounter window, label rules).
-    pub fn with_trust(mut self, trust: crate::trust::TrustConfig) -> Self {
+    pub fn with_trust(mut self, trust: crate::policy_facts::TrustConfig) -> Self {
         self.trust = trust;
         self
     }

@@ -11,9 +11,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use medmesh_audit_log::AuditLogError;
 use medmesh_fhir::datetime::format_instant;
 use medmesh_fhir::outcome::IssueType;
-use medmesh_records::{AuditLogError, RecordError};
+use medmesh_records::RecordError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -173,8 +174,8 @@ pub async fn patient_log(
 ) -> Result<Response, ApiError> {
     let count = q.count.unwrap_or(50).clamp(1, 500);
     let log = state
-        .records
-        .read_patient_log(&ctx, &state.audit_log, &patient, q.before, count)
+        .audit_log
+        .read_patient_log(&state.records, &ctx, &patient, q.before, count)
         .await
         .map_err(hidden)?;
     let Some(log) = log else {
@@ -225,7 +226,7 @@ pub async fn break_glass(
     ApiJson(body): ApiJson<BreakGlassRequest>,
 ) -> Result<Response, ApiError> {
     let edge = state
-        .records
+        .trust
         .declare_break_glass(&ctx, &patient, &body.reason)
         .await?;
     Ok((
@@ -247,7 +248,7 @@ pub async fn accept_referral(
     Authenticated(ctx): Authenticated,
     ApiPath(task): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    state.records.accept_referral(&ctx, &task).await?;
+    state.trust.accept_referral(&ctx, &task).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -264,7 +265,7 @@ pub async fn access_map(
         .audit_view(&ctx, Some(&patient))
         .map_err(hidden)?;
     let lines: Vec<Value> = state
-        .records
+        .trust
         .access_map(&view)
         .await?
         .into_iter()
@@ -294,7 +295,7 @@ pub async fn break_glass_queue(
 ) -> Result<Response, ApiError> {
     let right = state.records.review_right(&ctx).map_err(hidden)?;
     let items: Vec<Value> = state
-        .records
+        .trust
         .break_glass_queue(&right, 0)
         .await?
         .into_iter()
@@ -323,7 +324,7 @@ pub async fn notifications(
         .audit_view(&ctx, Some(&patient))
         .map_err(hidden)?;
     let items: Vec<Value> = state
-        .records
+        .trust
         .notifications(&view)
         .await?
         .into_iter()
@@ -343,6 +344,6 @@ pub async fn mark_notification_read(
     ApiPath((patient, id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
     let inbox = state.records.inbox_owner(&ctx, &patient).map_err(hidden)?;
-    state.records.mark_notification_read(&inbox, &id).await?;
+    state.trust.mark_notification_read(&inbox, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -14,8 +14,8 @@ use crate::api::{ApiJson, ApiPath, ApiQuery};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use medmesh_records::directory::NewKey;
 use medmesh_store::{SealedKey, UserKey};
+use medmesh_vault::directory::NewKey;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -61,7 +61,7 @@ pub async fn register_key(
     ApiJson(req): ApiJson<KeyRequest>,
 ) -> Result<Response, ApiError> {
     let key = state
-        .records
+        .vault
         .register_key(
             &ctx,
             NewKey {
@@ -87,7 +87,7 @@ pub async fn list_keys(
     Authenticated(ctx): Authenticated,
     ApiQuery(q): ApiQuery<OwnerQuery>,
 ) -> Result<Response, ApiError> {
-    let keys = state.records.directory(&ctx, &q.owner).await?;
+    let keys = state.vault.directory(&ctx, &q.owner).await?;
     Ok(axum::Json(json!({
         "owner": q.owner,
         "keys": keys.iter().map(key_json).collect::<Vec<_>>(),
@@ -101,7 +101,7 @@ pub async fn revoke_key(
     Authenticated(ctx): Authenticated,
     ApiPath(key_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    state.records.revoke_key(&ctx, &key_id).await?;
+    state.vault.revoke_key(&ctx, &key_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -111,7 +111,7 @@ pub async fn my_sealed_keys(
     Authenticated(ctx): Authenticated,
     ApiPath(binary): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let (document_key_id, keys) = state.records.my_sealed_keys(&ctx, &binary).await?;
+    let (document_key_id, keys) = state.vault.my_sealed_keys(&ctx, &binary).await?;
     Ok(axum::Json(json!({
         "document": binary,
         "documentKeyId": document_key_id,
@@ -126,7 +126,7 @@ pub async fn sealed_shares(
     Authenticated(ctx): Authenticated,
     ApiPath(binary): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let keys = state.records.sealed_shares(&ctx, &binary).await?;
+    let keys = state.vault.sealed_shares(&ctx, &binary).await?;
     Ok(axum::Json(json!({
         "document": binary,
         "shares": keys.iter().map(sealed_json).collect::<Vec<_>>(),
@@ -150,7 +150,7 @@ pub async fn share_sealed(
     ApiJson(req): ApiJson<ShareRequest>,
 ) -> Result<Response, ApiError> {
     let key = state
-        .records
+        .vault
         .share_sealed(&ctx, &binary, &req.recipient_key_id, &req.wrapped)
         .await?;
     Ok((StatusCode::CREATED, axum::Json(sealed_json(&key))).into_response())
@@ -162,9 +162,6 @@ pub async fn revoke_sealed(
     Authenticated(ctx): Authenticated,
     ApiPath((binary, recipient)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    state
-        .records
-        .revoke_sealed(&ctx, &binary, &recipient)
-        .await?;
+    state.vault.revoke_sealed(&ctx, &binary, &recipient).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

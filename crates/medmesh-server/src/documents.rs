@@ -6,16 +6,18 @@
 //! for five minutes, so a browser can fetch without a bearer token in the URL or the logs.
 
 use crate::api::ApiPath;
+use axum::Router;
 use axum::body::Body;
-use axum::extract::{Multipart, Request, State};
+use axum::extract::{Multipart, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures::TryStreamExt;
 use medmesh_fhir::IssueType;
-use medmesh_records::vault::{Download, LinkGrant, NewDocument, SignedClaims, StoredDocument};
 use medmesh_records::{RecordError, RequestContext};
+use medmesh_vault::vault::{Download, LinkGrant, NewDocument, SignedClaims, StoredDocument};
 use serde_json::json;
 
 use crate::AppState;
@@ -106,7 +108,7 @@ fn sealed_keys_from(text: Option<String>) -> Result<Vec<(String, String)>, ApiEr
 }
 
 /// Whether the client asked for the resource (JSON) rather than the bytes.
-pub fn wants_resource(headers: &HeaderMap) -> bool {
+fn wants_resource(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -114,7 +116,7 @@ pub fn wants_resource(headers: &HeaderMap) -> bool {
 }
 
 /// Whether a request body is FHIR JSON (a Binary resource) rather than raw content.
-pub fn is_json_body(headers: &HeaderMap) -> bool {
+fn is_json_body(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -141,8 +143,127 @@ fn created(ctx: &RequestContext, stored: &StoredDocument) -> Response {
     r
 }
 
-/// `POST /fhir/Binary` with raw content: the vault.
-pub async fn binary_upload(
+/// The `Binary` type's own routes. `POST /Binary` and `GET /Binary/[id]` choose between the
+/// vault (raw bytes) and an ordinary FHIR interaction (a Binary resource in JSON) by content
+/// negotiation; every other interaction on Binary is the generic one.
+pub fn binary_routes() -> Router<AppState> {
+    use crate::handlers as fhir;
+    let binary = || Path("Binary".to_string());
+    Router::new()
+        .route(
+            "/Binary",
+            get(
+                move |st: State<AppState>, a: Authenticated, q: RawQuery, h: HeaderMap| async move {
+                    fhir::type_get(st, a, binary(), q, h).await
+                },
+            )
+            .post(binary_create)
+            .put(
+                move |st: State<AppState>,
+                      a: Authenticated,
+                      q: RawQuery,
+                      h: HeaderMap,
+                      req: Request| async move {
+                    fhir::type_put(st, a, binary(), q, h, req).await
+                },
+            )
+            .delete(
+                move |st: State<AppState>, a: Authenticated, q: RawQuery| async move {
+                    fhir::type_delete(st, a, binary(), q).await
+                },
+            ),
+        )
+        .route(
+            "/Binary/_search",
+            post(
+                move |st: State<AppState>,
+                      a: Authenticated,
+                      q: RawQuery,
+                      h: HeaderMap,
+                      req: Request| async move {
+                    fhir::type_search_post(st, a, binary(), q, h, req).await
+                },
+            ),
+        )
+        .route(
+            "/Binary/_history",
+            get(
+                move |st: State<AppState>, a: Authenticated, q: RawQuery| async move {
+                    fhir::type_history(st, a, binary(), q).await
+                },
+            ),
+        )
+        .route(
+            "/Binary/{id}",
+            get(binary_read)
+                .put(
+                    |st: State<AppState>,
+                     a: Authenticated,
+                     Path(id): Path<String>,
+                     h: HeaderMap,
+                     req: Request| async move {
+                        fhir::instance_put(st, a, Path(("Binary".into(), id)), h, req).await
+                    },
+                )
+                .patch(
+                    |st: State<AppState>,
+                     a: Authenticated,
+                     Path(id): Path<String>,
+                     h: HeaderMap,
+                     req: Request| async move {
+                        fhir::instance_patch(st, a, Path(("Binary".into(), id)), h, req).await
+                    },
+                )
+                .delete(
+                    |st: State<AppState>, a: Authenticated, Path(id): Path<String>| async move {
+                        fhir::instance_delete(st, a, Path(("Binary".into(), id))).await
+                    },
+                ),
+        )
+}
+
+/// `POST /fhir/Binary`: raw content is a document for the vault; a Binary resource in FHIR
+/// JSON is an ordinary create.
+pub async fn binary_create(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if is_json_body(&headers) {
+        return crate::handlers::type_post(
+            State(state),
+            Authenticated(ctx),
+            Path("Binary".into()),
+            headers,
+            req,
+        )
+        .await;
+    }
+    binary_upload(&state, &ctx, req).await
+}
+
+/// `GET /fhir/Binary/[id]`: the document's bytes, or the Binary resource when the client
+/// asks for FHIR JSON.
+pub async fn binary_read(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if wants_resource(&headers) {
+        return crate::handlers::instance_get(
+            State(state),
+            Authenticated(ctx),
+            Path(("Binary".into(), id)),
+        )
+        .await;
+    }
+    binary_download(&state, &ctx, &id).await
+}
+
+/// Raw content into the vault.
+async fn binary_upload(
     state: &AppState,
     ctx: &RequestContext,
     req: Request,
@@ -157,7 +278,7 @@ pub async fn binary_upload(
         sealed_keys: sealed_keys_from(header_text(&headers, "x-medmesh-sealed-keys"))?,
     };
     let body = req.into_body().into_data_stream();
-    let stored = state.records.upload_document(ctx, doc, body).await?;
+    let stored = state.vault.upload_document(ctx, doc, body).await?;
     Ok(created(ctx, &stored))
 }
 
@@ -212,7 +333,7 @@ pub async fn documents_post(
             signature,
             sealed_keys: sealed_keys_from(get("sealed_keys"))?,
         };
-        let stored = state.records.upload_document(&ctx, doc, field).await?;
+        let stored = state.vault.upload_document(&ctx, doc, field).await?;
         let mut r = axum::Json(json!({
             "binary": stored.binary.get("id"),
             "documentReference": stored.document_reference_id,
@@ -303,15 +424,13 @@ fn download_response(d: Download) -> Response {
     r
 }
 
-/// `GET /fhir/Binary/{id}` asking for the bytes.
-pub async fn binary_download(
+/// A document's bytes, streamed out of the vault.
+async fn binary_download(
     state: &AppState,
     ctx: &RequestContext,
     id: &str,
 ) -> Result<Response, ApiError> {
-    Ok(download_response(
-        state.records.open_document(ctx, id).await?,
-    ))
+    Ok(download_response(state.vault.open_document(ctx, id).await?))
 }
 
 /// `GET /api/documents/{binary id}/link`: a download link valid for five minutes.
@@ -320,7 +439,7 @@ pub async fn document_link(
     Authenticated(ctx): Authenticated,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let grant = state.records.link_grant(&ctx, &id).await?;
+    let grant = state.vault.link_grant(&ctx, &id).await?;
     let (ticket, expires) = state
         .identity
         .mint_download(
@@ -369,7 +488,7 @@ pub async fn blob_get(
         patient: claims.patient,
     };
     let d = state
-        .records
+        .vault
         .open_linked_document(&link, &operation_id(&parts))
         .await?;
     Ok(download_response(d))

@@ -9,7 +9,6 @@ use medmesh_fhir::resource::parse_json_object_bounded;
 use medmesh_fhir::search::Handling;
 use medmesh_fhir::{Issue, IssueType};
 use medmesh_policy::Action;
-use medmesh_records::export::{ExportLevel, ExportStatus};
 use medmesh_records::service::parse_query_string;
 use medmesh_records::{ReadOutcome, RecordError, ReturnPreference, WriteOutcome, WriteStatus};
 use medmesh_store::HistoryScope;
@@ -19,17 +18,17 @@ use crate::AppState;
 use crate::auth::Authenticated;
 use crate::response::{ApiError, fhir_json, outcome, set_header};
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// What the `Prefer` header asks for.
 #[derive(Debug, Default, Clone, Copy)]
-struct Prefer {
+pub(crate) struct Prefer {
     ret: Option<ReturnPreference>,
-    handling: Handling,
-    respond_async: bool,
+    pub(crate) handling: Handling,
+    pub(crate) respond_async: bool,
 }
 
-fn prefer(headers: &HeaderMap) -> Prefer {
+pub(crate) fn prefer(headers: &HeaderMap) -> Prefer {
     let mut p = Prefer::default();
     for v in headers
         .get_all("prefer")
@@ -311,7 +310,7 @@ pub async fn system_history(
     ))
 }
 
-/// `GET /fhir/$export` and `GET /fhir/[type]?...`.
+/// `GET /fhir/[type]?...`: search.
 pub async fn type_get(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
@@ -320,38 +319,11 @@ pub async fn type_get(
     headers: HeaderMap,
 ) -> ApiResult {
     let params = parse_query_string(q.as_deref().unwrap_or_default());
-    if rt == "$export" {
-        return export_kickoff(&state, &ctx, ExportLevel::System, &params, &headers).await;
-    }
     let bundle = state
         .records
         .search(&ctx, &rt, &params, prefer(&headers).handling)
         .await?;
     Ok(fhir_json(StatusCode::OK, &bundle))
-}
-
-async fn export_kickoff(
-    state: &AppState,
-    ctx: &medmesh_records::RequestContext,
-    level: ExportLevel,
-    params: &[(String, String)],
-    headers: &HeaderMap,
-) -> ApiResult {
-    if !prefer(headers).respond_async {
-        return Err(ApiError::bad_request(
-            "$export requires the header Prefer: respond-async",
-        ));
-    }
-    let job = state.records.export_kickoff(ctx, level, params).await?;
-    state.enqueue_export(job.clone());
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::ACCEPTED;
-    set_header(
-        r.headers_mut(),
-        header::CONTENT_LOCATION,
-        &format!("{}/$export-poll-status/{job}", ctx.base_url()),
-    );
-    Ok(r)
 }
 
 /// `POST /fhir/[type]`: create.
@@ -362,9 +334,6 @@ pub async fn type_post(
     headers: HeaderMap,
     req: Request,
 ) -> ApiResult {
-    if rt == "Binary" && !crate::documents::is_json_body(&headers) {
-        return crate::documents::binary_upload(&state, &ctx, req).await;
-    }
     state
         .records
         .precheck_write(&ctx, &[Action::Create], &rt)
@@ -457,45 +426,12 @@ pub async fn type_history(
     ))
 }
 
-/// `GET /fhir/[type]/[id]`: read; also the export status and Patient-level kick-off.
+/// `GET /fhir/[type]/[id]`: read.
 pub async fn instance_get(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
     Path((rt, id)): Path<(String, String)>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
 ) -> ApiResult {
-    if rt == "$export-poll-status" {
-        return match state.records.export_status(&ctx, &id).await? {
-            ExportStatus::InProgress(state_name) => {
-                let mut r = Response::new(Body::empty());
-                *r.status_mut() = StatusCode::ACCEPTED;
-                set_header(
-                    r.headers_mut(),
-                    axum::http::HeaderName::from_static("x-progress"),
-                    &state_name,
-                );
-                set_header(r.headers_mut(), header::RETRY_AFTER, "1");
-                Ok(r)
-            }
-            ExportStatus::Complete(manifest) => {
-                let mut r = fhir_json(StatusCode::OK, &manifest);
-                set_header(r.headers_mut(), header::CONTENT_TYPE, "application/json");
-                Ok(r)
-            }
-            ExportStatus::Failed(msg) => Ok(outcome(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &[Issue::error(IssueType::Exception, msg)],
-            )),
-        };
-    }
-    if rt == "Patient" && id == "$export" {
-        let params = parse_query_string(q.as_deref().unwrap_or_default());
-        return export_kickoff(&state, &ctx, ExportLevel::Patient, &params, &headers).await;
-    }
-    if rt == "Binary" && !crate::documents::wants_resource(&headers) {
-        return crate::documents::binary_download(&state, &ctx, &id).await;
-    }
     Ok(read_response(state.records.read(&ctx, &rt, &id).await?))
 }
 
@@ -559,25 +495,17 @@ pub async fn instance_patch(
     Ok(write_response(&ctx, out, prefer(&headers)))
 }
 
-/// `DELETE /fhir/[type]/[id]`; also cancels an export job.
+/// `DELETE /fhir/[type]/[id]`.
 pub async fn instance_delete(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
     Path((rt, id)): Path<(String, String)>,
 ) -> ApiResult {
-    if rt == "$export-poll-status" {
-        state
-            .records
-            .export_cancel(&ctx, &id, &state.export_files)
-            .await?;
-        return Ok(StatusCode::ACCEPTED.into_response());
-    }
     let out = state.records.delete(&ctx, &rt, &id).await?;
     Ok(write_response(&ctx, out, Prefer::default()))
 }
 
-/// `GET /fhir/[type]/[id]/_history`, `Patient/[id]/$everything`, `Group/[id]/$export` and
-/// export file downloads.
+/// `GET /fhir/[type]/[id]/_history`, and compartment searches (`Patient/[id]/Observation`).
 pub async fn instance_op(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
@@ -587,13 +515,6 @@ pub async fn instance_op(
 ) -> ApiResult {
     let params = parse_query_string(q.as_deref().unwrap_or_default());
     match (rt.as_str(), op.as_str()) {
-        ("$export-file", name) => {
-            let bytes = state
-                .records
-                .export_file(&ctx, &id, name, &state.export_files)
-                .await?;
-            Ok(([(header::CONTENT_TYPE, "application/fhir+ndjson")], bytes).into_response())
-        }
         (_, "_history") => Ok(fhir_json(
             StatusCode::OK,
             &state
@@ -601,13 +522,6 @@ pub async fn instance_op(
                 .history(&ctx, HistoryScope::Instance(rt, id), &params)
                 .await?,
         )),
-        ("Patient", "$everything") => Ok(fhir_json(
-            StatusCode::OK,
-            &state.records.everything(&ctx, &id, &params).await?,
-        )),
-        ("Group", "$export") => {
-            export_kickoff(&state, &ctx, ExportLevel::Group(id), &params, &headers).await
-        }
         // A compartment search: `Patient/[id]/Observation?...`.
         (_, target) if target.starts_with(|c: char| c.is_ascii_uppercase()) => Ok(fhir_json(
             StatusCode::OK,

@@ -14,6 +14,7 @@ pub mod external;
 pub mod handlers;
 pub mod listener;
 pub mod oauth;
+pub mod operations;
 pub mod response;
 pub mod web;
 
@@ -23,9 +24,12 @@ use axum::Router;
 use axum::http::request::Parts;
 use axum::http::{HeaderName, Request, header};
 use axum::routing::{delete, get, post};
+use medmesh_audit_log::AuditLogService;
+use medmesh_export::BulkExport;
 use medmesh_identity::IdentityService;
-use medmesh_records::{AuditLogService, RecordService};
-use medmesh_store::ExportFiles;
+use medmesh_records::RecordService;
+use medmesh_trust_network::TrustNetwork;
+use medmesh_vault::DocumentVault;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -37,12 +41,16 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     /// The record service.
     pub records: Arc<RecordService>,
+    /// The document vault and key directory.
+    pub vault: Arc<DocumentVault>,
+    /// The trust network's operations.
+    pub trust: Arc<TrustNetwork>,
+    /// Bulk export.
+    pub export: Arc<BulkExport>,
     /// Identity: login, sessions, the authorization server, token verification.
     pub identity: Arc<IdentityService>,
     /// External OpenID Connect providers.
     pub external: Arc<external::ExternalLogin>,
-    /// Export output files.
-    pub export_files: Arc<dyn ExportFiles>,
     /// The audit log's checkpoints and proofs.
     pub audit_log: Arc<AuditLogService>,
     /// The CapabilityStatement, built once.
@@ -126,16 +134,38 @@ pub struct ServerConfig {
     pub software_version: String,
 }
 
+/// The application services the HTTP adapter calls, one per capability.
+#[derive(Clone)]
+pub struct Services {
+    /// FHIR interactions, bundles, `$everything`, import.
+    pub records: Arc<RecordService>,
+    /// Documents and the key directory.
+    pub vault: Arc<DocumentVault>,
+    /// Break-glass, referrals, the access map, notifications.
+    pub trust: Arc<TrustNetwork>,
+    /// Bulk export.
+    pub export: Arc<BulkExport>,
+    /// The audit log's checkpoints and proofs.
+    pub audit_log: Arc<AuditLogService>,
+    /// Identity.
+    pub identity: Arc<IdentityService>,
+}
+
 /// Builds the server's state. The background workers are the binary's to start; the
 /// export worker's queue comes in as `export_queue`.
 pub fn build_state(
-    records: Arc<RecordService>,
-    identity: Arc<IdentityService>,
-    export_files: Arc<dyn ExportFiles>,
+    services: Services,
     export_queue: mpsc::UnboundedSender<String>,
-    audit_log: Arc<AuditLogService>,
     config: ServerConfig,
 ) -> AppState {
+    let Services {
+        records,
+        vault,
+        trust,
+        export,
+        audit_log,
+        identity,
+    } = services;
     let capability = capability_statement::capability_statement(
         records.definitions(),
         config.public_base_url.as_deref().unwrap_or(""),
@@ -150,9 +180,11 @@ pub fn build_state(
     ));
     AppState {
         records,
+        vault,
+        trust,
+        export,
         identity,
         external,
-        export_files,
         audit_log,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
@@ -217,7 +249,19 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
 pub fn router(state: AppState) -> Router {
     use handlers::*;
     let request_id = HeaderName::from_static("x-request-id");
+    // The operations and Binary have routes of their own; a static segment (`$export`,
+    // `Binary`) wins over the generic `{rt}`, and a path it does not complete falls back.
     let fhir = Router::new()
+        .route("/$export", get(operations::export_system))
+        .route("/Patient/$export", get(operations::export_patients))
+        .route("/Group/{id}/$export", get(operations::export_group))
+        .route(
+            "/$export-poll-status/{job}",
+            get(operations::export_status).delete(operations::export_cancel),
+        )
+        .route("/$export-file/{job}/{name}", get(operations::export_file))
+        .route("/Patient/{id}/$everything", get(operations::everything))
+        .merge(documents::binary_routes())
         .route("/metadata", get(metadata))
         .route("/", post(root_post))
         .route("/_history", get(system_history))

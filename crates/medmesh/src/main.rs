@@ -22,7 +22,6 @@ macro_rules! outln {
 
 mod cli;
 mod commands;
-mod doc;
 mod wiring;
 mod workers;
 
@@ -56,7 +55,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             file,
             provenance,
             key,
-        } => doc::verify_file(&file, &provenance, key.as_deref()).await,
+        } => verify_file(&file, &provenance, key.as_deref()).await,
         Command::Serve { store, listen } => {
             let cfg = load_config(&store, listen)?;
             init_logging(&cfg.log);
@@ -101,14 +100,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let stores = open_store(&cfg).await?;
             let ring = keys::open_key_ring(&stores, &cfg, sealing).await?;
             let records = record_service_with(&stores, &cfg, ring.as_ref())?;
+            let key_admin = key_administration(&stores, &cfg, &records)?;
             match command {
-                KeysCommand::Status { .. } => keys::status(&records, ring).await?,
+                KeysCommand::Status { .. } => keys::status(&key_admin, ring).await?,
                 KeysCommand::Rotate { keep_old, .. } => {
-                    keys::rotate(&records, ring, keep_old).await?
+                    keys::rotate(&key_admin, ring, keep_old).await?
                 }
-                KeysCommand::Retire { .. } => keys::retire_old(&records, ring).await?,
+                KeysCommand::Retire { .. } => keys::retire_old(&key_admin, ring).await?,
                 KeysCommand::Reencrypt { .. } => {
-                    keys::reencrypt(&records, ring, &stores).await?;
+                    keys::reencrypt(&key_admin, ring, &stores).await?;
                     reseal_node_secrets(&stores, &cfg).await?;
                 }
             }
@@ -127,7 +127,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let stores = open_store(&cfg).await?;
             let ring = keys::open_key_ring(&stores, &cfg, keys::Sealing::Normal).await?;
             let records = record_service_with(&stores, &cfg, ring.as_ref())?;
-            keys::erase_patient(&records, ring, &patient, &confirm).await?;
+            let key_admin = key_administration(&stores, &cfg, &records)?;
+            keys::erase_patient(&key_admin, ring, &patient, &confirm).await?;
             Ok(true)
         }
         Command::Import {

@@ -5,11 +5,16 @@ use crate::cli::*;
 use crate::commands::keys;
 use crate::config::{Config, Overrides};
 use anyhow::bail;
+use medmesh_audit_log::AuditLogService;
 use medmesh_auth::Role;
 use medmesh_identity::{IdentityConfig, IdentityService, OsRandom};
-use medmesh_records::{AuditLogService, MonotonicClock, RecordService, SystemClock, UuidIds};
+use medmesh_kernel::{MonotonicClock, SystemClock, UuidIds};
+use medmesh_key_admin::KeyAdministration;
+use medmesh_records::RecordService;
 use medmesh_store::SecretSealer;
 use medmesh_store_sql::Stores;
+use medmesh_trust_network::TrustNetwork;
+use medmesh_vault::DocumentVault;
 use std::sync::Arc;
 
 pub(crate) fn load_config(
@@ -95,21 +100,60 @@ pub(crate) fn record_service_with(
         Arc::new(MonotonicClock::new(SystemClock)),
         Arc::new(UuidIds),
     )
-    .with_trust(medmesh_records::trust::TrustConfig {
-        break_glass_micros: cfg.break_glass_minutes * 60 * 1_000_000,
+    .with_trust(medmesh_records::policy_facts::TrustConfig {
         encounter_window_micros: cfg.encounter_window_days * 86_400 * 1_000_000,
         label_rules: cfg.label_rules.clone(),
     });
     if let Some(r) = ring {
         svc = svc.with_encryption(r.at_rest.clone());
     }
+    Ok(Arc::new(svc))
+}
+
+/// The document vault over `records`, on the configured blob store.
+pub(crate) fn document_vault(
+    stores: &Stores,
+    cfg: &Config,
+    records: &Arc<RecordService>,
+) -> anyhow::Result<Arc<DocumentVault>> {
     let blobs = match &cfg.blob_store {
         crate::config::BlobStoreConfig::Folder(dir) => medmesh_blobs::ObjectBlobStore::local(dir),
         crate::config::BlobStoreConfig::S3(s3) => medmesh_blobs::ObjectBlobStore::s3(s3),
     }
     .map_err(|e| anyhow::anyhow!("cannot open the blob store: {e}"))?;
-    svc = svc.with_blobs(Arc::new(blobs), cfg.max_document_bytes);
-    Ok(Arc::new(svc))
+    Ok(Arc::new(DocumentVault::new(
+        records.clone(),
+        stores.records.clone(),
+        Arc::new(blobs),
+        cfg.max_document_bytes,
+    )))
+}
+
+/// The trust network's operations over `records`.
+pub(crate) fn trust_network(
+    stores: &Stores,
+    cfg: &Config,
+    records: &Arc<RecordService>,
+) -> Arc<TrustNetwork> {
+    Arc::new(TrustNetwork::new(
+        records.clone(),
+        stores.records.clone(),
+        cfg.break_glass_minutes * 60 * 1_000_000,
+    ))
+}
+
+/// Key administration over `records`, re-sealing document blobs through the vault.
+pub(crate) fn key_administration(
+    stores: &Stores,
+    cfg: &Config,
+    records: &Arc<RecordService>,
+) -> anyhow::Result<KeyAdministration> {
+    let vault = document_vault(stores, cfg, records)?;
+    Ok(KeyAdministration::new(
+        records.clone(),
+        stores.records.clone(),
+        Some(vault),
+    ))
 }
 
 /// The identity service for an issuer. Signing keys live in the store (sealed by `secrets`),

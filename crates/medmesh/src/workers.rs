@@ -5,27 +5,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use medmesh_audit_log::AuditLogService;
+use medmesh_export::BulkExport;
 use medmesh_identity::IdentityService;
-use medmesh_records::{AuditLogService, RecordService};
-use medmesh_store::ExportFiles;
 use tokio::sync::mpsc;
 
 /// Starts the export worker and queues the jobs a previous run left unfinished. Returns the
 /// queue the HTTP server hands new jobs to.
-pub async fn start_export_worker(
-    records: Arc<RecordService>,
-    files: Arc<dyn ExportFiles>,
-) -> mpsc::UnboundedSender<String> {
+pub async fn start_export_worker(export: Arc<BulkExport>) -> mpsc::UnboundedSender<String> {
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    let worker_records = records.clone();
+    let worker = export.clone();
     tokio::spawn(async move {
         while let Some(job) = rx.recv().await {
-            if let Err(e) = worker_records.run_export(&job, &files).await {
+            if let Err(e) = worker.run_export(&job).await {
                 tracing::error!(job = %job, error = %e, "export job failed");
             }
         }
     });
-    match records.unfinished_exports().await {
+    match export.unfinished_exports().await {
         Ok(jobs) => {
             for j in jobs {
                 tracing::info!(job = %j, "resuming export job");

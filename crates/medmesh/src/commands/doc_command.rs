@@ -1,9 +1,12 @@
-//! `medmesh doc ...`: the document client's commands.
+//! `medmesh doc ...` and `medmesh verify`: the document client's commands, on
+//! `medmesh-doc-client`; this module only prints what the client did.
+
+use medmesh_doc_client as doc;
 
 use crate::cli::*;
-use crate::doc;
 
-/// Runs a `doc` command.
+/// Runs a `doc` command. `Ok(false)` is a refusal the user should see as a non-zero exit
+/// (nothing to revoke, a signature that does not hold).
 pub(crate) async fn run_doc(command: DocCommand) -> anyhow::Result<bool> {
     let client = |n: &NodeArgs| doc::NodeClient::new(&n.node, &n.token);
     let meta = |m: UploadArgs, content_type: Option<String>| doc::UploadMeta {
@@ -17,7 +20,14 @@ pub(crate) async fn run_doc(command: DocCommand) -> anyhow::Result<bool> {
             key_file,
             owner,
             recovery_file,
-        } => doc::keygen(&key_file, &owner, recovery_file.as_deref())?,
+        } => {
+            let made = doc::keygen(&key_file, &owner, recovery_file.as_deref())?;
+            outln!("signing key {}", made.signing);
+            outln!("sealing key {}", made.sealing);
+            if let Some(recovery) = made.recovery {
+                outln!("recovery key {recovery}");
+            }
+        }
         DocCommand::Register {
             node,
             key_file,
@@ -27,12 +37,15 @@ pub(crate) async fn run_doc(command: DocCommand) -> anyhow::Result<bool> {
                 .as_deref()
                 .map(doc::KeyFile::read)
                 .transpose()?;
-            doc::register(
+            let registered = doc::register(
                 &client(&node)?,
                 &doc::KeyFile::read(&key_file)?,
                 recovery.as_ref(),
             )
             .await?;
+            for (kind, key_id) in registered {
+                outln!("{kind} key {key_id}");
+            }
         }
         DocCommand::Upload {
             node,
@@ -41,13 +54,14 @@ pub(crate) async fn run_doc(command: DocCommand) -> anyhow::Result<bool> {
             content_type,
             file,
         } => {
-            doc::upload(
+            let id = doc::upload(
                 &client(&node)?,
                 &doc::KeyFile::read(&key_file)?,
                 &file,
                 &meta(m, content_type),
             )
             .await?;
+            outln!("{id}");
         }
         DocCommand::Seal {
             node,
@@ -56,7 +70,7 @@ pub(crate) async fn run_doc(command: DocCommand) -> anyhow::Result<bool> {
             to,
             file,
         } => {
-            doc::seal(
+            let id = doc::seal(
                 &client(&node)?,
                 &doc::KeyFile::read(&key_file)?,
                 &file,
@@ -64,24 +78,44 @@ pub(crate) async fn run_doc(command: DocCommand) -> anyhow::Result<bool> {
                 &to,
             )
             .await?;
+            outln!("{id}");
         }
         DocCommand::Share {
             node,
             key_file,
             binary,
-            to,
+            to: recipient,
         } => {
-            doc::share(
+            let keys = doc::share(
                 &client(&node)?,
                 &doc::KeyFile::read(&key_file)?,
                 &binary,
-                &to,
+                &recipient,
             )
-            .await?
+            .await?;
+            for key_id in keys {
+                outln!("shared with {recipient} (key {key_id})");
+            }
         }
-        DocCommand::Shares { node, binary } => doc::shares(&client(&node)?, &binary).await?,
+        DocCommand::Shares { node, binary } => {
+            for s in doc::shares(&client(&node)?, &binary).await? {
+                outln!(
+                    "{} (key {}), shared by {}",
+                    s.recipient,
+                    s.recipient_key_id,
+                    s.added_by
+                );
+            }
+        }
         DocCommand::Revoke { node, binary, from } => {
-            return doc::revoke(&client(&node)?, &binary, &from).await;
+            let revoked = doc::revoke(&client(&node)?, &binary, &from).await?;
+            if revoked == 0 {
+                eprintln!("medmesh: {from} holds no key for this document");
+                return Ok(false);
+            }
+            outln!(
+                "revoked {revoked} key(s) of {from}; what they already downloaded stays with them"
+            );
         }
         DocCommand::Open {
             node,
@@ -98,8 +132,31 @@ pub(crate) async fn run_doc(command: DocCommand) -> anyhow::Result<bool> {
             .await?
         }
         DocCommand::Verify { node, binary } => {
-            return doc::verify_remote(&client(&node)?, &binary).await;
+            return Ok(report(doc::verify_remote(&client(&node)?, &binary).await?));
         }
     }
     Ok(true)
+}
+
+/// `medmesh verify FILE --provenance P`.
+pub(crate) async fn verify_file(
+    file: &std::path::Path,
+    provenance: &std::path::Path,
+    key: Option<&str>,
+) -> anyhow::Result<bool> {
+    Ok(report(doc::verify_file(file, provenance, key).await?))
+}
+
+/// Prints a verdict; `true` when the signature holds.
+fn report(verdict: doc::Verification) -> bool {
+    match verdict {
+        doc::Verification::Verified(v) => {
+            outln!("verified: {}", v.summary());
+            true
+        }
+        doc::Verification::NotVerified(why) => {
+            eprintln!("medmesh: NOT verified: {why}");
+            false
+        }
+    }
 }

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use medmesh_at_rest::AtRest;
 use medmesh_crypto::OsRandom;
 use medmesh_kek::{KeyFile, KmsKek, LocalKek};
-use medmesh_at_rest::AtRest;
-use medmesh_records::{MonotonicClock, RecordService, RequestContext, SystemClock};
+use medmesh_kernel::{MonotonicClock, RequestContext, SystemClock};
+use medmesh_key_admin::KeyAdministration;
 use medmesh_store::KekProvider;
 use medmesh_store_sql::Stores;
 
@@ -150,8 +151,8 @@ pub(crate) fn local_ctx(what: &str) -> RequestContext {
 }
 
 /// The PDP's permit for key administration, which it gives the CLI's local operator.
-fn admin(records: &RecordService) -> anyhow::Result<medmesh_policy::KeyAdmin> {
-    Ok(records.key_admin(&local_ctx("keys"))?)
+fn admin(key_admin: &KeyAdministration) -> anyhow::Result<medmesh_policy::KeyAdmin> {
+    Ok(key_admin.permit(&local_ctx("keys"))?)
 }
 
 fn ring(ring: Option<KeyRing>) -> anyhow::Result<KeyRing> {
@@ -159,7 +160,10 @@ fn ring(ring: Option<KeyRing>) -> anyhow::Result<KeyRing> {
 }
 
 /// `keys status`.
-pub(crate) async fn status(records: &RecordService, ring: Option<KeyRing>) -> anyhow::Result<()> {
+pub(crate) async fn status(
+    key_admin: &KeyAdministration,
+    ring: Option<KeyRing>,
+) -> anyhow::Result<()> {
     let ring = self::ring(ring)?;
     match &ring.kek {
         Kek::File(k) => {
@@ -170,10 +174,10 @@ pub(crate) async fn status(records: &RecordService, ring: Option<KeyRing>) -> an
         }
         Kek::Kms(k) => outln!("KEK in KMS: {} (current)", k.current_kek()),
     }
-    for (kek, n) in records.keys_per_kek(&admin(records)?).await? {
+    for (kek, n) in key_admin.keys_per_kek(&admin(key_admin)?).await? {
         outln!("data keys wrapped under {kek}: {n}");
     }
-    match records.reencrypt_state(&admin(records)?).await? {
+    match key_admin.reencrypt_state(&admin(key_admin)?).await? {
         Some((cursor, state)) => outln!("re-encryption: {state} (row {cursor})"),
         None => outln!("re-encryption: never run"),
     }
@@ -184,11 +188,11 @@ pub(crate) async fn status(records: &RecordService, ring: Option<KeyRing>) -> an
 /// KEKs from the file once no data key is wrapped under them. Returns whether it removed
 /// them.
 async fn rewrap_and_retire(
-    records: &RecordService,
+    key_admin: &KeyAdministration,
     ring: &KeyRing,
     keep_old: bool,
 ) -> anyhow::Result<bool> {
-    let report = records.rewrap_all_keys(&admin(records)?).await?;
+    let report = key_admin.rewrap_all_keys(&admin(key_admin)?).await?;
     outln!(
         "re-wrapped {} data keys under KEK {} ({} already were)",
         report.rewrapped,
@@ -201,17 +205,17 @@ async fn rewrap_and_retire(
         );
         return Ok(false);
     }
-    retire(records, ring).await
+    retire(key_admin, ring).await
 }
 
 /// Removes older KEKs if nothing is wrapped under them. A node that read the key file just
 /// before the rotation may still be wrapping one new key under the old KEK: wait a moment,
 /// re-wrap stragglers, and check again before removing.
-async fn retire(records: &RecordService, ring: &KeyRing) -> anyhow::Result<bool> {
+async fn retire(key_admin: &KeyAdministration, ring: &KeyRing) -> anyhow::Result<bool> {
     let current = ring.kek.current_kek();
     for attempt in 0..3 {
-        let stragglers: u64 = records
-            .keys_per_kek(&admin(records)?)
+        let stragglers: u64 = key_admin
+            .keys_per_kek(&admin(key_admin)?)
             .await?
             .into_iter()
             .filter(|(k, _)| *k != current && !k.is_empty())
@@ -225,7 +229,7 @@ async fn retire(records: &RecordService, ring: &KeyRing) -> anyhow::Result<bool>
             return Ok(true);
         }
         if stragglers > 0 {
-            records.rewrap_all_keys(&admin(records)?).await?;
+            key_admin.rewrap_all_keys(&admin(key_admin)?).await?;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -236,7 +240,7 @@ async fn retire(records: &RecordService, ring: &KeyRing) -> anyhow::Result<bool>
 
 /// `keys rotate`.
 pub(crate) async fn rotate(
-    records: &RecordService,
+    key_admin: &KeyAdministration,
     ring: Option<KeyRing>,
     keep_old: bool,
 ) -> anyhow::Result<()> {
@@ -247,36 +251,36 @@ pub(crate) async fn rotate(
             "re-wrapping every data key under {}",
             ring.kek.current_kek()
         );
-        records.rewrap_all_keys(&admin(records)?).await?;
+        key_admin.rewrap_all_keys(&admin(key_admin)?).await?;
         return Ok(());
     }
     let file = ring.kek.file()?;
     let new = file.add_current(&OsRandom)?;
     outln!("new KEK {new} written to {}", file.path().display());
-    rewrap_and_retire(records, &ring, keep_old).await?;
+    rewrap_and_retire(key_admin, &ring, keep_old).await?;
     Ok(())
 }
 
 /// `keys retire`.
 pub(crate) async fn retire_old(
-    records: &RecordService,
+    key_admin: &KeyAdministration,
     ring: Option<KeyRing>,
 ) -> anyhow::Result<()> {
     let ring = self::ring(ring)?;
-    retire(records, &ring).await?;
+    retire(key_admin, &ring).await?;
     Ok(())
 }
 
 /// `keys reencrypt`.
 pub(crate) async fn reencrypt(
-    records: &RecordService,
+    key_admin: &KeyAdministration,
     ring: Option<KeyRing>,
     stores: &Stores,
 ) -> anyhow::Result<()> {
     let _ring = self::ring(ring)?;
     let bar = indicatif::ProgressBar::new_spinner();
-    let report = records
-        .reencrypt(&admin(records)?, &|n| {
+    let report = key_admin
+        .reencrypt(&admin(key_admin)?, &|n| {
             bar.set_message(format!("{n} versions sealed"))
         })
         .await?;
@@ -307,7 +311,7 @@ pub(crate) async fn reencrypt(
 
 /// `admin erase-patient`.
 pub(crate) async fn erase_patient(
-    records: &RecordService,
+    key_admin: &KeyAdministration,
     ring: Option<KeyRing>,
     patient: &str,
     confirm: &str,
@@ -316,7 +320,7 @@ pub(crate) async fn erase_patient(
     if patient != confirm {
         bail!("to erase Patient/{patient}, repeat its id: --confirm {patient}");
     }
-    let report = records
+    let report = key_admin
         .erase_patient(&local_ctx("erase"), patient)
         .await
         .map_err(|e| anyhow::anyhow!("erasure failed: {e}"))?;
@@ -336,6 +340,6 @@ pub(crate) async fn erase_patient(
     }
     let new = ring.kek.file()?.add_current(&OsRandom)?;
     outln!("new KEK {new}; re-wrapping every other data key under it");
-    rewrap_and_retire(records, &ring, false).await?;
+    rewrap_and_retire(key_admin, &ring, false).await?;
     Ok(())
 }

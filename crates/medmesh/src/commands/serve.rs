@@ -30,18 +30,29 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     let files = Arc::new(medmesh_blobs::LocalExportFiles::new(
         cfg.data_dir.join("exports"),
     ));
-    let export_queue = workers::start_export_worker(records.clone(), files.clone()).await;
+    let export = Arc::new(medmesh_export::BulkExport::new(
+        records.clone(),
+        stores.records.clone(),
+        files,
+    ));
+    let vault = document_vault(&stores, &cfg, &records)?;
+    let trust = trust_network(&stores, &cfg, &records);
+    let export_queue = workers::start_export_worker(export.clone()).await;
     workers::start_key_refresher(identity.clone());
     workers::start_checkpointer(
         audit_log.clone(),
         Duration::from_secs(cfg.audit_checkpoint_interval),
     );
     let state = medmesh_server::build_state(
-        records,
-        identity,
-        files,
+        medmesh_server::Services {
+            records,
+            vault,
+            trust,
+            export,
+            audit_log: audit_log.clone(),
+            identity,
+        },
         export_queue,
-        audit_log.clone(),
         medmesh_server::ServerConfig {
             public_base_url: cfg.public_base_url.clone(),
             body_limits: medmesh_server::BodyLimits {

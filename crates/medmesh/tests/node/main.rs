@@ -10,6 +10,8 @@
 
 mod harness;
 
+mod architecture;
+
 mod at_rest;
 mod audit_log;
 mod bad_input;

@@ -1,7 +1,7 @@
 //! The audit log at scale, on SQLite: an inclusion proof at 10M entries (criterion), and the
 //! rate of a full `audit verify` over the same log (timed once, printed).
 //!
-//! `cargo bench -p medmesh-records --bench audit_log` (set `AUDIT_BENCH_ENTRIES` to change the
+//! `cargo bench -p medmesh-audit-log --bench audit_log` (set `AUDIT_BENCH_ENTRIES` to change the
 //! size). The log is built once through the real append path, in batches as the group-commit
 //! writer makes them, and kept in `target/audit-bench-<N>/` for later runs.
 
@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use medmesh_audit::{AuditEntry, Outcome};
-use medmesh_records::{AuditLogService, SystemClock, verify_log};
+use medmesh_audit_log::{AuditLogService, verify_log};
+use medmesh_kernel::SystemClock;
 
 fn entries() -> u64 {
     std::env::var("AUDIT_BENCH_ENTRIES")

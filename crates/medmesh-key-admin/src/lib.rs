@@ -1,5 +1,10 @@
-//! Key operations on a running node's data: re-wrapping every data key under a new KEK,
-//! full re-encryption (resumable), and erasure of a patient by destroying their keys.
+//! Key administration on a running node's data: re-wrapping every data key under a new
+//! KEK, full re-encryption (resumable), and erasure of a patient by destroying their keys.
+//!
+//! The mechanism (the key ring, sealing, the blind index) is `medmesh-at-rest`, below the
+//! record service. Administration walks every stored body, consent, break-glass reason and
+//! document blob, so it sits above the record service and the vault, and acts through the
+//! record core: its writes are sealed and audited like any other.
 
 use std::collections::HashSet;
 
@@ -10,10 +15,14 @@ use medmesh_policy::{Action, KeyAdmin};
 use medmesh_store::KeyState;
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use medmesh_at_rest::{AtRest, body_context};
-use crate::context::RequestContext;
-use crate::trust::consent_context;
-use crate::{RecordError, RecordService};
+use medmesh_kernel::RequestContext;
+use medmesh_records::policy_facts::consent_context;
+use medmesh_records::{RecordError, RecordService};
+use medmesh_store::{RecordStore, ResourceStore, TrustEdgeStore};
+use medmesh_vault::DocumentVault;
 
 /// The re-encryption job's name in `key_jobs`.
 pub const REENCRYPT_JOB: &str = "reencrypt";
@@ -57,9 +66,23 @@ pub struct ErasureReport {
     pub keys: u64,
 }
 
-fn at_rest(svc: &RecordService) -> Result<&std::sync::Arc<AtRest>, RecordError> {
-    svc.at_rest
-        .as_ref()
+/// Key administration over the record service and the document vault.
+pub struct KeyAdministration {
+    records: Arc<RecordService>,
+    resources: Arc<dyn ResourceStore>,
+    edges: Arc<dyn TrustEdgeStore>,
+    vault: Option<Arc<DocumentVault>>,
+}
+
+impl std::fmt::Debug for KeyAdministration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyAdministration").finish_non_exhaustive()
+    }
+}
+
+fn at_rest(svc: &RecordService) -> Result<&Arc<AtRest>, RecordError> {
+    svc.core()
+        .at_rest()
         .ok_or_else(|| RecordError::NotSupported("encryption at rest is off on this node".into()))
 }
 
@@ -74,14 +97,37 @@ fn unless_erased<T>(
     }
 }
 
-impl RecordService {
+impl KeyAdministration {
+    /// Administration over `records` and `store`; with `vault`, document blobs are sealed
+    /// again with their Binary.
+    pub fn new(
+        records: Arc<RecordService>,
+        store: Arc<dyn RecordStore>,
+        vault: Option<Arc<DocumentVault>>,
+    ) -> Self {
+        Self {
+            records,
+            resources: store.clone(),
+            edges: store,
+            vault,
+        }
+    }
+
+    /// Asks the PDP for the key-administration permit every method here takes.
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`] when the PDP refuses (anyone but the CLI's operator).
+    pub fn permit(&self, ctx: &RequestContext) -> Result<KeyAdmin, RecordError> {
+        self.records.key_admin(ctx)
+    }
+
     /// Re-wraps every live data key under the KEK provider's current KEK. The data is not
     /// touched: each key is unwrapped with its old KEK and wrapped again.
     ///
     /// The PDP's [`KeyAdmin`] (the CLI's operator) is the permission:
     ///
     /// ```compile_fail
-    /// # async fn f(svc: &medmesh_records::RecordService) {
+    /// # async fn f(svc: &medmesh_key_admin::KeyAdministration) {
     /// svc.rewrap_all_keys().await;
     /// # }
     /// ```
@@ -89,7 +135,8 @@ impl RecordService {
     /// # Errors
     /// When a key cannot be unwrapped (its KEK is missing) or the store fails.
     pub async fn rewrap_all_keys(&self, _admin: &KeyAdmin) -> Result<RewrapReport, RecordError> {
-        let a = at_rest(self)?;
+        let core = self.records.core();
+        let a = at_rest(&self.records)?;
         let current = a.kek().current_kek();
         let mut report = RewrapReport::default();
         let mut after: Option<String> = None;
@@ -117,7 +164,7 @@ impl RecordService {
                     .await
                     .map_err(|e| RecordError::Keys(e.to_string()))?;
                 if a.key_store()
-                    .rewrap(&k.key_id, old, &new, &rewrapped, self.now())
+                    .rewrap(&k.key_id, old, &new, &rewrapped, core.now())
                     .await?
                 {
                     report.rewrapped += 1;
@@ -132,7 +179,7 @@ impl RecordService {
     /// # Errors
     /// When the store fails.
     pub async fn keys_per_kek(&self, _admin: &KeyAdmin) -> Result<Vec<(String, u64)>, RecordError> {
-        Ok(at_rest(self)?.key_store().keys_per_kek().await?)
+        Ok(at_rest(&self.records)?.key_store().keys_per_kek().await?)
     }
 
     /// The re-encryption job's saved cursor and state.
@@ -143,7 +190,10 @@ impl RecordService {
         &self,
         _admin: &KeyAdmin,
     ) -> Result<Option<(i64, String)>, RecordError> {
-        Ok(at_rest(self)?.key_store().job_cursor(REENCRYPT_JOB).await?)
+        Ok(at_rest(&self.records)?
+            .key_store()
+            .job_cursor(REENCRYPT_JOB)
+            .await?)
     }
 
     /// Seals every stored version again, each owner under a fresh data key, rebuilds the
@@ -160,7 +210,8 @@ impl RecordService {
         _admin: &KeyAdmin,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<ReencryptReport, RecordError> {
-        let a = at_rest(self)?;
+        let core = self.records.core();
+        let a = at_rest(&self.records)?;
         let keys = a.key_store();
         let mut report = ReencryptReport::default();
         let (mut cursor, started) = match keys.job_cursor(REENCRYPT_JOB).await? {
@@ -181,7 +232,7 @@ impl RecordService {
         // Owners whose key this run has replaced (read back from the store on resume).
         let mut fresh: HashSet<String> = HashSet::new();
         loop {
-            let rows = self.store.bodies_after(cursor, BATCH).await?;
+            let rows = self.resources.bodies_after(cursor, BATCH).await?;
             let Some(last) = rows.last() else { break };
             let last_seq = last.seq;
             // Open everything and give owners their new keys first: a key store write
@@ -198,7 +249,7 @@ impl RecordService {
                 }
                 let json: Value =
                     serde_json::from_slice(&plain).map_err(|_| RecordError::Corrupt)?;
-                let owner = self.key_owner(&v.resource_type, &json);
+                let owner = core.key_owner(&v.resource_type, &json);
                 self.fresh_key(a, &owner, started, &mut fresh, &mut report)
                     .await?;
                 opened.push((row, ctx, plain, json, owner));
@@ -208,7 +259,7 @@ impl RecordService {
                 .filter(|(row, _, _, _, _)| row.current && row.version.resource_type == "Binary")
                 .map(|(_, _, _, json, _)| json.clone())
                 .collect();
-            let mut tx = self.begin_write().await?;
+            let mut tx = core.begin_write().await?;
             for (row, ctx, plain, json, owner) in opened {
                 let v = &row.version;
                 let sealed = a.seal_in(&mut tx, &owner, &ctx, &plain).await?;
@@ -217,7 +268,7 @@ impl RecordService {
                 if row.current {
                     let rows = a
                         .blind_index()
-                        .blind_rows(&v.resource_type, index::extract(self.defs, &json));
+                        .blind_rows(&v.resource_type, index::extract(core.definitions(), &json));
                     if tx
                         .reindex_current(&v.resource_type, &v.id, v.version, rows)
                         .await?
@@ -229,18 +280,20 @@ impl RecordService {
             tx.commit().await?;
             // Document blobs follow their Binary (outside the transaction: blob I/O).
             for json in &binaries {
-                if self.reseal_blob(json).await? {
+                if let Some(vault) = &self.vault
+                    && vault.reseal_blob(json).await?
+                {
                     report.blobs += 1;
                 }
             }
             cursor = last_seq;
-            keys.save_job_cursor(REENCRYPT_JOB, cursor, &state, self.now())
+            keys.save_job_cursor(REENCRYPT_JOB, cursor, &state, core.now())
                 .await?;
             progress(report.bodies);
         }
         self.reseal_texts(a, started, &mut fresh, &mut report)
             .await?;
-        keys.save_job_cursor(REENCRYPT_JOB, cursor, "done", self.now())
+        keys.save_job_cursor(REENCRYPT_JOB, cursor, "done", core.now())
             .await?;
         Ok(report)
     }
@@ -275,8 +328,9 @@ impl RecordService {
         fresh: &mut HashSet<String>,
         report: &mut ReencryptReport,
     ) -> Result<(), RecordError> {
+        let core = self.records.core();
         let mut consents = Vec::new();
-        for (source, patient, body) in self.store.consent_rows().await? {
+        for (source, patient, body) in self.edges.consent_rows().await? {
             let ctx = consent_context(&patient);
             let Some(plain) = unless_erased(a.open_text(&ctx, &body).await)? else {
                 continue;
@@ -285,7 +339,7 @@ impl RecordService {
             consents.push((source, patient, ctx, plain));
         }
         let mut reasons = Vec::new();
-        for edge in self.store.break_glass_since(i64::MIN).await? {
+        for edge in self.edges.break_glass_since(i64::MIN).await? {
             let Some(detail) = &edge.detail else { continue };
             let Some(plain) = unless_erased(a.open_text(&edge.source, detail).await)? else {
                 continue;
@@ -294,7 +348,7 @@ impl RecordService {
                 .await?;
             reasons.push((edge, plain));
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = core.begin_write().await?;
         for (source, patient, ctx, plain) in consents {
             let sealed = a.seal_text_in(&mut tx, &patient, &ctx, &plain).await?;
             tx.rewrite_consent(&source, &sealed).await?;
@@ -326,13 +380,14 @@ impl RecordService {
         ctx: &RequestContext,
         patient_id: &str,
     ) -> Result<ErasureReport, RecordError> {
-        let a = at_rest(self)?;
-        let grant = self.authorize(ctx, Action::Delete, Some("Patient")).await?;
+        let core = self.records.core();
+        let a = at_rest(&self.records)?;
+        let grant = core.authorize(ctx, Action::Delete, Some("Patient")).await?;
         if !grant.is_unrestricted() {
             return Err(RecordError::Forbidden);
         }
-        let links: Vec<(String, Vec<String>)> = self
-            .defs
+        let links: Vec<(String, Vec<String>)> = core
+            .definitions()
             .patient_compartment()
             .iter()
             .map(|(t, p)| (t.clone(), p.clone()))
@@ -341,7 +396,7 @@ impl RecordService {
         let mut cursor: Option<String> = None;
         loop {
             let page = self
-                .store
+                .resources
                 .compartment_page(patient_id, &links, None, &[], 1000, cursor.as_deref())
                 .await?;
             targets.extend(page.matches);
@@ -350,20 +405,20 @@ impl RecordService {
                 None => break,
             }
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = core.begin_write().await?;
         let mut report = ErasureReport::default();
         let mut erased = Vec::new();
         for (rt, id) in &targets {
             if let Some(head) = tx.head(rt, id).await?
                 && !head.deleted
             {
-                self.tombstone(&mut tx, &grant, rt, id, head).await?;
+                core.tombstone(&mut tx, &grant, rt, id, head).await?;
                 report.resources += 1;
                 erased.push(format!("{rt}/{id}"));
             }
         }
-        report.keys = tx.destroy_data_keys(patient_id, self.now()).await?;
-        let mut entry = self.entry(ctx, "erase", Some("Patient"), erased, Outcome::Success);
+        report.keys = tx.destroy_data_keys(patient_id, core.now()).await?;
+        let mut entry = core.entry(ctx, "erase", Some("Patient"), erased, Outcome::Success);
         entry.patients = vec![patient_id.to_string()];
         entry.reason = Some("erasure at the patient's request".into());
         tx.append_audit(&entry).await?;

@@ -5,7 +5,7 @@
 
 /// The type of an end-to-end sealed document: ciphertext the node cannot read, recognised
 /// by the sealed-stream header (`mmb\x01`).
-pub const SEALED_TYPE: &str = "application/vnd.medmesh.sealed";
+pub use medmesh_crypto::wire::SEALED_TYPE;
 
 /// Bytes looked at; every signature checked lies within them.
 pub const SNIFF_BYTES: usize = 8 * 1024;

@@ -1,6 +1,9 @@
-//! The audit log's read side: signed checkpoints, inclusion and consistency proofs, a
+//! The audit-log service: signed checkpoints, inclusion and consistency proofs, a
 //! patient's own entries with proofs, and the full re-derivation `medmesh audit verify` runs.
-//! Appends happen with the data (see [`crate::audit_writer`] and `RecordTx::append_audit`).
+//!
+//! This is the log's read side. Appends happen with the data, inside the record service's
+//! write transactions and its group-commit writer (`medmesh_records::audit_writer`), so this
+//! crate never writes an entry except the one that records a reading of the log itself.
 
 use std::sync::Arc;
 
@@ -12,10 +15,10 @@ use medmesh_store::{
     AuditLogStore, DerivedRow, LogKeyRecord, SecretSealer, StoreError, StoredCheckpoint,
 };
 
-use crate::context::{Clock, RequestContext};
-use crate::{RecordError, RecordService};
 use medmesh_audit::Outcome;
+use medmesh_kernel::{Clock, RequestContext};
 use medmesh_policy::AuditView;
+use medmesh_records::{RecordError, RecordService};
 
 /// Rows read per page while verifying.
 const VERIFY_PAGE: u32 = 20_000;
@@ -54,7 +57,7 @@ impl From<AuditLogError> for RecordError {
     }
 }
 
-impl RecordService {
+impl AuditLogService {
     /// One page of a patient's access log for `ctx`: who accessed the record, when, why and
     /// on what basis, each entry with its inclusion proof. The reading is itself an access
     /// to the record and is audited, permitted or denied (after the page is read, so a page
@@ -64,29 +67,30 @@ impl RecordService {
     /// [`RecordError::Forbidden`] when the PDP refuses (audited); store failures.
     pub async fn read_patient_log(
         &self,
+        records: &RecordService,
         ctx: &RequestContext,
-        log: &AuditLogService,
         patient: &str,
         before: Option<u64>,
         limit: u32,
     ) -> Result<Option<PatientLog>, RecordError> {
-        let view = self.audit_view(ctx, Some(patient));
+        let core = records.core();
+        let view = records.audit_view(ctx, Some(patient));
         let outcome = if view.is_ok() {
             Outcome::Success
         } else {
             Outcome::Denied
         };
-        let mut entry = self.entry(ctx, "read-audit-log", None, Vec::new(), outcome);
+        let mut entry = core.entry(ctx, "read-audit-log", None, Vec::new(), outcome);
         entry.patients = vec![patient.to_string()];
         let view = match view {
             Ok(v) => v,
             Err(e) => {
-                self.append_audit(vec![entry]).await?;
+                core.append_audit(vec![entry]).await?;
                 return Err(e);
             }
         };
-        let page = log.patient_log(&view, before, limit).await?;
-        self.append_audit(vec![entry]).await?;
+        let page = self.patient_log(&view, before, limit).await?;
+        core.append_audit(vec![entry]).await?;
         Ok(page)
     }
 }

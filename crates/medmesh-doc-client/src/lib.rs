@@ -1,12 +1,21 @@
-//! `medmesh doc ...` and `medmesh verify`: the client side of signed uploads and end-to-end
-//! sealed documents, run against a node over HTTP. Private keys stay in the user's key file
-//! (mode 0600) on their device; the node sees public keys, signatures, wrapped keys and
-//! ciphertext only.
+//! The client side of signed uploads and end-to-end sealed documents, against a medmesh
+//! node over HTTP: key files, key registration, signed and sealed uploads, opening,
+//! sharing and revoking sealed documents, and verifying a document's signature offline or
+//! against the node's key directory. `medmesh doc ...` and `medmesh verify` are built on it;
+//! a third party's client can be too.
+//!
+//! Private keys stay in the user's key file (mode 0600) on their device; the node sees public
+//! keys, signatures, wrapped keys and ciphertext only. Nothing here prints: every call
+//! returns what it did, or a [`DocClientError`] that says what went wrong.
+
+mod error;
+
+use error::{Context, bail};
+pub use error::{DocClientError, Result};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures::StreamExt;
@@ -19,8 +28,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-/// The sealed-document media type (as the node knows it).
-const SEALED_TYPE: &str = "application/vnd.medmesh.sealed";
+use medmesh_crypto::wire::{EXT_SIGNED_CLAIMS, EXT_SIGNING_KEY, SEALED_TYPE, SIG_FORMAT};
 /// What every signature of this client names as its device.
 fn device() -> String {
     format!("medmesh-cli {}", env!("CARGO_PKG_VERSION"))
@@ -29,6 +37,7 @@ fn device() -> String {
 const DEFAULT_TYPE: &str = "http://loinc.org|34133-9";
 
 /// A user's keys as kept in their key file.
+#[derive(Debug)]
 pub struct KeyFile {
     /// Whose keys (`Patient/x`, `Practitioner/y`).
     pub owner: String,
@@ -38,7 +47,7 @@ pub struct KeyFile {
     pub opening: Vec<(&'static str, SealingSecretKey)>,
 }
 
-fn b64_32(s: &str) -> anyhow::Result<[u8; 32]> {
+fn b64_32(s: &str) -> Result<[u8; 32]> {
     STANDARD
         .decode(s.trim())
         .ok()
@@ -51,7 +60,7 @@ impl KeyFile {
     ///
     /// # Errors
     /// When it is missing, readable by others, or damaged.
-    pub fn read(path: &Path) -> anyhow::Result<Self> {
+    pub fn read(path: &Path) -> Result<Self> {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(path)
             .with_context(|| format!("cannot read the key file {}", path.display()))?;
@@ -95,7 +104,7 @@ impl KeyFile {
         Ok(out)
     }
 
-    fn signing(&self) -> anyhow::Result<&UserSigningKey> {
+    fn signing(&self) -> Result<&UserSigningKey> {
         self.signing
             .as_ref()
             .context("this is a recovery-key file; it opens documents but cannot sign")
@@ -103,7 +112,7 @@ impl KeyFile {
 }
 
 /// Writes a new file with mode 0600, refusing to overwrite one.
-fn write_secret_file(path: &Path, text: &str) -> anyhow::Result<()> {
+fn write_secret_file(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -116,9 +125,24 @@ fn write_secret_file(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The public halves of keys just made, base64.
+#[derive(Debug, Clone)]
+pub struct GeneratedKeys {
+    /// The Ed25519 signing key.
+    pub signing: String,
+    /// The X25519 sealing key.
+    pub sealing: String,
+    /// The X25519 recovery key, when one was made.
+    pub recovery: Option<String>,
+}
+
 /// `medmesh doc keygen`: a signing and a sealing key in a new key file, and optionally a
 /// recovery key in a file of its own (to keep offline).
-pub fn keygen(key_file: &Path, owner: &str, recovery_file: Option<&Path>) -> anyhow::Result<()> {
+///
+/// # Errors
+/// When the owner is not `Patient/x` or `Practitioner/y`, or a file exists or cannot be
+/// written.
+pub fn keygen(key_file: &Path, owner: &str, recovery_file: Option<&Path>) -> Result<GeneratedKeys> {
     if !owner.starts_with("Patient/") && !owner.starts_with("Practitioner/") {
         bail!("--owner must be Patient/<id> or Practitioner/<id>");
     }
@@ -133,8 +157,11 @@ pub fn keygen(key_file: &Path, owner: &str, recovery_file: Option<&Path>) -> any
             STANDARD.encode(sealing.expose_seed()),
         ),
     )?;
-    println!("signing key {}", signing.public().to_base64());
-    println!("sealing key {}", sealing.public().to_base64());
+    let mut made = GeneratedKeys {
+        signing: signing.public().to_base64(),
+        sealing: sealing.public().to_base64(),
+        recovery: None,
+    };
     if let Some(path) = recovery_file {
         let recovery = SealingSecretKey::generate(&r);
         write_secret_file(
@@ -144,9 +171,9 @@ pub fn keygen(key_file: &Path, owner: &str, recovery_file: Option<&Path>) -> any
                 STANDARD.encode(recovery.expose_seed())
             ),
         )?;
-        println!("recovery key {}", recovery.public().to_base64());
+        made.recovery = Some(recovery.public().to_base64());
     }
-    Ok(())
+    Ok(made)
 }
 
 /// A node and the token to talk to it.
@@ -154,6 +181,16 @@ pub struct NodeClient {
     base: String,
     token: String,
     http: reqwest::Client,
+}
+
+impl std::fmt::Debug for NodeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The bearer token is a credential: never printed.
+        f.debug_struct("NodeClient")
+            .field("base", &self.base)
+            .field("token", &"[redacted]")
+            .finish_non_exhaustive()
+    }
 }
 
 fn now_instant() -> String {
@@ -170,19 +207,22 @@ fn now_instant() -> String {
 }
 
 /// A failed response's OperationOutcome text (or its status), for the error message.
-async fn failure(r: reqwest::Response) -> anyhow::Error {
+async fn failure(r: reqwest::Response) -> DocClientError {
     let status = r.status();
     let body: Value = r.json().await.unwrap_or(Value::Null);
-    let text = body["issue"][0]["diagnostics"]
+    let message = body["issue"][0]["diagnostics"]
         .as_str()
         .map(str::to_string)
         .unwrap_or_else(|| status.to_string());
-    anyhow::anyhow!("the node refused: {text} ({status})")
+    DocClientError::Refused {
+        status: status.as_u16(),
+        message,
+    }
 }
 
 impl NodeClient {
     /// A client for `node` (`http://host:port`) with a bearer token.
-    pub fn new(node: &str, token: &str) -> anyhow::Result<Self> {
+    pub fn new(node: &str, token: &str) -> Result<Self> {
         if token.trim().is_empty() {
             bail!("a token is needed: --token or MEDMESH_TOKEN");
         }
@@ -200,40 +240,35 @@ impl NodeClient {
     }
 
     /// Starts downloading a Binary's bytes (an audited open on the node).
-    async fn download(&self, binary: &str) -> anyhow::Result<reqwest::Response> {
+    async fn download(&self, binary: &str) -> Result<reqwest::Response> {
         let r = self
             .http
             .get(self.url(&format!("fhir/Binary/{binary}")))
             .bearer_auth(&self.token)
             .send()
             .await
-            .context("cannot reach the node")?;
+            .map_err(DocClientError::Unreachable)?;
         if !r.status().is_success() {
             return Err(failure(r).await);
         }
         Ok(r)
     }
 
-    async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+    async fn get_json(&self, path: &str) -> Result<Value> {
         let r = self
             .http
             .get(self.url(path))
             .bearer_auth(&self.token)
             .send()
             .await
-            .context("cannot reach the node")?;
+            .map_err(DocClientError::Unreachable)?;
         if !r.status().is_success() {
             return Err(failure(r).await);
         }
         r.json().await.context("the node sent malformed JSON")
     }
 
-    async fn send_json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: &Value,
-    ) -> anyhow::Result<Value> {
+    async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> Result<Value> {
         let r = self
             .http
             .request(method, self.url(path))
@@ -241,7 +276,7 @@ impl NodeClient {
             .json(body)
             .send()
             .await
-            .context("cannot reach the node")?;
+            .map_err(DocClientError::Unreachable)?;
         if !r.status().is_success() {
             return Err(failure(r).await);
         }
@@ -254,7 +289,7 @@ impl NodeClient {
         &self,
         owner: &str,
         kinds: &[&str],
-    ) -> anyhow::Result<Vec<(String, String, String)>> {
+    ) -> Result<Vec<(String, String, String)>> {
         let listing = self.get_json(&format!("api/keys?owner={owner}")).await?;
         let entries: Vec<&Value> = listing["keys"]
             .as_array()
@@ -298,11 +333,7 @@ impl NodeClient {
     }
 
     /// The content key of a sealed document, unwrapped with one of the key file's keys.
-    async fn content_key(
-        &self,
-        keys: &KeyFile,
-        binary: &str,
-    ) -> anyhow::Result<(KeyId, ContentKey)> {
+    async fn content_key(&self, keys: &KeyFile, binary: &str) -> Result<(KeyId, ContentKey)> {
         let mine = self.get_json(&format!("api/sealed/{binary}/keys")).await?;
         let document: [u8; 16] = mine["documentKeyId"]
             .as_str()
@@ -326,7 +357,7 @@ impl NodeClient {
 }
 
 /// Hashes a file as it streams.
-async fn sha256_file(path: &Path) -> anyhow::Result<([u8; 32], u64)> {
+async fn sha256_file(path: &Path) -> Result<([u8; 32], u64)> {
     let mut f = tokio::fs::File::open(path)
         .await
         .with_context(|| format!("cannot open {}", path.display()))?;
@@ -345,7 +376,7 @@ async fn sha256_file(path: &Path) -> anyhow::Result<([u8; 32], u64)> {
 }
 
 /// A file as a request body, read as it is sent.
-async fn file_body(path: &Path) -> anyhow::Result<reqwest::Body> {
+async fn file_body(path: &Path) -> Result<reqwest::Body> {
     let f = tokio::fs::File::open(path)
         .await
         .with_context(|| format!("cannot open {}", path.display()))?;
@@ -364,6 +395,7 @@ async fn file_body(path: &Path) -> anyhow::Result<reqwest::Body> {
 }
 
 /// What an upload says about itself.
+#[derive(Debug, Clone)]
 pub struct UploadMeta {
     /// Whose document (a Patient id).
     pub patient: String,
@@ -383,7 +415,7 @@ async fn signed_post(
     meta: &UploadMeta,
     content_type: &str,
     sealed_keys: Option<String>,
-) -> anyhow::Result<Value> {
+) -> Result<Value> {
     let (digest, _) = sha256_file(path).await?;
     let claims = UploadClaims {
         sha256: digest,
@@ -416,7 +448,7 @@ async fn signed_post(
         .body(file_body(path).await?)
         .send()
         .await
-        .context("cannot reach the node")?;
+        .map_err(DocClientError::Unreachable)?;
     if !r.status().is_success() {
         return Err(failure(r).await);
     }
@@ -424,11 +456,16 @@ async fn signed_post(
 }
 
 /// `medmesh doc register`: publishes the key file's public keys (and a recovery key's).
+/// Returns each key's kind and directory id.
+///
+/// # Errors
+/// When the node refuses or cannot be reached, or a statement cannot be signed.
 pub async fn register(
     node: &NodeClient,
     keys: &KeyFile,
     recovery: Option<&KeyFile>,
-) -> anyhow::Result<()> {
+) -> Result<Vec<(String, String)>> {
+    let mut registered = Vec::new();
     let signing = keys.signing()?;
     let mut items: Vec<(&str, String)> = vec![("signing", signing.public().to_base64())];
     for (kind, k) in keys
@@ -455,37 +492,45 @@ pub async fn register(
                 &json!({"kind": kind, "publicKey": public_key, "time": st.time, "signature": sig.to_base64()}),
             )
             .await?;
-        println!("{kind} key {}", out["keyId"].as_str().unwrap_or_default());
+        registered.push((
+            kind.to_string(),
+            out["keyId"].as_str().unwrap_or_default().to_string(),
+        ));
     }
-    Ok(())
+    Ok(registered)
 }
 
-/// `medmesh doc upload`: a signed (not sealed) upload.
+/// `medmesh doc upload`: a signed (not sealed) upload. Returns the Binary's id.
+///
+/// # Errors
+/// When the file cannot be read, the key file cannot sign, or the node refuses.
 pub async fn upload(
     node: &NodeClient,
     keys: &KeyFile,
     path: &Path,
     meta: &UploadMeta,
-) -> anyhow::Result<()> {
+) -> Result<String> {
     let ct = meta
         .content_type
         .clone()
         .unwrap_or_else(|| "application/octet-stream".into());
     let binary = signed_post(node, keys, path, meta, &ct, None).await?;
-    println!("{}", binary["id"].as_str().unwrap_or_default());
-    Ok(())
+    Ok(binary["id"].as_str().unwrap_or_default().to_string())
 }
 
 /// `medmesh doc seal`: seals `path` for the uploader, the patient (sealing and recovery
-/// keys) and every `--to` owner, signs the sealed bytes and uploads them. Prints the Binary
+/// keys) and every `--to` owner, signs the sealed bytes and uploads them. Returns the Binary's
 /// id.
+///
+/// # Errors
+/// When an owner has no verified sealing key, the file cannot be read, or the node refuses.
 pub async fn seal(
     node: &NodeClient,
     keys: &KeyFile,
     path: &Path,
     meta: &UploadMeta,
     to: &[String],
-) -> anyhow::Result<()> {
+) -> Result<String> {
     let patient_ref = format!("Patient/{}", meta.patient);
     let mut recipients = Vec::new();
     let mut owners = vec![keys.owner.clone(), patient_ref];
@@ -542,18 +587,12 @@ pub async fn seal(
         Some(wrapped.join(",")),
     )
     .await?;
-    println!("{}", binary["id"].as_str().unwrap_or_default());
-    Ok(())
+    Ok(binary["id"].as_str().unwrap_or_default().to_string())
 }
 
 /// `medmesh doc open`: downloads a sealed document and opens it into `out` (written only
 /// once the whole document has authenticated).
-pub async fn open(
-    node: &NodeClient,
-    keys: &KeyFile,
-    binary: &str,
-    out: &Path,
-) -> anyhow::Result<()> {
+pub async fn open(node: &NodeClient, keys: &KeyFile, binary: &str, out: &Path) -> Result<()> {
     let (_, content) = node.content_key(keys, binary).await?;
     let r = node.download(binary).await?;
     let partial = PathBuf::from(format!("{}.partial", out.display()));
@@ -597,7 +636,7 @@ pub async fn open(
         w.write_all(&plain)?;
         w.flush()?;
         std::fs::rename(&partial, out)?;
-        anyhow::Ok(())
+        Ok::<(), DocClientError>(())
     }
     .await;
     if result.is_err() {
@@ -607,12 +646,18 @@ pub async fn open(
 }
 
 /// `medmesh doc share`: wraps the document's content key for `to`'s verified sealing keys.
+/// Returns the ids of the keys it was wrapped for.
+///
+/// # Errors
+/// When `to` has no verified sealing key, no key in the key file opens the document, or the
+/// node refuses.
 pub async fn share(
     node: &NodeClient,
     keys: &KeyFile,
     binary: &str,
     to: &str,
-) -> anyhow::Result<()> {
+) -> Result<Vec<String>> {
+    let mut shared = Vec::new();
     let (document, content) = node.content_key(keys, binary).await?;
     let targets = node.verified_keys(to, &["sealing"]).await?;
     if targets.is_empty() {
@@ -631,29 +676,49 @@ pub async fn share(
             &json!({"recipientKeyId": key_id, "wrapped": w.to_text()}),
         )
         .await?;
-        println!("shared with {to} (key {key_id})");
+        shared.push(key_id);
     }
-    Ok(())
+    Ok(shared)
+}
+
+/// One holder of a sealed document's key.
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// Whose key (`Patient/x`, `Practitioner/y`).
+    pub recipient: String,
+    /// The key's directory id.
+    pub recipient_key_id: String,
+    /// Who wrapped the document's key for them.
+    pub added_by: String,
 }
 
 /// `medmesh doc shares`: who holds a key to the document (for its patient).
-pub async fn shares(node: &NodeClient, binary: &str) -> anyhow::Result<()> {
+///
+/// # Errors
+/// When the node refuses or cannot be reached.
+pub async fn shares(node: &NodeClient, binary: &str) -> Result<Vec<Share>> {
     let listing = node
         .get_json(&format!("api/sealed/{binary}/shares"))
         .await?;
-    for k in listing["shares"].as_array().into_iter().flatten() {
-        println!(
-            "{} (key {}), shared by {}",
-            k["recipient"].as_str().unwrap_or_default(),
-            k["recipientKeyId"].as_str().unwrap_or_default(),
-            k["addedBy"].as_str().unwrap_or_default()
-        );
-    }
-    Ok(())
+    let text = |k: &Value, field: &str| k[field].as_str().unwrap_or_default().to_string();
+    Ok(listing["shares"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|k| Share {
+            recipient: text(k, "recipient"),
+            recipient_key_id: text(k, "recipientKeyId"),
+            added_by: text(k, "addedBy"),
+        })
+        .collect())
 }
 
-/// `medmesh doc revoke`: removes every wrapped key `from` holds for the document.
-pub async fn revoke(node: &NodeClient, binary: &str, from: &str) -> anyhow::Result<bool> {
+/// `medmesh doc revoke`: removes every wrapped key `from` holds for the document. Returns
+/// how many it removed (none: `from` held no key to it).
+///
+/// # Errors
+/// When the node refuses or cannot be reached.
+pub async fn revoke(node: &NodeClient, binary: &str, from: &str) -> Result<u32> {
     let listing = node.get_json(&format!("api/keys?owner={from}")).await?;
     let mut revoked = 0;
     for k in listing["keys"].as_array().into_iter().flatten() {
@@ -669,22 +734,18 @@ pub async fn revoke(node: &NodeClient, binary: &str, from: &str) -> anyhow::Resu
             .bearer_auth(&node.token)
             .send()
             .await
-            .context("cannot reach the node")?;
+            .map_err(DocClientError::Unreachable)?;
         match r.status() {
             s if s.is_success() => revoked += 1,
             reqwest::StatusCode::NOT_FOUND => {}
             _ => return Err(failure(r).await),
         }
     }
-    if revoked == 0 {
-        eprintln!("medmesh: {from} holds no key for this document");
-        return Ok(false);
-    }
-    println!("revoked {revoked} key(s) of {from}; what they already downloaded stays with them");
-    Ok(true)
+    Ok(revoked)
 }
 
 /// What offline verification found.
+#[derive(Debug)]
 pub struct Verified {
     /// The claims the signature covers.
     pub claims: UploadClaims,
@@ -701,7 +762,7 @@ pub async fn verify_offline(
     file: &Path,
     provenance: &Value,
     expected_key: Option<&str>,
-) -> anyhow::Result<Verified> {
+) -> Result<Verified> {
     if provenance["resourceType"] != "Provenance" {
         bail!("the provenance file holds no Provenance resource");
     }
@@ -709,7 +770,7 @@ pub async fn verify_offline(
         .as_array()
         .into_iter()
         .flatten()
-        .find(|e| e["url"] == medmesh_records::vault::EXT_SIGNED_CLAIMS)
+        .find(|e| e["url"] == EXT_SIGNED_CLAIMS)
         .and_then(|e| e["valueBase64Binary"].as_str())
         .and_then(|b| STANDARD.decode(b).ok())
         .context("the Provenance carries no signed claims")?;
@@ -717,7 +778,7 @@ pub async fn verify_offline(
         .as_array()
         .into_iter()
         .flatten()
-        .find(|s| s["sigFormat"] == medmesh_records::vault::SIG_FORMAT)
+        .find(|s| s["sigFormat"] == SIG_FORMAT)
         .context("the Provenance carries no medmesh upload signature")?;
     let signature = UploadSignature::from_base64(sig["data"].as_str().unwrap_or_default())
         .ok()
@@ -728,7 +789,7 @@ pub async fn verify_offline(
             .as_array()
             .into_iter()
             .flatten()
-            .find(|e| e["url"] == medmesh_records::vault::EXT_SIGNING_KEY)
+            .find(|e| e["url"] == EXT_SIGNING_KEY)
             .and_then(|e| e["valueBase64Binary"].as_str())
             .context("the Provenance names no signing key; pass --key")?
             .to_string(),
@@ -752,51 +813,77 @@ pub async fn verify_offline(
     })
 }
 
-fn print_verified(v: &Verified) {
-    println!(
-        "verified: {} signed SHA-256 {} for {} at {} on {} (type {}), key {}",
-        v.claims.author,
-        hex::encode(v.claims.sha256),
-        v.claims.patient,
-        v.claims.time,
-        v.claims.device,
-        v.claims.doc_type,
-        v.key
-    );
+impl Verified {
+    /// One line saying who signed what, for, when and on which device, with which key.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} signed SHA-256 {} for {} at {} on {} (type {}), key {}",
+            self.claims.author,
+            hex::encode(self.claims.sha256),
+            self.claims.patient,
+            self.claims.time,
+            self.claims.device,
+            self.claims.doc_type,
+            self.key
+        )
+    }
+}
+
+/// The verdict on a document's signature.
+#[derive(Debug)]
+pub enum Verification {
+    /// The signature holds.
+    Verified(Verified),
+    /// It does not; the reason says why.
+    NotVerified(String),
 }
 
 /// `medmesh verify FILE --provenance P`.
+///
+/// # Errors
+/// When the provenance file cannot be read or is not JSON (a signature that does not hold
+/// is a [`Verification::NotVerified`], not an error).
 pub async fn verify_file(
     file: &Path,
     provenance: &Path,
     key: Option<&str>,
-) -> anyhow::Result<bool> {
+) -> Result<Verification> {
     let p: Value = serde_json::from_slice(
         &std::fs::read(provenance)
             .with_context(|| format!("cannot read {}", provenance.display()))?,
     )
     .context("the provenance file is not JSON")?;
-    match verify_offline(file, &p, key).await {
-        Ok(v) => {
-            print_verified(&v);
-            Ok(true)
-        }
-        Err(e) => {
-            eprintln!("medmesh: NOT verified: {e:#}");
-            Ok(false)
-        }
+    Ok(match verify_offline(file, &p, key).await {
+        Ok(v) => Verification::Verified(v),
+        Err(e) => Verification::NotVerified(chain(&e)),
+    })
+}
+
+/// An error and its causes, as one line.
+fn chain(e: &DocClientError) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
     }
+    text
 }
 
 /// `medmesh doc verify BINARY`: downloads the bytes and their Provenance and verifies
 /// them, and that the signing key is the author's in the directory.
-pub async fn verify_remote(node: &NodeClient, binary: &str) -> anyhow::Result<bool> {
+///
+/// # Errors
+/// When the node refuses or cannot be reached, or the download cannot be kept.
+pub async fn verify_remote(node: &NodeClient, binary: &str) -> Result<Verification> {
     let bundle = node
         .get_json(&format!("fhir/Provenance?target=Binary/{binary}"))
         .await?;
     let Some(provenance) = bundle["entry"][0].get("resource").cloned() else {
-        eprintln!("medmesh: NOT verified: this document has no signature");
-        return Ok(false);
+        return Ok(Verification::NotVerified(
+            "this document has no signature".into(),
+        ));
     };
     let r = node.download(binary).await?;
     let tmp = tempfile::NamedTempFile::new().context("cannot make a temporary file")?;
@@ -810,19 +897,14 @@ pub async fn verify_remote(node: &NodeClient, binary: &str) -> anyhow::Result<bo
     }
     let v = match verify_offline(tmp.path(), &provenance, None).await {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("medmesh: NOT verified: {e:#}");
-            return Ok(false);
-        }
+        Err(e) => return Ok(Verification::NotVerified(chain(&e))),
     };
     let signers = node.verified_keys(&v.claims.author, &["signing"]).await?;
     if !signers.iter().any(|(_, _, pk)| *pk == v.key) {
-        eprintln!(
-            "medmesh: NOT verified: the signing key is not {}'s in the directory",
+        return Ok(Verification::NotVerified(format!(
+            "the signing key is not {}'s in the directory",
             v.claims.author
-        );
-        return Ok(false);
+        )));
     }
-    print_verified(&v);
-    Ok(true)
+    Ok(Verification::Verified(v))
 }

@@ -21,7 +21,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::vault::author_of;
-use crate::{RecordError, RecordService, RequestContext};
+use medmesh_kernel::RequestContext;
+use medmesh_records::RecordError;
+
+use crate::DocumentVault;
 
 /// Kinds of key in the directory.
 pub const KEY_KINDS: [&str; 3] = ["signing", "sealing", "recovery"];
@@ -61,7 +64,7 @@ fn bad_key(m: &str) -> RecordError {
     RecordError::BadSignature(m.to_string())
 }
 
-impl RecordService {
+impl DocumentVault {
     /// Publishes one of the actor's public keys. A signing key must sign its own statement;
     /// a sealing or recovery key must be signed by one of the owner's live signing keys.
     ///
@@ -73,6 +76,7 @@ impl RecordService {
         ctx: &RequestContext,
         new: NewKey,
     ) -> Result<UserKey, RecordError> {
+        let core = self.records.core();
         let owner = owner_of(ctx)?;
         if !KEY_KINDS.contains(&new.kind.as_str()) {
             return Err(RecordError::invalid(
@@ -115,12 +119,12 @@ impl RecordService {
             public_key: statement.key,
             statement_time: new.time,
             signature: new.signature.trim().to_string(),
-            created_micros: self.now(),
+            created_micros: core.now(),
             revoked_micros: None,
         };
-        let mut tx = self.begin_write().await?;
+        let mut tx = core.begin_write().await?;
         tx.put_user_key(&key).await?;
-        let entry = self.entry(
+        let entry = core.entry(
             ctx,
             "key-register",
             None,
@@ -142,7 +146,7 @@ impl RecordService {
         kind: &str,
     ) -> Result<Vec<UserKey>, RecordError> {
         Ok(self
-            .store
+            .directory
             .user_keys(owner)
             .await?
             .into_iter()
@@ -160,7 +164,7 @@ impl RecordService {
         _ctx: &RequestContext,
         owner: &str,
     ) -> Result<Vec<UserKey>, RecordError> {
-        Ok(self.store.user_keys(owner).await?)
+        Ok(self.directory.user_keys(owner).await?)
     }
 
     /// Revokes one of the actor's keys. Documents already sealed for it keep their wrapped
@@ -169,12 +173,13 @@ impl RecordService {
     /// # Errors
     /// [`RecordError::NotFound`] when the actor has no such live key.
     pub async fn revoke_key(&self, ctx: &RequestContext, key_id: &str) -> Result<(), RecordError> {
+        let core = self.records.core();
         let owner = owner_of(ctx)?;
-        let mut tx = self.begin_write().await?;
-        if !tx.revoke_user_key(&owner, key_id, self.now()).await? {
+        let mut tx = core.begin_write().await?;
+        if !tx.revoke_user_key(&owner, key_id, core.now()).await? {
             return Err(RecordError::NotFound);
         }
-        let entry = self.entry(
+        let entry = core.entry(
             ctx,
             "key-revoke",
             None,
@@ -188,7 +193,7 @@ impl RecordService {
 
     /// A live directory key that may receive a sealed document's content key.
     pub(crate) async fn recipient_key(&self, key_id: &str) -> Result<UserKey, RecordError> {
-        match self.store.user_key(key_id).await? {
+        match self.directory.user_key(key_id).await? {
             Some(k) if k.revoked_micros.is_none() && k.kind != "signing" => Ok(k),
             _ => Err(RecordError::invalid(
                 IssueType::Value,
@@ -245,11 +250,12 @@ impl RecordService {
         ctx: &RequestContext,
         binary_id: &str,
     ) -> Result<(String, Vec<SealedKey>), RecordError> {
+        let core = self.records.core();
         let (grant, binary) = self.readable_sealed(ctx, binary_id, "read").await?;
         let document = crate::vault::sealed_id_of(&binary).ok_or(RecordError::Corrupt)?;
         let me = author_of(ctx);
         let mine: Vec<SealedKey> = self
-            .store
+            .directory
             .sealed_keys(binary_id)
             .await?
             .into_iter()
@@ -260,14 +266,14 @@ impl RecordService {
         } else {
             Outcome::Success
         };
-        let mut entry = self.entry(ctx, "read", Some("Binary"), vec![binary_id.into()], outcome);
+        let mut entry = core.entry(ctx, "read", Some("Binary"), vec![binary_id.into()], outcome);
         entry.patients = crate::vault::patient_of(&binary).into_iter().collect();
         entry.basis.push("sealed-key".into());
-        self.annotate(&mut entry, &grant);
+        core.annotate(&mut entry, &grant);
         if mine.is_empty() {
             entry.reason = Some("no key of the actor's for this sealed document".into());
         }
-        self.audit.append(vec![entry]).await?;
+        core.append_audit(vec![entry]).await?;
         if mine.is_empty() {
             return Err(RecordError::NotFound);
         }
@@ -287,11 +293,12 @@ impl RecordService {
         recipient_key_id: &str,
         wrapped: &str,
     ) -> Result<SealedKey, RecordError> {
+        let core = self.records.core();
         let (_, binary) = self.readable_sealed(ctx, binary_id, "share").await?;
         let me = author_of(ctx);
-        let holders = self.store.sealed_keys(binary_id).await?;
+        let holders = self.directory.sealed_keys(binary_id).await?;
         if !holders.iter().any(|k| k.recipient == me) {
-            let mut entry = self.entry(
+            let mut entry = core.entry(
                 ctx,
                 "share",
                 Some("Binary"),
@@ -299,7 +306,7 @@ impl RecordService {
                 Outcome::Denied,
             );
             entry.reason = Some("the actor holds no key for this sealed document".into());
-            self.audit.append(vec![entry]).await?;
+            core.append_audit(vec![entry]).await?;
             return Err(RecordError::Forbidden);
         }
         WrappedKey::from_text(wrapped)
@@ -311,11 +318,11 @@ impl RecordService {
             recipient: recipient.owner.clone(),
             wrapped: wrapped.trim().to_string(),
             added_by: me,
-            added_micros: self.now(),
+            added_micros: core.now(),
         };
-        let mut tx = self.begin_write().await?;
+        let mut tx = core.begin_write().await?;
         tx.put_sealed_key(&key).await?;
-        let mut entry = self.entry(
+        let mut entry = core.entry(
             ctx,
             "share",
             Some("Binary"),
@@ -339,6 +346,7 @@ impl RecordService {
         ctx: &RequestContext,
         binary_id: &str,
     ) -> Result<Vec<SealedKey>, RecordError> {
+        let core = self.records.core();
         let (grant, binary) = self.readable_sealed(ctx, binary_id, "read").await?;
         let patient = crate::vault::patient_of(&binary);
         let is_patient = patient.as_deref().map(|p| format!("Patient/{p}")) == Some(author_of(ctx));
@@ -347,18 +355,18 @@ impl RecordService {
         } else {
             Outcome::Denied
         };
-        let mut entry = self.entry(ctx, "read", Some("Binary"), vec![binary_id.into()], outcome);
+        let mut entry = core.entry(ctx, "read", Some("Binary"), vec![binary_id.into()], outcome);
         entry.patients = patient.into_iter().collect();
         entry.basis.push("sealed-shares".into());
-        self.annotate(&mut entry, &grant);
+        core.annotate(&mut entry, &grant);
         if !is_patient {
             entry.reason = Some("only the patient sees who holds a sealed document's keys".into());
         }
-        self.audit.append(vec![entry]).await?;
+        core.append_audit(vec![entry]).await?;
         if !is_patient {
             return Err(RecordError::Forbidden);
         }
-        Ok(self.store.sealed_keys(binary_id).await?)
+        Ok(self.directory.sealed_keys(binary_id).await?)
     }
 
     /// Revokes a recipient's wrapped key of a sealed document: for the document's patient,
@@ -373,16 +381,17 @@ impl RecordService {
         binary_id: &str,
         recipient_key_id: &str,
     ) -> Result<(), RecordError> {
+        let core = self.records.core();
         let (_, binary) = self.readable_sealed(ctx, binary_id, "revoke").await?;
         let patient = crate::vault::patient_of(&binary);
         let me = author_of(ctx);
-        let keys = self.store.sealed_keys(binary_id).await?;
+        let keys = self.directory.sealed_keys(binary_id).await?;
         let Some(share) = keys.iter().find(|k| k.recipient_key_id == recipient_key_id) else {
             return Err(RecordError::NotFound);
         };
         let is_patient = patient.as_deref().map(|p| format!("Patient/{p}")) == Some(me.clone());
         if !is_patient && share.added_by != me {
-            let mut entry = self.entry(
+            let mut entry = core.entry(
                 ctx,
                 "revoke",
                 Some("Binary"),
@@ -390,12 +399,12 @@ impl RecordService {
                 Outcome::Denied,
             );
             entry.reason = Some("only the patient or the one who shared may revoke".into());
-            self.audit.append(vec![entry]).await?;
+            core.append_audit(vec![entry]).await?;
             return Err(RecordError::Forbidden);
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = core.begin_write().await?;
         tx.delete_sealed_key(binary_id, recipient_key_id).await?;
-        let mut entry = self.entry(
+        let mut entry = core.entry(
             ctx,
             "revoke",
             Some("Binary"),

@@ -16,9 +16,10 @@ use medmesh_store::{ExportJob, PageRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::context::RequestContext;
-use crate::error::RecordError;
-use crate::service::{RecordService, parse_query_string};
+use medmesh_kernel::RequestContext;
+use medmesh_records::service::parse_query_string;
+use medmesh_records::{RecordError, RecordService};
+use medmesh_store::{ExportJobStore, RecordStore, ResourceStore};
 
 pub use medmesh_store::{ExportFiles, ExportFilesError};
 
@@ -80,7 +81,35 @@ struct OutputFile {
     count: u64,
 }
 
-impl RecordService {
+/// Bulk export over the record service: jobs in the store, files through the port.
+pub struct BulkExport {
+    records: Arc<RecordService>,
+    resources: Arc<dyn ResourceStore>,
+    jobs: Arc<dyn ExportJobStore>,
+    files: Arc<dyn ExportFiles>,
+}
+
+impl std::fmt::Debug for BulkExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BulkExport").finish_non_exhaustive()
+    }
+}
+
+impl BulkExport {
+    /// Export over `records`, keeping jobs in `store` and writing files through `files`.
+    pub fn new(
+        records: Arc<RecordService>,
+        store: Arc<dyn RecordStore>,
+        files: Arc<dyn ExportFiles>,
+    ) -> Self {
+        Self {
+            records,
+            resources: store.clone(),
+            jobs: store,
+            files,
+        }
+    }
+
     /// Kicks off an export; returns the job id. Requires export permission for every type.
     pub async fn export_kickoff(
         &self,
@@ -88,6 +117,7 @@ impl RecordService {
         level: ExportLevel,
         params: &[(String, String)],
     ) -> Result<String, RecordError> {
+        let core = self.records.core();
         let bad =
             |p: &str| RecordError::invalid(IssueType::Value, format!("invalid value for {p}"));
         let mut req = ExportRequest {
@@ -104,7 +134,7 @@ impl RecordService {
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(" "),
-            transaction_time: self.now(),
+            transaction_time: core.now(),
             patient: None,
             role: ctx.actor().role().map(|r| r.code().to_string()),
         };
@@ -136,16 +166,20 @@ impl RecordService {
             }
         }
         for t in &req.types {
-            self.check_type(t).map_err(|_| bad("_type"))?;
+            core.check_type(t).map_err(|_| bad("_type"))?;
         }
         for f in &req.type_filters {
             let (t, q) = f.split_once('?').ok_or_else(|| bad("_typeFilter"))?;
-            let mut q =
-                search::parse_query(self.defs, t, &parse_query_string(q), Handling::Strict)?;
-            self.blind(&mut q)?;
+            let mut q = search::parse_query(
+                core.definitions(),
+                t,
+                &parse_query_string(q),
+                Handling::Strict,
+            )?;
+            core.blind(&mut q)?;
         }
         for t in self.export_types(&req) {
-            let grant = self.authorize(ctx, Action::Export, Some(&t)).await?;
+            let grant = core.authorize(ctx, Action::Export, Some(&t)).await?;
             // A patient-confined actor may export their own compartment only, through the
             // Patient-level export; granular filters do not apply to bulk files.
             if !grant.filters().is_empty() {
@@ -160,9 +194,9 @@ impl RecordService {
                 req.patient = Some(p.to_string());
             }
         }
-        let id = self.ids.new_id();
+        let id = core.ids().new_id();
         req.request_url = format!("{}/$export", ctx.base_url());
-        let now = self.now();
+        let now = core.now();
         let job = ExportJob {
             id: id.clone(),
             state: "queued".into(),
@@ -172,24 +206,29 @@ impl RecordService {
             created: now,
             updated: now,
         };
-        self.store.put_export_job(&job).await?;
-        self.audit
-            .append(vec![self.entry(
-                ctx,
-                "export",
-                None,
-                vec![id.clone()],
-                Outcome::Success,
-            )])
-            .await?;
+        self.jobs.put_export_job(&job).await?;
+        core.append_audit(vec![core.entry(
+            ctx,
+            "export",
+            None,
+            vec![id.clone()],
+            Outcome::Success,
+        )])
+        .await?;
         Ok(id)
     }
 
     fn export_types(&self, req: &ExportRequest) -> Vec<String> {
+        let core = self.records.core();
         let base: Vec<String> = match req.level {
-            ExportLevel::System => self.defs.resource_types().to_vec(),
+            ExportLevel::System => core.definitions().resource_types().to_vec(),
             _ => {
-                let mut t: Vec<String> = self.defs.patient_compartment().keys().cloned().collect();
+                let mut t: Vec<String> = core
+                    .definitions()
+                    .patient_compartment()
+                    .keys()
+                    .cloned()
+                    .collect();
                 t.push("Patient".into());
                 t.sort();
                 t.dedup();
@@ -205,12 +244,9 @@ impl RecordService {
 
     /// Runs one job to completion, writing files through `files`. Safe to call again for a job
     /// that was interrupted: it starts that job's files afresh.
-    pub async fn run_export(
-        &self,
-        job_id: &str,
-        files: &Arc<dyn ExportFiles>,
-    ) -> Result<(), RecordError> {
-        let Some(mut job) = self.store.export_job(job_id).await? else {
+    pub async fn run_export(&self, job_id: &str) -> Result<(), RecordError> {
+        let core = self.records.core();
+        let Some(mut job) = self.jobs.export_job(job_id).await? else {
             return Err(RecordError::NotFound);
         };
         if job.state == "cancelled" {
@@ -219,20 +255,20 @@ impl RecordService {
         let req: ExportRequest =
             serde_json::from_str(&job.request).map_err(|_| RecordError::Corrupt)?;
         job.state = "running".into();
-        job.updated = self.now();
-        self.store.put_export_job(&job).await?;
-        files.remove_job(job_id).await.map_err(files_error)?;
-        let result = self.write_export(&req, job_id, files).await;
+        job.updated = core.now();
+        self.jobs.put_export_job(&job).await?;
+        self.files.remove_job(job_id).await.map_err(files_error)?;
+        let result = self.write_export(&req, job_id).await;
         let mut job = self
-            .store
+            .jobs
             .export_job(job_id)
             .await?
             .ok_or(RecordError::NotFound)?;
         if job.state == "cancelled" {
-            let _ = files.remove_job(job_id).await;
+            let _ = self.files.remove_job(job_id).await;
             return Ok(());
         }
-        job.updated = self.now();
+        job.updated = core.now();
         match result {
             Ok(outputs) => {
                 job.state = "complete".into();
@@ -245,11 +281,12 @@ impl RecordService {
                 job.error = Some("the export failed; see the server log".into());
             }
         }
-        self.store.put_export_job(&job).await?;
+        self.jobs.put_export_job(&job).await?;
         Ok(())
     }
 
     async fn patients_of(&self, req: &ExportRequest) -> Result<Option<Vec<String>>, RecordError> {
+        let core = self.records.core();
         Ok(match &req.level {
             ExportLevel::System => None,
             ExportLevel::Patient if req.patient.is_some() => req.patient.clone().map(|p| vec![p]),
@@ -257,7 +294,7 @@ impl RecordService {
                 let mut ids = Vec::new();
                 let mut after = 0;
                 loop {
-                    let (page, last) = self.store.export_page("Patient", None, after, 1000).await?;
+                    let (page, last) = self.jobs.export_page("Patient", None, after, 1000).await?;
                     if page.is_empty() {
                         break;
                     }
@@ -268,12 +305,12 @@ impl RecordService {
             }
             ExportLevel::Group(gid) => {
                 let g = self
-                    .store
+                    .resources
                     .read("Group", gid)
                     .await?
                     .filter(|v| !v.deleted)
                     .ok_or(RecordError::NotFound)?;
-                let g = self.decode(&g).await?;
+                let g = core.decode(&g).await?;
                 let members = g
                     .get("member")
                     .and_then(Value::as_array)
@@ -297,24 +334,28 @@ impl RecordService {
         &self,
         req: &ExportRequest,
         job_id: &str,
-        files: &Arc<dyn ExportFiles>,
     ) -> Result<Vec<OutputFile>, RecordError> {
+        let core = self.records.core();
         let types = self.export_types(req);
         let patients = self.patients_of(req).await?;
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let mut filters: BTreeMap<String, Vec<SearchQuery>> = BTreeMap::new();
         for f in &req.type_filters {
             if let Some((t, q)) = f.split_once('?') {
-                let mut q =
-                    search::parse_query(self.defs, t, &parse_query_string(q), Handling::Strict)?;
-                self.blind(&mut q)?;
+                let mut q = search::parse_query(
+                    core.definitions(),
+                    t,
+                    &parse_query_string(q),
+                    Handling::Strict,
+                )?;
+                core.blind(&mut q)?;
                 filters.entry(t.to_string()).or_default().push(q);
             }
         }
         let mut write = async |t: &str, body: &[u8]| -> Result<(), RecordError> {
             let name = format!("{t}.ndjson");
             let stored = self.seal_export_line(job_id, &name, body).await?;
-            files
+            self.files
                 .append(job_id, &name, &stored)
                 .await
                 .map_err(files_error)?;
@@ -332,7 +373,7 @@ impl RecordService {
                             let mut cursor = None;
                             loop {
                                 let page = self
-                                    .store
+                                    .resources
                                     .search(
                                         q,
                                         &PageRequest {
@@ -343,7 +384,7 @@ impl RecordService {
                                         },
                                     )
                                     .await?;
-                                for v in self.store.read_many(&page.matches).await? {
+                                for v in self.resources.read_many(&page.matches).await? {
                                     if in_window(&v) {
                                         let line = self.ndjson_line(&v).await?;
                                         write(t, &line).await?;
@@ -359,7 +400,7 @@ impl RecordService {
                     }
                     let mut after = 0;
                     loop {
-                        let (page, last) = self.store.export_page(t, req.since, after, 500).await?;
+                        let (page, last) = self.jobs.export_page(t, req.since, after, 500).await?;
                         if page.is_empty() {
                             break;
                         }
@@ -372,8 +413,8 @@ impl RecordService {
                 }
             }
             Some(patient_ids) => {
-                let links: Vec<(String, Vec<String>)> = self
-                    .defs
+                let links: Vec<(String, Vec<String>)> = core
+                    .definitions()
                     .patient_compartment()
                     .iter()
                     .filter(|(t, _)| types.contains(t))
@@ -384,7 +425,7 @@ impl RecordService {
                     let mut cursor: Option<String> = None;
                     loop {
                         let page = self
-                            .store
+                            .resources
                             .compartment_page(
                                 pid,
                                 &links,
@@ -394,7 +435,7 @@ impl RecordService {
                                 cursor.as_deref(),
                             )
                             .await?;
-                        for v in self.store.read_many(&page.matches).await? {
+                        for v in self.resources.read_many(&page.matches).await? {
                             if !in_window(&v) {
                                 continue;
                             }
@@ -404,13 +445,13 @@ impl RecordService {
                                 for q in qs {
                                     let mut narrowed = q.clone();
                                     narrowed.criteria.push(search::parse_criterion(
-                                        self.defs,
+                                        core.definitions(),
                                         &v.resource_type,
                                         "_id",
                                         &v.id,
                                     )?);
                                     if !self
-                                        .store
+                                        .resources
                                         .search(
                                             &narrowed,
                                             &PageRequest {
@@ -454,8 +495,9 @@ impl RecordService {
     }
 
     async fn ndjson_line(&self, v: &medmesh_store::StoredVersion) -> Result<Vec<u8>, RecordError> {
+        let core = self.records.core();
         let mut line =
-            serde_json::to_vec(&self.decode(v).await?).map_err(|_| RecordError::Corrupt)?;
+            serde_json::to_vec(&core.decode(v).await?).map_err(|_| RecordError::Corrupt)?;
         line.push(b'\n');
         Ok(line)
     }
@@ -494,7 +536,7 @@ impl RecordService {
         job_id: &str,
     ) -> Result<ExportJob, RecordError> {
         let job = self
-            .store
+            .jobs
             .export_job(job_id)
             .await?
             .ok_or(RecordError::NotFound)?;
@@ -512,13 +554,13 @@ impl RecordService {
         &self,
         ctx: &RequestContext,
         job_id: &str,
-        files: &Arc<dyn ExportFiles>,
     ) -> Result<(), RecordError> {
+        let core = self.records.core();
         let mut job = self.owned_job(ctx, job_id).await?;
         job.state = "cancelled".into();
-        job.updated = self.now();
-        self.store.put_export_job(&job).await?;
-        files.remove_job(job_id).await.map_err(files_error)?;
+        job.updated = core.now();
+        self.jobs.put_export_job(&job).await?;
+        self.files.remove_job(job_id).await.map_err(files_error)?;
         Ok(())
     }
 
@@ -528,8 +570,8 @@ impl RecordService {
         ctx: &RequestContext,
         job_id: &str,
         name: &str,
-        files: &Arc<dyn ExportFiles>,
     ) -> Result<Vec<u8>, RecordError> {
+        let core = self.records.core();
         let job = self.owned_job(ctx, job_id).await?;
         if job.state != "complete"
             || !name.ends_with(".ndjson")
@@ -538,16 +580,16 @@ impl RecordService {
         {
             return Err(RecordError::NotFound);
         }
-        self.audit
-            .append(vec![self.entry(
-                ctx,
-                "export-download",
-                None,
-                vec![format!("{job_id}/{name}")],
-                Outcome::Success,
-            )])
-            .await?;
-        let stored = files
+        core.append_audit(vec![core.entry(
+            ctx,
+            "export-download",
+            None,
+            vec![format!("{job_id}/{name}")],
+            Outcome::Success,
+        )])
+        .await?;
+        let stored = self
+            .files
             .read(job_id, name)
             .await
             .map_err(files_error)?
@@ -563,7 +605,8 @@ impl RecordService {
         name: &str,
         line: &[u8],
     ) -> Result<Vec<u8>, RecordError> {
-        let Some(a) = &self.at_rest else {
+        let core = self.records.core();
+        let Some(a) = core.at_rest() else {
             return Ok(line.to_vec());
         };
         let sealed = a
@@ -582,7 +625,8 @@ impl RecordService {
         name: &str,
         stored: &[u8],
     ) -> Result<Vec<u8>, RecordError> {
-        let Some(a) = &self.at_rest else {
+        let core = self.records.core();
+        let Some(a) = core.at_rest() else {
             return Ok(stored.to_vec());
         };
         let context = export_context(job_id, name);
@@ -602,7 +646,7 @@ impl RecordService {
     /// Job ids left queued or running, to resume at start-up.
     pub async fn unfinished_exports(&self) -> Result<Vec<String>, RecordError> {
         Ok(self
-            .store
+            .jobs
             .unfinished_export_jobs()
             .await?
             .into_iter()

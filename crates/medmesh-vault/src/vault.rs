@@ -21,14 +21,18 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use medmesh_audit::{AuditEntry, Outcome};
 use medmesh_crypto::stream::{HEADER, StreamOpener, StreamSealer, key_id_of};
+pub use medmesh_crypto::wire::{EXT_SIGNED_CLAIMS, EXT_SIGNING_KEY, SIG_FORMAT};
 use medmesh_crypto::{ContentHasher, ContentId, UploadClaims, UploadSignature, UserPublicKey};
 use medmesh_fhir::IssueType;
 use medmesh_policy::Action;
-use medmesh_store::{BlobStore, Notification};
+use medmesh_store::Notification;
 use serde_json::{Value, json};
 
 use crate::sniff::{SNIFF_BYTES, sniff};
-use crate::{RecordError, RecordService, RequestContext};
+use medmesh_kernel::RequestContext;
+use medmesh_records::RecordError;
+
+use crate::DocumentVault;
 
 /// `Binary.meta` extension: the content id (CIDv1 of the SHA-256).
 pub const EXT_CONTENT_ID: &str = "https://medmesh.dev/fhir/StructureDefinition/content-id";
@@ -36,16 +40,9 @@ pub const EXT_CONTENT_ID: &str = "https://medmesh.dev/fhir/StructureDefinition/c
 pub const EXT_SIZE: &str = "https://medmesh.dev/fhir/StructureDefinition/content-size";
 /// `Binary.meta` extension: the document's title, for the patient's notifications.
 pub const EXT_TITLE: &str = "https://medmesh.dev/fhir/StructureDefinition/document-title";
-/// `Provenance` extension: the exact signed claims text (base64).
-pub const EXT_SIGNED_CLAIMS: &str = "https://medmesh.dev/fhir/StructureDefinition/signed-claims";
 /// `Binary.meta` extension of a sealed document: its document key id (hex), from the sealed
 /// header, which HPKE binds every wrapped key to. Public, like the header itself.
 pub const EXT_SEALED_ID: &str = "https://medmesh.dev/fhir/StructureDefinition/sealed-document-id";
-/// `Provenance.signature` extension: the signer's Ed25519 public key (base64), for offline
-/// verification.
-pub const EXT_SIGNING_KEY: &str = "https://medmesh.dev/fhir/StructureDefinition/signing-key";
-/// `Provenance.signature.sigFormat` of an upload signature.
-pub const SIG_FORMAT: &str = "application/vnd.medmesh.upload-v1+ed25519";
 
 /// Sealed bytes gathered before each write to the blob store.
 const WRITE_BYTES: usize = 1024 * 1024;
@@ -99,12 +96,12 @@ struct SealedWriter<'a> {
 impl<'a> SealedWriter<'a> {
     /// Starts a blob for `owner`, under their active data key.
     async fn start(
-        service: &RecordService,
+        service: &DocumentVault,
         upload: &'a mut dyn medmesh_store::BlobUpload,
         owner: &str,
     ) -> Result<Self, RecordError> {
         let mut out = Vec::with_capacity(WRITE_BYTES + medmesh_crypto::stream::FRAME);
-        let sealer = match &service.at_rest {
+        let sealer = match service.records.core().at_rest() {
             Some(a) => {
                 let (id, key) = a.owner_key(owner).await?;
                 let context = blob_context(owner);
@@ -303,24 +300,12 @@ fn too_large(limit: u64) -> RecordError {
     RecordError::TooLarge(format!("documents are limited to {limit} bytes"))
 }
 
-impl RecordService {
-    /// Adds the blob store; without one, the vault answers "not supported".
-    pub fn with_blobs(mut self, blobs: Arc<dyn BlobStore>, max_document_bytes: u64) -> Self {
-        self.blobs = Some(blobs);
-        self.max_document_bytes = max_document_bytes;
-        self
-    }
-
-    fn blob_store(&self) -> Result<&Arc<dyn BlobStore>, RecordError> {
-        self.blobs
-            .as_ref()
-            .ok_or_else(|| RecordError::NotSupported("this node has no document store".into()))
-    }
-
+impl DocumentVault {
     /// A patient's blob's name in the store: `blobs/<patient tag>/<blob tag>`.
     fn blob_name(&self, owner: &str, cid: &ContentId) -> String {
+        let core = self.records.core();
         let blob = format!("{owner}\n{cid}");
-        match &self.at_rest {
+        match core.at_rest() {
             Some(a) => format!(
                 "blobs/{}/{}",
                 a.blind_index().tag("blob-owner", owner),
@@ -337,8 +322,9 @@ impl RecordService {
 
     /// The grant to write a document for `patient`, checked before a byte is read.
     async fn document_grant(&self, ctx: &RequestContext, patient: &str) -> Result<(), RecordError> {
+        let core = self.records.core();
         for rt in ["Binary", "DocumentReference"] {
-            let grant = self.authorize(ctx, Action::Create, Some(rt)).await?;
+            let grant = core.authorize(ctx, Action::Create, Some(rt)).await?;
             let probe = json!({
                 "resourceType": rt,
                 "securityContext": {"reference": format!("Patient/{patient}")},
@@ -346,13 +332,12 @@ impl RecordService {
                 "status": "current",
                 "content": [{"attachment": {}}],
             });
-            if !self.admits(&grant, rt, &probe) {
-                self.audit
-                    .append(vec![
-                        self.entry(ctx, "create", Some(rt), Vec::new(), Outcome::Denied)
-                            .with_reason("the patient is outside the actor's reach"),
-                    ])
-                    .await?;
+            if !core.admits(&grant, rt, &probe) {
+                core.append_audit(vec![
+                    core.entry(ctx, "create", Some(rt), Vec::new(), Outcome::Denied)
+                        .with_reason("the patient is outside the actor's reach"),
+                ])
+                .await?;
                 return Err(RecordError::Forbidden);
             }
         }
@@ -376,7 +361,8 @@ impl RecordService {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
         E: std::fmt::Display,
     {
-        let blobs = self.blob_store()?.clone();
+        let core = self.records.core();
+        let blobs = self.blobs.clone();
         if doc.patient.is_empty() || doc.patient.contains('/') {
             return Err(RecordError::invalid(
                 IssueType::Required,
@@ -399,7 +385,7 @@ impl RecordService {
                 "a sealed document (application/vnd.medmesh.sealed) comes with its wrapped keys, and only it does",
             ));
         }
-        let staging = format!("staging/{}", self.ids.new_id());
+        let staging = format!("staging/{}", core.ids().new_id());
         let mut upload = blobs.upload(&staging).await?;
         let streamed = self.stream_into(&mut *upload, &doc, body).await;
         let (cid, size, content_type, sealed_id) = match streamed {
@@ -515,7 +501,7 @@ impl RecordService {
             .map_err(|_| bad("the public key is malformed"))?;
         // The key must be one the author published in the directory, and not revoked.
         let registered = self
-            .store
+            .directory
             .user_key(&crate::directory::key_id("signing", &s.public_key))
             .await?;
         if !registered.is_some_and(|k| k.revoked_micros.is_none() && k.owner == author_of(ctx)) {
@@ -551,6 +537,7 @@ impl RecordService {
         signed: Option<VerifiedUpload>,
         sealed_for: Vec<(medmesh_store::UserKey, String)>,
     ) -> Result<StoredDocument, RecordError> {
+        let core = self.records.core();
         let Stored {
             cid,
             size,
@@ -559,10 +546,10 @@ impl RecordService {
             sealed_id,
         } = stored;
         let patient_ref = format!("Patient/{}", doc.patient);
-        let now = medmesh_fhir::datetime::format_instant(self.now());
+        let now = medmesh_fhir::datetime::format_instant(core.now());
         let title = doc.title.clone().unwrap_or_else(|| "document".into());
-        let binary_id = self.ids.new_id();
-        let docref_id = self.ids.new_id();
+        let binary_id = core.ids().new_id();
+        let docref_id = core.ids().new_id();
         let mut binary = json!({
             "resourceType": "Binary",
             "meta": {"extension": [
@@ -606,7 +593,7 @@ impl RecordService {
             ("Binary", binary_id.clone(), binary),
             ("DocumentReference", docref_id.clone(), docref),
         ];
-        let provenance_id = signed.as_ref().map(|_| self.ids.new_id());
+        let provenance_id = signed.as_ref().map(|_| core.ids().new_id());
         if let (
             Some(VerifiedUpload {
                 claims,
@@ -652,15 +639,15 @@ impl RecordService {
                 }),
             ));
         }
-        let mut tx = self.begin_write().await?;
+        let mut tx = core.begin_write().await?;
         let mut stored_binary = Value::Null;
         for (rt, id, body) in writes {
-            let grant = self.authorize(ctx, Action::Create, Some(rt)).await?;
-            self.check_resource(rt, &body)?;
-            let out = self
+            let grant = core.authorize(ctx, Action::Create, Some(rt)).await?;
+            core.check_resource(rt, &body)?;
+            let out = core
                 .write_version(ctx, &mut tx, &grant, rt, &id, body, None)
                 .await?;
-            let mut entry = self.entry(ctx, "create", Some(rt), vec![id], Outcome::Success);
+            let mut entry = core.entry(ctx, "create", Some(rt), vec![id], Outcome::Success);
             entry.patients = vec![doc.patient.clone()];
             tx.append_audit(&entry).await?;
             if rt == "Binary" {
@@ -675,7 +662,7 @@ impl RecordService {
                 recipient: key.owner,
                 wrapped,
                 added_by: me.clone(),
-                added_micros: self.now(),
+                added_micros: core.now(),
             })
             .await?;
         }
@@ -701,18 +688,18 @@ impl RecordService {
         ctx: &RequestContext,
         binary_id: &str,
     ) -> Result<Download, RecordError> {
-        self.blob_store()?;
+        let core = self.records.core();
         let (grant, binary) = self
             .visible_binary(ctx, binary_id, "read", |_| true)
             .await?;
-        let mut entry = self.entry(
+        let mut entry = core.entry(
             ctx,
             "read",
             Some("Binary"),
             vec![binary_id.to_string()],
             Outcome::Success,
         );
-        self.annotate(&mut entry, &grant);
+        core.annotate(&mut entry, &grant);
         let practitioner = ctx.actor().clinician().map(|c| c.practitioner.clone());
         self.audited_open(
             entry,
@@ -733,13 +720,14 @@ impl RecordService {
         link: &LinkGrant,
         operation_id: &medmesh_kernel::OperationId,
     ) -> Result<Download, RecordError> {
-        let found = self.store.read("Binary", &link.binary_id).await?;
+        let core = self.records.core();
+        let found = self.resources.read("Binary", &link.binary_id).await?;
         let Some(v) = found.filter(|v| !v.deleted) else {
             return Err(RecordError::NotFound);
         };
-        let binary = self.decode(&v).await?;
+        let binary = core.decode(&v).await?;
         let mut entry = AuditEntry::new(
-            self.now(),
+            core.now(),
             operation_id.as_str(),
             &link.subject,
             "read",
@@ -766,7 +754,6 @@ impl RecordService {
         ctx: &RequestContext,
         binary_id: &str,
     ) -> Result<LinkGrant, RecordError> {
-        self.blob_store()?;
         self.visible_binary(ctx, binary_id, "link", |_| true)
             .await?;
         Ok(LinkGrant {
@@ -787,19 +774,20 @@ impl RecordService {
         action: &str,
         wanted: impl Fn(&Value) -> bool,
     ) -> Result<(medmesh_policy::Grant, Value), RecordError> {
-        let grant = self.authorize(ctx, Action::Read, Some("Binary")).await?;
-        let found = self.store.read("Binary", binary_id).await?;
+        let core = self.records.core();
+        let grant = core.authorize(ctx, Action::Read, Some("Binary")).await?;
+        let found = self.resources.read("Binary", binary_id).await?;
         let visible = match &found {
             Some(v) if !v.deleted => {
-                let resource = self.decode(v).await?;
-                (self.admits(&grant, "Binary", &resource) && wanted(&resource)).then_some(resource)
+                let resource = core.decode(v).await?;
+                (core.admits(&grant, "Binary", &resource) && wanted(&resource)).then_some(resource)
             }
             _ => None,
         };
         match visible {
             Some(binary) => Ok((grant, binary)),
             None => {
-                self.audited_read(ctx, &grant, action, "Binary", binary_id, found)
+                core.audited_read(ctx, &grant, action, "Binary", binary_id, found)
                     .await?;
                 Err(RecordError::NotFound)
             }
@@ -815,6 +803,7 @@ impl RecordService {
         practitioner: Option<String>,
         actor_patient: Option<String>,
     ) -> Result<Download, RecordError> {
+        let core = self.records.core();
         // A Binary written as FHIR JSON holds its bytes inline in `data`: served decoded, as
         // FHIR's Binary read asks, and audited the same way.
         let (cid, size, content_type, inline) = match (
@@ -843,20 +832,20 @@ impl RecordService {
             Some(p) => self.display_name(p).await,
             None => None,
         };
-        let mut tx = self.begin_write().await?;
+        let mut tx = core.begin_write().await?;
         tx.append_audit(&entry).await?;
         // The patient's own opens are in their audit log; they need no notification. A
         // Binary outside every patient's compartment notifies nobody.
         if let Some(patient) = patient.as_deref()
             && actor_patient.as_deref() != Some(patient)
         {
-            let id = self.ids.new_id();
+            let id = core.ids().new_id();
             let message = format!(
                 "{} opened your document \u{201c}{title}\u{201d}",
                 who.as_deref()
                     .unwrap_or("Someone with access to your record")
             );
-            let message = self
+            let message = core
                 .seal_text(&mut tx, patient, &format!("notification/{id}"), message)
                 .await?;
             tx.notify(&Notification {
@@ -892,8 +881,9 @@ impl RecordService {
     ///
     /// # Errors
     /// When the blob store or the keys fail; a missing blob is logged and skipped.
-    pub(crate) async fn reseal_blob(&self, binary: &Value) -> Result<bool, RecordError> {
-        let (Some(blobs), Some(a)) = (&self.blobs, &self.at_rest) else {
+    pub async fn reseal_blob(&self, binary: &Value) -> Result<bool, RecordError> {
+        let core = self.records.core();
+        let (blobs, Some(a)) = (&self.blobs, core.at_rest()) else {
             return Ok(false);
         };
         let (Ok((cid, _, _)), Some(owner)) = (blob_facts(binary), patient_of(binary)) else {
@@ -921,7 +911,7 @@ impl RecordService {
             return Ok(false);
         }
         let mut plain = self.stream_blob(&owner, cid).await?;
-        let staging = format!("staging/{}", self.ids.new_id());
+        let staging = format!("staging/{}", core.ids().new_id());
         let mut upload = blobs.upload(&staging).await?;
         let copied = async {
             let mut writer = SealedWriter::start(self, &mut *upload, &owner).await?;
@@ -942,9 +932,10 @@ impl RecordService {
 
     /// A practitioner's name for a notification (`Dr Jane Smith`), if it can be read.
     async fn display_name(&self, reference: &str) -> Option<String> {
+        let core = self.records.core();
         let (rt, id) = reference.split_once('/')?;
-        let v = self.store.read(rt, id).await.ok()??;
-        let r = self.decode(&v).await.ok()?;
+        let v = self.resources.read(rt, id).await.ok()??;
+        let r = core.decode(&v).await.ok()?;
         let name = r.get("name")?.as_array()?.first()?;
         if let Some(text) = name.get("text").and_then(Value::as_str) {
             return Some(text.to_string());
@@ -975,9 +966,10 @@ impl RecordService {
         owner: &str,
         cid: ContentId,
     ) -> Result<BoxStream<'static, Result<Bytes, RecordError>>, RecordError> {
+        let core = self.records.core();
         let name = self.blob_name(owner, &cid);
-        let mut source = self.blob_store()?.read(&name).await?;
-        let at_rest = self.at_rest.clone();
+        let mut source = self.blobs.read(&name).await?;
+        let at_rest = core.at_rest().cloned();
         let context = blob_context(owner);
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, RecordError>>(DOWNLOAD_QUEUE);
         tokio::spawn(async move {

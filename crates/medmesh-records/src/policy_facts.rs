@@ -1,0 +1,234 @@
+//! The trust network's facts in the record service: reading what the PDP reasons over
+//! (principals, edges, consents) and keeping it in step with every write (edges, consents,
+//! derived labels, sharing tags). The operations on the network itself (break-glass,
+//! referrals, the access map) are `medmesh-trust-network`'s.
+
+use medmesh_at_rest::WriteTx;
+use medmesh_audit::AuditEntry;
+use medmesh_policy::access::edges_from;
+use medmesh_policy::consent::{ConsentRule, SHARED_WITH, parse_consent, shared_with};
+use medmesh_policy::labels::{add_labels, derive_labels, labels_of};
+use medmesh_policy::{Actor, Grant, ReachFacts};
+use serde_json::{Value, json};
+
+use crate::context::RequestContext;
+use crate::{RecordError, RecordService};
+
+/// How long an encounter keeps its organization's access when not configured: 90 days.
+pub const DEFAULT_ENCOUNTER_WINDOW_MICROS: i64 = 90 * 86_400 * 1_000_000;
+
+/// The policy facts' settings.
+#[derive(Debug, Clone)]
+pub struct TrustConfig {
+    /// Encounter window, microseconds.
+    pub encounter_window_micros: i64,
+    /// Label derivation rules.
+    pub label_rules: Vec<medmesh_policy::labels::LabelRule>,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        Self {
+            encounter_window_micros: DEFAULT_ENCOUNTER_WINDOW_MICROS,
+            label_rules: medmesh_policy::labels::default_label_rules(),
+        }
+    }
+}
+
+fn categories(resource: &Value) -> Vec<String> {
+    resource
+        .get("category")
+        .map(|c| match c {
+            Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        })
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|cc| {
+            cc.get("coding")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c.get("code").and_then(Value::as_str).map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The AEAD context of a stored consent: bound to its patient, so a consent row moved to
+/// another patient does not open.
+pub fn consent_context(patient: &str) -> String {
+    format!("Consent-of/Patient/{patient}")
+}
+
+impl RecordService {
+    /// The active privacy consents of these patients, parsed.
+    async fn consents_of(
+        &self,
+        patients: &[String],
+    ) -> Result<Vec<std::sync::Arc<ConsentRule>>, RecordError> {
+        let mut out = Vec::new();
+        for (patient, body) in self.store.consents_of(patients).await? {
+            let body = self.open_text(&consent_context(&patient), body).await?;
+            if let Some(rule) = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| parse_consent(&v))
+            {
+                out.push(std::sync::Arc::new(rule));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads what the PDP needs about a practitioner: their principals, the edges to them,
+    /// and the consents of the patients those edges lead to. Read on every request: a
+    /// revoked consent or a suspended account counts from the next request.
+    pub(crate) async fn reach_facts(&self, actor: &Actor) -> Result<ReachFacts, RecordError> {
+        let (principals, edges) = self.store.reach(&actor.seeds(), self.now()).await?;
+        let mut patients: Vec<String> = edges.iter().map(|e| e.patient.clone()).collect();
+        patients.sort();
+        patients.dedup();
+        let consents = self.consents_of(&patients).await?;
+        Ok(ReachFacts {
+            principals,
+            edges,
+            consents,
+        })
+    }
+
+    /// Whether a reach-confined grant admits a resource: a shared type always; otherwise a
+    /// patient whose compartment holds it must be open to the actor for its type and labels.
+    pub(crate) fn reach_admits(&self, grant: &Grant, rt: &str, resource: &Value) -> bool {
+        let Some(reach) = grant.reach() else {
+            return true;
+        };
+        if medmesh_policy::is_shared_type(rt) {
+            return true;
+        }
+        let labels = labels_of(resource);
+        let tagged = resource
+            .pointer("/meta/tag")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                t.get("system").and_then(Value::as_str) == Some(SHARED_WITH)
+                    && t.get("code")
+                        .and_then(Value::as_str)
+                        .is_some_and(|c| reach.principals.iter().any(|p| p == c))
+            });
+        self.compartment_owners(rt, resource)
+            .iter()
+            .filter_map(|p| reach.patient(p))
+            .any(|a| a.admits(rt, &labels, tagged))
+    }
+
+    /// Stamps what policy derives from a resource about to be written: labels from the
+    /// configured rules, and shared-with tags from the patients' sharing rules.
+    pub(crate) async fn apply_write_policy(
+        &self,
+        ctx: &RequestContext,
+        tx: &mut WriteTx,
+        rt: &str,
+        body: &mut Value,
+    ) -> Result<(), RecordError> {
+        add_labels(body, &derive_labels(&self.trust.label_rules, body));
+        let owners = self.compartment_owners(rt, body);
+        if owners.is_empty() {
+            return Ok(());
+        }
+        // Read once per transaction and patient: an import writes a whole bundle of one
+        // patient's resources in one transaction, and this read was one query per resource.
+        let consents = match tx.consents.get(&owners) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.consents_of(&owners).await?;
+                tx.consents.insert(owners.clone(), c.clone());
+                c
+            }
+        };
+        let author = ctx.actor().clinician().map(|c| c.practitioner.as_str());
+        let shared = shared_with(
+            consents.iter().map(|c| &**c),
+            rt,
+            &categories(body),
+            author,
+            self.now(),
+        );
+        if shared.is_empty() {
+            return Ok(());
+        }
+        if let Some(obj) = body.as_object_mut() {
+            let meta = obj.entry("meta").or_insert_with(|| json!({}));
+            if let Some(meta) = meta.as_object_mut() {
+                let tags = meta.entry("tag").or_insert_with(|| json!([]));
+                if let Some(list) = tags.as_array_mut() {
+                    for s in shared {
+                        let tag = json!({"system": SHARED_WITH, "code": s});
+                        if !list.contains(&tag) {
+                            list.push(tag);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the policy facts a written (or deleted: `None`) resource contributes.
+    pub(crate) async fn update_policy_facts(
+        &self,
+        tx: &mut WriteTx,
+        rt: &str,
+        id: &str,
+        body: Option<&Value>,
+    ) -> Result<(), RecordError> {
+        if !matches!(
+            rt,
+            "CareTeam" | "Patient" | "Task" | "Encounter" | "Consent"
+        ) {
+            return Ok(());
+        }
+        let source = format!("{rt}/{id}");
+        let edges = body
+            .map(|b| edges_from(b, self.trust.encounter_window_micros))
+            .unwrap_or_default();
+        let consent = match (body, body.and_then(parse_consent)) {
+            (Some(b), Some(c)) => {
+                let sealed = self
+                    .seal_text(tx, &c.patient, &consent_context(&c.patient), b.to_string())
+                    .await?;
+                Some((c.patient, sealed))
+            }
+            _ => None,
+        };
+        tx.replace_policy_facts(
+            &source,
+            &edges,
+            consent.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Adds to an audit entry what a reach-confined access rested on.
+    pub(crate) fn annotate(&self, entry: &mut AuditEntry, grant: &Grant) {
+        let Some(reach) = grant.reach() else {
+            return;
+        };
+        let mut basis = Vec::new();
+        let mut purpose = None;
+        for p in &entry.patients {
+            if let Some(a) = reach.patient(p) {
+                basis.extend(a.basis());
+                if a.break_glass() || purpose.is_none() {
+                    purpose = Some(a.purpose().to_string());
+                }
+            }
+        }
+        basis.sort();
+        basis.dedup();
+        entry.basis = basis;
+        entry.purpose = purpose.or_else(|| Some("TREAT".into()));
+    }
+}
