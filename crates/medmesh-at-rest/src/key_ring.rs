@@ -508,7 +508,7 @@ fn secret_failure(e: AtRestError) -> KekError {
     match e {
         AtRestError::Kek(k) => k,
         AtRestError::Erased | AtRestError::Corrupt => KekError::Unauthentic,
-        AtRestError::Store(s) => KekError::Service(s.to_string()),
+        AtRestError::Store(s) => KekError::service(s),
     }
 }
 

@@ -36,8 +36,11 @@ pub enum AuditLogError {
     #[error("the stored tree is damaged")]
     Damaged,
     /// The log's signing key cannot be sealed or opened (the key-encryption key).
-    #[error("the log key cannot be opened: {0}")]
-    Key(String),
+    #[error("the log key cannot be sealed or opened: {0}")]
+    Key(#[source] medmesh_store::KekError),
+    /// The stored log key is not a 32-byte secret (the store is damaged).
+    #[error("the stored log key is not 32 bytes")]
+    MalformedKey,
 }
 
 impl From<AuditLogError> for RecordError {
@@ -53,6 +56,10 @@ impl From<AuditLogError> for RecordError {
                 RecordError::Corrupt
             }
             AuditLogError::Key(inner) => RecordError::Keys(inner),
+            AuditLogError::MalformedKey => {
+                tracing::error!("the stored audit-log key is malformed");
+                RecordError::Corrupt
+            }
         }
     }
 }
@@ -152,13 +159,11 @@ async fn open_log_secret(
         Some(s) => s
             .open_secret(context, stored)
             .await
-            .map_err(|e| AuditLogError::Key(e.to_string()))?
+            .map_err(AuditLogError::Key)?
             .unwrap_or_else(|| stored.to_vec()),
         None => stored.to_vec(),
     };
-    plain
-        .try_into()
-        .map_err(|_| AuditLogError::Key("the stored log key is not 32 bytes".into()))
+    plain.try_into().map_err(|_| AuditLogError::MalformedKey)
 }
 
 impl std::fmt::Debug for AuditLogService {
@@ -192,7 +197,7 @@ impl AuditLogService {
             Some(s) => s
                 .seal_secret(&context, &fresh_secret)
                 .await
-                .map_err(|e| AuditLogError::Key(e.to_string()))?,
+                .map_err(AuditLogError::Key)?,
             None => fresh_secret.to_vec(),
         };
         let record = store
@@ -228,7 +233,7 @@ impl AuditLogService {
         let sealed = sealer
             .seal_secret(&context, &self.signer.secret_bytes())
             .await
-            .map_err(|e| AuditLogError::Key(e.to_string()))?;
+            .map_err(AuditLogError::Key)?;
         self.store
             .replace_log_key_secret(&self.origin, &sealed)
             .await?;

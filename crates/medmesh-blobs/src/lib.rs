@@ -71,12 +71,12 @@ fn backend(e: object_store::Error) -> BlobError {
     match e {
         object_store::Error::NotFound { .. } => BlobError::NotFound,
         // The message names the store and the path (opaque digests), never content.
-        other => BlobError::Backend(other.to_string()),
+        other => BlobError::backend(other),
     }
 }
 
 fn path(name: &str) -> Result<Path, BlobError> {
-    Path::parse(name).map_err(|_| BlobError::Backend("invalid blob name".into()))
+    Path::parse(name).map_err(|_| BlobError::backend("invalid blob name"))
 }
 
 impl ObjectBlobStore {
@@ -85,7 +85,7 @@ impl ObjectBlobStore {
     /// # Errors
     /// When the folder cannot be created or opened.
     pub fn local(dir: &std::path::Path) -> Result<Self, BlobError> {
-        std::fs::create_dir_all(dir).map_err(|e| BlobError::Backend(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(BlobError::backend)?;
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(backend)?
             .with_automatic_cleanup(true);
@@ -146,8 +146,8 @@ fn file_stream(file: std::fs::File) -> BlobStream {
         match read {
             Ok(Ok((buf, _))) if buf.is_empty() => None,
             Ok(Ok((buf, file))) => Some((Ok(Bytes::from(buf)), Some(file))),
-            Ok(Err(e)) => Some((Err(BlobError::Backend(e.to_string())), None)),
-            Err(e) => Some((Err(BlobError::Backend(e.to_string())), None)),
+            Ok(Err(e)) => Some((Err(BlobError::backend(e)), None)),
+            Err(e) => Some((Err(BlobError::backend(e)), None)),
         }
     })
     .boxed()
@@ -163,10 +163,7 @@ impl BlobUpload for Upload {
         self.writer.put(bytes).await.map_err(backend)
     }
     async fn finish(mut self: Box<Self>) -> Result<(), BlobError> {
-        self.writer
-            .shutdown()
-            .await
-            .map_err(|e| BlobError::Backend(e.to_string()))
+        self.writer.shutdown().await.map_err(BlobError::backend)
     }
     async fn abort(mut self: Box<Self>) {
         // An abandoned multipart upload that cannot be aborted is left to the bucket's

@@ -239,47 +239,37 @@ impl NodeClient {
         format!("{}/{}", self.base, path.trim_start_matches('/'))
     }
 
-    /// Starts downloading a Binary's bytes (an audited open on the node).
-    async fn download(&self, binary: &str) -> Result<reqwest::Response> {
-        let r = self
-            .http
-            .get(self.url(&format!("fhir/Binary/{binary}")))
+    /// A request to `path` on the node, with the bearer token.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
             .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(DocClientError::Unreachable)?;
+    }
+
+    /// Sends a request; an answer other than 2xx is a [`DocClientError::Refused`].
+    async fn send(req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let r = req.send().await.map_err(DocClientError::Unreachable)?;
         if !r.status().is_success() {
             return Err(failure(r).await);
         }
         Ok(r)
     }
 
+    /// Starts downloading a Binary's bytes (an audited open on the node).
+    async fn download(&self, binary: &str) -> Result<reqwest::Response> {
+        Self::send(self.request(reqwest::Method::GET, &format!("fhir/Binary/{binary}"))).await
+    }
+
     async fn get_json(&self, path: &str) -> Result<Value> {
-        let r = self
-            .http
-            .get(self.url(path))
-            .bearer_auth(&self.token)
-            .send()
+        Self::send(self.request(reqwest::Method::GET, path))
+            .await?
+            .json()
             .await
-            .map_err(DocClientError::Unreachable)?;
-        if !r.status().is_success() {
-            return Err(failure(r).await);
-        }
-        r.json().await.context("the node sent malformed JSON")
+            .context("the node sent malformed JSON")
     }
 
     async fn send_json(&self, method: reqwest::Method, path: &str, body: &Value) -> Result<Value> {
-        let r = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(DocClientError::Unreachable)?;
-        if !r.status().is_success() {
-            return Err(failure(r).await);
-        }
+        let r = Self::send(self.request(method, path).json(body)).await?;
         Ok(r.json().await.unwrap_or(Value::Null))
     }
 
@@ -428,9 +418,7 @@ async fn signed_post(
     let signing = keys.signing()?;
     let signature = signing.sign(&claims).context("cannot sign these claims")?;
     let mut req = node
-        .http
-        .post(node.url("fhir/Binary"))
-        .bearer_auth(&node.token)
+        .request(reqwest::Method::POST, "fhir/Binary")
         .header("content-type", content_type)
         .header("x-security-context", format!("Patient/{}", meta.patient))
         .header("x-medmesh-document-type", &claims.doc_type)
@@ -444,15 +432,11 @@ async fn signed_post(
     if let Some(k) = sealed_keys {
         req = req.header("x-medmesh-sealed-keys", k);
     }
-    let r = req
-        .body(file_body(path).await?)
-        .send()
+    NodeClient::send(req.body(file_body(path).await?))
+        .await?
+        .json()
         .await
-        .map_err(DocClientError::Unreachable)?;
-    if !r.status().is_success() {
-        return Err(failure(r).await);
-    }
-    r.json().await.context("the node sent malformed JSON")
+        .context("the node sent malformed JSON")
 }
 
 /// `medmesh doc register`: publishes the key file's public keys (and a recovery key's).
@@ -729,9 +713,10 @@ pub async fn revoke(node: &NodeClient, binary: &str, from: &str) -> Result<u32> 
             continue;
         }
         let r = node
-            .http
-            .delete(node.url(&format!("api/sealed/{binary}/keys/{id}")))
-            .bearer_auth(&node.token)
+            .request(
+                reqwest::Method::DELETE,
+                &format!("api/sealed/{binary}/keys/{id}"),
+            )
             .send()
             .await
             .map_err(DocClientError::Unreachable)?;

@@ -66,7 +66,7 @@ impl std::fmt::Debug for KmsKek {
 }
 
 fn service(m: impl std::fmt::Display) -> KekError {
-    KekError::Service(format!("KMS: {m}"))
+    KekError::service(format!("KMS: {m}"))
 }
 
 fn context(key_id: &KeyId, owner: &str) -> Value {

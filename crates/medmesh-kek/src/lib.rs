@@ -329,13 +329,11 @@ impl KekProvider for LocalKek {
         key_id: &KeyId,
         owner: &str,
     ) -> Result<(String, Vec<u8>), KekError> {
-        self.file
-            .reload_if_changed()
-            .map_err(|e| KekError::Service(e.to_string()))?;
+        self.file.reload_if_changed().map_err(KekError::service)?;
         let kek = self
             .file
             .current()
-            .ok_or_else(|| KekError::Service("no key-encryption key".into()))?;
+            .ok_or_else(|| KekError::service("no key-encryption key"))?;
         Ok((
             kek.id().0.clone(),
             kek.wrap(key, key_id, owner, self.random.as_ref()),
@@ -353,9 +351,7 @@ impl KekProvider for LocalKek {
             Some(k) => k,
             None => {
                 // Another process may have rotated: the new key is in the file by now.
-                self.file
-                    .reload()
-                    .map_err(|e| KekError::Service(e.to_string()))?;
+                self.file.reload().map_err(KekError::service)?;
                 self.file
                     .find(kek_id)
                     .ok_or_else(|| KekError::Unknown(kek_id.to_string()))?

@@ -157,12 +157,12 @@ impl KeyAdministration {
                     .kek()
                     .unwrap(old, wrapped, &id, &k.owner)
                     .await
-                    .map_err(|e| RecordError::Keys(e.to_string()))?;
+                    .map_err(RecordError::Keys)?;
                 let (new, rewrapped) = a
                     .kek()
                     .wrap(&dek, &id, &k.owner)
                     .await
-                    .map_err(|e| RecordError::Keys(e.to_string()))?;
+                    .map_err(RecordError::Keys)?;
                 if a.key_store()
                     .rewrap(&k.key_id, old, &new, &rewrapped, core.now())
                     .await?
@@ -207,7 +207,7 @@ impl KeyAdministration {
     /// When the store or the KEK fails; the saved cursor stays where it was.
     pub async fn reencrypt(
         &self,
-        _admin: &KeyAdmin,
+        admin: &KeyAdmin,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<ReencryptReport, RecordError> {
         let core = self.records.core();
@@ -281,7 +281,7 @@ impl KeyAdministration {
             // Document blobs follow their Binary (outside the transaction: blob I/O).
             for json in &binaries {
                 if let Some(vault) = &self.vault
-                    && vault.reseal_blob(json).await?
+                    && vault.reseal_blob(admin, json).await?
                 {
                     report.blobs += 1;
                 }

@@ -52,7 +52,7 @@ pub enum RecordError {
     Erased,
     /// The key-encryption key or key store failed; details are logged, never returned.
     #[error("key service failure: {0}")]
-    Keys(String),
+    Keys(#[source] medmesh_store::KekError),
     /// An upload's content is not of a type the vault accepts, or not what it claims.
     #[error("unsupported media type")]
     UnsupportedMedia(String),
@@ -65,15 +65,12 @@ pub enum RecordError {
     /// The blob store failed, or stored bytes do not match their digest; details are
     /// logged, never returned.
     #[error("blob store failure: {0}")]
-    Blobs(String),
+    Blobs(#[source] medmesh_store::BlobError),
 }
 
 impl From<medmesh_store::BlobError> for RecordError {
     fn from(e: medmesh_store::BlobError) -> Self {
-        match e {
-            medmesh_store::BlobError::NotFound => Self::Blobs("a blob is missing".into()),
-            medmesh_store::BlobError::Backend(m) => Self::Blobs(m),
-        }
+        Self::Blobs(e)
     }
 }
 
@@ -84,7 +81,7 @@ impl From<medmesh_at_rest::AtRestError> for RecordError {
             AtRestError::Erased => RecordError::Erased,
             AtRestError::Corrupt => RecordError::Corrupt,
             AtRestError::Store(s) => RecordError::from(s),
-            AtRestError::Kek(k) => RecordError::Keys(k.to_string()),
+            AtRestError::Kek(k) => RecordError::Keys(k),
         }
     }
 }

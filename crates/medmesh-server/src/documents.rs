@@ -16,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures::TryStreamExt;
 use medmesh_fhir::IssueType;
-use medmesh_records::{RecordError, RequestContext};
+use medmesh_records::RequestContext;
 use medmesh_vault::vault::{Download, LinkGrant, NewDocument, SignedClaims, StoredDocument};
 use serde_json::json;
 
@@ -449,7 +449,7 @@ pub async fn document_link(
             grant.patient,
             LINK_SECONDS,
         )
-        .map_err(|_| ApiError::from(RecordError::Keys("cannot sign a download link".into())))?;
+        .map_err(ApiError::from)?;
     let base = ctx.base_url().trim_end_matches("/fhir");
     Ok(axum::Json(json!({
         "url": format!("{base}/api/blobs/{ticket}"),

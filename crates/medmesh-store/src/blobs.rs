@@ -11,9 +11,19 @@ pub enum BlobError {
     /// No blob has that name.
     #[error("no such blob")]
     NotFound,
-    /// The store failed (network, disk, permissions).
+    /// The store failed (network, disk, permissions); its error is the source, for the log.
     #[error("blob store: {0}")]
-    Backend(String),
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A blob's bytes do not hash to the content id they are stored under.
+    #[error("a blob's bytes do not match its content id")]
+    DigestMismatch,
+}
+
+impl BlobError {
+    /// A backend failure, keeping its cause as the source.
+    pub fn backend(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self::Backend(source.into())
+    }
 }
 
 /// A blob's bytes as they arrive from the store.

@@ -165,7 +165,14 @@ pub enum KekError {
     /// The wrapped key does not authenticate under that KEK.
     #[error("wrapped key does not authenticate")]
     Unauthentic,
-    /// The key file or key service failed.
+    /// The key file or key service failed; its error is the source, for the log.
     #[error("key service: {0}")]
-    Service(String),
+    Service(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
+impl KekError {
+    /// A key-service failure, keeping its cause as the source.
+    pub fn service(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self::Service(source.into())
+    }
 }

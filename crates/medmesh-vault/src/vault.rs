@@ -24,8 +24,8 @@ use medmesh_crypto::stream::{HEADER, StreamOpener, StreamSealer, key_id_of};
 pub use medmesh_crypto::wire::{EXT_SIGNED_CLAIMS, EXT_SIGNING_KEY, SIG_FORMAT};
 use medmesh_crypto::{ContentHasher, ContentId, UploadClaims, UploadSignature, UserPublicKey};
 use medmesh_fhir::IssueType;
-use medmesh_policy::Action;
-use medmesh_store::Notification;
+use medmesh_policy::{Action, KeyAdmin};
+use medmesh_store::{BlobError, KekError, Notification};
 use serde_json::{Value, json};
 
 use crate::sniff::{SNIFF_BYTES, sniff};
@@ -126,7 +126,7 @@ impl<'a> SealedWriter<'a> {
         match &mut self.sealer {
             Some(s) => s
                 .push(piece, &mut self.out)
-                .map_err(|_| RecordError::Keys("blob sealing failed".into()))?,
+                .map_err(|e| RecordError::Keys(KekError::service(e)))?,
             None => self.out.extend_from_slice(piece),
         }
         if self.out.len() >= WRITE_BYTES {
@@ -141,7 +141,7 @@ impl<'a> SealedWriter<'a> {
     async fn finish(mut self) -> Result<(), RecordError> {
         if let Some(s) = self.sealer.take() {
             s.finish(&mut self.out)
-                .map_err(|_| RecordError::Keys("blob sealing failed".into()))?;
+                .map_err(|e| RecordError::Keys(KekError::service(e)))?;
         }
         if !self.out.is_empty() {
             self.upload.write(Bytes::from(self.out)).await?;
@@ -881,7 +881,19 @@ impl DocumentVault {
     ///
     /// # Errors
     /// When the blob store or the keys fail; a missing blob is logged and skipped.
-    pub async fn reseal_blob(&self, binary: &Value) -> Result<bool, RecordError> {
+    ///
+    /// Key administration calls it; the PDP's [`KeyAdmin`] is the permission:
+    ///
+    /// ```compile_fail
+    /// # async fn f(vault: &medmesh_vault::DocumentVault, binary: &serde_json::Value) {
+    /// vault.reseal_blob(binary).await;
+    /// # }
+    /// ```
+    pub async fn reseal_blob(
+        &self,
+        _admin: &KeyAdmin,
+        binary: &Value,
+    ) -> Result<bool, RecordError> {
         let core = self.records.core();
         let (blobs, Some(a)) = (&self.blobs, core.at_rest()) else {
             return Ok(false);
@@ -1040,9 +1052,7 @@ async fn pump_blob(
     }
     hasher.update(&out);
     if hasher.finish() != cid {
-        return Err(RecordError::Blobs(
-            "a document's bytes do not match its content id".into(),
-        ));
+        return Err(RecordError::Blobs(BlobError::DigestMismatch));
     }
     for last in [held, Some(Bytes::from(out))].into_iter().flatten() {
         if !last.is_empty() && tx.send(Ok(last)).await.is_err() {
