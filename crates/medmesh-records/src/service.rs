@@ -171,11 +171,6 @@ impl RecordService {
         self
     }
 
-    /// The key ring, when encryption at rest is on.
-    pub fn at_rest(&self) -> Option<&Arc<AtRest>> {
-        self.at_rest.as_ref()
-    }
-
     /// Starts a write transaction.
     pub(crate) async fn begin_write(&self) -> Result<WriteTx, RecordError> {
         Ok(WriteTx::new(
@@ -239,11 +234,6 @@ impl RecordService {
     }
 
     pub(crate) fn now(&self) -> i64 {
-        self.clock.now_micros()
-    }
-
-    /// The injected clock's time, microseconds (for entries written outside this service).
-    pub fn now_micros(&self) -> i64 {
         self.clock.now_micros()
     }
 
