@@ -9,6 +9,7 @@ use futures::StreamExt;
 use medmesh_records::import::{ImportFailure, ImportSummary};
 use medmesh_records::{RecordService, RequestContext};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -94,25 +95,33 @@ pub(crate) async fn import(
     );
     #[allow(clippy::disallowed_methods)] // A stopwatch for the report, not a time of record.
     let started = Instant::now();
-    let done = AtomicU64::new(0);
-    let progress = |n: u64| {
-        let d = done.fetch_add(n, Ordering::Relaxed) + n;
-        let rate = d as f64 / started.elapsed().as_secs_f64().max(0.001);
-        bar.set_message(format!("{d} resources, {rate:.0}/s"));
+    let done = Arc::new(AtomicU64::new(0));
+    let progress: Arc<dyn Fn(u64) + Send + Sync> = {
+        let bar = bar.clone();
+        Arc::new(move |n: u64| {
+            let d = done.fetch_add(n, Ordering::Relaxed) + n;
+            let rate = d as f64 / started.elapsed().as_secs_f64().max(0.001);
+            bar.set_message(format!("{d} resources, {rate:.0}/s"));
+        })
     };
     let mut summary = ImportSummary::default();
     let mut retry = Vec::new();
-    let mut results = futures::stream::iter(files.iter())
+    // Each file is a task of its own, so parsing, validation, index extraction and sealing
+    // run on every core; only the store's writer is shared. (Futures polled by one stream
+    // would all run on the thread that polls it.)
+    let mut results = futures::stream::iter(files.iter().cloned())
         .map(|f| {
-            let (records, ctx, progress, bar) = (&records, &ctx, &progress, &bar);
-            async move {
-                let s = import_file(records, ctx, f, progress).await;
-                bar.inc(std::fs::metadata(f).map(|m| m.len()).unwrap_or(0));
-                (f.clone(), s)
-            }
+            let (records, ctx, progress, bar) =
+                (records.clone(), ctx.clone(), progress.clone(), bar.clone());
+            tokio::spawn(async move {
+                let s = import_file(&records, &ctx, &f, progress.as_ref()).await;
+                bar.inc(std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0));
+                (f, s)
+            })
         })
         .buffer_unordered(usize::from(jobs));
-    while let Some((f, s)) = results.next().await {
+    while let Some(joined) = results.next().await {
+        let (f, s) = joined.context("an import task stopped")?;
         // A bundle whose conditional reference points at data in a later file gets a second try.
         if s.failures
             .iter()
@@ -125,7 +134,7 @@ pub(crate) async fn import(
     }
     drop(results);
     for f in &retry {
-        summary.merge(import_file(&records, &ctx, f, &progress).await);
+        summary.merge(import_file(&records, &ctx, f, progress.as_ref()).await);
     }
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
