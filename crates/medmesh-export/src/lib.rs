@@ -11,7 +11,7 @@ use medmesh_audit::Outcome;
 use medmesh_fhir::IssueType;
 use medmesh_fhir::datetime::{self, format_instant};
 use medmesh_fhir::search::{self, Handling, SearchQuery};
-use medmesh_policy::{Action, Actor};
+use medmesh_policy::Action;
 use medmesh_store::{ExportJob, PageRequest};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -664,24 +664,4 @@ pub enum ExportStatus {
     Complete(Value),
     /// Failed, with a safe message.
     Failed(String),
-}
-
-/// The actor a resumed job runs as (its scopes were checked at kick-off).
-pub fn job_actor(req_json: &str) -> Option<Actor> {
-    let req: ExportRequest = serde_json::from_str(req_json).ok()?;
-    // The job continues the request that started it, whose token was verified then; the
-    // job was stored with the scopes that token carried.
-    #[allow(clippy::disallowed_methods)]
-    Some(Actor::from_verified_token(
-        medmesh_kernel::VerifiedIdentity {
-            subject: req.subject,
-            scopes: medmesh_auth::parse_scopes(&req.scopes),
-            patient: req.patient,
-            role: req.role.and_then(|r| r.parse().ok()),
-            // A practitioner's job runs without their clinician record, so the PDP refuses its
-            // clinical types: practitioners export through `$everything` of patients they care
-            // for, not bulk export.
-            clinician: None,
-        },
-    ))
 }
