@@ -6,9 +6,12 @@
 #   - download: GET /fhir/Binary/{id} to a file (opened chunk by chunk, digest checked before
 #     the last chunk leaves), then `sync`;
 #   - cp FILE COPY, then `sync`;
+#   - the peers that do what the node does with no HTTP and no database, in the same round:
+#     `openssl enc -aes-256-ctr` of the file to a file on the same disk, then `sync` (read,
+#     encrypt, write), and `sha256sum` of the file (read and hash);
 #   - the node's peak resident memory (VmHWM) before and after.
 #   bench/vault.sh [MEGABYTES] [ROUNDS]   (default 2048 MB, 3 rounds)
-# Needs a release build (cargo build --release) and curl.
+# Needs a release build (cargo build --release), curl and openssl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mb=${1:-2048}
@@ -16,6 +19,7 @@ rounds=${2:-3}
 bin=$PWD/target/release/medmesh
 [ -x "$bin" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 command -v curl >/dev/null || { echo "curl is required" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "openssl is required" >&2; exit 1; }
 
 work=$(mktemp -d -p "${BENCH_DIR:-$PWD/target}")
 node_pid=
@@ -61,7 +65,16 @@ for r in $(seq 1 "$rounds"); do
     sync; t4=$(secs)
     cmp -s "$work/doc.pdf" "$work/down.pdf" || { echo "the download differs" >&2; exit 1; }
     rm -f "$work/down.pdf"
+    drop_caches
+    t5=$(secs)
+    openssl enc -aes-256-ctr -K "$(printf '%064d' 0)" -iv "$(printf '%032d' 0)" \
+        -in "$work/doc.pdf" -out "$work/enc.bin"
+    sync; t6=$(secs)
+    rm -f "$work/enc.bin"
+    drop_caches
+    t7=$(secs); sha256sum "$work/doc.pdf" > /dev/null; t8=$(secs)
     cp_rate=$(mbps "$t0" "$t1"); up=$(mbps "$t2" "$t3u"); down=$(mbps "$t3" "$t4")
-    python3 -c "print(f'round $r: cp {$cp_rate} MB/s  upload {$up} MB/s ({$up/$cp_rate:.2f} of cp)  download {$down} MB/s ({$down/$cp_rate:.2f} of cp)')"
+    enc=$(mbps "$t5" "$t6"); hash=$(mbps "$t7" "$t8")
+    python3 -c "print(f'round $r: cp {$cp_rate} MB/s  upload {$up} MB/s ({$up/$cp_rate:.2f} of cp, {$up/$enc:.2f} of openssl enc)  download {$down} MB/s ({$down/$cp_rate:.2f} of cp, {$down/$enc:.2f} of openssl enc)  openssl enc {$enc} MB/s  sha256sum {$hash} MB/s')"
 done
 echo "node peak memory after: $(( $(hwm) / 1024 )) MiB"

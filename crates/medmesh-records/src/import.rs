@@ -246,8 +246,9 @@ impl RecordService {
         {
             Ok(response) => tally(&tx_bundle, &response, &mut summary),
             Err(e) => {
-                if let RecordError::Store(inner) = &e {
-                    tracing::warn!(operation_id = %ctx.operation_id(), error = %inner, "import transaction failed in the store");
+                // What the summary calls an internal error is told in full here only.
+                if crate::status_of(&e).0 >= 500 {
+                    tracing::warn!(operation_id = %ctx.operation_id(), error = ?e, "import transaction failed");
                 }
                 let (entry, reason) = describe(&e);
                 summary.failures.push(ImportFailure {
