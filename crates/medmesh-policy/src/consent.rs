@@ -197,6 +197,15 @@ pub fn parse_consent(resource: &Value) -> Option<ConsentRule> {
 }
 
 impl Provision {
+    /// Every start and end of this provision's period and its nested ones'.
+    pub fn period_bounds(&self, out: &mut Vec<i64>) {
+        out.extend(self.period.0);
+        out.extend(self.period.1);
+        for n in &self.nested {
+            n.period_bounds(out);
+        }
+    }
+
     fn in_period(&self, now: i64) -> bool {
         self.period.0.is_none_or(|s| now >= s) && self.period.1.is_none_or(|e| now < e)
     }

@@ -80,6 +80,23 @@ pub struct ReachFacts {
     pub consents: Vec<Arc<ConsentRule>>,
 }
 
+impl ReachFacts {
+    /// The first instant after `now` at which an access compiled from these facts could
+    /// judge differently with no write in between: an edge ends (or starts), or a consent
+    /// provision's period begins or ends. `None` when nothing here changes with time.
+    pub fn judged_again_at(&self, now: i64) -> Option<i64> {
+        let mut times: Vec<i64> = Vec::new();
+        for e in &self.edges {
+            times.push(e.since);
+            times.extend(e.until);
+        }
+        for c in &self.consents {
+            c.root.period_bounds(&mut times);
+        }
+        times.into_iter().filter(|t| *t > now).min()
+    }
+}
+
 /// What the actor wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -435,11 +452,26 @@ impl Pdp {
     /// labels allow. A patient-context grant keeps only its patient.
     pub fn confine_to_reach(
         &self,
-        mut grant: Grant,
+        grant: Grant,
         actor: &Actor,
         facts: ReachFacts,
         now: i64,
     ) -> Grant {
+        let reach = self.compile_reach(actor, facts, grant.compartment(), now);
+        self.with_reach(grant, reach)
+    }
+
+    /// Compiles what the facts open to `actor` at `now`, limited to `compartment` when the
+    /// grant has one. The result holds until the facts change (a write to the trust graph
+    /// or a consent) or until [`ReachFacts::judged_again_at`], whichever comes first; within
+    /// that, it may be kept and used for any grant of the same actor and compartment.
+    pub fn compile_reach(
+        &self,
+        actor: &Actor,
+        facts: ReachFacts,
+        compartment: Option<&str>,
+        now: i64,
+    ) -> Arc<Reach> {
         let principal = Principal {
             practitioner: actor.clinician().map(|c| c.practitioner.clone()),
             references: facts.principals.clone(),
@@ -447,7 +479,7 @@ impl Pdp {
         let mut patients: Vec<String> = facts.edges.iter().map(|e| e.patient.clone()).collect();
         patients.sort();
         patients.dedup();
-        if let Some(only) = &grant.compartment {
+        if let Some(only) = compartment {
             patients.retain(|p| p == only);
         }
         let compiled = patients
@@ -456,10 +488,15 @@ impl Pdp {
                 PatientAccess::compile(p, &principal, &facts.edges, &facts.consents, now)
             })
             .collect();
-        grant.reach = Some(Arc::new(Reach {
+        Arc::new(Reach {
             patients: compiled,
             principals: facts.principals,
-        }));
+        })
+    }
+
+    /// Confines a grant to a compiled reach (see [`Self::compile_reach`]).
+    pub fn with_reach(&self, mut grant: Grant, reach: Arc<Reach>) -> Grant {
+        grant.reach = Some(reach);
         grant
     }
 }

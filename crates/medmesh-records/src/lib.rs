@@ -12,6 +12,7 @@ pub mod error;
 pub mod everything;
 pub mod import;
 pub mod policy_facts;
+pub mod reach_cache;
 pub mod record_core;
 pub mod service;
 

@@ -8,8 +8,9 @@ use medmesh_audit::AuditEntry;
 use medmesh_policy::access::edges_from;
 use medmesh_policy::consent::{ConsentRule, SHARED_WITH, parse_consent, shared_with};
 use medmesh_policy::labels::{add_labels, derive_labels, labels_of};
-use medmesh_policy::{Actor, Grant, ReachFacts};
+use medmesh_policy::{Actor, Grant, Reach, ReachFacts};
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 use crate::context::RequestContext;
 use crate::{RecordError, RecordService};
@@ -80,9 +81,38 @@ impl RecordService {
         Ok(out)
     }
 
+    /// What `actor` may reach, compiled from the facts, limited to `compartment`: kept
+    /// between requests while the facts stand (see [`crate::reach_cache`]), so a revoked
+    /// consent or a removed care-team member counts from the next request.
+    pub(crate) async fn reach_of(
+        &self,
+        actor: &Actor,
+        compartment: Option<&str>,
+    ) -> Result<Arc<Reach>, RecordError> {
+        // The generation is read before the facts: a change committed between the two
+        // either is in the facts or raises the generation past the one kept with them.
+        let generation = self.store.policy_generation().await?;
+        let seeds = actor.seeds();
+        let now = self.now();
+        if let Some(kept) = self.reach_cache.get(&seeds, compartment, generation, now) {
+            return Ok(kept);
+        }
+        let facts = self.reach_facts(actor).await?;
+        let changes_at = facts.judged_again_at(now);
+        let reach = self.pdp.compile_reach(actor, facts, compartment, now);
+        self.reach_cache.put(
+            &seeds,
+            compartment,
+            generation,
+            now,
+            changes_at,
+            reach.clone(),
+        );
+        Ok(reach)
+    }
+
     /// Reads what the PDP needs about a practitioner: their principals, the edges to them,
-    /// and the consents of the patients those edges lead to. Read on every request: a
-    /// revoked consent or a suspended account counts from the next request.
+    /// and the consents of the patients those edges lead to.
     pub(crate) async fn reach_facts(&self, actor: &Actor) -> Result<ReachFacts, RecordError> {
         let (principals, edges) = self.store.reach(&actor.seeds(), self.now()).await?;
         let mut patients: Vec<String> = edges.iter().map(|e| e.patient.clone()).collect();

@@ -7,7 +7,7 @@ use medmesh_audit::{AuditEntry, Outcome};
 use medmesh_fhir::datetime::{self, format_instant};
 use medmesh_fhir::search::{self, Handling, Include, SearchQuery, SummaryMode, TotalMode};
 use medmesh_fhir::{Definitions, Issue, IssueType, index, operation_outcome, resource, validate};
-use medmesh_policy::{Action, AuditView, Grant, InboxOwner, KeyAdmin, Pdp, ReviewRight};
+use medmesh_policy::{Action, AuditView, Grant, InboxOwner, KeyAdmin, Pdp, Reach, ReviewRight};
 use medmesh_store::{
     HistoryQuery, HistoryScope, NewVersion, PageRequest, RecordStore, StoredVersion, VersionHead,
 };
@@ -81,6 +81,8 @@ pub struct RecordService {
     pub(crate) ids: Arc<dyn IdSource>,
     pub(crate) audit: crate::audit_writer::AuditWriter,
     pub(crate) trust: crate::policy_facts::TrustConfig,
+    /// Practitioners' compiled access, kept while its facts stand.
+    pub(crate) reach_cache: crate::reach_cache::ReachCache,
 }
 
 impl std::fmt::Debug for RecordService {
@@ -161,6 +163,7 @@ impl RecordService {
             ids,
             audit,
             trust: crate::policy_facts::TrustConfig::default(),
+            reach_cache: Default::default(),
         }
     }
 
@@ -356,8 +359,8 @@ impl RecordService {
     ) -> Result<Grant, RecordError> {
         match self.pdp.authorize(ctx.actor(), action, rt) {
             Ok(g) if self.pdp.needs_reach(ctx.actor(), rt) => {
-                let facts = self.reach_facts(ctx.actor()).await?;
-                Ok(self.pdp.confine_to_reach(g, ctx.actor(), facts, self.now()))
+                let reach = self.reach_of(ctx.actor(), g.compartment()).await?;
+                Ok(self.pdp.with_reach(g, reach))
             }
             Ok(g) => Ok(g),
             Err(denied) => self.refuse(ctx, action, rt, &denied.reason).await,
@@ -408,25 +411,32 @@ impl RecordService {
 
     /// Grants for several types at once, without auditing refusals (they judge resources
     /// pulled in by another, audited, interaction: includes, history, `$everything`). The
-    /// same PDP and the same reach as [`Self::authorize`]; the trust facts are read once.
+    /// same PDP and the same reach as [`Self::authorize`].
     pub(crate) async fn quiet_grants(
         &self,
         ctx: &RequestContext,
         action: Action,
         types: &[String],
     ) -> Result<HashMap<String, Grant>, RecordError> {
-        let mut facts = None;
         let mut out = HashMap::new();
+        // One reach for every type (they share the actor and, but for odd scopes, the
+        // compartment): `$everything` asks for a hundred types.
+        let mut reach: Option<(Option<String>, Arc<Reach>)> = None;
         for t in types {
             let Ok(g) = self.pdp.authorize(ctx.actor(), action, Some(t)) else {
                 continue;
             };
             let g = if self.pdp.needs_reach(ctx.actor(), Some(t)) {
-                if facts.is_none() {
-                    facts = Some(self.reach_facts(ctx.actor()).await?);
-                }
-                let f = facts.clone().unwrap_or_default();
-                self.pdp.confine_to_reach(g, ctx.actor(), f, self.now())
+                let compartment = g.compartment().map(str::to_string);
+                let r = match &reach {
+                    Some((c, r)) if *c == compartment => r.clone(),
+                    _ => {
+                        let r = self.reach_of(ctx.actor(), compartment.as_deref()).await?;
+                        reach = Some((compartment, r.clone()));
+                        r
+                    }
+                };
+                self.pdp.with_reach(g, r)
             } else {
                 g
             };

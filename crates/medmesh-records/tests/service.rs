@@ -122,6 +122,109 @@ async fn concurrent_reads_share_audit_commits() {
     );
 }
 
+/// A practitioner's compiled access is kept between requests, and ends with the next change
+/// to the trust graph or the consents, made through any record service on the store: here a
+/// second replica, whose writes the first learns of only through the store.
+#[tokio::test]
+async fn a_kept_access_ends_with_the_next_trust_change_from_another_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node_a, _) = service_at(dir.path(), true, false).await;
+    let (node_b, _) = service_at(dir.path(), true, false).await;
+    let admin = ctx("system/*.*");
+    let dr = RequestContext::new(
+        Actor::from_verified_session(VerifiedIdentity {
+            subject: "dr".into(),
+            scopes: parse_scopes("user/*.cruds"),
+            patient: None,
+            role: Some(medmesh_auth::Role::Practitioner),
+            clinician: Some(medmesh_policy::Clinician {
+                practitioner: "Practitioner/x".into(),
+                organizations: vec!["Organization/h".into()],
+                verified: true,
+            }),
+        }),
+        OperationId::new("op"),
+        None,
+        "http://test/fhir",
+    );
+    let team = |members: serde_json::Value| {
+        json!({"resourceType": "CareTeam", "id": "ct1", "status": "active",
+            "subject": {"reference": "Patient/p1"}, "participant": members})
+    };
+    node_a
+        .update(
+            &admin,
+            "Patient",
+            "p1",
+            json!({"resourceType": "Patient", "id": "p1"}),
+            None,
+        )
+        .await
+        .unwrap();
+    node_a
+        .update(
+            &admin,
+            "CareTeam",
+            "ct1",
+            team(json!([{"member": {"reference": "Practitioner/x"}}])),
+            None,
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert!(
+            node_a.read(&dr, "Patient", "p1").await.is_ok(),
+            "on the care team"
+        );
+    }
+    // The other replica takes the practitioner off the team: the next read is refused.
+    node_b
+        .update(
+            &admin,
+            "CareTeam",
+            "ct1",
+            team(json!([{"member": {"reference": "Practitioner/y"}}])),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        node_a.read(&dr, "Patient", "p1").await,
+        Err(RecordError::NotFound | RecordError::Forbidden)
+    ));
+    // And puts them back: the next read is let through again.
+    node_b
+        .update(
+            &admin,
+            "CareTeam",
+            "ct1",
+            team(json!([{"member": {"reference": "Practitioner/x"}}])),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(node_a.read(&dr, "Patient", "p1").await.is_ok());
+    // The patient's consent denies Patient data to everyone: it counts from the next read.
+    node_b
+        .update(
+            &admin,
+            "Consent",
+            "deny",
+            json!({"resourceType": "Consent", "id": "deny", "status": "active",
+                "scope": {"coding": [{"code": "patient-privacy"}]},
+                "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+                "patient": {"reference": "Patient/p1"},
+                "provision": {"type": "deny", "class": [{"code": "Patient"}]}}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        node_a.read(&dr, "Patient", "p1").await,
+        Err(RecordError::NotFound | RecordError::Forbidden)
+    ));
+}
+
 mod no_leaks {
     //! The no-leak property: for random care relationships, consents and labelled
     //! resources, nothing a practitioner reads, searches (with `_total`) or gets from

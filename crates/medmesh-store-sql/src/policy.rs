@@ -41,20 +41,22 @@ fn edges(rows: Vec<Row>) -> Result<Vec<Edge>, StoreError> {
     Ok(out)
 }
 
-/// Replaces a source's edges and consent.
+/// Replaces a source's edges and consent. Returns whether any row went or came (a source
+/// that had no facts and gets none changes nothing).
 pub(crate) async fn replace_facts(
     tx: &mut (impl Exec + ?Sized),
     d: Dialect,
     source: &str,
     new_edges: &[Edge],
     consent: Option<(&str, &str)>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let mut del = Sql::new(d, "DELETE FROM policy_edges WHERE source = ");
     del.str(source);
-    tx.execute(del).await?;
+    let mut removed = tx.execute(del).await?;
     let mut del = Sql::new(d, "DELETE FROM policy_consents WHERE source = ");
     del.str(source);
-    tx.execute(del).await?;
+    removed += tx.execute(del).await?;
+    let changed = removed > 0 || !new_edges.is_empty() || consent.is_some();
     if !new_edges.is_empty() {
         let mut sql = Sql::new(
             d,
@@ -95,7 +97,35 @@ pub(crate) async fn replace_facts(
             .push(")");
         tx.execute(sql).await?;
     }
-    Ok(())
+    Ok(changed)
+}
+
+/// Raises the policy generation (see migration 0008), in the transaction that changed the
+/// facts.
+pub(crate) async fn raise_generation(
+    tx: &mut (impl Exec + ?Sized),
+    d: Dialect,
+) -> Result<(), StoreError> {
+    tx.execute(Sql::new(
+        d,
+        "UPDATE policy_generation SET generation = generation + 1 WHERE id = 1",
+    ))
+    .await
+    .map(|_| ())
+}
+
+/// The policy generation.
+pub(crate) async fn generation(
+    conn: &mut (impl Exec + ?Sized),
+    d: Dialect,
+) -> Result<i64, StoreError> {
+    let rows = conn
+        .fetch(
+            Sql::new(d, "SELECT generation FROM policy_generation WHERE id = 1"),
+            &[Col::I64],
+        )
+        .await?;
+    rows.first().map_or(Ok(0), |r| r.i64(0))
 }
 
 /// Inserts a notification.

@@ -281,6 +281,7 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
             created: Default::default(),
             audit: Vec::new(),
             known_heads: Default::default(),
+            policy_changed: false,
         }))
     }
 
@@ -646,6 +647,11 @@ impl<B: Backend> TrustEdgeStore for SqlStore<B> {
         crate::policy::break_glass_since(&mut conn, self.dialect(), since).await
     }
 
+    async fn policy_generation(&self) -> Result<i64, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::policy::generation(&mut conn, self.dialect()).await
+    }
+
     async fn consent_rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
         let rows = self
             .backend
@@ -808,6 +814,9 @@ struct SqlTx<B: Backend> {
     audit: Vec<AuditEntry>,
     /// Heads read ahead by `prefetch_heads` (`None`: no such resource).
     known_heads: std::collections::HashMap<(String, String), Option<VersionHead>>,
+    /// Whether the trust graph or the consents changed: the policy generation is raised
+    /// before commit.
+    policy_changed: bool,
 }
 
 /// The `INSERT INTO resource_versions` column list.
@@ -1244,7 +1253,10 @@ impl<B: Backend> TrustTx for SqlTx<B> {
         edges: &[Edge],
         consent: Option<(&str, &str)>,
     ) -> Result<(), StoreError> {
-        crate::policy::replace_facts(&mut self.tx, self.dialect, source, edges, consent).await
+        if crate::policy::replace_facts(&mut self.tx, self.dialect, source, edges, consent).await? {
+            self.policy_changed = true;
+        }
+        Ok(())
     }
 
     async fn rewrite_consent(&mut self, source: &str, body: &str) -> Result<(), StoreError> {
@@ -1317,6 +1329,11 @@ impl<B: Backend> DataKeyTx for SqlTx<B> {
 impl<B: Backend> RecordTx for SqlTx<B> {
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.flush().await?;
+        // Late, beside the audit head, so the generation's row (which every policy-changing
+        // writer updates) is held only while the transaction ends.
+        if self.policy_changed {
+            crate::policy::raise_generation(&mut self.tx, self.dialect).await?;
+        }
         // The audit entries commit in the same transaction as the data they describe.
         // Last, so the head row (which serializes appends) is locked only briefly.
         let entries = std::mem::take(&mut self.audit);

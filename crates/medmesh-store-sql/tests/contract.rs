@@ -199,6 +199,7 @@ async fn trust_edge_store(stores: Stores) {
         until,
         detail: None,
     };
+    let before = s.policy_generation().await.unwrap();
     let mut tx = s.begin().await.unwrap();
     tx.replace_policy_facts(
         "CareTeam/ct",
@@ -214,7 +215,24 @@ async fn trust_edge_store(stores: Stores) {
     )
     .await
     .unwrap();
+    assert_eq!(
+        s.policy_generation().await.unwrap(),
+        before,
+        "not raised before the commit"
+    );
     tx.commit().await.unwrap();
+    let raised = s.policy_generation().await.unwrap();
+    assert!(
+        raised > before,
+        "a change to the edges raises the generation"
+    );
+    // A source with no facts that gets none changes nothing.
+    let mut tx = s.begin().await.unwrap();
+    tx.replace_policy_facts("Encounter/none", &[], None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.policy_generation().await.unwrap(), raised);
     assert_eq!(s.patient_edges("p1").await.unwrap().len(), 2);
     let (_, now) = s.reach(&["Practitioner/dr".into()], 1_000).await.unwrap();
     assert_eq!(now.len(), 2);
@@ -228,6 +246,10 @@ async fn trust_edge_store(stores: Stores) {
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(s.patient_edges("p1").await.unwrap().len(), 1);
+    assert!(
+        s.policy_generation().await.unwrap() > raised,
+        "removing an edge raises it too"
+    );
 }
 
 /// Notifications: queued in a transaction, listed newest first, read once.

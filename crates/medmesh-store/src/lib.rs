@@ -278,6 +278,10 @@ pub trait TrustEdgeStore: Send + Sync + 'static {
     async fn break_glass_since(&self, since: i64) -> Result<Vec<Edge>, StoreError>;
     /// Every stored consent row, as `(source, patient, body)`.
     async fn consent_rows(&self) -> Result<Vec<(String, String, String)>, StoreError>;
+    /// A number that rises with every committed change to the edges or the stored consents,
+    /// whichever node or process made it: what was compiled from them at generation G holds
+    /// while the generation is still G.
+    async fn policy_generation(&self) -> Result<i64, StoreError>;
 }
 
 #[async_trait]
