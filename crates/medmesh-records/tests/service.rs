@@ -122,16 +122,9 @@ async fn concurrent_reads_share_audit_commits() {
     );
 }
 
-/// A practitioner's compiled access is kept between requests, and ends with the next change
-/// to the trust graph or the consents, made through any record service on the store: here a
-/// second replica, whose writes the first learns of only through the store.
-#[tokio::test]
-async fn a_kept_access_ends_with_the_next_trust_change_from_another_replica() {
-    let dir = tempfile::tempdir().unwrap();
-    let (node_a, _) = service_at(dir.path(), true, false).await;
-    let (node_b, _) = service_at(dir.path(), true, false).await;
-    let admin = ctx("system/*.*");
-    let dr = RequestContext::new(
+/// A verified practitioner, `Practitioner/x` of `Organization/h`.
+fn practitioner() -> RequestContext {
+    RequestContext::new(
         Actor::from_verified_session(VerifiedIdentity {
             subject: "dr".into(),
             scopes: parse_scopes("user/*.cruds"),
@@ -146,31 +139,33 @@ async fn a_kept_access_ends_with_the_next_trust_change_from_another_replica() {
         OperationId::new("op"),
         None,
         "http://test/fhir",
-    );
-    let team = |members: serde_json::Value| {
+    )
+}
+
+/// A practitioner's compiled access is kept between requests, and ends with the next change
+/// to the trust graph or the consents, made through any record service on the store: here a
+/// second replica, whose writes the first learns of only through the store.
+#[tokio::test]
+async fn a_kept_access_ends_with_the_next_trust_change_from_another_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node_a, _) = service_at(dir.path(), true, false).await;
+    let (node_b, _) = service_at(dir.path(), true, false).await;
+    let dr = practitioner();
+    // Writes a resource as the operator through one node.
+    async fn put(node: &RecordService, body: serde_json::Value) {
+        let (rt, id) = (body["resourceType"].as_str(), body["id"].as_str());
+        let (rt, id) = (rt.unwrap().to_string(), id.unwrap().to_string());
+        node.update(&ctx("system/*.*"), &rt, &id, body, None)
+            .await
+            .unwrap();
+    }
+    let team = |member: &str| {
         json!({"resourceType": "CareTeam", "id": "ct1", "status": "active",
-            "subject": {"reference": "Patient/p1"}, "participant": members})
+            "subject": {"reference": "Patient/p1"},
+            "participant": [{"member": {"reference": member}}]})
     };
-    node_a
-        .update(
-            &admin,
-            "Patient",
-            "p1",
-            json!({"resourceType": "Patient", "id": "p1"}),
-            None,
-        )
-        .await
-        .unwrap();
-    node_a
-        .update(
-            &admin,
-            "CareTeam",
-            "ct1",
-            team(json!([{"member": {"reference": "Practitioner/x"}}])),
-            None,
-        )
-        .await
-        .unwrap();
+    put(&node_a, json!({"resourceType": "Patient", "id": "p1"})).await;
+    put(&node_a, team("Practitioner/x")).await;
     for _ in 0..3 {
         assert!(
             node_a.read(&dr, "Patient", "p1").await.is_ok(),
@@ -178,47 +173,24 @@ async fn a_kept_access_ends_with_the_next_trust_change_from_another_replica() {
         );
     }
     // The other replica takes the practitioner off the team: the next read is refused.
-    node_b
-        .update(
-            &admin,
-            "CareTeam",
-            "ct1",
-            team(json!([{"member": {"reference": "Practitioner/y"}}])),
-            None,
-        )
-        .await
-        .unwrap();
+    put(&node_b, team("Practitioner/y")).await;
     assert!(matches!(
         node_a.read(&dr, "Patient", "p1").await,
         Err(RecordError::NotFound | RecordError::Forbidden)
     ));
     // And puts them back: the next read is let through again.
-    node_b
-        .update(
-            &admin,
-            "CareTeam",
-            "ct1",
-            team(json!([{"member": {"reference": "Practitioner/x"}}])),
-            None,
-        )
-        .await
-        .unwrap();
+    put(&node_b, team("Practitioner/x")).await;
     assert!(node_a.read(&dr, "Patient", "p1").await.is_ok());
     // The patient's consent denies Patient data to everyone: it counts from the next read.
-    node_b
-        .update(
-            &admin,
-            "Consent",
-            "deny",
-            json!({"resourceType": "Consent", "id": "deny", "status": "active",
-                "scope": {"coding": [{"code": "patient-privacy"}]},
-                "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-                "patient": {"reference": "Patient/p1"},
-                "provision": {"type": "deny", "class": [{"code": "Patient"}]}}),
-            None,
-        )
-        .await
-        .unwrap();
+    put(
+        &node_b,
+        json!({"resourceType": "Consent", "id": "deny", "status": "active",
+            "scope": {"coding": [{"code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": "Patient/p1"},
+            "provision": {"type": "deny", "class": [{"code": "Patient"}]}}),
+    )
+    .await;
     assert!(matches!(
         node_a.read(&dr, "Patient", "p1").await,
         Err(RecordError::NotFound | RecordError::Forbidden)
@@ -232,31 +204,12 @@ mod no_leaks {
     //! it permits is found.
 
     use super::*;
+    use medmesh_policy::ReachFacts;
     use medmesh_policy::access::{PatientAccess, Principal, edges_from};
     use medmesh_policy::consent::parse_consent;
     use medmesh_policy::labels::labels_of;
-    use medmesh_policy::{Clinician, ReachFacts};
     use proptest::prelude::*;
     use serde_json::Value;
-
-    fn practitioner() -> RequestContext {
-        RequestContext::new(
-            Actor::from_verified_session(VerifiedIdentity {
-                subject: "dr".into(),
-                scopes: parse_scopes("user/*.cruds"),
-                patient: None,
-                role: Some(medmesh_auth::Role::Practitioner),
-                clinician: Some(Clinician {
-                    practitioner: "Practitioner/x".into(),
-                    organizations: vec!["Organization/h".into()],
-                    verified: true,
-                }),
-            }),
-            OperationId::new("op"),
-            None,
-            "http://test/fhir",
-        )
-    }
 
     fn provision() -> impl Strategy<Value = Value> {
         (
