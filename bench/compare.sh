@@ -12,8 +12,9 @@
 #   pract      the same read with a verified practitioner's token: the request goes through
 #              the trust graph (a care team) and the patient's consents
 #   search     `Observation?patient=X&code=http://loinc.org|8302-2`, system token
-# and prints each figure, the p99 of the wrk runs, and the ratio working tree / REV of the
-# medians. REV is built once, in a git worktree under bench/.compare, with this checkout's
+# and prints the median of each figure over the rounds with its range (lowest–highest), the
+# p99 of the wrk runs, and the ratio working tree / REV of the medians, marked where the two
+# builds' ranges overlap (the rounds cannot tell them apart). REV is built once, in a git worktree under bench/.compare, with this checkout's
 # target directory (dependencies are shared); its binary is kept by commit id.
 # Needs wrk (apt-get install wrk).
 set -euo pipefail
@@ -129,6 +130,10 @@ for w in ("import", "reads", "pract", "search"):
     if not b or not n: continue
     mb, mn = statistics.median(b), statistics.median(n)
     lat = lambda p: f", p99 {statistics.median(p):.1f} ms" if p else ""
-    print(f"| {names[w]} | {mb:,.0f}{lat(bp)} | {mn:,.0f}{lat(np_)} | **{mn / mb:.2f}** |")
-print("(medians of the rounds; each figure per round is in bench/.compare/results.txt)")
+    spread = lambda v: f" ({min(v):,.0f}–{max(v):,.0f})" if len(v) > 1 else ""
+    # Ranges that overlap say the rounds cannot tell the two builds apart.
+    overlap = max(min(b), min(n)) <= min(max(b), max(n))
+    verdict = " (ranges overlap)" if overlap and len(b) > 1 else ""
+    print(f"| {names[w]} | {mb:,.0f}{spread(b)}{lat(bp)} | {mn:,.0f}{spread(n)}{lat(np_)} | **{mn / mb:.2f}**{verdict} |")
+print("(medians of the rounds, with each build's lowest and highest round; every figure is in bench/.compare/results.txt)")
 PY
