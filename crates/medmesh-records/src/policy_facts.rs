@@ -97,7 +97,7 @@ impl RecordService {
         if let Some(kept) = self.reach_cache.get(&seeds, compartment, generation, now) {
             return Ok(kept);
         }
-        let facts = self.reach_facts(actor).await?;
+        let facts = self.reach_facts(&seeds, now).await?;
         let changes_at = facts.judged_again_at(now);
         let reach = self.pdp.compile_reach(actor, facts, compartment, now);
         self.reach_cache.put(
@@ -111,10 +111,11 @@ impl RecordService {
         Ok(reach)
     }
 
-    /// Reads what the PDP needs about a practitioner: their principals, the edges to them,
-    /// and the consents of the patients those edges lead to.
-    pub(crate) async fn reach_facts(&self, actor: &Actor) -> Result<ReachFacts, RecordError> {
-        let (principals, edges) = self.store.reach(&actor.seeds(), self.now()).await?;
+    /// Reads what the PDP needs about a practitioner starting from `seeds`: their
+    /// principals, the edges to them that hold at `now` (the instant the access is compiled
+    /// and kept from), and the consents of the patients those edges lead to.
+    async fn reach_facts(&self, seeds: &[String], now: i64) -> Result<ReachFacts, RecordError> {
+        let (principals, edges) = self.store.reach(seeds, now).await?;
         let mut patients: Vec<String> = edges.iter().map(|e| e.patient.clone()).collect();
         patients.sort();
         patients.dedup();
