@@ -106,12 +106,21 @@ pub(crate) async fn raise_generation(
     tx: &mut (impl Exec + ?Sized),
     d: Dialect,
 ) -> Result<(), StoreError> {
-    tx.execute(Sql::new(
-        d,
-        "UPDATE policy_generation SET generation = generation + 1 WHERE id = 1",
-    ))
-    .await
-    .map(|_| ())
+    let raised = tx
+        .execute(Sql::new(
+            d,
+            "UPDATE policy_generation SET generation = generation + 1 WHERE id = 1",
+        ))
+        .await?;
+    // Without its row the counter could never move, and kept accesses would outlive the
+    // changes that end them: refuse the write instead.
+    if raised == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(
+            "policy_generation: its row is missing".into(),
+        ))
+    }
 }
 
 /// The policy generation.
@@ -125,7 +134,9 @@ pub(crate) async fn generation(
             &[Col::I64],
         )
         .await?;
-    rows.first().map_or(Ok(0), |r| r.i64(0))
+    rows.first()
+        .ok_or_else(|| StoreError::Invalid("policy_generation: its row is missing".into()))?
+        .i64(0)
 }
 
 /// Inserts a notification.
