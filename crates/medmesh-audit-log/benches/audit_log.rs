@@ -88,7 +88,11 @@ fn bench(c: &mut Criterion) {
     });
     let started = Instant::now();
     let report = rt
-        .block_on(verify_log(stores.audit.as_ref(), &[]))
+        .block_on(verify_log(
+            stores.audit.as_ref(),
+            &[],
+            &medmesh_kernel::random::OsRandom,
+        ))
         .unwrap()
         .unwrap();
     let secs = started.elapsed().as_secs_f64();

@@ -7,12 +7,16 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use medmesh_audit::AuditEntry;
+use medmesh_audit::StoredBeside;
 use medmesh_audit::checkpoint::{LogSigner, LogVerifierKey, TreeHead};
 use medmesh_audit::merkle::{self, Frontier, Hash, MerkleError, NodeId};
 use medmesh_audit::verify::{LogProblem, LogVerifier, VerifyReport};
+use medmesh_crypto::{Random, SetDigest, SetDigestKey};
 use medmesh_store::{
-    AuditLogStore, DerivedRow, LogKeyRecord, SecretSealer, StoreError, StoredCheckpoint,
+    AuditLogStore, DerivedRow, LogKeyRecord, PatientRow, RowPages, ScannedLeaf, SecretSealer,
+    StoreError, StoredCheckpoint,
 };
 
 use medmesh_audit::Outcome;
@@ -412,13 +416,21 @@ impl AuditLogService {
 
 /// Re-derives the whole log from storage and checks every checkpoint (`medmesh audit
 /// verify`). `trusted` pins the keys to check checkpoints with; empty means the keys stored
-/// beside the log (which someone able to rewrite the database could also replace).
+/// beside the log (which someone able to rewrite the database could also replace). `random`
+/// draws the one-use key that compares the patient rows as sets.
+///
+/// One pass reads the leaves in order: it hashes each into the tree, checks the stored nodes
+/// and the checkpoints, checks the columns stored beside the leaf, and digests the patient
+/// rows the entry names. Beside it, on another core, a second pass digests the
+/// `audit_patient` rows in the table's own order. Equal digests mean equal sets; only when
+/// they differ does a slower pass, in leaf order, name the entries whose rows differ.
 ///
 /// # Errors
 /// `Ok(Err(problem))` names the first problem; `Err` is a storage failure.
 pub async fn verify_log(
     store: &dyn AuditLogStore,
     trusted: &[LogVerifierKey],
+    random: &dyn Random,
 ) -> Result<Result<VerifyReport, LogProblem>, StoreError> {
     let keys = if trusted.is_empty() {
         store
@@ -442,32 +454,64 @@ pub async fn verify_log(
         Ok(v) => v,
         Err(p) => return Ok(Err(p)),
     };
-    let mut next = 0;
+    // Drawn after the rows to compare were written, and never shown: no one can have picked
+    // rows whose digests cancel.
+    let key = SetDigestKey::random(random);
+    // Dropping a join handle does not stop its task; this aborts it (and so its reader) on
+    // an early return.
+    let mut stored_pass = AbortOnDrop(tokio::spawn(digest_patient_rows(
+        store.scan_patient_rows(),
+        key.digest(),
+        head.size,
+    )));
+
+    let mut named = key.digest();
     let mut derived = DerivedCheck::default();
-    loop {
-        let page = store.log_entries(next, VERIFY_PAGE).await?;
-        let Some(last) = page.last() else { break };
-        let after = last.index + 1;
-        let beside = store.derived_rows(next, after.min(head.size)).await?;
-        derived.compare(&page, head.size, beside);
-        for row in page.into_iter().take_while(|r| r.index < head.size) {
-            if let Err(p) = verifier.feed(row.index, &row.entry, &row.nodes) {
+    // Leaf hashes and the columns' checks are independent per leaf: each page gets them on
+    // a blocking thread while this task folds the previous page into the tree.
+    let empty = key.digest();
+    let mut pages = store
+        .scan_leaves(0, head.size)
+        .map(move |page| {
+            let empty = empty.clone();
+            async move {
+                let page = page?;
+                tokio::task::spawn_blocking(move || HashedPage::of(page, empty))
+                    .await
+                    .map_err(StoreError::backend)
+            }
+        })
+        .buffered(PAGES_HASHED_AHEAD);
+    while let Some(page) = pages.next().await {
+        let page = page?;
+        for (leaf, hash) in page.leaves.iter().zip(page.hashes) {
+            if let Err(p) = verifier.feed_hashed(leaf.index, hash, &leaf.nodes) {
                 return Ok(Err(p));
             }
         }
-        if after >= head.size {
-            break;
+        derived.merge(page.derived);
+        named.merge(&page.named);
+    }
+    drop(pages);
+    let stored = (&mut stored_pass.0).await.map_err(StoreError::backend)??;
+    if !named.same_as(&stored.digest) {
+        name_patient_row_differences(store, head.size, &mut derived).await?;
+        if derived.count == 0 {
+            // Compared one by one the rows agree, so they changed between the two passes,
+            // which an append cannot do (it only adds rows past the head).
+            derived.differ("the patient rows changed while they were verified".into());
         }
-        next = after;
     }
     // Patient rows naming entries the log does not have (past its end).
-    for row in store.derived_rows(head.size, u64::MAX >> 2).await? {
-        if row.time_micros.is_none() && !row.patients.is_empty() {
-            derived.differ(format!(
-                "entry {} is not in the log but {} patient row(s) name it",
-                row.index,
-                row.patients.len()
-            ));
+    if stored.past_head > 0 {
+        for row in store.derived_rows(head.size, u64::MAX >> 2).await? {
+            if row.time_micros.is_none() && !row.patients.is_empty() {
+                derived.differ(format!(
+                    "entry {} is not in the log but {} patient row(s) name it",
+                    row.index,
+                    row.patients.len()
+                ));
+            }
         }
     }
     // Rows past the head are fine only if a concurrent append has since moved the head over
@@ -488,6 +532,91 @@ pub async fn verify_log(
     })
 }
 
+/// Pages of leaves hashed ahead of the tree.
+const PAGES_HASHED_AHEAD: usize = 2;
+
+/// A page of leaves with what can be computed for each leaf alone.
+struct HashedPage {
+    leaves: Vec<ScannedLeaf>,
+    hashes: Vec<Hash>,
+    derived: DerivedCheck,
+    named: SetDigest,
+}
+
+impl HashedPage {
+    fn of(leaves: Vec<ScannedLeaf>, mut named: SetDigest) -> Self {
+        let mut derived = DerivedCheck::default();
+        let hashes = leaves
+            .iter()
+            .map(|leaf| {
+                derived.columns(leaf, &mut named);
+                merkle::leaf_hash(&leaf.entry)
+            })
+            .collect();
+        Self {
+            leaves,
+            hashes,
+            derived,
+            named,
+        }
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the pass over `audit_patient` found.
+struct StoredPatientRows {
+    /// The rows of leaves below the head.
+    digest: SetDigest,
+    /// How many rows name leaves at or past the head (checked one by one afterwards).
+    past_head: u64,
+}
+
+/// Digests the `audit_patient` rows of leaves below `head_size` and counts the rest.
+async fn digest_patient_rows(
+    mut pages: RowPages<PatientRow>,
+    mut digest: SetDigest,
+    head_size: u64,
+) -> Result<StoredPatientRows, StoreError> {
+    let mut past_head = 0;
+    while let Some(page) = pages.next().await {
+        for row in page? {
+            if row.index < head_size {
+                digest.add(row.index, row.patient_id.as_bytes());
+            } else {
+                past_head += 1;
+            }
+        }
+    }
+    Ok(StoredPatientRows { digest, past_head })
+}
+
+/// The slow pass, run only when the digests differ: reads the patient rows in leaf order,
+/// page by page, and names each entry whose rows differ.
+async fn name_patient_row_differences(
+    store: &dyn AuditLogStore,
+    head_size: u64,
+    derived: &mut DerivedCheck,
+) -> Result<(), StoreError> {
+    let mut next = 0;
+    while next < head_size {
+        let page = store.log_entries(next, VERIFY_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        let after = last.index + 1;
+        let beside = store.derived_rows(next, after.min(head_size)).await?;
+        derived.compare_patients(&page, head_size, beside);
+        next = after;
+    }
+    Ok(())
+}
+
 /// Differences between the hashed entries and what is stored beside them.
 #[derive(Debug, Default)]
 struct DerivedCheck {
@@ -499,6 +628,14 @@ struct DerivedCheck {
 const DIFFERENCES_LISTED: usize = 20;
 
 impl DerivedCheck {
+    /// Adds the differences another page found, after this one's.
+    fn merge(&mut self, other: DerivedCheck) {
+        self.count += other.count;
+        let room = DIFFERENCES_LISTED.saturating_sub(self.differences.len());
+        self.differences
+            .extend(other.differences.into_iter().take(room));
+    }
+
     fn differ(&mut self, what: String) {
         self.count += 1;
         if self.differences.len() < DIFFERENCES_LISTED {
@@ -506,30 +643,51 @@ impl DerivedCheck {
         }
     }
 
-    /// Re-derives each entry's columns and patient rows and compares them with `beside`.
-    fn compare(&mut self, page: &[medmesh_store::LoggedEntry], end: u64, beside: Vec<DerivedRow>) {
+    /// Checks the columns stored beside a leaf against its entry, and adds the patient rows
+    /// the entry names to `named`.
+    fn columns(&mut self, leaf: &ScannedLeaf, named: &mut SetDigest) {
+        let Ok(entry) = StoredBeside::from_leaf(&leaf.entry) else {
+            // An entry that does not parse is caught by its hash, or was never ours.
+            self.differ(format!("entry {} does not parse", leaf.index));
+            return;
+        };
+        if leaf.time_micros != entry.time_micros {
+            self.differ(format!(
+                "entry {}: the time column differs from the entry",
+                leaf.index
+            ));
+        }
+        if leaf.actor != entry.actor {
+            self.differ(format!(
+                "entry {}: the actor column differs from the entry",
+                leaf.index
+            ));
+        }
+        let mut patients = entry.patients;
+        if patients.len() > 1 {
+            patients.sort();
+            patients.dedup();
+        }
+        for p in &patients {
+            named.add(leaf.index, p.as_bytes());
+        }
+    }
+
+    /// Compares the patient rows stored beside each entry of `page` with those it names.
+    fn compare_patients(
+        &mut self,
+        page: &[medmesh_store::LoggedEntry],
+        end: u64,
+        beside: Vec<DerivedRow>,
+    ) {
         let mut stored: std::collections::HashMap<u64, DerivedRow> =
             beside.into_iter().map(|r| (r.index, r)).collect();
         for row in page.iter().take_while(|r| r.index < end) {
-            let Ok(entry) = AuditEntry::from_leaf(&row.entry) else {
-                // An entry that does not parse is caught by its hash, or was never ours.
-                self.differ(format!("entry {} does not parse", row.index));
+            let Ok(entry) = StoredBeside::from_leaf(&row.entry) else {
                 continue;
             };
             let found = stored.remove(&row.index).unwrap_or_default();
-            if found.time_micros != Some(entry.time_micros) {
-                self.differ(format!(
-                    "entry {}: the time column differs from the entry",
-                    row.index
-                ));
-            }
-            if found.actor.as_deref() != Some(entry.actor.as_str()) {
-                self.differ(format!(
-                    "entry {}: the actor column differs from the entry",
-                    row.index
-                ));
-            }
-            let mut expected = entry.patients.clone();
+            let mut expected: Vec<String> = entry.patients.iter().map(|p| p.to_string()).collect();
             expected.sort();
             expected.dedup();
             let missing = expected

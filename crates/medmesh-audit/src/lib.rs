@@ -79,6 +79,31 @@ pub struct AuditEntry {
     pub reason: Option<String>,
 }
 
+/// The fields of an entry that the store keeps beside it (the `time_micros` and `actor`
+/// columns, the `audit_patient` rows), read from the leaf bytes without building the whole
+/// entry: `audit verify` re-derives them for every entry.
+#[derive(Debug, Deserialize)]
+pub struct StoredBeside<'a> {
+    /// When.
+    pub time_micros: i64,
+    /// Who.
+    #[serde(borrow)]
+    pub actor: std::borrow::Cow<'a, str>,
+    /// Whose record.
+    #[serde(borrow, default)]
+    pub patients: Vec<std::borrow::Cow<'a, str>>,
+}
+
+impl<'a> StoredBeside<'a> {
+    /// Reads them from an entry's leaf bytes.
+    ///
+    /// # Errors
+    /// When the bytes are not an entry.
+    pub fn from_leaf(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
 impl AuditEntry {
     /// A new entry with the required fields; the optional ones start empty.
     pub fn new(

@@ -143,6 +143,15 @@ impl LogVerifier {
     /// # Errors
     /// The first [`LogProblem`] found.
     pub fn feed(&mut self, index: u64, entry: &[u8], stored: &[u8]) -> Result<(), LogProblem> {
+        self.feed_hashed(index, leaf_hash(entry), stored)
+    }
+
+    /// [`Self::feed`] with the entry's leaf hash already computed (leaf hashes are
+    /// independent of each other, so a caller may compute them on other cores).
+    ///
+    /// # Errors
+    /// As [`Self::feed`].
+    pub fn feed_hashed(&mut self, index: u64, leaf: Hash, stored: &[u8]) -> Result<(), LogProblem> {
         let expected = self.frontier.size();
         if index > expected {
             return Err(LogProblem::Missing(expected));
@@ -153,7 +162,7 @@ impl LogVerifier {
                 found: index,
             });
         }
-        let completed = self.frontier.push(leaf_hash(entry));
+        let completed = self.frontier.push(leaf);
         let ids = nodes_completed_by(index);
         if stored.len() != 32 * completed.len() {
             return Err(LogProblem::Modified(index));

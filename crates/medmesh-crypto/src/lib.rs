@@ -18,6 +18,7 @@ pub mod data_keys;
 pub mod envelope;
 pub mod random;
 pub mod sealing;
+pub mod set_digest;
 pub mod signing;
 pub mod stream;
 pub mod wire;
@@ -27,6 +28,7 @@ pub use content_id::{ContentHasher, ContentId};
 pub use data_keys::{DataKey, Kek, KekId, KeyId, WrapError};
 pub use envelope::{Envelope, EnvelopeError};
 pub use random::{OsRandom, Random};
+pub use set_digest::{SetDigest, SetDigestKey};
 pub use signing::{
     KeyStatement, SignatureError, UploadClaims, UploadSignature, UserPublicKey, UserSigningKey,
 };

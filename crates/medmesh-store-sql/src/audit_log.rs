@@ -3,12 +3,15 @@
 //! entry commits with the write; the head row lock serializes appends across replicas.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use medmesh_audit::AuditEntry;
 use medmesh_audit::merkle::{Frontier, Hash, NodeId, home_of, leaf_hash};
 use medmesh_store::{
-    AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, StoreError, StoredCheckpoint,
+    AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, PatientRow, RowPages,
+    ScannedLeaf, StoreError, StoredCheckpoint,
 };
 
 use crate::exec::Exec;
@@ -125,6 +128,85 @@ fn entry_from(mut r: Row) -> Result<LoggedEntry, StoreError> {
         entry: r.take_bytes(1)?,
         nodes: r.take_bytes(2)?,
     })
+}
+
+/// Columns of a full pass over the leaves.
+const LEAF_COLS: [Col; 5] = [Col::I64, Col::Bytes, Col::Bytes, Col::I64, Col::Str];
+/// Columns of a pass over `audit_patient`.
+const PATIENT_COLS: [Col; 2] = [Col::I64, Col::Str];
+/// Rows per page when a pass pages through the pool.
+const PASS_PAGE: i64 = 4096;
+/// Pages read ahead of the caller when a pass pages through the pool.
+const PASS_AHEAD: usize = 4;
+
+fn leaf_from(mut r: Row) -> Result<ScannedLeaf, StoreError> {
+    Ok(ScannedLeaf {
+        index: u64_of(r.i64(0)?)?,
+        entry: r.take_bytes(1)?,
+        nodes: r.take_bytes(2)?,
+        time_micros: r.i64(3)?,
+        actor: r.take_string(4)?,
+    })
+}
+
+fn patient_row_from(mut r: Row) -> Result<PatientRow, StoreError> {
+    Ok(PatientRow {
+        index: u64_of(r.i64(0)?)?,
+        patient_id: r.take_string(1)?,
+    })
+}
+
+/// Decodes each page of a backend's own scan.
+fn decoded<T: Send + 'static>(
+    pages: RowPages<Row>,
+    decode: fn(Row) -> Result<T, StoreError>,
+) -> RowPages<T> {
+    pages
+        .map(move |page| page.and_then(|rows| rows.into_iter().map(decode).collect()))
+        .boxed()
+}
+
+/// Pages through the pool by key on a task of its own, reading ahead of the caller: `next`
+/// makes the statement for the page after the last row (`None` first) and `key` reads a
+/// row's key. Each page is its own short statement, so no statement timeout cuts a long pass.
+fn paged<B: Backend, T: Send + 'static, K: Send + 'static>(
+    backend: Arc<B>,
+    cols: &'static [Col],
+    next: impl Fn(Option<&K>) -> Result<Sql, StoreError> + Send + 'static,
+    key: fn(&T) -> K,
+    decode: fn(Row) -> Result<T, StoreError>,
+) -> RowPages<T> {
+    let (pages, received) = tokio::sync::mpsc::channel(PASS_AHEAD);
+    tokio::spawn(async move {
+        let mut after: Option<K> = None;
+        loop {
+            let sql = next(after.as_ref());
+            let page = async {
+                let sql = sql?;
+                let mut conn = backend.conn().await?;
+                conn.fetch(sql, cols)
+                    .await?
+                    .into_iter()
+                    .map(decode)
+                    .collect::<Result<Vec<T>, _>>()
+            }
+            .await;
+            let last = match &page {
+                Ok(rows) => rows.last().map(key),
+                Err(_) => None,
+            };
+            let full = matches!(&page, Ok(rows) if rows.len() as i64 == PASS_PAGE);
+            let empty = matches!(&page, Ok(rows) if rows.is_empty());
+            if !empty && pages.send(page).await.is_err() {
+                return;
+            }
+            match last {
+                Some(k) if full => after = Some(k),
+                _ => return,
+            }
+        }
+    });
+    crate::store::pages_of(received)
 }
 
 impl<B: Backend> SqlStore<B> {
@@ -245,6 +327,72 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
             .into_iter()
             .map(entry_from)
             .collect()
+    }
+
+    fn scan_leaves(&self, from: u64, to: u64) -> RowPages<ScannedLeaf> {
+        let (lo, hi) = match (i64_of(from), i64_of(to.min(i64::MAX as u64))) {
+            (Ok(lo), Ok(hi)) => (lo, hi),
+            (Err(e), _) | (_, Err(e)) => return futures::stream::once(async { Err(e) }).boxed(),
+        };
+        let d = self.dialect();
+        let statement = move |start: i64, limit: Option<i64>| {
+            let mut sql = Sql::new(
+                d,
+                "SELECT leaf_index, entry, nodes, time_micros, actor FROM audit_log WHERE leaf_index >= ",
+            );
+            sql.int(start)
+                .push(" AND leaf_index < ")
+                .int(hi)
+                .push(" ORDER BY leaf_index");
+            if let Some(n) = limit {
+                sql.push(" LIMIT ").int(n);
+            }
+            sql
+        };
+        if let Some(pages) = self.backend().scan(statement(lo, None), &LEAF_COLS) {
+            return decoded(pages, leaf_from);
+        }
+        paged(
+            self.backend_arc(),
+            &LEAF_COLS,
+            move |after: Option<&u64>| {
+                let start = match after {
+                    Some(i) => i64_of(*i)? + 1,
+                    None => lo,
+                };
+                Ok(statement(start, Some(PASS_PAGE)))
+            },
+            |leaf: &ScannedLeaf| leaf.index,
+            leaf_from,
+        )
+    }
+
+    fn scan_patient_rows(&self) -> RowPages<PatientRow> {
+        let d = self.dialect();
+        // The table's own key order (patient, leaf): no index by leaf is needed.
+        let whole = Sql::new(d, "SELECT leaf_index, patient_id FROM audit_patient");
+        if let Some(pages) = self.backend().scan(whole, &PATIENT_COLS) {
+            return decoded(pages, patient_row_from);
+        }
+        paged(
+            self.backend_arc(),
+            &PATIENT_COLS,
+            move |after: Option<&(String, u64)>| {
+                let mut sql = Sql::new(d, "SELECT leaf_index, patient_id FROM audit_patient");
+                if let Some((patient, index)) = after {
+                    sql.push(" WHERE (patient_id, leaf_index) > (")
+                        .str(patient)
+                        .push(", ")
+                        .int(i64_of(*index)?)
+                        .push(")");
+                }
+                sql.push(" ORDER BY patient_id, leaf_index LIMIT ")
+                    .int(PASS_PAGE);
+                Ok(sql)
+            },
+            |row: &PatientRow| (row.patient_id.clone(), row.index),
+            patient_row_from,
+        )
     }
 
     async fn derived_rows(&self, from: u64, to: u64) -> Result<Vec<DerivedRow>, StoreError> {

@@ -112,6 +112,13 @@ impl Row {
             _ => Err(bad_col(i)),
         }
     }
+    /// Takes the text at `i`.
+    pub fn take_string(&mut self, i: usize) -> Result<String, StoreError> {
+        match self.0.get_mut(i) {
+            Some(Cell::Str(v)) => Ok(std::mem::take(v)),
+            _ => Err(bad_col(i)),
+        }
+    }
     /// Takes the bytes at `i`.
     pub fn take_bytes(&mut self, i: usize) -> Result<Vec<u8>, StoreError> {
         match self.0.get_mut(i) {

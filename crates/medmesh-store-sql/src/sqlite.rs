@@ -1,6 +1,6 @@
 //! The SQLite backend: one file in WAL mode, many readers, one writer at a time.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +13,9 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::exec::{Exec, map_err, sqlite as run};
-use crate::sql::{Col, Dialect, Row, Sql};
+use crate::sql::{Arg, Cell, Col, Dialect, Row, Sql};
 use crate::store::Backend;
+use medmesh_store::RowPages;
 
 /// SQLite connections. Writers are serialized in-process by a semaphore and across processes
 /// (`medmesh import` beside a running node) by `BEGIN IMMEDIATE` plus a busy timeout.
@@ -22,6 +23,8 @@ use crate::store::Backend;
 pub struct SqliteBackend {
     pool: SqlitePool,
     writer: Arc<Semaphore>,
+    /// The database file, for [`Backend::scan`]'s reader of its own.
+    path: PathBuf,
 }
 
 impl SqliteBackend {
@@ -63,6 +66,7 @@ impl SqliteBackend {
         Ok(Self {
             pool,
             writer: Arc::new(Semaphore::new(1)),
+            path: path.to_path_buf(),
         })
     }
 }
@@ -123,4 +127,90 @@ impl Backend for SqliteBackend {
     async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
         tx.tx.commit().await.map_err(map_err)
     }
+    /// Reads with a read-only connection of its own, stepping the statement on a blocking
+    /// thread: sqlx-sqlite hands every row from its worker thread to the caller, which bounded
+    /// `audit verify` at ~190,000 entries/s. The statement is one read transaction, so the
+    /// pass sees one snapshot while writers go on (WAL).
+    fn scan(&self, sql: Sql, cols: &'static [Col]) -> Option<RowPages<Row>> {
+        let (pages, received) = tokio::sync::mpsc::channel(SCAN_AHEAD);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = scan_file(&path, &sql, cols, &pages) {
+                // The receiver may be gone already: then no one is waiting for the error.
+                let _ = pages.blocking_send(Err(e));
+            }
+        });
+        Some(crate::store::pages_of(received))
+    }
+}
+
+/// Rows per page a scan hands over.
+const SCAN_PAGE: usize = 4096;
+/// How much of the file a scan maps (SQLite maps no more than the file's size).
+const SCAN_MMAP_BYTES: i64 = 1 << 40;
+/// Pages a scan reads ahead of its caller.
+const SCAN_AHEAD: usize = 4;
+
+fn scan_err(e: rusqlite::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+/// Steps `sql` over the file at `path` and sends its rows, decoded as `cols`, in pages.
+/// Stops quietly when the receiver is dropped.
+fn scan_file(
+    path: &Path,
+    sql: &Sql,
+    cols: &[Col],
+    pages: &tokio::sync::mpsc::Sender<Result<Vec<Row>, StoreError>>,
+) -> Result<(), StoreError> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(scan_err)?;
+    conn.busy_timeout(Duration::from_secs(30))
+        .map_err(scan_err)?;
+    // Read pages through a memory map instead of a read() call each: a full pass touches
+    // every page once, and the copy into SQLite's cache was a fifth of its time.
+    conn.pragma_update(None, "mmap_size", SCAN_MMAP_BYTES)
+        .map_err(scan_err)?;
+    let mut statement = conn.prepare(&sql.text).map_err(scan_err)?;
+    for (i, arg) in sql.args.iter().enumerate() {
+        let at = i + 1;
+        match arg {
+            Arg::I64(v) => statement.raw_bind_parameter(at, v),
+            Arg::F64(v) => statement.raw_bind_parameter(at, v),
+            Arg::Str(v) => statement.raw_bind_parameter(at, v),
+            Arg::OptStr(v) => statement.raw_bind_parameter(at, v),
+            Arg::OptI64(v) => statement.raw_bind_parameter(at, v),
+            Arg::Bytes(v) => statement.raw_bind_parameter(at, v),
+        }
+        .map_err(scan_err)?;
+    }
+    let mut rows = statement.raw_query();
+    let mut page = Vec::with_capacity(SCAN_PAGE);
+    while let Some(row) = rows.next().map_err(scan_err)? {
+        let mut cells = Vec::with_capacity(cols.len());
+        for (i, col) in cols.iter().enumerate() {
+            cells.push(match col {
+                Col::I64 => Cell::I64(row.get(i).map_err(scan_err)?),
+                Col::OptI64 => Cell::OptI64(row.get(i).map_err(scan_err)?),
+                Col::Str => Cell::Str(row.get(i).map_err(scan_err)?),
+                Col::OptStr => Cell::OptStr(row.get(i).map_err(scan_err)?),
+                Col::Bytes => Cell::Bytes(row.get(i).map_err(scan_err)?),
+            });
+        }
+        page.push(Row(cells));
+        if page.len() == SCAN_PAGE {
+            let full = std::mem::replace(&mut page, Vec::with_capacity(SCAN_PAGE));
+            if pages.blocking_send(Ok(full)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !page.is_empty() {
+        let _ = pages.blocking_send(Ok(page));
+    }
+    Ok(())
 }

@@ -19,6 +19,17 @@ use crate::exec::Exec;
 use crate::search_sql::{self, Cursor};
 use crate::sql::{Arg, Col, Dialect, Row, Sql};
 
+/// The stream over the pages a reader task sends.
+pub(crate) fn pages_of<T: Send + 'static>(
+    received: tokio::sync::mpsc::Receiver<Result<Vec<T>, StoreError>>,
+) -> medmesh_store::RowPages<T> {
+    use futures::StreamExt;
+    futures::stream::unfold(received, |mut r| async move {
+        r.recv().await.map(|page| (page, r))
+    })
+    .boxed()
+}
+
 /// What a database adapter provides: connections, transactions and its dialect.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -43,6 +54,12 @@ pub trait Backend: Send + Sync + 'static {
         _conn: &mut Self::Conn,
     ) -> Result<Option<StatementGuard>, StoreError> {
         Ok(None)
+    }
+    /// Runs one long read (a full pass over a table) on a reader of the backend's own and
+    /// yields its rows in pages, read ahead of the caller. `None` where the backend has no
+    /// such reader: the caller then pages through the pool by key.
+    fn scan(&self, _sql: Sql, _cols: &'static [Col]) -> Option<medmesh_store::RowPages<Row>> {
+        None
     }
 }
 
@@ -103,6 +120,11 @@ impl<B: Backend> SqlStore<B> {
 
     pub(crate) fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// The backend, shared, for a task that outlives the call.
+    pub(crate) fn backend_arc(&self) -> Arc<B> {
+        self.backend.clone()
     }
 
     pub(crate) fn dialect(&self) -> Dialect {

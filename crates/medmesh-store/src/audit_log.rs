@@ -35,6 +35,35 @@ pub struct DerivedRow {
     pub patients: Vec<String>,
 }
 
+/// One leaf as a full pass (`audit verify`) reads it: the hashed bytes, the nodes appending
+/// it completed, and the columns stored beside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedLeaf {
+    /// Leaf index, from 0.
+    pub index: u64,
+    /// The entry's canonical bytes (the hashed leaf).
+    pub entry: Vec<u8>,
+    /// The node hashes appending it completed, leaf hash first.
+    pub nodes: Vec<u8>,
+    /// The `time_micros` column.
+    pub time_micros: i64,
+    /// The `actor` column.
+    pub actor: String,
+}
+
+/// One `audit_patient` row: leaf `index` is in the log of `patient_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientRow {
+    /// Leaf index.
+    pub index: u64,
+    /// The patient whose log lists the leaf.
+    pub patient_id: String,
+}
+
+/// Pages of rows read ahead of the caller, on a reader of the adapter's own. Dropping the
+/// stream stops the reader.
+pub type RowPages<T> = futures::stream::BoxStream<'static, Result<Vec<T>, StoreError>>;
+
 /// The writer's head: size and frontier peaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogHead {
@@ -88,6 +117,12 @@ pub trait AuditLogStore: Send + Sync + 'static {
     /// and `actor` columns, the `audit_patient` rows), in leaf order, for the verifier to
     /// re-derive. A leaf index without a log row appears too, if patient rows name it.
     async fn derived_rows(&self, from: u64, to: u64) -> Result<Vec<DerivedRow>, StoreError>;
+    /// Leaves `from..to` with their columns, in leaf order, for one full pass. The adapter
+    /// reads ahead while the caller hashes, without handing rows over one by one.
+    fn scan_leaves(&self, from: u64, to: u64) -> RowPages<ScannedLeaf>;
+    /// Every `audit_patient` row, in whatever order the store keeps them (a full pass checks
+    /// them as a set, so it needs no index by leaf).
+    fn scan_patient_rows(&self) -> RowPages<PatientRow>;
     /// The leaves that concern a patient, newest first, below `before` if given.
     async fn log_entries_for_patient(
         &self,

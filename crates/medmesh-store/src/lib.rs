@@ -20,7 +20,8 @@ pub mod prelude {
 }
 
 pub use audit_log::{
-    AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, StoredCheckpoint,
+    AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, PatientRow, RowPages,
+    ScannedLeaf, StoredCheckpoint,
 };
 pub use blobs::{BlobError, BlobStore, BlobStream, BlobUpload};
 pub use data_keys::{

@@ -52,9 +52,13 @@ pub(crate) async fn audit_verify(cfg: Config, trusted_keys: &[String]) -> anyhow
     let stores = open_store(&cfg).await?;
     #[allow(clippy::disallowed_methods)] // A stopwatch for the report, not a time of record.
     let started = Instant::now();
-    let report = medmesh_audit_log::verify_log(stores.audit.as_ref(), &trusted)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read the audit log: {e}"))?;
+    let report = medmesh_audit_log::verify_log(
+        stores.audit.as_ref(),
+        &trusted,
+        &medmesh_kernel::random::OsRandom,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot read the audit log: {e}"))?;
     match report {
         Ok(r) => {
             let secs = started.elapsed().as_secs_f64();
