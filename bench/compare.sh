@@ -14,8 +14,8 @@
 #   search     `Observation?patient=X&code=http://loinc.org|8302-2`, system token
 # and prints the median of each figure over the rounds with its range (lowest–highest), the
 # p99 of the wrk runs, and the ratio working tree / REV of the medians, marked where the two
-# builds' ranges overlap (the rounds cannot tell them apart). REV is built once, in a git worktree under bench/.compare, with this checkout's
-# target directory (dependencies are shared); its binary is kept by commit id.
+# builds' ranges overlap (the rounds cannot tell them apart). REV is built once, in a git worktree under bench/.compare, with
+# a target directory of its own (bench/.compare/target); its binary is kept by commit id.
 # Needs wrk (apt-get install wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,8 +32,12 @@ if [ ! -x "$base_bin" ]; then
     [ -d "$src" ] || git worktree add -f --detach "$src" "$sha" >/dev/null
     git -C "$src" checkout -q --detach "$sha"
     echo "building $short ..." >&2
-    (cd "$src" && CARGO_TARGET_DIR="$PWD/../../../target" cargo build --release -q -p medmesh)
-    cp target/release/medmesh "$base_bin"
+    # A target directory of its own: cargo names a workspace crate's artifacts by its path
+    # relative to the workspace, so a worktree sharing target/ overwrote this checkout's
+    # crates with REV's and each build then took the other's as up to date (a hybrid binary).
+    # The first build here is a full one; later revisions reuse its dependencies.
+    (cd "$src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release -q -p medmesh)
+    cp bench/.compare/target/release/medmesh "$base_bin"
 fi
 echo "building the working tree ..." >&2
 cargo build --release -q -p medmesh

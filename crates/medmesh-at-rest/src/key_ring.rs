@@ -88,6 +88,27 @@ impl std::fmt::Debug for AtRest {
     }
 }
 
+/// A data key for a write prepared before its transaction (see
+/// [`AtRest::key_for_prepared`]). Debug shows the owner and key id only.
+pub struct PreparedKey {
+    owner: String,
+    /// The key's id, as sealed bodies name it.
+    pub id: KeyId,
+    key: DataKey,
+    /// A key made for this write and not stored yet.
+    new_record: Option<WrappedKeyRecord>,
+}
+
+impl std::fmt::Debug for PreparedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedKey")
+            .field("owner", &self.owner)
+            .field("id", &self.id)
+            .field("new", &self.new_record.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Keys a write transaction read or created, by owner; cached once it commits.
 type KeyMemo = HashMap<String, (KeyId, DataKey)>;
 
@@ -214,11 +235,19 @@ impl AtRest {
 
     /// A new data key for `owner`, wrapped under the current KEK.
     async fn new_key_record(&self, owner: &str) -> Result<WrappedKeyRecord, AtRestError> {
+        Ok(self.new_key(owner).await?.0)
+    }
+
+    /// A new data key for `owner`: its record (wrapped under the KEK) and the key itself.
+    async fn new_key(
+        &self,
+        owner: &str,
+    ) -> Result<(WrappedKeyRecord, KeyId, DataKey), AtRestError> {
         let key = DataKey::random(self.random.as_ref());
         let id = KeyId::random(self.random.as_ref());
         let (kek_id, wrapped) = self.kek.wrap(&key, &id, owner).await?;
         let now = self.clock.now_micros();
-        Ok(WrappedKeyRecord {
+        let record = WrappedKeyRecord {
             key_id: id.to_string(),
             owner: owner.to_string(),
             kek_id: Some(kek_id),
@@ -226,7 +255,91 @@ impl AtRest {
             state: KeyState::Active,
             created_micros: now,
             changed_micros: now,
-        })
+        };
+        Ok((record, id, key))
+    }
+
+    /// The key to seal a write prepared before its transaction, found or made without
+    /// writing anything: the owner's active key, or a new one kept in memory until
+    /// [`Self::adopt_in`] stores it under the lock. (Creating it through the store would be
+    /// a write of its own, and on SQLite it would wait for the writer it was meant to run
+    /// beside.)
+    ///
+    /// # Errors
+    /// When the key cannot be read, wrapped or unwrapped.
+    pub async fn key_for_prepared(&self, owner: &str) -> Result<PreparedKey, AtRestError> {
+        self.check_erasures().await?;
+        if let Some((id, key)) = self.cached_owner_key(owner) {
+            return Ok(PreparedKey {
+                owner: owner.to_string(),
+                id,
+                key,
+                new_record: None,
+            });
+        }
+        match self.keys.active_key(owner).await? {
+            Some(record) => {
+                let id: KeyId = record.key_id.parse().map_err(|_| AtRestError::Corrupt)?;
+                let key = self.unwrap_record(&record).await?;
+                Ok(PreparedKey {
+                    owner: owner.to_string(),
+                    id,
+                    key,
+                    new_record: None,
+                })
+            }
+            None => {
+                let (record, id, key) = self.new_key(owner).await?;
+                Ok(PreparedKey {
+                    owner: owner.to_string(),
+                    id,
+                    key,
+                    new_record: Some(record),
+                })
+            }
+        }
+    }
+
+    /// Seals bytes with a key from [`Self::key_for_prepared`].
+    pub fn seal_prepared(&self, key: &PreparedKey, context: &str, plain: &[u8]) -> Vec<u8> {
+        self.seal_with(&key.id, &key.key, context, plain)
+    }
+
+    /// Under the lock: whether what was sealed with `prepared` may be written in `tx`, that
+    /// is whether it is the key the transaction seals the owner's writes with. A new key is
+    /// stored here, in the transaction, unless the owner has got one meanwhile.
+    ///
+    /// # Errors
+    /// When the store fails, or the key cannot be read or unwrapped.
+    pub async fn adopt_in(
+        &self,
+        tx: &mut WriteTx,
+        prepared: &PreparedKey,
+    ) -> Result<bool, AtRestError> {
+        if let Some((id, _)) = tx.memo.get(&prepared.owner) {
+            return Ok(*id == prepared.id);
+        }
+        let Some(record) = &prepared.new_record else {
+            return Ok(self.key_in(tx, &prepared.owner).await?.0 == prepared.id);
+        };
+        self.check_erasures().await?;
+        if self.cached_owner_key(&prepared.owner).is_some()
+            || tx.active_data_key(&prepared.owner).await?.is_some()
+        {
+            return Ok(false);
+        }
+        tx.insert_data_key(record).await?;
+        // Another writer may have won the race: whichever key is active is the one.
+        let active = tx
+            .active_data_key(&prepared.owner)
+            .await?
+            .ok_or(StoreError::Conflict)?;
+        if active.key_id != record.key_id {
+            return Ok(false);
+        }
+        tx.memo
+            .insert(prepared.owner.clone(), (prepared.id, prepared.key.clone()));
+        Ok(true)
     }
 
     async fn unwrap_record(&self, r: &WrappedKeyRecord) -> Result<DataKey, AtRestError> {

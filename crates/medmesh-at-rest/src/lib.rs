@@ -12,5 +12,7 @@ pub mod key_ring;
 pub use blind_index::BlindIndex;
 pub use key_ring::{
     AtRest, AtRestError, BLIND_INDEX_OWNER, CACHE_TTL_MICROS, EPOCH_CHECK_MICROS, ERASURE_EPOCH,
-    NODE_RECORDS_OWNER, NODE_SECRETS_OWNER, TEXT_PREFIX, WriteTx, body_context,
+    NODE_RECORDS_OWNER, NODE_SECRETS_OWNER, PreparedKey, TEXT_PREFIX, WriteTx, body_context,
 };
+/// The id of a data key (what a sealed body names).
+pub use medmesh_crypto::KeyId;

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::context::RequestContext;
 use crate::error::RecordError;
+use crate::forecast::{Forecast, IdPlan, Matcher, Planned};
 use crate::service::{
     RecordService, WriteOutcome, WriteStatus, parse_query_string, split_conditional,
 };
@@ -175,7 +176,7 @@ fn parse_entries(bundle: &Value) -> Result<Vec<Entry>, RecordError> {
 }
 
 /// Rewrites every `reference` found in `map`.
-fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
+pub(crate) fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
     match v {
         Value::Object(o) => {
             if let Some(Value::String(r)) = o.get_mut("reference")
@@ -330,13 +331,16 @@ impl RecordService {
                 })?;
             }
         }
+        entries.sort_by_key(|e| (e.method, e.index));
+        let forecast = self.forecast(ctx, &entries, &grants).await;
+        if let Some(f) = &forecast {
+            f.ticket.turn().await;
+        }
         let mut tx = self.begin_write().await?;
         let mut results: Vec<Option<Value>> = vec![None; entries.len()];
-        let mut id_map: HashMap<String, String> = HashMap::new();
         // Each write's audit entry names the patients whose record it touched, so it appears
         // in their logs (an import's entries once named none).
         let mut audit_ids: Vec<(String, String, &str, Vec<String>)> = Vec::new();
-        entries.sort_by_key(|e| (e.method, e.index));
 
         // 1. Deletes.
         for e in entries.iter().filter(|e| e.method == Method::Delete) {
@@ -369,67 +373,19 @@ impl RecordService {
             results[e.index] = Some(response_entry(ctx.base_url(), &out, pref));
         }
 
-        // 2. Assign ids: POSTs get new ids (or the match of ifNoneExist); PUTs keep theirs.
-        let mut existing: HashMap<usize, String> = HashMap::new();
-        let mut post_ids: HashMap<usize, String> = HashMap::new();
-        for e in entries.iter().filter(|e| e.method == Method::Post) {
-            let (t, _, _) = split_url(&e.url);
-            let id = match &e.if_none_exist {
-                Some(cond) => {
-                    let (_, q) = split_conditional(cond);
-                    let g = grants
-                        .get(&(t.clone(), Action::Create))
-                        .ok_or(RecordError::Forbidden)?;
-                    match self
-                        .conditional_matches(&mut tx, g, &t, q)
-                        .await?
-                        .as_slice()
-                    {
-                        [] => self.ids.new_id(),
-                        [id] => {
-                            existing.insert(e.index, id.clone());
-                            id.clone()
-                        }
-                        _ => return Err(RecordError::MultipleMatches),
-                    }
-                }
-                None => self.ids.new_id(),
-            };
-            if let Some(f) = &e.full_url {
-                id_map.insert(f.clone(), format!("{t}/{id}"));
-            }
-            post_ids.insert(e.index, id);
-        }
-        let mut put_ids: HashMap<usize, String> = HashMap::new();
-        for e in entries.iter().filter(|e| e.method == Method::Put) {
-            let (t, id, query) = split_url(&e.url);
-            let g = grants
-                .get(&(t.clone(), Action::Update))
-                .ok_or(RecordError::Forbidden)?;
-            let id = match (id, query) {
-                (Some(id), None) => id,
-                (None, Some(q)) => match self
-                    .conditional_matches(&mut tx, g, &t, &q)
-                    .await?
-                    .as_slice()
-                {
-                    [] => e
-                        .resource
-                        .as_ref()
-                        .and_then(|r| r.get("id"))
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                        .unwrap_or_else(|| self.ids.new_id()),
-                    [id] => id.clone(),
-                    _ => return Err(RecordError::MultipleMatches),
-                },
-                _ => return Err(entry_error(e.index, "PUT needs Type/id or Type?query")),
-            };
-            if let Some(f) = &e.full_url {
-                id_map.insert(f.clone(), format!("{t}/{id}"));
-            }
-            put_ids.insert(e.index, id);
-        }
+        // 2. Assign ids (POSTs get new ids or the match of ifNoneExist; PUTs keep theirs) and
+        // resolve conditional references; with the forecast's fresh ids, so that if every
+        // condition matches as it did before the lock, so do ids and references.
+        let fresh = forecast.as_ref().map(|f| &f.fresh_ids);
+        let IdPlan {
+            existing,
+            post_ids,
+            put_ids,
+            id_map,
+            asked,
+        } = self
+            .plan_ids(ctx, &entries, &grants, &mut Matcher::Inside(&mut tx), fresh)
+            .await?;
 
         // Read the heads of every PUT target in one round trip.
         let put_keys: Vec<(String, String)> = entries
@@ -438,45 +394,19 @@ impl RecordService {
             .filter_map(|e| Some((split_url(&e.url).0, put_ids.get(&e.index)?.clone())))
             .collect();
         tx.prefetch_heads(&put_keys).await?;
+        // The ticket is held until this function returns: after the commit, or on failure.
+        let (_ticket, mut prepared) = match forecast {
+            Some(f) if self.forecast_holds(&mut tx, &f, &asked).await? => {
+                (Some(f.ticket), f.versions)
+            }
+            Some(f) => {
+                self.forecasts.redone(f.versions.len() as u64);
+                (Some(f.ticket), HashMap::new())
+            }
+            None => (None, HashMap::new()),
+        };
 
-        // 3. Resolve conditional references, then rewrite all references.
-        let mut conditional = Vec::new();
-        for e in &entries {
-            if let Some(r) = &e.resource {
-                conditional_references(r, &mut conditional);
-            }
-        }
-        for c in conditional {
-            if id_map.contains_key(&c) {
-                continue;
-            }
-            let (t, q) = split_conditional(&c);
-            let t = t.unwrap_or_default();
-            self.check_type(t).map_err(|_| {
-                RecordError::invalid(
-                    IssueType::Invalid,
-                    format!("conditional reference to unknown type '{t}'"),
-                )
-            })?;
-            // Resolving a conditional reference is a search: it needs that permission.
-            let g = self.authorize(ctx, Action::Search, Some(t)).await?;
-            match self
-                .conditional_matches(&mut tx, &g, t, q)
-                .await?
-                .as_slice()
-            {
-                [id] => {
-                    id_map.insert(c.clone(), format!("{t}/{id}"));
-                }
-                [] => {
-                    return Err(RecordError::invalid(
-                        IssueType::NotFound,
-                        format!("conditional reference {t}?... matched nothing"),
-                    ));
-                }
-                _ => return Err(RecordError::MultipleMatches),
-            }
-        }
+        // 3. Rewrite all references.
         for e in entries.iter_mut() {
             if let Some(r) = e.resource.as_mut() {
                 rewrite_references(r, &id_map);
@@ -511,8 +441,17 @@ impl RecordService {
                         let g = grants
                             .get(&(t.clone(), Action::Create))
                             .ok_or(RecordError::Forbidden)?;
-                        self.write_version(ctx, &mut tx, g, &t, &id, body, None)
-                            .await?
+                        self.write_version(
+                            ctx,
+                            &mut tx,
+                            g,
+                            &t,
+                            &id,
+                            body,
+                            None,
+                            prepared.remove(&e.index),
+                        )
+                        .await?
                     }
                 }
                 Method::Put => {
@@ -531,8 +470,17 @@ impl RecordService {
                     let g = grants
                         .get(&(t.clone(), Action::Update))
                         .ok_or(RecordError::Forbidden)?;
-                    self.update_in_tx(ctx, &mut tx, g, &t, &id, body, e.if_match)
-                        .await?
+                    self.update_in_tx(
+                        ctx,
+                        &mut tx,
+                        g,
+                        &t,
+                        &id,
+                        body,
+                        e.if_match,
+                        prepared.remove(&e.index),
+                    )
+                    .await?
                 }
                 _ => {
                     let id = url_id.ok_or_else(|| entry_error(e.index, "PATCH needs Type/id"))?;
@@ -547,8 +495,17 @@ impl RecordService {
                     let g = grants
                         .get(&(t.clone(), Action::Update))
                         .ok_or(RecordError::Forbidden)?;
-                    self.update_in_tx(ctx, &mut tx, g, &t, &id, patched, Some(current.version))
-                        .await?
+                    self.update_in_tx(
+                        ctx,
+                        &mut tx,
+                        g,
+                        &t,
+                        &id,
+                        patched,
+                        Some(current.version),
+                        None,
+                    )
+                    .await?
                 }
             };
             let action = match (e.method, out.status) {
@@ -666,5 +623,182 @@ impl RecordService {
         Ok(
             json!({"resourceType": "Bundle", "id": self.ids.new_id(), "type": "batch-response", "entry": out}),
         )
+    }
+}
+
+impl RecordService {
+    /// Assigns the ids of a transaction's POSTs and PUTs and resolves its `fullUrl`s and
+    /// conditional references (`entries` sorted by method). `fresh` gives the id of an entry
+    /// that creates; without it, new ids are drawn.
+    async fn plan_ids(
+        &self,
+        ctx: &RequestContext,
+        entries: &[Entry],
+        grants: &HashMap<(String, Action), medmesh_policy::Grant>,
+        matcher: &mut Matcher<'_>,
+        fresh: Option<&HashMap<usize, String>>,
+    ) -> Result<IdPlan, RecordError> {
+        let mut plan = IdPlan::default();
+        let fresh_id = |index: usize| {
+            fresh
+                .and_then(|f| f.get(&index).cloned())
+                .unwrap_or_else(|| self.ids.new_id())
+        };
+        for e in entries.iter().filter(|e| e.method == Method::Post) {
+            let (t, _, _) = split_url(&e.url);
+            let id = match &e.if_none_exist {
+                Some(cond) => {
+                    let (_, q) = split_conditional(cond);
+                    let g = grants
+                        .get(&(t.clone(), Action::Create))
+                        .ok_or(RecordError::Forbidden)?;
+                    let found = self.matches_for(matcher, g, &t, q).await?;
+                    plan.asked.push((format!("{t}?{q}"), found.clone()));
+                    match found.as_slice() {
+                        [] => fresh_id(e.index),
+                        [id] => {
+                            plan.existing.insert(e.index, id.clone());
+                            id.clone()
+                        }
+                        _ => return Err(RecordError::MultipleMatches),
+                    }
+                }
+                None => fresh_id(e.index),
+            };
+            if let Some(f) = &e.full_url {
+                plan.id_map.insert(f.clone(), format!("{t}/{id}"));
+            }
+            plan.post_ids.insert(e.index, id);
+        }
+        for e in entries.iter().filter(|e| e.method == Method::Put) {
+            let (t, id, query) = split_url(&e.url);
+            let g = grants
+                .get(&(t.clone(), Action::Update))
+                .ok_or(RecordError::Forbidden)?;
+            let id = match (id, query) {
+                (Some(id), None) => id,
+                (None, Some(q)) => {
+                    let found = self.matches_for(matcher, g, &t, &q).await?;
+                    plan.asked.push((format!("{t}?{q}"), found.clone()));
+                    match found.as_slice() {
+                        [] => e
+                            .resource
+                            .as_ref()
+                            .and_then(|r| r.get("id"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                            .unwrap_or_else(|| fresh_id(e.index)),
+                        [id] => id.clone(),
+                        _ => return Err(RecordError::MultipleMatches),
+                    }
+                }
+                _ => return Err(entry_error(e.index, "PUT needs Type/id or Type?query")),
+            };
+            if let Some(f) = &e.full_url {
+                plan.id_map.insert(f.clone(), format!("{t}/{id}"));
+            }
+            plan.put_ids.insert(e.index, id);
+        }
+        let mut conditional = Vec::new();
+        for e in entries {
+            if let Some(r) = &e.resource {
+                conditional_references(r, &mut conditional);
+            }
+        }
+        for c in conditional {
+            if plan.id_map.contains_key(&c) {
+                continue;
+            }
+            let (t, q) = split_conditional(&c);
+            let t = t.unwrap_or_default();
+            self.check_type(t).map_err(|_| {
+                RecordError::invalid(
+                    IssueType::Invalid,
+                    format!("conditional reference to unknown type '{t}'"),
+                )
+            })?;
+            // Resolving a conditional reference is a search: it needs that permission.
+            let g = self.authorize(ctx, Action::Search, Some(t)).await?;
+            let found = self.matches_for(matcher, &g, t, q).await?;
+            plan.asked.push((c.clone(), found.clone()));
+            match found.as_slice() {
+                [id] => {
+                    plan.id_map.insert(c.clone(), format!("{t}/{id}"));
+                }
+                [] => {
+                    return Err(RecordError::invalid(
+                        IssueType::NotFound,
+                        format!("conditional reference {t}?... matched nothing"),
+                    ));
+                }
+                _ => return Err(RecordError::MultipleMatches),
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The transaction's new resources, prepared before the write lock (see
+    /// `crate::forecast`). `None` when the forecast cannot stand in for the work under the
+    /// lock: deletes and patches change what later entries see, and a conditional reference
+    /// is a search whose refusal must be audited once, under the lock.
+    async fn forecast(
+        &self,
+        ctx: &RequestContext,
+        entries: &[Entry],
+        grants: &HashMap<(String, Action), medmesh_policy::Grant>,
+    ) -> Option<Forecast> {
+        if entries
+            .iter()
+            .any(|e| matches!(e.method, Method::Delete | Method::Patch))
+        {
+            return None;
+        }
+        let mut conditional = Vec::new();
+        for e in entries {
+            if let Some(r) = &e.resource {
+                conditional_references(r, &mut conditional);
+            }
+        }
+        if !conditional.is_empty() {
+            return None;
+        }
+        // Read first: a consent written after this reading raises the generation, and the
+        // forecast is then dropped under the lock.
+        let generation = self.store.consent_generation().await.ok()?;
+        let fresh: HashMap<usize, String> = entries
+            .iter()
+            // The entries that may draw a new id: POSTs, and PUTs by condition.
+            .filter(|e| {
+                e.method == Method::Post || (e.method == Method::Put && e.url.contains('?'))
+            })
+            .map(|e| (e.index, self.ids.new_id()))
+            .collect();
+        let plan = self
+            .plan_ids(ctx, entries, grants, &mut Matcher::Outside, Some(&fresh))
+            .await
+            .ok()?;
+        let urls: Vec<(String, Option<String>)> = entries
+            .iter()
+            .map(|e| {
+                let (t, id, _) = split_url(&e.url);
+                (t, id)
+            })
+            .collect();
+        let planned: Vec<Planned<'_>> = entries
+            .iter()
+            .zip(&urls)
+            .filter(|(e, _)| matches!(e.method, Method::Post | Method::Put))
+            .filter_map(|(e, (t, id))| {
+                Some(Planned {
+                    index: e.index,
+                    is_post: e.method == Method::Post,
+                    rt: t,
+                    url_id: id.as_deref(),
+                    resource: e.resource.as_ref()?,
+                })
+            })
+            .collect();
+        self.prepare_versions(ctx, grants, &planned, &plan, fresh, generation)
+            .await
     }
 }

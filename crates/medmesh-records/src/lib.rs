@@ -10,6 +10,7 @@ mod confine;
 pub mod context;
 pub mod error;
 pub mod everything;
+mod forecast;
 pub mod import;
 pub mod policy_facts;
 pub mod reach_cache;
@@ -21,6 +22,7 @@ pub use context::{
     Clock, IdSource, MonotonicClock, OperationId, RequestContext, SystemClock, UuidIds,
 };
 pub use error::RecordError;
+pub use forecast::PreparedWrites;
 pub use record_core::RecordCore;
 pub use service::{ReadOutcome, RecordService, SignInEvent, WriteOutcome, WriteStatus};
 

@@ -163,31 +163,64 @@ impl RecordService {
         rt: &str,
         body: &mut Value,
     ) -> Result<(), RecordError> {
-        add_labels(body, &derive_labels(&self.trust.label_rules, body));
         let owners = self.compartment_owners(rt, body);
-        if owners.is_empty() {
-            return Ok(());
-        }
-        // Read once per transaction and patient: an import writes a whole bundle of one
-        // patient's resources in one transaction, and this read was one query per resource.
-        let consents = match tx.consents.get(&owners) {
-            Some(c) => c.clone(),
-            None => {
-                let c = self.consents_of(&owners).await?;
-                tx.consents.insert(owners.clone(), c.clone());
-                c
+        let consents = if owners.is_empty() {
+            Vec::new()
+        } else {
+            // Read once per transaction and patient: an import writes a whole bundle of one
+            // patient's resources in one transaction, and this read was one query per resource.
+            match tx.consents.get(&owners) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.consents_of(&owners).await?;
+                    tx.consents.insert(owners.clone(), c.clone());
+                    c
+                }
             }
         };
+        // The time sharing rules are judged at; without owners there are none to judge.
+        let now = if owners.is_empty() { 0 } else { self.now() };
+        self.label_and_share(ctx, rt, body, &owners, &consents, now);
+        Ok(())
+    }
+
+    /// The consents that sharing rules read for these patients (outside any transaction: a
+    /// write prepared before the lock checks the policy generation under it).
+    pub(crate) async fn sharing_consents(
+        &self,
+        owners: &[String],
+    ) -> Result<Vec<Arc<ConsentRule>>, RecordError> {
+        if owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.consents_of(owners).await
+    }
+
+    /// What [`Self::apply_write_policy`] stamps, given the compartment's owners, their
+    /// consents and the time of the write.
+    pub(crate) fn label_and_share(
+        &self,
+        ctx: &RequestContext,
+        rt: &str,
+        body: &mut Value,
+        owners: &[String],
+        consents: &[Arc<ConsentRule>],
+        now: i64,
+    ) {
+        add_labels(body, &derive_labels(&self.trust.label_rules, body));
+        if owners.is_empty() {
+            return;
+        }
         let author = ctx.actor().clinician().map(|c| c.practitioner.as_str());
         let shared = shared_with(
             consents.iter().map(|c| &**c),
             rt,
             &categories(body),
             author,
-            self.now(),
+            now,
         );
         if shared.is_empty() {
-            return Ok(());
+            return;
         }
         if let Some(obj) = body.as_object_mut() {
             let meta = obj.entry("meta").or_insert_with(|| json!({}));
@@ -203,7 +236,6 @@ impl RecordService {
                 }
             }
         }
-        Ok(())
     }
 
     /// Replaces the policy facts a written (or deleted: `None`) resource contributes.

@@ -116,7 +116,7 @@ impl<'a> RecordCore<'a> {
         head: Option<VersionHead>,
     ) -> Result<WriteOutcome, RecordError> {
         self.records
-            .write_version(ctx, tx, grant, rt, id, body, head)
+            .write_version(ctx, tx, grant, rt, id, body, head, None)
             .await
     }
 

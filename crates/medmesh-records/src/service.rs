@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::bundle::{self, encode_query};
 use crate::context::{Clock, IdSource, RequestContext};
 use crate::error::RecordError;
+use crate::forecast::PreparedVersion;
 use medmesh_at_rest::{AtRest, WriteTx, body_context};
 
 /// The most search-index entries one resource version may have (blind-index prefix tokens
@@ -83,6 +84,11 @@ pub struct RecordService {
     pub(crate) trust: crate::policy_facts::TrustConfig,
     /// Practitioners' compiled access, kept while its facts stand.
     pub(crate) reach_cache: crate::reach_cache::ReachCache,
+    /// How many versions prepared before the write lock were used, and how many were
+    /// prepared again under it.
+    pub(crate) forecasts: crate::forecast::ForecastCounts,
+    /// The order in which transactions stamped before the lock take it.
+    pub(crate) stamps: Arc<crate::forecast::StampQueue>,
 }
 
 impl std::fmt::Debug for RecordService {
@@ -164,6 +170,8 @@ impl RecordService {
             audit,
             trust: crate::policy_facts::TrustConfig::default(),
             reach_cache: Default::default(),
+            forecasts: Default::default(),
+            stamps: Default::default(),
         }
     }
 
@@ -484,10 +492,12 @@ impl RecordService {
 
     /// Writes one version inside `tx`: stamps meta, indexes, encodes and stores.
     ///
-    /// A resource whose index would exceed [`MAX_INDEX_ROWS`] entries is refused.
+    /// A resource whose index would exceed [`MAX_INDEX_ROWS`] entries is refused. `prepared`,
+    /// when it was made for this very version (see `crate::forecast`), is written as it is:
+    /// the labels, stamp, index and sealing are not done again under the lock.
     #[expect(
         clippy::too_many_arguments,
-        reason = "the request, its transaction and grant, and the version being written"
+        reason = "the request, its transaction and grant, the version being written, and what was prepared for it"
     )]
     pub(crate) async fn write_version(
         &self,
@@ -498,24 +508,40 @@ impl RecordService {
         id: &str,
         mut body: Value,
         head: Option<VersionHead>,
+        prepared: Option<PreparedVersion>,
     ) -> Result<WriteOutcome, RecordError> {
         self.check_write_reach(grant, rt, id, head, Some(&body))
             .await?;
-        self.apply_write_policy(ctx, tx, rt, &mut body).await?;
         let version = head.map_or(1, |h| h.version + 1);
-        let now = self.now();
-        resource::stamp(&mut body, id, version, &format_instant(now));
-        let index = index::extract(self.defs, &body);
-        let json = serde_json::to_vec(&body).map_err(|_| RecordError::Corrupt)?;
-        let (stored, index) = match &self.at_rest {
-            Some(a) => {
-                let owner = self.key_owner(rt, &body);
-                let sealed = a
-                    .seal_in(tx, &owner, &body_context(rt, id, version), &json)
-                    .await?;
-                (sealed, a.blind_index().blind_rows(rt, index))
+        let prepared = match prepared {
+            Some(p) if p.version == version && self.sealed_as_now(tx, &p).await? => {
+                self.forecasts.used(1);
+                Some(p)
             }
-            None => (json, index),
+            Some(_) => {
+                self.forecasts.redone(1);
+                None
+            }
+            None => None,
+        };
+        let (body, stored, index, now) = match prepared {
+            Some(p) => (p.body, p.stored, p.index, p.now),
+            None => {
+                self.apply_write_policy(ctx, tx, rt, &mut body).await?;
+                let now = self.now();
+                let (json, index) = self.stamp_and_index(id, version, now, &mut body)?;
+                let (stored, index) = match &self.at_rest {
+                    Some(a) => {
+                        let owner = self.key_owner(rt, &body);
+                        let sealed = a
+                            .seal_in(tx, &owner, &body_context(rt, id, version), &json)
+                            .await?;
+                        (sealed, a.blind_index().blind_rows(rt, index))
+                    }
+                    None => (json, index),
+                };
+                (body, stored, index, now)
+            }
         };
         if index.len() > MAX_INDEX_ROWS {
             // A body within the size bounds can still fan out: 60,000 given names become
@@ -551,6 +577,34 @@ impl RecordService {
             last_updated: now,
             status,
         })
+    }
+
+    /// Stamps id, version and `lastUpdated` into a body about to be written, and returns its
+    /// stored JSON and its index rows (before blinding).
+    pub(crate) fn stamp_and_index(
+        &self,
+        id: &str,
+        version: i64,
+        now: i64,
+        body: &mut Value,
+    ) -> Result<(Vec<u8>, Vec<medmesh_fhir::index::IndexRow>), RecordError> {
+        resource::stamp(body, id, version, &format_instant(now));
+        let index = index::extract(self.defs, body);
+        let json = serde_json::to_vec(&*body).map_err(|_| RecordError::Corrupt)?;
+        Ok((json, index))
+    }
+
+    /// Whether a prepared version is sealed under the key this transaction would use.
+    async fn sealed_as_now(
+        &self,
+        tx: &mut WriteTx,
+        prepared: &PreparedVersion,
+    ) -> Result<bool, RecordError> {
+        match (&self.at_rest, &prepared.sealed_under) {
+            (None, None) => Ok(true),
+            (Some(a), Some(key)) => Ok(a.adopt_in(tx, key).await?),
+            _ => Ok(false),
+        }
     }
 
     /// A restricted grant may write only inside its reach: the new content must be within
@@ -697,7 +751,7 @@ impl RecordService {
         }
         let id = self.ids.new_id();
         let out = self
-            .write_version(ctx, &mut tx, &grant, rt, &id, body, None)
+            .write_version(ctx, &mut tx, &grant, rt, &id, body, None, None)
             .await?;
         let mut entry = self.entry(ctx, "create", Some(rt), vec![id], Outcome::Success);
         entry.patients = out
@@ -822,12 +876,16 @@ impl RecordService {
         self.check_resource(rt, &body)?;
         let mut tx = self.begin_write().await?;
         let out = self
-            .update_in_tx(ctx, &mut tx, &grant, rt, id, body, if_match)
+            .update_in_tx(ctx, &mut tx, &grant, rt, id, body, if_match, None)
             .await?;
         self.commit_write(ctx, tx, "update", out).await
     }
 
-    #[allow(clippy::too_many_arguments)] // the write pipeline needs each of these, and they differ in kind
+    /// An update inside `tx`; `prepared` as for [`Self::write_version`].
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the write pipeline needs each of these, and they differ in kind"
+    )]
     pub(crate) async fn update_in_tx(
         &self,
         ctx: &RequestContext,
@@ -837,6 +895,7 @@ impl RecordService {
         id: &str,
         body: Value,
         if_match: Option<i64>,
+        prepared: Option<PreparedVersion>,
     ) -> Result<WriteOutcome, RecordError> {
         let head = tx.head(rt, id).await?;
         match (head, if_match) {
@@ -878,7 +937,8 @@ impl RecordService {
                 }
             }
         }
-        self.write_version(ctx, tx, grant, rt, id, body, head).await
+        self.write_version(ctx, tx, grant, rt, id, body, head, prepared)
+            .await
     }
 
     /// `PUT /Type?query`: conditional update.
@@ -919,7 +979,7 @@ impl RecordService {
             o.insert("id".into(), Value::String(id.clone()));
         }
         let out = self
-            .update_in_tx(ctx, &mut tx, &grant, rt, &id, body, None)
+            .update_in_tx(ctx, &mut tx, &grant, rt, &id, body, None, None)
             .await?;
         self.commit_write(ctx, tx, "update", out).await
     }
@@ -988,7 +1048,16 @@ impl RecordService {
         let mut tx = self.begin_write().await?;
         // Patch applies to the version read; a concurrent write in between is a conflict.
         let out = self
-            .update_in_tx(ctx, &mut tx, &grant, rt, id, patched, Some(current.version))
+            .update_in_tx(
+                ctx,
+                &mut tx,
+                &grant,
+                rt,
+                id,
+                patched,
+                Some(current.version),
+                None,
+            )
             .await?;
         self.commit_write(ctx, tx, "patch", out).await
     }

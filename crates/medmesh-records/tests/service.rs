@@ -563,3 +563,153 @@ async fn oversight_and_key_administration_need_the_pdps_permit() {
     assert!(svc.audit_view(&operator, Some("p1")).is_ok());
     drop(dir);
 }
+
+/// A clock that stands still: every write of a second transaction has the time the first
+/// one's already stored, so a write prepared before the lock can no longer keep time in
+/// commit order and must be prepared again under it.
+#[derive(Debug)]
+struct StillClock;
+
+impl medmesh_kernel::Clock for StillClock {
+    fn now_micros(&self) -> i64 {
+        1_700_000_000_000_000
+    }
+}
+
+/// A transaction of new resources for one new patient: a Patient (its data key is new) and
+/// an Observation referring to it by `urn:uuid`, created, plus a PUT of a new Observation.
+fn new_patient_bundle(n: u32) -> serde_json::Value {
+    let patient = format!("urn:uuid:0b8e0f3a-1111-4c5e-9a2b-{n:012}");
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": patient, "resource": {"resourceType": "Patient", "name": [{"family": format!("F{n}")}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                      "subject": {"reference": patient}},
+         "request": {"method": "POST", "url": "Observation"}},
+        {"resource": {"resourceType": "Observation", "id": format!("put-{n}"), "status": "final",
+                      "code": {"text": "y"}, "subject": {"reference": patient}},
+         "request": {"method": "PUT", "url": format!("Observation/put-{n}")}}
+    ]})
+}
+
+async fn encrypted_service(
+    dir: &std::path::Path,
+    clock: Arc<dyn medmesh_kernel::Clock>,
+) -> (Arc<RecordService>, medmesh_store_sql::Stores) {
+    let stores = medmesh_store_sql::open(None, dir).await.unwrap();
+    let file = medmesh_kek::KeyFile::open_or_create(
+        &dir.join("master.key"),
+        &medmesh_kernel::random::OsRandom,
+    )
+    .unwrap();
+    let kek = Arc::new(medmesh_kek::LocalKek::new(
+        file,
+        Arc::new(medmesh_kernel::random::OsRandom),
+    ));
+    let at_rest = medmesh_at_rest::AtRest::load(
+        stores.keys.clone(),
+        kek,
+        Arc::new(medmesh_kernel::random::OsRandom),
+        Arc::new(medmesh_kernel::SystemClock),
+    )
+    .await
+    .unwrap();
+    let svc = RecordService::new(
+        stores.records.clone(),
+        medmesh_fhir::definitions().unwrap(),
+        clock,
+        Arc::new(medmesh_testkit::SeqIds::default()),
+    )
+    .with_encryption(Arc::new(at_rest));
+    (Arc::new(svc), stores)
+}
+
+/// Reads back what a transaction wrote: the Observations point at the patient, every
+/// version is 1, sealed, and the patient's data key is stored once.
+async fn check_written(
+    svc: &RecordService,
+    stores: &medmesh_store_sql::Stores,
+    response: &serde_json::Value,
+) {
+    let admin = ctx("system/*.*");
+    let locations: Vec<String> = response["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["location"].as_str().unwrap().to_string())
+        .collect();
+    let patient_id = locations[0].split('/').nth(1).unwrap().to_string();
+    for (i, loc) in locations.iter().enumerate() {
+        let mut parts = loc.split('/');
+        let (rt, id) = (parts.next().unwrap(), parts.next().unwrap());
+        let read = svc.read(&admin, rt, id).await.unwrap().resource;
+        assert_eq!(read["meta"]["versionId"], "1", "{loc}");
+        if i > 0 {
+            assert_eq!(
+                read["subject"]["reference"],
+                format!("Patient/{patient_id}")
+            );
+        }
+    }
+    assert!(
+        stores.keys.active_key(&patient_id).await.unwrap().is_some(),
+        "the new patient's data key is stored with the data"
+    );
+}
+
+#[tokio::test]
+async fn new_resources_are_prepared_before_the_write_lock_and_written_as_prepared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, stores) =
+        encrypted_service(dir.path(), Arc::new(medmesh_testkit::StepClock::default())).await;
+    let admin = ctx("system/*.*");
+    for n in 0..2 {
+        let out = svc
+            .transaction(&admin, &new_patient_bundle(n), ReturnPreference::Minimal)
+            .await
+            .unwrap();
+        check_written(&svc, &stores, &out).await;
+    }
+    let prepared = svc.prepared_writes();
+    assert_eq!((prepared.used, prepared.redone), (6, 0));
+    // Nothing is left in clear by the prepared path.
+    assert!(!contains(
+        &raw_rows(dir.path(), "SELECT body FROM resource_versions").await,
+        "F1"
+    ));
+}
+
+#[tokio::test]
+async fn a_prepared_write_whose_facts_changed_is_prepared_again_under_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, stores) = encrypted_service(dir.path(), Arc::new(StillClock)).await;
+    let admin = ctx("system/*.*");
+    let first = svc
+        .transaction(&admin, &new_patient_bundle(0), ReturnPreference::Minimal)
+        .await
+        .unwrap();
+    check_written(&svc, &stores, &first).await;
+    assert_eq!(svc.prepared_writes().used, 3);
+    // The clock stands still: the second forecast's time is not newer than what is stored.
+    let second = svc
+        .transaction(&admin, &new_patient_bundle(1), ReturnPreference::Minimal)
+        .await
+        .unwrap();
+    check_written(&svc, &stores, &second).await;
+    let prepared = svc.prepared_writes();
+    assert_eq!((prepared.used, prepared.redone), (3, 3));
+
+    // A PUT to a resource that exists is not prepared: it writes version 2 under the lock.
+    let mut again = new_patient_bundle(1);
+    again["entry"][2]["resource"]["status"] = json!("amended");
+    let third = svc
+        .transaction(&admin, &again, ReturnPreference::Minimal)
+        .await
+        .unwrap();
+    assert!(
+        third["entry"][2]["response"]["location"]
+            .as_str()
+            .unwrap()
+            .ends_with("/_history/2")
+    );
+}

@@ -41,22 +41,35 @@ fn edges(rows: Vec<Row>) -> Result<Vec<Edge>, StoreError> {
     Ok(out)
 }
 
-/// Replaces a source's edges and consent. Returns whether any row went or came (a source
-/// that had no facts and gets none changes nothing).
+/// What replacing a source's facts changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FactsChanged {
+    /// Any edge or consent row went or came.
+    pub any: bool,
+    /// A consent row went or came.
+    pub consents: bool,
+}
+
+/// Replaces a source's edges and consent, and says what went or came (a source that had no
+/// facts and gets none changes nothing).
 pub(crate) async fn replace_facts(
     tx: &mut (impl Exec + ?Sized),
     d: Dialect,
     source: &str,
     new_edges: &[Edge],
     consent: Option<(&str, &str)>,
-) -> Result<bool, StoreError> {
+) -> Result<FactsChanged, StoreError> {
     let mut del = Sql::new(d, "DELETE FROM policy_edges WHERE source = ");
     del.str(source);
-    let mut removed = tx.execute(del).await?;
+    let edges_removed = tx.execute(del).await?;
     let mut del = Sql::new(d, "DELETE FROM policy_consents WHERE source = ");
     del.str(source);
-    removed += tx.execute(del).await?;
-    let changed = removed > 0 || !new_edges.is_empty() || consent.is_some();
+    let consents_removed = tx.execute(del).await?;
+    let consents = consents_removed > 0 || consent.is_some();
+    let changed = FactsChanged {
+        any: consents || edges_removed > 0 || !new_edges.is_empty(),
+        consents,
+    };
     if !new_edges.is_empty() {
         let mut sql = Sql::new(
             d,
@@ -100,21 +113,23 @@ pub(crate) async fn replace_facts(
     Ok(changed)
 }
 
-/// Raises the policy generation (see migration 0008), in the transaction that changed the
-/// facts.
+/// Raises the policy generation (row 1, migration 0008) and, when consents changed, the
+/// consent generation (row 2, migration 0009), in the transaction that changed the facts.
 pub(crate) async fn raise_generation(
     tx: &mut (impl Exec + ?Sized),
     d: Dialect,
+    consents: bool,
 ) -> Result<(), StoreError> {
+    let (rows, expected) = if consents { ("(1, 2)", 2) } else { ("(1)", 1) };
     let raised = tx
         .execute(Sql::new(
             d,
-            "UPDATE policy_generation SET generation = generation + 1 WHERE id = 1",
+            &format!("UPDATE policy_generation SET generation = generation + 1 WHERE id IN {rows}"),
         ))
         .await?;
-    // Without its row the counter could never move, and kept accesses would outlive the
+    // Without its rows the counters could never move, and kept accesses would outlive the
     // changes that end them: refuse the write instead.
-    if raised == 1 {
+    if raised == expected {
         Ok(())
     } else {
         Err(StoreError::Invalid(
@@ -123,17 +138,15 @@ pub(crate) async fn raise_generation(
     }
 }
 
-/// The policy generation.
+/// The policy generation (`row` 1) or the consent generation (`row` 2).
 pub(crate) async fn generation(
     conn: &mut (impl Exec + ?Sized),
     d: Dialect,
+    row: i64,
 ) -> Result<i64, StoreError> {
-    let rows = conn
-        .fetch(
-            Sql::new(d, "SELECT generation FROM policy_generation WHERE id = 1"),
-            &[Col::I64],
-        )
-        .await?;
+    let mut sql = Sql::new(d, "SELECT generation FROM policy_generation WHERE id = ");
+    sql.int(row);
+    let rows = conn.fetch(sql, &[Col::I64]).await?;
     rows.first()
         .ok_or_else(|| StoreError::Invalid("policy_generation: its row is missing".into()))?
         .i64(0)

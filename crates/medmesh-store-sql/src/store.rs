@@ -10,9 +10,9 @@ use medmesh_kernel::Clock;
 use medmesh_policy::access::Edge;
 use medmesh_store::prelude::*;
 use medmesh_store::{
-    ExportJob, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Notification, PageRequest,
-    SealedKey, SearchPage, StoreError, StoredBody, StoredVersion, UserKey, VersionHead,
-    WrappedKeyRecord,
+    ExportJob, Freshness, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Notification,
+    PageRequest, SealedKey, SearchPage, StoreError, StoredBody, StoredVersion, UserKey,
+    VersionHead, WrappedKeyRecord,
 };
 
 use crate::exec::Exec;
@@ -304,6 +304,7 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
             audit: Vec::new(),
             known_heads: Default::default(),
             policy_changed: false,
+            consents_changed: false,
         }))
     }
 
@@ -671,7 +672,12 @@ impl<B: Backend> TrustEdgeStore for SqlStore<B> {
 
     async fn policy_generation(&self) -> Result<i64, StoreError> {
         let mut conn = self.backend.conn().await?;
-        crate::policy::generation(&mut conn, self.dialect()).await
+        crate::policy::generation(&mut conn, self.dialect(), 1).await
+    }
+
+    async fn consent_generation(&self) -> Result<i64, StoreError> {
+        let mut conn = self.backend.conn().await?;
+        crate::policy::generation(&mut conn, self.dialect(), 2).await
     }
 
     async fn consent_rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
@@ -839,6 +845,8 @@ struct SqlTx<B: Backend> {
     /// Whether the trust graph or the consents changed: the policy generation is raised
     /// before commit.
     policy_changed: bool,
+    /// Whether a consent row went or came (the consent generation rises too).
+    consents_changed: bool,
 }
 
 /// The `INSERT INTO resource_versions` column list.
@@ -1101,6 +1109,32 @@ impl<B: Backend> ResourceTx for SqlTx<B> {
             .transpose()
     }
 
+    async fn freshness(&mut self) -> Result<Freshness, StoreError> {
+        self.flush().await?;
+        let rows = self
+            .tx
+            .fetch(
+                Sql::new(
+                    self.dialect,
+                    "SELECT (SELECT generation FROM policy_generation WHERE id = 2), \
+                     (SELECT COALESCE(MAX(last_updated), 0) FROM resource_versions)",
+                ),
+                &[Col::OptI64, Col::OptI64],
+            )
+            .await?;
+        let row = rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Invalid("no freshness row".into()))?;
+        Ok(Freshness {
+            // A missing generation row is damage, as in `consent_generation`.
+            consent_generation: row.opt_i64(0)?.ok_or_else(|| {
+                StoreError::Invalid("the policy generation row is missing".into())
+            })?,
+            latest_stamp: row.opt_i64(1)?.unwrap_or(0),
+        })
+    }
+
     async fn lock_condition(&mut self, key: &str) -> Result<(), StoreError> {
         match self.dialect {
             // SQLite already runs one writer at a time.
@@ -1275,9 +1309,11 @@ impl<B: Backend> TrustTx for SqlTx<B> {
         edges: &[Edge],
         consent: Option<(&str, &str)>,
     ) -> Result<(), StoreError> {
-        if crate::policy::replace_facts(&mut self.tx, self.dialect, source, edges, consent).await? {
-            self.policy_changed = true;
-        }
+        let changed =
+            crate::policy::replace_facts(&mut self.tx, self.dialect, source, edges, consent)
+                .await?;
+        self.policy_changed |= changed.any;
+        self.consents_changed |= changed.consents;
         Ok(())
     }
 
@@ -1354,7 +1390,8 @@ impl<B: Backend> RecordTx for SqlTx<B> {
         // Late, beside the audit head, so the generation's row (which every policy-changing
         // writer updates) is held only while the transaction ends.
         if self.policy_changed {
-            crate::policy::raise_generation(&mut self.tx, self.dialect).await?;
+            crate::policy::raise_generation(&mut self.tx, self.dialect, self.consents_changed)
+                .await?;
         }
         // The audit entries commit in the same transaction as the data they describe.
         // Last, so the head row (which serializes appends) is locked only briefly.

@@ -250,6 +250,34 @@ async fn trust_edge_store(stores: Stores) {
         s.policy_generation().await.unwrap() > raised,
         "removing an edge raises it too"
     );
+    // Edges leave the consent generation be; a consent going or coming raises both.
+    let consents_before = s.consent_generation().await.unwrap();
+    assert_eq!(consents_before, 0, "no edge change above touched it");
+    let mut fresh = s.begin().await.unwrap();
+    assert_eq!(fresh.freshness().await.unwrap().consent_generation, 0);
+    drop(fresh);
+    let policy_before = s.policy_generation().await.unwrap();
+    let mut tx = s.begin().await.unwrap();
+    tx.replace_policy_facts("Consent/c1", &[], Some(("p1", "{}")))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.consent_generation().await.unwrap(), consents_before + 1);
+    assert!(s.policy_generation().await.unwrap() > policy_before);
+    let mut tx = s.begin().await.unwrap();
+    assert_eq!(
+        tx.freshness().await.unwrap().consent_generation,
+        consents_before + 1
+    );
+    tx.replace_policy_facts("Consent/c1", &[], None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        s.consent_generation().await.unwrap(),
+        consents_before + 2,
+        "a consent withdrawn raises it"
+    );
 }
 
 /// Notifications: queued in a transaction, listed newest first, read once.
@@ -465,7 +493,10 @@ async fn audit_log_store(stores: Stores) {
     for (i, leaf) in leaves.iter().enumerate() {
         assert_eq!(leaf.index, i as u64);
         let e = AuditEntry::from_leaf(&leaf.entry).unwrap();
-        assert_eq!((leaf.time_micros, leaf.actor.as_str()), (e.time_micros, "tester"));
+        assert_eq!(
+            (leaf.time_micros, leaf.actor.as_str()),
+            (e.time_micros, "tester")
+        );
         assert!(!leaf.nodes.is_empty() && leaf.nodes.len() % 32 == 0);
     }
     let mut part = Vec::new();

@@ -283,6 +283,10 @@ pub trait TrustEdgeStore: Send + Sync + 'static {
     /// whichever node or process made it: what was compiled from them at generation G holds
     /// while the generation is still G.
     async fn policy_generation(&self) -> Result<i64, StoreError>;
+    /// A number that rises with every committed change to the stored consents only (edges
+    /// leave it be): what sharing tags were worked out from at generation G holds while it
+    /// is still G.
+    async fn consent_generation(&self) -> Result<i64, StoreError>;
 }
 
 #[async_trait]
@@ -359,6 +363,15 @@ pub struct Notification {
     pub read_micros: Option<i64>,
 }
 
+/// What work prepared before a write transaction depends on (see [`ResourceTx::freshness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// The consent generation (see [`TrustEdgeStore::consent_generation`]).
+    pub consent_generation: i64,
+    /// The newest `lastUpdated` of any stored version, microseconds (0 when none).
+    pub latest_stamp: i64,
+}
+
 #[async_trait]
 /// Resource writes inside a transaction: heads, conditional locks, versions, index rows,
 /// re-encryption rewrites, and the audit entry that commits with them.
@@ -372,6 +385,9 @@ pub trait ResourceTx: Send {
     /// Reads the heads of many resources at once (locking them like [`RecordTx::head`]), so
     /// later `head` calls for them need no round trip.
     async fn prefetch_heads(&mut self, keys: &[(String, String)]) -> Result<(), StoreError>;
+    /// What a transaction prepared outside the write lock depends on, read inside it: the
+    /// consent generation and the newest `lastUpdated` stored.
+    async fn freshness(&mut self) -> Result<Freshness, StoreError>;
     /// Serializes transactions that use the same conditional criteria (`key`) until commit, so
     /// two concurrent conditional creates cannot both find nothing and both create.
     async fn lock_condition(&mut self, key: &str) -> Result<(), StoreError>;

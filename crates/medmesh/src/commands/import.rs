@@ -151,6 +151,12 @@ pub(crate) async fn import(
         summary.updated,
         summary.unchanged
     );
+    let prepared = records.prepared_writes();
+    outln!(
+        "  prepared before the write lock: {} written as prepared, {} prepared again under it",
+        prepared.used,
+        prepared.redone
+    );
     if let Some(path) = &id_map {
         let map: serde_json::Map<String, serde_json::Value> = summary
             .ids
