@@ -210,6 +210,17 @@ fn conditional_references(v: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// Every conditional reference (`Type?query`) in the entries' resources.
+fn conditional_references_of(entries: &[Entry]) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in entries {
+        if let Some(r) = &e.resource {
+            conditional_references(r, &mut out);
+        }
+    }
+    out
+}
+
 fn response_entry(base: &str, out: &WriteOutcome, pref: ReturnPreference) -> Value {
     let status = match out.status {
         WriteStatus::Created => "201 Created",
@@ -699,13 +710,7 @@ impl RecordService {
             }
             plan.put_ids.insert(e.index, id);
         }
-        let mut conditional = Vec::new();
-        for e in entries {
-            if let Some(r) = &e.resource {
-                conditional_references(r, &mut conditional);
-            }
-        }
-        for c in conditional {
+        for c in conditional_references_of(entries) {
             if plan.id_map.contains_key(&c) {
                 continue;
             }
@@ -753,13 +758,7 @@ impl RecordService {
         {
             return None;
         }
-        let mut conditional = Vec::new();
-        for e in entries {
-            if let Some(r) = &e.resource {
-                conditional_references(r, &mut conditional);
-            }
-        }
-        if !conditional.is_empty() {
+        if !conditional_references_of(entries).is_empty() {
             return None;
         }
         // Read first: a consent written after this reading raises the generation, and the

@@ -210,9 +210,8 @@ impl Drop for StampTicket {
 /// A transaction's writes, prepared before the write lock.
 pub(crate) struct Forecast {
     /// Its place in the stamp queue; hold it until the transaction commits.
+    /// It also holds the `lastUpdated` of every prepared version.
     pub ticket: StampTicket,
-    /// The `lastUpdated` of every prepared version.
-    pub now: i64,
     /// The consent generation the sharing tags were worked out under.
     pub generation: i64,
     /// The id each entry gets if it creates (POST, or a conditional PUT that matches
@@ -250,9 +249,7 @@ impl RecordService {
         match matcher {
             Matcher::Inside(tx) => self.conditional_matches(tx, grant, rt, query).await,
             Matcher::Outside => {
-                let mut q = self.conditional_query(rt, query)?;
-                self.confine_query(grant, &mut q)?;
-                self.blind(&mut q)?;
+                let q = self.conditional_search(grant, rt, query)?;
                 let page = PageRequest {
                     count: 2,
                     cursor: None,
@@ -387,7 +384,6 @@ impl RecordService {
         }
         Some(Forecast {
             ticket,
-            now,
             generation,
             fresh_ids,
             asked: plan.asked.clone(),
@@ -407,6 +403,7 @@ impl RecordService {
             return Ok(false);
         }
         let fresh = tx.freshness().await?;
-        Ok(fresh.consent_generation == forecast.generation && fresh.latest_stamp < forecast.now)
+        Ok(fresh.consent_generation == forecast.generation
+            && fresh.latest_stamp < forecast.ticket.now)
     }
 }

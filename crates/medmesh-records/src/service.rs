@@ -694,6 +694,19 @@ impl RecordService {
         )?)
     }
 
+    /// The search a conditional runs: parsed strictly, confined to the grant, blinded.
+    pub(crate) fn conditional_search(
+        &self,
+        grant: &Grant,
+        rt: &str,
+        query: &str,
+    ) -> Result<SearchQuery, RecordError> {
+        let mut q = self.conditional_query(rt, query)?;
+        self.confine_query(grant, &mut q)?;
+        self.blind(&mut q)?;
+        Ok(q)
+    }
+
     /// Finds matches of a conditional query inside a transaction (at most 2, to tell one from many).
     pub(crate) async fn conditional_matches(
         &self,
@@ -702,9 +715,7 @@ impl RecordService {
         rt: &str,
         query: &str,
     ) -> Result<Vec<String>, RecordError> {
-        let mut q = self.conditional_query(rt, query)?;
-        self.confine_query(grant, &mut q)?;
-        self.blind(&mut q)?;
+        let q = self.conditional_search(grant, rt, query)?;
         tx.lock_condition(&format!("{rt}?{query}")).await?;
         Ok(tx
             .search_ids(&q, 2)

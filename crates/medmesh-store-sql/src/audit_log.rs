@@ -132,6 +132,8 @@ fn entry_from(mut r: Row) -> Result<LoggedEntry, StoreError> {
 
 /// Columns of a full pass over the leaves.
 const LEAF_COLS: [Col; 5] = [Col::I64, Col::Bytes, Col::Bytes, Col::I64, Col::Str];
+/// A pass over `audit_patient`, before any key condition.
+const PATIENT_ROWS: &str = "SELECT leaf_index, patient_id FROM audit_patient";
 /// Columns of a pass over `audit_patient`.
 const PATIENT_COLS: [Col; 2] = [Col::I64, Col::Str];
 /// Rows per page when a pass pages through the pool.
@@ -370,7 +372,7 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
     fn scan_patient_rows(&self) -> RowPages<PatientRow> {
         let d = self.dialect();
         // The table's own key order (patient, leaf): no index by leaf is needed.
-        let whole = Sql::new(d, "SELECT leaf_index, patient_id FROM audit_patient");
+        let whole = Sql::new(d, PATIENT_ROWS);
         if let Some(pages) = self.backend().scan(whole, &PATIENT_COLS) {
             return decoded(pages, patient_row_from);
         }
@@ -378,7 +380,7 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
             self.backend_arc(),
             &PATIENT_COLS,
             move |after: Option<&(String, u64)>| {
-                let mut sql = Sql::new(d, "SELECT leaf_index, patient_id FROM audit_patient");
+                let mut sql = Sql::new(d, PATIENT_ROWS);
                 if let Some((patient, index)) = after {
                     sql.push(" WHERE (patient_id, leaf_index) > (")
                         .str(patient)
