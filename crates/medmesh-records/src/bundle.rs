@@ -194,7 +194,7 @@ pub(crate) fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
 }
 
 /// Collects conditional references (`Type?query`) in a resource.
-fn conditional_references(v: &Value, out: &mut Vec<String>) {
+pub(crate) fn conditional_references(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::Object(o) => {
             if let Some(Value::String(r)) = o.get("reference")

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use medmesh_fhir::resource::ResourceId;
 use serde_json::{Value, json};
 
-use crate::bundle::ReturnPreference;
 use crate::context::RequestContext;
 use crate::error::RecordError;
+use crate::import_group::ImportUnit;
 use crate::service::RecordService;
 
 /// One failed unit of an import.
@@ -119,6 +119,19 @@ pub fn make_idempotent(bundle: &mut Value) {
     }
 }
 
+/// A document as a transaction: a transaction or batch Bundle as it is (a batch made atomic),
+/// a collection Bundle's resources, or a single resource.
+pub(crate) fn transaction_of(doc: Value) -> Value {
+    let kind = doc.get("type").and_then(Value::as_str);
+    let is_bundle = doc.get("resourceType").and_then(Value::as_str) == Some("Bundle");
+    if is_bundle && matches!(kind, Some("transaction" | "batch")) {
+        let mut b = doc;
+        b["type"] = json!("transaction");
+        return b;
+    }
+    as_transaction(doc)
+}
+
 /// Turns a collection Bundle, or a single resource, into a transaction.
 fn as_transaction(doc: Value) -> Value {
     let rt = doc
@@ -165,7 +178,7 @@ fn as_transaction(doc: Value) -> Value {
 
 /// Tallies a committed transaction: types from the request, and from each response entry
 /// whether it created, updated or left a resource unchanged, and where it went.
-fn tally(bundle: &Value, response: &Value, summary: &mut ImportSummary) {
+pub(crate) fn tally(bundle: &Value, response: &Value, summary: &mut ImportSummary) {
     let requests = bundle.get("entry").and_then(Value::as_array);
     let responses = response.get("entry").and_then(Value::as_array);
     let pairs = requests.into_iter().flatten().zip(
@@ -204,6 +217,20 @@ fn tally(bundle: &Value, response: &Value, summary: &mut ImportSummary) {
     }
 }
 
+/// The failure a transaction's error makes of a file: what the summary calls an internal
+/// error is told in full in the log only.
+pub(crate) fn failed_import(ctx: &RequestContext, file: &str, err: &RecordError) -> ImportFailure {
+    if crate::status_of(err).0 >= 500 {
+        tracing::warn!(operation_id = %ctx.operation_id(), error = ?err, "import transaction failed");
+    }
+    let (entry, reason) = describe(err);
+    ImportFailure {
+        file: file.to_string(),
+        entry,
+        reason,
+    }
+}
+
 /// A short, PHI-free description of an import error, with the failing entry if known.
 fn describe(err: &RecordError) -> (Option<usize>, String) {
     let (status, issues) = crate::status_of(err);
@@ -229,36 +256,7 @@ fn describe(err: &RecordError) -> (Option<usize>, String) {
 impl RecordService {
     /// Imports one JSON document (Bundle or resource) as one atomic transaction.
     pub async fn import_json(&self, ctx: &RequestContext, file: &str, doc: Value) -> ImportSummary {
-        let mut summary = ImportSummary::default();
-        let kind = doc.get("type").and_then(Value::as_str);
-        let is_bundle = doc.get("resourceType").and_then(Value::as_str) == Some("Bundle");
-        let mut tx_bundle = if is_bundle && matches!(kind, Some("transaction" | "batch")) {
-            let mut b = doc;
-            b["type"] = json!("transaction");
-            b
-        } else {
-            as_transaction(doc)
-        };
-        make_idempotent(&mut tx_bundle);
-        match self
-            .transaction(ctx, &tx_bundle, ReturnPreference::Minimal)
-            .await
-        {
-            Ok(response) => tally(&tx_bundle, &response, &mut summary),
-            Err(e) => {
-                // What the summary calls an internal error is told in full here only.
-                if crate::status_of(&e).0 >= 500 {
-                    tracing::warn!(operation_id = %ctx.operation_id(), error = ?e, "import transaction failed");
-                }
-                let (entry, reason) = describe(&e);
-                summary.failures.push(ImportFailure {
-                    file: file.to_string(),
-                    entry,
-                    reason,
-                });
-            }
-        }
-        summary
+        self.import_unit(ctx, ImportUnit::new(file, doc)).await
     }
 
     /// Imports NDJSON lines in chunks, each chunk one transaction; a failing chunk is retried

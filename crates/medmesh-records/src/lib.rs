@@ -12,6 +12,7 @@ pub mod error;
 pub mod everything;
 mod forecast;
 pub mod import;
+pub mod import_group;
 pub mod policy_facts;
 pub mod reach_cache;
 pub mod record_core;

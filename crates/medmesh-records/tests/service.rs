@@ -713,3 +713,128 @@ async fn a_prepared_write_whose_facts_changed_is_prepared_again_under_the_lock()
             .ends_with("/_history/2")
     );
 }
+
+/// A transaction Bundle of one entry.
+fn one_entry(
+    full_url: &str,
+    resource: serde_json::Value,
+    request: serde_json::Value,
+) -> serde_json::Value {
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": full_url, "resource": resource, "request": request}]})
+}
+
+#[tokio::test]
+async fn files_share_a_transaction_only_when_none_could_see_another() {
+    use medmesh_records::import_group::ImportUnit;
+    let (svc, _, _dir) = service().await;
+    let admin = ctx("system/*.*");
+    let org = |n: u32, id: &str| {
+        one_entry(
+            &format!("urn:uuid:00000000-0000-4000-8000-00000000000{n}"),
+            json!({"resourceType": "Organization", "identifier": [{"system": "urn:org", "value": id}], "name": "Clinic"}),
+            json!({"method": "POST", "url": "Organization"}),
+        )
+    };
+    let patient_of = |n: u32, reference: &str| {
+        one_entry(
+            &format!("urn:uuid:00000000-0000-4000-8000-0000000001{n:02}"),
+            json!({"resourceType": "Patient", "managingOrganization": {"reference": reference}}),
+            json!({"method": "POST", "url": "Patient"}),
+        )
+    };
+    let units = vec![
+        ImportUnit::new("a", org(1, "A")),
+        // Another organization, another identifier: cannot match a's.
+        ImportUnit::new("b", org(2, "B")),
+        // The same condition as a's: in one transaction both would create.
+        ImportUnit::new("c", org(3, "A")),
+        // A conditional reference to what c creates.
+        ImportUnit::new("d", patient_of(4, "Organization?identifier=urn:org|a")),
+        // A reference by a query that is not only on identifiers, to a type nobody here writes.
+        ImportUnit::new("e", patient_of(5, "Practitioner?name=x")),
+        // A Consent goes alone.
+        ImportUnit::new(
+            "f",
+            one_entry(
+                "urn:uuid:00000000-0000-4000-8000-000000000006",
+                json!({"resourceType": "Consent", "status": "active", "scope": {"text": "x"}, "category": [{"text": "x"}]}),
+                json!({"method": "POST", "url": "Consent"}),
+            ),
+        ),
+        ImportUnit::new("g", org(7, "G")),
+    ];
+    let names = |groups: &Vec<Vec<ImportUnit>>| {
+        groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|u| u.file.as_str())
+                    .collect::<Vec<_>>()
+                    .join("")
+            })
+            .collect::<Vec<_>>()
+    };
+    let groups = svc.group_imports(units.clone(), 16, 5_000);
+    assert_eq!(names(&groups), ["ab", "c", "de", "f", "g"]);
+    assert_eq!(
+        names(&svc.group_imports(units.clone(), 1, 5_000)),
+        ["a", "b", "c", "d", "e", "f", "g"]
+    );
+    assert_eq!(
+        names(&svc.group_imports(units[..2].to_vec(), 16, 1)),
+        ["a", "b"]
+    );
+
+    // A group whose transaction fails is imported file by file: the bad file fails alone.
+    let bad = one_entry(
+        "urn:uuid:00000000-0000-4000-8000-000000000008",
+        json!({"resourceType": "Patient", "gender": "bogus"}),
+        json!({"method": "POST", "url": "Patient"}),
+    );
+    let group = svc.group_imports(
+        vec![
+            ImportUnit::new("a", org(1, "A")),
+            ImportUnit::new("bad", bad),
+            ImportUnit::new("b", org(2, "B")),
+        ],
+        16,
+        5_000,
+    );
+    assert_eq!(names(&group), ["abadb"]);
+    let done = svc
+        .import_group(&admin, group.into_iter().next().unwrap())
+        .await;
+    let failed: Vec<_> = done
+        .iter()
+        .filter(|(_, s)| !s.failures.is_empty())
+        .map(|(f, _)| f.as_str())
+        .collect();
+    assert_eq!(failed, ["bad"]);
+    assert_eq!(done.iter().map(|(_, s)| s.created).sum::<u64>(), 2);
+    // A group that commits reports each file's own writes and ids.
+    let group = svc.group_imports(
+        vec![
+            ImportUnit::new("g", org(7, "G")),
+            ImportUnit::new("h", org(9, "H")),
+        ],
+        16,
+        5_000,
+    );
+    let done = svc
+        .import_group(&admin, group.into_iter().next().unwrap())
+        .await;
+    for (file, s) in &done {
+        assert_eq!(
+            (s.created, s.ids.len(), s.failures.len()),
+            (1, 1, 0),
+            "{file}"
+        );
+    }
+    assert_ne!(done[0].1.ids[0].1, done[1].1.ids[0].1);
+    // The second import of a's organization matches it: one, not two.
+    let again = svc
+        .import_group(&admin, vec![ImportUnit::new("c", org(3, "A"))])
+        .await;
+    assert_eq!((again[0].1.created, again[0].1.unchanged), (0, 1));
+}

@@ -25,6 +25,25 @@ pub fn table_for(kind: SearchParamType) -> &'static str {
     }
 }
 
+/// Search parameters the store answers from the `resources` table instead of index rows.
+/// `_id` was a token row per resource whose value, a random id, landed on a random page of
+/// `idx_token`'s value index: the costliest index row an import wrote. `resources` holds the
+/// same value under its unique `(res_type, res_id)` key.
+pub const FROM_RESOURCES: [&str; 1] = ["_id"];
+
+/// `resources` seen as the token rows `_id` once had (live resources only, as index rows were).
+const ID_ROWS: &str = "(SELECT rid, res_type, '_id' AS param, 0 AS grp, CAST(NULL AS TEXT) AS system, res_id AS code, CAST(NULL AS TEXT) AS text FROM resources WHERE deleted = 0)";
+
+/// Where the rows of parameter `code` (of type `kind`) are: its index table, or for the
+/// parameters in [`FROM_RESOURCES`] a view of `resources` with the same columns.
+fn rows_of(kind: SearchParamType, code: &str) -> &'static str {
+    if code == "_id" {
+        ID_ROWS
+    } else {
+        table_for(kind)
+    }
+}
+
 fn table_for_predicate(p: &ValuePredicate) -> &'static str {
     match p {
         ValuePredicate::String { .. } => "idx_string",
@@ -373,7 +392,7 @@ fn criterion(
                 let table = if *kind == SearchParamType::Composite {
                     table_for_predicate(p)
                 } else {
-                    table_for(*kind)
+                    rows_of(*kind, code)
                 };
                 sql.push(&format!(
                     "{r}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE ",
@@ -396,7 +415,7 @@ fn criterion(
             let (table, param) = if *kind == SearchParamType::Composite {
                 ("idx_token", format!("{code}#0"))
             } else {
-                (table_for(*kind), code.clone())
+                (rows_of(*kind, code), code.clone())
             };
             sql.push(&format!(
                 "{r}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE ",
@@ -476,8 +495,8 @@ fn driver_rank(c: &Criterion) -> Option<u8> {
     }
 }
 
-/// A criterion checked row by row through the `rid` index of its table (used for every
-/// criterion but the one that drives the query).
+/// A criterion checked row by row through the `rid` index of its table, or `resources`' own
+/// key for `_id` (used for every criterion but the one that drives the query).
 fn correlated(sql: &mut Sql, c: &Criterion, rt: &str, now: i64) -> Result<bool, StoreError> {
     let (table, code, preds, negate) = match c {
         Criterion::Param {
@@ -486,14 +505,14 @@ fn correlated(sql: &mut Sql, c: &Criterion, rt: &str, now: i64) -> Result<bool, 
             any_of,
             negate,
         } if *kind != SearchParamType::Composite => {
-            (table_for(*kind), code.as_str(), Some(any_of), *negate)
+            (rows_of(*kind, code), code.as_str(), Some(any_of), *negate)
         }
         Criterion::Missing {
             code,
             kind,
             missing,
         } if *kind != SearchParamType::Composite => {
-            (table_for(*kind), code.as_str(), None, *missing)
+            (rows_of(*kind, code), code.as_str(), None, *missing)
         }
         _ => return Ok(false),
     };

@@ -983,7 +983,8 @@ async fn delete_index_rows(
 const CHUNK: usize = 64;
 
 impl<B: Backend> SqlTx<B> {
-    /// Writes buffered creates, then buffered index rows.
+    /// Writes buffered creates, then buffered index rows (but for the parameters search answers
+    /// from `resources`, [`crate::search_sql::FROM_RESOURCES`]).
     async fn flush(&mut self) -> Result<(), StoreError> {
         self.flush_creates().await?;
         if self.pending.is_empty() {
@@ -993,7 +994,10 @@ impl<B: Backend> SqlTx<B> {
         for (t, table) in INDEX_TABLES.iter().enumerate() {
             let rows: Vec<&(i64, String, IndexRow)> = pending
                 .iter()
-                .filter(|(_, _, r)| table_of(&r.value) == t)
+                .filter(|(_, _, r)| {
+                    table_of(&r.value) == t
+                        && !crate::search_sql::FROM_RESOURCES.contains(&r.param.as_str())
+                })
                 .collect();
             for chunk in rows.chunks(CHUNK) {
                 let mut sql = Sql::new(

@@ -176,6 +176,31 @@ async fn resource_store(stores: Stores) {
         old.matches.is_empty(),
         "only the current version is indexed"
     );
+    // `_id` is answered from `resources` (no index row), as the only criterion and beside one.
+    let by_id = |id: &str| {
+        parse_query(
+            defs,
+            "Patient",
+            &[
+                ("_id".to_string(), id.to_string()),
+                ("family".to_string(), "quillon".to_string()),
+            ],
+            Handling::Strict,
+        )
+        .unwrap()
+    };
+    let found = s.search(&by_id("p1"), &request).await.unwrap();
+    assert_eq!(found.matches, [("Patient".to_string(), "p1".to_string())]);
+    assert!(
+        s.search(&by_id("p2"), &request)
+            .await
+            .unwrap()
+            .matches
+            .is_empty()
+    );
+    let mut only_id = by_id("p1,p2");
+    only_id.criteria.truncate(1);
+    assert_eq!(s.search(&only_id, &request).await.unwrap().total, Some(1));
     let many = s
         .read_many(&[
             ("Patient".into(), "p1".into()),

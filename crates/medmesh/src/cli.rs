@@ -47,6 +47,11 @@ pub(crate) enum Command {
         /// Files worked on at once: one parses and validates while another writes.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
         jobs: u16,
+        /// Files written in one transaction at most, when none of them could see another's
+        /// writes (1: each file alone). Fewer, larger transactions write each hot index page
+        /// once instead of once per file.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+        batch: u16,
         /// Write a JSON object mapping each entry's `fullUrl` to the `Type/id` it is stored
         /// under (import assigns ids, as a FHIR transaction does).
         #[arg(long, value_name = "FILE")]

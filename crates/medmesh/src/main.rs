@@ -135,11 +135,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             store,
             paths,
             jobs,
+            batch,
             id_map,
         } => {
             let cfg = load_config(&store, None)?;
             init_logging(&cfg.log);
-            import(cfg, paths, jobs, id_map).await
+            import(cfg, paths, jobs, batch, id_map).await
         }
         Command::Admin {
             command:

@@ -7,6 +7,7 @@ use crate::wiring::*;
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use medmesh_records::import::{ImportFailure, ImportSummary};
+use medmesh_records::import_group::ImportUnit;
 use medmesh_records::{RecordService, RequestContext};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,37 +38,113 @@ pub(crate) fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-pub(crate) async fn import_file(
+/// A file read and parsed, or already done: NDJSON (imported in chunks of its own), or a file
+/// that could not be read or parsed.
+enum Loaded {
+    Unit(ImportUnit),
+    Done(ImportSummary),
+}
+
+async fn load_file(
     records: &RecordService,
     ctx: &RequestContext,
     path: &Path,
     progress: &(dyn Fn(u64) + Sync),
-) -> ImportSummary {
+) -> Loaded {
     let name = path.display().to_string();
-    let fail = |reason: String| ImportSummary {
-        failures: vec![ImportFailure {
-            file: name.clone(),
-            entry: None,
-            reason,
-        }],
-        ..ImportSummary::default()
+    let fail = |reason: String| {
+        Loaded::Done(ImportSummary {
+            failures: vec![ImportFailure {
+                file: name.clone(),
+                entry: None,
+                reason,
+            }],
+            ..ImportSummary::default()
+        })
     };
     let bytes = match tokio::fs::read(path).await {
         Ok(b) => b,
         Err(e) => return fail(format!("cannot read: {e}")),
     };
     if path.extension().is_some_and(|e| e == "ndjson") {
-        return records
-            .import_ndjson(ctx, &name, &String::from_utf8_lossy(&bytes), progress)
-            .await;
+        return Loaded::Done(
+            records
+                .import_ndjson(ctx, &name, &String::from_utf8_lossy(&bytes), progress)
+                .await,
+        );
     }
     match medmesh_fhir::resource::parse_json_object(&bytes) {
-        Ok(doc) => {
-            let s = records.import_json(ctx, &name, doc).await;
+        Ok(doc) => Loaded::Unit(ImportUnit::new(name, doc)),
+        Err(issue) => fail(issue.diagnostics),
+    }
+}
+
+/// Imports one file on its own.
+pub(crate) async fn import_file(
+    records: &RecordService,
+    ctx: &RequestContext,
+    path: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> ImportSummary {
+    match load_file(records, ctx, path, progress).await {
+        Loaded::Unit(unit) => {
+            let s = records.import_unit(ctx, unit).await;
             progress(s.total());
             s
         }
-        Err(issue) => fail(issue.diagnostics),
+        Loaded::Done(s) => s,
+    }
+}
+
+/// Entries at most in one write transaction of grouped files.
+const MAX_GROUP_ENTRIES: usize = 5_000;
+
+/// What one import task does: a group of files in one transaction, or report a file done.
+enum Work {
+    Group(Vec<PathBuf>, Vec<ImportUnit>),
+    Done(PathBuf, ImportSummary),
+}
+
+/// Groups consecutive loaded files (see `medmesh_records::import_group`).
+fn plan(records: &RecordService, chunk: Vec<(PathBuf, Loaded)>, batch: usize) -> Vec<Work> {
+    let mut work = Vec::new();
+    let (mut paths, mut units) = (Vec::new(), Vec::new());
+    for (path, loaded) in chunk {
+        match loaded {
+            Loaded::Unit(u) => {
+                paths.push(path);
+                units.push(u);
+            }
+            Loaded::Done(s) => work.push(Work::Done(path, s)),
+        }
+    }
+    let mut paths = paths.into_iter();
+    for group in records.group_imports(units, batch, MAX_GROUP_ENTRIES) {
+        let mine = paths.by_ref().take(group.len()).collect();
+        work.push(Work::Group(mine, group));
+    }
+    work
+}
+
+async fn run(
+    records: &RecordService,
+    ctx: &RequestContext,
+    work: Work,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Vec<(PathBuf, ImportSummary)> {
+    match work {
+        Work::Done(path, s) => vec![(path, s)],
+        Work::Group(paths, group) => {
+            let done = records.import_group(ctx, group).await;
+            paths
+                .into_iter()
+                .zip(done)
+                .map(|(path, (_, s))| {
+                    progress(s.total());
+                    (path, s)
+                })
+                .collect()
+        }
     }
 }
 
@@ -75,6 +152,7 @@ pub(crate) async fn import(
     cfg: Config,
     paths: Vec<PathBuf>,
     jobs: u16,
+    batch: u16,
     id_map: Option<PathBuf>,
 ) -> anyhow::Result<bool> {
     let files = collect_files(&paths)?;
@@ -106,30 +184,57 @@ pub(crate) async fn import(
     };
     let mut summary = ImportSummary::default();
     let mut retry = Vec::new();
-    // Each file is a task of its own, so parsing, validation, index extraction and sealing
-    // run on every core; only the store's writer is shared. (Futures polled by one stream
-    // would all run on the thread that polls it.)
-    let mut results = futures::stream::iter(files.iter().cloned())
-        .map(|f| {
-            let (records, ctx, progress, bar) =
-                (records.clone(), ctx.clone(), progress.clone(), bar.clone());
-            tokio::spawn(async move {
-                let s = import_file(&records, &ctx, &f, progress.as_ref()).await;
-                bar.inc(std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0));
-                (f, s)
+    // Files are read and parsed as tasks of their own, so parsing uses every core; then
+    // consecutive files that cannot see each other's writes share one write transaction
+    // (`batch` at most), and each group is a task: one forecasts while another writes.
+    let loaded = {
+        let (records, ctx, progress) = (records.clone(), ctx.clone(), progress.clone());
+        futures::stream::iter(files.iter().cloned())
+            .map(move |f| {
+                let (records, ctx, progress) = (records.clone(), ctx.clone(), progress.clone());
+                tokio::spawn(async move {
+                    let loaded = load_file(&records, &ctx, &f, progress.as_ref()).await;
+                    (f, loaded)
+                })
             })
-        })
-        .buffer_unordered(usize::from(jobs));
+            .buffered(usize::from(jobs))
+    };
+    let mut results = {
+        let planner = records.clone();
+        loaded
+            .chunks(usize::from(batch))
+            .map(move |chunk| {
+                let chunk = chunk
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()
+                    .context("an import task stopped")?;
+                anyhow::Ok(plan(&planner, chunk, usize::from(batch)))
+            })
+            .flat_map(|planned| match planned {
+                Ok(work) => futures::stream::iter(work.into_iter().map(Ok).collect::<Vec<_>>()),
+                Err(e) => futures::stream::iter(vec![Err(e)]),
+            })
+            .map(|work| {
+                let (records, ctx, progress) = (records.clone(), ctx.clone(), progress.clone());
+                tokio::spawn(async move { Ok(run(&records, &ctx, work?, progress.as_ref()).await) })
+            })
+            .buffer_unordered(usize::from(jobs))
+    };
     while let Some(joined) = results.next().await {
-        let (f, s) = joined.context("an import task stopped")?;
-        // A bundle whose conditional reference points at data in a later file gets a second try.
-        if s.failures
-            .iter()
-            .any(|x| x.reason.contains("matched nothing"))
-        {
-            retry.push(f);
-        } else {
-            summary.merge(s);
+        let done: anyhow::Result<Vec<(PathBuf, ImportSummary)>> =
+            joined.context("an import task stopped")?;
+        for (f, s) in done? {
+            bar.inc(std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0));
+            // A bundle whose conditional reference points at data in a later file gets a
+            // second try.
+            if s.failures
+                .iter()
+                .any(|x| x.reason.contains("matched nothing"))
+            {
+                retry.push(f);
+            } else {
+                summary.merge(s);
+            }
         }
     }
     drop(results);

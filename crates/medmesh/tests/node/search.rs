@@ -251,6 +251,32 @@ async fn search_types_modifiers_and_prefixes(node: Node) {
         sorted(node.ids("Patient?_id=p1,p2").await),
         vec!["p1", "p2"]
     );
+    // `_id` is answered from `resources`, not from index rows: as the driver, as a
+    // criterion checked per row, negated, `:missing`, in a chain and after a delete.
+    assert_eq!(
+        node.ids("Observation?subject=Patient/p1&_id=o2,o3").await,
+        vec!["o2"]
+    );
+    assert_eq!(
+        sorted(node.ids("Observation?_id:not=o1&code=8302-2").await),
+        vec!["o2", "o3"]
+    );
+    assert_eq!(node.total("Patient?_id:missing=false").await, 2);
+    assert_eq!(node.total("Patient?_id:missing=true").await, 0);
+    assert_eq!(
+        sorted(node.ids("Observation?patient._id=p2").await),
+        vec!["o3", "o4"]
+    );
+    assert_eq!(
+        node.ids("Patient?_has:Observation:patient:_id=o1").await,
+        vec!["p1"]
+    );
+    assert!(node.ids("Patient?_id=sys|p1").await.is_empty());
+    assert_eq!(node.ids("ValueSet?_id=vs1").await, vec!["vs1"]);
+    assert!(
+        node.ids("Patient?_id=vs1").await.is_empty(),
+        "another type's id"
+    );
     assert_eq!(node.total("Patient?_lastUpdated=gt2000-01-01").await, 2);
     assert_eq!(node.total("Patient?_lastUpdated=lt2000-01-01").await, 0);
     assert_eq!(node.ids("Patient?_tag=urn:tags|vip").await, vec!["p1"]);
@@ -260,6 +286,16 @@ async fn search_types_modifiers_and_prefixes(node: Node) {
         vec!["p1"]
     );
     assert_eq!(node.ids("Patient?_security=R").await, vec!["p1"]);
+    // A deleted resource's id matches no more.
+    assert_eq!(node.ids("Immunization?_id=im2").await, vec!["im2"]);
+    let (status, _, _) = node.delete("Immunization/im2").await;
+    assert!(status.is_success(), "{status}");
+    assert!(node.ids("Immunization?_id=im2").await.is_empty());
+    assert!(
+        node.ids("Immunization?_id:missing=false&patient=p2")
+            .await
+            .is_empty()
+    );
 }
 
 async fn search_chains_has_includes_and_sort(node: Node) {
