@@ -148,6 +148,10 @@ impl RecordService {
                 _ => return Some(Condition::AnyOf(rt.to_string())),
             }
         }
+        // A query without criteria (only result parameters) matches every resource of the type.
+        if wanted.is_empty() {
+            return Some(Condition::AnyOf(rt.to_string()));
+        }
         Some(Condition::Identifiers(rt.to_string(), wanted))
     }
 
@@ -282,16 +286,15 @@ impl RecordService {
                 .flat_map(|u| u.entries().iter().cloned())
                 .collect();
             let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": merged});
-            if let Ok(response) = self
+            if let Ok(mut response) = self
                 .transaction(ctx, &bundle, ReturnPreference::Minimal)
                 .await
             {
-                let mut responses = response
-                    .get("entry")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter();
+                let mut responses = match response.get_mut("entry").map(Value::take) {
+                    Some(Value::Array(entries)) => entries,
+                    _ => Vec::new(),
+                }
+                .into_iter();
                 return group
                     .into_iter()
                     .map(|u| {

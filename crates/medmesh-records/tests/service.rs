@@ -763,6 +763,8 @@ async fn files_share_a_transaction_only_when_none_could_see_another() {
             ),
         ),
         ImportUnit::new("g", org(7, "G")),
+        // A reference by a query without criteria matches any Organization, g's too.
+        ImportUnit::new("i", patient_of(10, "Organization?_count=1")),
     ];
     let names = |groups: &Vec<Vec<ImportUnit>>| {
         groups
@@ -776,10 +778,10 @@ async fn files_share_a_transaction_only_when_none_could_see_another() {
             .collect::<Vec<_>>()
     };
     let groups = svc.group_imports(units.clone(), 16, 5_000);
-    assert_eq!(names(&groups), ["ab", "c", "de", "f", "g"]);
+    assert_eq!(names(&groups), ["ab", "c", "de", "f", "g", "i"]);
     assert_eq!(
         names(&svc.group_imports(units.clone(), 1, 5_000)),
-        ["a", "b", "c", "d", "e", "f", "g"]
+        ["a", "b", "c", "d", "e", "f", "g", "i"]
     );
     assert_eq!(
         names(&svc.group_imports(units[..2].to_vec(), 16, 1)),

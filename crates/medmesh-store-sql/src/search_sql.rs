@@ -25,23 +25,21 @@ pub fn table_for(kind: SearchParamType) -> &'static str {
     }
 }
 
-/// Search parameters the store answers from the `resources` table instead of index rows.
-/// `_id` was a token row per resource whose value, a random id, landed on a random page of
-/// `idx_token`'s value index: the costliest index row an import wrote. `resources` holds the
-/// same value under its unique `(res_type, res_id)` key.
-pub const FROM_RESOURCES: [&str; 1] = ["_id"];
-
 /// `resources` seen as the token rows `_id` once had (live resources only, as index rows were).
 const ID_ROWS: &str = "(SELECT rid, res_type, '_id' AS param, 0 AS grp, CAST(NULL AS TEXT) AS system, res_id AS code, CAST(NULL AS TEXT) AS text FROM resources WHERE deleted = 0)";
 
-/// Where the rows of parameter `code` (of type `kind`) are: its index table, or for the
-/// parameters in [`FROM_RESOURCES`] a view of `resources` with the same columns.
+/// A view of `resources` for a search parameter the store answers from that table instead of
+/// index rows, or `None` for the others. `_id` was a token row per resource whose value, a
+/// random id, landed on a random page of `idx_token`'s value index: the costliest index row
+/// an import wrote. `resources` holds the same value under its unique `(res_type, res_id)` key.
+pub fn from_resources(code: &str) -> Option<&'static str> {
+    (code == "_id").then_some(ID_ROWS)
+}
+
+/// Where the rows of parameter `code` (of type `kind`) are: its index table, or the view of
+/// `resources` that [`from_resources`] gives.
 fn rows_of(kind: SearchParamType, code: &str) -> &'static str {
-    if code == "_id" {
-        ID_ROWS
-    } else {
-        table_for(kind)
-    }
+    from_resources(code).unwrap_or_else(|| table_for(kind))
 }
 
 fn table_for_predicate(p: &ValuePredicate) -> &'static str {

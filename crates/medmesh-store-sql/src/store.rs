@@ -984,7 +984,7 @@ const CHUNK: usize = 64;
 
 impl<B: Backend> SqlTx<B> {
     /// Writes buffered creates, then buffered index rows (but for the parameters search answers
-    /// from `resources`, [`crate::search_sql::FROM_RESOURCES`]).
+    /// from `resources`, [`crate::search_sql::from_resources`]).
     async fn flush(&mut self) -> Result<(), StoreError> {
         self.flush_creates().await?;
         if self.pending.is_empty() {
@@ -995,8 +995,7 @@ impl<B: Backend> SqlTx<B> {
             let rows: Vec<&(i64, String, IndexRow)> = pending
                 .iter()
                 .filter(|(_, _, r)| {
-                    table_of(&r.value) == t
-                        && !crate::search_sql::FROM_RESOURCES.contains(&r.param.as_str())
+                    table_of(&r.value) == t && crate::search_sql::from_resources(&r.param).is_none()
                 })
                 .collect();
             for chunk in rows.chunks(CHUNK) {
