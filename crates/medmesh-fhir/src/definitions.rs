@@ -5,7 +5,7 @@
 //! SearchParameters, the value sets of required bindings and the Patient CompartmentDefinition.
 //! They are parsed once, on first use, into the lookup tables below.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::sync::OnceLock;
 
@@ -166,6 +166,8 @@ pub struct CompositeComponent {
     pub code: String,
     /// Expression evaluated relative to the composite's element.
     pub expression: Expr,
+    /// The expression's source text.
+    pub expression_text: String,
 }
 
 /// A search parameter as it applies to one resource type.
@@ -185,6 +187,86 @@ pub struct SearchParamDef {
     pub targets: Vec<String>,
     /// For composites: the components.
     pub components: Vec<CompositeComponent>,
+    /// When not empty, this parameter's values are exactly the union of these parameters'
+    /// on the same resource type, each of which has index rows of its own (FHIR's `combo-*`
+    /// parameters: `combo-code` is `code` and `component-code`). Such a parameter is not
+    /// indexed; search reads its members' rows ([`Definitions::search_param`] callers expand
+    /// it). Derived when the definitions load, from the expressions' union branches.
+    pub union_of: Vec<String>,
+}
+
+/// What a parameter's values are made of, for finding unions: its kind, its union branches
+/// (for a composite, the branches of the element the components are evaluated on) and, for
+/// a composite, its components' kinds and expressions.
+fn union_shape(p: &SearchParamDef) -> (SearchParamType, Vec<&str>, Vec<(SearchParamType, &str)>) {
+    let mut branches = fhirpath::split_union(&p.expression_text);
+    branches.retain(|b| !b.is_empty());
+    branches.sort_unstable();
+    branches.dedup();
+    let components = p
+        .components
+        .iter()
+        .map(|c| (c.kind, c.expression_text.as_str()))
+        .collect();
+    (p.kind, branches, components)
+}
+
+/// Marks each parameter of one resource type whose values are the union of other
+/// parameters' ([`SearchParamDef::union_of`]): same kind (and for composites the same
+/// components), each member's branches among its own, and together all of them. Members are
+/// parameters with fewer branches that are not unions themselves, so no parameter is
+/// expanded into itself and every member has index rows.
+fn derive_unions(params: &mut BTreeMap<String, SearchParamDef>) {
+    let mut found: Vec<(String, Vec<String>)> = Vec::new();
+    for (code, p) in params.iter() {
+        let (kind, branches, components) = union_shape(p);
+        // References stay indexed as they are: compartments, includes, chains and the trust
+        // network read their rows by parameter code.
+        if branches.len() < 2
+            || p.expression.is_none()
+            || matches!(kind, SearchParamType::Special | SearchParamType::Reference)
+        {
+            continue;
+        }
+        let mut members = Vec::new();
+        let mut covered: BTreeSet<&str> = BTreeSet::new();
+        for (other_code, other) in params.iter() {
+            if other_code == code || other.expression.is_none() {
+                continue;
+            }
+            let (other_kind, other_branches, other_components) = union_shape(other);
+            if other_kind == kind
+                && other_components == components
+                && !other_branches.is_empty()
+                && other_branches.len() < branches.len()
+                && other_branches.iter().all(|b| branches.contains(b))
+            {
+                members.push(other_code.clone());
+                covered.extend(other_branches);
+            }
+        }
+        if covered.len() == branches.len() {
+            found.push((code.clone(), members));
+        }
+    }
+    // A member found to be a union itself is replaced by its own members (which have fewer
+    // branches still, so this ends).
+    let unions: HashMap<String, Vec<String>> = found.iter().cloned().collect();
+    fn flatten(code: &str, unions: &HashMap<String, Vec<String>>, into: &mut Vec<String>) {
+        match unions.get(code) {
+            Some(members) => members.iter().for_each(|m| flatten(m, unions, into)),
+            None => into.push(code.to_string()),
+        }
+    }
+    for (code, members) in &found {
+        let mut flat = Vec::new();
+        members.iter().for_each(|m| flatten(m, &unions, &mut flat));
+        flat.sort();
+        flat.dedup();
+        if let Some(p) = params.get_mut(code) {
+            p.union_of = flat;
+        }
+    }
 }
 
 /// All definitions, parsed.
@@ -407,6 +489,7 @@ impl Definitions {
                     expression_text: BINARY_PATIENT_EXPRESSION.into(),
                     targets: vec!["Patient".into()],
                     components: Vec::new(),
+                    union_of: Vec::new(),
                 },
             );
             patient_compartment.insert("Binary".into(), vec!["patient".into()]);
@@ -453,6 +536,7 @@ impl Definitions {
                         kind,
                         code,
                         expression,
+                        expression_text: c.expression.clone(),
                     })
                 })
                 .collect();
@@ -489,9 +573,13 @@ impl Definitions {
                         expression_text: text,
                         targets: sp.target.clone(),
                         components: components.clone(),
+                        union_of: Vec::new(),
                     },
                 );
             }
+        }
+        for params in out.values_mut() {
+            derive_unions(params);
         }
         Ok(out)
     }
@@ -669,5 +757,65 @@ mod tests {
             .value_set("http://hl7.org/fhir/ValueSet/administrative-gender")
             .unwrap();
         assert!(gender.complete && gender.contains("female") && !gender.contains("f"));
+    }
+
+    #[test]
+    fn the_combo_parameters_are_unions_of_their_parts_and_nothing_else_is() {
+        let d = definitions().unwrap();
+        let mut unions = Vec::new();
+        for rt in d.resource_types() {
+            for (code, p) in d.search_params(rt).into_iter().flatten() {
+                if !p.union_of.is_empty() {
+                    unions.push(format!("{rt}.{code} = {}", p.union_of.join(" + ")));
+                }
+            }
+        }
+        assert_eq!(
+            unions,
+            [
+                "Observation.combo-code = code + component-code",
+                "Observation.combo-code-value-concept = code-value-concept + component-code-value-concept",
+                "Observation.combo-code-value-quantity = code-value-quantity + component-code-value-quantity",
+                "Observation.combo-data-absent-reason = component-data-absent-reason + data-absent-reason",
+                "Observation.combo-value-concept = component-value-concept + value-concept",
+                "Observation.combo-value-quantity = component-value-quantity + value-quantity",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_union_needs_every_branch_covered_by_parameters_of_its_kind() {
+        let p = |code: &str, kind, text: &str| SearchParamDef {
+            code: code.into(),
+            url: String::new(),
+            kind,
+            expression: fhirpath::parse(text).ok(),
+            expression_text: text.into(),
+            targets: Vec::new(),
+            components: Vec::new(),
+            union_of: Vec::new(),
+        };
+        let mut params: BTreeMap<String, SearchParamDef> = [
+            p("ab", SearchParamType::Token, "X.a | X.b"),
+            p(
+                "abc",
+                SearchParamType::Token,
+                "X.a | X.b | (X.c as Quantity)",
+            ),
+            p("a", SearchParamType::Token, "X.a"),
+            p("b", SearchParamType::Token, "X.b"),
+            p("c", SearchParamType::Quantity, "(X.c as Quantity)"),
+            p("ad", SearchParamType::Token, "X.a | X.d"),
+        ]
+        .into_iter()
+        .map(|p| (p.code.clone(), p))
+        .collect();
+        derive_unions(&mut params);
+        assert_eq!(params["ab"].union_of, ["a", "b"]);
+        // `c` is a quantity: a token parameter cannot read its rows.
+        assert!(params["abc"].union_of.is_empty());
+        // No parameter holds `X.d` alone.
+        assert!(params["ad"].union_of.is_empty());
+        assert!(params["a"].union_of.is_empty());
     }
 }

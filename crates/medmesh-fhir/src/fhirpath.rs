@@ -301,7 +301,9 @@ pub fn parse(src: &str) -> Result<Expr, ParseError> {
 }
 
 /// Splits `a | b | c` at top level (outside parentheses and quotes).
-fn split_union(src: &str) -> Vec<&str> {
+/// The top-level branches of a union expression (`A | (B as C)` gives `A` and `(B as C)`),
+/// trimmed; a single branch for an expression without a top-level `|`.
+pub fn split_union(src: &str) -> Vec<&str> {
     let mut parts = Vec::new();
     let (mut depth, mut quoted, mut start) = (0i32, false, 0);
     for (i, c) in src.char_indices() {

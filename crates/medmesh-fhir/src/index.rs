@@ -83,6 +83,10 @@ pub struct IndexRow {
 
 /// Lower-cases and strips accents, so `Mejía` matches `mejia`.
 pub fn normalize(s: &str) -> String {
+    // ASCII has no combining marks and lower-cases byte for byte: most indexed text is ASCII.
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
     s.nfd()
         .filter(|c| !is_combining_mark(*c))
         .flat_map(char::to_lowercase)
@@ -429,7 +433,13 @@ pub fn extract(defs: &Definitions, resource: &Value) -> Vec<IndexRow> {
     let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
         return out;
     };
-    for def in defs.search_params(rt).into_iter().flat_map(|m| m.values()) {
+    // A union parameter's rows would repeat its members'; search reads the members'.
+    for def in defs
+        .search_params(rt)
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter(|d| d.union_of.is_empty())
+    {
         extract_param(def, resource, &mut out);
     }
     out
@@ -457,6 +467,14 @@ pub fn extract_params(defs: &Definitions, resource: &Value, codes: &[String]) ->
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn normalization_lowers_case_and_drops_accents_on_either_path() {
+        assert_eq!(normalize("McKenzie-O'Brien 42"), "mckenzie-o'brien 42");
+        assert_eq!(normalize("Élodie Müller"), "elodie muller");
+        assert_eq!(normalize("ΣΊΣΥΦΟΣ"), "σισυφοσ");
+        assert_eq!(normalize(""), "");
+    }
 
     fn rows_for(resource: &Value, param: &str) -> Vec<IndexValue> {
         let d = crate::definitions().unwrap();

@@ -188,8 +188,8 @@ pub enum Criterion {
     /// Matches any resource (used when a chained inner parameter is ignored).
     Any,
     /// Matches when every criterion of one of the groups matches. Added by the record service
-    /// to confine a practitioner's search to what each patient's consent opens; never
-    /// parsed from a query.
+    /// to confine a practitioner's search to what each patient's consent opens, and by the
+    /// parser for a union parameter's members ([`SearchParamDef::union_of`]).
     AnyOf(Vec<Vec<Criterion>>),
     /// Confines a search to a compartment: resources that link to its owner (a Patient,
     /// or an Encounter, Practitioner, RelatedPerson or Device) through one of `params`, and
@@ -216,6 +216,9 @@ pub struct SortKey {
     pub kind: SearchParamType,
     /// Descending.
     pub descending: bool,
+    /// The parameters whose index rows hold the key's values: the parameter itself, or a
+    /// union parameter's members ([`SearchParamDef::union_of`]).
+    pub rows_of: Vec<String>,
 }
 
 /// An `_include` or `_revinclude`.
@@ -759,6 +762,11 @@ fn parse_one(
                     code: code.to_string(),
                     kind: def.kind,
                     descending,
+                    rows_of: if def.union_of.is_empty() {
+                        vec![code.to_string()]
+                    } else {
+                        def.union_of.clone()
+                    },
                 });
             }
         }
@@ -892,11 +900,14 @@ pub fn parse_criterion(
                 "false" => false,
                 _ => return Err(invalid(name, "true or false")),
             };
-            return Ok(Criterion::Missing {
-                code: code.to_string(),
-                kind: def.kind,
-                missing,
-            });
+            return Ok(over_members(
+                def,
+                Criterion::Missing {
+                    code: code.to_string(),
+                    kind: def.kind,
+                    missing,
+                },
+            ));
         }
     }
     let any_of = split_escaped(value, ',')
@@ -906,12 +917,67 @@ pub fn parse_criterion(
     if any_of.is_empty() || value.is_empty() {
         return Err(invalid(name, "empty value"));
     }
-    Ok(Criterion::Param {
-        code: code.to_string(),
-        kind: def.kind,
-        any_of,
-        negate: modifier == Some("not"),
-    })
+    Ok(over_members(
+        def,
+        Criterion::Param {
+            code: code.to_string(),
+            kind: def.kind,
+            any_of,
+            negate: modifier == Some("not"),
+        },
+    ))
+}
+
+/// A criterion on a union parameter ([`SearchParamDef::union_of`]) as the same criterion on its
+/// members, which hold the index rows: a value matches when some member has it, so `:not`
+/// and `:missing=true` must hold for every member and the others for one. Other criteria are
+/// returned unchanged.
+fn over_members(def: &SearchParamDef, c: Criterion) -> Criterion {
+    if def.union_of.is_empty() {
+        return c;
+    }
+    let on = |member: &str| match &c {
+        Criterion::Param {
+            kind,
+            any_of,
+            negate,
+            ..
+        } => Criterion::Param {
+            code: member.to_string(),
+            kind: *kind,
+            any_of: any_of
+                .iter()
+                .map(|p| match p {
+                    // A composite's rows are named after it, per component: `code#0`.
+                    ValuePredicate::Composite(parts) => ValuePredicate::Composite(
+                        parts
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (_, v))| (format!("{member}#{i}"), v.clone()))
+                            .collect(),
+                    ),
+                    other => other.clone(),
+                })
+                .collect(),
+            negate: *negate,
+        },
+        Criterion::Missing { kind, missing, .. } => Criterion::Missing {
+            code: member.to_string(),
+            kind: *kind,
+            missing: *missing,
+        },
+        other => other.clone(),
+    };
+    let every = matches!(
+        c,
+        Criterion::Param { negate: true, .. } | Criterion::Missing { missing: true, .. }
+    );
+    let members = def.union_of.iter().map(|m| on(m));
+    if every {
+        Criterion::AnyOf(vec![members.collect()])
+    } else {
+        Criterion::AnyOf(members.map(|m| vec![m]).collect())
+    }
 }
 
 fn parse_param_value(

@@ -205,10 +205,9 @@ impl Validator<'_> {
                 }
                 seen_choice.push((base, key));
             }
-            let el = el.clone();
             self.element(
                 td,
-                &el,
+                el,
                 type_code.as_deref(),
                 key,
                 value,

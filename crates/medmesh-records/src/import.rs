@@ -179,15 +179,23 @@ fn as_transaction(doc: Value) -> Value {
 /// Tallies a committed transaction: types from the request, and from each response entry
 /// whether it created, updated or left a resource unchanged, and where it went.
 pub(crate) fn tally(bundle: &Value, response: &Value, summary: &mut ImportSummary) {
-    let requests = bundle.get("entry").and_then(Value::as_array);
-    let responses = response.get("entry").and_then(Value::as_array);
-    let pairs = requests.into_iter().flatten().zip(
-        responses
-            .into_iter()
-            .flatten()
-            .map(Some)
-            .chain(std::iter::repeat(None)),
-    );
+    tally_entries(entries_of(bundle), entries_of(response), summary);
+}
+
+/// A Bundle's entries, or none.
+fn entries_of(bundle: &Value) -> &[Value] {
+    bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// [`tally`] over a transaction's request entries and the response entries that answer them,
+/// in the same order.
+pub(crate) fn tally_entries(requests: &[Value], responses: &[Value], summary: &mut ImportSummary) {
+    let pairs = requests
+        .iter()
+        .zip(responses.iter().map(Some).chain(std::iter::repeat(None)));
     for (e, r) in pairs {
         if let Some(t) = e.pointer("/resource/resourceType").and_then(Value::as_str) {
             *summary.counts.entry(t.to_string()).or_default() += 1;

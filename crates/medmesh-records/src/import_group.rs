@@ -26,7 +26,9 @@ use serde_json::{Value, json};
 
 use crate::bundle::{ReturnPreference, conditional_references};
 use crate::context::RequestContext;
-use crate::import::{ImportSummary, failed_import, make_idempotent, tally, transaction_of};
+use crate::import::{
+    ImportSummary, failed_import, make_idempotent, tally, tally_entries, transaction_of,
+};
 use crate::service::{RecordService, split_conditional};
 
 /// Types whose writes change what other writes derive (sharing tags from consents) through
@@ -50,6 +52,21 @@ impl ImportUnit {
         Self {
             file: file.into(),
             bundle,
+        }
+    }
+
+    /// Moves the entries out, leaving none.
+    fn take_entries(&mut self) -> Vec<Value> {
+        match self.bundle.get_mut("entry").map(Value::take) {
+            Some(Value::Array(entries)) => entries,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Puts entries taken with [`Self::take_entries`] back.
+    fn put_entries(&mut self, entries: Vec<Value>) {
+        if let Some(slot) = self.bundle.get_mut("entry") {
+            *slot = Value::Array(entries);
         }
     }
 
@@ -280,27 +297,45 @@ impl RecordService {
         ctx: &RequestContext,
         group: Vec<ImportUnit>,
     ) -> Vec<(String, ImportSummary)> {
+        let mut group = group;
         if group.len() > 1 {
+            // The entries move into one Bundle (no copy of the resources) and come back to
+            // their files if the shared transaction fails.
+            let counts: Vec<usize> = group.iter().map(|u| u.entries().len()).collect();
             let merged: Vec<Value> = group
-                .iter()
-                .flat_map(|u| u.entries().iter().cloned())
+                .iter_mut()
+                .flat_map(ImportUnit::take_entries)
                 .collect();
             let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": merged});
-            if let Ok(mut response) = self
+            let outcome = self
                 .transaction(ctx, &bundle, ReturnPreference::Minimal)
-                .await
-            {
-                let mut responses = match response.get_mut("entry").map(Value::take) {
+                .await;
+            let mut requests = match bundle {
+                Value::Object(mut b) => match b.remove("entry") {
                     Some(Value::Array(entries)) => entries,
                     _ => Vec::new(),
-                }
-                .into_iter();
+                },
+                _ => Vec::new(),
+            }
+            .into_iter();
+            for (unit, n) in group.iter_mut().zip(&counts) {
+                unit.put_entries(requests.by_ref().take(*n).collect());
+            }
+            if let Ok(mut response) = outcome {
+                let responses = match response.get_mut("entry").map(Value::take) {
+                    Some(Value::Array(entries)) => entries,
+                    _ => Vec::new(),
+                };
+                let mut at = 0;
                 return group
                     .into_iter()
                     .map(|u| {
-                        let mine: Vec<Value> = responses.by_ref().take(u.entries().len()).collect();
+                        let mine = u.entries();
+                        let answers = responses.get(at..).unwrap_or_default();
+                        let answers = answers.get(..mine.len()).unwrap_or(answers);
+                        at += mine.len();
                         let mut summary = ImportSummary::default();
-                        tally(&u.bundle, &json!({ "entry": mine }), &mut summary);
+                        tally_entries(mine, answers, &mut summary);
                         (u.file, summary)
                     })
                     .collect();

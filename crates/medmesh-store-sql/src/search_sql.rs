@@ -485,11 +485,16 @@ fn driver_rank(c: &Criterion) -> Option<u8> {
         Criterion::Chain { .. } | Criterion::Has { .. } => Some(3),
         // One patient's compartment is small: drive by it.
         Criterion::Compartment { .. } => Some(0),
-        // A practitioner's patients, each confined: selective when every group is.
+        // A practitioner's patients each confined, or a union parameter's members: as
+        // selective as the least selective group, each by its most selective criterion.
+        // Without groups nothing matches: the cheapest driver of all.
+        Criterion::AnyOf(groups) if groups.is_empty() => Some(0),
         Criterion::AnyOf(groups) => groups
             .iter()
-            .all(|g| g.iter().any(|c| matches!(c, Criterion::Compartment { .. })))
-            .then_some(0),
+            .map(|g| g.iter().filter_map(driver_rank).min())
+            .collect::<Option<Vec<u8>>>()?
+            .into_iter()
+            .max(),
     }
 }
 
@@ -595,11 +600,11 @@ fn sort_expr(sql: &mut Sql, key: &SortKey) {
                 _ => "code",
             };
             sql.push(&format!(
-                "(SELECT {agg}(o.{col}) FROM {} o WHERE o.rid = r.rid AND o.param = ",
+                "(SELECT {agg}(o.{col}) FROM {} o WHERE o.rid = r.rid AND o.param IN (",
                 table_for(key.kind)
             ))
-            .str(&key.code)
-            .push(")");
+            .str_list(&key.rows_of)
+            .push("))");
         }
     }
 }
@@ -715,6 +720,59 @@ pub fn count_query(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The index rows migration 0011 removes, in each dialect, are exactly those of the union
+    /// parameters the definitions derive: a union found later needs a migration of its own.
+    #[test]
+    fn migration_0011_removes_the_rows_of_every_union_parameter() {
+        let defs = medmesh_fhir::definitions().unwrap();
+        let mut expected = std::collections::BTreeSet::new();
+        for rt in defs.resource_types() {
+            for (code, p) in defs.search_params(rt).into_iter().flatten() {
+                if p.union_of.is_empty() {
+                    continue;
+                }
+                if p.kind == SearchParamType::Composite {
+                    for (i, c) in p.components.iter().enumerate() {
+                        expected.insert((table_for(c.kind), rt.clone(), format!("{code}#{i}")));
+                    }
+                } else {
+                    expected.insert((table_for(p.kind), rt.clone(), code.clone()));
+                }
+            }
+        }
+        for migration in [
+            include_str!("../migrations/sqlite/0011_union_params.sql"),
+            include_str!("../migrations/postgres/0011_union_params.sql"),
+        ] {
+            let mut removed = std::collections::BTreeSet::new();
+            for line in migration.lines().filter(|l| l.starts_with("DELETE FROM ")) {
+                let table = line["DELETE FROM ".len()..].split(' ').next().unwrap();
+                let table = crate::store::INDEX_TABLES
+                    .iter()
+                    .find(|t| **t == table)
+                    .unwrap();
+                let rt = line
+                    .split("res_type = '")
+                    .nth(1)
+                    .unwrap()
+                    .split('\'')
+                    .next()
+                    .unwrap();
+                let list = line
+                    .split("param IN (")
+                    .nth(1)
+                    .unwrap()
+                    .split(')')
+                    .next()
+                    .unwrap();
+                for param in list.split(", ") {
+                    removed.insert((*table, rt.to_string(), param.trim_matches('\'').to_string()));
+                }
+            }
+            assert_eq!(removed, expected);
+        }
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {

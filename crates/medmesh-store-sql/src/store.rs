@@ -871,7 +871,7 @@ fn push_version_row(sql: &mut Sql, rid: i64, v: &NewVersion, body: Vec<u8>) {
         .push(")");
 }
 
-const INDEX_TABLES: [&str; 6] = [
+pub(crate) const INDEX_TABLES: [&str; 6] = [
     "idx_string",
     "idx_token",
     "idx_date",

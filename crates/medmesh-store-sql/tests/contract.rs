@@ -211,6 +211,124 @@ async fn resource_store(stores: Stores) {
     assert_eq!(many.len(), 1);
 }
 
+/// Union parameters (`combo-*`) have no index rows of their own: search reads their members'
+/// (`combo-code` is `code` and `component-code`), for values, composites, `:not`,
+/// `:missing` and `_sort`, alone and beside another criterion.
+async fn union_search(stores: Stores) {
+    let s = stores.records.clone();
+    let loinc = "http://loinc.org";
+    let bp = json!({"resourceType": "Observation", "id": "bp", "status": "final",
+    "code": {"coding": [{"system": loinc, "code": "85354-9"}]},
+    "component": [
+        {"code": {"coding": [{"system": loinc, "code": "8480-6"}]},
+         "valueQuantity": {"value": 120, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}},
+        {"code": {"coding": [{"system": loinc, "code": "8462-4"}]},
+         "valueQuantity": {"value": 80, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}
+    ]});
+    let hr = json!({"resourceType": "Observation", "id": "hr", "status": "final",
+        "code": {"coding": [{"system": loinc, "code": "8867-4"}]},
+        "valueQuantity": {"value": 72, "system": "http://unitsofmeasure.org", "code": "/min"}});
+    let note = json!({"resourceType": "Observation", "id": "note", "status": "preliminary",
+        "code": {"coding": [{"system": loinc, "code": "8480-6"}]}});
+    let mut tx = s.begin().await.unwrap();
+    for (id, body) in [("bp", &bp), ("hr", &hr), ("note", &note)] {
+        let v = version("Observation", id, 1, 10, body.clone());
+        assert!(
+            v.index.iter().all(|r| !r.param.starts_with("combo-")),
+            "a union parameter has no rows of its own"
+        );
+        tx.put(v).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let defs = medmesh_fhir::definitions::definitions().unwrap();
+    let request = PageRequest {
+        count: 10,
+        cursor: None,
+        with_total: true,
+        snapshot: true,
+    };
+    let ids = |params: &[(&str, &str)]| {
+        let q = parse_query(
+            defs,
+            "Observation",
+            &params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+            Handling::Strict,
+        )
+        .unwrap();
+        let s = s.clone();
+        let request = request.clone();
+        async move {
+            let mut found: Vec<String> = s
+                .search(&q, &request)
+                .await
+                .unwrap()
+                .matches
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
+            if !q.sort.is_empty() {
+                return found;
+            }
+            found.sort();
+            found
+        }
+    };
+    // The root code and a component's code.
+    assert_eq!(ids(&[("combo-code", "8480-6")]).await, ["bp", "note"]);
+    assert_eq!(ids(&[("combo-code", "85354-9,8867-4")]).await, ["bp", "hr"]);
+    assert_eq!(
+        ids(&[("combo-code", "8480-6"), ("status", "final")]).await,
+        ["bp"]
+    );
+    assert_eq!(ids(&[("combo-code:not", "8480-6")]).await, ["hr"]);
+    // A value at the root or in a component.
+    assert_eq!(ids(&[("combo-value-quantity", "gt100")]).await, ["bp"]);
+    assert_eq!(ids(&[("combo-value-quantity", "lt90")]).await, ["bp", "hr"]);
+    assert_eq!(
+        ids(&[("combo-value-quantity:missing", "true")]).await,
+        ["note"]
+    );
+    assert_eq!(
+        ids(&[("combo-value-quantity:missing", "false")]).await,
+        ["bp", "hr"]
+    );
+    // A composite pairs a code with its own value: 8462-4 is 80, not 120.
+    assert_eq!(
+        ids(&[("combo-code-value-quantity", "8480-6$gt100")]).await,
+        ["bp"]
+    );
+    assert!(
+        ids(&[("combo-code-value-quantity", "8462-4$gt100")])
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        ids(&[("combo-code-value-quantity", "8867-4$72")]).await,
+        ["hr"]
+    );
+    // Sorted by the smallest value of either member.
+    assert_eq!(
+        ids(&[
+            ("combo-value-quantity:missing", "false"),
+            ("_sort", "combo-value-quantity")
+        ])
+        .await,
+        ["hr", "bp"]
+    );
+    assert_eq!(
+        ids(&[
+            ("combo-value-quantity:missing", "false"),
+            ("_sort", "-combo-value-quantity")
+        ])
+        .await,
+        ["bp", "hr"]
+    );
+}
+
 /// The trust network: the edges a resource contributes replace its earlier ones; the reach
 /// of a practitioner holds the edges to them that hold now; break-glass is queued.
 async fn trust_edge_store(stores: Stores) {
@@ -544,6 +662,7 @@ async fn audit_log_store(stores: Stores) {
 
 contract!(
     resource_store,
+    union_search,
     trust_edge_store,
     notification_store,
     export_job_store,
