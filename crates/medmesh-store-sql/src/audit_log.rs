@@ -321,8 +321,8 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
         let mut sql =
             self.sql("SELECT leaf_index, entry, nodes FROM audit_log WHERE leaf_index >= ");
         sql.int(i64_of(from)?)
-            .push(" ORDER BY leaf_index LIMIT ")
-            .int(i64::from(limit));
+            .push(" ORDER BY leaf_index")
+            .limit(i64::from(limit));
         let mut conn = self.backend().conn().await?;
         conn.fetch(sql, &ENTRY_COLS)
             .await?
@@ -347,7 +347,7 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
                 .int(hi)
                 .push(" ORDER BY leaf_index");
             if let Some(n) = limit {
-                sql.push(" LIMIT ").int(n);
+                sql.limit(n);
             }
             sql
         };
@@ -388,8 +388,8 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
                         .int(i64_of(*index)?)
                         .push(")");
                 }
-                sql.push(" ORDER BY patient_id, leaf_index LIMIT ")
-                    .int(PASS_PAGE);
+                sql.push(" ORDER BY patient_id, leaf_index")
+                    .limit(PASS_PAGE);
                 Ok(sql)
             },
             |row: &PatientRow| (row.patient_id.clone(), row.index),
@@ -450,8 +450,8 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
         if let Some(b) = before {
             sql.push(" AND p.leaf_index < ").int(i64_of(b)?);
         }
-        sql.push(" ORDER BY p.leaf_index DESC LIMIT ")
-            .int(i64::from(limit));
+        sql.push(" ORDER BY p.leaf_index DESC")
+            .limit(i64::from(limit));
         let mut conn = self.backend().conn().await?;
         conn.fetch(sql, &ENTRY_COLS)
             .await?

@@ -155,8 +155,8 @@ impl<B: Backend> KeyStore for SqlStore<B> {
             "{KEY_SELECT} WHERE state <> 'destroyed' AND key_id > "
         ));
         sql.str(after.unwrap_or(""))
-            .push(" ORDER BY key_id LIMIT ")
-            .int(i64::from(limit));
+            .push(" ORDER BY key_id")
+            .limit(i64::from(limit));
         self.fetch(sql, &KEY_COLS)
             .await?
             .into_iter()

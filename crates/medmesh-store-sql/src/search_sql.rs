@@ -685,8 +685,8 @@ pub fn page_query(
         // Backwards from the page after; the caller puts the rows back in order.
         sql.push(" AND r.rid < ")
             .int(rid)
-            .push(" ORDER BY r.rid DESC LIMIT ")
-            .int(i64::from(count) + 1);
+            .push(" ORDER BY r.rid DESC")
+            .limit(i64::from(count) + 1);
         return Ok(sql);
     }
     sql.push(" ORDER BY ");
@@ -697,7 +697,7 @@ pub fn page_query(
         sort_expr(&mut sql, key);
         sql.push(if key.descending { " DESC, " } else { " ASC, " });
     }
-    sql.push("r.rid ASC LIMIT ").int(i64::from(count) + 1);
+    sql.push("r.rid ASC").limit(i64::from(count) + 1);
     if let Some(Cursor::Offset { offset, .. }) = cursor {
         sql.push(" OFFSET ").int(offset);
     }

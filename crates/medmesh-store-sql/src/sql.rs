@@ -156,6 +156,14 @@ impl Sql {
         self.text.push_str(s);
         self
     }
+    /// Appends ` LIMIT n`, with `n` written into the text rather than bound. SQLite's
+    /// planner reads a bound LIMIT's value, which marks the statement to be compiled again
+    /// whenever that parameter is bound again: every execution of a cached paging statement
+    /// was parsed and planned anew (`sqlite3Reprepare`, 2% of an import's samples).
+    pub fn limit(&mut self, n: i64) -> &mut Self {
+        self.text.push_str(&format!(" LIMIT {n}"));
+        self
+    }
     /// Appends a placeholder bound to `arg`.
     pub fn bind(&mut self, arg: Arg) -> &mut Self {
         self.args.push(arg);
@@ -216,5 +224,18 @@ mod tests {
         b.int(1).push(", ").str("x");
         assert_eq!(b.text, "SELECT $1, $2");
         assert_eq!(like_escape("a%b_c\\"), "a\\%b\\_c\\\\");
+    }
+    #[test]
+    fn a_limit_is_written_out_never_bound() {
+        let mut q = Sql::new(
+            Dialect::Sqlite,
+            "SELECT rid FROM resources WHERE res_type = ",
+        );
+        q.str("Patient").push(" ORDER BY rid").limit(21);
+        assert_eq!(
+            q.text,
+            "SELECT rid FROM resources WHERE res_type = ? ORDER BY rid LIMIT 21"
+        );
+        assert_eq!(q.args.len(), 1, "only the type is bound");
     }
 }

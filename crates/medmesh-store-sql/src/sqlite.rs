@@ -41,7 +41,7 @@ impl SqliteBackend {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory")
@@ -87,13 +87,45 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// of audited reads now (bench/README.md, "Issue 14, third pass").
 const WAL_FRAMES_BOUND: i64 = 16_384;
 
+/// WAL frames (256 MB) past which a `RESTART` checkpoint waits as long as it takes.
+const WAL_FRAMES_HARD_BOUND: i64 = 65_536;
+/// How long a `RESTART` checkpoint may wait below [`WAL_FRAMES_HARD_BOUND`] (a
+/// `busy_timeout` pragma) before it gives up until the next tick. While it waits, no commit can
+/// start: with SQLite's own busy timeout it waited 1.3 to 3.5 s under 64 readers on a slow disk,
+/// and every audited read queued behind it.
+const RESTART_WAIT_SHORT: &str = "PRAGMA busy_timeout = 100";
+/// The same wait as every other statement's ([`BUSY_TIMEOUT`]): past the hard bound the WAL
+/// must start over even if a writer that never pauses (an import) keeps it waiting.
+const RESTART_WAIT_UNBOUNDED: &str = "PRAGMA busy_timeout = 30000";
+/// How long any statement waits for a lock another connection holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `RESTART` checkpoint on a pooled connection whose busy timeout is `wait` meanwhile. The
+/// connection goes back to the pool with [`BUSY_TIMEOUT`] again, or is closed if that fails.
+async fn restart_checkpoint(pool: &SqlitePool, wait: &'static str) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query(wait).execute(&mut *conn).await?;
+    let checkpoint = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
+        .execute(&mut *conn)
+        .await;
+    if sqlx::query(RESTART_WAIT_UNBOUNDED)
+        .execute(&mut *conn)
+        .await
+        .is_err()
+    {
+        drop(conn.detach());
+    }
+    checkpoint.map(|_| ())
+}
+
 /// Checkpoints the WAL beside the writers until the backend is dropped. A `PASSIVE`
 /// checkpoint copies what it can without blocking anyone. But the WAL only starts over when a
 /// writer finds no reader on it, which never happens under steady reads, and a writer that
 /// never pauses (an import) keeps a passive checkpoint from catching up: so past
 /// [`WAL_FRAMES_BOUND`] frames a `RESTART` checkpoint waits for the current writer and
-/// readers, copies the rest and makes the next writer start the WAL over (its file then cut
-/// back to `journal_size_limit`). The commits themselves never checkpoint. A failed
+/// readers (at most [`RESTART_WAIT_SHORT`] below [`WAL_FRAMES_HARD_BOUND`]), copies the rest
+/// and makes the next writer start the WAL over (its file then cut back to
+/// `journal_size_limit`). The commits themselves never checkpoint. A failed
 /// checkpoint is retried at the next tick: the WAL keeps everything until it succeeds.
 async fn checkpoint_beside(pool: SqlitePool, alive: std::sync::Weak<()>) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
@@ -108,10 +140,12 @@ async fn checkpoint_beside(pool: SqlitePool, alive: std::sync::Weak<()>) {
             .await;
         match passive {
             Ok((_, log, _)) if log > WAL_FRAMES_BOUND => {
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-                    .execute(&pool)
-                    .await
-                {
+                let wait = if log > WAL_FRAMES_HARD_BOUND {
+                    RESTART_WAIT_UNBOUNDED
+                } else {
+                    RESTART_WAIT_SHORT
+                };
+                if let Err(e) = restart_checkpoint(&pool, wait).await {
                     tracing::warn!(error = %e, "WAL checkpoint (restart) failed; retried");
                 }
             }
@@ -219,8 +253,7 @@ fn scan_file(
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(scan_err)?;
-    conn.busy_timeout(Duration::from_secs(30))
-        .map_err(scan_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(scan_err)?;
     // Read pages through a memory map instead of a read() call each: a full pass touches
     // every page once, and the copy into SQLite's cache was a fifth of its time.
     conn.pragma_update(None, "mmap_size", SCAN_MMAP_BYTES)
@@ -263,4 +296,65 @@ fn scan_file(
         let _ = pages.blocking_send(Ok(page));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_unbounded_restart_wait_is_the_usual_busy_timeout() {
+        assert_eq!(
+            RESTART_WAIT_UNBOUNDED,
+            format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis())
+        );
+    }
+
+    /// A short restart returns while a reader holds the WAL (which keeps its snapshot), and
+    /// its connection goes back to the pool with the usual busy timeout, not the short one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_short_restart_returns_and_restores_the_busy_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SqliteBackend::open(&dir.path().join("t.db")).await.unwrap();
+        let pool = &backend.pool;
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(pool)
+            .await
+            .unwrap();
+        // A reader on the WAL's snapshot, then a write after it: the WAL cannot restart.
+        let mut reader = pool.begin().await.unwrap();
+        let _: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut *reader)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(pool)
+            .await
+            .unwrap();
+        restart_checkpoint(pool, RESTART_WAIT_SHORT).await.unwrap();
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut *reader)
+            .await
+            .unwrap();
+        assert_eq!(
+            rows, 1,
+            "the reader kept its snapshot through the checkpoint"
+        );
+        reader.rollback().await.unwrap();
+        let mut held = Vec::new();
+        for _ in 0..pool.size() {
+            let mut conn = pool.acquire().await.unwrap();
+            let (ms,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            assert_eq!(ms, 30_000);
+            held.push(conn);
+        }
+    }
 }

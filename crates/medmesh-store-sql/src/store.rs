@@ -416,8 +416,8 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
                 .ok_or(StoreError::BadCursor)?;
             sql.push(" AND v.seq < ").int(before);
         }
-        sql.push(" ORDER BY v.seq DESC LIMIT ")
-            .int(i64::from(q.count) + 1);
+        sql.push(" ORDER BY v.seq DESC")
+            .limit(i64::from(q.count) + 1);
         let mut cols = VERSION_COLS.to_vec();
         cols.push(Col::I64);
         let rows = conn.fetch(sql, &cols).await?;
@@ -569,8 +569,8 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
         if !types.is_empty() {
             sql.push(" AND x.res_type IN (").str_list(types).push(")");
         }
-        sql.push(" GROUP BY x.rid ORDER BY x.rid LIMIT ")
-            .int(i64::from(limit) + 1);
+        sql.push(" GROUP BY x.rid ORDER BY x.rid")
+            .limit(i64::from(limit) + 1);
         sql.push(") k JOIN resources r ON r.rid = k.rid WHERE r.deleted = 0 ORDER BY k.rid");
         let rows = conn
             .fetch(sql, &[Col::I64, Col::Str, Col::Str, Col::I64])
@@ -622,8 +622,8 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
              WHERE v.deleted = 0 AND v.seq > ",
         );
         sql.int(after_seq)
-            .push(" ORDER BY v.seq LIMIT ")
-            .int(i64::from(limit));
+            .push(" ORDER BY v.seq")
+            .limit(i64::from(limit));
         let mut cols = VERSION_COLS.to_vec();
         cols.extend([Col::I64, Col::I64]);
         let rows = self.backend.conn().await?.fetch(sql, &cols).await?;
@@ -771,7 +771,7 @@ impl<B: Backend> ExportJobStore for SqlStore<B> {
         if let Some(s) = since {
             sql.push(" AND r.last_updated >= ").int(s);
         }
-        sql.push(" ORDER BY r.rid LIMIT ").int(i64::from(count));
+        sql.push(" ORDER BY r.rid").limit(i64::from(count));
         let mut cols = VERSION_COLS.to_vec();
         cols.push(Col::I64);
         let mut conn = self.backend.conn().await?;
