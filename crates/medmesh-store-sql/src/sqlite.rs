@@ -318,24 +318,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backend = SqliteBackend::open(&dir.path().join("t.db")).await.unwrap();
         let pool = &backend.pool;
-        sqlx::query("CREATE TABLE t (x INTEGER)")
-            .execute(pool)
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO t VALUES (1)")
-            .execute(pool)
-            .await
-            .unwrap();
+        let run = |statement: &'static str| async move {
+            sqlx::query(statement).execute(pool).await.unwrap();
+        };
+        run("CREATE TABLE t (x INTEGER)").await;
+        run("INSERT INTO t VALUES (1)").await;
         // A reader on the WAL's snapshot, then a write after it: the WAL cannot restart.
         let mut reader = pool.begin().await.unwrap();
         let _: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
             .fetch_one(&mut *reader)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO t VALUES (2)")
-            .execute(pool)
-            .await
-            .unwrap();
+        run("INSERT INTO t VALUES (2)").await;
         restart_checkpoint(pool, RESTART_WAIT_SHORT).await.unwrap();
         let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
             .fetch_one(&mut *reader)
