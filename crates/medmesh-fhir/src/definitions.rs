@@ -217,36 +217,39 @@ fn union_shape(p: &SearchParamDef) -> (SearchParamType, Vec<&str>, Vec<(SearchPa
 /// parameters with fewer branches that are not unions themselves, so no parameter is
 /// expanded into itself and every member has index rows.
 fn derive_unions(params: &mut BTreeMap<String, SearchParamDef>) {
+    // Each shape once, not once per pair.
+    let shapes: Vec<_> = params
+        .iter()
+        .filter(|(_, p)| p.expression.is_some())
+        .map(|(code, p)| (code, union_shape(p)))
+        .collect();
     let mut found: Vec<(String, Vec<String>)> = Vec::new();
-    for (code, p) in params.iter() {
-        let (kind, branches, components) = union_shape(p);
+    for (code, (kind, branches, components)) in &shapes {
         // References stay indexed as they are: compartments, includes, chains and the trust
         // network read their rows by parameter code.
         if branches.len() < 2
-            || p.expression.is_none()
             || matches!(kind, SearchParamType::Special | SearchParamType::Reference)
         {
             continue;
         }
         let mut members = Vec::new();
         let mut covered: BTreeSet<&str> = BTreeSet::new();
-        for (other_code, other) in params.iter() {
-            if other_code == code || other.expression.is_none() {
+        for (other_code, (other_kind, other_branches, other_components)) in &shapes {
+            if other_code == code {
                 continue;
             }
-            let (other_kind, other_branches, other_components) = union_shape(other);
             if other_kind == kind
                 && other_components == components
                 && !other_branches.is_empty()
                 && other_branches.len() < branches.len()
                 && other_branches.iter().all(|b| branches.contains(b))
             {
-                members.push(other_code.clone());
-                covered.extend(other_branches);
+                members.push((*other_code).clone());
+                covered.extend(other_branches.iter().copied());
             }
         }
         if covered.len() == branches.len() {
-            found.push((code.clone(), members));
+            found.push(((*code).clone(), members));
         }
     }
     // A member found to be a union itself is replaced by its own members (which have fewer

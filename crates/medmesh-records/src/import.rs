@@ -133,21 +133,19 @@ pub(crate) fn transaction_of(doc: Value) -> Value {
 }
 
 /// Turns a collection Bundle, or a single resource, into a transaction.
-fn as_transaction(doc: Value) -> Value {
+fn as_transaction(mut doc: Value) -> Value {
     let rt = doc
         .get("resourceType")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
     let resources: Vec<(Option<String>, Value)> = if rt == "Bundle" {
-        doc.get("entry")
-            .and_then(Value::as_array)
+        take_entries_of(&mut doc)
             .into_iter()
-            .flatten()
-            .filter_map(|e| {
+            .filter_map(|mut e| {
                 Some((
                     e.get("fullUrl").and_then(Value::as_str).map(str::to_string),
-                    e.get("resource")?.clone(),
+                    e.get_mut("resource")?.take(),
                 ))
             })
             .collect()
@@ -166,14 +164,19 @@ fn as_transaction(doc: Value) -> Value {
                 Some(id) => json!({"method": "PUT", "url": format!("{t}/{id}")}),
                 None => json!({"method": "POST", "url": t}),
             };
-            let mut e = json!({"resource": r, "request": request});
+            // Moved in, not interpolated: `json!` would serialise (copy) the resource.
+            let mut e = Value::Object(serde_json::Map::new());
+            e["resource"] = r;
+            e["request"] = request;
             if let Some(f) = full_url {
                 e["fullUrl"] = json!(f);
             }
             e
         })
         .collect();
-    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    let mut bundle = json!({"resourceType": "Bundle", "type": "transaction"});
+    bundle["entry"] = Value::Array(entries);
+    bundle
 }
 
 /// Tallies a committed transaction: types from the request, and from each response entry
@@ -183,11 +186,19 @@ pub(crate) fn tally(bundle: &Value, response: &Value, summary: &mut ImportSummar
 }
 
 /// A Bundle's entries, or none.
-fn entries_of(bundle: &Value) -> &[Value] {
+pub(crate) fn entries_of(bundle: &Value) -> &[Value] {
     bundle
         .get("entry")
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice)
+}
+
+/// Moves a Bundle's entries out (none if it has none), leaving `entry` null.
+pub(crate) fn take_entries_of(bundle: &mut Value) -> Vec<Value> {
+    match bundle.get_mut("entry").map(Value::take) {
+        Some(Value::Array(entries)) => entries,
+        _ => Vec::new(),
+    }
 }
 
 /// [`tally`] over a transaction's request entries and the response entries that answer them,
@@ -362,5 +373,29 @@ mod tests {
             json!({"method": "PUT", "url": "Observation/0b8e0f3a-1111-4c5e-9a2b-000000000002"})
         );
         assert_eq!(b["entry"][2]["request"]["ifNoneExist"], "x=1");
+    }
+
+    #[test]
+    fn a_collection_or_a_single_resource_becomes_a_transaction() {
+        let collection = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "id": "p1"}},
+            {"resource": {"resourceType": "Observation", "status": "final"}},
+            {"fullUrl": "urn:uuid:3"}
+        ]});
+        assert_eq!(
+            transaction_of(collection),
+            json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "id": "p1"},
+                 "request": {"method": "PUT", "url": "Patient/p1"}},
+                {"resource": {"resourceType": "Observation", "status": "final"},
+                 "request": {"method": "POST", "url": "Observation"}}
+            ]})
+        );
+        assert_eq!(
+            transaction_of(json!({"resourceType": "Patient"})),
+            json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}}
+            ]})
+        );
     }
 }

@@ -27,7 +27,8 @@ use serde_json::{Value, json};
 use crate::bundle::{ReturnPreference, conditional_references};
 use crate::context::RequestContext;
 use crate::import::{
-    ImportSummary, failed_import, make_idempotent, tally, tally_entries, transaction_of,
+    ImportSummary, entries_of, failed_import, make_idempotent, take_entries_of, tally,
+    tally_entries, transaction_of,
 };
 use crate::service::{RecordService, split_conditional};
 
@@ -57,10 +58,7 @@ impl ImportUnit {
 
     /// Moves the entries out, leaving none.
     fn take_entries(&mut self) -> Vec<Value> {
-        match self.bundle.get_mut("entry").map(Value::take) {
-            Some(Value::Array(entries)) => entries,
-            _ => Vec::new(),
-        }
+        take_entries_of(&mut self.bundle)
     }
 
     /// Puts entries taken with [`Self::take_entries`] back.
@@ -71,10 +69,7 @@ impl ImportUnit {
     }
 
     fn entries(&self) -> &[Value] {
-        self.bundle
-            .get("entry")
-            .and_then(Value::as_array)
-            .map_or(&[], Vec::as_slice)
+        entries_of(&self.bundle)
     }
 }
 
@@ -295,9 +290,8 @@ impl RecordService {
     pub async fn import_group(
         &self,
         ctx: &RequestContext,
-        group: Vec<ImportUnit>,
+        mut group: Vec<ImportUnit>,
     ) -> Vec<(String, ImportSummary)> {
-        let mut group = group;
         if group.len() > 1 {
             // The entries move into one Bundle (no copy of the resources) and come back to
             // their files if the shared transaction fails.
@@ -306,26 +300,18 @@ impl RecordService {
                 .iter_mut()
                 .flat_map(ImportUnit::take_entries)
                 .collect();
-            let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": merged});
+            // Set after `json!`, which would serialise (copy) an interpolated value.
+            let mut bundle = json!({"resourceType": "Bundle", "type": "transaction"});
+            bundle["entry"] = Value::Array(merged);
             let outcome = self
                 .transaction(ctx, &bundle, ReturnPreference::Minimal)
                 .await;
-            let mut requests = match bundle {
-                Value::Object(mut b) => match b.remove("entry") {
-                    Some(Value::Array(entries)) => entries,
-                    _ => Vec::new(),
-                },
-                _ => Vec::new(),
-            }
-            .into_iter();
+            let mut requests = take_entries_of(&mut bundle).into_iter();
             for (unit, n) in group.iter_mut().zip(&counts) {
                 unit.put_entries(requests.by_ref().take(*n).collect());
             }
             if let Ok(mut response) = outcome {
-                let responses = match response.get_mut("entry").map(Value::take) {
-                    Some(Value::Array(entries)) => entries,
-                    _ => Vec::new(),
-                };
+                let responses = take_entries_of(&mut response);
                 let mut at = 0;
                 return group
                     .into_iter()
