@@ -3,6 +3,9 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { createRequire } from 'node:module';
+
+const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
 export const BIN = process.env.MEDMESH_BIN ?? 'target/debug/medmesh';
 export const CHROMIUM = process.env.MEDMESH_CHROMIUM ?? '/usr/bin/chromium';
@@ -23,9 +26,9 @@ export function cli(dir, args, input, env = {}) {
   return out.stdout.trim();
 }
 
-// Starts `medmesh serve` on a free port and waits until /healthz answers.
-export async function startNode(dir, env = {}) {
-  const proc = spawn(BIN, ['serve', '--data-dir', dir, '--listen', '127.0.0.1:0'], {
+// Starts `medmesh serve` on a free port (or on `listen`) and waits until /healthz answers.
+export async function startNode(dir, env = {}, listen = '127.0.0.1:0') {
+  const proc = spawn(BIN, ['serve', '--data-dir', dir, '--listen', listen], {
     env: { ...process.env, MEDMESH_LOG: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -45,4 +48,22 @@ export async function startNode(dir, env = {}) {
     await new Promise((r) => setTimeout(r, 20));
   }
   return { proc, base };
+}
+
+// Stops a node started by startNode and waits until it has exited.
+export async function stopNode(proc) {
+  if (proc.exitCode !== null) return;
+  const exited = new Promise((resolve) => proc.on('exit', resolve));
+  proc.kill('SIGTERM');
+  await exited;
+}
+
+// Runs axe-core (WCAG 2.1 A and AA rules) on the page as it is; returns the violations,
+// each as "rule: nodes".
+export async function accessibilityViolations(page) {
+  await page.addScriptTag({ path: AXE });
+  const result = await page.evaluate(() => globalThis.axe.run(document, {
+    runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] },
+  }));
+  return result.violations.map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
 }

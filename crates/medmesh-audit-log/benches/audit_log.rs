@@ -9,11 +9,14 @@
 // A benchmark times itself with the wall clock.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+use common::entry;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use medmesh_audit::{AuditEntry, Outcome};
+use medmesh_audit::AuditEntry;
 use medmesh_audit_log::{AuditLogService, verify_log};
 use medmesh_kernel::SystemClock;
 
@@ -22,21 +25,6 @@ fn entries() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000)
-}
-
-fn entry(i: u64) -> AuditEntry {
-    let mut e = AuditEntry::new(
-        1_764_000_000_000_000 + i as i64,
-        &format!("{:032x}", i * 7919),
-        "7d0b7e7c-3a51-4c8e-9d3e-2f1c6b1e9a10",
-        "read",
-        Outcome::Success,
-    );
-    e.resource_type = Some("Observation".into());
-    e.resource_ids = vec![format!("Observation/{:032x}", i)];
-    e.patients = vec![format!("{:032x}", i % 50_000)];
-    e.source_ip = Some("10.1.2.3".into());
-    e
 }
 
 fn bench(c: &mut Criterion) {
@@ -53,7 +41,9 @@ fn bench(c: &mut Criterion) {
             let started = Instant::now();
             let mut i = have;
             while i < n {
-                let batch: Vec<AuditEntry> = (i..(i + 10_000).min(n)).map(entry).collect();
+                let batch: Vec<AuditEntry> = (i..(i + 10_000).min(n))
+                    .map(|i| entry(i, format!("{:032x}", i % 50_000)))
+                    .collect();
                 stores.records.append_audit(&batch).await.unwrap();
                 i += batch.len() as u64;
             }
@@ -91,6 +81,7 @@ fn bench(c: &mut Criterion) {
         .block_on(verify_log(
             stores.audit.as_ref(),
             &[],
+            log.map_secret(),
             &medmesh_kernel::random::OsRandom,
         ))
         .unwrap()

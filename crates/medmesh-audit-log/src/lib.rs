@@ -10,19 +10,29 @@ use std::sync::Arc;
 use futures::StreamExt;
 use medmesh_audit::AuditEntry;
 use medmesh_audit::StoredBeside;
+use medmesh_audit::chain::PatientHead;
+use medmesh_audit::chain::{ChainFold, ChainLink, LinkProblem};
 use medmesh_audit::checkpoint::{LogSigner, LogVerifierKey, TreeHead};
+use medmesh_audit::map::{
+    DerivedMap, EMPTY, MapChanges, MapProof, MapSecret, MapUpdate, proof_nodes,
+};
 use medmesh_audit::merkle::{self, Frontier, Hash, MerkleError, NodeId};
 use medmesh_audit::verify::{LogProblem, LogVerifier, VerifyReport};
 use medmesh_crypto::{Random, SetDigest, SetDigestKey};
 use medmesh_store::{
-    AuditLogStore, DerivedRow, LogKeyRecord, PatientRow, RowPages, ScannedLeaf, SecretSealer,
-    StoreError, StoredCheckpoint,
+    AuditLogStore, DerivedRow, LogKeyRecord, MapHead, PatientRow, RowPages, ScannedLeaf,
+    SecretSealer, StoreError, StoredCheckpoint,
 };
 
 use medmesh_audit::Outcome;
 use medmesh_kernel::{Clock, RequestContext};
 use medmesh_policy::AuditView;
 use medmesh_records::{RecordError, RecordService};
+
+mod witnessing;
+
+pub use medmesh_audit::witness::{ReplyFuture, WitnessReply, WitnessTransport};
+pub use witnessing::{ListedWitness, PushOutcome, ServedCosignature, WitnessPolicy};
 
 /// Rows read per page while verifying.
 const VERIFY_PAGE: u32 = 20_000;
@@ -45,6 +55,10 @@ pub enum AuditLogError {
     /// The stored log key is not a 32-byte secret (the store is damaged).
     #[error("the stored log key is not 32 bytes")]
     MalformedKey,
+    /// A posted cosignature is not on one of this log's checkpoints, or not by a witness the
+    /// node lists.
+    #[error("not a checkpoint of this log cosigned by a listed witness")]
+    NotCosigned,
 }
 
 impl From<AuditLogError> for RecordError {
@@ -63,6 +77,12 @@ impl From<AuditLogError> for RecordError {
             AuditLogError::MalformedKey => {
                 tracing::error!("the stored audit-log key is malformed");
                 RecordError::Corrupt
+            }
+            AuditLogError::NotCosigned => {
+                RecordError::BadRequest(vec![medmesh_fhir::Issue::error(
+                    medmesh_fhir::IssueType::Invalid,
+                    "not a checkpoint of this log cosigned by a witness the node lists",
+                )])
             }
         }
     }
@@ -83,6 +103,7 @@ impl AuditLogService {
         patient: &str,
         before: Option<u64>,
         limit: u32,
+        pinned: Option<u64>,
     ) -> Result<Option<PatientLog>, RecordError> {
         let core = records.core();
         let view = records.audit_view(ctx, Some(patient));
@@ -100,7 +121,7 @@ impl AuditLogService {
                 return Err(e);
             }
         };
-        let page = self.patient_log(&view, before, limit).await?;
+        let page = self.patient_log(&view, before, limit, pinned).await?;
         core.append_audit(vec![entry]).await?;
         Ok(page)
     }
@@ -135,6 +156,11 @@ pub struct PatientLog {
     pub checkpoint: StoredCheckpoint,
     /// Its tree head.
     pub head: TreeHead,
+    /// The patient's map proof against the checkpoint (not given for a pinned checkpoint).
+    pub map: Option<MapProof>,
+    /// The listed witnesses' cosignatures, each with a consistency proof to the checkpoint
+    /// (first page only, with the map proof).
+    pub cosignatures: Vec<ServedCosignature>,
     /// Entries, newest first.
     pub entries: Vec<ProvenEntry>,
 }
@@ -143,9 +169,13 @@ pub struct PatientLog {
 pub struct AuditLogService {
     store: Arc<dyn AuditLogStore>,
     signer: LogSigner,
+    /// Derived from the signing secret: patient ids become map keys under it.
+    map_secret: MapSecret,
     origin: String,
     clock: Arc<dyn Clock>,
     secrets: Option<Arc<dyn SecretSealer>>,
+    /// The witnesses the node lists ([`WitnessPolicy`]).
+    witnesses: WitnessPolicy,
 }
 
 /// What a log key's sealed secret is bound to.
@@ -215,12 +245,43 @@ impl AuditLogService {
             )
             .await?;
         let secret = open_log_secret(secrets.as_deref(), &context, &record.secret).await?;
+        // The map's keys must not change while the log lives, whatever name the log is
+        // opened under later (a changed public origin makes a new signing key): the map
+        // secret comes from the log's first key.
+        let first = store
+            .log_public_keys()
+            .await?
+            .into_iter()
+            .next()
+            .map(|(name, _)| name)
+            .filter(|name| name != origin);
+        let map_secret = match first {
+            None => MapSecret::derive(&secret),
+            Some(name) => {
+                let record = store
+                    .log_key(
+                        &LogKeyRecord {
+                            name: name.clone(),
+                            secret: Vec::new(),
+                            public: [0; 32],
+                        },
+                        clock.now_micros(),
+                    )
+                    .await?;
+                let first_secret =
+                    open_log_secret(secrets.as_deref(), &log_key_context(&name), &record.secret)
+                        .await?;
+                MapSecret::derive(&first_secret)
+            }
+        };
         Ok(Self {
             store,
             signer: LogSigner::new(origin, secret),
+            map_secret,
             origin: origin.to_string(),
             clock,
             secrets,
+            witnesses: WitnessPolicy::default(),
         })
     }
 
@@ -249,35 +310,171 @@ impl AuditLogService {
         self.signer.verifier()
     }
 
+    /// The secret under which patient ids become map keys: `audit verify` re-derives the
+    /// map with it. Never show it.
+    pub fn map_secret(&self) -> &MapSecret {
+        &self.map_secret
+    }
+
     /// Signs a checkpoint of the current tree, unless the newest one already covers it.
     /// Returns the newest checkpoint. Called at the configured interval and on demand.
+    ///
+    /// Signing first moves the patient map to the tree's size, from the entries appended
+    /// since it was last moved, and the checkpoint signs the map's root beside the tree's.
+    /// The map and its checkpoint commit together; when another replica moved the map
+    /// first, this one starts again from the newer state.
     ///
     /// # Errors
     /// When storage fails.
     pub async fn checkpoint_now(&self) -> Result<Option<StoredCheckpoint>, AuditLogError> {
-        let head = self.store.log_head().await?;
-        let latest = self.store.checkpoint(None).await?;
-        if latest.as_ref().is_some_and(|c| c.size >= head.size) || head.size == 0 {
-            return Ok(latest);
-        }
-        let frontier = Frontier::from_bytes(head.size, &head.peaks)?;
-        let root = frontier.root().ok_or(AuditLogError::Damaged)?;
-        let now = self.clock.now_micros();
-        let text = self.signer.sign(&TreeHead {
-            origin: self.origin.clone(),
-            size: head.size,
-            root,
-            timestamp_micros: now,
-        });
-        self.store
-            .put_checkpoint(&StoredCheckpoint {
+        for _ in 0..MAP_TRIES {
+            let head = self.store.log_head().await?;
+            let latest = self.store.checkpoint(None).await?;
+            let covered = latest
+                .as_ref()
+                .is_some_and(|c| c.size >= head.size && signs_map(c));
+            if covered || head.size == 0 {
+                return Ok(latest);
+            }
+            let map = self.store.map_head().await?;
+            if map.size > head.size {
+                continue; // moved past the head read above: read again
+            }
+            let changes = self.map_changes(map.size, head.size, map.root).await?;
+            let frontier = Frontier::from_bytes(head.size, &head.peaks)?;
+            let root = frontier.root().ok_or(AuditLogError::Damaged)?;
+            let now = self.clock.now_micros();
+            let text = self.signer.sign(&TreeHead {
+                origin: self.origin.clone(),
+                size: head.size,
+                root,
+                timestamp_micros: now,
+                patient_map: Some(changes.root),
+            });
+            let checkpoint = StoredCheckpoint {
                 size: head.size,
                 text,
                 signed_micros: now,
-            })
-            .await?;
-        // Another replica may have signed the same size first; theirs is the one kept.
-        Ok(self.store.checkpoint(Some(head.size)).await?)
+            };
+            if self
+                .store
+                .commit_map(map.size, head.size, &changes, &checkpoint)
+                .await?
+            {
+                // Another replica may have signed the same size first; theirs is kept.
+                return Ok(self.store.checkpoint(Some(head.size)).await?);
+            }
+        }
+        // Every try lost to another replica: theirs is the newest.
+        Ok(self.store.checkpoint(None).await?)
+    }
+
+    /// The map's changes for the entries `from..to`: each patient's newest link among them
+    /// becomes their head.
+    async fn map_changes(
+        &self,
+        from: u64,
+        to: u64,
+        root: Hash,
+    ) -> Result<MapChanges, AuditLogError> {
+        // The same fold `audit verify` re-derives the chains with. What is wrong with a link
+        // is verify's to report; the map follows the entries as they are. An entry from
+        // before the chains has no links: the map is first built from the start of the log,
+        // so the fold's count gives its place.
+        let mut chains = ChainFold::default();
+        let mut next = from;
+        while next < to {
+            let page = self.store.log_entries(next, VERIFY_PAGE).await?;
+            let Some(last) = page.last() else {
+                return Err(AuditLogError::Damaged); // shorter than its head
+            };
+            next = last.index + 1;
+            for row in page.iter().take_while(|r| r.index < to) {
+                let entry =
+                    StoredBeside::from_leaf(&row.entry).map_err(|_| AuditLogError::Damaged)?;
+                let hash = merkle::leaf_hash(&row.entry);
+                chains.feed(row.index, hash, &entry.patients, &entry.chain, |_, _| ());
+            }
+        }
+        // The fold started at `from`: every head it holds moved in `from..to`.
+        let heads: Vec<(String, PatientHead)> = chains
+            .heads()
+            .map(|(p, h, _)| (p.to_string(), *h))
+            .collect();
+        if heads.is_empty() {
+            return Ok(MapChanges {
+                heads: Vec::new(),
+                nodes: Vec::new(),
+                root,
+            });
+        }
+        let update = MapUpdate::new(
+            heads
+                .into_iter()
+                .map(|(p, h)| (self.map_secret.key(&p), h))
+                .collect(),
+        );
+        let members = self.store.map_members(&update.buckets()).await?;
+        let nodes = self.store.map_nodes(&update.nodes_needed()).await?;
+        Ok(update.apply(members, &nodes))
+    }
+
+    /// A patient's map proof, from the stored map as it is now.
+    async fn map_proof(&self, patient: &str) -> Result<MapProof, AuditLogError> {
+        let key = self.map_secret.key(patient);
+        let members = self.store.map_members(&[key.bucket()]).await?;
+        let nodes = self.store.map_nodes(&proof_nodes(key.bucket())).await?;
+        Ok(MapProof::build(key, &members, &nodes))
+    }
+
+    /// The patient's head in the map, proven against a checkpoint of the whole log as it is
+    /// now (signed now if the newest does not cover it): what a patient's client checks
+    /// first. The PDP's [`AuditView`] of that patient is the permission. `None` while the
+    /// log is empty, or for a view that names no patient.
+    ///
+    /// # Errors
+    /// Storage failures; [`AuditLogError::Damaged`] when the stored map does not match its
+    /// checkpoint.
+    pub async fn patient_map_proof(
+        &self,
+        view: &AuditView,
+    ) -> Result<Option<(StoredCheckpoint, TreeHead, MapProof)>, AuditLogError> {
+        match view.patient() {
+            Some(patient) => self.current_proof(patient).await,
+            None => Ok(None),
+        }
+    }
+
+    /// A checkpoint of the whole log as it is now (signed now if the newest does not cover
+    /// it), with the patient's map proof against it. `None` while the log is empty.
+    async fn current_proof(
+        &self,
+        patient: &str,
+    ) -> Result<Option<(StoredCheckpoint, TreeHead, MapProof)>, AuditLogError> {
+        let key = self.signer.verifier();
+        for _ in 0..MAP_TRIES {
+            // Signed now unless the newest covers the whole log: the page is proven against
+            // the log as it is, not as it was at the last interval. (Covering only the
+            // patient's newest visible entry would let a hidden newer one stay outside.)
+            let Some(checkpoint) = self.checkpoint_now().await? else {
+                return Ok(None);
+            };
+            let head = key
+                .open(&checkpoint.text)
+                .map_err(|_| AuditLogError::Damaged)?;
+            let Some(root) = head.patient_map else {
+                continue;
+            };
+            let proof = self.map_proof(patient).await?;
+            // A map moved by a newer checkpoint between the two reads: read both again.
+            if proof.verify(&root).is_ok() {
+                return Ok(Some((checkpoint, head, proof)));
+            }
+        }
+        tracing::error!(
+            "the patient map does not match its checkpoint; run `medmesh audit verify`"
+        );
+        Err(AuditLogError::Damaged)
     }
 
     /// The newest checkpoint.
@@ -346,45 +543,57 @@ impl AuditLogService {
     }
 
     /// A patient's own entries, newest first, each with an inclusion proof against one
-    /// checkpoint (signed now if the newest does not cover them yet). The PDP's
-    /// [`AuditView`] of that patient is the permission; [`RecordService::read_patient_log`]
-    /// asks for it and audits the reading.
+    /// checkpoint, and the patient's map proof against the same checkpoint, which says how
+    /// many entries there are and which is the newest. Without `pinned`, the checkpoint is
+    /// the newest (signed now if it does not cover the patient's entries yet); with it, the
+    /// checkpoint at that size, so that a client reads the later pages of one log against
+    /// the checkpoint of the first (the map proof is given for the newest only). The PDP's
+    /// [`AuditView`] of that patient is the permission; [`Self::read_patient_log`] asks for
+    /// it and audits the reading.
     ///
     /// ```compile_fail
     /// # async fn f(log: &medmesh_records::AuditLogService) {
-    /// log.patient_log("p1", None, 50).await;
+    /// log.patient_log("p1", None, 50, None).await;
     /// # }
     /// ```
     ///
     /// # Errors
-    /// When storage fails.
+    /// [`AuditLogError::OutOfRange`] for a pinned size with no checkpoint; storage failures.
     pub async fn patient_log(
         &self,
         view: &AuditView,
         before: Option<u64>,
         limit: u32,
+        pinned: Option<u64>,
     ) -> Result<Option<PatientLog>, AuditLogError> {
         // A view of the whole log names no patient: there is no patient page to show.
         let Some(patient_id) = view.patient() else {
             return Ok(None);
         };
+        let (checkpoint, head, map) = match pinned {
+            Some(size) => {
+                let checkpoint = self
+                    .store
+                    .checkpoint(Some(size))
+                    .await?
+                    .ok_or(AuditLogError::OutOfRange)?;
+                let head = self
+                    .signer
+                    .verifier()
+                    .open(&checkpoint.text)
+                    .map_err(|_| AuditLogError::Damaged)?;
+                (checkpoint, head, None)
+            }
+            None => match self.current_proof(patient_id).await? {
+                Some((checkpoint, head, map)) => (checkpoint, head, Some(map)),
+                None => return Ok(None),
+            },
+        };
+        let before = before.map_or(head.size, |b| b.min(head.size));
         let rows = self
             .store
-            .log_entries_for_patient(patient_id, before, limit)
+            .log_entries_for_patient(patient_id, Some(before), limit)
             .await?;
-        let newest = rows.first().map_or(0, |r| r.index + 1);
-        let mut checkpoint = self.store.checkpoint(None).await?;
-        if checkpoint.as_ref().is_none_or(|c| c.size < newest) {
-            checkpoint = self.checkpoint_now().await?;
-        }
-        let Some(checkpoint) = checkpoint else {
-            return Ok(None);
-        };
-        let head = self
-            .signer
-            .verifier()
-            .open(&checkpoint.text)
-            .map_err(|_| AuditLogError::Damaged)?;
         // Every proof of the page from one read of the nodes they need (the checkpoint's size
         // lies within the log, so no size check is needed).
         let indices: Vec<u64> = rows.iter().map(|r| r.index).collect();
@@ -406,12 +615,27 @@ impl AuditLogService {
                 proof,
             });
         }
+        let cosignatures = if map.is_some() {
+            self.cosignatures_for(&head).await?
+        } else {
+            Vec::new()
+        };
         Ok(Some(PatientLog {
             checkpoint,
             head,
+            map,
+            cosignatures,
             entries,
         }))
     }
+}
+
+/// Tries at moving the map before giving way to the replica that keeps moving it.
+const MAP_TRIES: usize = 4;
+
+/// Whether a checkpoint signs the patient map (those from before the map do not).
+fn signs_map(checkpoint: &StoredCheckpoint) -> bool {
+    checkpoint.text.contains("\npatient-map ")
 }
 
 /// Re-derives the whole log from storage and checks every checkpoint (`medmesh audit
@@ -430,6 +654,7 @@ impl AuditLogService {
 pub async fn verify_log(
     store: &dyn AuditLogStore,
     trusted: &[LogVerifierKey],
+    map_secret: &MapSecret,
     random: &dyn Random,
 ) -> Result<Result<VerifyReport, LogProblem>, StoreError> {
     let keys = if trusted.is_empty() {
@@ -448,12 +673,31 @@ pub async fn verify_log(
         .into_iter()
         .map(|c| (c.size, c.text))
         .collect();
-    // Read the head first: entries appended while verifying are beyond it and not checked.
+    // The map first, then the head: the map never runs ahead of a head read after it.
+    // Entries appended while verifying are beyond the head and not checked.
+    let stored_map = store.map_head().await?;
     let head = store.log_head().await?;
     let mut verifier = match LogVerifier::new(&keys, &checkpoints) {
         Ok(v) => v,
         Err(p) => return Ok(Err(p)),
     };
+    let mut maps = MapCheck {
+        secret: map_secret,
+        chains: ChainFold::default(),
+        moved: std::collections::HashMap::new(),
+        map: DerivedMap::default(),
+        signed: signed_map_roots(&keys, &checkpoints, head.size),
+        stored: stored_map,
+    };
+    if stored_map.size > head.size {
+        return Ok(Err(LogProblem::DerivedRows {
+            count: 1,
+            differences: vec![format!(
+                "the patient map is at size {} but the log ends at {}",
+                stored_map.size, head.size
+            )],
+        }));
+    }
     // Drawn after the rows to compare were written, and never shown: no one can have picked
     // rows whose digests cancel.
     let key = SetDigestKey::random(random);
@@ -484,15 +728,27 @@ pub async fn verify_log(
         .buffered(PAGES_HASHED_AHEAD);
     while let Some(page) = pages.next().await {
         let page = page?;
-        for (leaf, hash) in page.leaves.iter().zip(page.hashes) {
+        derived.merge(page.derived);
+        for ((leaf, hash), linked) in page.leaves.iter().zip(page.hashes).zip(&page.links) {
             if let Err(p) = verifier.feed_hashed(leaf.index, hash, &leaf.nodes) {
                 return Ok(Err(p));
             }
+            if maps.stored.size == leaf.index
+                || maps
+                    .signed
+                    .first_key_value()
+                    .is_some_and(|(s, _)| *s == leaf.index)
+            {
+                maps.at(leaf.index, store, &mut derived).await?;
+            }
+            maps.feed(leaf.index, hash, linked, &mut derived);
         }
-        derived.merge(page.derived);
         named.merge(&page.named);
     }
     drop(pages);
+    maps.at(head.size, store, &mut derived).await?;
+    maps.compare_chain_heads(store, head.size, &mut derived)
+        .await?;
     let stored = (&mut stored_pass.0).await.map_err(StoreError::backend)??;
     if !named.same_as(&stored.digest) {
         name_patient_row_differences(store, head.size, &mut derived).await?;
@@ -532,6 +788,24 @@ pub async fn verify_log(
     })
 }
 
+/// The patient-map roots the checkpoints sign, by size, for sizes the log reaches.
+fn signed_map_roots(
+    keys: &[LogVerifierKey],
+    checkpoints: &[(u64, String)],
+    size: u64,
+) -> std::collections::BTreeMap<u64, Hash> {
+    checkpoints
+        .iter()
+        .filter(|(s, _)| *s <= size)
+        .filter_map(|(s, text)| {
+            keys.iter()
+                .find_map(|k| k.open(text).ok())
+                .and_then(|h| h.patient_map)
+                .map(|root| (*s, root))
+        })
+        .collect()
+}
+
 /// Pages of leaves hashed ahead of the tree.
 const PAGES_HASHED_AHEAD: usize = 2;
 
@@ -539,26 +813,200 @@ const PAGES_HASHED_AHEAD: usize = 2;
 struct HashedPage {
     leaves: Vec<ScannedLeaf>,
     hashes: Vec<Hash>,
+    links: Vec<Linked>,
     derived: DerivedCheck,
     named: SetDigest,
+}
+
+/// An entry's patients and chain links (empty for an entry that does not parse).
+#[derive(Default)]
+struct Linked {
+    patients: Vec<std::borrow::Cow<'static, str>>,
+    chain: Vec<ChainLink>,
 }
 
 impl HashedPage {
     fn of(leaves: Vec<ScannedLeaf>, mut named: SetDigest) -> Self {
         let mut derived = DerivedCheck::default();
+        let mut links = Vec::with_capacity(leaves.len());
         let hashes = leaves
             .iter()
             .map(|leaf| {
-                derived.columns(leaf, &mut named);
+                links.push(derived.columns(leaf, &mut named));
                 merkle::leaf_hash(&leaf.entry)
             })
             .collect();
         Self {
             leaves,
             hashes,
+            links,
             derived,
             named,
         }
+    }
+}
+
+/// The chains and the patient map, re-derived in leaf order and compared with every map
+/// root a checkpoint signs and with the stored map.
+struct MapCheck<'a> {
+    secret: &'a MapSecret,
+    chains: ChainFold,
+    /// Heads moved since the map was last brought up to date, by patient id (keys are
+    /// derived only when the map is compared, once per patient rather than per entry).
+    moved: std::collections::HashMap<String, PatientHead>,
+    map: DerivedMap,
+    /// Map roots signed by checkpoints, by tree size, not yet compared.
+    signed: std::collections::BTreeMap<u64, Hash>,
+    /// The stored map's size and root.
+    stored: MapHead,
+}
+
+impl MapCheck<'_> {
+    fn feed(&mut self, index: u64, hash: Hash, linked: &Linked, derived: &mut DerivedCheck) {
+        let moved = &mut self.moved;
+        let problem =
+            self.chains.feed(
+                index,
+                hash,
+                &linked.patients,
+                &linked.chain,
+                |p, head| match moved.get_mut(p) {
+                    Some(h) => *h = head,
+                    None => {
+                        moved.insert(p.to_string(), head);
+                    }
+                },
+            );
+        if let Some(problem) = problem {
+            derived.differ(format!(
+                "entry {index}: {}",
+                match problem {
+                    LinkProblem::Unlinked => "no chain links, though it names patients",
+                    LinkProblem::WrongPatients => "its chain links do not name its patients",
+                    LinkProblem::WrongPrevious =>
+                        "a chain link does not name the patient's previous entry",
+                }
+            ));
+        }
+    }
+
+    fn root(&mut self) -> Hash {
+        for (p, head) in self.moved.drain() {
+            self.map.set(self.secret.key(&p), head);
+        }
+        self.map.root()
+    }
+
+    /// Compares what was signed or stored at `size` entries (the entries before it folded).
+    async fn at(
+        &mut self,
+        size: u64,
+        store: &dyn AuditLogStore,
+        derived: &mut DerivedCheck,
+    ) -> Result<(), StoreError> {
+        while let Some((&signed_at, &signed)) = self.signed.first_key_value() {
+            if signed_at > size {
+                break;
+            }
+            self.signed.remove(&signed_at);
+            if self.root() != signed {
+                derived.differ(format!(
+                    "the patient map signed at size {signed_at} is not the one the log derives"
+                ));
+            }
+        }
+        if self.stored.size == size {
+            let root = self.root();
+            if root != self.stored.root {
+                derived.differ(format!(
+                    "the stored patient map's root (at size {size}) is not the one the log derives"
+                ));
+            }
+            self.compare_stored(store, derived).await?;
+        }
+        Ok(())
+    }
+
+    /// Compares the appender's chain heads with the derived ones (rows a concurrent append
+    /// moved past `size` are left alone).
+    async fn compare_chain_heads(
+        &self,
+        store: &dyn AuditLogStore,
+        size: u64,
+        derived: &mut DerivedCheck,
+    ) -> Result<(), StoreError> {
+        let mut stored: std::collections::HashMap<String, PatientHead> =
+            std::collections::HashMap::new();
+        let mut moved_on = std::collections::HashSet::new();
+        let mut rows = store.scan_chain_heads();
+        while let Some(page) = rows.next().await {
+            for (patient, head) in page? {
+                if head.index < size {
+                    stored.insert(patient, head);
+                } else {
+                    moved_on.insert(patient);
+                }
+            }
+        }
+        let mut wrong = 0u64;
+        for (patient, head, linked) in self.chains.heads() {
+            if moved_on.contains(patient) {
+                continue;
+            }
+            match stored.remove(patient) {
+                Some(row) if row == *head => {}
+                None if !linked => {}
+                _ => wrong += 1,
+            }
+        }
+        wrong += stored.len() as u64;
+        if wrong > 0 {
+            derived.differ(format!(
+                "{wrong} chain head row(s) differ from the newest entries of their patients"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Compares the stored heads and nodes with the derived ones.
+    async fn compare_stored(
+        &mut self,
+        store: &dyn AuditLogStore,
+        derived: &mut DerivedCheck,
+    ) -> Result<(), StoreError> {
+        let mut stored_heads = 0usize;
+        let mut heads = store.scan_map_heads();
+        while let Some(page) = heads.next().await {
+            for (key, head) in page? {
+                stored_heads += 1;
+                if self.map.get(&key) != Some(head) {
+                    derived
+                        .differ("a stored patient map head is not the one the log derives".into());
+                }
+            }
+        }
+        let want = self.map.len();
+        if stored_heads != want {
+            derived.differ(format!(
+                "the stored patient map holds {stored_heads} heads; the log derives {want}"
+            ));
+        }
+        let stored_nodes = store.all_map_nodes().await?;
+        let nodes = self.map.nodes();
+        let wrong = nodes
+            .iter()
+            .filter(|(id, h)| stored_nodes.get(id).unwrap_or(&EMPTY) != *h)
+            .count()
+            + stored_nodes
+                .iter()
+                .filter(|(id, h)| !nodes.contains_key(id) && **h != EMPTY)
+                .count();
+        if wrong > 0 {
+            derived.differ(format!(
+                "{wrong} stored patient map node(s) differ from the ones the log derives"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -643,13 +1091,13 @@ impl DerivedCheck {
         }
     }
 
-    /// Checks the columns stored beside a leaf against its entry, and adds the patient rows
-    /// the entry names to `named`.
-    fn columns(&mut self, leaf: &ScannedLeaf, named: &mut SetDigest) {
+    /// Checks the columns stored beside a leaf against its entry, adds the patient rows
+    /// the entry names to `named`, and returns its patients and chain links.
+    fn columns(&mut self, leaf: &ScannedLeaf, named: &mut SetDigest) -> Linked {
         let Ok(entry) = StoredBeside::from_leaf(&leaf.entry) else {
             // An entry that does not parse is caught by its hash, or was never ours.
             self.differ(format!("entry {} does not parse", leaf.index));
-            return;
+            return Linked::default();
         };
         if leaf.time_micros != entry.time_micros {
             self.differ(format!(
@@ -663,13 +1111,21 @@ impl DerivedCheck {
                 leaf.index
             ));
         }
-        let mut patients = entry.patients;
+        let mut patients: Vec<std::borrow::Cow<'static, str>> = entry
+            .patients
+            .into_iter()
+            .map(|p| std::borrow::Cow::Owned(p.into_owned()))
+            .collect();
         if patients.len() > 1 {
             patients.sort();
             patients.dedup();
         }
         for p in &patients {
             named.add(leaf.index, p.as_bytes());
+        }
+        Linked {
+            patients,
+            chain: entry.chain,
         }
     }
 

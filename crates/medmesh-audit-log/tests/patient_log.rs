@@ -25,7 +25,7 @@ async fn reading_a_patients_log_needs_the_pdps_view_and_is_audited() {
     .unwrap();
     let before = audit_count(&stores.audit).await;
     assert!(matches!(
-        log.read_patient_log(&svc, &ctx("user/*.cruds"), "p1", None, 10)
+        log.read_patient_log(&svc, &ctx("user/*.cruds"), "p1", None, 10, None)
             .await,
         Err(RecordError::Forbidden)
     ));
@@ -34,7 +34,7 @@ async fn reading_a_patients_log_needs_the_pdps_view_and_is_audited() {
         before + 1,
         "the denied reading is in the log"
     );
-    log.read_patient_log(&svc, &operator(), "p1", None, 10)
+    log.read_patient_log(&svc, &operator(), "p1", None, 10, None)
         .await
         .unwrap();
     assert_eq!(

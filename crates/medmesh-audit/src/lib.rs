@@ -7,9 +7,12 @@
 //! JSON ([`AuditEntry::to_leaf`]), which is also what storage keeps, so the bytes a patient is
 //! shown are the bytes that were hashed.
 
+pub mod chain;
 pub mod checkpoint;
+pub mod map;
 pub mod merkle;
 pub mod verify;
+pub mod witness;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -77,6 +80,10 @@ pub struct AuditEntry {
     /// Why it was denied, in terms safe to log (no PHI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For each patient in `patients`, this entry's place in their chain: set by the
+    /// appender ([`chain::Chainer`]), never by the caller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<chain::ChainLink>,
 }
 
 /// The fields of an entry that the store keeps beside it (the `time_micros` and `actor`
@@ -92,6 +99,9 @@ pub struct StoredBeside<'a> {
     /// Whose record.
     #[serde(borrow, default)]
     pub patients: Vec<std::borrow::Cow<'a, str>>,
+    /// The entry's place in each patient's chain.
+    #[serde(default)]
+    pub chain: Vec<chain::ChainLink>,
 }
 
 impl<'a> StoredBeside<'a> {
@@ -126,6 +136,7 @@ impl AuditEntry {
             purpose: None,
             basis: Vec::new(),
             reason: None,
+            chain: Vec::new(),
         }
     }
 

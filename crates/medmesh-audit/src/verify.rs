@@ -250,6 +250,7 @@ mod tests {
                     size: i + 1,
                     root: frontier.root().unwrap_or_default(),
                     timestamp_micros: 0,
+                    patient_map: None,
                 };
                 checkpoints.push((i + 1, signer.sign(&head)));
             }

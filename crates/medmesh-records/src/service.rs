@@ -355,6 +355,7 @@ impl RecordService {
             purpose: None,
             basis: Vec::new(),
             reason: None,
+            chain: Vec::new(),
         }
     }
 

@@ -76,6 +76,70 @@ pub async fn log_key(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+/// `GET /api/audit/witnesses`: the witnesses the node lists (their C2SP verifier keys), the
+/// quorum a client should ask for, and the newest checkpoint each cosigned.
+pub async fn witnesses(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let policy = state.audit_log.witness_policy();
+    let newest = state.audit_log.latest().await?;
+    let head = match &newest {
+        Some(c) => Some(
+            state
+                .audit_log
+                .verifier_key()
+                .open(&c.text)
+                .map_err(|_| AuditLogError::Damaged)?,
+        ),
+        None => None,
+    };
+    let cosigned = match &head {
+        Some(h) => state.audit_log.cosignatures_for(h).await?,
+        None => Vec::new(),
+    };
+    Ok(axum::Json(json!({
+        "policy": policy_json(policy),
+        "witnesses": policy.witnesses.iter().map(|w| json!({
+            "key": w.key.to_note_key(),
+            "pushed": w.url.is_some(),
+        })).collect::<Vec<_>>(),
+        "checkpoint": newest.map(|c| c.text),
+        "cosigned": cosigned_json(&cosigned),
+    }))
+    .into_response())
+}
+
+fn policy_json(policy: &medmesh_audit_log::WitnessPolicy) -> Value {
+    json!({
+        "keys": policy.witnesses.iter().map(|w| w.key.to_note_key()).collect::<Vec<_>>(),
+        "quorum": policy.quorum,
+    })
+}
+
+fn cosigned_json(cosigned: &[medmesh_audit_log::ServedCosignature]) -> Vec<Value> {
+    cosigned
+        .iter()
+        .map(|c| json!({"checkpoint": c.checkpoint, "proof": b64_list(&c.proof)}))
+        .collect()
+}
+
+/// `POST /api/audit/cosignatures` (text/plain, at most 16 KiB): a witness that pulls
+/// checkpoints hands one back with its cosignature line. The node keeps the cosignatures of
+/// witnesses it lists, on checkpoints it signed; no credential is needed, since a
+/// cosignature proves itself. Answers the names kept, or 400.
+pub async fn post_cosignatures(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let note = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Invalid,
+            "the body is not a checkpoint",
+        )
+    })?;
+    let kept = state.audit_log.accept_cosigned(note).await?;
+    Ok(axum::Json(json!({"kept": kept})).into_response())
+}
+
 /// Query of `GET /api/audit/consistency`.
 #[derive(Debug, Deserialize)]
 pub struct ConsistencyQuery {
@@ -161,6 +225,9 @@ pub struct PatientLogQuery {
     before: Option<u64>,
     #[serde(rename = "_count")]
     count: Option<u32>,
+    /// Pins the checkpoint (its tree size) that the page's proofs are against: a client
+    /// reads the later pages of a log against the first page's checkpoint.
+    checkpoint: Option<u64>,
 }
 
 /// `GET /api/patients/{id}/audit`: who accessed this patient's record, when, why and on
@@ -175,7 +242,14 @@ pub async fn patient_log(
     let count = q.count.unwrap_or(50).clamp(1, 500);
     let log = state
         .audit_log
-        .read_patient_log(&state.records, &ctx, &patient, q.before, count)
+        .read_patient_log(
+            &state.records,
+            &ctx,
+            &patient,
+            q.before,
+            count,
+            q.checkpoint,
+        )
         .await
         .map_err(hidden)?;
     let Some(log) = log else {
@@ -205,10 +279,29 @@ pub async fn patient_log(
         "checkpoint": log.checkpoint.text,
         "treeSize": log.head.size,
         "rootHash": B64.encode(log.head.root),
+        "map": log.map.as_ref().map(map_proof_json),
+        // With the map proof (first page): whom a client should ask for, and what they
+        // cosigned, each with a consistency proof to this checkpoint.
+        "witnesses": log.map.as_ref().map(|_| json!({
+            "policy": policy_json(state.audit_log.witness_policy()),
+            "cosigned": cosigned_json(&log.cosignatures),
+        })),
         "entries": entries,
         "nextBefore": next,
     }))
     .into_response())
+}
+
+/// A patient's map proof as the API shows it: the key, the head (`null` when the patient
+/// has no entry), the bucket's other members as `[key, value hash]`, and the 16 siblings,
+/// bucket level first; every hash base64.
+fn map_proof_json(p: &medmesh_audit::map::MapProof) -> Value {
+    json!({
+        "key": B64.encode(p.key.0),
+        "head": p.head,
+        "others": p.others.iter().map(|(k, v)| [B64.encode(k.0), B64.encode(v)]).collect::<Vec<_>>(),
+        "siblings": b64_list(&p.siblings),
+    })
 }
 
 /// Body of `POST /api/patients/{id}/break-glass`.

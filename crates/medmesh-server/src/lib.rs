@@ -3,8 +3,10 @@
 //! Routes map to thin handlers ([`handlers`]); authentication yields the request context
 //! ([`auth`]); every error leaves through one mapping to an OperationOutcome ([`response`]).
 
+pub mod access_log_page;
 pub mod account_api;
 pub mod api;
+pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod capability_statement;
@@ -324,6 +326,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/account/sessions", get(web::sessions))
         .route("/account/documents", get(web::documents))
+        .route("/account/audit", get(access_log_page::access_log))
+        .route("/assets/{name}", get(assets::asset))
         .route("/account/sessions/end", post(web::end_session))
         .route("/api/account", get(account_api::account))
         .route("/api/account/link", post(account_api::link_patient))
@@ -340,6 +344,13 @@ pub fn router(state: AppState) -> Router {
             get(audit::latest_checkpoint).post(audit::sign_checkpoint),
         )
         .route("/api/audit/key", get(audit::log_key))
+        .route("/api/audit/witnesses", get(audit::witnesses))
+        .route(
+            "/api/audit/cosignatures",
+            post(audit::post_cosignatures).layer(axum::extract::DefaultBodyLimit::max(
+                medmesh_audit::witness::MAX_REQUEST_BYTES,
+            )),
+        )
         .route("/api/audit/consistency", get(audit::consistency))
         .route("/api/audit/entries/{index}/proof", get(audit::entry_proof))
         .route("/api/patients/{id}/audit", get(audit::patient_log))

@@ -64,7 +64,7 @@ pub fn set_cookie_at(
     )
 }
 
-fn page<T: Template>(status: StatusCode, t: &T) -> Response {
+pub(crate) fn page<T: Template>(status: StatusCode, t: &T) -> Response {
     match t.render() {
         Ok(html) => (
             status,

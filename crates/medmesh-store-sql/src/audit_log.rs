@@ -2,16 +2,18 @@
 //! checkpoints and the log key. Appends run inside the caller's transaction, so a write's
 //! entry commits with the write; the head row lock serializes appends across replicas.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use medmesh_audit::AuditEntry;
+use medmesh_audit::chain::{Chainer, PatientHead};
+use medmesh_audit::map::{MapChanges, MapKey, MapNodeId};
 use medmesh_audit::merkle::{Frontier, Hash, NodeId, home_of, leaf_hash};
 use medmesh_store::{
-    AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, PatientRow, RowPages,
-    ScannedLeaf, StoreError, StoredCheckpoint,
+    AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, MapHead, PatientRow, RowPages,
+    ScannedLeaf, StoreError, StoredCheckpoint, StoredCosignature,
 };
 
 use crate::exec::Exec;
@@ -33,11 +35,12 @@ fn i64_of(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| corrupt("index out of range"))
 }
 
-/// Appends entries as leaves, inside `tx`: locks the head, hashes, inserts, moves the head.
+/// Appends entries as leaves, inside `tx`: locks the head, links each entry into its
+/// patients' chains, hashes, inserts, moves the head.
 pub(crate) async fn append_leaves(
     tx: &mut (impl Exec + ?Sized),
     d: Dialect,
-    entries: &[AuditEntry],
+    mut entries: Vec<AuditEntry>,
 ) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
@@ -47,70 +50,68 @@ pub(crate) async fn append_leaves(
             Sql::new(
                 d,
                 &format!(
-                    "SELECT size, peaks FROM audit_head WHERE id = 1{}",
+                    "SELECT size, peaks, (SELECT size FROM audit_chain_start WHERE id = 1) FROM audit_head WHERE id = 1{}",
                     d.for_update()
                 ),
             ),
-            &[Col::I64, Col::Bytes],
+            &[Col::I64, Col::Bytes, Col::I64],
         )
         .await?;
     let mut row = rows.into_iter().next().ok_or_else(|| corrupt("no head"))?;
     let size = u64_of(row.i64(0)?)?;
+    let unchained = row.i64(2)? > 0;
     let mut frontier =
         Frontier::from_bytes(size, &row.take_bytes(1)?).map_err(|_| corrupt("bad head"))?;
+    // Read under the head's lock: no other append can move a patient's head meanwhile.
+    let batch_patients = Chainer::patients_of(&entries);
+    let heads = patient_heads(tx, d, &batch_patients, unchained).await?;
+    let mut chainer = Chainer::new(heads);
     let mut leaves = Vec::with_capacity(entries.len());
     let mut patients = Vec::new();
-    for e in entries {
-        let bytes = e.to_leaf();
+    for e in &mut entries {
         let index = frontier.size();
-        let nodes = frontier.push(leaf_hash(&bytes)).concat();
+        let (bytes, hash) = chainer.link(e, index);
+        let nodes = frontier.push(hash).concat();
+        leaves.push((index, bytes, nodes));
+    }
+    for (e, (index, _, _)) in entries.iter().zip(&leaves) {
         for p in &e.patients {
-            patients.push((p.as_str(), index));
+            patients.push((p.as_str(), *index));
         }
-        leaves.push((index, e, bytes, nodes));
     }
-    for chunk in leaves.chunks(INSERT_CHUNK) {
-        let mut sql = Sql::new(
-            d,
-            "INSERT INTO audit_log (leaf_index, time_micros, actor, entry, nodes) VALUES ",
-        );
-        for (i, (index, e, bytes, nodes)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(")
-                .int(i64_of(*index)?)
-                .push(", ")
-                .int(e.time_micros)
-                .push(", ")
-                .str(&e.actor)
-                .push(", ")
-                .bind(Arg::Bytes(bytes.clone()))
-                .push(", ")
-                .bind(Arg::Bytes(nodes.clone()))
-                .push(")");
-        }
-        tx.execute(sql).await?;
-    }
+    let rows: Vec<_> = leaves.iter().zip(&entries).collect();
+    insert_rows(
+        tx,
+        d,
+        "audit_log (leaf_index, time_micros, actor, entry, nodes)",
+        "",
+        &rows,
+        |((index, bytes, nodes), e)| {
+            Ok(vec![
+                Val::Int(i64_of(*index)?),
+                Val::Int(e.time_micros),
+                Val::Str(&e.actor),
+                Val::Bytes(bytes.clone()),
+                Val::Bytes(nodes.clone()),
+            ])
+        },
+    )
+    .await?;
     patients.sort_unstable();
-    patients.dedup();
-    for chunk in patients.chunks(INSERT_CHUNK) {
-        let mut sql = Sql::new(
-            d,
-            "INSERT INTO audit_patient (patient_id, leaf_index) VALUES ",
-        );
-        for (i, (p, index)) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.push("(")
-                .str(p)
-                .push(", ")
-                .int(i64_of(*index)?)
-                .push(")");
-        }
-        tx.execute(sql).await?;
-    }
+    insert_rows(
+        tx,
+        d,
+        "audit_patient (patient_id, leaf_index)",
+        "",
+        &patients,
+        |(p, index)| Ok(vec![Val::Str(p), Val::Int(i64_of(*index)?)]),
+    )
+    .await?;
+    let moved: HashMap<String, PatientHead> = batch_patients
+        .into_iter()
+        .filter_map(|p| chainer.head(&p).map(|h| (p, h)))
+        .collect();
+    store_heads(tx, d, &moved).await?;
     let mut sql = Sql::new(d, "UPDATE audit_head SET size = ");
     sql.int(i64_of(frontier.size())?)
         .push(", peaks = ")
@@ -118,6 +119,200 @@ pub(crate) async fn append_leaves(
         .push(" WHERE id = 1");
     tx.execute(sql).await?;
     Ok(())
+}
+
+/// One value of a row that [`insert_rows`] writes.
+enum Val<'a> {
+    Int(i64),
+    Str(&'a str),
+    Bytes(Vec<u8>),
+}
+
+/// Writes `rows` with one multi-row `INSERT INTO {into} VALUES ... {tail}` per
+/// [`INSERT_CHUNK`] rows; `values` gives a row's values in the columns' order.
+async fn insert_rows<T>(
+    tx: &mut (impl Exec + ?Sized),
+    d: Dialect,
+    into: &str,
+    tail: &str,
+    rows: &[T],
+    values: impl Fn(&T) -> Result<Vec<Val<'_>>, StoreError>,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut sql = Sql::new(d, &format!("INSERT INTO {into} VALUES "));
+        for (i, row) in chunk.iter().enumerate() {
+            sql.push(if i > 0 { ", (" } else { "(" });
+            for (j, v) in values(row)?.into_iter().enumerate() {
+                if j > 0 {
+                    sql.push(", ");
+                }
+                match v {
+                    Val::Int(n) => sql.int(n),
+                    Val::Str(t) => sql.str(t),
+                    Val::Bytes(b) => sql.bind(Arg::Bytes(b)),
+                };
+            }
+            sql.push(")");
+        }
+        sql.push(tail);
+        tx.execute(sql).await?;
+    }
+    Ok(())
+}
+
+/// Patients per statement when reading heads (each is a subquery of its own).
+const HEADS_CHUNK: usize = 100;
+
+/// Each patient's newest entry: its index, hash and place in the patient's chain, from
+/// `audit_chain_heads`. A patient without a row there has no entry yet, or, on a log with
+/// entries from before the chains (`unchained`), only such entries: those are found through
+/// `audit_patient` (one index probe per patient), and their place is counted.
+async fn patient_heads(
+    tx: &mut (impl Exec + ?Sized),
+    d: Dialect,
+    patients: &[String],
+    unchained: bool,
+) -> Result<HashMap<String, PatientHead>, StoreError> {
+    let mut heads = HashMap::with_capacity(patients.len());
+    for chunk in patients.chunks(LIST_CHUNK) {
+        let mut sql = Sql::new(
+            d,
+            "SELECT patient_id, entry_count, last_index, last_hash FROM audit_chain_heads WHERE patient_id IN (",
+        );
+        sql.str_list(chunk).push(")");
+        for mut r in tx
+            .fetch(sql, &[Col::Str, Col::I64, Col::I64, Col::Bytes])
+            .await?
+        {
+            heads.insert(
+                r.take_string(0)?,
+                PatientHead {
+                    count: u64_of(r.i64(1)?)?,
+                    index: u64_of(r.i64(2)?)?,
+                    hash: hash_of(r.take_bytes(3)?)?,
+                },
+            );
+        }
+    }
+    if !unchained {
+        return Ok(heads);
+    }
+    let unknown: Vec<&String> = patients
+        .iter()
+        .filter(|p| !heads.contains_key(*p))
+        .collect();
+    for chunk in unknown.chunks(HEADS_CHUNK) {
+        let mut sql = Sql::new(d, "");
+        for (i, p) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(" UNION ALL ");
+            }
+            sql.push("SELECT p.patient_id, l.leaf_index, l.entry FROM audit_patient p JOIN audit_log l ON l.leaf_index = p.leaf_index WHERE p.patient_id = ")
+                .str(p)
+                .push(" AND p.leaf_index = (SELECT max(leaf_index) FROM audit_patient WHERE patient_id = ")
+                .str(p)
+                .push(")");
+        }
+        for mut r in tx.fetch(sql, &[Col::Str, Col::I64, Col::Bytes]).await? {
+            let patient = r.take_string(0)?;
+            let index = u64_of(r.i64(1)?)?;
+            let bytes = r.take_bytes(2)?;
+            let link = AuditEntry::from_leaf(&bytes)
+                .ok()
+                .and_then(|e| e.chain.into_iter().find(|l| l.patient == patient));
+            let count = match link {
+                Some(l) => l.seq,
+                None => {
+                    let mut sql =
+                        Sql::new(d, "SELECT count(*) FROM audit_patient WHERE patient_id = ");
+                    sql.str(&patient)
+                        .push(" AND leaf_index <= ")
+                        .int(i64_of(index)?);
+                    let rows = tx.fetch(sql, &[Col::I64]).await?;
+                    u64_of(rows.first().map_or(Ok(0), |r| r.i64(0))?)?
+                }
+            };
+            heads.insert(
+                patient,
+                PatientHead {
+                    count,
+                    index,
+                    hash: leaf_hash(&bytes),
+                },
+            );
+        }
+    }
+    Ok(heads)
+}
+
+/// Keeps the heads a batch moved.
+async fn store_heads(
+    tx: &mut (impl Exec + ?Sized),
+    d: Dialect,
+    heads: &HashMap<String, PatientHead>,
+) -> Result<(), StoreError> {
+    let mut sorted: Vec<(&String, &PatientHead)> = heads.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    insert_rows(
+        tx,
+        d,
+        "audit_chain_heads (patient_id, entry_count, last_index, last_hash)",
+        " ON CONFLICT (patient_id) DO UPDATE SET entry_count = excluded.entry_count, last_index = excluded.last_index, last_hash = excluded.last_hash",
+        &sorted,
+        |(p, h)| {
+            Ok(vec![
+                Val::Str(p),
+                Val::Int(i64_of(h.count)?),
+                Val::Int(i64_of(h.index)?),
+                Val::Bytes(h.hash.to_vec()),
+            ])
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Items per `IN (...)` list.
+const LIST_CHUNK: usize = 500;
+/// Columns of a stored map head.
+const MAP_HEAD_COLS: [Col; 4] = [Col::Bytes, Col::I64, Col::I64, Col::Bytes];
+/// Columns of a stored map node.
+const MAP_NODE_COLS: [Col; 3] = [Col::I64, Col::I64, Col::Bytes];
+
+fn hash_of(bytes: Vec<u8>) -> Result<Hash, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| corrupt("a stored hash is not 32 bytes"))
+}
+
+fn map_head_from(mut r: Row) -> Result<(MapKey, PatientHead), StoreError> {
+    Ok((
+        MapKey(hash_of(r.take_bytes(0)?)?),
+        PatientHead {
+            count: u64_of(r.i64(1)?)?,
+            index: u64_of(r.i64(2)?)?,
+            hash: hash_of(r.take_bytes(3)?)?,
+        },
+    ))
+}
+
+/// Columns of a stored chain head.
+const CHAIN_HEAD_COLS: [Col; 4] = [Col::Str, Col::I64, Col::I64, Col::Bytes];
+
+fn chain_head_from(mut r: Row) -> Result<(String, PatientHead), StoreError> {
+    Ok((
+        r.take_string(0)?,
+        PatientHead {
+            count: u64_of(r.i64(1)?)?,
+            index: u64_of(r.i64(2)?)?,
+            hash: hash_of(r.take_bytes(3)?)?,
+        },
+    ))
+}
+
+fn map_node_from(mut r: Row) -> Result<(MapNodeId, Hash), StoreError> {
+    let level = u32::try_from(r.i64(0)?).map_err(|_| corrupt("bad map level"))?;
+    Ok(((level, u64_of(r.i64(1)?)?), hash_of(r.take_bytes(2)?)?))
 }
 
 const ENTRY_COLS: [Col; 3] = [Col::I64, Col::Bytes, Col::Bytes];
@@ -257,7 +452,7 @@ impl<B: Backend> SqlStore<B> {
             e.source_ip = r.opt_string(7)?;
             entries.push(e);
         }
-        append_leaves(&mut tx, d, &entries).await?;
+        append_leaves(&mut tx, d, entries).await?;
         tx.execute(Sql::new(d, "DELETE FROM audit_log_v1")).await?;
         B::commit(tx).await
     }
@@ -474,6 +669,44 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
         Ok(())
     }
 
+    async fn put_cosignature(&self, cosignature: &StoredCosignature) -> Result<(), StoreError> {
+        let mut sql =
+            self.sql("INSERT INTO audit_cosignatures (witness, tree_size, checkpoint) VALUES (");
+        sql.str(&cosignature.witness)
+            .push(", ")
+            .int(i64_of(cosignature.size)?)
+            .push(", ")
+            .str(&cosignature.checkpoint)
+            .push(
+                ") ON CONFLICT (witness) DO UPDATE SET tree_size = excluded.tree_size, \
+                 checkpoint = excluded.checkpoint \
+                 WHERE excluded.tree_size >= audit_cosignatures.tree_size",
+            );
+        let mut conn = self.backend().conn().await?;
+        conn.execute(sql).await?;
+        Ok(())
+    }
+
+    async fn cosignatures(&self) -> Result<Vec<StoredCosignature>, StoreError> {
+        let mut conn = self.backend().conn().await?;
+        conn.fetch(
+            self.sql(
+                "SELECT witness, tree_size, checkpoint FROM audit_cosignatures ORDER BY witness",
+            ),
+            &[Col::Str, Col::I64, Col::Str],
+        )
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok(StoredCosignature {
+                witness: r.string(0)?,
+                size: u64_of(r.i64(1)?)?,
+                checkpoint: r.string(2)?,
+            })
+        })
+        .collect()
+    }
+
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError> {
         let mut conn = self.backend().conn().await?;
         conn.fetch(
@@ -563,7 +796,7 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
     async fn log_public_keys(&self) -> Result<Vec<(String, [u8; 32])>, StoreError> {
         let mut conn = self.backend().conn().await?;
         conn.fetch(
-            self.sql("SELECT name, public FROM audit_keys ORDER BY created_micros"),
+            self.sql("SELECT name, public FROM audit_keys ORDER BY created_micros, name"),
             &[Col::Str, Col::Bytes],
         )
         .await?
@@ -573,6 +806,213 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
             let public = r.take_bytes(1)?;
             Ok((name, public.try_into().map_err(|_| corrupt("bad log key"))?))
         })
+        .collect()
+    }
+
+    async fn map_head(&self) -> Result<MapHead, StoreError> {
+        let mut conn = self.backend().conn().await?;
+        let rows = conn
+            .fetch(
+                self.sql("SELECT size, root FROM audit_map_head WHERE id = 1"),
+                &[Col::I64, Col::Bytes],
+            )
+            .await?;
+        let mut row = rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| corrupt("no map head"))?;
+        Ok(MapHead {
+            size: u64_of(row.i64(0)?)?,
+            root: hash_of(row.take_bytes(1)?)?,
+        })
+    }
+
+    async fn map_members(
+        &self,
+        buckets: &[u64],
+    ) -> Result<BTreeMap<MapKey, PatientHead>, StoreError> {
+        let mut out = BTreeMap::new();
+        let mut conn = self.backend().conn().await?;
+        for chunk in buckets.chunks(LIST_CHUNK) {
+            let mut sql = self.sql(
+                "SELECT map_key, entry_count, last_index, last_hash FROM audit_map_heads WHERE bucket IN (",
+            );
+            for (i, b) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.int(i64_of(*b)?);
+            }
+            sql.push(")");
+            for r in conn.fetch(sql, &MAP_HEAD_COLS).await? {
+                let (key, head) = map_head_from(r)?;
+                out.insert(key, head);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn map_nodes(&self, ids: &[MapNodeId]) -> Result<HashMap<MapNodeId, Hash>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        let mut conn = self.backend().conn().await?;
+        for chunk in ids.chunks(LIST_CHUNK) {
+            let mut sql = self.sql(
+                "SELECT level, node_index, hash FROM audit_map_nodes WHERE (level, node_index) IN (VALUES ",
+            );
+            for (i, (level, index)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .int(i64::from(*level))
+                    .push(", ")
+                    .int(i64_of(*index)?)
+                    .push(")");
+            }
+            sql.push(")");
+            for r in conn.fetch(sql, &MAP_NODE_COLS).await? {
+                let (id, hash) = map_node_from(r)?;
+                out.insert(id, hash);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn commit_map(
+        &self,
+        from: u64,
+        to: u64,
+        changes: &MapChanges,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<bool, StoreError> {
+        let d = self.dialect();
+        let mut tx = self.backend().begin().await?;
+        let rows = tx
+            .fetch(
+                Sql::new(
+                    d,
+                    &format!(
+                        "SELECT size FROM audit_map_head WHERE id = 1{}",
+                        d.for_update()
+                    ),
+                ),
+                &[Col::I64],
+            )
+            .await?;
+        let at = u64_of(rows.first().ok_or_else(|| corrupt("no map head"))?.i64(0)?)?;
+        if at != from {
+            return Ok(false);
+        }
+        insert_rows(
+            &mut tx,
+            d,
+            "audit_map_heads (bucket, map_key, entry_count, last_index, last_hash)",
+            " ON CONFLICT (bucket, map_key) DO UPDATE SET entry_count = excluded.entry_count, last_index = excluded.last_index, last_hash = excluded.last_hash",
+            &changes.heads,
+            |(key, head)| {
+                Ok(vec![
+                    Val::Int(i64_of(key.bucket())?),
+                    Val::Bytes(key.0.to_vec()),
+                    Val::Int(i64_of(head.count)?),
+                    Val::Int(i64_of(head.index)?),
+                    Val::Bytes(head.hash.to_vec()),
+                ])
+            },
+        )
+        .await?;
+        insert_rows(
+            &mut tx,
+            d,
+            "audit_map_nodes (level, node_index, hash)",
+            " ON CONFLICT (level, node_index) DO UPDATE SET hash = excluded.hash",
+            &changes.nodes,
+            |((level, index), hash)| {
+                Ok(vec![
+                    Val::Int(i64::from(*level)),
+                    Val::Int(i64_of(*index)?),
+                    Val::Bytes(hash.to_vec()),
+                ])
+            },
+        )
+        .await?;
+        let mut sql = Sql::new(d, "UPDATE audit_map_head SET size = ");
+        sql.int(i64_of(to)?)
+            .push(", root = ")
+            .bind(Arg::Bytes(changes.root.to_vec()))
+            .push(" WHERE id = 1");
+        tx.execute(sql).await?;
+        // A checkpoint of this size signed before the map existed is replaced by the one
+        // that signs the map too.
+        let mut sql = Sql::new(
+            d,
+            "INSERT INTO audit_checkpoints (tree_size, checkpoint, signed_micros) VALUES (",
+        );
+        sql.int(i64_of(checkpoint.size)?)
+            .push(", ")
+            .str(&checkpoint.text)
+            .push(", ")
+            .int(checkpoint.signed_micros)
+            .push(") ON CONFLICT (tree_size) DO UPDATE SET checkpoint = excluded.checkpoint, signed_micros = excluded.signed_micros WHERE audit_checkpoints.checkpoint NOT LIKE '%patient-map %'");
+        tx.execute(sql).await?;
+        B::commit(tx).await?;
+        Ok(true)
+    }
+
+    fn scan_map_heads(&self) -> RowPages<(MapKey, PatientHead)> {
+        let d = self.dialect();
+        paged(
+            self.backend_arc(),
+            &MAP_HEAD_COLS,
+            move |after: Option<&MapKey>| {
+                let mut sql = Sql::new(
+                    d,
+                    "SELECT map_key, entry_count, last_index, last_hash FROM audit_map_heads",
+                );
+                if let Some(key) = after {
+                    sql.push(" WHERE (bucket, map_key) > (")
+                        .int(i64_of(key.bucket())?)
+                        .push(", ")
+                        .bind(Arg::Bytes(key.0.to_vec()))
+                        .push(")");
+                }
+                sql.push(" ORDER BY bucket, map_key").limit(PASS_PAGE);
+                Ok(sql)
+            },
+            |row: &(MapKey, PatientHead)| row.0,
+            map_head_from,
+        )
+    }
+
+    fn scan_chain_heads(&self) -> RowPages<(String, PatientHead)> {
+        let d = self.dialect();
+        paged(
+            self.backend_arc(),
+            &CHAIN_HEAD_COLS,
+            move |after: Option<&String>| {
+                let mut sql = Sql::new(
+                    d,
+                    "SELECT patient_id, entry_count, last_index, last_hash FROM audit_chain_heads",
+                );
+                if let Some(p) = after {
+                    sql.push(" WHERE patient_id > ").str(p);
+                }
+                sql.push(" ORDER BY patient_id").limit(PASS_PAGE);
+                Ok(sql)
+            },
+            |row: &(String, PatientHead)| row.0.clone(),
+            chain_head_from,
+        )
+    }
+
+    async fn all_map_nodes(&self) -> Result<HashMap<MapNodeId, Hash>, StoreError> {
+        let mut conn = self.backend().conn().await?;
+        conn.fetch(
+            self.sql("SELECT level, node_index, hash FROM audit_map_nodes"),
+            &MAP_NODE_COLS,
+        )
+        .await?
+        .into_iter()
+        .map(map_node_from)
         .collect()
     }
 }

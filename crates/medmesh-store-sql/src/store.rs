@@ -599,7 +599,7 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
             return Ok(());
         }
         let mut tx = self.backend.begin().await?;
-        crate::audit_log::append_leaves(&mut tx, self.backend.dialect(), entries).await?;
+        crate::audit_log::append_leaves(&mut tx, self.backend.dialect(), entries.to_vec()).await?;
         B::commit(tx).await
     }
 
@@ -1399,7 +1399,7 @@ impl<B: Backend> RecordTx for SqlTx<B> {
         // The audit entries commit in the same transaction as the data they describe.
         // Last, so the head row (which serializes appends) is locked only briefly.
         let entries = std::mem::take(&mut self.audit);
-        crate::audit_log::append_leaves(&mut self.tx, self.dialect, &entries).await?;
+        crate::audit_log::append_leaves(&mut self.tx, self.dialect, entries).await?;
         B::commit(self.tx).await
     }
 }

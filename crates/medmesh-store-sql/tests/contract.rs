@@ -660,7 +660,155 @@ async fn audit_log_store(stores: Stores) {
     assert!(rows.contains(&(before + 2 + 10, "p1".to_string())));
 }
 
+/// Each witness's newest cosigned checkpoint: a larger tree replaces it, a smaller one does
+/// not (a late answer cannot roll a witness back).
+async fn witness_cosignatures(stores: Stores) {
+    let put = |witness: &str, size: u64| medmesh_store::StoredCosignature {
+        witness: witness.into(),
+        size,
+        checkpoint: format!("log\n{size}\nroot\n\n\u{2014} {witness} sig\n"),
+    };
+    assert!(stores.audit.cosignatures().await.unwrap().is_empty());
+    stores.audit.put_cosignature(&put("w2", 5)).await.unwrap();
+    stores.audit.put_cosignature(&put("w1", 7)).await.unwrap();
+    stores.audit.put_cosignature(&put("w1", 9)).await.unwrap();
+    stores.audit.put_cosignature(&put("w1", 8)).await.unwrap();
+    stores.audit.put_cosignature(&put("w2", 5)).await.unwrap();
+    let kept = stores.audit.cosignatures().await.unwrap();
+    assert_eq!(kept, vec![put("w1", 9), put("w2", 5)]);
+}
+
+/// The patient chains the appender writes, its heads, and the patient map's storage.
+async fn patient_chain_and_map(stores: Stores) {
+    use futures::StreamExt;
+    use medmesh_audit::chain::walk;
+    use medmesh_audit::map::{DerivedMap, MapSecret, MapUpdate, proof_nodes};
+    use medmesh_audit::merkle::leaf_hash;
+    use medmesh_store::StoredCheckpoint;
+
+    // Two batches, so the second links onto the heads the first stored.
+    let batch = |from: i64| -> Vec<AuditEntry> {
+        (from..from + 300)
+            .map(|i| {
+                let mut e = entry(&format!("op-{i}"), &format!("p{}", i % 7));
+                if i % 5 == 0 {
+                    e.patients.push("p0".into()); // listed twice in some entries
+                    e.patients.push("shared".into());
+                }
+                e
+            })
+            .collect()
+    };
+    stores.records.append_audit(&batch(0)).await.unwrap();
+    stores.records.append_audit(&batch(300)).await.unwrap();
+    let size = stores.audit.log_head().await.unwrap().size;
+    for patient in ["p0", "p3", "shared"] {
+        let rows = stores
+            .audit
+            .log_entries_for_patient(patient, None, 1_000)
+            .await
+            .unwrap();
+        let shown: Vec<(u64, &[u8])> = rows.iter().map(|r| (r.index, r.entry.as_slice())).collect();
+        let mut heads = std::collections::HashMap::new();
+        let mut pages = stores.audit.scan_chain_heads();
+        while let Some(page) = pages.next().await {
+            heads.extend(page.unwrap());
+        }
+        let head = heads[patient];
+        assert_eq!(head.count as usize, rows.len(), "{patient}");
+        assert_eq!(head.index, rows[0].index);
+        assert_eq!(head.hash, leaf_hash(&rows[0].entry));
+        walk(patient, Some(&head), &shown).unwrap_or_else(|e| panic!("{patient}: {e}"));
+    }
+
+    // The map: a first update, then one that must find the stored members and nodes.
+    let secret = MapSecret::new([3; 32]);
+    let mut derived = DerivedMap::default();
+    let mut from = stores.audit.map_head().await.unwrap();
+    assert_eq!(from.size, 0);
+    for (round, patients) in [(1u64, 0..40u64), (2, 20..60)] {
+        let changed: std::collections::BTreeMap<_, _> = patients
+            .map(|p| {
+                let head = medmesh_audit::chain::PatientHead {
+                    count: round,
+                    index: p,
+                    hash: [p as u8; 32],
+                };
+                (secret.key(&format!("m{p}")), head)
+            })
+            .collect();
+        for (k, v) in &changed {
+            derived.set(*k, *v);
+        }
+        let update = MapUpdate::new(changed);
+        let members = stores.audit.map_members(&update.buckets()).await.unwrap();
+        let nodes = stores
+            .audit
+            .map_nodes(&update.nodes_needed())
+            .await
+            .unwrap();
+        let changes = update.apply(members, &nodes);
+        assert_eq!(changes.root, derived.root(), "round {round}");
+        let to = size - 100 + round;
+        let checkpoint = StoredCheckpoint {
+            size: to,
+            text: format!("test/audit\n{to}\nroot\ntimestamp 1\npatient-map x\n\n"),
+            signed_micros: 1,
+        };
+        // A replica whose view of the map is stale writes nothing.
+        assert!(
+            !stores
+                .audit
+                .commit_map(from.size + 1, to, &changes, &checkpoint)
+                .await
+                .unwrap()
+        );
+        assert!(
+            stores
+                .audit
+                .commit_map(from.size, to, &changes, &checkpoint)
+                .await
+                .unwrap()
+        );
+        from = stores.audit.map_head().await.unwrap();
+        assert_eq!((from.size, from.root), (to, changes.root));
+        assert_eq!(
+            stores
+                .audit
+                .checkpoint(Some(to))
+                .await
+                .unwrap()
+                .unwrap()
+                .text,
+            checkpoint.text
+        );
+    }
+    let key = secret.key("m25");
+    let members = stores.audit.map_members(&[key.bucket()]).await.unwrap();
+    let nodes = stores
+        .audit
+        .map_nodes(&proof_nodes(key.bucket()))
+        .await
+        .unwrap();
+    let proof = medmesh_audit::map::MapProof::build(key, &members, &nodes);
+    assert_eq!(proof.verify(&from.root).unwrap().unwrap().count, 2);
+    assert_eq!(proof, derived.proof(key));
+    let mut stored = 0;
+    let mut pages = stores.audit.scan_map_heads();
+    while let Some(page) = pages.next().await {
+        for (k, v) in page.unwrap() {
+            assert_eq!(derived.get(&k), Some(v));
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 60);
+    let all = stores.audit.all_map_nodes().await.unwrap();
+    assert_eq!(&all, derived.nodes());
+}
+
 contract!(
+    witness_cosignatures,
+    patient_chain_and_map,
     resource_store,
     union_search,
     trust_edge_store,

@@ -3,9 +3,11 @@
 //! [`crate::RecordTx::append_audit`], so an entry commits with what it describes; this trait
 //! is the read side (proofs, the patient's log, `audit verify`) plus checkpoint keeping.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
+use medmesh_audit::chain::PatientHead;
+use medmesh_audit::map::{MapChanges, MapKey, MapNodeId};
 use medmesh_audit::merkle::{Hash, NodeId};
 
 use crate::StoreError;
@@ -51,6 +53,17 @@ pub struct ScannedLeaf {
     pub actor: String,
 }
 
+/// A witness's newest cosignature on one of the log's checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCosignature {
+    /// The witness's key name.
+    pub witness: String,
+    /// The cosigned tree's size.
+    pub size: u64,
+    /// The checkpoint: the node's signed note with the witness's cosignature line.
+    pub checkpoint: String,
+}
+
 /// One `audit_patient` row: leaf `index` is in the log of `patient_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatientRow {
@@ -71,6 +84,15 @@ pub struct LogHead {
     pub size: u64,
     /// The frontier's peaks, concatenated.
     pub peaks: Vec<u8>,
+}
+
+/// The patient map as stored: the log size it is at, and its root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapHead {
+    /// The log size whose entries the map covers.
+    pub size: u64,
+    /// Its root (all zeros when empty).
+    pub root: Hash,
 }
 
 /// A signed checkpoint as stored.
@@ -136,6 +158,11 @@ pub trait AuditLogStore: Send + Sync + 'static {
     async fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, StoreError>;
     /// The checkpoint at exactly `size`, or the newest one when `None`.
     async fn checkpoint(&self, size: Option<u64>) -> Result<Option<StoredCheckpoint>, StoreError>;
+    /// Keeps a witness's cosigned checkpoint, unless the one kept for that witness is of a
+    /// larger tree.
+    async fn put_cosignature(&self, cosignature: &StoredCosignature) -> Result<(), StoreError>;
+    /// The newest cosigned checkpoint of each witness, by witness name.
+    async fn cosignatures(&self) -> Result<Vec<StoredCosignature>, StoreError>;
     /// The log key named `candidate.name`, creating it from `candidate` if there is none.
     async fn log_key(
         &self,
@@ -144,6 +171,32 @@ pub trait AuditLogStore: Send + Sync + 'static {
     ) -> Result<LogKeyRecord, StoreError>;
     /// Replaces a log key's stored (sealed) secret: `keys reencrypt`.
     async fn replace_log_key_secret(&self, name: &str, secret: &[u8]) -> Result<(), StoreError>;
-    /// Every log key's name and public key (for verification).
+    /// Every log key's name and public key (for verification), oldest first.
     async fn log_public_keys(&self) -> Result<Vec<(String, [u8; 32])>, StoreError>;
+
+    /// The patient map's size and root.
+    async fn map_head(&self) -> Result<MapHead, StoreError>;
+    /// The stored heads of every key in the given buckets.
+    async fn map_members(
+        &self,
+        buckets: &[u64],
+    ) -> Result<BTreeMap<MapKey, PatientHead>, StoreError>;
+    /// Stored map nodes (an absent one is empty).
+    async fn map_nodes(&self, ids: &[MapNodeId]) -> Result<HashMap<MapNodeId, Hash>, StoreError>;
+    /// Moves the map from log size `from` to `to` and keeps the checkpoint that signs its
+    /// root, in one transaction. `false`, and nothing written, when the map is no longer at
+    /// `from` (another replica moved it first).
+    async fn commit_map(
+        &self,
+        from: u64,
+        to: u64,
+        changes: &MapChanges,
+        checkpoint: &StoredCheckpoint,
+    ) -> Result<bool, StoreError>;
+    /// Every stored map head, in key order (`audit verify`).
+    fn scan_map_heads(&self) -> RowPages<(MapKey, PatientHead)>;
+    /// Every stored chain head (`audit_chain_heads`): patient and head (`audit verify`).
+    fn scan_chain_heads(&self) -> RowPages<(String, PatientHead)>;
+    /// Every stored map node (`audit verify`; at most 2^17).
+    async fn all_map_nodes(&self) -> Result<HashMap<MapNodeId, Hash>, StoreError>;
 }

@@ -20,8 +20,8 @@ pub mod prelude {
 }
 
 pub use audit_log::{
-    AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, PatientRow, RowPages,
-    ScannedLeaf, StoredCheckpoint,
+    AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, MapHead, PatientRow, RowPages,
+    ScannedLeaf, StoredCheckpoint, StoredCosignature,
 };
 pub use blobs::{BlobError, BlobStore, BlobStream, BlobUpload};
 pub use data_keys::{

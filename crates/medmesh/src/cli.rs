@@ -276,6 +276,64 @@ pub(crate) enum AuditCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Prove a patient's access log complete, from outside the node, as their browser does:
+    /// the signed checkpoint, the patient's head in the patient map, every entry's proof, and
+    /// the chain from the newest entry back to the first. With --state, also that the log
+    /// only grew since the previous run. Exits 0 only if everything checks out.
+    VerifyPatient {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The patient (resource id).
+        #[arg(long)]
+        patient: String,
+        /// Check with this log key (signed-note verifier key), not the one the node
+        /// publishes or the one kept in --state.
+        #[arg(long = "log-key")]
+        log_key: Option<String>,
+        /// A file that keeps the last verified checkpoint between runs (written, mode 0600,
+        /// only when the log checks out).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Witness a node's log: check its newest checkpoint against the last one this witness
+    /// saw (the log may only grow), and cosign it with the witness's own key. Run it from
+    /// cron on another machine; exits 1 if the log was rewritten.
+    Witness {
+        /// The node's address (`https://node.example`).
+        #[arg(long)]
+        log: String,
+        /// Where the witness keeps the log's pinned key and the last checkpoint it saw.
+        #[arg(long)]
+        state: PathBuf,
+        /// The witness's Ed25519 key (base64), made here on the first run.
+        #[arg(long)]
+        key: PathBuf,
+        /// The witness's name in its signature lines.
+        #[arg(long, default_value = "medmesh-witness")]
+        name: String,
+    },
+    /// Run a witness that logs push their checkpoints to (C2SP tlog-witness: `POST
+    /// /add-checkpoint`). It cosigns a checkpoint of a trusted log when its tree extends the
+    /// one it cosigned last, keeping that in --state before it answers. A node lists it with
+    /// `audit_witnesses = ["KEY URL"]`, KEY being what this prints at start.
+    WitnessServer {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// Where the witness keeps, per log, the newest tree it cosigned.
+        #[arg(long)]
+        state: PathBuf,
+        /// The witness's Ed25519 key (base64), made here on the first run.
+        #[arg(long)]
+        key: PathBuf,
+        /// The witness's name in its cosignature lines.
+        #[arg(long, default_value = "medmesh-witness")]
+        name: String,
+        /// A log to witness: its verifier key (as `GET /api/audit/key` gives it in
+        /// `noteVerifierKey`). Repeatable.
+        #[arg(long = "log-key", required = true)]
+        log_keys: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]

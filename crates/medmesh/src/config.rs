@@ -51,6 +51,13 @@ pub struct FileConfig {
     pub audit_origin: Option<String>,
     /// Seconds between signed audit checkpoints. Default 60; 0 signs only on demand.
     pub audit_checkpoint_interval: Option<u64>,
+    /// Witnesses the audit log lists, each `KEY` or `KEY URL`: the witness's C2SP verifier
+    /// key (`name+hash+base64`), and the `add-checkpoint` prefix the node pushes each new
+    /// checkpoint to (without one, the witness pulls and posts its cosignature back).
+    /// Default none.
+    pub audit_witnesses: Option<Vec<String>>,
+    /// How many listed witnesses a patient's client requires to have cosigned. Default 0.
+    pub audit_witness_quorum: Option<usize>,
     /// Minutes a break-glass declaration lasts. Default 240 (4 hours).
     pub break_glass_minutes: Option<i64>,
     /// Days after an encounter that its organization keeps access. Default 90.
@@ -176,6 +183,8 @@ pub struct Config {
     pub audit_origin: Option<String>,
     /// Seconds between audit checkpoints (0: on demand only).
     pub audit_checkpoint_interval: u64,
+    /// The audit log's witnesses.
+    pub audit_witnesses: medmesh_audit_log::WitnessPolicy,
     /// Break-glass duration, minutes.
     pub break_glass_minutes: i64,
     /// Encounter window, days.
@@ -298,6 +307,17 @@ impl Config {
                 .and_then(|v| v.parse().ok())
                 .or(file.audit_checkpoint_interval)
                 .unwrap_or(60),
+            audit_witnesses: witness_policy(
+                env("MEDMESH_AUDIT_WITNESSES")
+                    .map(|v| v.split(',').map(str::to_string).collect())
+                    .or(file.audit_witnesses)
+                    .unwrap_or_default(),
+                setting(
+                    env("MEDMESH_AUDIT_WITNESS_QUORUM"),
+                    file.audit_witness_quorum,
+                )
+                .unwrap_or(0),
+            )?,
             break_glass_minutes: env("MEDMESH_BREAK_GLASS_MINUTES")
                 .and_then(|v| v.parse().ok())
                 .or(file.break_glass_minutes)
@@ -394,6 +414,43 @@ impl Config {
     }
 }
 
+/// The witness policy from its settings: each entry `KEY` or `KEY URL`.
+fn witness_policy(
+    entries: Vec<String>,
+    quorum: usize,
+) -> anyhow::Result<medmesh_audit_log::WitnessPolicy> {
+    let mut witnesses: Vec<medmesh_audit_log::ListedWitness> = Vec::new();
+    for entry in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+        let mut parts = entry.split_whitespace();
+        let key = parts.next().unwrap_or_default();
+        let key = medmesh_audit::witness::WitnessKey::parse(key).map_err(|_| {
+            anyhow::anyhow!(
+                "audit_witnesses: {key:?} is not a witness verifier key (name+hash+base64)"
+            )
+        })?;
+        let url = parts.next().map(|u| u.trim_end_matches('/').to_string());
+        if let Some(u) = &url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            anyhow::bail!("audit_witnesses: {u:?} is not an http(s) URL");
+        }
+        if parts.next().is_some() {
+            anyhow::bail!("audit_witnesses: an entry is `KEY` or `KEY URL`");
+        }
+        if witnesses.iter().any(|w| w.key.name() == key.name()) {
+            anyhow::bail!("audit_witnesses: {} is listed twice", key.name());
+        }
+        witnesses.push(medmesh_audit_log::ListedWitness { key, url });
+    }
+    if quorum > witnesses.len() {
+        anyhow::bail!(
+            "audit_witness_quorum is {quorum}, but only {} witnesses are listed",
+            witnesses.len()
+        );
+    }
+    Ok(medmesh_audit_log::WitnessPolicy { witnesses, quorum })
+}
+
 /// A numeric setting: the environment variable when it parses, else the file's value.
 fn setting<T: std::str::FromStr>(env: Option<String>, file: Option<T>) -> Option<T> {
     env.and_then(|v| v.trim().parse().ok()).or(file)
@@ -413,6 +470,27 @@ fn read_file(p: &Path) -> anyhow::Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn witnesses_are_keys_with_an_optional_url_and_a_reachable_quorum() {
+        let key = medmesh_audit::checkpoint::Cosigner::new("w.example/1", [4; 32]).verifier_key();
+        let policy = witness_policy(
+            vec![format!("{key} https://w.example/1/"), String::new()],
+            1,
+        )
+        .unwrap();
+        assert_eq!(policy.quorum, 1);
+        assert_eq!(
+            policy.witnesses[0].url.as_deref(),
+            Some("https://w.example/1")
+        );
+        let err =
+            |entries: Vec<String>, quorum| witness_policy(entries, quorum).unwrap_err().to_string();
+        assert!(err(vec![key.clone()], 2).contains("only 1 witnesses"));
+        assert!(err(vec!["not-a-key".into()], 0).contains("not a witness verifier key"));
+        assert!(err(vec![format!("{key} ftp://w")], 0).contains("not an http(s) URL"));
+        assert!(err(vec![key.clone(), key.clone()], 0).contains("listed twice"));
+    }
 
     #[test]
     fn flags_override_file_and_secrets_are_redacted() {

@@ -79,14 +79,50 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let cfg = load_config(&store, None)?;
             init_logging("warn");
             let stores = open_store(&cfg).await?;
-            let origin = audit_origin(&cfg, &public_origin(&cfg, cfg.listen));
-            let ring = keys::open_key_ring(&stores, &cfg, keys::Sealing::Normal).await?;
-            let log = audit_log_service(&stores, &origin, secret_sealer(ring.as_ref())).await?;
+            let log = commands::audit::node_audit_log(&stores, &cfg).await?;
             match log.checkpoint_now().await? {
                 Some(c) => outln!("{}", c.text),
                 None => outln!("the log is empty; nothing to sign"),
             }
             Ok(true)
+        }
+        Command::Audit {
+            command:
+                AuditCommand::VerifyPatient {
+                    node,
+                    patient,
+                    log_key,
+                    state,
+                },
+        } => {
+            init_logging("warn");
+            commands::audit::verify_patient(&node, &patient, log_key.as_deref(), state.as_deref())
+                .await
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Witness {
+                    log,
+                    state,
+                    key,
+                    name,
+                },
+        } => {
+            init_logging("warn");
+            commands::audit::witness(&log, &state, &key, &name).await
+        }
+        Command::Audit {
+            command:
+                AuditCommand::WitnessServer {
+                    listen,
+                    state,
+                    key,
+                    name,
+                    log_keys,
+                },
+        } => {
+            init_logging("info");
+            commands::audit::witness_server(listen, &state, &key, &name, &log_keys).await
         }
         Command::Keys { command } => {
             let (store, sealing) = match &command {

@@ -268,6 +268,7 @@ pub(crate) async fn audit_log_service(
     stores: &Stores,
     origin: &str,
     secrets: Option<Arc<dyn SecretSealer>>,
+    witnesses: medmesh_audit_log::WitnessPolicy,
 ) -> anyhow::Result<Arc<AuditLogService>> {
     let mut secret = [0u8; 32];
     medmesh_identity::Random::fill(&OsRandom, &mut secret);
@@ -280,5 +281,5 @@ pub(crate) async fn audit_log_service(
     )
     .await
     .map_err(|e| anyhow::anyhow!("cannot open the audit log: {e}"))?;
-    Ok(Arc::new(log))
+    Ok(Arc::new(log.with_witnesses(witnesses)))
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use medmesh_audit_log::AuditLogService;
+use medmesh_audit_log::{AuditLogService, PushOutcome, WitnessTransport};
 use medmesh_export::BulkExport;
 use medmesh_identity::IdentityService;
 use tokio::sync::mpsc;
@@ -49,9 +49,13 @@ pub fn start_key_refresher(identity: Arc<IdentityService>) {
     });
 }
 
-/// Signs an audit checkpoint every `every` (none when zero: checkpoints are then signed on
-/// demand and at shutdown).
-pub fn start_checkpointer(audit_log: Arc<AuditLogService>, every: Duration) {
+/// Signs an audit checkpoint every `every` and pushes the newest to the witnesses that
+/// take pushes (none when zero: checkpoints are then signed on demand and at shutdown).
+pub fn start_checkpointer(
+    audit_log: Arc<AuditLogService>,
+    every: Duration,
+    transport: Arc<dyn WitnessTransport>,
+) {
     if every.is_zero() {
         return;
     }
@@ -61,7 +65,29 @@ pub fn start_checkpointer(audit_log: Arc<AuditLogService>, every: Duration) {
             tick.tick().await;
             if let Err(e) = audit_log.checkpoint_now().await {
                 tracing::error!(error = %e, "cannot sign an audit checkpoint");
+                continue;
             }
+            push_to_witnesses(&audit_log, transport.as_ref()).await;
         }
     });
+}
+
+/// One round of pushes; each witness's outcome is logged (sizes and names only).
+pub async fn push_to_witnesses(audit_log: &AuditLogService, transport: &dyn WitnessTransport) {
+    match audit_log.push_to_witnesses(transport).await {
+        Ok(outcomes) => {
+            for (witness, outcome) in outcomes {
+                match outcome {
+                    PushOutcome::Cosigned(size) => {
+                        tracing::info!(%witness, size, "a witness cosigned the audit checkpoint");
+                    }
+                    PushOutcome::UpToDate => {}
+                    PushOutcome::Failed(why) => {
+                        tracing::warn!(%witness, %why, "a witness did not cosign the audit checkpoint");
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot push the audit checkpoint to witnesses"),
+    }
 }

@@ -29,7 +29,7 @@ pub(crate) async fn reseal_node_secrets(stores: &Stores, cfg: &Config) -> anyhow
         .await
         .map_err(|e| anyhow::anyhow!("cannot read the audit log keys: {e}"))?;
     for (name, _) in names {
-        audit_log_service(stores, &name, sealer.clone())
+        audit_log_service(stores, &name, sealer.clone(), Default::default())
             .await?
             .reseal_key()
             .await
@@ -50,11 +50,14 @@ pub(crate) async fn audit_verify(cfg: Config, trusted_keys: &[String]) -> anyhow
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let stores = open_store(&cfg).await?;
+    // The map secret comes with the log's key (sealed under the KEK when encryption is on).
+    let log = node_audit_log(&stores, &cfg).await?;
     #[allow(clippy::disallowed_methods)] // A stopwatch for the report, not a time of record.
     let started = Instant::now();
     let report = medmesh_audit_log::verify_log(
         stores.audit.as_ref(),
         &trusted,
+        log.map_secret(),
         &medmesh_kernel::random::OsRandom,
     )
     .await
@@ -77,6 +80,149 @@ pub(crate) async fn audit_verify(cfg: Config, trusted_keys: &[String]) -> anyhow
             Ok(false)
         }
     }
+}
+
+/// The node's own audit log (the one `serve` signs with), its key opened as `serve` opens it.
+pub(crate) async fn node_audit_log(
+    stores: &Stores,
+    cfg: &Config,
+) -> anyhow::Result<std::sync::Arc<medmesh_audit_log::AuditLogService>> {
+    let origin = audit_origin(cfg, &public_origin(cfg, cfg.listen));
+    let ring = keys::open_key_ring(stores, cfg, keys::Sealing::Normal).await?;
+    audit_log_service(
+        stores,
+        &origin,
+        secret_sealer(ring.as_ref()),
+        Default::default(),
+    )
+    .await
+}
+
+/// `medmesh audit verify-patient`: exit 0 and a summary when the log is proven complete,
+/// the first problem and exit 1 when it is not.
+pub(crate) async fn verify_patient(
+    node: &crate::cli::NodeArgs,
+    patient: &str,
+    log_key: Option<&str>,
+    state: Option<&std::path::Path>,
+) -> anyhow::Result<bool> {
+    use medmesh_audit_client::AuditClientError;
+    match medmesh_audit_client::verify_patient(&node.node, &node.token, patient, log_key, state)
+        .await
+    {
+        Ok(r) => {
+            let v = &r.verified;
+            outln!(
+                "verified: all {} access(es) to the record at checkpoint {} (signed {}){}",
+                v.entries.len(),
+                v.tree.size,
+                medmesh_fhir::datetime::format_instant(v.tree.timestamp_micros),
+                if r.against_previous {
+                    "; the log only grew since the last run"
+                } else {
+                    ""
+                }
+            );
+            for w in &v.witnessed {
+                outln!(
+                    "witnessed by {} at {} entries (cosigned {})",
+                    w.name,
+                    w.size,
+                    i64::try_from(w.time)
+                        .map(|t| medmesh_fhir::datetime::format_instant(
+                            t.saturating_mul(1_000_000)
+                        ))
+                        .unwrap_or_default()
+                );
+            }
+            if v.policy_changed {
+                outln!(
+                    "note: the node now lists other witnesses than the ones pinned in the state file; the pinned ones were required"
+                );
+            }
+            outln!("log key: {}", r.log_key);
+            Ok(true)
+        }
+        Err(e @ AuditClientError::Problem(_)) => {
+            eprintln!("{e}");
+            Ok(false)
+        }
+        Err(e) => Err(anyhow::anyhow!(e)),
+    }
+}
+
+/// `medmesh audit witness`: prints the cosigned checkpoint; exit 1 when the log does not
+/// extend the one seen before.
+pub(crate) async fn witness(
+    log: &str,
+    state: &std::path::Path,
+    key: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<bool> {
+    use medmesh_audit_client::AuditClientError;
+    // The cosignature's time: the wall clock, as a witness states when it saw the log.
+    let now = medmesh_kernel::Clock::now_secs(&medmesh_kernel::SystemClock);
+    let now = u64::try_from(now).unwrap_or_default();
+    match medmesh_audit_client::witness(log, state, key, name, now).await {
+        Ok(r) => {
+            eprintln!(
+                "witnessed {} entries{}; witness key {}",
+                r.head.size,
+                r.previous
+                    .map(|p| format!(", consistent with the {p} seen before"))
+                    .unwrap_or_else(|| " (first run: log key pinned)".into()),
+                r.witness_key
+            );
+            match &r.submitted {
+                Ok(()) => eprintln!("the node kept the cosignature"),
+                Err(why) => eprintln!("the node did not keep the cosignature: {why}"),
+            }
+            outln!("{}", r.cosigned.trim_end());
+            Ok(true)
+        }
+        Err(e @ AuditClientError::Problem(_)) => {
+            eprintln!("{e}");
+            Ok(false)
+        }
+        Err(e) => Err(anyhow::anyhow!(e)),
+    }
+}
+
+/// `medmesh audit witness-server`: a C2SP witness on `listen` until Ctrl-C or SIGTERM.
+pub(crate) async fn witness_server(
+    listen: std::net::SocketAddr,
+    state: &std::path::Path,
+    key: &std::path::Path,
+    name: &str,
+    log_keys: &[String],
+) -> anyhow::Result<bool> {
+    let logs = log_keys
+        .iter()
+        .map(|k| {
+            medmesh_audit::checkpoint::LogVerifierKey::from_note_key(k)
+                .map_err(|_| anyhow::anyhow!("--log-key {k:?} is not a log verifier key"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let secret = medmesh_audit_client::witness_secret(key)?;
+    let witness = medmesh_witness::Witness::open(
+        medmesh_audit::checkpoint::Cosigner::new(name, secret),
+        logs,
+        state,
+        std::sync::Arc::new(medmesh_kernel::SystemClock),
+    )?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr()?;
+    outln!("witness key: {}", witness.verifier_key());
+    outln!("medmesh witness listening on http://{addr}");
+    medmesh_witness::serve(
+        listener,
+        std::sync::Arc::new(witness),
+        crate::wiring::shutdown_signal(),
+    )
+    .await?;
+    Ok(true)
 }
 
 pub(crate) fn hex_hash(h: [u8; 32]) -> String {

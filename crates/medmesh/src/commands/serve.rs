@@ -26,7 +26,13 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     let sealer = secret_sealer(ring.as_ref());
     let identity = identity_service_with(&stores, &cfg, issuer.clone(), sealer.clone()).await?;
     let records = record_service_with(&stores, &cfg, ring.as_ref())?;
-    let audit_log = audit_log_service(&stores, &audit_origin(&cfg, &issuer), sealer).await?;
+    let audit_log = audit_log_service(
+        &stores,
+        &audit_origin(&cfg, &issuer),
+        sealer,
+        cfg.audit_witnesses.clone(),
+    )
+    .await?;
     let files = Arc::new(medmesh_blobs::LocalExportFiles::new(
         cfg.data_dir.join("exports"),
     ));
@@ -42,6 +48,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     workers::start_checkpointer(
         audit_log.clone(),
         Duration::from_secs(cfg.audit_checkpoint_interval),
+        Arc::new(medmesh_audit_client::HttpWitnessTransport::new()?),
     );
     let state = medmesh_server::build_state(
         medmesh_server::Services {

@@ -39,7 +39,7 @@ fn sources(krate: &str) -> Vec<(PathBuf, String)> {
 }
 
 /// Domain and application crates: no web framework, no SQL driver, no HTTP client.
-const INNER: [&str; 15] = [
+const INNER: [&str; 16] = [
     "medmesh-kernel",
     "medmesh-fhir",
     "medmesh-auth",
@@ -55,6 +55,7 @@ const INNER: [&str; 15] = [
     "medmesh-key-admin",
     "medmesh-audit-log",
     "medmesh-identity",
+    "medmesh-patient-log-verifier",
 ];
 
 #[test]

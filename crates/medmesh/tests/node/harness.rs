@@ -248,6 +248,12 @@ impl Node {
         }
     }
 
+    /// Sets an environment variable for the node's next start (and its commands).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Kills the node (as a crash would) and starts it again on the same store.
     pub async fn restart(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -255,6 +261,58 @@ impl Node {
             let _ = c.wait();
         }
         self.spawn().await;
+    }
+
+    /// Copies the whole database aside (the node is stopped): a backup an operator could
+    /// put back later.
+    pub fn save_database(&self) {
+        match self.pg.as_ref() {
+            Some(pg) => {
+                psql(
+                    "postgres",
+                    &format!("CREATE DATABASE {0}_saved TEMPLATE {0}", pg.name),
+                );
+            }
+            None => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let from = self.data_dir.path().join(format!("medmesh.db{suffix}"));
+                    if from.exists() {
+                        std::fs::copy(
+                            &from,
+                            self.data_dir.path().join(format!("saved.db{suffix}")),
+                        )
+                        .expect("copy the database");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts back the database [`Self::save_database`] copied (the node is stopped).
+    pub fn restore_database(&self) {
+        match self.pg.as_ref() {
+            Some(pg) => {
+                psql(
+                    "postgres",
+                    &format!("DROP DATABASE {} WITH (FORCE)", pg.name),
+                );
+                psql(
+                    "postgres",
+                    &format!("CREATE DATABASE {0} TEMPLATE {0}_saved", pg.name),
+                );
+                psql("postgres", &format!("DROP DATABASE {}_saved", pg.name));
+            }
+            None => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let to = self.data_dir.path().join(format!("medmesh.db{suffix}"));
+                    let _ = std::fs::remove_file(&to);
+                    let from = self.data_dir.path().join(format!("saved.db{suffix}"));
+                    if from.exists() {
+                        std::fs::rename(&from, &to).expect("restore the database");
+                    }
+                }
+            }
+        }
     }
 
     /// Sends SIGTERM, as a service manager does, and waits for the node to exit.
@@ -396,6 +454,13 @@ impl Node {
             token: token.to_string(),
             env: self.env.clone(),
         }
+    }
+
+    /// The same caller (token) against `node`, after it restarted on another port.
+    pub fn with_base(&self, node: &Node) -> Node {
+        let mut n = self.with_token(&self.token);
+        n.base = node.base.clone();
+        n
     }
 
     pub fn url(&self, path: &str) -> String {
