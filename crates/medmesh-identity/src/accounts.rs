@@ -116,6 +116,22 @@ impl IdentityService {
         }))
     }
 
+    /// An account's user name and role, to name it to people (an access log's "who"). `None`
+    /// when no account has this id (a service or the node's command line).
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub async fn account_label(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<(String, String)>, IdentityError> {
+        Ok(self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .map(|u| (u.username, u.role)))
+    }
+
     /// Creates an account.
     ///
     /// # Errors

@@ -111,18 +111,35 @@ async fn session_actor(parts: &Parts, state: &AppState) -> Result<RequestContext
     if !crate::web::header_csrf_matches(&session, &parts.headers) {
         return Err(ApiError::csrf_required());
     }
+    session_context(parts, state, session)
+        .await
+        .ok_or_else(ApiError::unauthorized)
+}
+
+/// The request context of a signed-in browser session: the account's role, its ceiling of
+/// scopes, its patient or practitioner link. `None` when the account is unusable (an
+/// unknown role, or its practitioner record cannot be read). The caller has looked the
+/// session up by its cookie; checking a form's or header's CSRF token is its business too.
+pub async fn session_context(
+    parts: &Parts,
+    state: &AppState,
+    session: medmesh_identity::accounts::Session,
+) -> Option<RequestContext> {
     let user = session.user;
-    let role: medmesh_auth::Role = user.role.parse().map_err(|_| ApiError::unauthorized())?;
+    let role: medmesh_auth::Role = user.role.parse().ok()?;
     let verification = user.verification.parse().unwrap_or_default();
     let clinician = if role == medmesh_auth::Role::Practitioner {
-        state.identity.clinician(&user.id).await.map_err(|e| {
-            tracing::error!(error = %e, "cannot read the practitioner's account");
-            ApiError::unauthorized()
-        })?
+        match state.identity.clinician(&user.id).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the practitioner's account");
+                return None;
+            }
+        }
     } else {
         None
     };
-    // The session was looked up by its cookie and its CSRF token checked above.
+    // The session was looked up by its cookie.
     #[allow(clippy::disallowed_methods)]
     let actor = Actor::from_verified_session(VerifiedIdentity {
         subject: user.id,
@@ -131,5 +148,5 @@ async fn session_actor(parts: &Parts, state: &AppState) -> Result<RequestContext
         role: Some(role),
         clinician,
     });
-    Ok(context(parts, state, actor))
+    Some(context(parts, state, actor))
 }

@@ -249,6 +249,12 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
 
 /// The router with every route and layer.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The node's routes with `pages` (the portal's, from `medmesh-portal`) merged in: they get
+/// the same state, layers and fallback.
+pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
     use handlers::*;
     let request_id = HeaderName::from_static("x-request-id");
     // The operations and Binary have routes of their own; a static segment (`$export`,
@@ -390,6 +396,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/", post(handlers::root_post))
         .nest("/fhir", fhir.layer(cors.clone()))
         .route("/", get(front_door))
+        .merge(pages)
         .fallback(not_found)
         .with_state(state)
         // Every answer gets `nosniff`, and a method a route does not take a body (axum
@@ -509,7 +516,18 @@ pub async fn serve(
     limits: listener::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    listener::serve_bounded(listener, router(state), limits, shutdown).await
+    serve_with(listener, state, Router::new(), limits, shutdown).await
+}
+
+/// [`serve`], with the portal's `pages` merged in ([`router_with`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    pages: Router<AppState>,
+    limits: listener::ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listener::serve_bounded(listener, router_with(state, pages), limits, shutdown).await
 }
 
 /// Default largest body: 8 MiB, in line with what hosted FHIR servers take (a Synthea

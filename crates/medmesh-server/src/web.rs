@@ -257,7 +257,8 @@ fn login_failure_status(e: &IdentityError) -> StatusCode {
 fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
-        _ => "/account/sessions".into(),
+        // The portal's home, which sends each role to its own start page.
+        _ => "/home".into(),
     }
 }
 
@@ -527,6 +528,13 @@ pub async fn logout(
     let mut r = message(StatusCode::OK, "Signed out", "You are signed out.");
     let (k, v) = set_cookie(SESSION_COOKIE, "", 0);
     r.headers_mut().append(k, v);
+    // The browser drops what it cached of the pages. Not "storage": the access-log page
+    // keeps there the checkpoint it verified, which must outlive a session to catch a
+    // rewritten log; it holds tree hashes, not health data.
+    r.headers_mut().insert(
+        header::HeaderName::from_static("clear-site-data"),
+        HeaderValue::from_static("\"cache\""),
+    );
     r
 }
 

@@ -73,7 +73,14 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     );
     tracing::info!(%addr, data_dir = %cfg.data_dir.display(), postgres = cfg.database_url.is_some(), "medmesh is serving FHIR at http://{addr}/fhir");
     outln!("medmesh listening on http://{addr}");
-    medmesh_server::serve(listener, state, cfg.connections, shutdown_signal()).await?;
+    medmesh_server::serve_with(
+        listener,
+        state,
+        medmesh_portal::routes(),
+        cfg.connections,
+        shutdown_signal(),
+    )
+    .await?;
     // Every entry is already committed with its data; a last signed checkpoint covers the
     // newest of them, so the log's head is signed when the node stops.
     if let Err(e) = audit_log.checkpoint_now().await {

@@ -90,7 +90,7 @@ fn dependencies_point_inward() {
 /// adapters call application methods that take a context or a PDP permit instead.
 #[test]
 fn adapters_never_open_the_record_core() {
-    for krate in ["medmesh-server", "medmesh"] {
+    for krate in ["medmesh-server", "medmesh-portal", "medmesh"] {
         for (path, text) in sources(krate) {
             for door in ["RecordCore", "record_core", ".core()"] {
                 assert!(

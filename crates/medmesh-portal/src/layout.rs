@@ -1,0 +1,203 @@
+//! The frame every page shares, and the one way pages answer.
+//!
+//! [`Shell`] carries what `templates/layout.html` needs: the language, the page title, the
+//! navigation for the viewer's audience (with the current page marked), the user's name and
+//! the CSRF token the sign-out form echoes. [`render`] turns a page template into a
+//! response with the portal's headers; [`problem`] is the pages' error answer (one mapping
+//! for this audience: no internal error text reaches the browser).
+
+use askama::Template;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use medmesh_records::RecordError;
+
+use crate::i18n::Lang;
+use crate::viewer::{Audience, Viewer};
+
+/// The Content-Security-Policy of every portal page: scripts, styles, images and fetches
+/// from the node only, no inline script or style, no plugins, no framing, forms posting back
+/// to the node only.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; \
+    manifest-src 'self'; worker-src 'self'; frame-src 'self' blob:; object-src 'none'; \
+    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// One navigation link.
+#[derive(Debug, Clone)]
+pub struct NavLink {
+    /// Where it goes.
+    pub href: &'static str,
+    /// Its text.
+    pub label: String,
+    /// Whether it is the page shown.
+    pub current: bool,
+}
+
+/// What the layout shows around a page.
+#[derive(Debug, Clone)]
+pub struct Shell {
+    /// `<html lang>`.
+    pub lang: &'static str,
+    /// The page's title (also the `<h1>`).
+    pub title: String,
+    /// The navigation for the viewer's audience.
+    pub nav: Vec<NavLink>,
+    /// The signed-in user's name, shown beside the sign-out button.
+    pub user: String,
+    /// The session's CSRF token.
+    pub csrf: String,
+    /// Layout strings, translated.
+    pub text: ShellText,
+}
+
+/// The layout's own strings.
+#[derive(Debug, Clone)]
+pub struct ShellText {
+    /// "Skip to content".
+    pub skip: String,
+    /// The navigation's accessible name.
+    pub nav_label: String,
+    /// "Sign out".
+    pub sign_out: String,
+    /// "Signed in as".
+    pub signed_in_as: String,
+    /// The product name.
+    pub product: String,
+}
+
+impl Shell {
+    /// The frame for `viewer` on the page at `here`, titled by the message `title_id`.
+    pub fn new(viewer: &Viewer, here: &str, title_id: &str) -> Self {
+        let t = |id: &str| viewer.lang.t(id);
+        let links: &[(&'static str, &str)] = match viewer.audience {
+            Audience::Patient => &[
+                ("/home", "nav-home"),
+                ("/record", "nav-record"),
+                ("/account/documents", "nav-documents"),
+                ("/account/audit", "nav-access-log"),
+                ("/account/sessions", "nav-sessions"),
+            ],
+            Audience::Clinician | Audience::Admin => {
+                &[("/home", "nav-home"), ("/account/sessions", "nav-sessions")]
+            }
+        };
+        Self {
+            lang: viewer.lang.tag(),
+            title: t(title_id),
+            nav: links
+                .iter()
+                .map(|(href, id)| NavLink {
+                    href,
+                    label: t(id),
+                    current: *href == here,
+                })
+                .collect(),
+            user: viewer.name.clone(),
+            csrf: viewer.csrf.clone(),
+            text: ShellText {
+                skip: t("layout-skip"),
+                nav_label: t("layout-nav"),
+                sign_out: t("layout-sign-out"),
+                signed_in_as: t("layout-signed-in-as"),
+                product: t("product"),
+            },
+        }
+    }
+}
+
+/// Sets the portal's headers on a page response: the CSP, no framing, no caching (pages
+/// hold health data), no referrer leaving the node.
+pub fn secure(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+/// Renders a page with the portal's headers.
+pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
+    match page.render() {
+        Ok(html) => secure((status, Html(html)).into_response()),
+        Err(e) => {
+            tracing::error!(error = %e, "a page template failed to render");
+            secure(StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+    }
+}
+
+/// Why a page cannot be shown, as the browser is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// Nothing here for this user (also what a refused record looks like).
+    NotFound,
+    /// The page is for another kind of account.
+    WrongAudience,
+    /// The node cannot answer now.
+    Unavailable,
+}
+
+#[derive(Template)]
+#[template(path = "problem.html")]
+struct ProblemPage {
+    lang: &'static str,
+    title: String,
+    detail: String,
+    home: String,
+}
+
+/// The page for a [`Problem`].
+pub fn problem(lang: Lang, p: Problem) -> Response {
+    let (status, title, detail) = match p {
+        Problem::NotFound => (
+            StatusCode::NOT_FOUND,
+            "problem-not-found",
+            "problem-not-found-detail",
+        ),
+        Problem::WrongAudience => (
+            StatusCode::FORBIDDEN,
+            "problem-wrong-audience",
+            "problem-wrong-audience-detail",
+        ),
+        Problem::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "problem-unavailable",
+            "problem-unavailable-detail",
+        ),
+    };
+    render(
+        status,
+        &ProblemPage {
+            lang: lang.tag(),
+            title: lang.t(title),
+            detail: lang.t(detail),
+            home: lang.t("nav-home"),
+        },
+    )
+}
+
+/// A record-service failure as a page: a refusal looks like "not found" (a patient who
+/// changes an id learns nothing; the attempt is in the audit log), the rest is logged and
+/// shown as unavailable.
+pub fn record_problem(lang: Lang, e: &RecordError) -> Response {
+    match e {
+        RecordError::Forbidden | RecordError::NotFound | RecordError::Gone { .. } => {
+            problem(lang, Problem::NotFound)
+        }
+        other => {
+            tracing::error!(error = %other, "a page could not read the record");
+            problem(lang, Problem::Unavailable)
+        }
+    }
+}

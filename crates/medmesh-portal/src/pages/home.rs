@@ -1,0 +1,243 @@
+//! `GET /home`: where a user lands after signing in. A patient sees their newest results,
+//! recent documents, the latest accesses to their record and pending requests, each linking
+//! to its page; other accounts see their start page's links.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use medmesh_server::AppState;
+
+use crate::clinical::{concept, date_of, quantity};
+use crate::layout::{Shell, record_problem, render};
+use crate::pages::record::Item;
+use crate::pages::search;
+use crate::viewer::{Audience, Viewer};
+
+/// A card of the home page: a heading, lines, a link to the page with the rest.
+pub struct Card {
+    /// Its id.
+    pub id: &'static str,
+    /// Heading.
+    pub title: String,
+    /// Lines.
+    pub items: Vec<Item>,
+    /// When there are none.
+    pub empty: String,
+    /// Where the rest is.
+    pub more_href: &'static str,
+    /// The link's text.
+    pub more: String,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    shell: Shell,
+    greeting: String,
+    cards: Vec<Card>,
+}
+
+/// An access log's actor as people read it: "You", an account's name and role, or the
+/// service it names.
+pub(crate) async fn who(state: &AppState, viewer: &Viewer, actor: &str) -> String {
+    let lang = viewer.lang;
+    if actor == viewer.user_id {
+        return lang.t("who-you");
+    }
+    match state.identity.account_label(actor).await {
+        Ok(Some((name, role))) => lang.t_with(
+            "who-account",
+            &[
+                ("name", crate::i18n::Arg::Text(name)),
+                (
+                    "role",
+                    crate::i18n::Arg::Text(lang.t(&format!("role-{role}"))),
+                ),
+            ],
+        ),
+        Ok(None) => lang.t_with(
+            "who-service",
+            &[("name", crate::i18n::Arg::Text(actor.to_string()))],
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot name an access log's actor");
+            actor.to_string()
+        }
+    }
+}
+
+/// An audited action in words; an action the catalog does not name is "accessed".
+pub(crate) fn action(lang: crate::i18n::Lang, action: &str) -> String {
+    let id = format!("action-{action}");
+    let text = lang.t(&id);
+    if text == id {
+        lang.t("action-other")
+    } else {
+        text
+    }
+}
+
+/// A result's value in words: its quantity, its coded value, or its components'
+/// quantities ("128/82 mm[Hg]").
+fn value_text(o: &serde_json::Value) -> String {
+    if let Some(q) = quantity(&o["valueQuantity"]) {
+        return q;
+    }
+    if let Some(c) = concept(&o["valueCodeableConcept"]) {
+        return c;
+    }
+    let mut components: Vec<&serde_json::Value> = o["component"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["valueQuantity"]["value"].is_number())
+        .collect();
+    // Blood pressure reads systolic over diastolic, whatever order the feed used.
+    components.sort_by_key(|c| c["code"]["coding"][0]["code"].as_str() != Some("8480-6"));
+    let parts: Vec<&serde_json::Value> = components.iter().map(|c| &c["valueQuantity"]).collect();
+    let unit = parts.first().and_then(|q| q["unit"].as_str()).unwrap_or("");
+    if !parts.is_empty()
+        && parts
+            .iter()
+            .all(|q| q["unit"].as_str().unwrap_or("") == unit)
+    {
+        let values: Vec<String> = parts
+            .iter()
+            .filter_map(|q| q["value"].as_f64())
+            .map(crate::clinical::number)
+            .collect();
+        return format!("{} {unit}", values.join("/"))
+            .trim_end()
+            .to_string();
+    }
+    String::new()
+}
+
+/// `GET /home`.
+pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
+    let lang = viewer.lang;
+    let tz = viewer.tz_minutes;
+    let greeting = lang.t_with(
+        "home-greeting",
+        &[("name", crate::i18n::Arg::Text(viewer.name.clone()))],
+    );
+    let (Audience::Patient, Some(patient)) = (viewer.audience, viewer.patient.clone()) else {
+        return render(
+            StatusCode::OK,
+            &HomePage {
+                shell: Shell::new(&viewer, "/home", "home-title"),
+                greeting,
+                cards: Vec::new(),
+            },
+        );
+    };
+    let fetched = async {
+        Ok::<_, medmesh_records::RecordError>((
+            search(
+                &state,
+                &viewer,
+                &patient,
+                "Observation",
+                &[
+                    ("category", "laboratory,vital-signs"),
+                    ("_count", "5"),
+                    ("_sort", "-date"),
+                ],
+            )
+            .await?,
+            search(
+                &state,
+                &viewer,
+                &patient,
+                "DocumentReference",
+                &[("_count", "5"), ("_sort", "-date")],
+            )
+            .await?,
+            state
+                .audit_log
+                .read_patient_log(&state.records, &viewer.ctx, &patient, None, 5, None)
+                .await?,
+        ))
+    }
+    .await;
+    let (results, documents, log) = match fetched {
+        Ok(f) => f,
+        Err(e) => return record_problem(lang, &e),
+    };
+    let results = results
+        .iter()
+        .filter_map(|o| {
+            Some(Item {
+                what: concept(&o["code"])?,
+                detail: value_text(o),
+                when: date_of(lang, &o["effectiveDateTime"], tz),
+            })
+        })
+        .collect();
+    let documents = documents
+        .iter()
+        .map(|d| Item {
+            what: d["description"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| concept(&d["type"]))
+                .unwrap_or_else(|| lang.t("home-document")),
+            detail: String::new(),
+            when: date_of(lang, &d["date"], tz),
+        })
+        .collect();
+    let mut accesses = Vec::new();
+    for e in log.map(|l| l.entries).unwrap_or_default() {
+        accesses.push(Item {
+            what: who(&state, &viewer, &e.entry.actor).await,
+            detail: action(lang, &e.entry.action),
+            when: time::OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(e.entry.time_micros) * 1000,
+            )
+            .map(|t| crate::clinical::date_time(lang, t, tz))
+            .unwrap_or_default(),
+        });
+    }
+    let card = |id, title: &str, empty: &str, items, more_href, more: &str| Card {
+        id,
+        title: lang.t(title),
+        items,
+        empty: lang.t(empty),
+        more_href,
+        more: lang.t(more),
+    };
+    render(
+        StatusCode::OK,
+        &HomePage {
+            shell: Shell::new(&viewer, "/home", "home-title"),
+            greeting,
+            cards: vec![
+                card(
+                    "results",
+                    "home-results",
+                    "home-results-none",
+                    results,
+                    "/record#results",
+                    "home-results-more",
+                ),
+                card(
+                    "documents",
+                    "home-documents",
+                    "home-documents-none",
+                    documents,
+                    "/account/documents",
+                    "home-documents-more",
+                ),
+                card(
+                    "accesses",
+                    "home-accesses",
+                    "home-accesses-none",
+                    accesses,
+                    "/account/audit",
+                    "home-accesses-more",
+                ),
+            ],
+        },
+    )
+}

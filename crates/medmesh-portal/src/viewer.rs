@@ -1,0 +1,105 @@
+//! Who is looking: the signed-in user of a page request, with their request context (for
+//! the application services), their language and their time-zone offset.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::response::Response;
+use medmesh_kernel::RequestContext;
+use medmesh_server::AppState;
+use medmesh_server::web::SignedIn;
+
+use crate::i18n::Lang;
+use crate::layout;
+
+/// The cookie that keeps the user's language choice.
+pub const LANG_COOKIE: &str = "medmesh_lang";
+/// The cookie `static/portal.js` sets to the browser's offset from UTC, in minutes east.
+pub const TZ_COOKIE: &str = "medmesh_tz";
+
+/// The role a page is shown to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// A patient (the account is linked to their Patient record).
+    Patient,
+    /// A practitioner.
+    Clinician,
+    /// An organization or node administrator.
+    Admin,
+}
+
+/// A signed-in user on a page. Extracting it redirects to the login page without a session.
+pub struct Viewer {
+    /// The request context the services judge.
+    pub ctx: RequestContext,
+    /// The account's id.
+    pub user_id: String,
+    /// The user's display name (their username).
+    pub name: String,
+    /// The patient the account is linked to, for a patient.
+    pub patient: Option<String>,
+    /// Whom the pages are for.
+    pub audience: Audience,
+    /// The session's CSRF token, for forms.
+    pub csrf: String,
+    /// The language pages are shown in.
+    pub lang: Lang,
+    /// Minutes east of UTC that times are shown in.
+    pub tz_minutes: i32,
+}
+
+/// The language of a request, signed in or not: the cookie, else `Accept-Language`.
+pub fn lang_of(parts: &Parts) -> Lang {
+    medmesh_server::web::cookie(&parts.headers, LANG_COOKIE)
+        .and_then(|c| Lang::from_tag(&c))
+        .unwrap_or_else(|| {
+            Lang::negotiate(
+                parts
+                    .headers
+                    .get(header::ACCEPT_LANGUAGE)
+                    .and_then(|v| v.to_str().ok()),
+            )
+        })
+}
+
+fn tz_of(parts: &Parts) -> i32 {
+    medmesh_server::web::cookie(&parts.headers, TZ_COOKIE)
+        .and_then(|c| c.parse::<i32>().ok())
+        .filter(|m| (-14 * 60..=14 * 60).contains(m))
+        .unwrap_or(0)
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let SignedIn(session) = SignedIn::from_request_parts(parts, state).await?;
+        let lang = lang_of(parts);
+        let name = session.user.username.clone();
+        let user_id = session.user.id.clone();
+        let csrf = session.csrf.clone();
+        let role = session.user.role.clone();
+        let patient = session.user.patient_id.clone();
+        let ctx = medmesh_server::auth::session_context(parts, state, session)
+            .await
+            .ok_or_else(|| layout::problem(lang, layout::Problem::Unavailable))?;
+        let audience = match role.as_str() {
+            "patient" => Audience::Patient,
+            "practitioner" => Audience::Clinician,
+            _ => Audience::Admin,
+        };
+        Ok(Self {
+            ctx,
+            user_id,
+            name,
+            patient,
+            audience,
+            csrf,
+            lang,
+            tz_minutes: tz_of(parts),
+        })
+    }
+}
