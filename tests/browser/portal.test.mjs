@@ -85,6 +85,18 @@ for (const kind of ['sqlite', 'postgres']) {
       assert.deepEqual(await accessibilityViolations(page), [], 'record (axe-core)');
       await page.screenshot({ path: join(SHOTS, 'patient-record.png'), fullPage: true });
 
+      // Sharing: who can see the record and why; the organizations and practitioners of
+      // the patient's visits, named, with when their access ended.
+      await page.goto(`${node.base}/sharing`);
+      assert.equal(await page.locator('h1').textContent(), 'Sharing');
+      const reasons = await page.locator('#now td:nth-child(2), #past td:nth-child(2)').allTextContents();
+      assert.ok(reasons.length >= 1, 'the visits open the record to their providers');
+      assert.ok(reasons.every((r) => !/^why-/.test(r)), `reasons in words: ${reasons}`);
+      const names = await page.locator('#now td:first-child, #past td:first-child').allTextContents();
+      assert.ok(names.every((n) => !/^(Practitioner|Organization)\//.test(n)), `named: ${names}`);
+      assert.deepEqual(await accessibilityViolations(page), [], 'sharing (axe-core)');
+      await page.screenshot({ path: join(SHOTS, 'patient-sharing.png'), fullPage: true });
+
       // Keyboard: on a fresh page the first Tab reaches the skip link.
       await page.goto(`${node.base}/record`);
       await page.keyboard.press('Tab');

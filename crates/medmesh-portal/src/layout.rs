@@ -73,6 +73,7 @@ impl Shell {
             Audience::Patient => &[
                 ("/home", "nav-home"),
                 ("/record", "nav-record"),
+                ("/sharing", "nav-sharing"),
                 ("/account/documents", "nav-documents"),
                 ("/account/audit", "nav-access-log"),
                 ("/account/sessions", "nav-sessions"),

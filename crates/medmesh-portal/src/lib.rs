@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/home", get(pages::home::home))
         .route("/record", get(pages::record::record))
+        .route("/sharing", get(pages::sharing::sharing))
         .route("/static/{name}", get(assets::asset))
         .route("/manifest.webmanifest", get(assets::manifest))
         .route("/sw.js", get(assets::service_worker))

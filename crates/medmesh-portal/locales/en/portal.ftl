@@ -8,6 +8,7 @@ layout-signed-in-as = Signed in as
 
 nav-home = Home
 nav-record = My record
+nav-sharing = Sharing
 nav-documents = Documents
 nav-access-log = Access log
 nav-sessions = Sessions
@@ -63,6 +64,26 @@ chart-description = { $count } values from { $first } to { $last }; { $abnormal 
     [one] one outside the reference range.
    *[other] { $abnormal } outside the reference range.
 }
+
+sharing-title = Sharing
+sharing-intro = These people and organizations can see your record, and why. A change takes effect on the next request.
+sharing-now = Who can see your record now
+sharing-past = Access that has ended
+sharing-none = Nobody.
+sharing-who = Who
+sharing-why = Why
+sharing-since = Since
+sharing-until = Until
+sharing-open = No end date
+sharing-emergency = Emergency access
+sharing-unnamed = { $reference }
+why-care-team = Member of your care team
+why-general-practitioner = Your general practitioner
+why-referral = You were referred to them
+why-encounter = A visit with them
+why-consent = You gave your consent
+why-shared = One of your sharing rules
+why-break-glass = Declared an emergency
 
 flag-normal = Normal
 flag-low = Low

@@ -7,6 +7,7 @@ layout-signed-in-as = Connecté en tant que
 
 nav-home = Accueil
 nav-record = Mon dossier
+nav-sharing = Partage
 nav-documents = Documents
 nav-access-log = Journal des accès
 nav-sessions = Sessions
@@ -62,6 +63,26 @@ chart-description = { $count } valeurs du { $first } au { $last } ; { $abnormal 
     [one] une hors des valeurs de référence.
    *[other] { $abnormal } hors des valeurs de référence.
 }
+
+sharing-title = Partage
+sharing-intro = Ces personnes et organisations peuvent voir votre dossier, et voici pourquoi. Un changement prend effet dès la requête suivante.
+sharing-now = Qui peut voir votre dossier aujourd’hui
+sharing-past = Accès terminés
+sharing-none = Personne.
+sharing-who = Qui
+sharing-why = Pourquoi
+sharing-since = Depuis
+sharing-until = Jusqu’au
+sharing-open = Sans date de fin
+sharing-emergency = Accès d’urgence
+sharing-unnamed = { $reference }
+why-care-team = Membre de votre équipe de soins
+why-general-practitioner = Votre médecin traitant
+why-referral = Vous leur avez été adressé
+why-encounter = Une consultation avec eux
+why-consent = Vous avez donné votre consentement
+why-shared = Une de vos règles de partage
+why-break-glass = A déclaré une urgence
 
 flag-normal = Normal
 flag-low = Bas

@@ -3,6 +3,7 @@
 
 pub mod home;
 pub mod record;
+pub mod sharing;
 
 use medmesh_fhir::search::Handling;
 use medmesh_records::RecordError;
