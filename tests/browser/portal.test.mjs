@@ -5,7 +5,7 @@
 // its screenshots are saved into docs/screenshots/ for the README.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -50,7 +50,7 @@ for (const kind of ['sqlite', 'postgres']) {
         await page.fill('input[name=password]', PASSWORD);
         await Promise.all([page.waitForURL('**/home'), page.click('button[type=submit]')]);
       };
-      const desktop = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-GB' });
+      const desktop = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-GB', acceptDownloads: true });
       const page = await desktop.newPage();
       await signIn(page);
 
@@ -96,6 +96,27 @@ for (const kind of ['sqlite', 'postgres']) {
       assert.ok(names.every((n) => !/^(Practitioner|Organization)\//.test(n)), `named: ${names}`);
       assert.deepEqual(await accessibilityViolations(page), [], 'sharing (axe-core)');
       await page.screenshot({ path: join(SHOTS, 'patient-sharing.png'), fullPage: true });
+
+      // My data: the whole record downloads as one FHIR Bundle; the research choice is
+      // recorded as a Consent and shown back.
+      await page.goto(`${node.base}/my-data`);
+      assert.match(await page.locator('#research-now').textContent(), /not chosen yet/);
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export a')]);
+      const exported = JSON.parse(readFileSync(await download.path(), 'utf8'));
+      assert.equal(exported.resourceType, 'Bundle');
+      assert.ok(exported.entry.length >= 300, `the whole record: ${exported.entry.length} resources`);
+      assert.ok(exported.entry.some((e) => e.resource.resourceType === 'Patient' && e.resource.id === patient));
+      await page.check('#research-in');
+      await Promise.all([page.waitForURL('**/my-data'), page.click('#research button[type=submit]')]);
+      assert.match(await page.locator('#research-now').textContent(), /You allowed research use on/);
+      assert.ok(await page.locator('#research-in').isChecked());
+      await page.check('#research-out');
+      await Promise.all([page.waitForURL('**/my-data'), page.click('#research button[type=submit]')]);
+      assert.match(await page.locator('#research-now').textContent(), /You refused research use on/);
+      const consents = await (await fetch(`${node.base}/fhir/Consent?patient=${patient}&scope=research`, { headers: { authorization: `Bearer ${token}` } })).json();
+      assert.deepEqual(consents.entry.map((e) => e.resource.status).sort(), ['active', 'inactive']);
+      assert.deepEqual(await accessibilityViolations(page), [], 'my data (axe-core)');
+      await page.screenshot({ path: join(SHOTS, 'patient-my-data.png'), fullPage: true });
 
       // Keyboard: on a fresh page the first Tab reaches the skip link.
       await page.goto(`${node.base}/record`);

@@ -74,6 +74,7 @@ impl Shell {
                 ("/home", "nav-home"),
                 ("/record", "nav-record"),
                 ("/sharing", "nav-sharing"),
+                ("/my-data", "nav-my-data"),
                 ("/account/documents", "nav-documents"),
                 ("/account/audit", "nav-access-log"),
                 ("/account/sessions", "nav-sessions"),
@@ -147,6 +148,10 @@ pub enum Problem {
     WrongAudience,
     /// The node cannot answer now.
     Unavailable,
+    /// A form without the session's CSRF token (a stale page, or another site's form).
+    Forbidden,
+    /// A form with a value the page does not offer.
+    BadInput,
 }
 
 #[derive(Template)]
@@ -175,6 +180,16 @@ pub fn problem(lang: Lang, p: Problem) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "problem-unavailable",
             "problem-unavailable-detail",
+        ),
+        Problem::Forbidden => (
+            StatusCode::FORBIDDEN,
+            "problem-forbidden",
+            "problem-forbidden-detail",
+        ),
+        Problem::BadInput => (
+            StatusCode::BAD_REQUEST,
+            "problem-bad-input",
+            "problem-bad-input-detail",
         ),
     };
     render(

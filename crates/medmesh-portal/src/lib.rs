@@ -19,7 +19,7 @@ pub mod pages;
 pub mod viewer;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use medmesh_server::AppState;
 
 /// The portal's routes, merged into the node's router by the binary.
@@ -28,6 +28,9 @@ pub fn routes() -> Router<AppState> {
         .route("/home", get(pages::home::home))
         .route("/record", get(pages::record::record))
         .route("/sharing", get(pages::sharing::sharing))
+        .route("/my-data", get(pages::my_data::my_data))
+        .route("/my-data/record.json", get(pages::my_data::download))
+        .route("/my-data/research", post(pages::my_data::research))
         .route("/static/{name}", get(assets::asset))
         .route("/manifest.webmanifest", get(assets::manifest))
         .route("/sw.js", get(assets::service_worker))

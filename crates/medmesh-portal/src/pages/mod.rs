@@ -2,6 +2,7 @@
 //! with the viewer's context, shapes what it got into a view, and renders its template.
 
 pub mod home;
+pub mod my_data;
 pub mod record;
 pub mod sharing;
 
