@@ -115,6 +115,11 @@ for (const kind of ['sqlite', 'postgres']) {
       assert.match(await page.locator('#research-now').textContent(), /You refused research use on/);
       const consents = await (await fetch(`${node.base}/fhir/Consent?patient=${patient}&scope=research`, { headers: { authorization: `Bearer ${token}` } })).json();
       assert.deepEqual(consents.entry.map((e) => e.resource.status).sort(), ['active', 'inactive']);
+      // A form without the session's CSRF token (another site's) changes nothing.
+      const forged = await page.request.post(`${node.base}/my-data/research`, { form: { choice: 'in' } });
+      assert.equal(forged.status(), 403);
+      await page.reload();
+      assert.match(await page.locator('#research-now').textContent(), /You refused research use on/);
       assert.deepEqual(await accessibilityViolations(page), [], 'my data (axe-core)');
       await page.screenshot({ path: join(SHOTS, 'patient-my-data.png'), fullPage: true });
 

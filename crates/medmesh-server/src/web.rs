@@ -199,6 +199,11 @@ impl FromRequestParts<AppState> for SignedIn {
     }
 }
 
+/// Whether a form's CSRF token is the session's (compared in constant time).
+pub fn csrf_matches(session_token: &str, form_token: Option<&str>) -> bool {
+    form_token.is_some_and(|t| ct_eq(t, session_token))
+}
+
 /// Checks a form's CSRF token against the session's: `None` when it matches, else the 403
 /// page to answer with.
 pub fn csrf_refusal(session: &Session, form_token: Option<&str>) -> Option<Response> {

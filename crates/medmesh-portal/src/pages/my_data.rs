@@ -198,7 +198,7 @@ pub async fn research(
     Form(form): Form<ResearchForm>,
 ) -> Response {
     let lang = viewer.lang;
-    if form.csrf.as_deref() != Some(viewer.csrf.as_str()) {
+    if !medmesh_server::web::csrf_matches(&viewer.csrf, form.csrf.as_deref()) {
         return problem(lang, Problem::Forbidden);
     }
     let Some(patient) = patient_of(&viewer) else {
