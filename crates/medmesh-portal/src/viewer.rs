@@ -48,6 +48,16 @@ pub struct Viewer {
     pub tz_minutes: i32,
 }
 
+impl Viewer {
+    /// The patient whose own pages these are: `Some` for a patient's account only.
+    pub fn own_patient(&self) -> Option<String> {
+        match self.audience {
+            Audience::Patient => self.patient.clone(),
+            _ => None,
+        }
+    }
+}
+
 /// The language of a request, signed in or not: the cookie, else `Accept-Language`.
 pub fn lang_of(parts: &Parts) -> Lang {
     medmesh_server::web::cookie(&parts.headers, LANG_COOKIE)

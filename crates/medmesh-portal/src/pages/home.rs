@@ -12,7 +12,7 @@ use crate::clinical::{concept, date_of, quantity};
 use crate::layout::{Shell, record_problem, render};
 use crate::pages::record::Item;
 use crate::pages::search;
-use crate::viewer::{Audience, Viewer};
+use crate::viewer::Viewer;
 
 /// A card of the home page: a heading, lines, a link to the page with the rest.
 pub struct Card {
@@ -122,7 +122,7 @@ pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
         "home-greeting",
         &[("name", crate::i18n::Arg::Text(viewer.name.clone()))],
     );
-    let (Audience::Patient, Some(patient)) = (viewer.audience, viewer.patient.clone()) else {
+    let Some(patient) = viewer.own_patient() else {
         return render(
             StatusCode::OK,
             &HomePage {

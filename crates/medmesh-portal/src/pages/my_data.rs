@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::clinical;
 use crate::layout::{Problem, Shell, problem, record_problem, render, secure};
 use crate::pages::search;
-use crate::viewer::{Audience, Viewer};
+use crate::viewer::Viewer;
 
 /// The most resources one download holds; a larger record is cut there, and the page says
 /// so (the Bulk Data export has no bound).
@@ -37,14 +37,6 @@ struct MyDataPage {
     research_save: String,
     research_legend: String,
     opted_in: bool,
-}
-
-/// The viewer's patient, for a patient's account.
-fn patient_of(viewer: &Viewer) -> Option<String> {
-    match (viewer.audience, viewer.patient.clone()) {
-        (Audience::Patient, Some(p)) => Some(p),
-        _ => None,
-    }
 }
 
 /// The patient's current research choice: their newest active research Consent.
@@ -78,7 +70,7 @@ async fn research_choice(
 /// `GET /my-data`.
 pub async fn my_data(State(state): State<AppState>, viewer: Viewer) -> Response {
     let lang = viewer.lang;
-    let Some(patient) = patient_of(&viewer) else {
+    let Some(patient) = viewer.own_patient() else {
         return problem(lang, Problem::WrongAudience);
     };
     let choice = match research_choice(&state, &viewer, &patient).await {
@@ -138,7 +130,7 @@ fn next_page(bundle: &Value) -> Option<String> {
 /// collection Bundle, downloaded.
 pub async fn download(State(state): State<AppState>, viewer: Viewer) -> Response {
     let lang = viewer.lang;
-    let Some(patient) = patient_of(&viewer) else {
+    let Some(patient) = viewer.own_patient() else {
         return problem(lang, Problem::WrongAudience);
     };
     let mut entries: Vec<Value> = Vec::new();
@@ -201,7 +193,7 @@ pub async fn research(
     if !medmesh_server::web::csrf_matches(&viewer.csrf, form.csrf.as_deref()) {
         return problem(lang, Problem::Forbidden);
     }
-    let Some(patient) = patient_of(&viewer) else {
+    let Some(patient) = viewer.own_patient() else {
         return problem(lang, Problem::WrongAudience);
     };
     let rule = match form.choice.as_str() {

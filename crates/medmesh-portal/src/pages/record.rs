@@ -13,7 +13,7 @@ use crate::clinical::{self, Series, concept, date_of, number};
 use crate::i18n::{Arg, Lang};
 use crate::layout::{Problem, Shell, problem, record_problem, render};
 use crate::pages::search;
-use crate::viewer::{Audience, Viewer};
+use crate::viewer::Viewer;
 
 /// A line of a list: what, its status or detail, when.
 pub struct Item {
@@ -169,7 +169,7 @@ pub fn analytes(lang: Lang, series: &[Series], tz: i32) -> Vec<Analyte> {
 pub async fn record(State(state): State<AppState>, viewer: Viewer) -> Response {
     let lang = viewer.lang;
     let tz = viewer.tz_minutes;
-    let (Audience::Patient, Some(patient)) = (viewer.audience, viewer.patient.clone()) else {
+    let Some(patient) = viewer.own_patient() else {
         return problem(lang, Problem::WrongAudience);
     };
     let fetched = async {

@@ -12,7 +12,7 @@ use medmesh_server::AppState;
 use crate::clinical;
 use crate::i18n::{Arg, Lang};
 use crate::layout::{Problem, Shell, problem, record_problem, render};
-use crate::viewer::{Audience, Viewer};
+use crate::viewer::Viewer;
 
 /// One line of the list.
 pub struct Line {
@@ -105,7 +105,7 @@ fn when(lang: Lang, micros: i64, tz: i32) -> String {
 pub async fn sharing(State(state): State<AppState>, viewer: Viewer) -> Response {
     let lang = viewer.lang;
     let tz = viewer.tz_minutes;
-    let (Audience::Patient, Some(patient)) = (viewer.audience, viewer.patient.clone()) else {
+    let Some(patient) = viewer.own_patient() else {
         return problem(lang, Problem::WrongAudience);
     };
     let view = match state.records.audit_view(&viewer.ctx, Some(&patient)) {
