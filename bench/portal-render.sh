@@ -30,11 +30,13 @@ csrf=$(curl -sf -c "$jar" "$base/login" | sed -n 's/.*name="csrf" value="\([^"]*
 curl -sf -b "$jar" -c "$jar" -o /dev/null -d "csrf=$csrf&next=/home&username=bench&password=a+long+enough+passphrase" "$base/login"
 session=$(awk '$6 == "medmesh_session" {print $7}' "$jar")
 [ -n "$session" ] || { echo "could not sign in" >&2; exit 1; }
-echo "portal render, patient with $n resources, SQLite, wrk 4 connections, ${secs}s each"
+echo "portal render, patient with $n resources, SQLite, ${secs}s each; 1 connection (one user) and 4"
 for page in /record /home; do
     curl -sf -H "Cookie: medmesh_session=$session" "$base$page" -o /dev/null
-    wrk -t2 -c4 -d"${secs}s" --latency -H "Cookie: medmesh_session=$session" "$base$page" \
-        | awk -v p="$page" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {printf "%-8s %8s req/s  p50 %8s  p99 %8s\n", p, rps, p50, p99}'
+    for c in 1 4; do
+        wrk -t1 -c"$c" -d"${secs}s" --latency -H "Cookie: medmesh_session=$session" "$base$page" \
+            | awk -v p="$page" -v c="$c" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {printf "%-8s c=%s %8s req/s  p50 %8s  p99 %8s\n", p, c, rps, p50, p99}'
+    done
 done
 html=$(curl -sf -H "Cookie: medmesh_session=$session" "$base/record" | wc -c)
 js=$(curl -sf "$base/static/portal.js" | wc -c); css=$(curl -sf "$base/static/portal.css" | wc -c)

@@ -132,35 +132,29 @@ pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
             },
         );
     };
-    let fetched = async {
-        Ok::<_, medmesh_records::RecordError>((
-            search(
-                &state,
-                &viewer,
-                &patient,
-                "Observation",
-                &[
-                    ("category", "laboratory,vital-signs"),
-                    ("_count", "5"),
-                    ("_sort", "-date"),
-                ],
-            )
-            .await?,
-            search(
-                &state,
-                &viewer,
-                &patient,
-                "DocumentReference",
-                &[("_count", "5"), ("_sort", "-date")],
-            )
-            .await?,
-            state
-                .audit_log
-                .read_patient_log(&state.records, &viewer.ctx, &patient, None, 5, None)
-                .await?,
-        ))
-    }
-    .await;
+    let fetched = tokio::try_join!(
+        search(
+            &state,
+            &viewer,
+            &patient,
+            "Observation",
+            &[
+                ("category", "laboratory,vital-signs"),
+                ("_count", "5"),
+                ("_sort", "-date"),
+            ],
+        ),
+        search(
+            &state,
+            &viewer,
+            &patient,
+            "DocumentReference",
+            &[("_count", "5"), ("_sort", "-date")],
+        ),
+        state
+            .audit_log
+            .read_patient_log(&state.records, &viewer.ctx, &patient, None, 5, None),
+    );
     let (results, documents, log) = match fetched {
         Ok(f) => f,
         Err(e) => return record_problem(lang, &e),
