@@ -158,6 +158,9 @@ impl AuditLogService {
                     Push::Kept(size) => PushOutcome::Cosigned(size),
                     Push::Failed(why) => PushOutcome::Failed(why),
                     Push::Conflict(theirs) if theirs < head.size && theirs != old => {
+                        // Once more from the witness's size; if that try conflicts too, this
+                        // is what is reported.
+                        outcome = PushOutcome::Failed(format!("the witness holds size {theirs}"));
                         old = theirs;
                         continue;
                     }

@@ -674,6 +674,47 @@ async fn witnesses_cosign_and_patients_require_them(db: crate::harness::Db) {
         "{text}"
     );
 
+    // The pushed witness loses its state (a new machine): it answers the node's next push
+    // with 409 and size 0, and the node pushes again from there.
+    let cosigned_size = |body: &Value, name: &str| {
+        body["cosigned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["checkpoint"].as_str())
+            .find(|c| c.contains(&format!("\u{2014} {name} ")))
+            .and_then(|c| c.split('\n').nth(1))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let before = cosigned_size(&served, "witness.test/pushed").unwrap();
+    drop(pushed);
+    std::fs::remove_file(outside.path().join("pushed.json")).unwrap();
+    let pushed = witness_server(&node, outside.path(), &log);
+    node.terminate();
+    node.set_env(
+        "MEDMESH_AUDIT_WITNESSES",
+        &format!("{} {},{pulls}", pushed.key, pushed.url),
+    );
+    node.restart().await;
+    let a = a.with_base(&node);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        node.get("Patient/a").await;
+        let (_, _, body) = node.get_raw("/api/audit/witnesses").await;
+        if cosigned_size(&body, "witness.test/pushed").is_some_and(|s| s > before) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no push after the witness's 409: {body}\n{}",
+            node.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let seen = patient_verdict(&node, &a, "a", Some(&seen.remember))
+        .await
+        .expect("still witnessed by both");
+
     // The node stops serving the cosignatures (or drops the witnesses): the pinned policy
     // still asks for them.
     node.raw_sql("DELETE FROM audit_cosignatures WHERE witness = 'witness.test/pushed'")
