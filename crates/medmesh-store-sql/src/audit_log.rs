@@ -37,10 +37,29 @@ fn i64_of(v: u64) -> Result<i64, StoreError> {
 
 /// Appends entries as leaves, inside `tx`: locks the head, links each entry into its
 /// patients' chains, hashes, inserts, moves the head.
+/// The patients' heads this process's last append left, with the log's state it left (size
+/// and peaks). The next append trusts them only when it reads that same state under the
+/// head row's lock: then no other append came in between (another replica's would have moved
+/// the peaks, and so would a rolled-back one of this process, whose state never committed).
+/// It saves reading, on every batch, the heads of patients the writer already knows: audited
+/// reads of one record append a batch of that patient's entries after another.
+#[derive(Debug, Default)]
+pub(crate) struct HeadCache {
+    state: Option<(u64, Vec<u8>)>,
+    heads: HashMap<String, PatientHead>,
+}
+
+/// The most heads kept; past it the cache starts again empty.
+const HEAD_CACHE_MAX: usize = 10_000;
+
+/// A store's head cache, shared by its transactions.
+pub(crate) type SharedHeadCache = Arc<std::sync::Mutex<HeadCache>>;
+
 pub(crate) async fn append_leaves(
     tx: &mut (impl Exec + ?Sized),
     d: Dialect,
     mut entries: Vec<AuditEntry>,
+    cache: &SharedHeadCache,
 ) -> Result<(), StoreError> {
     if entries.is_empty() {
         return Ok(());
@@ -60,11 +79,36 @@ pub(crate) async fn append_leaves(
     let mut row = rows.into_iter().next().ok_or_else(|| corrupt("no head"))?;
     let size = u64_of(row.i64(0)?)?;
     let unchained = row.i64(2)? > 0;
-    let mut frontier =
-        Frontier::from_bytes(size, &row.take_bytes(1)?).map_err(|_| corrupt("bad head"))?;
+    let peaks = row.take_bytes(1)?;
+    let mut frontier = Frontier::from_bytes(size, &peaks).map_err(|_| corrupt("bad head"))?;
     // Read under the head's lock: no other append can move a patient's head meanwhile.
     let batch_patients = Chainer::patients_of(&entries);
-    let heads = patient_heads(tx, d, &batch_patients, unchained).await?;
+    let known: HashMap<String, PatientHead> = {
+        let mut c = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if c.state.as_ref() == Some(&(size, peaks)) {
+            batch_patients
+                .iter()
+                .filter_map(|p| c.heads.get(p).map(|h| (p.clone(), *h)))
+                .collect()
+        } else {
+            c.state = None;
+            c.heads.clear();
+            HashMap::new()
+        }
+    };
+    let unknown: Vec<String> = batch_patients
+        .iter()
+        .filter(|p| !known.contains_key(*p))
+        .cloned()
+        .collect();
+    let mut heads = if unknown.is_empty() {
+        HashMap::new()
+    } else {
+        patient_heads(tx, d, &unknown, unchained).await?
+    };
+    heads.extend(known);
     let mut chainer = Chainer::new(heads);
     let mut leaves = Vec::with_capacity(entries.len());
     let mut patients = Vec::new();
@@ -118,6 +162,16 @@ pub(crate) async fn append_leaves(
         .bind(Arg::Bytes(frontier.to_bytes()))
         .push(" WHERE id = 1");
     tx.execute(sql).await?;
+    // Kept before the commit: if it fails, the committed state is not this one, and the next
+    // append finds the cache stale.
+    let mut c = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if c.heads.len() + moved.len() > HEAD_CACHE_MAX {
+        c.heads.clear();
+    }
+    c.heads.extend(moved);
+    c.state = Some((frontier.size(), frontier.to_bytes()));
     Ok(())
 }
 
@@ -452,7 +506,7 @@ impl<B: Backend> SqlStore<B> {
             e.source_ip = r.opt_string(7)?;
             entries.push(e);
         }
-        append_leaves(&mut tx, d, entries).await?;
+        append_leaves(&mut tx, d, entries, &SharedHeadCache::default()).await?;
         tx.execute(Sql::new(d, "DELETE FROM audit_log_v1")).await?;
         B::commit(tx).await
     }

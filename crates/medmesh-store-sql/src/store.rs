@@ -96,6 +96,8 @@ pub struct SqlStore<B: Backend> {
     backend: Arc<B>,
     /// The injected clock: relative search prefixes (`ap`) are measured from its time.
     clock: Arc<dyn Clock>,
+    /// The patients' heads the last audit append left (`audit_log::HeadCache`).
+    heads: crate::audit_log::SharedHeadCache,
 }
 
 impl<B: Backend + std::fmt::Debug> std::fmt::Debug for SqlStore<B> {
@@ -112,6 +114,7 @@ impl<B: Backend> SqlStore<B> {
         Self {
             backend: Arc::new(backend),
             clock,
+            heads: Default::default(),
         }
     }
     pub(crate) fn sql(&self, init: &str) -> Sql {
@@ -298,6 +301,7 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
             now: self.clock.now_micros(),
             tx,
             dialect: self.backend.dialect(),
+            heads: self.heads.clone(),
             pending: Vec::new(),
             creates: Vec::new(),
             created: Default::default(),
@@ -599,7 +603,13 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
             return Ok(());
         }
         let mut tx = self.backend.begin().await?;
-        crate::audit_log::append_leaves(&mut tx, self.backend.dialect(), entries.to_vec()).await?;
+        crate::audit_log::append_leaves(
+            &mut tx,
+            self.backend.dialect(),
+            entries.to_vec(),
+            &self.heads,
+        )
+        .await?;
         B::commit(tx).await
     }
 
@@ -830,6 +840,8 @@ fn job_from(r: Row) -> Result<ExportJob, StoreError> {
 struct SqlTx<B: Backend> {
     tx: B::Tx,
     dialect: Dialect,
+    /// The store's audit head cache.
+    heads: crate::audit_log::SharedHeadCache,
     /// The clock's time when the transaction began (for conditional matches' `ap`).
     now: i64,
     /// Index rows waiting for the next flush.
@@ -1399,7 +1411,7 @@ impl<B: Backend> RecordTx for SqlTx<B> {
         // The audit entries commit in the same transaction as the data they describe.
         // Last, so the head row (which serializes appends) is locked only briefly.
         let entries = std::mem::take(&mut self.audit);
-        crate::audit_log::append_leaves(&mut self.tx, self.dialect, entries).await?;
+        crate::audit_log::append_leaves(&mut self.tx, self.dialect, entries, &self.heads).await?;
         B::commit(self.tx).await
     }
 }

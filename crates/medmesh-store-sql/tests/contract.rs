@@ -27,6 +27,18 @@ async fn sqlite() -> (Stores, tempfile::TempDir) {
 
 /// A fresh PostgreSQL database on the suite's server.
 async fn postgres() -> Stores {
+    let url = postgres_url().await;
+    medmesh_store_sql::open_with(
+        Some(&url),
+        std::path::Path::new("."),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Creates a fresh PostgreSQL database and returns its URL.
+async fn postgres_url() -> String {
     let admin = std::env::var("MEDMESH_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let name = format!("medmesh_contract_{}", uuid::Uuid::new_v4().simple());
@@ -39,14 +51,7 @@ async fn postgres() -> Stores {
         .execute(&pool)
         .await
         .unwrap();
-    let url = format!("{admin}/{name}");
-    medmesh_store_sql::open_with(
-        Some(&url),
-        std::path::Path::new("."),
-        &StoreOptions::default(),
-    )
-    .await
-    .unwrap()
+    format!("{admin}/{name}")
 }
 
 /// Runs each story on both adapters.
@@ -658,6 +663,68 @@ async fn audit_log_store(stores: Stores) {
     assert_eq!(rows.len(), 2 + 9_000 + 900);
     assert!(rows.contains(&(before + 2 + 10, "shared".to_string())));
     assert!(rows.contains(&(before + 2 + 10, "p1".to_string())));
+}
+
+/// Two writers on one database (two replicas, or two processes on one SQLite file) append
+/// to the same patients' chains in turn. Each keeps the heads its last append left; the
+/// other's appends in between must make it read them again, or the chains would fork.
+async fn two_writers_keep_the_chains_whole(a: Stores, b: Stores) {
+    use futures::StreamExt;
+    use medmesh_audit::chain::walk;
+    let mut n = 0;
+    let mut append = |s: &Stores, patients: &[&str]| {
+        n += 1;
+        let mut e = entry(&format!("op-{n}"), patients[0]);
+        e.patients = patients.iter().map(|p| p.to_string()).collect();
+        let records = s.records.clone();
+        async move { records.append_audit(&[e]).await.unwrap() }
+    };
+    append(&a, &["p1"]).await;
+    append(&a, &["p1"]).await;
+    append(&b, &["p1"]).await;
+    append(&a, &["p1", "p2"]).await;
+    append(&b, &["p2"]).await;
+    append(&b, &["p2"]).await;
+    append(&a, &["p2", "p1"]).await;
+    append(&a, &["p1"]).await;
+    let mut heads = std::collections::HashMap::new();
+    let mut pages = a.audit.scan_chain_heads();
+    while let Some(page) = pages.next().await {
+        heads.extend(page.unwrap());
+    }
+    for (patient, count) in [("p1", 6), ("p2", 4)] {
+        let rows = b
+            .audit
+            .log_entries_for_patient(patient, None, 100)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), count, "{patient}");
+        let shown: Vec<(u64, &[u8])> = rows.iter().map(|r| (r.index, r.entry.as_slice())).collect();
+        walk(patient, Some(&heads[patient]), &shown).unwrap_or_else(|e| panic!("{patient}: {e}"));
+    }
+}
+
+mod two_writers_keep_the_chains_whole {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let (a, dir) = super::sqlite().await;
+        let b = medmesh_store_sql::open_with(None, dir.path(), &StoreOptions::default())
+            .await
+            .unwrap();
+        super::two_writers_keep_the_chains_whole(a, b).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let url = super::postgres_url().await;
+        let options = StoreOptions::default();
+        let open = || medmesh_store_sql::open_with(Some(&url), std::path::Path::new("."), &options);
+        let a = open().await.unwrap();
+        let b = open().await.unwrap();
+        super::two_writers_keep_the_chains_whole(a, b).await;
+    }
 }
 
 /// Each witness's newest cosigned checkpoint: a larger tree replaces it, a smaller one does
