@@ -106,14 +106,10 @@ impl AuditLogService {
         }
         let mut kept = Vec::new();
         for w in &self.witnesses.witnesses {
-            if let Some(line) = w.key.cosignature_line(note) {
-                self.store
-                    .put_cosignature(&StoredCosignature {
-                        witness: w.key.name().to_string(),
-                        size: head.size,
-                        checkpoint: format!("{}{line}", ours.text),
-                    })
-                    .await?;
+            if self
+                .keep_cosignature(w, head.size, &ours.text, note)
+                .await?
+            {
                 kept.push(w.key.name().to_string());
             }
         }
@@ -121,6 +117,29 @@ impl AuditLogService {
             return Err(AuditLogError::NotCosigned);
         }
         Ok(kept)
+    }
+
+    /// Keeps `witness`'s cosignature on `cosigned` (the checkpoint `ours`, of `size` entries,
+    /// with signature lines added), as `ours` with that one line. `false` when it has none
+    /// that verifies.
+    async fn keep_cosignature(
+        &self,
+        witness: &ListedWitness,
+        size: u64,
+        ours: &str,
+        cosigned: &str,
+    ) -> Result<bool, AuditLogError> {
+        let Some(line) = witness.key.cosignature_line(cosigned) else {
+            return Ok(false);
+        };
+        self.store
+            .put_cosignature(&StoredCosignature {
+                witness: witness.key.name().to_string(),
+                size,
+                checkpoint: format!("{ours}{line}"),
+            })
+            .await?;
+        Ok(true)
     }
 
     /// Pushes the newest checkpoint to every listed witness with a URL, and keeps what they
@@ -154,7 +173,10 @@ impl AuditLogService {
                 if old == head.size {
                     break;
                 }
-                outcome = match self.push_once(transport, w, url, old, &newest.text).await? {
+                outcome = match self
+                    .push_once(transport, w, url, old, head.size, &newest.text)
+                    .await?
+                {
                     Push::Kept(size) => PushOutcome::Cosigned(size),
                     Push::Failed(why) => PushOutcome::Failed(why),
                     Push::Conflict(theirs) if theirs < head.size && theirs != old => {
@@ -175,24 +197,20 @@ impl AuditLogService {
         Ok(outcomes)
     }
 
-    /// One `add-checkpoint`.
+    /// One `add-checkpoint` of `checkpoint` (of `size` entries).
     async fn push_once(
         &self,
         transport: &dyn WitnessTransport,
         witness: &ListedWitness,
         url: &str,
         old: u64,
+        size: u64,
         checkpoint: &str,
     ) -> Result<Push, AuditLogError> {
-        let head = self
-            .signer
-            .verifier()
-            .open(checkpoint)
-            .map_err(|_| AuditLogError::Damaged)?;
         let proof = if old == 0 {
             Vec::new()
         } else {
-            match self.consistency_proof(old, head.size).await {
+            match self.consistency_proof(old, size).await {
                 Ok(p) => p,
                 Err(AuditLogError::OutOfRange) => {
                     return Ok(Push::Failed(format!("the witness holds size {old}")));
@@ -209,18 +227,13 @@ impl AuditLogService {
         match transport.add_checkpoint(url, body).await {
             Ok(WitnessReply::Cosigned(lines)) => {
                 let note = format!("{checkpoint}{lines}");
-                match witness.key.cosignature_line(&note) {
-                    Some(line) => {
-                        self.store
-                            .put_cosignature(&StoredCosignature {
-                                witness: witness.key.name().to_string(),
-                                size: head.size,
-                                checkpoint: format!("{checkpoint}{line}"),
-                            })
-                            .await?;
-                        Ok(Push::Kept(head.size))
-                    }
-                    None => Ok(Push::Failed("the reply holds no valid cosignature".into())),
+                if self
+                    .keep_cosignature(witness, size, checkpoint, &note)
+                    .await?
+                {
+                    Ok(Push::Kept(size))
+                } else {
+                    Ok(Push::Failed("the reply holds no valid cosignature".into()))
                 }
             }
             Ok(WitnessReply::Conflict(size)) => Ok(Push::Conflict(size)),

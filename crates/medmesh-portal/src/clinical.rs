@@ -106,6 +106,14 @@ pub fn date_time(lang: Lang, at: OffsetDateTime, tz_minutes: i32) -> String {
     )
 }
 
+/// [`date_time`] of a time in microseconds since the epoch (an audit entry's, an access's),
+/// or "" when it is out of range.
+pub fn date_time_micros(lang: Lang, micros: i64, tz_minutes: i32) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .map(|t| date_time(lang, t, tz_minutes))
+        .unwrap_or_default()
+}
+
 /// A date from a resource's field, formatted, or "" when it has none.
 pub fn date_of(lang: Lang, field: &Value, tz_minutes: i32) -> String {
     field

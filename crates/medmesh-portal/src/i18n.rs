@@ -95,6 +95,17 @@ impl Lang {
         self.format(id, None)
     }
 
+    /// The message `id` if a catalog has it (this language's, else English's): for ids made
+    /// from data (a status code, an audited action), whose fallback is the caller's.
+    pub fn lookup(self, id: &str) -> Option<String> {
+        let bundles = &catalogs().bundles;
+        let known = [bundles.get(self.0), bundles.first()]
+            .into_iter()
+            .flatten()
+            .any(|(_, b)| b.has_message(id));
+        known.then(|| self.format(id, None))
+    }
+
     /// The message `id` with arguments.
     pub fn t_with(self, id: &str, args: &[(&str, Arg)]) -> String {
         let mut fluent = FluentArgs::new();
@@ -165,6 +176,8 @@ mod tests {
         assert_eq!(Lang::negotiate(None), Lang::EN);
         assert_eq!(Lang(1).t("nav-record"), "Mon dossier");
         assert_eq!(Lang::EN.t("no-such-message"), "no-such-message");
+        assert_eq!(Lang::EN.lookup("no-such-message"), None);
+        assert_eq!(Lang(1).lookup("status-active").as_deref(), Some("Actif"));
         assert_eq!(
             Lang::EN.t_with("record-results-count", &[("count", Arg::Number(1.0))]),
             "1 result"

@@ -35,8 +35,6 @@ fn i64_of(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| corrupt("index out of range"))
 }
 
-/// Appends entries as leaves, inside `tx`: locks the head, links each entry into its
-/// patients' chains, hashes, inserts, moves the head.
 /// The patients' heads this process's last append left, with the log's state it left (size
 /// and peaks). The next append trusts them only when it reads that same state under the
 /// head row's lock: then no other append came in between (another replica's would have moved
@@ -55,6 +53,8 @@ const HEAD_CACHE_MAX: usize = 10_000;
 /// A store's head cache, shared by its transactions.
 pub(crate) type SharedHeadCache = Arc<std::sync::Mutex<HeadCache>>;
 
+/// Appends entries as leaves, inside `tx`: locks the head, links each entry into its
+/// patients' chains (with the heads `cache` holds, or read), hashes, inserts, moves the head.
 pub(crate) async fn append_leaves(
     tx: &mut (impl Exec + ?Sized),
     d: Dialect,

@@ -69,13 +69,8 @@ pub(crate) async fn who(state: &AppState, viewer: &Viewer, actor: &str) -> Strin
 
 /// An audited action in words; an action the catalog does not name is "accessed".
 pub(crate) fn action(lang: crate::i18n::Lang, action: &str) -> String {
-    let id = format!("action-{action}");
-    let text = lang.t(&id);
-    if text == id {
-        lang.t("action-other")
-    } else {
-        text
-    }
+    lang.lookup(&format!("action-{action}"))
+        .unwrap_or_else(|| lang.t("action-other"))
 }
 
 /// A result's value in words: its quantity, its coded value, or its components'
@@ -186,11 +181,7 @@ pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
         accesses.push(Item {
             what: who(&state, &viewer, &e.entry.actor).await,
             detail: action(lang, &e.entry.action),
-            when: time::OffsetDateTime::from_unix_timestamp_nanos(
-                i128::from(e.entry.time_micros) * 1000,
-            )
-            .map(|t| crate::clinical::date_time(lang, t, tz))
-            .unwrap_or_default(),
+            when: crate::clinical::date_time_micros(lang, e.entry.time_micros, tz),
         });
     }
     let card = |id, title: &str, empty: &str, items, more_href, more: &str| Card {

@@ -87,9 +87,8 @@ fn status(lang: Lang, resource: &Value, field: &str) -> String {
     else {
         return String::new();
     };
-    let id = format!("status-{code}");
-    let text = lang.t(&id);
-    if text == id { code.to_string() } else { text }
+    lang.lookup(&format!("status-{code}"))
+        .unwrap_or_else(|| code.to_string())
 }
 
 fn items(

@@ -10,7 +10,7 @@ use axum::response::Response;
 use medmesh_server::AppState;
 
 use crate::clinical;
-use crate::i18n::{Arg, Lang};
+use crate::i18n::Arg;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
 use crate::viewer::Viewer;
 
@@ -95,12 +95,6 @@ async fn name_of(state: &AppState, viewer: &Viewer, principal: &str) -> String {
         .unwrap_or_else(|| principal.to_string())
 }
 
-fn when(lang: Lang, micros: i64, tz: i32) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .map(|t| clinical::date_time(lang, t, tz))
-        .unwrap_or_default()
-}
-
 /// `GET /sharing`.
 pub async fn sharing(State(state): State<AppState>, viewer: Viewer) -> Response {
     let lang = viewer.lang;
@@ -127,11 +121,14 @@ pub async fn sharing(State(state): State<AppState>, viewer: Viewer) -> Response 
             why: lang.t(&format!("why-{}", e.kind.code())),
             // 0 means "always"; a visit before 1970 has a negative time.
             since: if e.since != 0 {
-                when(lang, e.since, tz)
+                clinical::date_time_micros(lang, e.since, tz)
             } else {
                 String::new()
             },
-            until: e.until.map(|u| when(lang, u, tz)).unwrap_or_default(),
+            until: e
+                .until
+                .map(|u| clinical::date_time_micros(lang, u, tz))
+                .unwrap_or_default(),
             emergency: e.kind == medmesh_policy::access::EdgeKind::BreakGlass,
         };
         if l.active {
