@@ -5,7 +5,7 @@ use medmesh_auth::credentials::{
     verify_password,
 };
 use medmesh_auth::{Role, Verification};
-use medmesh_store::{InviteRecord, SessionRecord, StoreError, UserRecord};
+use medmesh_store::{ClientRecord, InviteRecord, SessionRecord, StoreError, UserRecord};
 
 use crate::{IdentityError, IdentityService};
 
@@ -724,6 +724,44 @@ impl IdentityService {
         user.verification = status.code().into();
         self.store.update_user(&user).await?;
         Ok(())
+    }
+}
+
+impl IdentityService {
+    /// The practitioner accounts an admin oversees: every one for a node admin, their own
+    /// organization's for an org admin (at most 500, by user name).
+    ///
+    /// # Errors
+    /// [`IdentityError::Forbidden`] for anyone else.
+    pub async fn practitioners_overseen(
+        &self,
+        admin: &UserRecord,
+    ) -> Result<Vec<UserRecord>, IdentityError> {
+        let organization = if admin.role == Role::NodeAdmin.code() {
+            None
+        } else if admin.role == Role::OrgAdmin.code() && admin.organization.is_some() {
+            admin.organization.as_deref()
+        } else {
+            return Err(IdentityError::Forbidden);
+        };
+        Ok(self
+            .store
+            .users_with_role(Role::Practitioner.code(), organization, 500)
+            .await?)
+    }
+
+    /// The registered OAuth clients (node admins only; at most 500, newest first).
+    ///
+    /// # Errors
+    /// [`IdentityError::Forbidden`] for anyone else.
+    pub async fn registered_clients(
+        &self,
+        admin: &UserRecord,
+    ) -> Result<Vec<ClientRecord>, IdentityError> {
+        if admin.role != Role::NodeAdmin.code() {
+            return Err(IdentityError::Forbidden);
+        }
+        Ok(self.store.clients(500).await?)
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use medmesh_audit::Outcome;
 use medmesh_crypto::KeyId;
 use medmesh_fhir::index;
-use medmesh_policy::{Action, KeyAdmin};
+use medmesh_policy::{Action, KeyAdmin, KeyStatusView};
 use medmesh_store::KeyState;
 use serde_json::Value;
 
@@ -84,6 +84,19 @@ fn at_rest(svc: &RecordService) -> Result<&Arc<AtRest>, RecordError> {
     svc.core()
         .at_rest()
         .ok_or_else(|| RecordError::NotSupported("encryption at rest is off on this node".into()))
+}
+
+/// The state of the node's keys (no key material).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyStatus {
+    /// Whether encryption at rest is on.
+    pub encrypted: bool,
+    /// The KEK new data keys are wrapped under.
+    pub current_kek: Option<String>,
+    /// Live data keys per KEK.
+    pub keys_per_kek: Vec<(String, u64)>,
+    /// The re-encryption job's row cursor and state, once it ran.
+    pub reencryption: Option<(i64, String)>,
 }
 
 /// What sealed data holds, or `None` when its patient was erased (nothing to re-encrypt).
@@ -172,6 +185,24 @@ impl KeyAdministration {
             }
         }
         Ok(report)
+    }
+
+    /// The state of the node's keys, for the admin area: whether encryption at rest is on,
+    /// the current KEK, how many data keys each KEK wraps, and the re-encryption job. The
+    /// PDP's [`KeyStatusView`] is the permission.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn status(&self, _view: &KeyStatusView) -> Result<KeyStatus, RecordError> {
+        let Some(at_rest) = self.records.core().at_rest() else {
+            return Ok(KeyStatus::default());
+        };
+        Ok(KeyStatus {
+            encrypted: true,
+            current_kek: Some(at_rest.kek().current_kek()),
+            keys_per_kek: at_rest.key_store().keys_per_kek().await?,
+            reencryption: at_rest.key_store().job_cursor(REENCRYPT_JOB).await?,
+        })
     }
 
     /// How many live data keys each KEK wraps.

@@ -227,6 +227,18 @@ pub struct KeyAdmin {
     _private: (),
 }
 
+/// A permit to see the state of the node's encryption keys (which KEK is current, how many
+/// data keys each wraps, the re-encryption job): node admins and the CLI's operator. It
+/// changes nothing and shows no key. Only the PDP makes these:
+///
+/// ```compile_fail
+/// let forged = medmesh_policy::KeyStatusView { _private: () };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStatusView {
+    _private: (),
+}
+
 impl InboxOwner {
     /// The patient whose inbox it is.
     pub fn patient(&self) -> &str {
@@ -438,6 +450,21 @@ impl Pdp {
         } else {
             Err(Denied {
                 reason: "key administration is for the node's operator".into(),
+            })
+        }
+    }
+
+    /// Decides whether `actor` may see the state of the node's keys: a node admin, or the
+    /// CLI's operator.
+    ///
+    /// # Errors
+    /// [`Denied`].
+    pub fn authorize_key_status(&self, actor: &Actor) -> Result<KeyStatusView, Denied> {
+        if actor.role() == Some(Role::NodeAdmin) || self.authorize_key_admin(actor).is_ok() {
+            Ok(KeyStatusView { _private: () })
+        } else {
+            Err(Denied {
+                reason: "key status is for node administrators".into(),
             })
         }
     }

@@ -20,6 +20,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../assets/portal.js"),
     ),
     (
+        "access-log.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/access-log.js"),
+    ),
+    (
         "icon.svg",
         "image/svg+xml",
         include_str!("../assets/icon.svg"),

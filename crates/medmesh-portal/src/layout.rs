@@ -7,20 +7,15 @@
 //! for this audience: no internal error text reaches the browser).
 
 use askama::Template;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use medmesh_records::RecordError;
 
 use crate::i18n::Lang;
 use crate::viewer::{Audience, Viewer};
 
-/// The Content-Security-Policy of every portal page: scripts, styles, images and fetches
-/// from the node only, no inline script or style, no plugins, no framing, forms posting back
-/// to the node only.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-    style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; \
-    manifest-src 'self'; worker-src 'self'; frame-src 'self' blob:; object-src 'none'; \
-    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The Content-Security-Policy of every page: the node's one policy.
+pub use medmesh_server::web::CONTENT_SECURITY_POLICY;
 
 /// One navigation link.
 #[derive(Debug, Clone)]
@@ -38,6 +33,10 @@ pub struct NavLink {
 pub struct Shell {
     /// `<html lang>`.
     pub lang: &'static str,
+    /// The page's language, for templates: `{{ shell.i18n.t("message-id") }}`.
+    pub i18n: Lang,
+    /// A banner every page of the session shows (an emergency access in force), if any.
+    pub banner: Option<String>,
     /// The page's title (also the `<h1>`).
     pub title: String,
     /// The navigation for the viewer's audience.
@@ -77,14 +76,28 @@ impl Shell {
                 ("/my-data", "nav-my-data"),
                 ("/account/documents", "nav-documents"),
                 ("/account/audit", "nav-access-log"),
-                ("/account/sessions", "nav-sessions"),
+                ("/account", "nav-account"),
             ],
-            Audience::Clinician | Audience::Admin => {
-                &[("/home", "nav-home"), ("/account/sessions", "nav-sessions")]
-            }
+            Audience::Clinician => &[
+                ("/home", "nav-home"),
+                ("/patients", "nav-patients"),
+                ("/referrals", "nav-referrals"),
+                ("/account/documents", "nav-documents"),
+                ("/account", "nav-account"),
+            ],
+            Audience::Admin => &[
+                ("/home", "nav-home"),
+                ("/admin", "nav-admin-users"),
+                ("/admin/clients", "nav-admin-clients"),
+                ("/admin/break-glass", "nav-admin-break-glass"),
+                ("/admin/keys", "nav-admin-keys"),
+                ("/account", "nav-account"),
+            ],
         };
         Self {
             lang: viewer.lang.tag(),
+            i18n: viewer.lang,
+            banner: None,
             title: t(title_id),
             nav: links
                 .iter()
@@ -107,26 +120,8 @@ impl Shell {
     }
 }
 
-/// Sets the portal's headers on a page response: the CSP, no framing, no caching (pages
-/// hold health data), no referrer leaving the node.
-pub fn secure(mut r: Response) -> Response {
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    r
-}
+/// Sets the page headers on a response: the node's one set (`medmesh_server::web::secure_page`).
+pub use medmesh_server::web::secure_page as secure;
 
 /// Renders a page with the portal's headers.
 pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
@@ -210,6 +205,11 @@ pub fn record_problem(lang: Lang, e: &RecordError) -> Response {
     match e {
         RecordError::Forbidden | RecordError::NotFound | RecordError::Gone { .. } => {
             problem(lang, Problem::NotFound)
+        }
+        // A value the page passed on that the record service would not take.
+        RecordError::Invalid(_) | RecordError::BadRequest(_) => {
+            tracing::warn!(error = %e, "a page's request was refused as invalid");
+            problem(lang, Problem::BadInput)
         }
         other => {
             tracing::error!(error = %other, "a page could not read the record");

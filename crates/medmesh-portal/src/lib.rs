@@ -18,20 +18,81 @@ pub mod layout;
 pub mod pages;
 pub mod viewer;
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::routing::{get, post};
+use axum::{Extension, Router};
+use medmesh_key_admin::KeyAdministration;
 use medmesh_server::AppState;
 
+/// What the portal needs beyond the node's [`AppState`]: the key administration its key
+/// status page reads (through the PDP's `KeyStatusView`).
+pub struct PortalServices {
+    /// Key administration.
+    pub keys: Arc<KeyAdministration>,
+}
+
 /// The portal's routes, merged into the node's router by the binary.
-pub fn routes() -> Router<AppState> {
+pub fn routes(services: PortalServices) -> Router<AppState> {
     Router::new()
+        // Everyone.
         .route("/home", get(pages::home::home))
+        .route("/account", get(pages::account::account))
+        .route("/account/language", post(pages::account::language))
+        .route("/account/totp", post(pages::account::totp_start))
+        .route("/account/totp/confirm", post(pages::account::totp_confirm))
+        .route("/account/link", post(pages::account::link))
+        // Patients.
         .route("/record", get(pages::record::record))
         .route("/sharing", get(pages::sharing::sharing))
+        .route("/sharing/find", post(pages::sharing::find))
+        .route("/sharing/grant", post(pages::sharing::grant))
+        .route("/sharing/block", post(pages::sharing::block))
+        .route("/sharing/withdraw", post(pages::sharing::withdraw))
+        .route("/sharing/referral", post(pages::sharing::referral))
+        .route("/sharing/rule", post(pages::sharing::rule))
+        .route("/account/audit", get(pages::access_log::access_log))
         .route("/my-data", get(pages::my_data::my_data))
         .route("/my-data/record.json", get(pages::my_data::download))
         .route("/my-data/research", post(pages::my_data::research))
+        // Clinicians.
+        .route(
+            "/patients",
+            get(pages::patients::patients).post(pages::patients::search),
+        )
+        .route("/patients/emergency", post(pages::patients::emergency))
+        .route("/patients/{id}", get(pages::chart::chart))
+        .route("/patients/{id}/invite", post(pages::chart::invite))
+        .route(
+            "/patients/{id}/write",
+            get(pages::chart::write_form).post(pages::chart::write),
+        )
+        .route(
+            "/patients/{id}/refer",
+            get(pages::referrals::refer_form).post(pages::referrals::refer),
+        )
+        .route(
+            "/patients/{id}/refer/search",
+            post(pages::referrals::refer_search),
+        )
+        .route("/referrals", get(pages::referrals::referrals))
+        .route("/referrals/{task}/accept", post(pages::referrals::accept))
+        // Admins.
+        .route("/admin", get(pages::admin::users))
+        .route(
+            "/admin/users/{id}/verification",
+            post(pages::admin::set_verification),
+        )
+        .route("/admin/invitations", post(pages::admin::invite))
+        .route(
+            "/admin/clients",
+            get(pages::admin::clients).post(pages::admin::register_client),
+        )
+        .route("/admin/break-glass", get(pages::admin::break_glass))
+        .route("/admin/keys", get(pages::admin::keys))
+        // Assets.
         .route("/static/{name}", get(assets::asset))
         .route("/manifest.webmanifest", get(assets::manifest))
         .route("/sw.js", get(assets::service_worker))
+        .layer(Extension(Arc::new(services)))
 }

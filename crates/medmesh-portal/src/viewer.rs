@@ -46,6 +46,8 @@ pub struct Viewer {
     pub lang: Lang,
     /// Minutes east of UTC that times are shown in.
     pub tz_minutes: i32,
+    /// The account, as the identity service's account operations take it.
+    pub account: medmesh_store::UserRecord,
 }
 
 impl Viewer {
@@ -93,6 +95,7 @@ impl FromRequestParts<AppState> for Viewer {
         let csrf = session.csrf.clone();
         let role = session.user.role.clone();
         let patient = session.user.patient_id.clone();
+        let account = session.user.clone();
         let ctx = medmesh_server::auth::session_context(parts, state, session)
             .await
             .ok_or_else(|| layout::problem(lang, layout::Problem::Unavailable))?;
@@ -110,6 +113,7 @@ impl FromRequestParts<AppState> for Viewer {
             csrf,
             lang,
             tz_minutes: tz_of(parts),
+            account,
         })
     }
 }

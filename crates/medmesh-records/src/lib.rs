@@ -17,6 +17,7 @@ pub mod policy_facts;
 pub mod reach_cache;
 pub mod record_core;
 pub mod service;
+pub mod withheld;
 
 pub use bundle::ReturnPreference;
 pub use context::{

@@ -7,7 +7,9 @@ use medmesh_audit::{AuditEntry, Outcome};
 use medmesh_fhir::datetime::{self, format_instant};
 use medmesh_fhir::search::{self, Handling, Include, SearchQuery, SummaryMode, TotalMode};
 use medmesh_fhir::{Definitions, Issue, IssueType, index, operation_outcome, resource, validate};
-use medmesh_policy::{Action, AuditView, Grant, InboxOwner, KeyAdmin, Pdp, Reach, ReviewRight};
+use medmesh_policy::{
+    Action, AuditView, Grant, InboxOwner, KeyAdmin, KeyStatusView, Pdp, Reach, ReviewRight,
+};
 use medmesh_store::{
     HistoryQuery, HistoryScope, NewVersion, PageRequest, RecordStore, StoredVersion, VersionHead,
 };
@@ -299,6 +301,16 @@ impl RecordService {
     pub fn key_admin(&self, ctx: &RequestContext) -> Result<KeyAdmin, RecordError> {
         self.pdp
             .authorize_key_admin(ctx.actor())
+            .map_err(|_| RecordError::Forbidden)
+    }
+
+    /// The PDP's permit to see the state of the node's keys (node admins, the operator).
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`].
+    pub fn key_status_view(&self, ctx: &RequestContext) -> Result<KeyStatusView, RecordError> {
+        self.pdp
+            .authorize_key_status(ctx.actor())
             .map_err(|_| RecordError::Forbidden)
     }
 

@@ -8,14 +8,14 @@ use axum::response::{IntoResponse, Response};
 /// Every asset: name, content type, bytes.
 const ASSETS: &[(&str, &str, &str)] = &[
     (
+        "documents-page.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/documents-page.js"),
+    ),
+    (
         "audit-verify.js",
         "text/javascript; charset=utf-8",
         include_str!("../assets/audit-verify.js"),
-    ),
-    (
-        "audit-page.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../assets/audit-page.js"),
     ),
 ];
 

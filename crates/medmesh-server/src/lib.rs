@@ -3,7 +3,6 @@
 //! Routes map to thin handlers ([`handlers`]); authentication yields the request context
 //! ([`auth`]); every error leaves through one mapping to an OperationOutcome ([`response`]).
 
-pub mod access_log_page;
 pub mod account_api;
 pub mod api;
 pub mod assets;
@@ -332,7 +331,6 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         )
         .route("/account/sessions", get(web::sessions))
         .route("/account/documents", get(web::documents))
-        .route("/account/audit", get(access_log_page::access_log))
         .route("/assets/{name}", get(assets::asset))
         .route("/account/sessions/end", post(web::end_session))
         .route("/api/account", get(account_api::account))

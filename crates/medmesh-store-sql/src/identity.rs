@@ -30,6 +30,20 @@ const USER_TYPES: [Col; 16] = [
     Col::I64,
 ];
 
+fn client_from(r: Row) -> Result<ClientRecord, StoreError> {
+    Ok(ClientRecord {
+        client_id: r.string(0)?,
+        name: r.string(1)?,
+        kind: r.string(2)?,
+        secret_hash: r.opt_string(3)?,
+        redirect_uris: serde_json::from_str(&r.string(4)?)
+            .map_err(|_| StoreError::Invalid("malformed redirect URIs".into()))?,
+        jwks: r.opt_string(5)?,
+        scope: r.string(6)?,
+        created: r.i64(7)?,
+    })
+}
+
 fn user_from(mut r: Row) -> Result<UserRecord, StoreError> {
     let secret = r.take_bytes(4)?;
     Ok(UserRecord {
@@ -460,20 +474,12 @@ impl<B: Backend> IdentityStore for SqlStore<B> {
     async fn client(&self, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let mut sql = self.sql("SELECT client_id, name, kind, secret_hash, redirect_uris, jwks, scope, created FROM oauth_clients WHERE client_id = ");
         sql.str(client_id);
-        let Some(r) = self.fetch(sql, &CLIENT_TYPES).await?.into_iter().next() else {
-            return Ok(None);
-        };
-        Ok(Some(ClientRecord {
-            client_id: r.string(0)?,
-            name: r.string(1)?,
-            kind: r.string(2)?,
-            secret_hash: r.opt_string(3)?,
-            redirect_uris: serde_json::from_str(&r.string(4)?)
-                .map_err(|_| StoreError::Invalid("malformed redirect URIs".into()))?,
-            jwks: r.opt_string(5)?,
-            scope: r.string(6)?,
-            created: r.i64(7)?,
-        }))
+        self.fetch(sql, &CLIENT_TYPES)
+            .await?
+            .into_iter()
+            .next()
+            .map(client_from)
+            .transpose()
     }
 
     async fn insert_code(&self, c: &AuthCodeRecord) -> Result<(), StoreError> {
@@ -627,6 +633,35 @@ impl<B: Backend> IdentityStore for SqlStore<B> {
             .push(" WHERE kid = ")
             .str(kid);
         self.execute(sql).await.map(|_| ())
+    }
+
+    async fn users_with_role(
+        &self,
+        role: &str,
+        organization: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let mut sql = self.sql(&format!("SELECT {USER_COLS} FROM users WHERE role = "));
+        sql.str(role);
+        if let Some(org) = organization {
+            sql.push(" AND organization = ").str(org);
+        }
+        sql.push(" ORDER BY username LIMIT ").int(i64::from(limit));
+        self.fetch(sql, &USER_TYPES)
+            .await?
+            .into_iter()
+            .map(user_from)
+            .collect()
+    }
+
+    async fn clients(&self, limit: u32) -> Result<Vec<ClientRecord>, StoreError> {
+        let mut sql = self.sql("SELECT client_id, name, kind, secret_hash, redirect_uris, jwks, scope, created FROM oauth_clients ORDER BY created DESC LIMIT ");
+        sql.int(i64::from(limit));
+        let mut out = Vec::new();
+        for r in self.fetch(sql, &CLIENT_TYPES).await? {
+            out.push(client_from(r)?);
+        }
+        Ok(out)
     }
 
     async fn users_with_totp(&self) -> Result<Vec<UserRecord>, StoreError> {

@@ -211,6 +211,16 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn user_by_external(&self, subject: &str) -> Result<Option<UserRecord>, StoreError>;
     /// How many users exist.
     async fn user_count(&self) -> Result<u64, StoreError>;
+    /// The accounts with `role` (in `organization` when given), by user name; at most
+    /// `limit`.
+    async fn users_with_role(
+        &self,
+        role: &str,
+        organization: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<UserRecord>, StoreError>;
+    /// The registered OAuth clients, newest first; at most `limit`.
+    async fn clients(&self, limit: u32) -> Result<Vec<ClientRecord>, StoreError>;
     /// Records a TOTP step as used if it is newer than the last; `false` for a replay.
     async fn claim_totp_step(&self, user_id: &str, step: i64) -> Result<bool, StoreError>;
     /// Replaces a user's recovery codes (hashes).

@@ -27,6 +27,22 @@ pub struct AccessLine {
     pub active: bool,
 }
 
+/// A referral sent to a practitioner, as their inbox lists it before they may read the
+/// patient's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingReferral {
+    /// The Task's id (what accepting names).
+    pub task_id: String,
+    /// The patient (`Patient/x`); their record opens to the owner once accepted.
+    pub patient: Option<String>,
+    /// Who referred (`Practitioner/x`).
+    pub requester: Option<String>,
+    /// The Task's status (`requested`, `accepted`, `rejected`...).
+    pub status: String,
+    /// `authoredOn`, as written.
+    pub authored_on: Option<String>,
+}
+
 /// The trust network's operations, over the record service.
 pub struct TrustNetwork {
     records: Arc<RecordService>,
@@ -59,6 +75,11 @@ impl TrustNetwork {
             inbox: store,
             break_glass_micros,
         }
+    }
+
+    /// How long a break-glass declaration lasts, in microseconds.
+    pub fn break_glass_micros(&self) -> i64 {
+        self.break_glass_micros
     }
 
     /// A verified practitioner declares an emergency: time-boxed access to the patient,
@@ -197,6 +218,73 @@ impl TrustNetwork {
         tx.append_audit(&entry).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The referrals a verified practitioner owns, newest first (at most 100): a referral
+    /// is addressed to them before their care relationship exists, so its Task is read
+    /// here by the network, not through the practitioner's reach; only what the inbox
+    /// needs leaves it (no reason, no clinical content). The read is audited under the
+    /// patients the Tasks name.
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`] unless the actor is a verified practitioner.
+    pub async fn referrals_for(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<Vec<IncomingReferral>, RecordError> {
+        let core = self.records.core();
+        let Some(me) = ctx
+            .actor()
+            .clinician()
+            .filter(|c| c.verified)
+            .map(|c| c.practitioner.clone())
+        else {
+            return Err(RecordError::Forbidden);
+        };
+        let mut q = medmesh_fhir::search::parse_query(
+            core.definitions(),
+            "Task",
+            &[
+                ("owner".into(), me),
+                ("_sort".into(), "-authored-on".into()),
+            ],
+            medmesh_fhir::search::Handling::Strict,
+        )?;
+        core.blind(&mut q)?;
+        let page = medmesh_store::PageRequest {
+            count: 100,
+            cursor: None,
+            with_total: false,
+            snapshot: false,
+        };
+        let found = self.resources.search(&q, &page).await?;
+        let mut out = Vec::new();
+        let mut ids = Vec::new();
+        let mut patients = Vec::new();
+        for v in self.resources.read_many(&found.matches).await? {
+            let task = core.decode(&v).await?;
+            let text = |p: &str| task.pointer(p).and_then(Value::as_str).map(str::to_string);
+            let is_referral =
+                text("/focus/reference").is_some_and(|f| f.starts_with("ServiceRequest/"));
+            if !is_referral {
+                continue;
+            }
+            patients.extend(core.compartment_owners("Task", &task));
+            ids.push(v.id.clone());
+            out.push(IncomingReferral {
+                task_id: v.id,
+                patient: text("/for/reference"),
+                requester: text("/requester/reference"),
+                status: text("/status").unwrap_or_default(),
+                authored_on: text("/authoredOn"),
+            });
+        }
+        patients.sort();
+        patients.dedup();
+        let mut entry = core.entry(ctx, "referral-inbox", Some("Task"), ids, Outcome::Success);
+        entry.patients = patients;
+        core.append_audit(vec![entry]).await?;
+        Ok(out)
     }
 
     /// Who can see a patient's data and why: every edge, current or past. The PDP's

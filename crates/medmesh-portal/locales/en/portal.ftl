@@ -163,3 +163,279 @@ month-9 = Sep
 month-10 = Oct
 month-11 = Nov
 month-12 = Dec
+
+## Navigation (clinicians, admins, everyone)
+nav-account = Account
+nav-patients = Patients
+nav-referrals = Referrals
+nav-admin-users = Users
+nav-admin-clients = Apps
+nav-admin-break-glass = Emergency reviews
+nav-admin-keys = Keys and log
+
+language-name = English
+
+## Record: documents
+record-documents = Documents
+record-documents-none = No documents.
+record-document = Document
+
+## Account
+account-title = Account
+account-language = Language
+account-language-label = Show pages in
+account-save = Save
+account-two-factor = Two-step sign-in
+account-two-factor-off = Two-step sign-in is off. With it on, signing in also asks for a code from an app on your phone.
+account-two-factor-start = Turn on two-step sign-in
+account-two-factor-scan = Scan this code with an authenticator app, then type the six-digit code it shows.
+account-two-factor-qr = QR code for your authenticator app
+account-two-factor-manual = Cannot scan? Enter this in the app instead
+account-two-factor-code = Six-digit code
+account-two-factor-confirm = Confirm
+account-two-factor-wrong = That code was not right. Start again to get a new QR code.
+account-two-factor-restart = Start again
+account-two-factor-now-on = Two-step sign-in is now on.
+account-recovery-once = These recovery codes let you in if you lose your phone. Keep them somewhere safe: they are shown only this once, and each works once.
+account-two-factor-on = Two-step sign-in is on.
+account-two-factor-required = Two-step sign-in is on, and required for your account.
+account-link = Link your record
+account-link-intro = Your clinic can give you a one-time code that links this account to your health record.
+account-link-code = One-time code
+account-link-submit = Link my record
+account-link-wrong = That code is not valid, or was already used.
+account-sessions = See where you are signed in, and sign out other devices
+
+## Patients (clinicians)
+patients-title = My patients
+patients-find = Find a patient
+patients-name = Name
+patients-birthdate = Date of birth
+patients-identifier = Identifier (MRN)
+patients-search = Search
+patients-mine = Patients in your care
+patients-results = Search results
+patients-none = No patients found among those in your care.
+patients-unnamed = (no name on record)
+
+## Emergency access
+emergency-title = Emergency access (break-glass)
+emergency-intro = For a patient who is not in your care, in an emergency only. Your reason is kept for review, every access is flagged in the patient's log, and the patient is told.
+emergency-time-box = { $hours ->
+    [one] Access lasts one hour.
+   *[other] Access lasts { $hours } hours.
+}
+emergency-patient = The patient's record number
+emergency-reason = Reason (required)
+emergency-declare = Declare an emergency
+emergency-banner = Emergency access: every access to this record is flagged, reviewed and shown to the patient. It ends { $until }.
+
+## Chart
+chart-write = Add to the record
+chart-refer = Refer
+chart-restricted = Restricted by the patient's consent
+chart-restricted-intro = The patient has not shared these parts of their record with you. They exist only if the patient chose to restrict them; ask the patient if you need them.
+
+## Writing
+write-title = Add to the record of { $name }
+write-back = Back to the chart
+write-observation = A measurement
+write-measurement = What was measured
+write-value = Value
+write-date = Date
+write-condition = A condition
+write-condition-text = Condition
+write-onset = Since
+write-allergy = An allergy
+write-substance = Substance
+write-criticality = How serious
+write-note = A note
+write-note-title = Title
+write-note-text = Note
+write-save = Save
+write-documents = To upload a signed document, use
+
+## Referrals
+refer-title = Refer { $name }
+refer-directory = Find a colleague
+refer-name = Name
+refer-specialty = Specialty
+refer-organization = Organization
+refer-found = Colleagues found
+refer-none = Nobody found.
+refer-reason = Reason for the referral
+refer-send = Refer to this colleague
+referrals-title = Referrals
+referrals-incoming = Sent to you
+referrals-sent = Sent by you
+referrals-none = None.
+referrals-from = From
+referrals-to = To
+referrals-patient = Patient
+referrals-when = Sent
+referrals-status = Status
+referrals-accept = Accept
+referrals-accept-note = Accepting opens the patient's record to you, within what the patient's consents allow.
+referrals-patient-hidden = (named once you accept)
+status-requested = Requested
+status-accepted = Accepted
+status-rejected = Declined
+status-in-progress = In progress
+
+## Sharing: changes
+sharing-saved = Saved. It takes effect on the very next request.
+sharing-change = Change
+sharing-withdraw = Withdraw
+sharing-block = Block
+sharing-block-what = What to block
+sharing-everything = Everything
+sharing-referrals = Referrals made for you
+sharing-no-referrals = No referrals.
+sharing-referral-accept = Agree
+sharing-referral-decline = Decline
+sharing-give = Give someone access
+sharing-find = Find a practitioner or organization
+sharing-find-name = Name
+sharing-what = What they may see
+sharing-sensitive = Also sensitive information about
+sharing-until-date = Until (optional)
+sharing-grant = Give access
+sharing-rule = Share automatically from now on
+sharing-rule-laboratory = New lab results
+sharing-rule-vital-signs = New vital signs
+sharing-rule-set = Share automatically
+sharing-next-request = Every change takes effect on the next request anyone makes.
+
+## Data categories
+type-Observation = Results and measurements
+type-Condition = Conditions
+type-MedicationRequest = Medications
+type-AllergyIntolerance = Allergies
+type-Immunization = Immunizations
+type-Encounter = Visits
+type-DocumentReference = Documents
+label-R = restricted information
+label-V = very restricted information
+label-PSY = mental health
+label-MH = mental health
+label-BH = behavioural health
+label-SUD = substance use
+label-HIV = HIV
+label-STD = sexually transmitted infections
+label-SEX = sexual health
+label-SDV = sexual and domestic violence
+label-ETH = alcohol and drug treatment
+label-GDIS = genetic disease
+label-SICKLE = sickle cell
+
+gender-male = male
+gender-female = female
+gender-other = other
+gender-unknown = sex unknown
+
+analyte-8480-6 = Systolic blood pressure
+analyte-8462-4 = Diastolic blood pressure
+analyte-8867-4 = Heart rate
+analyte-29463-7 = Body weight
+analyte-8310-5 = Body temperature
+analyte-2339-0 = Glucose
+analyte-4548-4 = HbA1c
+analyte-2093-3 = Total cholesterol
+analyte-38483-4 = Creatinine
+
+## Admin
+admin-users-title = Users
+admin-practitioners = Practitioners
+admin-no-practitioners = No practitioner accounts.
+admin-username = User name
+admin-practitioner = Practitioner
+admin-status = Status
+admin-change = Change
+admin-verify = Verify
+admin-suspend = Suspend
+verification-verified = Verified
+verification-unverified = Not verified
+verification-suspended = Suspended
+admin-invite = Invite someone
+admin-invite-role = Role
+admin-invite-practitioner = Their Practitioner record id (for a practitioner)
+admin-invite-make = Make an invitation code
+admin-invitation-made = Invitation code
+admin-invitation-once = Give this one-time code to the person invited; it is shown only now and lasts seven days.
+admin-clients-title = Apps (OAuth clients)
+admin-clients = Registered apps
+admin-no-clients = No apps registered.
+admin-client-name = Name
+admin-client-id = Client id
+admin-client-kind = Kind
+admin-client-redirects = Redirect URIs
+admin-client-scope = Scopes allowed
+admin-client-created = Registered
+admin-client-register = Register an app
+admin-client-registered = App registered
+admin-client-secret = Client secret
+admin-client-secret-once = The secret is shown only now; the node keeps only its hash.
+client-kind-public = Public (in the browser or on a phone)
+client-kind-confidential = Confidential (on a server)
+client-kind-backend = Backend service
+admin-break-glass-title = Emergency accesses to review
+admin-break-glass-intro = Every emergency (break-glass) access, newest first, with the reason its practitioner gave.
+admin-break-glass-none = No emergency accesses.
+admin-break-glass-who = Practitioner
+admin-break-glass-patient = Patient record
+admin-break-glass-declared = Declared
+admin-break-glass-until = Until
+admin-break-glass-reason = Reason
+admin-break-glass-active = In force
+admin-reason-gone = (erased with the patient's data)
+admin-keys-title = Keys and audit log
+admin-keys-at-rest = Encryption at rest
+admin-keys-on = Health data is encrypted at rest, under data keys wrapped by a key-encryption key (KEK).
+admin-keys-off = Encryption at rest is off on this node.
+admin-keys-current = Current KEK
+admin-keys-reencryption = Re-encryption
+admin-keys-kek = KEK
+admin-keys-data-keys = Data keys wrapped
+admin-keys-rotate = Rotation is done by the node's operator on the command line:
+admin-reencryption = { $state } (row { $row })
+admin-reencryption-never = never run
+admin-checkpoint = Newest signed checkpoint of the audit log
+admin-checkpoint-none = No checkpoint has been signed yet.
+admin-checkpoint-size = Entries covered
+admin-checkpoint-signed = Signed
+
+## Access log
+access-log-title = Who accessed my record
+access-log-intro = Every access to your record is written to the node's signed log. This page checks, in your own browser, that the list below is the whole of it: none hidden, none removed, and nothing rewritten since your last visit.
+access-log-checking = Checking the log…
+access-log-caption = Accesses to your record, newest first
+access-log-when = When
+access-log-who = Who
+access-log-what = What
+access-log-why = Why
+access-log-outcome = Outcome
+access-log-how = How this is checked
+access-log-how-detail = The node signs the log's state with its key. The signature also covers, for every patient, how many accesses their log holds and which is the newest. Each access names the one before it, so your browser walks back from the newest to the first and notices any gap. It keeps what it verified and, on your next visit, checks that the node only added to the log since. The node's key:
+access-log-verified-one = Verified against the checkpoint of { $asOf }: this is the only access to your record.
+access-log-verified-other = Verified against the checkpoint of { $asOf }: these are all { $n } accesses to your record.
+access-log-witnessed-one = { $count } independent witness ({ $names }) confirmed that the node shows everyone this same log, checked as of { $since }.
+access-log-witnessed-other = { $count } independent witnesses ({ $names }) confirmed that the node shows everyone this same log, checked as of { $since }.
+access-log-unwitnessed = No independent witness has confirmed this log yet.
+access-log-policy-changed = The node now lists other witnesses than at your first visit; the ones you kept were checked.
+access-log-failed = Not verified: { $reason }. Tell the node's operator or your care team.
+access-log-key-changed = Not verified: the node now signs its log with another key than at your last visit.
+access-log-nothing = Nothing has been logged yet.
+access-log-unchecked = The log could not be checked: { $error }
+access-log-own-access = your own access, or the node
+access-log-emergency = Emergency access
+access-log-success = Allowed
+access-log-denied = Refused
+access-log-failure = Failed
+action-login-second-factor = Signed in (second step)
+action-break-glass = Declared an emergency
+action-withheld = Saw what your consent withholds
+action-referral-inbox = Listed their referrals
+action-accept-referral = Accepted a referral
+chart-invite = Invite to the patient portal
+chart-invitation = Portal invitation
+chart-invitation-once = Give the patient this one-time code: they create their account with it at /register, and it links the account to this record. It is shown only now and lasts seven days.

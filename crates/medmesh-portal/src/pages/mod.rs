@@ -1,9 +1,15 @@
 //! One module per page. Each has a handler that extracts, calls the application services
 //! with the viewer's context, shapes what it got into a view, and renders its template.
 
+pub mod access_log;
+pub mod account;
+pub mod admin;
+pub mod chart;
 pub mod home;
 pub mod my_data;
+pub mod patients;
 pub mod record;
+pub mod referrals;
 pub mod sharing;
 
 use medmesh_fhir::search::Handling;
@@ -30,4 +36,28 @@ pub(crate) async fn search(
         .search(&viewer.ctx, rt, &all, Handling::Lenient)
         .await?;
     Ok(resources(&bundle))
+}
+
+/// The node's time now as FHIR `dateTime`, from its injected clock (never the wall clock).
+pub(crate) fn now_rfc3339(state: &AppState) -> String {
+    time::OffsetDateTime::from_unix_timestamp(state.identity.clock().now_secs())
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The refusal of a form whose CSRF token is not the session's; `None` lets it through.
+pub(crate) fn csrf_guard(viewer: &Viewer, token: Option<&str>) -> Option<axum::response::Response> {
+    (!medmesh_server::web::csrf_matches(&viewer.csrf, token))
+        .then(|| crate::layout::problem(viewer.lang, crate::layout::Problem::Forbidden))
+}
+
+/// A form field, trimmed and bounded: `None` when empty. Free text typed into a form is
+/// cut at `max` characters (the forms say so in their `maxlength`).
+pub(crate) fn field(value: &str, max: usize) -> Option<String> {
+    let v: String = value.trim().chars().take(max).collect();
+    (!v.is_empty()).then_some(v)
 }

@@ -190,8 +190,8 @@ pub async fn research(
     Form(form): Form<ResearchForm>,
 ) -> Response {
     let lang = viewer.lang;
-    if !medmesh_server::web::csrf_matches(&viewer.csrf, form.csrf.as_deref()) {
-        return problem(lang, Problem::Forbidden);
+    if let Some(refused) = super::csrf_guard(&viewer, form.csrf.as_deref()) {
+        return refused;
     }
     let Some(patient) = viewer.own_patient() else {
         return problem(lang, Problem::WrongAudience);
@@ -217,14 +217,7 @@ pub async fn research(
         Ok(c) => c,
         Err(e) => return record_problem(lang, &e),
     };
-    // The node's injected clock (the identity service's), not the wall clock.
-    let now = time::OffsetDateTime::from_unix_timestamp(state.identity.clock().now_secs())
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default();
+    let now = super::now_rfc3339(&state);
     let consent = json!({
         "resourceType": "Consent",
         "status": "active",

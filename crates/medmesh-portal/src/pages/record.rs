@@ -63,19 +63,24 @@ pub struct Section {
     pub empty: String,
 }
 
+/// A patient's record as people read it: the lists, the visits, the results, the
+/// documents. The patient's own `/record` and a clinician's chart show the same.
+pub struct Chart {
+    /// Conditions, medications, allergies, immunizations.
+    pub sections: Vec<Section>,
+    /// Visits, newest first.
+    pub encounters: Section,
+    /// Documents, newest first.
+    pub documents: Section,
+    /// One per analyte.
+    pub analytes: Vec<Analyte>,
+}
+
 #[derive(Template)]
 #[template(path = "record.html")]
 struct RecordPage {
     shell: Shell,
-    sections: Vec<Section>,
-    encounters: Section,
-    results_title: String,
-    results_empty: String,
-    analytes: Vec<Analyte>,
-    t_value: String,
-    t_date: String,
-    t_values: String,
-    t_latest: String,
+    chart: Chart,
 }
 
 /// A status code (`active`, or a CodeableConcept's first code) in words; a code the
@@ -168,61 +173,68 @@ pub fn analytes(lang: Lang, series: &[Series], tz: i32) -> Vec<Analyte> {
         .collect()
 }
 
-/// `GET /record`.
-pub async fn record(State(state): State<AppState>, viewer: Viewer) -> Response {
+/// Reads `patient`'s record as the viewer (every search judged by the PDP and audited).
+///
+/// # Errors
+/// The record service's.
+pub async fn load(
+    state: &AppState,
+    viewer: &Viewer,
+    patient: &str,
+) -> Result<Chart, medmesh_records::RecordError> {
     let lang = viewer.lang;
     let tz = viewer.tz_minutes;
-    let Some(patient) = viewer.own_patient() else {
-        return problem(lang, Problem::WrongAudience);
-    };
-    // The six searches run at once: the page waits for the slowest, not for their sum.
-    let fetched = tokio::try_join!(
-        search(&state, &viewer, &patient, "Condition", &[("_count", "500")]),
-        search(
-            &state,
-            &viewer,
-            &patient,
-            "MedicationRequest",
-            &[("_count", "500"), ("_sort", "-authoredon")],
-        ),
-        search(
-            &state,
-            &viewer,
-            &patient,
-            "AllergyIntolerance",
-            &[("_count", "200")]
-        ),
-        search(
-            &state,
-            &viewer,
-            &patient,
-            "Immunization",
-            &[("_count", "500"), ("_sort", "-date")],
-        ),
-        search(
-            &state,
-            &viewer,
-            &patient,
-            "Encounter",
-            &[("_count", "200"), ("_sort", "-date")],
-        ),
-        search(
-            &state,
-            &viewer,
-            &patient,
-            "Observation",
-            &[
-                ("category", "laboratory,vital-signs"),
-                ("_count", RESULTS_SHOWN),
-                ("_sort", "-date"),
-            ],
-        ),
-    );
-    let (conditions, medications, allergies, immunizations, encounters, observations) =
-        match fetched {
-            Ok(f) => f,
-            Err(e) => return record_problem(lang, &e),
-        };
+    // The searches run at once: the page waits for the slowest, not for their sum.
+    let (conditions, medications, allergies, immunizations, encounters, observations, documents) =
+        tokio::try_join!(
+            search(state, viewer, patient, "Condition", &[("_count", "500")]),
+            search(
+                state,
+                viewer,
+                patient,
+                "MedicationRequest",
+                &[("_count", "500"), ("_sort", "-authoredon")],
+            ),
+            search(
+                state,
+                viewer,
+                patient,
+                "AllergyIntolerance",
+                &[("_count", "200")]
+            ),
+            search(
+                state,
+                viewer,
+                patient,
+                "Immunization",
+                &[("_count", "500"), ("_sort", "-date")],
+            ),
+            search(
+                state,
+                viewer,
+                patient,
+                "Encounter",
+                &[("_count", "200"), ("_sort", "-date")],
+            ),
+            search(
+                state,
+                viewer,
+                patient,
+                "Observation",
+                &[
+                    ("category", "laboratory,vital-signs"),
+                    ("_count", RESULTS_SHOWN),
+                    ("_sort", "-date"),
+                ],
+            ),
+            search(
+                state,
+                viewer,
+                patient,
+                "DocumentReference",
+                &[("_count", "100"), ("_sort", "-date")],
+            ),
+        )?;
     let section = |id, title: &str, empty: &str, items| Section {
         id,
         title: lang.t(title),
@@ -304,20 +316,57 @@ pub async fn record(State(state): State<AppState>, viewer: Viewer) -> Response {
             |r| date_of(lang, &r["period"]["start"], tz),
         ),
     );
+    let documents = section(
+        "documents",
+        "record-documents",
+        "record-documents-none",
+        items(
+            &documents,
+            |r| {
+                r["description"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| concept(&r["type"]))
+                    .or_else(|| {
+                        r["content"][0]["attachment"]["title"]
+                            .as_str()
+                            .map(str::to_string)
+                    })
+                    .or_else(|| Some(lang.t("record-document")))
+            },
+            |r| {
+                r["category"]
+                    .as_array()
+                    .and_then(|c| c.first())
+                    .and_then(concept)
+                    .unwrap_or_default()
+            },
+            |r| date_of(lang, &r["date"], tz),
+        ),
+    );
     let series = clinical::series(&observations);
-    render(
-        StatusCode::OK,
-        &RecordPage {
-            shell: Shell::new(&viewer, "/record", "record-title"),
-            sections,
-            encounters,
-            results_title: lang.t("record-results"),
-            results_empty: lang.t("record-results-none"),
-            analytes: analytes(lang, &series, tz),
-            t_value: lang.t("record-value"),
-            t_date: lang.t("record-date"),
-            t_values: lang.t("record-values"),
-            t_latest: lang.t("record-latest"),
-        },
-    )
+    Ok(Chart {
+        sections,
+        encounters,
+        documents,
+        analytes: analytes(lang, &series, tz),
+    })
+}
+
+/// `GET /record`.
+pub async fn record(State(state): State<AppState>, viewer: Viewer) -> Response {
+    let lang = viewer.lang;
+    let Some(patient) = viewer.own_patient() else {
+        return problem(lang, Problem::WrongAudience);
+    };
+    match load(&state, &viewer, &patient).await {
+        Ok(chart) => render(
+            StatusCode::OK,
+            &RecordPage {
+                shell: Shell::new(&viewer, "/record", "record-title"),
+                chart,
+            },
+        ),
+        Err(e) => record_problem(lang, &e),
+    }
 }

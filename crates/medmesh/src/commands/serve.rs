@@ -43,6 +43,9 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     ));
     let vault = document_vault(&stores, &cfg, &records)?;
     let trust = trust_network(&stores, &cfg, &records);
+    let portal = medmesh_portal::PortalServices {
+        keys: Arc::new(key_administration(&stores, &cfg, &records)?),
+    };
     let export_queue = workers::start_export_worker(export.clone()).await;
     workers::start_key_refresher(identity.clone());
     workers::start_checkpointer(
@@ -76,7 +79,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     medmesh_server::serve_with(
         listener,
         state,
-        medmesh_portal::routes(),
+        medmesh_portal::routes(portal),
         cfg.connections,
         shutdown_signal(),
     )

@@ -396,6 +396,17 @@ async fn brute_force_hits_the_throttle(node: Node) {
             StatusCode::UNAUTHORIZED
         );
     }
+    // Five failures arm the throttle; the first wait is one second, shorter than a slow
+    // machine may take to send the next request. Ten more failures, each sent after its
+    // wait, would take seventeen minutes: the count moves on in the store instead, which
+    // leaves a wait of minutes (the curve itself is unit-tested in medmesh-auth).
+    assert_eq!(
+        node.sql_i64("SELECT failures FROM login_throttle WHERE key = 'user:pat'")
+            .await,
+        5
+    );
+    node.raw_sql("UPDATE login_throttle SET failures = 15 WHERE key = 'user:pat'")
+        .await;
     let (s, page) = b.password("pat", PASSWORD).await;
     assert_eq!(
         s,

@@ -1,16 +1,25 @@
 // The access-log page (/account/audit): fetches the patient's whole log, proves it complete
-// with audit-verify.js, and remembers in IndexedDB the checkpoint it verified, so that the
-// next visit can prove the node only added to the log since. "Verified" is shown only when
-// every check passed; the entries are listed either way, marked unverified.
-import { verifyPatientLog } from './audit-verify.js';
+// with /assets/audit-verify.js, and remembers in IndexedDB the checkpoint it verified, so
+// that the next visit can prove the node only added to the log since. "Verified" is shown
+// only when every check passed; the entries are listed either way, marked unverified, and
+// drawn from the entries themselves (the page gives only words: messages and names).
+import { verifyPatientLog } from '/assets/audit-verify.js';
 
 const root = document.getElementById('access-log');
 const PATIENT = root.dataset.patient;
 const CSRF = root.dataset.csrf;
 const SERVED_KEY = root.dataset.logKey;
+const WORDS = JSON.parse(document.getElementById('access-log-words').textContent);
 const status = document.getElementById('verify-status');
 const table = document.getElementById('entries');
 const PAGE = 500;
+
+// A message with its {placeholders} filled.
+function say(key, values = {}) {
+  return (WORDS.messages[key] ?? key).replace(/\{(\w+)\}/g, (_, k) => String(values[k] ?? ''));
+}
+
+const when = (micros) => new Date(micros / 1000).toLocaleString(WORDS.lang);
 
 function store(mode, use) {
   return new Promise((resolve, reject) => {
@@ -43,7 +52,12 @@ function cell(row, value) {
   const td = document.createElement('td');
   td.textContent = value;
   row.append(td);
+  return td;
 }
+
+// An emergency (break-glass) access: its purpose is ETREAT, or its basis a declaration.
+const isEmergency = (entry) => entry?.purpose === 'ETREAT'
+  || (entry?.basis ?? []).some((b) => b.startsWith('break-glass/'));
 
 function render(entries, verified) {
   const body = table.tBodies[0];
@@ -52,12 +66,20 @@ function render(entries, verified) {
     const row = document.createElement('tr');
     row.dataset.index = String(index);
     if (!verified) row.dataset.unverified = 'true';
-    const when = entry?.time_micros ? new Date(entry.time_micros / 1000).toLocaleString() : '';
-    cell(row, when);
-    cell(row, entry?.actor ?? '');
-    const what = [entry?.action, ...(entry?.resource_ids ?? []).slice(0, 3)].filter(Boolean).join(' ');
-    cell(row, entry?.outcome && entry.outcome !== 'Success' ? `${what} (${entry.outcome.toLowerCase()})` : what);
-    cell(row, [entry?.purpose, ...(entry?.basis ?? [])].filter(Boolean).join(', ') || 'your own access, or the node');
+    cell(row, entry?.time_micros ? when(entry.time_micros) : '');
+    cell(row, WORDS.names[entry?.actor] ?? entry?.actor ?? '');
+    cell(row, WORDS.actions[entry?.action] ?? say('other'));
+    const why = cell(row, [entry?.purpose, ...(entry?.basis ?? [])].filter(Boolean).join(', ') || say('ownAccess'));
+    if (isEmergency(entry)) {
+      row.classList.add('emergency');
+      row.dataset.emergency = 'true';
+      const flag = document.createElement('strong');
+      flag.className = 'flag';
+      flag.textContent = `${say('emergency')} `;
+      why.prepend(flag);
+    }
+    const outcome = entry?.outcome ?? 'Success';
+    cell(row, outcome === 'Success' ? say('success') : outcome === 'Denied' ? say('denied') : say('failure'));
     body.append(row);
   }
   table.hidden = false;
@@ -69,7 +91,7 @@ async function run() {
   const base = `/api/patients/${encodeURIComponent(PATIENT)}/audit`;
   const first = await api(`${base}?_count=${PAGE}`);
   if (!first.checkpoint) {
-    show('verified', 'Nothing has been logged yet.');
+    show('verified', say('nothing'));
     return;
   }
   const pages = [first];
@@ -87,34 +109,30 @@ async function run() {
     logKey, patient: PATIENT, pages, remembered: kept?.remembered ?? null, consistency,
   });
   if (logKey !== SERVED_KEY) {
-    show('failed', 'Not verified: the node now signs its log with another key than at your last visit.');
+    show('failed', say('keyChanged'));
     render(pages.flatMap((p) => p.entries), false);
     return;
   }
   if (!result.ok) {
     status.dataset.code = result.code;
-    show('failed', `Not verified: ${result.message}. Tell the node's operator or your care team.`);
+    show('failed', say('failed', { reason: result.message }));
     render(pages.flatMap((p) => p.entries), false);
     return;
   }
   await store('readwrite', (s) => s.put({ logKey, remembered: result.remember }, PATIENT));
-  const asOf = new Date(result.timestampMicros / 1000).toLocaleString();
   const n = result.entries.length;
-  let message = `Verified: these are all ${n} access${n === 1 ? '' : 'es'} to your record, as of ${asOf}.`;
+  let message = say(n === 1 ? 'verifiedOne' : 'verifiedOther', { n, asOf: when(result.timestampMicros) });
   const w = result.witnessed;
   if (w.length > 0) {
-    const since = new Date(Math.min(...w.map((x) => x.time)) * 1000).toLocaleString();
-    message += ` ${w.length} independent witness${w.length === 1 ? '' : 'es'} (${w.map((x) => x.name).join(', ')})`
-      + ` confirmed that the node shows everyone this same log, checked as of ${since}.`;
+    const since = when(Math.min(...w.map((x) => x.time)) * 1e6);
+    message += ` ${say(w.length === 1 ? 'witnessedOne' : 'witnessedOther', { count: w.length, names: w.map((x) => x.name).join(', '), since })}`;
   } else {
-    message += ' No independent witness has confirmed this log yet.';
+    message += ` ${say('unwitnessed')}`;
   }
-  if (result.policyChanged) {
-    message += ' The node now lists other witnesses than at your first visit; the ones you kept were checked.';
-  }
+  if (result.policyChanged) message += ` ${say('policyChanged')}`;
   status.dataset.witnessed = String(w.length);
   show('verified', message);
   render(result.entries, true);
 }
 
-run().catch((e) => show('failed', `The log could not be checked: ${e.message}`));
+run().catch((e) => show('failed', say('unchecked', { error: e.message })));

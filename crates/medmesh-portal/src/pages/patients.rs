@@ -1,0 +1,178 @@
+//! `GET /patients`: a clinician's patients, the ones their care relationships reach (the PDP
+//! decides which: the search is judged and audited as any), and `POST /patients`, a search
+//! among them by name, birth date or identifier (POSTed, so nothing about a patient lands
+//! in a URL or the browser's history). `POST /patients/emergency` is the break-glass
+//! declaration: a reason is required, the time box is said before and after, and the chart
+//! then shows a banner while it holds.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use medmesh_fhir::search::Handling;
+use medmesh_server::AppState;
+use serde::Deserialize;
+
+use crate::clinical::{self, human_name, resources};
+use crate::i18n::Arg;
+use crate::layout::{Problem, Shell, problem, record_problem, render};
+use crate::pages::{csrf_guard, field};
+use crate::viewer::{Audience, Viewer};
+
+/// How many patients one page lists.
+const LISTED: usize = 50;
+
+/// One patient in the list.
+pub struct PatientRow {
+    /// Their record id, for the chart's link.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Birth date, formatted.
+    pub born: String,
+    /// Their first identifier's value (a medical record number, say).
+    pub identifier: String,
+}
+
+#[derive(Template)]
+#[template(path = "patients.html")]
+struct PatientsPage {
+    shell: Shell,
+    patients: Vec<PatientRow>,
+    searched: bool,
+    name: String,
+    birthdate: String,
+    identifier: String,
+    emergency_hours: String,
+}
+
+/// The search form.
+#[derive(Debug, Default, Deserialize)]
+pub struct SearchForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    birthdate: String,
+    #[serde(default)]
+    identifier: String,
+}
+
+/// `GET /patients`.
+pub async fn patients(State(state): State<AppState>, viewer: Viewer) -> Response {
+    list(&state, &viewer, SearchForm::default(), false).await
+}
+
+/// `POST /patients`.
+pub async fn search(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Form(form): Form<SearchForm>,
+) -> Response {
+    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+        return refused;
+    }
+    list(&state, &viewer, form, true).await
+}
+
+async fn list(state: &AppState, viewer: &Viewer, form: SearchForm, searched: bool) -> Response {
+    let lang = viewer.lang;
+    if viewer.audience != Audience::Clinician {
+        return problem(lang, Problem::WrongAudience);
+    }
+    let name = field(&form.name, 100);
+    let birthdate = field(&form.birthdate, 10);
+    let identifier = field(&form.identifier, 100);
+    if birthdate
+        .as_deref()
+        .is_some_and(|d| medmesh_fhir::datetime::parse_range(d).is_none())
+    {
+        return problem(lang, Problem::BadInput);
+    }
+    let mut params: Vec<(String, String)> = vec![("_count".into(), LISTED.to_string())];
+    params.extend(name.clone().map(|n| ("name".into(), n)));
+    params.extend(birthdate.clone().map(|d| ("birthdate".into(), d)));
+    params.extend(identifier.clone().map(|i| ("identifier".into(), i)));
+    let bundle = match state
+        .records
+        .search(&viewer.ctx, "Patient", &params, Handling::Lenient)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => return record_problem(lang, &e),
+    };
+    let mut patients: Vec<PatientRow> = resources(&bundle)
+        .iter()
+        .filter_map(|p| {
+            Some(PatientRow {
+                id: p["id"].as_str()?.to_string(),
+                name: human_name(p).unwrap_or_else(|| lang.t("patients-unnamed")),
+                born: clinical::date_of(lang, &p["birthDate"], 0),
+                identifier: p["identifier"][0]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            })
+        })
+        .collect();
+    patients.sort_by_key(|p| p.name.to_lowercase());
+    let hours = state.trust.break_glass_micros() as f64 / 3_600_000_000.0;
+    render(
+        StatusCode::OK,
+        &PatientsPage {
+            shell: Shell::new(viewer, "/patients", "patients-title"),
+            patients,
+            searched,
+            name: name.unwrap_or_default(),
+            birthdate: birthdate.unwrap_or_default(),
+            identifier: identifier.unwrap_or_default(),
+            emergency_hours: lang.t_with("emergency-time-box", &[("hours", Arg::Number(hours))]),
+        },
+    )
+}
+
+/// The break-glass form.
+#[derive(Debug, Deserialize)]
+pub struct EmergencyForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    patient: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /patients/emergency`: declares an emergency access to a patient outside the
+/// clinician's care relationships, with the reason they typed; then opens the chart, which
+/// shows the banner. A refusal (no reason, an unverified account) is said, and audited by
+/// the trust network.
+pub async fn emergency(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Form(form): Form<EmergencyForm>,
+) -> Response {
+    let lang = viewer.lang;
+    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+        return refused;
+    }
+    if viewer.audience != Audience::Clinician {
+        return problem(lang, Problem::WrongAudience);
+    }
+    let (Some(patient), Some(reason)) = (field(&form.patient, 64), field(&form.reason, 500)) else {
+        return problem(lang, Problem::BadInput);
+    };
+    if !patient
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return problem(lang, Problem::BadInput);
+    }
+    match state
+        .trust
+        .declare_break_glass(&viewer.ctx, &patient, &reason)
+        .await
+    {
+        Ok(_) => Redirect::to(&format!("/patients/{patient}")).into_response(),
+        Err(e) => record_problem(lang, &e),
+    }
+}

@@ -1,0 +1,135 @@
+//! What a patient's consent keeps from a practitioner: the categories of their record
+//! (a whole resource type, or one sensitivity label within it) that hold data the actor's
+//! reach does not admit. A chart shows these as "restricted by the patient's consent"
+//! rather than leaving them silently missing.
+
+use medmesh_audit::Outcome;
+use medmesh_fhir::search::{self, Criterion, Handling, SearchQuery};
+use medmesh_policy::Action;
+use medmesh_policy::labels::restricted_labels;
+use medmesh_store::PageRequest;
+
+use crate::context::RequestContext;
+use crate::error::RecordError;
+use crate::service::RecordService;
+
+/// One category of a patient's data that consent withholds from the actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withheld {
+    /// The resource type.
+    pub resource_type: String,
+    /// The restricted label (`R`, `V`, or a sensitivity code such as `PSY`) when only the
+    /// data carrying it is withheld; `None` when the whole type is.
+    pub label: Option<String>,
+}
+
+/// How the actor reaches one patient's chart: what consent withholds, and whether (and
+/// until when) the access is an emergency (break-glass) one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChartAccess {
+    /// The categories withheld.
+    pub withheld: Vec<Withheld>,
+    /// The end (microseconds) of the actor's break-glass access, while one holds.
+    pub emergency_until: Option<i64>,
+}
+
+impl RecordService {
+    /// How the actor reaches `patient`: the categories of their data, among `types`, that
+    /// hold something the actor may not see, and the end of an emergency access. Each type is judged by the PDP as a search of it (a refusal is audited as
+    /// any); the answer names categories, never resources or how many there are, and is
+    /// itself audited as one `withheld` entry about the patient.
+    ///
+    /// # Errors
+    /// [`RecordError::NotFound`] when nothing opens the patient to the actor at all (the
+    /// same answer as for a patient who does not exist), or a storage failure.
+    pub async fn chart_access(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        types: &[&str],
+    ) -> Result<ChartAccess, RecordError> {
+        let mut out = Vec::new();
+        let mut emergency_until = None;
+        let labels = restricted_labels();
+        for rt in types {
+            self.check_type(rt)?;
+            let grant = self.authorize(ctx, Action::Search, Some(rt)).await?;
+            // An unrestricted grant (an operator) or a patient's own compartment: nothing
+            // is withheld by consent.
+            let Some(reach) = grant.reach() else {
+                continue;
+            };
+            let Some(access) = reach.patient(patient) else {
+                return Err(RecordError::NotFound);
+            };
+            emergency_until = access
+                .edges()
+                .iter()
+                .filter(|e| e.kind == medmesh_policy::access::EdgeKind::BreakGlass)
+                .filter_map(|e| e.until)
+                .max();
+            let Some(params) = self.definitions().patient_compartment().get(*rt) else {
+                continue;
+            };
+            let compartment = Criterion::Compartment {
+                owner_type: "Patient".into(),
+                patient_ids: vec![patient.to_string()],
+                params: params.clone(),
+                include_self: *rt == "Patient",
+            };
+            if !access.type_visible(rt) {
+                if self.holds_any(rt, compartment, None).await? {
+                    out.push(Withheld {
+                        resource_type: (*rt).to_string(),
+                        label: None,
+                    });
+                }
+                continue;
+            }
+            for label in access.hidden_labels(rt, &labels) {
+                if self
+                    .holds_any(rt, compartment.clone(), Some(&label))
+                    .await?
+                {
+                    out.push(Withheld {
+                        resource_type: (*rt).to_string(),
+                        label: Some(label),
+                    });
+                }
+            }
+        }
+        let mut entry = self.entry(ctx, "withheld", None, Vec::new(), Outcome::Success);
+        entry.patients = vec![patient.to_string()];
+        self.audit.append(vec![entry]).await?;
+        Ok(ChartAccess {
+            withheld: out,
+            emergency_until,
+        })
+    }
+
+    /// Whether the patient's compartment holds a resource of `rt` (with `label`).
+    async fn holds_any(
+        &self,
+        rt: &str,
+        compartment: Criterion,
+        label: Option<&str>,
+    ) -> Result<bool, RecordError> {
+        let mut q: SearchQuery =
+            search::parse_query(self.definitions(), rt, &[], Handling::Strict)?;
+        q.criteria.push(compartment);
+        if let Some(label) = label {
+            q.criteria.push(
+                search::parse_criterion(self.definitions(), rt, "_security", label)
+                    .map_err(|_| RecordError::Forbidden)?,
+            );
+        }
+        self.blind(&mut q)?;
+        let page = PageRequest {
+            count: 1,
+            cursor: None,
+            with_total: false,
+            snapshot: false,
+        };
+        Ok(!self.store.search(&q, &page).await?.matches.is_empty())
+    }
+}
