@@ -201,6 +201,8 @@ for (const kind of ['sqlite', 'postgres']) {
 
       // 3. The cardiologist accepts; Alice is then among their patients.
       const card = await signIn('card');
+      assert.match(await card.page.locator('#referrals').textContent(), /A referral from Dr Grace Parker/);
+      await checked(card.page, 'clinician home');
       await card.page.goto(`${base}/patients`);
       assert.equal(await card.page.locator('#list tbody tr').count(), 0);
       await card.page.goto(`${base}/referrals`);
@@ -279,12 +281,16 @@ for (const kind of ['sqlite', 'postgres']) {
       await checked(gp.page, 'chart under break-glass');
       await shot(gp.page, 'clinician-break-glass');
       const bob = await signIn('bob');
+      assert.match(await bob.page.locator('#requests').textContent(), /emergency access to your record was declared/);
       await bob.page.goto(`${base}/account/audit`);
       await bob.page.locator('#verify-status:not([data-state=checking])').waitFor();
       assert.equal(await bob.page.locator('#verify-status').getAttribute('data-state'), 'verified');
       assert.ok(await bob.page.locator('#entries tr[data-emergency=true]').count() >= 1, 'the emergency access is flagged');
       await bob.page.goto(`${base}/sharing`);
       assert.ok((await bob.page.locator('#now tr.emergency').textContent()).includes('Dr Grace Parker'));
+      await admin.page.goto(`${base}/home`);
+      assert.ok((await admin.page.locator('#emergencies').textContent()).includes('Dr Grace Parker'));
+      await checked(admin.page, 'admin home');
       await admin.page.goto(`${base}/admin/break-glass`);
       assert.ok((await admin.page.locator('#queue').textContent()).includes('Unconscious in the emergency room'));
       await checked(admin.page, 'break-glass review');

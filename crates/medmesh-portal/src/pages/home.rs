@@ -12,7 +12,7 @@ use crate::clinical::{concept, date_of, quantity};
 use crate::layout::{Shell, record_problem, render};
 use crate::pages::record::Item;
 use crate::pages::search;
-use crate::viewer::Viewer;
+use crate::viewer::{Audience, Viewer};
 
 /// A card of the home page: a heading, lines, a link to the page with the rest.
 pub struct Card {
@@ -118,14 +118,22 @@ pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
         &[("name", crate::i18n::Arg::Text(viewer.name.clone()))],
     );
     let Some(patient) = viewer.own_patient() else {
-        return render(
-            StatusCode::OK,
-            &HomePage {
-                shell: Shell::new(&viewer, "/home", "home-title"),
-                greeting,
-                cards: Vec::new(),
-            },
-        );
+        let cards = match viewer.audience {
+            Audience::Clinician => clinician_cards(&state, &viewer).await,
+            Audience::Admin => admin_cards(&state, &viewer).await,
+            Audience::Patient => Ok(Vec::new()),
+        };
+        return match cards {
+            Ok(cards) => render(
+                StatusCode::OK,
+                &HomePage {
+                    shell: Shell::new(&viewer, "/home", "home-title"),
+                    greeting,
+                    cards,
+                },
+            ),
+            Err(r) => r,
+        };
     };
     let fetched = tokio::try_join!(
         search(
@@ -149,8 +157,16 @@ pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
         state
             .audit_log
             .read_patient_log(&state.records, &viewer.ctx, &patient, None, 5, None),
+        search(
+            &state,
+            &viewer,
+            &patient,
+            "Task",
+            &[("status", "requested"), ("_count", "20")]
+        ),
+        notifications(&state, &viewer, &patient),
     );
-    let (results, documents, log) = match fetched {
+    let (results, documents, log, tasks, notes) = match fetched {
         Ok(f) => f,
         Err(e) => return record_problem(lang, &e),
     };
@@ -182,6 +198,33 @@ pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
             what: who(&state, &viewer, &e.entry.actor).await,
             detail: action(lang, &e.entry.action),
             when: crate::clinical::date_time_micros(lang, e.entry.time_micros, tz),
+        });
+    }
+    let mut requests: Vec<Item> = notes
+        .into_iter()
+        .filter(|n| n.read_micros.is_none())
+        .take(5)
+        .map(|n| Item {
+            what: lang
+                .lookup(&format!("notification-{}", n.kind))
+                .unwrap_or(n.message),
+            detail: String::new(),
+            when: crate::clinical::date_time_micros(lang, n.created_micros, tz),
+        })
+        .collect();
+    for t in tasks.iter().filter(|t| {
+        t["focus"]["reference"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("ServiceRequest/"))
+    }) {
+        let to = match t["owner"]["reference"].as_str() {
+            Some(o) => crate::pages::sharing::name_of(&state, &viewer, o).await,
+            None => String::new(),
+        };
+        requests.push(Item {
+            what: lang.t_with("home-referral", &[("name", crate::i18n::Arg::Text(to))]),
+            detail: String::new(),
+            when: date_of(lang, &t["authoredOn"], tz),
         });
     }
     let card = |id, title: &str, empty: &str, items, more_href, more: &str| Card {
@@ -222,7 +265,119 @@ pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
                     "/account/audit",
                     "home-accesses-more",
                 ),
+                card(
+                    "requests",
+                    "home-requests",
+                    "home-requests-none",
+                    requests,
+                    "/sharing",
+                    "home-requests-more",
+                ),
             ],
         },
     )
+}
+
+/// The patient's notifications (the PDP's audit view of their own record is the permit).
+async fn notifications(
+    state: &AppState,
+    viewer: &Viewer,
+    patient: &str,
+) -> Result<Vec<medmesh_store::Notification>, medmesh_records::RecordError> {
+    let view = state.records.audit_view(&viewer.ctx, Some(patient))?;
+    state.trust.notifications(&view).await
+}
+
+/// A clinician's start: the referrals waiting for their answer, and the way to their
+/// patients.
+async fn clinician_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>, Response> {
+    let lang = viewer.lang;
+    let waiting = match state.trust.referrals_for(&viewer.ctx).await {
+        Ok(r) => r,
+        // An unverified practitioner has no inbox yet.
+        Err(medmesh_records::RecordError::Forbidden) => Vec::new(),
+        Err(e) => return Err(record_problem(lang, &e)),
+    };
+    let mut items = Vec::new();
+    for r in waiting.into_iter().filter(|r| r.status == "requested").take(5) {
+        let from = match &r.requester {
+            Some(p) => crate::pages::sharing::name_of(state, viewer, p).await,
+            None => String::new(),
+        };
+        items.push(Item {
+            what: lang.t_with("home-referral-from", &[("name", crate::i18n::Arg::Text(from))]),
+            detail: String::new(),
+            when: r
+                .authored_on
+                .map(|a| date_of(lang, &serde_json::Value::String(a), viewer.tz_minutes))
+                .unwrap_or_default(),
+        });
+    }
+    Ok(vec![
+        Card {
+            id: "referrals",
+            title: lang.t("home-referrals"),
+            items,
+            empty: lang.t("home-referrals-none"),
+            more_href: "/referrals",
+            more: lang.t("home-referrals-more"),
+        },
+        Card {
+            id: "patients",
+            title: lang.t("patients-title"),
+            items: Vec::new(),
+            empty: lang.t("home-patients"),
+            more_href: "/patients",
+            more: lang.t("home-patients-more"),
+        },
+    ])
+}
+
+/// An admin's start: practitioners waiting for verification, emergency accesses in force.
+async fn admin_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>, Response> {
+    let lang = viewer.lang;
+    let mut waiting = Vec::new();
+    if let Ok(users) = state.identity.practitioners_overseen(&viewer.account).await {
+        for u in users.into_iter().filter(|u| u.verification == "unverified").take(5) {
+            waiting.push(Item {
+                what: u.username,
+                detail: lang.t("verification-unverified"),
+                when: String::new(),
+            });
+        }
+    }
+    let mut emergencies = Vec::new();
+    if let Ok(right) = state.records.review_right(&viewer.ctx) {
+        let now = state.identity.clock().now_micros();
+        let edges = state
+            .trust
+            .break_glass_queue(&right, 0)
+            .await
+            .map_err(|e| record_problem(lang, &e))?;
+        for e in edges.into_iter().filter(|e| e.holds_at(now)).take(5) {
+            emergencies.push(Item {
+                what: crate::pages::sharing::name_of(state, viewer, &e.principal).await,
+                detail: lang.t("admin-break-glass-active"),
+                when: crate::clinical::date_time_micros(lang, e.since, viewer.tz_minutes),
+            });
+        }
+    }
+    Ok(vec![
+        Card {
+            id: "verification",
+            title: lang.t("home-verification"),
+            items: waiting,
+            empty: lang.t("home-verification-none"),
+            more_href: "/admin",
+            more: lang.t("nav-admin-users"),
+        },
+        Card {
+            id: "emergencies",
+            title: lang.t("home-emergencies"),
+            items: emergencies,
+            empty: lang.t("admin-break-glass-none"),
+            more_href: "/admin/break-glass",
+            more: lang.t("nav-admin-break-glass"),
+        },
+    ])
 }
