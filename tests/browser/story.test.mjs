@@ -243,6 +243,18 @@ for (const kind of ['sqlite', 'postgres']) {
       await alice.page.setInputFiles('#file', { name: 'peak-flow.txt', mimeType: 'text/plain', buffer: Buffer.from('2026-12-01 420 L/min\n') });
       await alice.page.click('#upload button[type=submit]');
       await alice.page.locator('#result[data-binary]').waitFor();
+      const binary = await alice.page.locator('#result').getAttribute('data-binary');
+      await alice.page.goto(`${base}/documents`);
+      const diary = alice.page.locator('#documents li', { hasText: 'Peak flow diary' });
+      assert.match(await diary.locator('.doc-status').textContent(), /Signed by Alice Example on .*the signature was verified/);
+      await checked(alice.page, 'documents');
+      await shot(alice.page, 'patient-documents');
+      const opened = await alice.page.request.get(`${base}/documents/${binary}`);
+      assert.equal(opened.status(), 200);
+      assert.equal(await opened.text(), '2026-12-01 420 L/min\n');
+      assert.match(opened.headers()['content-security-policy'], /sandbox/);
+      const saved = await alice.page.request.get(`${base}/documents/${binary}?download=1`);
+      assert.equal(saved.headers()['content-disposition'], 'attachment');
 
       // 5. Alice gives Dr Rhodes access; his access shows in her log, verified.
       await alice.page.goto(`${base}/sharing`);

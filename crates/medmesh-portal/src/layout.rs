@@ -74,7 +74,7 @@ impl Shell {
                 ("/record", "nav-record"),
                 ("/sharing", "nav-sharing"),
                 ("/my-data", "nav-my-data"),
-                ("/account/documents", "nav-documents"),
+                ("/documents", "nav-documents"),
                 ("/account/audit", "nav-access-log"),
                 ("/account", "nav-account"),
             ],

@@ -52,6 +52,8 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         .route("/sharing/referral", post(pages::sharing::referral))
         .route("/sharing/rule", post(pages::sharing::rule))
         .route("/account/audit", get(pages::access_log::access_log))
+        .route("/documents", get(pages::documents::documents))
+        .route("/documents/{binary}", get(pages::documents::open))
         .route("/my-data", get(pages::my_data::my_data))
         .route("/my-data/record.json", get(pages::my_data::download))
         .route("/my-data/research", post(pages::my_data::research))

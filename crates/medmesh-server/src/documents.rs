@@ -401,7 +401,9 @@ fn harden_document_headers(h: &mut HeaderMap, content_type: &str) {
     );
 }
 
-fn download_response(d: Download) -> Response {
+/// A document's bytes as an answer: streamed, typed, sandboxed, shown inline only when its
+/// type is safe to, with its digest (RFC 9530) for the client to check.
+pub fn download_response(d: Download) -> Response {
     let mut r = Response::new(Body::from_stream(
         d.body.map_err(|e| std::io::Error::other(e.to_string())),
     ));

@@ -254,7 +254,7 @@ pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
                     "home-documents",
                     "home-documents-none",
                     documents,
-                    "/account/documents",
+                    "/documents",
                     "home-documents-more",
                 ),
                 card(
@@ -299,13 +299,20 @@ async fn clinician_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>,
         Err(e) => return Err(record_problem(lang, &e)),
     };
     let mut items = Vec::new();
-    for r in waiting.into_iter().filter(|r| r.status == "requested").take(5) {
+    for r in waiting
+        .into_iter()
+        .filter(|r| r.status == "requested")
+        .take(5)
+    {
         let from = match &r.requester {
             Some(p) => crate::pages::sharing::name_of(state, viewer, p).await,
             None => String::new(),
         };
         items.push(Item {
-            what: lang.t_with("home-referral-from", &[("name", crate::i18n::Arg::Text(from))]),
+            what: lang.t_with(
+                "home-referral-from",
+                &[("name", crate::i18n::Arg::Text(from))],
+            ),
             detail: String::new(),
             when: r
                 .authored_on
@@ -338,7 +345,11 @@ async fn admin_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>, Res
     let lang = viewer.lang;
     let mut waiting = Vec::new();
     if let Ok(users) = state.identity.practitioners_overseen(&viewer.account).await {
-        for u in users.into_iter().filter(|u| u.verification == "unverified").take(5) {
+        for u in users
+            .into_iter()
+            .filter(|u| u.verification == "unverified")
+            .take(5)
+        {
             waiting.push(Item {
                 what: u.username,
                 detail: lang.t("verification-unverified"),

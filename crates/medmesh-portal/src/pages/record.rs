@@ -71,7 +71,7 @@ pub struct Chart {
     /// Visits, newest first.
     pub encounters: Section,
     /// Documents, newest first.
-    pub documents: Section,
+    pub documents: Vec<crate::pages::documents::DocumentRow>,
     /// One per analyte.
     pub analytes: Vec<Analyte>,
 }
@@ -227,13 +227,7 @@ pub async fn load(
                     ("_sort", "-date"),
                 ],
             ),
-            search(
-                state,
-                viewer,
-                patient,
-                "DocumentReference",
-                &[("_count", "100"), ("_sort", "-date")],
-            ),
+            crate::pages::documents::rows(state, viewer, patient),
         )?;
     let section = |id, title: &str, empty: &str, items| Section {
         id,
@@ -314,34 +308,6 @@ pub async fn load(
                     .unwrap_or_default()
             },
             |r| date_of(lang, &r["period"]["start"], tz),
-        ),
-    );
-    let documents = section(
-        "documents",
-        "record-documents",
-        "record-documents-none",
-        items(
-            &documents,
-            |r| {
-                r["description"]
-                    .as_str()
-                    .map(str::to_string)
-                    .or_else(|| concept(&r["type"]))
-                    .or_else(|| {
-                        r["content"][0]["attachment"]["title"]
-                            .as_str()
-                            .map(str::to_string)
-                    })
-                    .or_else(|| Some(lang.t("record-document")))
-            },
-            |r| {
-                r["category"]
-                    .as_array()
-                    .and_then(|c| c.first())
-                    .and_then(concept)
-                    .unwrap_or_default()
-            },
-            |r| date_of(lang, &r["date"], tz),
         ),
     );
     let series = clinical::series(&observations);
