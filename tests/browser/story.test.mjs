@@ -163,8 +163,11 @@ for (const kind of ['sqlite', 'postgres']) {
       await checked(gp.page, 'patients');
       await gp.page.fill('#name', 'Alice');
       await gp.page.fill('#birthdate', '1980-02-03');
+      // The search POSTs (htmx swaps the list in place; without script the form still works).
+      await gp.page.evaluate(() => { window.samePage = true; });
       await gp.page.click('form.search button[type=submit]');
-      assert.equal(await gp.page.locator('#list-h').textContent(), 'Search results');
+      await gp.page.locator('#list-h', { hasText: 'Search results' }).waitFor();
+      assert.equal(await gp.page.evaluate(() => window.samePage), true, 'swapped in place by htmx');
       assert.ok(!gp.page.url().includes('Alice'), 'no name in the URL');
       await shot(gp.page, 'clinician-patients');
       await gp.page.click('#list a');
@@ -193,6 +196,7 @@ for (const kind of ['sqlite', 'postgres']) {
       await gp.page.getByRole('link', { name: 'Refer', exact: true }).click();
       await gp.page.fill('#dir-specialty', 'cardio');
       await gp.page.click('form.search button[type=submit]');
+      await gp.page.locator('#colleagues-h').waitFor();
       assert.deepEqual(await gp.page.locator('#colleagues h3').allTextContents(), ['Dr Carl Diaz']);
       await checked(gp.page, 'refer');
       await gp.page.fill('#reason-1', 'Palpitations');

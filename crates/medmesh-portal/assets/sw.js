@@ -1,8 +1,9 @@
 // The portal's service worker: it makes the portal installable and keeps the static files
-// (stylesheet, scripts, icon) for offline starts. It never caches a page or an API answer:
-// those hold health data, and leave the browser's memory when the tab closes.
-const CACHE = 'medmesh-static-v1';
-const STATIC = ['/static/portal.css', '/static/portal.js', '/static/icon.svg'];
+// (stylesheet, scripts, icon) for offline starts, network first so an upgraded node's files
+// arrive at once. It never caches a page or an API answer: those hold health data, and
+// leave the browser's memory when the tab closes.
+const CACHE = 'medmesh-static-v2';
+const STATIC = ['/static/portal.css', '/static/portal.js', '/static/htmx.min.js', '/static/icon.svg'];
 
 self.addEventListener('install', (event) => {
   event.waitUntil(caches.open(CACHE).then((c) => c.addAll(STATIC)));
@@ -15,5 +16,9 @@ self.addEventListener('activate', (event) => {
 self.addEventListener('fetch', (event) => {
   const url = new URL(event.request.url);
   if (event.request.method !== 'GET' || url.origin !== self.location.origin || !STATIC.includes(url.pathname)) return;
-  event.respondWith(caches.match(event.request).then((hit) => hit ?? fetch(event.request)));
+  event.respondWith(fetch(event.request).then((fresh) => {
+    const copy = fresh.clone();
+    if (fresh.ok) caches.open(CACHE).then((c) => c.put(event.request, copy));
+    return fresh;
+  }).catch(() => caches.match(event.request)));
 });

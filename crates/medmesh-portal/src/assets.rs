@@ -25,6 +25,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../assets/access-log.js"),
     ),
     (
+        "htmx.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/vendor/htmx.min.js"),
+    ),
+    (
         "icon.svg",
         "image/svg+xml",
         include_str!("../assets/icon.svg"),
