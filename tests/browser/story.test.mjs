@@ -120,7 +120,7 @@ for (const kind of ['sqlite', 'postgres']) {
           if (page.url().endsWith('/login/code')) {
             // The recovery codes, shown once after enrolment.
             assert.ok(await page.locator('li code, code').count() >= 1);
-            await page.click('a');
+            await page.getByRole('link', { name: 'Continue' }).click();
           }
         }
         await page.waitForURL('**/home');
@@ -131,6 +131,20 @@ for (const kind of ['sqlite', 'postgres']) {
         assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), `${what}: no sideways scroll`);
       };
       const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+
+      // 0. The signed-out pages, in the browser's language.
+      for (const [locale, title] of [['en-GB', 'Sign in'], ['fr-FR', 'Se connecter']]) {
+        const visitor = await browser.newContext({ viewport: { width: 375, height: 800 }, locale });
+        const page = await visitor.newPage();
+        const first = await page.goto(`${base}/login`);
+        assert.match(first.headers()['content-security-policy'], /default-src 'none'/);
+        assert.equal(await page.locator('h1').textContent(), title);
+        await checked(page, `sign-in (${locale})`);
+        if (locale === 'en-GB') await shot(page, 'sign-in-phone');
+        await page.goto(`${base}/register`);
+        await checked(page, `register (${locale})`);
+        await visitor.close();
+      }
 
       // 1. The admin verifies the practitioner.
       const admin = await signIn('admin');

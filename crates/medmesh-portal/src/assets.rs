@@ -30,6 +30,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../assets/vendor/htmx.min.js"),
     ),
     (
+        "upload.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/upload.js"),
+    ),
+    (
         "icon.svg",
         "image/svg+xml",
         include_str!("../assets/icon.svg"),

@@ -106,6 +106,16 @@ impl Lang {
         known.then(|| self.format(id, None))
     }
 
+    /// The message `id` for a script to fill in: each named argument is written as
+    /// `{name}`, which the page's script replaces with its value.
+    pub fn t_for_script(self, id: &str, names: &[&str]) -> String {
+        let args: Vec<(&str, Arg)> = names
+            .iter()
+            .map(|name| (*name, Arg::Text(format!("{{{name}}}"))))
+            .collect();
+        self.t_with(id, &args)
+    }
+
     /// The message `id` with arguments.
     pub fn t_with(self, id: &str, args: &[(&str, Arg)]) -> String {
         let mut fluent = FluentArgs::new();

@@ -120,6 +120,29 @@ impl Shell {
     }
 }
 
+/// What the signed-out frame (`templates/plain.html`) shows around a page: sign-in,
+/// second factor, recovery codes, registration, notices.
+#[derive(Debug, Clone)]
+pub struct PlainShell {
+    /// `<html lang>`.
+    pub lang: &'static str,
+    /// The page's language, for templates.
+    pub i18n: Lang,
+    /// The page's title (also the `<h1>`).
+    pub title: String,
+}
+
+impl PlainShell {
+    /// The frame in `lang`, titled by the message `title_id`.
+    pub fn new(lang: Lang, title_id: &str) -> Self {
+        Self {
+            lang: lang.tag(),
+            i18n: lang,
+            title: lang.t(title_id),
+        }
+    }
+}
+
 /// Sets the page headers on a response: the node's one set (`medmesh_server::web::secure_page`).
 pub use medmesh_server::web::secure_page as secure;
 

@@ -35,8 +35,22 @@ pub struct PortalServices {
 /// The portal's routes, merged into the node's router by the binary.
 pub fn routes(services: PortalServices) -> Router<AppState> {
     Router::new()
-        // Everyone.
+        // Signing in and out, creating an account.
+        .route(
+            "/login",
+            get(pages::sign_in::login_form).post(pages::sign_in::login_submit),
+        )
+        .route("/login/code", post(pages::sign_in::login_code))
+        .route("/logout", post(pages::sign_in::logout))
+        .route(
+            "/register",
+            get(pages::sign_in::register_form).post(pages::sign_in::register_submit),
+        )
+        // Everyone signed in.
         .route("/home", get(pages::home::home))
+        .route("/account/sessions", get(pages::sessions::sessions))
+        .route("/account/sessions/end", post(pages::sessions::end_session))
+        .route("/account/documents", get(pages::sessions::upload))
         .route("/account", get(pages::account::account))
         .route("/account/language", post(pages::account::language))
         .route("/account/totp", post(pages::account::totp_start))

@@ -48,6 +48,8 @@ pub struct Viewer {
     pub tz_minutes: i32,
     /// The account, as the identity service's account operations take it.
     pub account: medmesh_store::UserRecord,
+    /// The session's public handle (the sessions page marks it).
+    pub session_handle: String,
 }
 
 impl Viewer {
@@ -96,6 +98,7 @@ impl FromRequestParts<AppState> for Viewer {
         let role = session.user.role.clone();
         let patient = session.user.patient_id.clone();
         let account = session.user.clone();
+        let session_handle = session.handle.clone();
         let ctx = medmesh_server::auth::session_context(parts, state, session)
             .await
             .ok_or_else(|| layout::problem(lang, layout::Problem::Unavailable))?;
@@ -114,6 +117,7 @@ impl FromRequestParts<AppState> for Viewer {
             lang,
             tz_minutes: tz_of(parts),
             account,
+            session_handle,
         })
     }
 }

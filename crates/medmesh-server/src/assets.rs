@@ -6,18 +6,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// Every asset: name, content type, bytes.
-const ASSETS: &[(&str, &str, &str)] = &[
-    (
-        "documents-page.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../assets/documents-page.js"),
-    ),
-    (
-        "audit-verify.js",
-        "text/javascript; charset=utf-8",
-        include_str!("../assets/audit-verify.js"),
-    ),
-];
+const ASSETS: &[(&str, &str, &str)] = &[(
+    "audit-verify.js",
+    "text/javascript; charset=utf-8",
+    include_str!("../assets/audit-verify.js"),
+)];
 
 /// `GET /assets/{name}`.
 pub async fn asset(Path(name): Path<String>) -> Response {

@@ -320,19 +320,9 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/register", post(oauth::register))
-        .route("/login", get(web::login_form).post(web::login_submit))
-        .route("/login/code", post(web::login_code))
         .route("/login/external/{id}", get(external::start))
         .route("/login/external/{id}/callback", get(external::callback))
-        .route("/logout", post(web::logout))
-        .route(
-            "/register",
-            get(web::register_form).post(web::register_submit),
-        )
-        .route("/account/sessions", get(web::sessions))
-        .route("/account/documents", get(web::documents))
         .route("/assets/{name}", get(assets::asset))
-        .route("/account/sessions/end", post(web::end_session))
         .route("/api/account", get(account_api::account))
         .route("/api/account/link", post(account_api::link_patient))
         .route("/api/invitations", post(account_api::create_invitation))

@@ -1,18 +1,15 @@
 //! Browser login: the sign-in pages (password, then TOTP), sessions with HttpOnly, Secure,
 //! SameSite cookies and CSRF tokens, session listing, logout, registration and invitations.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use askama::Template;
-use axum::Form;
-use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use medmesh_identity::IdentityError;
-use medmesh_identity::accounts::{LoginStep, Session};
-use serde::Deserialize;
+use medmesh_identity::accounts::Session;
 use subtle_eq::ct_eq;
 
 use crate::AppState;
@@ -45,7 +42,8 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-fn set_cookie(name: &str, value: &str, max_age: i64) -> (header::HeaderName, HeaderValue) {
+/// A `Set-Cookie` header on `/`: HttpOnly, Secure, SameSite=Lax.
+pub fn set_cookie(name: &str, value: &str, max_age: i64) -> (header::HeaderName, HeaderValue) {
     set_cookie_at(name, value, "/", max_age)
 }
 
@@ -258,7 +256,7 @@ pub fn peer_ip(parts: &Parts) -> Option<String> {
 }
 
 /// Checks a pre-session form's token against the login CSRF cookie (double submit).
-fn login_csrf_refusal(headers: &HeaderMap, form_token: &str) -> Option<Response> {
+pub fn login_csrf_refusal(headers: &HeaderMap, form_token: &str) -> Option<Response> {
     let pre = cookie(headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
     if !pre.is_empty() && ct_eq(&pre, form_token) {
         return None;
@@ -271,7 +269,7 @@ fn login_csrf_refusal(headers: &HeaderMap, form_token: &str) -> Option<Response>
 }
 
 /// 429 while throttled, else 401: a failed login step.
-fn login_failure_status(e: &IdentityError) -> StatusCode {
+pub fn login_failure_status(e: &IdentityError) -> StatusCode {
     if matches!(e, IdentityError::Throttled(_)) {
         StatusCode::TOO_MANY_REQUESTS
     } else {
@@ -280,63 +278,12 @@ fn login_failure_status(e: &IdentityError) -> StatusCode {
 }
 
 /// Only local paths may follow a login, never another site.
-fn safe_next(next: Option<&str>) -> String {
+pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
         // The portal's home, which sends each role to its own start page.
         _ => "/home".into(),
     }
-}
-
-#[derive(Template)]
-#[template(path = "login.html")]
-struct LoginPage<'a> {
-    error: Option<&'a str>,
-    csrf: &'a str,
-    next: &'a str,
-    providers: Vec<(String, String)>,
-}
-
-/// `GET /login`.
-pub async fn login_form(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let csrf = state.identity.new_csrf_token();
-    let next = safe_next(q.get("next").map(String::as_str));
-    let mut r = page(
-        StatusCode::OK,
-        &LoginPage {
-            error: None,
-            csrf: &csrf,
-            next: &next,
-            providers: state.login_providers(),
-        },
-    );
-    let (k, v) = set_cookie(LOGIN_CSRF_COOKIE, &csrf, 600);
-    r.headers_mut().append(k, v);
-    r
-}
-
-/// The login form.
-#[derive(Deserialize)]
-pub struct LoginForm {
-    username: String,
-    password: String,
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    next: String,
-}
-
-#[derive(Template)]
-#[template(path = "code.html")]
-struct CodePage<'a> {
-    error: Option<&'a str>,
-    csrf: &'a str,
-    next: &'a str,
-    qr_svg: Option<String>,
-    enrol_uri: &'a str,
 }
 
 /// The QR code of `uri` as an SVG document (`None` if it is too long to encode).
@@ -349,88 +296,10 @@ pub fn qr_svg(uri: &str) -> Option<String> {
     )
 }
 
-/// `POST /login`.
-pub async fn login_submit(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    Form(f): Form<LoginForm>,
-) -> Response {
-    let next = safe_next(Some(&f.next));
-    if let Some(r) = login_csrf_refusal(&headers, &f.csrf) {
-        return r;
-    }
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    match state
-        .identity
-        .login_password(&f.username, &f.password, &ip, ua)
-        .await
-    {
-        Ok(LoginStep::Done { cookie }) => {
-            audit_login(&state, &headers, &ip, "login", Some(&cookie), true).await;
-            let mut r = Redirect::to(&next).into_response();
-            let (k, v) = set_cookie(SESSION_COOKIE, &cookie, state.identity.config().session_ttl);
-            r.headers_mut().append(k, v);
-            r
-        }
-        Ok(LoginStep::NeedCode { cookie, enrol_uri }) => {
-            let uri = enrol_uri.unwrap_or_default();
-            let mut r = page(
-                StatusCode::OK,
-                &CodePage {
-                    error: None,
-                    csrf: &f.csrf,
-                    next: &next,
-                    qr_svg: if uri.is_empty() { None } else { qr_svg(&uri) },
-                    enrol_uri: &uri,
-                },
-            );
-            let (k, v) = set_cookie(SESSION_COOKIE, &cookie, 300);
-            r.headers_mut().append(k, v);
-            r
-        }
-        Err(e) => {
-            audit_login(&state, &headers, &ip, "login", None, false).await;
-            let status = login_failure_status(&e);
-            let mut r = page(
-                status,
-                &LoginPage {
-                    error: Some(&e.to_string()),
-                    csrf: &f.csrf,
-                    next: &next,
-                    providers: state.login_providers(),
-                },
-            );
-            retry_after(&e, &mut r);
-            r
-        }
-    }
-}
-
-/// The second-factor form.
-#[derive(Deserialize)]
-pub struct CodeForm {
-    code: String,
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    next: String,
-}
-
-#[derive(Template)]
-#[template(path = "recovery.html")]
-struct RecoveryPage<'a> {
-    codes: &'a [String],
-    next: &'a str,
-}
-
 /// Audits a login step. The actor is the account id once known, else `anonymous` (a
 /// username may identify a patient, so it is never logged). A failure to write the entry is
 /// logged; the login page still answers, since no clinical data is at stake.
-async fn audit_login(
+pub async fn audit_login(
     state: &AppState,
     headers: &HeaderMap,
     ip: &str,
@@ -460,278 +329,4 @@ async fn audit_login(
     if let Err(err) = state.records.audit_sign_in(sign_in).await {
         tracing::error!(error = %err, "cannot audit a login");
     }
-}
-
-/// `POST /login/code`.
-pub async fn login_code(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-    Form(f): Form<CodeForm>,
-) -> Response {
-    let next = safe_next(Some(&f.next));
-    if let Some(r) = login_csrf_refusal(&headers, &f.csrf) {
-        return r;
-    }
-    let Some(c) = cookie(&headers, SESSION_COOKIE) else {
-        return Redirect::to("/login").into_response();
-    };
-    match state.identity.login_code(&c, &f.code, &ip).await {
-        Ok(done) => {
-            audit_login(
-                &state,
-                &headers,
-                &ip,
-                "login-second-factor",
-                Some(&done.cookie),
-                true,
-            )
-            .await;
-            let mut r = if done.recovery_codes.is_empty() {
-                Redirect::to(&next).into_response()
-            } else {
-                page(
-                    StatusCode::OK,
-                    &RecoveryPage {
-                        codes: &done.recovery_codes,
-                        next: &next,
-                    },
-                )
-            };
-            let (k, v) = set_cookie(
-                SESSION_COOKIE,
-                &done.cookie,
-                state.identity.config().session_ttl,
-            );
-            r.headers_mut().append(k, v);
-            let (k, v) = set_cookie(LOGIN_CSRF_COOKIE, "", 0);
-            r.headers_mut().append(k, v);
-            r
-        }
-        Err(IdentityError::NotSignedIn) => Redirect::to("/login").into_response(),
-        Err(e) => {
-            audit_login(&state, &headers, &ip, "login-second-factor", None, false).await;
-            let status = login_failure_status(&e);
-            let mut r = page(
-                status,
-                &CodePage {
-                    error: Some(&e.to_string()),
-                    csrf: &f.csrf,
-                    next: &next,
-                    qr_svg: None,
-                    enrol_uri: "",
-                },
-            );
-            retry_after(&e, &mut r);
-            r
-        }
-    }
-}
-
-/// A form holding only a CSRF token (and maybe a handle).
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    csrf: Option<String>,
-    #[serde(default)]
-    handle: Option<String>,
-}
-
-/// `POST /logout`.
-pub async fn logout(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    SignedIn(s): SignedIn,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    if let Some(r) = csrf_refusal(&s, f.csrf.as_deref()) {
-        return r;
-    }
-    if let Some(c) = cookie(&headers, SESSION_COOKIE)
-        && let Err(e) = state.identity.logout(&c).await
-    {
-        return PageError::from(e).into_response();
-    }
-    let mut r = message(StatusCode::OK, "Signed out", "You are signed out.");
-    let (k, v) = set_cookie(SESSION_COOKIE, "", 0);
-    r.headers_mut().append(k, v);
-    // The browser drops what it cached of the pages. Not "storage": the access-log page
-    // keeps there the checkpoint it verified, which must outlive a session to catch a
-    // rewritten log; it holds tree hashes, not health data.
-    r.headers_mut().insert(
-        header::HeaderName::from_static("clear-site-data"),
-        HeaderValue::from_static("\"cache\""),
-    );
-    r
-}
-
-struct SessionRow {
-    signed_in: String,
-    user_agent: String,
-    ip: String,
-    handle: String,
-    current: bool,
-}
-
-#[derive(Template)]
-#[template(path = "sessions.html")]
-struct SessionsPage<'a> {
-    sessions: Vec<SessionRow>,
-    csrf: &'a str,
-}
-
-/// `GET /account/sessions`.
-pub async fn sessions(State(state): State<AppState>, SignedIn(s): SignedIn) -> Response {
-    match state.identity.sessions_of(&s.user.id).await {
-        Ok(list) => {
-            let rows = list
-                .into_iter()
-                .map(|r| SessionRow {
-                    signed_in: time::OffsetDateTime::from_unix_timestamp(r.auth_time)
-                        .ok()
-                        .and_then(|t| {
-                            t.format(&time::format_description::well_known::Rfc3339)
-                                .ok()
-                        })
-                        .unwrap_or_default(),
-                    current: r.handle == s.handle,
-                    user_agent: r.user_agent,
-                    ip: r.ip,
-                    handle: r.handle,
-                })
-                .collect();
-            page(
-                StatusCode::OK,
-                &SessionsPage {
-                    sessions: rows,
-                    csrf: &s.csrf,
-                },
-            )
-        }
-        Err(e) => PageError::from(e).into_response(),
-    }
-}
-
-/// `POST /account/sessions/end`.
-pub async fn end_session(
-    State(state): State<AppState>,
-    SignedIn(s): SignedIn,
-    Form(f): Form<CsrfForm>,
-) -> Response {
-    if let Some(r) = csrf_refusal(&s, f.csrf.as_deref()) {
-        return r;
-    }
-    match state
-        .identity
-        .end_session(&s.user.id, f.handle.as_deref().unwrap_or_default())
-        .await
-    {
-        Ok(()) => Redirect::to("/account/sessions").into_response(),
-        Err(e) => PageError::from(e).into_response(),
-    }
-}
-
-#[derive(Template)]
-#[template(path = "register.html")]
-struct RegisterPage<'a> {
-    error: Option<&'a str>,
-    csrf: &'a str,
-}
-
-/// `GET /register`.
-pub async fn register_form(State(state): State<AppState>) -> Response {
-    let csrf = state.identity.new_csrf_token();
-    let mut r = page(
-        StatusCode::OK,
-        &RegisterPage {
-            error: None,
-            csrf: &csrf,
-        },
-    );
-    let (k, v) = set_cookie(LOGIN_CSRF_COOKIE, &csrf, 600);
-    r.headers_mut().append(k, v);
-    r
-}
-
-/// The registration form.
-#[derive(Deserialize)]
-pub struct RegisterForm {
-    #[serde(default)]
-    invitation: String,
-    username: String,
-    password: String,
-    #[serde(default)]
-    csrf: String,
-}
-
-/// `POST /register`: redeems an invitation, or self-registers a patient where allowed.
-pub async fn register_submit(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Form(f): Form<RegisterForm>,
-) -> Response {
-    if let Some(r) = login_csrf_refusal(&headers, &f.csrf) {
-        return r;
-    }
-    let result = if f.invitation.trim().is_empty() {
-        state.identity.self_register(&f.username, &f.password).await
-    } else {
-        state
-            .identity
-            .accept_invite(&f.invitation, &f.username, &f.password)
-            .await
-    };
-    match result {
-        Ok(_) => message(
-            StatusCode::CREATED,
-            "Account created",
-            "Your account is ready. Sign in to continue.",
-        ),
-        Err(e) => {
-            let status = if matches!(e, IdentityError::Store(_) | IdentityError::Internal) {
-                StatusCode::INTERNAL_SERVER_ERROR
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            page(
-                status,
-                &RegisterPage {
-                    error: Some(&e.to_string()),
-                    csrf: &f.csrf,
-                },
-            )
-        }
-    }
-}
-
-#[derive(Template)]
-#[template(path = "documents.html")]
-struct DocumentsPage<'a> {
-    owner: String,
-    patient: String,
-    csrf: &'a str,
-}
-
-/// `GET /account/documents`: signed uploads from the browser, with a signing key that the
-/// page keeps non-extractable in WebCrypto (see the template's script).
-pub async fn documents(SignedIn(s): SignedIn) -> Response {
-    let owner = match (&s.user.patient_id, &s.user.practitioner_id) {
-        (Some(p), _) => format!("Patient/{p}"),
-        (None, Some(p)) => format!("Practitioner/{p}"),
-        (None, None) => {
-            return message(
-                StatusCode::FORBIDDEN,
-                "Not for this account",
-                "Signed documents are uploaded by patients and practitioners.",
-            );
-        }
-    };
-    page(
-        StatusCode::OK,
-        &DocumentsPage {
-            owner,
-            patient: s.user.patient_id.clone().unwrap_or_default(),
-            csrf: &s.csrf,
-        },
-    )
 }

@@ -22,7 +22,6 @@ use axum::response::Response;
 use medmesh_server::AppState;
 use serde_json::json;
 
-use crate::i18n::Arg;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
 use crate::pages::home::who;
 use crate::viewer::Viewer;
@@ -107,16 +106,11 @@ pub async fn access_log(State(state): State<AppState>, viewer: Viewer) -> Respon
             names.insert(e.entry.actor.clone(), name);
         }
     }
-    // The script fills the placeholders: each message is formatted with `{name}` for every
-    // argument, which the script replaces.
-    let placeholders: Vec<(&str, Arg)> =
-        ["asOf", "n", "count", "names", "since", "reason", "error"]
-            .iter()
-            .map(|name| (*name, Arg::Text(format!("{{{name}}}"))))
-            .collect();
+    // The script fills the placeholders (`{name}`) in.
+    let names_used = ["asOf", "n", "count", "names", "since", "reason", "error"];
     let messages: BTreeMap<&str, String> = MESSAGES
         .iter()
-        .map(|(k, id)| (*k, lang.t_with(id, &placeholders)))
+        .map(|(k, id)| (*k, lang.t_for_script(id, &names_used)))
         .collect();
     let actions: BTreeMap<&str, String> = ACTIONS
         .iter()

@@ -11,7 +11,9 @@ pub mod my_data;
 pub mod patients;
 pub mod record;
 pub mod referrals;
+pub mod sessions;
 pub mod sharing;
+pub mod sign_in;
 
 use medmesh_fhir::search::Handling;
 use medmesh_records::RecordError;

@@ -1,10 +1,11 @@
-// The signed-documents page (/account/documents).
+// The signed-upload page (/account/documents). Its messages come from the page (translated).
 // This browser's Ed25519 signing key lives in WebCrypto, created non-extractable and kept in
 // IndexedDB: the page can sign with it but nobody, the node included, can read it out. Its
 // public half is published in the node's key directory in a statement it signs itself.
 const vault = document.getElementById('vault');
 const OWNER = vault.dataset.owner;
 const CSRF = vault.dataset.csrf;
+const say = (key, values = {}) => (vault.dataset[key] ?? key).replace(/\{(\w+)\}/g, (_, k) => String(values[k] ?? ''));
 const b64 = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf)));
 const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, '0')).join('');
 const text = (s) => new TextEncoder().encode(s);
@@ -48,9 +49,9 @@ async function showKey() {
     const publicKey = b64(await crypto.subtle.exportKey('raw', pair.publicKey));
     status.dataset.publicKey = publicKey;
     status.dataset.extractable = String(pair.privateKey.extractable);
-    status.textContent = `This browser signs as ${OWNER} with key ${publicKey}; its private half cannot be exported.`;
+    status.textContent = say('msgKeyReady', { owner: OWNER, key: publicKey });
   } catch (e) {
-    status.textContent = `No signing key: ${e.message}`;
+    status.textContent = say('msgNoKey', { error: e.message });
   }
 }
 
@@ -85,9 +86,9 @@ document.getElementById('upload').addEventListener('submit', async (event) => {
     const body = await r.json();
     if (!r.ok) throw new Error((body.issue && body.issue[0] && body.issue[0].diagnostics) || String(r.status));
     out.dataset.binary = body.id;
-    out.textContent = `Signed and uploaded: Binary/${body.id}`;
+    out.textContent = say('msgUploaded', { id: body.id });
   } catch (e) {
-    out.textContent = `Not uploaded: ${e.message}`;
+    out.textContent = say('msgFailed', { error: e.message });
   }
 });
 
