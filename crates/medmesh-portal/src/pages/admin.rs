@@ -28,7 +28,7 @@ use crate::i18n::{Arg, Lang};
 use crate::layout::{Problem, Shell, problem, record_problem, render};
 use crate::pages::chart::valid_id;
 use crate::pages::sharing::name_of;
-use crate::pages::{csrf_guard, field};
+use crate::pages::{field, refuse_form};
 use crate::viewer::{Audience, Viewer};
 
 /// An identity failure as a page: a refusal is "wrong audience", a bad value "bad input",
@@ -126,11 +126,8 @@ pub async fn set_verification(
     Form(form): Form<VerificationForm>,
 ) -> Response {
     let lang = viewer.lang;
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Admin, &[]) {
         return refused;
-    }
-    if let Some(r) = admins_only(&viewer) {
-        return r;
     }
     let Ok(status) = form.status.parse::<medmesh_auth::Verification>() else {
         return problem(lang, Problem::BadInput);
@@ -161,11 +158,8 @@ pub async fn invite(
     Form(form): Form<InvitationForm>,
 ) -> Response {
     let lang = viewer.lang;
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Admin, &[]) {
         return refused;
-    }
-    if let Some(r) = admins_only(&viewer) {
-        return r;
     }
     let role = match form.role.as_str() {
         "practitioner" => medmesh_auth::Role::Practitioner,
@@ -271,11 +265,8 @@ pub async fn register_client(
     Form(form): Form<ClientForm>,
 ) -> Response {
     let lang = viewer.lang;
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Admin, &[]) {
         return refused;
-    }
-    if let Some(r) = admins_only(&viewer) {
-        return r;
     }
     if viewer.account.role != medmesh_auth::Role::NodeAdmin.code() {
         return problem(lang, Problem::WrongAudience);

@@ -24,7 +24,7 @@ use crate::clinical::{self, human_name};
 use crate::i18n::{Arg, Lang};
 use crate::layout::{Problem, Shell, problem, record_problem, render};
 use crate::pages::record::{self, Chart};
-use crate::pages::{csrf_guard, field, now_rfc3339};
+use crate::pages::{CsrfForm, field, now_rfc3339, refuse_form};
 use crate::viewer::{Audience, Viewer};
 
 /// The types the chart shows, and so the ones whose withholding it reports.
@@ -148,29 +148,17 @@ pub async fn chart(
     chart_page(&state, &viewer, id, None).await
 }
 
-/// The invitation button's form.
-#[derive(Debug, Deserialize)]
-pub struct InviteForm {
-    csrf: Option<String>,
-}
-
 /// `POST /patients/{id}/invite`: a one-time code the patient signs up with (at
 /// `/register`), which links their new account to this record; shown once, on the chart.
 pub async fn invite(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
-    Form(form): Form<InviteForm>,
+    Form(form): Form<CsrfForm>,
 ) -> Response {
     let lang = viewer.lang;
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Clinician, &[&id]) {
         return refused;
-    }
-    if viewer.audience != Audience::Clinician {
-        return problem(lang, Problem::WrongAudience);
-    }
-    if !valid_id(&id) {
-        return problem(lang, Problem::NotFound);
     }
     // Only a patient the clinician reaches: the read is judged (and audited) first.
     if let Err(r) = about(&state, &viewer, &id).await {
@@ -420,14 +408,8 @@ pub async fn write(
     Form(form): Form<WriteForm>,
 ) -> Response {
     let lang = viewer.lang;
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Clinician, &[&id]) {
         return refused;
-    }
-    if viewer.audience != Audience::Clinician {
-        return problem(lang, Problem::WrongAudience);
-    }
-    if !valid_id(&id) {
-        return problem(lang, Problem::NotFound);
     }
     let author = viewer
         .ctx

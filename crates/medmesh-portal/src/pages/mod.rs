@@ -58,6 +58,35 @@ pub(crate) fn csrf_guard(viewer: &Viewer, token: Option<&str>) -> Option<axum::r
         .then(|| crate::layout::problem(viewer.lang, crate::layout::Problem::Forbidden))
 }
 
+/// A form that carries only the session's CSRF token (a button).
+#[derive(Debug, serde::Deserialize)]
+pub struct CsrfForm {
+    /// The token.
+    pub csrf: Option<String>,
+}
+
+/// The one check in front of every form that changes something: the session's CSRF token
+/// (else 403), the page's audience (else "not for this account"), and the ids taken from
+/// the path (else "not found"). `None` lets the form through.
+pub(crate) fn refuse_form(
+    viewer: &Viewer,
+    token: Option<&str>,
+    audience: crate::viewer::Audience,
+    ids: &[&str],
+) -> Option<axum::response::Response> {
+    use crate::layout::{Problem, problem};
+    if let Some(refused) = csrf_guard(viewer, token) {
+        return Some(refused);
+    }
+    if viewer.audience != audience {
+        return Some(problem(viewer.lang, Problem::WrongAudience));
+    }
+    if !ids.iter().all(|id| crate::pages::chart::valid_id(id)) {
+        return Some(problem(viewer.lang, Problem::NotFound));
+    }
+    None
+}
+
 /// A form field, trimmed and bounded: `None` when empty. Free text typed into a form is
 /// cut at `max` characters (the forms say so in their `maxlength`).
 pub(crate) fn field(value: &str, max: usize) -> Option<String> {

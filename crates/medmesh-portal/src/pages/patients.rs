@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::clinical::{self, human_name, resources};
 use crate::i18n::Arg;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
-use crate::pages::{csrf_guard, field};
+use crate::pages::{csrf_guard, field, refuse_form};
 use crate::viewer::{Audience, Viewer};
 
 /// How many patients one page lists.
@@ -152,11 +152,8 @@ pub async fn emergency(
     Form(form): Form<EmergencyForm>,
 ) -> Response {
     let lang = viewer.lang;
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Clinician, &[]) {
         return refused;
-    }
-    if viewer.audience != Audience::Clinician {
-        return problem(lang, Problem::WrongAudience);
     }
     let (Some(patient), Some(reason)) = (field(&form.patient, 64), field(&form.reason, 500)) else {
         return problem(lang, Problem::BadInput);

@@ -21,7 +21,7 @@ use crate::i18n::Arg;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
 use crate::pages::chart::valid_id;
 use crate::pages::sharing::name_of;
-use crate::pages::{csrf_guard, field, now_rfc3339};
+use crate::pages::{CsrfForm, csrf_guard, field, now_rfc3339, refuse_form};
 use crate::viewer::{Audience, Viewer};
 
 /// The ServiceRequest's name inside the referral's transaction Bundle, which the record
@@ -258,11 +258,8 @@ pub async fn refer(
     Form(form): Form<ReferralForm>,
 ) -> Response {
     let lang = viewer.lang;
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Clinician, &[&id]) {
         return refused;
-    }
-    if viewer.audience != Audience::Clinician {
-        return problem(lang, Problem::WrongAudience);
     }
     let colleague = form.practitioner.trim();
     let colleague_ok = colleague
@@ -467,25 +464,17 @@ pub async fn referrals(State(state): State<AppState>, viewer: Viewer) -> Respons
     )
 }
 
-/// The accept button's form.
-#[derive(Debug, Deserialize)]
-pub struct CsrfOnly {
-    csrf: Option<String>,
-}
-
 /// `POST /referrals/{task}/accept`.
 pub async fn accept(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(task): Path<String>,
-    Form(form): Form<CsrfOnly>,
+    Form(form): Form<CsrfForm>,
 ) -> Response {
     let lang = viewer.lang;
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Clinician, &[&task])
+    {
         return refused;
-    }
-    if !valid_id(&task) {
-        return problem(lang, Problem::NotFound);
     }
     match state.trust.accept_referral(&viewer.ctx, &task).await {
         Ok(()) => Redirect::to("/referrals").into_response(),

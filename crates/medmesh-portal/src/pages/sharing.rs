@@ -32,8 +32,8 @@ use crate::clinical::{self, human_name, resources};
 use crate::i18n::{Arg, Lang};
 use crate::layout::{Problem, Shell, problem, record_problem, render};
 use crate::pages::chart::valid_id;
-use crate::pages::{csrf_guard, field, now_rfc3339, search};
-use crate::viewer::Viewer;
+use crate::pages::{field, now_rfc3339, refuse_form, search};
+use crate::viewer::{Audience, Viewer};
 
 /// The categories a patient can share or block: a resource type, or everything (`all`).
 pub const CATEGORIES: &[&str] = &[
@@ -282,7 +282,7 @@ pub async fn find(
     viewer: Viewer,
     Form(form): Form<FindForm>,
 ) -> Response {
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Patient, &[]) {
         return refused;
     }
     let Some(name) = field(&form.name, 100) else {
@@ -339,6 +339,20 @@ pub struct Choice {
     pub until: Option<String>,
     /// An automatic sharing rule: later data of `class` and `category` is shared.
     pub share_future: Option<String>,
+}
+
+impl Choice {
+    /// A permit or deny of everything for `principal`, open-ended.
+    pub fn new(permit: bool, principal: &str) -> Self {
+        Self {
+            permit,
+            principal: principal.trim().to_string(),
+            class: None,
+            labels: Vec::new(),
+            until: None,
+            share_future: None,
+        }
+    }
 }
 
 /// The FHIR Consent (scope `patient-privacy`) a choice is recorded as.
@@ -439,7 +453,7 @@ fn class_of(category: &str) -> Option<Option<String>> {
 pub async fn grant(State(state): State<AppState>, viewer: Viewer, body: String) -> Response {
     let lang = viewer.lang;
     let form = GrantForm::parse(&body);
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Patient, &[]) {
         return refused;
     }
     let until = field(&form.until, 10);
@@ -459,12 +473,10 @@ pub async fn grant(State(state): State<AppState>, viewer: Viewer, body: String) 
         &state,
         &viewer,
         Choice {
-            permit: true,
-            principal: form.principal.trim().to_string(),
             class,
             labels: form.labels,
             until,
-            share_future: None,
+            ..Choice::new(true, &form.principal)
         },
     )
     .await
@@ -487,7 +499,7 @@ pub async fn block(
     viewer: Viewer,
     Form(form): Form<BlockForm>,
 ) -> Response {
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Patient, &[]) {
         return refused;
     }
     let (true, Some(class)) = (
@@ -500,12 +512,8 @@ pub async fn block(
         &state,
         &viewer,
         Choice {
-            permit: false,
-            principal: form.principal.trim().to_string(),
             class,
-            labels: Vec::new(),
-            until: None,
-            share_future: None,
+            ..Choice::new(false, &form.principal)
         },
     )
     .await
@@ -518,7 +526,7 @@ pub async fn referral(
     viewer: Viewer,
     Form(form): Form<BlockForm>,
 ) -> Response {
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Patient, &[]) {
         return refused;
     }
     let permit = match form.answer.as_str() {
@@ -529,19 +537,7 @@ pub async fn referral(
     if !principal_ok(form.principal.trim()) {
         return problem(viewer.lang, Problem::BadInput);
     }
-    record_choice(
-        &state,
-        &viewer,
-        Choice {
-            permit,
-            principal: form.principal.trim().to_string(),
-            class: None,
-            labels: Vec::new(),
-            until: None,
-            share_future: None,
-        },
-    )
-    .await
+    record_choice(&state, &viewer, Choice::new(permit, &form.principal)).await
 }
 
 /// `POST /sharing/rule`: later results of a category are shared with someone as written.
@@ -550,7 +546,7 @@ pub async fn rule(
     viewer: Viewer,
     Form(form): Form<BlockForm>,
 ) -> Response {
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Patient, &[]) {
         return refused;
     }
     let category = match form.category.as_str() {
@@ -564,12 +560,9 @@ pub async fn rule(
         &state,
         &viewer,
         Choice {
-            permit: true,
-            principal: form.principal.trim().to_string(),
             class: Some("Observation".into()),
-            labels: Vec::new(),
-            until: None,
             share_future: Some(category),
+            ..Choice::new(true, &form.principal)
         },
     )
     .await
@@ -589,7 +582,7 @@ pub async fn withdraw(
     Form(form): Form<WithdrawForm>,
 ) -> Response {
     let lang = viewer.lang;
-    if let Some(refused) = csrf_guard(&viewer, form.csrf.as_deref()) {
+    if let Some(refused) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Patient, &[]) {
         return refused;
     }
     let Some(id) = form
@@ -600,9 +593,6 @@ pub async fn withdraw(
     else {
         return problem(lang, Problem::BadInput);
     };
-    if viewer.own_patient().is_none() {
-        return problem(lang, Problem::WrongAudience);
-    }
     let mut consent = match state.records.read(&viewer.ctx, "Consent", id).await {
         Ok(c) => c.resource,
         Err(e) => return record_problem(lang, &e),
@@ -624,14 +614,7 @@ mod tests {
     use medmesh_policy::consent::parse_consent;
 
     fn choice(permit: bool) -> Choice {
-        Choice {
-            permit,
-            principal: "Practitioner/dr".into(),
-            class: None,
-            labels: Vec::new(),
-            until: None,
-            share_future: None,
-        }
+        Choice::new(permit, "Practitioner/dr")
     }
 
     /// What the page writes is what the PDP reads.
