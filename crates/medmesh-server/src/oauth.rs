@@ -8,7 +8,7 @@ use axum::Form;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use medmesh_identity::IdentityError;
 use medmesh_identity::oauth::{AuthorizeError, AuthorizeRequest, ClientAuth, Registration};
@@ -244,17 +244,9 @@ pub async fn authorize(
             .filter(|l| l.user_id == session.user.id)
             .map_or("", |l| l.patient.as_str()),
     };
-    match page.render() {
-        Ok(html) => (
-            [
-                (header::CACHE_CONTROL, "no-store"),
-                (header::X_FRAME_OPTIONS, "DENY"),
-            ],
-            Html(html),
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
+    // The node's page headers: the CSP, no framing (a consent screen in a frame is
+    // clickjacking), no caching.
+    crate::web::page(StatusCode::OK, &page)
 }
 
 /// `POST /oauth/authorize`: the consent decision. Scopes arrive as repeated `scope` fields.

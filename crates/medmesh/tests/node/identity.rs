@@ -496,9 +496,17 @@ async fn authorize(
         .append_pair("aud", &format!("{}/fhir", node.base))
         .append_pair("code_challenge", challenge)
         .append_pair("code_challenge_method", "S256");
-    let (s, _, page) = b.get(u.as_str()).await;
+    let (s, h, page) = b.get(u.as_str()).await;
     assert_eq!(s, StatusCode::OK, "{page}");
     assert!(page.contains("asks for access"), "{page}");
+    // The consent screen carries the node's page headers: no script but its own, no frame.
+    assert!(
+        h["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(h["x-frame-options"], "DENY");
     let csrf = hidden(&page, "csrf");
     let request = hidden(&page, "request");
     let mut form: Vec<(&str, &str)> = vec![
