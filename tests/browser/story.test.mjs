@@ -203,6 +203,19 @@ for (const kind of ['sqlite', 'postgres']) {
       await Promise.all([gp.page.waitForURL('**/patients/alice'), gp.page.click('#note button[type=submit]')]);
       assert.ok((await gp.page.locator('#documents').textContent()).includes('Asthma review'));
       await shot(gp.page, 'clinician-chart');
+      // A document signed by the clinician's browser key, filed in Alice's record.
+      await gp.page.goto(`${base}/account/documents`);
+      await gp.page.locator('#key-status[data-public-key]').waitFor();
+      assert.match(await gp.page.locator('#key-status').textContent(), /signs as Practitioner\/gp/);
+      await checked(gp.page, 'signed upload');
+      await gp.page.fill('#patient', 'alice');
+      await gp.page.fill('#title', 'Spirometry report');
+      await gp.page.setInputFiles('#file', { name: 'spirometry.txt', mimeType: 'text/plain', buffer: Buffer.from('FEV1 3.1 L\n') });
+      await gp.page.click('#upload button[type=submit]');
+      await gp.page.locator('#result[data-binary]').waitFor();
+      await gp.page.goto(`${base}/patients/alice`);
+      const report = gp.page.locator('#documents li', { hasText: 'Spirometry report' });
+      assert.match(await report.locator('.doc-status').textContent(), /Signed by Dr Grace Parker/);
       // An invitation for Alice.
       await gp.page.click('text=Invite to the patient portal');
       const invitation = (await gp.page.locator('#invitation-code').textContent()).trim();
