@@ -163,6 +163,7 @@ for (const kind of ['sqlite', 'postgres']) {
       await admin.page.fill('#client-redirects', 'https://app.example/callback');
       await admin.page.click('#register button[type=submit]');
       assert.ok((await admin.page.locator('#client-secret').textContent()).length > 20);
+      const clientId = (await admin.page.locator('#client-id').textContent()).trim();
       assert.equal(await admin.page.locator('#clients tbody tr').count(), 1);
       await checked(admin.page, 'admin clients');
       // Keys and the checkpoint.
@@ -268,6 +269,15 @@ for (const kind of ['sqlite', 'postgres']) {
       enrolled.set('alice', uri);
       await alice.context.close();
       alice = await signIn('alice');
+      // An app asks Alice for access: the consent screen, in the portal's frame.
+      await alice.page.goto(`${base}/oauth/authorize?${new URLSearchParams({
+        response_type: 'code', client_id: clientId, redirect_uri: 'https://app.example/callback',
+        scope: 'openid fhirUser launch/patient patient/Observation.rs', state: 's1', aud: `${base}/fhir`,
+        code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256',
+      })}`);
+      assert.equal(await alice.page.locator('h1').textContent(), 'Clinic app asks for access');
+      assert.ok((await alice.page.locator('.scopes').textContent()).includes("read one patient's Results and measurements"));
+      await checked(alice.page, 'consent screen');
       await alice.page.goto(`${base}/account/documents`);
       await alice.page.locator('#key-status[data-public-key]').waitFor();
       await alice.page.fill('#title', 'Peak flow diary');

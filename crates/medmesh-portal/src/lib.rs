@@ -46,6 +46,7 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
             "/register",
             get(pages::sign_in::register_form).post(pages::sign_in::register_submit),
         )
+        .route("/oauth/authorize", get(pages::consent::authorize))
         // Everyone signed in.
         .route("/home", get(pages::home::home))
         .route("/account/sessions", get(pages::sessions::sessions))

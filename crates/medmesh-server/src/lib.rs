@@ -313,10 +313,7 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(cross_origin)
-        .route(
-            "/oauth/authorize",
-            get(oauth::authorize).post(oauth::authorize_decision),
-        )
+        .route("/oauth/authorize", post(oauth::authorize_decision))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/oauth/register", post(oauth::register))

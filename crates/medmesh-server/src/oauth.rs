@@ -3,10 +3,9 @@
 
 use std::collections::HashMap;
 
-use askama::Template;
 use axum::Form;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
@@ -106,59 +105,9 @@ fn endpoint(state: &AppState, path: &str) -> String {
     )
 }
 
-#[derive(Template)]
-#[template(path = "consent.html")]
-struct ConsentPage<'a> {
-    client_name: &'a str,
-    username: &'a str,
-    csrf: &'a str,
-    request: &'a str,
-    scopes: Vec<(String, String)>,
-    pick_patient: bool,
-    launch_patient: &'a str,
-}
-
-/// Words for a scope on the consent screen.
-fn describe(scope: &str) -> String {
-    match scope {
-        "openid" | "fhirUser" | "profile" => "Know who you are".into(),
-        "offline_access" => "Keep access after you close the app".into(),
-        "online_access" => "Keep access while you are signed in".into(),
-        "launch/patient" | "launch" => "Know which patient record is open".into(),
-        s => match medmesh_auth::Scope::parse(s) {
-            Ok(sc) => {
-                let p = sc.permissions;
-                let what = sc
-                    .resource_type
-                    .clone()
-                    .unwrap_or_else(|| "all record types".into());
-                let mut verbs = Vec::new();
-                if p.read || p.search {
-                    verbs.push("read");
-                }
-                if p.create || p.update {
-                    verbs.push("add and change");
-                }
-                if p.delete {
-                    verbs.push("delete");
-                }
-                let whose = match sc.context {
-                    medmesh_auth::ScopeContext::Patient => "one patient's",
-                    medmesh_auth::ScopeContext::User => "the records you can see:",
-                    medmesh_auth::ScopeContext::System => "all",
-                };
-                let filter = sc
-                    .restriction
-                    .map(|(k, v)| format!(" ({k} {v})"))
-                    .unwrap_or_default();
-                format!("{} {whose} {what}{filter}", verbs.join(", "))
-            }
-            Err(_) => "Other access".into(),
-        },
-    }
-}
-
-fn authorize_failure(e: AuthorizeError) -> Response {
+/// An invalid authorization request as the browser sees it: a page when the redirect URI
+/// cannot be trusted, else a redirect to the client with the error (RFC 6749 4.1.2.1).
+pub fn authorize_failure(e: AuthorizeError) -> Response {
     match e {
         AuthorizeError::Page(m) => {
             message(StatusCode::BAD_REQUEST, "This app's request is invalid", &m)
@@ -187,7 +136,8 @@ fn authorize_failure(e: AuthorizeError) -> Response {
     }
 }
 
-fn encode_request(params: &HashMap<String, String>) -> String {
+/// The authorization request's parameters, carried through the consent form unchanged.
+pub fn encode_request(params: &HashMap<String, String>) -> String {
     let v = serde_json::to_vec(params).unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
 }
@@ -199,7 +149,12 @@ fn decode_request(s: &str) -> Option<HashMap<String, String>> {
     serde_json::from_slice(&b).ok()
 }
 
-async fn validated(
+/// Validates an authorization request (the client, its redirect URI, PKCE, scopes and
+/// audience); a failure is already the answer to give.
+///
+/// # Errors
+/// The page or redirect [`authorize_failure`] makes.
+pub async fn validated(
     state: &AppState,
     params: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -210,43 +165,6 @@ async fn validated(
         .authorize_request(params, &fhir_base)
         .await
         .map_err(authorize_failure)
-}
-
-/// `GET /oauth/authorize`: validates, then shows the consent screen (signing in first).
-pub async fn authorize(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(params): Query<HashMap<String, String>>,
-    signed_in: Result<SignedIn, Response>,
-) -> Response {
-    let req = match validated(&state, &params, &headers).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let SignedIn(session) = match signed_in {
-        Ok(s) => s,
-        Err(login_redirect) => return login_redirect,
-    };
-    let granted = medmesh_identity::oauth::scopes_for_user(&session.user, &req.scope);
-    let scopes: Vec<(String, String)> = granted.iter().map(|s| (s.clone(), describe(s))).collect();
-    let pick_patient =
-        session.user.role != "patient" && granted.iter().any(|s| s.starts_with("patient/"));
-    let page = ConsentPage {
-        client_name: &req.client.name,
-        username: &session.user.username,
-        csrf: &session.csrf,
-        request: &encode_request(&params),
-        scopes,
-        pick_patient,
-        launch_patient: req
-            .launch
-            .as_ref()
-            .filter(|l| l.user_id == session.user.id)
-            .map_or("", |l| l.patient.as_str()),
-    };
-    // The node's page headers: the CSP, no framing (a consent screen in a frame is
-    // clickjacking), no caching.
-    crate::web::page(StatusCode::OK, &page)
 }
 
 /// `POST /oauth/authorize`: the consent decision. Scopes arrive as repeated `scope` fields.

@@ -514,3 +514,25 @@ upload-doc-title = Title (ASCII)
 upload-type = Document type (system|code)
 upload-file = File
 upload-submit = Sign and upload
+
+## The OAuth consent screen
+consent-title = { $app } asks for access
+consent-intro = Untick anything you do not want to share. The app gets only what stays ticked, and only for as long as its access lasts.
+consent-what = What the app may do
+consent-patient = Patient (record id)
+consent-allow = Allow
+consent-deny = Deny
+consent-later = You can see and end an app's access from your sessions and sharing pages.
+scope-identity = Know who you are
+scope-offline = Keep access after you close the app
+scope-online = Keep access while you are signed in
+scope-launch = Know which patient record is open
+scope-read = read
+scope-write = add and change
+scope-delete = delete
+scope-all-types = all record types
+scope-patient = one patient's
+scope-user = the records you can see:
+scope-system = all
+scope-data = { $verbs } { $whose } { $what }
+scope-other = Other access

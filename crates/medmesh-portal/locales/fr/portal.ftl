@@ -513,3 +513,25 @@ upload-doc-title = Titre (ASCII)
 upload-type = Type de document (système|code)
 upload-file = Fichier
 upload-submit = Signer et déposer
+
+## L'écran de consentement OAuth
+consent-title = { $app } demande l'accès
+consent-intro = Décochez ce que vous ne voulez pas partager. L'application n'obtient que ce qui reste coché, et seulement le temps de son accès.
+consent-what = Ce que l'application peut faire
+consent-patient = Patient (identifiant du dossier)
+consent-allow = Autoriser
+consent-deny = Refuser
+consent-later = Vous pouvez voir et mettre fin à l'accès d'une application depuis vos pages de sessions et de partage.
+scope-identity = Savoir qui vous êtes
+scope-offline = Garder l'accès après la fermeture de l'application
+scope-online = Garder l'accès tant que vous êtes connecté
+scope-launch = Savoir quel dossier patient est ouvert
+scope-read = lire
+scope-write = ajouter et modifier
+scope-delete = supprimer
+scope-all-types = tous les types de données
+scope-patient = d'un patient :
+scope-user = des dossiers que vous voyez :
+scope-system = tout :
+scope-data = { $verbs } { $whose } { $what }
+scope-other = Autre accès

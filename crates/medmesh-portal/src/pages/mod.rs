@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod account;
 pub mod admin;
 pub mod chart;
+pub mod consent;
 pub mod documents;
 pub mod home;
 pub mod my_data;
