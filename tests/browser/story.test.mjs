@@ -339,6 +339,10 @@ for (const kind of ['sqlite', 'postgres']) {
       await bob.page.locator('#verify-status:not([data-state=checking])').waitFor();
       assert.equal(await bob.page.locator('#verify-status').getAttribute('data-state'), 'verified');
       assert.ok(await bob.page.locator('#entries tr[data-emergency=true]').count() >= 1, 'the emergency access is flagged');
+      // Alice's try at Bob's chart (the 404 above) is in Bob's log, refused.
+      const tried = bob.page.locator('#entries tbody tr', { hasText: 'alice (patient)' });
+      assert.ok(await tried.count() >= 1, await bob.page.locator('#entries').textContent());
+      assert.match(await tried.first().textContent(), /Refused/);
       await bob.page.goto(`${base}/sharing`);
       assert.ok((await bob.page.locator('#now tr.emergency').textContent()).includes('Dr Grace Parker'));
       await admin.page.goto(`${base}/home`);
