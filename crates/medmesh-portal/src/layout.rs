@@ -107,7 +107,7 @@ impl Shell {
                     current: *href == here,
                 })
                 .collect(),
-            user: viewer.name.clone(),
+            user: viewer.name().to_string(),
             csrf: viewer.csrf.clone(),
             text: ShellText {
                 skip: t("layout-skip"),

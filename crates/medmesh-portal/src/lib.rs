@@ -51,7 +51,7 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         .route("/home", get(pages::home::home))
         .route("/account/sessions", get(pages::sessions::sessions))
         .route("/account/sessions/end", post(pages::sessions::end_session))
-        .route("/account/documents", get(pages::sessions::upload))
+        .route("/account/documents", get(pages::documents::upload))
         .route("/account", get(pages::account::account))
         .route("/account/language", post(pages::account::language))
         .route("/account/totp", post(pages::account::totp_start))

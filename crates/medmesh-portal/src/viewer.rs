@@ -32,12 +32,6 @@ pub enum Audience {
 pub struct Viewer {
     /// The request context the services judge.
     pub ctx: RequestContext,
-    /// The account's id.
-    pub user_id: String,
-    /// The user's display name (their username).
-    pub name: String,
-    /// The patient the account is linked to, for a patient.
-    pub patient: Option<String>,
     /// Whom the pages are for.
     pub audience: Audience,
     /// The session's CSRF token, for forms.
@@ -46,17 +40,28 @@ pub struct Viewer {
     pub lang: Lang,
     /// Minutes east of UTC that times are shown in.
     pub tz_minutes: i32,
-    /// The account, as the identity service's account operations take it.
+    /// The account (its id, user name, linked records), as the identity service's account
+    /// operations take it.
     pub account: medmesh_store::UserRecord,
     /// The session's public handle (the sessions page marks it).
     pub session_handle: String,
 }
 
 impl Viewer {
+    /// The account's id.
+    pub fn user_id(&self) -> &str {
+        &self.account.id
+    }
+
+    /// The user's display name (their user name).
+    pub fn name(&self) -> &str {
+        &self.account.username
+    }
+
     /// The patient whose own pages these are: `Some` for a patient's account only.
     pub fn own_patient(&self) -> Option<String> {
         match self.audience {
-            Audience::Patient => self.patient.clone(),
+            Audience::Patient => self.account.patient_id.clone(),
             _ => None,
         }
     }
@@ -92,26 +97,19 @@ impl FromRequestParts<AppState> for Viewer {
     ) -> Result<Self, Self::Rejection> {
         let SignedIn(session) = SignedIn::from_request_parts(parts, state).await?;
         let lang = lang_of(parts);
-        let name = session.user.username.clone();
-        let user_id = session.user.id.clone();
         let csrf = session.csrf.clone();
-        let role = session.user.role.clone();
-        let patient = session.user.patient_id.clone();
         let account = session.user.clone();
         let session_handle = session.handle.clone();
         let ctx = medmesh_server::auth::session_context(parts, state, session)
             .await
             .ok_or_else(|| layout::problem(lang, layout::Problem::Unavailable))?;
-        let audience = match role.as_str() {
+        let audience = match account.role.as_str() {
             "patient" => Audience::Patient,
             "practitioner" => Audience::Clinician,
             _ => Audience::Admin,
         };
         Ok(Self {
             ctx,
-            user_id,
-            name,
-            patient,
             audience,
             csrf,
             lang,

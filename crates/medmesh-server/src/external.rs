@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use medmesh_identity::IdentityService;
@@ -354,10 +354,7 @@ pub async fn callback(
     if claims.get("nonce").and_then(Value::as_str) != Some(field("nonce").as_str()) {
         return failure(&"nonce mismatch");
     }
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let ua = crate::web::user_agent(&headers);
     match state
         .identity
         .external_login(&p.config, &claims, &ip, ua)

@@ -247,6 +247,14 @@ pub fn header_csrf_matches(session: &Session, headers: &HeaderMap) -> bool {
         .is_some_and(|t| ct_eq(t, &session.csrf))
 }
 
+/// The browser's `User-Agent`, as the sessions page lists it (empty when absent).
+pub fn user_agent(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
 /// The peer's IP address: the socket's, never a spoofable forwarding header.
 pub fn peer_ip(parts: &Parts) -> Option<String> {
     parts

@@ -30,9 +30,10 @@ pub enum TwoFactor {
         qr_svg: String,
         /// The URI.
         uri: String,
-        /// An error from a wrong first code.
-        error: bool,
     },
+    /// The first code was wrong: the secret is not shown again; start again for a new one,
+    /// or try another code.
+    WrongCode,
     /// Just turned on: the recovery codes, shown once.
     Recovery(Vec<String>),
     /// On.
@@ -64,7 +65,7 @@ fn page(viewer: &Viewer, two_factor: TwoFactor, link_error: bool) -> Response {
                 })
                 .collect(),
             two_factor,
-            can_link: viewer.audience == Audience::Patient && viewer.patient.is_none(),
+            can_link: viewer.audience == Audience::Patient && viewer.account.patient_id.is_none(),
             link_error,
             clinician: viewer.audience != Audience::Patient,
         },
@@ -100,7 +101,7 @@ pub async fn language(viewer: Viewer, Form(form): Form<LanguageForm>) -> Respons
         return problem(viewer.lang, Problem::BadInput);
     };
     let mut r = Redirect::to("/account").into_response();
-    let (k, v) = medmesh_server::web::set_cookie_at(LANG_COOKIE, chosen.tag(), "/", 365 * 86_400);
+    let (k, v) = medmesh_server::web::set_cookie(LANG_COOKIE, chosen.tag(), 365 * 86_400);
     r.headers_mut().append(k, v);
     r
 }
@@ -125,15 +126,7 @@ pub async fn totp_start(
     match state.identity.start_totp(&viewer.account).await {
         Ok(uri) => {
             let qr_svg = medmesh_server::web::qr_svg(&uri).unwrap_or_default();
-            page(
-                &viewer,
-                TwoFactor::Enrolling {
-                    qr_svg,
-                    uri,
-                    error: false,
-                },
-                false,
-            )
+            page(&viewer, TwoFactor::Enrolling { qr_svg, uri }, false)
         }
         Err(IdentityError::InvalidRequest(_)) => page(&viewer, current(&viewer), false),
         Err(e) => {
@@ -154,23 +147,11 @@ pub async fn totp_confirm(
     }
     match state
         .identity
-        .confirm_totp(&viewer.user_id, form.code.trim())
+        .confirm_totp(viewer.user_id(), form.code.trim())
         .await
     {
         Ok(codes) => page(&viewer, TwoFactor::Recovery(codes), false),
-        Err(IdentityError::BadSecondFactor) => {
-            // The same secret again: enrolment stays open until a right code comes.
-            let uri = String::new();
-            page(
-                &viewer,
-                TwoFactor::Enrolling {
-                    qr_svg: String::new(),
-                    uri,
-                    error: true,
-                },
-                false,
-            )
-        }
+        Err(IdentityError::BadSecondFactor) => page(&viewer, TwoFactor::WrongCode, false),
         Err(IdentityError::InvalidRequest(_)) => page(&viewer, current(&viewer), false),
         Err(e) => {
             tracing::error!(error = %e, "cannot confirm two-factor enrolment");

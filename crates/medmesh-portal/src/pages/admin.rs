@@ -26,9 +26,7 @@ use crate::PortalServices;
 use crate::clinical;
 use crate::i18n::{Arg, Lang};
 use crate::layout::{Problem, Shell, problem, record_problem, render};
-use crate::pages::chart::valid_id;
-use crate::pages::sharing::name_of;
-use crate::pages::{field, refuse_form};
+use crate::pages::{field, name_of, refuse_form, valid_id};
 use crate::viewer::{Audience, Viewer};
 
 /// An identity failure as a page: a refusal is "wrong audience", a bad value "bad input",

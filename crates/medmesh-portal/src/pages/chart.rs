@@ -24,7 +24,7 @@ use crate::clinical::{self, human_name};
 use crate::i18n::{Arg, Lang};
 use crate::layout::{Problem, Shell, problem, record_problem, render};
 use crate::pages::record::{self, Chart};
-use crate::pages::{CsrfForm, field, now_rfc3339, refuse_form};
+use crate::pages::{CsrfForm, field, now_rfc3339, refuse_form, valid_id};
 use crate::viewer::{Audience, Viewer};
 
 /// The types the chart shows, and so the ones whose withholding it reports.
@@ -76,15 +76,6 @@ pub const MEASUREMENTS: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
-/// A patient's id as it may appear in a path: FHIR's id characters, at most 64.
-pub(crate) fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-}
-
 /// Who the chart is about, as its heading shows them.
 pub struct About {
     /// The patient's id.
@@ -106,7 +97,7 @@ struct ChartPage {
 }
 
 /// Reads the patient (audited; a patient the viewer does not reach is "not found").
-async fn about(state: &AppState, viewer: &Viewer, id: &str) -> Result<About, Response> {
+pub(crate) async fn about(state: &AppState, viewer: &Viewer, id: &str) -> Result<About, Response> {
     let lang = viewer.lang;
     let patient = state
         .records

@@ -117,7 +117,7 @@ pub async fn authorize(
             launch_patient: req
                 .launch
                 .as_ref()
-                .filter(|l| l.user_id == viewer.user_id)
+                .filter(|l| l.user_id == viewer.user_id())
                 .map(|l| l.patient.clone())
                 .unwrap_or_default(),
         },

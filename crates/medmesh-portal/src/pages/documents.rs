@@ -2,16 +2,16 @@
 //! integrity status in plain words, a link to view it in place (PDF, images and text open
 //! inline, sandboxed) and one to download it; `GET /documents/{binary}` opens one
 //! (`?download=1` to save it). Opening goes through the vault as the viewer, so the PDP
-//! judges it, the audit log records it and the patient is notified as for any read. The
-//! signing upload stays at `/account/documents`, whose page keeps the browser's
-//! non-extractable Ed25519 key. A clinician's chart lists the patient's documents the same
-//! way ([`rows`]).
+//! judges it, the audit log records it and the patient is notified as for any read.
+//! `GET /account/documents` is the signed upload, whose page keeps the browser's
+//! non-extractable Ed25519 key (`static/upload.js`). A clinician's chart lists the
+//! patient's documents the same way ([`rows`]).
 
 use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use medmesh_server::AppState;
 use serde::Deserialize;
@@ -20,9 +20,7 @@ use serde_json::Value;
 use crate::clinical::{self, concept};
 use crate::i18n::Arg;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
-use crate::pages::chart::valid_id;
-use crate::pages::search;
-use crate::pages::sharing::name_of;
+use crate::pages::{name_of, search, valid_id};
 use crate::viewer::Viewer;
 
 /// The content type of an end-to-end sealed document (only its recipients' browsers and
@@ -146,7 +144,7 @@ pub async fn documents(State(state): State<AppState>, viewer: Viewer) -> Respons
     };
     match rows(&state, &viewer, &patient).await {
         Ok(documents) => render(
-            axum::http::StatusCode::OK,
+            StatusCode::OK,
             &DocumentsPage {
                 shell: Shell::new(&viewer, "/documents", "documents-title"),
                 documents,
@@ -188,4 +186,41 @@ pub async fn open(
         }
         Err(e) => record_problem(lang, &e),
     }
+}
+
+#[derive(Template)]
+#[template(path = "upload.html")]
+struct UploadPage {
+    shell: Shell,
+    owner: String,
+    patient: String,
+    /// The script's messages, with `{placeholders}`.
+    msg_key_ready: String,
+    msg_no_key: String,
+    msg_uploaded: String,
+    msg_failed: String,
+}
+
+/// `GET /account/documents`: signed uploads from the browser, with a signing key that the
+/// page keeps non-extractable in WebCrypto (`static/upload.js`).
+pub async fn upload(viewer: Viewer) -> Response {
+    let owner = match (&viewer.account.patient_id, &viewer.account.practitioner_id) {
+        (Some(p), _) => format!("Patient/{p}"),
+        (None, Some(p)) => format!("Practitioner/{p}"),
+        (None, None) => return problem(viewer.lang, Problem::WrongAudience),
+    };
+    render(
+        StatusCode::OK,
+        &UploadPage {
+            shell: Shell::new(&viewer, "/documents", "upload-title"),
+            patient: viewer.account.patient_id.clone().unwrap_or_default(),
+            owner,
+            msg_key_ready: viewer
+                .lang
+                .t_for_script("upload-key-ready", &["owner", "key"]),
+            msg_no_key: viewer.lang.t_for_script("upload-no-key", &["error"]),
+            msg_uploaded: viewer.lang.t_for_script("upload-done", &["id"]),
+            msg_failed: viewer.lang.t_for_script("upload-failed", &["error"]),
+        },
+    )
 }

@@ -42,7 +42,7 @@ struct HomePage {
 /// service it names.
 pub(crate) async fn who(state: &AppState, viewer: &Viewer, actor: &str) -> String {
     let lang = viewer.lang;
-    if actor == viewer.user_id {
+    if actor == viewer.user_id() {
         return lang.t("who-you");
     }
     match state.identity.account_label(actor).await {
@@ -115,7 +115,7 @@ pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
     let tz = viewer.tz_minutes;
     let greeting = lang.t_with(
         "home-greeting",
-        &[("name", crate::i18n::Arg::Text(viewer.name.clone()))],
+        &[("name", crate::i18n::Arg::Text(viewer.name().to_string()))],
     );
     let Some(patient) = viewer.own_patient() else {
         let cards = match viewer.audience {
@@ -218,7 +218,7 @@ pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
             .is_some_and(|f| f.starts_with("ServiceRequest/"))
     }) {
         let to = match t["owner"]["reference"].as_str() {
-            Some(o) => crate::pages::sharing::name_of(&state, &viewer, o).await,
+            Some(o) => crate::pages::name_of(&state, &viewer, o).await,
             None => String::new(),
         };
         requests.push(Item {
@@ -305,7 +305,7 @@ async fn clinician_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>,
         .take(5)
     {
         let from = match &r.requester {
-            Some(p) => crate::pages::sharing::name_of(state, viewer, p).await,
+            Some(p) => crate::pages::name_of(state, viewer, p).await,
             None => String::new(),
         };
         items.push(Item {
@@ -367,7 +367,7 @@ async fn admin_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>, Res
             .map_err(|e| record_problem(lang, &e))?;
         for e in edges.into_iter().filter(|e| e.holds_at(now)).take(5) {
             emergencies.push(Item {
-                what: crate::pages::sharing::name_of(state, viewer, &e.principal).await,
+                what: crate::pages::name_of(state, viewer, &e.principal).await,
                 detail: lang.t("admin-break-glass-active"),
                 when: crate::clinical::date_time_micros(lang, e.since, viewer.tz_minutes),
             });

@@ -21,7 +21,8 @@ use medmesh_records::RecordError;
 use medmesh_server::AppState;
 use serde_json::Value;
 
-use crate::clinical::resources;
+use crate::clinical::{self, resources};
+use crate::i18n::Arg;
 use crate::viewer::Viewer;
 
 /// The resources of one search of the viewer's patient's data (the PDP judges it and the
@@ -40,6 +41,34 @@ pub(crate) async fn search(
         .search(&viewer.ctx, rt, &all, Handling::Lenient)
         .await?;
     Ok(resources(&bundle))
+}
+
+/// A record id as it may appear in a path or a form: FHIR's id characters, at most 64.
+pub(crate) fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+/// The name of a principal (`Practitioner/x`, `Organization/o`, `CareTeam/c`), read as the
+/// viewer; its reference when it cannot be read.
+pub(crate) async fn name_of(state: &AppState, viewer: &Viewer, principal: &str) -> String {
+    let Some((rt, id)) = principal.split_once('/') else {
+        return principal.to_string();
+    };
+    let read = state.records.read(&viewer.ctx, rt, id).await;
+    let resource = match read {
+        Ok(r) => r.resource,
+        Err(_) => {
+            return viewer.lang.t_with(
+                "sharing-unnamed",
+                &[("reference", Arg::Text(principal.to_string()))],
+            );
+        }
+    };
+    clinical::human_name(&resource).unwrap_or_else(|| principal.to_string())
 }
 
 /// The node's time now as FHIR `dateTime`, from its injected clock (never the wall clock).
@@ -82,7 +111,7 @@ pub(crate) fn refuse_form(
     if viewer.audience != audience {
         return Some(problem(viewer.lang, Problem::WrongAudience));
     }
-    if !ids.iter().all(|id| crate::pages::chart::valid_id(id)) {
+    if !ids.iter().all(|id| valid_id(id)) {
         return Some(problem(viewer.lang, Problem::NotFound));
     }
     None

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::clinical::{self, human_name, resources};
 use crate::i18n::Arg;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
-use crate::pages::{csrf_guard, field, refuse_form};
+use crate::pages::{csrf_guard, field, refuse_form, valid_id};
 use crate::viewer::{Audience, Viewer};
 
 /// How many patients one page lists.
@@ -158,10 +158,7 @@ pub async fn emergency(
     let (Some(patient), Some(reason)) = (field(&form.patient, 64), field(&form.reason, 500)) else {
         return problem(lang, Problem::BadInput);
     };
-    if !patient
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-    {
+    if !valid_id(&patient) {
         return problem(lang, Problem::BadInput);
     }
     match state

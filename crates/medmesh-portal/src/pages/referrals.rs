@@ -19,9 +19,7 @@ use serde_json::{Value, json};
 use crate::clinical::{self, concept, human_name, resources};
 use crate::i18n::Arg;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
-use crate::pages::chart::valid_id;
-use crate::pages::sharing::name_of;
-use crate::pages::{CsrfForm, csrf_guard, field, now_rfc3339, refuse_form};
+use crate::pages::{CsrfForm, csrf_guard, field, name_of, now_rfc3339, refuse_form, valid_id};
 use crate::viewer::{Audience, Viewer};
 
 /// The ServiceRequest's name inside the referral's transaction Bundle, which the record
@@ -173,9 +171,9 @@ async fn refer_page(
     if !valid_id(&id) {
         return problem(lang, Problem::NotFound);
     }
-    let patient = match state.records.read(&viewer.ctx, "Patient", &id).await {
-        Ok(p) => p.resource,
-        Err(e) => return record_problem(lang, &e),
+    let patient_name = match crate::pages::chart::about(state, viewer, &id).await {
+        Ok(a) => a.name,
+        Err(refused) => return refused,
     };
     let searched = form.is_some();
     let form = form.unwrap_or_default();
@@ -200,7 +198,6 @@ async fn refer_page(
     } else {
         Vec::new()
     };
-    let patient_name = human_name(&patient).unwrap_or_else(|| lang.t("patients-unnamed"));
     let mut shell = Shell::new(viewer, "/patients", "refer-title");
     shell.title = lang.t_with("refer-title", &[("name", Arg::Text(patient_name))]);
     render(
@@ -265,8 +262,7 @@ pub async fn refer(
     let colleague_ok = colleague
         .strip_prefix("Practitioner/")
         .is_some_and(valid_id);
-    let (true, true, Some(me)) = (
-        valid_id(&id),
+    let (true, Some(me)) = (
         colleague_ok,
         viewer
             .ctx

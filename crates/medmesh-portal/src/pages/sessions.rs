@@ -38,7 +38,7 @@ struct SessionsPage {
 /// `GET /account/sessions`.
 pub async fn sessions(State(state): State<AppState>, viewer: Viewer) -> Response {
     let lang = viewer.lang;
-    let list = match state.identity.sessions_of(&viewer.user_id).await {
+    let list = match state.identity.sessions_of(viewer.user_id()).await {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(error = %e, "cannot list sessions");
@@ -86,7 +86,11 @@ pub async fn end_session(
     if let Some(refused) = csrf_guard(&viewer, f.csrf.as_deref()) {
         return refused;
     }
-    match state.identity.end_session(&viewer.user_id, &f.handle).await {
+    match state
+        .identity
+        .end_session(viewer.user_id(), &f.handle)
+        .await
+    {
         Ok(()) => Redirect::to("/account/sessions").into_response(),
         Err(medmesh_identity::IdentityError::NotFound) => problem(viewer.lang, Problem::NotFound),
         Err(e) => {
@@ -94,41 +98,4 @@ pub async fn end_session(
             problem(viewer.lang, Problem::Unavailable)
         }
     }
-}
-
-#[derive(Template)]
-#[template(path = "upload.html")]
-struct UploadPage {
-    shell: Shell,
-    owner: String,
-    patient: String,
-    /// The script's messages, with `{placeholders}`.
-    msg_key_ready: String,
-    msg_no_key: String,
-    msg_uploaded: String,
-    msg_failed: String,
-}
-
-/// `GET /account/documents`: signed uploads from the browser, with a signing key that the
-/// page keeps non-extractable in WebCrypto (`static/upload.js`).
-pub async fn upload(viewer: Viewer) -> Response {
-    let owner = match (&viewer.account.patient_id, &viewer.account.practitioner_id) {
-        (Some(p), _) => format!("Patient/{p}"),
-        (None, Some(p)) => format!("Practitioner/{p}"),
-        (None, None) => return problem(viewer.lang, Problem::WrongAudience),
-    };
-    render(
-        StatusCode::OK,
-        &UploadPage {
-            shell: Shell::new(&viewer, "/documents", "upload-title"),
-            patient: viewer.account.patient_id.clone().unwrap_or_default(),
-            owner,
-            msg_key_ready: viewer
-                .lang
-                .t_for_script("upload-key-ready", &["owner", "key"]),
-            msg_no_key: viewer.lang.t_for_script("upload-no-key", &["error"]),
-            msg_uploaded: viewer.lang.t_for_script("upload-done", &["id"]),
-            msg_failed: viewer.lang.t_for_script("upload-failed", &["error"]),
-        },
-    )
 }

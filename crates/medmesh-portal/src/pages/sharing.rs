@@ -29,10 +29,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::clinical::{self, human_name, resources};
-use crate::i18n::{Arg, Lang};
+use crate::i18n::Lang;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
-use crate::pages::chart::valid_id;
-use crate::pages::{field, now_rfc3339, refuse_form, search};
+use crate::pages::{field, name_of, now_rfc3339, refuse_form, search, valid_id};
 use crate::viewer::{Audience, Viewer};
 
 /// The categories a patient can share or block: a resource type, or everything (`all`).
@@ -114,25 +113,6 @@ struct SharingPage {
     categories: Vec<(&'static str, String)>,
     labels: Vec<(&'static str, String)>,
     saved: bool,
-}
-
-/// The name of a principal (`Practitioner/x`, `Organization/o`, `CareTeam/c`), read as the
-/// viewer; its reference when it cannot be read.
-pub(crate) async fn name_of(state: &AppState, viewer: &Viewer, principal: &str) -> String {
-    let Some((rt, id)) = principal.split_once('/') else {
-        return principal.to_string();
-    };
-    let read = state.records.read(&viewer.ctx, rt, id).await;
-    let resource = match read {
-        Ok(r) => r.resource,
-        Err(_) => {
-            return viewer.lang.t_with(
-                "sharing-unnamed",
-                &[("reference", Arg::Text(principal.to_string()))],
-            );
-        }
-    };
-    clinical::human_name(&resource).unwrap_or_else(|| principal.to_string())
 }
 
 fn category_name(lang: Lang, c: &str) -> String {

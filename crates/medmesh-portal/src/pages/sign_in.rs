@@ -19,6 +19,7 @@ use medmesh_server::AppState;
 use medmesh_server::web::{
     ClientIp, LOGIN_CSRF_COOKIE, SESSION_COOKIE, SignedIn, audit_login, cookie, csrf_matches,
     login_csrf_refusal, login_failure_status, qr_svg, retry_after, safe_next, set_cookie,
+    user_agent,
 };
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -140,10 +141,7 @@ pub async fn login_submit(
     if let Some(r) = login_csrf_refusal(&headers, &f.csrf) {
         return r;
     }
-    let ua = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let ua = user_agent(&headers);
     match state
         .identity
         .login_password(&f.username, &f.password, &ip, ua)
