@@ -4,7 +4,8 @@
 // record, invites the patient and refers them to a colleague, who accepts; the patient
 // signs up with the invitation, turns on TOTP, uploads a signed document, gives another
 // practitioner access, and sees that practitioner's access in their log, verified against
-// the signed checkpoint; the practitioner breaks the glass on a patient not in their care,
+// the signed checkpoint; seals a document for that practitioner, who opens it and shares it
+// with the GP, and revokes him; the practitioner breaks the glass on a patient not in their care,
 // under a banner, and that patient sees it flagged. Every page passes axe-core (WCAG 2.1 A
 // and AA) and carries the node's CSP; screenshots go to docs/screenshots/.
 import { test } from 'node:test';
@@ -319,6 +320,54 @@ for (const kind of ['sqlite', 'postgres']) {
       assert.ok((await alice.page.locator('#entries tbody').textContent()).includes('er (practitioner)'));
       await checked(alice.page, 'access log');
       await shot(alice.page, 'patient-access-log');
+      // 5b. Alice seals a document end to end for Dr Rhodes; he opens it in his browser, shares
+      // it further with her GP, who opens it; Alice revokes Dr Rhodes, whose next open fails.
+      await er.page.goto(`${base}/account/documents`);
+      await er.page.locator('#key-status[data-public-key]').waitFor();
+      await alice.page.goto(`${base}/account/documents`);
+      await alice.page.check('#seal');
+      await alice.page.getByLabel('Dr Erin Rhodes').check();
+      await checked(alice.page, 'sealed upload');
+      await alice.page.fill('#title', 'HIV test result');
+      await alice.page.setInputFiles('#file', { name: 'hiv.txt', mimeType: 'text/plain', buffer: Buffer.from('HIV-1/2 antibodies: not detected\n') });
+      await alice.page.click('#upload button[type=submit]');
+      await alice.page.locator('#result[data-binary]').waitFor();
+      const sealedBinary = await alice.page.locator('#result').getAttribute('data-binary');
+      const ciphertext = await alice.page.request.get(`${base}/documents/${sealedBinary}`);
+      assert.ok(!(await ciphertext.body()).includes('not detected'), 'the node serves ciphertext only');
+      await alice.page.goto(`${base}/documents`);
+      await alice.page.locator('#documents li', { hasText: 'HIV test result' }).getByRole('link', { name: /Open, share or revoke/ }).click();
+      await alice.page.waitForURL(`**/documents/${sealedBinary}/sealed`);
+      assert.match(await alice.page.locator('.holders').textContent(), /Dr Erin Rhodes/);
+      const openSealed = async (page) => {
+        await page.goto(`${base}/documents/${sealedBinary}/sealed`);
+        await page.click('#open');
+        const status = page.locator('#open-status:not([data-state=opening])');
+        await status.waitFor();
+        return { state: await status.getAttribute('data-state'), said: await status.textContent() };
+      };
+      assert.equal((await openSealed(alice.page)).state, 'opened');
+      assert.equal(await alice.page.locator('#opened-text').textContent(), 'HIV-1/2 antibodies: not detected\n');
+      await checked(alice.page, 'sealed document');
+      await shot(alice.page, 'patient-sealed-document');
+      assert.equal((await openSealed(er.page)).state, 'opened');
+      assert.equal(await er.page.locator('#opened-text').textContent(), 'HIV-1/2 antibodies: not detected\n');
+      await checked(er.page, 'sealed document (clinician)');
+      // The GP's browser made its keys when it uploaded above; Dr Rhodes shares with her.
+      assert.equal((await openSealed(gp.page)).state, 'failed');
+      await er.page.selectOption('#share-to', { label: 'Dr Grace Parker' });
+      await er.page.click('#share button[type=submit]');
+      await er.page.locator('#share-status[data-state=shared]').waitFor();
+      const gpOpened = await openSealed(gp.page);
+      assert.equal(gpOpened.state, 'opened', gpOpened.said);
+      // Alice sees both holders and revokes Dr Rhodes.
+      await alice.page.goto(`${base}/documents/${sealedBinary}/sealed`);
+      assert.match(await alice.page.locator('.holders').textContent(), /Dr Grace Parker\s*added by Dr Erin Rhodes/);
+      await Promise.all([alice.page.waitForURL(/\/sealed\?revoked=1$/), alice.page.getByRole('button', { name: /^Revoke\b.*Dr Erin Rhodes$/ }).click()]);
+      assert.match(await alice.page.locator('#revoked').textContent(), /next request/);
+      const refused = await openSealed(er.page);
+      assert.equal(refused.state, 'failed');
+      assert.match(refused.said, /holds no key/);
       // A patient who puts another id in a URL sees "not found".
       r = await alice.page.goto(`${base}/patients/bob`);
       assert.equal(r.status(), 404);

@@ -35,6 +35,21 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../assets/upload.js"),
     ),
     (
+        "sealing.mjs",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/sealing.mjs"),
+    ),
+    (
+        "sealed.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/sealed.js"),
+    ),
+    (
+        "hpke.min.mjs",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/vendor/hpke.min.mjs"),
+    ),
+    (
         "icon.svg",
         "image/svg+xml",
         include_str!("../assets/icon.svg"),

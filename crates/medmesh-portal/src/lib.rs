@@ -69,6 +69,11 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         .route("/account/audit", get(pages::access_log::access_log))
         .route("/documents", get(pages::documents::documents))
         .route("/documents/{binary}", get(pages::documents::open))
+        .route("/documents/{binary}/sealed", get(pages::sealed::sealed))
+        .route(
+            "/documents/{binary}/sealed/revoke",
+            post(pages::sealed::revoke),
+        )
         .route("/my-data", get(pages::my_data::my_data))
         .route("/my-data/record.json", get(pages::my_data::download))
         .route("/my-data/research", post(pages::my_data::research))

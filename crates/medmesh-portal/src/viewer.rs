@@ -58,6 +58,16 @@ impl Viewer {
         &self.account.username
     }
 
+    /// The user as the key directory and signatures name them (`Patient/x`, else
+    /// `Practitioner/y`); `None` for an account that is neither (an administrator).
+    pub fn owner_reference(&self) -> Option<String> {
+        match (&self.account.patient_id, &self.account.practitioner_id) {
+            (Some(p), _) => Some(format!("Patient/{p}")),
+            (None, Some(p)) => Some(format!("Practitioner/{p}")),
+            (None, None) => None,
+        }
+    }
+
     /// The patient whose own pages these are: `Some` for a patient's account only.
     pub fn own_patient(&self) -> Option<String> {
         match self.audience {

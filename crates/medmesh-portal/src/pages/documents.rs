@@ -3,9 +3,10 @@
 //! inline, sandboxed) and one to download it; `GET /documents/{binary}` opens one
 //! (`?download=1` to save it). Opening goes through the vault as the viewer, so the PDP
 //! judges it, the audit log records it and the patient is notified as for any read.
-//! `GET /account/documents` is the signed upload, whose page keeps the browser's
-//! non-extractable Ed25519 key (`static/upload.js`). A clinician's chart lists the
-//! patient's documents the same way ([`rows`]).
+//! `GET /account/documents` is the signed upload, sealed end to end when asked, whose page
+//! keeps the browser's non-extractable Ed25519 and X25519 keys (`static/upload.js` over
+//! `static/sealing.mjs`). A sealed document opens on its own page (`super::sealed`). A
+//! clinician's chart lists the patient's documents the same way ([`rows`]).
 
 use std::collections::HashMap;
 
@@ -20,11 +21,12 @@ use serde_json::Value;
 use crate::clinical::{self, concept};
 use crate::i18n::Arg;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
+use crate::pages::sharing::{Found, practitioners_now};
 use crate::pages::{name_of, search, valid_id};
 use crate::viewer::Viewer;
 
 /// The content type of an end-to-end sealed document (only its recipients' browsers and
-/// devices can open it).
+/// devices can open it), as `medmesh_crypto::wire::SEALED_TYPE` names it.
 const SEALED_TYPE: &str = "application/vnd.medmesh.sealed";
 
 /// One document as a list shows it.
@@ -194,20 +196,34 @@ struct UploadPage {
     shell: Shell,
     owner: String,
     patient: String,
+    /// Whom a patient may seal for besides themselves (who can see their record now).
+    recipients: Vec<Found>,
     /// The script's messages, with `{placeholders}`.
     msg_key_ready: String,
     msg_no_key: String,
     msg_uploaded: String,
+    msg_sealed: String,
     msg_failed: String,
+    msg_working: String,
+    msg_choose_file: String,
+    msg_too_large: String,
+    msg_no_recipient_key: String,
+    msg_refused: String,
 }
 
-/// `GET /account/documents`: signed uploads from the browser, with a signing key that the
-/// page keeps non-extractable in WebCrypto (`static/upload.js`).
-pub async fn upload(viewer: Viewer) -> Response {
-    let owner = match (&viewer.account.patient_id, &viewer.account.practitioner_id) {
-        (Some(p), _) => format!("Patient/{p}"),
-        (None, Some(p)) => format!("Practitioner/{p}"),
-        (None, None) => return problem(viewer.lang, Problem::WrongAudience),
+/// `GET /account/documents`: signed (and, when asked, sealed) uploads from the browser, with
+/// keys that the page keeps non-extractable in WebCrypto (`static/upload.js`).
+pub async fn upload(State(state): State<AppState>, viewer: Viewer) -> Response {
+    let lang = viewer.lang;
+    let Some(owner) = viewer.owner_reference() else {
+        return problem(lang, Problem::WrongAudience);
+    };
+    let recipients = match viewer.own_patient() {
+        Some(patient) => match practitioners_now(&state, &viewer, &patient).await {
+            Ok(r) => r,
+            Err(e) => return record_problem(lang, &e),
+        },
+        None => Vec::new(),
     };
     render(
         StatusCode::OK,
@@ -215,12 +231,17 @@ pub async fn upload(viewer: Viewer) -> Response {
             shell: Shell::new(&viewer, "/documents", "upload-title"),
             patient: viewer.account.patient_id.clone().unwrap_or_default(),
             owner,
-            msg_key_ready: viewer
-                .lang
-                .t_for_script("upload-key-ready", &["owner", "key"]),
-            msg_no_key: viewer.lang.t_for_script("upload-no-key", &["error"]),
-            msg_uploaded: viewer.lang.t_for_script("upload-done", &["id"]),
-            msg_failed: viewer.lang.t_for_script("upload-failed", &["error"]),
+            recipients,
+            msg_key_ready: lang.t_for_script("upload-key-ready", &["owner", "key"]),
+            msg_no_key: lang.t_for_script("upload-no-key", &["error"]),
+            msg_uploaded: lang.t_for_script("upload-done", &["id"]),
+            msg_sealed: lang.t_for_script("upload-sealed", &["id"]),
+            msg_failed: lang.t_for_script("upload-failed", &["error"]),
+            msg_working: lang.t("upload-working"),
+            msg_choose_file: lang.t("upload-choose-file"),
+            msg_too_large: lang.t("upload-too-large"),
+            msg_no_recipient_key: lang.t_for_script("sealing-no-key", &["owner"]),
+            msg_refused: lang.t_for_script("sealing-refused", &["status"]),
         },
     )
 }

@@ -12,6 +12,7 @@ pub mod my_data;
 pub mod patients;
 pub mod record;
 pub mod referrals;
+pub mod sealed;
 pub mod sessions;
 pub mod sharing;
 pub mod sign_in;

@@ -248,6 +248,38 @@ async fn page(
     )
 }
 
+/// The practitioners who can see the patient's record now, by name: whom a patient may seal
+/// a document for or share one with (a recipient must be able to read the document as well
+/// as hold its key).
+///
+/// # Errors
+/// The record service's.
+pub async fn practitioners_now(
+    state: &AppState,
+    viewer: &Viewer,
+    patient: &str,
+) -> Result<Vec<Found>, medmesh_records::RecordError> {
+    let view = state.records.audit_view(&viewer.ctx, Some(patient))?;
+    let mut references: Vec<String> = state
+        .trust
+        .access_map(&view)
+        .await?
+        .into_iter()
+        .filter(|l| l.active && l.edge.principal.starts_with("Practitioner/"))
+        .map(|l| l.edge.principal)
+        .collect();
+    references.sort();
+    references.dedup();
+    let mut found = Vec::with_capacity(references.len());
+    for reference in references {
+        found.push(Found {
+            name: name_of(state, viewer, &reference).await,
+            reference,
+        });
+    }
+    Ok(found)
+}
+
 /// The directory search.
 #[derive(Debug, Deserialize)]
 pub struct FindForm {
