@@ -144,6 +144,15 @@ for (const kind of ['sqlite', 'postgres']) {
         if (locale === 'en-GB') await shot(page, 'sign-in-phone');
         await page.goto(`${base}/register`);
         await checked(page, `register (${locale})`);
+        // The node's own notices too: an app's invalid request, an unknown sign-in provider.
+        const invalid = await page.goto(`${base}/oauth/authorize?response_type=code&client_id=nobody&redirect_uri=https://app.example/cb`);
+        assert.equal(invalid.status(), 400);
+        assert.equal(await page.locator('h1').textContent(), locale === 'fr-FR'
+          ? "La demande de cette application n'est pas valide" : "This app's request is invalid");
+        assert.match(invalid.headers()['content-security-policy'], /default-src 'none'/);
+        await checked(page, `an app's invalid request (${locale})`);
+        assert.equal((await page.goto(`${base}/login/external/nowhere`)).status(), 404);
+        assert.equal(await page.locator('h1').textContent(), locale === 'fr-FR' ? 'Fournisseur inconnu' : 'Unknown provider');
         await visitor.close();
       }
 

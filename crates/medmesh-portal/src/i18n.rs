@@ -179,6 +179,23 @@ mod tests {
         }
     }
 
+    /// Every notice the node's own pages can give has its title and text in the catalogs.
+    #[test]
+    fn the_node_notices_are_all_said() {
+        for id in medmesh_server::web::NOTICES {
+            for message in [format!("notice-{id}-title"), format!("notice-{id}")] {
+                assert!(Lang::EN.lookup(&message).is_some(), "no {message}");
+            }
+        }
+        assert_eq!(
+            Lang(1).t_with(
+                "notice-identity-throttled",
+                &[("seconds", Arg::Text("30".into()))]
+            ),
+            "Trop de tentatives échouées ; réessayez dans 30 secondes."
+        );
+    }
+
     #[test]
     fn the_browser_language_picks_the_catalog() {
         assert_eq!(Lang::negotiate(Some("fr-CA,fr;q=0.9,en;q=0.8")), Lang(1));

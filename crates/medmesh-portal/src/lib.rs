@@ -18,6 +18,8 @@ pub mod layout;
 pub mod pages;
 pub mod viewer;
 
+pub use pages::sign_in::render_notice;
+
 use std::sync::Arc;
 
 use axum::routing::{get, post};

@@ -79,12 +79,16 @@ impl Viewer {
 
 /// The language of a request, signed in or not: the cookie, else `Accept-Language`.
 pub fn lang_of(parts: &Parts) -> Lang {
-    medmesh_server::web::cookie(&parts.headers, LANG_COOKIE)
+    lang_of_headers(&parts.headers)
+}
+
+/// [`lang_of`], from the request's headers alone.
+pub fn lang_of_headers(headers: &axum::http::HeaderMap) -> Lang {
+    medmesh_server::web::cookie(headers, LANG_COOKIE)
         .and_then(|c| Lang::from_tag(&c))
         .unwrap_or_else(|| {
             Lang::negotiate(
-                parts
-                    .headers
+                headers
                     .get(header::ACCEPT_LANGUAGE)
                     .and_then(|v| v.to_str().ok()),
             )

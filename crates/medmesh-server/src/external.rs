@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::AppState;
-use crate::web::{ClientIp, SESSION_COOKIE, cookie, message, set_cookie_at};
+use crate::web::{ClientIp, SESSION_COOKIE, cookie, notice, set_cookie_at};
 
 /// The short-lived cookie that carries state, nonce and PKCE verifier across the redirect.
 const FLOW_COOKIE: &str = "medmesh_oidc";
@@ -193,8 +193,10 @@ fn callback_url(state: &AppState, headers: &HeaderMap, id: &str) -> String {
 
 fn failure(e: &dyn std::fmt::Display) -> Response {
     tracing::warn!(error = %e, "external sign-in failed");
-    message(
+    notice(
         StatusCode::BAD_GATEWAY,
+        "external-failed",
+        Vec::new(),
         "Sign-in failed",
         "The identity provider could not complete the sign-in. Try again, or sign in with your medmesh password.",
     )
@@ -208,8 +210,10 @@ pub async fn start(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(p) = state.external.get(&id) else {
-        return message(
+        return notice(
             StatusCode::NOT_FOUND,
+            "external-unknown",
+            Vec::new(),
             "Unknown provider",
             "There is no such sign-in provider.",
         );
@@ -270,8 +274,10 @@ pub async fn callback(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(p) = state.external.get(&id) else {
-        return message(
+        return notice(
             StatusCode::NOT_FOUND,
+            "external-unknown",
+            Vec::new(),
             "Unknown provider",
             "There is no such sign-in provider.",
         );
@@ -284,8 +290,10 @@ pub async fn callback(
         })
         .and_then(|b| serde_json::from_slice(&b).ok());
     let Some(flow) = flow else {
-        return message(
+        return notice(
             StatusCode::BAD_REQUEST,
+            "external-expired",
+            Vec::new(),
             "Sign-in failed",
             "The sign-in took too long or did not start here. Start again.",
         );
@@ -300,15 +308,19 @@ pub async fn callback(
     if q.get("state").map(String::as_str) != Some(field("state").as_str())
         || field("state").is_empty()
     {
-        return message(
+        return notice(
             StatusCode::FORBIDDEN,
+            "external-mismatch",
+            Vec::new(),
             "Sign-in failed",
             "The answer from the provider does not match this sign-in. Start again.",
         );
     }
     let Some(code) = q.get("code") else {
-        return message(
+        return notice(
             StatusCode::UNAUTHORIZED,
+            "external-cancelled",
+            Vec::new(),
             "Sign-in cancelled",
             "The provider did not sign you in.",
         );
@@ -371,8 +383,10 @@ pub async fn callback(
             }
             r
         }
-        Err(medmesh_identity::IdentityError::Forbidden) => message(
+        Err(medmesh_identity::IdentityError::Forbidden) => notice(
             StatusCode::FORBIDDEN,
+            "external-no-role",
+            Vec::new(),
             "No access",
             "Your account at the provider has no role that this node recognises.",
         ),

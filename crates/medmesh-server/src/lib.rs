@@ -248,12 +248,26 @@ fn cors_layer(origins: &[String]) -> tower_http::cors::CorsLayer {
 
 /// The router with every route and layer.
 pub fn router(state: AppState) -> Router {
-    router_with(state, Router::new())
+    router_with(state, Pages::default())
 }
 
-/// The node's routes with `pages` (the portal's, from `medmesh-portal`) merged in: they get
-/// the same state, layers and fallback.
-pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
+/// What a front end adds to the node: its routes, and how it says the node's own notices
+/// (a failed external sign-in, an app's invalid request) in the reader's language.
+#[derive(Default)]
+pub struct Pages {
+    /// Routes merged into the node's (the portal's, from `medmesh-portal`).
+    pub routes: Router<AppState>,
+    /// Renders a [`web::Notice`] page; without one the node's pages stay in English.
+    pub notices: Option<web::NoticeRenderer>,
+}
+
+/// The node's routes with the `pages` merged in: they get the same state, layers and
+/// fallback.
+pub fn router_with(state: AppState, pages: Pages) -> Router {
+    let Pages {
+        routes: pages,
+        notices,
+    } = pages;
     use handlers::*;
     let request_id = HeaderName::from_static("x-request-id");
     // The operations and Binary have routes of their own; a static segment (`$export`,
@@ -384,6 +398,11 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .merge(pages)
         .fallback(not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                say_notice(notices, req, next)
+            },
+        ))
         // Every answer gets `nosniff`, and a method a route does not take a body (axum
         // answers an empty 405; `method_not_allowed_fallback` would replace the CORS layer's
         // preflight answers).
@@ -459,6 +478,31 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
     )
 }
 
+/// Re-renders a page marked with a [`web::Notice`] through the front end's renderer, in the
+/// request's language, keeping its status and headers.
+async fn say_notice(
+    renderer: Option<web::NoticeRenderer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Some(render) = renderer else {
+        return next.run(req).await;
+    };
+    let headers = req.headers().clone();
+    let mut r = next.run(req).await;
+    let Some(notice) = r.extensions_mut().remove::<web::Notice>() else {
+        return r;
+    };
+    match render(&headers, &notice) {
+        Some(html) => {
+            let (mut parts, _) = r.into_parts();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            axum::response::Response::from_parts(parts, axum::body::Body::from(html))
+        }
+        None => r,
+    }
+}
+
 async fn finish_response(
     req: axum::extract::Request,
     next: axum::middleware::Next,
@@ -501,14 +545,14 @@ pub async fn serve(
     limits: listener::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, state, Router::new(), limits, shutdown).await
+    serve_with(listener, state, Pages::default(), limits, shutdown).await
 }
 
 /// [`serve`], with the portal's `pages` merged in ([`router_with`]).
 pub async fn serve_with(
     listener: TcpListener,
     state: AppState,
-    pages: Router<AppState>,
+    pages: Pages,
     limits: listener::ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

@@ -14,7 +14,7 @@ use medmesh_identity::oauth::{AuthorizeError, AuthorizeRequest, ClientAuth, Regi
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::web::{SignedIn, csrf_refusal, header_csrf_matches, message};
+use crate::web::{SignedIn, csrf_refusal, header_csrf_matches, notice};
 
 /// An OAuth endpoint's failure, answered in RFC 6749 section 5.2 form: `{"error",
 /// "error_description"}`, never cached. The token, introspection, revocation and
@@ -109,9 +109,13 @@ fn endpoint(state: &AppState, path: &str) -> String {
 /// cannot be trusted, else a redirect to the client with the error (RFC 6749 4.1.2.1).
 pub fn authorize_failure(e: AuthorizeError) -> Response {
     match e {
-        AuthorizeError::Page(m) => {
-            message(StatusCode::BAD_REQUEST, "This app's request is invalid", &m)
-        }
+        AuthorizeError::Page(m) => notice(
+            StatusCode::BAD_REQUEST,
+            "app-request-invalid",
+            vec![("detail", m.clone())],
+            "This app's request is invalid",
+            &m,
+        ),
         AuthorizeError::Redirect {
             redirect_uri,
             error,
@@ -119,8 +123,10 @@ pub fn authorize_failure(e: AuthorizeError) -> Response {
             state,
         } => {
             let Ok(mut u) = url::Url::parse(&redirect_uri) else {
-                return message(
+                return notice(
                     StatusCode::BAD_REQUEST,
+                    "app-request-invalid",
+                    vec![("detail", "bad redirect URI".into())],
                     "This app's request is invalid",
                     "bad redirect URI",
                 );
@@ -179,8 +185,10 @@ pub async fn authorize_decision(
         return r;
     }
     let Some(params) = one("request").as_deref().and_then(decode_request) else {
-        return message(
+        return notice(
             StatusCode::BAD_REQUEST,
+            "app-request-lost",
+            Vec::new(),
             "This app's request is invalid",
             "the request was lost; start again from the app",
         );

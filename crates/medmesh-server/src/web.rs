@@ -105,32 +105,74 @@ struct MessagePage<'a> {
     message: &'a str,
 }
 
-/// A plain page with a title and a message.
+/// A plain page with a title and a message, in English, with nothing to translate it by
+/// (a [`Notice`] says what it means to a layer that can: [`notice`]).
 pub fn message(status: StatusCode, title: &str, message: &str) -> Response {
     page(status, &MessagePage { title, message })
 }
 
+/// What a notice page of the node's own (a failed external sign-in, an app's invalid
+/// request, a stale form) says, by message id, carried in the response's extensions so that
+/// a layer with message catalogs (the portal's, [`NoticeRenderer`]) can say it in the
+/// reader's language. The page's English body stays as it is when there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The message id: the catalogs hold `notice-<id>-title` and `notice-<id>`.
+    pub id: &'static str,
+    /// The message's arguments (`seconds` for a throttled sign-in, `detail` for an app's
+    /// invalid request), safe to show.
+    pub args: Vec<(&'static str, String)>,
+}
+
+/// Renders a [`Notice`] as a whole page for the request whose headers are given (the
+/// language is theirs to read), or `None` to keep the English page.
+pub type NoticeRenderer = fn(&HeaderMap, &Notice) -> Option<String>;
+
+/// Every notice id the node's own pages use, with its English title and message, for the
+/// catalogs to be checked against (`medmesh-portal`'s catalog test).
+pub const NOTICES: &[&str] = &[
+    "stale-form",
+    "external-failed",
+    "external-unknown",
+    "external-expired",
+    "external-mismatch",
+    "external-cancelled",
+    "external-no-role",
+    "app-request-invalid",
+    "app-request-lost",
+    "identity-wrong-credentials",
+    "identity-wrong-code",
+    "identity-throttled",
+    "identity-invalid",
+    "identity-taken",
+    "identity-already-linked",
+    "identity-refused",
+    "identity-failed",
+];
+
+/// [`message`], marked with the [`Notice`] `id` (one of [`NOTICES`]) and its arguments.
+pub fn notice(
+    status: StatusCode,
+    id: &'static str,
+    args: Vec<(&'static str, String)>,
+    title: &str,
+    text: &str,
+) -> Response {
+    debug_assert!(NOTICES.contains(&id), "an unlisted notice id: {id}");
+    let mut r = message(status, title, text);
+    r.extensions_mut().insert(Notice { id, args });
+    r
+}
+
 /// A failure as the HTML pages tell it: a status, a title and a message safe to show, on
-/// the node's message page. The JSON API's counterpart is [`crate::response::ApiError`];
-/// the OAuth endpoints' is [`crate::oauth::OAuthError`].
+/// the node's message page, marked with its [`Notice`]. The JSON API's counterpart is
+/// [`crate::response::ApiError`]; the OAuth endpoints' is [`crate::oauth::OAuthError`].
 #[derive(Debug)]
 pub struct PageError {
     status: StatusCode,
-    title: &'static str,
+    notice: Notice,
     detail: String,
     retry_after: Option<i64>,
-}
-
-impl PageError {
-    /// A page error with its own words.
-    pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            title,
-            detail: detail.into(),
-            retry_after: None,
-        }
-    }
 }
 
 impl From<IdentityError> for PageError {
@@ -139,11 +181,27 @@ impl From<IdentityError> for PageError {
         if let IdentityError::Store(inner) = &e {
             tracing::error!(error = %inner, "identity store failure");
         }
+        // Identity messages are written to be shown: no secrets, no PHI.
+        let detail = e.to_string();
+        let (id, args) = match &e {
+            IdentityError::BadCredentials => ("identity-wrong-credentials", Vec::new()),
+            IdentityError::BadSecondFactor => ("identity-wrong-code", Vec::new()),
+            IdentityError::Throttled(wait) => (
+                "identity-throttled",
+                vec![("seconds", wait.max(&1).to_string())],
+            ),
+            IdentityError::WeakPassword(_) | IdentityError::InvalidRequest(_) => {
+                ("identity-invalid", vec![("detail", detail.clone())])
+            }
+            IdentityError::UsernameTaken => ("identity-taken", Vec::new()),
+            IdentityError::AlreadyLinked => ("identity-already-linked", Vec::new()),
+            IdentityError::Store(_) | IdentityError::Internal => ("identity-failed", Vec::new()),
+            _ => ("identity-refused", vec![("detail", detail.clone())]),
+        };
         Self {
             status,
-            title: "Something went wrong",
-            // Identity messages are written to be shown: no secrets, no PHI.
-            detail: e.to_string(),
+            notice: Notice { id, args },
+            detail,
             retry_after: match e {
                 IdentityError::Throttled(wait) => Some(wait.max(1)),
                 _ => None,
@@ -154,7 +212,13 @@ impl From<IdentityError> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let mut r = message(self.status, self.title, &self.detail);
+        let mut r = notice(
+            self.status,
+            self.notice.id,
+            self.notice.args,
+            "Something went wrong",
+            &self.detail,
+        );
         if let Some(wait) = self.retry_after {
             crate::response::set_header(
                 r.headers_mut(),
@@ -228,8 +292,10 @@ pub fn csrf_matches(session_token: &str, form_token: Option<&str>) -> bool {
 pub fn csrf_refusal(session: &Session, form_token: Option<&str>) -> Option<Response> {
     match form_token {
         Some(t) if ct_eq(t, &session.csrf) => None,
-        _ => Some(message(
+        _ => Some(notice(
             StatusCode::FORBIDDEN,
+            "stale-form",
+            Vec::new(),
             "Request refused",
             "The form was stale or did not come from this site. Go back, reload and try again.",
         )),
@@ -269,10 +335,12 @@ pub fn login_csrf_refusal(headers: &HeaderMap, form_token: &str) -> Option<Respo
     if !pre.is_empty() && ct_eq(&pre, form_token) {
         return None;
     }
-    Some(message(
+    Some(notice(
         StatusCode::FORBIDDEN,
+        "stale-form",
+        Vec::new(),
         "Request refused",
-        "The form was stale or did not come from this site. Reload it and try again.",
+        "The form was stale or did not come from this site. Go back, reload and try again.",
     ))
 }
 

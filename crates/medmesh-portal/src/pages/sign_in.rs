@@ -281,6 +281,28 @@ struct NoticePage {
     link: Option<(&'static str, String)>,
 }
 
+/// A notice of the node's own (`medmesh_server::web::Notice`: a failed external sign-in,
+/// an app's invalid request, a stale form) as the portal says it, in the request's language,
+/// with a way back to sign-in. The server's layer puts it in place of its English page.
+pub fn render_notice(
+    headers: &axum::http::HeaderMap,
+    said: &medmesh_server::web::Notice,
+) -> Option<String> {
+    let lang = crate::viewer::lang_of_headers(headers);
+    let args: Vec<(&str, Arg)> = said
+        .args
+        .iter()
+        .map(|(k, v)| (*k, Arg::Text(v.clone())))
+        .collect();
+    NoticePage {
+        shell: PlainShell::new(lang, &format!("notice-{}-title", said.id)),
+        text: lang.t_with(&format!("notice-{}", said.id), &args),
+        link: Some(("/login", lang.t("sign-in-again"))),
+    }
+    .render()
+    .ok()
+}
+
 /// A signed-out page with one message.
 pub fn notice(
     lang: Lang,

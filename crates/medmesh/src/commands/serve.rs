@@ -79,7 +79,10 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     medmesh_server::serve_with(
         listener,
         state,
-        medmesh_portal::routes(portal),
+        medmesh_server::Pages {
+            routes: medmesh_portal::routes(portal),
+            notices: Some(medmesh_portal::render_notice),
+        },
         cfg.connections,
         shutdown_signal(),
     )
