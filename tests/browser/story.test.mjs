@@ -10,32 +10,16 @@
 // and AA) and carries the node's CSP; screenshots go to docs/screenshots/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, accessibilityViolations, cli, startNode, stopNode } from './harness.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, accessibilityViolations, cli, startNode, stopNode, totp } from './harness.mjs';
 
 const PASSWORD = 'a long enough passphrase';
 const SHOTS = new URL('../../docs/screenshots/', import.meta.url).pathname;
 const POSTGRES = process.env.MEDMESH_TEST_POSTGRES;
-
-// RFC 6238 (SHA-1, 6 digits, 30 s), as an authenticator app computes it; `ahead` steps
-// later than now (the node accepts one step of skew, and never the same step twice).
-function totp(uri, ahead = 0) {
-  const secret = new URL(uri).searchParams.get('secret');
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = '';
-  for (const c of secret.replace(/=+$/, '').toUpperCase()) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
-  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 30000) + ahead));
-  const mac = createHmac('sha1', key).update(counter).digest();
-  const offset = mac[mac.length - 1] & 0xf;
-  return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
-}
 
 const patient = (id, given, family, birthDate, extra = {}) => ({
   resourceType: 'Patient', id, name: [{ given: [given], family }], birthDate, gender: 'female',

@@ -729,13 +729,16 @@ impl IdentityService {
 
 impl IdentityService {
     /// The practitioner accounts an admin oversees: every one for a node admin, their own
-    /// organization's for an org admin (at most 500, by user name).
+    /// organization's for an org admin; only those with `verification` when given (the
+    /// ones waiting: `unverified`); at most `limit`, by user name.
     ///
     /// # Errors
     /// [`IdentityError::Forbidden`] for anyone else.
     pub async fn practitioners_overseen(
         &self,
         admin: &UserRecord,
+        verification: Option<&str>,
+        limit: u32,
     ) -> Result<Vec<UserRecord>, IdentityError> {
         let organization = if admin.role == Role::NodeAdmin.code() {
             None
@@ -746,7 +749,7 @@ impl IdentityService {
         };
         Ok(self
             .store
-            .users_with_role(Role::Practitioner.code(), organization, 500)
+            .users_with_role(Role::Practitioner.code(), organization, verification, limit)
             .await?)
     }
 

@@ -639,12 +639,16 @@ impl<B: Backend> IdentityStore for SqlStore<B> {
         &self,
         role: &str,
         organization: Option<&str>,
+        verification: Option<&str>,
         limit: u32,
     ) -> Result<Vec<UserRecord>, StoreError> {
         let mut sql = self.sql(&format!("SELECT {USER_COLS} FROM users WHERE role = "));
         sql.str(role);
         if let Some(org) = organization {
             sql.push(" AND organization = ").str(org);
+        }
+        if let Some(v) = verification {
+            sql.push(" AND verification = ").str(v);
         }
         sql.push(" ORDER BY username LIMIT ").int(i64::from(limit));
         self.fetch(sql, &USER_TYPES)

@@ -593,10 +593,47 @@ async fn identity_store(stores: Stores) {
         Err(medmesh_store::StoreError::Conflict)
     ));
     assert!(stores.identity.user_by_id("u1").await.unwrap() == Some(user.clone()));
-    assert!(stores.identity.user_by_username("quill").await.unwrap() == Some(user));
+    assert!(stores.identity.user_by_username("quill").await.unwrap() == Some(user.clone()));
     // A TOTP step is claimed once.
     assert!(stores.identity.claim_totp_step("u1", 7).await.unwrap());
     assert!(!stores.identity.claim_totp_step("u1", 7).await.unwrap());
+    // Practitioners by role, organization and verification, by user name, bounded.
+    for (id, org, verification) in [
+        ("d3", "north", "unverified"),
+        ("d1", "north", "verified"),
+        ("d2", "south", "unverified"),
+        ("d4", "north", "unverified"),
+    ] {
+        let d = UserRecord {
+            id: id.into(),
+            username: format!("dr-{id}"),
+            role: "practitioner".into(),
+            patient_id: None,
+            practitioner_id: Some(id.into()),
+            verification: verification.into(),
+            organization: Some(org.into()),
+            ..user.clone()
+        };
+        stores.identity.insert_user(&d).await.unwrap();
+    }
+    let names = |users: Vec<UserRecord>| users.into_iter().map(|u| u.username).collect::<Vec<_>>();
+    let with = |org, verification, limit| {
+        stores
+            .identity
+            .users_with_role("practitioner", org, verification, limit)
+    };
+    assert_eq!(
+        names(with(None, None, 10).await.unwrap()),
+        ["dr-d1", "dr-d2", "dr-d3", "dr-d4"]
+    );
+    assert_eq!(
+        names(with(Some("north"), Some("unverified"), 10).await.unwrap()),
+        ["dr-d3", "dr-d4"]
+    );
+    assert_eq!(
+        names(with(None, Some("unverified"), 2).await.unwrap()),
+        ["dr-d2", "dr-d3"]
+    );
 }
 
 /// The audit log: entries appended outside a write are durable and counted; a patient's

@@ -211,12 +211,13 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn user_by_external(&self, subject: &str) -> Result<Option<UserRecord>, StoreError>;
     /// How many users exist.
     async fn user_count(&self) -> Result<u64, StoreError>;
-    /// The accounts with `role` (in `organization` when given), by user name; at most
-    /// `limit`.
+    /// The accounts with `role` (in `organization`, with `verification`, when given), by user
+    /// name; at most `limit`.
     async fn users_with_role(
         &self,
         role: &str,
         organization: Option<&str>,
+        verification: Option<&str>,
         limit: u32,
     ) -> Result<Vec<UserRecord>, StoreError>;
     /// The registered OAuth clients, newest first; at most `limit`.

@@ -216,6 +216,9 @@ patients-search = Search
 patients-mine = Patients in your care
 patients-results = Search results
 patients-none = No patients found among those in your care.
+patients-pages = More patients
+patients-previous = Previous page
+patients-next = Next page
 patients-unnamed = (no name on record)
 
 ## Emergency access

@@ -215,6 +215,9 @@ patients-search = Rechercher
 patients-mine = Patients que vous suivez
 patients-results = Résultats de la recherche
 patients-none = Aucun patient trouvé parmi ceux que vous suivez.
+patients-pages = Autres patients
+patients-previous = Page précédente
+patients-next = Page suivante
 patients-unnamed = (aucun nom au dossier)
 
 ## Accès d'urgence

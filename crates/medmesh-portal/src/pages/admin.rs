@@ -71,12 +71,19 @@ struct UsersPage {
     invitation: Option<String>,
 }
 
+/// How many practitioner accounts the admin page lists (by user name).
+const LISTED_ACCOUNTS: u32 = 500;
+
 async fn users_page(state: &AppState, viewer: &Viewer, invitation: Option<String>) -> Response {
     let lang = viewer.lang;
     if let Some(r) = admins_only(viewer) {
         return r;
     }
-    let accounts = match state.identity.practitioners_overseen(&viewer.account).await {
+    let accounts = match state
+        .identity
+        .practitioners_overseen(&viewer.account, None, LISTED_ACCOUNTS)
+        .await
+    {
         Ok(a) => a,
         Err(e) => return identity_problem(lang, &e),
     };

@@ -344,12 +344,13 @@ async fn clinician_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>,
 async fn admin_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>, Response> {
     let lang = viewer.lang;
     let mut waiting = Vec::new();
-    if let Ok(users) = state.identity.practitioners_overseen(&viewer.account).await {
-        for u in users
-            .into_iter()
-            .filter(|u| u.verification == "unverified")
-            .take(5)
-        {
+    // The store picks the five waiting; the card does not read every account to show them.
+    if let Ok(users) = state
+        .identity
+        .practitioners_overseen(&viewer.account, Some("unverified"), 5)
+        .await
+    {
+        for u in users {
             waiting.push(Item {
                 what: u.username,
                 detail: lang.t("verification-unverified"),

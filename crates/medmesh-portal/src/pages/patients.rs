@@ -44,6 +44,9 @@ struct PatientsPage {
     name: String,
     birthdate: String,
     identifier: String,
+    /// The cursors of the pages before and after this one, when there are.
+    previous: Option<String>,
+    next: Option<String>,
     emergency_hours: String,
 }
 
@@ -57,6 +60,25 @@ pub struct SearchForm {
     birthdate: String,
     #[serde(default)]
     identifier: String,
+    /// The page of results to show: the search's own cursor (`_page`), posted back.
+    #[serde(default)]
+    page: String,
+}
+
+/// The `_page` cursor of a searchset's `relation` link (`next`, `previous`), when it has one.
+fn cursor(bundle: &serde_json::Value, relation: &str) -> Option<String> {
+    let link = bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == relation)?;
+    let url = url::Url::parse(&format!(
+        "http://page.invalid/{}",
+        link["url"].as_str()?.trim_start_matches('/')
+    ))
+    .ok()?;
+    url.query_pairs()
+        .find(|(k, _)| k == "_page")
+        .map(|(_, v)| v.into_owned())
 }
 
 /// `GET /patients`.
@@ -94,6 +116,8 @@ async fn list(state: &AppState, viewer: &Viewer, form: SearchForm, searched: boo
     params.extend(name.clone().map(|n| ("name".into(), n)));
     params.extend(birthdate.clone().map(|d| ("birthdate".into(), d)));
     params.extend(identifier.clone().map(|i| ("identifier".into(), i)));
+    // A cursor is the node's own; one bounded in length is passed back as it came.
+    params.extend(field(&form.page, 512).map(|p| ("_page".into(), p)));
     let bundle = match state
         .records
         .search(&viewer.ctx, "Patient", &params, Handling::Lenient)
@@ -116,6 +140,7 @@ async fn list(state: &AppState, viewer: &Viewer, form: SearchForm, searched: boo
             })
         })
         .collect();
+    // Sorted by name within the page; the pages follow the search's own order.
     patients.sort_by_key(|p| p.name.to_lowercase());
     let hours = state.trust.break_glass_micros() as f64 / 3_600_000_000.0;
     render(
@@ -127,6 +152,8 @@ async fn list(state: &AppState, viewer: &Viewer, form: SearchForm, searched: boo
             name: name.unwrap_or_default(),
             birthdate: birthdate.unwrap_or_default(),
             identifier: identifier.unwrap_or_default(),
+            previous: cursor(&bundle, "previous"),
+            next: cursor(&bundle, "next"),
             emergency_hours: lang.t_with("emergency-time-box", &[("hours", Arg::Number(hours))]),
         },
     )
@@ -168,5 +195,23 @@ pub async fn emergency(
     {
         Ok(_) => Redirect::to(&format!("/patients/{patient}")).into_response(),
         Err(e) => record_problem(lang, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_cursor_is_read_off_the_searchset_links() {
+        let bundle = json!({"link": [
+            {"relation": "self", "url": "http://node/fhir/Patient?_count=50"},
+            {"relation": "next", "url": "http://node/fhir/Patient?_count=50&name=ann&_page=k%2B9"},
+            {"relation": "previous", "url": "/fhir/Patient?_page=p1"},
+        ]});
+        assert_eq!(cursor(&bundle, "next").as_deref(), Some("k+9"));
+        assert_eq!(cursor(&bundle, "previous").as_deref(), Some("p1"));
+        assert_eq!(cursor(&json!({"link": []}), "next"), None);
     }
 }
