@@ -214,6 +214,41 @@ async fn resource_store(stores: Stores) {
         .await
         .unwrap();
     assert_eq!(many.len(), 1);
+    // Several types at once, in the caller's order, whatever the database returns first.
+    let mut tx = s.begin().await.unwrap();
+    for (rt, id) in [
+        ("Observation", "o1"),
+        ("Patient", "p3"),
+        ("Observation", "o2"),
+    ] {
+        tx.put(version(
+            rt,
+            id,
+            1,
+            30,
+            json!({"resourceType": rt, "id": id}),
+        ))
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let keys: Vec<(String, String)> = [
+        ("Observation", "o2"),
+        ("Patient", "p1"),
+        ("Observation", "o1"),
+        ("Patient", "p3"),
+    ]
+    .iter()
+    .map(|(t, i)| (t.to_string(), i.to_string()))
+    .collect();
+    let ordered: Vec<(String, String)> = s
+        .read_many(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.resource_type, v.id))
+        .collect();
+    assert_eq!(ordered, keys);
 }
 
 /// Union parameters (`combo-*`) have no index rows of their own: search reads their members'
