@@ -3,6 +3,7 @@
 // that the next visit can prove the node only added to the log since. "Verified" is shown
 // only when every check passed; the entries are listed either way, marked unverified, and
 // drawn from the entries themselves (the page gives only words: messages and names).
+import { objectStore } from './common.mjs';
 import { verifyPatientLog } from '/assets/audit-verify.js';
 
 const root = document.getElementById('access-log');
@@ -21,18 +22,7 @@ function say(key, values = {}) {
 
 const when = (micros) => new Date(micros / 1000).toLocaleString(WORDS.lang);
 
-function store(mode, use) {
-  return new Promise((resolve, reject) => {
-    const open = indexedDB.open('medmesh-audit', 1);
-    open.onupgradeneeded = () => open.result.createObjectStore('checkpoints');
-    open.onerror = () => reject(open.error);
-    open.onsuccess = () => {
-      const req = use(open.result.transaction('checkpoints', mode).objectStore('checkpoints'));
-      req.onsuccess = () => resolve(req.result);
-      req.onerror = () => reject(req.error);
-    };
-  });
-}
+const store = (mode, use) => objectStore('medmesh-audit', 'checkpoints', mode, use);
 
 async function api(path) {
   const r = await fetch(path, { headers: { 'x-csrf-token': CSRF }, credentials: 'same-origin' });

@@ -3,11 +3,12 @@
 // messages come from the page (translated). What is shown in place is decided from the
 // opened bytes themselves: a PDF, a raster image or UTF-8 text; anything else can only be
 // saved, so nothing opened here ever runs as a page of the node's origin.
+import { messagesOf } from './common.mjs';
 import { SealingError, openStored, shareStored } from './sealing.mjs';
 
 const root = document.getElementById('sealed');
 const { binary: BINARY, owner: OWNER, csrf: CSRF } = root.dataset;
-const say = (key, values = {}) => (root.dataset[key] ?? key).replace(/\{(\w+)\}/g, (_, k) => String(values[k] ?? ''));
+const say = messagesOf(root);
 
 function why(e) {
   if (e instanceof SealingError) {

@@ -17,6 +17,7 @@
 // 'no-key' (an owner has no verified sealing key), 'not-holder' (none of this browser's keys
 // opens the document), 'unauthentic' (the bytes were altered, cut or are no sealed document),
 // 'refused' (the node said no; `status` says how).
+import { objectStore } from './common.mjs';
 import { Aes256Gcm, CipherSuite, DhkemX25519HkdfSha256, HkdfSha256 } from './hpke.min.mjs';
 
 const suite = new CipherSuite({ kem: new DhkemX25519HkdfSha256(), kdf: new HkdfSha256(), aead: new Aes256Gcm() });
@@ -64,18 +65,7 @@ function concat(...parts) {
 
 // --- Keys kept in this browser -------------------------------------------------------------
 
-function keyStore(mode, use) {
-  return new Promise((resolve, reject) => {
-    const open = indexedDB.open('medmesh-keys', 1);
-    open.onupgradeneeded = () => open.result.createObjectStore('keys');
-    open.onerror = () => reject(open.error);
-    open.onsuccess = () => {
-      const req = use(open.result.transaction('keys', mode).objectStore('keys'));
-      req.onsuccess = () => resolve(req.result);
-      req.onerror = () => reject(req.error);
-    };
-  });
-}
+const keyStore = (mode, use) => objectStore('medmesh-keys', 'keys', mode, use);
 
 /** The node's API, signed in by the session cookie and its CSRF token. */
 async function api(csrf, path, init = {}) {

@@ -3,6 +3,7 @@
 // others can seal documents for this user from then on. A document is signed here; sealed
 // end to end first when the box is ticked, for the patient, the uploader and the chosen
 // practitioners.
+import { messagesOf } from './common.mjs';
 import { SEALED_TYPE, SealingError, b64, hex, sealFor, sealingKey, signingKey } from './sealing.mjs';
 
 const vault = document.getElementById('vault');
@@ -10,7 +11,7 @@ const OWNER = vault.dataset.owner;
 const CSRF = vault.dataset.csrf;
 /** Sealing holds the whole document in memory; larger ones go through `medmesh doc seal`. */
 const SEAL_LIMIT = 100 * 1024 * 1024;
-const say = (key, values = {}) => (vault.dataset[key] ?? key).replace(/\{(\w+)\}/g, (_, k) => String(values[k] ?? ''));
+const say = messagesOf(vault);
 const text = (s) => new TextEncoder().encode(s);
 const instant = () => new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
 

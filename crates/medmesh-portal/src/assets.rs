@@ -35,6 +35,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../assets/upload.js"),
     ),
     (
+        "common.mjs",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/common.mjs"),
+    ),
+    (
         "sealing.mjs",
         "text/javascript; charset=utf-8",
         include_str!("../assets/sealing.mjs"),
