@@ -485,10 +485,23 @@ async fn say_notice(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let Some(render) = renderer else {
+    // Only sign-in, registration and the authorization server answer with notices; every
+    // other request (the FHIR API's above all) passes straight through.
+    let path = req.uri().path();
+    let Some(render) = renderer.filter(|_| {
+        ["/login", "/register", "/oauth/"]
+            .iter()
+            .any(|p| path.starts_with(p))
+    }) else {
         return next.run(req).await;
     };
-    let headers = req.headers().clone();
+    // What the language is read from: the cookie and `Accept-Language` (cheap clones).
+    let mut headers = axum::http::HeaderMap::new();
+    for name in [header::COOKIE, header::ACCEPT_LANGUAGE] {
+        for v in req.headers().get_all(&name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
     let mut r = next.run(req).await;
     let Some(notice) = r.extensions_mut().remove::<web::Notice>() else {
         return r;
