@@ -11,8 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { BIN, CHROMIUM, CHROMIUM_ARGS, accessibilityViolations, cli, startNode, stopNode } from './harness.mjs';
+import { BIN, accessibilityViolations, cli, launchPersistent as launch, startNode, stopNode } from './harness.mjs';
 
 const PASSWORD = 'a long enough passphrase';
 const VECTORS = JSON.parse(readFileSync(
@@ -30,10 +29,6 @@ function witnessKey(file, name) {
   const hash = createHash('sha256').update(`${name}\n`).update(blob).digest().subarray(0, 4).toString('hex');
   return `${name}+${hash}+${blob.toString('base64')}`;
 }
-
-const launch = (profile) => chromium.launchPersistentContext(profile, {
-  executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS,
-});
 
 test('the browser verifier reaches the Rust verifier\'s verdict on every vector', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'medmesh-browser-'));

@@ -8,17 +8,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, cli, startNode } from './harness.mjs';
+import { cli, launchPersistent as launch, startNode } from './harness.mjs';
 
 const PASSWORD = 'a long enough passphrase';
-
-const launch = (profile) =>
-  chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-  });
 
 test('the browser signs uploads with a key it cannot export, and seals what the CLI opens', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'medmesh-browser-'));

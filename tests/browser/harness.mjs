@@ -6,6 +6,7 @@ import { createInterface } from 'node:readline';
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import { createHmac } from 'node:crypto';
+import { chromium } from 'playwright-core';
 
 const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
@@ -16,6 +17,11 @@ export const CHROMIUM = process.env.MEDMESH_CHROMIUM ?? '/usr/bin/chromium';
 // network is closed).
 export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+// Debian chromium, headless, with a profile of its own that outlives a restart (IndexedDB
+// keys, kept checkpoints).
+export const launchPersistent = (profile) =>
+  chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
 
 // Runs `medmesh ARGS` against the node's data directory; returns its stdout.
 export function cli(dir, args, input, env = {}) {

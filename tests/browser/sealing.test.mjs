@@ -8,8 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, startNode, stopNode } from './harness.mjs';
+import { launchPersistent, startNode, stopNode } from './harness.mjs';
 
 const VECTORS = JSON.parse(readFileSync(
   new URL('../../crates/medmesh-crypto/vectors/sealed-documents.json', import.meta.url), 'utf8'));
@@ -20,7 +19,7 @@ test('the browser seals and opens exactly as the Rust side does', async () => {
   const { proc, base } = await startNode(dir);
   let context;
   try {
-    context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    context = await launchPersistent(profile);
     const page = await context.newPage();
     await page.goto(`${base}/login`);
     const results = await page.evaluate(async (vectors) => {

@@ -53,11 +53,12 @@ document.getElementById('upload').addEventListener('submit', async (event) => {
     const pair = await signingKey(OWNER, CSRF);
     const patient = document.getElementById('patient').value.trim();
     const type = document.getElementById('doctype').value.trim();
+    // Refused before it is read: sealing would hold it all in memory.
+    if (sealBox.checked && file.size > SEAL_LIMIT) throw new Error(say('msgTooLarge'));
     let bytes = new Uint8Array(await file.arrayBuffer());
     let contentType = file.type || 'application/octet-stream';
     const headers = { 'x-csrf-token': CSRF };
     if (sealBox.checked) {
-      if (bytes.length > SEAL_LIMIT) throw new Error(say('msgTooLarge'));
       await sealingKey(OWNER, CSRF);
       const chosen = [...recipients.querySelectorAll('input:checked')].map((i) => i.value);
       const { sealed, sealedKeys } = await sealFor([OWNER, `Patient/${patient}`, ...chosen], bytes, CSRF);

@@ -485,14 +485,11 @@ async fn say_notice(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    // Only sign-in, registration and the authorization server answer with notices; every
-    // other request (the FHIR API's above all) passes straight through.
+    // Only the paths that answer with notices are looked at; every other request (the FHIR
+    // API's above all) passes straight through.
     let path = req.uri().path();
-    let Some(render) = renderer.filter(|_| {
-        ["/login", "/register", "/oauth/"]
-            .iter()
-            .any(|p| path.starts_with(p))
-    }) else {
+    let Some(render) = renderer.filter(|_| web::NOTICE_PATHS.iter().any(|p| path.starts_with(p)))
+    else {
         return next.run(req).await;
     };
     // What the language is read from: the cookie and `Accept-Language` (cheap clones).

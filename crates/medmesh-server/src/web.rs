@@ -128,8 +128,13 @@ pub struct Notice {
 /// language is theirs to read), or `None` to keep the English page.
 pub type NoticeRenderer = fn(&HeaderMap, &Notice) -> Option<String>;
 
-/// Every notice id the node's own pages use, with its English title and message, for the
-/// catalogs to be checked against (`medmesh-portal`'s catalog test).
+/// Where the node answers with notices: sign-in (external too), registration and the
+/// authorization server. The notice layer looks at these paths' answers only, so the FHIR
+/// API pays nothing for it; a notice given on another path stays in English.
+pub const NOTICE_PATHS: &[&str] = &["/login", "/register", "/oauth/"];
+
+/// Every notice id the node's own pages use, for the catalogs to be checked against
+/// (`medmesh-portal`'s catalog test); the English words stay at each call of [`notice`].
 pub const NOTICES: &[&str] = &[
     "stale-form",
     "external-failed",
