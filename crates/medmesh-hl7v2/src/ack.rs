@@ -263,7 +263,13 @@ mod tests {
     fn an_error_carries_err_in_the_versions_layout() {
         let m = Message::parse_str(ORU).unwrap();
         let e = AckError::new(101, "PID-3 holds no identifier").at("PID", 1, Some(3));
-        let ack = acknowledge(Some(&m), AckCode::AE, &[e.clone()], "A2", "2024");
+        let ack = acknowledge(
+            Some(&m),
+            AckCode::AE,
+            std::slice::from_ref(&e),
+            "A2",
+            "2024",
+        );
         let err = ack.segment("ERR").unwrap();
         assert_eq!(err.field(2).raw(), "PID^1^3");
         assert_eq!(err.get(3, 1), "101");

@@ -2,6 +2,8 @@
 //! never panics on any mutation of them or of the kept corpus (`tests/corpus/`): the
 //! bounded, in-CI equivalent of a fuzzing run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
+
 use std::path::{Path, PathBuf};
 
 use medmesh_hl7v2::{Batch, Message};
