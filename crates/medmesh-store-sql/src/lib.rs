@@ -8,6 +8,7 @@ pub mod audit_log;
 pub mod data_keys;
 mod directory;
 pub mod exec;
+mod hl7;
 pub mod identity;
 pub mod policy;
 pub mod postgres;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 
 use medmesh_kernel::{Clock, SystemClock};
 
-use medmesh_store::{AuditLogStore, IdentityStore, KeyStore, RecordStore, StoreError};
+use medmesh_store::{AuditLogStore, Hl7Store, IdentityStore, KeyStore, RecordStore, StoreError};
 
 /// Both ports, served by one database.
 #[derive(Clone)]
@@ -34,6 +35,8 @@ pub struct Stores {
     pub audit: Arc<dyn AuditLogStore>,
     /// Wrapped data-encryption keys.
     pub keys: Arc<dyn KeyStore>,
+    /// The HL7 v2 interface engine's messages and senders.
+    pub hl7: Arc<dyn Hl7Store>,
 }
 
 async fn stores<B: store::Backend>(
@@ -46,7 +49,8 @@ async fn stores<B: store::Backend>(
         records: s.clone(),
         identity: s.clone(),
         audit: s.clone(),
-        keys: s,
+        keys: s.clone(),
+        hl7: s,
     })
 }
 

@@ -945,7 +945,68 @@ async fn patient_chain_and_map(stores: Stores) {
     assert_eq!(&all, derived.nodes());
 }
 
+async fn hl7_store(stores: Stores) {
+    use medmesh_store::{Hl7Filter, Hl7MessageRow, Hl7SenderRow};
+    let h = &stores.hl7;
+    let row = |id: &str, control: &str, kind: &str, at: i64| Hl7MessageRow {
+        id: id.into(),
+        sender: "lab".into(),
+        control_id: control.into(),
+        message_type: kind.into(),
+        received_micros: at,
+        status: "received".into(),
+        ack_code: None,
+        raw: vec![1, 2, 3],
+        detail: None,
+        patient_token: Some("tok".into()),
+        attempts: 0,
+        updated_micros: at,
+    };
+    assert!(h.hl7_insert(&row("m1", "C1", "ORU^R01", 10)).await.unwrap());
+    assert!(h.hl7_insert(&row("m2", "C2", "ADT^A01", 20)).await.unwrap());
+    // A resend with the same control id is not stored twice.
+    assert!(!h.hl7_insert(&row("m3", "C1", "ORU^R01", 30)).await.unwrap());
+    assert_eq!(h.hl7_message_by_control("lab", "C1").await.unwrap().unwrap().id, "m1");
+    assert_eq!(h.hl7_pending(10).await.unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
+    let mut done = row("m1", "C1", "ORU^R01", 10);
+    done.status = "applied".into();
+    done.ack_code = Some("AA".into());
+    done.detail = Some(vec![9; 40]);
+    done.attempts = 1;
+    done.updated_micros = 15;
+    h.hl7_update(&done).await.unwrap();
+    assert_eq!(h.hl7_message("m1").await.unwrap().unwrap(), done);
+    assert_eq!(h.hl7_pending(10).await.unwrap().len(), 1);
+    let by_type = h.hl7_messages(&Hl7Filter { message_type: Some("ORU".into()), ..Default::default() }, 10).await.unwrap();
+    assert_eq!(by_type.len(), 1);
+    let applied = h.hl7_messages(&Hl7Filter { status: Some("applied".into()), since: Some(5), until: Some(11), ..Default::default() }, 10).await.unwrap();
+    assert_eq!(applied.len(), 1);
+    assert_eq!(h.hl7_messages(&Hl7Filter::default(), 1).await.unwrap()[0].id, "m2");
+    assert_eq!(h.hl7_counts().await.unwrap(), [("lab".to_string(), "applied".to_string(), 1), ("lab".to_string(), "received".to_string(), 1)]);
+    // Pruning never drops a message not yet applied.
+    assert_eq!(h.hl7_prune(100).await.unwrap(), 1);
+    assert!(h.hl7_message("m2").await.unwrap().is_some());
+
+    let sender = Hl7SenderRow {
+        name: "lab".into(),
+        application: "LAB".into(),
+        facility: "*".into(),
+        addresses: "127.0.0.1, 10.0.0.0/8".into(),
+        secret_hash: None,
+        profile: String::new(),
+        created_micros: 1,
+    };
+    h.hl7_put_sender(&sender).await.unwrap();
+    let mut changed = sender.clone();
+    changed.facility = "HOSP".into();
+    h.hl7_put_sender(&changed).await.unwrap();
+    assert_eq!(h.hl7_senders().await.unwrap(), [changed]);
+    assert!(h.hl7_remove_sender("lab").await.unwrap());
+    assert!(!h.hl7_remove_sender("lab").await.unwrap());
+}
+
 contract!(
+    hl7_store,
     witness_cosignatures,
     patient_chain_and_map,
     resource_store,

@@ -9,6 +9,7 @@ pub mod blobs;
 pub mod data_keys;
 pub mod directory;
 pub mod export_files;
+pub mod hl7;
 pub mod identity;
 
 /// The store's role traits, for `use medmesh_store::prelude::*` where a caller uses several.
@@ -29,6 +30,7 @@ pub use data_keys::{
 };
 pub use directory::{SealedKey, UserKey};
 pub use export_files::{ExportFiles, ExportFilesError};
+pub use hl7::{Hl7Filter, Hl7MessageRow, Hl7SenderRow, Hl7Store};
 
 pub use identity::{
     AuthCodeRecord, ClientRecord, IdentityStore, InviteRecord, KeyRecord, RefreshRecord,

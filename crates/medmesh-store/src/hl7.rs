@@ -1,0 +1,112 @@
+//! The interface engine's rows: every HL7 v2 message received (sealed), its state and its
+//! acknowledgement; and the configured senders.
+
+use async_trait::async_trait;
+
+use crate::StoreError;
+
+/// A message as the engine keeps it. Only the sender's configured name, MSH-10, MSH-9 and
+/// the engine's own state are in clear; the message and what became of it are sealed, and
+/// the patient it is about is a blind-index token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hl7MessageRow {
+    /// The engine's id for it.
+    pub id: String,
+    /// The configured sender's name (`unknown` for an unknown sender).
+    pub sender: String,
+    /// MSH-10 (the engine's id when it could not be read).
+    pub control_id: String,
+    /// MSH-9 as `CODE^TRIGGER`.
+    pub message_type: String,
+    /// When it arrived, microseconds.
+    pub received_micros: i64,
+    /// `received` (stored, not yet applied), `applied`, `dead` (kept with its reason, for
+    /// replay), `rejected` (refused before it could be processed).
+    pub status: String,
+    /// The acknowledgement code sent (`AA`, `AE`, `AR`), once sent.
+    pub ack_code: Option<String>,
+    /// The message, sealed.
+    pub raw: Vec<u8>,
+    /// What became of it (the error, the resources written), sealed JSON.
+    pub detail: Option<Vec<u8>>,
+    /// A blind-index token of the patient's identifier, when known.
+    pub patient_token: Option<String>,
+    /// How many times it was processed.
+    pub attempts: i64,
+    /// Last change, microseconds.
+    pub updated_micros: i64,
+}
+
+/// Which messages to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hl7Filter {
+    /// The sender's name.
+    pub sender: Option<String>,
+    /// `CODE^TRIGGER`, or `CODE` for every trigger.
+    pub message_type: Option<String>,
+    /// Status.
+    pub status: Option<String>,
+    /// MSH-10.
+    pub control_id: Option<String>,
+    /// Received at or after, microseconds.
+    pub since: Option<i64>,
+    /// Received before, microseconds.
+    pub until: Option<i64>,
+}
+
+/// A configured sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hl7SenderRow {
+    /// Its name (unique).
+    pub name: String,
+    /// MSH-3 it sends (`*` for any).
+    pub application: String,
+    /// MSH-4 it sends (`*` for any).
+    pub facility: String,
+    /// Source addresses or networks it may connect from (`10.0.0.0/8`, `127.0.0.1`),
+    /// comma-separated; empty for none (HTTP with credentials only).
+    pub addresses: String,
+    /// SHA-256 of its HTTP secret, hex, when it has one.
+    pub secret_hash: Option<String>,
+    /// Its mapping profile, TOML.
+    pub profile: String,
+    /// When it was added, microseconds.
+    pub created_micros: i64,
+}
+
+/// The interface engine's store.
+#[async_trait]
+pub trait Hl7Store: Send + Sync + 'static {
+    /// Stores a message; false when the sender already sent one with this control id (the
+    /// row is left as it is).
+    async fn hl7_insert(&self, row: &Hl7MessageRow) -> Result<bool, StoreError>;
+    /// A message by the engine's id.
+    async fn hl7_message(&self, id: &str) -> Result<Option<Hl7MessageRow>, StoreError>;
+    /// A message by sender and MSH-10.
+    async fn hl7_message_by_control(
+        &self,
+        sender: &str,
+        control_id: &str,
+    ) -> Result<Option<Hl7MessageRow>, StoreError>;
+    /// Records what became of a message.
+    async fn hl7_update(&self, row: &Hl7MessageRow) -> Result<(), StoreError>;
+    /// Messages matching the filter, newest first, at most `limit`.
+    async fn hl7_messages(
+        &self,
+        filter: &Hl7Filter,
+        limit: u32,
+    ) -> Result<Vec<Hl7MessageRow>, StoreError>;
+    /// Messages stored but not applied (after a crash), oldest first.
+    async fn hl7_pending(&self, limit: u32) -> Result<Vec<Hl7MessageRow>, StoreError>;
+    /// Deletes messages received before `before` that are no longer pending; returns how
+    /// many.
+    async fn hl7_prune(&self, before_micros: i64) -> Result<u64, StoreError>;
+    /// Counts by sender and status.
+    async fn hl7_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// Every configured sender.
+    async fn hl7_senders(&self) -> Result<Vec<Hl7SenderRow>, StoreError>;
+    /// Adds or replaces a sender.
+    async fn hl7_put_sender(&self, sender: &Hl7SenderRow) -> Result<(), StoreError>;
+    /// Removes a sender; false when there was none.
+    async fn hl7_remove_sender(&self, name: &str) -> Result<bool, StoreError>;
+}
