@@ -33,6 +33,11 @@ class Node:
     def _spawn(self):
         self.proc = subprocess.Popen([BIN, "serve", *self.args, "--listen", self.listen], stdout=subprocess.PIPE, text=True, env=self.env)
         line = self.proc.stdout.readline()
+        self.mllp = None
+        if line.startswith("medmesh MLLP listening on "):
+            host, port = line.split(" on ", 1)[1].strip().rsplit(":", 1)
+            self.mllp = (host, int(port))
+            line = self.proc.stdout.readline()
         assert line.startswith("medmesh listening on "), f"node did not start: {line!r}"
         self.base = line.split(" on ", 1)[1].strip()
         self.url = f"{self.base}/fhir"

@@ -71,6 +71,31 @@ impl Actor {
         }
     }
 
+    /// A configured HL7 v2 sender, recognised just now by its source address or its
+    /// credentials, with the system scopes its messages' mapping needs. Only the interface
+    /// engine's sender check makes one.
+    pub fn from_verified_sender(sender: &str, scopes: Vec<Scope>) -> Self {
+        Self {
+            subject: format!("hl7v2-sender:{sender}"),
+            scopes,
+            patient: None,
+            role: None,
+            clinician: None,
+        }
+    }
+
+    /// Whoever sent an HL7 v2 message no configured sender matches: no scopes, so it can do
+    /// nothing; it exists so the refusal can be audited with the source address.
+    pub fn unrecognised_sender() -> Self {
+        Self {
+            subject: "hl7v2-sender:unknown".into(),
+            scopes: Vec::new(),
+            patient: None,
+            role: None,
+            clinician: None,
+        }
+    }
+
     fn from(who: VerifiedIdentity) -> Self {
         Self {
             subject: who.subject,

@@ -966,8 +966,23 @@ async fn hl7_store(stores: Stores) {
     assert!(h.hl7_insert(&row("m2", "C2", "ADT^A01", 20)).await.unwrap());
     // A resend with the same control id is not stored twice.
     assert!(!h.hl7_insert(&row("m3", "C1", "ORU^R01", 30)).await.unwrap());
-    assert_eq!(h.hl7_message_by_control("lab", "C1").await.unwrap().unwrap().id, "m1");
-    assert_eq!(h.hl7_pending(10).await.unwrap().iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
+    assert_eq!(
+        h.hl7_message_by_control("lab", "C1")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        "m1"
+    );
+    assert_eq!(
+        h.hl7_pending(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        ["m1", "m2"]
+    );
     let mut done = row("m1", "C1", "ORU^R01", 10);
     done.status = "applied".into();
     done.ack_code = Some("AA".into());
@@ -977,12 +992,41 @@ async fn hl7_store(stores: Stores) {
     h.hl7_update(&done).await.unwrap();
     assert_eq!(h.hl7_message("m1").await.unwrap().unwrap(), done);
     assert_eq!(h.hl7_pending(10).await.unwrap().len(), 1);
-    let by_type = h.hl7_messages(&Hl7Filter { message_type: Some("ORU".into()), ..Default::default() }, 10).await.unwrap();
+    let by_type = h
+        .hl7_messages(
+            &Hl7Filter {
+                message_type: Some("ORU".into()),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
     assert_eq!(by_type.len(), 1);
-    let applied = h.hl7_messages(&Hl7Filter { status: Some("applied".into()), since: Some(5), until: Some(11), ..Default::default() }, 10).await.unwrap();
+    let applied = h
+        .hl7_messages(
+            &Hl7Filter {
+                status: Some("applied".into()),
+                since: Some(5),
+                until: Some(11),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
     assert_eq!(applied.len(), 1);
-    assert_eq!(h.hl7_messages(&Hl7Filter::default(), 1).await.unwrap()[0].id, "m2");
-    assert_eq!(h.hl7_counts().await.unwrap(), [("lab".to_string(), "applied".to_string(), 1), ("lab".to_string(), "received".to_string(), 1)]);
+    assert_eq!(
+        h.hl7_messages(&Hl7Filter::default(), 1).await.unwrap()[0].id,
+        "m2"
+    );
+    assert_eq!(
+        h.hl7_counts().await.unwrap(),
+        [
+            ("lab".to_string(), "applied".to_string(), 1),
+            ("lab".to_string(), "received".to_string(), 1)
+        ]
+    );
     // Pruning never drops a message not yet applied.
     assert_eq!(h.hl7_prune(100).await.unwrap(), 1);
     assert!(h.hl7_message("m2").await.unwrap().is_some());

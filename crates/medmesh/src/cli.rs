@@ -36,6 +36,9 @@ pub(crate) enum Command {
         /// Address to listen on.
         #[arg(long, env = "MEDMESH_LISTEN")]
         listen: Option<std::net::SocketAddr>,
+        /// Address to accept HL7 v2 over MLLP on (off unless given).
+        #[arg(long, env = "MEDMESH_MLLP_LISTEN")]
+        mllp_listen: Option<std::net::SocketAddr>,
     },
     /// Load FHIR Bundles, resources and NDJSON files (or folders of them) into the store.
     Import {

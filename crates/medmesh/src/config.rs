@@ -124,6 +124,35 @@ pub struct FileConfig {
     /// External OpenID Connect providers (`[[oidc]]` tables). Default none.
     #[serde(default)]
     pub oidc: Vec<OidcConfig>,
+    /// Address to accept HL7 v2 over MLLP on. Default: off.
+    pub mllp_listen: Option<SocketAddr>,
+    /// The largest HL7 v2 message accepted over MLLP, bytes. Default 32 MiB.
+    pub mllp_max_message_bytes: Option<usize>,
+    /// HL7 v2 senders (`[[hl7_sender]]` tables). Default none: every sender is refused.
+    #[serde(default)]
+    pub hl7_sender: Vec<Hl7SenderConfig>,
+}
+
+/// One HL7 v2 sending system (`[[hl7_sender]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hl7SenderConfig {
+    /// Its name, as the message browser and audit log show it.
+    pub name: String,
+    /// MSH-3 it sends; `*` (the default) for any.
+    #[serde(default)]
+    pub application: String,
+    /// MSH-4 it sends; `*` (the default) for any.
+    #[serde(default)]
+    pub facility: String,
+    /// Addresses or networks it may connect from, e.g. `["10.1.0.0/16"]`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// SHA-256 (hex) of the secret it sends over HTTP (`medmesh hl7 senders add` prints one).
+    pub secret_sha256: Option<String>,
+    /// How its messages map: identifier and code systems, translations, time zone.
+    #[serde(default)]
+    pub profile: medmesh_hl7v2_fhir::Profile,
 }
 
 /// One external OpenID Connect provider.
@@ -217,6 +246,12 @@ pub struct Config {
     pub label_rules: Vec<medmesh_policy::labels::LabelRule>,
     /// External OpenID Connect providers.
     pub oidc: Vec<OidcConfig>,
+    /// Where MLLP is accepted, when it is.
+    pub mllp_listen: Option<SocketAddr>,
+    /// The largest MLLP frame, bytes.
+    pub mllp_max_message_bytes: usize,
+    /// Configured HL7 v2 senders.
+    pub hl7_senders: Vec<Hl7SenderConfig>,
 }
 
 /// Where document bytes are kept.
@@ -410,6 +445,17 @@ impl Config {
                 file.label_rule
             },
             oidc: file.oidc,
+            mllp_listen: match env("MEDMESH_MLLP_LISTEN") {
+                Some(a) => Some(a.parse().context("MEDMESH_MLLP_LISTEN is not an address")?),
+                None => file.mllp_listen,
+            },
+            mllp_max_message_bytes: setting(
+                env("MEDMESH_MLLP_MAX_MESSAGE_BYTES"),
+                file.mllp_max_message_bytes,
+            )
+            .unwrap_or(32 * 1024 * 1024)
+            .clamp(1024, 1024 * 1024 * 1024),
+            hl7_senders: file.hl7_sender,
         })
     }
 }

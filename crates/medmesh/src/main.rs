@@ -56,8 +56,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             provenance,
             key,
         } => verify_file(&file, &provenance, key.as_deref()).await,
-        Command::Serve { store, listen } => {
-            let cfg = load_config(&store, listen)?;
+        Command::Serve {
+            store,
+            listen,
+            mllp_listen,
+        } => {
+            let mut cfg = load_config(&store, listen)?;
+            if mllp_listen.is_some() {
+                cfg.mllp_listen = mllp_listen;
+            }
             init_logging(&cfg.log);
             serve(cfg).await?;
             Ok(true)

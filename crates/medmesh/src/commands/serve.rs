@@ -46,6 +46,9 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     let portal = medmesh_portal::PortalServices {
         keys: Arc::new(key_administration(&stores, &cfg, &records)?),
     };
+    if let Some(mllp) = cfg.mllp_listen {
+        start_mllp(&cfg, &stores, &records, mllp, &issuer).await?;
+    }
     let export_queue = workers::start_export_worker(export.clone()).await;
     workers::start_key_refresher(identity.clone());
     workers::start_checkpointer(
@@ -93,5 +96,59 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
         tracing::error!(error = %e, "cannot sign the final audit checkpoint");
     }
     tracing::info!("medmesh stopped");
+    Ok(())
+}
+
+/// The HL7 v2 interface engine over MLLP: senders loaded, messages left unapplied by a
+/// crash applied first, then the listener.
+async fn start_mllp(
+    cfg: &Config,
+    stores: &medmesh_store_sql::Stores,
+    records: &Arc<medmesh_records::RecordService>,
+    addr: std::net::SocketAddr,
+    issuer: &str,
+) -> anyhow::Result<()> {
+    let engine = Arc::new(medmesh_interface_engine::InterfaceEngine::new(
+        records.clone(),
+        stores.hl7.clone(),
+        format!("{issuer}/fhir"),
+    ));
+    let configured = cfg
+        .hl7_senders
+        .iter()
+        .map(|s| {
+            medmesh_interface_engine::Sender::new(
+                &s.name,
+                &s.application,
+                &s.facility,
+                &s.addresses.join(","),
+                s.secret_sha256.as_deref(),
+                s.profile.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    engine.load_senders(configured).await?;
+    let recovered = engine.recover().await?;
+    if recovered > 0 {
+        tracing::info!(
+            recovered,
+            "HL7 v2 messages stored before a stop were applied"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for MLLP on {addr}"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(%bound, senders = engine.sender_count().await, "HL7 v2 over MLLP");
+    outln!("medmesh MLLP listening on {bound}");
+    tokio::spawn(medmesh_mllp::serve(
+        listener,
+        engine,
+        medmesh_mllp::MllpLimits {
+            max_message_bytes: cfg.mllp_max_message_bytes,
+            idle_timeout: cfg.connections.idle_timeout,
+            ..Default::default()
+        },
+    ));
     Ok(())
 }

@@ -1,0 +1,669 @@
+//! The HL7 v2 interface engine: what a hospital's systems send, from the bytes of one
+//! message to the resources it becomes and the acknowledgement that goes back.
+//!
+//! For each message, in this order:
+//! 1. it is parsed (an unparseable one gets an AR naming the segment and field, and is kept
+//!    as `rejected`);
+//! 2. its sender is recognised by MSH-3/MSH-4 and its source address or credentials (an
+//!    unknown sender gets an AR, the refusal is audited, the message kept as `rejected`);
+//! 3. a message the sender sent before (same MSH-10) gets the acknowledgement it got then,
+//!    and is not applied again;
+//! 4. it is mapped to a FHIR transaction (a message that cannot be mapped is kept as a
+//!    `dead` letter with its reason, and gets an AE saying what was wrong);
+//! 5. under its patient's lock, so one patient's messages apply in the order they came, it
+//!    is stored durably (sealed) *before* it is applied, then applied through the record
+//!    service as the sender's actor (the PDP, consent labels, encryption and the audit log
+//!    apply as to any write); a failure on this side leaves it `received`, for
+//!    [`InterfaceEngine::recover`] at the next start, and gets an AR;
+//! 6. the acknowledgement (AA, AE or AR, with MSA and ERR) goes back.
+//!
+//! A connection is served one message at a time, so an engine that falls behind stops
+//! reading (back-pressure); nothing waits in a queue that could overflow.
+
+mod senders;
+
+pub use senders::{Sender, SenderError, Via, hash_secret};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use medmesh_at_rest::AtRest;
+use medmesh_audit::Outcome;
+use medmesh_hl7v2::{AckCode, AckError, Message, acknowledge, charset};
+use medmesh_hl7v2_fhir::{MappingError, map};
+use medmesh_kernel::{OperationId, RequestContext};
+use medmesh_records::{RecordError, RecordService, ReturnPreference};
+use medmesh_store::{Hl7MessageRow, Hl7Store, StoreError};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, RwLock};
+
+/// Owner of the key that seals stored messages.
+pub const HL7_KEY_OWNER: &str = "node:hl7v2";
+
+/// Why the engine could not do what was asked (operations, not message outcomes: those
+/// are acknowledgements).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Sealing or opening failed, or the record service refused.
+    #[error(transparent)]
+    Records(#[from] RecordError),
+    /// No such message.
+    #[error("no such message")]
+    NotFound,
+}
+
+/// What became of a message, as stored (sealed) beside it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct MessageOutcome {
+    /// The acknowledgement's error, when there was one.
+    pub error: Option<String>,
+    /// Its HL7 table 0357 code, so a resend is answered with the same ERR.
+    #[serde(default)]
+    pub error_code: Option<u16>,
+    /// The resources written (`Type/id`).
+    pub resources: Vec<String>,
+    /// What the parser tolerated.
+    pub warnings: Vec<String>,
+}
+
+/// The engine.
+pub struct InterfaceEngine {
+    records: Arc<RecordService>,
+    store: Arc<dyn Hl7Store>,
+    senders: RwLock<Vec<Sender>>,
+    /// One lock per patient key: one patient's messages apply one at a time, in order.
+    patient_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    base_url: String,
+}
+
+impl std::fmt::Debug for InterfaceEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterfaceEngine").finish_non_exhaustive()
+    }
+}
+
+/// An acknowledgement to send, and what the engine did.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The acknowledgement's bytes, in the message's character set.
+    pub ack: Vec<u8>,
+    /// Its code.
+    pub code: AckCode,
+}
+
+impl InterfaceEngine {
+    /// An engine writing through `records`, keeping messages in `store`, answering with
+    /// `base_url` as the FHIR base in its audit entries.
+    pub fn new(
+        records: Arc<RecordService>,
+        store: Arc<dyn Hl7Store>,
+        base_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            records,
+            store,
+            senders: RwLock::new(Vec::new()),
+            patient_locks: Mutex::new(HashMap::new()),
+            base_url: base_url.into(),
+        }
+    }
+
+    /// Replaces the senders the engine recognises: those of the configuration file, then
+    /// those added with the CLI (stored); a stored one with a configured one's name is
+    /// ignored.
+    ///
+    /// # Errors
+    /// When the store cannot be read, or a stored sender is malformed.
+    pub async fn load_senders(&self, configured: Vec<Sender>) -> Result<(), SenderError> {
+        let mut all = configured;
+        for row in self.store.hl7_senders().await.map_err(SenderError::Store)? {
+            if all.iter().any(|s| s.name == row.name) {
+                continue;
+            }
+            all.push(Sender::from_row(&row)?);
+        }
+        *self.senders.write().await = all;
+        Ok(())
+    }
+
+    /// How many senders are recognised.
+    pub async fn sender_count(&self) -> usize {
+        self.senders.read().await.len()
+    }
+
+    fn now(&self) -> i64 {
+        self.records.core().now()
+    }
+
+    fn new_id(&self) -> String {
+        self.records.core().ids().new_id()
+    }
+
+    fn at_rest(&self) -> Option<Arc<AtRest>> {
+        self.records.core().at_rest().cloned()
+    }
+
+    async fn seal(&self, context: &str, plain: &[u8]) -> Result<Vec<u8>, EngineError> {
+        match self.at_rest() {
+            Some(a) => Ok(a
+                .seal_detached(HL7_KEY_OWNER, context, plain)
+                .await
+                .map_err(RecordError::from)?),
+            None => Ok(plain.to_vec()),
+        }
+    }
+
+    async fn open(&self, context: &str, stored: &[u8]) -> Result<Vec<u8>, EngineError> {
+        match self.at_rest() {
+            Some(a) => Ok(a.open(context, stored).await.map_err(RecordError::from)?),
+            None => Ok(stored.to_vec()),
+        }
+    }
+
+    fn patient_token(&self, key: &str) -> String {
+        match self.at_rest() {
+            Some(a) => a.blind_index().tag("hl7v2-patient", key),
+            // Without encryption at rest no column is sealed; the key is still not written
+            // in clear.
+            None => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes())),
+        }
+    }
+
+    /// A short control id for an acknowledgement (MSH-10 was 20 characters long before 2.5).
+    fn ack_control_id(&self) -> String {
+        self.new_id()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(20)
+            .collect()
+    }
+
+    fn timestamp(&self) -> String {
+        let micros = self.now();
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+            .ok()
+            .and_then(|t| {
+                t.format(time::macros::format_description!(
+                    "[year][month][day][hour][minute][second]+0000"
+                ))
+                .ok()
+            })
+            .unwrap_or_default()
+    }
+
+    fn reply(&self, original: Option<&Message>, code: AckCode, errors: &[AckError]) -> Reply {
+        let ack = acknowledge(
+            original,
+            code,
+            errors,
+            &self.ack_control_id(),
+            &self.timestamp(),
+        );
+        let charset_name = original
+            .map(|m| m.msh().field(18).value().into_owned())
+            .unwrap_or_default();
+        Reply {
+            ack: charset::encode_message(&ack.encode(), &charset_name),
+            code,
+        }
+    }
+
+    fn context(&self, sender: &Sender, via: &Via, operation: &str) -> RequestContext {
+        RequestContext::new(
+            sender.actor(),
+            OperationId::new(operation),
+            via.peer().map(|p| p.to_string()),
+            self.base_url.clone(),
+        )
+    }
+
+    /// The answer to a frame larger than the listener accepts: an AR, sent once the frame
+    /// has ended, since its header was not kept.
+    pub async fn refuse_too_large(&self) -> Vec<u8> {
+        self.reply(
+            None,
+            AckCode::AR,
+            &[AckError::new(
+                100,
+                "the message is larger than this node accepts",
+            )],
+        )
+        .ack
+    }
+
+    /// Receives one message (the bytes of one frame or one HTTP body) and answers it.
+    /// Never fails: every outcome is an acknowledgement.
+    pub async fn receive(&self, bytes: &[u8], via: &Via) -> Reply {
+        let operation = self.new_id();
+        let message = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                let err = AckError {
+                    location: e.segment.as_ref().map(|s| medmesh_hl7v2::ErrorLocation {
+                        segment: s.clone(),
+                        sequence: e.segment_index.unwrap_or(1),
+                        field: e.field,
+                        component: None,
+                    }),
+                    ..AckError::new(if e.segment.is_some() { 102 } else { 100 }, e.to_string())
+                };
+                self.keep_rejected(bytes, "unknown", None, "", &err.message)
+                    .await;
+                return self.reply(None, AckCode::AR, &[err]);
+            }
+        };
+        let (code, trigger, _) = message.message_type();
+        let kind = format!("{code}^{trigger}");
+        let control_id = message.control_id().trim().to_string();
+        let sender = {
+            let senders = self.senders.read().await;
+            senders::recognise(&senders, &message, via).cloned()
+        };
+        let Some(sender) = sender else {
+            self.audit_refusal(via, &operation).await;
+            let err = AckError::new(
+                207,
+                "unknown sender: not configured on this node for this address or these credentials",
+            )
+            .at("MSH", 1, Some(3));
+            self.keep_rejected(bytes, "unknown", Some(&control_id), &kind, &err.message)
+                .await;
+            return self.reply(Some(&message), AckCode::AR, &[err]);
+        };
+        if control_id.is_empty() {
+            let err =
+                AckError::new(101, "MSH-10 (message control id) is empty").at("MSH", 1, Some(10));
+            self.keep_rejected(bytes, &sender.name, None, &kind, &err.message)
+                .await;
+            return self.reply(Some(&message), AckCode::AE, &[err]);
+        }
+        // A resend: the same answer as the first time, and nothing applied twice.
+        match self
+            .store
+            .hl7_message_by_control(&sender.name, &control_id)
+            .await
+        {
+            // The same control id on a different kind of message is not a resend.
+            Ok(Some(row)) if row.message_type != kind => {
+                let err = AckError::new(
+                    205,
+                    "MSH-10 was already used by another kind of message from this sender",
+                )
+                .at("MSH", 1, Some(10));
+                return self.reply(Some(&message), AckCode::AE, &[err]);
+            }
+            Ok(Some(row)) if row.status != "received" => {
+                return self.replay_ack(&message, &row).await;
+            }
+            Ok(_) => {}
+            Err(e) => return self.internal_failure(&message, &e.to_string()),
+        }
+        let mapped = map(&message, &sender.profile);
+        let key = mapped.as_ref().ok().and_then(|m| m.patient_key.clone());
+        let lock = match &key {
+            Some(k) => Some(self.patient_lock(k).await),
+            None => None,
+        };
+        let _guard = match &lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        let now = self.now();
+        let id = self.new_id();
+        let sealed = match self.seal(&format!("hl7v2/{id}"), bytes).await {
+            Ok(s) => s,
+            Err(e) => return self.internal_failure(&message, &e.to_string()),
+        };
+        let mut row = Hl7MessageRow {
+            id: id.clone(),
+            sender: sender.name.clone(),
+            control_id: control_id.clone(),
+            message_type: kind,
+            received_micros: now,
+            status: "received".into(),
+            ack_code: None,
+            raw: sealed,
+            detail: None,
+            patient_token: key.as_deref().map(|k| self.patient_token(k)),
+            attempts: 0,
+            updated_micros: now,
+        };
+        match self.store.hl7_insert(&row).await {
+            Ok(true) => {}
+            // Another connection stored it a moment ago: answer as it was answered.
+            Ok(false) => {
+                return match self
+                    .store
+                    .hl7_message_by_control(&sender.name, &control_id)
+                    .await
+                {
+                    Ok(Some(prev)) => self.replay_ack(&message, &prev).await,
+                    Ok(None) => self.internal_failure(&message, "a duplicate vanished"),
+                    Err(e) => self.internal_failure(&message, &e.to_string()),
+                };
+            }
+            Err(e) => return self.internal_failure(&message, &e.to_string()),
+        }
+        let ctx = self.context(&sender, via, &operation);
+        self.apply(&message, mapped, &mut row, &ctx).await
+    }
+
+    /// Applies a stored message's mapping and records the outcome; the reply to send.
+    async fn apply(
+        &self,
+        message: &Message,
+        mapped: Result<medmesh_hl7v2_fhir::Mapped, MappingError>,
+        row: &mut Hl7MessageRow,
+        ctx: &RequestContext,
+    ) -> Reply {
+        row.attempts += 1;
+        let mut outcome = MessageOutcome {
+            warnings: message.warnings().to_vec(),
+            ..MessageOutcome::default()
+        };
+        let (code, errors) = match mapped {
+            Err(e) => {
+                outcome.error = Some(e.to_string());
+                row.status = "dead".into();
+                (AckCode::AE, vec![e.to_ack_error()])
+            }
+            Ok(m) => match self
+                .records
+                .transaction(ctx, &m.bundle, ReturnPreference::Minimal)
+                .await
+            {
+                Ok(response) => {
+                    outcome.resources = written(&response);
+                    row.status = "applied".into();
+                    (AckCode::AA, Vec::new())
+                }
+                Err(
+                    e @ (RecordError::Invalid(_)
+                    | RecordError::BadRequest(_)
+                    | RecordError::MultipleMatches
+                    | RecordError::Forbidden
+                    | RecordError::UnknownType
+                    | RecordError::PreconditionFailed(_)
+                    | RecordError::Conflict(_)
+                    | RecordError::NotSupported(_)),
+                ) => {
+                    let why = refusal_text(&e);
+                    outcome.error = Some(why.clone());
+                    row.status = "dead".into();
+                    (AckCode::AE, vec![AckError::new(207, why)])
+                }
+                Err(e) => {
+                    // A failure on this side (the database, the keys): kept as received,
+                    // applied again at the next start or when the sender resends.
+                    tracing::error!(message_id = %row.id, error = %e, "an HL7 v2 message could not be applied; it is kept for retry");
+                    outcome.error = Some("not applied: the node failed; kept for retry".into());
+                    (
+                        AckCode::AR,
+                        vec![AckError::new(
+                            207,
+                            "the node could not apply the message now; send it again later",
+                        )],
+                    )
+                }
+            },
+        };
+        outcome.error_code = errors.first().map(|e| e.code);
+        row.ack_code = Some(code.as_str().to_string());
+        row.updated_micros = self.now();
+        let detail = serde_json::to_vec(&outcome).unwrap_or_default();
+        match self
+            .seal(&format!("hl7v2/{}/detail", row.id), &detail)
+            .await
+        {
+            Ok(d) => row.detail = Some(d),
+            Err(e) => {
+                tracing::error!(message_id = %row.id, error = %e, "the outcome of an HL7 v2 message could not be sealed")
+            }
+        }
+        if let Err(e) = self.store.hl7_update(row).await {
+            tracing::error!(message_id = %row.id, error = %e, "the outcome of an HL7 v2 message could not be recorded");
+            return self.internal_failure(message, "the outcome could not be recorded");
+        }
+        self.reply(Some(message), code, &errors)
+    }
+
+    async fn patient_lock(&self, key: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.patient_locks.lock().await;
+        // Forget locks nobody holds, so the map stays as large as the patients in flight.
+        if locks.len() > 10_000 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(key.to_string()).or_default().clone()
+    }
+
+    async fn replay_ack(&self, message: &Message, row: &Hl7MessageRow) -> Reply {
+        let code = row
+            .ack_code
+            .as_deref()
+            .and_then(AckCode::parse)
+            .unwrap_or(AckCode::AA);
+        let outcome = match &row.detail {
+            Some(d) => self
+                .open(&format!("hl7v2/{}/detail", row.id), d)
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<MessageOutcome>(&b).ok())
+                .unwrap_or_default(),
+            None => MessageOutcome::default(),
+        };
+        let errors: Vec<AckError> = outcome
+            .error
+            .into_iter()
+            .map(|e| AckError::new(outcome.error_code.unwrap_or(207), e))
+            .collect();
+        self.reply(Some(message), code, &errors)
+    }
+
+    fn internal_failure(&self, message: &Message, why: &str) -> Reply {
+        tracing::error!(error = %why, "the interface engine failed on a message");
+        self.reply(
+            Some(message),
+            AckCode::AR,
+            &[AckError::new(
+                207,
+                "the node could not store the message now; send it again later",
+            )],
+        )
+    }
+
+    /// Keeps what was refused before processing, for the message browser.
+    async fn keep_rejected(
+        &self,
+        bytes: &[u8],
+        sender: &str,
+        control_id: Option<&str>,
+        kind: &str,
+        why: &str,
+    ) {
+        let now = self.now();
+        let id = self.new_id();
+        let Ok(raw) = self.seal(&format!("hl7v2/{id}"), bytes).await else {
+            return;
+        };
+        let detail = serde_json::to_vec(&MessageOutcome {
+            error: Some(why.to_string()),
+            ..MessageOutcome::default()
+        })
+        .unwrap_or_default();
+        let Ok(detail) = self.seal(&format!("hl7v2/{id}/detail"), &detail).await else {
+            return;
+        };
+        let row = Hl7MessageRow {
+            // A refused message's control id is the sender's to reuse: it is kept under the
+            // engine's id.
+            control_id: format!("{}#{id}", control_id.unwrap_or("")),
+            id,
+            sender: sender.to_string(),
+            message_type: if kind.is_empty() {
+                "unparsed".into()
+            } else {
+                kind.to_string()
+            },
+            received_micros: now,
+            status: "rejected".into(),
+            ack_code: Some("AR".into()),
+            raw,
+            detail: Some(detail),
+            patient_token: None,
+            attempts: 0,
+            updated_micros: now,
+        };
+        if let Err(e) = self.store.hl7_insert(&row).await {
+            tracing::error!(error = %e, "a refused HL7 v2 message could not be kept");
+        }
+    }
+
+    async fn audit_refusal(&self, via: &Via, operation: &str) {
+        let core = self.records.core();
+        let ctx = RequestContext::new(
+            medmesh_kernel::Actor::unrecognised_sender(),
+            OperationId::new(operation),
+            via.peer().map(|p| p.to_string()),
+            self.base_url.clone(),
+        );
+        let entry = core
+            .entry(&ctx, "hl7v2-receive", None, Vec::new(), Outcome::Denied)
+            .with_reason("unknown HL7 v2 sender");
+        if let Err(e) = core.append_audit(vec![entry]).await {
+            tracing::error!(error = %e, "the refusal of an unknown HL7 v2 sender could not be audited");
+        }
+    }
+
+    /// Applies every message stored but not applied (after a crash), oldest first; returns
+    /// how many were applied or dead-lettered.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn recover(&self) -> Result<usize, EngineError> {
+        let mut done = 0;
+        loop {
+            let pending = self.store.hl7_pending(100).await?;
+            if pending.is_empty() {
+                return Ok(done);
+            }
+            let mut progressed = false;
+            for mut row in pending {
+                let reply = self.reprocess(&mut row).await?;
+                if reply.code != AckCode::AR {
+                    progressed = true;
+                    done += 1;
+                }
+            }
+            if !progressed {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// Processes a stored message again (recovery, or an operator's replay of a dead
+    /// letter).
+    ///
+    /// # Errors
+    /// When the message cannot be read or opened.
+    pub async fn reprocess(&self, row: &mut Hl7MessageRow) -> Result<Reply, EngineError> {
+        let bytes = self.open(&format!("hl7v2/{}", row.id), &row.raw).await?;
+        let message = match Message::parse(&bytes) {
+            Ok(m) => m,
+            Err(_) => return Ok(self.reply(None, AckCode::AR, &[])),
+        };
+        let sender = self
+            .senders
+            .read()
+            .await
+            .iter()
+            .find(|s| s.name == row.sender)
+            .cloned();
+        let Some(sender) = sender else {
+            return Ok(self.reply(Some(&message), AckCode::AR, &[]));
+        };
+        let mapped = map(&message, &sender.profile);
+        let operation = self.new_id();
+        let ctx = self.context(&sender, &Via::Replay, &operation);
+        Ok(self.apply(&message, mapped, row, &ctx).await)
+    }
+
+    /// Replays one stored message by id.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], or as [`Self::reprocess`].
+    pub async fn replay(&self, id: &str) -> Result<Reply, EngineError> {
+        let mut row = self
+            .store
+            .hl7_message(id)
+            .await?
+            .ok_or(EngineError::NotFound)?;
+        self.reprocess(&mut row).await
+    }
+
+    /// A stored message opened: its text and what became of it. For node admins only:
+    /// the caller checks the right and audits the view.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`], or when it cannot be opened.
+    pub async fn open_message(
+        &self,
+        id: &str,
+    ) -> Result<(Hl7MessageRow, String, MessageOutcome), EngineError> {
+        let row = self
+            .store
+            .hl7_message(id)
+            .await?
+            .ok_or(EngineError::NotFound)?;
+        let raw = self.open(&format!("hl7v2/{}", row.id), &row.raw).await?;
+        let outcome = match &row.detail {
+            Some(d) => {
+                serde_json::from_slice(&self.open(&format!("hl7v2/{}/detail", row.id), d).await?)
+                    .unwrap_or_default()
+            }
+            None => MessageOutcome::default(),
+        };
+        Ok((row, String::from_utf8_lossy(&raw).into_owned(), outcome))
+    }
+}
+
+/// `Type/id` of each entry a transaction wrote.
+fn written(response: &Value) -> Vec<String> {
+    response["entry"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| e["response"]["location"].as_str())
+                .map(|l| {
+                    let parts: Vec<&str> = l.split('/').collect();
+                    match parts.iter().position(|p| *p == "_history") {
+                        Some(h) if h >= 2 => format!("{}/{}", parts[h - 2], parts[h - 1]),
+                        _ => l.to_string(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A refusal's reason in words that name no value: the record service's issues are
+/// written for clients, so they carry none.
+fn refusal_text(e: &RecordError) -> String {
+    match e {
+        RecordError::Invalid(issues) | RecordError::BadRequest(issues) => {
+            let first = issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default();
+            format!("the resources it maps to are not valid FHIR: {first}")
+        }
+        RecordError::MultipleMatches => "more than one record matches an identifier the message is matched on (patient, order or result)".into(),
+        RecordError::Forbidden => "the sender may not write these resources".into(),
+        other => format!("refused: {other}"),
+    }
+}
+
+/// Exposed for the admin API's JSON.
+pub fn outcome_json(o: &MessageOutcome) -> Value {
+    json!({"error": o.error, "resources": o.resources, "warnings": o.warnings})
+}

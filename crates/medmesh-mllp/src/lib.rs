@@ -1,0 +1,144 @@
+//! MLLP (HL7's Minimal Lower Layer Protocol): each message framed as `0x0B` message
+//! `0x1C 0x0D`, over TCP. This adapter reads frames and hands each to the interface engine,
+//! writing its acknowledgement back before it reads the next: a sender that sends faster
+//! than the node applies is slowed by TCP, and no message waits in a queue.
+//!
+//! Tolerated, as real senders do them: several messages per connection, and bytes between
+//! frames (NULs, stray line ends, a missing final CR). Bounded: the size of one frame (an
+//! AR is sent and the frame skipped), the time a connection may stay silent, and the
+//! number of connections at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use medmesh_interface_engine::{InterfaceEngine, Via};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// Start of a frame.
+pub const START: u8 = 0x0B;
+/// End of a frame (followed by CR).
+pub const END: u8 = 0x1C;
+
+/// The listener's bounds.
+#[derive(Debug, Clone)]
+pub struct MllpLimits {
+    /// The largest frame, in bytes.
+    pub max_message_bytes: usize,
+    /// How long a connection may send nothing before it is closed.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for MllpLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 32 * 1024 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            max_connections: 64,
+        }
+    }
+}
+
+/// Frames `payload` for MLLP.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 3);
+    out.push(START);
+    out.extend_from_slice(payload);
+    out.push(END);
+    out.push(b'\r');
+    out
+}
+
+/// Serves MLLP on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, engine: Arc<InterfaceEngine>, limits: MllpLimits) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    loop {
+        // Wait for a free slot before accepting: excess connections wait in the backlog.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "MLLP accept failed");
+                continue;
+            }
+        };
+        let engine = engine.clone();
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, peer, &engine, &limits).await {
+                tracing::debug!(error = %e, "MLLP connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    engine: &InterfaceEngine,
+    limits: &MllpLimits,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let via = Via::Mllp { peer: peer.ip() };
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    // Whether the frame being read grew past the limit: it is skipped to its end.
+    let mut oversized = false;
+    loop {
+        // Serve every complete frame in the buffer.
+        loop {
+            // Bytes before a start byte are noise between frames.
+            match buf.iter().position(|b| *b == START) {
+                Some(0) => {}
+                Some(at) => {
+                    buf.drain(..at);
+                }
+                None if !oversized => buf.clear(),
+                None => {}
+            }
+            let Some(end) = buf.iter().position(|b| *b == END) else {
+                break;
+            };
+            let payload: Vec<u8> = buf[1.min(buf.len())..end].to_vec();
+            // The CR after the end byte is optional in practice.
+            let consumed = if buf.get(end + 1) == Some(&b'\r') {
+                end + 2
+            } else {
+                end + 1
+            };
+            buf.drain(..consumed);
+            let reply = if oversized {
+                oversized = false;
+                too_large(engine).await
+            } else {
+                engine.receive(&payload, &via).await.ack
+            };
+            stream.write_all(&frame(&reply)).await?;
+        }
+        if buf.len() > limits.max_message_bytes {
+            // Keep only what could hold the end byte; say so when the frame ends.
+            oversized = true;
+            buf.clear();
+            buf.push(START);
+        }
+        let n = match tokio::time::timeout(limits.idle_timeout, stream.read(&mut chunk)).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn too_large(engine: &InterfaceEngine) -> Vec<u8> {
+    engine.refuse_too_large().await
+}

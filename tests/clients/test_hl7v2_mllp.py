@@ -1,0 +1,162 @@
+"""HL7 v2 over MLLP, sent by a real third-party sender (the Python `hl7` package's
+MLLPClient): every shared sample gets an AA, or an AE/AR whose reason is asserted; results
+land as FHIR resources; a resend is acknowledged again and not applied twice; an unknown
+sender is refused."""
+
+import os
+import re
+import tempfile
+
+import hl7
+import pytest
+import requests
+from hl7.client import MLLPClient
+
+from conftest import Node
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "testdata")
+SUPPORTED = {"ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A06", "ADT^A07", "ADT^A08",
+             "ADT^A11", "ADT^A12", "ADT^A13", "ADT^A28", "ADT^A31", "ADT^A40", "ORU^R01"}
+
+
+def samples():
+    """Every message of every shared HL7 v2 file, as bytes (files with several are split)."""
+    out = []
+    for d in sorted(os.listdir(SHARED)):
+        if not d.startswith("hl7v2-"):
+            continue
+        for name in sorted(os.listdir(os.path.join(SHARED, d))):
+            data = open(os.path.join(SHARED, d, name), "rb").read()
+            if b"MSH" not in data:
+                continue
+            # A file may start with a byte-order mark, which is sent as it is.
+            starts = [m.start() for m in re.finditer(rb"(?:^(?:\xef\xbb\xbf)?|[\r\n])MSH", data)]
+            for i, at in enumerate(starts):
+                end = starts[i + 1] if i + 1 < len(starts) else len(data)
+                out.append((f"{d}/{name}#{i}", data[at:end].lstrip(b"\r\n")))
+    assert len(out) > 140, "the shared HL7 v2 samples are missing"
+    return out
+
+
+def config(**sender):
+    f = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    f.write("[[hl7_sender]]\n")
+    for k, v in {"name": "hospital", "addresses": ["127.0.0.1"], **sender}.items():
+        f.write(f"{k} = {v!r}\n".replace("'", '"'))
+    f.close()
+    return f.name
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine_node(request):
+    cfg = config()
+    n = Node(request.param, extra_env={"MEDMESH_CONFIG": cfg, "MEDMESH_MLLP_LISTEN": "127.0.0.1:0"})
+    yield n
+    n.close()
+    os.unlink(cfg)
+
+
+def ack_of(raw):
+    ack = hl7.parse(raw.strip(b"\x0b\x1c\r").decode("utf-8", "replace"))
+    msa = ack.segment("MSA")
+    err = [str(s) for s in ack if str(s[0]) == "ERR"]
+    text = ack.unescape(str(msa[3])) if len(msa) > 3 else ""
+    return str(msa[1]), str(msa[2]), text, err
+
+
+def header(raw):
+    """MSH-9 as CODE^TRIGGER, and MSH-10."""
+    first = raw.removeprefix(b"\xef\xbb\xbf").split(b"\r")[0].split(b"\n")[0].decode("latin-1")
+    fields = first.split(first[3])
+    msh9 = fields[8].split(first[4])
+    kind = f"{msh9[0]}^{msh9[1]}" if len(msh9) > 1 else msh9[0]
+    return kind, fields[9].strip() if len(fields) > 9 else ""
+
+
+def fhir(node, path):
+    r = requests.get(f"{node.url}/{path}", headers={"Authorization": f"Bearer {node.token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_every_shared_sample_is_acknowledged(engine_node):
+    codes = {}
+    seen = {}
+    with MLLPClient(*engine_node.mllp) as client:
+        for name, raw in samples():
+            code, control, text, errs = ack_of(client.send_message(raw))
+            kind, control_id = header(raw)
+            codes[code] = codes.get(code, 0) + 1
+            if seen.setdefault(control_id, kind) != kind:
+                # A sample reuses another's control id for another kind of message.
+                assert code == "AE" and "already used" in text, name
+            elif not control_id:
+                assert (code, text) == ("AE", "MSH-10 (message control id) is empty"), name
+            elif kind in SUPPORTED and code == "AE":
+                # The samples reuse identifiers between unrelated people: the engine refuses
+                # to guess which record is meant rather than write to the wrong one.
+                assert text.startswith("more than one record matches"), f"{name}: {text}"
+            elif kind in SUPPORTED:
+                assert code == "AA", f"{name}: {kind}: {code} {text} {errs}"
+            else:
+                assert code == "AE", f"{name}: {kind}: {code}"
+                assert f"no mapping for {kind}" in text, f"{name}: {text}"
+                assert errs and "200" in errs[0]
+    # Many samples reuse one control id (MSG00001) across kinds: only the first of each is new.
+    assert codes["AA"] >= 10
+    # Results are FHIR resources now: the lab's red cells, with units and status.
+    obs = fhir(engine_node, "Observation?code=http://loinc.org|11273-0")
+    values = [e["resource"]["valueQuantity"]["value"] for e in obs.get("entry", [])]
+    assert 4.06 in values
+    assert fhir(engine_node, "DiagnosticReport?_summary=count")["total"] >= 2
+
+
+def test_a_resend_is_acknowledged_again_and_not_applied_twice(engine_node):
+    msg = ("MSH|^~\\&|LAB|HOSP|MEDMESH|NODE|20240101120000||ORU^R01^ORU_R01|RESEND-1|P|2.5.1\r"
+           "PID|1||R-42^^^HOSP^MR||Doe^Jane||19800101|F\r"
+           "OBR|1||ORD-R1^LAB|2345-7^Glucose^LN|||20240101110000\r"
+           "OBX|1|NM|2345-7^Glucose^LN||105|mg/dL|70-99|H|||F\r")
+    with MLLPClient(*engine_node.mllp) as client:
+        first = ack_of(client.send_message(msg))
+        again = ack_of(client.send_message(msg))
+    assert first[0] == again[0] == "AA"
+    assert first[1] == again[1] == "RESEND-1"
+    obs = fhir(engine_node, "Observation?code=http://loinc.org|2345-7")
+    assert len(obs["entry"]) == 1
+    assert obs["entry"][0]["resource"]["meta"]["versionId"] == "1"
+    # A corrected result updates the same observation.
+    corrected = msg.replace("RESEND-1", "RESEND-2").replace("||105|", "||99|").replace("|F\r", "|C\r")
+    with MLLPClient(*engine_node.mllp) as client:
+        assert ack_of(client.send_message(corrected))[0] == "AA"
+    obs = fhir(engine_node, "Observation?code=http://loinc.org|2345-7")
+    assert len(obs["entry"]) == 1
+    assert obs["entry"][0]["resource"]["status"] == "corrected"
+    assert obs["entry"][0]["resource"]["valueQuantity"]["value"] == 99
+
+
+def test_bad_messages_get_a_reason(engine_node):
+    with MLLPClient(*engine_node.mllp) as client:
+        code, _, text, errs = ack_of(client.send_message("PID|1||x\r"))
+        assert code == "AR" and "no MSH" in text
+        code, _, text, _ = ack_of(client.send_message(
+            "MSH|^~\\&|LAB|H|||2024||ORU^R01|BAD-1|P|2.5\rPID|1||1^^^H\rOBR|1||O1|X^Y^LN\rOBX|1|NM|X^Y^LN||high\r"))
+        assert code == "AE" and text == "OBX-5: OBX-2 says NM but OBX-5 is not a number"
+        # Noise between frames is skipped; the connection still serves the next message.
+        client.socket.send(b"\r\n\x00\x00")
+        code, control, _, _ = ack_of(client.send_message("MSH|^~\\&|A|B|||2024||ADT^A08|OK-1|P|2.5\rPID|1||77^^^H^MR||Roe^Ann\r"))
+        assert (code, control) == ("AA", "OK-1")
+
+
+def test_an_unknown_sender_is_refused():
+    cfg = config(application="ONLY-THIS")
+    n = Node("sqlite", extra_env={"MEDMESH_CONFIG": cfg, "MEDMESH_MLLP_LISTEN": "127.0.0.1:0"})
+    try:
+        with MLLPClient(*n.mllp) as client:
+            code, control, text, errs = ack_of(client.send_message(
+                "MSH|^~\\&|OTHER|H|||2024||ADT^A01|U-1|P|2.5\rPID|1||5^^^H^MR||Poe^Al\r"))
+        assert code == "AR" and control == "U-1"
+        assert "unknown sender" in text
+        assert fhir(n, "Patient?_summary=count")["total"] == 0
+    finally:
+        n.close()
+        os.unlink(cfg)
