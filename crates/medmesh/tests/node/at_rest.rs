@@ -14,7 +14,7 @@ use crate::on_both_databases;
 /// looked for anywhere (as written and lower-cased, the index's normal form); shorter ones
 /// only as JSON strings (`"Liz"`), since three random bytes turn up by chance in a few
 /// megabytes of ciphertext. The index columns are also checked exactly, in SQL.
-fn holds(hay: &[u8], needle: &str) -> bool {
+pub(crate) fn holds(hay: &[u8], needle: &str) -> bool {
     let find = |n: &[u8]| hay.windows(n.len()).any(|w| w == n);
     if needle.len() >= 5 {
         find(needle.as_bytes()) || find(needle.to_lowercase().as_bytes())
@@ -23,7 +23,7 @@ fn holds(hay: &[u8], needle: &str) -> bool {
     }
 }
 
-fn database_bytes(node: &Node) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn database_bytes(node: &Node) -> Vec<(String, Vec<u8>)> {
     match &node.db_url {
         None => ["medmesh.db", "medmesh.db-wal"]
             .iter()

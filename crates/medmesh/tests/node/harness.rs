@@ -28,6 +28,8 @@ pub struct Node {
     pub token: String,
     /// Extra environment for every command of this node.
     env: Vec<(String, String)>,
+    /// Where it accepts MLLP, when it does (`host:port`).
+    pub mllp: Option<String>,
 }
 
 pub fn shared_testdata(dir: &str) -> PathBuf {
@@ -121,6 +123,7 @@ impl Node {
             client: reqwest::Client::new(),
             token: String::new(),
             env: Vec::new(),
+            mllp: None,
         };
         node.spawn().await;
         node.token = node.mint_token("system/*.*");
@@ -153,6 +156,7 @@ impl Node {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            mllp: None,
         };
         node.spawn().await;
         node.token = node.mint_token("system/*.*");
@@ -221,14 +225,24 @@ impl Node {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("medmesh MLLP listening on ") {
+                    let _ = tx.send(format!("mllp:{addr}"));
+                }
                 if let Some(url) = line.strip_prefix("medmesh listening on ") {
                     let _ = tx.send(url.to_string());
                 }
             }
         });
-        let url = rx
+        let mut url = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("node did not start; log: {}", self.log()));
+        self.mllp = None;
+        if let Some(addr) = url.strip_prefix("mllp:") {
+            self.mllp = Some(addr.to_string());
+            url = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("node did not start; log: {}", self.log()));
+        }
         self.base = url;
         self.child = Some(child);
         // Poll for readiness.
@@ -453,6 +467,7 @@ impl Node {
             client: self.client.clone(),
             token: token.to_string(),
             env: self.env.clone(),
+            mllp: self.mllp.clone(),
         }
     }
 

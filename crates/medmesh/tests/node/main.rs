@@ -21,6 +21,7 @@ mod data;
 mod documents;
 mod export;
 mod hardening;
+mod hl7v2;
 mod identity;
 mod interactions;
 mod patient_scopes;
