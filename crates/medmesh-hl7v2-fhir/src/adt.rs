@@ -128,7 +128,7 @@ pub(crate) fn derived(
     part: &str,
 ) -> Identifier {
     Identifier {
-        system: format!("{}/{kind}", profile.system_base),
+        system: format!("{}/{kind}", profile.authority_base),
         value: format!("{}|{}|{}", patient.system, patient.value, part),
     }
 }

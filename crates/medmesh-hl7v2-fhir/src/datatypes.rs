@@ -65,7 +65,7 @@ fn authority_system(
     } else {
         namespace
     };
-    (!name.is_empty()).then(|| format!("{}/id/{}", profile.system_base, slug(name)))
+    (!name.is_empty()).then(|| format!("{}/id/{}", profile.authority_base, slug(name)))
 }
 
 /// An identifier of CX type: value, system from the assigning authority (CX-4), its type
@@ -466,7 +466,7 @@ mod tests {
             .repetitions()
             .filter_map(|r| cx(&r, &p()))
             .collect();
-        assert_eq!(ids[0].0.system, "urn:medmesh:hl7v2:Lab-One/id/HOSP");
+        assert_eq!(ids[0].0.system, "urn:medmesh:hl7v2/id/HOSP");
         assert_eq!(ids[0].1, "MR");
         assert_eq!(ids[1].0.system, "urn:oid:2.16.840.1");
         let n = names(pid.field(5));

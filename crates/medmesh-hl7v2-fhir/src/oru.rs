@@ -97,12 +97,12 @@ fn entity(r: &Repetition<'_>, c: usize, kind: &str, profile: &Profile) -> Option
         } else {
             ns.trim().to_string()
         };
-        let authority = if authority.is_empty() {
-            "unspecified".to_string()
+        if authority.is_empty() {
+            // No authority: the number is the sender's own.
+            format!("{}/{kind}/unspecified", profile.system_base)
         } else {
-            slug(&authority)
-        };
-        format!("{}/{kind}/{authority}", profile.system_base)
+            format!("{}/{kind}/{}", profile.authority_base, slug(&authority))
+        }
     };
     Some(Identifier { system, value: id })
 }

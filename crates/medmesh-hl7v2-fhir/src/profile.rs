@@ -26,9 +26,14 @@ pub struct CodeTranslation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Profile {
-    /// The base of systems this node makes up for the sender's local identifiers and codes
-    /// (`<base>/id/<assigning authority>`, `<base>/codes/<system>`). Default:
-    /// `urn:medmesh:hl7v2:<sender name>`.
+    /// The base of identifier systems for assigning authorities this node makes up
+    /// (`<base>/id/<authority>`, `<base>/filler/<authority>`), shared by every sender: an
+    /// authority such as a hospital's MRN namespace is the same whichever of its systems
+    /// sends. Default `urn:medmesh:hl7v2`.
+    pub authority_base: String,
+    /// The base of systems this node makes up for what is the sender's own: local codes
+    /// (`<base>/codes/<system>`) and identifiers sent without an assigning authority
+    /// (`<base>/id/unspecified`). Default: `urn:medmesh:hl7v2:<sender name>`.
     pub system_base: String,
     /// Assigning authority (CX-4's namespace id) to identifier system URI.
     pub identifier_systems: BTreeMap<String, String>,
@@ -51,6 +56,7 @@ pub struct Profile {
 impl Default for Profile {
     fn default() -> Self {
         Self {
+            authority_base: "urn:medmesh:hl7v2".into(),
             system_base: "urn:medmesh:hl7v2:sender".into(),
             identifier_systems: BTreeMap::new(),
             code_systems: BTreeMap::new(),
@@ -86,6 +92,9 @@ impl Profile {
     pub fn validate(&self) -> Result<(), String> {
         if !self.system_base.contains(':') {
             return Err("system_base must be a URI".into());
+        }
+        if !self.authority_base.contains(':') {
+            return Err("authority_base must be a URI".into());
         }
         let tz = self.timezone.as_bytes();
         let tz_ok = tz.len() == 6

@@ -32,6 +32,7 @@ use medmesh_audit::Outcome;
 use medmesh_hl7v2::{AckCode, AckError, Message, acknowledge, charset};
 use medmesh_hl7v2_fhir::{MappingError, map};
 use medmesh_kernel::{OperationId, RequestContext};
+use medmesh_policy::InterfaceMessages;
 use medmesh_records::{RecordError, RecordService, ReturnPreference};
 use medmesh_store::{Hl7MessageRow, Hl7Store, StoreError};
 use serde_json::{Value, json};
@@ -590,26 +591,35 @@ impl InterfaceEngine {
         Ok(self.apply(&message, mapped, row, &ctx).await)
     }
 
-    /// Replays one stored message by id.
+    /// Replays one stored message by id: the caller holds the PDP's permit; the replay is
+    /// audited.
     ///
     /// # Errors
     /// [`EngineError::NotFound`], or as [`Self::reprocess`].
-    pub async fn replay(&self, id: &str) -> Result<Reply, EngineError> {
+    pub async fn replay(
+        &self,
+        ctx: &RequestContext,
+        _permit: &InterfaceMessages,
+        id: &str,
+    ) -> Result<Reply, EngineError> {
         let mut row = self
             .store
             .hl7_message(id)
             .await?
             .ok_or(EngineError::NotFound)?;
+        self.audit_operation(ctx, "hl7v2-replay", &row.id).await?;
         self.reprocess(&mut row).await
     }
 
-    /// A stored message opened: its text and what became of it. For node admins only:
-    /// the caller checks the right and audits the view.
+    /// A stored message opened: its text and what became of it. The text names patients:
+    /// only with the PDP's permit, and every view is audited.
     ///
     /// # Errors
     /// [`EngineError::NotFound`], or when it cannot be opened.
     pub async fn open_message(
         &self,
+        ctx: &RequestContext,
+        _permit: &InterfaceMessages,
         id: &str,
     ) -> Result<(Hl7MessageRow, String, MessageOutcome), EngineError> {
         let row = self
@@ -617,6 +627,7 @@ impl InterfaceEngine {
             .hl7_message(id)
             .await?
             .ok_or(EngineError::NotFound)?;
+        self.audit_operation(ctx, "hl7v2-view", &row.id).await?;
         let raw = self.open(&format!("hl7v2/{}", row.id), &row.raw).await?;
         let outcome = match &row.detail {
             Some(d) => {
@@ -626,6 +637,34 @@ impl InterfaceEngine {
             None => MessageOutcome::default(),
         };
         Ok((row, String::from_utf8_lossy(&raw).into_owned(), outcome))
+    }
+
+    /// What became of a message, opened (no message text): for lists of dead letters.
+    ///
+    /// # Errors
+    /// When it cannot be opened.
+    pub async fn outcome_of(&self, row: &Hl7MessageRow) -> Result<MessageOutcome, EngineError> {
+        Ok(match &row.detail {
+            Some(d) => {
+                serde_json::from_slice(&self.open(&format!("hl7v2/{}/detail", row.id), d).await?)
+                    .unwrap_or_default()
+            }
+            None => MessageOutcome::default(),
+        })
+    }
+
+    async fn audit_operation(
+        &self,
+        ctx: &RequestContext,
+        action: &str,
+        id: &str,
+    ) -> Result<(), EngineError> {
+        let core = self.records.core();
+        let entry = core
+            .entry(ctx, action, None, Vec::new(), Outcome::Success)
+            .with_reason(&format!("HL7 v2 message {id}"));
+        core.append_audit(vec![entry]).await?;
+        Ok(())
     }
 }
 

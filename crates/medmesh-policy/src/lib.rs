@@ -239,6 +239,17 @@ pub struct KeyStatusView {
     _private: (),
 }
 
+/// A permit to open the interface engine's stored messages (their text names patients) and
+/// to replay them: node admins and the CLI's operator. Only the PDP makes these:
+///
+/// ```compile_fail
+/// let forged = medmesh_policy::InterfaceMessages { _private: () };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceMessages {
+    _private: (),
+}
+
 impl InboxOwner {
     /// The patient whose inbox it is.
     pub fn patient(&self) -> &str {
@@ -465,6 +476,21 @@ impl Pdp {
         } else {
             Err(Denied {
                 reason: "key status is for node administrators".into(),
+            })
+        }
+    }
+
+    /// Decides whether `actor` may open and replay the interface engine's stored messages:
+    /// a node admin, or the CLI's operator.
+    ///
+    /// # Errors
+    /// [`Denied`].
+    pub fn authorize_interface_messages(&self, actor: &Actor) -> Result<InterfaceMessages, Denied> {
+        if actor.role() == Some(Role::NodeAdmin) || self.authorize_key_admin(actor).is_ok() {
+            Ok(InterfaceMessages { _private: () })
+        } else {
+            Err(Denied {
+                reason: "interface messages are for node administrators".into(),
             })
         }
     }

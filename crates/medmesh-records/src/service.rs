@@ -8,7 +8,8 @@ use medmesh_fhir::datetime::{self, format_instant};
 use medmesh_fhir::search::{self, Handling, Include, SearchQuery, SummaryMode, TotalMode};
 use medmesh_fhir::{Definitions, Issue, IssueType, index, operation_outcome, resource, validate};
 use medmesh_policy::{
-    Action, AuditView, Grant, InboxOwner, KeyAdmin, KeyStatusView, Pdp, Reach, ReviewRight,
+    Action, AuditView, Grant, InboxOwner, InterfaceMessages, KeyAdmin, KeyStatusView, Pdp, Reach,
+    ReviewRight,
 };
 use medmesh_store::{
     HistoryQuery, HistoryScope, NewVersion, PageRequest, RecordStore, StoredVersion, VersionHead,
@@ -301,6 +302,20 @@ impl RecordService {
     pub fn key_admin(&self, ctx: &RequestContext) -> Result<KeyAdmin, RecordError> {
         self.pdp
             .authorize_key_admin(ctx.actor())
+            .map_err(|_| RecordError::Forbidden)
+    }
+
+    /// The PDP's permit to open and replay the interface engine's stored messages (node
+    /// admins, the operator).
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`].
+    pub fn interface_messages(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<InterfaceMessages, RecordError> {
+        self.pdp
+            .authorize_interface_messages(ctx.actor())
             .map_err(|_| RecordError::Forbidden)
     }
 

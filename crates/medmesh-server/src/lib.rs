@@ -13,6 +13,7 @@ pub mod directory;
 pub mod documents;
 pub mod external;
 pub mod handlers;
+pub mod hl7v2;
 pub mod listener;
 pub mod oauth;
 pub mod operations;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub external: Arc<external::ExternalLogin>,
     /// The audit log's checkpoints and proofs.
     pub audit_log: Arc<AuditLogService>,
+    /// The HL7 v2 interface engine.
+    pub hl7: Arc<medmesh_interface_engine::InterfaceEngine>,
     /// The CapabilityStatement, built once.
     pub capability: Arc<Value>,
     /// Public base URL (`http://host:port/fhir`); when `None`, taken from the Host header.
@@ -150,6 +153,8 @@ pub struct Services {
     pub audit_log: Arc<AuditLogService>,
     /// Identity.
     pub identity: Arc<IdentityService>,
+    /// The HL7 v2 interface engine (`POST /api/hl7v2`).
+    pub hl7: Arc<medmesh_interface_engine::InterfaceEngine>,
 }
 
 /// Builds the server's state. The background workers are the binary's to start; the
@@ -166,6 +171,7 @@ pub fn build_state(
         export,
         audit_log,
         identity,
+        hl7,
     } = services;
     let capability = capability_statement::capability_statement(
         records.definitions(),
@@ -187,6 +193,7 @@ pub fn build_state(
         identity,
         external,
         audit_log,
+        hl7,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
         body_limits: config.body_limits,
@@ -334,6 +341,7 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
         .route("/login/external/{id}", get(external::start))
         .route("/login/external/{id}/callback", get(external::callback))
         .route("/assets/{name}", get(assets::asset))
+        .route("/api/hl7v2", post(hl7v2::receive))
         .route("/api/account", get(account_api::account))
         .route("/api/account/link", post(account_api::link_patient))
         .route("/api/invitations", post(account_api::create_invitation))

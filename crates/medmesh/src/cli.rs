@@ -94,6 +94,133 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The HL7 v2 interface engine: senders, the message store, dead letters.
+    Hl7 {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: Hl7Command,
+    },
+}
+
+/// `medmesh hl7 ...`.
+#[derive(Subcommand)]
+pub(crate) enum Hl7Command {
+    /// Senders added here join those of the settings file (a running node picks them up at
+    /// its next start).
+    Senders {
+        #[command(subcommand)]
+        command: Hl7SendersCommand,
+    },
+    /// List stored messages, newest first (no patient data: id, time, sender, type, MSH-10,
+    /// status, acknowledgement).
+    Messages {
+        #[command(flatten)]
+        filter: Hl7FilterArgs,
+    },
+    /// Show one stored message, what it became and why (node operators only; audited).
+    Show {
+        /// The message's id.
+        id: String,
+    },
+    /// Messages kept because they could not be applied, with their reasons.
+    DeadLetters {
+        #[command(subcommand)]
+        command: Hl7DeadLettersCommand,
+    },
+    /// Delete processed messages received more than DAYS days ago (never one not yet
+    /// applied).
+    Prune {
+        /// Keep this many days.
+        #[arg(long)]
+        older_than_days: u32,
+    },
+    /// Messages per sender and status.
+    Counts,
+}
+
+/// `medmesh hl7 senders ...`.
+#[derive(Subcommand)]
+pub(crate) enum Hl7SendersCommand {
+    /// Add (or replace) a sender.
+    Add {
+        /// Its name.
+        name: String,
+        /// MSH-3 it sends (default any).
+        #[arg(long, default_value = "*")]
+        application: String,
+        /// MSH-4 it sends (default any).
+        #[arg(long, default_value = "*")]
+        facility: String,
+        /// An address or network it may connect from; repeat for more.
+        #[arg(long = "address")]
+        addresses: Vec<String>,
+        /// Make a secret for HTTP (`POST /api/hl7v2` with Basic credentials); printed once.
+        #[arg(long)]
+        http_secret: bool,
+        /// Its mapping profile (TOML file).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+    },
+    /// List senders (those of the settings file and those added here).
+    List,
+    /// Remove a sender added here.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// `medmesh hl7 dead-letters ...`.
+#[derive(Subcommand)]
+pub(crate) enum Hl7DeadLettersCommand {
+    /// List dead letters.
+    List {
+        #[command(flatten)]
+        filter: Hl7FilterArgs,
+    },
+    /// Show one (as `medmesh hl7 show`).
+    Show {
+        /// The message's id.
+        id: String,
+    },
+    /// Process dead letters again (after a sender's profile or a mapping was fixed): one by
+    /// id, or every one matching the filter, at most --max.
+    Replay {
+        /// One message's id.
+        id: Option<String>,
+        #[command(flatten)]
+        filter: Hl7FilterArgs,
+        /// The most to replay at once (a safety cap).
+        #[arg(long, default_value_t = 100)]
+        max: u32,
+    },
+}
+
+/// Which messages.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub(crate) struct Hl7FilterArgs {
+    /// The sender's name.
+    #[arg(long)]
+    pub(crate) sender: Option<String>,
+    /// MSH-9: `ORU^R01`, or `ORU` for every trigger.
+    #[arg(long = "type")]
+    pub(crate) message_type: Option<String>,
+    /// received, applied, dead or rejected.
+    #[arg(long)]
+    pub(crate) status: Option<String>,
+    /// MSH-10.
+    #[arg(long)]
+    pub(crate) control_id: Option<String>,
+    /// Received at or after (RFC 3339).
+    #[arg(long)]
+    pub(crate) since: Option<String>,
+    /// Received before (RFC 3339).
+    #[arg(long)]
+    pub(crate) until: Option<String>,
+    /// At most this many (default 50).
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: u32,
 }
 
 /// Where a `doc` command finds the node, and who it is there.

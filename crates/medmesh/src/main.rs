@@ -51,6 +51,11 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Doc { command } => run_doc(command).await,
+        Command::Hl7 { store, command } => {
+            let cfg = load_config(&store, None)?;
+            init_logging("warn");
+            commands::hl7::run(&cfg, command).await
+        }
         Command::Verify {
             file,
             provenance,

@@ -283,3 +283,46 @@ pub(crate) async fn audit_log_service(
     .map_err(|e| anyhow::anyhow!("cannot open the audit log: {e}"))?;
     Ok(Arc::new(log.with_witnesses(witnesses)))
 }
+
+/// The HL7 v2 interface engine over `records`, recognising the settings file's senders and
+/// those added with `medmesh hl7 senders add`.
+pub(crate) async fn interface_engine(
+    cfg: &Config,
+    stores: &Stores,
+    records: &Arc<RecordService>,
+    public_origin: &str,
+) -> anyhow::Result<Arc<medmesh_interface_engine::InterfaceEngine>> {
+    let engine = Arc::new(medmesh_interface_engine::InterfaceEngine::new(
+        records.clone(),
+        stores.hl7.clone(),
+        format!("{public_origin}/fhir"),
+    ));
+    let configured = cfg
+        .hl7_senders
+        .iter()
+        .map(|s| {
+            medmesh_interface_engine::Sender::new(
+                &s.name,
+                &s.application,
+                &s.facility,
+                &s.addresses.join(","),
+                s.secret_sha256.as_deref(),
+                s.profile.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    engine.load_senders(configured).await?;
+    Ok(engine)
+}
+
+/// Now, in microseconds, from the node's clock.
+pub(crate) fn now_micros() -> i64 {
+    medmesh_kernel::Clock::now_micros(&SystemClock)
+}
+
+/// A fresh 32-byte secret, hex (an HL7 sender's HTTP secret).
+pub(crate) fn new_secret() -> String {
+    let mut secret = [0u8; 32];
+    medmesh_identity::Random::fill(&OsRandom, &mut secret);
+    secret.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 pub(crate) mod audit;
 pub(crate) mod doc_command;
+pub(crate) mod hl7;
 pub(crate) mod import;
 pub(crate) mod keys;
 pub(crate) mod serve;

@@ -46,8 +46,16 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     let portal = medmesh_portal::PortalServices {
         keys: Arc::new(key_administration(&stores, &cfg, &records)?),
     };
+    let hl7 = interface_engine(&cfg, &stores, &records, &issuer).await?;
+    let recovered = hl7.recover().await?;
+    if recovered > 0 {
+        tracing::info!(
+            recovered,
+            "HL7 v2 messages stored before a stop were applied"
+        );
+    }
     if let Some(mllp) = cfg.mllp_listen {
-        start_mllp(&cfg, &stores, &records, mllp, &issuer).await?;
+        start_mllp(&cfg, hl7.clone(), mllp).await?;
     }
     let export_queue = workers::start_export_worker(export.clone()).await;
     workers::start_key_refresher(identity.clone());
@@ -64,6 +72,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             export,
             audit_log: audit_log.clone(),
             identity,
+            hl7,
         },
         export_queue,
         medmesh_server::ServerConfig {
@@ -99,42 +108,12 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The HL7 v2 interface engine over MLLP: senders loaded, messages left unapplied by a
-/// crash applied first, then the listener.
+/// The MLLP listener for the interface engine.
 async fn start_mllp(
     cfg: &Config,
-    stores: &medmesh_store_sql::Stores,
-    records: &Arc<medmesh_records::RecordService>,
+    engine: Arc<medmesh_interface_engine::InterfaceEngine>,
     addr: std::net::SocketAddr,
-    issuer: &str,
 ) -> anyhow::Result<()> {
-    let engine = Arc::new(medmesh_interface_engine::InterfaceEngine::new(
-        records.clone(),
-        stores.hl7.clone(),
-        format!("{issuer}/fhir"),
-    ));
-    let configured = cfg
-        .hl7_senders
-        .iter()
-        .map(|s| {
-            medmesh_interface_engine::Sender::new(
-                &s.name,
-                &s.application,
-                &s.facility,
-                &s.addresses.join(","),
-                s.secret_sha256.as_deref(),
-                s.profile.clone(),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    engine.load_senders(configured).await?;
-    let recovered = engine.recover().await?;
-    if recovered > 0 {
-        tracing::info!(
-            recovered,
-            "HL7 v2 messages stored before a stop were applied"
-        );
-    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for MLLP on {addr}"))?;
