@@ -16,6 +16,8 @@
 
 mod adt;
 pub mod datatypes;
+mod medication;
+mod orders;
 mod oru;
 mod profile;
 
@@ -103,7 +105,26 @@ pub struct Mapped {
 /// The message kinds this node maps, as `CODE^TRIGGER`.
 pub const SUPPORTED: &[&str] = &[
     "ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A06", "ADT^A07", "ADT^A08",
-    "ADT^A11", "ADT^A12", "ADT^A13", "ADT^A28", "ADT^A31", "ADT^A40", "ORU^R01",
+    "ADT^A11", "ADT^A12", "ADT^A13", "ADT^A28", "ADT^A31", "ADT^A40", "ORU^R01", "ORM^O01",
+    "OML^O21", "SIU^S12", "SIU^S13", "SIU^S14", "SIU^S15", "SIU^S17", "SIU^S26", "MDM^T02",
+    "MDM^T04", "MDM^T06", "MDM^T08", "MDM^T10", "RDE^O11", "RDS^O13", "VXU^V04",
+];
+
+/// The resource types a mapping writes (a sender's actor may write these and no others).
+pub const WRITTEN_TYPES: &[&str] = &[
+    "Patient",
+    "Encounter",
+    "RelatedPerson",
+    "AllergyIntolerance",
+    "Observation",
+    "DiagnosticReport",
+    "Specimen",
+    "DocumentReference",
+    "ServiceRequest",
+    "Appointment",
+    "MedicationRequest",
+    "MedicationDispense",
+    "Immunization",
 ];
 
 /// Maps one message.
@@ -117,6 +138,16 @@ pub fn map(message: &Message, profile: &Profile) -> Result<Mapped, MappingError>
     let mut b = BundleBuilder::default();
     let mapped = match kind.as_str() {
         "ORU^R01" => oru::map_oru(message, profile, &mut b)?,
+        "ORM^O01" | "OML^O21" => orders::map_order(message, profile, &mut b)?,
+        k if k.starts_with("SIU^") && SUPPORTED.contains(&k) => {
+            orders::map_schedule(message, profile, &trigger, &mut b)?
+        }
+        k if k.starts_with("MDM^") && SUPPORTED.contains(&k) => {
+            orders::map_document(message, profile, &mut b)?
+        }
+        "RDE^O11" => medication::map_rde(message, profile, &mut b)?,
+        "RDS^O13" => medication::map_rds(message, profile, &mut b)?,
+        "VXU^V04" => medication::map_vxu(message, profile, &mut b)?,
         k if k.starts_with("ADT^") && SUPPORTED.contains(&k) => {
             adt::map_adt(message, profile, &trigger, &mut b)?
         }

@@ -76,7 +76,12 @@ fn group(message: &Message) -> Vec<Order<'_>> {
 }
 
 /// An entity identifier (EI: id, namespace, universal id, its type) as an Identifier.
-fn entity(r: &Repetition<'_>, c: usize, kind: &str, profile: &Profile) -> Option<Identifier> {
+pub(crate) fn entity(
+    r: &Repetition<'_>,
+    c: usize,
+    kind: &str,
+    profile: &Profile,
+) -> Option<Identifier> {
     let (id, ns, uid, utype) = if c == 0 {
         (r.get(1), r.get(2), r.get(3), r.get(4))
     } else {
@@ -327,7 +332,7 @@ fn value_of(
 }
 
 /// An encapsulated document (ED: source, type, subtype, encoding, data) as an attachment.
-fn attachment(obx: &Segment, seq: usize) -> Result<Value, MappingError> {
+pub(crate) fn attachment(obx: &Segment, seq: usize) -> Result<Value, MappingError> {
     let r = obx.field(5).first();
     let subtype = r.get(3).trim().to_ascii_uppercase();
     let encoding = r.get(4).trim().to_ascii_uppercase();

@@ -11,11 +11,15 @@ use medmesh_store::{Hl7SenderRow, StoreError};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// The resource types the mapping writes: a sender's actor may create, read, update and
-/// search these and nothing else.
-const SENDER_SCOPES: &str = "system/Patient.cruds system/Encounter.cruds system/RelatedPerson.cruds \
-     system/AllergyIntolerance.cruds system/Observation.cruds system/DiagnosticReport.cruds \
-     system/Specimen.cruds system/DocumentReference.cruds";
+/// A sender's scopes: create, read, update and search on the types the mapping writes, and
+/// nothing else.
+fn sender_scopes() -> Vec<medmesh_auth::Scope> {
+    let text: Vec<String> = medmesh_hl7v2_fhir::WRITTEN_TYPES
+        .iter()
+        .map(|t| format!("system/{t}.cruds"))
+        .collect();
+    parse_scopes(&text.join(" "))
+}
 
 /// How a message arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +169,7 @@ impl Sender {
     /// The actor its messages are written as.
     pub fn actor(&self) -> Actor {
         #[allow(clippy::disallowed_methods)] // The sender was recognised by `recognise`.
-        Actor::from_verified_sender(&self.name, parse_scopes(SENDER_SCOPES))
+        Actor::from_verified_sender(&self.name, sender_scopes())
     }
 
     fn matches_header(&self, m: &Message) -> bool {
