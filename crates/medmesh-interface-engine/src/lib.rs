@@ -379,6 +379,9 @@ impl InterfaceEngine {
                 Ok(response) => {
                     outcome.resources = written(&response);
                     row.status = "applied".into();
+                    if m.final_result {
+                        self.tell_patient(&outcome.resources, &row.sender).await;
+                    }
                     (AckCode::AA, Vec::new())
                 }
                 Err(
@@ -429,6 +432,33 @@ impl InterfaceEngine {
             return self.internal_failure(message, "the outcome could not be recorded");
         }
         self.reply(Some(message), code, &errors)
+    }
+
+    /// Tells the patient, in their inbox, that results arrived: the words name no result
+    /// (notifications carry no clinical content). A failure is logged; the results are
+    /// written either way.
+    async fn tell_patient(&self, resources: &[String], sender: &str) {
+        let Some(patient) = resources.iter().find_map(|r| r.strip_prefix("Patient/")) else {
+            return;
+        };
+        let core = self.records.core();
+        let notification = medmesh_store::Notification {
+            id: core.ids().new_id(),
+            patient_id: patient.to_string(),
+            kind: "result".into(),
+            message: format!("New results from {sender} are in your record."),
+            created_micros: core.now(),
+            read_micros: None,
+        };
+        let written = async {
+            let mut tx = core.begin_write().await?;
+            tx.notify(&notification).await?;
+            tx.commit().await?;
+            Ok::<(), RecordError>(())
+        };
+        if let Err(e) = written.await {
+            tracing::error!(error = %e, "the patient could not be told of new results");
+        }
     }
 
     async fn patient_lock(&self, key: &str) -> Arc<Mutex<()>> {

@@ -242,25 +242,37 @@ async fn operations_over_cli_and_http(db: Db) {
             .await,
         1
     );
+    // The patient is told, in words that name no result.
+    let patient = node
+        .ids("Patient?identifier=urn:medmesh:hl7v2/id/HOSP%7CH-1")
+        .await
+        .remove(0);
+    let told = node
+        .sql_i64(&format!(
+            "SELECT COUNT(*) FROM notifications WHERE patient_id = '{patient}' AND kind = 'result' \
+             AND message = 'New results from lab are in your record.'"
+        ))
+        .await;
+    assert!(told >= 1, "no result notification");
 
     // A kind with no mapping yet is kept as a dead letter.
     let mut stream = TcpStream::connect(node.mllp.as_ref().unwrap())
         .await
         .unwrap();
-    let siu = "MSH|^~\\&|SCHED|HOSP|||20240101||SIU^S12|DL-1|P|2.5\rSCH|1\rPID|1||9^^^HOSP^MR\r";
-    assert_eq!(send(&mut stream, siu).await.unwrap().0, "AE");
+    let bar = "MSH|^~\\&|BILL|HOSP|||20240101||BAR^P01|DL-1|P|2.5\rEVN|P01\rPID|1||9^^^HOSP^MR\r";
+    assert_eq!(send(&mut stream, bar).await.unwrap().0, "AE");
     let dead = stdout(&node.cli(&["hl7", "dead-letters", "list"]));
     let line = dead
         .lines()
         .find(|l| l.contains("DL-1"))
         .unwrap_or_else(|| panic!("{dead}"));
-    assert!(line.contains("no mapping for SIU^S12"), "{line}");
+    assert!(line.contains("no mapping for BAR^P01"), "{line}");
     let id = line.split('\t').next().unwrap().to_string();
     let operator_entries = "SELECT COUNT(*) FROM audit_log WHERE actor = 'local-cli'";
     let before = node.sql_i64(operator_entries).await;
     let shown = stdout(&node.cli(&["hl7", "show", &id]));
     assert!(
-        shown.contains("SCH|1") && shown.contains("error: MSH-9: no mapping for SIU^S12"),
+        shown.contains("EVN|P01") && shown.contains("error: MSH-9: no mapping for BAR^P01"),
         "{shown}"
     );
     let replayed = stdout(&node.cli(&["hl7", "dead-letters", "replay", &id]));
