@@ -5,6 +5,7 @@ sender is refused."""
 
 import os
 import re
+import subprocess
 import tempfile
 
 import hl7
@@ -165,3 +166,70 @@ def test_an_unknown_sender_is_refused():
     finally:
         n.close()
         os.unlink(cfg)
+
+
+def make_pki(d):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, with openssl."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+        "-subj", "/CN=medmesh test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-subj", f"/CN=medmesh test {name}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(ext + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+
+
+@pytest.mark.parametrize("mutual", [False, True])
+def test_mllp_over_tls_and_mutual_tls(mutual):
+    import ssl
+
+    d = tempfile.mkdtemp()
+    make_pki(d)
+    env = {"MEDMESH_CONFIG": config(), "MEDMESH_MLLP_LISTEN": "127.0.0.1:0",
+           "MEDMESH_MLLP_TLS_CERTIFICATE": os.path.join(d, "server.pem"),
+           "MEDMESH_MLLP_TLS_PRIVATE_KEY": os.path.join(d, "server.key")}
+    if mutual:
+        env["MEDMESH_MLLP_TLS_CLIENT_CA"] = os.path.join(d, "ca.pem")
+    n = Node("sqlite", extra_env=env)
+    try:
+        def client(with_cert):
+            ctx = ssl.create_default_context(cafile=os.path.join(d, "ca.pem"))
+            if with_cert:
+                ctx.load_cert_chain(os.path.join(d, "client.pem"), os.path.join(d, "client.key"))
+            c = MLLPClient(*n.mllp)
+            c.socket = ctx.wrap_socket(c.socket, server_hostname="127.0.0.1")
+            return c
+
+        with client(with_cert=True) as c:
+            code, control, _, _ = ack_of(c.send_message("MSH|^~\\&|A|B|||2024||ADT^A08|TLS-1|P|2.5\rPID|1||88^^^H^MR||Tls^Tess\r"))
+        assert (code, control) == ("AA", "TLS-1")
+        def answered(c, control):
+            """Whether the node acknowledged the message on this connection."""
+            try:
+                reply = c.send_message(f"MSH|^~\\&|A|B|||2024||ADT^A08|{control}|P|2.5\rPID|1||89^^^H^MR\r")
+            except (ssl.SSLError, OSError):
+                return False
+            finally:
+                c.close()
+            return b"MSA|" in reply
+
+        if mutual:
+            # Without a client certificate, no message is taken.
+            try:
+                c = client(with_cert=False)
+            except (ssl.SSLError, OSError):
+                c = None
+            assert c is None or not answered(c, "TLS-2")
+        else:
+            assert answered(client(with_cert=False), "TLS-2")
+        # In clear, a TLS listener takes nothing (it answers with a TLS alert, if anything).
+        plain = MLLPClient(*n.mllp)
+        plain.socket.settimeout(5)
+        assert not answered(plain, "TLS-3")
+    finally:
+        n.close()

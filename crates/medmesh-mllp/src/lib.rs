@@ -13,9 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medmesh_interface_engine::{InterfaceEngine, Via};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+mod tls;
+
+pub use tls::{TlsError, TlsSettings, acceptor};
 
 /// Start of a frame.
 pub const START: u8 = 0x0B;
@@ -53,8 +57,15 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Serves MLLP on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, engine: Arc<InterfaceEngine>, limits: MllpLimits) {
+/// Serves MLLP on `listener` until the task is dropped; over TLS when `tls` is given (and
+/// then mutual TLS when it names client CAs: a client without a certificate they signed
+/// is refused in the handshake).
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<InterfaceEngine>,
+    limits: MllpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         // Wait for a free slot before accepting: excess connections wait in the backlog.
@@ -70,8 +81,24 @@ pub async fn serve(listener: TcpListener, engine: Arc<InterfaceEngine>, limits: 
         };
         let engine = engine.clone();
         let limits = limits.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, peer, &engine, &limits).await {
+            let _ = stream.set_nodelay(true);
+            let ended = match tls {
+                None => connection(stream, peer, &engine, &limits).await,
+                Some(acceptor) => {
+                    // The handshake is bounded by the idle timeout too.
+                    match tokio::time::timeout(limits.idle_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(secured)) => connection(secured, peer, &engine, &limits).await,
+                        Ok(Err(e)) => {
+                            tracing::info!(error = %e, "an MLLP TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "MLLP connection ended");
             }
             drop(permit);
@@ -79,13 +106,12 @@ pub async fn serve(listener: TcpListener, engine: Arc<InterfaceEngine>, limits: 
     }
 }
 
-async fn connection(
-    mut stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     engine: &InterfaceEngine,
     limits: &MllpLimits,
 ) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
     let via = Via::Mllp { peer: peer.ip() };
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
@@ -121,6 +147,7 @@ async fn connection(
                 engine.receive(&payload, &via).await.ack
             };
             stream.write_all(&frame(&reply)).await?;
+            stream.flush().await?;
         }
         if buf.len() > limits.max_message_bytes {
             // Keep only what could hold the end byte; say so when the frame ends.

@@ -128,6 +128,12 @@ pub struct FileConfig {
     pub mllp_listen: Option<SocketAddr>,
     /// The largest HL7 v2 message accepted over MLLP, bytes. Default 32 MiB.
     pub mllp_max_message_bytes: Option<usize>,
+    /// MLLP over TLS: the node's certificate chain (PEM). Default: MLLP in clear.
+    pub mllp_tls_certificate: Option<PathBuf>,
+    /// MLLP over TLS: its private key (PEM).
+    pub mllp_tls_private_key: Option<PathBuf>,
+    /// Mutual TLS: the CAs (PEM) whose client certificates MLLP senders must present.
+    pub mllp_tls_client_ca: Option<PathBuf>,
     /// HL7 v2 senders (`[[hl7_sender]]` tables). Default none: every sender is refused.
     #[serde(default)]
     pub hl7_sender: Vec<Hl7SenderConfig>,
@@ -250,6 +256,8 @@ pub struct Config {
     pub mllp_listen: Option<SocketAddr>,
     /// The largest MLLP frame, bytes.
     pub mllp_max_message_bytes: usize,
+    /// TLS for MLLP, when configured.
+    pub mllp_tls: Option<medmesh_mllp::TlsSettings>,
     /// Configured HL7 v2 senders.
     pub hl7_senders: Vec<Hl7SenderConfig>,
 }
@@ -455,6 +463,23 @@ impl Config {
             )
             .unwrap_or(32 * 1024 * 1024)
             .clamp(1024, 1024 * 1024 * 1024),
+            mllp_tls: {
+                let path = |var: &str, file: Option<PathBuf>| env(var).map(PathBuf::from).or(file);
+                let certificate = path("MEDMESH_MLLP_TLS_CERTIFICATE", file.mllp_tls_certificate);
+                let private_key = path("MEDMESH_MLLP_TLS_PRIVATE_KEY", file.mllp_tls_private_key);
+                let client_ca = path("MEDMESH_MLLP_TLS_CLIENT_CA", file.mllp_tls_client_ca);
+                match (certificate, private_key) {
+                    (Some(certificate), Some(private_key)) => Some(medmesh_mllp::TlsSettings {
+                        certificate,
+                        private_key,
+                        client_ca,
+                    }),
+                    (None, None) if client_ca.is_none() => None,
+                    _ => anyhow::bail!(
+                        "MLLP over TLS needs both mllp_tls_certificate and mllp_tls_private_key"
+                    ),
+                }
+            },
             hl7_senders: file.hl7_sender,
         })
     }

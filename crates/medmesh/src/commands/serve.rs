@@ -118,7 +118,11 @@ async fn start_mllp(
         .await
         .with_context(|| format!("cannot listen for MLLP on {addr}"))?;
     let bound = listener.local_addr()?;
-    tracing::info!(%bound, senders = engine.sender_count().await, "HL7 v2 over MLLP");
+    let tls = match &cfg.mllp_tls {
+        Some(settings) => Some(medmesh_mllp::acceptor(settings)?),
+        None => None,
+    };
+    tracing::info!(%bound, tls = tls.is_some(), mutual = cfg.mllp_tls.as_ref().is_some_and(|t| t.client_ca.is_some()), senders = engine.sender_count().await, "HL7 v2 over MLLP");
     outln!("medmesh MLLP listening on {bound}");
     tokio::spawn(medmesh_mllp::serve(
         listener,
@@ -128,6 +132,7 @@ async fn start_mllp(
             idle_timeout: cfg.connections.idle_timeout,
             ..Default::default()
         },
+        tls,
     ));
     Ok(())
 }
