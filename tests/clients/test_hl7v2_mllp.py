@@ -13,7 +13,7 @@ import pytest
 import requests
 from hl7.client import MLLPClient
 
-from conftest import Node
+from conftest import BIN, Node
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "testdata")
 SUPPORTED = {"ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A06", "ADT^A07", "ADT^A08",
@@ -233,3 +233,72 @@ def test_mllp_over_tls_and_mutual_tls(mutual):
         assert not answered(plain, "TLS-3")
     finally:
         n.close()
+
+
+def test_a_downstream_that_is_down_loses_nothing_and_gets_messages_in_order():
+    import asyncio
+    import socket
+    import threading
+    import time
+
+    import hl7.mllp
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    cfg = config()
+    with open(cfg, "a") as f:
+        f.write(f'\n[[hl7_channel]]\nname = "lis"\ndestination = "127.0.0.1:{port}"\nmessage_types = ["ORU"]\n')
+    n = Node("sqlite", extra_env={"MEDMESH_CONFIG": cfg, "MEDMESH_MLLP_LISTEN": "127.0.0.1:0"})
+
+    def counts():
+        out = subprocess.run([BIN, "hl7", *n.args, "counts"], capture_output=True, text=True, env=n.env)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    received = []
+    try:
+        with MLLPClient(*n.mllp) as c:
+            for i in range(1, 4):
+                code = ack_of(c.send_message(
+                    f"MSH|^~\\&|LAB|H|||2024||ORU^R01|OUT-{i}|P|2.5.1\rPID|1||77^^^H^MR\r"
+                    f"OBR|1||ORD-OUT^LAB|2345-7^Glucose^LN\rOBX|1|NM|2345-7^Glucose^LN||{100 + i}|mg/dL||||F\r"))[0]
+                assert code == "AA"
+            # An ADT is not for this channel.
+            assert ack_of(c.send_message("MSH|^~\\&|ADT|H|||2024||ADT^A08|OUT-ADT|P|2.5\rPID|1||77^^^H^MR\r"))[0] == "AA"
+        # The destination is down: everything waits in the queue, nothing is dropped.
+        assert "lis\tpending\t3" in counts(), counts()
+
+        async def handler(reader, writer):
+            try:
+                while not writer.is_closing():
+                    message = await reader.readmessage()
+                    received.append(str(message.segment("MSH")[10]))
+                    writer.writemessage(message.create_ack())
+                    await writer.drain()
+            except asyncio.IncompleteReadError:
+                pass
+
+        loop = asyncio.new_event_loop()
+
+        async def serve():
+            return await hl7.mllp.start_hl7_server(handler, "127.0.0.1", port)
+
+        server = loop.run_until_complete(serve())
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        deadline = time.time() + 60
+        while len(received) < 3:
+            assert time.time() < deadline, f"delivered only {received}"
+            time.sleep(0.05)
+        assert received == ["OUT-1", "OUT-2", "OUT-3"]
+        deadline = time.time() + 10
+        while "lis\tdelivered\t3" not in counts():
+            assert time.time() < deadline
+            time.sleep(0.05)
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+    finally:
+        n.close()
+        os.unlink(cfg)

@@ -20,7 +20,10 @@
 //! A connection is served one message at a time, so an engine that falls behind stops
 //! reading (back-pressure); nothing waits in a queue that could overflow.
 
+mod outbound;
 mod senders;
+
+pub use outbound::{Channel, Delivery};
 
 pub use senders::{Sender, SenderError, Via, hash_secret};
 
@@ -74,6 +77,8 @@ pub struct MessageOutcome {
 pub struct InterfaceEngine {
     records: Arc<RecordService>,
     store: Arc<dyn Hl7Store>,
+    outbox: Option<Arc<dyn medmesh_store::Hl7OutboxStore>>,
+    channels: Vec<Channel>,
     senders: RwLock<Vec<Sender>>,
     /// One lock per patient key: one patient's messages apply one at a time, in order.
     patient_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
@@ -106,6 +111,8 @@ impl InterfaceEngine {
         Self {
             records,
             store,
+            outbox: None,
+            channels: Vec::new(),
             senders: RwLock::new(Vec::new()),
             patient_locks: Mutex::new(HashMap::new()),
             base_url: base_url.into(),
@@ -379,6 +386,7 @@ impl InterfaceEngine {
                 Ok(response) => {
                     outcome.resources = written(&response);
                     row.status = "applied".into();
+                    self.forward(message, row).await;
                     if m.final_result {
                         self.tell_patient(&outcome.resources, &row.sender).await;
                     }

@@ -169,3 +169,119 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 async fn too_large(engine: &InterfaceEngine) -> Vec<u8> {
     engine.refuse_too_large().await
 }
+
+/// How often an idle channel looks for new messages.
+const POLL: Duration = Duration::from_millis(200);
+/// How long a destination may take to connect or to acknowledge.
+const DESTINATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Delivers a channel's queue to its destination over MLLP, in order, forever: one
+/// connection kept open while it works; on any failure the message stays first in the queue
+/// and is tried again after its backoff.
+pub async fn deliver(engine: Arc<InterfaceEngine>, channel: medmesh_interface_engine::Channel) {
+    let mut connection: Option<tokio::net::TcpStream> = None;
+    loop {
+        let next = match engine.next_outbound(&channel.name).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(channel = %channel.name, error = %e, "the outbound queue could not be read");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        let Some((row, payload)) = next else {
+            tokio::time::sleep(POLL).await;
+            continue;
+        };
+        let wait = row.next_attempt_micros - engine.clock_micros();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_micros(wait as u64).min(POLL * 5)).await;
+            continue;
+        }
+        let result = match send_one(&mut connection, &channel.destination, &payload).await {
+            Ok(ack) => outcome_of(&ack),
+            Err(e) => {
+                connection = None;
+                medmesh_interface_engine::Delivery::Retry(format!(
+                    "destination unreachable: {}",
+                    e.kind()
+                ))
+            }
+        };
+        if matches!(result, medmesh_interface_engine::Delivery::Retry(_)) {
+            connection = None;
+        }
+        if let Err(e) = engine.outbound_attempted(row, result).await {
+            tracing::error!(channel = %channel.name, error = %e, "a delivery could not be recorded");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// Sends one framed message on the channel's connection (opening it if needed) and reads
+/// the acknowledgement frame.
+async fn send_one(
+    connection: &mut Option<tokio::net::TcpStream>,
+    destination: &str,
+    payload: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+    if connection.is_none() {
+        let stream = tokio::time::timeout(
+            DESTINATION_TIMEOUT,
+            tokio::net::TcpStream::connect(destination),
+        )
+        .await
+        .map_err(|_| timed_out())??;
+        let _ = stream.set_nodelay(true);
+        *connection = Some(stream);
+    }
+    let Some(stream) = connection.as_mut() else {
+        return Err(timed_out());
+    };
+    stream.write_all(&frame(payload)).await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = async {
+        loop {
+            if let (Some(start), Some(end)) = (
+                buf.iter().position(|b| *b == START),
+                buf.iter().position(|b| *b == END),
+            ) && start < end
+            {
+                return Ok(buf[start + 1..end].to_vec());
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed",
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.len() > 1024 * 1024 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "acknowledgement too large",
+                ));
+            }
+        }
+    };
+    tokio::time::timeout(DESTINATION_TIMEOUT, read)
+        .await
+        .map_err(|_| timed_out())?
+}
+
+/// MSA-1 of the destination's acknowledgement.
+fn outcome_of(ack: &[u8]) -> medmesh_interface_engine::Delivery {
+    use medmesh_interface_engine::Delivery;
+    let code = medmesh_hl7v2::Message::parse(ack)
+        .ok()
+        .and_then(|m| m.segment("MSA").map(|s| s.get(1, 1).into_owned()));
+    match code.as_deref() {
+        Some("AA" | "CA") => Delivery::Accepted,
+        Some(c @ ("AE" | "CE")) => Delivery::Refused(format!("the destination answered {c}")),
+        Some(c) => Delivery::Retry(format!("the destination answered {c}")),
+        None => Delivery::Retry("the destination's answer is not an acknowledgement".into()),
+    }
+}

@@ -2,7 +2,9 @@
 //! databases.
 
 use async_trait::async_trait;
-use medmesh_store::{Hl7Filter, Hl7MessageRow, Hl7SenderRow, Hl7Store, StoreError};
+use medmesh_store::{
+    Hl7Filter, Hl7MessageRow, Hl7OutboundRow, Hl7OutboxStore, Hl7SenderRow, Hl7Store, StoreError,
+};
 
 use crate::exec::Exec;
 use crate::sql::{Arg, Col, Row, Sql};
@@ -269,5 +271,110 @@ impl<B: Backend> Hl7Store for SqlStore<B> {
         let mut sql = Sql::new(self.dialect(), "DELETE FROM hl7_senders WHERE name = ");
         sql.str(name);
         Ok(self.write(sql).await? > 0)
+    }
+}
+
+const OUTBOUND_SELECT: &str = "SELECT id, channel, source_id, queued_micros, status, payload, \
+     attempts, next_attempt_micros, last_error FROM hl7_outbound";
+const OUTBOUND_COLS: [Col; 9] = [
+    Col::Str,
+    Col::Str,
+    Col::Str,
+    Col::I64,
+    Col::Str,
+    Col::Bytes,
+    Col::I64,
+    Col::I64,
+    Col::OptStr,
+];
+
+fn outbound(mut r: Row) -> Result<Hl7OutboundRow, StoreError> {
+    let payload = r.take_bytes(5)?;
+    Ok(Hl7OutboundRow {
+        id: r.string(0)?,
+        channel: r.string(1)?,
+        source_id: r.string(2)?,
+        queued_micros: r.i64(3)?,
+        status: r.string(4)?,
+        payload,
+        attempts: r.i64(6)?,
+        next_attempt_micros: r.i64(7)?,
+        last_error: r.opt_string(8)?,
+    })
+}
+
+#[async_trait]
+impl<B: Backend> Hl7OutboxStore for SqlStore<B> {
+    async fn hl7_enqueue(&self, row: &Hl7OutboundRow) -> Result<bool, StoreError> {
+        let mut sql = Sql::new(
+            self.dialect(),
+            "INSERT INTO hl7_outbound (id, channel, source_id, queued_micros, status, payload, \
+             attempts, next_attempt_micros, last_error) VALUES (",
+        );
+        sql.str(&row.id)
+            .push(", ")
+            .str(&row.channel)
+            .push(", ")
+            .str(&row.source_id)
+            .push(", ")
+            .int(row.queued_micros)
+            .push(", ")
+            .str(&row.status)
+            .push(", ")
+            .bind(Arg::Bytes(row.payload.clone()))
+            .push(", ")
+            .int(row.attempts)
+            .push(", ")
+            .int(row.next_attempt_micros)
+            .push(", ")
+            .bind(Arg::OptStr(row.last_error.clone()))
+            .push(") ON CONFLICT (channel, source_id) DO NOTHING");
+        self.write(sql).await.map(|n| n == 1)
+    }
+
+    async fn hl7_outbound_pending(
+        &self,
+        channel: &str,
+        limit: u32,
+    ) -> Result<Vec<Hl7OutboundRow>, StoreError> {
+        let mut sql = Sql::new(self.dialect(), OUTBOUND_SELECT);
+        sql.push(" WHERE channel = ")
+            .str(channel)
+            .push(" AND status = 'pending' ORDER BY queued_micros, id")
+            .limit(i64::from(limit));
+        let mut conn = self.backend().conn().await?;
+        conn.fetch(sql, &OUTBOUND_COLS)
+            .await?
+            .into_iter()
+            .map(outbound)
+            .collect()
+    }
+
+    async fn hl7_outbound_update(&self, row: &Hl7OutboundRow) -> Result<(), StoreError> {
+        let mut sql = Sql::new(self.dialect(), "UPDATE hl7_outbound SET status = ");
+        sql.str(&row.status)
+            .push(", attempts = ")
+            .int(row.attempts)
+            .push(", next_attempt_micros = ")
+            .int(row.next_attempt_micros)
+            .push(", last_error = ")
+            .bind(Arg::OptStr(row.last_error.clone()))
+            .push(" WHERE id = ")
+            .str(&row.id);
+        self.write(sql).await.map(|_| ())
+    }
+
+    async fn hl7_outbound_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let sql = Sql::new(
+            self.dialect(),
+            "SELECT channel, status, COUNT(*) FROM hl7_outbound GROUP BY channel, status \
+             ORDER BY channel, status",
+        );
+        let mut conn = self.backend().conn().await?;
+        conn.fetch(sql, &[Col::Str, Col::Str, Col::I64])
+            .await?
+            .iter()
+            .map(|r| Ok((r.string(0)?, r.string(1)?, r.i64(2)?)))
+            .collect()
     }
 }

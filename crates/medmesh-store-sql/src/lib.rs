@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 use medmesh_kernel::{Clock, SystemClock};
 
-use medmesh_store::{AuditLogStore, Hl7Store, IdentityStore, KeyStore, RecordStore, StoreError};
+use medmesh_store::{
+    AuditLogStore, Hl7OutboxStore, Hl7Store, IdentityStore, KeyStore, RecordStore, StoreError,
+};
 
 /// Both ports, served by one database.
 #[derive(Clone)]
@@ -37,6 +39,8 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     /// The HL7 v2 interface engine's messages and senders.
     pub hl7: Arc<dyn Hl7Store>,
+    /// The interface engine's outbound queues.
+    pub hl7_outbox: Arc<dyn Hl7OutboxStore>,
 }
 
 async fn stores<B: store::Backend>(
@@ -50,7 +54,8 @@ async fn stores<B: store::Backend>(
         identity: s.clone(),
         audit: s.clone(),
         keys: s.clone(),
-        hl7: s,
+        hl7: s.clone(),
+        hl7_outbox: s,
     })
 }
 

@@ -1049,7 +1049,49 @@ async fn hl7_store(stores: Stores) {
     assert!(!h.hl7_remove_sender("lab").await.unwrap());
 }
 
+async fn hl7_outbox_store(stores: Stores) {
+    use medmesh_store::Hl7OutboundRow;
+    let o = &stores.hl7_outbox;
+    let row = |id: &str, source: &str, at: i64| Hl7OutboundRow {
+        id: id.into(),
+        channel: "lis".into(),
+        source_id: source.into(),
+        queued_micros: at,
+        status: "pending".into(),
+        payload: vec![7; 10],
+        attempts: 0,
+        next_attempt_micros: at,
+        last_error: None,
+    };
+    assert!(o.hl7_enqueue(&row("q2", "m2", 20)).await.unwrap());
+    assert!(o.hl7_enqueue(&row("q1", "m1", 10)).await.unwrap());
+    // The same message is queued once per channel.
+    assert!(!o.hl7_enqueue(&row("q3", "m1", 30)).await.unwrap());
+    let pending = o.hl7_outbound_pending("lis", 10).await.unwrap();
+    assert_eq!(
+        pending.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["q1", "q2"]
+    );
+    let mut tried = pending[0].clone();
+    tried.attempts = 1;
+    tried.next_attempt_micros = 99;
+    tried.last_error = Some("destination unreachable".into());
+    o.hl7_outbound_update(&tried).await.unwrap();
+    assert_eq!(o.hl7_outbound_pending("lis", 1).await.unwrap()[0], tried);
+    tried.status = "delivered".into();
+    o.hl7_outbound_update(&tried).await.unwrap();
+    assert_eq!(o.hl7_outbound_pending("lis", 10).await.unwrap().len(), 1);
+    assert_eq!(
+        o.hl7_outbound_counts().await.unwrap(),
+        [
+            ("lis".to_string(), "delivered".to_string(), 1),
+            ("lis".to_string(), "pending".to_string(), 1)
+        ]
+    );
+}
+
 contract!(
+    hl7_outbox_store,
     hl7_store,
     witness_cosignatures,
     patient_chain_and_map,

@@ -110,3 +110,44 @@ pub trait Hl7Store: Send + Sync + 'static {
     /// Removes a sender; false when there was none.
     async fn hl7_remove_sender(&self, name: &str) -> Result<bool, StoreError>;
 }
+
+/// A message queued for a downstream system: sealed, in order per channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hl7OutboundRow {
+    /// The queue entry's id.
+    pub id: String,
+    /// The channel's name.
+    pub channel: String,
+    /// What it forwards (the stored inbound message's id), unique per channel.
+    pub source_id: String,
+    /// Its place in the channel's order, microseconds when queued.
+    pub queued_micros: i64,
+    /// `pending`, `delivered` or `failed` (refused by the destination with AE).
+    pub status: String,
+    /// The message, sealed.
+    pub payload: Vec<u8>,
+    /// Delivery attempts so far.
+    pub attempts: i64,
+    /// Not to be tried before, microseconds.
+    pub next_attempt_micros: i64,
+    /// Why the last attempt failed (no patient data: the destination's code, a socket
+    /// error's kind).
+    pub last_error: Option<String>,
+}
+
+/// The outbound queues of the interface engine.
+#[async_trait]
+pub trait Hl7OutboxStore: Send + Sync + 'static {
+    /// Queues a message; false when this channel already has it.
+    async fn hl7_enqueue(&self, row: &Hl7OutboundRow) -> Result<bool, StoreError>;
+    /// The oldest pending entries of a channel, in order.
+    async fn hl7_outbound_pending(
+        &self,
+        channel: &str,
+        limit: u32,
+    ) -> Result<Vec<Hl7OutboundRow>, StoreError>;
+    /// Records an attempt's outcome.
+    async fn hl7_outbound_update(&self, row: &Hl7OutboundRow) -> Result<(), StoreError>;
+    /// Entries by channel and status, with counts.
+    async fn hl7_outbound_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+}

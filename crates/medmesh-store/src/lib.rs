@@ -30,7 +30,7 @@ pub use data_keys::{
 };
 pub use directory::{SealedKey, UserKey};
 pub use export_files::{ExportFiles, ExportFilesError};
-pub use hl7::{Hl7Filter, Hl7MessageRow, Hl7SenderRow, Hl7Store};
+pub use hl7::{Hl7Filter, Hl7MessageRow, Hl7OutboundRow, Hl7OutboxStore, Hl7SenderRow, Hl7Store};
 
 pub use identity::{
     AuthCodeRecord, ClientRecord, IdentityStore, InviteRecord, KeyRecord, RefreshRecord,

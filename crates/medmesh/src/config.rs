@@ -137,6 +137,25 @@ pub struct FileConfig {
     /// HL7 v2 senders (`[[hl7_sender]]` tables). Default none: every sender is refused.
     #[serde(default)]
     pub hl7_sender: Vec<Hl7SenderConfig>,
+    /// Outbound HL7 v2 channels (`[[hl7_channel]]` tables). Default none.
+    #[serde(default)]
+    pub hl7_channel: Vec<Hl7ChannelConfig>,
+}
+
+/// One downstream system applied messages are forwarded to over MLLP (`[[hl7_channel]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hl7ChannelConfig {
+    /// The channel's name.
+    pub name: String,
+    /// Where to deliver, `host:port`.
+    pub destination: String,
+    /// Kinds forwarded (`ORU^R01`, or `ORU` for every trigger); default all.
+    #[serde(default)]
+    pub message_types: Vec<String>,
+    /// Senders whose messages are forwarded; default all.
+    #[serde(default)]
+    pub senders: Vec<String>,
 }
 
 /// One HL7 v2 sending system (`[[hl7_sender]]`).
@@ -260,6 +279,8 @@ pub struct Config {
     pub mllp_tls: Option<medmesh_mllp::TlsSettings>,
     /// Configured HL7 v2 senders.
     pub hl7_senders: Vec<Hl7SenderConfig>,
+    /// Configured outbound channels.
+    pub hl7_channels: Vec<Hl7ChannelConfig>,
 }
 
 /// Where document bytes are kept.
@@ -481,6 +502,7 @@ impl Config {
                 }
             },
             hl7_senders: file.hl7_sender,
+            hl7_channels: file.hl7_channel,
         })
     }
 }

@@ -292,11 +292,24 @@ pub(crate) async fn interface_engine(
     records: &Arc<RecordService>,
     public_origin: &str,
 ) -> anyhow::Result<Arc<medmesh_interface_engine::InterfaceEngine>> {
-    let engine = Arc::new(medmesh_interface_engine::InterfaceEngine::new(
-        records.clone(),
-        stores.hl7.clone(),
-        format!("{public_origin}/fhir"),
-    ));
+    let channels = cfg
+        .hl7_channels
+        .iter()
+        .map(|c| medmesh_interface_engine::Channel {
+            name: c.name.clone(),
+            destination: c.destination.clone(),
+            message_types: c.message_types.clone(),
+            senders: c.senders.clone(),
+        })
+        .collect();
+    let engine = Arc::new(
+        medmesh_interface_engine::InterfaceEngine::new(
+            records.clone(),
+            stores.hl7.clone(),
+            format!("{public_origin}/fhir"),
+        )
+        .with_outbound(stores.hl7_outbox.clone(), channels),
+    );
     let configured = cfg
         .hl7_senders
         .iter()

@@ -28,3 +28,18 @@ CREATE TABLE hl7_senders (
     profile TEXT NOT NULL,
     created_micros INTEGER NOT NULL
 );
+
+-- Outbound channels' queues: sealed payloads, in order per channel.
+CREATE TABLE hl7_outbound (
+    id TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    queued_micros INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_micros INTEGER NOT NULL,
+    last_error TEXT,
+    UNIQUE (channel, source_id)
+);
+CREATE INDEX hl7_outbound_pending ON hl7_outbound (channel, status, queued_micros);

@@ -81,6 +81,11 @@ pub(crate) async fn run(cfg: &Config, command: Hl7Command) -> anyhow::Result<boo
             for (sender, status, n) in stores.hl7.hl7_counts().await? {
                 outln!("{sender}\t{status}\t{n}");
             }
+            outln!();
+            outln!("channel\tstatus\tmessages");
+            for (channel, status, n) in stores.hl7_outbox.hl7_outbound_counts().await? {
+                outln!("{channel}\t{status}\t{n}");
+            }
             Ok(true)
         }
         Hl7Command::Prune { older_than_days } => {

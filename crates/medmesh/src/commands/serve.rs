@@ -54,6 +54,9 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             "HL7 v2 messages stored before a stop were applied"
         );
     }
+    for channel in hl7.channels() {
+        tokio::spawn(medmesh_mllp::deliver(hl7.clone(), channel.clone()));
+    }
     if let Some(mllp) = cfg.mllp_listen {
         start_mllp(&cfg, hl7.clone(), mllp).await?;
     }
