@@ -677,6 +677,127 @@ impl InterfaceEngine {
         Ok((row, String::from_utf8_lossy(&raw).into_owned(), outcome))
     }
 
+    /// Stored messages matching `filter`, newest first (no message text).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn list_messages(
+        &self,
+        _permit: &InterfaceMessages,
+        filter: &medmesh_store::Hl7Filter,
+        limit: u32,
+    ) -> Result<Vec<Hl7MessageRow>, EngineError> {
+        Ok(self
+            .store
+            .hl7_messages(filter, limit.clamp(1, 1000))
+            .await?)
+    }
+
+    /// Counters: messages per sender and status, outbound per channel and status, and
+    /// what arrived in the last minute and hour.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn stats(
+        &self,
+        _permit: &InterfaceMessages,
+    ) -> Result<serde_json::Value, EngineError> {
+        let now = self.now();
+        let last_minute = self.store.hl7_count_since(now - 60_000_000).await?;
+        let last_hour = self.store.hl7_count_since(now - 3_600_000_000).await?;
+        let senders: Vec<serde_json::Value> = self
+            .store
+            .hl7_counts()
+            .await?
+            .into_iter()
+            .map(|(sender, status, n)| json!({"sender": sender, "status": status, "messages": n}))
+            .collect();
+        let channels: Vec<serde_json::Value> = match &self.outbox {
+            Some(o) => o
+                .hl7_outbound_counts()
+                .await?
+                .into_iter()
+                .map(|(channel, status, n)| json!({"channel": channel, "status": status, "messages": n}))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(json!({
+            "received_last_minute": last_minute,
+            "received_last_hour": last_hour,
+            "senders": senders,
+            "channels": channels,
+        }))
+    }
+
+    /// Deletes processed messages received more than `days` days ago (never one not yet
+    /// applied); returns how many.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn prune(&self, days: u32) -> Result<u64, EngineError> {
+        let before = self.now() - i64::from(days) * 86_400 * 1_000_000;
+        Ok(self.store.hl7_prune(before).await?)
+    }
+
+    /// What needs an operator's eye now, in words that name no patient: dead letters in the
+    /// last `window_micros`, senders silent for longer than `silence_micros` (among those
+    /// that sent anything), and outbound queues deeper than `max_queue`.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn alerts(
+        &self,
+        window_micros: i64,
+        silence_micros: i64,
+        max_queue: i64,
+    ) -> Result<Vec<String>, EngineError> {
+        let now = self.now();
+        let mut out = Vec::new();
+        let dead = self
+            .store
+            .hl7_messages(
+                &medmesh_store::Hl7Filter {
+                    status: Some("dead".into()),
+                    since: Some(now - window_micros),
+                    ..Default::default()
+                },
+                1000,
+            )
+            .await?;
+        if !dead.is_empty() {
+            out.push(format!("{} HL7 v2 messages could not be applied in the last check (see medmesh hl7 dead-letters list)", dead.len()));
+        }
+        for sender in self.senders.read().await.iter() {
+            let last = self
+                .store
+                .hl7_messages(
+                    &medmesh_store::Hl7Filter {
+                        sender: Some(sender.name.clone()),
+                        ..Default::default()
+                    },
+                    1,
+                )
+                .await?;
+            if let Some(last) = last.first()
+                && now - last.received_micros > silence_micros
+            {
+                out.push(format!(
+                    "sender {} has sent nothing for {} minutes",
+                    sender.name,
+                    (now - last.received_micros) / 60_000_000
+                ));
+            }
+        }
+        if let Some(outbox) = &self.outbox {
+            for (channel, status, n) in outbox.hl7_outbound_counts().await? {
+                if status == "pending" && n > max_queue {
+                    out.push(format!("channel {channel} has {n} messages waiting"));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// What became of a message, opened (no message text): for lists of dead letters.
     ///
     /// # Errors

@@ -14,6 +14,9 @@ use base64::Engine;
 use medmesh_interface_engine::Via;
 
 use crate::AppState;
+use crate::api::{ApiPath, ApiQuery};
+use crate::auth::Authenticated;
+use crate::response::ApiError;
 
 /// HL7 over HTTP's media type for ER7 (pipe-delimited) messages.
 pub const HL7_ER7: &str = "x-application/hl7-v2+er7";
@@ -61,4 +64,124 @@ pub(crate) async fn receive(
     };
     let reply = state.hl7.receive(&bytes, &via).await;
     ([(header::CONTENT_TYPE, HL7_ER7)], reply.ack).into_response()
+}
+
+/// `GET /api/hl7v2/messages` filters (all optional).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageQuery {
+    sender: Option<String>,
+    #[serde(rename = "type")]
+    message_type: Option<String>,
+    status: Option<String>,
+    control_id: Option<String>,
+    /// RFC 3339.
+    since: Option<String>,
+    /// RFC 3339.
+    until: Option<String>,
+    limit: Option<u32>,
+}
+
+fn micros(rfc3339: &str) -> Result<i64, ApiError> {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+        .map_err(|_| ApiError::bad_request("since and until are RFC 3339 times"))
+}
+
+fn row_json(r: &medmesh_store::Hl7MessageRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id,
+        "sender": r.sender,
+        "type": r.message_type,
+        "control_id": r.control_id,
+        "received": medmesh_fhir::datetime::format_instant(r.received_micros),
+        "status": r.status,
+        "ack": r.ack_code,
+        "attempts": r.attempts,
+    })
+}
+
+fn engine_error(e: medmesh_interface_engine::EngineError) -> ApiError {
+    match e {
+        medmesh_interface_engine::EngineError::NotFound => ApiError::new(
+            StatusCode::NOT_FOUND,
+            medmesh_fhir::IssueType::NotFound,
+            "no such message",
+        ),
+        other => {
+            tracing::error!(error = %other, "the interface engine failed");
+            ApiError::internal()
+        }
+    }
+}
+
+/// `GET /api/hl7v2/messages`: the message browser's list, newest first (no patient data).
+/// Node admins and the operator only.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiQuery(q): ApiQuery<MessageQuery>,
+) -> Result<Response, ApiError> {
+    let permit = state.records.interface_messages(&ctx)?;
+    let filter = medmesh_store::Hl7Filter {
+        sender: q.sender,
+        message_type: q.message_type,
+        status: q.status,
+        control_id: q.control_id,
+        since: q.since.as_deref().map(micros).transpose()?,
+        until: q.until.as_deref().map(micros).transpose()?,
+    };
+    let rows = state
+        .hl7
+        .list_messages(&permit, &filter, q.limit.unwrap_or(50))
+        .await
+        .map_err(engine_error)?;
+    Ok(
+        axum::Json(serde_json::json!({"messages": rows.iter().map(row_json).collect::<Vec<_>>()}))
+            .into_response(),
+    )
+}
+
+/// `GET /api/hl7v2/messages/{id}`: one message as received, and what it became (the
+/// resources written, or the error). It names patients: node admins only, and audited.
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let permit = state.records.interface_messages(&ctx)?;
+    let (row, text, outcome) = state
+        .hl7
+        .open_message(&ctx, &permit, &id)
+        .await
+        .map_err(engine_error)?;
+    let mut body = row_json(&row);
+    body["message"] = serde_json::json!(text);
+    body["outcome"] = medmesh_interface_engine::outcome_json(&outcome);
+    Ok(axum::Json(body).into_response())
+}
+
+/// `POST /api/hl7v2/messages/{id}/replay`: processes a stored message again (audited).
+pub(crate) async fn replay(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let permit = state.records.interface_messages(&ctx)?;
+    let reply = state
+        .hl7
+        .replay(&ctx, &permit, &id)
+        .await
+        .map_err(engine_error)?;
+    Ok(axum::Json(serde_json::json!({"id": id, "ack": reply.code.as_str()})).into_response())
+}
+
+/// `GET /api/hl7v2/stats`: counters per sender and channel, and the recent rate.
+pub(crate) async fn stats(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+) -> Result<Response, ApiError> {
+    let permit = state.records.interface_messages(&ctx)?;
+    let stats = state.hl7.stats(&permit).await.map_err(engine_error)?;
+    Ok(axum::Json(stats).into_response())
 }

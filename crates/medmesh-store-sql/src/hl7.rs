@@ -228,6 +228,19 @@ impl<B: Backend> Hl7Store for SqlStore<B> {
             .collect()
     }
 
+    async fn hl7_count_since(&self, since: i64) -> Result<i64, StoreError> {
+        let mut sql = Sql::new(
+            self.dialect(),
+            "SELECT COUNT(*) FROM hl7_messages WHERE received_micros >= ",
+        );
+        sql.int(since);
+        let mut conn = self.backend().conn().await?;
+        conn.fetch(sql, &[Col::I64])
+            .await?
+            .first()
+            .map_or(Ok(0), |r| r.i64(0))
+    }
+
     async fn hl7_senders(&self) -> Result<Vec<Hl7SenderRow>, StoreError> {
         let mut sql = Sql::new(self.dialect(), SENDER_SELECT);
         sql.push(" ORDER BY name");

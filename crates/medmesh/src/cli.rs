@@ -135,8 +135,15 @@ pub(crate) enum Hl7Command {
         #[arg(long)]
         older_than_days: u32,
     },
-    /// Messages per sender and status.
+    /// Messages per sender and status, and outbound queues per channel and status.
     Counts,
+    /// What needs an operator's eye: dead letters in the window, silent senders, deep
+    /// queues (the node logs the same every five minutes). Exits 1 when there is any.
+    Alerts {
+        /// Look back this many minutes for dead letters.
+        #[arg(long, default_value_t = 60)]
+        window_minutes: i64,
+    },
 }
 
 /// `medmesh hl7 senders ...`.

@@ -140,6 +140,12 @@ pub struct FileConfig {
     /// Outbound HL7 v2 channels (`[[hl7_channel]]` tables). Default none.
     #[serde(default)]
     pub hl7_channel: Vec<Hl7ChannelConfig>,
+    /// Days processed HL7 v2 messages are kept. Default 90.
+    pub hl7_retention_days: Option<u32>,
+    /// Minutes a sender may stay silent before an alert. Default 60.
+    pub hl7_silence_alert_minutes: Option<u64>,
+    /// Messages waiting in an outbound queue before an alert. Default 1000.
+    pub hl7_queue_alert_depth: Option<i64>,
 }
 
 /// One downstream system applied messages are forwarded to over MLLP (`[[hl7_channel]]`).
@@ -281,6 +287,12 @@ pub struct Config {
     pub hl7_senders: Vec<Hl7SenderConfig>,
     /// Configured outbound channels.
     pub hl7_channels: Vec<Hl7ChannelConfig>,
+    /// Days processed HL7 v2 messages are kept.
+    pub hl7_retention_days: u32,
+    /// How long a sender may stay silent before an alert.
+    pub hl7_silence_alert: std::time::Duration,
+    /// Queue depth that raises an alert.
+    pub hl7_queue_alert_depth: i64,
 }
 
 /// Where document bytes are kept.
@@ -503,6 +515,23 @@ impl Config {
             },
             hl7_senders: file.hl7_sender,
             hl7_channels: file.hl7_channel,
+            hl7_retention_days: setting(env("MEDMESH_HL7_RETENTION_DAYS"), file.hl7_retention_days)
+                .unwrap_or(90)
+                .max(1),
+            hl7_silence_alert: std::time::Duration::from_secs(
+                60 * setting(
+                    env("MEDMESH_HL7_SILENCE_ALERT_MINUTES"),
+                    file.hl7_silence_alert_minutes,
+                )
+                .unwrap_or(60)
+                .max(1),
+            ),
+            hl7_queue_alert_depth: setting(
+                env("MEDMESH_HL7_QUEUE_ALERT_DEPTH"),
+                file.hl7_queue_alert_depth,
+            )
+            .unwrap_or(1000)
+            .max(1),
         })
     }
 }

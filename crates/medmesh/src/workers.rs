@@ -91,3 +91,36 @@ pub async fn push_to_witnesses(audit_log: &AuditLogService, transport: &dyn Witn
         Err(e) => tracing::error!(error = %e, "cannot push the audit checkpoint to witnesses"),
     }
 }
+
+/// The interface engine's housekeeping, every `every`: prunes messages older than the
+/// retention, and logs alerts (dead letters, silent senders, deep queues) at warn level for
+/// the operator's log watcher.
+pub fn start_hl7_housekeeping(
+    engine: Arc<medmesh_interface_engine::InterfaceEngine>,
+    retention_days: u32,
+    silence: Duration,
+    max_queue: i64,
+    every: Duration,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            match engine.prune(retention_days).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, retention_days, "old HL7 v2 messages deleted"),
+                Err(e) => tracing::error!(error = %e, "cannot prune HL7 v2 messages"),
+            }
+            let window = i64::try_from(every.as_micros()).unwrap_or(i64::MAX);
+            let silence = i64::try_from(silence.as_micros()).unwrap_or(i64::MAX);
+            match engine.alerts(window, silence, max_queue).await {
+                Ok(alerts) => {
+                    for alert in alerts {
+                        tracing::warn!(alert = %alert, "HL7 v2 alert");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot check HL7 v2 alerts"),
+            }
+        }
+    });
+}

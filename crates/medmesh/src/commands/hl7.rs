@@ -96,6 +96,22 @@ pub(crate) async fn run(cfg: &Config, command: Hl7Command) -> anyhow::Result<boo
             Ok(true)
         }
         Hl7Command::Show { id } => show(cfg, &stores, &id).await,
+        Hl7Command::Alerts { window_minutes } => {
+            let records = record_service(&stores, cfg).await?;
+            let engine = interface_engine(cfg, &stores, &records, "").await?;
+            let silence = i64::try_from(cfg.hl7_silence_alert.as_micros()).unwrap_or(i64::MAX);
+            let alerts = engine
+                .alerts(
+                    window_minutes.max(1) * 60_000_000,
+                    silence,
+                    cfg.hl7_queue_alert_depth,
+                )
+                .await?;
+            for a in &alerts {
+                outln!("{a}");
+            }
+            Ok(alerts.is_empty())
+        }
         Hl7Command::DeadLetters { command } => match command {
             Hl7DeadLettersCommand::List { filter: args } => {
                 let records = record_service(&stores, cfg).await?;

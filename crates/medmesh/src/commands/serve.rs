@@ -54,6 +54,13 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             "HL7 v2 messages stored before a stop were applied"
         );
     }
+    workers::start_hl7_housekeeping(
+        hl7.clone(),
+        cfg.hl7_retention_days,
+        cfg.hl7_silence_alert,
+        cfg.hl7_queue_alert_depth,
+        Duration::from_secs(300),
+    );
     for channel in hl7.channels() {
         tokio::spawn(medmesh_mllp::deliver(hl7.clone(), channel.clone()));
     }

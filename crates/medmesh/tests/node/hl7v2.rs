@@ -289,6 +289,11 @@ async fn operations_over_cli_and_http(db: Db) {
         2,
         "{messages}"
     );
+    let alerts = node.cli(&["hl7", "alerts"]);
+    assert!(!alerts.status.success(), "a dead letter is an alert");
+    assert!(
+        String::from_utf8_lossy(&alerts.stdout).contains("1 HL7 v2 messages could not be applied")
+    );
     let counts = stdout(&node.cli(&["hl7", "counts"]));
     assert!(
         counts.contains("hospital\tdead\t1") && counts.contains("lab\tapplied\t1"),
@@ -297,6 +302,69 @@ async fn operations_over_cli_and_http(db: Db) {
     assert!(!node.cli(&["hl7", "show", "no-such-id"]).status.success());
     // The view and the replay are in the audit log, as the operator's.
     assert_eq!(node.sql_i64(operator_entries).await - before, 2);
+    // The same through the admin API, for node admins and the operator's tokens.
+    let (status, _, _) = node
+        .send(
+            node.client
+                .get(node.root_url("/api/hl7v2/messages?type=ORU")),
+        )
+        .await;
+    assert_eq!(status, 401, "the API needs a token");
+    let authed = |path: &str| node.auth(node.client.get(node.root_url(path)));
+    let (status, _, list) = node
+        .send(authed("/api/hl7v2/messages?type=ORU&status=applied"))
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["messages"].as_array().unwrap().len(), 2, "{list}");
+    assert!(
+        list.to_string().find("Doe").is_none(),
+        "the list holds no patient data"
+    );
+    let (_, _, one) = node
+        .send(authed(&format!("/api/hl7v2/messages/{id}")))
+        .await;
+    assert!(
+        one["message"].as_str().unwrap().contains("BAR^P01"),
+        "{one}"
+    );
+    assert!(
+        one["outcome"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no mapping"),
+        "{one}"
+    );
+    let (_, _, stats) = node.send(authed("/api/hl7v2/stats")).await;
+    assert!(
+        stats["received_last_hour"].as_i64().unwrap() >= 3,
+        "{stats}"
+    );
+    assert!(
+        stats["senders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["sender"] == "lab" && s["status"] == "applied"),
+        "{stats}"
+    );
+    let (status, _, replayed) = node
+        .send(
+            node.auth(
+                node.client
+                    .post(node.root_url(&format!("/api/hl7v2/messages/{id}/replay"))),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), replayed["ack"].as_str()),
+        (200, Some("AE"))
+    );
+    // A clinician's or a patient's token gets no permit.
+    let reader = node.with_token(&node.mint_token("system/Observation.r"));
+    let (status, _, _) = reader
+        .send(reader.auth(reader.client.get(reader.root_url("/api/hl7v2/messages"))))
+        .await;
+    assert_eq!(status, 403);
     stdout(&node.cli(&["hl7", "senders", "remove", "lab"]));
     assert!(
         !node
