@@ -8,16 +8,12 @@ use crate::datatypes::{
     addresses, codeable, cx, date, datetime, identifier_fhir, names, person_reference, telecoms,
 };
 use crate::profile::Profile;
-use crate::{BundleBuilder, Identifier, Mapped, MappingError};
+use crate::{BundleBuilder, Identifier, Mapped, MappingError, bad_time};
 
 /// The patient of a message: the identifier it is matched on, and the resource.
 pub(crate) struct PatientOf {
     pub identifier: Identifier,
     pub resource: Value,
-}
-
-fn bad_time(segment: &str, field: usize) -> impl Fn(&'static str) -> MappingError + '_ {
-    move |why| MappingError::at(segment, 1, field, 102, why)
 }
 
 /// Reads PID into a Patient.
@@ -71,11 +67,11 @@ pub(crate) fn patient(message: &Message, profile: &Profile) -> Result<PatientOf,
     if !gender.is_empty() {
         o.insert("gender".into(), json!(gender));
     }
-    if let Some(d) = date(&pid.get(7, 1), profile).map_err(bad_time("PID", 7))? {
+    if let Some(d) = date(&pid.get(7, 1), profile).map_err(bad_time("PID", 1, 7))? {
         o.insert("birthDate".into(), json!(d));
     }
     match pid.get(30, 1).trim() {
-        "Y" => match datetime(&pid.get(29, 1), profile).map_err(bad_time("PID", 29))? {
+        "Y" => match datetime(&pid.get(29, 1), profile).map_err(bad_time("PID", 1, 29))? {
             Some(t) => o.insert("deceasedDateTime".into(), json!(t)),
             None => o.insert("deceasedBoolean".into(), json!(true)),
         },
@@ -108,6 +104,18 @@ pub(crate) fn patient(message: &Message, profile: &Profile) -> Result<PatientOf,
         identifier: chosen,
         resource: Value::Object(o),
     })
+}
+
+/// The patient of a message that is not about registration (a result, an order): created
+/// when no record matches PID-3, never overwritten. Returns the patient and its full URL.
+pub(crate) fn referenced_patient(
+    message: &Message,
+    profile: &Profile,
+    b: &mut BundleBuilder,
+) -> Result<(PatientOf, String), MappingError> {
+    let p = patient(message, profile)?;
+    let url = b.create_if_none("Patient", &p.identifier, p.resource.clone());
+    Ok((p, url))
 }
 
 pub(crate) fn insert_nonempty(o: &mut Map<String, Value>, key: &str, v: Value) {
@@ -144,8 +152,8 @@ pub(crate) fn encounter(
     let Some(pv1) = message.segment("PV1") else {
         return Ok(None);
     };
-    let admitted = datetime(&pv1.get(44, 1), profile).map_err(bad_time("PV1", 44))?;
-    let discharged = datetime(&pv1.get(45, 1), profile).map_err(bad_time("PV1", 45))?;
+    let admitted = datetime(&pv1.get(44, 1), profile).map_err(bad_time("PV1", 1, 44))?;
+    let discharged = datetime(&pv1.get(45, 1), profile).map_err(bad_time("PV1", 1, 45))?;
     let identifier = match cx(&pv1.field(19).first(), profile) {
         Some((id, _)) => id,
         None => match &admitted {
@@ -317,7 +325,7 @@ pub(crate) fn map_adt(
         }
         o.insert("code".into(), code);
         o.insert("patient".into(), json!({"reference": patient_url}));
-        if let Some(d) = date(&al1.get(6, 1), profile).map_err(bad_time("AL1", 6))? {
+        if let Some(d) = date(&al1.get(6, 1), profile).map_err(bad_time("AL1", 1, 6))? {
             o.insert("onsetDateTime".into(), json!(d));
         }
         let manifestations: Vec<Value> = al1
@@ -336,11 +344,7 @@ pub(crate) fn map_adt(
         }
         b.put("AllergyIntolerance", &id, Value::Object(o));
     }
-    Ok(Mapped {
-        bundle: Value::Null,
-        patient_key: Some(p.identifier.key()),
-        final_result: false,
-    })
+    Ok(Mapped::about(&p.identifier))
 }
 
 /// A40: the surviving patient (PID) replaces the prior one (MRG-1), which is kept,
@@ -388,9 +392,5 @@ fn merge(
     let mut survivor = p.resource;
     survivor["link"] = json!([{"other": {"reference": prior_url}, "type": "replaces"}]);
     b.put("Patient", &p.identifier, survivor);
-    Ok(Mapped {
-        bundle: Value::Null,
-        patient_key: Some(p.identifier.key()),
-        final_result: false,
-    })
+    Ok(Mapped::about(&p.identifier))
 }

@@ -102,6 +102,26 @@ pub struct Mapped {
     pub final_result: bool,
 }
 
+impl Mapped {
+    /// What a message about this patient maps to, the bundle filled in by [`map`].
+    pub(crate) fn about(patient: &Identifier) -> Self {
+        Self {
+            bundle: Value::Null,
+            patient_key: Some(patient.key()),
+            final_result: false,
+        }
+    }
+}
+
+/// A timestamp error at a segment's field (HL7 code 102).
+pub(crate) fn bad_time(
+    segment: &'static str,
+    seq: usize,
+    field: usize,
+) -> impl Fn(&'static str) -> MappingError {
+    move |why| MappingError::at(segment, seq, field, 102, why)
+}
+
 /// The message kinds this node maps, as `CODE^TRIGGER`.
 pub const SUPPORTED: &[&str] = &[
     "ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A05", "ADT^A06", "ADT^A07", "ADT^A08",

@@ -4,19 +4,11 @@
 use medmesh_hl7v2::{Message, Segment};
 use serde_json::{Map, Value, json};
 
-use crate::adt::{derived, insert_nonempty, patient};
+use crate::adt::{derived, insert_nonempty, referenced_patient};
 use crate::datatypes::{code_system, codeable, date, datetime, person_reference};
 use crate::oru::entity;
 use crate::profile::Profile;
-use crate::{BundleBuilder, Identifier, Mapped, MappingError};
-
-fn bad_time(
-    segment: &'static str,
-    seq: usize,
-    field: usize,
-) -> impl Fn(&'static str) -> MappingError {
-    move |why| MappingError::at(segment, seq, field, 102, why)
-}
+use crate::{BundleBuilder, Identifier, Mapped, MappingError, bad_time};
 
 /// A quantity from a number and a coded unit (CWE).
 fn quantity(value: &str, unit: &medmesh_hl7v2::Repetition<'_>, profile: &Profile) -> Option<Value> {
@@ -123,8 +115,7 @@ pub(crate) fn map_rde(
     profile: &Profile,
     b: &mut BundleBuilder,
 ) -> Result<Mapped, MappingError> {
-    let p = patient(message, profile)?;
-    let patient_url = b.create_if_none("Patient", &p.identifier, p.resource.clone());
+    let (p, patient_url) = referenced_patient(message, profile, b)?;
     let Some((id, request)) = medication_request(message, profile, &patient_url)? else {
         return Err(MappingError::at(
             "RXE",
@@ -135,11 +126,7 @@ pub(crate) fn map_rde(
         ));
     };
     b.put("MedicationRequest", &id, request);
-    Ok(Mapped {
-        bundle: Value::Null,
-        patient_key: Some(p.identifier.key()),
-        final_result: false,
-    })
+    Ok(Mapped::about(&p.identifier))
 }
 
 /// RDS^O13: each RXD a dispense, for the request the message carries (created if the node
@@ -149,8 +136,7 @@ pub(crate) fn map_rds(
     profile: &Profile,
     b: &mut BundleBuilder,
 ) -> Result<Mapped, MappingError> {
-    let p = patient(message, profile)?;
-    let patient_url = b.create_if_none("Patient", &p.identifier, p.resource.clone());
+    let (p, patient_url) = referenced_patient(message, profile, b)?;
     let request_url = medication_request(message, profile, &patient_url)?
         .map(|(id, request)| b.create_if_none("MedicationRequest", &id, request));
     let mut n = 0;
@@ -204,11 +190,7 @@ pub(crate) fn map_rds(
             "a dispense needs an RXD segment",
         ));
     }
-    Ok(Mapped {
-        bundle: Value::Null,
-        patient_key: Some(p.identifier.key()),
-        final_result: false,
-    })
+    Ok(Mapped::about(&p.identifier))
 }
 
 /// VXU^V04: each RXA an Immunization.
@@ -217,8 +199,7 @@ pub(crate) fn map_vxu(
     profile: &Profile,
     b: &mut BundleBuilder,
 ) -> Result<Mapped, MappingError> {
-    let p = patient(message, profile)?;
-    let patient_url = b.create_if_none("Patient", &p.identifier, p.resource.clone());
+    let (p, patient_url) = referenced_patient(message, profile, b)?;
     let segments = message.segments();
     let mut n = 0;
     for (at, rxa) in segments
@@ -321,9 +302,5 @@ pub(crate) fn map_vxu(
             "an immunization message needs an RXA segment",
         ));
     }
-    Ok(Mapped {
-        bundle: Value::Null,
-        patient_key: Some(p.identifier.key()),
-        final_result: false,
-    })
+    Ok(Mapped::about(&p.identifier))
 }

@@ -6,19 +6,11 @@ use base64::engine::general_purpose::STANDARD;
 use medmesh_hl7v2::{Message, Segment};
 use serde_json::{Map, Value, json};
 
-use crate::adt::{insert_nonempty, patient};
+use crate::adt::{insert_nonempty, referenced_patient};
 use crate::datatypes::{codeable, datetime, person_reference};
 use crate::oru::{attachment, entity};
 use crate::profile::Profile;
-use crate::{BundleBuilder, Identifier, Mapped, MappingError};
-
-fn bad_time(
-    segment: &'static str,
-    seq: usize,
-    field: usize,
-) -> impl Fn(&'static str) -> MappingError {
-    move |why| MappingError::at(segment, seq, field, 102, why)
-}
+use crate::{BundleBuilder, Identifier, Mapped, MappingError, bad_time};
 
 /// The order numbers of an ORC (and its OBR): placer first, then filler.
 fn order_identifiers(
@@ -65,8 +57,7 @@ pub(crate) fn map_order(
     profile: &Profile,
     b: &mut BundleBuilder,
 ) -> Result<Mapped, MappingError> {
-    let p = patient(message, profile)?;
-    let patient_url = b.create_if_none("Patient", &p.identifier, p.resource.clone());
+    let (p, patient_url) = referenced_patient(message, profile, b)?;
     // Pair each ORC with the OBR that follows it (an OBR without an ORC stands alone).
     let mut groups: Vec<(Option<&Segment>, Option<&Segment>, usize)> = Vec::new();
     let mut obr_seq = 0;
@@ -150,11 +141,7 @@ pub(crate) fn map_order(
             "an order needs an OBR segment",
         ));
     }
-    Ok(Mapped {
-        bundle: Value::Null,
-        patient_key: Some(p.identifier.key()),
-        final_result: false,
-    })
+    Ok(Mapped::about(&p.identifier))
 }
 
 /// SIU: the appointment (SCH), its times (TQ1, else SCH-11), its service (AIS), people
@@ -177,8 +164,7 @@ pub(crate) fn map_schedule(
     let id = entity(&sch.field(2).first(), 0, "appointment", profile)
         .or_else(|| entity(&sch.field(1).first(), 0, "appointment", profile))
         .ok_or_else(|| MappingError::at("SCH", 1, 2, 101, "no appointment id (SCH-2, SCH-1)"))?;
-    let p = patient(message, profile)?;
-    let patient_url = b.create_if_none("Patient", &p.identifier, p.resource.clone());
+    let (p, patient_url) = referenced_patient(message, profile, b)?;
     let (start, end) = match message.segment("TQ1") {
         Some(tq1) if !tq1.get(7, 1).trim().is_empty() => (
             datetime(&tq1.get(7, 1), profile).map_err(bad_time("TQ1", 1, 7))?,
@@ -251,11 +237,7 @@ pub(crate) fn map_schedule(
     }
     o.insert("participant".into(), Value::Array(participants));
     b.put("Appointment", &id, Value::Object(o));
-    Ok(Mapped {
-        bundle: Value::Null,
-        patient_key: Some(p.identifier.key()),
-        final_result: false,
-    })
+    Ok(Mapped::about(&p.identifier))
 }
 
 /// MDM with content: the document (TXA) and its text or encapsulated data (OBX).
@@ -271,8 +253,7 @@ pub(crate) fn map_document(
         .or_else(|| entity(&txa.field(16).first(), 0, "document", profile))
         .or_else(|| entity(&txa.field(14).first(), 0, "document", profile))
         .ok_or_else(|| MappingError::at("TXA", 1, 12, 101, "no unique document number (TXA-12)"))?;
-    let p = patient(message, profile)?;
-    let patient_url = b.create_if_none("Patient", &p.identifier, p.resource.clone());
+    let (p, patient_url) = referenced_patient(message, profile, b)?;
     // The content: an encapsulated document, or the text of the OBX segments.
     let mut content = None;
     let mut text = Vec::new();
@@ -343,9 +324,5 @@ pub(crate) fn map_document(
     insert_nonempty(&mut o, "author", Value::Array(authors));
     o.insert("content".into(), json!([{"attachment": content}]));
     b.put("DocumentReference", &id, Value::Object(o));
-    Ok(Mapped {
-        bundle: Value::Null,
-        patient_key: Some(p.identifier.key()),
-        final_result: false,
-    })
+    Ok(Mapped::about(&p.identifier))
 }

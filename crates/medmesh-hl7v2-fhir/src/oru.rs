@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use medmesh_hl7v2::{Message, Repetition, Segment};
 use serde_json::{Map, Value, json};
 
-use crate::adt::{derived, encounter, insert_nonempty, patient};
+use crate::adt::{derived, encounter, insert_nonempty, referenced_patient};
 use crate::datatypes::{code_system, codeable, datetime, person_reference};
 use crate::profile::{Profile, slug};
 use crate::{BundleBuilder, Identifier, Mapped, MappingError};
@@ -382,8 +382,7 @@ pub(crate) fn map_oru(
     profile: &Profile,
     b: &mut BundleBuilder,
 ) -> Result<Mapped, MappingError> {
-    let p = patient(message, profile)?;
-    let patient_url = b.create_if_none("Patient", &p.identifier, p.resource.clone());
+    let (p, patient_url) = referenced_patient(message, profile, b)?;
     let encounter_url = encounter(message, profile, &p, &patient_url, "R01")?
         .map(|(id, enc)| b.create_if_none("Encounter", &id, enc));
     let orders = group(message);
