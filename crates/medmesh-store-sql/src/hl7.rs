@@ -71,28 +71,7 @@ fn sender(r: &Row) -> Result<Hl7SenderRow, StoreError> {
 }
 
 impl<B: Backend> SqlStore<B> {
-    /// One statement in a write transaction of its own: committed (and so durable) when
-    /// this returns.
-    async fn write(&self, sql: Sql) -> Result<u64, StoreError> {
-        let mut tx = self.backend().begin().await?;
-        let n = tx.execute(sql).await?;
-        B::commit(tx).await?;
-        Ok(n)
-    }
-
-    async fn fetch_messages(&self, sql: Sql) -> Result<Vec<Hl7MessageRow>, StoreError> {
-        let mut conn = self.backend().conn().await?;
-        conn.fetch(sql, &MESSAGE_COLS)
-            .await?
-            .into_iter()
-            .map(message)
-            .collect()
-    }
-}
-
-#[async_trait]
-impl<B: Backend> Hl7Store for SqlStore<B> {
-    async fn hl7_insert(&self, row: &Hl7MessageRow) -> Result<bool, StoreError> {
+    fn insert_sql(&self, row: &Hl7MessageRow) -> Sql {
         let mut sql = Sql::new(
             self.dialect(),
             "INSERT INTO hl7_messages (id, sender, control_id, message_type, received_micros, \
@@ -122,29 +101,10 @@ impl<B: Backend> Hl7Store for SqlStore<B> {
             .push(", ")
             .int(row.updated_micros)
             .push(") ON CONFLICT (sender, control_id) DO NOTHING");
-        self.write(sql).await.map(|n| n == 1)
+        sql
     }
 
-    async fn hl7_message(&self, id: &str) -> Result<Option<Hl7MessageRow>, StoreError> {
-        let mut sql = Sql::new(self.dialect(), MESSAGE_SELECT);
-        sql.push(" WHERE id = ").str(id);
-        Ok(self.fetch_messages(sql).await?.pop())
-    }
-
-    async fn hl7_message_by_control(
-        &self,
-        sender: &str,
-        control_id: &str,
-    ) -> Result<Option<Hl7MessageRow>, StoreError> {
-        let mut sql = Sql::new(self.dialect(), MESSAGE_SELECT);
-        sql.push(" WHERE sender = ")
-            .str(sender)
-            .push(" AND control_id = ")
-            .str(control_id);
-        Ok(self.fetch_messages(sql).await?.pop())
-    }
-
-    async fn hl7_update(&self, row: &Hl7MessageRow) -> Result<(), StoreError> {
+    fn update_sql(&self, row: &Hl7MessageRow) -> Sql {
         let mut sql = Sql::new(self.dialect(), "UPDATE hl7_messages SET status = ");
         sql.str(&row.status)
             .push(", ack_code = ")
@@ -159,7 +119,72 @@ impl<B: Backend> Hl7Store for SqlStore<B> {
             .int(row.updated_micros)
             .push(" WHERE id = ")
             .str(&row.id);
-        self.write(sql).await.map(|_| ())
+        sql
+    }
+
+    /// One statement in a write transaction of its own: committed (and so durable) when
+    /// this returns.
+    async fn write(&self, sql: Sql) -> Result<u64, StoreError> {
+        let mut tx = self.backend().begin().await?;
+        let n = tx.execute(sql).await?;
+        B::commit(tx).await?;
+        Ok(n)
+    }
+
+    async fn fetch_messages(&self, sql: Sql) -> Result<Vec<Hl7MessageRow>, StoreError> {
+        let mut conn = self.backend().conn().await?;
+        conn.fetch(sql, &MESSAGE_COLS)
+            .await?
+            .into_iter()
+            .map(message)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Hl7Store for SqlStore<B> {
+    async fn hl7_insert(&self, row: &Hl7MessageRow) -> Result<bool, StoreError> {
+        self.write(self.insert_sql(row)).await.map(|n| n == 1)
+    }
+
+    async fn hl7_insert_many(&self, rows: &[Hl7MessageRow]) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.backend().begin().await?;
+        let mut inserted = Vec::with_capacity(rows.len());
+        for row in rows {
+            inserted.push(tx.execute(self.insert_sql(row)).await? == 1);
+        }
+        B::commit(tx).await?;
+        Ok(inserted)
+    }
+
+    async fn hl7_update_many(&self, rows: &[Hl7MessageRow]) -> Result<(), StoreError> {
+        let mut tx = self.backend().begin().await?;
+        for row in rows {
+            tx.execute(self.update_sql(row)).await?;
+        }
+        B::commit(tx).await
+    }
+
+    async fn hl7_message(&self, id: &str) -> Result<Option<Hl7MessageRow>, StoreError> {
+        let mut sql = Sql::new(self.dialect(), MESSAGE_SELECT);
+        sql.push(" WHERE id = ").str(id);
+        Ok(self.fetch_messages(sql).await?.pop())
+    }
+    async fn hl7_message_by_control(
+        &self,
+        sender: &str,
+        control_id: &str,
+    ) -> Result<Option<Hl7MessageRow>, StoreError> {
+        let mut sql = Sql::new(self.dialect(), MESSAGE_SELECT);
+        sql.push(" WHERE sender = ")
+            .str(sender)
+            .push(" AND control_id = ")
+            .str(control_id);
+        Ok(self.fetch_messages(sql).await?.pop())
+    }
+
+    async fn hl7_update(&self, row: &Hl7MessageRow) -> Result<(), StoreError> {
+        self.write(self.update_sql(row)).await.map(|_| ())
     }
 
     async fn hl7_messages(
