@@ -3,7 +3,7 @@ package's MLLPClient, one connection each) into a fresh node on SQLite, each mes
 persisted sealed, mapped, applied through the record service (patient, report, three
 observations, audited) and acknowledged. Prints acknowledged messages/s.
 
-usage: hl7_e2e.py MEDMESH_BIN [SECONDS] [SENDERS]; PG_DATABASE=postgres://... for PostgreSQL
+usage: hl7_e2e.py MEDMESH_BIN [SECONDS] [SENDERS]
 """
 
 import os
@@ -38,11 +38,7 @@ def main():
     open(config, "w").write('[[hl7_sender]]\nname = "lab"\naddresses = ["127.0.0.1"]\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDMESH_")}
     env.update({"MEDMESH_CONFIG": config, "MEDMESH_MLLP_LISTEN": "127.0.0.1:0", "MEDMESH_LOG": "warn"})
-    args = [BIN, "serve", "--data-dir", data, "--listen", "127.0.0.1:0"]
-    pg = os.environ.get("PG_DATABASE")
-    if pg:
-        args += ["--database-url", pg]
-    node = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+    node = subprocess.Popen([BIN, "serve", "--data-dir", data, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True, env=env)
     try:
         line = node.stdout.readline()
         assert line.startswith("medmesh MLLP listening on "), line
@@ -76,7 +72,7 @@ def main():
         elapsed = time.monotonic() - start
         assert not errors, errors[0]
         total = sum(counts)
-        print(f"ORU^R01 over MLLP, {SENDERS} senders, {'PostgreSQL' if pg else 'SQLite'}: {total} acknowledged in {elapsed:.1f} s = {total / elapsed:.0f} messages/s")
+        print(f"ORU^R01 over MLLP, {SENDERS} senders, SQLite: {total} acknowledged in {elapsed:.1f} s = {total / elapsed:.0f} messages/s")
     finally:
         node.kill()
         node.wait()

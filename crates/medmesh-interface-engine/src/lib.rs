@@ -20,7 +20,6 @@
 //! A connection is served one message at a time, so an engine that falls behind stops
 //! reading (back-pressure); nothing waits in a queue that could overflow.
 
-mod batch;
 mod outbound;
 mod senders;
 
@@ -81,8 +80,6 @@ pub struct InterfaceEngine {
     outbox: Option<Arc<dyn medmesh_store::Hl7OutboxStore>>,
     channels: Vec<Channel>,
     senders: RwLock<Vec<Sender>>,
-    /// The applier's queue, once started: messages are then applied in batches.
-    applier: std::sync::OnceLock<tokio::sync::mpsc::Sender<batch::Job>>,
     /// One lock per patient key: one patient's messages apply one at a time, in order.
     patient_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     base_url: String,
@@ -117,7 +114,6 @@ impl InterfaceEngine {
             outbox: None,
             channels: Vec::new(),
             senders: RwLock::new(Vec::new()),
-            applier: std::sync::OnceLock::new(),
             patient_locks: Mutex::new(HashMap::new()),
             base_url: base_url.into(),
         }
@@ -314,29 +310,6 @@ impl InterfaceEngine {
             Err(e) => return self.internal_failure(&message, &e.to_string()),
         }
         let mapped = map(&message, &sender.profile);
-        let mapped = match (mapped, self.applier.get()) {
-            (Ok(m), Some(applier)) => {
-                let (reply, answer) = tokio::sync::oneshot::channel();
-                let job = batch::Job {
-                    message: message.clone(),
-                    bytes: bytes.to_vec(),
-                    sender: sender.clone(),
-                    via: via.clone(),
-                    kind,
-                    control_id: control_id.clone(),
-                    mapped: m,
-                    reply,
-                };
-                if applier.send(job).await.is_err() {
-                    return self.internal_failure(&message, "the applier stopped");
-                }
-                return match answer.await {
-                    Ok(r) => r,
-                    Err(_) => self.internal_failure(&message, "the applier dropped a message"),
-                };
-            }
-            (mapped, _) => mapped,
-        };
         let key = mapped.as_ref().ok().and_then(|m| m.patient_key.clone());
         let lock = match &key {
             Some(k) => Some(self.patient_lock(k).await),
@@ -415,12 +388,38 @@ impl InterfaceEngine {
                     row.status = "applied".into();
                     self.forward(message, row).await;
                     if m.final_result {
-                        self.tell_patients(&[(outcome.resources.clone(), row.sender.clone())])
-                            .await;
+                        self.tell_patient(&outcome.resources, &row.sender).await;
                     }
                     (AckCode::AA, Vec::new())
                 }
-                Err(e) => self.classify_failure(&e, &mut outcome, row),
+                Err(
+                    e @ (RecordError::Invalid(_)
+                    | RecordError::BadRequest(_)
+                    | RecordError::MultipleMatches
+                    | RecordError::Forbidden
+                    | RecordError::UnknownType
+                    | RecordError::PreconditionFailed(_)
+                    | RecordError::Conflict(_)
+                    | RecordError::NotSupported(_)),
+                ) => {
+                    let why = refusal_text(&e);
+                    outcome.error = Some(why.clone());
+                    row.status = "dead".into();
+                    (AckCode::AE, vec![AckError::new(207, why)])
+                }
+                Err(e) => {
+                    // A failure on this side (the database, the keys): kept as received,
+                    // applied again at the next start or when the sender resends.
+                    tracing::error!(message_id = %row.id, error = %e, "an HL7 v2 message could not be applied; it is kept for retry");
+                    outcome.error = Some("not applied: the node failed; kept for retry".into());
+                    (
+                        AckCode::AR,
+                        vec![AckError::new(
+                            207,
+                            "the node could not apply the message now; send it again later",
+                        )],
+                    )
+                }
             },
         };
         outcome.error_code = errors.first().map(|e| e.code);
@@ -443,65 +442,30 @@ impl InterfaceEngine {
         self.reply(Some(message), code, &errors)
     }
 
-    /// What a refusal or failure of the record service means for a message: its fault (a
-    /// dead letter and an AE) or this node's (kept as received, for retry, and an AR).
-    fn classify_failure(
-        &self,
-        e: &RecordError,
-        outcome: &mut MessageOutcome,
-        row: &mut Hl7MessageRow,
-    ) -> (AckCode, Vec<AckError>) {
-        if batch::client_error(e) {
-            let why = refusal_text(e);
-            outcome.error = Some(why.clone());
-            row.status = "dead".into();
-            return (AckCode::AE, vec![AckError::new(207, why)]);
-        }
-        // A failure on this side (the database, the keys): kept as received, applied again
-        // at the next start or when the sender resends.
-        tracing::error!(message_id = %row.id, error = %e, "an HL7 v2 message could not be applied; it is kept for retry");
-        outcome.error = Some("not applied: the node failed; kept for retry".into());
-        (
-            AckCode::AR,
-            vec![AckError::new(
-                207,
-                "the node could not apply the message now; send it again later",
-            )],
-        )
-    }
-
-    /// Tells each patient, in their inbox, that results arrived (`(resources written,
-    /// sender)` per message), in one commit: the words name no result (notifications carry
-    /// no clinical content). A failure is logged; the results are written either way.
-    async fn tell_patients(&self, results: &[(Vec<String>, String)]) {
-        let core = self.records.core();
-        let notifications: Vec<medmesh_store::Notification> = results
-            .iter()
-            .filter_map(|(resources, sender)| {
-                let patient = resources.iter().find_map(|r| r.strip_prefix("Patient/"))?;
-                Some(medmesh_store::Notification {
-                    id: core.ids().new_id(),
-                    patient_id: patient.to_string(),
-                    kind: "result".into(),
-                    message: format!("New results from {sender} are in your record."),
-                    created_micros: core.now(),
-                    read_micros: None,
-                })
-            })
-            .collect();
-        if notifications.is_empty() {
+    /// Tells the patient, in their inbox, that results arrived: the words name no result
+    /// (notifications carry no clinical content). A failure is logged; the results are
+    /// written either way.
+    async fn tell_patient(&self, resources: &[String], sender: &str) {
+        let Some(patient) = resources.iter().find_map(|r| r.strip_prefix("Patient/")) else {
             return;
-        }
+        };
+        let core = self.records.core();
+        let notification = medmesh_store::Notification {
+            id: core.ids().new_id(),
+            patient_id: patient.to_string(),
+            kind: "result".into(),
+            message: format!("New results from {sender} are in your record."),
+            created_micros: core.now(),
+            read_micros: None,
+        };
         let written = async {
             let mut tx = core.begin_write().await?;
-            for n in &notifications {
-                tx.notify(n).await?;
-            }
+            tx.notify(&notification).await?;
             tx.commit().await?;
             Ok::<(), RecordError>(())
         };
         if let Err(e) = written.await {
-            tracing::error!(error = %e, "patients could not be told of new results");
+            tracing::error!(error = %e, "the patient could not be told of new results");
         }
     }
 

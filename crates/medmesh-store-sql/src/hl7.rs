@@ -71,7 +71,28 @@ fn sender(r: &Row) -> Result<Hl7SenderRow, StoreError> {
 }
 
 impl<B: Backend> SqlStore<B> {
-    fn insert_sql(&self, row: &Hl7MessageRow) -> Sql {
+    /// One statement in a write transaction of its own: committed (and so durable) when
+    /// this returns.
+    async fn write(&self, sql: Sql) -> Result<u64, StoreError> {
+        let mut tx = self.backend().begin().await?;
+        let n = tx.execute(sql).await?;
+        B::commit(tx).await?;
+        Ok(n)
+    }
+
+    async fn fetch_messages(&self, sql: Sql) -> Result<Vec<Hl7MessageRow>, StoreError> {
+        let mut conn = self.backend().conn().await?;
+        conn.fetch(sql, &MESSAGE_COLS)
+            .await?
+            .into_iter()
+            .map(message)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Hl7Store for SqlStore<B> {
+    async fn hl7_insert(&self, row: &Hl7MessageRow) -> Result<bool, StoreError> {
         let mut sql = Sql::new(
             self.dialect(),
             "INSERT INTO hl7_messages (id, sender, control_id, message_type, received_micros, \
@@ -101,68 +122,7 @@ impl<B: Backend> SqlStore<B> {
             .push(", ")
             .int(row.updated_micros)
             .push(") ON CONFLICT (sender, control_id) DO NOTHING");
-        sql
-    }
-
-    fn update_sql(&self, row: &Hl7MessageRow) -> Sql {
-        let mut sql = Sql::new(self.dialect(), "UPDATE hl7_messages SET status = ");
-        sql.str(&row.status)
-            .push(", ack_code = ")
-            .bind(Arg::OptStr(row.ack_code.clone()))
-            .push(", detail = ")
-            .bind(Arg::Bytes(row.detail.clone().unwrap_or_default()))
-            .push(", patient_token = ")
-            .bind(Arg::OptStr(row.patient_token.clone()))
-            .push(", attempts = ")
-            .int(row.attempts)
-            .push(", updated_micros = ")
-            .int(row.updated_micros)
-            .push(" WHERE id = ")
-            .str(&row.id);
-        sql
-    }
-
-    /// One statement in a write transaction of its own: committed (and so durable) when
-    /// this returns.
-    async fn write(&self, sql: Sql) -> Result<u64, StoreError> {
-        let mut tx = self.backend().begin().await?;
-        let n = tx.execute(sql).await?;
-        B::commit(tx).await?;
-        Ok(n)
-    }
-
-    async fn fetch_messages(&self, sql: Sql) -> Result<Vec<Hl7MessageRow>, StoreError> {
-        let mut conn = self.backend().conn().await?;
-        conn.fetch(sql, &MESSAGE_COLS)
-            .await?
-            .into_iter()
-            .map(message)
-            .collect()
-    }
-}
-
-#[async_trait]
-impl<B: Backend> Hl7Store for SqlStore<B> {
-    async fn hl7_insert(&self, row: &Hl7MessageRow) -> Result<bool, StoreError> {
-        self.write(self.insert_sql(row)).await.map(|n| n == 1)
-    }
-
-    async fn hl7_insert_many(&self, rows: &[Hl7MessageRow]) -> Result<Vec<bool>, StoreError> {
-        let mut tx = self.backend().begin().await?;
-        let mut inserted = Vec::with_capacity(rows.len());
-        for row in rows {
-            inserted.push(tx.execute(self.insert_sql(row)).await? == 1);
-        }
-        B::commit(tx).await?;
-        Ok(inserted)
-    }
-
-    async fn hl7_update_many(&self, rows: &[Hl7MessageRow]) -> Result<(), StoreError> {
-        let mut tx = self.backend().begin().await?;
-        for row in rows {
-            tx.execute(self.update_sql(row)).await?;
-        }
-        B::commit(tx).await
+        self.write(sql).await.map(|n| n == 1)
     }
 
     async fn hl7_message(&self, id: &str) -> Result<Option<Hl7MessageRow>, StoreError> {
@@ -170,6 +130,7 @@ impl<B: Backend> Hl7Store for SqlStore<B> {
         sql.push(" WHERE id = ").str(id);
         Ok(self.fetch_messages(sql).await?.pop())
     }
+
     async fn hl7_message_by_control(
         &self,
         sender: &str,
@@ -184,7 +145,21 @@ impl<B: Backend> Hl7Store for SqlStore<B> {
     }
 
     async fn hl7_update(&self, row: &Hl7MessageRow) -> Result<(), StoreError> {
-        self.write(self.update_sql(row)).await.map(|_| ())
+        let mut sql = Sql::new(self.dialect(), "UPDATE hl7_messages SET status = ");
+        sql.str(&row.status)
+            .push(", ack_code = ")
+            .bind(Arg::OptStr(row.ack_code.clone()))
+            .push(", detail = ")
+            .bind(Arg::Bytes(row.detail.clone().unwrap_or_default()))
+            .push(", patient_token = ")
+            .bind(Arg::OptStr(row.patient_token.clone()))
+            .push(", attempts = ")
+            .int(row.attempts)
+            .push(", updated_micros = ")
+            .int(row.updated_micros)
+            .push(" WHERE id = ")
+            .str(&row.id);
+        self.write(sql).await.map(|_| ())
     }
 
     async fn hl7_messages(

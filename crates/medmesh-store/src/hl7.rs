@@ -80,11 +80,6 @@ pub trait Hl7Store: Send + Sync + 'static {
     /// Stores a message; false when the sender already sent one with this control id (the
     /// row is left as it is).
     async fn hl7_insert(&self, row: &Hl7MessageRow) -> Result<bool, StoreError>;
-    /// Stores several messages in one commit (the engine's batches); for each, false when
-    /// its sender already sent one with its control id.
-    async fn hl7_insert_many(&self, rows: &[Hl7MessageRow]) -> Result<Vec<bool>, StoreError>;
-    /// Records what became of several messages in one commit.
-    async fn hl7_update_many(&self, rows: &[Hl7MessageRow]) -> Result<(), StoreError>;
     /// A message by the engine's id.
     async fn hl7_message(&self, id: &str) -> Result<Option<Hl7MessageRow>, StoreError>;
     /// A message by sender and MSH-10.

@@ -47,7 +47,6 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
         keys: Arc::new(key_administration(&stores, &cfg, &records)?),
     };
     let hl7 = interface_engine(&cfg, &stores, &records, &issuer).await?;
-    hl7.start_applier();
     let recovered = hl7.recover().await?;
     if recovered > 0 {
         tracing::info!(
