@@ -16,9 +16,11 @@ const FAMILY: &str = "Quixotrelle";
 async fn engine_node(db: Db) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("medmesh.toml");
+    // A channel to a destination that is never up: its queue keeps what it is given, sealed.
     std::fs::write(
         &config,
-        "[[hl7_sender]]\nname = \"hospital\"\naddresses = [\"127.0.0.1\"]\n",
+        "[[hl7_sender]]\nname = \"hospital\"\naddresses = [\"127.0.0.1\"]\n\
+         [[hl7_channel]]\nname = \"down\"\ndestination = \"127.0.0.1:9\"\nmessage_types = [\"ADT\"]\n",
     )
     .unwrap();
     let node = Node::start_with_env(
@@ -134,8 +136,14 @@ async fn acknowledged_messages_survive_kill_9(db: Db) {
     }
     assert_eq!(node.total("Patient?_summary=count").await, total as u64);
     assert_eq!(node.total("Encounter?_summary=count").await, total as u64);
+    assert!(
+        node.sql_i64("SELECT COUNT(*) FROM hl7_outbound WHERE status = 'pending'")
+            .await
+            >= total as i64,
+        "every applied admission waits for the channel"
+    );
     // Nothing about these patients is in the database in clear: not the resources, not the
-    // stored messages.
+    // stored messages, not the outbound queue.
     for (name, bytes) in database_bytes(&node) {
         for needle in [FAMILY, "Rue Quixote", "KILL-7^^^HOSP"] {
             assert!(
