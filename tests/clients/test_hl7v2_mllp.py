@@ -253,7 +253,7 @@ def test_a_downstream_that_is_down_loses_nothing_and_gets_messages_in_order():
     n = Node("sqlite", extra_env={"MEDMESH_CONFIG": cfg, "MEDMESH_MLLP_LISTEN": "127.0.0.1:0"})
 
     def counts():
-        out = subprocess.run([BIN, "hl7", *n.args, "counts"], capture_output=True, text=True, env=n.env)
+        out = subprocess.run([BIN, "hl7", "counts", *n.args], capture_output=True, text=True, env=n.env)
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -297,8 +297,15 @@ def test_a_downstream_that_is_down_loses_nothing_and_gets_messages_in_order():
         while "lis\tdelivered\t3" not in counts():
             assert time.time() < deadline
             time.sleep(0.05)
-        loop.call_soon_threadsafe(server.close)
+        async def shut():
+            server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(shut(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
     finally:
         n.close()
         os.unlink(cfg)

@@ -97,10 +97,39 @@ pub(crate) enum Command {
     /// The HL7 v2 interface engine: senders, the message store, dead letters.
     Hl7 {
         #[command(flatten)]
-        store: StoreArgs,
+        store: GlobalStoreArgs,
         #[command(subcommand)]
         command: Hl7Command,
     },
+}
+
+/// [`StoreArgs`] accepted before or after a subcommand (`medmesh hl7 counts --data-dir D`).
+#[derive(clap::Args, Clone)]
+pub(crate) struct GlobalStoreArgs {
+    /// Data directory (SQLite file, export files).
+    #[arg(long, env = "MEDMESH_DATA_DIR", global = true)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://...); without it, SQLite in the data directory.
+    #[arg(
+        long,
+        env = "MEDMESH_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub(crate) database_url: Option<String>,
+    /// Settings file (TOML).
+    #[arg(long, env = "MEDMESH_CONFIG", global = true)]
+    pub(crate) config: Option<PathBuf>,
+}
+
+impl From<GlobalStoreArgs> for StoreArgs {
+    fn from(g: GlobalStoreArgs) -> Self {
+        Self {
+            data_dir: g.data_dir,
+            database_url: g.database_url,
+            config: g.config,
+        }
+    }
 }
 
 /// `medmesh hl7 ...`.

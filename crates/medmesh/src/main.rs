@@ -52,7 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
         Command::Doc { command } => run_doc(command).await,
         Command::Hl7 { store, command } => {
-            let cfg = load_config(&store, None)?;
+            let cfg = load_config(&store.into(), None)?;
             init_logging("warn");
             commands::hl7::run(&cfg, command).await
         }
