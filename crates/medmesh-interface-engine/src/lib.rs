@@ -703,8 +703,12 @@ impl InterfaceEngine {
         _permit: &InterfaceMessages,
     ) -> Result<serde_json::Value, EngineError> {
         let now = self.now();
-        let last_minute = self.store.hl7_count_since(now - 60_000_000).await?;
-        let last_hour = self.store.hl7_count_since(now - 3_600_000_000).await?;
+        let since = |micros: i64| medmesh_store::Hl7Filter {
+            since: Some(now - micros),
+            ..Default::default()
+        };
+        let last_minute = self.store.hl7_count(&since(60_000_000)).await?;
+        let last_hour = self.store.hl7_count(&since(3_600_000_000)).await?;
         let senders: Vec<serde_json::Value> = self
             .store
             .hl7_counts()
@@ -755,17 +759,14 @@ impl InterfaceEngine {
         let mut out = Vec::new();
         let dead = self
             .store
-            .hl7_messages(
-                &medmesh_store::Hl7Filter {
-                    status: Some("dead".into()),
-                    since: Some(now - window_micros),
-                    ..Default::default()
-                },
-                1000,
-            )
+            .hl7_count(&medmesh_store::Hl7Filter {
+                status: Some("dead".into()),
+                since: Some(now - window_micros),
+                ..Default::default()
+            })
             .await?;
-        if !dead.is_empty() {
-            out.push(format!("{} HL7 v2 messages could not be applied in the last check (see medmesh hl7 dead-letters list)", dead.len()));
+        if dead > 0 {
+            out.push(format!("{dead} HL7 v2 messages could not be applied in the last check (see medmesh hl7 dead-letters list)"));
         }
         for sender in self.senders.read().await.iter() {
             let last = self

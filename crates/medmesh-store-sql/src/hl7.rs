@@ -46,6 +46,35 @@ fn message(mut r: Row) -> Result<Hl7MessageRow, StoreError> {
     })
 }
 
+/// The WHERE clause of a message filter, for a list and for a count alike.
+fn filter_where(sql: &mut Sql, filter: &Hl7Filter) {
+    sql.push(" WHERE 1 = 1");
+    if let Some(s) = &filter.sender {
+        sql.push(" AND sender = ").str(s);
+    }
+    if let Some(t) = &filter.message_type {
+        if t.contains('^') {
+            sql.push(" AND message_type = ").str(t);
+        } else {
+            sql.push(" AND message_type LIKE ")
+                .str(&format!("{}^%", crate::sql::like_escape(t)))
+                .push(" ESCAPE '\\'");
+        }
+    }
+    if let Some(s) = &filter.status {
+        sql.push(" AND status = ").str(s);
+    }
+    if let Some(c) = &filter.control_id {
+        sql.push(" AND control_id = ").str(c);
+    }
+    if let Some(t) = filter.since {
+        sql.push(" AND received_micros >= ").int(t);
+    }
+    if let Some(t) = filter.until {
+        sql.push(" AND received_micros < ").int(t);
+    }
+}
+
 const SENDER_SELECT: &str = "SELECT name, application, facility, addresses, secret_hash, profile, \
      created_micros FROM hl7_senders";
 const SENDER_COLS: [Col; 7] = [
@@ -168,31 +197,7 @@ impl<B: Backend> Hl7Store for SqlStore<B> {
         limit: u32,
     ) -> Result<Vec<Hl7MessageRow>, StoreError> {
         let mut sql = Sql::new(self.dialect(), MESSAGE_SELECT);
-        sql.push(" WHERE 1 = 1");
-        if let Some(s) = &filter.sender {
-            sql.push(" AND sender = ").str(s);
-        }
-        if let Some(t) = &filter.message_type {
-            if t.contains('^') {
-                sql.push(" AND message_type = ").str(t);
-            } else {
-                sql.push(" AND message_type LIKE ")
-                    .str(&format!("{}^%", crate::sql::like_escape(t)))
-                    .push(" ESCAPE '\\'");
-            }
-        }
-        if let Some(s) = &filter.status {
-            sql.push(" AND status = ").str(s);
-        }
-        if let Some(c) = &filter.control_id {
-            sql.push(" AND control_id = ").str(c);
-        }
-        if let Some(t) = filter.since {
-            sql.push(" AND received_micros >= ").int(t);
-        }
-        if let Some(t) = filter.until {
-            sql.push(" AND received_micros < ").int(t);
-        }
+        filter_where(&mut sql, filter);
         sql.push(" ORDER BY received_micros DESC, id DESC")
             .limit(i64::from(limit));
         self.fetch_messages(sql).await
@@ -228,12 +233,9 @@ impl<B: Backend> Hl7Store for SqlStore<B> {
             .collect()
     }
 
-    async fn hl7_count_since(&self, since: i64) -> Result<i64, StoreError> {
-        let mut sql = Sql::new(
-            self.dialect(),
-            "SELECT COUNT(*) FROM hl7_messages WHERE received_micros >= ",
-        );
-        sql.int(since);
+    async fn hl7_count(&self, filter: &Hl7Filter) -> Result<i64, StoreError> {
+        let mut sql = Sql::new(self.dialect(), "SELECT COUNT(*) FROM hl7_messages");
+        filter_where(&mut sql, filter);
         let mut conn = self.backend().conn().await?;
         conn.fetch(sql, &[Col::I64])
             .await?

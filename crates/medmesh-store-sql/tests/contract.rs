@@ -1027,7 +1027,11 @@ async fn hl7_store(stores: Stores) {
             ("lab".to_string(), "received".to_string(), 1)
         ]
     );
-    assert_eq!(h.hl7_count_since(15).await.unwrap(), 1);
+    let since_15 = Hl7Filter {
+        since: Some(15),
+        ..Default::default()
+    };
+    assert_eq!(h.hl7_count(&since_15).await.unwrap(), 1);
     // Pruning never drops a message not yet applied.
     assert_eq!(h.hl7_prune(100).await.unwrap(), 1);
     assert!(h.hl7_message("m2").await.unwrap().is_some());

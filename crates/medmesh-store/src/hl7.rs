@@ -103,8 +103,8 @@ pub trait Hl7Store: Send + Sync + 'static {
     async fn hl7_prune(&self, before_micros: i64) -> Result<u64, StoreError>;
     /// Counts by sender and status.
     async fn hl7_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
-    /// How many messages arrived at or after `since` (microseconds).
-    async fn hl7_count_since(&self, since: i64) -> Result<i64, StoreError>;
+    /// How many messages match the filter (counted by the database: no row is read).
+    async fn hl7_count(&self, filter: &Hl7Filter) -> Result<i64, StoreError>;
     /// Every configured sender.
     async fn hl7_senders(&self) -> Result<Vec<Hl7SenderRow>, StoreError>;
     /// Adds or replaces a sender.
