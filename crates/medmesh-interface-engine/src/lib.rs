@@ -73,6 +73,16 @@ pub struct MessageOutcome {
     pub warnings: Vec<String>,
 }
 
+/// What a stored message's sealed text is bound to.
+fn raw_context(id: &str) -> String {
+    format!("hl7v2/{id}")
+}
+
+/// What a stored message's sealed outcome is bound to.
+fn detail_context(id: &str) -> String {
+    format!("hl7v2/{id}/detail")
+}
+
 /// The engine.
 pub struct InterfaceEngine {
     records: Arc<RecordService>,
@@ -321,7 +331,7 @@ impl InterfaceEngine {
         };
         let now = self.now();
         let id = self.new_id();
-        let sealed = match self.seal(&format!("hl7v2/{id}"), bytes).await {
+        let sealed = match self.seal(&raw_context(&id), bytes).await {
             Ok(s) => s,
             Err(e) => return self.internal_failure(&message, &e.to_string()),
         };
@@ -425,11 +435,7 @@ impl InterfaceEngine {
         outcome.error_code = errors.first().map(|e| e.code);
         row.ack_code = Some(code.as_str().to_string());
         row.updated_micros = self.now();
-        let detail = serde_json::to_vec(&outcome).unwrap_or_default();
-        match self
-            .seal(&format!("hl7v2/{}/detail", row.id), &detail)
-            .await
-        {
+        match self.seal_outcome(&row.id, &outcome).await {
             Ok(d) => row.detail = Some(d),
             Err(e) => {
                 tracing::error!(message_id = %row.id, error = %e, "the outcome of an HL7 v2 message could not be sealed")
@@ -484,15 +490,8 @@ impl InterfaceEngine {
             .as_deref()
             .and_then(AckCode::parse)
             .unwrap_or(AckCode::AA);
-        let outcome = match &row.detail {
-            Some(d) => self
-                .open(&format!("hl7v2/{}/detail", row.id), d)
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<MessageOutcome>(&b).ok())
-                .unwrap_or_default(),
-            None => MessageOutcome::default(),
-        };
+        // An outcome that cannot be opened any more is answered with the code alone.
+        let outcome = self.outcome_of(row).await.unwrap_or_default();
         let errors: Vec<AckError> = outcome
             .error
             .into_iter()
@@ -524,15 +523,14 @@ impl InterfaceEngine {
     ) {
         let now = self.now();
         let id = self.new_id();
-        let Ok(raw) = self.seal(&format!("hl7v2/{id}"), bytes).await else {
+        let Ok(raw) = self.seal(&raw_context(&id), bytes).await else {
             return;
         };
-        let detail = serde_json::to_vec(&MessageOutcome {
+        let outcome = MessageOutcome {
             error: Some(why.to_string()),
             ..MessageOutcome::default()
-        })
-        .unwrap_or_default();
-        let Ok(detail) = self.seal(&format!("hl7v2/{id}/detail"), &detail).await else {
+        };
+        let Ok(detail) = self.seal_outcome(&id, &outcome).await else {
             return;
         };
         let row = Hl7MessageRow {
@@ -608,7 +606,7 @@ impl InterfaceEngine {
     /// # Errors
     /// When the message cannot be read or opened.
     pub async fn reprocess(&self, row: &mut Hl7MessageRow) -> Result<Reply, EngineError> {
-        let bytes = self.open(&format!("hl7v2/{}", row.id), &row.raw).await?;
+        let bytes = self.open(&raw_context(&row.id), &row.raw).await?;
         let message = match Message::parse(&bytes) {
             Ok(m) => m,
             Err(_) => return Ok(self.reply(None, AckCode::AR, &[])),
@@ -666,14 +664,8 @@ impl InterfaceEngine {
             .await?
             .ok_or(EngineError::NotFound)?;
         self.audit_operation(ctx, "hl7v2-view", &row.id).await?;
-        let raw = self.open(&format!("hl7v2/{}", row.id), &row.raw).await?;
-        let outcome = match &row.detail {
-            Some(d) => {
-                serde_json::from_slice(&self.open(&format!("hl7v2/{}/detail", row.id), d).await?)
-                    .unwrap_or_default()
-            }
-            None => MessageOutcome::default(),
-        };
+        let raw = self.open(&raw_context(&row.id), &row.raw).await?;
+        let outcome = self.outcome_of(&row).await?;
         Ok((row, String::from_utf8_lossy(&raw).into_owned(), outcome))
     }
 
@@ -805,12 +797,20 @@ impl InterfaceEngine {
     /// When it cannot be opened.
     pub async fn outcome_of(&self, row: &Hl7MessageRow) -> Result<MessageOutcome, EngineError> {
         Ok(match &row.detail {
-            Some(d) => {
-                serde_json::from_slice(&self.open(&format!("hl7v2/{}/detail", row.id), d).await?)
-                    .unwrap_or_default()
-            }
+            Some(d) => serde_json::from_slice(&self.open(&detail_context(&row.id), d).await?)
+                .unwrap_or_default(),
             None => MessageOutcome::default(),
         })
+    }
+
+    /// Seals a message's outcome for its row.
+    async fn seal_outcome(
+        &self,
+        id: &str,
+        outcome: &MessageOutcome,
+    ) -> Result<Vec<u8>, EngineError> {
+        let detail = serde_json::to_vec(outcome).unwrap_or_default();
+        self.seal(&detail_context(id), &detail).await
     }
 
     async fn audit_operation(

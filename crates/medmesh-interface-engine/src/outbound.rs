@@ -29,6 +29,11 @@ impl Channel {
     }
 }
 
+/// What a queued message's sealed payload is bound to.
+fn outbound_context(id: &str) -> String {
+    format!("hl7v2-out/{id}")
+}
+
 /// What became of one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
@@ -74,7 +79,7 @@ impl InterfaceEngine {
             .filter(|c| c.wants(&row.message_type, &row.sender))
         {
             let id = self.new_id();
-            let payload = match self.seal(&format!("hl7v2-out/{id}"), text.as_bytes()).await {
+            let payload = match self.seal(&outbound_context(&id), text.as_bytes()).await {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(channel = %channel.name, error = %e, "an outbound message could not be sealed");
@@ -114,9 +119,7 @@ impl InterfaceEngine {
         let Some(row) = outbox.hl7_outbound_pending(channel, 1).await?.pop() else {
             return Ok(None);
         };
-        let bytes = self
-            .open(&format!("hl7v2-out/{}", row.id), &row.payload)
-            .await?;
+        let bytes = self.open(&outbound_context(&row.id), &row.payload).await?;
         Ok(Some((row, bytes)))
     }
 
