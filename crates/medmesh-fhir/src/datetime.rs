@@ -217,6 +217,13 @@ pub fn format_instant(micros_since_epoch: i64) -> String {
     dt.format(&f).unwrap_or_default()
 }
 
+/// Parses an RFC 3339 timestamp (`2024-01-02T03:04:05Z`, any offset) into microseconds
+/// since the epoch; `None` when it is not one.
+pub fn parse_rfc3339_micros(s: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
+}
+
 /// Formats microseconds as an HTTP date (`Last-Modified`).
 pub fn format_http_date(micros_since_epoch: i64) -> String {
     let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros_since_epoch) * 1000)
@@ -229,6 +236,17 @@ pub fn format_http_date(micros_since_epoch: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rfc3339_timestamps_parse_to_micros() {
+        use super::{format_instant, parse_rfc3339_micros};
+        let t = parse_rfc3339_micros("2024-01-02T03:04:05.678Z").unwrap();
+        assert_eq!(format_instant(t), "2024-01-02T03:04:05.678Z");
+        assert_eq!(parse_rfc3339_micros("2024-01-02T05:04:05.678+02:00"), Some(t));
+        for bad in ["2024-01-02", "yesterday", ""] {
+            assert_eq!(parse_rfc3339_micros(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn calendar_spans_round_trip_dates_of_each_precision() {
         for s in [

@@ -83,9 +83,8 @@ pub struct MessageQuery {
 }
 
 fn micros(rfc3339: &str) -> Result<i64, ApiError> {
-    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
-        .map_err(|_| ApiError::bad_request("since and until are RFC 3339 times"))
+    medmesh_fhir::datetime::parse_rfc3339_micros(rfc3339)
+        .ok_or_else(|| ApiError::bad_request("since and until are RFC 3339 times"))
 }
 
 fn row_json(r: &medmesh_store::Hl7MessageRow) -> serde_json::Value {

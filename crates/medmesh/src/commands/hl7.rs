@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use medmesh_fhir::datetime::format_instant;
 use medmesh_interface_engine::{InterfaceEngine, Sender, hash_secret};
 use medmesh_kernel::{OperationId, RequestContext};
 use medmesh_store::{Hl7Filter, Hl7MessageRow, Hl7SenderRow};
@@ -13,9 +14,8 @@ use crate::config::Config;
 use crate::wiring::{interface_engine, open_store, record_service};
 
 fn micros(rfc3339: &str) -> anyhow::Result<i64> {
-    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .with_context(|| format!("'{rfc3339}' is not an RFC 3339 time"))?;
-    Ok((t.unix_timestamp_nanos() / 1000) as i64)
+    medmesh_fhir::datetime::parse_rfc3339_micros(rfc3339)
+        .with_context(|| format!("'{rfc3339}' is not an RFC 3339 time"))
 }
 
 fn filter(args: &Hl7FilterArgs, status: Option<&str>) -> anyhow::Result<Hl7Filter> {
@@ -29,23 +29,13 @@ fn filter(args: &Hl7FilterArgs, status: Option<&str>) -> anyhow::Result<Hl7Filte
     })
 }
 
-fn time_of(micros: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 fn print_rows(rows: &[Hl7MessageRow]) {
     outln!("id\treceived\tsender\ttype\tcontrol id\tstatus\tack\tattempts");
     for r in rows {
         outln!(
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             r.id,
-            time_of(r.received_micros),
+            format_instant(r.received_micros),
             r.sender,
             r.message_type,
             r.control_id,
@@ -126,7 +116,7 @@ pub(crate) async fn run(cfg: &Config, command: Hl7Command) -> anyhow::Result<boo
                     outln!(
                         "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                         r.id,
-                        time_of(r.received_micros),
+                        format_instant(r.received_micros),
                         r.sender,
                         r.message_type,
                         r.control_id,
