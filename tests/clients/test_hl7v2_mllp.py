@@ -309,3 +309,19 @@ def test_a_downstream_that_is_down_loses_nothing_and_gets_messages_in_order():
     finally:
         n.close()
         os.unlink(cfg)
+
+
+def test_an_oversized_frame_is_refused_and_the_connection_goes_on():
+    cfg = config()
+    n = Node("sqlite", extra_env={"MEDMESH_CONFIG": cfg, "MEDMESH_MLLP_LISTEN": "127.0.0.1:0",
+                                  "MEDMESH_MLLP_MAX_MESSAGE_BYTES": "2048"})
+    try:
+        with MLLPClient(*n.mllp) as c:
+            big = "MSH|^~\\&|A|B|||2024||ADT^A08|BIG-1|P|2.5\rPID|1||91^^^H^MR||" + "X" * 200_000 + "\r"
+            code, _, text, _ = ack_of(c.send_message(big))
+            assert code == "AR" and "larger than this node accepts" in text
+            code, control, _, _ = ack_of(c.send_message("MSH|^~\\&|A|B|||2024||ADT^A08|SMALL-1|P|2.5\rPID|1||92^^^H^MR\r"))
+            assert (code, control) == ("AA", "SMALL-1")
+    finally:
+        n.close()
+        os.unlink(cfg)

@@ -241,7 +241,10 @@ mod tests {
         use super::{format_instant, parse_rfc3339_micros};
         let t = parse_rfc3339_micros("2024-01-02T03:04:05.678Z").unwrap();
         assert_eq!(format_instant(t), "2024-01-02T03:04:05.678Z");
-        assert_eq!(parse_rfc3339_micros("2024-01-02T05:04:05.678+02:00"), Some(t));
+        assert_eq!(
+            parse_rfc3339_micros("2024-01-02T05:04:05.678+02:00"),
+            Some(t)
+        );
         for bad in ["2024-01-02", "yesterday", ""] {
             assert_eq!(parse_rfc3339_micros(bad), None, "{bad}");
         }

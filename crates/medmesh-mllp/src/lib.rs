@@ -47,6 +47,30 @@ impl Default for MllpLimits {
     }
 }
 
+/// Takes the first complete frame out of `buf`, without its framing bytes: bytes before its
+/// start byte are noise between frames and are dropped (all of `buf` when it holds no start
+/// byte), and so is the CR after its end byte, which senders do not always send.
+fn take_frame(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    match buf.iter().position(|b| *b == START) {
+        Some(at) => {
+            buf.drain(..at);
+        }
+        None => {
+            buf.clear();
+            return None;
+        }
+    }
+    let end = buf.iter().position(|b| *b == END)?;
+    let payload = buf[1..end].to_vec();
+    let consumed = if buf.get(end + 1) == Some(&b'\r') {
+        end + 2
+    } else {
+        end + 1
+    };
+    buf.drain(..consumed);
+    Some(payload)
+}
+
 /// Frames `payload` for MLLP.
 pub fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 3);
@@ -119,30 +143,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut oversized = false;
     loop {
         // Serve every complete frame in the buffer.
-        loop {
-            // Bytes before a start byte are noise between frames.
-            match buf.iter().position(|b| *b == START) {
-                Some(0) => {}
-                Some(at) => {
-                    buf.drain(..at);
-                }
-                None if !oversized => buf.clear(),
-                None => {}
-            }
-            let Some(end) = buf.iter().position(|b| *b == END) else {
-                break;
-            };
-            let payload: Vec<u8> = buf[1.min(buf.len())..end].to_vec();
-            // The CR after the end byte is optional in practice.
-            let consumed = if buf.get(end + 1) == Some(&b'\r') {
-                end + 2
-            } else {
-                end + 1
-            };
-            buf.drain(..consumed);
+        while let Some(payload) = take_frame(&mut buf) {
             let reply = if oversized {
                 oversized = false;
-                too_large(engine).await
+                engine.refuse_too_large().await
             } else {
                 engine.receive(&payload, &via).await.ack
             };
@@ -164,10 +168,6 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-}
-
-async fn too_large(engine: &InterfaceEngine) -> Vec<u8> {
-    engine.refuse_too_large().await
 }
 
 /// How often an idle channel looks for new messages.
@@ -244,12 +244,8 @@ async fn send_one(
     let mut chunk = [0u8; 4096];
     let read = async {
         loop {
-            if let (Some(start), Some(end)) = (
-                buf.iter().position(|b| *b == START),
-                buf.iter().position(|b| *b == END),
-            ) && start < end
-            {
-                return Ok(buf[start + 1..end].to_vec());
+            if let Some(ack) = take_frame(&mut buf) {
+                return Ok(ack);
             }
             let n = stream.read(&mut chunk).await?;
             if n == 0 {
@@ -283,5 +279,33 @@ fn outcome_of(ack: &[u8]) -> medmesh_interface_engine::Delivery {
         Some(c @ ("AE" | "CE")) => Delivery::Refused(format!("the destination answered {c}")),
         Some(c) => Delivery::Retry(format!("the destination answered {c}")),
         None => Delivery::Retry("the destination's answer is not an acknowledgement".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_taken_whole_with_noise_and_a_missing_cr() {
+        let mut buf = b"\r\n\0".to_vec();
+        buf.extend(frame(b"MSH|one"));
+        buf.extend(b"\n");
+        buf.extend([START]);
+        buf.extend(b"MSH|two");
+        buf.push(END);
+        buf.extend([START]);
+        buf.extend(b"MSH|thr");
+        assert_eq!(take_frame(&mut buf).as_deref(), Some(&b"MSH|one"[..]));
+        assert_eq!(take_frame(&mut buf).as_deref(), Some(&b"MSH|two"[..]));
+        // The third is not complete yet: it stays.
+        assert_eq!(take_frame(&mut buf), None);
+        assert_eq!(buf, [&[START][..], b"MSH|thr"].concat());
+        buf.extend([END, b'\r']);
+        assert_eq!(take_frame(&mut buf).as_deref(), Some(&b"MSH|thr"[..]));
+        assert!(buf.is_empty());
+        let mut noise = b"garbage".to_vec();
+        assert_eq!(take_frame(&mut noise), None);
+        assert!(noise.is_empty());
     }
 }
