@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use medmesh_fhir::datetime::format_instant;
 use medmesh_interface_engine::{InterfaceEngine, Sender, hash_secret};
 use medmesh_kernel::{OperationId, RequestContext};
+use medmesh_records::RecordService;
 use medmesh_store::{Hl7Filter, Hl7MessageRow, Hl7SenderRow};
 
 use crate::cli::{Hl7Command, Hl7DeadLettersCommand, Hl7FilterArgs, Hl7SendersCommand};
@@ -44,6 +45,17 @@ fn print_rows(rows: &[Hl7MessageRow]) {
             r.attempts
         );
     }
+}
+
+/// The record service and the interface engine over it, for the commands that open,
+/// replay or judge stored messages.
+async fn engine(
+    cfg: &Config,
+    stores: &medmesh_store_sql::Stores,
+) -> anyhow::Result<(Arc<RecordService>, Arc<InterfaceEngine>)> {
+    let records = record_service(stores, cfg).await?;
+    let engine = interface_engine(cfg, stores, &records, "").await?;
+    Ok((records, engine))
 }
 
 /// The operator's context: the CLI acts as the node's operator.
@@ -87,8 +99,7 @@ pub(crate) async fn run(cfg: &Config, command: Hl7Command) -> anyhow::Result<boo
         }
         Hl7Command::Show { id } => show(cfg, &stores, &id).await,
         Hl7Command::Alerts { window_minutes } => {
-            let records = record_service(&stores, cfg).await?;
-            let engine = interface_engine(cfg, &stores, &records, "").await?;
+            let (_, engine) = engine(cfg, &stores).await?;
             let silence = i64::try_from(cfg.hl7_silence_alert.as_micros()).unwrap_or(i64::MAX);
             let alerts = engine
                 .alerts(
@@ -104,8 +115,7 @@ pub(crate) async fn run(cfg: &Config, command: Hl7Command) -> anyhow::Result<boo
         }
         Hl7Command::DeadLetters { command } => match command {
             Hl7DeadLettersCommand::List { filter: args } => {
-                let records = record_service(&stores, cfg).await?;
-                let engine = interface_engine(cfg, &stores, &records, "").await?;
+                let (_, engine) = engine(cfg, &stores).await?;
                 let rows = stores
                     .hl7
                     .hl7_messages(&filter(&args, Some("dead"))?, args.limit)
@@ -132,8 +142,7 @@ pub(crate) async fn run(cfg: &Config, command: Hl7Command) -> anyhow::Result<boo
                 filter: args,
                 max,
             } => {
-                let records = record_service(&stores, cfg).await?;
-                let engine = interface_engine(cfg, &stores, &records, "").await?;
+                let (records, engine) = engine(cfg, &stores).await?;
                 let ctx = operator();
                 let permit = records.interface_messages(&ctx)?;
                 let ids: Vec<String> = match id {
@@ -170,8 +179,7 @@ pub(crate) async fn run(cfg: &Config, command: Hl7Command) -> anyhow::Result<boo
 }
 
 async fn show(cfg: &Config, stores: &medmesh_store_sql::Stores, id: &str) -> anyhow::Result<bool> {
-    let records = record_service(stores, cfg).await?;
-    let engine: Arc<InterfaceEngine> = interface_engine(cfg, stores, &records, "").await?;
+    let (records, engine) = engine(cfg, stores).await?;
     let ctx = operator();
     let permit = records.interface_messages(&ctx)?;
     let (row, text, outcome) = match engine.open_message(&ctx, &permit, id).await {
