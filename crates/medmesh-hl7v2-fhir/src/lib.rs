@@ -19,6 +19,7 @@ pub mod datatypes;
 mod medication;
 mod orders;
 mod oru;
+pub mod outbound;
 mod profile;
 
 pub use profile::{CodeTranslation, Profile};

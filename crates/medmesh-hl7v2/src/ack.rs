@@ -49,6 +49,75 @@ impl AckCode {
     }
 }
 
+/// When an acknowledgement is wanted (HL7 table 0155, in MSH-15 and MSH-16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckCondition {
+    /// `AL`: always.
+    Always,
+    /// `NE`: never.
+    Never,
+    /// `ER`: only when the message failed or was refused.
+    OnError,
+    /// `SU`: only when it succeeded.
+    OnSuccess,
+}
+
+impl AckCondition {
+    /// Reads MSH-15 or MSH-16; an empty or unknown value is `AL`, so a sender that asked
+    /// for enhanced mode but left one field out still hears what happened.
+    pub fn parse(s: &str) -> Self {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "NE" => Self::Never,
+            "ER" => Self::OnError,
+            "SU" => Self::OnSuccess,
+            _ => Self::Always,
+        }
+    }
+
+    /// Whether an acknowledgement is sent for an outcome that `succeeded` or not.
+    pub fn wants(self, succeeded: bool) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::OnError => !succeeded,
+            Self::OnSuccess => succeeded,
+        }
+    }
+}
+
+/// How a message asks to be acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// MSH-15 and MSH-16 both empty: one acknowledgement (AA, AE or AR) on the connection,
+    /// once the message was processed.
+    Original,
+    /// Either valued: a commit acknowledgement (CA, CE or CR) on the connection once the
+    /// message is stored, when `accept` wants one; then an application acknowledgement (AA,
+    /// AE or AR) sent to the sender as a message of its own, when `application` wants one.
+    Enhanced {
+        /// MSH-15, accept acknowledgement type.
+        accept: AckCondition,
+        /// MSH-16, application acknowledgement type.
+        application: AckCondition,
+    },
+}
+
+impl AckMode {
+    /// The mode `message` asks for.
+    pub fn of(message: &Message) -> Self {
+        let accept = message.msh().field(15).value();
+        let application = message.msh().field(16).value();
+        if accept.trim().is_empty() && application.trim().is_empty() {
+            Self::Original
+        } else {
+            Self::Enhanced {
+                accept: AckCondition::parse(&accept),
+                application: AckCondition::parse(&application),
+            }
+        }
+    }
+}
+
 /// Where an error is (ERR-2): a segment, its occurrence, a field and a component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorLocation {
@@ -141,6 +210,30 @@ pub fn acknowledge(
     control_id: &str,
     timestamp: &str,
 ) -> Message {
+    build_ack(original, code, errors, control_id, timestamp, false)
+}
+
+/// An enhanced-mode application acknowledgement of `original`: as [`acknowledge`], sent as
+/// a message of its own, so it asks for a commit acknowledgement (MSH-15 `AL`) and none
+/// back of the application (MSH-16 `NE`), which tells the node it was received.
+pub fn application_acknowledge(
+    original: &Message,
+    code: AckCode,
+    errors: &[AckError],
+    control_id: &str,
+    timestamp: &str,
+) -> Message {
+    build_ack(Some(original), code, errors, control_id, timestamp, true)
+}
+
+fn build_ack(
+    original: Option<&Message>,
+    code: AckCode,
+    errors: &[AckError],
+    control_id: &str,
+    timestamp: &str,
+    as_message: bool,
+) -> Message {
     let d = original.map_or_else(Delimiters::default, |m| *m.delimiters());
     let field = |n: usize| -> FieldValue {
         original.map_or_else(FieldValue::default, |m| {
@@ -173,6 +266,9 @@ pub fn acknowledge(
         .text(10, control_id)
         .text(11, processing)
         .text(12, version.clone());
+    if as_message {
+        msh = msh.text(15, "AL").text(16, "NE");
+    }
     if let Some(m) = original {
         let charset = m.msh().field(18).value();
         if !charset.is_empty() {
@@ -248,6 +344,47 @@ mod tests {
     use super::*;
 
     const ORU: &str = "MSH|^~\\&|LAB|HOSP|MEDMESH|NODE|20240101120000||ORU^R01^ORU_R01|MSG00001|P|2.5.1\rPID|1||123\r";
+
+    #[test]
+    fn the_mode_follows_msh_15_and_16() {
+        let original = Message::parse_str(ORU).unwrap();
+        assert_eq!(AckMode::of(&original), AckMode::Original);
+        let enhanced = Message::parse_str(
+            "MSH|^~\\&|LAB|HOSP|MEDMESH|NODE|20240101120000||ORU^R01|M1|P|2.5.1|||AL|ER\r",
+        )
+        .unwrap();
+        assert_eq!(
+            AckMode::of(&enhanced),
+            AckMode::Enhanced {
+                accept: AckCondition::Always,
+                application: AckCondition::OnError
+            }
+        );
+        let only_application = Message::parse_str(
+            "MSH|^~\\&|LAB|HOSP|MEDMESH|NODE|20240101120000||ORU^R01|M1|P|2.5.1||||su\r",
+        )
+        .unwrap();
+        assert_eq!(
+            AckMode::of(&only_application),
+            AckMode::Enhanced {
+                accept: AckCondition::Always,
+                application: AckCondition::OnSuccess
+            }
+        );
+        assert!(AckCondition::OnError.wants(false) && !AckCondition::OnError.wants(true));
+        assert!(AckCondition::OnSuccess.wants(true) && !AckCondition::OnSuccess.wants(false));
+        assert!(!AckCondition::Never.wants(true) && !AckCondition::Never.wants(false));
+    }
+
+    #[test]
+    fn an_application_ack_asks_only_for_a_commit() {
+        let m = Message::parse_str(ORU).unwrap();
+        let ack = application_acknowledge(&m, AckCode::AE, &[], "A2", "20240101120001+0000");
+        assert_eq!(
+            ack.encode(),
+            "MSH|^~\\&|MEDMESH|NODE|LAB|HOSP|20240101120001+0000||ACK^R01^ACK|A2|P|2.5.1|||AL|NE\rMSA|AE|MSG00001\r"
+        );
+    }
 
     #[test]
     fn an_accept_swaps_sender_and_receiver() {

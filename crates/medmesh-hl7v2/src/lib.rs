@@ -21,6 +21,8 @@ pub mod encode;
 pub mod escape;
 pub mod message;
 
-pub use ack::{AckCode, AckError, ErrorLocation, acknowledge};
+pub use ack::{
+    AckCode, AckCondition, AckError, AckMode, ErrorLocation, acknowledge, application_acknowledge,
+};
 pub use batch::{Batch, split_messages};
 pub use message::{Delimiters, Field, Message, ParseError, Repetition, Segment};

@@ -17,12 +17,20 @@
 //!    [`InterfaceEngine::recover`] at the next start, and gets an AR;
 //! 6. the acknowledgement (AA, AE or AR, with MSA and ERR) goes back.
 //!
+//! A message that asks for enhanced acknowledgement mode (MSH-15 or MSH-16 valued) gets a
+//! commit acknowledgement on the connection instead (CA once stored, CR when refused, CE
+//! when the node failed), as MSH-15 asks; its application acknowledgement (AA, AE or AR)
+//! is queued, as MSH-16 asks, for the sender's `ack_destination` and delivered like any
+//! outbound message.
+//!
 //! A connection is served one message at a time, so an engine that falls behind stops
 //! reading (back-pressure); nothing waits in a queue that could overflow.
 
+mod events;
 mod outbound;
 mod senders;
 
+pub use events::{EventPoll, NodeEvent, SETTLE_MICROS, run_events};
 pub use outbound::{Channel, Delivery};
 
 pub use senders::{Sender, SenderError, Via, hash_secret};
@@ -32,7 +40,10 @@ use std::sync::Arc;
 
 use medmesh_at_rest::AtRest;
 use medmesh_audit::Outcome;
-use medmesh_hl7v2::{AckCode, AckError, Message, acknowledge, charset};
+use medmesh_hl7v2::{
+    AckCode, AckCondition, AckError, AckMode, Message, acknowledge, application_acknowledge,
+    charset,
+};
 use medmesh_hl7v2_fhir::{MappingError, map};
 use medmesh_kernel::{OperationId, RequestContext};
 use medmesh_policy::InterfaceMessages;
@@ -92,6 +103,9 @@ pub struct InterfaceEngine {
     senders: RwLock<Vec<Sender>>,
     /// One lock per patient key: one patient's messages apply one at a time, in order.
     patient_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Per channel, the change-feed rows after its cursor that were already turned into
+    /// events (see [`events`]).
+    events_seen: Mutex<HashMap<String, std::collections::BTreeSet<i64>>>,
     base_url: String,
 }
 
@@ -104,10 +118,18 @@ impl std::fmt::Debug for InterfaceEngine {
 /// An acknowledgement to send, and what the engine did.
 #[derive(Debug, Clone)]
 pub struct Reply {
-    /// The acknowledgement's bytes, in the message's character set.
+    /// The acknowledgement's bytes, in the message's character set; empty when the sender
+    /// asked for none (enhanced mode, MSH-15 `NE`, `ER` or `SU`).
     pub ack: Vec<u8>,
     /// Its code.
     pub code: AckCode,
+}
+
+impl Reply {
+    /// Whether there is an acknowledgement to send.
+    pub fn is_empty(&self) -> bool {
+        self.ack.is_empty()
+    }
 }
 
 impl InterfaceEngine {
@@ -125,6 +147,7 @@ impl InterfaceEngine {
             channels: Vec::new(),
             senders: RwLock::new(Vec::new()),
             patient_locks: Mutex::new(HashMap::new()),
+            events_seen: Mutex::new(HashMap::new()),
             base_url: base_url.into(),
         }
     }
@@ -273,6 +296,7 @@ impl InterfaceEngine {
                 return self.reply(None, AckCode::AR, &[err]);
             }
         };
+        let mode = AckMode::of(&message);
         let (code, trigger, _) = message.message_type();
         let kind = format!("{code}^{trigger}");
         let control_id = message.control_id().trim().to_string();
@@ -289,14 +313,14 @@ impl InterfaceEngine {
             .at("MSH", 1, Some(3));
             self.keep_rejected(bytes, "unknown", Some(&control_id), &kind, &err.message)
                 .await;
-            return self.reply(Some(&message), AckCode::AR, &[err]);
+            return self.refuse(&message, mode, AckCode::AR, AckCode::CR, &[err]);
         };
         if control_id.is_empty() {
             let err =
                 AckError::new(101, "MSH-10 (message control id) is empty").at("MSH", 1, Some(10));
             self.keep_rejected(bytes, &sender.name, None, &kind, &err.message)
                 .await;
-            return self.reply(Some(&message), AckCode::AE, &[err]);
+            return self.refuse(&message, mode, AckCode::AE, AckCode::CR, &[err]);
         }
         // A resend: the same answer as the first time, and nothing applied twice.
         match self
@@ -311,13 +335,13 @@ impl InterfaceEngine {
                     "MSH-10 was already used by another kind of message from this sender",
                 )
                 .at("MSH", 1, Some(10));
-                return self.reply(Some(&message), AckCode::AE, &[err]);
+                return self.refuse(&message, mode, AckCode::AE, AckCode::CR, &[err]);
             }
             Ok(Some(row)) if row.status != "received" => {
-                return self.replay_ack(&message, &row).await;
+                return self.replay_ack(&message, mode, &row).await;
             }
             Ok(_) => {}
-            Err(e) => return self.internal_failure(&message, &e.to_string()),
+            Err(e) => return self.internal_failure(&message, mode, &e.to_string()),
         }
         let mapped = map(&message, &sender.profile);
         let key = mapped.as_ref().ok().and_then(|m| m.patient_key.clone());
@@ -333,7 +357,7 @@ impl InterfaceEngine {
         let id = self.new_id();
         let sealed = match self.seal(&raw_context(&id), bytes).await {
             Ok(s) => s,
-            Err(e) => return self.internal_failure(&message, &e.to_string()),
+            Err(e) => return self.internal_failure(&message, mode, &e.to_string()),
         };
         let mut row = Hl7MessageRow {
             id: id.clone(),
@@ -358,25 +382,122 @@ impl InterfaceEngine {
                     .hl7_message_by_control(&sender.name, &control_id)
                     .await
                 {
-                    Ok(Some(prev)) => self.replay_ack(&message, &prev).await,
-                    Ok(None) => self.internal_failure(&message, "a duplicate vanished"),
-                    Err(e) => self.internal_failure(&message, &e.to_string()),
+                    Ok(Some(prev)) => self.replay_ack(&message, mode, &prev).await,
+                    Ok(None) => self.internal_failure(&message, mode, "a duplicate vanished"),
+                    Err(e) => self.internal_failure(&message, mode, &e.to_string()),
                 };
             }
-            Err(e) => return self.internal_failure(&message, &e.to_string()),
+            Err(e) => return self.internal_failure(&message, mode, &e.to_string()),
         }
         let ctx = self.context(&sender, via, &operation);
-        self.apply(&message, mapped, &mut row, &ctx).await
+        let (code, errors) = self.apply(&message, mapped, &mut row, &ctx, &sender).await;
+        match mode {
+            AckMode::Original => self.reply(Some(&message), code, &errors),
+            // Stored: committed, whatever applying it did (its application acknowledgement
+            // says that).
+            AckMode::Enhanced { accept, .. } => self.commit(&message, accept, AckCode::CA, &[]),
+        }
     }
 
-    /// Applies a stored message's mapping and records the outcome; the reply to send.
+    /// A refusal before the message was stored: `original` (AR or AE) in original mode; in
+    /// enhanced mode `commit` (CR, or CE when the node failed), if MSH-15 wants it.
+    fn refuse(
+        &self,
+        message: &Message,
+        mode: AckMode,
+        original: AckCode,
+        commit: AckCode,
+        errors: &[AckError],
+    ) -> Reply {
+        match mode {
+            AckMode::Original => self.reply(Some(message), original, errors),
+            AckMode::Enhanced { accept, .. } => self.commit(message, accept, commit, errors),
+        }
+    }
+
+    /// A commit acknowledgement, or nothing when MSH-15 does not want one for it.
+    fn commit(
+        &self,
+        message: &Message,
+        accept: AckCondition,
+        code: AckCode,
+        errors: &[AckError],
+    ) -> Reply {
+        if accept.wants(code == AckCode::CA) {
+            self.reply(Some(message), code, errors)
+        } else {
+            Reply {
+                ack: Vec::new(),
+                code,
+            }
+        }
+    }
+
+    /// Queues the application acknowledgement of an enhanced-mode message that was
+    /// processed, when MSH-16 wants one, for the sender's acknowledgement destination.
+    async fn application_ack(
+        &self,
+        message: &Message,
+        sender: &senders::Sender,
+        row: &Hl7MessageRow,
+        code: AckCode,
+        errors: &[AckError],
+    ) {
+        let AckMode::Enhanced { application, .. } = AckMode::of(message) else {
+            return;
+        };
+        if !application.wants(code == AckCode::AA) {
+            return;
+        }
+        let (Some(outbox), Some(_)) = (&self.outbox, &sender.ack_destination) else {
+            tracing::warn!(sender = %sender.name, "an application acknowledgement was asked for, but the sender has no ack_destination; the outcome is kept with the message");
+            return;
+        };
+        let ack = application_acknowledge(
+            message,
+            code,
+            errors,
+            &self.ack_control_id(),
+            &self.timestamp(),
+        );
+        let charset_name = message.msh().field(18).value().into_owned();
+        let bytes = charset::encode_message(&ack.encode(), &charset_name);
+        let id = self.new_id();
+        let payload = match self.seal(&outbound::outbound_context(&id), &bytes).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(sender = %sender.name, error = %e, "an application acknowledgement could not be sealed");
+                return;
+            }
+        };
+        let now = self.now();
+        let queued = medmesh_store::Hl7OutboundRow {
+            id,
+            channel: sender.ack_channel(),
+            // One per processing of the message: a replay's outcome is acknowledged too.
+            source_id: format!("{}#{}", row.id, row.attempts),
+            queued_micros: now,
+            status: "pending".into(),
+            payload,
+            attempts: 0,
+            next_attempt_micros: now,
+            last_error: None,
+        };
+        if let Err(e) = outbox.hl7_enqueue(&queued).await {
+            tracing::error!(sender = %sender.name, error = %e, "an application acknowledgement could not be queued");
+        }
+    }
+
+    /// Applies a stored message's mapping and records the outcome; the application
+    /// acknowledgement's code and errors (queued for the sender too, in enhanced mode).
     async fn apply(
         &self,
         message: &Message,
         mapped: Result<medmesh_hl7v2_fhir::Mapped, MappingError>,
         row: &mut Hl7MessageRow,
         ctx: &RequestContext,
-    ) -> Reply {
+        sender: &senders::Sender,
+    ) -> (AckCode, Vec<AckError>) {
         row.attempts += 1;
         let mut outcome = MessageOutcome {
             warnings: message.warnings().to_vec(),
@@ -388,9 +509,13 @@ impl InterfaceEngine {
                 row.status = "dead".into();
                 (AckCode::AE, vec![e.to_ack_error()])
             }
-            Ok(m) => match self
+            Ok(mut m) => match self
                 .records
-                .transaction(ctx, &m.bundle, ReturnPreference::Minimal)
+                .transaction(
+                    ctx,
+                    stamp_source(&mut m.bundle, &row.sender),
+                    ReturnPreference::Minimal,
+                )
                 .await
             {
                 Ok(response) => {
@@ -443,9 +568,19 @@ impl InterfaceEngine {
         }
         if let Err(e) = self.store.hl7_update(row).await {
             tracing::error!(message_id = %row.id, error = %e, "the outcome of an HL7 v2 message could not be recorded");
-            return self.internal_failure(message, "the outcome could not be recorded");
+            return (
+                AckCode::AR,
+                vec![AckError::new(
+                    207,
+                    "the node could not store the message now; send it again later",
+                )],
+            );
         }
-        self.reply(Some(message), code, &errors)
+        if row.status != "received" {
+            self.application_ack(message, sender, row, code, &errors)
+                .await;
+        }
+        (code, errors)
     }
 
     /// Tells the patient, in their inbox, that results arrived: the words name no result
@@ -484,7 +619,11 @@ impl InterfaceEngine {
         locks.entry(key.to_string()).or_default().clone()
     }
 
-    async fn replay_ack(&self, message: &Message, row: &Hl7MessageRow) -> Reply {
+    async fn replay_ack(&self, message: &Message, mode: AckMode, row: &Hl7MessageRow) -> Reply {
+        if let AckMode::Enhanced { accept, .. } = mode {
+            // Stored before: committed. Its application acknowledgement was queued then.
+            return self.commit(message, accept, AckCode::CA, &[]);
+        }
         let code = row
             .ack_code
             .as_deref()
@@ -500,11 +639,13 @@ impl InterfaceEngine {
         self.reply(Some(message), code, &errors)
     }
 
-    fn internal_failure(&self, message: &Message, why: &str) -> Reply {
+    fn internal_failure(&self, message: &Message, mode: AckMode, why: &str) -> Reply {
         tracing::error!(error = %why, "the interface engine failed on a message");
-        self.reply(
-            Some(message),
+        self.refuse(
+            message,
+            mode,
             AckCode::AR,
+            AckCode::CE,
             &[AckError::new(
                 207,
                 "the node could not store the message now; send it again later",
@@ -624,7 +765,23 @@ impl InterfaceEngine {
         let mapped = map(&message, &sender.profile);
         let operation = self.new_id();
         let ctx = self.context(&sender, &Via::Replay, &operation);
-        Ok(self.apply(&message, mapped, row, &ctx).await)
+        let (code, errors) = self.apply(&message, mapped, row, &ctx, &sender).await;
+        Ok(self.reply(Some(&message), code, &errors))
+    }
+
+    /// Every channel a delivery worker serves: the configured ones, and one per sender
+    /// with an acknowledgement destination (its application acknowledgements).
+    pub async fn delivery_channels(&self) -> Vec<Channel> {
+        let mut out = self.channels.clone();
+        for sender in self.senders.read().await.iter() {
+            if let Some(destination) = &sender.ack_destination {
+                let mut c =
+                    Channel::forwarding(&sender.ack_channel(), destination, Vec::new(), Vec::new());
+                c.inbound = false;
+                out.push(c);
+            }
+        }
+        out
     }
 
     /// Replays one stored message by id: the caller holds the PDP's permit; the replay is
@@ -826,6 +983,20 @@ impl InterfaceEngine {
         core.append_audit(vec![entry]).await?;
         Ok(())
     }
+}
+
+/// Marks every resource of a mapped transaction as written by `sender` (`meta.source`), so
+/// the node's events leave out what came in over HL7 v2.
+fn stamp_source<'a>(bundle: &'a mut Value, sender: &str) -> &'a Value {
+    if let Some(entries) = bundle["entry"].as_array_mut() {
+        for e in entries {
+            if e["resource"].is_object() {
+                e["resource"]["meta"]["source"] =
+                    Value::String(format!("{}{sender}", events::SOURCE_PREFIX));
+            }
+        }
+    }
+    bundle
 }
 
 /// `Type/id` of each entry a transaction wrote.

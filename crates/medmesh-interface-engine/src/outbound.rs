@@ -19,18 +19,48 @@ pub struct Channel {
     pub message_types: Vec<String>,
     /// Senders whose messages are forwarded; empty for all.
     pub senders: Vec<String>,
+    /// Whether inbound messages are forwarded at all (a channel may carry node events only).
+    pub inbound: bool,
+    /// The node's own events it sends.
+    pub events: Vec<crate::NodeEvent>,
+    /// MSH-5 of what it sends of the node's events.
+    pub receiving_application: String,
+    /// MSH-6 of what it sends of the node's events.
+    pub receiving_facility: String,
 }
 
 impl Channel {
+    /// A channel forwarding inbound messages of these kinds and senders (empty: all) to
+    /// `destination`, and no node event.
+    pub fn forwarding(
+        name: &str,
+        destination: &str,
+        message_types: Vec<String>,
+        senders: Vec<String>,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            destination: destination.to_string(),
+            message_types,
+            senders,
+            inbound: true,
+            events: Vec::new(),
+            receiving_application: name.to_ascii_uppercase(),
+            receiving_facility: String::new(),
+        }
+    }
+
     fn wants(&self, kind: &str, sender: &str) -> bool {
         let code = kind.split('^').next().unwrap_or(kind);
-        (self.message_types.is_empty() || self.message_types.iter().any(|t| t == kind || t == code))
+        self.inbound
+            && (self.message_types.is_empty()
+                || self.message_types.iter().any(|t| t == kind || t == code))
             && (self.senders.is_empty() || self.senders.iter().any(|s| s == sender))
     }
 }
 
 /// What a queued message's sealed payload is bound to.
-fn outbound_context(id: &str) -> String {
+pub(crate) fn outbound_context(id: &str) -> String {
     format!("hl7v2-out/{id}")
 }
 
@@ -166,12 +196,12 @@ mod tests {
 
     #[test]
     fn channels_filter_by_kind_and_sender() {
-        let c = Channel {
-            name: "lis".into(),
-            destination: "127.0.0.1:1".into(),
-            message_types: vec!["ORU^R01".into(), "ADT".into()],
-            senders: vec!["lab".into()],
-        };
+        let c = Channel::forwarding(
+            "lis",
+            "127.0.0.1:1",
+            vec!["ORU^R01".into(), "ADT".into()],
+            vec!["lab".into()],
+        );
         assert!(c.wants("ORU^R01", "lab"));
         assert!(c.wants("ADT^A08", "lab"));
         assert!(!c.wants("ORU^R01", "other"));
@@ -182,6 +212,11 @@ mod tests {
             ..c
         };
         assert!(all.wants("SIU^S12", "x"));
+        let events_only = Channel {
+            inbound: false,
+            ..all
+        };
+        assert!(!events_only.wants("SIU^S12", "x"));
     }
 
     #[test]

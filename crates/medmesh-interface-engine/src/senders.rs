@@ -82,6 +82,9 @@ pub struct Sender {
     pub secret_hash: Option<[u8; 32]>,
     /// How its messages map.
     pub profile: Profile,
+    /// Where its enhanced-mode application acknowledgements are delivered (`host:port`,
+    /// MLLP); without one it receives commit acknowledgements only.
+    pub ack_destination: Option<String>,
 }
 
 impl Sender {
@@ -140,7 +143,36 @@ impl Sender {
             networks,
             secret_hash,
             profile,
+            ack_destination: None,
         })
+    }
+
+    /// Sets where its application acknowledgements go (`host:port`).
+    ///
+    /// # Errors
+    /// [`SenderError::Invalid`] when it is not `host:port`.
+    pub fn with_ack_destination(mut self, destination: Option<&str>) -> Result<Self, SenderError> {
+        self.ack_destination = match destination.map(str::trim).filter(|d| !d.is_empty()) {
+            None => None,
+            Some(d) => {
+                let port_ok = d.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
+                if !port_ok {
+                    return Err(SenderError::Invalid {
+                        name: self.name.clone(),
+                        why: "ack_destination must be host:port".into(),
+                    });
+                }
+                Some(d.to_string())
+            }
+        };
+        Ok(self)
+    }
+
+    /// The name of the queue its application acknowledgements wait in.
+    pub fn ack_channel(&self) -> String {
+        format!("ack:{}", self.name)
     }
 
     /// A sender stored with the CLI.
@@ -163,7 +195,8 @@ impl Sender {
             &row.addresses,
             row.secret_hash.as_deref(),
             profile,
-        )
+        )?
+        .with_ack_destination(row.ack_destination.as_deref())
     }
 
     /// The actor its messages are written as.

@@ -84,6 +84,19 @@ impl Actor {
         }
     }
 
+    /// A configured outbound HL7 v2 channel reading the record's change feed, with the
+    /// system read scopes the messages it builds need. Only the interface engine makes one,
+    /// from the node's configuration.
+    pub fn from_configured_channel(channel: &str, scopes: Vec<Scope>) -> Self {
+        Self {
+            subject: format!("hl7v2-channel:{channel}"),
+            scopes,
+            patient: None,
+            role: None,
+            clinician: None,
+        }
+    }
+
     /// Whoever sent an HL7 v2 message no configured sender matches: no scopes, so it can do
     /// nothing; it exists so the refusal can be audited with the source address.
     pub fn unrecognised_sender() -> Self {

@@ -150,8 +150,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             } else {
                 engine.receive(&payload, &via).await.ack
             };
-            stream.write_all(&frame(&reply)).await?;
-            stream.flush().await?;
+            // Enhanced mode may ask for no acknowledgement (MSH-15 `NE`, `ER`, `SU`).
+            if !reply.is_empty() {
+                stream.write_all(&frame(&reply)).await?;
+                stream.flush().await?;
+            }
         }
         if buf.len() > limits.max_message_bytes {
             // Keep only what could hold the end byte; say so when the frame ends.

@@ -6,6 +6,7 @@
 
 pub mod audit_writer;
 pub mod bundle;
+pub mod changes;
 mod confine;
 pub mod context;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod service;
 pub mod withheld;
 
 pub use bundle::ReturnPreference;
+pub use changes::Change;
 pub use context::{
     Clock, IdSource, MonotonicClock, OperationId, RequestContext, SystemClock, UuidIds,
 };

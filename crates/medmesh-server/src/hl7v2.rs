@@ -63,6 +63,10 @@ pub(crate) async fn receive(
         credentials: basic_credentials(&headers),
     };
     let reply = state.hl7.receive(&bytes, &via).await;
+    if reply.is_empty() {
+        // Enhanced mode, and MSH-15 asked for no commit acknowledgement of this outcome.
+        return StatusCode::NO_CONTENT.into_response();
+    }
     ([(header::CONTENT_TYPE, HL7_ER7)], reply.ack).into_response()
 }
 

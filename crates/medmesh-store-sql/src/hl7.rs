@@ -76,8 +76,8 @@ fn filter_where(sql: &mut Sql, filter: &Hl7Filter) {
 }
 
 const SENDER_SELECT: &str = "SELECT name, application, facility, addresses, secret_hash, profile, \
-     created_micros FROM hl7_senders";
-const SENDER_COLS: [Col; 7] = [
+     created_micros, ack_destination FROM hl7_senders";
+const SENDER_COLS: [Col; 8] = [
     Col::Str,
     Col::Str,
     Col::Str,
@@ -85,6 +85,7 @@ const SENDER_COLS: [Col; 7] = [
     Col::OptStr,
     Col::Str,
     Col::I64,
+    Col::OptStr,
 ];
 
 fn sender(r: &Row) -> Result<Hl7SenderRow, StoreError> {
@@ -96,6 +97,7 @@ fn sender(r: &Row) -> Result<Hl7SenderRow, StoreError> {
         secret_hash: r.opt_string(4)?,
         profile: r.string(5)?,
         created_micros: r.i64(6)?,
+        ack_destination: r.opt_string(7)?,
     })
 }
 
@@ -262,7 +264,7 @@ impl<B: Backend> Hl7Store for SqlStore<B> {
         let mut sql = Sql::new(
             self.dialect(),
             "INSERT INTO hl7_senders (name, application, facility, addresses, secret_hash, \
-             profile, created_micros) VALUES (",
+             profile, created_micros, ack_destination) VALUES (",
         );
         sql.str(&s.name)
             .push(", ")
@@ -277,6 +279,8 @@ impl<B: Backend> Hl7Store for SqlStore<B> {
             .str(&s.profile)
             .push(", ")
             .int(s.created_micros)
+            .push(", ")
+            .bind(Arg::OptStr(s.ack_destination.clone()))
             .push(")");
         tx.execute(sql).await?;
         B::commit(tx).await
@@ -391,5 +395,38 @@ impl<B: Backend> Hl7OutboxStore for SqlStore<B> {
             .iter()
             .map(|r| Ok((r.string(0)?, r.string(1)?, r.i64(2)?)))
             .collect()
+    }
+
+    async fn hl7_event_cursor(&self, channel: &str) -> Result<i64, StoreError> {
+        let mut sql = Sql::new(
+            self.dialect(),
+            "SELECT seq FROM hl7_event_cursors WHERE channel = ",
+        );
+        sql.str(channel);
+        let mut conn = self.backend().conn().await?;
+        let rows = conn.fetch(sql, &[Col::I64]).await?;
+        rows.first().map_or(Ok(0), |r| r.i64(0))
+    }
+
+    async fn hl7_set_event_cursor(
+        &self,
+        channel: &str,
+        seq: i64,
+        now_micros: i64,
+    ) -> Result<(), StoreError> {
+        let mut sql = Sql::new(
+            self.dialect(),
+            "INSERT INTO hl7_event_cursors (channel, seq, updated_micros) VALUES (",
+        );
+        sql.str(channel)
+            .push(", ")
+            .int(seq)
+            .push(", ")
+            .int(now_micros)
+            .push(
+                ") ON CONFLICT (channel) DO UPDATE SET seq = excluded.seq, \
+                 updated_micros = excluded.updated_micros",
+            );
+        self.write(sql).await.map(|_| ())
     }
 }

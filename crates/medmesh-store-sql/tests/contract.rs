@@ -1044,10 +1044,12 @@ async fn hl7_store(stores: Stores) {
         secret_hash: None,
         profile: String::new(),
         created_micros: 1,
+        ack_destination: None,
     };
     h.hl7_put_sender(&sender).await.unwrap();
     let mut changed = sender.clone();
     changed.facility = "HOSP".into();
+    changed.ack_destination = Some("127.0.0.1:2575".into());
     h.hl7_put_sender(&changed).await.unwrap();
     assert_eq!(h.hl7_senders().await.unwrap(), [changed]);
     assert!(h.hl7_remove_sender("lab").await.unwrap());
@@ -1095,7 +1097,65 @@ async fn hl7_outbox_store(stores: Stores) {
     );
 }
 
+/// The change feed and a channel's cursor on it: versions of the asked types, in the
+/// order they were written, after a row; the cursor survives and moves.
+async fn change_feed(stores: Stores) {
+    let s = stores.records.clone();
+    let mut tx = s.begin().await.unwrap();
+    tx.put(version(
+        "Appointment",
+        "a1",
+        1,
+        10,
+        json!({"resourceType": "Appointment", "id": "a1", "status": "booked"}),
+    ))
+    .await
+    .unwrap();
+    tx.put(version(
+        "Patient",
+        "p1",
+        1,
+        10,
+        json!({"resourceType": "Patient", "id": "p1"}),
+    ))
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = s.begin().await.unwrap();
+    tx.put(version(
+        "Appointment",
+        "a1",
+        2,
+        20,
+        json!({"resourceType": "Appointment", "id": "a1", "status": "cancelled"}),
+    ))
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let types = vec!["Appointment".to_string(), "DiagnosticReport".to_string()];
+    let feed = s.versions_after(0, &types, 10).await.unwrap();
+    assert_eq!(
+        feed.iter()
+            .map(|b| (b.version.resource_type.as_str(), b.version.version))
+            .collect::<Vec<_>>(),
+        [("Appointment", 1), ("Appointment", 2)]
+    );
+    assert!(feed[0].seq < feed[1].seq && !feed[0].current && feed[1].current);
+    let after = s.versions_after(feed[0].seq, &types, 10).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].version.version, 2);
+    assert!(s.versions_after(0, &[], 10).await.unwrap().is_empty());
+
+    let o = &stores.hl7_outbox;
+    assert_eq!(o.hl7_event_cursor("ris").await.unwrap(), 0);
+    o.hl7_set_event_cursor("ris", feed[0].seq, 5).await.unwrap();
+    o.hl7_set_event_cursor("ris", feed[1].seq, 6).await.unwrap();
+    assert_eq!(o.hl7_event_cursor("ris").await.unwrap(), feed[1].seq);
+    assert_eq!(o.hl7_event_cursor("other").await.unwrap(), 0);
+}
+
 contract!(
+    change_feed,
     hl7_outbox_store,
     hl7_store,
     witness_cosignatures,

@@ -72,6 +72,8 @@ pub struct Hl7SenderRow {
     pub profile: String,
     /// When it was added, microseconds.
     pub created_micros: i64,
+    /// Where its enhanced-mode application acknowledgements go (`host:port`, MLLP).
+    pub ack_destination: Option<String>,
 }
 
 /// The interface engine's store.
@@ -152,4 +154,13 @@ pub trait Hl7OutboxStore: Send + Sync + 'static {
     async fn hl7_outbound_update(&self, row: &Hl7OutboundRow) -> Result<(), StoreError>;
     /// Entries by channel and status, with counts.
     async fn hl7_outbound_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// How far a channel has read the record's change feed (0 before its first read).
+    async fn hl7_event_cursor(&self, channel: &str) -> Result<i64, StoreError>;
+    /// Moves a channel's change-feed cursor.
+    async fn hl7_set_event_cursor(
+        &self,
+        channel: &str,
+        seq: i64,
+        now_micros: i64,
+    ) -> Result<(), StoreError>;
 }

@@ -256,6 +256,15 @@ pub trait ResourceStore: Send + Sync + 'static {
     /// full re-encryption walks.
     async fn bodies_after(&self, after_seq: i64, limit: u32)
     -> Result<Vec<StoredBody>, StoreError>;
+    /// The change feed: versions of `types` (tombstones left out) written after row
+    /// `after_seq`, in row order. On PostgreSQL a row can commit after a later one, so a
+    /// reader re-reads a recent window rather than trusting the last row it saw.
+    async fn versions_after(
+        &self,
+        after_seq: i64,
+        types: &[String],
+        limit: u32,
+    ) -> Result<Vec<StoredBody>, StoreError>;
 }
 
 #[async_trait]

@@ -197,6 +197,9 @@ pub(crate) enum Hl7SendersCommand {
         /// Its mapping profile (TOML file).
         #[arg(long)]
         profile: Option<PathBuf>,
+        /// Where its enhanced-mode application acknowledgements go (`host:port`, MLLP).
+        #[arg(long)]
+        ack_destination: Option<String>,
     },
     /// List senders (those of the settings file and those added here).
     List,

@@ -162,6 +162,22 @@ pub struct Hl7ChannelConfig {
     /// Senders whose messages are forwarded; default all.
     #[serde(default)]
     pub senders: Vec<String>,
+    /// Whether inbound messages are forwarded at all. Default true; false for a channel of
+    /// node events only.
+    #[serde(default = "default_true")]
+    pub inbound: bool,
+    /// The node's own events it sends: `appointments` (SIU^S12–S15, S26) and `results`
+    /// (ORU^R01). Default none.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// MSH-5 of the node's events. Default the channel's name in capitals.
+    pub receiving_application: Option<String>,
+    /// MSH-6 of the node's events. Default empty.
+    pub receiving_facility: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// One HL7 v2 sending system (`[[hl7_sender]]`).
@@ -184,6 +200,9 @@ pub struct Hl7SenderConfig {
     /// How its messages map: identifier and code systems, translations, time zone.
     #[serde(default)]
     pub profile: medmesh_hl7v2_fhir::Profile,
+    /// Where its enhanced-mode application acknowledgements go (`host:port`, MLLP).
+    /// Default none: it gets commit acknowledgements only.
+    pub ack_destination: Option<String>,
 }
 
 /// One external OpenID Connect provider.

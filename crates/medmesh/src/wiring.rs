@@ -295,13 +295,35 @@ pub(crate) async fn interface_engine(
     let channels = cfg
         .hl7_channels
         .iter()
-        .map(|c| medmesh_interface_engine::Channel {
-            name: c.name.clone(),
-            destination: c.destination.clone(),
-            message_types: c.message_types.clone(),
-            senders: c.senders.clone(),
+        .map(|c| {
+            let mut channel = medmesh_interface_engine::Channel::forwarding(
+                &c.name,
+                &c.destination,
+                c.message_types.clone(),
+                c.senders.clone(),
+            );
+            channel.inbound = c.inbound;
+            channel.events = c
+                .events
+                .iter()
+                .map(|e| {
+                    medmesh_interface_engine::NodeEvent::parse(e).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "hl7_channel {}: unknown event '{e}' (appointments, results)",
+                            c.name
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?;
+            if let Some(a) = &c.receiving_application {
+                channel.receiving_application = a.clone();
+            }
+            if let Some(f) = &c.receiving_facility {
+                channel.receiving_facility = f.clone();
+            }
+            Ok(channel)
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let engine = Arc::new(
         medmesh_interface_engine::InterfaceEngine::new(
             records.clone(),
@@ -321,7 +343,8 @@ pub(crate) async fn interface_engine(
                 &s.addresses.join(","),
                 s.secret_sha256.as_deref(),
                 s.profile.clone(),
-            )
+            )?
+            .with_ack_destination(s.ack_destination.as_deref())
         })
         .collect::<Result<Vec<_>, _>>()?;
     engine.load_senders(configured).await?;

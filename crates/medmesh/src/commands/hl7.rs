@@ -213,10 +213,10 @@ async fn senders(
 ) -> anyhow::Result<bool> {
     match command {
         Hl7SendersCommand::List => {
-            outln!("name\tsource\tapplication\tfacility\taddresses\thttp");
+            outln!("name\tsource\tapplication\tfacility\taddresses\thttp\tack destination");
             for s in &cfg.hl7_senders {
                 outln!(
-                    "{}\tsettings file\t{}\t{}\t{}\t{}",
+                    "{}\tsettings file\t{}\t{}\t{}\t{}\t{}",
                     s.name,
                     or_any(&s.application),
                     or_any(&s.facility),
@@ -225,17 +225,19 @@ async fn senders(
                         "yes"
                     } else {
                         "no"
-                    }
+                    },
+                    s.ack_destination.as_deref().unwrap_or("-")
                 );
             }
             for s in stores.hl7.hl7_senders().await? {
                 outln!(
-                    "{}\tadded\t{}\t{}\t{}\t{}",
+                    "{}\tadded\t{}\t{}\t{}\t{}\t{}",
                     s.name,
                     s.application,
                     s.facility,
                     s.addresses,
-                    if s.secret_hash.is_some() { "yes" } else { "no" }
+                    if s.secret_hash.is_some() { "yes" } else { "no" },
+                    s.ack_destination.as_deref().unwrap_or("-")
                 );
             }
             Ok(true)
@@ -256,6 +258,7 @@ async fn senders(
             addresses,
             http_secret,
             profile,
+            ack_destination,
         } => {
             if cfg.hl7_senders.iter().any(|s| s.name == name) {
                 bail!("{name} is a sender of the settings file; change it there");
@@ -274,6 +277,7 @@ async fn senders(
                 secret_hash: secret.as_deref().map(hash_secret),
                 profile: profile_text,
                 created_micros: crate::wiring::now_micros(),
+                ack_destination,
             };
             // Checked as the engine will read it.
             Sender::from_row(&row)?;

@@ -61,8 +61,14 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.hl7_queue_alert_depth,
         Duration::from_secs(300),
     );
-    for channel in hl7.channels() {
-        tokio::spawn(medmesh_mllp::deliver(hl7.clone(), channel.clone()));
+    for channel in hl7.delivery_channels().await {
+        tokio::spawn(medmesh_mllp::deliver(hl7.clone(), channel));
+    }
+    for channel in hl7.channels().iter().filter(|c| !c.events.is_empty()) {
+        tokio::spawn(medmesh_interface_engine::run_events(
+            hl7.clone(),
+            channel.clone(),
+        ));
     }
     if let Some(mllp) = cfg.mllp_listen {
         start_mllp(&cfg, hl7.clone(), mllp).await?;

@@ -392,3 +392,245 @@ mod operations_over_cli_and_http {
         super::operations_over_cli_and_http(super::Db::Postgres).await
     }
 }
+
+/// A downstream MLLP system: every frame it receives is passed on, and committed (CA).
+async fn downstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(2).position(|w| w == [0x1C, 0x0D]) {
+                        let frame: Vec<u8> = buf.drain(..end + 2).collect();
+                        let text = String::from_utf8_lossy(&frame[1..frame.len() - 2]).to_string();
+                        let control = text
+                            .split('\r')
+                            .next()
+                            .and_then(|msh| msh.split('|').nth(9))
+                            .unwrap_or_default()
+                            .to_string();
+                        let ack = format!(
+                            "\x0bMSH|^~\\&|RIS|HOSP|MEDMESH|NODE|20260101||ACK|C{control}|P|2.5.1\rMSA|CA|{control}\r\x1c\r"
+                        );
+                        if stream.write_all(ack.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let _ = tx.send(text);
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// The next frame the downstream system received whose MSH-9 starts with `kind`; frames of
+/// other kinds before it are returned too, in order.
+async fn next_of(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    kind: &str,
+) -> (String, Vec<String>) {
+    let mut before = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} arrived; before it: {before:?}"))
+            .expect("the downstream system stopped");
+        let msh9 = frame
+            .split('\r')
+            .next()
+            .and_then(|msh| msh.split('|').nth(8))
+            .unwrap_or_default()
+            .to_string();
+        if msh9.starts_with(kind) {
+            return (frame, before);
+        }
+        before.push(frame);
+    }
+}
+
+fn segment<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
+    message
+        .split('\r')
+        .find(|s| s.starts_with(&format!("{name}|")))
+        .unwrap_or_default()
+        .split('|')
+        .collect()
+}
+
+/// Enhanced acknowledgement mode and the node's own events: a commit acknowledgement on the
+/// connection, the application acknowledgement delivered to the sender's acknowledgement
+/// destination (or none, as MSH-15 and MSH-16 ask); an Appointment booked, moved and
+/// cancelled over FHIR reaches a downstream system as SIU^S12, S13 and S15, and a final
+/// DiagnosticReport as ORU^R01, while what came in over HL7 v2 is not sent back out as an
+/// event.
+async fn enhanced_mode_and_node_events(db: Db) {
+    let (downstream_addr, mut received) = downstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("medmesh.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[hl7_sender]]\nname = \"hospital\"\naddresses = [\"127.0.0.1\"]\n\
+             ack_destination = \"{downstream_addr}\"\n\
+             [[hl7_channel]]\nname = \"ris\"\ndestination = \"{downstream_addr}\"\n\
+             inbound = false\nevents = [\"appointments\", \"results\"]\n\
+             receiving_application = \"RIS\"\nreceiving_facility = \"HOSP\"\n"
+        ),
+    )
+    .unwrap();
+    let node = Node::start_with_env(
+        db,
+        &[
+            ("MEDMESH_CONFIG", config.to_str().unwrap()),
+            ("MEDMESH_MLLP_LISTEN", "127.0.0.1:0"),
+        ],
+    )
+    .await;
+    let mut stream = TcpStream::connect(node.mllp.clone().unwrap())
+        .await
+        .unwrap();
+
+    // MSH-15 AL, MSH-16 AL: CA now, AA later at the acknowledgement destination.
+    let enhanced = RESULT
+        .replace("|HTTP-1|P|2.5.1\r", "|ENH-1|P|2.5.1|||AL|AL\r")
+        .replace("H-1^^^HOSP", "ENH-1^^^HOSP");
+    assert_eq!(
+        send(&mut stream, &enhanced).await,
+        Some(("CA".into(), "ENH-1".into()))
+    );
+    let (ack, _) = next_of(&mut received, "ACK").await;
+    assert_eq!(segment(&ack, "MSA")[1..3], ["AA", "ENH-1"]);
+    assert_eq!(segment(&ack, "MSH")[14..16], ["AL", "NE"]);
+    // MSH-15 NE: nothing on the connection (the next answer is the next message's); MSH-16
+    // ER: the failure's AE reaches the destination.
+    let unmapped = "MSH|^~\\&|LAB|HOSP|MEDMESH|NODE|20240101120000||ZZZ^Z01|ENH-2|P|2.5.1|||NE|ER\r\
+                    PID|1||ENH-2^^^HOSP^MR\r";
+    let mut frame = vec![0x0B];
+    frame.extend_from_slice(unmapped.as_bytes());
+    frame.extend_from_slice(&[0x1C, 0x0D]);
+    stream.write_all(&frame).await.unwrap();
+    // MSH-15 SU and MSH-16 ER on a success: a CA, and no application acknowledgement.
+    let quiet = enhanced
+        .replace("|ENH-1|P|2.5.1|||AL|AL\r", "|ENH-3|P|2.5.1|||SU|ER\r")
+        .replace("ORD-H1", "ORD-H3");
+    assert_eq!(
+        send(&mut stream, &quiet).await,
+        Some(("CA".into(), "ENH-3".into()))
+    );
+    let (ack, _) = next_of(&mut received, "ACK").await;
+    assert_eq!(segment(&ack, "MSA")[1..3], ["AE", "ENH-2"]);
+    // The engine's unit of order: a resend in enhanced mode is committed again, once.
+    assert_eq!(
+        send(&mut stream, &enhanced).await,
+        Some(("CA".into(), "ENH-1".into()))
+    );
+
+    // Node events: the patient, then an appointment booked, moved and cancelled.
+    let (status, _, patient) = node
+        .post(
+            "/Patient",
+            &serde_json::json!({"resourceType": "Patient",
+                "identifier": [{"system": "urn:medmesh:hl7v2/id/HOSP", "value": "EVT-1"}],
+                "name": [{"family": "Eventide", "given": ["Ada"]}], "gender": "female",
+                "birthDate": "1970-02-03"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let patient_id = patient["id"].as_str().unwrap().to_string();
+    let mut appointment = serde_json::json!({"resourceType": "Appointment", "status": "booked",
+        "start": "2026-03-02T09:00:00Z", "end": "2026-03-02T09:20:00Z",
+        "participant": [{"actor": {"reference": format!("Patient/{patient_id}")}, "status": "accepted"},
+            {"actor": {"reference": "Practitioner/dr-1", "display": "Dr One"}, "status": "accepted"}]});
+    let (status, _, created) = node.post("/Appointment", &appointment).await;
+    assert_eq!(status, 201, "{created}");
+    let appointment_id = created["id"].as_str().unwrap().to_string();
+    let (siu, before) = next_of(&mut received, "SIU").await;
+    // The result that came in over HL7 v2 was written before the appointment: had it been
+    // taken for an event, it would have arrived first.
+    assert!(
+        before.iter().all(|f| !f.contains("ORU^R01")),
+        "an inbound result was sent back out: {before:?}"
+    );
+    assert_eq!(segment(&siu, "MSH")[8], "SIU^S12^SIU_S12");
+    assert_eq!(segment(&siu, "MSH")[4..6], ["RIS", "HOSP"]);
+    assert_eq!(segment(&siu, "SCH")[2], format!("{appointment_id}^MEDMESH"));
+    assert!(segment(&siu, "PID")[3].starts_with("EVT-1^^^HOSP"), "{siu}");
+    assert_eq!(segment(&siu, "PID")[5], "Eventide^Ada");
+    assert_eq!(segment(&siu, "TQ1")[7], "20260302090000+0000");
+    appointment["id"] = serde_json::json!(appointment_id);
+    appointment["start"] = serde_json::json!("2026-03-02T10:00:00Z");
+    appointment["end"] = serde_json::json!("2026-03-02T10:20:00Z");
+    let path = format!("/Appointment/{appointment_id}");
+    assert_eq!(node.put(&path, &appointment).await.0, 200);
+    let (siu, _) = next_of(&mut received, "SIU").await;
+    assert_eq!(segment(&siu, "MSH")[8], "SIU^S13^SIU_S12");
+    assert_eq!(segment(&siu, "TQ1")[7], "20260302100000+0000");
+    appointment["status"] = serde_json::json!("cancelled");
+    assert_eq!(node.put(&path, &appointment).await.0, 200);
+    let (siu, _) = next_of(&mut received, "SIU").await;
+    assert_eq!(segment(&siu, "MSH")[8], "SIU^S15^SIU_S12");
+    assert_eq!(segment(&siu, "SCH")[25], "Cancelled");
+
+    // A final result written over FHIR.
+    let (status, _, obs) = node
+        .post(
+            "/Observation",
+            &serde_json::json!({"resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7", "display": "Glucose"}]},
+                "subject": {"reference": format!("Patient/{patient_id}")},
+                "valueQuantity": {"value": 7.8, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"},
+                "interpretation": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "H"}]}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _, _) = node
+        .post(
+            "/DiagnosticReport",
+            &serde_json::json!({"resourceType": "DiagnosticReport", "status": "final",
+                "identifier": [{"system": "urn:example:lab", "value": "REP-1"}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "24323-8", "display": "Metabolic panel"}]},
+                "subject": {"reference": format!("Patient/{patient_id}")},
+                "effectiveDateTime": "2026-03-02T08:00:00Z",
+                "result": [{"reference": format!("Observation/{}", obs["id"].as_str().unwrap())}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (oru, _) = next_of(&mut received, "ORU").await;
+    assert_eq!(segment(&oru, "OBR")[3], "REP-1^MEDMESH");
+    assert_eq!(segment(&oru, "OBR")[25], "F");
+    let obx = segment(&oru, "OBX");
+    assert_eq!(
+        obx[2..7],
+        ["NM", "2345-7^Glucose^LN", "", "7.8", "mmol/L^mmol/L^UCUM"]
+    );
+    assert_eq!(obx[8], "H");
+    // The channel's reads were the PDP's and are in the audit log under its own name.
+    let channel_reads = node
+        .sql_i64("SELECT COUNT(*) FROM audit_log WHERE actor = 'hl7v2-channel:ris'")
+        .await;
+    assert!(channel_reads >= 4, "{channel_reads}");
+}
+
+mod enhanced_mode_and_node_events {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::enhanced_mode_and_node_events(super::Db::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::enhanced_mode_and_node_events(super::Db::Postgres).await
+    }
+}
