@@ -382,6 +382,7 @@ fn merge(
         ));
     }
     // Each points at the other through the transaction's full URLs.
+    let prior_entry = b.len();
     let prior_url = b.url_ahead(0);
     let survivor_url = b.url_ahead(1);
     let mut old = p.resource.clone();
@@ -392,5 +393,8 @@ fn merge(
     let mut survivor = p.resource;
     survivor["link"] = json!([{"other": {"reference": prior_url}, "type": "replaces"}]);
     b.put("Patient", &p.identifier, survivor);
-    Ok(Mapped::about(&p.identifier))
+    Ok(Mapped {
+        merge: Some((prior_entry, prior_entry + 1)),
+        ..Mapped::about(&p.identifier)
+    })
 }

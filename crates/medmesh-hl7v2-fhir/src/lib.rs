@@ -101,6 +101,9 @@ pub struct Mapped {
     pub patient_key: Option<String>,
     /// Whether it carries a final (or corrected) result, which the patient is told of.
     pub final_result: bool,
+    /// A merge (A40): the bundle entries of the prior patient and the survivor, whose
+    /// references the engine moves from the one to the other once they are written.
+    pub merge: Option<(usize, usize)>,
 }
 
 impl Mapped {
@@ -110,6 +113,7 @@ impl Mapped {
             bundle: Value::Null,
             patient_key: Some(patient.key()),
             final_result: false,
+            merge: None,
         }
     }
 }
@@ -193,10 +197,16 @@ impl BundleBuilder {
 
     /// The full URL the entry `n` places after the next one will have.
     pub(crate) fn url_ahead(&self, n: usize) -> String {
+        // Full URLs count from 1: entry `i` is `..{i + 1}`.
         format!(
             "urn:uuid:00000000-0000-4000-8000-{:012x}",
             self.entries.len() + 1 + n
         )
+    }
+
+    /// How many entries there are so far (the index the next one gets).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// A conditional update: `PUT Type?identifier=system|value`.

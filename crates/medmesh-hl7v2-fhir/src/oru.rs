@@ -646,5 +646,6 @@ pub(crate) fn map_oru(
         bundle: Value::Null,
         patient_key: Some(p.identifier.key()),
         final_result,
+        merge: None,
     })
 }

@@ -51,6 +51,10 @@ pub struct Profile {
     /// Whether units without a coding system (OBX-6.3 empty) are UCUM codes. Default true:
     /// most laboratories send UCUM spellings such as `mg/dL` without naming the system.
     pub units_are_ucum: bool,
+    /// Whether a merge (A40) moves every reference to the prior patient onto the survivor.
+    /// Default true, which lets the sender read and update every type in a merged
+    /// patient's record (through the PDP, audited); false: a merge only links the two.
+    pub merge_moves_references: bool,
 }
 
 impl Default for Profile {
@@ -64,6 +68,7 @@ impl Default for Profile {
             patient_identifier_types: vec!["MR".into(), "PI".into()],
             timezone: "+00:00".into(),
             units_are_ucum: true,
+            merge_moves_references: true,
         }
     }
 }

@@ -17,8 +17,9 @@
 //!    [`InterfaceEngine::recover`] at the next start, and gets an AR;
 //! 6. the acknowledgement (AA, AE or AR, with MSA and ERR) goes back.
 //!
-//! A message that asks for enhanced acknowledgement mode (MSH-15 or MSH-16 valued) gets a
-//! commit acknowledgement on the connection instead (CA once stored, CR when refused, CE
+//! From a sender set to enhanced mode (see [`Sender::enhanced`]), a message that asks for
+//! enhanced acknowledgement mode (MSH-15 or MSH-16 valued) gets a commit acknowledgement on
+//! the connection instead (CA once stored, CR when refused, CE
 //! when the node failed), as MSH-15 asks; its application acknowledgement (AA, AE or AR)
 //! is queued, as MSH-16 asks, for the sender's `ack_destination` and delivered like any
 //! outbound message.
@@ -296,7 +297,6 @@ impl InterfaceEngine {
                 return self.reply(None, AckCode::AR, &[err]);
             }
         };
-        let mode = AckMode::of(&message);
         let (code, trigger, _) = message.message_type();
         let kind = format!("{code}^{trigger}");
         let control_id = message.control_id().trim().to_string();
@@ -313,8 +313,10 @@ impl InterfaceEngine {
             .at("MSH", 1, Some(3));
             self.keep_rejected(bytes, "unknown", Some(&control_id), &kind, &err.message)
                 .await;
-            return self.refuse(&message, mode, AckCode::AR, AckCode::CR, &[err]);
+            // Whether an unknown sender asked for enhanced mode is not known to the node.
+            return self.reply(Some(&message), AckCode::AR, &[err]);
         };
+        let mode = sender.ack_mode(&message);
         if control_id.is_empty() {
             let err =
                 AckError::new(101, "MSH-10 (message control id) is empty").at("MSH", 1, Some(10));
@@ -443,7 +445,7 @@ impl InterfaceEngine {
         code: AckCode,
         errors: &[AckError],
     ) {
-        let AckMode::Enhanced { application, .. } = AckMode::of(message) else {
+        let AckMode::Enhanced { application, .. } = sender.ack_mode(message) else {
             return;
         };
         if !application.wants(code == AckCode::AA) {
@@ -520,12 +522,29 @@ impl InterfaceEngine {
             {
                 Ok(response) => {
                     outcome.resources = written(&response);
-                    row.status = "applied".into();
-                    self.forward(message, row).await;
-                    if m.final_result {
-                        self.tell_patient(&outcome.resources, &row.sender).await;
+                    let moved = match m.merge {
+                        Some((prior, survivor)) if sender.profile.merge_moves_references => {
+                            self.move_merged(ctx, &response, prior, survivor, &mut outcome)
+                                .await
+                        }
+                        _ => Ok(()),
+                    };
+                    match moved {
+                        Ok(()) => {
+                            row.status = "applied".into();
+                            self.forward(message, row).await;
+                            if m.final_result {
+                                self.tell_patient(&outcome.resources, &row.sender).await;
+                            }
+                            (AckCode::AA, Vec::new())
+                        }
+                        // Kept as a dead letter: replayed, it moves what is left.
+                        Err(why) => {
+                            outcome.error = Some(why.clone());
+                            row.status = "dead".into();
+                            (AckCode::AE, vec![AckError::new(207, why)])
+                        }
                     }
-                    (AckCode::AA, Vec::new())
                 }
                 Err(
                     e @ (RecordError::Invalid(_)
@@ -581,6 +600,46 @@ impl InterfaceEngine {
                 .await;
         }
         (code, errors)
+    }
+
+    /// After a merge (A40) was written: moves the prior patient's record to the survivor.
+    /// What failed is said in words that name no value; replaying the message moves what
+    /// is left.
+    async fn move_merged(
+        &self,
+        ctx: &RequestContext,
+        response: &Value,
+        prior: usize,
+        survivor: usize,
+        outcome: &mut MessageOutcome,
+    ) -> Result<(), String> {
+        let id_of = |i: usize| {
+            response["entry"][i]["response"]["location"]
+                .as_str()
+                .and_then(|l| l.split("/_history/").next())
+                .and_then(|l| l.rsplit('/').next())
+                .map(str::to_string)
+        };
+        let (Some(prior), Some(survivor)) = (id_of(prior), id_of(survivor)) else {
+            return Err("the merged patients were written, but their ids were not returned".into());
+        };
+        match self
+            .records
+            .move_patient_references(ctx, &prior, &survivor)
+            .await
+        {
+            Ok(moved) => {
+                outcome.resources.extend(moved);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a merged patient's record could not be moved");
+                Err(format!(
+                    "the patients were linked, but the prior patient's record could not be moved to the survivor: {}",
+                    refusal_text(&e)
+                ))
+            }
+        }
     }
 
     /// Tells the patient, in their inbox, that results arrived: the words name no result

@@ -11,13 +11,17 @@ use medmesh_store::{Hl7SenderRow, StoreError};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// A sender's scopes: create, read, update and search on the types the mapping writes, and
-/// nothing else.
-fn sender_scopes() -> Vec<medmesh_auth::Scope> {
-    let text: Vec<String> = medmesh_hl7v2_fhir::WRITTEN_TYPES
+/// A sender's scopes: create, read, update and search on the types the mapping writes;
+/// when its merges move references, read and update on every type (a merged patient's
+/// record may hold any); nothing else.
+fn sender_scopes(profile: &Profile) -> Vec<medmesh_auth::Scope> {
+    let mut text: Vec<String> = medmesh_hl7v2_fhir::WRITTEN_TYPES
         .iter()
         .map(|t| format!("system/{t}.cruds"))
         .collect();
+    if profile.merge_moves_references {
+        text.push("system/*.rus".into());
+    }
     parse_scopes(&text.join(" "))
 }
 
@@ -85,6 +89,12 @@ pub struct Sender {
     /// Where its enhanced-mode application acknowledgements are delivered (`host:port`,
     /// MLLP); without one it receives commit acknowledgements only.
     pub ack_destination: Option<String>,
+    /// Whether MSH-15 and MSH-16 are followed (enhanced mode). Off, every message is
+    /// answered in original mode (AA, AE or AR on the connection) whatever they say: many
+    /// senders fill them from a template and wait for that answer all the same (Mirth's
+    /// listener ignores MSH-15 by default for this reason). On by default for a sender with
+    /// an acknowledgement destination.
+    pub enhanced: bool,
 }
 
 impl Sender {
@@ -144,7 +154,38 @@ impl Sender {
             secret_hash,
             profile,
             ack_destination: None,
+            enhanced: false,
         })
+    }
+
+    /// How a message from this sender is acknowledged: as it asks when the sender is in
+    /// enhanced mode, else in original mode.
+    pub fn ack_mode(&self, message: &Message) -> medmesh_hl7v2::AckMode {
+        if self.enhanced {
+            medmesh_hl7v2::AckMode::of(message)
+        } else {
+            medmesh_hl7v2::AckMode::Original
+        }
+    }
+
+    /// Sets whether MSH-15 and MSH-16 are followed: `original` or `enhanced`; `None` keeps
+    /// the default (enhanced when it has an acknowledgement destination).
+    ///
+    /// # Errors
+    /// [`SenderError::Invalid`] for another word.
+    pub fn with_acknowledgement(mut self, mode: Option<&str>) -> Result<Self, SenderError> {
+        match mode.map(str::trim) {
+            None | Some("") => {}
+            Some("original") => self.enhanced = false,
+            Some("enhanced") => self.enhanced = true,
+            Some(_) => {
+                return Err(SenderError::Invalid {
+                    name: self.name.clone(),
+                    why: "acknowledgement must be 'original' or 'enhanced'".into(),
+                });
+            }
+        }
+        Ok(self)
     }
 
     /// Sets where its application acknowledgements go (`host:port`).
@@ -167,6 +208,7 @@ impl Sender {
                 Some(d.to_string())
             }
         };
+        self.enhanced = self.ack_destination.is_some();
         Ok(self)
     }
 
@@ -202,7 +244,7 @@ impl Sender {
     /// The actor its messages are written as.
     pub fn actor(&self) -> Actor {
         #[allow(clippy::disallowed_methods)] // The sender was recognised by `recognise`.
-        Actor::from_verified_sender(&self.name, sender_scopes())
+        Actor::from_verified_sender(&self.name, sender_scopes(&self.profile))
     }
 
     fn matches_header(&self, m: &Message) -> bool {

@@ -14,6 +14,7 @@ pub mod everything;
 mod forecast;
 pub mod import;
 pub mod import_group;
+mod merge;
 pub mod policy_facts;
 pub mod reach_cache;
 pub mod record_core;

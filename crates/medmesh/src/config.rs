@@ -201,8 +201,13 @@ pub struct Hl7SenderConfig {
     #[serde(default)]
     pub profile: medmesh_hl7v2_fhir::Profile,
     /// Where its enhanced-mode application acknowledgements go (`host:port`, MLLP).
-    /// Default none: it gets commit acknowledgements only.
+    /// Default none.
     pub ack_destination: Option<String>,
+    /// `original`: every message is answered with AA, AE or AR on the connection, whatever
+    /// MSH-15/MSH-16 say. `enhanced`: they are followed (commit acknowledgements on the
+    /// connection, application acknowledgements to `ack_destination`). Default `enhanced`
+    /// with an `ack_destination`, else `original`.
+    pub acknowledgement: Option<String>,
 }
 
 /// One external OpenID Connect provider.

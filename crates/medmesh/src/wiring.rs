@@ -344,7 +344,8 @@ pub(crate) async fn interface_engine(
                 s.secret_sha256.as_deref(),
                 s.profile.clone(),
             )?
-            .with_ack_destination(s.ack_destination.as_deref())
+            .with_ack_destination(s.ack_destination.as_deref())?
+            .with_acknowledgement(s.acknowledgement.as_deref())
         })
         .collect::<Result<Vec<_>, _>>()?;
     engine.load_senders(configured).await?;

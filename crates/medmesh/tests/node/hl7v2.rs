@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -632,5 +633,97 @@ mod enhanced_mode_and_node_events {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {
         super::enhanced_mode_and_node_events(super::Db::Postgres).await
+    }
+}
+
+/// A merge (A40) moves the prior patient's record to the survivor: what came in over HL7 v2
+/// and what was written over FHIR alike, each move an audited update.
+async fn a_merge_moves_the_record(db: Db) {
+    let (node, _config) = engine_node(db).await;
+    let mut stream = TcpStream::connect(node.mllp.clone().unwrap())
+        .await
+        .unwrap();
+    let admit = |id: &str| {
+        format!(
+            "MSH|^~\\&|ADT|HOSP|MEDMESH|NODE|20240101120000||ADT^A04^ADT_A01|ADM-{id}|P|2.5.1\r\
+             PID|1||{id}^^^HOSP^MR||Mergewell^Pat||19800101|F\r"
+        )
+    };
+    for id in ["OLD-1", "NEW-1"] {
+        assert_eq!(
+            send(&mut stream, &admit(id)).await,
+            Some(("AA".into(), format!("ADM-{id}")))
+        );
+    }
+    let result = RESULT
+        .replace("|HTTP-1|", "|MRG-R1|")
+        .replace("H-1^^^HOSP", "OLD-1^^^HOSP");
+    assert_eq!(
+        send(&mut stream, &result).await,
+        Some(("AA".into(), "MRG-R1".into()))
+    );
+    let id_of = |bundle: Value| {
+        bundle["entry"][0]["resource"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let old = id_of(
+        node.search("Patient?identifier=urn:medmesh:hl7v2/id/HOSP%7COLD-1")
+            .await,
+    );
+    let new = id_of(
+        node.search("Patient?identifier=urn:medmesh:hl7v2/id/HOSP%7CNEW-1")
+            .await,
+    );
+    let (status, _, _) = node
+        .post(
+            "/Condition",
+            &serde_json::json!({"resourceType": "Condition",
+                "code": {"text": "Asthma"}, "subject": {"reference": format!("Patient/{old}")}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let merge = "MSH|^~\\&|ADT|HOSP|MEDMESH|NODE|20240102120000||ADT^A40^ADT_A39|MRG-1|P|2.5.1\r\
+                 EVN|A40|20240102120000\r\
+                 PID|1||NEW-1^^^HOSP^MR||Mergewell^Pat||19800101|F\r\
+                 MRG|OLD-1^^^HOSP^MR\r";
+    assert_eq!(
+        send(&mut stream, merge).await,
+        Some(("AA".into(), "MRG-1".into()))
+    );
+    for kind in ["Observation", "DiagnosticReport", "Condition"] {
+        assert_eq!(
+            node.total(&format!("{kind}?subject=Patient/{old}")).await,
+            0,
+            "{kind}"
+        );
+        assert!(
+            node.total(&format!("{kind}?subject=Patient/{new}")).await >= 1,
+            "{kind}"
+        );
+    }
+    let (_, _, prior) = node.get(&format!("/Patient/{old}")).await;
+    assert_eq!(prior["link"][0]["type"], "replaced-by");
+    assert_eq!(
+        prior["link"][0]["other"]["reference"],
+        format!("Patient/{new}")
+    );
+    assert_eq!(prior["active"], false);
+    // Sent again, the merge changes nothing more and is acknowledged as before.
+    assert_eq!(
+        send(&mut stream, merge).await,
+        Some(("AA".into(), "MRG-1".into()))
+    );
+}
+
+mod a_merge_moves_the_record {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_merge_moves_the_record(super::Db::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_merge_moves_the_record(super::Db::Postgres).await
     }
 }
