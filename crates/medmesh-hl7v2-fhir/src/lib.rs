@@ -104,6 +104,10 @@ pub struct Mapped {
     /// A merge (A40): the bundle entries of the prior patient and the survivor, whose
     /// references the engine moves from the one to the other once they are written.
     pub merge: Option<(usize, usize)>,
+    /// The bundle entries of DocumentReferences carrying their content inline (an
+    /// encapsulated report, a transcribed document), which the engine moves into the
+    /// document vault once they are written.
+    pub documents: Vec<usize>,
 }
 
 impl Mapped {
@@ -114,6 +118,7 @@ impl Mapped {
             patient_key: Some(patient.key()),
             final_result: false,
             merge: None,
+            documents: Vec::new(),
         }
     }
 }

@@ -323,6 +323,10 @@ pub(crate) fn map_document(
         .collect();
     insert_nonempty(&mut o, "author", Value::Array(authors));
     o.insert("content".into(), json!([{"attachment": content}]));
+    let entry = b.len();
     b.put("DocumentReference", &id, Value::Object(o));
-    Ok(Mapped::about(&p.identifier))
+    Ok(Mapped {
+        documents: vec![entry],
+        ..Mapped::about(&p.identifier)
+    })
 }

@@ -397,6 +397,7 @@ pub(crate) fn map_oru(
     }
     let orc = message.segment("ORC");
     let mut final_result = false;
+    let mut documents = Vec::new();
     for order in &orders {
         let obr = order.obr;
         let report_id = entity(&obr.field(3).first(), 0, "filler", profile)
@@ -526,6 +527,7 @@ pub(crate) fn map_oru(
                 if let Some(e) = &encounter_url {
                     o.insert("context".into(), json!({"encounter": [{"reference": e}]}));
                 }
+                documents.push(b.len());
                 b.put("DocumentReference", &oid, Value::Object(o));
                 continue;
             }
@@ -647,5 +649,6 @@ pub(crate) fn map_oru(
         patient_key: Some(p.identifier.key()),
         final_result,
         merge: None,
+        documents,
     })
 }

@@ -100,6 +100,7 @@ pub struct InterfaceEngine {
     records: Arc<RecordService>,
     store: Arc<dyn Hl7Store>,
     outbox: Option<Arc<dyn medmesh_store::Hl7OutboxStore>>,
+    vault: Option<Arc<medmesh_vault::DocumentVault>>,
     channels: Vec<Channel>,
     senders: RwLock<Vec<Sender>>,
     /// One lock per patient key: one patient's messages apply one at a time, in order.
@@ -145,12 +146,21 @@ impl InterfaceEngine {
             records,
             store,
             outbox: None,
+            vault: None,
             channels: Vec::new(),
             senders: RwLock::new(Vec::new()),
             patient_locks: Mutex::new(HashMap::new()),
             events_seen: Mutex::new(HashMap::new()),
             base_url: base_url.into(),
         }
+    }
+
+    /// Keeps the documents messages carry (an encapsulated PDF report) in `vault`: sealed
+    /// under the patient's key in the blob store, as the content of the DocumentReference
+    /// the message wrote.
+    pub fn with_vault(mut self, vault: Arc<medmesh_vault::DocumentVault>) -> Self {
+        self.vault = Some(vault);
+        self
     }
 
     /// Replaces the senders the engine recognises: those of the configuration file, then
@@ -531,6 +541,8 @@ impl InterfaceEngine {
                     };
                     match moved {
                         Ok(()) => {
+                            self.file_documents(ctx, &response, &m.documents, &mut outcome)
+                                .await;
                             row.status = "applied".into();
                             self.forward(message, row).await;
                             if m.final_result {
@@ -600,6 +612,90 @@ impl InterfaceEngine {
                 .await;
         }
         (code, errors)
+    }
+
+    /// Moves the content of the DocumentReferences a message wrote with their content
+    /// inline into the document vault, each becoming the DocumentReference's attachment.
+    /// What the vault refuses (a type it does not keep) or fails to store stays inline, and
+    /// the outcome's warnings say so: nothing is lost either way.
+    async fn file_documents(
+        &self,
+        ctx: &RequestContext,
+        response: &Value,
+        entries: &[usize],
+        outcome: &mut MessageOutcome,
+    ) {
+        let Some(vault) = &self.vault else { return };
+        for &i in entries {
+            let Some(id) = response["entry"][i]["response"]["location"]
+                .as_str()
+                .and_then(|l| l.split("/_history/").next())
+                .and_then(|l| {
+                    l.strip_prefix("DocumentReference/")
+                        .or_else(|| l.rsplit_once("/DocumentReference/").map(|(_, id)| id))
+                })
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            if let Err(why) = self.file_document(ctx, vault, &id).await {
+                tracing::warn!(error = %why, "a document a message carried was kept inline");
+                outcome.warnings.push(format!(
+                    "DocumentReference/{id} keeps its content inline: {why}"
+                ));
+            }
+        }
+    }
+
+    async fn file_document(
+        &self,
+        ctx: &RequestContext,
+        vault: &medmesh_vault::DocumentVault,
+        id: &str,
+    ) -> Result<(), String> {
+        use base64::Engine as _;
+        let read = self
+            .records
+            .read(ctx, "DocumentReference", id)
+            .await
+            .map_err(|e| refusal_text(&e))?;
+        let doc = read.resource;
+        let attachment = &doc["content"][0]["attachment"];
+        let Some(data) = attachment["data"].as_str() else {
+            // Stored before (a resend of the same content wrote no new version).
+            return Ok(());
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|_| "its content is not valid Base64".to_string())?;
+        let patient = doc["subject"]["reference"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("Patient/"))
+            .ok_or("it names no patient")?
+            .to_string();
+        let title = attachment["title"]
+            .as_str()
+            .or_else(|| doc["type"]["text"].as_str())
+            .or_else(|| doc["type"]["coding"][0]["display"].as_str())
+            .map(str::to_string);
+        let new = medmesh_vault::NewDocument {
+            patient,
+            content_type: attachment["contentType"].as_str().map(str::to_string),
+            title,
+            attach_to: Some(id.to_string()),
+            ..medmesh_vault::NewDocument::default()
+        };
+        let body = futures::stream::once(async move {
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(bytes))
+        });
+        vault
+            .upload_document(ctx, new, Box::pin(body))
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                RecordError::UnsupportedMedia(why) => format!("the vault does not keep it ({why})"),
+                other => refusal_text(&other),
+            })
     }
 
     /// After a merge (A40) was written: moves the prior patient's record to the survivor.

@@ -12,13 +12,15 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// A sender's scopes: create, read, update and search on the types the mapping writes;
-/// when its merges move references, read and update on every type (a merged patient's
-/// record may hold any); nothing else.
+/// create and read on Binary (the document vault keeps the documents messages carry as
+/// Binaries); when its merges move references, read and update on every type (a merged
+/// patient's record may hold any); nothing else.
 fn sender_scopes(profile: &Profile) -> Vec<medmesh_auth::Scope> {
     let mut text: Vec<String> = medmesh_hl7v2_fhir::WRITTEN_TYPES
         .iter()
         .map(|t| format!("system/{t}.cruds"))
         .collect();
+    text.push("system/Binary.cr".into());
     if profile.merge_moves_references {
         text.push("system/*.rus".into());
     }

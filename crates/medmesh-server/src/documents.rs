@@ -276,6 +276,7 @@ async fn binary_upload(
         doc_type: header_text(&headers, "x-medmesh-document-type"),
         signature: signature_from(&headers)?,
         sealed_keys: sealed_keys_from(header_text(&headers, "x-medmesh-sealed-keys"))?,
+        attach_to: None,
     };
     let body = req.into_body().into_data_stream();
     let stored = state.vault.upload_document(ctx, doc, body).await?;
@@ -332,6 +333,7 @@ pub async fn documents_post(
             doc_type: get("type"),
             signature,
             sealed_keys: sealed_keys_from(get("sealed_keys"))?,
+            attach_to: None,
         };
         let stored = state.vault.upload_document(&ctx, doc, field).await?;
         let mut r = axum::Json(json!({

@@ -69,6 +69,10 @@ pub struct NewDocument {
     /// For an end-to-end sealed document: its content key wrapped for each recipient key,
     /// as `(recipient key id, base64(enc).base64(ciphertext))`. Empty for an ordinary one.
     pub sealed_keys: Vec<(String, String)>,
+    /// The id of an existing DocumentReference of this patient the content becomes the
+    /// attachment of (an HL7 v2 result's encapsulated report, written with its clinical
+    /// metadata), instead of a new one.
+    pub attach_to: Option<String>,
 }
 
 /// The signature part of an upload: the signature and the claims the client signed,
@@ -573,22 +577,33 @@ impl DocumentVault {
         if let Ok(s) = i32::try_from(size) {
             attachment["size"] = json!(s);
         }
-        let mut docref = json!({
-            "resourceType": "DocumentReference",
-            "identifier": [{"system": "urn:ietf:rfc:3986", "value": format!("urn:cid:{cid}")}],
-            "status": "current",
-            "subject": {"reference": patient_ref},
-            "date": now,
-            "description": title,
-            "content": [{"attachment": attachment}],
-        });
-        if let Some((system, code)) = doc.doc_type.as_deref().and_then(|t| t.split_once('|')) {
-            docref["type"] = json!({"coding": [{"system": system, "code": code}]});
-        }
-        let author = author_of(ctx);
-        if author.contains('/') {
-            docref["author"] = json!([{"reference": author}]);
-        }
+        let (docref_id, docref) = match &doc.attach_to {
+            Some(existing) => (
+                existing.clone(),
+                self.attached(existing, &patient_ref, attachment).await?,
+            ),
+            None => {
+                let mut docref = json!({
+                    "resourceType": "DocumentReference",
+                    "identifier": [{"system": "urn:ietf:rfc:3986", "value": format!("urn:cid:{cid}")}],
+                    "status": "current",
+                    "subject": {"reference": patient_ref},
+                    "date": now,
+                    "description": title,
+                    "content": [{"attachment": attachment}],
+                });
+                if let Some((system, code)) =
+                    doc.doc_type.as_deref().and_then(|t| t.split_once('|'))
+                {
+                    docref["type"] = json!({"coding": [{"system": system, "code": code}]});
+                }
+                let author = author_of(ctx);
+                if author.contains('/') {
+                    docref["author"] = json!([{"reference": author}]);
+                }
+                (docref_id, docref)
+            }
+        };
         let mut writes = vec![
             ("Binary", binary_id.clone(), binary),
             ("DocumentReference", docref_id.clone(), docref),
@@ -642,12 +657,21 @@ impl DocumentVault {
         let mut tx = core.begin_write().await?;
         let mut stored_binary = Value::Null;
         for (rt, id, body) in writes {
-            let grant = core.authorize(ctx, Action::Create, Some(rt)).await?;
+            // The content attached to an existing DocumentReference is an update of it.
+            let head = match tx.head(rt, &id).await? {
+                Some(h) if !h.deleted => Some(h),
+                _ => None,
+            };
+            let (action, verb) = match head {
+                Some(_) => (Action::Update, "update"),
+                None => (Action::Create, "create"),
+            };
+            let grant = core.authorize(ctx, action, Some(rt)).await?;
             core.check_resource(rt, &body)?;
             let out = core
-                .write_version(ctx, &mut tx, &grant, rt, &id, body, None)
+                .write_version(ctx, &mut tx, &grant, rt, &id, body, head)
                 .await?;
-            let mut entry = core.entry(ctx, "create", Some(rt), vec![id], Outcome::Success);
+            let mut entry = core.entry(ctx, verb, Some(rt), vec![id], Outcome::Success);
             entry.patients = vec![doc.patient.clone()];
             tx.append_audit(&entry).await?;
             if rt == "Binary" {
@@ -676,6 +700,39 @@ impl DocumentVault {
             content_type,
             deduplicated,
         })
+    }
+
+    /// An existing DocumentReference of the patient with `attachment` as its content (any
+    /// content inline before is replaced by the vault's).
+    async fn attached(
+        &self,
+        id: &str,
+        patient_ref: &str,
+        attachment: Value,
+    ) -> Result<Value, RecordError> {
+        let core = self.records.core();
+        let current = match self.resources.read("DocumentReference", id).await? {
+            Some(v) if !v.deleted => core.decode(&v).await?,
+            _ => return Err(RecordError::NotFound),
+        };
+        if current["subject"]["reference"].as_str() != Some(patient_ref) {
+            return Err(RecordError::invalid(
+                IssueType::Value,
+                "the document to attach the content to is another patient's",
+            ));
+        }
+        let mut body = current;
+        let mut attachment = attachment;
+        // Keep what the DocumentReference said of its content, but for where it is.
+        if let Some(old) = body["content"][0]["attachment"].as_object() {
+            for key in ["language", "title", "creation"] {
+                if let Some(v) = old.get(key) {
+                    attachment[key] = v.clone();
+                }
+            }
+        }
+        body["content"] = json!([{"attachment": attachment}]);
+        Ok(body)
     }
 
     /// Opens a document for download: a PDP-checked read of its Binary, audited together

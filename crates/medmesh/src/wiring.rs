@@ -330,7 +330,8 @@ pub(crate) async fn interface_engine(
             stores.hl7.clone(),
             format!("{public_origin}/fhir"),
         )
-        .with_outbound(stores.hl7_outbox.clone(), channels),
+        .with_outbound(stores.hl7_outbox.clone(), channels)
+        .with_vault(document_vault(stores, cfg, records)?),
     );
     let configured = cfg
         .hl7_senders

@@ -710,6 +710,40 @@ async fn a_merge_moves_the_record(db: Db) {
         format!("Patient/{new}")
     );
     assert_eq!(prior["active"], false);
+    // An encapsulated PDF report is kept in the document vault, as the content of the
+    // DocumentReference the result wrote: sealed in the blob store, not inline.
+    let pdf = crate::documents::pdf_bytes("hl7-ed");
+    use base64::Engine as _;
+    let ed = format!(
+        "MSH|^~\\&|LAB|HOSP|MEDMESH|NODE|20240103120000||ORU^R01^ORU_R01|ED-1|P|2.5.1\r\
+         PID|1||NEW-1^^^HOSP^MR||Mergewell^Pat||19800101|F\r\
+         OBR|1||ORD-ED1^LAB|11502-2^Laboratory report^LN|||20240103110000\r\
+         OBX|1|ED|11502-2^Laboratory report^LN||LAB^AP^PDF^Base64^{}||||||F\r",
+        base64::engine::general_purpose::STANDARD.encode(&pdf)
+    );
+    assert_eq!(
+        send(&mut stream, &ed).await,
+        Some(("AA".into(), "ED-1".into()))
+    );
+    let docs = node
+        .search(&format!("DocumentReference?subject=Patient/{new}"))
+        .await;
+    let doc = &docs["entry"][0]["resource"];
+    let attachment = &doc["content"][0]["attachment"];
+    assert!(attachment["data"].is_null(), "{doc}");
+    assert_eq!(attachment["contentType"], "application/pdf");
+    assert_eq!(doc["type"]["coding"][0]["code"], "11502-2");
+    let binary = attachment["url"].as_str().unwrap().to_string();
+    assert!(binary.starts_with("Binary/"), "{binary}");
+    let (status, _, bytes) = crate::documents::get_bytes(&node, &node.url(&binary), true).await;
+    assert_eq!(status, 200);
+    assert_eq!(bytes, pdf);
+    for (file, raw) in database_bytes(&node) {
+        assert!(
+            !holds(&raw, crate::documents::MARKER),
+            "the report is in clear in {file}"
+        );
+    }
     // Sent again, the merge changes nothing more and is acknowledged as before.
     assert_eq!(
         send(&mut stream, merge).await,
