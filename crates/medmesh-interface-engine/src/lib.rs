@@ -101,6 +101,7 @@ pub struct InterfaceEngine {
     store: Arc<dyn Hl7Store>,
     outbox: Option<Arc<dyn medmesh_store::Hl7OutboxStore>>,
     vault: Option<Arc<medmesh_vault::DocumentVault>>,
+    hub: Option<Arc<medmesh_notifications::NotificationHub>>,
     channels: Vec<Channel>,
     senders: RwLock<Vec<Sender>>,
     /// One lock per patient key: one patient's messages apply one at a time, in order.
@@ -147,6 +148,7 @@ impl InterfaceEngine {
             store,
             outbox: None,
             vault: None,
+            hub: None,
             channels: Vec::new(),
             senders: RwLock::new(Vec::new()),
             patient_locks: Mutex::new(HashMap::new()),
@@ -160,6 +162,13 @@ impl InterfaceEngine {
     /// the message wrote.
     pub fn with_vault(mut self, vault: Arc<medmesh_vault::DocumentVault>) -> Self {
         self.vault = Some(vault);
+        self
+    }
+
+    /// Tells patients of their results through `hub` (their inbox, and e-mail when they
+    /// chose it).
+    pub fn with_hub(mut self, hub: Arc<medmesh_notifications::NotificationHub>) -> Self {
+        self.hub = Some(hub);
         self
     }
 
@@ -546,7 +555,8 @@ impl InterfaceEngine {
                             row.status = "applied".into();
                             self.forward(message, row).await;
                             if m.final_result {
-                                self.tell_patient(&outcome.resources, &row.sender).await;
+                                self.tell_patient(&outcome.resources, &row.sender, &row.id)
+                                    .await;
                             }
                             (AckCode::AA, Vec::new())
                         }
@@ -741,10 +751,21 @@ impl InterfaceEngine {
     /// Tells the patient, in their inbox, that results arrived: the words name no result
     /// (notifications carry no clinical content). A failure is logged; the results are
     /// written either way.
-    async fn tell_patient(&self, resources: &[String], sender: &str) {
+    async fn tell_patient(&self, resources: &[String], sender: &str, message_id: &str) {
         let Some(patient) = resources.iter().find_map(|r| r.strip_prefix("Patient/")) else {
             return;
         };
+        if let Some(hub) = &self.hub {
+            use medmesh_notifications::{Category, Recipient};
+            let notice = hub.notice(Category::Results, format!("hl7v2/{message_id}"));
+            if let Err(e) = hub
+                .notify(&Recipient::Patient(patient.to_string()), &notice)
+                .await
+            {
+                tracing::error!(error = %e, "the patient could not be told of new results");
+            }
+            return;
+        }
         let core = self.records.core();
         let notification = medmesh_store::Notification {
             id: core.ids().new_id(),

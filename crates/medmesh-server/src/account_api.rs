@@ -70,6 +70,106 @@ pub async fn link_patient(
     Ok(axum::Json(json!({"patient": patient})).into_response())
 }
 
+/// Whom the signed-in account's notifications are for: its patient record's, or its own.
+fn recipient(user: &medmesh_store::UserRecord) -> medmesh_notifications::Recipient {
+    match &user.patient_id {
+        Some(p) => medmesh_notifications::Recipient::Patient(p.clone()),
+        None => medmesh_notifications::Recipient::Account(user.id.clone()),
+    }
+}
+
+fn hub_error(e: medmesh_notifications::HubError) -> ApiError {
+    match e {
+        medmesh_notifications::HubError::Invalid(why) => ApiError::bad_request(why),
+        other => {
+            tracing::error!(error = %other, "notification settings failed");
+            ApiError::internal()
+        }
+    }
+}
+
+fn settings_json(s: &medmesh_notifications::Settings) -> Response {
+    use medmesh_notifications::Category;
+    let choices: serde_json::Map<String, serde_json::Value> = Category::ALL
+        .iter()
+        .map(|c| {
+            (
+                c.as_str().to_string(),
+                json!(
+                    s.choices
+                        .channels(*c)
+                        .iter()
+                        .map(|ch| ch.as_str())
+                        .collect::<Vec<_>>()
+                ),
+            )
+        })
+        .collect();
+    axum::Json(json!({"email": s.email, "choices": choices, "channels": ["inbox", "email"]}))
+        .into_response()
+}
+
+/// `GET /api/account/notifications`: the signed-in account's choices (channels per
+/// category, the defaults filled in) and e-mail address.
+pub async fn notification_settings(
+    State(state): State<AppState>,
+    ApiSession(s): ApiSession,
+) -> Result<Response, ApiError> {
+    let settings = state
+        .hub
+        .settings(&recipient(&s.user))
+        .await
+        .map_err(hub_error)?;
+    Ok(settings_json(&settings))
+}
+
+/// Body of `PUT /api/account/notifications`.
+#[derive(Debug, Deserialize)]
+pub struct NotificationSettingsRequest {
+    email: Option<String>,
+    #[serde(default)]
+    choices: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// `PUT /api/account/notifications` `{"email"?: ..., "choices": {"results": ["inbox",
+/// "email"], ...}}`: sets them (categories left out keep their defaults).
+pub async fn set_notification_settings(
+    State(state): State<AppState>,
+    ApiSession(s): ApiSession,
+    ApiJson(body): ApiJson<NotificationSettingsRequest>,
+) -> Result<Response, ApiError> {
+    use medmesh_notifications::{Category, Channel, Choices, Settings};
+    if body.choices.len() > Category::ALL.len() {
+        return Err(ApiError::bad_request("too many categories"));
+    }
+    let mut choices = Choices::default();
+    for (category, channels) in &body.choices {
+        let category = Category::parse(category)
+            .ok_or_else(|| ApiError::bad_request("a category is unknown"))?;
+        let mut parsed = Vec::new();
+        for c in channels.iter().take(4) {
+            let channel =
+                Channel::parse(c).ok_or_else(|| ApiError::bad_request("a channel is unknown"))?;
+            if !parsed.contains(&channel) {
+                parsed.push(channel);
+            }
+        }
+        choices.0.insert(category, parsed);
+    }
+    let settings = Settings {
+        choices,
+        email: body.email,
+    };
+    let who = recipient(&s.user);
+    state
+        .hub
+        .set_settings(&who, &settings)
+        .await
+        .map_err(hub_error)?;
+    let saved = state.hub.settings(&who).await.map_err(hub_error)?;
+    Ok(settings_json(&saved))
+}
+
 /// Body of `POST /api/users/{id}/verification`.
 #[derive(Debug, Deserialize)]
 pub struct VerificationRequest {

@@ -57,6 +57,8 @@ pub struct AppState {
     pub audit_log: Arc<AuditLogService>,
     /// The HL7 v2 interface engine.
     pub hl7: Arc<medmesh_interface_engine::InterfaceEngine>,
+    /// The notification hub.
+    pub hub: Arc<medmesh_notifications::NotificationHub>,
     /// The CapabilityStatement, built once.
     pub capability: Arc<Value>,
     /// Public base URL (`http://host:port/fhir`); when `None`, taken from the Host header.
@@ -155,6 +157,8 @@ pub struct Services {
     pub identity: Arc<IdentityService>,
     /// The HL7 v2 interface engine (`POST /api/hl7v2`).
     pub hl7: Arc<medmesh_interface_engine::InterfaceEngine>,
+    /// The notification hub (`/api/account/notifications`).
+    pub hub: Arc<medmesh_notifications::NotificationHub>,
 }
 
 /// Builds the server's state. The background workers are the binary's to start; the
@@ -172,6 +176,7 @@ pub fn build_state(
         audit_log,
         identity,
         hl7,
+        hub,
     } = services;
     let capability = capability_statement::capability_statement(
         records.definitions(),
@@ -194,6 +199,7 @@ pub fn build_state(
         external,
         audit_log,
         hl7,
+        hub,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
         body_limits: config.body_limits,
@@ -348,6 +354,10 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
         .route("/api/hl7v2/stats", get(hl7v2::stats))
         .route("/api/account", get(account_api::account))
         .route("/api/account/link", post(account_api::link_patient))
+        .route(
+            "/api/account/notifications",
+            get(account_api::notification_settings).put(account_api::set_notification_settings),
+        )
         .route("/api/invitations", post(account_api::create_invitation))
         .route(
             "/api/users/{id}/verification",

@@ -104,7 +104,7 @@ fn sender(r: &Row) -> Result<Hl7SenderRow, StoreError> {
 impl<B: Backend> SqlStore<B> {
     /// One statement in a write transaction of its own: committed (and so durable) when
     /// this returns.
-    async fn write(&self, sql: Sql) -> Result<u64, StoreError> {
+    pub(crate) async fn write(&self, sql: Sql) -> Result<u64, StoreError> {
         let mut tx = self.backend().begin().await?;
         let n = tx.execute(sql).await?;
         B::commit(tx).await?;

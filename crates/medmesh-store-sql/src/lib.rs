@@ -10,6 +10,7 @@ mod directory;
 pub mod exec;
 mod hl7;
 pub mod identity;
+mod notify;
 pub mod policy;
 pub mod postgres;
 pub mod search_sql;
@@ -23,7 +24,8 @@ use std::sync::Arc;
 use medmesh_kernel::{Clock, SystemClock};
 
 use medmesh_store::{
-    AuditLogStore, Hl7OutboxStore, Hl7Store, IdentityStore, KeyStore, RecordStore, StoreError,
+    AuditLogStore, Hl7OutboxStore, Hl7Store, IdentityStore, KeyStore, NotificationHubStore,
+    RecordStore, StoreError,
 };
 
 /// Both ports, served by one database.
@@ -41,6 +43,8 @@ pub struct Stores {
     pub hl7: Arc<dyn Hl7Store>,
     /// The interface engine's outbound queues.
     pub hl7_outbox: Arc<dyn Hl7OutboxStore>,
+    /// The notification hub's settings and outbox.
+    pub notifications: Arc<dyn NotificationHubStore>,
 }
 
 async fn stores<B: store::Backend>(
@@ -55,7 +59,8 @@ async fn stores<B: store::Backend>(
         audit: s.clone(),
         keys: s.clone(),
         hl7: s.clone(),
-        hl7_outbox: s,
+        hl7_outbox: s.clone(),
+        notifications: s,
     })
 }
 

@@ -1154,7 +1154,86 @@ async fn change_feed(stores: Stores) {
     assert_eq!(o.hl7_event_cursor("other").await.unwrap(), 0);
 }
 
+/// The notification hub: settings replace each other; a notification is queued once per
+/// channel and key; a claim is one worker's until its lease ends or the attempt is
+/// recorded; what failed is listed.
+async fn notification_hub_store(stores: Stores) {
+    use medmesh_store::{NotificationOutboxRow, NotificationSettingsRow};
+    let n = &stores.notifications;
+    assert!(n.notification_settings("acc-1").await.unwrap().is_none());
+    let mut settings = NotificationSettingsRow {
+        account: "acc-1".into(),
+        choices: r#"{"results":["email"]}"#.into(),
+        email: Some(vec![1, 2, 3]),
+        updated_micros: 5,
+    };
+    n.put_notification_settings(&settings).await.unwrap();
+    settings.email = None;
+    settings.choices = "{}".into();
+    n.put_notification_settings(&settings).await.unwrap();
+    assert_eq!(
+        n.notification_settings("acc-1").await.unwrap(),
+        Some(settings)
+    );
+
+    let row = |id: &str, key: &str, due: i64| NotificationOutboxRow {
+        id: id.into(),
+        account: "acc-1".into(),
+        category: "results".into(),
+        channel: "email".into(),
+        dedupe_key: key.into(),
+        payload: vec![9; 4],
+        status: "pending".into(),
+        attempts: 0,
+        next_attempt_micros: due,
+        last_error: None,
+        created_micros: due,
+    };
+    assert!(n.notification_enqueue(&row("n1", "k1", 10)).await.unwrap());
+    assert!(n.notification_enqueue(&row("n2", "k2", 20)).await.unwrap());
+    assert!(!n.notification_enqueue(&row("n3", "k1", 30)).await.unwrap());
+    // Only what is due, and each to one worker while its lease runs.
+    let a = n.notification_claim("a", 15, 1_000, 10).await.unwrap();
+    assert_eq!(a.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["n1"]);
+    let b = n.notification_claim("b", 25, 1_000, 10).await.unwrap();
+    assert_eq!(b.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["n2"]);
+    // Worker a died: its lease ends and another takes the notification.
+    let c = n.notification_claim("c", 2_000, 1_000, 10).await.unwrap();
+    assert_eq!(
+        c.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["n1", "n2"]
+    );
+    let mut delivered = c[0].clone();
+    delivered.status = "delivered".into();
+    delivered.attempts = 1;
+    n.notification_attempted(&delivered).await.unwrap();
+    let mut failed = c[1].clone();
+    failed.status = "failed".into();
+    failed.attempts = 8;
+    failed.last_error = Some("smtp 550".into());
+    n.notification_attempted(&failed).await.unwrap();
+    assert!(
+        n.notification_claim("d", 10_000, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        n.notifications_in("failed", 10).await.unwrap(),
+        [failed.clone()]
+    );
+    assert_eq!(n.notification("n2").await.unwrap(), Some(failed));
+    assert_eq!(
+        n.notification_counts().await.unwrap(),
+        [
+            ("email".to_string(), "delivered".to_string(), 1),
+            ("email".to_string(), "failed".to_string(), 1)
+        ]
+    );
+}
+
 contract!(
+    notification_hub_store,
     change_feed,
     hl7_outbox_store,
     hl7_store,

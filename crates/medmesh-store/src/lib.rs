@@ -11,6 +11,7 @@ pub mod directory;
 pub mod export_files;
 pub mod hl7;
 pub mod identity;
+mod notify;
 
 /// The store's role traits, for `use medmesh_store::prelude::*` where a caller uses several.
 pub mod prelude {
@@ -31,6 +32,7 @@ pub use data_keys::{
 pub use directory::{SealedKey, UserKey};
 pub use export_files::{ExportFiles, ExportFilesError};
 pub use hl7::{Hl7Filter, Hl7MessageRow, Hl7OutboundRow, Hl7OutboxStore, Hl7SenderRow, Hl7Store};
+pub use notify::{NotificationHubStore, NotificationOutboxRow, NotificationSettingsRow};
 
 pub use identity::{
     AuthCodeRecord, ClientRecord, IdentityStore, InviteRecord, KeyRecord, RefreshRecord,

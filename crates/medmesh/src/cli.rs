@@ -101,6 +101,46 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: Hl7Command,
     },
+    /// The notification hub: who gets what where, and what could not be delivered.
+    Notifications {
+        #[command(flatten)]
+        store: GlobalStoreArgs,
+        #[command(subcommand)]
+        command: NotificationsCommand,
+    },
+}
+
+/// `medmesh notifications ...`.
+#[derive(Subcommand)]
+pub(crate) enum NotificationsCommand {
+    /// Show, and with options set, a recipient's choices and e-mail address.
+    Settings {
+        /// The account, by user name (a patient's account sets its patient's).
+        #[arg(long, conflicts_with = "patient", required_unless_present = "patient")]
+        user: Option<String>,
+        /// A patient, by Patient id.
+        #[arg(long)]
+        patient: Option<String>,
+        /// The e-mail address (`""` to remove it).
+        #[arg(long)]
+        email: Option<String>,
+        /// `CATEGORY=CHANNEL,CHANNEL` (e.g. `results=inbox,email`, `operations=`); repeat.
+        #[arg(long = "choose")]
+        choices: Vec<String>,
+    },
+    /// Notifications given up on (no text, no address).
+    Failed {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Put a notification given up on back in the queue.
+    Retry {
+        /// Its id.
+        id: String,
+    },
+    /// Notifications by channel and status.
+    Counts,
 }
 
 /// [`StoreArgs`] accepted before or after a subcommand (`medmesh hl7 counts --data-dir D`).

@@ -146,6 +146,16 @@ pub struct FileConfig {
     pub hl7_silence_alert_minutes: Option<u64>,
     /// Messages waiting in an outbound queue before an alert. Default 1000.
     pub hl7_queue_alert_depth: Option<i64>,
+    /// Seconds between the interface engine's pruning and alert checks. Default 300.
+    pub hl7_check_seconds: Option<u64>,
+    /// The SMTP server notifications are e-mailed through: `smtp://host:25`,
+    /// `smtp://user:password@host:587?tls=required` (STARTTLS), `smtps://host:465`.
+    /// Default none: no e-mail.
+    pub smtp_url: Option<Secret>,
+    /// The sender of notification e-mail. Default `medmesh <medmesh@localhost>`.
+    pub smtp_from: Option<String>,
+    /// The node's name in notifications' texts. Default `medmesh`.
+    pub node_name: Option<String>,
 }
 
 /// One downstream system applied messages are forwarded to over MLLP (`[[hl7_channel]]`).
@@ -317,6 +327,14 @@ pub struct Config {
     pub hl7_silence_alert: std::time::Duration,
     /// Queue depth that raises an alert.
     pub hl7_queue_alert_depth: i64,
+    /// Between the interface engine's pruning and alert checks.
+    pub hl7_check_every: std::time::Duration,
+    /// The SMTP server's URL, when e-mail is on.
+    pub smtp_url: Option<Secret>,
+    /// The sender of notification e-mail.
+    pub smtp_from: String,
+    /// The node's name in notifications.
+    pub node_name: String,
 }
 
 /// Where document bytes are kept.
@@ -556,6 +574,17 @@ impl Config {
             )
             .unwrap_or(1000)
             .max(1),
+            hl7_check_every: seconds(
+                setting(env("MEDMESH_HL7_CHECK_SECONDS"), file.hl7_check_seconds),
+                300,
+            ),
+            smtp_url: env("MEDMESH_SMTP_URL").map(Secret).or(file.smtp_url),
+            smtp_from: env("MEDMESH_SMTP_FROM")
+                .or(file.smtp_from)
+                .unwrap_or_else(|| "medmesh <medmesh@localhost>".into()),
+            node_name: env("MEDMESH_NODE_NAME")
+                .or(file.node_name)
+                .unwrap_or_else(|| "medmesh".into()),
         })
     }
 }

@@ -284,6 +284,31 @@ pub(crate) async fn audit_log_service(
     Ok(Arc::new(log.with_witnesses(witnesses)))
 }
 
+/// The notification hub over `records`, e-mailing through `smtp_url` when it is set.
+pub(crate) fn notification_hub(
+    cfg: &Config,
+    stores: &Stores,
+    records: &Arc<RecordService>,
+    public_origin: &str,
+) -> anyhow::Result<Arc<medmesh_notifications::NotificationHub>> {
+    let mailer: Option<Arc<dyn medmesh_notifications::Mailer>> = match &cfg.smtp_url {
+        Some(url) => Some(Arc::new(medmesh_mail::SmtpMailer::new(
+            &url.0,
+            &cfg.smtp_from,
+        )?)),
+        None => None,
+    };
+    Ok(Arc::new(medmesh_notifications::NotificationHub::new(
+        records.clone(),
+        stores.notifications.clone(),
+        mailer,
+        cfg.node_name.clone(),
+        cfg.public_base_url
+            .clone()
+            .unwrap_or_else(|| public_origin.to_string()),
+    )))
+}
+
 /// The HL7 v2 interface engine over `records`, recognising the settings file's senders and
 /// those added with `medmesh hl7 senders add`.
 pub(crate) async fn interface_engine(
@@ -291,6 +316,7 @@ pub(crate) async fn interface_engine(
     stores: &Stores,
     records: &Arc<RecordService>,
     public_origin: &str,
+    hub: Arc<medmesh_notifications::NotificationHub>,
 ) -> anyhow::Result<Arc<medmesh_interface_engine::InterfaceEngine>> {
     let channels = cfg
         .hl7_channels
@@ -331,7 +357,8 @@ pub(crate) async fn interface_engine(
             format!("{public_origin}/fhir"),
         )
         .with_outbound(stores.hl7_outbox.clone(), channels)
-        .with_vault(document_vault(stores, cfg, records)?),
+        .with_vault(document_vault(stores, cfg, records)?)
+        .with_hub(hub),
     );
     let configured = cfg
         .hl7_senders

@@ -95,8 +95,52 @@ pub async fn push_to_witnesses(audit_log: &AuditLogService, transport: &dyn Witn
 /// The interface engine's housekeeping, every `every`: prunes messages older than the
 /// retention, and logs alerts (dead letters, silent senders, deep queues) at warn level for
 /// the operator's log watcher.
+/// Where the interface engine's alerts go: the node admins, through the notification hub
+/// (by e-mail, as each chose; their words name no patient).
+pub struct AlertRoute {
+    /// The hub.
+    pub hub: Arc<medmesh_notifications::NotificationHub>,
+    /// Where the node admins are found.
+    pub identity: Arc<dyn medmesh_store::IdentityStore>,
+}
+
+impl AlertRoute {
+    /// Tells the node admins of `alerts`, each at most once an hour.
+    async fn tell_admins(&self, alerts: &[String]) {
+        if alerts.is_empty() {
+            return;
+        }
+        let admins = match self
+            .identity
+            .users_with_role(medmesh_auth::Role::NodeAdmin.code(), None, None, 100)
+            .await
+        {
+            Ok(users) => users.into_iter().map(|u| u.id).collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::error!(error = %e, "the node admins could not be found to alert");
+                return;
+            }
+        };
+        let hour = crate::wiring::now_micros() / 3_600_000_000;
+        for alert in alerts {
+            // The same alert again within the hour is the same event: sent once. (Alerts
+            // name senders, channels and counts, never a patient.)
+            let key: String = alert.chars().take(200).collect();
+            let mut notice = self.hub.notice(
+                medmesh_notifications::Category::Operations,
+                format!("hl7v2-alert/{hour}/{key}"),
+            );
+            notice.body = format!("{}\n\nHL7 v2: {alert}", notice.body);
+            if let Err(e) = self.hub.notify_accounts(&admins, &notice).await {
+                tracing::error!(error = %e, "an HL7 v2 alert could not be sent");
+            }
+        }
+    }
+}
+
 pub fn start_hl7_housekeeping(
     engine: Arc<medmesh_interface_engine::InterfaceEngine>,
+    route: AlertRoute,
     retention_days: u32,
     silence: Duration,
     max_queue: i64,
@@ -115,9 +159,10 @@ pub fn start_hl7_housekeeping(
             let silence = i64::try_from(silence.as_micros()).unwrap_or(i64::MAX);
             match engine.alerts(window, silence, max_queue).await {
                 Ok(alerts) => {
-                    for alert in alerts {
+                    for alert in &alerts {
                         tracing::warn!(alert = %alert, "HL7 v2 alert");
                     }
+                    route.tell_admins(&alerts).await;
                 }
                 Err(e) => tracing::error!(error = %e, "cannot check HL7 v2 alerts"),
             }

@@ -456,6 +456,7 @@ home-verification = Practitioners to verify
 home-verification-none = Nobody is waiting.
 home-emergencies = Emergency accesses in force
 notification-break-glass = An emergency access to your record was declared. It is flagged in your access log.
+notification-results = New results are in your record.
 documents-title = Documents
 documents-intro = Your documents. A signed one was checked against its author's key when it was uploaded; every opening checks the file against the fingerprint (SHA-256) it was stored with, so a changed file is never delivered.
 documents-upload = Upload a signed document

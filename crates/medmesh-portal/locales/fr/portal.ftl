@@ -455,6 +455,7 @@ home-verification = Soignants à vérifier
 home-verification-none = Personne n'attend.
 home-emergencies = Accès d'urgence en cours
 notification-break-glass = Un accès d'urgence à votre dossier a été déclaré. Il est signalé dans votre journal des accès.
+notification-results = De nouveaux résultats sont dans votre dossier.
 documents-title = Documents
 documents-intro = Vos documents. Un document signé a été vérifié avec la clé de son auteur lors du dépôt ; chaque ouverture vérifie le fichier avec l'empreinte (SHA-256) enregistrée, si bien qu'un fichier modifié n'est jamais remis.
 documents-upload = Déposer un document signé

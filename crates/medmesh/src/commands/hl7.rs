@@ -54,7 +54,8 @@ async fn engine(
     stores: &medmesh_store_sql::Stores,
 ) -> anyhow::Result<(Arc<RecordService>, Arc<InterfaceEngine>)> {
     let records = record_service(stores, cfg).await?;
-    let engine = interface_engine(cfg, stores, &records, "").await?;
+    let hub = crate::wiring::notification_hub(cfg, stores, &records, "")?;
+    let engine = interface_engine(cfg, stores, &records, "", hub).await?;
     Ok((records, engine))
 }
 

@@ -6,6 +6,7 @@ pub(crate) mod doc_command;
 pub(crate) mod hl7;
 pub(crate) mod import;
 pub(crate) mod keys;
+pub(crate) mod notifications;
 pub(crate) mod serve;
 
 pub(crate) use admin::*;

@@ -46,7 +46,12 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     let portal = medmesh_portal::PortalServices {
         keys: Arc::new(key_administration(&stores, &cfg, &records)?),
     };
-    let hl7 = interface_engine(&cfg, &stores, &records, &issuer).await?;
+    let hub = crate::wiring::notification_hub(&cfg, &stores, &records, &issuer)?;
+    tokio::spawn(medmesh_notifications::run(
+        hub.clone(),
+        records.core().ids().new_id(),
+    ));
+    let hl7 = interface_engine(&cfg, &stores, &records, &issuer, hub.clone()).await?;
     let recovered = hl7.recover().await?;
     if recovered > 0 {
         tracing::info!(
@@ -56,10 +61,14 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     workers::start_hl7_housekeeping(
         hl7.clone(),
+        workers::AlertRoute {
+            hub: hub.clone(),
+            identity: stores.identity.clone(),
+        },
         cfg.hl7_retention_days,
         cfg.hl7_silence_alert,
         cfg.hl7_queue_alert_depth,
-        Duration::from_secs(300),
+        cfg.hl7_check_every,
     );
     for channel in hl7.delivery_channels().await {
         tokio::spawn(medmesh_mllp::deliver(hl7.clone(), channel));
@@ -89,6 +98,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             audit_log: audit_log.clone(),
             identity,
             hl7,
+            hub: hub.clone(),
         },
         export_queue,
         medmesh_server::ServerConfig {

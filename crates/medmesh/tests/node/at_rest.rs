@@ -155,8 +155,27 @@ async fn a_stolen_database_reveals_no_patient(node: Node) {
             .await,
         1
     );
+    // A patient's e-mail address for notifications is sealed too.
+    let address = "conn.quarantined-mailbox@example.org";
+    let out = node.cli(&[
+        "notifications",
+        "settings",
+        "--patient",
+        &conn,
+        "--email",
+        address,
+        "--choose",
+        "results=inbox,email",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(address));
     let files = database_bytes(&node);
     for (name, bytes) in &files {
+        assert!(!holds(bytes, address), "the address is in clear in {name}");
         for t in free_text {
             assert!(!holds(bytes, t), "{t:?} found in clear in {name}");
         }

@@ -258,8 +258,8 @@ async fn operations_over_cli_and_http(db: Db) {
         .remove(0);
     let told = node
         .sql_i64(&format!(
-            "SELECT COUNT(*) FROM notifications WHERE patient_id = '{patient}' AND kind = 'result' \
-             AND message = 'New results from lab are in your record.'"
+            "SELECT COUNT(*) FROM notifications WHERE patient_id = '{patient}' AND kind = 'results' \
+             AND message = 'New results at medmesh'"
         ))
         .await;
     assert!(told >= 1, "no result notification");

@@ -1,0 +1,694 @@
+//! The notification hub: one place every capability tells people of something (results,
+//! documents opened, referrals, break-glass, appointments, medications, messages, and the
+//! node's own operations), on the channels each recipient chose per category.
+//!
+//! - **The inbox** is written at once, in a transaction of its own (a patient's inbox, as
+//!   before the hub).
+//! - **E-mail** goes through a durable outbox (`NotificationHubStore`): queued once per
+//!   channel and event (a second notice of the same event is not queued), claimed by one
+//!   worker at a time for a lease (two nodes on one database deliver each once), retried
+//!   with backoff, and kept as `failed` for an admin after [`MAX_ATTEMPTS`].
+//!
+//! Texts name no patient data: "There are new results in your record at <node>", and a
+//! link to sign in. The sending itself is an adapter's ([`Mailer`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use medmesh_records::{RecordError, RecordService};
+use medmesh_store::{NotificationHubStore, NotificationOutboxRow, NotificationSettingsRow};
+use serde::{Deserialize, Serialize};
+
+/// Owner of the key that seals addresses and queued texts.
+pub const NOTIFY_KEY_OWNER: &str = "node:notifications";
+
+/// Attempts before a notification is given up on (kept as `failed`).
+pub const MAX_ATTEMPTS: i64 = 10;
+
+/// What a notification is about. Each recipient chooses channels per category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    /// New results in the record.
+    Results,
+    /// A document was opened, shared or signed.
+    Documents,
+    /// Referrals and requests.
+    Referrals,
+    /// Someone declared an emergency access.
+    BreakGlass,
+    /// Appointments and their reminders.
+    Appointments,
+    /// Prescriptions and adherence.
+    Medications,
+    /// Secure messages.
+    Messages,
+    /// The node's own operations (interface errors, silent senders, queues): for admins.
+    Operations,
+}
+
+impl Category {
+    /// Every category.
+    pub const ALL: [Category; 8] = [
+        Self::Results,
+        Self::Documents,
+        Self::Referrals,
+        Self::BreakGlass,
+        Self::Appointments,
+        Self::Medications,
+        Self::Messages,
+        Self::Operations,
+    ];
+
+    /// Its name, as settings and the outbox write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Results => "results",
+            Self::Documents => "documents",
+            Self::Referrals => "referrals",
+            Self::BreakGlass => "break-glass",
+            Self::Appointments => "appointments",
+            Self::Medications => "medications",
+            Self::Messages => "messages",
+            Self::Operations => "operations",
+        }
+    }
+
+    /// Reads a name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s.trim())
+    }
+}
+
+/// A way of telling someone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Channel {
+    /// The inbox in the portal.
+    Inbox,
+    /// E-mail, to the address the recipient gave.
+    Email,
+}
+
+impl Channel {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbox => "inbox",
+            Self::Email => "email",
+        }
+    }
+
+    /// Reads a name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "inbox" => Some(Self::Inbox),
+            "email" => Some(Self::Email),
+            _ => None,
+        }
+    }
+}
+
+/// Who is told: a patient (their inbox, and their account's choices), or a staff account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Recipient {
+    /// A patient, by Patient id.
+    Patient(String),
+    /// An account, by user id.
+    Account(String),
+}
+
+impl Recipient {
+    /// The key its settings and outbox rows are kept under.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Patient(id) => format!("Patient/{id}"),
+            Self::Account(id) => format!("User/{id}"),
+        }
+    }
+
+    /// Reads a key.
+    pub fn from_key(key: &str) -> Option<Self> {
+        if let Some(id) = key.strip_prefix("Patient/") {
+            Some(Self::Patient(id.to_string()))
+        } else {
+            key.strip_prefix("User/")
+                .map(|id| Self::Account(id.to_string()))
+        }
+    }
+}
+
+/// A recipient's choices: channels per category. A category not named gets the default:
+/// the inbox for patients' categories; e-mail (when an address is set) for operations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choices(pub BTreeMap<Category, Vec<Channel>>);
+
+impl Choices {
+    /// The channels chosen for `category`.
+    pub fn channels(&self, category: Category) -> Vec<Channel> {
+        match self.0.get(&category) {
+            Some(c) => c.clone(),
+            None if category == Category::Operations => vec![Channel::Email],
+            None => vec![Channel::Inbox],
+        }
+    }
+}
+
+/// What to tell. The texts name no patient data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// What it is about.
+    pub category: Category,
+    /// The event it tells of: a second notice with the same key on a channel is not sent.
+    pub event: String,
+    /// One line.
+    pub subject: String,
+    /// A few sentences.
+    pub body: String,
+}
+
+/// What an outbox row's sealed payload holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Payload {
+    subject: String,
+    body: String,
+}
+
+/// A recipient's settings, opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Channels per category.
+    pub choices: Choices,
+    /// Where e-mail goes.
+    pub email: Option<String>,
+}
+
+/// Why a send failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// For good (a refused address): not tried again.
+    #[error("refused: {0}")]
+    Permanent(String),
+    /// For now (the server is down, busy): tried again after a backoff.
+    #[error("not sent now: {0}")]
+    Transient(String),
+}
+
+/// Sends e-mail (the SMTP adapter).
+#[async_trait::async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    /// Sends one message; `message_id` is the same on every attempt, so a receiver can tell
+    /// a repeat.
+    async fn send(
+        &self,
+        to: &str,
+        subject: &str,
+        body: &str,
+        message_id: &str,
+    ) -> Result<(), SendError>;
+}
+
+/// Why the hub failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] medmesh_store::StoreError),
+    /// Sealing or opening failed.
+    #[error(transparent)]
+    Records(#[from] RecordError),
+    /// A setting is not valid; the text says which.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The wait before attempt `n + 1`: 2 s doubling to 10 minutes.
+pub fn backoff_micros(attempts: i64) -> i64 {
+    let seconds = 2i64 << attempts.clamp(0, 9);
+    seconds.min(600) * 1_000_000
+}
+
+/// The hub.
+pub struct NotificationHub {
+    records: Arc<RecordService>,
+    store: Arc<dyn NotificationHubStore>,
+    mailer: Option<Arc<dyn Mailer>>,
+    node_name: String,
+    node_url: String,
+}
+
+impl std::fmt::Debug for NotificationHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotificationHub")
+            .field("node_name", &self.node_name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn address_context(key: &str) -> String {
+    format!("notify/{key}/email")
+}
+
+fn payload_context(id: &str) -> String {
+    format!("notify/outbox/{id}")
+}
+
+/// A plausible e-mail address: one `@`, something on each side, a dot in the domain, no
+/// spaces or angle brackets, at most 254 characters.
+fn valid_email(a: &str) -> bool {
+    let Some((local, domain)) = a.split_once('@') else {
+        return false;
+    };
+    a.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !a
+            .chars()
+            .any(|c| c.is_whitespace() || c == '<' || c == '>' || c == ',')
+}
+
+impl NotificationHub {
+    /// The hub over `records` (its clock, ids and keys) and `store`; e-mail through
+    /// `mailer` when there is one. `node_name` and `node_url` go into the texts.
+    pub fn new(
+        records: Arc<RecordService>,
+        store: Arc<dyn NotificationHubStore>,
+        mailer: Option<Arc<dyn Mailer>>,
+        node_name: impl Into<String>,
+        node_url: impl Into<String>,
+    ) -> Self {
+        Self {
+            records,
+            store,
+            mailer,
+            node_name: node_name.into(),
+            node_url: node_url.into(),
+        }
+    }
+
+    async fn seal(&self, context: &str, plain: &[u8]) -> Result<Vec<u8>, HubError> {
+        match self.records.core().at_rest() {
+            Some(a) => Ok(a
+                .seal_detached(NOTIFY_KEY_OWNER, context, plain)
+                .await
+                .map_err(RecordError::from)?),
+            None => Ok(plain.to_vec()),
+        }
+    }
+
+    async fn open(&self, context: &str, stored: &[u8]) -> Result<Vec<u8>, HubError> {
+        match self.records.core().at_rest() {
+            Some(a) => Ok(a.open(context, stored).await.map_err(RecordError::from)?),
+            None => Ok(stored.to_vec()),
+        }
+    }
+
+    /// A recipient's settings (the defaults when they set none).
+    ///
+    /// # Errors
+    /// When the store fails or the address cannot be opened.
+    pub async fn settings(&self, who: &Recipient) -> Result<Settings, HubError> {
+        let key = who.key();
+        let Some(row) = self.store.notification_settings(&key).await? else {
+            return Ok(Settings::default());
+        };
+        let choices = serde_json::from_str(&row.choices).unwrap_or_default();
+        let email = match &row.email {
+            Some(sealed) => Some(
+                String::from_utf8_lossy(&self.open(&address_context(&key), sealed).await?)
+                    .into_owned(),
+            ),
+            None => None,
+        };
+        Ok(Settings { choices, email })
+    }
+
+    /// Sets a recipient's settings.
+    ///
+    /// # Errors
+    /// [`HubError::Invalid`] for an address that is not one; store failures.
+    pub async fn set_settings(&self, who: &Recipient, settings: &Settings) -> Result<(), HubError> {
+        let key = who.key();
+        let email = match settings.email.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(a) if valid_email(a) => {
+                Some(self.seal(&address_context(&key), a.as_bytes()).await?)
+            }
+            Some(_) => return Err(HubError::Invalid("that is not an e-mail address".into())),
+        };
+        let row = NotificationSettingsRow {
+            account: key,
+            choices: serde_json::to_string(&settings.choices).unwrap_or_else(|_| "{}".into()),
+            email,
+            updated_micros: self.records.core().now(),
+        };
+        Ok(self.store.put_notification_settings(&row).await?)
+    }
+
+    /// The texts of the notices the node sends, in words that name no patient data.
+    pub fn notice(&self, category: Category, event: impl Into<String>) -> Notice {
+        let node = &self.node_name;
+        let url = &self.node_url;
+        let (subject, body) = match category {
+            Category::Results => (
+                format!("New results at {node}"),
+                format!(
+                    "There are new results in your record at {node}. Sign in to see them: {url}"
+                ),
+            ),
+            Category::Documents => (
+                format!("Your documents at {node}"),
+                format!(
+                    "Something happened to one of your documents at {node}. Sign in to see what: {url}"
+                ),
+            ),
+            Category::Referrals => (
+                format!("A referral at {node}"),
+                format!(
+                    "There is a referral or request for you at {node}. Sign in to see it: {url}"
+                ),
+            ),
+            Category::BreakGlass => (
+                format!("Emergency access at {node}"),
+                format!(
+                    "Someone used emergency access to a record at {node}. Sign in to review it: {url}"
+                ),
+            ),
+            Category::Appointments => (
+                format!("Your appointments at {node}"),
+                format!("There is news about an appointment at {node}. Sign in to see it: {url}"),
+            ),
+            Category::Medications => (
+                format!("Your medications at {node}"),
+                format!("There is news about your medications at {node}. Sign in to see it: {url}"),
+            ),
+            Category::Messages => (
+                format!("A new message at {node}"),
+                format!("You have a new message at {node}. Sign in to read it: {url}"),
+            ),
+            Category::Operations => (
+                format!("Operations alert at {node}"),
+                format!("{node} needs an operator's attention. Sign in to see what: {url}"),
+            ),
+        };
+        Notice {
+            category,
+            event: event.into(),
+            subject,
+            body,
+        }
+    }
+
+    /// Tells `who` of `notice` on the channels they chose: the inbox at once, the others
+    /// through the outbox. Returns the channels it went to.
+    ///
+    /// # Errors
+    /// When the store fails; nothing is half-queued that a retry of the same event would
+    /// queue twice.
+    pub async fn notify(&self, who: &Recipient, notice: &Notice) -> Result<Vec<Channel>, HubError> {
+        let settings = self.settings(who).await?;
+        let mut sent = Vec::new();
+        for channel in settings.choices.channels(notice.category) {
+            match channel {
+                Channel::Inbox => {
+                    // The inbox is a patient's, for now; staff are told by e-mail.
+                    let Recipient::Patient(patient) = who else {
+                        continue;
+                    };
+                    self.to_inbox(patient, notice).await?;
+                    sent.push(channel);
+                }
+                Channel::Email => {
+                    if settings.email.is_none() || self.mailer.is_none() {
+                        continue;
+                    }
+                    if self.enqueue(who, notice, channel).await? {
+                        sent.push(channel);
+                    }
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Tells each of `accounts` (user ids): operations alerts go to the node admins.
+    ///
+    /// # Errors
+    /// As [`Self::notify`].
+    pub async fn notify_accounts(
+        &self,
+        accounts: &[String],
+        notice: &Notice,
+    ) -> Result<usize, HubError> {
+        let mut told = 0;
+        for account in accounts {
+            if !self
+                .notify(&Recipient::Account(account.clone()), notice)
+                .await?
+                .is_empty()
+            {
+                told += 1;
+            }
+        }
+        Ok(told)
+    }
+
+    async fn to_inbox(&self, patient: &str, notice: &Notice) -> Result<(), HubError> {
+        let core = self.records.core();
+        let row = medmesh_store::Notification {
+            id: core.ids().new_id(),
+            patient_id: patient.to_string(),
+            kind: notice.category.as_str().to_string(),
+            message: notice.subject.clone(),
+            created_micros: core.now(),
+            read_micros: None,
+        };
+        let mut tx = core.begin_write().await?;
+        tx.notify(&row).await.map_err(RecordError::from)?;
+        tx.commit().await.map_err(RecordError::from)?;
+        Ok(())
+    }
+
+    async fn enqueue(
+        &self,
+        who: &Recipient,
+        notice: &Notice,
+        channel: Channel,
+    ) -> Result<bool, HubError> {
+        let core = self.records.core();
+        let id = core.ids().new_id();
+        let payload = serde_json::to_vec(&Payload {
+            subject: notice.subject.clone(),
+            body: notice.body.clone(),
+        })
+        .unwrap_or_default();
+        let now = core.now();
+        let row = NotificationOutboxRow {
+            payload: self.seal(&payload_context(&id), &payload).await?,
+            id,
+            account: who.key(),
+            category: notice.category.as_str().to_string(),
+            channel: channel.as_str().to_string(),
+            dedupe_key: format!("{}|{}", who.key(), notice.event),
+            status: "pending".into(),
+            attempts: 0,
+            next_attempt_micros: now,
+            last_error: None,
+            created_micros: now,
+        };
+        Ok(self.store.notification_enqueue(&row).await?)
+    }
+
+    /// Delivers what is due, as worker `worker`; returns how many were attempted.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn deliver_due(&self, worker: &str) -> Result<usize, HubError> {
+        let now = self.records.core().now();
+        let due = self
+            .store
+            .notification_claim(worker, now, 120_000_000, 20)
+            .await?;
+        let attempted = due.len();
+        for mut row in due {
+            let result = self.send(&row).await;
+            row.attempts += 1;
+            match result {
+                Ok(()) => {
+                    row.status = "delivered".into();
+                    row.last_error = None;
+                }
+                Err(SendError::Permanent(why)) => {
+                    row.status = "failed".into();
+                    row.last_error = Some(why);
+                }
+                Err(SendError::Transient(why)) => {
+                    if row.attempts >= MAX_ATTEMPTS {
+                        row.status = "failed".into();
+                    } else {
+                        row.next_attempt_micros =
+                            self.records.core().now() + backoff_micros(row.attempts - 1);
+                    }
+                    row.last_error = Some(why);
+                }
+            }
+            if row.status == "failed" {
+                tracing::warn!(notification = %row.id, channel = %row.channel, "a notification was given up on");
+            }
+            self.store.notification_attempted(&row).await?;
+        }
+        Ok(attempted)
+    }
+
+    async fn send(&self, row: &NotificationOutboxRow) -> Result<(), SendError> {
+        let opened = self
+            .open(&payload_context(&row.id), &row.payload)
+            .await
+            .map_err(|_| SendError::Permanent("the text could not be opened".into()))?;
+        let payload: Payload = serde_json::from_slice(&opened)
+            .map_err(|_| SendError::Permanent("the text is not readable".into()))?;
+        match Channel::parse(&row.channel) {
+            Some(Channel::Email) => {
+                let Some(mailer) = &self.mailer else {
+                    return Err(SendError::Transient("no mail server is configured".into()));
+                };
+                let who = Recipient::from_key(&row.account)
+                    .ok_or_else(|| SendError::Permanent("unknown recipient".into()))?;
+                let address = self
+                    .settings(&who)
+                    .await
+                    .map_err(|_| SendError::Transient("the address could not be read".into()))?
+                    .email
+                    .ok_or_else(|| {
+                        SendError::Permanent("the recipient has no address now".into())
+                    })?;
+                let host = self
+                    .node_url
+                    .split("://")
+                    .nth(1)
+                    .and_then(|r| r.split(['/', ':']).next())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or("medmesh.invalid");
+                let message_id = format!("<{}@{host}>", row.id);
+                mailer
+                    .send(&address, &payload.subject, &payload.body, &message_id)
+                    .await
+            }
+            _ => Err(SendError::Permanent("unknown channel".into())),
+        }
+    }
+
+    /// Notifications given up on, newest first (no text, no address).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn failed(&self, limit: u32) -> Result<Vec<NotificationOutboxRow>, HubError> {
+        Ok(self.store.notifications_in("failed", limit).await?)
+    }
+
+    /// Puts a notification given up on back in the queue.
+    ///
+    /// # Errors
+    /// [`HubError::Invalid`] when there is no such failed notification.
+    pub async fn retry(&self, id: &str) -> Result<(), HubError> {
+        let Some(mut row) = self.store.notification(id).await? else {
+            return Err(HubError::Invalid("no such notification".into()));
+        };
+        if row.status != "failed" {
+            return Err(HubError::Invalid(
+                "only a failed notification is retried".into(),
+            ));
+        }
+        row.status = "pending".into();
+        row.attempts = 0;
+        row.next_attempt_micros = self.records.core().now();
+        Ok(self.store.notification_attempted(&row).await?)
+    }
+
+    /// Counts by channel and status.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, HubError> {
+        Ok(self.store.notification_counts().await?)
+    }
+}
+
+/// Delivers the outbox forever, as `worker`: at once while there is work, else every
+/// second.
+pub async fn run(hub: Arc<NotificationHub>, worker: String) {
+    loop {
+        let wait = match hub.deliver_due(&worker).await {
+            Ok(n) if n > 0 => std::time::Duration::ZERO,
+            Ok(_) => std::time::Duration::from_secs(1),
+            Err(e) => {
+                tracing::error!(error = %e, "the notification outbox could not be read");
+                std::time::Duration::from_secs(5)
+            }
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_inbox_and_email_for_operations() {
+        let c = Choices::default();
+        assert_eq!(c.channels(Category::Results), [Channel::Inbox]);
+        assert_eq!(c.channels(Category::Operations), [Channel::Email]);
+        let chosen: Choices =
+            serde_json::from_str(r#"{"results": ["inbox", "email"], "break-glass": []}"#).unwrap();
+        assert_eq!(
+            chosen.channels(Category::Results),
+            [Channel::Inbox, Channel::Email]
+        );
+        assert!(chosen.channels(Category::BreakGlass).is_empty());
+    }
+
+    #[test]
+    fn recipients_round_trip_their_keys() {
+        for r in [
+            Recipient::Patient("p1".into()),
+            Recipient::Account("u1".into()),
+        ] {
+            assert_eq!(Recipient::from_key(&r.key()), Some(r));
+        }
+        assert_eq!(Recipient::from_key("Practitioner/x"), None);
+    }
+
+    #[test]
+    fn addresses_are_checked() {
+        assert!(valid_email("ada@example.org"));
+        for bad in [
+            "ada",
+            "ada@",
+            "@example.org",
+            "ada@example",
+            "a b@example.org",
+            "a@b@c.org",
+            "<a@b.org>",
+        ] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_ten_minutes() {
+        assert_eq!(backoff_micros(0), 2_000_000);
+        assert_eq!(backoff_micros(2), 8_000_000);
+        assert_eq!(backoff_micros(30), 600_000_000);
+    }
+
+    #[test]
+    fn categories_round_trip() {
+        for c in Category::ALL {
+            assert_eq!(Category::parse(c.as_str()), Some(c));
+        }
+    }
+}

@@ -1,0 +1,29 @@
+-- The notification hub. Each account's choices (channels per category: no personal data)
+-- and its e-mail address, sealed.
+CREATE TABLE notification_settings (
+    account TEXT PRIMARY KEY,
+    choices TEXT NOT NULL,
+    email BLOB,
+    updated_micros INTEGER NOT NULL
+);
+
+-- The outbox every notification is delivered from: one row per channel, unique by what it
+-- is about, its text sealed. A worker claims due rows for a lease, so two nodes on one
+-- database deliver each once.
+CREATE TABLE notification_outbox (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    category TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    dedupe_key TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_attempt_micros INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until INTEGER NOT NULL,
+    last_error TEXT,
+    created_micros INTEGER NOT NULL,
+    UNIQUE (channel, dedupe_key)
+);
+CREATE INDEX notification_outbox_due ON notification_outbox (status, next_attempt_micros);

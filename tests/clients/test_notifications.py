@@ -1,0 +1,151 @@
+"""The notification hub against a real SMTP server on loopback (aiosmtpd): a patient who
+chose e-mail for results is mailed when a final result arrives over HL7 v2, node admins are
+mailed the interface engine's alerts, the mail names no patient data, a notification is
+sent once, and one the server refuses is kept as failed for an operator."""
+
+import email
+import email.utils
+import os
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+from hl7.client import MLLPClient
+
+from conftest import BIN, Node
+
+FAMILY = "Quellingham"
+RESULT = (
+    "MSH|^~\\&|LAB|HOSP|MEDMESH|NODE|20240101120000||ORU^R01^ORU_R01|{control}|P|2.5.1\r"
+    "PID|1||NTF-1^^^HOSP^MR||" + FAMILY + "^Ada||19800101|F\r"
+    "OBR|1||ORD-{control}^LAB|2345-7^Glucose^LN|||20240101110000\r"
+    "OBX|1|NM|2345-7^Glucose^LN||187|mg/dL|70-99|H|||F\r"
+)
+
+
+class Inbox:
+    """Collects what the SMTP server is given; refuses mail to refuse@ addresses."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("refuse@"):
+            return "550 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((envelope.rcpt_tos, email.message_from_bytes(envelope.content)))
+        return "250 Message accepted for delivery"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def hub(request):
+    inbox = Inbox()
+    port = free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=port)
+    smtp.start()
+    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    cfg.write(
+        f'smtp_url = "smtp://127.0.0.1:{port}"\n'
+        'smtp_from = "Test Node <node@node.test>"\n'
+        'node_name = "Test Node"\n'
+        "hl7_check_seconds = 1\n"
+        '[[hl7_sender]]\nname = "lab"\naddresses = ["127.0.0.1"]\n'
+    )
+    cfg.close()
+    n = Node(request.param, extra_env={"MEDMESH_CONFIG": cfg.name, "MEDMESH_MLLP_LISTEN": "127.0.0.1:0"})
+    yield n, inbox
+    n.close()
+    smtp.stop()
+    os.unlink(cfg.name)
+
+
+def wait_for(predicate, what, seconds=30):
+    deadline = time.time() + seconds
+    while not predicate():
+        assert time.time() < deadline, f"{what} never happened"
+        time.sleep(0.05)
+
+
+def send(node, message):
+    with MLLPClient(*node.mllp) as client:
+        return client.send_message(message.replace("\n", "\r")).decode("utf-8", "replace")
+
+
+def cli(node, *args, stdin=None):
+    out = subprocess.run([BIN, *args, *node.args], capture_output=True, text=True, env=node.env, input=stdin)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_results_and_alerts_are_mailed_once_and_name_no_patient(hub):
+    node, inbox = hub
+    # The patient's record exists before their account chooses e-mail.
+    assert "MSA|AA" in send(node, RESULT.format(control="N-1"))
+    patient = requests.get(
+        f"{node.url}/Patient?identifier=urn:medmesh:hl7v2/id/HOSP%7CNTF-1",
+        headers={"Authorization": f"Bearer {node.token}"}, timeout=30,
+    ).json()["entry"][0]["resource"]["id"]
+    shown = cli(node, "notifications", "settings", "--patient", patient,
+                "--email", "ada@example.org", "--choose", "results=inbox,email")
+    assert "results\tinbox,email" in shown and "ada@example.org" in shown
+    # A node admin, told of operations by e-mail (the default once an address is set).
+    cli(node, "admin", "create-user", "--role", "node-admin", "--username", "ops", stdin="a long enough password 1\n")
+    cli(node, "notifications", "settings", "--user", "ops", "--email", "ops@example.org")
+
+    assert "MSA|AA" in send(node, RESULT.format(control="N-2"))
+    wait_for(lambda: any("ada@example.org" in to for to, _ in inbox.messages), "the result's e-mail")
+    to, mail = next((to, m) for to, m in inbox.messages if "ada@example.org" in to)
+    assert mail["Subject"] == "New results at Test Node"
+    assert email.utils.parseaddr(mail["From"]) == ("Test Node", "node@node.test")
+    assert mail["Message-ID"].startswith("<")
+    text = mail.get_payload(decode=True).decode()
+    assert "new results in your record at Test Node" in text
+    for phi in (FAMILY, "Glucose", "187", "NTF-1", "1980"):
+        assert phi not in text and phi not in mail["Subject"], phi
+
+    # A message with no mapping is a dead letter; the admins are told within a check.
+    assert "MSA|AE" in send(node, "MSH|^~\\&|LAB|HOSP|MEDMESH|NODE|20240101120000||ZZZ^Z01|N-3|P|2.5.1\rPID|1||NTF-1^^^HOSP^MR\r")
+    wait_for(lambda: any("ops@example.org" in to for to, _ in inbox.messages), "the alert's e-mail")
+    alert = next(m for to, m in inbox.messages if "ops@example.org" in to)
+    assert alert["Subject"] == "Operations alert at Test Node"
+    body = alert.get_payload(decode=True).decode()
+    assert "could not be applied" in body and FAMILY not in body
+
+    # Each once: the patient's result notice (one per result message), the alert once an hour.
+    time.sleep(2.5)  # two more alert checks, which must not mail again
+    assert sum("ops@example.org" in to for to, _ in inbox.messages) == 1
+    assert sum("ada@example.org" in to for to, _ in inbox.messages) == 1
+    counts = cli(node, "notifications", "counts")
+    assert "email\tdelivered\t2" in counts, counts
+
+
+def test_a_refused_address_is_kept_as_failed_and_can_be_retried(hub):
+    node, inbox = hub
+    cli(node, "admin", "create-user", "--role", "node-admin", "--username", "ops", stdin="a long enough password 1\n")
+    cli(node, "notifications", "settings", "--user", "ops", "--email", "refuse@example.org")
+    assert "MSA|AE" in send(node, "MSH|^~\\&|LAB|HOSP|MEDMESH|NODE|20240101120000||ZZZ^Z01|F-1|P|2.5.1\rPID|1||F-1^^^HOSP^MR\r")
+    wait_for(lambda: "\tfailed\t" in cli(node, "notifications", "counts"), "the refusal")
+    failed = cli(node, "notifications", "failed")
+    row = failed.splitlines()[1].split("\t")
+    assert row[3:5] == ["operations", "email"] and "550" in row[6], failed
+    assert "refuse@" not in failed
+    # The operator fixes the address and puts it back in the queue.
+    cli(node, "notifications", "settings", "--user", "ops", "--email", "ops@example.org")
+    cli(node, "notifications", "retry", row[0])
+    wait_for(lambda: any("ops@example.org" in to for to, _ in inbox.messages), "the retried e-mail")
