@@ -617,9 +617,10 @@ impl NotificationHub {
     }
 }
 
-/// Delivers the outbox forever, as `worker`: at once while there is work, else every
-/// second.
-pub async fn run(hub: Arc<NotificationHub>, worker: String) {
+/// Delivers the outbox forever, as a worker of its own (named by a fresh id): at once
+/// while there is work, else every second.
+pub async fn run(hub: Arc<NotificationHub>) {
+    let worker = hub.records.core().ids().new_id();
     loop {
         let wait = match hub.deliver_due(&worker).await {
             Ok(n) if n > 0 => std::time::Duration::ZERO,

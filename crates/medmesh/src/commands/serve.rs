@@ -47,10 +47,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
         keys: Arc::new(key_administration(&stores, &cfg, &records)?),
     };
     let hub = crate::wiring::notification_hub(&cfg, &stores, &records, &issuer)?;
-    tokio::spawn(medmesh_notifications::run(
-        hub.clone(),
-        records.core().ids().new_id(),
-    ));
+    tokio::spawn(medmesh_notifications::run(hub.clone()));
     let hl7 = interface_engine(&cfg, &stores, &records, &issuer, hub.clone()).await?;
     let recovered = hl7.recover().await?;
     if recovered > 0 {

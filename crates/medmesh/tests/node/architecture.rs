@@ -39,7 +39,7 @@ fn sources(krate: &str) -> Vec<(PathBuf, String)> {
 }
 
 /// Domain and application crates: no web framework, no SQL driver, no HTTP client.
-const INNER: [&str; 16] = [
+const INNER: [&str; 20] = [
     "medmesh-kernel",
     "medmesh-fhir",
     "medmesh-auth",
@@ -56,6 +56,10 @@ const INNER: [&str; 16] = [
     "medmesh-audit-log",
     "medmesh-identity",
     "medmesh-patient-log-verifier",
+    "medmesh-hl7v2",
+    "medmesh-hl7v2-fhir",
+    "medmesh-interface-engine",
+    "medmesh-notifications",
 ];
 
 #[test]
