@@ -52,6 +52,10 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         // Everyone signed in.
         .route("/home", get(pages::home::home))
         .route("/account/sessions", get(pages::sessions::sessions))
+        .route(
+            "/account/notifications",
+            get(pages::notifications::notifications).post(pages::notifications::save_notifications),
+        )
         .route("/account/sessions/end", post(pages::sessions::end_session))
         .route("/account/documents", get(pages::documents::upload))
         .route("/account", get(pages::account::account))

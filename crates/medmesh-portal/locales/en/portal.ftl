@@ -608,3 +608,22 @@ notice-identity-refused-title = Not allowed
 notice-identity-refused = This cannot be done: { $detail }.
 notice-identity-failed-title = Something went wrong
 notice-identity-failed = The node could not do this just now. Try again in a moment.
+
+# Notification settings (/account/notifications)
+notify-title = Notifications
+notify-email = E-mail address
+notify-email-help = E-mail only says that something is waiting for you here, never what it is.
+notify-table = How you are told, for each kind of news
+notify-what = What
+notify-inbox = In the portal
+notify-by-email = By e-mail
+notify-saved = Saved.
+notify-bad-email = That is not an e-mail address. Nothing was saved.
+notify-category-results = New results
+notify-category-documents = Your documents opened or shared
+notify-category-referrals = Referrals and requests
+notify-category-break-glass = Emergency access
+notify-category-appointments = Appointments
+notify-category-medications = Medications
+notify-category-messages = Messages
+notify-category-operations = Operations alerts

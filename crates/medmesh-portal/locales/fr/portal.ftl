@@ -607,3 +607,22 @@ notice-identity-refused-title = Non autorisé
 notice-identity-refused = Ce n'est pas possible : { $detail }.
 notice-identity-failed-title = Une erreur s'est produite
 notice-identity-failed = Le nœud n'a pas pu le faire pour l'instant. Réessayez dans un moment.
+
+# Notification settings (/account/notifications)
+notify-title = Notifications
+notify-email = Adresse e-mail
+notify-email-help = Un e-mail dit seulement que quelque chose vous attend ici, jamais quoi.
+notify-table = Comment vous êtes prévenu, pour chaque type de nouvelle
+notify-what = Quoi
+notify-inbox = Dans le portail
+notify-by-email = Par e-mail
+notify-saved = Enregistré.
+notify-bad-email = Ce n'est pas une adresse e-mail. Rien n'a été enregistré.
+notify-category-results = Nouveaux résultats
+notify-category-documents = Vos documents ouverts ou partagés
+notify-category-referrals = Adressages et demandes
+notify-category-break-glass = Accès d'urgence
+notify-category-appointments = Rendez-vous
+notify-category-medications = Médicaments
+notify-category-messages = Messages
+notify-category-operations = Alertes d'exploitation

@@ -9,6 +9,7 @@ pub mod consent;
 pub mod documents;
 pub mod home;
 pub mod my_data;
+pub mod notifications;
 pub mod patients;
 pub mod record;
 pub mod referrals;
