@@ -18,7 +18,6 @@ use medmesh_hl7v2::charset;
 use medmesh_hl7v2_fhir::outbound::{self, Header};
 use medmesh_kernel::{Actor, OperationId, RequestContext};
 use medmesh_records::{Change, RecordError};
-use medmesh_store::Hl7OutboundRow;
 use serde_json::Value;
 
 use crate::{Channel, EngineError, InterfaceEngine};
@@ -132,26 +131,13 @@ impl InterfaceEngine {
         let base = self.now();
         for (i, change) in changes.iter().enumerate() {
             if let Some(message) = self.event_message(&ctx, channel, change).await? {
-                let id = self.new_id();
-                let payload = self
-                    .seal(&crate::outbound::outbound_context(&id), &message)
-                    .await?;
-                let row = Hl7OutboundRow {
-                    id,
-                    channel: channel.name.clone(),
-                    source_id: format!(
-                        "{}/{}/_history/{}",
-                        change.resource_type, change.id, change.version
-                    ),
-                    // Queued in feed order: the queue is delivered in this order.
-                    queued_micros: base + i64::try_from(i).unwrap_or(0),
-                    status: "pending".into(),
-                    payload,
-                    attempts: 0,
-                    next_attempt_micros: base,
-                    last_error: None,
-                };
-                if outbox.hl7_enqueue(&row).await? {
+                let source = format!(
+                    "{}/{}/_history/{}",
+                    change.resource_type, change.id, change.version
+                );
+                // Queued in feed order: the queue is delivered in this order.
+                let at = base + i64::try_from(i).unwrap_or(0);
+                if self.enqueue(&channel.name, source, &message, at).await? {
                     queued += 1;
                 }
             }

@@ -208,20 +208,15 @@ impl InterfaceEngine {
     }
 
     async fn seal(&self, context: &str, plain: &[u8]) -> Result<Vec<u8>, EngineError> {
-        match self.at_rest() {
-            Some(a) => Ok(a
-                .seal_detached(HL7_KEY_OWNER, context, plain)
-                .await
-                .map_err(RecordError::from)?),
-            None => Ok(plain.to_vec()),
-        }
+        Ok(self
+            .records
+            .core()
+            .seal_detached(HL7_KEY_OWNER, context, plain)
+            .await?)
     }
 
     async fn open(&self, context: &str, stored: &[u8]) -> Result<Vec<u8>, EngineError> {
-        match self.at_rest() {
-            Some(a) => Ok(a.open(context, stored).await.map_err(RecordError::from)?),
-            None => Ok(stored.to_vec()),
-        }
+        Ok(self.records.core().open_detached(context, stored).await?)
     }
 
     fn patient_token(&self, key: &str) -> String {
@@ -470,10 +465,10 @@ impl InterfaceEngine {
         if !application.wants(code == AckCode::AA) {
             return;
         }
-        let (Some(outbox), Some(_)) = (&self.outbox, &sender.ack_destination) else {
+        if sender.ack_destination.is_none() {
             tracing::warn!(sender = %sender.name, "an application acknowledgement was asked for, but the sender has no ack_destination; the outcome is kept with the message");
             return;
-        };
+        }
         let ack = application_acknowledge(
             message,
             code,
@@ -483,28 +478,12 @@ impl InterfaceEngine {
         );
         let charset_name = message.msh().field(18).value().into_owned();
         let bytes = charset::encode_message(&ack.encode(), &charset_name);
-        let id = self.new_id();
-        let payload = match self.seal(&outbound::outbound_context(&id), &bytes).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(sender = %sender.name, error = %e, "an application acknowledgement could not be sealed");
-                return;
-            }
-        };
-        let now = self.now();
-        let queued = medmesh_store::Hl7OutboundRow {
-            id,
-            channel: sender.ack_channel(),
-            // One per processing of the message: a replay's outcome is acknowledged too.
-            source_id: format!("{}#{}", row.id, row.attempts),
-            queued_micros: now,
-            status: "pending".into(),
-            payload,
-            attempts: 0,
-            next_attempt_micros: now,
-            last_error: None,
-        };
-        if let Err(e) = outbox.hl7_enqueue(&queued).await {
+        // One per processing of the message: a replay's outcome is acknowledged too.
+        let source = format!("{}#{}", row.id, row.attempts);
+        if let Err(e) = self
+            .enqueue(&sender.ack_channel(), source, &bytes, self.now())
+            .await
+        {
             tracing::error!(sender = %sender.name, error = %e, "an application acknowledgement could not be queued");
         }
     }

@@ -60,7 +60,7 @@ impl Channel {
 }
 
 /// What a queued message's sealed payload is bound to.
-pub(crate) fn outbound_context(id: &str) -> String {
+fn outbound_context(id: &str) -> String {
     format!("hl7v2-out/{id}")
 }
 
@@ -98,37 +98,48 @@ impl InterfaceEngine {
         &self.channels
     }
 
+    /// Seals `bytes` and queues them on `channel` as `source_id`, in the channel's order at
+    /// `queued_micros`, due now. False when the channel has that source already (or there
+    /// is no queue).
+    pub(crate) async fn enqueue(
+        &self,
+        channel: &str,
+        source_id: String,
+        bytes: &[u8],
+        queued_micros: i64,
+    ) -> Result<bool, EngineError> {
+        let Some(outbox) = &self.outbox else {
+            return Ok(false);
+        };
+        let id = self.new_id();
+        let payload = self.seal(&outbound_context(&id), bytes).await?;
+        let row = Hl7OutboundRow {
+            id,
+            channel: channel.to_string(),
+            source_id,
+            queued_micros,
+            status: "pending".into(),
+            payload,
+            attempts: 0,
+            next_attempt_micros: self.now(),
+            last_error: None,
+        };
+        Ok(outbox.hl7_enqueue(&row).await?)
+    }
+
     /// Queues an applied message for every channel that wants it. A failure is logged: the
     /// message was applied and acknowledged either way, and an operator can replay it.
     pub(crate) async fn forward(&self, message: &Message, row: &Hl7MessageRow) {
-        let Some(outbox) = &self.outbox else { return };
         let text = message.encode();
         for channel in self
             .channels
             .iter()
             .filter(|c| c.wants(&row.message_type, &row.sender))
         {
-            let id = self.new_id();
-            let payload = match self.seal(&outbound_context(&id), text.as_bytes()).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(channel = %channel.name, error = %e, "an outbound message could not be sealed");
-                    continue;
-                }
-            };
-            let now = self.now();
-            let queued = Hl7OutboundRow {
-                id,
-                channel: channel.name.clone(),
-                source_id: row.id.clone(),
-                queued_micros: now,
-                status: "pending".into(),
-                payload,
-                attempts: 0,
-                next_attempt_micros: now,
-                last_error: None,
-            };
-            if let Err(e) = outbox.hl7_enqueue(&queued).await {
+            if let Err(e) = self
+                .enqueue(&channel.name, row.id.clone(), text.as_bytes(), self.now())
+                .await
+            {
                 tracing::error!(channel = %channel.name, error = %e, "an outbound message could not be queued");
             }
         }

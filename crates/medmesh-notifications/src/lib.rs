@@ -290,20 +290,15 @@ impl NotificationHub {
     }
 
     async fn seal(&self, context: &str, plain: &[u8]) -> Result<Vec<u8>, HubError> {
-        match self.records.core().at_rest() {
-            Some(a) => Ok(a
-                .seal_detached(NOTIFY_KEY_OWNER, context, plain)
-                .await
-                .map_err(RecordError::from)?),
-            None => Ok(plain.to_vec()),
-        }
+        Ok(self
+            .records
+            .core()
+            .seal_detached(NOTIFY_KEY_OWNER, context, plain)
+            .await?)
     }
 
     async fn open(&self, context: &str, stored: &[u8]) -> Result<Vec<u8>, HubError> {
-        match self.records.core().at_rest() {
-            Some(a) => Ok(a.open(context, stored).await.map_err(RecordError::from)?),
-            None => Ok(stored.to_vec()),
-        }
+        Ok(self.records.core().open_detached(context, stored).await?)
     }
 
     /// A recipient's settings (the defaults when they set none).

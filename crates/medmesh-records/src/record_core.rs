@@ -202,6 +202,39 @@ impl<'a> RecordCore<'a> {
         self.records.seal_text(tx, owner, context, text).await
     }
 
+    /// Seals bytes kept outside the record (a stored message, a queued notification) under
+    /// `owner`'s key, outside any write transaction; in clear when encryption at rest is
+    /// off.
+    ///
+    /// # Errors
+    /// When the key ring fails.
+    pub async fn seal_detached(
+        &self,
+        owner: &str,
+        context: &str,
+        plain: &[u8],
+    ) -> Result<Vec<u8>, RecordError> {
+        match self.at_rest() {
+            Some(a) => Ok(a.seal_detached(owner, context, plain).await?),
+            None => Ok(plain.to_vec()),
+        }
+    }
+
+    /// Opens bytes sealed by [`Self::seal_detached`].
+    ///
+    /// # Errors
+    /// [`RecordError::Erased`], [`RecordError::Corrupt`], or as the key ring fails.
+    pub async fn open_detached(
+        &self,
+        context: &str,
+        stored: &[u8],
+    ) -> Result<Vec<u8>, RecordError> {
+        match self.at_rest() {
+            Some(a) => Ok(a.open(context, stored).await?),
+            None => Ok(stored.to_vec()),
+        }
+    }
+
     /// Opens text sealed by [`Self::seal_text`].
     ///
     /// # Errors

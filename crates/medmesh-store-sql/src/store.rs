@@ -643,29 +643,7 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<StoredBody>, StoreError> {
-        let mut sql = self.sql(
-            "SELECT v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.body, v.seq, \
-             CAST(CASE WHEN r.version = v.version THEN 1 ELSE 0 END AS BIGINT) \
-             FROM resource_versions v JOIN resources r ON r.rid = v.rid \
-             WHERE v.deleted = 0 AND v.seq > ",
-        );
-        sql.int(after_seq)
-            .push(" ORDER BY v.seq")
-            .limit(i64::from(limit));
-        let mut cols = VERSION_COLS.to_vec();
-        cols.extend([Col::I64, Col::I64]);
-        let rows = self.backend.conn().await?.fetch(sql, &cols).await?;
-        rows.into_iter()
-            .map(|r| {
-                let seq = r.i64(6)?;
-                let current = r.i64(7)? != 0;
-                Ok(StoredBody {
-                    seq,
-                    current,
-                    version: version_from(r)?,
-                })
-            })
-            .collect()
+        self.stored_after(after_seq, None, limit).await
     }
 
     async fn versions_after(
@@ -677,17 +655,30 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
         if types.is_empty() {
             return Ok(Vec::new());
         }
+        self.stored_after(after_seq, Some(types), limit).await
+    }
+}
+
+impl<B: Backend> SqlStore<B> {
+    /// Stored versions (tombstones left out) after row `after_seq`, of `types` or of all,
+    /// in row order: re-encryption's walk and the change feed.
+    async fn stored_after(
+        &self,
+        after_seq: i64,
+        types: Option<&[String]>,
+        limit: u32,
+    ) -> Result<Vec<StoredBody>, StoreError> {
         let mut sql = self.sql(
             "SELECT v.res_type, v.res_id, v.version, v.last_updated, v.deleted, v.body, v.seq, \
              CAST(CASE WHEN r.version = v.version THEN 1 ELSE 0 END AS BIGINT) \
              FROM resource_versions v JOIN resources r ON r.rid = v.rid \
              WHERE v.deleted = 0 AND v.seq > ",
         );
-        sql.int(after_seq)
-            .push(" AND v.res_type IN (")
-            .str_list(types)
-            .push(") ORDER BY v.seq")
-            .limit(i64::from(limit));
+        sql.int(after_seq);
+        if let Some(types) = types {
+            sql.push(" AND v.res_type IN (").str_list(types).push(")");
+        }
+        sql.push(" ORDER BY v.seq").limit(i64::from(limit));
         let mut cols = VERSION_COLS.to_vec();
         cols.extend([Col::I64, Col::I64]);
         let rows = self.backend.conn().await?.fetch(sql, &cols).await?;

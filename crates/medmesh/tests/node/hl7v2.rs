@@ -13,17 +13,11 @@ use crate::harness::{Db, Node};
 
 const FAMILY: &str = "Quixotrelle";
 
-/// A node with one sender allowed from loopback, accepting MLLP.
-async fn engine_node(db: Db) -> (Node, tempfile::TempDir) {
+/// A node with these settings, accepting MLLP.
+async fn mllp_node(db: Db, settings: &str) -> (Node, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("medmesh.toml");
-    // A channel to a destination that is never up: its queue keeps what it is given, sealed.
-    std::fs::write(
-        &config,
-        "[[hl7_sender]]\nname = \"hospital\"\naddresses = [\"127.0.0.1\"]\n\
-         [[hl7_channel]]\nname = \"down\"\ndestination = \"127.0.0.1:9\"\nmessage_types = [\"ADT\"]\n",
-    )
-    .unwrap();
+    std::fs::write(&config, settings).unwrap();
     let node = Node::start_with_env(
         db,
         &[
@@ -34,6 +28,17 @@ async fn engine_node(db: Db) -> (Node, tempfile::TempDir) {
     .await;
     assert!(node.mllp.is_some(), "the node did not open MLLP");
     (node, dir)
+}
+
+/// A node with one sender allowed from loopback, accepting MLLP.
+async fn engine_node(db: Db) -> (Node, tempfile::TempDir) {
+    // A channel to a destination that is never up: its queue keeps what it is given, sealed.
+    mllp_node(
+        db,
+        "[[hl7_sender]]\nname = \"hospital\"\naddresses = [\"127.0.0.1\"]\n\
+         [[hl7_channel]]\nname = \"down\"\ndestination = \"127.0.0.1:9\"\nmessage_types = [\"ADT\"]\n",
+    )
+    .await
 }
 
 fn admission(i: usize) -> String {
@@ -479,25 +484,15 @@ fn segment<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
 /// event.
 async fn enhanced_mode_and_node_events(db: Db) {
     let (downstream_addr, mut received) = downstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("medmesh.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (node, _config) = mllp_node(
+        db,
+        &format!(
             "[[hl7_sender]]\nname = \"hospital\"\naddresses = [\"127.0.0.1\"]\n\
              ack_destination = \"{downstream_addr}\"\n\
              [[hl7_channel]]\nname = \"ris\"\ndestination = \"{downstream_addr}\"\n\
              inbound = false\nevents = [\"appointments\", \"results\"]\n\
              receiving_application = \"RIS\"\nreceiving_facility = \"HOSP\"\n"
         ),
-    )
-    .unwrap();
-    let node = Node::start_with_env(
-        db,
-        &[
-            ("MEDMESH_CONFIG", config.to_str().unwrap()),
-            ("MEDMESH_MLLP_LISTEN", "127.0.0.1:0"),
-        ],
     )
     .await;
     let mut stream = TcpStream::connect(node.mllp.clone().unwrap())
