@@ -1,7 +1,8 @@
 """The notification hub against a real SMTP server on loopback (aiosmtpd): a patient who
-chose e-mail for results is mailed when a final result arrives over HL7 v2, node admins are
-mailed the interface engine's alerts, the mail names no patient data, a notification is
-sent once, and one the server refuses is kept as failed for an operator."""
+chose e-mail for results is mailed when a final result arrives over HL7 v2, and for an
+emergency access when a clinician breaks the glass; node admins are mailed the interface
+engine's alerts; the mail names no patient data; a notification is sent once; one the
+server refuses is kept as failed for an operator."""
 
 import email
 import email.utils
@@ -149,3 +150,28 @@ def test_a_refused_address_is_kept_as_failed_and_can_be_retried(hub):
     cli(node, "notifications", "settings", "--user", "ops", "--email", "ops@example.org")
     cli(node, "notifications", "retry", row[0])
     wait_for(lambda: any("ops@example.org" in to for to, _ in inbox.messages), "the retried e-mail")
+
+
+def test_an_emergency_access_is_mailed_to_a_patient_who_chose_it(hub):
+    node, inbox = hub
+    auth = {"Authorization": f"Bearer {node.token}"}
+    patient = requests.post(f"{node.url}/Patient", json={"resourceType": "Patient", "name": [{"family": FAMILY}]},
+                            headers=auth, timeout=30).json()["id"]
+    for path, body in (("Organization/h", {"resourceType": "Organization", "id": "h", "name": "General"}),
+                       ("Practitioner/er", {"resourceType": "Practitioner", "id": "er"})):
+        assert requests.put(f"{node.url}/{path}", json=body, headers=auth, timeout=30).ok
+    cli(node, "notifications", "settings", "--patient", patient, "--email", "ada@example.org",
+        "--choose", "break-glass=inbox,email")
+    cli(node, "admin", "create-user", "--role", "practitioner", "--username", "er", "--practitioner", "er",
+        "--organization", "h", "--verification", "verified", stdin="a long enough password 1\n")
+    er = cli(node, "admin", "token", "--scope", "user/*.cruds", "--user", "er").strip()
+    r = requests.post(f"{node.base}/api/patients/{patient}/break-glass", json={"reason": "unconscious in ER"},
+                      headers={"Authorization": f"Bearer {er}"}, timeout=30)
+    assert r.status_code == 201, r.text
+    wait_for(lambda: any("ada@example.org" in to for to, _ in inbox.messages), "the emergency access e-mail")
+    mail = next(m for to, m in inbox.messages if "ada@example.org" in to)
+    assert mail["Subject"] == "Emergency access at Test Node"
+    body = mail.get_payload(decode=True).decode()
+    # Neither the reason, nor who declared it, nor the patient's name.
+    for secret in ("unconscious", "Practitioner", FAMILY):
+        assert secret not in body and secret not in mail["Subject"], secret

@@ -404,10 +404,34 @@ impl NotificationHub {
     /// When the store fails; nothing is half-queued that a retry of the same event would
     /// queue twice.
     pub async fn notify(&self, who: &Recipient, notice: &Notice) -> Result<Vec<Channel>, HubError> {
+        self.tell(who, notice, true).await
+    }
+
+    /// As [`Self::notify`], for a capability that wrote the inbox row itself, in the
+    /// transaction of what it tells of (break-glass, a document opened): the other
+    /// channels only.
+    ///
+    /// # Errors
+    /// As [`Self::notify`].
+    pub async fn notify_beyond_inbox(
+        &self,
+        who: &Recipient,
+        notice: &Notice,
+    ) -> Result<Vec<Channel>, HubError> {
+        self.tell(who, notice, false).await
+    }
+
+    async fn tell(
+        &self,
+        who: &Recipient,
+        notice: &Notice,
+        inbox: bool,
+    ) -> Result<Vec<Channel>, HubError> {
         let settings = self.settings(who).await?;
         let mut sent = Vec::new();
         for channel in settings.choices.channels(notice.category) {
             match channel {
+                Channel::Inbox if !inbox => {}
                 Channel::Inbox => {
                     // The inbox is a patient's, for now; staff are told by e-mail.
                     let Recipient::Patient(patient) = who else {

@@ -50,6 +50,7 @@ pub struct TrustNetwork {
     edges: Arc<dyn TrustEdgeStore>,
     inbox: Arc<dyn NotificationStore>,
     break_glass_micros: i64,
+    hub: Option<Arc<medmesh_notifications::NotificationHub>>,
 }
 
 impl std::fmt::Debug for TrustNetwork {
@@ -74,7 +75,15 @@ impl TrustNetwork {
             edges: store.clone(),
             inbox: store,
             break_glass_micros,
+            hub: None,
         }
+    }
+
+    /// Tells patients of emergency accesses on the other channels they chose too (e-mail),
+    /// through `hub`; the inbox row is written with the declaration either way.
+    pub fn with_hub(mut self, hub: Arc<medmesh_notifications::NotificationHub>) -> Self {
+        self.hub = Some(hub);
+        self
     }
 
     /// How long a break-glass declaration lasts, in microseconds.
@@ -159,6 +168,17 @@ impl TrustNetwork {
         entry.basis = vec![edge.source.clone()];
         tx.append_audit(&entry).await?;
         tx.commit().await?;
+        if let Some(hub) = &self.hub {
+            use medmesh_notifications::{Category, Recipient};
+            let notice = hub.notice(Category::BreakGlass, edge.source.clone());
+            // Declared and audited either way; a failure to queue the e-mail is logged.
+            if let Err(e) = hub
+                .notify_beyond_inbox(&Recipient::Patient(patient_id.to_string()), &notice)
+                .await
+            {
+                tracing::error!(error = %e, "an emergency access could not be e-mailed");
+            }
+        }
         Ok(edge)
     }
 

@@ -25,6 +25,7 @@ pub struct DocumentVault {
     directory: Arc<dyn KeyDirectoryStore>,
     blobs: Arc<dyn BlobStore>,
     max_document_bytes: u64,
+    hub: Option<Arc<medmesh_notifications::NotificationHub>>,
 }
 
 impl std::fmt::Debug for DocumentVault {
@@ -50,6 +51,14 @@ impl DocumentVault {
             directory: store,
             blobs,
             max_document_bytes,
+            hub: None,
         }
+    }
+
+    /// Tells patients their documents were opened on the other channels they chose too
+    /// (e-mail), through `hub`; the inbox row is written with the audit entry either way.
+    pub fn with_hub(mut self, hub: Arc<medmesh_notifications::NotificationHub>) -> Self {
+        self.hub = Some(hub);
+        self
     }
 }

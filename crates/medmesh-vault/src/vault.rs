@@ -891,12 +891,14 @@ impl DocumentVault {
         };
         let mut tx = core.begin_write().await?;
         tx.append_audit(&entry).await?;
+        let mut told = None;
         // The patient's own opens are in their audit log; they need no notification. A
         // Binary outside every patient's compartment notifies nobody.
         if let Some(patient) = patient.as_deref()
             && actor_patient.as_deref() != Some(patient)
         {
             let id = core.ids().new_id();
+            told = Some((patient.to_string(), id.clone()));
             let message = format!(
                 "{} opened your document \u{201c}{title}\u{201d}",
                 who.as_deref()
@@ -916,6 +918,17 @@ impl DocumentVault {
             .await?;
         }
         tx.commit().await?;
+        if let (Some(hub), Some((patient, id))) = (&self.hub, told) {
+            use medmesh_notifications::{Category, Recipient};
+            let notice = hub.notice(Category::Documents, format!("document-opened/{id}"));
+            // Opened and audited either way; a failure to queue the e-mail is logged.
+            if let Err(e) = hub
+                .notify_beyond_inbox(&Recipient::Patient(patient), &notice)
+                .await
+            {
+                tracing::error!(error = %e, "a document's opening could not be e-mailed");
+            }
+        }
         let body = match (inline, patient) {
             (Some(bytes), _) => {
                 futures::stream::once(async move { Ok(Bytes::from(bytes)) }).boxed()

@@ -115,18 +115,23 @@ pub(crate) fn document_vault(
     stores: &Stores,
     cfg: &Config,
     records: &Arc<RecordService>,
+    hub: Option<Arc<medmesh_notifications::NotificationHub>>,
 ) -> anyhow::Result<Arc<DocumentVault>> {
     let blobs = match &cfg.blob_store {
         crate::config::BlobStoreConfig::Folder(dir) => medmesh_blobs::ObjectBlobStore::local(dir),
         crate::config::BlobStoreConfig::S3(s3) => medmesh_blobs::ObjectBlobStore::s3(s3),
     }
     .map_err(|e| anyhow::anyhow!("cannot open the blob store: {e}"))?;
-    Ok(Arc::new(DocumentVault::new(
+    let vault = DocumentVault::new(
         records.clone(),
         stores.records.clone(),
         Arc::new(blobs),
         cfg.max_document_bytes,
-    )))
+    );
+    Ok(Arc::new(match hub {
+        Some(h) => vault.with_hub(h),
+        None => vault,
+    }))
 }
 
 /// The trust network's operations over `records`.
@@ -134,12 +139,16 @@ pub(crate) fn trust_network(
     stores: &Stores,
     cfg: &Config,
     records: &Arc<RecordService>,
+    hub: Arc<medmesh_notifications::NotificationHub>,
 ) -> Arc<TrustNetwork> {
-    Arc::new(TrustNetwork::new(
-        records.clone(),
-        stores.records.clone(),
-        cfg.break_glass_minutes * 60 * 1_000_000,
-    ))
+    Arc::new(
+        TrustNetwork::new(
+            records.clone(),
+            stores.records.clone(),
+            cfg.break_glass_minutes * 60 * 1_000_000,
+        )
+        .with_hub(hub),
+    )
 }
 
 /// Key administration over `records`, re-sealing document blobs through the vault.
@@ -148,7 +157,7 @@ pub(crate) fn key_administration(
     cfg: &Config,
     records: &Arc<RecordService>,
 ) -> anyhow::Result<KeyAdministration> {
-    let vault = document_vault(stores, cfg, records)?;
+    let vault = document_vault(stores, cfg, records, None)?;
     Ok(KeyAdministration::new(
         records.clone(),
         stores.records.clone(),
@@ -357,7 +366,7 @@ pub(crate) async fn interface_engine(
             format!("{public_origin}/fhir"),
         )
         .with_outbound(stores.hl7_outbox.clone(), channels)
-        .with_vault(document_vault(stores, cfg, records)?)
+        .with_vault(document_vault(stores, cfg, records, Some(hub.clone()))?)
         .with_hub(hub),
     );
     let configured = cfg

@@ -41,13 +41,13 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
         stores.records.clone(),
         files,
     ));
-    let vault = document_vault(&stores, &cfg, &records)?;
-    let trust = trust_network(&stores, &cfg, &records);
+    let hub = crate::wiring::notification_hub(&cfg, &stores, &records, &issuer)?;
+    tokio::spawn(medmesh_notifications::run(hub.clone()));
+    let vault = document_vault(&stores, &cfg, &records, Some(hub.clone()))?;
+    let trust = trust_network(&stores, &cfg, &records, hub.clone());
     let portal = medmesh_portal::PortalServices {
         keys: Arc::new(key_administration(&stores, &cfg, &records)?),
     };
-    let hub = crate::wiring::notification_hub(&cfg, &stores, &records, &issuer)?;
-    tokio::spawn(medmesh_notifications::run(hub.clone()));
     let hl7 = interface_engine(&cfg, &stores, &records, &issuer, hub.clone()).await?;
     let recovered = hl7.recover().await?;
     if recovered > 0 {
