@@ -6,6 +6,9 @@ server refuses is kept as failed for an operator."""
 
 import email
 import email.utils
+import http.server
+import json
+import threading
 import os
 import socket
 import subprocess
@@ -17,6 +20,7 @@ import requests
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 from hl7.client import MLLPClient
+from standardwebhooks.webhooks import Webhook
 
 from conftest import BIN, Node
 
@@ -66,6 +70,7 @@ def hub(request):
         'smtp_from = "Test Node <node@node.test>"\n'
         'node_name = "Test Node"\n'
         "hl7_check_seconds = 1\n"
+        "webhooks_allow_internal = true\n"
         '[[hl7_sender]]\nname = "lab"\naddresses = ["127.0.0.1"]\n'
     )
     cfg.close()
@@ -175,3 +180,69 @@ def test_an_emergency_access_is_mailed_to_a_patient_who_chose_it(hub):
     # Neither the reason, nor who declared it, nor the patient's name.
     for secret in ("unconscious", "Practitioner", FAMILY):
         assert secret not in body and secret not in mail["Subject"], secret
+
+
+class Hooks(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver: keeps each POST's headers and body."""
+    received = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        Hooks.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_webhook_is_signed_as_standard_webhooks_says(hub):
+    node, _ = hub
+    Hooks.received = []
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hooks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert "MSA|AA" in send(node, RESULT.format(control="W-1"))
+        patient = requests.get(
+            f"{node.url}/Patient?identifier=urn:medmesh:hl7v2/id/HOSP%7CNTF-1",
+            headers={"Authorization": f"Bearer {node.token}"}, timeout=30,
+        ).json()["entry"][0]["resource"]["id"]
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        shown = cli(node, "notifications", "settings", "--patient", patient, "--webhook", url,
+                    "--choose", "results=inbox,webhook")
+        secret = next(l.split("\t")[1] for l in shown.splitlines() if l.startswith("webhook secret"))
+        assert secret.startswith("whsec_") and f"webhook\t{url}" in shown
+        # Shown once: listing the settings again does not show it.
+        assert secret not in cli(node, "notifications", "settings", "--patient", patient)
+
+        assert "MSA|AA" in send(node, RESULT.format(control="W-2"))
+        wait_for(lambda: Hooks.received, "the webhook")
+        headers, body = Hooks.received[0]
+        # The reference library verifies the signature, the id and the timestamp.
+        payload = Webhook(secret).verify(body, headers)
+        assert payload["type"] == "notification.results"
+        assert payload["data"]["subject"] == "New results at Test Node"
+        assert headers["webhook-id"].startswith("msg_")
+        for phi in (FAMILY, "Glucose", "187", "NTF-1"):
+            assert phi.encode() not in body, phi
+        # A wrong secret does not verify.
+        with pytest.raises(Exception):
+            Webhook("whsec_" + "A" * 32).verify(body, headers)
+    finally:
+        server.shutdown()
+
+
+def test_a_webhook_into_the_nodes_own_networks_is_refused(hub):
+    node, _ = hub
+    out = subprocess.run(
+        [BIN, "notifications", "settings", "--user", "nobody-yet", *node.args],
+        capture_output=True, text=True, env=node.env,
+    )
+    assert out.returncode != 0
+    cli(node, "admin", "create-user", "--role", "node-admin", "--username", "ops", stdin="a long enough password 1\n")
+    strict = {**node.env, "MEDMESH_WEBHOOKS_ALLOW_INTERNAL": "false"}
+    for url in ("http://hooks.example.org/x", "https://127.0.0.1/x", "https://169.254.169.254/latest", "https://[::1]/x"):
+        out = subprocess.run([BIN, "notifications", "settings", "--user", "ops", "--webhook", url, *node.args],
+                             capture_output=True, text=True, env=strict)
+        assert out.returncode != 0, url
+        assert "https://" in out.stderr or "own networks" in out.stderr, out.stderr

@@ -88,6 +88,8 @@ pub enum Channel {
     Inbox,
     /// E-mail, to the address the recipient gave.
     Email,
+    /// A webhook, to the URL the recipient gave, signed (Standard Webhooks).
+    Webhook,
 }
 
 impl Channel {
@@ -96,6 +98,7 @@ impl Channel {
         match self {
             Self::Inbox => "inbox",
             Self::Email => "email",
+            Self::Webhook => "webhook",
         }
     }
 
@@ -104,6 +107,7 @@ impl Channel {
         match s.trim() {
             "inbox" => Some(Self::Inbox),
             "email" => Some(Self::Email),
+            "webhook" => Some(Self::Webhook),
             _ => None,
         }
     }
@@ -181,6 +185,26 @@ pub struct Settings {
     pub choices: Choices,
     /// Where e-mail goes.
     pub email: Option<String>,
+    /// Where webhooks go (its secret is not shown again once set).
+    pub webhook: Option<WebhookTarget>,
+}
+
+/// Where a recipient's webhooks go, and the secret they are signed with.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookTarget {
+    /// The URL.
+    pub url: String,
+    /// `whsec_` and the Base64 key.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookTarget")
+            .field("url", &self.url)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
 }
 
 /// Why a send failed.
@@ -205,6 +229,26 @@ pub trait Mailer: Send + Sync + 'static {
         subject: &str,
         body: &str,
         message_id: &str,
+    ) -> Result<(), SendError>;
+}
+
+/// Sends webhooks (the HTTP adapter), signing them as Standard Webhooks says.
+#[async_trait::async_trait]
+pub trait WebhookSender: Send + Sync + 'static {
+    /// Whether the node may send to `url`; the reason, in words for its owner, when not.
+    ///
+    /// # Errors
+    /// The reason.
+    fn check(&self, url: &str) -> Result<(), String>;
+    /// POSTs `body` (JSON) to `url` as message `id` at `timestamp` (Unix seconds), signed
+    /// with `secret`.
+    async fn post(
+        &self,
+        url: &str,
+        secret: &str,
+        id: &str,
+        timestamp: i64,
+        body: &[u8],
     ) -> Result<(), SendError>;
 }
 
@@ -233,6 +277,7 @@ pub struct NotificationHub {
     records: Arc<RecordService>,
     store: Arc<dyn NotificationHubStore>,
     mailer: Option<Arc<dyn Mailer>>,
+    webhooks: Option<(Arc<dyn WebhookSender>, Arc<dyn medmesh_kernel::Random>)>,
     node_name: String,
     node_url: String,
 }
@@ -247,6 +292,10 @@ impl std::fmt::Debug for NotificationHub {
 
 fn address_context(key: &str) -> String {
     format!("notify/{key}/email")
+}
+
+fn webhook_context(key: &str) -> String {
+    format!("notify/{key}/webhook")
 }
 
 fn payload_context(id: &str) -> String {
@@ -284,9 +333,46 @@ impl NotificationHub {
             records,
             store,
             mailer,
+            webhooks: None,
             node_name: node_name.into(),
             node_url: node_url.into(),
         }
+    }
+
+    /// Sends webhooks through `sender`, making their secrets from `random`.
+    pub fn with_webhooks(
+        mut self,
+        sender: Arc<dyn WebhookSender>,
+        random: Arc<dyn medmesh_kernel::Random>,
+    ) -> Self {
+        self.webhooks = Some((sender, random));
+        self
+    }
+
+    /// Sets where `who`'s webhooks go and makes a new secret for them, returned this once
+    /// (the receiver verifies signatures with it).
+    ///
+    /// # Errors
+    /// [`HubError::Invalid`] when webhooks are off or the URL may not be used.
+    pub async fn set_webhook(&self, who: &Recipient, url: &str) -> Result<String, HubError> {
+        let Some((sender, random)) = &self.webhooks else {
+            return Err(HubError::Invalid("webhooks are off on this node".into()));
+        };
+        sender.check(url.trim()).map_err(HubError::Invalid)?;
+        let mut key = [0u8; 24];
+        random.fill(&mut key);
+        use base64::Engine as _;
+        let secret = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        );
+        let mut settings = self.settings(who).await?;
+        settings.webhook = Some(WebhookTarget {
+            url: url.trim().to_string(),
+            secret: secret.clone(),
+        });
+        self.set_settings(who, &settings).await?;
+        Ok(secret)
     }
 
     async fn seal(&self, context: &str, plain: &[u8]) -> Result<Vec<u8>, HubError> {
@@ -318,7 +404,17 @@ impl NotificationHub {
             ),
             None => None,
         };
-        Ok(Settings { choices, email })
+        let webhook = match &row.webhook {
+            Some(sealed) => {
+                serde_json::from_slice(&self.open(&webhook_context(&key), sealed).await?).ok()
+            }
+            None => None,
+        };
+        Ok(Settings {
+            choices,
+            email,
+            webhook,
+        })
     }
 
     /// Sets a recipient's settings.
@@ -334,10 +430,21 @@ impl NotificationHub {
             }
             Some(_) => return Err(HubError::Invalid("that is not an e-mail address".into())),
         };
+        let webhook = match &settings.webhook {
+            Some(w) => Some(
+                self.seal(
+                    &webhook_context(&key),
+                    &serde_json::to_vec(w).unwrap_or_default(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let row = NotificationSettingsRow {
             account: key,
             choices: serde_json::to_string(&settings.choices).unwrap_or_else(|_| "{}".into()),
             email,
+            webhook,
             updated_micros: self.records.core().now(),
         };
         Ok(self.store.put_notification_settings(&row).await?)
@@ -442,6 +549,14 @@ impl NotificationHub {
                 }
                 Channel::Email => {
                     if settings.email.is_none() || self.mailer.is_none() {
+                        continue;
+                    }
+                    if self.enqueue(who, notice, channel).await? {
+                        sent.push(channel);
+                    }
+                }
+                Channel::Webhook => {
+                    if settings.webhook.is_none() || self.webhooks.is_none() {
                         continue;
                     }
                     if self.enqueue(who, notice, channel).await? {
@@ -594,6 +709,40 @@ impl NotificationHub {
                 let message_id = format!("<{}@{host}>", row.id);
                 mailer
                     .send(&address, &payload.subject, &payload.body, &message_id)
+                    .await
+            }
+            Some(Channel::Webhook) => {
+                let Some((sender, _)) = &self.webhooks else {
+                    return Err(SendError::Transient("webhooks are off on this node".into()));
+                };
+                let who = Recipient::from_key(&row.account)
+                    .ok_or_else(|| SendError::Permanent("unknown recipient".into()))?;
+                let target = self
+                    .settings(&who)
+                    .await
+                    .map_err(|_| SendError::Transient("the webhook could not be read".into()))?
+                    .webhook
+                    .ok_or_else(|| {
+                        SendError::Permanent("the recipient has no webhook now".into())
+                    })?;
+                let now = self.records.core().now();
+                let body = serde_json::json!({
+                    "type": format!("notification.{}", row.category),
+                    "timestamp": medmesh_fhir::datetime::format_instant(now),
+                    "data": {
+                        "category": row.category,
+                        "subject": payload.subject,
+                        "body": payload.body,
+                    },
+                });
+                sender
+                    .post(
+                        &target.url,
+                        &target.secret,
+                        &format!("msg_{}", row.id),
+                        now / 1_000_000,
+                        &serde_json::to_vec(&body).unwrap_or_default(),
+                    )
                     .await
             }
             _ => Err(SendError::Permanent("unknown channel".into())),

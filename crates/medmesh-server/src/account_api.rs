@@ -105,8 +105,13 @@ fn settings_json(s: &medmesh_notifications::Settings) -> Response {
             )
         })
         .collect();
-    axum::Json(json!({"email": s.email, "choices": choices, "channels": ["inbox", "email"]}))
-        .into_response()
+    axum::Json(json!({
+        "email": s.email,
+        "webhook": s.webhook.as_ref().map(|w| w.url.clone()),
+        "choices": choices,
+        "channels": ["inbox", "email", "webhook"],
+    }))
+    .into_response()
 }
 
 /// `GET /api/account/notifications`: the signed-in account's choices (channels per
@@ -156,11 +161,14 @@ pub async fn set_notification_settings(
         }
         choices.0.insert(category, parsed);
     }
+    let who = recipient(&s.user);
+    // The webhook is set and removed on its own route: kept as it is.
+    let webhook = state.hub.settings(&who).await.map_err(hub_error)?.webhook;
     let settings = Settings {
         choices,
         email: body.email,
+        webhook,
     };
-    let who = recipient(&s.user);
     state
         .hub
         .set_settings(&who, &settings)
@@ -168,6 +176,43 @@ pub async fn set_notification_settings(
         .map_err(hub_error)?;
     let saved = state.hub.settings(&who).await.map_err(hub_error)?;
     Ok(settings_json(&saved))
+}
+
+/// Body of `PUT /api/account/notifications/webhook`.
+#[derive(Debug, Deserialize)]
+pub struct WebhookRequest {
+    url: String,
+}
+
+/// `PUT /api/account/notifications/webhook` `{"url": "https://..."}`: where the signed-in
+/// account's webhooks go. Answers the new signing secret, this once.
+pub async fn set_webhook(
+    State(state): State<AppState>,
+    ApiSession(s): ApiSession,
+    ApiJson(body): ApiJson<WebhookRequest>,
+) -> Result<Response, ApiError> {
+    let secret = state
+        .hub
+        .set_webhook(&recipient(&s.user), &body.url)
+        .await
+        .map_err(hub_error)?;
+    Ok(axum::Json(json!({"url": body.url.trim(), "secret": secret})).into_response())
+}
+
+/// `DELETE /api/account/notifications/webhook`: no more webhooks.
+pub async fn remove_webhook(
+    State(state): State<AppState>,
+    ApiSession(s): ApiSession,
+) -> Result<Response, ApiError> {
+    let who = recipient(&s.user);
+    let mut settings = state.hub.settings(&who).await.map_err(hub_error)?;
+    settings.webhook = None;
+    state
+        .hub
+        .set_settings(&who, &settings)
+        .await
+        .map_err(hub_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Body of `POST /api/users/{id}/verification`.

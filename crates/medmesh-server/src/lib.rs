@@ -25,7 +25,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::request::Parts;
 use axum::http::{HeaderName, Request, header};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use medmesh_audit_log::AuditLogService;
 use medmesh_export::BulkExport;
 use medmesh_identity::IdentityService;
@@ -357,6 +357,10 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
         .route(
             "/api/account/notifications",
             get(account_api::notification_settings).put(account_api::set_notification_settings),
+        )
+        .route(
+            "/api/account/notifications/webhook",
+            put(account_api::set_webhook).delete(account_api::remove_webhook),
         )
         .route("/api/invitations", post(account_api::create_invitation))
         .route(

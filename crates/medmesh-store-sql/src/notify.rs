@@ -62,22 +62,24 @@ impl<B: Backend> NotificationHubStore for SqlStore<B> {
     ) -> Result<Option<NotificationSettingsRow>, StoreError> {
         let mut sql = Sql::new(
             self.dialect(),
-            "SELECT account, choices, email, updated_micros FROM notification_settings \
+            "SELECT account, choices, email, updated_micros, webhook FROM notification_settings \
              WHERE account = ",
         );
         sql.str(account);
         let mut conn = self.backend().conn().await?;
         let rows = conn
-            .fetch(sql, &[Col::Str, Col::Str, Col::Bytes, Col::I64])
+            .fetch(sql, &[Col::Str, Col::Str, Col::Bytes, Col::I64, Col::Bytes])
             .await?;
         rows.into_iter()
             .next()
             .map(|mut r| {
                 let email = r.take_bytes(2)?;
+                let webhook = r.take_bytes(4)?;
                 Ok(NotificationSettingsRow {
                     account: r.string(0)?,
                     choices: r.string(1)?,
                     email: (!email.is_empty()).then_some(email),
+                    webhook: (!webhook.is_empty()).then_some(webhook),
                     updated_micros: r.i64(3)?,
                 })
             })
@@ -90,7 +92,8 @@ impl<B: Backend> NotificationHubStore for SqlStore<B> {
     ) -> Result<(), StoreError> {
         let mut sql = Sql::new(
             self.dialect(),
-            "INSERT INTO notification_settings (account, choices, email, updated_micros) VALUES (",
+            "INSERT INTO notification_settings (account, choices, email, updated_micros, webhook) \
+             VALUES (",
         );
         sql.str(&row.account)
             .push(", ")
@@ -100,9 +103,12 @@ impl<B: Backend> NotificationHubStore for SqlStore<B> {
             .bind(Arg::Bytes(row.email.clone().unwrap_or_default()))
             .push(", ")
             .int(row.updated_micros)
+            .push(", ")
+            .bind(Arg::Bytes(row.webhook.clone().unwrap_or_default()))
             .push(
                 ") ON CONFLICT (account) DO UPDATE SET choices = excluded.choices, \
-                 email = excluded.email, updated_micros = excluded.updated_micros",
+                 email = excluded.email, updated_micros = excluded.updated_micros, \
+                 webhook = excluded.webhook",
             );
         self.write(sql).await.map(|_| ())
     }

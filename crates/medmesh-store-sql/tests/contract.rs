@@ -1165,10 +1165,12 @@ async fn notification_hub_store(stores: Stores) {
         account: "acc-1".into(),
         choices: r#"{"results":["email"]}"#.into(),
         email: Some(vec![1, 2, 3]),
+        webhook: Some(vec![4, 5]),
         updated_micros: 5,
     };
     n.put_notification_settings(&settings).await.unwrap();
     settings.email = None;
+    settings.webhook = None;
     settings.choices = "{}".into();
     n.put_notification_settings(&settings).await.unwrap();
     assert_eq!(

@@ -15,6 +15,8 @@ pub struct NotificationSettingsRow {
     pub choices: String,
     /// The e-mail address, sealed.
     pub email: Option<Vec<u8>>,
+    /// The webhook's URL and secret, sealed.
+    pub webhook: Option<Vec<u8>>,
     /// Last change, microseconds.
     pub updated_micros: i64,
 }

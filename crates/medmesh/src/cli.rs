@@ -127,6 +127,10 @@ pub(crate) enum NotificationsCommand {
         /// `CATEGORY=CHANNEL,CHANNEL` (e.g. `results=inbox,email`, `operations=`); repeat.
         #[arg(long = "choose")]
         choices: Vec<String>,
+        /// Where webhooks go (`https://...`); prints the new signing secret once. `""`
+        /// removes it.
+        #[arg(long)]
+        webhook: Option<String>,
     },
     /// Notifications given up on (no text, no address).
     Failed {

@@ -156,6 +156,9 @@ pub struct FileConfig {
     pub smtp_from: Option<String>,
     /// The node's name in notifications' texts. Default `medmesh`.
     pub node_name: Option<String>,
+    /// Whether webhooks may go to `http://` URLs and to the node's own networks (loopback,
+    /// private, link-local). Default false: `https://` to public addresses only.
+    pub webhooks_allow_internal: Option<bool>,
 }
 
 /// One downstream system applied messages are forwarded to over MLLP (`[[hl7_channel]]`).
@@ -335,6 +338,8 @@ pub struct Config {
     pub smtp_from: String,
     /// The node's name in notifications.
     pub node_name: String,
+    /// Whether webhooks may go to `http://` and to the node's own networks.
+    pub webhooks_allow_internal: bool,
 }
 
 /// Where document bytes are kept.
@@ -585,6 +590,11 @@ impl Config {
             node_name: env("MEDMESH_NODE_NAME")
                 .or(file.node_name)
                 .unwrap_or_else(|| "medmesh".into()),
+            webhooks_allow_internal: setting(
+                env("MEDMESH_WEBHOOKS_ALLOW_INTERNAL"),
+                file.webhooks_allow_internal,
+            )
+            .unwrap_or(false),
         })
     }
 }

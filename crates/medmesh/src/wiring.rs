@@ -307,15 +307,19 @@ pub(crate) fn notification_hub(
         )?)),
         None => None,
     };
-    Ok(Arc::new(medmesh_notifications::NotificationHub::new(
-        records.clone(),
-        stores.notifications.clone(),
-        mailer,
-        cfg.node_name.clone(),
-        cfg.public_base_url
-            .clone()
-            .unwrap_or_else(|| public_origin.to_string()),
-    )))
+    let webhooks = medmesh_webhooks::HttpWebhooks::new(cfg.webhooks_allow_internal)?;
+    Ok(Arc::new(
+        medmesh_notifications::NotificationHub::new(
+            records.clone(),
+            stores.notifications.clone(),
+            mailer,
+            cfg.node_name.clone(),
+            cfg.public_base_url
+                .clone()
+                .unwrap_or_else(|| public_origin.to_string()),
+        )
+        .with_webhooks(Arc::new(webhooks), Arc::new(OsRandom)),
+    ))
 }
 
 /// The HL7 v2 interface engine over `records`, recognising the settings file's senders and

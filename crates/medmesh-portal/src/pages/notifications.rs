@@ -153,13 +153,22 @@ pub async fn save_notifications(
         }
         choices.0.insert(*c, on);
     }
+    let who = recipient(&viewer);
+    // The webhook is set on its own (the API, the CLI): kept as it is.
+    let webhook = match state.hub.settings(&who).await {
+        Ok(s) => s.webhook,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read notification settings");
+            return problem(viewer.lang, Problem::Unavailable);
+        }
+    };
     let settings = Settings {
         choices,
         email: field("email")
             .map(|e| e.trim().to_string())
             .filter(|e| !e.is_empty()),
+        webhook,
     };
-    let who = recipient(&viewer);
     match state.hub.set_settings(&who, &settings).await {
         Ok(()) => Redirect::to("/account/notifications?saved=1").into_response(),
         Err(HubError::Invalid(_)) => page(

@@ -19,6 +19,7 @@ pub(crate) async fn run(cfg: &Config, command: NotificationsCommand) -> anyhow::
             patient,
             email,
             choices,
+            webhook,
         } => {
             let who = match (user, patient) {
                 (_, Some(p)) => Recipient::Patient(p),
@@ -56,8 +57,24 @@ pub(crate) async fn run(cfg: &Config, command: NotificationsCommand) -> anyhow::
             if changing {
                 hub.set_settings(&who, &settings).await?;
             }
+            match webhook.as_deref().map(str::trim) {
+                None => {}
+                Some("") => {
+                    settings.webhook = None;
+                    hub.set_settings(&who, &settings).await?;
+                }
+                Some(url) => {
+                    let secret = hub.set_webhook(&who, url).await?;
+                    outln!("webhook secret (shown once; verify signatures with it)\t{secret}");
+                    settings = hub.settings(&who).await?;
+                }
+            }
             outln!("recipient\t{}", who.key());
             outln!("email\t{}", settings.email.as_deref().unwrap_or("-"));
+            outln!(
+                "webhook\t{}",
+                settings.webhook.as_ref().map_or("-", |w| w.url.as_str())
+            );
             for c in Category::ALL {
                 let channels: Vec<&str> = settings
                     .choices
