@@ -246,3 +246,42 @@ def test_a_webhook_into_the_nodes_own_networks_is_refused(hub):
                              capture_output=True, text=True, env=strict)
         assert out.returncode != 0, url
         assert "https://" in out.stderr or "own networks" in out.stderr, out.stderr
+
+
+def test_two_nodes_on_one_database_deliver_each_notification_once():
+    inbox = Inbox()
+    port = free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=port)
+    smtp.start()
+    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    cfg.write(f'smtp_url = "smtp://127.0.0.1:{port}"\nnode_name = "Test Node"\n'
+              '[[hl7_sender]]\nname = "lab"\naddresses = ["127.0.0.1"]\n')
+    cfg.close()
+    env = {"MEDMESH_CONFIG": cfg.name, "MEDMESH_MLLP_LISTEN": "127.0.0.1:0"}
+    a = Node("postgres", extra_env=env)
+    # The second replica: the same database and the same key-encryption key.
+    db_url = a.args[a.args.index("--database-url") + 1]
+    key = os.path.join(a.dir.name, "master.key")
+    b = Node("sqlite", extra_args=["--database-url", db_url], extra_env={**env, "MEDMESH_MASTER_KEY_FILE": key})
+    try:
+        assert "MSA|AA" in send(a, RESULT.format(control="R-0"))
+        patient = requests.get(
+            f"{a.url}/Patient?identifier=urn:medmesh:hl7v2/id/HOSP%7CNTF-1",
+            headers={"Authorization": f"Bearer {a.token}"}, timeout=30,
+        ).json()["entry"][0]["resource"]["id"]
+        cli(a, "notifications", "settings", "--patient", patient, "--email", "ada@example.org",
+            "--choose", "results=email")
+        # Results arrive at both replicas; both replicas' workers deliver.
+        total = 20
+        for i in range(1, total + 1):
+            assert "MSA|AA" in send(a if i % 2 else b, RESULT.format(control=f"R-{i}"))
+        wait_for(lambda: len(inbox.messages) >= total, f"{total} e-mails")
+        time.sleep(3)  # further polls of both workers, which must not send any again
+        ids = [m["Message-ID"] for _, m in inbox.messages]
+        assert len(ids) == total and len(set(ids)) == total, ids
+        assert f"email\tdelivered\t{total}" in cli(a, "notifications", "counts")
+    finally:
+        b.close()
+        a.close()
+        smtp.stop()
+        os.unlink(cfg.name)
