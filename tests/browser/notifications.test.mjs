@@ -1,7 +1,8 @@
 // The notification settings page in a real browser: a patient chooses e-mail for new
 // results, a wrong address is refused in words and nothing is saved, a good one is kept
-// (and reaches the hub, as the operator's CLI shows); a node admin sees the operations row,
-// by e-mail, and no inbox column. Every state passes axe-core; screenshots go to
+// (and reaches the hub, as the operator's CLI shows); the header's unread count follows an
+// emergency access without a reload (Server-Sent Events); a node admin sees the operations
+// row, by e-mail, and no inbox column. Every state passes axe-core; screenshots go to
 // docs/screenshots/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -81,6 +82,30 @@ test('notification settings in the portal', async () => {
     const shown = cli(dir, ['notifications', 'settings', '--patient', created.id]);
     assert.match(shown, /email\tada@example\.org/);
     assert.match(shown, /results\tinbox,email/);
+
+    // The header's count of unread notifications is live: an emergency access declared
+    // elsewhere shows on the open page without a reload.
+    await page.goto(`${node.base}/home`);
+    assert.ok(await page.locator('#inbox-live').isHidden(), 'nothing unread yet');
+    const put = (path, body) => fetch(`${node.base}/fhir/${path}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' },
+      body: JSON.stringify(body),
+    });
+    assert.ok((await put('Organization/h', { resourceType: 'Organization', id: 'h', name: 'General' })).ok);
+    assert.ok((await put('Practitioner/er', { resourceType: 'Practitioner', id: 'er' })).ok);
+    cli(dir, ['admin', 'create-user', '--role', 'practitioner', '--username', 'er', '--practitioner', 'er',
+      '--organization', 'h', '--verification', 'verified'], `${PASSWORD}\n`);
+    const er = cli(dir, ['admin', 'token', '--scope', 'user/*.cruds', '--user', 'er']);
+    const glass = await fetch(`${node.base}/api/patients/${created.id}/break-glass`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${er}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ reason: 'unconscious in ER' }),
+    });
+    assert.equal(glass.status, 201);
+    await page.locator('#inbox-live').waitFor({ state: 'visible', timeout: 15000 });
+    assert.equal(await page.locator('#inbox-live').textContent(), 'New notifications: 1');
+    assert.deepEqual(await accessibilityViolations(page), [], 'home with the live count (axe-core)');
 
     // A node admin: operations by e-mail by default, and no inbox column.
     const admin = await signIn('ops');

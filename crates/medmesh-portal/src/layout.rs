@@ -47,6 +47,9 @@ pub struct Shell {
     pub csrf: String,
     /// Layout strings, translated.
     pub text: ShellText,
+    /// For a patient, the words of the live count of their unread notifications
+    /// (`{count}` left for `portal.js`, which fills it from `/account/notifications/live`).
+    pub live_inbox: Option<String>,
 }
 
 /// The layout's own strings.
@@ -109,6 +112,8 @@ impl Shell {
                 .collect(),
             user: viewer.name().to_string(),
             csrf: viewer.csrf.clone(),
+            live_inbox: (viewer.audience == Audience::Patient)
+                .then(|| viewer.lang.t_for_script("layout-inbox-new", &["count"])),
             text: ShellText {
                 skip: t("layout-skip"),
                 nav_label: t("layout-nav"),

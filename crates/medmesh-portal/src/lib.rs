@@ -56,6 +56,10 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
             "/account/notifications",
             get(pages::notifications::notifications).post(pages::notifications::save_notifications),
         )
+        .route(
+            "/account/notifications/live",
+            get(pages::notifications::live),
+        )
         .route("/account/sessions/end", post(pages::sessions::end_session))
         .route("/account/documents", get(pages::documents::upload))
         .route("/account", get(pages::account::account))

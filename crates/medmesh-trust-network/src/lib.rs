@@ -392,6 +392,22 @@ impl TrustNetwork {
         }
     }
 
+    /// How many of a patient's notifications are unread (none is opened); the PDP's
+    /// [`AuditView`] of that patient is the permission.
+    ///
+    /// # Errors
+    /// When storage fails; [`RecordError::NotFound`] for a view of the whole log.
+    pub async fn unread(&self, view: &AuditView) -> Result<usize, RecordError> {
+        let patient_id = view.patient().ok_or(RecordError::NotFound)?;
+        Ok(self
+            .inbox
+            .notifications(patient_id)
+            .await?
+            .iter()
+            .filter(|n| n.read_micros.is_none())
+            .count())
+    }
+
     /// A patient's notifications; the PDP's [`AuditView`] of that patient is the permission:
     ///
     /// ```compile_fail

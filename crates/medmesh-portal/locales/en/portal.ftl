@@ -627,3 +627,4 @@ notify-category-appointments = Appointments
 notify-category-medications = Medications
 notify-category-messages = Messages
 notify-category-operations = Operations alerts
+layout-inbox-new = New notifications: { $count }

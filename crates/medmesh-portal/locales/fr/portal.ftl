@@ -626,3 +626,4 @@ notify-category-appointments = Rendez-vous
 notify-category-medications = Médicaments
 notify-category-messages = Messages
 notify-category-operations = Alertes d'exploitation
+layout-inbox-new = Nouvelles notifications : { $count }

@@ -183,3 +183,51 @@ pub async fn save_notifications(
         }
     }
 }
+
+/// How often the live count is checked, and for how long one stream lasts (the browser's
+/// `EventSource` reconnects by itself).
+const LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+const LIVE_CHECKS: u32 = 900;
+
+/// `GET /account/notifications/live`: the patient's count of unread notifications as
+/// Server-Sent Events (`unread`), at once and whenever it changes. It is read from the
+/// database, so a notification written by another replica is seen too.
+pub async fn live(State(state): State<AppState>, viewer: Viewer) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    let Some(patient) = viewer.own_patient() else {
+        return problem(viewer.lang, Problem::WrongAudience);
+    };
+    let view = match state.records.audit_view(&viewer.ctx, Some(&patient)) {
+        Ok(v) => v,
+        Err(e) => return crate::layout::record_problem(viewer.lang, &e),
+    };
+    let trust = state.trust.clone();
+    let checks = futures::stream::unfold((0u32, None::<usize>), move |(n, last)| {
+        let trust = trust.clone();
+        let view = view.clone();
+        async move {
+            if n >= LIVE_CHECKS {
+                return None;
+            }
+            if n > 0 {
+                tokio::time::sleep(LIVE_EVERY).await;
+            }
+            let now = match trust.unread(&view).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the live inbox count could not be read");
+                    last
+                }
+            };
+            let event = (now != last)
+                .then(|| now.map(|c| Event::default().event("unread").data(c.to_string())))
+                .flatten();
+            Some((event, (n + 1, now)))
+        }
+    });
+    let events = checks.filter_map(|e| async move { e.map(Ok::<_, std::convert::Infallible>) });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
