@@ -104,10 +104,11 @@ pub struct Mapped {
     /// A merge (A40): the bundle entries of the prior patient and the survivor, whose
     /// references the engine moves from the one to the other once they are written.
     pub merge: Option<(usize, usize)>,
-    /// The bundle entries of DocumentReferences carrying their content inline (an
-    /// encapsulated report, a transcribed document), which the engine moves into the
-    /// document vault once they are written.
-    pub documents: Vec<usize>,
+    /// The documents a message carries (an encapsulated report, a transcribed document):
+    /// the bundle entry of each one's DocumentReference, written with its attachment's
+    /// type and title but not its bytes, and the whole attachment (with `data`), which the
+    /// engine then keeps in the document vault (or inline, where the vault will not).
+    pub documents: Vec<(usize, Value)>,
 }
 
 impl Mapped {
@@ -130,6 +131,15 @@ pub(crate) fn bad_time(
     field: usize,
 ) -> impl Fn(&'static str) -> MappingError {
     move |why| MappingError::at(segment, seq, field, 102, why)
+}
+
+/// An attachment without its bytes, for the resource, and the whole one, for the vault.
+pub(crate) fn set_aside(attachment: Value) -> (Value, Value) {
+    let mut without = attachment.clone();
+    if let Some(o) = without.as_object_mut() {
+        o.remove("data");
+    }
+    (without, attachment)
 }
 
 /// The message kinds this node maps, as `CODE^TRIGGER`.

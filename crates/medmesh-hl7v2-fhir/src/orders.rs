@@ -322,11 +322,12 @@ pub(crate) fn map_document(
         .filter_map(|r| person_reference(&r, profile))
         .collect();
     insert_nonempty(&mut o, "author", Value::Array(authors));
-    o.insert("content".into(), json!([{"attachment": content}]));
+    let (described, whole) = crate::set_aside(content);
+    o.insert("content".into(), json!([{ "attachment": described }]));
     let entry = b.len();
     b.put("DocumentReference", &id, Value::Object(o));
     Ok(Mapped {
-        documents: vec![entry],
+        documents: vec![(entry, whole)],
         ..Mapped::about(&p.identifier)
     })
 }

@@ -520,14 +520,12 @@ pub(crate) fn map_oru(
                 {
                     o.insert("date".into(), json!(t));
                 }
-                o.insert(
-                    "content".into(),
-                    json!([{"attachment": attachment(obx, *seq)?}]),
-                );
+                let (described, whole) = crate::set_aside(attachment(obx, *seq)?);
+                o.insert("content".into(), json!([{ "attachment": described }]));
                 if let Some(e) = &encounter_url {
                     o.insert("context".into(), json!({"encounter": [{"reference": e}]}));
                 }
-                documents.push(b.len());
+                documents.push((b.len(), whole));
                 b.put("DocumentReference", &oid, Value::Object(o));
                 continue;
             }

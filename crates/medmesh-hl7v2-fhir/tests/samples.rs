@@ -269,7 +269,11 @@ fn an_encapsulated_pdf_becomes_a_document_reference() {
         doc["content"][0]["attachment"]["contentType"],
         "application/pdf"
     );
-    assert_eq!(doc["content"][0]["attachment"]["data"], pdf);
+    // The bytes are set aside for the vault: no version of the resource holds them.
+    assert!(doc["content"][0]["attachment"]["data"].is_null());
+    assert_eq!(out.documents.len(), 1);
+    assert_eq!(out.documents[0].1["data"], pdf);
+    assert_eq!(out.documents[0].1["contentType"], "application/pdf");
 }
 
 #[test]
@@ -394,5 +398,15 @@ fn orders_appointments_documents_medications_and_vaccines() {
             .starts_with("urn:uuid:")
     );
     let doc = one("MDM-T02-02.hl7", "DocumentReference");
-    assert!(doc["content"][0]["attachment"]["data"].as_str().is_some());
+    assert!(doc["content"][0]["attachment"]["contentType"].is_string());
+    let mdm = map(
+        &message("hl7v2-microsoft-fhir-converter/MDM-T02-02.hl7"),
+        &p,
+    )
+    .unwrap();
+    assert!(
+        mdm.documents[0].1["data"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty())
+    );
 }

@@ -603,19 +603,20 @@ impl InterfaceEngine {
         (code, errors)
     }
 
-    /// Moves the content of the DocumentReferences a message wrote with their content
-    /// inline into the document vault, each becoming the DocumentReference's attachment.
-    /// What the vault refuses (a type it does not keep) or fails to store stays inline, and
-    /// the outcome's warnings say so: nothing is lost either way.
+    /// Keeps the documents a message carried: each one's bytes in the document vault, as
+    /// the attachment of the DocumentReference the message wrote (which holds no bytes of
+    /// its own). What the vault refuses (a type it does not keep) or fails to store is
+    /// written inline instead, and the outcome's warnings say so: nothing is lost either
+    /// way.
     async fn file_documents(
         &self,
         ctx: &RequestContext,
         response: &Value,
-        entries: &[usize],
+        documents: &[(usize, Value)],
         outcome: &mut MessageOutcome,
     ) {
-        let Some(vault) = &self.vault else { return };
-        for &i in entries {
+        for (i, content) in documents {
+            let i = *i;
             let Some(id) = response["entry"][i]["response"]["location"]
                 .as_str()
                 .and_then(|l| l.split("/_history/").next())
@@ -627,13 +628,40 @@ impl InterfaceEngine {
             else {
                 continue;
             };
-            if let Err(why) = self.file_document(ctx, vault, &id).await {
+            let filed = match &self.vault {
+                Some(vault) => self.file_document(ctx, vault, &id, content).await,
+                None => Err("this engine keeps no vault".into()),
+            };
+            if let Err(why) = filed {
                 tracing::warn!(error = %why, "a document a message carried was kept inline");
                 outcome.warnings.push(format!(
                     "DocumentReference/{id} keeps its content inline: {why}"
                 ));
+                if let Err(e) = self.keep_inline(ctx, &id, content).await {
+                    tracing::error!(error = %e, "a document a message carried could not be kept");
+                    outcome.warnings.push(format!(
+                        "DocumentReference/{id} has no content: {}",
+                        refusal_text(&e)
+                    ));
+                }
             }
         }
+    }
+
+    /// Writes a document's bytes into its DocumentReference's attachment.
+    async fn keep_inline(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        content: &Value,
+    ) -> Result<(), RecordError> {
+        let read = self.records.read(ctx, "DocumentReference", id).await?;
+        let mut doc = read.resource;
+        doc["content"] = serde_json::json!([{ "attachment": content }]);
+        self.records
+            .update(ctx, "DocumentReference", id, doc, Some(read.version))
+            .await
+            .map(|_| ())
     }
 
     async fn file_document(
@@ -641,6 +669,7 @@ impl InterfaceEngine {
         ctx: &RequestContext,
         vault: &medmesh_vault::DocumentVault,
         id: &str,
+        attachment: &Value,
     ) -> Result<(), String> {
         use base64::Engine as _;
         let read = self
@@ -649,10 +678,8 @@ impl InterfaceEngine {
             .await
             .map_err(|e| refusal_text(&e))?;
         let doc = read.resource;
-        let attachment = &doc["content"][0]["attachment"];
         let Some(data) = attachment["data"].as_str() else {
-            // Stored before (a resend of the same content wrote no new version).
-            return Ok(());
+            return Err("it holds no bytes".into());
         };
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data)

@@ -728,6 +728,19 @@ async fn a_merge_moves_the_record(db: Db) {
     assert!(attachment["data"].is_null(), "{doc}");
     assert_eq!(attachment["contentType"], "application/pdf");
     assert_eq!(doc["type"]["coding"][0]["code"], "11502-2");
+    // No version of it ever held the bytes: they are the vault's alone.
+    let doc_id = doc["id"].as_str().unwrap();
+    let history = node
+        .search(&format!("DocumentReference/{doc_id}/_history"))
+        .await;
+    let versions = history["entry"].as_array().unwrap();
+    assert!(!versions.is_empty());
+    for v in versions {
+        assert!(
+            v["resource"]["content"][0]["attachment"]["data"].is_null(),
+            "a version holds the document inline"
+        );
+    }
     let binary = attachment["url"].as_str().unwrap().to_string();
     assert!(binary.starts_with("Binary/"), "{binary}");
     let (status, _, bytes) = crate::documents::get_bytes(&node, &node.url(&binary), true).await;
@@ -739,6 +752,33 @@ async fn a_merge_moves_the_record(db: Db) {
             "the report is in clear in {file}"
         );
     }
+    // A type the vault does not keep (RTF) is kept inline, and the outcome says so.
+    let rtf = format!(
+        "MSH|^~\\&|LAB|HOSP|MEDMESH|NODE|20240103120000||ORU^R01^ORU_R01|ED-2|P|2.5.1\r\
+         PID|1||NEW-1^^^HOSP^MR||Mergewell^Pat||19800101|F\r\
+         OBR|1||ORD-ED2^LAB|11502-2^Laboratory report^LN|||20240103110000\r\
+         OBX|1|ED|11502-2^Laboratory report^LN||LAB^TEXT^RTF^Base64^{}||||||F\r",
+        base64::engine::general_purpose::STANDARD.encode(b"{\\rtf1 report}")
+    );
+    assert_eq!(
+        send(&mut stream, &rtf).await,
+        Some(("AA".into(), "ED-2".into()))
+    );
+    let docs = node
+        .search(&format!("DocumentReference?subject=Patient/{new}"))
+        .await;
+    let inline: Vec<&Value> = docs["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"]["content"][0]["attachment"])
+        .filter(|a| a["contentType"] == "application/rtf")
+        .collect();
+    assert_eq!(inline.len(), 1);
+    assert_eq!(
+        inline[0]["data"],
+        base64::engine::general_purpose::STANDARD.encode(b"{\\rtf1 report}")
+    );
     // Sent again, the merge changes nothing more and is acknowledged as before.
     assert_eq!(
         send(&mut stream, merge).await,
