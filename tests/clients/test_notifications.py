@@ -93,6 +93,14 @@ def send(node, message):
         return client.send_message(message.replace("\n", "\r")).decode("utf-8", "replace")
 
 
+def result_patient(node):
+    """The id of the patient the RESULT messages are about."""
+    return requests.get(
+        f"{node.url}/Patient?identifier=urn:medmesh:hl7v2/id/HOSP%7CNTF-1",
+        headers={"Authorization": f"Bearer {node.token}"}, timeout=30,
+    ).json()["entry"][0]["resource"]["id"]
+
+
 def cli(node, *args, stdin=None):
     out = subprocess.run([BIN, *args, *node.args], capture_output=True, text=True, env=node.env, input=stdin)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -103,10 +111,7 @@ def test_results_and_alerts_are_mailed_once_and_name_no_patient(hub):
     node, inbox = hub
     # The patient's record exists before their account chooses e-mail.
     assert "MSA|AA" in send(node, RESULT.format(control="N-1"))
-    patient = requests.get(
-        f"{node.url}/Patient?identifier=urn:medmesh:hl7v2/id/HOSP%7CNTF-1",
-        headers={"Authorization": f"Bearer {node.token}"}, timeout=30,
-    ).json()["entry"][0]["resource"]["id"]
+    patient = result_patient(node)
     shown = cli(node, "notifications", "settings", "--patient", patient,
                 "--email", "ada@example.org", "--choose", "results=inbox,email")
     assert "results\tinbox,email" in shown and "ada@example.org" in shown
@@ -203,10 +208,7 @@ def test_a_webhook_is_signed_as_standard_webhooks_says(hub):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         assert "MSA|AA" in send(node, RESULT.format(control="W-1"))
-        patient = requests.get(
-            f"{node.url}/Patient?identifier=urn:medmesh:hl7v2/id/HOSP%7CNTF-1",
-            headers={"Authorization": f"Bearer {node.token}"}, timeout=30,
-        ).json()["entry"][0]["resource"]["id"]
+        patient = result_patient(node)
         url = f"http://127.0.0.1:{server.server_port}/hook"
         shown = cli(node, "notifications", "settings", "--patient", patient, "--webhook", url,
                     "--choose", "results=inbox,webhook")
@@ -265,10 +267,7 @@ def test_two_nodes_on_one_database_deliver_each_notification_once():
     b = Node("sqlite", extra_args=["--database-url", db_url], extra_env={**env, "MEDMESH_MASTER_KEY_FILE": key})
     try:
         assert "MSA|AA" in send(a, RESULT.format(control="R-0"))
-        patient = requests.get(
-            f"{a.url}/Patient?identifier=urn:medmesh:hl7v2/id/HOSP%7CNTF-1",
-            headers={"Authorization": f"Bearer {a.token}"}, timeout=30,
-        ).json()["entry"][0]["resource"]["id"]
+        patient = result_patient(a)
         cli(a, "notifications", "settings", "--patient", patient, "--email", "ada@example.org",
             "--choose", "results=email")
         # Results arrive at both replicas; both replicas' workers deliver.
