@@ -101,7 +101,7 @@ pub struct InterfaceEngine {
     store: Arc<dyn Hl7Store>,
     outbox: Option<Arc<dyn medmesh_store::Hl7OutboxStore>>,
     vault: Option<Arc<medmesh_vault::DocumentVault>>,
-    hub: Option<Arc<medmesh_notifications::NotificationHub>>,
+    hub: Arc<medmesh_notifications::NotificationHub>,
     channels: Vec<Channel>,
     senders: RwLock<Vec<Sender>>,
     /// One lock per patient key: one patient's messages apply one at a time, in order.
@@ -136,11 +136,13 @@ impl Reply {
 }
 
 impl InterfaceEngine {
-    /// An engine writing through `records`, keeping messages in `store`, answering with
-    /// `base_url` as the FHIR base in its audit entries.
+    /// An engine writing through `records`, keeping messages in `store`, telling patients
+    /// of their results through `hub` (their inbox, and the other channels they chose),
+    /// answering with `base_url` as the FHIR base in its audit entries.
     pub fn new(
         records: Arc<RecordService>,
         store: Arc<dyn Hl7Store>,
+        hub: Arc<medmesh_notifications::NotificationHub>,
         base_url: impl Into<String>,
     ) -> Self {
         Self {
@@ -148,7 +150,7 @@ impl InterfaceEngine {
             store,
             outbox: None,
             vault: None,
-            hub: None,
+            hub,
             channels: Vec::new(),
             senders: RwLock::new(Vec::new()),
             patient_locks: Mutex::new(HashMap::new()),
@@ -162,13 +164,6 @@ impl InterfaceEngine {
     /// the message wrote.
     pub fn with_vault(mut self, vault: Arc<medmesh_vault::DocumentVault>) -> Self {
         self.vault = Some(vault);
-        self
-    }
-
-    /// Tells patients of their results through `hub` (their inbox, and e-mail when they
-    /// chose it).
-    pub fn with_hub(mut self, hub: Arc<medmesh_notifications::NotificationHub>) -> Self {
-        self.hub = Some(hub);
         self
     }
 
@@ -534,8 +529,7 @@ impl InterfaceEngine {
                             row.status = "applied".into();
                             self.forward(message, row).await;
                             if m.final_result {
-                                self.tell_patient(&outcome.resources, &row.sender, &row.id)
-                                    .await;
+                                self.tell_patient(&outcome.resources, &row.id).await;
                             }
                             (AckCode::AA, Vec::new())
                         }
@@ -617,15 +611,7 @@ impl InterfaceEngine {
     ) {
         for (i, content) in documents {
             let i = *i;
-            let Some(id) = response["entry"][i]["response"]["location"]
-                .as_str()
-                .and_then(|l| l.split("/_history/").next())
-                .and_then(|l| {
-                    l.strip_prefix("DocumentReference/")
-                        .or_else(|| l.rsplit_once("/DocumentReference/").map(|(_, id)| id))
-                })
-                .map(str::to_string)
-            else {
+            let Some(id) = written_id(response, i, "DocumentReference") else {
                 continue;
             };
             let filed = match &self.vault {
@@ -725,14 +711,10 @@ impl InterfaceEngine {
         survivor: usize,
         outcome: &mut MessageOutcome,
     ) -> Result<(), String> {
-        let id_of = |i: usize| {
-            response["entry"][i]["response"]["location"]
-                .as_str()
-                .and_then(|l| l.split("/_history/").next())
-                .and_then(|l| l.rsplit('/').next())
-                .map(str::to_string)
-        };
-        let (Some(prior), Some(survivor)) = (id_of(prior), id_of(survivor)) else {
+        let (Some(prior), Some(survivor)) = (
+            written_id(response, prior, "Patient"),
+            written_id(response, survivor, "Patient"),
+        ) else {
             return Err("the merged patients were written, but their ids were not returned".into());
         };
         match self
@@ -757,37 +739,19 @@ impl InterfaceEngine {
     /// Tells the patient, in their inbox, that results arrived: the words name no result
     /// (notifications carry no clinical content). A failure is logged; the results are
     /// written either way.
-    async fn tell_patient(&self, resources: &[String], sender: &str, message_id: &str) {
+    async fn tell_patient(&self, resources: &[String], message_id: &str) {
+        use medmesh_notifications::{Category, Recipient};
         let Some(patient) = resources.iter().find_map(|r| r.strip_prefix("Patient/")) else {
             return;
         };
-        if let Some(hub) = &self.hub {
-            use medmesh_notifications::{Category, Recipient};
-            let notice = hub.notice(Category::Results, format!("hl7v2/{message_id}"));
-            if let Err(e) = hub
-                .notify(&Recipient::Patient(patient.to_string()), &notice)
-                .await
-            {
-                tracing::error!(error = %e, "the patient could not be told of new results");
-            }
-            return;
-        }
-        let core = self.records.core();
-        let notification = medmesh_store::Notification {
-            id: core.ids().new_id(),
-            patient_id: patient.to_string(),
-            kind: "result".into(),
-            message: format!("New results from {sender} are in your record."),
-            created_micros: core.now(),
-            read_micros: None,
-        };
-        let written = async {
-            let mut tx = core.begin_write().await?;
-            tx.notify(&notification).await?;
-            tx.commit().await?;
-            Ok::<(), RecordError>(())
-        };
-        if let Err(e) = written.await {
+        let notice = self
+            .hub
+            .notice(Category::Results, format!("hl7v2/{message_id}"));
+        if let Err(e) = self
+            .hub
+            .notify(&Recipient::Patient(patient.to_string()), &notice)
+            .await
+        {
             tracing::error!(error = %e, "the patient could not be told of new results");
         }
     }
@@ -1188,17 +1152,35 @@ fn written(response: &Value) -> Vec<String> {
         .map(|entries| {
             entries
                 .iter()
-                .filter_map(|e| e["response"]["location"].as_str())
-                .map(|l| {
-                    let parts: Vec<&str> = l.split('/').collect();
-                    match parts.iter().position(|p| *p == "_history") {
-                        Some(h) if h >= 2 => format!("{}/{}", parts[h - 2], parts[h - 1]),
-                        _ => l.to_string(),
-                    }
+                .filter_map(|e| {
+                    let location = e["response"]["location"].as_str()?;
+                    Some(match written_at(e) {
+                        Some((rt, id)) => format!("{rt}/{id}"),
+                        None => location.to_string(),
+                    })
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The type and id a transaction's response entry says were written (its location,
+/// `[base/]Type/id/_history/version`).
+fn written_at(entry: &Value) -> Option<(&str, &str)> {
+    let location = entry["response"]["location"].as_str()?;
+    let parts: Vec<&str> = location.split('/').collect();
+    let h = parts
+        .iter()
+        .position(|p| *p == "_history")
+        .filter(|h| *h >= 2)?;
+    Some((parts[h - 2], parts[h - 1]))
+}
+
+/// The id entry `i` of a transaction's response wrote, when it wrote an `rt`.
+fn written_id(response: &Value, i: usize, rt: &str) -> Option<String> {
+    written_at(&response["entry"][i])
+        .filter(|(t, _)| *t == rt)
+        .map(|(_, id)| id.to_string())
 }
 
 /// A refusal's reason in words that name no value: the record service's issues are

@@ -367,11 +367,11 @@ pub(crate) async fn interface_engine(
         medmesh_interface_engine::InterfaceEngine::new(
             records.clone(),
             stores.hl7.clone(),
+            hub.clone(),
             format!("{public_origin}/fhir"),
         )
         .with_outbound(stores.hl7_outbox.clone(), channels)
-        .with_vault(document_vault(stores, cfg, records, Some(hub.clone()))?)
-        .with_hub(hub),
+        .with_vault(document_vault(stores, cfg, records, Some(hub))?),
     );
     let configured = cfg
         .hl7_senders
