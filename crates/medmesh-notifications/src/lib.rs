@@ -123,6 +123,15 @@ pub enum Recipient {
 }
 
 impl Recipient {
+    /// Whom an account's notifications are for: a patient's account's are its patient's
+    /// (`patient`), any other account's its own.
+    pub fn of_account(account: &str, patient: Option<&str>) -> Self {
+        match patient {
+            Some(p) => Self::Patient(p.to_string()),
+            None => Self::Account(account.to_string()),
+        }
+    }
+
     /// The key its settings and outbox rows are kept under.
     pub fn key(&self) -> String {
         match self {
@@ -347,6 +356,39 @@ impl NotificationHub {
     ) -> Self {
         self.webhooks = Some((sender, random));
         self
+    }
+
+    /// Sets `who`'s channels per category and e-mail address, keeping their webhook (which
+    /// is set on its own, with its secret).
+    ///
+    /// # Errors
+    /// As [`Self::set_settings`].
+    pub async fn set_choices(
+        &self,
+        who: &Recipient,
+        choices: Choices,
+        email: Option<String>,
+    ) -> Result<(), HubError> {
+        let webhook = self.settings(who).await?.webhook;
+        self.set_settings(
+            who,
+            &Settings {
+                choices,
+                email,
+                webhook,
+            },
+        )
+        .await
+    }
+
+    /// Removes `who`'s webhook.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn remove_webhook(&self, who: &Recipient) -> Result<(), HubError> {
+        let mut settings = self.settings(who).await?;
+        settings.webhook = None;
+        self.set_settings(who, &settings).await
     }
 
     /// Sets where `who`'s webhooks go and makes a new secret for them, returned this once

@@ -72,10 +72,7 @@ pub async fn link_patient(
 
 /// Whom the signed-in account's notifications are for: its patient record's, or its own.
 fn recipient(user: &medmesh_store::UserRecord) -> medmesh_notifications::Recipient {
-    match &user.patient_id {
-        Some(p) => medmesh_notifications::Recipient::Patient(p.clone()),
-        None => medmesh_notifications::Recipient::Account(user.id.clone()),
-    }
+    medmesh_notifications::Recipient::of_account(&user.id, user.patient_id.as_deref())
 }
 
 fn hub_error(e: medmesh_notifications::HubError) -> ApiError {
@@ -143,7 +140,7 @@ pub async fn set_notification_settings(
     ApiSession(s): ApiSession,
     ApiJson(body): ApiJson<NotificationSettingsRequest>,
 ) -> Result<Response, ApiError> {
-    use medmesh_notifications::{Category, Channel, Choices, Settings};
+    use medmesh_notifications::{Category, Channel, Choices};
     if body.choices.len() > Category::ALL.len() {
         return Err(ApiError::bad_request("too many categories"));
     }
@@ -162,16 +159,9 @@ pub async fn set_notification_settings(
         choices.0.insert(category, parsed);
     }
     let who = recipient(&s.user);
-    // The webhook is set and removed on its own route: kept as it is.
-    let webhook = state.hub.settings(&who).await.map_err(hub_error)?.webhook;
-    let settings = Settings {
-        choices,
-        email: body.email,
-        webhook,
-    };
     state
         .hub
-        .set_settings(&who, &settings)
+        .set_choices(&who, choices, body.email)
         .await
         .map_err(hub_error)?;
     let saved = state.hub.settings(&who).await.map_err(hub_error)?;
@@ -204,12 +194,9 @@ pub async fn remove_webhook(
     State(state): State<AppState>,
     ApiSession(s): ApiSession,
 ) -> Result<Response, ApiError> {
-    let who = recipient(&s.user);
-    let mut settings = state.hub.settings(&who).await.map_err(hub_error)?;
-    settings.webhook = None;
     state
         .hub
-        .set_settings(&who, &settings)
+        .remove_webhook(&recipient(&s.user))
         .await
         .map_err(hub_error)?;
     Ok(StatusCode::NO_CONTENT.into_response())

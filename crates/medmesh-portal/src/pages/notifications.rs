@@ -41,10 +41,7 @@ struct NotificationsPage {
 
 /// Whose settings the viewer's are: their patient record's, or their account's.
 fn recipient(viewer: &Viewer) -> Recipient {
-    match viewer.own_patient() {
-        Some(p) => Recipient::Patient(p),
-        None => Recipient::Account(viewer.user_id().to_string()),
-    }
+    Recipient::of_account(viewer.user_id(), viewer.own_patient().as_deref())
 }
 
 /// The categories that concern this audience.
@@ -153,23 +150,21 @@ pub async fn save_notifications(
         }
         choices.0.insert(*c, on);
     }
-    let who = recipient(&viewer);
-    // The webhook is set on its own (the API, the CLI): kept as it is.
-    let webhook = match state.hub.settings(&who).await {
-        Ok(s) => s.webhook,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read notification settings");
-            return problem(viewer.lang, Problem::Unavailable);
-        }
-    };
+    let email = field("email")
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty());
     let settings = Settings {
         choices,
-        email: field("email")
-            .map(|e| e.trim().to_string())
-            .filter(|e| !e.is_empty()),
-        webhook,
+        email,
+        webhook: None,
     };
-    match state.hub.set_settings(&who, &settings).await {
+    let who = recipient(&viewer);
+    // The webhook is set on its own (the API, the CLI): the hub keeps it.
+    match state
+        .hub
+        .set_choices(&who, settings.choices.clone(), settings.email.clone())
+        .await
+    {
         Ok(()) => Redirect::to("/account/notifications?saved=1").into_response(),
         Err(HubError::Invalid(_)) => page(
             &viewer,

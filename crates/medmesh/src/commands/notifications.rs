@@ -29,10 +29,7 @@ pub(crate) async fn run(cfg: &Config, command: NotificationsCommand) -> anyhow::
                         .user_by_username(&name)
                         .await?
                         .with_context(|| format!("no account {name}"))?;
-                    match account.patient_id {
-                        Some(p) => Recipient::Patient(p),
-                        None => Recipient::Account(account.id),
-                    }
+                    Recipient::of_account(&account.id, account.patient_id.as_deref())
                 }
                 (None, None) => bail!("say whose: --user NAME or --patient ID"),
             };
@@ -60,8 +57,8 @@ pub(crate) async fn run(cfg: &Config, command: NotificationsCommand) -> anyhow::
             match webhook.as_deref().map(str::trim) {
                 None => {}
                 Some("") => {
+                    hub.remove_webhook(&who).await?;
                     settings.webhook = None;
-                    hub.set_settings(&who, &settings).await?;
                 }
                 Some(url) => {
                     let secret = hub.set_webhook(&who, url).await?;
