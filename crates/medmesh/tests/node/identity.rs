@@ -1423,18 +1423,103 @@ async fn a_practitioner_picks_the_launch_patient(node: Node) {
 
 /// A JSON call with the session cookie and its CSRF token.
 async fn api_post(b: &mut Browser, path: &str, body: Value) -> (StatusCode, Value) {
+    api_send(b, reqwest::Method::POST, path, Some(body)).await
+}
+
+/// A JSON API call with the session cookie and its CSRF token.
+async fn api_send(
+    b: &mut Browser,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let csrf = b.account().await["csrf"].as_str().unwrap().to_string();
-    let r = b
+    let mut r = b
         .http
-        .post(format!("{}{path}", b.base))
+        .request(method, format!("{}{path}", b.base))
         .header("cookie", b.cookie_header())
-        .header("x-csrf-token", csrf)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .header("x-csrf-token", csrf);
+    if let Some(body) = body {
+        r = r.json(&body);
+    }
+    let r = r.send().await.unwrap();
     let s = r.status();
     (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A patient's notification settings over the JSON API: the defaults, an address and
+/// choices, a bad address refused, a webhook (its secret answered once, an address inside
+/// the node's networks refused) that changing the choices keeps, and its removal.
+async fn a_patient_sets_their_notifications(node: Node) {
+    use reqwest::Method;
+    seed_people(&node).await;
+    create_user(&node, "patient", "pat", &["--patient", "p1"]);
+    let mut b = Browser::new(&node);
+    b.login("pat", None).await;
+    let path = "/api/account/notifications";
+    let (s, shown) = api_send(&mut b, Method::GET, path, None).await;
+    assert_eq!(s, StatusCode::OK, "{shown}");
+    assert_eq!(shown["choices"]["results"], json!(["inbox"]));
+    assert_eq!(shown["choices"]["operations"], json!(["email"]));
+    assert!(shown["email"].is_null() && shown["webhook"].is_null());
+
+    let choose =
+        json!({"email": "pat@example.org", "choices": {"results": ["inbox", "email", "webhook"]}});
+    let (s, saved) = api_send(&mut b, Method::PUT, path, Some(choose.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{saved}");
+    assert_eq!(saved["email"], "pat@example.org");
+    assert_eq!(
+        saved["choices"]["results"],
+        json!(["inbox", "email", "webhook"])
+    );
+    let (s, _) = api_send(
+        &mut b,
+        Method::PUT,
+        path,
+        Some(json!({"email": "not an address"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = api_send(
+        &mut b,
+        Method::PUT,
+        path,
+        Some(json!({"choices": {"gossip": ["inbox"]}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let hook = "/api/account/notifications/webhook";
+    let (s, _) = api_send(
+        &mut b,
+        Method::PUT,
+        hook,
+        Some(json!({"url": "https://10.0.0.5/hook"})),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "a webhook into the node's own networks"
+    );
+    let (s, set) = api_send(
+        &mut b,
+        Method::PUT,
+        hook,
+        Some(json!({"url": "https://hooks.example.org/pat"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{set}");
+    assert!(set["secret"].as_str().unwrap().starts_with("whsec_"));
+    // Changing the choices keeps the webhook; the secret is never shown again.
+    let (_, saved) = api_send(&mut b, Method::PUT, path, Some(choose)).await;
+    assert_eq!(saved["webhook"], "https://hooks.example.org/pat");
+    assert!(!saved.to_string().contains(set["secret"].as_str().unwrap()));
+    let (s, _) = api_send(&mut b, Method::DELETE, hook, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, shown) = api_send(&mut b, Method::GET, path, None).await;
+    assert!(shown["webhook"].is_null());
+    assert_eq!(shown["email"], "pat@example.org");
 }
 
 async fn org_admins_verify_their_practitioners(node: Node) {
@@ -1835,6 +1920,7 @@ async fn json_routes_answer_json_on_every_failure(node: Node) {
 }
 
 on_both_databases!(
+    a_patient_sets_their_notifications,
     json_routes_answer_json_on_every_failure,
     org_admins_verify_their_practitioners,
     a_patient_can_turn_on_two_factor,
