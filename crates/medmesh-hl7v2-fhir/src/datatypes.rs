@@ -7,38 +7,67 @@ use serde_json::{Map, Value, json};
 use crate::Identifier;
 use crate::profile::{Profile, slug};
 
+/// The standard coding systems: the names HL7 v2 gives each (CWE-3; the first is the
+/// one this node writes) and its FHIR URI. Read both ways: inbound and outbound.
+const STANDARD_SYSTEMS: &[(&[&str], &str)] = &[
+    (&["LN", "LOINC"], "http://loinc.org"),
+    (
+        &["SCT", "SNM", "SNOMED", "SNOMEDCT", "SCT2"],
+        "http://snomed.info/sct",
+    ),
+    (
+        &["I10", "I10C", "ICD10CM"],
+        "http://hl7.org/fhir/sid/icd-10-cm",
+    ),
+    (&["I10P"], "http://www.cms.gov/Medicare/Coding/ICD10"),
+    (&["I9", "I9C", "I9CDX"], "http://hl7.org/fhir/sid/icd-9-cm"),
+    (&["CPT", "C4", "C5"], "http://www.ama-assn.org/go/cpt"),
+    (
+        &["RXNORM", "RXN"],
+        "http://www.nlm.nih.gov/research/umls/rxnorm",
+    ),
+    (&["NDC"], "http://hl7.org/fhir/sid/ndc"),
+    (&["CVX"], "http://hl7.org/fhir/sid/cvx"),
+    (&["MVX"], "http://terminology.hl7.org/CodeSystem/MVX"),
+    (&["UCUM"], "http://unitsofmeasure.org"),
+    (&["NUCC"], "http://nucc.org/provider-taxonomy"),
+    (&["CDCREC"], "urn:oid:2.16.840.1.113883.6.238"),
+    (&["ISO3166_1"], "urn:iso:std:iso:3166"),
+];
+
+/// Where HL7 v2 tables live in FHIR (`HL70078` is `...CodeSystem/v2-0078`).
+const HL7_TABLES: &str = "http://terminology.hl7.org/CodeSystem/v2-";
+
 /// The FHIR system of an HL7 coding-system name (CWE-3), the sender's own first.
 pub fn code_system(name: &str, profile: &Profile) -> String {
     if let Some(s) = profile.code_systems.get(name) {
         return s.clone();
     }
     let upper = name.to_ascii_uppercase();
-    let standard = match upper.as_str() {
-        "LN" | "LOINC" => "http://loinc.org",
-        "SCT" | "SNM" | "SNOMED" | "SNOMEDCT" | "SCT2" => "http://snomed.info/sct",
-        "I10" | "I10C" | "ICD10CM" => "http://hl7.org/fhir/sid/icd-10-cm",
-        "I10P" => "http://www.cms.gov/Medicare/Coding/ICD10",
-        "I9" | "I9C" | "I9CDX" => "http://hl7.org/fhir/sid/icd-9-cm",
-        "CPT" | "C4" | "C5" => "http://www.ama-assn.org/go/cpt",
-        "RXNORM" | "RXN" => "http://www.nlm.nih.gov/research/umls/rxnorm",
-        "NDC" => "http://hl7.org/fhir/sid/ndc",
-        "CVX" => "http://hl7.org/fhir/sid/cvx",
-        "MVX" => "http://terminology.hl7.org/CodeSystem/MVX",
-        "UCUM" => "http://unitsofmeasure.org",
-        "NUCC" => "http://nucc.org/provider-taxonomy",
-        "CDCREC" => "urn:oid:2.16.840.1.113883.6.238",
-        "ISO3166_1" => "urn:iso:std:iso:3166",
-        _ => "",
-    };
-    if !standard.is_empty() {
-        return standard.to_string();
+    if let Some((_, uri)) = STANDARD_SYSTEMS
+        .iter()
+        .find(|(names, _)| names.contains(&upper.as_str()))
+    {
+        return (*uri).to_string();
     }
     // HL7 tables: HL70078, HL7-0078 and 0078.
     let digits = upper.trim_start_matches("HL7").trim_start_matches('-');
     if digits.len() == 4 && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return format!("http://terminology.hl7.org/CodeSystem/v2-{digits}");
+        return format!("{HL7_TABLES}{digits}");
     }
     format!("{}/codes/{}", profile.system_base, slug(name))
+}
+
+/// The HL7 coding-system name (CWE-3) of a FHIR system: the standard one's, `HL7nnnn` for an
+/// HL7 table, else the URI's last segment.
+pub fn code_system_name(system: &str) -> String {
+    if let Some((names, _)) = STANDARD_SYSTEMS.iter().find(|(_, uri)| *uri == system) {
+        return names[0].to_string();
+    }
+    match system.strip_prefix(HL7_TABLES) {
+        Some(table) => format!("HL7{table}"),
+        None => system.rsplit('/').next().unwrap_or_default().to_string(),
+    }
 }
 
 /// The system of an assigning authority (HD: namespace id, universal id, its type).
@@ -416,6 +445,19 @@ pub fn date(raw: &str, profile: &Profile) -> Result<Option<String>, &'static str
 mod tests {
     use super::*;
     use medmesh_hl7v2::Message;
+
+    #[test]
+    fn coding_system_names_read_both_ways() {
+        let p = Profile::default();
+        for (names, uri) in STANDARD_SYSTEMS {
+            assert_eq!(code_system_name(uri), names[0]);
+            for name in *names {
+                assert_eq!(code_system(name, &p), *uri);
+            }
+        }
+        assert_eq!(code_system_name(&code_system("HL70078", &p)), "HL70078");
+        assert_eq!(code_system_name("https://lab.example.org/codes"), "codes");
+    }
 
     fn p() -> Profile {
         Profile::for_sender("Lab One")

@@ -135,16 +135,8 @@ fn cx(identifier: &Value, authority_base: &str) -> Vec<Vec<String>> {
 /// The first coding of a CodeableConcept as CWE: code, text, system.
 fn cwe(concept: &Value) -> Vec<String> {
     let coding = &concept["coding"][0];
-    let system = coding["system"].as_str().unwrap_or_default();
-    let system_name = match system {
-        "http://loinc.org" => "LN".to_string(),
-        "http://snomed.info/sct" => "SCT".into(),
-        "http://unitsofmeasure.org" => "UCUM".into(),
-        s => match s.strip_prefix("http://terminology.hl7.org/CodeSystem/v2-") {
-            Some(table) => format!("HL7{table}"),
-            None => s.rsplit('/').next().unwrap_or_default().to_string(),
-        },
-    };
+    let system_name =
+        crate::datatypes::code_system_name(coding["system"].as_str().unwrap_or_default());
     let text = concept["text"]
         .as_str()
         .or_else(|| coding["display"].as_str())
