@@ -719,6 +719,16 @@ impl NotificationHub {
         Ok(attempted)
     }
 
+    /// The settings of the recipient a queued notification is for, as they are now (an
+    /// address may have changed since it was queued).
+    async fn recipient_settings(&self, row: &NotificationOutboxRow) -> Result<Settings, SendError> {
+        let who = Recipient::from_key(&row.account)
+            .ok_or_else(|| SendError::Permanent("unknown recipient".into()))?;
+        self.settings(&who)
+            .await
+            .map_err(|_| SendError::Transient("the recipient's settings could not be read".into()))
+    }
+
     async fn send(&self, row: &NotificationOutboxRow) -> Result<(), SendError> {
         let opened = self
             .open(&payload_context(&row.id), &row.payload)
@@ -731,16 +741,9 @@ impl NotificationHub {
                 let Some(mailer) = &self.mailer else {
                     return Err(SendError::Transient("no mail server is configured".into()));
                 };
-                let who = Recipient::from_key(&row.account)
-                    .ok_or_else(|| SendError::Permanent("unknown recipient".into()))?;
-                let address = self
-                    .settings(&who)
-                    .await
-                    .map_err(|_| SendError::Transient("the address could not be read".into()))?
-                    .email
-                    .ok_or_else(|| {
-                        SendError::Permanent("the recipient has no address now".into())
-                    })?;
+                let address = self.recipient_settings(row).await?.email.ok_or_else(|| {
+                    SendError::Permanent("the recipient has no address now".into())
+                })?;
                 let host = self
                     .node_url
                     .split("://")
@@ -757,16 +760,9 @@ impl NotificationHub {
                 let Some((sender, _)) = &self.webhooks else {
                     return Err(SendError::Transient("webhooks are off on this node".into()));
                 };
-                let who = Recipient::from_key(&row.account)
-                    .ok_or_else(|| SendError::Permanent("unknown recipient".into()))?;
-                let target = self
-                    .settings(&who)
-                    .await
-                    .map_err(|_| SendError::Transient("the webhook could not be read".into()))?
-                    .webhook
-                    .ok_or_else(|| {
-                        SendError::Permanent("the recipient has no webhook now".into())
-                    })?;
+                let target = self.recipient_settings(row).await?.webhook.ok_or_else(|| {
+                    SendError::Permanent("the recipient has no webhook now".into())
+                })?;
                 let now = self.records.core().now();
                 let body = serde_json::json!({
                     "type": format!("notification.{}", row.category),
