@@ -114,14 +114,18 @@ impl Role {
     }
 }
 
-/// Directory resources: who works where. They hold no patient data.
-pub const DIRECTORY_TYPES: [&str; 6] = [
+/// Directory resources: who works where, when they can be booked, and which insurance plans
+/// they take. They hold no patient data.
+pub const DIRECTORY_TYPES: [&str; 9] = [
     "Organization",
     "Practitioner",
     "PractitionerRole",
     "Location",
     "HealthcareService",
     "Endpoint",
+    "Schedule",
+    "Slot",
+    "InsurancePlan",
 ];
 
 impl fmt::Display for Role {

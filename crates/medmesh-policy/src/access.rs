@@ -10,6 +10,7 @@
 //! | `Patient.generalPractitioner` | the GP (practitioner or organization) → the patient |
 //! | `Task` (accepted, in progress) focused on a referral `ServiceRequest` | the owner → the patient |
 //! | `Encounter` with a `serviceProvider` | the organization → the patient, until the end plus the window |
+//! | `Appointment` (pending, booked, arrived, checked in, fulfilled, no-show) | each practitioner, role or organization taking part → the patient, until the end plus the window |
 //! | `Consent` (patient-privacy, active) | each actor a permit names → the patient (a consent edge) |
 //! | break-glass declaration | the practitioner → the patient, for a few hours |
 //!
@@ -36,6 +37,8 @@ pub enum EdgeKind {
     Referral,
     /// An encounter at the organization, within the window.
     Encounter,
+    /// An appointment the practitioner takes part in, until its end plus the window.
+    Appointment,
     /// A consent that permits the actor.
     Consent,
     /// A sharing rule: only resources written later and tagged for the actor.
@@ -52,6 +55,7 @@ impl EdgeKind {
             Self::GeneralPractitioner => "general-practitioner",
             Self::Referral => "referral",
             Self::Encounter => "encounter",
+            Self::Appointment => "appointment",
             Self::Consent => "consent",
             Self::Shared => "shared",
             Self::BreakGlass => "break-glass",
@@ -65,6 +69,7 @@ impl EdgeKind {
             "general-practitioner" => Self::GeneralPractitioner,
             "referral" => Self::Referral,
             "encounter" => Self::Encounter,
+            "appointment" => Self::Appointment,
             "consent" => Self::Consent,
             "shared" => Self::Shared,
             "break-glass" => Self::BreakGlass,
@@ -204,6 +209,44 @@ pub fn edges_from(resource: &Value, encounter_window: i64) -> Vec<Edge> {
                     (start, Some(until)),
                     None,
                 ));
+            }
+        }
+        "Appointment"
+            if matches!(
+                status,
+                Some("pending" | "booked" | "arrived" | "checked-in" | "fulfilled" | "noshow")
+            ) =>
+        {
+            let actors: Vec<String> = resource
+                .get("participant")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|p| p.get("status").and_then(Value::as_str) != Some("declined"))
+                .filter_map(|p| reference(p.get("actor")))
+                .collect();
+            if let Some(p) = actors.iter().find_map(|a| a.strip_prefix("Patient/")) {
+                let end = resource
+                    .get("end")
+                    .or_else(|| resource.get("start"))
+                    .and_then(Value::as_str)
+                    .and_then(medmesh_fhir::datetime::parse_range)
+                    .map_or(0, |r| r.hi);
+                let until = end.saturating_add(encounter_window);
+                for a in actors.iter().filter(|a| {
+                    a.starts_with("Practitioner/")
+                        || a.starts_with("PractitionerRole/")
+                        || a.starts_with("Organization/")
+                        || a.starts_with("CareTeam/")
+                }) {
+                    out.push(edge(
+                        p,
+                        a.clone(),
+                        EdgeKind::Appointment,
+                        (0, Some(until)),
+                        None,
+                    ));
+                }
             }
         }
         "Consent" => {
@@ -442,6 +485,22 @@ mod tests {
             (e[0].kind, e[0].principal.as_str()),
             (EdgeKind::Referral, "Practitioner/card")
         );
+        let appt = json!({"resourceType": "Appointment", "id": "a", "status": "booked",
+            "end": "2026-12-07T09:30:00Z",
+            "participant": [{"actor": {"reference": "Patient/p"}, "status": "accepted"},
+                            {"actor": {"reference": "Practitioner/doc"}, "status": "accepted"},
+                            {"actor": {"reference": "Location/room"}, "status": "accepted"},
+                            {"actor": {"reference": "Practitioner/no"}, "status": "declined"}]});
+        let e = edges_from(&appt, 10);
+        assert_eq!(e.len(), 1);
+        assert_eq!(
+            (e[0].kind, e[0].principal.as_str(), e[0].patient.as_str()),
+            (EdgeKind::Appointment, "Practitioner/doc", "p")
+        );
+        assert!(e[0].holds_at(0) && e[0].until.is_some());
+        let mut cancelled = appt.clone();
+        cancelled["status"] = json!("cancelled");
+        assert!(edges_from(&cancelled, 10).is_empty());
         let enc = json!({"resourceType": "Encounter", "id": "e", "status": "finished",
             "subject": {"reference": "Patient/p"}, "serviceProvider": {"reference": "Organization/h"},
             "period": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}});

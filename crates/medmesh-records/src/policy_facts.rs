@@ -248,7 +248,7 @@ impl RecordService {
     ) -> Result<(), RecordError> {
         if !matches!(
             rt,
-            "CareTeam" | "Patient" | "Task" | "Encounter" | "Consent"
+            "CareTeam" | "Patient" | "Task" | "Encounter" | "Consent" | "Appointment"
         ) {
             return Ok(());
         }

@@ -106,7 +106,7 @@ async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError> {
 /// body) a parse permit, so that a few concurrent worst-case bodies cannot take the node's
 /// memory. A `Value` costs far more than its text: without the value bound, one 31 MB body
 /// of tiny objects took 2.3 GB.
-async fn read_resource(state: &AppState, req: Request) -> Result<Value, ApiError> {
+pub(crate) async fn read_resource(state: &AppState, req: Request) -> Result<Value, ApiError> {
     let bytes = read_body(state, req).await?;
     let large = bytes.len() >= crate::LARGE_BODY;
     let _permit =

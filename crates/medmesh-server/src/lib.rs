@@ -18,6 +18,7 @@ pub mod listener;
 pub mod oauth;
 pub mod operations;
 pub mod response;
+pub mod scheduling;
 pub mod web;
 
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub hl7: Arc<medmesh_interface_engine::InterfaceEngine>,
     /// The notification hub.
     pub hub: Arc<medmesh_notifications::NotificationHub>,
+    /// Appointments: `$find`, `$hold`, `$book`, the directory.
+    pub scheduling: Arc<medmesh_scheduling::SchedulingService>,
     /// The CapabilityStatement, built once.
     pub capability: Arc<Value>,
     /// Public base URL (`http://host:port/fhir`); when `None`, taken from the Host header.
@@ -159,6 +162,8 @@ pub struct Services {
     pub hl7: Arc<medmesh_interface_engine::InterfaceEngine>,
     /// The notification hub (`/api/account/notifications`).
     pub hub: Arc<medmesh_notifications::NotificationHub>,
+    /// Appointments (`Appointment/$find`, `$hold`, `$book`, `/api/appointments`).
+    pub scheduling: Arc<medmesh_scheduling::SchedulingService>,
 }
 
 /// Builds the server's state. The background workers are the binary's to start; the
@@ -177,6 +182,7 @@ pub fn build_state(
         identity,
         hl7,
         hub,
+        scheduling,
     } = services;
     let capability = capability_statement::capability_statement(
         records.definitions(),
@@ -200,6 +206,7 @@ pub fn build_state(
         audit_log,
         hl7,
         hub,
+        scheduling,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
         body_limits: config.body_limits,
@@ -295,6 +302,12 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
         )
         .route("/$export-file/{job}/{name}", get(operations::export_file))
         .route("/Patient/{id}/$everything", get(operations::everything))
+        .route(
+            "/Appointment/$find",
+            get(scheduling::find_get).post(scheduling::find_post),
+        )
+        .route("/Appointment/$hold", post(scheduling::hold))
+        .route("/Appointment/$book", post(scheduling::book))
         .merge(documents::binary_routes())
         .route("/metadata", get(metadata))
         .route("/", post(root_post))
@@ -396,6 +409,18 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
             post(audit::mark_notification_read),
         )
         .route("/api/referrals/{task}/accept", post(audit::accept_referral))
+        .route(
+            "/api/appointments/{id}/cancel",
+            post(scheduling::api_cancel),
+        )
+        .route(
+            "/api/appointments/{id}/reschedule",
+            post(scheduling::api_reschedule),
+        )
+        .route(
+            "/api/appointments/{id}/{action}",
+            post(scheduling::api_staff),
+        )
         .route("/api/break-glass", get(audit::break_glass_queue))
         // The vault checks sizes itself, while streaming; axum's 2 MiB default would cut it.
         .route(

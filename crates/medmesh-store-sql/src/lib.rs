@@ -5,6 +5,7 @@
 //! backend has its own migrations under `migrations/`.
 
 pub mod audit_log;
+mod booking;
 pub mod data_keys;
 mod directory;
 pub mod exec;
@@ -24,8 +25,8 @@ use std::sync::Arc;
 use medmesh_kernel::{Clock, SystemClock};
 
 use medmesh_store::{
-    AuditLogStore, Hl7OutboxStore, Hl7Store, IdentityStore, KeyStore, NotificationHubStore,
-    RecordStore, StoreError,
+    AuditLogStore, BookingStore, Hl7OutboxStore, Hl7Store, IdentityStore, KeyStore,
+    NotificationHubStore, RecordStore, StoreError,
 };
 
 /// Both ports, served by one database.
@@ -45,6 +46,8 @@ pub struct Stores {
     pub hl7_outbox: Arc<dyn Hl7OutboxStore>,
     /// The notification hub's settings and outbox.
     pub notifications: Arc<dyn NotificationHubStore>,
+    /// Claimed appointment time.
+    pub bookings: Arc<dyn BookingStore>,
 }
 
 async fn stores<B: store::Backend>(
@@ -60,7 +63,8 @@ async fn stores<B: store::Backend>(
         keys: s.clone(),
         hl7: s.clone(),
         hl7_outbox: s.clone(),
-        notifications: s,
+        notifications: s.clone(),
+        bookings: s,
     })
 }
 

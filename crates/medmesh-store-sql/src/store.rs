@@ -11,7 +11,7 @@ use medmesh_policy::access::Edge;
 use medmesh_store::prelude::*;
 use medmesh_store::{
     ExportJob, Freshness, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Notification,
-    PageRequest, SealedKey, SearchPage, StoreError, StoredBody, StoredVersion, UserKey,
+    PageRequest, SealedKey, SearchPage, StoreError, StoredBody, StoredVersion, TimeClaim, UserKey,
     VersionHead, WrappedKeyRecord,
 };
 
@@ -1440,6 +1440,22 @@ impl<B: Backend> DataKeyTx for SqlTx<B> {
 
     async fn destroy_data_keys(&mut self, owner: &str, now: i64) -> Result<u64, StoreError> {
         crate::data_keys::destroy_in(&mut self.tx, self.dialect, owner, now).await
+    }
+}
+
+#[async_trait]
+impl<B: Backend> BookingTx for SqlTx<B> {
+    async fn claim_time(
+        &mut self,
+        holder: &str,
+        claims: &[TimeClaim],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        crate::booking::claim_time(&mut self.tx, self.dialect, holder, claims, now).await
+    }
+
+    async fn release_time(&mut self, holder: &str) -> Result<u64, StoreError> {
+        crate::booking::release_time(&mut self.tx, self.dialect, holder).await
     }
 }
 

@@ -1234,7 +1234,90 @@ async fn notification_hub_store(stores: Stores) {
     );
 }
 
+/// Claimed time: an overlapping claim of another holder is refused, a lapsed hold is not in
+/// the way, a holder's claims are replaced as one, a rolled-back claim leaves nothing.
+async fn booking_store(stores: Stores) {
+    use medmesh_store::TimeClaim;
+    let claim = |holder: &str, calendar: &str, start: i64, end: i64, expires: Option<i64>| {
+        TimeClaim {
+            calendar: calendar.into(),
+            holder: holder.into(),
+            start_micros: start,
+            end_micros: end,
+            expires_micros: expires,
+        }
+    };
+    let claim_in = |holder: &'static str, claims: Vec<TimeClaim>, now: i64| {
+        let stores = &stores;
+        async move {
+            let mut tx = stores.records.begin().await.unwrap();
+            let ok = tx.claim_time(holder, &claims, now).await.unwrap();
+            if ok {
+                tx.commit().await.unwrap();
+            }
+            ok
+        }
+    };
+    // a holds 100..200 until 150.
+    assert!(claim_in("a", vec![claim("a", "Practitioner/p", 100, 200, Some(150))], 0).await);
+    // b overlaps it while held, but not once the hold lapsed.
+    assert!(!claim_in("b", vec![claim("b", "Practitioner/p", 150, 250, None)], 149).await);
+    assert!(claim_in("b", vec![claim("b", "Practitioner/p", 150, 250, None)], 150).await);
+    // Touching is not overlapping; another calendar is not in the way.
+    assert!(claim_in("c", vec![claim("c", "Practitioner/p", 250, 300, None)], 150).await);
+    assert!(claim_in("d", vec![claim("d", "Practitioner/q", 150, 250, None)], 150).await);
+    // A claim on two calendars is all or nothing.
+    assert!(
+        !claim_in(
+            "e",
+            vec![
+                claim("e", "Practitioner/q2", 0, 10, None),
+                claim("e", "Practitioner/p", 160, 170, None)
+            ],
+            150
+        )
+        .await
+    );
+    let b = &stores.bookings;
+    assert!(
+        b.claimed_time(&["Practitioner/q2".into()], 0, 1000, 150)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A holder moving replaces its claims, and may overlap its own old time.
+    assert!(claim_in("b", vec![claim("b", "Practitioner/p", 200, 240, None)], 150).await);
+    let live = b
+        .claimed_time(&["Practitioner/p".into(), "Practitioner/q".into()], 0, 1000, 150)
+        .await
+        .unwrap();
+    let times: Vec<(String, i64, i64)> = live
+        .iter()
+        .map(|c| (c.calendar.clone(), c.start_micros, c.end_micros))
+        .collect();
+    assert_eq!(
+        times,
+        vec![
+            ("Practitioner/p".into(), 200, 240),
+            ("Practitioner/p".into(), 250, 300),
+            ("Practitioner/q".into(), 150, 250)
+        ]
+    );
+    assert_eq!(b.claims_of("b", 150).await.unwrap().len(), 1);
+    // Released in a transaction that is dropped: still there; committed: gone.
+    {
+        let mut tx = stores.records.begin().await.unwrap();
+        assert_eq!(tx.release_time("b").await.unwrap(), 1);
+    }
+    assert_eq!(b.claims_of("b", 150).await.unwrap().len(), 1);
+    let mut tx = stores.records.begin().await.unwrap();
+    tx.release_time("b").await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(b.claims_of("b", 150).await.unwrap().is_empty());
+}
+
 contract!(
+    booking_store,
     notification_hub_store,
     change_feed,
     hl7_outbox_store,

@@ -6,6 +6,7 @@
 
 pub mod audit_log;
 pub mod blobs;
+mod booking;
 pub mod data_keys;
 pub mod directory;
 pub mod export_files;
@@ -16,7 +17,7 @@ mod notify;
 /// The store's role traits, for `use medmesh_store::prelude::*` where a caller uses several.
 pub mod prelude {
     pub use crate::{
-        DataKeyTx, ExportJobStore, KeyDirectoryStore, KeyDirectoryTx, NotificationStore,
+        BookingTx, DataKeyTx, ExportJobStore, KeyDirectoryStore, KeyDirectoryTx, NotificationStore,
         NotificationTx, RecordStore, RecordTx, ResourceStore, ResourceTx, TrustEdgeStore, TrustTx,
     };
 }
@@ -26,6 +27,7 @@ pub use audit_log::{
     ScannedLeaf, StoredCheckpoint, StoredCosignature,
 };
 pub use blobs::{BlobError, BlobStore, BlobStream, BlobUpload};
+pub use booking::{BookingStore, BookingTx, ClaimedTime, TimeClaim};
 pub use data_keys::{
     KekError, KekProvider, KeyState, KeyStore, SecretSealer, StoredBody, WrappedKeyRecord,
 };
@@ -488,7 +490,9 @@ pub trait DataKeyTx: Send {
 
 #[async_trait]
 /// A write transaction over every role. Dropping it without commit rolls back.
-pub trait RecordTx: ResourceTx + TrustTx + NotificationTx + KeyDirectoryTx + DataKeyTx {
+pub trait RecordTx:
+    ResourceTx + TrustTx + NotificationTx + KeyDirectoryTx + DataKeyTx + BookingTx
+{
     /// Commits.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }

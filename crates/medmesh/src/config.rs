@@ -159,6 +159,8 @@ pub struct FileConfig {
     /// Whether webhooks may go to `http://` URLs and to the node's own networks (loopback,
     /// private, link-local). Default false: `https://` to public addresses only.
     pub webhooks_allow_internal: Option<bool>,
+    /// Minutes an appointment held with `$hold` stays held. Default 5 (1 to 60).
+    pub appointment_hold_minutes: Option<u32>,
 }
 
 /// One downstream system applied messages are forwarded to over MLLP (`[[hl7_channel]]`).
@@ -340,6 +342,8 @@ pub struct Config {
     pub node_name: String,
     /// Whether webhooks may go to `http://` and to the node's own networks.
     pub webhooks_allow_internal: bool,
+    /// Minutes a `$hold` lasts.
+    pub appointment_hold_minutes: u32,
 }
 
 /// Where document bytes are kept.
@@ -595,6 +599,12 @@ impl Config {
                 file.webhooks_allow_internal,
             )
             .unwrap_or(false),
+            appointment_hold_minutes: setting(
+                env("MEDMESH_APPOINTMENT_HOLD_MINUTES"),
+                file.appointment_hold_minutes,
+            )
+            .unwrap_or(5)
+            .clamp(1, 60),
         })
     }
 }

@@ -151,6 +151,20 @@ pub(crate) fn trust_network(
     )
 }
 
+/// Appointments over `records`.
+pub(crate) fn scheduling(
+    stores: &Stores,
+    cfg: &Config,
+    records: &Arc<RecordService>,
+) -> Arc<medmesh_scheduling::SchedulingService> {
+    Arc::new(medmesh_scheduling::SchedulingService::new(
+        records.clone(),
+        stores.records.clone(),
+        stores.bookings.clone(),
+        cfg.appointment_hold_minutes,
+    ))
+}
+
 /// Key administration over `records`, re-sealing document blobs through the vault.
 pub(crate) fn key_administration(
     stores: &Stores,

@@ -39,7 +39,7 @@ fn sources(krate: &str) -> Vec<(PathBuf, String)> {
 }
 
 /// Domain and application crates: no web framework, no SQL driver, no HTTP client.
-const INNER: [&str; 20] = [
+const INNER: [&str; 21] = [
     "medmesh-kernel",
     "medmesh-fhir",
     "medmesh-auth",
@@ -60,6 +60,7 @@ const INNER: [&str; 20] = [
     "medmesh-hl7v2-fhir",
     "medmesh-interface-engine",
     "medmesh-notifications",
+    "medmesh-scheduling",
 ];
 
 #[test]

@@ -130,6 +130,26 @@ impl Node {
         node
     }
 
+    /// A second node on this node's database and data directory (its key file, its blob
+    /// folder): a replica, as a deployment on PostgreSQL runs several.
+    pub async fn replica(&self) -> Node {
+        assert!(self.is_postgres(), "replicas share a PostgreSQL database");
+        let mut node = Node {
+            child: None,
+            base: String::new(),
+            data_dir: self.data_dir.clone(),
+            db_url: self.db_url.clone(),
+            pg: self.pg.clone(),
+            client: reqwest::Client::new(),
+            token: String::new(),
+            env: self.env.clone(),
+            mllp: None,
+        };
+        node.spawn().await;
+        node.token = self.token.clone();
+        node
+    }
+
     /// A fresh node with extra environment variables.
     pub async fn start_with_env(db: Db, env: &[(&str, &str)]) -> Node {
         let data_dir = tempfile::tempdir().expect("tempdir");

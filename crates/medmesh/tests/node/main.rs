@@ -25,5 +25,6 @@ mod hl7v2;
 mod identity;
 mod interactions;
 mod patient_scopes;
+mod scheduling;
 mod sealed;
 mod search;

@@ -1,0 +1,324 @@
+//! IHE ITI Scheduling on the FHIR API: `Appointment/$find` (ITI-115), `$hold` (ITI-116) and
+//! `$book` (ITI-117). Extract, call [`medmesh_scheduling::SchedulingService`], render.
+
+use axum::Json;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use medmesh_records::service::parse_query_string;
+use medmesh_scheduling::calendar::parse_utc;
+use medmesh_scheduling::{FindRequest, StaffAction};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::api::{ApiJson, ApiPath};
+use crate::auth::Authenticated;
+use crate::handlers::{ApiResult, read_resource};
+use crate::response::{ApiError, fhir_json};
+
+/// At most this many values of one list parameter.
+const MAX_VALUES: usize = 50;
+
+fn instant(name: &str, v: &str) -> Result<i64, ApiError> {
+    parse_utc(v, name == "end")
+        .ok_or_else(|| ApiError::bad_request(format!("{name} is not a FHIR dateTime")))
+}
+
+/// Builds a find request from `(name, value)` pairs, from a query string or Parameters.
+fn find_request(params: &[(String, String)]) -> Result<FindRequest, ApiError> {
+    let mut req = FindRequest::default();
+    for (name, value) in params {
+        let list = match name.as_str() {
+            "start" => {
+                req.start = Some(instant("start", value)?);
+                continue;
+            }
+            "end" => {
+                req.end = Some(instant("end", value)?);
+                continue;
+            }
+            "patient" => {
+                req.patient = Some(value.clone());
+                continue;
+            }
+            "_count" => {
+                req.limit = value
+                    .parse()
+                    .map_err(|_| ApiError::bad_request("_count is not a number"))?;
+                continue;
+            }
+            "practitioner" => &mut req.practitioners,
+            "specialty" => &mut req.specialties,
+            "appointmentType" | "appointment-type" | "visit-type" | "service-type" => {
+                &mut req.visit_types
+            }
+            "location" => &mut req.locations,
+            "organization" => &mut req.organizations,
+            "schedule" => &mut req.schedules,
+            // Other parameters of ITI-115 (referral, reason) narrow nothing here.
+            _ => continue,
+        };
+        list.extend(
+            value
+                .split(',')
+                .filter(|v| !v.is_empty())
+                .map(str::to_string),
+        );
+        if list.len() > MAX_VALUES {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_VALUES} values of {name}"
+            )));
+        }
+    }
+    Ok(req)
+}
+
+/// A Parameters resource's parameters as `(name, value)` text pairs (references by their
+/// reference), plus its resource-valued ones.
+/// A Parameters resource read: text-valued parameters, and resource-valued ones.
+type ReadParameters = (Vec<(String, String)>, Vec<(String, Value)>);
+
+fn parameters(body: &Value) -> Result<ReadParameters, ApiError> {
+    if body.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
+        return Err(ApiError::bad_request(
+            "the body must be a Parameters resource",
+        ));
+    }
+    let mut text = Vec::new();
+    let mut resources = Vec::new();
+    for p in body
+        .get("parameter")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let Some(name) = p.get("name").and_then(Value::as_str) else {
+            return Err(ApiError::bad_request("a parameter without a name"));
+        };
+        if let Some(r) = p.get("resource") {
+            resources.push((name.to_string(), r.clone()));
+            continue;
+        }
+        let value = p
+            .as_object()
+            .and_then(|o| o.iter().find(|(k, _)| k.starts_with("value")))
+            .map(|(_, v)| v);
+        let value = match value {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(v) => match v.get("reference").and_then(Value::as_str) {
+                Some(r) => r.to_string(),
+                None => match v.pointer("/coding/0/code").and_then(Value::as_str) {
+                    Some(code) => match v.pointer("/coding/0/system").and_then(Value::as_str) {
+                        Some(system) => format!("{system}|{code}"),
+                        None => code.to_string(),
+                    },
+                    None => continue,
+                },
+            },
+            None => continue,
+        };
+        text.push((name.to_string(), value));
+    }
+    Ok((text, resources))
+}
+
+fn searchset(entries: Vec<Value>) -> Value {
+    json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": entries.len(),
+        "entry": entries.into_iter().map(|r| json!({"resource": r, "search": {"mode": "match"}})).collect::<Vec<_>>(),
+    })
+}
+
+/// `GET /fhir/Appointment/$find?start=..&end=..&practitioner=..`: proposed appointments,
+/// a searchset Bundle.
+pub async fn find_get(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let params = parse_query_string(q.as_deref().unwrap_or_default());
+    let req = find_request(&params)?;
+    let found = state.scheduling.find(&ctx, &req).await?;
+    Ok(fhir_json(StatusCode::OK, &searchset(found)))
+}
+
+/// `POST /fhir/Appointment/$find` with a Parameters body.
+pub async fn find_post(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    req: Request,
+) -> ApiResult {
+    let body = read_resource(&state, req).await?;
+    let (params, _) = parameters(&body)?;
+    let req = find_request(&params)?;
+    let found = state.scheduling.find(&ctx, &req).await?;
+    Ok(fhir_json(StatusCode::OK, &searchset(found)))
+}
+
+/// The Appointment a `$hold` or `$book` names: a Parameters `appointment` resource (or an
+/// `appointment-reference`), or a bare Appointment.
+fn appointment_input(body: &Value) -> Result<(Option<Value>, Option<String>), ApiError> {
+    if body.get("resourceType").and_then(Value::as_str) == Some("Appointment") {
+        return Ok((Some(body.clone()), None));
+    }
+    let (text, resources) = parameters(body)?;
+    let resource = resources
+        .into_iter()
+        .find(|(n, r)| {
+            n == "appointment"
+                && r.get("resourceType").and_then(Value::as_str) == Some("Appointment")
+        })
+        .map(|(_, r)| r);
+    let reference = text
+        .into_iter()
+        .find(|(n, _)| n == "appointment-reference" || n == "appointment")
+        .map(|(_, r)| {
+            r.rsplit_once("Appointment/")
+                .map_or(r.clone(), |(_, id)| id.to_string())
+        });
+    if resource.is_none() && reference.is_none() {
+        return Err(ApiError::bad_request(
+            "an appointment (resource) or appointment-reference parameter is required",
+        ));
+    }
+    Ok((resource, reference))
+}
+
+/// `POST /fhir/Appointment/$hold`: holds a proposed appointment; answers the Appointment,
+/// `pending`, held for the node's hold time.
+pub async fn hold(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    req: Request,
+) -> ApiResult {
+    let body = read_resource(&state, req).await?;
+    let (resource, _) = appointment_input(&body)?;
+    let Some(resource) = resource else {
+        return Err(ApiError::bad_request(
+            "$hold needs the proposed appointment",
+        ));
+    };
+    let held = state.scheduling.hold(&ctx, &resource).await?;
+    Ok(fhir_json(StatusCode::OK, &held))
+}
+
+/// `POST /fhir/Appointment/$book`: books a proposed or held appointment; answers a
+/// searchset Bundle holding the Appointment (ITI-117).
+pub async fn book(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    req: Request,
+) -> ApiResult {
+    let body = read_resource(&state, req).await?;
+    let (resource, reference) = appointment_input(&body)?;
+    let booked = state
+        .scheduling
+        .book(&ctx, resource.as_ref(), reference.as_deref())
+        .await?;
+    Ok(fhir_json(StatusCode::OK, &searchset(vec![booked])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_become_a_find_request() {
+        let body = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "start", "valueDateTime": "2026-12-07T08:00:00Z"},
+            {"name": "end", "valueDateTime": "2026-12-08"},
+            {"name": "practitioner", "valueReference": {"reference": "Practitioner/p1"}},
+            {"name": "specialty", "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": "394814009"}]}},
+            {"name": "appointmentType", "valueString": "ROUTINE"},
+            {"name": "patient", "valueReference": {"reference": "Patient/x"}}
+        ]});
+        let (params, _) = parameters(&body).unwrap();
+        let req = find_request(&params).unwrap();
+        assert_eq!(req.practitioners, vec!["Practitioner/p1"]);
+        assert_eq!(req.specialties, vec!["http://snomed.info/sct|394814009"]);
+        assert_eq!(req.visit_types, vec!["ROUTINE"]);
+        assert_eq!(req.patient.as_deref(), Some("Patient/x"));
+        assert!(req.start.is_some() && req.end.is_some());
+        assert!(find_request(&[("start".into(), "soon".into())]).is_err());
+        let many: Vec<(String, String)> = (0..60)
+            .map(|i| ("practitioner".to_string(), format!("p{i}")))
+            .collect();
+        assert!(find_request(&many).is_err());
+        assert!(parameters(&json!({"resourceType": "Patient"})).is_err());
+    }
+
+    #[test]
+    fn book_takes_a_resource_or_a_reference() {
+        let appt = json!({"resourceType": "Appointment", "status": "proposed"});
+        assert!(appointment_input(&appt).unwrap().0.is_some());
+        let by_ref = json!({"resourceType": "Parameters", "parameter": [
+            {"name": "appointment-reference", "valueReference": {"reference": "Appointment/a1"}}]});
+        assert_eq!(appointment_input(&by_ref).unwrap().1.as_deref(), Some("a1"));
+        let empty = json!({"resourceType": "Parameters", "parameter": []});
+        assert!(appointment_input(&empty).is_err());
+    }
+}
+
+/// `POST /api/appointments/{id}/cancel` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Why (optional, at most 500 characters kept).
+    pub reason: Option<String>,
+}
+
+/// `POST /api/appointments/{id}/cancel`: the patient or staff cancel; the time is freed.
+pub async fn api_cancel(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<CancelRequest>,
+) -> Result<Response, ApiError> {
+    let a = state
+        .scheduling
+        .cancel(&ctx, &id, body.reason.as_deref())
+        .await?;
+    Ok(Json(a).into_response())
+}
+
+/// `POST /api/appointments/{id}/reschedule` body: a proposal from `$find`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleRequest {
+    /// The proposed Appointment to move to.
+    pub appointment: Value,
+}
+
+/// `POST /api/appointments/{id}/reschedule`: moves an appointment to a proposal's time, in
+/// one transaction (the old time is freed only if the new one is claimed).
+pub async fn api_reschedule(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RescheduleRequest>,
+) -> Result<Response, ApiError> {
+    let a = state
+        .scheduling
+        .reschedule(&ctx, &id, &body.appointment)
+        .await?;
+    Ok(Json(a).into_response())
+}
+
+/// `POST /api/appointments/{id}/{action}` with `approve`, `decline`, `arrived`, `noshow`
+/// or `fulfilled`: what staff do.
+pub async fn api_staff(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath((id, action)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let Some(action) = StaffAction::parse(&action) else {
+        return Err(ApiError::bad_request(
+            "the action is one of approve, decline, arrived, noshow, fulfilled",
+        ));
+    };
+    let a = state.scheduling.staff(&ctx, &id, action).await?;
+    Ok(Json(a).into_response())
+}

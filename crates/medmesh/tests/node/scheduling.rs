@@ -1,0 +1,439 @@
+//! Appointments, told as the clinic's story: a practice publishes a practitioner's hours; a
+//! patient finds a time, holds it and books it (ITI-115, -116, -117), and the booked time is
+//! no longer offered; another patient cannot take it; cancelling frees it. Fifty bookings of
+//! one time at once make exactly one booking, on SQLite, on PostgreSQL, and across two
+//! nodes on one PostgreSQL database. Where the organization asks for it, bookings wait for
+//! staff approval and a patient books at most once a day.
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::audit_log::account_token;
+use crate::harness::Node;
+use crate::on_both_databases;
+
+const MEDMESH: &str = "https://medmesh.dev/fhir/StructureDefinition/";
+
+async fn put(node: &Node, path: &str, body: Value) {
+    let (s, _, b) = node.put(path, &body).await;
+    assert!(s.is_success(), "{path}: {s} {b}");
+}
+
+/// A practice open every day around the clock (so the story does not depend on the day it
+/// runs), with 20-minute consultations and a 10-minute buffer after each.
+async fn seed(node: &Node, options: &[(&str, bool)]) {
+    let mut org = json!({"resourceType": "Organization", "id": "o1", "name": "Riverside Practice"});
+    if !options.is_empty() {
+        org["extension"] = options
+            .iter()
+            .map(|(k, v)| json!({"url": format!("{MEDMESH}{k}"), "valueBoolean": v}))
+            .collect();
+    }
+    put(node, "Organization/o1", org).await;
+    put(
+        node,
+        "Practitioner/p1",
+        json!({"resourceType": "Practitioner", "id": "p1", "name": [{"family": "Ortega"}]}),
+    )
+    .await;
+    put(
+        node,
+        "Location/l1",
+        json!({"resourceType": "Location", "id": "l1", "name": "Riverside",
+               "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/timezone",
+                              "valueCode": "Europe/Berlin"}]}),
+    )
+    .await;
+    put(
+        node,
+        "PractitionerRole/r1",
+        json!({"resourceType": "PractitionerRole", "id": "r1",
+               "practitioner": {"reference": "Practitioner/p1"},
+               "organization": {"reference": "Organization/o1"},
+               "location": [{"reference": "Location/l1"}],
+               "availableTime": [{"daysOfWeek": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                                  "allDay": true}]}),
+    )
+    .await;
+    put(
+        node,
+        "Schedule/s1",
+        json!({"resourceType": "Schedule", "id": "s1", "active": true,
+               "actor": [{"reference": "PractitionerRole/r1"}, {"reference": "Location/l1"}],
+               "serviceType": [{"coding": [{"system": "http://snomed.info/sct", "code": "11429006",
+                                            "display": "Consultation"}],
+                                "extension": [{"url": format!("{MEDMESH}visit-minutes"),
+                                               "valuePositiveInt": 20}]}],
+               "extension": [{"url": format!("{MEDMESH}booking-buffer-minutes"),
+                              "valueUnsignedInt": 10}]}),
+    )
+    .await;
+}
+
+async fn patient(node: &Node, id: &str) {
+    put(
+        node,
+        &format!("Patient/{id}"),
+        json!({"resourceType": "Patient", "id": id, "gender": "unknown"}),
+    )
+    .await;
+}
+
+fn instant(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let t = time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn now_micros() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros(),
+    )
+    .unwrap()
+}
+
+/// Proposals from `$find` for `patient`, a day from now onwards.
+async fn find(node: &Node, patient: &str, count: usize) -> Vec<Value> {
+    let start = now_micros() + 24 * 3_600_000_000;
+    let end = start + 2 * 24 * 3_600_000_000;
+    let (s, _, b) = node
+        .get(&format!(
+            "Appointment/$find?start={}&end={}&patient=Patient/{patient}&_count={count}",
+            instant(start),
+            instant(end)
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["type"], "searchset");
+    b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].clone())
+        .collect()
+}
+
+/// A patient account for Patient/`id` that may book (create and update its appointments).
+fn booking_patient(node: &Node, id: &str) -> Node {
+    account_token(
+        node,
+        "patient",
+        &format!("pat-{id}"),
+        &["--patient", id],
+        "patient/*.crus",
+    )
+}
+
+fn for_patient(proposal: &Value, patient: &str) -> Value {
+    let mut p = proposal.clone();
+    let parts = p["participant"].as_array_mut().unwrap();
+    parts.retain(|x| {
+        !x["actor"]["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("Patient/")
+    });
+    parts.push(
+        json!({"actor": {"reference": format!("Patient/{patient}")}, "status": "needs-action"}),
+    );
+    p
+}
+
+fn parameters(appointment: &Value) -> Value {
+    json!({"resourceType": "Parameters",
+           "parameter": [{"name": "appointment", "resource": appointment}]})
+}
+
+async fn api(node: &Node, path: &str, body: &Value) -> (StatusCode, Value) {
+    let (s, _, b) = node
+        .send(node.auth(node.client.post(node.root_url(path)).json(body)))
+        .await;
+    (s, b)
+}
+
+async fn a_patient_finds_holds_books_and_cancels(node: Node) {
+    seed(&node, &[]).await;
+    patient(&node, "pa").await;
+    patient(&node, "pb").await;
+    let pa = booking_patient(&node, "pa");
+    let pb = booking_patient(&node, "pb");
+
+    let offers = find(&pa, "pa", 5).await;
+    assert_eq!(offers.len(), 5);
+    for o in &offers {
+        assert_eq!(o["status"], "proposed");
+        assert_eq!(o["minutesDuration"], 20);
+        assert_eq!(o["participant"][0]["actor"]["reference"], "Practitioner/p1");
+    }
+    // Visits follow each other with the buffer between them.
+    let starts: Vec<String> = offers
+        .iter()
+        .map(|o| o["start"].as_str().unwrap().to_string())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] < w[1]), "{starts:?}");
+
+    // Held: pending, with the hold's end, and the time already claimed.
+    let (s, _, held) = pa.post("Appointment/$hold", &parameters(&offers[0])).await;
+    assert_eq!(s, StatusCode::OK, "{held}");
+    assert_eq!(held["status"], "pending");
+    let id = held["id"].as_str().unwrap().to_string();
+    assert!(
+        held["extension"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["url"] == format!("{MEDMESH}held-until"))
+    );
+    // The other patient cannot take the held time.
+    let (s, _, b) = pb
+        .post(
+            "Appointment/$book",
+            &parameters(&for_patient(&offers[0], "pb")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    // Nor book for someone else.
+    let (s, _, _) = pb
+        .post(
+            "Appointment/$book",
+            &parameters(&for_patient(&offers[1], "pa")),
+        )
+        .await;
+    assert!(
+        s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND,
+        "{s}"
+    );
+
+    // Booked by reference to the hold: booked, with its Slot.
+    let by_ref = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "appointment-reference", "valueReference": {"reference": format!("Appointment/{id}")}}]});
+    let (s, _, b) = pa.post("Appointment/$book", &by_ref).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let booked = &b["entry"][0]["resource"];
+    assert_eq!(booked["status"], "booked");
+    assert_eq!(booked["id"], id.as_str());
+    let slot = booked["slot"][0]["reference"].as_str().unwrap().to_string();
+    let (s, _, slot_body) = node.get(&slot).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(slot_body["status"], "busy");
+    assert_eq!(slot_body["start"], booked["start"]);
+
+    // The booked time is no longer offered, to anyone.
+    let again = find(&pb, "pb", 5).await;
+    assert!(
+        again.iter().all(|o| o["start"] != booked["start"]),
+        "{again:?}"
+    );
+
+    // The other patient books the next time directly.
+    let (s, _, b) = pb
+        .post(
+            "Appointment/$book",
+            &parameters(&for_patient(&offers[1], "pb")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let theirs = b["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A patient cannot cancel someone else's appointment; they can cancel their own, and the
+    // time is offered again.
+    let (s, _) = api(
+        &pa,
+        &format!("/api/appointments/{theirs}/cancel"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, b) = api(
+        &pa,
+        &format!("/api/appointments/{id}/cancel"),
+        &json!({"reason": "feeling better"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "cancelled");
+    assert_eq!(node.get(&slot).await.2["status"], "free");
+    let after = find(&pb, "pb", 5).await;
+    assert!(
+        after.iter().any(|o| o["start"] == booked["start"]),
+        "{after:?}"
+    );
+
+    // The booked practitioner sees the appointment and marks the patient arrived; one who is
+    // not part of it sees nothing.
+    let doc = account_token(
+        &node,
+        "practitioner",
+        "ortega",
+        &[
+            "--practitioner",
+            "p1",
+            "--organization",
+            "o1",
+            "--verification",
+            "verified",
+        ],
+        "user/*.cruds",
+    );
+    let (s, _, b) = doc.get(&format!("Appointment/{theirs}")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = api(
+        &doc,
+        &format!("/api/appointments/{theirs}/arrived"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "arrived");
+    put(
+        &node,
+        "Practitioner/p2",
+        json!({"resourceType": "Practitioner", "id": "p2"}),
+    )
+    .await;
+    let other = account_token(
+        &node,
+        "practitioner",
+        "stranger",
+        &[
+            "--practitioner",
+            "p2",
+            "--organization",
+            "o1",
+            "--verification",
+            "verified",
+        ],
+        "user/*.cruds",
+    );
+    assert_eq!(
+        other.get(&format!("Appointment/{theirs}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, _) = api(
+        &other,
+        &format!("/api/appointments/{theirs}/noshow"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // A time the rules do not offer is refused.
+    let mut odd = for_patient(&offers[2], "pb");
+    odd["end"] = json!(instant(now_micros() + 30 * 24 * 3_600_000_000));
+    let (s, _, _) = pb.post("Appointment/$book", &parameters(&odd)).await;
+    assert!(
+        s == StatusCode::BAD_REQUEST || s == StatusCode::UNPROCESSABLE_ENTITY,
+        "{s}"
+    );
+}
+
+/// Fifty bookings of one time at once, each for another patient, `per_node` of them on each
+/// of `nodes`: exactly one succeeds.
+async fn fifty_at_once(nodes: &[&Node], offer: &Value, first_patient: usize) {
+    let mut calls = Vec::new();
+    for i in 0..50 {
+        let node = nodes[i % nodes.len()];
+        let body = parameters(&for_patient(offer, &format!("c{}", first_patient + i)));
+        calls.push(async move { node.post("Appointment/$book", &body).await.0 });
+    }
+    let statuses = join_all(calls).await;
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let conflict = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((ok, conflict), (1, 49), "{statuses:?}");
+}
+
+async fn fifty_concurrent_bookings_of_one_time_make_one(node: Node) {
+    seed(&node, &[]).await;
+    let entries: Vec<Value> = (0..100)
+        .map(|i| {
+            json!({"resource": {"resourceType": "Patient", "id": format!("c{i}")},
+                   "request": {"method": "PUT", "url": format!("Patient/c{i}")}})
+        })
+        .collect();
+    let (s, _, b) = node
+        .post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let offers = find(&node, "c0", 3).await;
+    fifty_at_once(&[&node], &offers[0], 0).await;
+    if node.is_postgres() {
+        // Two nodes on one database: still exactly one.
+        let replica = node.replica().await;
+        fifty_at_once(&[&node, &replica], &offers[1], 50).await;
+    }
+    let (_, _, b) = node.get("Appointment?status=booked&_total=accurate").await;
+    assert_eq!(b["total"], if node.is_postgres() { 2 } else { 1 }, "{b}");
+}
+
+async fn bookings_wait_for_approval_and_one_a_day(node: Node) {
+    seed(
+        &node,
+        &[("booking-approval", true), ("booking-one-per-day", true)],
+    )
+    .await;
+    patient(&node, "pa").await;
+    let pa = booking_patient(&node, "pa");
+    let offers = find(&pa, "pa", 3).await;
+    let (s, _, b) = pa.post("Appointment/$book", &parameters(&offers[0])).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "{b} {}",
+        node.log()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("denied") || l.contains("forbid"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let a = &b["entry"][0]["resource"];
+    assert_eq!(a["status"], "pending");
+    let id = a["id"].as_str().unwrap().to_string();
+    // One booking a day: the next time on the same day is refused.
+    let same_day = offers
+        .iter()
+        .skip(1)
+        .find(|o| o["start"].as_str().unwrap()[..10] == a["start"].as_str().unwrap()[..10]);
+    if let Some(o) = same_day {
+        let (s, _, b) = pa.post("Appointment/$book", &parameters(o)).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    }
+    // A patient cannot approve their own booking; the practitioner can.
+    let (s, _) = api(&pa, &format!("/api/appointments/{id}/approve"), &json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let doc = account_token(
+        &node,
+        "practitioner",
+        "ortega",
+        &[
+            "--practitioner",
+            "p1",
+            "--organization",
+            "o1",
+            "--verification",
+            "verified",
+        ],
+        "user/*.cruds",
+    );
+    let (s, b) = api(&doc, &format!("/api/appointments/{id}/approve"), &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "booked");
+}
+
+on_both_databases!(
+    a_patient_finds_holds_books_and_cancels,
+    fifty_concurrent_bookings_of_one_time_make_one,
+    bookings_wait_for_approval_and_one_a_day,
+);
