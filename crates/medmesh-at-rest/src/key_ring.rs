@@ -149,6 +149,14 @@ impl WriteTx {
         }
     }
 
+    /// Rolls back at once, releasing the transaction's locks.
+    ///
+    /// # Errors
+    /// When the store fails to roll back.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.inner.rollback().await
+    }
+
     /// Commits, then caches the keys it used.
     ///
     /// # Errors

@@ -19,6 +19,10 @@ use medmesh_records::{RecordError, RecordService};
 use medmesh_store::{NotificationHubStore, NotificationOutboxRow, NotificationSettingsRow};
 use serde::{Deserialize, Serialize};
 
+fn scheduled_key(who: &Recipient, event: &str) -> String {
+    format!("{}|{event}", who.key())
+}
+
 /// Owner of the key that seals addresses and queued texts.
 pub const NOTIFY_KEY_OWNER: &str = "node:notifications";
 
@@ -185,7 +189,14 @@ pub struct Notice {
 struct Payload {
     subject: String,
     body: String,
+    /// The event a scheduled notice tells of, when it is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event: Option<String>,
 }
+
+/// The outbox channel of a notice kept until it is due (a reminder): when due, it is told
+/// on the channels its recipient chooses then.
+pub const SCHEDULED: &str = "scheduled";
 
 /// A recipient's settings, opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -576,6 +587,30 @@ impl NotificationHub {
         notice: &Notice,
         inbox: bool,
     ) -> Result<Vec<Channel>, HubError> {
+        if inbox {
+            self.tell_as(who, notice, None).await
+        } else {
+            self.tell_channels(who, notice, false, None).await
+        }
+    }
+
+    /// Tells on every chosen channel; the inbox row gets `inbox_id` when given.
+    async fn tell_as(
+        &self,
+        who: &Recipient,
+        notice: &Notice,
+        inbox_id: Option<&str>,
+    ) -> Result<Vec<Channel>, HubError> {
+        self.tell_channels(who, notice, true, inbox_id).await
+    }
+
+    async fn tell_channels(
+        &self,
+        who: &Recipient,
+        notice: &Notice,
+        inbox: bool,
+        inbox_id: Option<&str>,
+    ) -> Result<Vec<Channel>, HubError> {
         let settings = self.settings(who).await?;
         let mut sent = Vec::new();
         for channel in settings.choices.channels(notice.category) {
@@ -586,7 +621,7 @@ impl NotificationHub {
                     let Recipient::Patient(patient) = who else {
                         continue;
                     };
-                    self.to_inbox(patient, notice).await?;
+                    self.to_inbox(patient, notice, inbox_id).await?;
                     sent.push(channel);
                 }
                 Channel::Email => {
@@ -632,10 +667,15 @@ impl NotificationHub {
         Ok(told)
     }
 
-    async fn to_inbox(&self, patient: &str, notice: &Notice) -> Result<(), HubError> {
+    async fn to_inbox(
+        &self,
+        patient: &str,
+        notice: &Notice,
+        id: Option<&str>,
+    ) -> Result<(), HubError> {
         let core = self.records.core();
         let row = medmesh_store::Notification {
-            id: core.ids().new_id(),
+            id: id.map_or_else(|| core.ids().new_id(), str::to_string),
             patient_id: patient.to_string(),
             kind: notice.category.as_str().to_string(),
             message: notice.subject.clone(),
@@ -659,6 +699,7 @@ impl NotificationHub {
         let payload = serde_json::to_vec(&Payload {
             subject: notice.subject.clone(),
             body: notice.body.clone(),
+            event: None,
         })
         .unwrap_or_default();
         let now = core.now();
@@ -676,6 +717,50 @@ impl NotificationHub {
             created_micros: now,
         };
         Ok(self.store.notification_enqueue(&row).await?)
+    }
+
+    /// A notice to tell `who` at `due` (microseconds), as an outbox row for the caller to
+    /// queue in the transaction that makes it necessary (see
+    /// [`medmesh_store::NotificationTx::queue_notification`]), so it exists exactly when
+    /// what it reminds of does. When due, it is told on the channels `who` chooses then;
+    /// the notice's event keys it, so queuing it twice, or a delivery retried after a
+    /// crash, tells it once.
+    ///
+    /// # Errors
+    /// When sealing fails.
+    pub async fn prepare_scheduled(
+        &self,
+        who: &Recipient,
+        notice: &Notice,
+        due: i64,
+    ) -> Result<NotificationOutboxRow, HubError> {
+        let core = self.records.core();
+        let id = core.ids().new_id();
+        let payload = serde_json::to_vec(&Payload {
+            subject: notice.subject.clone(),
+            body: notice.body.clone(),
+            event: Some(notice.event.clone()),
+        })
+        .unwrap_or_default();
+        Ok(NotificationOutboxRow {
+            payload: self.seal(&payload_context(&id), &payload).await?,
+            id,
+            account: who.key(),
+            category: notice.category.as_str().to_string(),
+            channel: SCHEDULED.into(),
+            dedupe_key: scheduled_key(who, &notice.event),
+            status: "pending".into(),
+            attempts: 0,
+            next_attempt_micros: due,
+            last_error: None,
+            created_micros: core.now(),
+        })
+    }
+
+    /// The key prefix under which [`medmesh_store::NotificationTx::withdraw_notifications`]
+    /// withdraws `who`'s scheduled notices whose events start with `event_prefix`.
+    pub fn scheduled_prefix(who: &Recipient, event_prefix: &str) -> (String, String) {
+        (who.key(), scheduled_key(who, event_prefix))
     }
 
     /// Delivers what is due, as worker `worker`; returns how many were attempted.
@@ -782,6 +867,24 @@ impl NotificationHub {
                         &serde_json::to_vec(&body).unwrap_or_default(),
                     )
                     .await
+            }
+            None if row.channel == SCHEDULED => {
+                let who = Recipient::from_key(&row.account)
+                    .ok_or_else(|| SendError::Permanent("no such recipient".into()))?;
+                let category = Category::parse(&row.category)
+                    .ok_or_else(|| SendError::Permanent("unknown category".into()))?;
+                let notice = Notice {
+                    category,
+                    event: payload.event.unwrap_or_else(|| row.id.clone()),
+                    subject: payload.subject,
+                    body: payload.body,
+                };
+                // Told again after a crash, it writes no second inbox row (its id is this
+                // row's) and queues no second e-mail or webhook (same event).
+                self.tell_as(&who, &notice, Some(&row.id))
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| SendError::Transient("the notice could not be told".into()))
             }
             _ => Err(SendError::Permanent("unknown channel".into())),
         }

@@ -569,9 +569,12 @@ pub fn proposed_appointment(cal: &Calendar, offer: &Offer, patient: Option<&str>
         "status": "proposed",
         "start": format_instant(offer.visit.start),
         "end": format_instant(offer.visit.end),
-        "minutesDuration": minutes,
         "participant": participants,
     });
+    // A Slot a client wrote may be shorter than a minute; minutesDuration is a positiveInt.
+    if minutes > 0 {
+        a["minutesDuration"] = json!(minutes);
+    }
     if let Some(t) = &offer.visit_type {
         a["serviceType"] = json!([t]);
     }

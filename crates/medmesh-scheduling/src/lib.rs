@@ -22,6 +22,7 @@ use medmesh_audit::Outcome;
 use medmesh_fhir::outcome::{Issue, IssueType};
 use medmesh_fhir::search::{Handling, parse_query};
 use medmesh_kernel::RequestContext;
+use medmesh_notifications::{Category, Notice, NotificationHub, Recipient};
 use medmesh_policy::{Action, Pdp};
 use medmesh_records::{RecordError, RecordService};
 use medmesh_store::{BookingStore, PageRequest, ResourceStore, TimeClaim, VersionHead};
@@ -114,12 +115,40 @@ impl StaffAction {
     }
 }
 
+/// Reminders of booked appointments: who tells, and how long before.
+#[derive(Clone)]
+pub struct Reminders {
+    /// The hub that tells them.
+    pub hub: Arc<NotificationHub>,
+    /// How long before the start, each (default 24 hours and 2 hours), microseconds.
+    pub before: Vec<i64>,
+    /// The node's name, in the texts.
+    pub node_name: String,
+}
+
+/// The default reminder offsets: 24 hours and 2 hours before.
+pub const DEFAULT_REMINDERS: [i64; 2] = [24 * 60 * MINUTE, 2 * 60 * MINUTE];
+
+/// How a reminder offset reads: "24 hours", "2 hours", "30 minutes", "45 seconds".
+fn offset_words(micros: i64) -> String {
+    let secs = micros / 1_000_000;
+    let (n, unit) = if secs % 3600 == 0 {
+        (secs / 3600, "hour")
+    } else if secs % 60 == 0 {
+        (secs / 60, "minute")
+    } else {
+        (secs, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Appointments on the record service.
 pub struct SchedulingService {
     records: Arc<RecordService>,
     resources: Arc<dyn ResourceStore>,
     bookings: Arc<dyn BookingStore>,
     hold_minutes: u32,
+    reminders: Option<Reminders>,
 }
 
 impl std::fmt::Debug for SchedulingService {
@@ -165,7 +194,77 @@ impl SchedulingService {
             resources,
             bookings,
             hold_minutes: hold_minutes.clamp(1, 60),
+            reminders: None,
         }
+    }
+
+    /// Reminds patients of their booked appointments through `reminders.hub`.
+    #[must_use]
+    pub fn with_reminders(mut self, reminders: Reminders) -> Self {
+        self.reminders = Some(reminders);
+        self
+    }
+
+    /// The reminders of a booked appointment starting at `start`, as outbox rows to queue
+    /// in its transaction: one per offset still ahead at `now`. Their texts name no time,
+    /// practitioner or place: only that there is an appointment, and where to sign in.
+    async fn prepare_reminders(
+        &self,
+        id: &str,
+        patient: &str,
+        start: i64,
+        now: i64,
+    ) -> Result<Vec<medmesh_store::NotificationOutboxRow>, RecordError> {
+        let Some(r) = &self.reminders else {
+            return Ok(Vec::new());
+        };
+        let who = Recipient::Patient(patient.to_string());
+        let mut rows = Vec::new();
+        for before in &r.before {
+            let due = start - before;
+            if due <= now {
+                continue;
+            }
+            let words = offset_words(*before);
+            let notice = Notice {
+                category: Category::Appointments,
+                event: format!("appointment:{id}:{start}:{before}"),
+                subject: format!("Appointment reminder from {}", r.node_name),
+                body: format!(
+                    "You have an appointment in {words}. Sign in at {} to see it, move it or cancel it.",
+                    r.node_name
+                ),
+            };
+            rows.push(
+                r.hub
+                    .prepare_scheduled(&who, &notice, due)
+                    .await
+                    .map_err(|_| RecordError::NotSupported("reminders are unavailable".into()))?,
+            );
+        }
+        Ok(rows)
+    }
+
+    /// Withdraws an appointment's queued reminders, and queues `rows`, in `tx`.
+    async fn replace_reminders(
+        &self,
+        tx: &mut medmesh_at_rest::WriteTx,
+        id: &str,
+        patient: &str,
+        rows: &[medmesh_store::NotificationOutboxRow],
+    ) -> Result<(), RecordError> {
+        if self.reminders.is_none() {
+            return Ok(());
+        }
+        let (account, prefix) = NotificationHub::scheduled_prefix(
+            &Recipient::Patient(patient.to_string()),
+            &format!("appointment:{id}:"),
+        );
+        tx.withdraw_notifications(&account, &prefix).await?;
+        for row in rows {
+            tx.queue_notification(row).await?;
+        }
+        Ok(())
     }
 
     /// Reads the current versions of resources (directory data: no patient in them).
@@ -734,7 +833,8 @@ impl SchedulingService {
             shape,
             r.visit.start,
             options.one_per_day.then(|| self.patient_calendar(&patient)),
-            expires,
+            // Provisional until the Appointment is stored: its hold, or two minutes.
+            Some(expires.unwrap_or(now + 2 * MINUTE)),
         );
         let awaiting = !hold && options.approval;
         let offer = Offer {
@@ -779,6 +879,12 @@ impl SchedulingService {
             ext.push(json!({"url": hold_extension_url(), "valueInstant": format_instant(until)}));
         }
         core.check_resource("Appointment", &body)?;
+        let reminders = if status == "booked" {
+            self.prepare_reminders(&id, &patient, r.visit.start, now)
+                .await?
+        } else {
+            Vec::new()
+        };
         // The Slot the appointment had (when it is held or moved).
         let previous_slot = match &existing {
             Some(e) => match self.resources.read("Appointment", e).await? {
@@ -792,96 +898,123 @@ impl SchedulingService {
             },
             None => None,
         };
-        let mut tx = core.begin_write().await?;
-        if !tx.claim_time(&id, &claims, now).await? {
+        // Claimed first, alone: the calendar is locked only for these statements.
+        let mut claim = core.begin_write().await?;
+        if !claim.claim_time(&id, &claims, now).await? {
+            claim.rollback().await?;
             return Err(unavailable());
         }
-        // The Slot: the written one becomes busy; a computed visit gets a Slot of its own.
-        let slot_grant = Pdp.internal_grant("Slot");
-        let slot_status = if hold { "busy-tentative" } else { "busy" };
-        let slot_id = match slot_body {
-            Some(mut s) => {
-                if let Some(p) = previous_slot
-                    .as_deref()
-                    .filter(|p| Some(*p) != s.get("id").and_then(Value::as_str))
-                {
-                    self.free_slot(ctx, &mut tx, p).await?;
-                }
-                let sid = s
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let head = tx.head("Slot", &sid).await?;
-                if head.is_some_and(|h| !h.deleted) {
-                    s["status"] = json!(slot_status);
-                    if let Some(m) = s.as_object_mut() {
-                        m.remove("meta");
-                    }
-                    core.write_version(ctx, &mut tx, &slot_grant, "Slot", &sid, s, head)
-                        .await?;
-                }
-                sid
-            }
-            None => {
-                // A Slot this service made is moved with the appointment; a written one is
-                // freed for others.
-                let mut ours = None;
-                if let Some(p) = &previous_slot {
-                    let slot = self
-                        .read_directory(vec![("Slot".into(), p.clone())])
-                        .await?;
-                    if slot
-                        .get(&format!("Slot/{p}"))
-                        .is_some_and(|s| extension_flag(s, "booking-slot"))
+        claim.commit().await?;
+        let stored = async {
+            let mut tx = core.begin_write().await?;
+            self.replace_reminders(&mut tx, &id, &patient, &reminders)
+                .await?;
+            // The Slot: the written one becomes busy; a computed visit gets a Slot of its own.
+            let slot_grant = Pdp.internal_grant("Slot");
+            let slot_status = if hold { "busy-tentative" } else { "busy" };
+            let slot_id = match slot_body {
+                Some(mut s) => {
+                    if let Some(p) = previous_slot
+                        .as_deref()
+                        .filter(|p| Some(*p) != s.get("id").and_then(Value::as_str))
                     {
-                        ours = Some(p.clone());
-                    } else {
                         self.free_slot(ctx, &mut tx, p).await?;
                     }
+                    let sid = s
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    let head = tx.head("Slot", &sid).await?;
+                    if head.is_some_and(|h| !h.deleted) {
+                        s["status"] = json!(slot_status);
+                        if let Some(m) = s.as_object_mut() {
+                            m.remove("meta");
+                        }
+                        core.write_version(ctx, &mut tx, &slot_grant, "Slot", &sid, s, head)
+                            .await?;
+                    }
+                    sid
                 }
-                let sid = ours.clone().unwrap_or_else(|| core.ids().new_id());
-                let head = match &ours {
-                    Some(p) => tx.head("Slot", p).await?,
-                    None => None,
-                };
-                let mut slot = json!({
-                    "resourceType": "Slot",
-                    "id": sid,
-                    "extension": [{"url": extension_url("booking-slot"), "valueBoolean": true}],
-                    "schedule": {"reference": format!("Schedule/{}", cal.schedule)},
-                    "status": slot_status,
-                    "start": format_instant(r.visit.start),
-                    "end": format_instant(r.visit.end),
-                });
-                if let Some(t) = &r.service_type {
-                    slot["serviceType"] = json!([t]);
+                None => {
+                    // A Slot this service made is moved with the appointment; a written one is
+                    // freed for others.
+                    let mut ours = None;
+                    if let Some(p) = &previous_slot {
+                        let slot = self
+                            .read_directory(vec![("Slot".into(), p.clone())])
+                            .await?;
+                        if slot
+                            .get(&format!("Slot/{p}"))
+                            .is_some_and(|s| extension_flag(s, "booking-slot"))
+                        {
+                            ours = Some(p.clone());
+                        } else {
+                            self.free_slot(ctx, &mut tx, p).await?;
+                        }
+                    }
+                    let sid = ours.clone().unwrap_or_else(|| core.ids().new_id());
+                    let head = match &ours {
+                        Some(p) => tx.head("Slot", p).await?,
+                        None => None,
+                    };
+                    let mut slot = json!({
+                        "resourceType": "Slot",
+                        "id": sid,
+                        "extension": [{"url": extension_url("booking-slot"), "valueBoolean": true}],
+                        "schedule": {"reference": format!("Schedule/{}", cal.schedule)},
+                        "status": slot_status,
+                        "start": format_instant(r.visit.start),
+                        "end": format_instant(r.visit.end),
+                    });
+                    if let Some(t) = &r.service_type {
+                        slot["serviceType"] = json!([t]);
+                    }
+                    core.write_version(ctx, &mut tx, &slot_grant, "Slot", &sid, slot, head)
+                        .await?;
+                    sid
                 }
-                core.write_version(ctx, &mut tx, &slot_grant, "Slot", &sid, slot, head)
-                    .await?;
-                sid
+            };
+            body["slot"] = json!([{"reference": format!("Slot/{slot_id}")}]);
+            let head = match &existing {
+                Some(e) => tx.head("Appointment", e).await?,
+                None => None,
+            };
+            let out = core
+                .write_version(ctx, &mut tx, &grant, "Appointment", &id, body, head)
+                .await?;
+            let mut entry = core.entry(
+                ctx,
+                if hold { "hold" } else { "book" },
+                Some("Appointment"),
+                vec![id.clone()],
+                Outcome::Success,
+            );
+            entry.patients = vec![patient.clone()];
+            core.annotate(&mut entry, &grant);
+            // The provisional claim becomes the appointment's, with the Appointment.
+            if !tx.confirm_time(&id, expires, now).await? {
+                tx.rollback().await?;
+                return Err(unavailable());
             }
-        };
-        body["slot"] = json!([{"reference": format!("Slot/{slot_id}")}]);
-        let head = match &existing {
-            Some(e) => tx.head("Appointment", e).await?,
-            None => None,
-        };
-        let out = core
-            .write_version(ctx, &mut tx, &grant, "Appointment", &id, body, head)
-            .await?;
-        let mut entry = core.entry(
-            ctx,
-            if hold { "hold" } else { "book" },
-            Some("Appointment"),
-            vec![id.clone()],
-            Outcome::Success,
-        );
-        entry.patients = vec![patient];
-        core.annotate(&mut entry, &grant);
-        tx.append_audit(&entry).await?;
-        tx.commit().await?;
-        out.resource.ok_or(RecordError::NotFound)
+            tx.append_audit(&entry).await?;
+            tx.commit().await?;
+            out.resource.ok_or(RecordError::NotFound)
+        }
+        .await;
+        if stored.is_err() {
+            // Not left to lapse: the time is offered again at once.
+            let released: Result<(), RecordError> = async {
+                let mut tx = core.begin_write().await?;
+                tx.release_time(&medmesh_store::provisional(&id)).await?;
+                Ok(tx.commit().await?)
+            }
+            .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "a provisional claim is left to lapse");
+            }
+        }
+        stored
     }
 
     /// Cancels an appointment (by the patient or staff): its time is freed in the same
@@ -1011,8 +1144,26 @@ impl SchedulingService {
     ) -> Result<Value, RecordError> {
         let core = self.records.core();
         core.check_resource("Appointment", &body)?;
-        let patient = requested(&body).and_then(|r| r.patient);
+        let asked = requested(&body);
+        let patient = asked.as_ref().and_then(|r| r.patient.clone());
+        // Reminders go with a booking: queued when it is approved, withdrawn when it ends
+        // before its time.
+        let status = body
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let reminders = match (&asked, &patient, status) {
+            (Some(r), Some(p), "booked") => Some(
+                self.prepare_reminders(id, p, r.visit.start, core.now())
+                    .await?,
+            ),
+            (_, _, "cancelled" | "noshow") => Some(Vec::new()),
+            _ => None,
+        };
         let mut tx = core.begin_write().await?;
+        if let (Some(rows), Some(p)) = (&reminders, &patient) {
+            self.replace_reminders(&mut tx, id, p, rows).await?;
+        }
         if release {
             tx.release_time(id).await?;
             if let Some(sid) = body

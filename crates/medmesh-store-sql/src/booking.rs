@@ -2,11 +2,12 @@
 //!
 //! A claim first upserts each calendar's row, which locks it until the transaction ends (on
 //! SQLite, `BEGIN IMMEDIATE` already serializes writers), then looks for another holder's
-//! live overlapping claim, and only then inserts. Two concurrent claims on one calendar are
-//! therefore judged one after the other, whichever node made them.
+//! live overlapping claim, and only then inserts, under the provisional holder. Two
+//! concurrent claims on one calendar are therefore judged one after the other, whichever
+//! node made them. Confirming renames the provisional rows to the appointment's.
 
 use async_trait::async_trait;
-use medmesh_store::{BookingStore, ClaimedTime, StoreError, TimeClaim};
+use medmesh_store::{BookingStore, ClaimedTime, StoreError, TimeClaim, provisional};
 
 use crate::exec::Exec;
 use crate::sql::{Arg, Col, Dialect, Sql};
@@ -34,6 +35,7 @@ pub(crate) async fn claim_time(
             "a claim of another holder or of no time".into(),
         ));
     }
+    let temporary = provisional(holder);
     let mut calendars: Vec<&str> = claims.iter().map(|c| c.calendar.as_str()).collect();
     calendars.sort_unstable();
     calendars.dedup();
@@ -54,6 +56,8 @@ pub(crate) async fn claim_time(
             .str(&c.calendar)
             .push(" AND holder <> ")
             .str(holder)
+            .push(" AND holder <> ")
+            .str(&temporary)
             .push(" AND start_micros < ")
             .int(c.end_micros)
             .push(" AND end_micros > ")
@@ -73,7 +77,7 @@ pub(crate) async fn claim_time(
             .int(now);
         tx.execute(lapsed).await?;
     }
-    release_time(tx, d, holder).await?;
+    release_time(tx, d, &temporary).await?;
     for c in claims {
         let mut insert = Sql::new(
             d,
@@ -83,7 +87,7 @@ pub(crate) async fn claim_time(
         insert
             .str(&c.calendar)
             .push(", ")
-            .str(holder)
+            .str(&temporary)
             .push(", ")
             .int(c.start_micros)
             .push(", ")
@@ -93,6 +97,33 @@ pub(crate) async fn claim_time(
             .push(")");
         tx.execute(insert).await?;
     }
+    Ok(true)
+}
+
+pub(crate) async fn confirm_time(
+    tx: &mut (impl Exec + ?Sized),
+    d: Dialect,
+    holder: &str,
+    expires: Option<i64>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let temporary = provisional(holder);
+    let mut count = Sql::new(d, "SELECT COUNT(*) FROM booking_claims WHERE holder = ");
+    count.str(&temporary);
+    live(&mut count, now);
+    let found = tx.fetch(count, &[Col::I64]).await?;
+    if found.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0) == 0 {
+        return Ok(false);
+    }
+    release_time(tx, d, holder).await?;
+    let mut rename = Sql::new(d, "UPDATE booking_claims SET holder = ");
+    rename
+        .str(holder)
+        .push(", expires_micros = ")
+        .bind(Arg::OptI64(expires))
+        .push(" WHERE holder = ")
+        .str(&temporary);
+    tx.execute(rename).await?;
     Ok(true)
 }
 

@@ -7,7 +7,7 @@ use medmesh_store::{
 };
 
 use crate::exec::Exec;
-use crate::sql::{Arg, Col, Row, Sql};
+use crate::sql::{Arg, Col, Dialect, Row, Sql};
 use crate::store::{Backend, SqlStore};
 
 const OUTBOX_SELECT: &str = "SELECT id, account, category, channel, dedupe_key, payload, status, \
@@ -41,6 +41,63 @@ fn outbox(mut r: Row) -> Result<NotificationOutboxRow, StoreError> {
         last_error: r.opt_string(9)?,
         created_micros: r.i64(10)?,
     })
+}
+
+/// Queues a notification unless one with its channel and key is queued already; the same
+/// statement outside and inside a record transaction.
+pub(crate) async fn enqueue(
+    tx: &mut (impl Exec + ?Sized),
+    d: Dialect,
+    row: &NotificationOutboxRow,
+) -> Result<bool, StoreError> {
+    let mut sql = Sql::new(
+        d,
+        "INSERT INTO notification_outbox (id, account, category, channel, dedupe_key, \
+         payload, status, attempts, next_attempt_micros, lease_owner, lease_until, \
+         last_error, created_micros) VALUES (",
+    );
+    sql.str(&row.id)
+        .push(", ")
+        .str(&row.account)
+        .push(", ")
+        .str(&row.category)
+        .push(", ")
+        .str(&row.channel)
+        .push(", ")
+        .str(&row.dedupe_key)
+        .push(", ")
+        .bind(Arg::Bytes(row.payload.clone()))
+        .push(", ")
+        .str(&row.status)
+        .push(", ")
+        .int(row.attempts)
+        .push(", ")
+        .int(row.next_attempt_micros)
+        .push(", NULL, 0, ")
+        .bind(Arg::OptStr(row.last_error.clone()))
+        .push(", ")
+        .int(row.created_micros)
+        .push(") ON CONFLICT (channel, dedupe_key) DO NOTHING");
+    Ok(tx.execute(sql).await? == 1)
+}
+
+/// Withdraws `account`'s pending notifications whose key starts with `key_prefix` (a
+/// cancelled appointment's reminders). Returns how many.
+pub(crate) async fn withdraw(
+    tx: &mut (impl Exec + ?Sized),
+    d: Dialect,
+    account: &str,
+    key_prefix: &str,
+) -> Result<u64, StoreError> {
+    let mut sql = Sql::new(
+        d,
+        "UPDATE notification_outbox SET status = 'withdrawn' WHERE status = 'pending' AND account = ",
+    );
+    sql.str(account)
+        .push(" AND dedupe_key LIKE ")
+        .str(&format!("{}%", crate::sql::like_escape(key_prefix)))
+        .push(" ESCAPE '\\'");
+    tx.execute(sql).await
 }
 
 impl<B: Backend> SqlStore<B> {
@@ -114,35 +171,10 @@ impl<B: Backend> NotificationHubStore for SqlStore<B> {
     }
 
     async fn notification_enqueue(&self, row: &NotificationOutboxRow) -> Result<bool, StoreError> {
-        let mut sql = Sql::new(
-            self.dialect(),
-            "INSERT INTO notification_outbox (id, account, category, channel, dedupe_key, \
-             payload, status, attempts, next_attempt_micros, lease_owner, lease_until, \
-             last_error, created_micros) VALUES (",
-        );
-        sql.str(&row.id)
-            .push(", ")
-            .str(&row.account)
-            .push(", ")
-            .str(&row.category)
-            .push(", ")
-            .str(&row.channel)
-            .push(", ")
-            .str(&row.dedupe_key)
-            .push(", ")
-            .bind(Arg::Bytes(row.payload.clone()))
-            .push(", ")
-            .str(&row.status)
-            .push(", ")
-            .int(row.attempts)
-            .push(", ")
-            .int(row.next_attempt_micros)
-            .push(", NULL, 0, ")
-            .bind(Arg::OptStr(row.last_error.clone()))
-            .push(", ")
-            .int(row.created_micros)
-            .push(") ON CONFLICT (channel, dedupe_key) DO NOTHING");
-        self.write(sql).await.map(|n| n == 1)
+        let mut tx = self.backend().begin().await?;
+        let queued = enqueue(&mut tx, self.dialect(), row).await?;
+        B::commit(tx).await?;
+        Ok(queued)
     }
 
     async fn notification_claim(

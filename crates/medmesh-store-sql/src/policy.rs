@@ -173,7 +173,7 @@ pub(crate) async fn insert_notification(
         .int(n.created_micros)
         .push(", ")
         .bind(Arg::OptI64(n.read_micros))
-        .push(")");
+        .push(") ON CONFLICT (id) DO NOTHING");
     tx.execute(sql).await?;
     Ok(())
 }

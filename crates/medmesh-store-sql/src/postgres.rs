@@ -110,6 +110,9 @@ impl Backend for PgBackend {
     async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
         tx.commit().await.map_err(map_err)
     }
+    async fn rollback(tx: Self::Tx) -> Result<(), StoreError> {
+        tx.rollback().await.map_err(map_err)
+    }
 
     async fn statement_guard(
         &self,

@@ -211,6 +211,9 @@ impl Backend for SqliteBackend {
     async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
         tx.tx.commit().await.map_err(map_err)
     }
+    async fn rollback(tx: Self::Tx) -> Result<(), StoreError> {
+        tx.tx.rollback().await.map_err(map_err)
+    }
     /// Reads with a read-only connection of its own, stepping the statement on a blocking
     /// thread: sqlx-sqlite hands every row from its worker thread to the caller, which bounded
     /// `audit verify` at ~190,000 entries/s. The statement is one read transaction, so the

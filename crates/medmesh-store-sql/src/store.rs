@@ -45,6 +45,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn begin(&self) -> Result<Self::Tx, StoreError>;
     /// Commits.
     async fn commit(tx: Self::Tx) -> Result<(), StoreError>;
+    /// Rolls back now (a dropped transaction's rollback waits for its connection's next
+    /// use, holding its locks until then).
+    async fn rollback(tx: Self::Tx) -> Result<(), StoreError>;
     /// A guard that cancels the statement `conn` is about to run if the guard is dropped
     /// before [`StatementGuard::finished`]: a request dropped mid-search (its client gone,
     /// its connection timed out) takes its statement with it. `None` where a dropped future
@@ -1389,6 +1392,21 @@ impl<B: Backend> NotificationTx for SqlTx<B> {
     async fn notify(&mut self, notification: &Notification) -> Result<(), StoreError> {
         crate::policy::insert_notification(&mut self.tx, self.dialect, notification).await
     }
+
+    async fn queue_notification(
+        &mut self,
+        row: &medmesh_store::NotificationOutboxRow,
+    ) -> Result<bool, StoreError> {
+        crate::notify::enqueue(&mut self.tx, self.dialect, row).await
+    }
+
+    async fn withdraw_notifications(
+        &mut self,
+        account: &str,
+        key_prefix: &str,
+    ) -> Result<u64, StoreError> {
+        crate::notify::withdraw(&mut self.tx, self.dialect, account, key_prefix).await
+    }
 }
 
 #[async_trait]
@@ -1454,6 +1472,15 @@ impl<B: Backend> BookingTx for SqlTx<B> {
         crate::booking::claim_time(&mut self.tx, self.dialect, holder, claims, now).await
     }
 
+    async fn confirm_time(
+        &mut self,
+        holder: &str,
+        expires: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        crate::booking::confirm_time(&mut self.tx, self.dialect, holder, expires, now).await
+    }
+
     async fn release_time(&mut self, holder: &str) -> Result<u64, StoreError> {
         crate::booking::release_time(&mut self.tx, self.dialect, holder).await
     }
@@ -1461,6 +1488,10 @@ impl<B: Backend> BookingTx for SqlTx<B> {
 
 #[async_trait]
 impl<B: Backend> RecordTx for SqlTx<B> {
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+        B::rollback(self.tx).await
+    }
+
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.flush().await?;
         // Late, beside the audit head, so the generation's row (which every policy-changing

@@ -1235,60 +1235,150 @@ async fn notification_hub_store(stores: Stores) {
 }
 
 /// Claimed time: an overlapping claim of another holder is refused, a lapsed hold is not in
-/// the way, a holder's claims are replaced as one, a rolled-back claim leaves nothing.
+/// the way, a provisional claim becomes the holder's on confirmation (replacing what it
+/// had), a lapsed provisional claim cannot be confirmed, a rolled-back claim leaves nothing.
 async fn booking_store(stores: Stores) {
-    use medmesh_store::TimeClaim;
-    let claim = |holder: &str, calendar: &str, start: i64, end: i64, expires: Option<i64>| {
-        TimeClaim {
-            calendar: calendar.into(),
-            holder: holder.into(),
-            start_micros: start,
-            end_micros: end,
-            expires_micros: expires,
-        }
+    use medmesh_store::{TimeClaim, provisional};
+    let claim = |holder: &str, calendar: &str, start: i64, end: i64, expires: i64| TimeClaim {
+        calendar: calendar.into(),
+        holder: holder.into(),
+        start_micros: start,
+        end_micros: end,
+        expires_micros: Some(expires),
     };
-    let claim_in = |holder: &'static str, claims: Vec<TimeClaim>, now: i64| {
+    // Claims provisionally, then confirms with `confirmed` as the end of the claim.
+    let book = |holder: &'static str, claims: Vec<TimeClaim>, now: i64, confirmed: Option<i64>| {
         let stores = &stores;
         async move {
             let mut tx = stores.records.begin().await.unwrap();
-            let ok = tx.claim_time(holder, &claims, now).await.unwrap();
-            if ok {
-                tx.commit().await.unwrap();
+            if !tx.claim_time(holder, &claims, now).await.unwrap() {
+                tx.rollback().await.unwrap();
+                return false;
             }
+            tx.commit().await.unwrap();
+            let mut tx = stores.records.begin().await.unwrap();
+            let ok = tx.confirm_time(holder, confirmed, now).await.unwrap();
+            tx.commit().await.unwrap();
             ok
         }
     };
+    let b = &stores.bookings;
+    let on = |cal: &str| vec![cal.to_string()];
     // a holds 100..200 until 150.
-    assert!(claim_in("a", vec![claim("a", "Practitioner/p", 100, 200, Some(150))], 0).await);
-    // b overlaps it while held, but not once the hold lapsed.
-    assert!(!claim_in("b", vec![claim("b", "Practitioner/p", 150, 250, None)], 149).await);
-    assert!(claim_in("b", vec![claim("b", "Practitioner/p", 150, 250, None)], 150).await);
-    // Touching is not overlapping; another calendar is not in the way.
-    assert!(claim_in("c", vec![claim("c", "Practitioner/p", 250, 300, None)], 150).await);
-    assert!(claim_in("d", vec![claim("d", "Practitioner/q", 150, 250, None)], 150).await);
-    // A claim on two calendars is all or nothing.
     assert!(
-        !claim_in(
-            "e",
-            vec![
-                claim("e", "Practitioner/q2", 0, 10, None),
-                claim("e", "Practitioner/p", 160, 170, None)
-            ],
-            150
+        book(
+            "a",
+            vec![claim("a", "Practitioner/p", 100, 200, 150)],
+            0,
+            Some(150)
         )
         .await
     );
-    let b = &stores.bookings;
+    // b overlaps it while held, but not once the hold lapsed.
     assert!(
-        b.claimed_time(&["Practitioner/q2".into()], 0, 1000, 150)
+        !book(
+            "b",
+            vec![claim("b", "Practitioner/p", 150, 250, 1000)],
+            149,
+            None
+        )
+        .await
+    );
+    assert!(
+        book(
+            "b",
+            vec![claim("b", "Practitioner/p", 150, 250, 1000)],
+            150,
+            None
+        )
+        .await
+    );
+    // Touching is not overlapping; another calendar is not in the way.
+    assert!(
+        book(
+            "c",
+            vec![claim("c", "Practitioner/p", 250, 300, 1000)],
+            150,
+            None
+        )
+        .await
+    );
+    assert!(
+        book(
+            "d",
+            vec![claim("d", "Practitioner/q", 150, 250, 1000)],
+            150,
+            None
+        )
+        .await
+    );
+    // A claim on two calendars is all or nothing.
+    assert!(
+        !book(
+            "e",
+            vec![
+                claim("e", "Practitioner/q2", 0, 10, 1000),
+                claim("e", "Practitioner/p", 160, 170, 1000)
+            ],
+            150,
+            None
+        )
+        .await
+    );
+    assert!(
+        b.claimed_time(&on("Practitioner/q2"), 0, 1000, 150)
             .await
             .unwrap()
             .is_empty()
     );
-    // A holder moving replaces its claims, and may overlap its own old time.
-    assert!(claim_in("b", vec![claim("b", "Practitioner/p", 200, 240, None)], 150).await);
+    // A provisional claim is in others' way before it is confirmed.
+    let mut tx = stores.records.begin().await.unwrap();
+    assert!(
+        tx.claim_time("f", &[claim("f", "Practitioner/r", 0, 50, 500)], 150)
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    assert!(
+        !book(
+            "g",
+            vec![claim("g", "Practitioner/r", 40, 60, 1000)],
+            150,
+            None
+        )
+        .await
+    );
+    // ...but not once it lapsed, and then it cannot be confirmed.
+    assert!(
+        book(
+            "g",
+            vec![claim("g", "Practitioner/r", 40, 60, 1000)],
+            500,
+            None
+        )
+        .await
+    );
+    let mut tx = stores.records.begin().await.unwrap();
+    assert!(!tx.confirm_time("f", None, 500).await.unwrap());
+    tx.commit().await.unwrap();
+    // A holder moving claims its new time (which may overlap its own old time) and, on
+    // confirmation, gives up the old.
+    assert!(
+        book(
+            "b",
+            vec![claim("b", "Practitioner/p", 200, 240, 1000)],
+            150,
+            None
+        )
+        .await
+    );
     let live = b
-        .claimed_time(&["Practitioner/p".into(), "Practitioner/q".into()], 0, 1000, 150)
+        .claimed_time(
+            &["Practitioner/p".into(), "Practitioner/q".into()],
+            0,
+            1000,
+            150,
+        )
         .await
         .unwrap();
     let times: Vec<(String, i64, i64)> = live
@@ -1303,12 +1393,19 @@ async fn booking_store(stores: Stores) {
             ("Practitioner/q".into(), 150, 250)
         ]
     );
-    assert_eq!(b.claims_of("b", 150).await.unwrap().len(), 1);
-    // Released in a transaction that is dropped: still there; committed: gone.
-    {
-        let mut tx = stores.records.begin().await.unwrap();
-        assert_eq!(tx.release_time("b").await.unwrap(), 1);
-    }
+    let mine = b.claims_of("b", 150).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].expires_micros, None);
+    assert!(
+        b.claims_of(&provisional("b"), 150)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Released in a transaction that is rolled back: still there; committed: gone.
+    let mut tx = stores.records.begin().await.unwrap();
+    assert_eq!(tx.release_time("b").await.unwrap(), 1);
+    tx.rollback().await.unwrap();
     assert_eq!(b.claims_of("b", 150).await.unwrap().len(), 1);
     let mut tx = stores.records.begin().await.unwrap();
     tx.release_time("b").await.unwrap();

@@ -2,11 +2,19 @@
 //!
 //! A booking claims its interval (with the buffer after it) on each calendar it needs (a
 //! practitioner, or a schedule with no practitioner; a patient's day when the organization
-//! allows one booking a day) inside the write transaction that stores the Appointment. The
-//! claim locks each calendar first, so concurrent claims on one calendar, on one node or on
-//! several nodes over one database, are judged one after the other, and at most one of two
-//! overlapping claims succeeds. The rows name no patient: a calendar is a practitioner or
-//! schedule reference, or a patient's blind tag, and the holder is an Appointment id.
+//! allows one booking a day) in two steps:
+//!
+//! 1. **claim**, provisionally and briefly, in a transaction of its own that does nothing
+//!    else: it locks each calendar, so concurrent claims on one calendar, on one node or on
+//!    several nodes over one database, are judged one after the other, and at most one of
+//!    two overlapping claims succeeds. The lock is held only for those few statements, never
+//!    while the transaction waits for anything else;
+//! 2. **confirm**, in the transaction that stores the Appointment: the provisional claim
+//!    becomes the appointment's (replacing the time it had, when it is moved). A crash
+//!    between the two leaves a provisional claim that lapses on its own.
+//!
+//! The rows name no patient: a calendar is a practitioner or schedule reference, or a
+//! patient's blind tag, and the holder is an Appointment id.
 
 use async_trait::async_trait;
 
@@ -38,21 +46,37 @@ pub struct ClaimedTime {
     pub end_micros: i64,
 }
 
-/// Claims on time, in the transaction that writes the appointment.
+/// The holder of `holder`'s provisional claims, until they are confirmed.
+pub fn provisional(holder: &str) -> String {
+    format!("{holder}~provisional")
+}
+
+/// Claims on time, in a transaction.
 #[async_trait]
 pub trait BookingTx: Send {
-    /// Replaces `holder`'s claims with `claims` (all for that holder), unless another holder's
-    /// live claim (booked, or held until after `now`) overlaps one of them: then nothing is
-    /// claimed and the result is false. Calendars are locked in order, so concurrent claims
-    /// are judged one after the other; the caller rolls back on false.
+    /// Claims `claims` (all for `holder`, each with the provisional claim's end as its
+    /// `expires_micros`) provisionally for `holder`, replacing any provisional claim it had,
+    /// unless another holder's live claim (booked, or held past `now`) overlaps one of them:
+    /// then nothing is claimed and the result is false. `holder`'s own claims (the time an
+    /// appointment being moved has now) do not count. Calendars are locked in order; commit
+    /// (or roll back) at once, doing nothing else in the transaction.
     async fn claim_time(
         &mut self,
         holder: &str,
         claims: &[TimeClaim],
         now: i64,
     ) -> Result<bool, StoreError>;
-    /// Releases every claim of `holder` (a cancelled or lapsed appointment). Returns how
-    /// many there were.
+    /// Makes `holder`'s live provisional claims its own, ending at `expires` (`None`:
+    /// booked), in place of the claims it had. False when there were none live (they
+    /// lapsed): then nothing changed.
+    async fn confirm_time(
+        &mut self,
+        holder: &str,
+        expires: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Releases every claim held by `holder` (an appointment's, or a [`provisional`] one).
+    /// Returns how many there were.
     async fn release_time(&mut self, holder: &str) -> Result<u64, StoreError>;
 }
 

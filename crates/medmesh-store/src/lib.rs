@@ -27,7 +27,7 @@ pub use audit_log::{
     ScannedLeaf, StoredCheckpoint, StoredCosignature,
 };
 pub use blobs::{BlobError, BlobStore, BlobStream, BlobUpload};
-pub use booking::{BookingStore, BookingTx, ClaimedTime, TimeClaim};
+pub use booking::{BookingStore, BookingTx, ClaimedTime, TimeClaim, provisional};
 pub use data_keys::{
     KekError, KekProvider, KeyState, KeyStore, SecretSealer, StoredBody, WrappedKeyRecord,
 };
@@ -447,8 +447,21 @@ pub trait TrustTx: Send {
 #[async_trait]
 /// Notifications queued in the transaction that causes them.
 pub trait NotificationTx: Send {
-    /// Queues a notification in this transaction.
+    /// Queues a notification in this transaction (an inbox row with an id already stored is
+    /// left as it is, so a retried delivery does not write it twice).
     async fn notify(&mut self, notification: &Notification) -> Result<(), StoreError>;
+    /// Queues a notification in the hub's outbox in this transaction (a reminder that must
+    /// exist exactly when its appointment does); false when one with its channel and key is
+    /// queued already.
+    async fn queue_notification(&mut self, row: &NotificationOutboxRow)
+    -> Result<bool, StoreError>;
+    /// Withdraws `account`'s pending notifications whose key starts with `key_prefix`, in
+    /// this transaction. Returns how many.
+    async fn withdraw_notifications(
+        &mut self,
+        account: &str,
+        key_prefix: &str,
+    ) -> Result<u64, StoreError>;
 }
 
 #[async_trait]
@@ -495,4 +508,7 @@ pub trait RecordTx:
 {
     /// Commits.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+    /// Rolls back at once, releasing its locks (dropping it rolls back too, but only when
+    /// its connection is next used).
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError>;
 }

@@ -161,6 +161,10 @@ pub struct FileConfig {
     pub webhooks_allow_internal: Option<bool>,
     /// Minutes an appointment held with `$hold` stays held. Default 5 (1 to 60).
     pub appointment_hold_minutes: Option<u32>,
+    /// How long before a booked appointment its patient is reminded, each a number and a
+    /// unit (`24h`, `2h`, `30m`, `45s`); in the environment, comma-separated. Default
+    /// `["24h", "2h"]`; `[]` for none.
+    pub appointment_reminders: Option<Vec<String>>,
 }
 
 /// One downstream system applied messages are forwarded to over MLLP (`[[hl7_channel]]`).
@@ -344,6 +348,8 @@ pub struct Config {
     pub webhooks_allow_internal: bool,
     /// Minutes a `$hold` lasts.
     pub appointment_hold_minutes: u32,
+    /// Reminder offsets before an appointment, microseconds.
+    pub appointment_reminders: Vec<i64>,
 }
 
 /// Where document bytes are kept.
@@ -605,6 +611,19 @@ impl Config {
             )
             .unwrap_or(5)
             .clamp(1, 60),
+            appointment_reminders: match env("MEDMESH_APPOINTMENT_REMINDERS") {
+                Some(list) => Some(
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                ),
+                None => file.appointment_reminders,
+            }
+            .map_or(Ok(vec![24 * 3_600_000_000, 2 * 3_600_000_000]), |list| {
+                list.iter().map(|s| reminder_offset(s)).collect()
+            })?,
         })
     }
 }
@@ -652,6 +671,25 @@ fn setting<T: std::str::FromStr>(env: Option<String>, file: Option<T>) -> Option
 }
 
 /// A duration setting in whole seconds (at least one).
+/// Reads a reminder offset: a number and `h`, `m` or `s`, at most 30 days.
+fn reminder_offset(s: &str) -> anyhow::Result<i64> {
+    let bad = || anyhow::anyhow!("appointment_reminders: {s:?} is not a number and h, m or s");
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = n.trim().parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "h" => n * 3600,
+        "m" => n * 60,
+        "s" => n,
+        _ => return Err(bad()),
+    };
+    if !(1..=30 * 24 * 3600).contains(&secs) {
+        return Err(anyhow::anyhow!(
+            "appointment_reminders: {s:?} is out of range"
+        ));
+    }
+    Ok(secs * 1_000_000)
+}
+
 fn seconds(value: Option<u64>, default: u64) -> std::time::Duration {
     std::time::Duration::from_secs(value.unwrap_or(default).max(1))
 }

@@ -156,13 +156,21 @@ pub(crate) fn scheduling(
     stores: &Stores,
     cfg: &Config,
     records: &Arc<RecordService>,
+    hub: Arc<medmesh_notifications::NotificationHub>,
 ) -> Arc<medmesh_scheduling::SchedulingService> {
-    Arc::new(medmesh_scheduling::SchedulingService::new(
-        records.clone(),
-        stores.records.clone(),
-        stores.bookings.clone(),
-        cfg.appointment_hold_minutes,
-    ))
+    Arc::new(
+        medmesh_scheduling::SchedulingService::new(
+            records.clone(),
+            stores.records.clone(),
+            stores.bookings.clone(),
+            cfg.appointment_hold_minutes,
+        )
+        .with_reminders(medmesh_scheduling::Reminders {
+            hub,
+            before: cfg.appointment_reminders.clone(),
+            node_name: cfg.node_name.clone(),
+        }),
+    )
 }
 
 /// Key administration over `records`, re-sealing document blobs through the vault.

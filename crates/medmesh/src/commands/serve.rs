@@ -86,7 +86,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
         Duration::from_secs(cfg.audit_checkpoint_interval),
         Arc::new(medmesh_audit_client::HttpWitnessTransport::new()?),
     );
-    let scheduling = crate::wiring::scheduling(&stores, &cfg, &records);
+    let scheduling = crate::wiring::scheduling(&stores, &cfg, &records, hub.clone());
     let state = medmesh_server::build_state(
         medmesh_server::Services {
             records,

@@ -1,0 +1,122 @@
+"""Appointment reminders against a real SMTP server on loopback (aiosmtpd): a reminder is
+queued in the transaction that books the appointment, survives `kill -9` of the node between
+booking and sending, and arrives exactly once; a cancelled appointment's reminder never
+arrives; the mail names no patient data, no time and no practitioner."""
+
+import datetime
+import email
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+from aiosmtpd.controller import Controller
+
+from conftest import BIN, Node
+from test_notifications import Inbox, free_port, wait_for
+
+FAMILY = "Quellingham"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def clinic(request):
+    inbox = Inbox()
+    port = free_port()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=port)
+    smtp.start()
+    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    cfg.write(
+        f'smtp_url = "smtp://127.0.0.1:{port}"\n'
+        'smtp_from = "Test Node <node@node.test>"\n'
+        'node_name = "Test Node"\n'
+        # One reminder, 30 seconds before: the story runs in under a minute.
+        'appointment_reminders = ["30s"]\n'
+    )
+    cfg.close()
+    n = Node(request.param, extra_env={"MEDMESH_CONFIG": cfg.name})
+    yield n, inbox
+    n.close()
+    smtp.stop()
+
+
+def instant(seconds_from_now):
+    t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds_from_now)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cli(node, *args):
+    out = subprocess.run([BIN, *args, *node.args], capture_output=True, text=True, env=node.env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def put(node, path, body):
+    r = requests.put(f"{node.url}/{path}", json=body, headers={"Authorization": f"Bearer {node.token}"}, timeout=30)
+    assert r.ok, r.text
+
+
+def seed(node):
+    put(node, "Practitioner/p1", {"resourceType": "Practitioner", "id": "p1", "name": [{"family": "Ortega"}]})
+    put(node, "Schedule/s1", {"resourceType": "Schedule", "id": "s1", "active": True,
+                              "actor": [{"reference": "Practitioner/p1"}]})
+    r = requests.post(f"{node.url}/Patient", json={"resourceType": "Patient", "name": [{"family": FAMILY}]},
+                      headers={"Authorization": f"Bearer {node.token}"}, timeout=30)
+    assert r.status_code == 201, r.text
+    patient = r.json()["id"]
+    cli(node, "notifications", "settings", "--patient", patient, "--email", "ada@example.org",
+        "--choose", "appointments=inbox,email")
+    return patient
+
+
+def book_slot(node, slot_id, patient, start, end):
+    """Writes a free Slot as a FHIR client would, and books it with $book."""
+    put(node, f"Slot/{slot_id}", {"resourceType": "Slot", "id": slot_id, "status": "free",
+                                  "schedule": {"reference": "Schedule/s1"}, "start": start, "end": end})
+    appointment = {"resourceType": "Appointment", "status": "proposed", "start": start, "end": end,
+                   "slot": [{"reference": f"Slot/{slot_id}"}],
+                   "participant": [{"actor": {"reference": f"Patient/{patient}"}, "status": "accepted"}]}
+    r = requests.post(f"{node.url}/Appointment/$book",
+                      json={"resourceType": "Parameters", "parameter": [{"name": "appointment", "resource": appointment}]},
+                      headers={"Authorization": f"Bearer {node.token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    booked = r.json()["entry"][0]["resource"]
+    assert booked["status"] == "booked" and booked["slot"] == [{"reference": f"Slot/{slot_id}"}]
+    return booked["id"]
+
+
+def test_a_reminder_survives_kill_9_and_arrives_once(clinic):
+    node, inbox = clinic
+    patient = seed(node)
+    # Due 15 seconds from now (30 seconds before a visit 45 seconds from now).
+    book_slot(node, "soon", patient, instant(45), instant(75))
+    # Killed between booking and sending; started again on the same store.
+    node.restart()
+    wait_for(lambda: any("ada@example.org" in to for to, _ in inbox.messages), "the reminder", seconds=60)
+    time.sleep(3)  # more outbox rounds, which must not send it again
+    mails = [m for to, m in inbox.messages if "ada@example.org" in to]
+    assert len(mails) == 1, [m["Subject"] for m in mails]
+    mail = mails[0]
+    assert mail["Subject"] == "Appointment reminder from Test Node"
+    text = mail.get_payload(decode=True).decode()
+    assert "You have an appointment in 30 seconds" in text
+    for secret in (FAMILY, "Ortega", "Practitioner", patient, instant(45)[:16]):
+        assert secret not in text and secret not in mail["Subject"], secret
+    counts = cli(node, "notifications", "counts")
+    assert "scheduled\tdelivered\t1" in counts and "email\tdelivered\t1" in counts, counts
+
+
+def test_a_cancelled_appointments_reminder_never_arrives(clinic):
+    node, inbox = clinic
+    patient = seed(node)
+    appointment = book_slot(node, "later", patient, instant(40), instant(70))
+    r = requests.post(f"{node.base}/api/appointments/{appointment}/cancel", json={"reason": "better"},
+                      headers={"Authorization": f"Bearer {node.token}"}, timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    # The slot is free again, and the reminder withdrawn before it was due.
+    slot = requests.get(f"{node.url}/Slot/later", headers={"Authorization": f"Bearer {node.token}"}, timeout=30)
+    assert slot.json()["status"] == "free"
+    counts = cli(node, "notifications", "counts")
+    assert "scheduled\twithdrawn\t1" in counts, counts
+    time.sleep(15)  # past when it was due
+    assert not any("ada@example.org" in to for to, _ in inbox.messages)
