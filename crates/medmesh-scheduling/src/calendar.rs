@@ -79,8 +79,8 @@ impl VisitType {
     }
 }
 
-/// Whether a CodeableConcept holds a coding that a token (`code`, `system|code`, or its
-/// text) names.
+/// Whether a CodeableConcept holds a coding that a token (`code`, `system|code`, or a
+/// coding's display or the concept's text, in any case) names.
 pub fn concept_matches(concept: &Value, token: &str) -> bool {
     let (system, code) = match token.split_once('|') {
         Some((s, c)) => (Some(s), c),
@@ -96,10 +96,11 @@ pub fn concept_matches(concept: &Value, token: &str) -> bool {
             && system
                 .is_none_or(|s| s.is_empty() || c.get("system").and_then(Value::as_str) == Some(s))
     }) || (system.is_none()
-        && concept
-            .get("text")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t.eq_ignore_ascii_case(code)))
+        && codings
+            .iter()
+            .filter_map(|c| c.get("display").and_then(Value::as_str))
+            .chain(concept.get("text").and_then(Value::as_str))
+            .any(|t| t.eq_ignore_ascii_case(code)))
 }
 
 /// A visit type the calendar does not offer.

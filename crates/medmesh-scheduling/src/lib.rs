@@ -14,6 +14,7 @@
 
 pub mod availability;
 pub mod calendar;
+pub mod directory;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub struct FindRequest {
     pub patient: Option<String>,
     /// At most this many proposals (capped at [`MAX_PROPOSALS`]).
     pub limit: usize,
+    /// At most this many proposals from one calendar (0: no limit of its own).
+    pub per_calendar: usize,
 }
 
 /// Per organization, how booking works (extensions on the Organization).
@@ -268,7 +271,7 @@ impl SchedulingService {
     }
 
     /// Reads the current versions of resources (directory data: no patient in them).
-    async fn read_directory(
+    pub(crate) async fn read_directory(
         &self,
         keys: Vec<(String, String)>,
     ) -> Result<HashMap<String, Value>, RecordError> {
@@ -284,7 +287,7 @@ impl SchedulingService {
         Ok(out)
     }
 
-    async fn search_directory(
+    pub(crate) async fn search_directory(
         &self,
         rt: &str,
         params: Vec<(String, String)>,
@@ -496,7 +499,13 @@ impl SchedulingService {
             req.limit.min(MAX_PROPOSALS)
         };
         let mut offers: Vec<(Offer, usize)> = Vec::new();
+        let per_calendar = if req.per_calendar == 0 {
+            limit
+        } else {
+            req.per_calendar.min(limit)
+        };
         for (i, f) in found.iter().enumerate() {
+            let first_offer = offers.len();
             let cal = &f.cal;
             let bookable = cal.bookable_window(now);
             let w = Interval::new(
@@ -547,7 +556,7 @@ impl SchedulingService {
             };
             for vt in types {
                 let shape = cal.shape(vt);
-                for s in visit_starts(&open, &busy, shape, w.start, limit) {
+                for s in visit_starts(&open, &busy, shape, w.start, per_calendar) {
                     offers.push((
                         Offer {
                             schedule: cal.schedule.clone(),
@@ -558,6 +567,11 @@ impl SchedulingService {
                         i,
                     ));
                 }
+            }
+            // This calendar's soonest, when it is limited.
+            if offers.len() - first_offer > per_calendar {
+                offers[first_offer..].sort_by_key(|o| o.0.visit.start);
+                offers.truncate(first_offer + per_calendar);
             }
         }
         offers.sort_by(|a, b| {

@@ -421,6 +421,7 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
             "/api/appointments/{id}/{action}",
             post(scheduling::api_staff),
         )
+        .route("/api/directory", get(scheduling::api_directory))
         .route("/api/break-glass", get(audit::break_glass_queue))
         // The vault checks sizes itself, while streaming; axum's 2 MiB default would cut it.
         .route(

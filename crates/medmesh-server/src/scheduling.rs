@@ -7,11 +7,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use medmesh_records::service::parse_query_string;
 use medmesh_scheduling::calendar::parse_utc;
+use medmesh_scheduling::directory::DirectoryQuery;
 use medmesh_scheduling::{FindRequest, StaffAction};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::api::{ApiJson, ApiPath};
+use crate::api::{ApiJson, ApiPath, ApiQuery};
 use crate::auth::Authenticated;
 use crate::handlers::{ApiResult, read_resource};
 use crate::response::{ApiError, fhir_json};
@@ -321,4 +322,56 @@ pub async fn api_staff(
     };
     let a = state.scheduling.staff(&ctx, &id, action).await?;
     Ok(Json(a).into_response())
+}
+
+/// `GET /api/directory` parameters.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryParams {
+    /// A specialty: `code`, `system|code`, or its text.
+    pub specialty: Option<String>,
+    /// `latitude,longitude`, degrees.
+    pub near: Option<String>,
+    /// How far from `near`, km (default 25).
+    pub km: Option<f64>,
+    /// An insurance plan: id, identifier value or name.
+    pub insurance: Option<String>,
+    /// A language (BCP 47).
+    pub language: Option<String>,
+    /// Whether to look up the next free time (`true`).
+    pub next_free: Option<bool>,
+    /// At most this many (default and cap 100).
+    pub limit: Option<usize>,
+}
+
+/// Reads `latitude,longitude`.
+pub fn parse_place(s: &str) -> Result<(f64, f64), ApiError> {
+    let bad = || ApiError::bad_request("near is latitude,longitude in degrees");
+    let (lat, lon) = s.split_once(',').ok_or_else(bad)?;
+    let lat: f64 = lat.trim().parse().map_err(|_| bad())?;
+    let lon: f64 = lon.trim().parse().map_err(|_| bad())?;
+    if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+        return Err(bad());
+    }
+    Ok((lat, lon))
+}
+
+/// `GET /api/directory?specialty=..&near=lat,lon&km=..&insurance=..&language=..&next_free=true`:
+/// practitioners who can be booked, nearest first when a place is given.
+pub async fn api_directory(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiQuery(p): ApiQuery<DirectoryParams>,
+) -> Result<Response, ApiError> {
+    let query = DirectoryQuery {
+        specialty: p.specialty.filter(|s| !s.trim().is_empty()),
+        near: p.near.as_deref().map(parse_place).transpose()?,
+        within_km: p.km,
+        insurance: p.insurance.filter(|s| !s.trim().is_empty()),
+        language: p.language.filter(|s| !s.trim().is_empty()),
+        next_free: p.next_free.unwrap_or(false),
+        limit: p.limit.unwrap_or(0),
+    };
+    let found = state.scheduling.directory(&ctx, &query).await?;
+    Ok(Json(json!({ "practitioners": found })).into_response())
 }

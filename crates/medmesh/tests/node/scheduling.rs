@@ -432,7 +432,105 @@ async fn bookings_wait_for_approval_and_one_a_day(node: Node) {
     assert_eq!(b["status"], "booked");
 }
 
+async fn get_api(node: &Node, path: &str) -> (StatusCode, Value) {
+    let (s, _, b) = node
+        .send(node.auth(node.client.get(node.root_url(path))))
+        .await;
+    (s, b)
+}
+
+/// A second practice in Munich, German-speaking, taking the Gold plan; the first (Berlin)
+/// speaks Portuguese and takes none.
+async fn the_directory_finds_by_specialty_place_plan_and_language(node: Node) {
+    seed(&node, &[]).await;
+    let cardiology = json!([{"coding": [{"system": "http://snomed.info/sct", "code": "394579002",
+                                         "display": "Cardiology"}]}]);
+    let mut r1 = node.get("PractitionerRole/r1").await.2;
+    r1["specialty"] = cardiology.clone();
+    put(&node, "PractitionerRole/r1", r1).await;
+    put(
+        &node,
+        "Practitioner/p1",
+        json!({"resourceType": "Practitioner", "id": "p1",
+        "name": [{"given": ["Ana"], "family": "Ortega"}],
+        "communication": [{"coding": [{"system": "urn:ietf:bcp:47", "code": "pt-BR"}]}]}),
+    )
+    .await;
+    let mut l1 = node.get("Location/l1").await.2;
+    l1["position"] = json!({"latitude": 52.5163, "longitude": 13.3777});
+    put(&node, "Location/l1", l1).await;
+    put(
+        &node,
+        "Organization/o2",
+        json!({"resourceType": "Organization", "id": "o2", "name": "Isar Herz"}),
+    )
+    .await;
+    put(
+        &node,
+        "Practitioner/p2",
+        json!({"resourceType": "Practitioner", "id": "p2",
+        "name": [{"given": ["Jonas"], "family": "Weber"}],
+        "communication": [{"coding": [{"system": "urn:ietf:bcp:47", "code": "de"}]}]}),
+    )
+    .await;
+    put(
+        &node,
+        "Location/l2",
+        json!({"resourceType": "Location", "id": "l2", "name": "Marienplatz",
+        "position": {"latitude": 48.1374, "longitude": 11.5755},
+        "address": {"line": ["Marienplatz 1"], "city": "München", "postalCode": "80331"}}),
+    )
+    .await;
+    put(&node, "PractitionerRole/r2", json!({"resourceType": "PractitionerRole", "id": "r2",
+        "practitioner": {"reference": "Practitioner/p2"}, "organization": {"reference": "Organization/o2"},
+        "location": [{"reference": "Location/l2"}], "specialty": cardiology})).await;
+    put(
+        &node,
+        "InsurancePlan/gold",
+        json!({"resourceType": "InsurancePlan", "id": "gold", "name": "Gold Care",
+        "network": [{"reference": "Organization/o2"}]}),
+    )
+    .await;
+    // A patient searches the directory (the directory is open to every role).
+    patient(&node, "pa").await;
+    let pa = booking_patient(&node, "pa");
+    let names = |b: &Value| -> Vec<String> {
+        b["practitioners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let (s, b) = get_api(&pa, "/api/directory?specialty=cardiology").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(names(&b), vec!["Ana Ortega", "Jonas Weber"]);
+    // Near Munich: only the Munich practice, with its distance.
+    let (_, b) = get_api(&pa, "/api/directory?near=48.14,11.58&km=50").await;
+    assert_eq!(names(&b), vec!["Jonas Weber"]);
+    assert!(b["practitioners"][0]["distance_km"].as_f64().unwrap() < 1.0);
+    assert_eq!(
+        b["practitioners"][0]["address"],
+        "Marienplatz 1, 80331, München"
+    );
+    // Within 600 km of Munich both, nearest first.
+    let (_, b) = get_api(&pa, "/api/directory?near=48.14,11.58&km=600").await;
+    assert_eq!(names(&b), vec!["Jonas Weber", "Ana Ortega"]);
+    let (_, b) = get_api(&pa, "/api/directory?insurance=Gold%20Care").await;
+    assert_eq!(names(&b), vec!["Jonas Weber"]);
+    assert_eq!(b["practitioners"][0]["plans"], json!(["Gold Care"]));
+    let (_, b) = get_api(&pa, "/api/directory?language=pt").await;
+    assert_eq!(names(&b), vec!["Ana Ortega"]);
+    // The next free time: the Berlin practitioner has a schedule, the Munich one none.
+    let (_, b) = get_api(&pa, "/api/directory?specialty=394579002&next_free=true").await;
+    assert!(b["practitioners"][0]["next_free"].is_string(), "{b}");
+    assert!(b["practitioners"][1]["next_free"].is_null(), "{b}");
+    let (s, _) = get_api(&pa, "/api/directory?near=north").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
 on_both_databases!(
+    the_directory_finds_by_specialty_place_plan_and_language,
     a_patient_finds_holds_books_and_cancels,
     fifty_concurrent_bookings_of_one_time_make_one,
     bookings_wait_for_approval_and_one_a_day,
