@@ -75,6 +75,7 @@ impl Shell {
             Audience::Patient => &[
                 ("/home", "nav-home"),
                 ("/record", "nav-record"),
+                ("/appointments", "nav-appointments"),
                 ("/sharing", "nav-sharing"),
                 ("/my-data", "nav-my-data"),
                 ("/documents", "nav-documents"),
@@ -84,6 +85,7 @@ impl Shell {
             Audience::Clinician => &[
                 ("/home", "nav-home"),
                 ("/patients", "nav-patients"),
+                ("/calendar", "nav-calendar"),
                 ("/referrals", "nav-referrals"),
                 ("/account/documents", "nav-documents"),
                 ("/account", "nav-account"),
@@ -93,6 +95,7 @@ impl Shell {
                 ("/admin", "nav-admin-users"),
                 ("/admin/clients", "nav-admin-clients"),
                 ("/admin/break-glass", "nav-admin-break-glass"),
+                ("/admin/schedules", "nav-admin-schedules"),
                 ("/admin/keys", "nav-admin-keys"),
                 ("/account", "nav-account"),
             ],

@@ -84,6 +84,16 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
             "/documents/{binary}/sealed/revoke",
             post(pages::sealed::revoke),
         )
+        .route("/appointments", get(pages::appointments::appointments))
+        .route("/appointments/book", post(pages::appointments::book))
+        .route(
+            "/appointments/{id}/cancel",
+            post(pages::appointments::cancel),
+        )
+        .route(
+            "/appointments/{id}/move",
+            post(pages::appointments::move_to),
+        )
         .route("/my-data", get(pages::my_data::my_data))
         .route("/my-data/record.json", get(pages::my_data::download))
         .route("/my-data/research", post(pages::my_data::research))
@@ -108,6 +118,8 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
             post(pages::referrals::refer_search),
         )
         .route("/referrals", get(pages::referrals::referrals))
+        .route("/calendar", get(pages::calendar::calendar))
+        .route("/calendar/{id}/{action}", post(pages::calendar::act))
         .route("/referrals/{task}/accept", post(pages::referrals::accept))
         // Admins.
         .route("/admin", get(pages::admin::users))
@@ -122,6 +134,14 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         )
         .route("/admin/break-glass", get(pages::admin::break_glass))
         .route("/admin/keys", get(pages::admin::keys))
+        .route(
+            "/admin/schedules",
+            get(pages::schedules::schedules).post(pages::schedules::save),
+        )
+        .route(
+            "/admin/schedules/{practitioner}/closed",
+            post(pages::schedules::close),
+        )
         // Assets.
         .route("/static/{name}", get(assets::asset))
         .route("/manifest.webmanifest", get(assets::manifest))

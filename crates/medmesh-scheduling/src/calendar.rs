@@ -266,6 +266,21 @@ pub fn parse_utc(s: &str, end: bool) -> Option<i64> {
     parse_instant(s, &TimeZone::UTC, end)
 }
 
+/// An instant as people read it in `zone` (an IANA name; UTC when unknown):
+/// `2026-12-07 09:00`, with the zone's abbreviation.
+pub fn local_time(instant: &str, zone: Option<&str>) -> String {
+    let zone = zone
+        .and_then(|z| TimeZone::get(z).ok())
+        .unwrap_or(TimeZone::UTC);
+    match instant.parse::<Timestamp>() {
+        Ok(t) => t
+            .to_zoned_datetime(zone)
+            .strftime("%a %Y-%m-%d %H:%M %Z")
+            .to_string(),
+        Err(_) => instant.to_string(),
+    }
+}
+
 /// Formats an instant as a FHIR `instant` in UTC.
 pub fn format_instant(micros: i64) -> String {
     Timestamp::from_microsecond(micros)
@@ -579,6 +594,12 @@ pub fn proposed_appointment(cal: &Calendar, offer: &Offer, patient: Option<&str>
     if let Some(t) = &offer.visit_type {
         a["serviceType"] = json!([t]);
     }
+    // The calendar's zone, so a client shows the time as the practice keeps it.
+    if let Some(zone) = cal.hours.zone.iana_name()
+        && let Some(ext) = a["extension"].as_array_mut()
+    {
+        ext.push(json!({"url": TIMEZONE_EXTENSION, "valueCode": zone}));
+    }
     if !cal.specialties.is_empty() {
         a["specialty"] = Value::Array(cal.specialties.clone());
     }
@@ -774,5 +795,13 @@ mod tests {
         );
         assert_eq!(parse_instant("yesterday", &utc, false), None);
         assert_eq!(format_instant(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            local_time("2026-12-07T08:00:00Z", Some("Europe/Berlin")),
+            "Mon 2026-12-07 09:00 CET"
+        );
+        assert_eq!(
+            local_time("2026-12-07T08:00:00Z", None),
+            "Mon 2026-12-07 08:00 UTC"
+        );
     }
 }

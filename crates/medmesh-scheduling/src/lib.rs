@@ -15,6 +15,7 @@
 pub mod availability;
 pub mod calendar;
 pub mod directory;
+pub mod setup;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -175,6 +176,18 @@ fn bare<'a>(reference: &'a str, rt: &str) -> &'a str {
         .strip_prefix(rt)
         .and_then(|r| r.strip_prefix('/'))
         .unwrap_or(reference)
+}
+
+/// An offer checked again before it is held or booked.
+struct Checked {
+    /// Its calendar.
+    cal: Calendar,
+    /// The visit's shape.
+    shape: VisitShape,
+    /// The written Slot it fills, if any.
+    slot_body: Option<Value>,
+    /// The visit type, as the calendar names it.
+    visit_type: Option<Value>,
 }
 
 /// A calendar with what the search found around it.
@@ -593,7 +606,7 @@ impl SchedulingService {
         holder: &str,
         r: &Requested,
         now: i64,
-    ) -> Result<(Calendar, VisitShape, Option<Value>), RecordError> {
+    ) -> Result<Checked, RecordError> {
         let mut schedule_id = r.schedule.clone();
         let mut slot_body = None;
         if let Some(slot) = &r.slot {
@@ -682,7 +695,18 @@ impl SchedulingService {
         } else if r.visit.start < now {
             return Err(unavailable());
         }
-        Ok((cal, shape, slot_body))
+        let visit_type = match &slot_body {
+            Some(_) => r.service_type.clone(),
+            None => visit_type
+                .map(|v| v.concept.clone())
+                .or_else(|| r.service_type.clone()),
+        };
+        Ok(Checked {
+            cal,
+            shape,
+            slot_body,
+            visit_type,
+        })
     }
 
     async fn options_for(&self, cal: &Calendar) -> Result<BookingOptions, RecordError> {
@@ -838,7 +862,12 @@ impl SchedulingService {
         };
         let grant = core.authorize(ctx, action, Some("Appointment")).await?;
         let id = existing.clone().unwrap_or_else(|| core.ids().new_id());
-        let (cal, shape, slot_body) = self.check_offer(&id, &r, now).await?;
+        let Checked {
+            cal,
+            shape,
+            slot_body,
+            visit_type,
+        } = self.check_offer(&id, &r, now).await?;
         let options = self.options_for(&cal).await?;
         let expires = hold.then(|| now + i64::from(self.hold_minutes) * MINUTE);
         let claims = Self::claims_for(
@@ -854,7 +883,7 @@ impl SchedulingService {
         let offer = Offer {
             schedule: cal.schedule.clone(),
             visit: r.visit,
-            visit_type: r.service_type.clone(),
+            visit_type: visit_type.clone(),
             slot: None,
         };
         let mut body = proposed_appointment(&cal, &offer, Some(&patient));
@@ -981,7 +1010,7 @@ impl SchedulingService {
                         "start": format_instant(r.visit.start),
                         "end": format_instant(r.visit.end),
                     });
-                    if let Some(t) = &r.service_type {
+                    if let Some(t) = &visit_type {
                         slot["serviceType"] = json!([t]);
                     }
                     core.write_version(ctx, &mut tx, &slot_grant, "Slot", &sid, slot, head)

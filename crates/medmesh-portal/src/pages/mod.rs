@@ -4,6 +4,8 @@
 pub mod access_log;
 pub mod account;
 pub mod admin;
+pub mod appointments;
+pub mod calendar;
 pub mod chart;
 pub mod consent;
 pub mod documents;
@@ -13,6 +15,7 @@ pub mod notifications;
 pub mod patients;
 pub mod record;
 pub mod referrals;
+pub mod schedules;
 pub mod sealed;
 pub mod sessions;
 pub mod sharing;

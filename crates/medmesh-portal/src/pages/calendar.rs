@@ -1,0 +1,249 @@
+//! The clinician's calendar. `GET /calendar` shows their appointments for a day or a week
+//! (`?day=YYYY-MM-DD&view=day|week`), and the bookings awaiting their approval; `POST
+//! /calendar/{id}/{action}` approves or declines a request, or marks a patient arrived or
+//! absent. The appointments are read through the record service with the clinician's
+//! context: an appointment opens its patient's record to the practitioner it is with.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use medmesh_fhir::search::Handling;
+use medmesh_scheduling::StaffAction;
+use medmesh_scheduling::calendar::{
+    TIMEZONE_EXTENSION, extension_value, hold_extension_url, local_time,
+};
+use medmesh_server::AppState;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::clinical::resources;
+use crate::layout::{Problem, Shell, problem, record_problem, render};
+use crate::pages::{CsrfForm, name_of, now_rfc3339, refuse_form};
+use crate::viewer::{Audience, Viewer};
+
+/// One appointment in the calendar.
+pub struct Visit {
+    /// Its id.
+    pub id: String,
+    /// When, in the practice's time.
+    pub when: String,
+    /// The patient's name.
+    pub patient: String,
+    /// What kind of visit.
+    pub visit: String,
+    /// Its status, in words.
+    pub status: String,
+    /// Whether it waits for approval.
+    pub request: bool,
+    /// Whether arrival or absence can be marked.
+    pub markable: bool,
+}
+
+/// One day of the calendar.
+pub struct Day {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// Its visits, in order.
+    pub visits: Vec<Visit>,
+}
+
+#[derive(Template)]
+#[template(path = "calendar.html")]
+struct CalendarPage {
+    shell: Shell,
+    week: bool,
+    day: String,
+    previous: String,
+    next: String,
+    days: Vec<Day>,
+    requests: Vec<Visit>,
+}
+
+/// `GET /calendar` parameters.
+#[derive(Debug, Default, Deserialize)]
+pub struct Shown {
+    #[serde(default)]
+    day: String,
+    #[serde(default)]
+    view: String,
+}
+
+fn date_of(s: &str) -> Option<time::Date> {
+    time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).ok()
+}
+
+fn iso(d: time::Date) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+async fn visit(state: &AppState, viewer: &Viewer, a: &Value) -> Visit {
+    let t = |id: &str| viewer.lang.t(id);
+    let status = a.get("status").and_then(Value::as_str).unwrap_or_default();
+    let held = extension_value(a, &hold_extension_url()).is_some();
+    let zone = extension_value(a, TIMEZONE_EXTENSION).and_then(Value::as_str);
+    let patient_ref = a
+        .get("participant")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.pointer("/actor/reference").and_then(Value::as_str))
+        .find(|r| r.starts_with("Patient/"))
+        .unwrap_or_default()
+        .to_string();
+    Visit {
+        id: a
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        when: a
+            .get("start")
+            .and_then(Value::as_str)
+            .map(|s| local_time(s, zone))
+            .unwrap_or_default(),
+        patient: if patient_ref.is_empty() {
+            String::new()
+        } else {
+            name_of(state, viewer, &patient_ref).await
+        },
+        visit: a
+            .pointer("/serviceType/0/coding/0/display")
+            .or_else(|| a.pointer("/serviceType/0/text"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        status: if status == "pending" && held {
+            t("appt-status-held")
+        } else {
+            t(&format!("appt-status-{status}"))
+        },
+        request: status == "pending" && !held,
+        markable: matches!(status, "booked" | "checked-in" | "arrived"),
+    }
+}
+
+/// `GET /calendar`.
+pub async fn calendar(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(shown): Query<Shown>,
+) -> Response {
+    if viewer.audience != Audience::Clinician {
+        return problem(viewer.lang, Problem::WrongAudience);
+    }
+    let Some(me) = viewer
+        .owner_reference()
+        .filter(|r| r.starts_with("Practitioner/"))
+    else {
+        return problem(viewer.lang, Problem::WrongAudience);
+    };
+    let today = now_rfc3339(&state);
+    let Some(day) = date_of(&shown.day).or_else(|| date_of(today.get(..10).unwrap_or_default()))
+    else {
+        return problem(viewer.lang, Problem::BadInput);
+    };
+    let week = shown.view == "week";
+    let span = if week { 7 } else { 1 };
+    let (Some(end), Some(previous), Some(next)) = (
+        day.checked_add(time::Duration::days(span)),
+        day.checked_sub(time::Duration::days(span)),
+        day.checked_add(time::Duration::days(span)),
+    ) else {
+        return problem(viewer.lang, Problem::BadInput);
+    };
+    let params = vec![
+        ("actor".to_string(), me.clone()),
+        ("date".to_string(), format!("ge{}", iso(day))),
+        ("date".to_string(), format!("lt{}", iso(end))),
+        ("status:not".to_string(), "cancelled".to_string()),
+        ("_sort".to_string(), "date".to_string()),
+        ("_count".to_string(), "200".to_string()),
+    ];
+    let bundle = match state
+        .records
+        .search(&viewer.ctx, "Appointment", &params, Handling::Lenient)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => return record_problem(viewer.lang, &e),
+    };
+    let mut days: Vec<Day> = (0..span)
+        .filter_map(|i| day.checked_add(time::Duration::days(i)))
+        .map(|d| Day {
+            date: iso(d),
+            visits: Vec::new(),
+        })
+        .collect();
+    for a in resources(&bundle) {
+        let v = visit(&state, &viewer, &a).await;
+        // The practice's day ("Mon 2026-12-07 09:00 CET"), which the search's UTC bounds
+        // may put a visit just outside: it then goes to the nearest day shown.
+        let date = v.when.get(4..14).unwrap_or_default().to_string();
+        let at = days
+            .iter()
+            .position(|d| d.date == date)
+            .unwrap_or(if date < iso(day) {
+                0
+            } else {
+                days.len().saturating_sub(1)
+            });
+        if let Some(d) = days.get_mut(at) {
+            d.visits.push(v);
+        }
+    }
+    // Requests waiting for approval, whatever their day.
+    let params = vec![
+        ("actor".to_string(), me),
+        ("status".to_string(), "pending".to_string()),
+        ("_sort".to_string(), "date".to_string()),
+        ("_count".to_string(), "100".to_string()),
+    ];
+    let mut requests = Vec::new();
+    match state
+        .records
+        .search(&viewer.ctx, "Appointment", &params, Handling::Lenient)
+        .await
+    {
+        Ok(b) => {
+            for a in resources(&b) {
+                let v = visit(&state, &viewer, &a).await;
+                if v.request {
+                    requests.push(v);
+                }
+            }
+        }
+        Err(e) => return record_problem(viewer.lang, &e),
+    }
+    render(
+        axum::http::StatusCode::OK,
+        &CalendarPage {
+            shell: Shell::new(&viewer, "/calendar", "cal-title"),
+            week,
+            day: iso(day),
+            previous: iso(previous),
+            next: iso(next),
+            days,
+            requests,
+        },
+    )
+}
+
+/// `POST /calendar/{id}/{action}`: `approve`, `decline`, `arrived`, `noshow`.
+pub async fn act(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path((id, action)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Clinician, &[&id]) {
+        return r;
+    }
+    let Some(action) = StaffAction::parse(&action) else {
+        return problem(viewer.lang, Problem::BadInput);
+    };
+    match state.scheduling.staff(&viewer.ctx, &id, action).await {
+        Ok(_) => Redirect::to("/calendar").into_response(),
+        Err(e) => record_problem(viewer.lang, &e),
+    }
+}
