@@ -165,6 +165,26 @@ test('appointments in the portal', async () => {
     await doc.screenshot({ path: join(SHOTS, 'clinician-calendar.png'), fullPage: true });
     await ada.goto(`${node.base}/appointments`);
     assert.match(await ada.locator('#mine tbody').textContent(), /Arrived/);
+
+    // The patient's private calendar link: times only by default; the link is shown once,
+    // is an iCalendar feed, and stops working when the patient stops it.
+    await ada.getByRole('button', { name: 'Make a new link' }).click();
+    await ada.waitForLoadState();
+    assert.equal(await ada.locator('h1').textContent(), 'Your calendar link');
+    const feedUrl = await ada.inputValue('#feed-url');
+    assert.match(feedUrl, /\/feeds\/[A-Za-z0-9_-]{40,}\.ics$/);
+    assert.deepEqual(await accessibilityViolations(ada), [], 'calendar link (axe-core)');
+    const feed = await fetch(feedUrl);
+    assert.equal(feed.status, 200);
+    const ics = await feed.text();
+    assert.match(ics, /BEGIN:VCALENDAR/);
+    assert.match(ics, /SUMMARY:Appointment\r\n/);
+    assert.ok(!ics.includes('Ortega') && !ics.includes('Bookwell'), 'a busy feed names no one');
+    await ada.getByRole('link', { name: 'Back' }).click();
+    await ada.getByRole('button', { name: 'Stop my link' }).click();
+    await ada.waitForLoadState();
+    assert.equal(await ada.locator('[role=status]').textContent(), 'Your calendar link no longer works.');
+    assert.equal((await fetch(feedUrl)).status, 404);
   } finally {
     if (browser) await browser.close();
     await stopNode(node.proc);

@@ -45,8 +45,8 @@ def instant(seconds_from_now):
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def cli(node, *args):
-    out = subprocess.run([BIN, *args, *node.args], capture_output=True, text=True, env=node.env)
+def cli(node, *args, stdin_text=None):
+    out = subprocess.run([BIN, *args, *node.args], capture_output=True, text=True, env=node.env, input=stdin_text)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
@@ -58,6 +58,7 @@ def put(node, path, body):
 
 def seed(node):
     put(node, "Practitioner/p1", {"resourceType": "Practitioner", "id": "p1", "name": [{"family": "Ortega"}]})
+    put(node, "Organization/h", {"resourceType": "Organization", "id": "h", "name": "General"})
     put(node, "Schedule/s1", {"resourceType": "Schedule", "id": "s1", "active": True,
                               "actor": [{"reference": "Practitioner/p1"}]})
     r = requests.post(f"{node.url}/Patient", json={"resourceType": "Patient", "name": [{"family": FAMILY}]},
@@ -120,3 +121,62 @@ def test_a_cancelled_appointments_reminder_never_arrives(clinic):
     assert "scheduled\twithdrawn\t1" in counts, counts
     time.sleep(15)  # past when it was due
     assert not any("ada@example.org" in to for to, _ in inbox.messages)
+
+
+def test_a_calendar_feed_is_icalendar_shows_what_its_owner_chose_and_can_be_revoked(clinic):
+    """A patient's and a practitioner's private feeds, parsed by Python's `icalendar`: times
+    only by default, names when chosen; a new link stops the old; a cancellation shows as
+    cancelled; a revoked link answers 404."""
+    import icalendar
+
+    node, _ = clinic
+    patient = seed(node)
+    cli(node, "admin", "create-user", "--role", "patient", "--username", "ada", "--patient", patient, stdin_text="a long enough password 1\n")
+    cli(node, "admin", "create-user", "--role", "practitioner", "--username", "ortega", "--practitioner", "p1",
+        "--verification", "verified", stdin_text="a long enough password 1\n")
+    ada = {"Authorization": "Bearer " + cli(node, "admin", "token", "--scope", "patient/*.rs", "--user", "ada").strip()}
+    doc = {"Authorization": "Bearer " + cli(node, "admin", "token", "--scope", "user/*.rs", "--user", "ortega").strip()}
+
+    def make(headers, detail):
+        r = requests.post(f"{node.base}/api/account/calendar-feed", json={"detail": detail}, headers=headers, timeout=30)
+        assert r.status_code == 201, r.text
+        return r.json()["url"]
+
+    def events(url):
+        r = requests.get(url, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("text/calendar")
+        assert "no-store" in r.headers["cache-control"]
+        cal = icalendar.Calendar.from_ical(r.content)
+        return r.text, [c for c in cal.walk() if c.name == "VEVENT"]
+
+    busy = make(ada, "busy")
+    appointment = book_slot(node, "feed", patient, instant(3600), instant(5400))
+    text, evs = events(busy)
+    assert len(evs) == 1
+    ev = evs[0]
+    assert str(ev["SUMMARY"]) == "Appointment"
+    assert ev["UID"].startswith(appointment + "@")
+    assert ev.decoded("DTSTART") == datetime.datetime.fromisoformat(instant(3600).replace("Z", "+00:00"))
+    assert str(ev["STATUS"]) == "CONFIRMED"
+    for secret in ("Ortega", FAMILY, patient):
+        assert secret not in text, secret
+    # A detailed link replaces the busy one, which stops working.
+    detailed = make(ada, "detailed")
+    assert requests.get(busy, timeout=30).status_code == 404
+    _, evs = events(detailed)
+    assert str(evs[0]["SUMMARY"]) == "Appointment with Ortega"
+    # The practitioner's feed names the patient, when they choose so.
+    _, evs = events(make(doc, "detailed"))
+    assert str(evs[0]["SUMMARY"]) == f"Appointment: {FAMILY}"
+    # A cancellation shows as cancelled; a revoked link is gone.
+    r = requests.post(f"{node.base}/api/appointments/{appointment}/cancel", json={}, headers={"Authorization": f"Bearer {node.token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    _, evs = events(detailed)
+    assert str(evs[0]["STATUS"]) == "CANCELLED"
+    assert requests.delete(f"{node.base}/api/account/calendar-feed", headers=ada, timeout=30).status_code == 204
+    assert requests.get(detailed, timeout=30).status_code == 404
+    assert requests.get(f"{node.base}/feeds/not-a-token.ics", timeout=30).status_code == 404
+    # Bad input: an unknown detail, and an account with no appointments of its own.
+    r = requests.post(f"{node.base}/api/account/calendar-feed", json={"detail": "everything"}, headers=ada, timeout=30)
+    assert r.status_code == 400

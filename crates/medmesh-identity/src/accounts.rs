@@ -505,6 +505,70 @@ impl IdentityService {
         Ok(self.store.sessions_of(user_id, self.now()).await?)
     }
 
+    /// Makes the user's private calendar feed, replacing any they had (which stops working),
+    /// and returns its token: shown once, only its digest is kept. `detail` is `busy` (times
+    /// only) or `detailed` (with names and places), as the user chooses.
+    ///
+    /// # Errors
+    /// [`IdentityError::InvalidRequest`] for another detail; [`IdentityError::NotFound`] for
+    /// an unknown or disabled user; store failures.
+    pub async fn create_calendar_feed(
+        &self,
+        user_id: &str,
+        detail: &str,
+    ) -> Result<String, IdentityError> {
+        if !matches!(detail, "busy" | "detailed") {
+            return Err(IdentityError::InvalidRequest(
+                "detail is busy or detailed".into(),
+            ));
+        }
+        match self.store.user_by_id(user_id).await? {
+            Some(u) if !u.disabled => {}
+            _ => return Err(IdentityError::NotFound),
+        }
+        let token = self.random_token(32);
+        self.store
+            .replace_calendar_feed(
+                user_id,
+                &secret_digest(&token),
+                detail,
+                self.now() * 1_000_000,
+            )
+            .await?;
+        Ok(token)
+    }
+
+    /// Revokes the user's calendar feed; whether there was one.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn revoke_calendar_feed(&self, user_id: &str) -> Result<bool, IdentityError> {
+        Ok(self.store.remove_calendar_feed(user_id).await?)
+    }
+
+    /// The account a calendar feed's token belongs to, with the feed's detail, when the
+    /// token is live and the account usable; `None` otherwise (the caller answers 404).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn calendar_feed_owner(
+        &self,
+        token: &str,
+    ) -> Result<Option<(UserRecord, String)>, IdentityError> {
+        if token.is_empty() || token.len() > 100 {
+            return Ok(None);
+        }
+        let Some((user_id, detail)) = self.store.calendar_feed(&secret_digest(token)).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .user_by_id(&user_id)
+            .await?
+            .filter(|u| !u.disabled)
+            .map(|u| (u, detail)))
+    }
+
     /// Ends one of the user's sessions by handle.
     ///
     /// # Errors

@@ -54,6 +54,12 @@ impl Actor {
         Self::from(who)
     }
 
+    /// The holder of a private calendar feed's token, checked just now: the feed's route
+    /// gives it read access to appointments (and the directory) only.
+    pub fn from_verified_feed(who: VerifiedIdentity) -> Self {
+        Self::from(who)
+    }
+
     /// The node operator acting through the local CLI (`medmesh import`), with full system
     /// scope. Only the binary's commands act as the operator; no network request does.
     pub fn local_operator() -> Self {

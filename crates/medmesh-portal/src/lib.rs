@@ -61,6 +61,8 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
             get(pages::notifications::live),
         )
         .route("/account/sessions/end", post(pages::sessions::end_session))
+        .route("/account/calendar-feed", post(pages::feed::create))
+        .route("/account/calendar-feed/stop", post(pages::feed::stop))
         .route("/account/documents", get(pages::documents::upload))
         .route("/account", get(pages::account::account))
         .route("/account/language", post(pages::account::language))

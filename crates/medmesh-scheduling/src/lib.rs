@@ -15,6 +15,7 @@
 pub mod availability;
 pub mod calendar;
 pub mod directory;
+pub mod ics;
 pub mod setup;
 
 use std::collections::{BTreeMap, HashMap};
@@ -365,19 +366,25 @@ impl SchedulingService {
                 .map(|f| format!("Schedule/{}", f.cal.schedule))
                 .collect();
             // Slots are searched by start: one that began up to a day before still counts.
-            let slots = self
-                .search_directory(
-                    "Slot",
-                    vec![
-                        ("schedule".into(), list.join(",")),
-                        (
-                            "start".into(),
-                            format!("ge{}", format_instant(w.start - 24 * 60 * MINUTE)),
-                        ),
-                        ("start".into(), format!("lt{}", format_instant(w.end))),
-                    ],
-                )
-                .await?;
+            // A search takes at most 100 values of one parameter: the schedules go in
+            // groups.
+            let mut slots = Vec::new();
+            for group in list.chunks(100) {
+                slots.extend(
+                    self.search_directory(
+                        "Slot",
+                        vec![
+                            ("schedule".into(), group.join(",")),
+                            (
+                                "start".into(),
+                                format!("ge{}", format_instant(w.start - 24 * 60 * MINUTE)),
+                            ),
+                            ("start".into(), format!("lt{}", format_instant(w.end))),
+                        ],
+                    )
+                    .await?,
+                );
+            }
             let mut by_schedule: HashMap<String, Vec<WrittenSlot>> = HashMap::new();
             for s in &slots {
                 // Slots this service wrote for its own bookings are covered by the claims.

@@ -150,3 +150,54 @@ pub async fn session_context(
     });
     Some(context(parts, state, actor))
 }
+
+/// The request context of a private calendar feed's token (`GET /feeds/{token}.ics`): the
+/// feed's owner, allowed to read and search appointments and the directory only (and, for a
+/// practitioner, the patients their appointments name, as far as the PDP lets them).
+/// `None` for a token that is not live, or an account that has no appointments of its own
+/// (neither a patient nor a practitioner).
+pub async fn feed_context(
+    parts: &Parts,
+    state: &AppState,
+    token: &str,
+) -> Result<Option<(RequestContext, medmesh_store::UserRecord, String)>, ApiError> {
+    let Some((user, detail)) = state
+        .identity
+        .calendar_feed_owner(token)
+        .await
+        .map_err(|_| ApiError::internal())?
+    else {
+        return Ok(None);
+    };
+    let Ok(role) = user.role.parse::<medmesh_auth::Role>() else {
+        return Ok(None);
+    };
+    let (context_word, types): (&str, &[&str]) = match role {
+        medmesh_auth::Role::Patient => ("patient", &["Appointment", "Practitioner", "Location"]),
+        medmesh_auth::Role::Practitioner => ("user", &["Appointment", "Patient", "Location"]),
+        _ => return Ok(None),
+    };
+    let scopes = types
+        .iter()
+        .filter_map(|t| medmesh_auth::Scope::parse(&format!("{context_word}/{t}.rs")).ok())
+        .collect();
+    let clinician = if role == medmesh_auth::Role::Practitioner {
+        state
+            .identity
+            .clinician(&user.id)
+            .await
+            .map_err(|_| ApiError::internal())?
+    } else {
+        None
+    };
+    // The feed's token was looked up by its digest just now.
+    #[allow(clippy::disallowed_methods)]
+    let actor = Actor::from_verified_feed(VerifiedIdentity {
+        subject: user.id.clone(),
+        scopes,
+        patient: user.patient_id.clone(),
+        role: Some(role),
+        clinician,
+    });
+    Ok(Some((context(parts, state, actor), user, detail)))
+}

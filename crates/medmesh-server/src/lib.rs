@@ -422,6 +422,11 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
             post(scheduling::api_staff),
         )
         .route("/api/directory", get(scheduling::api_directory))
+        .route(
+            "/api/account/calendar-feed",
+            post(scheduling::api_create_feed).delete(scheduling::api_revoke_feed),
+        )
+        .route("/feeds/{file}", get(scheduling::feed))
         .route("/api/break-glass", get(audit::break_glass_queue))
         // The vault checks sizes itself, while streaming; axum's 2 MiB default would cut it.
         .route(

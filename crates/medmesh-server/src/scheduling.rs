@@ -3,11 +3,13 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use medmesh_fhir::IssueType;
 use medmesh_records::service::parse_query_string;
 use medmesh_scheduling::calendar::parse_utc;
 use medmesh_scheduling::directory::DirectoryQuery;
+use medmesh_scheduling::ics::{FeedDetail, FeedOwner};
 use medmesh_scheduling::{FindRequest, StaffAction};
 use serde_json::{Value, json};
 
@@ -374,4 +376,122 @@ pub async fn api_directory(
     };
     let found = state.scheduling.directory(&ctx, &query).await?;
     Ok(Json(json!({ "practitioners": found })).into_response())
+}
+
+/// `GET /feeds/{token}.ics`: the owner's appointments as an RFC 5545 calendar, for calendar
+/// apps that cannot sign in. The token is the credential (unguessable, revocable, read-only
+/// for appointments); an unknown one answers 404 like any missing page.
+pub async fn feed(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (parts, _) = req.into_parts();
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            IssueType::NotFound,
+            "no such calendar",
+        )
+    };
+    let file = parts
+        .uri
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let Some(token) = file.strip_suffix(".ics") else {
+        return Err(not_found());
+    };
+    let Some((ctx, user, detail)) = crate::auth::feed_context(&parts, &state, token).await? else {
+        return Err(not_found());
+    };
+    let owner = match (&user.patient_id, &user.practitioner_id, user.role.as_str()) {
+        (Some(p), _, "patient") => FeedOwner::Patient(p.clone()),
+        (_, Some(p), "practitioner") => FeedOwner::Practitioner(p.clone()),
+        _ => return Err(not_found()),
+    };
+    let detail = FeedDetail::parse(&detail).unwrap_or(FeedDetail::Busy);
+    let base = state.base_url(&parts);
+    let host = base
+        .split("://")
+        .nth(1)
+        .and_then(|r| r.split(['/', ':']).next())
+        .unwrap_or("medmesh.invalid")
+        .to_string();
+    let text = state.scheduling.feed(&ctx, &owner, detail, &host).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/calendar; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store, private"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (
+                header::CONTENT_DISPOSITION,
+                "inline; filename=\"appointments.ics\"",
+            ),
+        ],
+        text,
+    )
+        .into_response())
+}
+
+/// `POST /api/account/calendar-feed` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedRequest {
+    /// `busy` (the default: times only) or `detailed` (names and places).
+    pub detail: Option<String>,
+}
+
+/// Makes the caller's private calendar feed (replacing the one they had) and answers its
+/// URL, shown this once.
+pub async fn api_create_feed(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiJson(body): ApiJson<FeedRequest>,
+) -> Result<Response, ApiError> {
+    let url = create_feed(&state, &ctx, body.detail.as_deref().unwrap_or("busy")).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "url": url }))).into_response())
+}
+
+/// Makes `ctx`'s user's calendar feed and returns its URL. Patients and practitioners only.
+///
+/// # Errors
+/// 403 for other accounts; 400 for an unknown detail.
+pub async fn create_feed(
+    state: &AppState,
+    ctx: &medmesh_kernel::RequestContext,
+    detail: &str,
+) -> Result<String, ApiError> {
+    let role = ctx.actor().role();
+    if !matches!(
+        role,
+        Some(medmesh_auth::Role::Patient | medmesh_auth::Role::Practitioner)
+    ) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            IssueType::Forbidden,
+            "calendar feeds are for patients and practitioners",
+        ));
+    }
+    let token = state
+        .identity
+        .create_calendar_feed(ctx.actor().subject(), detail)
+        .await
+        .map_err(|e| match e {
+            medmesh_identity::IdentityError::InvalidRequest(m) => ApiError::bad_request(m),
+            _ => ApiError::internal(),
+        })?;
+    let base = ctx.base_url().trim_end_matches("/fhir").to_string();
+    Ok(format!("{base}/feeds/{token}.ics"))
+}
+
+/// `DELETE /api/account/calendar-feed`: the caller's feed stops working.
+pub async fn api_revoke_feed(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+) -> Result<Response, ApiError> {
+    state
+        .identity
+        .revoke_calendar_feed(ctx.actor().subject())
+        .await
+        .map_err(|_| ApiError::internal())?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -426,6 +426,48 @@ impl<B: Backend> IdentityStore for SqlStore<B> {
         Ok(self.execute(sql).await? == 1)
     }
 
+    async fn replace_calendar_feed(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        detail: &str,
+        created_micros: i64,
+    ) -> Result<(), StoreError> {
+        let mut sql = self.sql(
+            "INSERT INTO calendar_feeds (user_id, token_hash, detail, created_micros) VALUES (",
+        );
+        sql.str(user_id)
+            .push(", ")
+            .str(token_hash)
+            .push(", ")
+            .str(detail)
+            .push(", ")
+            .int(created_micros)
+            .push(
+                ") ON CONFLICT (user_id) DO UPDATE SET token_hash = excluded.token_hash, \
+                 detail = excluded.detail, created_micros = excluded.created_micros",
+            );
+        self.execute(sql).await.map(|_| ())
+    }
+
+    async fn calendar_feed(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let mut sql = self.sql("SELECT user_id, detail FROM calendar_feeds WHERE token_hash = ");
+        sql.str(token_hash);
+        let rows = self.fetch(sql, &[Col::Str, Col::Str]).await?;
+        rows.first()
+            .map(|r| Ok((r.string(0)?, r.string(1)?)))
+            .transpose()
+    }
+
+    async fn remove_calendar_feed(&self, user_id: &str) -> Result<bool, StoreError> {
+        let mut sql = self.sql("DELETE FROM calendar_feeds WHERE user_id = ");
+        sql.str(user_id);
+        Ok(self.execute(sql).await? == 1)
+    }
+
     async fn throttle(&self, key: &str) -> Result<Option<(u32, i64)>, StoreError> {
         let mut sql = self.sql("SELECT failures, last_failure FROM login_throttle WHERE key = ");
         sql.str(key);

@@ -599,6 +599,26 @@ async fn key_store(stores: Stores) {
 }
 
 /// Accounts: a user name is taken once; a user is found by id and name.
+/// Calendar feeds: one per user, found by the token's digest, a new one replacing the old.
+async fn calendar_feeds(stores: Stores) {
+    let id = &stores.identity;
+    assert!(id.calendar_feed("h1").await.unwrap().is_none());
+    id.replace_calendar_feed("u1", "h1", "busy", 1).await.unwrap();
+    assert_eq!(
+        id.calendar_feed("h1").await.unwrap(),
+        Some(("u1".into(), "busy".into()))
+    );
+    id.replace_calendar_feed("u1", "h2", "detailed", 2).await.unwrap();
+    assert!(id.calendar_feed("h1").await.unwrap().is_none());
+    assert_eq!(
+        id.calendar_feed("h2").await.unwrap(),
+        Some(("u1".into(), "detailed".into()))
+    );
+    assert!(id.remove_calendar_feed("u1").await.unwrap());
+    assert!(!id.remove_calendar_feed("u1").await.unwrap());
+    assert!(id.calendar_feed("h2").await.unwrap().is_none());
+}
+
 async fn identity_store(stores: Stores) {
     let user = UserRecord {
         id: "u1".into(),
@@ -1414,6 +1434,7 @@ async fn booking_store(stores: Stores) {
 }
 
 contract!(
+    calendar_feeds,
     booking_store,
     notification_hub_store,
     change_feed,

@@ -289,6 +289,21 @@ pub trait IdentityStore: Send + Sync + 'static {
     /// Removes keys created before `before` (micros), except the newest.
     async fn prune_signing_keys(&self, before: i64) -> Result<(), StoreError>;
 
+    /// Sets a user's calendar feed (one per user: a new one replaces the old, which stops
+    /// working): the SHA-256 of its token, and how much it shows (`busy` or `detailed`).
+    async fn replace_calendar_feed(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        detail: &str,
+        created_micros: i64,
+    ) -> Result<(), StoreError>;
+    /// The user and detail of a calendar feed, by the SHA-256 of its token.
+    async fn calendar_feed(&self, token_hash: &str)
+    -> Result<Option<(String, String)>, StoreError>;
+    /// Removes a user's calendar feed; whether there was one.
+    async fn remove_calendar_feed(&self, user_id: &str) -> Result<bool, StoreError>;
+
     /// Stores an invitation.
     async fn insert_invite(&self, i: &InviteRecord) -> Result<(), StoreError>;
     /// Redeems an invitation once; returns it as it was before.

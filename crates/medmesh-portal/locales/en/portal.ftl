@@ -738,3 +738,18 @@ sched-bad-zone = That is not a time zone this node knows.
 sched-bad-visit_name = Name the visit type.
 sched-bad-from = The first day is not a date.
 sched-bad-to = The last day must be a date, on or after the first.
+
+# The private calendar feed
+feed-title = Your calendar link
+feed-section = Your appointments in your calendar app
+feed-explain = A private link your calendar app (Apple Calendar, Google Calendar, Outlook, Thunderbird) can subscribe to. Anyone with the link sees what it shows, so keep it to yourself; stop it at any time.
+feed-shows = It shows
+feed-busy = Only the times ("Appointment")
+feed-detailed = Times, names and places
+feed-make = Make a new link
+feed-stop = Stop my link
+feed-intro = Add this link to your calendar app as a subscription. A link you made before no longer works.
+feed-url = Your calendar link
+feed-once = It is shown this once. Make a new one if you lose it.
+feed-back = Back
+feed-stopped = Your calendar link no longer works.

@@ -737,3 +737,18 @@ sched-bad-zone = Ce fuseau horaire est inconnu de ce nœud.
 sched-bad-visit_name = Nommez le type de consultation.
 sched-bad-from = Le premier jour n’est pas une date.
 sched-bad-to = Le dernier jour doit être une date, le même jour ou après le premier.
+
+# Le lien d’agenda privé
+feed-title = Votre lien d’agenda
+feed-section = Vos rendez-vous dans votre application d’agenda
+feed-explain = Un lien privé auquel votre application d’agenda (Calendrier Apple, Google Agenda, Outlook, Thunderbird) peut s’abonner. Toute personne qui a le lien voit ce qu’il montre : gardez-le pour vous ; arrêtez-le quand vous voulez.
+feed-shows = Il montre
+feed-busy = Seulement les horaires (« Rendez-vous »)
+feed-detailed = Les horaires, les noms et les lieux
+feed-make = Créer un nouveau lien
+feed-stop = Arrêter mon lien
+feed-intro = Ajoutez ce lien à votre application d’agenda comme abonnement. Un lien créé avant ne fonctionne plus.
+feed-url = Votre lien d’agenda
+feed-once = Il n’est montré qu’une fois. Créez-en un nouveau si vous le perdez.
+feed-back = Retour
+feed-stopped = Votre lien d’agenda ne fonctionne plus.

@@ -278,6 +278,7 @@ async fn show(state: &AppState, viewer: &Viewer, shown: Shown, error: Option<Str
         "pending" => Some(t("appt-done-pending")),
         "cancelled" => Some(t("appt-done-cancelled")),
         "moved" => Some(t("appt-done-moved")),
+        "feed-stopped" => Some(t("feed-stopped")),
         _ => None,
     };
     render(

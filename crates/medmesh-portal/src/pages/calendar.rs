@@ -58,6 +58,7 @@ struct CalendarPage {
     next: String,
     days: Vec<Day>,
     requests: Vec<Visit>,
+    notice: Option<String>,
 }
 
 /// `GET /calendar` parameters.
@@ -67,6 +68,9 @@ pub struct Shown {
     day: String,
     #[serde(default)]
     view: String,
+    /// `feed-stopped` after the calendar link was stopped.
+    #[serde(default)]
+    done: String,
 }
 
 fn date_of(s: &str) -> Option<time::Date> {
@@ -225,6 +229,7 @@ pub async fn calendar(
             next: iso(next),
             days,
             requests,
+            notice: (shown.done == "feed-stopped").then(|| viewer.lang.t("feed-stopped")),
         },
     )
 }

@@ -9,6 +9,7 @@ pub mod calendar;
 pub mod chart;
 pub mod consent;
 pub mod documents;
+pub mod feed;
 pub mod home;
 pub mod my_data;
 pub mod notifications;

@@ -529,7 +529,61 @@ async fn the_directory_finds_by_specialty_place_plan_and_language(node: Node) {
     assert_eq!(s, StatusCode::BAD_REQUEST);
 }
 
+/// More schedules than one search takes values of a parameter (100): `$find` still spans
+/// them all.
+async fn find_spans_more_schedules_than_one_search_takes(node: Node) {
+    let mut entries = Vec::new();
+    for i in 0..120 {
+        for r in [
+            json!({"resourceType": "Practitioner", "id": format!("m{i}")}),
+            json!({"resourceType": "PractitionerRole", "id": format!("mr{i}"),
+                   "practitioner": {"reference": format!("Practitioner/m{i}")},
+                   "availableTime": [{"daysOfWeek": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "allDay": true}]}),
+            json!({"resourceType": "Schedule", "id": format!("ms{i}"), "active": true,
+                   "actor": [{"reference": format!("PractitionerRole/mr{i}")}]}),
+        ] {
+            let url = format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            );
+            entries.push(json!({"resource": r, "request": {"method": "PUT", "url": url}}));
+        }
+    }
+    let (s, _, b) = node
+        .post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let start = now_micros() + 3_600_000_000;
+    let (s, _, b) = node
+        .get(&format!(
+            "Appointment/$find?start={}&end={}&_count=500",
+            instant(start),
+            instant(start + 7_200_000_000)
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let mut who: Vec<String> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            e["resource"]["participant"][0]["actor"]["reference"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    who.sort();
+    who.dedup();
+    assert_eq!(who.len(), 120);
+}
+
 on_both_databases!(
+    find_spans_more_schedules_than_one_search_takes,
     the_directory_finds_by_specialty_place_plan_and_language,
     a_patient_finds_holds_books_and_cancels,
     fifty_concurrent_bookings_of_one_time_make_one,
