@@ -617,11 +617,13 @@ impl NotificationHub {
             match channel {
                 Channel::Inbox if !inbox => {}
                 Channel::Inbox => {
-                    // The inbox is a patient's, for now; staff are told by e-mail.
-                    let Recipient::Patient(patient) = who else {
-                        continue;
+                    // A patient's inbox is kept under their id, a staff account's under
+                    // `User/<id>` (read with the PDP's `StaffInbox`).
+                    let owner = match who {
+                        Recipient::Patient(patient) => patient.clone(),
+                        Recipient::Account(_) => who.key(),
                     };
-                    self.to_inbox(patient, notice, inbox_id).await?;
+                    self.to_inbox(&owner, notice, inbox_id).await?;
                     sent.push(channel);
                 }
                 Channel::Email => {

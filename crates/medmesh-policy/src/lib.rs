@@ -205,6 +205,24 @@ pub struct InboxOwner {
     patient: String,
 }
 
+/// A permit to read one's own staff inbox: the notifications of an account that is not a
+/// patient's (booking requests, cancellations). Only the PDP makes these:
+///
+/// ```compile_fail
+/// let forged = medmesh_policy::StaffInbox { key: String::new() };
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffInbox {
+    key: String,
+}
+
+impl StaffInbox {
+    /// The inbox's key: `User/<account>`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 /// A permit to read the break-glass review queue, with the declared reasons: org admins and
 /// node operators. Only the PDP makes these:
 ///
@@ -320,6 +338,22 @@ impl Pdp {
             Err(Denied {
                 reason: "only the patient marks their notifications read".into(),
             })
+        }
+    }
+
+    /// Decides whether `actor` may read their own staff inbox: any signed-in account with a
+    /// role other than patient (patients have the patient inbox).
+    ///
+    /// # Errors
+    /// [`Denied`].
+    pub fn authorize_staff_inbox(&self, actor: &Actor) -> Result<StaffInbox, Denied> {
+        match actor.role() {
+            Some(r) if r != Role::Patient => Ok(StaffInbox {
+                key: format!("User/{}", actor.subject()),
+            }),
+            _ => Err(Denied {
+                reason: "the staff inbox is for staff accounts".into(),
+            }),
         }
     }
 

@@ -295,6 +295,19 @@ impl RecordService {
             .map_err(|_| RecordError::Forbidden)
     }
 
+    /// Asks the PDP for the right to read the caller's own staff inbox.
+    ///
+    /// # Errors
+    /// [`RecordError::Forbidden`] for a patient or an actor with no role.
+    pub fn staff_inbox(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<medmesh_policy::StaffInbox, RecordError> {
+        self.pdp
+            .authorize_staff_inbox(ctx.actor())
+            .map_err(|_| RecordError::Forbidden)
+    }
+
     /// Asks the PDP for the right to administer the node's encryption keys.
     ///
     /// # Errors

@@ -131,6 +131,14 @@ pub struct Reminders {
     pub node_name: String,
 }
 
+/// Who works as a practitioner: the accounts to tell of requests for them. An adapter over
+/// the identity store (the binary's).
+#[async_trait::async_trait]
+pub trait StaffDirectory: Send + Sync + 'static {
+    /// The user ids of the accounts of `Practitioner/<practitioner>`.
+    async fn accounts_of(&self, practitioner: &str) -> Vec<String>;
+}
+
 /// The default reminder offsets: 24 hours and 2 hours before.
 pub const DEFAULT_REMINDERS: [i64; 2] = [24 * 60 * MINUTE, 2 * 60 * MINUTE];
 
@@ -154,6 +162,7 @@ pub struct SchedulingService {
     bookings: Arc<dyn BookingStore>,
     hold_minutes: u32,
     reminders: Option<Reminders>,
+    staff: Option<Arc<dyn StaffDirectory>>,
 }
 
 impl std::fmt::Debug for SchedulingService {
@@ -212,7 +221,73 @@ impl SchedulingService {
             bookings,
             hold_minutes: hold_minutes.clamp(1, 60),
             reminders: None,
+            staff: None,
         }
+    }
+
+    /// Tells practitioners' accounts (in their staff inbox, or as they chose) of requests
+    /// awaiting their approval and of patients' cancellations, through the reminders' hub.
+    #[must_use]
+    pub fn with_staff(mut self, staff: Arc<dyn StaffDirectory>) -> Self {
+        self.staff = Some(staff);
+        self
+    }
+
+    /// Notices for the accounts of the practitioner an appointment is with, as outbox rows
+    /// due now, to queue in the appointment's transaction (`request`: a booking awaits
+    /// approval; else a patient cancelled). Their words name no patient or time.
+    async fn prepare_staff_notices(
+        &self,
+        appointment: &Value,
+        id: &str,
+        request: bool,
+    ) -> Result<Vec<medmesh_store::NotificationOutboxRow>, RecordError> {
+        let (Some(r), Some(staff)) = (&self.reminders, &self.staff) else {
+            return Ok(Vec::new());
+        };
+        let Some(practitioner) = appointment
+            .get("participant")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.pointer("/actor/reference").and_then(Value::as_str))
+            .find_map(|a| a.strip_prefix("Practitioner/"))
+        else {
+            return Ok(Vec::new());
+        };
+        let (event, subject) = if request {
+            (
+                format!("appointment-request:{id}"),
+                format!("A booking request awaits your approval at {}", r.node_name),
+            )
+        } else {
+            (
+                format!("appointment-cancelled:{id}"),
+                format!("A patient cancelled an appointment at {}", r.node_name),
+            )
+        };
+        let notice = Notice {
+            category: Category::Appointments,
+            event,
+            subject,
+            body: format!(
+                "Sign in at {} and open your calendar to see it.",
+                r.node_name
+            ),
+        };
+        let now = self.records.core().now();
+        let mut rows = Vec::new();
+        for account in staff.accounts_of(practitioner).await {
+            rows.push(
+                r.hub
+                    .prepare_scheduled(&Recipient::Account(account), &notice, now)
+                    .await
+                    .map_err(|_| {
+                        RecordError::NotSupported("notifications are unavailable".into())
+                    })?,
+            );
+        }
+        Ok(rows)
     }
 
     /// Reminds patients of their booked appointments through `reminders.hub`.
@@ -935,6 +1010,12 @@ impl SchedulingService {
         } else {
             Vec::new()
         };
+        // Staff are told of a request awaiting their approval, in the same transaction.
+        let staff_notices = if awaiting {
+            self.prepare_staff_notices(&body, &id, true).await?
+        } else {
+            Vec::new()
+        };
         // The Slot the appointment had (when it is held or moved).
         let previous_slot = match &existing {
             Some(e) => match self.resources.read("Appointment", e).await? {
@@ -959,6 +1040,9 @@ impl SchedulingService {
             let mut tx = core.begin_write().await?;
             self.replace_reminders(&mut tx, &id, &patient, &reminders)
                 .await?;
+            for row in &staff_notices {
+                tx.queue_notification(row).await?;
+            }
             // The Slot: the written one becomes busy; a computed visit gets a Slot of its own.
             let slot_grant = Pdp.internal_grant("Slot");
             let slot_status = if hold { "busy-tentative" } else { "busy" };
@@ -1210,9 +1294,19 @@ impl SchedulingService {
             (_, _, "cancelled" | "noshow") => Some(Vec::new()),
             _ => None,
         };
+        // A patient's own cancellation is told to the practitioner's staff.
+        let staff_notices =
+            if verb == "cancel" && ctx.actor().role() == Some(medmesh_auth::Role::Patient) {
+                self.prepare_staff_notices(&body, id, false).await?
+            } else {
+                Vec::new()
+            };
         let mut tx = core.begin_write().await?;
         if let (Some(rows), Some(p)) = (&reminders, &patient) {
             self.replace_reminders(&mut tx, id, p, rows).await?;
+        }
+        for row in &staff_notices {
+            tx.queue_notification(row).await?;
         }
         if release {
             tx.release_time(id).await?;

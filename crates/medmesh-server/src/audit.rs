@@ -429,6 +429,26 @@ pub async fn notifications(
     Ok(axum::Json(json!({"notifications": items})).into_response())
 }
 
+/// `GET /api/account/inbox`: a staff account's own notifications (booking requests,
+/// cancellations), newest first; patients have theirs under their record.
+pub async fn staff_inbox(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+) -> Result<Response, ApiError> {
+    let inbox = state.records.staff_inbox(&ctx).map_err(hidden)?;
+    let items: Vec<Value> = state
+        .trust
+        .staff_notifications(&inbox)
+        .await?
+        .into_iter()
+        .map(|n| {
+            json!({"id": n.id, "kind": n.kind, "message": n.message,
+                   "created": format_instant(n.created_micros), "read": n.read_micros.is_some()})
+        })
+        .collect();
+    Ok(axum::Json(json!({"notifications": items})).into_response())
+}
+
 /// `POST /api/patients/{id}/notifications/{nid}/read`: the patient marks a notification read
 /// (204). Only the patient themself; anyone else gets 404.
 pub async fn mark_notification_read(

@@ -422,6 +422,7 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
             post(scheduling::api_staff),
         )
         .route("/api/directory", get(scheduling::api_directory))
+        .route("/api/account/inbox", get(audit::staff_inbox))
         .route(
             "/api/account/calendar-feed",
             post(scheduling::api_create_feed).delete(scheduling::api_revoke_feed),

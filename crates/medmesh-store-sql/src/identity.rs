@@ -426,6 +426,21 @@ impl<B: Backend> IdentityStore for SqlStore<B> {
         Ok(self.execute(sql).await? == 1)
     }
 
+    async fn users_of_practitioner(
+        &self,
+        practitioner: &str,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let mut sql = self.sql(&format!(
+            "SELECT {USER_COLS} FROM users WHERE practitioner_id = "
+        ));
+        sql.str(practitioner).push(" ORDER BY id").limit(100);
+        self.fetch(sql, &USER_TYPES)
+            .await?
+            .into_iter()
+            .map(user_from)
+            .collect()
+    }
+
     async fn replace_calendar_feed(
         &self,
         user_id: &str,

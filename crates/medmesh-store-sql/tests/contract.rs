@@ -603,12 +603,16 @@ async fn key_store(stores: Stores) {
 async fn calendar_feeds(stores: Stores) {
     let id = &stores.identity;
     assert!(id.calendar_feed("h1").await.unwrap().is_none());
-    id.replace_calendar_feed("u1", "h1", "busy", 1).await.unwrap();
+    id.replace_calendar_feed("u1", "h1", "busy", 1)
+        .await
+        .unwrap();
     assert_eq!(
         id.calendar_feed("h1").await.unwrap(),
         Some(("u1".into(), "busy".into()))
     );
-    id.replace_calendar_feed("u1", "h2", "detailed", 2).await.unwrap();
+    id.replace_calendar_feed("u1", "h2", "detailed", 2)
+        .await
+        .unwrap();
     assert!(id.calendar_feed("h1").await.unwrap().is_none());
     assert_eq!(
         id.calendar_feed("h2").await.unwrap(),

@@ -289,6 +289,12 @@ pub trait IdentityStore: Send + Sync + 'static {
     /// Removes keys created before `before` (micros), except the newest.
     async fn prune_signing_keys(&self, before: i64) -> Result<(), StoreError>;
 
+    /// The accounts linked to `Practitioner/<practitioner>` (at most 100).
+    async fn users_of_practitioner(
+        &self,
+        practitioner: &str,
+    ) -> Result<Vec<UserRecord>, StoreError>;
+
     /// Sets a user's calendar feed (one per user: a new one replaces the old, which stops
     /// working): the SHA-256 of its token, and how much it shows (`busy` or `detailed`).
     async fn replace_calendar_feed(

@@ -408,6 +408,18 @@ impl TrustNetwork {
             .count())
     }
 
+    /// A staff account's own notifications (booking requests, cancellations), newest
+    /// first; the PDP's [`medmesh_policy::StaffInbox`] is the permission.
+    ///
+    /// # Errors
+    /// When storage fails.
+    pub async fn staff_notifications(
+        &self,
+        inbox: &medmesh_policy::StaffInbox,
+    ) -> Result<Vec<Notification>, RecordError> {
+        Ok(self.inbox.notifications(inbox.key()).await?)
+    }
+
     /// A patient's notifications; the PDP's [`AuditView`] of that patient is the permission:
     ///
     /// ```compile_fail

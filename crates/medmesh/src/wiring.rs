@@ -169,8 +169,29 @@ pub(crate) fn scheduling(
             hub,
             before: cfg.appointment_reminders.clone(),
             node_name: cfg.node_name.clone(),
-        }),
+        })
+        .with_staff(Arc::new(StaffAccounts(stores.identity.clone()))),
     )
+}
+
+/// The practitioners' accounts, from the identity store: who scheduling tells of requests.
+struct StaffAccounts(Arc<dyn medmesh_store::IdentityStore>);
+
+#[async_trait::async_trait]
+impl medmesh_scheduling::StaffDirectory for StaffAccounts {
+    async fn accounts_of(&self, practitioner: &str) -> Vec<String> {
+        match self.0.users_of_practitioner(practitioner).await {
+            Ok(users) => users
+                .into_iter()
+                .filter(|u| !u.disabled && u.role == "practitioner")
+                .map(|u| u.id)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the practitioner's accounts");
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// Key administration over `records`, re-sealing document blobs through the vault.

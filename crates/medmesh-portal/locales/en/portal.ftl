@@ -753,3 +753,6 @@ feed-url = Your calendar link
 feed-once = It is shown this once. Make a new one if you lose it.
 feed-back = Back
 feed-stopped = Your calendar link no longer works.
+home-staff-inbox = Notifications
+home-staff-inbox-none = Nothing new.
+home-staff-inbox-more = Your calendar

@@ -752,3 +752,6 @@ feed-url = Votre lien d’agenda
 feed-once = Il n’est montré qu’une fois. Créez-en un nouveau si vous le perdez.
 feed-back = Retour
 feed-stopped = Votre lien d’agenda ne fonctionne plus.
+home-staff-inbox = Notifications
+home-staff-inbox-none = Rien de nouveau.
+home-staff-inbox-more = Votre agenda

@@ -320,7 +320,31 @@ async fn clinician_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>,
                 .unwrap_or_default(),
         });
     }
+    // The staff inbox: booking requests and cancellations for this clinician.
+    let mut told = Vec::new();
+    if let Ok(inbox) = state.records.staff_inbox(&viewer.ctx) {
+        let list = state
+            .trust
+            .staff_notifications(&inbox)
+            .await
+            .map_err(|e| record_problem(lang, &e))?;
+        for n in list.into_iter().take(5) {
+            told.push(Item {
+                what: n.message,
+                detail: String::new(),
+                when: crate::clinical::date_time_micros(lang, n.created_micros, viewer.tz_minutes),
+            });
+        }
+    }
     Ok(vec![
+        Card {
+            id: "inbox",
+            title: lang.t("home-staff-inbox"),
+            items: told,
+            empty: lang.t("home-staff-inbox-none"),
+            more_href: "/calendar",
+            more: lang.t("home-staff-inbox-more"),
+        },
         Card {
             id: "referrals",
             title: lang.t("home-referrals"),

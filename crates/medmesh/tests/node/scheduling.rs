@@ -378,6 +378,30 @@ async fn fifty_concurrent_bookings_of_one_time_make_one(node: Node) {
     assert_eq!(b["total"], if node.is_postgres() { 2 } else { 1 }, "{b}");
 }
 
+/// The staff inbox's messages, polled until `what` is among them (the hub's worker delivers
+/// a notice due now within a second or two).
+async fn staff_told(doc: &Node, what: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s, b) = get_api(doc, "/api/account/inbox").await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let messages: Vec<String> = b["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["message"].as_str().unwrap().to_string())
+            .collect();
+        if messages.iter().any(|m| m == what) {
+            return messages;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never told: {what} ({messages:?})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn bookings_wait_for_approval_and_one_a_day(node: Node) {
     seed(
         &node,
@@ -386,33 +410,6 @@ async fn bookings_wait_for_approval_and_one_a_day(node: Node) {
     .await;
     patient(&node, "pa").await;
     let pa = booking_patient(&node, "pa");
-    let offers = find(&pa, "pa", 3).await;
-    let (s, _, b) = pa.post("Appointment/$book", &parameters(&offers[0])).await;
-    assert_eq!(
-        s,
-        StatusCode::OK,
-        "{b} {}",
-        node.log()
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("denied") || l.contains("forbid"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    let a = &b["entry"][0]["resource"];
-    assert_eq!(a["status"], "pending");
-    let id = a["id"].as_str().unwrap().to_string();
-    // One booking a day: the next time on the same day is refused.
-    let same_day = offers
-        .iter()
-        .skip(1)
-        .find(|o| o["start"].as_str().unwrap()[..10] == a["start"].as_str().unwrap()[..10]);
-    if let Some(o) = same_day {
-        let (s, _, b) = pa.post("Appointment/$book", &parameters(o)).await;
-        assert_eq!(s, StatusCode::CONFLICT, "{b}");
-    }
-    // A patient cannot approve their own booking; the practitioner can.
-    let (s, _) = api(&pa, &format!("/api/appointments/{id}/approve"), &json!({})).await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
     let doc = account_token(
         &node,
         "practitioner",
@@ -427,9 +424,39 @@ async fn bookings_wait_for_approval_and_one_a_day(node: Node) {
         ],
         "user/*.cruds",
     );
+    let offers = find(&pa, "pa", 3).await;
+    let (s, _, b) = pa.post("Appointment/$book", &parameters(&offers[0])).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let a = &b["entry"][0]["resource"];
+    assert_eq!(a["status"], "pending");
+    let id = a["id"].as_str().unwrap().to_string();
+    // The practitioner is told of the request in their staff inbox, in words naming no one.
+    let told = staff_told(&doc, "A booking request awaits your approval at medmesh").await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    // A patient has no staff inbox.
+    assert_eq!(
+        get_api(&pa, "/api/account/inbox").await.0,
+        StatusCode::NOT_FOUND
+    );
+    // One booking a day: the next time on the same day is refused.
+    let same_day = offers
+        .iter()
+        .skip(1)
+        .find(|o| o["start"].as_str().unwrap()[..10] == a["start"].as_str().unwrap()[..10]);
+    if let Some(o) = same_day {
+        let (s, _, b) = pa.post("Appointment/$book", &parameters(o)).await;
+        assert_eq!(s, StatusCode::CONFLICT, "{b}");
+    }
+    // A patient cannot approve their own booking; the practitioner can.
+    let (s, _) = api(&pa, &format!("/api/appointments/{id}/approve"), &json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, b) = api(&doc, &format!("/api/appointments/{id}/approve"), &json!({})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "booked");
+    // The patient cancels; the practitioner is told.
+    let (s, _) = api(&pa, &format!("/api/appointments/{id}/cancel"), &json!({})).await;
+    assert_eq!(s, StatusCode::OK);
+    staff_told(&doc, "A patient cancelled an appointment at medmesh").await;
 }
 
 async fn get_api(node: &Node, path: &str) -> (StatusCode, Value) {
