@@ -92,3 +92,24 @@ export function totp(uri, ahead = 0) {
   const offset = mac[mac.length - 1] & 0xf;
   return String((mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000).padStart(6, '0');
 }
+
+// Signs `username` in through the login form in a new browser context, enrolling TOTP on an
+// admin's first sign-in (the key read off the page); returns the page, on /home.
+export async function signIn(browser, base, username, password) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-GB' });
+  const page = await context.newPage();
+  await page.goto(`${base}/login`);
+  await page.fill('input[name=username]', username);
+  await page.fill('input[name=password]', password);
+  await page.click('button[type=submit]');
+  await page.waitForLoadState();
+  if (await page.locator('input[name=code]').count()) {
+    const uri = await page.locator('main code').first().textContent();
+    await page.fill('input[name=code]', totp(uri));
+    await page.click('button[type=submit]');
+    await page.waitForLoadState();
+    if (page.url().endsWith('/login/code')) await page.getByRole('link', { name: 'Continue' }).click();
+  }
+  await page.waitForURL('**/home');
+  return page;
+}

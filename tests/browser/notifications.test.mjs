@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, accessibilityViolations, cli, startNode, stopNode, totp } from './harness.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, accessibilityViolations, cli, signIn as signInAt, startNode, stopNode } from './harness.mjs';
 
 const PASSWORD = 'a long enough passphrase';
 const SHOTS = new URL('../../docs/screenshots/', import.meta.url).pathname;
@@ -29,25 +29,7 @@ test('notification settings in the portal', async () => {
     cli(dir, ['admin', 'create-user', '--role', 'patient', '--username', 'ada', '--patient', created.id], `${PASSWORD}\n`);
     cli(dir, ['admin', 'create-user', '--role', 'node-admin', '--username', 'ops'], `${PASSWORD}\n`);
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-    const signIn = async (username) => {
-      const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-GB' });
-      const page = await context.newPage();
-      await page.goto(`${node.base}/login`);
-      await page.fill('input[name=username]', username);
-      await page.fill('input[name=password]', PASSWORD);
-      await page.click('button[type=submit]');
-      await page.waitForLoadState();
-      if (await page.locator('input[name=code]').count()) {
-        // An admin enrols TOTP on the first sign-in, reading the key off the page.
-        const uri = await page.locator('main code').first().textContent();
-        await page.fill('input[name=code]', totp(uri));
-        await page.click('button[type=submit]');
-        await page.waitForLoadState();
-        if (page.url().endsWith('/login/code')) await page.getByRole('link', { name: 'Continue' }).click();
-      }
-      await page.waitForURL('**/home');
-      return page;
-    };
+    const signIn = (username) => signInAt(browser, node.base, username, PASSWORD);
 
     const page = await signIn('ada');
     await page.goto(`${node.base}/account`);

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, accessibilityViolations, cli, startNode, stopNode, totp } from './harness.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, accessibilityViolations, cli, signIn as signInAt, startNode, stopNode } from './harness.mjs';
 
 const PASSWORD = 'a long enough passphrase';
 const SHOTS = new URL('../../docs/screenshots/', import.meta.url).pathname;
@@ -43,24 +43,7 @@ test('appointments in the portal', async () => {
       '--organization', 'o1', '--verification', 'verified'], `${PASSWORD}\n`);
     cli(dir, ['admin', 'create-user', '--role', 'node-admin', '--username', 'ops'], `${PASSWORD}\n`);
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-    const signIn = async (username) => {
-      const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: 'en-GB' });
-      const page = await context.newPage();
-      await page.goto(`${node.base}/login`);
-      await page.fill('input[name=username]', username);
-      await page.fill('input[name=password]', PASSWORD);
-      await page.click('button[type=submit]');
-      await page.waitForLoadState();
-      if (await page.locator('input[name=code]').count()) {
-        const uri = await page.locator('main code').first().textContent();
-        await page.fill('input[name=code]', totp(uri));
-        await page.click('button[type=submit]');
-        await page.waitForLoadState();
-        if (page.url().endsWith('/login/code')) await page.getByRole('link', { name: 'Continue' }).click();
-      }
-      await page.waitForURL('**/home');
-      return page;
-    };
+    const signIn = (username) => signInAt(browser, node.base, username, PASSWORD);
 
     // The admin sets up the practitioner's hours: every day, all day long (so the story
     // runs whatever the hour), 20-minute consultations.
@@ -146,7 +129,14 @@ test('appointments in the portal', async () => {
     assert.match(await ada.locator('#mine tbody').textContent(), /Waiting for the practice to confirm/);
 
     const doc = await signIn('ortega');
-    await doc.getByRole('link', { name: 'Calendar' }).click();
+    // The clinician was told of the request on their home page (the hub tells at once).
+    for (let i = 0; i < 100 && !(await doc.locator('#inbox').textContent()).includes('awaits'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      await doc.reload();
+    }
+    assert.match(await doc.locator('#inbox').textContent(), /A booking request awaits your approval at medmesh/);
+    assert.deepEqual(await accessibilityViolations(doc), [], 'clinician home with a notice (axe-core)');
+    await doc.getByRole('link', { name: 'Calendar', exact: true }).click();
     assert.equal(await doc.locator('h1').textContent(), 'Calendar');
     assert.match(await doc.locator('#requests tbody').textContent(), /Ada Bookwell.*Consultation/s);
     assert.deepEqual(await accessibilityViolations(doc), [], 'calendar with a request (axe-core)');

@@ -7,7 +7,6 @@ server refuses is kept as failed for an operator."""
 import email
 import email.utils
 import http.server
-import json
 import threading
 import os
 import socket
@@ -18,7 +17,6 @@ import time
 import pytest
 import requests
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
 from hl7.client import MLLPClient
 from standardwebhooks.webhooks import Webhook
 
@@ -58,8 +56,9 @@ def free_port():
     return port
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def hub(request):
+def mail_node(db, config, extra_env=None):
+    """A node on `db` mailing through an aiosmtpd server on loopback, with `config` added to
+    its configuration file; returns the node, what the server received, and the server."""
     inbox = Inbox()
     port = free_port()
     smtp = Controller(inbox, hostname="127.0.0.1", port=port)
@@ -68,17 +67,25 @@ def hub(request):
     cfg.write(
         f'smtp_url = "smtp://127.0.0.1:{port}"\n'
         'smtp_from = "Test Node <node@node.test>"\n'
-        'node_name = "Test Node"\n'
-        "hl7_check_seconds = 1\n"
-        "webhooks_allow_internal = true\n"
-        '[[hl7_sender]]\nname = "lab"\naddresses = ["127.0.0.1"]\n'
+        'node_name = "Test Node"\n' + config
     )
     cfg.close()
-    n = Node(request.param, extra_env={"MEDMESH_CONFIG": cfg.name, "MEDMESH_MLLP_LISTEN": "127.0.0.1:0"})
+    return Node(db, extra_env={"MEDMESH_CONFIG": cfg.name, **(extra_env or {})}), inbox, smtp
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def hub(request):
+    n, inbox, smtp = mail_node(
+        request.param,
+        "hl7_check_seconds = 1\n"
+        "webhooks_allow_internal = true\n"
+        '[[hl7_sender]]\nname = "lab"\naddresses = ["127.0.0.1"]\n',
+        {"MEDMESH_MLLP_LISTEN": "127.0.0.1:0"},
+    )
     yield n, inbox
     n.close()
     smtp.stop()
-    os.unlink(cfg.name)
+    os.unlink(n.env["MEDMESH_CONFIG"])
 
 
 def wait_for(predicate, what, seconds=30):

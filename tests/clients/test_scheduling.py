@@ -4,40 +4,27 @@ booking and sending, and arrives exactly once; a cancelled appointment's reminde
 arrives; the mail names no patient data, no time and no practitioner."""
 
 import datetime
-import email
+import os
 import subprocess
-import tempfile
 import time
 
 import pytest
 import requests
-from aiosmtpd.controller import Controller
 
-from conftest import BIN, Node
-from test_notifications import Inbox, free_port, wait_for
+from conftest import BIN
+from test_notifications import mail_node, wait_for
 
 FAMILY = "Quellingham"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def clinic(request):
-    inbox = Inbox()
-    port = free_port()
-    smtp = Controller(inbox, hostname="127.0.0.1", port=port)
-    smtp.start()
-    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    cfg.write(
-        f'smtp_url = "smtp://127.0.0.1:{port}"\n'
-        'smtp_from = "Test Node <node@node.test>"\n'
-        'node_name = "Test Node"\n'
-        # One reminder, 30 seconds before: the story runs in under a minute.
-        'appointment_reminders = ["30s"]\n'
-    )
-    cfg.close()
-    n = Node(request.param, extra_env={"MEDMESH_CONFIG": cfg.name})
+    # One reminder, 30 seconds before: the story runs in under a minute.
+    n, inbox, smtp = mail_node(request.param, 'appointment_reminders = ["30s"]\n')
     yield n, inbox
     n.close()
     smtp.stop()
+    os.unlink(n.env["MEDMESH_CONFIG"])
 
 
 def instant(seconds_from_now):

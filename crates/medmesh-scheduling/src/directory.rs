@@ -101,7 +101,8 @@ fn concept_words(c: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-fn human_name(p: &Value) -> Option<String> {
+/// A person's name as written: its text, else prefixes, given names and family.
+pub(crate) fn human_name(p: &Value) -> Option<String> {
     let n = p.get("name")?.as_array()?.first()?;
     if let Some(t) = n.get("text").and_then(Value::as_str) {
         return Some(t.to_string());

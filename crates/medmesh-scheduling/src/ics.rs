@@ -221,25 +221,11 @@ impl SchedulingService {
     async fn name(&self, ctx: &RequestContext, reference: &str) -> Option<String> {
         let (rt, id) = reference.split_once('/')?;
         let r = self.records.read(ctx, rt, id).await.ok()?.resource;
-        if let Some(n) = r.get("name").and_then(Value::as_str) {
-            return Some(n.to_string());
+        match r.get("name") {
+            // A Location's or an Organization's name is a string; a person's a HumanName.
+            Some(Value::String(n)) => Some(n.clone()),
+            _ => crate::directory::human_name(&r),
         }
-        let n = r.get("name")?.as_array()?.first()?;
-        if let Some(t) = n.get("text").and_then(Value::as_str) {
-            return Some(t.to_string());
-        }
-        let mut parts: Vec<&str> = Vec::new();
-        for k in ["prefix", "given"] {
-            parts.extend(
-                n.get(k)
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str),
-            );
-        }
-        parts.extend(n.get("family").and_then(Value::as_str));
-        (!parts.is_empty()).then(|| parts.join(" "))
     }
 }
 

@@ -406,6 +406,12 @@ pub async fn break_glass_queue(
     Ok(axum::Json(json!({"breakGlass": items})).into_response())
 }
 
+/// A notification as the JSON API shows it.
+fn notification_json(n: &medmesh_store::Notification) -> Value {
+    json!({"id": n.id, "kind": n.kind, "message": n.message,
+           "created": format_instant(n.created_micros), "read": n.read_micros.is_some()})
+}
+
 /// `GET /api/patients/{id}/notifications`: the patient's notifications, newest first.
 pub async fn notifications(
     State(state): State<AppState>,
@@ -420,11 +426,8 @@ pub async fn notifications(
         .trust
         .notifications(&view)
         .await?
-        .into_iter()
-        .map(|n| {
-            json!({"id": n.id, "kind": n.kind, "message": n.message,
-                   "created": format_instant(n.created_micros), "read": n.read_micros.is_some()})
-        })
+        .iter()
+        .map(notification_json)
         .collect();
     Ok(axum::Json(json!({"notifications": items})).into_response())
 }
@@ -440,11 +443,8 @@ pub async fn staff_inbox(
         .trust
         .staff_notifications(&inbox)
         .await?
-        .into_iter()
-        .map(|n| {
-            json!({"id": n.id, "kind": n.kind, "message": n.message,
-                   "created": format_instant(n.created_micros), "read": n.read_micros.is_some()})
-        })
+        .iter()
+        .map(notification_json)
         .collect();
     Ok(axum::Json(json!({"notifications": items})).into_response())
 }

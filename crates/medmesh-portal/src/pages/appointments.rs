@@ -110,7 +110,8 @@ pub struct Shown {
     done: String,
 }
 
-fn visit_words(a: &Value) -> String {
+/// An appointment's visit type in words.
+pub(crate) fn visit_words(a: &Value) -> String {
     a.pointer("/serviceType/0/coding/0/display")
         .or_else(|| a.pointer("/serviceType/0/text"))
         .and_then(Value::as_str)
@@ -118,7 +119,8 @@ fn visit_words(a: &Value) -> String {
         .to_string()
 }
 
-fn when(a: &Value) -> String {
+/// When an appointment starts, in its practice's time zone.
+pub(crate) fn when(a: &Value) -> String {
     let zone = extension_value(a, TIMEZONE_EXTENSION).and_then(Value::as_str);
     a.get("start")
         .and_then(Value::as_str)
@@ -126,14 +128,28 @@ fn when(a: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn practitioner_of(a: &Value) -> Option<String> {
+/// The first participant of an appointment whose reference is of type `rt`.
+pub(crate) fn participant(a: &Value, rt: &str) -> Option<String> {
     a.get("participant")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter_map(|p| p.pointer("/actor/reference").and_then(Value::as_str))
-        .find(|r| r.starts_with("Practitioner/"))
+        .find(|r| r.strip_prefix(rt).is_some_and(|id| id.starts_with('/')))
         .map(str::to_string)
+}
+
+/// Whether an appointment is only held (a `$hold` not yet booked).
+pub(crate) fn is_held(a: &Value) -> bool {
+    extension_value(a, &medmesh_scheduling::calendar::hold_extension_url()).is_some()
+}
+
+/// An appointment's status in words (a hold reads as held, not as pending).
+pub(crate) fn status_words(lang: crate::i18n::Lang, a: &Value) -> String {
+    match a.get("status").and_then(Value::as_str).unwrap_or_default() {
+        "pending" if is_held(a) => lang.t("appt-status-held"),
+        s => lang.t(&format!("appt-status-{s}")),
+    }
 }
 
 async fn show(state: &AppState, viewer: &Viewer, shown: Shown, error: Option<String>) -> Response {
@@ -248,17 +264,11 @@ async fn show(state: &AppState, viewer: &Viewer, shown: Shown, error: Option<Str
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let practitioner = practitioner_of(&a).unwrap_or_default();
+        let practitioner = participant(&a, "Practitioner").unwrap_or_default();
         let with = if practitioner.is_empty() {
             String::new()
         } else {
             name_of(state, viewer, &practitioner).await
-        };
-        let held =
-            extension_value(&a, &medmesh_scheduling::calendar::hold_extension_url()).is_some();
-        let status_words = match (status.as_str(), held) {
-            ("pending", true) => t("appt-status-held"),
-            (s, _) => t(&format!("appt-status-{s}")),
         };
         mine.push(Mine {
             id: a
@@ -268,7 +278,7 @@ async fn show(state: &AppState, viewer: &Viewer, shown: Shown, error: Option<Str
                 .to_string(),
             when: when(&a),
             with,
-            status: status_words,
+            status: status_words(viewer.lang, &a),
             changeable: matches!(status.as_str(), "pending" | "booked"),
             practitioner,
         });

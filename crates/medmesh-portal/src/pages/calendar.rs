@@ -10,15 +10,13 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use medmesh_fhir::search::Handling;
 use medmesh_scheduling::StaffAction;
-use medmesh_scheduling::calendar::{
-    TIMEZONE_EXTENSION, extension_value, hold_extension_url, local_time,
-};
 use medmesh_server::AppState;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::clinical::resources;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
+use crate::pages::appointments::{is_held, participant, status_words, visit_words, when};
 use crate::pages::{CsrfForm, name_of, now_rfc3339, refuse_form};
 use crate::viewer::{Audience, Viewer};
 
@@ -82,46 +80,21 @@ fn iso(d: time::Date) -> String {
 }
 
 async fn visit(state: &AppState, viewer: &Viewer, a: &Value) -> Visit {
-    let t = |id: &str| viewer.lang.t(id);
     let status = a.get("status").and_then(Value::as_str).unwrap_or_default();
-    let held = extension_value(a, &hold_extension_url()).is_some();
-    let zone = extension_value(a, TIMEZONE_EXTENSION).and_then(Value::as_str);
-    let patient_ref = a
-        .get("participant")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.pointer("/actor/reference").and_then(Value::as_str))
-        .find(|r| r.starts_with("Patient/"))
-        .unwrap_or_default()
-        .to_string();
+    let held = is_held(a);
     Visit {
         id: a
             .get("id")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string(),
-        when: a
-            .get("start")
-            .and_then(Value::as_str)
-            .map(|s| local_time(s, zone))
-            .unwrap_or_default(),
-        patient: if patient_ref.is_empty() {
-            String::new()
-        } else {
-            name_of(state, viewer, &patient_ref).await
+        when: when(a),
+        patient: match participant(a, "Patient") {
+            Some(p) => name_of(state, viewer, &p).await,
+            None => String::new(),
         },
-        visit: a
-            .pointer("/serviceType/0/coding/0/display")
-            .or_else(|| a.pointer("/serviceType/0/text"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        status: if status == "pending" && held {
-            t("appt-status-held")
-        } else {
-            t(&format!("appt-status-{status}"))
-        },
+        visit: visit_words(a),
+        status: status_words(viewer.lang, a),
         request: status == "pending" && !held,
         markable: matches!(status, "booked" | "checked-in" | "arrived"),
     }

@@ -118,6 +118,24 @@ async fn find(node: &Node, patient: &str, count: usize) -> Vec<Value> {
         .collect()
 }
 
+/// The verified practitioner p1's account (user `ortega`).
+fn ortega(node: &Node) -> Node {
+    account_token(
+        node,
+        "practitioner",
+        "ortega",
+        &[
+            "--practitioner",
+            "p1",
+            "--organization",
+            "o1",
+            "--verification",
+            "verified",
+        ],
+        "user/*.cruds",
+    )
+}
+
 /// A patient account for Patient/`id` that may book (create and update its appointments).
 fn booking_patient(node: &Node, id: &str) -> Node {
     account_token(
@@ -269,20 +287,7 @@ async fn a_patient_finds_holds_books_and_cancels(node: Node) {
 
     // The booked practitioner sees the appointment and marks the patient arrived; one who is
     // not part of it sees nothing.
-    let doc = account_token(
-        &node,
-        "practitioner",
-        "ortega",
-        &[
-            "--practitioner",
-            "p1",
-            "--organization",
-            "o1",
-            "--verification",
-            "verified",
-        ],
-        "user/*.cruds",
-    );
+    let doc = ortega(&node);
     let (s, _, b) = doc.get(&format!("Appointment/{theirs}")).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let (s, b) = api(
@@ -410,20 +415,7 @@ async fn bookings_wait_for_approval_and_one_a_day(node: Node) {
     .await;
     patient(&node, "pa").await;
     let pa = booking_patient(&node, "pa");
-    let doc = account_token(
-        &node,
-        "practitioner",
-        "ortega",
-        &[
-            "--practitioner",
-            "p1",
-            "--organization",
-            "o1",
-            "--verification",
-            "verified",
-        ],
-        "user/*.cruds",
-    );
+    let doc = ortega(&node);
     let offers = find(&pa, "pa", 3).await;
     let (s, _, b) = pa.post("Appointment/$book", &parameters(&offers[0])).await;
     assert_eq!(s, StatusCode::OK, "{b}");
