@@ -252,7 +252,7 @@ mod tests {
         );
         assert!(text.starts_with("BEGIN:VCALENDAR\r\n"));
         assert!(text.contains("UID:a1@node.example.org\r\n"));
-        assert!(text.contains("DTSTART:20261206T080000Z\r\n"), "{text}");
+        assert!(text.contains("DTSTART:20261207T080000Z\r\n"), "{text}");
         assert!(text.contains("STATUS:CONFIRMED\r\n"));
         assert!(text.contains("SEQUENCE:2\r\n"));
         // RFC 5545: commas and semicolons escaped, lines folded at 75 octets.
