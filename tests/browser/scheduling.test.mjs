@@ -92,7 +92,7 @@ test('appointments in the portal', async () => {
     assert.match(await ada.locator('#find ul.results').textContent(), /Ana Ortega.*Riverside Practice.*Next free time:/s);
     await ada.getByRole('link', { name: /See free times/ }).click();
     await ada.waitForLoadState();
-    const times = ada.locator('#times button');
+    const times = ada.locator('#times ul.times button');
     assert.ok((await times.count()) >= 2, 'free times are offered');
     const first = await times.nth(0).textContent();
     assert.match(first, /^Book: \w{3} \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC \(Consultation\)$/);
@@ -109,7 +109,7 @@ test('appointments in the portal', async () => {
     await ada.getByRole('link', { name: /^Find another time/ }).click();
     await ada.waitForLoadState();
     assert.equal(await ada.locator('#times-h').textContent(), 'Choose the new time');
-    await ada.locator('#times button').nth(1).click();
+    await ada.locator('#times ul.times button').nth(1).click();
     await ada.waitForLoadState();
     assert.equal(await ada.locator('[role=status]').textContent(), 'Moved.');
     assert.equal(await mine.count(), 1);
@@ -123,7 +123,7 @@ test('appointments in the portal', async () => {
     await put('Organization/o1', { resourceType: 'Organization', id: 'o1', name: 'Riverside Practice',
       extension: [{ url: 'https://medmesh.dev/fhir/StructureDefinition/booking-approval', valueBoolean: true }] });
     await ada.goto(`${node.base}/appointments?practitioner=Practitioner%2Fp1#times`);
-    await ada.locator('#times button').nth(0).click();
+    await ada.locator('#times ul.times button').nth(0).click();
     await ada.waitForLoadState();
     assert.equal(await ada.locator('[role=status]').textContent(), 'Requested. The practice confirms it; you will be told.');
     assert.match(await ada.locator('#mine tbody').textContent(), /Waiting for the practice to confirm/);
@@ -175,6 +175,16 @@ test('appointments in the portal', async () => {
     await ada.waitForLoadState();
     assert.equal(await ada.locator('[role=status]').textContent(), 'Your calendar link no longer works.');
     assert.equal((await fetch(feedUrl)).status, 404);
+
+    // The practice keeps a waiting list: the patient joins it from the free times.
+    await put('Organization/o1', { resourceType: 'Organization', id: 'o1', name: 'Riverside Practice',
+      extension: [{ url: 'https://medmesh.dev/fhir/StructureDefinition/booking-waitlist', valueBoolean: true }] });
+    await ada.goto(`${node.base}/appointments?practitioner=Practitioner%2Fp1#times`);
+    await ada.getByRole('button', { name: 'Join the waiting list' }).click();
+    await ada.waitForLoadState();
+    assert.match(await ada.locator('[role=status]').textContent(), /You are on the waiting list/);
+    assert.match(await ada.locator('#mine tbody').textContent(), /On the waiting list/);
+    assert.deepEqual(await accessibilityViolations(ada), [], 'appointments, waiting (axe-core)');
   } finally {
     if (browser) await browser.close();
     await stopNode(node.proc);

@@ -88,6 +88,11 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         )
         .route("/appointments", get(pages::appointments::appointments))
         .route("/appointments/book", post(pages::appointments::book))
+        .route("/appointments/waitlist", post(pages::appointments::wait))
+        .route(
+            "/appointments/{id}/book",
+            post(pages::appointments::book_held),
+        )
         .route(
             "/appointments/{id}/cancel",
             post(pages::appointments::cancel),

@@ -17,6 +17,7 @@ pub mod calendar;
 pub mod directory;
 pub mod ics;
 pub mod setup;
+pub mod waitlist;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -79,6 +80,8 @@ pub struct BookingOptions {
     pub approval: bool,
     /// At most one booking per patient per day (`booking-one-per-day`).
     pub one_per_day: bool,
+    /// A waiting list, offered freed times (`booking-waitlist`).
+    pub waitlist: bool,
 }
 
 impl BookingOptions {
@@ -87,6 +90,7 @@ impl BookingOptions {
         Self {
             approval: extension_flag(organization, "booking-approval"),
             one_per_day: extension_flag(organization, "booking-one-per-day"),
+            waitlist: extension_flag(organization, "booking-waitlist"),
         }
     }
 }
@@ -173,8 +177,12 @@ impl std::fmt::Debug for SchedulingService {
     }
 }
 
+/// A request that breaks a scheduling rule (a time not offered, no waiting list here): 422,
+/// with the Appointment as the issue's place.
 fn invalid(why: &str) -> RecordError {
-    RecordError::Invalid(vec![Issue::error(IssueType::Invalid, why)])
+    let mut issue = Issue::error(IssueType::Invalid, why);
+    issue.expression = Some("Appointment".into());
+    RecordError::Invalid(vec![issue])
 }
 
 fn unavailable() -> RecordError {
@@ -1176,8 +1184,19 @@ impl SchedulingService {
         if let Some(m) = body.as_object_mut() {
             m.remove("meta");
         }
-        self.write_change(ctx, &grant, id, body, "cancel", true)
-            .await
+        let cancelled = self
+            .write_change(ctx, &grant, id, body, "cancel", true)
+            .await?;
+        self.offer_to_waiting(ctx, &cancelled).await;
+        Ok(cancelled)
+    }
+
+    /// Offers a freed time to the waiting list; a failure is logged, and the cancellation
+    /// stands (the patients waiting keep their place).
+    async fn offer_to_waiting(&self, ctx: &RequestContext, freed: &Value) {
+        if let Err(e) = self.offer_freed(ctx, freed).await {
+            tracing::warn!(error = %e, "a freed time could not be offered to the waiting list");
+        }
     }
 
     /// Moves an appointment to a proposal's time: the new time is claimed and the old one
@@ -1261,8 +1280,13 @@ impl SchedulingService {
             StaffAction::NoShow => "noshow",
             StaffAction::Fulfilled => "fulfilled",
         };
-        self.write_change(ctx, &grant, id, body, verb, release)
-            .await
+        let changed = self
+            .write_change(ctx, &grant, id, body, verb, release)
+            .await?;
+        if release {
+            self.offer_to_waiting(ctx, &changed).await;
+        }
+        Ok(changed)
     }
 
     /// Writes a changed Appointment, freeing its time (and its Slot) when asked, with the

@@ -421,6 +421,7 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
             "/api/appointments/{id}/{action}",
             post(scheduling::api_staff),
         )
+        .route("/api/appointments/waitlist", post(scheduling::api_waitlist))
         .route("/api/directory", get(scheduling::api_directory))
         .route("/api/account/inbox", get(audit::staff_inbox))
         .route(

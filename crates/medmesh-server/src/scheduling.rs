@@ -495,3 +495,31 @@ pub async fn api_revoke_feed(
         .map_err(|_| ApiError::internal())?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// `POST /api/appointments/waitlist` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitlistRequest {
+    /// `Practitioner/x` or `x`.
+    pub practitioner: String,
+    /// `Patient/p` or `p`; a patient's own by default.
+    pub patient: Option<String>,
+}
+
+/// `POST /api/appointments/waitlist`: waits for a practitioner, where the practice keeps a
+/// waiting list; a freed time is offered (held) to the patient who waited longest.
+pub async fn api_waitlist(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiJson(body): ApiJson<WaitlistRequest>,
+) -> Result<Response, ApiError> {
+    let patient = body
+        .patient
+        .or_else(|| ctx.actor().patient().map(str::to_string))
+        .ok_or_else(|| ApiError::bad_request("name the patient"))?;
+    let a = state
+        .scheduling
+        .join_waitlist(&ctx, &body.practitioner, &patient)
+        .await?;
+    Ok((StatusCode::CREATED, Json(a)).into_response())
+}

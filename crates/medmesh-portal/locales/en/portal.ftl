@@ -756,3 +756,7 @@ feed-stopped = Your calendar link no longer works.
 home-staff-inbox = Notifications
 home-staff-inbox-none = Nothing new.
 home-staff-inbox-more = Your calendar
+appt-waitlist = Join the waiting list
+appt-waitlist-help = None of these times suits you? If a booked time is freed, it is offered first to whoever has waited longest.
+appt-no-waitlist = This practice keeps no waiting list.
+appt-done-waiting = You are on the waiting list. If a time is freed, you will be told and it will be held for you for 30 minutes.

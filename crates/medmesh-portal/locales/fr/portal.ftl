@@ -755,3 +755,7 @@ feed-stopped = Votre lien d’agenda ne fonctionne plus.
 home-staff-inbox = Notifications
 home-staff-inbox-none = Rien de nouveau.
 home-staff-inbox-more = Votre agenda
+appt-waitlist = S’inscrire sur la liste d’attente
+appt-waitlist-help = Aucun de ces horaires ne vous convient ? Si un créneau réservé se libère, il est d’abord proposé à qui attend depuis le plus longtemps.
+appt-no-waitlist = Ce cabinet ne tient pas de liste d’attente.
+appt-done-waiting = Vous êtes sur la liste d’attente. Si un créneau se libère, vous serez prévenu et il vous sera réservé 30 minutes.

@@ -69,6 +69,11 @@ pub struct Mine {
     pub status: String,
     /// Whether it can still be cancelled or moved.
     pub changeable: bool,
+    /// Whether it can be moved to another free time (booked or requested, not waiting).
+    pub movable: bool,
+    /// Whether it is held for the patient (a freed time offered from the waiting list, or
+    /// a `$hold`), to be booked.
+    pub held: bool,
     /// The practitioner (for finding another time).
     pub practitioner: String,
 }
@@ -279,7 +284,9 @@ async fn show(state: &AppState, viewer: &Viewer, shown: Shown, error: Option<Str
             when: when(&a),
             with,
             status: status_words(viewer.lang, &a),
-            changeable: matches!(status.as_str(), "pending" | "booked"),
+            changeable: matches!(status.as_str(), "pending" | "booked" | "waitlist"),
+            held: status == "pending" && is_held(&a),
+            movable: matches!(status.as_str(), "pending" | "booked") && !is_held(&a),
             practitioner,
         });
     }
@@ -289,6 +296,7 @@ async fn show(state: &AppState, viewer: &Viewer, shown: Shown, error: Option<Str
         "cancelled" => Some(t("appt-done-cancelled")),
         "moved" => Some(t("appt-done-moved")),
         "feed-stopped" => Some(t("feed-stopped")),
+        "waiting" => Some(t("appt-done-waiting")),
         _ => None,
     };
     render(
@@ -415,6 +423,74 @@ pub async fn move_to(
     {
         Ok(_) => Redirect::to("/appointments?done=moved").into_response(),
         Err(e) => refused(&state, &viewer, &form, &e).await,
+    }
+}
+
+/// `POST /appointments/{id}/book`: books a time held for the patient (a freed time the
+/// waiting list offered them).
+pub async fn book_held(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Form(form): Form<crate::pages::CsrfForm>,
+) -> Response {
+    if let Some(r) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Patient, &[&id]) {
+        return r;
+    }
+    match state.scheduling.book(&viewer.ctx, None, Some(&id)).await {
+        Ok(_) => Redirect::to("/appointments?done=booked").into_response(),
+        Err(RecordError::Conflict(_) | RecordError::Invalid(_)) => {
+            show(
+                &state,
+                &viewer,
+                Shown::default(),
+                Some(viewer.lang.t("appt-taken")),
+            )
+            .await
+        }
+        Err(e) => record_problem(viewer.lang, &e),
+    }
+}
+
+/// The waiting-list form.
+#[derive(Debug, Deserialize)]
+pub struct WaitForm {
+    csrf: Option<String>,
+    practitioner: String,
+}
+
+/// `POST /appointments/waitlist`: waits for the chosen practitioner.
+pub async fn wait(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Form(form): Form<WaitForm>,
+) -> Response {
+    if let Some(r) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Patient, &[]) {
+        return r;
+    }
+    let Some(patient) = viewer.own_patient() else {
+        return problem(viewer.lang, Problem::WrongAudience);
+    };
+    match state
+        .scheduling
+        .join_waitlist(&viewer.ctx, &form.practitioner, &patient)
+        .await
+    {
+        Ok(_) => Redirect::to("/appointments?done=waiting").into_response(),
+        Err(RecordError::Invalid(_)) => {
+            let shown = Shown {
+                practitioner: form.practitioner.clone(),
+                ..Shown::default()
+            };
+            show(
+                &state,
+                &viewer,
+                shown,
+                Some(viewer.lang.t("appt-no-waitlist")),
+            )
+            .await
+        }
+        Err(e) => record_problem(viewer.lang, &e),
     }
 }
 

@@ -601,7 +601,109 @@ async fn find_spans_more_schedules_than_one_search_takes(node: Node) {
     assert_eq!(who.len(), 120);
 }
 
+/// A patient's notifications' messages, polled until `what` is among them.
+async fn patient_told(node: &Node, patient: &str, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s, b) = get_api(node, &format!("/api/patients/{patient}/notifications")).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if b["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["message"] == what)
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never told: {what} ({b})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Where the practice keeps a waiting list, a freed time is held for the patient who waited
+/// longest, who is told, and books it; no one else can take it meanwhile.
+async fn a_freed_time_goes_to_the_patient_who_waited_longest(node: Node) {
+    seed(&node, &[("booking-waitlist", true)]).await;
+    for p in ["pa", "pb", "pc"] {
+        patient(&node, p).await;
+    }
+    let (pa, pb, pc) = (
+        booking_patient(&node, "pa"),
+        booking_patient(&node, "pb"),
+        booking_patient(&node, "pc"),
+    );
+    let offers = find(&pa, "pa", 3).await;
+    let (s, _, b) = pa.post("Appointment/$book", &parameters(&offers[0])).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let taken = b["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // pb waits first, then pc.
+    let (s, first) = api(
+        &pb,
+        "/api/appointments/waitlist",
+        &json!({"practitioner": "p1"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    assert_eq!(first["status"], "waitlist");
+    let (s, _) = api(
+        &pc,
+        "/api/appointments/waitlist",
+        &json!({"practitioner": "Practitioner/p1"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // pa cancels: the time is held for pb, who is told.
+    let (s, _) = api(
+        &pa,
+        &format!("/api/appointments/{taken}/cancel"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let waiting = first["id"].as_str().unwrap();
+    let (s, _, offered) = pb.get(&format!("Appointment/{waiting}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(offered["status"], "pending");
+    assert_eq!(offered["start"], offers[0]["start"]);
+    patient_told(&pb, "pb", "A time has become free at medmesh").await;
+    // No one else can take it meanwhile.
+    let (s, _, _) = pc
+        .post(
+            "Appointment/$book",
+            &parameters(&for_patient(&offers[0], "pc")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    // pb books it.
+    let by_ref = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "appointment-reference", "valueReference": {"reference": format!("Appointment/{waiting}")}}]});
+    let (s, _, b) = pb.post("Appointment/$book", &by_ref).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["entry"][0]["resource"]["status"], "booked");
+    // A practice without a waiting list refuses one.
+    put(
+        &node,
+        "Organization/o1",
+        json!({"resourceType": "Organization", "id": "o1"}),
+    )
+    .await;
+    let (s, _) = api(
+        &pc,
+        "/api/appointments/waitlist",
+        &json!({"practitioner": "p1"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
 on_both_databases!(
+    a_freed_time_goes_to_the_patient_who_waited_longest,
     find_spans_more_schedules_than_one_search_takes,
     the_directory_finds_by_specialty_place_plan_and_language,
     a_patient_finds_holds_books_and_cancels,
