@@ -249,21 +249,22 @@ async fn show(state: &AppState, viewer: &Viewer, shown: Shown, error: Option<Str
             Err(e) => return record_problem(viewer.lang, &e),
         }
     }
-    let params = vec![
-        ("patient".to_string(), patient.clone()),
-        ("_sort".to_string(), "date".to_string()),
-        ("_count".to_string(), "50".to_string()),
-    ];
-    let bundle = match state
-        .records
-        .search(&viewer.ctx, "Appointment", &params, Handling::Lenient)
-        .await
-    {
-        Ok(b) => b,
-        Err(e) => return record_problem(viewer.lang, &e),
+    let found = search_appointments(
+        state,
+        viewer,
+        &[
+            ("patient", patient.clone()),
+            ("_sort", "date".into()),
+            ("_count", "50".into()),
+        ],
+    )
+    .await;
+    let appointments = match found {
+        Ok(a) => a,
+        Err(r) => return r,
     };
     let mut mine = Vec::new();
-    for a in resources(&bundle) {
+    for a in appointments {
         let status = a
             .get("status")
             .and_then(Value::as_str)
@@ -344,6 +345,35 @@ pub struct TimeForm {
     practitioner: String,
 }
 
+/// The check in front of a patient's own form: the CSRF token, the audience, the ids; the
+/// patient's id when it passes.
+fn own_form(viewer: &Viewer, csrf: Option<&str>, ids: &[&str]) -> Result<String, Box<Response>> {
+    if let Some(r) = refuse_form(viewer, csrf, Audience::Patient, ids) {
+        return Err(Box::new(r));
+    }
+    viewer
+        .own_patient()
+        .ok_or_else(|| Box::new(problem(viewer.lang, Problem::WrongAudience)))
+}
+
+/// Appointments the viewer may see, by a search (judged by the PDP and audited).
+pub(crate) async fn search_appointments(
+    state: &AppState,
+    viewer: &Viewer,
+    params: &[(&str, String)],
+) -> Result<Vec<Value>, Response> {
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), v.clone()))
+        .collect();
+    state
+        .records
+        .search(&viewer.ctx, "Appointment", &params, Handling::Lenient)
+        .await
+        .map(|b| resources(&b))
+        .map_err(|e| record_problem(viewer.lang, &e))
+}
+
 /// The proposal a chosen time stands for, for the viewer's own record.
 fn proposal(form: &TimeForm, patient: &str) -> Value {
     let mut a = json!({
@@ -384,11 +414,9 @@ pub async fn book(
     viewer: Viewer,
     Form(form): Form<TimeForm>,
 ) -> Response {
-    if let Some(r) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Patient, &[]) {
-        return r;
-    }
-    let Some(patient) = viewer.own_patient() else {
-        return problem(viewer.lang, Problem::WrongAudience);
+    let patient = match own_form(&viewer, form.csrf.as_deref(), &[]) {
+        Ok(p) => p,
+        Err(r) => return *r,
     };
     match state
         .scheduling
@@ -410,11 +438,9 @@ pub async fn move_to(
     Path(id): Path<String>,
     Form(form): Form<TimeForm>,
 ) -> Response {
-    if let Some(r) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Patient, &[&id]) {
-        return r;
-    }
-    let Some(patient) = viewer.own_patient() else {
-        return problem(viewer.lang, Problem::WrongAudience);
+    let patient = match own_form(&viewer, form.csrf.as_deref(), &[&id]) {
+        Ok(p) => p,
+        Err(r) => return *r,
     };
     match state
         .scheduling
@@ -465,11 +491,9 @@ pub async fn wait(
     viewer: Viewer,
     Form(form): Form<WaitForm>,
 ) -> Response {
-    if let Some(r) = refuse_form(&viewer, form.csrf.as_deref(), Audience::Patient, &[]) {
-        return r;
-    }
-    let Some(patient) = viewer.own_patient() else {
-        return problem(viewer.lang, Problem::WrongAudience);
+    let patient = match own_form(&viewer, form.csrf.as_deref(), &[]) {
+        Ok(p) => p,
+        Err(r) => return *r,
     };
     match state
         .scheduling

@@ -8,15 +8,15 @@ use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use medmesh_fhir::search::Handling;
 use medmesh_scheduling::StaffAction;
 use medmesh_server::AppState;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::clinical::resources;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
-use crate::pages::appointments::{is_held, participant, status_words, visit_words, when};
+use crate::pages::appointments::{
+    is_held, participant, search_appointments, status_words, visit_words, when,
+};
 use crate::pages::{CsrfForm, name_of, now_rfc3339, refuse_form};
 use crate::viewer::{Audience, Viewer};
 
@@ -129,21 +129,22 @@ pub async fn calendar(
     ) else {
         return problem(viewer.lang, Problem::BadInput);
     };
-    let params = vec![
-        ("actor".to_string(), me.clone()),
-        ("date".to_string(), format!("ge{}", iso(day))),
-        ("date".to_string(), format!("lt{}", iso(end))),
-        ("status:not".to_string(), "cancelled".to_string()),
-        ("_sort".to_string(), "date".to_string()),
-        ("_count".to_string(), "200".to_string()),
-    ];
-    let bundle = match state
-        .records
-        .search(&viewer.ctx, "Appointment", &params, Handling::Lenient)
-        .await
-    {
-        Ok(b) => b,
-        Err(e) => return record_problem(viewer.lang, &e),
+    let found = search_appointments(
+        &state,
+        &viewer,
+        &[
+            ("actor", me.clone()),
+            ("date", format!("ge{}", iso(day))),
+            ("date", format!("lt{}", iso(end))),
+            ("status:not", "cancelled".into()),
+            ("_sort", "date".into()),
+            ("_count", "200".into()),
+        ],
+    )
+    .await;
+    let booked = match found {
+        Ok(a) => a,
+        Err(r) => return r,
     };
     let mut days: Vec<Day> = (0..span)
         .filter_map(|i| day.checked_add(time::Duration::days(i)))
@@ -152,7 +153,7 @@ pub async fn calendar(
             visits: Vec::new(),
         })
         .collect();
-    for a in resources(&bundle) {
+    for a in booked {
         let v = visit(&state, &viewer, &a).await;
         // The practice's day ("Mon 2026-12-07 09:00 CET"), which the search's UTC bounds
         // may put a visit just outside: it then goes to the nearest day shown.
@@ -170,27 +171,26 @@ pub async fn calendar(
         }
     }
     // Requests waiting for approval, whatever their day.
-    let params = vec![
-        ("actor".to_string(), me),
-        ("status".to_string(), "pending".to_string()),
-        ("_sort".to_string(), "date".to_string()),
-        ("_count".to_string(), "100".to_string()),
-    ];
+    let found = search_appointments(
+        &state,
+        &viewer,
+        &[
+            ("actor", me),
+            ("status", "pending".into()),
+            ("_sort", "date".into()),
+            ("_count", "100".into()),
+        ],
+    )
+    .await;
     let mut requests = Vec::new();
-    match state
-        .records
-        .search(&viewer.ctx, "Appointment", &params, Handling::Lenient)
-        .await
-    {
-        Ok(b) => {
-            for a in resources(&b) {
-                let v = visit(&state, &viewer, &a).await;
-                if v.request {
-                    requests.push(v);
-                }
-            }
+    for a in match found {
+        Ok(a) => a,
+        Err(r) => return r,
+    } {
+        let v = visit(&state, &viewer, &a).await;
+        if v.request {
+            requests.push(v);
         }
-        Err(e) => return record_problem(viewer.lang, &e),
     }
     render(
         axum::http::StatusCode::OK,

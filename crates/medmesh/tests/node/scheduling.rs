@@ -147,6 +147,16 @@ fn booking_patient(node: &Node, id: &str) -> Node {
     )
 }
 
+/// Books `proposal` with `$book` as `node`'s caller; the booked Appointment's id.
+async fn booked_id(node: &Node, proposal: &Value) -> String {
+    let (s, _, b) = node.post("Appointment/$book", &parameters(proposal)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn for_patient(proposal: &Value, patient: &str) -> Value {
     let mut p = proposal.clone();
     let parts = p["participant"].as_array_mut().unwrap();
@@ -249,17 +259,7 @@ async fn a_patient_finds_holds_books_and_cancels(node: Node) {
     );
 
     // The other patient books the next time directly.
-    let (s, _, b) = pb
-        .post(
-            "Appointment/$book",
-            &parameters(&for_patient(&offers[1], "pb")),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    let theirs = b["entry"][0]["resource"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let theirs = booked_id(&pb, &for_patient(&offers[1], "pb")).await;
 
     // A patient cannot cancel someone else's appointment; they can cancel their own, and the
     // time is offered again.
@@ -636,12 +636,7 @@ async fn a_freed_time_goes_to_the_patient_who_waited_longest(node: Node) {
         booking_patient(&node, "pc"),
     );
     let offers = find(&pa, "pa", 3).await;
-    let (s, _, b) = pa.post("Appointment/$book", &parameters(&offers[0])).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-    let taken = b["entry"][0]["resource"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let taken = booked_id(&pa, &offers[0]).await;
     // pb waits first, then pc.
     let (s, first) = api(
         &pb,
