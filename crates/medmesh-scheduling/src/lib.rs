@@ -1396,26 +1396,50 @@ impl SchedulingService {
         Ok(())
     }
 
-    /// Counts of appointments by status for each practitioner among `appointments` (what
-    /// no-show figures are made of).
-    pub fn figures(appointments: &[Value]) -> BTreeMap<String, BTreeMap<String, u64>> {
-        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-        for a in appointments {
-            let status = a.get("status").and_then(Value::as_str).unwrap_or("unknown");
-            for p in a
-                .get("participant")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.pointer("/actor/reference").and_then(Value::as_str))
-                .filter(|r| r.starts_with("Practitioner/"))
-            {
-                *out.entry(p.to_string())
-                    .or_default()
-                    .entry(status.to_string())
-                    .or_default() += 1;
-            }
+    /// A practitioner's appointments counted by status (booked, arrived, fulfilled, no-show,
+    /// cancelled...) between `from` and `to` (FHIR dates or date-times), as far as the caller
+    /// may see them: what no-show figures and later analytics are made of. Each count is a
+    /// `_summary=count` search, judged by the PDP and audited.
+    ///
+    /// # Errors
+    /// The PDP's refusals; [`RecordError::Invalid`] for a bad date.
+    pub async fn figures(
+        &self,
+        ctx: &RequestContext,
+        practitioner: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<BTreeMap<String, u64>, RecordError> {
+        const STATUSES: [&str; 9] = [
+            "pending",
+            "booked",
+            "arrived",
+            "checked-in",
+            "fulfilled",
+            "noshow",
+            "cancelled",
+            "waitlist",
+            "entered-in-error",
+        ];
+        let mut out = BTreeMap::new();
+        for status in STATUSES {
+            let mut params = vec![
+                (
+                    "actor".to_string(),
+                    format!("Practitioner/{}", bare(practitioner, "Practitioner")),
+                ),
+                ("status".to_string(), status.to_string()),
+                ("_summary".to_string(), "count".to_string()),
+            ];
+            params.extend(from.map(|f| ("date".to_string(), format!("ge{f}"))));
+            params.extend(to.map(|t| ("date".to_string(), format!("lt{t}"))));
+            let bundle = self
+                .records
+                .search(ctx, "Appointment", &params, Handling::Strict)
+                .await?;
+            let n = bundle.get("total").and_then(Value::as_u64).unwrap_or(0);
+            out.insert(status.to_string(), n);
         }
-        out
+        Ok(out)
     }
 }

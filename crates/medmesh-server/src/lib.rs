@@ -422,6 +422,7 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
             post(scheduling::api_staff),
         )
         .route("/api/appointments/waitlist", post(scheduling::api_waitlist))
+        .route("/api/appointments/figures", get(scheduling::api_figures))
         .route("/api/directory", get(scheduling::api_directory))
         .route("/api/account/inbox", get(audit::staff_inbox))
         .route(

@@ -523,3 +523,32 @@ pub async fn api_waitlist(
         .await?;
     Ok((StatusCode::CREATED, Json(a)).into_response())
 }
+
+/// `GET /api/appointments/figures` parameters.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiguresParams {
+    /// `Practitioner/x` or `x`.
+    pub practitioner: String,
+    /// From this date (FHIR date or dateTime).
+    pub from: Option<String>,
+    /// Before this date.
+    pub to: Option<String>,
+}
+
+/// `GET /api/appointments/figures?practitioner=..&from=..&to=..`: the practitioner's
+/// appointments counted by status (no-shows among them), as far as the caller may see them.
+pub async fn api_figures(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiQuery(p): ApiQuery<FiguresParams>,
+) -> Result<Response, ApiError> {
+    for d in [&p.from, &p.to].into_iter().flatten() {
+        instant("from and to", d)?;
+    }
+    let counts = state
+        .scheduling
+        .figures(&ctx, &p.practitioner, p.from.as_deref(), p.to.as_deref())
+        .await?;
+    Ok(Json(json!({ "practitioner": p.practitioner, "byStatus": counts })).into_response())
+}

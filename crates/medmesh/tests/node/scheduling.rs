@@ -298,6 +298,15 @@ async fn a_patient_finds_holds_books_and_cancels(node: Node) {
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "arrived");
+    // The practitioner's figures, as the node's operator sees them: one cancelled, one
+    // arrived.
+    let (s, b) = get_api(&node, "/api/appointments/figures?practitioner=p1").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["byStatus"]["cancelled"], 1, "{b}");
+    assert_eq!(b["byStatus"]["arrived"], 1, "{b}");
+    assert_eq!(b["byStatus"]["noshow"], 0, "{b}");
+    let (s, _) = get_api(&node, "/api/appointments/figures?practitioner=p1&from=soon").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     put(
         &node,
         "Practitioner/p2",
