@@ -449,6 +449,21 @@ pub async fn staff_inbox(
     Ok(axum::Json(json!({"notifications": items})).into_response())
 }
 
+/// `POST /api/account/inbox/{nid}/read`: a staff account marks one of its own
+/// notifications read (204); anyone else's answers 404.
+pub async fn mark_staff_notification_read(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let inbox = state.records.staff_inbox(&ctx).map_err(hidden)?;
+    state
+        .trust
+        .mark_staff_notification_read(&inbox, &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `POST /api/patients/{id}/notifications/{nid}/read`: the patient marks a notification read
 /// (204). Only the patient themself; anyone else gets 404.
 pub async fn mark_notification_read(

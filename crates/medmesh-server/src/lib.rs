@@ -426,6 +426,10 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
         .route("/api/directory", get(scheduling::api_directory))
         .route("/api/account/inbox", get(audit::staff_inbox))
         .route(
+            "/api/account/inbox/{nid}/read",
+            post(audit::mark_staff_notification_read),
+        )
+        .route(
             "/api/account/calendar-feed",
             post(scheduling::api_create_feed).delete(scheduling::api_revoke_feed),
         )

@@ -371,10 +371,33 @@ impl TrustNetwork {
         Ok(out)
     }
 
-    /// Marks one of the patient's notifications read.
+    /// Marks one of a staff account's own notifications read; the PDP's
+    /// [`medmesh_policy::StaffInbox`] is the permission.
     ///
     /// # Errors
-    /// [`RecordError::NotFound`] when the patient has no such notification.
+    /// [`RecordError::NotFound`] for a notification that is not theirs.
+    pub async fn mark_staff_notification_read(
+        &self,
+        inbox: &medmesh_policy::StaffInbox,
+        id: &str,
+    ) -> Result<(), RecordError> {
+        let core = self.records.core();
+        if self
+            .inbox
+            .mark_notification_read(inbox.key(), id, core.now())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(RecordError::NotFound)
+        }
+    }
+
+    /// Marks one of a patient's notifications read; the PDP's [`InboxOwner`] is the
+    /// permission.
+    ///
+    /// # Errors
+    /// [`RecordError::NotFound`] for a notification that is not theirs.
     pub async fn mark_notification_read(
         &self,
         inbox: &InboxOwner,

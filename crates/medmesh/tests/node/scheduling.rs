@@ -454,10 +454,27 @@ async fn bookings_wait_for_approval_and_one_a_day(node: Node) {
     let (s, b) = api(&doc, &format!("/api/appointments/{id}/approve"), &json!({})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "booked");
-    // The patient cancels; the practitioner is told.
+    // The patient cancels; the practitioner is told, and marks the notice read (a notice
+    // of theirs only).
     let (s, _) = api(&pa, &format!("/api/appointments/{id}/cancel"), &json!({})).await;
     assert_eq!(s, StatusCode::OK);
     staff_told(&doc, "A patient cancelled an appointment at medmesh").await;
+    let (_, inbox) = get_api(&doc, "/api/account/inbox").await;
+    let first = inbox["notifications"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _) = api(
+        &doc,
+        &format!("/api/account/inbox/{first}/read"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, inbox) = get_api(&doc, "/api/account/inbox").await;
+    assert_eq!(inbox["notifications"][0]["read"], true, "{inbox}");
+    let (s, _) = api(&pa, &format!("/api/account/inbox/{first}/read"), &json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
 async fn get_api(node: &Node, path: &str) -> (StatusCode, Value) {
