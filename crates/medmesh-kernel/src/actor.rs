@@ -103,6 +103,39 @@ impl Actor {
         }
     }
 
+    /// The owner of a FHIR Subscription, as its account or client stands now, with the
+    /// scopes it was granted when it subscribed cut to what it may have now. Only the
+    /// subscriptions' directory of owners makes one, to ask the PDP whether the owner may
+    /// be told of an event.
+    pub fn from_standing_subscription(who: VerifiedIdentity) -> Self {
+        Self::from(who)
+    }
+
+    /// The node's scheduler, acting on its own timers (a waiting-list offer that lapsed is
+    /// passed to the next patient). It holds no scopes: what it writes, it writes with the
+    /// PDP's internal grant for its own bookkeeping. Only the scheduling service makes one.
+    pub fn scheduling_worker() -> Self {
+        Self {
+            subject: "scheduling".into(),
+            scopes: Vec::new(),
+            patient: None,
+            role: None,
+            clinician: None,
+        }
+    }
+
+    /// The reader of the record's change feed for FHIR Subscriptions, with read scopes on
+    /// the topics' types. Only the subscription service makes one.
+    pub fn subscription_feed(scopes: Vec<Scope>) -> Self {
+        Self {
+            subject: "fhir-subscriptions".into(),
+            scopes,
+            patient: None,
+            role: None,
+            clinician: None,
+        }
+    }
+
     /// Whoever sent an HL7 v2 message no configured sender matches: no scopes, so it can do
     /// nothing; it exists so the refusal can be audited with the source address.
     pub fn unrecognised_sender() -> Self {

@@ -298,8 +298,21 @@ pub struct NotificationHub {
     store: Arc<dyn NotificationHubStore>,
     mailer: Option<Arc<dyn Mailer>>,
     webhooks: Option<(Arc<dyn WebhookSender>, Arc<dyn medmesh_kernel::Random>)>,
+    /// Channels other capabilities deliver (FHIR Subscriptions' rest-hook), by name.
+    added: Vec<(String, Arc<dyn ChannelDelivery>)>,
     node_name: String,
     node_url: String,
+}
+
+/// Sends on a channel another capability adds to the hub (FHIR Subscriptions' rest-hook):
+/// the hub keeps the queue (durable, once across replicas, retried with backoff, failures
+/// listed for admins); the capability says how one queued message is sent.
+#[async_trait::async_trait]
+pub trait ChannelDelivery: Send + Sync + 'static {
+    /// Sends one queued message: `body` is what it was queued with, opened.
+    async fn deliver(&self, row: &NotificationOutboxRow, body: &str) -> Result<(), SendError>;
+    /// Told when the hub gives up on a message (after its attempts, or a permanent refusal).
+    async fn given_up(&self, row: &NotificationOutboxRow);
 }
 
 impl std::fmt::Debug for NotificationHub {
@@ -354,6 +367,7 @@ impl NotificationHub {
             store,
             mailer,
             webhooks: None,
+            added: Vec::new(),
             node_name: node_name.into(),
             node_url: node_url.into(),
         }
@@ -367,6 +381,74 @@ impl NotificationHub {
     ) -> Self {
         self.webhooks = Some((sender, random));
         self
+    }
+
+    /// Delivers the outbox channel `name` through `delivery` (see [`Self::queue_on`]).
+    pub fn with_channel(mut self, name: &str, delivery: Arc<dyn ChannelDelivery>) -> Self {
+        self.added.push((name.to_string(), delivery));
+        self
+    }
+
+    /// Queues `body` on an added channel (see [`Self::with_channel`]) for `account` (a key
+    /// such as `Subscription/<id>`), sealed, due at once. `event` keys it: queuing it twice
+    /// queues once. Returns whether it was new.
+    ///
+    /// # Errors
+    /// [`HubError::Invalid`] for a channel the hub was not given; as sealing or the store fails.
+    pub async fn queue_on(
+        &self,
+        channel: &str,
+        account: &str,
+        category: Category,
+        event: &str,
+        body: &str,
+    ) -> Result<bool, HubError> {
+        let now = self.records.core().now();
+        let row = self
+            .prepare_on(channel, account, category, event, body, now)
+            .await?;
+        Ok(self.store.notification_enqueue(&row).await?)
+    }
+
+    /// A message for an added channel, due at `due`, as an outbox row for the caller to
+    /// queue in its own transaction (see
+    /// [`medmesh_store::NotificationTx::queue_notification`]). Keyed as [`Self::queue_on`].
+    ///
+    /// # Errors
+    /// As [`Self::queue_on`].
+    pub async fn prepare_on(
+        &self,
+        channel: &str,
+        account: &str,
+        category: Category,
+        event: &str,
+        body: &str,
+        due: i64,
+    ) -> Result<NotificationOutboxRow, HubError> {
+        if !self.added.iter().any(|(name, _)| name == channel) {
+            return Err(HubError::Invalid(format!("no channel {channel}")));
+        }
+        let core = self.records.core();
+        let id = core.ids().new_id();
+        let payload = serde_json::to_vec(&Payload {
+            subject: String::new(),
+            body: body.to_string(),
+            event: None,
+        })
+        .unwrap_or_default();
+        Ok(NotificationOutboxRow {
+            payload: self.seal(&payload_context(&id), &payload).await?,
+            id,
+            account: account.to_string(),
+            category: category.as_str().to_string(),
+            channel: channel.to_string(),
+            dedupe_key: format!("{account}|{event}"),
+            status: "pending".into(),
+            attempts: 0,
+            next_attempt_micros: due,
+            last_error: None,
+            created_micros: core.now(),
+        })
     }
 
     /// Sets `who`'s channels per category and e-mail address, keeping their webhook (which
@@ -800,6 +882,9 @@ impl NotificationHub {
             }
             if row.status == "failed" {
                 tracing::warn!(notification = %row.id, channel = %row.channel, "a notification was given up on");
+                if let Some((_, delivery)) = self.added.iter().find(|(n, _)| *n == row.channel) {
+                    delivery.given_up(&row).await;
+                }
             }
             self.store.notification_attempted(&row).await?;
         }
@@ -888,7 +973,12 @@ impl NotificationHub {
                     .map(|_| ())
                     .map_err(|_| SendError::Transient("the notice could not be told".into()))
             }
-            _ => Err(SendError::Permanent("unknown channel".into())),
+            // The inbox is written at once, never queued.
+            Some(Channel::Inbox) => Err(SendError::Permanent("unknown channel".into())),
+            None => match self.added.iter().find(|(n, _)| *n == row.channel) {
+                Some((_, delivery)) => delivery.deliver(row, &payload.body).await,
+                None => Err(SendError::Permanent("unknown channel".into())),
+            },
         }
     }
 

@@ -165,6 +165,8 @@ pub struct SchedulingService {
     resources: Arc<dyn ResourceStore>,
     bookings: Arc<dyn BookingStore>,
     hold_minutes: u32,
+    /// How long a waiting-list offer is held, microseconds.
+    offer_micros: i64,
     reminders: Option<Reminders>,
     staff: Option<Arc<dyn StaffDirectory>>,
 }
@@ -228,9 +230,19 @@ impl SchedulingService {
             resources,
             bookings,
             hold_minutes: hold_minutes.clamp(1, 60),
+            offer_micros: waitlist::OFFER_MINUTES * MINUTE,
             reminders: None,
             staff: None,
         }
+    }
+
+    /// Holds a freed time offered from the waiting list for `seconds` (at least one) instead
+    /// of [`waitlist::OFFER_MINUTES`].
+    #[must_use]
+    pub fn with_offer_hold(mut self, seconds: u64) -> Self {
+        self.offer_micros =
+            i64::try_from(seconds.max(1)).unwrap_or(i64::MAX / 2_000_000) * 1_000_000;
+        self
     }
 
     /// Tells practitioners' accounts (in their staff inbox, or as they chose) of requests
@@ -1194,7 +1206,7 @@ impl SchedulingService {
     /// Offers a freed time to the waiting list; a failure is logged, and the cancellation
     /// stands (the patients waiting keep their place).
     async fn offer_to_waiting(&self, ctx: &RequestContext, freed: &Value) {
-        if let Err(e) = self.offer_freed(ctx, freed).await {
+        if let Err(e) = self.offer_freed(ctx, freed, None).await {
             tracing::warn!(error = %e, "a freed time could not be offered to the waiting list");
         }
     }

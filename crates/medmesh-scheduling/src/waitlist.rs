@@ -5,15 +5,19 @@
 //! becomes `pending` at that time, held for them for [`OFFER_MINUTES`] (the time is claimed
 //! as a hold, so no one else can book it meanwhile), and they are told through the hub, in
 //! the transaction of the offer. They book it like any held appointment (`$book` by
-//! reference, or the portal); an offer not taken lapses and the time is free for anyone.
+//! reference, or the portal). An offer not taken lapses: a timer queued in the offer's
+//! transaction (the hub's durable outbox, channel [`OFFER_LAPSE`]) puts the patient back on
+//! the list, last, frees the time and offers it to the next patient waiting.
+
+use std::sync::{Arc, OnceLock, Weak};
 
 use medmesh_audit::Outcome;
 use medmesh_fhir::search::{Handling, parse_query};
-use medmesh_kernel::RequestContext;
-use medmesh_notifications::{Category, Notice, Recipient};
+use medmesh_kernel::{Actor, OperationId, RequestContext};
+use medmesh_notifications::{Category, ChannelDelivery, Notice, Recipient, SendError};
 use medmesh_policy::{Action, Pdp};
 use medmesh_records::RecordError;
-use medmesh_store::PageRequest;
+use medmesh_store::{NotificationOutboxRow, PageRequest};
 use serde_json::{Value, json};
 
 use crate::availability::{MINUTE, VisitShape};
@@ -22,8 +26,11 @@ use crate::calendar::{
 };
 use crate::{SchedulingService, bare, invalid};
 
-/// How long a freed time is held for the patient it is offered to, minutes.
+/// How long a freed time is held for the patient it is offered to, by default, minutes.
 pub const OFFER_MINUTES: i64 = 30;
+
+/// The hub's outbox channel of lapsing offers: due when an offer's hold ends.
+pub const OFFER_LAPSE: &str = "waitlist-offer-lapse";
 
 impl SchedulingService {
     /// Puts `patient` on `practitioner`'s waiting list (an Appointment with status
@@ -100,6 +107,7 @@ impl SchedulingService {
         &self,
         ctx: &RequestContext,
         freed: &Value,
+        except: Option<&str>,
     ) -> Result<Option<String>, RecordError> {
         let core = self.records.core();
         let now = core.now();
@@ -141,7 +149,7 @@ impl SchedulingService {
         )?;
         core.blind(&mut q)?;
         let page = PageRequest {
-            count: 1,
+            count: 2,
             cursor: None,
             with_total: false,
             snapshot: false,
@@ -152,7 +160,7 @@ impl SchedulingService {
             .read_many(&found.matches)
             .await?
             .into_iter()
-            .next()
+            .find(|v| Some(v.id.as_str()) != except)
         else {
             return Ok(None);
         };
@@ -169,7 +177,8 @@ impl SchedulingService {
             return Ok(None);
         };
         let id = v.id.clone();
-        let until = now + OFFER_MINUTES * MINUTE;
+        let until = now + self.offer_micros;
+        let minutes = (self.offer_micros / MINUTE).max(1);
         let shape = VisitShape {
             minutes: u32::try_from((r.visit.end - r.visit.start) / MINUTE).unwrap_or(0),
             buffer_minutes: cal.buffer_minutes,
@@ -192,7 +201,7 @@ impl SchedulingService {
                             event: format!("waitlist-offer:{id}:{}", r.visit.start),
                             subject: format!("A time has become free at {}", rem.node_name),
                             body: format!(
-                                "A time you waited for has become free. Sign in at {} within {OFFER_MINUTES} minutes to book it.",
+                                "A time you waited for has become free. Sign in at {} within {minutes} minutes to book it.",
                                 rem.node_name
                             ),
                         },
@@ -232,6 +241,9 @@ impl SchedulingService {
         if let Some(row) = &notice {
             tx.queue_notification(row).await?;
         }
+        if let Some(row) = self.lapse_timer(&id, r.visit.start, until).await {
+            tx.queue_notification(&row).await?;
+        }
         let mut entry = core.entry(
             ctx,
             "waitlist-offer",
@@ -244,4 +256,155 @@ impl SchedulingService {
         tx.commit().await?;
         Ok(Some(id))
     }
+}
+
+impl SchedulingService {
+    /// The timer that passes an offer on when its hold ends, as an outbox row for the
+    /// offer's transaction; `None` (the offer then simply lapses) where the hub has no such
+    /// channel.
+    async fn lapse_timer(&self, id: &str, start: i64, until: i64) -> Option<NotificationOutboxRow> {
+        let rem = self.reminders.as_ref()?;
+        let body = json!({"appointment": id, "start": start}).to_string();
+        match rem
+            .hub
+            .prepare_on(
+                OFFER_LAPSE,
+                &format!("Appointment/{id}"),
+                Category::Appointments,
+                &format!("offer-lapse:{id}:{start}"),
+                &body,
+                until,
+            )
+            .await
+        {
+            Ok(row) => Some(row),
+            Err(e) => {
+                tracing::warn!(error = %e, "a waiting-list offer will lapse without being passed on");
+                None
+            }
+        }
+    }
+
+    /// A lapsed offer (appointment `id`, offered for `start`): when it is still pending at
+    /// that time and its hold has ended, its patient goes back on the waiting list (last),
+    /// the time is freed, and it is offered to the next patient waiting. Returns the id of
+    /// the Appointment it was offered to next. Nothing is done to an offer that was booked,
+    /// cancelled or moved meanwhile.
+    ///
+    /// # Errors
+    /// Store failures; the timer is tried again.
+    pub async fn lapse_offer(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        start: i64,
+    ) -> Result<Option<String>, RecordError> {
+        let core = self.records.core();
+        let now = core.now();
+        let Some(v) = self.resources.read("Appointment", id).await? else {
+            return Ok(None);
+        };
+        if v.deleted {
+            return Ok(None);
+        }
+        let offered = core.decode(&v).await?;
+        let held_until = extension_value(&offered, &hold_extension_url())
+            .and_then(Value::as_str)
+            .and_then(|h| crate::calendar::parse_utc(h, false));
+        if offered.get("status").and_then(Value::as_str) != Some("pending")
+            || requested(&offered).map(|r| r.visit.start) != Some(start)
+            || held_until.is_none_or(|h| h > now)
+        {
+            return Ok(None);
+        }
+        let patient = offered
+            .get("participant")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.pointer("/actor/reference").and_then(Value::as_str))
+            .find_map(|a| a.strip_prefix("Patient/"))
+            .map(str::to_string);
+        let mut waiting = offered.clone();
+        waiting["status"] = json!("waitlist");
+        if let Some(m) = waiting.as_object_mut() {
+            for k in ["meta", "start", "end", "minutesDuration", "slot"] {
+                m.remove(k);
+            }
+        }
+        let hold = hold_extension_url();
+        if let Some(ext) = waiting.get_mut("extension").and_then(Value::as_array_mut) {
+            ext.retain(|e| e.get("url").and_then(Value::as_str) != Some(hold.as_str()));
+        }
+        core.check_resource("Appointment", &waiting)?;
+        let mut tx = core.begin_write().await?;
+        let head = tx.head("Appointment", id).await?;
+        // The node's own bookkeeping: the offer it made is withdrawn.
+        let grant = Pdp.internal_grant("Appointment");
+        core.write_version(ctx, &mut tx, &grant, "Appointment", id, waiting, head)
+            .await?;
+        tx.release_time(id).await?;
+        let mut entry = core.entry(
+            ctx,
+            "waitlist-offer-lapsed",
+            Some("Appointment"),
+            vec![id.to_string()],
+            Outcome::Success,
+        );
+        entry.patients = patient.into_iter().collect();
+        tx.append_audit(&entry).await?;
+        tx.commit().await?;
+        self.offer_freed(ctx, &offered, Some(id)).await
+    }
+
+    /// The context the node's scheduler acts in (its own timers).
+    pub fn worker_context(&self) -> RequestContext {
+        #[allow(clippy::disallowed_methods)] // The scheduling service's own timers.
+        let actor = Actor::scheduling_worker();
+        RequestContext::new(
+            actor,
+            OperationId::new(self.records.core().ids().new_id()),
+            None,
+            String::new(),
+        )
+    }
+}
+
+/// Delivers the hub's [`OFFER_LAPSE`] channel: each row is a lapsing offer, passed on by
+/// [`SchedulingService::lapse_offer`]. Bound to the service once both exist (the hub is
+/// built first, as the service tells through it).
+#[derive(Debug, Default)]
+pub struct OfferLapses {
+    service: OnceLock<Weak<SchedulingService>>,
+}
+
+impl OfferLapses {
+    /// Binds the service that passes offers on.
+    pub fn bind(&self, service: &Arc<SchedulingService>) {
+        let _ = self.service.set(Arc::downgrade(service));
+    }
+}
+
+#[async_trait::async_trait]
+impl ChannelDelivery for OfferLapses {
+    async fn deliver(&self, _row: &NotificationOutboxRow, body: &str) -> Result<(), SendError> {
+        let service = self
+            .service
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or_else(|| SendError::Transient("scheduling is not running".into()))?;
+        let job: Value = serde_json::from_str(body)
+            .map_err(|_| SendError::Permanent("the timer is not readable".into()))?;
+        let (Some(id), Some(start)) = (job["appointment"].as_str(), job["start"].as_i64()) else {
+            return Err(SendError::Permanent("the timer is not readable".into()));
+        };
+        let ctx = service.worker_context();
+        service
+            .lapse_offer(&ctx, id, start)
+            .await
+            .map(|_| ())
+            .map_err(|_| SendError::Transient("the offer could not be passed on".into()))
+    }
+
+    async fn given_up(&self, _row: &NotificationOutboxRow) {}
 }

@@ -23,7 +23,7 @@ pub fn capability_statement(
         "create",
         "search-type",
     ];
-    let resources: Vec<Value> = defs
+    let mut resources: Vec<Value> = defs
         .resource_types()
         .iter()
         .map(|t| {
@@ -69,7 +69,9 @@ pub fn capability_statement(
             }
             r
         })
+        .filter(|r| r["type"] != "Subscription")
         .collect();
+    resources.push(subscription_resource());
     json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -119,5 +121,25 @@ pub fn capability_statement(
             ],
             "operation": [{"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}]
         }]
+    })
+}
+
+/// Subscriptions as the R4 backport advertises them: rest-hook only, the caller's own, and
+/// the topics this node offers (`subscriptiontopic-canonical`).
+fn subscription_resource() -> Value {
+    let topics: Vec<Value> = medmesh_subscriptions::topic::Topic::ALL
+        .iter()
+        .map(|t| json!({
+            "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical",
+            "valueCanonical": t.canonical(),
+        }))
+        .collect();
+    json!({
+        "extension": topics,
+        "type": "Subscription",
+        "supportedProfile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
+        "interaction": [{"code": "read"}, {"code": "update"}, {"code": "delete"}, {"code": "create"}, {"code": "search-type"}],
+        "documentation": "A caller's own subscriptions. Channel rest-hook; payload application/fhir+json, empty, id-only or full-resource.",
+        "operation": [{"name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"}],
     })
 }

@@ -19,6 +19,7 @@ pub mod oauth;
 pub mod operations;
 pub mod response;
 pub mod scheduling;
+pub mod subscriptions;
 pub mod web;
 
 use std::sync::Arc;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub hub: Arc<medmesh_notifications::NotificationHub>,
     /// Appointments: `$find`, `$hold`, `$book`, the directory.
     pub scheduling: Arc<medmesh_scheduling::SchedulingService>,
+    /// FHIR Subscriptions (`/fhir/Subscription`).
+    pub subscriptions: Arc<medmesh_subscriptions::SubscriptionService>,
     /// The CapabilityStatement, built once.
     pub capability: Arc<Value>,
     /// Public base URL (`http://host:port/fhir`); when `None`, taken from the Host header.
@@ -164,6 +167,8 @@ pub struct Services {
     pub hub: Arc<medmesh_notifications::NotificationHub>,
     /// Appointments (`Appointment/$find`, `$hold`, `$book`, `/api/appointments`).
     pub scheduling: Arc<medmesh_scheduling::SchedulingService>,
+    /// FHIR Subscriptions (`/fhir/Subscription`, `$status`).
+    pub subscriptions: Arc<medmesh_subscriptions::SubscriptionService>,
 }
 
 /// Builds the server's state. The background workers are the binary's to start; the
@@ -183,6 +188,7 @@ pub fn build_state(
         hl7,
         hub,
         scheduling,
+        subscriptions,
     } = services;
     let capability = capability_statement::capability_statement(
         records.definitions(),
@@ -207,6 +213,7 @@ pub fn build_state(
         hl7,
         hub,
         scheduling,
+        subscriptions,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
         body_limits: config.body_limits,
@@ -308,6 +315,17 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
         )
         .route("/Appointment/$hold", post(scheduling::hold))
         .route("/Appointment/$book", post(scheduling::book))
+        .route(
+            "/Subscription",
+            get(subscriptions::search).post(subscriptions::create),
+        )
+        .route(
+            "/Subscription/{id}",
+            get(subscriptions::read)
+                .put(subscriptions::update)
+                .delete(subscriptions::delete),
+        )
+        .route("/Subscription/{id}/$status", get(subscriptions::status))
         .merge(documents::binary_routes())
         .route("/metadata", get(metadata))
         .route("/", post(root_post))

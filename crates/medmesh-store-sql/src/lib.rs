@@ -18,6 +18,7 @@ pub mod search_sql;
 pub mod sql;
 pub mod sqlite;
 pub mod store;
+mod subscriptions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use medmesh_kernel::{Clock, SystemClock};
 
 use medmesh_store::{
     AuditLogStore, BookingStore, Hl7OutboxStore, Hl7Store, IdentityStore, KeyStore,
-    NotificationHubStore, RecordStore, StoreError,
+    NotificationHubStore, RecordStore, StoreError, SubscriptionStore,
 };
 
 /// Both ports, served by one database.
@@ -48,6 +49,8 @@ pub struct Stores {
     pub notifications: Arc<dyn NotificationHubStore>,
     /// Claimed appointment time.
     pub bookings: Arc<dyn BookingStore>,
+    /// FHIR Subscriptions and their place in the change feed.
+    pub subscriptions: Arc<dyn SubscriptionStore>,
 }
 
 async fn stores<B: store::Backend>(
@@ -64,7 +67,8 @@ async fn stores<B: store::Backend>(
         hl7: s.clone(),
         hl7_outbox: s.clone(),
         notifications: s.clone(),
-        bookings: s,
+        bookings: s.clone(),
+        subscriptions: s,
     })
 }
 

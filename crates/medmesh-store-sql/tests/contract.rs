@@ -1437,8 +1437,159 @@ async fn booking_store(stores: Stores) {
     assert!(b.claims_of("b", 150).await.unwrap().is_empty());
 }
 
+/// Subscriptions: kept and replaced (their count kept), listed per owner and while live,
+/// their status set; each event numbered once, in order, whoever numbers it again; deleted
+/// with their numbers; the change feed's cursor and head.
+async fn subscription_store(stores: Stores) {
+    let s = &stores.subscriptions;
+    let row = |id: &str, owner: &str, status: &str, at: i64| medmesh_store::SubscriptionRow {
+        id: id.into(),
+        owner: owner.into(),
+        topic: "https://medmesh.dev/fhir/SubscriptionTopic/appointment".into(),
+        status: status.into(),
+        body: vec![1, 2, 3],
+        events: 0,
+        last_error: None,
+        created_micros: at,
+        updated_micros: at,
+    };
+    s.subscription_put(&row("s1", "u1", "requested", 1))
+        .await
+        .unwrap();
+    s.subscription_put(&row("s2", "u1", "off", 2))
+        .await
+        .unwrap();
+    s.subscription_put(&row("s3", "u2", "active", 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.subscription("s1").await.unwrap().unwrap().body,
+        vec![1, 2, 3]
+    );
+    assert!(s.subscription("nope").await.unwrap().is_none());
+    let of_u1: Vec<String> = s
+        .subscriptions_of("u1", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(of_u1, ["s1", "s2"]);
+    assert_eq!(s.subscriptions_of("u1", 1).await.unwrap().len(), 1);
+    let live: Vec<String> = s
+        .subscriptions_live()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(live, ["s1", "s3"]);
+    // Numbers: one per event, in order; the same event keeps its number.
+    assert_eq!(
+        s.subscription_event_number("s1", "Appointment/a/_history/1", 5)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        s.subscription_event_number("s1", "Appointment/a/_history/2", 6)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        s.subscription_event_number("s1", "Appointment/a/_history/1", 7)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        s.subscription_event_number("nope", "x", 7).await.unwrap(),
+        None
+    );
+    assert_eq!(s.subscription("s1").await.unwrap().unwrap().events, 2);
+    // Replacing keeps the count; the status and its error are set.
+    let mut changed = row("s1", "u1", "requested", 1);
+    changed.body = vec![9];
+    s.subscription_put(&changed).await.unwrap();
+    let kept = s.subscription("s1").await.unwrap().unwrap();
+    assert_eq!((kept.events, kept.body), (2, vec![9]));
+    assert!(
+        s.subscription_set_status("s1", "error", Some("the receiver answered 500"), 8)
+            .await
+            .unwrap()
+    );
+    let in_error = s.subscription("s1").await.unwrap().unwrap();
+    assert_eq!(in_error.status, "error");
+    assert_eq!(
+        in_error.last_error.as_deref(),
+        Some("the receiver answered 500")
+    );
+    assert!(
+        !s.subscription_set_status("nope", "off", None, 8)
+            .await
+            .unwrap()
+    );
+    // Concurrent numbering of one event gives one number.
+    let numbers = number_one_event_at_once(s.clone()).await;
+    assert!(numbers.iter().all(|n| *n == numbers[0]), "{numbers:?}");
+    assert_eq!(s.subscription("s3").await.unwrap().unwrap().events, 1);
+    // Deleted with its numbers: a new subscription of the same id starts again.
+    assert!(s.subscription_delete("s1").await.unwrap());
+    assert!(!s.subscription_delete("s1").await.unwrap());
+    s.subscription_put(&row("s1", "u1", "requested", 9))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.subscription_event_number("s1", "Appointment/a/_history/1", 10)
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    // The cursor, and the feed's head.
+    assert_eq!(s.subscription_cursor().await.unwrap(), 0);
+    s.subscription_set_cursor(42, 11).await.unwrap();
+    s.subscription_set_cursor(43, 12).await.unwrap();
+    assert_eq!(s.subscription_cursor().await.unwrap(), 43);
+    assert_eq!(s.change_feed_head().await.unwrap(), 0);
+    let mut tx = stores.records.begin().await.unwrap();
+    tx.put(version(
+        "Appointment",
+        "a1",
+        1,
+        10,
+        json!({"resourceType": "Appointment", "id": "a1"}),
+    ))
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(s.change_feed_head().await.unwrap() > 0);
+}
+
+/// Eight tasks number one event of `s3` at once.
+async fn number_one_event_at_once(
+    s: std::sync::Arc<dyn medmesh_store::SubscriptionStore>,
+) -> Vec<i64> {
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.subscription_event_number("s3", "DiagnosticReport/r/_history/1", 20 + i)
+                .await
+                .unwrap()
+                .unwrap()
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
 contract!(
     calendar_feeds,
+    subscription_store,
     booking_store,
     notification_hub_store,
     change_feed,

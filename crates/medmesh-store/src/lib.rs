@@ -13,6 +13,7 @@ pub mod export_files;
 pub mod hl7;
 pub mod identity;
 mod notify;
+mod subscriptions;
 
 /// The store's role traits, for `use medmesh_store::prelude::*` where a caller uses several.
 pub mod prelude {
@@ -35,6 +36,7 @@ pub use directory::{SealedKey, UserKey};
 pub use export_files::{ExportFiles, ExportFilesError};
 pub use hl7::{Hl7Filter, Hl7MessageRow, Hl7OutboundRow, Hl7OutboxStore, Hl7SenderRow, Hl7Store};
 pub use notify::{NotificationHubStore, NotificationOutboxRow, NotificationSettingsRow};
+pub use subscriptions::{SubscriptionRow, SubscriptionStore};
 
 pub use identity::{
     AuthCodeRecord, ClientRecord, IdentityStore, InviteRecord, KeyRecord, RefreshRecord,

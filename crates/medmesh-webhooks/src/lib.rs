@@ -181,23 +181,59 @@ impl WebhookSender for HttpWebhooks {
             .body(body.to_vec())
             .send()
             .await;
-        match sent {
-            Ok(r) if r.status().is_success() => Ok(()),
-            // Gone: the receiver says it wants no more.
-            Ok(r) if r.status().as_u16() == 410 => Err(SendError::Permanent(
-                "the receiver answered 410 Gone".into(),
-            )),
-            Ok(r) => Err(SendError::Transient(format!(
-                "the receiver answered {}",
-                r.status().as_u16()
-            ))),
-            Err(e) if e.is_timeout() => Err(SendError::Transient(
-                "the receiver did not answer in time".into(),
-            )),
-            Err(_) => Err(SendError::Transient(
-                "the receiver could not be reached".into(),
-            )),
+        outcome(sent)
+    }
+}
+
+/// What a POST's answer means for its delivery: a 2xx is delivered, 410 Gone gives up,
+/// anything else (or no answer) is tried again.
+fn outcome(sent: Result<reqwest13::Response, reqwest13::Error>) -> Result<(), SendError> {
+    match sent {
+        Ok(r) if r.status().is_success() => Ok(()),
+        // Gone: the receiver says it wants no more.
+        Ok(r) if r.status().as_u16() == 410 => Err(SendError::Permanent(
+            "the receiver answered 410 Gone".into(),
+        )),
+        Ok(r) => Err(SendError::Transient(format!(
+            "the receiver answered {}",
+            r.status().as_u16()
+        ))),
+        Err(e) if e.is_timeout() => Err(SendError::Transient(
+            "the receiver did not answer in time".into(),
+        )),
+        Err(_) => Err(SendError::Transient(
+            "the receiver could not be reached".into(),
+        )),
+    }
+}
+
+/// FHIR Subscriptions' rest-hooks go out through the same guarded client: the same
+/// addresses are refused, no redirect is followed, and each POST is bounded in time.
+#[async_trait::async_trait]
+impl medmesh_subscriptions::RestHookClient for HttpWebhooks {
+    fn check(&self, url: &str) -> Result<(), String> {
+        WebhookSender::check(self, url)
+    }
+
+    async fn post(
+        &self,
+        url: &str,
+        headers: &[String],
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(), SendError> {
+        WebhookSender::check(self, url).map_err(SendError::Permanent)?;
+        let mut request = self
+            .client
+            .post(url)
+            .header("content-type", content_type)
+            .body(body.to_vec());
+        for h in headers {
+            if let Some((name, value)) = h.split_once(':') {
+                request = request.header(name.trim(), value.trim());
+            }
         }
+        outcome(request.send().await)
     }
 }
 

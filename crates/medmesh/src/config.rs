@@ -165,6 +165,9 @@ pub struct FileConfig {
     /// unit (`24h`, `2h`, `30m`, `45s`); in the environment, comma-separated. Default
     /// `["24h", "2h"]`; `[]` for none.
     pub appointment_reminders: Option<Vec<String>>,
+    /// Seconds a freed time offered from a waiting list is held for its patient before it
+    /// is passed to the next. Default 1800 (30 minutes; at least 1).
+    pub waitlist_offer_seconds: Option<u64>,
 }
 
 /// One downstream system applied messages are forwarded to over MLLP (`[[hl7_channel]]`).
@@ -350,6 +353,8 @@ pub struct Config {
     pub appointment_hold_minutes: u32,
     /// Reminder offsets before an appointment, microseconds.
     pub appointment_reminders: Vec<i64>,
+    /// Seconds a waiting-list offer is held.
+    pub waitlist_offer_seconds: u64,
 }
 
 /// Where document bytes are kept.
@@ -611,6 +616,12 @@ impl Config {
             )
             .unwrap_or(5)
             .clamp(1, 60),
+            waitlist_offer_seconds: setting(
+                env("MEDMESH_WAITLIST_OFFER_SECONDS"),
+                file.waitlist_offer_seconds,
+            )
+            .unwrap_or(1800)
+            .max(1),
             appointment_reminders: match env("MEDMESH_APPOINTMENT_REMINDERS") {
                 Some(list) => Some(
                     list.split(',')

@@ -165,6 +165,7 @@ pub(crate) fn scheduling(
             stores.bookings.clone(),
             cfg.appointment_hold_minutes,
         )
+        .with_offer_hold(cfg.waitlist_offer_seconds)
         .with_reminders(medmesh_scheduling::Reminders {
             hub,
             before: cfg.appointment_reminders.clone(),
@@ -343,6 +344,24 @@ pub(crate) fn notification_hub(
     records: &Arc<RecordService>,
     public_origin: &str,
 ) -> anyhow::Result<Arc<medmesh_notifications::NotificationHub>> {
+    notification_hub_with(
+        cfg,
+        stores,
+        records,
+        public_origin,
+        Arc::new(medmesh_scheduling::waitlist::OfferLapses::default()),
+    )
+}
+
+/// The hub, with the waiting list's lapsing offers delivered through `lapses` (bound to
+/// the scheduling service once it exists; unbound, they wait in the outbox).
+pub(crate) fn notification_hub_with(
+    cfg: &Config,
+    stores: &Stores,
+    records: &Arc<RecordService>,
+    public_origin: &str,
+    lapses: Arc<medmesh_scheduling::waitlist::OfferLapses>,
+) -> anyhow::Result<Arc<medmesh_notifications::NotificationHub>> {
     let mailer: Option<Arc<dyn medmesh_notifications::Mailer>> = match &cfg.smtp_url {
         Some(url) => Some(Arc::new(medmesh_mail::SmtpMailer::new(
             &url.0,
@@ -350,7 +369,14 @@ pub(crate) fn notification_hub(
         )?)),
         None => None,
     };
-    let webhooks = medmesh_webhooks::HttpWebhooks::new(cfg.webhooks_allow_internal)?;
+    let webhooks = Arc::new(medmesh_webhooks::HttpWebhooks::new(
+        cfg.webhooks_allow_internal,
+    )?);
+    let rest_hooks = Arc::new(medmesh_subscriptions::RestHookDelivery::new(
+        records.clone(),
+        stores.subscriptions.clone(),
+        webhooks.clone(),
+    ));
     Ok(Arc::new(
         medmesh_notifications::NotificationHub::new(
             records.clone(),
@@ -361,8 +387,89 @@ pub(crate) fn notification_hub(
                 .clone()
                 .unwrap_or_else(|| public_origin.to_string()),
         )
-        .with_webhooks(Arc::new(webhooks), Arc::new(OsRandom)),
+        .with_webhooks(webhooks, Arc::new(OsRandom))
+        .with_channel(medmesh_subscriptions::REST_HOOK, rest_hooks)
+        .with_channel(medmesh_scheduling::waitlist::OFFER_LAPSE, lapses),
     ))
+}
+
+/// FHIR Subscriptions over `records`, telling through `hub`; `base_url` is the FHIR base
+/// the notifications name.
+pub(crate) fn subscriptions(
+    cfg: &Config,
+    stores: &Stores,
+    records: &Arc<RecordService>,
+    hub: Arc<medmesh_notifications::NotificationHub>,
+    identity: Arc<IdentityService>,
+    base_url: String,
+) -> anyhow::Result<Arc<medmesh_subscriptions::SubscriptionService>> {
+    Ok(Arc::new(medmesh_subscriptions::SubscriptionService::new(
+        records.clone(),
+        stores.subscriptions.clone(),
+        hub,
+        Arc::new(StandingOwners {
+            identity,
+            store: stores.identity.clone(),
+        }),
+        Arc::new(medmesh_webhooks::HttpWebhooks::new(
+            cfg.webhooks_allow_internal,
+        )?),
+        base_url,
+    )))
+}
+
+/// Subscriptions' owners as they stand now: an account (not disabled; its scopes cut to
+/// its role now, as a refreshed token's are) or a registered backend client (its scopes
+/// cut to its registration).
+struct StandingOwners {
+    identity: Arc<IdentityService>,
+    store: Arc<dyn medmesh_store::IdentityStore>,
+}
+
+#[async_trait::async_trait]
+impl medmesh_subscriptions::SubscriberDirectory for StandingOwners {
+    async fn standing(
+        &self,
+        owner: &str,
+        scopes: &[String],
+        patient: Option<&str>,
+    ) -> Option<medmesh_kernel::VerifiedIdentity> {
+        let user = match self.store.user_by_id(owner).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a subscription's owner");
+                return None;
+            }
+        };
+        if let Some(user) = user {
+            if user.disabled {
+                return None;
+            }
+            let role: Role = user.role.parse().ok()?;
+            let granted = medmesh_identity::oauth::scopes_for_user(&user, scopes);
+            let clinician = self.identity.clinician(&user.id).await.ok()?;
+            return Some(medmesh_kernel::VerifiedIdentity {
+                subject: user.id.clone(),
+                scopes: medmesh_auth::parse_scopes(&granted.join(" ")),
+                patient: user
+                    .patient_id
+                    .clone()
+                    .or_else(|| patient.map(str::to_string)),
+                role: Some(role),
+                clinician,
+            });
+        }
+        let client = self.store.client(owner).await.ok()??;
+        let requested = medmesh_auth::parse_scopes(&scopes.join(" "));
+        let allowed = medmesh_auth::parse_scopes(&client.scope);
+        Some(medmesh_kernel::VerifiedIdentity {
+            subject: client.client_id,
+            scopes: medmesh_auth::narrow(&requested, &allowed),
+            patient: None,
+            role: None,
+            clinician: None,
+        })
+    }
 }
 
 /// The HL7 v2 interface engine over `records`, recognising the settings file's senders and

@@ -41,7 +41,9 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
         stores.records.clone(),
         files,
     ));
-    let hub = crate::wiring::notification_hub(&cfg, &stores, &records, &issuer)?;
+    let lapses = Arc::new(medmesh_scheduling::waitlist::OfferLapses::default());
+    let hub =
+        crate::wiring::notification_hub_with(&cfg, &stores, &records, &issuer, lapses.clone())?;
     tokio::spawn(medmesh_notifications::run(hub.clone()));
     let vault = document_vault(&stores, &cfg, &records, Some(hub.clone()))?;
     let trust = trust_network(&stores, &cfg, &records, hub.clone());
@@ -87,6 +89,18 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
         Arc::new(medmesh_audit_client::HttpWitnessTransport::new()?),
     );
     let scheduling = crate::wiring::scheduling(&stores, &cfg, &records, hub.clone());
+    lapses.bind(&scheduling);
+    let subscriptions = crate::wiring::subscriptions(
+        &cfg,
+        &stores,
+        &records,
+        hub.clone(),
+        identity.clone(),
+        cfg.public_base_url
+            .clone()
+            .unwrap_or_else(|| format!("{issuer}/fhir")),
+    )?;
+    tokio::spawn(medmesh_subscriptions::run(subscriptions.clone()));
     let state = medmesh_server::build_state(
         medmesh_server::Services {
             records,
@@ -98,6 +112,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             hl7,
             hub: hub.clone(),
             scheduling,
+            subscriptions,
         },
         export_queue,
         medmesh_server::ServerConfig {

@@ -39,7 +39,7 @@ fn sources(krate: &str) -> Vec<(PathBuf, String)> {
 }
 
 /// Domain and application crates: no web framework, no SQL driver, no HTTP client.
-const INNER: [&str; 21] = [
+const INNER: [&str; 22] = [
     "medmesh-kernel",
     "medmesh-fhir",
     "medmesh-auth",
@@ -61,6 +61,7 @@ const INNER: [&str; 21] = [
     "medmesh-interface-engine",
     "medmesh-notifications",
     "medmesh-scheduling",
+    "medmesh-subscriptions",
 ];
 
 #[test]

@@ -173,8 +173,31 @@ async fn a_stolen_database_reveals_no_patient(node: Node) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(address));
+    // So is a FHIR Subscription: its filter names the patient, its header holds a secret.
+    let hook_secret = "quarantined-hook-secret";
+    let (s, _, b) = node
+        .post(
+            "Subscription",
+            &serde_json::json!({"resourceType": "Subscription", "status": "requested",
+                "reason": "results", "criteria": "https://medmesh.dev/fhir/SubscriptionTopic/result",
+                "_criteria": {"extension": [{
+                    "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria",
+                    "valueString": format!("DiagnosticReport?patient=Patient/{conn}")}]},
+                "channel": {"type": "rest-hook", "endpoint": "https://hooks.example.org/results",
+                            "header": [format!("Authorization: Bearer {hook_secret}")]}}),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::CREATED, "{b}");
+    assert_eq!(
+        unsealed_secrets(&node, "fhir_subscriptions", "body").await,
+        0
+    );
     let files = database_bytes(&node);
     for (name, bytes) in &files {
+        assert!(
+            !holds(bytes, hook_secret),
+            "a subscription's header is in clear in {name}"
+        );
         assert!(!holds(bytes, address), "the address is in clear in {name}");
         for t in free_text {
             assert!(!holds(bytes, t), "{t:?} found in clear in {name}");

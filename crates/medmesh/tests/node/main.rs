@@ -28,3 +28,4 @@ mod patient_scopes;
 mod scheduling;
 mod sealed;
 mod search;
+mod subscriptions;

@@ -15,14 +15,14 @@ use crate::on_both_databases;
 
 const MEDMESH: &str = "https://medmesh.dev/fhir/StructureDefinition/";
 
-async fn put(node: &Node, path: &str, body: Value) {
+pub(crate) async fn put(node: &Node, path: &str, body: Value) {
     let (s, _, b) = node.put(path, &body).await;
     assert!(s.is_success(), "{path}: {s} {b}");
 }
 
 /// A practice open every day around the clock (so the story does not depend on the day it
 /// runs), with 20-minute consultations and a 10-minute buffer after each.
-async fn seed(node: &Node, options: &[(&str, bool)]) {
+pub(crate) async fn seed(node: &Node, options: &[(&str, bool)]) {
     let mut org = json!({"resourceType": "Organization", "id": "o1", "name": "Riverside Practice"});
     if !options.is_empty() {
         org["extension"] = options
@@ -71,7 +71,7 @@ async fn seed(node: &Node, options: &[(&str, bool)]) {
     .await;
 }
 
-async fn patient(node: &Node, id: &str) {
+pub(crate) async fn patient(node: &Node, id: &str) {
     put(
         node,
         &format!("Patient/{id}"),
@@ -98,7 +98,7 @@ fn now_micros() -> i64 {
 }
 
 /// Proposals from `$find` for `patient`, a day from now onwards.
-async fn find(node: &Node, patient: &str, count: usize) -> Vec<Value> {
+pub(crate) async fn find(node: &Node, patient: &str, count: usize) -> Vec<Value> {
     let start = now_micros() + 24 * 3_600_000_000;
     let end = start + 2 * 24 * 3_600_000_000;
     let (s, _, b) = node
@@ -119,7 +119,7 @@ async fn find(node: &Node, patient: &str, count: usize) -> Vec<Value> {
 }
 
 /// The verified practitioner p1's account (user `ortega`).
-fn ortega(node: &Node) -> Node {
+pub(crate) fn ortega(node: &Node) -> Node {
     account_token(
         node,
         "practitioner",
@@ -137,7 +137,7 @@ fn ortega(node: &Node) -> Node {
 }
 
 /// A patient account for Patient/`id` that may book (create and update its appointments).
-fn booking_patient(node: &Node, id: &str) -> Node {
+pub(crate) fn booking_patient(node: &Node, id: &str) -> Node {
     account_token(
         node,
         "patient",
@@ -148,7 +148,7 @@ fn booking_patient(node: &Node, id: &str) -> Node {
 }
 
 /// Books `proposal` with `$book` as `node`'s caller; the booked Appointment's id.
-async fn booked_id(node: &Node, proposal: &Value) -> String {
+pub(crate) async fn booked_id(node: &Node, proposal: &Value) -> String {
     let (s, _, b) = node.post("Appointment/$book", &parameters(proposal)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     b["entry"][0]["resource"]["id"]
@@ -157,7 +157,7 @@ async fn booked_id(node: &Node, proposal: &Value) -> String {
         .to_string()
 }
 
-fn for_patient(proposal: &Value, patient: &str) -> Value {
+pub(crate) fn for_patient(proposal: &Value, patient: &str) -> Value {
     let mut p = proposal.clone();
     let parts = p["participant"].as_array_mut().unwrap();
     parts.retain(|x| {
@@ -721,6 +721,89 @@ async fn a_freed_time_goes_to_the_patient_who_waited_longest(node: Node) {
     )
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+/// Waits until `who` sees Appointment `id` with `status`; returns it.
+async fn appointment_becomes(who: &Node, id: &str, status: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s, _, b) = who.get(&format!("Appointment/{id}")).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if b["status"] == status {
+            return b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Appointment/{id} never became {status}: {b}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// An offer not taken in time (here two seconds) passes to the next patient waiting, and
+/// the first goes back on the list, last; the next patient is told and books it.
+async fn an_offer_not_taken_passes_to_the_next_patient(db: crate::harness::Db) {
+    let node = Node::start_with_env(db, &[("MEDMESH_WAITLIST_OFFER_SECONDS", "2")]).await;
+    seed(&node, &[("booking-waitlist", true)]).await;
+    for p in ["pa", "pb", "pc"] {
+        patient(&node, p).await;
+    }
+    let (pa, pb, pc) = (
+        booking_patient(&node, "pa"),
+        booking_patient(&node, "pb"),
+        booking_patient(&node, "pc"),
+    );
+    let offers = find(&pa, "pa", 3).await;
+    let taken = booked_id(&pa, &offers[0]).await;
+    let mut waiting = Vec::new();
+    for who in [&pb, &pc] {
+        let (s, w) = api(
+            who,
+            "/api/appointments/waitlist",
+            &json!({"practitioner": "p1"}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{w}");
+        waiting.push(w["id"].as_str().unwrap().to_string());
+    }
+    let (s, _) = api(
+        &pa,
+        &format!("/api/appointments/{taken}/cancel"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let offered = appointment_becomes(&pb, &waiting[0], "pending").await;
+    assert_eq!(offered["start"], offers[0]["start"]);
+    // pb does not book: the offer lapses and passes to pc.
+    let next = appointment_becomes(&pc, &waiting[1], "pending").await;
+    assert_eq!(next["start"], offers[0]["start"]);
+    let back = appointment_becomes(&pb, &waiting[0], "waitlist").await;
+    assert!(back.get("start").is_none(), "{back}");
+    patient_told(&pc, "pc", "A time has become free at medmesh").await;
+    let by_ref = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "appointment-reference", "valueReference": {"reference": format!("Appointment/{}", waiting[1])}}]});
+    let (s, _, b) = pc.post("Appointment/$book", &by_ref).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["entry"][0]["resource"]["status"], "booked");
+    // pb, back on the list, can no longer book the time that was offered to them.
+    let (s, _, _) = pb
+        .post(
+            "Appointment/$book",
+            &parameters(&for_patient(&offers[0], "pb")),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_not_taken_passes_to_the_next_patient_on_sqlite() {
+    an_offer_not_taken_passes_to_the_next_patient(crate::harness::Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_not_taken_passes_to_the_next_patient_on_postgres() {
+    an_offer_not_taken_passes_to_the_next_patient(crate::harness::Db::Postgres).await;
 }
 
 on_both_databases!(
