@@ -151,6 +151,12 @@ test('appointments in the portal', async () => {
     await doc.waitForLoadState();
     await doc.getByRole('link', { name: 'Show the week' }).click();
     assert.match(await doc.locator('#calendar').textContent(), /Ada Bookwell.*Arrived/s);
+    // The figures count the appointment as arrived, and none missed.
+    assert.match(await doc.locator('#figures tbody').textContent(), /Arrived\s*1/);
+    assert.equal(await doc.locator('#no-show-rate').textContent(), 'Missed, of those that came due: 0%');
+    // The figures count the appointment as arrived, and none missed.
+    assert.match(await doc.locator('#figures tbody').textContent(), /Arrived\s*1/);
+    assert.equal(await doc.locator('#no-show-rate').textContent(), 'Missed, of those that came due: 0%');
     assert.deepEqual(await accessibilityViolations(doc), [], 'calendar, week (axe-core)');
     await doc.screenshot({ path: join(SHOTS, 'clinician-calendar.png'), fullPage: true });
     await ada.goto(`${node.base}/appointments`);

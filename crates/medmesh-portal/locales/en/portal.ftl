@@ -691,6 +691,10 @@ cal-show-week = Show the week
 cal-empty = Nothing booked.
 cal-arrived = Arrived
 cal-noshow = Did not come
+cal-figures = Your appointments,
+cal-figures-none = None in these days.
+cal-figures-count = Appointments
+cal-no-show-rate = Missed, of those that came due:
 
 # Bookable calendars, the admin's (/admin/schedules)
 nav-admin-schedules = Calendars

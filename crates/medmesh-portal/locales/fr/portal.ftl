@@ -690,6 +690,10 @@ cal-show-week = Afficher la semaine
 cal-empty = Rien de prévu.
 cal-arrived = Arrivé
 cal-noshow = Absent
+cal-figures = Vos rendez-vous,
+cal-figures-none = Aucun sur ces jours.
+cal-figures-count = Rendez-vous
+cal-no-show-rate = Manqués, parmi ceux qui ont eu lieu ou auraient dû :
 
 # Agendas réservables, côté administration (/admin/schedules)
 nav-admin-schedules = Agendas

@@ -57,6 +57,56 @@ struct CalendarPage {
     days: Vec<Day>,
     requests: Vec<Visit>,
     notice: Option<String>,
+    figures: Figures,
+}
+
+/// The practitioner's appointments from [`FIGURE_DAYS`] days before the days shown to
+/// their end, by status, and the share missed among those that came due.
+pub struct Figures {
+    /// The first day counted, `YYYY-MM-DD`.
+    pub from: String,
+    /// The last day counted.
+    pub to: String,
+    /// `(status in words, count)`, the statuses with any.
+    pub counts: Vec<(String, u64)>,
+    /// Missed among attended and missed, in whole percent; `None` when none came due.
+    pub no_show_percent: Option<u64>,
+}
+
+/// How far back the calendar's figures look.
+const FIGURE_DAYS: i64 = 90;
+
+async fn figures(
+    state: &AppState,
+    viewer: &Viewer,
+    me: &str,
+    first: time::Date,
+    end: time::Date,
+) -> Result<Figures, Response> {
+    let from = first
+        .checked_sub(time::Duration::days(FIGURE_DAYS))
+        .unwrap_or(first);
+    let to = end;
+    let counted = state
+        .scheduling
+        .figures(&viewer.ctx, me, Some(&iso(from)), Some(&iso(to)))
+        .await
+        .map_err(|e| record_problem(viewer.lang, &e))?;
+    let attended: u64 = ["arrived", "checked-in", "fulfilled"]
+        .iter()
+        .filter_map(|s| counted.get(*s))
+        .sum();
+    let missed = counted.get("noshow").copied().unwrap_or(0);
+    Ok(Figures {
+        from: iso(from),
+        to: iso(to.previous_day().unwrap_or(to)),
+        counts: counted
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| (viewer.lang.t(&format!("appt-status-{s}")), *n))
+            .collect(),
+        no_show_percent: (attended + missed > 0).then(|| missed * 100 / (attended + missed)),
+    })
 }
 
 /// `GET /calendar` parameters.
@@ -175,13 +225,17 @@ pub async fn calendar(
         &state,
         &viewer,
         &[
-            ("actor", me),
+            ("actor", me.clone()),
             ("status", "pending".into()),
             ("_sort", "date".into()),
             ("_count", "100".into()),
         ],
     )
     .await;
+    let figures = match figures(&state, &viewer, &me, day, end).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let mut requests = Vec::new();
     for a in match found {
         Ok(a) => a,
@@ -203,6 +257,7 @@ pub async fn calendar(
             days,
             requests,
             notice: (shown.done == "feed-stopped").then(|| viewer.lang.t("feed-stopped")),
+            figures,
         },
     )
 }
