@@ -15,6 +15,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
+
 use medmesh_records::{RecordError, RecordService};
 use medmesh_store::{NotificationHubStore, NotificationOutboxRow, NotificationSettingsRow};
 use serde::{Deserialize, Serialize};
@@ -28,6 +30,11 @@ pub const NOTIFY_KEY_OWNER: &str = "node:notifications";
 
 /// Attempts before a notification is given up on (kept as `failed`).
 pub const MAX_ATTEMPTS: i64 = 10;
+
+/// Rows one worker claims at a time, and sends at once: a slow receiver holds up no more
+/// than this many, and the sends of a batch overlap.
+const CLAIM_BATCH: u32 = 64;
+const SENDS_AT_ONCE: usize = 16;
 
 /// What a notification is about. Each recipient chooses channels per category.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -428,27 +435,20 @@ impl NotificationHub {
         if !self.added.iter().any(|(name, _)| name == channel) {
             return Err(HubError::Invalid(format!("no channel {channel}")));
         }
-        let core = self.records.core();
-        let id = core.ids().new_id();
-        let payload = serde_json::to_vec(&Payload {
+        let payload = Payload {
             subject: String::new(),
             body: body.to_string(),
             event: None,
-        })
-        .unwrap_or_default();
-        Ok(NotificationOutboxRow {
-            payload: self.seal(&payload_context(&id), &payload).await?,
-            id,
-            account: account.to_string(),
-            category: category.as_str().to_string(),
-            channel: channel.to_string(),
-            dedupe_key: format!("{account}|{event}"),
-            status: "pending".into(),
-            attempts: 0,
-            next_attempt_micros: due,
-            last_error: None,
-            created_micros: core.now(),
-        })
+        };
+        self.outbox_row(
+            account.to_string(),
+            category,
+            channel,
+            format!("{account}|{event}"),
+            &payload,
+            due,
+        )
+        .await
     }
 
     /// Sets `who`'s channels per category and e-mail address, keeping their webhook (which
@@ -778,28 +778,22 @@ impl NotificationHub {
         notice: &Notice,
         channel: Channel,
     ) -> Result<bool, HubError> {
-        let core = self.records.core();
-        let id = core.ids().new_id();
-        let payload = serde_json::to_vec(&Payload {
+        let payload = Payload {
             subject: notice.subject.clone(),
             body: notice.body.clone(),
             event: None,
-        })
-        .unwrap_or_default();
-        let now = core.now();
-        let row = NotificationOutboxRow {
-            payload: self.seal(&payload_context(&id), &payload).await?,
-            id,
-            account: who.key(),
-            category: notice.category.as_str().to_string(),
-            channel: channel.as_str().to_string(),
-            dedupe_key: format!("{}|{}", who.key(), notice.event),
-            status: "pending".into(),
-            attempts: 0,
-            next_attempt_micros: now,
-            last_error: None,
-            created_micros: now,
         };
+        let now = self.records.core().now();
+        let row = self
+            .outbox_row(
+                who.key(),
+                notice.category,
+                channel.as_str(),
+                format!("{}|{}", who.key(), notice.event),
+                &payload,
+                now,
+            )
+            .await?;
         Ok(self.store.notification_enqueue(&row).await?)
     }
 
@@ -818,21 +812,42 @@ impl NotificationHub {
         notice: &Notice,
         due: i64,
     ) -> Result<NotificationOutboxRow, HubError> {
-        let core = self.records.core();
-        let id = core.ids().new_id();
-        let payload = serde_json::to_vec(&Payload {
+        let payload = Payload {
             subject: notice.subject.clone(),
             body: notice.body.clone(),
             event: Some(notice.event.clone()),
-        })
-        .unwrap_or_default();
+        };
+        self.outbox_row(
+            who.key(),
+            notice.category,
+            SCHEDULED,
+            scheduled_key(who, &notice.event),
+            &payload,
+            due,
+        )
+        .await
+    }
+
+    /// A pending outbox row: `payload` sealed under the row's new id, due at `due`.
+    async fn outbox_row(
+        &self,
+        account: String,
+        category: Category,
+        channel: &str,
+        dedupe_key: String,
+        payload: &Payload,
+        due: i64,
+    ) -> Result<NotificationOutboxRow, HubError> {
+        let core = self.records.core();
+        let id = core.ids().new_id();
+        let plain = serde_json::to_vec(payload).unwrap_or_default();
         Ok(NotificationOutboxRow {
-            payload: self.seal(&payload_context(&id), &payload).await?,
+            payload: self.seal(&payload_context(&id), &plain).await?,
             id,
-            account: who.key(),
-            category: notice.category.as_str().to_string(),
-            channel: SCHEDULED.into(),
-            dedupe_key: scheduled_key(who, &notice.event),
+            account,
+            category: category.as_str().to_string(),
+            channel: channel.to_string(),
+            dedupe_key,
             status: "pending".into(),
             attempts: 0,
             next_attempt_micros: due,
@@ -855,11 +870,21 @@ impl NotificationHub {
         let now = self.records.core().now();
         let due = self
             .store
-            .notification_claim(worker, now, 120_000_000, 20)
+            .notification_claim(worker, now, 120_000_000, CLAIM_BATCH)
             .await?;
         let attempted = due.len();
-        for mut row in due {
-            let result = self.send(&row).await;
+        // Sent at once, then recorded: after a crash before the record, the lease gives the
+        // rows to a worker again, and a receiver can tell the repeat (an e-mail's
+        // Message-ID, a webhook's id and an inbox row's id are the same on every attempt).
+        let sent: Vec<(NotificationOutboxRow, Result<(), SendError>)> = futures::stream::iter(due)
+            .map(|row| async move {
+                let result = self.send(&row).await;
+                (row, result)
+            })
+            .buffer_unordered(SENDS_AT_ONCE)
+            .collect()
+            .await;
+        for (mut row, result) in sent {
             row.attempts += 1;
             match result {
                 Ok(()) => {

@@ -625,6 +625,19 @@ pub struct Requested {
     pub patient: Option<String>,
 }
 
+/// The id of the patient an Appointment is for (its first Patient participant).
+pub fn patient_of(appointment: &Value) -> Option<String> {
+    appointment
+        .get("participant")
+        .and_then(Value::as_array)
+        .and_then(|ps| {
+            ps.iter()
+                .filter_map(|p| p.get("actor").and_then(reference))
+                .find_map(|r| r.strip_prefix("Patient/"))
+        })
+        .map(str::to_string)
+}
+
 /// Reads what an Appointment asks for. `None` when it names no schedule or no time.
 pub fn requested(appointment: &Value) -> Option<Requested> {
     let schedule = extension_value(appointment, &schedule_extension_url())
@@ -641,15 +654,7 @@ pub fn requested(appointment: &Value) -> Option<Requested> {
     let utc = TimeZone::UTC;
     let start = parse_instant(appointment.get("start")?.as_str()?, &utc, false)?;
     let end = parse_instant(appointment.get("end")?.as_str()?, &utc, false)?;
-    let patient = appointment
-        .get("participant")
-        .and_then(Value::as_array)
-        .and_then(|ps| {
-            ps.iter()
-                .filter_map(|p| p.get("actor").and_then(reference))
-                .find_map(|r| r.strip_prefix("Patient/"))
-        })
-        .map(str::to_string);
+    let patient = patient_of(appointment);
     Some(Requested {
         schedule: schedule.unwrap_or_default(),
         visit: Interval::new(start, end),

@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 
 use crate::availability::{MINUTE, VisitShape};
 use crate::calendar::{
-    extension_value, format_instant, hold_extension_url, requested, schedule_extension_url,
+    extension_value, format_instant, hold_extension_url, patient_of, requested,
+    schedule_extension_url,
 };
 use crate::{SchedulingService, bare, invalid};
 
@@ -165,15 +166,7 @@ impl SchedulingService {
             return Ok(None);
         };
         let mut waiting = core.decode(&v).await?;
-        let Some(patient) = waiting
-            .get("participant")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.pointer("/actor/reference").and_then(Value::as_str))
-            .find_map(|a| a.strip_prefix("Patient/"))
-            .map(str::to_string)
-        else {
+        let Some(patient) = patient_of(&waiting) else {
             return Ok(None);
         };
         let id = v.id.clone();
@@ -317,14 +310,7 @@ impl SchedulingService {
         {
             return Ok(None);
         }
-        let patient = offered
-            .get("participant")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.pointer("/actor/reference").and_then(Value::as_str))
-            .find_map(|a| a.strip_prefix("Patient/"))
-            .map(str::to_string);
+        let patient = patient_of(&offered);
         let mut waiting = offered.clone();
         waiting["status"] = json!("waitlist");
         if let Some(m) = waiting.as_object_mut() {

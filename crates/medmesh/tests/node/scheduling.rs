@@ -649,20 +649,27 @@ async fn patient_told(node: &Node, patient: &str, what: &str) {
     }
 }
 
-/// Where the practice keeps a waiting list, a freed time is held for the patient who waited
-/// longest, who is told, and books it; no one else can take it meanwhile.
-async fn a_freed_time_goes_to_the_patient_who_waited_longest(node: Node) {
-    seed(&node, &[("booking-waitlist", true)]).await;
+/// A practice with a waiting list and three patients, the first of whom has booked the
+/// first of three times offered: their accounts, the offers and the booking's id.
+async fn waitlist_practice(node: &Node) -> (Node, Node, Node, Vec<Value>, String) {
+    seed(node, &[("booking-waitlist", true)]).await;
     for p in ["pa", "pb", "pc"] {
-        patient(&node, p).await;
+        patient(node, p).await;
     }
     let (pa, pb, pc) = (
-        booking_patient(&node, "pa"),
-        booking_patient(&node, "pb"),
-        booking_patient(&node, "pc"),
+        booking_patient(node, "pa"),
+        booking_patient(node, "pb"),
+        booking_patient(node, "pc"),
     );
     let offers = find(&pa, "pa", 3).await;
     let taken = booked_id(&pa, &offers[0]).await;
+    (pa, pb, pc, offers, taken)
+}
+
+/// Where the practice keeps a waiting list, a freed time is held for the patient who waited
+/// longest, who is told, and books it; no one else can take it meanwhile.
+async fn a_freed_time_goes_to_the_patient_who_waited_longest(node: Node) {
+    let (pa, pb, pc, offers, taken) = waitlist_practice(&node).await;
     // pb waits first, then pc.
     let (s, first) = api(
         &pb,
@@ -744,17 +751,7 @@ async fn appointment_becomes(who: &Node, id: &str, status: &str) -> Value {
 /// the first goes back on the list, last; the next patient is told and books it.
 async fn an_offer_not_taken_passes_to_the_next_patient(db: crate::harness::Db) {
     let node = Node::start_with_env(db, &[("MEDMESH_WAITLIST_OFFER_SECONDS", "2")]).await;
-    seed(&node, &[("booking-waitlist", true)]).await;
-    for p in ["pa", "pb", "pc"] {
-        patient(&node, p).await;
-    }
-    let (pa, pb, pc) = (
-        booking_patient(&node, "pa"),
-        booking_patient(&node, "pb"),
-        booking_patient(&node, "pc"),
-    );
-    let offers = find(&pa, "pa", 3).await;
-    let taken = booked_id(&pa, &offers[0]).await;
+    let (pa, pb, pc, offers, taken) = waitlist_practice(&node).await;
     let mut waiting = Vec::new();
     for who in [&pb, &pc] {
         let (s, w) = api(
