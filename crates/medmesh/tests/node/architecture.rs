@@ -39,7 +39,7 @@ fn sources(krate: &str) -> Vec<(PathBuf, String)> {
 }
 
 /// Domain and application crates: no web framework, no SQL driver, no HTTP client.
-const INNER: [&str; 22] = [
+const INNER: [&str; 23] = [
     "medmesh-kernel",
     "medmesh-fhir",
     "medmesh-auth",
@@ -62,6 +62,7 @@ const INNER: [&str; 22] = [
     "medmesh-notifications",
     "medmesh-scheduling",
     "medmesh-subscriptions",
+    "medmesh-medications",
 ];
 
 #[test]
