@@ -117,6 +117,9 @@ pub struct SubscriptionService {
     base_url: String,
     /// Feed rows after the cursor already told (younger than [`SETTLE_MICROS`]).
     seen: tokio::sync::Mutex<BTreeSet<i64>>,
+    /// The last heartbeat queued per subscription (its number), so each is queued once
+    /// by this node rather than tried every poll.
+    beats: tokio::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for SubscriptionService {
@@ -145,6 +148,7 @@ impl SubscriptionService {
             client,
             base_url: base_url.into().trim_end_matches('/').to_string(),
             seen: tokio::sync::Mutex::new(BTreeSet::new()),
+            beats: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -620,11 +624,11 @@ impl SubscriptionService {
             let Some(period) = spec.heartbeat_seconds else {
                 continue;
             };
-            let period = i64::try_from(period)
-                .unwrap_or(i64::MAX)
-                .saturating_mul(1_000_000);
-            let beats = (now - row.created_micros) / period.max(1);
-            if row.status == "active" && beats >= 1 {
+            let Some(beats) = heartbeat_number(row.created_micros, now, period) else {
+                continue;
+            };
+            let already = self.beats.lock().await.get(&row.id).copied();
+            if row.status == "active" && already != Some(beats) {
                 let status = self.status_of(row, spec);
                 self.queue(
                     row,
@@ -635,11 +639,24 @@ impl SubscriptionService {
                     &format!("heartbeat/{beats}"),
                 )
                 .await?;
+                self.beats.lock().await.insert(row.id.clone(), beats);
                 queued += 1;
             }
         }
         Ok(queued)
     }
+}
+
+/// The number of the heartbeat due at `now` for a subscription written at `created` with a
+/// period of `period_seconds`: one per whole period since it was written; `None` before
+/// the first.
+fn heartbeat_number(created: i64, now: i64, period_seconds: u64) -> Option<i64> {
+    let period = i64::try_from(period_seconds)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000)
+        .max(1);
+    let beats = (now - created) / period;
+    (beats >= 1).then_some(beats)
 }
 
 /// Delivers the hub's `rest-hook` channel: POSTs a queued bundle to its subscription's
@@ -746,5 +763,20 @@ pub async fn run(service: Arc<SubscriptionService>) {
             }
         };
         tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::heartbeat_number;
+
+    #[test]
+    fn heartbeats_are_numbered_by_whole_periods() {
+        let s = 1_000_000;
+        assert_eq!(heartbeat_number(0, 59 * s, 60), None);
+        assert_eq!(heartbeat_number(0, 60 * s, 60), Some(1));
+        assert_eq!(heartbeat_number(0, 119 * s, 60), Some(1));
+        assert_eq!(heartbeat_number(0, 120 * s, 60), Some(2));
+        assert_eq!(heartbeat_number(10 * s, 5 * s, 60), None);
     }
 }
