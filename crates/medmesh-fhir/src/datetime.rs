@@ -207,6 +207,17 @@ impl std::fmt::Display for CalendarSpan {
     }
 }
 
+/// The FHIR `days-of-week` codes, Monday first.
+pub const DAYS_OF_WEEK: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// A `days-of-week` code as days after Monday (0 to 6); `None` for another code.
+pub fn day_of_week(code: &str) -> Option<i8> {
+    DAYS_OF_WEEK
+        .iter()
+        .position(|d| *d == code)
+        .and_then(|i| i8::try_from(i).ok())
+}
+
 /// Formats microseconds since the epoch as a FHIR instant (`2024-01-02T03:04:05.678Z`).
 pub fn format_instant(micros_since_epoch: i64) -> String {
     let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros_since_epoch) * 1000)

@@ -203,16 +203,7 @@ pub fn schedule_actors(schedule: &Value) -> Vec<String> {
 }
 
 fn weekday(code: &str) -> Option<Weekday> {
-    Some(match code {
-        "mon" => Weekday::Monday,
-        "tue" => Weekday::Tuesday,
-        "wed" => Weekday::Wednesday,
-        "thu" => Weekday::Thursday,
-        "fri" => Weekday::Friday,
-        "sat" => Weekday::Saturday,
-        "sun" => Weekday::Sunday,
-        _ => return None,
-    })
+    medmesh_fhir::datetime::day_of_week(code).and_then(|i| Weekday::from_monday_zero_offset(i).ok())
 }
 
 fn fhir_time(s: &str) -> Option<Time> {
