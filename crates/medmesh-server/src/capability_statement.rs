@@ -139,6 +139,8 @@ fn subscription_resource() -> Value {
         "type": "Subscription",
         "supportedProfile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
         "interaction": [{"code": "read"}, {"code": "update"}, {"code": "delete"}, {"code": "create"}, {"code": "search-type"}],
+        "updateCreate": true,
+        "searchParam": [],
         "documentation": "A caller's own subscriptions. Channel rest-hook; payload application/fhir+json, empty, id-only or full-resource.",
         "operation": [{"name": "status", "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"}],
     })

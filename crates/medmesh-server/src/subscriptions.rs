@@ -66,7 +66,7 @@ pub async fn read(
     ))
 }
 
-/// `PUT /fhir/Subscription/{id}`.
+/// `PUT /fhir/Subscription/{id}`: 200 replaced, 201 created with this id.
 pub async fn update(
     State(state): State<AppState>,
     Authenticated(ctx): Authenticated,
@@ -74,8 +74,13 @@ pub async fn update(
     req: Request,
 ) -> ApiResult {
     let body = read_resource(&state, req).await?;
-    let updated = state.subscriptions.update(&ctx, &id, &body).await?;
-    Ok(fhir_json(StatusCode::OK, &updated))
+    let (written, created) = state.subscriptions.update(&ctx, &id, &body).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(fhir_json(status, &written))
 }
 
 /// `DELETE /fhir/Subscription/{id}`.

@@ -227,6 +227,17 @@ impl SubscriptionService {
         ctx: &RequestContext,
         resource: &Value,
     ) -> Result<Value, SubscriptionError> {
+        let id = self.records.core().ids().new_id();
+        self.create_as(ctx, &id, resource).await
+    }
+
+    /// Creates a subscription with the id `id`.
+    async fn create_as(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        resource: &Value,
+    ) -> Result<Value, SubscriptionError> {
         let spec = self.accept(ctx, resource, None).await?;
         let owner = ctx.actor().subject().to_string();
         if self
@@ -241,7 +252,7 @@ impl SubscriptionService {
                 "Subscription",
             ));
         }
-        let id = self.records.core().ids().new_id();
+        let id = id.to_string();
         let now = self.now();
         if self.store.subscriptions_live().await?.is_empty() {
             // No one was reading the feed: start where it is now.
@@ -376,8 +387,9 @@ impl SubscriptionService {
                   "total": entries.len(), "entry": entries}))
     }
 
-    /// `PUT /Subscription/{id}`: the caller's own, replaced. `status: off` pauses it; any
-    /// other status asks for it again (a new handshake). Event numbers go on.
+    /// `PUT /Subscription/{id}`: the caller's own, replaced (`status: off` pauses it; any
+    /// other status asks for it again, with a new handshake; event numbers go on), or a new
+    /// one with this id. Answers the Subscription and whether it was created.
     ///
     /// # Errors
     /// As [`Self::create`]; 404 for another's.
@@ -386,11 +398,22 @@ impl SubscriptionService {
         ctx: &RequestContext,
         id: &str,
         resource: &Value,
-    ) -> Result<Value, SubscriptionError> {
-        let (mut row, previous) = self.own(ctx, id).await?;
+    ) -> Result<(Value, bool), SubscriptionError> {
         if resource["id"].as_str().is_some_and(|i| i != id) {
             return Err(invalid("the body's id is not the URL's", "Subscription.id"));
         }
+        if self.store.subscription(id).await?.is_none() {
+            let valid = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !valid {
+                return Err(invalid("that is not a FHIR id", "Subscription.id"));
+            }
+            return Ok((self.create_as(ctx, id, resource).await?, true));
+        }
+        let (mut row, previous) = self.own(ctx, id).await?;
         let spec = self.accept(ctx, resource, Some(&previous)).await?;
         let now = self.now();
         row.status = if resource["status"].as_str() == Some("off") {
@@ -406,7 +429,7 @@ impl SubscriptionService {
         if row.status == "requested" {
             self.handshake(&row, &spec).await?;
         }
-        Ok(render(&spec, id, &row.status, None, now))
+        Ok((render(&spec, id, &row.status, None, now), false))
     }
 
     /// `DELETE /Subscription/{id}`: the caller's own; what was queued for it is not sent.

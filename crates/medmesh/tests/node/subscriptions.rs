@@ -291,6 +291,30 @@ async fn subscribers_are_told_what_they_may_read(db: Db) {
             .0,
         StatusCode::NOT_FOUND
     );
+    let theirs = pa.get(&format!("Subscription/{pa_appointments}")).await.2;
+    assert_eq!(
+        pb.put(&format!("Subscription/{pa_appointments}"), &theirs)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    // A PUT to a new id creates it there (update as create); a classic R4 query
+    // subscription is refused at its criteria.
+    let mut named = subscription("result", None, &format!("{hooks}/pb"), "empty");
+    named["id"] = json!("pb-results");
+    let (s, _, b) = pb.put("Subscription/pb-results", &named).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["id"], "pb-results");
+    let mut classic = named.clone();
+    classic["id"] = json!("classic");
+    classic["criteria"] = json!("Observation?code=http://loinc.org|1975-2");
+    let (s, _, b) = pb.put("Subscription/classic", &classic).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["issue"][0]["expression"][0], "Subscription.criteria");
+    assert_eq!(
+        pb.delete("Subscription/pb-results").await.0,
+        StatusCode::NO_CONTENT
+    );
     let (_, _, mine) = pa.get("Subscription").await;
     assert_eq!(mine["total"], 1);
     assert_eq!(mine["entry"][0]["resource"]["id"], pa_appointments.as_str());
