@@ -7,5 +7,6 @@
 //! doses through the record service builds on these (issue 19).
 
 pub mod adherence;
+pub mod safety;
 pub mod schedule;
 pub mod status;
