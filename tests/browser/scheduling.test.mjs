@@ -136,6 +136,11 @@ test('appointments in the portal', async () => {
     }
     assert.match(await doc.locator('#inbox').textContent(), /A booking request awaits your approval at medmesh/);
     assert.deepEqual(await accessibilityViolations(doc), [], 'clinician home with a notice (axe-core)');
+    // They mark it read: it stays listed, without the button.
+    await doc.getByRole('button', { name: /^Mark read: A booking request awaits/ }).click();
+    await doc.waitForLoadState();
+    assert.match(await doc.locator('#inbox').textContent(), /A booking request awaits your approval/);
+    assert.equal(await doc.getByRole('button', { name: /^Mark read: A booking request awaits/ }).count(), 0);
     await doc.getByRole('link', { name: 'Calendar', exact: true }).click();
     assert.equal(await doc.locator('h1').textContent(), 'Calendar');
     assert.match(await doc.locator('#requests tbody').textContent(), /Ada Bookwell.*Consultation/s);

@@ -51,6 +51,7 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         .route("/oauth/authorize", get(pages::consent::authorize))
         // Everyone signed in.
         .route("/home", get(pages::home::home))
+        .route("/account/inbox/{id}/read", post(pages::home::mark_read))
         .route("/account/sessions", get(pages::sessions::sessions))
         .route(
             "/account/notifications",

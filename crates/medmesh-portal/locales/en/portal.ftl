@@ -759,6 +759,7 @@ feed-back = Back
 feed-stopped = Your calendar link no longer works.
 home-staff-inbox = Notifications
 home-staff-inbox-none = Nothing new.
+home-mark-read = Mark read
 home-staff-inbox-more = Your calendar
 appt-waitlist = Join the waiting list
 appt-waitlist-help = None of these times suits you? If a booked time is freed, it is offered first to whoever has waited longest.

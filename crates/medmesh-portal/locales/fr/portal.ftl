@@ -758,6 +758,7 @@ feed-back = Retour
 feed-stopped = Votre lien d’agenda ne fonctionne plus.
 home-staff-inbox = Notifications
 home-staff-inbox-none = Rien de nouveau.
+home-mark-read = Marquer comme lu
 home-staff-inbox-more = Votre agenda
 appt-waitlist = S’inscrire sur la liste d’attente
 appt-waitlist-help = Aucun de ces horaires ne vous convient ? Si un créneau réservé se libère, il est d’abord proposé à qui attend depuis le plus longtemps.

@@ -5,7 +5,7 @@
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use medmesh_server::AppState;
 
 use crate::clinical::{concept, date_of, quantity};
@@ -28,6 +28,18 @@ pub struct Card {
     pub more_href: &'static str,
     /// The link's text.
     pub more: String,
+    /// Per line, the id of a notice the viewer may mark read (empty: none).
+    pub reads: Vec<String>,
+}
+
+impl Card {
+    /// The notice line `i` may mark read, if any.
+    pub fn read_id(&self, i: &usize) -> Option<&str> {
+        self.reads
+            .get(*i)
+            .map(String::as_str)
+            .filter(|id| !id.is_empty())
+    }
 }
 
 #[derive(Template)]
@@ -107,6 +119,32 @@ fn value_text(o: &serde_json::Value) -> String {
             .to_string();
     }
     String::new()
+}
+
+/// `POST /account/inbox/{id}/read`: a staff account marks one of its own notices read
+/// (the PDP's `StaffInbox` is the permission; another's is not found).
+pub async fn mark_read(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    axum::Form(form): axum::Form<crate::pages::CsrfForm>,
+) -> Response {
+    if let Some(r) = crate::pages::refuse_form(
+        &viewer,
+        form.csrf.as_deref(),
+        crate::viewer::Audience::Clinician,
+        &[&id],
+    ) {
+        return r;
+    }
+    let marked = match state.records.staff_inbox(&viewer.ctx) {
+        Ok(inbox) => state.trust.mark_staff_notification_read(&inbox, &id).await,
+        Err(e) => Err(e),
+    };
+    match marked {
+        Ok(()) => axum::response::Redirect::to("/home#inbox").into_response(),
+        Err(e) => crate::layout::record_problem(viewer.lang, &e),
+    }
 }
 
 /// `GET /home`.
@@ -234,6 +272,7 @@ pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
         empty: lang.t(empty),
         more_href,
         more: lang.t(more),
+        reads: Vec::new(),
     };
     render(
         StatusCode::OK,
@@ -322,6 +361,7 @@ async fn clinician_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>,
     }
     // The staff inbox: booking requests and cancellations for this clinician.
     let mut told = Vec::new();
+    let mut reads = Vec::new();
     if let Ok(inbox) = state.records.staff_inbox(&viewer.ctx) {
         let list = state
             .trust
@@ -329,6 +369,11 @@ async fn clinician_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>,
             .await
             .map_err(|e| record_problem(lang, &e))?;
         for n in list.into_iter().take(5) {
+            reads.push(if n.read_micros.is_none() {
+                n.id.clone()
+            } else {
+                String::new()
+            });
             told.push(Item {
                 what: n.message,
                 detail: String::new(),
@@ -344,6 +389,7 @@ async fn clinician_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>,
             empty: lang.t("home-staff-inbox-none"),
             more_href: "/calendar",
             more: lang.t("home-staff-inbox-more"),
+            reads,
         },
         Card {
             id: "referrals",
@@ -352,6 +398,7 @@ async fn clinician_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>,
             empty: lang.t("home-referrals-none"),
             more_href: "/referrals",
             more: lang.t("home-referrals-more"),
+            reads: Vec::new(),
         },
         Card {
             id: "patients",
@@ -360,6 +407,7 @@ async fn clinician_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>,
             empty: lang.t("home-patients"),
             more_href: "/patients",
             more: lang.t("home-patients-more"),
+            reads: Vec::new(),
         },
     ])
 }
@@ -406,6 +454,7 @@ async fn admin_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>, Res
             empty: lang.t("home-verification-none"),
             more_href: "/admin",
             more: lang.t("nav-admin-users"),
+            reads: Vec::new(),
         },
         Card {
             id: "emergencies",
@@ -414,6 +463,7 @@ async fn admin_cards(state: &AppState, viewer: &Viewer) -> Result<Vec<Card>, Res
             empty: lang.t("admin-break-glass-none"),
             more_href: "/admin/break-glass",
             more: lang.t("nav-admin-break-glass"),
+            reads: Vec::new(),
         },
     ])
 }
