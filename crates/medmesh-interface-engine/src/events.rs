@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::{Channel, EngineError, InterfaceEngine};
 
 /// How long after a version was written the change feed's cursor may pass it.
-pub const SETTLE_MICROS: i64 = 60_000_000;
+pub const SETTLE_MICROS: i64 = medmesh_records::FEED_SETTLE_MICROS;
 
 /// How many feed rows one poll reads.
 const BATCH: u32 = 200;
@@ -114,19 +114,18 @@ impl InterfaceEngine {
         let cursor = outbox.hl7_event_cursor(&channel.name).await?;
         // Rows after the cursor that were read already (they are younger than the settling
         // time): listed again to move past them, not read (nor audited) again.
-        let already = {
-            let mut seen = self.events_seen.lock().await;
-            let set = seen.entry(channel.name.clone()).or_default();
-            set.retain(|s| *s > cursor);
-            set.clone()
-        };
+        let already = self
+            .events_seen
+            .lock()
+            .await
+            .entry(channel.name.clone())
+            .or_default()
+            .after(cursor);
         let changes = self
             .records
             .changes(&ctx, &types, cursor, &already, BATCH)
             .await?;
         let settled_before = self.now() - SETTLE_MICROS;
-        let mut new_cursor = cursor;
-        let mut settled = true;
         let mut queued = 0;
         let base = self.now();
         for (i, change) in changes.iter().enumerate() {
@@ -141,22 +140,19 @@ impl InterfaceEngine {
                     queued += 1;
                 }
             }
-            settled = settled && change.last_updated < settled_before;
-            if settled {
-                new_cursor = change.seq;
-            }
         }
+        let new_cursor = self
+            .events_seen
+            .lock()
+            .await
+            .entry(channel.name.clone())
+            .or_default()
+            .advance(&changes, cursor, settled_before);
         if new_cursor != cursor {
             outbox
                 .hl7_set_event_cursor(&channel.name, new_cursor, self.now())
                 .await?;
         }
-        self.events_seen
-            .lock()
-            .await
-            .entry(channel.name.clone())
-            .or_default()
-            .extend(changes.iter().map(|c| c.seq).filter(|s| *s > new_cursor));
         Ok(EventPoll {
             queued,
             more: changes.len() == BATCH as usize && new_cursor != cursor,

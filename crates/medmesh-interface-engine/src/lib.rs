@@ -108,7 +108,7 @@ pub struct InterfaceEngine {
     patient_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Per channel, the change-feed rows after its cursor that were already turned into
     /// events (see [`events`]).
-    events_seen: Mutex<HashMap<String, std::collections::BTreeSet<i64>>>,
+    events_seen: Mutex<HashMap<String, medmesh_records::FeedSeen>>,
     base_url: String,
 }
 

@@ -31,6 +31,40 @@ pub struct Change {
 /// The most rows one call reads.
 const MAX_CHANGES: u32 = 500;
 
+/// How long after a version was written a reader's cursor may pass it: PostgreSQL can commit
+/// a row after a later-numbered one, so rows younger than this are read again (not acted on
+/// again) until they are older.
+pub const FEED_SETTLE_MICROS: i64 = 60_000_000;
+
+/// What a reader of the change feed keeps between reads: the rows after its stored cursor
+/// it has acted on already (younger than [`FEED_SETTLE_MICROS`], so the cursor could not
+/// pass them). Each reader of the feed (an outbound channel, the subscriptions) keeps one.
+#[derive(Debug, Clone, Default)]
+pub struct FeedSeen(std::collections::BTreeSet<i64>);
+
+impl FeedSeen {
+    /// The rows after `cursor` already acted on, to pass to [`RecordService::changes`] as
+    /// `already` (those at or before the cursor are forgotten).
+    pub fn after(&mut self, cursor: i64) -> std::collections::BTreeSet<i64> {
+        self.0.retain(|s| *s > cursor);
+        self.0.clone()
+    }
+
+    /// After acting on `changes` (read after `cursor`): the new cursor, the last row of an
+    /// unbroken run of rows written before `settled_before`; the rows after it are
+    /// remembered as acted on.
+    pub fn advance(&mut self, changes: &[Change], cursor: i64, settled_before: i64) -> i64 {
+        let new_cursor = changes
+            .iter()
+            .take_while(|c| c.last_updated < settled_before)
+            .last()
+            .map_or(cursor, |c| c.seq);
+        self.0
+            .extend(changes.iter().map(|c| c.seq).filter(|s| *s > new_cursor));
+        new_cursor
+    }
+}
+
 impl RecordService {
     /// Versions of `types` written after feed row `after_seq`, oldest first, at most `limit`
     /// (up to 500). Every type must be readable by the caller; one audit entry names what
@@ -97,5 +131,37 @@ impl RecordService {
             self.audit.append(vec![entry]).await?;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(seq: i64, last_updated: i64) -> Change {
+        Change {
+            seq,
+            last_updated,
+            resource_type: "Appointment".into(),
+            id: format!("a{seq}"),
+            version: 1,
+            resource: None,
+        }
+    }
+
+    #[test]
+    fn the_cursor_passes_only_settled_rows_and_the_rest_are_remembered() {
+        let mut seen = FeedSeen::default();
+        assert!(seen.after(0).is_empty());
+        // Rows 1 and 2 are settled (written before 100), 3 is not, 4 is but follows it.
+        let read = [change(1, 10), change(2, 20), change(3, 150), change(4, 30)];
+        assert_eq!(seen.advance(&read, 0, 100), 2);
+        assert_eq!(seen.after(2).into_iter().collect::<Vec<_>>(), [3, 4]);
+        // Nothing settled: the cursor stays.
+        assert_eq!(seen.advance(&[change(5, 200)], 2, 100), 2);
+        assert_eq!(seen.after(2).into_iter().collect::<Vec<_>>(), [3, 4, 5]);
+        // Later, all settled: the cursor moves past them and they are forgotten.
+        assert_eq!(seen.advance(&read[2..], 2, 1_000), 4);
+        assert_eq!(seen.after(4).into_iter().collect::<Vec<_>>(), [5]);
     }
 }

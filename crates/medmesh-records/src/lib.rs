@@ -22,7 +22,7 @@ pub mod service;
 pub mod withheld;
 
 pub use bundle::ReturnPreference;
-pub use changes::Change;
+pub use changes::{Change, FEED_SETTLE_MICROS, FeedSeen};
 pub use context::{
     Clock, IdSource, MonotonicClock, OperationId, RequestContext, SystemClock, UuidIds,
 };

@@ -22,7 +22,7 @@ use medmesh_fhir::outcome::{Issue, IssueType};
 use medmesh_kernel::{Actor, OperationId, RequestContext, VerifiedIdentity};
 use medmesh_notifications::{Category, ChannelDelivery, NotificationHub, SendError};
 use medmesh_policy::Action;
-use medmesh_records::{Change, RecordError, RecordService};
+use medmesh_records::{Change, FEED_SETTLE_MICROS, FeedSeen, RecordError, RecordService};
 use medmesh_store::{NotificationOutboxRow, SubscriptionRow, SubscriptionStore};
 use serde_json::{Value, json};
 
@@ -35,11 +35,6 @@ pub const REST_HOOK: &str = "rest-hook";
 
 /// The key subscriptions' bodies are sealed under.
 pub const KEY_OWNER: &str = "node:subscriptions";
-
-/// How long after a version was written the feed's cursor may pass it (PostgreSQL can
-/// commit a row after a later-numbered one; rows after the cursor are read again, not told
-/// again, until they are older than this).
-pub const SETTLE_MICROS: i64 = 60_000_000;
 
 /// Feed rows one poll reads.
 const BATCH: u32 = 200;
@@ -107,6 +102,18 @@ fn body_context(id: &str) -> String {
     format!("subscription/{id}")
 }
 
+/// A stored subscription's Spec, opened.
+async fn open_spec(
+    records: &RecordService,
+    row: &SubscriptionRow,
+) -> Result<Spec, SubscriptionError> {
+    let plain = records
+        .core()
+        .open_detached(&body_context(&row.id), &row.body)
+        .await?;
+    serde_json::from_slice(&plain).map_err(|_| RecordError::Corrupt.into())
+}
+
 /// FHIR Subscriptions over the record service and the hub.
 pub struct SubscriptionService {
     records: Arc<RecordService>,
@@ -115,8 +122,8 @@ pub struct SubscriptionService {
     owners: Arc<dyn SubscriberDirectory>,
     client: Arc<dyn RestHookClient>,
     base_url: String,
-    /// Feed rows after the cursor already told (younger than [`SETTLE_MICROS`]).
-    seen: tokio::sync::Mutex<BTreeSet<i64>>,
+    /// Feed rows after the cursor already told.
+    seen: tokio::sync::Mutex<FeedSeen>,
     /// The last heartbeat queued per subscription (its number), so each is queued once
     /// by this node rather than tried every poll.
     beats: tokio::sync::Mutex<std::collections::HashMap<String, i64>>,
@@ -147,7 +154,7 @@ impl SubscriptionService {
             owners,
             client,
             base_url: base_url.into().trim_end_matches('/').to_string(),
-            seen: tokio::sync::Mutex::new(BTreeSet::new()),
+            seen: tokio::sync::Mutex::new(FeedSeen::default()),
             beats: tokio::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -163,15 +170,6 @@ impl SubscriptionService {
             .core()
             .seal_detached(KEY_OWNER, &body_context(id), &plain)
             .await?)
-    }
-
-    async fn open(&self, row: &SubscriptionRow) -> Result<Spec, SubscriptionError> {
-        let plain = self
-            .records
-            .core()
-            .open_detached(&body_context(&row.id), &row.body)
-            .await?;
-        serde_json::from_slice(&plain).map_err(|_| RecordError::Corrupt.into())
     }
 
     /// The topics this node offers, as the CapabilityStatement and the docs list them.
@@ -254,11 +252,7 @@ impl SubscriptionService {
         }
         let id = id.to_string();
         let now = self.now();
-        if self.store.subscriptions_live().await?.is_empty() {
-            // No one was reading the feed: start where it is now.
-            let head = self.store.change_feed_head().await?;
-            self.store.subscription_set_cursor(head, now).await?;
-        }
+        self.read_feed_from_now_if_idle(now).await?;
         let row = SubscriptionRow {
             body: self.seal(&id, &spec).await?,
             id: id.clone(),
@@ -273,6 +267,17 @@ impl SubscriptionService {
         self.store.subscription_put(&row).await?;
         self.handshake(&row, &spec).await?;
         Ok(render(&spec, &id, &row.status, None, now))
+    }
+
+    /// When no subscription is live, nothing reads the change feed (the poll does nothing):
+    /// the first one to become live starts the cursor at the feed's head, so it is told of
+    /// what happens from now on, not of what happened while none was listening.
+    async fn read_feed_from_now_if_idle(&self, now: i64) -> Result<(), SubscriptionError> {
+        if self.store.subscriptions_live().await?.is_empty() {
+            let head = self.store.change_feed_head().await?;
+            self.store.subscription_set_cursor(head, now).await?;
+        }
+        Ok(())
     }
 
     async fn handshake(&self, row: &SubscriptionRow, spec: &Spec) -> Result<(), SubscriptionError> {
@@ -346,7 +351,7 @@ impl SubscriptionService {
             .await?
             .filter(|r| r.owner == ctx.actor().subject())
             .ok_or(RecordError::NotFound)?;
-        let spec = self.open(&row).await?;
+        let spec = open_spec(&self.records, &row).await?;
         Ok((row, spec))
     }
 
@@ -376,7 +381,7 @@ impl SubscriptionService {
             .await?;
         let mut entries = Vec::new();
         for row in rows {
-            let spec = self.open(&row).await?;
+            let spec = open_spec(&self.records, &row).await?;
             entries.push(json!({
                 "fullUrl": format!("{}/Subscription/{}", self.base_url, row.id),
                 "resource": render(&spec, &row.id, &row.status, row.last_error.as_deref(), row.updated_micros),
@@ -425,6 +430,9 @@ impl SubscriptionService {
         row.body = self.seal(id, &spec).await?;
         row.last_error = None;
         row.updated_micros = now;
+        if row.status == "requested" {
+            self.read_feed_from_now_if_idle(now).await?;
+        }
         self.store.subscription_put(&row).await?;
         if row.status == "requested" {
             self.handshake(&row, &spec).await?;
@@ -501,7 +509,7 @@ impl SubscriptionService {
         let now = self.now();
         let mut live = Vec::new();
         for row in self.store.subscriptions_live().await? {
-            let spec = self.open(&row).await?;
+            let spec = open_spec(&self.records, &row).await?;
             if spec.end.is_some_and(|end| end <= now) {
                 self.store
                     .subscription_set_status(&row.id, "off", None, now)
@@ -511,10 +519,7 @@ impl SubscriptionService {
             live.push((row, spec));
         }
         if live.is_empty() {
-            let head = self.store.change_feed_head().await?;
-            if head != self.store.subscription_cursor().await? {
-                self.store.subscription_set_cursor(head, now).await?;
-            }
+            // The cursor is moved to the head when one becomes live again.
             return Ok(0);
         }
         let mut queued = self.heartbeats(&live, now).await?;
@@ -522,19 +527,12 @@ impl SubscriptionService {
             live.iter().map(|(_, s)| s.topic.resource_type()).collect();
         let ctx = self.feed_context(&types);
         let cursor = self.store.subscription_cursor().await?;
-        let already = {
-            let mut seen = self.seen.lock().await;
-            seen.retain(|s| *s > cursor);
-            seen.clone()
-        };
+        let already = self.seen.lock().await.after(cursor);
         let type_list: Vec<String> = types.iter().map(|t| (*t).to_string()).collect();
         let changes = self
             .records
             .changes(&ctx, &type_list, cursor, &already, BATCH)
             .await?;
-        let settled_before = now - SETTLE_MICROS;
-        let mut new_cursor = cursor;
-        let mut settled = true;
         for change in &changes {
             if let Some(resource) = &change.resource {
                 for (row, spec) in &live {
@@ -548,18 +546,15 @@ impl SubscriptionService {
                     }
                 }
             }
-            settled = settled && change.last_updated < settled_before;
-            if settled {
-                new_cursor = change.seq;
-            }
         }
+        let new_cursor = self
+            .seen
+            .lock()
+            .await
+            .advance(&changes, cursor, now - FEED_SETTLE_MICROS);
         if new_cursor != cursor {
             self.store.subscription_set_cursor(new_cursor, now).await?;
         }
-        self.seen
-            .lock()
-            .await
-            .extend(changes.iter().map(|c| c.seq).filter(|s| *s > new_cursor));
         Ok(queued)
     }
 
@@ -715,13 +710,7 @@ impl RestHookDelivery {
     async fn subscription(&self, row: &NotificationOutboxRow) -> Option<(SubscriptionRow, Spec)> {
         let id = row.account.strip_prefix("Subscription/")?;
         let sub = self.store.subscription(id).await.ok()??;
-        let plain = self
-            .records
-            .core()
-            .open_detached(&body_context(&sub.id), &sub.body)
-            .await
-            .ok()?;
-        let spec = serde_json::from_slice(&plain).ok()?;
+        let spec = open_spec(&self.records, &sub).await.ok()?;
         Some((sub, spec))
     }
 }
