@@ -16,21 +16,18 @@ plain SMTP client sending the same number of messages to the same server in the 
 usage: reminders.py MEDMESH_BIN [sqlite|postgres] [N] [DUE]
 """
 
-import asyncio
 import concurrent.futures
 import datetime
-import os
 import smtplib
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 
 import requests
 from aiosmtpd.controller import Controller
+
+from bench_node import BenchNode, bundle
 
 BIN = sys.argv[1]
 DB = sys.argv[2] if len(sys.argv) > 2 else "sqlite"
@@ -38,7 +35,6 @@ N = int(sys.argv[3]) if len(sys.argv) > 3 else 10_000
 DUE = int(sys.argv[4]) if len(sys.argv) > 4 else 240
 WORKERS = 16
 PATIENTS = 10
-PG = os.environ.get("PG", "postgres://postgres@127.0.0.1:5432")
 EXT = "https://medmesh.dev/fhir/StructureDefinition/"
 
 
@@ -65,11 +61,6 @@ def free_port():
     return port
 
 
-def bundle(entries):
-    return {"resourceType": "Bundle", "type": "transaction",
-            "entry": [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in entries]}
-
-
 def iso(t):
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -85,24 +76,10 @@ def main():
     t0 = t0.replace(minute=(t0.minute // 20) * 20)
     due_at = time.time() + DUE
     offset = int(t0.timestamp() - due_at)
-    data = tempfile.mkdtemp(prefix="reminder-bench-")
-    args = ["--data-dir", data]
-    pg_name = None
-    if DB == "postgres":
-        pg_name = f"medmesh_rem_{uuid.uuid4().hex[:12]}"
-        subprocess.run(["psql", f"{PG}/postgres", "-qAtc", f"CREATE DATABASE {pg_name}"], check=True)
-        args += ["--database-url", f"{PG}/{pg_name}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDMESH_")}
-    env.update({"MEDMESH_LOG": "warn", "MEDMESH_MAX_CONNECTIONS": "256",
-                "MEDMESH_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
-                "MEDMESH_APPOINTMENT_REMINDERS": f"{offset}s"})
-    node = subprocess.Popen([BIN, "serve", *args, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True, env=env)
+    node = BenchNode(BIN, DB, {"MEDMESH_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+                               "MEDMESH_APPOINTMENT_REMINDERS": f"{offset}s"})
     try:
-        line = node.stdout.readline()
-        assert line.startswith("medmesh listening on "), line
-        fhir = line.split(" on ", 1)[1].strip() + "/fhir"
-        token = subprocess.run([BIN, "admin", "token", *args, "--scope", "system/*.*"], capture_output=True, text=True,
-                               env=env, check=True).stdout.strip()
+        fhir, token = node.fhir, node.token
         s = requests.Session()
         s.headers["Authorization"] = f"Bearer {token}"
         rs = [{"resourceType": "Organization", "id": "o", "name": "Bench Practice"},
@@ -122,8 +99,8 @@ def main():
             r = s.post(fhir, json=bundle(rs[i:i + 500]), timeout=600)
             assert r.ok, r.text[:300]
         for k in range(PATIENTS):
-            subprocess.run([BIN, "notifications", "settings", *args, "--patient", f"b{k}", "--email", f"bench{k}@example.org",
-                            "--choose", "appointments=email"], capture_output=True, env=env, check=True)
+            node.cli("notifications", "settings", "--patient", f"b{k}", "--email", f"bench{k}@example.org",
+                     "--choose", "appointments=email")
         end = t0 + datetime.timedelta(minutes=20)
         r = s.get(f"{fhir}/Appointment/$find?practitioner=p0&start={iso(t0)}&end={iso(end)}&_count=1", timeout=60)
         template = r.json()["entry"][0]["resource"]
@@ -158,10 +135,7 @@ def main():
         took = counter.times[N - 1] - due_at
         size = sum(counter.sizes) // len(counter.sizes)
     finally:
-        node.kill()
-        node.wait()
-        if pg_name:
-            subprocess.run(["psql", f"{PG}/postgres", "-qAtc", f"DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)"], check=False)
+        node.stop()
 
     # The peer: N messages of the same size over one connection.
     body = "x" * max(size - 200, 10)

@@ -17,47 +17,19 @@ usage: scheduling.py MEDMESH_BIN [sqlite|postgres] [PRACTITIONERS] [WORKERS]
 
 import concurrent.futures
 import datetime
-import os
-import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 
 import requests
+
+from bench_node import BenchNode, bundle
 
 BIN = sys.argv[1]
 DB = sys.argv[2] if len(sys.argv) > 2 else "sqlite"
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 200
 WORKERS = int(sys.argv[4]) if len(sys.argv) > 4 else 16
-PG = os.environ.get("PG", "postgres://postgres@127.0.0.1:5432")
 EXT = "https://medmesh.dev/fhir/StructureDefinition/"
-
-
-def start():
-    data = tempfile.mkdtemp(prefix="sched-bench-")
-    args = ["--data-dir", data]
-    pg_name = None
-    if DB == "postgres":
-        pg_name = f"medmesh_sched_{uuid.uuid4().hex[:12]}"
-        subprocess.run(["psql", f"{PG}/postgres", "-qAtc", f"CREATE DATABASE {pg_name}"], check=True)
-        args += ["--database-url", f"{PG}/{pg_name}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDMESH_")}
-    env["MEDMESH_LOG"] = "warn"
-    env["MEDMESH_MAX_CONNECTIONS"] = "256"
-    node = subprocess.Popen([BIN, "serve", *args, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True, env=env)
-    line = node.stdout.readline()
-    assert line.startswith("medmesh listening on "), line
-    base = line.split(" on ", 1)[1].strip()
-    token = subprocess.run([BIN, "admin", "token", *args, "--scope", "system/*.*"], capture_output=True, text=True, env=env, check=True).stdout.strip()
-    return node, base, token, pg_name
-
-
-def bundle(entries):
-    return {"resourceType": "Bundle", "type": "transaction",
-            "entry": [{"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}} for r in entries]}
 
 
 def seed(s, fhir):
@@ -101,8 +73,8 @@ def latencies(s, url, rounds):
 
 
 def main():
-    node, base, token, pg_name = start()
-    fhir = f"{base}/fhir"
+    node = BenchNode(BIN, DB)
+    fhir, token = node.fhir, node.token
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {token}"
     try:
@@ -168,10 +140,7 @@ def main():
               f"{booked / took:.0f} bookings/s ({len(order) / took:.0f} calls/s, {refused} conflicts) | "
               f"peer POST Appointment: {len(order) / took_peer:.0f} creates/s | calls/s ratio {took_peer / took:.2f} |")
     finally:
-        node.kill()
-        node.wait()
-        if pg_name:
-            subprocess.run(["psql", f"{PG}/postgres", "-qAtc", f"DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)"], check=False)
+        node.stop()
 
 
 if __name__ == "__main__":
