@@ -30,5 +30,6 @@ pub use envelope::{Envelope, EnvelopeError};
 pub use random::{OsRandom, Random};
 pub use set_digest::{SetDigest, SetDigestKey};
 pub use signing::{
-    KeyStatement, SignatureError, UploadClaims, UploadSignature, UserPublicKey, UserSigningKey,
+    KeyStatement, PrescriptionClaims, SignatureError, UploadClaims, UploadSignature, UserPublicKey,
+    UserSigningKey,
 };

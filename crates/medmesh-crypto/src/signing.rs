@@ -42,6 +42,44 @@ fn signed_text(first: &str, fields: &[(&'static str, &str)]) -> Result<Vec<u8>, 
     Ok(out.into_bytes())
 }
 
+/// Reads a signed text back into its field values, in order. Only text that
+/// [`signed_text`] would produce for these names is accepted.
+fn parse_signed_text(
+    text: &[u8],
+    first: &str,
+    names: &[&'static str],
+) -> Result<Vec<String>, SignatureError> {
+    let text = std::str::from_utf8(text).map_err(|_| SignatureError::Malformed)?;
+    let mut lines = text
+        .strip_suffix('\n')
+        .ok_or(SignatureError::Malformed)?
+        .split('\n');
+    if lines.next() != Some(first) {
+        return Err(SignatureError::Malformed);
+    }
+    let mut values = Vec::with_capacity(names.len());
+    for name in names {
+        let value = lines
+            .next()
+            .and_then(|l| l.strip_prefix(name))
+            .and_then(|l| l.strip_prefix(' '))
+            .ok_or(SignatureError::Malformed)?;
+        values.push(value.to_string());
+    }
+    if lines.next().is_some() {
+        return Err(SignatureError::Malformed);
+    }
+    let fields: Vec<(&'static str, &str)> = names
+        .iter()
+        .copied()
+        .zip(values.iter().map(String::as_str))
+        .collect();
+    if signed_text(first, &fields)? != text.as_bytes() {
+        return Err(SignatureError::Malformed);
+    }
+    Ok(values)
+}
+
 /// What an upload claims, and the digest of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadClaims {
@@ -142,38 +180,161 @@ impl UploadClaims {
     /// # Errors
     /// [`SignatureError::Malformed`].
     pub fn parse(text: &[u8]) -> Result<Self, SignatureError> {
-        let text = std::str::from_utf8(text).map_err(|_| SignatureError::Malformed)?;
-        let mut lines = text
-            .strip_suffix('\n')
-            .ok_or(SignatureError::Malformed)?
-            .split('\n');
-        if lines.next() != Some("medmesh-upload v1") {
-            return Err(SignatureError::Malformed);
-        }
-        let mut field = |name: &str| -> Result<String, SignatureError> {
-            lines
-                .next()
-                .and_then(|l| l.strip_prefix(name))
-                .and_then(|l| l.strip_prefix(' '))
-                .map(str::to_string)
-                .ok_or(SignatureError::Malformed)
-        };
-        let sha256: [u8; 32] = hex::decode(field("sha256")?)
+        let [sha256, author, patient, time, device, doc_type]: [String; 6] = parse_signed_text(
+            text,
+            "medmesh-upload v1",
+            &["sha256", "author", "patient", "time", "device", "type"],
+        )?
+        .try_into()
+        .map_err(|_| SignatureError::Malformed)?;
+        let sha256: [u8; 32] = hex::decode(sha256)
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or(SignatureError::Malformed)?;
-        let claims = Self {
+        Ok(Self {
             sha256,
-            author: field("author")?,
-            patient: field("patient")?,
-            time: field("time")?,
-            device: field("device")?,
-            doc_type: field("type")?,
-        };
-        if lines.next().is_some() || claims.signed_bytes()? != text.as_bytes() {
-            return Err(SignatureError::Malformed);
-        }
-        Ok(claims)
+            author,
+            patient,
+            time,
+            device,
+            doc_type,
+        })
+    }
+}
+
+/// A prescription as its prescriber signs it: every part a pharmacy needs, in a line-based
+/// text like the upload claims, so it can be printed (in a QR code) and checked offline
+/// without the record it came from.
+///
+/// ```text
+/// medmesh-prescription v1
+/// prescription <MedicationRequest/id>
+/// patient <Patient/x>
+/// prescriber <Practitioner/y>
+/// medication <system|code, or "text">
+/// medication-text <the medication in words>
+/// dosage <the instructions in words>
+/// quantity <value and unit, or "none">
+/// supply <the expected supply duration ("30 d"), or "none">
+/// refills <number of repeats allowed>
+/// substitution <allowed | not-allowed>
+/// pharmacy <Organization/z, or "none">
+/// authored <the prescription's authoredOn>
+/// time <when it was signed, a FHIR instant>
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrescriptionClaims {
+    /// `MedicationRequest/<id>`.
+    pub prescription: String,
+    /// `Patient/<id>`.
+    pub patient: String,
+    /// `Practitioner/<id>`: whose signing key signs.
+    pub prescriber: String,
+    /// `system|code` of the medication, or `text` for a free-text one.
+    pub medication: String,
+    /// The medication in words.
+    pub medication_text: String,
+    /// The dosage instructions in words.
+    pub dosage: String,
+    /// The quantity to dispense, or `none`.
+    pub quantity: String,
+    /// The expected supply duration (`30 d`), or `none`.
+    pub supply: String,
+    /// How many refills are allowed.
+    pub refills: String,
+    /// `allowed` or `not-allowed`.
+    pub substitution: String,
+    /// The pharmacy it is routed to (`Organization/<id>`), or `none`.
+    pub pharmacy: String,
+    /// When it was written (`authoredOn`).
+    pub authored: String,
+    /// When it was signed (FHIR instant).
+    pub time: String,
+}
+
+const PRESCRIPTION_V1: &str = "medmesh-prescription v1";
+const PRESCRIPTION_FIELDS: [&str; 13] = [
+    "prescription",
+    "patient",
+    "prescriber",
+    "medication",
+    "medication-text",
+    "dosage",
+    "quantity",
+    "supply",
+    "refills",
+    "substitution",
+    "pharmacy",
+    "authored",
+    "time",
+];
+
+impl PrescriptionClaims {
+    /// The exact bytes that are signed.
+    ///
+    /// # Errors
+    /// [`SignatureError::BadClaim`] for an empty field or one with a line break.
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, SignatureError> {
+        let values = [
+            &self.prescription,
+            &self.patient,
+            &self.prescriber,
+            &self.medication,
+            &self.medication_text,
+            &self.dosage,
+            &self.quantity,
+            &self.supply,
+            &self.refills,
+            &self.substitution,
+            &self.pharmacy,
+            &self.authored,
+            &self.time,
+        ];
+        let fields: Vec<(&'static str, &str)> = PRESCRIPTION_FIELDS
+            .iter()
+            .copied()
+            .zip(values.iter().map(|v| v.as_str()))
+            .collect();
+        signed_text(PRESCRIPTION_V1, &fields)
+    }
+
+    /// Parses the signed text back (a pharmacy reads it from the QR code).
+    ///
+    /// # Errors
+    /// [`SignatureError::Malformed`].
+    pub fn parse(text: &[u8]) -> Result<Self, SignatureError> {
+        let [
+            prescription,
+            patient,
+            prescriber,
+            medication,
+            medication_text,
+            dosage,
+            quantity,
+            supply,
+            refills,
+            substitution,
+            pharmacy,
+            authored,
+            time,
+        ]: [String; 13] = parse_signed_text(text, PRESCRIPTION_V1, &PRESCRIPTION_FIELDS)?
+            .try_into()
+            .map_err(|_| SignatureError::Malformed)?;
+        Ok(Self {
+            prescription,
+            patient,
+            prescriber,
+            medication,
+            medication_text,
+            dosage,
+            quantity,
+            supply,
+            refills,
+            substitution,
+            pharmacy,
+            authored,
+            time,
+        })
     }
 }
 
@@ -220,6 +381,19 @@ impl UserSigningKey {
     pub fn sign_statement(&self, st: &KeyStatement) -> Result<UploadSignature, SignatureError> {
         Ok(UploadSignature(
             self.key.sign(&st.signed_bytes()?).to_bytes(),
+        ))
+    }
+
+    /// Signs a prescription.
+    ///
+    /// # Errors
+    /// [`SignatureError::BadClaim`] when the claims cannot be put in the signed text.
+    pub fn sign_prescription(
+        &self,
+        claims: &PrescriptionClaims,
+    ) -> Result<UploadSignature, SignatureError> {
+        Ok(UploadSignature(
+            self.key.sign(&claims.signed_bytes()?).to_bytes(),
         ))
     }
 
@@ -284,6 +458,23 @@ impl UserPublicKey {
 }
 
 impl UserPublicKey {
+    /// Verifies a prescriber's signature over a prescription.
+    ///
+    /// # Errors
+    /// [`SignatureError::Invalid`] when it does not verify.
+    pub fn verify_prescription(
+        &self,
+        claims: &PrescriptionClaims,
+        signature: &UploadSignature,
+    ) -> Result<(), SignatureError> {
+        self.0
+            .verify_strict(
+                &claims.signed_bytes()?,
+                &Signature::from_bytes(&signature.0),
+            )
+            .map_err(|_| SignatureError::Invalid)
+    }
+
     /// Verifies a key directory entry's signature.
     ///
     /// # Errors
@@ -383,6 +574,65 @@ mod tests {
         assert_eq!(
             UploadClaims::parse(b"medmesh-upload v1\n"),
             Err(SignatureError::Malformed)
+        );
+    }
+
+    fn prescription() -> PrescriptionClaims {
+        PrescriptionClaims {
+            prescription: "MedicationRequest/rx1".into(),
+            patient: "Patient/p1".into(),
+            prescriber: "Practitioner/gp".into(),
+            medication: "http://www.nlm.nih.gov/research/umls/rxnorm|314076".into(),
+            medication_text: "lisinopril 10 MG Oral Tablet".into(),
+            dosage: "1 tablet once a day".into(),
+            quantity: "30 tablet".into(),
+            supply: "30 d".into(),
+            refills: "2".into(),
+            substitution: "allowed".into(),
+            pharmacy: "Organization/ph1".into(),
+            authored: "2026-12-04".into(),
+            time: "2026-12-04T10:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_prescription_signature_binds_every_part() {
+        let key = UserSigningKey::from_secret([5; 32]);
+        let c = prescription();
+        let sig = key.sign_prescription(&c).unwrap();
+        key.public().verify_prescription(&c, &sig).unwrap();
+        let text = c.signed_bytes().unwrap();
+        assert_eq!(PrescriptionClaims::parse(&text).unwrap(), c);
+        // A changed quantity, refill count or patient no longer verifies.
+        for tampered in [
+            PrescriptionClaims {
+                quantity: "90 tablet".into(),
+                ..c.clone()
+            },
+            PrescriptionClaims {
+                refills: "5".into(),
+                ..c.clone()
+            },
+            PrescriptionClaims {
+                patient: "Patient/p2".into(),
+                ..c.clone()
+            },
+        ] {
+            assert_eq!(
+                key.public().verify_prescription(&tampered, &sig),
+                Err(SignatureError::Invalid)
+            );
+        }
+        // An upload signature is no prescription signature.
+        assert!(text.starts_with(b"medmesh-prescription v1\n"));
+        // A line break in a field would make the text ambiguous.
+        let broken = PrescriptionClaims {
+            dosage: "1 tablet\nrefills 9".into(),
+            ..c
+        };
+        assert_eq!(
+            broken.signed_bytes(),
+            Err(SignatureError::BadClaim("dosage"))
         );
     }
 

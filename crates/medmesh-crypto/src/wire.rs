@@ -11,3 +11,5 @@ pub const EXT_SIGNED_CLAIMS: &str = "https://medmesh.dev/fhir/StructureDefinitio
 pub const EXT_SIGNING_KEY: &str = "https://medmesh.dev/fhir/StructureDefinition/signing-key";
 /// `Provenance.signature.sigFormat` of an upload signature.
 pub const SIG_FORMAT: &str = "application/vnd.medmesh.upload-v1+ed25519";
+/// `Provenance.signature.sigFormat` of a prescriber's signature over a prescription.
+pub const PRESCRIPTION_SIG_FORMAT: &str = "application/vnd.medmesh.prescription-v1+ed25519";

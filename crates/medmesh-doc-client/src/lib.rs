@@ -22,7 +22,8 @@ use futures::StreamExt;
 use medmesh_crypto::sealing::{ContentKey, SealingPublicKey, SealingSecretKey, WrappedKey};
 use medmesh_crypto::stream::HEADER;
 use medmesh_crypto::{
-    KeyId, KeyStatement, OsRandom, UploadClaims, UploadSignature, UserPublicKey, UserSigningKey,
+    KeyId, KeyStatement, OsRandom, PrescriptionClaims, UploadClaims, UploadSignature,
+    UserPublicKey, UserSigningKey,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -281,45 +282,7 @@ impl NodeClient {
         kinds: &[&str],
     ) -> Result<Vec<(String, String, String)>> {
         let listing = self.get_json(&format!("api/keys?owner={owner}")).await?;
-        let entries: Vec<&Value> = listing["keys"]
-            .as_array()
-            .map(|a| a.iter().filter(|k| k["revoked"] == false).collect())
-            .unwrap_or_default();
-        let statement = |k: &Value| KeyStatement {
-            owner: owner.to_string(),
-            kind: k["kind"].as_str().unwrap_or_default().to_string(),
-            key: k["publicKey"].as_str().unwrap_or_default().to_string(),
-            time: k["time"].as_str().unwrap_or_default().to_string(),
-        };
-        let sig =
-            |k: &Value| UploadSignature::from_base64(k["signature"].as_str().unwrap_or_default());
-        let signers: Vec<UserPublicKey> = entries
-            .iter()
-            .filter(|k| k["kind"] == "signing")
-            .filter_map(|k| {
-                let pk = UserPublicKey::from_base64(k["publicKey"].as_str()?).ok()?;
-                pk.verify_statement(&statement(k), &sig(k).ok()?).ok()?;
-                Some(pk)
-            })
-            .collect();
-        Ok(entries
-            .iter()
-            .filter(|k| kinds.contains(&k["kind"].as_str().unwrap_or_default()))
-            .filter(|k| {
-                sig(k).is_ok_and(|s| {
-                    signers
-                        .iter()
-                        .any(|pk| pk.verify_statement(&statement(k), &s).is_ok())
-                })
-            })
-            .filter_map(|k| {
-                Some((
-                    k["keyId"].as_str()?.to_string(),
-                    k["kind"].as_str()?.to_string(),
-                    k["publicKey"].as_str()?.to_string(),
-                ))
-            })
-            .collect())
+        Ok(verified_entries(owner, &listing, kinds))
     }
 
     /// The content key of a sealed document, unwrapped with one of the key file's keys.
@@ -727,6 +690,103 @@ pub async fn revoke(node: &NodeClient, binary: &str, from: &str) -> Result<u32> 
         }
     }
     Ok(revoked)
+}
+
+/// The live entries of a key directory listing (`GET /api/keys?owner=...`, or that answer
+/// saved to a file for offline use) of the given kinds, as `(key id, kind, public key)`:
+/// each entry's statement must verify with one of the owner's signing keys (a signing key
+/// with itself), so a listing altered by the node or in transit loses the altered entries.
+pub fn verified_entries(
+    owner: &str,
+    listing: &Value,
+    kinds: &[&str],
+) -> Vec<(String, String, String)> {
+    let entries: Vec<&Value> = listing["keys"]
+        .as_array()
+        .map(|a| a.iter().filter(|k| k["revoked"] == false).collect())
+        .unwrap_or_default();
+    let statement = |k: &Value| KeyStatement {
+        owner: owner.to_string(),
+        kind: k["kind"].as_str().unwrap_or_default().to_string(),
+        key: k["publicKey"].as_str().unwrap_or_default().to_string(),
+        time: k["time"].as_str().unwrap_or_default().to_string(),
+    };
+    let sig = |k: &Value| UploadSignature::from_base64(k["signature"].as_str().unwrap_or_default());
+    let signers: Vec<UserPublicKey> = entries
+        .iter()
+        .filter(|k| k["kind"] == "signing")
+        .filter_map(|k| {
+            let pk = UserPublicKey::from_base64(k["publicKey"].as_str()?).ok()?;
+            pk.verify_statement(&statement(k), &sig(k).ok()?).ok()?;
+            Some(pk)
+        })
+        .collect();
+    entries
+        .iter()
+        .filter(|k| kinds.contains(&k["kind"].as_str().unwrap_or_default()))
+        .filter(|k| {
+            sig(k).is_ok_and(|s| {
+                signers
+                    .iter()
+                    .any(|pk| pk.verify_statement(&statement(k), &s).is_ok())
+            })
+        })
+        .filter_map(|k| {
+            Some((
+                k["keyId"].as_str()?.to_string(),
+                k["kind"].as_str()?.to_string(),
+                k["publicKey"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// `medmesh doc sign-prescription ID`: fetches the draft's signing text, checks it is a
+/// prescription by the key file's owner, signs it with the key file's signing key and
+/// activates it. Returns the active MedicationRequest.
+///
+/// # Errors
+/// When the node refuses (the signature, the lifecycle, the PDP) or the text is not a
+/// prescription of the key file's owner.
+pub async fn sign_prescription(node: &NodeClient, keys: &KeyFile, id: &str) -> Result<Value> {
+    let signing = keys
+        .signing
+        .as_ref()
+        .context("this key file holds no signing key")?;
+    let t = node
+        .get_json(&format!("api/prescriptions/{id}/signing-text"))
+        .await?;
+    let text = t["text"]
+        .as_str()
+        .context("the node sent no signing text")?;
+    let claims = PrescriptionClaims::parse(text.as_bytes())
+        .ok()
+        .context("the node's signing text is not a prescription")?;
+    if claims.prescriber != keys.owner {
+        bail!(
+            "the prescription is {}'s to sign, and this key file is {}'s",
+            claims.prescriber,
+            keys.owner
+        );
+    }
+    if claims.prescription != format!("MedicationRequest/{id}") {
+        bail!("the node's signing text is for another prescription");
+    }
+    let signature = signing
+        .sign_prescription(&claims)
+        .ok()
+        .context("the prescription cannot be signed")?;
+    node.send_json(
+        reqwest::Method::POST,
+        &format!("api/prescriptions/{id}/activate"),
+        &json!({
+            "version": t["version"],
+            "time": claims.time,
+            "signature": signature.to_base64(),
+            "key": signing.public().to_base64(),
+        }),
+    )
+    .await
 }
 
 /// What offline verification found.

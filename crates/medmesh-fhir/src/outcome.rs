@@ -56,6 +56,8 @@ pub enum IssueType {
     TooCostly,
     /// Too many requests: wait before trying again (`throttled`).
     Throttled,
+    /// A rule of the domain refuses it (`business-rule`): a lifecycle step not allowed.
+    BusinessRule,
 }
 
 impl IssueType {
@@ -73,6 +75,7 @@ impl IssueType {
             Self::NotSupported => "not-supported",
             Self::Conflict => "conflict",
             Self::MultipleMatches => "multiple-matches",
+            Self::BusinessRule => "business-rule",
             Self::Login => "login",
             Self::Forbidden => "forbidden",
             Self::Exception => "exception",

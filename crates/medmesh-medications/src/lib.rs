@@ -1,12 +1,20 @@
-//! Medications, the domain: what a prescription's status and intent allow
-//! ([`status`]), when its doses fall ([`schedule`]: FHIR `Dosage.timing` in the patient's
-//! time zone, across daylight-saving changes), and how well it is kept ([`adherence`]: the
-//! proportion of days covered by dispenses, and the share of doses taken on time).
+//! Medications: what a prescription's status and intent allow ([`status`]), when its doses
+//! fall ([`schedule`]: FHIR `Dosage.timing` in the patient's time zone, across
+//! daylight-saving changes), how well it is kept ([`adherence`]: the proportion of days
+//! covered by dispenses, and the share of doses taken on time), the checks at prescribing
+//! time ([`safety`]) and what a prescriber signs ([`prescription`]). These are pure: no I/O,
+//! no clock.
 //!
-//! Pure: no I/O, no clock. The application service that prescribes, dispenses and logs
-//! doses through the record service builds on these (issue 19).
+//! [`service::MedicationService`] is the application on the record service: it prescribes
+//! (with the checks and their overrides as DetectedIssues), activates a prescription only
+//! with its prescriber's signature, and moves it through its lifecycle, every step through
+//! the PDP and the audit log.
 
 pub mod adherence;
+pub mod prescription;
 pub mod safety;
 pub mod schedule;
+pub mod service;
 pub mod status;
+
+pub use service::{MedicationService, Override, Prescribed, Signature, Warning};

@@ -4,10 +4,12 @@
 //! reason; the service records the override as a DetectedIssue.
 //!
 //! Two medications, or a medication and an allergy, are the same substance when they share
-//! a coding (system and code; an ingredient's coding counts, from `Medication.ingredient`),
-//! or, where one side has no coding (free text, allowed and marked so), when the allergy's or
-//! ingredient's name appears as whole words in the other's text. A finding says which way
-//! it was made. Interactions and dose limits need a knowledge base (not built yet; see
+//! a coding (system and code; an ingredient's coding counts, from `Medication.ingredient`);
+//! or an ingredient's name, read from drug names the way RxNorm writes them ("lisinopril 10
+//! MG Oral Tablet" is lisinopril), so two strengths of one ingredient coded apart still
+//! match; or, where one side has no coding (free text, allowed and marked so), when the
+//! allergy's or ingredient's name appears as whole words in the other's text. A finding says
+//! which way it was made. Interactions and dose limits need a knowledge base (not built yet; see
 //! docs/medications.md).
 
 use serde_json::Value;
@@ -22,6 +24,9 @@ pub struct Substance {
     pub codes: Vec<(String, String)>,
     /// Its names (the concept's text and displays, the ingredients'), lower case.
     pub names: Vec<String>,
+    /// Its ingredients' names, lower case: read from each name the way RxNorm writes
+    /// clinical drugs (see [`ingredient_names`]), or the whole name when it gives no strength.
+    pub ingredients: Vec<String>,
 }
 
 impl Substance {
@@ -31,17 +36,57 @@ impl Substance {
     }
 }
 
+/// The ingredient names a drug name starts with, the way RxNorm names clinical drugs
+/// ("ingredient strength unit [/ ingredient strength unit] dose form"): in each part between
+/// `/`, the words before the first one that starts with a digit. "lisinopril 10 MG Oral
+/// Tablet" gives "lisinopril"; "amoxicillin 500 MG / clavulanate 125 MG Oral Tablet" gives
+/// both; free text written the same way ("Lisinopril 20 mg tablets") gives "lisinopril". A
+/// name without a strength gives nothing (it is matched whole).
+pub fn ingredient_names(name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in name.split('/') {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        let Some(first_number) = words
+            .iter()
+            .position(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let lead = words[..first_number].join(" ").to_lowercase();
+        if lead.chars().filter(|c| c.is_alphabetic()).count() >= 3 {
+            out.push(lead);
+        }
+    }
+    out
+}
+
+fn add_name(s: &mut Substance, name: &str) {
+    let whole = name
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    let read = ingredient_names(name);
+    if read.is_empty() {
+        s.ingredients.push(whole.clone());
+    } else {
+        s.names.extend(read.iter().cloned());
+        s.ingredients.extend(read);
+    }
+    s.names.push(whole);
+}
+
 fn add_concept(s: &mut Substance, concept: &Value) {
     for c in concept["coding"].as_array().into_iter().flatten() {
         if let (Some(system), Some(code)) = (c["system"].as_str(), c["code"].as_str()) {
             s.codes.push((system.to_string(), code.to_string()));
         }
         if let Some(d) = c["display"].as_str() {
-            s.names.push(d.to_lowercase());
+            add_name(s, d);
         }
     }
     if let Some(t) = concept["text"].as_str() {
-        s.names.push(t.to_lowercase());
+        add_name(s, t);
     }
 }
 
@@ -70,6 +115,8 @@ pub fn substance_of(request: &Value) -> Substance {
     s.codes.dedup();
     s.names.sort();
     s.names.dedup();
+    s.ingredients.sort();
+    s.ingredients.dedup();
     s
 }
 
@@ -85,6 +132,12 @@ pub fn allergy_substance(allergy: &Value) -> Option<Substance> {
     }
     let mut s = Substance::default();
     add_concept(&mut s, &allergy["code"]);
+    s.codes.sort();
+    s.codes.dedup();
+    s.names.sort();
+    s.names.dedup();
+    s.ingredients.sort();
+    s.ingredients.dedup();
     (!s.codes.is_empty() || !s.names.is_empty()).then_some(s)
 }
 
@@ -105,6 +158,8 @@ fn has_words(hay: &str, needle: &str) -> bool {
 pub enum Matched {
     /// They share a coding.
     ByCode,
+    /// They share an ingredient's name (two products of one ingredient, coded apart).
+    ByIngredient,
     /// One has no coding; a name of one is in the other's text.
     ByName,
 }
@@ -113,6 +168,12 @@ pub enum Matched {
 pub fn same_substance(a: &Substance, b: &Substance) -> Option<Matched> {
     if a.codes.iter().any(|c| b.codes.binary_search(c).is_ok()) {
         return Some(Matched::ByCode);
+    }
+    if a.ingredients
+        .iter()
+        .any(|i| b.ingredients.binary_search(i).is_ok())
+    {
+        return Some(Matched::ByIngredient);
     }
     if a.is_free_text() || b.is_free_text() {
         let named = |x: &Substance, y: &Substance| {
@@ -193,6 +254,38 @@ mod tests {
     }
 
     #[test]
+    fn ingredient_names_are_read_from_drug_names() {
+        assert_eq!(
+            ingredient_names("lisinopril 10 MG Oral Tablet"),
+            vec!["lisinopril"]
+        );
+        assert_eq!(
+            ingredient_names("amoxicillin 500 MG / clavulanate 125 MG Oral Tablet"),
+            vec!["amoxicillin", "clavulanate"]
+        );
+        assert_eq!(
+            ingredient_names("Insulin Glargine 100 UNT/ML Injectable Solution"),
+            vec!["insulin glargine"]
+        );
+        assert!(
+            ingredient_names("Penicillin").is_empty(),
+            "no strength: matched whole"
+        );
+        assert!(ingredient_names("0.9 % sodium chloride").is_empty());
+        // Free text and a coded product of another strength are the same substance.
+        let ten = substance_of(&coded("314076", "lisinopril 10 MG Oral Tablet"));
+        let free = substance_of(
+            &json!({"medicationCodeableConcept": {"text": "Lisinopril 20 mg tablets"}}),
+        );
+        assert_eq!(same_substance(&ten, &free), Some(Matched::ByIngredient));
+        // Two products of one ingredient, each coded as itself, share the ingredient's name.
+        let twenty = substance_of(&coded("314077", "lisinopril 20 MG Oral Tablet"));
+        assert_eq!(same_substance(&ten, &twenty), Some(Matched::ByIngredient));
+        let other = substance_of(&coded("197361", "amlodipine 5 MG Oral Tablet"));
+        assert_eq!(same_substance(&ten, &other), None);
+    }
+
+    #[test]
     fn an_allergy_matches_by_code_or_by_name() {
         // Amoxicillin (RxNorm 723) against an allergy coded to it.
         let amox = substance_of(&coded("723", "amoxicillin"));
@@ -208,9 +301,13 @@ mod tests {
         // Words, not letters: "pen" is not penicillin.
         let pen_short = allergy_substance(&allergy(None, "pen")).unwrap();
         assert_eq!(same_substance(&free, &pen_short), None);
-        // Two coded substances with different codes are not matched by name.
-        let other = allergy_substance(&allergy(Some("7980"), "amoxicillin")).unwrap();
+        // Two coded substances with different codes and names are not the same.
+        let other = allergy_substance(&allergy(Some("7980"), "penicillin G")).unwrap();
         assert_eq!(same_substance(&amox, &other), None);
+        // Codes that differ but name one ingredient are matched (a warning too many rather
+        // than a missed allergy).
+        let renamed = allergy_substance(&allergy(Some("99999"), "Amoxicillin")).unwrap();
+        assert_eq!(same_substance(&amox, &renamed), Some(Matched::ByIngredient));
     }
 
     #[test]

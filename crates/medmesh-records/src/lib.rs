@@ -47,8 +47,15 @@ pub fn status_of(err: &RecordError) -> (u16, Vec<Issue>) {
         ),
         // Content that parses but breaks the definitions is 422 and names where; a request that
         // could not be understood at all is 400.
+        // A domain rule's refusal (a lifecycle step not allowed) is 422 too; a refusal of
+        // who the caller is (only a practitioner prescribes) is 403.
         RecordError::Invalid(issues) => (
-            if issues.iter().any(|i| i.expression.is_some()) {
+            if issues.iter().any(|i| i.code == IssueType::Forbidden) {
+                403
+            } else if issues
+                .iter()
+                .any(|i| i.expression.is_some() || i.code == IssueType::BusinessRule)
+            {
                 422
             } else {
                 400

@@ -15,6 +15,7 @@ pub mod external;
 pub mod handlers;
 pub mod hl7v2;
 pub mod listener;
+pub mod medications;
 pub mod oauth;
 pub mod operations;
 pub mod response;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub scheduling: Arc<medmesh_scheduling::SchedulingService>,
     /// FHIR Subscriptions (`/fhir/Subscription`).
     pub subscriptions: Arc<medmesh_subscriptions::SubscriptionService>,
+    /// Prescribing: the checks, signed activation, the lifecycle (`/api/prescriptions`).
+    pub medications: Arc<medmesh_medications::MedicationService>,
     /// The CapabilityStatement, built once.
     pub capability: Arc<Value>,
     /// Public base URL (`http://host:port/fhir`); when `None`, taken from the Host header.
@@ -169,6 +172,8 @@ pub struct Services {
     pub scheduling: Arc<medmesh_scheduling::SchedulingService>,
     /// FHIR Subscriptions (`/fhir/Subscription`, `$status`).
     pub subscriptions: Arc<medmesh_subscriptions::SubscriptionService>,
+    /// Prescribing (`/api/prescriptions`).
+    pub medications: Arc<medmesh_medications::MedicationService>,
 }
 
 /// Builds the server's state. The background workers are the binary's to start; the
@@ -189,6 +194,7 @@ pub fn build_state(
         hub,
         scheduling,
         subscriptions,
+        medications,
     } = services;
     let capability = capability_statement::capability_statement(
         records.definitions(),
@@ -214,6 +220,7 @@ pub fn build_state(
         hub,
         scheduling,
         subscriptions,
+        medications,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
         body_limits: config.body_limits,
@@ -442,6 +449,17 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
         .route("/api/appointments/waitlist", post(scheduling::api_waitlist))
         .route("/api/appointments/figures", get(scheduling::api_figures))
         .route("/api/directory", get(scheduling::api_directory))
+        .route("/api/prescriptions", post(medications::prescribe))
+        .route(
+            "/api/prescriptions/{id}/signing-text",
+            get(medications::signing_text),
+        )
+        .route(
+            "/api/prescriptions/{id}/activate",
+            post(medications::activate),
+        )
+        .route("/api/prescriptions/{id}/status", post(medications::status))
+        .route("/api/prescriptions/{id}/signed", get(medications::signed))
         .route("/api/account/inbox", get(audit::staff_inbox))
         .route(
             "/api/account/inbox/{nid}/read",

@@ -89,6 +89,22 @@ pub(crate) enum Command {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Verify a signed prescription offline (`GET /api/prescriptions/{id}/signed`, or what a
+    /// printed prescription's QR code holds): the prescriber's Ed25519 signature over it;
+    /// with --directory, that the key is one of the prescriber's in the node's public key
+    /// directory; with --prescription, that the MedicationRequest is what was signed. Exits 0
+    /// when it verifies, 1 when it does not.
+    VerifyPrescription {
+        /// The signed prescription (JSON: format, claims, signature, key).
+        signed: PathBuf,
+        /// The prescriber's key directory listing (`GET /api/keys?owner=Practitioner/x`,
+        /// saved as JSON).
+        #[arg(long)]
+        directory: Option<PathBuf>,
+        /// The MedicationRequest (JSON) to compare with what was signed.
+        #[arg(long)]
+        prescription: Option<PathBuf>,
+    },
     /// Encryption keys: status, KEK rotation, full re-encryption.
     Keys {
         #[command(subcommand)]
@@ -428,6 +444,17 @@ pub(crate) enum DocCommand {
         /// Where to write it (must not exist).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Sign a draft prescription with your key file's signing key, which makes it active
+    /// (you must be its prescriber, and the key must be yours in the directory).
+    SignPrescription {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Your key file.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// The MedicationRequest's id.
+        id: String,
     },
     /// Download a document and its Provenance and verify the signature, and that the key is
     /// the author's in the directory. Exits 1 when it does not verify.

@@ -66,6 +66,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             provenance,
             key,
         } => verify_file(&file, &provenance, key.as_deref()).await,
+        Command::VerifyPrescription {
+            signed,
+            directory,
+            prescription,
+        } => verify_prescription(&signed, directory.as_deref(), prescription.as_deref()),
         Command::Serve {
             store,
             listen,

@@ -131,6 +131,15 @@ pub(crate) async fn run_doc(command: DocCommand) -> anyhow::Result<bool> {
             )
             .await?
         }
+        DocCommand::SignPrescription { node, key_file, id } => {
+            let active =
+                doc::sign_prescription(&client(&node)?, &doc::KeyFile::read(&key_file)?, &id)
+                    .await?;
+            outln!(
+                "signed MedicationRequest/{id}: {}",
+                active["status"].as_str().unwrap_or("?")
+            );
+        }
         DocCommand::Verify { node, binary } => {
             return Ok(report(doc::verify_remote(&client(&node)?, &binary).await?));
         }
@@ -145,6 +154,63 @@ pub(crate) async fn verify_file(
     key: Option<&str>,
 ) -> anyhow::Result<bool> {
     Ok(report(doc::verify_file(file, provenance, key).await?))
+}
+
+/// `medmesh verify-prescription SIGNED [--directory D] [--prescription P]`, offline.
+pub(crate) fn verify_prescription(
+    signed: &std::path::Path,
+    directory: Option<&std::path::Path>,
+    prescription: Option<&std::path::Path>,
+) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    let json = |p: &std::path::Path| -> anyhow::Result<serde_json::Value> {
+        serde_json::from_slice(
+            &std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not JSON", p.display()))
+    };
+    let payload = json(signed)?;
+    let request = prescription.map(json).transpose()?;
+    // The directory's keys are the prescriber's as the signed text names them; which
+    // prescriber that is comes from the text, checked by the signature first.
+    let unchecked = medmesh_medications::service::verify_signed(&payload, None, None);
+    let keys = match (&directory, &unchecked) {
+        (Some(d), Ok(v)) => Some(
+            doc::verified_entries(&v.claims.prescriber, &json(d)?, &["signing"])
+                .into_iter()
+                .map(|(_, _, key)| key)
+                .collect::<Vec<_>>(),
+        ),
+        _ => None,
+    };
+    match medmesh_medications::service::verify_signed(&payload, keys.as_deref(), request.as_ref()) {
+        Ok(v) => {
+            let c = &v.claims;
+            outln!(
+                "verified: {} signed {} for {} at {}: {} ({}), {}; quantity {}, refills {}, substitution {}, pharmacy {}; key {}",
+                c.prescriber,
+                c.prescription,
+                c.patient,
+                c.time,
+                c.medication_text,
+                c.medication,
+                c.dosage,
+                c.quantity,
+                c.refills,
+                c.substitution,
+                c.pharmacy,
+                v.key
+            );
+            if directory.is_none() {
+                outln!("(the key was not checked against a directory: pass --directory)");
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            eprintln!("medmesh: NOT verified: {e}");
+            Ok(false)
+        }
+    }
 }
 
 /// Prints a verdict; `true` when the signature holds.

@@ -101,6 +101,10 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("{issuer}/fhir")),
     )?;
     tokio::spawn(medmesh_subscriptions::run(subscriptions.clone()));
+    let medications = Arc::new(medmesh_medications::MedicationService::new(
+        records.clone(),
+        stores.records.clone(),
+    ));
     let state = medmesh_server::build_state(
         medmesh_server::Services {
             records,
@@ -113,6 +117,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             hub: hub.clone(),
             scheduling,
             subscriptions,
+            medications,
         },
         export_queue,
         medmesh_server::ServerConfig {

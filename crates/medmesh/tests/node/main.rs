@@ -24,6 +24,7 @@ mod hardening;
 mod hl7v2;
 mod identity;
 mod interactions;
+mod medications;
 mod patient_scopes;
 mod scheduling;
 mod sealed;

@@ -1,0 +1,464 @@
+//! Prescribing, told as a GP's morning: a prescription for a patient allergic to it is
+//! stopped with a warning until the GP overrides it with a reason (kept as a DetectedIssue);
+//! a duplicate of an active medication is caught even in free text; the GP signs the draft
+//! with the key file's Ed25519 key (`medmesh doc sign-prescription`), which makes it active;
+//! the signed prescription verifies offline against the node's public key directory
+//! (`medmesh verify-prescription`), and a tampered one does not; forged, replayed and
+//! late signatures are refused; and every step of the lifecycle is checked and audited.
+
+use std::process::Output;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::documents::{practitioner, seed};
+use crate::harness::Node;
+use crate::on_both_databases;
+
+const RXNORM: &str = "http://www.nlm.nih.gov/research/umls/rxnorm";
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `medmesh verify-prescription ...`, offline: no node, no store.
+fn offline(node: &Node, args: &[&str]) -> Output {
+    node.command()
+        .arg("verify-prescription")
+        .args(args)
+        .output()
+        .expect("run medmesh")
+}
+
+fn refused(out: &Output, what: &str) -> String {
+    assert_eq!(out.status.code(), Some(1), "{what} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn put(node: &Node, path: &str, body: Value) {
+    let (s, _, b) = node.put(path, &body).await;
+    assert!(s.is_success(), "{path}: {s} {b}");
+}
+
+fn amoxicillin() -> Value {
+    json!({
+        "resourceType": "MedicationRequest",
+        "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "308182",
+            "display": "amoxicillin 250 MG Oral Capsule"}],
+            "text": "amoxicillin 250 MG Oral Capsule"},
+        "subject": {"reference": "Patient/pat"},
+        "dosageInstruction": [{
+            "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "capsule"}}],
+            "timing": {"repeat": {"frequency": 3, "period": 1, "periodUnit": "d",
+                "boundsDuration": {"value": 7, "unit": "days", "code": "d",
+                    "system": "http://unitsofmeasure.org"}}}}],
+        "dispenseRequest": {"quantity": {"value": 21, "unit": "capsule"},
+            "numberOfRepeatsAllowed": 0,
+            "performer": {"reference": "Organization/h"}},
+        "substitution": {"allowedBoolean": true}
+    })
+}
+
+async fn prescribe(who: &Node, prescription: Value, overrides: Value) -> (StatusCode, Value) {
+    let (s, _, b) = who
+        .post_raw(
+            "/api/prescriptions",
+            &json!({"prescription": prescription, "overrides": overrides}),
+        )
+        .await;
+    (s, b)
+}
+
+/// The warning keys of a 409.
+fn warning_keys(outcome: &Value) -> Vec<String> {
+    outcome["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            assert_eq!(i["severity"], "warning");
+            i["details"]["coding"][0]["code"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+async fn status(who: &Node, id: &str, to: &str, reason: Option<&str>) -> (StatusCode, Value) {
+    let (s, _, b) = who
+        .post_raw(
+            &format!("/api/prescriptions/{id}/status"),
+            &json!({"status": to, "reason": reason}),
+        )
+        .await;
+    (s, b)
+}
+
+async fn prescribing_checks_signs_and_follows_the_lifecycle(node: Node) {
+    seed(&node).await;
+    // The patient is allergic to amoxicillin (the ingredient, RxNorm 723), and takes
+    // lisinopril (recorded from a hospital's import, so already active).
+    put(
+        &node,
+        "AllergyIntolerance/amox",
+        json!({"resourceType": "AllergyIntolerance", "id": "amox",
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]},
+            "code": {"coding": [{"system": RXNORM, "code": "723", "display": "amoxicillin"}], "text": "Amoxicillin"},
+            "patient": {"reference": "Patient/pat"}}),
+    )
+    .await;
+    put(
+        &node,
+        "MedicationRequest/lisinopril",
+        json!({"resourceType": "MedicationRequest", "id": "lisinopril",
+            "status": "active", "intent": "order",
+            "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "314076",
+                "display": "lisinopril 10 MG Oral Tablet"}]},
+            "subject": {"reference": "Patient/pat"}}),
+    )
+    .await;
+    let gp = practitioner(&node, "gp", "gp");
+    let stranger = practitioner(&node, "stranger", "stranger");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        &node.doc(
+            &gp.token,
+            d,
+            &[
+                "keygen",
+                "--key-file",
+                "gp.key",
+                "--owner",
+                "Practitioner/gp",
+            ],
+        ),
+        "keygen",
+    );
+    ok(
+        &node.doc(&gp.token, d, &["register", "--key-file", "gp.key"]),
+        "register",
+    );
+
+    // 1. The allergy stops the prescription: the product (a contained Medication) is matched
+    // to the allergy through its ingredient's code.
+    let mut rx = amoxicillin();
+    let product = rx["medicationCodeableConcept"].take();
+    rx.as_object_mut()
+        .unwrap()
+        .remove("medicationCodeableConcept");
+    rx["contained"] = json!([{"resourceType": "Medication", "id": "med", "code": product,
+        "ingredient": [{"itemCodeableConcept": {"coding": [{"system": RXNORM, "code": "723", "display": "amoxicillin"}]}}]}]);
+    rx["medicationReference"] = json!({"reference": "#med"});
+    let (s, warnings) = prescribe(&gp, rx.clone(), json!([])).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{warnings}");
+    assert_eq!(warning_keys(&warnings), vec!["allergy:amox"]);
+    assert!(
+        warnings["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("allergy")
+    );
+    assert_eq!(node.total("DetectedIssue").await, 0, "nothing written");
+    assert_eq!(node.total("MedicationRequest").await, 1);
+    // An override without a reason is no override.
+    let (s, _) = prescribe(
+        &gp,
+        rx.clone(),
+        json!([{"warning": "allergy:amox", "reason": "  "}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let reason = "Tolerated a full course in 2025; rash was viral";
+    let (s, written) = prescribe(
+        &gp,
+        rx.clone(),
+        json!([{"warning": "allergy:amox", "reason": reason}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{written}");
+    let draft = &written["prescription"];
+    let id = draft["id"].as_str().unwrap().to_string();
+    assert_eq!(draft["status"], "draft");
+    assert_eq!(draft["requester"]["reference"], "Practitioner/gp");
+    assert!(draft["authoredOn"].is_string());
+    let issue = &written["detectedIssues"][0];
+    assert_eq!(issue["code"]["coding"][0]["code"], "ALGY");
+    assert_eq!(issue["mitigation"][0]["action"]["text"], reason);
+    assert_eq!(
+        issue["implicated"][0]["reference"],
+        format!("MedicationRequest/{id}")
+    );
+    assert_eq!(
+        issue["implicated"][1]["reference"],
+        "AllergyIntolerance/amox"
+    );
+    assert_eq!(node.total("DetectedIssue?patient=pat").await, 1);
+
+    // 2. Duplicate therapy: another strength, in free text (marked so), of an active
+    // ingredient.
+    let mut free = amoxicillin();
+    free["medicationCodeableConcept"] = json!({"text": "Lisinopril 20 mg tablets"});
+    let (s, warnings) = prescribe(&gp, free.clone(), json!([])).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{warnings}");
+    assert_eq!(warning_keys(&warnings), vec!["duplicate:lisinopril"]);
+    assert!(
+        warnings["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("ingredient")
+    );
+    let (s, written) = prescribe(
+        &gp,
+        free,
+        json!([{"warning": "duplicate:lisinopril", "reason": "dose raised; the 10 mg is stopped today"}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{written}");
+    assert_eq!(
+        written["detectedIssues"][0]["code"]["coding"][0]["code"],
+        "DUPTHPY"
+    );
+    assert!(
+        written["prescription"]["extension"]
+            .to_string()
+            .contains("medication-free-text")
+    );
+    let free_id = written["prescription"]["id"].as_str().unwrap().to_string();
+
+    // 3. Who may prescribe: not a practitioner outside the patient's care, nor the patient.
+    let (s, _) = prescribe(&stranger, amoxicillin(), json!([])).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let me = crate::documents::patient(&node);
+    let (s, _) = prescribe(&me, amoxicillin(), json!([])).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Nor written active: a prescription is made active by signing it.
+    let mut active = amoxicillin();
+    active["status"] = json!("active");
+    let (s, _) = prescribe(&gp, active, json!([])).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // A timing that cannot be scheduled is refused, naming where.
+    let mut bad = amoxicillin();
+    bad["dosageInstruction"][0]["timing"]["repeat"]["frequency"] = json!(500);
+    let (s, b) = prescribe(&gp, bad, json!([])).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b.to_string().contains("dosageInstruction[0].timing"), "{b}");
+
+    // 4. Forged signatures are refused: a key not in the directory, a text that is not the
+    // prescription's, a time far from now; and the draft stays a draft.
+    let (s, _, t) = gp
+        .get_raw(&format!("/api/prescriptions/{id}/signing-text"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let text = t["text"].as_str().unwrap().to_string();
+    assert!(text.starts_with("medmesh-prescription v1\n"), "{text}");
+    assert!(
+        text.contains("\nrefills 0\n") && text.contains("\nquantity 21 capsule\n"),
+        "{text}"
+    );
+    let claims = medmesh_crypto::PrescriptionClaims::parse(text.as_bytes()).unwrap();
+    let outsider = medmesh_crypto::UserSigningKey::from_secret([7; 32]);
+    let activate = |signed: &medmesh_crypto::PrescriptionClaims,
+                    key: &medmesh_crypto::UserSigningKey| {
+        json!({"version": t["version"], "time": signed.time,
+            "signature": key.sign_prescription(signed).unwrap().to_base64(),
+            "key": key.public().to_base64()})
+    };
+    let (s, _, b) = gp
+        .post_raw(
+            &format!("/api/prescriptions/{id}/activate"),
+            &activate(&claims, &outsider),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b.to_string().contains("directory"), "{b}");
+    let keys = medmesh_doc_client::KeyFile::read(&d.join("gp.key")).unwrap();
+    let gp_key = keys.signing.as_ref().unwrap();
+    let more_refills = medmesh_crypto::PrescriptionClaims {
+        refills: "5".into(),
+        ..claims.clone()
+    };
+    let mut forged = activate(&more_refills, gp_key);
+    forged["time"] = json!(claims.time);
+    let (s, _, b) = gp
+        .post_raw(&format!("/api/prescriptions/{id}/activate"), &forged)
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b.to_string().contains("does not verify"), "{b}");
+    let late = medmesh_crypto::PrescriptionClaims {
+        time: "2020-01-01T00:00:00Z".into(),
+        ..claims.clone()
+    };
+    let (s, _, b) = gp
+        .post_raw(
+            &format!("/api/prescriptions/{id}/activate"),
+            &activate(&late, gp_key),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b.to_string().contains("10 minutes"), "{b}");
+    let (s, _) = status(&gp, &id, "active", None).await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a draft is activated by signing"
+    );
+    let (_, _, now) = gp.get(&format!("MedicationRequest/{id}")).await;
+    assert_eq!(now["status"], "draft");
+
+    // 5. The GP signs with the key file: the prescription is active, with its Provenance.
+    let out = ok(
+        &node.doc(
+            &gp.token,
+            d,
+            &["sign-prescription", "--key-file", "gp.key", &id],
+        ),
+        "sign-prescription",
+    );
+    assert!(out.contains("active"), "{out}");
+    let (_, _, signed_rx) = gp.get(&format!("MedicationRequest/{id}")).await;
+    assert_eq!(signed_rx["status"], "active");
+    let prov = gp
+        .search(&format!("Provenance?target=MedicationRequest/{id}"))
+        .await;
+    assert_eq!(
+        prov["entry"][0]["resource"]["signature"][0]["sigFormat"],
+        "application/vnd.medmesh.prescription-v1+ed25519"
+    );
+    // Signing twice is refused: it is no longer a draft.
+    let (s, _, _) = gp
+        .get_raw(&format!("/api/prescriptions/{id}/signing-text"))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // 6. Offline: the signed prescription, the GP's directory listing and the stored
+    // MedicationRequest, each saved to a file as a pharmacy would have them.
+    let (s, _, signed) = gp.get_raw(&format!("/api/prescriptions/{id}/signed")).await;
+    assert_eq!(s, StatusCode::OK, "{signed}");
+    let (_, _, listing) = gp.get_raw("/api/keys?owner=Practitioner/gp").await;
+    let save = |name: &str, v: &Value| {
+        std::fs::write(d.join(name), serde_json::to_vec(v).unwrap()).unwrap();
+        d.join(name).to_string_lossy().into_owned()
+    };
+    let signed_file = save("signed.json", &signed);
+    let keys_file = save("keys.json", &listing);
+    let rx_file = save("rx.json", &signed_rx);
+    let out = ok(
+        &offline(
+            &node,
+            &[
+                &signed_file,
+                "--directory",
+                &keys_file,
+                "--prescription",
+                &rx_file,
+            ],
+        ),
+        "verify-prescription",
+    );
+    assert!(
+        out.contains("verified: Practitioner/gp signed MedicationRequest/"),
+        "{out}"
+    );
+    // A MedicationRequest changed after signing (more capsules) is not what was signed.
+    let mut more = signed_rx.clone();
+    more["dispenseRequest"]["quantity"]["value"] = json!(42);
+    let tampered_rx = save("tampered-rx.json", &more);
+    let err = refused(
+        &offline(&node, &[&signed_file, "--prescription", &tampered_rx]),
+        "a tampered prescription",
+    );
+    assert!(err.contains("quantity"), "{err}");
+    // Signed text changed in the QR payload: the signature no longer holds.
+    let text =
+        String::from_utf8(STANDARD.decode(signed["claims"].as_str().unwrap()).unwrap()).unwrap();
+    let mut altered = signed.clone();
+    altered["claims"] = json!(STANDARD.encode(text.replace("\nrefills 0\n", "\nrefills 9\n")));
+    let altered_file = save("altered.json", &altered);
+    let err = refused(&offline(&node, &[&altered_file]), "altered claims");
+    assert!(err.contains("does not verify"), "{err}");
+    // A key that is not the prescriber's in the directory: the stranger's listing has none.
+    let (_, _, strangers) = gp.get_raw("/api/keys?owner=Practitioner/stranger").await;
+    let strangers_file = save("strangers.json", &strangers);
+    let err = refused(
+        &offline(&node, &[&signed_file, "--directory", &strangers_file]),
+        "another directory",
+    );
+    assert!(err.contains("not one of Practitioner/gp"), "{err}");
+
+    // 7. The lifecycle: each step checked, reasons required where R4 means them.
+    let (s, b) = status(&gp, &id, "on-hold", None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, held) = status(&gp, &id, "on-hold", Some("admitted to hospital")).await;
+    assert_eq!(s, StatusCode::OK, "{held}");
+    assert_eq!(held["statusReason"]["text"], "admitted to hospital");
+    let (s, resumed) = status(&gp, &id, "active", None).await;
+    assert_eq!(s, StatusCode::OK, "{resumed}");
+    assert!(resumed.get("statusReason").is_none());
+    let (s, b) = status(&gp, &id, "draft", None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    // Dispensed once: cancelling is refused (stop it), stopping is not.
+    put(
+        &node,
+        "MedicationDispense/first",
+        json!({"resourceType": "MedicationDispense", "id": "first", "status": "completed",
+            "medicationCodeableConcept": {"text": "amoxicillin 250 MG Oral Capsule"},
+            "subject": {"reference": "Patient/pat"},
+            "authorizingPrescription": [{"reference": format!("MedicationRequest/{id}")}],
+            "quantity": {"value": 21, "unit": "capsule"}}),
+    )
+    .await;
+    let (s, b) = status(&gp, &id, "cancelled", Some("not needed")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b.to_string().contains("stop it instead"), "{b}");
+    let (s, stopped) = status(&gp, &id, "stopped", Some("rash on day 2")).await;
+    assert_eq!(s, StatusCode::OK, "{stopped}");
+    let (s, b) = status(&gp, &id, "active", None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b.to_string().contains("cannot change any more"), "{b}");
+    // A draft never signed is cancelled.
+    let (s, b) = status(
+        &gp,
+        &free_id,
+        "cancelled",
+        Some("prescribed in error of dose"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Another clinician outside the patient's care cannot touch it.
+    let (s, _) = status(&stranger, &free_id, "entered-in-error", Some("x")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // 8. Every step is in the patient's audit log.
+    let (s, _, log) = me.get_raw("/api/patients/pat/audit").await;
+    assert_eq!(s, StatusCode::OK);
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["entry"]["action"].as_str())
+        .collect();
+    for action in [
+        "prescribe",
+        "override",
+        "sign",
+        "status:on-hold",
+        "status:active",
+        "status:stopped",
+        "status:cancelled",
+    ] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+}
+
+on_both_databases!(prescribing_checks_signs_and_follows_the_lifecycle);
