@@ -204,7 +204,8 @@ impl UploadClaims {
 
 /// A prescription as its prescriber signs it: every part a pharmacy needs, in a line-based
 /// text like the upload claims, so it can be printed (in a QR code) and checked offline
-/// without the record it came from.
+/// without the record it came from. Which pharmacy it is routed to is not signed: the patient
+/// may take it elsewhere, and a pharmacy may return it.
 ///
 /// ```text
 /// medmesh-prescription v1
@@ -218,7 +219,6 @@ impl UploadClaims {
 /// supply <the expected supply duration ("30 d"), or "none">
 /// refills <number of repeats allowed>
 /// substitution <allowed | not-allowed>
-/// pharmacy <Organization/z, or "none">
 /// authored <the prescription's authoredOn>
 /// time <when it was signed, a FHIR instant>
 /// ```
@@ -244,8 +244,6 @@ pub struct PrescriptionClaims {
     pub refills: String,
     /// `allowed` or `not-allowed`.
     pub substitution: String,
-    /// The pharmacy it is routed to (`Organization/<id>`), or `none`.
-    pub pharmacy: String,
     /// When it was written (`authoredOn`).
     pub authored: String,
     /// When it was signed (FHIR instant).
@@ -253,7 +251,7 @@ pub struct PrescriptionClaims {
 }
 
 const PRESCRIPTION_V1: &str = "medmesh-prescription v1";
-const PRESCRIPTION_FIELDS: [&str; 13] = [
+const PRESCRIPTION_FIELDS: [&str; 12] = [
     "prescription",
     "patient",
     "prescriber",
@@ -264,7 +262,6 @@ const PRESCRIPTION_FIELDS: [&str; 13] = [
     "supply",
     "refills",
     "substitution",
-    "pharmacy",
     "authored",
     "time",
 ];
@@ -286,7 +283,6 @@ impl PrescriptionClaims {
             &self.supply,
             &self.refills,
             &self.substitution,
-            &self.pharmacy,
             &self.authored,
             &self.time,
         ];
@@ -314,10 +310,9 @@ impl PrescriptionClaims {
             supply,
             refills,
             substitution,
-            pharmacy,
             authored,
             time,
-        ]: [String; 13] = parse_signed_text(text, PRESCRIPTION_V1, &PRESCRIPTION_FIELDS)?
+        ]: [String; 12] = parse_signed_text(text, PRESCRIPTION_V1, &PRESCRIPTION_FIELDS)?
             .try_into()
             .map_err(|_| SignatureError::Malformed)?;
         Ok(Self {
@@ -331,7 +326,6 @@ impl PrescriptionClaims {
             supply,
             refills,
             substitution,
-            pharmacy,
             authored,
             time,
         })
@@ -589,7 +583,6 @@ mod tests {
             supply: "30 d".into(),
             refills: "2".into(),
             substitution: "allowed".into(),
-            pharmacy: "Organization/ph1".into(),
             authored: "2026-12-04".into(),
             time: "2026-12-04T10:00:00Z".into(),
         }

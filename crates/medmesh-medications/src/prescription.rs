@@ -379,11 +379,6 @@ pub fn claims_of(request: &Value, time: &str) -> Result<PrescriptionClaims, Clai
             .unwrap_or(0)
             .to_string(),
         substitution: substitution(request).into(),
-        pharmacy: line(
-            dispense["performer"]["reference"]
-                .as_str()
-                .unwrap_or_default(),
-        ),
         authored: line(authored),
         time: line(time),
     })
@@ -427,7 +422,6 @@ mod tests {
         assert_eq!(c.supply, "30 days");
         assert_eq!(c.refills, "2");
         assert_eq!(c.substitution, "allowed");
-        assert_eq!(c.pharmacy, "Organization/ph1");
         c.signed_bytes().unwrap();
         // Free text with a line break in it still makes one line.
         let mut free = request();
@@ -436,10 +430,7 @@ mod tests {
         let c = claims_of(&free, "2026-12-04T10:00:00Z").unwrap();
         assert_eq!(c.medication, "text");
         assert_eq!(c.medication_text, "Magistral cream zinc 10%");
-        assert_eq!(
-            (c.quantity.as_str(), c.pharmacy.as_str(), c.refills.as_str()),
-            ("none", "none", "0")
-        );
+        assert_eq!((c.quantity.as_str(), c.refills.as_str()), ("none", "0"));
         c.signed_bytes().unwrap();
         // No practitioner requester: nothing to sign with.
         let mut orphan = request();

@@ -896,7 +896,6 @@ pub fn verify_signed(
             ("supply", stored.supply == claims.supply),
             ("refills", stored.refills == claims.refills),
             ("substitution", stored.substitution == claims.substitution),
-            ("pharmacy", stored.pharmacy == claims.pharmacy),
             ("authored", stored.authored == claims.authored),
         ];
         if let Some((name, _)) = fields.iter().find(|(_, same)| !same) {

@@ -187,7 +187,7 @@ pub(crate) fn verify_prescription(
         Ok(v) => {
             let c = &v.claims;
             outln!(
-                "verified: {} signed {} for {} at {}: {} ({}), {}; quantity {}, refills {}, substitution {}, pharmacy {}; key {}",
+                "verified: {} signed {} for {} at {}: {} ({}), {}; quantity {}, refills {}, substitution {}; key {}",
                 c.prescriber,
                 c.prescription,
                 c.patient,
@@ -198,7 +198,6 @@ pub(crate) fn verify_prescription(
                 c.quantity,
                 c.refills,
                 c.substitution,
-                c.pharmacy,
                 v.key
             );
             if directory.is_none() {
