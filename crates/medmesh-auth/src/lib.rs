@@ -6,6 +6,6 @@ pub mod role;
 pub mod scope;
 pub mod token;
 
-pub use role::{Role, Verification, narrow};
+pub use role::{PHARMACY_READ_TYPES, Role, Verification, narrow};
 pub use scope::{Permissions, Scope, ScopeContext, parse_scopes};
 pub use token::{AccessClaims, KeyId, TokenError, TokenSigningKey, TokenVerifyingKey};

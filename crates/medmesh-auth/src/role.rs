@@ -12,6 +12,10 @@ pub enum Role {
     Patient,
     /// A practitioner, linked to Practitioner and PractitionerRole resources.
     Practitioner,
+    /// A pharmacist, linked to a Practitioner resource and the pharmacy (an Organization) they
+    /// dispense for: they see the medication record of patients with prescriptions routed
+    /// there, and dispense.
+    Pharmacist,
     /// An organization administrator (no clinical data by default).
     OrgAdmin,
     /// A researcher (de-identified exports, later).
@@ -39,23 +43,32 @@ pub struct UnknownRole(pub String);
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Patient,
         Role::Practitioner,
+        Role::Pharmacist,
         Role::OrgAdmin,
         Role::Researcher,
         Role::NodeAdmin,
     ];
 
-    /// The stable code (`patient`, `practitioner`, `org-admin`, `researcher`, `node-admin`).
+    /// The stable code (`patient`, `practitioner`, `pharmacist`, `org-admin`, `researcher`,
+    /// `node-admin`).
     pub fn code(self) -> &'static str {
         match self {
             Role::Patient => "patient",
             Role::Practitioner => "practitioner",
+            Role::Pharmacist => "pharmacist",
             Role::OrgAdmin => "org-admin",
             Role::Researcher => "researcher",
             Role::NodeAdmin => "node-admin",
         }
+    }
+
+    /// Whether the role works with a Practitioner record and an organization's verification
+    /// (practitioners and pharmacists).
+    pub fn is_clinician(self) -> bool {
+        matches!(self, Role::Practitioner | Role::Pharmacist)
     }
 
     /// Whether login needs a second factor (TOTP) for this role.
@@ -97,8 +110,23 @@ impl Role {
                 all(ScopeContext::Patient, Permissions::ALL),
                 all(ScopeContext::User, Permissions::ALL),
             ],
-            // Unverified or suspended practitioners see directory data only.
-            (Role::Practitioner, _) | (Role::Researcher, _) => DIRECTORY_TYPES
+            // A pharmacist reads a patient's medication record and dispenses; which patients
+            // is the PDP's reach (the prescriptions routed to their pharmacy).
+            (Role::Pharmacist, Verification::Verified) => PHARMACY_READ_TYPES
+                .iter()
+                .chain(DIRECTORY_TYPES.iter())
+                .map(|t| typed(ScopeContext::User, t, read_search))
+                .chain(std::iter::once(typed(
+                    ScopeContext::User,
+                    "MedicationDispense",
+                    Permissions {
+                        delete: false,
+                        ..Permissions::ALL
+                    },
+                )))
+                .collect(),
+            // Unverified or suspended practitioners and pharmacists see directory data only.
+            (Role::Practitioner | Role::Pharmacist, _) | (Role::Researcher, _) => DIRECTORY_TYPES
                 .iter()
                 .map(|t| typed(ScopeContext::User, t, read_search))
                 .collect(),
@@ -126,6 +154,19 @@ pub const DIRECTORY_TYPES: [&str; 9] = [
     "Schedule",
     "Slot",
     "InsurancePlan",
+];
+
+/// What a pharmacist reads of a patient's record: the medication record, the allergies, the
+/// overrides a prescriber recorded and the signatures.
+pub const PHARMACY_READ_TYPES: [&str; 8] = [
+    "Patient",
+    "MedicationRequest",
+    "MedicationDispense",
+    "MedicationStatement",
+    "Medication",
+    "AllergyIntolerance",
+    "DetectedIssue",
+    "Provenance",
 ];
 
 impl fmt::Display for Role {

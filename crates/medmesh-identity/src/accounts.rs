@@ -102,7 +102,7 @@ impl IdentityService {
         let Some(u) = self.store.user_by_id(user_id).await? else {
             return Ok(None);
         };
-        if u.role != "practitioner" {
+        if !u.role.parse::<Role>().is_ok_and(Role::is_clinician) {
             return Ok(None);
         }
         Ok(u.practitioner_id.map(|p| medmesh_policy::Clinician {
@@ -151,9 +151,9 @@ impl IdentityService {
                 "a user name is 1 to 64 letters, digits or . _ - @".into(),
             ));
         }
-        if role == Role::Practitioner && new.practitioner_id.is_none() {
+        if role.is_clinician() && new.practitioner_id.is_none() {
             return Err(IdentityError::InvalidRequest(
-                "a practitioner account needs --practitioner".into(),
+                "a practitioner or pharmacist account needs --practitioner".into(),
             ));
         }
         self.config
@@ -597,7 +597,10 @@ impl IdentityService {
         let allowed = matches!(
             (inviter_role, role),
             (Role::NodeAdmin, _)
-                | (Role::OrgAdmin, Role::Practitioner | Role::OrgAdmin)
+                | (
+                    Role::OrgAdmin,
+                    Role::Practitioner | Role::Pharmacist | Role::OrgAdmin
+                )
                 | (Role::Practitioner, Role::Patient)
         );
         if !allowed
@@ -611,7 +614,7 @@ impl IdentityService {
                 "a patient invitation names the Patient record".into(),
             ));
         }
-        if role == Role::Practitioner && practitioner_id.is_none() {
+        if role.is_clinician() && practitioner_id.is_none() {
             return Err(IdentityError::InvalidRequest(
                 "a practitioner invitation names the Practitioner record".into(),
             ));
@@ -782,7 +785,7 @@ impl IdentityService {
             || (admin.role == Role::OrgAdmin.code()
                 && admin.organization.is_some()
                 && admin.organization == user.organization);
-        if !allowed || user.role != Role::Practitioner.code() {
+        if !allowed || !user.role.parse::<Role>().is_ok_and(Role::is_clinician) {
             return Err(IdentityError::Forbidden);
         }
         user.verification = status.code().into();

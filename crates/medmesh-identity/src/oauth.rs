@@ -162,7 +162,7 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 pub fn fhir_user_of(u: &UserRecord) -> Option<String> {
     match u.role.as_str() {
         "patient" => u.patient_id.as_ref().map(|p| format!("Patient/{p}")),
-        "practitioner" => u
+        "practitioner" | "pharmacist" => u
             .practitioner_id
             .as_ref()
             .map(|p| format!("Practitioner/{p}")),

@@ -11,10 +11,15 @@
 //! the PDP and the audit log.
 
 pub mod adherence;
+pub mod dispensing;
+pub mod pharmacy;
 pub mod prescription;
 pub mod safety;
 pub mod schedule;
 pub mod service;
 pub mod status;
 
-pub use service::{MedicationService, Override, Prescribed, Signature, Warning};
+pub use pharmacy::{PharmacyChoice, QueueItem};
+pub use service::{
+    MedicationAccounts, MedicationService, Override, Prescribed, Signature, Warning,
+};

@@ -18,9 +18,11 @@ use medmesh_crypto::{PrescriptionClaims, UploadSignature, UserPublicKey};
 use medmesh_fhir::IssueType;
 use medmesh_fhir::search::Handling;
 use medmesh_kernel::RequestContext;
+use medmesh_notifications::{Category, NotificationHub, Recipient};
 use medmesh_policy::Action;
 use medmesh_records::{RecordError, RecordService};
 use medmesh_store::KeyDirectoryStore;
+use medmesh_store::NotificationOutboxRow;
 use serde_json::{Value, json};
 
 use crate::prescription::{EXT_FREE_TEXT, claims_of, medication_words};
@@ -92,11 +94,22 @@ pub struct SigningText {
     pub version: i64,
 }
 
-/// Prescribing, signing and the prescription lifecycle.
+/// Whose accounts to tell: an adapter over the identity store (the binary's).
+#[async_trait::async_trait]
+pub trait MedicationAccounts: Send + Sync + 'static {
+    /// The user ids of the accounts of `Practitioner/<practitioner>`.
+    async fn prescriber_accounts(&self, practitioner: &str) -> Vec<String>;
+    /// The user ids of the pharmacists of `Organization/<pharmacy>`.
+    async fn pharmacy_accounts(&self, pharmacy: &str) -> Vec<String>;
+}
+
+/// Prescribing, signing, the prescription lifecycle, pharmacies and refills.
 pub struct MedicationService {
-    records: Arc<RecordService>,
+    pub(crate) records: Arc<RecordService>,
     directory: Arc<dyn KeyDirectoryStore>,
     meals: MealTimes,
+    pub(crate) hub: Option<Arc<NotificationHub>>,
+    pub(crate) accounts: Option<Arc<dyn MedicationAccounts>>,
 }
 
 impl std::fmt::Debug for MedicationService {
@@ -168,11 +181,66 @@ impl MedicationService {
             records,
             directory,
             meals: MealTimes::default(),
+            hub: None,
+            accounts: None,
         }
     }
 
+    /// Tells patients, prescribers and pharmacies of each step through `hub`, finding their
+    /// accounts in `accounts`.
+    #[must_use]
+    pub fn with_notices(
+        mut self,
+        hub: Arc<NotificationHub>,
+        accounts: Arc<dyn MedicationAccounts>,
+    ) -> Self {
+        self.hub = Some(hub);
+        self.accounts = Some(accounts);
+        self
+    }
+
+    /// The outbox rows that tell `recipients` of `event` (PHI-free texts: "there is news
+    /// about your medications"), to queue in the transaction of what they tell of.
+    pub(crate) async fn notices(
+        &self,
+        recipients: Vec<Recipient>,
+        event: &str,
+    ) -> Result<Vec<NotificationOutboxRow>, RecordError> {
+        let Some(hub) = &self.hub else {
+            return Ok(Vec::new());
+        };
+        let notice = hub.notice(Category::Medications, event);
+        let now = self.records.core().now();
+        let mut rows = Vec::new();
+        for who in recipients {
+            rows.push(
+                hub.prepare_scheduled(&who, &notice, now)
+                    .await
+                    .map_err(|_| {
+                        RecordError::NotSupported("notifications are unavailable".into())
+                    })?,
+            );
+        }
+        Ok(rows)
+    }
+
+    /// The accounts of a prescriber (`Practitioner/x`) and of a pharmacy (`Organization/o`).
+    pub(crate) async fn accounts_of(&self, reference: &str) -> Vec<Recipient> {
+        let Some(accounts) = &self.accounts else {
+            return Vec::new();
+        };
+        let ids = if let Some(p) = reference.strip_prefix("Practitioner/") {
+            accounts.prescriber_accounts(p).await
+        } else if let Some(o) = reference.strip_prefix("Organization/") {
+            accounts.pharmacy_accounts(o).await
+        } else {
+            Vec::new()
+        };
+        ids.into_iter().map(Recipient::Account).collect()
+    }
+
     /// Every resource of a search (up to [`MAX_CHECKED`]), read as the caller.
-    async fn all(
+    pub(crate) async fn all_of(
         &self,
         ctx: &RequestContext,
         rt: &str,
@@ -220,14 +288,14 @@ impl MedicationService {
     ) -> Result<Vec<Warning>, RecordError> {
         let patient_ref = format!("Patient/{patient}");
         let allergies = self
-            .all(
+            .all_of(
                 ctx,
                 "AllergyIntolerance",
                 vec![("patient", patient_ref.clone())],
             )
             .await?;
         let active = self
-            .all(
+            .all_of(
                 ctx,
                 "MedicationRequest",
                 vec![
@@ -237,13 +305,17 @@ impl MedicationService {
             )
             .await?;
         let own_id = request["id"].as_str();
+        // A renewal is not a duplicate of the prescription it renews.
+        let renews = request["priorPrescription"]["reference"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("MedicationRequest/"));
         let allergy_list: Vec<(String, _)> = allergies
             .iter()
             .filter_map(|a| Some((a["id"].as_str()?.to_string(), allergy_substance(a)?)))
             .collect();
         let active_list: Vec<(String, _)> = active
             .iter()
-            .filter(|m| m["id"].as_str() != own_id)
+            .filter(|m| m["id"].as_str() != own_id && m["id"].as_str() != renews)
             .filter_map(|m| Some((m["id"].as_str()?.to_string(), substance_of(m))))
             .collect();
         let name = medication_words(request).unwrap_or_else(|| "this medication".into());
@@ -380,6 +452,20 @@ impl MedicationService {
         }
         if let Some(m) = request.as_object_mut() {
             m.remove("meta");
+        }
+        // Routed to the pharmacy named, or to the patient's preferred one; only ever to a
+        // pharmacy, since routing opens the patient's medication record to it.
+        match request["dispenseRequest"]["performer"]["reference"].as_str() {
+            Some(p) => {
+                let p = p.to_string();
+                request["dispenseRequest"]["performer"] =
+                    json!({"reference": self.pharmacy_checked(ctx, &p).await?});
+            }
+            None => {
+                if let Some(p) = self.default_pharmacy(ctx, &patient).await? {
+                    request["dispenseRequest"]["performer"] = json!({"reference": p});
+                }
+            }
         }
         core.check_resource("MedicationRequest", &request)?;
         let warnings = self.warnings(ctx, &patient, &request).await?;
@@ -593,6 +679,9 @@ impl MedicationService {
         if let Some(m) = request.as_object_mut() {
             m.remove("meta");
         }
+        let routed_to = request["dispenseRequest"]["performer"]["reference"]
+            .as_str()
+            .map(str::to_string);
         core.check_resource("MedicationRequest", &request)?;
         let grant = core
             .authorize(ctx, Action::Update, Some("MedicationRequest"))
@@ -600,6 +689,12 @@ impl MedicationService {
         let provenance_grant = core
             .authorize(ctx, Action::Create, Some("Provenance"))
             .await?;
+        // Prepared before the transaction opens: the hub reads its settings outside it.
+        let mut told = vec![Recipient::Patient(patient.clone())];
+        if let Some(pharmacy) = &routed_to {
+            told.extend(self.accounts_of(pharmacy).await);
+        }
+        let rows = self.notices(told, &format!("rx-active:{id}")).await?;
         let mut tx = core.begin_write().await?;
         let head = tx.head("MedicationRequest", id).await?;
         if head.is_none_or(|h| h.version != current) {
@@ -657,6 +752,9 @@ impl MedicationService {
         entry.patients = vec![patient];
         core.annotate(&mut entry, &grant);
         tx.append_audit(&entry).await?;
+        for row in &rows {
+            tx.queue_notification(row).await?;
+        }
         tx.commit().await?;
         out.resource.ok_or(RecordError::NotFound)
     }
@@ -746,7 +844,7 @@ impl MedicationService {
         }
         let dispensed = if to == RequestStatus::Cancelled {
             !self
-                .all(
+                .all_of(
                     ctx,
                     "MedicationDispense",
                     vec![("prescription", format!("MedicationRequest/{id}"))],

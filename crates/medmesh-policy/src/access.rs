@@ -45,6 +45,9 @@ pub enum EdgeKind {
     Shared,
     /// A declared emergency.
     BreakGlass,
+    /// A prescription routed to a pharmacy (while it is active or on hold), or a dispense by
+    /// it (for the window after): opens the patient's medication record only.
+    Dispensing,
 }
 
 impl EdgeKind {
@@ -59,6 +62,7 @@ impl EdgeKind {
             Self::Consent => "consent",
             Self::Shared => "shared",
             Self::BreakGlass => "break-glass",
+            Self::Dispensing => "dispensing",
         }
     }
 
@@ -73,13 +77,14 @@ impl EdgeKind {
             "consent" => Self::Consent,
             "shared" => Self::Shared,
             "break-glass" => Self::BreakGlass,
+            "dispensing" => Self::Dispensing,
             _ => return None,
         })
     }
 
     /// Whether the edge is a care relationship (opens the record at the normal level).
     pub fn is_care(self) -> bool {
-        !matches!(self, Self::Consent | Self::Shared)
+        !matches!(self, Self::Consent | Self::Shared | Self::Dispensing)
     }
 }
 
@@ -249,6 +254,48 @@ pub fn edges_from(resource: &Value, encounter_window: i64) -> Vec<Edge> {
                 }
             }
         }
+        // A prescription routed to a pharmacy opens the patient's medication record to it
+        // while it can be dispensed.
+        "MedicationRequest" if matches!(status, Some("active" | "on-hold")) => {
+            if let (Some(p), Some(pharmacy)) = (
+                patient_of(resource.get("subject")),
+                reference(resource.pointer("/dispenseRequest/performer")),
+            ) && pharmacy.starts_with("Organization/")
+            {
+                out.push(edge(&p, pharmacy, EdgeKind::Dispensing, (0, None), None));
+            }
+        }
+        // A pharmacy keeps seeing what it dispensed for the window after.
+        "MedicationDispense" if !matches!(status, Some("entered-in-error")) => {
+            if let Some(p) = patient_of(resource.get("subject")) {
+                let when = ["whenHandedOver", "whenPrepared"]
+                    .iter()
+                    .find_map(|k| {
+                        resource
+                            .get(*k)
+                            .and_then(Value::as_str)
+                            .and_then(medmesh_fhir::datetime::parse_range)
+                    })
+                    .map_or(0, |r| r.hi);
+                let until = when.saturating_add(encounter_window);
+                for actor in resource
+                    .get("performer")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| reference(p.get("actor")))
+                    .filter(|a| a.starts_with("Organization/"))
+                {
+                    out.push(edge(
+                        &p,
+                        actor,
+                        EdgeKind::Dispensing,
+                        (0, Some(until)),
+                        None,
+                    ));
+                }
+            }
+        }
         "Consent" => {
             if let Some(c) = parse_consent(resource) {
                 let mut permitted = Vec::new();
@@ -296,6 +343,7 @@ pub struct PatientAccess {
     purpose: String,
     now: i64,
     care: bool,
+    dispensing: bool,
 }
 
 impl PatientAccess {
@@ -317,6 +365,7 @@ impl PatientAccess {
             return None;
         }
         let care = edges.iter().any(|e| e.kind.is_care());
+        let dispensing = edges.iter().any(|e| e.kind == EdgeKind::Dispensing);
         let purpose = if edges
             .iter()
             .all(|e| e.kind == EdgeKind::BreakGlass || !e.kind.is_care())
@@ -338,6 +387,7 @@ impl PatientAccess {
             purpose: purpose.to_string(),
             now,
             care,
+            dispensing,
         })
     }
 
@@ -366,7 +416,7 @@ impl PatientAccess {
 
     /// Whether only sharing rules open this patient (then only tagged resources are seen).
     pub fn shared_only(&self) -> bool {
-        !self.care && !self.edges.iter().any(|e| e.kind == EdgeKind::Consent)
+        !self.care && !self.dispensing && !self.edges.iter().any(|e| e.kind == EdgeKind::Consent)
     }
 
     fn rulings(&self, rt: &str, label: Option<&str>) -> (bool, Option<(bool, bool)>) {
@@ -396,7 +446,8 @@ impl PatientAccess {
     /// Whether unlabelled data of `rt` is visible (tagged data aside).
     pub fn type_visible(&self, rt: &str) -> bool {
         let (denied, permit) = self.rulings(rt, None);
-        !denied && (self.care || permit.is_some())
+        let dispensing = self.dispensing && medmesh_auth::PHARMACY_READ_TYPES.contains(&rt);
+        !denied && (self.care || dispensing || permit.is_some())
     }
 
     /// Whether resources of `rt` tagged as shared with the actor are open (no consent
@@ -454,6 +505,45 @@ mod tests {
     use crate::labels::restricted_labels;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn a_routed_prescription_opens_the_medication_record_to_its_pharmacy_only() {
+        let rx = json!({"resourceType": "MedicationRequest", "id": "rx", "status": "active",
+            "subject": {"reference": "Patient/p1"},
+            "dispenseRequest": {"performer": {"reference": "Organization/pharm"}}});
+        let edges = edges_from(&rx, 0);
+        assert_eq!(edges.len(), 1);
+        assert_eq!(edges[0].kind, EdgeKind::Dispensing);
+        assert_eq!(edges[0].principal, "Organization/pharm");
+        // Stopped, or never routed: no edge.
+        let mut stopped = rx.clone();
+        stopped["status"] = json!("stopped");
+        assert!(edges_from(&stopped, 0).is_empty());
+        let pharmacist = Principal {
+            practitioner: Some("Practitioner/ph".into()),
+            references: vec!["Practitioner/ph".into(), "Organization/pharm".into()],
+        };
+        let access = PatientAccess::compile("p1", &pharmacist, &edges, &[], 1).unwrap();
+        for open in [
+            "MedicationRequest",
+            "MedicationDispense",
+            "AllergyIntolerance",
+            "Patient",
+        ] {
+            assert!(access.type_visible(open), "{open}");
+        }
+        for closed in ["Observation", "Condition", "DocumentReference", "Encounter"] {
+            assert!(!access.type_visible(closed), "{closed}");
+        }
+        assert!(!access.shared_only());
+        // A dispense keeps its pharmacy's view for the window after it was handed over.
+        let dispense = json!({"resourceType": "MedicationDispense", "id": "d", "status": "completed",
+            "subject": {"reference": "Patient/p1"}, "whenHandedOver": "2026-12-01T10:00:00Z",
+            "performer": [{"actor": {"reference": "Organization/pharm"}}, {"actor": {"reference": "Practitioner/ph"}}]});
+        let edges = edges_from(&dispense, 1_000_000);
+        assert_eq!(edges.len(), 1);
+        assert!(edges[0].until.is_some());
+    }
 
     fn dr(x: &str) -> Principal {
         Principal {

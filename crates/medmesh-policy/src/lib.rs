@@ -427,7 +427,9 @@ impl Pdp {
                 Some(Role::OrgAdmin | Role::Researcher) => {
                     return Err(deny("no clinical access for this role"));
                 }
-                Some(Role::Practitioner) if !actor.clinician().is_some_and(|c| c.verified) => {
+                Some(Role::Practitioner | Role::Pharmacist)
+                    if !actor.clinician().is_some_and(|c| c.verified) =>
+                {
                     return Err(deny("practitioner not verified"));
                 }
                 _ => {}
@@ -532,7 +534,8 @@ impl Pdp {
     /// Whether a grant for `resource_type` must be confined to the actor's care
     /// relationships and the patients' consents (practitioners, on clinical types).
     pub fn needs_reach(&self, actor: &Actor, resource_type: Option<&str>) -> bool {
-        actor.role() == Some(Role::Practitioner) && resource_type.is_none_or(|t| !is_shared_type(t))
+        actor.role().is_some_and(Role::is_clinician)
+            && resource_type.is_none_or(|t| !is_shared_type(t))
     }
 
     /// Confines a grant to the patients the facts open, each as far as their consents and

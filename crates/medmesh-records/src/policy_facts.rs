@@ -248,7 +248,14 @@ impl RecordService {
     ) -> Result<(), RecordError> {
         if !matches!(
             rt,
-            "CareTeam" | "Patient" | "Task" | "Encounter" | "Consent" | "Appointment"
+            "CareTeam"
+                | "Patient"
+                | "Task"
+                | "Encounter"
+                | "Consent"
+                | "Appointment"
+                | "MedicationRequest"
+                | "MedicationDispense"
         ) {
             return Ok(());
         }

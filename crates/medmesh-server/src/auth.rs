@@ -76,7 +76,7 @@ impl FromRequestParts<AppState> for Authenticated {
                 }
             }
         };
-        if who.role == Some(medmesh_auth::Role::Practitioner) {
+        if who.role.is_some_and(medmesh_auth::Role::is_clinician) {
             who.clinician = state.identity.clinician(&who.subject).await.map_err(|e| {
                 tracing::error!(error = %e, "cannot read the practitioner's account");
                 ApiError::unauthorized()
@@ -128,7 +128,7 @@ pub async fn session_context(
     let user = session.user;
     let role: medmesh_auth::Role = user.role.parse().ok()?;
     let verification = user.verification.parse().unwrap_or_default();
-    let clinician = if role == medmesh_auth::Role::Practitioner {
+    let clinician = if role.is_clinician() {
         match state.identity.clinician(&user.id).await {
             Ok(c) => c,
             Err(e) => {

@@ -460,6 +460,28 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
         )
         .route("/api/prescriptions/{id}/status", post(medications::status))
         .route("/api/prescriptions/{id}/signed", get(medications::signed))
+        .route(
+            "/api/prescriptions/{id}/dispense",
+            post(medications::dispense),
+        )
+        .route(
+            "/api/prescriptions/{id}/return",
+            post(medications::return_prescription),
+        )
+        .route("/api/prescriptions/{id}/route", post(medications::route))
+        .route(
+            "/api/prescriptions/{id}/refill-request",
+            post(medications::request_refill),
+        )
+        .route(
+            "/api/refill-requests/{task}/decide",
+            post(medications::decide_refill),
+        )
+        .route("/api/pharmacy/queue", get(medications::queue))
+        .route(
+            "/api/patients/{id}/pharmacies",
+            get(medications::pharmacies).put(medications::choose_pharmacies),
+        )
         .route("/api/account/inbox", get(audit::staff_inbox))
         .route(
             "/api/account/inbox/{nid}/read",

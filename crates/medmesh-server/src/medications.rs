@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use medmesh_medications::status::RequestStatus;
-use medmesh_medications::{Override, Prescribed, Signature};
+use medmesh_medications::{Override, PharmacyChoice, Prescribed, Signature, Warning};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -74,28 +74,31 @@ pub async fn prescribe(
             Json(json!({"prescription": prescription, "detectedIssues": detected_issues})),
         )
             .into_response()),
-        Prescribed::NeedsOverride(warnings) => {
-            let issues: Vec<Value> = warnings
-                .iter()
-                .map(|w| {
-                    json!({
-                        "severity": "warning",
-                        "code": "business-rule",
-                        "details": {
-                            "coding": [{"system": WARNING_SYSTEM, "code": w.key}],
-                            "text": w.kind,
-                        },
-                        "diagnostics": w.text,
-                    })
-                })
-                .collect();
-            Ok((
-                StatusCode::CONFLICT,
-                Json(json!({"resourceType": "OperationOutcome", "issue": issues})),
-            )
-                .into_response())
-        }
+        Prescribed::NeedsOverride(warnings) => Ok(warnings_response(&warnings)),
     }
+}
+
+/// 409 with an OperationOutcome of the warnings to override (nothing was written).
+fn warnings_response(warnings: &[Warning]) -> Response {
+    let issues: Vec<Value> = warnings
+        .iter()
+        .map(|w| {
+            json!({
+                "severity": "warning",
+                "code": "business-rule",
+                "details": {
+                    "coding": [{"system": WARNING_SYSTEM, "code": w.key}],
+                    "text": w.kind,
+                },
+                "diagnostics": w.text,
+            })
+        })
+        .collect();
+    (
+        StatusCode::CONFLICT,
+        Json(json!({"resourceType": "OperationOutcome", "issue": issues})),
+    )
+        .into_response()
 }
 
 /// `GET /api/prescriptions/{id}/signing-text`: the exact text to sign, and the draft's version.
@@ -179,4 +182,220 @@ pub async fn signed(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     Ok(Json(state.medications.signed(&ctx, &id).await?).into_response())
+}
+
+/// `PUT /api/patients/{id}/pharmacies` body (and `GET`'s answer).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PharmaciesBody {
+    /// The preferred pharmacy (`Organization/x` or `x`); absent or null removes it.
+    pub preferred: Option<String>,
+    /// The alternate pharmacy.
+    pub alternate: Option<String>,
+}
+
+fn choice_json(c: &PharmacyChoice) -> Value {
+    json!({"preferred": c.preferred, "alternate": c.alternate})
+}
+
+/// `GET /api/patients/{id}/pharmacies`.
+pub async fn pharmacies(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let c = state.medications.pharmacies(&ctx, &patient).await?;
+    Ok(Json(choice_json(&c)).into_response())
+}
+
+/// `PUT /api/patients/{id}/pharmacies`: the patient's preferred and alternate pharmacy.
+pub async fn choose_pharmacies(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+    ApiJson(body): ApiJson<PharmaciesBody>,
+) -> Result<Response, ApiError> {
+    let c = state
+        .medications
+        .choose_pharmacies(
+            &ctx,
+            &patient,
+            &PharmacyChoice {
+                preferred: body.preferred,
+                alternate: body.alternate,
+            },
+        )
+        .await?;
+    Ok(Json(choice_json(&c)).into_response())
+}
+
+fn remaining_json(r: &medmesh_medications::dispensing::Remaining) -> Value {
+    json!({
+        "fillSize": r.fill_size,
+        "unit": r.unit,
+        "fillsAllowed": r.fills_allowed,
+        "dispensed": r.dispensed,
+        "left": r.left,
+        "refillsLeft": r.refills_left(),
+    })
+}
+
+/// `GET /api/pharmacy/queue`: the prescriptions routed to the pharmacist's pharmacy.
+pub async fn queue(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+) -> Result<Response, ApiError> {
+    let items = state.medications.pharmacy_queue(&ctx).await?;
+    let out: Vec<Value> = items
+        .iter()
+        .map(|i| json!({"prescription": i.prescription, "remaining": remaining_json(&i.remaining)}))
+        .collect();
+    Ok(Json(json!({"queue": out})).into_response())
+}
+
+/// `POST /api/prescriptions/{id}/dispense` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DispenseBody {
+    /// How much is handed over (default: a full fill, or what is left of it).
+    pub quantity: Option<f64>,
+    /// Days it should last.
+    pub days_supply: Option<u32>,
+}
+
+/// `POST /api/prescriptions/{id}/dispense`: 201 with the MedicationDispense.
+pub async fn dispense(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<DispenseBody>,
+) -> Result<Response, ApiError> {
+    let d = state
+        .medications
+        .dispense(&ctx, &id, body.quantity, body.days_supply)
+        .await?;
+    Ok((StatusCode::CREATED, Json(d)).into_response())
+}
+
+/// A body holding a reason.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    /// Why.
+    pub reason: String,
+}
+
+/// `POST /api/prescriptions/{id}/return`: the pharmacy returns it, with a reason.
+pub async fn return_prescription(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    let d = state
+        .medications
+        .return_prescription(&ctx, &id, &body.reason)
+        .await?;
+    Ok(Json(d).into_response())
+}
+
+/// `POST /api/prescriptions/{id}/route` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteBody {
+    /// The pharmacy (`Organization/x` or `x`).
+    pub pharmacy: String,
+}
+
+/// `POST /api/prescriptions/{id}/route`: sends it to a pharmacy.
+pub async fn route(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RouteBody>,
+) -> Result<Response, ApiError> {
+    let r = state.medications.route(&ctx, &id, &body.pharmacy).await?;
+    Ok(Json(r).into_response())
+}
+
+/// `POST /api/prescriptions/{id}/refill-request` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefillRequestBody {
+    /// A note for the prescriber.
+    pub note: Option<String>,
+}
+
+/// `POST /api/prescriptions/{id}/refill-request`: 201 with the Task.
+pub async fn request_refill(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RefillRequestBody>,
+) -> Result<Response, ApiError> {
+    let t = state
+        .medications
+        .request_refill(&ctx, &id, body.note.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+/// `POST /api/refill-requests/{task}/decide` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideBody {
+    /// Approve (a renewal is prescribed as a draft) or decline.
+    pub approve: bool,
+    /// Why (required to decline).
+    pub reason: Option<String>,
+    /// Refills on the renewal (default: as before).
+    pub refills: Option<u32>,
+    /// Overrides of the renewal's warnings.
+    #[serde(default)]
+    pub overrides: Vec<OverrideBody>,
+}
+
+/// `POST /api/refill-requests/{task}/decide`: the Task, and the renewal when approved (or
+/// 409 with warnings to override first).
+pub async fn decide_refill(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(task): ApiPath<String>,
+    ApiJson(body): ApiJson<DecideBody>,
+) -> Result<Response, ApiError> {
+    if body.overrides.len() > MAX_OVERRIDES {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_OVERRIDES} overrides"
+        )));
+    }
+    let overrides: Vec<Override> = body
+        .overrides
+        .into_iter()
+        .map(|o| Override {
+            warning: o.warning,
+            reason: o.reason,
+        })
+        .collect();
+    let (task, renewal) = state
+        .medications
+        .decide_refill(
+            &ctx,
+            &task,
+            body.approve,
+            body.reason.as_deref(),
+            body.refills,
+            &overrides,
+        )
+        .await?;
+    match renewal {
+        Some(Prescribed::NeedsOverride(w)) => Ok(warnings_response(&w)),
+        Some(Prescribed::Written {
+            prescription,
+            detected_issues,
+        }) => Ok(Json(
+            json!({"task": task, "renewal": prescription, "detectedIssues": detected_issues}),
+        )
+        .into_response()),
+        None => Ok(Json(json!({"task": task})).into_response()),
+    }
 }

@@ -611,7 +611,7 @@ pub(crate) enum AdminCommand {
     CreateUser {
         #[command(flatten)]
         store: StoreArgs,
-        /// patient, practitioner, org-admin, researcher or node-admin.
+        /// patient, practitioner, pharmacist, org-admin, researcher or node-admin.
         #[arg(long)]
         role: String,
         /// Login name.
@@ -621,7 +621,7 @@ pub(crate) enum AdminCommand {
         /// (for records imported from files, whose ids the node assigned).
         #[arg(long)]
         patient: Option<String>,
-        /// The Practitioner resource id a practitioner account is linked to.
+        /// The Practitioner resource id a practitioner or pharmacist account is linked to.
         #[arg(long)]
         practitioner: Option<String>,
         /// The PractitionerRole resource id (practitioners).
@@ -633,7 +633,8 @@ pub(crate) enum AdminCommand {
         /// Organization id.
         #[arg(long)]
         organization: Option<String>,
-        /// Practitioner verification status: unverified (default), verified or suspended.
+        /// Practitioner or pharmacist verification status: unverified (default), verified or
+        /// suspended.
         #[arg(long, default_value = "unverified")]
         verification: String,
     },

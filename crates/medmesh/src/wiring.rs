@@ -178,17 +178,55 @@ pub(crate) fn scheduling(
 /// The practitioners' accounts, from the identity store: who scheduling tells of requests.
 struct StaffAccounts(Arc<dyn medmesh_store::IdentityStore>);
 
-#[async_trait::async_trait]
-impl medmesh_scheduling::StaffDirectory for StaffAccounts {
-    async fn accounts_of(&self, practitioner: &str) -> Vec<String> {
+impl StaffAccounts {
+    /// The live accounts of `Practitioner/<practitioner>` with `role`.
+    async fn accounts_of_role(&self, practitioner: &str, role: &str) -> Vec<String> {
         match self.0.users_of_practitioner(practitioner).await {
             Ok(users) => users
                 .into_iter()
-                .filter(|u| !u.disabled && u.role == "practitioner")
+                .filter(|u| !u.disabled && u.role == role)
                 .map(|u| u.id)
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the practitioner's accounts");
+                Vec::new()
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl medmesh_scheduling::StaffDirectory for StaffAccounts {
+    async fn accounts_of(&self, practitioner: &str) -> Vec<String> {
+        self.accounts_of_role(practitioner, "practitioner").await
+    }
+}
+
+/// The accounts the medication service tells: a prescriber's (by Practitioner), a pharmacy's
+/// pharmacists (by Organization), from the identity store.
+pub(crate) struct MedicationAccountsOf(pub(crate) Arc<dyn medmesh_store::IdentityStore>);
+
+#[async_trait::async_trait]
+impl medmesh_medications::MedicationAccounts for MedicationAccountsOf {
+    async fn prescriber_accounts(&self, practitioner: &str) -> Vec<String> {
+        StaffAccounts(self.0.clone())
+            .accounts_of_role(practitioner, "practitioner")
+            .await
+    }
+
+    async fn pharmacy_accounts(&self, pharmacy: &str) -> Vec<String> {
+        match self
+            .0
+            .users_with_role("pharmacist", Some(pharmacy), Some("verified"), 1000)
+            .await
+        {
+            Ok(users) => users
+                .into_iter()
+                .filter(|u| !u.disabled)
+                .map(|u| u.id)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the pharmacy's accounts");
                 Vec::new()
             }
         }

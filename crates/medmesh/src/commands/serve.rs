@@ -101,10 +101,13 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("{issuer}/fhir")),
     )?;
     tokio::spawn(medmesh_subscriptions::run(subscriptions.clone()));
-    let medications = Arc::new(medmesh_medications::MedicationService::new(
-        records.clone(),
-        stores.records.clone(),
-    ));
+    let medications = Arc::new(
+        medmesh_medications::MedicationService::new(records.clone(), stores.records.clone())
+            .with_notices(
+                hub.clone(),
+                Arc::new(crate::wiring::MedicationAccountsOf(stores.identity.clone())),
+            ),
+    );
     let state = medmesh_server::build_state(
         medmesh_server::Services {
             records,

@@ -62,8 +62,7 @@ fn amoxicillin() -> Value {
                 "boundsDuration": {"value": 7, "unit": "days", "code": "d",
                     "system": "http://unitsofmeasure.org"}}}}],
         "dispenseRequest": {"quantity": {"value": 21, "unit": "capsule"},
-            "numberOfRepeatsAllowed": 0,
-            "performer": {"reference": "Organization/h"}},
+            "numberOfRepeatsAllowed": 0},
         "substitution": {"allowedBoolean": true}
     })
 }
@@ -236,9 +235,10 @@ async fn prescribing_checks_signs_and_follows_the_lifecycle(node: Node) {
     );
     let free_id = written["prescription"]["id"].as_str().unwrap().to_string();
 
-    // 3. Who may prescribe: not a practitioner outside the patient's care, nor the patient.
+    // 3. Who may prescribe: not a practitioner outside the patient's care (for whom the
+    // patient is not there), nor the patient.
     let (s, _) = prescribe(&stranger, amoxicillin(), json!([])).await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(s, StatusCode::NOT_FOUND);
     let me = crate::documents::patient(&node);
     let (s, _) = prescribe(&me, amoxicillin(), json!([])).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -440,7 +440,7 @@ async fn prescribing_checks_signs_and_follows_the_lifecycle(node: Node) {
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // 8. Every step is in the patient's audit log.
-    let (s, _, log) = me.get_raw("/api/patients/pat/audit").await;
+    let (s, _, log) = me.get_raw("/api/patients/pat/audit?_count=500").await;
     assert_eq!(s, StatusCode::OK);
     let actions: Vec<&str> = log["entries"]
         .as_array()
@@ -462,3 +462,396 @@ async fn prescribing_checks_signs_and_follows_the_lifecycle(node: Node) {
 }
 
 on_both_databases!(prescribing_checks_signs_and_follows_the_lifecycle);
+
+/// Waits until `who`'s inbox at `path` holds `n` notices about medications (the hub's worker
+/// delivers a notice due now within a second or two); returns them.
+async fn told(who: &Node, path: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s, _, b) = who.get_raw(path).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        let about: Vec<Value> = b["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x.to_string().to_lowercase().contains("medications"))
+            .cloned()
+            .collect();
+        if about.len() >= n {
+            return about;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} never had {n} medication notices: {b}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn pharmacy(id: &str, name: &str) -> Value {
+    json!({"resourceType": "Organization", "id": id, "name": name,
+        "type": [{"coding": [{"system": "https://medmesh.dev/fhir/CodeSystem/organization-type", "code": "pharmacy"}]}]})
+}
+
+async fn the_pharmacy_loop_dispenses_returns_and_refills(node: Node) {
+    seed(&node).await;
+    put(
+        &node,
+        "Organization/corner",
+        pharmacy("corner", "Corner Pharmacy"),
+    )
+    .await;
+    put(
+        &node,
+        "Organization/late",
+        pharmacy("late", "Late Night Pharmacy"),
+    )
+    .await;
+    put(
+        &node,
+        "Practitioner/ph1",
+        json!({"resourceType": "Practitioner", "id": "ph1"}),
+    )
+    .await;
+    put(
+        &node,
+        "Practitioner/ph2",
+        json!({"resourceType": "Practitioner", "id": "ph2"}),
+    )
+    .await;
+    put(
+        &node,
+        "Observation/bp",
+        json!({"resourceType": "Observation", "id": "bp", "status": "final",
+            "code": {"text": "Blood pressure"}, "subject": {"reference": "Patient/pat"}}),
+    )
+    .await;
+    let pharmacist = |user: &str, pharmacy: &str| {
+        crate::audit_log::account_token(
+            &node,
+            "pharmacist",
+            user,
+            &[
+                "--practitioner",
+                user,
+                "--organization",
+                pharmacy,
+                "--verification",
+                "verified",
+            ],
+            "user/*.cruds",
+        )
+    };
+    let ph1 = pharmacist("ph1", "corner");
+    let ph2 = pharmacist("ph2", "late");
+    let gp = practitioner(&node, "gp", "gp");
+    let me = crate::documents::patient(&node);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        &node.doc(
+            &gp.token,
+            d,
+            &[
+                "keygen",
+                "--key-file",
+                "gp.key",
+                "--owner",
+                "Practitioner/gp",
+            ],
+        ),
+        "keygen",
+    );
+    ok(
+        &node.doc(&gp.token, d, &["register", "--key-file", "gp.key"]),
+        "register",
+    );
+
+    // 1. The patient chooses a preferred and an alternate pharmacy; a hospital is none.
+    let (s, _, b) = me
+        .send(
+            me.auth(
+                me.client
+                    .put(me.root_url("/api/patients/pat/pharmacies"))
+                    .json(&json!({"preferred": "corner", "alternate": "Organization/late"})),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b,
+        json!({"preferred": "Organization/corner", "alternate": "Organization/late"})
+    );
+    let (s, _, _) = me
+        .send(
+            me.auth(
+                me.client
+                    .put(me.root_url("/api/patients/pat/pharmacies"))
+                    .json(&json!({"preferred": "h"})),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // Nothing routed yet: the pharmacist knows nothing of the patient.
+    assert_eq!(ph1.get("Patient/pat").await.0, StatusCode::NOT_FOUND);
+
+    // 2. The GP prescribes without naming a pharmacy: it goes to the preferred one.
+    let mut rx = amoxicillin();
+    rx["dispenseRequest"] = json!({"quantity": {"value": 21, "unit": "capsule"},
+        "numberOfRepeatsAllowed": 1});
+    let (s, written) = prescribe(&gp, rx, json!([])).await;
+    assert_eq!(s, StatusCode::CREATED, "{written}");
+    let id = written["prescription"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        written["prescription"]["dispenseRequest"]["performer"]["reference"],
+        "Organization/corner"
+    );
+    // A draft is in no queue, and opens nothing.
+    let (_, _, q) = ph1.get_raw("/api/pharmacy/queue").await;
+    assert_eq!(q["queue"].as_array().unwrap().len(), 0, "{q}");
+    ok(
+        &node.doc(
+            &gp.token,
+            d,
+            &["sign-prescription", "--key-file", "gp.key", &id],
+        ),
+        "sign",
+    );
+    // The patient is told it is active, the pharmacy that it is waiting.
+    told(&me, "/api/patients/pat/notifications", 1).await;
+    told(&ph1, "/api/account/inbox", 1).await;
+
+    // 3. The pharmacy's queue; the pharmacist reads the medication record, nothing else.
+    let (s, _, q) = ph1.get_raw("/api/pharmacy/queue").await;
+    assert_eq!(s, StatusCode::OK, "{q}");
+    assert_eq!(q["queue"][0]["prescription"]["id"], id.as_str());
+    assert_eq!(q["queue"][0]["remaining"]["left"], 42.0);
+    assert_eq!(q["queue"][0]["remaining"]["refillsLeft"], 1);
+    assert_eq!(ph1.get("Patient/pat").await.0, StatusCode::OK);
+    assert_eq!(
+        ph1.get("AllergyIntolerance?patient=pat").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(ph1.get("Observation/bp").await.0, StatusCode::FORBIDDEN);
+    // Another pharmacy sees nothing of it.
+    let (_, _, q2) = ph2.get_raw("/api/pharmacy/queue").await;
+    assert_eq!(q2["queue"].as_array().unwrap().len(), 0);
+    assert_eq!(ph2.get("Patient/pat").await.0, StatusCode::NOT_FOUND);
+    let (s, _, _) = ph2
+        .post_raw(
+            &format!("/api/prescriptions/{id}/dispense"),
+            &json!({"quantity": 21}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // A practitioner is no pharmacist.
+    assert_eq!(
+        gp.get_raw("/api/pharmacy/queue").await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    // 4. Dispensing: a part fill, the rest of it, a refill; more than is left is refused;
+    // the last fill completes the prescription.
+    let path = format!("/api/prescriptions/{id}/dispense");
+    let (s, _, first) = ph1
+        .post_raw(&path, &json!({"quantity": 10, "daysSupply": 3}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    assert_eq!(first["type"]["coding"][0]["code"], "FFP");
+    assert_eq!(
+        first["performer"][1]["actor"]["reference"],
+        "Organization/corner"
+    );
+    let (s, _, rest) = ph1.post_raw(&path, &json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{rest}");
+    assert_eq!(
+        rest["quantity"]["value"], 11.0,
+        "the rest of the first fill"
+    );
+    assert_eq!(rest["type"]["coding"][0]["code"], "FFP");
+    let (s, _, b) = ph1.post_raw(&path, &json!({"quantity": 30})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b.to_string().contains("only 21 capsule is left"), "{b}");
+    let (s, _, refill) = ph1.post_raw(&path, &json!({"quantity": 21})).await;
+    assert_eq!(s, StatusCode::CREATED, "{refill}");
+    assert_eq!(refill["type"]["coding"][0]["code"], "RF");
+    let (_, _, done) = gp.get(&format!("MedicationRequest/{id}")).await;
+    assert_eq!(done["status"], "completed", "used up");
+    let (s, _, b) = ph1.post_raw(&path, &json!({"quantity": 1})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    // The patient and the prescriber were told of each dispense.
+    told(&me, "/api/patients/pat/notifications", 4).await;
+    told(&gp, "/api/account/inbox", 3).await;
+    // The pharmacy keeps seeing what it dispensed.
+    assert_eq!(
+        ph1.get(&format!(
+            "MedicationDispense/{}",
+            refill["id"].as_str().unwrap()
+        ))
+        .await
+        .0,
+        StatusCode::OK
+    );
+
+    // 5. A refill: the patient asks, the GP approves with 2 refills; the renewal is a
+    // draft to sign (not a duplicate of the prescription it renews).
+    let (s, _, task) = me
+        .post_raw(
+            &format!("/api/prescriptions/{id}/refill-request"),
+            &json!({"note": "running out on Friday"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{task}");
+    let task_id = task["id"].as_str().unwrap().to_string();
+    let (s, _, _) = me
+        .post_raw(
+            &format!("/api/prescriptions/{id}/refill-request"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "asked already");
+    // Only the prescriber decides.
+    let (s, _, _) = ph1
+        .post_raw(
+            &format!("/api/refill-requests/{task_id}/decide"),
+            &json!({"approve": true}),
+        )
+        .await;
+    assert_ne!(s, StatusCode::OK);
+    let (s, _, decided) = gp
+        .post_raw(
+            &format!("/api/refill-requests/{task_id}/decide"),
+            &json!({"approve": true, "refills": 2, "overrides": [{"warning": "allergy:none", "reason": "n/a"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{decided}");
+    assert_eq!(decided["task"]["status"], "completed");
+    let renewal = decided["renewal"]["id"].as_str().unwrap().to_string();
+    assert_eq!(decided["renewal"]["status"], "draft");
+    assert_eq!(
+        decided["renewal"]["dispenseRequest"]["numberOfRepeatsAllowed"],
+        2
+    );
+    assert_eq!(
+        decided["renewal"]["priorPrescription"]["reference"],
+        format!("MedicationRequest/{id}")
+    );
+    ok(
+        &node.doc(
+            &gp.token,
+            d,
+            &["sign-prescription", "--key-file", "gp.key", &renewal],
+        ),
+        "sign the renewal",
+    );
+    let (_, _, q) = ph1.get_raw("/api/pharmacy/queue").await;
+    assert_eq!(q["queue"][0]["prescription"]["id"], renewal.as_str(), "{q}");
+
+    // 6. The pharmacy returns it (out of stock): it leaves the queue, the GP routes it to
+    // the alternate pharmacy, which dispenses it.
+    let (s, _, b) = ph1
+        .post_raw(
+            &format!("/api/prescriptions/{renewal}/return"),
+            &json!({"reason": " "}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, _, returned) = ph1
+        .post_raw(
+            &format!("/api/prescriptions/{renewal}/return"),
+            &json!({"reason": "out of stock until next week"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{returned}");
+    assert_eq!(returned["status"], "declined");
+    assert_eq!(
+        returned["statusReasonCodeableConcept"]["text"],
+        "out of stock until next week"
+    );
+    let (_, _, q) = ph1.get_raw("/api/pharmacy/queue").await;
+    assert_eq!(q["queue"].as_array().unwrap().len(), 0, "{q}");
+    let (s, _, b) = ph1
+        .post_raw(
+            &format!("/api/prescriptions/{renewal}/dispense"),
+            &json!({}),
+        )
+        .await;
+    assert_ne!(s, StatusCode::CREATED, "{b}");
+    let (s, _, routed) = gp
+        .post_raw(
+            &format!("/api/prescriptions/{renewal}/route"),
+            &json!({"pharmacy": "late"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{routed}");
+    let (_, _, q2) = ph2.get_raw("/api/pharmacy/queue").await;
+    assert_eq!(
+        q2["queue"][0]["prescription"]["id"],
+        renewal.as_str(),
+        "{q2}"
+    );
+    let (s, _, b) = ph2
+        .post_raw(
+            &format!("/api/prescriptions/{renewal}/dispense"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["type"]["coding"][0]["code"], "FF");
+
+    // 7. A refill declined, with a reason the patient sees.
+    let (_, _, task) = me
+        .post_raw(
+            &format!("/api/prescriptions/{renewal}/refill-request"),
+            &json!({}),
+        )
+        .await;
+    let task_id = task["id"].as_str().unwrap().to_string();
+    let (s, _, _) = gp
+        .post_raw(
+            &format!("/api/refill-requests/{task_id}/decide"),
+            &json!({"approve": false}),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a decline needs a reason"
+    );
+    let (s, _, decided) = gp
+        .post_raw(
+            &format!("/api/refill-requests/{task_id}/decide"),
+            &json!({"approve": false, "reason": "the course is complete; see me first"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{decided}");
+    assert_eq!(decided["task"]["status"], "rejected");
+    let (_, _, seen) = me.get(&format!("Task/{task_id}")).await;
+    assert_eq!(
+        seen["statusReason"]["text"],
+        "the course is complete; see me first"
+    );
+
+    // 8. The steps are in the patient's audit log.
+    let (_, _, log) = me.get_raw("/api/patients/pat/audit?_count=500").await;
+    let actions: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["entry"]["action"].as_str())
+        .collect();
+    for action in [
+        "choose-pharmacy",
+        "dispense",
+        "status:completed",
+        "refill-request",
+        "refill-approved",
+        "return",
+        "route",
+        "refill-declined",
+    ] {
+        assert!(actions.contains(&action), "{action} in {actions:?}");
+    }
+}
+
+on_both_databases!(the_pharmacy_loop_dispenses_returns_and_refills);
