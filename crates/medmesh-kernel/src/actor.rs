@@ -124,6 +124,19 @@ impl Actor {
         }
     }
 
+    /// The node's dose reminders: reads the active prescriptions and their patients (with
+    /// `scopes`, read and search on those types) to queue reminders of the doses to come.
+    /// Only the medication service makes one.
+    pub fn medication_reminders(scopes: Vec<Scope>) -> Self {
+        Self {
+            subject: "medication-reminders".into(),
+            scopes,
+            patient: None,
+            role: None,
+            clinician: None,
+        }
+    }
+
     /// The reader of the record's change feed for FHIR Subscriptions, with read scopes on
     /// the topics' types. Only the subscription service makes one.
     pub fn subscription_feed(scopes: Vec<Scope>) -> Self {

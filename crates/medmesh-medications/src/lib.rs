@@ -11,9 +11,12 @@
 //! the PDP and the audit log.
 
 pub mod adherence;
+pub mod channel;
 pub mod dispensing;
+pub mod doses;
 pub mod pharmacy;
 pub mod prescription;
+pub mod reminders;
 pub mod safety;
 pub mod schedule;
 pub mod service;

@@ -238,25 +238,20 @@ impl MedicationService {
         core.check_resource("Patient", &p)?;
         let grant = core.authorize(ctx, Action::Update, Some("Patient")).await?;
         let mut tx = core.begin_write().await?;
-        let head = tx.head("Patient", patient).await?;
-        if head.is_none_or(|h| h.version != version) {
-            return Err(RecordError::Conflict(
-                "the patient's record changed meanwhile: try again".into(),
-            ));
-        }
+        let head = Self::head_at(&mut tx, "Patient", patient, version).await?;
         let out = core
             .write_version(ctx, &mut tx, &grant, "Patient", patient, p, head)
             .await?;
-        let mut entry = core.entry(
+        self.record_step(
             ctx,
+            &mut tx,
+            &grant,
             "choose-pharmacy",
-            Some("Patient"),
+            "Patient",
             vec![patient.to_string()],
-            Outcome::Success,
-        );
-        entry.patients = vec![patient.to_string()];
-        core.annotate(&mut entry, &grant);
-        tx.append_audit(&entry).await?;
+            patient,
+        )
+        .await?;
         tx.commit().await?;
         Ok(PharmacyChoice::of(&out.resource.unwrap_or(Value::Null)))
     }
@@ -477,16 +472,16 @@ impl MedicationService {
                 None,
             )
             .await?;
-        let mut entry = core.entry(
+        self.record_step(
             ctx,
+            &mut tx,
+            &grant,
             "dispense",
-            Some("MedicationDispense"),
+            "MedicationDispense",
             vec![dispense_id.clone(), format!("MedicationRequest/{id}")],
-            Outcome::Success,
-        );
-        entry.patients = vec![patient.clone()];
-        core.annotate(&mut entry, &grant);
-        tx.append_audit(&entry).await?;
+            &patient.clone(),
+        )
+        .await?;
         if used_up {
             // The pharmacist may not update prescriptions; the node completes it on their
             // behalf, the dispense having just been checked against it.
@@ -495,12 +490,7 @@ impl MedicationService {
             if let Some(m) = done.as_object_mut() {
                 m.remove("meta");
             }
-            let head = tx.head("MedicationRequest", id).await?;
-            if head.is_none_or(|h| h.version != version) {
-                return Err(RecordError::Conflict(
-                    "the prescription changed meanwhile: try again".into(),
-                ));
-            }
+            let head = Self::head_at(&mut tx, "MedicationRequest", id, version).await?;
             let internal = Pdp.internal_grant("MedicationRequest");
             core.write_version(ctx, &mut tx, &internal, "MedicationRequest", id, done, head)
                 .await?;
@@ -514,10 +504,7 @@ impl MedicationService {
             entry.patients = vec![patient];
             tx.append_audit(&entry).await?;
         }
-        for row in &rows {
-            tx.queue_notification(row).await?;
-        }
-        tx.commit().await?;
+        Self::commit_with(tx, &rows).await?;
         out.resource.ok_or(RecordError::NotFound)
     }
 
@@ -593,12 +580,7 @@ impl MedicationService {
                 None,
             )
             .await?;
-        let head = tx.head("MedicationRequest", id).await?;
-        if head.is_none_or(|h| h.version != version) {
-            return Err(RecordError::Conflict(
-                "the prescription changed meanwhile: try again".into(),
-            ));
-        }
+        let head = Self::head_at(&mut tx, "MedicationRequest", id, version).await?;
         // The pharmacist may not update prescriptions; the node takes the routing off on
         // their behalf, the prescription having just been found routed to them.
         let internal = Pdp.internal_grant("MedicationRequest");
@@ -612,20 +594,17 @@ impl MedicationService {
             head,
         )
         .await?;
-        let mut entry = core.entry(
+        self.record_step(
             ctx,
+            &mut tx,
+            &grant,
             "return",
-            Some("MedicationRequest"),
+            "MedicationRequest",
             vec![id.to_string(), format!("MedicationDispense/{dispense_id}")],
-            Outcome::Success,
-        );
-        entry.patients = vec![patient];
-        core.annotate(&mut entry, &grant);
-        tx.append_audit(&entry).await?;
-        for row in &rows {
-            tx.queue_notification(row).await?;
-        }
-        tx.commit().await?;
+            &patient,
+        )
+        .await?;
+        Self::commit_with(tx, &rows).await?;
         out.resource.ok_or(RecordError::NotFound)
     }
 
@@ -671,29 +650,21 @@ impl MedicationService {
             .await?
         };
         let mut tx = core.begin_write().await?;
-        let head = tx.head("MedicationRequest", id).await?;
-        if head.is_none_or(|h| h.version != version) {
-            return Err(RecordError::Conflict(
-                "the prescription changed meanwhile: try again".into(),
-            ));
-        }
+        let head = Self::head_at(&mut tx, "MedicationRequest", id, version).await?;
         let out = core
             .write_version(ctx, &mut tx, &grant, "MedicationRequest", id, request, head)
             .await?;
-        let mut entry = core.entry(
+        self.record_step(
             ctx,
+            &mut tx,
+            &grant,
             "route",
-            Some("MedicationRequest"),
+            "MedicationRequest",
             vec![id.to_string()],
-            Outcome::Success,
-        );
-        entry.patients = vec![patient];
-        core.annotate(&mut entry, &grant);
-        tx.append_audit(&entry).await?;
-        for row in &rows {
-            tx.queue_notification(row).await?;
-        }
-        tx.commit().await?;
+            &patient,
+        )
+        .await?;
+        Self::commit_with(tx, &rows).await?;
         out.resource.ok_or(RecordError::NotFound)
     }
 
@@ -770,20 +741,17 @@ impl MedicationService {
         let out = core
             .write_version(ctx, &mut tx, &grant, "Task", &task_id, task, None)
             .await?;
-        let mut entry = core.entry(
+        self.record_step(
             ctx,
+            &mut tx,
+            &grant,
             "refill-request",
-            Some("Task"),
+            "Task",
             vec![task_id.clone(), format!("MedicationRequest/{id}")],
-            Outcome::Success,
-        );
-        entry.patients = vec![patient];
-        core.annotate(&mut entry, &grant);
-        tx.append_audit(&entry).await?;
-        for row in &rows {
-            tx.queue_notification(row).await?;
-        }
-        tx.commit().await?;
+            &patient,
+        )
+        .await?;
+        Self::commit_with(tx, &rows).await?;
         out.resource.ok_or(RecordError::NotFound)
     }
 
@@ -898,33 +866,25 @@ impl MedicationService {
             .notices(told, &format!("refill-decided:{task_id}"))
             .await?;
         let mut tx = core.begin_write().await?;
-        let head = tx.head("Task", task_id).await?;
-        if head.is_none_or(|h| h.version != version) {
-            return Err(RecordError::Conflict(
-                "the refill request changed meanwhile: read it again".into(),
-            ));
-        }
+        let head = Self::head_at(&mut tx, "Task", task_id, version).await?;
         let out = core
             .write_version(ctx, &mut tx, &grant, "Task", task_id, task, head)
             .await?;
-        let mut entry = core.entry(
+        self.record_step(
             ctx,
+            &mut tx,
+            &grant,
             if approve {
                 "refill-approved"
             } else {
                 "refill-declined"
             },
-            Some("Task"),
+            "Task",
             vec![task_id.to_string(), format!("MedicationRequest/{focus}")],
-            Outcome::Success,
-        );
-        entry.patients = vec![patient];
-        core.annotate(&mut entry, &grant);
-        tx.append_audit(&entry).await?;
-        for row in &rows {
-            tx.queue_notification(row).await?;
-        }
-        tx.commit().await?;
+            &patient,
+        )
+        .await?;
+        Self::commit_with(tx, &rows).await?;
         Ok((out.resource.unwrap_or(Value::Null), renewal))
     }
 }

@@ -51,6 +51,17 @@ pub struct Warning {
     pub text: String,
 }
 
+impl Warning {
+    /// The resource the warning is about: the allergy, or the other prescription.
+    pub fn implicated(&self) -> String {
+        match self.key.split_once(':') {
+            Some(("allergy", id)) => format!("AllergyIntolerance/{id}"),
+            Some((_, id)) => format!("MedicationRequest/{id}"),
+            None => self.key.clone(),
+        }
+    }
+}
+
 /// A prescriber's decision to go on despite a warning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Override {
@@ -166,6 +177,14 @@ fn check_signable(request: &Value) -> Result<(), RecordError> {
         .map_err(|e| invalid(e.to_string()))
 }
 
+/// Who the caller is in the record: their Practitioner, or their Patient.
+pub(crate) fn author_reference(ctx: &RequestContext) -> Option<String> {
+    if let Some(c) = ctx.actor().clinician() {
+        return Some(c.practitioner.clone());
+    }
+    ctx.actor().patient().map(|p| format!("Patient/{p}"))
+}
+
 /// The prescriber: the actor's own Practitioner (only a practitioner prescribes).
 fn prescriber_of(ctx: &RequestContext) -> Result<String, RecordError> {
     ctx.actor()
@@ -184,6 +203,11 @@ impl MedicationService {
             hub: None,
             accounts: None,
         }
+    }
+
+    /// The meal times `when` codes are read against.
+    pub(crate) fn meals(&self) -> &MealTimes {
+        &self.meals
     }
 
     /// Tells patients, prescribers and pharmacies of each step through `hub`, finding their
@@ -495,92 +519,187 @@ impl MedicationService {
                 None,
             )
             .await?;
-        let mut entry = core.entry(
+        self.record_step(
             ctx,
+            &mut tx,
+            &grant,
             "prescribe",
-            Some("MedicationRequest"),
+            "MedicationRequest",
             vec![id.clone()],
-            Outcome::Success,
-        );
-        entry.patients = vec![patient.clone()];
-        core.annotate(&mut entry, &grant);
-        tx.append_audit(&entry).await?;
-        let mut detected_issues = Vec::new();
-        if let Some(issue_grant) = issue_grant {
-            for w in &overridden {
-                let reason = overrides
-                    .iter()
-                    .find(|o| o.warning == w.key)
-                    .map(|o| o.reason.trim().to_string())
-                    .unwrap_or_default();
-                let (code, display, severity, other) = match w.kind {
-                    "allergy" => (
-                        "ALGY",
-                        "Allergy Alert",
-                        "high",
-                        format!("AllergyIntolerance/{}", &w.key["allergy:".len()..]),
-                    ),
-                    _ => (
-                        "DUPTHPY",
-                        "Duplicate Therapy Alert",
-                        "moderate",
-                        format!("MedicationRequest/{}", &w.key["duplicate:".len()..]),
-                    ),
-                };
-                let issue_id = core.ids().new_id();
-                let issue = json!({
-                    "resourceType": "DetectedIssue",
-                    "id": issue_id,
-                    "status": "final",
-                    "code": {"coding": [{"system": V3_ACT_CODE, "code": code, "display": display}]},
-                    "severity": severity,
-                    "patient": {"reference": format!("Patient/{patient}")},
-                    "identifiedDateTime": instant(now),
-                    "author": {"reference": prescriber},
-                    "implicated": [
-                        {"reference": format!("MedicationRequest/{id}")},
-                        {"reference": other},
-                    ],
-                    "detail": w.text,
-                    "mitigation": [{
-                        "action": {
-                            "coding": [{"system": V3_ACT_CODE, "code": "1", "display": "Therapy Appropriate"}],
-                            "text": reason,
-                        },
-                        "date": instant(now),
-                        "author": {"reference": prescriber},
-                    }],
-                });
-                core.check_resource("DetectedIssue", &issue)?;
-                let stored = core
-                    .write_version(
-                        ctx,
-                        &mut tx,
-                        &issue_grant,
-                        "DetectedIssue",
-                        &issue_id,
-                        issue,
-                        None,
-                    )
-                    .await?;
-                let mut entry = core.entry(
+            &patient,
+        )
+        .await?;
+        let detected_issues = match issue_grant {
+            Some(g) => {
+                self.write_overrides(
                     ctx,
-                    "override",
-                    Some("DetectedIssue"),
-                    vec![issue_id],
-                    Outcome::Success,
-                );
-                entry.patients = vec![patient.clone()];
-                core.annotate(&mut entry, &issue_grant);
-                tx.append_audit(&entry).await?;
-                detected_issues.extend(stored.resource);
+                    &mut tx,
+                    &g,
+                    &patient,
+                    &id,
+                    &prescriber,
+                    &overridden,
+                    overrides,
+                )
+                .await?
             }
-        }
+            None => Vec::new(),
+        };
         tx.commit().await?;
         Ok(Prescribed::Written {
             prescription: out.resource.unwrap_or(Value::Null),
             detected_issues,
         })
+    }
+
+    /// Appends a step's audit entry to `tx`: `action` on `ids` (of `rt`) for `patient`, with
+    /// the basis `grant` rests on.
+    #[allow(clippy::too_many_arguments)] // one audit entry's facts
+    pub(crate) async fn record_step(
+        &self,
+        ctx: &RequestContext,
+        tx: &mut medmesh_at_rest::WriteTx,
+        grant: &medmesh_policy::Grant,
+        action: &str,
+        rt: &str,
+        ids: Vec<String>,
+        patient: &str,
+    ) -> Result<(), RecordError> {
+        let core = self.records.core();
+        let mut entry = core.entry(ctx, action, Some(rt), ids, Outcome::Success);
+        entry.patients = vec![patient.to_string()];
+        core.annotate(&mut entry, grant);
+        tx.append_audit(&entry).await?;
+        Ok(())
+    }
+
+    /// The current head of `rt/id` in `tx`, if it is still `version`; otherwise the step
+    /// read an older version and must be tried again.
+    pub(crate) async fn head_at(
+        tx: &mut medmesh_at_rest::WriteTx,
+        rt: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<medmesh_store::VersionHead>, RecordError> {
+        let head = tx.head(rt, id).await?;
+        if head.is_none_or(|h| h.version != version) {
+            return Err(RecordError::Conflict(
+                "it changed meanwhile: read it again and retry".into(),
+            ));
+        }
+        Ok(head)
+    }
+
+    /// Queues a step's notices in `tx` and commits it.
+    pub(crate) async fn commit_with(
+        mut tx: medmesh_at_rest::WriteTx,
+        rows: &[NotificationOutboxRow],
+    ) -> Result<(), RecordError> {
+        for row in rows {
+            tx.queue_notification(row).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes one DetectedIssue per overridden warning of prescription `id` inside `tx`
+    /// (status final; the prescriber's reason as its mitigation), each audited `override`.
+    #[allow(clippy::too_many_arguments)] // one override's facts, from the step that made it
+    async fn write_overrides(
+        &self,
+        ctx: &RequestContext,
+        tx: &mut medmesh_at_rest::WriteTx,
+        grant: &medmesh_policy::Grant,
+        patient: &str,
+        id: &str,
+        prescriber: &str,
+        overridden: &[Warning],
+        overrides: &[Override],
+    ) -> Result<Vec<Value>, RecordError> {
+        let core = self.records.core();
+        let now = core.now();
+        let mut out = Vec::new();
+        for w in overridden {
+            let reason = overrides
+                .iter()
+                .find(|o| o.warning == w.key)
+                .map(|o| o.reason.trim().to_string())
+                .unwrap_or_default();
+            let (code, display, severity) = match w.kind {
+                "allergy" => ("ALGY", "Allergy Alert", "high"),
+                _ => ("DUPTHPY", "Duplicate Therapy Alert", "moderate"),
+            };
+            let issue_id = core.ids().new_id();
+            let issue = json!({
+                "resourceType": "DetectedIssue",
+                "id": issue_id,
+                "status": "final",
+                "code": {"coding": [{"system": V3_ACT_CODE, "code": code, "display": display}]},
+                "severity": severity,
+                "patient": {"reference": format!("Patient/{patient}")},
+                "identifiedDateTime": instant(now),
+                "author": {"reference": prescriber},
+                "implicated": [
+                    {"reference": format!("MedicationRequest/{id}")},
+                    {"reference": w.implicated()},
+                ],
+                "detail": w.text,
+                "mitigation": [{
+                    "action": {
+                        "coding": [{"system": V3_ACT_CODE, "code": "1", "display": "Therapy Appropriate"}],
+                        "text": reason,
+                    },
+                    "date": instant(now),
+                    "author": {"reference": prescriber},
+                }],
+            });
+            core.check_resource("DetectedIssue", &issue)?;
+            let stored = core
+                .write_version(ctx, tx, grant, "DetectedIssue", &issue_id, issue, None)
+                .await?;
+            self.record_step(
+                ctx,
+                tx,
+                grant,
+                "override",
+                "DetectedIssue",
+                vec![issue_id],
+                patient,
+            )
+            .await?;
+            out.extend(stored.resource);
+        }
+        Ok(out)
+    }
+
+    /// The warnings of `request` still open: not overridden in `overrides`, nor already by a
+    /// DetectedIssue recorded against it.
+    async fn open_warnings(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        request: &Value,
+        overrides: &[Override],
+    ) -> Result<(Vec<Warning>, Vec<Warning>), RecordError> {
+        let warnings = self.warnings(ctx, patient, request).await?;
+        let recorded: Vec<String> = match request["id"].as_str() {
+            Some(id) if !warnings.is_empty() => self
+                .all_of(
+                    ctx,
+                    "DetectedIssue",
+                    vec![("implicated", format!("MedicationRequest/{id}"))],
+                )
+                .await?
+                .iter()
+                .filter_map(|d| d["implicated"][1]["reference"].as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let (to_record, open): (Vec<Warning>, Vec<Warning>) = warnings
+            .into_iter()
+            .filter(|w| !recorded.contains(&w.implicated()))
+            .partition(|w| overrides.iter().any(|o| o.warning == w.key));
+        Ok((to_record, open))
     }
 
     /// A prescription as the caller may read it (the PDP decides; audited).
@@ -615,8 +734,11 @@ impl MedicationService {
     /// Activates draft `id` with its prescriber's signature: the claims are read again from
     /// the stored draft (version `version`), the signature must verify with a live signing
     /// key of the prescriber's in the key directory, and the caller must be that
-    /// prescriber. The MedicationRequest becomes active and a Provenance keeps the signed
-    /// claims and the signature, in one transaction.
+    /// prescriber. The safety checks run again (a draft may have been pre-filled through the
+    /// FHIR API): a warning not overridden before (no DetectedIssue records it) nor in
+    /// `overrides` stops the activation and is answered. The MedicationRequest becomes
+    /// active and a Provenance keeps the signed claims and the signature, with a
+    /// DetectedIssue per new override, in one transaction.
     ///
     /// # Errors
     /// [`RecordError::BadSignature`] when the signature, key or time does not hold;
@@ -628,7 +750,8 @@ impl MedicationService {
         id: &str,
         version: Option<i64>,
         signed: &Signature,
-    ) -> Result<Value, RecordError> {
+        overrides: &[Override],
+    ) -> Result<Prescribed, RecordError> {
         let core = self.records.core();
         let prescriber = prescriber_of(ctx)?;
         let (mut request, current) = self.read(ctx, id).await?;
@@ -675,6 +798,20 @@ impl MedicationService {
         })?;
         let text = claims.signed_bytes().map_err(|e| invalid(e.to_string()))?;
         let patient = bare(&claims.patient, "Patient").to_string();
+        let (to_record, open) = self
+            .open_warnings(ctx, &patient, &request, overrides)
+            .await?;
+        if !open.is_empty() {
+            return Ok(Prescribed::NeedsOverride(open));
+        }
+        let issue_grant = if to_record.is_empty() {
+            None
+        } else {
+            Some(
+                core.authorize(ctx, Action::Create, Some("DetectedIssue"))
+                    .await?,
+            )
+        };
         request["status"] = json!("active");
         if let Some(m) = request.as_object_mut() {
             m.remove("meta");
@@ -696,12 +833,7 @@ impl MedicationService {
         }
         let rows = self.notices(told, &format!("rx-active:{id}")).await?;
         let mut tx = core.begin_write().await?;
-        let head = tx.head("MedicationRequest", id).await?;
-        if head.is_none_or(|h| h.version != current) {
-            return Err(RecordError::PreconditionFailed(
-                "the prescription changed while it was being signed".into(),
-            ));
-        }
+        let head = Self::head_at(&mut tx, "MedicationRequest", id, current).await?;
         let out = core
             .write_version(ctx, &mut tx, &grant, "MedicationRequest", id, request, head)
             .await?;
@@ -742,21 +874,37 @@ impl MedicationService {
             None,
         )
         .await?;
-        let mut entry = core.entry(
+        let detected_issues = match issue_grant {
+            Some(g) => {
+                self.write_overrides(
+                    ctx,
+                    &mut tx,
+                    &g,
+                    &patient,
+                    id,
+                    &prescriber,
+                    &to_record,
+                    overrides,
+                )
+                .await?
+            }
+            None => Vec::new(),
+        };
+        self.record_step(
             ctx,
+            &mut tx,
+            &grant,
             "sign",
-            Some("MedicationRequest"),
+            "MedicationRequest",
             vec![id.to_string(), format!("Provenance/{provenance_id}")],
-            Outcome::Success,
-        );
-        entry.patients = vec![patient];
-        core.annotate(&mut entry, &grant);
-        tx.append_audit(&entry).await?;
-        for row in &rows {
-            tx.queue_notification(row).await?;
-        }
-        tx.commit().await?;
-        out.resource.ok_or(RecordError::NotFound)
+            &patient,
+        )
+        .await?;
+        Self::commit_with(tx, &rows).await?;
+        Ok(Prescribed::Written {
+            prescription: out.resource.ok_or(RecordError::NotFound)?,
+            detected_issues,
+        })
     }
 
     /// The signed prescription: its claims text, signature and key, as a pharmacy verifies
@@ -880,25 +1028,23 @@ impl MedicationService {
             .authorize(ctx, Action::Update, Some("MedicationRequest"))
             .await?;
         let mut tx = core.begin_write().await?;
-        let head = tx.head("MedicationRequest", id).await?;
-        if head.is_none_or(|h| h.version != current) {
-            return Err(RecordError::Conflict(
-                "the prescription changed meanwhile: read it again".into(),
-            ));
-        }
+        let head = Self::head_at(&mut tx, "MedicationRequest", id, current).await?;
         let out = core
             .write_version(ctx, &mut tx, &grant, "MedicationRequest", id, request, head)
             .await?;
-        let mut entry = core.entry(
+        self.record_step(
             ctx,
+            &mut tx,
+            &grant,
             &format!("status:{}", to.code()),
-            Some("MedicationRequest"),
+            "MedicationRequest",
             vec![id.to_string()],
-            Outcome::Success,
-        );
-        entry.patients = vec![patient];
-        core.annotate(&mut entry, &grant);
-        tx.append_audit(&entry).await?;
+            &patient,
+        )
+        .await?;
+        if to != RequestStatus::Active {
+            Self::withdraw_dose_reminders(&mut tx, &patient, id).await?;
+        }
         tx.commit().await?;
         out.resource.ok_or(RecordError::NotFound)
     }

@@ -639,6 +639,19 @@ impl NotificationHub {
         }
     }
 
+    /// A reminder that a dose is due, in words that name no medication.
+    pub fn dose_reminder(&self, event: impl Into<String>) -> Notice {
+        Notice {
+            category: Category::Medications,
+            event: event.into(),
+            subject: format!("A dose is due ({})", self.node_name),
+            body: format!(
+                "It is time for one of your medications. Log it when you take it: {}",
+                self.node_url
+            ),
+        }
+    }
+
     /// Tells `who` of `notice` on the channels they chose: the inbox at once, the others
     /// through the outbox. Returns the channels it went to.
     ///

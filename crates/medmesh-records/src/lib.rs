@@ -20,6 +20,7 @@ pub mod reach_cache;
 pub mod record_core;
 pub mod service;
 pub mod withheld;
+pub mod write_rules;
 
 pub use bundle::ReturnPreference;
 pub use changes::{Change, FEED_SETTLE_MICROS, FeedSeen};

@@ -92,6 +92,8 @@ pub struct RecordService {
     pub(crate) forecasts: crate::forecast::ForecastCounts,
     /// The order in which transactions stamped before the lock take it.
     pub(crate) stamps: Arc<crate::forecast::StampQueue>,
+    /// Capabilities' rules on writes of their types through the FHIR API.
+    pub(crate) write_rules: crate::write_rules::WriteRules,
 }
 
 impl std::fmt::Debug for RecordService {
@@ -175,7 +177,19 @@ impl RecordService {
             reach_cache: Default::default(),
             forecasts: Default::default(),
             stamps: Default::default(),
+            write_rules: Default::default(),
         }
+    }
+
+    /// Sets a capability's rule on the FHIR API's writes of `rt` (see
+    /// [`crate::write_rules`]).
+    pub fn with_write_rule(
+        mut self,
+        rt: &str,
+        rule: Arc<dyn crate::write_rules::WriteRule>,
+    ) -> Self {
+        self.write_rules.set(rt, rule);
+        self
     }
 
     /// Turns on encryption at rest: bodies sealed under per-patient keys, identifying
@@ -531,6 +545,38 @@ impl RecordService {
         }
     }
 
+    /// Writes one version inside `tx` for the FHIR API: as
+    /// [`Self::write_version_unruled`], after the rule a capability set on `rt`, if any.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request, its transaction and grant, the version being written, and what was prepared for it"
+    )]
+    pub(crate) async fn write_version(
+        &self,
+        ctx: &RequestContext,
+        tx: &mut WriteTx,
+        grant: &Grant,
+        rt: &str,
+        id: &str,
+        body: Value,
+        head: Option<VersionHead>,
+        prepared: Option<PreparedVersion>,
+    ) -> Result<WriteOutcome, RecordError> {
+        if let Some(rule) = self.write_rules.get(rt) {
+            let before = match head.filter(|h| !h.deleted) {
+                Some(h) => match self.store.vread(rt, id, h.version).await? {
+                    Some(v) => Some(self.decode(&v).await?),
+                    None => None,
+                },
+                None => None,
+            };
+            rule.check(ctx.actor(), before.as_ref(), &body)
+                .map_err(|why| RecordError::invalid(IssueType::BusinessRule, why))?;
+        }
+        self.write_version_unruled(ctx, tx, grant, rt, id, body, head, prepared)
+            .await
+    }
+
     /// Writes one version inside `tx`: stamps meta, indexes, encodes and stores.
     ///
     /// A resource whose index would exceed [`MAX_INDEX_ROWS`] entries is refused. `prepared`,
@@ -540,7 +586,7 @@ impl RecordService {
         clippy::too_many_arguments,
         reason = "the request, its transaction and grant, the version being written, and what was prepared for it"
     )]
-    pub(crate) async fn write_version(
+    pub(crate) async fn write_version_unruled(
         &self,
         ctx: &RequestContext,
         tx: &mut WriteTx,

@@ -478,6 +478,9 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
             post(medications::decide_refill),
         )
         .route("/api/pharmacy/queue", get(medications::queue))
+        .route("/api/prescriptions/{id}/doses", post(medications::log_dose))
+        .route("/api/patients/{id}/doses", get(medications::doses_of_day))
+        .route("/api/patients/{id}/adherence", get(medications::adherence))
         .route(
             "/api/patients/{id}/pharmacies",
             get(medications::pharmacies).put(medications::choose_pharmacies),

@@ -5,12 +5,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use medmesh_medications::doses::DoseStatus;
 use medmesh_medications::status::RequestStatus;
 use medmesh_medications::{Override, PharmacyChoice, Prescribed, Signature, Warning};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::api::{ApiJson, ApiPath};
+use crate::api::{ApiJson, ApiPath, ApiQuery};
 use crate::auth::Authenticated;
 use crate::response::ApiError;
 
@@ -41,6 +42,22 @@ pub struct PrescribeBody {
     pub overrides: Vec<OverrideBody>,
 }
 
+/// The overrides of a request, at most [`MAX_OVERRIDES`].
+fn overrides_of(list: Vec<OverrideBody>) -> Result<Vec<Override>, ApiError> {
+    if list.len() > MAX_OVERRIDES {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_OVERRIDES} overrides"
+        )));
+    }
+    Ok(list
+        .into_iter()
+        .map(|o| Override {
+            warning: o.warning,
+            reason: o.reason,
+        })
+        .collect())
+}
+
 /// `POST /api/prescriptions`: 201 with the draft and the DetectedIssues of its overrides, or
 /// 409 with an OperationOutcome of the warnings to override first (nothing written).
 pub async fn prescribe(
@@ -48,19 +65,7 @@ pub async fn prescribe(
     Authenticated(ctx): Authenticated,
     ApiJson(body): ApiJson<PrescribeBody>,
 ) -> Result<Response, ApiError> {
-    if body.overrides.len() > MAX_OVERRIDES {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_OVERRIDES} overrides"
-        )));
-    }
-    let overrides: Vec<Override> = body
-        .overrides
-        .into_iter()
-        .map(|o| Override {
-            warning: o.warning,
-            reason: o.reason,
-        })
-        .collect();
+    let overrides = overrides_of(body.overrides)?;
     match state
         .medications
         .prescribe(&ctx, body.prescription, &overrides)
@@ -123,6 +128,9 @@ pub struct ActivateBody {
     pub signature: String,
     /// The signing key, base64.
     pub key: String,
+    /// Overrides of warnings found at signing (a draft pre-filled through the FHIR API).
+    #[serde(default)]
+    pub overrides: Vec<OverrideBody>,
 }
 
 /// `POST /api/prescriptions/{id}/activate`: signs a draft into an active prescription.
@@ -137,11 +145,15 @@ pub async fn activate(
         signature: body.signature,
         key: body.key,
     };
-    let r = state
+    let overrides = overrides_of(body.overrides)?;
+    match state
         .medications
-        .activate(&ctx, &id, body.version, &signed)
-        .await?;
-    Ok(Json(r).into_response())
+        .activate(&ctx, &id, body.version, &signed, &overrides)
+        .await?
+    {
+        Prescribed::Written { prescription, .. } => Ok(Json(prescription).into_response()),
+        Prescribed::NeedsOverride(w) => Ok(warnings_response(&w)),
+    }
 }
 
 /// `POST /api/prescriptions/{id}/status` body.
@@ -363,19 +375,7 @@ pub async fn decide_refill(
     ApiPath(task): ApiPath<String>,
     ApiJson(body): ApiJson<DecideBody>,
 ) -> Result<Response, ApiError> {
-    if body.overrides.len() > MAX_OVERRIDES {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_OVERRIDES} overrides"
-        )));
-    }
-    let overrides: Vec<Override> = body
-        .overrides
-        .into_iter()
-        .map(|o| Override {
-            warning: o.warning,
-            reason: o.reason,
-        })
-        .collect();
+    let overrides = overrides_of(body.overrides)?;
     let (task, renewal) = state
         .medications
         .decide_refill(
@@ -398,4 +398,104 @@ pub async fn decide_refill(
         .into_response()),
         None => Ok(Json(json!({"task": task})).into_response()),
     }
+}
+
+/// `GET /api/patients/{id}/doses` parameters.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DayQuery {
+    /// The patient's local date (`YYYY-MM-DD`; default today).
+    pub date: Option<String>,
+}
+
+/// `GET /api/patients/{id}/doses?date=`: the day's doses and what was logged of each.
+pub async fn doses_of_day(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DayQuery>,
+) -> Result<Response, ApiError> {
+    let day = match q.date.as_deref() {
+        Some(d) => Some(
+            d.parse::<jiff::civil::Date>()
+                .map_err(|_| ApiError::bad_request("date is YYYY-MM-DD"))?,
+        ),
+        None => None,
+    };
+    let doses = state.medications.doses_of_day(&ctx, &patient, day).await?;
+    let out: Vec<Value> = doses
+        .iter()
+        .map(|d| {
+            json!({
+                "prescription": d.prescription,
+                "medication": d.medication,
+                "instructions": d.instructions,
+                "due": d.due.map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                "logged": d.logged,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"doses": out})).into_response())
+}
+
+/// `POST /api/prescriptions/{id}/doses` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DoseBody {
+    /// The scheduled time it is for (none for an as-needed dose).
+    pub due: Option<String>,
+    /// `taken`, `late` or `skipped`.
+    pub status: String,
+    /// When it was taken (default now).
+    pub at: Option<String>,
+}
+
+/// `POST /api/prescriptions/{id}/doses`: 201 with the MedicationAdministration.
+pub async fn log_dose(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<DoseBody>,
+) -> Result<Response, ApiError> {
+    let Some(status) = DoseStatus::parse(&body.status) else {
+        return Err(ApiError::bad_request("status is taken, late or skipped"));
+    };
+    let a = state
+        .medications
+        .log_dose(&ctx, &id, body.due.as_deref(), status, body.at.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(a)).into_response())
+}
+
+fn pdc_json(p: Option<medmesh_medications::adherence::Pdc>) -> Value {
+    match p {
+        Some(p) => json!({"covered": p.covered, "days": p.days, "ratio": p.ratio(),
+            "belowThreshold": p.below_threshold()}),
+        None => Value::Null,
+    }
+}
+
+/// `GET /api/patients/{id}/adherence`: each active prescription's PDC over 30 and 90 days
+/// and its doses of the last 30 days.
+pub async fn adherence(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let figures = state.medications.adherence(&ctx, &patient).await?;
+    let out: Vec<Value> = figures
+        .iter()
+        .map(|a| {
+            let d = a.doses30;
+            json!({
+                "prescription": a.prescription,
+                "medication": a.medication,
+                "pdc30": pdc_json(a.pdc30),
+                "pdc90": pdc_json(a.pdc90),
+                "doses30": {"due": d.due, "onTime": d.on_time, "late": d.late,
+                    "skipped": d.skipped, "missing": d.missing, "onTimeRate": d.on_time_rate()},
+            })
+        })
+        .collect();
+    Ok(Json(json!({"adherence": out})).into_response())
 }

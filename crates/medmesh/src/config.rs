@@ -168,6 +168,11 @@ pub struct FileConfig {
     /// Seconds a freed time offered from a waiting list is held for its patient before it
     /// is passed to the next. Default 1800 (30 minutes; at least 1).
     pub waitlist_offer_seconds: Option<u64>,
+    /// Seconds between passes that queue reminders of the doses to come. Default 600 (at
+    /// least 1).
+    pub dose_reminder_seconds: Option<u64>,
+    /// Hours ahead each pass queues dose reminders. Default 26 (1 to 8784: a year).
+    pub dose_reminder_horizon_hours: Option<u64>,
 }
 
 /// One downstream system applied messages are forwarded to over MLLP (`[[hl7_channel]]`).
@@ -355,6 +360,10 @@ pub struct Config {
     pub appointment_reminders: Vec<i64>,
     /// Seconds a waiting-list offer is held.
     pub waitlist_offer_seconds: u64,
+    /// Seconds between dose-reminder passes.
+    pub dose_reminder_seconds: u64,
+    /// Hours ahead a dose-reminder pass looks.
+    pub dose_reminder_horizon_hours: u64,
 }
 
 /// Where document bytes are kept.
@@ -622,6 +631,18 @@ impl Config {
             )
             .unwrap_or(1800)
             .max(1),
+            dose_reminder_seconds: setting(
+                env("MEDMESH_DOSE_REMINDER_SECONDS"),
+                file.dose_reminder_seconds,
+            )
+            .unwrap_or(600)
+            .max(1),
+            dose_reminder_horizon_hours: setting(
+                env("MEDMESH_DOSE_REMINDER_HORIZON_HOURS"),
+                file.dose_reminder_horizon_hours,
+            )
+            .unwrap_or(26)
+            .clamp(1, 8784),
             appointment_reminders: match env("MEDMESH_APPOINTMENT_REMINDERS") {
                 Some(list) => Some(
                     list.split(',')

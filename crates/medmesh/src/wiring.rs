@@ -103,7 +103,11 @@ pub(crate) fn record_service_with(
     .with_trust(medmesh_records::policy_facts::TrustConfig {
         encounter_window_micros: cfg.encounter_window_days * 86_400 * 1_000_000,
         label_rules: cfg.label_rules.clone(),
-    });
+    })
+    .with_write_rule(
+        "MedicationRequest",
+        Arc::new(medmesh_medications::channel::PrescriptionWrites),
+    );
     if let Some(r) = ring {
         svc = svc.with_encryption(r.at_rest.clone());
     }

@@ -169,3 +169,22 @@ pub fn start_hl7_housekeeping(
         }
     });
 }
+
+/// Queues reminders of the doses to come every `every`, `horizon_hours` ahead (each pass
+/// queues only what is not queued yet; see `medmesh_medications::reminders`).
+pub async fn dose_reminders(
+    medications: Arc<medmesh_medications::MedicationService>,
+    every: std::time::Duration,
+    horizon_hours: u64,
+) {
+    let horizon = jiff::SignedDuration::from_hours(i64::try_from(horizon_hours).unwrap_or(26));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match medications.queue_dose_reminders(horizon).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(queued = n, "dose reminders queued"),
+            Err(e) => tracing::warn!(error = %e, "dose reminders could not be queued"),
+        }
+    }
+}

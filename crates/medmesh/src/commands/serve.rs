@@ -108,6 +108,11 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
                 Arc::new(crate::wiring::MedicationAccountsOf(stores.identity.clone())),
             ),
     );
+    tokio::spawn(crate::workers::dose_reminders(
+        medications.clone(),
+        std::time::Duration::from_secs(cfg.dose_reminder_seconds),
+        cfg.dose_reminder_horizon_hours,
+    ));
     let state = medmesh_server::build_state(
         medmesh_server::Services {
             records,

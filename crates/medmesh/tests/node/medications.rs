@@ -439,7 +439,59 @@ async fn prescribing_checks_signs_and_follows_the_lifecycle(node: Node) {
     let (s, _) = status(&stranger, &free_id, "entered-in-error", Some("x")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
-    // 8. Every step is in the patient's audit log.
+    // 8. The plain FHIR API: a draft may be pre-filled there (the checks run when it is
+    // signed), but nothing is made active or changed once signed except through the
+    // operations above, and a patient writes no prescription.
+    let mut prefilled = rx.clone();
+    prefilled["status"] = json!("draft");
+    prefilled["requester"] = json!({"reference": "Practitioner/gp"});
+    prefilled["authoredOn"] = json!("2026-12-01");
+    let (s, _, pre) = gp.post("MedicationRequest", &prefilled).await;
+    assert_eq!(s, StatusCode::CREATED, "{pre}");
+    let pre_id = pre["id"].as_str().unwrap().to_string();
+    let out = node.doc(
+        &gp.token,
+        d,
+        &["sign-prescription", "--key-file", "gp.key", &pre_id],
+    );
+    assert!(!out.status.success(), "the allergy stops the signature");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("409"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, _, t) = gp
+        .get_raw(&format!("/api/prescriptions/{pre_id}/signing-text"))
+        .await;
+    let claims =
+        medmesh_crypto::PrescriptionClaims::parse(t["text"].as_str().unwrap().as_bytes()).unwrap();
+    let mut body = activate(&claims, gp_key);
+    body["version"] = t["version"].clone();
+    body["overrides"] = json!([{"warning": "allergy:amox", "reason": "desensitised in hospital"}]);
+    let (s, _, active) = gp
+        .post_raw(&format!("/api/prescriptions/{pre_id}/activate"), &body)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{active}");
+    assert_eq!(active["status"], "active");
+    let issues = gp
+        .search(&format!(
+            "DetectedIssue?implicated=MedicationRequest/{pre_id}"
+        ))
+        .await;
+    assert_eq!(issues["entry"].as_array().unwrap().len(), 1, "{issues}");
+    let mut more = active.clone();
+    more["dispenseRequest"]["numberOfRepeatsAllowed"] = json!(9);
+    let (s, _, b) = gp.put(&format!("MedicationRequest/{pre_id}"), &more).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let mut unsigned = prefilled.clone();
+    unsigned["status"] = json!("active");
+    let (s, _, b) = gp.post("MedicationRequest", &unsigned).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(b.to_string().contains("signs it"), "{b}");
+    let (s, _, b) = me.post("MedicationRequest", &prefilled).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+
+    // 9. Every step is in the patient's audit log.
     let (s, _, log) = me.get_raw("/api/patients/pat/audit?_count=500").await;
     assert_eq!(s, StatusCode::OK);
     let actions: Vec<&str> = log["entries"]
@@ -855,3 +907,260 @@ async fn the_pharmacy_loop_dispenses_returns_and_refills(node: Node) {
 }
 
 on_both_databases!(the_pharmacy_loop_dispenses_returns_and_refills);
+
+async fn doses_are_logged_and_adherence_is_figured(node: Node) {
+    seed(&node).await;
+    // The patient lives in Berlin (UTC+1 in winter): 08:00 there is 07:00 UTC.
+    put(
+        &node,
+        "Patient/pat",
+        json!({"resourceType": "Patient", "id": "pat",
+            "generalPractitioner": [{"reference": "Practitioner/gp"}],
+            "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/timezone", "valueCode": "Europe/Berlin"}]}),
+    )
+    .await;
+    let gp = practitioner(&node, "gp", "gp");
+    let me = crate::documents::patient(&node);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        &node.doc(
+            &gp.token,
+            d,
+            &[
+                "keygen",
+                "--key-file",
+                "gp.key",
+                "--owner",
+                "Practitioner/gp",
+            ],
+        ),
+        "keygen",
+    );
+    ok(
+        &node.doc(&gp.token, d, &["register", "--key-file", "gp.key"]),
+        "register",
+    );
+    let berlin = time::UtcOffset::from_hms(1, 0, 0).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let today = now.to_offset(berlin).date();
+    let day = |n: i64| today - time::Duration::days(n);
+    let at = |n: i64, hh: u8, mm: u8| format!("{}T{hh:02}:{mm:02}:00Z", day(n));
+    // Once a day at 08:00 local, from four days ago.
+    let mut rx = amoxicillin();
+    rx["medicationCodeableConcept"] = json!({"coding": [{"system": RXNORM, "code": "314076",
+        "display": "lisinopril 10 MG Oral Tablet"}]});
+    rx["dosageInstruction"] = json!([{"doseAndRate": [{"doseQuantity": {"value": 1, "unit": "tablet"}}],
+        "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["08:00:00"]}}}]);
+    rx["dispenseRequest"] = json!({"quantity": {"value": 10, "unit": "tablet"},
+        "numberOfRepeatsAllowed": 5,
+        "validityPeriod": {"start": format!("{}T00:00:00+01:00", day(4))}});
+    let (s, written) = prescribe(&gp, rx, json!([])).await;
+    assert_eq!(s, StatusCode::CREATED, "{written}");
+    let id = written["prescription"]["id"].as_str().unwrap().to_string();
+    ok(
+        &node.doc(
+            &gp.token,
+            d,
+            &["sign-prescription", "--key-file", "gp.key", &id],
+        ),
+        "sign",
+    );
+
+    // Today's doses: one, at 07:00 UTC.
+    let (s, _, today_doses) = me.get_raw("/api/patients/pat/doses").await;
+    assert_eq!(s, StatusCode::OK, "{today_doses}");
+    assert_eq!(today_doses["doses"][0]["due"], at(0, 7, 0), "{today_doses}");
+    assert_eq!(
+        today_doses["doses"][0]["instructions"],
+        "1 tablet, once a day, at 08:00"
+    );
+
+    // The log: four days ago from a device app through the FHIR API (no dose named: the
+    // nearest), three days ago on time in one tap, two days ago skipped, yesterday late.
+    let (s, _, b) = me
+        .post(
+            "MedicationAdministration",
+            &json!({"resourceType": "MedicationAdministration", "status": "completed",
+                "medicationCodeableConcept": {"text": "lisinopril"},
+                "subject": {"reference": "Patient/pat"},
+                "effectiveDateTime": at(4, 7, 20),
+                "request": {"reference": format!("MedicationRequest/{id}")}}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let log = |due: String, status: &str, when: Option<String>| {
+        let body = json!({"due": due, "status": status, "at": when});
+        let path = format!("/api/prescriptions/{id}/doses");
+        let me = &me;
+        async move { me.post_raw(&path, &body).await }
+    };
+    let (s, _, b) = log(at(3, 7, 0), "taken", Some(at(3, 7, 10))).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["status"], "completed");
+    let (s, _, b) = log(at(2, 7, 0), "skipped", Some(at(2, 9, 0))).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["status"], "not-done");
+    let (s, _, _) = log(at(1, 7, 0), "late", Some(at(1, 11, 0))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    // No dose is due at 09:00 UTC, and nothing is taken tomorrow.
+    let (s, _, b) = log(at(1, 9, 0), "taken", None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, _, b) = log(at(0, 7, 0), "taken", Some(at(-1, 7, 0))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (_, _, two_days_ago) = me
+        .get_raw(&format!("/api/patients/pat/doses?date={}", day(2)))
+        .await;
+    assert_eq!(
+        two_days_ago["doses"][0]["logged"], "skipped",
+        "{two_days_ago}"
+    );
+
+    // Dispenses (hand-worked PDC): 10 days' supply 20 days ago, 10 more 5 days ago. Over
+    // the last 30 days the first fill opens the period: days -20..0 are 21 days, of which
+    // -20..-11 and -5..0 are covered: 16 of 21. The same over 90 days.
+    for (n, days_ago) in [("d1", 20), ("d2", 5)] {
+        put(
+            &node,
+            &format!("MedicationDispense/{n}"),
+            json!({"resourceType": "MedicationDispense", "id": n, "status": "completed",
+                "medicationCodeableConcept": {"text": "lisinopril"},
+                "subject": {"reference": "Patient/pat"},
+                "authorizingPrescription": [{"reference": format!("MedicationRequest/{id}")}],
+                "quantity": {"value": 10, "unit": "tablet"},
+                "daysSupply": {"value": 10, "unit": "days", "system": "http://unitsofmeasure.org", "code": "d"},
+                "whenHandedOver": at(days_ago, 11, 0)}),
+        )
+        .await;
+    }
+    let (s, _, fig) = gp.get_raw("/api/patients/pat/adherence").await;
+    assert_eq!(s, StatusCode::OK, "{fig}");
+    let a = &fig["adherence"][0];
+    assert_eq!(a["prescription"], id.as_str());
+    assert_eq!(
+        (a["pdc30"]["covered"].as_u64(), a["pdc30"]["days"].as_u64()),
+        (Some(16), Some(21)),
+        "{a}"
+    );
+    assert_eq!(a["pdc30"]["belowThreshold"], true);
+    assert_eq!(a["pdc90"]["covered"], 16);
+    // Doses due in the last 30 days up to an hour ago: the four past days, and today's if
+    // it was due more than an hour ago.
+    let due_today =
+        time::PrimitiveDateTime::new(today, time::Time::from_hms(8, 0, 0).unwrap()).assume_utc();
+    let today_due = now >= due_today;
+    let d30 = &a["doses30"];
+    assert_eq!(d30["due"], 4 + u64::from(today_due), "{d30}");
+    assert_eq!(d30["onTime"], 2, "{d30}");
+    assert_eq!(d30["skipped"], 1);
+    assert_eq!(d30["late"], 1);
+    assert_eq!(d30["missing"], u64::from(today_due));
+    // Another patient's figures are not the GP's to read without care, nor a stranger's.
+    let stranger = practitioner(&node, "stranger", "stranger");
+    assert_eq!(
+        stranger.get_raw("/api/patients/pat/adherence").await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+on_both_databases!(doses_are_logged_and_adherence_is_figured);
+
+/// Dose reminders for a year ahead, in Berlin: 08:00 local is 07:00 UTC in winter and 06:00
+/// UTC in summer, so both stand in the queue, and nothing else; a pass run again (every
+/// second here) queues nothing twice; stopping the prescription withdraws what was not sent.
+async fn dose_reminders_keep_local_time_across_daylight_saving(db: crate::harness::Db) {
+    let node = Node::start_with_env(
+        db,
+        &[
+            ("MEDMESH_DOSE_REMINDER_SECONDS", "1"),
+            ("MEDMESH_DOSE_REMINDER_HORIZON_HOURS", "8784"),
+        ],
+    )
+    .await;
+    seed(&node).await;
+    put(
+        &node,
+        "Patient/pat",
+        json!({"resourceType": "Patient", "id": "pat",
+            "generalPractitioner": [{"reference": "Practitioner/gp"}],
+            "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/timezone", "valueCode": "Europe/Berlin"}]}),
+    )
+    .await;
+    let gp = practitioner(&node, "gp", "gp");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        &node.doc(
+            &gp.token,
+            d,
+            &[
+                "keygen",
+                "--key-file",
+                "gp.key",
+                "--owner",
+                "Practitioner/gp",
+            ],
+        ),
+        "keygen",
+    );
+    ok(
+        &node.doc(&gp.token, d, &["register", "--key-file", "gp.key"]),
+        "register",
+    );
+    let mut rx = amoxicillin();
+    rx["dosageInstruction"] = json!([{"timing": {"repeat": {"frequency": 1, "period": 1,
+        "periodUnit": "d", "timeOfDay": ["08:00:00"]}}}]);
+    let (s, written) = prescribe(&gp, rx, json!([])).await;
+    assert_eq!(s, StatusCode::CREATED, "{written}");
+    let id = written["prescription"]["id"].as_str().unwrap().to_string();
+    ok(
+        &node.doc(
+            &gp.token,
+            d,
+            &["sign-prescription", "--key-file", "gp.key", &id],
+        ),
+        "sign",
+    );
+    let mine = format!(
+        "FROM notification_outbox WHERE channel = 'scheduled' AND status = 'pending' AND dedupe_key LIKE '%dose:{id}:%'"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let total = loop {
+        let n = node.sql_i64(&format!("SELECT count(*) {mine}")).await;
+        if n >= 365 {
+            break n;
+        }
+        assert!(std::time::Instant::now() < deadline, "{n} reminders queued");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let at_utc_hour = |h: i64| {
+        let q = format!(
+            "SELECT count(*) {mine} AND (next_attempt_micros / 1000000) % 86400 = {}",
+            h * 3600
+        );
+        let node = &node;
+        async move { node.sql_i64(&q).await }
+    };
+    let winter = at_utc_hour(7).await;
+    let summer = at_utc_hour(6).await;
+    assert!(
+        winter > 100 && summer > 100,
+        "winter {winter}, summer {summer}"
+    );
+    assert_eq!(winter + summer, total, "every reminder at 08:00 in Berlin");
+    assert!(total <= 367, "one a day, not one a pass: {total}");
+    // Stopped: the reminders not sent are withdrawn with it.
+    let (s, b) = status(&gp, &id, "stopped", Some("side effects")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(node.sql_i64(&format!("SELECT count(*) {mine}")).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dose_reminders_keep_local_time_across_daylight_saving_on_sqlite() {
+    dose_reminders_keep_local_time_across_daylight_saving(crate::harness::Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dose_reminders_keep_local_time_across_daylight_saving_on_postgres() {
+    dose_reminders_keep_local_time_across_daylight_saving(crate::harness::Db::Postgres).await;
+}
