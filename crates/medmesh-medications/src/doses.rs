@@ -65,6 +65,8 @@ pub struct DueDose {
     pub instructions: String,
     /// When it is due (`None` for an as-needed medication).
     pub due: Option<Timestamp>,
+    /// The time it is due at in the patient's time zone (`08:00`).
+    pub local_time: Option<String>,
     /// `taken`, `late`, `skipped`, or `None` (not logged yet).
     pub logged: Option<&'static str>,
 }
@@ -290,6 +292,7 @@ impl MedicationService {
                     medication: medication.clone(),
                     instructions: instructions.clone(),
                     due: None,
+                    local_time: None,
                     logged: None,
                 });
             }
@@ -309,6 +312,11 @@ impl MedicationService {
                     medication: medication.clone(),
                     instructions: instructions.clone(),
                     due: Some(d),
+                    local_time: Some(
+                        d.to_zoned_datetime(tz.clone())
+                            .strftime("%H:%M")
+                            .to_string(),
+                    ),
                     logged,
                 });
             }

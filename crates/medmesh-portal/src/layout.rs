@@ -76,6 +76,7 @@ impl Shell {
                 ("/home", "nav-home"),
                 ("/record", "nav-record"),
                 ("/appointments", "nav-appointments"),
+                ("/medications", "nav-medications"),
                 ("/sharing", "nav-sharing"),
                 ("/my-data", "nav-my-data"),
                 ("/documents", "nav-documents"),

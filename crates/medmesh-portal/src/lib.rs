@@ -88,6 +88,16 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
             post(pages::sealed::revoke),
         )
         .route("/appointments", get(pages::appointments::appointments))
+        .route("/medications", get(pages::medications::medications))
+        .route(
+            "/medications/pharmacies",
+            post(pages::medications::choose_pharmacies),
+        )
+        .route("/medications/{id}/dose", post(pages::medications::log_dose))
+        .route(
+            "/medications/{id}/refill",
+            post(pages::medications::request_refill),
+        )
         .route("/appointments/book", post(pages::appointments::book))
         .route("/appointments/waitlist", post(pages::appointments::wait))
         .route(

@@ -11,6 +11,7 @@ pub mod consent;
 pub mod documents;
 pub mod feed;
 pub mod home;
+pub mod medications;
 pub mod my_data;
 pub mod notifications;
 pub mod patients;

@@ -1,0 +1,114 @@
+// A patient's medications in a real browser. A GP prescribes through the API and signs the
+// prescription with their key file (`medmesh doc sign-prescription`); the patient finds it
+// under Medications with its instructions in plain words, logs today's dose in one tap,
+// asks for a refill (a request the GP finds), and chooses a preferred and an alternate
+// pharmacy. Every state passes axe-core; a screenshot goes to docs/screenshots/.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { CHROMIUM, CHROMIUM_ARGS, accessibilityViolations, cli, signIn, startNode, stopNode } from './harness.mjs';
+
+const PASSWORD = 'a long enough passphrase';
+const SHOTS = new URL('../../docs/screenshots/', import.meta.url).pathname;
+const PHARMACY = 'https://medmesh.dev/fhir/CodeSystem/organization-type';
+
+test('a patient keeps up with their medications in the portal', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'medmesh-meds-'));
+  const node = await startNode(dir);
+  let browser;
+  try {
+    const admin = cli(dir, ['admin', 'token', '--scope', 'system/*.*']);
+    const call = async (method, path, token, body) => {
+      const r = await fetch(`${node.base}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: body && JSON.stringify(body),
+      });
+      const text = await r.text();
+      assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
+      return text ? JSON.parse(text) : null;
+    };
+    await call('PUT', '/fhir/Organization/o1', admin, { resourceType: 'Organization', id: 'o1', name: 'Riverside Practice' });
+    for (const [id, name] of [['corner', 'Corner Pharmacy'], ['late', 'Late Night Pharmacy']]) {
+      await call('PUT', `/fhir/Organization/${id}`, admin, { resourceType: 'Organization', id, name,
+        type: [{ coding: [{ system: PHARMACY, code: 'pharmacy' }] }] });
+    }
+    await call('PUT', '/fhir/Practitioner/p1', admin, { resourceType: 'Practitioner', id: 'p1', name: [{ given: ['Ana'], family: 'Ortega' }] });
+    await call('PUT', '/fhir/Patient/ada', admin, { resourceType: 'Patient', id: 'ada', name: [{ family: 'Bookwell', given: ['Ada'] }],
+      generalPractitioner: [{ reference: 'Practitioner/p1' }] });
+    cli(dir, ['admin', 'create-user', '--role', 'patient', '--username', 'ada', '--patient', 'ada'], `${PASSWORD}\n`);
+    cli(dir, ['admin', 'create-user', '--role', 'practitioner', '--username', 'ortega', '--practitioner', 'p1',
+      '--organization', 'o1', '--verification', 'verified'], `${PASSWORD}\n`);
+    const gp = cli(dir, ['admin', 'token', '--scope', 'user/*.cruds', '--user', 'ortega']);
+
+    // The GP prescribes and signs with their own key file.
+    const written = await call('POST', '/api/prescriptions', gp, {
+      prescription: {
+        resourceType: 'MedicationRequest', intent: 'order',
+        medicationCodeableConcept: { coding: [{ system: 'http://www.nlm.nih.gov/research/umls/rxnorm', code: '314076',
+          display: 'lisinopril 10 MG Oral Tablet' }] },
+        subject: { reference: 'Patient/ada' },
+        dosageInstruction: [{ doseAndRate: [{ doseQuantity: { value: 1, unit: 'tablet' } }],
+          timing: { repeat: { frequency: 1, period: 1, periodUnit: 'd' } } }],
+        // The course starts today (written later in the day, it would start tomorrow).
+        dispenseRequest: { quantity: { value: 30, unit: 'tablet' }, numberOfRepeatsAllowed: 2,
+          validityPeriod: { start: `${new Date().toISOString().slice(0, 10)}T00:00:00Z` } },
+      },
+    });
+    const id = written.prescription.id;
+    const keyFile = join(dir, 'gp.key');
+    const doc = (args) => cli(dir, ['doc', ...args, '--node', node.base], undefined, { MEDMESH_TOKEN: gp });
+    cli(dir, ['doc', 'keygen', '--key-file', keyFile, '--owner', 'Practitioner/p1']);
+    doc(['register', '--key-file', keyFile]);
+    assert.match(doc(['sign-prescription', '--key-file', keyFile, id]), /active/);
+
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    const page = await signIn(browser, node.base, 'ada', PASSWORD);
+    await page.getByRole('link', { name: 'Medications' }).click();
+    await page.waitForLoadState();
+    assert.equal(await page.locator('h1').textContent(), 'Medications');
+    assert.match(await page.locator('#active').textContent(), /lisinopril 10 MG Oral Tablet.*active.*1 tablet, once a day/s);
+    assert.match(await page.locator('#today').textContent(), /08:00.*lisinopril/s);
+    assert.deepEqual(await accessibilityViolations(page), [], 'medications (axe-core)');
+
+    // Today's dose, in one tap.
+    await page.getByRole('button', { name: 'Taken: lisinopril 10 MG Oral Tablet 08:00' }).click();
+    await page.waitForLoadState();
+    assert.equal(await page.locator('[role=status]').textContent(), 'Your dose is logged.');
+    assert.match(await page.locator('#today .logged').textContent(), /Taken/);
+    assert.match(await page.locator('#log tbody').textContent(), /lisinopril.*Taken/s);
+    assert.deepEqual(await accessibilityViolations(page), [], 'a dose logged (axe-core)');
+
+    // A refill, asked of the GP.
+    await page.getByRole('button', { name: 'Ask for a refill: lisinopril 10 MG Oral Tablet' }).click();
+    await page.waitForLoadState();
+    assert.equal(await page.locator('[role=status]').textContent(), 'Your refill request was sent to your prescriber.');
+    const tasks = await call('GET', `/fhir/Task?focus=MedicationRequest/${id}&status=requested`, gp);
+    assert.equal(tasks.entry.length, 1, 'the GP sees the request');
+    assert.equal(tasks.entry[0].resource.owner.reference, 'Practitioner/p1');
+
+    // The pharmacies.
+    await page.selectOption('#preferred', 'Organization/corner');
+    await page.selectOption('#alternate', 'Organization/late');
+    await page.getByRole('button', { name: 'Save pharmacies' }).click();
+    await page.waitForLoadState();
+    assert.equal(await page.locator('[role=status]').textContent(), 'Your pharmacies are saved.');
+    assert.equal(await page.locator('#preferred').inputValue(), 'Organization/corner');
+    assert.equal(await page.locator('#alternate').inputValue(), 'Organization/late');
+    // The same pharmacy twice is refused.
+    await page.selectOption('#alternate', 'Organization/corner');
+    await page.getByRole('button', { name: 'Save pharmacies' }).click();
+    await page.waitForLoadState();
+    await page.goto(`${node.base}/medications`);
+    assert.equal(await page.locator('#alternate').inputValue(), 'Organization/late', 'unchanged');
+    assert.deepEqual(await accessibilityViolations(page), [], 'pharmacies chosen (axe-core)');
+    await page.screenshot({ path: join(SHOTS, 'medications.png'), fullPage: true });
+  } finally {
+    await browser?.close();
+    await stopNode(node.proc);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
