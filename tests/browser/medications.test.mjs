@@ -1,8 +1,9 @@
-// A patient's medications in a real browser. A GP prescribes through the API and signs the
-// prescription with their key file (`medmesh doc sign-prescription`); the patient finds it
-// under Medications with its instructions in plain words, logs today's dose in one tap,
-// asks for a refill (a request the GP finds), and chooses a preferred and an alternate
-// pharmacy. Every state passes axe-core; a screenshot goes to docs/screenshots/.
+// Medications in a real browser. A GP prescribes through the API and signs the prescription
+// with their key file (`medmesh doc sign-prescription`); the pharmacist finds it in their
+// pharmacy's queue and dispenses part of it; the patient finds it under Medications with
+// its instructions in plain words, logs today's dose in one tap, asks for a refill (which
+// the GP approves through the API: a renewal to sign), and chooses a preferred and an
+// alternate pharmacy. Every state passes axe-core; screenshots go to docs/screenshots/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -36,12 +37,15 @@ test('a patient keeps up with their medications in the portal', async () => {
       await call('PUT', `/fhir/Organization/${id}`, admin, { resourceType: 'Organization', id, name,
         type: [{ coding: [{ system: PHARMACY, code: 'pharmacy' }] }] });
     }
+    await call('PUT', '/fhir/Practitioner/ph1', admin, { resourceType: 'Practitioner', id: 'ph1', name: [{ given: ['Pia'], family: 'Pharm' }] });
     await call('PUT', '/fhir/Practitioner/p1', admin, { resourceType: 'Practitioner', id: 'p1', name: [{ given: ['Ana'], family: 'Ortega' }] });
     await call('PUT', '/fhir/Patient/ada', admin, { resourceType: 'Patient', id: 'ada', name: [{ family: 'Bookwell', given: ['Ada'] }],
       generalPractitioner: [{ reference: 'Practitioner/p1' }] });
     cli(dir, ['admin', 'create-user', '--role', 'patient', '--username', 'ada', '--patient', 'ada'], `${PASSWORD}\n`);
     cli(dir, ['admin', 'create-user', '--role', 'practitioner', '--username', 'ortega', '--practitioner', 'p1',
       '--organization', 'o1', '--verification', 'verified'], `${PASSWORD}\n`);
+    cli(dir, ['admin', 'create-user', '--role', 'pharmacist', '--username', 'pia', '--practitioner', 'ph1',
+      '--organization', 'corner', '--verification', 'verified'], `${PASSWORD}\n`);
     const gp = cli(dir, ['admin', 'token', '--scope', 'user/*.cruds', '--user', 'ortega']);
 
     // The GP prescribes and signs with their own key file.
@@ -55,6 +59,7 @@ test('a patient keeps up with their medications in the portal', async () => {
           timing: { repeat: { frequency: 1, period: 1, periodUnit: 'd' } } }],
         // The course starts today (written later in the day, it would start tomorrow).
         dispenseRequest: { quantity: { value: 30, unit: 'tablet' }, numberOfRepeatsAllowed: 2,
+          performer: { reference: 'Organization/corner' },
           validityPeriod: { start: `${new Date().toISOString().slice(0, 10)}T00:00:00Z` } },
       },
     });
@@ -66,6 +71,22 @@ test('a patient keeps up with their medications in the portal', async () => {
     assert.match(doc(['sign-prescription', '--key-file', keyFile, id]), /active/);
 
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+
+    // The pharmacist's queue: a part fill of 10.
+    const pharmacist = await signIn(browser, node.base, 'pia', PASSWORD);
+    await pharmacist.getByRole('link', { name: 'Pharmacy' }).click();
+    await pharmacist.waitForLoadState();
+    assert.equal(await pharmacist.locator('h1').textContent(), 'Prescriptions to dispense');
+    assert.match(await pharmacist.locator('#queue').textContent(), /lisinopril 10 MG Oral Tablet.*Ada Bookwell.*90 tablet left, 2 refills after this fill/s);
+    assert.deepEqual(await accessibilityViolations(pharmacist), [], 'the pharmacy queue (axe-core)');
+    await pharmacist.fill(`#qty-${id}`, '10');
+    await pharmacist.getByRole('button', { name: 'Dispense: lisinopril 10 MG Oral Tablet, Ada Bookwell' }).click();
+    await pharmacist.waitForLoadState();
+    assert.equal(await pharmacist.locator('[role=status]').textContent(), 'Dispensed. The patient and the prescriber are told.');
+    assert.match(await pharmacist.locator('#queue').textContent(), /80 tablet left, 2 refills after this fill/);
+    assert.deepEqual(await accessibilityViolations(pharmacist), [], 'dispensed (axe-core)');
+    await pharmacist.screenshot({ path: join(SHOTS, 'pharmacy-queue.png'), fullPage: true });
+
     const page = await signIn(browser, node.base, 'ada', PASSWORD);
     await page.getByRole('link', { name: 'Medications' }).click();
     await page.waitForLoadState();
@@ -89,6 +110,10 @@ test('a patient keeps up with their medications in the portal', async () => {
     const tasks = await call('GET', `/fhir/Task?focus=MedicationRequest/${id}&status=requested`, gp);
     assert.equal(tasks.entry.length, 1, 'the GP sees the request');
     assert.equal(tasks.entry[0].resource.owner.reference, 'Practitioner/p1');
+    const decided = await call('POST', `/api/refill-requests/${tasks.entry[0].resource.id}/decide`, gp,
+      { approve: true, refills: 5 });
+    assert.equal(decided.renewal.status, 'draft');
+    assert.equal(decided.renewal.dispenseRequest.numberOfRepeatsAllowed, 5);
 
     // The pharmacies.
     await page.selectOption('#preferred', 'Organization/corner');

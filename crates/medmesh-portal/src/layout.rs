@@ -91,6 +91,11 @@ impl Shell {
                 ("/account/documents", "nav-documents"),
                 ("/account", "nav-account"),
             ],
+            Audience::Pharmacist => &[
+                ("/home", "nav-home"),
+                ("/pharmacy", "nav-pharmacy"),
+                ("/account", "nav-account"),
+            ],
             Audience::Admin => &[
                 ("/home", "nav-home"),
                 ("/admin", "nav-admin-users"),

@@ -89,6 +89,12 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         )
         .route("/appointments", get(pages::appointments::appointments))
         .route("/medications", get(pages::medications::medications))
+        .route("/pharmacy", get(pages::pharmacy::queue))
+        .route("/pharmacy/{id}/dispense", post(pages::pharmacy::dispense))
+        .route(
+            "/pharmacy/{id}/return",
+            post(pages::pharmacy::return_prescription),
+        )
         .route(
             "/medications/pharmacies",
             post(pages::medications::choose_pharmacies),

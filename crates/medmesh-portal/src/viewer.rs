@@ -24,6 +24,8 @@ pub enum Audience {
     Patient,
     /// A practitioner.
     Clinician,
+    /// A pharmacist (the pharmacy's queue).
+    Pharmacist,
     /// An organization or node administrator.
     Admin,
 }
@@ -120,6 +122,7 @@ impl FromRequestParts<AppState> for Viewer {
         let audience = match account.role.as_str() {
             "patient" => Audience::Patient,
             "practitioner" => Audience::Clinician,
+            "pharmacist" => Audience::Pharmacist,
             _ => Audience::Admin,
         };
         Ok(Self {

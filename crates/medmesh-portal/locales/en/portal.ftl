@@ -806,3 +806,25 @@ med-status-stopped = stopped
 med-status-cancelled = cancelled
 med-status-entered-in-error = entered in error
 med-status-unknown = unknown
+
+## The pharmacy's queue
+nav-pharmacy = Pharmacy
+pharmacy-title = Prescriptions to dispense
+pharmacy-queue = Routed to your pharmacy
+pharmacy-queue-none = No prescription is waiting.
+pharmacy-on-hold = on hold
+pharmacy-quantity = Quantity
+pharmacy-quantity-help = empty: a whole fill
+pharmacy-dispense = Dispense
+pharmacy-reason = Reason to return it
+pharmacy-return = Return
+pharmacy-left = { $amount } left, { $refills } { $refills ->
+    [one] refill
+   *[other] refills
+} after this fill
+pharmacy-fills = { $n } { $n ->
+    [one] fill
+   *[other] fills
+}
+pharmacy-done-dispensed = Dispensed. The patient and the prescriber are told.
+pharmacy-done-returned = Returned. The patient and the prescriber are told.

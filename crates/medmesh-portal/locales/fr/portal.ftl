@@ -805,3 +805,25 @@ med-status-stopped = arrêtée
 med-status-cancelled = annulée
 med-status-entered-in-error = saisie par erreur
 med-status-unknown = inconnue
+
+## La file de la pharmacie
+nav-pharmacy = Pharmacie
+pharmacy-title = Ordonnances à délivrer
+pharmacy-queue = Adressées à votre pharmacie
+pharmacy-queue-none = Aucune ordonnance n'attend.
+pharmacy-on-hold = suspendue
+pharmacy-quantity = Quantité
+pharmacy-quantity-help = vide : une délivrance entière
+pharmacy-dispense = Délivrer
+pharmacy-reason = Motif du renvoi
+pharmacy-return = Renvoyer
+pharmacy-left = { $amount } restant, { $refills } { $refills ->
+    [one] renouvellement
+   *[other] renouvellements
+} après cette délivrance
+pharmacy-fills = { $n } { $n ->
+    [one] délivrance
+   *[other] délivrances
+}
+pharmacy-done-dispensed = Délivré. Le patient et le prescripteur sont prévenus.
+pharmacy-done-returned = Renvoyé. Le patient et le prescripteur sont prévenus.

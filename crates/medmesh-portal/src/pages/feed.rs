@@ -35,7 +35,7 @@ fn home(viewer: &Viewer) -> Option<&'static str> {
     match viewer.audience {
         Audience::Patient => Some("/appointments"),
         Audience::Clinician => Some("/calendar"),
-        Audience::Admin => None,
+        Audience::Admin | Audience::Pharmacist => None,
     }
 }
 

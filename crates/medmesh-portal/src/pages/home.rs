@@ -159,7 +159,7 @@ pub async fn home(State(state): State<AppState>, viewer: Viewer) -> Response {
         let cards = match viewer.audience {
             Audience::Clinician => clinician_cards(&state, &viewer).await,
             Audience::Admin => admin_cards(&state, &viewer).await,
-            Audience::Patient => Ok(Vec::new()),
+            Audience::Patient | Audience::Pharmacist => Ok(Vec::new()),
         };
         return match cards {
             Ok(cards) => render(

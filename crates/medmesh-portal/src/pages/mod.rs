@@ -15,6 +15,7 @@ pub mod medications;
 pub mod my_data;
 pub mod notifications;
 pub mod patients;
+pub mod pharmacy;
 pub mod record;
 pub mod referrals;
 pub mod schedules;

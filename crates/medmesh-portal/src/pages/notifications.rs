@@ -59,8 +59,10 @@ fn categories(audience: Audience) -> &'static [Category] {
         Audience::Clinician => &[
             Category::Referrals,
             Category::Appointments,
+            Category::Medications,
             Category::Messages,
         ],
+        Audience::Pharmacist => &[Category::Medications, Category::Messages],
         Audience::Admin => &[
             Category::Operations,
             Category::BreakGlass,
