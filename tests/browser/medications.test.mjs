@@ -1,5 +1,6 @@
-// Medications in a real browser. A GP prescribes through the API and signs the prescription
-// with their key file (`medmesh doc sign-prescription`); the pharmacist finds it in their
+// Medications in a real browser. A GP prescribes from the patient's chart (an allergy
+// warning inline, overridden with a reason) and signs in the browser with their own Ed25519
+// key; the pharmacist finds it in their
 // pharmacy's queue and dispenses part of it; the patient finds it under Medications with
 // its instructions in plain words, logs today's dose in one tap, asks for a refill (which
 // the GP approves through the API: a renewal to sign), and chooses a preferred and an
@@ -39,6 +40,9 @@ test('a patient keeps up with their medications in the portal', async () => {
     }
     await call('PUT', '/fhir/Practitioner/ph1', admin, { resourceType: 'Practitioner', id: 'ph1', name: [{ given: ['Pia'], family: 'Pharm' }] });
     await call('PUT', '/fhir/Practitioner/p1', admin, { resourceType: 'Practitioner', id: 'p1', name: [{ given: ['Ana'], family: 'Ortega' }] });
+    await call('PUT', '/fhir/AllergyIntolerance/a1', admin, { resourceType: 'AllergyIntolerance', id: 'a1',
+      clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] },
+      code: { text: 'Lisinopril' }, patient: { reference: 'Patient/ada' } });
     await call('PUT', '/fhir/Patient/ada', admin, { resourceType: 'Patient', id: 'ada', name: [{ family: 'Bookwell', given: ['Ada'] }],
       generalPractitioner: [{ reference: 'Practitioner/p1' }] });
     cli(dir, ['admin', 'create-user', '--role', 'patient', '--username', 'ada', '--patient', 'ada'], `${PASSWORD}\n`);
@@ -48,29 +52,37 @@ test('a patient keeps up with their medications in the portal', async () => {
       '--organization', 'corner', '--verification', 'verified'], `${PASSWORD}\n`);
     const gp = cli(dir, ['admin', 'token', '--scope', 'user/*.cruds', '--user', 'ortega']);
 
-    // The GP prescribes and signs with their own key file.
-    const written = await call('POST', '/api/prescriptions', gp, {
-      prescription: {
-        resourceType: 'MedicationRequest', intent: 'order',
-        medicationCodeableConcept: { coding: [{ system: 'http://www.nlm.nih.gov/research/umls/rxnorm', code: '314076',
-          display: 'lisinopril 10 MG Oral Tablet' }] },
-        subject: { reference: 'Patient/ada' },
-        dosageInstruction: [{ doseAndRate: [{ doseQuantity: { value: 1, unit: 'tablet' } }],
-          timing: { repeat: { frequency: 1, period: 1, periodUnit: 'd' } } }],
-        // The course starts today (written later in the day, it would start tomorrow).
-        dispenseRequest: { quantity: { value: 30, unit: 'tablet' }, numberOfRepeatsAllowed: 2,
-          performer: { reference: 'Organization/corner' },
-          validityPeriod: { start: `${new Date().toISOString().slice(0, 10)}T00:00:00Z` } },
-      },
-    });
-    const id = written.prescription.id;
-    const keyFile = join(dir, 'gp.key');
-    const doc = (args) => cli(dir, ['doc', ...args, '--node', node.base], undefined, { MEDMESH_TOKEN: gp });
-    cli(dir, ['doc', 'keygen', '--key-file', keyFile, '--owner', 'Practitioner/p1']);
-    doc(['register', '--key-file', keyFile]);
-    assert.match(doc(['sign-prescription', '--key-file', keyFile, id]), /active/);
-
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+
+    // The GP prescribes from the patient's chart: the recorded allergy stops the first
+    // attempt with a warning inline, overridden with a reason; then the GP's browser signs.
+    const doctor = await signIn(browser, node.base, 'ortega', PASSWORD);
+    await doctor.goto(`${node.base}/patients/ada`);
+    await doctor.getByRole('link', { name: 'Prescribe' }).click();
+    await doctor.waitForLoadState();
+    assert.equal(await doctor.locator('h1').textContent(), 'Prescribe');
+    assert.deepEqual(await accessibilityViolations(doctor), [], 'the prescriber form (axe-core)');
+    await doctor.fill('#medication', 'lisinopril 10 MG Oral Tablet');
+    await doctor.fill('#rxnorm', '314076');
+    await doctor.fill('#quantity', '30');
+    await doctor.fill('#refills', '2');
+    await doctor.selectOption('#pharmacy', 'Organization/corner');
+    await doctor.getByRole('button', { name: 'Prescribe (a draft, to sign)' }).click();
+    await doctor.waitForLoadState();
+    assert.match(await doctor.locator('#warnings').textContent(), /recorded allergy to Lisinopril/);
+    assert.deepEqual(await accessibilityViolations(doctor), [], 'a warning inline (axe-core)');
+    await doctor.getByLabel('Override this warning').check();
+    await doctor.getByLabel('Why').fill('a cough, not an allergy; tolerated since');
+    await doctor.getByRole('button', { name: 'Prescribe (a draft, to sign)' }).click();
+    await doctor.waitForURL('**/prescriptions/*/sign');
+    const id = doctor.url().split('/').at(-2);
+    assert.match(await doctor.locator('#signed-text').textContent(), /^medmesh-prescription v1\nprescription MedicationRequest\//);
+    assert.deepEqual(await accessibilityViolations(doctor), [], 'the text to sign (axe-core)');
+    await doctor.getByRole('button', { name: 'Sign and send' }).click();
+    await doctor.locator('#sign-result', { hasText: 'Signed' }).waitFor();
+    await doctor.screenshot({ path: join(SHOTS, 'prescription-signed.png'), fullPage: true });
+    const signed = await call('GET', `/api/prescriptions/${id}/signed`, gp);
+    assert.equal(signed.format, 'application/vnd.medmesh.prescription-v1+ed25519');
 
     // The pharmacist's queue: a part fill of 10.
     const pharmacist = await signIn(browser, node.base, 'pia', PASSWORD);
@@ -111,7 +123,8 @@ test('a patient keeps up with their medications in the portal', async () => {
     assert.equal(tasks.entry.length, 1, 'the GP sees the request');
     assert.equal(tasks.entry[0].resource.owner.reference, 'Practitioner/p1');
     const decided = await call('POST', `/api/refill-requests/${tasks.entry[0].resource.id}/decide`, gp,
-      { approve: true, refills: 5 });
+      // The renewal is prescribed anew: the allergy warns again, overridden as before.
+      { approve: true, refills: 5, overrides: [{ warning: 'allergy:a1', reason: 'as before: a cough, not an allergy' }] });
     assert.equal(decided.renewal.status, 'draft');
     assert.equal(decided.renewal.dispenseRequest.numberOfRepeatsAllowed, 5);
 

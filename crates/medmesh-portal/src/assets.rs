@@ -45,6 +45,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../assets/sealing.mjs"),
     ),
     (
+        "sign.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/sign.js"),
+    ),
+    (
         "sealed.js",
         "text/javascript; charset=utf-8",
         include_str!("../assets/sealed.js"),

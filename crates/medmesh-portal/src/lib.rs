@@ -130,6 +130,11 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         .route("/patients/{id}", get(pages::chart::chart))
         .route("/patients/{id}/invite", post(pages::chart::invite))
         .route(
+            "/patients/{id}/prescribe",
+            get(pages::prescribe::form).post(pages::prescribe::prescribe),
+        )
+        .route("/prescriptions/{id}/sign", get(pages::prescribe::sign))
+        .route(
             "/patients/{id}/write",
             get(pages::chart::write_form).post(pages::chart::write),
         )

@@ -16,6 +16,7 @@ pub mod my_data;
 pub mod notifications;
 pub mod patients;
 pub mod pharmacy;
+pub mod prescribe;
 pub mod record;
 pub mod referrals;
 pub mod schedules;
