@@ -221,20 +221,11 @@ impl MedicationService {
         ctx: &RequestContext,
         request_ids: &[String],
     ) -> Result<Vec<Value>, RecordError> {
-        let mut out = Vec::new();
-        for chunk in request_ids.chunks(50) {
-            let list = chunk
-                .iter()
-                .map(|id| format!("MedicationRequest/{id}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            out.extend(
-                self.all_of(ctx, "MedicationAdministration", vec![("request", list)])
-                    .await?,
-            );
-            if out.len() > MAX_READ {
-                return Err(invalid("too many dose logs to read at once"));
-            }
+        let out = self
+            .of_prescriptions(ctx, "MedicationAdministration", "request", request_ids)
+            .await?;
+        if out.len() > MAX_READ {
+            return Err(invalid("too many dose logs to read at once"));
         }
         Ok(out)
     }
@@ -476,13 +467,8 @@ impl MedicationService {
                             .map(str::to_string)
                     });
             }
-            let list = lineage
-                .iter()
-                .map(|l| format!("MedicationRequest/{l}"))
-                .collect::<Vec<_>>()
-                .join(",");
             let dispenses = self
-                .all_of(ctx, "MedicationDispense", vec![("prescription", list)])
+                .of_prescriptions(ctx, "MedicationDispense", "prescription", &lineage)
                 .await?;
             let fills: Vec<Fill> = dispenses
                 .iter()

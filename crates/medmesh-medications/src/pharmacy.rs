@@ -265,10 +265,13 @@ impl MedicationService {
         Ok(self.pharmacies(ctx, patient).await?.preferred)
     }
 
-    /// A prescription's dispenses, read as the caller.
-    async fn dispenses_of(
+    /// The resources of `rt` whose search parameter `param` names one of the prescriptions
+    /// `ids`, read as the caller, 50 prescriptions a search.
+    pub(crate) async fn of_prescriptions(
         &self,
         ctx: &RequestContext,
+        rt: &str,
+        param: &'static str,
         ids: &[String],
     ) -> Result<Vec<Value>, RecordError> {
         let mut out = Vec::new();
@@ -278,12 +281,19 @@ impl MedicationService {
                 .map(|id| format!("MedicationRequest/{id}"))
                 .collect::<Vec<_>>()
                 .join(",");
-            out.extend(
-                self.all_of(ctx, "MedicationDispense", vec![("prescription", list)])
-                    .await?,
-            );
+            out.extend(self.all_of(ctx, rt, vec![(param, list)]).await?);
         }
         Ok(out)
+    }
+
+    /// Prescriptions' dispenses, read as the caller.
+    async fn dispenses_of(
+        &self,
+        ctx: &RequestContext,
+        ids: &[String],
+    ) -> Result<Vec<Value>, RecordError> {
+        self.of_prescriptions(ctx, "MedicationDispense", "prescription", ids)
+            .await
     }
 
     fn of_prescription(dispenses: &[Value], id: &str) -> Vec<Value> {

@@ -239,12 +239,15 @@ impl RecordService {
     }
 
     /// Replaces the policy facts a written (or deleted: `None`) resource contributes.
+    /// `first` says it was never written before: then it has no facts to replace, and one
+    /// that contributes none (most prescriptions an import brings) costs no statement.
     pub(crate) async fn update_policy_facts(
         &self,
         tx: &mut WriteTx,
         rt: &str,
         id: &str,
         body: Option<&Value>,
+        first: bool,
     ) -> Result<(), RecordError> {
         if !matches!(
             rt,
@@ -272,6 +275,9 @@ impl RecordService {
             }
             _ => None,
         };
+        if first && edges.is_empty() && consent.is_none() {
+            return Ok(());
+        }
         tx.replace_policy_facts(
             &source,
             &edges,

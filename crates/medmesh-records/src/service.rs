@@ -650,7 +650,8 @@ impl RecordService {
             index,
         })
         .await?;
-        self.update_policy_facts(tx, rt, id, Some(&body)).await?;
+        self.update_policy_facts(tx, rt, id, Some(&body), head.is_none())
+            .await?;
         let status = if head.is_some_and(|h| !h.deleted) {
             WriteStatus::Updated
         } else {
@@ -748,7 +749,7 @@ impl RecordService {
             index: Vec::new(),
         })
         .await?;
-        self.update_policy_facts(tx, rt, id, None).await?;
+        self.update_policy_facts(tx, rt, id, None, false).await?;
         Ok(WriteOutcome {
             resource: None,
             resource_type: rt.to_string(),

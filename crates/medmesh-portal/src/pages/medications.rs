@@ -92,6 +92,40 @@ pub struct Shown {
     done: String,
 }
 
+/// The node's pharmacies (Organizations of type pharmacy), by name, for a choice.
+pub(crate) async fn pharmacies(
+    state: &AppState,
+    viewer: &Viewer,
+) -> Result<Vec<PharmacyOption>, medmesh_records::RecordError> {
+    let b = state
+        .records
+        .search(
+            &viewer.ctx,
+            "Organization",
+            &[
+                (
+                    "type".into(),
+                    format!(
+                        "{}|pharmacy",
+                        medmesh_medications::pharmacy::ORGANIZATION_TYPE
+                    ),
+                ),
+                ("_count".into(), "100".into()),
+            ],
+            Handling::Lenient,
+        )
+        .await?;
+    Ok(resources(&b)
+        .iter()
+        .filter_map(|o| {
+            Some(PharmacyOption {
+                reference: format!("Organization/{}", o["id"].as_str()?),
+                name: o["name"].as_str().unwrap_or_default().to_string(),
+            })
+        })
+        .collect())
+}
+
 fn words_of_status(lang: crate::i18n::Lang, status: &str) -> String {
     lang.t(&format!("med-status-{status}"))
 }
@@ -203,34 +237,8 @@ pub async fn medications(
         Ok(c) => c,
         Err(e) => return record_problem(lang, &e),
     };
-    let pharmacies = match state
-        .records
-        .search(
-            &viewer.ctx,
-            "Organization",
-            &[
-                (
-                    "type".into(),
-                    format!(
-                        "{}|pharmacy",
-                        medmesh_medications::pharmacy::ORGANIZATION_TYPE
-                    ),
-                ),
-                ("_count".into(), "100".into()),
-            ],
-            Handling::Lenient,
-        )
-        .await
-    {
-        Ok(b) => resources(&b)
-            .iter()
-            .filter_map(|o| {
-                Some(PharmacyOption {
-                    reference: format!("Organization/{}", o["id"].as_str()?),
-                    name: o["name"].as_str().unwrap_or_default().to_string(),
-                })
-            })
-            .collect(),
+    let pharmacies = match pharmacies(&state, &viewer).await {
+        Ok(p) => p,
         Err(e) => return record_problem(lang, &e),
     };
     let notice = match shown.done.as_str() {

@@ -11,15 +11,13 @@ use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use medmesh_fhir::search::Handling;
 use medmesh_medications::{Override, Prescribed, Warning};
 use medmesh_records::RecordError;
 use medmesh_server::AppState;
 use serde_json::{Value, json};
 
-use crate::clinical::resources;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
-use crate::pages::medications::PharmacyOption;
+use crate::pages::medications::{PharmacyOption, pharmacies};
 use crate::pages::{field, name_of, refuse_form, valid_id};
 use crate::viewer::{Audience, Viewer};
 
@@ -85,36 +83,6 @@ struct SignPage {
     owner: String,
     text: String,
     version: i64,
-}
-
-async fn pharmacies(state: &AppState, viewer: &Viewer) -> Result<Vec<PharmacyOption>, RecordError> {
-    let b = state
-        .records
-        .search(
-            &viewer.ctx,
-            "Organization",
-            &[
-                (
-                    "type".into(),
-                    format!(
-                        "{}|pharmacy",
-                        medmesh_medications::pharmacy::ORGANIZATION_TYPE
-                    ),
-                ),
-                ("_count".into(), "100".into()),
-            ],
-            Handling::Lenient,
-        )
-        .await?;
-    Ok(resources(&b)
-        .iter()
-        .filter_map(|o| {
-            Some(PharmacyOption {
-                reference: format!("Organization/{}", o["id"].as_str()?),
-                name: o["name"].as_str().unwrap_or_default().to_string(),
-            })
-        })
-        .collect())
 }
 
 async fn show(

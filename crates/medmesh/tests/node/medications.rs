@@ -48,6 +48,32 @@ async fn put(node: &Node, path: &str, body: Value) {
     assert!(s.is_success(), "{path}: {s} {b}");
 }
 
+/// The GP's key file (`gp.key`, in the returned folder), made and published in the key
+/// directory with `medmesh doc keygen` and `doc register`.
+fn gp_keys(node: &Node, gp: &Node) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        &node.doc(
+            &gp.token,
+            d,
+            &[
+                "keygen",
+                "--key-file",
+                "gp.key",
+                "--owner",
+                "Practitioner/gp",
+            ],
+        ),
+        "keygen",
+    );
+    ok(
+        &node.doc(&gp.token, d, &["register", "--key-file", "gp.key"]),
+        "register",
+    );
+    dir
+}
+
 fn amoxicillin() -> Value {
     json!({
         "resourceType": "MedicationRequest",
@@ -128,26 +154,8 @@ async fn prescribing_checks_signs_and_follows_the_lifecycle(node: Node) {
     .await;
     let gp = practitioner(&node, "gp", "gp");
     let stranger = practitioner(&node, "stranger", "stranger");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = gp_keys(&node, &gp);
     let d = dir.path();
-    ok(
-        &node.doc(
-            &gp.token,
-            d,
-            &[
-                "keygen",
-                "--key-file",
-                "gp.key",
-                "--owner",
-                "Practitioner/gp",
-            ],
-        ),
-        "keygen",
-    );
-    ok(
-        &node.doc(&gp.token, d, &["register", "--key-file", "gp.key"]),
-        "register",
-    );
 
     // 1. The allergy stops the prescription: the product (a contained Medication) is matched
     // to the allergy through its ingredient's code.
@@ -598,26 +606,8 @@ async fn the_pharmacy_loop_dispenses_returns_and_refills(node: Node) {
     let ph2 = pharmacist("ph2", "late");
     let gp = practitioner(&node, "gp", "gp");
     let me = crate::documents::patient(&node);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = gp_keys(&node, &gp);
     let d = dir.path();
-    ok(
-        &node.doc(
-            &gp.token,
-            d,
-            &[
-                "keygen",
-                "--key-file",
-                "gp.key",
-                "--owner",
-                "Practitioner/gp",
-            ],
-        ),
-        "keygen",
-    );
-    ok(
-        &node.doc(&gp.token, d, &["register", "--key-file", "gp.key"]),
-        "register",
-    );
 
     // 1. The patient chooses a preferred and an alternate pharmacy; a hospital is none.
     let (s, _, b) = me
@@ -921,26 +911,8 @@ async fn doses_are_logged_and_adherence_is_figured(node: Node) {
     .await;
     let gp = practitioner(&node, "gp", "gp");
     let me = crate::documents::patient(&node);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = gp_keys(&node, &gp);
     let d = dir.path();
-    ok(
-        &node.doc(
-            &gp.token,
-            d,
-            &[
-                "keygen",
-                "--key-file",
-                "gp.key",
-                "--owner",
-                "Practitioner/gp",
-            ],
-        ),
-        "keygen",
-    );
-    ok(
-        &node.doc(&gp.token, d, &["register", "--key-file", "gp.key"]),
-        "register",
-    );
     let berlin = time::UtcOffset::from_hms(1, 0, 0).unwrap();
     let now = time::OffsetDateTime::now_utc();
     let today = now.to_offset(berlin).date();
@@ -1087,26 +1059,8 @@ async fn dose_reminders_keep_local_time_across_daylight_saving(db: crate::harnes
     )
     .await;
     let gp = practitioner(&node, "gp", "gp");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = gp_keys(&node, &gp);
     let d = dir.path();
-    ok(
-        &node.doc(
-            &gp.token,
-            d,
-            &[
-                "keygen",
-                "--key-file",
-                "gp.key",
-                "--owner",
-                "Practitioner/gp",
-            ],
-        ),
-        "keygen",
-    );
-    ok(
-        &node.doc(&gp.token, d, &["register", "--key-file", "gp.key"]),
-        "register",
-    );
     let mut rx = amoxicillin();
     rx["dosageInstruction"] = json!([{"timing": {"repeat": {"frequency": 1, "period": 1,
         "periodUnit": "d", "timeOfDay": ["08:00:00"]}}}]);
