@@ -1,5 +1,7 @@
 //! Dose reminders through the notification hub. A pass (the binary runs one every
-//! `dose_reminder_seconds`) reads every active prescription, works out its doses in the
+//! `dose_reminder_seconds`) reads the active prescriptions of the patients who have an
+//! account here (no one else would read a reminder: an imported hospital history gets
+//! none), works out their doses in the
 //! hours ahead in its patient's time zone (so 08:00 stays 08:00 across a daylight-saving
 //! change), and queues one scheduled notice per dose in the hub's durable outbox, due at the
 //! dose's time. The notice's event is `dose:<prescription>:<time>`, so a pass that queues a
@@ -22,8 +24,10 @@ use serde_json::Value;
 use crate::doses::zone_of;
 use crate::service::MedicationService;
 
-/// At most this many active prescriptions are read in one pass (pages of 500).
+/// At most this many active prescriptions are read in one search of a pass (pages of 500).
 pub const MAX_PER_PASS: usize = 100_000;
+/// At most this many patients' prescriptions are looked at in one pass.
+pub const MAX_PATIENTS: u32 = 100_000;
 const PAGE: usize = 500;
 
 /// The event key of a dose's reminder.
@@ -98,15 +102,31 @@ impl MedicationService {
         let Some(hub) = self.hub.clone() else {
             return Ok(0);
         };
+        let Some(accounts) = self.accounts.clone() else {
+            return Ok(0);
+        };
         let ctx = self.reminders_context();
-        let active = self
-            .every_page(
-                &ctx,
-                "MedicationRequest",
-                vec![("status".into(), "active".into())],
-                MAX_PER_PASS,
-            )
-            .await?;
+        let with_accounts = accounts.patients_with_accounts(MAX_PATIENTS).await;
+        let mut active = Vec::new();
+        for chunk in with_accounts.chunks(100) {
+            let patients = chunk
+                .iter()
+                .map(|p| format!("Patient/{p}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            active.extend(
+                self.every_page(
+                    &ctx,
+                    "MedicationRequest",
+                    vec![
+                        ("status".into(), "active".into()),
+                        ("patient".into(), patients),
+                    ],
+                    MAX_PER_PASS,
+                )
+                .await?,
+            );
+        }
         let now = Timestamp::from_microsecond(self.records.core().now())
             .map_err(|_| RecordError::Corrupt)?;
         let until = now.checked_add(horizon).unwrap_or(now);

@@ -112,6 +112,9 @@ pub trait MedicationAccounts: Send + Sync + 'static {
     async fn prescriber_accounts(&self, practitioner: &str) -> Vec<String>;
     /// The user ids of the pharmacists of `Organization/<pharmacy>`.
     async fn pharmacy_accounts(&self, pharmacy: &str) -> Vec<String>;
+    /// The patients (Patient ids) who have a live account here, at most `limit`: the ones
+    /// dose reminders are for.
+    async fn patients_with_accounts(&self, limit: u32) -> Vec<String>;
 }
 
 /// Prescribing, signing, the prescription lifecycle, pharmacies and refills.

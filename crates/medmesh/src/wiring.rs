@@ -218,6 +218,20 @@ impl medmesh_medications::MedicationAccounts for MedicationAccountsOf {
             .await
     }
 
+    async fn patients_with_accounts(&self, limit: u32) -> Vec<String> {
+        match self.0.users_with_role("patient", None, None, limit).await {
+            Ok(users) => users
+                .into_iter()
+                .filter(|u| !u.disabled)
+                .filter_map(|u| u.patient_id)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the patients' accounts");
+                Vec::new()
+            }
+        }
+    }
+
     async fn pharmacy_accounts(&self, pharmacy: &str) -> Vec<String> {
         match self
             .0

@@ -179,6 +179,9 @@ pub async fn dose_reminders(
 ) {
     let horizon = jiff::SignedDuration::from_hours(i64::try_from(horizon_hours).unwrap_or(26));
     let mut tick = tokio::time::interval(every);
+    // The first pass waits one period: a node starting (or a replica joining) is not
+    // slowed by it, and the horizon leaves the time.
+    tick.tick().await;
     loop {
         tick.tick().await;
         match medications.queue_dose_reminders(horizon).await {

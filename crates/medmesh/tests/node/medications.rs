@@ -1039,7 +1039,8 @@ on_both_databases!(doses_are_logged_and_adherence_is_figured);
 
 /// Dose reminders for a year ahead, in Berlin: 08:00 local is 07:00 UTC in winter and 06:00
 /// UTC in summer, so both stand in the queue, and nothing else; a pass run again (every
-/// second here) queues nothing twice; stopping the prescription withdraws what was not sent.
+/// second here) queues nothing twice; stopping the prescription withdraws what was not sent;
+/// a patient without an account here gets none.
 async fn dose_reminders_keep_local_time_across_daylight_saving(db: crate::harness::Db) {
     let node = Node::start_with_env(
         db,
@@ -1058,9 +1059,35 @@ async fn dose_reminders_keep_local_time_across_daylight_saving(db: crate::harnes
             "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/timezone", "valueCode": "Europe/Berlin"}]}),
     )
     .await;
+    // Reminders are for patients with an account here.
+    let _me = crate::documents::patient(&node);
     let gp = practitioner(&node, "gp", "gp");
     let dir = gp_keys(&node, &gp);
     let d = dir.path();
+    // Another patient, without an account, on the same medication, signed first: the pass
+    // that queues the first patient's reminders has seen it, and queued none.
+    put(
+        &node,
+        "Patient/quiet",
+        json!({"resourceType": "Patient", "id": "quiet",
+            "generalPractitioner": [{"reference": "Practitioner/gp"}]}),
+    )
+    .await;
+    let mut theirs = amoxicillin();
+    theirs["subject"] = json!({"reference": "Patient/quiet"});
+    theirs["dosageInstruction"] = json!([{"timing": {"repeat": {"frequency": 1, "period": 1,
+        "periodUnit": "d", "timeOfDay": ["08:00:00"]}}}]);
+    let (s, written) = prescribe(&gp, theirs, json!([])).await;
+    assert_eq!(s, StatusCode::CREATED, "{written}");
+    let quiet = written["prescription"]["id"].as_str().unwrap().to_string();
+    ok(
+        &node.doc(
+            &gp.token,
+            d,
+            &["sign-prescription", "--key-file", "gp.key", &quiet],
+        ),
+        "sign",
+    );
     let mut rx = amoxicillin();
     rx["dosageInstruction"] = json!([{"timing": {"repeat": {"frequency": 1, "period": 1,
         "periodUnit": "d", "timeOfDay": ["08:00:00"]}}}]);
@@ -1095,6 +1122,14 @@ async fn dose_reminders_keep_local_time_across_daylight_saving(db: crate::harnes
         let node = &node;
         async move { node.sql_i64(&q).await }
     };
+    assert_eq!(
+        node.sql_i64(&format!(
+            "SELECT count(*) FROM notification_outbox WHERE dedupe_key LIKE '%dose:{quiet}:%'"
+        ))
+        .await,
+        0,
+        "no account, no reminders"
+    );
     let winter = at_utc_hour(7).await;
     let summer = at_utc_hour(6).await;
     assert!(
