@@ -25,6 +25,7 @@ use medmesh_store::KeyDirectoryStore;
 use medmesh_store::NotificationOutboxRow;
 use serde_json::{Value, json};
 
+use crate::knowledge::KnowledgeBase;
 use crate::prescription::{EXT_FREE_TEXT, claims_of, medication_words};
 use crate::safety::{Finding, Matched, allergy_substance, check, substance_of};
 use crate::schedule::{MealTimes, ScheduleError, read_dosage};
@@ -43,21 +44,47 @@ const V3_ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 /// A warning the prescriber must override, with a reason, before the prescription is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
-    /// What an override names: `allergy:<AllergyIntolerance id>`, `duplicate:<MedicationRequest id>`.
+    /// What an override names: `allergy:<AllergyIntolerance id>`, `duplicate:<MedicationRequest
+    /// id>`, `interaction:<MedicationRequest id>`, `dose:<ingredient>`.
     pub key: String,
-    /// `allergy` or `duplicate`.
+    /// `allergy`, `duplicate`, `interaction` or `dose`.
     pub kind: &'static str,
     /// The warning in words, for the prescriber.
     pub text: String,
 }
 
 impl Warning {
-    /// The resource the warning is about: the allergy, or the other prescription.
-    pub fn implicated(&self) -> String {
+    /// The resource the warning is about besides the new prescription: the allergy, or the
+    /// other prescription; none for a dose over its limit.
+    pub fn implicated(&self) -> Option<String> {
         match self.key.split_once(':') {
-            Some(("allergy", id)) => format!("AllergyIntolerance/{id}"),
-            Some((_, id)) => format!("MedicationRequest/{id}"),
-            None => self.key.clone(),
+            Some(("allergy", id)) => Some(format!("AllergyIntolerance/{id}")),
+            Some(("dose", _)) | None => None,
+            Some((_, id)) => Some(format!("MedicationRequest/{id}")),
+        }
+    }
+
+    /// The DetectedIssue code (HL7 v3 ActCode), its display and the severity it records.
+    pub fn issue_code(&self) -> (&'static str, &'static str, &'static str) {
+        match self.kind {
+            "allergy" => ("ALGY", "Allergy Alert", "high"),
+            "interaction" => ("DRG", "Drug Interaction Alert", "high"),
+            "dose" => ("DOSEH", "High Dose Alert", "high"),
+            _ => ("DUPTHPY", "Duplicate Therapy Alert", "moderate"),
+        }
+    }
+
+    /// Whether DetectedIssue `issue` already records an override of this warning: its code,
+    /// and what it implicates besides the prescription (for a dose, its detail names the
+    /// ingredient).
+    pub fn recorded_by(&self, issue: &Value) -> bool {
+        let code = issue["code"]["coding"][0]["code"].as_str();
+        if code != Some(self.issue_code().0) {
+            return false;
+        }
+        match self.implicated() {
+            Some(other) => issue["implicated"][1]["reference"].as_str() == Some(other.as_str()),
+            None => issue["detail"].as_str() == Some(self.text.as_str()),
         }
     }
 }
@@ -122,6 +149,7 @@ pub struct MedicationService {
     pub(crate) records: Arc<RecordService>,
     directory: Arc<dyn KeyDirectoryStore>,
     meals: MealTimes,
+    knowledge: Arc<KnowledgeBase>,
     pub(crate) hub: Option<Arc<NotificationHub>>,
     pub(crate) accounts: Option<Arc<dyn MedicationAccounts>>,
 }
@@ -129,6 +157,16 @@ pub struct MedicationService {
 impl std::fmt::Debug for MedicationService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MedicationService").finish_non_exhaustive()
+    }
+}
+
+/// Milligrams in words: whole when whole, else to three decimals without trailing zeros.
+fn round_mg(mg: f64) -> String {
+    if (mg - mg.round()).abs() < 1e-9 {
+        format!("{}", mg.round())
+    } else {
+        let s = format!("{mg:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
@@ -203,6 +241,7 @@ impl MedicationService {
             records,
             directory,
             meals: MealTimes::default(),
+            knowledge: Arc::new(KnowledgeBase::shipped()),
             hub: None,
             accounts: None,
         }
@@ -211,6 +250,14 @@ impl MedicationService {
     /// The meal times `when` codes are read against.
     pub(crate) fn meals(&self) -> &MealTimes {
         &self.meals
+    }
+
+    /// Checks interactions and dose limits against `knowledge` (by default the base that
+    /// ships with the node: the ONC high-priority list).
+    #[must_use]
+    pub fn with_knowledge(mut self, knowledge: KnowledgeBase) -> Self {
+        self.knowledge = Arc::new(knowledge);
+        self
     }
 
     /// Tells patients, prescribers and pharmacies of each step through `hub`, finding their
@@ -301,8 +348,9 @@ impl MedicationService {
             .collect())
     }
 
-    /// The warnings for prescribing `request` to `patient`: its allergies, and the same
-    /// substance already active or on hold.
+    /// The warnings for prescribing `request` to `patient`: its allergies, the same
+    /// substance already active or on hold, an interaction with one of those in the
+    /// knowledge base, and a daily dose over a limit the knowledge base holds.
     ///
     /// # Errors
     /// When the caller may not read the patient's allergies and medications (the checks
@@ -365,7 +413,8 @@ impl MedicationService {
                 })
                 .unwrap_or_else(|| "a recorded substance".into())
         };
-        Ok(check(&substance_of(request), &allergy_list, &active_list)
+        let new = substance_of(request);
+        let mut out: Vec<Warning> = check(&new, &allergy_list, &active_list)
             .into_iter()
             .map(|f| match f {
                 Finding::Allergy { allergy, matched } => Warning {
@@ -391,7 +440,44 @@ impl MedicationService {
                     kind: "duplicate",
                 },
             })
-            .collect())
+            .collect();
+        for i in self.knowledge.interactions(&new, &active_list) {
+            let other = active
+                .iter()
+                .find(|m| m["id"].as_str() == Some(i.request.as_str()))
+                .and_then(medication_words)
+                .unwrap_or_else(|| "a medication".into());
+            out.push(Warning {
+                text: format!(
+                    "interaction: {name} ({}) with {other} ({}), already prescribed: {}, from the {}{}",
+                    i.new_drug,
+                    i.other_drug,
+                    i.label,
+                    i.source.name,
+                    i.source
+                        .severity
+                        .as_deref()
+                        .map(|s| format!(", which lists it as {s}"))
+                        .unwrap_or_default()
+                ),
+                key: format!("interaction:{}", i.request),
+                kind: "interaction",
+            });
+        }
+        for l in self.knowledge.over_limits(&new, request, &self.meals) {
+            out.push(Warning {
+                text: format!(
+                    "dose limit: {name} comes to {} mg of {} a day, more than the {} mg a day of {}",
+                    round_mg(l.daily_mg),
+                    l.ingredient,
+                    round_mg(l.max_daily_mg),
+                    l.source
+                ),
+                key: format!("dose:{}", l.ingredient),
+                kind: "dose",
+            });
+        }
+        Ok(out)
     }
 
     /// Prescribes: writes `request` as a draft by the calling practitioner, after the safety
@@ -628,10 +714,9 @@ impl MedicationService {
                 .find(|o| o.warning == w.key)
                 .map(|o| o.reason.trim().to_string())
                 .unwrap_or_default();
-            let (code, display, severity) = match w.kind {
-                "allergy" => ("ALGY", "Allergy Alert", "high"),
-                _ => ("DUPTHPY", "Duplicate Therapy Alert", "moderate"),
-            };
+            let (code, display, severity) = w.issue_code();
+            let mut implicated = vec![json!({"reference": format!("MedicationRequest/{id}")})];
+            implicated.extend(w.implicated().map(|r| json!({"reference": r})));
             let issue_id = core.ids().new_id();
             let issue = json!({
                 "resourceType": "DetectedIssue",
@@ -642,10 +727,7 @@ impl MedicationService {
                 "patient": {"reference": format!("Patient/{patient}")},
                 "identifiedDateTime": instant(now),
                 "author": {"reference": prescriber},
-                "implicated": [
-                    {"reference": format!("MedicationRequest/{id}")},
-                    {"reference": w.implicated()},
-                ],
+                "implicated": implicated,
                 "detail": w.text,
                 "mitigation": [{
                     "action": {
@@ -685,22 +767,20 @@ impl MedicationService {
         overrides: &[Override],
     ) -> Result<(Vec<Warning>, Vec<Warning>), RecordError> {
         let warnings = self.warnings(ctx, patient, request).await?;
-        let recorded: Vec<String> = match request["id"].as_str() {
-            Some(id) if !warnings.is_empty() => self
-                .all_of(
+        let recorded: Vec<Value> = match request["id"].as_str() {
+            Some(id) if !warnings.is_empty() => {
+                self.all_of(
                     ctx,
                     "DetectedIssue",
                     vec![("implicated", format!("MedicationRequest/{id}"))],
                 )
                 .await?
-                .iter()
-                .filter_map(|d| d["implicated"][1]["reference"].as_str().map(str::to_string))
-                .collect(),
+            }
             _ => Vec::new(),
         };
         let (to_record, open): (Vec<Warning>, Vec<Warning>) = warnings
             .into_iter()
-            .filter(|w| !recorded.contains(&w.implicated()))
+            .filter(|w| !recorded.iter().any(|d| w.recorded_by(d)))
             .partition(|w| overrides.iter().any(|o| o.warning == w.key));
         Ok((to_record, open))
     }

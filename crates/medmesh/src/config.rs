@@ -173,6 +173,11 @@ pub struct FileConfig {
     pub dose_reminder_seconds: Option<u64>,
     /// Hours ahead each pass queues dose reminders. Default 26 (1 to 8784: a year).
     pub dose_reminder_horizon_hours: Option<u64>,
+    /// Knowledge files for the prescribing checks, loaded beside the ONC list that ships
+    /// with the node (interactions and dose limits; docs/medications.md gives the form); in
+    /// the environment, comma-separated paths. Default none. A file that cannot be read or
+    /// used stops the node from starting.
+    pub medication_knowledge_files: Option<Vec<PathBuf>>,
 }
 
 /// One downstream system applied messages are forwarded to over MLLP (`[[hl7_channel]]`).
@@ -364,6 +369,8 @@ pub struct Config {
     pub dose_reminder_seconds: u64,
     /// Hours ahead a dose-reminder pass looks.
     pub dose_reminder_horizon_hours: u64,
+    /// Knowledge files loaded beside the shipped ONC list.
+    pub medication_knowledge_files: Vec<PathBuf>,
 }
 
 /// Where document bytes are kept.
@@ -643,6 +650,15 @@ impl Config {
             )
             .unwrap_or(26)
             .clamp(1, 8784),
+            medication_knowledge_files: match env("MEDMESH_MEDICATION_KNOWLEDGE_FILES") {
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
+                None => file.medication_knowledge_files.unwrap_or_default(),
+            },
             appointment_reminders: match env("MEDMESH_APPOINTMENT_REMINDERS") {
                 Some(list) => Some(
                     list.split(',')

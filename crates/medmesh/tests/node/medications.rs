@@ -1153,3 +1153,158 @@ async fn dose_reminders_keep_local_time_across_daylight_saving_on_sqlite() {
 async fn dose_reminders_keep_local_time_across_daylight_saving_on_postgres() {
     dose_reminders_keep_local_time_across_daylight_saving(crate::harness::Db::Postgres).await;
 }
+
+/// A simvastatin prescription of `tablets` 40 mg tablets once a day.
+fn simvastatin(tablets: u32) -> Value {
+    json!({
+        "resourceType": "MedicationRequest",
+        "intent": "order",
+        "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "200345",
+            "display": "simvastatin 40 MG Oral Tablet"}]},
+        "subject": {"reference": "Patient/pat"},
+        "dosageInstruction": [{
+            "doseAndRate": [{"doseQuantity": {"value": tablets, "unit": "tablet"}}],
+            "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}}],
+        "dispenseRequest": {"quantity": {"value": 30 * tablets, "unit": "tablet"},
+            "numberOfRepeatsAllowed": 1},
+        "substitution": {"allowedBoolean": true}
+    })
+}
+
+/// The knowledge base: a drug-drug interaction from the ONC list that ships with the node
+/// (simvastatin with clarithromycin), and a dose limit from a file the node was started
+/// with, each a warning until overridden with a reason, recorded as a DetectedIssue (DRG,
+/// DOSEH) that signing does not ask again; and a knowledge file that cannot be used stops
+/// the node before it opens anything.
+async fn interactions_and_dose_limits_warn_until_overridden(db: crate::harness::Db) {
+    let files = tempfile::tempdir().unwrap();
+    let formulary = files.path().join("formulary.toml");
+    std::fs::write(
+        &formulary,
+        "[source]\nname = \"Test formulary\"\n\n[[dose_limit]]\ningredient = \"simvastatin\"\nmax_daily_mg = 40\nsource = \"the test formulary\"\n",
+    )
+    .unwrap();
+    let node = Node::start_with_env(
+        db,
+        &[(
+            "MEDMESH_MEDICATION_KNOWLEDGE_FILES",
+            formulary.to_str().unwrap(),
+        )],
+    )
+    .await;
+    seed(&node).await;
+    put(
+        &node,
+        "MedicationRequest/clari",
+        json!({"resourceType": "MedicationRequest", "id": "clari",
+            "status": "active", "intent": "order",
+            "medicationCodeableConcept": {"text": "Clarithromycin 500 mg tablets"},
+            "subject": {"reference": "Patient/pat"}}),
+    )
+    .await;
+    let gp = practitioner(&node, "gp", "gp");
+    let dir = gp_keys(&node, &gp);
+
+    // Two 40 mg tablets a day of simvastatin, while on clarithromycin: both checks warn.
+    let (s, warnings) = prescribe(&gp, simvastatin(2), json!([])).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{warnings}");
+    assert_eq!(
+        warning_keys(&warnings),
+        vec!["interaction:clari", "dose:simvastatin"]
+    );
+    let texts: Vec<&str> = warnings["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["diagnostics"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts[0].contains("HMG-CoA reductase inhibitor"),
+        "{}",
+        texts[0]
+    );
+    assert!(texts[0].contains("ONC high-priority"), "{}", texts[0]);
+    assert!(
+        texts[1].contains("80 mg of simvastatin a day"),
+        "{}",
+        texts[1]
+    );
+    assert!(
+        texts[1].contains("40 mg a day of the test formulary"),
+        "{}",
+        texts[1]
+    );
+    // One tablet a day is within the limit: only the interaction is left.
+    let (s, warnings) = prescribe(&gp, simvastatin(1), json!([])).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(warning_keys(&warnings), vec!["interaction:clari"]);
+    assert_eq!(node.total("DetectedIssue").await, 0, "nothing written");
+
+    // Overridden, each with a reason: written with a DetectedIssue each.
+    let (s, written) = prescribe(
+        &gp,
+        simvastatin(2),
+        json!([
+            {"warning": "interaction:clari", "reason": "Clarithromycin ends tomorrow; statin starts after"},
+            {"warning": "dose:simvastatin", "reason": "Lipid clinic's advice, reviewed"}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{written}");
+    let id = written["prescription"]["id"].as_str().unwrap().to_string();
+    let issues = written["detectedIssues"].as_array().unwrap();
+    assert_eq!(issues.len(), 2);
+    assert_eq!(issues[0]["code"]["coding"][0]["code"], "DRG");
+    assert_eq!(issues[0]["severity"], "high");
+    assert_eq!(
+        issues[0]["implicated"][1]["reference"],
+        "MedicationRequest/clari"
+    );
+    assert_eq!(issues[1]["code"]["coding"][0]["code"], "DOSEH");
+    assert_eq!(
+        issues[1]["implicated"].as_array().unwrap().len(),
+        1,
+        "a dose implicates only its prescription"
+    );
+    // Signing runs the checks again and finds both recorded: it is not asked again.
+    let out = node.doc(
+        &gp.token,
+        dir.path(),
+        &["sign-prescription", "--key-file", "gp.key", &id],
+    );
+    ok(&out, "sign-prescription");
+    let (s, _, rx) = gp.get(&format!("MedicationRequest/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(rx["status"], "active");
+    assert_eq!(node.total("DetectedIssue?patient=pat").await, 2);
+
+    // A knowledge file that cannot be used stops the node, with the file and the reason.
+    let bad = files.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[source]\nname = \"x\"\n[[dose_limit]]\ningredient = \"simvastatin\"\nmax_daily_mg = 0\nsource = \"x\"\n",
+    )
+    .unwrap();
+    let out = node
+        .command_with_env("MEDMESH_MEDICATION_KNOWLEDGE_FILES", bad.to_str().unwrap())
+        .arg("serve")
+        .args(node.store_args())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("positive max_daily_mg"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactions_and_dose_limits_warn_until_overridden_on_sqlite() {
+    interactions_and_dose_limits_warn_until_overridden(crate::harness::Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactions_and_dose_limits_warn_until_overridden_on_postgres() {
+    interactions_and_dose_limits_warn_until_overridden(crate::harness::Db::Postgres).await;
+}
