@@ -83,6 +83,13 @@ test('a patient keeps up with their medications in the portal', async () => {
     await doctor.screenshot({ path: join(SHOTS, 'prescription-signed.png'), fullPage: true });
     const signed = await call('GET', `/api/prescriptions/${id}/signed`, gp);
     assert.equal(signed.format, 'application/vnd.medmesh.prescription-v1+ed25519');
+    // The printed prescription, from the link the signature shows, in the session's browser.
+    const printLink = doctor.getByRole('link', { name: 'Print (PDF)' });
+    await printLink.waitFor();
+    const printed = await doctor.request.get(new URL(await printLink.getAttribute('href'), node.base).href);
+    assert.equal(printed.status(), 200);
+    assert.equal(printed.headers()['content-type'], 'application/pdf');
+    assert.ok((await printed.body()).subarray(0, 5).equals(Buffer.from('%PDF-')));
 
     // The pharmacist's queue: a part fill of 10.
     const pharmacist = await signIn(browser, node.base, 'pia', PASSWORD);

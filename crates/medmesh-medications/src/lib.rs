@@ -19,6 +19,7 @@ pub mod doses;
 pub mod knowledge;
 pub mod pharmacy;
 pub mod prescription;
+pub mod printable;
 pub mod reminders;
 pub mod safety;
 pub mod schedule;

@@ -1036,6 +1036,72 @@ impl MedicationService {
         signature.ok_or(RecordError::NotFound)
     }
 
+    /// What the printable prescription of `id` shows: the signed claims (verified again
+    /// before they are printed), the patient's name and birth date, the prescriber's name and
+    /// the pharmacy it is routed to, each read through the PDP as the caller.
+    ///
+    /// # Errors
+    /// [`RecordError::NotFound`] when it is not signed or the caller may not read it;
+    /// [`RecordError::Invalid`] when its stored signature does not verify.
+    pub async fn printable(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+    ) -> Result<crate::printable::Printable, RecordError> {
+        let payload = self.signed(ctx, id).await?;
+        let verified = verify_signed(&payload, None, None)
+            .map_err(|_| invalid("the prescription's stored signature does not verify"))?;
+        let (request, _) = self.read(ctx, id).await?;
+        let name_of = |r: &Value| medmesh_fhir::names::human_name(r);
+        let id_part = |reference: &str| reference.rsplit('/').next().unwrap_or("").to_string();
+        let patient = self
+            .records
+            .read(ctx, "Patient", &id_part(&verified.claims.patient))
+            .await?
+            .resource;
+        let prescriber_name = match self
+            .records
+            .read(ctx, "Practitioner", &id_part(&verified.claims.prescriber))
+            .await
+        {
+            Ok(found) => name_of(&found.resource),
+            Err(RecordError::NotFound) => None,
+            Err(e) => return Err(e),
+        };
+        let pharmacy = match request["dispenseRequest"]["performer"]["reference"].as_str() {
+            Some(r) => match self.records.read(ctx, "Organization", &id_part(r)).await {
+                Ok(found) => name_of(&found.resource),
+                Err(RecordError::NotFound) => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        Ok(crate::printable::Printable {
+            signed_json: payload.to_string(),
+            key: verified.key,
+            patient_name: name_of(&patient).unwrap_or_default(),
+            patient_birth: patient["birthDate"].as_str().map(str::to_string),
+            prescriber_name: prescriber_name.unwrap_or_else(|| verified.claims.prescriber.clone()),
+            pharmacy,
+            claims: verified.claims,
+        })
+    }
+
+    /// The printable prescription of `id` as PDF, in the words of `labels`.
+    ///
+    /// # Errors
+    /// As [`Self::printable`]; [`RecordError::Invalid`] when the signed prescription is too
+    /// long for a QR code.
+    pub async fn print(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        labels: &crate::printable::PrintLabels,
+    ) -> Result<Vec<u8>, RecordError> {
+        let page = self.printable(ctx, id).await?;
+        crate::printable::render_pdf(&page, labels).map_err(|e| invalid(e.to_string()))
+    }
+
     /// Moves prescription `id` to `to` (anything but a draft's activation, which needs a
     /// signature): checked against R4's lifecycle, with `reason` as its `statusReason`
     /// (required to hold, stop, cancel or mark in error), audited.

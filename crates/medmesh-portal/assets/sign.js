@@ -26,6 +26,7 @@ document.getElementById('sign-button').addEventListener('click', async () => {
     if (r.ok) {
       out.textContent = say('msgDone');
       document.getElementById('sign-button').disabled = true;
+      document.getElementById('print-link').hidden = false;
     } else {
       const why = (answer.issue ?? []).map((i) => i.diagnostics).filter(Boolean).join('; ');
       out.textContent = `${say('msgRefused')} ${why}`.trim();

@@ -135,6 +135,10 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         )
         .route("/prescriptions/{id}/sign", get(pages::prescribe::sign))
         .route(
+            "/prescriptions/{id}/prescription.pdf",
+            get(pages::prescribe::print),
+        )
+        .route(
             "/patients/{id}/write",
             get(pages::chart::write_form).post(pages::chart::write),
         )

@@ -460,6 +460,7 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
         )
         .route("/api/prescriptions/{id}/status", post(medications::status))
         .route("/api/prescriptions/{id}/signed", get(medications::signed))
+        .route("/api/prescriptions/{id}/pdf", get(medications::pdf))
         .route(
             "/api/prescriptions/{id}/dispense",
             post(medications::dispense),

@@ -196,6 +196,35 @@ pub async fn signed(
     Ok(Json(state.medications.signed(&ctx, &id).await?).into_response())
 }
 
+/// `GET /api/prescriptions/{id}/pdf`: the printable prescription (English), with a QR code
+/// holding the signed prescription. Not kept in caches: it names the patient.
+pub async fn pdf(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let bytes = state
+        .medications
+        .print(
+            &ctx,
+            &id,
+            &medmesh_medications::printable::PrintLabels::default(),
+        )
+        .await?;
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/pdf"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "inline; filename=\"prescription.pdf\"",
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
 /// `PUT /api/patients/{id}/pharmacies` body (and `GET`'s answer).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -336,3 +336,61 @@ pub async fn sign(
         },
     )
 }
+
+/// The printable prescription's words in the reader's language.
+fn print_labels(lang: crate::i18n::Lang) -> medmesh_medications::printable::PrintLabels {
+    let t = |k: &str| lang.t(&format!("rx-print-{k}"));
+    medmesh_medications::printable::PrintLabels {
+        title: t("title"),
+        prescriber: t("prescriber"),
+        patient: t("patient"),
+        born: t("born"),
+        medication: t("medication"),
+        instructions: t("instructions"),
+        quantity: t("quantity"),
+        supply: t("supply"),
+        refills: t("refills"),
+        substitution: t("substitution"),
+        allowed: t("allowed"),
+        not_allowed: t("not-allowed"),
+        pharmacy: t("pharmacy"),
+        written: t("written"),
+        signed: t("signed"),
+        key: t("key"),
+        id: t("id"),
+        none: t("none"),
+        verify_note: t("verify"),
+    }
+}
+
+/// `GET /prescriptions/{id}/prescription.pdf`: the printable prescription, with the QR code
+/// of the signed prescription, for whoever the PDP lets read it (its prescriber, its
+/// patient, the pharmacy it is routed to).
+pub async fn print(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Response {
+    if !valid_id(&id) {
+        return problem(viewer.lang, Problem::NotFound);
+    }
+    match state
+        .medications
+        .print(&viewer.ctx, &id, &print_labels(viewer.lang))
+        .await
+    {
+        Ok(bytes) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/pdf"),
+                (axum::http::header::CACHE_CONTROL, "no-store"),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    "inline; filename=\"prescription.pdf\"",
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => record_problem(viewer.lang, &e),
+    }
+}

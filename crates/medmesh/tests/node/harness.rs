@@ -531,6 +531,17 @@ impl Node {
             .await
     }
 
+    /// GET on a path outside the FHIR base, with this node's token: the body's bytes.
+    pub async fn get_bytes(&self, path: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let r = self
+            .auth(self.client.get(self.root_url(path)))
+            .send()
+            .await
+            .expect("request");
+        let (status, headers) = (r.status(), r.headers().clone());
+        (status, headers, r.bytes().await.expect("body").to_vec())
+    }
+
     /// POST JSON on a path outside the FHIR base, with this node's token.
     pub async fn post_raw(&self, path: &str, body: &Value) -> (StatusCode, HeaderMap, Value) {
         self.send(self.auth(self.client.post(self.root_url(path))).json(body))

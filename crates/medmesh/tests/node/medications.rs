@@ -43,6 +43,60 @@ fn refused(out: &Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs a tool the test needs; fails loudly when it is missing (scripts/test installs it).
+fn tool(name: &str, args: &[&str]) -> Output {
+    let out = std::process::Command::new(name)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{name} is required (scripts/test installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The QR code of a printed prescription, read from the page rendered at 300 dpi.
+fn scan_printed(dir: &std::path::Path, pdf: &[u8]) -> String {
+    let file = dir.join("printed.pdf");
+    std::fs::write(&file, pdf).unwrap();
+    let png = dir.join("printed");
+    tool(
+        "pdftoppm",
+        &[
+            "-r",
+            "300",
+            "-png",
+            "-singlefile",
+            file.to_str().unwrap(),
+            png.to_str().unwrap(),
+        ],
+    );
+    let out = tool(
+        "zbarimg",
+        &[
+            "--raw",
+            "-q",
+            "-Sdisable",
+            "-Sqrcode.enable",
+            dir.join("printed.png").to_str().unwrap(),
+        ],
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
+
+/// The text of a printed prescription (poppler's pdftotext).
+fn pdf_text(dir: &std::path::Path, pdf: &[u8]) -> String {
+    let file = dir.join("text.pdf");
+    std::fs::write(&file, pdf).unwrap();
+    let out = tool("pdftotext", &[file.to_str().unwrap(), "-"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 async fn put(node: &Node, path: &str, body: Value) {
     let (s, _, b) = node.put(path, &body).await;
     assert!(s.is_success(), "{path}: {s} {b}");
@@ -378,6 +432,32 @@ async fn prescribing_checks_signs_and_follows_the_lifecycle(node: Node) {
         out.contains("verified: Practitioner/gp signed MedicationRequest/"),
         "{out}"
     );
+    // The printed prescription: its QR code, scanned from the page as an image (poppler's
+    // pdftoppm, zbar's zbarimg), is the signed prescription, which verifies offline.
+    let (s, headers, pdf) = gp.get_bytes(&format!("/api/prescriptions/{id}/pdf")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/pdf");
+    assert_eq!(headers["cache-control"], "no-store");
+    let scanned = scan_printed(d, &pdf);
+    assert_eq!(
+        serde_json::from_str::<Value>(&scanned).unwrap(),
+        signed,
+        "the QR code holds the signed prescription"
+    );
+    let qr_file = d.join("qr.json").to_string_lossy().into_owned();
+    std::fs::write(&qr_file, &scanned).unwrap();
+    ok(
+        &offline(&node, &[&qr_file, "--directory", &keys_file]),
+        "verify the scanned QR code",
+    );
+    let text = pdf_text(d, &pdf);
+    assert!(text.contains("amoxicillin 250 MG Oral Capsule"), "{text}");
+    assert!(text.contains("Practitioner/gp"), "{text}");
+    // Someone outside the patient's care gets nothing.
+    let (s, _, _) = stranger
+        .get_bytes(&format!("/api/prescriptions/{id}/pdf"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
     // A MedicationRequest changed after signing (more capsules) is not what was signed.
     let mut more = signed_rx.clone();
     more["dispenseRequest"]["quantity"]["value"] = json!(42);
