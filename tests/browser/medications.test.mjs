@@ -129,11 +129,37 @@ test('a patient keeps up with their medications in the portal', async () => {
     const tasks = await call('GET', `/fhir/Task?focus=MedicationRequest/${id}&status=requested`, gp);
     assert.equal(tasks.entry.length, 1, 'the GP sees the request');
     assert.equal(tasks.entry[0].resource.owner.reference, 'Practitioner/p1');
-    const decided = await call('POST', `/api/refill-requests/${tasks.entry[0].resource.id}/decide`, gp,
-      // The renewal is prescribed anew: the allergy warns again, overridden as before.
-      { approve: true, refills: 5, overrides: [{ warning: 'allergy:a1', reason: 'as before: a cough, not an allergy' }] });
-    assert.equal(decided.renewal.status, 'draft');
-    assert.equal(decided.renewal.dispenseRequest.numberOfRepeatsAllowed, 5);
+    // The GP's refill requests: approving prescribes a renewal anew, so the allergy warns
+    // again, overridden as before; then the renewal is signed.
+    await doctor.getByRole('link', { name: 'Refills' }).click();
+    await doctor.waitForLoadState();
+    assert.equal(await doctor.locator('h1').textContent(), 'Refill requests');
+    assert.match(await doctor.locator('#refills').textContent(), /Ada Bookwell: lisinopril 10 MG Oral Tablet/);
+    assert.deepEqual(await accessibilityViolations(doctor), [], 'refill requests (axe-core)');
+    const approve = doctor.getByRole('button', { name: 'Approve: lisinopril 10 MG Oral Tablet, Ada Bookwell' });
+    await approve.click();
+    await doctor.waitForLoadState();
+    assert.match(await doctor.locator('#warnings').textContent(), /recorded allergy to Lisinopril/);
+    assert.deepEqual(await accessibilityViolations(doctor), [], 'a renewal with a warning (axe-core)');
+    await doctor.screenshot({ path: join(SHOTS, 'refill-requests.png'), fullPage: true });
+    await doctor.getByLabel('Override this warning').check();
+    await doctor.getByLabel('Why', { exact: true }).fill('as before: a cough, not an allergy');
+    await approve.click();
+    await doctor.waitForURL('**/prescriptions/*/sign');
+    const renewal = doctor.url().split('/').at(-2);
+    assert.notEqual(renewal, id);
+    const renewed = await call('GET', `/fhir/MedicationRequest/${renewal}`, gp);
+    assert.equal(renewed.status, 'draft');
+    assert.equal(renewed.priorPrescription.reference, `MedicationRequest/${id}`);
+    await doctor.getByRole('button', { name: 'Sign and send' }).click();
+    await doctor.locator('#sign-result', { hasText: 'Signed' }).waitFor();
+    await doctor.goto(`${node.base}/refills`);
+    assert.equal(await doctor.locator('#refills-none').textContent(), 'No refill requests are waiting.');
+
+    // The chart shows the adherence figures: days covered by the 10 tablets dispensed.
+    await doctor.goto(`${node.base}/patients/ada`);
+    assert.match(await doctor.locator('#adherence-table').textContent(), /lisinopril 10 MG Oral Tablet.*%.*days/s);
+    assert.deepEqual(await accessibilityViolations(doctor), [], 'the chart with adherence (axe-core)');
 
     // The pharmacies.
     await page.selectOption('#preferred', 'Organization/corner');

@@ -7,7 +7,6 @@
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use medmesh_fhir::IssueType;
 use medmesh_kernel::RequestContext;
 use medmesh_policy::Action;
 use medmesh_records::RecordError;
@@ -15,8 +14,8 @@ use serde_json::{Value, json};
 
 use crate::adherence::{Doses, Fill, Logged, Pdc, dose_counts, proportion_of_days_covered};
 use crate::prescription::{instructions_words, medication_words};
-use crate::schedule::{Schedule, doses, read_dosage};
-use crate::service::MedicationService;
+use crate::schedule::{Schedule, doses, read_dosage, units_per_day};
+use crate::service::{MedicationService, invalid};
 
 /// MedicationAdministration extension: the scheduled time the log is for (`valueDateTime`).
 pub const EXT_DOSE_DUE: &str = "https://medmesh.dev/fhir/StructureDefinition/dose-due";
@@ -84,10 +83,6 @@ pub struct Adherence {
     pub pdc90: Option<Pdc>,
     /// The doses due in the last 30 days, as logged.
     pub doses30: Doses,
-}
-
-fn invalid(message: impl Into<String>) -> RecordError {
-    RecordError::invalid(IssueType::BusinessRule, message)
 }
 
 fn ts(micros: i64) -> Timestamp {
@@ -478,15 +473,25 @@ impl MedicationService {
                         .as_str()
                         .or_else(|| d["whenPrepared"].as_str())
                         .and_then(parse_time)?;
-                    let days = d["daysSupply"]["value"].as_f64().or_else(|| {
-                        let e = &r["dispenseRequest"]["expectedSupplyDuration"];
-                        let v = e["value"].as_f64()?;
-                        match e["code"].as_str().or_else(|| e["unit"].as_str()) {
-                            Some("d" | "day" | "days") => Some(v),
-                            Some("wk" | "week" | "weeks") => Some(v * 7.0),
-                            _ => None,
-                        }
-                    })?;
+                    // The dispense's days of supply; else the prescription's expected
+                    // duration; else the quantity handed over at the prescribed daily
+                    // amount (10 tablets at one a day are 10 days).
+                    let days = d["daysSupply"]["value"]
+                        .as_f64()
+                        .or_else(|| {
+                            let e = &r["dispenseRequest"]["expectedSupplyDuration"];
+                            let v = e["value"].as_f64()?;
+                            match e["code"].as_str().or_else(|| e["unit"].as_str()) {
+                                Some("d" | "day" | "days") => Some(v),
+                                Some("wk" | "week" | "weeks") => Some(v * 7.0),
+                                _ => None,
+                            }
+                        })
+                        .or_else(|| {
+                            let quantity = d["quantity"]["value"].as_f64()?;
+                            let per_day = units_per_day(&r["dosageInstruction"][0], self.meals())?;
+                            (per_day > 0.0).then(|| (quantity / per_day).floor())
+                        })?;
                     Some(Fill {
                         date: when.to_zoned_datetime(tz.clone()).date(),
                         days_supply: u32::try_from(days.round() as i64).ok()?,

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::safety::Substance;
-use crate::schedule::{MealTimes, Recurrence, Schedule, read_dosage};
+use crate::schedule::{MealTimes, Schedule, doses_per_day, read_dosage};
 
 /// The knowledge base that ships with the node.
 pub const SHIPPED: &str = include_str!("../knowledge/onc-high-priority.toml");
@@ -592,25 +592,7 @@ fn daily_mg(dosage: &Value, strength: Option<f64>, meals: &MealTimes) -> Option<
                 )?;
             (per > 0.0).then(|| amount / per)
         }
-        Schedule::Regular { recurrence, .. } => {
-            let per_day = match recurrence {
-                Recurrence::Daily {
-                    times, every_days, ..
-                } => times.len() as f64 / every_days.max(1) as f64,
-                Recurrence::Interval(every) => {
-                    let secs = every.as_secs_f64();
-                    if secs <= 0.0 {
-                        return None;
-                    }
-                    86_400.0 / secs
-                }
-                Recurrence::Monthly {
-                    times,
-                    every_months,
-                } => times.len() as f64 / (30.0 * every_months.max(1) as f64),
-            };
-            Some(dose()? * per_day)
-        }
+        regular => Some(dose()? * doses_per_day(&regular)?),
     }
 }
 

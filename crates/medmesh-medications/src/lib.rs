@@ -20,6 +20,7 @@ pub mod knowledge;
 pub mod pharmacy;
 pub mod prescription;
 pub mod printable;
+pub mod refills;
 pub mod reminders;
 pub mod safety;
 pub mod schedule;

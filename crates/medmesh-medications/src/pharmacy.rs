@@ -18,7 +18,7 @@ use medmesh_records::RecordError;
 use serde_json::{Value, json};
 
 use crate::dispensing::{SUPPLY_TYPE_SYSTEM, next_dispense, remaining};
-use crate::service::{MAX_REASON, MedicationService, Override, Prescribed};
+use crate::service::{MAX_REASON, MedicationService, instant, invalid};
 
 /// Patient extension: the pharmacy the patient prefers (`valueReference`).
 pub const EXT_PREFERRED_PHARMACY: &str =
@@ -89,10 +89,6 @@ pub struct QueueItem {
     pub remaining: crate::dispensing::Remaining,
 }
 
-fn invalid(message: impl Into<String>) -> RecordError {
-    RecordError::invalid(IssueType::BusinessRule, message)
-}
-
 fn reference(id: &str, rt: &str) -> String {
     let bare = id
         .strip_prefix(rt)
@@ -101,13 +97,8 @@ fn reference(id: &str, rt: &str) -> String {
     format!("{rt}/{bare}")
 }
 
-fn instant(micros: i64) -> String {
-    jiff::Timestamp::from_microsecond(micros)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
-}
-
-fn patient_of(request: &Value) -> String {
+/// The patient of a request (`subject`), as a bare id.
+pub(crate) fn patient_of(request: &Value) -> String {
     request["subject"]["reference"]
         .as_str()
         .and_then(|r| r.strip_prefix("Patient/"))
@@ -115,7 +106,8 @@ fn patient_of(request: &Value) -> String {
         .to_string()
 }
 
-fn reason_of(reason: &str) -> Result<String, RecordError> {
+/// A reason a step needs: 1 to [`MAX_REASON`] characters, trimmed.
+pub(crate) fn reason_of(reason: &str) -> Result<String, RecordError> {
     let r = reason.trim();
     if r.is_empty() || r.chars().count() > MAX_REASON {
         return Err(invalid(format!(
@@ -136,7 +128,7 @@ fn pharmacies_of(ctx: &RequestContext) -> Result<(String, Vec<String>), RecordEr
 }
 
 impl MedicationService {
-    async fn read_as(
+    pub(crate) async fn read_as(
         &self,
         ctx: &RequestContext,
         rt: &str,
@@ -676,226 +668,6 @@ impl MedicationService {
         .await?;
         Self::commit_with(tx, &rows).await?;
         out.resource.ok_or(RecordError::NotFound)
-    }
-
-    /// The patient asks for a refill of prescription `id`: a Task (`refill-request`, status
-    /// requested) owned by the prescriber, who is told.
-    ///
-    /// # Errors
-    /// [`RecordError::Invalid`] for a prescription that was cancelled, stopped or never
-    /// signed, or one with a refill request open already.
-    pub async fn request_refill(
-        &self,
-        ctx: &RequestContext,
-        id: &str,
-        note: Option<&str>,
-    ) -> Result<Value, RecordError> {
-        let core = self.records.core();
-        let (request, _) = self.read_as(ctx, "MedicationRequest", id).await?;
-        if !matches!(request["status"].as_str(), Some("active" | "completed")) {
-            return Err(invalid(
-                "a refill is asked of an active or completed prescription",
-            ));
-        }
-        let Some(prescriber) = request["requester"]["reference"]
-            .as_str()
-            .filter(|r| r.starts_with("Practitioner/"))
-            .map(str::to_string)
-        else {
-            return Err(invalid("this prescription has no prescriber to ask"));
-        };
-        let open = self
-            .all_of(
-                ctx,
-                "Task",
-                vec![
-                    ("focus", format!("MedicationRequest/{id}")),
-                    ("status", "requested".into()),
-                ],
-            )
-            .await?;
-        if !open.is_empty() {
-            return Err(invalid("a refill of this prescription was asked already"));
-        }
-        let patient = patient_of(&request);
-        let task_id = core.ids().new_id();
-        let mut task = json!({
-            "resourceType": "Task",
-            "id": task_id,
-            "status": "requested",
-            "intent": "order",
-            "code": {"coding": [{"system": TASK_CODE_SYSTEM, "code": "refill-request", "display": "Refill request"}]},
-            "focus": {"reference": format!("MedicationRequest/{id}")},
-            "for": {"reference": format!("Patient/{patient}")},
-            "authoredOn": instant(core.now()),
-            "requester": {"reference": format!("Patient/{patient}")},
-            "owner": {"reference": prescriber},
-        });
-        if let Some(n) = note.map(str::trim).filter(|n| !n.is_empty()) {
-            if n.chars().count() > MAX_REASON {
-                return Err(invalid(format!(
-                    "a note is at most {MAX_REASON} characters"
-                )));
-            }
-            task["note"] = json!([{"text": n}]);
-        }
-        core.check_resource("Task", &task)?;
-        let grant = core.authorize(ctx, Action::Create, Some("Task")).await?;
-        let rows = self
-            .notices(
-                self.accounts_of(&prescriber).await,
-                &format!("refill-request:{task_id}"),
-            )
-            .await?;
-        let mut tx = core.begin_write().await?;
-        let out = core
-            .write_version(ctx, &mut tx, &grant, "Task", &task_id, task, None)
-            .await?;
-        self.record_step(
-            ctx,
-            &mut tx,
-            &grant,
-            "refill-request",
-            "Task",
-            vec![task_id.clone(), format!("MedicationRequest/{id}")],
-            &patient,
-        )
-        .await?;
-        Self::commit_with(tx, &rows).await?;
-        out.resource.ok_or(RecordError::NotFound)
-    }
-
-    /// The prescriber decides a refill request. Declined: the Task is rejected with the
-    /// reason. Approved: a renewal of the prescription is prescribed as a draft (the safety
-    /// checks run again, with `overrides`; the old prescription is not its own duplicate),
-    /// with `refills` refills (default as before) and the same pharmacy, and the Task is
-    /// completed with the renewal as its output; the prescriber then signs the renewal. The
-    /// patient and the pharmacy are told either way.
-    ///
-    /// # Errors
-    /// [`RecordError::Invalid`] for a request already decided, or a decline without a
-    /// reason; [`RecordError::Invalid`] (403) for anyone but the prescriber it is for.
-    pub async fn decide_refill(
-        &self,
-        ctx: &RequestContext,
-        task_id: &str,
-        approve: bool,
-        reason: Option<&str>,
-        refills: Option<u32>,
-        overrides: &[Override],
-    ) -> Result<(Value, Option<Prescribed>), RecordError> {
-        let core = self.records.core();
-        let (mut task, version) = self.read_as(ctx, "Task", task_id).await?;
-        let is_refill = task["code"]["coding"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["system"] == TASK_CODE_SYSTEM && c["code"] == "refill-request");
-        if !is_refill {
-            return Err(RecordError::NotFound);
-        }
-        if task["status"] != "requested" {
-            return Err(invalid("this refill request was decided already"));
-        }
-        let me = ctx
-            .actor()
-            .clinician()
-            .map(|c| c.practitioner.clone())
-            .unwrap_or_default();
-        if task["owner"]["reference"].as_str() != Some(me.as_str()) {
-            return Err(RecordError::invalid(
-                IssueType::Forbidden,
-                "only the prescriber asked decides a refill request",
-            ));
-        }
-        let focus = task["focus"]["reference"]
-            .as_str()
-            .and_then(|r| r.strip_prefix("MedicationRequest/"))
-            .unwrap_or_default()
-            .to_string();
-        let (original, _) = self.read_as(ctx, "MedicationRequest", &focus).await?;
-        let patient = patient_of(&original);
-        let mut renewal = None;
-        if approve {
-            let mut draft = json!({
-                "resourceType": "MedicationRequest",
-                "intent": original["intent"].as_str().unwrap_or("order"),
-                "subject": original["subject"],
-                "priorPrescription": {"reference": format!("MedicationRequest/{focus}")},
-            });
-            for key in [
-                "medicationCodeableConcept",
-                "medicationReference",
-                "contained",
-                "dosageInstruction",
-                "dispenseRequest",
-                "substitution",
-                "reasonCode",
-            ] {
-                if let Some(v) = original.get(key) {
-                    draft[key] = v.clone();
-                }
-            }
-            if let Some(n) = refills {
-                draft["dispenseRequest"]["numberOfRepeatsAllowed"] = json!(n);
-            }
-            match Box::pin(self.prescribe(ctx, draft, overrides)).await? {
-                Prescribed::Written {
-                    prescription,
-                    detected_issues,
-                } => {
-                    renewal = Some(Prescribed::Written {
-                        prescription,
-                        detected_issues,
-                    });
-                }
-                needs => return Ok((task, Some(needs))),
-            }
-            task["status"] = json!("completed");
-            if let Some(Prescribed::Written { prescription, .. }) = &renewal {
-                task["output"] = json!([{
-                    "type": {"text": "renewal"},
-                    "valueReference": {"reference": format!("MedicationRequest/{}", prescription["id"].as_str().unwrap_or_default())},
-                }]);
-            }
-        } else {
-            let why = reason_of(reason.unwrap_or_default())?;
-            task["status"] = json!("rejected");
-            task["statusReason"] = json!({"text": why});
-        }
-        if let Some(m) = task.as_object_mut() {
-            m.remove("meta");
-        }
-        core.check_resource("Task", &task)?;
-        let grant = core.authorize(ctx, Action::Update, Some("Task")).await?;
-        let mut told = vec![Recipient::Patient(patient.clone())];
-        if let Some(pharmacy) = original["dispenseRequest"]["performer"]["reference"].as_str() {
-            told.extend(self.accounts_of(pharmacy).await);
-        }
-        let rows = self
-            .notices(told, &format!("refill-decided:{task_id}"))
-            .await?;
-        let mut tx = core.begin_write().await?;
-        let head = Self::head_at(&mut tx, "Task", task_id, version).await?;
-        let out = core
-            .write_version(ctx, &mut tx, &grant, "Task", task_id, task, head)
-            .await?;
-        self.record_step(
-            ctx,
-            &mut tx,
-            &grant,
-            if approve {
-                "refill-approved"
-            } else {
-                "refill-declined"
-            },
-            "Task",
-            vec![task_id.to_string(), format!("MedicationRequest/{focus}")],
-            &patient,
-        )
-        .await?;
-        Self::commit_with(tx, &rows).await?;
-        Ok((out.resource.unwrap_or(Value::Null), renewal))
     }
 }
 

@@ -96,6 +96,44 @@ pub enum ScheduleError {
     Unusable(&'static str),
 }
 
+/// How many doses a day a schedule makes, on average (`None` as needed).
+pub fn doses_per_day(schedule: &Schedule) -> Option<f64> {
+    let Schedule::Regular { recurrence, .. } = schedule else {
+        return None;
+    };
+    match recurrence {
+        Recurrence::Daily {
+            times,
+            every_days,
+            weekdays,
+        } => {
+            let days_counted = if weekdays.is_empty() {
+                7.0
+            } else {
+                weekdays.len() as f64
+            };
+            Some(times.len() as f64 / (*every_days).max(1) as f64 * days_counted / 7.0)
+        }
+        Recurrence::Interval(every) => {
+            let secs = every.as_secs_f64();
+            (secs > 0.0).then(|| 86_400.0 / secs)
+        }
+        Recurrence::Monthly {
+            times,
+            every_months,
+        } => Some(times.len() as f64 / (30.0 * (*every_months).max(1) as f64)),
+    }
+}
+
+/// How many units of its dose (tablets, mL...) a dosage line takes a day, when its dose is
+/// a single quantity and its timing regular.
+pub fn units_per_day(dosage: &Value, meals: &MealTimes) -> Option<f64> {
+    let dose = dosage["doseAndRate"][0]["doseQuantity"]["value"]
+        .as_f64()
+        .filter(|v| v.is_finite() && *v > 0.0)?;
+    Some(dose * doses_per_day(&read_dosage(dosage, meals).ok()?)?)
+}
+
 /// The most doses one day may have (a timing asking more is refused).
 const MAX_PER_DAY: i64 = 48;
 
@@ -649,6 +687,23 @@ mod tests {
                 "2026-06-05T08:00:00Z"
             ]
         );
+    }
+
+    #[test]
+    fn units_a_day_for_a_days_supply() {
+        let meals = MealTimes::default();
+        let line = |dose: f64, repeat: Value| {
+            json!({"doseAndRate": [{"doseQuantity": {"value": dose, "unit": "tablet"}}],
+                "timing": {"repeat": repeat}})
+        };
+        let twice = line(1.0, json!({"frequency": 2, "period": 1, "periodUnit": "d"}));
+        assert_eq!(units_per_day(&twice, &meals), Some(2.0));
+        let every8 = line(2.0, json!({"frequency": 1, "period": 8, "periodUnit": "h"}));
+        assert_eq!(units_per_day(&every8, &meals), Some(6.0));
+        let mon_thu = line(1.0, json!({"dayOfWeek": ["mon", "thu"], "timeOfDay": ["09:00:00"]}));
+        assert!((units_per_day(&mon_thu, &meals).unwrap() - 2.0 / 7.0).abs() < 1e-9);
+        let prn = json!({"asNeededBoolean": true, "doseAndRate": [{"doseQuantity": {"value": 1}}]});
+        assert_eq!(units_per_day(&prn, &meals), None);
     }
 
     #[test]

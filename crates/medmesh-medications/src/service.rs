@@ -170,7 +170,8 @@ fn round_mg(mg: f64) -> String {
     }
 }
 
-fn invalid(message: impl Into<String>) -> RecordError {
+/// A business-rule refusal (422), in words for the user.
+pub(crate) fn invalid(message: impl Into<String>) -> RecordError {
     RecordError::invalid(IssueType::BusinessRule, message)
 }
 
@@ -178,7 +179,8 @@ fn bad_signature(message: &str) -> RecordError {
     RecordError::BadSignature(message.to_string())
 }
 
-fn instant(micros: i64) -> String {
+/// A FHIR instant (UTC, whole seconds) of microseconds since the epoch.
+pub(crate) fn instant(micros: i64) -> String {
     jiff::Timestamp::from_microsecond(micros)
         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default()
@@ -227,7 +229,7 @@ pub(crate) fn author_reference(ctx: &RequestContext) -> Option<String> {
 }
 
 /// The prescriber: the actor's own Practitioner (only a practitioner prescribes).
-fn prescriber_of(ctx: &RequestContext) -> Result<String, RecordError> {
+pub(crate) fn prescriber_of(ctx: &RequestContext) -> Result<String, RecordError> {
     ctx.actor()
         .clinician()
         .map(|c| c.practitioner.clone())

@@ -88,6 +88,7 @@ impl Shell {
                 ("/patients", "nav-patients"),
                 ("/calendar", "nav-calendar"),
                 ("/referrals", "nav-referrals"),
+                ("/refills", "nav-refills"),
                 ("/account/documents", "nav-documents"),
                 ("/account", "nav-account"),
             ],

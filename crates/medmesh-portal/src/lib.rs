@@ -134,6 +134,8 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
             get(pages::prescribe::form).post(pages::prescribe::prescribe),
         )
         .route("/prescriptions/{id}/sign", get(pages::prescribe::sign))
+        .route("/refills", get(pages::refills::refills))
+        .route("/refills/{task}/decide", post(pages::refills::decide))
         .route(
             "/prescriptions/{id}/prescription.pdf",
             get(pages::prescribe::print),

@@ -16,6 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
+use medmesh_records::RecordError;
 use medmesh_server::AppState;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -94,6 +95,62 @@ struct ChartPage {
     restricted: Vec<String>,
     chart: Chart,
     invitation: Option<String>,
+    adherence: Vec<AdherenceRow>,
+}
+
+/// One active prescription's adherence, in words, for the chart.
+pub struct AdherenceRow {
+    /// The medication.
+    pub medication: String,
+    /// The proportion of days covered over 30 days ("87% (26 of 30 days)"), or a dash.
+    pub pdc30: String,
+    /// Over 90 days.
+    pub pdc90: String,
+    /// The doses taken on time over 30 days ("12 of 14 (86%)"), or a dash.
+    pub on_time: String,
+    /// Whether the 30-day figure is under 80%.
+    pub below: bool,
+}
+
+fn percent(ratio: f64) -> String {
+    format!("{}%", (ratio * 100.0).round())
+}
+
+/// The adherence figures of a patient's active prescriptions, in words.
+fn adherence_rows(
+    lang: Lang,
+    list: Vec<medmesh_medications::doses::Adherence>,
+) -> Vec<AdherenceRow> {
+    let pdc = |p: Option<medmesh_medications::adherence::Pdc>| match p {
+        Some(p) if p.days > 0 => lang.t_with(
+            "chart-adherence-pdc",
+            &[
+                ("percent", Arg::Text(percent(p.ratio()))),
+                ("covered", Arg::Number(f64::from(p.covered))),
+                ("days", Arg::Number(f64::from(p.days))),
+            ],
+        ),
+        _ => "–".to_string(),
+    };
+    list.into_iter()
+        .map(|a| AdherenceRow {
+            below: a.pdc30.is_some_and(|p| p.days > 0 && p.below_threshold()),
+            pdc30: pdc(a.pdc30),
+            pdc90: pdc(a.pdc90),
+            on_time: match a.doses30.on_time_rate() {
+                Some(rate) => lang.t_with(
+                    "chart-adherence-on-time",
+                    &[
+                        ("taken", Arg::Number(f64::from(a.doses30.on_time))),
+                        ("due", Arg::Number(f64::from(a.doses30.due))),
+                        ("percent", Arg::Text(percent(rate))),
+                    ],
+                ),
+                None => "–".to_string(),
+            },
+            medication: a.medication,
+        })
+        .collect()
 }
 
 /// Reads the patient (audited; a patient the viewer does not reach is "not found").
@@ -207,6 +264,12 @@ async fn chart_page(
         Ok(c) => c,
         Err(e) => return record_problem(lang, &e),
     };
+    // Medications withheld from this clinician (a restricted label) leave the table empty.
+    let adherence = match state.medications.adherence(&viewer.ctx, &id).await {
+        Ok(list) => adherence_rows(lang, list),
+        Err(RecordError::NotFound | RecordError::Forbidden) => Vec::new(),
+        Err(e) => return record_problem(lang, &e),
+    };
     let mut shell = Shell::new(viewer, "/patients", "patients-title");
     shell.title = about.name.clone();
     shell.banner = access.emergency_until.map(|until| {
@@ -226,6 +289,7 @@ async fn chart_page(
             about,
             chart,
             invitation,
+            adherence,
         },
     )
 }

@@ -19,6 +19,7 @@ pub mod pharmacy;
 pub mod prescribe;
 pub mod record;
 pub mod referrals;
+pub mod refills;
 pub mod schedules;
 pub mod sealed;
 pub mod sessions;

@@ -52,6 +52,31 @@ pub struct Entered {
     pub note: String,
 }
 
+/// The overrides a form sends: each ticked warning (`override` = its key) with its reason
+/// (`reason:<key>`).
+pub(crate) fn overrides_of(pairs: &[(String, String)]) -> Vec<Override> {
+    pairs
+        .iter()
+        .filter(|(k, _)| k == "override")
+        .map(|(_, key)| Override {
+            warning: key.clone(),
+            reason: value(pairs, &format!("reason:{key}")).to_string(),
+        })
+        .collect()
+}
+
+/// Warnings to show again, with the reasons the form had for them.
+pub(crate) fn warning_rows(warnings: &[Warning], pairs: &[(String, String)]) -> Vec<WarningRow> {
+    warnings
+        .iter()
+        .map(|w| WarningRow {
+            key: w.key.clone(),
+            text: w.text.clone(),
+            reason: value(pairs, &format!("reason:{}", w.key)).to_string(),
+        })
+        .collect()
+}
+
 /// A warning shown inline.
 pub struct WarningRow {
     /// Its key (what an override names).
@@ -146,7 +171,8 @@ pub async fn form(
     show(&state, &viewer, &id, entered, Vec::new(), None).await
 }
 
-fn value<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
+/// A form field's value (the first), or empty.
+pub(crate) fn value<'a>(pairs: &'a [(String, String)], name: &str) -> &'a str {
     pairs
         .iter()
         .find(|(k, _)| k == name)
@@ -253,25 +279,7 @@ pub async fn prescribe(
             return show(&state, &viewer, &id, entered, Vec::new(), error).await;
         }
     };
-    // Overrides: each ticked warning (`override` = its key) with its reason.
-    let overrides: Vec<Override> = pairs
-        .iter()
-        .filter(|(k, _)| k == "override")
-        .map(|(_, key)| Override {
-            warning: key.clone(),
-            reason: value(&pairs, &format!("reason:{key}")).to_string(),
-        })
-        .collect();
-    let shown_again = |warnings: &[Warning]| -> Vec<WarningRow> {
-        warnings
-            .iter()
-            .map(|w| WarningRow {
-                key: w.key.clone(),
-                text: w.text.clone(),
-                reason: value(&pairs, &format!("reason:{}", w.key)).to_string(),
-            })
-            .collect()
-    };
+    let overrides = overrides_of(&pairs);
     match state
         .medications
         .prescribe(&viewer.ctx, request, &overrides)
@@ -282,7 +290,7 @@ pub async fn prescribe(
             Redirect::to(&format!("/prescriptions/{rx}/sign")).into_response()
         }
         Ok(Prescribed::NeedsOverride(warnings)) => {
-            let rows = shown_again(&warnings);
+            let rows = warning_rows(&warnings, &pairs);
             show(&state, &viewer, &id, entered, rows, None).await
         }
         Err(RecordError::Invalid(issues)) => {
