@@ -156,6 +156,23 @@ test('a patient keeps up with their medications in the portal', async () => {
     await doctor.goto(`${node.base}/refills`);
     assert.equal(await doctor.locator('#refills-none').textContent(), 'No refill requests are waiting.');
 
+    // An adherence review raised for the GP (as the node's alert pass raises one), closed
+    // from the same page with what was done.
+    await call('PUT', '/fhir/Task/review1', admin, { resourceType: 'Task', id: 'review1', status: 'requested', intent: 'order',
+      code: { coding: [{ system: 'https://medmesh.dev/fhir/CodeSystem/medication-task', code: 'adherence-review' }] },
+      description: 'Days covered by dispenses over the last 30 days: 40% (12 of 30), under 80%.',
+      focus: { reference: `MedicationRequest/${id}` }, for: { reference: 'Patient/ada' },
+      authoredOn: new Date().toISOString(), owner: { reference: 'Practitioner/p1' } });
+    await doctor.goto(`${node.base}/refills`);
+    assert.match(await doctor.locator('#reviews').textContent(), /Ada Bookwell: lisinopril 10 MG Oral Tablet.*40% \(12 of 30\)/s);
+    assert.deepEqual(await accessibilityViolations(doctor), [], 'an adherence review (axe-core)');
+    await doctor.getByLabel('What was done').fill('Called Ada: the refill had run out');
+    await doctor.getByRole('button', { name: 'Reviewed: lisinopril 10 MG Oral Tablet, Ada Bookwell' }).click();
+    await doctor.waitForLoadState();
+    assert.equal(await doctor.locator('[role=status]').textContent(), 'The review is closed.');
+    assert.equal(await doctor.locator('#reviews-none').textContent(), 'No adherence reviews are waiting.');
+    assert.equal((await call('GET', '/fhir/Task/review1', gp)).status, 'completed');
+
     // The chart shows the adherence figures: days covered by the 10 tablets dispensed.
     await doctor.goto(`${node.base}/patients/ada`);
     assert.match(await doctor.locator('#adherence-table').textContent(), /lisinopril 10 MG Oral Tablet.*%.*days/s);

@@ -137,6 +137,20 @@ impl Actor {
         }
     }
 
+    /// The node's adherence alerts: reads the medication records of the patients of the
+    /// organizations that opted in, and raises a review Task for the care team when a
+    /// prescription's days covered fall under the threshold (with `scopes`). Only the
+    /// medication service makes one.
+    pub fn adherence_alerts(scopes: Vec<Scope>) -> Self {
+        Self {
+            subject: "adherence-alerts".into(),
+            scopes,
+            patient: None,
+            role: None,
+            clinician: None,
+        }
+    }
+
     /// The reader of the record's change feed for FHIR Subscriptions, with read scopes on
     /// the topics' types. Only the subscription service makes one.
     pub fn subscription_feed(scopes: Vec<Scope>) -> Self {

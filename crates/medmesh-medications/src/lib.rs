@@ -13,6 +13,7 @@
 //! the PDP and the audit log.
 
 pub mod adherence;
+pub mod alerts;
 pub mod channel;
 pub mod dispensing;
 pub mod doses;

@@ -16,9 +16,10 @@ use crate::service::{MAX_REASON, MedicationService, Override, Prescribed, instan
 /// The most open refill requests a worklist shows.
 pub const MAX_WORKLIST: usize = 200;
 
-/// An open refill request, as the prescriber's worklist shows it.
+/// An open medication Task (a refill request, an adherence review), as the prescriber's
+/// worklist shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefillRequestItem {
+pub struct MedicationTaskItem {
     /// The Task's id (what deciding names).
     pub task: String,
     /// The prescription's id.
@@ -29,9 +30,9 @@ pub struct RefillRequestItem {
     pub patient_name: String,
     /// The medication in words.
     pub medication: String,
-    /// The patient's note, if any.
+    /// The patient's note (a refill), or what was found (a review).
     pub note: Option<String>,
-    /// When it was asked (a FHIR instant).
+    /// When it was asked or raised (a FHIR instant).
     pub asked: String,
 }
 
@@ -44,15 +45,31 @@ impl MedicationService {
     pub async fn refill_requests(
         &self,
         ctx: &RequestContext,
-    ) -> Result<Vec<RefillRequestItem>, RecordError> {
+    ) -> Result<Vec<MedicationTaskItem>, RecordError> {
+        self.open_tasks(ctx, "refill-request").await
+    }
+
+    /// The adherence reviews open for the calling clinician (see [`crate::alerts`]).
+    ///
+    /// # Errors
+    /// As [`Self::refill_requests`].
+    pub async fn adherence_reviews(
+        &self,
+        ctx: &RequestContext,
+    ) -> Result<Vec<MedicationTaskItem>, RecordError> {
+        self.open_tasks(ctx, crate::alerts::ADHERENCE_REVIEW).await
+    }
+
+    async fn open_tasks(
+        &self,
+        ctx: &RequestContext,
+        code: &str,
+    ) -> Result<Vec<MedicationTaskItem>, RecordError> {
         let me = crate::service::prescriber_of(ctx)?;
         let params = vec![
             ("owner".to_string(), me),
             ("status".to_string(), "requested".to_string()),
-            (
-                "code".to_string(),
-                format!("{TASK_CODE_SYSTEM}|refill-request"),
-            ),
+            ("code".to_string(), format!("{TASK_CODE_SYSTEM}|{code}")),
             ("_sort".to_string(), "authored-on".to_string()),
             ("_count".to_string(), MAX_WORKLIST.to_string()),
         ];
@@ -85,13 +102,16 @@ impl MedicationService {
                 Err(RecordError::NotFound) => String::new(),
                 Err(e) => return Err(e),
             };
-            out.push(RefillRequestItem {
+            out.push(MedicationTaskItem {
                 task: task["id"].as_str().unwrap_or_default().to_string(),
                 prescription: rx.to_string(),
                 patient,
                 patient_name,
                 medication: crate::prescription::medication_words(&request).unwrap_or_default(),
-                note: task["note"][0]["text"].as_str().map(str::to_string),
+                note: task["note"][0]["text"]
+                    .as_str()
+                    .or_else(|| task["description"].as_str())
+                    .map(str::to_string),
                 asked: task["authoredOn"].as_str().unwrap_or_default().to_string(),
             });
         }
@@ -316,5 +336,79 @@ impl MedicationService {
         .await?;
         Self::commit_with(tx, &rows).await?;
         Ok((out.resource.unwrap_or(Value::Null), renewal))
+    }
+
+    /// The clinician closes an adherence review they own: the Task is completed, with what
+    /// they did as its note (optional, at most [`MAX_REASON`] characters). Audited
+    /// `adherence-reviewed`.
+    ///
+    /// # Errors
+    /// [`RecordError::NotFound`] for a Task that is not a review the caller reads;
+    /// [`RecordError::Invalid`] for one closed already, or (403) one owned by someone else.
+    pub async fn close_review(
+        &self,
+        ctx: &RequestContext,
+        task_id: &str,
+        note: Option<&str>,
+    ) -> Result<Value, RecordError> {
+        let core = self.records.core();
+        let (mut task, version) = self.read_as(ctx, "Task", task_id).await?;
+        let is_review = task["code"]["coding"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c["system"] == TASK_CODE_SYSTEM && c["code"] == crate::alerts::ADHERENCE_REVIEW
+            });
+        if !is_review {
+            return Err(RecordError::NotFound);
+        }
+        if task["status"] != "requested" {
+            return Err(invalid("this review was closed already"));
+        }
+        let me = crate::service::prescriber_of(ctx)?;
+        if task["owner"]["reference"].as_str() != Some(me.as_str()) {
+            return Err(RecordError::invalid(
+                IssueType::Forbidden,
+                "only the clinician it was raised for closes a review",
+            ));
+        }
+        task["status"] = json!("completed");
+        task["lastModified"] = json!(instant(core.now()));
+        if let Some(n) = note.map(str::trim).filter(|n| !n.is_empty()) {
+            if n.chars().count() > MAX_REASON {
+                return Err(invalid(format!(
+                    "a note is at most {MAX_REASON} characters"
+                )));
+            }
+            task["note"] = json!([{"text": n, "authorReference": {"reference": me}}]);
+        }
+        if let Some(m) = task.as_object_mut() {
+            m.remove("meta");
+        }
+        let patient = task["for"]["reference"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("Patient/"))
+            .unwrap_or_default()
+            .to_string();
+        core.check_resource("Task", &task)?;
+        let grant = core.authorize(ctx, Action::Update, Some("Task")).await?;
+        let mut tx = core.begin_write().await?;
+        let head = Self::head_at(&mut tx, "Task", task_id, version).await?;
+        let out = core
+            .write_version(ctx, &mut tx, &grant, "Task", task_id, task, head)
+            .await?;
+        self.record_step(
+            ctx,
+            &mut tx,
+            &grant,
+            "adherence-reviewed",
+            "Task",
+            vec![task_id.to_string()],
+            &patient,
+        )
+        .await?;
+        Self::commit_with(tx, &[]).await?;
+        out.resource.ok_or(RecordError::NotFound)
     }
 }

@@ -52,7 +52,7 @@ impl MedicationService {
     }
 
     /// Every page of a search, following its `next` links, up to `limit` resources.
-    async fn every_page(
+    pub(crate) async fn every_page(
         &self,
         ctx: &RequestContext,
         rt: &str,

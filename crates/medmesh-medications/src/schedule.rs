@@ -700,7 +700,10 @@ mod tests {
         assert_eq!(units_per_day(&twice, &meals), Some(2.0));
         let every8 = line(2.0, json!({"frequency": 1, "period": 8, "periodUnit": "h"}));
         assert_eq!(units_per_day(&every8, &meals), Some(6.0));
-        let mon_thu = line(1.0, json!({"dayOfWeek": ["mon", "thu"], "timeOfDay": ["09:00:00"]}));
+        let mon_thu = line(
+            1.0,
+            json!({"dayOfWeek": ["mon", "thu"], "timeOfDay": ["09:00:00"]}),
+        );
         assert!((units_per_day(&mon_thu, &meals).unwrap() - 2.0 / 7.0).abs() < 1e-9);
         let prn = json!({"asNeededBoolean": true, "doseAndRate": [{"doseQuantity": {"value": 1}}]});
         assert_eq!(units_per_day(&prn, &meals), None);

@@ -136,6 +136,7 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         .route("/prescriptions/{id}/sign", get(pages::prescribe::sign))
         .route("/refills", get(pages::refills::refills))
         .route("/refills/{task}/decide", post(pages::refills::decide))
+        .route("/reviews/{task}/close", post(pages::refills::close_review))
         .route(
             "/prescriptions/{id}/prescription.pdf",
             get(pages::prescribe::print),

@@ -478,6 +478,11 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
             "/api/refill-requests/{task}/decide",
             post(medications::decide_refill),
         )
+        .route("/api/worklist/medications", get(medications::worklist))
+        .route(
+            "/api/adherence-reviews/{task}/close",
+            post(medications::close_review),
+        )
         .route("/api/pharmacy/queue", get(medications::queue))
         .route("/api/prescriptions/{id}/doses", post(medications::log_dose))
         .route("/api/patients/{id}/doses", get(medications::doses_of_day))

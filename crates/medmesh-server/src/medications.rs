@@ -396,6 +396,49 @@ pub struct DecideBody {
     pub overrides: Vec<OverrideBody>,
 }
 
+fn task_item_json(t: &medmesh_medications::refills::MedicationTaskItem) -> Value {
+    json!({"task": t.task, "prescription": t.prescription, "patient": t.patient,
+        "patientName": t.patient_name, "medication": t.medication, "note": t.note,
+        "asked": t.asked})
+}
+
+/// `GET /api/worklist/medications`: the caller's open refill requests and adherence
+/// reviews, oldest first.
+pub async fn worklist(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+) -> Result<Response, ApiError> {
+    let refills = state.medications.refill_requests(&ctx).await?;
+    let reviews = state.medications.adherence_reviews(&ctx).await?;
+    Ok(Json(json!({
+        "refillRequests": refills.iter().map(task_item_json).collect::<Vec<_>>(),
+        "adherenceReviews": reviews.iter().map(task_item_json).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// `POST /api/adherence-reviews/{task}/close` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloseReviewBody {
+    /// What was done.
+    pub note: Option<String>,
+}
+
+/// `POST /api/adherence-reviews/{task}/close`: the review's Task, completed.
+pub async fn close_review(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(task): ApiPath<String>,
+    ApiJson(body): ApiJson<CloseReviewBody>,
+) -> Result<Response, ApiError> {
+    let task = state
+        .medications
+        .close_review(&ctx, &task, body.note.as_deref())
+        .await?;
+    Ok(Json(task).into_response())
+}
+
 /// `POST /api/refill-requests/{task}/decide`: the Task, and the renewal when approved (or
 /// 409 with warnings to override first).
 pub async fn decide_refill(

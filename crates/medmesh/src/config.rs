@@ -173,6 +173,9 @@ pub struct FileConfig {
     pub dose_reminder_seconds: Option<u64>,
     /// Hours ahead each pass queues dose reminders. Default 26 (1 to 8784: a year).
     pub dose_reminder_horizon_hours: Option<u64>,
+    /// Seconds between passes that raise adherence alerts for the organizations that opted
+    /// in (docs/medications.md). Default 86400 (a day; at least 1).
+    pub adherence_alert_seconds: Option<u64>,
     /// Knowledge files for the prescribing checks, loaded beside the ONC list that ships
     /// with the node (interactions and dose limits; docs/medications.md gives the form); in
     /// the environment, comma-separated paths. Default none. A file that cannot be read or
@@ -369,6 +372,8 @@ pub struct Config {
     pub dose_reminder_seconds: u64,
     /// Hours ahead a dose-reminder pass looks.
     pub dose_reminder_horizon_hours: u64,
+    /// Seconds between adherence-alert passes.
+    pub adherence_alert_seconds: u64,
     /// Knowledge files loaded beside the shipped ONC list.
     pub medication_knowledge_files: Vec<PathBuf>,
 }
@@ -650,6 +655,12 @@ impl Config {
             )
             .unwrap_or(26)
             .clamp(1, 8784),
+            adherence_alert_seconds: setting(
+                env("MEDMESH_ADHERENCE_ALERT_SECONDS"),
+                file.adherence_alert_seconds,
+            )
+            .unwrap_or(86_400)
+            .max(1),
             medication_knowledge_files: match env("MEDMESH_MEDICATION_KNOWLEDGE_FILES") {
                 Some(list) => list
                     .split(',')

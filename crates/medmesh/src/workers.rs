@@ -170,6 +170,24 @@ pub fn start_hl7_housekeeping(
     });
 }
 
+/// Raises adherence alerts every `every` (see `medmesh_medications::alerts`); the first pass
+/// waits one period.
+pub async fn adherence_alerts(
+    medications: Arc<medmesh_medications::MedicationService>,
+    every: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match medications.raise_adherence_alerts().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(raised = n, "adherence alerts raised"),
+            Err(e) => tracing::warn!(error = %e, "adherence alerts could not be raised"),
+        }
+    }
+}
+
 /// Queues reminders of the doses to come every `every`, `horizon_hours` ahead (each pass
 /// queues only what is not queued yet; see `medmesh_medications::reminders`).
 pub async fn dose_reminders(

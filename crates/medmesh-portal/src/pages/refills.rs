@@ -1,7 +1,9 @@
 //! The prescriber's refill requests (`/refills`): the requests their patients made, oldest
 //! first, each approved (a renewal is prescribed as a draft, with the safety checks run
 //! again, and the prescriber goes on to sign it) or declined with a reason. The patient and
-//! the pharmacy are told either way (the medications service does that).
+//! the pharmacy are told either way (the medications service does that). Below them, the
+//! adherence reviews raised for the clinician (days covered under 80%), each closed with a
+//! note of what was done.
 
 use askama::Template;
 use axum::Form;
@@ -9,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use medmesh_medications::Prescribed;
-use medmesh_medications::refills::RefillRequestItem;
+use medmesh_medications::refills::MedicationTaskItem;
 use medmesh_records::RecordError;
 use medmesh_server::AppState;
 
@@ -40,6 +42,7 @@ pub struct RequestRow {
 struct RefillsPage {
     shell: Shell,
     requests: Vec<RequestRow>,
+    reviews: Vec<RequestRow>,
     /// The request whose approval needs overrides, with its warnings.
     pending: Option<String>,
     warnings: Vec<WarningRow>,
@@ -47,7 +50,7 @@ struct RefillsPage {
     done: Option<String>,
 }
 
-fn row(viewer: &Viewer, r: RefillRequestItem) -> RequestRow {
+fn row(viewer: &Viewer, r: MedicationTaskItem) -> RequestRow {
     let asked = serde_json::Value::String(r.asked);
     RequestRow {
         asked: clinical::date_of(viewer.lang, &asked, viewer.tz_minutes),
@@ -71,6 +74,10 @@ async fn show(
         Ok(list) => list.into_iter().map(|r| row(viewer, r)).collect(),
         Err(e) => return record_problem(viewer.lang, &e),
     };
+    let reviews = match state.medications.adherence_reviews(&viewer.ctx).await {
+        Ok(list) => list.into_iter().map(|r| row(viewer, r)).collect(),
+        Err(e) => return record_problem(viewer.lang, &e),
+    };
     let status = if warnings.is_empty() && error.is_none() {
         StatusCode::OK
     } else {
@@ -81,6 +88,7 @@ async fn show(
         &RefillsPage {
             shell: Shell::new(viewer, "/refills", "refills-title"),
             requests,
+            reviews,
             pending,
             warnings,
             error,
@@ -138,6 +146,48 @@ pub async fn decide(
         }
         Ok((_, None)) => {
             let done = Some(viewer.lang.t("refills-declined"));
+            show(&state, &viewer, None, Vec::new(), None, done).await
+        }
+        Err(RecordError::Invalid(issues)) => {
+            let error = Some(
+                issues
+                    .iter()
+                    .map(|i| i.diagnostics.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            );
+            show(&state, &viewer, None, Vec::new(), error, None).await
+        }
+        Err(e) => record_problem(viewer.lang, &e),
+    }
+}
+
+/// `POST /reviews/{task}/close`: an adherence review done, with a `note` of what was done.
+pub async fn close_review(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(task): Path<String>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Some(r) = refuse_form(
+        &viewer,
+        Some(value(&pairs, "csrf")),
+        Audience::Clinician,
+        &[&task],
+    ) {
+        return r;
+    }
+    if pairs.len() > 10 {
+        return problem(viewer.lang, Problem::BadInput);
+    }
+    let note = Some(value(&pairs, "note")).filter(|n| !n.trim().is_empty());
+    match state
+        .medications
+        .close_review(&viewer.ctx, &task, note)
+        .await
+    {
+        Ok(_) => {
+            let done = Some(viewer.lang.t("reviews-closed"));
             show(&state, &viewer, None, Vec::new(), None, done).await
         }
         Err(RecordError::Invalid(issues)) => {

@@ -126,6 +126,10 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
                 Arc::new(crate::wiring::MedicationAccountsOf(stores.identity.clone())),
             ),
     );
+    tokio::spawn(crate::workers::adherence_alerts(
+        medications.clone(),
+        std::time::Duration::from_secs(cfg.adherence_alert_seconds),
+    ));
     tokio::spawn(crate::workers::dose_reminders(
         medications.clone(),
         std::time::Duration::from_secs(cfg.dose_reminder_seconds),

@@ -1388,3 +1388,162 @@ async fn interactions_and_dose_limits_warn_until_overridden_on_sqlite() {
 async fn interactions_and_dose_limits_warn_until_overridden_on_postgres() {
     interactions_and_dose_limits_warn_until_overridden(crate::harness::Db::Postgres).await;
 }
+
+/// A patient of `org` with the GP as their general practitioner, on a signed once-a-day
+/// prescription of which 10 days' supply was handed over 20 days ago: 10 of 21 days
+/// covered (48%). Returns the prescription's id.
+async fn patient_under_the_threshold(
+    node: &Node,
+    gp: &Node,
+    keys: &std::path::Path,
+    patient: &str,
+    org: &str,
+) -> String {
+    put(
+        node,
+        &format!("Patient/{patient}"),
+        json!({"resourceType": "Patient", "id": patient,
+            "managingOrganization": {"reference": format!("Organization/{org}")},
+            "generalPractitioner": [{"reference": "Practitioner/gp"}]}),
+    )
+    .await;
+    let mut rx = amoxicillin();
+    rx["subject"] = json!({"reference": format!("Patient/{patient}")});
+    rx["dosageInstruction"] = json!([{"doseAndRate": [{"doseQuantity": {"value": 1, "unit": "capsule"}}],
+        "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}}]);
+    let (s, written) = prescribe(gp, rx, json!([])).await;
+    assert_eq!(s, StatusCode::CREATED, "{written}");
+    let id = written["prescription"]["id"].as_str().unwrap().to_string();
+    ok(
+        &node.doc(
+            &gp.token,
+            keys,
+            &["sign-prescription", "--key-file", "gp.key", &id],
+        ),
+        "sign",
+    );
+    let handed = time::OffsetDateTime::now_utc() - time::Duration::days(20);
+    put(
+        node,
+        &format!("MedicationDispense/{patient}-d1"),
+        json!({"resourceType": "MedicationDispense", "id": format!("{patient}-d1"),
+            "status": "completed",
+            "medicationCodeableConcept": {"text": "amoxicillin"},
+            "subject": {"reference": format!("Patient/{patient}")},
+            "authorizingPrescription": [{"reference": format!("MedicationRequest/{id}")}],
+            "quantity": {"value": 10, "unit": "capsule"},
+            "whenHandedOver": format!("{}T11:00:00Z", handed.date())}),
+    )
+    .await;
+    id
+}
+
+/// The review Tasks raised for prescription `id`, waited for until there are `n`.
+async fn reviews(node: &Node, id: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let b = node
+            .search(&format!(
+                "Task?focus=MedicationRequest/{id}&code=https://medmesh.dev/fhir/CodeSystem/medication-task|adherence-review"
+            ))
+            .await;
+        let found: Vec<Value> = b["entry"]
+            .as_array()
+            .map(|e| e.iter().map(|x| x["resource"].clone()).collect())
+            .unwrap_or_default();
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {n} adherence reviews for {id}: {b}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Adherence alerts, for an organization that opted in (every second here): a prescription
+/// under 80% of days covered raises a review Task for its prescriber, who is told; a later
+/// pass raises no second one; a patient of an organization that did not opt in raises none.
+async fn adherence_alerts_reach_the_care_team(db: crate::harness::Db) {
+    let node = Node::start_with_env(db, &[("MEDMESH_ADHERENCE_ALERT_SECONDS", "1")]).await;
+    seed(&node).await;
+    put(
+        &node,
+        "Organization/practice",
+        json!({"resourceType": "Organization", "id": "practice", "name": "The practice",
+            "extension": [{"url": "https://medmesh.dev/fhir/StructureDefinition/adherence-alerts", "valueBoolean": true}]}),
+    )
+    .await;
+    put(
+        &node,
+        "Organization/elsewhere",
+        json!({"resourceType": "Organization", "id": "elsewhere", "name": "Elsewhere"}),
+    )
+    .await;
+    let gp = practitioner(&node, "gp", "gp");
+    let dir = gp_keys(&node, &gp);
+    let d = dir.path();
+    let first = patient_under_the_threshold(&node, &gp, d, "pat", "practice").await;
+    let task = &reviews(&node, &first, 1).await[0];
+    assert_eq!(task["status"], "requested");
+    assert_eq!(task["owner"]["reference"], "Practitioner/gp");
+    assert_eq!(task["for"]["reference"], "Patient/pat");
+    assert_eq!(
+        task["description"],
+        "Days covered by dispenses over the last 30 days: 48% (10 of 21), under 80%."
+    );
+    let notices = told(&gp, "/api/account/inbox", 1).await;
+    assert!(
+        !notices[0].to_string().contains("amoxicillin"),
+        "the notice names no medication: {}",
+        notices[0]
+    );
+    // A patient of an organization that did not opt in, then one more of the practice's:
+    // once the latter's alert is raised, a pass has seen all three.
+    let quiet = patient_under_the_threshold(&node, &gp, d, "quiet", "elsewhere").await;
+    let second = patient_under_the_threshold(&node, &gp, d, "second", "practice").await;
+    reviews(&node, &second, 1).await;
+    assert_eq!(reviews(&node, &first, 0).await.len(), 1, "no second alert");
+    assert!(reviews(&node, &quiet, 0).await.is_empty(), "not opted in");
+    // The GP's worklist has both reviews; one is closed with what was done.
+    let (s, _, list) = gp.get_raw("/api/worklist/medications").await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    let open = list["adherenceReviews"].as_array().unwrap();
+    assert_eq!(open.len(), 2, "{list}");
+    assert_eq!(open[0]["prescription"], first.as_str(), "oldest first");
+    assert!(open[0]["note"].as_str().unwrap().contains("48%"));
+    let task_id = task["id"].as_str().unwrap();
+    let path = format!("/api/adherence-reviews/{task_id}/close");
+    let (s, _, closed) = gp
+        .post_raw(
+            &path,
+            &json!({"note": "Called: cost of the medicine; switched to generic"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{closed}");
+    assert_eq!(closed["status"], "completed");
+    let (s, _, _) = gp.post_raw(&path, &json!({})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "closed already");
+    let (_, _, list) = gp.get_raw("/api/worklist/medications").await;
+    assert_eq!(list["adherenceReviews"].as_array().unwrap().len(), 1);
+    // Closed within 30 days of raising: later passes raise no new one for it.
+    assert_eq!(reviews(&node, &first, 0).await.len(), 1);
+
+    // Audited as the node's adherence alerts (its reads, and the two alerts).
+    assert!(
+        node.sql_i64("SELECT count(*) FROM audit_log WHERE actor = 'adherence-alerts'")
+            .await
+            >= 2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adherence_alerts_reach_the_care_team_on_sqlite() {
+    adherence_alerts_reach_the_care_team(crate::harness::Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adherence_alerts_reach_the_care_team_on_postgres() {
+    adherence_alerts_reach_the_care_team(crate::harness::Db::Postgres).await;
+}
