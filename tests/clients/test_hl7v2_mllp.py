@@ -325,3 +325,55 @@ def test_an_oversized_frame_is_refused_and_the_connection_goes_on():
     finally:
         n.close()
         os.unlink(cfg)
+
+
+def test_pharmacy_messages_join_the_medication_loop(engine_node):
+    """RDE^O11 and RDS^O13 go on through the medication service: an order against a recorded
+    allergy is kept (the hospital's prescriber ordered it) with the finding recorded as a
+    preliminary DetectedIssue; dispensing all of it completes it; a discontinued order is
+    not made active again (AE, kept as a dead letter)."""
+    def msh(kind, control):
+        return f"MSH|^~\\&|PHARM|HOSP|MEDMESH|NODE|20261201090000||{kind}|{control}|P|2.5.1\r"
+
+    pid = "PID|1||RX-7^^^HOSP^MR||Moss^Kit||19700101|F\r"
+    rxe = ("RXE||308182^amoxicillin 250 MG Oral Capsule^RXNORM|1||CAP^capsule||"
+           "^1 capsule three times a day||N|21|CAP^capsule|0\r")
+    with MLLPClient(*engine_node.mllp) as client:
+        def send(msg):
+            return ack_of(client.send_message(msg))
+
+        # The patient, allergic to amoxicillin (AL1), then an order for it.
+        assert send(msh("ADT^A04^ADT_A01", "RX-ADT") + pid + "AL1|1|DA|723^amoxicillin^RXNORM|SV|rash\r")[0] == "AA"
+        code, _, text, _ = send(msh("RDE^O11^RDE_O11", "RX-1") + pid + "ORC|NW|PO-1^HOSP\r" + rxe)
+        assert code == "AA", text
+        orders = fhir(engine_node, "MedicationRequest?identifier=PO-1")["entry"]
+        assert len(orders) == 1
+        order = orders[0]["resource"]
+        assert order["status"] == "active"
+        patient = order["subject"]["reference"]
+        issues = fhir(engine_node, f"DetectedIssue?patient={patient}")["entry"]
+        assert len(issues) == 1
+        issue = issues[0]["resource"]
+        assert issue["status"] == "preliminary"
+        assert issue["code"]["coding"][0]["code"] == "ALGY"
+        assert issue["implicated"][0]["reference"] == f"MedicationRequest/{order['id']}"
+        assert "allergy" in issue["detail"]
+        assert "mitigation" not in issue
+        # The pharmacy dispenses all 21: the order is completed.
+        rxd = "RXD|1|308182^amoxicillin 250 MG Oral Capsule^RXNORM|20261202100000|21|CAP^capsule||RXN-1\r"
+        code, _, text, _ = send(msh("RDS^O13^RDS_O13", "RX-2") + pid + "ORC|RE|PO-1^HOSP\r" + rxe + rxd)
+        assert code == "AA", text
+        assert fhir(engine_node, f"MedicationRequest/{order['id']}")["status"] == "completed"
+        dispenses = fhir(engine_node, f"MedicationDispense?prescription=MedicationRequest/{order['id']}")
+        assert len(dispenses["entry"]) == 1
+        # A second order, discontinued: its reminders are withdrawn, and it stays stopped.
+        assert send(msh("RDE^O11^RDE_O11", "RX-3") + pid + "ORC|NW|PO-2^HOSP\r" + rxe)[0] == "AA"
+        assert send(msh("RDE^O11^RDE_O11", "RX-4") + pid + "ORC|DC|PO-2^HOSP\r" + rxe)[0] == "AA"
+        second = fhir(engine_node, "MedicationRequest?identifier=PO-2")["entry"][0]["resource"]
+        assert second["status"] == "stopped"
+        code, _, text, _ = send(msh("RDE^O11^RDE_O11", "RX-5") + pid + "ORC|NW|PO-2^HOSP\r" + rxe)
+        assert code == "AE"
+        assert text == "refused by the record's rules: a stopped prescription cannot change any more"
+        assert fhir(engine_node, f"MedicationRequest/{second['id']}")["status"] == "stopped"
+        # The allergy finding was recorded once per order (the second too), not per message.
+        assert len(fhir(engine_node, f"DetectedIssue?patient={patient}")["entry"]) == 2

@@ -110,6 +110,17 @@ pub struct InterfaceEngine {
     /// events (see [`events`]).
     events_seen: Mutex<HashMap<String, medmesh_records::FeedSeen>>,
     base_url: String,
+    follow_up: Option<Arc<dyn FollowUp>>,
+}
+
+/// Another capability's follow-up of what an applied message wrote: the medication loop's,
+/// for pharmacy orders and dispenses (the binary wires `medmesh-medications` here). It runs
+/// after the message's transaction; a failure is logged with the message's id and the
+/// message stays applied (its resources are written), and a replay runs it again.
+#[async_trait::async_trait]
+pub trait FollowUp: Send + Sync + 'static {
+    /// Follows up the resources (`Type/id`) a message wrote.
+    async fn applied(&self, resources: &[String]) -> Result<(), String>;
 }
 
 impl std::fmt::Debug for InterfaceEngine {
@@ -156,7 +167,14 @@ impl InterfaceEngine {
             patient_locks: Mutex::new(HashMap::new()),
             events_seen: Mutex::new(HashMap::new()),
             base_url: base_url.into(),
+            follow_up: None,
         }
+    }
+
+    /// Hands what each applied message wrote to `follow_up`.
+    pub fn with_follow_up(mut self, follow_up: Arc<dyn FollowUp>) -> Self {
+        self.follow_up = Some(follow_up);
+        self
     }
 
     /// Keeps the documents messages carry (an encapsulated PDF report) in `vault`: sealed
@@ -527,6 +545,11 @@ impl InterfaceEngine {
                             self.file_documents(ctx, &response, &m.documents, &mut outcome)
                                 .await;
                             row.status = "applied".into();
+                            if let Some(f) = &self.follow_up
+                                && let Err(why) = f.applied(&outcome.resources).await
+                            {
+                                tracing::error!(message = %row.id, error = %why, "the follow-up of an applied message failed; replay the message to run it again");
+                            }
                             self.forward(message, row).await;
                             if m.final_result {
                                 self.tell_patient(&outcome.resources, &row.id).await;
@@ -1189,7 +1212,15 @@ fn refusal_text(e: &RecordError) -> String {
     match e {
         RecordError::Invalid(issues) | RecordError::BadRequest(issues) => {
             let first = issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default();
-            format!("the resources it maps to are not valid FHIR: {first}")
+            // A rule of the record (a prescription's lifecycle) is not a matter of form.
+            if issues
+                .first()
+                .is_some_and(|i| i.code == medmesh_fhir::IssueType::BusinessRule)
+            {
+                format!("refused by the record's rules: {first}")
+            } else {
+                format!("the resources it maps to are not valid FHIR: {first}")
+            }
         }
         RecordError::MultipleMatches => "more than one record matches an identifier the message is matched on (patient, order or result)".into(),
         RecordError::Forbidden => "the sender may not write these resources".into(),

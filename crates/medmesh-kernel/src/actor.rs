@@ -151,6 +151,20 @@ impl Actor {
         }
     }
 
+    /// The medication loop's follow-up of prescriptions and dispenses recorded from
+    /// elsewhere (HL7 v2 pharmacy messages): the safety checks' findings recorded, reminders
+    /// withdrawn, a prescription dispensed in full completed (with `scopes`). Only the
+    /// medication service makes one.
+    pub fn medication_follow_up(scopes: Vec<Scope>) -> Self {
+        Self {
+            subject: "medication-follow-up".into(),
+            scopes,
+            patient: None,
+            role: None,
+            clinician: None,
+        }
+    }
+
     /// The reader of the record's change feed for FHIR Subscriptions, with read scopes on
     /// the topics' types. Only the subscription service makes one.
     pub fn subscription_feed(scopes: Vec<Scope>) -> Self {

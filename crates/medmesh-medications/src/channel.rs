@@ -9,14 +9,16 @@
 //! an intent that is not a prescription's (`proposal`, `plan`), one marked as reported from
 //! elsewhere (`reportedBoolean`/`reportedReference`), and every write by an actor with no
 //! user role (the command line's import, an HL7 v2 sender, a backend system), which records
-//! prescriptions made elsewhere.
+//! prescriptions made elsewhere. Those writers still keep to R4's lifecycle: a change of a
+//! prescription's status that it does not allow (a cancelled order made active again) is
+//! refused.
 
 use medmesh_auth::Role;
 use medmesh_kernel::Actor;
 use medmesh_records::write_rules::WriteRule;
 use serde_json::Value;
 
-use crate::status::Intent;
+use crate::status::{Intent, RequestStatus, check_transition};
 
 /// The rule on MedicationRequest.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,10 +37,27 @@ fn is_draft(r: &Value) -> bool {
     r["status"] == "draft"
 }
 
+/// A recorded prescription's change of status, checked against R4's lifecycle (whether any
+/// was dispensed is not known here; the service checks that for its own cancellations).
+fn lifecycle_kept(before: Option<&Value>, after: &Value) -> Result<(), String> {
+    let (Some(before), true) = (before, is_prescription(after)) else {
+        return Ok(());
+    };
+    let status = |r: &Value| r["status"].as_str().and_then(RequestStatus::parse);
+    let (Some(from), Some(to), Some(intent)) = (
+        status(before),
+        status(after),
+        after["intent"].as_str().and_then(Intent::parse),
+    ) else {
+        return Ok(());
+    };
+    check_transition(intent, from, to, false).map_err(|e| e.to_string())
+}
+
 impl WriteRule for PrescriptionWrites {
     fn check(&self, actor: &Actor, before: Option<&Value>, after: &Value) -> Result<(), String> {
         let Some(role) = actor.role() else {
-            return Ok(());
+            return lifecycle_kept(before, after);
         };
         if role == Role::Patient && is_prescription(after) {
             return Err(
@@ -106,5 +125,11 @@ mod tests {
         assert!(rule.check(&me, None, &draft).is_err());
         assert!(rule.check(&me, None, &proposal).is_ok());
         assert!(rule.check(&actor(None), None, &active).is_ok());
+        // ... keeping to the lifecycle: discontinued, yes; cancelled made active, no.
+        let node = actor(None);
+        assert!(rule.check(&node, Some(&active), &stopped).is_ok());
+        let cancelled = json!({"intent": "order", "status": "cancelled"});
+        let err = rule.check(&node, Some(&cancelled), &active).unwrap_err();
+        assert_eq!(err, "a cancelled prescription cannot change any more");
     }
 }

@@ -17,6 +17,7 @@ pub mod alerts;
 pub mod channel;
 pub mod dispensing;
 pub mod doses;
+pub mod external;
 pub mod knowledge;
 pub mod pharmacy;
 pub mod prescription;

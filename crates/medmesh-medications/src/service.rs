@@ -39,7 +39,8 @@ pub const MAX_REASON: usize = 1000;
 /// How far a signature's time may be from the node's clock, microseconds (10 minutes).
 pub const SIGNATURE_SKEW: i64 = 10 * 60 * 1_000_000;
 
-const V3_ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+/// HL7 v3 ActCode, the DetectedIssue codes' system.
+pub(crate) const V3_ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 
 /// A warning the prescriber must override, with a reason, before the prescription is written.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use crate::cli::*;
 use crate::commands::keys;
 use crate::config::{Config, Overrides};
-use anyhow::bail;
+use anyhow::{Context, bail};
 use medmesh_audit_log::AuditLogService;
 use medmesh_auth::Role;
 use medmesh_identity::{IdentityConfig, IdentityService, OsRandom};
@@ -536,6 +536,7 @@ pub(crate) async fn interface_engine(
     records: &Arc<RecordService>,
     public_origin: &str,
     hub: Arc<medmesh_notifications::NotificationHub>,
+    medications: Arc<medmesh_medications::MedicationService>,
 ) -> anyhow::Result<Arc<medmesh_interface_engine::InterfaceEngine>> {
     let channels = cfg
         .hl7_channels
@@ -577,7 +578,8 @@ pub(crate) async fn interface_engine(
             format!("{public_origin}/fhir"),
         )
         .with_outbound(stores.hl7_outbox.clone(), channels)
-        .with_vault(document_vault(stores, cfg, records, Some(hub))?),
+        .with_vault(document_vault(stores, cfg, records, Some(hub))?)
+        .with_follow_up(Arc::new(MedicationFollowUp(medications))),
     );
     let configured = cfg
         .hl7_senders
@@ -609,4 +611,55 @@ pub(crate) fn new_secret() -> String {
     let mut secret = [0u8; 32];
     medmesh_identity::Random::fill(&OsRandom, &mut secret);
     secret.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The knowledge base of the prescribing checks: the ONC list that ships, and the files
+/// `medication_knowledge_files` names (each at most 16 MiB).
+pub(crate) fn medication_knowledge(
+    cfg: &Config,
+) -> anyhow::Result<medmesh_medications::KnowledgeBase> {
+    const MAX_KNOWLEDGE_FILE: u64 = 16 * 1024 * 1024;
+    let mut knowledge = medmesh_medications::KnowledgeBase::shipped();
+    for path in &cfg.medication_knowledge_files {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_KNOWLEDGE_FILE) {
+            anyhow::bail!(
+                "medication_knowledge_files: {} is larger than 16 MiB",
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("medication_knowledge_files: cannot read {}", path.display())
+        })?;
+        knowledge
+            .add(&text)
+            .with_context(|| format!("medication_knowledge_files: {}", path.display()))?;
+    }
+    Ok(knowledge)
+}
+
+/// The medication service, telling patients, prescribers and pharmacies through `hub`.
+pub(crate) fn medications(
+    stores: &Stores,
+    records: &Arc<RecordService>,
+    hub: Arc<medmesh_notifications::NotificationHub>,
+    knowledge: medmesh_medications::KnowledgeBase,
+) -> Arc<medmesh_medications::MedicationService> {
+    Arc::new(
+        medmesh_medications::MedicationService::new(records.clone(), stores.records.clone())
+            .with_knowledge(knowledge)
+            .with_notices(hub, Arc::new(MedicationAccountsOf(stores.identity.clone()))),
+    )
+}
+
+/// The medication loop's follow-up of pharmacy messages, for the interface engine.
+struct MedicationFollowUp(Arc<medmesh_medications::MedicationService>);
+
+#[async_trait::async_trait]
+impl medmesh_interface_engine::FollowUp for MedicationFollowUp {
+    async fn applied(&self, resources: &[String]) -> Result<(), String> {
+        self.0
+            .follow_external(resources)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }

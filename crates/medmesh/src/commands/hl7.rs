@@ -55,7 +55,9 @@ async fn engine(
 ) -> anyhow::Result<(Arc<RecordService>, Arc<InterfaceEngine>)> {
     let records = record_service(stores, cfg).await?;
     let hub = crate::wiring::notification_hub(cfg, stores, &records, "")?;
-    let engine = interface_engine(cfg, stores, &records, "", hub).await?;
+    let knowledge = crate::wiring::medication_knowledge(cfg)?;
+    let medications = crate::wiring::medications(stores, &records, hub.clone(), knowledge);
+    let engine = interface_engine(cfg, stores, &records, "", hub, medications).await?;
     Ok((records, engine))
 }
 

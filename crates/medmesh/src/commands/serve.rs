@@ -9,22 +9,7 @@ use std::time::Duration;
 
 pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Read before anything is opened: a bad knowledge file stops the node at once.
-    let mut knowledge = medmesh_medications::KnowledgeBase::shipped();
-    for path in &cfg.medication_knowledge_files {
-        const MAX_KNOWLEDGE_FILE: u64 = 16 * 1024 * 1024;
-        if std::fs::metadata(path).is_ok_and(|m| m.len() > MAX_KNOWLEDGE_FILE) {
-            anyhow::bail!(
-                "medication_knowledge_files: {} is larger than 16 MiB",
-                path.display()
-            );
-        }
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!("medication_knowledge_files: cannot read {}", path.display())
-        })?;
-        knowledge
-            .add(&text)
-            .with_context(|| format!("medication_knowledge_files: {}", path.display()))?;
-    }
+    let knowledge = crate::wiring::medication_knowledge(&cfg)?;
     let stores = open_store_with(
         &cfg,
         &medmesh_store_sql::StoreOptions {
@@ -67,7 +52,16 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     let portal = medmesh_portal::PortalServices {
         keys: Arc::new(key_administration(&stores, &cfg, &records)?),
     };
-    let hl7 = interface_engine(&cfg, &stores, &records, &issuer, hub.clone()).await?;
+    let medications = crate::wiring::medications(&stores, &records, hub.clone(), knowledge);
+    let hl7 = interface_engine(
+        &cfg,
+        &stores,
+        &records,
+        &issuer,
+        hub.clone(),
+        medications.clone(),
+    )
+    .await?;
     let recovered = hl7.recover().await?;
     if recovered > 0 {
         tracing::info!(
@@ -118,14 +112,6 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("{issuer}/fhir")),
     )?;
     tokio::spawn(medmesh_subscriptions::run(subscriptions.clone()));
-    let medications = Arc::new(
-        medmesh_medications::MedicationService::new(records.clone(), stores.records.clone())
-            .with_knowledge(knowledge)
-            .with_notices(
-                hub.clone(),
-                Arc::new(crate::wiring::MedicationAccountsOf(stores.identity.clone())),
-            ),
-    );
     tokio::spawn(crate::workers::adherence_alerts(
         medications.clone(),
         std::time::Duration::from_secs(cfg.adherence_alert_seconds),
