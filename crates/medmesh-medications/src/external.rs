@@ -18,11 +18,10 @@
 //! refused before anything is written (`channel.rs`), so the sender gets an error
 //! acknowledgement and the message is kept as a dead letter.
 
-use medmesh_audit::Outcome;
 use medmesh_auth::parse_scopes;
 use medmesh_kernel::{Actor, OperationId, RequestContext};
 use medmesh_notifications::Recipient;
-use medmesh_policy::{Action, Pdp};
+use medmesh_policy::Action;
 use medmesh_records::RecordError;
 use serde_json::json;
 
@@ -191,37 +190,11 @@ impl MedicationService {
             )
             .used_up();
         let mut tx = core.begin_write().await?;
-        {
-            if used_up {
-                // Dispensed in full elsewhere: the node completes it, as it does when its
-                // own pharmacies dispense the last of it.
-                let mut done = request.clone();
-                done["status"] = json!("completed");
-                if let Some(m) = done.as_object_mut() {
-                    m.remove("meta");
-                }
-                let head = Self::head_at(&mut tx, "MedicationRequest", &rx, version).await?;
-                let internal = Pdp.internal_grant("MedicationRequest");
-                core.write_version(
-                    ctx,
-                    &mut tx,
-                    &internal,
-                    "MedicationRequest",
-                    &rx,
-                    done,
-                    head,
-                )
+        if used_up {
+            // Dispensed in full elsewhere: the node completes it, as it does when its own
+            // pharmacies dispense the last of it.
+            self.complete_in(ctx, &mut tx, &request, &rx, version, &patient)
                 .await?;
-                let mut entry = core.entry(
-                    ctx,
-                    "status:completed",
-                    Some("MedicationRequest"),
-                    vec![rx.clone()],
-                    Outcome::Success,
-                );
-                entry.patients = vec![patient];
-                tx.append_audit(&entry).await?;
-            }
         }
         Self::commit_with(tx, &rows).await
     }

@@ -8,7 +8,6 @@
 //! their pharmacy (the PDP's `dispensing` edge, [`medmesh_policy::access::EdgeKind`]), and
 //! within their role's ceiling (the medication record, allergies, overrides, signatures).
 
-use medmesh_audit::Outcome;
 use medmesh_auth::Role;
 use medmesh_fhir::IssueType;
 use medmesh_kernel::RequestContext;
@@ -229,23 +228,19 @@ impl MedicationService {
         }
         core.check_resource("Patient", &p)?;
         let grant = core.authorize(ctx, Action::Update, Some("Patient")).await?;
-        let mut tx = core.begin_write().await?;
-        let head = Self::head_at(&mut tx, "Patient", patient, version).await?;
-        let out = core
-            .write_version(ctx, &mut tx, &grant, "Patient", patient, p, head)
+        let out = self
+            .update_step(
+                ctx,
+                &grant,
+                ("Patient", patient, version),
+                p,
+                "choose-pharmacy",
+                vec![patient.to_string()],
+                patient,
+                &[],
+            )
             .await?;
-        self.record_step(
-            ctx,
-            &mut tx,
-            &grant,
-            "choose-pharmacy",
-            "Patient",
-            vec![patient.to_string()],
-            patient,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(PharmacyChoice::of(&out.resource.unwrap_or(Value::Null)))
+        Ok(PharmacyChoice::of(&out.unwrap_or(Value::Null)))
     }
 
     /// The patient's preferred pharmacy, for a prescription that names none.
@@ -487,24 +482,8 @@ impl MedicationService {
         if used_up {
             // The pharmacist may not update prescriptions; the node completes it on their
             // behalf, the dispense having just been checked against it.
-            let mut done = request.clone();
-            done["status"] = json!("completed");
-            if let Some(m) = done.as_object_mut() {
-                m.remove("meta");
-            }
-            let head = Self::head_at(&mut tx, "MedicationRequest", id, version).await?;
-            let internal = Pdp.internal_grant("MedicationRequest");
-            core.write_version(ctx, &mut tx, &internal, "MedicationRequest", id, done, head)
+            self.complete_in(ctx, &mut tx, &request, id, version, &patient)
                 .await?;
-            let mut entry = core.entry(
-                ctx,
-                "status:completed",
-                Some("MedicationRequest"),
-                vec![id.to_string()],
-                Outcome::Success,
-            );
-            entry.patients = vec![patient];
-            tx.append_audit(&entry).await?;
         }
         Self::commit_with(tx, &rows).await?;
         out.resource.ok_or(RecordError::NotFound)
@@ -651,23 +630,18 @@ impl MedicationService {
             )
             .await?
         };
-        let mut tx = core.begin_write().await?;
-        let head = Self::head_at(&mut tx, "MedicationRequest", id, version).await?;
-        let out = core
-            .write_version(ctx, &mut tx, &grant, "MedicationRequest", id, request, head)
-            .await?;
-        self.record_step(
+        self.update_step(
             ctx,
-            &mut tx,
             &grant,
+            ("MedicationRequest", id, version),
+            request,
             "route",
-            "MedicationRequest",
             vec![id.to_string()],
             &patient,
+            &rows,
         )
-        .await?;
-        Self::commit_with(tx, &rows).await?;
-        out.resource.ok_or(RecordError::NotFound)
+        .await?
+        .ok_or(RecordError::NotFound)
     }
 }
 

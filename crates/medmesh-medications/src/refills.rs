@@ -225,29 +225,15 @@ impl MedicationService {
         overrides: &[Override],
     ) -> Result<(Value, Option<Prescribed>), RecordError> {
         let core = self.records.core();
-        let (mut task, version) = self.read_as(ctx, "Task", task_id).await?;
-        let is_refill = task["code"]["coding"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["system"] == TASK_CODE_SYSTEM && c["code"] == "refill-request");
-        if !is_refill {
-            return Err(RecordError::NotFound);
-        }
-        if task["status"] != "requested" {
-            return Err(invalid("this refill request was decided already"));
-        }
-        let me = ctx
-            .actor()
-            .clinician()
-            .map(|c| c.practitioner.clone())
-            .unwrap_or_default();
-        if task["owner"]["reference"].as_str() != Some(me.as_str()) {
-            return Err(RecordError::invalid(
-                IssueType::Forbidden,
+        let (mut task, version, _) = self
+            .open_task_of_mine(
+                ctx,
+                task_id,
+                "refill-request",
+                "this refill request was decided already",
                 "only the prescriber asked decides a refill request",
-            ));
-        }
+            )
+            .await?;
         let focus = task["focus"]["reference"]
             .as_str()
             .and_then(|r| r.strip_prefix("MedicationRequest/"))
@@ -315,27 +301,24 @@ impl MedicationService {
         let rows = self
             .notices(told, &format!("refill-decided:{task_id}"))
             .await?;
-        let mut tx = core.begin_write().await?;
-        let head = Self::head_at(&mut tx, "Task", task_id, version).await?;
-        let out = core
-            .write_version(ctx, &mut tx, &grant, "Task", task_id, task, head)
+        let action = if approve {
+            "refill-approved"
+        } else {
+            "refill-declined"
+        };
+        let out = self
+            .update_step(
+                ctx,
+                &grant,
+                ("Task", task_id, version),
+                task,
+                action,
+                vec![task_id.to_string(), format!("MedicationRequest/{focus}")],
+                &patient,
+                &rows,
+            )
             .await?;
-        self.record_step(
-            ctx,
-            &mut tx,
-            &grant,
-            if approve {
-                "refill-approved"
-            } else {
-                "refill-declined"
-            },
-            "Task",
-            vec![task_id.to_string(), format!("MedicationRequest/{focus}")],
-            &patient,
-        )
-        .await?;
-        Self::commit_with(tx, &rows).await?;
-        Ok((out.resource.unwrap_or(Value::Null), renewal))
+        Ok((out.unwrap_or(Value::Null), renewal))
     }
 
     /// The clinician closes an adherence review they own: the Task is completed, with what
@@ -352,27 +335,15 @@ impl MedicationService {
         note: Option<&str>,
     ) -> Result<Value, RecordError> {
         let core = self.records.core();
-        let (mut task, version) = self.read_as(ctx, "Task", task_id).await?;
-        let is_review = task["code"]["coding"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| {
-                c["system"] == TASK_CODE_SYSTEM && c["code"] == crate::alerts::ADHERENCE_REVIEW
-            });
-        if !is_review {
-            return Err(RecordError::NotFound);
-        }
-        if task["status"] != "requested" {
-            return Err(invalid("this review was closed already"));
-        }
-        let me = crate::service::prescriber_of(ctx)?;
-        if task["owner"]["reference"].as_str() != Some(me.as_str()) {
-            return Err(RecordError::invalid(
-                IssueType::Forbidden,
+        let (mut task, version, me) = self
+            .open_task_of_mine(
+                ctx,
+                task_id,
+                crate::alerts::ADHERENCE_REVIEW,
+                "this review was closed already",
                 "only the clinician it was raised for closes a review",
-            ));
-        }
+            )
+            .await?;
         task["status"] = json!("completed");
         task["lastModified"] = json!(instant(core.now()));
         if let Some(n) = note.map(str::trim).filter(|n| !n.is_empty()) {
@@ -393,22 +364,47 @@ impl MedicationService {
             .to_string();
         core.check_resource("Task", &task)?;
         let grant = core.authorize(ctx, Action::Update, Some("Task")).await?;
-        let mut tx = core.begin_write().await?;
-        let head = Self::head_at(&mut tx, "Task", task_id, version).await?;
-        let out = core
-            .write_version(ctx, &mut tx, &grant, "Task", task_id, task, head)
-            .await?;
-        self.record_step(
+        self.update_step(
             ctx,
-            &mut tx,
             &grant,
+            ("Task", task_id, version),
+            task,
             "adherence-reviewed",
-            "Task",
             vec![task_id.to_string()],
             &patient,
+            &[],
         )
-        .await?;
-        Self::commit_with(tx, &[]).await?;
-        out.resource.ok_or(RecordError::NotFound)
+        .await?
+        .ok_or(RecordError::NotFound)
+    }
+
+    /// Task `task_id` of `code`, still requested and owned by the calling practitioner, with
+    /// its version and the practitioner's reference.
+    async fn open_task_of_mine(
+        &self,
+        ctx: &RequestContext,
+        task_id: &str,
+        code: &str,
+        done_already: &str,
+        not_theirs: &str,
+    ) -> Result<(Value, i64, String), RecordError> {
+        let (task, version) = self.read_as(ctx, "Task", task_id).await?;
+        let of_code = task["code"]["coding"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["system"] == TASK_CODE_SYSTEM && c["code"] == code);
+        if !of_code {
+            return Err(RecordError::NotFound);
+        }
+        if task["status"] != "requested" {
+            return Err(invalid(done_already));
+        }
+        let me = crate::service::prescriber_of(ctx)
+            .map_err(|_| RecordError::invalid(IssueType::Forbidden, not_theirs))?;
+        if task["owner"]["reference"].as_str() != Some(me.as_str()) {
+            return Err(RecordError::invalid(IssueType::Forbidden, not_theirs));
+        }
+        Ok((task, version, me))
     }
 }

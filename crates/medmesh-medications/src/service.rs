@@ -19,7 +19,7 @@ use medmesh_fhir::IssueType;
 use medmesh_fhir::search::Handling;
 use medmesh_kernel::RequestContext;
 use medmesh_notifications::{Category, NotificationHub, Recipient};
-use medmesh_policy::Action;
+use medmesh_policy::{Action, Pdp};
 use medmesh_records::{RecordError, RecordService};
 use medmesh_store::KeyDirectoryStore;
 use medmesh_store::NotificationOutboxRow;
@@ -661,6 +661,69 @@ impl MedicationService {
         let mut entry = core.entry(ctx, action, Some(rt), ids, Outcome::Success);
         entry.patients = vec![patient.to_string()];
         core.annotate(&mut entry, grant);
+        tx.append_audit(&entry).await?;
+        Ok(())
+    }
+
+    /// One step that updates `rt/id` (read at `version`) to `resource`: the write, its audit
+    /// entry (`action`, naming `ids`, about `patient`) and the notices `rows`, in one
+    /// transaction. The resource as stored.
+    ///
+    /// # Errors
+    /// [`RecordError::Conflict`] when it changed since `version`; storage failures.
+    #[allow(clippy::too_many_arguments)] // one step's facts, each named by its caller
+    pub(crate) async fn update_step(
+        &self,
+        ctx: &RequestContext,
+        grant: &medmesh_policy::Grant,
+        (rt, id, version): (&str, &str, i64),
+        resource: Value,
+        action: &str,
+        ids: Vec<String>,
+        patient: &str,
+        rows: &[NotificationOutboxRow],
+    ) -> Result<Option<Value>, RecordError> {
+        let core = self.records.core();
+        let mut tx = core.begin_write().await?;
+        let head = Self::head_at(&mut tx, rt, id, version).await?;
+        let out = core
+            .write_version(ctx, &mut tx, grant, rt, id, resource, head)
+            .await?;
+        self.record_step(ctx, &mut tx, grant, action, rt, ids, patient)
+            .await?;
+        Self::commit_with(tx, rows).await?;
+        Ok(out.resource)
+    }
+
+    /// Completes prescription `id` (`request`, read at `version`) inside `tx` on the node's
+    /// behalf, the last of it having been dispensed; audited `status:completed`.
+    pub(crate) async fn complete_in(
+        &self,
+        ctx: &RequestContext,
+        tx: &mut medmesh_at_rest::WriteTx,
+        request: &Value,
+        id: &str,
+        version: i64,
+        patient: &str,
+    ) -> Result<(), RecordError> {
+        let core = self.records.core();
+        let mut done = request.clone();
+        done["status"] = json!("completed");
+        if let Some(m) = done.as_object_mut() {
+            m.remove("meta");
+        }
+        let head = Self::head_at(tx, "MedicationRequest", id, version).await?;
+        let internal = Pdp.internal_grant("MedicationRequest");
+        core.write_version(ctx, tx, &internal, "MedicationRequest", id, done, head)
+            .await?;
+        let mut entry = core.entry(
+            ctx,
+            "status:completed",
+            Some("MedicationRequest"),
+            vec![id.to_string()],
+            Outcome::Success,
+        );
+        entry.patients = vec![patient.to_string()];
         tx.append_audit(&entry).await?;
         Ok(())
     }

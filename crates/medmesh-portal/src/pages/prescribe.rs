@@ -52,6 +52,16 @@ pub struct Entered {
     pub note: String,
 }
 
+/// A refusal's issues in words, for a form shown again (the services' diagnostics name no
+/// value and are written for the user).
+pub(crate) fn refusal_text(issues: &[medmesh_fhir::Issue]) -> String {
+    issues
+        .iter()
+        .map(|i| i.diagnostics.clone())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The overrides a form sends: each ticked warning (`override` = its key) with its reason
 /// (`reason:<key>`).
 pub(crate) fn overrides_of(pairs: &[(String, String)]) -> Vec<Override> {
@@ -294,13 +304,7 @@ pub async fn prescribe(
             show(&state, &viewer, &id, entered, rows, None).await
         }
         Err(RecordError::Invalid(issues)) => {
-            let error = Some(
-                issues
-                    .iter()
-                    .map(|i| i.diagnostics.clone())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            );
+            let error = Some(refusal_text(&issues));
             show(&state, &viewer, &id, entered, Vec::new(), error).await
         }
         Err(e) => record_problem(viewer.lang, &e),

@@ -17,7 +17,7 @@ use medmesh_server::AppState;
 
 use crate::clinical;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
-use crate::pages::prescribe::{WarningRow, overrides_of, value, warning_rows};
+use crate::pages::prescribe::{WarningRow, overrides_of, refusal_text, value, warning_rows};
 use crate::pages::{refuse_form, valid_id};
 use crate::viewer::{Audience, Viewer};
 
@@ -149,13 +149,7 @@ pub async fn decide(
             show(&state, &viewer, None, Vec::new(), None, done).await
         }
         Err(RecordError::Invalid(issues)) => {
-            let error = Some(
-                issues
-                    .iter()
-                    .map(|i| i.diagnostics.clone())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            );
+            let error = Some(refusal_text(&issues));
             show(&state, &viewer, None, Vec::new(), error, None).await
         }
         Err(e) => record_problem(viewer.lang, &e),
@@ -191,13 +185,7 @@ pub async fn close_review(
             show(&state, &viewer, None, Vec::new(), None, done).await
         }
         Err(RecordError::Invalid(issues)) => {
-            let error = Some(
-                issues
-                    .iter()
-                    .map(|i| i.diagnostics.clone())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            );
+            let error = Some(refusal_text(&issues));
             show(&state, &viewer, None, Vec::new(), error, None).await
         }
         Err(e) => record_problem(viewer.lang, &e),

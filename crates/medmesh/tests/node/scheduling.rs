@@ -439,11 +439,22 @@ async fn bookings_wait_for_approval_and_one_a_day(node: Node) {
         get_api(&pa, "/api/account/inbox").await.0,
         StatusCode::NOT_FOUND
     );
-    // One booking a day: the next time on the same day is refused.
+    // One booking a day: the next time on the same day is refused. The day is the
+    // schedule's (Berlin), not UTC's: at 23:25 UTC it is already tomorrow there.
+    let berlin_day = |start: &Value| {
+        start
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .in_tz("Europe/Berlin")
+            .unwrap()
+            .date()
+    };
     let same_day = offers
         .iter()
         .skip(1)
-        .find(|o| o["start"].as_str().unwrap()[..10] == a["start"].as_str().unwrap()[..10]);
+        .find(|o| berlin_day(&o["start"]) == berlin_day(&a["start"]));
     if let Some(o) = same_day {
         let (s, _, b) = pa.post("Appointment/$book", &parameters(o)).await;
         assert_eq!(s, StatusCode::CONFLICT, "{b}");
