@@ -465,6 +465,8 @@ impl MedicationService {
             let dispenses = self
                 .of_prescriptions(ctx, "MedicationDispense", "prescription", &lineage)
                 .await?;
+            // The prescribed daily amount, for dispenses that give no days of supply.
+            let daily_units = units_per_day(&r["dosageInstruction"][0], self.meals());
             let fills: Vec<Fill> = dispenses
                 .iter()
                 .filter(|d| d["status"] == "completed")
@@ -489,8 +491,8 @@ impl MedicationService {
                         })
                         .or_else(|| {
                             let quantity = d["quantity"]["value"].as_f64()?;
-                            let per_day = units_per_day(&r["dosageInstruction"][0], self.meals())?;
-                            (per_day > 0.0).then(|| (quantity / per_day).floor())
+                            let per_day = daily_units.filter(|u| *u > 0.0)?;
+                            Some((quantity / per_day).floor())
                         })?;
                     Some(Fill {
                         date: when.to_zoned_datetime(tz.clone()).date(),

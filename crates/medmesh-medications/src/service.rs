@@ -1063,8 +1063,19 @@ impl MedicationService {
     /// [`RecordError::NotFound`] for a prescription the caller may not read or that was
     /// never signed.
     pub async fn signed(&self, ctx: &RequestContext, id: &str) -> Result<Value, RecordError> {
+        self.signed_with_request(ctx, id)
+            .await
+            .map(|(payload, _)| payload)
+    }
+
+    /// The signed prescription of `id`, and the prescription as read (once, audited).
+    async fn signed_with_request(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+    ) -> Result<(Value, Value), RecordError> {
         // The prescription is read first, so the PDP decides who may see its signature.
-        self.read(ctx, id).await?;
+        let (request, _) = self.read(ctx, id).await?;
         let bundle = self
             .records
             .search(
@@ -1099,7 +1110,7 @@ impl MedicationService {
                     .as_str()?;
                 Some(signed_payload(claims, sig["data"].as_str()?, key))
             });
-        signature.ok_or(RecordError::NotFound)
+        Ok((signature.ok_or(RecordError::NotFound)?, request))
     }
 
     /// What the printable prescription of `id` shows: the signed claims (verified again
@@ -1114,10 +1125,9 @@ impl MedicationService {
         ctx: &RequestContext,
         id: &str,
     ) -> Result<crate::printable::Printable, RecordError> {
-        let payload = self.signed(ctx, id).await?;
+        let (payload, request) = self.signed_with_request(ctx, id).await?;
         let verified = verify_signed(&payload, None, None)
             .map_err(|_| invalid("the prescription's stored signature does not verify"))?;
-        let (request, _) = self.read(ctx, id).await?;
         let name_of = |r: &Value| medmesh_fhir::names::human_name(r);
         let id_part = |reference: &str| reference.rsplit('/').next().unwrap_or("").to_string();
         let patient = self
