@@ -54,13 +54,15 @@ pub enum Category {
     Medications,
     /// Secure messages.
     Messages,
+    /// Care plans, their activities and proposed changes, and care teams.
+    Care,
     /// The node's own operations (interface errors, silent senders, queues): for admins.
     Operations,
 }
 
 impl Category {
     /// Every category.
-    pub const ALL: [Category; 8] = [
+    pub const ALL: [Category; 9] = [
         Self::Results,
         Self::Documents,
         Self::Referrals,
@@ -68,6 +70,7 @@ impl Category {
         Self::Appointments,
         Self::Medications,
         Self::Messages,
+        Self::Care,
         Self::Operations,
     ];
 
@@ -81,6 +84,7 @@ impl Category {
             Self::Appointments => "appointments",
             Self::Medications => "medications",
             Self::Messages => "messages",
+            Self::Care => "care",
             Self::Operations => "operations",
         }
     }
@@ -625,6 +629,12 @@ impl NotificationHub {
             Category::Messages => (
                 format!("A new message at {node}"),
                 format!("You have a new message at {node}. Sign in to read it: {url}"),
+            ),
+            Category::Care => (
+                format!("Your care plan at {node}"),
+                format!(
+                    "There is news about a care plan, a task or a care team at {node}. Sign in to see it: {url}"
+                ),
             ),
             Category::Operations => (
                 format!("Operations alert at {node}"),

@@ -6,7 +6,7 @@
 //!
 //! | source | edge |
 //! |---|---|
-//! | `CareTeam` (active) | each participant member → the team's patient |
+//! | `CareTeam` (active) | each participant member → the team's patient, within the team's period and the member's own |
 //! | `Patient.generalPractitioner` | the GP (practitioner or organization) → the patient |
 //! | `Task` (accepted, in progress) focused on a referral `ServiceRequest` | the owner → the patient |
 //! | `Encounter` with a `serviceProvider` | the organization → the patient, until the end plus the window |
@@ -166,7 +166,15 @@ pub fn edges_from(resource: &Value, encounter_window: i64) -> Vec<Edge> {
                     .flatten()
                 {
                     if let Some(member) = reference(m.get("member")) {
-                        out.push(edge(&p, member, EdgeKind::CareTeam, when, None));
+                        // A member's own period narrows the team's: one who left has no
+                        // access after their end, one who joins none before their start.
+                        let (start, end) = period(m.get("period"));
+                        let since = when.0.max(start);
+                        let until = match (when.1, end) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                        out.push(edge(&p, member, EdgeKind::CareTeam, (since, until), None));
                     }
                 }
             }
@@ -559,6 +567,39 @@ mod tests {
                 "participant": [{"member": {"reference": "Practitioner/x"}}]}),
             0,
         )
+    }
+
+    #[test]
+    fn a_care_team_members_own_period_narrows_the_teams() {
+        let team = json!({"resourceType": "CareTeam", "id": "ct", "status": "active",
+            "subject": {"reference": "Patient/p"},
+            "period": {"start": "2026-01-01", "end": "2026-12-31"},
+            "participant": [
+                {"member": {"reference": "Practitioner/left"},
+                 "period": {"start": "2025-06-01", "end": "2026-03-01T10:00:00Z"}},
+                {"member": {"reference": "Practitioner/joins"}, "period": {"start": "2026-06-01"}},
+                {"member": {"reference": "Practitioner/whole"}}]});
+        let edges = edges_from(&team, 0);
+        let of = |who: &str| {
+            edges
+                .iter()
+                .find(|e| e.principal == format!("Practitioner/{who}"))
+                .cloned()
+        };
+        let at = |d: &str| {
+            medmesh_fhir::datetime::parse_range(d)
+                .map(|r| r.lo)
+                .unwrap_or_default()
+        };
+        let left = of("left").unwrap();
+        assert!(left.holds_at(at("2026-02-01")));
+        assert!(!left.holds_at(at("2026-03-01T10:00:01Z")), "ended at their end");
+        assert!(!left.holds_at(at("2025-12-01")), "not before the team's start");
+        let joins = of("joins").unwrap();
+        assert!(!joins.holds_at(at("2026-05-31")) && joins.holds_at(at("2026-06-02")));
+        assert!(!joins.holds_at(at("2027-01-02")), "not after the team's end");
+        let whole = of("whole").unwrap();
+        assert!(whole.holds_at(at("2026-01-02")) && !whole.holds_at(at("2027-01-02")));
     }
 
     #[test]

@@ -77,6 +77,7 @@ impl Shell {
                 ("/record", "nav-record"),
                 ("/appointments", "nav-appointments"),
                 ("/medications", "nav-medications"),
+                ("/care", "nav-care"),
                 ("/sharing", "nav-sharing"),
                 ("/my-data", "nav-my-data"),
                 ("/documents", "nav-documents"),
@@ -86,6 +87,7 @@ impl Shell {
             Audience::Clinician => &[
                 ("/home", "nav-home"),
                 ("/patients", "nav-patients"),
+                ("/worklist", "nav-worklist"),
                 ("/calendar", "nav-calendar"),
                 ("/referrals", "nav-referrals"),
                 ("/refills", "nav-refills"),

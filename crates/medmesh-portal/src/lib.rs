@@ -134,6 +134,28 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
             get(pages::prescribe::form).post(pages::prescribe::prescribe),
         )
         .route("/prescriptions/{id}/sign", get(pages::prescribe::sign))
+        .route("/care", get(pages::care::care))
+        .route("/care/activities/{task}", post(pages::care::tick))
+        .route("/care-plans/{id}", get(pages::care_plan::plan))
+        .route("/care-plans/{id}/change", post(pages::care_plan::change))
+        .route(
+            "/care-plans/{id}/proposals/{task}",
+            post(pages::care_plan::decide),
+        )
+        .route("/patients/{id}/care", get(pages::care_team::care_team))
+        .route(
+            "/patients/{id}/care/members",
+            post(pages::care_team::add_member),
+        )
+        .route(
+            "/patients/{id}/care/members/end",
+            post(pages::care_team::end_member),
+        )
+        .route(
+            "/patients/{id}/care/plans",
+            post(pages::care_team::create_plan),
+        )
+        .route("/worklist", get(pages::worklist::worklist))
         .route("/refills", get(pages::refills::refills))
         .route("/refills/{task}/decide", post(pages::refills::decide))
         .route("/reviews/{task}/close", post(pages::refills::close_review))

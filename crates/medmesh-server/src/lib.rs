@@ -15,6 +15,7 @@ pub mod external;
 pub mod handlers;
 pub mod hl7v2;
 pub mod listener;
+pub mod care;
 pub mod medications;
 pub mod oauth;
 pub mod operations;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub subscriptions: Arc<medmesh_subscriptions::SubscriptionService>,
     /// Prescribing: the checks, signed activation, the lifecycle (`/api/prescriptions`).
     pub medications: Arc<medmesh_medications::MedicationService>,
+    /// Care plans, care teams and worklists (`/api/care-plans`, `/api/worklist`).
+    pub care: Arc<medmesh_care::CareService>,
     /// The CapabilityStatement, built once.
     pub capability: Arc<Value>,
     /// Public base URL (`http://host:port/fhir`); when `None`, taken from the Host header.
@@ -174,6 +177,8 @@ pub struct Services {
     pub subscriptions: Arc<medmesh_subscriptions::SubscriptionService>,
     /// Prescribing (`/api/prescriptions`).
     pub medications: Arc<medmesh_medications::MedicationService>,
+    /// Care plans, care teams and worklists (`/api/care-plans`, `/api/worklist`).
+    pub care: Arc<medmesh_care::CareService>,
 }
 
 /// Builds the server's state. The background workers are the binary's to start; the
@@ -195,6 +200,7 @@ pub fn build_state(
         scheduling,
         subscriptions,
         medications,
+        care,
     } = services;
     let capability = capability_statement::capability_statement(
         records.definitions(),
@@ -221,6 +227,7 @@ pub fn build_state(
         scheduling,
         subscriptions,
         medications,
+        care,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
         body_limits: config.body_limits,
@@ -479,6 +486,26 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
             post(medications::decide_refill),
         )
         .route("/api/worklist/medications", get(medications::worklist))
+        .route("/api/worklist", get(care::worklist))
+        .route(
+            "/api/patients/{id}/care-plans",
+            get(care::plans).post(care::create_plan),
+        )
+        .route("/api/care-plans/{id}", get(care::plan))
+        .route("/api/care-plans/{id}/changes", post(care::change))
+        .route(
+            "/api/care-plan-proposals/{task}/decision",
+            post(care::decide),
+        )
+        .route("/api/patients/{id}/care-team", get(care::team))
+        .route(
+            "/api/patients/{id}/care-team/members",
+            post(care::add_member),
+        )
+        .route(
+            "/api/patients/{id}/care-team/members/{practitioner}/end",
+            post(care::end_member),
+        )
         .route(
             "/api/adherence-reviews/{task}/close",
             post(medications::close_review),

@@ -107,6 +107,10 @@ pub(crate) fn record_service_with(
     .with_write_rule(
         "MedicationRequest",
         Arc::new(medmesh_medications::channel::PrescriptionWrites),
+    )
+    .with_write_rule(
+        "CarePlan",
+        Arc::new(medmesh_care::write_rule::CarePlanWrites),
     );
     if let Some(r) = ring {
         svc = svc.with_encryption(r.at_rest.clone());
@@ -206,12 +210,12 @@ impl medmesh_scheduling::StaffDirectory for StaffAccounts {
     }
 }
 
-/// The accounts the medication service tells: a prescriber's (by Practitioner), a pharmacy's
-/// pharmacists (by Organization), from the identity store.
-pub(crate) struct MedicationAccountsOf(pub(crate) Arc<dyn medmesh_store::IdentityStore>);
+/// The accounts the medication and care services tell: a practitioner's (by Practitioner),
+/// a pharmacy's pharmacists (by Organization), from the identity store.
+pub(crate) struct ServiceAccounts(pub(crate) Arc<dyn medmesh_store::IdentityStore>);
 
 #[async_trait::async_trait]
-impl medmesh_medications::MedicationAccounts for MedicationAccountsOf {
+impl medmesh_medications::MedicationAccounts for ServiceAccounts {
     async fn prescriber_accounts(&self, practitioner: &str) -> Vec<String> {
         StaffAccounts(self.0.clone())
             .accounts_of_role(practitioner, "practitioner")
@@ -249,6 +253,27 @@ impl medmesh_medications::MedicationAccounts for MedicationAccountsOf {
             }
         }
     }
+}
+
+#[async_trait::async_trait]
+impl medmesh_care::CareAccounts for ServiceAccounts {
+    async fn practitioner_accounts(&self, practitioner: &str) -> Vec<String> {
+        StaffAccounts(self.0.clone())
+            .accounts_of_role(practitioner, "practitioner")
+            .await
+    }
+}
+
+/// The care service (plans, teams, worklists), telling members and patients through `hub`.
+pub(crate) fn care(
+    stores: &Stores,
+    records: &Arc<RecordService>,
+    hub: Arc<medmesh_notifications::NotificationHub>,
+) -> Arc<medmesh_care::CareService> {
+    Arc::new(
+        medmesh_care::CareService::new(records.clone())
+            .with_notices(hub, Arc::new(ServiceAccounts(stores.identity.clone()))),
+    )
 }
 
 /// Key administration over `records`, re-sealing document blobs through the vault.
@@ -647,7 +672,7 @@ pub(crate) fn medications(
     Arc::new(
         medmesh_medications::MedicationService::new(records.clone(), stores.records.clone())
             .with_knowledge(knowledge)
-            .with_notices(hub, Arc::new(MedicationAccountsOf(stores.identity.clone()))),
+            .with_notices(hub, Arc::new(ServiceAccounts(stores.identity.clone()))),
     )
 }
 

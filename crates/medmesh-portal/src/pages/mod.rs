@@ -6,6 +6,9 @@ pub mod account;
 pub mod admin;
 pub mod appointments;
 pub mod calendar;
+pub mod care;
+pub mod care_plan;
+pub mod care_team;
 pub mod chart;
 pub mod consent;
 pub mod documents;
@@ -25,6 +28,7 @@ pub mod sealed;
 pub mod sessions;
 pub mod sharing;
 pub mod sign_in;
+pub mod worklist;
 
 use medmesh_fhir::search::Handling;
 use medmesh_records::RecordError;

@@ -55,12 +55,14 @@ fn categories(audience: Audience) -> &'static [Category] {
             Category::Appointments,
             Category::Medications,
             Category::Messages,
+            Category::Care,
         ],
         Audience::Clinician => &[
             Category::Referrals,
             Category::Appointments,
             Category::Medications,
             Category::Messages,
+            Category::Care,
         ],
         Audience::Pharmacist => &[Category::Medications, Category::Messages],
         Audience::Admin => &[

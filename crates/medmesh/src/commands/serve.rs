@@ -121,6 +121,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
         std::time::Duration::from_secs(cfg.dose_reminder_seconds),
         cfg.dose_reminder_horizon_hours,
     ));
+    let care = crate::wiring::care(&stores, &records, hub.clone());
     let state = medmesh_server::build_state(
         medmesh_server::Services {
             records,
@@ -134,6 +135,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             scheduling,
             subscriptions,
             medications,
+            care,
         },
         export_queue,
         medmesh_server::ServerConfig {
