@@ -16,6 +16,7 @@ mod at_rest;
 mod audit_log;
 mod bad_input;
 mod bundles;
+mod care;
 mod consent;
 mod data;
 mod documents;
