@@ -23,10 +23,10 @@ mod service;
 pub mod write_rule;
 
 pub use plan::{
-    ActivityStatus, Comparator, GoalEnd, NewActivity, NewGoal, PlanChange, PlanStatus,
-    Progress, Reading, Target, TeamRole, WorkItem,
+    ActivityStatus, Comparator, GoalEnd, NewActivity, NewGoal, PlanChange, PlanStatus, Progress,
+    Reading, Target, TeamRole, WorkItem,
 };
 pub use service::{
-    ActivityView, CareAccounts, CareService, Changed, GoalView, HistoryEntry, MemberView,
-    NewMember, NewPlan, PlanSummary, PlanView, ProposalView, TeamView, MAX_READ, MAX_WORKLIST,
+    ActivityView, CareAccounts, CareService, Changed, GoalView, HistoryEntry, MAX_READ,
+    MAX_WORKLIST, MemberView, NewMember, NewPlan, PlanSummary, PlanView, ProposalView, TeamView,
 };

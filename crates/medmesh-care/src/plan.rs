@@ -154,7 +154,9 @@ impl Target {
     /// The target in words: "HbA1c < 7 %", "Blood pressure 90–130 mm[Hg]".
     pub fn words(&self) -> String {
         match (self.comparator, self.value, self.high) {
-            (Some(c), Some(v), _) => format!("{} {} {} {}", self.measure, c.code(), num(v), self.unit),
+            (Some(c), Some(v), _) => {
+                format!("{} {} {} {}", self.measure, c.code(), num(v), self.unit)
+            }
             (None, Some(lo), Some(hi)) => {
                 format!("{} {}–{} {}", self.measure, num(lo), num(hi), self.unit)
             }
@@ -168,7 +170,8 @@ impl Target {
             "coding": [{"system": LOINC, "code": self.loinc}],
             "text": self.measure,
         });
-        let quantity = |v: f64| json!({"value": v, "unit": self.unit, "system": UCUM, "code": self.unit});
+        let quantity =
+            |v: f64| json!({"value": v, "unit": self.unit, "system": UCUM, "code": self.unit});
         let mut t = json!({"measure": measure});
         match (self.comparator, self.value, self.high) {
             (Some(c), Some(v), _) => {
@@ -977,8 +980,10 @@ mod tests {
         };
         assert!(no_target.check().is_err());
         assert!(
-            serde_json::from_value::<PlanChange>(json!({"kind": "add-goal", "goal": {"description": "d"}, "extra": 1}))
-                .is_err(),
+            serde_json::from_value::<PlanChange>(
+                json!({"kind": "add-goal", "goal": {"description": "d"}, "extra": 1})
+            )
+            .is_err(),
             "unknown fields are refused"
         );
     }
@@ -1032,7 +1037,14 @@ mod tests {
         let order: Vec<&str> = items.iter().map(|i| i.task.as_str()).collect();
         assert_eq!(
             order,
-            ["overdue-long", "overdue-recent", "soon", "later", "none-old", "none-new"]
+            [
+                "overdue-long",
+                "overdue-recent",
+                "soon",
+                "later",
+                "none-old",
+                "none-new"
+            ]
         );
         assert!(items[0].overdue && items[1].overdue && !items[2].overdue);
     }

@@ -16,10 +16,10 @@ use medmesh_store::NotificationOutboxRow;
 use serde_json::{Value, json};
 
 use crate::plan::{
-    ActivityStatus, GoalEnd, NewActivity, NewGoal, PlanChange, PlanStatus, Progress, Refused,
-    Target, TeamRole, WorkItem, activity_task, change_of, change_provenance, due_of,
-    goal_resource, order_worklist, progress, proposal_task, readings, task_kind,
-    ACTIVITY_CODE, CARE_TASK_SYSTEM, LOINC, MAX_ITEMS, MAX_TEXT, PROPOSAL_CODE,
+    ACTIVITY_CODE, ActivityStatus, CARE_TASK_SYSTEM, GoalEnd, LOINC, MAX_ITEMS, MAX_TEXT,
+    NewActivity, NewGoal, PROPOSAL_CODE, PlanChange, PlanStatus, Progress, Refused, Target,
+    TeamRole, WorkItem, activity_task, change_of, change_provenance, due_of, goal_resource,
+    order_worklist, progress, proposal_task, readings, task_kind,
 };
 
 /// The most resources of one kind a plan's page reads (goals, activities, proposals,
@@ -453,9 +453,9 @@ impl CareService {
         let mut rows = Vec::new();
         for w in who {
             rows.push(
-                hub.prepare_scheduled(&w, &notice, now)
-                    .await
-                    .map_err(|_| RecordError::NotSupported("notifications are unavailable".into()))?,
+                hub.prepare_scheduled(&w, &notice, now).await.map_err(|_| {
+                    RecordError::NotSupported("notifications are unavailable".into())
+                })?,
             );
         }
         Ok(rows)
@@ -730,8 +730,7 @@ impl CareService {
         self.read(ctx, "Patient", patient).await?;
         if let Some(c) = &new.condition {
             let (condition, _) = self.read(ctx, "Condition", c).await?;
-            if reference_of(&condition["subject"]) != Some(format!("Patient/{patient}").as_str())
-            {
+            if reference_of(&condition["subject"]) != Some(format!("Patient/{patient}").as_str()) {
                 return Err(invalid("that condition is another patient's"));
             }
         }
@@ -748,9 +747,11 @@ impl CareService {
         for g in &new.goals {
             let id = core.ids().new_id();
             goal_refs.push(json!({"reference": format!("Goal/{id}")}));
-            prepared
-                .creates
-                .push(("Goal", id.clone(), goal_resource(&id, patient, g, &author, &date(now))));
+            prepared.creates.push((
+                "Goal",
+                id.clone(),
+                goal_resource(&id, patient, g, &author, &date(now)),
+            ));
         }
         let mut activities = Vec::new();
         for a in &new.activities {
@@ -774,7 +775,12 @@ impl CareService {
             "created": instant(now),
             "author": {"reference": author},
         });
-        if let Some(d) = new.description.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+        if let Some(d) = new
+            .description
+            .as_deref()
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+        {
             plan["description"] = json!(d);
         }
         if let Some((t, _)) = &team {
@@ -789,7 +795,9 @@ impl CareService {
         if !activities.is_empty() {
             plan["activity"] = Value::Array(activities);
         }
-        prepared.creates.insert(0, ("CarePlan", plan_id.clone(), plan));
+        prepared
+            .creates
+            .insert(0, ("CarePlan", plan_id.clone(), plan));
         prepared.told.push(format!("Patient/{patient}"));
         prepared.told.retain(|r| *r != author);
         self.commit_step(
@@ -850,7 +858,9 @@ impl CareService {
         let now = self.records.core().now();
         let me = caller_reference(ctx).unwrap_or_default();
         let mut names = HashMap::new();
-        let author = reference_of(&plan["author"]).unwrap_or_default().to_string();
+        let author = reference_of(&plan["author"])
+            .unwrap_or_default()
+            .to_string();
         let author_name = self.name_of(ctx, &mut names, &author).await;
 
         let mut goals = Vec::new();
@@ -903,11 +913,7 @@ impl CareService {
         }
 
         let tasks = self
-            .all_of(
-                ctx,
-                "Task",
-                vec![("based-on", format!("CarePlan/{id}"))],
-            )
+            .all_of(ctx, "Task", vec![("based-on", format!("CarePlan/{id}"))])
             .await?;
         let by_id: HashMap<String, Value> = tasks.into_iter().map(|t| (id_of(&t), t)).collect();
         let mut activities = Vec::new();
@@ -953,7 +959,9 @@ impl CareService {
             )
             .await?
         {
-            let proposer = reference_of(&t["requester"]).unwrap_or_default().to_string();
+            let proposer = reference_of(&t["requester"])
+                .unwrap_or_default()
+                .to_string();
             proposals.push(ProposalView {
                 task: id_of(&t),
                 summary: t["description"].as_str().unwrap_or_default().to_string(),
@@ -987,7 +995,10 @@ impl CareService {
             };
             history.push(HistoryEntry {
                 when: p["recorded"].as_str().unwrap_or_default().to_string(),
-                summary: p["activity"]["text"].as_str().unwrap_or_default().to_string(),
+                summary: p["activity"]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 author_name: self.name_of(ctx, &mut names, &author).await,
                 verifier_name,
             });
@@ -996,14 +1007,16 @@ impl CareService {
 
         let deciders = Self::deciders(&plan, &patient_resource);
         let may_decide = Self::decides(ctx, &deciders);
-        let team = match reference_of(&plan["careTeam"][0]).and_then(|r| r.strip_prefix("CareTeam/")) {
-            Some(t) => self.read(ctx, "CareTeam", t).await.ok().map(|(t, _)| t),
-            None => None,
-        };
+        let team =
+            match reference_of(&plan["careTeam"][0]).and_then(|r| r.strip_prefix("CareTeam/")) {
+                Some(t) => self.read(ctx, "CareTeam", t).await.ok().map(|(t, _)| t),
+                None => None,
+            };
         let may_propose = !may_decide
-            && ctx.actor().clinician().is_some_and(|c| {
-                Self::members_now(team.as_ref(), now).contains(&c.practitioner)
-            });
+            && ctx
+                .actor()
+                .clinician()
+                .is_some_and(|c| Self::members_now(team.as_ref(), now).contains(&c.practitioner));
         Ok(PlanView {
             id: id.to_string(),
             version,
@@ -1055,7 +1068,9 @@ impl CareService {
                 let allowed = if me.starts_with("Patient/") {
                     matches!(
                         status,
-                        ActivityStatus::Requested | ActivityStatus::InProgress | ActivityStatus::Completed
+                        ActivityStatus::Requested
+                            | ActivityStatus::InProgress
+                            | ActivityStatus::Completed
                     )
                 } else {
                     *status != ActivityStatus::Cancelled
@@ -1072,10 +1087,11 @@ impl CareService {
             }
         }
         let now = self.records.core().now();
-        let team = match reference_of(&plan["careTeam"][0]).and_then(|r| r.strip_prefix("CareTeam/")) {
-            Some(t) => Some(self.read(ctx, "CareTeam", t).await?.0),
-            None => None,
-        };
+        let team =
+            match reference_of(&plan["careTeam"][0]).and_then(|r| r.strip_prefix("CareTeam/")) {
+                Some(t) => Some(self.read(ctx, "CareTeam", t).await?.0),
+                None => None,
+            };
         if !Self::members_now(team.as_ref(), now).contains(&me) {
             return Err(forbidden(
                 "changes to a care plan come from its author, the patient's GP, or a member of its care team (who proposes them)",
@@ -1171,7 +1187,9 @@ impl CareService {
         }
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
         if reason.is_some_and(|r| r.chars().count() > MAX_TEXT) {
-            return Err(invalid(format!("a reason is at most {MAX_TEXT} characters")));
+            return Err(invalid(format!(
+                "a reason is at most {MAX_TEXT} characters"
+            )));
         }
         decided["status"] = json!("rejected");
         if let Some(r) = reason {
@@ -1221,7 +1239,9 @@ impl CareService {
         if ended && !matches!(change, PlanChange::SetStatus { .. }) {
             return Err(invalid("this plan has ended: it no longer changes"));
         }
-        let author = reference_of(&plan["author"]).unwrap_or_default().to_string();
+        let author = reference_of(&plan["author"])
+            .unwrap_or_default()
+            .to_string();
         let mut new_plan = without_meta(plan.clone());
         let mut plan_changed = false;
         let mut prepared = Prepared::default();
@@ -1230,7 +1250,9 @@ impl CareService {
         match change {
             PlanChange::AddGoal { goal } => {
                 if items >= MAX_ITEMS {
-                    return Err(invalid(format!("a plan holds at most {MAX_ITEMS} goals and activities")));
+                    return Err(invalid(format!(
+                        "a plan holds at most {MAX_ITEMS} goals and activities"
+                    )));
                 }
                 let id = core.ids().new_id();
                 prepared.creates.push((
@@ -1238,12 +1260,18 @@ impl CareService {
                     id.clone(),
                     goal_resource(&id, patient, goal, agents.0, &date(now)),
                 ));
-                push(&mut new_plan, "goal", json!({"reference": format!("Goal/{id}")}));
+                push(
+                    &mut new_plan,
+                    "goal",
+                    json!({"reference": format!("Goal/{id}")}),
+                );
                 plan_changed = true;
             }
             PlanChange::AddActivity { activity } => {
                 if items >= MAX_ITEMS {
-                    return Err(invalid(format!("a plan holds at most {MAX_ITEMS} goals and activities")));
+                    return Err(invalid(format!(
+                        "a plan holds at most {MAX_ITEMS} goals and activities"
+                    )));
                 }
                 let team = match reference_of(&plan["careTeam"][0])
                     .and_then(|r| r.strip_prefix("CareTeam/"))
@@ -1302,7 +1330,11 @@ impl CareService {
             }
             PlanChange::Revise { title, description } => {
                 new_plan["title"] = json!(title.trim());
-                match description.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
+                match description
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|d| !d.is_empty())
+                {
                     Some(d) => new_plan["description"] = json!(d),
                     None => {
                         if let Some(m) = new_plan.as_object_mut() {
@@ -1318,7 +1350,11 @@ impl CareService {
                     new_plan["period"]["end"] = json!(date(now));
                     // A plan that ends leaves no activity open on anyone's worklist.
                     for t in self
-                        .all_of(ctx, "Task", vec![("based-on", format!("CarePlan/{plan_id}"))])
+                        .all_of(
+                            ctx,
+                            "Task",
+                            vec![("based-on", format!("CarePlan/{plan_id}"))],
+                        )
                         .await?
                     {
                         let open = t["status"]
@@ -1457,7 +1493,8 @@ impl CareService {
         if let Some(e) = &new.end {
             period["end"] = json!(e);
         }
-        let participant = json!({"role": new.role.to_fhir(), "member": {"reference": member}, "period": period});
+        let participant =
+            json!({"role": new.role.to_fhir(), "member": {"reference": member}, "period": period});
         let (team_id, team, head_version) = match existing {
             Some((t, v)) => {
                 let mut t = without_meta(t);
@@ -1486,7 +1523,10 @@ impl CareService {
         };
         let grant = core.authorize(ctx, action, Some("CareTeam")).await?;
         let rows = self
-            .notices(std::slice::from_ref(&member), &format!("care-team:{team_id}"))
+            .notices(
+                std::slice::from_ref(&member),
+                &format!("care-team:{team_id}"),
+            )
             .await?;
         let mut tx = core.begin_write().await?;
         let head = match head_version {
@@ -1547,7 +1587,9 @@ impl CareService {
         if !ended {
             return Err(invalid("they are not a current member of the care team"));
         }
-        let grant = core.authorize(ctx, Action::Update, Some("CareTeam")).await?;
+        let grant = core
+            .authorize(ctx, Action::Update, Some("CareTeam"))
+            .await?;
         let mut tx = core.begin_write().await?;
         let head = Self::head_at(&mut tx, "CareTeam", &team_id, version).await?;
         core.write_version(ctx, &mut tx, &grant, "CareTeam", &team_id, team, head)
@@ -1606,7 +1648,10 @@ impl CareService {
             let plan = if kind == PROPOSAL_CODE {
                 reference_of(&task["focus"])
             } else {
-                task["basedOn"].as_array().and_then(|b| b.first()).and_then(reference_of)
+                task["basedOn"]
+                    .as_array()
+                    .and_then(|b| b.first())
+                    .and_then(reference_of)
             }
             .and_then(|r| r.strip_prefix("CarePlan/"))
             .map(str::to_string);

@@ -63,9 +63,15 @@ mod tests {
         let other = actor(Role::Practitioner, Some("Practitioner/b"));
         assert!(rule.check(&author, Some(&plan), &plan).is_ok());
         assert!(rule.check(&other, Some(&plan), &plan).is_err());
-        assert!(rule.check(&other, None, &plan).is_ok(), "anyone writes a new plan");
+        assert!(
+            rule.check(&other, None, &plan).is_ok(),
+            "anyone writes a new plan"
+        );
         let patient = actor(Role::Patient, None);
         assert!(rule.check(&patient, None, &plan).is_err());
-        assert!(rule.check(&Actor::local_operator(), Some(&plan), &plan).is_ok());
+        assert!(
+            rule.check(&Actor::local_operator(), Some(&plan), &plan)
+                .is_ok()
+        );
     }
 }

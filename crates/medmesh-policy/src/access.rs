@@ -593,11 +593,20 @@ mod tests {
         };
         let left = of("left").unwrap();
         assert!(left.holds_at(at("2026-02-01")));
-        assert!(!left.holds_at(at("2026-03-01T10:00:01Z")), "ended at their end");
-        assert!(!left.holds_at(at("2025-12-01")), "not before the team's start");
+        assert!(
+            !left.holds_at(at("2026-03-01T10:00:01Z")),
+            "ended at their end"
+        );
+        assert!(
+            !left.holds_at(at("2025-12-01")),
+            "not before the team's start"
+        );
         let joins = of("joins").unwrap();
         assert!(!joins.holds_at(at("2026-05-31")) && joins.holds_at(at("2026-06-02")));
-        assert!(!joins.holds_at(at("2027-01-02")), "not after the team's end");
+        assert!(
+            !joins.holds_at(at("2027-01-02")),
+            "not after the team's end"
+        );
         let whole = of("whole").unwrap();
         assert!(whole.holds_at(at("2026-01-02")) && !whole.holds_at(at("2027-01-02")));
     }

@@ -7,8 +7,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use medmesh_care::{
-    Changed, NewActivity, NewGoal, NewMember, NewPlan, PlanChange, PlanView, TeamRole,
-    TeamView, WorkItem,
+    Changed, NewActivity, NewGoal, NewMember, NewPlan, PlanChange, PlanView, TeamRole, TeamView,
+    WorkItem,
 };
 use serde_json::{Value, json};
 
@@ -151,7 +151,9 @@ pub async fn change(
     ApiPath(id): ApiPath<String>,
     ApiJson(change): ApiJson<PlanChange>,
 ) -> Result<Response, ApiError> {
-    Ok(changed_response(state.care.change(&ctx, &id, change).await?))
+    Ok(changed_response(
+        state.care.change(&ctx, &id, change).await?,
+    ))
 }
 
 /// `POST /api/care-plan-proposals/{task}/decision` body.
@@ -250,10 +252,7 @@ pub async fn end_member(
     Authenticated(ctx): Authenticated,
     ApiPath((patient, practitioner)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let team = state
-        .care
-        .end_member(&ctx, &patient, &practitioner)
-        .await?;
+    let team = state.care.end_member(&ctx, &patient, &practitioner).await?;
     Ok(Json(team_json(&team)).into_response())
 }
 
@@ -270,5 +269,8 @@ pub async fn worklist(
     Authenticated(ctx): Authenticated,
 ) -> Result<Response, ApiError> {
     let items = state.care.worklist(&ctx).await?;
-    Ok(Json(json!({"items": items.iter().map(work_item_json).collect::<Vec<_>>()})).into_response())
+    Ok(
+        Json(json!({"items": items.iter().map(work_item_json).collect::<Vec<_>>()}))
+            .into_response(),
+    )
 }

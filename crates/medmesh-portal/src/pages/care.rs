@@ -339,7 +339,11 @@ pub async fn tick(
     };
     match state
         .care
-        .change(&viewer.ctx, &form.plan, PlanChange::SetActivity { task, status })
+        .change(
+            &viewer.ctx,
+            &form.plan,
+            PlanChange::SetActivity { task, status },
+        )
         .await
     {
         Ok(_) => Redirect::to(&format!("/care#plan-{}", form.plan)).into_response(),

@@ -18,7 +18,6 @@ use medmesh_care::{
 };
 use medmesh_server::AppState;
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::clinical;
 use crate::i18n::Arg;
@@ -156,7 +155,10 @@ async fn show(
     };
     let mut assignees = vec![Choice {
         value: format!("Patient/{}", v.patient),
-        label: lang.t_with("care-assignee-patient", &[("name", Arg::Text(about.name.clone()))]),
+        label: lang.t_with(
+            "care-assignee-patient",
+            &[("name", Arg::Text(about.name.clone()))],
+        ),
     }];
     let mut add = |value: String, label: String| {
         if !assignees.iter().any(|c| c.value == value) {
@@ -168,14 +170,21 @@ async fn show(
         add(m.member.clone(), m.name.clone());
     }
     let tz = viewer.tz_minutes;
-    let when = |s: &str| clinical::date_of(lang, &Value::String(s.to_string()), tz);
+    let when = |s: &str| {
+        clinical::instant(s)
+            .map(|t| clinical::date_time(lang, t, tz))
+            .unwrap_or_default()
+    };
     let detail = PlanDetail {
         id: v.id.clone(),
         title: v.title.clone(),
         description: v.description.clone().unwrap_or_default(),
         patient: v.patient.clone(),
         patient_name: about.name,
-        author: lang.t_with("care-plan-by", &[("author", Arg::Text(v.author_name.clone()))]),
+        author: lang.t_with(
+            "care-plan-by",
+            &[("author", Arg::Text(v.author_name.clone()))],
+        ),
         status: plan_status_words(lang, &v.status),
         status_code: v.status.clone(),
         open: matches!(v.status.as_str(), "active" | "on-hold"),
@@ -300,8 +309,10 @@ fn change_of_form(pairs: &[(String, String)]) -> Result<PlanChange, &'static str
 
 /// The goal a form's `goal_*` fields describe; `None` when its description is empty.
 pub(crate) fn goal_of_form(pairs: &[(String, String)]) -> Result<Option<NewGoal>, &'static str> {
-    let Some(description) = field(value(pairs, "goal_description"), medmesh_care::plan::MAX_TEXT)
-    else {
+    let Some(description) = field(
+        value(pairs, "goal_description"),
+        medmesh_care::plan::MAX_TEXT,
+    ) else {
         return Ok(None);
     };
     let code = value(pairs, "goal_measure");
@@ -312,7 +323,8 @@ pub(crate) fn goal_of_form(pairs: &[(String, String)]) -> Result<Option<NewGoal>
             .iter()
             .find(|m| m.0 == code)
             .ok_or("care-error-goal")?;
-        let comparator = Comparator::parse(value(pairs, "goal_comparator")).ok_or("care-error-goal")?;
+        let comparator =
+            Comparator::parse(value(pairs, "goal_comparator")).ok_or("care-error-goal")?;
         let limit: f64 = value(pairs, "goal_value")
             .trim()
             .replace(',', ".")

@@ -80,7 +80,11 @@ pub async fn care_team(
         Some(d @ ("added" | "ended")) => Some(viewer.lang.t(&format!("care-team-done-{d}"))),
         _ => None,
     };
-    let find = q.find.as_deref().and_then(|f| field(f, 100)).unwrap_or_default();
+    let find = q
+        .find
+        .as_deref()
+        .and_then(|f| field(f, 100))
+        .unwrap_or_default();
     show(&state, &viewer, &id, find, done, None).await
 }
 

@@ -84,7 +84,10 @@ async fn care_plans_and_teams(node: Node) {
             &json!({"member": "Practitioner/nobody", "role": "nurse"}),
         )
         .await;
-    assert!(s.is_client_error(), "only practitioners in the directory: {s} {b}");
+    assert!(
+        s.is_client_error(),
+        "only practitioners in the directory: {s} {b}"
+    );
 
     // The GP's plan: a measured goal, the patient's own activity, and an overdue one for
     // the nurse.
@@ -137,7 +140,10 @@ async fn care_plans_and_teams(node: Node) {
 
     // The nurse proposes; she cannot accept her own proposal; the GP accepts it.
     let seen = plan(&nurse, &id).await;
-    assert_eq!((seen["mayDecide"].clone(), seen["mayPropose"].clone()), (json!(false), json!(true)));
+    assert_eq!(
+        (seen["mayDecide"].clone(), seen["mayPropose"].clone()),
+        (json!(false), json!(true))
+    );
     let (s, _, proposed) = nurse
         .post_raw(
             &format!("/api/care-plans/{id}/changes"),
@@ -158,9 +164,16 @@ async fn care_plans_and_teams(node: Node) {
             &json!({"accept": true}),
         )
         .await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "the proposer does not decide: {b}");
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "the proposer does not decide: {b}"
+    );
     let seen = plan(&gp, &id).await;
-    assert_eq!(seen["proposals"][0]["summary"], "Added the activity \"Dietitian visit\", due 2099-01-31");
+    assert_eq!(
+        seen["proposals"][0]["summary"],
+        "Added the activity \"Dietitian visit\", due 2099-01-31"
+    );
     assert_eq!(seen["proposals"][0]["proposer"], "Nora Quinn");
     let (s, _, b) = gp
         .post_raw(
@@ -207,7 +220,11 @@ async fn care_plans_and_teams(node: Node) {
         .iter()
         .map(|i| i["description"].as_str().unwrap())
         .collect();
-    assert_eq!(descriptions, ["Check the feet", "Dietitian visit"], "{work}");
+    assert_eq!(
+        descriptions,
+        ["Check the feet", "Dietitian visit"],
+        "{work}"
+    );
     assert_eq!(items[0]["overdue"], true);
     assert_eq!(items[1]["overdue"], false);
     assert_eq!(items[0]["plan"], id.as_str());
@@ -245,7 +262,10 @@ async fn care_plans_and_teams(node: Node) {
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
     let seen = plan(&pat, &id).await;
-    assert_eq!(activity(&seen, "Walk 30 minutes a day")["status"], "completed");
+    assert_eq!(
+        activity(&seen, "Walk 30 minutes a day")["status"],
+        "completed"
+    );
     assert_eq!(activity(&seen, "Walk 30 minutes a day")["mine"], true);
 
     // The history names who made each change, and who accepted the proposed one.
@@ -277,7 +297,11 @@ async fn care_plans_and_teams(node: Node) {
     let mut raw = plan(&gp, &id).await["carePlan"].clone();
     raw["title"] = json!("Changed behind the plan's back");
     let (s, _, b) = nurse.put(&format!("CarePlan/{id}"), &raw).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "only the author, through FHIR: {b}");
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "only the author, through FHIR: {b}"
+    );
     let (s, _, b) = pat.put(&format!("CarePlan/{id}"), &raw).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "not the patient: {b}");
 
@@ -311,7 +335,10 @@ async fn care_plans_and_teams(node: Node) {
     let seen = plan(&gp, &id).await;
     assert_eq!(seen["status"], "completed");
     assert_eq!(activity(&seen, "Check the feet")["status"], "cancelled");
-    assert_eq!(activity(&seen, "Walk 30 minutes a day")["status"], "completed");
+    assert_eq!(
+        activity(&seen, "Walk 30 minutes a day")["status"],
+        "completed"
+    );
     let (_, _, work) = gp.get_raw("/api/worklist").await;
     assert!(work["items"].as_array().unwrap().is_empty(), "{work}");
 }
