@@ -52,6 +52,29 @@ pub fn is_shared_type(rt: &str) -> bool {
     DIRECTORY_TYPES.contains(&rt) || DEFINITIONAL_TYPES.contains(&rt)
 }
 
+/// Types whose resources are open to their parties as well as to those who reach the
+/// patient they name: a message (`Communication`) is read and written by its sender and
+/// its recipients (a practitioner, or an organization or care team they belong to), so a
+/// thread between clinicians that names no patient is theirs alone.
+pub const PARTY_TYPES: &[&str] = &["Communication"];
+
+/// The parties of a resource of a [`PARTY_TYPES`] type: its sender and recipients.
+pub fn parties_of(rt: &str, resource: &serde_json::Value) -> Vec<String> {
+    if !PARTY_TYPES.contains(&rt) {
+        return Vec::new();
+    }
+    let reference = |v: &serde_json::Value| v["reference"].as_str().map(str::to_string);
+    let mut out: Vec<String> = reference(&resource["sender"]).into_iter().collect();
+    out.extend(
+        resource["recipient"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(reference),
+    );
+    out
+}
+
 /// The patients a practitioner's grant reaches, each with its compiled access.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reach {

@@ -198,6 +198,16 @@ impl RecordService {
             }
             out.push(group);
         }
+        // A message is open to its parties too (medmesh_policy::PARTY_TYPES).
+        if medmesh_policy::PARTY_TYPES.contains(&rt) && !reach.principals.is_empty() {
+            let principals = reach.principals.join(",");
+            for param in ["sender", "recipient"] {
+                out.push(vec![
+                    search::parse_criterion(self.defs, rt, param, &principals)
+                        .map_err(|_| RecordError::Forbidden)?,
+                ]);
+            }
+        }
         Ok(Criterion::AnyOf(out))
     }
 

@@ -136,6 +136,13 @@ impl RecordService {
         if medmesh_policy::is_shared_type(rt) {
             return true;
         }
+        // A message is open to its parties, whatever patient it names.
+        if medmesh_policy::parties_of(rt, resource)
+            .iter()
+            .any(|p| reach.principals.contains(p))
+        {
+            return true;
+        }
         let labels = labels_of(resource);
         let tagged = resource
             .pointer("/meta/tag")

@@ -17,6 +17,7 @@ pub mod handlers;
 pub mod hl7v2;
 pub mod listener;
 pub mod medications;
+pub mod messaging;
 pub mod oauth;
 pub mod operations;
 pub mod response;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub medications: Arc<medmesh_medications::MedicationService>,
     /// Care plans, care teams and worklists (`/api/care-plans`, `/api/worklist`).
     pub care: Arc<medmesh_care::CareService>,
+    /// Secure messaging (`/api/messages`).
+    pub messaging: Arc<medmesh_messaging::MessagingService>,
     /// The CapabilityStatement, built once.
     pub capability: Arc<Value>,
     /// Public base URL (`http://host:port/fhir`); when `None`, taken from the Host header.
@@ -179,6 +182,8 @@ pub struct Services {
     pub medications: Arc<medmesh_medications::MedicationService>,
     /// Care plans, care teams and worklists (`/api/care-plans`, `/api/worklist`).
     pub care: Arc<medmesh_care::CareService>,
+    /// Secure messaging (`/api/messages`).
+    pub messaging: Arc<medmesh_messaging::MessagingService>,
 }
 
 /// Builds the server's state. The background workers are the binary's to start; the
@@ -201,6 +206,7 @@ pub fn build_state(
         subscriptions,
         medications,
         care,
+        messaging,
     } = services;
     let capability = capability_statement::capability_statement(
         records.definitions(),
@@ -228,6 +234,7 @@ pub fn build_state(
         subscriptions,
         medications,
         care,
+        messaging,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
         body_limits: config.body_limits,
@@ -487,6 +494,15 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
         )
         .route("/api/worklist/medications", get(medications::worklist))
         .route("/api/worklist", get(care::worklist))
+        .route(
+            "/api/messages/threads",
+            get(messaging::threads).post(messaging::create_thread),
+        )
+        .route("/api/messages/threads/{id}", get(messaging::thread))
+        .route("/api/messages/threads/{id}/read", post(messaging::read))
+        .route("/api/messages/threads/{id}/messages", post(messaging::send))
+        .route("/api/messages/unread", get(messaging::unread))
+        .route("/api/messages/live", get(messaging::live))
         .route(
             "/api/patients/{id}/care-plans",
             get(care::plans).post(care::create_plan),

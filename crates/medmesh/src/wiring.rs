@@ -111,6 +111,10 @@ pub(crate) fn record_service_with(
     .with_write_rule(
         "CarePlan",
         Arc::new(medmesh_care::write_rule::CarePlanWrites),
+    )
+    .with_write_rule(
+        "Communication",
+        Arc::new(medmesh_messaging::write_rule::MessageWrites),
     );
     if let Some(r) = ring {
         svc = svc.with_encryption(r.at_rest.clone());
@@ -273,6 +277,31 @@ pub(crate) fn care(
     Arc::new(
         medmesh_care::CareService::new(records.clone())
             .with_notices(hub, Arc::new(ServiceAccounts(stores.identity.clone()))),
+    )
+}
+
+#[async_trait::async_trait]
+impl medmesh_messaging::MessagingAccounts for ServiceAccounts {
+    async fn practitioner_accounts(&self, practitioner: &str) -> Vec<String> {
+        StaffAccounts(self.0.clone())
+            .accounts_of_role(practitioner, "practitioner")
+            .await
+    }
+}
+
+/// The messaging service, delivering live in this process and telling those away through
+/// `hub`.
+pub(crate) fn messaging(
+    stores: &Stores,
+    records: &Arc<RecordService>,
+    hub: Arc<medmesh_notifications::NotificationHub>,
+) -> Arc<medmesh_messaging::MessagingService> {
+    Arc::new(
+        medmesh_messaging::MessagingService::new(
+            records.clone(),
+            Arc::new(medmesh_messaging::LiveBus::default()),
+        )
+        .with_notices(hub, Arc::new(ServiceAccounts(stores.identity.clone()))),
     )
 }
 

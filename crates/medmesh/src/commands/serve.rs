@@ -122,6 +122,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
         cfg.dose_reminder_horizon_hours,
     ));
     let care = crate::wiring::care(&stores, &records, hub.clone());
+    let messaging = crate::wiring::messaging(&stores, &records, hub.clone());
     let state = medmesh_server::build_state(
         medmesh_server::Services {
             records,
@@ -136,6 +137,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             subscriptions,
             medications,
             care,
+            messaging,
         },
         export_queue,
         medmesh_server::ServerConfig {

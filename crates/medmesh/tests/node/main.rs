@@ -26,6 +26,7 @@ mod hl7v2;
 mod identity;
 mod interactions;
 mod medications;
+mod messaging;
 mod patient_scopes;
 mod scheduling;
 mod sealed;
