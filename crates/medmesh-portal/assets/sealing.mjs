@@ -282,3 +282,30 @@ export async function shareStored(binary, owner, to, csrf) {
   }
   return targets.length;
 }
+
+// --- Sealed messages ---------------------------------------------------------------------------
+
+/** Seals a message's text for every owner: the envelope (JSON) the node stores unopened. */
+export async function sealEnvelope(owners, text, csrf) {
+  const { sealed, sealedKeys } = await sealFor(owners, utf8(text), csrf);
+  return JSON.stringify({ sealed: b64(sealed), keys: sealedKeys });
+}
+
+/** Opens a sealed message's envelope with this browser's sealing key: its text. */
+export async function openEnvelope(owner, envelope, csrf) {
+  const pair = await sealingKey(owner, csrf);
+  const { sealed, keys } = JSON.parse(envelope);
+  const bytes = unb64(sealed);
+  const documentKeyId = documentKeyIdOf(bytes);
+  for (const entry of String(keys).split(',')) {
+    const wrapped = entry.slice(entry.indexOf(':') + 1);
+    let contentKey;
+    try {
+      contentKey = await unwrap(pair, wrapped, documentKeyId);
+    } catch {
+      continue; // Wrapped for another key (another party's, another device's).
+    }
+    return new TextDecoder().decode(await openContent(contentKey, bytes));
+  }
+  throw new SealingError('not-holder');
+}

@@ -50,6 +50,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../assets/sign.js"),
     ),
     (
+        "messages.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/messages.js"),
+    ),
+    (
         "sealed.js",
         "text/javascript; charset=utf-8",
         include_str!("../assets/sealed.js"),

@@ -156,6 +156,15 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
             post(pages::care_team::create_plan),
         )
         .route("/worklist", get(pages::worklist::worklist))
+        .route(
+            "/messages",
+            get(pages::messages::messages).post(pages::messages::create),
+        )
+        .route("/messages/live", get(pages::messages::live))
+        .route(
+            "/messages/{id}",
+            get(pages::messages::thread).post(pages::messages::send),
+        )
         .route("/refills", get(pages::refills::refills))
         .route("/refills/{task}/decide", post(pages::refills::decide))
         .route("/reviews/{task}/close", post(pages::refills::close_review))

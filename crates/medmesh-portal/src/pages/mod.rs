@@ -15,6 +15,7 @@ pub mod documents;
 pub mod feed;
 pub mod home;
 pub mod medications;
+pub mod messages;
 pub mod my_data;
 pub mod notifications;
 pub mod patients;
