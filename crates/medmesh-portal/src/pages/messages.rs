@@ -212,10 +212,8 @@ pub async fn create(
         .filter(|(k, _)| k == "to")
         .map(|(_, v)| v.clone())
         .collect();
-    if value(&pairs, "with_patient") == "on" {
-        if let Some(a) = &about {
-            parties.push(format!("Patient/{a}"));
-        }
+    if let (Some(a), "on") = (&about, value(&pairs, "with_patient")) {
+        parties.push(format!("Patient/{a}"));
     }
     let sealed = value(&pairs, "sealed") == "on";
     let new = NewThread {
@@ -235,14 +233,13 @@ pub async fn create(
         }
     };
     // A sealed thread's first message is sealed in the browser, on the thread's page.
-    if let (Some(t), false) = (text, sealed) {
-        if let Err(e) = state
+    if let (Some(t), false) = (text, sealed)
+        && let Err(e) = state
             .messaging
             .send(&viewer.ctx, &id, Body::Text(t), Vec::new())
             .await
-        {
-            return record_problem(viewer.lang, &e);
-        }
+    {
+        return record_problem(viewer.lang, &e);
     }
     Redirect::to(&format!("/messages/{id}")).into_response()
 }
