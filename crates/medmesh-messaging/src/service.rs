@@ -792,6 +792,99 @@ impl MessagingService {
         Ok(mid)
     }
 
+    /// The thread of video visit `appointment` (its chat): the one already opened, or a new
+    /// one about the appointment's patient between its patient and practitioners (those who
+    /// have not declined). The caller must be one of them, and the PDP must let them read
+    /// the appointment.
+    ///
+    /// # Errors
+    /// [`RecordError::NotFound`] for an appointment the caller is not in or cannot read.
+    pub async fn visit_thread(
+        &self,
+        ctx: &RequestContext,
+        appointment: &str,
+        topic: &str,
+    ) -> Result<String, RecordError> {
+        if !is_id(appointment) {
+            return Err(RecordError::NotFound);
+        }
+        let (reader, _) = self.reader(ctx).await?;
+        let a = self.records.read(ctx, "Appointment", appointment).await?.resource;
+        let people: Vec<String> = a["participant"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["status"] != "declined")
+            .filter_map(|p| p["actor"]["reference"].as_str())
+            .filter(|r| r.starts_with("Patient/") || r.starts_with("Practitioner/"))
+            .map(str::to_string)
+            .collect();
+        let patient = people
+            .iter()
+            .find_map(|r| r.strip_prefix("Patient/"))
+            .map(str::to_string);
+        if !people.contains(&reader.me) || patient.is_none() {
+            return Err(RecordError::NotFound);
+        }
+        let params = vec![
+            ("based-on".to_string(), format!("Appointment/{appointment}")),
+            (
+                "category".to_string(),
+                format!("{MESSAGE_SYSTEM}|{THREAD_CODE}"),
+            ),
+        ];
+        let mut found = entries(
+            &self
+                .records
+                .search(ctx, "Communication", &params, Handling::Strict)
+                .await?,
+        );
+        found.sort_by(|a, b| {
+            a["sent"]
+                .as_str()
+                .cmp(&b["sent"].as_str())
+                .then_with(|| id_of(a).cmp(&id_of(b)))
+        });
+        if let Some(h) = found
+            .iter()
+            .find(|h| parties(h).contains(&reader.me))
+        {
+            return Ok(id_of(h));
+        }
+        check_topic(topic).map_err(refusal)?;
+        let recipients: Vec<String> = people.into_iter().filter(|p| *p != reader.me).collect();
+        let core = self.records.core();
+        let id = core.ids().new_id();
+        let mut h = header(
+            &id,
+            topic,
+            patient.as_deref(),
+            &reader.me,
+            &recipients,
+            false,
+            &instant(core.now()),
+        );
+        h["basedOn"] = serde_json::json!([{"reference": format!("Appointment/{appointment}")}]);
+        core.check_resource("Communication", &h)?;
+        let grant = core
+            .authorize(ctx, Action::Create, Some("Communication"))
+            .await?;
+        let mut tx = core.begin_write().await?;
+        core.write_version(ctx, &mut tx, &grant, "Communication", &id, h, None)
+            .await?;
+        self.audit(
+            ctx,
+            &mut tx,
+            &grant,
+            "message-thread-open",
+            vec![id.clone(), format!("Appointment/{appointment}")],
+            patient.as_deref(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
     /// Opens a live stream for the caller: the events of the threads they are a party to.
     ///
     /// # Errors

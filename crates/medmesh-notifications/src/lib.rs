@@ -589,6 +589,11 @@ impl NotificationHub {
         Ok(self.store.put_notification_settings(&row).await?)
     }
 
+    /// The node's public address, as the texts give it.
+    pub fn node_url(&self) -> &str {
+        &self.node_url
+    }
+
     /// The texts of the notices the node sends, in words that name no patient data.
     pub fn notice(&self, category: Category, event: impl Into<String>) -> Notice {
         let node = &self.node_name;

@@ -55,6 +55,11 @@ pub const FILES: &[(&str, &str, &str)] = &[
         include_str!("../assets/messages.js"),
     ),
     (
+        "visit.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/visit.js"),
+    ),
+    (
         "sealed.js",
         "text/javascript; charset=utf-8",
         include_str!("../assets/sealed.js"),

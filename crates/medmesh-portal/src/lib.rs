@@ -161,6 +161,8 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
             get(pages::messages::messages).post(pages::messages::create),
         )
         .route("/messages/live", get(pages::messages::live))
+        .route("/visits/{id}", get(pages::visit::visit))
+        .route("/visits/{id}/signal", get(pages::visit::signal))
         .route(
             "/messages/{id}",
             get(pages::messages::thread).post(pages::messages::send),

@@ -63,6 +63,8 @@ pub struct FeedEvent {
     pub summary: String,
     /// Where, when shown.
     pub location: Option<String>,
+    /// A video visit's join link.
+    pub url: Option<String>,
     /// More words, when shown.
     pub description: Option<String>,
     /// The Appointment's version (the event's SEQUENCE, so calendar apps take changes).
@@ -99,6 +101,9 @@ pub fn calendar(name: &str, host: &str, events: &[FeedEvent]) -> String {
         }
         if let Some(d) = &e.description {
             event.description(d);
+        }
+        if let Some(u) = &e.url {
+            event.add_property("URL", u);
         }
         cal.push(event.done());
     }
@@ -194,7 +199,15 @@ impl SchedulingService {
                     .and_then(Value::as_str)
                     .map(str::to_string);
             }
+            let url = crate::video::is_video_visit(&a).then(|| {
+                let origin = self
+                    .reminders
+                    .as_ref()
+                    .map_or_else(|| format!("https://{host}"), |r| r.hub.node_url().to_string());
+                format!("{origin}{}", crate::video::join_path(text("id")))
+            });
             events.push(FeedEvent {
+                url,
                 id: text("id").to_string(),
                 start,
                 end,
@@ -245,6 +258,7 @@ mod tests {
                 status: "booked".into(),
                 summary: "Appointment with Dr. Ana Ortega, Riverside; long words that must be folded at seventy-five octets".into(),
                 location: Some("Riverside, Marienplatz 1".into()),
+                url: Some("https://node.example.org/visits/a1".into()),
                 description: None,
                 version: 3,
                 updated: 1_796_000_000_000_000,
@@ -257,6 +271,7 @@ mod tests {
         assert!(text.contains("SEQUENCE:2\r\n"));
         // RFC 5545: commas and semicolons escaped, lines folded at 75 octets.
         assert!(text.contains("LOCATION:Riverside\\, Marienplatz 1\r\n"));
+        assert!(text.contains("URL:https://node.example.org/visits/a1\r\n"), "{text}");
         assert!(text.lines().all(|l| l.len() <= 75), "{text}");
     }
 }

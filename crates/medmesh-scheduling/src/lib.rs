@@ -17,6 +17,7 @@ pub mod calendar;
 pub mod directory;
 pub mod ics;
 pub mod setup;
+pub mod video;
 pub mod waitlist;
 
 use std::collections::{BTreeMap, HashMap};
@@ -324,7 +325,7 @@ impl SchedulingService {
         &self,
         id: &str,
         patient: &str,
-        start: i64,
+        (start, video): (i64, bool),
         now: i64,
     ) -> Result<Vec<medmesh_store::NotificationOutboxRow>, RecordError> {
         let Some(r) = &self.reminders else {
@@ -338,14 +339,25 @@ impl SchedulingService {
                 continue;
             }
             let words = offset_words(*before);
+            // A video visit's reminder carries its join link (the appointment's id only).
+            let body = if video {
+                format!(
+                    "You have a video visit in {words}. Join it at {}{} (the room opens ten minutes before); sign in at {} to move it or cancel it.",
+                    r.hub.node_url(),
+                    crate::video::join_path(id),
+                    r.node_name
+                )
+            } else {
+                format!(
+                    "You have an appointment in {words}. Sign in at {} to see it, move it or cancel it.",
+                    r.node_name
+                )
+            };
             let notice = Notice {
                 category: Category::Appointments,
                 event: format!("appointment:{id}:{start}:{before}"),
                 subject: format!("Appointment reminder from {}", r.node_name),
-                body: format!(
-                    "You have an appointment in {words}. Sign in at {} to see it, move it or cancel it.",
-                    r.node_name
-                ),
+                body,
             };
             rows.push(
                 r.hub
@@ -1025,7 +1037,12 @@ impl SchedulingService {
         }
         core.check_resource("Appointment", &body)?;
         let reminders = if status == "booked" {
-            self.prepare_reminders(&id, &patient, r.visit.start, now)
+            self.prepare_reminders(
+                &id,
+                &patient,
+                (r.visit.start, crate::video::is_video_visit(&body)),
+                now,
+            )
                 .await?
         } else {
             Vec::new()
@@ -1324,7 +1341,12 @@ impl SchedulingService {
             .unwrap_or_default();
         let reminders = match (&asked, &patient, status) {
             (Some(r), Some(p), "booked") => Some(
-                self.prepare_reminders(id, p, r.visit.start, core.now())
+                self.prepare_reminders(
+                    id,
+                    p,
+                    (r.visit.start, crate::video::is_video_visit(&body)),
+                    core.now(),
+                )
                     .await?,
             ),
             (_, _, "cancelled" | "noshow") => Some(Vec::new()),

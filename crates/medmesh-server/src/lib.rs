@@ -74,6 +74,8 @@ pub struct AppState {
     pub care: Arc<medmesh_care::CareService>,
     /// Secure messaging (`/api/messages`).
     pub messaging: Arc<medmesh_messaging::MessagingService>,
+    /// Video visits (the portal's `/visits/{id}`).
+    pub telehealth: Arc<medmesh_telehealth::TelehealthService>,
     /// The CapabilityStatement, built once.
     pub capability: Arc<Value>,
     /// Public base URL (`http://host:port/fhir`); when `None`, taken from the Host header.
@@ -184,6 +186,8 @@ pub struct Services {
     pub care: Arc<medmesh_care::CareService>,
     /// Secure messaging (`/api/messages`).
     pub messaging: Arc<medmesh_messaging::MessagingService>,
+    /// Video visits.
+    pub telehealth: Arc<medmesh_telehealth::TelehealthService>,
 }
 
 /// Builds the server's state. The background workers are the binary's to start; the
@@ -207,6 +211,7 @@ pub fn build_state(
         medications,
         care,
         messaging,
+        telehealth,
     } = services;
     let capability = capability_statement::capability_statement(
         records.definitions(),
@@ -235,6 +240,7 @@ pub fn build_state(
         medications,
         care,
         messaging,
+        telehealth,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
         body_limits: config.body_limits,

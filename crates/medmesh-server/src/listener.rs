@@ -16,7 +16,6 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -162,7 +161,7 @@ pub async fn serve_bounded(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -199,25 +198,46 @@ pub async fn serve_bounded(
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
                 req
             });
-        let conn = graceful.watch(http.serve_connection(io, TowerToHyperService::new(service)));
+        // Upgrades: a video visit's signalling is a WebSocket on the same connection.
+        // hyper-util's GracefulShutdown does not watch an upgradeable HTTP/1 connection, so
+        // the drain is ours: each connection hears the shutdown and stops taking requests.
+        let conn = http
+            .serve_connection(io, TowerToHyperService::new(service))
+            .with_upgrades();
         let idle = limits.idle_timeout;
+        let mut draining = drain_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            tokio::select! {
-                result = conn => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "connection ended with an error");
+            let mut conn = std::pin::pin!(conn);
+            let mut told = false;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
                     }
-                }
-                () = activity.silent_for(idle) => {
-                    tracing::debug!("closing a connection idle past the idle timeout");
+                    () = activity.silent_for(idle) => {
+                        tracing::debug!("closing a connection idle past the idle timeout");
+                        break;
+                    }
+                    changed = draining.changed(), if !told => {
+                        told = true;
+                        if changed.is_ok() {
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
                 }
             }
         });
     }
     drop(listener);
+    let _ = drain_tx.send(true);
+    // Every connection holds a permit until it ends: all of them back means all drained.
+    let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = permits.acquire_many(all) => {}
         () = tokio::time::sleep(limits.drain_timeout) => {
             tracing::warn!("requests still in flight after the drain timeout; closing them");
         }

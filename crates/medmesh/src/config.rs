@@ -181,6 +181,21 @@ pub struct FileConfig {
     /// the environment, comma-separated paths. Default none. A file that cannot be read or
     /// used stops the node from starting.
     pub medication_knowledge_files: Option<Vec<PathBuf>>,
+    /// STUN servers the video visits' browsers use (`stun:host:port`); in the environment,
+    /// comma-separated. Default none (docs/telehealth.md).
+    pub telehealth_stun_urls: Option<Vec<String>>,
+    /// TURN servers (`turn:host:port?transport=udp`, `turns:...`); comma-separated in the
+    /// environment. Default none.
+    pub telehealth_turn_urls: Option<Vec<String>>,
+    /// The TURN servers' shared secret (coturn's `static-auth-secret`): the node hands out
+    /// short-lived credentials made from it (the TURN REST API scheme). Required with
+    /// `telehealth_turn_urls`.
+    pub telehealth_turn_secret: Option<Secret>,
+    /// How long TURN credentials last, seconds. Default 900 (60 to 86400).
+    pub telehealth_turn_ttl_seconds: Option<u64>,
+    /// `relay` makes the browsers use TURN only (no direct or reflexive path: the peers'
+    /// addresses stay hidden from each other); `all` (the default) lets ICE choose.
+    pub telehealth_ice_policy: Option<String>,
 }
 
 /// One downstream system applied messages are forwarded to over MLLP (`[[hl7_channel]]`).
@@ -376,6 +391,16 @@ pub struct Config {
     pub adherence_alert_seconds: u64,
     /// Knowledge files loaded beside the shipped ONC list.
     pub medication_knowledge_files: Vec<PathBuf>,
+    /// STUN servers for video visits.
+    pub telehealth_stun_urls: Vec<String>,
+    /// TURN servers for video visits.
+    pub telehealth_turn_urls: Vec<String>,
+    /// The TURN servers' shared secret.
+    pub telehealth_turn_secret: Option<Secret>,
+    /// Seconds TURN credentials last.
+    pub telehealth_turn_ttl_seconds: u64,
+    /// Whether browsers use TURN only.
+    pub telehealth_relay_only: bool,
 }
 
 /// Where document bytes are kept.
@@ -670,6 +695,34 @@ impl Config {
                     .collect(),
                 None => file.medication_knowledge_files.unwrap_or_default(),
             },
+            telehealth_stun_urls: list_setting(
+                env("MEDMESH_TELEHEALTH_STUN_URLS"),
+                file.telehealth_stun_urls,
+            ),
+            telehealth_turn_urls: list_setting(
+                env("MEDMESH_TELEHEALTH_TURN_URLS"),
+                file.telehealth_turn_urls,
+            ),
+            telehealth_turn_secret: env("MEDMESH_TELEHEALTH_TURN_SECRET")
+                .map(Secret)
+                .or(file.telehealth_turn_secret),
+            telehealth_turn_ttl_seconds: setting(
+                env("MEDMESH_TELEHEALTH_TURN_TTL_SECONDS"),
+                file.telehealth_turn_ttl_seconds,
+            )
+            .unwrap_or(900)
+            .clamp(60, 86_400),
+            telehealth_relay_only: match env("MEDMESH_TELEHEALTH_ICE_POLICY")
+                .or(file.telehealth_ice_policy)
+                .as_deref()
+                .map(str::trim)
+            {
+                None | Some("all") => false,
+                Some("relay") => true,
+                Some(other) => anyhow::bail!(
+                    "telehealth_ice_policy: {other:?} is neither \"all\" nor \"relay\""
+                ),
+            },
             appointment_reminders: match env("MEDMESH_APPOINTMENT_REMINDERS") {
                 Some(list) => Some(
                     list.split(',')
@@ -725,6 +778,19 @@ fn witness_policy(
 }
 
 /// A numeric setting: the environment variable when it parses, else the file's value.
+/// A list setting: comma-separated in the environment, a list in the file.
+fn list_setting(env: Option<String>, file: Option<Vec<String>>) -> Vec<String> {
+    match env {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        None => file.unwrap_or_default(),
+    }
+}
+
 fn setting<T: std::str::FromStr>(env: Option<String>, file: Option<T>) -> Option<T> {
     env.and_then(|v| v.trim().parse().ok()).or(file)
 }

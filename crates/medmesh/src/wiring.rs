@@ -305,6 +305,31 @@ pub(crate) fn messaging(
     )
 }
 
+/// Video visits, with the STUN and TURN servers of the settings.
+pub(crate) fn telehealth(
+    cfg: &Config,
+    records: &Arc<RecordService>,
+) -> anyhow::Result<Arc<medmesh_telehealth::TelehealthService>> {
+    if !cfg.telehealth_turn_urls.is_empty() && cfg.telehealth_turn_secret.is_none() {
+        anyhow::bail!(
+            "telehealth_turn_urls needs telehealth_turn_secret (the TURN server's static-auth-secret)"
+        );
+    }
+    if cfg.telehealth_relay_only && cfg.telehealth_turn_urls.is_empty() {
+        anyhow::bail!("telehealth_ice_policy = \"relay\" needs telehealth_turn_urls");
+    }
+    Ok(Arc::new(medmesh_telehealth::TelehealthService::new(
+        records.clone(),
+        medmesh_telehealth::IceSettings {
+            stun: cfg.telehealth_stun_urls.clone(),
+            turn: cfg.telehealth_turn_urls.clone(),
+            turn_secret: cfg.telehealth_turn_secret.as_ref().map(|s| s.0.clone()),
+            ttl_secs: cfg.telehealth_turn_ttl_seconds,
+            relay_only: cfg.telehealth_relay_only,
+        },
+    )))
+}
+
 /// Key administration over `records`, re-sealing document blobs through the vault.
 pub(crate) fn key_administration(
     stores: &Stores,

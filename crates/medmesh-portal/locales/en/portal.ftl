@@ -1082,3 +1082,24 @@ messages-attachment = A document
 messages-answer = Your answer
 messages-send = Send
 messages-back = All messages
+
+## Video visits
+visit-title = Video visit
+visit-intro = Your camera and microphone go only to the others in this visit, browser to browser. Nothing is recorded.
+visit-connecting = Connecting…
+visit-waiting = You are in the waiting room. Your clinician will let you in.
+visit-in-room = You are in the room. Admit the patient when they arrive.
+visit-admitted = You were let in. Connecting…
+visit-in-call = In the call.
+visit-peer-left = The other person left the call.
+visit-no-media = This browser could not open a camera and microphone. Allow them and reload the page.
+visit-ended = The call ended.
+visit-full = This visit's room is full.
+visit-admit = Admit
+visit-waiting-room = Waiting room
+visit-local = Your camera
+visit-remote = The other person's camera
+visit-hang-up = Hang up
+visit-chat = Chat
+visit-chat-message = A message
+visit-join = Join the video visit

@@ -1081,3 +1081,24 @@ messages-attachment = Un document
 messages-answer = Votre réponse
 messages-send = Envoyer
 messages-back = Tous les messages
+
+## Téléconsultations
+visit-title = Téléconsultation
+visit-intro = Votre caméra et votre micro ne vont qu'aux autres participants, de navigateur à navigateur. Rien n'est enregistré.
+visit-connecting = Connexion…
+visit-waiting = Vous êtes en salle d'attente. Votre soignant va vous faire entrer.
+visit-in-room = Vous êtes dans la salle. Faites entrer le patient à son arrivée.
+visit-admitted = Vous êtes admis. Connexion…
+visit-in-call = En communication.
+visit-peer-left = L'autre personne a quitté l'appel.
+visit-no-media = Ce navigateur n'a pas pu ouvrir la caméra et le micro. Autorisez-les et rechargez la page.
+visit-ended = L'appel est terminé.
+visit-full = La salle de cette téléconsultation est pleine.
+visit-admit = Faire entrer
+visit-waiting-room = Salle d'attente
+visit-local = Votre caméra
+visit-remote = La caméra de l'autre personne
+visit-hang-up = Raccrocher
+visit-chat = Discussion
+visit-chat-message = Un message
+visit-join = Rejoindre la téléconsultation

@@ -76,6 +76,8 @@ pub struct Mine {
     pub held: bool,
     /// The practitioner (for finding another time).
     pub practitioner: String,
+    /// A video visit that is booked: its room's link is shown.
+    pub video: bool,
 }
 
 #[derive(Template)]
@@ -289,6 +291,7 @@ async fn show(state: &AppState, viewer: &Viewer, shown: Shown, error: Option<Str
             held: status == "pending" && is_held(&a),
             movable: matches!(status.as_str(), "pending" | "booked") && !is_held(&a),
             practitioner,
+            video: status == "booked" && medmesh_scheduling::video::is_video_visit(&a),
         });
     }
     let notice = match shown.done.as_str() {

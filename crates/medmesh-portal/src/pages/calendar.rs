@@ -36,6 +36,8 @@ pub struct Visit {
     pub request: bool,
     /// Whether arrival or absence can be marked.
     pub markable: bool,
+    /// A video visit still to take place: its room's link is shown.
+    pub video: bool,
 }
 
 /// One day of the calendar.
@@ -147,6 +149,8 @@ async fn visit(state: &AppState, viewer: &Viewer, a: &Value) -> Visit {
         status: status_words(viewer.lang, a),
         request: status == "pending" && !held,
         markable: matches!(status, "booked" | "checked-in" | "arrived"),
+        video: matches!(status, "booked" | "checked-in" | "arrived")
+            && medmesh_scheduling::video::is_video_visit(a),
     }
 }
 

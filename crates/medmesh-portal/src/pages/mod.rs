@@ -29,6 +29,7 @@ pub mod sealed;
 pub mod sessions;
 pub mod sharing;
 pub mod sign_in;
+pub mod visit;
 pub mod worklist;
 
 use medmesh_fhir::search::Handling;

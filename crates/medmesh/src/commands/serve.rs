@@ -123,6 +123,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     ));
     let care = crate::wiring::care(&stores, &records, hub.clone());
     let messaging = crate::wiring::messaging(&stores, &records, hub.clone());
+    let telehealth = crate::wiring::telehealth(&cfg, &records)?;
     let state = medmesh_server::build_state(
         medmesh_server::Services {
             records,
@@ -138,6 +139,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             medications,
             care,
             messaging,
+            telehealth,
         },
         export_queue,
         medmesh_server::ServerConfig {
