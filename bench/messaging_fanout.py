@@ -153,7 +153,9 @@ async def measure_rounds(label, host, port, path, tokens, clients, rounds, send,
             await asyncio.sleep(0.01)
         got = streams.heard.get(r, [])
         assert len(got) >= clients, f"{label}: round {r}: {len(got)} of {clients} streams heard it"
-        latencies += [(t - start) * 1000 for t in got[:clients]]
+        round_ms = [(t - start) * 1000 for t in got[:clients]]
+        latencies += round_ms
+        print(f"{label} round {r}: slowest stream {max(round_ms):.1f} ms", file=sys.stderr)
         current["key"] = None
         await asyncio.sleep(0.3)
     for t in streams.tasks:

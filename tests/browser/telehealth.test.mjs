@@ -9,7 +9,7 @@
 // (class VR, the clinician as participant). Every page passes axe-core.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -21,6 +21,7 @@ const PASSWORD = 'a long enough passphrase';
 const SHOTS = new URL('../../docs/screenshots/', import.meta.url).pathname;
 const SECRET = 'coturn-shared-secret-for-the-test';
 const MEDIA = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'];
+const POSTGRES = process.env.MEDMESH_TEST_POSTGRES;
 
 /** A free UDP/TCP port on loopback (asked of the system, then released). */
 async function freePort() {
@@ -80,11 +81,20 @@ async function flowing(page) {
   return flow(page);
 }
 
-test('a clinician and a patient meet in a video visit through TURN', async () => {
+for (const kind of ['sqlite', 'postgres']) test(`a clinician and a patient meet in a video visit through TURN (${kind})`, async () => {
+  assert.ok(kind === 'sqlite' || POSTGRES, 'MEDMESH_TEST_POSTGRES must name the PostgreSQL server');
   const dir = mkdtempSync(join(tmpdir(), 'medmesh-visit-'));
+  let env = {};
+  if (kind === 'postgres') {
+    const name = `medmesh_visit_${process.pid}_${Date.now()}`;
+    const r = spawnSync('psql', ['-qAtX', `${POSTGRES}/postgres`, '-c', `CREATE DATABASE ${name}`], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    env = { MEDMESH_DATABASE_URL: `${POSTGRES}/${name}` };
+  }
   const turnPort = await freePort();
   const turn = await startCoturn(dir, turnPort);
   const node = await startNode(dir, {
+    ...env,
     MEDMESH_TELEHEALTH_TURN_URLS: `turn:127.0.0.1:${turnPort}?transport=udp`,
     MEDMESH_TELEHEALTH_TURN_SECRET: SECRET,
     MEDMESH_TELEHEALTH_ICE_POLICY: 'relay',
@@ -92,7 +102,7 @@ test('a clinician and a patient meet in a video visit through TURN', async () =>
   let browser;
   let other;
   try {
-    const admin = cli(dir, ['admin', 'token', '--scope', 'system/*.*']);
+    const admin = cli(dir, ['admin', 'token', '--scope', 'system/*.*'], undefined, env);
     const call = async (method, path, body) => {
       const r = await fetch(`${node.base}${path}`, {
         method,
@@ -115,10 +125,10 @@ test('a clinician and a patient meet in a video visit through TURN', async () =>
         { actor: { reference: 'Practitioner/p1' }, status: 'accepted' }] });
     await call('PUT', '/fhir/Appointment/v1', visit('v1', 5, 25));
     await call('PUT', '/fhir/Appointment/later', visit('later', 60, 80));
-    cli(dir, ['admin', 'create-user', '--role', 'patient', '--username', 'ada', '--patient', 'ada'], `${PASSWORD}\n`);
+    cli(dir, ['admin', 'create-user', '--role', 'patient', '--username', 'ada', '--patient', 'ada'], `${PASSWORD}\n`, env);
     for (const [user, id] of [['ortega', 'p1'], ['stranger', 'p2']]) {
       cli(dir, ['admin', 'create-user', '--role', 'practitioner', '--username', user, '--practitioner', id,
-        '--organization', 'o1', '--verification', 'verified'], `${PASSWORD}\n`);
+        '--organization', 'o1', '--verification', 'verified'], `${PASSWORD}\n`, env);
     }
 
     // Two Chromium instances with fake cameras and microphones.

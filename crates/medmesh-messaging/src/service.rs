@@ -809,7 +809,11 @@ impl MessagingService {
             return Err(RecordError::NotFound);
         }
         let (reader, _) = self.reader(ctx).await?;
-        let a = self.records.read(ctx, "Appointment", appointment).await?.resource;
+        let a = self
+            .records
+            .read(ctx, "Appointment", appointment)
+            .await?
+            .resource;
         let people: Vec<String> = a["participant"]
             .as_array()
             .into_iter()
@@ -845,10 +849,7 @@ impl MessagingService {
                 .cmp(&b["sent"].as_str())
                 .then_with(|| id_of(a).cmp(&id_of(b)))
         });
-        if let Some(h) = found
-            .iter()
-            .find(|h| parties(h).contains(&reader.me))
-        {
+        if let Some(h) = found.iter().find(|h| parties(h).contains(&reader.me)) {
             return Ok(id_of(h));
         }
         check_topic(topic).map_err(refusal)?;

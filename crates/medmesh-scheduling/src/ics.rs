@@ -200,10 +200,10 @@ impl SchedulingService {
                     .map(str::to_string);
             }
             let url = crate::video::is_video_visit(&a).then(|| {
-                let origin = self
-                    .reminders
-                    .as_ref()
-                    .map_or_else(|| format!("https://{host}"), |r| r.hub.node_url().to_string());
+                let origin = self.reminders.as_ref().map_or_else(
+                    || format!("https://{host}"),
+                    |r| r.hub.node_url().to_string(),
+                );
                 format!("{origin}{}", crate::video::join_path(text("id")))
             });
             events.push(FeedEvent {
@@ -271,7 +271,10 @@ mod tests {
         assert!(text.contains("SEQUENCE:2\r\n"));
         // RFC 5545: commas and semicolons escaped, lines folded at 75 octets.
         assert!(text.contains("LOCATION:Riverside\\, Marienplatz 1\r\n"));
-        assert!(text.contains("URL:https://node.example.org/visits/a1\r\n"), "{text}");
+        assert!(
+            text.contains("URL:https://node.example.org/visits/a1\r\n"),
+            "{text}"
+        );
         assert!(text.lines().all(|l| l.len() <= 75), "{text}");
     }
 }

@@ -1035,6 +1035,10 @@ impl SchedulingService {
         {
             ext.push(json!({"url": hold_extension_url(), "valueInstant": format_instant(until)}));
         }
+        // A video visit carries its room's address in the Appointment itself.
+        if let Some(r) = &self.reminders {
+            crate::video::with_join_url(&mut body, r.hub.node_url(), &id);
+        }
         core.check_resource("Appointment", &body)?;
         let reminders = if status == "booked" {
             self.prepare_reminders(
@@ -1043,7 +1047,7 @@ impl SchedulingService {
                 (r.visit.start, crate::video::is_video_visit(&body)),
                 now,
             )
-                .await?
+            .await?
         } else {
             Vec::new()
         };
@@ -1347,7 +1351,7 @@ impl SchedulingService {
                     (r.visit.start, crate::video::is_video_visit(&body)),
                     core.now(),
                 )
-                    .await?,
+                .await?,
             ),
             (_, _, "cancelled" | "noshow") => Some(Vec::new()),
             _ => None,

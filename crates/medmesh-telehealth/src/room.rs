@@ -92,7 +92,12 @@ pub fn people(appointment: &Value) -> (Option<String>, Vec<String>) {
 /// `use-auth-secret` checks them): the user name is `<expiry>:<user>` and the password is
 /// base64(HMAC-SHA1(secret, user name)). `user` must name no one (a random id): the TURN
 /// server logs it.
-pub fn turn_credentials(secret: &str, user: &str, ttl_secs: u64, now_secs: i64) -> (String, String) {
+pub fn turn_credentials(
+    secret: &str,
+    user: &str,
+    ttl_secs: u64,
+    now_secs: i64,
+) -> (String, String) {
     let expiry = now_secs.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX));
     let username = format!("{expiry}:{user}");
     let password = match hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()) {
@@ -107,7 +112,13 @@ pub fn turn_credentials(secret: &str, user: &str, ttl_secs: u64, now_secs: i64) 
 }
 
 /// The Encounter of a visit that began at `start` (a FHIR instant).
-pub fn encounter(id: &str, appointment: &str, patient: &str, practitioners: &[String], start: &str) -> Value {
+pub fn encounter(
+    id: &str,
+    appointment: &str,
+    patient: &str,
+    practitioners: &[String],
+    start: &str,
+) -> Value {
     json!({
         "resourceType": "Encounter",
         "id": id,
@@ -157,21 +168,36 @@ mod tests {
     #[test]
     fn the_room_opens_ten_minutes_before_and_closes_after() {
         let v = visit();
-        assert_eq!(check_open(&v, at("2026-12-07T08:49:59Z")), Err(Closed::TooEarly(at("2026-12-07T08:50:00Z"))));
+        assert_eq!(
+            check_open(&v, at("2026-12-07T08:49:59Z")),
+            Err(Closed::TooEarly(at("2026-12-07T08:50:00Z")))
+        );
         assert_eq!(check_open(&v, at("2026-12-07T08:50:00Z")), Ok(()));
         assert_eq!(check_open(&v, at("2026-12-07T09:49:00Z")), Ok(()));
-        assert_eq!(check_open(&v, at("2026-12-07T09:51:00Z")), Err(Closed::Over));
+        assert_eq!(
+            check_open(&v, at("2026-12-07T09:51:00Z")),
+            Err(Closed::Over)
+        );
         let mut cancelled = v.clone();
         cancelled["status"] = json!("cancelled");
-        assert_eq!(check_open(&cancelled, at("2026-12-07T09:00:00Z")), Err(Closed::NotBooked));
+        assert_eq!(
+            check_open(&cancelled, at("2026-12-07T09:00:00Z")),
+            Err(Closed::NotBooked)
+        );
         let mut in_person = v;
         in_person["appointmentType"] = json!({"coding": [{"system": ACT_CODE, "code": "AMB"}]});
-        assert_eq!(check_open(&in_person, at("2026-12-07T09:00:00Z")), Err(Closed::NotVideo));
+        assert_eq!(
+            check_open(&in_person, at("2026-12-07T09:00:00Z")),
+            Err(Closed::NotVideo)
+        );
     }
 
     #[test]
     fn its_people_are_the_patient_and_the_practitioners_who_did_not_decline() {
-        assert_eq!(people(&visit()), (Some("p".into()), vec!["Practitioner/a".into()]));
+        assert_eq!(
+            people(&visit()),
+            (Some("p".into()), vec!["Practitioner/a".into()])
+        );
     }
 
     #[test]
@@ -186,9 +212,19 @@ mod tests {
 
     #[test]
     fn the_encounter_is_virtual_and_finishes_with_everyone_who_took_part() {
-        let e = encounter("e", "a", "p", &["Practitioner/a".into()], "2026-12-07T09:01:00Z");
+        let e = encounter(
+            "e",
+            "a",
+            "p",
+            &["Practitioner/a".into()],
+            "2026-12-07T09:01:00Z",
+        );
         assert_eq!(e["class"]["code"], "VR");
-        let f = finished(e, &["Practitioner/a".into(), "Practitioner/b".into()], "2026-12-07T09:19:00Z");
+        let f = finished(
+            e,
+            &["Practitioner/a".into(), "Practitioner/b".into()],
+            "2026-12-07T09:19:00Z",
+        );
         assert_eq!(f["status"], "finished");
         assert_eq!(f["period"]["end"], "2026-12-07T09:19:00Z");
         assert_eq!(f["participant"].as_array().unwrap().len(), 2);

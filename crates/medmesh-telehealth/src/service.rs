@@ -42,7 +42,10 @@ impl std::fmt::Debug for IceSettings {
         f.debug_struct("IceSettings")
             .field("stun", &self.stun)
             .field("turn", &self.turn)
-            .field("turn_secret", &self.turn_secret.as_ref().map(|_| "[redacted]"))
+            .field(
+                "turn_secret",
+                &self.turn_secret.as_ref().map(|_| "[redacted]"),
+            )
             .field("ttl_secs", &self.ttl_secs)
             .field("relay_only", &self.relay_only)
             .finish()
@@ -248,8 +251,11 @@ impl TelehealthService {
         if let (false, Some(secret)) = (self.ice.turn.is_empty(), &self.ice.turn_secret) {
             let user = self.records.core().ids().new_id();
             let now_secs = self.records.core().now() / 1_000_000;
-            let (username, credential) = turn_credentials(secret, &user, self.ice.ttl_secs, now_secs);
-            servers.push(json!({"urls": self.ice.turn, "username": username, "credential": credential}));
+            let (username, credential) =
+                turn_credentials(secret, &user, self.ice.ttl_secs, now_secs);
+            servers.push(
+                json!({"urls": self.ice.turn, "username": username, "credential": credential}),
+            );
         }
         json!({
             "iceServers": servers,
@@ -278,7 +284,10 @@ impl TelehealthService {
         }
         match ticket.role {
             Role::Clinician => {
-                send(&me, &json!({"type": "welcome", "peer": peer, "role": "clinician", "admitted": true}));
+                send(
+                    &me,
+                    &json!({"type": "welcome", "peer": peer, "role": "clinician", "admitted": true}),
+                );
                 let waiting: Vec<Value> = room
                     .waiting
                     .iter()
@@ -286,14 +295,23 @@ impl TelehealthService {
                     .collect();
                 send(&me, &json!({"type": "waiting", "people": waiting}));
                 for other in room.admitted.values() {
-                    send(other, &json!({"type": "peer-joined", "peer": peer, "name": me.name, "role": "clinician"}));
+                    send(
+                        other,
+                        &json!({"type": "peer-joined", "peer": peer, "name": me.name, "role": "clinician"}),
+                    );
                 }
                 room.admitted.insert(peer, me);
             }
             Role::Patient => {
-                send(&me, &json!({"type": "welcome", "peer": peer, "role": "patient", "admitted": false}));
+                send(
+                    &me,
+                    &json!({"type": "welcome", "peer": peer, "role": "patient", "admitted": false}),
+                );
                 for other in room.admitted.values().filter(|p| p.role == Role::Clinician) {
-                    send(other, &json!({"type": "knock", "peer": peer, "name": me.name}));
+                    send(
+                        other,
+                        &json!({"type": "knock", "peer": peer, "name": me.name}),
+                    );
                 }
                 room.waiting.insert(peer, me);
             }
@@ -316,7 +334,9 @@ impl TelehealthService {
             serde_json::from_str(text).map_err(|_| invalid("a signalling message is JSON"))?;
         match message["type"].as_str() {
             Some("signal") => {
-                let to = message["to"].as_u64().ok_or_else(|| invalid("signal: to"))?;
+                let to = message["to"]
+                    .as_u64()
+                    .ok_or_else(|| invalid("signal: to"))?;
                 let rooms = self.rooms();
                 let room = rooms.get(&ticket.appointment);
                 let (Some(from), Some(target)) = (
@@ -327,14 +347,19 @@ impl TelehealthService {
                     return Ok(());
                 };
                 let _ = from; // Only an admitted peer signals.
-                send(target, &json!({"type": "signal", "from": peer, "data": message["data"]}));
+                send(
+                    target,
+                    &json!({"type": "signal", "from": peer, "data": message["data"]}),
+                );
                 Ok(())
             }
             Some("admit") => {
                 if ticket.role != Role::Clinician {
                     return Err(invalid("the clinician admits the patient"));
                 }
-                let who = message["peer"].as_u64().ok_or_else(|| invalid("admit: peer"))?;
+                let who = message["peer"]
+                    .as_u64()
+                    .ok_or_else(|| invalid("admit: peer"))?;
                 let start = {
                     let mut rooms = self.rooms();
                     let Some(room) = rooms.get_mut(&ticket.appointment) else {
@@ -348,7 +373,10 @@ impl TelehealthService {
                     };
                     send(&patient, &json!({"type": "admitted"}));
                     for other in room.admitted.values() {
-                        send(other, &json!({"type": "peer-joined", "peer": who, "name": patient.name, "role": patient.role.as_str()}));
+                        send(
+                            other,
+                            &json!({"type": "peer-joined", "peer": who, "name": patient.name, "role": patient.role.as_str()}),
+                        );
                     }
                     room.admitted.insert(who, patient);
                     let start = room.visit.is_none() && !room.starting;
@@ -387,9 +415,22 @@ impl TelehealthService {
                 })
                 .unwrap_or_default()
         };
-        let body = encounter(&id, &ticket.appointment, &ticket.patient, &clinicians, &instant(core.now()));
+        let body = encounter(
+            &id,
+            &ticket.appointment,
+            &ticket.patient,
+            &clinicians,
+            &instant(core.now()),
+        );
         let written = self
-            .write(&ticket.ctx, &id, body.clone(), None, "telehealth-start", &ticket.patient)
+            .write(
+                &ticket.ctx,
+                &id,
+                body.clone(),
+                None,
+                "telehealth-start",
+                &ticket.patient,
+            )
             .await;
         let mut rooms = self.rooms();
         let room = rooms.entry(ticket.appointment.clone()).or_default();
@@ -419,19 +460,31 @@ impl TelehealthService {
         let grant = core
             .authorize(
                 ctx,
-                if version.is_some() { Action::Update } else { Action::Create },
+                if version.is_some() {
+                    Action::Update
+                } else {
+                    Action::Create
+                },
                 Some("Encounter"),
             )
             .await?;
         let mut tx = core.begin_write().await?;
         let head = tx.head("Encounter", id).await?;
         if head.as_ref().map(|h| h.version) != version {
-            return Err(RecordError::Conflict("the visit's Encounter changed".into()));
+            return Err(RecordError::Conflict(
+                "the visit's Encounter changed".into(),
+            ));
         }
         let out = core
             .write_version(ctx, &mut tx, &grant, "Encounter", id, body, head)
             .await?;
-        let mut entry = core.entry(ctx, action, Some("Encounter"), vec![id.to_string()], Outcome::Success);
+        let mut entry = core.entry(
+            ctx,
+            action,
+            Some("Encounter"),
+            vec![id.to_string()],
+            Outcome::Success,
+        );
         entry.patients = vec![patient.to_string()];
         core.annotate(&mut entry, &grant);
         tx.append_audit(&entry).await?;
@@ -462,7 +515,11 @@ impl TelehealthService {
                     }
                 }
             }
-            let finish = if room.admitted.is_empty() { room.visit.take() } else { None };
+            let finish = if room.admitted.is_empty() {
+                room.visit.take()
+            } else {
+                None
+            };
             if room.admitted.is_empty() && room.waiting.is_empty() && !room.starting {
                 rooms.remove(&ticket.appointment);
             }
@@ -472,7 +529,14 @@ impl TelehealthService {
             let core = self.records.core();
             let body = finished(v.body, &v.joined, &instant(core.now()));
             if let Err(e) = self
-                .write(&v.ctx, &v.id, body, Some(v.version), "telehealth-end", &ticket.patient)
+                .write(
+                    &v.ctx,
+                    &v.id,
+                    body,
+                    Some(v.version),
+                    "telehealth-end",
+                    &ticket.patient,
+                )
                 .await
             {
                 // The visit stays "in progress" in the record; the operator sees why here.

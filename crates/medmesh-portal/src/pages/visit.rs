@@ -131,10 +131,11 @@ fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
     match (host, origin) {
-        (Some(h), Some(o)) => o
-            .strip_prefix("https://")
-            .or_else(|| o.strip_prefix("http://"))
-            == Some(h),
+        (Some(h), Some(o)) => {
+            o.strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"))
+                == Some(h)
+        }
         _ => false,
     }
 }
@@ -167,9 +168,7 @@ async fn relay(state: AppState, ticket: Ticket, socket: WebSocket) {
         Ok(j) => j,
         Err(_) => {
             let (mut sink, _) = socket.split();
-            let _ = sink
-                .send(Message::Text(r#"{"type":"full"}"#.into()))
-                .await;
+            let _ = sink.send(Message::Text(r#"{"type":"full"}"#.into())).await;
             return;
         }
     };

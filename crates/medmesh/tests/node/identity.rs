@@ -44,7 +44,12 @@ fn hidden(html: &str, name: &str) -> String {
 }
 
 /// Creates an account with the CLI. Returns (id, TOTP URI if any).
-fn create_user(node: &Node, role: &str, username: &str, link: &[&str]) -> (String, Option<String>) {
+pub(crate) fn create_user(
+    node: &Node,
+    role: &str,
+    username: &str,
+    link: &[&str],
+) -> (String, Option<String>) {
     let mut args = vec![
         "admin",
         "create-user",
@@ -74,28 +79,28 @@ fn code_for(uri: &str, offset: i64) -> String {
 }
 
 /// A browser: the login CSRF cookie and the session cookie.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Browser {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
     cookies: HashMap<String, String>,
 }
 
 impl Browser {
-    fn new(node: &Node) -> Self {
+    pub(crate) fn new(node: &Node) -> Self {
         Self {
             http: no_redirects(),
             base: node.base.clone(),
             cookies: HashMap::new(),
         }
     }
-    fn cookie_header(&self) -> String {
+    pub(crate) fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("; ")
     }
-    async fn get(&mut self, path: &str) -> (StatusCode, HeaderMap, String) {
+    pub(crate) async fn get(&mut self, path: &str) -> (StatusCode, HeaderMap, String) {
         let url = if path.starts_with("http") {
             path.to_string()
         } else {
@@ -151,7 +156,7 @@ impl Browser {
         (s, page)
     }
     /// Full login; `totp` is the enrolment URI for accounts with a second factor.
-    async fn login(&mut self, username: &str, totp: Option<&str>) -> String {
+    pub(crate) async fn login(&mut self, username: &str, totp: Option<&str>) -> String {
         let (s, page) = self.password(username, PASSWORD).await;
         if let Some(uri) = totp {
             assert_eq!(s, StatusCode::OK, "{page}");

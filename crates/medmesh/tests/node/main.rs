@@ -32,3 +32,4 @@ mod scheduling;
 mod sealed;
 mod search;
 mod subscriptions;
+mod telehealth;
