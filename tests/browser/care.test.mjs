@@ -37,6 +37,10 @@ test('two clinicians edit a care plan and the patient follows it', async () => {
     await call('PUT', '/fhir/Practitioner/n1', { resourceType: 'Practitioner', id: 'n1', name: [{ given: ['Nora'], family: 'Quinn' }] });
     await call('PUT', '/fhir/Patient/ada', { resourceType: 'Patient', id: 'ada', name: [{ family: 'Bookwell', given: ['Ada'] }],
       generalPractitioner: [{ reference: 'Practitioner/p1' }] });
+    await call('PUT', '/fhir/Condition/dm2', { resourceType: 'Condition', id: 'dm2',
+      clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }] },
+      code: { coding: [{ system: 'http://snomed.info/sct', code: '44054006' }], text: 'Type 2 diabetes mellitus' },
+      subject: { reference: 'Patient/ada' } });
     await call('PUT', '/fhir/Observation/a1c', { resourceType: 'Observation', id: 'a1c', status: 'final',
       code: { coding: [{ system: 'http://loinc.org', code: '4548-4' }], text: 'HbA1c' },
       subject: { reference: 'Patient/ada' }, effectiveDateTime: '2026-11-20T09:00:00Z',
@@ -68,6 +72,7 @@ test('two clinicians edit a care plan and the patient follows it', async () => {
     // The plan: a measured goal and the patient's first activity.
     await gp.fill('#title', 'Type 2 diabetes');
     await gp.fill('#description', 'Keep glucose in range and the feet healthy.');
+    await gp.selectOption('#condition', 'dm2');
     await gp.fill('#goal_description', 'HbA1c below 7%');
     await gp.selectOption('#goal_measure', '4548-4');
     await gp.selectOption('#goal_comparator', '<');
@@ -77,6 +82,8 @@ test('two clinicians edit a care plan and the patient follows it', async () => {
     await gp.getByRole('button', { name: 'Make the plan' }).click();
     await gp.waitForURL('**/care-plans/*');
     const plan = new URL(gp.url()).pathname;
+    const stored = await call('GET', `/fhir/CarePlan/${plan.split('/').at(-1)}`);
+    assert.equal(stored.addresses[0].reference, 'Condition/dm2', 'the plan is for the condition');
     assert.equal(await gp.locator('h1').textContent(), 'Care plan');
     assert.match(await gp.locator('.goals').textContent(), /HbA1c below 7%.*On target/s);
     assert.deepEqual(await accessibilityViolations(gp), [], 'the plan for its author (axe-core)');

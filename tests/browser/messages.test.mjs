@@ -43,6 +43,9 @@ test('a patient, a nurse and a GP message each other, sealed when they ask', asy
       cli(dir, ['admin', 'create-user', '--role', 'practitioner', '--username', user, '--practitioner', id,
         '--organization', 'o1', '--verification', 'verified'], `${PASSWORD}\n`);
     }
+    await call('PUT', '/fhir/DocumentReference/letter', { resourceType: 'DocumentReference', id: 'letter', status: 'current',
+      description: 'Discharge letter', subject: { reference: 'Patient/ada' }, date: '2026-11-30T10:00:00Z',
+      content: [{ attachment: { contentType: 'text/plain', url: 'Binary/letter-bytes' } }] });
     const gpToken = cli(dir, ['admin', 'token', '--scope', 'user/*.cruds', '--user', 'ortega']);
     await call('POST', '/api/patients/ada/care-team/members', { member: 'Practitioner/n1', role: 'nurse' }, gpToken);
 
@@ -75,9 +78,11 @@ test('a patient, a nurse and a GP message each other, sealed when they ask', asy
     await nurse.waitForLoadState();
     await page.locator('.read-receipt', { hasText: 'Read by Nora Quinn' }).first().waitFor({ timeout: 10000 });
     await nurse.fill('#text', 'Yes, with breakfast.');
+    await nurse.selectOption('#attach', ['letter']);
     await nurse.getByRole('button', { name: 'Send' }).click();
     await nurse.waitForLoadState();
     await page.locator('#thread-messages', { hasText: 'Yes, with breakfast.' }).waitFor({ timeout: 10000 });
+    assert.equal(await page.locator('#thread-messages a.attachment[href="/documents/letter-bytes"]', { hasText: 'Discharge letter' }).count(), 1, 'the letter goes with it');
     assert.deepEqual(await accessibilityViolations(page), [], 'a thread (axe-core)');
     await page.screenshot({ path: join(SHOTS, 'message-thread.png'), fullPage: true });
 

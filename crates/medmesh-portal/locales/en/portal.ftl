@@ -1103,3 +1103,6 @@ visit-hang-up = Hang up
 visit-chat = Chat
 visit-chat-message = A message
 visit-join = Join the video visit
+care-plan-condition = For the condition
+care-plan-no-condition = None: an episode of care
+messages-attach = Documents to send with it (optional)

@@ -1102,3 +1102,6 @@ visit-hang-up = Raccrocher
 visit-chat = Discussion
 visit-chat-message = Un message
 visit-join = Rejoindre la téléconsultation
+care-plan-condition = Pour l'affection
+care-plan-no-condition = Aucune : un épisode de soins
+messages-attach = Documents à joindre (facultatif)

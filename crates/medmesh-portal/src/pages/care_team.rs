@@ -54,6 +54,7 @@ struct CareTeamPage {
     roles: Vec<Choice>,
     measures: Vec<Choice>,
     assignees: Vec<Choice>,
+    conditions: Vec<Choice>,
     goal_required: bool,
     done: Option<String>,
     error: Option<String>,
@@ -138,6 +139,26 @@ async fn show(
             Err(e) => return record_problem(lang, &e),
         }
     }
+    // The patient's conditions, for a plan about one (read as the viewer: the PDP decides).
+    let conditions =
+        match crate::pages::search(state, viewer, id, "Condition", &[("_count", "100")]).await {
+            Ok(list) => list
+                .iter()
+                .filter(|c| {
+                    !matches!(
+                        c["clinicalStatus"]["coding"][0]["code"].as_str(),
+                        Some("resolved" | "inactive" | "remission")
+                    ) && c["verificationStatus"]["coding"][0]["code"] != "entered-in-error"
+                })
+                .filter_map(|c| {
+                    Some(Choice {
+                        value: c["id"].as_str()?.to_string(),
+                        label: clinical::concept(&c["code"])?,
+                    })
+                })
+                .collect(),
+            Err(e) => return record_problem(lang, &e),
+        };
     let mut assignees = vec![Choice {
         value: format!("Patient/{id}"),
         label: lang.t_with(
@@ -201,6 +222,7 @@ async fn show(
                 })
                 .collect(),
             assignees,
+            conditions,
             goal_required: false,
             done,
             error,
@@ -308,7 +330,7 @@ pub async fn create_plan(
     let new = NewPlan {
         title: field(value(&pairs, "title"), medmesh_care::plan::MAX_TEXT).unwrap_or_default(),
         description: field(value(&pairs, "description"), medmesh_care::plan::MAX_TEXT),
-        condition: None,
+        condition: field(value(&pairs, "condition"), 64).filter(|c| valid_id(c)),
         goals: goal.into_iter().collect(),
         activities: activity.into_iter().collect(),
     };

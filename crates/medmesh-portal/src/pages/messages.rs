@@ -57,8 +57,9 @@ pub struct MessageRow {
     pub read: String,
     /// Whether the reader sent it.
     pub mine: bool,
-    /// Its documents (DocumentReference ids).
-    pub attachments: Vec<String>,
+    /// Its documents: where each opens (its Binary's page, or "" when it has none there)
+    /// and its title.
+    pub attachments: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -88,8 +89,13 @@ struct ThreadPage {
     /// "<owner> has no key yet", with `{owner}` for the script to fill.
     no_key: String,
     messages: Vec<MessageRow>,
+    /// The thread's patient's documents a message may carry.
+    documents: Vec<Choice>,
     error: Option<String>,
 }
+
+/// The most documents the answer form offers.
+const MAX_OFFERED: &str = "50";
 
 fn audience_ok(viewer: &Viewer) -> bool {
     matches!(viewer.audience, Audience::Patient | Audience::Clinician)
@@ -277,6 +283,38 @@ async fn show(state: &AppState, viewer: &Viewer, id: &str, error: Option<String>
         .map(|(r, _)| r.as_str())
         .filter(|r| r.starts_with("Practitioner/") || r.starts_with("Patient/"))
         .collect();
+    // Each document a message carries, read as the reader (the PDP decides; one the reader
+    // may not see is named but not linked).
+    let mut documents_of: std::collections::HashMap<String, (String, String)> =
+        std::collections::HashMap::new();
+    for d in v.messages.iter().flat_map(|m| m.attachments.iter()) {
+        if documents_of.contains_key(d) {
+            continue;
+        }
+        let found = state
+            .records
+            .read(&viewer.ctx, "DocumentReference", d)
+            .await;
+        let shown = match found {
+            Ok(r) => {
+                let doc = r.resource;
+                let binary = doc["content"][0]["attachment"]["url"]
+                    .as_str()
+                    .and_then(|u| u.rsplit_once("Binary/").map(|(_, b)| b.to_string()))
+                    .filter(|b| valid_id(b))
+                    .map(|b| format!("/documents/{b}"))
+                    .unwrap_or_default();
+                let title = doc["description"]
+                    .as_str()
+                    .or_else(|| doc["content"][0]["attachment"]["title"].as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| lang.t("messages-attachment"));
+                (binary, title)
+            }
+            Err(_) => (String::new(), lang.t("messages-attachment")),
+        };
+        documents_of.insert(d.clone(), shown);
+    }
     let messages = v
         .messages
         .iter()
@@ -307,10 +345,49 @@ async fn show(state: &AppState, viewer: &Viewer, id: &str, error: Option<String>
                 envelope,
                 read,
                 mine: m.mine,
-                attachments: m.attachments.clone(),
+                attachments: m
+                    .attachments
+                    .iter()
+                    .filter_map(|d| documents_of.get(d).cloned())
+                    .collect(),
             }
         })
         .collect();
+    // A thread about a patient carries their documents (the vault's), as the reader sees them.
+    let mut documents = Vec::new();
+    if let (Some((patient, _)), false) = (&v.summary.about, v.summary.sealed) {
+        match crate::pages::search(
+            state,
+            viewer,
+            patient,
+            "DocumentReference",
+            &[("_count", MAX_OFFERED), ("_sort", "-date")],
+        )
+        .await
+        {
+            Ok(list) => {
+                for d in list {
+                    let Some(id) = d["id"].as_str() else { continue };
+                    let title = d["description"]
+                        .as_str()
+                        .or_else(|| d["content"][0]["attachment"]["title"].as_str())
+                        .map(str::to_string)
+                        .or_else(|| clinical::concept(&d["type"]))
+                        .unwrap_or_else(|| lang.t("messages-attachment"));
+                    let date = clinical::date_of(lang, &d["date"], viewer.tz_minutes);
+                    documents.push(Choice {
+                        value: id.to_string(),
+                        label: if date.is_empty() {
+                            title
+                        } else {
+                            format!("{title} ({date})")
+                        },
+                    });
+                }
+            }
+            Err(e) => return record_problem(lang, &e),
+        }
+    }
     let status = if error.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -343,6 +420,7 @@ async fn show(state: &AppState, viewer: &Viewer, id: &str, error: Option<String>
             .unwrap_or_default(),
             no_key: lang.t_for_script("messages-no-key", &["owner"]),
             messages,
+            documents,
             error,
         },
     )
@@ -360,10 +438,18 @@ pub async fn send(
     if let Some(r) = refuse_form(&viewer, Some(value(&pairs, "csrf")), audience, &[&id]) {
         return r;
     }
+    if pairs.len() > 40 {
+        return problem(viewer.lang, Problem::BadInput);
+    }
     let text = value(&pairs, "text").to_string();
+    let attachments: Vec<String> = pairs
+        .iter()
+        .filter(|(k, v)| k == "attach" && !v.is_empty())
+        .map(|(_, v)| v.clone())
+        .collect();
     match state
         .messaging
-        .send(&viewer.ctx, &id, Body::Text(text), Vec::new())
+        .send(&viewer.ctx, &id, Body::Text(text), attachments)
         .await
     {
         Ok(_) => Redirect::to(&format!("/messages/{id}")).into_response(),

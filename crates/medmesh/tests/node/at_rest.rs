@@ -141,6 +141,30 @@ async fn a_stolen_database_reveals_no_patient(node: Node) {
         )
         .await;
     assert!(s.is_success(), "{b}");
+    // A care plan's words and a message's text are sealed like any record (docs/care.md,
+    // docs/messaging.md).
+    let care_and_messages = [
+        "Dressing change for the sacral wound twice daily",
+        "Please call about the biopsy result",
+    ];
+    let (s, _, b) = node
+        .post(
+            "CarePlan",
+            &serde_json::json!({"resourceType": "CarePlan", "status": "active", "intent": "plan",
+                "subject": {"reference": format!("Patient/{conn}")},
+                "title": care_and_messages[0]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
+    let (s, _, b) = node
+        .post(
+            "Communication",
+            &serde_json::json!({"resourceType": "Communication", "status": "completed",
+                "subject": {"reference": format!("Patient/{conn}")},
+                "payload": [{"contentString": care_and_messages[1]}]}),
+        )
+        .await;
+    assert!(s.is_success(), "{b}");
     assert_eq!(
         node.total("DocumentReference?description=MRI%20rep").await,
         1
@@ -199,7 +223,7 @@ async fn a_stolen_database_reveals_no_patient(node: Node) {
             "a subscription's header is in clear in {name}"
         );
         assert!(!holds(bytes, address), "the address is in clear in {name}");
-        for t in free_text {
+        for t in free_text.iter().chain(&care_and_messages) {
             assert!(!holds(bytes, t), "{t:?} found in clear in {name}");
         }
     }

@@ -254,6 +254,69 @@ async fn messages_between_patients_and_teams(node: Node) {
     assert!(seen["messages"][0]["text"].is_null());
     assert_eq!(seen["thread"]["sealed"], true);
 
+    // A message carries documents of the thread's patient, none of another's.
+    put(
+        &node,
+        "DocumentReference/d1",
+        json!({"resourceType": "DocumentReference", "id": "d1", "status": "current",
+               "subject": {"reference": "Patient/pat"},
+               "content": [{"attachment": {"contentType": "text/plain", "data": "eA=="}}]}),
+    )
+    .await;
+    put(
+        &node,
+        "Patient/other",
+        json!({"resourceType": "Patient", "id": "other"}),
+    )
+    .await;
+    put(
+        &node,
+        "DocumentReference/d2",
+        json!({"resourceType": "DocumentReference", "id": "d2", "status": "current",
+               "subject": {"reference": "Patient/other"},
+               "content": [{"attachment": {"contentType": "text/plain", "data": "eA=="}}]}),
+    )
+    .await;
+    let (s, _, b) = nurse
+        .post_raw(
+            &format!("/api/messages/threads/{thread}/messages"),
+            &json!({"text": "Your letter.", "attachments": ["d1"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (_, _, seen) = pat
+        .get_raw(&format!("/api/messages/threads/{thread}"))
+        .await;
+    assert_eq!(seen["messages"][2]["attachments"], json!(["d1"]));
+    let (s, _, b) = nurse
+        .post_raw(
+            &format!("/api/messages/threads/{thread}/messages"),
+            &json!({"text": "Wrong letter.", "attachments": ["d2"]}),
+        )
+        .await;
+    assert!(s.is_client_error(), "another patient's document: {s} {b}");
+
+    // A practice with a shared inbox: the patient's thread goes to the organization, whose
+    // practitioners are its parties.
+    put(
+        &node,
+        "Organization/h",
+        json!({"resourceType": "Organization", "id": "h", "name": "General Hospital",
+               "extension": [{"url": "https://medmesh.dev/fhir/StructureDefinition/patient-messaging", "valueCode": "shared-inbox"}]}),
+    )
+    .await;
+    let (s, _, created) = pat
+        .post_raw("/api/messages/threads", &json!({"topic": "Opening hours"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let inbox = created["id"].as_str().unwrap().to_string();
+    let (_, _, header) = gp.get(&format!("Communication/{inbox}")).await;
+    assert_eq!(header["recipient"][0]["reference"], "Organization/h");
+    assert!(
+        threads(&gp).await.iter().any(|t| t["id"] == inbox.as_str()),
+        "the practice's practitioners answer its inbox"
+    );
+
     // The practice turns patient messaging off: a new thread is refused in words.
     put(
         &node,
