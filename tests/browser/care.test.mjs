@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, accessibilityViolations, cli, signIn, startNode, stopNode } from './harness.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, accessibilityViolations, apiCall, cli, signIn, startNode, stopNode } from './harness.mjs';
 
 const PASSWORD = 'a long enough passphrase';
 const SHOTS = new URL('../../docs/screenshots/', import.meta.url).pathname;
@@ -22,16 +22,7 @@ test('two clinicians edit a care plan and the patient follows it', async () => {
   let browser;
   try {
     const admin = cli(dir, ['admin', 'token', '--scope', 'system/*.*']);
-    const call = async (method, path, body) => {
-      const r = await fetch(`${node.base}${path}`, {
-        method,
-        headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
-        body: body && JSON.stringify(body),
-      });
-      const text = await r.text();
-      assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
-      return text ? JSON.parse(text) : null;
-    };
+    const call = (method, path, body) => apiCall(node.base, admin, method, path, body);
     await call('PUT', '/fhir/Organization/o1', { resourceType: 'Organization', id: 'o1', name: 'Riverside Practice' });
     await call('PUT', '/fhir/Practitioner/p1', { resourceType: 'Practitioner', id: 'p1', name: [{ given: ['Ana'], family: 'Ortega' }] });
     await call('PUT', '/fhir/Practitioner/n1', { resourceType: 'Practitioner', id: 'n1', name: [{ given: ['Nora'], family: 'Quinn' }] });

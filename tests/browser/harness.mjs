@@ -113,3 +113,15 @@ export async function signIn(browser, base, username, password) {
   await page.waitForURL('**/home');
   return page;
 }
+
+// A JSON call to the node's API with a bearer token; fails the test on an error status.
+export async function apiCall(base, token, method, path, body) {
+  const r = await fetch(`${base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body && JSON.stringify(body),
+  });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}

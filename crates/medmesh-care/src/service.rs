@@ -3,6 +3,8 @@
 //! with its data), changes proposed and decided, the patient's care team, and worklists.
 
 use std::collections::HashMap;
+
+use medmesh_records::reading::Names;
 use std::sync::Arc;
 
 use medmesh_audit::Outcome;
@@ -305,16 +307,6 @@ fn patient_of_plan(plan: &Value) -> Result<String, RecordError> {
         .ok_or_else(|| invalid("this care plan is not about a patient"))
 }
 
-/// Whether a participant of a CareTeam is a member at `now`.
-fn participant_active(p: &Value, now: i64) -> bool {
-    let at = |k: &str| {
-        p["period"][k]
-            .as_str()
-            .and_then(medmesh_fhir::datetime::parse_range)
-    };
-    at("start").is_none_or(|s| s.lo <= now) && at("end").is_none_or(|e| now < e.hi)
-}
-
 /// Whether a Task is part of `CarePlan/plan`.
 fn part_of(task: &Value, plan: &str) -> bool {
     let want = format!("CarePlan/{plan}");
@@ -364,24 +356,10 @@ impl CareService {
         &self,
         ctx: &RequestContext,
         rt: &str,
-        params: Vec<(&str, String)>,
+        mut params: Vec<(&str, String)>,
     ) -> Result<Vec<Value>, RecordError> {
-        let mut params: Vec<(String, String)> = params
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        params.push(("_count".into(), MAX_READ.to_string()));
-        let bundle = self
-            .records
-            .search(ctx, rt, &params, Handling::Strict)
-            .await?;
-        Ok(bundle["entry"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["search"]["mode"] != "outcome")
-            .map(|e| e["resource"].clone())
-            .collect())
+        params.push(("_count", MAX_READ.to_string()));
+        self.records.search_resources(ctx, rt, &params).await
     }
 
     async fn read(
@@ -392,32 +370,6 @@ impl CareService {
     ) -> Result<(Value, i64), RecordError> {
         let found = self.records.read(ctx, rt, id).await?;
         Ok((found.resource, found.version))
-    }
-
-    /// A person's or an organization's name, read as the caller; the reference itself when
-    /// it cannot be read.
-    async fn name_of(
-        &self,
-        ctx: &RequestContext,
-        names: &mut HashMap<String, String>,
-        reference: &str,
-    ) -> String {
-        if let Some(n) = names.get(reference) {
-            return n.clone();
-        }
-        let name = match reference.split_once('/') {
-            Some((rt, id)) => match self.records.read(ctx, rt, id).await {
-                Ok(found) => match found.resource.get("name") {
-                    Some(Value::String(n)) => Some(n.clone()),
-                    _ => medmesh_fhir::names::human_name(&found.resource),
-                },
-                Err(_) => None,
-            },
-            None => None,
-        }
-        .unwrap_or_else(|| reference.to_string());
-        names.insert(reference.to_string(), name.clone());
-        name
     }
 
     /// The outbox rows that tell `recipients` (references: `Practitioner/x`, `Patient/p`) of
@@ -514,14 +466,10 @@ impl CareService {
         })
     }
 
-    /// The active members of `team` at `now`.
+    /// The members of `team` at `now`, as the PDP counts them.
     fn members_now(team: Option<&Value>, now: i64) -> Vec<String> {
-        team.and_then(|t| t["participant"].as_array())
-            .into_iter()
-            .flatten()
-            .filter(|p| participant_active(p, now))
-            .filter_map(|p| reference_of(&p["member"]).map(str::to_string))
-            .collect()
+        team.map(|t| medmesh_policy::access::members_at(t, now))
+            .unwrap_or_default()
     }
 
     /// Appends a step's audit entry: `action` on `ids` (of `rt`) about `patient`.
@@ -830,7 +778,7 @@ impl CareService {
                 vec![("subject", format!("Patient/{patient}"))],
             )
             .await?;
-        let mut names = HashMap::new();
+        let mut names = Names::new();
         let mut out = Vec::new();
         for p in plans {
             let author = reference_of(&p["author"]).unwrap_or_default().to_string();
@@ -838,7 +786,7 @@ impl CareService {
                 id: id_of(&p),
                 title: p["title"].as_str().unwrap_or_default().to_string(),
                 status: p["status"].as_str().unwrap_or_default().to_string(),
-                author_name: self.name_of(ctx, &mut names, &author).await,
+                author_name: names.of(&self.records, ctx, &author).await,
                 created: p["created"].as_str().unwrap_or_default().to_string(),
             });
         }
@@ -857,11 +805,11 @@ impl CareService {
         let (patient_resource, _) = self.read(ctx, "Patient", &patient).await?;
         let now = self.records.core().now();
         let me = caller_reference(ctx).unwrap_or_default();
-        let mut names = HashMap::new();
+        let mut names = Names::new();
         let author = reference_of(&plan["author"])
             .unwrap_or_default()
             .to_string();
-        let author_name = self.name_of(ctx, &mut names, &author).await;
+        let author_name = names.of(&self.records, ctx, &author).await;
 
         let mut goals = Vec::new();
         for g in plan["goal"].as_array().into_iter().flatten() {
@@ -932,7 +880,7 @@ impl CareService {
             activities.push(ActivityView {
                 task: tid.to_string(),
                 description: task["description"].as_str().unwrap_or_default().to_string(),
-                assignee_name: self.name_of(ctx, &mut names, &assignee).await,
+                assignee_name: names.of(&self.records, ctx, &assignee).await,
                 patients_own: assignee == format!("Patient/{patient}"),
                 mine: !me.is_empty() && assignee == me,
                 overdue: open
@@ -965,7 +913,7 @@ impl CareService {
             proposals.push(ProposalView {
                 task: id_of(&t),
                 summary: t["description"].as_str().unwrap_or_default().to_string(),
-                proposer_name: self.name_of(ctx, &mut names, &proposer).await,
+                proposer_name: names.of(&self.records, ctx, &proposer).await,
                 proposed: t["authoredOn"].as_str().unwrap_or_default().to_string(),
             });
         }
@@ -990,7 +938,7 @@ impl CareService {
             let author = agent("author").unwrap_or_default();
             let verifier = agent("verifier");
             let verifier_name = match verifier {
-                Some(v) => Some(self.name_of(ctx, &mut names, &v).await),
+                Some(v) => Some(names.of(&self.records, ctx, &v).await),
                 None => None,
             };
             history.push(HistoryEntry {
@@ -999,7 +947,7 @@ impl CareService {
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),
-                author_name: self.name_of(ctx, &mut names, &author).await,
+                author_name: names.of(&self.records, ctx, &author).await,
                 verifier_name,
             });
         }
@@ -1411,7 +1359,7 @@ impl CareService {
             return Ok(TeamView::default());
         };
         let now = self.records.core().now();
-        let mut names = HashMap::new();
+        let mut names = Names::new();
         let mut members = Vec::new();
         for p in team["participant"].as_array().into_iter().flatten() {
             let Some(member) = reference_of(&p["member"]).map(str::to_string) else {
@@ -1425,7 +1373,7 @@ impl CareService {
                 .and_then(|c| c["code"].as_str())
                 .and_then(TeamRole::parse);
             members.push(MemberView {
-                name: self.name_of(ctx, &mut names, &member).await,
+                name: names.of(&self.records, ctx, &member).await,
                 role,
                 role_text: p["role"][0]["text"]
                     .as_str()
@@ -1434,7 +1382,7 @@ impl CareService {
                     .to_string(),
                 start: p["period"]["start"].as_str().map(str::to_string),
                 end: p["period"]["end"].as_str().map(str::to_string),
-                active: participant_active(p, now),
+                active: medmesh_policy::access::members_at(&team, now).contains(&member),
                 member,
             });
         }
@@ -1576,10 +1524,12 @@ impl CareService {
         let core = self.records.core();
         let now = core.now();
         let team_id = id_of(&team);
+        let members = medmesh_policy::access::members_at(&team, now);
         let mut team = without_meta(team);
         let mut ended = false;
         for p in team["participant"].as_array_mut().into_iter().flatten() {
-            if reference_of(&p["member"]) == Some(member.as_str()) && participant_active(p, now) {
+            let active = members.contains(&member);
+            if reference_of(&p["member"]) == Some(member.as_str()) && active {
                 p["period"]["end"] = json!(precise_instant(now));
                 ended = true;
             }
@@ -1628,7 +1578,7 @@ impl CareService {
             .records
             .search(ctx, "Task", &params, Handling::Strict)
             .await?;
-        let mut names = HashMap::new();
+        let mut names = Names::new();
         let mut items = Vec::new();
         for task in bundle["entry"]
             .as_array()
@@ -1657,8 +1607,8 @@ impl CareService {
             .map(str::to_string);
             items.push(WorkItem {
                 task: id_of(task),
-                patient_name: self
-                    .name_of(ctx, &mut names, &format!("Patient/{patient}"))
+                patient_name: names
+                    .of(&self.records, ctx, &format!("Patient/{patient}"))
                     .await,
                 patient,
                 description: task["description"]

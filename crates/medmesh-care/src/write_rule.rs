@@ -8,35 +8,21 @@
 //!   patient's GP and the care team go through the care API (changes, proposals).
 //! - Callers with no role (the node's own channels, imports by the operator) are not judged.
 
-use medmesh_auth::Role;
-use medmesh_kernel::Actor;
-use medmesh_records::write_rules::WriteRule;
-use serde_json::Value;
+use medmesh_records::write_rules::KeptBy;
 
 /// The rule on CarePlan.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct CarePlanWrites;
-
-impl WriteRule for CarePlanWrites {
-    fn check(&self, actor: &Actor, before: Option<&Value>, _after: &Value) -> Result<(), String> {
-        let Some(role) = actor.role() else {
-            return Ok(());
-        };
-        if role == Role::Patient {
-            return Err("a patient ticks their own activities through /api/care-plans/{id}/changes; the care team writes the plan".into());
-        }
-        let author = before.and_then(|b| b["author"]["reference"].as_str());
-        let me = actor.clinician().map(|c| c.practitioner.as_str());
-        match author {
-            Some(a) if Some(a) != me => Err("this plan is changed by its author; others change it through /api/care-plans/{id}/changes (a proposal, or the GP's change)".into()),
-            _ => Ok(()),
-        }
-    }
-}
+pub const CARE_PLAN_WRITES: KeptBy = KeptBy {
+    keeper: "/author/reference",
+    to_patients: "a patient ticks their own activities through /api/care-plans/{id}/changes; the care team writes the plan",
+    to_others: "this plan is changed by its author; others change it through /api/care-plans/{id}/changes (a proposal, or the GP's change)",
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use medmesh_auth::Role;
+    use medmesh_kernel::Actor;
+    use medmesh_records::write_rules::WriteRule;
     use serde_json::json;
 
     #[allow(clippy::disallowed_methods)] // A test's actors.
@@ -58,7 +44,7 @@ mod tests {
     #[allow(clippy::disallowed_methods)] // The operator, as the CLI's imports act.
     fn only_the_author_changes_a_plan_through_the_fhir_api() {
         let plan = json!({"resourceType": "CarePlan", "author": {"reference": "Practitioner/a"}});
-        let rule = CarePlanWrites;
+        let rule = CARE_PLAN_WRITES;
         let author = actor(Role::Practitioner, Some("Practitioner/a"));
         let other = actor(Role::Practitioner, Some("Practitioner/b"));
         assert!(rule.check(&author, Some(&plan), &plan).is_ok());

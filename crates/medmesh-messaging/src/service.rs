@@ -3,7 +3,6 @@
 //! and one about a patient to those who reach the patient), bodies are sealed at rest, and
 //! each send and read is audited with its data.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use medmesh_audit::Outcome;
@@ -12,6 +11,7 @@ use medmesh_fhir::search::Handling;
 use medmesh_kernel::RequestContext;
 use medmesh_notifications::{Category, NotificationHub, Recipient};
 use medmesh_policy::{Action, Grant};
+use medmesh_records::reading::{Names, resources_of};
 use medmesh_records::{RecordError, RecordService};
 use medmesh_store::NotificationOutboxRow;
 use serde_json::Value;
@@ -131,16 +131,6 @@ fn id_of(r: &Value) -> String {
     r["id"].as_str().unwrap_or_default().to_string()
 }
 
-fn entries(bundle: &Value) -> Vec<Value> {
-    bundle["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["search"]["mode"] != "outcome")
-        .map(|e| e["resource"].clone())
-        .collect()
-}
-
 /// Who the reader is: their own reference, and every reference that stands for them.
 #[derive(Debug, Clone)]
 struct Reader {
@@ -204,30 +194,6 @@ impl MessagingService {
         Ok((reader, grant))
     }
 
-    async fn name_of(
-        &self,
-        ctx: &RequestContext,
-        names: &mut HashMap<String, String>,
-        reference: &str,
-    ) -> String {
-        if let Some(n) = names.get(reference) {
-            return n.clone();
-        }
-        let name = match reference.split_once('/') {
-            Some((rt, id)) => match self.records.read(ctx, rt, id).await {
-                Ok(found) => match found.resource.get("name") {
-                    Some(Value::String(n)) => Some(n.clone()),
-                    _ => medmesh_fhir::names::human_name(&found.resource),
-                },
-                Err(_) => None,
-            },
-            None => None,
-        }
-        .unwrap_or_else(|| reference.to_string());
-        names.insert(reference.to_string(), name.clone());
-        name
-    }
-
     /// A header the caller may read and is a party to.
     async fn thread_of(
         &self,
@@ -255,7 +221,7 @@ impl MessagingService {
             ("subject".to_string(), format!("Patient/{patient}")),
             ("status".to_string(), "active".to_string()),
         ];
-        let mut teams = entries(
+        let mut teams = resources_of(
             &self
                 .records
                 .search(ctx, "CareTeam", &params, Handling::Strict)
@@ -265,21 +231,7 @@ impl MessagingService {
         let Some(team) = teams.into_iter().next() else {
             return Ok(None);
         };
-        let now = self.records.core().now();
-        let members = team["participant"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| {
-                let at = |k: &str| {
-                    p["period"][k]
-                        .as_str()
-                        .and_then(medmesh_fhir::datetime::parse_range)
-                };
-                at("start").is_none_or(|s| s.lo <= now) && at("end").is_none_or(|e| now < e.hi)
-            })
-            .filter_map(|p| p["member"]["reference"].as_str().map(str::to_string))
-            .collect();
+        let members = medmesh_policy::access::members_at(&team, self.records.core().now());
         Ok(Some((id_of(&team), members)))
     }
 
@@ -447,7 +399,7 @@ impl MessagingService {
             ("_sort".to_string(), "sent".to_string()),
             ("_count".to_string(), MAX_LISTED.to_string()),
         ];
-        Ok(entries(
+        Ok(resources_of(
             &self
                 .records
                 .search(ctx, "Communication", &params, Handling::Strict)
@@ -458,19 +410,19 @@ impl MessagingService {
     async fn summary(
         &self,
         ctx: &RequestContext,
-        names: &mut HashMap<String, String>,
+        names: &mut Names,
         h: &Value,
         messages: &[Value],
         reader: &Reader,
     ) -> ThreadSummary {
         let mut listed = Vec::new();
         for p in parties(h) {
-            listed.push((p.clone(), self.name_of(ctx, names, &p).await));
+            listed.push((p.clone(), names.of(&self.records, ctx, &p).await));
         }
         let about = match about(h) {
             Some(p) => Some((
                 p.clone(),
-                self.name_of(ctx, names, &format!("Patient/{p}")).await,
+                names.of(&self.records, ctx, &format!("Patient/{p}")).await,
             )),
             None => None,
         };
@@ -508,13 +460,13 @@ impl MessagingService {
             ),
             ("_count".to_string(), MAX_LISTED.to_string()),
         ];
-        let headers = entries(
+        let headers = resources_of(
             &self
                 .records
                 .search(ctx, "Communication", &params, Handling::Strict)
                 .await?,
         );
-        let mut names = HashMap::new();
+        let mut names = Names::new();
         let mut out = Vec::new();
         for h in headers
             .iter()
@@ -606,7 +558,7 @@ impl MessagingService {
                 parties: Arc::new(parties(&h)),
             });
         }
-        let mut names = HashMap::new();
+        let mut names = Names::new();
         let summary = self.summary(ctx, &mut names, &h, &messages, &reader).await;
         let mut views = Vec::new();
         for m in &messages {
@@ -614,10 +566,10 @@ impl MessagingService {
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let sender_name = self.name_of(ctx, &mut names, &sender).await;
+            let sender_name = names.of(&self.records, ctx, &sender).await;
             let mut receipts = Vec::new();
             for (r, at) in read_by(m) {
-                receipts.push((self.name_of(ctx, &mut names, &r).await, at));
+                receipts.push((names.of(&self.records, ctx, &r).await, at));
             }
             views.push(MessageView {
                 id: id_of(m),
@@ -660,14 +612,8 @@ impl MessagingService {
         for p in parties(h).into_iter().filter(|p| p != sender) {
             if let Some(team) = p.strip_prefix("CareTeam/") {
                 if let Ok(found) = self.records.read(ctx, "CareTeam", team).await {
-                    people.extend(
-                        found.resource["participant"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|m| m["member"]["reference"].as_str())
-                            .map(str::to_string),
-                    );
+                    let now = self.records.core().now();
+                    people.extend(medmesh_policy::access::members_at(&found.resource, now));
                 }
             } else {
                 people.push(p);
@@ -837,7 +783,7 @@ impl MessagingService {
                 format!("{MESSAGE_SYSTEM}|{THREAD_CODE}"),
             ),
         ];
-        let mut found = entries(
+        let mut found = resources_of(
             &self
                 .records
                 .search(ctx, "Communication", &params, Handling::Strict)

@@ -6,35 +6,21 @@
 //! - A Communication is changed through the FHIR API by its sender only.
 //! - Callers with no role (the node's own channels, imports by the operator) are not judged.
 
-use medmesh_auth::Role;
-use medmesh_kernel::Actor;
-use medmesh_records::write_rules::WriteRule;
-use serde_json::Value;
+use medmesh_records::write_rules::KeptBy;
 
 /// The rule on Communication.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MessageWrites;
-
-impl WriteRule for MessageWrites {
-    fn check(&self, actor: &Actor, before: Option<&Value>, _after: &Value) -> Result<(), String> {
-        let Some(role) = actor.role() else {
-            return Ok(());
-        };
-        if role == Role::Patient {
-            return Err("a patient writes to their care team through /api/messages".into());
-        }
-        let sender = before.and_then(|b| b["sender"]["reference"].as_str());
-        let me = actor.clinician().map(|c| c.practitioner.as_str());
-        match sender {
-            Some(s) if Some(s) != me => Err("a message is changed by its sender only".into()),
-            _ => Ok(()),
-        }
-    }
-}
+pub const MESSAGE_WRITES: KeptBy = KeptBy {
+    keeper: "/sender/reference",
+    to_patients: "a patient writes to their care team through /api/messages",
+    to_others: "a message is changed by its sender only",
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use medmesh_auth::Role;
+    use medmesh_kernel::Actor;
+    use medmesh_records::write_rules::WriteRule;
     use serde_json::json;
 
     #[allow(clippy::disallowed_methods)] // A test's actors.
@@ -55,7 +41,7 @@ mod tests {
     #[test]
     fn only_the_sender_rewrites_a_message_and_patients_use_the_api() {
         let m = json!({"resourceType": "Communication", "sender": {"reference": "Practitioner/a"}});
-        let rule = MessageWrites;
+        let rule = MESSAGE_WRITES;
         assert!(
             rule.check(
                 &actor(Role::Practitioner, Some("Practitioner/a")),

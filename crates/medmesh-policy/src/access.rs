@@ -132,6 +132,19 @@ fn period(v: Option<&Value>) -> (i64, Option<i64>) {
     (at("start").map_or(0, |r| r.lo), at("end").map(|r| r.hi))
 }
 
+/// The members of a CareTeam at `now`: the principals its edges open the record to then
+/// (the team active, within the team's period and the member's own). The services that
+/// address a team use this, so a member is who the PDP says is one.
+pub fn members_at(team: &Value, now: i64) -> Vec<String> {
+    let mut out: Vec<String> = edges_from(team, 0)
+        .into_iter()
+        .filter(|e| e.kind == EdgeKind::CareTeam && e.holds_at(now))
+        .map(|e| e.principal)
+        .collect();
+    out.dedup();
+    out
+}
+
 /// The edges a resource creates. `encounter_window` (microseconds) is how long after an
 /// encounter its organization keeps access.
 pub fn edges_from(resource: &Value, encounter_window: i64) -> Vec<Edge> {
@@ -609,6 +622,10 @@ mod tests {
         );
         let whole = of("whole").unwrap();
         assert!(whole.holds_at(at("2026-01-02")) && !whole.holds_at(at("2027-01-02")));
+        assert_eq!(
+            members_at(&team, at("2026-02-01")),
+            ["Practitioner/left", "Practitioner/whole"]
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod import_group;
 mod merge;
 pub mod policy_facts;
 pub mod reach_cache;
+pub mod reading;
 pub mod record_core;
 pub mod service;
 pub mod withheld;

@@ -45,3 +45,36 @@ impl std::fmt::Debug for WriteRules {
         f.debug_list().entries(self.0.keys()).finish()
     }
 }
+
+/// A rule for a type that a capability keeps: patients do not write it through the FHIR API
+/// (they go through the capability's own API), and an existing resource is changed there by
+/// the practitioner its `keeper` field names only (a plan's author, a message's sender).
+/// Callers with no role (the node's channels, the operator's imports) are not judged.
+#[derive(Debug, Clone, Copy)]
+pub struct KeptBy {
+    /// The JSON pointer of the keeper's reference (`/author/reference`).
+    pub keeper: &'static str,
+    /// The refusal a patient gets.
+    pub to_patients: &'static str,
+    /// The refusal anyone else gets.
+    pub to_others: &'static str,
+}
+
+impl WriteRule for KeptBy {
+    fn check(&self, actor: &Actor, before: Option<&Value>, _after: &Value) -> Result<(), String> {
+        let Some(role) = actor.role() else {
+            return Ok(());
+        };
+        if role == medmesh_auth::Role::Patient {
+            return Err(self.to_patients.into());
+        }
+        let keeper = before
+            .and_then(|b| b.pointer(self.keeper))
+            .and_then(Value::as_str);
+        let me = actor.clinician().map(|c| c.practitioner.as_str());
+        match keeper {
+            Some(k) if Some(k) != me => Err(self.to_others.into()),
+            _ => Ok(()),
+        }
+    }
+}

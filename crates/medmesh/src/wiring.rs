@@ -110,11 +110,11 @@ pub(crate) fn record_service_with(
     )
     .with_write_rule(
         "CarePlan",
-        Arc::new(medmesh_care::write_rule::CarePlanWrites),
+        Arc::new(medmesh_care::write_rule::CARE_PLAN_WRITES),
     )
     .with_write_rule(
         "Communication",
-        Arc::new(medmesh_messaging::write_rule::MessageWrites),
+        Arc::new(medmesh_messaging::write_rule::MESSAGE_WRITES),
     );
     if let Some(r) = ring {
         svc = svc.with_encryption(r.at_rest.clone());

@@ -412,12 +412,9 @@ async fn refused(
     id: &str,
     e: &medmesh_records::RecordError,
 ) -> Response {
-    use medmesh_records::RecordError;
-    let text = match e {
-        RecordError::Invalid(issues) if !issues.is_empty() => {
-            crate::pages::prescribe::refusal_text(issues)
-        }
-        RecordError::Conflict(_) => viewer.lang.t("care-error-conflict"),
+    let text = match (crate::pages::refusal_words(e), e) {
+        (Some(words), _) => words,
+        (None, medmesh_records::RecordError::Conflict(_)) => viewer.lang.t("care-error-conflict"),
         _ => return record_problem(viewer.lang, e),
     };
     show(state, viewer, id, None, Some(text)).await

@@ -236,12 +236,9 @@ async fn refused(
     id: &str,
     e: &medmesh_records::RecordError,
 ) -> Response {
-    match e {
-        medmesh_records::RecordError::Invalid(issues) if !issues.is_empty() => {
-            let text = crate::pages::prescribe::refusal_text(issues);
-            show(state, viewer, id, String::new(), None, Some(text)).await
-        }
-        _ => record_problem(viewer.lang, e),
+    match crate::pages::refusal_words(e) {
+        Some(text) => show(state, viewer, id, String::new(), None, Some(text)).await,
+        None => record_problem(viewer.lang, e),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::clinical;
 use crate::layout::{Problem, Shell, problem, record_problem, render};
 use crate::pages::care_plan::Choice;
 use crate::pages::prescribe::value;
-use crate::pages::{field, refuse_form, valid_id};
+use crate::pages::{field, refusal_words, refuse_form, valid_id};
 use crate::viewer::{Audience, Viewer};
 
 /// The most practitioners the new-thread form lists.
@@ -180,16 +180,6 @@ async fn list(state: &AppState, viewer: &Viewer, error: Option<String>) -> Respo
             error,
         },
     )
-}
-
-/// A refusal the user can act on, in the words the service gave (no patient data).
-fn refusal_words(e: &medmesh_records::RecordError) -> Option<String> {
-    match e {
-        medmesh_records::RecordError::Invalid(issues) if !issues.is_empty() => {
-            Some(crate::pages::prescribe::refusal_text(issues))
-        }
-        _ => None,
-    }
 }
 
 /// `POST /messages`: a new thread (`topic`, `text`, `sealed`; a clinician's `to` and

@@ -139,3 +139,14 @@ pub(crate) fn field(value: &str, max: usize) -> Option<String> {
     let v: String = value.trim().chars().take(max).collect();
     (!v.is_empty()).then_some(v)
 }
+
+/// A refusal the user can act on, in the words the service gave (business rules, never
+/// patient data): `None` for anything else, which the pages' problem mapping answers.
+pub(crate) fn refusal_words(e: &RecordError) -> Option<String> {
+    match e {
+        RecordError::Invalid(issues) if !issues.is_empty() => {
+            Some(crate::pages::prescribe::refusal_text(issues))
+        }
+        _ => None,
+    }
+}
