@@ -20,6 +20,8 @@
 
 pub mod plan;
 mod service;
+mod team;
+mod worklist;
 pub mod write_rule;
 
 pub use plan::{

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use medmesh_audit::Outcome;
 use medmesh_fhir::IssueType;
-use medmesh_fhir::search::Handling;
 use medmesh_kernel::RequestContext;
 use medmesh_notifications::{Category, NotificationHub, Recipient};
 use medmesh_policy::{Action, Grant};
@@ -20,8 +19,8 @@ use serde_json::{Value, json};
 use crate::plan::{
     ACTIVITY_CODE, ActivityStatus, CARE_TASK_SYSTEM, GoalEnd, LOINC, MAX_ITEMS, MAX_TEXT,
     NewActivity, NewGoal, PROPOSAL_CODE, PlanChange, PlanStatus, Progress, Refused, Target,
-    TeamRole, WorkItem, activity_task, change_of, change_provenance, due_of, goal_resource,
-    order_worklist, progress, proposal_task, readings, task_kind,
+    TeamRole, activity_task, change_of, change_provenance, due_of, goal_resource, progress,
+    proposal_task, readings, task_kind,
 };
 
 /// The most resources of one kind a plan's page reads (goals, activities, proposals,
@@ -227,7 +226,7 @@ pub struct NewMember {
 
 /// Care plans, care teams and worklists.
 pub struct CareService {
-    records: Arc<RecordService>,
+    pub(crate) records: Arc<RecordService>,
     hub: Option<Arc<NotificationHub>>,
     accounts: Option<Arc<dyn CareAccounts>>,
 }
@@ -238,47 +237,36 @@ impl std::fmt::Debug for CareService {
     }
 }
 
-/// A business-rule refusal (422), in words for the user.
-fn invalid(message: impl Into<String>) -> RecordError {
-    RecordError::invalid(IssueType::BusinessRule, message)
-}
-
 fn refusal(r: Refused) -> RecordError {
     RecordError::invalid(IssueType::Value, r.0)
 }
 
-fn forbidden(message: &str) -> RecordError {
-    RecordError::invalid(IssueType::Forbidden, message)
-}
-
-/// A FHIR instant (UTC, whole seconds) of microseconds since the epoch.
+/// A FHIR instant of microseconds since the epoch.
 fn instant(micros: i64) -> String {
-    jiff::Timestamp::from_microsecond(micros)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
+    medmesh_fhir::datetime::format_instant(micros)
 }
 
 /// A FHIR instant to the microsecond: an end written with it closes at once.
-fn precise_instant(micros: i64) -> String {
+pub(crate) fn precise_instant(micros: i64) -> String {
     jiff::Timestamp::from_microsecond(micros)
         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
         .unwrap_or_default()
 }
 
 /// The UTC date of microseconds since the epoch.
-fn date(micros: i64) -> String {
+pub(crate) fn date(micros: i64) -> String {
     instant(micros).chars().take(10).collect()
 }
 
-fn id_of(r: &Value) -> String {
+pub(crate) fn id_of(r: &Value) -> String {
     r["id"].as_str().unwrap_or_default().to_string()
 }
 
-fn reference_of(v: &Value) -> Option<&str> {
+pub(crate) fn reference_of(v: &Value) -> Option<&str> {
     v["reference"].as_str()
 }
 
-fn without_meta(mut r: Value) -> Value {
+pub(crate) fn without_meta(mut r: Value) -> Value {
     if let Some(m) = r.as_object_mut() {
         m.remove("meta");
     }
@@ -293,18 +281,18 @@ fn caller_reference(ctx: &RequestContext) -> Option<String> {
     ctx.actor().patient().map(|p| format!("Patient/{p}"))
 }
 
-fn practitioner_of(ctx: &RequestContext) -> Result<String, RecordError> {
+pub(crate) fn practitioner_of(ctx: &RequestContext) -> Result<String, RecordError> {
     ctx.actor()
         .clinician()
         .map(|c| c.practitioner.clone())
-        .ok_or_else(|| forbidden("only a practitioner does this"))
+        .ok_or_else(|| RecordError::refused("only a practitioner does this"))
 }
 
 fn patient_of_plan(plan: &Value) -> Result<String, RecordError> {
     reference_of(&plan["subject"])
         .and_then(|r| r.strip_prefix("Patient/"))
         .map(str::to_string)
-        .ok_or_else(|| invalid("this care plan is not about a patient"))
+        .ok_or_else(|| RecordError::rule("this care plan is not about a patient"))
 }
 
 /// Whether a Task is part of `CarePlan/plan`.
@@ -362,7 +350,7 @@ impl CareService {
         self.records.search_resources(ctx, rt, &params).await
     }
 
-    async fn read(
+    pub(crate) async fn read(
         &self,
         ctx: &RequestContext,
         rt: &str,
@@ -374,7 +362,7 @@ impl CareService {
 
     /// The outbox rows that tell `recipients` (references: `Practitioner/x`, `Patient/p`) of
     /// `event`, in words that name no patient data.
-    async fn notices(
+    pub(crate) async fn notices(
         &self,
         recipients: &[String],
         event: &str,
@@ -414,7 +402,7 @@ impl CareService {
     }
 
     /// The patient's current care team (an active CareTeam about them), read as the caller.
-    async fn team_of(
+    pub(crate) async fn team_of(
         &self,
         ctx: &RequestContext,
         patient: &str,
@@ -467,14 +455,14 @@ impl CareService {
     }
 
     /// The members of `team` at `now`, as the PDP counts them.
-    fn members_now(team: Option<&Value>, now: i64) -> Vec<String> {
+    pub(crate) fn members_now(team: Option<&Value>, now: i64) -> Vec<String> {
         team.map(|t| medmesh_policy::access::members_at(t, now))
             .unwrap_or_default()
     }
 
     /// Appends a step's audit entry: `action` on `ids` (of `rt`) about `patient`.
     #[allow(clippy::too_many_arguments)] // one audit entry's facts
-    async fn audit_step(
+    pub(crate) async fn audit_step(
         &self,
         ctx: &RequestContext,
         tx: &mut medmesh_at_rest::WriteTx,
@@ -493,7 +481,7 @@ impl CareService {
     }
 
     /// The current head of `rt/id` in `tx`, if it is still `version`.
-    async fn head_at(
+    pub(crate) async fn head_at(
         tx: &mut medmesh_at_rest::WriteTx,
         rt: &str,
         id: &str,
@@ -633,7 +621,7 @@ impl CareService {
         {
             Ok(())
         } else {
-            Err(invalid(
+            Err(RecordError::rule(
                 "an activity goes to the patient, the plan's author or a member of the care team",
             ))
         }
@@ -658,7 +646,7 @@ impl CareService {
         };
         revise.check().map_err(refusal)?;
         if new.goals.len() + new.activities.len() > MAX_ITEMS {
-            return Err(invalid(format!(
+            return Err(RecordError::rule(format!(
                 "a plan holds at most {MAX_ITEMS} goals and activities"
             )));
         }
@@ -679,7 +667,7 @@ impl CareService {
         if let Some(c) = &new.condition {
             let (condition, _) = self.read(ctx, "Condition", c).await?;
             if reference_of(&condition["subject"]) != Some(format!("Patient/{patient}").as_str()) {
-                return Err(invalid("that condition is another patient's"));
+                return Err(RecordError::rule("that condition is another patient's"));
             }
         }
         let core = self.records.core();
@@ -1001,7 +989,8 @@ impl CareService {
         let (plan, version) = self.read(ctx, "CarePlan", id).await?;
         let patient = patient_of_plan(&plan)?;
         let (patient_resource, _) = self.read(ctx, "Patient", &patient).await?;
-        let me = caller_reference(ctx).ok_or_else(|| forbidden("only a person changes a plan"))?;
+        let me = caller_reference(ctx)
+            .ok_or_else(|| RecordError::refused("only a person changes a plan"))?;
         let deciders = Self::deciders(&plan, &patient_resource);
         if Self::decides(ctx, &deciders) {
             let version = self
@@ -1024,7 +1013,7 @@ impl CareService {
                     *status != ActivityStatus::Cancelled
                 };
                 if !allowed {
-                    return Err(forbidden(
+                    return Err(RecordError::refused(
                         "cancelling an activity is for the plan's author or the patient's GP",
                     ));
                 }
@@ -1041,15 +1030,17 @@ impl CareService {
                 None => None,
             };
         if !Self::members_now(team.as_ref(), now).contains(&me) {
-            return Err(forbidden(
+            return Err(RecordError::refused(
                 "changes to a care plan come from its author, the patient's GP, or a member of its care team (who proposes them)",
             ));
         }
         if !matches!(plan["status"].as_str(), Some("active" | "on-hold")) {
-            return Err(invalid("this plan has ended: it no longer changes"));
+            return Err(RecordError::rule(
+                "this plan has ended: it no longer changes",
+            ));
         }
         let author = reference_of(&plan["author"])
-            .ok_or_else(|| invalid("this plan has no author to decide"))?
+            .ok_or_else(|| RecordError::rule("this plan has no author to decide"))?
             .to_string();
         let core = self.records.core();
         let task_id = core.ids().new_id();
@@ -1095,17 +1086,17 @@ impl CareService {
     ) -> Result<Changed, RecordError> {
         let (proposal, proposal_version) = self.read(ctx, "Task", task).await?;
         if task_kind(&proposal) != PROPOSAL_CODE || proposal["status"] != "requested" {
-            return Err(invalid("this is not an open proposal"));
+            return Err(RecordError::rule("this is not an open proposal"));
         }
         let plan_id = reference_of(&proposal["focus"])
             .and_then(|r| r.strip_prefix("CarePlan/"))
-            .ok_or_else(|| invalid("this proposal names no plan"))?
+            .ok_or_else(|| RecordError::rule("this proposal names no plan"))?
             .to_string();
         let (plan, version) = self.read(ctx, "CarePlan", &plan_id).await?;
         let patient = patient_of_plan(&plan)?;
         let (patient_resource, _) = self.read(ctx, "Patient", &patient).await?;
         if !Self::decides(ctx, &Self::deciders(&plan, &patient_resource)) {
-            return Err(forbidden(
+            return Err(RecordError::refused(
                 "a proposal is decided by the plan's author or the patient's GP",
             ));
         }
@@ -1117,8 +1108,9 @@ impl CareService {
         let mut decided = without_meta(proposal.clone());
         decided["lastModified"] = json!(instant(core.now()));
         if accept {
-            let change = change_of(&proposal)
-                .ok_or_else(|| invalid("this proposal carries no change that can be read"))?;
+            let change = change_of(&proposal).ok_or_else(|| {
+                RecordError::rule("this proposal carries no change that can be read")
+            })?;
             change.check().map_err(refusal)?;
             decided["status"] = json!("completed");
             let version = self
@@ -1135,7 +1127,7 @@ impl CareService {
         }
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
         if reason.is_some_and(|r| r.chars().count() > MAX_TEXT) {
-            return Err(invalid(format!(
+            return Err(RecordError::rule(format!(
                 "a reason is at most {MAX_TEXT} characters"
             )));
         }
@@ -1185,7 +1177,9 @@ impl CareService {
         let plan_id = id_of(plan);
         let ended = !matches!(plan["status"].as_str(), Some("active" | "on-hold"));
         if ended && !matches!(change, PlanChange::SetStatus { .. }) {
-            return Err(invalid("this plan has ended: it no longer changes"));
+            return Err(RecordError::rule(
+                "this plan has ended: it no longer changes",
+            ));
         }
         let author = reference_of(&plan["author"])
             .unwrap_or_default()
@@ -1198,7 +1192,7 @@ impl CareService {
         match change {
             PlanChange::AddGoal { goal } => {
                 if items >= MAX_ITEMS {
-                    return Err(invalid(format!(
+                    return Err(RecordError::rule(format!(
                         "a plan holds at most {MAX_ITEMS} goals and activities"
                     )));
                 }
@@ -1217,7 +1211,7 @@ impl CareService {
             }
             PlanChange::AddActivity { activity } => {
                 if items >= MAX_ITEMS {
-                    return Err(invalid(format!(
+                    return Err(RecordError::rule(format!(
                         "a plan holds at most {MAX_ITEMS} goals and activities"
                     )));
                 }
@@ -1246,7 +1240,7 @@ impl CareService {
             PlanChange::SetActivity { task, status } => {
                 let (t, v) = self.read(ctx, "Task", task).await?;
                 if !part_of(&t, &plan_id) || task_kind(&t) != ACTIVITY_CODE {
-                    return Err(invalid("that activity is not this plan's"));
+                    return Err(RecordError::rule("that activity is not this plan's"));
                 }
                 let mut t = without_meta(t);
                 t["status"] = json!(status.as_str());
@@ -1263,7 +1257,7 @@ impl CareService {
                     .flatten()
                     .any(|g| reference_of(g) == Some(format!("Goal/{goal}").as_str()));
                 if !listed {
-                    return Err(invalid("that goal is not this plan's"));
+                    return Err(RecordError::rule("that goal is not this plan's"));
                 }
                 let (g, v) = self.read(ctx, "Goal", goal).await?;
                 let mut g = without_meta(g);
@@ -1345,296 +1339,10 @@ impl CareService {
         )
         .await
     }
-
-    /// The patient's care team: its members, current and past, by name.
-    ///
-    /// # Errors
-    /// A refusal when the caller may not read the patient's care team.
-    pub async fn care_team(
-        &self,
-        ctx: &RequestContext,
-        patient: &str,
-    ) -> Result<TeamView, RecordError> {
-        let Some((team, _)) = self.team_of(ctx, patient).await? else {
-            return Ok(TeamView::default());
-        };
-        let now = self.records.core().now();
-        let mut names = Names::new();
-        let mut members = Vec::new();
-        for p in team["participant"].as_array().into_iter().flatten() {
-            let Some(member) = reference_of(&p["member"]).map(str::to_string) else {
-                continue;
-            };
-            let role = p["role"][0]["coding"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["system"] == crate::plan::TEAM_ROLE_SYSTEM)
-                .and_then(|c| c["code"].as_str())
-                .and_then(TeamRole::parse);
-            members.push(MemberView {
-                name: names.of(&self.records, ctx, &member).await,
-                role,
-                role_text: p["role"][0]["text"]
-                    .as_str()
-                    .or_else(|| p["role"][0]["coding"][0]["display"].as_str())
-                    .unwrap_or_default()
-                    .to_string(),
-                start: p["period"]["start"].as_str().map(str::to_string),
-                end: p["period"]["end"].as_str().map(str::to_string),
-                active: medmesh_policy::access::members_at(&team, now).contains(&member),
-                member,
-            });
-        }
-        members.sort_by(|a, b| b.active.cmp(&a.active).then_with(|| a.name.cmp(&b.name)));
-        Ok(TeamView {
-            id: Some(id_of(&team)),
-            members,
-        })
-    }
-
-    /// Adds `new` to the patient's care team (made on the first member). Membership opens
-    /// the patient's record to them from its start, on their next request; they are told.
-    ///
-    /// # Errors
-    /// [`RecordError::Invalid`] for a practitioner who is not in the directory or is a
-    /// member already, or bad dates; a refusal when the caller may not change the team.
-    pub async fn add_member(
-        &self,
-        ctx: &RequestContext,
-        patient: &str,
-        new: NewMember,
-    ) -> Result<TeamView, RecordError> {
-        practitioner_of(ctx)?;
-        let id = new
-            .member
-            .strip_prefix("Practitioner/")
-            .unwrap_or(&new.member)
-            .to_string();
-        if !crate::plan::medmesh_fhir_id(&id) {
-            return Err(invalid("a member is a Practitioner/<id>"));
-        }
-        for d in [&new.start, &new.end].into_iter().flatten() {
-            if d.len() != 10 || medmesh_fhir::datetime::parse_range(d).is_none() {
-                return Err(invalid("a date is written YYYY-MM-DD"));
-            }
-        }
-        if matches!((&new.start, &new.end), (Some(s), Some(e)) if e < s) {
-            return Err(invalid("a membership ends after it starts"));
-        }
-        let member = format!("Practitioner/{id}");
-        self.read(ctx, "Patient", patient).await?;
-        match self.read(ctx, "Practitioner", &id).await {
-            Ok(_) => {}
-            Err(RecordError::NotFound | RecordError::Gone { .. }) => {
-                return Err(invalid("there is no such practitioner in the directory"));
-            }
-            Err(e) => return Err(e),
-        }
-        let core = self.records.core();
-        let now = core.now();
-        let existing = self.team_of(ctx, patient).await?;
-        if Self::members_now(existing.as_ref().map(|(t, _)| t), now).contains(&member) {
-            return Err(invalid("they are a member of the care team already"));
-        }
-        let mut period = json!({"start": new.start.clone().unwrap_or_else(|| date(now))});
-        if let Some(e) = &new.end {
-            period["end"] = json!(e);
-        }
-        let participant =
-            json!({"role": new.role.to_fhir(), "member": {"reference": member}, "period": period});
-        let (team_id, team, head_version) = match existing {
-            Some((t, v)) => {
-                let mut t = without_meta(t);
-                push(&mut t, "participant", participant);
-                (id_of(&t), t, Some(v))
-            }
-            None => {
-                let team_id = core.ids().new_id();
-                let t = json!({
-                    "resourceType": "CareTeam",
-                    "id": team_id,
-                    "status": "active",
-                    "name": "Care team",
-                    "subject": {"reference": format!("Patient/{patient}")},
-                    "period": {"start": date(now)},
-                    "participant": [participant],
-                });
-                (team_id, t, None)
-            }
-        };
-        core.check_resource("CareTeam", &team)?;
-        let action = if head_version.is_some() {
-            Action::Update
-        } else {
-            Action::Create
-        };
-        let grant = core.authorize(ctx, action, Some("CareTeam")).await?;
-        let rows = self
-            .notices(
-                std::slice::from_ref(&member),
-                &format!("care-team:{team_id}"),
-            )
-            .await?;
-        let mut tx = core.begin_write().await?;
-        let head = match head_version {
-            Some(v) => Self::head_at(&mut tx, "CareTeam", &team_id, v).await?,
-            None => None,
-        };
-        core.write_version(ctx, &mut tx, &grant, "CareTeam", &team_id, team, head)
-            .await?;
-        self.audit_step(
-            ctx,
-            &mut tx,
-            &grant,
-            "care-team-add",
-            "CareTeam",
-            vec![team_id, member],
-            patient,
-        )
-        .await?;
-        for row in &rows {
-            tx.queue_notification(row).await?;
-        }
-        tx.commit().await?;
-        self.care_team(ctx, patient).await
-    }
-
-    /// Ends `member`'s membership of the patient's care team now: the record closes to
-    /// them (unless another relationship opens it) on their next request. The membership
-    /// stays in the team's history.
-    ///
-    /// # Errors
-    /// [`RecordError::Invalid`] when they are no current member.
-    pub async fn end_member(
-        &self,
-        ctx: &RequestContext,
-        patient: &str,
-        member: &str,
-    ) -> Result<TeamView, RecordError> {
-        practitioner_of(ctx)?;
-        let member = if member.starts_with("Practitioner/") {
-            member.to_string()
-        } else {
-            format!("Practitioner/{member}")
-        };
-        let Some((team, version)) = self.team_of(ctx, patient).await? else {
-            return Err(invalid("the patient has no care team"));
-        };
-        let core = self.records.core();
-        let now = core.now();
-        let team_id = id_of(&team);
-        let members = medmesh_policy::access::members_at(&team, now);
-        let mut team = without_meta(team);
-        let mut ended = false;
-        for p in team["participant"].as_array_mut().into_iter().flatten() {
-            let active = members.contains(&member);
-            if reference_of(&p["member"]) == Some(member.as_str()) && active {
-                p["period"]["end"] = json!(precise_instant(now));
-                ended = true;
-            }
-        }
-        if !ended {
-            return Err(invalid("they are not a current member of the care team"));
-        }
-        let grant = core
-            .authorize(ctx, Action::Update, Some("CareTeam"))
-            .await?;
-        let mut tx = core.begin_write().await?;
-        let head = Self::head_at(&mut tx, "CareTeam", &team_id, version).await?;
-        core.write_version(ctx, &mut tx, &grant, "CareTeam", &team_id, team, head)
-            .await?;
-        self.audit_step(
-            ctx,
-            &mut tx,
-            &grant,
-            "care-team-end",
-            "CareTeam",
-            vec![team_id, member],
-            patient,
-        )
-        .await?;
-        tx.commit().await?;
-        self.care_team(ctx, patient).await
-    }
-
-    /// The calling clinician's open Tasks across the patients the PDP lets them see:
-    /// plan activities, proposals to decide, refill requests, adherence reviews and
-    /// referrals, overdue first (at most [`MAX_WORKLIST`]).
-    ///
-    /// # Errors
-    /// [`RecordError::Invalid`] (403) for anyone but a practitioner.
-    pub async fn worklist(&self, ctx: &RequestContext) -> Result<Vec<WorkItem>, RecordError> {
-        let me = practitioner_of(ctx)?;
-        let params = vec![
-            ("owner".to_string(), me),
-            (
-                "status".to_string(),
-                "requested,received,accepted,ready,in-progress,on-hold".to_string(),
-            ),
-            ("_count".to_string(), MAX_WORKLIST.to_string()),
-        ];
-        let bundle = self
-            .records
-            .search(ctx, "Task", &params, Handling::Strict)
-            .await?;
-        let mut names = Names::new();
-        let mut items = Vec::new();
-        for task in bundle["entry"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["search"]["mode"] != "outcome")
-            .map(|e| &e["resource"])
-        {
-            let Some(patient) = reference_of(&task["for"])
-                .and_then(|r| r.strip_prefix("Patient/"))
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            let due = due_of(task).map(str::to_string);
-            let kind = task_kind(task);
-            let plan = if kind == PROPOSAL_CODE {
-                reference_of(&task["focus"])
-            } else {
-                task["basedOn"]
-                    .as_array()
-                    .and_then(|b| b.first())
-                    .and_then(reference_of)
-            }
-            .and_then(|r| r.strip_prefix("CarePlan/"))
-            .map(str::to_string);
-            items.push(WorkItem {
-                task: id_of(task),
-                patient_name: names
-                    .of(&self.records, ctx, &format!("Patient/{patient}"))
-                    .await,
-                patient,
-                description: task["description"]
-                    .as_str()
-                    .or_else(|| task["code"]["coding"][0]["display"].as_str())
-                    .unwrap_or_default()
-                    .to_string(),
-                status: task["status"].as_str().unwrap_or_default().to_string(),
-                due_at: due
-                    .as_deref()
-                    .and_then(medmesh_fhir::datetime::parse_range)
-                    .map(|d| d.hi),
-                due,
-                authored: task["authoredOn"].as_str().unwrap_or_default().to_string(),
-                kind,
-                plan,
-                overdue: false,
-            });
-        }
-        order_worklist(&mut items, self.records.core().now());
-        Ok(items)
-    }
 }
 
 /// Appends `item` to the array `field` of `resource`.
-fn push(resource: &mut Value, field: &str, item: Value) {
+pub(crate) fn push(resource: &mut Value, field: &str, item: Value) {
     match resource.get_mut(field).and_then(Value::as_array_mut) {
         Some(a) => a.push(item),
         None => resource[field] = json!([item]),

@@ -109,22 +109,13 @@ impl std::fmt::Debug for MessagingService {
     }
 }
 
-fn invalid(message: impl Into<String>) -> RecordError {
-    RecordError::invalid(IssueType::BusinessRule, message)
-}
-
 fn refusal(r: Refused) -> RecordError {
     RecordError::invalid(IssueType::Value, r.0)
 }
 
-fn forbidden(message: &str) -> RecordError {
-    RecordError::invalid(IssueType::Forbidden, message)
-}
-
+/// A FHIR instant of microseconds since the epoch.
 fn instant(micros: i64) -> String {
-    jiff::Timestamp::from_microsecond(micros)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
-        .unwrap_or_default()
+    medmesh_fhir::datetime::format_instant(micros)
 }
 
 fn id_of(r: &Value) -> String {
@@ -189,7 +180,7 @@ impl MessagingService {
                 me,
             }
         } else {
-            return Err(forbidden("messages are between people"));
+            return Err(RecordError::refused("messages are between people"));
         };
         Ok((reader, grant))
     }
@@ -249,7 +240,7 @@ impl MessagingService {
     ) -> Result<String, RecordError> {
         check_topic(&new.topic).map_err(refusal)?;
         if new.parties.len() > MAX_PARTIES {
-            return Err(invalid(format!(
+            return Err(RecordError::rule(format!(
                 "a thread has at most {MAX_PARTIES} parties"
             )));
         }
@@ -268,7 +259,7 @@ impl MessagingService {
             };
             let to = match setting {
                 Some((_, PatientMessaging::Off)) => {
-                    return Err(forbidden(
+                    return Err(RecordError::refused(
                         "your practice does not take messages here: please call them",
                     ));
                 }
@@ -277,7 +268,7 @@ impl MessagingService {
                 }
                 _ => {
                     let Some((team, members)) = self.team_of(ctx, p).await? else {
-                        return Err(invalid("you have no care team to message yet"));
+                        return Err(RecordError::rule("you have no care team to message yet"));
                     };
                     if new.sealed {
                         members
@@ -287,7 +278,9 @@ impl MessagingService {
                 }
             };
             if to.is_empty() {
-                return Err(invalid("your care team has no member to message yet"));
+                return Err(RecordError::rule(
+                    "your care team has no member to message yet",
+                ));
             }
             (Some(p.to_string()), to)
         } else {
@@ -312,7 +305,7 @@ impl MessagingService {
                 };
                 if rt == "Patient" {
                     if about_patient.as_deref() != Some(id) {
-                        return Err(invalid(
+                        return Err(RecordError::rule(
                             "a thread with a patient is about that patient (about = their id)",
                         ));
                     }
@@ -320,7 +313,7 @@ impl MessagingService {
                 }
                 let read = self.records.read(ctx, rt, id).await;
                 if matches!(read, Err(RecordError::NotFound | RecordError::Gone { .. })) {
-                    return Err(invalid("a party is not in the directory"));
+                    return Err(RecordError::rule("a party is not in the directory"));
                 }
             }
             (about_patient, to)
@@ -329,14 +322,14 @@ impl MessagingService {
         recipients.sort();
         recipients.dedup();
         if recipients.is_empty() {
-            return Err(invalid("a thread has someone to write to"));
+            return Err(RecordError::rule("a thread has someone to write to"));
         }
         if new.sealed
             && recipients
                 .iter()
                 .any(|r| !(r.starts_with("Practitioner/") || r.starts_with("Patient/")))
         {
-            return Err(invalid(
+            return Err(RecordError::rule(
                 "a sealed thread's parties are people (practitioners and the patient), whose browsers hold the keys",
             ));
         }
@@ -667,7 +660,7 @@ impl MessagingService {
     ) -> Result<String, RecordError> {
         body.check().map_err(refusal)?;
         if attachments.len() > MAX_ATTACHMENTS {
-            return Err(invalid(format!(
+            return Err(RecordError::rule(format!(
                 "a message carries at most {MAX_ATTACHMENTS} documents"
             )));
         }
@@ -675,19 +668,19 @@ impl MessagingService {
         let h = self.thread_of(ctx, &reader, id).await?;
         match (&body, is_sealed(&h)) {
             (Body::Text(_), true) => {
-                return Err(invalid(
+                return Err(RecordError::rule(
                     "this thread is sealed end to end: its messages are sealed in the browser",
                 ));
             }
             (Body::Sealed(_), false) => {
-                return Err(invalid("this thread is not sealed: send text"));
+                return Err(RecordError::rule("this thread is not sealed: send text"));
             }
             _ => {}
         }
         let patient = about(&h);
         for d in &attachments {
             if !is_id(d) {
-                return Err(invalid("not a document id"));
+                return Err(RecordError::rule("not a document id"));
             }
             let doc = self
                 .records
@@ -698,7 +691,7 @@ impl MessagingService {
                 .as_str()
                 .and_then(|r| r.strip_prefix("Patient/"));
             if patient.is_none() || of != patient.as_deref() {
-                return Err(invalid(
+                return Err(RecordError::rule(
                     "a message carries documents of the patient its thread is about",
                 ));
             }

@@ -91,6 +91,16 @@ impl RecordError {
     pub fn invalid(code: IssueType, message: impl Into<String>) -> Self {
         Self::Invalid(vec![Issue::error(code, message)])
     }
+
+    /// A capability's business rule says no (422), in words for the user (no patient data).
+    pub fn rule(message: impl Into<String>) -> Self {
+        Self::invalid(IssueType::BusinessRule, message)
+    }
+
+    /// A capability refuses this caller the operation (403), saying why in words.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self::invalid(IssueType::Forbidden, message)
+    }
 }
 
 impl From<StoreError> for RecordError {

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use medmesh_audit::Outcome;
-use medmesh_fhir::IssueType;
 use medmesh_kernel::RequestContext;
 use medmesh_policy::Action;
 use medmesh_records::{RecordError, RecordService};
@@ -147,14 +146,9 @@ impl std::fmt::Debug for TelehealthService {
     }
 }
 
-fn invalid(message: impl Into<String>) -> RecordError {
-    RecordError::invalid(IssueType::BusinessRule, message)
-}
-
+/// A FHIR instant of microseconds since the epoch.
 fn instant(micros: i64) -> String {
-    jiff::Timestamp::from_microsecond(micros)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
+    medmesh_fhir::datetime::format_instant(micros)
 }
 
 fn send(peer: &Peer, message: &Value) {
@@ -207,17 +201,17 @@ impl TelehealthService {
             return Err(RecordError::NotFound);
         };
         let Some(patient) = patient else {
-            return Err(invalid("this appointment has no patient"));
+            return Err(RecordError::rule("this appointment has no patient"));
         };
         match check_open(&appointment, self.records.core().now()) {
             Ok(()) => {}
             Err(Closed::TooEarly(opens)) => {
-                return Err(invalid(format!(
+                return Err(RecordError::rule(format!(
                     "the room opens ten minutes before the visit, at {}",
                     instant(opens)
                 )));
             }
-            Err(e) => return Err(invalid(e.to_string())),
+            Err(e) => return Err(RecordError::rule(e.to_string())),
         }
         let name = match me.split_once('/') {
             Some((rt, pid)) => self
@@ -280,7 +274,7 @@ impl TelehealthService {
         let mut rooms = self.rooms();
         let room = rooms.entry(ticket.appointment.clone()).or_default();
         if room.admitted.len() + room.waiting.len() >= MAX_PEERS {
-            return Err(invalid("this visit's room is full"));
+            return Err(RecordError::rule("this visit's room is full"));
         }
         match ticket.role {
             Role::Clinician => {
@@ -328,15 +322,15 @@ impl TelehealthService {
     /// admits; store failures writing the Encounter.
     pub async fn handle(&self, ticket: &Ticket, peer: u64, text: &str) -> Result<(), RecordError> {
         if text.len() > MAX_SIGNAL {
-            return Err(invalid("a signalling message is at most 64 KiB"));
+            return Err(RecordError::rule("a signalling message is at most 64 KiB"));
         }
-        let message: Value =
-            serde_json::from_str(text).map_err(|_| invalid("a signalling message is JSON"))?;
+        let message: Value = serde_json::from_str(text)
+            .map_err(|_| RecordError::rule("a signalling message is JSON"))?;
         match message["type"].as_str() {
             Some("signal") => {
                 let to = message["to"]
                     .as_u64()
-                    .ok_or_else(|| invalid("signal: to"))?;
+                    .ok_or_else(|| RecordError::rule("signal: to"))?;
                 let rooms = self.rooms();
                 let room = rooms.get(&ticket.appointment);
                 let (Some(from), Some(target)) = (
@@ -355,11 +349,11 @@ impl TelehealthService {
             }
             Some("admit") => {
                 if ticket.role != Role::Clinician {
-                    return Err(invalid("the clinician admits the patient"));
+                    return Err(RecordError::rule("the clinician admits the patient"));
                 }
                 let who = message["peer"]
                     .as_u64()
-                    .ok_or_else(|| invalid("admit: peer"))?;
+                    .ok_or_else(|| RecordError::rule("admit: peer"))?;
                 let start = {
                     let mut rooms = self.rooms();
                     let Some(room) = rooms.get_mut(&ticket.appointment) else {
@@ -394,7 +388,9 @@ impl TelehealthService {
                 self.leave(ticket, peer).await;
                 Ok(())
             }
-            _ => Err(invalid("a signalling message is signal, admit or leave")),
+            _ => Err(RecordError::rule(
+                "a signalling message is signal, admit or leave",
+            )),
         }
     }
 
