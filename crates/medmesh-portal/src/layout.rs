@@ -78,6 +78,7 @@ impl Shell {
                 ("/appointments", "nav-appointments"),
                 ("/medications", "nav-medications"),
                 ("/care", "nav-care"),
+                ("/glucose", "nav-glucose"),
                 ("/messages", "nav-messages"),
                 ("/sharing", "nav-sharing"),
                 ("/my-data", "nav-my-data"),

@@ -135,6 +135,16 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         )
         .route("/prescriptions/{id}/sign", get(pages::prescribe::sign))
         .route("/care", get(pages::care::care))
+        .route("/glucose", get(pages::glucose::own))
+        .route(
+            "/glucose/upload",
+            post(pages::glucose::upload_own).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/patients/{id}/glucose", get(pages::glucose::of_patient))
+        .route(
+            "/patients/{id}/glucose/upload",
+            post(pages::glucose::upload_for).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/care/activities/{task}", post(pages::care::tick))
         .route("/care-plans/{id}", get(pages::care_plan::plan))
         .route("/care-plans/{id}/change", post(pages::care_plan::change))

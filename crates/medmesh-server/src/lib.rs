@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod capability_statement;
 pub mod care;
+pub mod devices;
 pub mod directory;
 pub mod documents;
 pub mod external;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub messaging: Arc<medmesh_messaging::MessagingService>,
     /// Video visits (the portal's `/visits/{id}`).
     pub telehealth: Arc<medmesh_telehealth::TelehealthService>,
+    /// Device data and glucose analytics (`/api/patients/{id}/device-data`, `/glucose`).
+    pub devices: Arc<medmesh_devices::DeviceDataService>,
     /// The CapabilityStatement, built once.
     pub capability: Arc<Value>,
     /// Public base URL (`http://host:port/fhir`); when `None`, taken from the Host header.
@@ -188,6 +191,8 @@ pub struct Services {
     pub messaging: Arc<medmesh_messaging::MessagingService>,
     /// Video visits.
     pub telehealth: Arc<medmesh_telehealth::TelehealthService>,
+    /// Device data and glucose analytics.
+    pub devices: Arc<medmesh_devices::DeviceDataService>,
 }
 
 /// Builds the server's state. The background workers are the binary's to start; the
@@ -212,6 +217,7 @@ pub fn build_state(
         care,
         messaging,
         telehealth,
+        devices,
     } = services;
     let capability = capability_statement::capability_statement(
         records.definitions(),
@@ -241,6 +247,7 @@ pub fn build_state(
         care,
         messaging,
         telehealth,
+        devices,
         capability: Arc::new(capability),
         public_base_url: config.public_base_url,
         body_limits: config.body_limits,
@@ -500,6 +507,16 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
         )
         .route("/api/worklist/medications", get(medications::worklist))
         .route("/api/worklist", get(care::worklist))
+        .route(
+            "/api/patients/{id}/device-data",
+            post(devices::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/api/patients/{id}/glucose/summary", get(devices::summary))
+        .route(
+            "/api/patients/{id}/glucose/readings",
+            get(devices::readings),
+        )
+        .route("/api/patients/{id}/glucose/agp.svg", get(devices::agp_svg))
         .route(
             "/api/messages/threads",
             get(messaging::threads).post(messaging::create_thread),

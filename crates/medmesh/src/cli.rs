@@ -124,6 +124,41 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: NotificationsCommand,
     },
+    /// Device data: CGM, pump and phone exports into a patient's record.
+    Devices {
+        #[command(flatten)]
+        store: GlobalStoreArgs,
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
+}
+
+/// `medmesh devices ...`.
+#[derive(Subcommand)]
+pub(crate) enum DevicesCommand {
+    /// Import exports (LibreView, Dexcom Clarity, CareLink CSV; Apple Health export.xml or
+    /// export.zip; Nightscout JSON or TSV) into a patient's record, as the local operator.
+    /// Reports, per file, the records read per kind, the time range, the unit, what was new
+    /// and every rejected row with its reason. Exits 1 when a file could not be read.
+    Import {
+        /// The patient's id.
+        #[arg(long)]
+        patient: String,
+        /// Force a format instead of detecting it: libreview, dexcom-clarity, carelink,
+        /// apple-health, nightscout.
+        #[arg(long)]
+        format: Option<String>,
+        /// The IANA time zone of exports written in local time (LibreView, Clarity,
+        /// CareLink). UTC when not given.
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// Print the reports as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// `medmesh notifications ...`.

@@ -56,6 +56,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             init_logging("warn");
             commands::hl7::run(&cfg, command).await
         }
+        Command::Devices { store, command } => {
+            let cfg = load_config(&store.into(), None)?;
+            init_logging("warn");
+            commands::devices::run(&cfg, command).await
+        }
         Command::Notifications { store, command } => {
             let cfg = load_config(&store.into(), None)?;
             init_logging("warn");

@@ -1106,3 +1106,59 @@ visit-join = Join the video visit
 care-plan-condition = For the condition
 care-plan-no-condition = None: an episode of care
 messages-attach = Documents to send with it (optional)
+nav-glucose = Glucose
+chart-glucose = Glucose and devices
+glucose-title = Glucose
+glucose-intro = Your continuous glucose monitor's readings, with the figures and the profile the international consensus recommends. Upload exports from LibreView, Dexcom Clarity, CareLink, Apple Health or Nightscout.
+glucose-period = Period
+glucose-start = First day
+glucose-end = Last day
+glucose-tz = Time zone
+glucose-show = Show
+glucose-metrics = Figures for the period
+glucose-none = No sensor glucose readings in this period.
+glucose-readings = { $count ->
+    [one] One reading
+   *[other] { $count } readings
+}
+glucose-measure = Measure
+glucose-value = Value
+glucose-target = Consensus target
+glucose-tir = Time in range (70–180 mg/dL)
+glucose-tbr-54 = Time below 54 mg/dL
+glucose-tbr-70 = Time below 70 mg/dL
+glucose-tar-180 = Time above 180 mg/dL
+glucose-tar-250 = Time above 250 mg/dL
+glucose-mean = Mean glucose
+glucose-gmi = Glucose management indicator (GMI)
+glucose-cv = Glucose variability (CV)
+glucose-gri = Glycemia risk index (GRI)
+glucose-active = Time the sensor was active
+glucose-target-tir = more than 70 %
+glucose-target-tbr-54 = less than 1 %
+glucose-target-tbr-70 = less than 4 %
+glucose-target-tar-180 = less than 25 %
+glucose-target-tar-250 = less than 5 %
+glucose-target-cv = 36 % or less
+glucose-target-active = 70 % or more
+glucose-agp-caption = The ambulatory glucose profile: the median and the spread of readings by time of day over the period, and each day's readings.
+glucose-upload = Upload device data
+glucose-upload-hint = Files are read on the node and added to the record; uploading the same export again adds nothing.
+glucose-format = Format
+glucose-format-auto = Recognise it
+glucose-format-libreview = FreeStyle LibreView / LibreLink (CSV)
+glucose-format-dexcom-clarity = Dexcom Clarity (CSV)
+glucose-format-carelink = Medtronic CareLink (CSV)
+glucose-format-apple-health = Apple Health (export.zip or export.xml)
+glucose-format-nightscout = Nightscout (JSON or TSV)
+glucose-upload-tz = Time zone the device was set to
+glucose-files = Files
+glucose-import = Upload
+glucose-imported = { $format }: { $read } records read, { $added } new
+glucose-rejected = { $count ->
+    [one] One row could not be read ({ $lines })
+   *[other] { $count } rows could not be read ({ $lines })
+}
+glucose-too-large = The file is too large.
+glucose-bad-zone = The time zone is not known.
+glucose-bad-period = The period is not valid: give a first and a last day, at most 400 days apart.

@@ -1105,3 +1105,59 @@ visit-join = Rejoindre la téléconsultation
 care-plan-condition = Pour l'affection
 care-plan-no-condition = Aucune : un épisode de soins
 messages-attach = Documents à joindre (facultatif)
+nav-glucose = Glycémie
+chart-glucose = Glycémie et appareils
+glucose-title = Glycémie
+glucose-intro = Les mesures de votre capteur de glucose en continu, avec les indicateurs et le profil que recommande le consensus international. Importez les exports de LibreView, Dexcom Clarity, CareLink, Apple Santé ou Nightscout.
+glucose-period = Période
+glucose-start = Premier jour
+glucose-end = Dernier jour
+glucose-tz = Fuseau horaire
+glucose-show = Afficher
+glucose-metrics = Indicateurs de la période
+glucose-none = Aucune mesure du capteur pendant cette période.
+glucose-readings = { $count ->
+    [one] Une mesure
+   *[other] { $count } mesures
+}
+glucose-measure = Indicateur
+glucose-value = Valeur
+glucose-target = Cible du consensus
+glucose-tir = Temps dans la cible (70–180 mg/dL)
+glucose-tbr-54 = Temps sous 54 mg/dL
+glucose-tbr-70 = Temps sous 70 mg/dL
+glucose-tar-180 = Temps au-dessus de 180 mg/dL
+glucose-tar-250 = Temps au-dessus de 250 mg/dL
+glucose-mean = Glycémie moyenne
+glucose-gmi = Indicateur de gestion du glucose (GMI)
+glucose-cv = Variabilité glycémique (CV)
+glucose-gri = Indice de risque glycémique (GRI)
+glucose-active = Temps d'activité du capteur
+glucose-target-tir = plus de 70 %
+glucose-target-tbr-54 = moins de 1 %
+glucose-target-tbr-70 = moins de 4 %
+glucose-target-tar-180 = moins de 25 %
+glucose-target-tar-250 = moins de 5 %
+glucose-target-cv = 36 % ou moins
+glucose-target-active = 70 % ou plus
+glucose-agp-caption = Le profil glycémique ambulatoire : la médiane et la dispersion des mesures selon l'heure sur la période, et les mesures de chaque jour.
+glucose-upload = Importer des données d'appareils
+glucose-upload-hint = Les fichiers sont lus sur le nœud et ajoutés au dossier ; importer de nouveau le même export n'ajoute rien.
+glucose-format = Format
+glucose-format-auto = Le reconnaître
+glucose-format-libreview = FreeStyle LibreView / LibreLink (CSV)
+glucose-format-dexcom-clarity = Dexcom Clarity (CSV)
+glucose-format-carelink = Medtronic CareLink (CSV)
+glucose-format-apple-health = Apple Santé (export.zip ou export.xml)
+glucose-format-nightscout = Nightscout (JSON ou TSV)
+glucose-upload-tz = Fuseau horaire réglé sur l'appareil
+glucose-files = Fichiers
+glucose-import = Importer
+glucose-imported = { $format } : { $read } enregistrements lus, { $added } nouveaux
+glucose-rejected = { $count ->
+    [one] Une ligne n'a pas pu être lue ({ $lines })
+   *[other] { $count } lignes n'ont pas pu être lues ({ $lines })
+}
+glucose-too-large = Le fichier est trop volumineux.
+glucose-bad-zone = Ce fuseau horaire est inconnu.
+glucose-bad-period = La période n'est pas valide : indiquez un premier et un dernier jour, au plus 400 jours d'écart.

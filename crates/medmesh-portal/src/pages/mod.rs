@@ -13,6 +13,7 @@ pub mod chart;
 pub mod consent;
 pub mod documents;
 pub mod feed;
+pub mod glucose;
 pub mod home;
 pub mod medications;
 pub mod messages;

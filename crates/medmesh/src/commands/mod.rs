@@ -2,6 +2,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod audit;
+pub(crate) mod devices;
 pub(crate) mod doc_command;
 pub(crate) mod hl7;
 pub(crate) mod import;

@@ -124,6 +124,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     let care = crate::wiring::care(&stores, &records, hub.clone());
     let messaging = crate::wiring::messaging(&stores, &records, hub.clone());
     let telehealth = crate::wiring::telehealth(&cfg, &records)?;
+    let devices = Arc::new(medmesh_devices::DeviceDataService::new(records.clone()));
     let state = medmesh_server::build_state(
         medmesh_server::Services {
             records,
@@ -140,6 +141,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
             care,
             messaging,
             telehealth,
+            devices,
         },
         export_queue,
         medmesh_server::ServerConfig {

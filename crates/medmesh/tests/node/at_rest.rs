@@ -216,8 +216,31 @@ async fn a_stolen_database_reveals_no_patient(node: Node) {
         unsealed_secrets(&node, "fhir_subscriptions", "body").await,
         0
     );
+    // Device data: the day series' readings and the device's serial (docs/devices.md).
+    let device_secrets = ["QUARANTINED-SENSOR-7731", "187.123 E 191.457"];
+    let csv = format!(
+        "Device,Serial Number,Device Timestamp,Record Type,Historic Glucose mg/dL\n\
+         FreeStyle Libre 3,{serial},05-12-2019 16:25,0,187.123\n\
+         FreeStyle Libre 3,{serial},05-12-2019 16:27,0,191.457\n",
+        serial = device_secrets[0]
+    );
+    let (ct, body) = crate::documents::multipart(&[], "libre.csv", "text/csv", csv.as_bytes());
+    let (s, _, b) = node
+        .send(
+            node.auth(
+                node.client
+                    .post(node.root_url(&format!("/api/patients/{conn}/device-data"))),
+            )
+            .header("content-type", ct)
+            .body(body),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{b}");
     let files = database_bytes(&node);
     for (name, bytes) in &files {
+        for t in device_secrets {
+            assert!(!holds(bytes, t), "{t:?} found in clear in {name}");
+        }
         assert!(
             !holds(bytes, hook_secret),
             "a subscription's header is in clear in {name}"

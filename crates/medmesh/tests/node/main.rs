@@ -19,6 +19,7 @@ mod bundles;
 mod care;
 mod consent;
 mod data;
+mod devices;
 mod documents;
 mod export;
 mod hardening;

@@ -1,0 +1,17 @@
+//! Device data: what CGMs, pumps and phones record, imported into the patient's record and
+//! analysed.
+//!
+//! Each (device, channel, UTC day) is one FHIR Observation whose `valueSampledData` holds
+//! the day minute by minute ([`series`]): a year of 5-minute CGM data is 365 resources, not
+//! 105,000, yet each is an ordinary Observation that FHIR clients can read, sealed under the
+//! patient's key, written and read through the record service (so the PDP decides and the
+//! audit log records every step). [`service::DeviceDataService`] imports files, reads the
+//! readings back and computes the summaries; [`report`] draws the AGP.
+
+pub mod report;
+pub mod series;
+pub mod service;
+
+pub use service::{
+    DeviceDataService, DeviceError, FileReport, GlucoseView, StoredReading, period, zone,
+};

@@ -1,0 +1,584 @@
+//! The device data service, on the record service: imports written as the caller (the PDP
+//! decides whether a patient may add to their own record, or a clinician to a patient's;
+//! every series is sealed and audited like any write), readings read back as the caller,
+//! and the glucose figures computed from them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Seek};
+use std::sync::Arc;
+
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+use medmesh_device_import::{Channel, DeviceKey, DeviceRecord, Format, ImportError, ReadReport};
+use medmesh_fhir::IssueType;
+use medmesh_glucose::{Reading, Summary};
+use medmesh_kernel::RequestContext;
+use medmesh_records::{RecordError, RecordService};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::series::{self, SeriesKey, Slots};
+
+/// Records per batch passed from the reader's thread to the writer.
+const BATCH: usize = 10_000;
+/// Batches in flight between them: with [`BATCH`], the bound on memory for any file size.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// Series held before they are merged into the record and written.
+const SERIES_PER_FLUSH: usize = 400;
+/// Ids per `_id` search when looking up existing series.
+const IDS_PER_SEARCH: usize = 100;
+/// The longest period one request reads (glucose summary, readings, AGP).
+pub const MAX_PERIOD_DAYS: i64 = 400;
+/// Days per search window when reading series (× devices stays under a page of 1,000).
+const WINDOW_DAYS: i64 = 50;
+/// Series referenced by one Provenance.
+const TARGETS_PER_PROVENANCE: usize = 500;
+
+/// Errors are the record service's: the PDP's refusal, a missing patient, an unreadable
+/// file (422 with the reader's reason, which never quotes the file).
+pub type DeviceError = RecordError;
+
+/// The device data service.
+pub struct DeviceDataService {
+    records: Arc<RecordService>,
+}
+
+/// What one file's import did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    /// The file's name as given (not stored).
+    pub file: String,
+    /// The format read.
+    pub format: &'static str,
+    /// What the reader saw: unit, records per channel, time range, skipped and rejected rows.
+    #[serde(flatten)]
+    pub read: ReadReport,
+    /// New or changed minute values written, per channel (0 on a re-import).
+    pub added: BTreeMap<String, u64>,
+    /// Day series written (new or changed).
+    pub series_written: u64,
+    /// Day series that already held everything in the file.
+    pub series_unchanged: u64,
+    /// The devices the file's records came from (model names).
+    pub devices: Vec<String>,
+}
+
+/// The glucose summary of a period.
+#[derive(Debug, Clone, Serialize)]
+pub struct GlucoseView {
+    /// The period's start (inclusive).
+    pub start: String,
+    /// The period's end (exclusive).
+    pub end: String,
+    /// The time zone whose days and times of day the figures use.
+    pub time_zone: String,
+    /// The unit of the glucose figures.
+    pub unit: &'static str,
+    /// Days in the period.
+    pub days: f64,
+    /// The figures.
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// One reading read back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredReading {
+    /// When.
+    pub at: Timestamp,
+    /// The value in the channel's unit.
+    pub value: f64,
+}
+
+impl DeviceDataService {
+    /// The service over `records`.
+    pub fn new(records: Arc<RecordService>) -> Self {
+        Self { records }
+    }
+
+    /// Imports one file for `patient`: reads it on a blocking thread (bounded memory),
+    /// merges its records into the patient's day series and writes what changed as the
+    /// caller, with the devices and a Provenance naming the caller and the file's format.
+    ///
+    /// # Errors
+    /// The patient is not found or not writable by the caller; the file is unreadable.
+    pub async fn import<R: Read + Seek + Send + 'static>(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        file: &str,
+        input: R,
+        format: Option<Format>,
+        zone: TimeZone,
+    ) -> Result<FileReport, DeviceError> {
+        // The patient must exist for the caller (the PDP's read decides; 404 otherwise).
+        self.records.read(ctx, "Patient", patient).await?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<DeviceRecord>>(BATCHES_IN_FLIGHT);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut sink = |record: DeviceRecord| {
+                batch.push(record);
+                if batch.len() >= BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    return tx.blocking_send(full).is_ok();
+                }
+                true
+            };
+            let result = medmesh_device_import::read(input, format, &zone, &mut sink);
+            if !batch.is_empty() && result.is_ok() {
+                let _ = tx.blocking_send(batch);
+            }
+            result
+        });
+        let mut writer = Writer::new(self, ctx, patient);
+        let mut failed: Option<DeviceError> = None;
+        while let Some(batch) = rx.recv().await {
+            if failed.is_some() {
+                continue;
+            }
+            writer.take(batch);
+            if writer.pending.len() >= SERIES_PER_FLUSH
+                && let Err(e) = writer.flush().await
+            {
+                failed = Some(e);
+                rx.close();
+            }
+        }
+        let read = reader
+            .await
+            .map_err(|_| RecordError::rule("the file could not be read"))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let (format, read) = read.map_err(import_error)?;
+        writer.flush().await?;
+        writer.provenance(format).await?;
+        Ok(FileReport {
+            file: file.to_owned(),
+            format: format.name(),
+            read,
+            added: writer.added,
+            series_written: writer.written.len() as u64,
+            series_unchanged: writer.unchanged,
+            devices: writer
+                .devices
+                .keys()
+                .map(|d| d.model.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        })
+    }
+
+    /// The readings of `channel` in `[start, end)`, from every device, in time order.
+    ///
+    /// # Errors
+    /// The caller may not read the patient's Observations; the period is too long.
+    pub async fn readings(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        channel: Channel,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<StoredReading>, DeviceError> {
+        check_period(start, end)?;
+        // A search answers only what the caller may see, which for a stranger is nothing:
+        // the patient's own read tells them no instead (404 when they may not know of them).
+        self.records.read(ctx, "Patient", patient).await?;
+        let mut out = Vec::new();
+        let mut from = start;
+        while from < end {
+            let to = (from + SignedDuration::from_hours(24 * WINDOW_DAYS)).min(end);
+            let found = self
+                .records
+                .search_resources(
+                    ctx,
+                    "Observation",
+                    &[
+                        ("patient", patient.to_owned()),
+                        (
+                            "code",
+                            format!("{}|{}", series::CHANNEL_SYSTEM, channel.name()),
+                        ),
+                        ("date", format!("ge{}", day_start(from))),
+                        ("date", format!("lt{}", to)),
+                        ("_count", "1000".to_owned()),
+                    ],
+                )
+                .await?;
+            for obs in found {
+                let Some(day) = series::day_of(&obs) else {
+                    continue;
+                };
+                for (minute, value) in series::slots_of(&obs) {
+                    if let Some(at) =
+                        series::instant(day, minute).filter(|at| *at >= from && *at < to)
+                    {
+                        out.push(StoredReading { at, value });
+                    }
+                }
+            }
+            from = to;
+        }
+        out.sort_by_key(|r| r.at);
+        Ok(out)
+    }
+
+    /// The time of the patient's latest sensor glucose reading, if any (the portal's default
+    /// period ends there).
+    ///
+    /// # Errors
+    /// The caller may not read the patient's Observations.
+    pub async fn latest_glucose(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+    ) -> Result<Option<Timestamp>, DeviceError> {
+        let found = self
+            .records
+            .search_resources(
+                ctx,
+                "Observation",
+                &[
+                    ("patient", patient.to_owned()),
+                    (
+                        "code",
+                        format!(
+                            "{}|{}",
+                            series::CHANNEL_SYSTEM,
+                            Channel::SensorGlucose.name()
+                        ),
+                    ),
+                    ("_sort", "-date".to_owned()),
+                    ("_count", "1".to_owned()),
+                ],
+            )
+            .await?;
+        Ok(found.first().and_then(|obs| {
+            let day = series::day_of(obs)?;
+            let last = series::slots_of(obs).keys().next_back().copied()?;
+            series::instant(day, last)
+        }))
+    }
+
+    /// The consensus glucose figures over `[start, end)`, from sensor glucose, with days and
+    /// times of day in `zone`.
+    ///
+    /// # Errors
+    /// As [`Self::readings`].
+    pub async fn glucose_summary(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        start: Timestamp,
+        end: Timestamp,
+        zone: &TimeZone,
+    ) -> Result<(GlucoseView, Vec<Reading>), DeviceError> {
+        let stored = self
+            .readings(ctx, patient, Channel::SensorGlucose, start, end)
+            .await?;
+        let local = medmesh_glucose::normalize(local_readings(&stored, zone));
+        let summary = medmesh_glucose::summarize(&local);
+        let view = GlucoseView {
+            start: start.to_string(),
+            end: end.to_string(),
+            time_zone: zone.iana_name().unwrap_or("UTC").to_owned(),
+            unit: "mg/dL",
+            days: (end.as_second() - start.as_second()) as f64 / 86_400.0,
+            summary,
+        };
+        Ok((view, local))
+    }
+
+    /// The AGP report over `[start, end)` as SVG.
+    ///
+    /// # Errors
+    /// As [`Self::readings`].
+    pub async fn agp_svg(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        start: Timestamp,
+        end: Timestamp,
+        zone: &TimeZone,
+    ) -> Result<String, DeviceError> {
+        let (view, local) = self.glucose_summary(ctx, patient, start, end, zone).await?;
+        let bins = medmesh_glucose::agp::modal_day(&local);
+        let days = medmesh_glucose::agp::daily_profiles(&local);
+        Ok(crate::report::agp_svg(&view, &bins, &days))
+    }
+}
+
+/// Readings at local wall-clock seconds in `zone`.
+pub fn local_readings(stored: &[StoredReading], zone: &TimeZone) -> Vec<Reading> {
+    stored
+        .iter()
+        .map(|r| Reading {
+            at: r.at.as_second() + i64::from(zone.to_offset(r.at).seconds()),
+            mg_dl: r.value,
+        })
+        .collect()
+}
+
+fn check_period(start: Timestamp, end: Timestamp) -> Result<(), DeviceError> {
+    if end <= start {
+        return Err(RecordError::invalid(
+            IssueType::Value,
+            "the period's end must be after its start",
+        ));
+    }
+    if end.as_second() - start.as_second() > MAX_PERIOD_DAYS * 86_400 {
+        return Err(RecordError::invalid(
+            IssueType::TooCostly,
+            format!("a period is at most {MAX_PERIOD_DAYS} days"),
+        ));
+    }
+    Ok(())
+}
+
+/// Midnight UTC of the day holding `at` (series are found by their day's period).
+fn day_start(at: Timestamp) -> Timestamp {
+    Timestamp::from_second(at.as_second().div_euclid(86_400) * 86_400).unwrap_or(at)
+}
+
+fn import_error(e: ImportError) -> DeviceError {
+    match e {
+        ImportError::TooLarge { .. } => RecordError::invalid(IssueType::TooCostly, e.to_string()),
+        other => RecordError::invalid(IssueType::Invalid, other.to_string()),
+    }
+}
+
+/// Merges batches into day series and writes them.
+struct Writer<'a> {
+    service: &'a DeviceDataService,
+    ctx: &'a RequestContext,
+    patient: &'a str,
+    /// Device keys seen, with their identifiers.
+    devices: HashMap<DeviceKey, String>,
+    /// The device behind each identifier.
+    by_id: HashMap<String, DeviceKey>,
+    pending: HashMap<SeriesKey, Slots>,
+    added: BTreeMap<String, u64>,
+    written: Vec<String>,
+    unchanged: u64,
+}
+
+impl<'a> Writer<'a> {
+    fn new(service: &'a DeviceDataService, ctx: &'a RequestContext, patient: &'a str) -> Self {
+        Self {
+            service,
+            ctx,
+            patient,
+            devices: HashMap::new(),
+            by_id: HashMap::new(),
+            pending: HashMap::new(),
+            added: BTreeMap::new(),
+            written: Vec::new(),
+            unchanged: 0,
+        }
+    }
+
+    /// Puts records into their series: in one import, values in the same minute add up
+    /// (insulin, carbs, steps) or the later wins (readings, rates).
+    fn take(&mut self, batch: Vec<DeviceRecord>) {
+        for record in batch {
+            let patient = self.patient;
+            let device = match self.devices.get(&record.device) {
+                Some(id) => id.clone(),
+                None => {
+                    let id = series::device_id(patient, &record.device);
+                    self.devices.insert(record.device.clone(), id.clone());
+                    self.by_id.insert(id.clone(), record.device.clone());
+                    id
+                }
+            };
+            let (day, minute) = series::day_and_minute(record.at);
+            let key = SeriesKey {
+                patient: self.patient.to_owned(),
+                device,
+                channel: record.channel,
+                day,
+            };
+            let slots = self.pending.entry(key).or_default();
+            // Values are kept at the series' precision (three decimals), so a re-import
+            // compares equal to what was stored.
+            if record.channel.sums() {
+                let sum = slots.entry(minute).or_insert(0.0);
+                *sum = series::round3(*sum + record.value);
+            } else {
+                slots.insert(minute, series::round3(record.value));
+            }
+        }
+    }
+
+    /// Writes every pending series merged over what the record holds (the file's minutes
+    /// replace the stored ones; the rest are kept).
+    async fn flush(&mut self) -> Result<(), DeviceError> {
+        let records = &self.service.records;
+        let pending: Vec<(SeriesKey, Slots)> =
+            std::mem::take(&mut self.pending).into_iter().collect();
+        let mut stored: HashMap<String, Slots> = HashMap::new();
+        for chunk in pending.chunks(IDS_PER_SEARCH) {
+            let ids = chunk
+                .iter()
+                .map(|(k, _)| k.id())
+                .collect::<Vec<_>>()
+                .join(",");
+            let found = records
+                .search_resources(
+                    self.ctx,
+                    "Observation",
+                    &[("_id", ids), ("_count", IDS_PER_SEARCH.to_string())],
+                )
+                .await?;
+            for obs in found {
+                if let Some(id) = obs.get("id").and_then(Value::as_str) {
+                    stored.insert(id.to_owned(), series::slots_of(&obs));
+                }
+            }
+        }
+        for (key, slots) in pending {
+            let id = key.id();
+            let mut merged = stored.remove(&id).unwrap_or_default();
+            let mut added = 0u64;
+            for (minute, value) in slots {
+                if merged.insert(minute, value) != Some(value) {
+                    added += 1;
+                }
+            }
+            if added == 0 {
+                self.unchanged += 1;
+                continue;
+            }
+            let Some(device) = self.by_id.get(&key.device) else {
+                continue;
+            };
+            records
+                .update(
+                    self.ctx,
+                    "Observation",
+                    &id,
+                    series::observation(&key, device, &merged),
+                    None,
+                )
+                .await?;
+            *self.added.entry(key.channel.name().to_owned()).or_default() += added;
+            self.written.push(id);
+        }
+        Ok(())
+    }
+
+    /// Records who imported what, when: a Provenance over the series written (none when
+    /// the import changed nothing).
+    async fn provenance(&self, format: Format) -> Result<(), DeviceError> {
+        let actor = self.ctx.actor();
+        let who = match (actor.clinician(), actor.patient()) {
+            (Some(c), _) => json!({"reference": c.practitioner}),
+            (None, Some(p)) => json!({"reference": format!("Patient/{p}")}),
+            _ => json!({"display": "node operator"}),
+        };
+        let recorded = medmesh_fhir::datetime::format_instant(self.service.records.core().now());
+        for targets in self.written.chunks(TARGETS_PER_PROVENANCE) {
+            // The patient is a target too: it puts the Provenance in their compartment.
+            let mut target: Vec<Value> = targets
+                .iter()
+                .map(|id| json!({"reference": format!("Observation/{id}")}))
+                .collect();
+            target.push(json!({"reference": format!("Patient/{}", self.patient)}));
+            let body = json!({
+                "resourceType": "Provenance",
+                "target": target,
+                "recorded": recorded,
+                "activity": {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                    "code": "CREATE",
+                }], "text": format!("device data import ({})", format.name())},
+                "agent": [{"who": who}],
+                "entity": [{"role": "source", "what": {"display": format!("{} export", format.name())}}],
+            });
+            self.service
+                .records
+                .create(self.ctx, "Provenance", body, None)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// The time zone named `name` (IANA), UTC when none is given.
+///
+/// # Errors
+/// The name is not a known zone.
+pub fn zone(name: Option<&str>) -> Result<TimeZone, DeviceError> {
+    match name.map(str::trim).filter(|n| !n.is_empty()) {
+        None => Ok(TimeZone::UTC),
+        Some(n) => TimeZone::get(n).map_err(|_| {
+            RecordError::invalid(IssueType::Value, "the time zone is not a known IANA zone")
+        }),
+    }
+}
+
+/// A period from its ends as given: a date (`2024-05-01`, a whole day in `zone`; an end date
+/// is included) or an instant (`2024-05-01T08:00:00Z`). By default the 14 days up to `now`
+/// (the consensus' minimum for a glucose summary).
+///
+/// # Errors
+/// An end is neither; the end is not after the start; the period is too long.
+pub fn period(
+    start: Option<&str>,
+    end: Option<&str>,
+    zone: &TimeZone,
+    now: Timestamp,
+) -> Result<(Timestamp, Timestamp), DeviceError> {
+    let parse = |text: &str, is_end: bool| -> Result<Timestamp, DeviceError> {
+        let text = text.trim();
+        if let Ok(at) = text.parse::<Timestamp>() {
+            return Ok(at);
+        }
+        let date: jiff::civil::Date = text.parse().map_err(|_| {
+            RecordError::invalid(
+                IssueType::Value,
+                "a period's ends are dates (YYYY-MM-DD) or instants",
+            )
+        })?;
+        let date = if is_end {
+            date.tomorrow().unwrap_or(date)
+        } else {
+            date
+        };
+        zone.to_ambiguous_timestamp(date.to_datetime(jiff::civil::Time::midnight()))
+            .compatible()
+            .map_err(|_| RecordError::invalid(IssueType::Value, "the date is out of range"))
+    };
+    let end = match end.filter(|e| !e.trim().is_empty()) {
+        Some(e) => parse(e, true)?,
+        None => now,
+    };
+    let start = match start.filter(|s| !s.trim().is_empty()) {
+        Some(s) => parse(s, false)?,
+        None => end - SignedDuration::from_hours(24 * 14),
+    };
+    check_period(start, end)?;
+    Ok((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_take_dates_in_the_zone_and_instants() {
+        let now: Timestamp = "2024-05-15T12:00:00Z".parse().unwrap();
+        let berlin = zone(Some("Europe/Berlin")).unwrap();
+        let (s, e) = period(Some("2024-05-01"), Some("2024-05-14"), &berlin, now).unwrap();
+        assert_eq!(s.to_string(), "2024-04-30T22:00:00Z");
+        assert_eq!(e.to_string(), "2024-05-14T22:00:00Z");
+        let (s, e) = period(None, None, &TimeZone::UTC, now).unwrap();
+        assert_eq!((s.to_string(), e), ("2024-05-01T12:00:00Z".to_owned(), now));
+        assert!(period(Some("2024-05-02"), Some("2024-05-01"), &TimeZone::UTC, now).is_err());
+        assert!(period(Some("2020-01-01"), Some("2024-05-01"), &TimeZone::UTC, now).is_err());
+        assert!(period(Some("yesterday"), None, &TimeZone::UTC, now).is_err());
+        assert!(zone(Some("Mars/Olympus")).is_err());
+    }
+}

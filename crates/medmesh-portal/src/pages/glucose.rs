@@ -1,0 +1,490 @@
+//! Glucose (`/glucose` for the patient, `/patients/{id}/glucose` for their clinicians): the
+//! consensus figures over a period, the AGP report, and a form to upload CGM, pump and phone
+//! exports. Everything goes through the device data service as the viewer, so the PDP
+//! decides who may read and who may add.
+
+use askama::Template;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use medmesh_device_import::Format;
+use medmesh_devices::FileReport;
+use medmesh_server::AppState;
+use serde::Deserialize;
+
+use crate::i18n::{Arg, Lang};
+use crate::layout::{Problem, Shell, problem, record_problem, render};
+use crate::pages::chart::{About, about};
+use crate::pages::{csrf_guard, refusal_words, valid_id};
+use crate::viewer::{Audience, Viewer};
+
+/// Time zones offered by the period and upload forms (any IANA name is taken).
+const ZONES: [&str; 12] = [
+    "UTC",
+    "Europe/London",
+    "Europe/Paris",
+    "Europe/Berlin",
+    "Europe/Amsterdam",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "Africa/Johannesburg",
+];
+
+/// The period asked for.
+#[derive(Debug, Default, Deserialize)]
+pub struct PeriodQuery {
+    /// First day (YYYY-MM-DD).
+    pub start: Option<String>,
+    /// Last day, included.
+    pub end: Option<String>,
+    /// IANA time zone.
+    pub tz: Option<String>,
+}
+
+/// One figure.
+pub struct MetricRow {
+    /// Its name in words.
+    pub label: String,
+    /// Its value in words.
+    pub value: String,
+    /// The consensus target, in words, or "".
+    pub target: String,
+}
+
+/// One uploaded file's outcome, in words.
+pub struct ImportRow {
+    /// The file's name as uploaded.
+    pub file: String,
+    /// What was read and what was new.
+    pub summary: String,
+    /// Rejected rows, in words, or "".
+    pub rejected: String,
+    /// Whether it failed as a whole.
+    pub failed: bool,
+}
+
+#[derive(Template)]
+#[template(path = "glucose.html")]
+struct GlucosePage {
+    shell: Shell,
+    about: Option<About>,
+    base: String,
+    start: String,
+    end: String,
+    tz: String,
+    zones: Vec<&'static str>,
+    readings: usize,
+    readings_text: String,
+    metrics: Vec<MetricRow>,
+    agp: String,
+    imported: Vec<ImportRow>,
+    error: Option<String>,
+}
+
+/// `GET /glucose`.
+pub async fn own(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<PeriodQuery>,
+) -> Response {
+    if viewer.audience != Audience::Patient {
+        return problem(viewer.lang, Problem::WrongAudience);
+    }
+    let Some(patient) = viewer.own_patient() else {
+        return problem(viewer.lang, Problem::NotFound);
+    };
+    show(&state, &viewer, &patient, None, q, Vec::new()).await
+}
+
+/// `GET /patients/{id}/glucose`.
+pub async fn of_patient(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(q): Query<PeriodQuery>,
+) -> Response {
+    if viewer.audience != Audience::Clinician {
+        return problem(viewer.lang, Problem::WrongAudience);
+    }
+    if !valid_id(&id) {
+        return problem(viewer.lang, Problem::NotFound);
+    }
+    let about = match about(&state, &viewer, &id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    show(&state, &viewer, &id, Some(about), q, Vec::new()).await
+}
+
+/// `POST /glucose/upload`.
+pub async fn upload_own(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Response {
+    if viewer.audience != Audience::Patient {
+        return problem(viewer.lang, Problem::WrongAudience);
+    }
+    let Some(patient) = viewer.own_patient() else {
+        return problem(viewer.lang, Problem::NotFound);
+    };
+    upload(&state, &viewer, &patient, None, form).await
+}
+
+/// `POST /patients/{id}/glucose/upload`.
+pub async fn upload_for(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Response {
+    if viewer.audience != Audience::Clinician {
+        return problem(viewer.lang, Problem::WrongAudience);
+    }
+    if !valid_id(&id) {
+        return problem(viewer.lang, Problem::NotFound);
+    }
+    let about = match about(&state, &viewer, &id).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    upload(&state, &viewer, &id, Some(about), form).await
+}
+
+/// Reads the form (its CSRF token first, then the format and zone, then the files), imports
+/// each file and shows the page with what each did.
+async fn upload(
+    state: &AppState,
+    viewer: &Viewer,
+    patient: &str,
+    about: Option<About>,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Response {
+    let lang = viewer.lang;
+    let Ok(mut form) = form else {
+        return problem(lang, Problem::BadInput);
+    };
+    let (mut csrf, mut format, mut zone_name) = (None::<String>, None, None::<String>);
+    let mut imported = Vec::new();
+    loop {
+        let mut field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(_) => return problem(lang, Problem::BadInput),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        if name != "file" {
+            let Ok(value) = field.text().await else {
+                return problem(lang, Problem::BadInput);
+            };
+            match name.as_str() {
+                "csrf" => csrf = Some(value),
+                "format" => format = Format::from_name(value.trim()),
+                "time_zone" => zone_name = Some(value),
+                _ => {}
+            }
+            continue;
+        }
+        // The token comes before any file: nothing is read for a forged form.
+        if let Some(refused) = csrf_guard(viewer, csrf.as_deref()) {
+            return refused;
+        }
+        let file_name = field
+            .file_name()
+            .unwrap_or("upload")
+            .chars()
+            .take(200)
+            .collect::<String>();
+        if file_name.is_empty() {
+            continue;
+        }
+        let file = match medmesh_server::devices::spool(&mut field).await {
+            Ok(f) => f,
+            Err(medmesh_server::devices::SpoolError::TooLarge) => {
+                imported.push(failed(file_name, lang.t("glucose-too-large")));
+                break;
+            }
+            Err(_) => return problem(lang, Problem::BadInput),
+        };
+        let zone = match medmesh_devices::zone(zone_name.as_deref()) {
+            Ok(z) => z,
+            Err(_) => {
+                imported.push(failed(file_name, lang.t("glucose-bad-zone")));
+                continue;
+            }
+        };
+        match state
+            .devices
+            .import(&viewer.ctx, patient, &file_name, file, format, zone)
+            .await
+        {
+            Ok(report) => imported.push(import_row(lang, &report)),
+            Err(e) => match refusal_words(&e) {
+                Some(words) => imported.push(failed(file_name, words)),
+                None => return record_problem(lang, &e),
+            },
+        }
+    }
+    if csrf_guard(viewer, csrf.as_deref()).is_some() {
+        return problem(lang, Problem::Forbidden);
+    }
+    let q = PeriodQuery {
+        tz: zone_name,
+        ..PeriodQuery::default()
+    };
+    show(state, viewer, patient, about, q, imported).await
+}
+
+fn failed(file: String, reason: String) -> ImportRow {
+    ImportRow {
+        file,
+        summary: reason,
+        rejected: String::new(),
+        failed: true,
+    }
+}
+
+fn import_row(lang: Lang, r: &FileReport) -> ImportRow {
+    let read: u64 = r.read.records.values().sum();
+    let added: u64 = r.added.values().sum();
+    let mut summary = lang.t_with(
+        "glucose-imported",
+        &[
+            (
+                "format",
+                Arg::Text(lang.t(&format!("glucose-format-{}", r.format))),
+            ),
+            ("read", Arg::Number(read as f64)),
+            ("added", Arg::Number(added as f64)),
+        ],
+    );
+    if let (Some(first), Some(last)) = (r.read.first, r.read.last) {
+        summary.push_str(&format!(
+            " ({} – {})",
+            &first.to_string()[..10],
+            &last.to_string()[..10]
+        ));
+    }
+    let rejected = if r.read.rejected_total == 0 {
+        String::new()
+    } else {
+        let lines: Vec<String> = r
+            .read
+            .rejected
+            .iter()
+            .take(5)
+            .map(|x| format!("{}: {}", x.line, x.reason))
+            .collect();
+        lang.t_with(
+            "glucose-rejected",
+            &[
+                ("count", Arg::Number(r.read.rejected_total as f64)),
+                ("lines", Arg::Text(lines.join("; "))),
+            ],
+        )
+    };
+    ImportRow {
+        file: r.file.clone(),
+        summary,
+        rejected,
+        failed: false,
+    }
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1} %"))
+}
+
+fn num(v: Option<f64>, unit: &str) -> String {
+    v.map_or_else(
+        || "–".to_owned(),
+        |v| format!("{v:.0} {unit}").trim_end().to_owned(),
+    )
+}
+
+async fn show(
+    state: &AppState,
+    viewer: &Viewer,
+    patient: &str,
+    about: Option<About>,
+    q: PeriodQuery,
+    imported: Vec<ImportRow>,
+) -> Response {
+    let lang = viewer.lang;
+    let tz_name =
+        q.tz.as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .unwrap_or("UTC")
+            .to_owned();
+    let Ok(zone) = medmesh_devices::zone(Some(&tz_name)) else {
+        return problem(lang, Problem::BadInput);
+    };
+    // By default the 14 days up to the latest reading (or today).
+    let latest = match state.devices.latest_glucose(&viewer.ctx, patient).await {
+        Ok(l) => l,
+        Err(e) => return record_problem(lang, &e),
+    };
+    let now = jiff::Timestamp::from_microsecond(state.records.core().now())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let anchor = latest.unwrap_or(now);
+    let anchor_day = zone.to_offset(anchor).to_datetime(anchor).date();
+    let end = q
+        .end
+        .clone()
+        .filter(|e| !e.trim().is_empty())
+        .unwrap_or_else(|| anchor_day.to_string());
+    let start = q
+        .start
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| {
+            anchor_day
+                .checked_sub(jiff::Span::new().days(13))
+                .unwrap_or(anchor_day)
+                .to_string()
+        });
+    let (from, to) = match medmesh_devices::period(Some(&start), Some(&end), &zone, now) {
+        Ok(p) => p,
+        Err(e) => {
+            let error = refusal_words(&e).or_else(|| Some(lang.t("glucose-bad-period")));
+            return page(
+                viewer,
+                patient,
+                about,
+                start,
+                end,
+                tz_name,
+                0,
+                Vec::new(),
+                String::new(),
+                imported,
+                error,
+            );
+        }
+    };
+    let (view, local) = match state
+        .devices
+        .glucose_summary(&viewer.ctx, patient, from, to, &zone)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return record_problem(lang, &e),
+    };
+    let s = &view.summary;
+    let metrics = vec![
+        MetricRow {
+            label: lang.t("glucose-tir"),
+            value: pct(s.in_range_70_180),
+            target: lang.t("glucose-target-tir"),
+        },
+        MetricRow {
+            label: lang.t("glucose-tbr-54"),
+            value: pct(s.below_54),
+            target: lang.t("glucose-target-tbr-54"),
+        },
+        MetricRow {
+            label: lang.t("glucose-tbr-70"),
+            value: pct(s.below_70),
+            target: lang.t("glucose-target-tbr-70"),
+        },
+        MetricRow {
+            label: lang.t("glucose-tar-180"),
+            value: pct(s.above_180),
+            target: lang.t("glucose-target-tar-180"),
+        },
+        MetricRow {
+            label: lang.t("glucose-tar-250"),
+            value: pct(s.above_250),
+            target: lang.t("glucose-target-tar-250"),
+        },
+        MetricRow {
+            label: lang.t("glucose-mean"),
+            value: num(s.mean_glu, "mg/dL"),
+            target: String::new(),
+        },
+        MetricRow {
+            label: lang.t("glucose-gmi"),
+            value: pct(s.gmi),
+            target: String::new(),
+        },
+        MetricRow {
+            label: lang.t("glucose-cv"),
+            value: pct(s.cv_glu),
+            target: lang.t("glucose-target-cv"),
+        },
+        MetricRow {
+            label: lang.t("glucose-gri"),
+            value: num(s.gri, ""),
+            target: String::new(),
+        },
+        MetricRow {
+            label: lang.t("glucose-active"),
+            value: pct(s.active_percent),
+            target: lang.t("glucose-target-active"),
+        },
+    ];
+    let agp = if s.readings > 0 {
+        let bins = medmesh_glucose::agp::modal_day(&local);
+        let days = medmesh_glucose::agp::daily_profiles(&local);
+        medmesh_devices::report::agp_svg(&view, &bins, &days)
+    } else {
+        String::new()
+    };
+    page(
+        viewer, patient, about, start, end, tz_name, s.readings, metrics, agp, imported, None,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn page(
+    viewer: &Viewer,
+    patient: &str,
+    about: Option<About>,
+    start: String,
+    end: String,
+    tz: String,
+    readings: usize,
+    metrics: Vec<MetricRow>,
+    agp: String,
+    imported: Vec<ImportRow>,
+    error: Option<String>,
+) -> Response {
+    let (here, base) = match &about {
+        Some(_) => (
+            format!("/patients/{patient}/glucose"),
+            format!("/patients/{patient}/glucose"),
+        ),
+        None => ("/glucose".to_owned(), "/glucose".to_owned()),
+    };
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    render(
+        status,
+        &GlucosePage {
+            shell: Shell::new(viewer, &here, "glucose-title"),
+            about,
+            base,
+            start,
+            end,
+            tz,
+            zones: ZONES.to_vec(),
+            readings,
+            readings_text: viewer.lang.t_with(
+                "glucose-readings",
+                &[("count", Arg::Number(readings as f64))],
+            ),
+            metrics,
+            agp,
+            imported,
+            error,
+        },
+    )
+}

@@ -1,0 +1,229 @@
+//! Device data on the JSON API: uploads (`POST /api/patients/{id}/device-data`, multipart)
+//! and the glucose figures, readings and AGP report
+//! (`/api/patients/{id}/glucose/{summary,readings,agp.svg}`). Extract, call
+//! [`medmesh_devices::DeviceDataService`], render.
+
+use std::io::Seek;
+
+use axum::Json;
+use axum::extract::{Multipart, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use medmesh_device_import::{Channel, Format};
+use medmesh_fhir::IssueType;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::AppState;
+use crate::api::{ApiPath, ApiQuery};
+use crate::auth::Authenticated;
+use crate::response::ApiError;
+
+/// The largest device file one upload takes (an Apple Health export.zip of years).
+pub const MAX_DEVICE_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Files per upload.
+pub const MAX_DEVICE_FILES: usize = 20;
+
+/// `POST /api/patients/{id}/device-data` (multipart/form-data): optional `format`
+/// (`libreview`, `dexcom-clarity`, `carelink`, `apple-health`, `nightscout`; detected when
+/// absent) and `time_zone` (IANA, for exports written in local time; UTC when absent), then
+/// one or more `file` fields. Each file is spooled to a temporary file, read and merged
+/// into the patient's record; the answer reports each.
+pub async fn upload(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let mut form = form.map_err(|_| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueType::NotSupported,
+            "the body must be multipart/form-data",
+        )
+    })?;
+    let bad_form = |_| ApiError::bad_request("the multipart body is malformed");
+    let (mut format, mut zone_name) = (None, None);
+    let mut reports = Vec::new();
+    while let Some(mut field) = form.next_field().await.map_err(bad_form)? {
+        match field.name().unwrap_or_default() {
+            "format" => {
+                let name = field.text().await.map_err(bad_form)?;
+                let name = name.trim();
+                if !name.is_empty() {
+                    format = Some(Format::from_name(name).ok_or_else(|| ApiError::bad_request("format is not one of libreview, dexcom-clarity, carelink, apple-health, nightscout"))?);
+                }
+            }
+            "time_zone" => zone_name = Some(field.text().await.map_err(bad_form)?),
+            "file" => {
+                if reports.len() >= MAX_DEVICE_FILES {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        IssueType::TooCostly,
+                        format!("at most {MAX_DEVICE_FILES} files per upload"),
+                    ));
+                }
+                let name = field.file_name().unwrap_or("upload").to_owned();
+                let file = spool(&mut field).await.map_err(|e| match e {
+                    SpoolError::TooLarge => ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        IssueType::TooCostly,
+                        format!("a file is at most {MAX_DEVICE_FILE_BYTES} bytes"),
+                    ),
+                    SpoolError::Malformed => {
+                        ApiError::bad_request("the multipart body is malformed")
+                    }
+                    SpoolError::Io => ApiError::internal(),
+                })?;
+                let zone = medmesh_devices::zone(zone_name.as_deref())?;
+                let report = state
+                    .devices
+                    .import(&ctx, &patient, &name, file, format, zone)
+                    .await?;
+                reports.push(report);
+            }
+            _ => {
+                let _ = field.text().await.map_err(bad_form)?;
+            }
+        }
+    }
+    if reports.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Required,
+            "the form has no file field",
+        ));
+    }
+    Ok(Json(json!({ "files": reports })).into_response())
+}
+
+/// Why an uploaded file could not be spooled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolError {
+    /// Larger than [`MAX_DEVICE_FILE_BYTES`].
+    TooLarge,
+    /// The multipart body broke off or is malformed.
+    Malformed,
+    /// The temporary file could not be written.
+    Io,
+}
+
+/// Copies an uploaded file field to an anonymous temporary file (deleted when dropped),
+/// rewound, at most [`MAX_DEVICE_FILE_BYTES`]: the device importers read from it, so the
+/// upload is never held in memory. The pages' upload uses it too.
+///
+/// # Errors
+/// See [`SpoolError`].
+pub async fn spool(
+    field: &mut axum::extract::multipart::Field<'_>,
+) -> Result<std::fs::File, SpoolError> {
+    let spool = tempfile::tempfile().map_err(|_| SpoolError::Io)?;
+    let mut out = tokio::fs::File::from_std(spool);
+    let mut size: u64 = 0;
+    while let Some(chunk) = field.chunk().await.map_err(|_| SpoolError::Malformed)? {
+        size += chunk.len() as u64;
+        if size > MAX_DEVICE_FILE_BYTES {
+            return Err(SpoolError::TooLarge);
+        }
+        out.write_all(&chunk).await.map_err(|_| SpoolError::Io)?;
+    }
+    out.flush().await.map_err(|_| SpoolError::Io)?;
+    let mut file = out.into_std().await;
+    file.rewind().map_err(|_| SpoolError::Io)?;
+    Ok(file)
+}
+
+/// The query of the glucose reads: the period and its zone.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlucoseQuery {
+    /// A date (a whole day in the zone) or an instant; 14 days before `end` by default.
+    pub start: Option<String>,
+    /// A date (included) or an instant; now by default.
+    pub end: Option<String>,
+    /// The IANA zone of the days and times of day; UTC by default.
+    pub tz: Option<String>,
+    /// For readings: the channel (`sensor-glucose` by default).
+    pub channel: Option<String>,
+}
+
+fn period_of(
+    state: &AppState,
+    q: &GlucoseQuery,
+) -> Result<(jiff::Timestamp, jiff::Timestamp, jiff::tz::TimeZone), ApiError> {
+    let zone = medmesh_devices::zone(q.tz.as_deref())?;
+    let now = jiff::Timestamp::from_microsecond(state.records.core().now())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let (start, end) = medmesh_devices::period(q.start.as_deref(), q.end.as_deref(), &zone, now)?;
+    Ok((start, end, zone))
+}
+
+/// `GET /api/patients/{id}/glucose/summary`: the consensus figures, named as iglu names them.
+pub async fn summary(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GlucoseQuery>,
+) -> Result<Response, ApiError> {
+    let (start, end, zone) = period_of(&state, &q)?;
+    let (view, _) = state
+        .devices
+        .glucose_summary(&ctx, &patient, start, end, &zone)
+        .await?;
+    Ok(Json(view).into_response())
+}
+
+/// `GET /api/patients/{id}/glucose/readings`: one channel's readings, with UTC and local times.
+pub async fn readings(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GlucoseQuery>,
+) -> Result<Response, ApiError> {
+    let (start, end, zone) = period_of(&state, &q)?;
+    let channel = match q.channel.as_deref() {
+        None | Some("") => Channel::SensorGlucose,
+        Some(name) => Channel::from_name(name)
+            .ok_or_else(|| ApiError::bad_request("channel is not a known channel"))?,
+    };
+    let stored = state
+        .devices
+        .readings(&ctx, &patient, channel, start, end)
+        .await?;
+    let readings: Vec<Value> = stored
+        .iter()
+        .map(|r| {
+            let local = zone.to_offset(r.at).to_datetime(r.at);
+            json!({"time": r.at.to_string(), "local": local.to_string(), "value": r.value})
+        })
+        .collect();
+    Ok(Json(json!({
+        "channel": channel.name(),
+        "unit": channel.ucum(),
+        "time_zone": zone.iana_name().unwrap_or("UTC"),
+        "readings": readings,
+    }))
+    .into_response())
+}
+
+/// `GET /api/patients/{id}/glucose/agp.svg`: the AGP report.
+pub async fn agp_svg(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GlucoseQuery>,
+) -> Result<Response, ApiError> {
+    let (start, end, zone) = period_of(&state, &q)?;
+    let svg = state
+        .devices
+        .agp_svg(&ctx, &patient, start, end, &zone)
+        .await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        svg,
+    )
+        .into_response())
+}
