@@ -1,5 +1,7 @@
 //! Every device sample in `../shared/testdata` reads, with its counts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -41,9 +43,17 @@ fn counts(path: &Path) -> (String, BTreeMap<String, u64>, u64) {
     )
 }
 
+/// A sample's name, format, records per channel and rejected rows.
+type Expected = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, u64)],
+    u64,
+);
+
 /// What each sample holds: format, records per channel, rejected rows. Nightscout's
 /// rejected entries are Dexcom error codes (sgv 5), not glucose.
-const EXPECTED: &[(&str, &str, &[(&str, u64)], u64)] = &[
+const EXPECTED: &[Expected] = &[
     (
         "export.xml",
         "apple-health",

@@ -1,6 +1,8 @@
 //! The real formats' variants that the shared samples do not show: US and European locales,
 //! mmol/L, "Low"/"High", clinic preambles, Libre 3, CareLink's device sections, Apple's zip.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail loudly by design
+
 use std::io::{Cursor, Write};
 
 use jiff::tz::TimeZone;

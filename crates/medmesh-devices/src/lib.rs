@@ -8,10 +8,12 @@
 //! audit log records every step). [`service::DeviceDataService`] imports files, reads the
 //! readings back and computes the summaries; [`report`] draws the AGP.
 
+pub mod cgm_ig;
 pub mod report;
 pub mod series;
 pub mod service;
 
 pub use service::{
-    DeviceDataService, DeviceError, FileReport, GlucoseView, StoredReading, period, zone,
+    DeviceDataService, DeviceError, FileReport, ForecastView, GlucoseView, Insights, PanelOrder,
+    PanelRow, StoredReading, period, zone,
 };

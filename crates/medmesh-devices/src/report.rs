@@ -34,7 +34,7 @@ pub fn agp_svg(view: &GlucoseView, bins: &[Bin], days: &[DailyProfile]) -> Strin
     let s = &view.summary;
     let daily = &days[days.len().saturating_sub(14)..];
     let rows = daily.len().div_ceil(7).max(1);
-    let height = 640.0 + rows as f64 * 110.0;
+    let height = 680.0 + rows as f64 * 110.0;
     let mut svg = String::new();
     let desc = format!(
         "{} readings over {:.0} days ({} CGM active). Mean glucose {}, GMI {}, CV {}. Time below 54 mg/dL {}, 54 to 69 {}, in range 70 to 180 {}, 181 to 250 {}, above 250 {}.",

@@ -81,6 +81,60 @@ pub struct GlucoseView {
     pub summary: Summary,
 }
 
+/// The longest period whose readings one CGM export holds, days.
+pub const MAX_EXPORT_READING_DAYS: i64 = 31;
+
+/// The most patients a panel lists.
+pub const MAX_PANEL: usize = 200;
+
+/// How the clinicians' panel is sorted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanelOrder {
+    /// By the glycemia risk index, highest first.
+    Gri,
+    /// By the time below 70 mg/dL, highest first.
+    BelowRange,
+}
+
+/// One patient on the panel.
+#[derive(Debug, Clone, Serialize)]
+pub struct PanelRow {
+    /// The patient's id.
+    pub patient: String,
+    /// Their figures over the panel's days.
+    #[serde(flatten)]
+    pub summary: Summary,
+}
+
+/// What the forecast view says of itself.
+const FORECAST_NOTE: &str = "A statistical estimate from your own recent readings, insulin and carbs. It is not a dosing aid: check with your meter and follow your care plan.";
+
+/// Correlations and excursions over a period.
+#[derive(Debug, Clone, Serialize)]
+pub struct Insights {
+    /// Glucose against each factor that has data.
+    pub correlations: Vec<medmesh_glucose::correlation::Correlation>,
+    /// After meals and after workouts.
+    pub excursions: Vec<medmesh_glucose::correlation::Excursion>,
+    /// What the figures are not.
+    pub note: &'static str,
+}
+
+/// The forecast from the latest reading.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForecastView {
+    /// The latest reading's time (UTC), None without readings.
+    pub latest: Option<String>,
+    /// 30 and 60 minutes ahead (times in local wall-clock seconds), with their bands.
+    pub predictions: Vec<medmesh_glucose::forecast::Prediction>,
+    /// The model's error on the last two days, beside the baselines.
+    pub evaluations: Vec<medmesh_glucose::forecast::Evaluation>,
+    /// Days of readings the model was fitted on.
+    pub training_days: usize,
+    /// What it is not.
+    pub note: &'static str,
+}
+
 /// One reading read back.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StoredReading {
@@ -94,6 +148,11 @@ impl DeviceDataService {
     /// The service over `records`.
     pub fn new(records: Arc<RecordService>) -> Self {
         Self { records }
+    }
+
+    /// The injected clock's time (the default period ends now).
+    pub fn now(&self) -> Timestamp {
+        Timestamp::from_microsecond(self.records.core().now()).unwrap_or(Timestamp::UNIX_EPOCH)
     }
 
     /// Imports one file for `patient`: reads it on a blocking thread (bounded memory),
@@ -289,6 +348,242 @@ impl DeviceDataService {
             summary,
         };
         Ok((view, local))
+    }
+
+    /// A factor's readings at local wall-clock seconds.
+    async fn local_series(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        channel: Channel,
+        start: Timestamp,
+        end: Timestamp,
+        zone: &TimeZone,
+    ) -> Result<Vec<(i64, f64)>, DeviceError> {
+        let stored = self.readings(ctx, patient, channel, start, end).await?;
+        Ok(stored
+            .iter()
+            .map(|r| {
+                (
+                    r.at.as_second() + i64::from(zone.to_offset(r.at).seconds()),
+                    r.value,
+                )
+            })
+            .collect())
+    }
+
+    /// How glucose moved with insulin, carbs, heart rate, steps and workouts over the period:
+    /// lagged correlations and the excursions after meals and exercise.
+    ///
+    /// # Errors
+    /// As [`Self::readings`].
+    pub async fn insights(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        start: Timestamp,
+        end: Timestamp,
+        zone: &TimeZone,
+    ) -> Result<Insights, DeviceError> {
+        use medmesh_glucose::correlation::{Aggregate, correlate, excursions};
+        let (_, glucose) = self.glucose_summary(ctx, patient, start, end, zone).await?;
+        let mut correlations = Vec::new();
+        let mut by_channel = HashMap::new();
+        for (channel, how) in [
+            (Channel::BolusInsulin, Aggregate::Sum),
+            (Channel::BasalRate, Aggregate::Hold),
+            (Channel::Carbs, Aggregate::Sum),
+            (Channel::HeartRate, Aggregate::Mean),
+            (Channel::Steps, Aggregate::Sum),
+            (Channel::Workout, Aggregate::Sum),
+        ] {
+            let series = self
+                .local_series(ctx, patient, channel, start, end, zone)
+                .await?;
+            if !series.is_empty() {
+                correlations.push(correlate(channel.name(), &glucose, &series, how));
+            }
+            by_channel.insert(channel, series);
+        }
+        let meals: Vec<(i64, f64)> = by_channel
+            .get(&Channel::Carbs)
+            .map(|c| c.iter().copied().filter(|(_, g)| *g >= 10.0).collect())
+            .unwrap_or_default();
+        let workouts = by_channel.remove(&Channel::Workout).unwrap_or_default();
+        Ok(Insights {
+            correlations,
+            excursions: vec![
+                excursions("meals of 10 g or more", &glucose, &meals, true),
+                excursions("workouts", &glucose, &workouts, false),
+            ],
+            note: "These describe the past period only. They are not advice on insulin doses or treatment; discuss changes with your care team.",
+        })
+    }
+
+    /// The glucose forecast 30 and 60 minutes after the latest reading, fitted on the 30 days
+    /// before it (with logged insulin and carbs), and the model's error on the last 2 of them
+    /// beside the baselines.
+    ///
+    /// # Errors
+    /// As [`Self::readings`].
+    pub async fn forecast(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        zone: &TimeZone,
+    ) -> Result<ForecastView, DeviceError> {
+        use medmesh_glucose::forecast::{Event, evaluate, fit};
+        let Some(latest) = self.latest_glucose(ctx, patient).await? else {
+            return Ok(ForecastView {
+                latest: None,
+                predictions: Vec::new(),
+                evaluations: Vec::new(),
+                training_days: 0,
+                note: FORECAST_NOTE,
+            });
+        };
+        let end = latest + SignedDuration::from_secs(60);
+        let start = end - SignedDuration::from_hours(24 * 30);
+        let (_, glucose) = self.glucose_summary(ctx, patient, start, end, zone).await?;
+        let events = |s: Vec<(i64, f64)>| {
+            s.into_iter()
+                .map(|(at, amount)| Event { at, amount })
+                .collect::<Vec<_>>()
+        };
+        let insulin = events(
+            self.local_series(ctx, patient, Channel::BolusInsulin, start, end, zone)
+                .await?,
+        );
+        let carbs = events(
+            self.local_series(ctx, patient, Channel::Carbs, start, end, zone)
+                .await?,
+        );
+        let mut predictions = Vec::new();
+        let mut evaluations = Vec::new();
+        for horizon in [30, 60] {
+            if let Some(p) = fit(&glucose, &insulin, &carbs, horizon)
+                .and_then(|m| m.predict(&glucose, &insulin, &carbs))
+            {
+                predictions.push(p);
+            }
+            if let Some(e) = evaluate(&glucose, &insulin, &carbs, horizon, 2) {
+                evaluations.push(e);
+            }
+        }
+        let days = {
+            let mut d: Vec<i64> = glucose.iter().map(|r| r.at.div_euclid(86_400)).collect();
+            d.dedup();
+            d.len()
+        };
+        Ok(ForecastView {
+            latest: Some(latest.to_string()),
+            predictions,
+            evaluations,
+            training_days: days,
+            note: FORECAST_NOTE,
+        })
+    }
+
+    /// The caller's patients with sensor glucose in the `days` days up to `now`, each with
+    /// their figures, sorted by `order` (the highest risk first): the clinician's panel.
+    /// Whom the caller sees is the PDP's answer to their search; at most [`MAX_PANEL`].
+    ///
+    /// # Errors
+    /// The caller may not search Observations.
+    pub async fn panel(
+        &self,
+        ctx: &RequestContext,
+        now: Timestamp,
+        days: i64,
+        order: PanelOrder,
+        zone: &TimeZone,
+    ) -> Result<Vec<PanelRow>, DeviceError> {
+        let start = now - SignedDuration::from_hours(24 * days.clamp(1, 90));
+        let found = self
+            .records
+            .search_resources(
+                ctx,
+                "Observation",
+                &[
+                    (
+                        "code",
+                        format!(
+                            "{}|{}",
+                            series::CHANNEL_SYSTEM,
+                            Channel::SensorGlucose.name()
+                        ),
+                    ),
+                    ("date", format!("ge{}", day_start(start))),
+                    ("_elements", "subject".to_owned()),
+                    ("_count", "1000".to_owned()),
+                ],
+            )
+            .await?;
+        let mut patients: Vec<String> = found
+            .iter()
+            .filter_map(|o| {
+                o.pointer("/subject/reference")?
+                    .as_str()?
+                    .strip_prefix("Patient/")
+                    .map(str::to_owned)
+            })
+            .collect();
+        patients.sort();
+        patients.dedup();
+        patients.truncate(MAX_PANEL);
+        let mut rows = Vec::new();
+        for patient in patients {
+            let (view, _) = self
+                .glucose_summary(ctx, &patient, start, now, zone)
+                .await?;
+            if view.summary.readings > 0 {
+                rows.push(PanelRow {
+                    patient,
+                    summary: view.summary,
+                });
+            }
+        }
+        let key = |r: &PanelRow| match order {
+            PanelOrder::Gri => r.summary.gri,
+            PanelOrder::BelowRange => r.summary.below_70,
+        };
+        rows.sort_by(|a, b| key(b).unwrap_or(-1.0).total_cmp(&key(a).unwrap_or(-1.0)));
+        Ok(rows)
+    }
+
+    /// The CGM implementation guide's export over `[start, end)`: the summary and, when
+    /// `with_readings` (at most [`MAX_EXPORT_READING_DAYS`] days), each sensor reading.
+    ///
+    /// # Errors
+    /// As [`Self::readings`]; readings asked for over a longer period.
+    pub async fn cgm_export(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        start: Timestamp,
+        end: Timestamp,
+        zone: &TimeZone,
+        with_readings: bool,
+    ) -> Result<Value, DeviceError> {
+        if with_readings && end.as_second() - start.as_second() > MAX_EXPORT_READING_DAYS * 86_400 {
+            return Err(RecordError::invalid(
+                IssueType::TooCostly,
+                format!(
+                    "readings are exported for at most {MAX_EXPORT_READING_DAYS} days at a time; ask for readings=false for the summary alone"
+                ),
+            ));
+        }
+        let (view, _) = self.glucose_summary(ctx, patient, start, end, zone).await?;
+        let readings: Vec<(String, f64)> = if with_readings {
+            self.readings(ctx, patient, Channel::SensorGlucose, start, end)
+                .await?
+                .iter()
+                .map(|r| (r.at.to_string(), r.value))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(crate::cgm_ig::bundle(patient, &view, &readings))
     }
 
     /// The AGP report over `[start, end)` as SVG.

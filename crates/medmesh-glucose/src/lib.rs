@@ -7,6 +7,8 @@
 //! onto a regular grid (CONGA, MODD, MAGE), [`grid::day_by_day`] does the same, step for step.
 
 pub mod agp;
+pub mod correlation;
+pub mod forecast;
 pub mod grid;
 pub mod mage;
 pub mod metrics;

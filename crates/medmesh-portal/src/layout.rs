@@ -90,6 +90,7 @@ impl Shell {
                 ("/home", "nav-home"),
                 ("/patients", "nav-patients"),
                 ("/worklist", "nav-worklist"),
+                ("/glucose/panel", "nav-glucose-panel"),
                 ("/messages", "nav-messages"),
                 ("/calendar", "nav-calendar"),
                 ("/referrals", "nav-referrals"),

@@ -136,6 +136,7 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         .route("/prescriptions/{id}/sign", get(pages::prescribe::sign))
         .route("/care", get(pages::care::care))
         .route("/glucose", get(pages::glucose::own))
+        .route("/glucose/panel", get(pages::glucose::panel))
         .route(
             "/glucose/upload",
             post(pages::glucose::upload_own).layer(axum::extract::DefaultBodyLimit::disable()),

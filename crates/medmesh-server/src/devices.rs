@@ -145,6 +145,8 @@ pub struct GlucoseQuery {
     pub tz: Option<String>,
     /// For readings: the channel (`sensor-glucose` by default).
     pub channel: Option<String>,
+    /// For the CGM export: whether to include each reading (true by default).
+    pub readings: Option<bool>,
 }
 
 fn period_of(
@@ -152,8 +154,7 @@ fn period_of(
     q: &GlucoseQuery,
 ) -> Result<(jiff::Timestamp, jiff::Timestamp, jiff::tz::TimeZone), ApiError> {
     let zone = medmesh_devices::zone(q.tz.as_deref())?;
-    let now = jiff::Timestamp::from_microsecond(state.records.core().now())
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let now = state.devices.now();
     let (start, end) = medmesh_devices::period(q.start.as_deref(), q.end.as_deref(), &zone, now)?;
     Ok((start, end, zone))
 }
@@ -224,6 +225,102 @@ pub async fn agp_svg(
             (header::CACHE_CONTROL, "no-store"),
         ],
         svg,
+    )
+        .into_response())
+}
+
+/// `GET /api/patients/{id}/glucose/correlations`: glucose against insulin, carbs, heart
+/// rate, steps and workouts, and the excursions after meals and exercise.
+pub async fn correlations(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GlucoseQuery>,
+) -> Result<Response, ApiError> {
+    let (start, end, zone) = period_of(&state, &q)?;
+    let insights = state
+        .devices
+        .insights(&ctx, &patient, start, end, &zone)
+        .await?;
+    Ok(Json(insights).into_response())
+}
+
+/// `GET /api/patients/{id}/glucose/forecast`: 30 and 60 minutes after the latest reading,
+/// with bands, and the model's measured error beside the baselines.
+pub async fn forecast(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GlucoseQuery>,
+) -> Result<Response, ApiError> {
+    let zone = medmesh_devices::zone(q.tz.as_deref())?;
+    let view = state.devices.forecast(&ctx, &patient, &zone).await?;
+    Ok(Json(view).into_response())
+}
+
+/// The query of the clinicians' panel.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PanelQuery {
+    /// Days up to now (14 by default, at most 90).
+    pub days: Option<i64>,
+    /// `gri` (default) or `below_70`.
+    pub sort: Option<String>,
+    /// The IANA zone of the figures' days.
+    pub tz: Option<String>,
+}
+
+/// Parses the panel's order.
+///
+/// # Errors
+/// Neither `gri` nor `below_70`.
+pub fn panel_order(sort: Option<&str>) -> Result<medmesh_devices::PanelOrder, ApiError> {
+    match sort.unwrap_or("gri") {
+        "gri" => Ok(medmesh_devices::PanelOrder::Gri),
+        "below_70" => Ok(medmesh_devices::PanelOrder::BelowRange),
+        _ => Err(ApiError::bad_request("sort is gri or below_70")),
+    }
+}
+
+/// `GET /api/glucose/panel`: the caller's patients with CGM data, highest risk first.
+pub async fn panel(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiQuery(q): ApiQuery<PanelQuery>,
+) -> Result<Response, ApiError> {
+    let order = panel_order(q.sort.as_deref())?;
+    let zone = medmesh_devices::zone(q.tz.as_deref())?;
+    let now = state.devices.now();
+    let rows = state
+        .devices
+        .panel(&ctx, now, q.days.unwrap_or(14), order, &zone)
+        .await?;
+    Ok(Json(json!({ "patients": rows })).into_response())
+}
+
+/// `GET /api/patients/{id}/glucose/cgm-bundle`: the HL7 CGM implementation guide's export (a
+/// collection Bundle: the CGM Summary, its members and the sensor readings).
+pub async fn cgm_bundle(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GlucoseQuery>,
+) -> Result<Response, ApiError> {
+    let (start, end, zone) = period_of(&state, &q)?;
+    let bundle = state
+        .devices
+        .cgm_export(
+            &ctx,
+            &patient,
+            start,
+            end,
+            &zone,
+            q.readings.unwrap_or(true),
+        )
+        .await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/fhir+json")],
+        Json(bundle),
     )
         .into_response())
 }

@@ -518,6 +518,19 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
         )
         .route("/api/patients/{id}/glucose/agp.svg", get(devices::agp_svg))
         .route(
+            "/api/patients/{id}/glucose/correlations",
+            get(devices::correlations),
+        )
+        .route(
+            "/api/patients/{id}/glucose/forecast",
+            get(devices::forecast),
+        )
+        .route("/api/glucose/panel", get(devices::panel))
+        .route(
+            "/api/patients/{id}/glucose/cgm-bundle",
+            get(devices::cgm_bundle),
+        )
+        .route(
             "/api/messages/threads",
             get(messaging::threads).post(messaging::create_thread),
         )

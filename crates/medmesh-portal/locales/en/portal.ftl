@@ -1162,3 +1162,37 @@ glucose-rejected = { $count ->
 glucose-too-large = The file is too large.
 glucose-bad-zone = The time zone is not known.
 glucose-bad-period = The period is not valid: give a first and a last day, at most 400 days apart.
+glucose-forecast = Forecast from the latest reading
+glucose-forecast-when = When
+glucose-forecast-value = Expected
+glucose-forecast-range = Likely range
+glucose-forecast-in = In { $minutes } minutes
+glucose-forecast-band = { $low } to { $high } mg/dL
+glucose-forecast-error = Tried on the last two days, { $minutes } minutes ahead it was off by { $model } mg/dL on average (holding the last reading: { $naive } mg/dL).
+glucose-forecast-note = A statistical estimate from your own recent readings, insulin and carbs. It is not a dosing aid: check with your meter and follow your care plan.
+glucose-patterns = Patterns in the period
+glucose-pattern-factor = Glucose and
+glucose-pattern-figure = What the data show
+glucose-pattern-basis = Based on
+glucose-patterns-note = These describe the period only and show associations, not causes. They are not advice on doses: talk changes through with your care team.
+glucose-correlation = correlation { $r }, strongest { $lag } minutes later
+glucose-excursion = { $change } mg/dL on average, over { $events } events
+glucose-days = { $days ->
+    [one] one day
+   *[other] { $days } days
+}
+glucose-factor-bolus-insulin = Bolus insulin
+glucose-factor-basal-rate = Basal rate
+glucose-factor-carbs = Carbohydrates
+glucose-factor-heart-rate = Heart rate
+glucose-factor-steps = Steps
+glucose-factor-workout = Workouts
+glucose-after-meals = After meals
+glucose-after-workouts = After workouts
+nav-glucose-panel = Glucose panel
+glucose-panel-title = Glucose panel
+glucose-panel-intro = Your patients with continuous glucose data in the last 14 days, the highest risk first.
+glucose-panel-by-gri = By glycemia risk index
+glucose-panel-by-tbr = By time below range
+glucose-panel-none = None of your patients has sensor glucose readings in the last 14 days.
+glucose-panel-patient = Patient

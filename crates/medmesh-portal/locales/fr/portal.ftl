@@ -1161,3 +1161,37 @@ glucose-rejected = { $count ->
 glucose-too-large = Le fichier est trop volumineux.
 glucose-bad-zone = Ce fuseau horaire est inconnu.
 glucose-bad-period = La période n'est pas valide : indiquez un premier et un dernier jour, au plus 400 jours d'écart.
+glucose-forecast = Prévision depuis la dernière mesure
+glucose-forecast-when = Quand
+glucose-forecast-value = Attendu
+glucose-forecast-range = Fourchette probable
+glucose-forecast-in = Dans { $minutes } minutes
+glucose-forecast-band = { $low } à { $high } mg/dL
+glucose-forecast-error = Essayée sur les deux derniers jours, à { $minutes } minutes elle s'écartait de { $model } mg/dL en moyenne (en gardant la dernière mesure : { $naive } mg/dL).
+glucose-forecast-note = Une estimation statistique à partir de vos propres mesures, insuline et glucides récents. Ce n'est pas une aide au dosage : vérifiez avec votre lecteur et suivez votre plan de soins.
+glucose-patterns = Tendances de la période
+glucose-pattern-factor = Glycémie et
+glucose-pattern-figure = Ce que montrent les données
+glucose-pattern-basis = Sur la base de
+glucose-patterns-note = Elles décrivent la période seulement et montrent des associations, pas des causes. Ce ne sont pas des conseils de dosage : parlez des changements avec votre équipe de soins.
+glucose-correlation = corrélation { $r }, la plus forte { $lag } minutes après
+glucose-excursion = { $change } mg/dL en moyenne, sur { $events } événements
+glucose-days = { $days ->
+    [one] un jour
+   *[other] { $days } jours
+}
+glucose-factor-bolus-insulin = Insuline en bolus
+glucose-factor-basal-rate = Débit basal
+glucose-factor-carbs = Glucides
+glucose-factor-heart-rate = Fréquence cardiaque
+glucose-factor-steps = Pas
+glucose-factor-workout = Entraînements
+glucose-after-meals = Après les repas
+glucose-after-workouts = Après l'exercice
+nav-glucose-panel = Tableau glycémique
+glucose-panel-title = Tableau glycémique
+glucose-panel-intro = Vos patients avec des données de glucose en continu ces 14 derniers jours, le risque le plus élevé d'abord.
+glucose-panel-by-gri = Par indice de risque glycémique
+glucose-panel-by-tbr = Par temps sous la cible
+glucose-panel-none = Aucun de vos patients n'a de mesures de capteur ces 14 derniers jours.
+glucose-panel-patient = Patient

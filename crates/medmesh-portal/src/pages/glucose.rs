@@ -67,6 +67,26 @@ pub struct ImportRow {
     pub failed: bool,
 }
 
+/// A forecast row, in words.
+pub struct ForecastRow {
+    /// "In 30 minutes".
+    pub when: String,
+    /// "118 mg/dL".
+    pub value: String,
+    /// "likely 104 to 133 mg/dL".
+    pub band: String,
+}
+
+/// A pattern row, in words.
+pub struct PatternRow {
+    /// What glucose is set against.
+    pub factor: String,
+    /// The figure.
+    pub figure: String,
+    /// Days behind it and its uncertainty.
+    pub caveat: String,
+}
+
 #[derive(Template)]
 #[template(path = "glucose.html")]
 struct GlucosePage {
@@ -81,6 +101,9 @@ struct GlucosePage {
     readings_text: String,
     metrics: Vec<MetricRow>,
     agp: String,
+    forecast: Vec<ForecastRow>,
+    forecast_error: String,
+    patterns: Vec<PatternRow>,
     imported: Vec<ImportRow>,
     error: Option<String>,
 }
@@ -329,8 +352,7 @@ async fn show(
         Ok(l) => l,
         Err(e) => return record_problem(lang, &e),
     };
-    let now = jiff::Timestamp::from_microsecond(state.records.core().now())
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let now = state.devices.now();
     let anchor = latest.unwrap_or(now);
     let anchor_day = zone.to_offset(anchor).to_datetime(anchor).date();
     let end = q
@@ -361,7 +383,7 @@ async fn show(
                 tz_name,
                 0,
                 Vec::new(),
-                String::new(),
+                Charts::default(),
                 imported,
                 error,
             );
@@ -428,6 +450,19 @@ async fn show(
             target: lang.t("glucose-target-active"),
         },
     ];
+    let (forecast, forecast_error) = match state.devices.forecast(&viewer.ctx, patient, &zone).await
+    {
+        Ok(f) => forecast_rows(lang, &f),
+        Err(e) => return record_problem(lang, &e),
+    };
+    let patterns = match state
+        .devices
+        .insights(&viewer.ctx, patient, from, to, &zone)
+        .await
+    {
+        Ok(i) => pattern_rows(lang, &i),
+        Err(e) => return record_problem(lang, &e),
+    };
     let agp = if s.readings > 0 {
         let bins = medmesh_glucose::agp::modal_day(&local);
         let days = medmesh_glucose::agp::daily_profiles(&local);
@@ -435,9 +470,101 @@ async fn show(
     } else {
         String::new()
     };
+    let charts = Charts {
+        agp,
+        forecast,
+        forecast_error,
+        patterns,
+    };
     page(
-        viewer, patient, about, start, end, tz_name, s.readings, metrics, agp, imported, None,
+        viewer, patient, about, start, end, tz_name, s.readings, metrics, charts, imported, None,
     )
+}
+
+/// What the page shows below the figures.
+#[derive(Default)]
+struct Charts {
+    agp: String,
+    forecast: Vec<ForecastRow>,
+    forecast_error: String,
+    patterns: Vec<PatternRow>,
+}
+
+fn forecast_rows(lang: Lang, f: &medmesh_devices::ForecastView) -> (Vec<ForecastRow>, String) {
+    let rows = f
+        .predictions
+        .iter()
+        .map(|p| ForecastRow {
+            when: lang.t_with(
+                "glucose-forecast-in",
+                &[("minutes", Arg::Number(p.horizon as f64))],
+            ),
+            value: format!("{:.0} mg/dL", p.mg_dl),
+            band: lang.t_with(
+                "glucose-forecast-band",
+                &[
+                    ("low", Arg::Text(format!("{:.0}", p.low))),
+                    ("high", Arg::Text(format!("{:.0}", p.high))),
+                ],
+            ),
+        })
+        .collect();
+    let error = f
+        .evaluations
+        .first()
+        .map(|e| {
+            lang.t_with(
+                "glucose-forecast-error",
+                &[
+                    ("minutes", Arg::Number(e.horizon as f64)),
+                    ("model", Arg::Text(format!("{:.0}", e.model.rmse))),
+                    ("naive", Arg::Text(format!("{:.0}", e.last_value.rmse))),
+                ],
+            )
+        })
+        .unwrap_or_default();
+    (rows, error)
+}
+
+fn pattern_rows(lang: Lang, i: &medmesh_devices::Insights) -> Vec<PatternRow> {
+    let mut rows: Vec<PatternRow> = i
+        .correlations
+        .iter()
+        .filter_map(|c| {
+            let r = c.r?;
+            Some(PatternRow {
+                factor: lang.t(&format!("glucose-factor-{}", c.factor)),
+                figure: lang.t_with(
+                    "glucose-correlation",
+                    &[
+                        ("r", Arg::Text(format!("{r:+.2}"))),
+                        ("lag", Arg::Number(c.lag_minutes as f64)),
+                    ],
+                ),
+                caveat: lang.t_with("glucose-days", &[("days", Arg::Number(c.days as f64))]),
+            })
+        })
+        .collect();
+    for e in &i.excursions {
+        if let Some(change) = e.mean_change {
+            rows.push(PatternRow {
+                factor: lang.t(if e.after.starts_with("meals") {
+                    "glucose-after-meals"
+                } else {
+                    "glucose-after-workouts"
+                }),
+                figure: lang.t_with(
+                    "glucose-excursion",
+                    &[
+                        ("change", Arg::Text(format!("{change:+.0}"))),
+                        ("events", Arg::Number(e.events as f64)),
+                    ],
+                ),
+                caveat: lang.t_with("glucose-days", &[("days", Arg::Number(e.days as f64))]),
+            });
+        }
+    }
+    rows
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -450,7 +577,7 @@ fn page(
     tz: String,
     readings: usize,
     metrics: Vec<MetricRow>,
-    agp: String,
+    charts: Charts,
     imported: Vec<ImportRow>,
     error: Option<String>,
 ) -> Response {
@@ -482,9 +609,102 @@ fn page(
                 &[("count", Arg::Number(readings as f64))],
             ),
             metrics,
-            agp,
+            agp: charts.agp,
+            forecast: charts.forecast,
+            forecast_error: charts.forecast_error,
+            patterns: charts.patterns,
             imported,
             error,
+        },
+    )
+}
+
+/// One patient on the clinicians' panel.
+pub struct PanelEntry {
+    /// The patient's id.
+    pub id: String,
+    /// Their name.
+    pub name: String,
+    /// The figures, in words.
+    pub gri: String,
+    /// Time below 70.
+    pub below_70: String,
+    /// Time below 54.
+    pub below_54: String,
+    /// Time in range.
+    pub in_range: String,
+    /// Sensor active.
+    pub active: String,
+}
+
+#[derive(Template)]
+#[template(path = "glucose_panel.html")]
+struct PanelPage {
+    shell: Shell,
+    by_gri: bool,
+    entries: Vec<PanelEntry>,
+}
+
+/// The panel's sort.
+#[derive(Debug, Default, Deserialize)]
+pub struct PanelQuery {
+    /// `gri` (default) or `below_70`.
+    pub sort: Option<String>,
+}
+
+/// `GET /glucose/panel`: the clinician's patients with CGM data in the last 14 days, the
+/// highest glycemia risk (or the most time below range) first.
+pub async fn panel(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<PanelQuery>,
+) -> Response {
+    let lang = viewer.lang;
+    if viewer.audience != Audience::Clinician {
+        return problem(lang, Problem::WrongAudience);
+    }
+    let by_gri = q.sort.as_deref() != Some("below_70");
+    let order = if by_gri {
+        medmesh_devices::PanelOrder::Gri
+    } else {
+        medmesh_devices::PanelOrder::BelowRange
+    };
+    let now = state.devices.now();
+    let rows = match state
+        .devices
+        .panel(&viewer.ctx, now, 14, order, &jiff::tz::TimeZone::UTC)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return record_problem(lang, &e),
+    };
+    let mut names = medmesh_records::reading::Names::new();
+    let mut entries = Vec::with_capacity(rows.len());
+    for r in rows {
+        let name = names
+            .of(
+                &state.records,
+                &viewer.ctx,
+                &format!("Patient/{}", r.patient),
+            )
+            .await;
+        let s = &r.summary;
+        entries.push(PanelEntry {
+            id: r.patient,
+            name,
+            gri: num(s.gri, ""),
+            below_70: pct(s.below_70),
+            below_54: pct(s.below_54),
+            in_range: pct(s.in_range_70_180),
+            active: pct(s.active_percent),
+        });
+    }
+    render(
+        StatusCode::OK,
+        &PanelPage {
+            shell: Shell::new(&viewer, "/glucose/panel", "glucose-panel-title"),
+            by_gri,
+            entries,
         },
     )
 }

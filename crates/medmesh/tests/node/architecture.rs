@@ -39,7 +39,7 @@ fn sources(krate: &str) -> Vec<(PathBuf, String)> {
 }
 
 /// Domain and application crates: no web framework, no SQL driver, no HTTP client.
-const INNER: [&str; 23] = [
+const INNER: [&str; 29] = [
     "medmesh-kernel",
     "medmesh-fhir",
     "medmesh-auth",
@@ -63,6 +63,12 @@ const INNER: [&str; 23] = [
     "medmesh-scheduling",
     "medmesh-subscriptions",
     "medmesh-medications",
+    "medmesh-care",
+    "medmesh-messaging",
+    "medmesh-telehealth",
+    "medmesh-device-import",
+    "medmesh-glucose",
+    "medmesh-devices",
 ];
 
 #[test]

@@ -94,6 +94,37 @@ async fn device_data(node: Node) {
     assert_eq!(b["files"][0]["series_unchanged"].as_u64(), Some(written));
     assert!(b["files"][0]["added"].as_object().unwrap().is_empty());
 
+    // The forecast from the latest reading, with its band and its measured error.
+    let (s, _, forecast) = pat
+        .get_raw("/api/patients/pat/glucose/forecast?tz=America/Los_Angeles")
+        .await;
+    assert_eq!(s, StatusCode::OK, "{forecast}");
+    assert_eq!(forecast["latest"], "2016-11-01T16:19:00Z");
+    let predictions = forecast["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 2, "{forecast}");
+    for p in predictions {
+        let (low, mid, high) = (
+            p["low"].as_f64().unwrap(),
+            p["mg_dl"].as_f64().unwrap(),
+            p["high"].as_f64().unwrap(),
+        );
+        assert!(
+            low <= mid && mid <= high && (40.0..400.0).contains(&mid),
+            "{p}"
+        );
+    }
+    for e in forecast["evaluations"].as_array().unwrap() {
+        assert!(
+            e["model"]["rmse"].as_f64() < e["last_value"]["rmse"].as_f64(),
+            "{e}"
+        );
+    }
+    assert!(
+        forecast["note"]
+            .as_str()
+            .unwrap()
+            .contains("not a dosing aid")
+    );
     // Her GP adds a LibreView export; a stranger can do neither.
     let libre = sample("cgm-libreview-glyco/tiny_sample.csv");
     let (s, b) = upload(&gp, "pat", &[], "libre.csv", &libre).await;
@@ -169,6 +200,71 @@ async fn device_data(node: Node) {
         svg.contains("Ambulatory glucose profile") && svg.contains("Time in ranges"),
         "{svg}"
     );
+
+    // The correlations: no insulin, carbs or activity in this export, so none to show.
+    let (s, _, insights) = pat
+        .get_raw(&format!("/api/patients/pat/glucose/correlations?{q}"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{insights}");
+    assert!(
+        insights["correlations"].as_array().unwrap().is_empty(),
+        "{insights}"
+    );
+    assert_eq!(insights["excursions"][0]["events"], 0);
+
+    // The clinicians' panel: the GP sees her patient (data in the period), a stranger none.
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let entries: Vec<serde_json::Value> = (0..864)
+        .map(|i: i64| serde_json::json!({"type": "sgv", "sgv": 60 + (i % 40) * 3, "date": now_ms - i * 300_000, "device": "xDrip"}))
+        .collect();
+    let (s, b) = upload(
+        &pat,
+        "pat",
+        &[],
+        "entries.json",
+        serde_json::to_string(&entries).unwrap().as_bytes(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _, panel) = gp.get_raw("/api/glucose/panel?days=14&sort=below_70").await;
+    assert_eq!(s, StatusCode::OK, "{panel}");
+    assert_eq!(panel["patients"][0]["patient"], "pat", "{panel}");
+    assert_eq!(panel["patients"][0]["readings"], 864);
+    assert!(
+        panel["patients"][0]["below_70"].as_f64().unwrap() > 5.0,
+        "{panel}"
+    );
+    let (s, _, none) = stranger.get_raw("/api/glucose/panel?days=90").await;
+    assert_eq!(s, StatusCode::OK, "{none}");
+    assert!(none["patients"].as_array().unwrap().is_empty(), "{none}");
+    let (s, _, bad) = gp.get_raw("/api/glucose/panel?sort=age").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+
+    // The CGM implementation guide's export: the summary, its members and the readings.
+    let (s, _, cgm) = pat.get_raw("/api/patients/pat/glucose/cgm-bundle?start=2016-10-24&end=2016-11-01&tz=America/Los_Angeles").await;
+    assert_eq!(s, StatusCode::OK, "{cgm}");
+    assert_eq!(cgm["type"], "collection");
+    let entries = cgm["entry"].as_array().unwrap();
+    assert_eq!(
+        entries[0]["resource"]["meta"]["profile"][0],
+        "http://hl7.org/fhir/uv/cgm/StructureDefinition/cgm-summary"
+    );
+    assert_eq!(
+        entries[0]["resource"]["hasMember"]
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    let readings_exported = entries
+        .iter()
+        .filter(|e| e["resource"]["code"]["coding"][0]["code"] == "99504-3")
+        .count() as u64;
+    assert_eq!(readings_exported, added);
+    let (s, _, big) = pat
+        .get_raw("/api/patients/pat/glucose/cgm-bundle?start=2016-01-01&end=2016-11-01")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{big}");
 
     // FHIR clients see Observations with SampledData, the Device and the Provenance.
     let bundle = pat
