@@ -169,28 +169,37 @@ fn atomic(gl: &[f64]) -> [Option<f64>; 2] {
         indexes.push(k);
     }
 
-    let plus = excursions_up(&minmax, sd);
-    let minus = excursions_down(&minmax, sd);
+    let plus = excursions(&minmax, sd, true);
+    let minus = excursions(&minmax, sd, false);
     let mean_of = |h: &[f64]| (!h.is_empty()).then(|| crate::mean(h.iter().copied()));
     [mean_of(&plus), mean_of(&minus).map(f64::abs)]
 }
 
 /// The first index of the largest value (NaN counts as largest, as numpy's argmax has it).
-fn arg_extreme(values: impl Iterator<Item = f64>, largest: bool) -> (usize, f64) {
+fn arg_max(values: impl Iterator<Item = f64>) -> (usize, f64) {
     let mut best = (0usize, f64::NAN);
     for (i, v) in values.enumerate() {
         if v.is_nan() {
             return (i, f64::NAN);
         }
-        if i == 0 || (largest && v > best.1) || (!largest && v < best.1) {
+        if i == 0 || v > best.1 {
             best = (i, v);
         }
     }
     best
 }
 
-/// Upward excursions larger than `sd`: nadir to the peak that follows, riding the peak up.
-fn excursions_up(m: &[f64], sd: f64) -> Vec<f64> {
+/// Excursions larger than `sd`, as iglu's `calculate_mage_plus` (`up`: from a nadir to the
+/// peak that follows, riding the peak up) and `calculate_mage_minus` (down: the mirror
+/// image, run here on the negated values). The two differ in one step only: after an
+/// excursion up the search restarts where the ride ended, after one down at the nadir.
+/// The heights come back in the direction of travel (negative for `down`).
+fn excursions(values: &[f64], sd: f64, up: bool) -> Vec<f64> {
+    let m: Vec<f64> = if up {
+        values.to_vec()
+    } else {
+        values.iter().map(|v| -v).collect()
+    };
     let n = m.len();
     let mut heights = Vec::new();
     let (mut j, mut prev_j) = (0usize, 0usize);
@@ -199,7 +208,7 @@ fn excursions_up(m: &[f64], sd: f64) -> Vec<f64> {
             j += 1;
             continue;
         }
-        let (off, max_v) = arg_extreme((prev_j..=j).map(|r| m[j] - m[r]), true);
+        let (off, max_v) = arg_max((prev_j..=j).map(|r| m[j] - m[r]));
         let i = off + prev_j;
         if max_v > sd {
             let mut k = j;
@@ -208,41 +217,9 @@ fn excursions_up(m: &[f64], sd: f64) -> Vec<f64> {
                     j = k;
                 }
                 if m[k] - m[j] < -sd || k == n - 1 {
-                    heights.push(m[j] - m[i]);
-                    prev_j = k;
-                    j = k;
-                    break;
-                }
-                k += 1;
-            }
-        } else {
-            j += 1;
-        }
-    }
-    heights
-}
-
-/// Downward excursions larger than `sd`: peak to the nadir that follows, riding it down.
-fn excursions_down(m: &[f64], sd: f64) -> Vec<f64> {
-    let n = m.len();
-    let mut heights = Vec::new();
-    let (mut j, mut prev_j) = (0usize, 0usize);
-    while j < n {
-        if prev_j > j {
-            j += 1;
-            continue;
-        }
-        let (off, min_v) = arg_extreme((prev_j..=j).map(|r| m[j] - m[r]), false);
-        let i = off + prev_j;
-        if min_v < -sd {
-            let mut k = j;
-            while k < n {
-                if m[k] <= m[j] {
-                    j = k;
-                }
-                if m[k] - m[j] > sd || k == n - 1 {
-                    heights.push(m[j] - m[i]);
-                    prev_j = j;
+                    let height = m[j] - m[i];
+                    heights.push(if up { height } else { -height });
+                    prev_j = if up { k } else { j };
                     j = k;
                     break;
                 }
