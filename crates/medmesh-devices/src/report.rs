@@ -29,6 +29,16 @@ fn fmt(value: Option<f64>, decimals: usize, suffix: &str) -> String {
     value.map_or_else(|| "–".to_owned(), |v| format!("{v:.decimals$}{suffix}"))
 }
 
+/// The AGP report for `view` and the readings behind it: their modal day and daily
+/// profiles, drawn.
+pub fn agp_report(view: &GlucoseView, readings: &[medmesh_glucose::Reading]) -> String {
+    agp_svg(
+        view,
+        &medmesh_glucose::agp::modal_day(readings),
+        &medmesh_glucose::agp::daily_profiles(readings),
+    )
+}
+
 /// The AGP report for `view` over `bins` (the modal day) and `days` (daily profiles).
 pub fn agp_svg(view: &GlucoseView, bins: &[Bin], days: &[DailyProfile]) -> String {
     let s = &view.summary;

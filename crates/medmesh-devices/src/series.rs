@@ -17,6 +17,11 @@ use sha2::{Digest, Sha256};
 pub const MINUTES: usize = 1440;
 /// The code system of the channels (each series' second coding, and its search code).
 pub const CHANNEL_SYSTEM: &str = "https://medmesh.dev/fhir/CodeSystem/device-channel";
+
+/// The `code` search value that finds a channel's series (`system|code`).
+pub fn channel_token(channel: Channel) -> String {
+    format!("{CHANNEL_SYSTEM}|{}", channel.name())
+}
 /// The identifier system of a series' contained Device (the value is [`device_id`]).
 pub const DEVICE_SYSTEM: &str = "https://medmesh.dev/fhir/device";
 /// The identifier system of series (the value is the series' id).

@@ -241,10 +241,36 @@ impl DeviceDataService {
         start: Timestamp,
         end: Timestamp,
     ) -> Result<Vec<StoredReading>, DeviceError> {
+        self.check(ctx, patient, start, end).await?;
+        self.series_readings(ctx, patient, channel, start, end)
+            .await
+    }
+
+    /// The period's bounds, and the patient's own read: a search answers only what the
+    /// caller may see, which for a stranger is nothing; the read tells them no instead (404
+    /// when they may not know of the patient). Each public read makes it once.
+    async fn check(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<(), DeviceError> {
         check_period(start, end)?;
-        // A search answers only what the caller may see, which for a stranger is nothing:
-        // the patient's own read tells them no instead (404 when they may not know of them).
         self.records.read(ctx, "Patient", patient).await?;
+        Ok(())
+    }
+
+    /// A channel's readings in `[start, end)`, searched as the caller, with no check of its
+    /// own (see [`Self::check`]).
+    async fn series_readings(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        channel: Channel,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Result<Vec<StoredReading>, DeviceError> {
         let mut out = Vec::new();
         let mut from = start;
         while from < end {
@@ -256,10 +282,7 @@ impl DeviceDataService {
                     "Observation",
                     &[
                         ("patient", patient.to_owned()),
-                        (
-                            "code",
-                            format!("{}|{}", series::CHANNEL_SYSTEM, channel.name()),
-                        ),
+                        ("code", series::channel_token(channel)),
                         ("date", format!("ge{}", day_start(from))),
                         ("date", format!("lt{}", to)),
                         ("_count", "1000".to_owned()),
@@ -301,14 +324,7 @@ impl DeviceDataService {
                 "Observation",
                 &[
                     ("patient", patient.to_owned()),
-                    (
-                        "code",
-                        format!(
-                            "{}|{}",
-                            series::CHANNEL_SYSTEM,
-                            Channel::SensorGlucose.name()
-                        ),
-                    ),
+                    ("code", series::channel_token(Channel::SensorGlucose)),
                     ("_sort", "-date".to_owned()),
                     ("_count", "1".to_owned()),
                 ],
@@ -334,23 +350,14 @@ impl DeviceDataService {
         end: Timestamp,
         zone: &TimeZone,
     ) -> Result<(GlucoseView, Vec<Reading>), DeviceError> {
+        self.check(ctx, patient, start, end).await?;
         let stored = self
-            .readings(ctx, patient, Channel::SensorGlucose, start, end)
+            .series_readings(ctx, patient, Channel::SensorGlucose, start, end)
             .await?;
-        let local = medmesh_glucose::normalize(local_readings(&stored, zone));
-        let summary = medmesh_glucose::summarize(&local);
-        let view = GlucoseView {
-            start: start.to_string(),
-            end: end.to_string(),
-            time_zone: zone.iana_name().unwrap_or("UTC").to_owned(),
-            unit: "mg/dL",
-            days: (end.as_second() - start.as_second()) as f64 / 86_400.0,
-            summary,
-        };
-        Ok((view, local))
+        Ok(glucose_view(&stored, start, end, zone))
     }
 
-    /// A factor's readings at local wall-clock seconds.
+    /// A factor's readings at local wall-clock seconds (no check of its own).
     async fn local_series(
         &self,
         ctx: &RequestContext,
@@ -360,15 +367,12 @@ impl DeviceDataService {
         end: Timestamp,
         zone: &TimeZone,
     ) -> Result<Vec<(i64, f64)>, DeviceError> {
-        let stored = self.readings(ctx, patient, channel, start, end).await?;
+        let stored = self
+            .series_readings(ctx, patient, channel, start, end)
+            .await?;
         Ok(stored
             .iter()
-            .map(|r| {
-                (
-                    r.at.as_second() + i64::from(zone.to_offset(r.at).seconds()),
-                    r.value,
-                )
-            })
+            .map(|r| (local_seconds(r.at, zone), r.value))
             .collect())
     }
 
@@ -385,8 +389,26 @@ impl DeviceDataService {
         end: Timestamp,
         zone: &TimeZone,
     ) -> Result<Insights, DeviceError> {
-        use medmesh_glucose::correlation::{Aggregate, correlate, excursions};
         let (_, glucose) = self.glucose_summary(ctx, patient, start, end, zone).await?;
+        self.insights_of(ctx, patient, start, end, zone, &glucose)
+            .await
+    }
+
+    /// [`Self::insights`] over the period's sensor glucose already read (by
+    /// [`Self::glucose_summary`], which checked the period and the patient).
+    ///
+    /// # Errors
+    /// As [`Self::readings`].
+    pub async fn insights_of(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        start: Timestamp,
+        end: Timestamp,
+        zone: &TimeZone,
+        glucose: &[Reading],
+    ) -> Result<Insights, DeviceError> {
+        use medmesh_glucose::correlation::{Aggregate, correlate, excursions};
         let mut correlations = Vec::new();
         let mut by_channel = HashMap::new();
         for (channel, how) in [
@@ -401,7 +423,7 @@ impl DeviceDataService {
                 .local_series(ctx, patient, channel, start, end, zone)
                 .await?;
             if !series.is_empty() {
-                correlations.push(correlate(channel.name(), &glucose, &series, how));
+                correlations.push(correlate(channel.name(), glucose, &series, how));
             }
             by_channel.insert(channel, series);
         }
@@ -413,8 +435,8 @@ impl DeviceDataService {
         Ok(Insights {
             correlations,
             excursions: vec![
-                excursions("meals of 10 g or more", &glucose, &meals, true),
-                excursions("workouts", &glucose, &workouts, false),
+                excursions("meals of 10 g or more", glucose, &meals, true),
+                excursions("workouts", glucose, &workouts, false),
             ],
             note: "These describe the past period only. They are not advice on insulin doses or treatment; discuss changes with your care team.",
         })
@@ -432,8 +454,25 @@ impl DeviceDataService {
         patient: &str,
         zone: &TimeZone,
     ) -> Result<ForecastView, DeviceError> {
+        self.records.read(ctx, "Patient", patient).await?;
+        let latest = self.latest_glucose(ctx, patient).await?;
+        self.forecast_from(ctx, patient, latest, zone).await
+    }
+
+    /// [`Self::forecast`] from `latest` (the patient's latest sensor reading, as
+    /// [`Self::latest_glucose`] found it; None gives an empty forecast).
+    ///
+    /// # Errors
+    /// As [`Self::readings`].
+    pub async fn forecast_from(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        latest: Option<Timestamp>,
+        zone: &TimeZone,
+    ) -> Result<ForecastView, DeviceError> {
         use medmesh_glucose::forecast::{Event, evaluate, fit};
-        let Some(latest) = self.latest_glucose(ctx, patient).await? else {
+        let Some(latest) = latest else {
             return Ok(ForecastView {
                 latest: None,
                 predictions: Vec::new(),
@@ -444,7 +483,10 @@ impl DeviceDataService {
         };
         let end = latest + SignedDuration::from_secs(60);
         let start = end - SignedDuration::from_hours(24 * 30);
-        let (_, glucose) = self.glucose_summary(ctx, patient, start, end, zone).await?;
+        let stored = self
+            .series_readings(ctx, patient, Channel::SensorGlucose, start, end)
+            .await?;
+        let (_, glucose) = glucose_view(&stored, start, end, zone);
         let events = |s: Vec<(i64, f64)>| {
             s.into_iter()
                 .map(|(at, amount)| Event { at, amount })
@@ -505,14 +547,7 @@ impl DeviceDataService {
                 ctx,
                 "Observation",
                 &[
-                    (
-                        "code",
-                        format!(
-                            "{}|{}",
-                            series::CHANNEL_SYSTEM,
-                            Channel::SensorGlucose.name()
-                        ),
-                    ),
+                    ("code", series::channel_token(Channel::SensorGlucose)),
                     ("date", format!("ge{}", day_start(start))),
                     ("_elements", "subject".to_owned()),
                     ("_count", "1000".to_owned()),
@@ -573,13 +608,14 @@ impl DeviceDataService {
                 ),
             ));
         }
-        let (view, _) = self.glucose_summary(ctx, patient, start, end, zone).await?;
+        // One read of the period's readings serves the summary and the exported readings.
+        self.check(ctx, patient, start, end).await?;
+        let stored = self
+            .series_readings(ctx, patient, Channel::SensorGlucose, start, end)
+            .await?;
+        let (view, _) = glucose_view(&stored, start, end, zone);
         let readings: Vec<(String, f64)> = if with_readings {
-            self.readings(ctx, patient, Channel::SensorGlucose, start, end)
-                .await?
-                .iter()
-                .map(|r| (r.at.to_string(), r.value))
-                .collect()
+            stored.iter().map(|r| (r.at.to_string(), r.value)).collect()
         } else {
             Vec::new()
         };
@@ -599,10 +635,13 @@ impl DeviceDataService {
         zone: &TimeZone,
     ) -> Result<String, DeviceError> {
         let (view, local) = self.glucose_summary(ctx, patient, start, end, zone).await?;
-        let bins = medmesh_glucose::agp::modal_day(&local);
-        let days = medmesh_glucose::agp::daily_profiles(&local);
-        Ok(crate::report::agp_svg(&view, &bins, &days))
+        Ok(crate::report::agp_report(&view, &local))
     }
+}
+
+/// An instant as local wall-clock seconds in `zone` (the analytics' time).
+pub fn local_seconds(at: Timestamp, zone: &TimeZone) -> i64 {
+    at.as_second() + i64::from(zone.to_offset(at).seconds())
 }
 
 /// Readings at local wall-clock seconds in `zone`.
@@ -610,10 +649,31 @@ pub fn local_readings(stored: &[StoredReading], zone: &TimeZone) -> Vec<Reading>
     stored
         .iter()
         .map(|r| Reading {
-            at: r.at.as_second() + i64::from(zone.to_offset(r.at).seconds()),
+            at: local_seconds(r.at, zone),
             mg_dl: r.value,
         })
         .collect()
+}
+
+/// The summary of sensor glucose read for `[start, end)`, with the readings it rests on
+/// (local, sorted, one per second).
+fn glucose_view(
+    stored: &[StoredReading],
+    start: Timestamp,
+    end: Timestamp,
+    zone: &TimeZone,
+) -> (GlucoseView, Vec<Reading>) {
+    let local = medmesh_glucose::normalize(local_readings(stored, zone));
+    let summary = medmesh_glucose::summarize(&local);
+    let view = GlucoseView {
+        start: start.to_string(),
+        end: end.to_string(),
+        time_zone: zone.iana_name().unwrap_or("UTC").to_owned(),
+        unit: "mg/dL",
+        days: (end.as_second() - start.as_second()) as f64 / 86_400.0,
+        summary,
+    };
+    (view, local)
 }
 
 fn check_period(start: Timestamp, end: Timestamp) -> Result<(), DeviceError> {
@@ -651,9 +711,8 @@ struct Writer<'a> {
     patient: &'a str,
     /// Device keys seen, with their identifiers.
     devices: HashMap<DeviceKey, String>,
-    /// The device behind each identifier.
-    by_id: HashMap<String, DeviceKey>,
-    pending: HashMap<SeriesKey, Slots>,
+    /// Series to write: the device (for its contained Device) and the file's minutes.
+    pending: HashMap<SeriesKey, (DeviceKey, Slots)>,
     added: BTreeMap<String, u64>,
     written: Vec<String>,
     unchanged: u64,
@@ -666,7 +725,6 @@ impl<'a> Writer<'a> {
             ctx,
             patient,
             devices: HashMap::new(),
-            by_id: HashMap::new(),
             pending: HashMap::new(),
             added: BTreeMap::new(),
             written: Vec::new(),
@@ -684,7 +742,6 @@ impl<'a> Writer<'a> {
                 None => {
                     let id = series::device_id(patient, &record.device);
                     self.devices.insert(record.device.clone(), id.clone());
-                    self.by_id.insert(id.clone(), record.device.clone());
                     id
                 }
             };
@@ -695,7 +752,10 @@ impl<'a> Writer<'a> {
                 channel: record.channel,
                 day,
             };
-            let slots = self.pending.entry(key).or_default();
+            let (_, slots) = self
+                .pending
+                .entry(key)
+                .or_insert_with(|| (record.device.clone(), Slots::new()));
             // Values are kept at the series' precision (three decimals), so a re-import
             // compares equal to what was stored.
             if record.channel.sums() {
@@ -711,7 +771,7 @@ impl<'a> Writer<'a> {
     /// replace the stored ones; the rest are kept).
     async fn flush(&mut self) -> Result<(), DeviceError> {
         let records = &self.service.records;
-        let pending: Vec<(SeriesKey, Slots)> =
+        let pending: Vec<(SeriesKey, (DeviceKey, Slots))> =
             std::mem::take(&mut self.pending).into_iter().collect();
         let mut stored: HashMap<String, Slots> = HashMap::new();
         for chunk in pending.chunks(IDS_PER_SEARCH) {
@@ -733,7 +793,7 @@ impl<'a> Writer<'a> {
                 }
             }
         }
-        for (key, slots) in pending {
+        for (key, (device, slots)) in pending {
             let id = key.id();
             let mut merged = stored.remove(&id).unwrap_or_default();
             let mut added = 0u64;
@@ -746,15 +806,12 @@ impl<'a> Writer<'a> {
                 self.unchanged += 1;
                 continue;
             }
-            let Some(device) = self.by_id.get(&key.device) else {
-                continue;
-            };
             records
                 .update(
                     self.ctx,
                     "Observation",
                     &id,
-                    series::observation(&key, device, &merged),
+                    series::observation(&key, &device, &merged),
                     None,
                 )
                 .await?;

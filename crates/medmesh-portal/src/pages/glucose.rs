@@ -450,23 +450,26 @@ async fn show(
             target: lang.t("glucose-target-active"),
         },
     ];
-    let (forecast, forecast_error) = match state.devices.forecast(&viewer.ctx, patient, &zone).await
+    // The latest reading found above serves the forecast, and the readings read for the
+    // figures serve the patterns: each is read once per page.
+    let (forecast, forecast_error) = match state
+        .devices
+        .forecast_from(&viewer.ctx, patient, latest, &zone)
+        .await
     {
         Ok(f) => forecast_rows(lang, &f),
         Err(e) => return record_problem(lang, &e),
     };
     let patterns = match state
         .devices
-        .insights(&viewer.ctx, patient, from, to, &zone)
+        .insights_of(&viewer.ctx, patient, from, to, &zone, &local)
         .await
     {
         Ok(i) => pattern_rows(lang, &i),
         Err(e) => return record_problem(lang, &e),
     };
     let agp = if s.readings > 0 {
-        let bins = medmesh_glucose::agp::modal_day(&local);
-        let days = medmesh_glucose::agp::daily_profiles(&local);
-        medmesh_devices::report::agp_svg(&view, &bins, &days)
+        medmesh_devices::report::agp_report(&view, &local)
     } else {
         String::new()
     };
