@@ -9,7 +9,10 @@
    every metric, the readings read and opened from the sealed store), median of 20 calls,
    beside the peer iglu-python computing the same 17 metrics on the same readings in
    memory. Target: under 50 ms.
-3. A generated Apple Health export.xml of APPLE_MB megabytes (default 1024: heart rate
+3. The AGP report of 14 days through HTTP as SVG and as one A4 page of PDF, median of 10
+   each (the difference is the PDF's drawing), beside the peer `rsvg-convert -f pdf`
+   (Debian's librsvg2-bin) turning the same SVG into a PDF, the process included.
+4. A generated Apple Health export.xml of APPLE_MB megabytes (default 1024: heart rate
    every minute, steps, glucose) streamed by `medmesh devices import`: time and the peak
    resident memory of the process (`/usr/bin/time -v`), beside the peer Python
    `xml.etree.ElementTree.iterparse` with `clear()` (streaming, counting records).
@@ -84,6 +87,8 @@ def timed_rss(cmd, env=None):
 
 
 def main():
+    if subprocess.run(["which", "rsvg-convert"], capture_output=True).returncode != 0:
+        sys.exit("bench/devices.py: rsvg-convert is required (apt-get install librsvg2-bin)")
     binary = sys.argv[1]
     db = sys.argv[2] if len(sys.argv) > 2 else "sqlite"
     apple_mb = int(sys.argv[3]) if len(sys.argv) > 3 else 1024
@@ -123,7 +128,36 @@ def main():
         peer = (time.perf_counter() - t0) * 1000
         print(f"| summary over 90 days ({len(readings):,} readings), {db} | {ours:.1f} ms (median of 20, over HTTP) | iglu-python {peer:.0f} ms | {peer / ours:.0f}× faster | < 50 ms |")
 
-        # 3. A large Apple Health export, streamed.
+        # 3. The AGP report, drawn and printed.
+        q14 = "start=2025-05-16&end=2025-05-29&tz=UTC"
+
+        def median_ms(path):
+            times, body = [], b""
+            for _ in range(11):
+                t0 = time.perf_counter()
+                r = requests.get(f"{node.base}{path}", headers=h, timeout=60)
+                times.append(time.perf_counter() - t0)
+                r.raise_for_status()
+                body = r.content
+            return statistics.median(times[1:]) * 1000, body
+
+        svg_ms, svg = median_ms(f"/api/patients/cgm/glucose/agp.svg?{q14}")
+        pdf_ms, pdf = median_ms(f"/api/patients/cgm/glucose/agp.pdf?{q14}")
+        assert pdf.startswith(b"%PDF-")
+        svg_path = os.path.join(work, "agp.svg")
+        with open(svg_path, "wb") as f:
+            f.write(svg)
+        rsvg = []
+        for _ in range(10):
+            t0 = time.perf_counter()
+            subprocess.run(["rsvg-convert", "-f", "pdf", "-o", os.path.join(work, "agp-rsvg.pdf"), svg_path], check=True)
+            rsvg.append(time.perf_counter() - t0)
+        peer = statistics.median(rsvg) * 1000
+        drawing = pdf_ms - svg_ms
+        print(f"| AGP report, 14 days, {db} | SVG {svg_ms:.1f} ms, PDF {pdf_ms:.1f} ms (over HTTP, median of 10): the PDF's drawing {drawing:.1f} ms, {len(pdf) // 1024} KiB | "
+              f"rsvg-convert SVG→PDF {peer:.1f} ms (process included), {os.path.getsize(os.path.join(work, 'agp-rsvg.pdf')) // 1024} KiB | {peer / drawing:.1f}× faster | |")
+
+        # 4. A large Apple Health export, streamed.
         xml = os.path.join(work, "export.xml")
         apple_export(xml, apple_mb)
         size = os.path.getsize(xml) / 1024 / 1024

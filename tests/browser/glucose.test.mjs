@@ -1,11 +1,14 @@
 // Glucose in a real browser. The patient uploads her Dexcom Clarity export from the page
 // (the page says what was read and what was new), sees the figures and the AGP for the
-// export's fortnight, and uploading it again adds nothing; her GP opens the same page from
-// the chart. The AGP renders in Chromium (its screenshot goes to docs/screenshots/), and
+// export's fortnight, prints the AGP report as PDF, and uploading it again adds nothing;
+// she pulls recent days from her Nightscout site; her GP opens the same page from the
+// chart. The AGP renders in Chromium (its screenshot goes to docs/screenshots/), and
 // every state passes axe-core.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -15,9 +18,37 @@ const PASSWORD = 'a long enough passphrase';
 const SHOTS = new URL('../../docs/screenshots/', import.meta.url).pathname;
 const CLARITY = new URL('../../../shared/testdata/cgm-dexcom-clarity-cgmquantify/dexcom_clarity_g6_export.csv', import.meta.url).pathname;
 
+// A Nightscout site's read API (entries newest first by date, with find[date][...] and
+// count; no treatments or profile) for one access token, on an ephemeral loopback port.
+async function nightscoutStandIn(entries, token) {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    const q = url.searchParams;
+    if (q.get('token') !== token) {
+      res.writeHead(401).end();
+      return;
+    }
+    let body = [];
+    if (url.pathname === '/api/v1/entries.json') {
+      const bound = (op) => (q.has(`find[date][${op}]`) ? Number(q.get(`find[date][${op}]`)) : null);
+      const [gte, lt, lte] = [bound('$gte'), bound('$lt'), bound('$lte')];
+      body = entries
+        .filter((e) => (gte === null || e.date >= gte) && (lt === null || e.date < lt) && (lte === null || e.date <= lte))
+        .sort((a, b) => b.date - a.date)
+        .slice(0, Number(q.get('count') ?? 10));
+    } else if (!['/api/v1/treatments.json', '/api/v1/profile.json'].includes(url.pathname)) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, url: `http://127.0.0.1:${server.address().port}/` };
+}
+
 test('a patient uploads her CGM export and reads her AGP; her GP reads it too', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'medmesh-glucose-'));
-  const node = await startNode(dir);
+  const node = await startNode(dir, { MEDMESH_NIGHTSCOUT_ALLOW_INTERNAL: 'true' });
   let browser;
   try {
     const admin = cli(dir, ['admin', 'token', '--scope', 'system/*.*']);
@@ -77,13 +108,40 @@ test('a patient uploads her CGM export and reads her AGP; her GP reads it too', 
     await ada.waitForLoadState();
     assert.match(await ada.locator('#glucose-imported').textContent(), /notes\.txt: the file's format was not recognised/);
 
-    // Three recent days from her phone (Nightscout entries), often low: the GP's panel.
+    // The AGP report prints as one A4 page of PDF, under her name.
+    const pdfLink = ada.getByRole('link', { name: 'Print the AGP report (PDF)' });
+    const pdf = await ada.request.get(new URL(await pdfLink.getAttribute('href'), ada.url()).href);
+    assert.equal(pdf.status(), 200);
+    assert.equal(pdf.headers()['content-type'], 'application/pdf');
+    const pdfPath = join(dir, 'agp.pdf');
+    writeFileSync(pdfPath, await pdf.body());
+    assert.match(execFileSync('pdfinfo', [pdfPath]).toString(), /Pages:\s+1\b/);
+    assert.match(execFileSync('pdftotext', [pdfPath, '-']).toString(), /Patient: Ada Bookwell/);
+    execFileSync('pdftoppm', ['-png', '-r', '60', '-singlefile', pdfPath, join(SHOTS, 'glucose-agp-pdf')]);
+
+    // Three recent days from her phone, often low, pulled from her Nightscout site with a
+    // read-only token (a stand-in for cgm-remote-monitor on loopback): the GP's panel.
     const now = Date.now();
-    const entries = Array.from({ length: 864 }, (_, i) => ({ type: 'sgv', sgv: 55 + (i % 40) * 3, date: now - i * 300000, device: 'xDrip' }));
-    await ada.setInputFiles('#files', { name: 'entries.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(entries)) });
-    await ada.getByRole('button', { name: 'Upload' }).click();
-    await ada.waitForLoadState();
-    assert.match(await ada.locator('#glucose-imported').textContent(), /Nightscout \(JSON or TSV\): 864 records read, 864 new/);
+    const entries = Array.from({ length: 864 }, (_, i) => ({ _id: `e${i}`, type: 'sgv', sgv: 55 + (i % 40) * 3, date: now - i * 300000, device: 'xDrip' }));
+    const site = await nightscoutStandIn(entries, 'readable-5e1f0a7c93d2b4e8');
+    try {
+      await ada.fill('#ns-url', site.url);
+      await ada.selectOption('#ns-kind', 'token');
+      await ada.fill('#ns-secret', 'the wrong token');
+      await ada.fill('#ns-days', '5');
+      await ada.getByRole('button', { name: 'Pull' }).click();
+      await ada.waitForLoadState();
+      assert.match(await ada.locator('#glucose-imported').textContent(), /Nightscout site: .*refused the API secret or token/);
+      await ada.fill('#ns-url', site.url);
+      await ada.fill('#ns-secret', 'readable-5e1f0a7c93d2b4e8');
+      await ada.fill('#ns-days', '5');
+      await ada.getByRole('button', { name: 'Pull' }).click();
+      await ada.waitForLoadState();
+      assert.match(await ada.locator('#glucose-imported').textContent(), /Nightscout site: Nightscout \(JSON or TSV\): 864 records read, 864 new/);
+      assert.deepEqual(await accessibilityViolations(ada), [], 'after a Nightscout pull (axe-core)');
+    } finally {
+      site.server.close();
+    }
 
     // The GP's panel puts her first, and links to her glucose page.
     const gp = await signIn(browser, node.base, 'ortega', PASSWORD);

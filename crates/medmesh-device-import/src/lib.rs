@@ -234,6 +234,25 @@ pub struct ReadReport {
 }
 
 impl ReadReport {
+    /// Adds another reader's report to this one (the windows of a pull, read one by one):
+    /// counts add up, the time range widens, the listed rejections stay within
+    /// [`MAX_LISTED_REJECTIONS`].
+    pub fn absorb(&mut self, other: ReadReport) {
+        self.unit = self.unit.or(other.unit);
+        for (k, n) in other.records {
+            *self.records.entry(k).or_default() += n;
+        }
+        for (k, n) in other.skipped {
+            *self.skipped.entry(k).or_default() += n;
+        }
+        self.first = self.first.into_iter().chain(other.first).min();
+        self.last = self.last.into_iter().chain(other.last).max();
+        let room = MAX_LISTED_REJECTIONS.saturating_sub(self.rejected.len());
+        self.rejected.extend(other.rejected.into_iter().take(room));
+        self.rejected_total += other.rejected_total;
+        self.clipped += other.clipped;
+    }
+
     fn reject(&mut self, line: u64, reason: impl Into<String>) {
         self.rejected_total += 1;
         if self.rejected.len() < MAX_LISTED_REJECTIONS {

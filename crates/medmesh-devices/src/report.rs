@@ -18,7 +18,8 @@ const TARGET: &str = "#3a9a4f";
 const HIGH: &str = "#f2b134";
 const VERY_HIGH: &str = "#e8831e";
 
-fn esc(text: &str) -> String {
+/// `text` escaped for SVG text and attributes.
+pub(crate) fn esc(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -122,10 +123,13 @@ pub fn agp_svg(view: &GlucoseView, bins: &[Bin], days: &[DailyProfile]) -> Strin
     let mut y = bar_top;
     for (i, (label, value, colour)) in parts.iter().enumerate() {
         let h = value.unwrap_or(0.0) / 100.0 * bar_height;
-        let _ = writeln!(
-            svg,
-            r##"<rect x="520" y="{y:.2}" width="40" height="{h:.2}" fill="{colour}"/>"##
-        );
+        // An empty range draws nothing (a zero-height rectangle is not valid to every reader).
+        if h >= 0.005 {
+            let _ = writeln!(
+                svg,
+                r##"<rect x="520" y="{y:.2}" width="40" height="{h:.2}" fill="{colour}"/>"##
+            );
+        }
         let ly = bar_top + 10.0 + i as f64 * 28.0;
         let _ = writeln!(
             svg,
@@ -316,6 +320,7 @@ mod tests {
             "<title id=\"agp-title\">Ambulatory glucose profile, 2020-09-13 to 2020-09-20</title>"
         ));
         assert!(svg.contains("in range 70 to 180 100.0%"));
+        assert!(!svg.contains("height=\"0.00\""), "no empty range drawn");
         assert_eq!(svg.matches("<polyline").count(), 1 + 7);
         assert!(svg.ends_with("</svg>\n"));
     }

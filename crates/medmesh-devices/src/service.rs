@@ -41,9 +41,13 @@ pub type DeviceError = RecordError;
 /// The device data service.
 pub struct DeviceDataService {
     records: Arc<RecordService>,
+    /// Opens the sites device data is pulled from; `None` where the node pulls from none.
+    remote: Option<Arc<dyn crate::remote::RemoteConnector>>,
+    /// Tells patients who chose glucose alerts of a forecast low; `None`: no alerts.
+    hub: Option<Arc<medmesh_notifications::NotificationHub>>,
 }
 
-/// What one file's import did.
+/// What one file's import did (or a pull's, window by window).
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {
     /// The file's name as given (not stored).
@@ -61,6 +65,25 @@ pub struct FileReport {
     pub series_unchanged: u64,
     /// The devices the file's records came from (model names).
     pub devices: Vec<String>,
+    /// When fresh sensor glucose forecasts a low: whether the patient was told.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low_glucose_alert: Option<crate::alerts::LowAlert>,
+}
+
+impl FileReport {
+    /// A report of nothing yet, for `file` read as `format`.
+    pub fn empty(file: &str, format: Format) -> Self {
+        Self {
+            file: file.to_owned(),
+            format: format.name(),
+            read: ReadReport::default(),
+            added: BTreeMap::new(),
+            series_written: 0,
+            series_unchanged: 0,
+            devices: Vec::new(),
+            low_glucose_alert: None,
+        }
+    }
 }
 
 /// The glucose summary of a period.
@@ -147,7 +170,33 @@ pub struct StoredReading {
 impl DeviceDataService {
     /// The service over `records`.
     pub fn new(records: Arc<RecordService>) -> Self {
-        Self { records }
+        Self {
+            records,
+            remote: None,
+            hub: None,
+        }
+    }
+
+    /// The service, telling patients who chose glucose alerts through `hub`.
+    pub fn with_alerts(mut self, hub: Arc<medmesh_notifications::NotificationHub>) -> Self {
+        self.hub = Some(hub);
+        self
+    }
+
+    /// The hub alerts go through, when the node sends them.
+    pub(crate) fn hub(&self) -> Option<&Arc<medmesh_notifications::NotificationHub>> {
+        self.hub.as_ref()
+    }
+
+    /// The service, pulling from remote sites through `connector`.
+    pub fn with_remote(mut self, connector: Arc<dyn crate::remote::RemoteConnector>) -> Self {
+        self.remote = Some(connector);
+        self
+    }
+
+    /// The connector to remote sites, when the node has one.
+    pub(crate) fn remote(&self) -> Option<&Arc<dyn crate::remote::RemoteConnector>> {
+        self.remote.as_ref()
     }
 
     /// The injected clock's time (the default period ends now).
@@ -158,6 +207,8 @@ impl DeviceDataService {
     /// Imports one file for `patient`: reads it on a blocking thread (bounded memory),
     /// merges its records into the patient's day series and writes what changed as the
     /// caller, with the devices and a Provenance naming the caller and the file's format.
+    /// When it brings fresh sensor glucose, a patient who chose glucose alerts is told of a
+    /// forecast low ([`crate::alerts`]).
     ///
     /// # Errors
     /// The patient is not found or not writable by the caller; the file is unreadable.
@@ -170,8 +221,40 @@ impl DeviceDataService {
         format: Option<Format>,
         zone: TimeZone,
     ) -> Result<FileReport, DeviceError> {
+        let mut report = self
+            .import_file(ctx, patient, file, input, format, zone)
+            .await?;
+        report.low_glucose_alert = self.alert_if_low(ctx, patient, &report).await;
+        Ok(report)
+    }
+
+    /// [`Self::import`] without the alert.
+    async fn import_file<R: Read + Seek + Send + 'static>(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        file: &str,
+        input: R,
+        format: Option<Format>,
+        zone: TimeZone,
+    ) -> Result<FileReport, DeviceError> {
         // The patient must exist for the caller (the PDP's read decides; 404 otherwise).
         self.records.read(ctx, "Patient", patient).await?;
+        self.write_file(ctx, patient, file, input, format, zone)
+            .await
+    }
+
+    /// Reads one file and writes what it changes, with no read of the patient of its own
+    /// (a pull reads the patient once, then writes its weeks through this).
+    pub(crate) async fn write_file<R: Read + Seek + Send + 'static>(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        file: &str,
+        input: R,
+        format: Option<Format>,
+        zone: TimeZone,
+    ) -> Result<FileReport, DeviceError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<DeviceRecord>>(BATCHES_IN_FLIGHT);
         let reader = tokio::task::spawn_blocking(move || {
             let mut batch = Vec::with_capacity(BATCH);
@@ -226,6 +309,7 @@ impl DeviceDataService {
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect(),
+            low_glucose_alert: None,
         })
     }
 
@@ -248,17 +332,17 @@ impl DeviceDataService {
 
     /// The period's bounds, and the patient's own read: a search answers only what the
     /// caller may see, which for a stranger is nothing; the read tells them no instead (404
-    /// when they may not know of the patient). Each public read makes it once.
-    async fn check(
+    /// when they may not know of the patient). Each public read makes it once. Answers the
+    /// Patient as read.
+    pub(crate) async fn check(
         &self,
         ctx: &RequestContext,
         patient: &str,
         start: Timestamp,
         end: Timestamp,
-    ) -> Result<(), DeviceError> {
+    ) -> Result<Value, DeviceError> {
         check_period(start, end)?;
-        self.records.read(ctx, "Patient", patient).await?;
-        Ok(())
+        Ok(self.records.read(ctx, "Patient", patient).await?.resource)
     }
 
     /// A channel's readings in `[start, end)`, searched as the caller, with no check of its
@@ -637,6 +721,59 @@ impl DeviceDataService {
         let (view, local) = self.glucose_summary(ctx, patient, start, end, zone).await?;
         Ok(crate::report::agp_report(&view, &local))
     }
+
+    /// The AGP report ready to print: the drawing, and the name and birth date it is
+    /// printed under (read from the Patient as the caller, like the readings).
+    ///
+    /// # Errors
+    /// As [`Self::glucose_summary`].
+    pub async fn agp_print(
+        &self,
+        ctx: &RequestContext,
+        patient: &str,
+        start: Timestamp,
+        end: Timestamp,
+        zone: &TimeZone,
+    ) -> Result<AgpPrint, DeviceError> {
+        let record = self.check(ctx, patient, start, end).await?;
+        let stored = self
+            .series_readings(ctx, patient, Channel::SensorGlucose, start, end)
+            .await?;
+        let (view, local) = glucose_view(&stored, start, end, zone);
+        Ok(AgpPrint {
+            svg: crate::report::agp_report(&view, &local),
+            heading: crate::report_pdf::PrintHeading {
+                patient: medmesh_fhir::names::human_name(&record),
+                born: record["birthDate"].as_str().map(str::to_owned),
+                printed: {
+                    let now = self.now();
+                    now.round(jiff::Unit::Second).unwrap_or(now).to_string()
+                },
+            },
+        })
+    }
+}
+
+/// The AGP report and its heading, to be printed with [`AgpPrint::to_pdf`].
+#[derive(Debug, Clone)]
+pub struct AgpPrint {
+    /// The report, as [`crate::report::agp_report`] draws it.
+    pub svg: String,
+    /// Whose it is and when it was printed.
+    pub heading: crate::report_pdf::PrintHeading,
+}
+
+impl AgpPrint {
+    /// One printable A4 page of PDF, drawn on a blocking thread (tens of milliseconds of
+    /// CPU, kept off the async workers).
+    ///
+    /// # Errors
+    /// The drawing could not be laid out or written (a bug, never the data's fault).
+    pub async fn to_pdf(self) -> Result<Vec<u8>, crate::report_pdf::PdfError> {
+        tokio::task::spawn_blocking(move || crate::report_pdf::agp_pdf(&self.svg, &self.heading))
+            .await
+            .map_err(|_| crate::report_pdf::PdfError::Write)?
+    }
 }
 
 /// An instant as local wall-clock seconds in `zone` (the analytics' time).
@@ -676,7 +813,7 @@ fn glucose_view(
     (view, local)
 }
 
-fn check_period(start: Timestamp, end: Timestamp) -> Result<(), DeviceError> {
+pub(crate) fn check_period(start: Timestamp, end: Timestamp) -> Result<(), DeviceError> {
     if end <= start {
         return Err(RecordError::invalid(
             IssueType::Value,
@@ -693,7 +830,7 @@ fn check_period(start: Timestamp, end: Timestamp) -> Result<(), DeviceError> {
 }
 
 /// Midnight UTC of the day holding `at` (series are found by their day's period).
-fn day_start(at: Timestamp) -> Timestamp {
+pub(crate) fn day_start(at: Timestamp) -> Timestamp {
     Timestamp::from_second(at.as_second().div_euclid(86_400) * 86_400).unwrap_or(at)
 }
 

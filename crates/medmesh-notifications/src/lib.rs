@@ -56,13 +56,16 @@ pub enum Category {
     Messages,
     /// Care plans, their activities and proposed changes, and care teams.
     Care,
+    /// A forecast of low glucose from the patient's CGM data. Off unless the patient
+    /// chooses a channel for it.
+    GlucoseAlerts,
     /// The node's own operations (interface errors, silent senders, queues): for admins.
     Operations,
 }
 
 impl Category {
     /// Every category.
-    pub const ALL: [Category; 9] = [
+    pub const ALL: [Category; 10] = [
         Self::Results,
         Self::Documents,
         Self::Referrals,
@@ -71,6 +74,7 @@ impl Category {
         Self::Medications,
         Self::Messages,
         Self::Care,
+        Self::GlucoseAlerts,
         Self::Operations,
     ];
 
@@ -85,6 +89,7 @@ impl Category {
             Self::Medications => "medications",
             Self::Messages => "messages",
             Self::Care => "care",
+            Self::GlucoseAlerts => "glucose-alerts",
             Self::Operations => "operations",
         }
     }
@@ -167,7 +172,8 @@ impl Recipient {
 }
 
 /// A recipient's choices: channels per category. A category not named gets the default:
-/// the inbox for patients' categories; e-mail (when an address is set) for operations.
+/// the inbox for patients' categories; e-mail (when an address is set) for operations;
+/// nothing for glucose alerts (each patient turns them on).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Choices(pub BTreeMap<Category, Vec<Channel>>);
 
@@ -177,6 +183,7 @@ impl Choices {
         match self.0.get(&category) {
             Some(c) => c.clone(),
             None if category == Category::Operations => vec![Channel::Email],
+            None if category == Category::GlucoseAlerts => Vec::new(),
             None => vec![Channel::Inbox],
         }
     }
@@ -639,6 +646,12 @@ impl NotificationHub {
                 format!("Your care plan at {node}"),
                 format!(
                     "There is news about a care plan, a task or a care team at {node}. Sign in to see it: {url}"
+                ),
+            ),
+            Category::GlucoseAlerts => (
+                format!("Glucose alert at {node}"),
+                format!(
+                    "There is a glucose alert for you at {node}. Check your glucose now, and sign in to see it: {url}"
                 ),
             ),
             Category::Operations => (

@@ -142,6 +142,16 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
             post(pages::glucose::upload_own).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/patients/{id}/glucose", get(pages::glucose::of_patient))
+        .route("/glucose/agp.pdf", get(pages::glucose::print_own))
+        .route("/glucose/nightscout", post(pages::glucose::nightscout_own))
+        .route(
+            "/patients/{id}/glucose/nightscout",
+            post(pages::glucose::nightscout_for),
+        )
+        .route(
+            "/patients/{id}/glucose/agp.pdf",
+            get(pages::glucose::print_for),
+        )
         .route(
             "/patients/{id}/glucose/upload",
             post(pages::glucose::upload_for).layer(axum::extract::DefaultBodyLimit::disable()),

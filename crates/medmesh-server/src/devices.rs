@@ -1,6 +1,6 @@
 //! Device data on the JSON API: uploads (`POST /api/patients/{id}/device-data`, multipart)
 //! and the glucose figures, readings and AGP report
-//! (`/api/patients/{id}/glucose/{summary,readings,agp.svg}`). Extract, call
+//! (`/api/patients/{id}/glucose/{summary,readings,agp.svg,agp.pdf}`). Extract, call
 //! [`medmesh_devices::DeviceDataService`], render.
 
 use std::io::Seek;
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::AppState;
-use crate::api::{ApiPath, ApiQuery};
+use crate::api::{ApiJson, ApiPath, ApiQuery};
 use crate::auth::Authenticated;
 use crate::response::ApiError;
 
@@ -159,6 +159,55 @@ fn period_of(
     Ok((start, end, zone))
 }
 
+/// The body of a Nightscout pull.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NightscoutPull {
+    /// The site's base URL (`https://me.example.org/`).
+    pub url: String,
+    /// Its `API_SECRET` (sent only as Nightscout's SHA-1 of it), or...
+    pub api_secret: Option<String>,
+    /// ...an access token (`readable-...`).
+    pub token: Option<String>,
+    /// A date or an instant; 90 days before `end` by default.
+    pub start: Option<String>,
+    /// A date (included) or an instant; now by default.
+    pub end: Option<String>,
+    /// The IANA zone of the dates; UTC by default.
+    pub time_zone: Option<String>,
+}
+
+/// `POST /api/patients/{id}/device-data/nightscout`: pulls the period from the patient's
+/// Nightscout site and imports it; the answer reports it like one file. The credential is
+/// used for this pull only, never stored.
+pub async fn pull_nightscout(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+    ApiJson(body): ApiJson<NightscoutPull>,
+) -> Result<Response, ApiError> {
+    let credential = match (body.api_secret, body.token) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give api_secret or token, not both"));
+        }
+        (Some(secret), None) => medmesh_devices::RemoteCredential::ApiSecret(secret),
+        (None, Some(token)) => medmesh_devices::RemoteCredential::Token(token),
+        (None, None) => medmesh_devices::RemoteCredential::None,
+    };
+    let zone = medmesh_devices::zone(body.time_zone.as_deref())?;
+    let (start, end) = medmesh_devices::pull_period(
+        body.start.as_deref(),
+        body.end.as_deref(),
+        &zone,
+        state.devices.now(),
+    )?;
+    let report = state
+        .devices
+        .pull_nightscout(&ctx, &patient, &body.url, credential, start, end, zone)
+        .await?;
+    Ok(Json(json!({ "files": [report] })).into_response())
+}
+
 /// `GET /api/patients/{id}/glucose/summary`: the consensus figures, named as iglu names them.
 pub async fn summary(
     State(state): State<AppState>,
@@ -227,6 +276,26 @@ pub async fn agp_svg(
         svg,
     )
         .into_response())
+}
+
+/// `GET /api/patients/{id}/glucose/agp.pdf`: the AGP report on one printable A4 page,
+/// under the patient's name and birth date.
+pub async fn agp_pdf(
+    State(state): State<AppState>,
+    Authenticated(ctx): Authenticated,
+    ApiPath(patient): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GlucoseQuery>,
+) -> Result<Response, ApiError> {
+    let (start, end, zone) = period_of(&state, &q)?;
+    let print = state
+        .devices
+        .agp_print(&ctx, &patient, start, end, &zone)
+        .await?;
+    let pdf = print.to_pdf().await.map_err(|e| {
+        tracing::error!(error = %e, "AGP report not printed");
+        ApiError::internal()
+    })?;
+    Ok(crate::web::pdf(pdf, "agp-report.pdf"))
 }
 
 /// `GET /api/patients/{id}/glucose/correlations`: glucose against insulin, carbs, heart

@@ -511,12 +511,17 @@ pub fn router_with(state: AppState, pages: Pages) -> Router {
             "/api/patients/{id}/device-data",
             post(devices::upload).layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route(
+            "/api/patients/{id}/device-data/nightscout",
+            post(devices::pull_nightscout),
+        )
         .route("/api/patients/{id}/glucose/summary", get(devices::summary))
         .route(
             "/api/patients/{id}/glucose/readings",
             get(devices::readings),
         )
         .route("/api/patients/{id}/glucose/agp.svg", get(devices::agp_svg))
+        .route("/api/patients/{id}/glucose/agp.pdf", get(devices::agp_pdf))
         .route(
             "/api/patients/{id}/glucose/correlations",
             get(devices::correlations),

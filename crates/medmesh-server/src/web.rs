@@ -367,6 +367,27 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// A PDF to show in the browser (`inline`, saved as `filename`), never cached: every PDF the
+/// node serves is someone's record.
+pub fn pdf(bytes: Vec<u8>, filename: &'static str) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/pdf"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&format!("inline; filename=\"{filename}\""))
+                    .unwrap_or_else(|_| HeaderValue::from_static("inline")),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
 /// The QR code of `uri` as an SVG document (`None` if it is too long to encode).
 pub fn qr_svg(uri: &str) -> Option<String> {
     let code = qrcode::QrCode::new(uri.as_bytes()).ok()?;

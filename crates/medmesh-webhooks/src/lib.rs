@@ -3,75 +3,19 @@
 //! with `webhook-id`, `webhook-timestamp` and `webhook-signature` (`v1,` and the Base64
 //! HMAC-SHA256 of `id.timestamp.body` under the secret, `whsec_` and Base64).
 //!
-//! A user chooses where the node sends, so the node must not become their way into its
-//! own networks: by default only `https` to public addresses, checked on the URL and again
-//! on every address the name resolves to when connecting (so a name that later resolves
-//! inwards is refused too). Redirects are not followed; each request is bounded in time.
+//! A user chooses where the node sends, so it goes through [`medmesh_outbound`]: by default
+//! only `https` to public addresses, checked on the URL and again on every address the name
+//! resolves to; no redirects; each request bounded in time.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
 use medmesh_notifications::{SendError, WebhookSender};
+use medmesh_outbound::reqwest as reqwest13;
+use medmesh_outbound::{OutboundPolicy, UrlRefusal};
 use sha2::Sha256;
-
-/// Whether an address is the node's own or a private network's: loopback, private,
-/// link-local, unique-local, unspecified, multicast, documentation or shared address space.
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                // 100.64.0.0/10, carrier-grade NAT.
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-                // 0.0.0.0/8.
-                || o[0] == 0
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_internal(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                // fc00::/7 unique local, fe80::/10 link local.
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-        }
-    }
-}
-
-/// Resolves names as the system does, and keeps only addresses the node may send to.
-struct OutwardResolver {
-    allow_internal: bool,
-}
-
-impl reqwest13::dns::Resolve for OutwardResolver {
-    fn resolve(&self, name: reqwest13::dns::Name) -> reqwest13::dns::Resolving {
-        let host = name.as_str().to_string();
-        let allow_internal = self.allow_internal;
-        Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| allow_internal || !is_internal(a.ip()))
-                .collect();
-            if found.is_empty() {
-                return Err("the name resolves to no address the node may send to".into());
-            }
-            Ok(Box::new(found.into_iter()) as reqwest13::dns::Addrs)
-        })
-    }
-}
 
 /// Why the sender could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -99,16 +43,13 @@ impl HttpWebhooks {
     /// # Errors
     /// [`WebhookSetupError`] when the HTTP client cannot be built.
     pub fn new(allow_internal: bool) -> Result<Self, WebhookSetupError> {
-        // The process's one rustls provider (a second call is a no-op).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest13::Client::builder()
-            .dns_resolver(Arc::new(OutwardResolver { allow_internal }))
-            .redirect(reqwest13::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(20))
-            .user_agent("medmesh-webhooks")
-            .build()
-            .map_err(|_| WebhookSetupError)?;
+        let client = medmesh_outbound::client(&OutboundPolicy {
+            allow_internal,
+            user_agent: "medmesh-webhooks",
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(20),
+        })
+        .map_err(|_| WebhookSetupError)?;
         Ok(Self {
             client,
             allow_internal,
@@ -137,27 +78,17 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<Strin
 #[async_trait::async_trait]
 impl WebhookSender for HttpWebhooks {
     fn check(&self, url: &str) -> Result<(), String> {
-        let parsed = url::Url::parse(url).map_err(|_| "that is not a URL".to_string())?;
-        match parsed.scheme() {
-            "https" => {}
-            "http" if self.allow_internal => {}
-            _ => return Err("a webhook must be an https:// URL".into()),
+        match medmesh_outbound::check_url(url, self.allow_internal) {
+            Ok(_) => Ok(()),
+            Err(UrlRefusal::Scheme) => Err("a webhook must be an https:// URL".into()),
+            Err(UrlRefusal::Credentials) => {
+                Err("a webhook URL carries no credentials; the signature proves the sender".into())
+            }
+            Err(UrlRefusal::Internal) => {
+                Err("a webhook may not point at this node's own networks".into())
+            }
+            Err(other) => Err(other.to_string()),
         }
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(
-                "a webhook URL carries no credentials; the signature proves the sender".into(),
-            );
-        }
-        let internal = match parsed.host() {
-            Some(url::Host::Ipv4(ip)) => is_internal(IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => is_internal(IpAddr::V6(ip)),
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            None => return Err("a webhook URL names a host".into()),
-        };
-        if internal && !self.allow_internal {
-            return Err("a webhook may not point at this node's own networks".into());
-        }
-        Ok(())
     }
 
     async fn post(
@@ -240,28 +171,6 @@ impl medmesh_subscriptions::RestHookClient for HttpWebhooks {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn internal_addresses_are_known() {
-        for a in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "172.16.5.4",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(is_internal(a.parse().unwrap()), "{a}");
-        }
-        for a in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
-            assert!(!is_internal(a.parse().unwrap()), "{a}");
-        }
-    }
 
     #[test]
     fn only_public_https_unless_allowed() {

@@ -159,6 +159,31 @@ pub(crate) enum DevicesCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Pull a period from the patient's Nightscout site (entries, treatments, profile) and
+    /// import it, a week at a time, as the local operator. Pulling again adds only what is
+    /// new. The credential comes from the environment, `NIGHTSCOUT_API_SECRET` or
+    /// `NIGHTSCOUT_TOKEN`, never the command line (which other users of the machine can
+    /// see). Exits 1 when the site could not be read.
+    PullNightscout {
+        /// The patient's id.
+        #[arg(long)]
+        patient: String,
+        /// The site's base URL (`https://me.example.org/`).
+        #[arg(long)]
+        url: String,
+        /// First day (YYYY-MM-DD) or instant; 90 days before the end by default.
+        #[arg(long)]
+        start: Option<String>,
+        /// Last day (included) or instant; now by default.
+        #[arg(long)]
+        end: Option<String>,
+        /// The IANA time zone of the dates. UTC when not given.
+        #[arg(long)]
+        time_zone: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `medmesh notifications ...`.

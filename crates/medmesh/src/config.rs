@@ -159,6 +159,10 @@ pub struct FileConfig {
     /// Whether webhooks may go to `http://` URLs and to the node's own networks (loopback,
     /// private, link-local). Default false: `https://` to public addresses only.
     pub webhooks_allow_internal: Option<bool>,
+    /// Whether device data may be pulled from Nightscout sites at `http://` URLs and on the
+    /// node's own networks (loopback, private, link-local). Default false: `https://` to
+    /// public addresses only.
+    pub nightscout_allow_internal: Option<bool>,
     /// Minutes an appointment held with `$hold` stays held. Default 5 (1 to 60).
     pub appointment_hold_minutes: Option<u32>,
     /// How long before a booked appointment its patient is reminded, each a number and a
@@ -377,6 +381,8 @@ pub struct Config {
     pub node_name: String,
     /// Whether webhooks may go to `http://` and to the node's own networks.
     pub webhooks_allow_internal: bool,
+    /// Whether Nightscout pulls may go to `http://` and to the node's own networks.
+    pub nightscout_allow_internal: bool,
     /// Minutes a `$hold` lasts.
     pub appointment_hold_minutes: u32,
     /// Reminder offsets before an appointment, microseconds.
@@ -654,6 +660,11 @@ impl Config {
             webhooks_allow_internal: setting(
                 env("MEDMESH_WEBHOOKS_ALLOW_INTERNAL"),
                 file.webhooks_allow_internal,
+            )
+            .unwrap_or(false),
+            nightscout_allow_internal: setting(
+                env("MEDMESH_NIGHTSCOUT_ALLOW_INTERNAL"),
+                file.nightscout_allow_internal,
             )
             .unwrap_or(false),
             appointment_hold_minutes: setting(

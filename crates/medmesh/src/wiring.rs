@@ -742,3 +742,17 @@ impl medmesh_interface_engine::FollowUp for MedicationFollowUp {
             .map_err(|e| e.to_string())
     }
 }
+
+/// The device data service, pulling from Nightscout sites under the node's outbound policy
+/// and telling patients who chose glucose alerts through `hub`.
+pub(crate) fn devices(
+    records: Arc<medmesh_records::RecordService>,
+    cfg: &Config,
+    hub: Arc<medmesh_notifications::NotificationHub>,
+) -> anyhow::Result<medmesh_devices::DeviceDataService> {
+    Ok(medmesh_devices::DeviceDataService::new(records)
+        .with_remote(Arc::new(medmesh_nightscout::NightscoutConnector::new(
+            cfg.nightscout_allow_internal,
+        )?))
+        .with_alerts(hub))
+}

@@ -653,6 +653,7 @@ notify-category-appointments = Appointments
 notify-category-medications = Medications
 notify-category-messages = Messages
 notify-category-care = Care plans and tasks
+notify-category-glucose-alerts = Low glucose forecast from my CGM data
 notify-category-operations = Operations alerts
 layout-inbox-new = New notifications: { $count }
 
@@ -1142,6 +1143,7 @@ glucose-target-tar-250 = less than 5 %
 glucose-target-cv = 36 % or less
 glucose-target-active = 70 % or more
 glucose-agp-caption = The ambulatory glucose profile: the median and the spread of readings by time of day over the period, and each day's readings.
+glucose-agp-pdf = Print the AGP report (PDF)
 glucose-upload = Upload device data
 glucose-upload-hint = Files are read on the node and added to the record; uploading the same export again adds nothing.
 glucose-format = Format
@@ -1155,6 +1157,19 @@ glucose-upload-tz = Time zone the device was set to
 glucose-files = Files
 glucose-import = Upload
 glucose-imported = { $format }: { $read } records read, { $added } new
+glucose-nightscout = Pull from a Nightscout site
+glucose-nightscout-hint = The site's address and a read-only access token (made in Nightscout's admin tools) or its API secret. They are used for this pull only and are not kept. Pulling again adds only what is new.
+glucose-nightscout-url = Site address
+glucose-nightscout-kind = Sign in with
+glucose-nightscout-token = An access token
+glucose-nightscout-api-secret = The API secret
+glucose-nightscout-secret = Token or API secret (leave empty for a public site)
+glucose-nightscout-days = Days to pull, up to today
+glucose-nightscout-pull = Pull
+glucose-nightscout-site = Nightscout site
+glucose-alert-told = The glucose forecast from these readings shows a possible low: the patient was told ({ $channels })
+glucose-alert-not-chosen = The glucose forecast from these readings shows a possible low; glucose alerts are off in the patient's notification settings
+glucose-alert-unavailable = The glucose forecast from these readings shows a possible low, but notifications are unavailable: the patient was not told
 glucose-rejected = { $count ->
     [one] One row could not be read ({ $lines })
    *[other] { $count } rows could not be read ({ $lines })

@@ -652,6 +652,7 @@ notify-category-appointments = Rendez-vous
 notify-category-medications = Médicaments
 notify-category-messages = Messages
 notify-category-care = Plans de soins et tâches
+notify-category-glucose-alerts = Prévision de glycémie basse d'après mes données CGM
 notify-category-operations = Alertes d'exploitation
 layout-inbox-new = Nouvelles notifications : { $count }
 
@@ -1141,6 +1142,7 @@ glucose-target-tar-250 = moins de 5 %
 glucose-target-cv = 36 % ou moins
 glucose-target-active = 70 % ou plus
 glucose-agp-caption = Le profil glycémique ambulatoire : la médiane et la dispersion des mesures selon l'heure sur la période, et les mesures de chaque jour.
+glucose-agp-pdf = Imprimer le rapport AGP (PDF)
 glucose-upload = Importer des données d'appareils
 glucose-upload-hint = Les fichiers sont lus sur le nœud et ajoutés au dossier ; importer de nouveau le même export n'ajoute rien.
 glucose-format = Format
@@ -1154,6 +1156,19 @@ glucose-upload-tz = Fuseau horaire réglé sur l'appareil
 glucose-files = Fichiers
 glucose-import = Importer
 glucose-imported = { $format } : { $read } enregistrements lus, { $added } nouveaux
+glucose-nightscout = Récupérer depuis un site Nightscout
+glucose-nightscout-hint = L'adresse du site et un jeton d'accès en lecture seule (créé dans les outils d'administration de Nightscout) ou son API secret. Ils servent à cette récupération seulement et ne sont pas conservés. Récupérer de nouveau n'ajoute que ce qui est nouveau.
+glucose-nightscout-url = Adresse du site
+glucose-nightscout-kind = Se connecter avec
+glucose-nightscout-token = Un jeton d'accès
+glucose-nightscout-api-secret = L'API secret
+glucose-nightscout-secret = Jeton ou API secret (vide pour un site public)
+glucose-nightscout-days = Jours à récupérer, jusqu'à aujourd'hui
+glucose-nightscout-pull = Récupérer
+glucose-nightscout-site = Site Nightscout
+glucose-alert-told = La prévision glycémique issue de ces mesures indique une possible hypoglycémie : le patient a été prévenu ({ $channels })
+glucose-alert-not-chosen = La prévision glycémique issue de ces mesures indique une possible hypoglycémie ; les alertes glycémiques sont désactivées dans les réglages de notification du patient
+glucose-alert-unavailable = La prévision glycémique issue de ces mesures indique une possible hypoglycémie, mais les notifications sont indisponibles : le patient n'a pas été prévenu
 glucose-rejected = { $count ->
     [one] Une ligne n'a pas pu être lue ({ $lines })
    *[other] { $count } lignes n'ont pas pu être lues ({ $lines })

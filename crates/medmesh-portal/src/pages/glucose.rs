@@ -4,7 +4,7 @@
 //! decides who may read and who may add.
 
 use askama::Template;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Form, Multipart, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use medmesh_device_import::Format;
@@ -108,19 +108,42 @@ struct GlucosePage {
     error: Option<String>,
 }
 
+/// The patient a patient's own glucose pages are about.
+fn own_record(viewer: &Viewer) -> Result<String, Problem> {
+    if viewer.audience != Audience::Patient {
+        return Err(Problem::WrongAudience);
+    }
+    viewer.own_patient().ok_or(Problem::NotFound)
+}
+
+/// A clinician's glucose page for patient `id`: the audience and the id checked.
+fn for_clinician(viewer: &Viewer, id: &str) -> Result<(), Problem> {
+    if viewer.audience != Audience::Clinician {
+        return Err(Problem::WrongAudience);
+    }
+    if !valid_id(id) {
+        return Err(Problem::NotFound);
+    }
+    Ok(())
+}
+
+/// As [`for_clinician`], with the chart's heading for the patient (which the PDP must let
+/// the clinician read).
+async fn chart_of(state: &AppState, viewer: &Viewer, id: &str) -> Result<About, Response> {
+    for_clinician(viewer, id).map_err(|p| problem(viewer.lang, p))?;
+    about(state, viewer, id).await
+}
+
 /// `GET /glucose`.
 pub async fn own(
     State(state): State<AppState>,
     viewer: Viewer,
     Query(q): Query<PeriodQuery>,
 ) -> Response {
-    if viewer.audience != Audience::Patient {
-        return problem(viewer.lang, Problem::WrongAudience);
+    match own_record(&viewer) {
+        Ok(patient) => show(&state, &viewer, &patient, None, q, Vec::new()).await,
+        Err(p) => problem(viewer.lang, p),
     }
-    let Some(patient) = viewer.own_patient() else {
-        return problem(viewer.lang, Problem::NotFound);
-    };
-    show(&state, &viewer, &patient, None, q, Vec::new()).await
 }
 
 /// `GET /patients/{id}/glucose`.
@@ -130,17 +153,178 @@ pub async fn of_patient(
     Path(id): Path<String>,
     Query(q): Query<PeriodQuery>,
 ) -> Response {
-    if viewer.audience != Audience::Clinician {
-        return problem(viewer.lang, Problem::WrongAudience);
+    match chart_of(&state, &viewer, &id).await {
+        Ok(about) => show(&state, &viewer, &id, Some(about), q, Vec::new()).await,
+        Err(r) => r,
     }
-    if !valid_id(&id) {
-        return problem(viewer.lang, Problem::NotFound);
+}
+
+/// `GET /glucose/agp.pdf?start=&end=&tz=`: the patient's own AGP report, printable.
+pub async fn print_own(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<PeriodQuery>,
+) -> Response {
+    match own_record(&viewer) {
+        Ok(patient) => print(&state, &viewer, &patient, q).await,
+        Err(p) => problem(viewer.lang, p),
     }
-    let about = match about(&state, &viewer, &id).await {
-        Ok(a) => a,
-        Err(r) => return r,
+}
+
+/// `GET /patients/{id}/glucose/agp.pdf?start=&end=&tz=`: a patient's AGP report, printable.
+pub async fn print_for(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Query(q): Query<PeriodQuery>,
+) -> Response {
+    match for_clinician(&viewer, &id) {
+        Ok(()) => print(&state, &viewer, &id, q).await,
+        Err(p) => problem(viewer.lang, p),
+    }
+}
+
+/// The AGP report for the period the page showed, as one A4 page of PDF.
+async fn print(state: &AppState, viewer: &Viewer, patient: &str, q: PeriodQuery) -> Response {
+    let lang = viewer.lang;
+    let tz_name = q.tz.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let Ok(zone) = medmesh_devices::zone(tz_name) else {
+        return problem(lang, Problem::BadInput);
     };
-    show(&state, &viewer, &id, Some(about), q, Vec::new()).await
+    let (Some(start), Some(end)) = (q.start.as_deref(), q.end.as_deref()) else {
+        return problem(lang, Problem::BadInput);
+    };
+    let Ok((from, to)) =
+        medmesh_devices::period(Some(start), Some(end), &zone, state.devices.now())
+    else {
+        return problem(lang, Problem::BadInput);
+    };
+    let print = match state
+        .devices
+        .agp_print(&viewer.ctx, patient, from, to, &zone)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return record_problem(lang, &e),
+    };
+    match print.to_pdf().await {
+        Ok(bytes) => medmesh_server::web::pdf(bytes, "agp-report.pdf"),
+        Err(e) => {
+            tracing::error!(error = %e, "AGP report not printed");
+            problem(lang, Problem::Unavailable)
+        }
+    }
+}
+
+/// The Nightscout form.
+#[derive(Debug, Deserialize)]
+pub struct NightscoutForm {
+    csrf: Option<String>,
+    /// The site's base URL.
+    url: String,
+    /// `token` or `api-secret`.
+    kind: String,
+    /// The token or the API secret (this pull only; never kept).
+    secret: Option<String>,
+    /// Days back from now.
+    days: Option<String>,
+    /// The IANA zone.
+    time_zone: Option<String>,
+}
+
+/// `POST /glucose/nightscout`: the patient pulls from their Nightscout site.
+pub async fn nightscout_own(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Form(form): Form<NightscoutForm>,
+) -> Response {
+    match own_record(&viewer) {
+        Ok(patient) => nightscout(&state, &viewer, &patient, None, form).await,
+        Err(p) => problem(viewer.lang, p),
+    }
+}
+
+/// `POST /patients/{id}/glucose/nightscout`: a clinician pulls from a patient's site.
+pub async fn nightscout_for(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+    Form(form): Form<NightscoutForm>,
+) -> Response {
+    match chart_of(&state, &viewer, &id).await {
+        Ok(about) => nightscout(&state, &viewer, &id, Some(about), form).await,
+        Err(r) => r,
+    }
+}
+
+/// Pulls the days asked for and shows the page with what the pull did.
+async fn nightscout(
+    state: &AppState,
+    viewer: &Viewer,
+    patient: &str,
+    about: Option<About>,
+    form: NightscoutForm,
+) -> Response {
+    let lang = viewer.lang;
+    if let Some(refused) = csrf_guard(viewer, form.csrf.as_deref()) {
+        return refused;
+    }
+    let secret = form
+        .secret
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    let credential = match (form.kind.as_str(), secret) {
+        (_, None) => medmesh_devices::RemoteCredential::None,
+        ("api-secret", Some(s)) => medmesh_devices::RemoteCredential::ApiSecret(s),
+        ("token", Some(t)) => medmesh_devices::RemoteCredential::Token(t),
+        _ => return problem(lang, Problem::BadInput),
+    };
+    let days = match form
+        .days
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        None => medmesh_devices::remote::PULL_DEFAULT_DAYS,
+        Some(d) => match d.parse::<i64>() {
+            Ok(n) if (1..=medmesh_devices::service::MAX_PERIOD_DAYS).contains(&n) => n,
+            _ => return problem(lang, Problem::BadInput),
+        },
+    };
+    let zone_name = form.time_zone.filter(|z| !z.trim().is_empty());
+    let Ok(zone) = medmesh_devices::zone(zone_name.as_deref()) else {
+        return problem(lang, Problem::BadInput);
+    };
+    let end = state.devices.now();
+    let start = end - jiff::SignedDuration::from_hours(24 * days);
+    let name = lang.t("glucose-nightscout-site");
+    let row = match state
+        .devices
+        .pull_nightscout(
+            &viewer.ctx,
+            patient,
+            form.url.trim(),
+            credential,
+            start,
+            end,
+            zone,
+        )
+        .await
+    {
+        Ok(mut report) => {
+            report.file = name;
+            import_row(lang, &report)
+        }
+        Err(e) => match refusal_words(&e) {
+            Some(words) => failed(name, words),
+            None => return record_problem(lang, &e),
+        },
+    };
+    let q = PeriodQuery {
+        tz: zone_name,
+        ..PeriodQuery::default()
+    };
+    show(state, viewer, patient, about, q, vec![row]).await
 }
 
 /// `POST /glucose/upload`.
@@ -149,13 +333,10 @@ pub async fn upload_own(
     viewer: Viewer,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
-    if viewer.audience != Audience::Patient {
-        return problem(viewer.lang, Problem::WrongAudience);
+    match own_record(&viewer) {
+        Ok(patient) => upload(&state, &viewer, &patient, None, form).await,
+        Err(p) => problem(viewer.lang, p),
     }
-    let Some(patient) = viewer.own_patient() else {
-        return problem(viewer.lang, Problem::NotFound);
-    };
-    upload(&state, &viewer, &patient, None, form).await
 }
 
 /// `POST /patients/{id}/glucose/upload`.
@@ -165,17 +346,10 @@ pub async fn upload_for(
     Path(id): Path<String>,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
-    if viewer.audience != Audience::Clinician {
-        return problem(viewer.lang, Problem::WrongAudience);
+    match chart_of(&state, &viewer, &id).await {
+        Ok(about) => upload(&state, &viewer, &id, Some(about), form).await,
+        Err(r) => r,
     }
-    if !valid_id(&id) {
-        return problem(viewer.lang, Problem::NotFound);
-    }
-    let about = match about(&state, &viewer, &id).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    upload(&state, &viewer, &id, Some(about), form).await
 }
 
 /// Reads the form (its CSRF token first, then the format and zone, then the files), imports
@@ -310,6 +484,24 @@ fn import_row(lang: Lang, r: &FileReport) -> ImportRow {
             ],
         )
     };
+    match &r.low_glucose_alert {
+        None => {}
+        Some(medmesh_devices::alerts::LowAlert::Told { channels }) => {
+            summary.push_str(". ");
+            summary.push_str(&lang.t_with(
+                "glucose-alert-told",
+                &[("channels", Arg::Text(channels.join(", ")))],
+            ));
+        }
+        Some(medmesh_devices::alerts::LowAlert::NotChosen) => {
+            summary.push_str(". ");
+            summary.push_str(&lang.t("glucose-alert-not-chosen"));
+        }
+        Some(medmesh_devices::alerts::LowAlert::Unavailable) => {
+            summary.push_str(". ");
+            summary.push_str(&lang.t("glucose-alert-unavailable"));
+        }
+    }
     ImportRow {
         file: r.file.clone(),
         summary,

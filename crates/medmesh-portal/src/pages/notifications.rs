@@ -56,6 +56,7 @@ fn categories(audience: Audience) -> &'static [Category] {
             Category::Medications,
             Category::Messages,
             Category::Care,
+            Category::GlucoseAlerts,
         ],
         Audience::Clinician => &[
             Category::Referrals,

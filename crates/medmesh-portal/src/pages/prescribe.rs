@@ -391,18 +391,7 @@ pub async fn print(
         .print(&viewer.ctx, &id, &print_labels(viewer.lang))
         .await
     {
-        Ok(bytes) => (
-            [
-                (axum::http::header::CONTENT_TYPE, "application/pdf"),
-                (axum::http::header::CACHE_CONTROL, "no-store"),
-                (
-                    axum::http::header::CONTENT_DISPOSITION,
-                    "inline; filename=\"prescription.pdf\"",
-                ),
-            ],
-            bytes,
-        )
-            .into_response(),
+        Ok(bytes) => medmesh_server::web::pdf(bytes, "prescription.pdf"),
         Err(e) => record_problem(viewer.lang, &e),
     }
 }

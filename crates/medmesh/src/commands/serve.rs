@@ -124,7 +124,7 @@ pub(crate) async fn serve(cfg: Config) -> anyhow::Result<()> {
     let care = crate::wiring::care(&stores, &records, hub.clone());
     let messaging = crate::wiring::messaging(&stores, &records, hub.clone());
     let telehealth = crate::wiring::telehealth(&cfg, &records)?;
-    let devices = Arc::new(medmesh_devices::DeviceDataService::new(records.clone()));
+    let devices = Arc::new(crate::wiring::devices(records.clone(), &cfg, hub.clone())?);
     let state = medmesh_server::build_state(
         medmesh_server::Services {
             records,

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::documents::{multipart, patient, practitioner, seed};
-use crate::harness::{Node, shared_testdata};
+use crate::harness::{Db, Node, shared_testdata};
 use crate::on_both_databases;
 
 async fn upload(
@@ -332,3 +332,268 @@ async fn device_data(node: Node) {
 }
 
 on_both_databases!(device_data);
+
+async fn pull_nightscout(
+    who: &Node,
+    body: Value,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let request = who
+        .auth(
+            who.client
+                .post(who.root_url("/api/patients/pat/device-data/nightscout")),
+        )
+        .json(&body);
+    who.send(request).await
+}
+
+/// A patient pulls from her Nightscout site (a loopback stand-in for cgm-remote-monitor,
+/// holding the shared samples): the report counts what was read; pulling again adds
+/// nothing; a wrong secret, a site that is not Nightscout and an address the node may not
+/// reach are each refused in words; the operator pulls from the command line with the
+/// secret in the environment; the AGP report prints as one A4 page of PDF.
+async fn nightscout_pull(db: Db) {
+    use medmesh_nightscout::stand_in::{Site, serve};
+    let node = Node::start_with_env(db, &[("MEDMESH_NIGHTSCOUT_ALLOW_INTERNAL", "true")]).await;
+    seed(&node).await;
+    let pat = patient(&node);
+    let stranger = practitioner(&node, "stranger", "stranger");
+    let list = |path: &str| -> Vec<Value> { serde_json::from_slice(&sample(path)).unwrap() };
+    let mut entries = list("cgm-nightscout-entries/nightscout_example.json");
+    entries.extend(list("cgm-nightscout-entries/oref0_glucose.json"));
+    let treatments = vec![
+        serde_json::json!({"_id": "t1", "eventType": "Meal Bolus", "insulin": 3.5, "carbs": 45,
+                           "created_at": "2018-06-02T07:10:00.000Z", "enteredBy": "loop"}),
+        serde_json::json!({"_id": "t2", "eventType": "Temp Basal", "absolute": 0.4, "duration": 30,
+                           "created_at": "2018-06-02T07:20:00.000Z"}),
+    ];
+    let site = serve(Site {
+        entries,
+        treatments,
+        profile: vec![serde_json::json!({"_id": "p1", "defaultProfile": "Default", "store": {}})],
+        secret: Some("a-long-api-secret".into()),
+        max_count: 5,
+        ..Site::default()
+    })
+    .await
+    .unwrap();
+    let url = format!("http://{}/", site.addr);
+    let period = |secret: &str| {
+        serde_json::json!({"url": url, "api_secret": secret,
+                           "start": "2014-07-19", "end": "2014-07-20", "time_zone": "America/Los_Angeles"})
+    };
+    // The site's own sample: entries only (the treatments are four years later).
+    let (s, _, b) = pull_nightscout(&pat, period("a-long-api-secret")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let report = &b["files"][0];
+    assert_eq!(report["format"], "nightscout");
+    let read = count(report, "records", "sensor-glucose");
+    let file = upload(
+        &pat,
+        "pat",
+        &[("format", "nightscout")],
+        "x.json",
+        &sample("cgm-nightscout-entries/nightscout_example.json"),
+    )
+    .await;
+    assert_eq!(file.0, StatusCode::OK, "{}", file.1);
+    assert_eq!(
+        count(&file.1["files"][0], "records", "sensor-glucose"),
+        read,
+        "{report}"
+    );
+    assert_eq!(
+        count(&file.1["files"][0], "added", "sensor-glucose"),
+        0,
+        "the pull had them all"
+    );
+    // Again: nothing new.
+    let (s, _, again) = pull_nightscout(&pat, period("a-long-api-secret")).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again["files"][0]["series_written"], 0, "{again}");
+
+    // What is refused, in words that name neither the site nor the secret.
+    let (s, _, b) = pull_nightscout(&pat, period("guessed")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let words = b.to_string();
+    assert!(words.contains("refused the API secret or token"), "{words}");
+    assert!(!words.contains("guessed") && !words.contains(&site.addr.to_string()));
+    let mut elsewhere = period("a-long-api-secret");
+    elsewhere["url"] = Value::from(format!("http://{}/not-nightscout/", site.addr));
+    let (s, _, b) = pull_nightscout(&pat, elsewhere).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(
+        b.to_string().contains("does not answer as Nightscout"),
+        "{b}"
+    );
+    let (s, _, b) = pull_nightscout(
+        &pat,
+        serde_json::json!({"url": url, "api_secret": "x", "token": "y"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (s, _, _) = pull_nightscout(&stranger, period("a-long-api-secret")).await;
+    assert!(
+        s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND,
+        "{s}"
+    );
+
+    // The operator, from the command line, the secret in the environment: the oref0 day
+    // with its bolus and temporary basal.
+    let pull_cli = |allow: &str| {
+        node.command_with_env("MEDMESH_NIGHTSCOUT_ALLOW_INTERNAL", allow)
+            .env("NIGHTSCOUT_API_SECRET", "a-long-api-secret")
+            .arg("devices")
+            .args(node.store_args())
+            .args([
+                "pull-nightscout",
+                "--patient",
+                "pat",
+                "--url",
+                &url,
+                "--start",
+                "2018-06-01",
+                "--end",
+                "2018-06-03",
+                "--json",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = pull_cli("true");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &printed["files"][0];
+    assert!(count(report, "records", "sensor-glucose") > 0, "{printed}");
+    assert_eq!(count(report, "records", "bolus-insulin"), 1, "{printed}");
+    assert!(count(report, "records", "basal-rate") >= 1, "{printed}");
+    assert_eq!(count(report, "records", "carbs"), 1, "{printed}");
+    // Without the node's leave to reach its own networks: refused, exit 1.
+    let out = pull_cli("false");
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("the site's address is not allowed"), "{said}");
+
+    // The AGP report, printable.
+    let (s, headers, pdf) = pat
+        .get_bytes("/api/patients/pat/glucose/agp.pdf?start=2014-07-19&end=2014-07-19&tz=America/Los_Angeles")
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/pdf");
+    assert!(pdf.starts_with(b"%PDF-"));
+    let path = std::env::temp_dir().join(format!("medmesh-agp-{}.pdf", std::process::id()));
+    std::fs::write(&path, &pdf).unwrap();
+    let text = std::process::Command::new("pdftotext")
+        .args([path.to_str().unwrap(), "-"])
+        .output()
+        .expect("pdftotext (poppler-utils)");
+    let info = std::process::Command::new("pdfinfo")
+        .arg(&path)
+        .output()
+        .expect("pdfinfo (poppler-utils)");
+    let _ = std::fs::remove_file(&path);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("AGP Report"), "{text}");
+    assert!(text.contains("Time in ranges"), "{text}");
+    assert!(text.contains("Born"), "{text}");
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("Pages:") && l.trim_end().ends_with(" 1")),
+        "{info}"
+    );
+    assert!(info.contains("595.28 x 841.89"), "{info}");
+    let (s, _, _) = stranger
+        .get_bytes("/api/patients/pat/glucose/agp.pdf?start=2014-07-19&end=2014-07-19")
+        .await;
+    assert!(
+        s == StatusCode::FORBIDDEN || s == StatusCode::NOT_FOUND,
+        "{s}"
+    );
+
+    // Glucose alerts: a day of 4-hour waves between 60 and 180 mg/dL, the latest reading
+    // two minutes ago on the way down at 90 (30 minutes on, 62; an hour on, 68).
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let cycle = |minutes_ago: i64| -> f64 {
+        let phase = 210.0 - (minutes_ago - 2) as f64 * 360.0 / 240.0;
+        120.0 + 60.0 * phase.to_radians().sin()
+    };
+    let entries = |from: i64, to: i64| -> Vec<u8> {
+        let list: Vec<Value> = (from..to)
+            .map(|k| {
+                let ago = 2 + k * 5;
+                serde_json::json!({"type": "sgv", "sgv": cycle(ago).round(), "date": now_ms - ago * 60_000,
+                                   "device": "xDrip-LibreReceiver"})
+            })
+            .collect();
+        serde_json::to_vec(&list).unwrap()
+    };
+    // Not chosen: the forecast low is found, and nobody is told.
+    // The day up to 22 minutes ago: history, no alert.
+    let (s, b) = upload(&pat, "pat", &[], "today.json", &entries(4, 288)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(
+        b["files"][0].get("low_glucose_alert").is_none(),
+        "not fresh: {b}"
+    );
+    let (s, b) = upload(&pat, "pat", &[], "now.json", &entries(0, 4)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        b["files"][0]["low_glucose_alert"]["outcome"], "not-chosen",
+        "{b}"
+    );
+    // Chosen: told in the inbox, once per reading, in words with no value in them.
+    let out = node.cli(&[
+        "notifications",
+        "settings",
+        "--patient",
+        "pat",
+        "--choose",
+        "glucose-alerts=inbox",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fresh = serde_json::to_vec(&vec![serde_json::json!({"type": "sgv", "sgv": 86,
+        "date": now_ms - 60_000, "device": "xDrip-LibreReceiver"})])
+    .unwrap();
+    let (s, b) = upload(&pat, "pat", &[], "now.json", &fresh).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["files"][0]["low_glucose_alert"]["outcome"], "told", "{b}");
+    assert_eq!(
+        b["files"][0]["low_glucose_alert"]["channels"][0], "inbox",
+        "{b}"
+    );
+    let (s, _, inbox) = pat.get_raw("/api/patients/pat/notifications").await;
+    assert_eq!(s, StatusCode::OK, "{inbox}");
+    let alerts: Vec<&Value> = inbox["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "glucose-alerts")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{inbox}");
+    assert_eq!(
+        alerts[0]["message"], "Glucose alert at medmesh",
+        "no value in it"
+    );
+    // The same reading again: nothing new, no second alert.
+    let (s, b) = upload(&pat, "pat", &[], "now.json", &fresh).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b["files"][0].get("low_glucose_alert").is_none(), "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nightscout_pull_on_sqlite() {
+    nightscout_pull(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nightscout_pull_on_postgres() {
+    nightscout_pull(Db::Postgres).await;
+}
