@@ -4,13 +4,19 @@
 # `GET /record` and `GET /home` under wrk (4 connections), with latency percentiles. Also
 # prints the bytes of script and stylesheet the pages ship.
 #   bench/portal-render.sh [RESOURCES] [SECONDS]
+#   MEDMESH_BIN=/path/to/medmesh bench/portal-render.sh   (a binary built elsewhere)
 # Needs wrk (apt-get install wrk). Target: p99 under 50 ms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-5000}; secs=${2:-15}
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
-cargo build --release -q
-bin=target/release/medmesh
+# MEDMESH_BIN runs a binary built elsewhere (one of a before/after pair) instead of this tree's.
+if [ -z "${MEDMESH_BIN:-}" ]; then
+    cargo build --release -q -p medmesh
+    bin=${CARGO_TARGET_DIR:-target}/release/medmesh
+else
+    bin=$MEDMESH_BIN
+fi
 store=bench/.portal-render
 rm -rf "$store"; mkdir -p "$store"
 python3 bench/big_patient.py "$store/patient.json" "$n"
