@@ -7,6 +7,7 @@ pub mod datetime;
 pub mod definitions;
 pub mod fhirpath;
 pub mod index;
+pub mod json;
 pub mod names;
 pub mod outcome;
 pub mod resource;

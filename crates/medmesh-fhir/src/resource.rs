@@ -195,6 +195,25 @@ fn top_level_def<'a>(
     })
 }
 
+/// [`shape`] of a resource already owned: when nothing is taken out (no `_elements`, no
+/// `_summary` that drops anything), the resource itself, not a copy of it.
+pub fn shaped(
+    defs: &Definitions,
+    resource: Value,
+    summary: Option<SummaryMode>,
+    elements: &[String],
+) -> Value {
+    let keeps_everything = elements.is_empty()
+        && matches!(
+            summary,
+            None | Some(SummaryMode::False) | Some(SummaryMode::Count)
+        );
+    if keeps_everything || !resource.is_object() {
+        return resource;
+    }
+    shape(defs, &resource, summary, elements)
+}
+
 /// Shapes a resource for `_summary` and `_elements`.
 pub fn shape(
     defs: &Definitions,
@@ -270,6 +289,28 @@ pub fn shape(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shaped_is_shape_without_the_copy() {
+        let defs = crate::definitions().unwrap();
+        let obs = serde_json::json!({"resourceType": "Observation", "id": "o", "status": "final",
+            "code": {"text": "x"}, "text": {"status": "generated", "div": "<div>x</div>"}});
+        for summary in [
+            None,
+            Some(SummaryMode::False),
+            Some(SummaryMode::True),
+            Some(SummaryMode::Text),
+            Some(SummaryMode::Data),
+        ] {
+            for elements in [vec![], vec!["status".to_string()]] {
+                assert_eq!(
+                    shaped(defs, obs.clone(), summary, &elements),
+                    shape(defs, &obs, summary, &elements),
+                    "{summary:?} {elements:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn elements_keep_what_is_mandatory() {

@@ -213,8 +213,7 @@ impl MessagingService {
             ("status".to_string(), "active".to_string()),
         ];
         let mut teams = resources_of(
-            &self
-                .records
+            self.records
                 .search(ctx, "CareTeam", &params, Handling::Strict)
                 .await?,
         );
@@ -393,8 +392,7 @@ impl MessagingService {
             ("_count".to_string(), MAX_LISTED.to_string()),
         ];
         Ok(resources_of(
-            &self
-                .records
+            self.records
                 .search(ctx, "Communication", &params, Handling::Strict)
                 .await?,
         ))
@@ -454,8 +452,7 @@ impl MessagingService {
             ("_count".to_string(), MAX_LISTED.to_string()),
         ];
         let headers = resources_of(
-            &self
-                .records
+            self.records
                 .search(ctx, "Communication", &params, Handling::Strict)
                 .await?,
         );
@@ -777,8 +774,7 @@ impl MessagingService {
             ),
         ];
         let mut found = resources_of(
-            &self
-                .records
+            self.records
                 .search(ctx, "Communication", &params, Handling::Strict)
                 .await?,
         );

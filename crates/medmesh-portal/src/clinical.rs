@@ -281,13 +281,13 @@ pub struct Series {
 
 /// The numeric values of an Observation: its own, or each component's as a series of its
 /// own (blood pressure gives systolic and diastolic).
-fn numeric_parts(obs: &Value) -> Vec<(String, String, Value)> {
+fn numeric_parts(obs: &Value) -> Vec<(String, String, &Value)> {
     let mut out = Vec::new();
     if obs["valueQuantity"]["value"].is_number() {
         out.push((
             concept_key(&obs["code"]).unwrap_or_default(),
             concept(&obs["code"]).unwrap_or_default(),
-            obs.clone(),
+            obs,
         ));
     }
     for c in obs["component"].as_array().into_iter().flatten() {
@@ -295,7 +295,7 @@ fn numeric_parts(obs: &Value) -> Vec<(String, String, Value)> {
             out.push((
                 concept_key(&c["code"]).unwrap_or_default(),
                 concept(&c["code"]).unwrap_or_default(),
-                c.clone(),
+                c,
             ));
         }
     }
@@ -325,10 +325,10 @@ pub fn series(observations: &[Value]) -> Vec<Series> {
                 .as_str()
                 .or_else(|| part["valueQuantity"]["unit"].as_str())
                 .unwrap_or_default();
-            let own = range_of(&part).or_else(|| range_of(obs));
+            let own = range_of(part).or_else(|| range_of(obs));
             let typical = typical_range(&key, unit);
             let range = own.or(typical);
-            let flag = flag(&part, Some(value), range).max_with(flag(obs, Some(value), range));
+            let flag = flag(part, Some(value), range).max_with(flag(obs, Some(value), range));
             let s = by_code.entry(key).or_insert_with(|| Series {
                 name,
                 unit: part["valueQuantity"]["unit"]
@@ -367,17 +367,8 @@ impl Flag {
 
 pub use medmesh_fhir::names::human_name;
 
-/// The resources of a searchset Bundle.
-pub fn resources(bundle: &Value) -> Vec<Value> {
-    bundle["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["search"]["mode"].as_str() != Some("outcome"))
-        .map(|e| e["resource"].clone())
-        .filter(|r| r.is_object())
-        .collect()
-}
+/// The resources of a searchset Bundle, moved out of it.
+pub use medmesh_records::reading::resources_of as resources;
 
 #[cfg(test)]
 mod tests {

@@ -128,8 +128,8 @@ impl RecordService {
         let found = self.store.read_many(&page.matches).await?;
         let mut entries = Vec::new();
         let mut ids = Vec::new();
-        for v in &found {
-            let r = self.decode(v).await?;
+        let decoded = self.decode_many(&found.iter().collect::<Vec<_>>()).await?;
+        for (v, r) in found.iter().zip(decoded) {
             if (start.is_some() || end.is_some()) && !self.in_care_period(&r, start, end) {
                 continue;
             }
@@ -139,7 +139,11 @@ impl RecordService {
                 continue;
             }
             ids.push(format!("{}/{}", v.resource_type, v.id));
-            entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url(), v.resource_type, v.id), "resource": r, "search": {"mode": "match"}}));
+            entries.push(medmesh_fhir::json::search_entry(
+                Some(format!("{}/{}/{}", ctx.base_url(), v.resource_type, v.id)),
+                r,
+                "match",
+            ));
         }
         let mut entry = self.entry(ctx, "everything", Some("Patient"), ids, Outcome::Success);
         entry.patients = vec![patient_id.to_string()];
@@ -156,8 +160,13 @@ impl RecordService {
             p.push(("_page".into(), next));
             links.push(json!({"relation": "next", "url": with_query(&path, &p)}));
         }
-        Ok(
-            json!({"resourceType": "Bundle", "id": self.ids.new_id(), "meta": {"lastUpdated": format_instant(self.now())}, "type": "searchset", "link": links, "entry": entries}),
-        )
+        Ok(medmesh_fhir::json::object([
+            ("resourceType", json!("Bundle")),
+            ("id", json!(self.ids.new_id())),
+            ("meta", json!({"lastUpdated": format_instant(self.now())})),
+            ("type", json!("searchset")),
+            ("link", Value::Array(links)),
+            ("entry", Value::Array(entries)),
+        ]))
     }
 }

@@ -10,14 +10,28 @@ use serde_json::Value;
 
 use crate::{RecordError, RecordService};
 
-/// The resources of a search Bundle, without its OperationOutcome entries.
-pub fn resources_of(bundle: &Value) -> Vec<Value> {
-    bundle["entry"]
-        .as_array()
+/// The resources of a search Bundle, without its OperationOutcome entries: moved out of the
+/// Bundle, not copied (a page of a thousand resources was copied once more here).
+pub fn resources_of(bundle: Value) -> Vec<Value> {
+    let Value::Object(mut bundle) = bundle else {
+        return Vec::new();
+    };
+    let Some(Value::Array(entries)) = bundle.remove("entry") else {
+        return Vec::new();
+    };
+    entries
         .into_iter()
-        .flatten()
-        .filter(|e| e["search"]["mode"] != "outcome")
-        .map(|e| e["resource"].clone())
+        .filter_map(|entry| {
+            let Value::Object(mut entry) = entry else {
+                return None;
+            };
+            // (`Map`'s index panics on a missing key, unlike `Value`'s.)
+            let mode = entry.get("search").and_then(|s| s.get("mode"));
+            if mode.and_then(Value::as_str) == Some("outcome") {
+                return None;
+            }
+            entry.remove("resource").filter(Value::is_object)
+        })
         .collect()
 }
 
@@ -37,7 +51,7 @@ impl RecordService {
             .map(|(k, v)| ((*k).to_string(), v.clone()))
             .collect();
         let bundle = self.search(ctx, rt, &params, Handling::Strict).await?;
-        Ok(resources_of(&bundle))
+        Ok(resources_of(bundle))
     }
 }
 
@@ -76,5 +90,27 @@ impl Names {
         .unwrap_or_else(|| reference.to_string());
         self.0.insert(reference.to_string(), name.clone());
         name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn resources_leave_out_outcomes_and_entries_without_one() {
+        let bundle = json!({"resourceType": "Bundle", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "a"}, "search": {"mode": "match"}},
+            {"resource": {"resourceType": "OperationOutcome"}, "search": {"mode": "outcome"}},
+            {"fullUrl": "x"},
+            {"resource": {"resourceType": "Practitioner", "id": "b"}, "search": {"mode": "include"}}
+        ]});
+        let ids: Vec<_> = resources_of(bundle)
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(resources_of(json!({"resourceType": "Bundle"})).is_empty());
     }
 }

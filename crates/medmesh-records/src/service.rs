@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use medmesh_audit::{AuditEntry, Outcome};
 use medmesh_fhir::datetime::{self, format_instant};
+use medmesh_fhir::json as fhir_json;
 use medmesh_fhir::search::{self, Handling, Include, SearchQuery, SummaryMode, TotalMode};
 use medmesh_fhir::{Definitions, Issue, IssueType, index, operation_outcome, resource, validate};
 use medmesh_policy::{
@@ -526,6 +527,27 @@ impl RecordService {
             }
             None => serde_json::from_slice(&v.body).map_err(|_| RecordError::Corrupt),
         }
+    }
+
+    /// Decodes many stored versions, in order. Bodies are opened one after the other (cheap),
+    /// then, when there are enough of them, parsed on two threads: a page of a thousand
+    /// Observations spent most of its own time in JSON parsing on one core while the other
+    /// waited (the portal's `/record`; bench/README.md).
+    pub(crate) async fn decode_many(
+        &self,
+        versions: &[&StoredVersion],
+    ) -> Result<Vec<Value>, RecordError> {
+        let Some(a) = &self.at_rest else {
+            return versions.iter().map(|v| parse_body(&v.body)).collect();
+        };
+        let mut opened = Vec::with_capacity(versions.len());
+        for v in versions {
+            opened.push(
+                a.open(&body_context(&v.resource_type, &v.id, v.version), &v.body)
+                    .await?,
+            );
+        }
+        parse_bodies(opened).await
     }
 
     /// Checks a resource body against its type and the definitions.
@@ -1343,12 +1365,17 @@ impl RecordService {
         let modes = std::iter::repeat_n("match", matches.len())
             .chain(std::iter::repeat_n("include", included.len()));
         // Each body is decoded once: for the audit entry's patients and for the Bundle.
-        for (v, mode) in matches.iter().chain(&included).zip(modes) {
-            let decoded = self.decode(v).await?;
+        let all: Vec<&StoredVersion> = matches.iter().chain(&included).collect();
+        let decoded = self.decode_many(&all).await?;
+        for ((v, mode), decoded) in matches.iter().chain(&included).zip(modes).zip(decoded) {
             patients.extend(self.compartment_owners(&v.resource_type, &decoded));
-            let r = resource::shape(self.defs, &decoded, q.summary, &q.elements);
+            let r = resource::shaped(self.defs, decoded, q.summary, &q.elements);
             returned_ids.push(format!("{}/{}", v.resource_type, v.id));
-            entries.push(json!({"fullUrl": format!("{}/{}/{}", ctx.base_url(), v.resource_type, v.id), "resource": r, "search": {"mode": mode}}));
+            entries.push(fhir_json::search_entry(
+                Some(format!("{}/{}/{}", ctx.base_url(), v.resource_type, v.id)),
+                r,
+                mode,
+            ));
         }
         patients.sort();
         patients.dedup();
@@ -1370,9 +1397,11 @@ impl RecordService {
             ));
         }
         if !issues.is_empty() {
-            entries.push(
-                json!({"resource": operation_outcome(&issues), "search": {"mode": "outcome"}}),
-            );
+            entries.push(fhir_json::search_entry(
+                None,
+                operation_outcome(&issues),
+                "outcome",
+            ));
         }
         let mut entry = self.entry(ctx, "search", Some(rt), returned_ids, Outcome::Success);
         entry.patients = patients;
@@ -1409,7 +1438,14 @@ impl RecordService {
             p.push(("_page".into(), next.clone()));
             links.push(json!({"relation": "next", "url": format!("{base}?{}", encode_query(&p))}));
         }
-        let mut b = json!({"resourceType": "Bundle", "id": self.ids.new_id(), "meta": {"lastUpdated": format_instant(self.now())}, "type": "searchset", "link": links, "entry": entries});
+        let mut b = fhir_json::object([
+            ("resourceType", json!("Bundle")),
+            ("id", json!(self.ids.new_id())),
+            ("meta", json!({"lastUpdated": format_instant(self.now())})),
+            ("type", json!("searchset")),
+            ("link", Value::Array(links)),
+            ("entry", Value::Array(entries)),
+        ]);
         // Without `_total=accurate`, a total is given only when it is free: the first page
         // holds every match. Counting large results on every page is left to clients that ask.
         let free_total =
@@ -1594,11 +1630,51 @@ impl RecordService {
             p.push(("_page".into(), next));
             links.push(json!({"relation": "next", "url": bundle::with_query(&path, &p)}));
         }
-        let mut b = json!({"resourceType": "Bundle", "id": self.ids.new_id(), "type": "history", "link": links, "entry": entries});
+        let mut b = fhir_json::object([
+            ("resourceType", json!("Bundle")),
+            ("id", json!(self.ids.new_id())),
+            ("type", json!("history")),
+            ("link", Value::Array(links)),
+            ("entry", Value::Array(entries)),
+        ]);
         // The store's total counts every version; a restricted grant must not learn it.
         if grant.is_unrestricted() {
             b["total"] = json!(page.total);
         }
         Ok(b)
     }
+}
+
+/// Below this many bodies, parsing them on a second thread costs more than it saves.
+const PARALLEL_PARSE_MIN: usize = 128;
+
+fn parse_body(bytes: &[u8]) -> Result<Value, RecordError> {
+    serde_json::from_slice(bytes).map_err(|_| RecordError::Corrupt)
+}
+
+/// Parses opened bodies in order; a large batch's second half on a blocking thread while
+/// this task parses the first.
+async fn parse_bodies(mut bodies: Vec<Vec<u8>>) -> Result<Vec<Value>, RecordError> {
+    if bodies.len() < PARALLEL_PARSE_MIN {
+        return bodies.iter().map(|b| parse_body(b)).collect();
+    }
+    let second = bodies.split_off(bodies.len() / 2);
+    let second = tokio::task::spawn_blocking(move || {
+        second
+            .iter()
+            .map(|b| parse_body(b))
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let mut parsed = bodies
+        .iter()
+        .map(|b| parse_body(b))
+        .collect::<Result<Vec<_>, _>>()?;
+    // A parser thread that did not finish (the runtime shutting down) is a failure to read,
+    // never a silently shorter page.
+    parsed.extend(
+        second
+            .await
+            .map_err(|e| RecordError::Store(medmesh_store::StoreError::backend(e)))??,
+    );
+    Ok(parsed)
 }

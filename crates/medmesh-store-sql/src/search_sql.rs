@@ -691,11 +691,14 @@ pub fn page_query(
     }
     sql.push(" ORDER BY ");
     for key in &q.sort {
-        // NULLs last in both directions, portably.
+        // NULLs last in both directions. `NULLS LAST` (SQLite 3.30+, PostgreSQL) evaluates the
+        // key once; the portable `key IS NULL, key` evaluated its subquery twice per row.
         sort_expr(&mut sql, key);
-        sql.push(" IS NULL, ");
-        sort_expr(&mut sql, key);
-        sql.push(if key.descending { " DESC, " } else { " ASC, " });
+        sql.push(if key.descending {
+            " DESC NULLS LAST, "
+        } else {
+            " ASC NULLS LAST, "
+        });
     }
     sql.push("r.rid ASC").limit(i64::from(count) + 1);
     if let Some(Cursor::Offset { offset, .. }) = cursor {

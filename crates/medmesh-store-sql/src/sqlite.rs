@@ -44,6 +44,13 @@ impl SqliteBackend {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("cache_size", "-65536")
+            // Read the database file through a memory map rather than a read() call per page.
+            // Every commit (an audited read appends its audit entry) makes each other
+            // connection drop its page cache at its next read, so a large search read its
+            // pages back one read() at a time: a fifth of the portal's `/record` time went to
+            // copying pages. SQLite caps the map at its compile-time maximum; pages still in
+            // the WAL are read as before.
+            .pragma("mmap_size", POOL_MMAP_BYTES)
             .pragma("temp_store", "memory")
             // Bounds ANALYZE (run by `PRAGMA optimize`) to a sample, so start-up stays fast on a big store.
             .pragma("analysis_limit", "400")
@@ -230,6 +237,9 @@ impl Backend for SqliteBackend {
         Some(crate::store::pages_of(received))
     }
 }
+
+/// How much of the database file each pooled connection maps (see `open`).
+const POOL_MMAP_BYTES: &str = "1099511627776";
 
 /// Rows per page a scan hands over.
 const SCAN_PAGE: usize = 4096;

@@ -373,7 +373,7 @@ pub(crate) async fn search_appointments(
         .records
         .search(&viewer.ctx, "Appointment", &params, Handling::Lenient)
         .await
-        .map(|b| resources(&b))
+        .map(resources)
         .map_err(|e| record_problem(viewer.lang, &e))
 }
 

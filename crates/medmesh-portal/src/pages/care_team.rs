@@ -128,7 +128,7 @@ async fn show(
             .await
         {
             Ok(bundle) => {
-                for p in clinical::resources(&bundle) {
+                for p in clinical::resources(bundle) {
                     let pid = p["id"].as_str().unwrap_or_default().to_string();
                     found.push(Choice {
                         label: medmesh_fhir::names::human_name(&p).unwrap_or_else(|| pid.clone()),

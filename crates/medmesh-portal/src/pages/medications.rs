@@ -115,7 +115,7 @@ pub(crate) async fn pharmacies(
             Handling::Lenient,
         )
         .await?;
-    Ok(resources(&b)
+    Ok(resources(b)
         .iter()
         .filter_map(|o| {
             Some(PharmacyOption {

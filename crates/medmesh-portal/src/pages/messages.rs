@@ -132,7 +132,7 @@ async fn list(state: &AppState, viewer: &Viewer, error: Option<String>) -> Respo
             .await
         {
             Ok(bundle) => {
-                for p in clinical::resources(&bundle) {
+                for p in clinical::resources(bundle) {
                     let id = format!("Practitioner/{}", p["id"].as_str().unwrap_or_default());
                     if id != *me {
                         directory.push(Choice {

@@ -57,7 +57,7 @@ pub(crate) async fn search(
         .records
         .search(&viewer.ctx, rt, &all, Handling::Lenient)
         .await?;
-    Ok(resources(&bundle))
+    Ok(resources(bundle))
 }
 
 /// A record id as it may appear in a path or a form: FHIR's id characters, at most 64.

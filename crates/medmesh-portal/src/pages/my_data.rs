@@ -148,21 +148,21 @@ pub async fn download(State(state): State<AppState>, viewer: Viewer) -> Response
             Ok(p) => p,
             Err(e) => return record_problem(lang, &e),
         };
-        for e in clinical::resources(&page) {
-            entries.push(json!({"resource": e}));
-        }
         cursor = next_page(&page);
+        for e in clinical::resources(page) {
+            entries.push(medmesh_fhir::json::object([("resource", e)]));
+        }
         if cursor.is_none() || entries.len() >= MAX_EXPORT {
             break;
         }
     }
     entries.truncate(MAX_EXPORT);
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "type": "collection",
-        "total": entries.len(),
-        "entry": entries,
-    });
+    let bundle = medmesh_fhir::json::object([
+        ("resourceType", json!("Bundle")),
+        ("type", json!("collection")),
+        ("total", json!(entries.len())),
+        ("entry", Value::Array(entries)),
+    ]);
     let mut r = (
         [(header::CONTENT_TYPE, "application/fhir+json")],
         bundle.to_string(),

@@ -126,7 +126,8 @@ async fn list(state: &AppState, viewer: &Viewer, form: SearchForm, searched: boo
         Ok(b) => b,
         Err(e) => return record_problem(lang, &e),
     };
-    let mut patients: Vec<PatientRow> = resources(&bundle)
+    let (previous, next) = (cursor(&bundle, "previous"), cursor(&bundle, "next"));
+    let mut patients: Vec<PatientRow> = resources(bundle)
         .iter()
         .filter_map(|p| {
             Some(PatientRow {
@@ -152,8 +153,8 @@ async fn list(state: &AppState, viewer: &Viewer, form: SearchForm, searched: boo
             name: name.unwrap_or_default(),
             birthdate: birthdate.unwrap_or_default(),
             identifier: identifier.unwrap_or_default(),
-            previous: cursor(&bundle, "previous"),
-            next: cursor(&bundle, "next"),
+            previous,
+            next,
             emergency_hours: lang.t_with("emergency-time-box", &[("hours", Arg::Number(hours))]),
         },
     )

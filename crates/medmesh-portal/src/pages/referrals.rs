@@ -83,7 +83,7 @@ async fn directory(
         .records
         .search(&viewer.ctx, "PractitionerRole", &params, Handling::Lenient)
         .await?;
-    let found = resources(&bundle);
+    let found = resources(bundle);
     let by_ref = |reference: &str| {
         found.iter().find(|r| {
             format!(
@@ -137,7 +137,7 @@ async fn directory(
                 Handling::Lenient,
             )
             .await?;
-        for p in resources(&bundle) {
+        for p in resources(bundle) {
             let reference = format!("Practitioner/{}", p["id"].as_str().unwrap_or_default());
             if !out.iter().any(|c| c.reference == reference) {
                 out.push(Colleague {
@@ -363,7 +363,7 @@ async fn tasks(
             Handling::Lenient,
         )
         .await?;
-    Ok(resources(&bundle)
+    Ok(resources(bundle)
         .into_iter()
         .filter(|t| {
             t["focus"]["reference"]

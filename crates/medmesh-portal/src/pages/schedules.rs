@@ -83,7 +83,7 @@ async fn search(state: &AppState, viewer: &Viewer, rt: &str) -> Result<Vec<Value
         .records
         .search(&viewer.ctx, rt, &params, Handling::Lenient)
         .await?;
-    Ok(resources(&b))
+    Ok(resources(b))
 }
 
 fn choices(list: &[Value]) -> Vec<Choice> {

@@ -79,7 +79,7 @@ async fn colleagues(state: &AppState, viewer: &Viewer) -> Result<Vec<Found>, Rec
         )
         .await?;
     let me = viewer.owner_reference();
-    Ok(resources(&bundle)
+    Ok(resources(bundle)
         .into_iter()
         .filter_map(|p| {
             let reference = format!("Practitioner/{}", p["id"].as_str()?);

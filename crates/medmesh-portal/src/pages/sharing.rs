@@ -318,7 +318,7 @@ pub async fn find(
             Ok(b) => b,
             Err(e) => return record_problem(viewer.lang, &e),
         };
-        for r in resources(&bundle) {
+        for r in resources(bundle) {
             let Some(id) = r["id"].as_str() else { continue };
             found.push(Found {
                 reference: format!("{rt}/{id}"),
