@@ -15,7 +15,9 @@
 # and prints the median of each figure over the rounds with its range (lowest–highest), the
 # p99 of the wrk runs, and the ratio working tree / REV of the medians, marked where the two
 # builds' ranges overlap (the rounds cannot tell them apart). REV is built once, in a git worktree under bench/.compare, with
-# a target directory of its own (bench/.compare/target); its binary is kept by commit id.
+# a target directory of its own (bench/.compare/target); its binary is kept by commit id
+# (bench/.compare/medmesh-SHORT: a release binary of REV put there is used as it is). The
+# working tree builds into CARGO_TARGET_DIR when it is set.
 # Needs wrk (apt-get install wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +44,8 @@ fi
 echo "building the working tree ..." >&2
 cargo build --release -q -p medmesh
 cand_bin=bench/.compare/medmesh-working-tree
-cp target/release/medmesh "$cand_bin"
+# CARGO_TARGET_DIR, when set, is where the working tree's build went.
+cp "${CARGO_TARGET_DIR:-target}/release/medmesh" "$cand_bin"
 
 data=bench/.compare/data-$copies
 [ -d "$data" ] || python3 bench/replicate_synthea.py "$copies" "$data" >/dev/null
