@@ -27,6 +27,26 @@ pub fn search_entry(full_url: Option<String>, resource: Value, mode: &str) -> Va
     Value::Object(map)
 }
 
+/// A searchset Bundle of `entries` (moved in), with its `link`s.
+pub fn searchset(
+    id: String,
+    last_updated: String,
+    links: Vec<Value>,
+    entries: Vec<Value>,
+) -> Value {
+    object([
+        ("resourceType", Value::from("Bundle")),
+        ("id", Value::String(id)),
+        (
+            "meta",
+            object([("lastUpdated", Value::String(last_updated))]),
+        ),
+        ("type", Value::from("searchset")),
+        ("link", Value::Array(links)),
+        ("entry", Value::Array(entries)),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +66,16 @@ mod tests {
         assert_eq!(
             search_entry(None, r.clone(), "outcome"),
             json!({"resource": r, "search": {"mode": "outcome"}})
+        );
+        assert_eq!(
+            searchset(
+                "b".into(),
+                "2026-12-05T00:00:00Z".into(),
+                vec![],
+                vec![r.clone()]
+            ),
+            json!({"resourceType": "Bundle", "id": "b", "meta": {"lastUpdated": "2026-12-05T00:00:00Z"},
+                   "type": "searchset", "link": [], "entry": [r]})
         );
     }
 }

@@ -160,13 +160,11 @@ impl RecordService {
             p.push(("_page".into(), next));
             links.push(json!({"relation": "next", "url": with_query(&path, &p)}));
         }
-        Ok(medmesh_fhir::json::object([
-            ("resourceType", json!("Bundle")),
-            ("id", json!(self.ids.new_id())),
-            ("meta", json!({"lastUpdated": format_instant(self.now())})),
-            ("type", json!("searchset")),
-            ("link", Value::Array(links)),
-            ("entry", Value::Array(entries)),
-        ]))
+        Ok(medmesh_fhir::json::searchset(
+            self.ids.new_id(),
+            format_instant(self.now()),
+            links,
+            entries,
+        ))
     }
 }

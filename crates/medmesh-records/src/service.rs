@@ -1438,14 +1438,12 @@ impl RecordService {
             p.push(("_page".into(), next.clone()));
             links.push(json!({"relation": "next", "url": format!("{base}?{}", encode_query(&p))}));
         }
-        let mut b = fhir_json::object([
-            ("resourceType", json!("Bundle")),
-            ("id", json!(self.ids.new_id())),
-            ("meta", json!({"lastUpdated": format_instant(self.now())})),
-            ("type", json!("searchset")),
-            ("link", Value::Array(links)),
-            ("entry", Value::Array(entries)),
-        ]);
+        let mut b = fhir_json::searchset(
+            self.ids.new_id(),
+            format_instant(self.now()),
+            links,
+            entries,
+        );
         // Without `_total=accurate`, a total is given only when it is free: the first page
         // holds every match. Counting large results on every page is left to clients that ask.
         let free_total =
