@@ -523,9 +523,9 @@ impl RecordService {
                 let bytes = a
                     .open(&body_context(&v.resource_type, &v.id, v.version), &v.body)
                     .await?;
-                serde_json::from_slice(&bytes).map_err(|_| RecordError::Corrupt)
+                parse_body(&bytes)
             }
-            None => serde_json::from_slice(&v.body).map_err(|_| RecordError::Corrupt),
+            None => parse_body(&v.body),
         }
     }
 
@@ -1367,7 +1367,7 @@ impl RecordService {
         // Each body is decoded once: for the audit entry's patients and for the Bundle.
         let all: Vec<&StoredVersion> = matches.iter().chain(&included).collect();
         let decoded = self.decode_many(&all).await?;
-        for ((v, mode), decoded) in matches.iter().chain(&included).zip(modes).zip(decoded) {
+        for ((v, mode), decoded) in all.into_iter().zip(modes).zip(decoded) {
             patients.extend(self.compartment_owners(&v.resource_type, &decoded));
             let r = resource::shaped(self.defs, decoded, q.summary, &q.elements);
             returned_ids.push(format!("{}/{}", v.resource_type, v.id));
