@@ -10,6 +10,9 @@ use medmesh_fhir::search::{self, Criterion, SearchQuery};
 use medmesh_policy::consent::SHARED_WITH;
 use medmesh_policy::labels::restricted_labels;
 use medmesh_policy::{Grant, Reach};
+use std::collections::BTreeMap;
+
+use medmesh_fhir::definitions::Definitions;
 use serde_json::Value;
 
 use crate::{RecordError, RecordService};
@@ -29,6 +32,57 @@ fn token_matches(filter: &str, value: &IndexValue) -> bool {
         Some(("", c)) => system.is_none() && code.as_deref() == Some(c),
         Some((s, "")) => system.as_deref() == Some(s),
         Some((s, c)) => system.as_deref() == Some(s) && code.as_deref() == Some(c),
+    }
+}
+
+/// The criterion that keeps a search of `rt` inside `owner_type/id`'s compartment: the
+/// CompartmentDefinition's links for the type (`members`), and the owner itself in a search
+/// of its own type. A compartment search and a patient-context grant both use it, so the two
+/// are equal and a patient's own compartment search checks it once.
+pub(crate) fn compartment_criterion(
+    members: &BTreeMap<String, Vec<String>>,
+    owner_type: &str,
+    id: &str,
+    rt: &str,
+) -> Criterion {
+    Criterion::Compartment {
+        owner_type: owner_type.to_string(),
+        patient_ids: vec![id.to_string()],
+        params: members
+            .get(rt)
+            .into_iter()
+            .flatten()
+            .filter(|p| p.as_str() != "{def}")
+            .cloned()
+            .collect(),
+        include_self: rt == owner_type,
+    }
+}
+
+/// Keeps `q` inside `patient`'s compartment (a patient-context grant): its types by their
+/// links, shared types (Practitioner, Organization, ...) as they are, other types not at all.
+fn confine_to_patient(defs: &Definitions, q: &mut SearchQuery, patient: &str) {
+    let rt = q.resource_type.as_str();
+    let members = defs.patient_compartment();
+    let criterion = if members.contains_key(rt) {
+        Some(compartment_criterion(members, "Patient", patient, rt))
+    } else if shared_type(rt) {
+        None
+    } else {
+        // Outside the compartment and not shareable: nothing matches.
+        Some(Criterion::Compartment {
+            owner_type: "Patient".into(),
+            patient_ids: vec![patient.to_string()],
+            params: Vec::new(),
+            include_self: false,
+        })
+    };
+    // A criterion already in the query (a compartment search's) is not added again: `A AND
+    // A` is `A`, and each copy cost the search another subquery over the same index rows.
+    if let Some(c) = criterion
+        && !q.criteria.contains(&c)
+    {
+        q.criteria.push(c);
     }
 }
 
@@ -223,23 +277,7 @@ impl RecordService {
     ) -> Result<(), RecordError> {
         let rt = q.resource_type.clone();
         if let Some(patient) = grant.compartment() {
-            let criterion = match self.defs.patient_compartment().get(&rt) {
-                Some(params) => Some(Criterion::Compartment {
-                    owner_type: "Patient".into(),
-                    patient_ids: vec![patient.to_string()],
-                    params: params.clone(),
-                    include_self: rt == "Patient",
-                }),
-                None if shared_type(&rt) => None,
-                // Outside the compartment and not shareable: nothing matches.
-                None => Some(Criterion::Compartment {
-                    owner_type: "Patient".into(),
-                    patient_ids: vec![patient.to_string()],
-                    params: Vec::new(),
-                    include_self: false,
-                }),
-            };
-            q.criteria.extend(criterion);
+            confine_to_patient(self.defs, q, patient);
         }
         if let Some(reach) = grant.reach()
             && !shared_type(&rt)
@@ -256,5 +294,73 @@ impl RecordService {
             q.criteria.push(c);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medmesh_fhir::search::{Handling, parse_query};
+
+    fn query(rt: &str) -> SearchQuery {
+        parse_query(
+            medmesh_fhir::definitions::definitions().unwrap(),
+            rt,
+            &[("_count".to_string(), "10".to_string())],
+            Handling::Strict,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_patients_own_compartment_search_is_confined_once() {
+        let defs = medmesh_fhir::definitions::definitions().unwrap();
+        for rt in ["Observation", "Condition", "Patient", "Encounter"] {
+            // As compartment_search builds `Patient/p1/{rt}`.
+            let mut q = query(rt);
+            q.criteria.push(compartment_criterion(
+                defs.compartment("Patient").unwrap(),
+                "Patient",
+                "p1",
+                rt,
+            ));
+            confine_to_patient(defs, &mut q, "p1");
+            assert_eq!(
+                q.criteria.len(),
+                1,
+                "{rt}: the grant's criterion is the same one"
+            );
+            // Another patient's compartment is still confined to the grant's.
+            let mut other = query(rt);
+            other.criteria.push(compartment_criterion(
+                defs.compartment("Patient").unwrap(),
+                "Patient",
+                "p2",
+                rt,
+            ));
+            confine_to_patient(defs, &mut other, "p1");
+            assert_eq!(other.criteria.len(), 2, "{rt}");
+        }
+        // A plain search gets the grant's criterion; a shared type none; a type outside the
+        // compartment one that matches nothing.
+        let mut q = query("Observation");
+        confine_to_patient(defs, &mut q, "p1");
+        assert!(
+            matches!(&q.criteria[..], [Criterion::Compartment { params, .. }] if params.contains(&"subject".to_string()))
+        );
+        let mut q = query("Organization");
+        confine_to_patient(defs, &mut q, "p1");
+        assert!(q.criteria.is_empty());
+        let outside = defs
+            .resource_types()
+            .iter()
+            .map(|t| t.as_str())
+            .find(|t| !defs.patient_compartment().contains_key(*t) && !shared_type(t))
+            .unwrap();
+        let mut q = query(outside);
+        confine_to_patient(defs, &mut q, "p1");
+        assert!(
+            matches!(&q.criteria[..], [Criterion::Compartment { params, .. }] if params.is_empty())
+        );
     }
 }

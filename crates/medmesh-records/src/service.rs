@@ -1297,26 +1297,19 @@ impl RecordService {
             )
         })?;
         self.check_type(rt)?;
-        let links: Vec<String> = members
-            .get(rt)
-            .into_iter()
-            .flatten()
-            .filter(|p| p.as_str() != "{def}")
-            .cloned()
-            .collect();
-        let include_self = rt == compartment;
-        if links.is_empty() && !include_self {
+        let within = crate::confine::compartment_criterion(members, compartment, id, rt);
+        if let search::Criterion::Compartment {
+            params,
+            include_self: false,
+            ..
+        } = &within
+            && params.is_empty()
+        {
             return Err(RecordError::invalid(
                 IssueType::NotSupported,
                 format!("{rt} is not in the {compartment} compartment"),
             ));
         }
-        let within = search::Criterion::Compartment {
-            owner_type: compartment.to_string(),
-            patient_ids: vec![id.to_string()],
-            params: links,
-            include_self,
-        };
         let base = format!("{compartment}/{id}/{rt}");
         self.search_in(ctx, Some((base, within)), rt, params, handling)
             .await
@@ -1354,8 +1347,7 @@ impl RecordService {
             with_total: q.total == TotalMode::Accurate || summary_count || count == 0,
             snapshot: true,
         };
-        let result = self.store.search(&q, &page).await?;
-        let matches = self.store.read_many(&result.matches).await?;
+        let (result, matches) = self.store.search_read(&q, &page).await?;
         let mut seen: HashSet<(String, String)> = result.matches.iter().cloned().collect();
         let included = self.includes(ctx, &q, &result.matches, &mut seen).await?;
 

@@ -232,6 +232,18 @@ pub trait ResourceStore: Send + Sync + 'static {
         query: &SearchQuery,
         page: &PageRequest,
     ) -> Result<SearchPage, StoreError>;
+    /// Runs a search and reads its matches' current versions, in the page's order (missing
+    /// and deleted ones left out, as [`Self::read_many`]). An adapter that knows its matches
+    /// by an internal key reads them by that key instead of by (type, id).
+    async fn search_read(
+        &self,
+        query: &SearchQuery,
+        page: &PageRequest,
+    ) -> Result<(SearchPage, Vec<StoredVersion>), StoreError> {
+        let found = self.search(query, page).await?;
+        let versions = self.read_many(&found.matches).await?;
+        Ok((found, versions))
+    }
     /// Targets of `include` from the given resources.
     async fn include_targets(
         &self,

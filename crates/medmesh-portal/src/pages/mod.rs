@@ -60,6 +60,34 @@ pub(crate) async fn search(
     Ok(resources(bundle))
 }
 
+/// The resources of type `rt` in the patient's compartment (`Patient/[id]/[rt]?...`): what
+/// the record shows as theirs. A patient's own session is confined to that compartment
+/// already, so the search checks it once; a clinician's is judged as any search.
+pub(crate) async fn compartment_search(
+    state: &AppState,
+    viewer: &Viewer,
+    patient: &str,
+    rt: &str,
+    params: &[(&str, &str)],
+) -> Result<Vec<Value>, RecordError> {
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let bundle = state
+        .records
+        .compartment_search(
+            &viewer.ctx,
+            "Patient",
+            patient,
+            rt,
+            &params,
+            Handling::Lenient,
+        )
+        .await?;
+    Ok(resources(bundle))
+}
+
 /// A record id as it may appear in a path or a form: FHIR's id characters, at most 64.
 pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()

@@ -12,7 +12,7 @@ use crate::chart;
 use crate::clinical::{self, Series, concept, date_of, number};
 use crate::i18n::{Arg, Lang};
 use crate::layout::{Problem, Shell, problem, record_problem, render};
-use crate::pages::search;
+use crate::pages::compartment_search;
 use crate::viewer::Viewer;
 
 /// How many of the newest results the trends are drawn from (the newest first; older ones
@@ -189,36 +189,36 @@ pub async fn load(
     // work on each resource, not waiting; bench/README.md.)
     let (conditions, medications, allergies, immunizations, encounters, observations, documents) =
         tokio::try_join!(
-            search(state, viewer, patient, "Condition", &[("_count", "500")]),
-            search(
+            compartment_search(state, viewer, patient, "Condition", &[("_count", "500")]),
+            compartment_search(
                 state,
                 viewer,
                 patient,
                 "MedicationRequest",
                 &[("_count", "500"), ("_sort", "-authoredon")],
             ),
-            search(
+            compartment_search(
                 state,
                 viewer,
                 patient,
                 "AllergyIntolerance",
                 &[("_count", "200")]
             ),
-            search(
+            compartment_search(
                 state,
                 viewer,
                 patient,
                 "Immunization",
                 &[("_count", "500"), ("_sort", "-date")],
             ),
-            search(
+            compartment_search(
                 state,
                 viewer,
                 patient,
                 "Encounter",
                 &[("_count", "200"), ("_sort", "-date")],
             ),
-            search(
+            compartment_search(
                 state,
                 viewer,
                 patient,
