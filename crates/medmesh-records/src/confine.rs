@@ -315,29 +315,27 @@ mod tests {
     #[test]
     fn a_patients_own_compartment_search_is_confined_once() {
         let defs = medmesh_fhir::definitions::definitions().unwrap();
-        for rt in ["Observation", "Condition", "Patient", "Encounter"] {
-            // As compartment_search builds `Patient/p1/{rt}`.
+        // A search of `Patient/{id}/{rt}`, as compartment_search builds it.
+        let compartment_search = |rt: &str, id: &str| {
             let mut q = query(rt);
             q.criteria.push(compartment_criterion(
                 defs.compartment("Patient").unwrap(),
                 "Patient",
-                "p1",
+                id,
                 rt,
             ));
-            confine_to_patient(defs, &mut q, "p1");
+            q
+        };
+        for rt in ["Observation", "Condition", "Patient", "Encounter"] {
+            let mut own = compartment_search(rt, "p1");
+            confine_to_patient(defs, &mut own, "p1");
             assert_eq!(
-                q.criteria.len(),
+                own.criteria.len(),
                 1,
                 "{rt}: the grant's criterion is the same one"
             );
             // Another patient's compartment is still confined to the grant's.
-            let mut other = query(rt);
-            other.criteria.push(compartment_criterion(
-                defs.compartment("Patient").unwrap(),
-                "Patient",
-                "p2",
-                rt,
-            ));
+            let mut other = compartment_search(rt, "p2");
             confine_to_patient(defs, &mut other, "p1");
             assert_eq!(other.criteria.len(), 2, "{rt}");
         }
