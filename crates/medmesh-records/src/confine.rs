@@ -5,15 +5,14 @@
 //! includes, history, writes), and [`RecordService::confine_query`] adds the same limits to
 //! a search so paging and `_total` count only what the actor may see.
 
+use medmesh_fhir::definitions::Definitions;
 use medmesh_fhir::index::{self, IndexValue};
 use medmesh_fhir::search::{self, Criterion, SearchQuery};
 use medmesh_policy::consent::SHARED_WITH;
 use medmesh_policy::labels::restricted_labels;
 use medmesh_policy::{Grant, Reach};
-use std::collections::BTreeMap;
-
-use medmesh_fhir::definitions::Definitions;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 use crate::{RecordError, RecordService};
 

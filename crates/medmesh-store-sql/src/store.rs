@@ -333,7 +333,6 @@ async fn read_rids(
     if rids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut out = Vec::with_capacity(rids.len());
     // A page holds at most 1,000 (MAX_COUNT), well inside both dialects' limits on bound
     // parameters; pages of one size share one prepared statement.
     let mut sql = Sql::new(
@@ -361,8 +360,7 @@ async fn read_rids(
             *slot = Some(version_from(row)?);
         }
     }
-    out.extend(slots.into_iter().flatten());
-    Ok(out)
+    Ok(slots.into_iter().flatten().collect())
 }
 
 #[async_trait]
