@@ -130,22 +130,29 @@ impl ObjectBlobStore {
 /// Bytes read from a local blob file at once.
 const READ_BYTES: usize = 1024 * 1024;
 
-/// A local file as a blob stream, read on the blocking pool in [`READ_BYTES`] pieces. An
-/// error ends the stream.
+/// A piece being read from a local blob file on the blocking pool.
+type PendingRead = tokio::task::JoinHandle<std::io::Result<(Vec<u8>, std::fs::File)>>;
+
+/// Starts reading the next [`READ_BYTES`] of `file` on the blocking pool.
+fn read_next(mut file: std::fs::File) -> PendingRead {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut buf = vec![0u8; READ_BYTES];
+        let n = file.read(&mut buf)?;
+        buf.truncate(n);
+        Ok((buf, file))
+    })
+}
+
+/// A local file as a blob stream, read on the blocking pool in [`READ_BYTES`] pieces, one
+/// piece ahead: the next read starts as a piece is handed on, so the disk works while the
+/// caller opens and hashes (a download once waited for each read in turn). No thread is
+/// held while the caller waits. An error ends the stream.
 fn file_stream(file: std::fs::File) -> BlobStream {
-    futures::stream::unfold(Some(file), |state| async move {
-        let mut file = state?;
-        let read = tokio::task::spawn_blocking(move || {
-            use std::io::Read;
-            let mut buf = vec![0u8; READ_BYTES];
-            let n = file.read(&mut buf)?;
-            buf.truncate(n);
-            Ok::<_, std::io::Error>((buf, file))
-        })
-        .await;
-        match read {
+    futures::stream::unfold(Some(read_next(file)), |pending| async move {
+        match pending?.await {
             Ok(Ok((buf, _))) if buf.is_empty() => None,
-            Ok(Ok((buf, file))) => Some((Ok(Bytes::from(buf)), Some(file))),
+            Ok(Ok((buf, file))) => Some((Ok(Bytes::from(buf)), Some(read_next(file)))),
             Ok(Err(e)) => Some((Err(BlobError::backend(e)), None)),
             Err(e) => Some((Err(BlobError::backend(e)), None)),
         }

@@ -238,3 +238,10 @@ pub fn routes(services: PortalServices) -> Router<AppState> {
         .route("/sw.js", get(assets::service_worker))
         .layer(Extension(Arc::new(services)))
 }
+
+/// Frees `value` on a blocking thread, after the answer that no longer needs it. Freeing a
+/// page's worth of parsed resources (each a tree of maps and strings) is milliseconds of
+/// work the reader should not wait for.
+pub(crate) fn release_later<T: Send + 'static>(value: T) {
+    drop(tokio::task::spawn_blocking(move || drop(value)));
+}

@@ -37,24 +37,37 @@ fn token_matches(filter: &str, value: &IndexValue) -> bool {
 /// The criterion that keeps a search of `rt` inside `owner_type/id`'s compartment: the
 /// CompartmentDefinition's links for the type (`members`), and the owner itself in a search
 /// of its own type. A compartment search and a patient-context grant both use it, so the two
-/// are equal and a patient's own compartment search checks it once.
+/// are equal and a patient's own compartment search checks it once. `None` when `rt` has no
+/// place in the compartment (no link, and not the owner's type).
 pub(crate) fn compartment_criterion(
     members: &BTreeMap<String, Vec<String>>,
     owner_type: &str,
     id: &str,
     rt: &str,
-) -> Criterion {
-    Criterion::Compartment {
+) -> Option<Criterion> {
+    let params: Vec<String> = members
+        .get(rt)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.as_str() != "{def}")
+        .cloned()
+        .collect();
+    let include_self = rt == owner_type;
+    (!params.is_empty() || include_self).then(|| Criterion::Compartment {
         owner_type: owner_type.to_string(),
         patient_ids: vec![id.to_string()],
-        params: members
-            .get(rt)
-            .into_iter()
-            .flatten()
-            .filter(|p| p.as_str() != "{def}")
-            .cloned()
-            .collect(),
-        include_self: rt == owner_type,
+        params,
+        include_self,
+    })
+}
+
+/// A compartment criterion that matches nothing: `patient`'s compartment through no link.
+fn matches_nothing(patient: &str) -> Criterion {
+    Criterion::Compartment {
+        owner_type: "Patient".into(),
+        patient_ids: vec![patient.to_string()],
+        params: Vec::new(),
+        include_self: false,
     }
 }
 
@@ -64,17 +77,15 @@ fn confine_to_patient(defs: &Definitions, q: &mut SearchQuery, patient: &str) {
     let rt = q.resource_type.as_str();
     let members = defs.patient_compartment();
     let criterion = if members.contains_key(rt) {
-        Some(compartment_criterion(members, "Patient", patient, rt))
+        Some(
+            compartment_criterion(members, "Patient", patient, rt)
+                .unwrap_or_else(|| matches_nothing(patient)),
+        )
     } else if shared_type(rt) {
         None
     } else {
         // Outside the compartment and not shareable: nothing matches.
-        Some(Criterion::Compartment {
-            owner_type: "Patient".into(),
-            patient_ids: vec![patient.to_string()],
-            params: Vec::new(),
-            include_self: false,
-        })
+        Some(matches_nothing(patient))
     };
     // A criterion already in the query (a compartment search's) is not added again: `A AND
     // A` is `A`, and each copy cost the search another subquery over the same index rows.
@@ -317,12 +328,10 @@ mod tests {
         // A search of `Patient/{id}/{rt}`, as compartment_search builds it.
         let compartment_search = |rt: &str, id: &str| {
             let mut q = query(rt);
-            q.criteria.push(compartment_criterion(
-                defs.compartment("Patient").unwrap(),
-                "Patient",
-                id,
-                rt,
-            ));
+            q.criteria.push(
+                compartment_criterion(defs.compartment("Patient").unwrap(), "Patient", id, rt)
+                    .unwrap(),
+            );
             q
         };
         for rt in ["Observation", "Condition", "Patient", "Encounter"] {

@@ -1297,19 +1297,13 @@ impl RecordService {
             )
         })?;
         self.check_type(rt)?;
-        let within = crate::confine::compartment_criterion(members, compartment, id, rt);
-        if let search::Criterion::Compartment {
-            params,
-            include_self: false,
-            ..
-        } = &within
-            && params.is_empty()
-        {
+        let Some(within) = crate::confine::compartment_criterion(members, compartment, id, rt)
+        else {
             return Err(RecordError::invalid(
                 IssueType::NotSupported,
                 format!("{rt} is not in the {compartment} compartment"),
             ));
-        }
+        };
         let base = format!("{compartment}/{id}/{rt}");
         self.search_in(ctx, Some((base, within)), rt, params, handling)
             .await
@@ -1456,6 +1450,9 @@ impl RecordService {
         seen: &mut HashSet<(String, String)>,
     ) -> Result<Vec<StoredVersion>, RecordError> {
         let mut out: Vec<StoredVersion> = Vec::new();
+        if q.includes.is_empty() && q.revincludes.is_empty() {
+            return Ok(out);
+        }
         let mut frontier: Vec<(String, String)> = matches.to_vec();
         for round in 0..4 {
             let mut found: Vec<(String, String)> = Vec::new();
@@ -1471,6 +1468,9 @@ impl RecordService {
                 if seen.insert(k.clone()) {
                     candidates.push(k);
                 }
+            }
+            if candidates.is_empty() {
+                break;
             }
             // Only what the actor may read leaves the server, and only what they may read
             // leads on to further includes.

@@ -5,7 +5,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use medmesh_fhir::datetime::format_http_date;
-use medmesh_fhir::resource::parse_json_object_bounded;
+use medmesh_fhir::resource::{json_values_within, parse_json_object};
 use medmesh_fhir::search::Handling;
 use medmesh_fhir::{Issue, IssueType};
 use medmesh_policy::Action;
@@ -102,33 +102,81 @@ async fn read_body(state: &AppState, req: Request) -> Result<Bytes, ApiError> {
         .map_err(|_| too_large())
 }
 
-/// Reads and parses a JSON body within every bound: bytes, JSON values, and (for a large
-/// body) a parse permit, so that a few concurrent worst-case bodies cannot take the node's
-/// memory. A `Value` costs far more than its text: without the value bound, one 31 MB body
-/// of tiny objects took 2.3 GB.
-pub(crate) async fn read_resource(state: &AppState, req: Request) -> Result<Value, ApiError> {
-    let bytes = read_body(state, req).await?;
-    let large = bytes.len() >= crate::LARGE_BODY;
-    let _permit =
-        if large {
-            Some(
-                state.parse_permits.acquire().await.map_err(|_| {
-                    ApiError::from(RecordError::NotSupported("shutting down".into()))
-                })?,
-            )
-        } else {
-            None
-        };
+/// A parsed request body. One of many JSON values keeps its share of the parse budget until
+/// the handler is done with it: a parsed `Value` of tiny objects costs up to ~75 times its
+/// text (a 1 MB body within the value bound is ~75 MB), so the budget bounds what the bodies
+/// in flight hold, not only what is being parsed.
+pub(crate) struct ParsedBody {
+    /// The body's JSON object.
+    pub value: Value,
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl std::ops::Deref for ParsedBody {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
+/// JSON values from which a body takes a share of the parse budget and is parsed off the
+/// async workers. Below it a body costs at most a few MB parsed, and parses in well under
+/// a millisecond.
+const BUDGETED_VALUES: usize = 10_000;
+
+/// Parses a body within the JSON-value bound and the node's parse budget
+/// ([`crate::AppState::parse_budget`]): counts its values without parsing (refusing past
+/// `max_json_values`), then, for a body of [`BUDGETED_VALUES`] or more, waits for that many
+/// of the budget's permits and parses off the async workers. The permits come back with
+/// the parsed body, for the handler to hold while it uses it.
+async fn parse_within_budget<T: Send + 'static>(
+    state: &AppState,
+    bytes: Bytes,
+    parse: fn(&[u8]) -> Result<T, ApiError>,
+) -> Result<(T, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
+    let blocking_failed = |_| ApiError::from(RecordError::Corrupt);
     let max_values = state.body_limits.max_json_values;
-    let parsed = if large {
-        // Off the async workers: a large parse takes long enough to stall other requests.
-        tokio::task::spawn_blocking(move || parse_json_object_bounded(&bytes, max_values))
+    let counted = if bytes.len() >= crate::LARGE_BODY {
+        // A scan of megabytes is long enough to stall other requests on this worker.
+        let scanned = bytes.clone();
+        tokio::task::spawn_blocking(move || json_values_within(&scanned, max_values))
             .await
-            .map_err(|_| ApiError::from(RecordError::Corrupt))?
+            .map_err(blocking_failed)?
     } else {
-        parse_json_object_bounded(&bytes, max_values)
+        json_values_within(&bytes, max_values)
     };
-    parsed.map_err(|i| ApiError::from(RecordError::Invalid(vec![i])))
+    let values = counted.map_err(|i| ApiError::from(RecordError::Invalid(vec![i])))?;
+    if values < BUDGETED_VALUES {
+        return Ok((parse(&bytes)?, None));
+    }
+    // A body within the value bound always fits the budget (twice the bound).
+    let share = u32::try_from(values).unwrap_or(u32::MAX);
+    let permits = state
+        .parse_budget
+        .clone()
+        .acquire_many_owned(share)
+        .await
+        .map_err(|_| ApiError::from(RecordError::NotSupported("shutting down".into())))?;
+    let parsed = tokio::task::spawn_blocking(move || parse(&bytes))
+        .await
+        .map_err(blocking_failed)??;
+    Ok((parsed, Some(permits)))
+}
+
+/// Reads and parses a JSON body within every bound: bytes, JSON values, and the parse
+/// budget, held for as long as the handler holds the body, so that a few concurrent
+/// worst-case bodies cannot take the node's memory. Without the value bound, one 31 MB
+/// body of tiny objects took 2.3 GB.
+pub(crate) async fn read_resource(state: &AppState, req: Request) -> Result<ParsedBody, ApiError> {
+    let bytes = read_body(state, req).await?;
+    let (value, budget) = parse_within_budget(state, bytes, |b| {
+        parse_json_object(b).map_err(|i| ApiError::from(RecordError::Invalid(vec![i])))
+    })
+    .await?;
+    Ok(ParsedBody {
+        value,
+        _budget: budget,
+    })
 }
 
 fn read_response(r: ReadOutcome) -> Response {
@@ -289,7 +337,7 @@ pub async fn root_post(
     let pref = prefer(&headers);
     let out = state
         .records
-        .process_bundle(&ctx, bundle, pref.ret.unwrap_or_default())
+        .process_bundle(&ctx, bundle.value, pref.ret.unwrap_or_default())
         .await?;
     Ok(fhir_json(StatusCode::OK, &out))
 }
@@ -345,7 +393,7 @@ pub async fn type_post(
         .map(str::to_string);
     let out = state
         .records
-        .create(&ctx, &rt, body, ine.as_deref())
+        .create(&ctx, &rt, body.value, ine.as_deref())
         .await?;
     Ok(write_response(&ctx, out, prefer(&headers)))
 }
@@ -369,7 +417,7 @@ pub async fn type_put(
     let body = read_resource(&state, req).await?;
     let out = state
         .records
-        .conditional_update(&ctx, &rt, &q, body)
+        .conditional_update(&ctx, &rt, &q, body.value)
         .await?;
     Ok(write_response(&ctx, out, prefer(&headers)))
 }
@@ -450,7 +498,7 @@ pub async fn instance_put(
     let body = read_resource(&state, req).await?;
     let out = state
         .records
-        .update(&ctx, &rt, &id, body, if_match(&headers)?)
+        .update(&ctx, &rt, &id, body.value, if_match(&headers)?)
         .await?;
     Ok(write_response(&ctx, out, prefer(&headers)))
 }
@@ -479,15 +527,11 @@ pub async fn instance_patch(
         .precheck_write(&ctx, &[Action::Update], &rt)
         .await?;
     let bytes = read_body(&state, req).await?;
-    if medmesh_fhir::resource::json_value_count(&bytes) > state.body_limits.max_json_values {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            IssueType::TooCostly,
-            "the patch holds too many JSON values (max_json_values)",
-        ));
-    }
-    let patch: Value = serde_json::from_slice(&bytes)
-        .map_err(|_| ApiError::bad_request("the patch is not valid JSON"))?;
+    let (patch, _budget) = parse_within_budget(&state, bytes, |b| {
+        serde_json::from_slice::<Value>(b)
+            .map_err(|_| ApiError::bad_request("the patch is not valid JSON"))
+    })
+    .await?;
     let out = state
         .records
         .patch(&ctx, &rt, &id, &patch, if_match(&headers)?)

@@ -88,9 +88,11 @@ pub struct AppState {
     /// Origins whose browser apps may call the FHIR API, the token endpoint and discovery
     /// (CORS); `*` for any. Empty: none.
     pub cors_allowed_origins: Vec<String>,
-    /// Permits to parse a large JSON body: parsing costs memory in proportion to the body,
-    /// so only a few large ones are parsed at once and the rest wait their turn.
-    pub parse_permits: Arc<tokio::sync::Semaphore>,
+    /// The parse budget, in JSON values: a body of many values takes one permit per value
+    /// while it is parsed and used, so the bodies in flight hold at most this many parsed
+    /// values (twice `max_json_values`) however many cores or connections there are, and
+    /// the rest wait their turn.
+    pub parse_budget: Arc<tokio::sync::Semaphore>,
     export_queue: mpsc::UnboundedSender<String>,
 }
 
@@ -105,6 +107,17 @@ pub struct BodyLimits {
     pub max_bundle_entries: usize,
 }
 
+impl BodyLimits {
+    /// The parse budget's size in JSON values: twice `max_json_values`, so a body at the
+    /// bound always fits, held to what a semaphore can count (a larger setting would
+    /// otherwise stop the node at start).
+    pub fn parse_budget(&self) -> usize {
+        self.max_json_values
+            .saturating_mul(2)
+            .min(tokio::sync::Semaphore::MAX_PERMITS)
+    }
+}
+
 impl Default for BodyLimits {
     fn default() -> Self {
         Self {
@@ -115,7 +128,7 @@ impl Default for BodyLimits {
     }
 }
 
-/// Bodies at least this large wait for a parse permit.
+/// Bodies at least this large have their JSON values counted off the async workers.
 pub const LARGE_BODY: usize = 1024 * 1024;
 
 impl AppState {
@@ -252,10 +265,10 @@ pub fn build_state(
         public_base_url: config.public_base_url,
         body_limits: config.body_limits,
         cors_allowed_origins: config.cors_allowed_origins,
-        // As many large parses at once as there are cores: more would not finish sooner,
-        // only hold more memory.
-        parse_permits: Arc::new(tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+        // Two of the largest bodies at once (~75 MB each parsed, at the default bound), or
+        // many ordinary ones; the budget, not the cores, bounds the memory.
+        parse_budget: Arc::new(tokio::sync::Semaphore::new(
+            config.body_limits.parse_budget(),
         )),
         export_queue,
     }
@@ -787,3 +800,20 @@ pub async fn serve_with(
 /// Default largest body: 8 MiB, in line with what hosted FHIR servers take (a Synthea
 /// patient's whole history is about 1 MB; documents have their own, streamed limit).
 pub const DEFAULT_MAX_BODY: usize = 8 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parse_budget_holds_two_bodies_at_the_bound_and_never_stops_the_node() {
+        assert_eq!(BodyLimits::default().parse_budget(), 400_000);
+        let huge = BodyLimits {
+            max_json_values: usize::MAX / 2,
+            ..BodyLimits::default()
+        };
+        assert_eq!(huge.parse_budget(), tokio::sync::Semaphore::MAX_PERMITS);
+        let semaphore = tokio::sync::Semaphore::new(huge.parse_budget());
+        assert_eq!(semaphore.available_permits(), huge.parse_budget());
+    }
+}

@@ -664,20 +664,33 @@ impl Cursor {
 }
 
 /// Builds the page query: selects `rid, res_type, res_id`, `count + 1` rows to detect a next page.
+///
+/// `snapshot` bounds the page to the `rid`s a first page saw. `None` takes the snapshot in
+/// this same statement instead: no bound, and a fourth column, the highest `rid` the statement
+/// saw (an uncorrelated subquery, evaluated once), which is what the bound would have been.
+/// One statement instead of two per first page: each is a hand-off to the driver's thread
+/// and back.
 pub fn page_query(
     d: Dialect,
     q: &SearchQuery,
     count: u32,
     cursor: Option<Cursor>,
-    snapshot: i64,
+    snapshot: Option<i64>,
     now: i64,
 ) -> Result<Sql, StoreError> {
     let mut sql = Sql::new(
         d,
-        "SELECT r.rid, r.res_type, r.res_id FROM resources r WHERE ",
+        match snapshot {
+            Some(_) => "SELECT r.rid, r.res_type, r.res_id FROM resources r WHERE ",
+            None => {
+                "SELECT r.rid, r.res_type, r.res_id, (SELECT MAX(m.rid) FROM resources m) FROM resources r WHERE "
+            }
+        },
     );
     where_clause(&mut sql, q, now)?;
-    sql.push(" AND r.rid <= ").int(snapshot);
+    if let Some(snapshot) = snapshot {
+        sql.push(" AND r.rid <= ").int(snapshot);
+    }
     if let Some(Cursor::After { rid, .. }) = cursor {
         sql.push(" AND r.rid > ").int(rid);
     }

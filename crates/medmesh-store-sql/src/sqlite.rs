@@ -44,13 +44,16 @@ impl SqliteBackend {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("cache_size", "-65536")
-            // Read the database file through a memory map rather than a read() call per page.
-            // Every commit (an audited read appends its audit entry) makes each other
-            // connection drop its page cache at its next read, so a large search read its
-            // pages back one read() at a time: a fifth of the portal's `/record` time went to
-            // copying pages. SQLite caps the map at its compile-time maximum; pages still in
-            // the WAL are read as before.
-            .pragma("mmap_size", POOL_MMAP_BYTES)
+            // No memory map for the pool: pages are read with read(). A map made audited reads
+            // by id 13% slower (every commit that grows the file has each connection remap
+            // it, with its page faults and TLB shootdowns) and gained nothing on the portal's
+            // `/record` once its searches used covering indexes (bench/README.md, "The pool
+            // without its memory map"). The single-threaded scan below still maps the file.
+            //
+            // A whole page of rows is handed over without the worker waiting: sqlx's worker
+            // thread stops after `row_buffer_size` rows until the task takes them, so a page
+            // of 1,000 bodies went over in twenty stop-and-wake hand-offs between two threads.
+            .row_buffer_size(ROW_BUFFER)
             .pragma("temp_store", "memory")
             // Bounds ANALYZE (run by `PRAGMA optimize`) to a sample, so start-up stays fast on a big store.
             .pragma("analysis_limit", "400")
@@ -238,8 +241,10 @@ impl Backend for SqliteBackend {
     }
 }
 
-/// How much of the database file each pooled connection maps (see `open`).
-const POOL_MMAP_BYTES: &str = "1099511627776";
+/// Rows sqlx's worker thread may hold for its task before it waits: more than a search page's
+/// rows (`_count` at most 1,000, plus one to learn whether a next page exists). Every caller
+/// collects all rows, so the buffer holds nothing the result would not.
+const ROW_BUFFER: usize = 2048;
 
 /// Rows per page a scan hands over.
 const SCAN_PAGE: usize = 4096;

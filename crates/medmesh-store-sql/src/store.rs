@@ -192,20 +192,23 @@ async fn run_search_page(
     now: i64,
 ) -> Result<(SearchPage, Vec<i64>), StoreError> {
     let cursor = page.cursor.as_deref().map(Cursor::decode).transpose()?;
-    let snapshot = match cursor {
+    // The `rid` bound of the page: a later page's comes with its cursor; a first page takes
+    // its own, in the page query itself when no count needs it first.
+    let bound = match cursor {
         Some(
             Cursor::After { snapshot, .. }
             | Cursor::Before { snapshot, .. }
             | Cursor::Offset { snapshot, .. },
-        ) => snapshot,
+        ) => Some(snapshot),
         // Conditional matches inside a write transaction never page: no snapshot needed.
-        None if !page.snapshot => i64::MAX,
-        None => max_rid(conn, d).await?,
+        None if !page.snapshot => Some(i64::MAX),
+        None if page.with_total => Some(max_rid(conn, d).await?),
+        None => None,
     };
     let total = if page.with_total {
         let rows = conn
             .fetch(
-                search_sql::count_query(d, query, snapshot, now)?,
+                search_sql::count_query(d, query, bound.unwrap_or(i64::MAX), now)?,
                 &[Col::I64],
             )
             .await?;
@@ -230,81 +233,91 @@ async fn run_search_page(
             Vec::new(),
         ));
     }
+    let cols: &[Col] = match bound {
+        Some(_) => &[Col::I64, Col::Str, Col::Str],
+        None => &[Col::I64, Col::Str, Col::Str, Col::OptI64],
+    };
     let rows = conn
         .fetch(
-            search_sql::page_query(d, query, page.count, cursor, snapshot, now)?,
-            &[Col::I64, Col::Str, Col::Str],
+            search_sql::page_query(d, query, page.count, cursor, bound, now)?,
+            cols,
         )
         .await?;
+    // Without rows there is no next page, so no snapshot to carry.
+    let snapshot = match bound {
+        Some(b) => b,
+        None => rows
+            .first()
+            .map(|r| r.opt_i64(3))
+            .transpose()?
+            .flatten()
+            .unwrap_or(0),
+    };
     let has_more = rows.len() > page.count as usize;
     let mut rows: Vec<Row> = rows.into_iter().take(page.count as usize).collect();
-    if let Some(Cursor::Before { rid, .. }) = cursor {
+    let (next, previous) = if let Some(Cursor::Before { rid, .. }) = cursor {
         // Read backwards: put the page in order. There is a next page (the one this came
         // from), and a previous one when more rows lay before.
         rows.reverse();
         let first = rows.first().map(|r| r.i64(0)).transpose()?.unwrap_or(rid);
-        let rids = rids_of(&rows)?;
-        return Ok((
-            SearchPage {
-                matches: keys_from(rows, 1)?,
-                total,
-                next: Some(
-                    Cursor::After {
-                        rid: rid - 1,
-                        snapshot,
-                    }
-                    .encode(),
-                ),
-                previous: has_more.then(|| {
-                    Cursor::Before {
-                        rid: first,
-                        snapshot,
-                    }
-                    .encode()
-                }),
-            },
-            rids,
-        ));
-    }
-    let previous = match cursor {
-        // The rows at or before the cursor's rid.
-        Some(Cursor::After { rid, .. }) => Some(
-            Cursor::Before {
-                rid: rid + 1,
-                snapshot,
-            }
-            .encode(),
-        ),
-        Some(Cursor::Offset { offset, .. }) if offset > 0 => Some(
-            Cursor::Offset {
-                offset: (offset - i64::from(page.count)).max(0),
-                snapshot,
-            }
-            .encode(),
-        ),
-        _ => None,
-    };
-    let next = if has_more {
-        Some(if query.sort.is_empty() {
-            let last = rows.last().map(|r| r.i64(0)).transpose()?.unwrap_or(0);
-            Cursor::After {
-                rid: last,
-                snapshot,
-            }
-            .encode()
-        } else {
-            let offset = match cursor {
-                Some(Cursor::Offset { offset, .. }) => offset,
-                _ => 0,
-            };
-            Cursor::Offset {
-                offset: offset + i64::from(page.count),
-                snapshot,
-            }
-            .encode()
-        })
+        (
+            Some(
+                Cursor::After {
+                    rid: rid - 1,
+                    snapshot,
+                }
+                .encode(),
+            ),
+            has_more.then(|| {
+                Cursor::Before {
+                    rid: first,
+                    snapshot,
+                }
+                .encode()
+            }),
+        )
     } else {
-        None
+        let previous = match cursor {
+            // The rows at or before the cursor's rid.
+            Some(Cursor::After { rid, .. }) => Some(
+                Cursor::Before {
+                    rid: rid + 1,
+                    snapshot,
+                }
+                .encode(),
+            ),
+            Some(Cursor::Offset { offset, .. }) if offset > 0 => Some(
+                Cursor::Offset {
+                    offset: (offset - i64::from(page.count)).max(0),
+                    snapshot,
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        let next = if has_more {
+            Some(if query.sort.is_empty() {
+                let last = rows.last().map(|r| r.i64(0)).transpose()?.unwrap_or(0);
+                Cursor::After {
+                    rid: last,
+                    snapshot,
+                }
+                .encode()
+            } else {
+                let offset = match cursor {
+                    Some(Cursor::Offset { offset, .. }) => offset,
+                    _ => 0,
+                };
+                Cursor::Offset {
+                    offset: offset + i64::from(page.count),
+                    snapshot,
+                }
+                .encode()
+            })
+        } else {
+            None
+        };
+        (next, previous)
     };
     let rids = rids_of(&rows)?;
     Ok((
@@ -420,6 +433,11 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
     }
 
     async fn read_many(&self, keys: &[(String, String)]) -> Result<Vec<StoredVersion>, StoreError> {
+        // Nothing to read takes no connection: every search without `_include` asked for
+        // none, a second trip through the pool per search (bench/README.md).
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::with_capacity(keys.len());
         let mut conn = self.backend.conn().await?;
         for chunk in keys.chunks(200) {

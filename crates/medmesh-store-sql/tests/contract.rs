@@ -289,6 +289,90 @@ async fn resource_store(stores: Stores) {
             "the current version of p1"
         );
     }
+
+    // A first page without a total takes its snapshot in its own page query: the pages after
+    // it see no resource written since, in `rid` order and sorted, and an empty first page
+    // has no next.
+    let put_patients = |ids: &'static [&'static str]| {
+        let s = s.clone();
+        async move {
+            let mut tx = s.begin().await.unwrap();
+            for id in ids {
+                tx.put(version(
+                    "Patient",
+                    id,
+                    1,
+                    40,
+                    json!({"resourceType": "Patient", "id": id, "name": [{"family": "Pager"}]}),
+                ))
+                .await
+                .unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+    };
+    put_patients(&["pg1", "pg2", "pg3"]).await;
+    let mut existing = vec!["pg1", "pg2", "pg3"];
+    for sort in [None, Some("-_id")] {
+        let mut params = vec![("family".to_string(), "pager".to_string())];
+        params.extend(sort.map(|s| ("_sort".to_string(), s.to_string())));
+        let q = parse_query(defs, "Patient", &params, Handling::Strict).unwrap();
+        let mut request = PageRequest {
+            count: 2,
+            cursor: None,
+            with_total: false,
+            snapshot: true,
+        };
+        let first = s.search(&q, &request).await.unwrap();
+        assert_eq!(first.matches.len(), 2, "{sort:?}");
+        assert_eq!(first.total, None);
+        // Written after page 1: pg4 has a higher `rid` and sorts after; pg0 sorts before.
+        let later: &'static [&'static str] = if sort.is_none() { &["pg4"] } else { &["pg0"] };
+        put_patients(later).await;
+        request.cursor = first.next.clone();
+        assert!(request.cursor.is_some(), "{sort:?}");
+        let second = s.search(&q, &request).await.unwrap();
+        let mut seen: Vec<String> = first
+            .matches
+            .iter()
+            .chain(&second.matches)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let mut rest = second;
+        while let Some(next) = rest.next.clone() {
+            request.cursor = Some(next);
+            rest = s.search(&q, &request).await.unwrap();
+            seen.extend(rest.matches.iter().map(|(_, id)| id.clone()));
+        }
+        let in_order = seen.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, existing, "{sort:?}: nothing written after page 1");
+        if sort.is_some() {
+            assert_eq!(in_order, ["pg4", "pg3", "pg2", "pg1"]);
+        }
+        existing.extend(later);
+        existing.sort_unstable();
+    }
+    let nobody = parse_query(
+        defs,
+        "Patient",
+        &[("family".to_string(), "nobody".to_string())],
+        Handling::Strict,
+    )
+    .unwrap();
+    let none = s
+        .search(
+            &nobody,
+            &PageRequest {
+                count: 2,
+                cursor: None,
+                with_total: false,
+                snapshot: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(none.matches.is_empty() && none.next.is_none());
 }
 
 /// Union parameters (`combo-*`) have no index rows of their own: search reads their members'

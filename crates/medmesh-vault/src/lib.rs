@@ -7,6 +7,7 @@
 //! and its metadata is sealed like any other resource.
 
 pub mod directory;
+mod hashing;
 pub mod sniff;
 pub mod vault;
 

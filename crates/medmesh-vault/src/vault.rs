@@ -22,12 +22,13 @@ use futures::{Stream, StreamExt};
 use medmesh_audit::{AuditEntry, Outcome};
 use medmesh_crypto::stream::{HEADER, StreamOpener, StreamSealer, key_id_of};
 pub use medmesh_crypto::wire::{EXT_SIGNED_CLAIMS, EXT_SIGNING_KEY, SIG_FORMAT};
-use medmesh_crypto::{ContentHasher, ContentId, UploadClaims, UploadSignature, UserPublicKey};
+use medmesh_crypto::{ContentId, UploadClaims, UploadSignature, UserPublicKey};
 use medmesh_fhir::IssueType;
 use medmesh_policy::{Action, KeyAdmin};
 use medmesh_store::{BlobError, KekError, Notification};
 use serde_json::{Value, json};
 
+use crate::hashing::PipelinedHasher;
 use crate::sniff::{SNIFF_BYTES, sniff};
 use medmesh_kernel::RequestContext;
 use medmesh_records::RecordError;
@@ -442,7 +443,7 @@ impl DocumentVault {
         E: std::fmt::Display,
     {
         let mut writer = SealedWriter::start(self, upload, &doc.patient).await?;
-        let mut hasher = ContentHasher::default();
+        let mut hasher = PipelinedHasher::default();
         let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
         let mut content_type: Option<String> = None;
         let sniff_now = |head: &[u8]| {
@@ -463,8 +464,8 @@ impl DocumentVault {
                     content_type = Some(sniff_now(&head)?);
                 }
             }
-            hasher.update(&piece);
             writer.write(&piece).await?;
+            hasher.update(piece).await?;
         }
         let content_type = match content_type {
             Some(t) => t,
@@ -486,7 +487,7 @@ impl DocumentVault {
         } else {
             None
         };
-        Ok((hasher.finish(), size, content_type, sealed_id))
+        Ok((hasher.finish().await?, size, content_type, sealed_id))
     }
 
     /// Checks an upload's signature against the uploader's registered key; returns the
@@ -1053,7 +1054,7 @@ impl DocumentVault {
         let mut source = self.blobs.read(&name).await?;
         let at_rest = core.at_rest().cloned();
         let context = blob_context(owner);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, RecordError>>(DOWNLOAD_QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, RecordError>>(DOWNLOAD_QUEUE);
         tokio::spawn(async move {
             let result = pump_blob(&mut source, at_rest, &context, cid, &tx).await;
             if let Err(e) = result {
@@ -1061,10 +1062,18 @@ impl DocumentVault {
                 let _ = tx.send(Err(e)).await;
             }
         });
-        Ok(futures::stream::unfold(rx, |mut rx| async move {
+        // The first piece is awaited before the answer starts. A small document is one
+        // piece, held back until its digest matches, so a document that fails its check
+        // becomes a clear error instead of an answer whose body breaks off before its
+        // headers were sent. A large one that fails later still breaks off part-way.
+        let first = match rx.recv().await {
+            Some(Err(e)) => return Err(e),
+            first => first,
+        };
+        let rest = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
-        })
-        .boxed())
+        });
+        Ok(futures::stream::iter(first).chain(rest).boxed())
     }
 }
 
@@ -1079,7 +1088,7 @@ async fn pump_blob(
 ) -> Result<(), RecordError> {
     let mut header: Vec<u8> = Vec::new();
     let mut opener: Option<StreamOpener> = None;
-    let mut hasher = ContentHasher::default();
+    let mut hasher = PipelinedHasher::default();
     let mut held: Option<Bytes> = None;
     let mut out = Vec::new();
     while let Some(piece) = source.next().await {
@@ -1108,7 +1117,7 @@ async fn pump_blob(
             continue;
         }
         let plain = Bytes::from(std::mem::take(&mut out));
-        hasher.update(&plain);
+        hasher.update(plain.clone()).await?;
         if let Some(prev) = held.replace(plain)
             && tx.send(Ok(prev)).await.is_err()
         {
@@ -1120,11 +1129,12 @@ async fn pump_blob(
         None if at_rest.is_some() => return Err(RecordError::Corrupt),
         None => {}
     }
-    hasher.update(&out);
-    if hasher.finish() != cid {
+    let out = Bytes::from(out);
+    hasher.update(out.clone()).await?;
+    if hasher.finish().await? != cid {
         return Err(RecordError::Blobs(BlobError::DigestMismatch));
     }
-    for last in [held, Some(Bytes::from(out))].into_iter().flatten() {
+    for last in [held, Some(out)].into_iter().flatten() {
         if !last.is_empty() && tx.send(Ok(last)).await.is_err() {
             return Ok(());
         }

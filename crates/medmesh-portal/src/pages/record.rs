@@ -288,7 +288,7 @@ pub async fn load(
             ),
         ),
     ];
-    let encounters = section(
+    let timeline = section(
         "encounters",
         "record-encounters",
         "record-encounters-none",
@@ -313,11 +313,22 @@ pub async fn load(
         ),
     );
     let series = clinical::series(&observations);
+    let analytes = analytes(lang, &series, tz);
+    // Up to two thousand parsed resources take a few milliseconds to free, one allocation at
+    // a time; the page need not wait for that (bench/README.md, issue 16).
+    crate::release_later((
+        conditions,
+        medications,
+        allergies,
+        immunizations,
+        encounters,
+        observations,
+    ));
     Ok(Chart {
         sections,
-        encounters,
+        encounters: timeline,
         documents,
-        analytes: analytes(lang, &series, tz),
+        analytes,
     })
 }
 

@@ -319,7 +319,10 @@ async fn device_data(node: Node) {
     assert_eq!(b["resourceType"], "OperationOutcome");
     let (s, b) = upload(&pat, "pat", &[("format", "fitbit")], "x.csv", b"x").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
-    let junk = std::env::temp_dir().join(format!("medmesh-junk-{}.csv", std::process::id()));
+    // In the node's own directory: the SQLite and PostgreSQL runs of this test share a process
+    // id, and a shared temporary name let one run delete the other's file (an exit code of 2,
+    // "cannot read", instead of 1, "not an export").
+    let junk = node.data_dir.path().join("junk.csv");
     std::fs::write(&junk, "hello, world\n").unwrap();
     let out = run(&[junk.to_str().unwrap()]);
     assert_eq!(
@@ -484,7 +487,7 @@ async fn nightscout_pull(db: Db) {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(headers["content-type"], "application/pdf");
     assert!(pdf.starts_with(b"%PDF-"));
-    let path = std::env::temp_dir().join(format!("medmesh-agp-{}.pdf", std::process::id()));
+    let path = node.data_dir.path().join("agp.pdf");
     std::fs::write(&path, &pdf).unwrap();
     let text = std::process::Command::new("pdftotext")
         .args([path.to_str().unwrap(), "-"])
