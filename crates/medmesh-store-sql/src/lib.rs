@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod search_sql;
 pub mod sql;
 pub mod sqlite;
+mod sqlite_writer;
 pub mod store;
 mod subscriptions;
 

@@ -9,20 +9,23 @@ use async_trait::async_trait;
 use medmesh_store::StoreError;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use sqlx::{Sqlite, SqlitePool};
 
 use crate::exec::{Exec, map_err, sqlite as run};
-use crate::sql::{Arg, Cell, Col, Dialect, Row, Sql};
+use crate::sql::{Col, Dialect, Row, Sql};
+pub use crate::sqlite_writer::SqliteTx;
+use crate::sqlite_writer::{self as writer, Writer};
 use crate::store::Backend;
 use medmesh_store::RowPages;
 
-/// SQLite connections. Writers are serialized in-process by a semaphore and across processes
-/// (`medmesh import` beside a running node) by `BEGIN IMMEDIATE` plus a busy timeout.
+/// SQLite connections: a pool of readers (sqlx), and one writer whose transactions run inline
+/// (`sqlite_writer`). Writers are serialized in-process by the writer's lock and
+/// across processes (`medmesh import` beside a running node) by `BEGIN IMMEDIATE` plus a busy
+/// timeout.
 #[derive(Debug, Clone)]
 pub struct SqliteBackend {
     pool: SqlitePool,
-    writer: Arc<Semaphore>,
+    writer: Writer,
     /// The database file, for [`Backend::scan`]'s reader of its own.
     path: PathBuf,
     /// Held while any clone of the backend lives: the checkpoint task stops when it goes.
@@ -35,7 +38,7 @@ impl SqliteBackend {
     /// # Errors
     /// If the file cannot be opened or migrated.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite://")
+        let mut options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(map_err)?
             .filename(path)
             .create_if_missing(true)
@@ -43,7 +46,6 @@ impl SqliteBackend {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
-            .pragma("cache_size", "-65536")
             // No memory map for the pool: pages are read with read(). A map made audited reads
             // by id 13% slower (every commit that grows the file has each connection remap
             // it, with its page faults and TLB shootdowns) and gained nothing on the portal's
@@ -53,16 +55,10 @@ impl SqliteBackend {
             // A whole page of rows is handed over without the worker waiting: sqlx's worker
             // thread stops after `row_buffer_size` rows until the task takes them, so a page
             // of 1,000 bodies went over in twenty stop-and-wake hand-offs between two threads.
-            .row_buffer_size(ROW_BUFFER)
-            .pragma("temp_store", "memory")
-            // Bounds ANALYZE (run by `PRAGMA optimize`) to a sample, so start-up stays fast on a big store.
-            .pragma("analysis_limit", "400")
-            // No checkpoint inside a commit: the committing writer would copy the WAL back
-            // and fsync the database while every read waiting on that commit's audit entry
-            // stalled (~180 ms each time at 1M resources, the whole p99 of audited reads).
-            // `checkpoint_beside` does it on a task of its own.
-            .pragma("wal_autocheckpoint", "0")
-            .pragma("journal_size_limit", "67108864");
+            .row_buffer_size(ROW_BUFFER);
+        for (name, value) in PRAGMAS {
+            options = options.pragma(*name, *value);
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .min_connections(1)
@@ -78,16 +74,36 @@ impl SqliteBackend {
             .execute(&pool)
             .await
             .map_err(map_err)?;
+        // Opened once the file exists and is migrated; the same settings as the pool's, and
+        // foreign keys on, as sqlx's `foreign_keys(true)` sets them on each pooled connection.
+        let mut settings = vec![("synchronous", "NORMAL"), ("foreign_keys", "ON")];
+        settings.extend_from_slice(PRAGMAS);
+        let writer = Writer::open(path, &settings, BUSY_TIMEOUT)?;
         let alive = Arc::new(());
         tokio::spawn(checkpoint_beside(pool.clone(), Arc::downgrade(&alive)));
         Ok(Self {
             pool,
-            writer: Arc::new(Semaphore::new(1)),
+            writer,
             path: path.to_path_buf(),
             _alive: alive,
         })
     }
 }
+
+/// The settings of every connection, the pool's and the writer's, beside the journal mode
+/// (kept in the file), `synchronous` and foreign keys.
+const PRAGMAS: &[(&str, &str)] = &[
+    ("cache_size", "-65536"),
+    ("temp_store", "memory"),
+    // Bounds ANALYZE (run by `PRAGMA optimize`) to a sample, so start-up stays fast on a big store.
+    ("analysis_limit", "400"),
+    // No checkpoint inside a commit: the committing writer would copy the WAL back and fsync
+    // the database while every read waiting on that commit's audit entry stalled (~180 ms
+    // each time at 1M resources, the whole p99 of audited reads). `checkpoint_beside` does it
+    // on a task of its own.
+    ("wal_autocheckpoint", "0"),
+    ("journal_size_limit", "67108864"),
+];
 
 /// How often the WAL is copied back to the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -165,12 +181,6 @@ async fn checkpoint_beside(pool: SqlitePool, alive: std::sync::Weak<()>) {
     }
 }
 
-/// A SQLite write transaction holding the in-process writer permit.
-pub struct SqliteTx {
-    tx: Transaction<'static, Sqlite>,
-    _permit: OwnedSemaphorePermit,
-}
-
 #[async_trait]
 impl Exec for PoolConnection<Sqlite> {
     async fn fetch(&mut self, sql: Sql, cols: &[Col]) -> Result<Vec<Row>, StoreError> {
@@ -178,16 +188,6 @@ impl Exec for PoolConnection<Sqlite> {
     }
     async fn execute(&mut self, sql: Sql) -> Result<u64, StoreError> {
         run::execute_on(self, sql).await
-    }
-}
-
-#[async_trait]
-impl Exec for SqliteTx {
-    async fn fetch(&mut self, sql: Sql, cols: &[Col]) -> Result<Vec<Row>, StoreError> {
-        run::fetch_on(&mut self.tx, sql, cols).await
-    }
-    async fn execute(&mut self, sql: Sql) -> Result<u64, StoreError> {
-        run::execute_on(&mut self.tx, sql).await
     }
 }
 
@@ -202,27 +202,13 @@ impl Backend for SqliteBackend {
         self.pool.acquire().await.map_err(map_err)
     }
     async fn begin(&self) -> Result<Self::Tx, StoreError> {
-        let permit = self
-            .writer
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(StoreError::backend)?;
-        let tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
-        Ok(SqliteTx {
-            tx,
-            _permit: permit,
-        })
+        self.writer.begin().await
     }
     async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
-        tx.tx.commit().await.map_err(map_err)
+        tx.commit()
     }
     async fn rollback(tx: Self::Tx) -> Result<(), StoreError> {
-        tx.tx.rollback().await.map_err(map_err)
+        tx.rollback()
     }
     /// Reads with a read-only connection of its own, stepping the statement on a blocking
     /// thread: sqlx-sqlite hands every row from its worker thread to the caller, which bounded
@@ -253,10 +239,6 @@ const SCAN_MMAP_BYTES: i64 = 1 << 40;
 /// Pages a scan reads ahead of its caller.
 const SCAN_AHEAD: usize = 4;
 
-fn scan_err(e: rusqlite::Error) -> StoreError {
-    StoreError::backend(e)
-}
-
 /// Steps `sql` over the file at `path` and sends its rows, decoded as `cols`, in pages.
 /// Stops quietly when the receiver is dropped.
 fn scan_file(
@@ -270,39 +252,18 @@ fn scan_file(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(scan_err)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(scan_err)?;
+    .map_err(writer::map_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(writer::map_err)?;
     // Read pages through a memory map instead of a read() call each: a full pass touches
     // every page once, and the copy into SQLite's cache was a fifth of its time.
     conn.pragma_update(None, "mmap_size", SCAN_MMAP_BYTES)
-        .map_err(scan_err)?;
-    let mut statement = conn.prepare(&sql.text).map_err(scan_err)?;
-    for (i, arg) in sql.args.iter().enumerate() {
-        let at = i + 1;
-        match arg {
-            Arg::I64(v) => statement.raw_bind_parameter(at, v),
-            Arg::F64(v) => statement.raw_bind_parameter(at, v),
-            Arg::Str(v) => statement.raw_bind_parameter(at, v),
-            Arg::OptStr(v) => statement.raw_bind_parameter(at, v),
-            Arg::OptI64(v) => statement.raw_bind_parameter(at, v),
-            Arg::Bytes(v) => statement.raw_bind_parameter(at, v),
-        }
-        .map_err(scan_err)?;
-    }
+        .map_err(writer::map_err)?;
+    let mut statement = conn.prepare(&sql.text).map_err(writer::map_err)?;
+    writer::bind(&mut statement, &sql.args)?;
     let mut rows = statement.raw_query();
     let mut page = Vec::with_capacity(SCAN_PAGE);
-    while let Some(row) = rows.next().map_err(scan_err)? {
-        let mut cells = Vec::with_capacity(cols.len());
-        for (i, col) in cols.iter().enumerate() {
-            cells.push(match col {
-                Col::I64 => Cell::I64(row.get(i).map_err(scan_err)?),
-                Col::OptI64 => Cell::OptI64(row.get(i).map_err(scan_err)?),
-                Col::Str => Cell::Str(row.get(i).map_err(scan_err)?),
-                Col::OptStr => Cell::OptStr(row.get(i).map_err(scan_err)?),
-                Col::Bytes => Cell::Bytes(row.get(i).map_err(scan_err)?),
-            });
-        }
-        page.push(Row(cells));
+    while let Some(row) = rows.next().map_err(writer::map_err)? {
+        page.push(writer::decode(row, cols)?);
         if page.len() == SCAN_PAGE {
             let full = std::mem::replace(&mut page, Vec::with_capacity(SCAN_PAGE));
             if pages.blocking_send(Ok(full)).is_err() {
