@@ -16,6 +16,13 @@ type Ack = oneshot::Sender<Result<(), String>>;
 /// The most entries committed together.
 const MAX_BATCH: usize = 512;
 
+/// How many times the writer lets the runtime's other ready tasks run before it commits, so
+/// that the reads in flight hand in their entries and share the commit. Each commit makes
+/// every pooled SQLite reader drop its page cache: once commits became fast (the inline
+/// SQLite writer), batches shrank, commits multiplied and audited reads slowed by a fifth
+/// (bench/README.md, "The inline SQLite writer"). Idle, the yields return at once.
+const GATHER_YIELDS: usize = 4;
+
 /// Hands audit entries to the group-commit writer.
 #[derive(Debug, Clone)]
 pub struct AuditWriter {
@@ -30,14 +37,20 @@ impl AuditWriter {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 let mut count = batch[0].0.len();
-                while count < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => {
-                            count += next.0.len();
-                            batch.push(next);
+                for round in 0..=GATHER_YIELDS {
+                    while count < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(next) => {
+                                count += next.0.len();
+                                batch.push(next);
+                            }
+                            Err(_) => break,
                         }
-                        Err(_) => break,
                     }
+                    if count >= MAX_BATCH || round == GATHER_YIELDS {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
                 }
                 let entries: Vec<AuditEntry> =
                     batch.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
