@@ -355,15 +355,25 @@ async fn fifty_at_once(nodes: &[&Node], offer: &Value, first_patient: usize) {
     for i in 0..50 {
         let node = nodes[i % nodes.len()];
         let body = parameters(&for_patient(offer, &format!("c{}", first_patient + i)));
-        calls.push(async move { node.post("Appointment/$book", &body).await.0 });
+        calls.push(async move {
+            let (s, _, b) = node.post("Appointment/$book", &body).await;
+            (s, b)
+        });
     }
-    let statuses = join_all(calls).await;
+    let answers = join_all(calls).await;
+    let statuses: Vec<StatusCode> = answers.iter().map(|(s, _)| *s).collect();
     let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
     let conflict = statuses
         .iter()
         .filter(|s| **s == StatusCode::CONFLICT)
         .count();
-    assert_eq!((ok, conflict), (1, 49), "{statuses:?}");
+    // What any other answer said, so a failure shows why.
+    let others: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s != StatusCode::OK && *s != StatusCode::CONFLICT)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!((ok, conflict), (1, 49), "{statuses:?} {others:?}");
 }
 
 async fn fifty_concurrent_bookings_of_one_time_make_one(node: Node) {
