@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use medmesh_store::StoreError;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Sqlite, SqlitePool};
 
 use crate::exec::{Exec, map_err, sqlite as run};
@@ -43,9 +43,7 @@ impl SqliteBackend {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
             // No memory map for the pool: pages are read with read(). A map made audited reads
             // by id 13% slower (every commit that grows the file has each connection remap
             // it, with its page faults and TLB shootdowns) and gained nothing on the portal's
@@ -74,11 +72,8 @@ impl SqliteBackend {
             .execute(&pool)
             .await
             .map_err(map_err)?;
-        // Opened once the file exists and is migrated; the same settings as the pool's, and
-        // foreign keys on, as sqlx's `foreign_keys(true)` sets them on each pooled connection.
-        let mut settings = vec![("synchronous", "NORMAL"), ("foreign_keys", "ON")];
-        settings.extend_from_slice(PRAGMAS);
-        let writer = Writer::open(path, &settings, BUSY_TIMEOUT)?;
+        // Opened once the file exists and is migrated, with the pool's settings.
+        let writer = Writer::open(path, PRAGMAS, BUSY_TIMEOUT)?;
         let alive = Arc::new(());
         tokio::spawn(checkpoint_beside(pool.clone(), Arc::downgrade(&alive)));
         Ok(Self {
@@ -91,8 +86,12 @@ impl SqliteBackend {
 }
 
 /// The settings of every connection, the pool's and the writer's, beside the journal mode
-/// (kept in the file), `synchronous` and foreign keys.
+/// (kept in the file) and the busy timeout (the writer's differs: `sqlite_writer`).
 const PRAGMAS: &[(&str, &str)] = &[
+    // WAL without an fsync per commit: a commit survives the process's death (kill -9), and
+    // the checkpoint beside the writers syncs the file.
+    ("synchronous", "NORMAL"),
+    ("foreign_keys", "ON"),
     ("cache_size", "-65536"),
     ("temp_store", "memory"),
     // Bounds ANALYZE (run by `PRAGMA optimize`) to a sample, so start-up stays fast on a big store.
@@ -281,6 +280,37 @@ fn scan_file(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::sql::Cell;
+
+    /// The pool's connections and the writer carry the same settings, from one list.
+    #[tokio::test]
+    async fn the_writer_and_the_pool_share_their_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SqliteBackend::open(&dir.path().join("t.db")).await.unwrap();
+        let settings = "SELECT s.synchronous, f.foreign_keys, c.cache_size, t.temp_store FROM pragma_synchronous s, pragma_foreign_keys f, pragma_cache_size c, pragma_temp_store t";
+        let cols = [Col::I64, Col::I64, Col::I64, Col::I64];
+        let mut conn = backend.conn().await.unwrap();
+        let pooled = conn
+            .fetch(Sql::new(Dialect::Sqlite, settings), &cols)
+            .await
+            .unwrap();
+        let mut tx = backend.begin().await.unwrap();
+        let written = tx
+            .fetch(Sql::new(Dialect::Sqlite, settings), &cols)
+            .await
+            .unwrap();
+        SqliteBackend::rollback(tx).await.unwrap();
+        assert_eq!(pooled, written);
+        assert_eq!(
+            pooled,
+            vec![Row(vec![
+                Cell::I64(1),
+                Cell::I64(1),
+                Cell::I64(-65536),
+                Cell::I64(2)
+            ])]
+        );
+    }
 
     #[test]
     fn the_unbounded_restart_wait_is_the_usual_busy_timeout() {
