@@ -120,15 +120,24 @@ pub(crate) async fn raise_generation(
     d: Dialect,
     consents: bool,
 ) -> Result<(), StoreError> {
-    let (rows, expected) = if consents { ("(1, 2)", 2) } else { ("(1)", 1) };
+    let (rows, expected) = generation_rows(consents);
     let raised = tx
         .execute(Sql::new(
             d,
             &format!("UPDATE policy_generation SET generation = generation + 1 WHERE id IN {rows}"),
         ))
         .await?;
-    // Without its rows the counters could never move, and kept accesses would outlive the
-    // changes that end them: refuse the write instead.
+    check_raised(i64::try_from(raised).unwrap_or(-1), expected)
+}
+
+/// The generation rows a change raises (as an SQL list) and how many they are.
+pub(crate) fn generation_rows(consents: bool) -> (&'static str, i64) {
+    if consents { ("(1, 2)", 2) } else { ("(1)", 1) }
+}
+
+/// Without its rows the counters could never move, and kept accesses would outlive the
+/// changes that end them: a raise that moved fewer rows refuses the write.
+pub(crate) fn check_raised(raised: i64, expected: i64) -> Result<(), StoreError> {
     if raised == expected {
         Ok(())
     } else {

@@ -731,6 +731,7 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
             self.backend.dialect(),
             entries.to_vec(),
             &self.heads,
+            None,
         )
         .await?;
         B::commit(tx).await
@@ -1596,16 +1597,14 @@ impl<B: Backend> RecordTx for SqlTx<B> {
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
         self.flush().await?;
-        // Late, beside the audit head, so the generation's row (which every policy-changing
-        // writer updates) is held only while the transaction ends.
-        if self.policy_changed {
-            crate::policy::raise_generation(&mut self.tx, self.dialect, self.consents_changed)
-                .await?;
-        }
         // The audit entries commit in the same transaction as the data they describe.
-        // Last, so the head row (which serializes appends) is locked only briefly.
+        // Last, so the head row (which serializes appends) is locked only briefly; the policy
+        // generation is raised beside it (its row too is one that every policy-changing
+        // writer updates), in the same statement where the dialect allows.
         let entries = std::mem::take(&mut self.audit);
-        crate::audit_log::append_leaves(&mut self.tx, self.dialect, entries, &self.heads).await?;
+        let raise = self.policy_changed.then_some(self.consents_changed);
+        crate::audit_log::append_leaves(&mut self.tx, self.dialect, entries, &self.heads, raise)
+            .await?;
         B::commit(self.tx).await
     }
 }

@@ -585,6 +585,61 @@ async fn trust_edge_store(stores: Stores) {
         consents_before + 2,
         "a consent withdrawn raises it"
     );
+    // With audit entries in the same transaction (on PostgreSQL one statement writes them and
+    // raises the generations): the entries, their patients' rows and chains, and the raised
+    // generations commit together, or not at all.
+    let log_before = stores.audit.log_head().await.unwrap().size;
+    let (policy_before, consents_before) = (
+        s.policy_generation().await.unwrap(),
+        s.consent_generation().await.unwrap(),
+    );
+    let mut tx = s.begin().await.unwrap();
+    tx.replace_policy_facts("Consent/c2", &[], Some(("p1", "{}")))
+        .await
+        .unwrap();
+    tx.append_audit(&entry("op-consent", "p1")).await.unwrap();
+    tx.append_audit(&entry("op-consent-2", "p2")).await.unwrap();
+    drop(tx);
+    assert_eq!(stores.audit.log_head().await.unwrap().size, log_before);
+    assert_eq!(s.policy_generation().await.unwrap(), policy_before);
+    let mut tx = s.begin().await.unwrap();
+    tx.replace_policy_facts("Consent/c2", &[], Some(("p1", "{}")))
+        .await
+        .unwrap();
+    tx.append_audit(&entry("op-consent", "p1")).await.unwrap();
+    tx.append_audit(&entry("op-consent-2", "p2")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(stores.audit.log_head().await.unwrap().size, log_before + 2);
+    assert_eq!(s.policy_generation().await.unwrap(), policy_before + 1);
+    assert_eq!(s.consent_generation().await.unwrap(), consents_before + 1);
+    let mut tx = s.begin().await.unwrap();
+    tx.replace_policy_facts(
+        "Encounter/e1",
+        &[edge(EdgeKind::CareTeam, "Encounter/e1", None)],
+        None,
+    )
+    .await
+    .unwrap();
+    tx.append_audit(&entry("op-edge", "p1")).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(s.policy_generation().await.unwrap(), policy_before + 2);
+    assert_eq!(s.consent_generation().await.unwrap(), consents_before + 1);
+    let mine = stores
+        .audit
+        .log_entries_for_patient("p1", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 2, "each entry is in its patient's rows");
+    assert_eq!(stores.audit.log_head().await.unwrap().size, log_before + 3);
+    let mut seqs: Vec<u64> = mine
+        .iter()
+        .map(|l| {
+            let e = AuditEntry::from_leaf(&l.entry).unwrap();
+            e.chain.iter().find(|c| c.patient == "p1").unwrap().seq
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2], "the patient's chain moved once per entry");
 }
 
 /// Notifications: queued in a transaction, listed newest first, read once.
