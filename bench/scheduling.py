@@ -12,7 +12,10 @@ conflicts, each beside a peer measured on the same node in the same run.
    calls/s. Peer: `POST Appointment` (a plain create of a booked Appointment, no claim), the
    same number from the same clients.
 
-usage: scheduling.py MEDMESH_BIN [sqlite|postgres] [PRACTITIONERS] [WORKERS]
+usage: scheduling.py MEDMESH_BIN [sqlite|postgres] [PRACTITIONERS] [WORKERS] [TIMES]
+
+TIMES (default 50 per client) is how many times are booked, each twice; 3000 keeps the
+bookings going for about ten seconds (a sustained rate, not a burst).
 """
 
 import concurrent.futures
@@ -29,6 +32,7 @@ BIN = sys.argv[1]
 DB = sys.argv[2] if len(sys.argv) > 2 else "sqlite"
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 200
 WORKERS = int(sys.argv[4]) if len(sys.argv) > 4 else 16
+TIMES = int(sys.argv[5]) if len(sys.argv) > 5 else WORKERS * 50
 EXT = "https://medmesh.dev/fhir/StructureDefinition/"
 
 
@@ -51,7 +55,7 @@ def seed(s, fhir):
     for i in range(0, len(rs), 500):
         r = s.post(fhir, json=bundle(rs[i:i + 500]), timeout=600)
         assert r.ok, r.text[:300]
-    patients = [{"resourceType": "Patient", "id": f"b{i}"} for i in range(2 * WORKERS * 50)]
+    patients = [{"resourceType": "Patient", "id": f"b{i}"} for i in range(2 * TIMES)]
     for i in range(0, len(patients), 500):
         assert s.post(fhir, json=bundle(patients[i:i + 500]), timeout=600).ok
 
@@ -93,9 +97,9 @@ def main():
         # Proposals: the first free times of every practitioner, each booked twice.
         offers = []
         for i in range(N):
-            r = s.get(f"{fhir}/Appointment/$find?practitioner=p{i}&start={start_at}&_count={WORKERS * 50 // N + 1}", timeout=60)
+            r = s.get(f"{fhir}/Appointment/$find?practitioner=p{i}&start={start_at}&_count={TIMES // N + 1}", timeout=60)
             offers += [e["resource"] for e in r.json().get("entry", [])]
-        offers = offers[:WORKERS * 50]
+        offers = offers[:TIMES]
         calls = []
         for k, o in enumerate(offers):
             for twin in (0, 1):
