@@ -118,12 +118,11 @@ async fn judge_and_claim(
     calendars: &[&str],
     now: i64,
 ) -> Result<bool, StoreError> {
-    let calendar_list: Vec<String> = calendars.iter().map(|c| (*c).to_string()).collect();
     let mut sql = Sql::new(
         d,
         "WITH lapsed AS (DELETE FROM booking_claims WHERE calendar IN (",
     );
-    sql.str_list(&calendar_list)
+    sql.str_list(calendars)
         .push(") AND expires_micros IS NOT NULL AND expires_micros <= ")
         .int(now)
         .push(" AND holder <> ")
@@ -131,8 +130,10 @@ async fn judge_and_claim(
         .push("), released AS (DELETE FROM booking_claims WHERE holder = ")
         .str(temporary)
         .push(" AND calendar NOT IN (")
-        .str_list(&calendar_list)
-        .push(")), wanted (calendar, start_micros, end_micros, expires_micros) AS (VALUES ");
+        .str_list(calendars)
+        // `expires`, not `expires_micros`: the overlap check below names the claims' own
+        // columns bare (`live`).
+        .push(")), wanted (calendar, start_micros, end_micros, expires) AS (VALUES ");
     for (i, c) in claims.iter().enumerate() {
         sql.push(if i > 0 { ", (" } else { "(" })
             .str(&c.calendar)
@@ -150,7 +151,7 @@ async fn judge_and_claim(
     )
     .str(temporary)
     .push(
-        ", w.start_micros, w.end_micros, w.expires_micros FROM wanted w WHERE NOT EXISTS \
+        ", w.start_micros, w.end_micros, w.expires FROM wanted w WHERE NOT EXISTS \
          (SELECT 1 FROM booking_claims b JOIN wanted o ON b.calendar = o.calendar \
          WHERE b.holder <> ",
     )
@@ -158,13 +159,12 @@ async fn judge_and_claim(
     .push(" AND b.holder <> ")
     .str(temporary)
     .push(" AND b.start_micros < o.end_micros AND b.end_micros > o.start_micros");
-    sql.push(" AND (b.expires_micros IS NULL OR b.expires_micros > ")
-        .int(now)
-        .push(
-            ")) ON CONFLICT (calendar, holder) DO UPDATE SET start_micros = excluded.start_micros, \
-             end_micros = excluded.end_micros, expires_micros = excluded.expires_micros \
-             RETURNING 1) SELECT count(*) FROM claimed",
-        );
+    live(&mut sql, now);
+    sql.push(
+        ") ON CONFLICT (calendar, holder) DO UPDATE SET start_micros = excluded.start_micros, \
+         end_micros = excluded.end_micros, expires_micros = excluded.expires_micros \
+         RETURNING 1) SELECT count(*) FROM claimed",
+    );
     let inserted = tx.fetch(sql, &[Col::I64]).await?;
     let inserted = inserted.first().map(|r| r.i64(0)).transpose()?.unwrap_or(0);
     Ok(usize::try_from(inserted).is_ok_and(|n| n == claims.len()))

@@ -188,12 +188,12 @@ impl Sql {
         self.bind(Arg::F64(v))
     }
     /// Binds a comma-separated list of strings (for `IN (...)`).
-    pub fn str_list(&mut self, items: &[String]) -> &mut Self {
+    pub fn str_list(&mut self, items: &[impl AsRef<str>]) -> &mut Self {
         for (i, s) in items.iter().enumerate() {
             if i > 0 {
                 self.push(", ");
             }
-            self.str(s);
+            self.str(s.as_ref());
         }
         self
     }

@@ -593,22 +593,22 @@ async fn trust_edge_store(stores: Stores) {
         s.policy_generation().await.unwrap(),
         s.consent_generation().await.unwrap(),
     );
-    let mut tx = s.begin().await.unwrap();
-    tx.replace_policy_facts("Consent/c2", &[], Some(("p1", "{}")))
-        .await
-        .unwrap();
-    tx.append_audit(&entry("op-consent", "p1")).await.unwrap();
-    tx.append_audit(&entry("op-consent-2", "p2")).await.unwrap();
-    drop(tx);
-    assert_eq!(stores.audit.log_head().await.unwrap().size, log_before);
-    assert_eq!(s.policy_generation().await.unwrap(), policy_before);
-    let mut tx = s.begin().await.unwrap();
-    tx.replace_policy_facts("Consent/c2", &[], Some(("p1", "{}")))
-        .await
-        .unwrap();
-    tx.append_audit(&entry("op-consent", "p1")).await.unwrap();
-    tx.append_audit(&entry("op-consent-2", "p2")).await.unwrap();
-    tx.commit().await.unwrap();
+    // The same transaction twice: dropped first, then committed.
+    for commit in [false, true] {
+        let mut tx = s.begin().await.unwrap();
+        tx.replace_policy_facts("Consent/c2", &[], Some(("p1", "{}")))
+            .await
+            .unwrap();
+        tx.append_audit(&entry("op-consent", "p1")).await.unwrap();
+        tx.append_audit(&entry("op-consent-2", "p2")).await.unwrap();
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            drop(tx);
+            assert_eq!(stores.audit.log_head().await.unwrap().size, log_before);
+            assert_eq!(s.policy_generation().await.unwrap(), policy_before);
+        }
+    }
     assert_eq!(stores.audit.log_head().await.unwrap().size, log_before + 2);
     assert_eq!(s.policy_generation().await.unwrap(), policy_before + 1);
     assert_eq!(s.consent_generation().await.unwrap(), consents_before + 1);
