@@ -17,6 +17,8 @@ pub mod postgres;
 pub mod search_sql;
 pub mod sql;
 pub mod sqlite;
+mod sqlite_busy;
+mod sqlite_checkpoint;
 mod sqlite_writer;
 pub mod store;
 mod subscriptions;

@@ -13,6 +13,7 @@ use sqlx::{Sqlite, SqlitePool};
 
 use crate::exec::{Exec, map_err, sqlite as run};
 use crate::sql::{Col, Dialect, Row, Sql};
+use crate::sqlite_checkpoint::checkpoint_beside;
 pub use crate::sqlite_writer::SqliteTx;
 use crate::sqlite_writer::{self as writer, Writer};
 use crate::store::Backend;
@@ -75,7 +76,8 @@ impl SqliteBackend {
         // Opened once the file exists and is migrated, with the pool's settings.
         let writer = Writer::open(path, PRAGMAS, BUSY_TIMEOUT)?;
         let alive = Arc::new(());
-        tokio::spawn(checkpoint_beside(pool.clone(), Arc::downgrade(&alive)));
+        let checkpoints = writer::open_connection(path, PRAGMAS).map_err(writer::map_err)?;
+        tokio::spawn(checkpoint_beside(checkpoints, Arc::downgrade(&alive)));
         Ok(Self {
             pool,
             writer,
@@ -104,81 +106,8 @@ const PRAGMAS: &[(&str, &str)] = &[
     ("journal_size_limit", "67108864"),
 ];
 
-/// How often the WAL is copied back to the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
-/// WAL frames (4 KiB pages) past which a checkpoint waits for readers and writers to let it
-/// finish, so the WAL restarts: 64 MB. Below it checkpoints never block anyone. Each such
-/// wait stalls the commits queued behind it (audited reads wait on theirs): it sets the p99
-/// of audited reads now (bench/README.md, "Issue 14, third pass").
-const WAL_FRAMES_BOUND: i64 = 16_384;
-
-/// WAL frames (256 MB) past which a `RESTART` checkpoint waits as long as it takes.
-const WAL_FRAMES_HARD_BOUND: i64 = 65_536;
-/// How long a `RESTART` checkpoint may wait below [`WAL_FRAMES_HARD_BOUND`] (a
-/// `busy_timeout` pragma) before it gives up until the next tick. While it waits, no commit can
-/// start: with SQLite's own busy timeout it waited 1.3 to 3.5 s under 64 readers on a slow disk,
-/// and every audited read queued behind it.
-const RESTART_WAIT_SHORT: &str = "PRAGMA busy_timeout = 100";
-/// The same wait as every other statement's ([`BUSY_TIMEOUT`]): past the hard bound the WAL
-/// must start over even if a writer that never pauses (an import) keeps it waiting.
-const RESTART_WAIT_UNBOUNDED: &str = "PRAGMA busy_timeout = 30000";
 /// How long any statement waits for a lock another connection holds.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A `RESTART` checkpoint on a pooled connection whose busy timeout is `wait` meanwhile. The
-/// connection goes back to the pool with [`BUSY_TIMEOUT`] again, or is closed if that fails.
-async fn restart_checkpoint(pool: &SqlitePool, wait: &'static str) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    sqlx::query(wait).execute(&mut *conn).await?;
-    let checkpoint = sqlx::query("PRAGMA wal_checkpoint(RESTART)")
-        .execute(&mut *conn)
-        .await;
-    if sqlx::query(RESTART_WAIT_UNBOUNDED)
-        .execute(&mut *conn)
-        .await
-        .is_err()
-    {
-        drop(conn.detach());
-    }
-    checkpoint.map(|_| ())
-}
-
-/// Checkpoints the WAL beside the writers until the backend is dropped. A `PASSIVE`
-/// checkpoint copies what it can without blocking anyone. But the WAL only starts over when a
-/// writer finds no reader on it, which never happens under steady reads, and a writer that
-/// never pauses (an import) keeps a passive checkpoint from catching up: so past
-/// [`WAL_FRAMES_BOUND`] frames a `RESTART` checkpoint waits for the current writer and
-/// readers (at most [`RESTART_WAIT_SHORT`] below [`WAL_FRAMES_HARD_BOUND`]), copies the rest
-/// and makes the next writer start the WAL over (its file then cut back to
-/// `journal_size_limit`). The commits themselves never checkpoint. A failed
-/// checkpoint is retried at the next tick: the WAL keeps everything until it succeeds.
-async fn checkpoint_beside(pool: SqlitePool, alive: std::sync::Weak<()>) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if alive.upgrade().is_none() || pool.is_closed() {
-            return;
-        }
-        let passive: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(&pool)
-            .await;
-        match passive {
-            Ok((_, log, _)) if log > WAL_FRAMES_BOUND => {
-                let wait = if log > WAL_FRAMES_HARD_BOUND {
-                    RESTART_WAIT_UNBOUNDED
-                } else {
-                    RESTART_WAIT_SHORT
-                };
-                if let Err(e) = restart_checkpoint(&pool, wait).await {
-                    tracing::warn!(error = %e, "WAL checkpoint (restart) failed; retried");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retried"),
-        }
-    }
-}
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[async_trait]
 impl Exec for PoolConnection<Sqlite> {
@@ -310,54 +239,5 @@ mod tests {
                 Cell::I64(2)
             ])]
         );
-    }
-
-    #[test]
-    fn the_unbounded_restart_wait_is_the_usual_busy_timeout() {
-        assert_eq!(
-            RESTART_WAIT_UNBOUNDED,
-            format!("PRAGMA busy_timeout = {}", BUSY_TIMEOUT.as_millis())
-        );
-    }
-
-    /// A short restart returns while a reader holds the WAL (which keeps its snapshot), and
-    /// its connection goes back to the pool with the usual busy timeout, not the short one.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_short_restart_returns_and_restores_the_busy_timeout() {
-        let dir = tempfile::tempdir().unwrap();
-        let backend = SqliteBackend::open(&dir.path().join("t.db")).await.unwrap();
-        let pool = &backend.pool;
-        let run = |statement: &'static str| async move {
-            sqlx::query(statement).execute(pool).await.unwrap();
-        };
-        run("CREATE TABLE t (x INTEGER)").await;
-        run("INSERT INTO t VALUES (1)").await;
-        // A reader on the WAL's snapshot, then a write after it: the WAL cannot restart.
-        let mut reader = pool.begin().await.unwrap();
-        let _: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
-            .fetch_one(&mut *reader)
-            .await
-            .unwrap();
-        run("INSERT INTO t VALUES (2)").await;
-        restart_checkpoint(pool, RESTART_WAIT_SHORT).await.unwrap();
-        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM t")
-            .fetch_one(&mut *reader)
-            .await
-            .unwrap();
-        assert_eq!(
-            rows, 1,
-            "the reader kept its snapshot through the checkpoint"
-        );
-        reader.rollback().await.unwrap();
-        let mut held = Vec::new();
-        for _ in 0..pool.size() {
-            let mut conn = pool.acquire().await.unwrap();
-            let (ms,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap();
-            assert_eq!(ms, 30_000);
-            held.push(conn);
-        }
     }
 }

@@ -26,6 +26,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::exec::Exec;
 use crate::sql::{Arg, Cell, Col, Row, Sql};
+use crate::sqlite_busy::waiting_in_steps;
 
 /// Prepared statements the writer keeps: a write path uses a few dozen distinct texts.
 const STATEMENT_CACHE: usize = 256;
@@ -46,14 +47,7 @@ impl Writer {
         pragmas: &[(&str, &str)],
         busy_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(map_err)?;
-        for (name, value) in pragmas {
-            conn.pragma_update(None, name, value).map_err(map_err)?;
-        }
+        let conn = open_connection(path, pragmas).map_err(map_err)?;
         // Inline, a statement never waits for a lock: see `begin`.
         conn.busy_timeout(Duration::ZERO).map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -75,19 +69,32 @@ impl Writer {
         // Another connection writes. Wait for it on a blocking thread, not on this worker.
         // The transaction is built there, so if this future is dropped meanwhile, its drop
         // rolls back what the thread began.
+        // It waits in small steps: behind a checkpoint, every audited read waits for this.
         let wait = self.busy_timeout;
         tokio::task::spawn_blocking(move || {
-            let waited = conn
-                .busy_timeout(wait)
-                .and_then(|()| conn.execute_batch("BEGIN IMMEDIATE"));
+            let waited = waiting_in_steps(&conn, wait, |c| c.execute_batch("BEGIN IMMEDIATE"));
             let tx = SqliteTx { conn };
-            let restored = tx.conn.busy_timeout(Duration::ZERO);
-            waited.and(restored).map_err(map_err)?;
+            waited.map_err(map_err)?;
             Ok(tx)
         })
         .await
         .map_err(StoreError::backend)?
     }
+}
+
+/// A read-write connection to an existing database file, with `pragmas` applied in order.
+pub(crate) fn open_connection(
+    path: &Path,
+    pragmas: &[(&str, &str)],
+) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    for (name, value) in pragmas {
+        conn.pragma_update(None, name, value)?;
+    }
+    Ok(conn)
 }
 
 /// A SQLite write transaction on the [`Writer`]: ends with [`SqliteTx::commit`] or
