@@ -15,7 +15,7 @@ if [ "$db" = postgres ]; then
     psql "$pg/postgres" -qAtc "CREATE DATABASE medmesh_bench_everything" >/dev/null
     args+=(--database-url "$pg/medmesh_bench_everything")
 fi
-trap 'kill $node 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $node 2>/dev/null; wait $node 2>/dev/null; rm -rf "$work"' EXIT
 python3 - "$n" "$work/obs.ndjson" <<'PY'
 import json, sys
 n, out = int(sys.argv[1]), sys.argv[2]

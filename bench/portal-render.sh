@@ -24,7 +24,8 @@ info=$(ls ../shared/testdata/fhir-r4-synthea-smart-generated-sample-data/*Inform
 MEDMESH_LOG=warn "$bin" import --data-dir "$store" $info "$store/patient.json" > /dev/null
 MEDMESH_LOG=warn "$bin" serve --data-dir "$store" --listen 127.0.0.1:18183 > "$store/serve.out" 2>&1 &
 node=$!
-trap 'kill $node 2>/dev/null || true' EXIT
+# The node signs a last audit checkpoint as it stops: wait for it, or the next run starts beside it.
+trap 'kill $node 2>/dev/null; wait $node 2>/dev/null || true' EXIT
 for _ in $(seq 1 200); do curl -sf http://127.0.0.1:18183/healthz >/dev/null && break; sleep 0.1; done
 base=http://127.0.0.1:18183
 token=$("$bin" admin token --data-dir "$store" --scope 'system/*.*' --ttl 1h)

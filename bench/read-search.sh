@@ -30,7 +30,8 @@ if [ ! -f "$store/.built" ]; then
 fi
 MEDMESH_LOG=warn "$bin" serve "${args[@]}" --listen 127.0.0.1:18181 > "$store/serve.out" 2>&1 &
 node=$!
-trap 'kill $node 2>/dev/null || true' EXIT
+# The node signs a last audit checkpoint as it stops: wait for it, or the next run starts beside it.
+trap 'kill $node 2>/dev/null; wait $node 2>/dev/null || true' EXIT
 for _ in $(seq 1 200); do curl -sf http://127.0.0.1:18181/healthz >/dev/null && break; sleep 0.1; done
 token=$("$bin" admin token "${args[@]}" --scope 'system/*.*' --ttl 2h)
 auth="Authorization: Bearer $token"
