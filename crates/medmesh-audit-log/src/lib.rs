@@ -684,7 +684,7 @@ pub async fn verify_log(
     let mut maps = MapCheck {
         secret: map_secret,
         chains: ChainFold::default(),
-        moved: std::collections::HashMap::new(),
+        moved: foldhash::HashMap::default(),
         map: DerivedMap::default(),
         signed: signed_map_roots(&keys, &checkpoints, head.size),
         stored: stored_map,
@@ -727,9 +727,9 @@ pub async fn verify_log(
         })
         .buffered(PAGES_HASHED_AHEAD);
     while let Some(page) = pages.next().await {
-        let page = page?;
-        derived.merge(page.derived);
-        for ((leaf, hash), linked) in page.leaves.iter().zip(page.hashes).zip(&page.links) {
+        let mut page = page?;
+        derived.merge(std::mem::take(&mut page.derived));
+        for ((leaf, &hash), linked) in page.leaves.iter().zip(&page.hashes).zip(&page.links) {
             if let Err(p) = verifier.feed_hashed(leaf.index, hash, &leaf.nodes) {
                 return Ok(Err(p));
             }
@@ -853,7 +853,7 @@ struct MapCheck<'a> {
     chains: ChainFold,
     /// Heads moved since the map was last brought up to date, by patient id (keys are
     /// derived only when the map is compared, once per patient rather than per entry).
-    moved: std::collections::HashMap<String, PatientHead>,
+    moved: foldhash::HashMap<String, PatientHead>,
     map: DerivedMap,
     /// Map roots signed by checkpoints, by tree size, not yet compared.
     signed: std::collections::BTreeMap<u64, Hash>,

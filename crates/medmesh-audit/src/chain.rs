@@ -133,10 +133,10 @@ impl Chainer {
 /// previous entry. Entries from before chains existed (no links at all) may only come first.
 #[derive(Debug, Default)]
 pub struct ChainFold {
-    heads: HashMap<String, PatientHead>,
+    heads: foldhash::HashMap<String, PatientHead>,
     chained: bool,
     /// Patients whose head is an entry from before the chains.
-    legacy: std::collections::HashSet<String>,
+    legacy: foldhash::HashSet<String>,
 }
 
 /// How an entry's links differ from the chains before it.
@@ -182,17 +182,28 @@ impl ChainFold {
                 let count = self.heads.get(p).map_or(0, |h| h.count) + 1;
                 let head = PatientHead { count, index, hash };
                 moved(p, head);
-                self.heads.insert(p.to_string(), head);
-                self.legacy.insert(p.to_string());
+                self.set_head(p, head);
+                if !self.legacy.contains(p) {
+                    self.legacy.insert(p.to_string());
+                }
             }
             return problem;
         }
         self.chained = true;
-        let mut named: Vec<&str> = patients.iter().map(|p| p.as_ref()).collect();
-        named.sort_unstable();
-        named.dedup();
-        let linked: Vec<&str> = chain.iter().map(|l| l.patient.as_str()).collect();
-        if named != linked {
+        // Most entries name one patient: compared without sorting into new vectors.
+        let same = match (patients, chain) {
+            ([p], [l]) => **p == *l.patient,
+            _ => {
+                let mut named: Vec<&str> = patients.iter().map(|p| p.as_ref()).collect();
+                named.sort_unstable();
+                named.dedup();
+                named
+                    .iter()
+                    .copied()
+                    .eq(chain.iter().map(|l| l.patient.as_str()))
+            }
+        };
+        if !same {
             problem = Some(LinkProblem::WrongPatients);
         }
         for link in chain {
@@ -207,10 +218,22 @@ impl ChainFold {
                 hash,
             };
             moved(&link.patient, head);
-            self.legacy.remove(&link.patient);
-            self.heads.insert(link.patient.clone(), head);
+            if !self.legacy.is_empty() {
+                self.legacy.remove(&link.patient);
+            }
+            self.set_head(&link.patient, head);
         }
         problem
+    }
+
+    /// Moves `patient`'s head, allocating their id only the first time.
+    fn set_head(&mut self, patient: &str, head: PatientHead) {
+        match self.heads.get_mut(patient) {
+            Some(h) => *h = head,
+            None => {
+                self.heads.insert(patient.to_string(), head);
+            }
+        }
     }
 }
 
@@ -345,6 +368,68 @@ mod tests {
         let mut e = AuditEntry::new(1, "op", "u", "read", Outcome::Success);
         e.patients = patients.iter().map(|p| p.to_string()).collect();
         e
+    }
+
+    fn link(patient: &str, seq: u64, prev: Option<(u64, Hash)>) -> ChainLink {
+        ChainLink {
+            patient: patient.into(),
+            seq,
+            prev: prev.map(|(index, hash)| PrevEntry { index, hash }),
+        }
+    }
+
+    fn feed(
+        fold: &mut ChainFold,
+        index: u64,
+        patients: &[&str],
+        chain: &[ChainLink],
+    ) -> Option<LinkProblem> {
+        let patients: Vec<std::borrow::Cow<'_, str>> =
+            patients.iter().map(|p| (*p).into()).collect();
+        fold.feed(index, [index as u8; 32], &patients, chain, |_, _| ())
+    }
+
+    /// What the fold finds wrong in an entry's links: one patient or several (in any order,
+    /// named twice), a link to another patient, a wrong previous entry, and no links at all.
+    #[test]
+    fn the_fold_names_what_is_wrong_with_links() {
+        let mut fold = ChainFold::default();
+        assert_eq!(feed(&mut fold, 0, &["a"], &[link("a", 1, None)]), None);
+        assert_eq!(
+            feed(
+                &mut fold,
+                1,
+                &["b", "a", "b"],
+                &[link("a", 2, Some((0, [0; 32]))), link("b", 1, None)]
+            ),
+            None
+        );
+        assert_eq!(
+            feed(&mut fold, 2, &["a"], &[link("c", 1, None)]),
+            Some(LinkProblem::WrongPatients)
+        );
+        assert_eq!(
+            feed(
+                &mut fold,
+                3,
+                &["a", "b"],
+                &[link("a", 3, Some((1, [1; 32])))]
+            ),
+            Some(LinkProblem::WrongPatients)
+        );
+        // Entry 3 had no link for b: b's head is still entry 1.
+        assert_eq!(
+            feed(&mut fold, 4, &["b"], &[link("b", 2, Some((1, [1; 32])))]),
+            None
+        );
+        assert_eq!(
+            feed(&mut fold, 5, &["b"], &[link("b", 5, Some((4, [4; 32])))]),
+            Some(LinkProblem::WrongPrevious)
+        );
+        assert_eq!(feed(&mut fold, 6, &["a"], &[]), Some(LinkProblem::Unlinked));
+        let heads: std::collections::BTreeMap<&str, u64> =
+            fold.heads().map(|(p, h, _)| (p, h.index)).collect();
+        assert_eq!(heads, [("a", 6), ("b", 5), ("c", 2)].into_iter().collect());
     }
 
     /// Leaves as `(index, bytes)`.
