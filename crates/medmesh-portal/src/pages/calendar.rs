@@ -17,7 +17,7 @@ use crate::layout::{Problem, Shell, problem, record_problem, render};
 use crate::pages::appointments::{
     is_held, participant, search_appointments, status_words, visit_words, when,
 };
-use crate::pages::{CsrfForm, name_of, now_rfc3339, refuse_form};
+use crate::pages::{CsrfForm, name_of, refuse_form, viewer_today};
 use crate::viewer::{Audience, Viewer};
 
 /// One appointment in the calendar.
@@ -169,9 +169,7 @@ pub async fn calendar(
     else {
         return problem(viewer.lang, Problem::WrongAudience);
     };
-    let today = now_rfc3339(&state);
-    let Some(day) = date_of(&shown.day).or_else(|| date_of(today.get(..10).unwrap_or_default()))
-    else {
+    let Some(day) = date_of(&shown.day).or_else(|| viewer_today(&state, &viewer)) else {
         return problem(viewer.lang, Problem::BadInput);
     };
     let week = shown.view == "week";

@@ -127,6 +127,20 @@ pub(crate) fn now_rfc3339(state: &AppState) -> String {
         .unwrap_or_default()
 }
 
+/// Today's date where the viewer is (their browser's UTC offset), not in UTC: at 08:00 in
+/// UTC+10 it is still yesterday in UTC.
+pub(crate) fn viewer_today(state: &AppState, viewer: &Viewer) -> Option<time::Date> {
+    local_date(state.identity.clock().now_secs(), viewer.tz_minutes)
+}
+
+/// The date at `unix_secs` in a zone `tz_minutes` east of UTC.
+fn local_date(unix_secs: i64, tz_minutes: i32) -> Option<time::Date> {
+    let local = unix_secs.checked_add(i64::from(tz_minutes) * 60)?;
+    time::OffsetDateTime::from_unix_timestamp(local)
+        .ok()
+        .map(|t| t.date())
+}
+
 /// The refusal of a form whose CSRF token is not the session's; `None` lets it through.
 pub(crate) fn csrf_guard(viewer: &Viewer, token: Option<&str>) -> Option<axum::response::Response> {
     (!medmesh_server::web::csrf_matches(&viewer.csrf, token))
@@ -177,5 +191,24 @@ pub(crate) fn refusal_words(e: &RecordError) -> Option<String> {
             Some(crate::pages::prescribe::refusal_text(issues))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod local_date_tests {
+    use super::local_date;
+    use time::macros::date;
+
+    /// 2026-12-06 22:00 UTC is already the 7th in Sydney (UTC+10) and still the 6th in
+    /// New York (UTC-5); 03:00 UTC is still the 5th in New York.
+    #[test]
+    fn today_is_the_viewers_date_not_utcs() {
+        let evening = 1_796_594_400; // 2026-12-06T22:00:00Z
+        assert_eq!(local_date(evening, 0), Some(date!(2026 - 12 - 06)));
+        assert_eq!(local_date(evening, 600), Some(date!(2026 - 12 - 07)));
+        assert_eq!(local_date(evening, -300), Some(date!(2026 - 12 - 06)));
+        let early = evening - 19 * 3600; // 2026-12-06T03:00:00Z
+        assert_eq!(local_date(early, -300), Some(date!(2026 - 12 - 05)));
+        assert_eq!(local_date(i64::MAX, 60), None);
     }
 }
