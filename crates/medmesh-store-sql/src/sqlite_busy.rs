@@ -1,11 +1,11 @@
 //! Waiting for another SQLite connection's lock in small steps.
 //!
 //! SQLite's own busy timeout sleeps 1, 2, 5, 10, 15, 20, 25 ms… between attempts, so a waiter
-//! notices a released lock up to 25 ms late, and a `RESTART` checkpoint that waits for readers
-//! that leave within a millisecond still held the write lock for ~18 ms (the four first
-//! sleeps; bench/README.md, "Checkpoints that wait in small steps"). Each audited read waits
-//! on a commit behind that lock. Here a waiter retries every ~200 µs for its first 20 ms, then
-//! every 2 ms, until its deadline.
+//! notices a released lock up to 25 ms late. The node's writer waits like this behind a WAL
+//! restart (a ~2 ms hold), and every audited read waits on the writer's next commit; the
+//! restart itself waits for the readers to leave. Here a waiter retries every ~200 µs for its
+//! first 20 ms, then every 2 ms, until its budget is spent (bench/README.md, "Issue 14
+//! measured again, and the WAL restart").
 
 use std::cell::Cell;
 use std::time::Duration;
