@@ -172,19 +172,15 @@ pub(crate) async fn append_leaves(
         }
         let raised_rows = match raise {
             Some(consents) => {
-                let (ids, n) = crate::policy::generation_rows(consents);
-                sql.push(&format!(
-                    ", g AS (UPDATE policy_generation SET generation = generation + 1 WHERE id IN {ids} RETURNING 1)"
-                ));
+                let (update, n) = crate::policy::raise_statement(consents);
+                sql.push(&format!(", g AS ({update} RETURNING 1)"));
                 n
             }
             None => 0,
         };
-        sql.push(", h AS (UPDATE audit_head SET size = ")
-            .int(size)
-            .push(", peaks = ")
-            .bind(Arg::Bytes(frontier.to_bytes()))
-            .push(" WHERE id = 1 RETURNING 1) SELECT (SELECT count(*) FROM h), ")
+        sql.push(", h AS (");
+        push_head_update(&mut sql, size, &frontier);
+        sql.push(" RETURNING 1) SELECT (SELECT count(*) FROM h), ")
             .push(if raise.is_some() {
                 "(SELECT count(*) FROM g)"
             } else {
@@ -209,11 +205,8 @@ pub(crate) async fn append_leaves(
             head_row(r)
         })
         .await?;
-        let mut sql = Sql::new(d, "UPDATE audit_head SET size = ");
-        sql.int(size)
-            .push(", peaks = ")
-            .bind(Arg::Bytes(frontier.to_bytes()))
-            .push(" WHERE id = 1");
+        let mut sql = Sql::new(d, "");
+        push_head_update(&mut sql, size, &frontier);
         tx.execute(sql).await?;
     }
     // Kept before the commit: if it fails, the committed state is not this one, and the next
@@ -253,6 +246,15 @@ async fn insert_rows<T>(
         tx.execute(sql).await?;
     }
     Ok(())
+}
+
+/// Appends the `UPDATE` that moves the log's head to `size` entries with `frontier`'s peaks.
+fn push_head_update(sql: &mut Sql, size: i64, frontier: &Frontier) {
+    sql.push("UPDATE audit_head SET size = ")
+        .int(size)
+        .push(", peaks = ")
+        .bind(Arg::Bytes(frontier.to_bytes()))
+        .push(" WHERE id = 1");
 }
 
 /// Appends `(v, ...), (v, ...)` for `rows` to `sql`.

@@ -120,19 +120,19 @@ pub(crate) async fn raise_generation(
     d: Dialect,
     consents: bool,
 ) -> Result<(), StoreError> {
-    let (rows, expected) = generation_rows(consents);
-    let raised = tx
-        .execute(Sql::new(
-            d,
-            &format!("UPDATE policy_generation SET generation = generation + 1 WHERE id IN {rows}"),
-        ))
-        .await?;
+    let (update, expected) = raise_statement(consents);
+    let raised = tx.execute(Sql::new(d, &update)).await?;
     check_raised(i64::try_from(raised).unwrap_or(-1), expected)
 }
 
-/// The generation rows a change raises (as an SQL list) and how many they are.
-pub(crate) fn generation_rows(consents: bool) -> (&'static str, i64) {
-    if consents { ("(1, 2)", 2) } else { ("(1)", 1) }
+/// The `UPDATE` that raises the generation rows a change moves, and how many rows it must
+/// move (also written inside the audit append's one statement on PostgreSQL).
+pub(crate) fn raise_statement(consents: bool) -> (String, i64) {
+    let (rows, expected) = if consents { ("(1, 2)", 2) } else { ("(1)", 1) };
+    (
+        format!("UPDATE policy_generation SET generation = generation + 1 WHERE id IN {rows}"),
+        expected,
+    )
 }
 
 /// Without its rows the counters could never move, and kept accesses would outlive the
