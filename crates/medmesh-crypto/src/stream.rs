@@ -18,7 +18,7 @@
 
 use aead_stream::{DecryptorBE32, EncryptorBE32};
 use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{KeyInit, Payload};
+use aes_gcm::aead::{Buffer, KeyInit};
 
 use crate::data_keys::{DataKey, KeyId};
 use crate::random::{Random, array};
@@ -53,6 +53,74 @@ pub fn key_id_of(header: &[u8]) -> Result<KeyId, StreamError> {
     let mut id = [0u8; 16];
     id.copy_from_slice(&header[4..20]);
     Ok(KeyId(id))
+}
+
+/// The bytes of `vec` from `start` on, as the buffer an AEAD seals or opens in place. A chunk
+/// is copied onto the output once and sealed or opened where it lies: copying it into a
+/// buffer of its own, sealing that into a new one and copying the result onto the output
+/// cost three passes over every byte, on the one task that streams a document.
+struct TailOf<'a> {
+    vec: &'a mut Vec<u8>,
+    start: usize,
+}
+
+impl AsRef<[u8]> for TailOf<'_> {
+    fn as_ref(&self) -> &[u8] {
+        &self.vec[self.start..]
+    }
+}
+
+impl AsMut<[u8]> for TailOf<'_> {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.vec[self.start..]
+    }
+}
+
+impl Buffer for TailOf<'_> {
+    fn extend_from_slice(&mut self, other: &[u8]) -> aes_gcm::aead::Result<()> {
+        self.vec.extend_from_slice(other);
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.vec.truncate(self.start + len);
+    }
+}
+
+/// Seals `chunk` (not the last) onto the end of `out`.
+fn seal_next(
+    encryptor: &mut EncryptorBE32<Aes256Gcm>,
+    aad: &[u8],
+    chunk: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), StreamError> {
+    let start = out.len();
+    out.reserve(chunk.len() + TAG);
+    out.extend_from_slice(chunk);
+    encryptor
+        .encrypt_next_in_place(aad, &mut TailOf { vec: out, start })
+        .map_err(|_| {
+            out.truncate(start);
+            StreamError::Unauthentic
+        })
+}
+
+/// Opens `frame` (not the last) onto the end of `out`; nothing is added if it does not
+/// authenticate.
+fn open_next(
+    decryptor: &mut DecryptorBE32<Aes256Gcm>,
+    aad: &[u8],
+    frame: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), StreamError> {
+    let start = out.len();
+    out.extend_from_slice(frame);
+    decryptor
+        .decrypt_next_in_place(aad, &mut TailOf { vec: out, start })
+        .map_err(|_| {
+            out.truncate(start);
+            StreamError::Unauthentic
+        })
 }
 
 fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {
@@ -110,15 +178,14 @@ impl StreamSealer {
         while !data.is_empty() {
             // A full pending chunk is sealed only once more data shows it is not the last.
             if self.pending.len() == CHUNK {
-                let sealed = self
-                    .encryptor
-                    .encrypt_next(Payload {
-                        msg: &self.pending,
-                        aad: &self.aad,
-                    })
-                    .map_err(|_| StreamError::Unauthentic)?;
-                out.extend_from_slice(&sealed);
+                seal_next(&mut self.encryptor, &self.aad, &self.pending, out)?;
                 self.pending.clear();
+            }
+            // A whole chunk with more data after it is sealed straight from the input.
+            if self.pending.is_empty() && data.len() > CHUNK {
+                seal_next(&mut self.encryptor, &self.aad, &data[..CHUNK], out)?;
+                data = &data[CHUNK..];
+                continue;
             }
             let take = (CHUNK - self.pending.len()).min(data.len());
             self.pending.extend_from_slice(&data[..take]);
@@ -131,16 +198,15 @@ impl StreamSealer {
     ///
     /// # Errors
     /// As [`Self::push`].
-    pub fn finish(self, out: &mut Vec<u8>) -> Result<(), StreamError> {
-        let sealed = self
-            .encryptor
-            .encrypt_last(Payload {
-                msg: &self.pending,
-                aad: &self.aad,
+    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let start = out.len();
+        out.append(&mut self.pending);
+        self.encryptor
+            .encrypt_last_in_place(&self.aad, &mut TailOf { vec: out, start })
+            .map_err(|_| {
+                out.truncate(start);
+                StreamError::Unauthentic
             })
-            .map_err(|_| StreamError::Unauthentic)?;
-        out.extend_from_slice(&sealed);
-        Ok(())
     }
 }
 
@@ -183,16 +249,16 @@ impl StreamOpener {
     /// [`StreamError::Unauthentic`] when a chunk does not authenticate.
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         while !data.is_empty() {
+            // A full pending frame is opened only once more data shows it is not the last.
             if self.pending.len() == FRAME {
-                let opened = self
-                    .decryptor
-                    .decrypt_next(Payload {
-                        msg: &self.pending,
-                        aad: &self.aad,
-                    })
-                    .map_err(|_| StreamError::Unauthentic)?;
-                out.extend_from_slice(&opened);
+                open_next(&mut self.decryptor, &self.aad, &self.pending, out)?;
                 self.pending.clear();
+            }
+            // A whole frame with more data after it is opened straight from the input.
+            if self.pending.is_empty() && data.len() > FRAME {
+                open_next(&mut self.decryptor, &self.aad, &data[..FRAME], out)?;
+                data = &data[FRAME..];
+                continue;
             }
             let take = (FRAME - self.pending.len()).min(data.len());
             self.pending.extend_from_slice(&data[..take]);
@@ -206,19 +272,18 @@ impl StreamOpener {
     /// # Errors
     /// [`StreamError::Unauthentic`] when it does not authenticate, which is also what a blob
     /// cut off at a chunk boundary gives.
-    pub fn finish(self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
         if self.pending.len() < TAG {
             return Err(StreamError::Unauthentic);
         }
-        let opened = self
-            .decryptor
-            .decrypt_last(Payload {
-                msg: &self.pending,
-                aad: &self.aad,
+        let start = out.len();
+        out.append(&mut self.pending);
+        self.decryptor
+            .decrypt_last_in_place(&self.aad, &mut TailOf { vec: out, start })
+            .map_err(|_| {
+                out.truncate(start);
+                StreamError::Unauthentic
             })
-            .map_err(|_| StreamError::Unauthentic)?;
-        out.extend_from_slice(&opened);
-        Ok(())
     }
 }
 
@@ -263,13 +328,50 @@ mod tests {
                 let (key, sealed) = seal(&data, piece, b"ctx");
                 let frames = len.div_ceil(CHUNK).max(1);
                 assert_eq!(sealed.len(), HEADER + len + TAG * frames);
-                assert_eq!(
-                    open(&key, &sealed, 4099, b"ctx").unwrap(),
-                    data,
-                    "len {len}"
-                );
+                // Pieces smaller than a frame, a frame exactly, a frame and a byte, several
+                // frames (opened straight from the input), and the whole blob at once.
+                for opened_in in [4099, FRAME, FRAME + 1, 7 * FRAME + 5, sealed.len()] {
+                    assert_eq!(
+                        open(&key, &sealed, opened_in, b"ctx").unwrap(),
+                        data,
+                        "len {len}, sealed in {piece}, opened in {opened_in}"
+                    );
+                }
             }
         }
+    }
+
+    /// The chunks sealed in place are the bytes `aead-stream`'s own sealing gives, so blobs
+    /// written before (and by any other STREAM implementation) open unchanged.
+    #[test]
+    fn sealing_in_place_writes_the_bytes_the_library_seals() {
+        use aes_gcm::aead::Payload;
+        let data: Vec<u8> = (0..3 * CHUNK + 7).map(|i| (i % 241) as u8).collect();
+        let (key, sealed) = seal(&data, 5 * CHUNK, b"ctx");
+        let mut prefix = [0u8; 7];
+        prefix.copy_from_slice(&sealed[20..HEADER]);
+        let mut library =
+            EncryptorBE32::from_aead(Aes256Gcm::new(&(*key.bytes()).into()), &prefix.into());
+        let aad = aad(&sealed[..HEADER], b"ctx");
+        let mut expected = sealed[..HEADER].to_vec();
+        let chunks: Vec<&[u8]> = data.chunks(CHUNK).collect();
+        for chunk in &chunks[..chunks.len() - 1] {
+            let frame = library
+                .encrypt_next(Payload {
+                    msg: chunk,
+                    aad: &aad,
+                })
+                .unwrap();
+            expected.extend_from_slice(&frame);
+        }
+        let last = library
+            .encrypt_last(Payload {
+                msg: chunks[chunks.len() - 1],
+                aad: &aad,
+            })
+            .unwrap();
+        expected.extend_from_slice(&last);
+        assert_eq!(sealed, expected);
     }
 
     #[test]
@@ -278,10 +380,12 @@ mod tests {
         let (key, sealed) = seal(&data, 9000, b"Binary/1");
         let mut flipped = sealed.clone();
         flipped[HEADER + CHUNK + 3] ^= 1;
-        assert_eq!(
-            open(&key, &flipped, 5000, b"Binary/1"),
-            Err(StreamError::Unauthentic)
-        );
+        for piece in [5000, sealed.len()] {
+            assert_eq!(
+                open(&key, &flipped, piece, b"Binary/1"),
+                Err(StreamError::Unauthentic)
+            );
+        }
         // Cut off after whole chunks: the last frame seen is not marked last.
         let cut = &sealed[..HEADER + 2 * FRAME];
         assert_eq!(

@@ -128,6 +128,9 @@ impl<'a> SealedWriter<'a> {
     }
 
     async fn write(&mut self, piece: &[u8]) -> Result<(), RecordError> {
+        // A large piece sealed onto a nearly full buffer would grow it (a copy of all of it).
+        self.out
+            .reserve(piece.len() + medmesh_crypto::stream::FRAME);
         match &mut self.sealer {
             Some(s) => s
                 .push(piece, &mut self.out)
@@ -135,9 +138,11 @@ impl<'a> SealedWriter<'a> {
             None => self.out.extend_from_slice(piece),
         }
         if self.out.len() >= WRITE_BYTES {
-            self.upload
-                .write(Bytes::from(std::mem::take(&mut self.out)))
-                .await?;
+            let full = std::mem::replace(
+                &mut self.out,
+                Vec::with_capacity(WRITE_BYTES + medmesh_crypto::stream::FRAME),
+            );
+            self.upload.write(Bytes::from(full)).await?;
         }
         Ok(())
     }
@@ -1109,6 +1114,9 @@ async fn pump_blob(
                     .map_err(|_| RecordError::Corrupt)?,
             );
         }
+        // Room for the whole piece opened, plus the one frame the opener writes before it
+        // drops its tag, so the buffer never grows (a copy of a megabyte) mid-piece.
+        out.reserve(piece.len() + medmesh_crypto::stream::FRAME);
         match &mut opener {
             Some(o) => o.push(&piece, &mut out).map_err(|_| RecordError::Corrupt)?,
             None => out.extend_from_slice(&piece),
