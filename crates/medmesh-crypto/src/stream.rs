@@ -87,40 +87,47 @@ impl Buffer for TailOf<'_> {
     }
 }
 
-/// Seals `chunk` (not the last) onto the end of `out`.
-fn seal_next(
-    encryptor: &mut EncryptorBE32<Aes256Gcm>,
-    aad: &[u8],
-    chunk: &[u8],
+/// Copies `bytes` onto the end of `out` and seals or opens them there with `in_place`; when
+/// that fails, `out` is left as it was (no unauthenticated plaintext stays behind).
+fn onto_in_place(
     out: &mut Vec<u8>,
+    bytes: &[u8],
+    in_place: impl FnOnce(&mut dyn Buffer) -> aes_gcm::aead::Result<()>,
 ) -> Result<(), StreamError> {
     let start = out.len();
-    out.reserve(chunk.len() + TAG);
-    out.extend_from_slice(chunk);
-    encryptor
-        .encrypt_next_in_place(aad, &mut TailOf { vec: out, start })
-        .map_err(|_| {
-            out.truncate(start);
-            StreamError::Unauthentic
-        })
+    // Room for a tag too, so sealing never grows the buffer.
+    out.reserve(bytes.len() + TAG);
+    out.extend_from_slice(bytes);
+    in_place(&mut TailOf { vec: out, start }).map_err(|_| {
+        out.truncate(start);
+        StreamError::Unauthentic
+    })
 }
 
-/// Opens `frame` (not the last) onto the end of `out`; nothing is added if it does not
-/// authenticate.
-fn open_next(
-    decryptor: &mut DecryptorBE32<Aes256Gcm>,
-    aad: &[u8],
-    frame: &[u8],
-    out: &mut Vec<u8>,
+/// Feeds `data` in units of `unit` bytes, holding the latest unit in `pending`: a unit goes
+/// to `step` only once more bytes show it is not the last (the last is sealed or opened
+/// differently, by `finish`), and straight from `data` when a whole unit and more is at hand.
+fn feed_units(
+    pending: &mut Vec<u8>,
+    mut data: &[u8],
+    unit: usize,
+    mut step: impl FnMut(&[u8]) -> Result<(), StreamError>,
 ) -> Result<(), StreamError> {
-    let start = out.len();
-    out.extend_from_slice(frame);
-    decryptor
-        .decrypt_next_in_place(aad, &mut TailOf { vec: out, start })
-        .map_err(|_| {
-            out.truncate(start);
-            StreamError::Unauthentic
-        })
+    while !data.is_empty() {
+        if pending.len() == unit {
+            step(pending)?;
+            pending.clear();
+        }
+        if pending.is_empty() && data.len() > unit {
+            step(&data[..unit])?;
+            data = &data[unit..];
+            continue;
+        }
+        let take = (unit - pending.len()).min(data.len());
+        pending.extend_from_slice(&data[..take]);
+        data = &data[take..];
+    }
+    Ok(())
 }
 
 fn aad(header: &[u8], context: &[u8]) -> Vec<u8> {
@@ -174,39 +181,28 @@ impl StreamSealer {
     ///
     /// # Errors
     /// [`StreamError::Unauthentic`] only if the counter overflows (past 256 TiB).
-    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
-        while !data.is_empty() {
-            // A full pending chunk is sealed only once more data shows it is not the last.
-            if self.pending.len() == CHUNK {
-                seal_next(&mut self.encryptor, &self.aad, &self.pending, out)?;
-                self.pending.clear();
-            }
-            // A whole chunk with more data after it is sealed straight from the input.
-            if self.pending.is_empty() && data.len() > CHUNK {
-                seal_next(&mut self.encryptor, &self.aad, &data[..CHUNK], out)?;
-                data = &data[CHUNK..];
-                continue;
-            }
-            let take = (CHUNK - self.pending.len()).min(data.len());
-            self.pending.extend_from_slice(&data[..take]);
-            data = &data[take..];
-        }
-        Ok(())
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let Self {
+            encryptor,
+            aad,
+            pending,
+        } = self;
+        feed_units(pending, data, CHUNK, |chunk| {
+            onto_in_place(out, chunk, |b| encryptor.encrypt_next_in_place(aad, b))
+        })
     }
 
     /// Seals the last chunk (possibly empty) onto `out`.
     ///
     /// # Errors
     /// As [`Self::push`].
-    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
-        let start = out.len();
-        out.append(&mut self.pending);
-        self.encryptor
-            .encrypt_last_in_place(&self.aad, &mut TailOf { vec: out, start })
-            .map_err(|_| {
-                out.truncate(start);
-                StreamError::Unauthentic
-            })
+    pub fn finish(self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let Self {
+            encryptor,
+            aad,
+            pending,
+        } = self;
+        onto_in_place(out, &pending, |b| encryptor.encrypt_last_in_place(&aad, b))
     }
 }
 
@@ -247,24 +243,15 @@ impl StreamOpener {
     ///
     /// # Errors
     /// [`StreamError::Unauthentic`] when a chunk does not authenticate.
-    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
-        while !data.is_empty() {
-            // A full pending frame is opened only once more data shows it is not the last.
-            if self.pending.len() == FRAME {
-                open_next(&mut self.decryptor, &self.aad, &self.pending, out)?;
-                self.pending.clear();
-            }
-            // A whole frame with more data after it is opened straight from the input.
-            if self.pending.is_empty() && data.len() > FRAME {
-                open_next(&mut self.decryptor, &self.aad, &data[..FRAME], out)?;
-                data = &data[FRAME..];
-                continue;
-            }
-            let take = (FRAME - self.pending.len()).min(data.len());
-            self.pending.extend_from_slice(&data[..take]);
-            data = &data[take..];
-        }
-        Ok(())
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let Self {
+            decryptor,
+            aad,
+            pending,
+        } = self;
+        feed_units(pending, data, FRAME, |frame| {
+            onto_in_place(out, frame, |b| decryptor.decrypt_next_in_place(aad, b))
+        })
     }
 
     /// Opens the last chunk onto `out`: the stream has ended.
@@ -272,18 +259,16 @@ impl StreamOpener {
     /// # Errors
     /// [`StreamError::Unauthentic`] when it does not authenticate, which is also what a blob
     /// cut off at a chunk boundary gives.
-    pub fn finish(mut self, out: &mut Vec<u8>) -> Result<(), StreamError> {
-        if self.pending.len() < TAG {
+    pub fn finish(self, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let Self {
+            decryptor,
+            aad,
+            pending,
+        } = self;
+        if pending.len() < TAG {
             return Err(StreamError::Unauthentic);
         }
-        let start = out.len();
-        out.append(&mut self.pending);
-        self.decryptor
-            .decrypt_last_in_place(&self.aad, &mut TailOf { vec: out, start })
-            .map_err(|_| {
-                out.truncate(start);
-                StreamError::Unauthentic
-            })
+        onto_in_place(out, &pending, |b| decryptor.decrypt_last_in_place(&aad, b))
     }
 }
 

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use medmesh_audit::{AuditEntry, Outcome};
-use medmesh_crypto::stream::{HEADER, StreamOpener, StreamSealer, key_id_of};
+use medmesh_crypto::stream::{FRAME, HEADER, StreamOpener, StreamSealer, key_id_of};
 pub use medmesh_crypto::wire::{EXT_SIGNED_CLAIMS, EXT_SIGNING_KEY, SIG_FORMAT};
 use medmesh_crypto::{ContentId, UploadClaims, UploadSignature, UserPublicKey};
 use medmesh_fhir::IssueType;
@@ -47,6 +47,8 @@ pub const EXT_SEALED_ID: &str = "https://medmesh.dev/fhir/StructureDefinition/se
 
 /// Sealed bytes gathered before each write to the blob store.
 const WRITE_BYTES: usize = 1024 * 1024;
+/// A write buffer's room: [`WRITE_BYTES`] and the sealed chunk that takes it past them.
+const WRITE_BUFFER: usize = WRITE_BYTES + FRAME;
 /// Decrypted chunks queued towards a slow client.
 const DOWNLOAD_QUEUE: usize = 8;
 /// The AAD context of a patient's blobs.
@@ -105,7 +107,7 @@ impl<'a> SealedWriter<'a> {
         upload: &'a mut dyn medmesh_store::BlobUpload,
         owner: &str,
     ) -> Result<Self, RecordError> {
-        let mut out = Vec::with_capacity(WRITE_BYTES + medmesh_crypto::stream::FRAME);
+        let mut out = Vec::with_capacity(WRITE_BUFFER);
         let sealer = match service.records.core().at_rest() {
             Some(a) => {
                 let (id, key) = a.owner_key(owner).await?;
@@ -129,8 +131,7 @@ impl<'a> SealedWriter<'a> {
 
     async fn write(&mut self, piece: &[u8]) -> Result<(), RecordError> {
         // A large piece sealed onto a nearly full buffer would grow it (a copy of all of it).
-        self.out
-            .reserve(piece.len() + medmesh_crypto::stream::FRAME);
+        self.out.reserve(piece.len() + FRAME);
         match &mut self.sealer {
             Some(s) => s
                 .push(piece, &mut self.out)
@@ -138,10 +139,7 @@ impl<'a> SealedWriter<'a> {
             None => self.out.extend_from_slice(piece),
         }
         if self.out.len() >= WRITE_BYTES {
-            let full = std::mem::replace(
-                &mut self.out,
-                Vec::with_capacity(WRITE_BYTES + medmesh_crypto::stream::FRAME),
-            );
+            let full = std::mem::replace(&mut self.out, Vec::with_capacity(WRITE_BUFFER));
             self.upload.write(Bytes::from(full)).await?;
         }
         Ok(())
@@ -1116,7 +1114,7 @@ async fn pump_blob(
         }
         // Room for the whole piece opened, plus the one frame the opener writes before it
         // drops its tag, so the buffer never grows (a copy of a megabyte) mid-piece.
-        out.reserve(piece.len() + medmesh_crypto::stream::FRAME);
+        out.reserve(piece.len() + FRAME);
         match &mut opener {
             Some(o) => o.push(&piece, &mut out).map_err(|_| RecordError::Corrupt)?,
             None => out.extend_from_slice(&piece),
