@@ -11,7 +11,7 @@ use futures::StreamExt;
 use medmesh_audit::AuditEntry;
 use medmesh_audit::StoredBeside;
 use medmesh_audit::chain::PatientHead;
-use medmesh_audit::chain::{ChainFold, ChainLink, LinkProblem};
+use medmesh_audit::chain::{ChainFold, LinkProblem, LinkRef, PrevEntry};
 use medmesh_audit::checkpoint::{LogSigner, LogVerifierKey, TreeHead};
 use medmesh_audit::map::{
     DerivedMap, EMPTY, MapChanges, MapProof, MapSecret, MapUpdate, proof_nodes,
@@ -392,8 +392,7 @@ impl AuditLogService {
             for row in page.iter().take_while(|r| r.index < to) {
                 let entry =
                     StoredBeside::from_leaf(&row.entry).map_err(|_| AuditLogError::Damaged)?;
-                let hash = merkle::leaf_hash(&row.entry);
-                chains.feed(row.index, hash, &entry.patients, &entry.chain, |_, _| ());
+                entry.fold_into(&mut chains, row.index, merkle::leaf_hash(&row.entry));
             }
         }
         // The fold started at `from`: every head it holds moved in `from..to`.
@@ -684,7 +683,6 @@ pub async fn verify_log(
     let mut maps = MapCheck {
         secret: map_secret,
         chains: ChainFold::default(),
-        moved: foldhash::HashMap::default(),
         map: DerivedMap::default(),
         signed: signed_map_roots(&keys, &checkpoints, head.size),
         stored: stored_map,
@@ -729,7 +727,10 @@ pub async fn verify_log(
     while let Some(page) = pages.next().await {
         let mut page = page?;
         derived.merge(std::mem::take(&mut page.derived));
-        for ((leaf, &hash), linked) in page.leaves.iter().zip(&page.hashes).zip(&page.links) {
+        // Reused for every entry of the page: the fold reads them borrowed from the page.
+        let mut patients: Vec<&str> = Vec::new();
+        let mut chain: Vec<LinkRef<'_>> = Vec::new();
+        for (i, (leaf, &hash)) in page.leaves.iter().zip(&page.hashes).enumerate() {
             if let Err(p) = verifier.feed_hashed(leaf.index, hash, &leaf.nodes) {
                 return Ok(Err(p));
             }
@@ -741,7 +742,8 @@ pub async fn verify_log(
             {
                 maps.at(leaf.index, store, &mut derived).await?;
             }
-            maps.feed(leaf.index, hash, linked, &mut derived);
+            page.links.entry(i, &mut patients, &mut chain);
+            maps.feed(leaf.index, hash, &patients, &chain, &mut derived);
         }
         named.merge(&page.named);
     }
@@ -813,26 +815,76 @@ const PAGES_HASHED_AHEAD: usize = 2;
 struct HashedPage {
     leaves: Vec<ScannedLeaf>,
     hashes: Vec<Hash>,
-    links: Vec<Linked>,
+    links: PageLinks,
     derived: DerivedCheck,
     named: SetDigest,
 }
 
-/// An entry's patients and chain links (empty for an entry that does not parse).
+/// Every entry's patients and chain links for one page, in a few buffers shared by the
+/// page's entries rather than a few allocations per entry (a million entries made them a
+/// quarter of verify's time, most of it in allocating and freeing).
 #[derive(Default)]
-struct Linked {
-    patients: Vec<std::borrow::Cow<'static, str>>,
-    chain: Vec<ChainLink>,
+struct PageLinks {
+    /// The patient ids the page's entries name, back to back.
+    names: String,
+    /// Each entry's patients, sorted and without repeats, as ranges of `names`.
+    patients: Vec<std::ops::Range<usize>>,
+    /// Each entry's links, with the patient as a range of `names`.
+    links: Vec<(std::ops::Range<usize>, u64, Option<PrevEntry>)>,
+    /// Where each entry's patients and links end in `patients` and `links`.
+    ends: Vec<(usize, usize)>,
+}
+
+impl PageLinks {
+    fn name(&mut self, id: &str) -> std::ops::Range<usize> {
+        let start = self.names.len();
+        self.names.push_str(id);
+        start..self.names.len()
+    }
+
+    /// Adds the next entry (none for one that does not parse).
+    fn push(&mut self, patients: &[&str], chain: &[medmesh_audit::beside::LinkBeside<'_>]) {
+        for p in patients {
+            let r = self.name(p);
+            self.patients.push(r);
+        }
+        for l in chain {
+            let r = self.name(&l.patient);
+            self.links.push((r, l.seq, l.prev));
+        }
+        self.ends.push((self.patients.len(), self.links.len()));
+    }
+
+    /// Entry `i`'s patients and links, into the caller's buffers.
+    fn entry<'a>(&'a self, i: usize, patients: &mut Vec<&'a str>, chain: &mut Vec<LinkRef<'a>>) {
+        let (p_start, l_start) = i
+            .checked_sub(1)
+            .and_then(|j| self.ends.get(j).copied())
+            .unwrap_or_default();
+        let (p_end, l_end) = self.ends.get(i).copied().unwrap_or((p_start, l_start));
+        patients.clear();
+        chain.clear();
+        for r in self.patients.get(p_start..p_end).unwrap_or_default() {
+            patients.push(self.names.get(r.clone()).unwrap_or_default());
+        }
+        for (r, seq, prev) in self.links.get(l_start..l_end).unwrap_or_default() {
+            chain.push(LinkRef {
+                patient: self.names.get(r.clone()).unwrap_or_default(),
+                seq: *seq,
+                prev: *prev,
+            });
+        }
+    }
 }
 
 impl HashedPage {
     fn of(leaves: Vec<ScannedLeaf>, mut named: SetDigest) -> Self {
         let mut derived = DerivedCheck::default();
-        let mut links = Vec::with_capacity(leaves.len());
+        let mut links = PageLinks::default();
         let hashes = leaves
             .iter()
             .map(|leaf| {
-                links.push(derived.columns(leaf, &mut named));
+                derived.columns(leaf, &mut named, &mut links);
                 merkle::leaf_hash(&leaf.entry)
             })
             .collect();
@@ -850,10 +902,10 @@ impl HashedPage {
 /// root a checkpoint signs and with the stored map.
 struct MapCheck<'a> {
     secret: &'a MapSecret,
+    /// The chains; the heads they moved since the map was last brought up to date are
+    /// drained into it when the map is compared (so keys are derived once per patient
+    /// rather than per entry).
     chains: ChainFold,
-    /// Heads moved since the map was last brought up to date, by patient id (keys are
-    /// derived only when the map is compared, once per patient rather than per entry).
-    moved: foldhash::HashMap<String, PatientHead>,
     map: DerivedMap,
     /// Map roots signed by checkpoints, by tree size, not yet compared.
     signed: std::collections::BTreeMap<u64, Hash>,
@@ -862,21 +914,15 @@ struct MapCheck<'a> {
 }
 
 impl MapCheck<'_> {
-    fn feed(&mut self, index: u64, hash: Hash, linked: &Linked, derived: &mut DerivedCheck) {
-        let moved = &mut self.moved;
-        let problem =
-            self.chains.feed(
-                index,
-                hash,
-                &linked.patients,
-                &linked.chain,
-                |p, head| match moved.get_mut(p) {
-                    Some(h) => *h = head,
-                    None => {
-                        moved.insert(p.to_string(), head);
-                    }
-                },
-            );
+    fn feed(
+        &mut self,
+        index: u64,
+        hash: Hash,
+        patients: &[&str],
+        chain: &[LinkRef<'_>],
+        derived: &mut DerivedCheck,
+    ) {
+        let problem = self.chains.feed(index, hash, patients, chain);
         if let Some(problem) = problem {
             derived.differ(format!(
                 "entry {index}: {}",
@@ -891,9 +937,9 @@ impl MapCheck<'_> {
     }
 
     fn root(&mut self) -> Hash {
-        for (p, head) in self.moved.drain() {
-            self.map.set(self.secret.key(&p), head);
-        }
+        let (map, secret) = (&mut self.map, self.secret);
+        self.chains
+            .drain_moved(|p, head| map.set(secret.key(p), head));
         self.map.root()
     }
 
@@ -1092,12 +1138,13 @@ impl DerivedCheck {
     }
 
     /// Checks the columns stored beside a leaf against its entry, adds the patient rows
-    /// the entry names to `named`, and returns its patients and chain links.
-    fn columns(&mut self, leaf: &ScannedLeaf, named: &mut SetDigest) -> Linked {
+    /// the entry names to `named`, and adds its patients and chain links to `links`.
+    fn columns(&mut self, leaf: &ScannedLeaf, named: &mut SetDigest, links: &mut PageLinks) {
         let Ok(entry) = StoredBeside::from_leaf(&leaf.entry) else {
             // An entry that does not parse is caught by its hash, or was never ours.
             self.differ(format!("entry {} does not parse", leaf.index));
-            return Linked::default();
+            links.push(&[], &[]);
+            return;
         };
         if leaf.time_micros != entry.time_micros {
             self.differ(format!(
@@ -1111,22 +1158,15 @@ impl DerivedCheck {
                 leaf.index
             ));
         }
-        let mut patients: Vec<std::borrow::Cow<'static, str>> = entry
-            .patients
-            .into_iter()
-            .map(|p| std::borrow::Cow::Owned(p.into_owned()))
-            .collect();
+        let mut patients: Vec<&str> = entry.patients.iter().map(|p| &**p).collect();
         if patients.len() > 1 {
-            patients.sort();
+            patients.sort_unstable();
             patients.dedup();
         }
         for p in &patients {
             named.add(leaf.index, p.as_bytes());
         }
-        Linked {
-            patients,
-            chain: entry.chain,
-        }
+        links.push(&patients, &entry.chain);
     }
 
     /// Compares the patient rows stored beside each entry of `page` with those it names.

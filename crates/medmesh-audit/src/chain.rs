@@ -128,15 +128,51 @@ impl Chainer {
     }
 }
 
+/// One link of an entry as the fold reads it ([`ChainLink`], borrowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkRef<'a> {
+    /// The patient.
+    pub patient: &'a str,
+    /// The entry's position in the patient's chain, from 1.
+    pub seq: u64,
+    /// The patient's previous entry; absent for their first.
+    pub prev: Option<PrevEntry>,
+}
+
+impl ChainLink {
+    /// The link as the fold reads it.
+    pub fn as_ref(&self) -> LinkRef<'_> {
+        LinkRef {
+            patient: &self.patient,
+            seq: self.seq,
+            prev: self.prev,
+        }
+    }
+}
+
 /// The chains re-derived over the whole log, entry by entry in leaf order (`audit verify`):
 /// each entry's links must name exactly its patients, each in sequence after the patient's
 /// previous entry. Entries from before chains existed (no links at all) may only come first.
+///
+/// Each patient is looked up once per entry: their id maps to a slot that holds the head
+/// and what the fold knows of it.
 #[derive(Debug, Default)]
 pub struct ChainFold {
-    heads: foldhash::HashMap<String, PatientHead>,
+    slots: foldhash::HashMap<Box<str>, Slot>,
+    /// Patients whose head moved since [`Self::drain_moved`] last ran.
+    moved: Vec<Box<str>>,
     chained: bool,
-    /// Patients whose head is an entry from before the chains.
-    legacy: foldhash::HashSet<String>,
+}
+
+/// A patient's place in the fold.
+#[derive(Debug)]
+struct Slot {
+    /// `None` before the patient's first entry (a slot is made when first named).
+    head: Option<PatientHead>,
+    /// Whether the head is an entry from before the chains.
+    legacy: bool,
+    /// Whether the patient is listed in `moved`.
+    moved: bool,
 }
 
 /// How an entry's links differ from the chains before it.
@@ -154,86 +190,107 @@ impl ChainFold {
     /// The heads so far, each with whether it is a linked entry (not one from before the
     /// chains): the appender keeps a head row for exactly those.
     pub fn heads(&self) -> impl Iterator<Item = (&str, &PatientHead, bool)> {
-        self.heads
+        self.slots
             .iter()
-            .map(|(p, h)| (p.as_str(), h, !self.legacy.contains(p)))
+            .filter_map(|(p, s)| s.head.as_ref().map(|h| (&**p, h, !s.legacy)))
+    }
+
+    /// Hands `f` each patient whose head moved since the last call, with the new head, and
+    /// forgets them.
+    pub fn drain_moved(&mut self, mut f: impl FnMut(&str, PatientHead)) {
+        for patient in self.moved.drain(..) {
+            if let Some(slot) = self.slots.get_mut(&patient) {
+                slot.moved = false;
+                if let Some(head) = slot.head {
+                    f(&patient, head);
+                }
+            }
+        }
     }
 
     /// Folds entry `index` (leaf hash `hash`) in; returns what is wrong with its links, and
     /// moves the heads of its patients to it whatever they say, so one bad entry is reported
-    /// once. `moved` sees each patient whose head moved.
+    /// once.
     pub fn feed(
         &mut self,
         index: u64,
         hash: Hash,
-        patients: &[std::borrow::Cow<'_, str>],
-        chain: &[ChainLink],
-        mut moved: impl FnMut(&str, PatientHead),
+        patients: &[&str],
+        chain: &[LinkRef<'_>],
     ) -> Option<LinkProblem> {
         let mut problem = None;
         if chain.is_empty() {
             if self.chained && !patients.is_empty() {
                 problem = Some(LinkProblem::Unlinked);
             }
-            let mut seen: Vec<&str> = patients.iter().map(|p| p.as_ref()).collect();
+            let mut seen: Vec<&str> = patients.to_vec();
             seen.sort_unstable();
             seen.dedup();
             for p in seen {
-                let count = self.heads.get(p).map_or(0, |h| h.count) + 1;
-                let head = PatientHead { count, index, hash };
-                moved(p, head);
-                self.set_head(p, head);
-                if !self.legacy.contains(p) {
-                    self.legacy.insert(p.to_string());
-                }
+                self.with_slot(p, |slot| {
+                    let count = slot.head.map_or(0, |h| h.count) + 1;
+                    slot.head = Some(PatientHead { count, index, hash });
+                    slot.legacy = true;
+                });
             }
             return problem;
         }
         self.chained = true;
         // Most entries name one patient: compared without sorting into new vectors.
         let same = match (patients, chain) {
-            ([p], [l]) => **p == *l.patient,
+            ([p], [l]) => *p == l.patient,
             _ => {
-                let mut named: Vec<&str> = patients.iter().map(|p| p.as_ref()).collect();
+                let mut named: Vec<&str> = patients.to_vec();
                 named.sort_unstable();
                 named.dedup();
-                named
-                    .iter()
-                    .copied()
-                    .eq(chain.iter().map(|l| l.patient.as_str()))
+                named.iter().copied().eq(chain.iter().map(|l| l.patient))
             }
         };
         if !same {
             problem = Some(LinkProblem::WrongPatients);
         }
         for link in chain {
-            let prev = self.heads.get(&link.patient);
-            let expected_seq = prev.map_or(1, |h| h.count + 1);
-            if link.seq != expected_seq || link.prev != prev.copied().map(PrevEntry::from) {
+            let in_sequence = self.with_slot(link.patient, |slot| {
+                let expected_seq = slot.head.map_or(1, |h| h.count + 1);
+                let in_sequence =
+                    link.seq == expected_seq && link.prev == slot.head.map(PrevEntry::from);
+                slot.head = Some(PatientHead {
+                    count: link.seq,
+                    index,
+                    hash,
+                });
+                slot.legacy = false;
+                in_sequence
+            });
+            if !in_sequence {
                 problem = problem.or(Some(LinkProblem::WrongPrevious));
             }
-            let head = PatientHead {
-                count: link.seq,
-                index,
-                hash,
-            };
-            moved(&link.patient, head);
-            if !self.legacy.is_empty() {
-                self.legacy.remove(&link.patient);
-            }
-            self.set_head(&link.patient, head);
         }
         problem
     }
 
-    /// Moves `patient`'s head, allocating their id only the first time.
-    fn set_head(&mut self, patient: &str, head: PatientHead) {
-        match self.heads.get_mut(patient) {
-            Some(h) => *h = head,
-            None => {
-                self.heads.insert(patient.to_string(), head);
+    /// Runs `f` on `patient`'s slot (made the first time they are named) and marks it as
+    /// moved: `f` moves the head. One lookup when the patient has a slot.
+    fn with_slot<R>(&mut self, patient: &str, f: impl FnOnce(&mut Slot) -> R) -> R {
+        let mark = |moved: &mut Vec<Box<str>>, slot: &mut Slot| {
+            if !slot.moved {
+                slot.moved = true;
+                moved.push(patient.into());
             }
+        };
+        if let Some(slot) = self.slots.get_mut(patient) {
+            mark(&mut self.moved, slot);
+            return f(slot);
         }
+        let mut slot = Slot {
+            head: None,
+            legacy: false,
+            moved: false,
+        };
+        mark(&mut self.moved, &mut slot);
+        let out = f(&mut slot);
+        self.slots.insert(patient.into(), slot);
+        out
     }
 }
 
@@ -352,10 +409,14 @@ pub mod b64_hash {
     /// Not base64 of 32 bytes.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
         let text = std::borrow::Cow::<str>::deserialize(d)?;
+        decode(&text).ok_or_else(|| serde::de::Error::custom("not a base64 SHA-256 hash"))
+    }
+
+    /// A hash from its base64 text; `None` unless it is base64 of 32 bytes.
+    pub fn decode(text: &str) -> Option<Hash> {
         B64.decode(text.as_bytes())
             .ok()
             .and_then(|v| Hash::try_from(v).ok())
-            .ok_or_else(|| serde::de::Error::custom("not a base64 SHA-256 hash"))
     }
 }
 
@@ -384,9 +445,8 @@ mod tests {
         patients: &[&str],
         chain: &[ChainLink],
     ) -> Option<LinkProblem> {
-        let patients: Vec<std::borrow::Cow<'_, str>> =
-            patients.iter().map(|p| (*p).into()).collect();
-        fold.feed(index, [index as u8; 32], &patients, chain, |_, _| ())
+        let chain: Vec<LinkRef<'_>> = chain.iter().map(ChainLink::as_ref).collect();
+        fold.feed(index, [index as u8; 32], patients, &chain)
     }
 
     /// What the fold finds wrong in an entry's links: one patient or several (in any order,
@@ -487,10 +547,9 @@ mod tests {
         let mut moves = 0;
         for (i, bytes) in &leaves {
             let e = StoredBeside::from_leaf(bytes).unwrap();
-            let problem = fold.feed(*i, leaf_hash(bytes), &e.patients, &e.chain, |_, _| {
-                moves += 1
-            });
+            let problem = e.fold_into(&mut fold, *i, leaf_hash(bytes));
             assert_eq!(problem, None);
+            fold.drain_moved(|_, _| moves += 1);
         }
         assert_eq!(moves, 4);
         // A link that skips a place, a patient without a link, an entry without links.
@@ -513,10 +572,7 @@ mod tests {
         ] {
             let bytes = e.to_leaf();
             let e = StoredBeside::from_leaf(&bytes).unwrap();
-            assert_eq!(
-                fold.feed(9, leaf_hash(&bytes), &e.patients, &e.chain, |_, _| ()),
-                Some(want)
-            );
+            assert_eq!(e.fold_into(&mut fold, 9, leaf_hash(&bytes)), Some(want));
         }
     }
 
@@ -573,7 +629,7 @@ mod tests {
             for (i, bytes) in &leaves {
                 let e = StoredBeside::from_leaf(bytes).unwrap();
                 proptest::prop_assert_eq!(
-                    fold.feed(*i, leaf_hash(bytes), &e.patients, &e.chain, |_, _| ()),
+                    e.fold_into(&mut fold, *i, leaf_hash(bytes)),
                     None
                 );
             }

@@ -7,12 +7,15 @@
 //! JSON ([`AuditEntry::to_leaf`]), which is also what storage keeps, so the bytes a patient is
 //! shown are the bytes that were hashed.
 
+pub mod beside;
 pub mod chain;
 pub mod checkpoint;
 pub mod map;
 pub mod merkle;
 pub mod verify;
 pub mod witness;
+
+pub use beside::StoredBeside;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -84,34 +87,6 @@ pub struct AuditEntry {
     /// appender ([`chain::Chainer`]), never by the caller.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<chain::ChainLink>,
-}
-
-/// The fields of an entry that the store keeps beside it (the `time_micros` and `actor`
-/// columns, the `audit_patient` rows), read from the leaf bytes without building the whole
-/// entry: `audit verify` re-derives them for every entry.
-#[derive(Debug, Deserialize)]
-pub struct StoredBeside<'a> {
-    /// When.
-    pub time_micros: i64,
-    /// Who.
-    #[serde(borrow)]
-    pub actor: std::borrow::Cow<'a, str>,
-    /// Whose record.
-    #[serde(borrow, default)]
-    pub patients: Vec<std::borrow::Cow<'a, str>>,
-    /// The entry's place in each patient's chain.
-    #[serde(default)]
-    pub chain: Vec<chain::ChainLink>,
-}
-
-impl<'a> StoredBeside<'a> {
-    /// Reads them from an entry's leaf bytes.
-    ///
-    /// # Errors
-    /// When the bytes are not an entry.
-    pub fn from_leaf(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
 }
 
 impl AuditEntry {

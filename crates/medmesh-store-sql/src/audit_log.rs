@@ -481,16 +481,6 @@ fn patient_row_from(mut r: Row) -> Result<PatientRow, StoreError> {
     })
 }
 
-/// Decodes each page of a backend's own scan.
-fn decoded<T: Send + 'static>(
-    pages: RowPages<Row>,
-    decode: fn(Row) -> Result<T, StoreError>,
-) -> RowPages<T> {
-    pages
-        .map(move |page| page.and_then(|rows| rows.into_iter().map(decode).collect()))
-        .boxed()
-}
-
 /// Pages through the pool by key on a task of its own, reading ahead of the caller: `next`
 /// makes the statement for the page after the last row (`None` first) and `key` reads a
 /// row's key. Each page is its own short statement, so no statement timeout cuts a long pass.
@@ -674,8 +664,11 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
             }
             sql
         };
-        if let Some(pages) = self.backend().scan(statement(lo, None), &LEAF_COLS) {
-            return decoded(pages, leaf_from);
+        if let Some(pages) = self
+            .backend()
+            .scan(statement(lo, None), &LEAF_COLS, leaf_from)
+        {
+            return pages;
         }
         paged(
             self.backend_arc(),
@@ -696,8 +689,8 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
         let d = self.dialect();
         // The table's own key order (patient, leaf): no index by leaf is needed.
         let whole = Sql::new(d, PATIENT_ROWS);
-        if let Some(pages) = self.backend().scan(whole, &PATIENT_COLS) {
-            return decoded(pages, patient_row_from);
+        if let Some(pages) = self.backend().scan(whole, &PATIENT_COLS, patient_row_from) {
+            return pages;
         }
         paged(
             self.backend_arc(),

@@ -142,11 +142,16 @@ impl Backend for SqliteBackend {
     /// thread: sqlx-sqlite hands every row from its worker thread to the caller, which bounded
     /// `audit verify` at ~190,000 entries/s. The statement is one read transaction, so the
     /// pass sees one snapshot while writers go on (WAL).
-    fn scan(&self, sql: Sql, cols: &'static [Col]) -> Option<RowPages<Row>> {
+    fn scan<T: Send + 'static>(
+        &self,
+        sql: Sql,
+        cols: &'static [Col],
+        decode: fn(Row) -> Result<T, StoreError>,
+    ) -> Option<RowPages<T>> {
         let (pages, received) = tokio::sync::mpsc::channel(SCAN_AHEAD);
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = scan_file(&path, &sql, cols, &pages) {
+            if let Err(e) = scan_file(&path, &sql, cols, decode, &pages) {
                 // The receiver may be gone already: then no one is waiting for the error.
                 let _ = pages.blocking_send(Err(e));
             }
@@ -167,13 +172,14 @@ const SCAN_MMAP_BYTES: i64 = 1 << 40;
 /// Pages a scan reads ahead of its caller.
 const SCAN_AHEAD: usize = 4;
 
-/// Steps `sql` over the file at `path` and sends its rows, decoded as `cols`, in pages.
-/// Stops quietly when the receiver is dropped.
-fn scan_file(
+/// Steps `sql` over the file at `path` and sends its rows, read as `cols` and turned into
+/// `T` by `decode`, in pages. Stops quietly when the receiver is dropped.
+fn scan_file<T>(
     path: &Path,
     sql: &Sql,
     cols: &[Col],
-    pages: &tokio::sync::mpsc::Sender<Result<Vec<Row>, StoreError>>,
+    decode: fn(Row) -> Result<T, StoreError>,
+    pages: &tokio::sync::mpsc::Sender<Result<Vec<T>, StoreError>>,
 ) -> Result<(), StoreError> {
     use rusqlite::OpenFlags;
     let conn = rusqlite::Connection::open_with_flags(
@@ -191,7 +197,7 @@ fn scan_file(
     let mut rows = statement.raw_query();
     let mut page = Vec::with_capacity(SCAN_PAGE);
     while let Some(row) = rows.next().map_err(writer::map_err)? {
-        page.push(writer::decode(row, cols)?);
+        page.push(decode(writer::decode(row, cols)?)?);
         if page.len() == SCAN_PAGE {
             let full = std::mem::replace(&mut page, Vec::with_capacity(SCAN_PAGE));
             if pages.blocking_send(Ok(full)).is_err() {

@@ -60,8 +60,14 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Runs one long read (a full pass over a table) on a reader of the backend's own and
     /// yields its rows in pages, read ahead of the caller. `None` where the backend has no
-    /// such reader: the caller then pages through the pool by key.
-    fn scan(&self, _sql: Sql, _cols: &'static [Col]) -> Option<medmesh_store::RowPages<Row>> {
+    /// such reader: the caller then pages through the pool by key. `decode` turns each row
+    /// into the caller's type on the reader's thread (so the row is freed where it was made).
+    fn scan<T: Send + 'static>(
+        &self,
+        _sql: Sql,
+        _cols: &'static [Col],
+        _decode: fn(Row) -> Result<T, StoreError>,
+    ) -> Option<medmesh_store::RowPages<T>> {
         None
     }
 }
