@@ -30,9 +30,7 @@ use crate::commands::*;
 use crate::wiring::*;
 
 /// mimalloc: FHIR processing allocates many small JSON values, and glibc's allocator spent a
-/// third of import CPU time on them (see bench/README.md). Built without its transparent
-/// huge pages (`no_thp`): on a kernel that grants them on request, zeroing 2 MiB pages took
-/// a third of `audit verify`'s time and made it swing by half between runs.
+/// third of import CPU time on them (see bench/README.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
