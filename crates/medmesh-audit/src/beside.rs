@@ -73,7 +73,7 @@ impl<'a> StoredBeside<'a> {
     /// # Errors
     /// When the bytes are not an entry.
     pub fn from_leaf(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
-        match Reader::new(bytes).entry() {
+        match Reader::read(bytes) {
             Some(fields) => Ok(fields),
             None => serde_json::from_slice(bytes),
         }
@@ -89,22 +89,19 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Self {
-            bytes,
-            text: "",
-            at: 0,
-        }
-    }
-
-    fn entry(mut self) -> Option<StoredBeside<'a>> {
+    /// Reads the leaf's fields, or `None` to leave it to serde_json.
+    fn read(bytes: &'a [u8]) -> Option<StoredBeside<'a>> {
         // Printable ASCII only, checked once for the whole leaf: every string is then valid
         // UTF-8 as it stands, holds no control character (which JSON forbids unescaped),
         // and no multi-byte character can hide a quote or a backslash.
-        if !printable_ascii(self.bytes) {
+        if !printable_ascii(bytes) {
             return None;
         }
-        self.text = std::str::from_utf8(self.bytes).ok()?;
+        let text = std::str::from_utf8(bytes).ok()?;
+        Self { bytes, text, at: 0 }.entry()
+    }
+
+    fn entry(mut self) -> Option<StoredBeside<'a>> {
         let mut time_micros = None;
         let mut actor = None;
         let mut patients = None;
@@ -348,9 +345,7 @@ mod tests {
             vec![link("p1", 3, Some((9, 7))), link("p2", 1, None)],
         );
         let leaf = e.to_leaf();
-        let read = Reader::new(&leaf)
-            .entry()
-            .expect("the narrow reader takes it");
+        let read = Reader::read(&leaf).expect("the narrow reader takes it");
         assert_eq!(Some(&read), serde_reads(&leaf).as_ref());
         assert_eq!(read.time_micros, -17);
         assert!(matches!(read.actor, Cow::Borrowed("u-1")));
@@ -381,7 +376,7 @@ mod tests {
             br#"{"time_micros":1,"actor":"a","chain":[{"patient":"p","seq":1,"prev":{"index":1,"hash":"AA=="}}]}"#,
         ];
         for case in cases {
-            let fast = Reader::new(case).entry();
+            let fast = Reader::read(case);
             let slow = serde_reads(case);
             if let Some(fast) = &fast {
                 assert_eq!(
@@ -475,7 +470,7 @@ mod tests {
             let short = &leaf[..cut.index(leaf.len())];
             for bytes in [&leaf[..], &changed[..], short] {
                 let slow = serde_reads(bytes);
-                if let Some(fast) = Reader::new(bytes).entry() {
+                if let Some(fast) = Reader::read(bytes) {
                     prop_assert_eq!(Some(&fast), slow.as_ref());
                 }
                 prop_assert_eq!(StoredBeside::from_leaf(bytes).ok(), slow);

@@ -164,11 +164,11 @@ pub struct ChainFold {
     chained: bool,
 }
 
-/// A patient's place in the fold.
+/// A patient's place in the fold (made at their first entry).
 #[derive(Debug)]
 struct Slot {
-    /// `None` before the patient's first entry (a slot is made when first named).
-    head: Option<PatientHead>,
+    /// Their newest entry.
+    head: PatientHead,
     /// Whether the head is an entry from before the chains.
     legacy: bool,
     /// Whether the patient is listed in `moved`.
@@ -190,9 +190,7 @@ impl ChainFold {
     /// The heads so far, each with whether it is a linked entry (not one from before the
     /// chains): the appender keeps a head row for exactly those.
     pub fn heads(&self) -> impl Iterator<Item = (&str, &PatientHead, bool)> {
-        self.slots
-            .iter()
-            .filter_map(|(p, s)| s.head.as_ref().map(|h| (&**p, h, !s.legacy)))
+        self.slots.iter().map(|(p, s)| (&**p, &s.head, !s.legacy))
     }
 
     /// Hands `f` each patient whose head moved since the last call, with the new head, and
@@ -201,9 +199,7 @@ impl ChainFold {
         for patient in self.moved.drain(..) {
             if let Some(slot) = self.slots.get_mut(&patient) {
                 slot.moved = false;
-                if let Some(head) = slot.head {
-                    f(&patient, head);
-                }
+                f(&patient, slot.head);
             }
         }
     }
@@ -227,10 +223,9 @@ impl ChainFold {
             seen.sort_unstable();
             seen.dedup();
             for p in seen {
-                self.with_slot(p, |slot| {
-                    let count = slot.head.map_or(0, |h| h.count) + 1;
-                    slot.head = Some(PatientHead { count, index, hash });
-                    slot.legacy = true;
+                self.move_head(p, true, |prev| {
+                    let count = prev.map_or(0, |h| h.count) + 1;
+                    (PatientHead { count, index, hash }, ())
                 });
             }
             return problem;
@@ -250,17 +245,17 @@ impl ChainFold {
             problem = Some(LinkProblem::WrongPatients);
         }
         for link in chain {
-            let in_sequence = self.with_slot(link.patient, |slot| {
-                let expected_seq = slot.head.map_or(1, |h| h.count + 1);
-                let in_sequence =
-                    link.seq == expected_seq && link.prev == slot.head.map(PrevEntry::from);
-                slot.head = Some(PatientHead {
+            let in_sequence = self.move_head(link.patient, false, |prev| {
+                let expected_seq = prev.map_or(1, |h| h.count + 1);
+                let head = PatientHead {
                     count: link.seq,
                     index,
                     hash,
-                });
-                slot.legacy = false;
-                in_sequence
+                };
+                (
+                    head,
+                    link.seq == expected_seq && link.prev == prev.map(PrevEntry::from),
+                )
             });
             if !in_sequence {
                 problem = problem.or(Some(LinkProblem::WrongPrevious));
@@ -269,27 +264,38 @@ impl ChainFold {
         problem
     }
 
-    /// Runs `f` on `patient`'s slot (made the first time they are named) and marks it as
-    /// moved: `f` moves the head. One lookup when the patient has a slot.
-    fn with_slot<R>(&mut self, patient: &str, f: impl FnOnce(&mut Slot) -> R) -> R {
-        let mark = |moved: &mut Vec<Box<str>>, slot: &mut Slot| {
-            if !slot.moved {
-                slot.moved = true;
-                moved.push(patient.into());
+    /// Moves `patient`'s head to the one `f` makes from their previous head (`None` before
+    /// their first entry), records whether it is an entry from before the chains (`legacy`),
+    /// and lists them as moved. One lookup when the patient has a slot.
+    fn move_head<R>(
+        &mut self,
+        patient: &str,
+        legacy: bool,
+        f: impl FnOnce(Option<PatientHead>) -> (PatientHead, R),
+    ) -> R {
+        let (out, listed) = match self.slots.get_mut(patient) {
+            Some(slot) => {
+                let (head, out) = f(Some(slot.head));
+                slot.head = head;
+                slot.legacy = legacy;
+                (out, std::mem::replace(&mut slot.moved, true))
+            }
+            None => {
+                let (head, out) = f(None);
+                self.slots.insert(
+                    patient.into(),
+                    Slot {
+                        head,
+                        legacy,
+                        moved: true,
+                    },
+                );
+                (out, false)
             }
         };
-        if let Some(slot) = self.slots.get_mut(patient) {
-            mark(&mut self.moved, slot);
-            return f(slot);
+        if !listed {
+            self.moved.push(patient.into());
         }
-        let mut slot = Slot {
-            head: None,
-            legacy: false,
-            moved: false,
-        };
-        mark(&mut self.moved, &mut slot);
-        let out = f(&mut slot);
-        self.slots.insert(patient.into(), slot);
         out
     }
 }
