@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # How fast the portal's pages render for a patient with a long record: one Synthea patient
 # grown to about 5,000 resources (bench/big_patient.py), signed in as that patient, then
-# `GET /record` and `GET /home` under wrk (4 connections), with latency percentiles. Also
-# prints the bytes of script and stylesheet the pages ship.
+# every page that reads the record under wrk (one connection; four for the heaviest), with
+# latency percentiles: the patient's own pages, and the clinician's chart of that patient (a
+# practitioner of its visits, TOTP enrolled by bench/portal_sign_in.py). Also prints the bytes
+# of script and stylesheet the pages ship.
 #   bench/portal-render.sh [RESOURCES] [SECONDS]
 #   MEDMESH_BIN=/path/to/medmesh bench/portal-render.sh   (a binary built elsewhere)
 # Needs wrk (apt-get install wrk). Target: p99 under 50 ms.
@@ -32,19 +34,34 @@ token=$("$bin" admin token --data-dir "$store" --scope 'system/*.*' --ttl 1h)
 pid=$(curl -sf -H "Authorization: Bearer $token" "$base/fhir/Patient?family=Leffler" | python3 -c 'import sys,json; print(json.load(sys.stdin)["entry"][0]["resource"]["id"])')
 count=$(curl -sf -H "Authorization: Bearer $token" "$base/fhir/Patient/$pid/\$everything?_count=1000" -o /dev/null -w '%{http_code}')
 echo 'a long enough passphrase' | MEDMESH_LOG=warn "$bin" admin create-user --data-dir "$store" --role patient --username bench --patient "$pid" > /dev/null
-jar="$store/cookies"
-csrf=$(curl -sf -c "$jar" "$base/login" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -1)
-curl -sf -b "$jar" -c "$jar" -o /dev/null -d "csrf=$csrf&next=/home&username=bench&password=a+long+enough+passphrase" "$base/login"
-session=$(awk '$6 == "medmesh_session" {print $7}' "$jar")
-[ -n "$session" ] || { echo "could not sign in" >&2; exit 1; }
-echo "portal render, patient with $n resources, SQLite, ${secs}s each; 1 connection (one user) and 4"
+session=$(python3 bench/portal_sign_in.py "$base" bench 'a long enough passphrase')
+# A clinician on the patient's care team: the practitioner of the patient's encounters, made
+# a member by a CareTeam (docs/consent.md), with an account (TOTP enrolled at the first
+# sign-in, as the portal requires).
+gp=$(curl -sf -H "Authorization: Bearer $token" "$base/fhir/Encounter?patient=$pid&_count=1" \
+    | python3 -c 'import sys,json; e=json.load(sys.stdin)["entry"][0]["resource"]; print(next(p["individual"]["reference"] for p in e["participant"] if p.get("individual",{}).get("reference","").startswith("Practitioner/")).split("/")[1])')
+curl -sf -H "Authorization: Bearer $token" -H 'Content-Type: application/fhir+json' -o /dev/null "$base/fhir/CareTeam" \
+    -d "{\"resourceType\":\"CareTeam\",\"status\":\"active\",\"subject\":{\"reference\":\"Patient/$pid\"},\"participant\":[{\"member\":{\"reference\":\"Practitioner/$gp\"}}]}"
+echo 'a long enough passphrase' | MEDMESH_LOG=warn "$bin" admin create-user --data-dir "$store" --role practitioner \
+    --username bench-gp --practitioner "$gp" --verification verified > /dev/null
+gp_session=$(python3 bench/portal_sign_in.py "$base" bench-gp 'a long enough passphrase')
+measure() { # PAGE SESSION CONNECTIONS WHO [SHOWN AS]
+    curl -sf -H "Cookie: medmesh_session=$2" "$base$1" -o /dev/null \
+        || { echo "$4 $1 did not answer 200" >&2; exit 1; }
+    wrk -t1 -c"$3" -d"${secs}s" --latency -H "Cookie: medmesh_session=$2" "$base$1" \
+        | awk -v p="$4 ${5:-$1}" -v c="$3" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {printf "%-32s c=%s %8s req/s  p50 %8s  p99 %8s\n", p, c, rps, p50, p99}'
+}
+echo "portal render, patient with $n resources, SQLite, ${secs}s each; 1 connection (one user), and 4 for the two heaviest pages"
 for page in /record /home; do
-    curl -sf -H "Cookie: medmesh_session=$session" "$base$page" -o /dev/null
-    for c in 1 4; do
-        wrk -t1 -c"$c" -d"${secs}s" --latency -H "Cookie: medmesh_session=$session" "$base$page" \
-            | awk -v p="$page" -v c="$c" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {printf "%-8s c=%s %8s req/s  p50 %8s  p99 %8s\n", p, c, rps, p50, p99}'
-    done
+    for c in 1 4; do measure "$page" "$session" "$c" patient; done
 done
+for page in /sharing /account/audit /documents /my-data /medications /appointments /care /glucose /account; do
+    measure "$page" "$session" 1 patient
+done
+for page in "" /care /glucose; do
+    measure "/patients/$pid$page" "$gp_session" 1 clinician "/patients/{id}$page"
+done
+measure "/patients/$pid" "$gp_session" 4 clinician "/patients/{id}"
 html=$(curl -sf -H "Cookie: medmesh_session=$session" "$base/record" | wc -c)
 js=$(curl -sf "$base/static/portal.js" | wc -c); css=$(curl -sf "$base/static/portal.css" | wc -c)
 sw=$(curl -sf "$base/sw.js" | wc -c)

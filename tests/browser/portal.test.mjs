@@ -94,6 +94,11 @@ for (const kind of ['sqlite', 'postgres']) {
       assert.ok(reasons.every((r) => !/^why-/.test(r)), `reasons in words: ${reasons}`);
       const names = await page.locator('#now td:first-child, #past td:first-child').allTextContents();
       assert.ok(names.every((n) => !/^(Practitioner|Organization)\//.test(n)), `named: ${names}`);
+      // One line per provider and reason, however many visits each stands for.
+      for (const part of ['#now', '#past']) {
+        const rows = await page.locator(`${part} tbody tr`).evaluateAll((trs) => trs.map((tr) => `${tr.cells[0].textContent}|${tr.cells[1].textContent}`));
+        assert.equal(new Set(rows).size, rows.length, `one line each in ${part}: ${rows}`);
+      }
       assert.deepEqual(await accessibilityViolations(page), [], 'sharing (axe-core)');
       await page.screenshot({ path: join(SHOTS, 'patient-sharing.png'), fullPage: true });
 

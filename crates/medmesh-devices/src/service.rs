@@ -495,17 +495,23 @@ impl DeviceDataService {
         use medmesh_glucose::correlation::{Aggregate, correlate, excursions};
         let mut correlations = Vec::new();
         let mut by_channel = HashMap::new();
-        for (channel, how) in [
+        let channels = [
             (Channel::BolusInsulin, Aggregate::Sum),
             (Channel::BasalRate, Aggregate::Hold),
             (Channel::Carbs, Aggregate::Sum),
             (Channel::HeartRate, Aggregate::Mean),
             (Channel::Steps, Aggregate::Sum),
             (Channel::Workout, Aggregate::Sum),
-        ] {
-            let series = self
-                .local_series(ctx, patient, channel, start, end, zone)
-                .await?;
+        ];
+        // The six searches run at once: each reads the patient's Observations by code, and
+        // one after the other they were most of the glucose page's time (bench/README.md).
+        let read = futures::future::try_join_all(
+            channels
+                .iter()
+                .map(|(channel, _)| self.local_series(ctx, patient, *channel, start, end, zone)),
+        )
+        .await?;
+        for ((channel, how), series) in channels.into_iter().zip(read) {
             if !series.is_empty() {
                 correlations.push(correlate(channel.name(), glucose, &series, how));
             }

@@ -96,6 +96,47 @@ fn confine_to_patient(defs: &Definitions, q: &mut SearchQuery, patient: &str) {
     }
 }
 
+/// Whether `outer` implies `inner`, both patient compartments: every patient `outer` names
+/// is one of `inner`'s, through links `inner` has too.
+fn compartment_implies(outer: &Criterion, inner: &Criterion) -> bool {
+    match (outer, inner) {
+        (
+            Criterion::Compartment {
+                owner_type: outer_type,
+                patient_ids: outer_ids,
+                params: outer_params,
+                include_self: outer_self,
+            },
+            Criterion::Compartment {
+                owner_type: inner_type,
+                patient_ids: inner_ids,
+                params: inner_params,
+                include_self: inner_self,
+            },
+        ) => {
+            outer_type == inner_type
+                && outer_ids.iter().all(|p| inner_ids.contains(p))
+                && outer_params.iter().all(|p| inner_params.contains(p))
+                && (!outer_self || *inner_self)
+        }
+        _ => false,
+    }
+}
+
+/// Drops from each group of a practitioner's reach a compartment that a criterion of the
+/// query already implies: a search of one patient's compartment (the chart's
+/// `Patient/x/Observation`) otherwise checked it twice, the second time against every
+/// patient of the group (bench/README.md, issue 16). `A AND (A' AND B)` is `A AND B` when
+/// `A` implies `A'`; a group left empty matches whatever the query does.
+fn drop_implied_compartments(criteria: &[Criterion], reached: &mut Criterion) {
+    let Criterion::AnyOf(groups) = reached else {
+        return;
+    };
+    for group in groups {
+        group.retain(|c| !criteria.iter().any(|q| compartment_implies(q, c)));
+    }
+}
+
 impl RecordService {
     /// Whose key seals a resource: its patient (the first, if it names several), else the
     /// node's records key.
@@ -292,7 +333,9 @@ impl RecordService {
         if let Some(reach) = grant.reach()
             && !shared_type(&rt)
         {
-            q.criteria.push(self.reach_criterion(reach, &rt)?);
+            let mut reached = self.reach_criterion(reach, &rt)?;
+            drop_implied_compartments(&q.criteria, &mut reached);
+            q.criteria.push(reached);
         }
         if let Some((param, _)) = grant.filters().first() {
             if grant.filters().iter().any(|(p, _)| p != param) {
@@ -368,5 +411,47 @@ mod tests {
         assert!(
             matches!(&q.criteria[..], [Criterion::Compartment { params, .. }] if params.is_empty())
         );
+    }
+
+    /// A practitioner's search of one patient's compartment checks that compartment once;
+    /// the group's other limits (hidden labels) stay, and so do other groups.
+    #[test]
+    fn a_compartment_the_query_keeps_to_is_not_checked_again_by_the_reach() {
+        let compartment =
+            |ids: &[&str], params: &[&str], include_self: bool| Criterion::Compartment {
+                owner_type: "Patient".into(),
+                patient_ids: ids.iter().map(|s| s.to_string()).collect(),
+                params: params.iter().map(|s| s.to_string()).collect(),
+                include_self,
+            };
+        let label = Criterion::Any;
+        let mut reached = Criterion::AnyOf(vec![
+            vec![
+                compartment(&["p1", "p2"], &["subject", "performer"], false),
+                label.clone(),
+            ],
+            vec![compartment(&["p3"], &["subject", "performer"], false)],
+            vec![compartment(&["p1"], &["performer"], false)],
+        ]);
+        let query = [compartment(&["p1"], &["subject", "performer"], false)];
+        drop_implied_compartments(&query, &mut reached);
+        assert_eq!(
+            reached,
+            Criterion::AnyOf(vec![
+                vec![label],
+                vec![compartment(&["p3"], &["subject", "performer"], false)],
+                // Fewer links than the query's: not implied.
+                vec![compartment(&["p1"], &["performer"], false)],
+            ])
+        );
+        // A query over the patient itself too does not imply a group without it.
+        assert!(!compartment_implies(
+            &compartment(&["p1"], &["subject"], true),
+            &compartment(&["p1"], &["subject"], false)
+        ));
+        assert!(compartment_implies(
+            &compartment(&["p1"], &["subject"], false),
+            &compartment(&["p1", "p9"], &["subject", "link"], true)
+        ));
     }
 }

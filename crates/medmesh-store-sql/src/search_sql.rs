@@ -356,6 +356,26 @@ fn criterion(
             any_of,
             negate,
         } => {
+            // `:not=a,b,c` over bare codes is one subquery (`NOT IN (... code IN (a, b, c))`),
+            // not one per code: a practitioner's every search carries the labels hidden from
+            // them this way, and each extra subquery was one more probe per candidate row
+            // (bench/README.md, issue 16).
+            if *negate
+                && *kind == SearchParamType::Token
+                && let Some(codes) = bare_codes(any_of)
+                && codes.len() > 1
+            {
+                sql.push(&format!(
+                    "{r}.rid NOT IN (SELECT {x}.rid FROM idx_token {x} WHERE "
+                ));
+                push_type(sql, &x, r, t);
+                sql.push(&format!(" AND {x}.param = "))
+                    .str(code)
+                    .push(&format!(" AND {x}.code IN ("))
+                    .str_list(&codes)
+                    .push("))");
+                return Ok(());
+            }
             sql.push("(");
             for (i, p) in any_of.iter().enumerate() {
                 if i > 0 {
@@ -462,6 +482,21 @@ fn criterion(
         }
     }
     Ok(())
+}
+
+/// The codes of token predicates that each name a code in any system, or `None` when one
+/// names a system (or no code).
+fn bare_codes(any_of: &[ValuePredicate]) -> Option<Vec<&str>> {
+    any_of
+        .iter()
+        .map(|p| match p {
+            ValuePredicate::Token {
+                system: None,
+                code: Some(c),
+            } => Some(c.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// How well a criterion narrows the search when it drives the query (lower is better), or

@@ -449,6 +449,21 @@ async fn union_search(stores: Stores) {
         ["bp"]
     );
     assert_eq!(ids(&[("combo-code:not", "8480-6")]).await, ["hr"]);
+    // `:not` of several values excludes each: bare codes (one subquery), and with a system.
+    assert_eq!(ids(&[("code:not", "85354-9,8867-4")]).await, ["note"]);
+    assert_eq!(
+        ids(&[("code:not", "85354-9,http://loinc.org|8867-4")]).await,
+        ["note"]
+    );
+    assert_eq!(ids(&[("code:not", "85354-9,0000-0")]).await, ["hr", "note"]);
+    assert_eq!(
+        ids(&[("combo-code:not", "8480-6,8867-4")]).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(&[("status", "final"), ("code:not", "8867-4,0000-0")]).await,
+        ["bp"]
+    );
     // A value at the root or in a component.
     assert_eq!(ids(&[("combo-value-quantity", "gt100")]).await, ["bp"]);
     assert_eq!(ids(&[("combo-value-quantity", "lt90")]).await, ["bp", "hr"]);

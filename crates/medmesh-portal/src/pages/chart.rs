@@ -252,20 +252,24 @@ async fn chart_page(
     if viewer.audience != Audience::Clinician {
         return problem(lang, Problem::WrongAudience);
     }
-    let access = match state
-        .records
-        .chart_access(&viewer.ctx, &id, CHART_TYPES)
-        .await
-    {
+    // What consent withholds, the record and the adherence are read at once: one after the
+    // other, the withheld categories' probes alone took longer than the record
+    // (bench/README.md, issue 16).
+    let (access, chart, adherence) = tokio::join!(
+        state.records.chart_access(&viewer.ctx, &id, CHART_TYPES),
+        record::load(state, viewer, &id),
+        state.medications.adherence(&viewer.ctx, &id),
+    );
+    let access = match access {
         Ok(a) => a,
         Err(e) => return record_problem(lang, &e),
     };
-    let chart = match record::load(state, viewer, &id).await {
+    let chart = match chart {
         Ok(c) => c,
         Err(e) => return record_problem(lang, &e),
     };
     // Medications withheld from this clinician (a restricted label) leave the table empty.
-    let adherence = match state.medications.adherence(&viewer.ctx, &id).await {
+    let adherence = match adherence {
         Ok(list) => adherence_rows(lang, list),
         Err(RecordError::NotFound | RecordError::Forbidden) => Vec::new(),
         Err(e) => return record_problem(lang, &e),

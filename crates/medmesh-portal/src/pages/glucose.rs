@@ -652,13 +652,20 @@ async fn show(
         Ok(f) => forecast_rows(lang, &f),
         Err(e) => return record_problem(lang, &e),
     };
-    let patterns = match state
-        .devices
-        .insights_of(&viewer.ctx, patient, from, to, &zone, &local)
-        .await
-    {
-        Ok(i) => pattern_rows(lang, &i),
-        Err(e) => return record_problem(lang, &e),
+    // Patterns relate the period's glucose to other factors: with no sensor glucose in the
+    // period there are none to show (no correlation, no excursion), and the six searches for
+    // the factors are not made (bench/README.md, issue 16).
+    let patterns = if local.is_empty() {
+        Vec::new()
+    } else {
+        match state
+            .devices
+            .insights_of(&viewer.ctx, patient, from, to, &zone, &local)
+            .await
+        {
+            Ok(i) => pattern_rows(lang, &i),
+            Err(e) => return record_problem(lang, &e),
+        }
     };
     let agp = if s.readings > 0 {
         medmesh_devices::report::agp_report(&view, &local)

@@ -116,6 +116,29 @@ pub(crate) async fn name_of(state: &AppState, viewer: &Viewer, principal: &str) 
     clinical::human_name(&resource).unwrap_or_else(|| principal.to_string())
 }
 
+/// Names of principals for one page, each read once: the sharing page lists a line per
+/// care relationship, and a long record has hundreds of visits with the same few
+/// organizations (each read was a judged read of its own; bench/README.md, issue 16).
+#[derive(Default)]
+pub(crate) struct PageNames(std::collections::HashMap<String, String>);
+
+impl PageNames {
+    /// [`name_of`] `principal`, read the first time it is asked for.
+    pub(crate) async fn of(
+        &mut self,
+        state: &AppState,
+        viewer: &Viewer,
+        principal: &str,
+    ) -> String {
+        if let Some(name) = self.0.get(principal) {
+            return name.clone();
+        }
+        let name = name_of(state, viewer, principal).await;
+        self.0.insert(principal.to_string(), name.clone());
+        name
+    }
+}
+
 /// The node's time now as FHIR `dateTime`, from its injected clock (never the wall clock).
 pub(crate) fn now_rfc3339(state: &AppState) -> String {
     time::OffsetDateTime::from_unix_timestamp(state.identity.clock().now_secs())

@@ -25,8 +25,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use medmesh_fhir::search::Handling;
 use medmesh_policy::access::EdgeKind;
 use medmesh_server::AppState;
+use medmesh_trust_network::AccessLine;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 
 use crate::clinical::{self, human_name, resources};
 use crate::i18n::Lang;
@@ -130,6 +132,36 @@ pub struct SharingQuery {
     saved: Option<String>,
 }
 
+/// One line per person or organization and reason: a long record holds an encounter edge
+/// per visit, hundreds of them with the same hospital. A merged line runs from the earliest
+/// start to the latest end (open if any is). Consents, sharing rules and emergencies stay one
+/// line each: each is withdrawn or reviewed on its own.
+fn merged(lines: Vec<AccessLine>) -> Vec<AccessLine> {
+    let mut out: Vec<AccessLine> = Vec::with_capacity(lines.len());
+    let mut at: HashMap<(String, EdgeKind, bool), usize> = HashMap::new();
+    for line in lines {
+        let apart = matches!(
+            line.edge.kind,
+            EdgeKind::Consent | EdgeKind::Shared | EdgeKind::BreakGlass
+        );
+        if !apart {
+            let key = (line.edge.principal.clone(), line.edge.kind, line.active);
+            if let Some(kept) = at.get(&key).and_then(|&i| out.get_mut(i)) {
+                let e = &mut kept.edge;
+                e.since = e.since.min(line.edge.since);
+                e.until = match (e.until, line.edge.until) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+                continue;
+            }
+            at.insert(key, out.len());
+        }
+        out.push(line);
+    }
+    out
+}
+
 /// `GET /sharing`.
 pub async fn sharing(
     State(state): State<AppState>,
@@ -162,13 +194,14 @@ async fn page(
         Err(e) => return record_problem(lang, &e),
     };
     let (mut active, mut past) = (Vec::new(), Vec::new());
-    let mut lines = lines;
+    let mut lines = merged(lines);
     // Newest first: by the end of the access, open ones first.
     lines.sort_by_key(|l| std::cmp::Reverse(l.edge.until.unwrap_or(i64::MAX)));
+    let mut names = crate::pages::PageNames::default();
     for l in lines {
         let e = l.edge;
         let line = Line {
-            who: name_of(state, viewer, &e.principal).await,
+            who: names.of(state, viewer, &e.principal).await,
             why: lang.t(&format!("why-{}", e.kind.code())),
             // 0 means "always"; a visit before 1970 has a negative time.
             since: if e.since != 0 {
@@ -204,9 +237,9 @@ async fn page(
         let status = t["status"].as_str().unwrap_or_default();
         referrals.push(ReferralLine {
             owner: owner.to_string(),
-            to: name_of(state, viewer, owner).await,
+            to: names.of(state, viewer, owner).await,
             from: match t["requester"]["reference"].as_str() {
-                Some(r) => name_of(state, viewer, r).await,
+                Some(r) => names.of(state, viewer, r).await,
                 None => String::new(),
             },
             status: lang
@@ -623,10 +656,73 @@ pub async fn withdraw(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use medmesh_policy::access::Edge;
     use medmesh_policy::consent::parse_consent;
 
     fn choice(permit: bool) -> Choice {
         Choice::new(permit, "Practitioner/dr")
+    }
+
+    fn line(
+        principal: &str,
+        kind: EdgeKind,
+        since: i64,
+        until: Option<i64>,
+        active: bool,
+    ) -> AccessLine {
+        AccessLine {
+            edge: Edge {
+                patient: "p1".into(),
+                principal: principal.into(),
+                kind,
+                source: format!("Encounter/{since}"),
+                since,
+                until,
+                detail: None,
+            },
+            active,
+        }
+    }
+
+    /// Visits to one hospital are one line from the first to the last; consents and
+    /// emergencies stay apart, and so do ended and current access.
+    #[test]
+    fn visits_to_one_organization_are_one_line() {
+        let lines = merged(vec![
+            line("Organization/h", EdgeKind::Encounter, 10, Some(20), false),
+            line("Organization/h", EdgeKind::Encounter, 5, Some(30), false),
+            line("Organization/h", EdgeKind::Encounter, 40, None, true),
+            line("Organization/h", EdgeKind::Encounter, 50, Some(90), true),
+            line("Organization/k", EdgeKind::Encounter, 1, Some(2), false),
+            line("Practitioner/a", EdgeKind::Consent, 1, None, true),
+            line("Practitioner/a", EdgeKind::Consent, 2, None, true),
+            line("Practitioner/b", EdgeKind::BreakGlass, 3, Some(4), false),
+            line("Practitioner/b", EdgeKind::BreakGlass, 5, Some(6), false),
+        ]);
+        let seen: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l.edge.principal.as_str(),
+                    l.edge.kind,
+                    l.edge.since,
+                    l.edge.until,
+                    l.active,
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("Organization/h", EdgeKind::Encounter, 5, Some(30), false),
+                ("Organization/h", EdgeKind::Encounter, 40, None, true),
+                ("Organization/k", EdgeKind::Encounter, 1, Some(2), false),
+                ("Practitioner/a", EdgeKind::Consent, 1, None, true),
+                ("Practitioner/a", EdgeKind::Consent, 2, None, true),
+                ("Practitioner/b", EdgeKind::BreakGlass, 3, Some(4), false),
+                ("Practitioner/b", EdgeKind::BreakGlass, 5, Some(6), false),
+            ]
+        );
     }
 
     /// What the page writes is what the PDP reads.
