@@ -36,6 +36,10 @@ impl Default for Delimiters {
     }
 }
 
+/// The sub-component separator of a message whose MSH-2 named none and whose default (`&`)
+/// another delimiter took: a control character, so no value holds it by chance.
+const NO_SUBCOMPONENT: char = '\u{1F}';
+
 impl Delimiters {
     /// MSH-2 as written for these delimiters.
     pub fn encoding_characters(&self) -> String {
@@ -45,7 +49,11 @@ impl Delimiters {
         if let Some(e) = self.escape {
             s.push(e);
         }
-        s.push(self.subcomponent);
+        // A message that named no sub-component separator gets none written back: the
+        // stand-in is not a character a sender chose (and is refused as one on reading).
+        if self.subcomponent != NO_SUBCOMPONENT {
+            s.push(self.subcomponent);
+        }
         if let Some(t) = self.truncation {
             s.push(t);
         }
@@ -67,12 +75,12 @@ impl Delimiters {
                 "the field separator (the 4th character) is missing",
             )
         })?;
-        if field.is_alphanumeric() || field.is_whitespace() {
+        if field.is_alphanumeric() || field.is_whitespace() || field.is_control() {
             return Err(ParseError::at(
                 name,
                 1,
                 1,
-                "the field separator must not be a letter, a digit or a space",
+                "the field separator must not be a letter, a digit, a space or a control character",
             ));
         }
         let encoding: Vec<char> = chars.take_while(|c| *c != field).collect();
@@ -86,12 +94,14 @@ impl Delimiters {
         }
         let mut seen = vec![field];
         for c in &encoding {
-            if c.is_alphanumeric() || c.is_whitespace() || seen.contains(c) {
+            // A control character (a NUL, say) is no delimiter: the message's bytes between
+            // segments are trimmed of them, so it would not survive being written back.
+            if c.is_alphanumeric() || c.is_whitespace() || c.is_control() || seen.contains(c) {
                 return Err(ParseError::at(
                     name,
                     1,
                     2,
-                    "the encoding characters must be distinct and not letters, digits or spaces",
+                    "the encoding characters must be distinct and not letters, digits, spaces or control characters",
                 ));
             }
             seen.push(*c);
@@ -107,7 +117,7 @@ impl Delimiters {
         let component = encoding[0];
         let repetition = encoding[1];
         let escape = pick(2, '\\');
-        let subcomponent = pick(3, '&').unwrap_or('\u{1F}');
+        let subcomponent = pick(3, '&').unwrap_or(NO_SUBCOMPONENT);
         Ok(Self {
             field,
             component,
@@ -598,6 +608,22 @@ mod tests {
 
     const ORU: &str = "MSH|^~\\&|LAB|HOSP|MEDMESH|NODE|20240101120000||ORU^R01^ORU_R01|MSG00001|P|2.5.1\rPID|1||123^^^HOSP^MR~456^^^SSA^SS||Doe^Jane^Q||19800101|F\rOBX|1|NM|2345-7^Glucose^LN||105|mg/dL|70-99|H|||F\r";
 
+    /// A control character is no delimiter (the fuzz test found `MSH&|\0`, which read and
+    /// then wrote back without its NUL); a sub-component separator the message never named
+    /// is not written back either, so such a message round-trips.
+    #[test]
+    fn control_characters_are_not_delimiters_and_unnamed_ones_are_not_written() {
+        for bad in ["MSH&|\0", "MSH|^\u{1}\\&|A", "MSH\u{7}^~\\&\u{7}A"] {
+            let e = Message::parse_str(bad).unwrap_err();
+            assert_eq!(e.segment.as_deref(), Some("MSH"), "{bad:?}");
+        }
+        let m = Message::parse_str("MSH&|^&A&B\rPID&1&&x|y^z\r").unwrap();
+        assert_eq!(m.msh().field(2).raw(), "|^");
+        let again = Message::parse_str(&m.encode()).unwrap();
+        assert_eq!(again.segments(), m.segments());
+        assert_eq!(again.msh().field(2).raw(), "|^");
+    }
+
     #[test]
     fn reads_the_header_and_fields() {
         let m = Message::parse_str(ORU).unwrap();
@@ -672,7 +698,7 @@ mod tests {
         let e = Message::parse_str("MSH|^^\\&|").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "MSH-2: the encoding characters must be distinct and not letters, digits or spaces"
+            "MSH-2: the encoding characters must be distinct and not letters, digits, spaces or control characters"
         );
     }
 
