@@ -279,6 +279,25 @@ fn push_type(sql: &mut Sql, x: &str, outer: &str, t: TypeRef<'_>) {
     }
 }
 
+/// Opens `r.rid [NOT] IN (SELECT x.rid FROM table x WHERE <type> AND x.param = 'param'`: the
+/// rows of one parameter, for the caller to narrow (or not) and close.
+fn rows_subquery(
+    sql: &mut Sql,
+    r: &str,
+    x: &str,
+    t: TypeRef<'_>,
+    table: &str,
+    negate: bool,
+    param: &str,
+) {
+    sql.push(&format!(
+        "{r}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE ",
+        if negate { "NOT " } else { "" }
+    ));
+    push_type(sql, x, r, t);
+    sql.push(&format!(" AND {x}.param = ")).str(param);
+}
+
 /// Appends SQL for a criterion on the `resources` alias `r`.
 fn criterion(
     sql: &mut Sql,
@@ -365,13 +384,8 @@ fn criterion(
                 && let Some(codes) = bare_codes(any_of)
                 && codes.len() > 1
             {
-                sql.push(&format!(
-                    "{r}.rid NOT IN (SELECT {x}.rid FROM idx_token {x} WHERE "
-                ));
-                push_type(sql, &x, r, t);
-                sql.push(&format!(" AND {x}.param = "))
-                    .str(code)
-                    .push(&format!(" AND {x}.code IN ("))
+                rows_subquery(sql, r, &x, t, rows_of(*kind, code), true, code);
+                sql.push(&format!(" AND {x}.code IN ("))
                     .str_list(&codes)
                     .push("))");
                 return Ok(());
@@ -412,14 +426,8 @@ fn criterion(
                 } else {
                     rows_of(*kind, code)
                 };
-                sql.push(&format!(
-                    "{r}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE ",
-                    if *negate { "NOT " } else { "" }
-                ));
-                push_type(sql, &x, r, t);
-                sql.push(&format!(" AND {x}.param = "))
-                    .str(code)
-                    .push(" AND ");
+                rows_subquery(sql, r, &x, t, table, *negate, code);
+                sql.push(" AND ");
                 predicate(sql, &x, p, now);
                 sql.push(")");
             }
@@ -435,14 +443,8 @@ fn criterion(
             } else {
                 (rows_of(*kind, code), code.clone())
             };
-            sql.push(&format!(
-                "{r}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE ",
-                if *missing { "NOT " } else { "" }
-            ));
-            push_type(sql, &x, r, t);
-            sql.push(&format!(" AND {x}.param = "))
-                .str(&param)
-                .push(")");
+            rows_subquery(sql, r, &x, t, table, *missing, &param);
+            sql.push(")");
         }
         Criterion::Chain {
             code,

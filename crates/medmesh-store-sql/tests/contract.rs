@@ -449,13 +449,45 @@ async fn union_search(stores: Stores) {
         ["bp"]
     );
     assert_eq!(ids(&[("combo-code:not", "8480-6")]).await, ["hr"]);
-    // `:not` of several values excludes each: bare codes (one subquery), and with a system.
+    // `:not` of several values excludes each, with and without a system.
     assert_eq!(ids(&[("code:not", "85354-9,8867-4")]).await, ["note"]);
     assert_eq!(
         ids(&[("code:not", "85354-9,http://loinc.org|8867-4")]).await,
         ["note"]
     );
     assert_eq!(ids(&[("code:not", "85354-9,0000-0")]).await, ["hr", "note"]);
+    // The same inside a group of alternatives, as a practitioner's reach puts the labels
+    // hidden from them: bare codes are one subquery there, read from where the parameter's
+    // rows are (`_id`'s from `resources`).
+    let in_group = |param: &str, value: &str| {
+        let mut q = parse_query(defs, "Observation", &[], Handling::Strict).unwrap();
+        q.criteria
+            .push(medmesh_fhir::search::Criterion::AnyOf(vec![vec![
+                medmesh_fhir::search::parse_criterion(defs, "Observation", param, value).unwrap(),
+            ]]));
+        let s = s.clone();
+        let request = request.clone();
+        async move {
+            let mut found: Vec<String> = s
+                .search(&q, &request)
+                .await
+                .unwrap()
+                .matches
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    assert_eq!(in_group("code:not", "85354-9,8867-4").await, ["note"]);
+    assert_eq!(
+        in_group("code:not", "85354-9,http://loinc.org|8867-4").await,
+        ["note"]
+    );
+    assert_eq!(in_group("code:not", "85354-9,0000-0").await, ["hr", "note"]);
+    assert_eq!(in_group("_id:not", "bp,hr").await, ["note"]);
+    assert_eq!(in_group("_id:not", "bp").await, ["hr", "note"]);
     assert_eq!(
         ids(&[("combo-code:not", "8480-6,8867-4")]).await,
         Vec::<String>::new()
