@@ -9,6 +9,7 @@ use medmesh_policy::Action;
 use medmesh_policy::labels::restricted_labels;
 use medmesh_store::PageRequest;
 
+use crate::confine::compartment_criterion;
 use crate::context::RequestContext;
 use crate::error::RecordError;
 use crate::service::RecordService;
@@ -36,8 +37,9 @@ pub struct ChartAccess {
 impl RecordService {
     /// How the actor reaches `patient`: the categories of their data, among `types`, that
     /// hold something the actor may not see, and the end of an emergency access. Each type
-    /// is judged by the PDP as a search of it (a refusal is audited as any); the answer names categories, never resources or how many there are, and is
-    /// itself audited as one `withheld` entry about the patient.
+    /// is judged by the PDP as a search of it (a refusal is audited as any); the answer
+    /// names categories, never resources or how many there are, and is itself audited as
+    /// one `withheld` entry about the patient.
     ///
     /// # Errors
     /// [`RecordError::NotFound`] when nothing opens the patient to the actor at all (the
@@ -49,7 +51,7 @@ impl RecordService {
         types: &[&str],
     ) -> Result<ChartAccess, RecordError> {
         let labels = restricted_labels();
-        // The types are judged and probed at once: a chart asks about ten of them, and one
+        // The types are judged and probed at once: a chart asks about seven of them, and one
         // after the other their probes took longer than reading the record
         // (bench/README.md, issue 16).
         let judged = futures::future::try_join_all(
@@ -98,14 +100,14 @@ impl RecordService {
             .filter(|e| e.kind == medmesh_policy::access::EdgeKind::BreakGlass)
             .filter_map(|e| e.until)
             .max();
-        let Some(params) = self.definitions().patient_compartment().get(rt) else {
+        // The criterion a compartment search uses, so the probes read the same rows.
+        let Some(compartment) = compartment_criterion(
+            self.definitions().patient_compartment(),
+            "Patient",
+            patient,
+            rt,
+        ) else {
             return Ok((Vec::new(), emergency_until));
-        };
-        let compartment = Criterion::Compartment {
-            owner_type: "Patient".into(),
-            patient_ids: vec![patient.to_string()],
-            params: params.clone(),
-            include_self: rt == "Patient",
         };
         let mut out = Vec::new();
         if !access.type_visible(rt) {
