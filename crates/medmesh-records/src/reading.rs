@@ -59,7 +59,7 @@ impl RecordService {
 /// each read once as the caller: a person's HumanName, an organization's or a team's name,
 /// or the reference itself when it cannot be read or has none.
 #[derive(Debug, Default)]
-pub struct Names(HashMap<String, String>);
+pub struct Names(HashMap<String, Option<String>>);
 
 impl Names {
     /// An empty cache.
@@ -74,20 +74,29 @@ impl Names {
         ctx: &RequestContext,
         reference: &str,
     ) -> String {
+        self.read(records, ctx, reference)
+            .await
+            .unwrap_or_else(|| reference.to_string())
+    }
+
+    /// As [`Self::of`], but `None` when `reference` cannot be read as `ctx` (gone, or not
+    /// for them), for a caller that says so in its own words.
+    pub async fn read(
+        &mut self,
+        records: &RecordService,
+        ctx: &RequestContext,
+        reference: &str,
+    ) -> Option<String> {
         if let Some(n) = self.0.get(reference) {
             return n.clone();
         }
         let name = match reference.split_once('/') {
-            Some((rt, id)) => match records.read(ctx, rt, id).await {
-                Ok(found) => match found.resource.get("name") {
-                    Some(Value::String(n)) => Some(n.clone()),
-                    _ => medmesh_fhir::names::human_name(&found.resource),
-                },
-                Err(_) => None,
-            },
-            None => None,
-        }
-        .unwrap_or_else(|| reference.to_string());
+            Some((rt, id)) => records.read(ctx, rt, id).await.ok().map(|found| {
+                medmesh_fhir::names::human_name(&found.resource)
+                    .unwrap_or_else(|| reference.to_string())
+            }),
+            None => Some(reference.to_string()),
+        };
         self.0.insert(reference.to_string(), name.clone());
         name
     }

@@ -38,7 +38,7 @@ use medmesh_records::RecordError;
 use medmesh_server::AppState;
 use serde_json::Value;
 
-use crate::clinical::{self, resources};
+use crate::clinical::resources;
 use crate::i18n::Arg;
 use crate::viewer::Viewer;
 
@@ -98,29 +98,18 @@ pub(crate) fn valid_id(id: &str) -> bool {
 }
 
 /// The name of a principal (`Practitioner/x`, `Organization/o`, `CareTeam/c`), read as the
-/// viewer; its reference when it cannot be read.
+/// viewer; its reference when it has none, and words saying it could not be read (with the
+/// reference) when it cannot.
 pub(crate) async fn name_of(state: &AppState, viewer: &Viewer, principal: &str) -> String {
-    let Some((rt, id)) = principal.split_once('/') else {
-        return principal.to_string();
-    };
-    let read = state.records.read(&viewer.ctx, rt, id).await;
-    let resource = match read {
-        Ok(r) => r.resource,
-        Err(_) => {
-            return viewer.lang.t_with(
-                "sharing-unnamed",
-                &[("reference", Arg::Text(principal.to_string()))],
-            );
-        }
-    };
-    clinical::human_name(&resource).unwrap_or_else(|| principal.to_string())
+    PageNames::default().of(state, viewer, principal).await
 }
 
-/// Names of principals for one page, each read once: the sharing page lists a line per
-/// care relationship, and a long record has hundreds of visits with the same few
-/// organizations (each read was a judged read of its own; bench/README.md, issue 16).
+/// Names of principals for one page, each read once (through the record service's
+/// [`Names`](medmesh_records::reading::Names)): the sharing page lists a line per care
+/// relationship, and a long record has hundreds of visits with the same few organizations
+/// (each read was a judged read of its own; bench/README.md, issue 16).
 #[derive(Default)]
-pub(crate) struct PageNames(std::collections::HashMap<String, String>);
+pub(crate) struct PageNames(medmesh_records::reading::Names);
 
 impl PageNames {
     /// [`name_of`] `principal`, read the first time it is asked for.
@@ -130,12 +119,15 @@ impl PageNames {
         viewer: &Viewer,
         principal: &str,
     ) -> String {
-        if let Some(name) = self.0.get(principal) {
-            return name.clone();
-        }
-        let name = name_of(state, viewer, principal).await;
-        self.0.insert(principal.to_string(), name.clone());
-        name
+        self.0
+            .read(&state.records, &viewer.ctx, principal)
+            .await
+            .unwrap_or_else(|| {
+                viewer.lang.t_with(
+                    "sharing-unnamed",
+                    &[("reference", Arg::Text(principal.to_string()))],
+                )
+            })
     }
 }
 
