@@ -375,16 +375,17 @@ fn criterion(
             any_of,
             negate,
         } => {
-            // `:not=a,b,c` over bare codes is one subquery (`NOT IN (... code IN (a, b, c))`),
-            // not one per code: a practitioner's every search carries the labels hidden from
-            // them this way, and each extra subquery was one more probe per candidate row
-            // (bench/README.md, issue 16).
-            if *negate
-                && *kind == SearchParamType::Token
+            // Several bare codes are one subquery (`[NOT] IN (... code IN (a, b, c))`), not
+            // one per code. With `:not`, a practitioner's every search carries the labels
+            // hidden from them this way, and each extra subquery was one more probe per
+            // candidate row. Without it, SQLite met a dozen `OR`ed subqueries (a chart's probe
+            // for the labels consent hides) by scanning every resource of the node and
+            // checking each against every list (bench/README.md, issue 16).
+            if *kind == SearchParamType::Token
                 && let Some(codes) = bare_codes(any_of)
                 && codes.len() > 1
             {
-                rows_subquery(sql, r, &x, t, rows_of(*kind, code), true, code);
+                rows_subquery(sql, r, &x, t, rows_of(*kind, code), *negate, code);
                 sql.push(&format!(" AND {x}.code IN ("))
                     .str_list(&codes)
                     .push("))");
@@ -564,6 +565,14 @@ fn correlated(sql: &mut Sql, c: &Criterion, rt: &str, now: i64) -> Result<bool, 
     });
     sql.push(&format!("{table} c WHERE c.rid = r.rid AND c.param = "))
         .str(code);
+    // Several bare codes are one list, which the `rid` index's (rid, param, code) answers.
+    if let Some(preds) = preds
+        && let Some(codes) = bare_codes(preds)
+        && codes.len() > 1
+    {
+        sql.push(" AND c.code IN (").str_list(&codes).push("))");
+        return Ok(true);
+    }
     if let Some(preds) = preds {
         sql.push(" AND (");
         for (i, p) in preds.iter().enumerate() {

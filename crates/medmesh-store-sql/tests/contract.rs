@@ -479,6 +479,20 @@ async fn union_search(stores: Stores) {
     );
     assert_eq!(in_group("code:not", "85354-9,0000-0").await, ["hr", "note"]);
     assert_eq!(in_group("_id:not", "bp,hr").await, ["note"]);
+    // Several bare codes without `:not` are one subquery too (a chart's probe for the labels
+    // consent hides), as the driver, as a per-row check beside another driver, and in a group.
+    assert_eq!(ids(&[("code", "85354-9,8867-4")]).await, ["bp", "hr"]);
+    assert_eq!(ids(&[("code", "85354-9,0000-0")]).await, ["bp"]);
+    assert_eq!(
+        ids(&[("status", "final"), ("code", "8867-4,0000-0")]).await,
+        ["hr"]
+    );
+    assert_eq!(
+        ids(&[("_id", "bp,note"), ("code", "85354-9,8867-4")]).await,
+        ["bp"]
+    );
+    assert_eq!(in_group("code", "85354-9,8867-4").await, ["bp", "hr"]);
+    assert_eq!(in_group("_id", "bp,hr").await, ["bp", "hr"]);
     assert_eq!(in_group("_id:not", "bp").await, ["hr", "note"]);
     assert_eq!(
         ids(&[("combo-code:not", "8480-6,8867-4")]).await,
