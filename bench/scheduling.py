@@ -16,20 +16,11 @@ usage: scheduling.py MEDMESH_BIN [sqlite|postgres] [PRACTITIONERS] [WORKERS] [TI
 
 TIMES (default 50 per client) is how many times are booked, each twice; 3000 keeps the
 bookings going for about ten seconds (a sustained rate, not a burst).
-
-CLIENT=wrk sends the bookings and the peer's creates from wrk (bench/book.lua, WORKERS
-connections on two threads) instead of Python threads: Python's `requests` spends about a
-millisecond of CPU per call, which on a 2-core machine is CPU the node and PostgreSQL lack.
 """
 
 import concurrent.futures
 import datetime
-import json
-import os
-import re
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -43,30 +34,6 @@ N = int(sys.argv[3]) if len(sys.argv) > 3 else 200
 WORKERS = int(sys.argv[4]) if len(sys.argv) > 4 else 16
 TIMES = int(sys.argv[5]) if len(sys.argv) > 5 else WORKERS * 50
 EXT = "https://medmesh.dev/fhir/StructureDefinition/"
-CLIENT = os.environ.get("CLIENT", "python")
-WRK_THREADS = 2
-
-
-def wrk_calls(url, token, bodies):
-    """POSTs each body once from wrk (bench/book.lua): the statuses in the order of `bodies`
-    are not known, only how many of each, and the seconds the calls took."""
-    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
-        for b in bodies:
-            f.write(json.dumps(b, separators=(",", ":")) + "\n")
-    try:
-        out = subprocess.run(
-            ["wrk", f"-t{WRK_THREADS}", f"-c{WORKERS}", "-d600s", "--timeout", "120s",
-             "-s", os.path.join(os.path.dirname(os.path.abspath(__file__)), "book.lua"),
-             url, "--", f.name, token, str(WRK_THREADS)],
-            capture_output=True, text=True, check=True).stdout
-    finally:
-        os.unlink(f.name)
-    statuses = []
-    for code, n in re.findall(r"^status (\d+) (\d+)$", out, re.M):
-        statuses += [int(code)] * int(n)
-    seconds = float(re.search(r"^seconds ([0-9.]+)$", out, re.M).group(1))
-    assert len(statuses) == len(bodies), out
-    return statuses, seconds
 
 
 def seed(s, fhir):
@@ -153,32 +120,27 @@ def main():
         def book(body):
             return session().post(f"{fhir}/Appointment/$book", json=body, timeout=120).status_code
 
-        def calls_of(url, post, bodies):
-            """Each body sent once from WORKERS clients: the statuses and the seconds taken."""
-            if CLIENT == "wrk":
-                return wrk_calls(url, token, bodies)
-            t = time.perf_counter()
-            with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
-                statuses = list(pool.map(post, bodies))
-            return statuses, time.perf_counter() - t
-
-        statuses, took = calls_of(f"{fhir}/Appointment/$book", book, order)
+        t = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+            statuses = list(pool.map(book, order))
+        took = time.perf_counter() - t
         booked = statuses.count(200)
         refused = statuses.count(409)
         assert booked + refused == len(statuses), {c: statuses.count(c) for c in set(statuses)}
         assert booked == len(offers), f"{booked} bookings of {len(offers)} times"
 
-        def appointment(k):
+        def create(k):
             o = offers[k % len(offers)]
-            return {"resourceType": "Appointment", "status": "booked", "start": o["start"], "end": o["end"],
-                    "participant": [{"actor": {"reference": f"Patient/b{k % (2 * len(offers))}"}, "status": "accepted"}]}
-
-        def create(a):
+            a = {"resourceType": "Appointment", "status": "booked", "start": o["start"], "end": o["end"],
+                 "participant": [{"actor": {"reference": f"Patient/b{k % (2 * len(offers))}"}, "status": "accepted"}]}
             return session().post(f"{fhir}/Appointment", json=a, timeout=120).status_code
 
-        created, took_peer = calls_of(f"{fhir}/Appointment", create, [appointment(k) for k in range(len(order))])
+        t = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+            created = list(pool.map(create, range(len(order))))
+        took_peer = time.perf_counter() - t
         assert created.count(201) == len(order), {c: created.count(c) for c in set(created)}
-        print(f"| $book, {len(order)} calls for {len(offers)} times, {WORKERS} clients ({CLIENT}), {DB} | "
+        print(f"| $book, {len(order)} calls for {len(offers)} times, {WORKERS} clients, {DB} | "
               f"{booked / took:.0f} bookings/s ({len(order) / took:.0f} calls/s, {refused} conflicts) | "
               f"peer POST Appointment: {len(order) / took_peer:.0f} creates/s | calls/s ratio {took_peer / took:.2f} |")
     finally:
