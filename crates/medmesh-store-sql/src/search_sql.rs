@@ -382,8 +382,7 @@ fn criterion(
             // for the labels consent hides) by scanning every resource of the node and
             // checking each against every list (bench/README.md, issue 16).
             if *kind == SearchParamType::Token
-                && let Some(codes) = bare_codes(any_of)
-                && codes.len() > 1
+                && let Some(codes) = code_list(any_of)
             {
                 rows_subquery(sql, r, &x, t, rows_of(*kind, code), *negate, code);
                 sql.push(&format!(" AND {x}.code IN ("))
@@ -487,9 +486,13 @@ fn criterion(
     Ok(())
 }
 
-/// The codes of token predicates that each name a code in any system, or `None` when one
-/// names a system (or no code).
-fn bare_codes(any_of: &[ValuePredicate]) -> Option<Vec<&str>> {
+/// The codes of several token predicates that each name a code in any system, written as
+/// one `code IN (...)` list; `None` for a single value, or when one names a system (or no
+/// code).
+fn code_list(any_of: &[ValuePredicate]) -> Option<Vec<&str>> {
+    if any_of.len() < 2 {
+        return None;
+    }
     any_of
         .iter()
         .map(|p| match p {
@@ -567,8 +570,7 @@ fn correlated(sql: &mut Sql, c: &Criterion, rt: &str, now: i64) -> Result<bool, 
         .str(code);
     // Several bare codes are one list, which the `rid` index's (rid, param, code) answers.
     if let Some(preds) = preds
-        && let Some(codes) = bare_codes(preds)
-        && codes.len() > 1
+        && let Some(codes) = code_list(preds)
     {
         sql.push(" AND c.code IN (").str_list(&codes).push("))");
         return Ok(true);
