@@ -234,6 +234,7 @@ impl SchedulingService {
                     org.as_ref()
                         .is_some_and(|o| references(p.get("network")).contains(o))
                 })
+                .map(|p| &**p)
                 .collect()
         };
         let within = q.within_km.unwrap_or(25.0).max(0.0);
@@ -243,11 +244,15 @@ impl SchedulingService {
                 continue;
             }
             let practitioner = r.get("practitioner").and_then(reference);
-            let person = practitioner.as_ref().and_then(|p| around.get(p));
+            let person = practitioner
+                .as_ref()
+                .and_then(|p| around.get(p))
+                .map(|p| &**p);
             let organization = r.get("organization").and_then(reference);
             let locations: Vec<&Value> = references(r.get("location"))
                 .iter()
                 .filter_map(|l| around.get(l))
+                .map(|l| &**l)
                 .collect();
             if let Some(s) = &q.specialty {
                 let specialties = r.get("specialty").and_then(Value::as_array);

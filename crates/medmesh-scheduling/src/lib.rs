@@ -14,6 +14,7 @@
 
 pub mod availability;
 pub mod calendar;
+pub mod decoded;
 pub mod directory;
 pub mod ics;
 pub mod setup;
@@ -170,6 +171,11 @@ pub struct SchedulingService {
     offer_micros: i64,
     reminders: Option<Reminders>,
     staff: Option<Arc<dyn StaffDirectory>>,
+    /// Directory resources as last decoded (`decoded`): read from the store on every call,
+    /// opened and parsed only when their version is new.
+    decoded: decoded::DecodedDirectory,
+    /// Calendars compiled from those bodies (`decoded::CompiledCalendars`).
+    compiled: decoded::CompiledCalendars,
 }
 
 impl std::fmt::Debug for SchedulingService {
@@ -202,7 +208,7 @@ fn bare<'a>(reference: &'a str, rt: &str) -> &'a str {
 /// An offer checked again before it is held or booked.
 struct Checked {
     /// Its calendar.
-    cal: Calendar,
+    cal: Arc<Calendar>,
     /// The visit's shape.
     shape: VisitShape,
     /// The written Slot it fills, if any.
@@ -213,7 +219,7 @@ struct Checked {
 
 /// A calendar with what the search found around it.
 struct Found {
-    cal: Calendar,
+    cal: Arc<Calendar>,
     slots: Vec<WrittenSlot>,
 }
 
@@ -234,6 +240,8 @@ impl SchedulingService {
             offer_micros: waitlist::OFFER_MINUTES * MINUTE,
             reminders: None,
             staff: None,
+            decoded: decoded::DecodedDirectory::default(),
+            compiled: decoded::CompiledCalendars::default(),
         }
     }
 
@@ -395,15 +403,14 @@ impl SchedulingService {
     pub(crate) async fn read_directory(
         &self,
         keys: Vec<(String, String)>,
-    ) -> Result<HashMap<String, Value>, RecordError> {
-        let core = self.records.core();
+    ) -> Result<HashMap<String, Arc<Value>>, RecordError> {
         let mut out = HashMap::new();
         if keys.is_empty() {
             return Ok(out);
         }
         for v in self.resources.read_many(&keys).await? {
-            let body = core.decode(&v).await?;
-            out.insert(format!("{}/{}", v.resource_type, v.id), body);
+            let (key, body) = self.decode_directory(&v).await?;
+            out.insert(key, body);
         }
         Ok(out)
     }
@@ -412,7 +419,7 @@ impl SchedulingService {
         &self,
         rt: &str,
         params: Vec<(String, String)>,
-    ) -> Result<Vec<Value>, RecordError> {
+    ) -> Result<Vec<Arc<Value>>, RecordError> {
         let core = self.records.core();
         let mut q = parse_query(core.definitions(), rt, &params, Handling::Strict)?;
         core.blind(&mut q)?;
@@ -425,16 +432,31 @@ impl SchedulingService {
         let found = self.resources.search(&q, &page).await?;
         let mut out = Vec::with_capacity(found.matches.len());
         for v in self.resources.read_many(&found.matches).await? {
-            out.push(core.decode(&v).await?);
+            out.push(self.decode_directory(&v).await?.1);
         }
         Ok(out)
+    }
+
+    /// A directory resource's body and its `Type/id`: decoded once per version
+    /// ([`decoded::DecodedDirectory`]).
+    async fn decode_directory(
+        &self,
+        v: &medmesh_store::StoredVersion,
+    ) -> Result<(String, Arc<Value>), RecordError> {
+        let key = format!("{}/{}", v.resource_type, v.id);
+        if let Some(body) = self.decoded.get(&key, v.version) {
+            return Ok((key, body));
+        }
+        let body = Arc::new(self.records.core().decode(v).await?);
+        self.decoded.put(key.clone(), v.version, Arc::clone(&body));
+        Ok((key, body))
     }
 
     /// The calendars of these Schedules (inactive and unreadable ones left out), with the
     /// Slots written on them in `window`.
     async fn calendars(
         &self,
-        schedules: Vec<Value>,
+        schedules: Vec<Arc<Value>>,
         window: Option<Interval>,
     ) -> Result<Vec<Found>, RecordError> {
         let mut wanted = Vec::new();
@@ -459,11 +481,31 @@ impl SchedulingService {
                     .find(|a| a.starts_with(&format!("{t}/")))
                     .and_then(|a| around.get(a))
             };
-            match calendar(s, find("PractitionerRole"), find("Location")) {
-                Ok(cal) => out.push(Found {
+            let (role, location) = (find("PractitionerRole"), find("Location"));
+            let key = format!(
+                "Schedule/{}",
+                s.get("id").and_then(Value::as_str).unwrap_or_default()
+            );
+            if let Some(cal) = self.compiled.get(&key, [Some(s), role, location]) {
+                out.push(Found {
                     cal,
                     slots: Vec::new(),
-                }),
+                });
+                continue;
+            }
+            match calendar(s, role.map(|r| &**r), location.map(|l| &**l)) {
+                Ok(cal) => {
+                    let cal = Arc::new(cal);
+                    self.compiled.put(
+                        key,
+                        [Some(Arc::clone(s)), role.cloned(), location.cloned()],
+                        Arc::clone(&cal),
+                    );
+                    out.push(Found {
+                        cal,
+                        slots: Vec::new(),
+                    });
+                }
                 Err(e) => tracing::debug!(error = %e, "schedule not bookable"),
             }
         }
@@ -744,7 +786,8 @@ impl SchedulingService {
                     .and_then(Value::as_str)
                     .map(|s| bare(s, "Schedule").to_string())
                     .unwrap_or_default();
-                slot_body = Some(body);
+                // Written on below: a copy of its own, not the one the cache keeps.
+                slot_body = Some(Arc::unwrap_or_clone(body));
             }
         }
         let schedules = self
@@ -831,7 +874,10 @@ impl SchedulingService {
         let orgs = self
             .read_directory(vec![("Organization".into(), id)])
             .await?;
-        Ok(orgs.get(org).map(BookingOptions::of).unwrap_or_default())
+        Ok(orgs
+            .get(org)
+            .map(|o| BookingOptions::of(o))
+            .unwrap_or_default())
     }
 
     /// The calendar a patient's bookings of one day are claimed on: named by a blind tag
