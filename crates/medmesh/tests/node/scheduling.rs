@@ -824,8 +824,71 @@ async fn an_offer_not_taken_passes_to_the_next_patient_on_postgres() {
     an_offer_not_taken_passes_to_the_next_patient(crate::harness::Db::Postgres).await;
 }
 
+/// `$find` keeps the directory bodies it decoded and the calendars it compiled
+/// (docs/scheduling.md): a change to a Schedule, or to the PractitionerRole under it, is
+/// seen by the very next call, also when another replica wrote it.
+async fn find_sees_each_change_to_a_calendar(node: Node) {
+    seed(&node, &[]).await;
+    patient(&node, "pa").await;
+    let replica = if node.is_postgres() {
+        Some(node.replica().await)
+    } else {
+        None
+    };
+    let writer = replica.as_ref().unwrap_or(&node);
+    let minutes = |p: &Value| {
+        let at = |f: &str| {
+            time::OffsetDateTime::parse(
+                p[f].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        };
+        (at("end") - at("start")).whole_minutes()
+    };
+    let who = |offers: &[Value]| -> Vec<String> {
+        let mut out: Vec<String> = offers
+            .iter()
+            .flat_map(|o| o["participant"].as_array().unwrap().clone())
+            .filter_map(|p| p["actor"]["reference"].as_str().map(str::to_string))
+            .filter(|r| r.starts_with("Practitioner/"))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    let before = find(&node, "pa", 3).await;
+    assert!(!before.is_empty());
+    assert_eq!(minutes(&before[0]), 20);
+    assert_eq!(who(&before), ["Practitioner/p1"]);
+    // The Schedule's visits become 45 minutes long.
+    let (s, _, mut schedule) = node.get("Schedule/s1").await;
+    assert_eq!(s, StatusCode::OK, "{schedule}");
+    schedule["serviceType"][0]["extension"][0]["valuePositiveInt"] = json!(45);
+    put(writer, "Schedule/s1", schedule).await;
+    let after = find(&node, "pa", 3).await;
+    assert!(!after.is_empty());
+    assert!(after.iter().all(|p| minutes(p) == 45), "{after:?}");
+    // The role under it now books another practitioner; the Schedule itself is unchanged.
+    put(
+        writer,
+        "Practitioner/p2",
+        json!({"resourceType": "Practitioner", "id": "p2", "name": [{"family": "Okafor"}]}),
+    )
+    .await;
+    let (s, _, mut role) = node.get("PractitionerRole/r1").await;
+    assert_eq!(s, StatusCode::OK, "{role}");
+    role["practitioner"] = json!({"reference": "Practitioner/p2"});
+    put(writer, "PractitionerRole/r1", role).await;
+    let moved = find(&node, "pa", 3).await;
+    assert!(!moved.is_empty());
+    assert_eq!(who(&moved), ["Practitioner/p2"]);
+    assert!(moved.iter().all(|p| minutes(p) == 45), "{moved:?}");
+}
+
 on_both_databases!(
     a_freed_time_goes_to_the_patient_who_waited_longest,
+    find_sees_each_change_to_a_calendar,
     find_spans_more_schedules_than_one_search_takes,
     the_directory_finds_by_specialty_place_plan_and_language,
     a_patient_finds_holds_books_and_cancels,
