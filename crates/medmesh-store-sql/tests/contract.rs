@@ -375,6 +375,110 @@ async fn resource_store(stores: Stores) {
     assert!(none.matches.is_empty() && none.next.is_none());
 }
 
+/// Several local references of one parameter (`$find`'s `schedule=Schedule/a,Schedule/b,...`)
+/// are one subquery: as the driver, as a per-row check beside another driver, and in a group
+/// of alternatives. References of mixed types, or with no type, still mean each what
+/// it says.
+async fn reference_lists(stores: Stores) {
+    let s = stores.records.clone();
+    let obs = |id: &str, subject: Option<&str>| {
+        let mut o = json!({"resourceType": "Observation", "id": id, "status": "final",
+            "code": {"text": "x"}, "performer": [{"reference": "Practitioner/x"}]});
+        if let Some(r) = subject {
+            o["subject"] = json!({"reference": r});
+        }
+        o
+    };
+    let mut tx = s.begin().await.unwrap();
+    for (id, subject) in [
+        ("oa", Some("Patient/a")),
+        ("ob", Some("Patient/b")),
+        ("oc", Some("Patient/c")),
+        ("ga", Some("Group/a")),
+        ("none", None),
+    ] {
+        tx.put(version("Observation", id, 1, 10, obs(id, subject)))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let defs = medmesh_fhir::definitions::definitions().unwrap();
+    let request = PageRequest {
+        count: 10,
+        cursor: None,
+        with_total: true,
+        snapshot: true,
+    };
+    let found = |q: medmesh_fhir::search::SearchQuery| {
+        let s = s.clone();
+        let request = request.clone();
+        async move {
+            let mut found: Vec<String> = s
+                .search(&q, &request)
+                .await
+                .unwrap()
+                .matches
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
+            found.sort();
+            found
+        }
+    };
+    let ids = |params: &[(&str, &str)]| {
+        found(
+            parse_query(
+                defs,
+                "Observation",
+                &params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<Vec<_>>(),
+                Handling::Strict,
+            )
+            .unwrap(),
+        )
+    };
+    assert_eq!(
+        ids(&[("subject", "Patient/a,Patient/b")]).await,
+        ["oa", "ob"]
+    );
+    assert_eq!(ids(&[("subject", "Patient/a,Patient/zz")]).await, ["oa"]);
+    // No type: any resource with that id.
+    assert_eq!(ids(&[("subject", "a,b")]).await, ["ga", "oa", "ob"]);
+    // Two types: each as written.
+    assert_eq!(ids(&[("subject", "Patient/a,Group/a")]).await, ["ga", "oa"]);
+    // Checked per row beside another driver.
+    assert_eq!(
+        ids(&[
+            ("performer", "Practitioner/x"),
+            ("subject", "Patient/b,Patient/c")
+        ])
+        .await,
+        ["ob", "oc"]
+    );
+    assert_eq!(
+        ids(&[
+            ("performer", "Practitioner/y"),
+            ("subject", "Patient/b,Patient/c")
+        ])
+        .await,
+        Vec::<String>::new()
+    );
+    let in_group = |param: &str, value: &str| {
+        let mut q = parse_query(defs, "Observation", &[], Handling::Strict).unwrap();
+        q.criteria
+            .push(medmesh_fhir::search::Criterion::AnyOf(vec![vec![
+                medmesh_fhir::search::parse_criterion(defs, "Observation", param, value).unwrap(),
+            ]]));
+        found(q)
+    };
+    assert_eq!(
+        in_group("subject", "Patient/a,Patient/c").await,
+        ["oa", "oc"]
+    );
+}
+
 /// Union parameters (`combo-*`) have no index rows of their own: search reads their members'
 /// (`combo-code` is `code` and `component-code`), for values, composites, `:not`,
 /// `:missing` and `_sort`, alone and beside another criterion.
@@ -1831,6 +1935,7 @@ contract!(
     patient_chain_and_map,
     resource_store,
     union_search,
+    reference_lists,
     trust_edge_store,
     notification_store,
     export_job_store,
