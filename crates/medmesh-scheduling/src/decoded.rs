@@ -133,16 +133,6 @@ impl CompiledCalendars {
     pub fn put(&self, key: String, from: CompiledFrom, calendar: Arc<Calendar>) {
         self.entries.insert(key, (from, calendar));
     }
-
-    /// How many calendars are kept.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether nothing is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -375,6 +375,59 @@ async fn resource_store(stores: Stores) {
     assert!(none.matches.is_empty() && none.next.is_none());
 }
 
+/// The ids `q` finds on `store` (a first page of ten): in its order when it sorts, else
+/// sorted.
+async fn found_ids(
+    store: &std::sync::Arc<dyn medmesh_store::RecordStore>,
+    q: medmesh_fhir::search::SearchQuery,
+) -> Vec<String> {
+    let request = PageRequest {
+        count: 10,
+        cursor: None,
+        with_total: true,
+        snapshot: true,
+    };
+    let mut found: Vec<String> = store
+        .search(&q, &request)
+        .await
+        .unwrap()
+        .matches
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    if q.sort.is_empty() {
+        found.sort();
+    }
+    found
+}
+
+/// An Observation search of `params`.
+fn observation_query(params: &[(&str, &str)]) -> medmesh_fhir::search::SearchQuery {
+    let defs = medmesh_fhir::definitions::definitions().unwrap();
+    parse_query(
+        defs,
+        "Observation",
+        &params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>(),
+        Handling::Strict,
+    )
+    .unwrap()
+}
+
+/// An Observation search of one criterion inside a group of alternatives, as a
+/// practitioner's reach writes them.
+fn observation_group_query(param: &str, value: &str) -> medmesh_fhir::search::SearchQuery {
+    let defs = medmesh_fhir::definitions::definitions().unwrap();
+    let mut q = parse_query(defs, "Observation", &[], Handling::Strict).unwrap();
+    q.criteria
+        .push(medmesh_fhir::search::Criterion::AnyOf(vec![vec![
+            medmesh_fhir::search::parse_criterion(defs, "Observation", param, value).unwrap(),
+        ]]));
+    q
+}
+
 /// Several local references of one parameter (`$find`'s `schedule=Schedule/a,Schedule/b,...`)
 /// are one subquery: as the driver, as a per-row check beside another driver, and in a group
 /// of alternatives. References of mixed types, or with no type, still mean each what
@@ -402,43 +455,7 @@ async fn reference_lists(stores: Stores) {
             .unwrap();
     }
     tx.commit().await.unwrap();
-    let defs = medmesh_fhir::definitions::definitions().unwrap();
-    let request = PageRequest {
-        count: 10,
-        cursor: None,
-        with_total: true,
-        snapshot: true,
-    };
-    let found = |q: medmesh_fhir::search::SearchQuery| {
-        let s = s.clone();
-        let request = request.clone();
-        async move {
-            let mut found: Vec<String> = s
-                .search(&q, &request)
-                .await
-                .unwrap()
-                .matches
-                .into_iter()
-                .map(|(_, id)| id)
-                .collect();
-            found.sort();
-            found
-        }
-    };
-    let ids = |params: &[(&str, &str)]| {
-        found(
-            parse_query(
-                defs,
-                "Observation",
-                &params
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect::<Vec<_>>(),
-                Handling::Strict,
-            )
-            .unwrap(),
-        )
-    };
+    let ids = |params: &[(&str, &str)]| found_ids(&s, observation_query(params));
     assert_eq!(
         ids(&[("subject", "Patient/a,Patient/b")]).await,
         ["oa", "ob"]
@@ -465,14 +482,7 @@ async fn reference_lists(stores: Stores) {
         .await,
         Vec::<String>::new()
     );
-    let in_group = |param: &str, value: &str| {
-        let mut q = parse_query(defs, "Observation", &[], Handling::Strict).unwrap();
-        q.criteria
-            .push(medmesh_fhir::search::Criterion::AnyOf(vec![vec![
-                medmesh_fhir::search::parse_criterion(defs, "Observation", param, value).unwrap(),
-            ]]));
-        found(q)
-    };
+    let in_group = |param: &str, value: &str| found_ids(&s, observation_group_query(param, value));
     assert_eq!(
         in_group("subject", "Patient/a,Patient/c").await,
         ["oa", "oc"]
@@ -509,47 +519,7 @@ async fn union_search(stores: Stores) {
     }
     tx.commit().await.unwrap();
 
-    let defs = medmesh_fhir::definitions::definitions().unwrap();
-    let request = PageRequest {
-        count: 10,
-        cursor: None,
-        with_total: true,
-        snapshot: true,
-    };
-    // The ids a query finds: in its order when it sorts, else sorted.
-    let found = |q: medmesh_fhir::search::SearchQuery| {
-        let s = s.clone();
-        let request = request.clone();
-        async move {
-            let mut found: Vec<String> = s
-                .search(&q, &request)
-                .await
-                .unwrap()
-                .matches
-                .into_iter()
-                .map(|(_, id)| id)
-                .collect();
-            if !q.sort.is_empty() {
-                return found;
-            }
-            found.sort();
-            found
-        }
-    };
-    let ids = |params: &[(&str, &str)]| {
-        found(
-            parse_query(
-                defs,
-                "Observation",
-                &params
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect::<Vec<_>>(),
-                Handling::Strict,
-            )
-            .unwrap(),
-        )
-    };
+    let ids = |params: &[(&str, &str)]| found_ids(&s, observation_query(params));
     // The root code and a component's code.
     assert_eq!(ids(&[("combo-code", "8480-6")]).await, ["bp", "note"]);
     assert_eq!(ids(&[("combo-code", "85354-9,8867-4")]).await, ["bp", "hr"]);
@@ -568,14 +538,7 @@ async fn union_search(stores: Stores) {
     // The same inside a group of alternatives, as a practitioner's reach puts the labels
     // hidden from them: bare codes are one subquery there, read from where the parameter's
     // rows are (`_id`'s from `resources`).
-    let in_group = |param: &str, value: &str| {
-        let mut q = parse_query(defs, "Observation", &[], Handling::Strict).unwrap();
-        q.criteria
-            .push(medmesh_fhir::search::Criterion::AnyOf(vec![vec![
-                medmesh_fhir::search::parse_criterion(defs, "Observation", param, value).unwrap(),
-            ]]));
-        found(q)
-    };
+    let in_group = |param: &str, value: &str| found_ids(&s, observation_group_query(param, value));
     assert_eq!(in_group("code:not", "85354-9,8867-4").await, ["note"]);
     assert_eq!(
         in_group("code:not", "85354-9,http://loinc.org|8867-4").await,
