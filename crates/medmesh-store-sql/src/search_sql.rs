@@ -375,33 +375,12 @@ fn criterion(
             any_of,
             negate,
         } => {
-            // Several bare codes are one subquery (`[NOT] IN (... code IN (a, b, c))`), not
-            // one per code. With `:not`, a practitioner's every search carries the labels
-            // hidden from them this way, and each extra subquery was one more probe per
-            // candidate row. Without it, SQLite met a dozen `OR`ed subqueries (a chart's probe
-            // for the labels consent hides) by scanning every resource of the node and
-            // checking each against every list (bench/README.md, issue 16).
-            if *kind == SearchParamType::Token
-                && let Some(codes) = code_list(any_of)
-            {
-                rows_subquery(sql, r, &x, t, rows_of(*kind, code), *negate, code);
-                sql.push(&format!(" AND {x}.code IN ("))
-                    .str_list(&codes)
-                    .push("))");
-                return Ok(());
-            }
-            // The same for several local references of one type (`schedule=Schedule/a,
-            // Schedule/b,...`): one `target_id IN (...)` subquery, which the reference
-            // index's (res_type, param, target_id, target_type) answers. As a hundred `OR`ed
-            // subqueries, PostgreSQL took 15 ms over a node of 6,000 patients, growing with
-            // the node (`$find`'s Slot search, bench/README.md, issue 18).
-            if *kind == SearchParamType::Reference
-                && rows_of(*kind, code) == "idx_reference"
-                && let Some((target, ids)) = reference_list(any_of)
-            {
-                rows_subquery(sql, r, &x, t, rows_of(*kind, code), *negate, code);
-                reference_list_sql(sql, &x, target, &ids);
-                sql.push(")");
+            // Several bare codes, or several local references of one type, are one subquery
+            // (`[NOT] IN (... code IN (a, b, c))`), not one per value ([`ValueList`]).
+            let table = rows_of(*kind, code);
+            if let Some(list) = ValueList::of(table, any_of) {
+                rows_subquery(sql, r, &x, t, table, *negate, code);
+                list.push(sql, &x);
                 return Ok(());
             }
             sql.push("(");
@@ -546,13 +525,52 @@ fn reference_list(any_of: &[ValuePredicate]) -> Option<(Option<&str>, Vec<&str>)
     target.map(|t| (t, ids))
 }
 
-/// ` AND x.target_id IN (...)`, and the target type when the references name one.
-fn reference_list_sql(sql: &mut Sql, x: &str, target: Option<&str>, ids: &[&str]) {
-    sql.push(&format!(" AND {x}.target_id IN ("))
-        .str_list(ids)
-        .push(")");
-    if let Some(t) = target {
-        sql.push(&format!(" AND {x}.target_type = ")).str(t);
+/// Several values of one parameter that differ in one column only, written as one `IN` list:
+/// one subquery, or one per-row check, where one per value made the planners scan. As a
+/// dozen `OR`ed subqueries (the chart's probe for the labels consent hides), SQLite scanned
+/// every resource of the node (issue 16); as a hundred (`$find`'s Slot search over its
+/// schedules), PostgreSQL took 15 ms over a node of 6,000 patients (issue 18;
+/// bench/README.md). With `:not`, a practitioner's every search carries the labels hidden
+/// from them as one such list.
+enum ValueList<'a> {
+    /// Bare codes (any system): `code IN (...)`. Only a token parameter's values are tokens.
+    Codes(Vec<&'a str>),
+    /// Local references by id, all of one type or all of none: `target_id IN (...)`, and
+    /// `target_type = T` when they name one.
+    References(Option<&'a str>, Vec<&'a str>),
+}
+
+impl<'a> ValueList<'a> {
+    /// The list `any_of` makes as rows of `table`, if its values make one.
+    fn of(table: &str, any_of: &'a [ValuePredicate]) -> Option<Self> {
+        if let Some(codes) = code_list(any_of) {
+            return Some(Self::Codes(codes));
+        }
+        if table != "idx_reference" {
+            return None;
+        }
+        reference_list(any_of).map(|(target, ids)| Self::References(target, ids))
+    }
+
+    /// ` AND x.column IN (...)` on the rows' alias `x`, and the `)` that closes the subquery
+    /// or the per-row check it ends.
+    fn push(&self, sql: &mut Sql, x: &str) {
+        match self {
+            Self::Codes(codes) => {
+                sql.push(&format!(" AND {x}.code IN ("))
+                    .str_list(codes)
+                    .push(")");
+            }
+            Self::References(target, ids) => {
+                sql.push(&format!(" AND {x}.target_id IN ("))
+                    .str_list(ids)
+                    .push(")");
+                if let Some(t) = target {
+                    sql.push(&format!(" AND {x}.target_type = ")).str(t);
+                }
+            }
+        }
+        sql.push(")");
     }
 }
 
@@ -619,19 +637,10 @@ fn correlated(sql: &mut Sql, c: &Criterion, rt: &str, now: i64) -> Result<bool, 
     });
     sql.push(&format!("{table} c WHERE c.rid = r.rid AND c.param = "))
         .str(code);
-    // Several bare codes are one list, which the `rid` index's (rid, param, code) answers.
-    if let Some(preds) = preds
-        && let Some(codes) = code_list(preds)
-    {
-        sql.push(" AND c.code IN (").str_list(&codes).push("))");
-        return Ok(true);
-    }
-    if table == "idx_reference"
-        && let Some(preds) = preds
-        && let Some((target, ids)) = reference_list(preds)
-    {
-        reference_list_sql(sql, "c", target, &ids);
-        sql.push(")");
+    // Several values as one list, which the `rid` index's (rid, param, code) or
+    // (rid, param, target_id) answers.
+    if let Some(list) = preds.and_then(|p| ValueList::of(table, p)) {
+        list.push(sql, "c");
         return Ok(true);
     }
     if let Some(preds) = preds {
