@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use medmesh_audit::AuditEntry;
 use medmesh_audit::chain::{Chainer, PatientHead};
 use medmesh_audit::map::{MapChanges, MapKey, MapNodeId};
 use medmesh_audit::merkle::{Frontier, Hash, NodeId, home_of, leaf_hash};
 use medmesh_store::{
-    AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, MapHead, PatientRow, RowPages,
-    ScannedLeaf, StoreError, StoredCheckpoint, StoredCosignature,
+    AuditLogStore, DerivedRow, LeafPage, LeafPages, LogHead, LogKeyRecord, LoggedEntry, MapHead,
+    PatientRow, RowPages, ScannedLeaf, StoreError, StoredCheckpoint, StoredCosignature,
 };
 
 use crate::exec::Exec;
@@ -457,6 +457,14 @@ fn entry_from(mut r: Row) -> Result<LoggedEntry, StoreError> {
 const LEAF_COLS: [Col; 5] = [Col::I64, Col::Bytes, Col::Bytes, Col::I64, Col::Str];
 /// A pass over `audit_patient`, before any key condition.
 const PATIENT_ROWS: &str = "SELECT leaf_index, patient_id FROM audit_patient";
+/// A pass over the stored patient map's heads, before any key condition.
+const MAP_HEAD_ROWS: &str =
+    "SELECT map_key, entry_count, last_index, last_hash FROM audit_map_heads";
+/// A pass over the stored patient map's nodes, before any key condition.
+const MAP_NODE_ROWS: &str = "SELECT level, node_index, hash FROM audit_map_nodes";
+/// A pass over the chain heads, before any key condition.
+const CHAIN_HEAD_ROWS: &str =
+    "SELECT patient_id, entry_count, last_index, last_hash FROM audit_chain_heads";
 /// Columns of a pass over `audit_patient`.
 const PATIENT_COLS: [Col; 2] = [Col::I64, Col::Str];
 /// Rows per page when a pass pages through the pool.
@@ -464,14 +472,38 @@ const PASS_PAGE: i64 = 4096;
 /// Pages read ahead of the caller when a pass pages through the pool.
 const PASS_AHEAD: usize = 4;
 
-fn leaf_from(mut r: Row) -> Result<ScannedLeaf, StoreError> {
-    Ok(ScannedLeaf {
+/// A leaf read through the pool, before it is packed into its page.
+struct PooledLeaf {
+    index: u64,
+    entry: Vec<u8>,
+    nodes: Vec<u8>,
+    time_micros: i64,
+    actor: String,
+}
+
+fn leaf_from(mut r: Row) -> Result<PooledLeaf, StoreError> {
+    Ok(PooledLeaf {
         index: u64_of(r.i64(0)?)?,
         entry: r.take_bytes(1)?,
         nodes: r.take_bytes(2)?,
         time_micros: r.i64(3)?,
         actor: r.take_string(4)?,
     })
+}
+
+/// A page read through the pool, packed.
+fn leaf_page(leaves: Vec<PooledLeaf>) -> LeafPage {
+    let mut page = LeafPage::with_capacity(leaves.len(), 512);
+    for l in &leaves {
+        page.push(ScannedLeaf {
+            index: l.index,
+            entry: &l.entry,
+            nodes: &l.nodes,
+            time_micros: l.time_micros,
+            actor: l.actor.as_bytes(),
+        });
+    }
+    page
 }
 
 fn patient_row_from(mut r: Row) -> Result<PatientRow, StoreError> {
@@ -644,7 +676,7 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
             .collect()
     }
 
-    fn scan_leaves(&self, from: u64, to: u64) -> RowPages<ScannedLeaf> {
+    fn scan_leaves(&self, from: u64, to: u64) -> LeafPages {
         let (lo, hi) = match (i64_of(from), i64_of(to.min(i64::MAX as u64))) {
             (Ok(lo), Ok(hi)) => (lo, hi),
             (Err(e), _) | (_, Err(e)) => return futures::stream::once(async { Err(e) }).boxed(),
@@ -664,10 +696,7 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
             }
             sql
         };
-        if let Some(pages) = self
-            .backend()
-            .scan(statement(lo, None), &LEAF_COLS, leaf_from)
-        {
+        if let Some(pages) = self.backend().scan_leaf_pages(statement(lo, None)) {
             return pages;
         }
         paged(
@@ -680,9 +709,11 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
                 };
                 Ok(statement(start, Some(PASS_PAGE)))
             },
-            |leaf: &ScannedLeaf| leaf.index,
+            |leaf: &PooledLeaf| leaf.index,
             leaf_from,
         )
+        .map_ok(leaf_page)
+        .boxed()
     }
 
     fn scan_patient_rows(&self) -> RowPages<PatientRow> {
@@ -1081,14 +1112,16 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
 
     fn scan_map_heads(&self) -> RowPages<(MapKey, PatientHead)> {
         let d = self.dialect();
+        let mut whole = Sql::new(d, MAP_HEAD_ROWS);
+        whole.push(" ORDER BY bucket, map_key");
+        if let Some(pages) = self.backend().scan(whole, &MAP_HEAD_COLS, map_head_from) {
+            return pages;
+        }
         paged(
             self.backend_arc(),
             &MAP_HEAD_COLS,
             move |after: Option<&MapKey>| {
-                let mut sql = Sql::new(
-                    d,
-                    "SELECT map_key, entry_count, last_index, last_hash FROM audit_map_heads",
-                );
+                let mut sql = Sql::new(d, MAP_HEAD_ROWS);
                 if let Some(key) = after {
                     sql.push(" WHERE (bucket, map_key) > (")
                         .int(i64_of(key.bucket())?)
@@ -1106,14 +1139,18 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
 
     fn scan_chain_heads(&self) -> RowPages<(String, PatientHead)> {
         let d = self.dialect();
+        if let Some(pages) = self.backend().scan(
+            Sql::new(d, CHAIN_HEAD_ROWS),
+            &CHAIN_HEAD_COLS,
+            chain_head_from,
+        ) {
+            return pages;
+        }
         paged(
             self.backend_arc(),
             &CHAIN_HEAD_COLS,
             move |after: Option<&String>| {
-                let mut sql = Sql::new(
-                    d,
-                    "SELECT patient_id, entry_count, last_index, last_hash FROM audit_chain_heads",
-                );
+                let mut sql = Sql::new(d, CHAIN_HEAD_ROWS);
                 if let Some(p) = after {
                     sql.push(" WHERE patient_id > ").str(p);
                 }
@@ -1125,15 +1162,31 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
         )
     }
 
-    async fn all_map_nodes(&self) -> Result<HashMap<MapNodeId, Hash>, StoreError> {
-        let mut conn = self.backend().conn().await?;
-        conn.fetch(
-            self.sql("SELECT level, node_index, hash FROM audit_map_nodes"),
+    fn scan_map_nodes(&self) -> RowPages<(MapNodeId, Hash)> {
+        let d = self.dialect();
+        if let Some(pages) =
+            self.backend()
+                .scan(Sql::new(d, MAP_NODE_ROWS), &MAP_NODE_COLS, map_node_from)
+        {
+            return pages;
+        }
+        paged(
+            self.backend_arc(),
             &MAP_NODE_COLS,
+            move |after: Option<&MapNodeId>| {
+                let mut sql = Sql::new(d, MAP_NODE_ROWS);
+                if let Some((level, index)) = after {
+                    sql.push(" WHERE (level, node_index) > (")
+                        .int(i64::from(*level))
+                        .push(", ")
+                        .int(i64_of(*index)?)
+                        .push(")");
+                }
+                sql.push(" ORDER BY level, node_index").limit(PASS_PAGE);
+                Ok(sql)
+            },
+            |row: &(MapNodeId, Hash)| row.0,
+            map_node_from,
         )
-        .await?
-        .into_iter()
-        .map(map_node_from)
-        .collect()
     }
 }

@@ -18,6 +18,7 @@ pub use crate::sqlite_writer::SqliteTx;
 use crate::sqlite_writer::{self as writer, Writer};
 use crate::store::Backend;
 use medmesh_store::RowPages;
+use rusqlite::types::ValueRef;
 
 /// SQLite connections: a pool of readers (sqlx), and one writer whose transactions run inline
 /// (`sqlite_writer`). Writers are serialized in-process by the writer's lock and
@@ -148,16 +149,71 @@ impl Backend for SqliteBackend {
         cols: &'static [Col],
         decode: fn(Row) -> Result<T, StoreError>,
     ) -> Option<RowPages<T>> {
-        let (pages, received) = tokio::sync::mpsc::channel(SCAN_AHEAD);
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = scan_file(&path, &sql, cols, decode, &pages) {
-                // The receiver may be gone already: then no one is waiting for the error.
-                let _ = pages.blocking_send(Err(e));
-            }
-        });
-        Some(crate::store::pages_of(received))
+        let new_page = || Vec::with_capacity(SCAN_PAGE);
+        let push = move |row: &rusqlite::Row<'_>, page: &mut Vec<T>| {
+            page.push(decode(writer::decode(row, cols)?)?);
+            Ok(page.len())
+        };
+        Some(crate::store::pages_of(scan_in_background(
+            self.path.clone(),
+            sql,
+            new_page,
+            push,
+        )))
     }
+
+    /// As [`Self::scan`], with each leaf copied straight from SQLite's row into its page.
+    fn scan_leaf_pages(&self, sql: Sql) -> Option<medmesh_store::LeafPages> {
+        let new_page = || medmesh_store::LeafPage::with_capacity(SCAN_PAGE, 512);
+        let push = |row: &rusqlite::Row<'_>, page: &mut medmesh_store::LeafPage| {
+            let int = |i: usize| match row.get_ref(i).map_err(writer::map_err)? {
+                ValueRef::Integer(n) => Ok(n),
+                _ => Err(StoreError::Invalid(format!(
+                    "unexpected column type at {i}"
+                ))),
+            };
+            let bytes = |i: usize| match row.get_ref(i).map_err(writer::map_err)? {
+                ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b),
+                _ => Err(StoreError::Invalid(format!(
+                    "unexpected column type at {i}"
+                ))),
+            };
+            let index = u64::try_from(int(0)?)
+                .map_err(|_| StoreError::Invalid("a negative leaf index".into()))?;
+            page.push(medmesh_store::ScannedLeaf {
+                index,
+                entry: bytes(1)?,
+                nodes: bytes(2)?,
+                time_micros: int(3)?,
+                actor: bytes(4)?,
+            });
+            Ok(page.len())
+        };
+        Some(crate::store::pages_of(scan_in_background(
+            self.path.clone(),
+            sql,
+            new_page,
+            push,
+        )))
+    }
+}
+
+/// Steps `sql` on a blocking thread of its own and sends its rows in pages, each page made
+/// by `new_page` and filled by `push` (which returns the page's length).
+fn scan_in_background<P: Send + 'static>(
+    path: PathBuf,
+    sql: Sql,
+    new_page: impl Fn() -> P + Send + 'static,
+    push: impl FnMut(&rusqlite::Row<'_>, &mut P) -> Result<usize, StoreError> + Send + 'static,
+) -> tokio::sync::mpsc::Receiver<Result<P, StoreError>> {
+    let (pages, received) = tokio::sync::mpsc::channel(SCAN_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = scan_file(&path, &sql, new_page, push, &pages) {
+            // The receiver may be gone already: then no one is waiting for the error.
+            let _ = pages.blocking_send(Err(e));
+        }
+    });
+    received
 }
 
 /// Rows sqlx's worker thread may hold for its task before it waits: more than a search page's
@@ -169,17 +225,18 @@ const ROW_BUFFER: usize = 2048;
 const SCAN_PAGE: usize = 4096;
 /// How much of the file a scan maps (SQLite maps no more than the file's size).
 const SCAN_MMAP_BYTES: i64 = 1 << 40;
-/// Pages a scan reads ahead of its caller.
-const SCAN_AHEAD: usize = 4;
+/// Pages a scan reads ahead of its caller (room for `audit verify`'s pages being hashed
+/// while the reader goes on).
+const SCAN_AHEAD: usize = 8;
 
-/// Steps `sql` over the file at `path` and sends its rows, read as `cols` and turned into
-/// `T` by `decode`, in pages. Stops quietly when the receiver is dropped.
-fn scan_file<T>(
+/// Steps `sql` over the file at `path` and sends its rows in pages of [`SCAN_PAGE`], each
+/// made by `new_page` and filled by `push`. Stops quietly when the receiver is dropped.
+fn scan_file<P>(
     path: &Path,
     sql: &Sql,
-    cols: &[Col],
-    decode: fn(Row) -> Result<T, StoreError>,
-    pages: &tokio::sync::mpsc::Sender<Result<Vec<T>, StoreError>>,
+    new_page: impl Fn() -> P,
+    mut push: impl FnMut(&rusqlite::Row<'_>, &mut P) -> Result<usize, StoreError>,
+    pages: &tokio::sync::mpsc::Sender<Result<P, StoreError>>,
 ) -> Result<(), StoreError> {
     use rusqlite::OpenFlags;
     let conn = rusqlite::Connection::open_with_flags(
@@ -195,17 +252,19 @@ fn scan_file<T>(
     let mut statement = conn.prepare(&sql.text).map_err(writer::map_err)?;
     writer::bind(&mut statement, &sql.args)?;
     let mut rows = statement.raw_query();
-    let mut page = Vec::with_capacity(SCAN_PAGE);
+    let mut page = new_page();
+    let mut len = 0;
     while let Some(row) = rows.next().map_err(writer::map_err)? {
-        page.push(decode(writer::decode(row, cols)?)?);
-        if page.len() == SCAN_PAGE {
-            let full = std::mem::replace(&mut page, Vec::with_capacity(SCAN_PAGE));
+        len = push(row, &mut page)?;
+        if len == SCAN_PAGE {
+            let full = std::mem::replace(&mut page, new_page());
+            len = 0;
             if pages.blocking_send(Ok(full)).is_err() {
                 return Ok(());
             }
         }
     }
-    if !page.is_empty() {
+    if len > 0 {
         let _ = pages.blocking_send(Ok(page));
     }
     Ok(())

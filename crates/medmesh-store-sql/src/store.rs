@@ -20,9 +20,9 @@ use crate::search_sql::{self, Cursor};
 use crate::sql::{Arg, Col, Dialect, Row, Sql};
 
 /// The stream over the pages a reader task sends.
-pub(crate) fn pages_of<T: Send + 'static>(
-    received: tokio::sync::mpsc::Receiver<Result<Vec<T>, StoreError>>,
-) -> medmesh_store::RowPages<T> {
+pub(crate) fn pages_of<P: Send + 'static>(
+    received: tokio::sync::mpsc::Receiver<Result<P, StoreError>>,
+) -> futures::stream::BoxStream<'static, Result<P, StoreError>> {
     use futures::StreamExt;
     futures::stream::unfold(received, |mut r| async move {
         r.recv().await.map(|page| (page, r))
@@ -68,6 +68,11 @@ pub trait Backend: Send + Sync + 'static {
         _cols: &'static [Col],
         _decode: fn(Row) -> Result<T, StoreError>,
     ) -> Option<medmesh_store::RowPages<T>> {
+        None
+    }
+    /// As [`Self::scan`], over `audit_log`'s leaves (`leaf_index, entry, nodes, time_micros,
+    /// actor`), each copied straight into a packed [`medmesh_store::LeafPage`].
+    fn scan_leaf_pages(&self, _sql: Sql) -> Option<medmesh_store::LeafPages> {
         None
     }
 }

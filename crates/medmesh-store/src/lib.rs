@@ -24,8 +24,8 @@ pub mod prelude {
 }
 
 pub use audit_log::{
-    AuditLogStore, DerivedRow, LogHead, LogKeyRecord, LoggedEntry, MapHead, PatientRow, RowPages,
-    ScannedLeaf, StoredCheckpoint, StoredCosignature,
+    AuditLogStore, DerivedRow, LeafPage, LeafPages, LogHead, LogKeyRecord, LoggedEntry, MapHead,
+    PatientRow, RowPages, ScannedLeaf, StoredCheckpoint, StoredCosignature,
 };
 pub use blobs::{BlobError, BlobStore, BlobStream, BlobUpload};
 pub use booking::{BookingStore, BookingTx, ClaimedTime, TimeClaim, provisional};
