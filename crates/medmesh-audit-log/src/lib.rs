@@ -757,8 +757,15 @@ pub async fn verify_log(
         named.merge(&page.named);
     }
     drop(pages);
+    // The chain heads are compared on another core while this one derives the map's root.
+    let chain_heads = maps.compare_chain_heads_beside(head.size).await?;
     maps.at(head.size, &mut derived).await?;
-    maps.compare_chain_heads(head.size, &mut derived).await?;
+    let wrong = chain_heads.await.map_err(StoreError::backend)?;
+    if wrong > 0 {
+        derived.differ(format!(
+            "{wrong} chain head row(s) differ from the newest entries of their patients"
+        ));
+    }
     let stored = (&mut stored_pass.0).await.map_err(StoreError::backend)??;
     if !named.same_as(&stored.digest) {
         name_patient_row_differences(store, head.size, &mut derived).await?;
@@ -931,7 +938,7 @@ struct MapCheck<'a> {
 #[derive(Default)]
 struct BesideRows {
     map_heads: Vec<(MapKey, PatientHead)>,
-    map_nodes: std::collections::HashMap<MapNodeId, Hash>,
+    map_nodes: foldhash::HashMap<MapNodeId, Hash>,
     chain_heads: Vec<(String, PatientHead)>,
 }
 
@@ -1017,41 +1024,42 @@ impl MapCheck<'_> {
         Ok(&mut self.beside)
     }
 
-    /// Compares the appender's chain heads with the derived ones (rows a concurrent append
-    /// moved past `size` are left alone).
-    async fn compare_chain_heads(
+    /// Starts comparing the appender's chain heads with the derived ones on a blocking
+    /// thread (rows a concurrent append moved past `size` are left alone); the handle gives
+    /// how many differ.
+    async fn compare_chain_heads_beside(
         &mut self,
         size: u64,
-        derived: &mut DerivedCheck,
-    ) -> Result<(), StoreError> {
-        let mut stored: std::collections::HashMap<String, PatientHead> =
-            std::collections::HashMap::new();
-        let mut moved_on = std::collections::HashSet::new();
-        for (patient, head) in std::mem::take(&mut self.beside_rows().await?.chain_heads) {
-            if head.index < size {
-                stored.insert(patient, head);
-            } else {
-                moved_on.insert(patient);
+    ) -> Result<tokio::task::JoinHandle<u64>, StoreError> {
+        let stored_rows = std::mem::take(&mut self.beside_rows().await?.chain_heads);
+        let derived: Vec<(Box<str>, PatientHead, bool)> = self
+            .chains
+            .heads()
+            .map(|(p, head, linked)| (p.into(), *head, linked))
+            .collect();
+        Ok(tokio::task::spawn_blocking(move || {
+            let mut stored: foldhash::HashMap<&str, PatientHead> = foldhash::HashMap::default();
+            let mut moved_on: foldhash::HashSet<&str> = foldhash::HashSet::default();
+            for (patient, head) in &stored_rows {
+                if head.index < size {
+                    stored.insert(patient, *head);
+                } else {
+                    moved_on.insert(patient);
+                }
             }
-        }
-        let mut wrong = 0u64;
-        for (patient, head, linked) in self.chains.heads() {
-            if moved_on.contains(patient) {
-                continue;
+            let mut wrong = 0u64;
+            for (patient, head, linked) in &derived {
+                if moved_on.contains(&**patient) {
+                    continue;
+                }
+                match stored.remove(&**patient) {
+                    Some(row) if row == *head => {}
+                    None if !linked => {}
+                    _ => wrong += 1,
+                }
             }
-            match stored.remove(patient) {
-                Some(row) if row == *head => {}
-                None if !linked => {}
-                _ => wrong += 1,
-            }
-        }
-        wrong += stored.len() as u64;
-        if wrong > 0 {
-            derived.differ(format!(
-                "{wrong} chain head row(s) differ from the newest entries of their patients"
-            ));
-        }
-        Ok(())
+            wrong + stored.len() as u64
+        }))
     }
 
     /// Compares the stored heads and nodes with the derived ones.

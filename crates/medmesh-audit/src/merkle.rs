@@ -247,7 +247,16 @@ impl Frontier {
     /// Appends a leaf hash. Returns the hashes of the nodes it completes, in the order of
     /// [`nodes_completed_by`]: the leaf first, then each parent it closes.
     pub fn push(&mut self, leaf: Hash) -> Vec<Hash> {
-        let mut completed = vec![leaf];
+        let mut completed = Vec::new();
+        self.push_into(leaf, &mut completed);
+        completed
+    }
+
+    /// [`Self::push`] into the caller's buffer (cleared first): `audit verify` pushes every
+    /// leaf of the log and reuses one.
+    pub fn push_into(&mut self, leaf: Hash, completed: &mut Vec<Hash>) {
+        completed.clear();
+        completed.push(leaf);
         let mut hash = leaf;
         let mut index = self.size;
         while index % 2 == 1 {
@@ -259,7 +268,6 @@ impl Frontier {
         }
         self.peaks.push(hash);
         self.size += 1;
-        completed
     }
 
     /// The tree head: RFC 9162's MTH over all leaves; `None` for the empty tree.

@@ -13,7 +13,7 @@
 //! verifier can only name the range between the last good checkpoint and that one.
 
 use crate::checkpoint::{LogVerifierKey, TreeHead};
-use crate::merkle::{Frontier, Hash, leaf_hash, nodes_completed_by};
+use crate::merkle::{Frontier, Hash, leaf_hash};
 
 /// The first thing found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -99,6 +99,8 @@ pub struct LogVerifier {
     pending: Vec<TreeHead>,
     checked: usize,
     last_good: u64,
+    /// The nodes the last leaf completed (one buffer for every leaf).
+    completed: Vec<Hash>,
 }
 
 impl LogVerifier {
@@ -129,6 +131,7 @@ impl LogVerifier {
             pending,
             checked: 0,
             last_good: 0,
+            completed: Vec::new(),
         };
         // A checkpoint of the empty log has nothing to check but its signature.
         while v.pending.last().is_some_and(|h| h.size == 0) {
@@ -162,13 +165,15 @@ impl LogVerifier {
                 found: index,
             });
         }
-        let completed = self.frontier.push(leaf);
-        let ids = nodes_completed_by(index);
+        let completed = &mut self.completed;
+        self.frontier.push_into(leaf, completed);
         if stored.len() != 32 * completed.len() {
             return Err(LogProblem::Modified(index));
         }
-        for ((hash, have), (level, node)) in completed.iter().zip(stored.chunks_exact(32)).zip(ids)
-        {
+        // The nodes come in the order of `merkle::nodes_completed_by`: at each level, the one whose
+        // subtree ends at this leaf.
+        for (level, (hash, have)) in completed.iter().zip(stored.chunks_exact(32)).enumerate() {
+            let node = index >> level;
             if hash.as_slice() != have {
                 return Err(if level == 0 {
                     LogProblem::Modified(index)
@@ -314,6 +319,18 @@ mod tests {
                 found: 50
             })
         );
+
+        // Leaf 39 completes a node at each of levels 0 to 3; the one at level 2 covers
+        // entries 36 to 39.
+        let mut node_edited = log(100, 10).0;
+        node_edited.rows[39].2[64] ^= 1;
+        assert_eq!(
+            run(&node_edited, &key),
+            Err(LogProblem::Rewritten { from: 36, to: 39 })
+        );
+        let mut node_dropped = log(100, 10).0;
+        node_dropped.rows[39].2.truncate(96);
+        assert_eq!(run(&node_dropped, &key), Err(LogProblem::Modified(39)));
 
         let mut truncated = log(100, 10).0;
         truncated.rows.truncate(95);
