@@ -825,7 +825,7 @@ fn signed_map_roots(
 
 /// Pages of leaves hashed ahead of the tree. The reader, the hashing and the fold each take
 /// about a third of the work on two cores; with two pages ahead, a stage often waited for the
-/// next (~75% of the cores busy; four measured 1.15 to 1.25× as fast).
+/// next (~75% of the cores busy; four were 1.1 to 1.2× as fast in one set of runs).
 const PAGES_HASHED_AHEAD: usize = 4;
 /// A page of leaves with what can be computed for each leaf alone.
 struct HashedPage {
