@@ -154,29 +154,21 @@ impl Backend for SqliteBackend {
             page.push(decode(writer::decode(row, cols)?)?);
             Ok(page.len())
         };
-        Some(crate::store::pages_of(scan_in_background(
-            self.path.clone(),
-            sql,
-            new_page,
-            push,
-        )))
+        Some(scan_in_background(self.path.clone(), sql, new_page, push))
     }
 
     /// As [`Self::scan`], with each leaf copied straight from SQLite's row into its page.
     fn scan_leaf_pages(&self, sql: Sql) -> Option<medmesh_store::LeafPages> {
         let new_page = || medmesh_store::LeafPage::with_capacity(SCAN_PAGE, 512);
         let push = |row: &rusqlite::Row<'_>, page: &mut medmesh_store::LeafPage| {
+            let wrong = |i: usize| StoreError::Invalid(format!("unexpected column type at {i}"));
             let int = |i: usize| match row.get_ref(i).map_err(writer::map_err)? {
                 ValueRef::Integer(n) => Ok(n),
-                _ => Err(StoreError::Invalid(format!(
-                    "unexpected column type at {i}"
-                ))),
+                _ => Err(wrong(i)),
             };
             let bytes = |i: usize| match row.get_ref(i).map_err(writer::map_err)? {
                 ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b),
-                _ => Err(StoreError::Invalid(format!(
-                    "unexpected column type at {i}"
-                ))),
+                _ => Err(wrong(i)),
             };
             let index = u64::try_from(int(0)?)
                 .map_err(|_| StoreError::Invalid("a negative leaf index".into()))?;
@@ -189,23 +181,18 @@ impl Backend for SqliteBackend {
             });
             Ok(page.len())
         };
-        Some(crate::store::pages_of(scan_in_background(
-            self.path.clone(),
-            sql,
-            new_page,
-            push,
-        )))
+        Some(scan_in_background(self.path.clone(), sql, new_page, push))
     }
 }
 
-/// Steps `sql` on a blocking thread of its own and sends its rows in pages, each page made
+/// Steps `sql` on a blocking thread of its own and yields its rows in pages, each page made
 /// by `new_page` and filled by `push` (which returns the page's length).
 fn scan_in_background<P: Send + 'static>(
     path: PathBuf,
     sql: Sql,
     new_page: impl Fn() -> P + Send + 'static,
     push: impl FnMut(&rusqlite::Row<'_>, &mut P) -> Result<usize, StoreError> + Send + 'static,
-) -> tokio::sync::mpsc::Receiver<Result<P, StoreError>> {
+) -> futures::stream::BoxStream<'static, Result<P, StoreError>> {
     let (pages, received) = tokio::sync::mpsc::channel(SCAN_AHEAD);
     tokio::task::spawn_blocking(move || {
         if let Err(e) = scan_file(&path, &sql, new_page, push, &pages) {
@@ -213,7 +200,7 @@ fn scan_in_background<P: Send + 'static>(
             let _ = pages.blocking_send(Err(e));
         }
     });
-    received
+    crate::store::pages_of(received)
 }
 
 /// Rows sqlx's worker thread may hold for its task before it waits: more than a search page's
