@@ -111,6 +111,8 @@ for (const kind of ['sqlite', 'postgres']) {
       assert.equal(exported.resourceType, 'Bundle');
       assert.ok(exported.entry.length >= 300, `the whole record: ${exported.entry.length} resources`);
       assert.ok(exported.entry.some((e) => e.resource.resourceType === 'Patient' && e.resource.id === patient));
+      // The radio is its own size, on its words' line (it once took the form's width).
+      assert.ok((await page.locator('#research-in').boundingBox()).width < 40, 'the research radio is its own size');
       await page.check('#research-in');
       await Promise.all([page.waitForURL('**/my-data'), page.click('#research button[type=submit]')]);
       assert.match(await page.locator('#research-now').textContent(), /You allowed research use on/);

@@ -167,6 +167,15 @@ test('appointments in the portal', async () => {
     await ada.goto(`${node.base}/appointments`);
     assert.match(await ada.locator('#mine tbody').textContent(), /Arrived/);
 
+    // Each choice's radio sits on its words' line, before them (a full-width radio once
+    // sat centred above its label).
+    for (const value of ['busy', 'detailed']) {
+      const radio = await ada.locator(`#feed input[value=${value}]`).boundingBox();
+      const label = await ada.locator('#feed label', { has: ada.locator(`input[value=${value}]`) }).boundingBox();
+      assert.ok(radio.width < 40, `the ${value} radio is its own size, not the form's width`);
+      assert.ok(label.height < 2 * radio.height + 8, `the ${value} radio and its words share a line`);
+    }
+
     // The patient's private calendar link: times only by default; the link is shown once,
     // is an iCalendar feed, and stops working when the patient stops it.
     await ada.getByRole('button', { name: 'Make a new link' }).click();
