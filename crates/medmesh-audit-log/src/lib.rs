@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use medmesh_audit::AuditEntry;
 use medmesh_audit::StoredBeside;
 use medmesh_audit::chain::PatientHead;
@@ -944,21 +944,15 @@ struct BesideRows {
 
 /// Reads the three passes of [`BesideRows`] to the end.
 async fn read_beside_rows(
-    mut map_heads: RowPages<(MapKey, PatientHead)>,
-    mut map_nodes: RowPages<(MapNodeId, Hash)>,
-    mut chain_heads: RowPages<(String, PatientHead)>,
+    map_heads: RowPages<(MapKey, PatientHead)>,
+    map_nodes: RowPages<(MapNodeId, Hash)>,
+    chain_heads: RowPages<(String, PatientHead)>,
 ) -> Result<BesideRows, StoreError> {
-    let mut rows = BesideRows::default();
-    while let Some(page) = map_heads.next().await {
-        rows.map_heads.extend(page?);
-    }
-    while let Some(page) = map_nodes.next().await {
-        rows.map_nodes.extend(page?);
-    }
-    while let Some(page) = chain_heads.next().await {
-        rows.chain_heads.extend(page?);
-    }
-    Ok(rows)
+    Ok(BesideRows {
+        map_heads: map_heads.try_concat().await?,
+        map_nodes: map_nodes.try_concat().await?.into_iter().collect(),
+        chain_heads: chain_heads.try_concat().await?,
+    })
 }
 
 impl MapCheck<'_> {

@@ -170,8 +170,8 @@ impl LogVerifier {
         if stored.len() != 32 * completed.len() {
             return Err(LogProblem::Modified(index));
         }
-        // The nodes come in the order of `merkle::nodes_completed_by`: at each level, the one whose
-        // subtree ends at this leaf.
+        // The nodes come in the order of `merkle::nodes_completed_by`: at each level, the
+        // one whose subtree ends at this leaf.
         for (level, (hash, have)) in completed.iter().zip(stored.chunks_exact(32)).enumerate() {
             let node = index >> level;
             if hash.as_slice() != have {

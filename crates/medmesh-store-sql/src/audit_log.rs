@@ -493,7 +493,7 @@ fn leaf_from(mut r: Row) -> Result<PooledLeaf, StoreError> {
 
 /// A page read through the pool, packed.
 fn leaf_page(leaves: Vec<PooledLeaf>) -> LeafPage {
-    let mut page = LeafPage::with_capacity(leaves.len(), 512);
+    let mut page = LeafPage::with_capacity(leaves.len());
     for l in &leaves {
         page.push(ScannedLeaf {
             index: l.index,

@@ -79,7 +79,8 @@ pub enum Cell {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row(pub Vec<Cell>);
 
-fn bad_col(i: usize) -> StoreError {
+/// A column whose value is not of the type read.
+pub(crate) fn bad_col(i: usize) -> StoreError {
     StoreError::Invalid(format!("unexpected column type at {i}"))
 }
 

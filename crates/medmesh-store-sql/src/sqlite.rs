@@ -159,16 +159,15 @@ impl Backend for SqliteBackend {
 
     /// As [`Self::scan`], with each leaf copied straight from SQLite's row into its page.
     fn scan_leaf_pages(&self, sql: Sql) -> Option<medmesh_store::LeafPages> {
-        let new_page = || medmesh_store::LeafPage::with_capacity(SCAN_PAGE, 512);
+        let new_page = || medmesh_store::LeafPage::with_capacity(SCAN_PAGE);
         let push = |row: &rusqlite::Row<'_>, page: &mut medmesh_store::LeafPage| {
-            let wrong = |i: usize| StoreError::Invalid(format!("unexpected column type at {i}"));
             let int = |i: usize| match row.get_ref(i).map_err(writer::map_err)? {
                 ValueRef::Integer(n) => Ok(n),
-                _ => Err(wrong(i)),
+                _ => Err(crate::sql::bad_col(i)),
             };
             let bytes = |i: usize| match row.get_ref(i).map_err(writer::map_err)? {
                 ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b),
-                _ => Err(wrong(i)),
+                _ => Err(crate::sql::bad_col(i)),
             };
             let index = u64::try_from(int(0)?)
                 .map_err(|_| StoreError::Invalid("a negative leaf index".into()))?;

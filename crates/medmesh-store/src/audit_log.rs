@@ -73,10 +73,12 @@ pub struct ScannedLeaf<'a> {
 }
 
 impl LeafPage {
-    /// An empty page with room for `leaves` leaves of about `bytes_each` bytes.
-    pub fn with_capacity(leaves: usize, bytes_each: usize) -> Self {
+    /// An empty page with room for `leaves` leaves of a typical size.
+    pub fn with_capacity(leaves: usize) -> Self {
+        /// An entry of one access (~430 bytes), its nodes and its actor fit.
+        const TYPICAL_LEAF_BYTES: usize = 512;
         Self {
-            bytes: Vec::with_capacity(leaves * bytes_each),
+            bytes: Vec::with_capacity(leaves * TYPICAL_LEAF_BYTES),
             leaves: Vec::with_capacity(leaves),
         }
     }
@@ -295,7 +297,7 @@ mod tests {
                 )
             })
             .collect();
-        let mut page = LeafPage::with_capacity(2, 8);
+        let mut page = LeafPage::with_capacity(2);
         assert!(page.is_empty());
         for (index, entry, nodes, time_micros, actor) in &leaves {
             page.push(ScannedLeaf {
