@@ -20,8 +20,8 @@ use medmesh_audit::merkle::{self, Frontier, Hash, MerkleError, NodeId};
 use medmesh_audit::verify::{LogProblem, LogVerifier, VerifyReport};
 use medmesh_crypto::{Random, SetDigest, SetDigestKey};
 use medmesh_store::{
-    AuditLogStore, DerivedRow, LeafPage, LogKeyRecord, MapHead, PatientRow, RowPages, ScannedLeaf,
-    SecretSealer, StoreError, StoredCheckpoint,
+    AuditLogStore, DerivedRow, LeafPage, LogKeyRecord, MapHead, PatientRowPages, RowPages,
+    ScannedLeaf, SecretSealer, StoreError, StoredCheckpoint,
 };
 
 use medmesh_audit::Outcome;
@@ -1109,15 +1109,15 @@ struct StoredPatientRows {
 
 /// Digests the `audit_patient` rows of leaves below `head_size` and counts the rest.
 async fn digest_patient_rows(
-    mut pages: RowPages<PatientRow>,
+    mut pages: PatientRowPages,
     mut digest: SetDigest,
     head_size: u64,
 ) -> Result<StoredPatientRows, StoreError> {
     let mut past_head = 0;
     while let Some(page) = pages.next().await {
-        for row in page? {
-            if row.index < head_size {
-                digest.add(row.index, row.patient_id.as_bytes());
+        for (index, patient) in page?.iter() {
+            if index < head_size {
+                digest.add(index, patient.as_bytes());
             } else {
                 past_head += 1;
             }

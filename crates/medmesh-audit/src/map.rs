@@ -228,8 +228,10 @@ impl MapProof {
 #[derive(Debug, Clone)]
 pub struct MapUpdate {
     changed: BTreeMap<MapKey, PatientHead>,
-    /// The nodes the update rewrites, per level.
-    affected: Vec<BTreeSet<u64>>,
+    /// The nodes the update rewrites, per level, each level sorted without repeats. (Sorted
+    /// vectors, not sets and hash maps: `audit verify` derives the whole map of 50,000
+    /// patients in one update, and the sets' allocating and hashing were most of its end.)
+    affected: Vec<Vec<u64>>,
 }
 
 /// What an update writes: the changed heads, the rewritten nodes, and the new root.
@@ -246,10 +248,14 @@ pub struct MapChanges {
 impl MapUpdate {
     /// An update setting each key in `changed` to its head.
     pub fn new(changed: BTreeMap<MapKey, PatientHead>) -> Self {
-        let mut affected: Vec<BTreeSet<u64>> = Vec::with_capacity(DEPTH as usize + 1);
-        affected.push(changed.keys().map(MapKey::bucket).collect());
+        let mut affected: Vec<Vec<u64>> = Vec::with_capacity(DEPTH as usize + 1);
+        // Keys are sorted, and a key's bucket is its first bytes: the buckets come sorted.
+        let mut buckets: Vec<u64> = changed.keys().map(MapKey::bucket).collect();
+        buckets.dedup();
+        affected.push(buckets);
         for level in 0..DEPTH as usize {
-            let up = affected[level].iter().map(|i| i / 2).collect();
+            let mut up: Vec<u64> = affected[level].iter().map(|i| i / 2).collect();
+            up.dedup();
             affected.push(up);
         }
         Self { changed, affected }
@@ -257,7 +263,7 @@ impl MapUpdate {
 
     /// The buckets whose stored members the update needs.
     pub fn buckets(&self) -> Vec<u64> {
-        self.affected[0].iter().copied().collect()
+        self.affected.first().cloned().unwrap_or_default()
     }
 
     /// The stored nodes the update needs: the siblings it does not rewrite itself.
@@ -268,7 +274,7 @@ impl MapUpdate {
         let mut out = Vec::new();
         for (level, set) in self.affected.iter().enumerate().take(DEPTH as usize) {
             for i in set {
-                if !set.contains(&(i ^ 1)) {
+                if set.binary_search(&(i ^ 1)).is_err() {
                     out.push((level as u32, i ^ 1));
                 }
             }
@@ -279,52 +285,58 @@ impl MapUpdate {
     /// Computes the new nodes and root. `members` are the stored heads of the affected
     /// buckets (as [`Self::buckets`] names them), `nodes` the stored nodes of
     /// [`Self::nodes_needed`]; one that is absent is empty.
-    pub fn apply(
+    pub fn apply<S: std::hash::BuildHasher>(
         self,
         mut members: BTreeMap<MapKey, PatientHead>,
-        nodes: &HashMap<MapNodeId, Hash>,
+        nodes: &HashMap<MapNodeId, Hash, S>,
     ) -> MapChanges {
         for (k, v) in &self.changed {
             members.insert(*k, *v);
         }
-        let mut by_bucket: BTreeMap<u64, Vec<(MapKey, Hash)>> = BTreeMap::new();
-        for (k, v) in &members {
-            if self.affected[0].contains(&k.bucket()) {
-                by_bucket
-                    .entry(k.bucket())
-                    .or_default()
-                    .push((*k, value_hash(v)));
+        let stored = |id: MapNodeId| nodes.get(&id).copied().unwrap_or(EMPTY);
+        let node_count: usize = self.affected.iter().map(Vec::len).sum();
+        let mut out_nodes: Vec<(MapNodeId, Hash)> = Vec::with_capacity(node_count);
+        // Level 0: each affected bucket's members, in key order (so in bucket order too).
+        let mut level: Vec<(u64, Hash)> = Vec::new();
+        let mut members = members.iter().peekable();
+        let mut bucket_members: Vec<(MapKey, Hash)> = Vec::new();
+        for &b in self.affected.first().map(Vec::as_slice).unwrap_or_default() {
+            bucket_members.clear();
+            while let Some((k, v)) = members.next_if(|(k, _)| k.bucket() <= b) {
+                if k.bucket() == b {
+                    bucket_members.push((*k, value_hash(v)));
+                }
             }
+            let hash = bucket_hash(bucket_members.iter().map(|(k, v)| (k, v)));
+            level.push((b, hash));
+            out_nodes.push(((0, b), hash));
         }
-        let mut written: HashMap<MapNodeId, Hash> = HashMap::new();
-        let mut out_nodes = Vec::new();
-        for b in &self.affected[0] {
-            let hash = by_bucket
-                .get(b)
-                .map_or(EMPTY, |m| bucket_hash(m.iter().map(|(k, v)| (k, v))));
-            written.insert((0, *b), hash);
-            out_nodes.push(((0, *b), hash));
-        }
-        for level in 1..=DEPTH {
-            let below = level - 1;
-            for i in &self.affected[level as usize] {
-                let child = |c: u64| {
-                    written
-                        .get(&(below, c))
-                        .or_else(|| nodes.get(&(below, c)))
-                        .copied()
-                        .unwrap_or(EMPTY)
+        // Each level above from the one below: a node's children are both rewritten (next
+        // to each other in the sorted level) or one is, and the other is stored.
+        for above in 1..=DEPTH {
+            let below = above - 1;
+            let mut up: Vec<(u64, Hash)> = Vec::with_capacity(level.len() / 2 + 1);
+            let mut children = level.iter().peekable();
+            while let Some(&(c, h)) = children.next() {
+                let parent = c / 2;
+                let hash = if c % 2 == 0 {
+                    let right = match children.next_if(|(r, _)| *r == c + 1) {
+                        Some((_, r)) => *r,
+                        None => stored((below, c + 1)),
+                    };
+                    node_hash(&h, &right)
+                } else {
+                    node_hash(&stored((below, c - 1)), &h)
                 };
-                let hash = node_hash(&child(2 * i), &child(2 * i + 1));
-                written.insert((level, *i), hash);
-                out_nodes.push(((level, *i), hash));
+                up.push((parent, hash));
+                out_nodes.push(((above, parent), hash));
             }
+            level = up;
         }
-        let root = written
-            .get(&(DEPTH, 0))
-            .or_else(|| nodes.get(&(DEPTH, 0)))
-            .copied()
-            .unwrap_or(EMPTY);
+        let root = match level.first() {
+            Some((0, root)) => *root,
+            _ => stored((DEPTH, 0)),
+        };
         MapChanges {
             heads: self.changed.into_iter().collect(),
             nodes: out_nodes,
@@ -337,7 +349,8 @@ impl MapUpdate {
 /// verify` re-derives from the log and compares with the stored map and every signed root.
 #[derive(Debug, Default, Clone)]
 pub struct DerivedMap {
-    buckets: HashMap<u64, BTreeMap<MapKey, PatientHead>>,
+    /// Every key's head, in key order (a bucket's members are one range of it).
+    heads: BTreeMap<MapKey, PatientHead>,
     nodes: HashMap<MapNodeId, Hash>,
     pending: BTreeMap<MapKey, PatientHead>,
     root: Hash,
@@ -357,33 +370,42 @@ impl DerivedMap {
         let update = MapUpdate::new(std::mem::take(&mut self.pending));
         let mut members = BTreeMap::new();
         for b in update.buckets() {
-            if let Some(m) = self.buckets.get(&b) {
-                members.extend(m.iter().map(|(k, v)| (*k, *v)));
-            }
+            members.extend(self.bucket(b).map(|(k, v)| (*k, *v)));
         }
         let changes = update.apply(members, &self.nodes);
-        for (k, v) in changes.heads {
-            self.buckets.entry(k.bucket()).or_default().insert(k, v);
-        }
+        self.heads.extend(changes.heads);
         self.nodes.extend(changes.nodes);
         self.root = changes.root;
         self.root
     }
 
+    /// The members of bucket `b`.
+    fn bucket(&self, b: u64) -> impl Iterator<Item = (&MapKey, &PatientHead)> {
+        let first = |b: u64| {
+            let mut key = [0u8; 32];
+            key[..2].copy_from_slice(&(b as u16).to_be_bytes());
+            MapKey(key)
+        };
+        let range = match u16::try_from(b + 1) {
+            Ok(_) => self.heads.range(first(b)..first(b + 1)),
+            // The last bucket runs to the end.
+            Err(_) => self.heads.range(first(b)..),
+        };
+        range.filter(move |(k, _)| k.bucket() == b)
+    }
+
     /// A key's head (pending ones included).
     pub fn get(&self, key: &MapKey) -> Option<PatientHead> {
-        self.pending.get(key).copied().or_else(|| {
-            self.buckets
-                .get(&key.bucket())
-                .and_then(|m| m.get(key))
-                .copied()
-        })
+        self.pending
+            .get(key)
+            .or_else(|| self.heads.get(key))
+            .copied()
     }
 
     /// How many keys the map holds, once the pending heads are applied.
     pub fn len(&mut self) -> usize {
         self.root();
-        self.buckets.values().map(BTreeMap::len).sum()
+        self.heads.len()
     }
 
     /// Whether the map is empty.
@@ -400,7 +422,8 @@ impl DerivedMap {
     /// A key's proof, once the pending heads are applied.
     pub fn proof(&mut self, key: MapKey) -> MapProof {
         self.root();
-        let members = self.buckets.get(&key.bucket()).cloned().unwrap_or_default();
+        let members: BTreeMap<MapKey, PatientHead> =
+            self.bucket(key.bucket()).map(|(k, v)| (*k, *v)).collect();
         MapProof::build(key, &members, &self.nodes)
     }
 }

@@ -13,7 +13,8 @@ use medmesh_audit::map::{MapChanges, MapKey, MapNodeId};
 use medmesh_audit::merkle::{Frontier, Hash, NodeId, home_of, leaf_hash};
 use medmesh_store::{
     AuditLogStore, DerivedRow, LeafPage, LeafPages, LogHead, LogKeyRecord, LoggedEntry, MapHead,
-    PatientRow, RowPages, ScannedLeaf, StoreError, StoredCheckpoint, StoredCosignature,
+    PatientRow, PatientRowPage, PatientRowPages, RowPages, ScannedLeaf, StoreError,
+    StoredCheckpoint, StoredCosignature,
 };
 
 use crate::exec::Exec;
@@ -506,6 +507,15 @@ fn leaf_page(leaves: Vec<PooledLeaf>) -> LeafPage {
     page
 }
 
+/// A page of patient rows read through the pool, packed.
+fn patient_row_page(rows: Vec<PatientRow>) -> PatientRowPage {
+    let mut page = PatientRowPage::with_capacity(rows.len());
+    for r in &rows {
+        page.push(r.index, &r.patient_id);
+    }
+    page
+}
+
 fn patient_row_from(mut r: Row) -> Result<PatientRow, StoreError> {
     Ok(PatientRow {
         index: u64_of(r.i64(0)?)?,
@@ -716,11 +726,11 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
         .boxed()
     }
 
-    fn scan_patient_rows(&self) -> RowPages<PatientRow> {
+    fn scan_patient_rows(&self) -> PatientRowPages {
         let d = self.dialect();
         // The table's own key order (patient, leaf): no index by leaf is needed.
         let whole = Sql::new(d, PATIENT_ROWS);
-        if let Some(pages) = self.backend().scan(whole, &PATIENT_COLS, patient_row_from) {
+        if let Some(pages) = self.backend().scan_patient_row_pages(whole) {
             return pages;
         }
         paged(
@@ -742,6 +752,8 @@ impl<B: Backend> AuditLogStore for SqlStore<B> {
             |row: &PatientRow| (row.patient_id.clone(), row.index),
             patient_row_from,
         )
+        .map_ok(patient_row_page)
+        .boxed()
     }
 
     async fn derived_rows(&self, from: u64, to: u64) -> Result<Vec<DerivedRow>, StoreError> {

@@ -182,6 +182,27 @@ impl Backend for SqliteBackend {
         };
         Some(scan_in_background(self.path.clone(), sql, new_page, push))
     }
+
+    /// As [`Self::scan`], with each row's patient id copied straight from SQLite's row into
+    /// its page.
+    fn scan_patient_row_pages(&self, sql: Sql) -> Option<medmesh_store::PatientRowPages> {
+        let new_page = || medmesh_store::PatientRowPage::with_capacity(SCAN_PAGE);
+        let push = |row: &rusqlite::Row<'_>, page: &mut medmesh_store::PatientRowPage| {
+            let index = match row.get_ref(0).map_err(writer::map_err)? {
+                ValueRef::Integer(n) => u64::try_from(n)
+                    .map_err(|_| StoreError::Invalid("a negative leaf index".into()))?,
+                _ => return Err(crate::sql::bad_col(0)),
+            };
+            let patient = match row.get_ref(1).map_err(writer::map_err)? {
+                ValueRef::Text(t) => std::str::from_utf8(t)
+                    .map_err(|_| StoreError::Invalid("a patient id is not UTF-8".into()))?,
+                _ => return Err(crate::sql::bad_col(1)),
+            };
+            page.push(index, patient);
+            Ok(page.len())
+        };
+        Some(scan_in_background(self.path.clone(), sql, new_page, push))
+    }
 }
 
 /// Steps `sql` on a blocking thread of its own and yields its rows in pages, each page made

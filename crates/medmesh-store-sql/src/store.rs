@@ -75,6 +75,11 @@ pub trait Backend: Send + Sync + 'static {
     fn scan_leaf_pages(&self, _sql: Sql) -> Option<medmesh_store::LeafPages> {
         None
     }
+    /// As [`Self::scan`], over `audit_patient`'s rows (`leaf_index, patient_id`), each
+    /// copied straight into a packed [`medmesh_store::PatientRowPage`].
+    fn scan_patient_row_pages(&self, _sql: Sql) -> Option<medmesh_store::PatientRowPages> {
+        None
+    }
 }
 
 /// Cancels a server-side statement when dropped unfinished (see

@@ -25,7 +25,8 @@ pub mod prelude {
 
 pub use audit_log::{
     AuditLogStore, DerivedRow, LeafPage, LeafPages, LogHead, LogKeyRecord, LoggedEntry, MapHead,
-    PatientRow, RowPages, ScannedLeaf, StoredCheckpoint, StoredCosignature,
+    PatientRow, PatientRowPage, PatientRowPages, RowPages, ScannedLeaf, StoredCheckpoint,
+    StoredCosignature,
 };
 pub use blobs::{BlobError, BlobStore, BlobStream, BlobUpload};
 pub use booking::{BookingStore, BookingTx, ClaimedTime, TimeClaim, provisional};
