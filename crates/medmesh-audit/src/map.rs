@@ -285,10 +285,10 @@ impl MapUpdate {
     /// Computes the new nodes and root. `members` are the stored heads of the affected
     /// buckets (as [`Self::buckets`] names them), `nodes` the stored nodes of
     /// [`Self::nodes_needed`]; one that is absent is empty.
-    pub fn apply<S: std::hash::BuildHasher>(
+    pub fn apply(
         self,
         mut members: BTreeMap<MapKey, PatientHead>,
-        nodes: &HashMap<MapNodeId, Hash, S>,
+        nodes: &HashMap<MapNodeId, Hash>,
     ) -> MapChanges {
         for (k, v) in &self.changed {
             members.insert(*k, *v);
@@ -386,12 +386,11 @@ impl DerivedMap {
             key[..2].copy_from_slice(&(b as u16).to_be_bytes());
             MapKey(key)
         };
-        let range = match u16::try_from(b + 1) {
+        match u16::try_from(b + 1) {
             Ok(_) => self.heads.range(first(b)..first(b + 1)),
             // The last bucket runs to the end.
             Err(_) => self.heads.range(first(b)..),
-        };
-        range.filter(move |(k, _)| k.bucket() == b)
+        }
     }
 
     /// A key's head (pending ones included).

@@ -161,22 +161,12 @@ impl Backend for SqliteBackend {
     fn scan_leaf_pages(&self, sql: Sql) -> Option<medmesh_store::LeafPages> {
         let new_page = || medmesh_store::LeafPage::with_capacity(SCAN_PAGE);
         let push = |row: &rusqlite::Row<'_>, page: &mut medmesh_store::LeafPage| {
-            let int = |i: usize| match row.get_ref(i).map_err(writer::map_err)? {
-                ValueRef::Integer(n) => Ok(n),
-                _ => Err(crate::sql::bad_col(i)),
-            };
-            let bytes = |i: usize| match row.get_ref(i).map_err(writer::map_err)? {
-                ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b),
-                _ => Err(crate::sql::bad_col(i)),
-            };
-            let index = u64::try_from(int(0)?)
-                .map_err(|_| StoreError::Invalid("a negative leaf index".into()))?;
             page.push(medmesh_store::ScannedLeaf {
-                index,
-                entry: bytes(1)?,
-                nodes: bytes(2)?,
-                time_micros: int(3)?,
-                actor: bytes(4)?,
+                index: leaf_index(row, 0)?,
+                entry: bytes(row, 1)?,
+                nodes: bytes(row, 2)?,
+                time_micros: int(row, 3)?,
+                actor: bytes(row, 4)?,
             });
             Ok(page.len())
         };
@@ -188,21 +178,34 @@ impl Backend for SqliteBackend {
     fn scan_patient_row_pages(&self, sql: Sql) -> Option<medmesh_store::PatientRowPages> {
         let new_page = || medmesh_store::PatientRowPage::with_capacity(SCAN_PAGE);
         let push = |row: &rusqlite::Row<'_>, page: &mut medmesh_store::PatientRowPage| {
-            let index = match row.get_ref(0).map_err(writer::map_err)? {
-                ValueRef::Integer(n) => u64::try_from(n)
-                    .map_err(|_| StoreError::Invalid("a negative leaf index".into()))?,
-                _ => return Err(crate::sql::bad_col(0)),
-            };
-            let patient = match row.get_ref(1).map_err(writer::map_err)? {
-                ValueRef::Text(t) => std::str::from_utf8(t)
-                    .map_err(|_| StoreError::Invalid("a patient id is not UTF-8".into()))?,
-                _ => return Err(crate::sql::bad_col(1)),
-            };
-            page.push(index, patient);
+            let patient = std::str::from_utf8(bytes(row, 1)?)
+                .map_err(|_| StoreError::Invalid("a patient id is not UTF-8".into()))?;
+            page.push(leaf_index(row, 0)?, patient);
             Ok(page.len())
         };
         Some(scan_in_background(self.path.clone(), sql, new_page, push))
     }
+}
+
+/// Column `i` of a scanned row as an integer.
+fn int(row: &rusqlite::Row<'_>, i: usize) -> Result<i64, StoreError> {
+    match row.get_ref(i).map_err(writer::map_err)? {
+        ValueRef::Integer(n) => Ok(n),
+        _ => Err(crate::sql::bad_col(i)),
+    }
+}
+
+/// Column `i` of a scanned row as bytes (a blob or text), borrowed from SQLite's row.
+fn bytes<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r [u8], StoreError> {
+    match row.get_ref(i).map_err(writer::map_err)? {
+        ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b),
+        _ => Err(crate::sql::bad_col(i)),
+    }
+}
+
+/// Column `i` of a scanned row as a leaf index.
+fn leaf_index(row: &rusqlite::Row<'_>, i: usize) -> Result<u64, StoreError> {
+    u64::try_from(int(row, i)?).map_err(|_| StoreError::Invalid("a negative leaf index".into()))
 }
 
 /// Steps `sql` on a blocking thread of its own and yields its rows in pages, each page made
