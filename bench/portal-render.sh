@@ -44,7 +44,11 @@ curl -sf -H "Authorization: Bearer $token" -H 'Content-Type: application/fhir+js
     -d "{\"resourceType\":\"CareTeam\",\"status\":\"active\",\"subject\":{\"reference\":\"Patient/$pid\"},\"participant\":[{\"member\":{\"reference\":\"Practitioner/$gp\"}}]}"
 echo 'a long enough passphrase' | MEDMESH_LOG=warn "$bin" admin create-user --data-dir "$store" --role practitioner \
     --username bench-gp --practitioner "$gp" --verification verified > /dev/null
-gp_session=$(python3 bench/portal_sign_in.py "$base" bench-gp 'a long enough passphrase')
+gp_session=$(python3 bench/portal_sign_in.py "$base" bench-gp 'a long enough passphrase' "$store/gp.totp")
+# Kept beside the store for bench/portal-pair.sh, which measures two builds on it: the patient's
+# session (it lives in the store and outlasts the node), and the clinician's TOTP key (a
+# clinician's session does not outlast a restart, so it signs in again on each node).
+echo "$pid" > "$store/patient.id"; echo "$session" > "$store/patient.session"
 measure() { # PAGE SESSION CONNECTIONS WHO [SHOWN AS]
     curl -sf -H "Cookie: medmesh_session=$2" "$base$1" -o /dev/null \
         || { echo "$4 $1 did not answer 200" >&2; exit 1; }

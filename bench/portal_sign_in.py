@@ -2,12 +2,15 @@
 """Signs in to the portal as a browser would and prints the session cookie's value.
 A practitioner's first sign-in enrols TOTP: the key is read from the enrolment page and the
 code computed here (RFC 6238, SHA-1, 30 s, 6 digits), as the browser tests' harness does.
-    bench/portal_sign_in.py BASE USERNAME PASSWORD
+    bench/portal_sign_in.py BASE USERNAME PASSWORD [TOTP_KEY_FILE]
 """
 import base64, hashlib, hmac, html, re, struct, sys, time
 import urllib.error, urllib.parse, urllib.request
 
 base, username, password = sys.argv[1:4]
+# With a fourth argument, the TOTP key is written to that file at enrolment and read from it at
+# later sign-ins (bench/portal-pair.sh signs the clinician in again on each node it starts).
+key_file = sys.argv[4] if len(sys.argv) > 4 else None
 # The node's cookies are `Secure`, which Python's cookie jar will not send over plain HTTP
 # (a browser treats loopback as secure): they are kept here, by name.
 cookies = {}
@@ -64,8 +67,18 @@ page = fetch('/login', {'csrf': csrf_of(page), 'next': '/home',
                         'username': username, 'password': password})
 enrol = re.search(r'<code class="wrap">(otpauth://[^<]*)</code>', page)
 if enrol:
-    page = fetch('/login/code', {'csrf': csrf_of(page), 'next': '/home',
-                                 'code': totp(html.unescape(enrol.group(1)))})
+    uri = html.unescape(enrol.group(1))
+    if key_file:
+        with open(key_file, 'w') as f:
+            f.write(uri + '\n')
+    page = fetch('/login/code', {'csrf': csrf_of(page), 'next': '/home', 'code': totp(uri)})
+elif key_file and 'action="/login/code"' in page:
+    # Enrolled at an earlier sign-in: the key kept then. A code is accepted once, so a second
+    # sign-in within the same 30 s step waits for the next.
+    with open(key_file) as f:
+        uri = f.read().strip()
+    time.sleep(30 - time.time() % 30 + 0.5)
+    page = fetch('/login/code', {'csrf': csrf_of(page), 'next': '/home', 'code': totp(uri)})
 session = cookies.get('medmesh_session')
 if not session:
     sys.exit('could not sign in as ' + username)

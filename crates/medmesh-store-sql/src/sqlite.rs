@@ -315,4 +315,41 @@ mod tests {
             ])]
         );
     }
+
+    /// The bundled SQLite is built without the global mutexes `.cargo/config.toml` takes out
+    /// (`LIBSQLITE3_FLAGS`): one page-cache group for every connection, and memory statistics.
+    /// A build that lost that setting (the file removed, or the variable overridden) fails here.
+    #[tokio::test]
+    async fn sqlite_is_built_without_its_global_mutexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SqliteBackend::open(&dir.path().join("t.db")).await.unwrap();
+        let mut conn = backend.conn().await.unwrap();
+        let options = conn
+            .fetch(
+                Sql::new(
+                    Dialect::Sqlite,
+                    "SELECT compile_options FROM pragma_compile_options",
+                ),
+                &[Col::Str],
+            )
+            .await
+            .unwrap();
+        let options: Vec<String> = options
+            .into_iter()
+            .map(|Row(cells)| match cells.as_slice() {
+                [Cell::Str(t)] => t.clone(),
+                other => panic!("unexpected row {other:?}"),
+            })
+            .collect();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        // The rest of the build is libsqlite3-sys's own, as before.
+        assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+    }
 }
