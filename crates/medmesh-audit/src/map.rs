@@ -53,6 +53,15 @@ impl MapKey {
     pub fn bucket(&self) -> u64 {
         u64::from(u16::from_be_bytes([self.0[0], self.0[1]]))
     }
+
+    /// The smallest key of bucket `b`, or `None` past the last bucket: a bucket's keys run
+    /// from its first key up to the next bucket's (the inverse of [`Self::bucket`]).
+    pub fn first_in(b: u64) -> Option<MapKey> {
+        let b = u16::try_from(b).ok()?;
+        let mut key = [0u8; 32];
+        key[..2].copy_from_slice(&b.to_be_bytes());
+        Some(MapKey(key))
+    }
 }
 
 /// The node secret under which patient ids become map keys.
@@ -381,16 +390,12 @@ impl DerivedMap {
 
     /// The members of bucket `b`.
     fn bucket(&self, b: u64) -> impl Iterator<Item = (&MapKey, &PatientHead)> {
-        let first = |b: u64| {
-            let mut key = [0u8; 32];
-            key[..2].copy_from_slice(&(b as u16).to_be_bytes());
-            MapKey(key)
-        };
-        match u16::try_from(b + 1) {
-            Ok(_) => self.heads.range(first(b)..first(b + 1)),
-            // The last bucket runs to the end.
-            Err(_) => self.heads.range(first(b)..),
-        }
+        use std::ops::Bound;
+        // Past the last bucket there are no keys; the last bucket runs to the end.
+        let start =
+            MapKey::first_in(b).map_or(Bound::Excluded(MapKey([u8::MAX; 32])), Bound::Included);
+        let end = MapKey::first_in(b + 1).map_or(Bound::Unbounded, Bound::Excluded);
+        self.heads.range((start, end))
     }
 
     /// A key's head (pending ones included).
@@ -505,6 +510,18 @@ mod tests {
                 .collect();
             MapProof::build(key, &members, &self.nodes)
         }
+    }
+
+    /// A bucket's first key falls in that bucket, below every other key of it; there is none
+    /// past the last bucket.
+    #[test]
+    fn a_buckets_first_key_is_its_smallest() {
+        for b in [0u16, 1, 300, u16::MAX] {
+            let first = MapKey::first_in(u64::from(b)).unwrap();
+            assert_eq!(first.bucket(), u64::from(b));
+            assert!(first <= key_in(b, 0));
+        }
+        assert_eq!(MapKey::first_in(1 << 16), None);
     }
 
     fn key_in(bucket: u16, tail: u8) -> MapKey {
