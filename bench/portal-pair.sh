@@ -17,7 +17,7 @@ done
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
 pid=$(cat "$store/patient.id"); session=$(cat "$store/patient.session")
 url=http://127.0.0.1:18184
-out=$(mktemp); trap 'rm -f "$out"' EXIT
+out=$(mktemp)
 node=
 stop() { [ -n "$node" ] && { kill "$node" 2>/dev/null; wait "$node" 2>/dev/null || true; }; node=; }
 trap 'stop; rm -f "$out"' EXIT
@@ -39,6 +39,7 @@ for round in $(seq 1 "$rounds"); do
         MEDMESH_LOG=warn "$bin" serve --data-dir "$store" --listen 127.0.0.1:18184 > "$store/pair.out" 2>&1 &
         node=$!
         for _ in $(seq 1 200); do curl -sf "$url/healthz" >/dev/null && break; sleep 0.1; done
+        curl -sf "$url/healthz" >/dev/null || { echo "$build: the node did not start (see $store/pair.out)" >&2; exit 1; }
         gp_session=$(python3 bench/portal_sign_in.py "$url" "${GP_USER:-bench-gp}" 'a long enough passphrase' "$store/gp.totp")
         measure /record "$build" /record "$session"
         measure chart "$build" "/patients/$pid" "$gp_session"
