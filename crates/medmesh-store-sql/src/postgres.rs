@@ -11,7 +11,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::exec::{Exec, map_err, postgres as run};
 use crate::sql::{Col, Dialect, Row, Sql};
-use crate::store::{Backend, StatementGuard};
+use crate::store::Backend;
 
 /// PostgreSQL connections.
 #[derive(Debug, Clone)]
@@ -74,6 +74,38 @@ impl PgBackend {
     }
 }
 
+/// A pooled connection that knows whether a statement its request may abandon is running on
+/// it ([`Backend::statement_started`]). Dropped in the middle of one, it is closed rather
+/// than returned: sqlx would otherwise wait for the statement to end before reusing it, and
+/// the server would run it to the statement timeout for a client already gone. The server
+/// notices the closed connection within `client_connection_check_interval` (one second, set
+/// on every connection) and ends the statement. This costs nothing per statement; asking
+/// the server for the connection's backend id to cancel it cost a round trip per search.
+#[derive(Debug)]
+pub struct PgConn {
+    conn: PoolConnection<Postgres>,
+    in_flight: bool,
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        if self.in_flight {
+            tracing::debug!("closing a connection whose request ended mid-statement");
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+#[async_trait]
+impl Exec for PgConn {
+    async fn fetch(&mut self, sql: Sql, cols: &[Col]) -> Result<Vec<Row>, StoreError> {
+        self.conn.fetch(sql, cols).await
+    }
+    async fn execute(&mut self, sql: Sql) -> Result<u64, StoreError> {
+        self.conn.execute(sql).await
+    }
+}
+
 #[async_trait]
 impl Exec for PoolConnection<Postgres> {
     async fn fetch(&mut self, sql: Sql, cols: &[Col]) -> Result<Vec<Row>, StoreError> {
@@ -96,13 +128,16 @@ impl Exec for Transaction<'static, Postgres> {
 
 #[async_trait]
 impl Backend for PgBackend {
-    type Conn = PoolConnection<Postgres>;
+    type Conn = PgConn;
     type Tx = Transaction<'static, Postgres>;
     fn dialect(&self) -> Dialect {
         Dialect::Postgres
     }
     async fn conn(&self) -> Result<Self::Conn, StoreError> {
-        self.pool.acquire().await.map_err(map_err)
+        Ok(PgConn {
+            conn: self.pool.acquire().await.map_err(map_err)?,
+            in_flight: false,
+        })
     }
     async fn begin(&self) -> Result<Self::Tx, StoreError> {
         self.pool.begin().await.map_err(map_err)
@@ -114,33 +149,12 @@ impl Backend for PgBackend {
         tx.rollback().await.map_err(map_err)
     }
 
-    async fn statement_guard(
-        &self,
-        conn: &mut Self::Conn,
-    ) -> Result<Option<StatementGuard>, StoreError> {
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut **conn)
-            .await
-            .map_err(map_err)?;
-        Ok(Some(cancel_guard(self.pool.clone(), pid)))
+    fn statement_started(conn: &mut Self::Conn) {
+        conn.in_flight = true;
     }
-}
-
-/// Cancels backend `pid`'s statement through another connection when dropped unfinished.
-/// sqlx would otherwise wait for the statement to end before reusing its connection, and
-/// PostgreSQL would run it to the statement timeout for a client already gone.
-fn cancel_guard(pool: PgPool, pid: i32) -> StatementGuard {
-    StatementGuard::new(move || {
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                tracing::debug!("cancelling a statement whose request ended");
-                let _ = sqlx::query("SELECT pg_cancel_backend($1)")
-                    .bind(pid)
-                    .execute(&pool)
-                    .await;
-            });
-        }
-    })
+    fn statement_ended(conn: &mut Self::Conn) {
+        conn.in_flight = false;
+    }
 }
 
 #[cfg(test)]
@@ -190,14 +204,15 @@ mod tests {
             .await
             .unwrap();
         let mut conn = slow.conn().await.unwrap();
-        let guard = slow.statement_guard(&mut conn).await.unwrap().unwrap();
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut *conn.conn)
             .await
             .unwrap();
+        PgBackend::statement_started(&mut conn);
         let request = async move {
-            let _guard = guard;
-            sqlx::query("SELECT pg_sleep(30)").execute(&mut *conn).await
+            sqlx::query("SELECT pg_sleep(30)")
+                .execute(&mut *conn.conn)
+                .await
         };
         assert!(
             tokio::time::timeout(Duration::from_millis(300), request)
@@ -222,6 +237,33 @@ mod tests {
             );
             tokio::task::yield_now().await;
         }
+        // A statement that ended by itself leaves its connection in the pool for the next.
+        let single = PgBackend::open(&url, 1, Some(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        let mut conn = single.conn().await.unwrap();
+        let first: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn.conn)
+            .await
+            .unwrap();
+        PgBackend::statement_started(&mut conn);
+        sqlx::query("SELECT 1")
+            .execute(&mut *conn.conn)
+            .await
+            .unwrap();
+        PgBackend::statement_ended(&mut conn);
+        drop(conn);
+        let mut conn = single.conn().await.unwrap();
+        let next: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn.conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            next, first,
+            "a finished statement's connection was not reused"
+        );
+        drop(conn);
+        single.pool.close().await;
         slow.pool.close().await;
         backend.pool.close().await;
         offline.pool.close().await;

@@ -48,16 +48,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Rolls back now (a dropped transaction's rollback waits for its connection's next
     /// use, holding its locks until then).
     async fn rollback(tx: Self::Tx) -> Result<(), StoreError>;
-    /// A guard that cancels the statement `conn` is about to run if the guard is dropped
-    /// before [`StatementGuard::finished`]: a request dropped mid-search (its client gone,
-    /// its connection timed out) takes its statement with it. `None` where a dropped future
-    /// already ends the statement (SQLite runs it on the caller's task).
-    async fn statement_guard(
-        &self,
-        _conn: &mut Self::Conn,
-    ) -> Result<Option<StatementGuard>, StoreError> {
-        Ok(None)
-    }
+    /// Marks `conn` as running a statement its request may abandon (a search whose client
+    /// went away, or whose connection timed out): dropped before [`Self::statement_ended`],
+    /// the connection is closed instead of going back to the pool, and the server ends the
+    /// statement once it sees its client gone. A no-op where a dropped future already ends
+    /// the statement (SQLite runs it on the caller's task).
+    fn statement_started(_conn: &mut Self::Conn) {}
+    /// The statement [`Self::statement_started`] marked ended by itself: the connection goes
+    /// back to the pool when dropped.
+    fn statement_ended(_conn: &mut Self::Conn) {}
     /// Runs one long read (a full pass over a table) on a reader of the backend's own and
     /// yields its rows in pages, read ahead of the caller. `None` where the backend has no
     /// such reader: the caller then pages through the pool by key. `decode` turns each row
@@ -79,34 +78,6 @@ pub trait Backend: Send + Sync + 'static {
     /// copied straight into a packed [`medmesh_store::PatientRowPage`].
     fn scan_patient_row_pages(&self, _sql: Sql) -> Option<medmesh_store::PatientRowPages> {
         None
-    }
-}
-
-/// Cancels a server-side statement when dropped unfinished (see
-/// [`Backend::statement_guard`]).
-pub struct StatementGuard {
-    cancel: Option<Box<dyn FnOnce() + Send>>,
-}
-
-impl StatementGuard {
-    /// A guard that runs `cancel` if dropped unfinished.
-    pub fn new(cancel: impl FnOnce() + Send + 'static) -> Self {
-        Self {
-            cancel: Some(Box::new(cancel)),
-        }
-    }
-
-    /// The statement ended by itself: nothing to cancel.
-    pub fn finished(mut self) {
-        self.cancel = None;
-    }
-}
-
-impl Drop for StatementGuard {
-    fn drop(&mut self) {
-        if let Some(cancel) = self.cancel.take() {
-            cancel();
-        }
     }
 }
 
@@ -567,7 +538,7 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
         page: &PageRequest,
     ) -> Result<SearchPage, StoreError> {
         let mut conn = self.backend.conn().await?;
-        let guard = self.backend.statement_guard(&mut conn).await?;
+        B::statement_started(&mut conn);
         let page = run_search(
             &mut conn,
             self.backend.dialect(),
@@ -576,9 +547,7 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
             self.clock.now_micros(),
         )
         .await;
-        if let Some(g) = guard {
-            g.finished();
-        }
+        B::statement_ended(&mut conn);
         page
     }
 
@@ -588,12 +557,10 @@ impl<B: Backend> ResourceStore for SqlStore<B> {
         page: &PageRequest,
     ) -> Result<(SearchPage, Vec<StoredVersion>), StoreError> {
         let mut conn = self.backend.conn().await?;
-        let guard = self.backend.statement_guard(&mut conn).await?;
+        B::statement_started(&mut conn);
         let dialect = self.backend.dialect();
         let found = run_search_page(&mut conn, dialect, query, page, self.clock.now_micros()).await;
-        if let Some(g) = guard {
-            g.finished();
-        }
+        B::statement_ended(&mut conn);
         let (found, rids) = found?;
         let versions = read_rids(&mut conn, dialect, &rids).await?;
         Ok((found, versions))
