@@ -21,15 +21,11 @@ out=$(mktemp)
 node=
 stop() { [ -n "$node" ] && { kill "$node" 2>/dev/null; wait "$node" 2>/dev/null || true; }; node=; }
 trap 'stop; rm -f "$out"' EXIT
+. bench/portal-wrk.sh
 measure() { # NAME BUILD PAGE SESSION
-    [ "$(curl -s -H "Cookie: medmesh_session=$4" "$url$3" -o /dev/null -w '%{http_code}')" = 200 ] \
-        || { echo "$2: $3 did not answer 200 (the session expired? run bench/portal-render.sh again)" >&2; exit 1; }
-    curl -sf -H "Cookie: medmesh_session=$4" "$url$3" -o /dev/null
-    wrk -t1 -c1 -d"${secs}s" --latency -H "Cookie: medmesh_session=$4" "$url$3" \
-        | awk -v page="$1" -v build="$2" '
-            function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
-            /Requests\/sec/ {rps=$2} /^ +50%/ {p50=ms($2)} /^ +99%/ {p99=ms($2)}
-            END {printf "%s %s %s %.1f %.1f\n", page, build, rps, p50, p99}' | tee -a "$out"
+    local figures
+    figures=$(portal_wrk "$url$3" "$4" 1 "$secs") || { echo "$2: $3 could not be measured" >&2; exit 1; }
+    echo "$1 $2 $figures" | tee -a "$out"
 }
 echo "page build req/s p50_ms p99_ms (one user, ${secs}s each)"
 for round in $(seq 1 "$rounds"); do

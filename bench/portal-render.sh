@@ -49,11 +49,12 @@ gp_session=$(python3 bench/portal_sign_in.py "$base" bench-gp 'a long enough pas
 # session (it lives in the store and outlasts the node), and the clinician's TOTP key (a
 # clinician's session does not outlast a restart, so it signs in again on each node).
 echo "$pid" > "$store/patient.id"; echo "$session" > "$store/patient.session"
+. bench/portal-wrk.sh
 measure() { # PAGE SESSION CONNECTIONS WHO [SHOWN AS]
-    curl -sf -H "Cookie: medmesh_session=$2" "$base$1" -o /dev/null \
-        || { echo "$4 $1 did not answer 200" >&2; exit 1; }
-    wrk -t1 -c"$3" -d"${secs}s" --latency -H "Cookie: medmesh_session=$2" "$base$1" \
-        | awk -v p="$4 ${5:-$1}" -v c="$3" '/Requests\/sec/ {rps=$2} /^ +50%/ {p50=$2} /^ +99%/ {p99=$2} END {printf "%-32s c=%s %8s req/s  p50 %8s  p99 %8s\n", p, c, rps, p50, p99}'
+    local figures rps p50 p99
+    figures=$(portal_wrk "$base$1" "$2" "$3" "$secs") || exit 1
+    read -r rps p50 p99 <<< "$figures"
+    printf "%-32s c=%s %8s req/s  p50 %7.2f ms  p99 %7.2f ms\n" "$4 ${5:-$1}" "$3" "$rps" "$p50" "$p99"
 }
 echo "portal render, patient with $n resources, SQLite, ${secs}s each; 1 connection (one user), and 4 for the two heaviest pages"
 for page in /record /home; do
