@@ -99,20 +99,10 @@ impl Drop for PgConn {
 #[async_trait]
 impl Exec for PgConn {
     async fn fetch(&mut self, sql: Sql, cols: &[Col]) -> Result<Vec<Row>, StoreError> {
-        self.conn.fetch(sql, cols).await
+        run::fetch_on(&mut self.conn, sql, cols).await
     }
     async fn execute(&mut self, sql: Sql) -> Result<u64, StoreError> {
-        self.conn.execute(sql).await
-    }
-}
-
-#[async_trait]
-impl Exec for PoolConnection<Postgres> {
-    async fn fetch(&mut self, sql: Sql, cols: &[Col]) -> Result<Vec<Row>, StoreError> {
-        run::fetch_on(self, sql, cols).await
-    }
-    async fn execute(&mut self, sql: Sql) -> Result<u64, StoreError> {
-        run::execute_on(self, sql).await
+        run::execute_on(&mut self.conn, sql).await
     }
 }
 

@@ -334,13 +334,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let options: Vec<String> = options
-            .into_iter()
-            .map(|Row(cells)| match cells.as_slice() {
-                [Cell::Str(t)] => t.clone(),
-                other => panic!("unexpected row {other:?}"),
-            })
-            .collect();
+        let options: Vec<String> = options.iter().map(|r| r.string(0).unwrap()).collect();
         assert!(
             options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
             "{options:?}"
