@@ -48,7 +48,7 @@ use medmesh_hl7v2::{
 use medmesh_hl7v2_fhir::{MappingError, map};
 use medmesh_kernel::{OperationId, RequestContext};
 use medmesh_policy::InterfaceMessages;
-use medmesh_records::{RecordError, RecordService, ReturnPreference};
+use medmesh_records::{BeforeCommit, RecordError, RecordService, ReturnPreference};
 use medmesh_store::{Hl7MessageRow, Hl7Store, StoreError};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, RwLock};
@@ -402,6 +402,39 @@ impl InterfaceEngine {
             attempts: 0,
             updated_micros: now,
         };
+        let ctx = self.context(&sender, via, &operation);
+        // A message that maps is stored in the record service's transaction that applies it:
+        // one commit, after which it is durable and applied, instead of one to store it and
+        // one to apply it. If that transaction fails, nothing of it was written, and the
+        // message takes the path below: stored on its own first, so that what cannot be
+        // applied is kept (a dead letter, or kept for retry).
+        let mapped = match mapped {
+            Ok(mut m) => {
+                let store_it = StoreReceived { row: &row };
+                match self
+                    .records
+                    .transaction_then(
+                        &ctx,
+                        stamp_source(&mut m.bundle, &row.sender),
+                        ReturnPreference::Minimal,
+                        Some(&store_it),
+                    )
+                    .await
+                {
+                    Ok(response) => {
+                        let (code, errors) = self
+                            .settle(&message, Ok((m, Ok(response))), &mut row, &ctx, &sender)
+                            .await;
+                        return self.answer(&message, mode, code, &errors);
+                    }
+                    Err(e) => {
+                        tracing::debug!(message_id = %row.id, error = %e, "an HL7 v2 message was not applied with its storing; it is stored first and applied again");
+                        Ok(m)
+                    }
+                }
+            }
+            Err(e) => Err(e),
+        };
         match self.store.hl7_insert(&row).await {
             Ok(true) => {}
             // Another connection stored it a moment ago: answer as it was answered.
@@ -418,13 +451,24 @@ impl InterfaceEngine {
             }
             Err(e) => return self.internal_failure(&message, mode, &e.to_string()),
         }
-        let ctx = self.context(&sender, via, &operation);
         let (code, errors) = self.apply(&message, mapped, &mut row, &ctx, &sender).await;
+        self.answer(&message, mode, code, &errors)
+    }
+
+    /// The answer to a stored message: its application acknowledgement in original mode, a
+    /// commit acknowledgement in enhanced mode.
+    fn answer(
+        &self,
+        message: &Message,
+        mode: AckMode,
+        code: AckCode,
+        errors: &[AckError],
+    ) -> Reply {
         match mode {
-            AckMode::Original => self.reply(Some(&message), code, &errors),
+            AckMode::Original => self.reply(Some(message), code, errors),
             // Stored: committed, whatever applying it did (its application acknowledgement
             // says that).
-            AckMode::Enhanced { accept, .. } => self.commit(&message, accept, AckCode::CA, &[]),
+            AckMode::Enhanced { accept, .. } => self.commit(message, accept, AckCode::CA, &[]),
         }
     }
 
@@ -501,12 +545,40 @@ impl InterfaceEngine {
         }
     }
 
-    /// Applies a stored message's mapping and records the outcome; the application
-    /// acknowledgement's code and errors (queued for the sender too, in enhanced mode).
+    /// Applies a stored message's mapping and records the outcome ([`Self::settle`]).
     async fn apply(
         &self,
         message: &Message,
         mapped: Result<medmesh_hl7v2_fhir::Mapped, MappingError>,
+        row: &mut Hl7MessageRow,
+        ctx: &RequestContext,
+        sender: &senders::Sender,
+    ) -> (AckCode, Vec<AckError>) {
+        let applied = match mapped {
+            Err(e) => Err(e),
+            Ok(mut m) => {
+                let result = self
+                    .records
+                    .transaction(
+                        ctx,
+                        stamp_source(&mut m.bundle, &row.sender),
+                        ReturnPreference::Minimal,
+                    )
+                    .await;
+                Ok((m, result))
+            }
+        };
+        self.settle(message, applied, row, ctx, sender).await
+    }
+
+    /// Records what became of a stored message given its mapping and the record service's
+    /// transaction (or why it did not map), and does what follows an applied one; the
+    /// application acknowledgement's code and errors (queued for the sender too, in enhanced
+    /// mode).
+    async fn settle(
+        &self,
+        message: &Message,
+        applied: Result<(medmesh_hl7v2_fhir::Mapped, Result<Value, RecordError>), MappingError>,
         row: &mut Hl7MessageRow,
         ctx: &RequestContext,
         sender: &senders::Sender,
@@ -516,21 +588,15 @@ impl InterfaceEngine {
             warnings: message.warnings().to_vec(),
             ..MessageOutcome::default()
         };
-        let (code, errors) = match mapped {
+        // The patient to tell of a final result.
+        let mut tell = None;
+        let (code, errors) = match applied {
             Err(e) => {
                 outcome.error = Some(e.to_string());
                 row.status = "dead".into();
                 (AckCode::AE, vec![e.to_ack_error()])
             }
-            Ok(mut m) => match self
-                .records
-                .transaction(
-                    ctx,
-                    stamp_source(&mut m.bundle, &row.sender),
-                    ReturnPreference::Minimal,
-                )
-                .await
-            {
+            Ok((m, result)) => match result {
                 Ok(response) => {
                     outcome.resources = written(&response);
                     let moved = match m.merge {
@@ -551,8 +617,9 @@ impl InterfaceEngine {
                                 tracing::error!(message = %row.id, error = %why, "the follow-up of an applied message failed; replay the message to run it again");
                             }
                             self.forward(message, row).await;
+                            // Told in the commit that records the outcome (below).
                             if m.final_result {
-                                self.tell_patient(&outcome.resources, &row.id).await;
+                                tell = patient_of(&outcome.resources);
                             }
                             (AckCode::AA, Vec::new())
                         }
@@ -603,7 +670,7 @@ impl InterfaceEngine {
                 tracing::error!(message_id = %row.id, error = %e, "the outcome of an HL7 v2 message could not be sealed")
             }
         }
-        if let Err(e) = self.store.hl7_update(row).await {
+        if let Err(e) = self.record_outcome(row, tell).await {
             tracing::error!(message_id = %row.id, error = %e, "the outcome of an HL7 v2 message could not be recorded");
             return (
                 AckCode::AR,
@@ -762,21 +829,36 @@ impl InterfaceEngine {
     /// Tells the patient, in their inbox, that results arrived: the words name no result
     /// (notifications carry no clinical content). A failure is logged; the results are
     /// written either way.
-    async fn tell_patient(&self, resources: &[String], message_id: &str) {
+    /// Records a message's outcome, and tells `patient` of its final result in the same
+    /// commit: their inbox row, and the other channels they chose queued. Told or not, the
+    /// outcome is recorded (a notice that cannot be made is logged, as it always was).
+    async fn record_outcome(
+        &self,
+        row: &Hl7MessageRow,
+        patient: Option<String>,
+    ) -> Result<(), RecordError> {
         use medmesh_notifications::{Category, Recipient};
-        let Some(patient) = resources.iter().find_map(|r| r.strip_prefix("Patient/")) else {
-            return;
-        };
-        let notice = self
-            .hub
-            .notice(Category::Results, format!("hl7v2/{message_id}"));
-        if let Err(e) = self
-            .hub
-            .notify(&Recipient::Patient(patient.to_string()), &notice)
-            .await
-        {
-            tracing::error!(error = %e, "the patient could not be told of new results");
+        if let Some(patient) = patient {
+            let notice = self
+                .hub
+                .notice(Category::Results, format!("hl7v2/{}", row.id));
+            let mut tx = self.records.core().begin_write().await?;
+            match self
+                .hub
+                .notify_in(&mut tx, &Recipient::Patient(patient), &notice)
+                .await
+            {
+                Ok(_) => {
+                    tx.update_hl7_message(row).await?;
+                    return Ok(tx.commit().await?);
+                }
+                // Rolled back when dropped; the outcome is recorded on its own below.
+                Err(e) => {
+                    tracing::error!(error = %e, "the patient could not be told of new results");
+                }
+            }
         }
+        Ok(self.store.hl7_update(row).await?)
     }
 
     async fn patient_lock(&self, key: &str) -> Arc<Mutex<()>> {
@@ -1156,6 +1238,26 @@ impl InterfaceEngine {
 
 /// Marks every resource of a mapped transaction as written by `sender` (`meta.source`), so
 /// the node's events leave out what came in over HL7 v2.
+/// Stores a message, as received, in the record service's transaction that applies it.
+struct StoreReceived<'r> {
+    row: &'r Hl7MessageRow,
+}
+
+#[async_trait::async_trait]
+impl BeforeCommit for StoreReceived<'_> {
+    async fn before_commit(&self, tx: &mut medmesh_at_rest::WriteTx) -> Result<(), RecordError> {
+        if tx.insert_hl7_message(self.row).await? {
+            Ok(())
+        } else {
+            // Another connection stored it a moment ago: the established path answers as
+            // that one was answered.
+            Err(RecordError::Conflict(
+                "the sender already sent a message with this control id".into(),
+            ))
+        }
+    }
+}
+
 fn stamp_source<'a>(bundle: &'a mut Value, sender: &str) -> &'a Value {
     if let Some(entries) = bundle["entry"].as_array_mut() {
         for e in entries {
@@ -1166,6 +1268,14 @@ fn stamp_source<'a>(bundle: &'a mut Value, sender: &str) -> &'a Value {
         }
     }
     bundle
+}
+
+/// The patient among the resources a message wrote.
+fn patient_of(resources: &[String]) -> Option<String> {
+    resources
+        .iter()
+        .find_map(|r| r.strip_prefix("Patient/"))
+        .map(str::to_string)
 }
 
 /// `Type/id` of each entry a transaction wrote.

@@ -704,6 +704,22 @@ impl NotificationHub {
         self.tell(who, notice, false).await
     }
 
+    /// As [`Self::notify`], written in `tx`, the transaction that records what it tells of:
+    /// the inbox row and the other channels' queued deliveries commit with it or not at
+    /// all, and cost it no commit of their own.
+    ///
+    /// # Errors
+    /// As [`Self::notify`]; the caller's transaction then holds a failed statement, and
+    /// should be rolled back.
+    pub async fn notify_in(
+        &self,
+        tx: &mut medmesh_at_rest::WriteTx,
+        who: &Recipient,
+        notice: &Notice,
+    ) -> Result<Vec<Channel>, HubError> {
+        self.tell_channels(who, notice, true, None, Some(tx)).await
+    }
+
     async fn tell(
         &self,
         who: &Recipient,
@@ -713,7 +729,7 @@ impl NotificationHub {
         if inbox {
             self.tell_as(who, notice, None).await
         } else {
-            self.tell_channels(who, notice, false, None).await
+            self.tell_channels(who, notice, false, None, None).await
         }
     }
 
@@ -724,15 +740,18 @@ impl NotificationHub {
         notice: &Notice,
         inbox_id: Option<&str>,
     ) -> Result<Vec<Channel>, HubError> {
-        self.tell_channels(who, notice, true, inbox_id).await
+        self.tell_channels(who, notice, true, inbox_id, None).await
     }
 
+    /// Tells on every channel `who` chose: in `tx` when given, else each in a transaction
+    /// of its own.
     async fn tell_channels(
         &self,
         who: &Recipient,
         notice: &Notice,
         inbox: bool,
         inbox_id: Option<&str>,
+        mut tx: Option<&mut medmesh_at_rest::WriteTx>,
     ) -> Result<Vec<Channel>, HubError> {
         let settings = self.settings(who).await?;
         let mut sent = Vec::new();
@@ -746,14 +765,18 @@ impl NotificationHub {
                         Recipient::Patient(patient) => patient.clone(),
                         Recipient::Account(_) => who.key(),
                     };
-                    self.to_inbox(&owner, notice, inbox_id).await?;
+                    self.to_inbox(&owner, notice, inbox_id, tx.as_deref_mut())
+                        .await?;
                     sent.push(channel);
                 }
                 Channel::Email => {
                     if settings.email.is_none() || self.mailer.is_none() {
                         continue;
                     }
-                    if self.enqueue(who, notice, channel).await? {
+                    if self
+                        .enqueue(who, notice, channel, tx.as_deref_mut())
+                        .await?
+                    {
                         sent.push(channel);
                     }
                 }
@@ -761,7 +784,10 @@ impl NotificationHub {
                     if settings.webhook.is_none() || self.webhooks.is_none() {
                         continue;
                     }
-                    if self.enqueue(who, notice, channel).await? {
+                    if self
+                        .enqueue(who, notice, channel, tx.as_deref_mut())
+                        .await?
+                    {
                         sent.push(channel);
                     }
                 }
@@ -792,11 +818,13 @@ impl NotificationHub {
         Ok(told)
     }
 
+    /// Writes an inbox row: in `tx` when given, else in a transaction of its own.
     async fn to_inbox(
         &self,
         patient: &str,
         notice: &Notice,
         id: Option<&str>,
+        tx: Option<&mut medmesh_at_rest::WriteTx>,
     ) -> Result<(), HubError> {
         let core = self.records.core();
         let row = medmesh_store::Notification {
@@ -807,17 +835,22 @@ impl NotificationHub {
             created_micros: core.now(),
             read_micros: None,
         };
+        if let Some(tx) = tx {
+            return Ok(tx.notify(&row).await.map_err(RecordError::from)?);
+        }
         let mut tx = core.begin_write().await?;
         tx.notify(&row).await.map_err(RecordError::from)?;
         tx.commit().await.map_err(RecordError::from)?;
         Ok(())
     }
 
+    /// Queues a delivery: in `tx` when given, else on its own.
     async fn enqueue(
         &self,
         who: &Recipient,
         notice: &Notice,
         channel: Channel,
+        tx: Option<&mut medmesh_at_rest::WriteTx>,
     ) -> Result<bool, HubError> {
         let payload = Payload {
             subject: notice.subject.clone(),
@@ -835,7 +868,13 @@ impl NotificationHub {
                 now,
             )
             .await?;
-        Ok(self.store.notification_enqueue(&row).await?)
+        match tx {
+            Some(tx) => Ok(tx
+                .queue_notification(&row)
+                .await
+                .map_err(RecordError::from)?),
+            None => Ok(self.store.notification_enqueue(&row).await?),
+        }
     }
 
     /// A notice to tell `who` at `due` (microseconds), as an outbox row for the caller to

@@ -276,6 +276,15 @@ fn split_url(url: &str) -> (String, Option<String>, Option<String>) {
     (t, id, query)
 }
 
+/// Work a capability adds to a transaction Bundle's own database transaction
+/// ([`RecordService::transaction_then`]).
+#[async_trait::async_trait]
+pub trait BeforeCommit: Send + Sync {
+    /// Runs in `tx` after the Bundle's writes and audit entries. An error rolls the whole
+    /// transaction back.
+    async fn before_commit(&self, tx: &mut medmesh_at_rest::WriteTx) -> Result<(), RecordError>;
+}
+
 impl RecordService {
     /// Processes a `transaction` or `batch` Bundle posted to the base.
     pub async fn process_bundle(
@@ -306,6 +315,20 @@ impl RecordService {
         ctx: &RequestContext,
         bundle: &Value,
         pref: ReturnPreference,
+    ) -> Result<Value, RecordError> {
+        self.transaction_then(ctx, bundle, pref, None).await
+    }
+
+    /// An atomic transaction, with `then` run inside it after its writes and audit entries
+    /// and before its commit: what a capability keeps about the Bundle (the HL7 v2 message
+    /// it came from, say) commits with it or not at all, in one commit. `then` fails the
+    /// transaction by failing.
+    pub async fn transaction_then(
+        &self,
+        ctx: &RequestContext,
+        bundle: &Value,
+        pref: ReturnPreference,
+        then: Option<&(dyn BeforeCommit + '_)>,
     ) -> Result<Value, RecordError> {
         let mut entries = parse_entries(bundle)?;
         // Authorize every entry before touching the store.
@@ -536,6 +559,9 @@ impl RecordService {
             let mut entry = self.entry(ctx, action, Some(&t), vec![id], Outcome::Success);
             entry.patients = patients;
             tx.append_audit(&entry).await?;
+        }
+        if let Some(then) = then {
+            then.before_commit(&mut tx).await?;
         }
         tx.commit().await?;
         // 5. Reads come last, so they see the transaction's writes.

@@ -23,7 +23,7 @@ pub mod service;
 pub mod withheld;
 pub mod write_rules;
 
-pub use bundle::ReturnPreference;
+pub use bundle::{BeforeCommit, ReturnPreference};
 pub use changes::{Change, FEED_SETTLE_MICROS, FeedSeen};
 pub use context::{
     Clock, IdSource, MonotonicClock, OperationId, RequestContext, SystemClock, UuidIds,

@@ -7,7 +7,7 @@ use medmesh_store::{
 };
 
 use crate::exec::Exec;
-use crate::sql::{Arg, Col, Row, Sql};
+use crate::sql::{Arg, Col, Dialect, Row, Sql};
 use crate::store::{Backend, SqlStore};
 
 const MESSAGE_SELECT: &str = "SELECT id, sender, control_id, message_type, received_micros, status, \
@@ -124,36 +124,9 @@ impl<B: Backend> SqlStore<B> {
 #[async_trait]
 impl<B: Backend> Hl7Store for SqlStore<B> {
     async fn hl7_insert(&self, row: &Hl7MessageRow) -> Result<bool, StoreError> {
-        let mut sql = Sql::new(
-            self.dialect(),
-            "INSERT INTO hl7_messages (id, sender, control_id, message_type, received_micros, \
-             status, ack_code, raw, detail, patient_token, attempts, updated_micros) VALUES (",
-        );
-        sql.str(&row.id)
-            .push(", ")
-            .str(&row.sender)
-            .push(", ")
-            .str(&row.control_id)
-            .push(", ")
-            .str(&row.message_type)
-            .push(", ")
-            .int(row.received_micros)
-            .push(", ")
-            .str(&row.status)
-            .push(", ")
-            .bind(Arg::OptStr(row.ack_code.clone()))
-            .push(", ")
-            .bind(Arg::Bytes(row.raw.clone()))
-            .push(", ")
-            .bind(Arg::Bytes(row.detail.clone().unwrap_or_default()))
-            .push(", ")
-            .bind(Arg::OptStr(row.patient_token.clone()))
-            .push(", ")
-            .int(row.attempts)
-            .push(", ")
-            .int(row.updated_micros)
-            .push(") ON CONFLICT (sender, control_id) DO NOTHING");
-        self.write(sql).await.map(|n| n == 1)
+        self.write(insert_message(self.dialect(), row))
+            .await
+            .map(|n| n == 1)
     }
 
     async fn hl7_message(&self, id: &str) -> Result<Option<Hl7MessageRow>, StoreError> {
@@ -176,21 +149,9 @@ impl<B: Backend> Hl7Store for SqlStore<B> {
     }
 
     async fn hl7_update(&self, row: &Hl7MessageRow) -> Result<(), StoreError> {
-        let mut sql = Sql::new(self.dialect(), "UPDATE hl7_messages SET status = ");
-        sql.str(&row.status)
-            .push(", ack_code = ")
-            .bind(Arg::OptStr(row.ack_code.clone()))
-            .push(", detail = ")
-            .bind(Arg::Bytes(row.detail.clone().unwrap_or_default()))
-            .push(", patient_token = ")
-            .bind(Arg::OptStr(row.patient_token.clone()))
-            .push(", attempts = ")
-            .int(row.attempts)
-            .push(", updated_micros = ")
-            .int(row.updated_micros)
-            .push(" WHERE id = ")
-            .str(&row.id);
-        self.write(sql).await.map(|_| ())
+        self.write(update_message(self.dialect(), row))
+            .await
+            .map(|_| ())
     }
 
     async fn hl7_messages(
@@ -429,4 +390,57 @@ impl<B: Backend> Hl7OutboxStore for SqlStore<B> {
             );
         self.write(sql).await.map(|_| ())
     }
+}
+
+/// The statement that stores a message unless its sender already stored this control id.
+pub(crate) fn insert_message(dialect: Dialect, row: &Hl7MessageRow) -> Sql {
+    let mut sql = Sql::new(
+        dialect,
+        "INSERT INTO hl7_messages (id, sender, control_id, message_type, received_micros, \
+             status, ack_code, raw, detail, patient_token, attempts, updated_micros) VALUES (",
+    );
+    sql.str(&row.id)
+        .push(", ")
+        .str(&row.sender)
+        .push(", ")
+        .str(&row.control_id)
+        .push(", ")
+        .str(&row.message_type)
+        .push(", ")
+        .int(row.received_micros)
+        .push(", ")
+        .str(&row.status)
+        .push(", ")
+        .bind(Arg::OptStr(row.ack_code.clone()))
+        .push(", ")
+        .bind(Arg::Bytes(row.raw.clone()))
+        .push(", ")
+        .bind(Arg::Bytes(row.detail.clone().unwrap_or_default()))
+        .push(", ")
+        .bind(Arg::OptStr(row.patient_token.clone()))
+        .push(", ")
+        .int(row.attempts)
+        .push(", ")
+        .int(row.updated_micros)
+        .push(") ON CONFLICT (sender, control_id) DO NOTHING");
+    sql
+}
+
+/// The statement that records what became of a message.
+pub(crate) fn update_message(dialect: Dialect, row: &Hl7MessageRow) -> Sql {
+    let mut sql = Sql::new(dialect, "UPDATE hl7_messages SET status = ");
+    sql.str(&row.status)
+        .push(", ack_code = ")
+        .bind(Arg::OptStr(row.ack_code.clone()))
+        .push(", detail = ")
+        .bind(Arg::Bytes(row.detail.clone().unwrap_or_default()))
+        .push(", patient_token = ")
+        .bind(Arg::OptStr(row.patient_token.clone()))
+        .push(", attempts = ")
+        .int(row.attempts)
+        .push(", updated_micros = ")
+        .int(row.updated_micros)
+        .push(" WHERE id = ")
+        .str(&row.id);
+    sql
 }

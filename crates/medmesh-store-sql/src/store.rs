@@ -1573,6 +1573,25 @@ impl<B: Backend> BookingTx for SqlTx<B> {
 }
 
 #[async_trait]
+impl<B: Backend> medmesh_store::Hl7Tx for SqlTx<B> {
+    async fn insert_hl7_message(
+        &mut self,
+        row: &medmesh_store::Hl7MessageRow,
+    ) -> Result<bool, StoreError> {
+        let sql = crate::hl7::insert_message(self.dialect, row);
+        Ok(self.tx.execute(sql).await? == 1)
+    }
+
+    async fn update_hl7_message(
+        &mut self,
+        row: &medmesh_store::Hl7MessageRow,
+    ) -> Result<(), StoreError> {
+        let sql = crate::hl7::update_message(self.dialect, row);
+        self.tx.execute(sql).await.map(|_| ())
+    }
+}
+
+#[async_trait]
 impl<B: Backend> RecordTx for SqlTx<B> {
     async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
         B::rollback(self.tx).await

@@ -76,6 +76,18 @@ pub struct Hl7SenderRow {
     pub ack_destination: Option<String>,
 }
 
+/// The HL7 v2 message log inside a write transaction: a message stored in the same commit as
+/// what applying it wrote, so a message costs one commit, not one to store it, one to apply it
+/// and one to record its outcome.
+#[async_trait]
+pub trait Hl7Tx: Send {
+    /// Stores a message in this transaction; false when the sender already stored one with
+    /// this control id (nothing is written).
+    async fn insert_hl7_message(&mut self, row: &Hl7MessageRow) -> Result<bool, StoreError>;
+    /// Records what became of a message, in this transaction.
+    async fn update_hl7_message(&mut self, row: &Hl7MessageRow) -> Result<(), StoreError>;
+}
+
 /// The interface engine's store.
 #[async_trait]
 pub trait Hl7Store: Send + Sync + 'static {

@@ -35,7 +35,9 @@ pub use data_keys::{
 };
 pub use directory::{SealedKey, UserKey};
 pub use export_files::{ExportFiles, ExportFilesError};
-pub use hl7::{Hl7Filter, Hl7MessageRow, Hl7OutboundRow, Hl7OutboxStore, Hl7SenderRow, Hl7Store};
+pub use hl7::{
+    Hl7Filter, Hl7MessageRow, Hl7OutboundRow, Hl7OutboxStore, Hl7SenderRow, Hl7Store, Hl7Tx,
+};
 pub use notify::{NotificationHubStore, NotificationOutboxRow, NotificationSettingsRow};
 pub use subscriptions::{SubscriptionRow, SubscriptionStore};
 
@@ -519,7 +521,7 @@ pub trait DataKeyTx: Send {
 #[async_trait]
 /// A write transaction over every role. Dropping it without commit rolls back.
 pub trait RecordTx:
-    ResourceTx + TrustTx + NotificationTx + KeyDirectoryTx + DataKeyTx + BookingTx
+    ResourceTx + TrustTx + NotificationTx + KeyDirectoryTx + DataKeyTx + BookingTx + Hl7Tx
 {
     /// Commits.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;

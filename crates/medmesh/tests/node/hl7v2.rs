@@ -175,6 +175,55 @@ mod acknowledged_messages_survive_kill_9 {
     }
 }
 
+/// A sender that sends the same message on two connections at once (a resend racing its
+/// original) gets AA on both, and the message is stored and applied once: a message is stored
+/// in the transaction that applies it, and the one that loses the race falls back to the
+/// path that answers a resend.
+async fn a_message_sent_twice_at_once_is_applied_once(db: Db) {
+    let (node, _config) = engine_node(db).await;
+    let addr = node.mllp.clone().unwrap();
+    let total = 40;
+    let mut connections = Vec::new();
+    for _ in 0..2 {
+        connections.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    let [mut first, mut second]: [TcpStream; 2] = connections.try_into().unwrap();
+    for i in 0..total {
+        let message = admission(1000 + i);
+        let (a, b) = tokio::join!(send(&mut first, &message), send(&mut second, &message));
+        let expected = ("AA".to_string(), format!("KILL-{}", 1000 + i));
+        assert_eq!(a.as_ref(), Some(&expected), "first connection, message {i}");
+        assert_eq!(
+            b.as_ref(),
+            Some(&expected),
+            "second connection, message {i}"
+        );
+    }
+    for i in 0..total {
+        assert_eq!(patients_with(&node, 1000 + i).await, 1, "message {i}");
+    }
+    assert_eq!(
+        node.sql_i64("SELECT COUNT(*) FROM hl7_messages WHERE status = 'applied'")
+            .await,
+        total as i64
+    );
+    assert_eq!(
+        node.sql_i64("SELECT COUNT(*) FROM hl7_messages").await,
+        total as i64
+    );
+}
+
+mod a_message_sent_twice_at_once_is_applied_once {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_message_sent_twice_at_once_is_applied_once(super::Db::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_message_sent_twice_at_once_is_applied_once(super::Db::Postgres).await
+    }
+}
+
 fn stdout(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
