@@ -412,13 +412,7 @@ impl InterfaceEngine {
             Ok(mut m) => {
                 let store_it = StoreReceived { row: &row };
                 match self
-                    .records
-                    .transaction_then(
-                        &ctx,
-                        stamp_source(&mut m.bundle, &row.sender),
-                        ReturnPreference::Minimal,
-                        Some(&store_it),
-                    )
+                    .run_mapped(&ctx, &mut m, &row.sender, Some(&store_it))
                     .await
                 {
                     Ok(response) => {
@@ -557,18 +551,30 @@ impl InterfaceEngine {
         let applied = match mapped {
             Err(e) => Err(e),
             Ok(mut m) => {
-                let result = self
-                    .records
-                    .transaction(
-                        ctx,
-                        stamp_source(&mut m.bundle, &row.sender),
-                        ReturnPreference::Minimal,
-                    )
-                    .await;
+                let result = self.run_mapped(ctx, &mut m, &row.sender, None).await;
                 Ok((m, result))
             }
         };
         self.settle(message, applied, row, ctx, sender).await
+    }
+
+    /// Runs a mapped message's transaction through the record service as written by
+    /// `sender`, with `then` inside it before the commit.
+    async fn run_mapped(
+        &self,
+        ctx: &RequestContext,
+        mapped: &mut medmesh_hl7v2_fhir::Mapped,
+        sender: &str,
+        then: Option<&(dyn BeforeCommit + '_)>,
+    ) -> Result<Value, RecordError> {
+        self.records
+            .transaction_then(
+                ctx,
+                stamp_source(&mut mapped.bundle, sender),
+                ReturnPreference::Minimal,
+                then,
+            )
+            .await
     }
 
     /// Records what became of a stored message given its mapping and the record service's
@@ -826,12 +832,10 @@ impl InterfaceEngine {
         }
     }
 
-    /// Tells the patient, in their inbox, that results arrived: the words name no result
-    /// (notifications carry no clinical content). A failure is logged; the results are
-    /// written either way.
-    /// Records a message's outcome, and tells `patient` of its final result in the same
-    /// commit: their inbox row, and the other channels they chose queued. Told or not, the
-    /// outcome is recorded (a notice that cannot be made is logged, as it always was).
+    /// Records a message's outcome, and tells `patient` that results arrived in the same
+    /// commit: their inbox row, and the other channels they chose queued. The words name no
+    /// result (notifications carry no clinical content). Told or not, the outcome is
+    /// recorded (a notice that cannot be made is logged, as it always was).
     async fn record_outcome(
         &self,
         row: &Hl7MessageRow,
@@ -1236,8 +1240,6 @@ impl InterfaceEngine {
     }
 }
 
-/// Marks every resource of a mapped transaction as written by `sender` (`meta.source`), so
-/// the node's events leave out what came in over HL7 v2.
 /// Stores a message, as received, in the record service's transaction that applies it.
 struct StoreReceived<'r> {
     row: &'r Hl7MessageRow,
@@ -1258,6 +1260,8 @@ impl BeforeCommit for StoreReceived<'_> {
     }
 }
 
+/// Marks every resource of a mapped transaction as written by `sender` (`meta.source`), so
+/// the node's events leave out what came in over HL7 v2.
 fn stamp_source<'a>(bundle: &'a mut Value, sender: &str) -> &'a Value {
     if let Some(entries) = bundle["entry"].as_array_mut() {
         for e in entries {
