@@ -246,8 +246,9 @@ impl RecordService {
     }
 
     /// Replaces the policy facts a written (or deleted: `None`) resource contributes.
-    /// `first` says it was never written before: then it has no facts to replace, and one
-    /// that contributes none (most prescriptions an import brings) costs no statement.
+    /// `first` says it was never written before: then it has no facts to replace (its facts
+    /// are only added, without the two deletes a replacement makes), and one that contributes
+    /// none (most prescriptions an import brings) costs no statement.
     pub(crate) async fn update_policy_facts(
         &self,
         tx: &mut WriteTx,
@@ -282,15 +283,12 @@ impl RecordService {
             }
             _ => None,
         };
-        if first && edges.is_empty() && consent.is_none() {
-            return Ok(());
+        let consent = consent.as_ref().map(|(p, t)| (p.as_str(), t.as_str()));
+        if !first {
+            tx.replace_policy_facts(&source, &edges, consent).await?;
+        } else if !edges.is_empty() || consent.is_some() {
+            tx.add_policy_facts(&source, &edges, consent).await?;
         }
-        tx.replace_policy_facts(
-            &source,
-            &edges,
-            consent.as_ref().map(|(p, t)| (p.as_str(), t.as_str())),
-        )
-        .await?;
         Ok(())
     }
 

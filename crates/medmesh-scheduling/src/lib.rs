@@ -377,22 +377,26 @@ impl SchedulingService {
         Ok(rows)
     }
 
-    /// Withdraws an appointment's queued reminders, and queues `rows`, in `tx`.
+    /// Withdraws an appointment's queued reminders, and queues `rows`, in `tx`. A `new`
+    /// appointment (an id just made) has none to withdraw, and the statement is spared.
     async fn replace_reminders(
         &self,
         tx: &mut medmesh_at_rest::WriteTx,
         id: &str,
         patient: &str,
         rows: &[medmesh_store::NotificationOutboxRow],
+        new: bool,
     ) -> Result<(), RecordError> {
         if self.reminders.is_none() {
             return Ok(());
         }
-        let (account, prefix) = NotificationHub::scheduled_prefix(
-            &Recipient::Patient(patient.to_string()),
-            &format!("appointment:{id}:"),
-        );
-        tx.withdraw_notifications(&account, &prefix).await?;
+        if !new {
+            let (account, prefix) = NotificationHub::scheduled_prefix(
+                &Recipient::Patient(patient.to_string()),
+                &format!("appointment:{id}:"),
+            );
+            tx.withdraw_notifications(&account, &prefix).await?;
+        }
         for row in rows {
             tx.queue_notification(row).await?;
         }
@@ -756,10 +760,11 @@ impl SchedulingService {
 
     /// The calendar an Appointment asks for, checked: the visit is offerable now (or is
     /// the written free Slot it names). Returns the calendar, the visit's shape and the
-    /// written Slot.
+    /// written Slot. `new_holder` says `holder` is an id just made, with no claims yet.
     async fn check_offer(
         &self,
         holder: &str,
+        new_holder: bool,
         r: &Requested,
         now: i64,
     ) -> Result<Checked, RecordError> {
@@ -834,13 +839,17 @@ impl SchedulingService {
                 .into_iter()
                 .map(|c| Interval::new(c.start_micros, c.end_micros))
                 .collect();
-            let mine: Vec<Interval> = self
-                .bookings
-                .claims_of(holder, now)
-                .await?
-                .into_iter()
-                .map(|c| Interval::new(c.start_micros, c.end_micros))
-                .collect();
+            // A new holder (an id just made) has no claims of its own to read.
+            let mine: Vec<Interval> = if new_holder {
+                Vec::new()
+            } else {
+                self.bookings
+                    .claims_of(holder, now)
+                    .await?
+                    .into_iter()
+                    .map(|c| Interval::new(c.start_micros, c.end_micros))
+                    .collect()
+            };
             let others: Vec<Interval> = claimed.into_iter().filter(|c| !mine.contains(c)).collect();
             let open = cal
                 .hours
@@ -1027,7 +1036,7 @@ impl SchedulingService {
             shape,
             slot_body,
             visit_type,
-        } = self.check_offer(&id, &r, now).await?;
+        } = self.check_offer(&id, existing.is_none(), &r, now).await?;
         let options = self.options_for(&cal).await?;
         let expires = hold.then(|| now + i64::from(self.hold_minutes) * MINUTE);
         let claims = Self::claims_for(
@@ -1125,7 +1134,7 @@ impl SchedulingService {
         claim.commit().await?;
         let stored = async {
             let mut tx = core.begin_write().await?;
-            self.replace_reminders(&mut tx, &id, &patient, &reminders)
+            self.replace_reminders(&mut tx, &id, &patient, &reminders, existing.is_none())
                 .await?;
             for row in &staff_notices {
                 tx.queue_notification(row).await?;
@@ -1411,7 +1420,7 @@ impl SchedulingService {
             };
         let mut tx = core.begin_write().await?;
         if let (Some(rows), Some(p)) = (&reminders, &patient) {
-            self.replace_reminders(&mut tx, id, p, rows).await?;
+            self.replace_reminders(&mut tx, id, p, rows, false).await?;
         }
         for row in &staff_notices {
             tx.queue_notification(row).await?;

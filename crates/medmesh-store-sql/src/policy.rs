@@ -65,10 +65,24 @@ pub(crate) async fn replace_facts(
     let mut del = Sql::new(d, "DELETE FROM policy_consents WHERE source = ");
     del.str(source);
     let consents_removed = tx.execute(del).await?;
-    let consents = consents_removed > 0 || consent.is_some();
+    let added = insert_facts(tx, d, source, new_edges, consent).await?;
+    Ok(FactsChanged {
+        any: added.any || consents_removed > 0 || edges_removed > 0,
+        consents: added.consents || consents_removed > 0,
+    })
+}
+
+/// Inserts a source's edges and consent (a source with none before), and says what came.
+pub(crate) async fn insert_facts(
+    tx: &mut (impl Exec + ?Sized),
+    d: Dialect,
+    source: &str,
+    new_edges: &[Edge],
+    consent: Option<(&str, &str)>,
+) -> Result<FactsChanged, StoreError> {
     let changed = FactsChanged {
-        any: consents || edges_removed > 0 || !new_edges.is_empty(),
-        consents,
+        any: consent.is_some() || !new_edges.is_empty(),
+        consents: consent.is_some(),
     };
     if !new_edges.is_empty() {
         let mut sql = Sql::new(

@@ -1046,7 +1046,13 @@ fn push_index_values(sql: &mut Sql, rid: i64, rt: &str, row: &IndexRow) {
         .str(&row.param)
         .push(", ")
         .int(i64::from(row.group));
-    match &row.value {
+    push_index_value_cells(sql, &row.value);
+    sql.push(")");
+}
+
+/// Appends `, v1, v2...`: an index row's value columns, in [`INDEX_VALUE_COLUMNS`]' order.
+fn push_index_value_cells(sql: &mut Sql, value: &IndexValue) {
+    match value {
         IndexValue::String { norm, exact } => {
             sql.push(", ").str(norm).push(", ").str(exact);
         }
@@ -1098,7 +1104,6 @@ fn push_index_values(sql: &mut Sql, rid: i64, rt: &str, row: &IndexRow) {
             sql.push(", ").str(uri);
         }
     }
-    sql.push(")");
 }
 
 const INDEX_COLUMNS: [&str; 6] = [
@@ -1109,6 +1114,20 @@ const INDEX_COLUMNS: [&str; 6] = [
     "(rid, res_type, param, grp, target_type, target_id, url, ident_system, ident_value)",
     "(rid, res_type, param, grp, uri)",
 ];
+
+/// Each index table's value columns (its columns after `rid, res_type, param, grp`).
+const INDEX_VALUE_COLUMNS: [&str; 6] = [
+    "norm, exact",
+    "system, code, text",
+    "lo, hi",
+    "lo, hi, system, code",
+    "target_type, target_id, url, ident_system, ident_value",
+    "uri",
+];
+
+/// The most index rows [`SqlTx::flush_at_once`] writes in its one statement (up to 10
+/// parameters each; PostgreSQL takes at most 65,535 in a statement).
+const AT_ONCE_ROWS: usize = 2_000;
 
 /// Deletes a resource's index rows from every index table.
 async fn delete_index_rows(
@@ -1124,6 +1143,9 @@ async fn delete_index_rows(
     Ok(())
 }
 
+/// The most creates [`SqlTx::flush_at_once`] writes in its one statement.
+const AT_ONCE_CREATES: usize = 16;
+
 /// Resources per multi-row insert. Fixed, so the statements (and prepared-statement cache
 /// entries) stay few.
 const CHUNK: usize = 64;
@@ -1132,6 +1154,9 @@ impl<B: Backend> SqlTx<B> {
     /// Writes buffered creates, then buffered index rows (but for the parameters search answers
     /// from `resources`, [`crate::search_sql::from_resources`]).
     async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.dialect == Dialect::Postgres && self.flush_at_once().await? {
+            return Ok(());
+        }
         self.flush_creates().await?;
         if self.pending.is_empty() {
             return Ok(());
@@ -1159,6 +1184,125 @@ impl<B: Backend> SqlTx<B> {
             }
         }
         Ok(())
+    }
+
+    /// PostgreSQL: the buffered creates, their versions and every buffered index row in one
+    /// statement of data-modifying `WITH` parts, one round trip where [`Self::flush`] makes
+    /// one per table (a booking's two creates were six statements). A create's index rows
+    /// find its new `rid` by joining the `resources` rows the statement inserts. False, with
+    /// nothing written, for a batch too large for one statement (a bundle's import): that
+    /// takes the statement per table, whose fixed shapes stay in the prepared-statement
+    /// cache.
+    async fn flush_at_once(&mut self) -> Result<bool, StoreError> {
+        let create_rows: usize = self.creates.iter().map(|v| v.index.len()).sum();
+        if self.creates.len() > AT_ONCE_CREATES || create_rows + self.pending.len() > AT_ONCE_ROWS {
+            return Ok(false);
+        }
+        if self.creates.is_empty() && self.pending.is_empty() {
+            return Ok(true);
+        }
+        let mut creates = std::mem::take(&mut self.creates);
+        self.created.clear();
+        let pending = std::mem::take(&mut self.pending);
+        let mut sql = Sql::new(self.dialect, "WITH ");
+        let mut parts = 0;
+        if !creates.is_empty() {
+            sql.push("c (res_type, res_id, version, last_updated, deleted, body) AS (VALUES ");
+            for (i, v) in creates.iter_mut().enumerate() {
+                sql.push(if i > 0 { ", (" } else { "(" })
+                    .str(&v.resource_type)
+                    .push(", ")
+                    .str(&v.id)
+                    .push(", ")
+                    .int(v.version)
+                    .push(", ")
+                    .int(v.last_updated)
+                    .push(", ")
+                    .int(i64::from(v.deleted))
+                    .push(", ")
+                    .bind(Arg::Bytes(std::mem::take(&mut v.body)))
+                    .push(")");
+            }
+            sql.push(
+                "), r AS (INSERT INTO resources (res_type, res_id, version, last_updated, deleted) \
+                 SELECT res_type, res_id, version, last_updated, deleted FROM c \
+                 RETURNING rid, res_type, res_id), \
+                 v AS (INSERT INTO resource_versions (rid, res_type, res_id, version, last_updated, deleted, body) \
+                 SELECT r.rid, c.res_type, c.res_id, c.version, c.last_updated, c.deleted, c.body \
+                 FROM c JOIN r ON r.res_type = c.res_type AND r.res_id = c.res_id)",
+            );
+            parts += 1;
+        }
+        // A create's rows carry its id (and no rid yet); an updated resource's carry its rid.
+        let rows: Vec<(Option<i64>, Option<&str>, &str, &IndexRow)> = creates
+            .iter()
+            .flat_map(|v| {
+                v.index
+                    .iter()
+                    .map(|row| (None, Some(v.id.as_str()), v.resource_type.as_str(), row))
+            })
+            .chain(
+                pending
+                    .iter()
+                    .map(|(rid, rt, row)| (Some(*rid), None, rt.as_str(), row)),
+            )
+            .filter(|(_, _, _, row)| crate::search_sql::from_resources(&row.param).is_none())
+            .collect();
+        for (t, table) in INDEX_TABLES.iter().enumerate() {
+            let mut of_table = rows.iter().filter(|r| table_of(&r.3.value) == t).peekable();
+            if of_table.peek().is_none() {
+                continue;
+            }
+            let columns = INDEX_VALUE_COLUMNS[t];
+            sql.push(if parts > 0 { ", " } else { "" }).push(&format!(
+                "i{t} AS (INSERT INTO {table} (rid, res_type, param, grp, {columns}) SELECT {}, \
+                 x.res_type, x.param, x.grp, {} FROM (VALUES ",
+                if creates.is_empty() {
+                    "x.rid"
+                } else {
+                    "COALESCE(x.rid, r.rid)"
+                },
+                columns
+                    .split(", ")
+                    .map(|c| format!("x.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+            for (i, (rid, id, rt, row)) in of_table.enumerate() {
+                sql.push(if i > 0 { ", (" } else { "(" })
+                    .bind(Arg::OptI64(*rid))
+                    .push(", ")
+                    .bind(Arg::OptStr(id.map(str::to_string)))
+                    .push(", ")
+                    .str(rt)
+                    .push(", ")
+                    .str(&row.param)
+                    .push(", ")
+                    .int(i64::from(row.group));
+                push_index_value_cells(&mut sql, &row.value);
+                sql.push(")");
+            }
+            sql.push(&format!(
+                ") AS x (rid, res_id, res_type, param, grp, {columns}){})",
+                if creates.is_empty() {
+                    ""
+                } else {
+                    " LEFT JOIN r ON x.rid IS NULL AND r.res_type = x.res_type AND r.res_id = x.res_id"
+                }
+            ));
+            parts += 1;
+        }
+        sql.push(if creates.is_empty() {
+            " SELECT CAST(0 AS BIGINT)"
+        } else {
+            " SELECT count(*) FROM r"
+        });
+        let inserted = self.tx.fetch(sql, &[Col::I64]).await?;
+        let inserted = inserted.first().map(|r| r.i64(0)).transpose()?;
+        if !creates.is_empty() && inserted != i64::try_from(creates.len()).ok() {
+            return Err(StoreError::Conflict);
+        }
+        Ok(true)
     }
 
     /// Inserts buffered new resources: current rows (returning their rids), then version rows.
@@ -1461,6 +1605,19 @@ impl<B: Backend> TrustTx for SqlTx<B> {
         let changed =
             crate::policy::replace_facts(&mut self.tx, self.dialect, source, edges, consent)
                 .await?;
+        self.policy_changed |= changed.any;
+        self.consents_changed |= changed.consents;
+        Ok(())
+    }
+
+    async fn add_policy_facts(
+        &mut self,
+        source: &str,
+        edges: &[Edge],
+        consent: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        let changed =
+            crate::policy::insert_facts(&mut self.tx, self.dialect, source, edges, consent).await?;
         self.policy_changed |= changed.any;
         self.consents_changed |= changed.consents;
         Ok(())

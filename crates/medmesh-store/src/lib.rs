@@ -457,6 +457,14 @@ pub trait TrustTx: Send {
         edges: &[Edge],
         consent: Option<(&str, &str)>,
     ) -> Result<(), StoreError>;
+    /// Adds the policy facts of a source never written before: there are none to replace,
+    /// so nothing is deleted first.
+    async fn add_policy_facts(
+        &mut self,
+        source: &str,
+        edges: &[Edge],
+        consent: Option<(&str, &str)>,
+    ) -> Result<(), StoreError>;
     /// Replaces a stored consent's body (re-encryption).
     async fn rewrite_consent(&mut self, source: &str, body: &str) -> Result<(), StoreError>;
 }
