@@ -330,7 +330,7 @@ impl AtRest {
         let Some(record) = &prepared.new_record else {
             return Ok(self.key_in(tx, &prepared.owner).await?.0 == prepared.id);
         };
-        self.check_erasures().await?;
+        self.check_erasures_in(tx).await?;
         if self.cached_owner_key(&prepared.owner).is_some()
             || tx.active_data_key(&prepared.owner).await?.is_some()
         {
@@ -402,12 +402,36 @@ impl AtRest {
     /// Drops every cached key if an erasure happened since the epoch was last read (at most
     /// once per [`EPOCH_CHECK_MICROS`]).
     async fn check_erasures(&self) -> Result<(), AtRestError> {
+        let Some(now) = self.erasure_check_due() else {
+            return Ok(());
+        };
+        let seen = self.keys.job_cursor(ERASURE_EPOCH).await?.map(|(v, _)| v);
+        self.erasures_seen(now, seen);
+        Ok(())
+    }
+
+    /// As [`Self::check_erasures`], reading the epoch in `tx`. A transaction must not wait
+    /// for a pooled connection while it holds its own: on PostgreSQL, when the check fell
+    /// due, every open write transaction could be waiting here for one, with all of the
+    /// pool's connections held so, until the pool's 30 s timeout (docs/architecture.md).
+    async fn check_erasures_in(&self, tx: &mut WriteTx) -> Result<(), AtRestError> {
+        let Some(now) = self.erasure_check_due() else {
+            return Ok(());
+        };
+        let seen = tx.key_job_cursor(ERASURE_EPOCH).await?.map(|(v, _)| v);
+        self.erasures_seen(now, seen);
+        Ok(())
+    }
+
+    /// The time now, if the erasure epoch was last read [`EPOCH_CHECK_MICROS`] ago or more.
+    fn erasure_check_due(&self) -> Option<i64> {
         let now = self.clock.now_micros();
         let last = self.epoch.lock().unwrap_or_else(PoisonError::into_inner).0;
-        if now.saturating_sub(last) < EPOCH_CHECK_MICROS {
-            return Ok(());
-        }
-        let seen = self.keys.job_cursor(ERASURE_EPOCH).await?.map(|(v, _)| v);
+        (now.saturating_sub(last) >= EPOCH_CHECK_MICROS).then_some(now)
+    }
+
+    /// Records the epoch read at `now`, dropping every cached key if it moved.
+    fn erasures_seen(&self, now: i64, seen: Option<i64>) {
         let changed = {
             let mut e = self.epoch.lock().unwrap_or_else(PoisonError::into_inner);
             let changed = e.0 != i64::MIN && e.1 != seen;
@@ -417,7 +441,6 @@ impl AtRest {
         if changed {
             *self.cache() = KeyCache::default();
         }
-        Ok(())
     }
 
     /// Records an erasure, so every node drops its cached keys.
@@ -448,7 +471,7 @@ impl AtRest {
         if let Some((id, key)) = tx.memo.get(owner) {
             return Ok((*id, key.clone()));
         }
-        self.check_erasures().await?;
+        self.check_erasures_in(tx).await?;
         if let Some(found) = self.cached_owner_key(owner) {
             tx.memo.insert(owner.to_string(), found.clone());
             return Ok(found);

@@ -57,6 +57,31 @@ fn insert_sql(d: Dialect, k: &WrappedKeyRecord) -> Sql {
 }
 
 /// The owner's active key, on any executor.
+/// The columns of [`job_cursor_query`].
+const JOB_CURSOR_COLS: [Col; 2] = [Col::I64, Col::Str];
+
+/// Reads a key job's cursor and state.
+fn job_cursor_query(d: Dialect, job: &str) -> Sql {
+    let mut sql = Sql::new(d, "SELECT cursor_value, state FROM key_jobs WHERE name = ");
+    sql.str(job);
+    sql
+}
+
+fn job_cursor_from(rows: &[Row]) -> Result<Option<(i64, String)>, StoreError> {
+    rows.first()
+        .map(|r| Ok((r.i64(0)?, r.string(1)?)))
+        .transpose()
+}
+
+/// A key job's cursor and state, read in a transaction.
+pub(crate) async fn job_cursor_in(
+    tx: &mut (impl Exec + ?Sized),
+    d: Dialect,
+    job: &str,
+) -> Result<Option<(i64, String)>, StoreError> {
+    job_cursor_from(&tx.fetch(job_cursor_query(d, job), &JOB_CURSOR_COLS).await?)
+}
+
 pub(crate) async fn active_key_in(
     exec: &mut (impl Exec + ?Sized),
     d: Dialect,
@@ -222,12 +247,10 @@ impl<B: Backend> KeyStore for SqlStore<B> {
     }
 
     async fn job_cursor(&self, job: &str) -> Result<Option<(i64, String)>, StoreError> {
-        let mut sql = self.sql("SELECT cursor_value, state FROM key_jobs WHERE name = ");
-        sql.str(job);
-        let rows = self.fetch(sql, &[Col::I64, Col::Str]).await?;
-        rows.first()
-            .map(|r| Ok((r.i64(0)?, r.string(1)?)))
-            .transpose()
+        let rows = self
+            .fetch(job_cursor_query(self.dialect(), job), &JOB_CURSOR_COLS)
+            .await?;
+        job_cursor_from(&rows)
     }
 
     async fn save_job_cursor(

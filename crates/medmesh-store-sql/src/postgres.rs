@@ -13,17 +13,10 @@ use crate::exec::{Exec, map_err, postgres as run};
 use crate::sql::{Col, Dialect, Row, Sql};
 use crate::store::Backend;
 
-/// PostgreSQL connections: one pool for reads and one for write transactions.
-///
-/// Apart because a write transaction may read through the read pool while it holds row
-/// locks (the key ring checking for erasures, say). With one shared pool, the other writers,
-/// waiting for those locks, could hold every connection: the holder then waited for a
-/// connection until the pool's 30 s timeout, and every write in flight failed with a 500.
-/// A read never waits for a row lock, so the read pool always frees up.
+/// PostgreSQL connections.
 #[derive(Debug, Clone)]
 pub struct PgBackend {
     pool: PgPool,
-    writers: PgPool,
 }
 
 impl PgBackend {
@@ -51,18 +44,7 @@ impl PgBackend {
                 .map_err(StoreError::backend)?;
             migrator.close().await;
         }
-        let pool = Self::pool(options.clone(), max_connections, statement_timeout).await?;
-        let writers = Self::pool(options, max_connections, statement_timeout).await?;
-        Ok(Self { pool, writers })
-    }
-
-    /// A pool of up to `max_connections` with the serving settings.
-    async fn pool(
-        options: PgConnectOptions,
-        max_connections: u32,
-        statement_timeout: Option<Duration>,
-    ) -> Result<PgPool, StoreError> {
-        PgPoolOptions::new()
+        let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
@@ -87,7 +69,8 @@ impl PgBackend {
             })
             .connect_with(options)
             .await
-            .map_err(map_err)
+            .map_err(map_err)?;
+        Ok(Self { pool })
     }
 }
 
@@ -147,7 +130,7 @@ impl Backend for PgBackend {
         })
     }
     async fn begin(&self) -> Result<Self::Tx, StoreError> {
-        self.writers.begin().await.map_err(map_err)
+        self.pool.begin().await.map_err(map_err)
     }
     async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
         tx.commit().await.map_err(map_err)
@@ -270,10 +253,10 @@ mod tests {
             "a finished statement's connection was not reused"
         );
         drop(conn);
-        for b in [single, slow, backend, offline] {
-            b.pool.close().await;
-            b.writers.close().await;
-        }
+        single.pool.close().await;
+        slow.pool.close().await;
+        backend.pool.close().await;
+        offline.pool.close().await;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
         )))
@@ -282,11 +265,14 @@ mod tests {
         .unwrap();
     }
 
-    /// The stall a shared pool had: a writer holding a lock reads through the pool while
-    /// the other writers, waiting for that lock, hold every connection.
+    /// A write transaction reads a key job's cursor (the key ring's erasure check, about
+    /// once a second) through itself. On a pool of one connection, which the transaction
+    /// holds, it answers at once; through the pool it would wait for the pool's timeout,
+    /// as every write in flight once did with the pool's 16 connections all held so.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_writer_reads_while_every_write_connection_waits_for_its_lock() {
-        let name = format!("medmesh_pools_{}", uuid::Uuid::new_v4().simple());
+    async fn a_transaction_reads_the_key_jobs_through_itself() {
+        use medmesh_store::{KeyStore as _, ResourceStore as _};
+        let name = format!("medmesh_keyjobs_{}", uuid::Uuid::new_v4().simple());
         let admin = PgPoolOptions::new()
             .max_connections(1)
             .connect(&format!("{}/postgres", admin_url()))
@@ -297,63 +283,24 @@ mod tests {
             .await
             .unwrap();
         let url = format!("{}/{name}", admin_url());
-        let backend = PgBackend::open(&url, 2, Some(Duration::from_secs(10)))
+        let backend = PgBackend::open(&url, 1, Some(Duration::from_secs(10)))
             .await
             .unwrap();
-        let mut holder = backend.begin().await.unwrap();
-        holder
-            .execute(Sql::new(
-                Dialect::Postgres,
-                "SELECT size FROM audit_head WHERE id = 1 FOR UPDATE",
-            ))
+        let store = crate::store::SqlStore::new(
+            backend.clone(),
+            std::sync::Arc::new(medmesh_kernel::SystemClock),
+        );
+        store
+            .save_job_cursor("erasure-epoch", 7, "erasure", 1)
             .await
             .unwrap();
-        // The pool's other write connection waits for the lock.
-        let waiter = {
-            let backend = backend.clone();
-            tokio::spawn(async move {
-                let mut tx = backend.begin().await.unwrap();
-                tx.execute(Sql::new(
-                    Dialect::Postgres,
-                    "SELECT size FROM audit_head WHERE id = 1 FOR UPDATE",
-                ))
-                .await
-                .unwrap();
-                PgBackend::commit(tx).await.unwrap();
-            })
-        };
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
-            )
-            .bind(&name)
-            .fetch_one(&admin)
+        let mut tx = store.begin().await.unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(5), tx.key_job_cursor("erasure-epoch"))
             .await
-            .unwrap();
-            if waiting == 1 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        // The lock holder reads through the pool, and gets a connection at once.
-        let read = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut conn = backend.conn().await?;
-            conn.fetch(
-                Sql::new(
-                    Dialect::Postgres,
-                    "SELECT size FROM audit_head WHERE id = 1",
-                ),
-                &[Col::I64],
-            )
-            .await
-        })
-        .await
-        .expect("the read waited for a connection the waiting writer holds");
-        assert_eq!(read.unwrap().len(), 1);
-        PgBackend::commit(holder).await.unwrap();
-        waiter.await.unwrap();
+            .expect("the transaction waited for a second connection");
+        assert_eq!(read.unwrap(), Some((7, "erasure".to_string())));
+        tx.rollback().await.unwrap();
         backend.pool.close().await;
-        backend.writers.close().await;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
         )))

@@ -1125,9 +1125,8 @@ const INDEX_VALUE_COLUMNS: [&str; 6] = [
     "uri",
 ];
 
-/// The most index rows [`SqlTx::flush_at_once`] writes in its one statement (up to 10
-/// parameters each; PostgreSQL takes at most 65,535 in a statement).
-const AT_ONCE_ROWS: usize = 2_000;
+/// The most index rows [`SqlTx::flush_at_once`] writes in its one statement.
+const AT_ONCE_ROWS: usize = 128;
 
 /// Deletes a resource's index rows from every index table.
 async fn delete_index_rows(
@@ -1144,7 +1143,7 @@ async fn delete_index_rows(
 }
 
 /// The most creates [`SqlTx::flush_at_once`] writes in its one statement.
-const AT_ONCE_CREATES: usize = 16;
+const AT_ONCE_CREATES: usize = 8;
 
 /// Resources per multi-row insert. Fixed, so the statements (and prepared-statement cache
 /// entries) stay few.
@@ -1154,9 +1153,6 @@ impl<B: Backend> SqlTx<B> {
     /// Writes buffered creates, then buffered index rows (but for the parameters search answers
     /// from `resources`, [`crate::search_sql::from_resources`]).
     async fn flush(&mut self) -> Result<(), StoreError> {
-        if self.dialect == Dialect::Postgres && self.flush_at_once().await? {
-            return Ok(());
-        }
         self.flush_creates().await?;
         if self.pending.is_empty() {
             return Ok(());
@@ -1186,13 +1182,16 @@ impl<B: Backend> SqlTx<B> {
         Ok(())
     }
 
-    /// PostgreSQL: the buffered creates, their versions and every buffered index row in one
-    /// statement of data-modifying `WITH` parts, one round trip where [`Self::flush`] makes
-    /// one per table (a booking's two creates were six statements). A create's index rows
-    /// find its new `rid` by joining the `resources` rows the statement inserts. False, with
-    /// nothing written, for a batch too large for one statement (a bundle's import): that
-    /// takes the statement per table, whose fixed shapes stay in the prepared-statement
-    /// cache.
+    /// PostgreSQL, at commit: the buffered creates, their versions and every buffered index
+    /// row in one statement of data-modifying `WITH` parts, one round trip where
+    /// [`Self::flush`] makes one per table (a booking's two creates were six statements). A
+    /// create's index rows find its new `rid` by joining the `resources` rows the statement
+    /// inserts. False, with nothing written, for a larger batch: a statement's text follows
+    /// its batch's shape, and a new text costs PostgreSQL a parse and a plan (and sqlx a
+    /// round trip to prepare it), so only the small writes whose shapes recur (a create, a
+    /// booking, an HL7 message) take this path. An import took it for its transactions'
+    /// flushes and ran at 0.65 of its speed; its batches keep the statement per table,
+    /// whose fixed shapes stay prepared.
     async fn flush_at_once(&mut self) -> Result<bool, StoreError> {
         let create_rows: usize = self.creates.iter().map(|v| v.index.len()).sum();
         if self.creates.len() > AT_ONCE_CREATES || create_rows + self.pending.len() > AT_ONCE_ROWS {
@@ -1702,6 +1701,10 @@ impl<B: Backend> DataKeyTx for SqlTx<B> {
     async fn destroy_data_keys(&mut self, owner: &str, now: i64) -> Result<u64, StoreError> {
         crate::data_keys::destroy_in(&mut self.tx, self.dialect, owner, now).await
     }
+
+    async fn key_job_cursor(&mut self, job: &str) -> Result<Option<(i64, String)>, StoreError> {
+        crate::data_keys::job_cursor_in(&mut self.tx, self.dialect, job).await
+    }
 }
 
 #[async_trait]
@@ -1755,7 +1758,9 @@ impl<B: Backend> RecordTx for SqlTx<B> {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
-        self.flush().await?;
+        if !(self.dialect == Dialect::Postgres && self.flush_at_once().await?) {
+            self.flush().await?;
+        }
         // The audit entries commit in the same transaction as the data they describe.
         // Last, so the head row (which serializes appends) is locked only briefly; the policy
         // generation is raised beside it (its row too is one that every policy-changing

@@ -524,6 +524,9 @@ pub trait DataKeyTx: Send {
     async fn insert_data_key(&mut self, key: &WrappedKeyRecord) -> Result<(), StoreError>;
     /// Destroys every data key of an owner (erasure), in this transaction.
     async fn destroy_data_keys(&mut self, owner: &str, now: i64) -> Result<u64, StoreError>;
+    /// A key job's cursor and state, as this transaction sees it (as
+    /// `KeyStore::job_cursor`, without a second connection while this one is held).
+    async fn key_job_cursor(&mut self, job: &str) -> Result<Option<(i64, String)>, StoreError>;
 }
 
 #[async_trait]
