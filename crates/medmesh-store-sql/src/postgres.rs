@@ -159,6 +159,31 @@ mod tests {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
     }
 
+    /// Creates database `name` on the suite's server: a connection to the server, and the
+    /// database's URL.
+    async fn fresh_database(name: &str) -> (sqlx::PgPool, String) {
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("{}/postgres", admin_url()))
+            .await
+            .expect("PostgreSQL must be running for the store tests");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        (admin, format!("{}/{name}", admin_url()))
+    }
+
+    /// Drops database `name`, closing what is still connected to it.
+    async fn drop_database(admin: &sqlx::PgPool, name: &str) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(admin)
+        .await
+        .unwrap();
+    }
+
     /// The server process behind a pooled connection.
     async fn backend_id(conn: &mut PgConn) -> i32 {
         sqlx::query_scalar("SELECT pg_backend_pid()")
@@ -170,16 +195,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_statement_outlives_the_timeout_or_its_request() {
         let name = format!("medmesh_timeout_{}", uuid::Uuid::new_v4().simple());
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&format!("{}/postgres", admin_url()))
-            .await
-            .expect("PostgreSQL must be running for the store tests");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let url = format!("{}/{name}", admin_url());
+        let (admin, url) = fresh_database(&name).await;
         let backend = PgBackend::open(&url, 2, Some(Duration::from_millis(300)))
             .await
             .unwrap();
@@ -257,12 +273,7 @@ mod tests {
         slow.pool.close().await;
         backend.pool.close().await;
         offline.pool.close().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
+        drop_database(&admin, &name).await;
     }
 
     /// A write transaction reads a key job's cursor (the key ring's erasure check, about
@@ -273,16 +284,7 @@ mod tests {
     async fn a_transaction_reads_the_key_jobs_through_itself() {
         use medmesh_store::{KeyStore as _, ResourceStore as _};
         let name = format!("medmesh_keyjobs_{}", uuid::Uuid::new_v4().simple());
-        let admin = PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&format!("{}/postgres", admin_url()))
-            .await
-            .expect("PostgreSQL must be running for the store tests");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let url = format!("{}/{name}", admin_url());
+        let (admin, url) = fresh_database(&name).await;
         let backend = PgBackend::open(&url, 1, Some(Duration::from_secs(10)))
             .await
             .unwrap();
@@ -301,11 +303,6 @@ mod tests {
         assert_eq!(read.unwrap(), Some((7, "erasure".to_string())));
         tx.rollback().await.unwrap();
         backend.pool.close().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&admin)
-        .await
-        .unwrap();
+        drop_database(&admin, &name).await;
     }
 }

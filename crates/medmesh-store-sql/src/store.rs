@@ -1000,10 +1000,14 @@ const VERSION_INSERT: &str = "INSERT INTO resource_versions (rid, res_type, res_
 
 /// Appends one `resource_versions` row's values, consuming the body.
 fn push_version_row(sql: &mut Sql, rid: i64, v: &NewVersion, body: Vec<u8>) {
-    sql.push("(")
-        .int(rid)
-        .push(", ")
-        .str(&v.resource_type)
+    sql.push("(").int(rid).push(", ");
+    push_version_cells(sql, v, body);
+    sql.push(")");
+}
+
+/// Appends a version's `res_type, res_id, version, last_updated, deleted, body` values.
+fn push_version_cells(sql: &mut Sql, v: &NewVersion, body: Vec<u8>) {
+    sql.str(&v.resource_type)
         .push(", ")
         .str(&v.id)
         .push(", ")
@@ -1013,8 +1017,7 @@ fn push_version_row(sql: &mut Sql, rid: i64, v: &NewVersion, body: Vec<u8>) {
         .push(", ")
         .int(i64::from(v.deleted))
         .push(", ")
-        .bind(Arg::Bytes(body))
-        .push(")");
+        .bind(Arg::Bytes(body));
 }
 
 pub(crate) const INDEX_TABLES: [&str; 6] = [
@@ -1125,6 +1128,9 @@ const INDEX_VALUE_COLUMNS: [&str; 6] = [
     "uri",
 ];
 
+/// The most creates [`SqlTx::flush_at_once`] writes in its one statement.
+const AT_ONCE_CREATES: usize = 8;
+
 /// The most index rows [`SqlTx::flush_at_once`] writes in its one statement.
 const AT_ONCE_ROWS: usize = 128;
 
@@ -1141,9 +1147,6 @@ async fn delete_index_rows(
     }
     Ok(())
 }
-
-/// The most creates [`SqlTx::flush_at_once`] writes in its one statement.
-const AT_ONCE_CREATES: usize = 8;
 
 /// Resources per multi-row insert. Fixed, so the statements (and prepared-statement cache
 /// entries) stay few.
@@ -1208,19 +1211,10 @@ impl<B: Backend> SqlTx<B> {
         if !creates.is_empty() {
             sql.push("c (res_type, res_id, version, last_updated, deleted, body) AS (VALUES ");
             for (i, v) in creates.iter_mut().enumerate() {
-                sql.push(if i > 0 { ", (" } else { "(" })
-                    .str(&v.resource_type)
-                    .push(", ")
-                    .str(&v.id)
-                    .push(", ")
-                    .int(v.version)
-                    .push(", ")
-                    .int(v.last_updated)
-                    .push(", ")
-                    .int(i64::from(v.deleted))
-                    .push(", ")
-                    .bind(Arg::Bytes(std::mem::take(&mut v.body)))
-                    .push(")");
+                sql.push(if i > 0 { ", (" } else { "(" });
+                let body = std::mem::take(&mut v.body);
+                push_version_cells(&mut sql, v, body);
+                sql.push(")");
             }
             sql.push(
                 "), r AS (INSERT INTO resources (res_type, res_id, version, last_updated, deleted) \
